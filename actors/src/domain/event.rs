@@ -1,0 +1,64 @@
+//! Events: every committed transition of a shard, in sequence order.
+
+use serde::{Deserialize, Serialize};
+
+use super::{ProposalId, ProviderId, RegistrationRef, Responder, ShardKey, Timestamp};
+
+/// A shard's event sequence number: 1 for its first event, +1 for each after.
+pub type Seq = u64;
+
+/// One committed change. Carries ids, never a PHN or a name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// The shard that committed it.
+    pub shard: ShardKey,
+    /// Its place in the shard's sequence.
+    pub seq: Seq,
+    /// When it was committed.
+    pub at: Timestamp,
+    /// What happened.
+    pub kind: EventKind,
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventKind {
+    /// A household joined the waitlist.
+    Registered { reference: RegistrationRef, household_size: u8 },
+    /// A registration left the waitlist for good.
+    Withdrawn { reference: RegistrationRef },
+    /// A household was proposed to a provider.
+    Proposed { proposal: ProposalId, reference: RegistrationRef, provider: ProviderId },
+    /// A proposal was accepted.
+    Accepted { proposal: ProposalId, reference: RegistrationRef, provider: ProviderId },
+    /// A proposal was declined and the household returned to the waitlist.
+    Declined { proposal: ProposalId, reference: RegistrationRef, provider: ProviderId, by: Responder },
+    /// A proposal ran out of time and the household returned to the waitlist.
+    Expired { proposal: ProposalId, reference: RegistrationRef, provider: ProviderId },
+    /// Patients were added to a panel (service code 98990).
+    Attached { reference: Option<RegistrationRef>, provider: ProviderId, patients: u16 },
+    /// A provider's capacity or preferences changed.
+    CapacityChanged { provider: ProviderId },
+    /// A provider was added to or changed in the registry.
+    ProviderUpdated { provider: ProviderId },
+    /// A clinic was added to or changed in the registry.
+    ClinicUpdated { facility: String },
+}
+
+impl EventKind {
+    /// A stable name for the kind, for the feed and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventKind::Registered { .. } => "REGISTERED",
+            EventKind::Withdrawn { .. } => "WITHDRAWN",
+            EventKind::Proposed { .. } => "PROPOSED",
+            EventKind::Accepted { .. } => "ACCEPTED",
+            EventKind::Declined { .. } => "DECLINED",
+            EventKind::Expired { .. } => "EXPIRED",
+            EventKind::Attached { .. } => "ATTACHED",
+            EventKind::CapacityChanged { .. } => "CAPACITY_CHANGED",
+            EventKind::ProviderUpdated { .. } => "PROVIDER_UPDATED",
+            EventKind::ClinicUpdated { .. } => "CLINIC_UPDATED",
+        }
+    }
+}

@@ -1,0 +1,51 @@
+//! Domain types: parsed at the boundary, valid everywhere after it.
+//!
+//! Every type with rules has a `parse` constructor returning `Result`; past the
+//! gateway, holding a value of the type is the proof that it is valid.
+
+mod clinic;
+mod event;
+mod ids;
+mod panel;
+mod person;
+mod phn;
+mod proposal;
+mod provider;
+mod registration;
+mod shard;
+mod time;
+
+pub use clinic::{Clinic, ClinicInput};
+pub use event::{Event, EventKind, Seq};
+pub use ids::{FacilityNumber, ProposalId, ProviderId, RegistrationRef};
+pub use panel::{PanelEntry, PanelSource};
+pub use person::{AgeGroup, DateOfBirth, Household, Language, Member, Need, PersonName, PostalCode};
+pub use phn::Phn;
+pub use proposal::{Proposal, ProposalStatus, Responder, ScoreExplanation, ScorePart};
+pub use provider::{Capacity, ComplexityMix, Provider, ProviderKind};
+pub use registration::{parse_reason, Decline, Registration, RegistrationStatus, TransitionRefused};
+pub use shard::{CommunityCode, HaCode, ShardKey};
+pub use time::{Timestamp, DAY_MS};
+
+/// A value that failed its rule. `field` names the input, `message` says what a
+/// person should change; neither ever contains the value itself (it may be a PHN).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct DomainError {
+    /// The input that was refused, e.g. `members[1].phn`.
+    pub field: String,
+    /// What is wrong, in words a person can act on.
+    pub message: String,
+}
+
+impl DomainError {
+    pub(crate) fn invalid(field: &str, message: &str) -> Self {
+        DomainError { field: field.to_string(), message: message.to_string() }
+    }
+
+    /// Prefixes the field with where it sits, e.g. `members[2].` + `phn`.
+    pub fn at(mut self, prefix: &str) -> Self {
+        self.field = format!("{prefix}{}", self.field);
+        self
+    }
+}

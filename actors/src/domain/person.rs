@@ -1,0 +1,323 @@
+//! People and households as they register.
+
+use std::collections::BTreeSet;
+
+use chrono::{Datelike, NaiveDate};
+use serde::{Deserialize, Serialize};
+
+use super::{DomainError, Phn, Timestamp};
+
+/// A given name or surname: 1–60 characters after trimming, letters (any script)
+/// with spaces, apostrophes, hyphens and periods.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PersonName(Box<str>);
+
+impl PersonName {
+    /// Parses a name.
+    pub fn parse(input: &str) -> Result<Self, DomainError> {
+        let s = input.trim();
+        let count = s.chars().count();
+        if count == 0 || count > 60 {
+            return Err(DomainError::invalid("name", "a name has 1 to 60 characters"));
+        }
+        if !s.chars().all(|c| c.is_alphabetic() || matches!(c, ' ' | '\'' | '-' | '.' | '’')) {
+            return Err(DomainError::invalid("name", "a name may hold letters, spaces, apostrophes, hyphens and periods"));
+        }
+        Ok(PersonName(s.into()))
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A date of birth: a real calendar date, not in the future, at most 125 years ago.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct DateOfBirth(NaiveDate);
+
+impl DateOfBirth {
+    /// Parses `YYYY-MM-DD`, checked against `today`.
+    pub fn parse(input: &str, today: NaiveDate) -> Result<Self, DomainError> {
+        let date = NaiveDate::parse_from_str(input.trim(), "%Y-%m-%d")
+            .map_err(|_| DomainError::invalid("dateOfBirth", "a date of birth is written YYYY-MM-DD and must be a real date"))?;
+        Self::from_date(date, today)
+    }
+
+    /// Validates a date already parsed.
+    pub fn from_date(date: NaiveDate, today: NaiveDate) -> Result<Self, DomainError> {
+        if date > today {
+            return Err(DomainError::invalid("dateOfBirth", "a date of birth cannot be in the future"));
+        }
+        if today.year() - date.year() > 125 {
+            return Err(DomainError::invalid("dateOfBirth", "a date of birth more than 125 years ago is not plausible"));
+        }
+        Ok(DateOfBirth(date))
+    }
+
+    /// The date.
+    pub fn date(&self) -> NaiveDate {
+        self.0
+    }
+
+    /// Age in whole years on `day`.
+    pub fn age_on(&self, day: NaiveDate) -> u32 {
+        let mut age = day.year() - self.0.year();
+        if (day.month(), day.day()) < (self.0.month(), self.0.day()) {
+            age -= 1;
+        }
+        age.max(0) as u32
+    }
+}
+
+/// A Canadian postal code, normalised to `A1A 1A1`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PostalCode(String);
+
+impl PostalCode {
+    /// Parses a postal code, forgiving case and the middle space.
+    pub fn parse(input: &str) -> Result<Self, DomainError> {
+        let s: String = input.chars().filter(|c| !c.is_whitespace()).collect::<String>().to_ascii_uppercase();
+        let b = s.as_bytes();
+        // Canada Post never uses D, F, I, O, Q or U; W and Z never start a code.
+        let letter = |c: u8| c.is_ascii_uppercase() && !b"DFIOQU".contains(&c);
+        let ok = b.len() == 6
+            && letter(b[0])
+            && !b"WZ".contains(&b[0])
+            && b[1].is_ascii_digit()
+            && letter(b[2])
+            && b[3].is_ascii_digit()
+            && letter(b[4])
+            && b[5].is_ascii_digit();
+        if ok {
+            Ok(PostalCode(format!("{} {}", &s[..3], &s[3..])))
+        } else {
+            Err(DomainError::invalid("postalCode", "a postal code looks like V8W 1A1"))
+        }
+    }
+
+    /// The code as `A1A 1A1`.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A clinical need that raises priority under the configured policy. Needs are
+/// what the patient reports at registration; nothing a provider could use to
+/// pick easy patients is here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Need {
+    /// Currently pregnant.
+    Pregnancy,
+    /// A baby under 12 months.
+    Newborn,
+    /// Frailty or reduced mobility.
+    Frailty,
+    /// Discharged from hospital in the last 30 days.
+    RecentDischarge,
+    /// Complex chronic conditions needing regular care.
+    ChronicComplex,
+    /// Mental health or substance use care.
+    MentalHealth,
+    /// Palliative or end-of-life care.
+    Palliative,
+}
+
+impl Need {
+    /// Every need, in a fixed order.
+    pub const ALL: [Need; 7] = [
+        Need::Pregnancy,
+        Need::Newborn,
+        Need::Frailty,
+        Need::RecentDischarge,
+        Need::ChronicComplex,
+        Need::MentalHealth,
+        Need::Palliative,
+    ];
+
+    /// Needs that make a patient "complex" for a provider's complexity mix.
+    pub fn is_complex(self) -> bool {
+        matches!(self, Need::Frailty | Need::ChronicComplex | Need::MentalHealth | Need::Palliative)
+    }
+}
+
+/// The age bands provider preferences speak of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum AgeGroup {
+    /// Under 18.
+    Child,
+    /// 18 to 64.
+    Adult,
+    /// 65 and over.
+    Senior,
+}
+
+impl AgeGroup {
+    /// The band of an age in years.
+    pub fn of_age(age: u32) -> Self {
+        match age {
+            0..=17 => AgeGroup::Child,
+            18..=64 => AgeGroup::Adult,
+            _ => AgeGroup::Senior,
+        }
+    }
+}
+
+/// A language, as a lower-case ISO 639 code (`en`, `fr`, `pa`, `zh`, ...).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Language(String);
+
+impl Language {
+    /// Parses a 2- or 3-letter code.
+    pub fn parse(input: &str) -> Result<Self, DomainError> {
+        let s = input.trim().to_ascii_lowercase();
+        if (2..=3).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_lowercase()) {
+            Ok(Language(s))
+        } else {
+            Err(DomainError::invalid("language", "a language is a 2- or 3-letter ISO 639 code, e.g. en or pa"))
+        }
+    }
+
+    /// The code.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// One person in a household.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// Identity key; unique across the whole registry.
+    pub phn: Phn,
+    /// Given name.
+    pub given_name: PersonName,
+    /// Surname.
+    pub surname: PersonName,
+    /// Date of birth (drives age-group preferences).
+    pub date_of_birth: DateOfBirth,
+    /// Reported clinical needs.
+    pub needs: BTreeSet<Need>,
+}
+
+/// People who register together and are attached to one provider together.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Household {
+    /// 1 to 8 people with distinct PHNs.
+    pub members: Vec<Member>,
+    /// Where the household lives.
+    pub postal_code: PostalCode,
+    /// Languages the household can be cared for in, most preferred first.
+    pub languages: Vec<Language>,
+}
+
+impl Household {
+    /// The most people one registration may hold.
+    pub const MAX_MEMBERS: usize = 8;
+
+    /// Checks the household rules: 1 to 8 members, no PHN twice, at most 5 languages.
+    pub fn new(members: Vec<Member>, postal_code: PostalCode, languages: Vec<Language>) -> Result<Self, DomainError> {
+        if members.is_empty() || members.len() > Self::MAX_MEMBERS {
+            return Err(DomainError::invalid("members", "a household registers 1 to 8 people"));
+        }
+        let mut seen = BTreeSet::new();
+        for (i, m) in members.iter().enumerate() {
+            if !seen.insert(m.phn) {
+                return Err(DomainError::invalid(&format!("members[{i}].phn"), "the same PHN appears twice in the household"));
+            }
+        }
+        if languages.len() > 5 {
+            return Err(DomainError::invalid("languages", "list at most 5 languages"));
+        }
+        Ok(Household { members, postal_code, languages })
+    }
+
+    /// Every need reported by any member.
+    pub fn needs(&self) -> BTreeSet<Need> {
+        self.members.iter().flat_map(|m| m.needs.iter().copied()).collect()
+    }
+
+    /// True when any member has a complex need.
+    pub fn is_complex(&self) -> bool {
+        self.needs().into_iter().any(Need::is_complex)
+    }
+
+    /// The age groups of the members on the day of `at`.
+    pub fn age_groups(&self, at: Timestamp) -> BTreeSet<AgeGroup> {
+        let day = at.to_utc().date_naive();
+        self.members.iter().map(|m| AgeGroup::of_age(m.date_of_birth.age_on(day))).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn today() -> NaiveDate {
+        NaiveDate::from_ymd_opt(2026, 11, 24).unwrap()
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(PersonName::parse("  Anne-Marie ").unwrap().as_str(), "Anne-Marie");
+        assert!(PersonName::parse("O'Brien").is_ok());
+        assert!(PersonName::parse("Nguyễn").is_ok());
+        assert!(PersonName::parse("").is_err());
+        assert!(PersonName::parse("   ").is_err());
+        assert!(PersonName::parse("R2D2").is_err());
+        assert!(PersonName::parse(&"a".repeat(61)).is_err());
+    }
+
+    #[test]
+    fn dates_of_birth() {
+        let dob = DateOfBirth::parse("1990-02-28", today()).unwrap();
+        assert_eq!(dob.age_on(today()), 36);
+        assert_eq!(dob.age_on(NaiveDate::from_ymd_opt(2026, 2, 27).unwrap()), 35);
+        assert!(DateOfBirth::parse("2026-11-25", today()).is_err());
+        assert!(DateOfBirth::parse("1899-01-01", today()).is_err());
+        assert!(DateOfBirth::parse("1990-02-30", today()).is_err());
+        assert!(DateOfBirth::parse("24/11/1990", today()).is_err());
+    }
+
+    #[test]
+    fn postal_codes() {
+        assert_eq!(PostalCode::parse("v8w1a1").unwrap().as_str(), "V8W 1A1");
+        assert_eq!(PostalCode::parse("V8W 1A1").unwrap().as_str(), "V8W 1A1");
+        for bad in ["V8W1A", "W8W 1A1", "V8W 1O1", "88W 1A1", "V8W 1A1 X"] {
+            assert!(PostalCode::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn age_groups_and_languages() {
+        assert_eq!(AgeGroup::of_age(0), AgeGroup::Child);
+        assert_eq!(AgeGroup::of_age(17), AgeGroup::Child);
+        assert_eq!(AgeGroup::of_age(18), AgeGroup::Adult);
+        assert_eq!(AgeGroup::of_age(65), AgeGroup::Senior);
+        assert_eq!(Language::parse("EN").unwrap().as_str(), "en");
+        assert!(Language::parse("english").is_err());
+    }
+
+    fn member(phn: &str) -> Member {
+        Member {
+            phn: Phn::parse(phn).unwrap(),
+            given_name: PersonName::parse("Ada").unwrap(),
+            surname: PersonName::parse("Lovelace").unwrap(),
+            date_of_birth: DateOfBirth::parse("1990-01-01", today()).unwrap(),
+            needs: [Need::Frailty].into(),
+        }
+    }
+
+    #[test]
+    fn household_rules() {
+        let pc = PostalCode::parse("V8W 1A1").unwrap();
+        assert!(Household::new(vec![], pc.clone(), vec![]).is_err());
+        let one = Household::new(vec![member("9698658215")], pc.clone(), vec![]).unwrap();
+        assert!(one.is_complex());
+        let twice = Household::new(vec![member("9698658215"), member("9698658215")], pc.clone(), vec![]);
+        assert_eq!(twice.unwrap_err().field, "members[1].phn");
+        let nine: Vec<Member> = (0..9).filter_map(Phn::with_body).take(9).map(|p| Member { phn: p, ..member("9698658215") }).collect();
+        assert_eq!(nine.len(), 9);
+        assert!(Household::new(nine.clone(), pc.clone(), vec![]).is_err());
+        assert!(Household::new(nine[..8].to_vec(), pc, vec![]).is_ok());
+    }
+}

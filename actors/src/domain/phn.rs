@@ -1,0 +1,162 @@
+//! The Personal Health Number: the identity key of a patient.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::DomainError;
+
+/// A valid BC Personal Health Number: ten digits, a leading 9, and a mod-11
+/// check digit over digits 2–9 with weights 2,4,8,5,10,9,7,3.
+///
+/// `Debug` and `Display` deliberately mask the number, so a PHN that slips into a
+/// `tracing` field or an error message never reaches a log line. Use
+/// [`Phn::expose`] where the digits are really needed (storage, the patient's own view).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "u64", into = "u64")]
+pub struct Phn(u64);
+
+const WEIGHTS: [u64; 8] = [2, 4, 8, 5, 10, 9, 7, 3];
+
+impl Phn {
+    /// Parses ten digits (spaces allowed, as on a BC Services Card: `9698 658 215`).
+    pub fn parse(input: &str) -> Result<Self, DomainError> {
+        let digits: String = input.chars().filter(|c| *c != ' ').collect();
+        if digits.len() != 10 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(DomainError::invalid("phn", "a PHN has exactly ten digits"));
+        }
+        let value: u64 = digits.parse().map_err(|_| DomainError::invalid("phn", "a PHN has exactly ten digits"))?;
+        Self::from_u64(value)
+    }
+
+    /// Validates a number already held as an integer (storage, synthetic data).
+    pub fn from_u64(value: u64) -> Result<Self, DomainError> {
+        if !(9_000_000_000..=9_999_999_999).contains(&value) {
+            return Err(DomainError::invalid("phn", "a BC PHN has ten digits and starts with 9"));
+        }
+        let digits = Self::digits(value);
+        match check_digit(&digits) {
+            Some(check) if check == digits[9] => Ok(Phn(value)),
+            _ => Err(DomainError::invalid("phn", "the PHN's check digit does not match; please re-check the number")),
+        }
+    }
+
+    /// Builds the valid PHN whose digits 2–9 are `body` (0..=99_999_999), if that
+    /// body has a check digit at all (about one body in eleven has none).
+    pub fn with_body(body: u32) -> Option<Self> {
+        if body > 99_999_999 {
+            return None;
+        }
+        let base = 9_000_000_000 + u64::from(body) * 10;
+        let check = check_digit(&Self::digits(base))?;
+        Some(Phn(base + check))
+    }
+
+    /// The ten digits. Call only where the number must leave the process
+    /// (the store, the patient's own record); never in logs.
+    pub fn expose(&self) -> String {
+        self.0.to_string()
+    }
+
+    /// The number as an integer, for compact storage keys.
+    pub fn as_u64(&self) -> u64 {
+        self.0
+    }
+
+    fn digits(value: u64) -> [u64; 10] {
+        let mut out = [0; 10];
+        let mut v = value;
+        for slot in out.iter_mut().rev() {
+            *slot = v % 10;
+            v /= 10;
+        }
+        out
+    }
+}
+
+/// The check digit for digits 2–9, or `None` when the rule yields 10 or 11
+/// (such a body is never issued).
+fn check_digit(digits: &[u64; 10]) -> Option<u64> {
+    let sum: u64 = digits[1..9].iter().zip(WEIGHTS).map(|(d, w)| d * w).sum();
+    let check = 11 - (sum % 11);
+    (check < 10).then_some(check)
+}
+
+impl TryFrom<u64> for Phn {
+    type Error = DomainError;
+    fn try_from(value: u64) -> Result<Self, Self::Error> {
+        Self::from_u64(value)
+    }
+}
+
+impl From<Phn> for u64 {
+    fn from(p: Phn) -> u64 {
+        p.0
+    }
+}
+
+impl fmt::Debug for Phn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Phn(***)")
+    }
+}
+
+impl fmt::Display for Phn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Only the last two digits, as a receipt would show.
+        write!(f, "********{:02}", self.0 % 100)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_the_design_vector() {
+        assert!(Phn::parse("9698658215").is_ok());
+        assert!(Phn::parse("9698 658 215").is_ok());
+    }
+
+    #[test]
+    fn refuses_a_wrong_check_digit() {
+        assert!(Phn::parse("9698648215").is_err());
+        assert!(Phn::parse("9698658216").is_err());
+    }
+
+    #[test]
+    fn refuses_bad_shapes() {
+        for bad in ["", "969865821", "96986582150", "8698658215", "96986x8215", "-698658215"] {
+            assert!(Phn::parse(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn never_prints_the_number() {
+        let phn = Phn::parse("9698658215").unwrap();
+        assert!(!format!("{phn}").contains("96986582"));
+        assert!(!format!("{phn:?}").contains("9698"));
+        assert_eq!(phn.expose(), "9698658215");
+    }
+
+    #[test]
+    fn with_body_builds_valid_numbers_only() {
+        assert_eq!(Phn::with_body(69865821).map(|p| p.expose()), Some("9698658215".to_string()));
+        let made = (0..1_000).filter_map(Phn::with_body).count();
+        assert!(made > 850 && made < 1_000, "about 10 in 11 bodies have a check digit, got {made}");
+        for body in 0..1_000 {
+            if let Some(p) = Phn::with_body(body) {
+                assert_eq!(Phn::parse(&p.expose()), Ok(p));
+            }
+        }
+    }
+
+    #[test]
+    fn serde_round_trip_revalidates() {
+        let phn = Phn::parse("9698658215").unwrap();
+        let bytes = postcard::to_allocvec(&phn).unwrap();
+        assert_eq!(postcard::from_bytes::<Phn>(&bytes).unwrap(), phn);
+        let bad = postcard::to_allocvec(&9_698_648_215u64).unwrap();
+        assert!(postcard::from_bytes::<Phn>(&bad).is_err());
+    }
+}

@@ -1,0 +1,249 @@
+//! Registrations on the waitlist and their lifecycle:
+//! `WAITING → PROPOSED → ATTACHED`, `PROPOSED → WAITING` (returned, keeping the
+//! original registration time), `WAITING|PROPOSED → WITHDRAWN`.
+
+use serde::{Deserialize, Serialize};
+
+use super::{DomainError, Household, ProposalId, ProviderId, RegistrationRef, Responder, ShardKey, Timestamp};
+
+/// Where a registration stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RegistrationStatus {
+    /// On the waitlist.
+    Waiting,
+    /// Proposed to a provider; the proposal is open.
+    Proposed,
+    /// On a provider's panel.
+    Attached,
+    /// Left the waitlist (moved, found a doctor, asked to be removed).
+    Withdrawn,
+}
+
+impl RegistrationStatus {
+    /// The status as the API shows it.
+    pub fn name(self) -> &'static str {
+        match self {
+            RegistrationStatus::Waiting => "WAITING",
+            RegistrationStatus::Proposed => "PROPOSED",
+            RegistrationStatus::Attached => "ATTACHED",
+            RegistrationStatus::Withdrawn => "WITHDRAWN",
+        }
+    }
+}
+
+/// A returned match: who declined, why, when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decline {
+    /// The proposal that was declined or expired.
+    pub proposal: ProposalId,
+    /// The provider it was for.
+    pub provider: ProviderId,
+    /// Who declined (`None`: the proposal expired unanswered).
+    pub by: Option<Responder>,
+    /// The reason given.
+    pub reason: String,
+    /// When.
+    pub at: Timestamp,
+}
+
+/// A household's registration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registration {
+    /// Public reference.
+    pub reference: RegistrationRef,
+    /// The community whose waitlist holds it.
+    pub shard: ShardKey,
+    /// Who registered.
+    pub household: Household,
+    /// The place in line. Never changes, whatever happens to a match.
+    pub registered_at: Timestamp,
+    /// Where it stands.
+    pub status: RegistrationStatus,
+    /// The open proposal while `Proposed`.
+    pub proposal: Option<ProposalId>,
+    /// The provider once `Attached`.
+    pub provider: Option<ProviderId>,
+    /// Every returned match, oldest first.
+    pub declines: Vec<Decline>,
+    /// Why it was withdrawn.
+    pub withdrawn_reason: Option<String>,
+    /// Last transition.
+    pub updated_at: Timestamp,
+}
+
+/// A transition the lifecycle does not allow.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct TransitionRefused(pub String);
+
+impl Registration {
+    /// A new registration, waiting.
+    pub fn new(reference: RegistrationRef, shard: ShardKey, household: Household, now: Timestamp) -> Self {
+        Registration {
+            reference,
+            shard,
+            household,
+            registered_at: now,
+            status: RegistrationStatus::Waiting,
+            proposal: None,
+            provider: None,
+            declines: vec![],
+            withdrawn_reason: None,
+            updated_at: now,
+        }
+    }
+
+    fn refuse(&self, what: &str) -> TransitionRefused {
+        TransitionRefused(format!("registration {} is {} and cannot be {what}", self.reference, self.status.name()))
+    }
+
+    /// `WAITING → PROPOSED`.
+    pub fn propose(&self, proposal: ProposalId, now: Timestamp) -> Result<Self, TransitionRefused> {
+        if self.status != RegistrationStatus::Waiting {
+            return Err(self.refuse("proposed"));
+        }
+        Ok(Registration { status: RegistrationStatus::Proposed, proposal: Some(proposal), updated_at: now, ..self.clone() })
+    }
+
+    /// `PROPOSED → WAITING`: the match fell through; `registered_at` is kept.
+    pub fn return_to_waitlist(&self, decline: Decline, now: Timestamp) -> Result<Self, TransitionRefused> {
+        if self.status != RegistrationStatus::Proposed || self.proposal.as_ref() != Some(&decline.proposal) {
+            return Err(self.refuse("returned to the waitlist"));
+        }
+        let mut next = Registration { status: RegistrationStatus::Waiting, proposal: None, updated_at: now, ..self.clone() };
+        next.declines.push(decline);
+        Ok(next)
+    }
+
+    /// `PROPOSED → ATTACHED`.
+    pub fn attach(&self, provider: ProviderId, now: Timestamp) -> Result<Self, TransitionRefused> {
+        if self.status != RegistrationStatus::Proposed {
+            return Err(self.refuse("attached"));
+        }
+        Ok(Registration {
+            status: RegistrationStatus::Attached,
+            proposal: None,
+            provider: Some(provider),
+            updated_at: now,
+            ..self.clone()
+        })
+    }
+
+    /// `WAITING|PROPOSED → WITHDRAWN`.
+    pub fn withdraw(&self, reason: &str, now: Timestamp) -> Result<Self, TransitionRefused> {
+        if !matches!(self.status, RegistrationStatus::Waiting | RegistrationStatus::Proposed) {
+            return Err(self.refuse("withdrawn"));
+        }
+        Ok(Registration {
+            status: RegistrationStatus::Withdrawn,
+            proposal: None,
+            withdrawn_reason: Some(reason.to_string()),
+            updated_at: now,
+            ..self.clone()
+        })
+    }
+
+    /// Whether this registration still holds its members' PHNs (so nobody may
+    /// register them again).
+    pub fn holds_phns(&self) -> bool {
+        self.status != RegistrationStatus::Withdrawn
+    }
+}
+
+/// Checks a free-text reason (decline, withdrawal): 1–500 printable characters.
+pub fn parse_reason(input: &str) -> Result<String, DomainError> {
+    let t = input.trim();
+    let n = t.chars().count();
+    if n == 0 || n > 500 || t.chars().any(|c| c.is_control() && c != '\n') {
+        return Err(DomainError::invalid("reason", "a reason is 1 to 500 printable characters"));
+    }
+    Ok(t.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{DateOfBirth, Member, PersonName, Phn, PostalCode};
+
+    fn registration() -> Registration {
+        let today = chrono::NaiveDate::from_ymd_opt(2026, 11, 24).unwrap();
+        let member = Member {
+            phn: Phn::parse("9698658215").unwrap(),
+            given_name: PersonName::parse("Ada").unwrap(),
+            surname: PersonName::parse("Lovelace").unwrap(),
+            date_of_birth: DateOfBirth::parse("1990-01-01", today).unwrap(),
+            needs: Default::default(),
+        };
+        let household = Household::new(vec![member], PostalCode::parse("V8W 1A1").unwrap(), vec![]).unwrap();
+        Registration::new(RegistrationRef::generate(), crate::domain::ShardKey::parse("IHA/111").unwrap(), household, Timestamp(1_000))
+    }
+
+    fn decline(p: &ProposalId) -> Decline {
+        Decline {
+            proposal: p.clone(),
+            provider: ProviderId::parse("P1234").unwrap(),
+            by: Some(Responder::Provider),
+            reason: "panel full".into(),
+            at: Timestamp(3_000),
+        }
+    }
+
+    #[test]
+    fn full_match_path() {
+        let r = registration();
+        let p = ProposalId::generate();
+        let proposed = r.propose(p.clone(), Timestamp(2_000)).unwrap();
+        assert_eq!(proposed.status, RegistrationStatus::Proposed);
+        let attached = proposed.attach(ProviderId::parse("P1234").unwrap(), Timestamp(3_000)).unwrap();
+        assert_eq!(attached.status, RegistrationStatus::Attached);
+        assert_eq!(attached.registered_at, Timestamp(1_000));
+        assert!(attached.holds_phns());
+    }
+
+    #[test]
+    fn a_returned_match_keeps_the_place_in_line() {
+        let r = registration();
+        let p = ProposalId::generate();
+        let back = r.propose(p.clone(), Timestamp(2_000)).unwrap().return_to_waitlist(decline(&p), Timestamp(3_000)).unwrap();
+        assert_eq!(back.status, RegistrationStatus::Waiting);
+        assert_eq!(back.registered_at, Timestamp(1_000));
+        assert_eq!(back.declines.len(), 1);
+        assert_eq!(back.declines[0].reason, "panel full");
+    }
+
+    #[test]
+    fn refused_transitions() {
+        let r = registration();
+        let p = ProposalId::generate();
+        assert!(r.attach(ProviderId::parse("P1234").unwrap(), Timestamp(2)).is_err(), "WAITING → ATTACHED");
+        assert!(r.return_to_waitlist(decline(&p), Timestamp(2)).is_err(), "WAITING → WAITING");
+        let proposed = r.propose(p.clone(), Timestamp(2)).unwrap();
+        assert!(proposed.propose(ProposalId::generate(), Timestamp(3)).is_err(), "PROPOSED → PROPOSED");
+        let other = ProposalId::generate();
+        assert!(proposed.return_to_waitlist(decline(&other), Timestamp(3)).is_err(), "returned by another proposal");
+        let attached = proposed.attach(ProviderId::parse("P1234").unwrap(), Timestamp(3)).unwrap();
+        assert!(attached.withdraw("moved", Timestamp(4)).is_err(), "ATTACHED → WITHDRAWN");
+        assert!(attached.propose(ProposalId::generate(), Timestamp(4)).is_err(), "ATTACHED → PROPOSED");
+        let withdrawn = r.withdraw("moved", Timestamp(5)).unwrap();
+        assert!(!withdrawn.holds_phns());
+        assert!(withdrawn.withdraw("again", Timestamp(6)).is_err(), "WITHDRAWN → WITHDRAWN");
+        assert!(withdrawn.propose(ProposalId::generate(), Timestamp(6)).is_err(), "WITHDRAWN → PROPOSED");
+        let err = withdrawn.withdraw("again", Timestamp(6)).unwrap_err().0;
+        assert!(err.contains("is WITHDRAWN"), "{err}");
+    }
+
+    #[test]
+    fn a_proposed_registration_can_be_withdrawn() {
+        let r = registration().propose(ProposalId::generate(), Timestamp(2)).unwrap();
+        let w = r.withdraw("found a doctor", Timestamp(3)).unwrap();
+        assert_eq!(w.status, RegistrationStatus::Withdrawn);
+        assert_eq!(w.proposal, None);
+    }
+
+    #[test]
+    fn reasons() {
+        assert_eq!(parse_reason("  moved  ").unwrap(), "moved");
+        assert!(parse_reason("").is_err());
+        assert!(parse_reason(&"x".repeat(501)).is_err());
+    }
+}

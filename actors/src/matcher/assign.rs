@@ -1,0 +1,335 @@
+//! Choosing a provider for one household: who is eligible (places, complexity
+//! mix, hard preferences) and who ranks first (soft preferences met, then most
+//! free places, then provider id).
+
+use std::cmp::Ordering;
+use std::collections::BTreeSet;
+
+use crate::domain::{AgeGroup, Language, ProviderId};
+
+use super::{Candidate, Opening, Policy, PreferenceRule};
+
+/// An opening's running state. Preferences are pre-digested into bits so the
+/// per-candidate scan compares integers, not strings or sets.
+struct Slot {
+    remaining: u32,
+    /// Complex people this opening may take in this run.
+    complex_cap: u32,
+    complex_used: u32,
+    /// Age groups taken, as [`age_bit`]s; 0 takes all.
+    ages: u8,
+    /// An opening that states no language is neutral on language.
+    states_languages: bool,
+}
+
+/// The openings of one run and the places left in them.
+pub(super) struct Board<'a> {
+    /// Openings with places, in provider id order; indexes `slots`.
+    openings: Vec<&'a Opening>,
+    slots: Vec<Slot>,
+    /// Indices of slots with places left, ascending, so the first of equally
+    /// good providers is the one with the lowest id.
+    active: Vec<usize>,
+    free_total: u64,
+    languages: LanguageSets<'a>,
+    /// The candidate's languages as bits, reused between candidates.
+    scratch: Vec<u64>,
+    language_rule: PreferenceRule,
+    age_rule: PreferenceRule,
+    /// Keys of household profiles that found no eligible provider, sorted. Places only ever get used up, so a profile refused
+    /// once is refused for the rest of the run: most of a long waitlist is
+    /// then skipped without scanning the providers again.
+    refused: Vec<u128>,
+}
+
+/// A household as eligibility sees it: size, complexity, and its age groups
+/// and languages as the policy weighs them.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Profile {
+    size: u8,
+    complex: bool,
+    /// As [`age_bit`]s; 0 when the policy ignores age groups.
+    ages: u8,
+    /// False when the policy ignores language or the household states none.
+    weigh_language: bool,
+    /// Its languages as bits of the board's language sets; only filled when
+    /// those fit one word (64 languages), else read from the candidate.
+    languages: u64,
+}
+
+impl Profile {
+    /// Everything in one sortable key, for the board's memory of refusals.
+    /// Only meaningful when `languages` is filled.
+    fn key(&self) -> u128 {
+        let head = u64::from(self.size)
+            | u64::from(self.complex) << 8
+            | u64::from(self.ages) << 9
+            | u64::from(self.weigh_language) << 12;
+        u128::from(head) << 64 | u128::from(self.languages)
+    }
+}
+
+/// The best provider found for a household.
+struct Best {
+    slot: usize,
+    soft: u8,
+    remaining: u32,
+}
+
+impl<'a> Board<'a> {
+    pub(super) fn new(openings: &'a [Opening], policy: &Policy) -> Self {
+        let mut openings: Vec<&Opening> = openings.iter().filter(|o| o.free_places > 0).collect();
+        openings.sort_by(|a, b| opening_order(a, b));
+        let slots: Vec<Slot> = openings
+            .iter()
+            .map(|o| Slot {
+                remaining: o.free_places,
+                complex_cap: complex_cap(o),
+                complex_used: 0,
+                ages: age_mask(&o.age_groups),
+                states_languages: !o.languages.is_empty(),
+            })
+            .collect();
+        let languages = LanguageSets::new(&openings);
+        Board {
+            active: (0..openings.len()).collect(),
+            free_total: openings.iter().map(|o| u64::from(o.free_places)).sum(),
+            scratch: vec![0; languages.words],
+            languages,
+            openings,
+            slots,
+            language_rule: policy.language,
+            age_rule: policy.age_groups,
+            refused: Vec::new(),
+        }
+    }
+
+    /// True once no opening has a place left.
+    pub(super) fn is_full(&self) -> bool {
+        self.free_total == 0
+    }
+
+    /// Free places left across all openings.
+    pub(super) fn capacity(&self) -> u64 {
+        self.free_total
+    }
+
+    /// What eligibility depends on, read from the candidate once, in input
+    /// order, so the scan in priority order touches a few bytes rather than
+    /// the candidate's heap-allocated sets.
+    pub(super) fn profile(&mut self, c: &Candidate) -> Profile {
+        let weigh_language = self.language_rule != PreferenceRule::Ignore && !c.languages.is_empty();
+        let mut languages = 0;
+        if weigh_language && self.languages.words == 1 {
+            self.languages.fill(&c.languages, &mut self.scratch);
+            languages = self.scratch[0];
+        }
+        Profile {
+            size: c.size,
+            complex: c.complex,
+            ages: if self.age_rule == PreferenceRule::Ignore { 0 } else { age_mask(&c.age_groups) },
+            weigh_language,
+            languages,
+        }
+    }
+
+    /// Places the whole household `c`, whose [`Board::profile`] is `h`, with
+    /// the best eligible provider, returning the provider and why it was
+    /// chosen, or `None` if no provider is eligible.
+    pub(super) fn place(&mut self, h: &Profile, c: &Candidate) -> Option<(ProviderId, Vec<String>)> {
+        let key = (self.languages.words == 1).then(|| h.key());
+        if key.is_some_and(|k| self.refused.binary_search(&k).is_ok()) {
+            return None;
+        }
+        if key.is_some() {
+            self.scratch[0] = h.languages;
+        } else if h.weigh_language {
+            self.languages.fill(&c.languages, &mut self.scratch);
+        }
+        let size = u32::from(h.size);
+        let mut best: Option<Best> = None;
+        let mut eligible = 0u32;
+        for &s in &self.active {
+            let slot = &self.slots[s];
+            if slot.remaining < size || (h.complex && slot.complex_used.saturating_add(size) > slot.complex_cap) {
+                continue;
+            }
+            let mut soft = 0u8;
+            let ages_taken = slot.ages == 0 || h.ages & !slot.ages == 0;
+            match self.age_rule {
+                PreferenceRule::Hard if !ages_taken => continue,
+                PreferenceRule::Soft if ages_taken => soft += 1,
+                _ => {}
+            }
+            if h.weigh_language && slot.states_languages {
+                let shared = self.languages.shares(s, &self.scratch);
+                match self.language_rule {
+                    PreferenceRule::Hard if !shared => continue,
+                    PreferenceRule::Soft if shared => soft += 1,
+                    _ => {}
+                }
+            }
+            eligible += 1;
+            // Strictly better only: on a full tie the earlier slot (lower id) stays.
+            if best.as_ref().is_none_or(|b| (soft, slot.remaining) > (b.soft, b.remaining)) {
+                best = Some(Best { slot: s, soft, remaining: slot.remaining });
+            }
+        }
+        let Some(best) = best else {
+            if let Some(k) = key
+                && let Err(pos) = self.refused.binary_search(&k)
+            {
+                self.refused.insert(pos, k);
+            }
+            return None;
+        };
+        let fit = self.explain(c, &best, eligible);
+        let slot = &mut self.slots[best.slot];
+        slot.remaining -= size;
+        if c.complex {
+            slot.complex_used += size;
+        }
+        self.free_total -= u64::from(size);
+        if slot.remaining == 0
+            && let Ok(pos) = self.active.binary_search(&best.slot)
+        {
+            self.active.remove(pos);
+        }
+        Some((self.openings[best.slot].provider.clone(), fit))
+    }
+
+    /// Why this provider, in words a coordinator can check against the rules.
+    /// Called before the places are taken, so counts are as the choice saw them.
+    fn explain(&self, c: &Candidate, best: &Best, eligible: u32) -> Vec<String> {
+        let opening = self.openings[best.slot];
+        let slot = &self.slots[best.slot];
+        let mut fit = Vec::with_capacity(5);
+        fit.push(if eligible == 1 {
+            "only eligible provider".to_string()
+        } else {
+            format!("best of {eligible} eligible providers")
+        });
+        let soft_rules = [self.language_rule, self.age_rule].iter().filter(|r| **r == PreferenceRule::Soft).count();
+        if soft_rules > 0 {
+            fit.push(format!("meets {} of {soft_rules} soft preferences", best.soft));
+        }
+        fit.push(format!("has {} free places", slot.remaining));
+        if self.language_rule != PreferenceRule::Ignore {
+            fit.push(language_fit(c, opening));
+        }
+        if self.age_rule != PreferenceRule::Ignore {
+            fit.push(age_fit(c, opening, slot));
+        }
+        if c.complex {
+            fit.push(format!("complex share {}/{} used", slot.complex_used + u32::from(c.size), slot.complex_cap));
+        }
+        fit
+    }
+}
+
+fn language_fit(c: &Candidate, opening: &Opening) -> String {
+    if c.languages.is_empty() {
+        return "household states no language".to_string();
+    }
+    if opening.languages.is_empty() {
+        return "provider states no language".to_string();
+    }
+    // The household lists languages most preferred first: name the best one shared.
+    match c.languages.iter().find(|l| opening.languages.contains(l)) {
+        Some(l) => format!("shares language {}", l.as_str()),
+        None => "shares no language".to_string(),
+    }
+}
+
+fn age_fit(c: &Candidate, opening: &Opening, slot: &Slot) -> String {
+    if slot.ages == 0 {
+        return "takes all age groups".to_string();
+    }
+    let taken: Vec<&str> = opening.age_groups.iter().map(|&g| age_name(g)).collect();
+    let taken = taken.join(", ");
+    if age_mask(&c.age_groups) & !slot.ages == 0 {
+        format!("takes age groups {taken}")
+    } else {
+        format!("takes age groups {taken}, not every member's")
+    }
+}
+
+/// Complex people an opening may take: a floor share of its free places at the
+/// start of the run. A share above 100% cannot take more than the places.
+fn complex_cap(o: &Opening) -> u32 {
+    let cap = u64::from(o.free_places) * u64::from(o.max_complex_share_pct) / 100;
+    u32::try_from(cap.min(u64::from(o.free_places))).unwrap_or(o.free_places)
+}
+
+/// A total order on openings, so that several openings for one provider (a
+/// caller's mistake, but possible) still give a result independent of input order.
+fn opening_order(a: &Opening, b: &Opening) -> Ordering {
+    a.provider
+        .cmp(&b.provider)
+        .then(a.free_places.cmp(&b.free_places))
+        .then(a.max_complex_share_pct.cmp(&b.max_complex_share_pct))
+        .then_with(|| a.languages.cmp(&b.languages))
+        .then_with(|| a.age_groups.cmp(&b.age_groups))
+}
+
+fn age_bit(g: AgeGroup) -> u8 {
+    match g {
+        AgeGroup::Child => 1,
+        AgeGroup::Adult => 2,
+        AgeGroup::Senior => 4,
+    }
+}
+
+fn age_mask(groups: &BTreeSet<AgeGroup>) -> u8 {
+    groups.iter().fold(0, |m, &g| m | age_bit(g))
+}
+
+/// The age group as the API names it.
+fn age_name(g: AgeGroup) -> &'static str {
+    match g {
+        AgeGroup::Child => "CHILD",
+        AgeGroup::Adult => "ADULT",
+        AgeGroup::Senior => "SENIOR",
+    }
+}
+
+/// Each opening's languages as a bit set over the languages any opening offers.
+/// A candidate language no opening offers gets no bit: it can match nothing.
+struct LanguageSets<'a> {
+    /// Distinct languages offered, sorted; a language's bit is its position.
+    /// Communities offer a handful, so a binary search beats hashing.
+    index: Vec<&'a str>,
+    /// u64 words per set; at least one, more only past 64 distinct languages.
+    words: usize,
+    /// `words` words per opening, in slot order.
+    bits: Vec<u64>,
+}
+
+impl<'a> LanguageSets<'a> {
+    fn new(openings: &[&'a Opening]) -> Self {
+        let mut index: Vec<&str> = openings.iter().flat_map(|o| &o.languages).map(Language::as_str).collect();
+        index.sort_unstable();
+        index.dedup();
+        let words = index.len().div_ceil(64).max(1);
+        let mut bits = vec![0u64; words * openings.len()];
+        for (i, o) in openings.iter().enumerate() {
+            for l in &o.languages {
+                let b = index.binary_search(&l.as_str()).expect("the index holds every offered language");
+                bits[i * words + b / 64] |= 1 << (b % 64);
+            }
+        }
+        LanguageSets { index, words, bits }
+    }
+
+    fn fill(&self, languages: &[Language], out: &mut [u64]) {
+        out.fill(0);
+        for b in languages.iter().filter_map(|l| self.index.binary_search(&l.as_str()).ok()) {
+            out[b / 64] |= 1 << (b % 64);
+        }
+    }
+
+    fn shares(&self, slot: usize, candidate: &[u64]) -> bool {
+        let set = &self.bits[slot * self.words..(slot + 1) * self.words];
+        set.iter().zip(candidate).any(|(a, b)| a & b != 0)
+    }
+}

@@ -1,0 +1,145 @@
+//! The matcher: fills accepting providers' free places with waiting households.
+//!
+//! Pure and deterministic: the same candidates, openings, policy and `now` give
+//! the same placements. Priority is time waited (one point a day) raised by
+//! clinical need as the [`Policy`] says, never by anything a provider could use
+//! to cherry-pick. A household is placed whole or not at all. Every placement
+//! carries the explanation of its score and of the provider chosen.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{AgeGroup, Language, Need, ProviderId, RegistrationRef, ScoreExplanation, Timestamp};
+
+mod assign;
+mod score;
+#[cfg(test)]
+mod tests;
+
+use assign::Board;
+use score::Bonuses;
+
+/// Whether a preference rules a provider out (`Hard`), only ranks providers (`Soft`), or is ignored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PreferenceRule {
+    /// A provider that does not meet it is not eligible.
+    Hard,
+    /// Providers that meet it are preferred.
+    Soft,
+    /// Not considered.
+    Ignore,
+}
+
+/// Matching policy, from configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Policy {
+    /// Extra priority, in days of waiting, for each need a household reports
+    /// (each need counts once per household).
+    pub need_bonus_days: BTreeMap<Need, u32>,
+    /// How a shared language between household and provider counts.
+    pub language: PreferenceRule,
+    /// How a provider's accepted age groups count.
+    pub age_groups: PreferenceRule,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            need_bonus_days: BTreeMap::from([
+                (Need::Pregnancy, 90),
+                (Need::Newborn, 120),
+                (Need::Frailty, 60),
+                (Need::RecentDischarge, 60),
+                (Need::ChronicComplex, 30),
+                (Need::MentalHealth, 30),
+                (Need::Palliative, 180),
+            ]),
+            language: PreferenceRule::Soft,
+            age_groups: PreferenceRule::Hard,
+        }
+    }
+}
+
+/// A waiting household, as the matcher sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    /// Its registration.
+    pub reference: RegistrationRef,
+    /// Its place in line.
+    pub registered_at: Timestamp,
+    /// People in the household: the places it takes.
+    pub size: u8,
+    /// Needs reported by any member.
+    pub needs: BTreeSet<Need>,
+    /// Whether any member has a complex need.
+    pub complex: bool,
+    /// The members' age groups.
+    pub age_groups: BTreeSet<AgeGroup>,
+    /// Languages the household can be cared for in.
+    pub languages: Vec<Language>,
+}
+
+/// An accepting provider's free places and preferences.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Opening {
+    /// The provider.
+    pub provider: ProviderId,
+    /// Places free now (capacity less panel and open proposals).
+    pub free_places: u32,
+    /// At most this share (percent) of `free_places` may go to complex households.
+    pub max_complex_share_pct: u8,
+    /// Languages offered (empty: not stated).
+    pub languages: Vec<Language>,
+    /// Age groups taken (empty: all).
+    pub age_groups: BTreeSet<AgeGroup>,
+}
+
+/// One household placed with one provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    /// The household.
+    pub reference: RegistrationRef,
+    /// The provider.
+    pub provider: ProviderId,
+    /// Why.
+    pub explanation: ScoreExplanation,
+}
+
+/// Places candidates with openings. See the module docs.
+///
+/// Candidates are taken in priority order (score desc, then registered_at asc,
+/// then reference asc), each with the best eligible provider or skipped if none
+/// is eligible; the placements come back in that order. Openings with no free
+/// places are ignored, and the run stops once every place is taken.
+pub fn run(candidates: &[Candidate], openings: &[Opening], policy: &Policy, now: Timestamp) -> Vec<Placement> {
+    run_counted(candidates, openings, policy, now).0
+}
+
+/// [`run`], also returning how many candidates were considered, so tests can
+/// see the early stop.
+fn run_counted(candidates: &[Candidate], openings: &[Opening], policy: &Policy, now: Timestamp) -> (Vec<Placement>, usize) {
+    let mut board = Board::new(openings, policy);
+    if board.is_full() {
+        return (Vec::new(), 0);
+    }
+    let bonuses = Bonuses::new(policy);
+    let order = score::rank(candidates, &bonuses, now, |c| board.profile(c));
+    let most = usize::try_from(board.capacity()).unwrap_or(usize::MAX).min(candidates.len());
+    let mut placements = Vec::with_capacity(most);
+    let mut considered = 0;
+    for ranked in &order {
+        if board.is_full() {
+            break;
+        }
+        considered += 1;
+        let c = &candidates[ranked.index];
+        if let Some((provider, provider_fit)) = board.place(&ranked.extra, c) {
+            let explanation = ScoreExplanation { score: ranked.score, parts: score::parts(c, &bonuses, now), provider_fit };
+            placements.push(Placement { reference: c.reference.clone(), provider, explanation });
+        }
+    }
+    (placements, considered)
+}

@@ -1,0 +1,432 @@
+//! The matching rules, each with a case it allows and a case it refuses.
+
+use std::collections::BTreeSet;
+use std::slice;
+
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+
+use super::*;
+use crate::domain::DAY_MS;
+
+const NOW: Timestamp = Timestamp(10_000 * DAY_MS);
+
+fn reference(n: u32) -> RegistrationRef {
+    RegistrationRef::parse(&format!("{n:012}")).expect("digits are a valid reference")
+}
+
+fn provider(id: &str) -> ProviderId {
+    ProviderId::parse(id).expect("valid provider id")
+}
+
+fn lang(code: &str) -> Language {
+    Language::parse(code).expect("valid language")
+}
+
+/// A one-person household, no needs, no stated languages or age groups, that
+/// registered `days` days before `NOW`.
+fn cand(n: u32, days: i64) -> Candidate {
+    Candidate {
+        reference: reference(n),
+        registered_at: Timestamp(NOW.0 - days * DAY_MS),
+        size: 1,
+        needs: BTreeSet::new(),
+        complex: false,
+        age_groups: BTreeSet::new(),
+        languages: vec![],
+    }
+}
+
+/// An opening that takes anyone, complex or not.
+fn opening(id: &str, free_places: u32) -> Opening {
+    Opening {
+        provider: provider(id),
+        free_places,
+        max_complex_share_pct: 100,
+        languages: vec![],
+        age_groups: BTreeSet::new(),
+    }
+}
+
+fn policy(language: PreferenceRule, age_groups: PreferenceRule) -> Policy {
+    Policy { language, age_groups, ..Policy::default() }
+}
+
+/// Placements as (reference number, provider id), in the order made.
+fn placed(placements: &[Placement]) -> Vec<(u32, &str)> {
+    placements
+        .iter()
+        .map(|p| (p.reference.as_str().parse().expect("test references are digits"), p.provider.as_str()))
+        .collect()
+}
+
+fn fit(p: &Placement) -> Vec<&str> {
+    p.explanation.provider_fit.iter().map(String::as_str).collect()
+}
+
+#[test]
+fn longest_wait_goes_first() {
+    let candidates = [cand(1, 5), cand(2, 50), cand(3, 20)];
+    let out = run(&candidates, &[opening("P0001", 2)], &Policy::default(), NOW);
+    assert_eq!(placed(&out), [(2, "P0001"), (3, "P0001")]);
+    assert_eq!(out[0].explanation.score, 50);
+}
+
+#[test]
+fn need_bonus_raises_priority_by_its_days() {
+    let waited = cand(1, 100);
+    // 20 days + PREGNANCY 90 = 110 beats 100 days.
+    let pregnant = Candidate { needs: BTreeSet::from([Need::Pregnancy]), ..cand(2, 20) };
+    let out = run(&[waited.clone(), pregnant], &[opening("P0001", 1)], &Policy::default(), NOW);
+    assert_eq!(placed(&out), [(2, "P0001")]);
+    assert_eq!(out[0].explanation.score, 110);
+
+    // 20 days + MENTAL_HEALTH 30 = 50 does not.
+    let minded = Candidate { needs: BTreeSet::from([Need::MentalHealth]), ..cand(2, 20) };
+    let out = run(&[waited, minded], &[opening("P0001", 1)], &Policy::default(), NOW);
+    assert_eq!(placed(&out), [(1, "P0001")]);
+}
+
+#[test]
+fn each_need_counts_once_per_household() {
+    // Two members both pregnant still report PREGNANCY once: 10 + 90 = 100, not 190.
+    let twice = Candidate { needs: [Need::Pregnancy, Need::Pregnancy].into_iter().collect(), size: 2, ..cand(1, 10) };
+    let other = cand(2, 150);
+    let out = run(&[twice.clone(), other.clone()], &[opening("P0001", 2)], &Policy::default(), NOW);
+    assert_eq!(placed(&out), [(2, "P0001")]);
+
+    // Distinct needs each add their bonus: 10 + 90 + 120 = 220 beats 150.
+    let two_needs = Candidate { needs: BTreeSet::from([Need::Pregnancy, Need::Newborn]), ..twice };
+    let out = run(&[two_needs, other], &[opening("P0001", 2)], &Policy::default(), NOW);
+    assert_eq!(placed(&out), [(1, "P0001")]);
+    assert_eq!(out[0].explanation.score, 220);
+}
+
+#[test]
+fn household_is_placed_whole_or_not_at_all() {
+    let three = Candidate { size: 3, ..cand(1, 100) };
+    let one = cand(2, 50);
+    let two = Candidate { size: 2, ..cand(3, 40) };
+    let out = run(&[three, one, two.clone()], &[opening("P0001", 2)], &Policy::default(), NOW);
+    // The 3 do not fit in 2; the 1 does; then the 2 do not fit in the 1 left.
+    assert_eq!(placed(&out), [(2, "P0001")]);
+
+    let out = run(&[two], &[opening("P0001", 2)], &Policy::default(), NOW);
+    assert_eq!(placed(&out), [(3, "P0001")]);
+}
+
+#[test]
+fn complex_share_is_capped_per_provider() {
+    // 10 places at 30%: at most 3 complex people.
+    let open = Opening { max_complex_share_pct: 30, ..opening("P0001", 10) };
+    let complex = |n, days, size| Candidate { complex: true, size, ..cand(n, days) };
+    let candidates = [complex(1, 100, 2), complex(2, 90, 2), complex(3, 80, 1), cand(4, 70), complex(5, 60, 1)];
+    let out = run(&candidates, slice::from_ref(&open), &Policy::default(), NOW);
+    assert_eq!(placed(&out), [(1, "P0001"), (3, "P0001"), (4, "P0001")]);
+    assert!(fit(&out[0]).contains(&"complex share 2/3 used"), "{:?}", fit(&out[0]));
+    assert!(fit(&out[1]).contains(&"complex share 3/3 used"), "{:?}", fit(&out[1]));
+
+    // The cap is a floor: 9 places at 25% take 2 complex people, not 3.
+    let open = Opening { max_complex_share_pct: 25, ..opening("P0001", 9) };
+    let out = run(&[complex(1, 100, 2), complex(2, 90, 1)], &[open], &Policy::default(), NOW);
+    assert_eq!(placed(&out), [(1, "P0001")]);
+
+    // A provider with room in its share takes the complex household the first one refuses.
+    let roomy = Opening { max_complex_share_pct: 50, ..opening("P0002", 4) };
+    let out = run(&candidates[..2], &[opening("P0001", 10), roomy], &Policy::default(), NOW);
+    assert_eq!(placed(&out), [(1, "P0001"), (2, "P0001")]);
+    let tight = Opening { max_complex_share_pct: 20, ..opening("P0001", 10) };
+    let roomy = Opening { max_complex_share_pct: 50, ..opening("P0002", 4) };
+    let out = run(&candidates[..2], &[tight, roomy], &Policy::default(), NOW);
+    assert_eq!(placed(&out), [(1, "P0001"), (2, "P0002")]);
+}
+
+#[test]
+fn age_groups_hard_soft_and_ignored() {
+    let family = Candidate { size: 2, age_groups: BTreeSet::from([AgeGroup::Child, AgeGroup::Adult]), ..cand(1, 10) };
+    let kids_only = Opening { age_groups: BTreeSet::from([AgeGroup::Child]), ..opening("P0001", 20) };
+    let anyone = opening("P0002", 5);
+    let both = [kids_only.clone(), anyone];
+    let run_with = |rule, openings: &[Opening]| run(slice::from_ref(&family), openings, &policy(PreferenceRule::Ignore, rule), NOW);
+
+    assert_eq!(placed(&run_with(PreferenceRule::Hard, &both)), [(1, "P0002")]);
+    assert!(run_with(PreferenceRule::Hard, slice::from_ref(&kids_only)).is_empty());
+    assert_eq!(placed(&run_with(PreferenceRule::Soft, &both)), [(1, "P0002")]);
+    assert_eq!(placed(&run_with(PreferenceRule::Soft, slice::from_ref(&kids_only))), [(1, "P0001")]);
+    // Ignored, the provider with more free places wins.
+    assert_eq!(placed(&run_with(PreferenceRule::Ignore, &both)), [(1, "P0001")]);
+
+    // A provider that takes every group the household has is eligible under Hard.
+    let families = Opening { age_groups: BTreeSet::from([AgeGroup::Adult, AgeGroup::Child]), ..opening("P0003", 12) };
+    let out = run_with(PreferenceRule::Hard, &[kids_only, families]);
+    assert_eq!(placed(&out), [(1, "P0003")]);
+    assert!(fit(&out[0]).contains(&"takes age groups CHILD, ADULT"), "{:?}", fit(&out[0]));
+    assert!(fit(&out[0]).contains(&"has 12 free places"), "{:?}", fit(&out[0]));
+}
+
+#[test]
+fn language_hard_soft_ignored_and_empty_neutral() {
+    let punjabi = Candidate { languages: vec![lang("pa")], ..cand(1, 10) };
+    let french = Opening { languages: vec![lang("fr")], ..opening("P0001", 10) };
+    let shared = Opening { languages: vec![lang("en"), lang("pa")], ..opening("P0002", 5) };
+    let unstated = opening("P0003", 8);
+    let all = [french.clone(), shared.clone(), unstated.clone()];
+    let run_with =
+        |rule, c: &Candidate, openings: &[Opening]| run(slice::from_ref(c), openings, &policy(rule, PreferenceRule::Ignore), NOW);
+
+    // Hard: the French provider is out; match is not ranked, so most places wins.
+    assert_eq!(placed(&run_with(PreferenceRule::Hard, &punjabi, &all)), [(1, "P0003")]);
+    assert!(run_with(PreferenceRule::Hard, &punjabi, slice::from_ref(&french)).is_empty());
+    assert_eq!(placed(&run_with(PreferenceRule::Hard, &punjabi, &[french.clone(), shared.clone()])), [(1, "P0002")]);
+    // Soft: the shared language beats more places.
+    let out = run_with(PreferenceRule::Soft, &punjabi, &all);
+    assert_eq!(placed(&out), [(1, "P0002")]);
+    assert!(fit(&out[0]).contains(&"shares language pa"), "{:?}", fit(&out[0]));
+    assert!(fit(&out[0]).contains(&"meets 1 of 1 soft preferences"), "{:?}", fit(&out[0]));
+    assert_eq!(placed(&run_with(PreferenceRule::Soft, &punjabi, slice::from_ref(&french))), [(1, "P0001")]);
+    // Ignored: most places.
+    assert_eq!(placed(&run_with(PreferenceRule::Ignore, &punjabi, &all)), [(1, "P0001")]);
+
+    // Empty on either side is neutral: not excluded under Hard.
+    let silent = cand(2, 10);
+    assert_eq!(placed(&run_with(PreferenceRule::Hard, &silent, slice::from_ref(&french))), [(2, "P0001")]);
+    assert_eq!(placed(&run_with(PreferenceRule::Hard, &punjabi, slice::from_ref(&unstated))), [(1, "P0003")]);
+    // ...and neutral is not a match under Soft: a real match still wins.
+    assert_eq!(placed(&run_with(PreferenceRule::Soft, &punjabi, &[unstated, shared])), [(1, "P0002")]);
+}
+
+#[test]
+fn soft_preferences_are_counted_together() {
+    let c = Candidate { languages: vec![lang("pa")], age_groups: BTreeSet::from([AgeGroup::Senior]), ..cand(1, 10) };
+    let seniors = BTreeSet::from([AgeGroup::Senior]);
+    let one = Opening { languages: vec![lang("pa")], age_groups: BTreeSet::from([AgeGroup::Child]), ..opening("P0001", 50) };
+    let two = Opening { languages: vec![lang("pa")], age_groups: seniors, ..opening("P0002", 3) };
+    let soft = policy(PreferenceRule::Soft, PreferenceRule::Soft);
+    let out = run(&[c], &[one, two], &soft, NOW);
+    assert_eq!(placed(&out), [(1, "P0002")]);
+    assert!(fit(&out[0]).contains(&"meets 2 of 2 soft preferences"), "{:?}", fit(&out[0]));
+}
+
+#[test]
+fn most_free_places_then_lowest_provider_id() {
+    let candidates: Vec<Candidate> = (1..=6).map(|n| cand(n, 100 - i64::from(n))).collect();
+    let out = run(&candidates, &[opening("P0002", 3), opening("P0001", 2)], &Policy::default(), NOW);
+    // 3 vs 2, then 2 vs 2 (lower id), 1 vs 2, 1 vs 1 (lower id), 0 vs 1.
+    assert_eq!(placed(&out), [(1, "P0002"), (2, "P0001"), (3, "P0002"), (4, "P0001"), (5, "P0002")]);
+}
+
+#[test]
+fn equal_scores_break_ties_by_registration_then_reference() {
+    // Same score 100: by days alone and by 10 days + PREGNANCY 90. The one who
+    // registered first goes first.
+    let by_days = cand(9, 100);
+    let by_need = Candidate { needs: BTreeSet::from([Need::Pregnancy]), ..cand(1, 10) };
+    // Same score and same instant: the lower reference goes first.
+    let twin_b = cand(5, 100);
+    let twin_a = cand(4, 100);
+    // Same day count, registered earlier in the day.
+    let earlier = Candidate { registered_at: Timestamp(NOW.0 - 100 * DAY_MS - 1_000), ..cand(7, 100) };
+    let out = run(&[by_need, twin_b, by_days, earlier, twin_a], &[opening("P0001", 5)], &Policy::default(), NOW);
+    assert_eq!(placed(&out).iter().map(|p| p.0).collect::<Vec<_>>(), [7, 4, 5, 9, 1]);
+    assert!(out.iter().all(|p| p.explanation.score == 100));
+}
+
+#[test]
+fn shuffled_input_gives_identical_output() {
+    let mut rng = StdRng::seed_from_u64(7);
+    let languages = [lang("en"), lang("fr"), lang("pa"), lang("zh")];
+    let groups = [AgeGroup::Child, AgeGroup::Adult, AgeGroup::Senior];
+    let candidates: Vec<Candidate> = (0..400)
+        .map(|n| Candidate {
+            // Few distinct days, so ties on score and on registration are common.
+            registered_at: Timestamp(NOW.0 - rng.random_range(0..30) * DAY_MS),
+            size: rng.random_range(1..=4),
+            needs: Need::ALL.iter().copied().filter(|_| rng.random_range(0..10) == 0).collect(),
+            complex: rng.random_range(0..5) == 0,
+            age_groups: groups.iter().copied().filter(|_| rng.random::<bool>()).collect(),
+            languages: languages.iter().filter(|_| rng.random_range(0..3) == 0).cloned().collect(),
+            ..cand(n, 0)
+        })
+        .collect();
+    let openings: Vec<Opening> = (0..8)
+        .map(|n| Opening {
+            free_places: rng.random_range(0..60),
+            max_complex_share_pct: rng.random_range(0..=50),
+            languages: languages.iter().filter(|_| rng.random_range(0..2) == 0).cloned().collect(),
+            age_groups: groups.iter().copied().filter(|_| rng.random_range(0..3) == 0).collect(),
+            ..opening(&format!("P{n:04}"), 0)
+        })
+        .collect();
+    let policies = [
+        Policy::default(),
+        policy(PreferenceRule::Soft, PreferenceRule::Soft),
+        policy(PreferenceRule::Hard, PreferenceRule::Ignore),
+    ];
+    for p in &policies {
+        let expected = run(&candidates, &openings, p, NOW);
+        assert!(expected.len() > 20, "the case should place many: {}", expected.len());
+        for _ in 0..5 {
+            let (mut c, mut o) = (candidates.clone(), openings.clone());
+            c.shuffle(&mut rng);
+            o.shuffle(&mut rng);
+            assert_eq!(run(&c, &o, p, NOW), expected);
+        }
+    }
+}
+
+#[test]
+fn stops_once_every_place_is_taken() {
+    let candidates: Vec<Candidate> = (1..=100).map(|n| cand(n, i64::from(n))).collect();
+    let openings = [opening("P0001", 2), opening("P0002", 1), opening("P0003", 0)];
+    let (out, considered) = run_counted(&candidates, &openings, &Policy::default(), NOW);
+    assert_eq!(placed(&out), [(100, "P0001"), (99, "P0001"), (98, "P0002")]);
+    assert_eq!(considered, 3);
+
+    // No free places at all: nothing is considered.
+    let (out, considered) = run_counted(&candidates, &[opening("P0003", 0)], &Policy::default(), NOW);
+    assert!(out.is_empty());
+    assert_eq!(considered, 0);
+
+    // Places left that nobody fits: every candidate is still considered.
+    let big = Candidate { size: 3, ..cand(200, 500) };
+    let (out, considered) = run_counted(&[big, cand(201, 1)], &[opening("P0001", 2)], &Policy::default(), NOW);
+    assert_eq!(placed(&out), [(201, "P0001")]);
+    assert_eq!(considered, 2);
+}
+
+#[test]
+fn openings_without_places_are_ignored() {
+    let out = run(&[cand(1, 10)], &[opening("P0001", 0), opening("P0002", 1)], &Policy::default(), NOW);
+    assert_eq!(placed(&out), [(1, "P0002")]);
+    assert!(fit(&out[0]).contains(&"only eligible provider"), "{:?}", fit(&out[0]));
+}
+
+#[test]
+fn explanation_parts_sum_to_the_score() {
+    let c = Candidate { needs: BTreeSet::from([Need::Palliative, Need::Frailty]), complex: true, ..cand(1, 42) };
+    let out = run(&[c, cand(2, 7)], &[opening("P0001", 10)], &Policy::default(), NOW);
+    assert_eq!(placed(&out), [(1, "P0001"), (2, "P0001")]);
+    let e = &out[0].explanation;
+    let parts: Vec<(&str, i64)> = e.parts.iter().map(|p| (p.label.as_str(), p.points)).collect();
+    assert_eq!(parts, [("waited 42 days", 42), ("need: FRAILTY", 60), ("need: PALLIATIVE", 180)]);
+    assert_eq!(e.score, 282);
+    for p in &out {
+        assert_eq!(p.explanation.parts.iter().map(|p| p.points).sum::<i64>(), p.explanation.score);
+    }
+    assert_eq!(
+        fit(&out[0]),
+        ["only eligible provider", "meets 0 of 1 soft preferences", "has 10 free places", "household states no language", "takes all age groups", "complex share 1/10 used"]
+    );
+}
+
+/// The rules as plainly as they can be written: strings and sets, no bit sets,
+/// no memory of refusals. `run` must agree with it exactly.
+fn plain_run(candidates: &[Candidate], openings: &[Opening], policy: &Policy) -> Vec<(RegistrationRef, ProviderId, i64)> {
+    let score = |c: &Candidate| {
+        i64::from(c.registered_at.days_until(NOW))
+            + c.needs.iter().map(|n| i64::from(policy.need_bonus_days.get(n).copied().unwrap_or(0))).sum::<i64>()
+    };
+    let mut order: Vec<&Candidate> = candidates.iter().collect();
+    order.sort_by(|a, b| score(b).cmp(&score(a)).then(a.registered_at.cmp(&b.registered_at)).then(a.reference.cmp(&b.reference)));
+    let mut open: Vec<&Opening> = openings.iter().filter(|o| o.free_places > 0).collect();
+    open.sort_by(|a, b| a.provider.cmp(&b.provider));
+    let mut left: Vec<u32> = open.iter().map(|o| o.free_places).collect();
+    let caps: Vec<u32> = open.iter().map(|o| o.free_places * u32::from(o.max_complex_share_pct) / 100).collect();
+    let mut complex_used = vec![0u32; open.len()];
+    let mut out = Vec::new();
+    for c in order {
+        if left.iter().all(|&l| l == 0) {
+            break;
+        }
+        let size = u32::from(c.size);
+        let mut best: Option<(usize, u8)> = None;
+        for (i, o) in open.iter().enumerate() {
+            if left[i] < size || (c.complex && complex_used[i] + size > caps[i]) {
+                continue;
+            }
+            let ages_ok = o.age_groups.is_empty() || c.age_groups.is_subset(&o.age_groups);
+            let neutral = c.languages.is_empty() || o.languages.is_empty();
+            let shared = c.languages.iter().any(|l| o.languages.contains(l));
+            let mut soft = 0;
+            match policy.age_groups {
+                PreferenceRule::Hard if !ages_ok => continue,
+                PreferenceRule::Soft if ages_ok => soft += 1,
+                _ => {}
+            }
+            match policy.language {
+                PreferenceRule::Hard if !neutral && !shared => continue,
+                PreferenceRule::Soft if !neutral && shared => soft += 1,
+                _ => {}
+            }
+            if best.is_none_or(|(b, bs)| (soft, left[i]) > (bs, left[b])) {
+                best = Some((i, soft));
+            }
+        }
+        if let Some((i, _)) = best {
+            left[i] -= size;
+            if c.complex {
+                complex_used[i] += size;
+            }
+            out.push((c.reference.clone(), open[i].provider.clone(), score(c)));
+        }
+    }
+    out
+}
+
+fn random_case(rng: &mut StdRng, languages: &[Language], candidates: u32, openings: u32) -> (Vec<Candidate>, Vec<Opening>) {
+    let groups = [AgeGroup::Child, AgeGroup::Adult, AgeGroup::Senior];
+    let pick = |rng: &mut StdRng, n: usize| -> Vec<Language> {
+        (0..rng.random_range(0..=n)).map(|_| languages[rng.random_range(0..languages.len())].clone()).collect()
+    };
+    let candidates = (0..candidates)
+        .map(|n| Candidate {
+            registered_at: Timestamp(NOW.0 - rng.random_range(0..400 * DAY_MS)),
+            size: rng.random_range(1..=5),
+            needs: Need::ALL.iter().copied().filter(|_| rng.random_range(0..8) == 0).collect(),
+            complex: rng.random_range(0..6) == 0,
+            age_groups: groups.iter().copied().filter(|_| rng.random::<bool>()).collect(),
+            languages: pick(rng, 2),
+            ..cand(n, 0)
+        })
+        .collect();
+    let openings = (0..openings)
+        .map(|n| Opening {
+            free_places: rng.random_range(0..80),
+            max_complex_share_pct: rng.random_range(0..=60),
+            languages: pick(rng, 3),
+            age_groups: groups.iter().copied().filter(|_| rng.random_range(0..3) == 0).collect(),
+            ..opening(&format!("P{n:04}"), 0)
+        })
+        .collect();
+    (candidates, openings)
+}
+
+#[test]
+fn agrees_with_the_rules_written_plainly() {
+    let mut rng = StdRng::seed_from_u64(11);
+    let few: Vec<Language> = ["en", "fr", "pa", "zh", "es"].into_iter().map(lang).collect();
+    // More distinct languages than one 64-bit word holds, to cover the wide path.
+    let many: Vec<Language> =
+        (b'a'..=b'z').flat_map(|a| (b'a'..=b'e').map(move |b| lang(&format!("{}{}", a as char, b as char)))).collect();
+    let rules = [PreferenceRule::Hard, PreferenceRule::Soft, PreferenceRule::Ignore];
+    for languages in [&few, &many] {
+        for round in 0..6 {
+            let (candidates, openings) = random_case(&mut rng, languages, 600, 40);
+            let offered: BTreeSet<&Language> = openings.iter().flat_map(|o| &o.languages).collect();
+            assert!(languages.len() < 64 || offered.len() > 64, "the wide case offers only {}", offered.len());
+            for &language in &rules {
+                for &age_groups in &rules {
+                    let p = policy(language, age_groups);
+                    let got: Vec<_> = run(&candidates, &openings, &p, NOW)
+                        .into_iter()
+                        .map(|p| (p.reference, p.provider, p.explanation.score))
+                        .collect();
+                    let want = plain_run(&candidates, &openings, &p);
+                    assert!(want.len() > 50, "round {round}: the case should place many, placed {}", want.len());
+                    assert_eq!(got, want, "round {round}, language {language:?}, age groups {age_groups:?}");
+                }
+            }
+        }
+    }
+}

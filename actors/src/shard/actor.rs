@@ -1,0 +1,388 @@
+//! The community shard actor: the single writer of one shard.
+//!
+//! Its mailbox serialises every change to the shard's waitlist, proposals and
+//! provider capacity, so matching needs no locks. A change is acknowledged only
+//! after the store made it durable; if a write fails the actor stops with an
+//! error and its supervisor restarts it, reloading from the store, so memory
+//! never drifts from what is durable.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tracing::{info, instrument, warn};
+
+use crate::domain::{Event, Household, RegistrationRef, Seq, ShardKey, Timestamp, DAY_MS};
+use crate::error::AttachError;
+use crate::matcher::Policy;
+use crate::store::{Batch, CasOutcome, Epoch, PhnClaim, PhnHolder, Record, RecordKey, Store};
+
+use super::messages::*;
+use super::plan;
+use super::state::{days_before, Change, ShardState};
+
+/// Settings every shard shares.
+#[derive(Debug, Clone)]
+pub struct ShardConfig {
+    /// Matching policy.
+    pub policy: Policy,
+    /// How long a proposal stays open.
+    pub proposal_ttl: Duration,
+    /// How often a shard looks for overdue proposals.
+    pub expiry_interval: Duration,
+    /// How old an unconfirmed PHN claim must be before it counts as the orphan of a crash.
+    pub claim_grace: Duration,
+    /// Mailbox bound per shard: calls beyond it are refused with `OVERLOADED`.
+    pub mailbox_capacity: usize,
+    /// How long a caller waits for a shard's answer.
+    pub call_timeout: Duration,
+}
+
+impl Default for ShardConfig {
+    fn default() -> Self {
+        ShardConfig {
+            policy: Policy::default(),
+            proposal_ttl: Duration::from_secs(14 * 86_400),
+            expiry_interval: Duration::from_secs(60),
+            claim_grace: Duration::from_secs(60),
+            mailbox_capacity: 1024,
+            call_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What a shard actor needs from outside.
+#[derive(Clone)]
+pub struct ShardArgs {
+    /// Which shard.
+    pub key: ShardKey,
+    /// Where it is persisted.
+    pub store: Arc<dyn Store>,
+    /// Shared settings.
+    pub config: Arc<ShardConfig>,
+    /// Who owns the shard (for the store's ownership record).
+    pub owner: String,
+}
+
+/// The actor. Stateless itself; its state is [`ShardRuntime`].
+pub struct ShardActor;
+
+/// A running shard: its state, its epoch and its handles.
+pub struct ShardRuntime {
+    state: ShardState,
+    epoch: Epoch,
+    last_seq: Seq,
+    store: Arc<dyn Store>,
+    config: Arc<ShardConfig>,
+    /// Set when a write failed in a way that leaves the store's state unknown:
+    /// the actor then stops so its supervisor reloads it.
+    suspect: bool,
+}
+
+impl Actor for ShardActor {
+    type Msg = ShardMsg;
+    type State = ShardRuntime;
+    type Arguments = ShardArgs;
+
+    #[instrument(name = "shard.load", skip_all, fields(shard = %args.key))]
+    async fn pre_start(&self, myself: ActorRef<ShardMsg>, args: ShardArgs) -> Result<ShardRuntime, ActorProcessingErr> {
+        let epoch = args.store.acquire_shard(&args.key, &args.owner).await?;
+        let image = args.store.load_shard(&args.key).await?;
+        let records = image.records.len();
+        let mut state = ShardState::new(args.key.clone());
+        state.apply(image.records, &[]);
+        info!(records, last_seq = image.last_seq, epoch = epoch.0, "shard loaded");
+        myself.send_interval(args.config.expiry_interval, || ShardMsg::ExpireDue);
+        Ok(ShardRuntime { state, epoch, last_seq: image.last_seq, store: args.store, config: args.config, suspect: false })
+    }
+
+    async fn handle(&self, _myself: ActorRef<ShardMsg>, msg: ShardMsg, rt: &mut ShardRuntime) -> Result<(), ActorProcessingErr> {
+        // A reply port whose caller has gone (timed out) is not an error of the shard.
+        macro_rules! answer {
+            ($reply:expr, $result:expr) => {{
+                let _ = $reply.send($result);
+                if rt.suspect {
+                    return Err("store write failed; restarting to reload the shard".into());
+                }
+            }};
+        }
+        let now = Timestamp::now();
+        match msg {
+            ShardMsg::Register(household, reply) => answer!(reply, rt.register(household, now).await),
+            ShardMsg::Withdraw(r, reason, reply) => answer!(reply, rt.withdraw(&r, &reason, now).await),
+            ShardMsg::GetRegistration(r, reply) => answer!(reply, rt.registration_view(&r)),
+            ShardMsg::Waitlist(q, reply) => answer!(reply, Ok(rt.waitlist(&q, now))),
+            ShardMsg::UpsertProvider(input, reply) => {
+                let id = input.id.clone();
+                let change = plan::upsert_provider(&rt.state, input, now);
+                answer!(reply, rt.commit(change, now).await.and_then(|_| rt.provider_view(&id, now)))
+            }
+            ShardMsg::SetCapacity(id, capacity, reply) => {
+                let result = match plan::set_capacity(&rt.state, &id, capacity, now) {
+                    Ok(change) => rt.commit(change, now).await.and_then(|_| rt.provider_view(&id, now)),
+                    Err(e) => Err(e),
+                };
+                answer!(reply, result)
+            }
+            ShardMsg::GetProvider(id, reply) => answer!(reply, rt.provider_view(&id, now)),
+            ShardMsg::ListProviders(reply) => {
+                let ids: Vec<_> = rt.state.providers().map(|p| p.id.clone()).collect();
+                answer!(reply, ids.iter().map(|id| rt.provider_view(id, now)).collect())
+            }
+            ShardMsg::UpsertClinic(cmd, reply) => {
+                let facility = cmd.facility.clone();
+                let change = plan::upsert_clinic(&rt.state, cmd, now);
+                let result = rt.commit(change, now).await.and_then(|_| {
+                    rt.state.clinic(&facility).cloned().ok_or_else(|| AttachError::internal("clinic missing after commit"))
+                });
+                answer!(reply, result)
+            }
+            ShardMsg::GetClinic(f, reply) => {
+                answer!(reply, rt.state.clinic(&f).cloned().ok_or_else(|| AttachError::not_found("clinic")))
+            }
+            ShardMsg::ListClinics(reply) => answer!(reply, Ok(rt.state.clinics().cloned().collect())),
+            ShardMsg::RunMatching(reply) => {
+                let ttl = i64::try_from(rt.config.proposal_ttl.as_millis()).unwrap_or(14 * DAY_MS);
+                let result = match plan::run_matching(&rt.state, &rt.config.policy, ttl, now) {
+                    Ok((change, proposals)) => rt.commit(change, now).await.map(|_| proposals),
+                    Err(e) => Err(e),
+                };
+                answer!(reply, result)
+            }
+            ShardMsg::ListProposals { statuses, provider, offset, limit, reply } => {
+                let matching: Vec<_> = rt
+                    .state
+                    .proposals()
+                    .into_iter()
+                    .filter(|p| statuses.is_empty() || statuses.contains(&p.status))
+                    .filter(|p| provider.as_ref().is_none_or(|id| &p.provider == id))
+                    .skip(offset)
+                    .take(limit + 1)
+                    .cloned()
+                    .collect();
+                answer!(reply, Ok(page(matching, limit, |items, has_next| ProposalPage { items, has_next })))
+            }
+            ShardMsg::GetProposal(id, reply) => {
+                answer!(reply, rt.state.proposal(&id).cloned().ok_or_else(|| AttachError::not_found("proposal")))
+            }
+            ShardMsg::AnswerProposal(id, ans, reply) => {
+                let result = match plan::answer(&rt.state, &id, ans, now) {
+                    Ok((change, proposal)) => rt.commit(change, now).await.map(|_| proposal),
+                    Err(e) => Err(e),
+                };
+                answer!(reply, result)
+            }
+            ShardMsg::Panel { provider, offset, limit, reply } => {
+                let result = match rt.state.provider(&provider) {
+                    None => Err(AttachError::not_found("provider")),
+                    Some(p) => {
+                        let panel_size = rt.state.panel_size(p);
+                        let items: Vec<_> = rt
+                            .state
+                            .panel(&provider)
+                            .map(|panel| panel.values().skip(offset).take(limit + 1).cloned().collect())
+                            .unwrap_or_default();
+                        Ok(page(items, limit, |items, has_next| PanelPage { items, has_next, panel_size }))
+                    }
+                };
+                answer!(reply, result)
+            }
+            ShardMsg::Stats(reply) => answer!(reply, Ok(rt.stats(now))),
+            ShardMsg::ExpireDue => {
+                if rt.state.overdue_proposals(now).is_empty() {
+                    return Ok(());
+                }
+                let change = plan::expire(&rt.state, now)?;
+                if let Err(e) = rt.commit(change, now).await {
+                    warn!(error = %e, "expiring proposals failed; will retry on the next tick");
+                    if rt.suspect {
+                        return Err("store write failed; restarting to reload the shard".into());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn page<T, P>(mut items: Vec<T>, limit: usize, make: impl FnOnce(Vec<T>, bool) -> P) -> P {
+    let has_next = items.len() > limit;
+    items.truncate(limit);
+    make(items, has_next)
+}
+
+impl ShardRuntime {
+    /// Numbers the change's events, makes it durable, then applies it.
+    #[instrument(name = "shard.commit", skip_all, fields(shard = %self.state.key, records = change.upserts.len()))]
+    async fn commit(&mut self, change: Change, now: Timestamp) -> Result<(), AttachError> {
+        if change.upserts.is_empty() && change.deletes.is_empty() && change.events.is_empty() {
+            return Ok(());
+        }
+        let first = self.last_seq + 1;
+        let events: Vec<Event> = change
+            .events
+            .into_iter()
+            .enumerate()
+            .map(|(i, kind)| Event { shard: self.state.key.clone(), seq: first + i as u64, at: now, kind })
+            .collect();
+        let count = events.len() as u64;
+        let batch = Batch { upserts: change.upserts, deletes: change.deletes, events, locators: change.locators };
+        let upserts = batch.upserts.clone();
+        let deletes = batch.deletes.clone();
+        match self.store.commit(&self.state.key, self.epoch, batch).await {
+            Ok(()) => {
+                self.state.apply(upserts, &deletes);
+                self.last_seq += count;
+                Ok(())
+            }
+            Err(e) => {
+                // The store may or may not have kept the batch (a timeout, say): the only
+                // safe state is the store's, so the actor restarts and reloads.
+                self.suspect = true;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Registers a household: claims every member's PHN, then commits.
+    #[instrument(name = "shard.register", skip_all, fields(shard = %self.state.key, people = household.members.len()))]
+    async fn register(&mut self, household: Household, now: Timestamp) -> Result<RegistrationView, AttachError> {
+        let reference = RegistrationRef::generate();
+        let claim = PhnClaim { shard: self.state.key.clone(), holder: PhnHolder::Registration(reference.clone()), at: now };
+        let phns: Vec<_> = household.members.iter().map(|m| m.phn).collect();
+        let held = self.store.claim_phns(phns.iter().map(|p| (*p, claim.clone())).collect()).await?;
+        let mut taken: Vec<_> = phns.iter().copied().filter(|p| !held.iter().any(|(h, _)| h == p)).collect();
+        let mut refused = None;
+        for (phn, existing) in held {
+            if self.claim_is_live(&existing, phn, now).await? {
+                refused = Some(phn);
+                break;
+            }
+            // The claim is left over from a withdrawal or a crash: take it over, unless someone else just did.
+            match self.store.cas_phn_claim(phn, Some(&existing), Some(&claim)).await? {
+                CasOutcome::Applied => taken.push(phn),
+                CasOutcome::Conflict(_) => {
+                    refused = Some(phn);
+                    break;
+                }
+            }
+        }
+        if let Some(phn) = refused {
+            self.release(&taken, &claim).await;
+            let index = household.members.iter().position(|m| m.phn == phn).unwrap_or(0);
+            return Err(AttachError {
+                field: Some(format!("members[{index}].phn")),
+                ..AttachError::conflict(format!(
+                    "member {} of this household is already on a waitlist or a provider's panel; nothing was registered",
+                    index + 1
+                ))
+            });
+        }
+        let change = plan::register(reference.clone(), household, &self.state, now);
+        if let Err(e) = self.commit(change, now).await {
+            self.release(&taken, &claim).await;
+            return Err(e);
+        }
+        self.registration_view(&reference)
+    }
+
+    /// Gives back claims this shard took for a registration it did not make.
+    async fn release(&self, phns: &[crate::domain::Phn], claim: &PhnClaim) {
+        for phn in phns {
+            if let Err(e) = self.store.cas_phn_claim(*phn, Some(claim), None).await {
+                // Harmless: an unconfirmed claim is taken over once its grace period passes.
+                warn!(error = %e, "could not release a PHN claim");
+            }
+        }
+    }
+
+    /// Whether an existing claim still holds its PHN.
+    async fn claim_is_live(&self, claim: &PhnClaim, phn: crate::domain::Phn, now: Timestamp) -> Result<bool, AttachError> {
+        let record = if claim.shard == self.state.key {
+            match &claim.holder {
+                PhnHolder::Registration(r) => self.state.registration(r).cloned().map(Record::Registration),
+                PhnHolder::Panel(p) => self.state.panel(p).and_then(|panel| panel.get(&phn)).cloned().map(Record::PanelEntry),
+            }
+        } else {
+            let key = match &claim.holder {
+                PhnHolder::Registration(r) => RecordKey::Registration(r.clone()),
+                PhnHolder::Panel(p) => RecordKey::PanelEntry(p.clone(), phn),
+            };
+            self.store.read(&claim.shard, &key).await?
+        };
+        Ok(match record {
+            Some(Record::Registration(r)) => r.holds_phns(),
+            Some(_) => true,
+            // No record: either the claimer is between claim and commit (live) or it crashed there.
+            None => now.0 - claim.at.0 < i64::try_from(self.config.claim_grace.as_millis()).unwrap_or(i64::MAX),
+        })
+    }
+
+    async fn withdraw(&mut self, r: &RegistrationRef, reason: &str, now: Timestamp) -> Result<RegistrationView, AttachError> {
+        let change = plan::withdraw(&self.state, r, reason, now)?;
+        self.commit(change, now).await?;
+        let view = self.registration_view(r)?;
+        // Free the PHNs for a future registration; a failure here is harmless
+        // because a claim pointing at a withdrawn registration counts as free.
+        let claim_of = |at| PhnClaim { shard: self.state.key.clone(), holder: PhnHolder::Registration(r.clone()), at };
+        for m in &view.registration.household.members {
+            if let Ok(Some(current)) = self.store.phn_claim(m.phn).await {
+                if current == claim_of(current.at) {
+                    let _ = self.store.cas_phn_claim(m.phn, Some(&current), None).await;
+                }
+            }
+        }
+        Ok(view)
+    }
+
+    fn registration_view(&self, r: &RegistrationRef) -> Result<RegistrationView, AttachError> {
+        let registration = self.state.registration(r).ok_or_else(|| AttachError::not_found("registration"))?;
+        let proposal = registration
+            .proposal
+            .as_ref()
+            .or_else(|| registration.declines.last().map(|d| &d.proposal))
+            .and_then(|id| self.state.proposal(id))
+            .cloned();
+        Ok(RegistrationView { place: self.state.place_in_line(registration), registration: registration.clone(), proposal })
+    }
+
+    fn waitlist(&self, q: &WaitlistQuery, now: Timestamp) -> WaitlistPage {
+        let matches = |r: &&crate::domain::Registration| {
+            (q.needs.is_empty() || r.household.members.iter().any(|m| q.needs.iter().any(|n| m.needs.contains(n))))
+                && q.min_wait_days.is_none_or(|d| r.registered_at.days_until(now) >= d)
+        };
+        let mut items: Vec<_> = self.state.waitlist_after(q.after.as_ref()).filter(matches).take(q.limit + 1).cloned().collect();
+        let has_next = items.len() > q.limit;
+        items.truncate(q.limit);
+        WaitlistPage { items, has_next, total_waiting: self.state.tally(crate::domain::RegistrationStatus::Waiting).households }
+    }
+
+    fn provider_view(&self, id: &crate::domain::ProviderId, now: Timestamp) -> Result<ProviderView, AttachError> {
+        let p = self.state.provider(id).ok_or_else(|| AttachError::not_found("provider"))?;
+        Ok(ProviderView {
+            panel_size: self.state.panel_size(p),
+            free_places: self.state.free_places(p, now),
+            open_places: self.state.open_places(id),
+            provider: p.clone(),
+        })
+    }
+
+    fn stats(&self, now: Timestamp) -> ShardStats {
+        use crate::domain::RegistrationStatus as S;
+        let waiting = self.state.tally(S::Waiting);
+        let proposed = self.state.tally(S::Proposed);
+        let accepting: Vec<_> = self.state.providers().filter(|p| p.capacity.accepting).collect();
+        ShardStats {
+            waiting_households: waiting.households,
+            waiting_people: waiting.people,
+            proposed_households: proposed.households,
+            proposed_people: proposed.people,
+            attached_people: self.state.people_attached_since(Timestamp(i64::MIN)),
+            attached_people_week: self.state.people_attached_since(days_before(now, 7)),
+            attached_people_28d: self.state.people_attached_since(days_before(now, 28)),
+            wait_histogram: self.state.wait_histogram(now),
+            accepting_providers: accepting.len() as u64,
+            free_places: accepting.iter().map(|p| u64::from(self.state.free_places(p, now))).sum(),
+        }
+    }
+}

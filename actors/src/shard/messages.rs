@@ -1,0 +1,170 @@
+//! What a shard actor is asked, and what it answers.
+
+use std::collections::BTreeMap;
+
+use ractor::RpcReplyPort;
+
+use crate::domain::{
+    Capacity, Clinic, FacilityNumber, Household, Need, PanelEntry, Proposal, ProposalId, ProposalStatus, Provider,
+    ProviderId, Registration, RegistrationRef, Timestamp,
+};
+use crate::error::AttachError;
+
+use super::plan::{Answer, ClinicCommand, ProviderInput};
+
+/// A reply port carrying a result for the caller.
+pub type Reply<T> = RpcReplyPort<Result<T, AttachError>>;
+
+/// A waiting registration's standing.
+#[derive(Debug, Clone)]
+pub struct RegistrationView {
+    /// The registration.
+    pub registration: Registration,
+    /// 1-based place in the community's line and the people ahead (while waiting).
+    pub place: Option<(u64, u64)>,
+    /// Its open or last proposal.
+    pub proposal: Option<Proposal>,
+}
+
+/// Which slice of the waitlist to read.
+#[derive(Debug, Clone, Default)]
+pub struct WaitlistQuery {
+    /// Start after this (registration time, reference).
+    pub after: Option<(Timestamp, RegistrationRef)>,
+    /// At most this many items (already capped by the caller).
+    pub limit: usize,
+    /// Only households reporting any of these needs (empty: all).
+    pub needs: Vec<Need>,
+    /// Only households waiting at least this many days.
+    pub min_wait_days: Option<u32>,
+}
+
+/// A page of the waitlist.
+#[derive(Debug, Clone)]
+pub struct WaitlistPage {
+    /// The registrations, in line order.
+    pub items: Vec<Registration>,
+    /// Whether more match after the last.
+    pub has_next: bool,
+    /// Waiting households in the community (unfiltered).
+    pub total_waiting: u64,
+}
+
+/// A page of proposals.
+#[derive(Debug, Clone)]
+pub struct ProposalPage {
+    /// Newest first.
+    pub items: Vec<Proposal>,
+    /// Whether more match after the last.
+    pub has_next: bool,
+}
+
+/// A page of a panel.
+#[derive(Debug, Clone)]
+pub struct PanelPage {
+    /// Entries by PHN order (opaque to callers).
+    pub items: Vec<PanelEntry>,
+    /// Whether more follow.
+    pub has_next: bool,
+    /// Panel size (reported + itemised).
+    pub panel_size: u32,
+}
+
+/// A provider with what the shard derives about them.
+#[derive(Debug, Clone)]
+pub struct ProviderView {
+    /// The registry entry.
+    pub provider: Provider,
+    /// Reported plus itemised panel.
+    pub panel_size: u32,
+    /// Places free for matching now.
+    pub free_places: u32,
+    /// Places held by open proposals.
+    pub open_places: u32,
+}
+
+/// A shard's numbers, mergeable across shards.
+#[derive(Debug, Clone, Default)]
+pub struct ShardStats {
+    /// Households waiting.
+    pub waiting_households: u64,
+    /// People waiting.
+    pub waiting_people: u64,
+    /// Households with an open proposal.
+    pub proposed_households: u64,
+    /// People in them.
+    pub proposed_people: u64,
+    /// People attached, ever (itemised).
+    pub attached_people: u64,
+    /// People attached in the last 7 days.
+    pub attached_people_week: u64,
+    /// People attached in the last 28 days (the measured rate's window).
+    pub attached_people_28d: u64,
+    /// Waiting households by whole days waited.
+    pub wait_histogram: BTreeMap<u32, u64>,
+    /// Providers accepting new patients.
+    pub accepting_providers: u64,
+    /// Free places offered now.
+    pub free_places: u64,
+}
+
+/// A message to a shard actor. Each query or command carries its reply port.
+#[derive(Debug)]
+pub enum ShardMsg {
+    /// Register a household (PHNs are claimed by the actor).
+    Register(Household, Reply<RegistrationView>),
+    /// Withdraw a registration.
+    Withdraw(RegistrationRef, String, Reply<RegistrationView>),
+    /// A registration's standing.
+    GetRegistration(RegistrationRef, Reply<RegistrationView>),
+    /// A page of the waitlist.
+    Waitlist(WaitlistQuery, Reply<WaitlistPage>),
+    /// Create or update a provider.
+    UpsertProvider(ProviderInput, Reply<ProviderView>),
+    /// Set a provider's capacity.
+    SetCapacity(ProviderId, Capacity, Reply<ProviderView>),
+    /// A provider.
+    GetProvider(ProviderId, Reply<ProviderView>),
+    /// Every provider homed here.
+    ListProviders(Reply<Vec<ProviderView>>),
+    /// Create or update a clinic.
+    UpsertClinic(ClinicCommand, Reply<Clinic>),
+    /// A clinic.
+    GetClinic(FacilityNumber, Reply<Clinic>),
+    /// Every clinic here.
+    ListClinics(Reply<Vec<Clinic>>),
+    /// Run the matcher.
+    RunMatching(Reply<Vec<Proposal>>),
+    /// Proposals, newest first, optionally by status and provider.
+    ListProposals {
+        /// Only these statuses (empty: all).
+        statuses: Vec<ProposalStatus>,
+        /// Only this provider.
+        provider: Option<ProviderId>,
+        /// Skip this many.
+        offset: usize,
+        /// At most this many.
+        limit: usize,
+        /// Where to answer.
+        reply: Reply<ProposalPage>,
+    },
+    /// A proposal.
+    GetProposal(ProposalId, Reply<Proposal>),
+    /// Accept or decline a proposal.
+    AnswerProposal(ProposalId, Answer, Reply<Proposal>),
+    /// A page of a provider's panel.
+    Panel {
+        /// The provider.
+        provider: ProviderId,
+        /// Skip this many.
+        offset: usize,
+        /// At most this many.
+        limit: usize,
+        /// Where to answer.
+        reply: Reply<PanelPage>,
+    },
+    /// The shard's numbers.
+    Stats(Reply<ShardStats>),
+    /// Expire overdue proposals (sent by the actor's own timer).
+    ExpireDue,
+}

@@ -1,0 +1,17 @@
+//! Shards: the community actor, its supervisor, and the directory that finds them.
+
+pub mod actor;
+pub mod directory;
+pub mod messages;
+pub mod plan;
+pub mod state;
+pub mod supervisor;
+
+#[cfg(test)]
+mod tests;
+
+pub use actor::{ShardActor, ShardArgs, ShardConfig};
+pub use directory::ShardDirectory;
+pub use messages::*;
+pub use plan::{Answer, ClinicCommand, ProviderInput};
+pub use supervisor::{HaSupervisor, SupervisorArgs};

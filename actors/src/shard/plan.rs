@@ -1,0 +1,283 @@
+//! Planning: what each command would write, decided against the current state
+//! without changing it. A refused command returns an error and writes nothing.
+
+use crate::domain::{
+    Capacity, Clinic, ClinicInput, Decline, EventKind, FacilityNumber, Household, PanelEntry, PanelSource,
+    PersonName, Proposal, ProposalId, ProposalStatus, Provider, ProviderId, ProviderKind, Registration,
+    RegistrationRef, Responder, Timestamp,
+};
+use crate::error::AttachError;
+use crate::matcher::{self, Candidate, Opening, Policy};
+use crate::store::{Locator, Record};
+
+use super::state::{Change, ShardState};
+
+/// A provider's registry details, as a create-or-update command carries them.
+#[derive(Debug, Clone)]
+pub struct ProviderInput {
+    /// Practitioner number.
+    pub id: ProviderId,
+    /// Given name.
+    pub given_name: PersonName,
+    /// Surname.
+    pub surname: PersonName,
+    /// Physician or nurse practitioner.
+    pub kind: ProviderKind,
+    /// Clinics practised at.
+    pub clinics: Vec<FacilityNumber>,
+    /// Panel size reported before Attach.
+    pub reported_panel_size: u32,
+}
+
+/// A clinic's registry details.
+#[derive(Debug, Clone)]
+pub struct ClinicCommand {
+    /// Facility number.
+    pub facility: FacilityNumber,
+    /// Name, address, hours, phone.
+    pub details: ClinicInput,
+    /// The medical director.
+    pub medical_director: Option<ProviderId>,
+}
+
+/// An answer to a proposal.
+#[derive(Debug, Clone)]
+pub enum Answer {
+    /// Accept: the household joins the provider's panel.
+    Accept,
+    /// Decline: the household returns to the waitlist with its place kept.
+    Decline {
+        /// Who declined.
+        by: Responder,
+        /// Why.
+        reason: String,
+    },
+}
+
+fn registration_or_404<'a>(state: &'a ShardState, r: &RegistrationRef) -> Result<&'a Registration, AttachError> {
+    state.registration(r).ok_or_else(|| AttachError::not_found("registration"))
+}
+
+/// A new registration, waiting. PHN uniqueness is settled by the caller's claims.
+pub fn register(reference: RegistrationRef, household: Household, state: &ShardState, now: Timestamp) -> Change {
+    let size = household.members.len() as u8;
+    let reg = Registration::new(reference.clone(), state.key.clone(), household, now);
+    Change {
+        upserts: vec![Record::Registration(reg)],
+        events: vec![EventKind::Registered { reference: reference.clone(), household_size: size }],
+        locators: vec![Locator::Registration(reference)],
+        ..Change::default()
+    }
+}
+
+/// Withdraws a waiting or proposed registration, cancelling its open proposal.
+pub fn withdraw(state: &ShardState, r: &RegistrationRef, reason: &str, now: Timestamp) -> Result<Change, AttachError> {
+    let reg = registration_or_404(state, r)?;
+    let next = reg.withdraw(reason, now)?;
+    let mut change = Change::default();
+    if let Some(pid) = &reg.proposal {
+        if let Some(p) = state.proposal(pid) {
+            change.upserts.push(Record::Proposal(p.cancel(now)?));
+        }
+    }
+    change.upserts.push(Record::Registration(next));
+    change.events.push(EventKind::Withdrawn { reference: r.clone() });
+    Ok(change)
+}
+
+/// Creates or updates a provider's registry entry (capacity is kept).
+pub fn upsert_provider(state: &ShardState, input: ProviderInput, now: Timestamp) -> Change {
+    let provider = match state.provider(&input.id) {
+        Some(existing) => Provider {
+            given_name: input.given_name,
+            surname: input.surname,
+            kind: input.kind,
+            clinics: input.clinics,
+            reported_panel_size: input.reported_panel_size,
+            updated_at: now,
+            ..existing.clone()
+        },
+        None => Provider {
+            id: input.id.clone(),
+            given_name: input.given_name,
+            surname: input.surname,
+            kind: input.kind,
+            shard: state.key.clone(),
+            clinics: input.clinics,
+            capacity: Capacity::closed(),
+            reported_panel_size: input.reported_panel_size,
+            created_at: now,
+            updated_at: now,
+        },
+    };
+    Change {
+        events: vec![EventKind::ProviderUpdated { provider: provider.id.clone() }],
+        locators: vec![Locator::Provider(provider.id.clone())],
+        upserts: vec![Record::Provider(provider)],
+        ..Change::default()
+    }
+}
+
+/// Sets a provider's capacity and preferences.
+pub fn set_capacity(state: &ShardState, id: &ProviderId, capacity: Capacity, now: Timestamp) -> Result<Change, AttachError> {
+    let existing = state.provider(id).ok_or_else(|| AttachError::not_found("provider"))?;
+    let provider = Provider { capacity, updated_at: now, ..existing.clone() };
+    Ok(Change {
+        upserts: vec![Record::Provider(provider)],
+        events: vec![EventKind::CapacityChanged { provider: id.clone() }],
+        ..Change::default()
+    })
+}
+
+/// Creates or updates a clinic.
+pub fn upsert_clinic(state: &ShardState, cmd: ClinicCommand, now: Timestamp) -> Change {
+    let created_at = state.clinic(&cmd.facility).map_or(now, |c| c.created_at);
+    let clinic = Clinic {
+        facility: cmd.facility.clone(),
+        name: cmd.details.name,
+        address: cmd.details.address,
+        shard: state.key.clone(),
+        hours: cmd.details.hours,
+        phone: cmd.details.phone,
+        medical_director: cmd.medical_director,
+        created_at,
+    };
+    Change {
+        upserts: vec![Record::Clinic(clinic)],
+        events: vec![EventKind::ClinicUpdated { facility: cmd.facility.as_str().to_string() }],
+        locators: vec![Locator::Clinic(cmd.facility)],
+        ..Change::default()
+    }
+}
+
+/// Runs the matcher over the shard's waitlist and accepting providers, and
+/// plans one open proposal per placement.
+pub fn run_matching(state: &ShardState, policy: &Policy, ttl_ms: i64, now: Timestamp) -> Result<(Change, Vec<Proposal>), AttachError> {
+    let candidates: Vec<Candidate> = state
+        .waitlist_after(None)
+        .map(|r| Candidate {
+            reference: r.reference.clone(),
+            registered_at: r.registered_at,
+            size: r.household.members.len() as u8,
+            needs: r.household.needs(),
+            complex: r.household.is_complex(),
+            age_groups: r.household.age_groups(now),
+            languages: r.household.languages.clone(),
+        })
+        .collect();
+    let openings: Vec<Opening> = state
+        .providers()
+        .filter_map(|p| {
+            let free = state.free_places(p, now);
+            (free > 0).then(|| Opening {
+                provider: p.id.clone(),
+                free_places: free,
+                max_complex_share_pct: p.capacity.complexity.max_complex_share_pct,
+                languages: p.capacity.languages.clone(),
+                age_groups: p.capacity.age_groups.clone(),
+            })
+        })
+        .collect();
+    let placements = matcher::run(&candidates, &openings, policy, now);
+    let mut change = Change::default();
+    let mut proposals = Vec::with_capacity(placements.len());
+    for placement in placements {
+        let reg = registration_or_404(state, &placement.reference)?;
+        let id = ProposalId::generate();
+        let proposal = Proposal {
+            id: id.clone(),
+            shard: state.key.clone(),
+            reference: reg.reference.clone(),
+            provider: placement.provider.clone(),
+            household_size: reg.household.members.len() as u8,
+            complex: reg.household.is_complex(),
+            created_at: now,
+            expires_at: now.plus_ms(ttl_ms),
+            status: ProposalStatus::Open,
+            explanation: placement.explanation,
+            closed_at: None,
+            declined_by: None,
+            decline_reason: None,
+        };
+        change.upserts.push(Record::Registration(reg.propose(id.clone(), now)?));
+        change.upserts.push(Record::Proposal(proposal.clone()));
+        change.events.push(EventKind::Proposed {
+            proposal: id.clone(),
+            reference: reg.reference.clone(),
+            provider: placement.provider,
+        });
+        change.locators.push(Locator::Proposal(id));
+        proposals.push(proposal);
+    }
+    Ok((change, proposals))
+}
+
+/// Accepts or declines an open proposal. Accepting attaches every member to the
+/// provider's panel (service code 98990); declining returns the household to
+/// the waitlist with its registration time kept and the reason recorded.
+pub fn answer(state: &ShardState, id: &ProposalId, answer: Answer, now: Timestamp) -> Result<(Change, Proposal), AttachError> {
+    let proposal = state.proposal(id).ok_or_else(|| AttachError::not_found("proposal"))?;
+    let reg = registration_or_404(state, &proposal.reference)?;
+    let mut change = Change::default();
+    let next = match answer {
+        Answer::Accept => {
+            let next = proposal.accept(now)?;
+            change.upserts.push(Record::Registration(reg.attach(proposal.provider.clone(), now)?));
+            for m in &reg.household.members {
+                change.upserts.push(Record::PanelEntry(PanelEntry {
+                    provider: proposal.provider.clone(),
+                    phn: m.phn,
+                    given_name: m.given_name.clone(),
+                    surname: m.surname.clone(),
+                    date_of_birth: m.date_of_birth,
+                    attached_at: now,
+                    source: PanelSource::Match { proposal: id.clone(), reference: reg.reference.clone() },
+                }));
+            }
+            change.events.push(EventKind::Accepted {
+                proposal: id.clone(),
+                reference: reg.reference.clone(),
+                provider: proposal.provider.clone(),
+            });
+            change.events.push(EventKind::Attached {
+                reference: Some(reg.reference.clone()),
+                provider: proposal.provider.clone(),
+                patients: reg.household.members.len() as u16,
+            });
+            next
+        }
+        Answer::Decline { by, reason } => {
+            let next = proposal.decline(by, &reason, now)?;
+            let decline = Decline { proposal: id.clone(), provider: proposal.provider.clone(), by: Some(by), reason, at: now };
+            change.upserts.push(Record::Registration(reg.return_to_waitlist(decline, now)?));
+            change.events.push(EventKind::Declined {
+                proposal: id.clone(),
+                reference: reg.reference.clone(),
+                provider: proposal.provider.clone(),
+                by,
+            });
+            next
+        }
+    };
+    change.upserts.push(Record::Proposal(next.clone()));
+    Ok((change, next))
+}
+
+/// Expires every open proposal past its time, returning its household to the waitlist.
+pub fn expire(state: &ShardState, now: Timestamp) -> Result<Change, AttachError> {
+    let mut change = Change::default();
+    for p in state.overdue_proposals(now) {
+        let reg = registration_or_404(state, &p.reference)?;
+        let decline = Decline {
+            proposal: p.id.clone(),
+            provider: p.provider.clone(),
+            by: None,
+            reason: "the proposal was not answered in time".to_string(),
+            at: now,
+        };
+        change.upserts.push(Record::Registration(reg.return_to_waitlist(decline, now)?));
+        change.upserts.push(Record::Proposal(p.expire(now)?));
+        change.events.push(EventKind::Expired { proposal: p.id.clone(), reference: p.reference.clone(), provider: p.provider.clone() });
+    }
+    Ok(change)
+}

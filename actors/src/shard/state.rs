@@ -1,0 +1,320 @@
+//! A shard's state in memory: a view of its records, kept by one writer.
+//!
+//! Every change is *planned* against the current state (pure, may be refused),
+//! *committed* to the store, and only then *applied*. Loading a shard applies
+//! its stored records through the same [`ShardState::apply`], so what a restart
+//! sees is exactly what was acknowledged.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use crate::domain::{
+    Clinic, EventKind, FacilityNumber, PanelEntry, Phn, Proposal, ProposalId, ProposalStatus, Provider, ProviderId,
+    Registration, RegistrationRef, RegistrationStatus, ShardKey, Timestamp, DAY_MS,
+};
+use crate::store::{Locator, Record, RecordKey};
+
+/// What a planned change writes.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Change {
+    /// Records to write.
+    pub upserts: Vec<Record>,
+    /// Records to remove.
+    pub deletes: Vec<RecordKey>,
+    /// Events to append (the actor numbers them).
+    pub events: Vec<EventKind>,
+    /// Locators to point at this shard.
+    pub locators: Vec<Locator>,
+}
+
+/// Counts by status, in households and people.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Tally {
+    /// Registrations.
+    pub households: u64,
+    /// People in them.
+    pub people: u64,
+}
+
+/// The shard's records and the indexes derived from them.
+#[derive(Debug)]
+pub struct ShardState {
+    /// Which shard.
+    pub key: ShardKey,
+    registrations: HashMap<RegistrationRef, Registration>,
+    /// The waitlist in line order: only `WAITING` registrations.
+    waitlist: BTreeSet<(Timestamp, RegistrationRef)>,
+    tallies: HashMap<RegistrationStatus, Tally>,
+    proposals: HashMap<ProposalId, Proposal>,
+    /// Places held by open proposals, per provider.
+    open_places: HashMap<ProviderId, u32>,
+    providers: BTreeMap<ProviderId, Provider>,
+    clinics: BTreeMap<FacilityNumber, Clinic>,
+    panels: HashMap<ProviderId, BTreeMap<Phn, PanelEntry>>,
+    /// People attached, by attachment time, for rates and "this week".
+    attachments: BTreeMap<Timestamp, u32>,
+}
+
+impl ShardState {
+    /// An empty shard.
+    pub fn new(key: ShardKey) -> Self {
+        ShardState {
+            key,
+            registrations: HashMap::new(),
+            waitlist: BTreeSet::new(),
+            tallies: HashMap::new(),
+            proposals: HashMap::new(),
+            open_places: HashMap::new(),
+            providers: BTreeMap::new(),
+            clinics: BTreeMap::new(),
+            panels: HashMap::new(),
+            attachments: BTreeMap::new(),
+        }
+    }
+
+    /// Applies a committed change (or a loaded record set).
+    pub fn apply(&mut self, upserts: impl IntoIterator<Item = Record>, deletes: &[RecordKey]) {
+        for record in upserts {
+            self.upsert(record);
+        }
+        for key in deletes {
+            self.delete(key);
+        }
+    }
+
+    fn upsert(&mut self, record: Record) {
+        match record {
+            Record::Registration(r) => {
+                if let Some(old) = self.registrations.remove(&r.reference) {
+                    self.unindex_registration(&old);
+                }
+                self.index_registration(&r);
+                self.registrations.insert(r.reference.clone(), r);
+            }
+            Record::Proposal(p) => {
+                if let Some(old) = self.proposals.remove(&p.id) {
+                    self.unindex_proposal(&old);
+                }
+                if p.status == ProposalStatus::Open {
+                    *self.open_places.entry(p.provider.clone()).or_default() += u32::from(p.household_size);
+                }
+                self.proposals.insert(p.id.clone(), p);
+            }
+            Record::Provider(p) => {
+                self.providers.insert(p.id.clone(), p);
+            }
+            Record::Clinic(c) => {
+                self.clinics.insert(c.facility.clone(), c);
+            }
+            Record::PanelEntry(e) => {
+                let panel = self.panels.entry(e.provider.clone()).or_default();
+                if !panel.contains_key(&e.phn) {
+                    *self.attachments.entry(e.attached_at).or_default() += 1;
+                }
+                panel.insert(e.phn, e);
+            }
+        }
+    }
+
+    fn delete(&mut self, key: &RecordKey) {
+        match key {
+            RecordKey::Registration(r) => {
+                if let Some(old) = self.registrations.remove(r) {
+                    self.unindex_registration(&old);
+                }
+            }
+            RecordKey::Proposal(id) => {
+                if let Some(old) = self.proposals.remove(id) {
+                    self.unindex_proposal(&old);
+                }
+            }
+            RecordKey::Provider(id) => {
+                self.providers.remove(id);
+            }
+            RecordKey::Clinic(f) => {
+                self.clinics.remove(f);
+            }
+            RecordKey::PanelEntry(provider, phn) => {
+                if let Some(panel) = self.panels.get_mut(provider) {
+                    panel.remove(phn);
+                }
+            }
+        }
+    }
+
+    fn index_registration(&mut self, r: &Registration) {
+        let t = self.tallies.entry(r.status).or_default();
+        t.households += 1;
+        t.people += r.household.members.len() as u64;
+        if r.status == RegistrationStatus::Waiting {
+            self.waitlist.insert((r.registered_at, r.reference.clone()));
+        }
+    }
+
+    fn unindex_registration(&mut self, r: &Registration) {
+        let t = self.tallies.entry(r.status).or_default();
+        t.households -= 1;
+        t.people -= r.household.members.len() as u64;
+        if r.status == RegistrationStatus::Waiting {
+            self.waitlist.remove(&(r.registered_at, r.reference.clone()));
+        }
+    }
+
+    fn unindex_proposal(&mut self, p: &Proposal) {
+        if p.status == ProposalStatus::Open {
+            if let Some(n) = self.open_places.get_mut(&p.provider) {
+                *n = n.saturating_sub(u32::from(p.household_size));
+            }
+        }
+    }
+
+    // ---- reads ----
+
+    /// A registration.
+    pub fn registration(&self, r: &RegistrationRef) -> Option<&Registration> {
+        self.registrations.get(r)
+    }
+
+    /// The 1-based place in line of a waiting registration, and the people ahead of it.
+    pub fn place_in_line(&self, r: &Registration) -> Option<(u64, u64)> {
+        if r.status != RegistrationStatus::Waiting {
+            return None;
+        }
+        let mut place = 1;
+        let mut people = 0;
+        for (_, ahead) in self.waitlist.range(..(r.registered_at, r.reference.clone())) {
+            place += 1;
+            people += self.registrations.get(ahead).map_or(0, |a| a.household.members.len() as u64);
+        }
+        Some((place, people))
+    }
+
+    /// Waiting registrations in line order, after a cursor.
+    pub fn waitlist_after(
+        &self,
+        after: Option<&(Timestamp, RegistrationRef)>,
+    ) -> impl Iterator<Item = &Registration> + '_ {
+        let range = match after {
+            Some(cursor) => self.waitlist.range((std::ops::Bound::Excluded(cursor.clone()), std::ops::Bound::Unbounded)),
+            None => self.waitlist.range::<(Timestamp, RegistrationRef), _>(..),
+        };
+        range.filter_map(|(_, r)| self.registrations.get(r))
+    }
+
+    /// How many households and people are in a status.
+    pub fn tally(&self, status: RegistrationStatus) -> Tally {
+        self.tallies.get(&status).copied().unwrap_or_default()
+    }
+
+    /// A proposal.
+    pub fn proposal(&self, id: &ProposalId) -> Option<&Proposal> {
+        self.proposals.get(id)
+    }
+
+    /// Every proposal, newest first.
+    pub fn proposals(&self) -> Vec<&Proposal> {
+        let mut all: Vec<&Proposal> = self.proposals.values().collect();
+        all.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| a.id.cmp(&b.id)));
+        all
+    }
+
+    /// Open proposals whose time has passed.
+    pub fn overdue_proposals(&self, now: Timestamp) -> Vec<&Proposal> {
+        let mut due: Vec<&Proposal> =
+            self.proposals.values().filter(|p| p.status == ProposalStatus::Open && p.expires_at <= now).collect();
+        due.sort_by(|a, b| a.id.cmp(&b.id));
+        due
+    }
+
+    /// A provider homed here.
+    pub fn provider(&self, id: &ProviderId) -> Option<&Provider> {
+        self.providers.get(id)
+    }
+
+    /// Every provider homed here, by id.
+    pub fn providers(&self) -> impl Iterator<Item = &Provider> {
+        self.providers.values()
+    }
+
+    /// A clinic here.
+    pub fn clinic(&self, f: &FacilityNumber) -> Option<&Clinic> {
+        self.clinics.get(f)
+    }
+
+    /// Every clinic here, by facility number.
+    pub fn clinics(&self) -> impl Iterator<Item = &Clinic> {
+        self.clinics.values()
+    }
+
+    /// A provider's itemised panel, by PHN.
+    pub fn panel(&self, provider: &ProviderId) -> Option<&BTreeMap<Phn, PanelEntry>> {
+        self.panels.get(provider)
+    }
+
+    /// Whether `phn` is on `provider`'s panel here.
+    pub fn on_panel(&self, provider: &ProviderId, phn: Phn) -> bool {
+        self.panels.get(provider).is_some_and(|p| p.contains_key(&phn))
+    }
+
+    /// Panel size: reported before Attach plus itemised.
+    pub fn panel_size(&self, provider: &Provider) -> u32 {
+        provider.reported_panel_size + self.panels.get(&provider.id).map_or(0, |p| p.len() as u32)
+    }
+
+    /// Places held by open proposals for a provider.
+    pub fn open_places(&self, provider: &ProviderId) -> u32 {
+        self.open_places.get(provider).copied().unwrap_or(0)
+    }
+
+    /// People attached to `provider` since `since`.
+    pub fn attached_since(&self, provider: &ProviderId, since: Timestamp) -> u32 {
+        self.panels
+            .get(provider)
+            .map_or(0, |p| p.values().filter(|e| e.attached_at >= since).count() as u32)
+    }
+
+    /// Free places a provider offers now: the smaller of what the desired panel
+    /// size and the monthly rate leave, after the panel and open proposals.
+    pub fn free_places(&self, provider: &Provider, now: Timestamp) -> u32 {
+        let c = &provider.capacity;
+        if !c.accepting {
+            return 0;
+        }
+        let open = self.open_places(&provider.id);
+        let by_size = c.desired_panel_size.saturating_sub(self.panel_size(provider) + open);
+        let month_start = month_start(now);
+        let by_rate = c.monthly_rate.saturating_sub(self.attached_since(&provider.id, month_start) + open);
+        by_size.min(by_rate)
+    }
+
+    /// People attached in `[since, ∞)`.
+    pub fn people_attached_since(&self, since: Timestamp) -> u64 {
+        self.attachments.range(since..).map(|(_, n)| u64::from(*n)).sum()
+    }
+
+    /// Waiting households by whole days waited.
+    pub fn wait_histogram(&self, now: Timestamp) -> BTreeMap<u32, u64> {
+        let mut h = BTreeMap::new();
+        for (at, _) in &self.waitlist {
+            *h.entry(at.days_until(now)).or_default() += 1;
+        }
+        h
+    }
+
+    /// Every registration (for the matcher and for liveness checks).
+    pub fn registrations(&self) -> impl Iterator<Item = &Registration> {
+        self.registrations.values()
+    }
+}
+
+/// The first instant of `now`'s calendar month (UTC).
+pub fn month_start(now: Timestamp) -> Timestamp {
+    use chrono::Datelike;
+    let d = now.to_utc().date_naive();
+    let first = d.with_day(1).unwrap_or(d);
+    Timestamp(first.and_hms_opt(0, 0, 0).map_or(now.0, |t| t.and_utc().timestamp_millis()))
+}
+
+/// `now` minus whole days.
+pub fn days_before(now: Timestamp, days: i64) -> Timestamp {
+    Timestamp(now.0 - days * DAY_MS)
+}

@@ -1,0 +1,662 @@
+//! The conformance suite every `Store` backend must pass.
+//!
+//! A backend provides a [`Harness`]: one fresh, empty location (a temporary
+//! directory, a new keyspace) that can open a store on itself, and open it again
+//! after the first handle was dropped. Each check takes a fresh harness and
+//! returns `Err` with a message instead of panicking, so the suite can run
+//! inside `#[test]`s ([`store_conformance_tests!`](crate::store_conformance_tests))
+//! or from a tool against a live cluster ([`run_all`]).
+//!
+//! Nothing here depends on dev-dependencies or creates locations itself: the
+//! caller decides where the data lives. The checks must run inside a Tokio
+//! runtime (one of them spawns tasks); a multi-threaded one exercises the
+//! backend's concurrency best.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::{Context, bail, ensure};
+use futures::future::BoxFuture;
+
+use super::{Batch, CasOutcome, Epoch, Locator, PhnHolder, Record, RecordKey, Store, StoreError};
+
+use self::fixtures::*;
+
+/// One fresh, empty place a backend can keep data.
+pub trait Harness: Send + Sync {
+    /// Opens a store on this location. Called again after every earlier handle
+    /// was dropped, it must see what they committed.
+    fn open(&self) -> BoxFuture<'_, anyhow::Result<Arc<dyn Store>>>;
+}
+
+/// A check of the suite.
+pub type Check = for<'a> fn(&'a dyn Harness) -> BoxFuture<'a, anyhow::Result<()>>;
+
+macro_rules! checks {
+    ($($name:ident),+ $(,)?) => {
+        /// Every check, by name, in the order [`run_all`] runs them.
+        pub const CHECKS: &[(&str, Check)] = &[$((stringify!($name), |h| Box::pin($name(h)))),+];
+    };
+}
+
+checks!(
+    acquire_gives_increasing_epochs,
+    commit_is_durable_and_visible,
+    stale_epoch_writes_nothing,
+    upsert_replaces_and_delete_removes,
+    shards_are_isolated,
+    events_after_pages_in_order,
+    locate_finds_each_kind,
+    phn_claim_compare_and_set,
+    claim_phns_takes_only_free_ones,
+    concurrent_commits_all_land,
+    data_survives_reopen,
+);
+
+/// Runs every check, each on a fresh harness from `fresh`, and reports all that failed.
+pub async fn run_all<H, F, Fut>(mut fresh: F) -> anyhow::Result<()>
+where
+    H: Harness,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<H>>,
+{
+    let mut failed = Vec::new();
+    for (name, check) in CHECKS {
+        let harness = fresh().await.with_context(|| format!("preparing a location for {name}"))?;
+        if let Err(e) = check(&harness).await {
+            failed.push(format!("{name}: {e:#}"));
+        }
+    }
+    ensure!(failed.is_empty(), "{} of {} store checks failed:\n{}", failed.len(), CHECKS.len(), failed.join("\n"));
+    Ok(())
+}
+
+/// Generates one `#[tokio::test]` per conformance check, plus a test that the
+/// list is complete. `$fresh` is an expression (it may `.await`) giving a fresh
+/// [`Harness`] each time it is evaluated. The calling crate needs tokio with
+/// `macros` and `rt-multi-thread`.
+///
+/// ```ignore
+/// attach_actors::store_conformance_tests!(TempHarness::new());
+/// ```
+#[macro_export]
+macro_rules! store_conformance_tests {
+    ($fresh:expr) => {
+        $crate::store_conformance_tests!(@tests $fresh;
+            acquire_gives_increasing_epochs,
+            commit_is_durable_and_visible,
+            stale_epoch_writes_nothing,
+            upsert_replaces_and_delete_removes,
+            shards_are_isolated,
+            events_after_pages_in_order,
+            locate_finds_each_kind,
+            phn_claim_compare_and_set,
+            claim_phns_takes_only_free_ones,
+            concurrent_commits_all_land,
+            data_survives_reopen,
+        );
+    };
+    (@tests $fresh:expr; $($check:ident),+ $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $check() {
+                let harness = $fresh;
+                if let Err(e) = $crate::store::conformance::$check(&harness).await {
+                    panic!("{}: {e:#}", stringify!($check));
+                }
+            }
+        )+
+
+        #[test]
+        fn conformance_tests_cover_every_check() {
+            let generated = [$(stringify!($check)),+];
+            let listed: Vec<&str> = $crate::store::conformance::CHECKS.iter().map(|(name, _)| *name).collect();
+            assert_eq!(generated.as_slice(), listed.as_slice());
+        }
+    };
+}
+
+/// Each acquisition of a shard gets a higher epoch; shards count separately.
+pub async fn acquire_gives_increasing_epochs(h: &dyn Harness) -> anyhow::Result<()> {
+    let store = h.open().await?;
+    let (a, b) = (shard("IHA/111"), shard("FHA/201"));
+    let first = store.acquire_shard(&a, "node-1").await?;
+    ensure!(first.0 >= 1, "the first epoch is {first:?}; epochs start at 1");
+    let second = store.acquire_shard(&a, "node-2").await?;
+    let third = store.acquire_shard(&a, "node-1").await?;
+    ensure!(first < second && second < third, "epochs {first:?}, {second:?}, {third:?} do not increase");
+    let other = store.acquire_shard(&b, "node-1").await?;
+    ensure!(other.0 >= 1, "another shard's first epoch is {other:?}");
+    let fourth = store.acquire_shard(&a, "node-3").await?;
+    ensure!(fourth > third, "acquiring another shard disturbed the epochs of the first");
+    Ok(())
+}
+
+/// A commit with the current epoch is visible to `load_shard`, `read` and `events_after`.
+pub async fn commit_is_durable_and_visible(h: &dyn Harness) -> anyhow::Result<()> {
+    let store = h.open().await?;
+    let s = shard("IHA/111");
+    let image = store.load_shard(&s).await?;
+    ensure!(image.records.is_empty() && image.last_seq == 0, "a never-written shard is not empty: {image:?}");
+    let epoch = store.acquire_shard(&s, "node-1").await?;
+    let world = World::new(&s, 0);
+    store.commit(&s, epoch, world.batch(1)).await?;
+
+    let image = store.load_shard(&s).await?;
+    ensure!(sorted(image.records) == sorted(world.records()), "load_shard does not return what was committed");
+    ensure!(image.last_seq == 3, "last_seq is {}, expected 3", image.last_seq);
+    for record in world.records() {
+        let found = store.read(&s, &record.key()).await?;
+        ensure!(found.as_ref() == Some(&record), "read({:?}) returned {found:?}", record.key());
+    }
+    let missing = RecordKey::Registration(crate::domain::RegistrationRef::generate());
+    ensure!(store.read(&s, &missing).await?.is_none(), "read of a missing key found something");
+    let events = store.events_after(&s, 0, 100).await?;
+    ensure!(events == world.events(1), "events_after(0) returned {events:?}");
+    Ok(())
+}
+
+/// A commit with an older epoch is refused and writes nothing: no rows, events or locators.
+pub async fn stale_epoch_writes_nothing(h: &dyn Harness) -> anyhow::Result<()> {
+    let store = h.open().await?;
+    let s = shard("VIHA/421");
+    let old = store.acquire_shard(&s, "node-1").await?;
+    let first = World::new(&s, 0);
+    store.commit(&s, old, first.batch(1)).await?;
+    let new = store.acquire_shard(&s, "node-2").await?;
+
+    let second = World::new(&s, 1);
+    let refused = store.commit(&s, old, second.batch(4)).await;
+    ensure!(
+        matches!(&refused, Err(StoreError::StaleEpoch { current, held, .. }) if *current == new.0 && *held == old.0),
+        "a commit with a stale epoch returned {refused:?}"
+    );
+    let empty = store.commit(&s, old, Batch::default()).await;
+    ensure!(
+        matches!(empty, Err(StoreError::StaleEpoch { .. })),
+        "an empty commit with a stale epoch returned {empty:?}"
+    );
+    let image = store.load_shard(&s).await?;
+    ensure!(sorted(image.records) == sorted(first.records()), "the refused batch changed the shard's rows");
+    ensure!(image.last_seq == 3, "the refused batch's events were stored (last_seq {})", image.last_seq);
+    ensure!(store.events_after(&s, 3, 100).await?.is_empty(), "events_after shows the refused batch's events");
+    for locator in second.locators() {
+        ensure!(store.locate(&locator).await?.is_none(), "the refused batch's locator {locator:?} was written");
+    }
+
+    let never = shard("VIHA/999");
+    let orphan = store.commit(&never, Epoch(1), World::new(&never, 2).batch(1)).await;
+    ensure!(
+        matches!(orphan, Err(StoreError::StaleEpoch { .. })),
+        "a commit to a never-acquired shard returned {orphan:?}"
+    );
+    ensure!(store.load_shard(&never).await?.records.is_empty(), "a never-acquired shard took a commit");
+
+    store.commit(&s, new, second.batch(4)).await.context("the new owner's commit")?;
+    ensure!(store.load_shard(&s).await?.last_seq == 6, "the new owner's events are missing");
+    Ok(())
+}
+
+/// An upsert replaces a record whole; a delete removes it (deleting nothing is fine).
+pub async fn upsert_replaces_and_delete_removes(h: &dyn Harness) -> anyhow::Result<()> {
+    let store = h.open().await?;
+    let s = shard("NHA/511");
+    let epoch = store.acquire_shard(&s, "node-1").await?;
+    let world = World::new(&s, 0);
+    store.commit(&s, epoch, world.batch(1)).await?;
+
+    let proposal = world.proposal.accept(at(10)).context("fixture accept")?;
+    let withdrawn = world.registration.withdraw("found a family doctor", at(5)).context("fixture withdraw")?;
+    let upserts = vec![Record::Registration(withdrawn.clone()), Record::Proposal(proposal.clone())];
+    store.commit(&s, epoch, Batch { upserts, ..Batch::default() }).await?;
+    let found = store.read(&s, &RecordKey::Registration(withdrawn.reference.clone())).await?;
+    ensure!(found == Some(Record::Registration(withdrawn.clone())), "the upsert did not replace the registration");
+    let image = store.load_shard(&s).await?;
+    ensure!(image.records.len() == world.records().len(), "an upsert of an existing key added a row");
+
+    let gone = RecordKey::PanelEntry(world.entry.provider.clone(), world.entry.phn);
+    let never = RecordKey::Proposal(crate::domain::ProposalId::generate());
+    store.commit(&s, epoch, Batch { deletes: vec![gone.clone(), never], ..Batch::default() }).await?;
+    ensure!(store.read(&s, &gone).await?.is_none(), "a deleted record can still be read");
+    let image = store.load_shard(&s).await?;
+    ensure!(image.records.len() == world.records().len() - 1, "load_shard still has the deleted record");
+    ensure!(image.records.iter().all(|r| r.key() != gone), "load_shard returned the deleted record");
+    Ok(())
+}
+
+/// Shards whose names are prefixes of each other never see each other's rows or events.
+pub async fn shards_are_isolated(h: &dyn Harness) -> anyhow::Result<()> {
+    let store = h.open().await?;
+    let names = ["IHA/1", "IHA/11", "IHA/111", "IHA/1110", "IHA/111-A", "VIHA/111", "IH/A111"];
+    let mut worlds = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let s = shard(name);
+        let epoch = store.acquire_shard(&s, "node-1").await?;
+        let world = World::new(&s, i as u32);
+        let mut batch = world.batch(1);
+        // A different number of events per shard, so a leak shows in last_seq too.
+        batch.events.extend((4..=3 + i as u64).map(|seq| event(&s, seq, world.registered())));
+        store.commit(&s, epoch, batch).await?;
+        worlds.push((s, world, 3 + i as u64));
+    }
+    for (s, world, last) in &worlds {
+        let image = store.load_shard(s).await?;
+        ensure!(sorted(image.records) == sorted(world.records()), "{s} holds rows of another shard");
+        ensure!(image.last_seq == *last, "{s} has last_seq {}, expected {last}", image.last_seq);
+        let events = store.events_after(s, 0, 1_000).await?;
+        ensure!(events.len() as u64 == *last, "{s} has {} events, expected {last}", events.len());
+        ensure!(events.iter().all(|e| &e.shard == s), "{s} returned another shard's events");
+        for (other, other_world, _) in &worlds {
+            if other != s {
+                let key = other_world.registration_key();
+                ensure!(store.read(s, &key).await?.is_none(), "{s} can read a row of {other}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `events_after(after, limit)` pages through a shard's events in order.
+pub async fn events_after_pages_in_order(h: &dyn Harness) -> anyhow::Result<()> {
+    let store = h.open().await?;
+    let s = shard("FHA/201");
+    let epoch = store.acquire_shard(&s, "node-1").await?;
+    let world = World::new(&s, 0);
+    for chunk in [1..=9u64, 10..=10, 11..=25] {
+        let events = chunk.map(|seq| event(&s, seq, world.registered())).collect();
+        store.commit(&s, epoch, Batch { events, ..Batch::default() }).await?;
+    }
+    let seqs = |events: Vec<crate::domain::Event>| events.into_iter().map(|e| e.seq).collect::<Vec<_>>();
+    ensure!(seqs(store.events_after(&s, 0, 10).await?) == (1..=10).collect::<Vec<_>>(), "first page wrong");
+    ensure!(seqs(store.events_after(&s, 10, 10).await?) == (11..=20).collect::<Vec<_>>(), "second page wrong");
+    ensure!(seqs(store.events_after(&s, 20, 10).await?) == (21..=25).collect::<Vec<_>>(), "last page wrong");
+    ensure!(seqs(store.events_after(&s, 7, 3).await?) == vec![8, 9, 10], "a page from the middle is wrong");
+    ensure!(store.events_after(&s, 25, 10).await?.is_empty(), "events after the last one");
+    ensure!(store.events_after(&s, 0, 0).await?.is_empty(), "a page of limit 0 is not empty");
+    ensure!(store.events_after(&s, u64::MAX, 10).await?.is_empty(), "events after u64::MAX");
+    let all = store.events_after(&s, 0, 1_000).await?;
+    ensure!(all.iter().all(|e| e.kind == world.registered() && e.shard == s), "events did not round-trip");
+    Ok(())
+}
+
+/// `locate` answers the shard of each kind of locator, and follows a move.
+pub async fn locate_finds_each_kind(h: &dyn Harness) -> anyhow::Result<()> {
+    let store = h.open().await?;
+    let (a, b) = (shard("VCHA/161"), shard("VCHA/162"));
+    let (ea, eb) = (store.acquire_shard(&a, "n").await?, store.acquire_shard(&b, "n").await?);
+    let (wa, wb) = (World::new(&a, 0), World::new(&b, 1));
+    store.commit(&a, ea, wa.batch(1)).await?;
+    store.commit(&b, eb, wb.batch(1)).await?;
+    for (s, world) in [(&a, &wa), (&b, &wb)] {
+        let locators = world.locators();
+        ensure!(locators.len() == 4, "the fixture should cover every locator kind");
+        for locator in locators {
+            let found = store.locate(&locator).await?;
+            ensure!(found.as_ref() == Some(s), "locate({locator:?}) = {found:?}, expected {s}");
+        }
+    }
+    let unknown = Locator::Registration(crate::domain::RegistrationRef::generate());
+    ensure!(store.locate(&unknown).await?.is_none(), "locate found an unknown registration");
+
+    // The registration moves from a to b: b's commit repoints its locator.
+    let moved = Locator::Registration(wa.registration.reference.clone());
+    store.commit(&b, eb, Batch { locators: vec![moved.clone()], ..Batch::default() }).await?;
+    ensure!(store.locate(&moved).await?.as_ref() == Some(&b), "a moved registration is not found in its new shard");
+    Ok(())
+}
+
+/// `cas_phn_claim`: insert if absent, conflict shows the current value and changes
+/// nothing, replace when expected, release with `None`.
+pub async fn phn_claim_compare_and_set(h: &dyn Harness) -> anyhow::Result<()> {
+    let store = h.open().await?;
+    let (a, b) = (shard("IHA/111"), shard("IHA/112"));
+    let p = phn(1);
+    let mine = claim(&a, PhnHolder::Registration(crate::domain::RegistrationRef::generate()), 1);
+    let theirs = claim(&b, PhnHolder::Panel(provider_id(2)), 2);
+
+    ensure!(store.phn_claim(p).await?.is_none(), "an unclaimed PHN has a claim");
+    ensure!(store.cas_phn_claim(p, None, Some(&mine)).await? == CasOutcome::Applied, "insert-if-absent failed");
+    ensure!(store.phn_claim(p).await? == Some(mine.clone()), "the inserted claim does not read back");
+
+    let again = store.cas_phn_claim(p, None, Some(&theirs)).await?;
+    ensure!(again == CasOutcome::Conflict(Some(mine.clone())), "a second insert returned {again:?}");
+    let wrong = store.cas_phn_claim(p, Some(&theirs), None).await?;
+    ensure!(
+        wrong == CasOutcome::Conflict(Some(mine.clone())),
+        "a release with the wrong expectation returned {wrong:?}"
+    );
+    ensure!(store.phn_claim(p).await? == Some(mine.clone()), "a conflicting CAS changed the claim");
+
+    ensure!(store.cas_phn_claim(p, Some(&mine), Some(&theirs)).await? == CasOutcome::Applied, "replace failed");
+    ensure!(store.phn_claim(p).await? == Some(theirs.clone()), "the replacement does not read back");
+    ensure!(store.cas_phn_claim(p, Some(&theirs), None).await? == CasOutcome::Applied, "release failed");
+    ensure!(store.phn_claim(p).await?.is_none(), "a released PHN is still claimed");
+    let stale = store.cas_phn_claim(p, Some(&theirs), Some(&mine)).await?;
+    ensure!(stale == CasOutcome::Conflict(None), "a CAS expecting a released claim returned {stale:?}");
+    ensure!(store.phn_claim(phn(2)).await?.is_none(), "claims leaked to another PHN");
+    Ok(())
+}
+
+/// `claim_phns` claims the free PHNs and returns only the ones already held, unchanged.
+pub async fn claim_phns_takes_only_free_ones(h: &dyn Harness) -> anyhow::Result<()> {
+    let store = h.open().await?;
+    let s = shard("NHA/511");
+    let held_by = claim(&shard("NHA/512"), PhnHolder::Panel(provider_id(9)), 1);
+    let wanted = claim(&s, PhnHolder::Registration(crate::domain::RegistrationRef::generate()), 2);
+    let (free1, taken, free2) = (phn(10), phn(11), phn(12));
+    ensure!(store.cas_phn_claim(taken, None, Some(&held_by)).await? == CasOutcome::Applied, "setup claim failed");
+
+    let claims = [free1, taken, free2].map(|p| (p, wanted.clone())).to_vec();
+    let held = store.claim_phns(claims).await?;
+    ensure!(held == vec![(taken, held_by.clone())], "claim_phns returned {held:?}, expected only the held PHN");
+    ensure!(store.phn_claim(taken).await? == Some(held_by.clone()), "claim_phns overwrote a held claim");
+    for p in [free1, free2] {
+        ensure!(store.phn_claim(p).await? == Some(wanted.clone()), "claim_phns did not claim a free PHN ({p})");
+    }
+    let again = store.claim_phns(vec![(free1, held_by.clone())]).await?;
+    ensure!(again == vec![(free1, wanted.clone())], "a second claim_phns took a claimed PHN");
+    ensure!(store.claim_phns(Vec::new()).await?.is_empty(), "claiming nothing returned something");
+    Ok(())
+}
+
+/// Many tasks committing at once (group commit under contention): every commit lands once.
+pub async fn concurrent_commits_all_land(h: &dyn Harness) -> anyhow::Result<()> {
+    const TASKS: u32 = 50;
+    const COMMITS: u64 = 20;
+    let store = h.open().await?;
+    let mut tasks = Vec::new();
+    for t in 0..TASKS {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            let s = shard(&format!("CC/T{t}"));
+            let epoch = store.acquire_shard(&s, "node-1").await?;
+            let world = World::new(&s, t);
+            for seq in 1..=COMMITS {
+                let mut registration = world.registration.clone();
+                registration.reference = reference(t * 100 + seq as u32);
+                let batch = Batch {
+                    upserts: vec![Record::Registration(registration)],
+                    events: vec![event(&s, seq, world.registered())],
+                    ..Batch::default()
+                };
+                store.commit(&s, epoch, batch).await?;
+            }
+            Ok::<_, StoreError>(s)
+        }));
+    }
+    let mut shards = Vec::new();
+    for task in tasks {
+        shards.push(task.await.context("a committing task panicked")??);
+    }
+    for s in &shards {
+        let image = store.load_shard(s).await?;
+        ensure!(image.records.len() as u64 == COMMITS, "{s} has {} rows, expected {COMMITS}", image.records.len());
+        ensure!(image.last_seq == COMMITS, "{s} has last_seq {}", image.last_seq);
+        let seqs: Vec<u64> = store.events_after(s, 0, 1_000).await?.into_iter().map(|e| e.seq).collect();
+        ensure!(seqs == (1..=COMMITS).collect::<Vec<_>>(), "{s} has events {seqs:?}");
+    }
+    Ok(())
+}
+
+/// Everything committed survives dropping the store and opening it again.
+pub async fn data_survives_reopen(h: &dyn Harness) -> anyhow::Result<()> {
+    let s = shard("FHA/201");
+    let world = World::new(&s, 0);
+    let p = phn(3);
+    let held = claim(&s, PhnHolder::Registration(world.registration.reference.clone()), 1);
+    let epoch = {
+        let store = h.open().await?;
+        let epoch = store.acquire_shard(&s, "node-1").await?;
+        store.commit(&s, epoch, world.batch(1)).await?;
+        ensure!(store.cas_phn_claim(p, None, Some(&held)).await? == CasOutcome::Applied, "claim failed");
+        epoch
+    };
+    let store = h.open().await.context("reopening the store")?;
+    let image = store.load_shard(&s).await?;
+    ensure!(sorted(image.records) == sorted(world.records()), "rows were lost across a reopen");
+    ensure!(image.last_seq == 3, "events were lost across a reopen (last_seq {})", image.last_seq);
+    ensure!(store.events_after(&s, 0, 10).await? == world.events(1), "events changed across a reopen");
+    ensure!(store.phn_claim(p).await? == Some(held), "a PHN claim was lost across a reopen");
+    for locator in world.locators() {
+        ensure!(store.locate(&locator).await?.as_ref() == Some(&s), "a locator was lost across a reopen");
+    }
+    let next = store.acquire_shard(&s, "node-2").await?;
+    ensure!(next > epoch, "the epoch went back across a reopen ({epoch:?} then {next:?})");
+    match store.commit(&s, epoch, Batch::default()).await {
+        Err(StoreError::StaleEpoch { .. }) => Ok(()),
+        other => bail!("the old epoch still commits after a reopen and re-acquire: {other:?}"),
+    }
+}
+
+/// Records in key order, for comparing sets of rows.
+fn sorted(mut records: Vec<Record>) -> Vec<Record> {
+    records.sort_by_key(Record::key);
+    records
+}
+
+/// Realistic domain values for the checks (and for other tests that need them).
+pub mod fixtures {
+    use std::collections::BTreeSet;
+
+    use chrono::NaiveDate;
+
+    use crate::domain::{
+        AgeGroup, Capacity, Clinic, ComplexityMix, DateOfBirth, Event, EventKind, FacilityNumber, Household, Language,
+        Member, Need, PanelEntry, PanelSource, PersonName, Phn, Proposal, ProposalId, ProposalStatus, Provider,
+        ProviderId, ProviderKind, Registration, RegistrationRef, ScoreExplanation, ScorePart, ShardKey, Timestamp,
+    };
+    use crate::store::{Batch, Locator, PhnClaim, PhnHolder, Record, RecordKey};
+
+    /// 2026-01-01T00:00Z plus `minutes`.
+    pub fn at(minutes: i64) -> Timestamp {
+        Timestamp(1_767_225_600_000 + minutes * 60_000)
+    }
+
+    /// A shard from `HA/COMMUNITY`.
+    pub fn shard(name: &str) -> ShardKey {
+        ShardKey::parse(name).expect("fixture shard names are written valid")
+    }
+
+    /// The `i`-th of a run of distinct valid PHNs.
+    pub fn phn(i: u32) -> Phn {
+        // Of any 11 consecutive bodies at most a few lack a check digit, so each
+        // block of 11 holds one, and blocks never overlap.
+        (i * 11..i * 11 + 11).find_map(Phn::with_body).expect("every 11 consecutive PHN bodies include a valid one")
+    }
+
+    /// The `i`-th of a run of distinct provider ids.
+    pub fn provider_id(i: u32) -> ProviderId {
+        ProviderId::parse(&format!("P{i:05}")).expect("P and five digits is a valid provider id")
+    }
+
+    /// The `i`-th of a run of distinct registration references.
+    pub fn reference(i: u32) -> RegistrationRef {
+        RegistrationRef::parse(&format!("{i:012}")).expect("twelve digits are a valid reference")
+    }
+
+    fn name(s: &str) -> PersonName {
+        PersonName::parse(s).expect("fixture names are letters")
+    }
+
+    fn born(year: i32) -> DateOfBirth {
+        let date = NaiveDate::from_ymd_opt(year, 5, 17).expect("May 17 exists every year");
+        let today = NaiveDate::from_ymd_opt(2026, 1, 1).expect("2026-01-01 exists");
+        DateOfBirth::from_date(date, today).expect("fixture birth years are in the past century")
+    }
+
+    fn lang(code: &str) -> Language {
+        Language::parse(code).expect("fixture language codes are ISO 639")
+    }
+
+    /// A claim on a PHN by `holder` in `shard`, made `minutes` into the fixture day.
+    pub fn claim(shard: &ShardKey, holder: PhnHolder, minutes: i64) -> PhnClaim {
+        PhnClaim { shard: shard.clone(), holder, at: at(minutes) }
+    }
+
+    /// An event of `shard` with sequence number `seq`.
+    pub fn event(shard: &ShardKey, seq: u64, kind: EventKind) -> Event {
+        Event { shard: shard.clone(), seq, at: at(seq as i64), kind }
+    }
+
+    /// One of each kind of record of a shard, related as in real use: a two-person
+    /// household proposed to a provider at a clinic, who already has a panel entry.
+    #[derive(Debug, Clone)]
+    pub struct World {
+        /// The shard.
+        pub shard: ShardKey,
+        /// A proposed registration.
+        pub registration: Registration,
+        /// Its open proposal.
+        pub proposal: Proposal,
+        /// The provider.
+        pub provider: Provider,
+        /// The provider's clinic.
+        pub clinic: Clinic,
+        /// A patient on the provider's panel.
+        pub entry: PanelEntry,
+    }
+
+    impl World {
+        /// A world for `shard`; different `i` give different ids and PHNs.
+        pub fn new(shard: &ShardKey, i: u32) -> Self {
+            let provider_id = provider_id(1_000 + i);
+            let facility = FacilityNumber::parse(&format!("F{:04}", i % 10_000)).expect("F and four digits is valid");
+            let members = [(3 * i, "Amrit", 1984), (3 * i + 1, "Noor", 2019)].map(|(n, given, year)| Member {
+                phn: phn(n),
+                given_name: name(given),
+                surname: name("Gill-Ngata"),
+                date_of_birth: born(year),
+                needs: if year > 2000 { BTreeSet::new() } else { [Need::ChronicComplex].into() },
+            });
+            let household = Household::new(
+                members.to_vec(),
+                crate::domain::PostalCode::parse("V1Y 9T1").expect("a valid Kelowna postal code"),
+                vec![lang("pa"), lang("en")],
+            )
+            .expect("two members with distinct PHNs make a valid household");
+            let proposal_id = ProposalId::parse(&format!("{i:010}")).expect("ten digits are a valid proposal id");
+            let registration = Registration::new(reference(i), shard.clone(), household, at(0))
+                .propose(proposal_id.clone(), at(2))
+                .expect("a waiting registration can be proposed");
+            let proposal = Proposal {
+                id: proposal_id,
+                shard: shard.clone(),
+                reference: registration.reference.clone(),
+                provider: provider_id.clone(),
+                household_size: 2,
+                complex: true,
+                created_at: at(2),
+                expires_at: at(2 + 7 * 24 * 60),
+                status: ProposalStatus::Open,
+                explanation: ScoreExplanation {
+                    score: 150,
+                    parts: vec![
+                        ScorePart { label: "waited 120 days".into(), points: 120 },
+                        ScorePart { label: "need: CHRONIC_COMPLEX".into(), points: 30 },
+                    ],
+                    provider_fit: vec!["speaks pa".into(), "12 places free".into()],
+                },
+                closed_at: None,
+                declined_by: None,
+                decline_reason: None,
+            };
+            let capacity = Capacity::new(
+                true,
+                12,
+                1_500,
+                ComplexityMix::new(40).expect("40% is a valid share"),
+                vec![lang("en"), lang("pa")],
+                [AgeGroup::Child, AgeGroup::Adult].into(),
+            )
+            .expect("fixture capacity is within bounds");
+            let provider = Provider {
+                id: provider_id.clone(),
+                given_name: name("Harpreet"),
+                surname: name("Sandhu"),
+                kind: ProviderKind::Physician,
+                shard: shard.clone(),
+                clinics: vec![facility.clone()],
+                capacity,
+                reported_panel_size: 1_180,
+                created_at: at(-60),
+                updated_at: at(1),
+            };
+            let clinic = Clinic {
+                facility,
+                name: "Rutland Family Practice".into(),
+                address: "155 Rutland Rd N, Kelowna".into(),
+                shard: shard.clone(),
+                hours: "Mon-Fri 8:30-17:00".into(),
+                phone: "250-555-0142".into(),
+                medical_director: Some(provider_id.clone()),
+                created_at: at(-120),
+            };
+            let entry = PanelEntry {
+                provider: provider_id,
+                phn: phn(3 * i + 2),
+                given_name: name("Marie-Ève"),
+                surname: name("O'Connor"),
+                date_of_birth: born(1950),
+                attached_at: at(-30),
+                source: PanelSource::Upload,
+            };
+            World { shard: shard.clone(), registration, proposal, provider, clinic, entry }
+        }
+
+        /// Every record, as committed by [`World::batch`].
+        pub fn records(&self) -> Vec<Record> {
+            vec![
+                Record::Registration(self.registration.clone()),
+                Record::Proposal(self.proposal.clone()),
+                Record::Provider(self.provider.clone()),
+                Record::Clinic(self.clinic.clone()),
+                Record::PanelEntry(self.entry.clone()),
+            ]
+        }
+
+        /// The registration's key.
+        pub fn registration_key(&self) -> RecordKey {
+            RecordKey::Registration(self.registration.reference.clone())
+        }
+
+        /// A locator for each findable record.
+        pub fn locators(&self) -> Vec<Locator> {
+            vec![
+                Locator::Registration(self.registration.reference.clone()),
+                Locator::Proposal(self.proposal.id.clone()),
+                Locator::Provider(self.provider.id.clone()),
+                Locator::Clinic(self.clinic.facility.clone()),
+            ]
+        }
+
+        /// The kind of event a registration makes.
+        pub fn registered(&self) -> EventKind {
+            EventKind::Registered { reference: self.registration.reference.clone(), household_size: 2 }
+        }
+
+        /// The three events of [`World::batch`], numbered from `first_seq`.
+        pub fn events(&self, first_seq: u64) -> Vec<Event> {
+            let provider = self.provider.id.clone();
+            let reference = self.registration.reference.clone();
+            vec![
+                event(&self.shard, first_seq, self.registered()),
+                event(&self.shard, first_seq + 1, EventKind::ProviderUpdated { provider: provider.clone() }),
+                event(
+                    &self.shard,
+                    first_seq + 2,
+                    EventKind::Proposed { proposal: self.proposal.id.clone(), reference, provider },
+                ),
+            ]
+        }
+
+        /// Every record, three events from `first_seq`, and every locator.
+        pub fn batch(&self, first_seq: u64) -> Batch {
+            Batch {
+                upserts: self.records(),
+                deletes: vec![],
+                events: self.events(first_seq),
+                locators: self.locators(),
+            }
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! The single writer thread and its group commit.
+//!
+//! Callers encode their writes, send a [`Request`] down a bounded channel and wait
+//! on a oneshot. The writer takes one request, drains whatever else is queued (up
+//! to a limit), applies the group in arrival order inside one write transaction,
+//! commits once (one fsync), and only then answers everyone. Each request's own
+//! check (epoch, expected claim) runs in order inside the transaction, so it sees
+//! the writes of the requests ahead of it; a request that is refused writes
+//! nothing, while the rest of its group still commits.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use redb::{Database, ReadableTable, Table, WriteTransaction};
+use tokio::sync::{mpsc, oneshot};
+
+use super::keys::{EPOCHS, EVENTS, LOCATORS, PHN_CLAIMS, RECORDS, decode};
+use crate::domain::Phn;
+use crate::store::{CasOutcome, Epoch, PhnClaim, StoreError};
+
+/// Where one request's answer goes, and the answer once the request was applied.
+pub(super) struct Slot<T> {
+    reply: oneshot::Sender<Result<T, StoreError>>,
+    outcome: Option<Result<T, StoreError>>,
+}
+
+impl<T> Slot<T> {
+    pub(super) fn new(reply: oneshot::Sender<Result<T, StoreError>>) -> Self {
+        Slot { reply, outcome: None }
+    }
+
+    fn set(&mut self, outcome: Result<T, StoreError>) {
+        self.outcome = Some(outcome);
+    }
+
+    /// Answers the caller: its own outcome if the group committed, else the group's error.
+    fn finish(self, group_failed: Option<&StoreError>) {
+        let answer = match (group_failed, self.outcome) {
+            (Some(e), _) => Err(e.clone()),
+            (None, Some(outcome)) => outcome,
+            (None, None) => Err(StoreError::Unavailable("the store's writer did not reach this request".into())),
+        };
+        // A caller that stopped waiting (its future was dropped) cannot be told;
+        // what it asked for has been committed or not like any other request.
+        let _ = self.reply.send(answer);
+    }
+}
+
+/// A shard's commit, already encoded by the caller (keys and versioned values).
+#[derive(Default)]
+pub(super) struct EncodedBatch {
+    pub(super) locators: Vec<(Vec<u8>, Vec<u8>)>,
+    pub(super) upserts: Vec<(Vec<u8>, Vec<u8>)>,
+    pub(super) deletes: Vec<Vec<u8>>,
+    pub(super) events: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// One write, as the writer thread receives it.
+pub(super) enum Request {
+    /// Bump the shard's epoch and return it.
+    Acquire { shard: String, slot: Slot<Epoch> },
+    /// Write the batch if the epoch is the shard's.
+    Commit { shard: String, epoch: Epoch, batch: EncodedBatch, slot: Slot<()> },
+    /// Compare-and-set one PHN claim; `new` is the encoded claim, `None` releases.
+    CasPhn { phn: u64, expected: Option<PhnClaim>, new: Option<Vec<u8>>, slot: Slot<CasOutcome<PhnClaim>> },
+    /// Claim every free PHN; answer the ones already held.
+    ClaimPhns { claims: Vec<(Phn, PhnClaim, Vec<u8>)>, slot: Slot<Vec<(Phn, PhnClaim)>> },
+}
+
+impl Request {
+    fn finish(self, group_failed: Option<&StoreError>) {
+        match self {
+            Request::Acquire { slot, .. } => slot.finish(group_failed),
+            Request::Commit { slot, .. } => slot.finish(group_failed),
+            Request::CasPhn { slot, .. } => slot.finish(group_failed),
+            Request::ClaimPhns { slot, .. } => slot.finish(group_failed),
+        }
+    }
+}
+
+/// Counters of the writer's work, for metrics and tests.
+#[derive(Debug, Default)]
+pub(super) struct Counters {
+    pub(super) transactions: AtomicU64,
+    pub(super) requests: AtomicU64,
+}
+
+/// The writer thread's loop: ends when every sender is gone (the store was dropped).
+pub(super) fn run(db: Arc<Database>, mut rx: mpsc::Receiver<Request>, max_group: usize, counters: Arc<Counters>) {
+    let max_group = max_group.max(1);
+    let mut group = Vec::with_capacity(max_group);
+    while let Some(first) = rx.blocking_recv() {
+        group.push(first);
+        while group.len() < max_group {
+            match rx.try_recv() {
+                Ok(next) => group.push(next),
+                Err(_) => break,
+            }
+        }
+        counters.transactions.fetch_add(1, Ordering::Relaxed);
+        counters.requests.fetch_add(group.len() as u64, Ordering::Relaxed);
+        apply_group(&db, &mut group);
+    }
+}
+
+/// Applies `group` in one transaction and answers every request. Leaves `group` empty.
+pub(super) fn apply_group(db: &Database, group: &mut Vec<Request>) {
+    // The transaction keeps redb's default durability, `Durability::Immediate`:
+    // `commit` returns only once the group is on disk, and only then do we answer.
+    let result = db
+        .begin_write()
+        .map_err(redb::Error::from)
+        .and_then(|txn| {
+            apply_all(&txn, group)?;
+            txn.commit().map_err(redb::Error::from)
+        })
+        .map_err(store_error);
+    let failed = result.err();
+    if let Some(e) = &failed {
+        // Dropping the transaction aborted it: none of the group was written.
+        tracing::error!(error = %e, requests = group.len(), "embedded store write transaction failed");
+    }
+    for request in group.drain(..) {
+        request.finish(failed.as_ref());
+    }
+}
+
+/// The tables of one write transaction, opened once per group.
+struct Tables<'txn> {
+    records: Table<'txn, &'static [u8], &'static [u8]>,
+    events: Table<'txn, &'static [u8], &'static [u8]>,
+    epochs: Table<'txn, &'static str, u64>,
+    locators: Table<'txn, &'static [u8], &'static [u8]>,
+    claims: Table<'txn, u64, &'static [u8]>,
+}
+
+fn apply_all(txn: &WriteTransaction, group: &mut [Request]) -> Result<(), redb::Error> {
+    let mut t = Tables {
+        records: txn.open_table(RECORDS)?,
+        events: txn.open_table(EVENTS)?,
+        epochs: txn.open_table(EPOCHS)?,
+        locators: txn.open_table(LOCATORS)?,
+        claims: txn.open_table(PHN_CLAIMS)?,
+    };
+    for request in group.iter_mut() {
+        match request {
+            Request::Acquire { shard, slot } => acquire(&mut t, shard, slot)?,
+            Request::Commit { shard, epoch, batch, slot } => commit(&mut t, shard, *epoch, batch, slot)?,
+            Request::CasPhn { phn, expected, new, slot } => cas(&mut t, *phn, expected.as_ref(), new.as_deref(), slot)?,
+            Request::ClaimPhns { claims, slot } => claim(&mut t, claims, slot)?,
+        }
+    }
+    Ok(())
+}
+
+fn acquire(t: &mut Tables<'_>, shard: &str, slot: &mut Slot<Epoch>) -> Result<(), redb::Error> {
+    let current = t.epochs.get(shard)?.map(|g| g.value()).unwrap_or(0);
+    let Some(next) = current.checked_add(1) else {
+        slot.set(Err(StoreError::Corrupt(format!("shard {shard} has exhausted its epochs"))));
+        return Ok(());
+    };
+    t.epochs.insert(shard, next)?;
+    slot.set(Ok(Epoch(next)));
+    Ok(())
+}
+
+fn commit(
+    t: &mut Tables<'_>,
+    shard: &str,
+    epoch: Epoch,
+    batch: &EncodedBatch,
+    slot: &mut Slot<()>,
+) -> Result<(), redb::Error> {
+    let current = t.epochs.get(shard)?.map(|g| g.value()).unwrap_or(0);
+    // Epoch 0 is never handed out: a shard nobody acquired has no writer to accept.
+    if current == 0 || current != epoch.0 {
+        slot.set(Err(StoreError::StaleEpoch { shard: shard.to_string(), current, held: epoch.0 }));
+        return Ok(());
+    }
+    // The check passed: from here only a storage failure can stop the batch, and
+    // that aborts the whole transaction, so the batch is all or nothing.
+    for (key, value) in &batch.locators {
+        t.locators.insert(key.as_slice(), value.as_slice())?;
+    }
+    for (key, value) in &batch.upserts {
+        t.records.insert(key.as_slice(), value.as_slice())?;
+    }
+    for key in &batch.deletes {
+        t.records.remove(key.as_slice())?;
+    }
+    for (key, value) in &batch.events {
+        t.events.insert(key.as_slice(), value.as_slice())?;
+    }
+    slot.set(Ok(()));
+    Ok(())
+}
+
+/// The stored claim on `phn`, decoded; `Err` when it cannot be read back.
+fn current_claim(t: &Tables<'_>, phn: u64) -> Result<Result<Option<PhnClaim>, StoreError>, redb::Error> {
+    let raw = t.claims.get(phn)?.map(|g| g.value().to_vec());
+    Ok(raw.map(|bytes| decode(&bytes, "PHN claim")).transpose())
+}
+
+fn cas(
+    t: &mut Tables<'_>,
+    phn: u64,
+    expected: Option<&PhnClaim>,
+    new: Option<&[u8]>,
+    slot: &mut Slot<CasOutcome<PhnClaim>>,
+) -> Result<(), redb::Error> {
+    let current = match current_claim(t, phn)? {
+        Ok(current) => current,
+        Err(e) => {
+            slot.set(Err(e));
+            return Ok(());
+        }
+    };
+    if current.as_ref() != expected {
+        slot.set(Ok(CasOutcome::Conflict(current)));
+        return Ok(());
+    }
+    match new {
+        Some(bytes) => t.claims.insert(phn, bytes)?,
+        None => t.claims.remove(phn)?,
+    };
+    slot.set(Ok(CasOutcome::Applied));
+    Ok(())
+}
+
+fn claim(
+    t: &mut Tables<'_>,
+    claims: &[(Phn, PhnClaim, Vec<u8>)],
+    slot: &mut Slot<Vec<(Phn, PhnClaim)>>,
+) -> Result<(), redb::Error> {
+    // Decide everything first, write after: a claim that cannot be read back
+    // refuses the whole request before any of it is written.
+    let mut held = Vec::new();
+    let mut taking: BTreeMap<u64, (&PhnClaim, &[u8])> = BTreeMap::new();
+    for (phn, new, bytes) in claims {
+        let key = phn.as_u64();
+        if let Some((taken, _)) = taking.get(&key) {
+            // The same PHN twice in one request: the first one took it.
+            held.push((*phn, (*taken).clone()));
+            continue;
+        }
+        match current_claim(t, key)? {
+            Ok(Some(current)) => held.push((*phn, current)),
+            Ok(None) => {
+                taking.insert(key, (new, bytes.as_slice()));
+            }
+            Err(e) => {
+                slot.set(Err(e));
+                return Ok(());
+            }
+        }
+    }
+    for (key, (_, bytes)) in taking {
+        t.claims.insert(key, bytes)?;
+    }
+    slot.set(Ok(held));
+    Ok(())
+}
+
+/// Maps a redb failure to the store's error. Only redb's own corruption report
+/// needs an operator; everything else (I/O, a full disk, a closed database) may
+/// pass on retry.
+pub(super) fn store_error(e: impl Into<redb::Error>) -> StoreError {
+    match e.into() {
+        redb::Error::Corrupted(msg) => StoreError::Corrupt(format!("database file: {msg}")),
+        other => StoreError::Unavailable(other.to_string()),
+    }
+}

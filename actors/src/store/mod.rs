@@ -1,0 +1,203 @@
+//! The `Store` trait: persistence shaped for a partitioned wide-column database.
+//!
+//! Every read and write of shard data names its shard (the partition). There are
+//! no cross-partition transactions. Two things are global and keyed by their own
+//! id: *locators* (which shard holds a registration, proposal, provider or clinic;
+//! plain writes, an orphan is harmless) and *PHN claims* (which registration or
+//! panel holds a PHN; changed only by compare-and-set, because two shards must
+//! never both take the same person). Shard ownership is a compare-and-set too: a
+//! writer acquires a shard and gets a fencing [`Epoch`]; a commit carrying an
+//! older epoch is refused.
+//!
+//! Backends: [`embedded::EmbeddedStore`] (redb, the default) and, with the
+//! production issue, ScyllaDB. Both must pass [`conformance`].
+
+pub mod conformance;
+pub mod embedded;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{
+    Clinic, Event, FacilityNumber, PanelEntry, Phn, Proposal, ProposalId, Provider, ProviderId, Registration,
+    RegistrationRef, Seq, ShardKey, Timestamp,
+};
+
+/// A fencing token: each acquisition of a shard gets a higher one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Epoch(pub u64);
+
+/// One row of shard data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Record {
+    /// A waitlist registration.
+    Registration(Registration),
+    /// A proposal.
+    Proposal(Proposal),
+    /// A provider homed in the shard.
+    Provider(Provider),
+    /// A clinic in the shard's community.
+    Clinic(Clinic),
+    /// One patient on one panel.
+    PanelEntry(PanelEntry),
+}
+
+/// The key of a [`Record`] within its shard.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum RecordKey {
+    /// A registration by reference.
+    Registration(RegistrationRef),
+    /// A proposal by id.
+    Proposal(ProposalId),
+    /// A provider by id.
+    Provider(ProviderId),
+    /// A clinic by facility number.
+    Clinic(FacilityNumber),
+    /// A panel entry by provider and patient.
+    PanelEntry(ProviderId, Phn),
+}
+
+impl Record {
+    /// The record's key.
+    pub fn key(&self) -> RecordKey {
+        match self {
+            Record::Registration(r) => RecordKey::Registration(r.reference.clone()),
+            Record::Proposal(p) => RecordKey::Proposal(p.id.clone()),
+            Record::Provider(p) => RecordKey::Provider(p.id.clone()),
+            Record::Clinic(c) => RecordKey::Clinic(c.facility.clone()),
+            Record::PanelEntry(e) => RecordKey::PanelEntry(e.provider.clone(), e.phn),
+        }
+    }
+}
+
+/// Something findable by id alone, whose shard a [`Store::locate`] answers.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Locator {
+    /// A registration.
+    Registration(RegistrationRef),
+    /// A proposal.
+    Proposal(ProposalId),
+    /// A provider.
+    Provider(ProviderId),
+    /// A clinic.
+    Clinic(FacilityNumber),
+}
+
+/// Everything one shard commits at once: durable together or not at all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Batch {
+    /// Records written (inserted or replaced whole).
+    pub upserts: Vec<Record>,
+    /// Records removed.
+    pub deletes: Vec<RecordKey>,
+    /// Events appended, in sequence order, continuing the shard's sequence.
+    pub events: Vec<Event>,
+    /// Locators pointing at this shard. Written before the shard's rows, so a
+    /// crash between leaves at worst a locator to nothing.
+    pub locators: Vec<Locator>,
+}
+
+impl Batch {
+    /// True when there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.upserts.is_empty() && self.deletes.is_empty() && self.events.is_empty() && self.locators.is_empty()
+    }
+}
+
+/// A shard's whole partition, as loaded on start.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShardImage {
+    /// Every record, in no particular order.
+    pub records: Vec<Record>,
+    /// The sequence number of the shard's last event (0 if none).
+    pub last_seq: Seq,
+}
+
+/// Who holds a PHN.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PhnHolder {
+    /// A registration (waiting, proposed or attached through it).
+    Registration(RegistrationRef),
+    /// A provider's panel (uploaded, or moved there from a registration).
+    Panel(ProviderId),
+}
+
+/// The global claim on a PHN.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PhnClaim {
+    /// The shard holding the PHN.
+    pub shard: ShardKey,
+    /// What in that shard holds it.
+    pub holder: PhnHolder,
+    /// When the claim was made (an unconfirmed claim older than a grace period is an orphan of a crash).
+    pub at: Timestamp,
+}
+
+/// The answer of a compare-and-set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CasOutcome<T> {
+    /// The value was as expected and is now the new one.
+    Applied,
+    /// The value was something else (shown), and nothing changed.
+    Conflict(Option<T>),
+}
+
+/// Why the store could not do what was asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The writer's epoch is older than the shard's: another writer owns it now.
+    #[error("shard {shard} is owned by a newer writer (epoch {current}, this writer holds {held})")]
+    StaleEpoch {
+        /// The shard.
+        shard: String,
+        /// The epoch the store holds.
+        current: u64,
+        /// The epoch the writer presented.
+        held: u64,
+    },
+    /// The backend is unreachable or failed; the operation may be retried.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// Stored bytes could not be read back; needs an operator.
+    #[error("store data corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// Persistence for shards, locators and PHN claims. See the module docs.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Takes ownership of `shard` for `owner`, returning an epoch higher than any
+    /// handed out before for that shard.
+    async fn acquire_shard(&self, shard: &ShardKey, owner: &str) -> Result<Epoch, StoreError>;
+
+    /// Reads a shard's whole partition.
+    async fn load_shard(&self, shard: &ShardKey) -> Result<ShardImage, StoreError>;
+
+    /// Makes `batch` durable, all of it or none, if `epoch` is still the shard's.
+    async fn commit(&self, shard: &ShardKey, epoch: Epoch, batch: Batch) -> Result<(), StoreError>;
+
+    /// Up to `limit` events of `shard` with sequence numbers above `after`, in order.
+    async fn events_after(&self, shard: &ShardKey, after: Seq, limit: usize) -> Result<Vec<Event>, StoreError>;
+
+    /// One record of a shard.
+    async fn read(&self, shard: &ShardKey, key: &RecordKey) -> Result<Option<Record>, StoreError>;
+
+    /// The shard a registration, proposal, provider or clinic lives in.
+    async fn locate(&self, what: &Locator) -> Result<Option<ShardKey>, StoreError>;
+
+    /// The current claim on a PHN.
+    async fn phn_claim(&self, phn: Phn) -> Result<Option<PhnClaim>, StoreError>;
+
+    /// Sets the claim on `phn` to `new` (`None` releases it) only if it is now `expected`.
+    async fn cas_phn_claim(
+        &self,
+        phn: Phn,
+        expected: Option<&PhnClaim>,
+        new: Option<&PhnClaim>,
+    ) -> Result<CasOutcome<PhnClaim>, StoreError>;
+
+    /// Claims each PHN that nobody holds; for each one already held returns the
+    /// claim found. Not atomic across PHNs: callers release what they took if
+    /// they give up. Used for whole households and bulk loads.
+    async fn claim_phns(&self, claims: Vec<(Phn, PhnClaim)>) -> Result<Vec<(Phn, PhnClaim)>, StoreError>;
+}
