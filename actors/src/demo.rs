@@ -40,16 +40,16 @@ use std::fmt;
 use std::ops::Range;
 use std::str::FromStr;
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use chrono::{Days, NaiveDate};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
 use crate::domain::{
-    AgeGroup, Capacity, Clinic, ClinicInput, ComplexityMix, DateOfBirth, FacilityNumber, Household, Language, Member,
-    Need, PersonName, Phn, PostalCode, Provider, ProviderId, ProviderKind, Registration, RegistrationRef, ShardKey,
-    Timestamp, DAY_MS,
+    AgeGroup, Capacity, Clinic, ClinicInput, ComplexityMix, DAY_MS, DateOfBirth, FacilityNumber, Household, Language,
+    Member, Need, PersonName, Phn, PostalCode, Provider, ProviderId, ProviderKind, Registration, RegistrationRef,
+    ShardKey, Timestamp,
 };
 use crate::regions::{Community, Regions};
 use crate::store::{Batch, Epoch, Locator, PhnClaim, PhnHolder, Record, Store};
@@ -274,7 +274,9 @@ async fn seed_until(
         // thread and this task then work at the same time.
         let current = pending.take();
         let had_chunk = current.is_some();
-        let (write, next) = futures::join!(
+        // `join` polls the write first, so its request is queued before the
+        // generation (synchronous, a few tens of ms) runs.
+        let (write, next) = futures::future::join(
             async {
                 match current {
                     Some(chunk) => write_chunk(store, &epochs, chunk).await,
@@ -282,7 +284,8 @@ async fn seed_until(
                 }
             },
             async { generator.next_chunk() },
-        );
+        )
+        .await;
         write?;
         written += usize::from(had_chunk);
         match next? {
@@ -394,7 +397,12 @@ impl<'a> Generator<'a> {
             now,
             today: now.to_utc().date_naive(),
             pools: Pools::new(),
-            counters: Counters { next_body: DEMO_PHN_BODIES.start, next_registration: 0, next_provider: 0, next_clinic: 0 },
+            counters: Counters {
+                next_body: DEMO_PHN_BODIES.start,
+                next_registration: 0,
+                next_provider: 0,
+                next_clinic: 0,
+            },
             current: None,
             next_shard: 0,
             report: SeedReport::default(),
@@ -434,7 +442,12 @@ impl<'a> Generator<'a> {
                 self.report.people += household.members.len() as u64;
                 let registered_at = registered_at(&mut cursor.rng, self.now);
                 batch.locators.push(Locator::Registration(reference.clone()));
-                batch.upserts.push(Record::Registration(Registration::new(reference, shard.clone(), household, registered_at)));
+                batch.upserts.push(Record::Registration(Registration::new(
+                    reference,
+                    shard.clone(),
+                    household,
+                    registered_at,
+                )));
             }
             if cursor.done < cursor.references.len() {
                 self.current = Some(cursor);
@@ -459,7 +472,14 @@ impl<'a> Generator<'a> {
         references.sort_unstable();
         let community = self.communities[index];
         let ha_index = self.communities[..index].iter().filter(|c| c.shard.ha == community.shard.ha).count();
-        ShardCursor { index, rng, references, done: 0, fsas: fsas(community.shard.ha.as_str(), ha_index), registry_written: false }
+        ShardCursor {
+            index,
+            rng,
+            references,
+            done: 0,
+            fsas: fsas(community.shard.ha.as_str(), ha_index),
+            registry_written: false,
+        }
     }
 
     /// The shard's providers and clinics, into its first batch.
@@ -477,7 +497,8 @@ impl<'a> Generator<'a> {
             if n > 99_999 {
                 bail!("the demo has more clinics than 5-digit facility numbers");
             }
-            facilities.push(FacilityNumber::parse(&format!("{n:05}")).context("a 5-digit number is a facility number")?);
+            facilities
+                .push(FacilityNumber::parse(&format!("{n:05}")).context("a 5-digit number is a facility number")?);
         }
         let ids = (0..providers)
             .map(|_| {
@@ -500,7 +521,8 @@ impl<'a> Generator<'a> {
 
         for (i, id) in ids.iter().enumerate() {
             let culture = self.pools.culture(rng);
-            let kind = if rng.random::<f64>() < 0.12 { ProviderKind::NursePractitioner } else { ProviderKind::Physician };
+            let kind =
+                if rng.random::<f64>() < 0.12 { ProviderKind::NursePractitioner } else { ProviderKind::Physician };
             let (capacity, reported) = match free_of[i] {
                 Some(free) => {
                     let reported: u32 = rng.random_range(600..1_800);
@@ -508,8 +530,11 @@ impl<'a> Generator<'a> {
                     (self.accepting_capacity(rng, reported + free, culture)?, reported)
                 }
                 None => {
-                    let reported =
-                        if rng.random::<f64>() < 0.85 { rng.random_range(1_000..=2_000) } else { rng.random_range(300..1_000) };
+                    let reported = if rng.random::<f64>() < 0.85 {
+                        rng.random_range(1_000..=2_000)
+                    } else {
+                        rng.random_range(300..1_000)
+                    };
                     (Capacity::closed(), reported)
                 }
             };
@@ -557,8 +582,11 @@ impl<'a> Generator<'a> {
     /// language offered, a complexity limit or (a few) an age restriction.
     fn accepting_capacity(&self, rng: &mut StdRng, desired: u32, culture: usize) -> anyhow::Result<Capacity> {
         let monthly_rate = rng.random_range(20..=60);
-        let complexity =
-            if rng.random::<f64>() < 0.3 { ComplexityMix::new(rng.random_range(20..=60))? } else { ComplexityMix::default() };
+        let complexity = if rng.random::<f64>() < 0.3 {
+            ComplexityMix::new(rng.random_range(20..=60))?
+        } else {
+            ComplexityMix::default()
+        };
         let languages = if culture != 0 || rng.random::<f64>() < 0.1 {
             let other = if culture != 0 { culture } else { rng.random_range(1..CULTURES.len()) };
             vec![self.pools.languages[0].clone(), self.pools.languages[other].clone()]
@@ -661,7 +689,11 @@ fn household(
     let mut members = Vec::with_capacity(size);
     for (i, &age) in ages.iter().enumerate() {
         // A partner keeps their own surname now and then; children take the first.
-        let own_surname = if i == 1 && age >= 18 && rng.random::<f64>() < 0.3 { pools.surname(rng, culture) } else { surname.clone() };
+        let own_surname = if i == 1 && age >= 18 && rng.random::<f64>() < 0.3 {
+            pools.surname(rng, culture)
+        } else {
+            surname.clone()
+        };
         let days = if age == 0 {
             rng.random_range(0..360)
         } else {
@@ -705,7 +737,9 @@ fn adult_age(rng: &mut StdRng) -> u32 {
 fn need_for_age(rng: &mut StdRng, age: u32) -> Need {
     let table: &[(Need, u32)] = match age {
         0..=17 => &[(Need::MentalHealth, 50), (Need::ChronicComplex, 40), (Need::RecentDischarge, 10)],
-        18..=44 => &[(Need::Pregnancy, 25), (Need::MentalHealth, 35), (Need::ChronicComplex, 25), (Need::RecentDischarge, 15)],
+        18..=44 => {
+            &[(Need::Pregnancy, 25), (Need::MentalHealth, 35), (Need::ChronicComplex, 25), (Need::RecentDischarge, 15)]
+        }
         45..=64 => &[
             (Need::ChronicComplex, 45),
             (Need::MentalHealth, 25),
@@ -752,10 +786,21 @@ fn pick<T: Copy>(rng: &mut StdRng, table: &[(T, u32)]) -> T {
 /// A clinic's name, address, hours and phone, checked as registry input.
 fn clinic_text(rng: &mut StdRng, community: &Community, j: usize) -> anyhow::Result<ClinicInput> {
     const STREETS: [&str; 12] = [
-        "Main St", "Oak St", "Cedar Ave", "1st Ave", "Maple Rd", "Hillside Ave", "Douglas St", "Columbia St",
-        "Lakeshore Dr", "Victoria St", "Railway Ave", "Park Rd",
+        "Main St",
+        "Oak St",
+        "Cedar Ave",
+        "1st Ave",
+        "Maple Rd",
+        "Hillside Ave",
+        "Douglas St",
+        "Columbia St",
+        "Lakeshore Dr",
+        "Victoria St",
+        "Railway Ave",
+        "Park Rd",
     ];
-    const KINDS: [&str; 5] = ["Family Practice", "Medical Clinic", "Health Centre", "Family Medicine", "Primary Care Clinic"];
+    const KINDS: [&str; 5] =
+        ["Family Practice", "Medical Clinic", "Health Centre", "Family Medicine", "Primary Care Clinic"];
     const HOURS: [&str; 4] = [
         "Mon-Fri 8:30-17:00",
         "Mon-Fri 9:00-17:00, Sat 9:00-12:00",
@@ -765,7 +810,8 @@ fn clinic_text(rng: &mut StdRng, community: &Community, j: usize) -> anyhow::Res
     let street = STREETS[rng.random_range(0..STREETS.len())];
     let kind = KINDS[(j + rng.random_range(0..KINDS.len())) % KINDS.len()];
     // Numbered so that two clinics of a community never share a name.
-    let name = if j == 0 { format!("{} {kind}", community.name) } else { format!("{} {kind} {}", community.name, j + 1) };
+    let name =
+        if j == 0 { format!("{} {kind}", community.name) } else { format!("{} {kind} {}", community.name, j + 1) };
     let address = format!("{} {street}, {}, BC", rng.random_range(10..3_000), community.name);
     let area = if matches!(community.shard.ha.as_str(), "VCHA" | "FHA") { "604" } else { "250" };
     // 555-01xx numbers are reserved for fiction.
@@ -810,8 +856,10 @@ struct Culture {
     language: &'static str,
     /// Share of households, in tenths of a percent.
     weight: u32,
-    given: &'static [&'static str],
-    surnames: &'static [&'static str],
+    /// Given names, comma-separated (a string, so the list stays compact).
+    given: &'static str,
+    /// Surnames, comma-separated.
+    surnames: &'static str,
 }
 
 /// Households mostly English-speaking, with BC's larger other language communities.
@@ -819,59 +867,54 @@ const CULTURES: [Culture; 8] = [
     Culture {
         language: "en",
         weight: 780,
-        given: &[
-            "Olivia", "Emma", "Liam", "Noah", "Ava", "Lucas", "Charlotte", "Ethan", "Amelia", "Benjamin", "Sophia",
-            "Jack", "Chloe", "Owen", "Hannah", "William", "Grace", "James", "Ella", "Logan", "Maya", "Nathan", "Zoe",
-            "Ryan", "Emily", "Daniel", "Sarah", "Michael", "Jessica", "David", "Karen", "Robert", "Linda", "John",
-            "Susan", "Brian", "Heather", "Kevin", "Megan", "Tyler", "Dakota", "Aiyana",
-        ],
-        surnames: &[
-            "Smith", "Brown", "Wilson", "Taylor", "Campbell", "Anderson", "Thompson", "MacDonald", "Johnson",
-            "Williams", "Martin", "Clark", "Robinson", "Stewart", "Walker", "Young", "Scott", "Mitchell", "Reid",
-            "Ross", "O'Brien", "Fraser", "Morrison", "Paul", "Harris", "Murray", "Graham", "Jack", "Wells", "Hunter",
-        ],
+        given: "Olivia,Emma,Liam,Noah,Ava,Lucas,Charlotte,Ethan,Amelia,Benjamin,Sophia,Jack,Chloe,Owen,Hannah,William,\
+            Grace,James,Ella,Logan,Maya,Nathan,Zoe,Ryan,Emily,Daniel,Sarah,Michael,Jessica,David,Karen,Robert,\
+            Linda,John,Susan,Brian,Heather,Kevin,Megan,Tyler,Dakota,Aiyana",
+        surnames: "Smith,Brown,Wilson,Taylor,Campbell,Anderson,Thompson,MacDonald,Johnson,Williams,Martin,Clark,Robinson,\
+            Stewart,Walker,Young,Scott,Mitchell,Reid,Ross,O'Brien,Fraser,Morrison,Paul,Harris,Murray,Graham,Jack,\
+            Wells,Hunter",
     },
     Culture {
         language: "fr",
         weight: 40,
-        given: &["Émilie", "Louis", "Gabriel", "Chloé", "Mathieu", "Julie", "Antoine", "Camille", "Luc", "Sophie", "Étienne", "Manon"],
-        surnames: &["Tremblay", "Gagnon", "Roy", "Côté", "Bouchard", "Gauthier", "Morin", "Lavoie", "Fortin", "Pelletier", "Bélanger"],
+        given: "Émilie,Louis,Gabriel,Chloé,Mathieu,Julie,Antoine,Camille,Luc,Sophie,Étienne,Manon",
+        surnames: "Tremblay,Gagnon,Roy,Côté,Bouchard,Gauthier,Morin,Lavoie,Fortin,Pelletier,Bélanger",
     },
     Culture {
         language: "pa",
         weight: 55,
-        given: &["Harpreet", "Gurpreet", "Manpreet", "Jaspreet", "Amandeep", "Navdeep", "Simran", "Arjun", "Harjit", "Baljit", "Rajinder", "Parminder"],
-        surnames: &["Singh", "Kaur", "Gill", "Sandhu", "Dhaliwal", "Grewal", "Sidhu", "Brar", "Johal", "Bains"],
+        given: "Harpreet,Gurpreet,Manpreet,Jaspreet,Amandeep,Navdeep,Simran,Arjun,Harjit,Baljit,Rajinder,Parminder",
+        surnames: "Singh,Kaur,Gill,Sandhu,Dhaliwal,Grewal,Sidhu,Brar,Johal,Bains",
     },
     Culture {
         language: "zh",
         weight: 55,
-        given: &["Wei", "Jing", "Li Na", "Hao", "Mei", "Jun", "Xiaoming", "Yan", "Lei", "Ying", "Hui", "Bo"],
-        surnames: &["Wang", "Li", "Zhang", "Liu", "Chen", "Yang", "Huang", "Zhao", "Wu", "Zhou", "Lin", "Wong"],
+        given: "Wei,Jing,Li Na,Hao,Mei,Jun,Xiaoming,Yan,Lei,Ying,Hui,Bo",
+        surnames: "Wang,Li,Zhang,Liu,Chen,Yang,Huang,Zhao,Wu,Zhou,Lin,Wong",
     },
     Culture {
         language: "tl",
         weight: 25,
-        given: &["Maria", "Jose", "Angelica", "Mark", "Kristine", "Joseph", "Rowena", "Jerome", "Jasmine", "Paolo", "Rodel", "Aileen"],
-        surnames: &["Santos", "Reyes", "Cruz", "Bautista", "Garcia", "Mendoza", "Dela Cruz", "Ramos", "Aquino", "Villanueva"],
+        given: "Maria,Jose,Angelica,Mark,Kristine,Joseph,Rowena,Jerome,Jasmine,Paolo,Rodel,Aileen",
+        surnames: "Santos,Reyes,Cruz,Bautista,Garcia,Mendoza,Dela Cruz,Ramos,Aquino,Villanueva",
     },
     Culture {
         language: "fa",
         weight: 20,
-        given: &["Ali", "Reza", "Maryam", "Sara", "Mohammad", "Fatemeh", "Amir", "Zahra", "Parisa", "Hossein", "Niloufar", "Dariush"],
-        surnames: &["Ahmadi", "Hosseini", "Mohammadi", "Rezaei", "Karimi", "Moradi", "Jafari", "Rahimi", "Sadeghi", "Kazemi"],
+        given: "Ali,Reza,Maryam,Sara,Mohammad,Fatemeh,Amir,Zahra,Parisa,Hossein,Niloufar,Dariush",
+        surnames: "Ahmadi,Hosseini,Mohammadi,Rezaei,Karimi,Moradi,Jafari,Rahimi,Sadeghi,Kazemi",
     },
     Culture {
         language: "ko",
         weight: 12,
-        given: &["Min-jun", "Seo-yeon", "Ji-hoon", "Ji-woo", "Hyun-woo", "Soo-ah", "Dong-hyun", "Eun-ji", "Jae-won", "Ha-eun"],
-        surnames: &["Kim", "Lee", "Park", "Choi", "Jung", "Kang", "Cho", "Yoon", "Jang", "Lim"],
+        given: "Min-jun,Seo-yeon,Ji-hoon,Ji-woo,Hyun-woo,Soo-ah,Dong-hyun,Eun-ji,Jae-won,Ha-eun",
+        surnames: "Kim,Lee,Park,Choi,Jung,Kang,Cho,Yoon,Jang,Lim",
     },
     Culture {
         language: "vi",
         weight: 13,
-        given: &["Anh", "Minh", "Linh", "Huy", "Thao", "Quang", "Lan", "Duc", "Mai", "Tuan", "Hoa", "Khanh"],
-        surnames: &["Nguyễn", "Trần", "Lê", "Phạm", "Hoàng", "Phan", "Vũ", "Đặng", "Bùi", "Đỗ"],
+        given: "Anh,Minh,Linh,Huy,Thao,Quang,Lan,Duc,Mai,Tuan,Hoa,Khanh",
+        surnames: "Nguyễn,Trần,Lê,Phạm,Hoàng,Phan,Vũ,Đặng,Bùi,Đỗ",
     },
 ];
 
@@ -886,8 +929,8 @@ struct Pools {
 
 impl Pools {
     fn new() -> Self {
-        let names = |list: &[&str]| {
-            list.iter()
+        let names = |list: &str| {
+            list.split(',')
                 .map(|n| PersonName::parse(n).expect("the demo's name lists hold valid names (a test checks them)"))
                 .collect::<Vec<_>>()
         };
@@ -935,10 +978,10 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::domain::{RegistrationStatus, DAY_MS};
+    use crate::domain::{DAY_MS, RegistrationStatus};
     use crate::shard::state::ShardState;
-    use crate::store::embedded::{EmbeddedOptions, EmbeddedStore};
     use crate::store::RecordKey;
+    use crate::store::embedded::{EmbeddedOptions, EmbeddedStore};
 
     fn bc() -> Regions {
         Regions::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/regions/bc.toml")).unwrap()
@@ -1054,8 +1097,8 @@ mod tests {
         }
     }
 
-    /// Every record of every shard, checked against the domain rules; returns
-    /// what the shards hold, as loaded.
+    /// Checks every record of every shard against the domain rules, its locator
+    /// and its PHN claims, and that the totals are the report's.
     async fn check_store(store: &EmbeddedStore, r: &Regions, report: &SeedReport) {
         let today = now().to_utc().date_naive();
         let mut phns = HashSet::new();
@@ -1110,7 +1153,15 @@ mod tests {
                         assert_eq!(PersonName::parse(p.surname.as_str()).as_ref(), Ok(&p.surname));
                         let c = &p.capacity;
                         assert_eq!(
-                            Capacity::new(c.accepting, c.monthly_rate, c.desired_panel_size, c.complexity, c.languages.clone(), c.age_groups.clone()).as_ref(),
+                            Capacity::new(
+                                c.accepting,
+                                c.monthly_rate,
+                                c.desired_panel_size,
+                                c.complexity,
+                                c.languages.clone(),
+                                c.age_groups.clone()
+                            )
+                            .as_ref(),
                             Ok(c)
                         );
                         assert!(p.reported_panel_size >= 300 && p.reported_panel_size <= 2_000);
@@ -1131,7 +1182,9 @@ mod tests {
                         assert_eq!((input.name, input.address), (c.name.clone(), c.address.clone()));
                         let director = c.medical_director.clone().expect("every clinic has a medical director");
                         match store.read(shard, &RecordKey::Provider(director)).await.unwrap() {
-                            Some(Record::Provider(p)) => assert!(p.clinics.contains(&c.facility), "the director practises there"),
+                            Some(Record::Provider(p)) => {
+                                assert!(p.clinics.contains(&c.facility), "the director practises there")
+                            }
                             other => panic!("the director is a provider of the shard: {other:?}"),
                         }
                         clinics += 1;
@@ -1148,7 +1201,15 @@ mod tests {
         }
         assert_eq!(
             *report,
-            SeedReport { already_seeded: false, registrations: regs, people, providers, accepting, free_places: places, clinics }
+            SeedReport {
+                already_seeded: false,
+                registrations: regs,
+                people,
+                providers,
+                accepting,
+                free_places: places,
+                clinics
+            }
         );
         let share = with_need as f64 / regs as f64;
         assert!((0.2..0.3).contains(&share), "about a quarter of households have a need: {share}");

@@ -36,9 +36,10 @@ pub(super) struct Board<'a> {
     scratch: Vec<u64>,
     language_rule: PreferenceRule,
     age_rule: PreferenceRule,
-    /// Keys of household profiles that found no eligible provider, sorted. Places only ever get used up, so a profile refused
-    /// once is refused for the rest of the run: most of a long waitlist is
-    /// then skipped without scanning the providers again.
+    /// Keys of household profiles that found no eligible provider, sorted.
+    /// Places only ever get used up, so a profile refused once is refused for
+    /// the rest of the run: most of a long waitlist is then skipped without
+    /// scanning the providers again.
     refused: Vec<u128>,
 }
 
@@ -117,19 +118,18 @@ impl<'a> Board<'a> {
     /// What eligibility depends on, read from the candidate once, in input
     /// order, so the scan in priority order touches a few bytes rather than
     /// the candidate's heap-allocated sets.
-    pub(super) fn profile(&mut self, c: &Candidate) -> Profile {
+    pub(super) fn profile(&self, c: &Candidate) -> Profile {
         let weigh_language = self.language_rule != PreferenceRule::Ignore && !c.languages.is_empty();
-        let mut languages = 0;
+        let mut languages = [0];
         if weigh_language && self.languages.words == 1 {
-            self.languages.fill(&c.languages, &mut self.scratch);
-            languages = self.scratch[0];
+            self.languages.fill(&c.languages, &mut languages);
         }
         Profile {
             size: c.size,
             complex: c.complex,
             ages: if self.age_rule == PreferenceRule::Ignore { 0 } else { age_mask(&c.age_groups) },
             weigh_language,
-            languages,
+            languages: languages[0],
         }
     }
 
@@ -186,7 +186,7 @@ impl<'a> Board<'a> {
         let fit = self.explain(c, &best, eligible);
         let slot = &mut self.slots[best.slot];
         slot.remaining -= size;
-        if c.complex {
+        if h.complex {
             slot.complex_used += size;
         }
         self.free_total -= u64::from(size);
@@ -203,7 +203,7 @@ impl<'a> Board<'a> {
     fn explain(&self, c: &Candidate, best: &Best, eligible: u32) -> Vec<String> {
         let opening = self.openings[best.slot];
         let slot = &self.slots[best.slot];
-        let mut fit = Vec::with_capacity(5);
+        let mut fit = Vec::with_capacity(6);
         fit.push(if eligible == 1 {
             "only eligible provider".to_string()
         } else {

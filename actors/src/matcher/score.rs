@@ -1,8 +1,6 @@
 //! Priority: one point per day waited, plus the policy's bonus for each need,
 //! and the order of consideration it gives.
 
-use std::cmp::Ordering;
-
 use crate::domain::{Need, ScorePart, Timestamp};
 
 use super::{Candidate, Policy};
@@ -61,7 +59,7 @@ pub(super) struct Ranked<T> {
     pub(super) extra: T,
 }
 
-/// Candidate indices in the order they are considered: score desc, then
+/// The candidates in the order they are considered: score desc, then
 /// registered_at asc, then reference asc. The key is total (references are
 /// unique), so the input order cannot change the result. `extra` is read from
 /// each candidate in input order, which is kinder to the cache than later
@@ -84,7 +82,7 @@ pub(super) fn rank<T>(
             .then_with(|| candidates[a.index].reference.cmp(&candidates[b.index].reference))
             // Only a caller passing one reference twice gets here; fall back to
             // the input position so the sort is at least reproducible.
-            .then_with(|| if a.index < b.index { Ordering::Less } else { Ordering::Greater })
+            .then(a.index.cmp(&b.index))
     });
     ranked
 }

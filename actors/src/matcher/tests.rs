@@ -411,8 +411,8 @@ fn agrees_with_the_rules_written_plainly() {
         (b'a'..=b'z').flat_map(|a| (b'a'..=b'e').map(move |b| lang(&format!("{}{}", a as char, b as char)))).collect();
     let rules = [PreferenceRule::Hard, PreferenceRule::Soft, PreferenceRule::Ignore];
     for languages in [&few, &many] {
-        for round in 0..6 {
-            let (candidates, openings) = random_case(&mut rng, languages, 600, 40);
+        for round in 0..4 {
+            let (candidates, openings) = random_case(&mut rng, languages, 1_500, 80);
             let offered: BTreeSet<&Language> = openings.iter().flat_map(|o| &o.languages).collect();
             assert!(languages.len() < 64 || offered.len() > 64, "the wide case offers only {}", offered.len());
             for &language in &rules {

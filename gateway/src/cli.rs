@@ -1,0 +1,80 @@
+//! The `attach` command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Settings;
+use crate::startup::Application;
+
+/// Attach: the waitlist and registry for patient attachment.
+#[derive(Parser, Debug)]
+#[command(name = "attach", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Runs the server.
+    Serve {
+        /// Configuration file (TOML); `ATTACH_*` variables and these flags override it.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Address to listen on (port 0: any free port).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Data directory (the embedded store's file lives here).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Regions file.
+        #[arg(long)]
+        regions: Option<PathBuf>,
+        /// Seed a synthetic province on first start.
+        #[arg(long, value_parser = ["small", "province"])]
+        demo: Option<String>,
+    },
+    /// Prints the GraphQL schema (SDL).
+    Schema,
+}
+
+/// Runs the command line.
+pub async fn run() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Schema => {
+            print!("{}", crate::graphql::sdl());
+            Ok(())
+        }
+        Command::Serve { config, listen, data_dir, regions, demo } => {
+            let mut settings = Settings::load(config.as_deref())?;
+            settings.listen = listen.unwrap_or(settings.listen);
+            settings.data_dir = data_dir.unwrap_or(settings.data_dir);
+            settings.regions = regions.unwrap_or(settings.regions);
+            settings.demo = demo.or(settings.demo);
+            crate::telemetry::init(&settings.log);
+            let host = settings.listen.ip();
+            let app = Application::build(settings).await?;
+            // One line on stdout, for people and for scripts that started it on port 0.
+            println!("attach listening on http://{host}:{}/ (GraphiQL; the API is at /graphql)", app.port());
+            app.run_until_stopped(shutdown_signal()).await
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down");
+}

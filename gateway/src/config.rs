@@ -1,0 +1,170 @@
+//! Typed configuration: defaults, then a TOML file, then `ATTACH_*` environment
+//! variables (nested keys joined by `__`, e.g. `ATTACH_SHARD__PROPOSAL_TTL_SECS`),
+//! then command-line flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use attach_actors::matcher::Policy;
+use attach_actors::shard::ShardConfig;
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// Everything `attach serve` runs with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Address the HTTP server binds (port 0: any free port).
+    pub listen: SocketAddr,
+    /// Where the embedded store keeps its file.
+    pub data_dir: PathBuf,
+    /// The regions file (health authorities and communities).
+    pub regions: PathBuf,
+    /// Seed a synthetic province on first start: `small` or `province`.
+    pub demo: Option<String>,
+    /// The embedded store's page cache, in MiB (bounded so memory is predictable).
+    pub store_cache_mib: u64,
+    /// Shard actor settings.
+    pub shard: ShardSettings,
+    /// Matching policy.
+    pub matching: Policy,
+    /// Request limits.
+    pub limits: Limits,
+    /// Log filter (tracing `EnvFilter` syntax); `RUST_LOG` overrides it.
+    pub log: String,
+}
+
+/// Shard actor settings, in plain units for configuration files.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShardSettings {
+    /// How long a proposal stays open, in seconds.
+    pub proposal_ttl_secs: u64,
+    /// How often shards expire overdue proposals, in milliseconds.
+    pub expiry_interval_ms: u64,
+    /// Grace before an unconfirmed PHN claim counts as a crash's orphan, in seconds.
+    pub claim_grace_secs: u64,
+    /// Calls in flight per shard before `OVERLOADED`.
+    pub mailbox_capacity: usize,
+    /// How long a resolver waits for a shard, in seconds.
+    pub call_timeout_secs: u64,
+}
+
+/// Limits on what one request may ask.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Deepest query nesting accepted.
+    pub max_depth: usize,
+    /// Highest query complexity accepted.
+    pub max_complexity: usize,
+    /// Largest page a list returns.
+    pub max_page_size: usize,
+    /// Largest request body, in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("data"),
+            regions: PathBuf::from("infra/regions/bc.toml"),
+            demo: None,
+            store_cache_mib: 64,
+            shard: ShardSettings::default(),
+            matching: Policy::default(),
+            limits: Limits::default(),
+            log: "info".to_string(),
+        }
+    }
+}
+
+impl Default for ShardSettings {
+    fn default() -> Self {
+        let d = ShardConfig::default();
+        ShardSettings {
+            proposal_ttl_secs: d.proposal_ttl.as_secs(),
+            expiry_interval_ms: d.expiry_interval.as_millis() as u64,
+            claim_grace_secs: d.claim_grace.as_secs(),
+            mailbox_capacity: d.mailbox_capacity,
+            call_timeout_secs: d.call_timeout.as_secs(),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_depth: 10, max_complexity: 1_000, max_page_size: 100, max_body_bytes: 64 * 1024 }
+    }
+}
+
+impl Settings {
+    /// Loads defaults, then `file` (if given, it must exist), then `ATTACH_*` variables.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        if let Some(path) = file {
+            anyhow::ensure!(path.exists(), "config file {} not found", path.display());
+            figment = figment.merge(Toml::file(path));
+        }
+        figment = figment.merge(Env::prefixed("ATTACH_").split("__"));
+        let settings: Settings = figment.extract()?;
+        settings.check()?;
+        Ok(settings)
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.shard.mailbox_capacity > 0, "shard.mailbox_capacity must be at least 1");
+        anyhow::ensure!(self.limits.max_page_size > 0, "limits.max_page_size must be at least 1");
+        if let Some(demo) = &self.demo {
+            anyhow::ensure!(matches!(demo.as_str(), "small" | "province"), "demo must be `small` or `province`");
+        }
+        Ok(())
+    }
+
+    /// The shard settings as the actors take them.
+    pub fn shard_config(&self) -> ShardConfig {
+        ShardConfig {
+            policy: self.matching.clone(),
+            proposal_ttl: Duration::from_secs(self.shard.proposal_ttl_secs),
+            expiry_interval: Duration::from_millis(self.shard.expiry_interval_ms.max(10)),
+            claim_grace: Duration::from_secs(self.shard.claim_grace_secs),
+            mailbox_capacity: self.shard.mailbox_capacity,
+            call_timeout: Duration::from_secs(self.shard.call_timeout_secs.max(1)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("attach.toml", "listen = \"127.0.0.1:9000\"\n[shard]\nproposal_ttl_secs = 5\n")?;
+            jail.set_env("ATTACH_SHARD__MAILBOX_CAPACITY", "7");
+            jail.set_env("ATTACH_DEMO", "small");
+            let s = Settings::load(Some(Path::new("attach.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(s.listen.port(), 9000);
+            assert_eq!(s.shard.proposal_ttl_secs, 5);
+            assert_eq!(s.shard.mailbox_capacity, 7);
+            assert_eq!(s.demo.as_deref(), Some("small"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn refuses_unknown_keys_and_bad_values() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("bad.toml", "lisen = \"127.0.0.1:9000\"\n")?;
+            assert!(Settings::load(Some(Path::new("bad.toml"))).is_err());
+            jail.create_file("demo.toml", "demo = \"huge\"\n")?;
+            assert!(Settings::load(Some(Path::new("demo.toml"))).is_err());
+            assert!(Settings::load(Some(Path::new("missing.toml"))).is_err());
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,65 @@
+//! Opaque cursors: clients pass back what they were given, nothing else.
+
+use attach_actors::domain::{DomainError, RegistrationRef, Timestamp};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+
+fn bad() -> DomainError {
+    DomainError { field: "after".into(), message: "the cursor is not one this API gave out".into() }
+}
+
+/// A waitlist position: (registration time, reference).
+pub fn encode_waitlist(at: Timestamp, reference: &RegistrationRef) -> String {
+    URL_SAFE_NO_PAD.encode(format!("w:{}:{}", at.0, reference))
+}
+
+/// Parses a waitlist cursor.
+pub fn decode_waitlist(cursor: &str) -> Result<(Timestamp, RegistrationRef), DomainError> {
+    let text = String::from_utf8(URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?).map_err(|_| bad())?;
+    let mut parts = text.splitn(3, ':');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some("w"), Some(at), Some(r)) => {
+            Ok((Timestamp(at.parse().map_err(|_| bad())?), RegistrationRef::parse(r).map_err(|_| bad())?))
+        }
+        _ => Err(bad()),
+    }
+}
+
+/// An offset into a list.
+pub fn encode_offset(offset: usize) -> String {
+    URL_SAFE_NO_PAD.encode(format!("o:{offset}"))
+}
+
+/// Parses an offset cursor.
+pub fn decode_offset(cursor: &str) -> Result<usize, DomainError> {
+    let text = String::from_utf8(URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?).map_err(|_| bad())?;
+    text.strip_prefix("o:").and_then(|n| n.parse().ok()).ok_or_else(bad)
+}
+
+/// Checks a requested page size against the cap.
+pub fn page_size(first: Option<i32>, max: usize) -> Result<usize, DomainError> {
+    match first {
+        None => Ok(20.min(max)),
+        Some(n) if n >= 1 && (n as usize) <= max => Ok(n as usize),
+        Some(_) => Err(DomainError { field: "first".into(), message: format!("first must be between 1 and {max}") }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_refuses_forgeries() {
+        let r = RegistrationRef::generate();
+        let c = encode_waitlist(Timestamp(42), &r);
+        assert_eq!(decode_waitlist(&c).unwrap(), (Timestamp(42), r));
+        assert_eq!(decode_offset(&encode_offset(7)).unwrap(), 7);
+        assert!(decode_waitlist(&encode_offset(7)).is_err());
+        assert!(decode_offset("!!").is_err());
+        assert!(decode_waitlist("").is_err());
+        assert_eq!(page_size(None, 100).unwrap(), 20);
+        assert!(page_size(Some(0), 100).is_err());
+        assert!(page_size(Some(101), 100).is_err());
+    }
+}

@@ -1,0 +1,201 @@
+//! Input types, and their parsing into the core's validated types.
+//!
+//! Parsing collects the field path (`members[1].phn`) so a client knows exactly
+//! what to fix.
+
+use std::collections::BTreeSet;
+
+use async_graphql::{InputObject, ID};
+use attach_actors::domain::{self as d, DomainError};
+use attach_actors::shard::{ClinicCommand, ProviderInput as CoreProviderInput};
+
+use super::types::{AgeGroup, Need, ProviderKind};
+
+/// One person registering.
+#[derive(InputObject)]
+pub struct MemberInput {
+    /// Personal Health Number (10 digits).
+    pub phn: String,
+    /// Given name.
+    pub given_name: String,
+    /// Surname.
+    pub surname: String,
+    /// Date of birth, YYYY-MM-DD.
+    pub date_of_birth: String,
+    /// Clinical needs to report.
+    #[graphql(default)]
+    pub needs: Vec<Need>,
+}
+
+/// A household registering on a community's waitlist.
+#[derive(InputObject)]
+pub struct RegisterHouseholdInput {
+    /// Community code.
+    pub community: String,
+    /// Postal code of the household.
+    pub postal_code: String,
+    /// Languages the household can be cared for in (ISO 639 codes).
+    #[graphql(default)]
+    pub languages: Vec<String>,
+    /// 1 to 8 people.
+    pub members: Vec<MemberInput>,
+}
+
+impl RegisterHouseholdInput {
+    /// Parses into a community and a valid household.
+    pub fn parse(self, today: chrono::NaiveDate) -> Result<(d::CommunityCode, d::Household), DomainError> {
+        let community = d::CommunityCode::parse(&self.community)?;
+        let postal_code = d::PostalCode::parse(&self.postal_code)?;
+        let languages = parse_languages(&self.languages)?;
+        if self.members.len() > d::Household::MAX_MEMBERS || self.members.is_empty() {
+            // Checked before parsing members so a 9-person household gets this message, not a PHN one.
+            return d::Household::new(vec![], postal_code, languages).map(|h| (community, h));
+        }
+        let mut members = Vec::with_capacity(self.members.len());
+        for (i, m) in self.members.into_iter().enumerate() {
+            let at = format!("members[{i}].");
+            members.push(d::Member {
+                phn: d::Phn::parse(&m.phn).map_err(|e| e.at(&at))?,
+                given_name: d::PersonName::parse(&m.given_name).map_err(|e| DomainError { field: format!("{at}givenName"), ..e })?,
+                surname: d::PersonName::parse(&m.surname).map_err(|e| DomainError { field: format!("{at}surname"), ..e })?,
+                date_of_birth: d::DateOfBirth::parse(&m.date_of_birth, today).map_err(|e| e.at(&at))?,
+                needs: m.needs.into_iter().map(Into::into).collect(),
+            });
+        }
+        Ok((community, d::Household::new(members, postal_code, languages)?))
+    }
+}
+
+fn parse_languages(input: &[String]) -> Result<Vec<d::Language>, DomainError> {
+    input
+        .iter()
+        .enumerate()
+        .map(|(i, l)| d::Language::parse(l).map_err(|e| DomainError { field: format!("languages[{i}]"), ..e }))
+        .collect()
+}
+
+/// A clinic to create or update.
+#[derive(InputObject)]
+pub struct ClinicInput {
+    /// Facility number (5 letters or digits).
+    pub facility_number: String,
+    /// Community code.
+    pub community: String,
+    /// Name.
+    pub name: String,
+    /// Street address.
+    pub address: String,
+    /// Opening hours.
+    #[graphql(default)]
+    pub hours: String,
+    /// Phone.
+    #[graphql(default)]
+    pub phone: String,
+    /// The medical director's provider id.
+    pub medical_director_id: Option<ID>,
+}
+
+impl ClinicInput {
+    /// Parses into a community and a clinic command.
+    pub fn parse(self) -> Result<(d::CommunityCode, ClinicCommand), DomainError> {
+        Ok((
+            d::CommunityCode::parse(&self.community)?,
+            ClinicCommand {
+                facility: d::FacilityNumber::parse(&self.facility_number)?,
+                details: d::ClinicInput::parse(&self.name, &self.address, &self.hours, &self.phone)?,
+                medical_director: self
+                    .medical_director_id
+                    .map(|id| d::ProviderId::parse(&id).map_err(|e| DomainError { field: "medicalDirectorId".into(), ..e }))
+                    .transpose()?,
+            },
+        ))
+    }
+}
+
+/// A provider to create or update.
+#[derive(InputObject)]
+pub struct ProviderInput {
+    /// Practitioner number.
+    pub id: ID,
+    /// Given name.
+    pub given_name: String,
+    /// Surname.
+    pub surname: String,
+    /// Kind.
+    pub kind: ProviderKind,
+    /// Home community (owns the provider's capacity and panel).
+    pub community: String,
+    /// Clinics practised at (facility numbers).
+    #[graphql(default)]
+    pub clinics: Vec<String>,
+    /// Panel size before Attach.
+    #[graphql(default)]
+    pub reported_panel_size: u32,
+}
+
+impl ProviderInput {
+    /// Parses into a community and a provider command.
+    pub fn parse(self) -> Result<(d::CommunityCode, CoreProviderInput), DomainError> {
+        if self.reported_panel_size > d::Capacity::MAX_PANEL_SIZE {
+            return Err(DomainError { field: "reportedPanelSize".into(), message: "a panel size is at most 10000".into() });
+        }
+        if self.clinics.len() > 20 {
+            return Err(DomainError { field: "clinics".into(), message: "list at most 20 clinics".into() });
+        }
+        Ok((
+            d::CommunityCode::parse(&self.community)?,
+            CoreProviderInput {
+                id: d::ProviderId::parse(&self.id)?,
+                given_name: d::PersonName::parse(&self.given_name).map_err(|e| DomainError { field: "givenName".into(), ..e })?,
+                surname: d::PersonName::parse(&self.surname).map_err(|e| DomainError { field: "surname".into(), ..e })?,
+                kind: self.kind.into(),
+                clinics: self.clinics.iter().map(|c| d::FacilityNumber::parse(c)).collect::<Result<_, _>>()?,
+                reported_panel_size: self.reported_panel_size,
+            },
+        ))
+    }
+}
+
+/// A provider's capacity and preferences.
+#[derive(InputObject)]
+pub struct CapacityInput {
+    /// Taking new patients.
+    pub accepting_new_patients: bool,
+    /// New patients a month.
+    pub monthly_rate: u32,
+    /// Panel size aimed for.
+    pub desired_panel_size: u32,
+    /// Most complex patients, as a percentage of places offered (0–100).
+    #[graphql(default = 100)]
+    pub complex_share_percent: u32,
+    /// Languages offered (ISO 639 codes).
+    #[graphql(default)]
+    pub languages: Vec<String>,
+    /// Age groups taken (empty: all).
+    #[graphql(default)]
+    pub age_groups: Vec<AgeGroup>,
+}
+
+impl CapacityInput {
+    /// Parses into a validated capacity.
+    pub fn parse(self) -> Result<d::Capacity, DomainError> {
+        d::Capacity::new(
+            self.accepting_new_patients,
+            self.monthly_rate,
+            self.desired_panel_size,
+            d::ComplexityMix::new(self.complex_share_percent)?,
+            parse_languages(&self.languages)?,
+            self.age_groups.into_iter().map(Into::into).collect::<BTreeSet<_>>(),
+        )
+    }
+}
+
+/// Filters on the waitlist.
+#[derive(InputObject, Default)]
+pub struct WaitlistFilter {
+    /// Only households reporting any of these needs.
+    #[graphql(default)]
+    pub needs: Vec<Need>,
+    /// Only households waiting at least this many days.
+    pub min_wait_days: Option<u32>,
+}

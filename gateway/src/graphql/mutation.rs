@@ -1,0 +1,76 @@
+//! Mutations. Each is applied and durable, or refused with a code and nothing changed.
+
+use async_graphql::{Context, Object, ID};
+use attach_actors::domain::{self as d, Timestamp};
+use attach_actors::shard::Answer;
+
+use super::error::GqlResult;
+use super::inputs::{CapacityInput, ClinicInput, ProviderInput, RegisterHouseholdInput};
+use super::query::system;
+use super::types::*;
+
+/// The root of every mutation.
+pub struct MutationRoot;
+
+#[Object]
+impl MutationRoot {
+    /// Registers a household of 1 to 8 people on a community's waitlist. Keep the
+    /// returned reference: it is how the household checks its status.
+    async fn register_household(&self, ctx: &Context<'_>, input: RegisterHouseholdInput) -> async_graphql::Result<Registration> {
+        let today = Timestamp::now().to_utc().date_naive();
+        let (community, household) = input.parse(today).gql()?;
+        system(ctx).register(&community, household).await.gql().map(Into::into)
+    }
+
+    /// Takes a waiting or proposed registration off the waitlist.
+    async fn withdraw_registration(&self, ctx: &Context<'_>, reference: ID, reason: String) -> async_graphql::Result<Registration> {
+        let reference = d::RegistrationRef::parse(&reference).gql()?;
+        let reason = d::parse_reason(&reason).gql()?;
+        system(ctx).withdraw(&reference, reason).await.gql().map(Into::into)
+    }
+
+    /// Creates or updates a clinic in the registry.
+    async fn upsert_clinic(&self, ctx: &Context<'_>, input: ClinicInput) -> async_graphql::Result<Clinic> {
+        let (community, cmd) = input.parse().gql()?;
+        system(ctx).upsert_clinic(&community, cmd).await.gql().map(Into::into)
+    }
+
+    /// Creates or updates a provider in the registry (capacity is set separately).
+    async fn upsert_provider(&self, ctx: &Context<'_>, input: ProviderInput) -> async_graphql::Result<Provider> {
+        let (community, cmd) = input.parse().gql()?;
+        system(ctx).upsert_provider(&community, cmd).await.gql().map(Into::into)
+    }
+
+    /// Declares a provider's capacity and panel preferences.
+    async fn set_provider_capacity(&self, ctx: &Context<'_>, provider_id: ID, input: CapacityInput) -> async_graphql::Result<Provider> {
+        let id = d::ProviderId::parse(&provider_id).gql()?;
+        let capacity = input.parse().gql()?;
+        system(ctx).set_capacity(&id, capacity).await.gql().map(Into::into)
+    }
+
+    /// Matches a community's waiting households to its providers' free places.
+    async fn run_matching(&self, ctx: &Context<'_>, community_code: String) -> async_graphql::Result<MatchRun> {
+        let code = d::CommunityCode::parse(&community_code).gql()?;
+        let proposals = system(ctx).run_matching(&code).await.gql()?;
+        Ok(MatchRun { community: code.as_str().to_string(), proposals: proposals.into_iter().map(Into::into).collect() })
+    }
+
+    /// Accepts a proposal: the household joins the provider's panel (service code 98990).
+    async fn accept_proposal(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Proposal> {
+        let id = d::ProposalId::parse(&id).gql()?;
+        system(ctx).answer(&id, Answer::Accept).await.gql().map(Into::into)
+    }
+
+    /// Declines a proposal: the household returns to the waitlist keeping its place.
+    async fn decline_proposal(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        reason: String,
+        #[graphql(default_with = "Responder::Provider")] by: Responder,
+    ) -> async_graphql::Result<Proposal> {
+        let id = d::ProposalId::parse(&id).gql()?;
+        let reason = d::parse_reason(&reason).gql()?;
+        system(ctx).answer(&id, Answer::Decline { by: by.into(), reason }).await.gql().map(Into::into)
+    }
+}

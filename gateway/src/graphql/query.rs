@@ -1,0 +1,161 @@
+//! Queries. Each resolver parses its arguments, asks the core once, and maps the answer.
+
+use std::sync::Arc;
+
+use async_graphql::{Context, Object, ID};
+use attach_actors::domain as d;
+use attach_actors::shard::WaitlistQuery;
+use attach_actors::system::AttachSystem;
+
+use super::cursor;
+use super::error::GqlResult;
+use super::inputs::WaitlistFilter;
+use super::types::*;
+use super::ApiLimits;
+
+/// The root of every query.
+pub struct QueryRoot;
+
+pub(super) fn system<'a>(ctx: &Context<'a>) -> &'a Arc<AttachSystem> {
+    ctx.data_unchecked::<Arc<AttachSystem>>()
+}
+
+pub(super) fn max_page(ctx: &Context<'_>) -> usize {
+    ctx.data_unchecked::<ApiLimits>().max_page_size
+}
+
+fn community(code: &str) -> async_graphql::Result<d::CommunityCode> {
+    d::CommunityCode::parse(code).gql()
+}
+
+#[Object]
+impl QueryRoot {
+    /// Every health authority with its communities.
+    async fn health_authorities(&self, ctx: &Context<'_>) -> Vec<HealthAuthority> {
+        system(ctx).regions().health_authorities.iter().map(HealthAuthority::from).collect()
+    }
+
+    /// A community by code.
+    async fn community(&self, ctx: &Context<'_>, code: String) -> Option<Community> {
+        system(ctx).regions().community(&code).map(Community::from)
+    }
+
+    /// A registration's status and place in line, by its reference.
+    async fn registration(&self, ctx: &Context<'_>, reference: ID) -> async_graphql::Result<Registration> {
+        let reference = d::RegistrationRef::parse(&reference).gql()?;
+        system(ctx).registration(&reference).await.gql().map(Into::into)
+    }
+
+    /// A community's waitlist in line order.
+    async fn waitlist(
+        &self,
+        ctx: &Context<'_>,
+        community_code: String,
+        first: Option<i32>,
+        after: Option<String>,
+        filter: Option<WaitlistFilter>,
+    ) -> async_graphql::Result<RegistrationConnection> {
+        let code = community(&community_code)?;
+        let limit = cursor::page_size(first, max_page(ctx)).gql()?;
+        let after = after.map(|c| cursor::decode_waitlist(&c)).transpose().gql()?;
+        let filter = filter.unwrap_or_default();
+        let query = WaitlistQuery {
+            after,
+            limit,
+            needs: filter.needs.into_iter().map(Into::into).collect(),
+            min_wait_days: filter.min_wait_days,
+        };
+        let page = system(ctx).waitlist(&code, query).await.gql()?;
+        let end_cursor = page.items.last().map(|r| cursor::encode_waitlist(r.registered_at, &r.reference));
+        Ok(RegistrationConnection {
+            nodes: page.items.into_iter().map(Registration::from).collect(),
+            page_info: PageInfo { has_next_page: page.has_next, end_cursor },
+            total_count: page.total_waiting,
+        })
+    }
+
+    /// A provider by practitioner number.
+    async fn provider(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Provider> {
+        let id = d::ProviderId::parse(&id).gql()?;
+        system(ctx).provider(&id).await.gql().map(Into::into)
+    }
+
+    /// Providers homed in a community.
+    async fn providers(&self, ctx: &Context<'_>, community_code: String) -> async_graphql::Result<Vec<Provider>> {
+        let code = community(&community_code)?;
+        Ok(system(ctx).providers(&code).await.gql()?.into_iter().map(Into::into).collect())
+    }
+
+    /// A clinic by facility number.
+    async fn clinic(&self, ctx: &Context<'_>, facility_number: String) -> async_graphql::Result<Clinic> {
+        let f = d::FacilityNumber::parse(&facility_number).gql()?;
+        system(ctx).clinic(&f).await.gql().map(Into::into)
+    }
+
+    /// Clinics in a community.
+    async fn clinics(&self, ctx: &Context<'_>, community_code: String) -> async_graphql::Result<Vec<Clinic>> {
+        let code = community(&community_code)?;
+        Ok(system(ctx).clinics(&code).await.gql()?.into_iter().map(Into::into).collect())
+    }
+
+    /// A proposal by id.
+    async fn proposal(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Proposal> {
+        let id = d::ProposalId::parse(&id).gql()?;
+        system(ctx).proposal(&id).await.gql().map(Into::into)
+    }
+
+    /// A community's proposals, newest first.
+    async fn proposals(
+        &self,
+        ctx: &Context<'_>,
+        community_code: String,
+        #[graphql(default)] status: Vec<ProposalStatus>,
+        provider_id: Option<ID>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<ProposalConnection> {
+        let code = community(&community_code)?;
+        let limit = cursor::page_size(first, max_page(ctx)).gql()?;
+        let offset = after.map(|c| cursor::decode_offset(&c)).transpose().gql()?.unwrap_or(0);
+        let provider = provider_id.map(|p| d::ProviderId::parse(&p)).transpose().gql()?;
+        let statuses = status.into_iter().map(Into::into).collect();
+        let page = system(ctx).proposals(&code, statuses, provider, offset, limit).await.gql()?;
+        let end = offset + page.items.len();
+        Ok(ProposalConnection {
+            nodes: page.items.into_iter().map(Into::into).collect(),
+            page_info: PageInfo { has_next_page: page.has_next, end_cursor: Some(cursor::encode_offset(end)) },
+        })
+    }
+
+    /// A provider's panel.
+    async fn panel(
+        &self,
+        ctx: &Context<'_>,
+        provider_id: ID,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<PanelConnection> {
+        let id = d::ProviderId::parse(&provider_id).gql()?;
+        let limit = cursor::page_size(first, max_page(ctx)).gql()?;
+        let offset = after.map(|c| cursor::decode_offset(&c)).transpose().gql()?.unwrap_or(0);
+        let page = system(ctx).panel(&id, offset, limit).await.gql()?;
+        let end = offset + page.items.len();
+        Ok(PanelConnection {
+            nodes: page.items.into_iter().map(Into::into).collect(),
+            page_info: PageInfo { has_next_page: page.has_next, end_cursor: Some(cursor::encode_offset(end)) },
+            panel_size: page.panel_size,
+        })
+    }
+
+    /// A community's statistics.
+    async fn community_statistics(&self, ctx: &Context<'_>, code: String) -> async_graphql::Result<Statistics> {
+        let code = community(&code)?;
+        system(ctx).community_stats(&code).await.gql().map(Into::into)
+    }
+
+    /// A health authority's statistics, over all its communities.
+    async fn health_authority_statistics(&self, ctx: &Context<'_>, code: String) -> async_graphql::Result<Statistics> {
+        let ha = d::HaCode::parse(&code).gql()?;
+        system(ctx).health_authority_stats(&ha).await.gql().map(Into::into)
+    }
+}

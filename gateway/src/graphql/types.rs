@@ -1,0 +1,543 @@
+//! Output types: what clients read. Built from the core's values; no PHN is
+//! ever an output field.
+
+use async_graphql::{Enum, SimpleObject, ID};
+use attach_actors::domain as d;
+use attach_actors::regions;
+use attach_actors::shard::{ProviderView, RegistrationView};
+use attach_actors::system::Statistics as CoreStatistics;
+use chrono::{DateTime, NaiveDate, Utc};
+
+/// A clinical need.
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+#[graphql(remote = "attach_actors::domain::Need")]
+pub enum Need {
+    /// Currently pregnant.
+    Pregnancy,
+    /// A baby under 12 months.
+    Newborn,
+    /// Frailty or reduced mobility.
+    Frailty,
+    /// Discharged from hospital in the last 30 days.
+    RecentDischarge,
+    /// Complex chronic conditions.
+    ChronicComplex,
+    /// Mental health or substance use care.
+    MentalHealth,
+    /// Palliative care.
+    Palliative,
+}
+
+/// An age band.
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+#[graphql(remote = "attach_actors::domain::AgeGroup")]
+pub enum AgeGroup {
+    /// Under 18.
+    Child,
+    /// 18 to 64.
+    Adult,
+    /// 65 and over.
+    Senior,
+}
+
+/// Physician or nurse practitioner.
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+#[graphql(remote = "attach_actors::domain::ProviderKind")]
+pub enum ProviderKind {
+    /// Family physician.
+    Physician,
+    /// Nurse practitioner.
+    NursePractitioner,
+}
+
+/// Where a registration stands.
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+#[graphql(remote = "attach_actors::domain::RegistrationStatus")]
+pub enum RegistrationStatus {
+    /// On the waitlist.
+    Waiting,
+    /// Proposed to a provider.
+    Proposed,
+    /// On a provider's panel.
+    Attached,
+    /// Left the waitlist.
+    Withdrawn,
+}
+
+/// Where a proposal stands.
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+#[graphql(remote = "attach_actors::domain::ProposalStatus")]
+pub enum ProposalStatus {
+    /// Waiting for an answer.
+    Open,
+    /// Accepted.
+    Accepted,
+    /// Declined.
+    Declined,
+    /// Not answered in time.
+    Expired,
+    /// The household withdrew.
+    Cancelled,
+}
+
+/// Who answered.
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+#[graphql(remote = "attach_actors::domain::Responder")]
+pub enum Responder {
+    /// The provider or their delegate.
+    Provider,
+    /// The patient.
+    Patient,
+    /// An attachment coordinator.
+    Coordinator,
+}
+
+/// A community: one waitlist.
+#[derive(SimpleObject)]
+pub struct Community {
+    /// Code (in BC the local health area number).
+    pub code: String,
+    /// Name.
+    pub name: String,
+    /// Health authority code.
+    pub health_authority: String,
+    /// Health service delivery area code.
+    pub hsda_code: String,
+    /// Health service delivery area name.
+    pub hsda_name: String,
+    /// Approximate centre.
+    pub latitude: f64,
+    /// Approximate centre.
+    pub longitude: f64,
+    /// Approximate population.
+    pub population: u64,
+}
+
+impl From<&regions::Community> for Community {
+    fn from(c: &regions::Community) -> Self {
+        Community {
+            code: c.shard.community.as_str().to_string(),
+            name: c.name.clone(),
+            health_authority: c.shard.ha.as_str().to_string(),
+            hsda_code: c.hsda_code.clone(),
+            hsda_name: c.hsda_name.clone(),
+            latitude: c.lat,
+            longitude: c.lon,
+            population: c.population,
+        }
+    }
+}
+
+/// A health authority.
+#[derive(SimpleObject)]
+pub struct HealthAuthority {
+    /// Code.
+    pub code: String,
+    /// Name.
+    pub name: String,
+    /// Its communities.
+    pub communities: Vec<Community>,
+}
+
+impl From<&regions::HealthAuthority> for HealthAuthority {
+    fn from(h: &regions::HealthAuthority) -> Self {
+        HealthAuthority {
+            code: h.code.as_str().to_string(),
+            name: h.name.clone(),
+            communities: h.communities.iter().map(Community::from).collect(),
+        }
+    }
+}
+
+/// A match that fell through.
+#[derive(SimpleObject)]
+pub struct Decline {
+    /// The proposal.
+    pub proposal_id: ID,
+    /// The provider it was for.
+    pub provider_id: ID,
+    /// Who declined; null when it expired unanswered.
+    pub by: Option<Responder>,
+    /// The reason.
+    pub reason: String,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// One part of a priority score.
+#[derive(SimpleObject)]
+pub struct ScorePart {
+    /// What for.
+    pub label: String,
+    /// Points (one point is one day of waiting).
+    pub points: i64,
+}
+
+/// Why a proposal was made.
+#[derive(SimpleObject)]
+pub struct Explanation {
+    /// The parts of the score.
+    pub parts: Vec<ScorePart>,
+    /// How the provider was chosen.
+    pub provider_fit: Vec<String>,
+}
+
+/// A proposal: this household to this provider.
+#[derive(SimpleObject)]
+pub struct Proposal {
+    /// Id.
+    pub id: ID,
+    /// The registration proposed.
+    pub reference: ID,
+    /// The provider.
+    pub provider_id: ID,
+    /// The community.
+    pub community: String,
+    /// Places the household takes.
+    pub household_size: u32,
+    /// Whether the household counts as complex.
+    pub complex: bool,
+    /// Status.
+    pub status: ProposalStatus,
+    /// Priority score.
+    pub score: i64,
+    /// Why.
+    pub explanation: Explanation,
+    /// Made at.
+    pub created_at: DateTime<Utc>,
+    /// Expires at, if unanswered.
+    pub expires_at: DateTime<Utc>,
+    /// Answered or ended at.
+    pub closed_at: Option<DateTime<Utc>>,
+    /// Who declined.
+    pub declined_by: Option<Responder>,
+    /// Why it was declined.
+    pub decline_reason: Option<String>,
+}
+
+impl From<d::Proposal> for Proposal {
+    fn from(p: d::Proposal) -> Self {
+        Proposal {
+            id: ID(p.id.to_string()),
+            reference: ID(p.reference.to_string()),
+            provider_id: ID(p.provider.to_string()),
+            community: p.shard.community.as_str().to_string(),
+            household_size: u32::from(p.household_size),
+            complex: p.complex,
+            status: p.status.into(),
+            score: p.explanation.score,
+            explanation: Explanation {
+                parts: p.explanation.parts.into_iter().map(|s| ScorePart { label: s.label, points: s.points }).collect(),
+                provider_fit: p.explanation.provider_fit,
+            },
+            created_at: p.created_at.to_utc(),
+            expires_at: p.expires_at.to_utc(),
+            closed_at: p.closed_at.map(d::Timestamp::to_utc),
+            declined_by: p.declined_by.map(Into::into),
+            decline_reason: p.decline_reason,
+        }
+    }
+}
+
+/// A household's registration.
+#[derive(SimpleObject)]
+pub struct Registration {
+    /// Public reference: keep it to check your status.
+    pub reference: ID,
+    /// The community.
+    pub community: String,
+    /// Status.
+    pub status: RegistrationStatus,
+    /// When registered: the place in line, kept when a match falls through.
+    pub registered_at: DateTime<Utc>,
+    /// People in the household.
+    pub household_size: u32,
+    /// Needs reported.
+    pub needs: Vec<Need>,
+    /// Languages.
+    pub languages: Vec<String>,
+    /// 1-based place in the community's line, while waiting.
+    pub place_in_line: Option<u64>,
+    /// People ahead in line, while waiting.
+    pub people_ahead: Option<u64>,
+    /// The open proposal, or the last one.
+    pub proposal: Option<Proposal>,
+    /// The provider, once attached.
+    pub provider_id: Option<ID>,
+    /// Matches that fell through, oldest first.
+    pub declines: Vec<Decline>,
+    /// Why it was withdrawn.
+    pub withdrawn_reason: Option<String>,
+}
+
+impl From<RegistrationView> for Registration {
+    fn from(v: RegistrationView) -> Self {
+        let mut reg = Registration::from(v.registration);
+        reg.place_in_line = v.place.map(|p| p.0);
+        reg.people_ahead = v.place.map(|p| p.1);
+        reg.proposal = v.proposal.map(Into::into);
+        reg
+    }
+}
+
+impl From<d::Registration> for Registration {
+    fn from(r: d::Registration) -> Self {
+        Registration {
+            reference: ID(r.reference.to_string()),
+            community: r.shard.community.as_str().to_string(),
+            status: r.status.into(),
+            registered_at: r.registered_at.to_utc(),
+            household_size: r.household.members.len() as u32,
+            needs: r.household.needs().into_iter().map(Into::into).collect(),
+            languages: r.household.languages.iter().map(|l| l.as_str().to_string()).collect(),
+            place_in_line: None,
+            people_ahead: None,
+            proposal: None,
+            provider_id: r.provider.map(|p| ID(p.to_string())),
+            declines: r
+                .declines
+                .into_iter()
+                .map(|x| Decline {
+                    proposal_id: ID(x.proposal.to_string()),
+                    provider_id: ID(x.provider.to_string()),
+                    by: x.by.map(Into::into),
+                    reason: x.reason,
+                    at: x.at.to_utc(),
+                })
+                .collect(),
+            withdrawn_reason: r.withdrawn_reason,
+        }
+    }
+}
+
+/// A provider's declared capacity and preferences.
+#[derive(SimpleObject)]
+pub struct Capacity {
+    /// Taking new patients.
+    pub accepting_new_patients: bool,
+    /// New patients a month.
+    pub monthly_rate: u32,
+    /// Panel size aimed for.
+    pub desired_panel_size: u32,
+    /// Most complex patients, as a percentage of places offered.
+    pub complex_share_percent: u32,
+    /// Languages offered.
+    pub languages: Vec<String>,
+    /// Age groups taken (empty: all).
+    pub age_groups: Vec<AgeGroup>,
+}
+
+/// A provider.
+#[derive(SimpleObject)]
+pub struct Provider {
+    /// Practitioner number.
+    pub id: ID,
+    /// Given name.
+    pub given_name: String,
+    /// Surname.
+    pub surname: String,
+    /// Kind.
+    pub kind: ProviderKind,
+    /// Home community.
+    pub community: String,
+    /// Clinics (facility numbers).
+    pub clinics: Vec<String>,
+    /// Capacity and preferences.
+    pub capacity: Capacity,
+    /// Panel reported before Attach.
+    pub reported_panel_size: u32,
+    /// Current panel size.
+    pub panel_size: u32,
+    /// Places free for matching now.
+    pub free_places: u32,
+    /// Places held by open proposals.
+    pub open_places: u32,
+}
+
+impl From<ProviderView> for Provider {
+    fn from(v: ProviderView) -> Self {
+        let p = v.provider;
+        let c = p.capacity;
+        Provider {
+            id: ID(p.id.to_string()),
+            given_name: p.given_name.as_str().to_string(),
+            surname: p.surname.as_str().to_string(),
+            kind: p.kind.into(),
+            community: p.shard.community.as_str().to_string(),
+            clinics: p.clinics.iter().map(|f| f.as_str().to_string()).collect(),
+            capacity: Capacity {
+                accepting_new_patients: c.accepting,
+                monthly_rate: c.monthly_rate,
+                desired_panel_size: c.desired_panel_size,
+                complex_share_percent: u32::from(c.complexity.max_complex_share_pct),
+                languages: c.languages.iter().map(|l| l.as_str().to_string()).collect(),
+                age_groups: c.age_groups.into_iter().map(Into::into).collect(),
+            },
+            reported_panel_size: p.reported_panel_size,
+            panel_size: v.panel_size,
+            free_places: v.free_places,
+            open_places: v.open_places,
+        }
+    }
+}
+
+/// A clinic.
+#[derive(SimpleObject)]
+pub struct Clinic {
+    /// Facility number.
+    pub facility_number: String,
+    /// Name.
+    pub name: String,
+    /// Address.
+    pub address: String,
+    /// Community.
+    pub community: String,
+    /// Hours.
+    pub hours: String,
+    /// Phone.
+    pub phone: String,
+    /// Medical director's provider id.
+    pub medical_director_id: Option<ID>,
+}
+
+impl From<d::Clinic> for Clinic {
+    fn from(c: d::Clinic) -> Self {
+        Clinic {
+            facility_number: c.facility.to_string(),
+            name: c.name,
+            address: c.address,
+            community: c.shard.community.as_str().to_string(),
+            hours: c.hours,
+            phone: c.phone,
+            medical_director_id: c.medical_director.map(|p| ID(p.to_string())),
+        }
+    }
+}
+
+/// One patient on a panel, as a provider sees their own panel.
+#[derive(SimpleObject)]
+pub struct PanelPatient {
+    /// Given name.
+    pub given_name: String,
+    /// Surname.
+    pub surname: String,
+    /// Date of birth.
+    pub date_of_birth: NaiveDate,
+    /// When attached.
+    pub attached_at: DateTime<Utc>,
+    /// Billing service code of the attachment (98990, a $0 claim).
+    pub service_code: String,
+    /// The registration the patient came from, if matched.
+    pub reference: Option<ID>,
+}
+
+impl From<d::PanelEntry> for PanelPatient {
+    fn from(e: d::PanelEntry) -> Self {
+        PanelPatient {
+            given_name: e.given_name.as_str().to_string(),
+            surname: e.surname.as_str().to_string(),
+            date_of_birth: e.date_of_birth.date(),
+            attached_at: e.attached_at.to_utc(),
+            service_code: d::PanelEntry::SERVICE_CODE.to_string(),
+            reference: match e.source {
+                d::PanelSource::Match { reference, .. } => Some(ID(reference.to_string())),
+                d::PanelSource::Upload => None,
+            },
+        }
+    }
+}
+
+/// Numbers for a community or health authority.
+#[derive(SimpleObject)]
+pub struct Statistics {
+    /// Households waiting.
+    pub waiting_households: u64,
+    /// People waiting.
+    pub waiting_people: u64,
+    /// Households with an open proposal.
+    pub proposed_households: u64,
+    /// People in them.
+    pub proposed_people: u64,
+    /// People attached in the last 7 days.
+    pub attached_this_week: u64,
+    /// People attached in the last 28 days.
+    pub attached_last_28_days: u64,
+    /// People attached through Attach, ever.
+    pub attached_total: u64,
+    /// Median days waited by households waiting now.
+    pub median_wait_days: Option<u32>,
+    /// Expected wait in days for someone registering today (null: no attachments in 28 days to measure a rate).
+    pub estimated_wait_days: Option<u32>,
+    /// Providers accepting new patients.
+    pub accepting_providers: u64,
+    /// Places free for matching now.
+    pub free_places: u64,
+}
+
+impl From<CoreStatistics> for Statistics {
+    fn from(s: CoreStatistics) -> Self {
+        let c = s.counts;
+        Statistics {
+            waiting_households: c.waiting_households,
+            waiting_people: c.waiting_people,
+            proposed_households: c.proposed_households,
+            proposed_people: c.proposed_people,
+            attached_this_week: c.attached_people_week,
+            attached_last_28_days: c.attached_people_28d,
+            attached_total: c.attached_people,
+            median_wait_days: s.median_wait_days,
+            estimated_wait_days: s.estimated_wait_days,
+            accepting_providers: c.accepting_providers,
+            free_places: c.free_places,
+        }
+    }
+}
+
+/// Paging state of a list.
+#[derive(SimpleObject)]
+pub struct PageInfo {
+    /// Whether more items follow.
+    pub has_next_page: bool,
+    /// Pass as `after` for the next page.
+    pub end_cursor: Option<String>,
+}
+
+/// A page of the waitlist.
+#[derive(SimpleObject)]
+pub struct RegistrationConnection {
+    /// The registrations, in line order.
+    pub nodes: Vec<Registration>,
+    /// Paging.
+    pub page_info: PageInfo,
+    /// Households waiting in the community (unfiltered).
+    pub total_count: u64,
+}
+
+/// A page of proposals.
+#[derive(SimpleObject)]
+pub struct ProposalConnection {
+    /// Newest first.
+    pub nodes: Vec<Proposal>,
+    /// Paging.
+    pub page_info: PageInfo,
+}
+
+/// A page of a panel.
+#[derive(SimpleObject)]
+pub struct PanelConnection {
+    /// Patients.
+    pub nodes: Vec<PanelPatient>,
+    /// Paging.
+    pub page_info: PageInfo,
+    /// Panel size (reported plus itemised).
+    pub panel_size: u32,
+}
+
+/// The result of a matching run.
+#[derive(SimpleObject)]
+pub struct MatchRun {
+    /// The community.
+    pub community: String,
+    /// Proposals made.
+    pub proposals: Vec<Proposal>,
+}

@@ -1,0 +1,17 @@
+//! The Attach gateway: the `attach` binary's library.
+//!
+//! - [`config`]: typed settings from file, environment and flags.
+//! - [`startup`]: `Application::build` / `port` / `run_until_stopped`.
+//! - [`routes`]: `/graphql`, GraphiQL, `/healthz`, `/readyz`.
+//! - [`graphql`]: the schema and its resolvers (which ask the core, never storage).
+//! - [`telemetry`]: logging setup.
+//! - [`cli`]: the command line.
+
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod config;
+pub mod graphql;
+pub mod routes;
+pub mod startup;
+pub mod telemetry;

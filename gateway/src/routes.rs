@@ -1,0 +1,83 @@
+//! HTTP routes: `/graphql`, GraphiQL at `/`, `/healthz` and `/readyz`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use async_graphql::http::GraphiQLSource;
+use axum::body::{to_bytes, Body};
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use attach_actors::error::ErrorCode;
+use attach_actors::system::AttachSystem;
+use serde_json::json;
+
+use crate::graphql::error::ensure_codes;
+use crate::graphql::AttachSchema;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// The executable schema.
+    pub schema: AttachSchema,
+    /// The core, for readiness.
+    pub system: Arc<AttachSystem>,
+    /// Set once start-up (demo seeding, shard loading) has finished.
+    pub started: Arc<AtomicBool>,
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+}
+
+/// The router.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(graphiql))
+        .route("/graphql", get(graphiql).post(graphql))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+async fn graphiql() -> Html<String> {
+    Html(GraphiQLSource::build().endpoint("/graphql").title("Attach").finish())
+}
+
+fn request_error(status: StatusCode, message: &str) -> Response {
+    let body = json!({ "errors": [{ "message": message, "extensions": { "code": ErrorCode::InvalidInput.as_str() } }] });
+    (status, Json(body)).into_response()
+}
+
+/// Executes one GraphQL request. The body is read with a hard cap, so an
+/// oversized request is refused before it is parsed.
+async fn graphql(State(state): State<AppState>, body: Body) -> Response {
+    let Ok(bytes) = to_bytes(body, state.max_body_bytes).await else {
+        return request_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("the request body is larger than {} bytes", state.max_body_bytes),
+        );
+    };
+    let request: async_graphql::Request = match serde_json::from_slice(&bytes) {
+        Ok(r) => r,
+        Err(_) => {
+            return request_error(
+                StatusCode::BAD_REQUEST,
+                "the body must be a JSON object with a `query` string (and optional `variables`, `operationName`)",
+            );
+        }
+    };
+    let mut response = state.schema.execute(request).await;
+    ensure_codes(&mut response);
+    let mut http = Json(&response).into_response();
+    http.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+    http
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    let (up, total) = state.system.directory().running();
+    let started = state.started.load(Ordering::Acquire);
+    let ready = started && up == total;
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(json!({ "ready": ready, "started": started, "shards": { "running": up, "total": total } }))).into_response()
+}

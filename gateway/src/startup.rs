@@ -1,0 +1,91 @@
+//! Building and running the application: the seams tests use.
+//!
+//! `Application::build(settings)` binds the listener (port 0 picks a free port),
+//! opens the store and starts loading shards in the background;
+//! `port()` says where it listens; `run_until_stopped(shutdown)` serves until the
+//! shutdown future completes, then stops the shards.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::Context;
+use attach_actors::demo::{self, DemoSize};
+use attach_actors::domain::Timestamp;
+use attach_actors::regions::Regions;
+use attach_actors::store::embedded::{EmbeddedOptions, EmbeddedStore};
+use attach_actors::store::Store;
+use attach_actors::system::AttachSystem;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tracing::info;
+
+use crate::config::Settings;
+use crate::graphql;
+use crate::routes::{router, AppState};
+
+/// A built, not yet serving, Attach.
+pub struct Application {
+    listener: TcpListener,
+    port: u16,
+    state: AppState,
+    /// Demo seeding and shard loading; its error ends the process.
+    init: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Application {
+    /// Opens everything `settings` names and starts loading shards.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let regions = Arc::new(Regions::load(&settings.regions)?);
+        let path = settings.data_dir.join("attach.redb");
+        let options = EmbeddedOptions { cache_bytes: (settings.store_cache_mib as usize) << 20, ..EmbeddedOptions::default() };
+        let store: Arc<dyn Store> = Arc::new(
+            tokio::task::spawn_blocking(move || EmbeddedStore::open(&path, options)).await.context("opening the store")??,
+        );
+        let owner = format!("attach-{}", std::process::id());
+        let system = Arc::new(AttachSystem::new(regions.clone(), store.clone(), settings.shard_config(), owner));
+        let listener = TcpListener::bind(settings.listen).await.with_context(|| format!("binding {}", settings.listen))?;
+        let port = listener.local_addr()?.port();
+        let started = Arc::new(AtomicBool::new(false));
+        let demo = settings.demo.as_deref().map(str::parse::<DemoSize>).transpose()?;
+        let init = tokio::spawn({
+            let system = system.clone();
+            let started = started.clone();
+            async move {
+                if let Some(size) = demo {
+                    let report = demo::seed(store.as_ref(), &regions, size, Timestamp::now()).await.context("seeding the demo")?;
+                    info!(?report, "demo data");
+                }
+                system.start().await?;
+                started.store(true, Ordering::Release);
+                info!("ready");
+                Ok(())
+            }
+        });
+        let schema = graphql::build(system.clone(), &settings.limits);
+        let state = AppState { schema, system, started, max_body_bytes: settings.limits.max_body_bytes };
+        Ok(Application { listener, port, state, init })
+    }
+
+    /// The port the server listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until `shutdown` completes (or start-up fails), then stops every shard.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let system = self.state.system.clone();
+        info!(port = self.port, "listening");
+        let server = axum::serve(self.listener, router(self.state)).with_graceful_shutdown(shutdown);
+        let result = tokio::select! {
+            served = server => served.map_err(anyhow::Error::from),
+            init = self.init => match init {
+                Ok(Ok(())) => std::future::pending().await,
+                Ok(Err(e)) => Err(e),
+                Err(e) => Err(anyhow::Error::from(e).context("start-up task")),
+            },
+        };
+        system.stop().await;
+        result
+    }
+}

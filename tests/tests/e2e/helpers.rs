@@ -1,0 +1,164 @@
+//! Starting the real `attach` binary and talking to it as a client would.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+/// The `attach` binary: `ATTACH_BIN`, else the one cargo built next to this test.
+pub fn attach_bin() -> PathBuf {
+    if let Ok(bin) = std::env::var("ATTACH_BIN") {
+        return PathBuf::from(bin);
+    }
+    // target/<profile>/deps/e2e-<hash> -> target/<profile>/attach
+    let exe = std::env::current_exe().expect("the test binary knows its path");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("tests run from target/<profile>/deps");
+    let bin = profile_dir.join(format!("attach{}", std::env::consts::EXE_SUFFIX));
+    assert!(bin.exists(), "{} not found: build it first (cargo test --workspace builds it)", bin.display());
+    bin
+}
+
+/// The repository root (for the regions file).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ sits in the repository").to_path_buf()
+}
+
+/// A running `attach serve` on a free loopback port with its own data directory.
+pub struct TestApp {
+    child: Child,
+    /// Base URL, e.g. `http://127.0.0.1:41234`.
+    pub url: String,
+    /// Everything the process wrote to stderr (its log).
+    pub log: Arc<Mutex<String>>,
+    client: reqwest::Client,
+}
+
+/// Options for a spawn.
+#[derive(Default, Clone)]
+pub struct Spawn {
+    /// Extra `ATTACH_*` environment variables.
+    pub env: Vec<(String, String)>,
+    /// `--demo` size.
+    pub demo: Option<String>,
+}
+
+impl TestApp {
+    /// Starts `attach serve` on `data_dir` and waits until `/readyz` says ready.
+    pub async fn spawn(data_dir: &Path, opts: Spawn) -> TestApp {
+        let mut cmd = Command::new(attach_bin());
+        cmd.arg("serve")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--regions")
+            .arg(repo_root().join("infra/regions/bc.toml"))
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(demo) = &opts.demo {
+            cmd.arg("--demo").arg(demo);
+        }
+        for (k, v) in &opts.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("attach starts");
+        let log = Arc::new(Mutex::new(String::new()));
+        let mut stderr = child.stderr.take().expect("stderr is piped");
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = stderr.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix("attach listening on ") {
+                    let url = rest.split('/').take(3).collect::<Vec<_>>().join("/");
+                    let _ = tx.send(url);
+                }
+            }
+        });
+        let url = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| {
+            panic!("attach did not report its address; log:\n{}", log.lock().unwrap())
+        });
+        let app = TestApp { child, url, log, client: reqwest::Client::new() };
+        app.wait_ready(Duration::from_secs(120)).await;
+        app
+    }
+
+    async fn wait_ready(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(r) = self.client.get(format!("{}/readyz", self.url)).send().await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "attach never became ready; log:\n{}", self.log.lock().unwrap());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Posts a GraphQL request and returns the whole JSON response.
+    pub async fn graphql(&self, query: &str, variables: Value) -> Value {
+        self.client
+            .post(format!("{}/graphql", self.url))
+            .json(&json!({ "query": query, "variables": variables }))
+            .send()
+            .await
+            .expect("request sent")
+            .json()
+            .await
+            .expect("a JSON response")
+    }
+
+    /// Posts and returns `data`, failing the test on any GraphQL error.
+    pub async fn ok(&self, query: &str, variables: Value) -> Value {
+        let r = self.graphql(query, variables).await;
+        assert!(r.get("errors").is_none(), "unexpected errors: {r:#}");
+        r["data"].clone()
+    }
+
+    /// Posts, expects exactly one error, and returns its `extensions.code`.
+    pub async fn error_code(&self, query: &str, variables: Value) -> String {
+        let r = self.graphql(query, variables).await;
+        let errors = r["errors"].as_array().unwrap_or_else(|| panic!("expected an error: {r:#}"));
+        assert!(!errors[0]["message"].as_str().unwrap_or("").is_empty(), "errors say what is wrong: {r:#}");
+        errors[0]["extensions"]["code"].as_str().unwrap_or_else(|| panic!("no code: {r:#}")).to_string()
+    }
+
+    /// The raw HTTP client, for requests that are not GraphQL.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// Kills the process with SIGKILL (no shutdown, no flush) and waits for it.
+    pub fn kill(mut self) -> String {
+        self.child.kill().expect("SIGKILL delivered");
+        let _ = self.child.wait();
+        let log = self.log.lock().unwrap().clone();
+        log
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A valid PHN made from a number (bodies without a check digit are skipped).
+pub fn phn(i: u32) -> String {
+    (i * 7919..).find_map(attach_actors::domain::Phn::with_body).expect("some body has a check digit").expose()
+}

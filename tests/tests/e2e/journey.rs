@@ -1,0 +1,239 @@
+//! The whole attachment journey, bad input on the way, then SIGKILL and restart.
+
+use serde_json::{json, Value};
+
+use crate::helpers::{phn, Spawn, TestApp};
+
+const REGISTER: &str = r#"mutation($input: RegisterHouseholdInput!) {
+  registerHousehold(input: $input) { reference status placeInLine peopleAhead registeredAt householdSize }
+}"#;
+
+const REGISTRATION: &str = r#"query($r: ID!) {
+  registration(reference: $r) {
+    reference status placeInLine registeredAt providerId withdrawnReason
+    declines { proposalId providerId by reason }
+    proposal { id status }
+  }
+}"#;
+
+const WAITLIST: &str = r#"query($c: String!, $first: Int, $after: String) {
+  waitlist(communityCode: $c, first: $first, after: $after) {
+    totalCount nodes { reference registeredAt } pageInfo { hasNextPage endCursor }
+  }
+}"#;
+
+fn household(community: &str, phns: &[String]) -> Value {
+    let members: Vec<Value> = phns
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            json!({
+                "phn": p, "givenName": "Alex", "surname": "Tremblay",
+                "dateOfBirth": if i == 0 { "1984-03-09" } else { "2019-07-21" },
+                "needs": if i == 0 { json!(["CHRONIC_COMPLEX"]) } else { json!([]) },
+            })
+        })
+        .collect();
+    json!({ "input": { "community": community, "postalCode": "V0B 1M0", "languages": ["en", "fr"], "members": members } })
+}
+
+async fn register(app: &TestApp, community: &str, phns: &[String]) -> Value {
+    app.ok(REGISTER, household(community, phns)).await["registerHousehold"].clone()
+}
+
+async fn waitlist_total(app: &TestApp, community: &str) -> u64 {
+    app.ok(WAITLIST, json!({ "c": community, "first": 1 })).await["waitlist"]["totalCount"].as_u64().unwrap()
+}
+
+#[tokio::test]
+async fn the_whole_journey_survives_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::spawn(dir.path(), Spawn::default()).await;
+
+    // Regions.
+    let regions = app.ok("{ healthAuthorities { code communities { code name population } } }", json!({})).await;
+    let has = regions["healthAuthorities"].as_array().unwrap();
+    assert_eq!(has.len(), 5);
+    assert_eq!(has.iter().map(|h| h["communities"].as_array().unwrap().len()).sum::<usize>(), 89);
+
+    // The registry: a clinic, a provider, their capacity.
+    app.ok(
+        r#"mutation { upsertClinic(input: { facilityNumber: "0F111", community: "111", name: "Fernie Family Practice",
+             address: "491 2nd Ave, Fernie", hours: "Mon-Fri 9-5", phone: "250-555-0100" }) { facilityNumber } }"#,
+        json!({}),
+    )
+    .await;
+    app.ok(
+        r#"mutation { upsertProvider(input: { id: "P10001", givenName: "Maya", surname: "Okafor", kind: PHYSICIAN,
+             community: "111", clinics: ["0F111"], reportedPanelSize: 1200 }) { id } }"#,
+        json!({}),
+    )
+    .await;
+    let provider = app
+        .ok(
+            r#"mutation { setProviderCapacity(providerId: "P10001", input: { acceptingNewPatients: true, monthlyRate: 10,
+                 desiredPanelSize: 1210, complexSharePercent: 100, languages: ["en"] }) { freePlaces capacity { acceptingNewPatients } } }"#,
+            json!({}),
+        )
+        .await;
+    assert_eq!(provider["setProviderCapacity"]["freePlaces"], 10);
+
+    // Registrations.
+    let family = register(&app, "111", &[phn(1), phn(2), phn(3)]).await;
+    assert_eq!((family["status"].as_str(), family["placeInLine"].as_u64()), (Some("WAITING"), Some(1)));
+    let single = register(&app, "111", &[phn(4)]).await;
+    assert_eq!((single["placeInLine"].as_u64(), single["peopleAhead"].as_u64()), (Some(2), Some(3)));
+    let leaver = register(&app, "111", &[phn(5)]).await;
+    let elsewhere = register(&app, "222", &[phn(6)]).await;
+
+    // Bad input: a clear code, and nothing changes.
+    let before = waitlist_total(&app, "111").await;
+    let bad_phn = app.graphql(REGISTER, household("111", &["9698648215".into()])).await;
+    assert_eq!(bad_phn["errors"][0]["extensions"]["code"], "INVALID_INPUT");
+    assert_eq!(bad_phn["errors"][0]["extensions"]["field"], "members[0].phn");
+    assert_eq!(app.error_code(REGISTER, household("999", &[phn(7)])).await, "NOT_FOUND");
+    assert_eq!(app.error_code(REGISTER, household("111", &[])).await, "INVALID_INPUT");
+    let nine: Vec<String> = (20..29).map(phn).collect();
+    assert_eq!(app.error_code(REGISTER, household("111", &nine)).await, "INVALID_INPUT");
+    assert_eq!(app.error_code(REGISTER, household("111", &[phn(8), phn(1)])).await, "CONFLICT", "already waiting");
+    assert_eq!(app.error_code(REGISTER, household("222", &[phn(4)])).await, "CONFLICT", "waiting in another community");
+    assert_eq!(waitlist_total(&app, "111").await, before, "refused registrations changed nothing");
+    register(&app, "111", &[phn(8)]).await; // the refused household's other member was not kept
+
+    let too_deep = format!("{{ __schema {{ types {{ fields {{ type {} name {} }} }} }} }}", "{ ofType ".repeat(12), "}".repeat(12));
+    assert_eq!(app.error_code(&too_deep, json!({})).await, "INVALID_INPUT");
+    assert_eq!(app.error_code("{ healthAuthorities { nope } }", json!({})).await, "INVALID_INPUT");
+    assert_eq!(app.error_code("{ healthAuthorities { code }", json!({})).await, "INVALID_INPUT");
+    let oversized = format!("{{ healthAuthorities {{ code }} }} # {}", "x".repeat(100_000));
+    let resp = app.http().post(format!("{}/graphql", app.url)).json(&json!({ "query": oversized })).send().await.unwrap();
+    assert_eq!(resp.status(), 413);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["errors"][0]["extensions"]["code"], "INVALID_INPUT");
+    assert_eq!(app.error_code("{ waitlist(communityCode: \"111\", first: 1000) { totalCount } }", json!({})).await, "INVALID_INPUT");
+
+    // Status and place in line, and the waitlist page by page.
+    let status = app.ok(REGISTRATION, json!({ "r": family["reference"] })).await;
+    assert_eq!(status["registration"]["placeInLine"], 1);
+    let page1 = app.ok(WAITLIST, json!({ "c": "111", "first": 2 })).await["waitlist"].clone();
+    assert_eq!(page1["nodes"][0]["reference"], family["reference"]);
+    assert_eq!(page1["pageInfo"]["hasNextPage"], true);
+    let page2 = app.ok(WAITLIST, json!({ "c": "111", "first": 2, "after": page1["pageInfo"]["endCursor"] })).await["waitlist"].clone();
+    assert_eq!(page2["nodes"][0]["reference"], leaver["reference"]);
+
+    // Withdraw one before matching.
+    let withdrawn = app
+        .ok(
+            r#"mutation($r: ID!) { withdrawRegistration(reference: $r, reason: "found a doctor") { status } }"#,
+            json!({ "r": leaver["reference"] }),
+        )
+        .await;
+    assert_eq!(withdrawn["withdrawRegistration"]["status"], "WITHDRAWN");
+
+    // Matching: the family (3) and the single (1) fit in 10 places; the fourth household (1) too.
+    let run = app
+        .ok(
+            r#"mutation { runMatching(communityCode: "111") { proposals { id reference providerId status score explanation { parts { label points } providerFit } } } }"#,
+            json!({}),
+        )
+        .await;
+    let proposals = run["runMatching"]["proposals"].as_array().unwrap().clone();
+    assert_eq!(proposals.len(), 3);
+    let for_ref = |r: &Value| proposals.iter().find(|p| &p["reference"] == r).unwrap().clone();
+    let family_p = for_ref(&family["reference"]);
+    let single_p = for_ref(&single["reference"]);
+    assert!(!family_p["explanation"]["parts"].as_array().unwrap().is_empty());
+    assert_eq!(family_p["status"], "OPEN");
+
+    // Accept the family; accepting twice is refused.
+    const ACCEPT: &str = r#"mutation($id: ID!) { acceptProposal(id: $id) { status } }"#;
+    assert_eq!(app.ok(ACCEPT, json!({ "id": family_p["id"] })).await["acceptProposal"]["status"], "ACCEPTED");
+    assert_eq!(app.error_code(ACCEPT, json!({ "id": family_p["id"] })).await, "CONFLICT");
+
+    // Decline the single: back on the waitlist with the original registration time.
+    let declined = app
+        .ok(
+            r#"mutation($id: ID!) { declineProposal(id: $id, reason: "panel closed to this age group", by: PROVIDER) { status declineReason } }"#,
+            json!({ "id": single_p["id"] }),
+        )
+        .await;
+    assert_eq!(declined["declineProposal"]["status"], "DECLINED");
+    let back = app.ok(REGISTRATION, json!({ "r": single["reference"] })).await["registration"].clone();
+    assert_eq!(back["status"], "WAITING");
+    assert_eq!(back["registeredAt"], single["registeredAt"]);
+    assert_eq!(back["placeInLine"], 1);
+    assert_eq!(back["declines"][0]["reason"], "panel closed to this age group");
+
+    // The panel, the provider and the statistics.
+    let panel = app
+        .ok(r#"{ panel(providerId: "P10001", first: 10) { panelSize nodes { givenName serviceCode reference } } }"#, json!({}))
+        .await;
+    assert_eq!(panel["panel"]["panelSize"], 1203);
+    assert_eq!(panel["panel"]["nodes"].as_array().unwrap().len(), 3);
+    assert_eq!(panel["panel"]["nodes"][0]["serviceCode"], "98990");
+    let stats = app
+        .ok(
+            r#"{ c: communityStatistics(code: "111") { waitingHouseholds waitingPeople proposedHouseholds attachedThisWeek medianWaitDays estimatedWaitDays }
+                 h: healthAuthorityStatistics(code: "IHA") { waitingHouseholds attachedThisWeek } }"#,
+            json!({}),
+        )
+        .await;
+    assert_eq!(stats["c"]["waitingHouseholds"], 1);
+    assert_eq!(stats["c"]["proposedHouseholds"], 1);
+    assert_eq!(stats["c"]["attachedThisWeek"], 3);
+    assert_eq!(stats["c"]["medianWaitDays"], 0);
+    assert!(stats["c"]["estimatedWaitDays"].as_u64().is_some());
+    assert_eq!(stats["h"]["attachedThisWeek"], 3);
+
+    // No PHN in the log.
+    let log = app.kill();
+    for i in 1..=8 {
+        assert!(!log.contains(&phn(i)), "a PHN appeared in the log");
+    }
+
+    // SIGKILL above; start again on the same directory: every acknowledged change is there.
+    let app = TestApp::spawn(dir.path(), Spawn::default()).await;
+    let fam = app.ok(REGISTRATION, json!({ "r": family["reference"] })).await["registration"].clone();
+    assert_eq!((fam["status"].as_str(), fam["providerId"].as_str()), (Some("ATTACHED"), Some("P10001")));
+    let back = app.ok(REGISTRATION, json!({ "r": single["reference"] })).await["registration"].clone();
+    assert_eq!((back["status"].as_str(), back["placeInLine"].as_u64()), (Some("WAITING"), Some(1)));
+    assert_eq!(back["registeredAt"], single["registeredAt"]);
+    assert_eq!(back["declines"].as_array().unwrap().len(), 1);
+    let gone = app.ok(REGISTRATION, json!({ "r": leaver["reference"] })).await["registration"].clone();
+    assert_eq!(gone["withdrawnReason"], "found a doctor");
+    assert_eq!(app.ok(REGISTRATION, json!({ "r": elsewhere["reference"] })).await["registration"]["status"], "WAITING");
+    let panel = app.ok(r#"{ panel(providerId: "P10001") { panelSize } provider(id: "P10001") { openPlaces capacity { monthlyRate } } }"#, json!({})).await;
+    assert_eq!(panel["panel"]["panelSize"], 1203);
+    assert_eq!(panel["provider"]["openPlaces"], 1, "the fourth household's proposal is still open");
+    assert_eq!(panel["provider"]["capacity"]["monthlyRate"], 10);
+    assert_eq!(app.ok("{ clinic(facilityNumber: \"0F111\") { name } }", json!({})).await["clinic"]["name"], "Fernie Family Practice");
+    assert_eq!(app.error_code(REGISTER, household("111", &[phn(2)])).await, "CONFLICT", "attached PHNs stay claimed");
+    assert_eq!(app.error_code(ACCEPT, json!({ "id": family_p["id"] })).await, "CONFLICT");
+}
+
+#[tokio::test]
+async fn an_expired_proposal_cannot_be_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = vec![
+        ("ATTACH_SHARD__PROPOSAL_TTL_SECS".to_string(), "1".to_string()),
+        ("ATTACH_SHARD__EXPIRY_INTERVAL_MS".to_string(), "100".to_string()),
+    ];
+    let app = TestApp::spawn(dir.path(), Spawn { env, ..Spawn::default() }).await;
+    app.ok(r#"mutation { upsertProvider(input: { id: "P20002", givenName: "Li", surname: "Wong", kind: NURSE_PRACTITIONER, community: "131" }) { id } }"#, json!({})).await;
+    app.ok(r#"mutation { setProviderCapacity(providerId: "P20002", input: { acceptingNewPatients: true, monthlyRate: 5, desiredPanelSize: 5 }) { id } }"#, json!({})).await;
+    let r = register(&app, "131", &[phn(40)]).await;
+    let run = app.ok(r#"mutation { runMatching(communityCode: "131") { proposals { id } } }"#, json!({})).await;
+    let id = run["runMatching"]["proposals"][0]["id"].clone();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let p = app.ok("query($id: ID!) { proposal(id: $id) { status } }", json!({ "id": id })).await;
+        if p["proposal"]["status"] == "EXPIRED" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never expired");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(app.error_code("mutation($id: ID!) { acceptProposal(id: $id) { status } }", json!({ "id": id })).await, "CONFLICT");
+    let reg = app.ok(REGISTRATION, json!({ "r": r["reference"] })).await["registration"].clone();
+    assert_eq!(reg["status"], "WAITING");
+    assert_eq!(reg["registeredAt"], r["registeredAt"]);
+}
