@@ -870,9 +870,9 @@ const CULTURES: [Culture; 8] = [
         given: "Olivia,Emma,Liam,Noah,Ava,Lucas,Charlotte,Ethan,Amelia,Benjamin,Sophia,Jack,Chloe,Owen,Hannah,William,\
             Grace,James,Ella,Logan,Maya,Nathan,Zoe,Ryan,Emily,Daniel,Sarah,Michael,Jessica,David,Karen,Robert,\
             Linda,John,Susan,Brian,Heather,Kevin,Megan,Tyler,Dakota,Aiyana",
-        surnames: "Smith,Brown,Wilson,Taylor,Campbell,Anderson,Thompson,MacDonald,Johnson,Williams,Martin,Clark,Robinson,\
-            Stewart,Walker,Young,Scott,Mitchell,Reid,Ross,O'Brien,Fraser,Morrison,Paul,Harris,Murray,Graham,Jack,\
-            Wells,Hunter",
+        surnames: "Smith,Brown,Wilson,Taylor,Campbell,Anderson,Thompson,MacDonald,Johnson,Williams,Martin,Clark,\
+            Robinson,Stewart,Walker,Young,Scott,Mitchell,Reid,Ross,O'Brien,Fraser,Morrison,Paul,Harris,Murray,Graham,\
+            Jack,Wells,Hunter",
     },
     Culture {
         language: "fr",
@@ -1003,6 +1003,14 @@ mod tests {
     }
 
     #[test]
+    fn the_seed_future_can_be_spawned() {
+        fn send<T: Send>(_: &T) {}
+        let (_dir, store) = fresh();
+        let r = bc();
+        send(&seed(&store, &r, DemoSize::Small, now()));
+    }
+
+    #[test]
     fn sizes_parse() {
         assert_eq!("small".parse::<DemoSize>(), Ok(DemoSize::Small));
         assert_eq!(" Province ".parse::<DemoSize>(), Ok(DemoSize::Province));
@@ -1082,6 +1090,13 @@ mod tests {
     fn name_lists_languages_and_postal_areas_are_valid() {
         let pools = Pools::new();
         assert_eq!(pools.languages.len(), CULTURES.len());
+        for (i, c) in CULTURES.iter().enumerate() {
+            for list in [c.given, c.surnames] {
+                // Exactly as written: no name loses a space to the continuation lines.
+                assert!(list.split(',').all(|n| !n.is_empty() && n.trim() == n), "{list}");
+            }
+            assert!(pools.given[i].len() >= 10 && pools.surnames[i].len() >= 10, "{}", c.language);
+        }
         assert_eq!(CULTURES.iter().map(|c| c.weight).sum::<u32>(), 1_000);
         for ha in ["VIHA", "VCHA", "FHA", "IHA", "NHA", "OTHER"] {
             for k in 0..60 {

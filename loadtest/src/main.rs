@@ -1,1 +1,30 @@
-fn main() {}
+//! `attach-loadtest`: drives a running Attach with bounded scenarios.
+//!
+//! Every run is bounded by a duration and a request count. A response is a
+//! success only if it is HTTP 200 *and* carries no GraphQL errors.
+
+mod read_path;
+mod stats;
+
+use clap::{Parser, Subcommand};
+
+/// Load tests for Attach.
+#[derive(Parser)]
+#[command(name = "attach-loadtest", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Compares a waitlist page (through the shard actor) with a trivial query.
+    ReadPath(read_path::Args),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::ReadPath(args) => read_path::run(args).await,
+    }
+}

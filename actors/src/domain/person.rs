@@ -315,7 +315,7 @@ mod tests {
         assert!(one.is_complex());
         let twice = Household::new(vec![member("9698658215"), member("9698658215")], pc.clone(), vec![]);
         assert_eq!(twice.unwrap_err().field, "members[1].phn");
-        let nine: Vec<Member> = (0..9).filter_map(Phn::with_body).take(9).map(|p| Member { phn: p, ..member("9698658215") }).collect();
+        let nine: Vec<Member> = (0..20).filter_map(Phn::with_body).take(9).map(|p| Member { phn: p, ..member("9698658215") }).collect();
         assert_eq!(nine.len(), 9);
         assert!(Household::new(nine.clone(), pc.clone(), vec![]).is_err());
         assert!(Household::new(nine[..8].to_vec(), pc, vec![]).is_ok());

@@ -143,7 +143,8 @@ mod tests {
     fn with_body_builds_valid_numbers_only() {
         assert_eq!(Phn::with_body(69865821).map(|p| p.expose()), Some("9698658215".to_string()));
         let made = (0..1_000).filter_map(Phn::with_body).count();
-        assert!(made > 850 && made < 1_000, "about 10 in 11 bodies have a check digit, got {made}");
+        // Sums whose check would be 10 or 11 are never issued: 2 in 11 bodies.
+        assert!((780..860).contains(&made), "about 9 in 11 bodies have a check digit, got {made}");
         for body in 0..1_000 {
             if let Some(p) = Phn::with_body(body) {
                 assert_eq!(Phn::parse(&p.expose()), Ok(p));

@@ -38,7 +38,8 @@ pub(super) fn score(c: &Candidate, bonuses: &Bonuses, now: Timestamp) -> i64 {
 pub(super) fn parts(c: &Candidate, bonuses: &Bonuses, now: Timestamp) -> Vec<ScorePart> {
     let days = days_waited(c, now);
     let mut parts = Vec::with_capacity(1 + c.needs.len());
-    parts.push(ScorePart { label: format!("waited {days} days"), points: days });
+    let unit = if days == 1 { "day" } else { "days" };
+    parts.push(ScorePart { label: format!("waited {days} {unit}"), points: days });
     for &need in &c.needs {
         let points = bonuses.of(need);
         // A need the policy gives nothing for would only be noise in the explanation.
