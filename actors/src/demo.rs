@@ -297,7 +297,7 @@ async fn seed_until(
     // Last of all: from now on the seed is complete and never runs again.
     let epoch = epochs.get(&first).copied().context("the first shard was acquired with the others")?;
     store
-        .commit(&first, epoch, Batch { locators: vec![marker], ..Batch::default() })
+        .commit(&first, epoch, &Batch { locators: vec![marker], ..Batch::default() })
         .await
         .context("writing the demo seed marker")?;
     let r = generator.report;
@@ -348,7 +348,7 @@ async fn write_chunk(store: &dyn Store, epochs: &HashMap<ShardKey, Epoch>, chunk
             }
         }
     }
-    store.commit(&shard, epoch, batch).await.with_context(|| format!("committing demo records to shard {shard}"))
+    store.commit(&shard, epoch, &batch).await.with_context(|| format!("committing demo records to shard {shard}"))
 }
 
 // ---- generation ----

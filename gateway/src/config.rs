@@ -157,6 +157,15 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_is_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/attach.example.toml");
+        figment::Jail::expect_with(|_| {
+            assert_eq!(Settings::load(Some(&path)).map_err(|e| e.to_string())?, Settings::default());
+            Ok(())
+        });
+    }
+
+    #[test]
     fn refuses_unknown_keys_and_bad_values() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("bad.toml", "lisen = \"127.0.0.1:9000\"\n")?;

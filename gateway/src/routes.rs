@@ -14,6 +14,7 @@ use attach_actors::error::ErrorCode;
 use attach_actors::system::AttachSystem;
 use serde_json::json;
 
+use crate::graphql::document_cache::DocumentCache;
 use crate::graphql::error::ensure_codes;
 use crate::graphql::AttachSchema;
 
@@ -28,6 +29,8 @@ pub struct AppState {
     pub started: Arc<AtomicBool>,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
+    /// Parsed documents of recent queries.
+    pub documents: Arc<DocumentCache>,
 }
 
 /// The router.
@@ -67,6 +70,8 @@ async fn graphql(State(state): State<AppState>, body: Body) -> Response {
             );
         }
     };
+    let mut request = request;
+    state.documents.prepare(&mut request);
     let mut response = state.schema.execute(request).await;
     ensure_codes(&mut response);
     let mut http = Json(&response).into_response();

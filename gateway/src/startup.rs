@@ -5,7 +5,7 @@
 //! `port()` says where it listens; `run_until_stopped(shutdown)` serves until the
 //! shutdown future completes, then stops the shards.
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -22,6 +22,7 @@ use tracing::info;
 
 use crate::config::Settings;
 use crate::graphql;
+use crate::graphql::document_cache::DocumentCache;
 use crate::routes::{router, AppState};
 
 /// A built, not yet serving, Attach.
@@ -63,7 +64,8 @@ impl Application {
             }
         });
         let schema = graphql::build(system.clone(), &settings.limits);
-        let state = AppState { schema, system, started, max_body_bytes: settings.limits.max_body_bytes };
+        let documents = Arc::new(DocumentCache::new(1_000, 16 * 1024));
+        let state = AppState { schema, system, started, max_body_bytes: settings.limits.max_body_bytes, documents };
         Ok(Application { listener, port, state, init })
     }
 
@@ -76,14 +78,21 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let system = self.state.system.clone();
         info!(port = self.port, "listening");
-        let server = axum::serve(self.listener, router(self.state)).with_graceful_shutdown(shutdown);
-        let result = tokio::select! {
-            served = server => served.map_err(anyhow::Error::from),
-            init = self.init => match init {
-                Ok(Ok(())) => std::future::pending().await,
-                Ok(Err(e)) => Err(e),
-                Err(e) => Err(anyhow::Error::from(e).context("start-up task")),
-            },
+        let server = axum::serve(self.listener, router(self.state)).with_graceful_shutdown(shutdown).into_future();
+        tokio::pin!(server);
+        let mut init = self.init;
+        let mut starting = true;
+        // Serve while start-up runs; a failed start-up ends the process, a
+        // finished one leaves the server running (select! must not drop it).
+        let result = loop {
+            tokio::select! {
+                served = &mut server => break served.map_err(anyhow::Error::from),
+                done = &mut init, if starting => match done {
+                    Ok(Ok(())) => starting = false,
+                    Ok(Err(e)) => break Err(e),
+                    Err(e) => break Err(anyhow::Error::from(e).context("start-up task")),
+                },
+            }
         };
         system.stop().await;
         result

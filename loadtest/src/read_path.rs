@@ -35,6 +35,9 @@ pub struct Args {
     /// Seconds of warm-up before each phase (not measured).
     #[arg(long, default_value_t = 2)]
     warmup: u64,
+    /// Fields to read per waitlist item (a GraphQL selection).
+    #[arg(long, default_value = "reference registeredAt status householdSize needs")]
+    fields: String,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
@@ -47,7 +50,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let endpoint = format!("{}/graphql", args.url.trim_end_matches('/'));
     let trivial = json!({ "query": "{ __typename }" });
     let page = json!({
-        "query": "query($c: String!, $n: Int) { waitlist(communityCode: $c, first: $n) { totalCount nodes { reference registeredAt status householdSize needs } pageInfo { hasNextPage endCursor } } }",
+        "query": format!("query($c: String!, $n: Int) {{ waitlist(communityCode: $c, first: $n) {{ totalCount nodes {{ {} }} pageInfo {{ hasNextPage endCursor }} }} }}", args.fields),
         "variables": { "c": args.community, "n": args.page_size },
     });
     // Check the page is real before measuring it.

@@ -11,37 +11,41 @@ use super::DomainError;
 /// Crockford base32: no I, L, O or U, so a reference read over the phone survives.
 const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 
-fn random_code(len: usize) -> String {
-    let mut bytes = vec![0u8; len];
+fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
     // The OS generator failing means the machine cannot make secrets at all.
     getrandom::fill(&mut bytes).expect("the operating system's random generator is unavailable");
-    code_of(&bytes)
+    code_of(bytes)
 }
 
 /// One character per byte, from the byte's low five bits.
-fn code_of(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| ALPHABET[(b & 31) as usize] as char).collect()
+fn code_of<const N: usize>(bytes: [u8; N]) -> [u8; N] {
+    bytes.map(|b| ALPHABET[(b & 31) as usize])
 }
 
-fn parse_code(input: &str, len: usize, field: &str, message: &str) -> Result<String, DomainError> {
+fn parse_code<const N: usize>(input: &str, field: &str, message: &str) -> Result<[u8; N], DomainError> {
     let s: String = input.trim().chars().filter(|c| *c != '-').collect::<String>().to_ascii_uppercase();
-    if s.len() == len && s.bytes().all(|b| ALPHABET.contains(&b)) {
-        Ok(s)
-    } else {
-        Err(DomainError::invalid(field, message))
+    match <[u8; N]>::try_from(s.as_bytes()) {
+        Ok(code) if code.iter().all(|b| ALPHABET.contains(b)) => Ok(code),
+        _ => Err(DomainError::invalid(field, message)),
     }
 }
 
 macro_rules! random_id {
     ($(#[$doc:meta])* $name:ident, $len:expr, $field:expr, $msg:expr) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-        pub struct $name(String);
+        ///
+        /// Held inline (no heap allocation): a shard keeps several copies of every
+        /// reference in its indexes, for up to hundreds of thousands of registrations.
+        /// Stored and shown as its text.
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name([u8; $len]);
 
         impl $name {
             /// A new random id.
             pub fn generate() -> Self {
-                $name(random_code($len))
+                $name(random_bytes())
             }
 
             /// The id made from caller-supplied entropy: each byte's low five bits
@@ -49,23 +53,42 @@ macro_rules! random_id {
             /// whose references must come out the same on every run; never for real
             /// ids, which must be unguessable (use [`Self::generate`]).
             pub fn from_entropy(bytes: [u8; $len]) -> Self {
-                $name(code_of(&bytes))
+                $name(code_of(bytes))
             }
 
             /// Parses an id a client sent back (case and dashes forgiven).
             pub fn parse(input: &str) -> Result<Self, DomainError> {
-                parse_code(input, $len, $field, $msg).map($name)
+                parse_code(input, $field, $msg).map($name)
             }
 
             /// The id as text.
             pub fn as_str(&self) -> &str {
-                &self.0
+                std::str::from_utf8(&self.0).expect("ids hold only ASCII letters and digits")
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = DomainError;
+            fn try_from(s: String) -> Result<Self, DomainError> {
+                Self::parse(&s)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.as_str().to_string()
             }
         }
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({})", stringify!($name), self.as_str())
             }
         }
     };

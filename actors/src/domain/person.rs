@@ -70,9 +70,23 @@ impl DateOfBirth {
     }
 }
 
-/// A Canadian postal code, normalised to `A1A 1A1`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PostalCode(String);
+/// A Canadian postal code, normalised to `A1A 1A1`. Held inline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct PostalCode([u8; 7]);
+
+impl TryFrom<String> for PostalCode {
+    type Error = DomainError;
+    fn try_from(s: String) -> Result<Self, DomainError> {
+        Self::parse(&s)
+    }
+}
+
+impl From<PostalCode> for String {
+    fn from(p: PostalCode) -> String {
+        p.as_str().to_string()
+    }
+}
 
 impl PostalCode {
     /// Parses a postal code, forgiving case and the middle space.
@@ -90,7 +104,10 @@ impl PostalCode {
             && letter(b[4])
             && b[5].is_ascii_digit();
         if ok {
-            Ok(PostalCode(format!("{} {}", &s[..3], &s[3..])))
+            let mut code = [b' '; 7];
+            code[..3].copy_from_slice(&b[..3]);
+            code[4..].copy_from_slice(&b[3..]);
+            Ok(PostalCode(code))
         } else {
             Err(DomainError::invalid("postalCode", "a postal code looks like V8W 1A1"))
         }
@@ -98,7 +115,7 @@ impl PostalCode {
 
     /// The code as `A1A 1A1`.
     pub fn as_str(&self) -> &str {
-        &self.0
+        std::str::from_utf8(&self.0).expect("a postal code is ASCII")
     }
 }
 
@@ -164,15 +181,32 @@ impl AgeGroup {
 }
 
 /// A language, as a lower-case ISO 639 code (`en`, `fr`, `pa`, `zh`, ...).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct Language(String);
+/// Held inline: two or three letters, padded with a zero byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Language([u8; 3]);
+
+impl TryFrom<String> for Language {
+    type Error = DomainError;
+    fn try_from(s: String) -> Result<Self, DomainError> {
+        Self::parse(&s)
+    }
+}
+
+impl From<Language> for String {
+    fn from(l: Language) -> String {
+        l.as_str().to_string()
+    }
+}
 
 impl Language {
     /// Parses a 2- or 3-letter code.
     pub fn parse(input: &str) -> Result<Self, DomainError> {
         let s = input.trim().to_ascii_lowercase();
         if (2..=3).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_lowercase()) {
-            Ok(Language(s))
+            let mut code = [0u8; 3];
+            code[..s.len()].copy_from_slice(s.as_bytes());
+            Ok(Language(code))
         } else {
             Err(DomainError::invalid("language", "a language is a 2- or 3-letter ISO 639 code, e.g. en or pa"))
         }
@@ -180,7 +214,8 @@ impl Language {
 
     /// The code.
     pub fn as_str(&self) -> &str {
-        &self.0
+        let len = if self.0[2] == 0 { 2 } else { 3 };
+        std::str::from_utf8(&self.0[..len]).expect("a language code is ASCII")
     }
 }
 

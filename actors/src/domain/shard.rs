@@ -1,21 +1,39 @@
 //! Shards: one (health authority, community) pair, the unit of ownership.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use super::DomainError;
 
 /// A health authority code as the regions file names it (`IHA`, `FHA`, ...).
+///
+/// Shared, not copied: every record of a shard names its shard, so clones
+/// point at one allocation.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct HaCode(String);
+#[serde(try_from = "String", into = "String")]
+pub struct HaCode(Arc<str>);
+
+impl TryFrom<String> for HaCode {
+    type Error = DomainError;
+    fn try_from(s: String) -> Result<Self, DomainError> {
+        Self::parse(&s)
+    }
+}
+
+impl From<HaCode> for String {
+    fn from(c: HaCode) -> String {
+        c.0.to_string()
+    }
+}
 
 impl HaCode {
     /// 2–8 ASCII capitals or digits.
     pub fn parse(input: &str) -> Result<Self, DomainError> {
         let s = input.trim();
         if (2..=8).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()) {
-            Ok(HaCode(s.to_string()))
+            Ok(HaCode(s.into()))
         } else {
             Err(DomainError::invalid("healthAuthority", "a health authority code is 2 to 8 capital letters or digits, e.g. IHA"))
         }
@@ -29,15 +47,32 @@ impl HaCode {
 
 /// A community code (in BC the three-digit local health area code, e.g. `111`).
 /// Unique across a province, so a community code alone finds its shard.
+///
+/// Shared, not copied: every record of a shard names its shard, so clones
+/// point at one allocation.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct CommunityCode(String);
+#[serde(try_from = "String", into = "String")]
+pub struct CommunityCode(Arc<str>);
+
+impl TryFrom<String> for CommunityCode {
+    type Error = DomainError;
+    fn try_from(s: String) -> Result<Self, DomainError> {
+        Self::parse(&s)
+    }
+}
+
+impl From<CommunityCode> for String {
+    fn from(c: CommunityCode) -> String {
+        c.0.to_string()
+    }
+}
 
 impl CommunityCode {
     /// 1–12 ASCII letters, digits or `-`.
     pub fn parse(input: &str) -> Result<Self, DomainError> {
         let s = input.trim();
         if (1..=12).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-            Ok(CommunityCode(s.to_string()))
+            Ok(CommunityCode(s.into()))
         } else {
             Err(DomainError::invalid("community", "a community code is 1 to 12 letters or digits, e.g. 111"))
         }

@@ -227,11 +227,9 @@ impl ShardRuntime {
             .collect();
         let count = events.len() as u64;
         let batch = Batch { upserts: change.upserts, deletes: change.deletes, events, locators: change.locators };
-        let upserts = batch.upserts.clone();
-        let deletes = batch.deletes.clone();
-        match self.store.commit(&self.state.key, self.epoch, batch).await {
+        match self.store.commit(&self.state.key, self.epoch, &batch).await {
             Ok(()) => {
-                self.state.apply(upserts, &deletes);
+                self.state.apply(batch.upserts, &batch.deletes);
                 self.last_seq += count;
                 Ok(())
             }

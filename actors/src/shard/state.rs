@@ -82,6 +82,13 @@ impl ShardState {
     }
 
     fn upsert(&mut self, record: Record) {
+        // Records decoded from the store each carry their own copy of the shard
+        // key; point them at this shard's one, so a million registrations share it.
+        let record = match record {
+            Record::Registration(r) if r.shard == self.key => Record::Registration(Registration { shard: self.key.clone(), ..r }),
+            Record::Proposal(p) if p.shard == self.key => Record::Proposal(Proposal { shard: self.key.clone(), ..p }),
+            other => other,
+        };
         match record {
             Record::Registration(r) => {
                 if let Some(old) = self.registrations.remove(&r.reference) {

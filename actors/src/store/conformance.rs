@@ -140,7 +140,7 @@ pub async fn commit_is_durable_and_visible(h: &dyn Harness) -> anyhow::Result<()
     ensure!(image.records.is_empty() && image.last_seq == 0, "a never-written shard is not empty: {image:?}");
     let epoch = store.acquire_shard(&s, "node-1").await?;
     let world = World::new(&s, 0);
-    store.commit(&s, epoch, world.batch(1)).await?;
+    store.commit(&s, epoch, &world.batch(1)).await?;
 
     let image = store.load_shard(&s).await?;
     ensure!(sorted(image.records) == sorted(world.records()), "load_shard does not return what was committed");
@@ -162,16 +162,16 @@ pub async fn stale_epoch_writes_nothing(h: &dyn Harness) -> anyhow::Result<()> {
     let s = shard("VIHA/421");
     let old = store.acquire_shard(&s, "node-1").await?;
     let first = World::new(&s, 0);
-    store.commit(&s, old, first.batch(1)).await?;
+    store.commit(&s, old, &first.batch(1)).await?;
     let new = store.acquire_shard(&s, "node-2").await?;
 
     let second = World::new(&s, 1);
-    let refused = store.commit(&s, old, second.batch(4)).await;
+    let refused = store.commit(&s, old, &second.batch(4)).await;
     ensure!(
         matches!(&refused, Err(StoreError::StaleEpoch { current, held, .. }) if *current == new.0 && *held == old.0),
         "a commit with a stale epoch returned {refused:?}"
     );
-    let empty = store.commit(&s, old, Batch::default()).await;
+    let empty = store.commit(&s, old, &Batch::default()).await;
     ensure!(
         matches!(empty, Err(StoreError::StaleEpoch { .. })),
         "an empty commit with a stale epoch returned {empty:?}"
@@ -185,14 +185,14 @@ pub async fn stale_epoch_writes_nothing(h: &dyn Harness) -> anyhow::Result<()> {
     }
 
     let never = shard("VIHA/999");
-    let orphan = store.commit(&never, Epoch(1), World::new(&never, 2).batch(1)).await;
+    let orphan = store.commit(&never, Epoch(1), &World::new(&never, 2).batch(1)).await;
     ensure!(
         matches!(orphan, Err(StoreError::StaleEpoch { .. })),
         "a commit to a never-acquired shard returned {orphan:?}"
     );
     ensure!(store.load_shard(&never).await?.records.is_empty(), "a never-acquired shard took a commit");
 
-    store.commit(&s, new, second.batch(4)).await.context("the new owner's commit")?;
+    store.commit(&s, new, &second.batch(4)).await.context("the new owner's commit")?;
     ensure!(store.load_shard(&s).await?.last_seq == 6, "the new owner's events are missing");
     Ok(())
 }
@@ -203,12 +203,12 @@ pub async fn upsert_replaces_and_delete_removes(h: &dyn Harness) -> anyhow::Resu
     let s = shard("NHA/511");
     let epoch = store.acquire_shard(&s, "node-1").await?;
     let world = World::new(&s, 0);
-    store.commit(&s, epoch, world.batch(1)).await?;
+    store.commit(&s, epoch, &world.batch(1)).await?;
 
     let proposal = world.proposal.accept(at(10)).context("fixture accept")?;
     let withdrawn = world.registration.withdraw("found a family doctor", at(5)).context("fixture withdraw")?;
     let upserts = vec![Record::Registration(withdrawn.clone()), Record::Proposal(proposal.clone())];
-    store.commit(&s, epoch, Batch { upserts, ..Batch::default() }).await?;
+    store.commit(&s, epoch, &Batch { upserts, ..Batch::default() }).await?;
     let found = store.read(&s, &RecordKey::Registration(withdrawn.reference.clone())).await?;
     ensure!(found == Some(Record::Registration(withdrawn.clone())), "the upsert did not replace the registration");
     let image = store.load_shard(&s).await?;
@@ -216,7 +216,7 @@ pub async fn upsert_replaces_and_delete_removes(h: &dyn Harness) -> anyhow::Resu
 
     let gone = RecordKey::PanelEntry(world.entry.provider.clone(), world.entry.phn);
     let never = RecordKey::Proposal(crate::domain::ProposalId::generate());
-    store.commit(&s, epoch, Batch { deletes: vec![gone.clone(), never], ..Batch::default() }).await?;
+    store.commit(&s, epoch, &Batch { deletes: vec![gone.clone(), never], ..Batch::default() }).await?;
     ensure!(store.read(&s, &gone).await?.is_none(), "a deleted record can still be read");
     let image = store.load_shard(&s).await?;
     ensure!(image.records.len() == world.records().len() - 1, "load_shard still has the deleted record");
@@ -236,7 +236,7 @@ pub async fn shards_are_isolated(h: &dyn Harness) -> anyhow::Result<()> {
         let mut batch = world.batch(1);
         // A different number of events per shard, so a leak shows in last_seq too.
         batch.events.extend((4..=3 + i as u64).map(|seq| event(&s, seq, world.registered())));
-        store.commit(&s, epoch, batch).await?;
+        store.commit(&s, epoch, &batch).await?;
         worlds.push((s, world, 3 + i as u64));
     }
     for (s, world, last) in &worlds {
@@ -264,7 +264,7 @@ pub async fn events_after_pages_in_order(h: &dyn Harness) -> anyhow::Result<()> 
     let world = World::new(&s, 0);
     for chunk in [1..=9u64, 10..=10, 11..=25] {
         let events = chunk.map(|seq| event(&s, seq, world.registered())).collect();
-        store.commit(&s, epoch, Batch { events, ..Batch::default() }).await?;
+        store.commit(&s, epoch, &Batch { events, ..Batch::default() }).await?;
     }
     let seqs = |events: Vec<crate::domain::Event>| events.into_iter().map(|e| e.seq).collect::<Vec<_>>();
     ensure!(seqs(store.events_after(&s, 0, 10).await?) == (1..=10).collect::<Vec<_>>(), "first page wrong");
@@ -285,8 +285,8 @@ pub async fn locate_finds_each_kind(h: &dyn Harness) -> anyhow::Result<()> {
     let (a, b) = (shard("VCHA/161"), shard("VCHA/162"));
     let (ea, eb) = (store.acquire_shard(&a, "n").await?, store.acquire_shard(&b, "n").await?);
     let (wa, wb) = (World::new(&a, 0), World::new(&b, 1));
-    store.commit(&a, ea, wa.batch(1)).await?;
-    store.commit(&b, eb, wb.batch(1)).await?;
+    store.commit(&a, ea, &wa.batch(1)).await?;
+    store.commit(&b, eb, &wb.batch(1)).await?;
     for (s, world) in [(&a, &wa), (&b, &wb)] {
         let locators = world.locators();
         ensure!(locators.len() == 4, "the fixture should cover every locator kind");
@@ -300,7 +300,7 @@ pub async fn locate_finds_each_kind(h: &dyn Harness) -> anyhow::Result<()> {
 
     // The registration moves from a to b: b's commit repoints its locator.
     let moved = Locator::Registration(wa.registration.reference.clone());
-    store.commit(&b, eb, Batch { locators: vec![moved.clone()], ..Batch::default() }).await?;
+    store.commit(&b, eb, &Batch { locators: vec![moved.clone()], ..Batch::default() }).await?;
     ensure!(store.locate(&moved).await?.as_ref() == Some(&b), "a moved registration is not found in its new shard");
     Ok(())
 }
@@ -379,7 +379,7 @@ pub async fn concurrent_commits_all_land(h: &dyn Harness) -> anyhow::Result<()> 
                     events: vec![event(&s, seq, world.registered())],
                     ..Batch::default()
                 };
-                store.commit(&s, epoch, batch).await?;
+                store.commit(&s, epoch, &batch).await?;
             }
             Ok::<_, StoreError>(s)
         }));
@@ -407,7 +407,7 @@ pub async fn data_survives_reopen(h: &dyn Harness) -> anyhow::Result<()> {
     let epoch = {
         let store = h.open().await?;
         let epoch = store.acquire_shard(&s, "node-1").await?;
-        store.commit(&s, epoch, world.batch(1)).await?;
+        store.commit(&s, epoch, &world.batch(1)).await?;
         ensure!(store.cas_phn_claim(p, None, Some(&held)).await? == CasOutcome::Applied, "claim failed");
         epoch
     };
@@ -422,7 +422,7 @@ pub async fn data_survives_reopen(h: &dyn Harness) -> anyhow::Result<()> {
     }
     let next = store.acquire_shard(&s, "node-2").await?;
     ensure!(next > epoch, "the epoch went back across a reopen ({epoch:?} then {next:?})");
-    match store.commit(&s, epoch, Batch::default()).await {
+    match store.commit(&s, epoch, &Batch::default()).await {
         Err(StoreError::StaleEpoch { .. }) => Ok(()),
         other => bail!("the old epoch still commits after a reopen and re-acquire: {other:?}"),
     }

@@ -297,7 +297,7 @@ impl Store for EmbeddedStore {
         self.read_blocking(move |db| load_shard(db, &shard)).await
     }
 
-    async fn commit(&self, shard: &ShardKey, epoch: Epoch, batch: Batch) -> Result<(), StoreError> {
+    async fn commit(&self, shard: &ShardKey, epoch: Epoch, batch: &Batch) -> Result<(), StoreError> {
         let name = shard_name(shard);
         if batch.is_empty() {
             // Nothing to make durable: answer the fencing question without an fsync.
@@ -308,7 +308,7 @@ impl Store for EmbeddedStore {
                 Err(StoreError::StaleEpoch { shard: name, current, held: epoch.0 })
             };
         }
-        let batch = encode_batch(shard, &batch)?;
+        let batch = encode_batch(shard, batch)?;
         self.submit(|slot| Request::Commit { shard: name, epoch, batch, slot }).await
     }
 

@@ -174,7 +174,7 @@ pub trait Store: Send + Sync + 'static {
     async fn load_shard(&self, shard: &ShardKey) -> Result<ShardImage, StoreError>;
 
     /// Makes `batch` durable, all of it or none, if `epoch` is still the shard's.
-    async fn commit(&self, shard: &ShardKey, epoch: Epoch, batch: Batch) -> Result<(), StoreError>;
+    async fn commit(&self, shard: &ShardKey, epoch: Epoch, batch: &Batch) -> Result<(), StoreError>;
 
     /// Up to `limit` events of `shard` with sequence numbers above `after`, in order.
     async fn events_after(&self, shard: &ShardKey, after: Seq, limit: usize) -> Result<Vec<Event>, StoreError>;

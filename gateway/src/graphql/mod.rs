@@ -1,6 +1,7 @@
 //! The GraphQL API: schema types and resolvers, with no HTTP in sight.
 
 mod cursor;
+pub mod document_cache;
 pub mod error;
 mod inputs;
 mod mutation;

@@ -142,6 +142,15 @@ impl TestApp {
         &self.client
     }
 
+    /// Checks that new connections are served. The pooled client keeps one
+    /// connection with a task of its own, which would hide a server that
+    /// stopped accepting after start-up.
+    pub async fn assert_accepting(&self) {
+        let fresh = reqwest::Client::builder().pool_max_idle_per_host(0).build().expect("a client");
+        let r = fresh.get(format!("{}/healthz", self.url)).send().await;
+        assert!(r.is_ok_and(|r| r.status().is_success()), "a new connection was not served");
+    }
+
     /// Kills the process with SIGKILL (no shutdown, no flush) and waits for it.
     pub fn kill(mut self) -> String {
         self.child.kill().expect("SIGKILL delivered");

@@ -88,7 +88,7 @@ async fn writes_still_work_after_the_writer_saw_many_requests() {
 
     let s = shard("IHA/111");
     let epoch = store.acquire_shard(&s, "node").await.unwrap();
-    store.commit(&s, epoch, World::new(&s, 0).batch(1)).await.unwrap();
+    store.commit(&s, epoch, &World::new(&s, 0).batch(1)).await.unwrap();
     assert_eq!(store.load_shard(&s).await.unwrap().last_seq, 3);
 }
 
@@ -178,7 +178,7 @@ async fn an_unknown_value_format_reads_as_corrupt() {
     {
         let store = h.store();
         let epoch = store.acquire_shard(&s, "node").await.unwrap();
-        store.commit(&s, epoch, world.batch(1)).await.unwrap();
+        store.commit(&s, epoch, &world.batch(1)).await.unwrap();
     }
     {
         let db = Database::builder().create(h.path()).unwrap();
