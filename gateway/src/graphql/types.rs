@@ -94,6 +94,7 @@ pub enum Responder {
 
 /// A community: one waitlist.
 #[derive(SimpleObject)]
+#[graphql(serial)]
 pub struct Community {
     /// Code (in BC the local health area number).
     pub code: String,
@@ -130,6 +131,7 @@ impl From<&regions::Community> for Community {
 
 /// A health authority.
 #[derive(SimpleObject)]
+#[graphql(serial)]
 pub struct HealthAuthority {
     /// Code.
     pub code: String,
@@ -151,6 +153,7 @@ impl From<&regions::HealthAuthority> for HealthAuthority {
 
 /// A match that fell through.
 #[derive(SimpleObject)]
+#[graphql(serial)]
 pub struct Decline {
     /// The proposal.
     pub proposal_id: ID,
@@ -166,6 +169,7 @@ pub struct Decline {
 
 /// One part of a priority score.
 #[derive(SimpleObject)]
+#[graphql(serial)]
 pub struct ScorePart {
     /// What for.
     pub label: String,
@@ -175,6 +179,7 @@ pub struct ScorePart {
 
 /// Why a proposal was made.
 #[derive(SimpleObject)]
+#[graphql(serial)]
 pub struct Explanation {
     /// The parts of the score.
     pub parts: Vec<ScorePart>,
@@ -184,6 +189,7 @@ pub struct Explanation {
 
 /// A proposal: this household to this provider.
 #[derive(SimpleObject)]
+#[graphql(serial)]
 pub struct Proposal {
     /// Id.
     pub id: ID,
@@ -241,6 +247,7 @@ impl From<d::Proposal> for Proposal {
 
 /// A household's registration.
 #[derive(SimpleObject)]
+#[graphql(serial)]
 pub struct Registration {
     /// Public reference: keep it to check your status.
     pub reference: ID,
@@ -312,6 +319,7 @@ impl From<d::Registration> for Registration {
 
 /// A provider's declared capacity and preferences.
 #[derive(SimpleObject)]
+#[graphql(serial)]
 pub struct Capacity {
     /// Taking new patients.
     pub accepting_new_patients: bool,
@@ -329,6 +337,7 @@ pub struct Capacity {
 
 /// A provider.
 #[derive(SimpleObject)]
+#[graphql(serial)]
 pub struct Provider {
     /// Practitioner number.
     pub id: ID,
@@ -383,6 +392,7 @@ impl From<ProviderView> for Provider {
 
 /// A clinic.
 #[derive(SimpleObject)]
+#[graphql(serial)]
 pub struct Clinic {
     /// Facility number.
     pub facility_number: String,
@@ -416,6 +426,7 @@ impl From<d::Clinic> for Clinic {
 
 /// One patient on a panel, as a provider sees their own panel.
 #[derive(SimpleObject)]
+#[graphql(serial)]
 pub struct PanelPatient {
     /// Given name.
     pub given_name: String,
@@ -449,6 +460,7 @@ impl From<d::PanelEntry> for PanelPatient {
 
 /// Numbers for a community or health authority.
 #[derive(SimpleObject)]
+#[graphql(serial)]
 pub struct Statistics {
     /// Households waiting.
     pub waiting_households: u64,
@@ -495,6 +507,7 @@ impl From<CoreStatistics> for Statistics {
 
 /// Paging state of a list.
 #[derive(SimpleObject)]
+#[graphql(serial)]
 pub struct PageInfo {
     /// Whether more items follow.
     pub has_next_page: bool,
@@ -504,6 +517,7 @@ pub struct PageInfo {
 
 /// A page of the waitlist.
 #[derive(SimpleObject)]
+#[graphql(serial)]
 pub struct RegistrationConnection {
     /// The registrations, in line order.
     pub nodes: Vec<Registration>,
@@ -515,6 +529,7 @@ pub struct RegistrationConnection {
 
 /// A page of proposals.
 #[derive(SimpleObject)]
+#[graphql(serial)]
 pub struct ProposalConnection {
     /// Newest first.
     pub nodes: Vec<Proposal>,
@@ -524,6 +539,7 @@ pub struct ProposalConnection {
 
 /// A page of a panel.
 #[derive(SimpleObject)]
+#[graphql(serial)]
 pub struct PanelConnection {
     /// Patients.
     pub nodes: Vec<PanelPatient>,
@@ -535,6 +551,7 @@ pub struct PanelConnection {
 
 /// The result of a matching run.
 #[derive(SimpleObject)]
+#[graphql(serial)]
 pub struct MatchRun {
     /// The community.
     pub community: String,
