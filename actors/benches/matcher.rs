@@ -86,12 +86,12 @@ fn candidate(rng: &mut StdRng, langs: &[Language]) -> Candidate {
     }
     let [en, fr, pa, zh] = langs else { unreachable!("four benchmark languages") };
     let languages = match rng.random::<f64>() {
-        x if x < 0.60 => vec![en.clone()],
-        x if x < 0.70 => vec![pa.clone(), en.clone()],
-        x if x < 0.75 => vec![pa.clone()],
-        x if x < 0.80 => vec![zh.clone()],
-        x if x < 0.85 => vec![zh.clone(), en.clone()],
-        x if x < 0.90 => vec![fr.clone(), en.clone()],
+        x if x < 0.60 => vec![*en],
+        x if x < 0.70 => vec![*pa, *en],
+        x if x < 0.75 => vec![*pa],
+        x if x < 0.80 => vec![*zh],
+        x if x < 0.85 => vec![*zh, *en],
+        x if x < 0.90 => vec![*fr, *en],
         _ => vec![],
     };
     Candidate {
@@ -108,10 +108,10 @@ fn candidate(rng: &mut StdRng, langs: &[Language]) -> Candidate {
 fn opening(rng: &mut StdRng, id: usize, free_places: u32, langs: &[Language]) -> Opening {
     let [en, fr, pa, zh] = langs else { unreachable!("four benchmark languages") };
     let languages = match rng.random::<f64>() {
-        x if x < 0.60 => vec![en.clone()],
-        x if x < 0.75 => vec![en.clone(), pa.clone()],
-        x if x < 0.85 => vec![en.clone(), zh.clone()],
-        x if x < 0.90 => vec![fr.clone(), en.clone()],
+        x if x < 0.60 => vec![*en],
+        x if x < 0.75 => vec![*en, *pa],
+        x if x < 0.85 => vec![*en, *zh],
+        x if x < 0.90 => vec![*fr, *en],
         _ => vec![],
     };
     let age_groups = match rng.random::<f64>() {

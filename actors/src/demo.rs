@@ -433,15 +433,15 @@ impl<'a> Generator<'a> {
             }
             let at = self.now;
             while cursor.done < cursor.references.len() && batch.upserts.len() < CHUNK {
-                let reference = cursor.references[cursor.done].clone();
+                let reference = cursor.references[cursor.done];
                 cursor.done += 1;
                 let household = household(&mut cursor.rng, &mut self.counters, &self.pools, cursor.fsas, self.today)?;
-                let holder = PhnClaim { shard: shard.clone(), holder: PhnHolder::Registration(reference.clone()), at };
+                let holder = PhnClaim { shard: shard.clone(), holder: PhnHolder::Registration(reference), at };
                 claims.extend(household.members.iter().map(|m| (m.phn, holder.clone())));
                 self.report.registrations += 1;
                 self.report.people += household.members.len() as u64;
                 let registered_at = registered_at(&mut cursor.rng, self.now);
-                batch.locators.push(Locator::Registration(reference.clone()));
+                batch.locators.push(Locator::Registration(reference));
                 batch.upserts.push(Record::Registration(Registration::new(
                     reference,
                     shard.clone(),
@@ -589,7 +589,7 @@ impl<'a> Generator<'a> {
         };
         let languages = if culture != 0 || rng.random::<f64>() < 0.1 {
             let other = if culture != 0 { culture } else { rng.random_range(1..CULTURES.len()) };
-            vec![self.pools.languages[0].clone(), self.pools.languages[other].clone()]
+            vec![self.pools.languages[0], self.pools.languages[other]]
         } else {
             Vec::new()
         };
@@ -962,11 +962,11 @@ impl Pools {
     /// English alone for most; others their language, usually with English as well.
     fn household_languages(&self, rng: &mut StdRng, culture: usize) -> Vec<Language> {
         if culture == 0 {
-            vec![self.languages[0].clone()]
+            vec![self.languages[0]]
         } else if rng.random::<f64>() < 0.7 {
-            vec![self.languages[culture].clone(), self.languages[0].clone()]
+            vec![self.languages[culture], self.languages[0]]
         } else {
-            vec![self.languages[culture].clone()]
+            vec![self.languages[culture]]
         }
     }
 }
@@ -1137,7 +1137,7 @@ mod tests {
                         for l in &h.languages {
                             assert_eq!(Language::parse(l.as_str()).as_ref(), Ok(l));
                         }
-                        assert!(Household::new(h.members.clone(), h.postal_code.clone(), h.languages.clone()).is_ok());
+                        assert!(Household::new(h.members.clone(), h.postal_code, h.languages.clone()).is_ok());
                         if !h.needs().is_empty() {
                             with_need += 1;
                         }
@@ -1156,11 +1156,11 @@ mod tests {
                             }
                             let claim = store.phn_claim(m.phn).await.unwrap().expect("every member's PHN is claimed");
                             assert_eq!(&claim.shard, shard);
-                            assert_eq!(claim.holder, PhnHolder::Registration(reg.reference.clone()));
+                            assert_eq!(claim.holder, PhnHolder::Registration(reg.reference));
                         }
                         regs += 1;
                         people += h.members.len() as u64;
-                        Locator::Registration(reg.reference.clone())
+                        Locator::Registration(reg.reference)
                     }
                     Record::Provider(p) => {
                         assert_eq!(ProviderId::parse(p.id.as_str()).as_ref(), Ok(&p.id));

@@ -158,15 +158,15 @@ impl AttachSystem {
 
     /// A registration's standing, by reference.
     pub async fn registration(&self, reference: &RegistrationRef) -> Result<RegistrationView, AttachError> {
-        let shard = self.locate(Locator::Registration(reference.clone()), "registration").await?;
-        let reference = reference.clone();
+        let shard = self.locate(Locator::Registration(*reference), "registration").await?;
+        let reference = *reference;
         self.directory.call(&shard, |r| ShardMsg::GetRegistration(reference, r)).await
     }
 
     /// Withdraws a registration.
     pub async fn withdraw(&self, reference: &RegistrationRef, reason: String) -> Result<RegistrationView, AttachError> {
-        let shard = self.locate(Locator::Registration(reference.clone()), "registration").await?;
-        let reference = reference.clone();
+        let shard = self.locate(Locator::Registration(*reference), "registration").await?;
+        let reference = *reference;
         self.directory.call(&shard, |r| ShardMsg::Withdraw(reference, reason, r)).await
     }
 
@@ -179,15 +179,14 @@ impl AttachSystem {
     /// Creates a provider homed in `community`, or updates one already there.
     pub async fn upsert_provider(&self, community: &CommunityCode, input: ProviderInput) -> Result<ProviderView, AttachError> {
         let shard = self.shard_of(community)?;
-        if let Some(home) = self.store.locate(&Locator::Provider(input.id.clone())).await? {
-            if home != shard {
+        if let Some(home) = self.store.locate(&Locator::Provider(input.id.clone())).await?
+            && home != shard {
                 return Err(AttachError::conflict(format!(
                     "provider {} is homed in community {}; update them there",
                     input.id,
                     home.community.as_str()
                 )));
             }
-        }
         self.directory.call(&shard, |r| ShardMsg::UpsertProvider(input, r)).await
     }
 
@@ -214,15 +213,14 @@ impl AttachSystem {
     /// Creates or updates a clinic in a community.
     pub async fn upsert_clinic(&self, community: &CommunityCode, cmd: ClinicCommand) -> Result<Clinic, AttachError> {
         let shard = self.shard_of(community)?;
-        if let Some(home) = self.store.locate(&Locator::Clinic(cmd.facility.clone())).await? {
-            if home != shard {
+        if let Some(home) = self.store.locate(&Locator::Clinic(cmd.facility.clone())).await?
+            && home != shard {
                 return Err(AttachError::conflict(format!(
                     "facility {} is registered in community {}",
                     cmd.facility,
                     home.community.as_str()
                 )));
             }
-        }
         self.directory.call(&shard, |r| ShardMsg::UpsertClinic(cmd, r)).await
     }
 
@@ -260,15 +258,15 @@ impl AttachSystem {
 
     /// A proposal.
     pub async fn proposal(&self, id: &ProposalId) -> Result<Proposal, AttachError> {
-        let shard = self.locate(Locator::Proposal(id.clone()), "proposal").await?;
-        let id = id.clone();
+        let shard = self.locate(Locator::Proposal(*id), "proposal").await?;
+        let id = *id;
         self.directory.call(&shard, |r| ShardMsg::GetProposal(id, r)).await
     }
 
     /// Accepts or declines a proposal.
     pub async fn answer(&self, id: &ProposalId, answer: Answer) -> Result<Proposal, AttachError> {
-        let shard = self.locate(Locator::Proposal(id.clone()), "proposal").await?;
-        let id = id.clone();
+        let shard = self.locate(Locator::Proposal(*id), "proposal").await?;
+        let id = *id;
         self.directory.call(&shard, |r| ShardMsg::AnswerProposal(id, answer, r)).await
     }
 

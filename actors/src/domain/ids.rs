@@ -67,18 +67,7 @@ macro_rules! random_id {
             }
         }
 
-        impl TryFrom<String> for $name {
-            type Error = DomainError;
-            fn try_from(s: String) -> Result<Self, DomainError> {
-                Self::parse(&s)
-            }
-        }
-
-        impl From<$name> for String {
-            fn from(id: $name) -> String {
-                id.as_str().to_string()
-            }
-        }
+        stored_as_text!($name);
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -167,7 +156,7 @@ mod tests {
         let a = RegistrationRef::generate();
         let b = RegistrationRef::generate();
         assert_ne!(a, b);
-        assert_eq!(RegistrationRef::parse(&a.as_str().to_lowercase()), Ok(a.clone()));
+        assert_eq!(RegistrationRef::parse(&a.as_str().to_lowercase()), Ok(a));
         let dashed = format!("{}-{}-{}", &a.as_str()[..4], &a.as_str()[4..8], &a.as_str()[8..]);
         assert_eq!(RegistrationRef::parse(&dashed), Ok(a));
     }

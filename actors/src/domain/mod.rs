@@ -3,6 +3,25 @@
 //! Every type with rules has a `parse` constructor returning `Result`; past the
 //! gateway, holding a value of the type is the proof that it is valid.
 
+/// Stores a parsed newtype as its text and parses it again when read back, so
+/// stored data passes the same rules as input. Needs `parse(&str)` and `as_str()`.
+macro_rules! stored_as_text {
+    ($($t:ty),+ $(,)?) => {$(
+        impl TryFrom<String> for $t {
+            type Error = $crate::domain::DomainError;
+            fn try_from(s: String) -> Result<Self, Self::Error> {
+                Self::parse(&s)
+            }
+        }
+
+        impl From<$t> for String {
+            fn from(v: $t) -> String {
+                v.as_str().to_string()
+            }
+        }
+    )+};
+}
+
 mod clinic;
 mod event;
 mod ids;

@@ -75,18 +75,6 @@ impl DateOfBirth {
 #[serde(try_from = "String", into = "String")]
 pub struct PostalCode([u8; 7]);
 
-impl TryFrom<String> for PostalCode {
-    type Error = DomainError;
-    fn try_from(s: String) -> Result<Self, DomainError> {
-        Self::parse(&s)
-    }
-}
-
-impl From<PostalCode> for String {
-    fn from(p: PostalCode) -> String {
-        p.as_str().to_string()
-    }
-}
 
 impl PostalCode {
     /// Parses a postal code, forgiving case and the middle space.
@@ -186,18 +174,6 @@ impl AgeGroup {
 #[serde(try_from = "String", into = "String")]
 pub struct Language([u8; 3]);
 
-impl TryFrom<String> for Language {
-    type Error = DomainError;
-    fn try_from(s: String) -> Result<Self, DomainError> {
-        Self::parse(&s)
-    }
-}
-
-impl From<Language> for String {
-    fn from(l: Language) -> String {
-        l.as_str().to_string()
-    }
-}
 
 impl Language {
     /// Parses a 2- or 3-letter code.
@@ -283,6 +259,8 @@ impl Household {
     }
 }
 
+stored_as_text!(PostalCode, Language);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -345,14 +323,14 @@ mod tests {
     #[test]
     fn household_rules() {
         let pc = PostalCode::parse("V8W 1A1").unwrap();
-        assert!(Household::new(vec![], pc.clone(), vec![]).is_err());
-        let one = Household::new(vec![member("9698658215")], pc.clone(), vec![]).unwrap();
+        assert!(Household::new(vec![], pc, vec![]).is_err());
+        let one = Household::new(vec![member("9698658215")], pc, vec![]).unwrap();
         assert!(one.is_complex());
-        let twice = Household::new(vec![member("9698658215"), member("9698658215")], pc.clone(), vec![]);
+        let twice = Household::new(vec![member("9698658215"), member("9698658215")], pc, vec![]);
         assert_eq!(twice.unwrap_err().field, "members[1].phn");
         let nine: Vec<Member> = (0..20).filter_map(Phn::with_body).take(9).map(|p| Member { phn: p, ..member("9698658215") }).collect();
         assert_eq!(nine.len(), 9);
-        assert!(Household::new(nine.clone(), pc.clone(), vec![]).is_err());
+        assert!(Household::new(nine.clone(), pc, vec![]).is_err());
         assert!(Household::new(nine[..8].to_vec(), pc, vec![]).is_ok());
     }
 }

@@ -180,7 +180,7 @@ mod tests {
 
     fn decline(p: &ProposalId) -> Decline {
         Decline {
-            proposal: p.clone(),
+            proposal: *p,
             provider: ProviderId::parse("P1234").unwrap(),
             by: Some(Responder::Provider),
             reason: "panel full".into(),
@@ -192,7 +192,7 @@ mod tests {
     fn full_match_path() {
         let r = registration();
         let p = ProposalId::generate();
-        let proposed = r.propose(p.clone(), Timestamp(2_000)).unwrap();
+        let proposed = r.propose(p, Timestamp(2_000)).unwrap();
         assert_eq!(proposed.status, RegistrationStatus::Proposed);
         let attached = proposed.attach(ProviderId::parse("P1234").unwrap(), Timestamp(3_000)).unwrap();
         assert_eq!(attached.status, RegistrationStatus::Attached);
@@ -204,7 +204,7 @@ mod tests {
     fn a_returned_match_keeps_the_place_in_line() {
         let r = registration();
         let p = ProposalId::generate();
-        let back = r.propose(p.clone(), Timestamp(2_000)).unwrap().return_to_waitlist(decline(&p), Timestamp(3_000)).unwrap();
+        let back = r.propose(p, Timestamp(2_000)).unwrap().return_to_waitlist(decline(&p), Timestamp(3_000)).unwrap();
         assert_eq!(back.status, RegistrationStatus::Waiting);
         assert_eq!(back.registered_at, Timestamp(1_000));
         assert_eq!(back.declines.len(), 1);
@@ -217,7 +217,7 @@ mod tests {
         let p = ProposalId::generate();
         assert!(r.attach(ProviderId::parse("P1234").unwrap(), Timestamp(2)).is_err(), "WAITING → ATTACHED");
         assert!(r.return_to_waitlist(decline(&p), Timestamp(2)).is_err(), "WAITING → WAITING");
-        let proposed = r.propose(p.clone(), Timestamp(2)).unwrap();
+        let proposed = r.propose(p, Timestamp(2)).unwrap();
         assert!(proposed.propose(ProposalId::generate(), Timestamp(3)).is_err(), "PROPOSED → PROPOSED");
         let other = ProposalId::generate();
         assert!(proposed.return_to_waitlist(decline(&other), Timestamp(3)).is_err(), "returned by another proposal");

@@ -15,18 +15,6 @@ use super::DomainError;
 #[serde(try_from = "String", into = "String")]
 pub struct HaCode(Arc<str>);
 
-impl TryFrom<String> for HaCode {
-    type Error = DomainError;
-    fn try_from(s: String) -> Result<Self, DomainError> {
-        Self::parse(&s)
-    }
-}
-
-impl From<HaCode> for String {
-    fn from(c: HaCode) -> String {
-        c.0.to_string()
-    }
-}
 
 impl HaCode {
     /// 2–8 ASCII capitals or digits.
@@ -54,18 +42,6 @@ impl HaCode {
 #[serde(try_from = "String", into = "String")]
 pub struct CommunityCode(Arc<str>);
 
-impl TryFrom<String> for CommunityCode {
-    type Error = DomainError;
-    fn try_from(s: String) -> Result<Self, DomainError> {
-        Self::parse(&s)
-    }
-}
-
-impl From<CommunityCode> for String {
-    fn from(c: CommunityCode) -> String {
-        c.0.to_string()
-    }
-}
 
 impl CommunityCode {
     /// 1–12 ASCII letters, digits or `-`.
@@ -113,6 +89,8 @@ impl fmt::Display for ShardKey {
         write!(f, "{}/{}", self.ha.0, self.community.0)
     }
 }
+
+stored_as_text!(HaCode, CommunityCode);
 
 #[cfg(test)]
 mod tests {

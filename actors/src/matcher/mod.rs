@@ -138,7 +138,7 @@ fn run_counted(candidates: &[Candidate], openings: &[Opening], policy: &Policy, 
         let c = &candidates[ranked.index];
         if let Some((provider, provider_fit)) = board.place(&ranked.extra, c) {
             let explanation = ScoreExplanation { score: ranked.score, parts: score::parts(c, &bonuses, now), provider_fit };
-            placements.push(Placement { reference: c.reference.clone(), provider, explanation });
+            placements.push(Placement { reference: c.reference, provider, explanation });
         }
     }
     (placements, considered)

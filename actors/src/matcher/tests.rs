@@ -368,7 +368,7 @@ fn plain_run(candidates: &[Candidate], openings: &[Opening], policy: &Policy) ->
             if c.complex {
                 complex_used[i] += size;
             }
-            out.push((c.reference.clone(), open[i].provider.clone(), score(c)));
+            out.push((c.reference, open[i].provider.clone(), score(c)));
         }
     }
     out
@@ -377,7 +377,7 @@ fn plain_run(candidates: &[Candidate], openings: &[Opening], policy: &Policy) ->
 fn random_case(rng: &mut StdRng, languages: &[Language], candidates: u32, openings: u32) -> (Vec<Candidate>, Vec<Opening>) {
     let groups = [AgeGroup::Child, AgeGroup::Adult, AgeGroup::Senior];
     let pick = |rng: &mut StdRng, n: usize| -> Vec<Language> {
-        (0..rng.random_range(0..=n)).map(|_| languages[rng.random_range(0..languages.len())].clone()).collect()
+        (0..rng.random_range(0..=n)).map(|_| languages[rng.random_range(0..languages.len())]).collect()
     };
     let candidates = (0..candidates)
         .map(|n| Candidate {

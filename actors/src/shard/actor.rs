@@ -246,7 +246,7 @@ impl ShardRuntime {
     #[instrument(name = "shard.register", skip_all, fields(shard = %self.state.key, people = household.members.len()))]
     async fn register(&mut self, household: Household, now: Timestamp) -> Result<RegistrationView, AttachError> {
         let reference = RegistrationRef::generate();
-        let claim = PhnClaim { shard: self.state.key.clone(), holder: PhnHolder::Registration(reference.clone()), at: now };
+        let claim = PhnClaim { shard: self.state.key.clone(), holder: PhnHolder::Registration(reference), at: now };
         let phns: Vec<_> = household.members.iter().map(|m| m.phn).collect();
         let held = self.store.claim_phns(phns.iter().map(|p| (*p, claim.clone())).collect()).await?;
         let mut taken: Vec<_> = phns.iter().copied().filter(|p| !held.iter().any(|(h, _)| h == p)).collect();
@@ -276,7 +276,7 @@ impl ShardRuntime {
                 ))
             });
         }
-        let change = plan::register(reference.clone(), household, &self.state, now);
+        let change = plan::register(reference, household, &self.state, now);
         if let Err(e) = self.commit(change, now).await {
             self.release(&taken, &claim).await;
             return Err(e);
@@ -303,7 +303,7 @@ impl ShardRuntime {
             }
         } else {
             let key = match &claim.holder {
-                PhnHolder::Registration(r) => RecordKey::Registration(r.clone()),
+                PhnHolder::Registration(r) => RecordKey::Registration(*r),
                 PhnHolder::Panel(p) => RecordKey::PanelEntry(p.clone(), phn),
             };
             self.store.read(&claim.shard, &key).await?
@@ -322,13 +322,12 @@ impl ShardRuntime {
         let view = self.registration_view(r)?;
         // Free the PHNs for a future registration; a failure here is harmless
         // because a claim pointing at a withdrawn registration counts as free.
-        let claim_of = |at| PhnClaim { shard: self.state.key.clone(), holder: PhnHolder::Registration(r.clone()), at };
+        let claim_of = |at| PhnClaim { shard: self.state.key.clone(), holder: PhnHolder::Registration(*r), at };
         for m in &view.registration.household.members {
-            if let Ok(Some(current)) = self.store.phn_claim(m.phn).await {
-                if current == claim_of(current.at) {
+            if let Ok(Some(current)) = self.store.phn_claim(m.phn).await
+                && current == claim_of(current.at) {
                     let _ = self.store.cas_phn_claim(m.phn, Some(&current), None).await;
                 }
-            }
         }
         Ok(view)
     }

@@ -61,10 +61,10 @@ fn registration_or_404<'a>(state: &'a ShardState, r: &RegistrationRef) -> Result
 /// A new registration, waiting. PHN uniqueness is settled by the caller's claims.
 pub fn register(reference: RegistrationRef, household: Household, state: &ShardState, now: Timestamp) -> Change {
     let size = household.members.len() as u8;
-    let reg = Registration::new(reference.clone(), state.key.clone(), household, now);
+    let reg = Registration::new(reference, state.key.clone(), household, now);
     Change {
         upserts: vec![Record::Registration(reg)],
-        events: vec![EventKind::Registered { reference: reference.clone(), household_size: size }],
+        events: vec![EventKind::Registered { reference, household_size: size }],
         locators: vec![Locator::Registration(reference)],
         ..Change::default()
     }
@@ -75,13 +75,12 @@ pub fn withdraw(state: &ShardState, r: &RegistrationRef, reason: &str, now: Time
     let reg = registration_or_404(state, r)?;
     let next = reg.withdraw(reason, now)?;
     let mut change = Change::default();
-    if let Some(pid) = &reg.proposal {
-        if let Some(p) = state.proposal(pid) {
+    if let Some(pid) = &reg.proposal
+        && let Some(p) = state.proposal(pid) {
             change.upserts.push(Record::Proposal(p.cancel(now)?));
         }
-    }
     change.upserts.push(Record::Registration(next));
-    change.events.push(EventKind::Withdrawn { reference: r.clone() });
+    change.events.push(EventKind::Withdrawn { reference: *r });
     Ok(change)
 }
 
@@ -156,7 +155,7 @@ pub fn run_matching(state: &ShardState, policy: &Policy, ttl_ms: i64, now: Times
     let candidates: Vec<Candidate> = state
         .waitlist_after(None)
         .map(|r| Candidate {
-            reference: r.reference.clone(),
+            reference: r.reference,
             registered_at: r.registered_at,
             size: r.household.members.len() as u8,
             needs: r.household.needs(),
@@ -185,9 +184,9 @@ pub fn run_matching(state: &ShardState, policy: &Policy, ttl_ms: i64, now: Times
         let reg = registration_or_404(state, &placement.reference)?;
         let id = ProposalId::generate();
         let proposal = Proposal {
-            id: id.clone(),
+            id,
             shard: state.key.clone(),
-            reference: reg.reference.clone(),
+            reference: reg.reference,
             provider: placement.provider.clone(),
             household_size: reg.household.members.len() as u8,
             complex: reg.household.is_complex(),
@@ -199,11 +198,11 @@ pub fn run_matching(state: &ShardState, policy: &Policy, ttl_ms: i64, now: Times
             declined_by: None,
             decline_reason: None,
         };
-        change.upserts.push(Record::Registration(reg.propose(id.clone(), now)?));
+        change.upserts.push(Record::Registration(reg.propose(id, now)?));
         change.upserts.push(Record::Proposal(proposal.clone()));
         change.events.push(EventKind::Proposed {
-            proposal: id.clone(),
-            reference: reg.reference.clone(),
+            proposal: id,
+            reference: reg.reference,
             provider: placement.provider,
         });
         change.locators.push(Locator::Proposal(id));
@@ -231,16 +230,16 @@ pub fn answer(state: &ShardState, id: &ProposalId, answer: Answer, now: Timestam
                     surname: m.surname.clone(),
                     date_of_birth: m.date_of_birth,
                     attached_at: now,
-                    source: PanelSource::Match { proposal: id.clone(), reference: reg.reference.clone() },
+                    source: PanelSource::Match { proposal: *id, reference: reg.reference },
                 }));
             }
             change.events.push(EventKind::Accepted {
-                proposal: id.clone(),
-                reference: reg.reference.clone(),
+                proposal: *id,
+                reference: reg.reference,
                 provider: proposal.provider.clone(),
             });
             change.events.push(EventKind::Attached {
-                reference: Some(reg.reference.clone()),
+                reference: Some(reg.reference),
                 provider: proposal.provider.clone(),
                 patients: reg.household.members.len() as u16,
             });
@@ -248,11 +247,11 @@ pub fn answer(state: &ShardState, id: &ProposalId, answer: Answer, now: Timestam
         }
         Answer::Decline { by, reason } => {
             let next = proposal.decline(by, &reason, now)?;
-            let decline = Decline { proposal: id.clone(), provider: proposal.provider.clone(), by: Some(by), reason, at: now };
+            let decline = Decline { proposal: *id, provider: proposal.provider.clone(), by: Some(by), reason, at: now };
             change.upserts.push(Record::Registration(reg.return_to_waitlist(decline, now)?));
             change.events.push(EventKind::Declined {
-                proposal: id.clone(),
-                reference: reg.reference.clone(),
+                proposal: *id,
+                reference: reg.reference,
                 provider: proposal.provider.clone(),
                 by,
             });
@@ -269,7 +268,7 @@ pub fn expire(state: &ShardState, now: Timestamp) -> Result<Change, AttachError>
     for p in state.overdue_proposals(now) {
         let reg = registration_or_404(state, &p.reference)?;
         let decline = Decline {
-            proposal: p.id.clone(),
+            proposal: p.id,
             provider: p.provider.clone(),
             by: None,
             reason: "the proposal was not answered in time".to_string(),
@@ -277,7 +276,7 @@ pub fn expire(state: &ShardState, now: Timestamp) -> Result<Change, AttachError>
         };
         change.upserts.push(Record::Registration(reg.return_to_waitlist(decline, now)?));
         change.upserts.push(Record::Proposal(p.expire(now)?));
-        change.events.push(EventKind::Expired { proposal: p.id.clone(), reference: p.reference.clone(), provider: p.provider.clone() });
+        change.events.push(EventKind::Expired { proposal: p.id, reference: p.reference, provider: p.provider.clone() });
     }
     Ok(change)
 }

@@ -95,7 +95,7 @@ impl ShardState {
                     self.unindex_registration(&old);
                 }
                 self.index_registration(&r);
-                self.registrations.insert(r.reference.clone(), r);
+                self.registrations.insert(r.reference, r);
             }
             Record::Proposal(p) => {
                 if let Some(old) = self.proposals.remove(&p.id) {
@@ -104,7 +104,7 @@ impl ShardState {
                 if p.status == ProposalStatus::Open {
                     *self.open_places.entry(p.provider.clone()).or_default() += u32::from(p.household_size);
                 }
-                self.proposals.insert(p.id.clone(), p);
+                self.proposals.insert(p.id, p);
             }
             Record::Provider(p) => {
                 self.providers.insert(p.id.clone(), p);
@@ -153,7 +153,7 @@ impl ShardState {
         t.households += 1;
         t.people += r.household.members.len() as u64;
         if r.status == RegistrationStatus::Waiting {
-            self.waitlist.insert((r.registered_at, r.reference.clone()));
+            self.waitlist.insert((r.registered_at, r.reference));
         }
     }
 
@@ -162,16 +162,15 @@ impl ShardState {
         t.households -= 1;
         t.people -= r.household.members.len() as u64;
         if r.status == RegistrationStatus::Waiting {
-            self.waitlist.remove(&(r.registered_at, r.reference.clone()));
+            self.waitlist.remove(&(r.registered_at, r.reference));
         }
     }
 
     fn unindex_proposal(&mut self, p: &Proposal) {
-        if p.status == ProposalStatus::Open {
-            if let Some(n) = self.open_places.get_mut(&p.provider) {
+        if p.status == ProposalStatus::Open
+            && let Some(n) = self.open_places.get_mut(&p.provider) {
                 *n = n.saturating_sub(u32::from(p.household_size));
             }
-        }
     }
 
     // ---- reads ----
@@ -188,7 +187,7 @@ impl ShardState {
         }
         let mut place = 1;
         let mut people = 0;
-        for (_, ahead) in self.waitlist.range(..(r.registered_at, r.reference.clone())) {
+        for (_, ahead) in self.waitlist.range(..(r.registered_at, r.reference)) {
             place += 1;
             people += self.registrations.get(ahead).map_or(0, |a| a.household.members.len() as u64);
         }
@@ -201,7 +200,7 @@ impl ShardState {
         after: Option<&(Timestamp, RegistrationRef)>,
     ) -> impl Iterator<Item = &Registration> + '_ {
         let range = match after {
-            Some(cursor) => self.waitlist.range((std::ops::Bound::Excluded(cursor.clone()), std::ops::Bound::Unbounded)),
+            Some(cursor) => self.waitlist.range((std::ops::Bound::Excluded(*cursor), std::ops::Bound::Unbounded)),
             None => self.waitlist.range::<(Timestamp, RegistrationRef), _>(..),
         };
         range.filter_map(|(_, r)| self.registrations.get(r))
@@ -228,7 +227,7 @@ impl ShardState {
     pub fn overdue_proposals(&self, now: Timestamp) -> Vec<&Proposal> {
         let mut due: Vec<&Proposal> =
             self.proposals.values().filter(|p| p.status == ProposalStatus::Open && p.expires_at <= now).collect();
-        due.sort_by(|a, b| a.id.cmp(&b.id));
+        due.sort_by_key(|a| a.id);
         due
     }
 

@@ -299,7 +299,7 @@ async fn waitlist_pages_filter_and_unknown_things() {
     assert_eq!((first.items.len(), first.has_next, first.total_waiting), (2, true, 5));
     let last = &first.items[1];
     let rest = s
-        .waitlist(&c("111"), WaitlistQuery { after: Some((last.registered_at, last.reference.clone())), limit: 10, ..Default::default() })
+        .waitlist(&c("111"), WaitlistQuery { after: Some((last.registered_at, last.reference)), limit: 10, ..Default::default() })
         .await
         .unwrap();
     assert_eq!((rest.items.len(), rest.has_next), (3, false));

@@ -209,7 +209,7 @@ pub async fn upsert_replaces_and_delete_removes(h: &dyn Harness) -> anyhow::Resu
     let withdrawn = world.registration.withdraw("found a family doctor", at(5)).context("fixture withdraw")?;
     let upserts = vec![Record::Registration(withdrawn.clone()), Record::Proposal(proposal.clone())];
     store.commit(&s, epoch, &Batch { upserts, ..Batch::default() }).await?;
-    let found = store.read(&s, &RecordKey::Registration(withdrawn.reference.clone())).await?;
+    let found = store.read(&s, &RecordKey::Registration(withdrawn.reference)).await?;
     ensure!(found == Some(Record::Registration(withdrawn.clone())), "the upsert did not replace the registration");
     let image = store.load_shard(&s).await?;
     ensure!(image.records.len() == world.records().len(), "an upsert of an existing key added a row");
@@ -299,7 +299,7 @@ pub async fn locate_finds_each_kind(h: &dyn Harness) -> anyhow::Result<()> {
     ensure!(store.locate(&unknown).await?.is_none(), "locate found an unknown registration");
 
     // The registration moves from a to b: b's commit repoints its locator.
-    let moved = Locator::Registration(wa.registration.reference.clone());
+    let moved = Locator::Registration(wa.registration.reference);
     store.commit(&b, eb, &Batch { locators: vec![moved.clone()], ..Batch::default() }).await?;
     ensure!(store.locate(&moved).await?.as_ref() == Some(&b), "a moved registration is not found in its new shard");
     Ok(())
@@ -403,7 +403,7 @@ pub async fn data_survives_reopen(h: &dyn Harness) -> anyhow::Result<()> {
     let s = shard("FHA/201");
     let world = World::new(&s, 0);
     let p = phn(3);
-    let held = claim(&s, PhnHolder::Registration(world.registration.reference.clone()), 1);
+    let held = claim(&s, PhnHolder::Registration(world.registration.reference), 1);
     let epoch = {
         let store = h.open().await?;
         let epoch = store.acquire_shard(&s, "node-1").await?;
@@ -536,12 +536,12 @@ pub mod fixtures {
             .expect("two members with distinct PHNs make a valid household");
             let proposal_id = ProposalId::parse(&format!("{i:010}")).expect("ten digits are a valid proposal id");
             let registration = Registration::new(reference(i), shard.clone(), household, at(0))
-                .propose(proposal_id.clone(), at(2))
+                .propose(proposal_id, at(2))
                 .expect("a waiting registration can be proposed");
             let proposal = Proposal {
                 id: proposal_id,
                 shard: shard.clone(),
-                reference: registration.reference.clone(),
+                reference: registration.reference,
                 provider: provider_id.clone(),
                 household_size: 2,
                 complex: true,
@@ -616,14 +616,14 @@ pub mod fixtures {
 
         /// The registration's key.
         pub fn registration_key(&self) -> RecordKey {
-            RecordKey::Registration(self.registration.reference.clone())
+            RecordKey::Registration(self.registration.reference)
         }
 
         /// A locator for each findable record.
         pub fn locators(&self) -> Vec<Locator> {
             vec![
-                Locator::Registration(self.registration.reference.clone()),
-                Locator::Proposal(self.proposal.id.clone()),
+                Locator::Registration(self.registration.reference),
+                Locator::Proposal(self.proposal.id),
                 Locator::Provider(self.provider.id.clone()),
                 Locator::Clinic(self.clinic.facility.clone()),
             ]
@@ -631,20 +631,20 @@ pub mod fixtures {
 
         /// The kind of event a registration makes.
         pub fn registered(&self) -> EventKind {
-            EventKind::Registered { reference: self.registration.reference.clone(), household_size: 2 }
+            EventKind::Registered { reference: self.registration.reference, household_size: 2 }
         }
 
         /// The three events of [`World::batch`], numbered from `first_seq`.
         pub fn events(&self, first_seq: u64) -> Vec<Event> {
             let provider = self.provider.id.clone();
-            let reference = self.registration.reference.clone();
+            let reference = self.registration.reference;
             vec![
                 event(&self.shard, first_seq, self.registered()),
                 event(&self.shard, first_seq + 1, EventKind::ProviderUpdated { provider: provider.clone() }),
                 event(
                     &self.shard,
                     first_seq + 2,
-                    EventKind::Proposed { proposal: self.proposal.id.clone(), reference, provider },
+                    EventKind::Proposed { proposal: self.proposal.id, reference, provider },
                 ),
             ]
         }

@@ -61,8 +61,8 @@ impl Record {
     /// The record's key.
     pub fn key(&self) -> RecordKey {
         match self {
-            Record::Registration(r) => RecordKey::Registration(r.reference.clone()),
-            Record::Proposal(p) => RecordKey::Proposal(p.id.clone()),
+            Record::Registration(r) => RecordKey::Registration(r.reference),
+            Record::Proposal(p) => RecordKey::Proposal(p.id),
             Record::Provider(p) => RecordKey::Provider(p.id.clone()),
             Record::Clinic(c) => RecordKey::Clinic(c.facility.clone()),
             Record::PanelEntry(e) => RecordKey::PanelEntry(e.provider.clone(), e.phn),

@@ -99,11 +99,10 @@ impl TestApp {
     async fn wait_ready(&self, limit: Duration) {
         let deadline = Instant::now() + limit;
         loop {
-            if let Ok(r) = self.client.get(format!("{}/readyz", self.url)).send().await {
-                if r.status().is_success() {
+            if let Ok(r) = self.client.get(format!("{}/readyz", self.url)).send().await
+                && r.status().is_success() {
                     return;
                 }
-            }
             assert!(Instant::now() < deadline, "attach never became ready; log:\n{}", self.log.lock().unwrap());
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -155,8 +154,8 @@ impl TestApp {
     pub fn kill(mut self) -> String {
         self.child.kill().expect("SIGKILL delivered");
         let _ = self.child.wait();
-        let log = self.log.lock().unwrap().clone();
-        log
+        
+        self.log.lock().unwrap().clone()
     }
 }
 
