@@ -3,6 +3,7 @@
 //! - [`domain`]: the types of the waitlist and the registry, parsed at the boundary.
 //! - [`matcher`]: the deterministic matcher that proposes households to providers.
 //! - [`store`]: the partitioned `Store` trait and its backends.
+//! - [`feed`]: the live feed of committed events (in-process broadcast).
 //! - [`regions`]: health authorities and communities, loaded from a data file.
 //! - [`shard`]: the community shard actor (single writer of its partition), the
 //!   health-authority supervisor, and the shard directory that finds them.
@@ -12,6 +13,7 @@
 pub mod demo;
 pub mod domain;
 pub mod error;
+pub mod feed;
 pub mod matcher;
 pub mod regions;
 pub mod shard;

@@ -11,11 +11,14 @@ use futures::future::join_all;
 use ractor::{Actor, ActorRef};
 use tracing::info;
 
+use tokio::sync::broadcast;
+
 use crate::domain::{
-    Capacity, Clinic, CommunityCode, FacilityNumber, HaCode, Household, Proposal, ProposalId, ProposalStatus,
+    Capacity, Event, Seq, Clinic, CommunityCode, FacilityNumber, HaCode, Household, Proposal, ProposalId, ProposalStatus,
     ProviderId, RegistrationRef, ShardKey,
 };
 use crate::error::AttachError;
+use crate::feed::Feed;
 use crate::regions::Regions;
 use crate::shard::{
     Answer, ClinicCommand, HaSupervisor, PanelPage, ProposalPage, ProviderInput, ProviderView, RegistrationView,
@@ -79,15 +82,16 @@ pub struct AttachSystem {
     store: Arc<dyn Store>,
     config: Arc<ShardConfig>,
     owner: String,
+    feed: Arc<dyn Feed>,
     /// Kept to stop them on shutdown.
     supervisors: Mutex<Vec<ActorRef<SupervisorMsg>>>,
 }
 
 impl AttachSystem {
     /// A system over these regions and this store. No shard runs until [`start`](Self::start).
-    pub fn new(regions: Arc<Regions>, store: Arc<dyn Store>, config: ShardConfig, owner: String) -> Self {
+    pub fn new(regions: Arc<Regions>, store: Arc<dyn Store>, feed: Arc<dyn Feed>, config: ShardConfig, owner: String) -> Self {
         let directory = Arc::new(ShardDirectory::new(regions.shards().cloned(), config.mailbox_capacity, config.call_timeout));
-        AttachSystem { regions, directory, store, config: Arc::new(config), owner, supervisors: Mutex::new(vec![]) }
+        AttachSystem { regions, directory, store, config: Arc::new(config), owner, feed, supervisors: Mutex::new(vec![]) }
     }
 
     /// Starts every health authority's supervisor and its shards (loading them
@@ -102,6 +106,7 @@ impl AttachSystem {
                     store: self.store.clone(),
                     config: self.config.clone(),
                     owner: self.owner.clone(),
+                    feed: self.feed.clone(),
                 })
                 .collect();
             let args = SupervisorArgs { ha: ha.code.clone(), shards, directory: self.directory.clone() };
@@ -275,6 +280,19 @@ impl AttachSystem {
         let shard = self.locate(Locator::Provider(provider.clone()), "provider").await?;
         let provider = provider.clone();
         self.directory.call(&shard, |reply| ShardMsg::Panel { provider, offset, limit, reply }).await
+    }
+
+    /// Up to `limit` of a community's committed events after sequence `after`, in order.
+    pub async fn events_after(&self, community: &CommunityCode, after: Seq, limit: usize) -> Result<Vec<Event>, AttachError> {
+        let shard = self.shard_of(community)?;
+        Ok(self.store.events_after(&shard, after, limit).await?)
+    }
+
+    /// A live receiver of a community's events, and its shard.
+    pub fn subscribe(&self, community: &CommunityCode) -> Result<(ShardKey, broadcast::Receiver<Event>), AttachError> {
+        let shard = self.shard_of(community)?;
+        let rx = self.feed.subscribe(&shard);
+        Ok((shard, rx))
     }
 
     /// A community's statistics.

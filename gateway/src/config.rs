@@ -32,6 +32,8 @@ pub struct Settings {
     pub matching: Policy,
     /// Request limits.
     pub limits: Limits,
+    /// The live feed.
+    pub feed: FeedSettings,
     /// Log filter (tracing `EnvFilter` syntax); `RUST_LOG` overrides it.
     pub log: String,
 }
@@ -50,6 +52,26 @@ pub struct ShardSettings {
     pub mailbox_capacity: usize,
     /// How long a resolver waits for a shard, in seconds.
     pub call_timeout_secs: u64,
+}
+
+/// The live feed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FeedSettings {
+    /// Events a subscriber may fall behind by (per community) before it is told
+    /// it missed some; bounds the memory a slow subscriber can hold.
+    pub buffer: usize,
+    /// Seconds between keep-alive pings on subscription connections.
+    pub keepalive_secs: u64,
+    /// Events a subscription replays from the store when it starts with `afterSeq`;
+    /// a larger gap gets a `MISSED` notice and is filled with the `events` query.
+    pub max_replay: usize,
+}
+
+impl Default for FeedSettings {
+    fn default() -> Self {
+        FeedSettings { buffer: 1024, keepalive_secs: 30, max_replay: 1000 }
+    }
 }
 
 /// Limits on what one request may ask.
@@ -77,6 +99,7 @@ impl Default for Settings {
             shard: ShardSettings::default(),
             matching: Policy::default(),
             limits: Limits::default(),
+            feed: FeedSettings::default(),
             log: "info".to_string(),
         }
     }

@@ -3,7 +3,10 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use async_graphql::http::GraphiQLSource;
+use async_graphql::http::{GraphiQLSource, ALL_WEBSOCKET_PROTOCOLS};
+use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::FromRequestParts;
 use axum::body::{to_bytes, Body};
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -31,20 +34,45 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Parsed documents of recent queries.
     pub documents: Arc<DocumentCache>,
+    /// Ping interval on subscription connections.
+    pub keepalive: std::time::Duration,
 }
 
 /// The router.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(graphiql))
-        .route("/graphql", get(graphiql).post(graphql))
+        .route("/graphql", get(graphql_get).post(graphql))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .with_state(state)
 }
 
+/// `GET /graphql`: a WebSocket upgrade carries subscriptions
+/// (`graphql-transport-ws`, or the legacy `graphql-ws`); a plain GET is GraphiQL.
+async fn graphql_get(State(state): State<AppState>, request: axum::extract::Request) -> Response {
+    if !request.headers().contains_key(header::UPGRADE) {
+        return graphiql().await.into_response();
+    }
+    let (mut parts, _) = request.into_parts();
+    let protocol = match GraphQLProtocol::from_request_parts(&mut parts, &()).await {
+        Ok(p) => p,
+        Err(_) => return request_error(StatusCode::BAD_REQUEST, "subscriptions need the graphql-transport-ws (or graphql-ws) subprotocol"),
+    };
+    let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+        Ok(u) => u,
+        Err(e) => return e.into_response(),
+    };
+    let schema = state.schema.clone();
+    let keepalive = state.keepalive;
+    upgrade
+        .protocols(ALL_WEBSOCKET_PROTOCOLS)
+        .on_upgrade(move |socket| GraphQLWebSocket::new(socket, schema, protocol).keepalive_timeout(keepalive).serve())
+        .into_response()
+}
+
 async fn graphiql() -> Html<String> {
-    Html(GraphiQLSource::build().endpoint("/graphql").title("Attach").finish())
+    Html(GraphiQLSource::build().endpoint("/graphql").subscription_endpoint("/graphql").title("Attach").finish())
 }
 
 fn request_error(status: StatusCode, message: &str) -> Response {

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use attach_actors::demo::{self, DemoSize};
 use attach_actors::domain::Timestamp;
+use attach_actors::feed::{Feed, MemoryFeed};
 use attach_actors::regions::Regions;
 use attach_actors::store::embedded::{EmbeddedOptions, EmbeddedStore};
 use attach_actors::store::Store;
@@ -44,7 +45,8 @@ impl Application {
             tokio::task::spawn_blocking(move || EmbeddedStore::open(&path, options)).await.context("opening the store")??,
         );
         let owner = format!("attach-{}", std::process::id());
-        let system = Arc::new(AttachSystem::new(regions.clone(), store.clone(), settings.shard_config(), owner));
+        let feed: Arc<dyn Feed> = Arc::new(MemoryFeed::new(settings.feed.buffer));
+        let system = Arc::new(AttachSystem::new(regions.clone(), store.clone(), feed, settings.shard_config(), owner));
         let listener = TcpListener::bind(settings.listen).await.with_context(|| format!("binding {}", settings.listen))?;
         let port = listener.local_addr()?.port();
         let started = Arc::new(AtomicBool::new(false));
@@ -63,9 +65,10 @@ impl Application {
                 Ok(())
             }
         });
-        let schema = graphql::build(system.clone(), &settings.limits);
+        let schema = graphql::build(system.clone(), &settings.limits, &settings.feed);
         let documents = Arc::new(DocumentCache::new(1_000, 16 * 1024));
-        let state = AppState { schema, system, started, max_body_bytes: settings.limits.max_body_bytes, documents };
+        let keepalive = std::time::Duration::from_secs(settings.feed.keepalive_secs.max(1));
+        let state = AppState { schema, system, started, max_body_bytes: settings.limits.max_body_bytes, documents, keepalive };
         Ok(Application { listener, port, state, init })
     }
 

@@ -14,6 +14,7 @@ use tracing::{info, instrument, warn};
 
 use crate::domain::{Event, Household, RegistrationRef, Seq, ShardKey, Timestamp, DAY_MS};
 use crate::error::AttachError;
+use crate::feed::Feed;
 use crate::matcher::Policy;
 use crate::store::{Batch, CasOutcome, Epoch, PhnClaim, PhnHolder, Record, RecordKey, Store};
 
@@ -62,6 +63,8 @@ pub struct ShardArgs {
     pub config: Arc<ShardConfig>,
     /// Who owns the shard (for the store's ownership record).
     pub owner: String,
+    /// Where committed events are published.
+    pub feed: Arc<dyn Feed>,
 }
 
 /// The actor. Stateless itself; its state is [`ShardRuntime`].
@@ -74,6 +77,7 @@ pub struct ShardRuntime {
     last_seq: Seq,
     store: Arc<dyn Store>,
     config: Arc<ShardConfig>,
+    feed: Arc<dyn Feed>,
     /// Set when a write failed in a way that leaves the store's state unknown:
     /// the actor then stops so its supervisor reloads it.
     suspect: bool,
@@ -93,7 +97,7 @@ impl Actor for ShardActor {
         state.apply(image.records, &[]);
         info!(records, last_seq = image.last_seq, epoch = epoch.0, "shard loaded");
         myself.send_interval(args.config.expiry_interval, || ShardMsg::ExpireDue);
-        Ok(ShardRuntime { state, epoch, last_seq: image.last_seq, store: args.store, config: args.config, suspect: false })
+        Ok(ShardRuntime { state, epoch, last_seq: image.last_seq, store: args.store, config: args.config, feed: args.feed, suspect: false })
     }
 
     async fn handle(&self, _myself: ActorRef<ShardMsg>, msg: ShardMsg, rt: &mut ShardRuntime) -> Result<(), ActorProcessingErr> {
@@ -231,6 +235,8 @@ impl ShardRuntime {
             Ok(()) => {
                 self.state.apply(batch.upserts, &batch.deletes);
                 self.last_seq += count;
+                // Only durable events go out: a subscriber never sees a change that could be lost.
+                self.feed.publish(&batch.events);
                 Ok(())
             }
             Err(e) => {

@@ -51,7 +51,8 @@ async fn world(config: ShardConfig) -> World {
 async fn start(path: &std::path::Path, config: ShardConfig) -> AttachSystem {
     let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(path, EmbeddedOptions::default()).unwrap());
     let regions = Arc::new(Regions::parse(REGIONS).unwrap());
-    let system = AttachSystem::new(regions, store, config, "test".into());
+    let feed: Arc<dyn crate::feed::Feed> = Arc::new(crate::feed::MemoryFeed::new(64));
+    let system = AttachSystem::new(regions, store, feed, config, "test".into());
     system.start().await.unwrap();
     system
 }

@@ -3,6 +3,7 @@
 mod cursor;
 pub mod document_cache;
 pub mod error;
+mod feed;
 mod inputs;
 mod mutation;
 mod query;
@@ -10,14 +11,19 @@ pub mod types;
 
 use std::sync::Arc;
 
-use async_graphql::{EmptySubscription, Schema};
+use async_graphql::{MergedObject, Schema};
 use attach_actors::system::AttachSystem;
 
+pub use feed::SubscriptionRoot;
 pub use mutation::MutationRoot;
 pub use query::QueryRoot;
 
+/// Every query: the registry and waitlist reads, and the feed's catch-up.
+#[derive(MergedObject, Default)]
+pub struct Query(QueryRoot, feed::FeedQuery);
+
 /// The schema type.
-pub type AttachSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
+pub type AttachSchema = Schema<Query, MutationRoot, SubscriptionRoot>;
 
 /// Limits resolvers read from the context.
 #[derive(Debug, Clone, Copy)]
@@ -27,9 +33,10 @@ pub struct ApiLimits {
 }
 
 /// Builds the schema over a running system.
-pub fn build(system: Arc<AttachSystem>, limits: &crate::config::Limits) -> AttachSchema {
-    Schema::build(QueryRoot, MutationRoot, EmptySubscription)
+pub fn build(system: Arc<AttachSystem>, limits: &crate::config::Limits, feed: &crate::config::FeedSettings) -> AttachSchema {
+    Schema::build(Query::default(), MutationRoot, SubscriptionRoot)
         .data(system)
+        .data(feed.clone())
         .data(ApiLimits { max_page_size: limits.max_page_size })
         .limit_depth(limits.max_depth)
         .limit_complexity(limits.max_complexity)
@@ -38,5 +45,5 @@ pub fn build(system: Arc<AttachSystem>, limits: &crate::config::Limits) -> Attac
 
 /// The schema in SDL, as committed in `schema.graphql`.
 pub fn sdl() -> String {
-    Schema::build(QueryRoot, MutationRoot, EmptySubscription).finish().sdl()
+    Schema::build(Query::default(), MutationRoot, SubscriptionRoot).finish().sdl()
 }

@@ -12,7 +12,7 @@ use super::types::*;
 /// The root of every mutation.
 pub struct MutationRoot;
 
-#[Object]
+#[Object(name = "Mutation")]
 impl MutationRoot {
     /// Registers a household of 1 to 8 people on a community's waitlist. Keep the
     /// returned reference: it is how the household checks its status.

@@ -13,7 +13,8 @@ use super::inputs::WaitlistFilter;
 use super::types::*;
 use super::ApiLimits;
 
-/// The root of every query.
+/// The registry and waitlist reads.
+#[derive(Default)]
 pub struct QueryRoot;
 
 pub(super) fn system<'a>(ctx: &Context<'a>) -> &'a Arc<AttachSystem> {

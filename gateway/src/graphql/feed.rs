@@ -1,0 +1,254 @@
+//! The live match feed: the `events` catch-up query and the subscriptions.
+//!
+//! A subscription subscribes to the live feed first and then replays from the
+//! store whatever came after the client's `afterSeq`, so nothing falls between
+//! the two; duplicates are dropped by sequence number. A subscriber that falls
+//! behind the feed's buffer gets one `MISSED` event naming the last sequence it
+//! saw, and fills the gap with the `events` query.
+
+use std::collections::VecDeque;
+
+use async_graphql::{Context, Enum, Object, SimpleObject, Subscription, ID};
+use attach_actors::domain::{self as d, Event, EventKind, ShardKey};
+use futures::stream::{self, BoxStream, StreamExt};
+use tokio::sync::broadcast::{self, error::RecvError};
+
+use super::error::GqlResult;
+use super::query::{max_page, system};
+use super::types::Responder;
+use crate::config::FeedSettings;
+
+/// What happened.
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+pub enum MatchEventKind {
+    /// A household joined the waitlist.
+    Registered,
+    /// A registration left the waitlist.
+    Withdrawn,
+    /// A household was proposed to a provider.
+    Proposed,
+    /// A proposal was accepted.
+    Accepted,
+    /// A proposal was declined; the household is back on the waitlist.
+    Declined,
+    /// A proposal expired; the household is back on the waitlist.
+    Expired,
+    /// Patients were added to a panel.
+    Attached,
+    /// A provider's capacity changed.
+    CapacityChanged,
+    /// A provider's registry entry changed.
+    ProviderUpdated,
+    /// A clinic's registry entry changed.
+    ClinicUpdated,
+    /// This subscriber fell behind and missed events after `missedAfterSeq`:
+    /// fetch them with the `events` query.
+    Missed,
+}
+
+/// One committed change in a community. Carries ids, never a PHN or a name.
+#[derive(SimpleObject, Clone)]
+#[graphql(serial)]
+pub struct MatchEvent {
+    /// Health authority code.
+    pub health_authority: String,
+    /// Community code.
+    pub community: String,
+    /// The community's sequence number (0 on a `MISSED` notice).
+    pub seq: u64,
+    /// When it was committed.
+    pub at: chrono::DateTime<chrono::Utc>,
+    /// What happened.
+    pub kind: MatchEventKind,
+    /// The registration concerned.
+    pub reference: Option<ID>,
+    /// The proposal concerned.
+    pub proposal_id: Option<ID>,
+    /// The provider concerned.
+    pub provider_id: Option<ID>,
+    /// People in the household (registered) or attached.
+    pub people: Option<u32>,
+    /// Who declined.
+    pub declined_by: Option<Responder>,
+    /// The clinic concerned.
+    pub facility_number: Option<String>,
+    /// On `MISSED`: the last sequence number delivered before the gap.
+    pub missed_after_seq: Option<u64>,
+}
+
+impl MatchEvent {
+    fn base(shard: &ShardKey, seq: u64, at: d::Timestamp, kind: MatchEventKind) -> Self {
+        MatchEvent {
+            health_authority: shard.ha.as_str().to_string(),
+            community: shard.community.as_str().to_string(),
+            seq,
+            at: at.to_utc(),
+            kind,
+            reference: None,
+            proposal_id: None,
+            provider_id: None,
+            people: None,
+            declined_by: None,
+            facility_number: None,
+            missed_after_seq: None,
+        }
+    }
+
+    fn missed(shard: &ShardKey, after: u64) -> Self {
+        MatchEvent { missed_after_seq: Some(after), ..Self::base(shard, 0, d::Timestamp::now(), MatchEventKind::Missed) }
+    }
+}
+
+fn id(v: impl ToString) -> Option<ID> {
+    Some(ID(v.to_string()))
+}
+
+impl From<Event> for MatchEvent {
+    fn from(e: Event) -> Self {
+        use MatchEventKind as K;
+        let (kind, reference, proposal, provider) = match &e.kind {
+            EventKind::Registered { reference, .. } => (K::Registered, id(reference), None, None),
+            EventKind::Withdrawn { reference } => (K::Withdrawn, id(reference), None, None),
+            EventKind::Proposed { proposal, reference, provider } => (K::Proposed, id(reference), id(proposal), id(provider)),
+            EventKind::Accepted { proposal, reference, provider } => (K::Accepted, id(reference), id(proposal), id(provider)),
+            EventKind::Declined { proposal, reference, provider, .. } => (K::Declined, id(reference), id(proposal), id(provider)),
+            EventKind::Expired { proposal, reference, provider } => (K::Expired, id(reference), id(proposal), id(provider)),
+            EventKind::Attached { reference, provider, .. } => (K::Attached, reference.as_ref().and_then(id), None, id(provider)),
+            EventKind::CapacityChanged { provider } => (K::CapacityChanged, None, None, id(provider)),
+            EventKind::ProviderUpdated { provider } => (K::ProviderUpdated, None, None, id(provider)),
+            EventKind::ClinicUpdated { .. } => (K::ClinicUpdated, None, None, None),
+        };
+        let mut out = MatchEvent { reference, proposal_id: proposal, provider_id: provider, ..Self::base(&e.shard, e.seq, e.at, kind) };
+        match e.kind {
+            EventKind::Registered { household_size, .. } => out.people = Some(u32::from(household_size)),
+            EventKind::Attached { patients, .. } => out.people = Some(u32::from(patients)),
+            EventKind::Declined { by, .. } => out.declined_by = Some(by.into()),
+            EventKind::ClinicUpdated { facility } => out.facility_number = Some(facility),
+            _ => {}
+        }
+        out
+    }
+}
+
+/// A page of a community's events.
+#[derive(SimpleObject)]
+#[graphql(serial)]
+pub struct EventPage {
+    /// Events in sequence order.
+    pub nodes: Vec<MatchEvent>,
+    /// The sequence number of the last event returned (pass as `afterSeq` for more);
+    /// `afterSeq` itself when there was nothing new.
+    pub last_seq: u64,
+    /// Whether more events may follow (the page was full).
+    pub has_more: bool,
+}
+
+/// The catch-up query.
+#[derive(Default)]
+pub struct FeedQuery;
+
+#[Object]
+impl FeedQuery {
+    /// A community's committed events after `afterSeq`, in sequence order: what a
+    /// subscriber that reconnects or fell behind uses to fill its gap.
+    async fn events(
+        &self,
+        ctx: &Context<'_>,
+        community_code: String,
+        #[graphql(default)] after_seq: u64,
+        first: Option<i32>,
+    ) -> async_graphql::Result<EventPage> {
+        let code = d::CommunityCode::parse(&community_code).gql()?;
+        let limit = super::cursor::page_size(first, max_page(ctx)).gql()?;
+        let events = system(ctx).events_after(&code, after_seq, limit).await.gql()?;
+        let last_seq = events.last().map_or(after_seq, |e| e.seq);
+        Ok(EventPage { has_more: events.len() == limit, last_seq, nodes: events.into_iter().map(Into::into).collect() })
+    }
+}
+
+/// The subscriptions.
+pub struct SubscriptionRoot;
+
+/// One community's live events, replayed from `after` first.
+struct Live {
+    shard: ShardKey,
+    rx: broadcast::Receiver<Event>,
+    /// The last sequence number delivered: later duplicates are dropped.
+    last: u64,
+    /// Replayed events still to deliver.
+    backlog: VecDeque<Event>,
+}
+
+fn live_stream(live: Live) -> BoxStream<'static, MatchEvent> {
+    stream::unfold(live, |mut s| async move {
+        if let Some(e) = s.backlog.pop_front() {
+            s.last = e.seq;
+            return Some((MatchEvent::from(e), s));
+        }
+        loop {
+            match s.rx.recv().await {
+                Ok(e) if e.seq <= s.last => continue,
+                Ok(e) => {
+                    s.last = e.seq;
+                    return Some((MatchEvent::from(e), s));
+                }
+                Err(RecvError::Lagged(_)) => {
+                    let notice = MatchEvent::missed(&s.shard, s.last);
+                    return Some((notice, s));
+                }
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    })
+    .boxed()
+}
+
+async fn community_stream(ctx: &Context<'_>, code: &d::CommunityCode, after: Option<u64>) -> async_graphql::Result<BoxStream<'static, MatchEvent>> {
+    let system = system(ctx);
+    // Subscribe before reading the store, so no event falls between the two.
+    let (shard, rx) = system.subscribe(code).gql()?;
+    let max_replay = ctx.data_unchecked::<FeedSettings>().max_replay;
+    let (backlog, last) = match after {
+        None => (VecDeque::new(), 0),
+        Some(after) => {
+            let events = system.events_after(code, after, max_replay + 1).await.gql()?;
+            if events.len() > max_replay {
+                // Too much to replay here: say so, and let the client page with `events`.
+                let notice = MatchEvent::missed(&shard, after);
+                let rest = live_stream(Live { shard, rx, last: events.last().map_or(after, |e| e.seq), backlog: VecDeque::new() });
+                return Ok(stream::once(async move { notice }).chain(rest).boxed());
+            }
+            (events.into(), after)
+        }
+    };
+    Ok(live_stream(Live { shard, rx, last, backlog }))
+}
+
+#[Subscription(name = "Subscription")]
+impl SubscriptionRoot {
+    /// A community's events as they are committed, in sequence order. With
+    /// `afterSeq`, events committed after that sequence are replayed first.
+    async fn community_events(
+        &self,
+        ctx: &Context<'_>,
+        community_code: String,
+        after_seq: Option<u64>,
+    ) -> async_graphql::Result<BoxStream<'static, MatchEvent>> {
+        let code = d::CommunityCode::parse(&community_code).gql()?;
+        community_stream(ctx, &code, after_seq).await
+    }
+
+    /// Every community of a health authority, each in its own sequence order.
+    async fn health_authority_events(&self, ctx: &Context<'_>, code: String) -> async_graphql::Result<BoxStream<'static, MatchEvent>> {
+        let ha = d::HaCode::parse(&code).gql()?;
+        let authority = system(ctx)
+            .regions()
+            .health_authority(ha.as_str())
+            .ok_or_else(|| super::error::to_graphql(attach_actors::error::AttachError::not_found("health authority")))?;
+        let mut streams = Vec::new();
+        for c in &authority.communities {
+            streams.push(community_stream(ctx, &c.shard.community, None).await?);
+        }
+        Ok(stream::select_all(streams).boxed())
+    }
+}
