@@ -288,6 +288,11 @@ impl AttachSystem {
         Ok(self.store.events_after(&shard, after, limit).await?)
     }
 
+    /// How the live feed is doing.
+    pub fn feed_status(&self) -> crate::feed::FeedStatus {
+        self.feed.status()
+    }
+
     /// A live receiver of a community's events, and its shard.
     pub fn subscribe(&self, community: &CommunityCode) -> Result<(ShardKey, broadcast::Receiver<Event>), AttachError> {
         let shard = self.shard_of(community)?;

@@ -32,6 +32,9 @@ enum Command {
         /// Regions file.
         #[arg(long)]
         regions: Option<PathBuf>,
+        /// Redis for the live feed, e.g. redis://127.0.0.1:6379 (default: in-process).
+        #[arg(long)]
+        redis: Option<String>,
         /// Seed a synthetic province on first start.
         #[arg(long, value_parser = ["small", "province"])]
         demo: Option<String>,
@@ -47,12 +50,13 @@ pub async fn run() -> anyhow::Result<()> {
             print!("{}", crate::graphql::sdl());
             Ok(())
         }
-        Command::Serve { config, listen, data_dir, regions, demo } => {
+        Command::Serve { config, listen, data_dir, regions, redis, demo } => {
             let mut settings = Settings::load(config.as_deref())?;
             settings.listen = listen.unwrap_or(settings.listen);
             settings.data_dir = data_dir.unwrap_or(settings.data_dir);
             settings.regions = regions.unwrap_or(settings.regions);
             settings.demo = demo.or(settings.demo);
+            settings.redis = redis.or(settings.redis);
             crate::telemetry::init(&settings.log);
             let host = settings.listen.ip();
             let app = Application::build(settings).await?;

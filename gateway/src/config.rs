@@ -24,6 +24,8 @@ pub struct Settings {
     pub regions: PathBuf,
     /// Seed a synthetic province on first start: `small` or `province`.
     pub demo: Option<String>,
+    /// Redis for the live feed (`redis://host:port`); none: an in-process feed.
+    pub redis: Option<String>,
     /// The embedded store's page cache, in MiB (bounded so memory is predictable).
     pub store_cache_mib: u64,
     /// Shard actor settings.
@@ -95,6 +97,7 @@ impl Default for Settings {
             data_dir: PathBuf::from("data"),
             regions: PathBuf::from("infra/regions/bc.toml"),
             demo: None,
+            redis: None,
             store_cache_mib: 64,
             shard: ShardSettings::default(),
             matching: Policy::default(),
@@ -141,6 +144,9 @@ impl Settings {
     fn check(&self) -> anyhow::Result<()> {
         anyhow::ensure!(self.shard.mailbox_capacity > 0, "shard.mailbox_capacity must be at least 1");
         anyhow::ensure!(self.limits.max_page_size > 0, "limits.max_page_size must be at least 1");
+        if let Some(url) = &self.redis {
+            anyhow::ensure!(url.starts_with("redis://") || url.starts_with("rediss://"), "redis must be a redis:// URL");
+        }
         if let Some(demo) = &self.demo {
             anyhow::ensure!(matches!(demo.as_str(), "small" | "province"), "demo must be `small` or `province`");
         }

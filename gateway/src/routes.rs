@@ -110,7 +110,16 @@ async fn graphql(State(state): State<AppState>, body: Body) -> Response {
 async fn readyz(State(state): State<AppState>) -> Response {
     let (up, total) = state.system.directory().running();
     let started = state.started.load(Ordering::Acquire);
+    // A feed that is down does not make the node unready: mutations stay
+    // durable and subscribers catch up; the state is reported for operators.
+    let feed = state.system.feed_status();
     let ready = started && up == total;
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(json!({ "ready": ready, "started": started, "shards": { "running": up, "total": total } }))).into_response()
+    let body = json!({
+        "ready": ready,
+        "started": started,
+        "shards": { "running": up, "total": total },
+        "feed": { "backend": feed.backend, "connected": feed.connected, "dropped": feed.dropped },
+    });
+    (status, Json(body)).into_response()
 }

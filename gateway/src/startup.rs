@@ -12,6 +12,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use attach_actors::demo::{self, DemoSize};
 use attach_actors::domain::Timestamp;
+use attach_actors::feed::redis::RedisFeed;
 use attach_actors::feed::{Feed, MemoryFeed};
 use attach_actors::regions::Regions;
 use attach_actors::store::embedded::{EmbeddedOptions, EmbeddedStore};
@@ -45,7 +46,10 @@ impl Application {
             tokio::task::spawn_blocking(move || EmbeddedStore::open(&path, options)).await.context("opening the store")??,
         );
         let owner = format!("attach-{}", std::process::id());
-        let feed: Arc<dyn Feed> = Arc::new(MemoryFeed::new(settings.feed.buffer));
+        let feed: Arc<dyn Feed> = match &settings.redis {
+            Some(url) => RedisFeed::start(url, settings.feed.buffer)?,
+            None => Arc::new(MemoryFeed::new(settings.feed.buffer)),
+        };
         let system = Arc::new(AttachSystem::new(regions.clone(), store.clone(), feed, settings.shard_config(), owner));
         let listener = TcpListener::bind(settings.listen).await.with_context(|| format!("binding {}", settings.listen))?;
         let port = listener.local_addr()?.port();

@@ -6,8 +6,10 @@
 //! sequence number, a subscriber that falls behind is told from which sequence
 //! it missed events, and [`crate::store::Store::events_after`] fills any gap.
 //!
-//! Backends: [`MemoryFeed`], an in-process broadcast (the default). Redis
-//! pub/sub comes with the live-feed issue.
+//! Backends: [`MemoryFeed`], an in-process broadcast (the default), and
+//! [`redis::RedisFeed`], Redis pub/sub shared by several gateway processes.
+
+pub mod redis;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -23,6 +25,22 @@ pub trait Feed: Send + Sync + 'static {
 
     /// A receiver of a shard's events from now on.
     fn subscribe(&self, shard: &ShardKey) -> broadcast::Receiver<Event>;
+
+    /// How the feed is doing, for `/readyz` and statistics.
+    fn status(&self) -> FeedStatus {
+        FeedStatus { backend: "memory", connected: true, dropped: 0 }
+    }
+}
+
+/// How a feed is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FeedStatus {
+    /// `memory` or `redis`.
+    pub backend: &'static str,
+    /// Whether events flow now (always for the in-process feed).
+    pub connected: bool,
+    /// Events not published because the backend was down or slow (recoverable by catch-up).
+    pub dropped: u64,
 }
 
 /// An in-process broadcast per shard.

@@ -3,8 +3,9 @@
 //! A subscription subscribes to the live feed first and then replays from the
 //! store whatever came after the client's `afterSeq`, so nothing falls between
 //! the two; duplicates are dropped by sequence number. A subscriber that falls
-//! behind the feed's buffer gets one `MISSED` event naming the last sequence it
-//! saw, and fills the gap with the `events` query.
+//! behind the feed's buffer, or whose events pub/sub lost (a jump in sequence
+//! numbers), gets one `MISSED` event naming the last sequence it saw, and fills
+//! the gap with the `events` query.
 
 use std::collections::VecDeque;
 
@@ -173,8 +174,10 @@ pub struct SubscriptionRoot;
 struct Live {
     shard: ShardKey,
     rx: broadcast::Receiver<Event>,
-    /// The last sequence number delivered: later duplicates are dropped.
-    last: u64,
+    /// The last sequence number delivered (or replayed from): later duplicates
+    /// are dropped, and a jump past `last + 1` is a gap. `None` until the first
+    /// event of a subscription that started without `afterSeq`.
+    last: Option<u64>,
     /// Replayed events still to deliver.
     backlog: VecDeque<Event>,
 }
@@ -182,18 +185,25 @@ struct Live {
 fn live_stream(live: Live) -> BoxStream<'static, MatchEvent> {
     stream::unfold(live, |mut s| async move {
         if let Some(e) = s.backlog.pop_front() {
-            s.last = e.seq;
+            s.last = Some(e.seq);
             return Some((MatchEvent::from(e), s));
         }
         loop {
             match s.rx.recv().await {
-                Ok(e) if e.seq <= s.last => continue,
+                Ok(e) if s.last.is_some_and(|last| e.seq <= last) => continue,
                 Ok(e) => {
-                    s.last = e.seq;
+                    if let Some(last) = s.last.filter(|last| e.seq > last + 1) {
+                        // Pub/sub lost events (a Redis outage, say): say so before going on.
+                        s.backlog.push_back(e);
+                        s.last = None;
+                        return Some((MatchEvent::missed(&s.shard, last), s));
+                    }
+                    s.last = Some(e.seq);
                     return Some((MatchEvent::from(e), s));
                 }
                 Err(RecvError::Lagged(_)) => {
-                    let notice = MatchEvent::missed(&s.shard, s.last);
+                    let notice = MatchEvent::missed(&s.shard, s.last.unwrap_or(0));
+                    s.last = None;
                     return Some((notice, s));
                 }
                 Err(RecvError::Closed) => return None,
@@ -209,16 +219,16 @@ async fn community_stream(ctx: &Context<'_>, code: &d::CommunityCode, after: Opt
     let (shard, rx) = system.subscribe(code).gql()?;
     let max_replay = ctx.data_unchecked::<FeedSettings>().max_replay;
     let (backlog, last) = match after {
-        None => (VecDeque::new(), 0),
+        None => (VecDeque::new(), None),
         Some(after) => {
             let events = system.events_after(code, after, max_replay + 1).await.gql()?;
             if events.len() > max_replay {
                 // Too much to replay here: say so, and let the client page with `events`.
                 let notice = MatchEvent::missed(&shard, after);
-                let rest = live_stream(Live { shard, rx, last: events.last().map_or(after, |e| e.seq), backlog: VecDeque::new() });
+                let rest = live_stream(Live { shard, rx, last: None, backlog: VecDeque::new() });
                 return Ok(stream::once(async move { notice }).chain(rest).boxed());
             }
-            (events.into(), after)
+            (events.into(), Some(after))
         }
     };
     Ok(live_stream(Live { shard, rx, last, backlog }))

@@ -8,6 +8,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::helpers::{phn, Spawn, TestApp};
+use crate::redis::RedisServer;
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
@@ -56,7 +57,7 @@ async fn register(app: &TestApp, community: &str, n: u32) -> String {
     data["registerHousehold"]["reference"].as_str().unwrap().to_string()
 }
 
-const SUBSCRIBE: &str = "subscription($c: String!, $after: Int) { communityEvents(communityCode: $c, afterSeq: $after) { community seq kind reference people } }";
+const SUBSCRIBE: &str = "subscription($c: String!, $after: Int) { communityEvents(communityCode: $c, afterSeq: $after) { community seq kind reference people missedAfterSeq } }";
 
 #[tokio::test]
 async fn coordinators_see_their_community_live_in_order_and_catch_up() {
@@ -131,4 +132,95 @@ async fn the_legacy_graphql_ws_protocol_works_too() {
     let msg = next_message(&mut ws).await;
     assert_eq!(msg["type"], "data", "{msg}");
     assert_eq!(msg["payload"]["data"]["communityEvents"]["reference"], reference.as_str());
+}
+
+fn with_redis(redis: &RedisServer) -> Spawn {
+    Spawn { env: vec![("ATTACH_REDIS".to_string(), redis.url())], ..Spawn::default() }
+}
+
+async fn subscribe(ws: &mut Ws, id: &str, community: &str, after: Option<u64>) {
+    let vars = json!({ "c": community, "after": after });
+    ws.send(Message::text(json!({ "id": id, "type": "subscribe", "payload": { "query": SUBSCRIBE, "variables": vars } }).to_string()))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn two_processes_share_one_redis() {
+    let redis = RedisServer::start();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = TestApp::spawn(dir_a.path(), with_redis(&redis)).await;
+    let b = TestApp::spawn(dir_b.path(), with_redis(&redis)).await;
+    let mut ws = connect(&b, "graphql-transport-ws").await;
+    subscribe(&mut ws, "1", "111", None).await;
+    redis.wait_subscribed("attach:feed:IHA:111").await;
+
+    register(&a, "112", 1).await; // another community: never delivered
+    let mut refs = Vec::new();
+    for n in 2..7 {
+        refs.push(register(&a, "111", n).await);
+    }
+    for (i, r) in refs.iter().enumerate() {
+        let e = next_event(&mut ws).await;
+        assert_eq!((e["community"].as_str(), e["seq"].as_u64()), (Some("111"), Some(i as u64 + 1)), "in sequence order, ours only");
+        assert_eq!(e["reference"], r.as_str(), "made on process A, seen on process B");
+    }
+    let ready: Value = b.http().get(format!("{}/readyz", b.url)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(ready["feed"]["backend"], "redis");
+    assert_eq!(ready["feed"]["connected"], true);
+}
+
+#[tokio::test]
+async fn a_redis_outage_loses_no_mutation_and_catch_up_fills_the_gap() {
+    let mut redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::spawn(dir.path(), with_redis(&redis)).await;
+    let mut ws = connect(&app, "graphql-transport-ws").await;
+    subscribe(&mut ws, "1", "111", None).await;
+    redis.wait_subscribed("attach:feed:IHA:111").await;
+    register(&app, "111", 1).await;
+    assert_eq!(next_event(&mut ws).await["seq"], 1);
+
+    // Redis goes away: every mutation still succeeds and is durable.
+    redis.stop();
+    for n in 2..6 {
+        register(&app, "111", n).await;
+    }
+    redis.restart();
+    redis.wait_subscribed("attach:feed:IHA:111").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let ready: Value = app.http().get(format!("{}/readyz", app.url)).send().await.unwrap().json().await.unwrap();
+        if ready["feed"]["connected"] == true {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the feed never reconnected: {ready}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // New events flow again, and the subscriber is told where its gap begins.
+    for n in 6..9 {
+        register(&app, "111", n).await;
+    }
+    let mut notices = Vec::new();
+    let mut delivered = Vec::new();
+    while delivered.last() != Some(&8) {
+        assert!(notices.len() + delivered.len() < 20, "events 6..=8 never arrived: {delivered:?} {notices:?}");
+        let e = next_event(&mut ws).await;
+        match e["kind"].as_str() {
+            Some("MISSED") => notices.push(e["missedAfterSeq"].as_u64().unwrap()),
+            _ => {
+                let seq = e["seq"].as_u64().unwrap();
+                if delivered.is_empty() && seq > 2 {
+                    assert_eq!(notices, [1], "a gap after seq 1 is announced before seq {seq}");
+                }
+                delivered.push(seq);
+            }
+        }
+    }
+
+    // The gap is recoverable: every event is in the store, in order.
+    let page = app.ok("{ events(communityCode: \"111\", afterSeq: 1, first: 100) { nodes { seq kind } } }", json!({})).await;
+    let seqs: Vec<u64> = page["events"]["nodes"].as_array().unwrap().iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, (2..=8).collect::<Vec<_>>());
 }

@@ -4,3 +4,4 @@
 mod feed;
 mod helpers;
 mod journey;
+mod redis;

@@ -1,0 +1,193 @@
+//! The Redis pub/sub feed, for several gateway processes sharing one stream.
+//!
+//! Each shard's events go to the channel `attach:feed:{ha}:{community}`. A
+//! process holds ONE pub/sub connection and subscribes to a shard's channel
+//! when its first local subscriber appears; events received there are fanned
+//! out locally through a [`MemoryFeed`], so a thousand coordinators on one
+//! gateway cost Redis one subscription, not a thousand.
+//!
+//! Pub/sub is at-most-once, and so is this feed: while Redis is down, publishing
+//! drops events (counted) and mutations carry on, because events are already
+//! durable in the store; both connections reconnect with backoff, and a
+//! subscriber fills any gap with the catch-up query.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use redis::AsyncCommands;
+use tokio::sync::{broadcast, mpsc};
+use tracing::{info, warn};
+
+use super::{Feed, FeedStatus, MemoryFeed};
+use crate::domain::{Event, ShardKey};
+
+const UP: u8 = 1;
+const DOWN: u8 = 2;
+
+/// The channel of a shard.
+pub fn channel(shard: &ShardKey) -> String {
+    format!("attach:feed:{}:{}", shard.ha.as_str(), shard.community.as_str())
+}
+
+/// A feed over Redis pub/sub.
+pub struct RedisFeed {
+    /// Local fan-out of what arrives from Redis.
+    local: Arc<MemoryFeed>,
+    /// Events waiting for the publisher connection (bounded; full means dropped).
+    outgoing: mpsc::Sender<Event>,
+    /// Channels to subscribe to, sent to the subscriber connection.
+    wanted: mpsc::UnboundedSender<String>,
+    /// Channels asked for so far (at most one per shard).
+    asked: Mutex<HashSet<String>>,
+    publisher: Arc<AtomicU8>,
+    subscriber: Arc<AtomicU8>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl RedisFeed {
+    /// Connects in the background to `url` (`redis://host:port`); `buffer` bounds
+    /// both the outgoing queue and each local subscriber's lag.
+    pub fn start(url: &str, buffer: usize) -> anyhow::Result<Arc<Self>> {
+        let client = redis::Client::open(url)?;
+        let local = Arc::new(MemoryFeed::new(buffer));
+        let (outgoing, out_rx) = mpsc::channel(buffer.max(1));
+        let (wanted, wanted_rx) = mpsc::unbounded_channel();
+        let publisher = Arc::new(AtomicU8::new(0));
+        let subscriber = Arc::new(AtomicU8::new(0));
+        let dropped = Arc::new(AtomicU64::new(0));
+        tokio::spawn(publish_loop(client.clone(), out_rx, publisher.clone(), dropped.clone()));
+        tokio::spawn(subscribe_loop(client, wanted_rx, local.clone(), subscriber.clone()));
+        Ok(Arc::new(RedisFeed { local, outgoing, wanted, asked: Mutex::new(HashSet::new()), publisher, subscriber, dropped }))
+    }
+}
+
+impl Feed for RedisFeed {
+    fn publish(&self, events: &[Event]) {
+        for e in events {
+            if self.outgoing.try_send(e.clone()).is_err() {
+                // Redis is slow or down: the event is durable, catch-up finds it.
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn subscribe(&self, shard: &ShardKey) -> broadcast::Receiver<Event> {
+        let rx = self.local.subscribe(shard);
+        let ch = channel(shard);
+        if self.asked.lock().unwrap_or_else(|e| e.into_inner()).insert(ch.clone()) {
+            let _ = self.wanted.send(ch);
+        }
+        rx
+    }
+
+    fn status(&self) -> FeedStatus {
+        let up = |s: &AtomicU8| s.load(Ordering::Relaxed) == UP;
+        FeedStatus {
+            backend: "redis",
+            connected: up(&self.publisher) && up(&self.subscriber),
+            dropped: self.dropped.load(Ordering::Relaxed),
+        }
+    }
+}
+
+async fn backoff(attempt: &mut u32) {
+    let ms = (100u64 << (*attempt).min(6)).min(5_000);
+    *attempt += 1;
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+}
+
+async fn publish_loop(client: redis::Client, mut rx: mpsc::Receiver<Event>, state: Arc<AtomicU8>, dropped: Arc<AtomicU64>) {
+    let mut attempt = 0;
+    loop {
+        let mut conn = match client.get_multiplexed_async_connection().await {
+            Ok(c) => c,
+            Err(e) => {
+                state.store(DOWN, Ordering::Relaxed);
+                warn!(error = %e, "feed publisher cannot reach Redis; retrying");
+                // Events queued meanwhile are dropped rather than held: the store has them.
+                while rx.try_recv().is_ok() {
+                    dropped.fetch_add(1, Ordering::Relaxed);
+                }
+                backoff(&mut attempt).await;
+                continue;
+            }
+        };
+        state.store(UP, Ordering::Relaxed);
+        attempt = 0;
+        info!("feed publisher connected to Redis");
+        loop {
+            let Some(event) = rx.recv().await else { return };
+            let bytes = match postcard::to_allocvec(&event) {
+                Ok(b) => b,
+                Err(e) => {
+                    warn!(error = %e, "could not encode an event");
+                    continue;
+                }
+            };
+            if let Err(e) = conn.publish::<_, _, ()>(channel(&event.shard), bytes).await {
+                state.store(DOWN, Ordering::Relaxed);
+                dropped.fetch_add(1, Ordering::Relaxed);
+                warn!(error = %e, "feed publisher lost Redis; reconnecting");
+                break;
+            }
+        }
+    }
+}
+
+async fn subscribe_loop(
+    client: redis::Client,
+    mut wanted_rx: mpsc::UnboundedReceiver<String>,
+    local: Arc<MemoryFeed>,
+    state: Arc<AtomicU8>,
+) {
+    let mut channels: HashSet<String> = HashSet::new();
+    let mut attempt = 0;
+    loop {
+        let pubsub = match client.get_async_pubsub().await {
+            Ok(p) => p,
+            Err(e) => {
+                state.store(DOWN, Ordering::Relaxed);
+                warn!(error = %e, "feed subscriber cannot reach Redis; retrying");
+                while let Ok(ch) = wanted_rx.try_recv() {
+                    channels.insert(ch);
+                }
+                backoff(&mut attempt).await;
+                continue;
+            }
+        };
+        let (mut sink, mut stream) = pubsub.split();
+        let mut ok = true;
+        for ch in &channels {
+            ok &= sink.subscribe(ch).await.is_ok();
+        }
+        if ok {
+            state.store(UP, Ordering::Relaxed);
+            attempt = 0;
+            info!(channels = channels.len(), "feed subscriber connected to Redis");
+        }
+        while ok {
+            tokio::select! {
+                ch = wanted_rx.recv() => match ch {
+                    Some(ch) => {
+                        ok = sink.subscribe(&ch).await.is_ok();
+                        channels.insert(ch);
+                    }
+                    None => return,
+                },
+                msg = stream.next() => match msg {
+                    Some(msg) => match postcard::from_bytes::<Event>(msg.get_payload_bytes()) {
+                        Ok(event) => local.publish(std::slice::from_ref(&event)),
+                        Err(e) => warn!(error = %e, "an unreadable message on a feed channel"),
+                    },
+                    None => ok = false,
+                },
+            }
+        }
+        state.store(DOWN, Ordering::Relaxed);
+        warn!("feed subscriber lost Redis; reconnecting");
+        backoff(&mut attempt).await;
+    }
+}
