@@ -18,6 +18,7 @@ use attach_actors::regions::Regions;
 use attach_actors::store::embedded::{EmbeddedOptions, EmbeddedStore};
 use attach_actors::store::Store;
 use attach_actors::system::AttachSystem;
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tracing::info;
@@ -85,7 +86,13 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let system = self.state.system.clone();
         info!(port = self.port, "listening");
-        let server = axum::serve(self.listener, router(self.state)).with_graceful_shutdown(shutdown).into_future();
+        // Small GraphQL answers and feed events must not wait for Nagle's algorithm.
+        let listener = self.listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::warn!(error = %e, "could not set TCP_NODELAY");
+            }
+        });
+        let server = axum::serve(listener, router(self.state)).with_graceful_shutdown(shutdown).into_future();
         tokio::pin!(server);
         let mut init = self.init;
         let mut starting = true;

@@ -3,6 +3,7 @@
 //! Every run is bounded by a duration and a request count. A response is a
 //! success only if it is HTTP 200 *and* carries no GraphQL errors.
 
+mod feed_latency;
 mod read_path;
 mod stats;
 
@@ -20,11 +21,14 @@ struct Cli {
 enum Command {
     /// Compares a waitlist page (through the shard actor) with a trivial query.
     ReadPath(read_path::Args),
+    /// Measures mutation-to-subscriber latency of the live feed.
+    FeedLatency(feed_latency::Args),
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::ReadPath(args) => read_path::run(args).await,
+        Command::FeedLatency(args) => feed_latency::run(args).await,
     }
 }

@@ -1,0 +1,153 @@
+//! Live-feed latency: N subscribers on one community over graphql-transport-ws,
+//! registrations sent one at a time, and for every event the time from sending
+//! the mutation to each subscriber receiving it. That bounds the commit-to-
+//! subscriber latency from above (it includes the HTTP request and the store's
+//! fsync as well as the feed: in-process, or Redis when the server runs with
+//! `--redis`).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::stats::summarise;
+
+/// Options of `feed-latency`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Base URL of a running Attach.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// Community whose feed is watched and where households register.
+    #[arg(long, default_value = "111")]
+    community: String,
+    /// Subscribers.
+    #[arg(long, default_value_t = 100)]
+    subscribers: usize,
+    /// Events (registrations) to send; bounded to 100,000.
+    #[arg(long, default_value_t = 10_000)]
+    events: u32,
+    /// First PHN body to register (each event uses the next valid one); pick a
+    /// range no earlier run used, since a PHN registers once.
+    #[arg(long, default_value_t = 30_000_000)]
+    phn_start: u32,
+    /// Stop after this many seconds whatever is left (bounded to 600).
+    #[arg(long, default_value_t = 300)]
+    max_seconds: u64,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+type Sent = Arc<Mutex<HashMap<String, Instant>>>;
+
+/// Runs the measurement.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    anyhow::ensure!(args.events <= 100_000 && args.max_seconds <= 600, "runs are bounded: at most 100,000 events and 600 s");
+    let sent: Sent = Arc::new(Mutex::new(HashMap::new()));
+    let deadline = Instant::now() + Duration::from_secs(args.max_seconds);
+    let ws_url = format!("{}/graphql", args.url.trim_end_matches('/').replacen("http", "ws", 1));
+    let mut subscribers = Vec::new();
+    for i in 0..args.subscribers {
+        subscribers.push(subscriber(&ws_url, &args.community, i, sent.clone(), args.events as usize, deadline).await?);
+    }
+    // Let every subscription reach the server (and Redis) before the first event.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let client = reqwest::Client::new();
+    let endpoint = format!("{}/graphql", args.url.trim_end_matches('/'));
+    let started = Instant::now();
+    let mut bodies = (args.phn_start..).filter_map(attach_actors::domain::Phn::with_body);
+    for _ in 0..args.events {
+        if Instant::now() > deadline {
+            break;
+        }
+        let phn = bodies.next().context("PHN bodies exhausted")?.expose();
+        let body = json!({
+            "query": "mutation($i: RegisterHouseholdInput!) { registerHousehold(input: $i) { reference } }",
+            "variables": { "i": { "community": args.community, "postalCode": "V0B 1M0",
+                "members": [{ "phn": phn, "givenName": "Load", "surname": "Test", "dateOfBirth": "1990-01-01" }] } },
+        });
+        let t = Instant::now();
+        let resp: Value = client.post(&endpoint).json(&body).send().await?.json().await?;
+        let reference = resp["data"]["registerHousehold"]["reference"]
+            .as_str()
+            .with_context(|| format!("registration failed: {resp}"))?
+            .to_string();
+        sent.lock().unwrap_or_else(|e| e.into_inner()).insert(reference, t);
+    }
+    let sending = started.elapsed();
+    let mut latencies = Vec::new();
+    let mut missing = 0u64;
+    for s in subscribers {
+        let (l, m) = s.await?;
+        latencies.extend(l);
+        missing += m;
+    }
+    let summary = summarise("feed_event", latencies, missing, sending);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        println!(
+            "{} subscribers x {} events: {} deliveries, {} missing; latency p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
+            args.subscribers, args.events, summary.ok, summary.errors, summary.p50_ms, summary.p90_ms, summary.p99_ms, summary.max_ms
+        );
+    }
+    Ok(())
+}
+
+/// One subscriber: connects, subscribes, and returns (latencies, events it never got).
+async fn subscriber(
+    url: &str,
+    community: &str,
+    index: usize,
+    sent: Sent,
+    expected: usize,
+    deadline: Instant,
+) -> anyhow::Result<tokio::task::JoinHandle<(Vec<Duration>, u64)>> {
+    let mut request = url.into_client_request()?;
+    request.headers_mut().insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse()?);
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.with_context(|| format!("subscriber {index} connecting"))?;
+    ws.send(Message::text(json!({ "type": "connection_init" }).to_string())).await?;
+    let query = "subscription($c: String!) { communityEvents(communityCode: $c) { kind reference } }";
+    ws.send(Message::text(
+        json!({ "id": "1", "type": "subscribe", "payload": { "query": query, "variables": { "c": community } } }).to_string(),
+    ))
+    .await?;
+    Ok(tokio::spawn(async move {
+        let mut latencies = Vec::with_capacity(expected);
+        while latencies.len() < expected {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(Some(Ok(Message::Text(text)))) = tokio::time::timeout(left.min(Duration::from_secs(10)), ws.next()).await else {
+                break;
+            };
+            let now = Instant::now();
+            let Ok(v) = serde_json::from_str::<Value>(&text) else { continue };
+            let event = &v["payload"]["data"]["communityEvents"];
+            if event["kind"] != "REGISTERED" {
+                continue;
+            }
+            let Some(reference) = event["reference"].as_str() else { continue };
+            // The event can beat the mutation's own response: wait for the send time.
+            let sent_at = loop {
+                if let Some(t) = sent.lock().unwrap_or_else(|e| e.into_inner()).get(reference).copied() {
+                    break Some(t);
+                }
+                if Instant::now() > deadline {
+                    break None;
+                }
+                tokio::task::yield_now().await;
+            };
+            if let Some(t) = sent_at {
+                latencies.push(now.saturating_duration_since(t));
+            }
+        }
+        let missing = (expected - latencies.len()) as u64;
+        (latencies, missing)
+    }))
+}
