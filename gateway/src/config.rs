@@ -68,11 +68,13 @@ pub struct FeedSettings {
     /// Events a subscription replays from the store when it starts with `afterSeq`;
     /// a larger gap gets a `MISSED` notice and is filled with the `events` query.
     pub max_replay: usize,
+    /// Subscriptions one WebSocket connection may hold at once.
+    pub max_subscriptions_per_connection: usize,
 }
 
 impl Default for FeedSettings {
     fn default() -> Self {
-        FeedSettings { buffer: 1024, keepalive_secs: 30, max_replay: 1000 }
+        FeedSettings { buffer: 1024, keepalive_secs: 30, max_replay: 1000, max_subscriptions_per_connection: 32 }
     }
 }
 

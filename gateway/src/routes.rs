@@ -19,7 +19,7 @@ use serde_json::json;
 
 use crate::graphql::document_cache::DocumentCache;
 use crate::graphql::error::ensure_codes;
-use crate::graphql::AttachSchema;
+use crate::graphql::{AttachSchema, ConnectionSubscriptions};
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -36,6 +36,8 @@ pub struct AppState {
     pub documents: Arc<DocumentCache>,
     /// Ping interval on subscription connections.
     pub keepalive: std::time::Duration,
+    /// Subscriptions one connection may hold.
+    pub max_subscriptions: usize,
 }
 
 /// The router.
@@ -65,9 +67,13 @@ async fn graphql_get(State(state): State<AppState>, request: axum::extract::Requ
     };
     let schema = state.schema.clone();
     let keepalive = state.keepalive;
+    let mut data = async_graphql::Data::default();
+    data.insert(ConnectionSubscriptions::new(state.max_subscriptions));
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
-        .on_upgrade(move |socket| GraphQLWebSocket::new(socket, schema, protocol).keepalive_timeout(keepalive).serve())
+        .on_upgrade(move |socket| {
+            GraphQLWebSocket::new(socket, schema, protocol).with_data(data).keepalive_timeout(keepalive).serve()
+        })
         .into_response()
 }
 

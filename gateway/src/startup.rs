@@ -73,7 +73,7 @@ impl Application {
         let schema = graphql::build(system.clone(), &settings.limits, &settings.feed);
         let documents = Arc::new(DocumentCache::new(1_000, 16 * 1024));
         let keepalive = std::time::Duration::from_secs(settings.feed.keepalive_secs.max(1));
-        let state = AppState { schema, system, started, max_body_bytes: settings.limits.max_body_bytes, documents, keepalive };
+        let state = AppState { schema, system, started, max_body_bytes: settings.limits.max_body_bytes, documents, keepalive, max_subscriptions: settings.feed.max_subscriptions_per_connection };
         Ok(Application { listener, port, state, init })
     }
 

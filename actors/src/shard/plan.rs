@@ -61,7 +61,7 @@ fn registration_or_404<'a>(state: &'a ShardState, r: &RegistrationRef) -> Result
 /// A new registration, waiting. PHN uniqueness is settled by the caller's claims.
 pub fn register(reference: RegistrationRef, household: Household, state: &ShardState, now: Timestamp) -> Change {
     let size = household.members.len() as u8;
-    let reg = Registration::new(reference, state.key.clone(), household, now);
+    let reg = Registration::new(reference, state.key.clone(), household, state.next_registration_time(now));
     Change {
         upserts: vec![Record::Registration(reg)],
         events: vec![EventKind::Registered { reference, household_size: size }],

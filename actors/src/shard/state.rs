@@ -52,6 +52,9 @@ pub struct ShardState {
     panels: HashMap<ProviderId, BTreeMap<Phn, PanelEntry>>,
     /// People attached, by attachment time, for rates and "this week".
     attachments: BTreeMap<Timestamp, u32>,
+    /// The latest registration time in the shard, so the next one is later:
+    /// the place in line is the registration order, even within a millisecond.
+    latest_registration: Timestamp,
 }
 
 impl ShardState {
@@ -68,7 +71,14 @@ impl ShardState {
             clinics: BTreeMap::new(),
             panels: HashMap::new(),
             attachments: BTreeMap::new(),
+            latest_registration: Timestamp(i64::MIN),
         }
+    }
+
+    /// The registration time for a household registering `now`: strictly after
+    /// every registration already in the shard.
+    pub fn next_registration_time(&self, now: Timestamp) -> Timestamp {
+        now.max(self.latest_registration.plus_ms(1))
     }
 
     /// Applies a committed change (or a loaded record set).
@@ -95,6 +105,7 @@ impl ShardState {
                     self.unindex_registration(&old);
                 }
                 self.index_registration(&r);
+                self.latest_registration = self.latest_registration.max(r.registered_at);
                 self.registrations.insert(r.reference, r);
             }
             Record::Proposal(p) => {

@@ -311,3 +311,19 @@ async fn waitlist_pages_filter_and_unknown_things() {
     assert_eq!(s.answer(&ProposalId::generate(), Answer::Accept).await.unwrap_err().code, ErrorCode::NotFound);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn registrations_in_one_millisecond_keep_their_order() {
+    let w = world(ShardConfig::default()).await;
+    let s = &w.system;
+    let fernie = c("111");
+    let mut refs = Vec::new();
+    for i in 0..20 {
+        refs.push(s.register(&fernie, household(&[phn(300 + i)], &[])).await.unwrap().registration.reference);
+    }
+    let page = s.waitlist(&fernie, WaitlistQuery { limit: 50, ..Default::default() }).await.unwrap();
+    let order: Vec<_> = page.items.iter().map(|r| r.reference).collect();
+    assert_eq!(order, refs, "the line is the registration order");
+    assert!(page.items.windows(2).all(|w| w[0].registered_at < w[1].registered_at));
+    s.stop().await;
+}

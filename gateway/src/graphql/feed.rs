@@ -8,9 +8,12 @@
 //! the gap with the `events` query.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use async_graphql::{Context, Enum, Object, SimpleObject, Subscription, ID};
 use attach_actors::domain::{self as d, Event, EventKind, ShardKey};
+use attach_actors::error::{AttachError, ErrorCode};
 use futures::stream::{self, BoxStream, StreamExt};
 use tokio::sync::broadcast::{self, error::RecvError};
 
@@ -170,6 +173,51 @@ impl FeedQuery {
 /// The subscriptions.
 pub struct SubscriptionRoot;
 
+/// The subscriptions open on one WebSocket connection, against its cap.
+pub struct ConnectionSubscriptions {
+    open: Arc<AtomicUsize>,
+    cap: usize,
+}
+
+impl ConnectionSubscriptions {
+    /// A fresh connection allowed `cap` subscriptions at once.
+    pub fn new(cap: usize) -> Self {
+        ConnectionSubscriptions { open: Arc::new(AtomicUsize::new(0)), cap }
+    }
+
+    fn acquire(&self) -> async_graphql::Result<Slot> {
+        let taken = self.open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.cap).then_some(n + 1));
+        match taken {
+            Ok(_) => Ok(Slot(self.open.clone())),
+            Err(_) => Err(super::error::to_graphql(AttachError::new(
+                ErrorCode::RateLimited,
+                format!("this connection already holds {} subscriptions; close one first", self.cap),
+            ))),
+        }
+    }
+}
+
+/// One subscription's place on its connection, given back when its stream ends.
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Takes a slot on the caller's connection (none over plain HTTP) and ties it to `stream`.
+fn hold_slot(ctx: &Context<'_>, stream: BoxStream<'static, MatchEvent>) -> async_graphql::Result<BoxStream<'static, MatchEvent>> {
+    let Some(connection) = ctx.data_opt::<ConnectionSubscriptions>() else { return Ok(stream) };
+    let slot = connection.acquire()?;
+    Ok(stream
+        .map(move |event| {
+            let _held = &slot;
+            event
+        })
+        .boxed())
+}
+
 /// One community's live events, replayed from `after` first.
 struct Live {
     shard: ShardKey,
@@ -245,7 +293,8 @@ impl SubscriptionRoot {
         after_seq: Option<u64>,
     ) -> async_graphql::Result<BoxStream<'static, MatchEvent>> {
         let code = d::CommunityCode::parse(&community_code).gql()?;
-        community_stream(ctx, &code, after_seq).await
+        let stream = community_stream(ctx, &code, after_seq).await?;
+        hold_slot(ctx, stream)
     }
 
     /// Every community of a health authority, each in its own sequence order.
@@ -254,11 +303,70 @@ impl SubscriptionRoot {
         let authority = system(ctx)
             .regions()
             .health_authority(ha.as_str())
-            .ok_or_else(|| super::error::to_graphql(attach_actors::error::AttachError::not_found("health authority")))?;
+            .ok_or_else(|| super::error::to_graphql(AttachError::not_found("health authority")))?;
         let mut streams = Vec::new();
         for c in &authority.communities {
             streams.push(community_stream(ctx, &c.shard.community, None).await?);
         }
-        Ok(stream::select_all(streams).boxed())
+        hold_slot(ctx, stream::select_all(streams).boxed())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use attach_actors::domain::{ProviderId, Timestamp};
+
+    fn shard() -> ShardKey {
+        ShardKey::parse("IHA/111").unwrap()
+    }
+
+    fn event(seq: u64) -> Event {
+        Event { shard: shard(), seq, at: Timestamp(0), kind: EventKind::CapacityChanged { provider: ProviderId::parse("P1234").unwrap() } }
+    }
+
+    fn describe(e: &MatchEvent) -> (u64, Option<u64>) {
+        (e.seq, e.missed_after_seq)
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_that_falls_behind_is_told_once_and_goes_on() {
+        let (tx, rx) = broadcast::channel(4);
+        let mut s = live_stream(Live { shard: shard(), rx, last: None, backlog: VecDeque::new() });
+        tx.send(event(1)).unwrap();
+        assert_eq!(describe(&s.next().await.unwrap()), (1, None));
+        for seq in 2..=20 {
+            tx.send(event(seq)).unwrap(); // nobody reads: the channel keeps the newest 4
+        }
+        assert_eq!(describe(&s.next().await.unwrap()), (0, Some(1)), "MISSED after seq 1");
+        let mut got = Vec::new();
+        for _ in 0..4 {
+            got.push(s.next().await.unwrap().seq);
+        }
+        assert_eq!(got, [17, 18, 19, 20], "then the newest, in order; memory held: 4 events");
+    }
+
+    #[tokio::test]
+    async fn a_jump_in_sequence_is_announced_and_duplicates_are_dropped() {
+        let (tx, rx) = broadcast::channel(16);
+        let backlog = VecDeque::from([event(3), event(4)]);
+        let mut s = live_stream(Live { shard: shard(), rx, last: Some(2), backlog });
+        for seq in [3, 4, 5, 8] {
+            tx.send(event(seq)).unwrap();
+        }
+        let mut seen = Vec::new();
+        for _ in 0..5 {
+            seen.push(describe(&s.next().await.unwrap()));
+        }
+        assert_eq!(seen, [(3, None), (4, None), (5, None), (0, Some(5)), (8, None)]);
+    }
+
+    #[test]
+    fn a_connection_cap_frees_a_slot_when_a_stream_ends() {
+        let c = ConnectionSubscriptions::new(1);
+        let first = c.acquire().unwrap();
+        assert!(c.acquire().is_err(), "the cap holds");
+        drop(first);
+        assert!(c.acquire().is_ok(), "the slot came back");
     }
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use async_graphql::{MergedObject, Schema};
 use attach_actors::system::AttachSystem;
 
-pub use feed::SubscriptionRoot;
+pub use feed::{ConnectionSubscriptions, SubscriptionRoot};
 pub use mutation::MutationRoot;
 pub use query::QueryRoot;
 

@@ -224,3 +224,27 @@ async fn a_redis_outage_loses_no_mutation_and_catch_up_fills_the_gap() {
     let seqs: Vec<u64> = page["events"]["nodes"].as_array().unwrap().iter().map(|e| e["seq"].as_u64().unwrap()).collect();
     assert_eq!(seqs, (2..=8).collect::<Vec<_>>());
 }
+
+#[tokio::test]
+async fn a_connection_may_hold_only_so_many_subscriptions() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = vec![("ATTACH_FEED__MAX_SUBSCRIPTIONS_PER_CONNECTION".to_string(), "2".to_string())];
+    let app = TestApp::spawn(dir.path(), Spawn { env, ..Spawn::default() }).await;
+    let mut ws = connect(&app, "graphql-transport-ws").await;
+    for (id, c) in [("1", "111"), ("2", "112"), ("3", "113")] {
+        subscribe(&mut ws, id, c, None).await;
+    }
+    let refused = next_message(&mut ws).await;
+    assert_eq!(refused["id"], "3", "{refused}");
+    assert_eq!(refused["payload"]["errors"][0]["extensions"]["code"], "RATE_LIMITED", "{refused}");
+    let done = next_message(&mut ws).await;
+    assert_eq!((done["id"].as_str(), done["type"].as_str()), (Some("3"), Some("complete")), "{done}");
+    // The first two still work, and another connection has its own allowance.
+    register(&app, "112", 1).await;
+    let msg = next_message(&mut ws).await;
+    assert_eq!((msg["id"].as_str(), msg["payload"]["data"]["communityEvents"]["seq"].as_u64()), (Some("2"), Some(1)));
+    let mut other = connect(&app, "graphql-transport-ws").await;
+    subscribe(&mut other, "1", "113", None).await;
+    register(&app, "113", 2).await;
+    assert_eq!(next_event(&mut other).await["seq"], 1);
+}
