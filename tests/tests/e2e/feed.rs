@@ -231,20 +231,32 @@ async fn a_connection_may_hold_only_so_many_subscriptions() {
     let env = vec![("ATTACH_FEED__MAX_SUBSCRIPTIONS_PER_CONNECTION".to_string(), "2".to_string())];
     let app = TestApp::spawn(dir.path(), Spawn { env, ..Spawn::default() }).await;
     let mut ws = connect(&app, "graphql-transport-ws").await;
-    for (id, c) in [("1", "111"), ("2", "112"), ("3", "113")] {
-        subscribe(&mut ws, id, c, None).await;
+    // Two subscriptions, proven live by an event on each (the server starts
+    // subscriptions concurrently, so only then is the order of a third settled).
+    subscribe(&mut ws, "1", "111", None).await;
+    subscribe(&mut ws, "2", "112", None).await;
+    let mut live = std::collections::BTreeSet::new();
+    for (n, c) in [(1, "111"), (2, "112")] {
+        register(&app, c, n).await;
     }
+    while live.len() < 2 {
+        let msg = next_message(&mut ws).await;
+        assert_eq!(msg["type"], "next", "{msg}");
+        live.insert(msg["id"].as_str().unwrap().to_string());
+    }
+    // A third is refused; the first two go on.
+    subscribe(&mut ws, "3", "113", None).await;
     let refused = next_message(&mut ws).await;
     assert_eq!(refused["id"], "3", "{refused}");
     assert_eq!(refused["payload"]["errors"][0]["extensions"]["code"], "RATE_LIMITED", "{refused}");
     let done = next_message(&mut ws).await;
     assert_eq!((done["id"].as_str(), done["type"].as_str()), (Some("3"), Some("complete")), "{done}");
-    // The first two still work, and another connection has its own allowance.
-    register(&app, "112", 1).await;
+    register(&app, "112", 3).await;
     let msg = next_message(&mut ws).await;
-    assert_eq!((msg["id"].as_str(), msg["payload"]["data"]["communityEvents"]["seq"].as_u64()), (Some("2"), Some(1)));
+    assert_eq!((msg["id"].as_str(), msg["payload"]["data"]["communityEvents"]["seq"].as_u64()), (Some("2"), Some(2)));
+    // Another connection has its own allowance.
     let mut other = connect(&app, "graphql-transport-ws").await;
     subscribe(&mut other, "1", "113", None).await;
-    register(&app, "113", 2).await;
+    register(&app, "113", 4).await;
     assert_eq!(next_event(&mut other).await["seq"], 1);
 }
