@@ -65,7 +65,8 @@ async fn coordinators_see_their_community_live_in_order_and_catch_up() {
     let app = TestApp::spawn(dir.path(), Spawn::default()).await;
     let mut ws = connect(&app, "graphql-transport-ws").await;
     ws.send(Message::text(
-        json!({ "id": "1", "type": "subscribe", "payload": { "query": SUBSCRIBE, "variables": { "c": "111" } } }).to_string(),
+        // afterSeq 0: whatever commits before the subscription starts is replayed, so no event is lost to the race.
+        json!({ "id": "1", "type": "subscribe", "payload": { "query": SUBSCRIBE, "variables": { "c": "111", "after": 0 } } }).to_string(),
     ))
     .await
     .unwrap();
@@ -124,7 +125,7 @@ async fn the_legacy_graphql_ws_protocol_works_too() {
     let app = TestApp::spawn(dir.path(), Spawn::default()).await;
     let mut ws = connect(&app, "graphql-ws").await;
     ws.send(Message::text(
-        json!({ "id": "1", "type": "start", "payload": { "query": SUBSCRIBE, "variables": { "c": "222" } } }).to_string(),
+        json!({ "id": "1", "type": "start", "payload": { "query": SUBSCRIBE, "variables": { "c": "222", "after": 0 } } }).to_string(),
     ))
     .await
     .unwrap();
@@ -233,8 +234,8 @@ async fn a_connection_may_hold_only_so_many_subscriptions() {
     let mut ws = connect(&app, "graphql-transport-ws").await;
     // Two subscriptions, proven live by an event on each (the server starts
     // subscriptions concurrently, so only then is the order of a third settled).
-    subscribe(&mut ws, "1", "111", None).await;
-    subscribe(&mut ws, "2", "112", None).await;
+    subscribe(&mut ws, "1", "111", Some(0)).await;
+    subscribe(&mut ws, "2", "112", Some(0)).await;
     let mut live = std::collections::BTreeSet::new();
     for (n, c) in [(1, "111"), (2, "112")] {
         register(&app, c, n).await;
@@ -256,7 +257,7 @@ async fn a_connection_may_hold_only_so_many_subscriptions() {
     assert_eq!((msg["id"].as_str(), msg["payload"]["data"]["communityEvents"]["seq"].as_u64()), (Some("2"), Some(2)));
     // Another connection has its own allowance.
     let mut other = connect(&app, "graphql-transport-ws").await;
-    subscribe(&mut other, "1", "113", None).await;
+    subscribe(&mut other, "1", "113", Some(0)).await;
     register(&app, "113", 4).await;
     assert_eq!(next_event(&mut other).await["seq"], 1);
 }
