@@ -151,12 +151,14 @@ impl QueryRoot {
     /// A community's statistics.
     async fn community_statistics(&self, ctx: &Context<'_>, code: String) -> async_graphql::Result<Statistics> {
         let code = community(&code)?;
-        system(ctx).community_stats(&code).await.gql().map(Into::into)
+        let system = system(ctx);
+        Ok(Statistics::new(system.community_stats(&code).await.gql()?, system.feed_status()))
     }
 
     /// A health authority's statistics, over all its communities.
     async fn health_authority_statistics(&self, ctx: &Context<'_>, code: String) -> async_graphql::Result<Statistics> {
         let ha = d::HaCode::parse(&code).gql()?;
-        system(ctx).health_authority_stats(&ha).await.gql().map(Into::into)
+        let system = system(ctx);
+        Ok(Statistics::new(system.health_authority_stats(&ha).await.gql()?, system.feed_status()))
     }
 }

@@ -484,10 +484,31 @@ pub struct Statistics {
     pub accepting_providers: u64,
     /// Places free for matching now.
     pub free_places: u64,
+    /// The live feed of the process that answered.
+    pub feed: FeedState,
 }
 
-impl From<CoreStatistics> for Statistics {
-    fn from(s: CoreStatistics) -> Self {
+/// How the live feed is doing.
+#[derive(SimpleObject)]
+#[graphql(serial)]
+pub struct FeedState {
+    /// `memory` (in-process) or `redis`.
+    pub backend: String,
+    /// Whether events flow now; when not, mutations still succeed and subscribers catch up.
+    pub connected: bool,
+    /// Events not published while the backend was down or slow (recoverable with `events`).
+    pub dropped: u64,
+}
+
+impl From<attach_actors::feed::FeedStatus> for FeedState {
+    fn from(f: attach_actors::feed::FeedStatus) -> Self {
+        FeedState { backend: f.backend.to_string(), connected: f.connected, dropped: f.dropped }
+    }
+}
+
+impl Statistics {
+    /// Statistics from the core's numbers and this process's feed state.
+    pub fn new(s: CoreStatistics, feed: attach_actors::feed::FeedStatus) -> Self {
         let c = s.counts;
         Statistics {
             waiting_households: c.waiting_households,
@@ -501,6 +522,7 @@ impl From<CoreStatistics> for Statistics {
             estimated_wait_days: s.estimated_wait_days,
             accepting_providers: c.accepting_providers,
             free_places: c.free_places,
+            feed: feed.into(),
         }
     }
 }
