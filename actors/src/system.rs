@@ -288,6 +288,13 @@ impl AttachSystem {
         Ok(self.store.events_after(&shard, after, limit).await?)
     }
 
+    /// Every shard's gauges (shards not running are left out).
+    pub async fn gauges(&self) -> Vec<(ShardKey, crate::shard::ShardGauges)> {
+        let shards: Vec<ShardKey> = self.regions.shards().cloned().collect();
+        let answers = join_all(shards.iter().map(|s| self.directory.call(s, ShardMsg::Gauges))).await;
+        shards.into_iter().zip(answers).filter_map(|(s, a)| a.ok().map(|g| (s, g))).collect()
+    }
+
     /// How the live feed is doing.
     pub fn feed_status(&self) -> crate::feed::FeedStatus {
         self.feed.status()

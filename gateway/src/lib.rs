@@ -4,6 +4,7 @@
 //! - [`startup`]: `Application::build` / `port` / `run_until_stopped`.
 //! - [`routes`]: `/graphql`, GraphiQL, `/healthz`, `/readyz`.
 //! - [`graphql`]: the schema and its resolvers (which ask the core, never storage).
+//! - [`metrics`]: Prometheus metrics at `/metrics`.
 //! - [`telemetry`]: logging setup.
 //! - [`cli`]: the command line.
 
@@ -12,6 +13,7 @@
 pub mod cli;
 pub mod config;
 pub mod graphql;
+pub mod metrics;
 pub mod routes;
 pub mod startup;
 pub mod telemetry;

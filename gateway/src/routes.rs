@@ -20,6 +20,7 @@ use serde_json::json;
 use crate::graphql::document_cache::DocumentCache;
 use crate::graphql::error::ensure_codes;
 use crate::graphql::{AttachSchema, ConnectionSubscriptions};
+use crate::metrics::Metrics;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -38,6 +39,8 @@ pub struct AppState {
     pub keepalive: std::time::Duration,
     /// Subscriptions one connection may hold.
     pub max_subscriptions: usize,
+    /// Request counters and latency.
+    pub metrics: Arc<Metrics>,
 }
 
 /// The router.
@@ -47,6 +50,7 @@ pub fn router(state: AppState) -> Router {
         .route("/graphql", get(graphql_get).post(graphql))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .with_state(state)
 }
 
@@ -104,13 +108,28 @@ async fn graphql(State(state): State<AppState>, body: Body) -> Response {
             );
         }
     };
+    let started = std::time::Instant::now();
     let mut request = request;
     state.documents.prepare(&mut request);
     let mut response = state.schema.execute(request).await;
     ensure_codes(&mut response);
+    state.metrics.record(
+        started.elapsed(),
+        response.errors.iter().filter_map(|e| {
+            e.extensions.as_ref().and_then(|x| x.get("code")).and_then(|c| match c {
+                async_graphql::Value::String(s) => Some(s.clone()),
+                _ => None,
+            })
+        }),
+    );
     let mut http = Json(&response).into_response();
     http.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
     http
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let body = state.metrics.render(&state.system).await;
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {

@@ -26,6 +26,7 @@ use tracing::info;
 use crate::config::Settings;
 use crate::graphql;
 use crate::graphql::document_cache::DocumentCache;
+use crate::metrics::Metrics;
 use crate::routes::{router, AppState};
 
 /// A built, not yet serving, Attach.
@@ -73,7 +74,7 @@ impl Application {
         let schema = graphql::build(system.clone(), &settings.limits, &settings.feed);
         let documents = Arc::new(DocumentCache::new(1_000, 16 * 1024));
         let keepalive = std::time::Duration::from_secs(settings.feed.keepalive_secs.max(1));
-        let state = AppState { schema, system, started, max_body_bytes: settings.limits.max_body_bytes, documents, keepalive, max_subscriptions: settings.feed.max_subscriptions_per_connection };
+        let state = AppState { schema, system, started, max_body_bytes: settings.limits.max_body_bytes, documents, keepalive, max_subscriptions: settings.feed.max_subscriptions_per_connection, metrics: Arc::new(Metrics::default()) };
         Ok(Application { listener, port, state, init })
     }
 

@@ -192,6 +192,19 @@ impl Actor for ShardActor {
                 answer!(reply, result)
             }
             ShardMsg::Stats(reply) => answer!(reply, Ok(rt.stats(now))),
+            ShardMsg::Gauges(reply) => {
+                use crate::domain::RegistrationStatus as S;
+                let (waiting, proposed) = (rt.state.tally(S::Waiting), rt.state.tally(S::Proposed));
+                answer!(
+                    reply,
+                    Ok(ShardGauges {
+                        waiting_households: waiting.households,
+                        waiting_people: waiting.people,
+                        proposed_households: proposed.households,
+                        last_seq: rt.last_seq,
+                    })
+                )
+            }
             ShardMsg::ExpireDue => {
                 if rt.state.overdue_proposals(now).is_empty() {
                     return Ok(());

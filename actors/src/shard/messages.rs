@@ -108,6 +108,19 @@ pub struct ShardStats {
     pub free_places: u64,
 }
 
+/// Counts a shard keeps current, cheap enough for every metrics scrape.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ShardGauges {
+    /// Households waiting.
+    pub waiting_households: u64,
+    /// People waiting.
+    pub waiting_people: u64,
+    /// Households with an open proposal.
+    pub proposed_households: u64,
+    /// The shard's last event sequence number.
+    pub last_seq: u64,
+}
+
 /// A message to a shard actor. Each query or command carries its reply port.
 #[derive(Debug)]
 pub enum ShardMsg {
@@ -165,6 +178,8 @@ pub enum ShardMsg {
     },
     /// The shard's numbers.
     Stats(Reply<ShardStats>),
+    /// The shard's cheap gauges (O(1)), for metrics scrapes.
+    Gauges(Reply<ShardGauges>),
     /// Expire overdue proposals (sent by the actor's own timer).
     ExpireDue,
 }

@@ -238,3 +238,32 @@ async fn an_expired_proposal_cannot_be_answered() {
     assert_eq!(reg["status"], "WAITING");
     assert_eq!(reg["registeredAt"], r["registeredAt"]);
 }
+
+/// The value of one metric line, e.g. `attach_graphql_errors_total{code="NOT_FOUND"}`.
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in /metrics:\n{text}"))
+}
+
+#[tokio::test]
+async fn metrics_count_what_clients_did() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::spawn(dir.path(), Spawn::default()).await;
+    register(&app, "111", &[phn(60), phn(61)]).await;
+    app.ok("{ healthAuthorities { code } }", json!({})).await;
+    assert_eq!(app.error_code("{ registration(reference: \"ABCDEFGHJKMN\") { status } }", json!({})).await, "NOT_FOUND");
+    let text = app.http().get(format!("{}/metrics", app.url)).send().await.unwrap().text().await.unwrap();
+    assert_eq!(metric(&text, "attach_graphql_requests_total"), 3.0);
+    assert_eq!(metric(&text, "attach_graphql_failed_requests_total"), 1.0);
+    assert_eq!(metric(&text, "attach_graphql_errors_total{code=\"NOT_FOUND\"}"), 1.0);
+    assert_eq!(metric(&text, "attach_graphql_errors_total{code=\"CONFLICT\"}"), 0.0);
+    assert_eq!(metric(&text, "attach_graphql_request_duration_seconds_count"), 3.0);
+    assert_eq!(metric(&text, "attach_shard_waiting_households{shard=\"IHA/111\"}"), 1.0);
+    assert_eq!(metric(&text, "attach_shard_waiting_people{shard=\"IHA/111\"}"), 2.0);
+    assert_eq!(metric(&text, "attach_shard_last_seq{shard=\"IHA/111\"}"), 1.0);
+    assert_eq!(metric(&text, "attach_shards_running"), 89.0);
+    assert_eq!(metric(&text, "attach_feed_connected{backend=\"memory\"}"), 1.0);
+    assert!(!text.contains(&phn(60)), "no PHN in metrics");
+}
