@@ -148,9 +148,8 @@ fn province(seed: u64) -> Vec<Community> {
         .zip(&providers)
         .map(|(&h, &p)| {
             let candidates = (0..h).map(|_| candidate(&mut rng, &langs)).collect();
-            let openings = (next_provider..next_provider + p)
-                .map(|id| opening(&mut rng, id, free[id] as u32, &langs))
-                .collect();
+            let openings =
+                (next_provider..next_provider + p).map(|id| opening(&mut rng, id, free[id] as u32, &langs)).collect();
             next_provider += p;
             Community { candidates, openings }
         })

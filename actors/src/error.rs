@@ -100,7 +100,10 @@ impl From<StoreError> for AttachError {
             }
             StoreError::Unavailable(_) => {
                 tracing::error!(error = %e, "store unavailable");
-                AttachError::new(ErrorCode::ShardUnavailable, "storage is unavailable; nothing was changed, retry shortly")
+                AttachError::new(
+                    ErrorCode::ShardUnavailable,
+                    "storage is unavailable; nothing was changed, retry shortly",
+                )
             }
             StoreError::Corrupt(_) => AttachError::internal(e),
         }

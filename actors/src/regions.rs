@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use serde::Deserialize;
 
 use crate::domain::{CommunityCode, HaCode, ShardKey};
@@ -107,8 +107,8 @@ impl Regions {
             let mut communities = Vec::new();
             for hsda in ha.hsda {
                 for lha in hsda.lha {
-                    let community =
-                        CommunityCode::parse(&lha.code).map_err(|e| anyhow::anyhow!("community {:?}: {e}", lha.code))?;
+                    let community = CommunityCode::parse(&lha.code)
+                        .map_err(|e| anyhow::anyhow!("community {:?}: {e}", lha.code))?;
                     if !(-90.0..=90.0).contains(&lha.lat) || !(-180.0..=180.0).contains(&lha.lon) {
                         bail!("community {}: coordinates out of range", lha.code);
                     }

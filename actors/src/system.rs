@@ -14,17 +14,17 @@ use tracing::info;
 use tokio::sync::broadcast;
 
 use crate::domain::{
-    Capacity, Event, Seq, Clinic, CommunityCode, FacilityNumber, HaCode, Household, Proposal, ProposalId, ProposalStatus,
-    ProviderId, RegistrationRef, ShardKey,
+    Capacity, Clinic, CommunityCode, Event, FacilityNumber, HaCode, Household, Proposal, ProposalId, ProposalStatus,
+    ProviderId, RegistrationRef, Seq, ShardKey,
 };
 use crate::error::AttachError;
 use crate::feed::Feed;
 use crate::regions::Regions;
+use crate::shard::supervisor::SupervisorMsg;
 use crate::shard::{
     Answer, ClinicCommand, HaSupervisor, PanelPage, ProposalPage, ProviderInput, ProviderView, RegistrationView,
     ShardArgs, ShardConfig, ShardDirectory, ShardMsg, ShardStats, SupervisorArgs, WaitlistPage, WaitlistQuery,
 };
-use crate::shard::supervisor::SupervisorMsg;
 use crate::store::{Locator, Store};
 
 /// Statistics for a community or a health authority.
@@ -89,9 +89,24 @@ pub struct AttachSystem {
 
 impl AttachSystem {
     /// A system over these regions and this store. No shard runs until [`start`](Self::start).
-    pub fn new(regions: Arc<Regions>, store: Arc<dyn Store>, feed: Arc<dyn Feed>, config: ShardConfig, owner: String) -> Self {
-        let directory = Arc::new(ShardDirectory::new(regions.shards().cloned(), config.mailbox_capacity, config.call_timeout));
-        AttachSystem { regions, directory, store, config: Arc::new(config), owner, feed, supervisors: Mutex::new(vec![]) }
+    pub fn new(
+        regions: Arc<Regions>,
+        store: Arc<dyn Store>,
+        feed: Arc<dyn Feed>,
+        config: ShardConfig,
+        owner: String,
+    ) -> Self {
+        let directory =
+            Arc::new(ShardDirectory::new(regions.shards().cloned(), config.mailbox_capacity, config.call_timeout));
+        AttachSystem {
+            regions,
+            directory,
+            store,
+            config: Arc::new(config),
+            owner,
+            feed,
+            supervisors: Mutex::new(vec![]),
+        }
     }
 
     /// Starts every health authority's supervisor and its shards (loading them
@@ -156,7 +171,11 @@ impl AttachSystem {
     }
 
     /// Registers a household in a community.
-    pub async fn register(&self, community: &CommunityCode, household: Household) -> Result<RegistrationView, AttachError> {
+    pub async fn register(
+        &self,
+        community: &CommunityCode,
+        household: Household,
+    ) -> Result<RegistrationView, AttachError> {
         let shard = self.shard_of(community)?;
         self.directory.call(&shard, |r| ShardMsg::Register(household, r)).await
     }
@@ -182,16 +201,21 @@ impl AttachSystem {
     }
 
     /// Creates a provider homed in `community`, or updates one already there.
-    pub async fn upsert_provider(&self, community: &CommunityCode, input: ProviderInput) -> Result<ProviderView, AttachError> {
+    pub async fn upsert_provider(
+        &self,
+        community: &CommunityCode,
+        input: ProviderInput,
+    ) -> Result<ProviderView, AttachError> {
         let shard = self.shard_of(community)?;
         if let Some(home) = self.store.locate(&Locator::Provider(input.id.clone())).await?
-            && home != shard {
-                return Err(AttachError::conflict(format!(
-                    "provider {} is homed in community {}; update them there",
-                    input.id,
-                    home.community.as_str()
-                )));
-            }
+            && home != shard
+        {
+            return Err(AttachError::conflict(format!(
+                "provider {} is homed in community {}; update them there",
+                input.id,
+                home.community.as_str()
+            )));
+        }
         self.directory.call(&shard, |r| ShardMsg::UpsertProvider(input, r)).await
     }
 
@@ -219,13 +243,14 @@ impl AttachSystem {
     pub async fn upsert_clinic(&self, community: &CommunityCode, cmd: ClinicCommand) -> Result<Clinic, AttachError> {
         let shard = self.shard_of(community)?;
         if let Some(home) = self.store.locate(&Locator::Clinic(cmd.facility.clone())).await?
-            && home != shard {
-                return Err(AttachError::conflict(format!(
-                    "facility {} is registered in community {}",
-                    cmd.facility,
-                    home.community.as_str()
-                )));
-            }
+            && home != shard
+        {
+            return Err(AttachError::conflict(format!(
+                "facility {} is registered in community {}",
+                cmd.facility,
+                home.community.as_str()
+            )));
+        }
         self.directory.call(&shard, |r| ShardMsg::UpsertClinic(cmd, r)).await
     }
 
@@ -283,7 +308,12 @@ impl AttachSystem {
     }
 
     /// Up to `limit` of a community's committed events after sequence `after`, in order.
-    pub async fn events_after(&self, community: &CommunityCode, after: Seq, limit: usize) -> Result<Vec<Event>, AttachError> {
+    pub async fn events_after(
+        &self,
+        community: &CommunityCode,
+        after: Seq,
+        limit: usize,
+    ) -> Result<Vec<Event>, AttachError> {
         let shard = self.shard_of(community)?;
         Ok(self.store.events_after(&shard, after, limit).await?)
     }
@@ -316,7 +346,8 @@ impl AttachSystem {
 
     /// A health authority's statistics, merged from its communities.
     pub async fn health_authority_stats(&self, ha: &HaCode) -> Result<Statistics, AttachError> {
-        let authority = self.regions.health_authority(ha.as_str()).ok_or_else(|| AttachError::not_found("health authority"))?;
+        let authority =
+            self.regions.health_authority(ha.as_str()).ok_or_else(|| AttachError::not_found("health authority"))?;
         let all = join_all(authority.communities.iter().map(|c| self.directory.call(&c.shard, ShardMsg::Stats))).await;
         let mut counts = ShardStats { wait_histogram: BTreeMap::new(), ..ShardStats::default() };
         for s in all {
@@ -348,7 +379,10 @@ mod tests {
     #[test]
     fn merging_adds_counts_and_histograms() {
         let mut a = ShardStats { waiting_people: 3, wait_histogram: BTreeMap::from([(1, 2)]), ..Default::default() };
-        merge(&mut a, ShardStats { waiting_people: 4, wait_histogram: BTreeMap::from([(1, 1), (2, 5)]), ..Default::default() });
+        merge(
+            &mut a,
+            ShardStats { waiting_people: 4, wait_histogram: BTreeMap::from([(1, 1), (2, 5)]), ..Default::default() },
+        );
         assert_eq!(a.waiting_people, 7);
         assert_eq!(a.wait_histogram, BTreeMap::from([(1, 3), (2, 5)]));
     }

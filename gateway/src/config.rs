@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use attach_actors::matcher::Policy;
 use attach_actors::shard::ShardConfig;
-use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 /// Everything `attach serve` runs with.
@@ -147,7 +147,10 @@ impl Settings {
         anyhow::ensure!(self.shard.mailbox_capacity > 0, "shard.mailbox_capacity must be at least 1");
         anyhow::ensure!(self.limits.max_page_size > 0, "limits.max_page_size must be at least 1");
         if let Some(url) = &self.redis {
-            anyhow::ensure!(url.starts_with("redis://") || url.starts_with("rediss://"), "redis must be a redis:// URL");
+            anyhow::ensure!(
+                url.starts_with("redis://") || url.starts_with("rediss://"),
+                "redis must be a redis:// URL"
+            );
         }
         if let Some(demo) = &self.demo {
             anyhow::ensure!(matches!(demo.as_str(), "small" | "province"), "demo must be `small` or `province`");

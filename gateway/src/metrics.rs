@@ -68,7 +68,10 @@ impl Metrics {
         let _ = writeln!(out, "# HELP attach_graphql_requests_total GraphQL requests answered.");
         let _ = writeln!(out, "# TYPE attach_graphql_requests_total counter");
         let _ = writeln!(out, "attach_graphql_requests_total {}", load(&self.requests));
-        let _ = writeln!(out, "# HELP attach_graphql_failed_requests_total GraphQL requests answered with at least one error.");
+        let _ = writeln!(
+            out,
+            "# HELP attach_graphql_failed_requests_total GraphQL requests answered with at least one error."
+        );
         let _ = writeln!(out, "# TYPE attach_graphql_failed_requests_total counter");
         let _ = writeln!(out, "attach_graphql_failed_requests_total {}", load(&self.failed_requests));
         let _ = writeln!(out, "# HELP attach_graphql_errors_total GraphQL errors by extensions.code.");
@@ -81,8 +84,16 @@ impl Metrics {
         for (bound, n) in BUCKETS.iter().zip(&self.latency) {
             let _ = writeln!(out, "attach_graphql_request_duration_seconds_bucket{{le=\"{bound}\"}} {}", load(n));
         }
-        let _ = writeln!(out, "attach_graphql_request_duration_seconds_bucket{{le=\"+Inf\"}} {}", load(&self.latency[BUCKETS.len()]));
-        let _ = writeln!(out, "attach_graphql_request_duration_seconds_sum {}", load(&self.latency_sum_micros) as f64 / 1e6);
+        let _ = writeln!(
+            out,
+            "attach_graphql_request_duration_seconds_bucket{{le=\"+Inf\"}} {}",
+            load(&self.latency[BUCKETS.len()])
+        );
+        let _ = writeln!(
+            out,
+            "attach_graphql_request_duration_seconds_sum {}",
+            load(&self.latency_sum_micros) as f64 / 1e6
+        );
         let _ = writeln!(out, "attach_graphql_request_duration_seconds_count {}", load(&self.requests));
 
         let (up, total) = system.directory().running();
@@ -94,7 +105,11 @@ impl Metrics {
         let _ = writeln!(out, "# HELP attach_shard_mailbox_depth Calls in flight to a shard actor.");
         let _ = writeln!(out, "# TYPE attach_shard_mailbox_depth gauge");
         for (shard, _) in &gauges {
-            let _ = writeln!(out, "attach_shard_mailbox_depth{{shard=\"{shard}\"}} {}", system.directory().mailbox_depth(shard));
+            let _ = writeln!(
+                out,
+                "attach_shard_mailbox_depth{{shard=\"{shard}\"}} {}",
+                system.directory().mailbox_depth(shard)
+            );
         }
         let _ = writeln!(out, "# HELP attach_shard_waiting_households Households on a shard's waitlist.");
         let _ = writeln!(out, "# TYPE attach_shard_waiting_households gauge");
@@ -112,10 +127,14 @@ impl Metrics {
             let _ = writeln!(out, "attach_shard_last_seq{{shard=\"{shard}\"}} {}", g.last_seq);
         }
         let feed = system.feed_status();
-        let _ = writeln!(out, "# HELP attach_feed_connected Whether the live feed's backend is reachable (1) or not (0).");
+        let _ =
+            writeln!(out, "# HELP attach_feed_connected Whether the live feed's backend is reachable (1) or not (0).");
         let _ = writeln!(out, "# TYPE attach_feed_connected gauge");
         let _ = writeln!(out, "attach_feed_connected{{backend=\"{}\"}} {}", feed.backend, u8::from(feed.connected));
-        let _ = writeln!(out, "# HELP attach_feed_dropped_total Events not published while the feed's backend was down or slow.");
+        let _ = writeln!(
+            out,
+            "# HELP attach_feed_dropped_total Events not published while the feed's backend was down or slow."
+        );
         let _ = writeln!(out, "# TYPE attach_feed_dropped_total counter");
         let _ = writeln!(out, "attach_feed_dropped_total {}", feed.dropped);
         out

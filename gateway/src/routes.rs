@@ -1,20 +1,20 @@
 //! HTTP routes: `/graphql`, GraphiQL at `/`, `/healthz` and `/readyz`.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use async_graphql::http::{GraphiQLSource, ALL_WEBSOCKET_PROTOCOLS};
+use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, GraphiQLSource};
 use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
-use axum::extract::ws::WebSocketUpgrade;
+use attach_actors::error::ErrorCode;
+use attach_actors::system::AttachSystem;
+use axum::body::{Body, to_bytes};
 use axum::extract::FromRequestParts;
-use axum::body::{to_bytes, Body};
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::extract::ws::WebSocketUpgrade;
+use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use attach_actors::error::ErrorCode;
-use attach_actors::system::AttachSystem;
 use serde_json::json;
 
 use crate::graphql::document_cache::DocumentCache;
@@ -63,7 +63,12 @@ async fn graphql_get(State(state): State<AppState>, request: axum::extract::Requ
     let (mut parts, _) = request.into_parts();
     let protocol = match GraphQLProtocol::from_request_parts(&mut parts, &()).await {
         Ok(p) => p,
-        Err(_) => return request_error(StatusCode::BAD_REQUEST, "subscriptions need the graphql-transport-ws (or graphql-ws) subprotocol"),
+        Err(_) => {
+            return request_error(
+                StatusCode::BAD_REQUEST,
+                "subscriptions need the graphql-transport-ws (or graphql-ws) subprotocol",
+            );
+        }
     };
     let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
         Ok(u) => u,
@@ -86,7 +91,8 @@ async fn graphiql() -> Html<String> {
 }
 
 fn request_error(status: StatusCode, message: &str) -> Response {
-    let body = json!({ "errors": [{ "message": message, "extensions": { "code": ErrorCode::InvalidInput.as_str() } }] });
+    let body =
+        json!({ "errors": [{ "message": message, "extensions": { "code": ErrorCode::InvalidInput.as_str() } }] });
     (status, Json(body)).into_response()
 }
 

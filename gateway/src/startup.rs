@@ -6,8 +6,8 @@
 //! shutdown future completes, then stops the shards.
 
 use std::future::{Future, IntoFuture};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use attach_actors::demo::{self, DemoSize};
@@ -15,8 +15,8 @@ use attach_actors::domain::Timestamp;
 use attach_actors::feed::redis::RedisFeed;
 use attach_actors::feed::{Feed, MemoryFeed};
 use attach_actors::regions::Regions;
-use attach_actors::store::embedded::{EmbeddedOptions, EmbeddedStore};
 use attach_actors::store::Store;
+use attach_actors::store::embedded::{EmbeddedOptions, EmbeddedStore};
 use attach_actors::system::AttachSystem;
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
@@ -27,7 +27,7 @@ use crate::config::Settings;
 use crate::graphql;
 use crate::graphql::document_cache::DocumentCache;
 use crate::metrics::Metrics;
-use crate::routes::{router, AppState};
+use crate::routes::{AppState, router};
 
 /// A built, not yet serving, Attach.
 pub struct Application {
@@ -43,9 +43,12 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let regions = Arc::new(Regions::load(&settings.regions)?);
         let path = settings.data_dir.join("attach.redb");
-        let options = EmbeddedOptions { cache_bytes: (settings.store_cache_mib as usize) << 20, ..EmbeddedOptions::default() };
+        let options =
+            EmbeddedOptions { cache_bytes: (settings.store_cache_mib as usize) << 20, ..EmbeddedOptions::default() };
         let store: Arc<dyn Store> = Arc::new(
-            tokio::task::spawn_blocking(move || EmbeddedStore::open(&path, options)).await.context("opening the store")??,
+            tokio::task::spawn_blocking(move || EmbeddedStore::open(&path, options))
+                .await
+                .context("opening the store")??,
         );
         let owner = format!("attach-{}", std::process::id());
         let feed: Arc<dyn Feed> = match &settings.redis {
@@ -53,7 +56,8 @@ impl Application {
             None => Arc::new(MemoryFeed::new(settings.feed.buffer)),
         };
         let system = Arc::new(AttachSystem::new(regions.clone(), store.clone(), feed, settings.shard_config(), owner));
-        let listener = TcpListener::bind(settings.listen).await.with_context(|| format!("binding {}", settings.listen))?;
+        let listener =
+            TcpListener::bind(settings.listen).await.with_context(|| format!("binding {}", settings.listen))?;
         let port = listener.local_addr()?.port();
         let started = Arc::new(AtomicBool::new(false));
         let demo = settings.demo.as_deref().map(str::parse::<DemoSize>).transpose()?;
@@ -62,7 +66,9 @@ impl Application {
             let started = started.clone();
             async move {
                 if let Some(size) = demo {
-                    let report = demo::seed(store.as_ref(), &regions, size, Timestamp::now()).await.context("seeding the demo")?;
+                    let report = demo::seed(store.as_ref(), &regions, size, Timestamp::now())
+                        .await
+                        .context("seeding the demo")?;
                     info!(?report, "demo data");
                 }
                 system.start().await?;
@@ -74,7 +80,16 @@ impl Application {
         let schema = graphql::build(system.clone(), &settings.limits, &settings.feed);
         let documents = Arc::new(DocumentCache::new(1_000, 16 * 1024));
         let keepalive = std::time::Duration::from_secs(settings.feed.keepalive_secs.max(1));
-        let state = AppState { schema, system, started, max_body_bytes: settings.limits.max_body_bytes, documents, keepalive, max_subscriptions: settings.feed.max_subscriptions_per_connection, metrics: Arc::new(Metrics::default()) };
+        let state = AppState {
+            schema,
+            system,
+            started,
+            max_body_bytes: settings.limits.max_body_bytes,
+            documents,
+            keepalive,
+            max_subscriptions: settings.feed.max_subscriptions_per_connection,
+            metrics: Arc::new(Metrics::default()),
+        };
         Ok(Application { listener, port, state, init })
     }
 

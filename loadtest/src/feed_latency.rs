@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use futures::{SinkExt, StreamExt};
-use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::stats::summarise;
 
@@ -48,7 +48,10 @@ type Sent = Arc<Mutex<HashMap<String, Instant>>>;
 
 /// Runs the measurement.
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    anyhow::ensure!(args.events <= 100_000 && args.max_seconds <= 600, "runs are bounded: at most 100,000 events and 600 s");
+    anyhow::ensure!(
+        args.events <= 100_000 && args.max_seconds <= 600,
+        "runs are bounded: at most 100,000 events and 600 s"
+    );
     let sent: Sent = Arc::new(Mutex::new(HashMap::new()));
     let deadline = Instant::now() + Duration::from_secs(args.max_seconds);
     let ws_url = format!("{}/graphql", args.url.trim_end_matches('/').replacen("http", "ws", 1));
@@ -95,7 +98,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     } else {
         println!(
             "{} subscribers x {} events: {} deliveries, {} missing; latency p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
-            args.subscribers, args.events, summary.ok, summary.errors, summary.p50_ms, summary.p90_ms, summary.p99_ms, summary.max_ms
+            args.subscribers,
+            args.events,
+            summary.ok,
+            summary.errors,
+            summary.p50_ms,
+            summary.p90_ms,
+            summary.p99_ms,
+            summary.max_ms
         );
     }
     Ok(())
@@ -112,18 +122,22 @@ async fn subscriber(
 ) -> anyhow::Result<tokio::task::JoinHandle<(Vec<Duration>, u64)>> {
     let mut request = url.into_client_request()?;
     request.headers_mut().insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse()?);
-    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.with_context(|| format!("subscriber {index} connecting"))?;
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(request).await.with_context(|| format!("subscriber {index} connecting"))?;
     ws.send(Message::text(json!({ "type": "connection_init" }).to_string())).await?;
     let query = "subscription($c: String!) { communityEvents(communityCode: $c) { kind reference } }";
     ws.send(Message::text(
-        json!({ "id": "1", "type": "subscribe", "payload": { "query": query, "variables": { "c": community } } }).to_string(),
+        json!({ "id": "1", "type": "subscribe", "payload": { "query": query, "variables": { "c": community } } })
+            .to_string(),
     ))
     .await?;
     Ok(tokio::spawn(async move {
         let mut latencies = Vec::with_capacity(expected);
         while latencies.len() < expected {
             let left = deadline.saturating_duration_since(Instant::now());
-            let Ok(Some(Ok(Message::Text(text)))) = tokio::time::timeout(left.min(Duration::from_secs(10)), ws.next()).await else {
+            let Ok(Some(Ok(Message::Text(text)))) =
+                tokio::time::timeout(left.min(Duration::from_secs(10)), ws.next()).await
+            else {
                 break;
             };
             let now = Instant::now();

@@ -3,13 +3,13 @@
 //! through the community's shard actor. The ratio of their rates is the cost
 //! of the read path over the bare GraphQL stack.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
-use crate::stats::{summarise, Summary};
+use crate::stats::{Summary, summarise};
 
 /// Options of `read-path`.
 #[derive(clap::Args)]
@@ -62,11 +62,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let mut results = Vec::new();
     for (name, body) in [("trivial", &trivial), ("waitlist_page", &page)] {
         phase(&client, &endpoint, body, &args, Duration::from_secs(args.warmup), u64::MAX).await;
-        results.push(phase(&client, &endpoint, body, &args, Duration::from_secs(args.seconds), args.max_requests).await.named(name));
+        results.push(
+            phase(&client, &endpoint, body, &args, Duration::from_secs(args.seconds), args.max_requests)
+                .await
+                .named(name),
+        );
     }
     let ratio = results[1].rps / results[0].rps.max(1e-9);
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&json!({ "phases": results, "ratio": ratio, "page_items": items }))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({ "phases": results, "ratio": ratio, "page_items": items }))?
+        );
     } else {
         for s in &results {
             println!(
@@ -89,7 +96,14 @@ impl Phase {
     }
 }
 
-async fn phase(client: &reqwest::Client, endpoint: &str, body: &Value, args: &Args, length: Duration, max: u64) -> Phase {
+async fn phase(
+    client: &reqwest::Client,
+    endpoint: &str,
+    body: &Value,
+    args: &Args,
+    length: Duration,
+    max: u64,
+) -> Phase {
     let sent = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + length;
     let started = Instant::now();

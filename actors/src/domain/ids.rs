@@ -104,7 +104,10 @@ impl ProviderId {
         if (5..=10).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric()) {
             Ok(ProviderId(s))
         } else {
-            Err(DomainError::invalid("providerId", "a provider id is 5 to 10 letters or digits (the practitioner number)"))
+            Err(DomainError::invalid(
+                "providerId",
+                "a provider id is 5 to 10 letters or digits (the practitioner number)",
+            ))
         }
     }
 

@@ -42,9 +42,9 @@ pub use person::{AgeGroup, DateOfBirth, Household, Language, Member, Need, Perso
 pub use phn::Phn;
 pub use proposal::{Proposal, ProposalStatus, Responder, ScoreExplanation, ScorePart};
 pub use provider::{Capacity, ComplexityMix, Provider, ProviderKind};
-pub use registration::{parse_reason, Decline, Registration, RegistrationStatus, TransitionRefused};
+pub use registration::{Decline, Registration, RegistrationStatus, TransitionRefused, parse_reason};
 pub use shard::{CommunityCode, HaCode, ShardKey};
-pub use time::{Timestamp, DAY_MS};
+pub use time::{DAY_MS, Timestamp};
 
 /// A value that failed its rule. `field` names the input, `message` says what a
 /// person should change; neither ever contains the value itself (it may be a PHN).

@@ -21,7 +21,10 @@ impl PersonName {
             return Err(DomainError::invalid("name", "a name has 1 to 60 characters"));
         }
         if !s.chars().all(|c| c.is_alphabetic() || matches!(c, ' ' | '\'' | '-' | '.' | '’')) {
-            return Err(DomainError::invalid("name", "a name may hold letters, spaces, apostrophes, hyphens and periods"));
+            return Err(DomainError::invalid(
+                "name",
+                "a name may hold letters, spaces, apostrophes, hyphens and periods",
+            ));
         }
         Ok(PersonName(s.into()))
     }
@@ -39,8 +42,9 @@ pub struct DateOfBirth(NaiveDate);
 impl DateOfBirth {
     /// Parses `YYYY-MM-DD`, checked against `today`.
     pub fn parse(input: &str, today: NaiveDate) -> Result<Self, DomainError> {
-        let date = NaiveDate::parse_from_str(input.trim(), "%Y-%m-%d")
-            .map_err(|_| DomainError::invalid("dateOfBirth", "a date of birth is written YYYY-MM-DD and must be a real date"))?;
+        let date = NaiveDate::parse_from_str(input.trim(), "%Y-%m-%d").map_err(|_| {
+            DomainError::invalid("dateOfBirth", "a date of birth is written YYYY-MM-DD and must be a real date")
+        })?;
         Self::from_date(date, today)
     }
 
@@ -50,7 +54,10 @@ impl DateOfBirth {
             return Err(DomainError::invalid("dateOfBirth", "a date of birth cannot be in the future"));
         }
         if today.year() - date.year() > 125 {
-            return Err(DomainError::invalid("dateOfBirth", "a date of birth more than 125 years ago is not plausible"));
+            return Err(DomainError::invalid(
+                "dateOfBirth",
+                "a date of birth more than 125 years ago is not plausible",
+            ));
         }
         Ok(DateOfBirth(date))
     }
@@ -74,7 +81,6 @@ impl DateOfBirth {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct PostalCode([u8; 7]);
-
 
 impl PostalCode {
     /// Parses a postal code, forgiving case and the middle space.
@@ -174,7 +180,6 @@ impl AgeGroup {
 #[serde(try_from = "String", into = "String")]
 pub struct Language([u8; 3]);
 
-
 impl Language {
     /// Parses a 2- or 3-letter code.
     pub fn parse(input: &str) -> Result<Self, DomainError> {
@@ -233,7 +238,10 @@ impl Household {
         let mut seen = BTreeSet::new();
         for (i, m) in members.iter().enumerate() {
             if !seen.insert(m.phn) {
-                return Err(DomainError::invalid(&format!("members[{i}].phn"), "the same PHN appears twice in the household"));
+                return Err(DomainError::invalid(
+                    &format!("members[{i}].phn"),
+                    "the same PHN appears twice in the household",
+                ));
             }
         }
         if languages.len() > 5 {
@@ -328,7 +336,8 @@ mod tests {
         assert!(one.is_complex());
         let twice = Household::new(vec![member("9698658215"), member("9698658215")], pc, vec![]);
         assert_eq!(twice.unwrap_err().field, "members[1].phn");
-        let nine: Vec<Member> = (0..20).filter_map(Phn::with_body).take(9).map(|p| Member { phn: p, ..member("9698658215") }).collect();
+        let nine: Vec<Member> =
+            (0..20).filter_map(Phn::with_body).take(9).map(|p| Member { phn: p, ..member("9698658215") }).collect();
         assert_eq!(nine.len(), 9);
         assert!(Household::new(nine.clone(), pc, vec![]).is_err());
         assert!(Household::new(nine[..8].to_vec(), pc, vec![]).is_ok());

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{registration::TransitionRefused, ProposalId, ProviderId, RegistrationRef, ShardKey, Timestamp};
+use super::{ProposalId, ProviderId, RegistrationRef, ShardKey, Timestamp, registration::TransitionRefused};
 
 /// Where a proposal stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -171,7 +171,10 @@ mod tests {
     fn open_can_be_accepted_declined_expired_or_cancelled() {
         assert_eq!(open().accept(Timestamp(10)).unwrap().status, ProposalStatus::Accepted);
         let d = open().decline(Responder::Patient, "too far", Timestamp(10)).unwrap();
-        assert_eq!((d.status, d.declined_by, d.decline_reason.as_deref()), (ProposalStatus::Declined, Some(Responder::Patient), Some("too far")));
+        assert_eq!(
+            (d.status, d.declined_by, d.decline_reason.as_deref()),
+            (ProposalStatus::Declined, Some(Responder::Patient), Some("too far"))
+        );
         assert_eq!(open().expire(Timestamp(100)).unwrap().status, ProposalStatus::Expired);
         assert_eq!(open().cancel(Timestamp(10)).unwrap().status, ProposalStatus::Cancelled);
     }

@@ -102,7 +102,12 @@ impl Registration {
         if self.status != RegistrationStatus::Waiting {
             return Err(self.refuse("proposed"));
         }
-        Ok(Registration { status: RegistrationStatus::Proposed, proposal: Some(proposal), updated_at: now, ..self.clone() })
+        Ok(Registration {
+            status: RegistrationStatus::Proposed,
+            proposal: Some(proposal),
+            updated_at: now,
+            ..self.clone()
+        })
     }
 
     /// `PROPOSED → WAITING`: the match fell through; `registered_at` is kept.
@@ -110,7 +115,8 @@ impl Registration {
         if self.status != RegistrationStatus::Proposed || self.proposal.as_ref() != Some(&decline.proposal) {
             return Err(self.refuse("returned to the waitlist"));
         }
-        let mut next = Registration { status: RegistrationStatus::Waiting, proposal: None, updated_at: now, ..self.clone() };
+        let mut next =
+            Registration { status: RegistrationStatus::Waiting, proposal: None, updated_at: now, ..self.clone() };
         next.declines.push(decline);
         Ok(next)
     }
@@ -175,7 +181,12 @@ mod tests {
             needs: Default::default(),
         };
         let household = Household::new(vec![member], PostalCode::parse("V8W 1A1").unwrap(), vec![]).unwrap();
-        Registration::new(RegistrationRef::generate(), crate::domain::ShardKey::parse("IHA/111").unwrap(), household, Timestamp(1_000))
+        Registration::new(
+            RegistrationRef::generate(),
+            crate::domain::ShardKey::parse("IHA/111").unwrap(),
+            household,
+            Timestamp(1_000),
+        )
     }
 
     fn decline(p: &ProposalId) -> Decline {

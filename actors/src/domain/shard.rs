@@ -15,7 +15,6 @@ use super::DomainError;
 #[serde(try_from = "String", into = "String")]
 pub struct HaCode(Arc<str>);
 
-
 impl HaCode {
     /// 2–8 ASCII capitals or digits.
     pub fn parse(input: &str) -> Result<Self, DomainError> {
@@ -23,7 +22,10 @@ impl HaCode {
         if (2..=8).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()) {
             Ok(HaCode(s.into()))
         } else {
-            Err(DomainError::invalid("healthAuthority", "a health authority code is 2 to 8 capital letters or digits, e.g. IHA"))
+            Err(DomainError::invalid(
+                "healthAuthority",
+                "a health authority code is 2 to 8 capital letters or digits, e.g. IHA",
+            ))
         }
     }
 
@@ -41,7 +43,6 @@ impl HaCode {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct CommunityCode(Arc<str>);
-
 
 impl CommunityCode {
     /// 1–12 ASCII letters, digits or `-`.

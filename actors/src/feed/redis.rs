@@ -12,7 +12,7 @@
 //! subscriber fills any gap with the catch-up query.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -60,7 +60,15 @@ impl RedisFeed {
         let dropped = Arc::new(AtomicU64::new(0));
         tokio::spawn(publish_loop(client.clone(), out_rx, publisher.clone(), dropped.clone()));
         tokio::spawn(subscribe_loop(client, wanted_rx, local.clone(), subscriber.clone()));
-        Ok(Arc::new(RedisFeed { local, outgoing, wanted, asked: Mutex::new(HashSet::new()), publisher, subscriber, dropped }))
+        Ok(Arc::new(RedisFeed {
+            local,
+            outgoing,
+            wanted,
+            asked: Mutex::new(HashSet::new()),
+            publisher,
+            subscriber,
+            dropped,
+        }))
     }
 }
 
@@ -99,7 +107,12 @@ async fn backoff(attempt: &mut u32) {
     tokio::time::sleep(Duration::from_millis(ms)).await;
 }
 
-async fn publish_loop(client: redis::Client, mut rx: mpsc::Receiver<Event>, state: Arc<AtomicU8>, dropped: Arc<AtomicU64>) {
+async fn publish_loop(
+    client: redis::Client,
+    mut rx: mpsc::Receiver<Event>,
+    state: Arc<AtomicU8>,
+    dropped: Arc<AtomicU64>,
+) {
     let mut attempt = 0;
     loop {
         let mut conn = match client.get_multiplexed_async_connection().await {

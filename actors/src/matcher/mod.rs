@@ -120,7 +120,12 @@ pub fn run(candidates: &[Candidate], openings: &[Opening], policy: &Policy, now:
 
 /// [`run`], also returning how many candidates were considered, so tests can
 /// see the early stop.
-fn run_counted(candidates: &[Candidate], openings: &[Opening], policy: &Policy, now: Timestamp) -> (Vec<Placement>, usize) {
+fn run_counted(
+    candidates: &[Candidate],
+    openings: &[Opening],
+    policy: &Policy,
+    now: Timestamp,
+) -> (Vec<Placement>, usize) {
     let mut board = Board::new(openings, policy);
     if board.is_full() {
         return (Vec::new(), 0);
@@ -137,7 +142,8 @@ fn run_counted(candidates: &[Candidate], openings: &[Opening], policy: &Policy, 
         considered += 1;
         let c = &candidates[ranked.index];
         if let Some((provider, provider_fit)) = board.place(&ranked.extra, c) {
-            let explanation = ScoreExplanation { score: ranked.score, parts: score::parts(c, &bonuses, now), provider_fit };
+            let explanation =
+                ScoreExplanation { score: ranked.score, parts: score::parts(c, &bonuses, now), provider_fit };
             placements.push(Placement { reference: c.reference, provider, explanation });
         }
     }

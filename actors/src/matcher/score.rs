@@ -74,7 +74,12 @@ pub(super) fn rank<T>(
     let mut ranked: Vec<Ranked<T>> = candidates
         .iter()
         .enumerate()
-        .map(|(index, c)| Ranked { score: score(c, bonuses, now), registered_at: c.registered_at, index, extra: extra(c) })
+        .map(|(index, c)| Ranked {
+            score: score(c, bonuses, now),
+            registered_at: c.registered_at,
+            index,
+            extra: extra(c),
+        })
         .collect();
     ranked.sort_unstable_by(|a, b| {
         b.score
@@ -106,7 +111,7 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
-    use crate::domain::{RegistrationRef, DAY_MS};
+    use crate::domain::{DAY_MS, RegistrationRef};
 
     fn candidate(days: i64, needs: &[Need]) -> Candidate {
         Candidate {

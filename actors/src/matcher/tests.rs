@@ -148,7 +148,9 @@ fn age_groups_hard_soft_and_ignored() {
     let kids_only = Opening { age_groups: BTreeSet::from([AgeGroup::Child]), ..opening("P0001", 20) };
     let anyone = opening("P0002", 5);
     let both = [kids_only.clone(), anyone];
-    let run_with = |rule, openings: &[Opening]| run(slice::from_ref(&family), openings, &policy(PreferenceRule::Ignore, rule), NOW);
+    let run_with = |rule, openings: &[Opening]| {
+        run(slice::from_ref(&family), openings, &policy(PreferenceRule::Ignore, rule), NOW)
+    };
 
     assert_eq!(placed(&run_with(PreferenceRule::Hard, &both)), [(1, "P0002")]);
     assert!(run_with(PreferenceRule::Hard, slice::from_ref(&kids_only)).is_empty());
@@ -172,8 +174,9 @@ fn language_hard_soft_ignored_and_empty_neutral() {
     let shared = Opening { languages: vec![lang("en"), lang("pa")], ..opening("P0002", 5) };
     let unstated = opening("P0003", 8);
     let all = [french.clone(), shared.clone(), unstated.clone()];
-    let run_with =
-        |rule, c: &Candidate, openings: &[Opening]| run(slice::from_ref(c), openings, &policy(rule, PreferenceRule::Ignore), NOW);
+    let run_with = |rule, c: &Candidate, openings: &[Opening]| {
+        run(slice::from_ref(c), openings, &policy(rule, PreferenceRule::Ignore), NOW)
+    };
 
     // Hard: the French provider is out; match is not ranked, so most places wins.
     assert_eq!(placed(&run_with(PreferenceRule::Hard, &punjabi, &all)), [(1, "P0003")]);
@@ -200,7 +203,8 @@ fn language_hard_soft_ignored_and_empty_neutral() {
 fn soft_preferences_are_counted_together() {
     let c = Candidate { languages: vec![lang("pa")], age_groups: BTreeSet::from([AgeGroup::Senior]), ..cand(1, 10) };
     let seniors = BTreeSet::from([AgeGroup::Senior]);
-    let one = Opening { languages: vec![lang("pa")], age_groups: BTreeSet::from([AgeGroup::Child]), ..opening("P0001", 50) };
+    let one =
+        Opening { languages: vec![lang("pa")], age_groups: BTreeSet::from([AgeGroup::Child]), ..opening("P0001", 50) };
     let two = Opening { languages: vec![lang("pa")], age_groups: seniors, ..opening("P0002", 3) };
     let soft = policy(PreferenceRule::Soft, PreferenceRule::Soft);
     let out = run(&[c], &[one, two], &soft, NOW);
@@ -316,19 +320,32 @@ fn explanation_parts_sum_to_the_score() {
     }
     assert_eq!(
         fit(&out[0]),
-        ["only eligible provider", "meets 0 of 1 soft preferences", "has 10 free places", "household states no language", "takes all age groups", "complex share 1/10 used"]
+        [
+            "only eligible provider",
+            "meets 0 of 1 soft preferences",
+            "has 10 free places",
+            "household states no language",
+            "takes all age groups",
+            "complex share 1/10 used"
+        ]
     );
 }
 
 /// The rules as plainly as they can be written: strings and sets, no bit sets,
 /// no memory of refusals. `run` must agree with it exactly.
-fn plain_run(candidates: &[Candidate], openings: &[Opening], policy: &Policy) -> Vec<(RegistrationRef, ProviderId, i64)> {
+fn plain_run(
+    candidates: &[Candidate],
+    openings: &[Opening],
+    policy: &Policy,
+) -> Vec<(RegistrationRef, ProviderId, i64)> {
     let score = |c: &Candidate| {
         i64::from(c.registered_at.days_until(NOW))
             + c.needs.iter().map(|n| i64::from(policy.need_bonus_days.get(n).copied().unwrap_or(0))).sum::<i64>()
     };
     let mut order: Vec<&Candidate> = candidates.iter().collect();
-    order.sort_by(|a, b| score(b).cmp(&score(a)).then(a.registered_at.cmp(&b.registered_at)).then(a.reference.cmp(&b.reference)));
+    order.sort_by(|a, b| {
+        score(b).cmp(&score(a)).then(a.registered_at.cmp(&b.registered_at)).then(a.reference.cmp(&b.reference))
+    });
     let mut open: Vec<&Opening> = openings.iter().filter(|o| o.free_places > 0).collect();
     open.sort_by(|a, b| a.provider.cmp(&b.provider));
     let mut left: Vec<u32> = open.iter().map(|o| o.free_places).collect();
@@ -374,7 +391,12 @@ fn plain_run(candidates: &[Candidate], openings: &[Opening], policy: &Policy) ->
     out
 }
 
-fn random_case(rng: &mut StdRng, languages: &[Language], candidates: u32, openings: u32) -> (Vec<Candidate>, Vec<Opening>) {
+fn random_case(
+    rng: &mut StdRng,
+    languages: &[Language],
+    candidates: u32,
+    openings: u32,
+) -> (Vec<Candidate>, Vec<Opening>) {
     let groups = [AgeGroup::Child, AgeGroup::Adult, AgeGroup::Senior];
     let pick = |rng: &mut StdRng, n: usize| -> Vec<Language> {
         (0..rng.random_range(0..=n)).map(|_| languages[rng.random_range(0..languages.len())]).collect()

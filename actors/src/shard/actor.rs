@@ -12,7 +12,7 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tracing::{info, instrument, warn};
 
-use crate::domain::{Event, Household, RegistrationRef, Seq, ShardKey, Timestamp, DAY_MS};
+use crate::domain::{DAY_MS, Event, Household, RegistrationRef, Seq, ShardKey, Timestamp};
 use crate::error::AttachError;
 use crate::feed::Feed;
 use crate::matcher::Policy;
@@ -20,7 +20,7 @@ use crate::store::{Batch, CasOutcome, Epoch, PhnClaim, PhnHolder, Record, Record
 
 use super::messages::*;
 use super::plan;
-use super::state::{days_before, Change, ShardState};
+use super::state::{Change, ShardState, days_before};
 
 /// Settings every shard shares.
 #[derive(Debug, Clone)]
@@ -97,10 +97,23 @@ impl Actor for ShardActor {
         state.apply(image.records, &[]);
         info!(records, last_seq = image.last_seq, epoch = epoch.0, "shard loaded");
         myself.send_interval(args.config.expiry_interval, || ShardMsg::ExpireDue);
-        Ok(ShardRuntime { state, epoch, last_seq: image.last_seq, store: args.store, config: args.config, feed: args.feed, suspect: false })
+        Ok(ShardRuntime {
+            state,
+            epoch,
+            last_seq: image.last_seq,
+            store: args.store,
+            config: args.config,
+            feed: args.feed,
+            suspect: false,
+        })
     }
 
-    async fn handle(&self, _myself: ActorRef<ShardMsg>, msg: ShardMsg, rt: &mut ShardRuntime) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _myself: ActorRef<ShardMsg>,
+        msg: ShardMsg,
+        rt: &mut ShardRuntime,
+    ) -> Result<(), ActorProcessingErr> {
         // A reply port whose caller has gone (timed out) is not an error of the shard.
         macro_rules! answer {
             ($reply:expr, $result:expr) => {{
@@ -137,7 +150,10 @@ impl Actor for ShardActor {
                 let facility = cmd.facility.clone();
                 let change = plan::upsert_clinic(&rt.state, cmd, now);
                 let result = rt.commit(change, now).await.and_then(|_| {
-                    rt.state.clinic(&facility).cloned().ok_or_else(|| AttachError::internal("clinic missing after commit"))
+                    rt.state
+                        .clinic(&facility)
+                        .cloned()
+                        .ok_or_else(|| AttachError::internal("clinic missing after commit"))
                 });
                 answer!(reply, result)
             }
@@ -314,11 +330,18 @@ impl ShardRuntime {
     }
 
     /// Whether an existing claim still holds its PHN.
-    async fn claim_is_live(&self, claim: &PhnClaim, phn: crate::domain::Phn, now: Timestamp) -> Result<bool, AttachError> {
+    async fn claim_is_live(
+        &self,
+        claim: &PhnClaim,
+        phn: crate::domain::Phn,
+        now: Timestamp,
+    ) -> Result<bool, AttachError> {
         let record = if claim.shard == self.state.key {
             match &claim.holder {
                 PhnHolder::Registration(r) => self.state.registration(r).cloned().map(Record::Registration),
-                PhnHolder::Panel(p) => self.state.panel(p).and_then(|panel| panel.get(&phn)).cloned().map(Record::PanelEntry),
+                PhnHolder::Panel(p) => {
+                    self.state.panel(p).and_then(|panel| panel.get(&phn)).cloned().map(Record::PanelEntry)
+                }
             }
         } else {
             let key = match &claim.holder {
@@ -335,7 +358,12 @@ impl ShardRuntime {
         })
     }
 
-    async fn withdraw(&mut self, r: &RegistrationRef, reason: &str, now: Timestamp) -> Result<RegistrationView, AttachError> {
+    async fn withdraw(
+        &mut self,
+        r: &RegistrationRef,
+        reason: &str,
+        now: Timestamp,
+    ) -> Result<RegistrationView, AttachError> {
         let change = plan::withdraw(&self.state, r, reason, now)?;
         self.commit(change, now).await?;
         let view = self.registration_view(r)?;
@@ -344,9 +372,10 @@ impl ShardRuntime {
         let claim_of = |at| PhnClaim { shard: self.state.key.clone(), holder: PhnHolder::Registration(*r), at };
         for m in &view.registration.household.members {
             if let Ok(Some(current)) = self.store.phn_claim(m.phn).await
-                && current == claim_of(current.at) {
-                    let _ = self.store.cas_phn_claim(m.phn, Some(&current), None).await;
-                }
+                && current == claim_of(current.at)
+            {
+                let _ = self.store.cas_phn_claim(m.phn, Some(&current), None).await;
+            }
         }
         Ok(view)
     }
@@ -359,7 +388,11 @@ impl ShardRuntime {
             .or_else(|| registration.declines.last().map(|d| &d.proposal))
             .and_then(|id| self.state.proposal(id))
             .cloned();
-        Ok(RegistrationView { place: self.state.place_in_line(registration), registration: registration.clone(), proposal })
+        Ok(RegistrationView {
+            place: self.state.place_in_line(registration),
+            registration: registration.clone(),
+            proposal,
+        })
     }
 
     fn waitlist(&self, q: &WaitlistQuery, now: Timestamp) -> WaitlistPage {
@@ -367,10 +400,15 @@ impl ShardRuntime {
             (q.needs.is_empty() || r.household.members.iter().any(|m| q.needs.iter().any(|n| m.needs.contains(n))))
                 && q.min_wait_days.is_none_or(|d| r.registered_at.days_until(now) >= d)
         };
-        let mut items: Vec<_> = self.state.waitlist_after(q.after.as_ref()).filter(matches).take(q.limit + 1).cloned().collect();
+        let mut items: Vec<_> =
+            self.state.waitlist_after(q.after.as_ref()).filter(matches).take(q.limit + 1).cloned().collect();
         let has_next = items.len() > q.limit;
         items.truncate(q.limit);
-        WaitlistPage { items, has_next, total_waiting: self.state.tally(crate::domain::RegistrationStatus::Waiting).households }
+        WaitlistPage {
+            items,
+            has_next,
+            total_waiting: self.state.tally(crate::domain::RegistrationStatus::Waiting).households,
+        }
     }
 
     fn provider_view(&self, id: &crate::domain::ProviderId, now: Timestamp) -> Result<ProviderView, AttachError> {

@@ -10,8 +10,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use ractor::rpc::CallResult;
 use ractor::ActorRef;
+use ractor::rpc::CallResult;
 use tokio::sync::Semaphore;
 
 use crate::domain::ShardKey;
@@ -79,18 +79,27 @@ impl ShardDirectory {
     ) -> Result<T, AttachError> {
         let slot = self.slots.get(key).ok_or_else(|| AttachError::not_found("community"))?;
         let _permit = slot.mailbox.clone().try_acquire_owned().map_err(|_| {
-            AttachError::new(ErrorCode::Overloaded, format!("community {} is busy; nothing was changed, retry shortly", key.community.as_str()))
+            AttachError::new(
+                ErrorCode::Overloaded,
+                format!("community {} is busy; nothing was changed, retry shortly", key.community.as_str()),
+            )
         })?;
         let actor = slot.actor.read().unwrap_or_else(|e| e.into_inner()).clone();
         let unavailable = || {
-            AttachError::new(ErrorCode::ShardUnavailable, format!("community {} is restarting; retry shortly", key.community.as_str()))
+            AttachError::new(
+                ErrorCode::ShardUnavailable,
+                format!("community {} is restarting; retry shortly", key.community.as_str()),
+            )
         };
         let actor = actor.ok_or_else(unavailable)?;
         match actor.call(build, Some(self.timeout)).await {
             Ok(CallResult::Success(result)) => result,
             Ok(CallResult::Timeout) => Err(AttachError::new(
                 ErrorCode::ShardUnavailable,
-                format!("community {} did not answer in time; check the result before retrying", key.community.as_str()),
+                format!(
+                    "community {} did not answer in time; check the result before retrying",
+                    key.community.as_str()
+                ),
             )),
             Ok(CallResult::SenderError) | Err(_) => Err(unavailable()),
         }

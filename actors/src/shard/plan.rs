@@ -2,9 +2,9 @@
 //! without changing it. A refused command returns an error and writes nothing.
 
 use crate::domain::{
-    Capacity, Clinic, ClinicInput, Decline, EventKind, FacilityNumber, Household, PanelEntry, PanelSource,
-    PersonName, Proposal, ProposalId, ProposalStatus, Provider, ProviderId, ProviderKind, Registration,
-    RegistrationRef, Responder, Timestamp,
+    Capacity, Clinic, ClinicInput, Decline, EventKind, FacilityNumber, Household, PanelEntry, PanelSource, PersonName,
+    Proposal, ProposalId, ProposalStatus, Provider, ProviderId, ProviderKind, Registration, RegistrationRef, Responder,
+    Timestamp,
 };
 use crate::error::AttachError;
 use crate::matcher::{self, Candidate, Opening, Policy};
@@ -76,9 +76,10 @@ pub fn withdraw(state: &ShardState, r: &RegistrationRef, reason: &str, now: Time
     let next = reg.withdraw(reason, now)?;
     let mut change = Change::default();
     if let Some(pid) = &reg.proposal
-        && let Some(p) = state.proposal(pid) {
-            change.upserts.push(Record::Proposal(p.cancel(now)?));
-        }
+        && let Some(p) = state.proposal(pid)
+    {
+        change.upserts.push(Record::Proposal(p.cancel(now)?));
+    }
     change.upserts.push(Record::Registration(next));
     change.events.push(EventKind::Withdrawn { reference: *r });
     Ok(change)
@@ -118,7 +119,12 @@ pub fn upsert_provider(state: &ShardState, input: ProviderInput, now: Timestamp)
 }
 
 /// Sets a provider's capacity and preferences.
-pub fn set_capacity(state: &ShardState, id: &ProviderId, capacity: Capacity, now: Timestamp) -> Result<Change, AttachError> {
+pub fn set_capacity(
+    state: &ShardState,
+    id: &ProviderId,
+    capacity: Capacity,
+    now: Timestamp,
+) -> Result<Change, AttachError> {
     let existing = state.provider(id).ok_or_else(|| AttachError::not_found("provider"))?;
     let provider = Provider { capacity, updated_at: now, ..existing.clone() };
     Ok(Change {
@@ -151,7 +157,12 @@ pub fn upsert_clinic(state: &ShardState, cmd: ClinicCommand, now: Timestamp) -> 
 
 /// Runs the matcher over the shard's waitlist and accepting providers, and
 /// plans one open proposal per placement.
-pub fn run_matching(state: &ShardState, policy: &Policy, ttl_ms: i64, now: Timestamp) -> Result<(Change, Vec<Proposal>), AttachError> {
+pub fn run_matching(
+    state: &ShardState,
+    policy: &Policy,
+    ttl_ms: i64,
+    now: Timestamp,
+) -> Result<(Change, Vec<Proposal>), AttachError> {
     let candidates: Vec<Candidate> = state
         .waitlist_after(None)
         .map(|r| Candidate {
@@ -214,7 +225,12 @@ pub fn run_matching(state: &ShardState, policy: &Policy, ttl_ms: i64, now: Times
 /// Accepts or declines an open proposal. Accepting attaches every member to the
 /// provider's panel (service code 98990); declining returns the household to
 /// the waitlist with its registration time kept and the reason recorded.
-pub fn answer(state: &ShardState, id: &ProposalId, answer: Answer, now: Timestamp) -> Result<(Change, Proposal), AttachError> {
+pub fn answer(
+    state: &ShardState,
+    id: &ProposalId,
+    answer: Answer,
+    now: Timestamp,
+) -> Result<(Change, Proposal), AttachError> {
     let proposal = state.proposal(id).ok_or_else(|| AttachError::not_found("proposal"))?;
     let reg = registration_or_404(state, &proposal.reference)?;
     let mut change = Change::default();

@@ -8,8 +8,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::domain::{
-    Clinic, EventKind, FacilityNumber, PanelEntry, Phn, Proposal, ProposalId, ProposalStatus, Provider, ProviderId,
-    Registration, RegistrationRef, RegistrationStatus, ShardKey, Timestamp, DAY_MS,
+    Clinic, DAY_MS, EventKind, FacilityNumber, PanelEntry, Phn, Proposal, ProposalId, ProposalStatus, Provider,
+    ProviderId, Registration, RegistrationRef, RegistrationStatus, ShardKey, Timestamp,
 };
 use crate::store::{Locator, Record, RecordKey};
 
@@ -95,7 +95,9 @@ impl ShardState {
         // Records decoded from the store each carry their own copy of the shard
         // key; point them at this shard's one, so a million registrations share it.
         let record = match record {
-            Record::Registration(r) if r.shard == self.key => Record::Registration(Registration { shard: self.key.clone(), ..r }),
+            Record::Registration(r) if r.shard == self.key => {
+                Record::Registration(Registration { shard: self.key.clone(), ..r })
+            }
             Record::Proposal(p) if p.shard == self.key => Record::Proposal(Proposal { shard: self.key.clone(), ..p }),
             other => other,
         };
@@ -179,9 +181,10 @@ impl ShardState {
 
     fn unindex_proposal(&mut self, p: &Proposal) {
         if p.status == ProposalStatus::Open
-            && let Some(n) = self.open_places.get_mut(&p.provider) {
-                *n = n.saturating_sub(u32::from(p.household_size));
-            }
+            && let Some(n) = self.open_places.get_mut(&p.provider)
+        {
+            *n = n.saturating_sub(u32::from(p.household_size));
+        }
     }
 
     // ---- reads ----
@@ -284,9 +287,7 @@ impl ShardState {
 
     /// People attached to `provider` since `since`.
     pub fn attached_since(&self, provider: &ProviderId, since: Timestamp) -> u32 {
-        self.panels
-            .get(provider)
-            .map_or(0, |p| p.values().filter(|e| e.attached_at >= since).count() as u32)
+        self.panels.get(provider).map_or(0, |p| p.values().filter(|e| e.attached_at >= since).count() as u32)
     }
 
     /// Free places a provider offers now: the smaller of what the desired panel

@@ -49,7 +49,11 @@ impl Actor for HaSupervisor {
     type State = SupervisorState;
     type Arguments = SupervisorArgs;
 
-    async fn pre_start(&self, myself: ActorRef<SupervisorMsg>, args: SupervisorArgs) -> Result<SupervisorState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        args: SupervisorArgs,
+    ) -> Result<SupervisorState, ActorProcessingErr> {
         let mut state = SupervisorState {
             ha: args.ha,
             directory: args.directory,
@@ -69,7 +73,12 @@ impl Actor for HaSupervisor {
         Ok(state)
     }
 
-    async fn handle(&self, myself: ActorRef<SupervisorMsg>, msg: SupervisorMsg, state: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        msg: SupervisorMsg,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             SupervisorMsg::Restart(key) => restart(&myself, state, key).await,
         }
@@ -84,7 +93,9 @@ impl Actor for HaSupervisor {
     ) -> Result<(), ActorProcessingErr> {
         let (cell, why): (ActorCell, String) = match event {
             SupervisionEvent::ActorFailed(cell, err) => (cell, format!("failed: {err}")),
-            SupervisionEvent::ActorTerminated(cell, _, reason) => (cell, format!("stopped: {}", reason.unwrap_or_default())),
+            SupervisionEvent::ActorTerminated(cell, _, reason) => {
+                (cell, format!("stopped: {}", reason.unwrap_or_default()))
+            }
             _ => return Ok(()),
         };
         if let Some(key) = state.children.remove(&cell.get_id()) {
@@ -96,7 +107,11 @@ impl Actor for HaSupervisor {
     }
 }
 
-async fn start(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState, args: ShardArgs) -> Result<(), ActorProcessingErr> {
+async fn start(
+    myself: &ActorRef<SupervisorMsg>,
+    state: &mut SupervisorState,
+    args: ShardArgs,
+) -> Result<(), ActorProcessingErr> {
     let key = args.key.clone();
     let (actor, _) = Actor::spawn_linked(None, ShardActor, args, myself.get_cell()).await?;
     state.children.insert(actor.get_id(), key.clone());

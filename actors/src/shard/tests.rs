@@ -10,8 +10,8 @@ use crate::domain::*;
 use crate::error::ErrorCode;
 use crate::regions::Regions;
 use crate::shard::{Answer, ClinicCommand, ProviderInput, ShardConfig, WaitlistQuery};
-use crate::store::embedded::{EmbeddedOptions, EmbeddedStore};
 use crate::store::Store;
+use crate::store::embedded::{EmbeddedOptions, EmbeddedStore};
 use crate::system::AttachSystem;
 
 const REGIONS: &str = r#"
@@ -99,7 +99,8 @@ async fn provider(system: &AttachSystem, id: &str, community: &str, places: u32)
         )
         .await
         .unwrap();
-    let capacity = Capacity::new(true, places, 1000 + places, ComplexityMix::default(), vec![], BTreeSet::new()).unwrap();
+    let capacity =
+        Capacity::new(true, places, 1000 + places, ComplexityMix::default(), vec![], BTreeSet::new()).unwrap();
     system.set_capacity(&id, capacity).await.unwrap();
     id
 }
@@ -300,11 +301,17 @@ async fn waitlist_pages_filter_and_unknown_things() {
     assert_eq!((first.items.len(), first.has_next, first.total_waiting), (2, true, 5));
     let last = &first.items[1];
     let rest = s
-        .waitlist(&c("111"), WaitlistQuery { after: Some((last.registered_at, last.reference)), limit: 10, ..Default::default() })
+        .waitlist(
+            &c("111"),
+            WaitlistQuery { after: Some((last.registered_at, last.reference)), limit: 10, ..Default::default() },
+        )
         .await
         .unwrap();
     assert_eq!((rest.items.len(), rest.has_next), (3, false));
-    let frail = s.waitlist(&c("111"), WaitlistQuery { limit: 10, needs: vec![Need::Frailty], ..Default::default() }).await.unwrap();
+    let frail = s
+        .waitlist(&c("111"), WaitlistQuery { limit: 10, needs: vec![Need::Frailty], ..Default::default() })
+        .await
+        .unwrap();
     assert_eq!(frail.items.len(), 3);
     assert_eq!(s.waitlist(&c("999"), WaitlistQuery::default()).await.unwrap_err().code, ErrorCode::NotFound);
     assert_eq!(s.registration(&RegistrationRef::generate()).await.unwrap_err().code, ErrorCode::NotFound);

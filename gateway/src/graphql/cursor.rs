@@ -1,8 +1,8 @@
 //! Opaque cursors: clients pass back what they were given, nothing else.
 
 use attach_actors::domain::{DomainError, RegistrationRef, Timestamp};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 fn bad() -> DomainError {
     DomainError { field: "after".into(), message: "the cursor is not one this API gave out".into() }

@@ -8,10 +8,10 @@
 //! the gap with the `events` query.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use async_graphql::{Context, Enum, Object, SimpleObject, Subscription, ID};
+use async_graphql::{Context, Enum, ID, Object, SimpleObject, Subscription};
 use attach_actors::domain::{self as d, Event, EventKind, ShardKey};
 use attach_actors::error::{AttachError, ErrorCode};
 use futures::stream::{self, BoxStream, StreamExt};
@@ -99,7 +99,10 @@ impl MatchEvent {
     }
 
     fn missed(shard: &ShardKey, after: u64) -> Self {
-        MatchEvent { missed_after_seq: Some(after), ..Self::base(shard, 0, d::Timestamp::now(), MatchEventKind::Missed) }
+        MatchEvent {
+            missed_after_seq: Some(after),
+            ..Self::base(shard, 0, d::Timestamp::now(), MatchEventKind::Missed)
+        }
     }
 }
 
@@ -113,16 +116,31 @@ impl From<Event> for MatchEvent {
         let (kind, reference, proposal, provider) = match &e.kind {
             EventKind::Registered { reference, .. } => (K::Registered, id(reference), None, None),
             EventKind::Withdrawn { reference } => (K::Withdrawn, id(reference), None, None),
-            EventKind::Proposed { proposal, reference, provider } => (K::Proposed, id(reference), id(proposal), id(provider)),
-            EventKind::Accepted { proposal, reference, provider } => (K::Accepted, id(reference), id(proposal), id(provider)),
-            EventKind::Declined { proposal, reference, provider, .. } => (K::Declined, id(reference), id(proposal), id(provider)),
-            EventKind::Expired { proposal, reference, provider } => (K::Expired, id(reference), id(proposal), id(provider)),
-            EventKind::Attached { reference, provider, .. } => (K::Attached, reference.as_ref().and_then(id), None, id(provider)),
+            EventKind::Proposed { proposal, reference, provider } => {
+                (K::Proposed, id(reference), id(proposal), id(provider))
+            }
+            EventKind::Accepted { proposal, reference, provider } => {
+                (K::Accepted, id(reference), id(proposal), id(provider))
+            }
+            EventKind::Declined { proposal, reference, provider, .. } => {
+                (K::Declined, id(reference), id(proposal), id(provider))
+            }
+            EventKind::Expired { proposal, reference, provider } => {
+                (K::Expired, id(reference), id(proposal), id(provider))
+            }
+            EventKind::Attached { reference, provider, .. } => {
+                (K::Attached, reference.as_ref().and_then(id), None, id(provider))
+            }
             EventKind::CapacityChanged { provider } => (K::CapacityChanged, None, None, id(provider)),
             EventKind::ProviderUpdated { provider } => (K::ProviderUpdated, None, None, id(provider)),
             EventKind::ClinicUpdated { .. } => (K::ClinicUpdated, None, None, None),
         };
-        let mut out = MatchEvent { reference, proposal_id: proposal, provider_id: provider, ..Self::base(&e.shard, e.seq, e.at, kind) };
+        let mut out = MatchEvent {
+            reference,
+            proposal_id: proposal,
+            provider_id: provider,
+            ..Self::base(&e.shard, e.seq, e.at, kind)
+        };
         match e.kind {
             EventKind::Registered { household_size, .. } => out.people = Some(u32::from(household_size)),
             EventKind::Attached { patients, .. } => out.people = Some(u32::from(patients)),
@@ -207,7 +225,10 @@ impl Drop for Slot {
 }
 
 /// Takes a slot on the caller's connection (none over plain HTTP) and ties it to `stream`.
-fn hold_slot(ctx: &Context<'_>, stream: BoxStream<'static, MatchEvent>) -> async_graphql::Result<BoxStream<'static, MatchEvent>> {
+fn hold_slot(
+    ctx: &Context<'_>,
+    stream: BoxStream<'static, MatchEvent>,
+) -> async_graphql::Result<BoxStream<'static, MatchEvent>> {
     let Some(connection) = ctx.data_opt::<ConnectionSubscriptions>() else { return Ok(stream) };
     let slot = connection.acquire()?;
     Ok(stream
@@ -261,7 +282,11 @@ fn live_stream(live: Live) -> BoxStream<'static, MatchEvent> {
     .boxed()
 }
 
-async fn community_stream(ctx: &Context<'_>, code: &d::CommunityCode, after: Option<u64>) -> async_graphql::Result<BoxStream<'static, MatchEvent>> {
+async fn community_stream(
+    ctx: &Context<'_>,
+    code: &d::CommunityCode,
+    after: Option<u64>,
+) -> async_graphql::Result<BoxStream<'static, MatchEvent>> {
     let system = system(ctx);
     // Subscribe before reading the store, so no event falls between the two.
     let (shard, rx) = system.subscribe(code).gql()?;
@@ -298,7 +323,11 @@ impl SubscriptionRoot {
     }
 
     /// Every community of a health authority, each in its own sequence order.
-    async fn health_authority_events(&self, ctx: &Context<'_>, code: String) -> async_graphql::Result<BoxStream<'static, MatchEvent>> {
+    async fn health_authority_events(
+        &self,
+        ctx: &Context<'_>,
+        code: String,
+    ) -> async_graphql::Result<BoxStream<'static, MatchEvent>> {
         let ha = d::HaCode::parse(&code).gql()?;
         let authority = system(ctx)
             .regions()
@@ -322,7 +351,12 @@ mod tests {
     }
 
     fn event(seq: u64) -> Event {
-        Event { shard: shard(), seq, at: Timestamp(0), kind: EventKind::CapacityChanged { provider: ProviderId::parse("P1234").unwrap() } }
+        Event {
+            shard: shard(),
+            seq,
+            at: Timestamp(0),
+            kind: EventKind::CapacityChanged { provider: ProviderId::parse("P1234").unwrap() },
+        }
     }
 
     fn describe(e: &MatchEvent) -> (u64, Option<u64>) {

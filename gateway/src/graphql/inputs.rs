@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 
-use async_graphql::{InputObject, ID};
+use async_graphql::{ID, InputObject};
 use attach_actors::domain::{self as d, DomainError};
 use attach_actors::shard::{ClinicCommand, ProviderInput as CoreProviderInput};
 
@@ -56,8 +56,10 @@ impl RegisterHouseholdInput {
             let at = format!("members[{i}].");
             members.push(d::Member {
                 phn: d::Phn::parse(&m.phn).map_err(|e| e.at(&at))?,
-                given_name: d::PersonName::parse(&m.given_name).map_err(|e| DomainError { field: format!("{at}givenName"), ..e })?,
-                surname: d::PersonName::parse(&m.surname).map_err(|e| DomainError { field: format!("{at}surname"), ..e })?,
+                given_name: d::PersonName::parse(&m.given_name)
+                    .map_err(|e| DomainError { field: format!("{at}givenName"), ..e })?,
+                surname: d::PersonName::parse(&m.surname)
+                    .map_err(|e| DomainError { field: format!("{at}surname"), ..e })?,
                 date_of_birth: d::DateOfBirth::parse(&m.date_of_birth, today).map_err(|e| e.at(&at))?,
                 needs: m.needs.into_iter().map(Into::into).collect(),
             });
@@ -105,7 +107,9 @@ impl ClinicInput {
                 details: d::ClinicInput::parse(&self.name, &self.address, &self.hours, &self.phone)?,
                 medical_director: self
                     .medical_director_id
-                    .map(|id| d::ProviderId::parse(&id).map_err(|e| DomainError { field: "medicalDirectorId".into(), ..e }))
+                    .map(|id| {
+                        d::ProviderId::parse(&id).map_err(|e| DomainError { field: "medicalDirectorId".into(), ..e })
+                    })
                     .transpose()?,
             },
         ))
@@ -137,7 +141,10 @@ impl ProviderInput {
     /// Parses into a community and a provider command.
     pub fn parse(self) -> Result<(d::CommunityCode, CoreProviderInput), DomainError> {
         if self.reported_panel_size > d::Capacity::MAX_PANEL_SIZE {
-            return Err(DomainError { field: "reportedPanelSize".into(), message: "a panel size is at most 10000".into() });
+            return Err(DomainError {
+                field: "reportedPanelSize".into(),
+                message: "a panel size is at most 10000".into(),
+            });
         }
         if self.clinics.len() > 20 {
             return Err(DomainError { field: "clinics".into(), message: "list at most 20 clinics".into() });
@@ -146,8 +153,10 @@ impl ProviderInput {
             d::CommunityCode::parse(&self.community)?,
             CoreProviderInput {
                 id: d::ProviderId::parse(&self.id)?,
-                given_name: d::PersonName::parse(&self.given_name).map_err(|e| DomainError { field: "givenName".into(), ..e })?,
-                surname: d::PersonName::parse(&self.surname).map_err(|e| DomainError { field: "surname".into(), ..e })?,
+                given_name: d::PersonName::parse(&self.given_name)
+                    .map_err(|e| DomainError { field: "givenName".into(), ..e })?,
+                surname: d::PersonName::parse(&self.surname)
+                    .map_err(|e| DomainError { field: "surname".into(), ..e })?,
                 kind: self.kind.into(),
                 clinics: self.clinics.iter().map(|c| d::FacilityNumber::parse(c)).collect::<Result<_, _>>()?,
                 reported_panel_size: self.reported_panel_size,

@@ -33,7 +33,11 @@ pub struct ApiLimits {
 }
 
 /// Builds the schema over a running system.
-pub fn build(system: Arc<AttachSystem>, limits: &crate::config::Limits, feed: &crate::config::FeedSettings) -> AttachSchema {
+pub fn build(
+    system: Arc<AttachSystem>,
+    limits: &crate::config::Limits,
+    feed: &crate::config::FeedSettings,
+) -> AttachSchema {
     Schema::build(Query::default(), MutationRoot, SubscriptionRoot)
         .data(system)
         .data(feed.clone())

@@ -1,6 +1,6 @@
 //! Mutations. Each is applied and durable, or refused with a code and nothing changed.
 
-use async_graphql::{Context, Object, ID};
+use async_graphql::{Context, ID, Object};
 use attach_actors::domain::{self as d, Timestamp};
 use attach_actors::shard::Answer;
 
@@ -16,14 +16,23 @@ pub struct MutationRoot;
 impl MutationRoot {
     /// Registers a household of 1 to 8 people on a community's waitlist. Keep the
     /// returned reference: it is how the household checks its status.
-    async fn register_household(&self, ctx: &Context<'_>, input: RegisterHouseholdInput) -> async_graphql::Result<Registration> {
+    async fn register_household(
+        &self,
+        ctx: &Context<'_>,
+        input: RegisterHouseholdInput,
+    ) -> async_graphql::Result<Registration> {
         let today = Timestamp::now().to_utc().date_naive();
         let (community, household) = input.parse(today).gql()?;
         system(ctx).register(&community, household).await.gql().map(Into::into)
     }
 
     /// Takes a waiting or proposed registration off the waitlist.
-    async fn withdraw_registration(&self, ctx: &Context<'_>, reference: ID, reason: String) -> async_graphql::Result<Registration> {
+    async fn withdraw_registration(
+        &self,
+        ctx: &Context<'_>,
+        reference: ID,
+        reason: String,
+    ) -> async_graphql::Result<Registration> {
         let reference = d::RegistrationRef::parse(&reference).gql()?;
         let reason = d::parse_reason(&reason).gql()?;
         system(ctx).withdraw(&reference, reason).await.gql().map(Into::into)
@@ -42,7 +51,12 @@ impl MutationRoot {
     }
 
     /// Declares a provider's capacity and panel preferences.
-    async fn set_provider_capacity(&self, ctx: &Context<'_>, provider_id: ID, input: CapacityInput) -> async_graphql::Result<Provider> {
+    async fn set_provider_capacity(
+        &self,
+        ctx: &Context<'_>,
+        provider_id: ID,
+        input: CapacityInput,
+    ) -> async_graphql::Result<Provider> {
         let id = d::ProviderId::parse(&provider_id).gql()?;
         let capacity = input.parse().gql()?;
         system(ctx).set_capacity(&id, capacity).await.gql().map(Into::into)
@@ -52,7 +66,10 @@ impl MutationRoot {
     async fn run_matching(&self, ctx: &Context<'_>, community_code: String) -> async_graphql::Result<MatchRun> {
         let code = d::CommunityCode::parse(&community_code).gql()?;
         let proposals = system(ctx).run_matching(&code).await.gql()?;
-        Ok(MatchRun { community: code.as_str().to_string(), proposals: proposals.into_iter().map(Into::into).collect() })
+        Ok(MatchRun {
+            community: code.as_str().to_string(),
+            proposals: proposals.into_iter().map(Into::into).collect(),
+        })
     }
 
     /// Accepts a proposal: the household joins the provider's panel (service code 98990).

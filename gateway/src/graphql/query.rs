@@ -2,16 +2,16 @@
 
 use std::sync::Arc;
 
-use async_graphql::{Context, Object, ID};
+use async_graphql::{Context, ID, Object};
 use attach_actors::domain as d;
 use attach_actors::shard::WaitlistQuery;
 use attach_actors::system::AttachSystem;
 
+use super::ApiLimits;
 use super::cursor;
 use super::error::GqlResult;
 use super::inputs::WaitlistFilter;
 use super::types::*;
-use super::ApiLimits;
 
 /// The registry and waitlist reads.
 #[derive(Default)]

@@ -1,7 +1,7 @@
 //! Output types: what clients read. Built from the core's values; no PHN is
 //! ever an output field.
 
-use async_graphql::{Enum, SimpleObject, ID};
+use async_graphql::{Enum, ID, SimpleObject};
 use attach_actors::domain as d;
 use attach_actors::regions;
 use attach_actors::shard::{ProviderView, RegistrationView};
@@ -233,7 +233,12 @@ impl From<d::Proposal> for Proposal {
             status: p.status.into(),
             score: p.explanation.score,
             explanation: Explanation {
-                parts: p.explanation.parts.into_iter().map(|s| ScorePart { label: s.label, points: s.points }).collect(),
+                parts: p
+                    .explanation
+                    .parts
+                    .into_iter()
+                    .map(|s| ScorePart { label: s.label, points: s.points })
+                    .collect(),
                 provider_fit: p.explanation.provider_fit,
             },
             created_at: p.created_at.to_utc(),

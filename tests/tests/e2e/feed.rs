@@ -3,11 +3,11 @@
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use crate::helpers::{phn, Spawn, TestApp};
+use crate::helpers::{Spawn, TestApp, phn};
 use crate::redis::RedisServer;
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -76,18 +76,31 @@ async fn coordinators_see_their_community_live_in_order_and_catch_up() {
     let first = register(&app, "111", 2).await;
     let second = register(&app, "111", 3).await;
     let e1 = next_event(&mut ws).await;
-    assert_eq!((e1["community"].as_str(), e1["seq"].as_u64(), e1["kind"].as_str()), (Some("111"), Some(1), Some("REGISTERED")));
+    assert_eq!(
+        (e1["community"].as_str(), e1["seq"].as_u64(), e1["kind"].as_str()),
+        (Some("111"), Some(1), Some("REGISTERED"))
+    );
     assert_eq!(e1["reference"], first.as_str());
     assert_eq!(e1["people"], 1);
     let e2 = next_event(&mut ws).await;
     assert_eq!((e2["seq"].as_u64(), e2["reference"].as_str()), (Some(2), Some(second.as_str())));
     let third = register(&app, "111", 4).await;
     let e3 = next_event(&mut ws).await;
-    assert_eq!((e3["seq"].as_u64(), e3["reference"].as_str()), (Some(3), Some(third.as_str())), "still nothing from 112");
+    assert_eq!(
+        (e3["seq"].as_u64(), e3["reference"].as_str()),
+        (Some(3), Some(third.as_str())),
+        "still nothing from 112"
+    );
 
     // Catch-up by query.
-    let page = app.ok("{ events(communityCode: \"111\", afterSeq: 1) { lastSeq hasMore nodes { seq kind reference } } }", json!({})).await;
-    let seqs: Vec<u64> = page["events"]["nodes"].as_array().unwrap().iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    let page = app
+        .ok(
+            "{ events(communityCode: \"111\", afterSeq: 1) { lastSeq hasMore nodes { seq kind reference } } }",
+            json!({}),
+        )
+        .await;
+    let seqs: Vec<u64> =
+        page["events"]["nodes"].as_array().unwrap().iter().map(|e| e["seq"].as_u64().unwrap()).collect();
     assert_eq!(seqs, [2, 3]);
     assert_eq!(page["events"]["lastSeq"], 3);
 
@@ -109,7 +122,8 @@ async fn coordinators_see_their_community_live_in_order_and_catch_up() {
     // A subscription to an unknown community is refused with a code.
     again
         .send(Message::text(
-            json!({ "id": "3", "type": "subscribe", "payload": { "query": SUBSCRIBE, "variables": { "c": "999" } } }).to_string(),
+            json!({ "id": "3", "type": "subscribe", "payload": { "query": SUBSCRIBE, "variables": { "c": "999" } } })
+                .to_string(),
         ))
         .await
         .unwrap();
@@ -141,9 +155,11 @@ fn with_redis(redis: &RedisServer) -> Spawn {
 
 async fn subscribe(ws: &mut Ws, id: &str, community: &str, after: Option<u64>) {
     let vars = json!({ "c": community, "after": after });
-    ws.send(Message::text(json!({ "id": id, "type": "subscribe", "payload": { "query": SUBSCRIBE, "variables": vars } }).to_string()))
-        .await
-        .unwrap();
+    ws.send(Message::text(
+        json!({ "id": id, "type": "subscribe", "payload": { "query": SUBSCRIBE, "variables": vars } }).to_string(),
+    ))
+    .await
+    .unwrap();
 }
 
 #[tokio::test]
@@ -163,7 +179,11 @@ async fn two_processes_share_one_redis() {
     }
     for (i, r) in refs.iter().enumerate() {
         let e = next_event(&mut ws).await;
-        assert_eq!((e["community"].as_str(), e["seq"].as_u64()), (Some("111"), Some(i as u64 + 1)), "in sequence order, ours only");
+        assert_eq!(
+            (e["community"].as_str(), e["seq"].as_u64()),
+            (Some("111"), Some(i as u64 + 1)),
+            "in sequence order, ours only"
+        );
         assert_eq!(e["reference"], r.as_str(), "made on process A, seen on process B");
     }
     let ready: Value = b.http().get(format!("{}/readyz", b.url)).send().await.unwrap().json().await.unwrap();
@@ -224,8 +244,10 @@ async fn a_redis_outage_loses_no_mutation_and_catch_up_fills_the_gap() {
     }
 
     // The gap is recoverable: every event is in the store, in order.
-    let page = app.ok("{ events(communityCode: \"111\", afterSeq: 1, first: 100) { nodes { seq kind } } }", json!({})).await;
-    let seqs: Vec<u64> = page["events"]["nodes"].as_array().unwrap().iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    let page =
+        app.ok("{ events(communityCode: \"111\", afterSeq: 1, first: 100) { nodes { seq kind } } }", json!({})).await;
+    let seqs: Vec<u64> =
+        page["events"]["nodes"].as_array().unwrap().iter().map(|e| e["seq"].as_u64().unwrap()).collect();
     assert_eq!(seqs, (2..=8).collect::<Vec<_>>());
 }
 

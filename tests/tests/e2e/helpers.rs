@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 /// The `attach` binary: `ATTACH_BIN`, else the one cargo built next to this test.
 pub fn attach_bin() -> PathBuf {
@@ -88,9 +88,9 @@ impl TestApp {
                 }
             }
         });
-        let url = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| {
-            panic!("attach did not report its address; log:\n{}", log.lock().unwrap())
-        });
+        let url = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("attach did not report its address; log:\n{}", log.lock().unwrap()));
         let app = TestApp { child, url, log, client: reqwest::Client::new() };
         app.wait_ready(Duration::from_secs(120)).await;
         app
@@ -100,9 +100,10 @@ impl TestApp {
         let deadline = Instant::now() + limit;
         loop {
             if let Ok(r) = self.client.get(format!("{}/readyz", self.url)).send().await
-                && r.status().is_success() {
-                    return;
-                }
+                && r.status().is_success()
+            {
+                return;
+            }
             assert!(Instant::now() < deadline, "attach never became ready; log:\n{}", self.log.lock().unwrap());
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -154,7 +155,7 @@ impl TestApp {
     pub fn kill(mut self) -> String {
         self.child.kill().expect("SIGKILL delivered");
         let _ = self.child.wait();
-        
+
         self.log.lock().unwrap().clone()
     }
 }

@@ -1,8 +1,8 @@
 //! The whole attachment journey, bad input on the way, then SIGKILL and restart.
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
-use crate::helpers::{phn, Spawn, TestApp};
+use crate::helpers::{Spawn, TestApp, phn};
 
 const REGISTER: &str = r#"mutation($input: RegisterHouseholdInput!) {
   registerHousehold(input: $input) { reference status placeInLine peopleAhead registeredAt householdSize }
@@ -100,16 +100,24 @@ async fn the_whole_journey_survives_sigkill() {
     assert_eq!(waitlist_total(&app, "111").await, before, "refused registrations changed nothing");
     register(&app, "111", &[phn(8)]).await; // the refused household's other member was not kept
 
-    let too_deep = format!("{{ __schema {{ types {{ fields {{ type {} name {} }} }} }} }}", "{ ofType ".repeat(12), "}".repeat(12));
+    let too_deep = format!(
+        "{{ __schema {{ types {{ fields {{ type {} name {} }} }} }} }}",
+        "{ ofType ".repeat(12),
+        "}".repeat(12)
+    );
     assert_eq!(app.error_code(&too_deep, json!({})).await, "INVALID_INPUT");
     assert_eq!(app.error_code("{ healthAuthorities { nope } }", json!({})).await, "INVALID_INPUT");
     assert_eq!(app.error_code("{ healthAuthorities { code }", json!({})).await, "INVALID_INPUT");
     let oversized = format!("{{ healthAuthorities {{ code }} }} # {}", "x".repeat(100_000));
-    let resp = app.http().post(format!("{}/graphql", app.url)).json(&json!({ "query": oversized })).send().await.unwrap();
+    let resp =
+        app.http().post(format!("{}/graphql", app.url)).json(&json!({ "query": oversized })).send().await.unwrap();
     assert_eq!(resp.status(), 413);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["errors"][0]["extensions"]["code"], "INVALID_INPUT");
-    assert_eq!(app.error_code("{ waitlist(communityCode: \"111\", first: 1000) { totalCount } }", json!({})).await, "INVALID_INPUT");
+    assert_eq!(
+        app.error_code("{ waitlist(communityCode: \"111\", first: 1000) { totalCount } }", json!({})).await,
+        "INVALID_INPUT"
+    );
 
     // Status and place in line, and the waitlist page by page.
     let status = app.ok(REGISTRATION, json!({ "r": family["reference"] })).await;
@@ -117,7 +125,9 @@ async fn the_whole_journey_survives_sigkill() {
     let page1 = app.ok(WAITLIST, json!({ "c": "111", "first": 2 })).await["waitlist"].clone();
     assert_eq!(page1["nodes"][0]["reference"], family["reference"]);
     assert_eq!(page1["pageInfo"]["hasNextPage"], true);
-    let page2 = app.ok(WAITLIST, json!({ "c": "111", "first": 2, "after": page1["pageInfo"]["endCursor"] })).await["waitlist"].clone();
+    let page2 =
+        app.ok(WAITLIST, json!({ "c": "111", "first": 2, "after": page1["pageInfo"]["endCursor"] })).await["waitlist"]
+            .clone();
     assert_eq!(page2["nodes"][0]["reference"], leaver["reference"]);
 
     // Withdraw one before matching.
@@ -165,7 +175,10 @@ async fn the_whole_journey_survives_sigkill() {
 
     // The panel, the provider and the statistics.
     let panel = app
-        .ok(r#"{ panel(providerId: "P10001", first: 10) { panelSize nodes { givenName serviceCode reference } } }"#, json!({}))
+        .ok(
+            r#"{ panel(providerId: "P10001", first: 10) { panelSize nodes { givenName serviceCode reference } } }"#,
+            json!({}),
+        )
         .await;
     assert_eq!(panel["panel"]["panelSize"], 1203);
     assert_eq!(panel["panel"]["nodes"].as_array().unwrap().len(), 3);
@@ -206,7 +219,10 @@ async fn the_whole_journey_survives_sigkill() {
     assert_eq!(panel["panel"]["panelSize"], 1203);
     assert_eq!(panel["provider"]["openPlaces"], 1, "the fourth household's proposal is still open");
     assert_eq!(panel["provider"]["capacity"]["monthlyRate"], 10);
-    assert_eq!(app.ok("{ clinic(facilityNumber: \"0F111\") { name } }", json!({})).await["clinic"]["name"], "Fernie Family Practice");
+    assert_eq!(
+        app.ok("{ clinic(facilityNumber: \"0F111\") { name } }", json!({})).await["clinic"]["name"],
+        "Fernie Family Practice"
+    );
     assert_eq!(app.error_code(REGISTER, household("111", &[phn(2)])).await, "CONFLICT", "attached PHNs stay claimed");
     assert_eq!(app.error_code(ACCEPT, json!({ "id": family_p["id"] })).await, "CONFLICT");
 }
@@ -233,7 +249,10 @@ async fn an_expired_proposal_cannot_be_answered() {
         assert!(std::time::Instant::now() < deadline, "never expired");
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    assert_eq!(app.error_code("mutation($id: ID!) { acceptProposal(id: $id) { status } }", json!({ "id": id })).await, "CONFLICT");
+    assert_eq!(
+        app.error_code("mutation($id: ID!) { acceptProposal(id: $id) { status } }", json!({ "id": id })).await,
+        "CONFLICT"
+    );
     let reg = app.ok(REGISTRATION, json!({ "r": r["reference"] })).await["registration"].clone();
     assert_eq!(reg["status"], "WAITING");
     assert_eq!(reg["registeredAt"], r["registeredAt"]);
@@ -253,7 +272,10 @@ async fn metrics_count_what_clients_did() {
     let app = TestApp::spawn(dir.path(), Spawn::default()).await;
     register(&app, "111", &[phn(60), phn(61)]).await;
     app.ok("{ healthAuthorities { code } }", json!({})).await;
-    assert_eq!(app.error_code("{ registration(reference: \"ABCDEFGHJKMN\") { status } }", json!({})).await, "NOT_FOUND");
+    assert_eq!(
+        app.error_code("{ registration(reference: \"ABCDEFGHJKMN\") { status } }", json!({})).await,
+        "NOT_FOUND"
+    );
     let text = app.http().get(format!("{}/metrics", app.url)).send().await.unwrap().text().await.unwrap();
     assert_eq!(metric(&text, "attach_graphql_requests_total"), 3.0);
     assert_eq!(metric(&text, "attach_graphql_failed_requests_total"), 1.0);
