@@ -5,6 +5,7 @@
 
 mod feed_latency;
 mod read_path;
+mod registration_burst;
 mod stats;
 
 use clap::{Parser, Subcommand};
@@ -23,6 +24,8 @@ enum Command {
     ReadPath(read_path::Args),
     /// Measures mutation-to-subscriber latency of the live feed.
     FeedLatency(feed_latency::Args),
+    /// Concurrent registrations across communities: durable-commit throughput.
+    RegistrationBurst(registration_burst::Args),
 }
 
 #[tokio::main]
@@ -30,5 +33,6 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::ReadPath(args) => read_path::run(args).await,
         Command::FeedLatency(args) => feed_latency::run(args).await,
+        Command::RegistrationBurst(args) => registration_burst::run(args).await,
     }
 }
