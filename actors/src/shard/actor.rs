@@ -400,15 +400,10 @@ impl ShardRuntime {
             (q.needs.is_empty() || r.household.members.iter().any(|m| q.needs.iter().any(|n| m.needs.contains(n))))
                 && q.min_wait_days.is_none_or(|d| r.registered_at.days_until(now) >= d)
         };
-        let mut items: Vec<_> =
+        let items: Vec<_> =
             self.state.waitlist_after(q.after.as_ref()).filter(matches).take(q.limit + 1).cloned().collect();
-        let has_next = items.len() > q.limit;
-        items.truncate(q.limit);
-        WaitlistPage {
-            items,
-            has_next,
-            total_waiting: self.state.tally(crate::domain::RegistrationStatus::Waiting).households,
-        }
+        let total_waiting = self.state.tally(crate::domain::RegistrationStatus::Waiting).households;
+        page(items, q.limit, |items, has_next| WaitlistPage { items, has_next, total_waiting })
     }
 
     fn provider_view(&self, id: &crate::domain::ProviderId, now: Timestamp) -> Result<ProviderView, AttachError> {
