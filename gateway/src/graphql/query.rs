@@ -25,6 +25,22 @@ pub(super) fn max_page(ctx: &Context<'_>) -> usize {
     ctx.data_unchecked::<ApiLimits>().max_page_size
 }
 
+/// The (offset, limit) an offset-paged list asks for, checked against the page cap.
+fn offset_window(
+    ctx: &Context<'_>,
+    first: Option<i32>,
+    after: Option<String>,
+) -> async_graphql::Result<(usize, usize)> {
+    let limit = cursor::page_size(first, max_page(ctx)).gql()?;
+    let offset = after.map(|c| cursor::decode_offset(&c)).transpose().gql()?.unwrap_or(0);
+    Ok((offset, limit))
+}
+
+/// Paging state after `len` items read from `offset`.
+fn offset_page_info(offset: usize, len: usize, has_next: bool) -> PageInfo {
+    PageInfo { has_next_page: has_next, end_cursor: Some(cursor::encode_offset(offset + len)) }
+}
+
 fn community(code: &str) -> async_graphql::Result<d::CommunityCode> {
     d::CommunityCode::parse(code).gql()
 }
@@ -116,15 +132,13 @@ impl QueryRoot {
         after: Option<String>,
     ) -> async_graphql::Result<ProposalConnection> {
         let code = community(&community_code)?;
-        let limit = cursor::page_size(first, max_page(ctx)).gql()?;
-        let offset = after.map(|c| cursor::decode_offset(&c)).transpose().gql()?.unwrap_or(0);
+        let (offset, limit) = offset_window(ctx, first, after)?;
         let provider = provider_id.map(|p| d::ProviderId::parse(&p)).transpose().gql()?;
         let statuses = status.into_iter().map(Into::into).collect();
         let page = system(ctx).proposals(&code, statuses, provider, offset, limit).await.gql()?;
-        let end = offset + page.items.len();
         Ok(ProposalConnection {
+            page_info: offset_page_info(offset, page.items.len(), page.has_next),
             nodes: page.items.into_iter().map(Into::into).collect(),
-            page_info: PageInfo { has_next_page: page.has_next, end_cursor: Some(cursor::encode_offset(end)) },
         })
     }
 
@@ -137,13 +151,11 @@ impl QueryRoot {
         after: Option<String>,
     ) -> async_graphql::Result<PanelConnection> {
         let id = d::ProviderId::parse(&provider_id).gql()?;
-        let limit = cursor::page_size(first, max_page(ctx)).gql()?;
-        let offset = after.map(|c| cursor::decode_offset(&c)).transpose().gql()?.unwrap_or(0);
+        let (offset, limit) = offset_window(ctx, first, after)?;
         let page = system(ctx).panel(&id, offset, limit).await.gql()?;
-        let end = offset + page.items.len();
         Ok(PanelConnection {
+            page_info: offset_page_info(offset, page.items.len(), page.has_next),
             nodes: page.items.into_iter().map(Into::into).collect(),
-            page_info: PageInfo { has_next_page: page.has_next, end_cursor: Some(cursor::encode_offset(end)) },
             panel_size: page.panel_size,
         })
     }
