@@ -7,6 +7,7 @@ mod feed_latency;
 mod read_path;
 mod registration_burst;
 mod stats;
+mod workers;
 
 use clap::{Parser, Subcommand};
 

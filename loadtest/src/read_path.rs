@@ -4,12 +4,12 @@
 //! of the read path over the bare GraphQL stack.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 use crate::stats::{Summary, summarise};
+use crate::workers;
 
 /// Options of `read-path`.
 #[derive(clap::Args)]
@@ -61,11 +61,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     let mut results = Vec::new();
     for (name, body) in [("trivial", &trivial), ("waitlist_page", &page)] {
-        phase(&client, &endpoint, body, &args, Duration::from_secs(args.warmup), u64::MAX).await;
+        phase(&client, &endpoint, name, body, &args, Duration::from_secs(args.warmup), u64::MAX).await?;
         results.push(
-            phase(&client, &endpoint, body, &args, Duration::from_secs(args.seconds), args.max_requests)
-                .await
-                .named(name),
+            phase(&client, &endpoint, name, body, &args, Duration::from_secs(args.seconds), args.max_requests).await?,
         );
     }
     let ratio = results[1].rps / results[0].rps.max(1e-9);
@@ -76,10 +74,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         );
     } else {
         for s in &results {
-            println!(
-                "{:<14} {:>9.0} req/s  ok {:>8}  errors {:>5}  p50 {:>6.2} ms  p90 {:>6.2} ms  p99 {:>6.2} ms  max {:>7.2} ms",
-                s.operation, s.rps, s.ok, s.errors, s.p50_ms, s.p90_ms, s.p99_ms, s.max_ms
-            );
+            println!("{}", s.line());
         }
         println!("waitlist page ({items} items) / trivial query: {:.1}%", ratio * 100.0);
     }
@@ -87,71 +82,30 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-struct Phase(Summary);
-
-impl Phase {
-    fn named(mut self, name: &str) -> Summary {
-        self.0.operation = name.to_string();
-        self.0
-    }
-}
-
 async fn phase(
     client: &reqwest::Client,
     endpoint: &str,
+    name: &str,
     body: &Value,
     args: &Args,
     length: Duration,
     max: u64,
-) -> Phase {
-    let sent = Arc::new(AtomicU64::new(0));
-    let deadline = Instant::now() + length;
+) -> anyhow::Result<Summary> {
     let started = Instant::now();
-    let body = Arc::new(serde_json::to_vec(body).expect("a JSON value serialises"));
-    let workers: Vec<_> = (0..args.concurrency)
-        .map(|_| {
-            let client = client.clone();
-            let endpoint = endpoint.to_string();
-            let body = body.clone();
-            let sent = sent.clone();
-            tokio::spawn(async move {
-                let mut latencies = Vec::new();
-                let mut errors = 0u64;
-                while Instant::now() < deadline && sent.fetch_add(1, Ordering::Relaxed) < max {
-                    let t = Instant::now();
-                    let ok = match client
-                        .post(&endpoint)
-                        .header("content-type", "application/json")
-                        .body(body.as_ref().clone())
-                        .send()
-                        .await
-                    {
-                        Ok(r) if r.status().is_success() => match r.bytes().await {
-                            // A 200 carrying GraphQL errors is a failure.
-                            Ok(b) => !contains(&b, b"\"errors\""),
-                            Err(_) => false,
-                        },
-                        _ => false,
-                    };
-                    if ok {
-                        latencies.push(t.elapsed());
-                    } else {
-                        errors += 1;
-                    }
-                }
-                (latencies, errors)
-            })
+    let body = Arc::new(serde_json::to_vec(body)?);
+    let (client, endpoint) = (client.clone(), endpoint.to_string());
+    let (latencies, errors) = workers::run(args.concurrency, started + length, max, move |_, _| {
+        let request = client.post(&endpoint).header("content-type", "application/json").body(body.as_ref().clone());
+        Some(async move {
+            match request.send().await {
+                // A 200 carrying GraphQL errors is a failure.
+                Ok(r) if r.status().is_success() => r.bytes().await.is_ok_and(|b| !contains(&b, b"\"errors\"")),
+                _ => false,
+            }
         })
-        .collect();
-    let mut latencies = Vec::new();
-    let mut errors = 0;
-    for w in workers {
-        if let Ok((l, e)) = w.await {
-            latencies.extend(l);
-            errors += e;
-        }
-    }
-    Phase(summarise("", latencies, errors, started.elapsed()))
+    })
+    .await?;
+    Ok(summarise(name, latencies, errors, started.elapsed()))
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {

@@ -2,13 +2,12 @@
 //! each request a durable commit. Shows what group commit buys: many shards'
 //! writes share one fsync.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 use crate::stats::summarise;
+use crate::workers;
 
 /// Options of `registration-burst`.
 #[derive(clap::Args)]
@@ -42,59 +41,33 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let communities: Vec<String> = args.communities.split(',').map(|c| c.trim().to_string()).collect();
     let client = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency).build()?;
     let endpoint = format!("{}/graphql", args.url.trim_end_matches('/'));
-    let next = Arc::new(AtomicU32::new(0));
-    let deadline = Instant::now() + Duration::from_secs(args.seconds);
     let started = Instant::now();
-    let workers: Vec<_> = (0..args.concurrency)
-        .map(|w| {
-            let (client, endpoint, next, communities) = (client.clone(), endpoint.clone(), next.clone(), communities.clone());
-            let (phn_start, max) = (args.phn_start, args.max_requests);
-            tokio::spawn(async move {
-                let mut latencies = Vec::new();
-                let mut errors = 0u64;
-                while Instant::now() < deadline {
-                    let n = next.fetch_add(1, Ordering::Relaxed);
-                    if n >= max {
-                        break;
-                    }
-                    // Every body 10 apart is distinct; skip the ~2 in 11 without a check digit.
-                    let Some(phn) = attach_actors::domain::Phn::with_body(phn_start + n) else { continue };
-                    let community = &communities[(n as usize + w) % communities.len()];
-                    let body = json!({
-                        "query": "mutation($i: RegisterHouseholdInput!) { registerHousehold(input: $i) { reference } }",
-                        "variables": { "i": { "community": community, "postalCode": "V0B 1M0",
-                            "members": [{ "phn": phn.expose(), "givenName": "Load", "surname": "Test", "dateOfBirth": "1990-01-01" }] } },
-                    });
-                    let t = Instant::now();
-                    let ok = match client.post(&endpoint).json(&body).send().await {
-                        Ok(r) => r.json::<Value>().await.is_ok_and(|v| v.get("errors").is_none()),
-                        Err(_) => false,
-                    };
-                    if ok {
-                        latencies.push(t.elapsed());
-                    } else {
-                        errors += 1;
-                    }
+    let deadline = started + Duration::from_secs(args.seconds);
+    let phn_start = args.phn_start;
+    let (latencies, errors) =
+        workers::run(args.concurrency, deadline, u64::from(args.max_requests), move |worker, n| {
+            // Every body 10 apart is distinct; skip the ~2 in 11 without a check digit.
+            let phn = attach_actors::domain::Phn::with_body(phn_start + n as u32)?;
+            let community = &communities[(n as usize + worker) % communities.len()];
+            let body = json!({
+                "query": "mutation($i: RegisterHouseholdInput!) { registerHousehold(input: $i) { reference } }",
+                "variables": { "i": { "community": community, "postalCode": "V0B 1M0",
+                    "members": [{ "phn": phn.expose(), "givenName": "Load", "surname": "Test", "dateOfBirth": "1990-01-01" }] } },
+            });
+            let request = client.post(&endpoint).json(&body);
+            Some(async move {
+                match request.send().await {
+                    Ok(r) => r.json::<Value>().await.is_ok_and(|v| v.get("errors").is_none()),
+                    Err(_) => false,
                 }
-                (latencies, errors)
             })
         })
-        .collect();
-    let mut latencies = Vec::new();
-    let mut errors = 0;
-    for w in workers {
-        let (l, e) = w.await?;
-        latencies.extend(l);
-        errors += e;
-    }
+        .await?;
     let s = summarise("register", latencies, errors, started.elapsed());
     if args.json {
         println!("{}", serde_json::to_string_pretty(&s)?);
     } else {
-        println!(
-            "register  {:>7.0} req/s  ok {:>7}  errors {:>5}  p50 {:>6.2} ms  p90 {:>6.2} ms  p99 {:>6.2} ms  max {:>7.2} ms",
-            s.rps, s.ok, s.errors, s.p50_ms, s.p90_ms, s.p99_ms, s.max_ms
-        );
+        println!("{}", s.line());
     }
     anyhow::ensure!(s.errors == 0, "some registrations failed");
     Ok(())

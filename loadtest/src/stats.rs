@@ -27,6 +27,16 @@ pub struct Summary {
     pub max_ms: f64,
 }
 
+impl Summary {
+    /// The one-line form the tool prints.
+    pub fn line(&self) -> String {
+        format!(
+            "{:<14} {:>9.0} req/s  ok {:>8}  errors {:>5}  p50 {:>6.2} ms  p90 {:>6.2} ms  p99 {:>6.2} ms  max {:>7.2} ms",
+            self.operation, self.rps, self.ok, self.errors, self.p50_ms, self.p90_ms, self.p99_ms, self.max_ms
+        )
+    }
+}
+
 /// Builds a summary from per-request latencies.
 pub fn summarise(operation: &str, mut latencies: Vec<Duration>, errors: u64, wall: Duration) -> Summary {
     latencies.sort_unstable();
