@@ -4,7 +4,6 @@
 //! Resolvers validate input and then call one method here; nothing here touches
 //! storage except the store's locators, which say which shard holds an id.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use futures::future::join_all;
@@ -349,7 +348,7 @@ impl AttachSystem {
         let authority =
             self.regions.health_authority(ha.as_str()).ok_or_else(|| AttachError::not_found("health authority"))?;
         let all = join_all(authority.communities.iter().map(|c| self.directory.call(&c.shard, ShardMsg::Stats))).await;
-        let mut counts = ShardStats { wait_histogram: BTreeMap::new(), ..ShardStats::default() };
+        let mut counts = ShardStats::default();
         for s in all {
             merge(&mut counts, s?);
         }
@@ -359,6 +358,8 @@ impl AttachSystem {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
     #[test]

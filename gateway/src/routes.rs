@@ -105,7 +105,7 @@ async fn graphql(State(state): State<AppState>, body: Body) -> Response {
             &format!("the request body is larger than {} bytes", state.max_body_bytes),
         );
     };
-    let request: async_graphql::Request = match serde_json::from_slice(&bytes) {
+    let mut request: async_graphql::Request = match serde_json::from_slice(&bytes) {
         Ok(r) => r,
         Err(_) => {
             return request_error(
@@ -115,7 +115,6 @@ async fn graphql(State(state): State<AppState>, body: Body) -> Response {
         }
     };
     let started = std::time::Instant::now();
-    let mut request = request;
     state.documents.prepare(&mut request);
     let mut response = state.schema.execute(request).await;
     ensure_codes(&mut response);
