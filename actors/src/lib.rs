@@ -2,6 +2,7 @@
 //!
 //! - [`domain`]: the types of the waitlist and the registry, parsed at the boundary.
 //! - [`matcher`]: the deterministic matcher that proposes households to providers.
+//! - [`panel`]: panel files (the CSV parser), submission reports, transfers and panel reports.
 //! - [`store`]: the partitioned `Store` trait and its backends.
 //! - [`feed`]: the live feed of committed events (in-process broadcast).
 //! - [`regions`]: health authorities and communities, loaded from a data file.
@@ -15,6 +16,7 @@ pub mod domain;
 pub mod error;
 pub mod feed;
 pub mod matcher;
+pub mod panel;
 pub mod regions;
 pub mod shard;
 pub mod store;

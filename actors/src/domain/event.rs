@@ -43,6 +43,10 @@ pub enum EventKind {
     ProviderUpdated { provider: ProviderId },
     /// A clinic was added to or changed in the registry.
     ClinicUpdated { facility: String },
+    /// Patients were taken off a panel (removed by the provider, or moved out by a transfer).
+    Detached { provider: ProviderId, patients: u32 },
+    /// A panel transfer started, moved a chunk, or finished.
+    TransferUpdated { from: ProviderId, to: ProviderId, moved: u32, done: bool },
 }
 
 impl EventKind {
@@ -59,6 +63,8 @@ impl EventKind {
             EventKind::CapacityChanged { .. } => "CAPACITY_CHANGED",
             EventKind::ProviderUpdated { .. } => "PROVIDER_UPDATED",
             EventKind::ClinicUpdated { .. } => "CLINIC_UPDATED",
+            EventKind::Detached { .. } => "DETACHED",
+            EventKind::TransferUpdated { .. } => "TRANSFER_UPDATED",
         }
     }
 }

@@ -33,6 +33,7 @@ mod provider;
 mod registration;
 mod shard;
 mod time;
+mod transfer;
 
 pub use clinic::{Clinic, ClinicInput};
 pub use event::{Event, EventKind, Seq};
@@ -45,6 +46,7 @@ pub use provider::{Capacity, ComplexityMix, Provider, ProviderKind};
 pub use registration::{Decline, Registration, RegistrationStatus, TransitionRefused, parse_reason};
 pub use shard::{CommunityCode, HaCode, ShardKey};
 pub use time::{DAY_MS, Timestamp};
+pub use transfer::{PanelTransfer, TransferKey, TransferStatus};
 
 /// A value that failed its rule. `field` names the input, `message` says what a
 /// person should change; neither ever contains the value itself (it may be a PHN).

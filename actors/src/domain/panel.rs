@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{DateOfBirth, PersonName, Phn, ProposalId, ProviderId, RegistrationRef, Timestamp};
+use super::{DateOfBirth, FacilityNumber, PersonName, Phn, ProposalId, ProviderId, RegistrationRef, Timestamp};
 
 /// How a patient came onto a panel.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -14,8 +14,42 @@ pub enum PanelSource {
         /// The registration it came from.
         reference: RegistrationRef,
     },
-    /// Submitted by the provider in a panel list.
+    /// Submitted in a panel list before submissions named their facility
+    /// (kept so stored entries still read back; no longer written).
     Upload,
+    /// Submitted by the provider (or a delegate) in a panel list for a clinic.
+    Submitted {
+        /// The clinic the panel was submitted for.
+        facility: FacilityNumber,
+        /// The registration the patient was waiting under, if they were on the waitlist.
+        reference: Option<RegistrationRef>,
+    },
+    /// Moved from another provider's panel by a medical director's transfer.
+    Transferred {
+        /// The provider the patient was with.
+        from: ProviderId,
+        /// The clinic the panel was moved to.
+        facility: FacilityNumber,
+    },
+}
+
+impl PanelSource {
+    /// The registration the patient came from, when they came off the waitlist.
+    pub fn reference(&self) -> Option<RegistrationRef> {
+        match self {
+            PanelSource::Match { reference, .. } => Some(*reference),
+            PanelSource::Submitted { reference, .. } => *reference,
+            PanelSource::Upload | PanelSource::Transferred { .. } => None,
+        }
+    }
+
+    /// The clinic the entry was made for, when known.
+    pub fn facility(&self) -> Option<&FacilityNumber> {
+        match self {
+            PanelSource::Submitted { facility, .. } | PanelSource::Transferred { facility, .. } => Some(facility),
+            PanelSource::Match { .. } | PanelSource::Upload => None,
+        }
+    }
 }
 
 /// One patient on one provider's panel (billing: service code 98990, a $0 claim).

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{DomainError, Household, ProposalId, ProviderId, RegistrationRef, Responder, ShardKey, Timestamp};
+use super::{DomainError, Household, Phn, ProposalId, ProviderId, RegistrationRef, Responder, ShardKey, Timestamp};
 
 /// Where a registration stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -135,6 +135,37 @@ impl Registration {
         })
     }
 
+    /// Members of a waiting household found on a provider's submitted panel
+    /// leave the waitlist; the rest keep waiting with their place in line
+    /// (docs/DECISIONS.md, "A waiting patient on a submitted panel"). When
+    /// nobody is left, `WAITING → ATTACHED` to that provider, with the whole
+    /// household kept as the record of who registered. PHNs not in the
+    /// household are ignored (a retry after a crash).
+    pub fn attach_members(
+        &self,
+        phns: &[Phn],
+        provider: &ProviderId,
+        now: Timestamp,
+    ) -> Result<Self, TransitionRefused> {
+        if self.status != RegistrationStatus::Waiting {
+            return Err(self.refuse("attached from a submitted panel"));
+        }
+        let staying: Vec<_> = self.household.members.iter().filter(|m| !phns.contains(&m.phn)).cloned().collect();
+        if staying.len() == self.household.members.len() {
+            return Ok(self.clone());
+        }
+        if staying.is_empty() {
+            return Ok(Registration {
+                status: RegistrationStatus::Attached,
+                provider: Some(provider.clone()),
+                updated_at: now,
+                ..self.clone()
+            });
+        }
+        let household = Household { members: staying, ..self.household.clone() };
+        Ok(Registration { household, updated_at: now, ..self.clone() })
+    }
+
     /// `WAITING|PROPOSED → WITHDRAWN`.
     pub fn withdraw(&self, reason: &str, now: Timestamp) -> Result<Self, TransitionRefused> {
         if !matches!(self.status, RegistrationStatus::Waiting | RegistrationStatus::Proposed) {
@@ -249,6 +280,26 @@ mod tests {
         let w = r.withdraw("found a doctor", Timestamp(3)).unwrap();
         assert_eq!(w.status, RegistrationStatus::Withdrawn);
         assert_eq!(w.proposal, None);
+    }
+
+    #[test]
+    fn members_on_a_submitted_panel_leave_the_rest_keep_waiting() {
+        let mut r = registration();
+        let second = Member { phn: Phn::with_body(1234).unwrap(), ..r.household.members[0].clone() };
+        r.household.members.push(second.clone());
+        let first = r.household.members[0].phn;
+        let doc = ProviderId::parse("P1234").unwrap();
+        let one_left = r.attach_members(&[first], &doc, Timestamp(5)).unwrap();
+        assert_eq!(one_left.status, RegistrationStatus::Waiting);
+        assert_eq!(one_left.household.members, vec![second.clone()]);
+        assert_eq!(one_left.registered_at, r.registered_at, "the rest keep their place");
+        assert_eq!(one_left.attach_members(&[first], &doc, Timestamp(6)).unwrap(), one_left, "a retry changes nothing");
+        let done = one_left.attach_members(&[second.phn], &doc, Timestamp(7)).unwrap();
+        assert_eq!((done.status, done.provider.clone()), (RegistrationStatus::Attached, Some(doc.clone())));
+        assert_eq!(done.household.members.len(), 1, "the last household is kept as the record");
+        assert!(done.attach_members(&[second.phn], &doc, Timestamp(8)).is_err());
+        let proposed = r.propose(ProposalId::generate(), Timestamp(2)).unwrap();
+        assert!(proposed.attach_members(&[first], &doc, Timestamp(3)).is_err(), "an open proposal stands");
     }
 
     #[test]

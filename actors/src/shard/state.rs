@@ -8,8 +8,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::domain::{
-    Clinic, DAY_MS, EventKind, FacilityNumber, PanelEntry, Phn, Proposal, ProposalId, ProposalStatus, Provider,
-    ProviderId, Registration, RegistrationRef, RegistrationStatus, ShardKey, Timestamp,
+    Clinic, DAY_MS, EventKind, FacilityNumber, PanelEntry, PanelTransfer, Phn, Proposal, ProposalId, ProposalStatus,
+    Provider, ProviderId, Registration, RegistrationRef, RegistrationStatus, ShardKey, Timestamp, TransferKey,
 };
 use crate::store::{Locator, Record, RecordKey};
 
@@ -50,6 +50,8 @@ pub struct ShardState {
     providers: BTreeMap<ProviderId, Provider>,
     clinics: BTreeMap<FacilityNumber, Clinic>,
     panels: HashMap<ProviderId, BTreeMap<Phn, PanelEntry>>,
+    /// Panel transfers out of providers homed here, by source provider and key.
+    transfers: BTreeMap<(ProviderId, TransferKey), PanelTransfer>,
     /// People attached, by attachment time, for rates and "this week".
     attachments: BTreeMap<Timestamp, u32>,
     /// The latest registration time in the shard, so the next one is later:
@@ -70,6 +72,7 @@ impl ShardState {
             providers: BTreeMap::new(),
             clinics: BTreeMap::new(),
             panels: HashMap::new(),
+            transfers: BTreeMap::new(),
             attachments: BTreeMap::new(),
             latest_registration: Timestamp(i64::MIN),
         }
@@ -132,6 +135,9 @@ impl ShardState {
                 }
                 panel.insert(e.phn, e);
             }
+            Record::Transfer(t) => {
+                self.transfers.insert((t.from.clone(), t.key.clone()), t);
+            }
         }
     }
 
@@ -157,6 +163,9 @@ impl ShardState {
                 if let Some(panel) = self.panels.get_mut(provider) {
                     panel.remove(phn);
                 }
+            }
+            RecordKey::Transfer(provider, key) => {
+                self.transfers.remove(&(provider.clone(), key.clone()));
             }
         }
     }
@@ -268,6 +277,16 @@ impl ShardState {
     /// A provider's itemised panel, by PHN.
     pub fn panel(&self, provider: &ProviderId) -> Option<&BTreeMap<Phn, PanelEntry>> {
         self.panels.get(provider)
+    }
+
+    /// A transfer out of a provider homed here.
+    pub fn transfer(&self, from: &ProviderId, key: &TransferKey) -> Option<&PanelTransfer> {
+        self.transfers.get(&(from.clone(), key.clone()))
+    }
+
+    /// Every transfer out of providers homed here.
+    pub fn transfers(&self) -> impl Iterator<Item = &PanelTransfer> {
+        self.transfers.values()
     }
 
     /// Whether `phn` is on `provider`'s panel here.

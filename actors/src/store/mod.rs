@@ -19,8 +19,8 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{
-    Clinic, Event, FacilityNumber, PanelEntry, Phn, Proposal, ProposalId, Provider, ProviderId, Registration,
-    RegistrationRef, Seq, ShardKey, Timestamp,
+    Clinic, Event, FacilityNumber, PanelEntry, PanelTransfer, Phn, Proposal, ProposalId, Provider, ProviderId,
+    Registration, RegistrationRef, Seq, ShardKey, Timestamp, TransferKey,
 };
 
 /// A fencing token: each acquisition of a shard gets a higher one.
@@ -40,6 +40,8 @@ pub enum Record {
     Clinic(Clinic),
     /// One patient on one panel.
     PanelEntry(PanelEntry),
+    /// A panel transfer out of a provider homed in the shard.
+    Transfer(PanelTransfer),
 }
 
 /// The key of a [`Record`] within its shard.
@@ -55,6 +57,8 @@ pub enum RecordKey {
     Clinic(FacilityNumber),
     /// A panel entry by provider and patient.
     PanelEntry(ProviderId, Phn),
+    /// A transfer by its source provider and idempotency key.
+    Transfer(ProviderId, TransferKey),
 }
 
 impl Record {
@@ -66,6 +70,7 @@ impl Record {
             Record::Provider(p) => RecordKey::Provider(p.id.clone()),
             Record::Clinic(c) => RecordKey::Clinic(c.facility.clone()),
             Record::PanelEntry(e) => RecordKey::PanelEntry(e.provider.clone(), e.phn),
+            Record::Transfer(t) => RecordKey::Transfer(t.from.clone(), t.key.clone()),
         }
     }
 }

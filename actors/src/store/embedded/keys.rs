@@ -70,6 +70,11 @@ pub(super) fn record_key(shard: &ShardKey, key: &RecordKey) -> Vec<u8> {
             out.push(FIELD_END);
             out.extend_from_slice(&phn_key(*phn).to_be_bytes());
         }
+        RecordKey::Transfer(provider, key) => {
+            tagged(&mut out, 6, provider.as_str());
+            out.push(FIELD_END);
+            out.extend_from_slice(key.as_str().as_bytes());
+        }
     }
     out
 }
