@@ -26,6 +26,8 @@ use crate::shard::{
 };
 use crate::store::{Locator, Store};
 
+mod panels;
+
 /// Statistics for a community or a health authority.
 #[derive(Debug, Clone, Default)]
 pub struct Statistics {

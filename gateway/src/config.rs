@@ -54,6 +54,10 @@ pub struct ShardSettings {
     pub mailbox_capacity: usize,
     /// How long a resolver waits for a shard, in seconds.
     pub call_timeout_secs: u64,
+    /// Rows of a submitted panel a shard takes per message and commit.
+    pub panel_chunk_rows: usize,
+    /// Patients a panel transfer moves per step.
+    pub transfer_chunk: usize,
 }
 
 /// The live feed.
@@ -119,6 +123,8 @@ impl Default for ShardSettings {
             claim_grace_secs: d.claim_grace.as_secs(),
             mailbox_capacity: d.mailbox_capacity,
             call_timeout_secs: d.call_timeout.as_secs(),
+            panel_chunk_rows: d.panel_chunk_rows,
+            transfer_chunk: d.transfer_chunk,
         }
     }
 }
@@ -167,6 +173,8 @@ impl Settings {
             claim_grace: Duration::from_secs(self.shard.claim_grace_secs),
             mailbox_capacity: self.shard.mailbox_capacity,
             call_timeout: Duration::from_secs(self.shard.call_timeout_secs.max(1)),
+            panel_chunk_rows: self.shard.panel_chunk_rows.max(1),
+            transfer_chunk: self.shard.transfer_chunk.max(1),
         }
     }
 }

@@ -210,3 +210,42 @@ impl PanelReport {
         self.complex += other.complex;
     }
 }
+
+/// A medical director's request to move a whole panel.
+#[derive(Debug, Clone)]
+pub struct TransferRequest {
+    /// The idempotency key.
+    pub key: crate::domain::TransferKey,
+    /// The provider whose panel moves.
+    pub from: ProviderId,
+    /// The provider receiving it.
+    pub to: ProviderId,
+    /// The receiving provider's shard.
+    pub to_shard: ShardKey,
+    /// The clinic the panel moves to.
+    pub facility: FacilityNumber,
+}
+
+/// Entries on their way from one panel to another (transfer step one).
+#[derive(Debug, Clone)]
+pub struct Transferring {
+    /// The source provider.
+    pub from: ProviderId,
+    /// Its shard (where the entries' PHN claims may point).
+    pub from_shard: ShardKey,
+    /// The receiving provider.
+    pub to: ProviderId,
+    /// The clinic they move to.
+    pub facility: FacilityNumber,
+    /// The entries, as the source panel holds them.
+    pub entries: Vec<crate::domain::PanelEntry>,
+}
+
+/// What the receiving shard did with a chunk of a transfer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TransferAccepted {
+    /// PHNs now on the receiving panel (newly or already): drop them from the source.
+    pub moved: Vec<Phn>,
+    /// PHNs held by someone else entirely: the source's entry was stale; drop it too.
+    pub skipped: Vec<Phn>,
+}

@@ -37,6 +37,11 @@ pub struct ShardConfig {
     pub mailbox_capacity: usize,
     /// How long a caller waits for a shard's answer.
     pub call_timeout: Duration,
+    /// Rows of a submitted panel a shard takes in one message (and one commit),
+    /// so a large file never holds a shard's mailbox for long.
+    pub panel_chunk_rows: usize,
+    /// Patients a panel transfer moves per step.
+    pub transfer_chunk: usize,
 }
 
 impl Default for ShardConfig {
@@ -48,6 +53,8 @@ impl Default for ShardConfig {
             claim_grace: Duration::from_secs(60),
             mailbox_capacity: 1024,
             call_timeout: Duration::from_secs(30),
+            panel_chunk_rows: 1000,
+            transfer_chunk: 500,
         }
     }
 }
@@ -72,11 +79,11 @@ pub struct ShardActor;
 
 /// A running shard: its state, its epoch and its handles.
 pub struct ShardRuntime {
-    state: ShardState,
+    pub(super) state: ShardState,
     epoch: Epoch,
     last_seq: Seq,
-    store: Arc<dyn Store>,
-    config: Arc<ShardConfig>,
+    pub(super) store: Arc<dyn Store>,
+    pub(super) config: Arc<ShardConfig>,
     feed: Arc<dyn Feed>,
     /// Set when a write failed in a way that leaves the store's state unknown:
     /// the actor then stops so its supervisor reloads it.
@@ -221,6 +228,29 @@ impl Actor for ShardActor {
                     })
                 )
             }
+            ShardMsg::SubmitPanel(chunk, reply) => answer!(reply, rt.submit_panel(chunk, now).await),
+            ShardMsg::ReleaseToPanel(release, reply) => answer!(reply, rt.release_to_panel(release, now).await),
+            ShardMsg::RemoveFromPanel { provider, phns, reply } => {
+                answer!(reply, rt.remove_from_panel(&provider, &phns, now).await)
+            }
+            ShardMsg::SetProviderClinic { provider, facility, present, reply } => {
+                answer!(reply, rt.set_provider_clinic(&provider, facility, present, now).await)
+            }
+            ShardMsg::BeginTransfer(req, reply) => answer!(reply, rt.begin_transfer(req, now).await),
+            ShardMsg::TransferBatch { from, key, limit, reply } => {
+                answer!(reply, rt.transfer_batch(&from, &key, limit))
+            }
+            ShardMsg::AcceptTransfer(t, reply) => answer!(reply, rt.accept_transfer(t, now).await),
+            ShardMsg::CompleteTransfer { from, key, done, reply } => {
+                answer!(reply, rt.complete_transfer(&from, &key, done, now).await)
+            }
+            ShardMsg::RunningTransfers(reply) => {
+                let running = rt.state.transfers().filter(|t| t.status == crate::domain::TransferStatus::Running);
+                answer!(reply, Ok(running.cloned().collect()))
+            }
+            ShardMsg::PanelReports { provider, facility, reply } => {
+                answer!(reply, rt.panel_reports(provider.as_ref(), facility.as_ref(), now))
+            }
             ShardMsg::ExpireDue => {
                 if rt.state.overdue_proposals(now).is_empty() {
                     return Ok(());
@@ -247,7 +277,7 @@ fn page<T, P>(mut items: Vec<T>, limit: usize, make: impl FnOnce(Vec<T>, bool) -
 impl ShardRuntime {
     /// Numbers the change's events, makes it durable, then applies it.
     #[instrument(name = "shard.commit", skip_all, fields(shard = %self.state.key, records = change.upserts.len()))]
-    async fn commit(&mut self, change: Change, now: Timestamp) -> Result<(), AttachError> {
+    pub(super) async fn commit(&mut self, change: Change, now: Timestamp) -> Result<(), AttachError> {
         if change.upserts.is_empty() && change.deletes.is_empty() && change.events.is_empty() {
             return Ok(());
         }
@@ -320,7 +350,7 @@ impl ShardRuntime {
     }
 
     /// Gives back claims this shard took for a registration it did not make.
-    async fn release(&self, phns: &[crate::domain::Phn], claim: &PhnClaim) {
+    pub(super) async fn release(&self, phns: &[crate::domain::Phn], claim: &PhnClaim) {
         for phn in phns {
             if let Err(e) = self.store.cas_phn_claim(*phn, Some(claim), None).await {
                 // Harmless: an unconfirmed claim is taken over once its grace period passes.
@@ -330,7 +360,7 @@ impl ShardRuntime {
     }
 
     /// Whether an existing claim still holds its PHN.
-    async fn claim_is_live(
+    pub(super) async fn claim_is_live(
         &self,
         claim: &PhnClaim,
         phn: crate::domain::Phn,
@@ -406,7 +436,11 @@ impl ShardRuntime {
         page(items, q.limit, |items, has_next| WaitlistPage { items, has_next, total_waiting })
     }
 
-    fn provider_view(&self, id: &crate::domain::ProviderId, now: Timestamp) -> Result<ProviderView, AttachError> {
+    pub(super) fn provider_view(
+        &self,
+        id: &crate::domain::ProviderId,
+        now: Timestamp,
+    ) -> Result<ProviderView, AttachError> {
         let p = self.state.provider(id).ok_or_else(|| AttachError::not_found("provider"))?;
         Ok(ProviderView {
             panel_size: self.state.panel_size(p),

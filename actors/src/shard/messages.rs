@@ -5,10 +5,11 @@ use std::collections::BTreeMap;
 use ractor::RpcReplyPort;
 
 use crate::domain::{
-    Capacity, Clinic, FacilityNumber, Household, Need, PanelEntry, Proposal, ProposalId, ProposalStatus, Provider,
-    ProviderId, Registration, RegistrationRef, Timestamp,
+    Capacity, Clinic, FacilityNumber, Household, Need, PanelEntry, PanelTransfer, Phn, Proposal, ProposalId,
+    ProposalStatus, Provider, ProviderId, Registration, RegistrationRef, Timestamp, TransferKey,
 };
 use crate::error::AttachError;
+use crate::panel::{ChunkAnswer, PanelChunk, PanelReport, Release, TransferAccepted, TransferRequest, Transferring};
 
 use super::plan::{Answer, ClinicCommand, ProviderInput};
 
@@ -182,4 +183,66 @@ pub enum ShardMsg {
     Gauges(Reply<ShardGauges>),
     /// Expire overdue proposals (sent by the actor's own timer).
     ExpireDue,
+    /// Add a chunk of a submitted panel to a provider homed here.
+    SubmitPanel(PanelChunk, Reply<ChunkAnswer>),
+    /// Let waiting members go to a provider's panel (step one of two); per PHN,
+    /// `None` when its claim now names the panel, else why not.
+    ReleaseToPanel(Release, Reply<Vec<(Phn, Option<&'static str>)>>),
+    /// Remove patients from a panel; per PHN, whether it was on the panel.
+    RemoveFromPanel {
+        /// The provider.
+        provider: ProviderId,
+        /// The patients.
+        phns: Vec<Phn>,
+        /// Where to answer.
+        reply: Reply<Vec<bool>>,
+    },
+    /// List a provider at a clinic (`present`), or take them off it.
+    SetProviderClinic {
+        /// The provider.
+        provider: ProviderId,
+        /// The clinic.
+        facility: FacilityNumber,
+        /// Listed or not.
+        present: bool,
+        /// Where to answer.
+        reply: Reply<ProviderView>,
+    },
+    /// Start a panel transfer out of a provider homed here (or find it by key).
+    BeginTransfer(TransferRequest, Reply<PanelTransfer>),
+    /// A transfer and the next entries it has to move.
+    TransferBatch {
+        /// The source provider.
+        from: ProviderId,
+        /// The transfer's key.
+        key: TransferKey,
+        /// At most this many entries.
+        limit: usize,
+        /// Where to answer.
+        reply: Reply<(PanelTransfer, Vec<PanelEntry>)>,
+    },
+    /// Receive entries of a transfer into a provider homed here (step one).
+    AcceptTransfer(Transferring, Reply<TransferAccepted>),
+    /// Drop the moved entries from the source panel and record progress (step two).
+    CompleteTransfer {
+        /// The source provider.
+        from: ProviderId,
+        /// The transfer's key.
+        key: TransferKey,
+        /// What the receiving shard did.
+        done: TransferAccepted,
+        /// Where to answer.
+        reply: Reply<PanelTransfer>,
+    },
+    /// Transfers out of providers homed here that have not finished.
+    RunningTransfers(Reply<Vec<PanelTransfer>>),
+    /// Panel reports: one provider homed here, or those listed at a clinic.
+    PanelReports {
+        /// Only this provider.
+        provider: Option<ProviderId>,
+        /// Only providers listed at this clinic.
+        facility: Option<FacilityNumber>,
+        /// Where to answer.
+        reply: Reply<Vec<PanelReport>>,
+    },
 }

@@ -3,10 +3,13 @@
 pub mod actor;
 pub mod directory;
 pub mod messages;
+mod panels;
 pub mod plan;
 pub mod state;
 pub mod supervisor;
 
+#[cfg(test)]
+mod panel_tests;
 #[cfg(test)]
 mod tests;
 

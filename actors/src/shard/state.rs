@@ -130,7 +130,9 @@ impl ShardState {
             }
             Record::PanelEntry(e) => {
                 let panel = self.panels.entry(e.provider.clone()).or_default();
-                if !panel.contains_key(&e.phn) {
+                // Attachments are people who came off the waitlist: a submitted
+                // or transferred panel brings patients the provider already had.
+                if !panel.contains_key(&e.phn) && e.source.reference().is_some() {
                     *self.attachments.entry(e.attached_at).or_default() += 1;
                 }
                 panel.insert(e.phn, e);
@@ -304,9 +306,12 @@ impl ShardState {
         self.open_places.get(provider).copied().unwrap_or(0)
     }
 
-    /// People attached to `provider` since `since`.
+    /// People attached to `provider` off the waitlist since `since` (what the
+    /// monthly rate counts; a submitted panel's patients are not new to the provider).
     pub fn attached_since(&self, provider: &ProviderId, since: Timestamp) -> u32 {
-        self.panels.get(provider).map_or(0, |p| p.values().filter(|e| e.attached_at >= since).count() as u32)
+        self.panels.get(provider).map_or(0, |p| {
+            p.values().filter(|e| e.attached_at >= since && e.source.reference().is_some()).count() as u32
+        })
     }
 
     /// Free places a provider offers now: the smaller of what the desired panel

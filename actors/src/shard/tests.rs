@@ -35,13 +35,13 @@ lon = -115.7
 population = 29900
 "#;
 
-struct World {
-    system: AttachSystem,
+pub(super) struct World {
+    pub(super) system: AttachSystem,
     _dir: tempfile::TempDir,
     path: std::path::PathBuf,
 }
 
-async fn world(config: ShardConfig) -> World {
+pub(super) async fn world(config: ShardConfig) -> World {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("attach.redb");
     let system = start(&path, config).await;
@@ -57,15 +57,15 @@ async fn start(path: &std::path::Path, config: ShardConfig) -> AttachSystem {
     system
 }
 
-fn today() -> NaiveDate {
+pub(super) fn today() -> NaiveDate {
     Timestamp::now().to_utc().date_naive()
 }
 
-fn phn(i: u32) -> Phn {
+pub(super) fn phn(i: u32) -> Phn {
     (i * 7919..).find_map(Phn::with_body).unwrap()
 }
 
-fn household(phns: &[Phn], needs: &[Need]) -> Household {
+pub(super) fn household(phns: &[Phn], needs: &[Need]) -> Household {
     let members = phns
         .iter()
         .map(|p| Member {
@@ -79,11 +79,11 @@ fn household(phns: &[Phn], needs: &[Need]) -> Household {
     Household::new(members, PostalCode::parse("V0B 1M0").unwrap(), vec![Language::parse("en").unwrap()]).unwrap()
 }
 
-fn c(code: &str) -> CommunityCode {
+pub(super) fn c(code: &str) -> CommunityCode {
     CommunityCode::parse(code).unwrap()
 }
 
-async fn provider(system: &AttachSystem, id: &str, community: &str, places: u32) -> ProviderId {
+pub(super) async fn provider(system: &AttachSystem, id: &str, community: &str, places: u32) -> ProviderId {
     let id = ProviderId::parse(id).unwrap();
     system
         .upsert_provider(

@@ -1,0 +1,529 @@
+//! Panel work inside one shard: a chunk of a submitted panel, waiting members
+//! leaving for a panel, removals, clinic membership, the steps of a transfer,
+//! and panel reports.
+//!
+//! Every step is durable before it is answered and safe to repeat: the system
+//! (`system/panels.rs`) strings the steps together across shards, and a retry
+//! after a crash finds what was already done and goes on from there.
+
+use std::collections::HashMap;
+
+use futures::future::join_all;
+
+use crate::domain::{
+    AgeGroup, EventKind, FacilityNumber, PanelEntry, PanelSource, PanelTransfer, Phn, ProviderId, RegistrationRef,
+    RegistrationStatus, Timestamp, TransferKey, TransferStatus,
+};
+use crate::error::AttachError;
+use crate::panel::{
+    ChunkAnswer, PanelChunk, PanelReport, Release, RowReport, RowStatus, SubmittedRow, TransferAccepted,
+    TransferRequest, Transferring, Waitlisted,
+};
+use crate::store::{CasOutcome, PhnClaim, PhnHolder, Record, RecordKey};
+
+use super::actor::ShardRuntime;
+use super::messages::ProviderView;
+use super::state::Change;
+
+/// Who holds a PHN a submission wants, as far as the submission cares.
+enum Holder {
+    /// This provider's panel (a crash between claim and commit, or step two of a release).
+    Ours,
+    /// A claim nobody stands behind any more (a withdrawal, a crash): take it over.
+    Dead,
+    /// A waiting registration: it must let the patient go first.
+    Waiting(RegistrationRef, crate::domain::ShardKey),
+    /// Someone else: a conflict to resolve, never a silent move.
+    Conflict(&'static str),
+}
+
+const ON_ANOTHER_PANEL: &str = "the patient is on another provider's panel; nothing was moved. The providers resolve it: \
+     the other provider removes the patient, or a medical director transfers the panel";
+const PROPOSED: &str = "the patient's household has an open proposal to a provider; it must be answered or expire \
+     before the patient can be added to a panel";
+const BUSY: &str = "the patient is being registered or moved right now; submit the row again in a minute";
+
+impl ShardRuntime {
+    fn must_practise_at(&self, provider: &ProviderId, facility: &FacilityNumber) -> Result<(), AttachError> {
+        let p = self.state.provider(provider).ok_or_else(|| AttachError::not_found("provider"))?;
+        if p.clinics.contains(facility) {
+            Ok(())
+        } else {
+            Err(AttachError::conflict(format!(
+                "provider {provider} is not listed at clinic {facility}; the clinic's medical director adds them first"
+            )))
+        }
+    }
+
+    async fn holder_for_submission(
+        &self,
+        provider: &ProviderId,
+        claim: &PhnClaim,
+        phn: Phn,
+        now: Timestamp,
+    ) -> Result<Holder, AttachError> {
+        match &claim.holder {
+            PhnHolder::Panel(p) if p == provider && claim.shard == self.state.key => Ok(Holder::Ours),
+            PhnHolder::Panel(_) => Ok(if self.claim_is_live(claim, phn, now).await? {
+                Holder::Conflict(ON_ANOTHER_PANEL)
+            } else {
+                Holder::Dead
+            }),
+            PhnHolder::Registration(r) => {
+                let record = if claim.shard == self.state.key {
+                    self.state.registration(r).cloned()
+                } else {
+                    match self.store.read(&claim.shard, &RecordKey::Registration(*r)).await? {
+                        Some(Record::Registration(reg)) => Some(reg),
+                        _ => None,
+                    }
+                };
+                Ok(match record.map(|reg| reg.status) {
+                    Some(RegistrationStatus::Waiting) => Holder::Waiting(*r, claim.shard.clone()),
+                    Some(RegistrationStatus::Proposed) => Holder::Conflict(PROPOSED),
+                    Some(RegistrationStatus::Attached) => Holder::Conflict(ON_ANOTHER_PANEL),
+                    Some(RegistrationStatus::Withdrawn) => Holder::Dead,
+                    None if self.claim_is_live(claim, phn, now).await? => Holder::Conflict(BUSY),
+                    None => Holder::Dead,
+                })
+            }
+        }
+    }
+
+    /// Adds a chunk of a submitted panel: claims each row's PHN for the panel,
+    /// answers per row, and commits the new entries in one batch.
+    pub(super) async fn submit_panel(&mut self, chunk: PanelChunk, now: Timestamp) -> Result<ChunkAnswer, AttachError> {
+        self.must_practise_at(&chunk.provider, &chunk.facility)?;
+        let mine =
+            PhnClaim { shard: self.state.key.clone(), holder: PhnHolder::Panel(chunk.provider.clone()), at: now };
+        let mut answer = ChunkAnswer::default();
+        let (already, fresh): (Vec<SubmittedRow>, Vec<SubmittedRow>) =
+            chunk.rows.into_iter().partition(|r| self.state.on_panel(&chunk.provider, r.row.phn));
+        answer.rows.extend(already.iter().map(|r| RowReport::ok(r.line, RowStatus::AlreadyOnPanel)));
+        let held: HashMap<Phn, PhnClaim> = self
+            .store
+            .claim_phns(fresh.iter().map(|r| (r.row.phn, mine.clone())).collect())
+            .await?
+            .into_iter()
+            .collect();
+        let mut claimed = Vec::new();
+        let mut taking = Vec::new();
+        let mut takeovers = Vec::new();
+        for r in fresh {
+            let Some(existing) = held.get(&r.row.phn) else {
+                claimed.push(r.row.phn);
+                taking.push(r);
+                continue;
+            };
+            match self.holder_for_submission(&chunk.provider, existing, r.row.phn, now).await? {
+                Holder::Ours => taking.push(r),
+                Holder::Dead => takeovers.push((r, existing.clone())),
+                Holder::Waiting(reference, shard) => answer.waitlisted.push(Waitlisted { row: r, reference, shard }),
+                Holder::Conflict(why) => answer.rows.push(RowReport::because(r.line, RowStatus::Conflict, why)),
+            }
+        }
+        // Sent together, the compare-and-sets share one store commit.
+        let outcomes =
+            join_all(takeovers.iter().map(|(r, old)| self.store.cas_phn_claim(r.row.phn, Some(old), Some(&mine))))
+                .await;
+        for ((r, _), outcome) in takeovers.into_iter().zip(outcomes) {
+            match outcome {
+                Ok(CasOutcome::Applied) => {
+                    claimed.push(r.row.phn);
+                    taking.push(r);
+                }
+                Ok(CasOutcome::Conflict(_)) => answer.rows.push(RowReport::because(r.line, RowStatus::Conflict, BUSY)),
+                Err(e) => {
+                    self.release(&claimed, &mine).await;
+                    return Err(e.into());
+                }
+            }
+        }
+        let mut change = Change::default();
+        for r in &taking {
+            change.upserts.push(Record::PanelEntry(PanelEntry {
+                provider: chunk.provider.clone(),
+                phn: r.row.phn,
+                given_name: r.row.given_name.clone(),
+                surname: r.row.surname.clone(),
+                date_of_birth: r.row.date_of_birth,
+                attached_at: now,
+                source: PanelSource::Submitted { facility: chunk.facility.clone(), reference: r.from_waitlist },
+            }));
+        }
+        if !taking.is_empty() {
+            change.events.push(EventKind::Attached {
+                reference: None,
+                provider: chunk.provider.clone(),
+                patients: u16::try_from(taking.len()).unwrap_or(u16::MAX),
+            });
+        }
+        if let Err(e) = self.commit(change, now).await {
+            self.release(&claimed, &mine).await;
+            return Err(e);
+        }
+        answer.rows.extend(taking.iter().map(|r| {
+            let status = if r.from_waitlist.is_some() { RowStatus::AttachedFromWaitlist } else { RowStatus::Accepted };
+            RowReport::ok(r.line, status)
+        }));
+        Ok(answer)
+    }
+
+    /// Step one of moving waiting members to a panel: they leave the waitlist
+    /// (committed first), then their claims move to the panel. Answers, per PHN,
+    /// `None` when the claim now points at the panel, or why not.
+    pub(super) async fn release_to_panel(
+        &mut self,
+        release: Release,
+        now: Timestamp,
+    ) -> Result<Vec<(Phn, Option<&'static str>)>, AttachError> {
+        let reg = self.state.registration(&release.reference).ok_or_else(|| AttachError::not_found("registration"))?;
+        let why = match reg.status {
+            RegistrationStatus::Waiting => None,
+            RegistrationStatus::Proposed => Some(PROPOSED),
+            _ => Some(ON_ANOTHER_PANEL),
+        };
+        if let Some(why) = why {
+            return Ok(release.phns.iter().map(|p| (*p, Some(why))).collect());
+        }
+        let next = reg.attach_members(&release.phns, &release.provider, now)?;
+        let leaving = reg.household.members.len() - next.household.members.len()
+            + usize::from(next.status == RegistrationStatus::Attached) * next.household.members.len();
+        if next != *reg {
+            let change = Change {
+                upserts: vec![Record::Registration(next)],
+                events: vec![EventKind::Attached {
+                    reference: Some(release.reference),
+                    provider: release.provider.clone(),
+                    patients: u16::try_from(leaving).unwrap_or(u16::MAX),
+                }],
+                ..Change::default()
+            };
+            self.commit(change, now).await?;
+        }
+        // The members have left the waitlist; a crash from here leaves claims
+        // naming the registration, and submitting again comes back here.
+        let ours = |c: &PhnClaim| c.shard == self.state.key && c.holder == PhnHolder::Registration(release.reference);
+        let theirs = PhnClaim {
+            shard: release.provider_shard.clone(),
+            holder: PhnHolder::Panel(release.provider.clone()),
+            at: now,
+        };
+        let mut moves = Vec::new();
+        let mut out = Vec::new();
+        for phn in &release.phns {
+            match self.store.phn_claim(*phn).await? {
+                Some(c) if ours(&c) => moves.push((*phn, c)),
+                Some(c) if c.shard == theirs.shard && c.holder == theirs.holder => out.push((*phn, None)),
+                _ => out.push((*phn, Some(BUSY))),
+            }
+        }
+        let outcomes =
+            join_all(moves.iter().map(|(phn, old)| self.store.cas_phn_claim(*phn, Some(old), Some(&theirs)))).await;
+        for ((phn, _), outcome) in moves.into_iter().zip(outcomes) {
+            out.push((phn, if matches!(outcome?, CasOutcome::Applied) { None } else { Some(BUSY) }));
+        }
+        Ok(out)
+    }
+
+    /// Removes patients from a provider's panel and frees their PHNs. Answers,
+    /// per PHN asked, whether it was on the panel.
+    pub(super) async fn remove_from_panel(
+        &mut self,
+        provider: &ProviderId,
+        phns: &[Phn],
+        now: Timestamp,
+    ) -> Result<Vec<bool>, AttachError> {
+        if self.state.provider(provider).is_none() {
+            return Err(AttachError::not_found("provider"));
+        }
+        let present: Vec<bool> = phns.iter().map(|p| self.state.on_panel(provider, *p)).collect();
+        let removed: Vec<PanelEntry> =
+            phns.iter().filter_map(|p| self.state.panel(provider).and_then(|panel| panel.get(p)).cloned()).collect();
+        if removed.is_empty() {
+            return Ok(present);
+        }
+        let change = Change {
+            deletes: removed.iter().map(|e| RecordKey::PanelEntry(provider.clone(), e.phn)).collect(),
+            events: vec![EventKind::Detached { provider: provider.clone(), patients: removed.len() as u32 }],
+            ..Change::default()
+        };
+        self.commit(change, now).await?;
+        // The entries are gone; free the claims that stood for them. A claim
+        // left behind by a crash here names a panel without the entry, and
+        // counts as free once the claim grace has passed.
+        let mut frees = Vec::new();
+        for e in &removed {
+            if let Some(c) = self.store.phn_claim(e.phn).await?
+                && c.shard == self.state.key
+                && (c.holder == PhnHolder::Panel(provider.clone())
+                    || e.source.reference().is_some_and(|r| c.holder == PhnHolder::Registration(r)))
+            {
+                frees.push((e.phn, c));
+            }
+        }
+        for outcome in join_all(frees.iter().map(|(phn, c)| self.store.cas_phn_claim(*phn, Some(c), None))).await {
+            if let Err(e) = outcome {
+                tracing::warn!(error = %e, "could not free a PHN claim after a removal");
+            }
+        }
+        Ok(present)
+    }
+
+    /// Lists a provider at a clinic, or takes them off it. Their panel stays
+    /// theirs: patients move only by a transfer or a removal.
+    pub(super) async fn set_provider_clinic(
+        &mut self,
+        provider: &ProviderId,
+        facility: FacilityNumber,
+        present: bool,
+        now: Timestamp,
+    ) -> Result<ProviderView, AttachError> {
+        let p = self.state.provider(provider).ok_or_else(|| AttachError::not_found("provider"))?;
+        let mut next = p.clone();
+        next.clinics.retain(|f| f != &facility);
+        if present {
+            if next.clinics.len() >= 20 {
+                return Err(AttachError::conflict("a provider is listed at most at 20 clinics"));
+            }
+            next.clinics.push(facility);
+        }
+        if next.clinics != p.clinics {
+            next.updated_at = now;
+            let change = Change {
+                events: vec![EventKind::ProviderUpdated { provider: provider.clone() }],
+                upserts: vec![Record::Provider(next)],
+                ..Change::default()
+            };
+            self.commit(change, now).await?;
+        }
+        self.provider_view(provider, now)
+    }
+
+    /// Starts a transfer out of a provider homed here, or finds the one with this key.
+    pub(super) async fn begin_transfer(
+        &mut self,
+        req: TransferRequest,
+        now: Timestamp,
+    ) -> Result<PanelTransfer, AttachError> {
+        if let Some(t) = self.state.transfer(&req.from, &req.key) {
+            if t.to != req.to || t.facility != req.facility {
+                return Err(AttachError::conflict(format!(
+                    "idempotency key {} was used for a transfer to another provider or clinic",
+                    req.key
+                )));
+            }
+            return Ok(t.clone());
+        }
+        if self.state.provider(&req.from).is_none() {
+            return Err(AttachError::not_found("provider"));
+        }
+        if req.from == req.to {
+            return Err(AttachError::conflict("a panel cannot be transferred to the same provider"));
+        }
+        if let Some(running) =
+            self.state.transfers().find(|t| t.from == req.from && t.status == TransferStatus::Running)
+        {
+            return Err(AttachError::conflict(format!(
+                "a transfer of this panel is already running (idempotency key {}); resume it with that key",
+                running.key
+            )));
+        }
+        let total = self.state.panel(&req.from).map_or(0, |p| p.len() as u32);
+        let transfer = PanelTransfer {
+            key: req.key,
+            from: req.from,
+            to: req.to,
+            to_shard: req.to_shard,
+            facility: req.facility,
+            status: TransferStatus::Running,
+            total,
+            moved: 0,
+            skipped: 0,
+            started_at: now,
+            updated_at: now,
+        };
+        let change = Change {
+            events: vec![EventKind::TransferUpdated {
+                from: transfer.from.clone(),
+                to: transfer.to.clone(),
+                moved: 0,
+                done: false,
+            }],
+            upserts: vec![Record::Transfer(transfer.clone())],
+            ..Change::default()
+        };
+        self.commit(change, now).await?;
+        Ok(transfer)
+    }
+
+    /// A transfer and the next entries it has to move (the first of the source
+    /// panel, in PHN order: moved ones are gone from it).
+    pub(super) fn transfer_batch(
+        &self,
+        from: &ProviderId,
+        key: &TransferKey,
+        limit: usize,
+    ) -> Result<(PanelTransfer, Vec<PanelEntry>), AttachError> {
+        let t = self.state.transfer(from, key).ok_or_else(|| AttachError::not_found("transfer"))?;
+        let entries = match t.status {
+            TransferStatus::Completed => Vec::new(),
+            TransferStatus::Running => {
+                self.state.panel(from).map(|p| p.values().take(limit).cloned().collect()).unwrap_or_default()
+            }
+        };
+        Ok((t.clone(), entries))
+    }
+
+    /// Transfer step one, in the receiving provider's shard: moves each PHN's
+    /// claim to this panel and adds the entries. Repeating it is harmless.
+    pub(super) async fn accept_transfer(
+        &mut self,
+        t: Transferring,
+        now: Timestamp,
+    ) -> Result<TransferAccepted, AttachError> {
+        self.must_practise_at(&t.to, &t.facility)?;
+        let mine = PhnClaim { shard: self.state.key.clone(), holder: PhnHolder::Panel(t.to.clone()), at: now };
+        let mut out = TransferAccepted::default();
+        let mut taking = Vec::new();
+        let mut moves = Vec::new();
+        for e in t.entries {
+            if self.state.on_panel(&t.to, e.phn) {
+                out.moved.push(e.phn);
+                continue;
+            }
+            let current = self.store.phn_claim(e.phn).await?;
+            let from_source = |c: &PhnClaim| match &c.holder {
+                PhnHolder::Panel(p) => p == &t.from && c.shard == t.from_shard,
+                // A patient matched to the source provider: their registration holds the PHN.
+                PhnHolder::Registration(r) => e.source.reference() == Some(*r),
+            };
+            match current {
+                Some(c) if c.shard == mine.shard && c.holder == mine.holder => taking.push(e),
+                Some(c) if from_source(&c) => moves.push((e, Some(c))),
+                None => moves.push((e, None)),
+                Some(_) => out.skipped.push(e.phn),
+            }
+        }
+        let outcomes =
+            join_all(moves.iter().map(|(e, old)| self.store.cas_phn_claim(e.phn, old.as_ref(), Some(&mine)))).await;
+        for ((e, _), outcome) in moves.into_iter().zip(outcomes) {
+            match outcome? {
+                CasOutcome::Applied => taking.push(e),
+                // Changed under us (a registration, another move): the next round looks again.
+                CasOutcome::Conflict(_) => {}
+            }
+        }
+        let mut change = Change::default();
+        for e in &taking {
+            out.moved.push(e.phn);
+            change.upserts.push(Record::PanelEntry(PanelEntry {
+                provider: t.to.clone(),
+                attached_at: now,
+                source: PanelSource::Transferred { from: t.from.clone(), facility: t.facility.clone() },
+                ..e.clone()
+            }));
+        }
+        if !taking.is_empty() {
+            change.events.push(EventKind::Attached {
+                reference: None,
+                provider: t.to.clone(),
+                patients: u16::try_from(taking.len()).unwrap_or(u16::MAX),
+            });
+        }
+        self.commit(change, now).await?;
+        Ok(out)
+    }
+
+    /// Transfer step two, in the source shard: drops the moved (and stale)
+    /// entries and records the progress; completes the transfer once the
+    /// source panel is empty.
+    pub(super) async fn complete_transfer(
+        &mut self,
+        from: &ProviderId,
+        key: &TransferKey,
+        done: TransferAccepted,
+        now: Timestamp,
+    ) -> Result<PanelTransfer, AttachError> {
+        let t = self.state.transfer(from, key).ok_or_else(|| AttachError::not_found("transfer"))?.clone();
+        let on = |p: &Phn| self.state.on_panel(from, *p);
+        let moved: Vec<Phn> = done.moved.iter().copied().filter(on).collect();
+        let skipped: Vec<Phn> = done.skipped.iter().copied().filter(on).collect();
+        let left = self.state.panel(from).map_or(0, |p| p.len()) - moved.len() - skipped.len();
+        let mut next = PanelTransfer {
+            moved: t.moved + moved.len() as u32,
+            skipped: t.skipped + skipped.len() as u32,
+            updated_at: now,
+            ..t.clone()
+        };
+        if left == 0 {
+            next.status = TransferStatus::Completed;
+        }
+        if next == t {
+            return Ok(t);
+        }
+        let mut change = Change::default();
+        change.deletes.extend(moved.iter().chain(&skipped).map(|p| RecordKey::PanelEntry(from.clone(), *p)));
+        if !change.deletes.is_empty() {
+            change.events.push(EventKind::Detached { provider: from.clone(), patients: change.deletes.len() as u32 });
+        }
+        change.events.push(EventKind::TransferUpdated {
+            from: from.clone(),
+            to: next.to.clone(),
+            moved: next.moved,
+            done: next.status == TransferStatus::Completed,
+        });
+        change.upserts.push(Record::Transfer(next.clone()));
+        self.commit(change, now).await?;
+        Ok(next)
+    }
+
+    /// Panel reports of providers homed here: `provider` alone, or every one
+    /// listed at `facility`.
+    pub(super) fn panel_reports(
+        &self,
+        provider: Option<&ProviderId>,
+        facility: Option<&FacilityNumber>,
+        now: Timestamp,
+    ) -> Result<Vec<PanelReport>, AttachError> {
+        if let Some(id) = provider
+            && self.state.provider(id).is_none()
+        {
+            return Err(AttachError::not_found("provider"));
+        }
+        let today = now.to_utc().date_naive();
+        let reports = self
+            .state
+            .providers()
+            .filter(|p| provider.is_none_or(|id| &p.id == id))
+            .filter(|p| facility.is_none_or(|f| p.clinics.contains(f)))
+            .map(|p| {
+                let mut r = PanelReport {
+                    provider: Some(p.id.clone()),
+                    panel_size: self.state.panel_size(p),
+                    reported: p.reported_panel_size,
+                    ..PanelReport::default()
+                };
+                for e in self.state.panel(&p.id).into_iter().flat_map(|panel| panel.values()) {
+                    r.itemised += 1;
+                    match AgeGroup::of_age(e.date_of_birth.age_on(today)) {
+                        AgeGroup::Child => r.children += 1,
+                        AgeGroup::Adult => r.adults += 1,
+                        AgeGroup::Senior => r.seniors += 1,
+                    }
+                    let member = e
+                        .source
+                        .reference()
+                        .and_then(|reference| self.state.registration(&reference))
+                        .and_then(|reg| reg.household.members.iter().find(|m| m.phn == e.phn));
+                    if let Some(m) = member {
+                        r.complexity_known += 1;
+                        r.complex += u32::from(m.needs.iter().any(|n| n.is_complex()));
+                    }
+                }
+                r
+            })
+            .collect();
+        Ok(reports)
+    }
+}

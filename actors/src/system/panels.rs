@@ -1,0 +1,270 @@
+//! The provider side across shards: panel submission (with waiting patients
+//! leaving the waitlist in their own community's shard), removal, clinic
+//! membership, whole-panel transfers and panel reports.
+//!
+//! Each operation takes validated input; who may do it is decided by the
+//! caller's principal where access control is wired (see README).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::join_all;
+use tracing::{info, warn};
+
+use crate::domain::{FacilityNumber, PanelTransfer, Phn, ProviderId, RegistrationRef, ShardKey, TransferKey};
+use crate::error::AttachError;
+use crate::panel::{
+    PanelChunk, PanelReport, ParsedPanel, Release, RowReport, RowStatus, SubmissionReport, SubmittedRow,
+    TransferAccepted, TransferRequest, Transferring,
+};
+use crate::shard::{ProviderView, ShardMsg};
+use crate::store::Locator;
+
+use super::AttachSystem;
+
+/// Rounds in a row a transfer may make no progress (every patient changed
+/// under it) before it stops and reports; it can be resumed by its key.
+const MAX_STALLS: u32 = 20;
+
+impl AttachSystem {
+    /// Submits a parsed panel file for `provider` at `facility`: every valid row
+    /// is added to the panel, a chunk at a time, each chunk durable before the
+    /// next; waiting patients leave the waitlist. Answers one report per row.
+    ///
+    /// If it fails part way (a shard overloaded, a restart), the chunks already
+    /// answered stay done; submitting the same file again finishes the rest and
+    /// reports the done rows as already on the panel.
+    pub async fn submit_panel(
+        &self,
+        provider: &ProviderId,
+        facility: &FacilityNumber,
+        parsed: ParsedPanel,
+    ) -> Result<SubmissionReport, AttachError> {
+        let shard = self.locate(Locator::Provider(provider.clone()), "provider").await?;
+        self.clinic(facility).await?;
+        let mut report = SubmissionReport { header: parsed.header, ..SubmissionReport::default() };
+        let mut valid = Vec::with_capacity(parsed.rows.len());
+        for r in parsed.rows {
+            match r.row {
+                Ok(row) => valid.push(SubmittedRow { line: r.line, row, from_waitlist: None }),
+                Err(problem) => report.rows.push(RowReport::of_problem(r.line, &problem)),
+            }
+        }
+        for chunk in valid.chunks(self.config.panel_chunk_rows.max(1)) {
+            let rows = self.submit_chunk(&shard, provider, facility, chunk.to_vec()).await?;
+            report.rows.extend(rows);
+        }
+        report.rows.sort_by_key(|r| r.line);
+        report.panel_size = self.provider(provider).await?.panel_size;
+        info!(
+            provider = %provider,
+            rows = report.rows.len(),
+            accepted = report.rows.iter().filter(|r| r.status.on_panel()).count(),
+            "panel submitted"
+        );
+        Ok(report)
+    }
+
+    async fn submit_chunk(
+        &self,
+        shard: &ShardKey,
+        provider: &ProviderId,
+        facility: &FacilityNumber,
+        rows: Vec<SubmittedRow>,
+    ) -> Result<Vec<RowReport>, AttachError> {
+        let chunk = PanelChunk { provider: provider.clone(), facility: facility.clone(), rows };
+        let answer = self.directory.call(shard, |r| ShardMsg::SubmitPanel(chunk, r)).await?;
+        let mut out = answer.rows;
+        // Waiting patients: their registration's shard lets them go (step one),
+        // then the panel takes them (step two).
+        let mut by_registration: BTreeMap<RegistrationRef, (ShardKey, Vec<SubmittedRow>)> = BTreeMap::new();
+        for w in answer.waitlisted {
+            by_registration.entry(w.reference).or_insert_with(|| (w.shard.clone(), Vec::new())).1.push(w.row);
+        }
+        let mut second = Vec::new();
+        for (reference, (reg_shard, rows)) in by_registration {
+            let release = Release {
+                reference,
+                phns: rows.iter().map(|r| r.row.phn).collect(),
+                provider: provider.clone(),
+                provider_shard: shard.clone(),
+            };
+            let released = self.directory.call(&reg_shard, |r| ShardMsg::ReleaseToPanel(release, r)).await?;
+            for row in rows {
+                match released.iter().find(|(phn, _)| *phn == row.row.phn) {
+                    Some((_, None)) => second.push(SubmittedRow { from_waitlist: Some(reference), ..row }),
+                    Some((_, Some(why))) => out.push(RowReport::because(row.line, RowStatus::Conflict, *why)),
+                    None => {
+                        out.push(RowReport::because(row.line, RowStatus::Conflict, "the patient could not be moved"))
+                    }
+                }
+            }
+        }
+        if !second.is_empty() {
+            let chunk = PanelChunk { provider: provider.clone(), facility: facility.clone(), rows: second };
+            let answer = self.directory.call(shard, |r| ShardMsg::SubmitPanel(chunk, r)).await?;
+            out.extend(answer.rows);
+            out.extend(answer.waitlisted.into_iter().map(|w| {
+                RowReport::because(w.row.line, RowStatus::Conflict, "the patient is being moved; submit again")
+            }));
+        }
+        Ok(out)
+    }
+
+    /// Removes patients from a provider's panel; per PHN, whether it was there.
+    pub async fn remove_from_panel(&self, provider: &ProviderId, phns: Vec<Phn>) -> Result<Vec<bool>, AttachError> {
+        let shard = self.locate(Locator::Provider(provider.clone()), "provider").await?;
+        let provider = provider.clone();
+        self.directory.call(&shard, |reply| ShardMsg::RemoveFromPanel { provider, phns, reply }).await
+    }
+
+    /// Lists a provider at a clinic (`present`) or takes them off it. Their
+    /// panel stays theirs until it is transferred or they remove patients.
+    pub async fn set_provider_clinic(
+        &self,
+        facility: &FacilityNumber,
+        provider: &ProviderId,
+        present: bool,
+    ) -> Result<ProviderView, AttachError> {
+        self.clinic(facility).await?;
+        let shard = self.locate(Locator::Provider(provider.clone()), "provider").await?;
+        let (provider, facility) = (provider.clone(), facility.clone());
+        self.directory.call(&shard, |reply| ShardMsg::SetProviderClinic { provider, facility, present, reply }).await
+    }
+
+    /// Starts moving `from`'s whole panel to `to` at `facility`, or finds the
+    /// transfer already made with this key. The moving itself is
+    /// [`run_transfer`](Self::run_transfer).
+    pub async fn begin_transfer(
+        &self,
+        key: TransferKey,
+        from: &ProviderId,
+        to: &ProviderId,
+        facility: &FacilityNumber,
+    ) -> Result<PanelTransfer, AttachError> {
+        let from_shard = self.locate(Locator::Provider(from.clone()), "provider").await?;
+        let to_shard = self.locate(Locator::Provider(to.clone()), "provider").await?;
+        self.clinic(facility).await?;
+        if !self.provider(to).await?.provider.clinics.contains(facility) {
+            return Err(AttachError::conflict(format!(
+                "provider {to} is not listed at clinic {facility}; the clinic's medical director adds them first"
+            )));
+        }
+        let req = TransferRequest { key, from: from.clone(), to: to.clone(), to_shard, facility: facility.clone() };
+        self.directory.call(&from_shard, |r| ShardMsg::BeginTransfer(req, r)).await
+    }
+
+    /// Moves a transfer's patients, a chunk at a time, until the source panel
+    /// is empty. Each patient moves in two durable steps (claim and entry on
+    /// the receiving panel, then the source entry dropped), so stopping
+    /// anywhere (a crash) and running again neither loses nor duplicates anyone.
+    pub async fn run_transfer(&self, from: &ProviderId, key: &TransferKey) -> Result<PanelTransfer, AttachError> {
+        let from_shard = self.locate(Locator::Provider(from.clone()), "provider").await?;
+        let limit = self.config.transfer_chunk.max(1);
+        let mut stalls = 0;
+        loop {
+            let (from_, key_) = (from.clone(), key.clone());
+            let (t, entries) = self
+                .directory
+                .call(&from_shard, |reply| ShardMsg::TransferBatch { from: from_, key: key_, limit, reply })
+                .await?;
+            if t.status == crate::domain::TransferStatus::Completed {
+                return Ok(t);
+            }
+            let done = if entries.is_empty() {
+                TransferAccepted::default()
+            } else {
+                let moving = Transferring {
+                    from: from.clone(),
+                    from_shard: from_shard.clone(),
+                    to: t.to.clone(),
+                    facility: t.facility.clone(),
+                    entries,
+                };
+                self.directory.call(&t.to_shard, |r| ShardMsg::AcceptTransfer(moving, r)).await?
+            };
+            let progress = !(done.moved.is_empty() && done.skipped.is_empty());
+            let (from_, key_) = (from.clone(), key.clone());
+            let next = self
+                .directory
+                .call(&from_shard, |reply| ShardMsg::CompleteTransfer { from: from_, key: key_, done, reply })
+                .await?;
+            if next.status == crate::domain::TransferStatus::Completed {
+                info!(from = %from, to = %next.to, moved = next.moved, "panel transfer completed");
+                return Ok(next);
+            }
+            if progress {
+                stalls = 0;
+            } else {
+                stalls += 1;
+                if stalls >= MAX_STALLS {
+                    return Err(AttachError::conflict(
+                        "the transfer is making no progress (its patients keep changing); resume it later with its key",
+                    ));
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+
+    /// Runs a transfer in the background; its progress is read with [`panel_transfer`](Self::panel_transfer).
+    pub fn spawn_transfer(self: &Arc<Self>, from: ProviderId, key: TransferKey) {
+        let system = Arc::clone(self);
+        tokio::spawn(async move {
+            if let Err(e) = system.run_transfer(&from, &key).await {
+                warn!(error = %e, from = %from, "panel transfer stopped; resume it with its key");
+            }
+        });
+    }
+
+    /// A transfer by its source provider and key.
+    pub async fn panel_transfer(&self, from: &ProviderId, key: &TransferKey) -> Result<PanelTransfer, AttachError> {
+        let shard = self.locate(Locator::Provider(from.clone()), "provider").await?;
+        let (from, key) = (from.clone(), key.clone());
+        self.directory.call(&shard, |reply| ShardMsg::TransferBatch { from, key, limit: 0, reply }).await.map(|t| t.0)
+    }
+
+    /// Resumes, in the background, every transfer a previous process left running.
+    pub async fn resume_transfers(self: &Arc<Self>) -> usize {
+        let shards: Vec<ShardKey> = self.regions.shards().cloned().collect();
+        let all = join_all(shards.iter().map(|s| self.directory.call(s, ShardMsg::RunningTransfers))).await;
+        let mut resumed = 0;
+        for t in all.into_iter().filter_map(Result::ok).flatten() {
+            info!(from = %t.from, to = %t.to, moved = t.moved, total = t.total, "resuming a panel transfer");
+            self.spawn_transfer(t.from, t.key);
+            resumed += 1;
+        }
+        resumed
+    }
+
+    /// A provider's panel report.
+    pub async fn panel_report(&self, provider: &ProviderId) -> Result<PanelReport, AttachError> {
+        let shard = self.locate(Locator::Provider(provider.clone()), "provider").await?;
+        let provider = provider.clone();
+        let reports = self.directory.call(&shard, |reply| ShardMsg::PanelReports {
+            provider: Some(provider),
+            facility: None,
+            reply,
+        });
+        reports.await?.pop().ok_or_else(|| AttachError::not_found("provider"))
+    }
+
+    /// The panel reports of every provider listed at a clinic (wherever they are
+    /// homed), by provider id.
+    pub async fn clinic_panel_reports(&self, facility: &FacilityNumber) -> Result<Vec<PanelReport>, AttachError> {
+        self.clinic(facility).await?;
+        let shards: Vec<ShardKey> = self.regions.shards().cloned().collect();
+        let all = join_all(shards.iter().map(|s| {
+            let facility = Some(facility.clone());
+            self.directory.call(s, |reply| ShardMsg::PanelReports { provider: None, facility, reply })
+        }))
+        .await;
+        let mut reports = Vec::new();
+        for r in all {
+            reports.extend(r?);
+        }
+        reports.sort_by(|a, b| a.provider.cmp(&b.provider));
+        Ok(reports)
+    }
+}
