@@ -86,6 +86,9 @@ pub struct AttachSystem {
     feed: Arc<dyn Feed>,
     /// Kept to stop them on shutdown.
     supervisors: Mutex<Vec<ActorRef<SupervisorMsg>>>,
+    /// Panel transfers this process is running, so asking to resume one that
+    /// is already moving does not start a second runner.
+    transfers: Mutex<std::collections::HashSet<(ProviderId, crate::domain::TransferKey)>>,
 }
 
 impl AttachSystem {
@@ -107,6 +110,7 @@ impl AttachSystem {
             owner,
             feed,
             supervisors: Mutex::new(vec![]),
+            transfers: Mutex::new(Default::default()),
         }
     }
 

@@ -41,6 +41,41 @@ enum Command {
     },
     /// Prints the GraphQL schema (SDL).
     Schema,
+    /// Panels of the provider side.
+    #[command(subcommand)]
+    Panel(PanelCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum PanelCommand {
+    /// Submits a panel file (CSV: PHN, surname, given name, date of birth, 98990,
+    /// facility number) into the data directory, as an upload would; prints the
+    /// rows not taken and a summary. The server must not be running on it.
+    Import {
+        /// The CSV file.
+        file: PathBuf,
+        /// The provider whose panel it is.
+        #[arg(long)]
+        provider: String,
+        /// The clinic's facility number (the provider must be listed there).
+        #[arg(long)]
+        facility: String,
+        /// Configuration file (TOML), as for `serve`.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Data directory.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Regions file.
+        #[arg(long)]
+        regions: Option<PathBuf>,
+        /// Largest file accepted, in bytes (default: `limits.max_panel_bytes`).
+        #[arg(long)]
+        max_bytes: Option<usize>,
+        /// Most patient rows accepted (default: `limits.max_panel_rows`).
+        #[arg(long)]
+        max_rows: Option<usize>,
+    },
 }
 
 /// Runs the command line.
@@ -49,6 +84,27 @@ pub async fn run() -> anyhow::Result<()> {
         Command::Schema => {
             print!("{}", crate::graphql::sdl());
             Ok(())
+        }
+        Command::Panel(PanelCommand::Import {
+            file,
+            provider,
+            facility,
+            config,
+            data_dir,
+            regions,
+            max_bytes,
+            max_rows,
+        }) => {
+            let mut settings = Settings::load(config.as_deref())?;
+            settings.data_dir = data_dir.unwrap_or(settings.data_dir);
+            settings.regions = regions.unwrap_or(settings.regions);
+            // Logs go to stderr; stdout carries the report.
+            crate::telemetry::init("warn");
+            let mut limits = settings.limits.panel();
+            limits.max_bytes = max_bytes.unwrap_or(limits.max_bytes);
+            limits.max_rows = max_rows.unwrap_or(limits.max_rows);
+            let import = crate::panel_import::Import { file: &file, provider: &provider, facility: &facility, limits };
+            crate::panel_import::run(&settings, import, &mut std::io::stdout()).await.map(|_| ())
         }
         Command::Serve { config, listen, data_dir, regions, redis, demo } => {
             let mut settings = Settings::load(config.as_deref())?;

@@ -92,8 +92,24 @@ pub struct Limits {
     pub max_complexity: usize,
     /// Largest page a list returns.
     pub max_page_size: usize,
-    /// Largest request body, in bytes.
+    /// Largest request body, in bytes (a multipart upload may be a panel file plus 64 KiB).
     pub max_body_bytes: usize,
+    /// Largest panel file, in bytes.
+    pub max_panel_bytes: usize,
+    /// Most patient rows in one panel file.
+    pub max_panel_rows: usize,
+}
+
+impl Limits {
+    /// The panel file limits as the parser takes them.
+    pub fn panel(&self) -> attach_actors::panel::Limits {
+        attach_actors::panel::Limits { max_bytes: self.max_panel_bytes, max_rows: self.max_panel_rows }
+    }
+
+    /// The largest multipart (upload) request body.
+    pub fn max_upload_body_bytes(&self) -> usize {
+        self.max_panel_bytes.saturating_add(64 * 1024)
+    }
 }
 
 impl Default for Settings {
@@ -131,7 +147,15 @@ impl Default for ShardSettings {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_depth: 10, max_complexity: 1_000, max_page_size: 100, max_body_bytes: 64 * 1024 }
+        let panel = attach_actors::panel::Limits::default();
+        Limits {
+            max_depth: 10,
+            max_complexity: 1_000,
+            max_page_size: 100,
+            max_body_bytes: 64 * 1024,
+            max_panel_bytes: panel.max_bytes,
+            max_panel_rows: panel.max_rows,
+        }
     }
 }
 

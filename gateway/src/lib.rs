@@ -6,6 +6,7 @@
 //! - [`graphql`]: the schema and its resolvers (which ask the core, never storage).
 //! - [`metrics`]: Prometheus metrics at `/metrics`.
 //! - [`telemetry`]: logging setup.
+//! - [`panel_import`]: `attach panel import`, a panel file straight into a data directory.
 //! - [`cli`]: the command line.
 
 #![warn(missing_docs)]
@@ -14,6 +15,7 @@ pub mod cli;
 pub mod config;
 pub mod graphql;
 pub mod metrics;
+pub mod panel_import;
 pub mod routes;
 pub mod startup;
 pub mod telemetry;

@@ -3,7 +3,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, GraphiQLSource};
+use async_graphql::ParseRequestError;
+use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, GraphiQLSource, MultipartOptions, receive_body};
 use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
 use attach_actors::error::ErrorCode;
 use attach_actors::system::AttachSystem;
@@ -11,7 +12,7 @@ use axum::body::{Body, to_bytes};
 use axum::extract::FromRequestParts;
 use axum::extract::State;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -33,6 +34,8 @@ pub struct AppState {
     pub started: Arc<AtomicBool>,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
+    /// Largest multipart (file upload) request body accepted.
+    pub max_upload_bytes: usize,
     /// Parsed documents of recent queries.
     pub documents: Arc<DocumentCache>,
     /// Ping interval on subscription connections.
@@ -96,23 +99,33 @@ fn request_error(status: StatusCode, message: &str) -> Response {
     (status, Json(body)).into_response()
 }
 
-/// Executes one GraphQL request. The body is read with a hard cap, so an
-/// oversized request is refused before it is parsed.
-async fn graphql(State(state): State<AppState>, body: Body) -> Response {
-    let Ok(bytes) = to_bytes(body, state.max_body_bytes).await else {
-        return request_error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            &format!("the request body is larger than {} bytes", state.max_body_bytes),
-        );
+/// Executes one GraphQL request: JSON, or a multipart upload (the GraphQL
+/// multipart request spec) carrying a file. The body is read with a hard cap
+/// (a larger one for uploads), so an oversized request is refused before it is parsed.
+async fn graphql(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let multipart = content_type.as_deref().is_some_and(|c| c.starts_with("multipart/form-data"));
+    let cap = if multipart { state.max_upload_bytes } else { state.max_body_bytes };
+    let Ok(bytes) = to_bytes(body, cap).await else {
+        return request_error(StatusCode::PAYLOAD_TOO_LARGE, &format!("the request body is larger than {cap} bytes"));
     };
-    let mut request: async_graphql::Request = match serde_json::from_slice(&bytes) {
+    let parsed = if multipart {
+        let options = MultipartOptions::default().max_file_size(cap).max_num_files(1);
+        receive_body(content_type, futures::io::Cursor::new(bytes), options).await.map_err(|e| match e {
+            ParseRequestError::PayloadTooLarge => format!("the uploaded file is larger than {cap} bytes"),
+            _ => "a multipart request carries `operations`, `map` and one file, as the GraphQL multipart \
+                  request spec says"
+                .to_string(),
+        })
+    } else {
+        serde_json::from_slice::<async_graphql::Request>(&bytes).map_err(|_| {
+            "the body must be a JSON object with a `query` string (and optional `variables`, `operationName`)"
+                .to_string()
+        })
+    };
+    let mut request = match parsed {
         Ok(r) => r,
-        Err(_) => {
-            return request_error(
-                StatusCode::BAD_REQUEST,
-                "the body must be a JSON object with a `query` string (and optional `variables`, `operationName`)",
-            );
-        }
+        Err(message) => return request_error(StatusCode::BAD_REQUEST, &message),
     };
     let started = std::time::Instant::now();
     state.documents.prepare(&mut request);

@@ -72,6 +72,10 @@ impl Application {
                     info!(?report, "demo data");
                 }
                 system.start().await?;
+                let resumed = system.resume_transfers().await;
+                if resumed > 0 {
+                    info!(resumed, "panel transfers resumed");
+                }
                 started.store(true, Ordering::Release);
                 info!("ready");
                 Ok(())
@@ -85,6 +89,7 @@ impl Application {
             system,
             started,
             max_body_bytes: settings.limits.max_body_bytes,
+            max_upload_bytes: settings.limits.max_upload_body_bytes(),
             documents,
             keepalive,
             max_subscriptions: settings.feed.max_subscriptions_per_connection,

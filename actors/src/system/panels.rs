@@ -209,12 +209,18 @@ impl AttachSystem {
     }
 
     /// Runs a transfer in the background; its progress is read with [`panel_transfer`](Self::panel_transfer).
+    /// Does nothing if this process is already running it.
     pub fn spawn_transfer(self: &Arc<Self>, from: ProviderId, key: TransferKey) {
+        let id = (from, key);
+        if !self.transfers.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone()) {
+            return;
+        }
         let system = Arc::clone(self);
         tokio::spawn(async move {
-            if let Err(e) = system.run_transfer(&from, &key).await {
-                warn!(error = %e, from = %from, "panel transfer stopped; resume it with its key");
+            if let Err(e) = system.run_transfer(&id.0, &id.1).await {
+                warn!(error = %e, from = %id.0, "panel transfer stopped; resume it with its key");
             }
+            system.transfers.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
         });
     }
 

@@ -45,6 +45,10 @@ pub enum MatchEventKind {
     ProviderUpdated,
     /// A clinic's registry entry changed.
     ClinicUpdated,
+    /// Patients were taken off a panel (removed, or moved out by a transfer).
+    Detached,
+    /// A panel transfer started, moved patients, or finished (`people`: moved so far).
+    TransferUpdated,
     /// This subscriber fell behind and missed events after `missedAfterSeq`:
     /// fetch them with the `events` query.
     Missed,
@@ -134,6 +138,8 @@ impl From<Event> for MatchEvent {
             EventKind::CapacityChanged { provider } => (K::CapacityChanged, None, None, id(provider)),
             EventKind::ProviderUpdated { provider } => (K::ProviderUpdated, None, None, id(provider)),
             EventKind::ClinicUpdated { .. } => (K::ClinicUpdated, None, None, None),
+            EventKind::Detached { provider, .. } => (K::Detached, None, None, id(provider)),
+            EventKind::TransferUpdated { from, .. } => (K::TransferUpdated, None, None, id(from)),
         };
         let mut out = MatchEvent {
             reference,
@@ -146,6 +152,8 @@ impl From<Event> for MatchEvent {
             EventKind::Attached { patients, .. } => out.people = Some(u32::from(patients)),
             EventKind::Declined { by, .. } => out.declined_by = Some(by.into()),
             EventKind::ClinicUpdated { facility } => out.facility_number = Some(facility),
+            EventKind::Detached { patients, .. } => out.people = Some(patients),
+            EventKind::TransferUpdated { moved, .. } => out.people = Some(moved),
             _ => {}
         }
         out

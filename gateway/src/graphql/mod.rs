@@ -6,6 +6,7 @@ pub mod error;
 mod feed;
 mod inputs;
 mod mutation;
+mod panel;
 mod query;
 pub mod types;
 
@@ -18,18 +19,24 @@ pub use feed::{ConnectionSubscriptions, SubscriptionRoot};
 pub use mutation::MutationRoot;
 pub use query::QueryRoot;
 
-/// Every query: the registry and waitlist reads, and the feed's catch-up.
+/// Every query: the registry and waitlist reads, the feed's catch-up, panel reports.
 #[derive(MergedObject, Default)]
-pub struct Query(QueryRoot, feed::FeedQuery);
+pub struct Query(QueryRoot, feed::FeedQuery, panel::PanelQuery);
+
+/// Every mutation: the waitlist and registry, and the provider side's panels.
+#[derive(MergedObject, Default)]
+pub struct Mutation(MutationRoot, panel::PanelMutation);
 
 /// The schema type.
-pub type AttachSchema = Schema<Query, MutationRoot, SubscriptionRoot>;
+pub type AttachSchema = Schema<Query, Mutation, SubscriptionRoot>;
 
 /// Limits resolvers read from the context.
 #[derive(Debug, Clone, Copy)]
 pub struct ApiLimits {
     /// Largest page a list returns.
     pub max_page_size: usize,
+    /// Bounds of a panel file.
+    pub panel: attach_actors::panel::Limits,
 }
 
 /// Builds the schema over a running system.
@@ -38,10 +45,10 @@ pub fn build(
     limits: &crate::config::Limits,
     feed: &crate::config::FeedSettings,
 ) -> AttachSchema {
-    Schema::build(Query::default(), MutationRoot, SubscriptionRoot)
+    Schema::build(Query::default(), Mutation::default(), SubscriptionRoot)
         .data(system)
         .data(feed.clone())
-        .data(ApiLimits { max_page_size: limits.max_page_size })
+        .data(ApiLimits { max_page_size: limits.max_page_size, panel: limits.panel() })
         .limit_depth(limits.max_depth)
         .limit_complexity(limits.max_complexity)
         .finish()
@@ -49,5 +56,5 @@ pub fn build(
 
 /// The schema in SDL, as committed in `schema.graphql`.
 pub fn sdl() -> String {
-    Schema::build(Query::default(), MutationRoot, SubscriptionRoot).finish().sdl()
+    Schema::build(Query::default(), Mutation::default(), SubscriptionRoot).finish().sdl()
 }

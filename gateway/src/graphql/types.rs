@@ -443,8 +443,23 @@ pub struct PanelPatient {
     pub attached_at: DateTime<Utc>,
     /// Billing service code of the attachment (98990, a $0 claim).
     pub service_code: String,
-    /// The registration the patient came from, if matched.
+    /// The registration the patient came from, if they came off the waitlist.
     pub reference: Option<ID>,
+    /// The clinic the patient was submitted or transferred for (not recorded for matches).
+    pub facility_number: Option<String>,
+    /// How the patient came onto the panel.
+    pub source: PanelPatientSource,
+}
+
+/// How a patient came onto a panel.
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+pub enum PanelPatientSource {
+    /// Matched from the waitlist and accepted.
+    Matched,
+    /// Submitted in the provider's panel list.
+    Submitted,
+    /// Moved from another provider's panel by a transfer.
+    Transferred,
 }
 
 impl From<d::PanelEntry> for PanelPatient {
@@ -455,9 +470,12 @@ impl From<d::PanelEntry> for PanelPatient {
             date_of_birth: e.date_of_birth.date(),
             attached_at: e.attached_at.to_utc(),
             service_code: d::PanelEntry::SERVICE_CODE.to_string(),
-            reference: match e.source {
-                d::PanelSource::Match { reference, .. } => Some(ID(reference.to_string())),
-                d::PanelSource::Upload => None,
+            reference: e.source.reference().map(|r| ID(r.to_string())),
+            facility_number: e.source.facility().map(|f| f.to_string()),
+            source: match e.source {
+                d::PanelSource::Match { .. } => PanelPatientSource::Matched,
+                d::PanelSource::Upload | d::PanelSource::Submitted { .. } => PanelPatientSource::Submitted,
+                d::PanelSource::Transferred { .. } => PanelPatientSource::Transferred,
             },
         }
     }

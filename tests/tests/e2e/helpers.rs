@@ -137,6 +137,39 @@ impl TestApp {
         errors[0]["extensions"]["code"].as_str().unwrap_or_else(|| panic!("no code: {r:#}")).to_string()
     }
 
+    /// Posts a GraphQL multipart request (the GraphQL multipart request spec)
+    /// with one file for the variable `file_var`, and returns the raw response.
+    pub async fn upload_raw(&self, query: &str, variables: Value, file_var: &str, file: &[u8]) -> reqwest::Response {
+        const BOUNDARY: &str = "attach-e2e-boundary-7d1f";
+        let operations = json!({ "query": query, "variables": variables });
+        let mut body = Vec::new();
+        let mut part = |headers: String, content: &[u8]| {
+            body.extend_from_slice(format!("--{BOUNDARY}\r\n{headers}\r\n\r\n").as_bytes());
+            body.extend_from_slice(content);
+            body.extend_from_slice(b"\r\n");
+        };
+        part("Content-Disposition: form-data; name=\"operations\"".into(), operations.to_string().as_bytes());
+        let map = json!({ "0": [format!("variables.{file_var}")] });
+        part("Content-Disposition: form-data; name=\"map\"".into(), map.to_string().as_bytes());
+        part(
+            "Content-Disposition: form-data; name=\"0\"; filename=\"panel.csv\"\r\nContent-Type: text/csv".into(),
+            file,
+        );
+        body.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
+        self.client
+            .post(format!("{}/graphql", self.url))
+            .header("content-type", format!("multipart/form-data; boundary={BOUNDARY}"))
+            .body(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// [`upload_raw`](Self::upload_raw), returning the JSON response.
+    pub async fn upload(&self, query: &str, variables: Value, file_var: &str, file: &[u8]) -> Value {
+        self.upload_raw(query, variables, file_var, file).await.json().await.expect("a JSON response")
+    }
+
     /// The raw HTTP client, for requests that are not GraphQL.
     pub fn http(&self) -> &reqwest::Client {
         &self.client

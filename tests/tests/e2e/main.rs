@@ -4,4 +4,5 @@
 mod feed;
 mod helpers;
 mod journey;
+mod panels;
 mod redis;

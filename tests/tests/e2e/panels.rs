@@ -1,0 +1,381 @@
+//! The provider side over HTTP: panel files uploaded as a provider's EMR gives
+//! them (good rows, each kind of bad row, BOM and CRLF, empty, oversized), the
+//! resulting panels and waitlists, the `attach panel import` command, and a
+//! whole-panel transfer killed with SIGKILL half way and resumed.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::helpers::{Spawn, TestApp, attach_bin, phn, repo_root};
+
+const SUBMIT: &str = r#"mutation($p: ID!, $f: String!, $file: Upload!) {
+  submitPanel(providerId: $p, facilityNumber: $f, file: $file) {
+    totalRows accepted attachedFromWaitlist alreadyOnPanel invalidPhn malformed duplicate conflict
+    headerSkipped panelSize rows { line status message }
+  }
+}"#;
+
+const REGISTER: &str =
+    r#"mutation($input: RegisterHouseholdInput!) { registerHousehold(input: $input) { reference } }"#;
+
+const REGISTRATION: &str =
+    r#"query($r: ID!) { registration(reference: $r) { status providerId householdSize placeInLine } }"#;
+
+fn row(i: u32, surname: &str) -> String {
+    format!("{},{surname},Alex,1984-03-09,98990,0F111", phn(i))
+}
+
+/// A surname of letters only, different for every `i`.
+fn surname(i: u32) -> String {
+    let mut s = String::from("Pat");
+    let mut n = i;
+    loop {
+        s.push(char::from(b'a' + (n % 26) as u8));
+        n /= 26;
+        if n == 0 {
+            return s;
+        }
+    }
+}
+
+async fn setup_registry(app: &TestApp) {
+    app.ok(
+        r#"mutation { upsertClinic(input: { facilityNumber: "0F111", community: "111", name: "Fernie Family Practice",
+             address: "491 2nd Ave, Fernie" }) { facilityNumber } }"#,
+        json!({}),
+    )
+    .await;
+    for (id, community) in [("P10001", "111"), ("P20002", "112")] {
+        app.ok(
+            r#"mutation($id: ID!, $c: String!) { upsertProvider(input: { id: $id, givenName: "Maya", surname: "Okafor",
+                 kind: PHYSICIAN, community: $c }) { id } }"#,
+            json!({ "id": id, "c": community }),
+        )
+        .await;
+        let p = app
+            .ok(
+                r#"mutation($id: ID!) { addProviderToClinic(facilityNumber: "0F111", providerId: $id) { clinics } }"#,
+                json!({ "id": id }),
+            )
+            .await;
+        assert_eq!(p["addProviderToClinic"]["clinics"], json!(["0F111"]));
+    }
+}
+
+async fn submit(app: &TestApp, provider: &str, file: &[u8]) -> Value {
+    app.upload(SUBMIT, json!({ "p": provider, "f": "0F111", "file": null }), "file", file).await
+}
+
+async fn submitted(app: &TestApp, provider: &str, file: &[u8]) -> Value {
+    let r = submit(app, provider, file).await;
+    assert!(r.get("errors").is_none(), "unexpected errors: {r:#}");
+    r["data"]["submitPanel"].clone()
+}
+
+fn statuses(report: &Value) -> Vec<(u64, String)> {
+    report["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["line"].as_u64().unwrap(), r["status"].as_str().unwrap().to_string()))
+        .collect()
+}
+
+async fn register(app: &TestApp, community: &str, phns: &[String]) -> Value {
+    let members: Vec<Value> = phns
+        .iter()
+        .map(|p| json!({ "phn": p, "givenName": "Sam", "surname": "Lee", "dateOfBirth": "1950-01-01" }))
+        .collect();
+    let input = json!({ "input": { "community": community, "postalCode": "V0B 1M0", "members": members } });
+    app.ok(REGISTER, input).await["registerHousehold"]["reference"].clone()
+}
+
+async fn panel_size(app: &TestApp, provider: &str) -> u64 {
+    let r = app.ok("query($p: ID!) { panel(providerId: $p, first: 1) { panelSize } }", json!({ "p": provider })).await;
+    r["panel"]["panelSize"].as_u64().unwrap()
+}
+
+#[tokio::test]
+async fn panel_files_are_reported_row_by_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = vec![
+        ("ATTACH_LIMITS__MAX_PANEL_BYTES".to_string(), "20000".to_string()),
+        ("ATTACH_LIMITS__MAX_PANEL_ROWS".to_string(), "100".to_string()),
+        ("ATTACH_SHARD__PANEL_CHUNK_ROWS".to_string(), "3".to_string()),
+    ];
+    let app = TestApp::spawn(dir.path(), Spawn { env, ..Spawn::default() }).await;
+    setup_registry(&app).await;
+
+    // Waiting: a single in 111, a family of two in 112 (another community).
+    let single = register(&app, "111", &[phn(1)]).await;
+    let family = register(&app, "112", &[phn(2), phn(3)]).await;
+    // Another provider's patient.
+    let theirs = submitted(&app, "P20002", format!("{}\n", row(50, "Other")).as_bytes()).await;
+    assert_eq!(theirs["accepted"], 1);
+
+    // A valid file: header, LF line ends.
+    let valid = format!(
+        "PHN,Surname,Given name,Date of birth,Service code,Facility\n{}\n{}\n{}\n",
+        row(10, "Ng"),
+        row(11, "Roy"),
+        row(12, "Fox")
+    );
+    let r = submitted(&app, "P10001", valid.as_bytes()).await;
+    assert_eq!(
+        (r["totalRows"].as_u64(), r["accepted"].as_u64(), r["headerSkipped"].as_bool()),
+        (Some(3), Some(3), Some(true))
+    );
+    assert_eq!(statuses(&r), [(2, "ACCEPTED".into()), (3, "ACCEPTED".into()), (4, "ACCEPTED".into())]);
+    assert_eq!(r["panelSize"], 3);
+
+    // Each kind of bad row, with a byte-order mark and CRLF line ends.
+    let mixed = [
+        "PHN,Surname,Given,DOB,Code,Facility".to_string(),
+        row(1, "Lee"),                                                                  // 2: waiting in 111
+        row(2, "Lee"),                                               // 3: waiting in 112, with family
+        "9698648215,Tremblay,Alex,1984-03-09,98990,0F111".into(),    // 4: check digit
+        format!("{},Tremblay,Alex,1984-03-09,98990", phn(20)),       // 5: five fields
+        row(10, "Ng"),                                               // 6: already on this panel
+        row(50, "Other"),                                            // 7: on another panel
+        format!("{},Tremblay,Alex,1984-03-09,00100,0F111", phn(21)), // 8: service code
+        row(22, "Quoted"),                                           // 9
+        row(22, "Quoted"),                                           // 10: duplicate
+        String::new(),                                               // 11: blank
+        format!("\"{}\",\"Smith-Jones\",\"Anne Marie\",19900102,98990,0f111", phn(23)), // 12: quoted
+    ]
+    .join("\r\n");
+    let file = [b"\xEF\xBB\xBF".as_slice(), mixed.as_bytes(), b"\r\n"].concat();
+    let r = submitted(&app, "P10001", &file).await;
+    let expected = [
+        (2, "ATTACHED_FROM_WAITLIST"),
+        (3, "ATTACHED_FROM_WAITLIST"),
+        (4, "INVALID_PHN"),
+        (5, "MALFORMED"),
+        (6, "ALREADY_ON_PANEL"),
+        (7, "CONFLICT"),
+        (8, "MALFORMED"),
+        (9, "ACCEPTED"),
+        (10, "DUPLICATE"),
+        (12, "ACCEPTED"),
+    ];
+    assert_eq!(statuses(&r), expected.map(|(l, s)| (l, s.to_string())));
+    assert!(r["headerSkipped"].as_bool().unwrap());
+    for row in r["rows"].as_array().unwrap() {
+        let status = row["status"].as_str().unwrap();
+        let on_panel = ["ACCEPTED", "ATTACHED_FROM_WAITLIST", "ALREADY_ON_PANEL"].contains(&status);
+        assert_eq!(row["message"].is_null(), on_panel, "problems say why: {row}");
+        if let Some(m) = row["message"].as_str() {
+            assert!(!m.contains(&phn(20)) && !m.contains("Tremblay"), "no values in messages: {m}");
+        }
+    }
+    assert!(r["rows"][5]["message"].as_str().unwrap().contains("another provider's panel"));
+    assert_eq!(r["panelSize"], 3 + 4);
+
+    // The waitlists: the single left theirs attached; only the family member on
+    // the panel left the family's, which keeps its place.
+    let s = app.ok(REGISTRATION, json!({ "r": single })).await["registration"].clone();
+    assert_eq!((s["status"].as_str(), s["providerId"].as_str()), (Some("ATTACHED"), Some("P10001")));
+    let f = app.ok(REGISTRATION, json!({ "r": family })).await["registration"].clone();
+    assert_eq!(
+        (f["status"].as_str(), f["householdSize"].as_u64(), f["placeInLine"].as_u64()),
+        (Some("WAITING"), Some(1), Some(1))
+    );
+    let waiting = app.ok(r#"{ waitlist(communityCode: "111") { totalCount } }"#, json!({})).await;
+    assert_eq!(waiting["waitlist"]["totalCount"], 0);
+    // The coordinator's feed of the family's community shows the attachment.
+    let events =
+        app.ok(r#"{ events(communityCode: "112") { nodes { kind reference providerId people } } }"#, json!({})).await;
+    let attached: Vec<&Value> =
+        events["events"]["nodes"].as_array().unwrap().iter().filter(|e| e["kind"] == "ATTACHED").collect();
+    assert!(
+        attached.iter().any(|e| e["reference"] == family && e["providerId"] == "P10001" && e["people"] == 1),
+        "{events:#}"
+    );
+    // The other provider's patient did not move.
+    assert_eq!(panel_size(&app, "P20002").await, 1);
+
+    // The same file again changes nothing.
+    let again = submitted(&app, "P10001", &file).await;
+    let unchanged: Vec<(u64, String)> = expected
+        .map(|(l, s)| {
+            let s = if ["ACCEPTED", "ATTACHED_FROM_WAITLIST"].contains(&s) { "ALREADY_ON_PANEL" } else { s };
+            (l, s.to_string())
+        })
+        .to_vec();
+    assert_eq!(statuses(&again), unchanged);
+    assert_eq!(again["panelSize"], 7);
+
+    // The panel shows where each patient came from.
+    let panel = app
+        .ok(r#"{ panel(providerId: "P10001", first: 100) { nodes { surname source facilityNumber reference serviceCode } } }"#, json!({}))
+        .await;
+    let nodes = panel["panel"]["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 7);
+    assert!(
+        nodes
+            .iter()
+            .all(|n| n["source"] == "SUBMITTED" && n["facilityNumber"] == "0F111" && n["serviceCode"] == "98990")
+    );
+    assert_eq!(nodes.iter().filter(|n| !n["reference"].is_null()).count(), 2, "two came off the waitlist");
+    let report = app
+        .ok(
+            r#"{ panelReport(providerId: "P10001") { panelSize itemised adults seniors }
+               clinicPanelReport(facilityNumber: "0F111") { providers { providerId itemised } total { itemised } } }"#,
+            json!({}),
+        )
+        .await;
+    assert_eq!(report["panelReport"]["itemised"], 7);
+    assert_eq!(report["clinicPanelReport"]["total"]["itemised"], 8);
+
+    // Empty files, and files past the limits: INVALID_INPUT naming the limit; nothing changes.
+    for empty in [b"".as_slice(), b"\xEF\xBB\xBF\r\n\r\n", b"PHN,Surname,Given,DOB,Code,Facility\r\n"] {
+        let r = submit(&app, "P10001", empty).await;
+        assert_eq!(r["errors"][0]["extensions"]["code"], "INVALID_INPUT", "{r:#}");
+        assert_eq!(r["errors"][0]["extensions"]["field"], "file");
+        assert!(r["errors"][0]["message"].as_str().unwrap().contains("no patient rows"));
+    }
+    let many: String = (100..201).map(|i| row(i, "Many") + "\n").collect();
+    assert!(many.len() < 20_000);
+    let r = submit(&app, "P10001", many.as_bytes()).await;
+    assert_eq!(r["errors"][0]["extensions"]["code"], "INVALID_INPUT");
+    assert!(r["errors"][0]["message"].as_str().unwrap().contains("limit of 100 patient rows"), "{r:#}");
+    let big: String =
+        (300..550).map(|i| format!("{},{},Alex,1984-03-09,98990,0F111\n", phn(i), "Long".repeat(14))).collect();
+    assert!(big.len() > 20_000 && big.len() < 20_000 + 64 * 1024);
+    let r = submit(&app, "P10001", big.as_bytes()).await;
+    assert_eq!(r["errors"][0]["extensions"]["code"], "INVALID_INPUT");
+    assert!(r["errors"][0]["message"].as_str().unwrap().contains("limit of 20000 bytes"), "{r:#}");
+    let huge = vec![b'9'; 200_000];
+    let resp = app.upload_raw(SUBMIT, json!({ "p": "P10001", "f": "0F111", "file": null }), "file", &huge).await;
+    assert_eq!(resp.status(), 413);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["errors"][0]["extensions"]["code"], "INVALID_INPUT");
+    assert_eq!(panel_size(&app, "P10001").await, 7, "refused files changed nothing");
+
+    // A provider not at the clinic cannot submit for it.
+    app.ok(r#"mutation { removeProviderFromClinic(facilityNumber: "0F111", providerId: "P20002") { id } }"#, json!({}))
+        .await;
+    let r = submit(&app, "P20002", format!("{}\n", row(60, "Late")).as_bytes()).await;
+    assert_eq!(r["errors"][0]["extensions"]["code"], "CONFLICT");
+
+    // Removal frees the patient: they can register again.
+    let removed = app
+        .ok(
+            r#"mutation($phns: [String!]!) { removeFromPanel(providerId: "P10001", phns: $phns) { removed notOnPanel } }"#,
+            json!({ "phns": [phn(11), phn(99)] }),
+        )
+        .await;
+    assert_eq!(removed["removeFromPanel"], json!({ "removed": 1, "notOnPanel": 1 }));
+    assert_eq!(panel_size(&app, "P10001").await, 6);
+    register(&app, "111", &[phn(11)]).await;
+    let log = app.kill();
+    for i in [1, 2, 10, 20, 22, 50] {
+        assert!(!log.contains(&phn(i)), "a PHN appeared in the log");
+    }
+
+    // `attach panel import` on the same data directory (the server stopped).
+    let file = dir.path().join("panel.csv");
+    std::fs::write(&file, format!("\u{feff}{}\r\n{}\r\n{}\r\n", row(70, "Cli"), row(71, "Cli"), row(10, "Ng")))
+        .unwrap();
+    let out = std::process::Command::new(attach_bin())
+        .current_dir(repo_root())
+        .args(["panel", "import"])
+        .arg(&file)
+        .args(["--provider", "P10001", "--facility", "0F111", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("3 rows: 3 on the panel (2 new, 0 from the waitlist, 1 already there)"), "{stdout}");
+    let app = TestApp::spawn(dir.path(), Spawn::default()).await;
+    assert_eq!(panel_size(&app, "P10001").await, 8);
+}
+
+#[tokio::test]
+async fn a_transfer_killed_half_way_resumes_with_every_patient_on_exactly_one_panel() {
+    const PATIENTS: u32 = 3000;
+    let dir = tempfile::tempdir().unwrap();
+    let env = vec![("ATTACH_SHARD__TRANSFER_CHUNK".to_string(), "3".to_string())];
+    let spawn = Spawn { env, ..Spawn::default() };
+    let app = TestApp::spawn(dir.path(), spawn.clone()).await;
+    setup_registry(&app).await;
+    let file: String = (1..=PATIENTS).map(|i| row(1000 + i, &surname(i)) + "\n").collect();
+    let r = submitted(&app, "P10001", file.as_bytes()).await;
+    assert_eq!(r["accepted"].as_u64(), Some(u64::from(PATIENTS)));
+
+    const TRANSFER: &str = r#"mutation { transferPanel(fromProviderId: "P10001", toProviderId: "P20002",
+        facilityNumber: "0F111", idempotencyKey: "fernie-2026-11") { status total moved } }"#;
+    const PROGRESS: &str = r#"{ panelTransfer(fromProviderId: "P10001", idempotencyKey: "fernie-2026-11") { status total moved skipped } }"#;
+    let started = app.ok(TRANSFER, json!({})).await["transferPanel"].clone();
+    assert_eq!((started["status"].as_str(), started["total"].as_u64()), (Some("RUNNING"), Some(u64::from(PATIENTS))));
+
+    // Kill the process as soon as some, not all, patients have moved.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let moved_at_kill = loop {
+        let t = app.ok(PROGRESS, json!({})).await["panelTransfer"].clone();
+        let moved = t["moved"].as_u64().unwrap();
+        if moved > 0 {
+            assert_eq!(t["status"], "RUNNING", "the transfer finished before it could be killed: {t}");
+            break moved;
+        }
+        assert!(Instant::now() < deadline, "the transfer never started moving");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    app.kill();
+
+    // Restart: the transfer resumes by itself; asking again with the key resumes it too.
+    let app = TestApp::spawn(dir.path(), spawn).await;
+    let resumed = app.ok(TRANSFER, json!({})).await["transferPanel"].clone();
+    assert!(resumed["moved"].as_u64().unwrap() >= moved_at_kill);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let done = loop {
+        let t = app.ok(PROGRESS, json!({})).await["panelTransfer"].clone();
+        if t["status"] == "COMPLETED" {
+            break t;
+        }
+        assert!(Instant::now() < deadline, "the transfer never completed: {t}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!((done["moved"].as_u64(), done["skipped"].as_u64()), (Some(u64::from(PATIENTS)), Some(0)));
+
+    // Every patient on exactly one panel: the source is empty, the receiver has each once.
+    assert_eq!(panel_size(&app, "P10001").await, 0);
+    assert_eq!(panel_size(&app, "P20002").await, u64::from(PATIENTS));
+    let mut seen = BTreeSet::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = app
+            .ok(
+                r#"query($a: String) { panel(providerId: "P20002", first: 100, after: $a) {
+                     nodes { surname source } pageInfo { hasNextPage endCursor } } }"#,
+                json!({ "a": after }),
+            )
+            .await["panel"]
+            .clone();
+        for n in page["nodes"].as_array().unwrap() {
+            assert_eq!(n["source"], "TRANSFERRED");
+            assert!(seen.insert(n["surname"].as_str().unwrap().to_string()), "a patient twice on the panel");
+        }
+        if page["pageInfo"]["hasNextPage"] != true {
+            break;
+        }
+        after = page["pageInfo"]["endCursor"].as_str().map(str::to_string);
+    }
+    assert_eq!(seen, (1..=PATIENTS).map(surname).collect::<BTreeSet<_>>());
+    // The receiving panel holds the PHNs: nobody can take them silently.
+    for i in [1, PATIENTS / 2, PATIENTS] {
+        let r = app
+            .graphql(
+                REGISTER,
+                json!({ "input": { "community": "111", "postalCode": "V0B 1M0",
+                    "members": [{ "phn": phn(1000 + i), "givenName": "Sam", "surname": "Lee", "dateOfBirth": "1950-01-01" }] } }),
+            )
+            .await;
+        assert_eq!(r["errors"][0]["extensions"]["code"], "CONFLICT");
+    }
+    let back = submitted(&app, "P10001", format!("{}\n", row(1001, &surname(1))).as_bytes()).await;
+    assert_eq!(statuses(&back), [(1, "CONFLICT".to_string())]);
+}
