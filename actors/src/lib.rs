@@ -1,5 +1,7 @@
 //! Attach's core: everything below the GraphQL gateway.
 //!
+//! - [`access`]: who may do what: the caller of every operation and its checks.
+//! - [`audit`]: the audit log's records and queries.
 //! - [`domain`]: the types of the waitlist and the registry, parsed at the boundary.
 //! - [`matcher`]: the deterministic matcher that proposes households to providers.
 //! - [`panel`]: panel files (the CSV parser), submission reports, transfers and panel reports.
@@ -11,6 +13,8 @@
 //! - [`error`]: the errors callers see, with stable codes.
 //! - [`demo`]: the synthetic province seeded on first start for demonstrations.
 
+pub mod access;
+pub mod audit;
 pub mod demo;
 pub mod domain;
 pub mod error;

@@ -65,7 +65,8 @@ pub async fn run(settings: &Settings, import: Import<'_>, out: &mut impl Write) 
     let system = AttachSystem::new(regions, store, feed, settings.shard_config(), owner);
     system.start().await?;
     let started = std::time::Instant::now();
-    let result = system.submit_panel(&provider, &facility, parsed).await;
+    let who = attach_actors::access::Principal::internal("panel-import");
+    let result = system.submit_panel(&who, &provider, &facility, parsed).await;
     let elapsed = started.elapsed();
     system.stop().await;
     let report = result.map_err(|e| anyhow::anyhow!("{}", e.message))?;

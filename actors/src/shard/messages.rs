@@ -4,9 +4,11 @@ use std::collections::BTreeMap;
 
 use ractor::RpcReplyPort;
 
+use crate::access::Principal;
 use crate::domain::{
-    Capacity, Clinic, FacilityNumber, Household, Need, PanelEntry, PanelTransfer, Phn, Proposal, ProposalId,
-    ProposalStatus, Provider, ProviderId, Registration, RegistrationRef, Timestamp, TransferKey,
+    Capacity, Clinic, DelegateId, Endorsement, EndorsementId, EndorsementStep, FacilityNumber, Household, Need,
+    PanelEntry, PanelTransfer, Phn, Proposal, ProposalId, ProposalStatus, Provider, ProviderId, Registration,
+    RegistrationRef, Timestamp, TransferKey,
 };
 use crate::error::AttachError;
 use crate::panel::{ChunkAnswer, PanelChunk, PanelReport, Release, TransferAccepted, TransferRequest, Transferring};
@@ -141,8 +143,8 @@ pub enum ShardMsg {
     GetProvider(ProviderId, Reply<ProviderView>),
     /// Every provider homed here.
     ListProviders(Reply<Vec<ProviderView>>),
-    /// Create or update a clinic.
-    UpsertClinic(ClinicCommand, Reply<Clinic>),
+    /// Create or update a clinic (by its medical director).
+    UpsertClinic(ClinicCommand, Principal, Reply<Clinic>),
     /// A clinic.
     GetClinic(FacilityNumber, Reply<Clinic>),
     /// Every clinic here.
@@ -164,8 +166,8 @@ pub enum ShardMsg {
     },
     /// A proposal.
     GetProposal(ProposalId, Reply<Proposal>),
-    /// Accept or decline a proposal.
-    AnswerProposal(ProposalId, Answer, Reply<Proposal>),
+    /// Accept or decline a proposal (by its provider or a coordinator).
+    AnswerProposal(ProposalId, Answer, Principal, Reply<Proposal>),
     /// A page of a provider's panel.
     Panel {
         /// The provider.
@@ -174,9 +176,28 @@ pub enum ShardMsg {
         offset: usize,
         /// At most this many.
         limit: usize,
+        /// Who asks (the provider, their delegate, support).
+        who: Principal,
         /// Where to answer.
         reply: Reply<PanelPage>,
     },
+    /// Start a delegation endorsement.
+    StartEndorsement {
+        /// The provider who delegates.
+        provider: ProviderId,
+        /// The staff member.
+        delegate: DelegateId,
+        /// Who starts it (one of the two).
+        who: Principal,
+        /// Where to answer.
+        reply: Reply<Endorsement>,
+    },
+    /// Take a step of an endorsement's workflow.
+    AdvanceEndorsement(EndorsementId, EndorsementStep, Principal, Reply<Endorsement>),
+    /// An endorsement, if the caller is one of its parties (or support).
+    GetEndorsement(EndorsementId, Principal, Reply<Endorsement>),
+    /// A provider's endorsements the caller may see.
+    ListEndorsements(ProviderId, Principal, Reply<Vec<Endorsement>>),
     /// The shard's numbers.
     Stats(Reply<ShardStats>),
     /// The shard's cheap gauges (O(1)), for metrics scrapes.
@@ -184,7 +205,7 @@ pub enum ShardMsg {
     /// Expire overdue proposals (sent by the actor's own timer).
     ExpireDue,
     /// Add a chunk of a submitted panel to a provider homed here.
-    SubmitPanel(PanelChunk, Reply<ChunkAnswer>),
+    SubmitPanel(PanelChunk, Principal, Reply<ChunkAnswer>),
     /// Let waiting members go to a provider's panel (step one of two); per PHN,
     /// `None` when its claim now names the panel, else why not.
     ReleaseToPanel(Release, Reply<Vec<(Phn, Option<&'static str>)>>),
@@ -194,6 +215,8 @@ pub enum ShardMsg {
         provider: ProviderId,
         /// The patients.
         phns: Vec<Phn>,
+        /// Who asks (the provider or their endorsed delegate).
+        who: Principal,
         /// Where to answer.
         reply: Reply<Vec<bool>>,
     },
@@ -242,6 +265,8 @@ pub enum ShardMsg {
         provider: Option<ProviderId>,
         /// Only providers listed at this clinic.
         facility: Option<FacilityNumber>,
+        /// Who asks.
+        who: Principal,
         /// Where to answer.
         reply: Reply<Vec<PanelReport>>,
     },

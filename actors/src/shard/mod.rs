@@ -1,6 +1,7 @@
 //! Shards: the community actor, its supervisor, and the directory that finds them.
 
 pub mod actor;
+pub mod delegation;
 pub mod directory;
 pub mod messages;
 mod panels;
@@ -8,6 +9,8 @@ pub mod plan;
 pub mod state;
 pub mod supervisor;
 
+#[cfg(test)]
+mod access_tests;
 #[cfg(test)]
 mod panel_tests;
 #[cfg(test)]

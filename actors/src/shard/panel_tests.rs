@@ -1,6 +1,7 @@
 //! The provider side through the real actors and store: submission, waiting
 //! patients leaving the waitlist, conflicts, removal, transfer and reports.
 
+use crate::access::{Principal, Role, Scope};
 use crate::domain::*;
 use crate::error::ErrorCode;
 use crate::panel::csv::{Limits, parse};
@@ -8,13 +9,14 @@ use crate::panel::{RowStatus, SubmissionReport};
 use crate::shard::{ClinicCommand, ShardConfig, WaitlistQuery};
 use crate::system::AttachSystem;
 
-use super::tests::{c, household, phn, provider, today, world};
+use super::tests::{c, household, phn, provider, sys, today, world};
 
 async fn clinic(system: &AttachSystem, facility: &str, community: &str) -> FacilityNumber {
     let f = FacilityNumber::parse(facility).unwrap();
     let details = ClinicInput::parse("Family Practice", "1 Main St", "", "").unwrap();
-    let cmd = ClinicCommand { facility: f.clone(), details, medical_director: None };
-    system.upsert_clinic(&c(community), cmd).await.unwrap();
+    let medical_director = Some(ProviderId::parse("MD999").unwrap());
+    let cmd = ClinicCommand { facility: f.clone(), details, medical_director };
+    system.upsert_clinic(&sys(), &c(community), cmd).await.unwrap();
     f
 }
 
@@ -28,7 +30,7 @@ fn csv_of(phns: &[Phn], facility: &str) -> String {
 
 async fn submit(system: &AttachSystem, doc: &ProviderId, f: &FacilityNumber, text: &str) -> SubmissionReport {
     let parsed = parse(text.as_bytes(), f, Limits::default(), today()).unwrap();
-    system.submit_panel(doc, f, parsed).await.unwrap()
+    system.submit_panel(&sys(), doc, f, parsed).await.unwrap()
 }
 
 fn statuses(r: &SubmissionReport) -> Vec<RowStatus> {
@@ -43,16 +45,16 @@ async fn a_submission_adds_takes_waiting_patients_and_never_moves_anyone_silentl
     let f = clinic(s, "0F111", "111").await;
     let doc = provider(s, "P1111", "111", 0).await;
     let other = provider(s, "P2222", "112", 0).await;
-    s.set_provider_clinic(&f, &doc, true).await.unwrap();
-    s.set_provider_clinic(&f, &other, true).await.unwrap();
+    s.set_provider_clinic(&sys(), &f, &doc, true).await.unwrap();
+    s.set_provider_clinic(&sys(), &f, &other, true).await.unwrap();
 
     // Waiting: a single in 111, a family of two in 112 (another community's shard).
-    let single = s.register(&c("111"), household(&[phn(1)], &[])).await.unwrap().registration.reference;
-    let family = s.register(&c("112"), household(&[phn(2), phn(3)], &[Need::Frailty])).await.unwrap();
+    let single = s.register(&sys(), &c("111"), household(&[phn(1)], &[])).await.unwrap().registration.reference;
+    let family = s.register(&sys(), &c("112"), household(&[phn(2), phn(3)], &[Need::Frailty])).await.unwrap();
     let family = family.registration.reference;
     // On another provider's panel already.
     submit(s, &other, &f, &csv_of(&[phn(9)], "0F111")).await;
-    let (_, mut feed) = s.subscribe(&c("112")).unwrap();
+    let (_, mut feed) = s.subscribe(&sys(), &c("112")).unwrap();
 
     let text = csv_of(&[phn(1), phn(2), phn(4), phn(5), phn(9), phn(4)], "0F111");
     let report = submit(s, &doc, &f, &text).await;
@@ -66,9 +68,9 @@ async fn a_submission_adds_takes_waiting_patients_and_never_moves_anyone_silentl
     assert!(report.rows[4].message.as_deref().unwrap().contains("another provider's panel"));
 
     // The single left the waitlist attached; only the family member on the panel left theirs.
-    let gone = s.registration(&single).await.unwrap().registration;
+    let gone = s.registration(&sys(), &single).await.unwrap().registration;
     assert_eq!((gone.status, gone.provider.as_ref()), (RegistrationStatus::Attached, Some(&doc)));
-    let fam = s.registration(&family).await.unwrap();
+    let fam = s.registration(&sys(), &family).await.unwrap();
     assert_eq!(fam.registration.status, RegistrationStatus::Waiting);
     assert_eq!(fam.registration.household.members.iter().map(|m| m.phn).collect::<Vec<_>>(), [phn(3)]);
     assert_eq!(fam.place, Some((1, 0)), "the rest of the household keeps its place");
@@ -78,25 +80,25 @@ async fn a_submission_adds_takes_waiting_patients_and_never_moves_anyone_silentl
         EventKind::Attached { reference: Some(family), provider: doc.clone(), patients: 1 },
         "the waitlist's community sees the attachment"
     );
-    let waiting = s.waitlist(&c("111"), WaitlistQuery { limit: 10, ..Default::default() }).await.unwrap();
+    let waiting = s.waitlist(&sys(), &c("111"), WaitlistQuery { limit: 10, ..Default::default() }).await.unwrap();
     assert_eq!(waiting.total_waiting, 0);
 
     // The same file again changes nothing.
     let again = submit(s, &doc, &f, &text).await;
     assert_eq!(statuses(&again), [AlreadyOnPanel, AlreadyOnPanel, AlreadyOnPanel, AlreadyOnPanel, Conflict, Duplicate]);
     assert_eq!(again.panel_size, report.panel_size);
-    assert_eq!(s.panel(&other, 0, 10).await.unwrap().items.len(), 1, "the conflict moved nobody");
+    assert_eq!(s.panel(&sys(), &other, 0, 10).await.unwrap().items.len(), 1, "the conflict moved nobody");
 
     // Patients on a panel cannot register; removed ones can.
-    let taken = s.register(&c("111"), household(&[phn(4)], &[])).await.unwrap_err();
+    let taken = s.register(&sys(), &c("111"), household(&[phn(4)], &[])).await.unwrap_err();
     assert_eq!(taken.code, ErrorCode::Conflict);
-    assert_eq!(s.remove_from_panel(&doc, vec![phn(4), phn(7)]).await.unwrap(), [true, false]);
-    s.register(&c("111"), household(&[phn(4)], &[])).await.unwrap();
+    assert_eq!(s.remove_from_panel(&sys(), &doc, vec![phn(4), phn(7)]).await.unwrap(), [true, false]);
+    s.register(&sys(), &c("111"), household(&[phn(4)], &[])).await.unwrap();
 
     // Wrong clinic; a provider off the clinic.
     let elsewhere = clinic(s, "0F222", "112").await;
     let parsed = parse(csv_of(&[phn(8)], "0F222").as_bytes(), &elsewhere, Limits::default(), today()).unwrap();
-    assert_eq!(s.submit_panel(&doc, &elsewhere, parsed).await.unwrap_err().code, ErrorCode::Conflict);
+    assert_eq!(s.submit_panel(&sys(), &doc, &elsewhere, parsed).await.unwrap_err().code, ErrorCode::Conflict);
     s.stop().await;
 }
 
@@ -108,41 +110,96 @@ async fn a_transfer_moves_every_patient_once_and_can_be_run_again() {
     let f = clinic(s, "0F111", "111").await;
     let a = provider(s, "P1111", "111", 0).await;
     let b = provider(s, "P2222", "112", 0).await;
-    s.set_provider_clinic(&f, &a, true).await.unwrap();
+    s.set_provider_clinic(&sys(), &f, &a, true).await.unwrap();
     let phns: Vec<Phn> = (100..160).map(phn).collect();
     submit(s, &a, &f, &csv_of(&phns, "0F111")).await;
     // A matched patient too: their registration holds the PHN.
-    s.set_capacity(&a, Capacity::new(true, 5, 2000, ComplexityMix::default(), vec![], Default::default()).unwrap())
-        .await
-        .unwrap();
-    s.register(&c("111"), household(&[phn(200)], &[Need::Palliative])).await.unwrap();
-    let p = s.run_matching(&c("111")).await.unwrap().pop().unwrap();
-    s.answer(&p.id, crate::shard::Answer::Accept).await.unwrap();
-    let report = s.panel_report(&a).await.unwrap();
+    s.set_capacity(
+        &sys(),
+        &a,
+        Capacity::new(true, 5, 2000, ComplexityMix::default(), vec![], Default::default()).unwrap(),
+    )
+    .await
+    .unwrap();
+    s.register(&sys(), &c("111"), household(&[phn(200)], &[Need::Palliative])).await.unwrap();
+    let p = s.run_matching(&sys(), &c("111")).await.unwrap().pop().unwrap();
+    s.answer(&sys(), &p.id, crate::shard::Answer::Accept).await.unwrap();
+    let report = s.panel_report(&sys(), &a).await.unwrap();
     assert_eq!((report.itemised, report.seniors, report.complexity_known, report.complex), (61, 60, 1, 1));
 
     let key = TransferKey::parse("move-a-to-b").unwrap();
-    let refused = s.begin_transfer(key.clone(), &a, &b, &f).await.unwrap_err();
+    let refused = s.begin_transfer(&sys(), key.clone(), &a, &b, &f).await.unwrap_err();
     assert_eq!(refused.code, ErrorCode::Conflict, "B is not at the clinic yet");
-    s.set_provider_clinic(&f, &b, true).await.unwrap();
-    s.set_provider_clinic(&f, &a, false).await.unwrap();
-    let t = s.begin_transfer(key.clone(), &a, &b, &f).await.unwrap();
+    s.set_provider_clinic(&sys(), &f, &b, true).await.unwrap();
+    s.set_provider_clinic(&sys(), &f, &a, false).await.unwrap();
+    let t = s.begin_transfer(&sys(), key.clone(), &a, &b, &f).await.unwrap();
     assert_eq!((t.total, t.status), (61, TransferStatus::Running));
     let done = s.run_transfer(&a, &key).await.unwrap();
     assert_eq!((done.moved, done.skipped, done.status), (61, 0, TransferStatus::Completed));
-    assert_eq!(s.panel(&a, 0, 100).await.unwrap().items.len(), 0);
-    assert_eq!(s.panel(&b, 0, 100).await.unwrap().items.len(), 61);
+    assert_eq!(s.panel(&sys(), &a, 0, 100).await.unwrap().items.len(), 0);
+    assert_eq!(s.panel(&sys(), &b, 0, 100).await.unwrap().items.len(), 61);
     // Again: nothing changes; the same key for another target is refused.
-    assert_eq!(s.begin_transfer(key.clone(), &a, &b, &f).await.unwrap(), done);
+    assert_eq!(s.begin_transfer(&sys(), key.clone(), &a, &b, &f).await.unwrap(), done);
     assert_eq!(s.run_transfer(&a, &key).await.unwrap(), done);
     let c2 = provider(s, "P3333", "111", 0).await;
-    s.set_provider_clinic(&f, &c2, true).await.unwrap();
-    assert_eq!(s.begin_transfer(key.clone(), &a, &c2, &f).await.unwrap_err().code, ErrorCode::Conflict);
+    s.set_provider_clinic(&sys(), &f, &c2, true).await.unwrap();
+    assert_eq!(s.begin_transfer(&sys(), key.clone(), &a, &c2, &f).await.unwrap_err().code, ErrorCode::Conflict);
     // B now holds the PHNs: B removes a patient, A cannot submit them silently.
     let back = parse(csv_of(&phns[..1], "0F111").as_bytes(), &f, Limits::default(), today()).unwrap();
-    s.set_provider_clinic(&f, &a, true).await.unwrap();
-    assert_eq!(statuses(&s.submit_panel(&a, &f, back).await.unwrap()), [RowStatus::Conflict]);
-    let clinic_reports = s.clinic_panel_reports(&f).await.unwrap();
+    s.set_provider_clinic(&sys(), &f, &a, true).await.unwrap();
+    assert_eq!(statuses(&s.submit_panel(&sys(), &a, &f, back).await.unwrap()), [RowStatus::Conflict]);
+    let clinic_reports = s.clinic_panel_reports(&sys(), &f).await.unwrap();
     assert_eq!(clinic_reports.iter().map(|r| r.itemised).sum::<u32>(), 61);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn only_the_provider_their_delegate_and_the_clinics_director_change_panels() {
+    let w = world(ShardConfig::default()).await;
+    let s = &w.system;
+    let f = clinic(s, "0F111", "111").await;
+    let a = provider(s, "P1111", "111", 0).await;
+    let b = provider(s, "P2222", "112", 0).await;
+    s.set_provider_clinic(&sys(), &f, &a, true).await.unwrap();
+    s.set_provider_clinic(&sys(), &f, &b, true).await.unwrap();
+    let as_provider =
+        |id: &ProviderId| Principal::new(format!("u-{id}"), Role::Provider, Some(id.clone()), Scope::default());
+    let director = |id: &str| {
+        let id = ProviderId::parse(id).unwrap();
+        Principal::new(format!("md-{id}"), Role::MedicalDirector, Some(id), Scope::default())
+    };
+    let file = || parse(csv_of(&[phn(1)], "0F111").as_bytes(), &f, Limits::default(), today()).unwrap();
+    let code = |r: Result<SubmissionReport, crate::error::AttachError>| r.map(|_| ()).unwrap_err().code;
+
+    assert_eq!(code(s.submit_panel(&as_provider(&b), &a, &f, file()).await), ErrorCode::Forbidden);
+    let moa = Principal::new("moa-1", Role::Delegate, None, Scope::default());
+    assert_eq!(code(s.submit_panel(&moa, &a, &f, file()).await), ErrorCode::Forbidden, "no endorsement");
+    let coordinator = Principal::new("c-1", Role::Coordinator, None, Scope::province());
+    assert_eq!(code(s.submit_panel(&coordinator, &a, &f, file()).await), ErrorCode::Forbidden);
+    let report = s.submit_panel(&as_provider(&a), &a, &f, file()).await.unwrap();
+    assert_eq!(statuses(&report), [RowStatus::Accepted]);
+    let removal = s.remove_from_panel(&as_provider(&b), &a, vec![phn(1)]).await.unwrap_err();
+    assert_eq!(removal.code, ErrorCode::Forbidden);
+    assert_eq!(s.panel_report(&as_provider(&b), &a).await.unwrap_err().code, ErrorCode::Forbidden);
+    assert_eq!(s.panel_report(&as_provider(&a), &a).await.unwrap().itemised, 1);
+
+    // Clinic staff and transfers: the clinic's medical director only.
+    let other_md = director("MD888");
+    let refused = s.set_provider_clinic(&other_md, &f, &b, false).await.unwrap_err();
+    assert_eq!(refused.code, ErrorCode::Forbidden);
+    let key = TransferKey::parse("k1").unwrap();
+    assert_eq!(s.begin_transfer(&other_md, key.clone(), &a, &b, &f).await.unwrap_err().code, ErrorCode::Forbidden);
+    assert_eq!(
+        s.begin_transfer(&as_provider(&a), key.clone(), &a, &b, &f).await.unwrap_err().code,
+        ErrorCode::Forbidden
+    );
+    let md = director("MD999");
+    s.set_provider_clinic(&md, &f, &a, false).await.unwrap();
+    let t = s.begin_transfer(&md, key.clone(), &a, &b, &f).await.unwrap();
+    assert_eq!(s.run_transfer(&a, &key).await.unwrap().moved, 1);
+    assert_eq!(s.panel_transfer(&as_provider(&b), &a, &key).await.unwrap().key, t.key);
+    assert_eq!(s.panel_transfer(&other_md, &a, &key).await.unwrap_err().code, ErrorCode::Forbidden);
+    assert_eq!(s.clinic_panel_reports(&other_md, &f).await.unwrap_err().code, ErrorCode::Forbidden);
+    assert_eq!(s.clinic_panel_reports(&md, &f).await.unwrap().iter().map(|r| r.itemised).sum::<u32>(), 1);
     s.stop().await;
 }

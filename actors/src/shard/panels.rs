@@ -10,11 +10,12 @@ use std::collections::HashMap;
 
 use futures::future::join_all;
 
+use crate::access::{Principal, Role};
 use crate::domain::{
     AgeGroup, EventKind, FacilityNumber, PanelEntry, PanelSource, PanelTransfer, Phn, ProviderId, RegistrationRef,
     RegistrationStatus, Timestamp, TransferKey, TransferStatus,
 };
-use crate::error::AttachError;
+use crate::error::{AttachError, ErrorCode};
 use crate::panel::{
     ChunkAnswer, PanelChunk, PanelReport, Release, RowReport, RowStatus, SubmittedRow, TransferAccepted,
     TransferRequest, Transferring, Waitlisted,
@@ -44,6 +45,33 @@ const PROPOSED: &str = "the patient's household has an open proposal to a provid
 const BUSY: &str = "the patient is being registered or moved right now; submit the row again in a minute";
 
 impl ShardRuntime {
+    /// Whether the caller may change `provider`'s panel: the provider, or a
+    /// delegate whose endorsement by them is completed (decided here, against
+    /// the shard's endorsements).
+    fn may_change_panel(&self, who: &Principal, provider: &ProviderId) -> Result<(), AttachError> {
+        let allowed = match who.role() {
+            Role::Internal => true,
+            Role::Delegate => self.state.delegation_in_force(provider, who.subject()),
+            _ => who.is_provider(provider),
+        };
+        match (allowed, who.role()) {
+            (true, _) => Ok(()),
+            (false, Role::Delegate) => Err(AttachError::new(
+                ErrorCode::Forbidden,
+                "you act for this provider only while their endorsement of you is completed",
+            )),
+            (false, _) => Err(AttachError::new(ErrorCode::Forbidden, "you may only change your own panel")),
+        }
+    }
+
+    /// Whether the caller may read `provider`'s panel report.
+    fn may_read_report(&self, who: &Principal, provider: &ProviderId) -> Result<(), AttachError> {
+        match who.role() {
+            Role::Internal | Role::Support | Role::Operations => Ok(()),
+            _ => self.may_change_panel(who, provider),
+        }
+    }
+
     fn must_practise_at(&self, provider: &ProviderId, facility: &FacilityNumber) -> Result<(), AttachError> {
         let p = self.state.provider(provider).ok_or_else(|| AttachError::not_found("provider"))?;
         if p.clinics.contains(facility) {
@@ -92,8 +120,14 @@ impl ShardRuntime {
 
     /// Adds a chunk of a submitted panel: claims each row's PHN for the panel,
     /// answers per row, and commits the new entries in one batch.
-    pub(super) async fn submit_panel(&mut self, chunk: PanelChunk, now: Timestamp) -> Result<ChunkAnswer, AttachError> {
+    pub(super) async fn submit_panel(
+        &mut self,
+        chunk: PanelChunk,
+        who: &Principal,
+        now: Timestamp,
+    ) -> Result<ChunkAnswer, AttachError> {
         self.must_practise_at(&chunk.provider, &chunk.facility)?;
+        self.may_change_panel(who, &chunk.provider)?;
         let mine =
             PhnClaim { shard: self.state.key.clone(), holder: PhnHolder::Panel(chunk.provider.clone()), at: now };
         let mut answer = ChunkAnswer::default();
@@ -232,11 +266,13 @@ impl ShardRuntime {
         &mut self,
         provider: &ProviderId,
         phns: &[Phn],
+        who: &Principal,
         now: Timestamp,
     ) -> Result<Vec<bool>, AttachError> {
         if self.state.provider(provider).is_none() {
             return Err(AttachError::not_found("provider"));
         }
+        self.may_change_panel(who, provider)?;
         let present: Vec<bool> = phns.iter().map(|p| self.state.on_panel(provider, *p)).collect();
         let removed: Vec<PanelEntry> =
             phns.iter().filter_map(|p| self.state.panel(provider).and_then(|panel| panel.get(p)).cloned()).collect();
@@ -478,18 +514,21 @@ impl ShardRuntime {
         Ok(next)
     }
 
-    /// Panel reports of providers homed here: `provider` alone, or every one
-    /// listed at `facility`.
+    /// Panel reports of providers homed here: `provider` alone (which the
+    /// caller must be allowed to read), or every one listed at `facility` (the
+    /// caller's right to that clinic was checked against the clinic).
     pub(super) fn panel_reports(
         &self,
         provider: Option<&ProviderId>,
         facility: Option<&FacilityNumber>,
+        who: &Principal,
         now: Timestamp,
     ) -> Result<Vec<PanelReport>, AttachError> {
-        if let Some(id) = provider
-            && self.state.provider(id).is_none()
-        {
-            return Err(AttachError::not_found("provider"));
+        if let Some(id) = provider {
+            if self.state.provider(id).is_none() {
+                return Err(AttachError::not_found("provider"));
+            }
+            self.may_read_report(who, id)?;
         }
         let today = now.to_utc().date_naive();
         let reports = self

@@ -8,8 +8,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::domain::{
-    Clinic, DAY_MS, EventKind, FacilityNumber, PanelEntry, PanelTransfer, Phn, Proposal, ProposalId, ProposalStatus,
-    Provider, ProviderId, Registration, RegistrationRef, RegistrationStatus, ShardKey, Timestamp, TransferKey,
+    Clinic, DAY_MS, Endorsement, EndorsementId, EventKind, FacilityNumber, PanelEntry, PanelTransfer, Phn, Proposal,
+    ProposalId, ProposalStatus, Provider, ProviderId, Registration, RegistrationRef, RegistrationStatus, ShardKey,
+    Timestamp, TransferKey,
 };
 use crate::store::{Locator, Record, RecordKey};
 
@@ -50,6 +51,7 @@ pub struct ShardState {
     providers: BTreeMap<ProviderId, Provider>,
     clinics: BTreeMap<FacilityNumber, Clinic>,
     panels: HashMap<ProviderId, BTreeMap<Phn, PanelEntry>>,
+    endorsements: BTreeMap<EndorsementId, Endorsement>,
     /// Panel transfers out of providers homed here, by source provider and key.
     transfers: BTreeMap<(ProviderId, TransferKey), PanelTransfer>,
     /// People attached, by attachment time, for rates and "this week".
@@ -72,6 +74,7 @@ impl ShardState {
             providers: BTreeMap::new(),
             clinics: BTreeMap::new(),
             panels: HashMap::new(),
+            endorsements: BTreeMap::new(),
             transfers: BTreeMap::new(),
             attachments: BTreeMap::new(),
             latest_registration: Timestamp(i64::MIN),
@@ -137,6 +140,9 @@ impl ShardState {
                 }
                 panel.insert(e.phn, e);
             }
+            Record::Endorsement(e) => {
+                self.endorsements.insert(e.id, e);
+            }
             Record::Transfer(t) => {
                 self.transfers.insert((t.from.clone(), t.key.clone()), t);
             }
@@ -166,10 +172,28 @@ impl ShardState {
                     panel.remove(phn);
                 }
             }
+            RecordKey::Endorsement(id) => {
+                self.endorsements.remove(id);
+            }
             RecordKey::Transfer(provider, key) => {
                 self.transfers.remove(&(provider.clone(), key.clone()));
             }
         }
+    }
+
+    /// An endorsement.
+    pub fn endorsement(&self, id: &EndorsementId) -> Option<&Endorsement> {
+        self.endorsements.get(id)
+    }
+
+    /// A provider's endorsements, oldest first.
+    pub fn endorsements_of<'a>(&'a self, provider: &'a ProviderId) -> impl Iterator<Item = &'a Endorsement> + 'a {
+        self.endorsements.values().filter(move |e| &e.provider == provider)
+    }
+
+    /// Whether `delegate` may act for `provider` now (a completed endorsement).
+    pub fn delegation_in_force(&self, provider: &ProviderId, delegate: &str) -> bool {
+        self.endorsements_of(provider).any(|e| e.is_in_force() && e.delegate.as_str() == delegate)
     }
 
     fn index_registration(&mut self, r: &Registration) {

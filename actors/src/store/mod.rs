@@ -9,6 +9,8 @@
 //! writer acquires a shard and gets a fencing [`Epoch`]; a commit carrying an
 //! older epoch is refused.
 //!
+//! The audit log is global too: append-only, ordered by time.
+//!
 //! Backends: [`embedded::EmbeddedStore`] (redb, the default) and, with the
 //! production issue, ScyllaDB. Both must pass [`conformance`].
 
@@ -18,9 +20,10 @@ pub mod embedded;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+pub use crate::audit::{AuditQuery, AuditRecord};
 use crate::domain::{
-    Clinic, Event, FacilityNumber, PanelEntry, PanelTransfer, Phn, Proposal, ProposalId, Provider, ProviderId,
-    Registration, RegistrationRef, Seq, ShardKey, Timestamp, TransferKey,
+    Clinic, Endorsement, EndorsementId, Event, FacilityNumber, PanelEntry, PanelTransfer, Phn, Proposal, ProposalId,
+    Provider, ProviderId, Registration, RegistrationRef, Seq, ShardKey, Timestamp, TransferKey,
 };
 
 /// A fencing token: each acquisition of a shard gets a higher one.
@@ -40,6 +43,8 @@ pub enum Record {
     Clinic(Clinic),
     /// One patient on one panel.
     PanelEntry(PanelEntry),
+    /// A delegation endorsement of a provider homed in the shard.
+    Endorsement(Endorsement),
     /// A panel transfer out of a provider homed in the shard.
     Transfer(PanelTransfer),
 }
@@ -57,6 +62,8 @@ pub enum RecordKey {
     Clinic(FacilityNumber),
     /// A panel entry by provider and patient.
     PanelEntry(ProviderId, Phn),
+    /// An endorsement by id.
+    Endorsement(EndorsementId),
     /// A transfer by its source provider and idempotency key.
     Transfer(ProviderId, TransferKey),
 }
@@ -70,6 +77,7 @@ impl Record {
             Record::Provider(p) => RecordKey::Provider(p.id.clone()),
             Record::Clinic(c) => RecordKey::Clinic(c.facility.clone()),
             Record::PanelEntry(e) => RecordKey::PanelEntry(e.provider.clone(), e.phn),
+            Record::Endorsement(e) => RecordKey::Endorsement(e.id),
             Record::Transfer(t) => RecordKey::Transfer(t.from.clone(), t.key.clone()),
         }
     }
@@ -86,6 +94,8 @@ pub enum Locator {
     Provider(ProviderId),
     /// A clinic.
     Clinic(FacilityNumber),
+    /// An endorsement.
+    Endorsement(EndorsementId),
 }
 
 /// Everything one shard commits at once: durable together or not at all.
@@ -205,4 +215,12 @@ pub trait Store: Send + Sync + 'static {
     /// claim found. Not atomic across PHNs: callers release what they took if
     /// they give up. Used for whole households and bulk loads.
     async fn claim_phns(&self, claims: Vec<(Phn, PhnClaim)>) -> Result<Vec<(Phn, PhnClaim)>, StoreError>;
+
+    /// Makes audit records durable (all of them or none). The audit log is
+    /// append-only: nothing ever rewrites or deletes a record.
+    async fn append_audit(&self, records: &[AuditRecord]) -> Result<(), StoreError>;
+
+    /// Audit records passing `query`'s filters, ordered by time then id, after
+    /// its cursor and within its time range, at most `query.limit` of them.
+    async fn audit_page(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError>;
 }

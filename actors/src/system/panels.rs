@@ -2,8 +2,11 @@
 //! leaving the waitlist in their own community's shard), removal, clinic
 //! membership, whole-panel transfers and panel reports.
 //!
-//! Each operation takes validated input; who may do it is decided by the
-//! caller's principal where access control is wired (see README).
+//! Who may do what: a provider (or their endorsed delegate) submits to and
+//! removes from their own panel, checked by the provider's shard against its
+//! endorsements; a medical director changes who practises at, and transfers
+//! panels to, only the clinics they direct, checked against the clinic's
+//! registry entry. Every change is audited.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,8 +15,9 @@ use std::time::Duration;
 use futures::future::join_all;
 use tracing::{info, warn};
 
-use crate::domain::{FacilityNumber, PanelTransfer, Phn, ProviderId, RegistrationRef, ShardKey, TransferKey};
-use crate::error::AttachError;
+use crate::access::{Operation, Principal, Role};
+use crate::domain::{Clinic, FacilityNumber, PanelTransfer, Phn, ProviderId, RegistrationRef, ShardKey, TransferKey};
+use crate::error::{AttachError, ErrorCode};
 use crate::panel::{
     PanelChunk, PanelReport, ParsedPanel, Release, RowReport, RowStatus, SubmissionReport, SubmittedRow,
     TransferAccepted, TransferRequest, Transferring,
@@ -21,13 +25,43 @@ use crate::panel::{
 use crate::shard::{ProviderView, ShardMsg};
 use crate::store::Locator;
 
-use super::AttachSystem;
+use super::{AttachSystem, Trail};
 
 /// Rounds in a row a transfer may make no progress (every patient changed
 /// under it) before it stops and reports; it can be resumed by its key.
 const MAX_STALLS: u32 = 20;
 
 impl AttachSystem {
+    /// A clinic's registry entry, for checks made on the caller's behalf.
+    async fn clinic_record(&self, facility: &FacilityNumber) -> Result<Clinic, AttachError> {
+        let shard = self.locate(Locator::Clinic(facility.clone()), "clinic").await?;
+        let facility = facility.clone();
+        self.directory.call(&shard, |r| ShardMsg::GetClinic(facility, r)).await
+    }
+
+    /// A provider, for checks made on the caller's behalf.
+    async fn provider_record(&self, id: &ProviderId) -> Result<ProviderView, AttachError> {
+        let shard = self.locate(Locator::Provider(id.clone()), "provider").await?;
+        let id = id.clone();
+        self.directory.call(&shard, |r| ShardMsg::GetProvider(id, r)).await
+    }
+
+    /// `FORBIDDEN` unless the caller directs `facility` (decided by the clinic's
+    /// registry entry), or is Attach itself.
+    async fn require_director(&self, who: &Principal, facility: &FacilityNumber) -> Result<Clinic, AttachError> {
+        let clinic = self.clinic_record(facility).await?;
+        let directs = who.role() == Role::MedicalDirector
+            && who.provider().is_some_and(|me| clinic.medical_director.as_ref() == Some(me));
+        if directs || who.role() == Role::Internal {
+            Ok(clinic)
+        } else {
+            Err(AttachError::new(
+                ErrorCode::Forbidden,
+                format!("you are not the medical director of clinic {facility}"),
+            ))
+        }
+    }
+
     /// Submits a parsed panel file for `provider` at `facility`: every valid row
     /// is added to the panel, a chunk at a time, each chunk durable before the
     /// next; waiting patients leave the waitlist. Answers one report per row.
@@ -37,44 +71,52 @@ impl AttachSystem {
     /// reports the done rows as already on the panel.
     pub async fn submit_panel(
         &self,
+        who: &Principal,
         provider: &ProviderId,
         facility: &FacilityNumber,
         parsed: ParsedPanel,
     ) -> Result<SubmissionReport, AttachError> {
-        let shard = self.locate(Locator::Provider(provider.clone()), "provider").await?;
-        self.clinic(facility).await?;
-        let mut report = SubmissionReport { header: parsed.header, ..SubmissionReport::default() };
-        let mut valid = Vec::with_capacity(parsed.rows.len());
-        for r in parsed.rows {
-            match r.row {
-                Ok(row) => valid.push(SubmittedRow { line: r.line, row, from_waitlist: None }),
-                Err(problem) => report.rows.push(RowReport::of_problem(r.line, &problem)),
+        let mut trail = Trail::new(who, Operation::SubmitPanel).about(provider);
+        let result = async {
+            who.require(trail.op, None)?;
+            let shard = trail.at(self.locate(Locator::Provider(provider.clone()), "provider").await?);
+            self.clinic_record(facility).await?;
+            let mut report = SubmissionReport { header: parsed.header, ..SubmissionReport::default() };
+            let mut valid = Vec::with_capacity(parsed.rows.len());
+            for r in parsed.rows {
+                match r.row {
+                    Ok(row) => valid.push(SubmittedRow { line: r.line, row, from_waitlist: None }),
+                    Err(problem) => report.rows.push(RowReport::of_problem(r.line, &problem)),
+                }
             }
+            for chunk in valid.chunks(self.config.panel_chunk_rows.max(1)) {
+                let rows = self.submit_chunk(who, &shard, provider, facility, chunk.to_vec()).await?;
+                report.rows.extend(rows);
+            }
+            report.rows.sort_by_key(|r| r.line);
+            report.panel_size = self.provider_record(provider).await?.panel_size;
+            info!(
+                provider = %provider,
+                rows = report.rows.len(),
+                accepted = report.rows.iter().filter(|r| r.status.on_panel()).count(),
+                "panel submitted"
+            );
+            Ok(report)
         }
-        for chunk in valid.chunks(self.config.panel_chunk_rows.max(1)) {
-            let rows = self.submit_chunk(&shard, provider, facility, chunk.to_vec()).await?;
-            report.rows.extend(rows);
-        }
-        report.rows.sort_by_key(|r| r.line);
-        report.panel_size = self.provider(provider).await?.panel_size;
-        info!(
-            provider = %provider,
-            rows = report.rows.len(),
-            accepted = report.rows.iter().filter(|r| r.status.on_panel()).count(),
-            "panel submitted"
-        );
-        Ok(report)
+        .await;
+        self.audited(trail, result).await
     }
 
     async fn submit_chunk(
         &self,
+        who: &Principal,
         shard: &ShardKey,
         provider: &ProviderId,
         facility: &FacilityNumber,
         rows: Vec<SubmittedRow>,
     ) -> Result<Vec<RowReport>, AttachError> {
         let chunk = PanelChunk { provider: provider.clone(), facility: facility.clone(), rows };
-        let answer = self.directory.call(shard, |r| ShardMsg::SubmitPanel(chunk, r)).await?;
+        let answer = self.directory.call(shard, |r| ShardMsg::SubmitPanel(chunk, who.clone(), r)).await?;
         let mut out = answer.rows;
         // Waiting patients: their registration's shard lets them go (step one),
         // then the panel takes them (step two).
@@ -103,7 +145,7 @@ impl AttachSystem {
         }
         if !second.is_empty() {
             let chunk = PanelChunk { provider: provider.clone(), facility: facility.clone(), rows: second };
-            let answer = self.directory.call(shard, |r| ShardMsg::SubmitPanel(chunk, r)).await?;
+            let answer = self.directory.call(shard, |r| ShardMsg::SubmitPanel(chunk, who.clone(), r)).await?;
             out.extend(answer.rows);
             out.extend(answer.waitlisted.into_iter().map(|w| {
                 RowReport::because(w.row.line, RowStatus::Conflict, "the patient is being moved; submit again")
@@ -113,24 +155,45 @@ impl AttachSystem {
     }
 
     /// Removes patients from a provider's panel; per PHN, whether it was there.
-    pub async fn remove_from_panel(&self, provider: &ProviderId, phns: Vec<Phn>) -> Result<Vec<bool>, AttachError> {
-        let shard = self.locate(Locator::Provider(provider.clone()), "provider").await?;
-        let provider = provider.clone();
-        self.directory.call(&shard, |reply| ShardMsg::RemoveFromPanel { provider, phns, reply }).await
+    pub async fn remove_from_panel(
+        &self,
+        who: &Principal,
+        provider: &ProviderId,
+        phns: Vec<Phn>,
+    ) -> Result<Vec<bool>, AttachError> {
+        let mut trail = Trail::new(who, Operation::RemoveFromPanel).about(provider);
+        let result = async {
+            who.require(trail.op, None)?;
+            let shard = trail.at(self.locate(Locator::Provider(provider.clone()), "provider").await?);
+            let (provider, who) = (provider.clone(), who.clone());
+            self.directory.call(&shard, |reply| ShardMsg::RemoveFromPanel { provider, phns, who, reply }).await
+        }
+        .await;
+        self.audited(trail, result).await
     }
 
-    /// Lists a provider at a clinic (`present`) or takes them off it. Their
-    /// panel stays theirs until it is transferred or they remove patients.
+    /// Lists a provider at a clinic (`present`) or takes them off it: the
+    /// clinic's medical director. Their panel stays theirs until it is
+    /// transferred or they remove patients.
     pub async fn set_provider_clinic(
         &self,
+        who: &Principal,
         facility: &FacilityNumber,
         provider: &ProviderId,
         present: bool,
     ) -> Result<ProviderView, AttachError> {
-        self.clinic(facility).await?;
-        let shard = self.locate(Locator::Provider(provider.clone()), "provider").await?;
-        let (provider, facility) = (provider.clone(), facility.clone());
-        self.directory.call(&shard, |reply| ShardMsg::SetProviderClinic { provider, facility, present, reply }).await
+        let mut trail = Trail::new(who, Operation::ManageClinicStaff).about(provider);
+        let result = async {
+            who.require(trail.op, None)?;
+            self.require_director(who, facility).await?;
+            let shard = trail.at(self.locate(Locator::Provider(provider.clone()), "provider").await?);
+            let (provider, facility) = (provider.clone(), facility.clone());
+            self.directory
+                .call(&shard, |reply| ShardMsg::SetProviderClinic { provider, facility, present, reply })
+                .await
+        }
+        .await;
+        self.audited(trail, result).await
     }
 
     /// Starts moving `from`'s whole panel to `to` at `facility`, or finds the
@@ -138,21 +201,28 @@ impl AttachSystem {
     /// [`run_transfer`](Self::run_transfer).
     pub async fn begin_transfer(
         &self,
+        who: &Principal,
         key: TransferKey,
         from: &ProviderId,
         to: &ProviderId,
         facility: &FacilityNumber,
     ) -> Result<PanelTransfer, AttachError> {
-        let from_shard = self.locate(Locator::Provider(from.clone()), "provider").await?;
-        let to_shard = self.locate(Locator::Provider(to.clone()), "provider").await?;
-        self.clinic(facility).await?;
-        if !self.provider(to).await?.provider.clinics.contains(facility) {
-            return Err(AttachError::conflict(format!(
-                "provider {to} is not listed at clinic {facility}; the clinic's medical director adds them first"
-            )));
+        let mut trail = Trail::new(who, Operation::TransferPanel).about(from);
+        let result = async {
+            who.require(trail.op, None)?;
+            self.require_director(who, facility).await?;
+            let from_shard = trail.at(self.locate(Locator::Provider(from.clone()), "provider").await?);
+            let to_shard = self.locate(Locator::Provider(to.clone()), "provider").await?;
+            if !self.provider_record(to).await?.provider.clinics.contains(facility) {
+                return Err(AttachError::conflict(format!(
+                    "provider {to} is not listed at clinic {facility}; the clinic's medical director adds them first"
+                )));
+            }
+            let req = TransferRequest { key, from: from.clone(), to: to.clone(), to_shard, facility: facility.clone() };
+            self.directory.call(&from_shard, |r| ShardMsg::BeginTransfer(req, r)).await
         }
-        let req = TransferRequest { key, from: from.clone(), to: to.clone(), to_shard, facility: facility.clone() };
-        self.directory.call(&from_shard, |r| ShardMsg::BeginTransfer(req, r)).await
+        .await;
+        self.audited(trail, result).await
     }
 
     /// Moves a transfer's patients, a chunk at a time, until the source panel
@@ -224,11 +294,24 @@ impl AttachSystem {
         });
     }
 
-    /// A transfer by its source provider and key.
-    pub async fn panel_transfer(&self, from: &ProviderId, key: &TransferKey) -> Result<PanelTransfer, AttachError> {
+    /// A transfer by its source provider and key: for the providers on either
+    /// side, the receiving clinic's medical director, support and operations.
+    pub async fn panel_transfer(
+        &self,
+        who: &Principal,
+        from: &ProviderId,
+        key: &TransferKey,
+    ) -> Result<PanelTransfer, AttachError> {
+        who.require(Operation::ReadPanelReports, None)?;
         let shard = self.locate(Locator::Provider(from.clone()), "provider").await?;
-        let (from, key) = (from.clone(), key.clone());
-        self.directory.call(&shard, |reply| ShardMsg::TransferBatch { from, key, limit: 0, reply }).await.map(|t| t.0)
+        let (from_, key) = (from.clone(), key.clone());
+        let (t, _) =
+            self.directory.call(&shard, |reply| ShardMsg::TransferBatch { from: from_, key, limit: 0, reply }).await?;
+        let party = who.is_provider(&t.from) || who.is_provider(&t.to);
+        if !(party || matches!(who.role(), Role::Support | Role::Operations | Role::Internal)) {
+            self.require_director(who, &t.facility).await?;
+        }
+        Ok(t)
     }
 
     /// Resumes, in the background, every transfer a previous process left running.
@@ -244,26 +327,34 @@ impl AttachSystem {
         resumed
     }
 
-    /// A provider's panel report.
-    pub async fn panel_report(&self, provider: &ProviderId) -> Result<PanelReport, AttachError> {
+    /// A provider's panel report: the provider, their endorsed delegate,
+    /// support and operations.
+    pub async fn panel_report(&self, who: &Principal, provider: &ProviderId) -> Result<PanelReport, AttachError> {
+        who.require(Operation::ReadPanelReports, None)?;
         let shard = self.locate(Locator::Provider(provider.clone()), "provider").await?;
-        let provider = provider.clone();
-        let reports = self.directory.call(&shard, |reply| ShardMsg::PanelReports {
-            provider: Some(provider),
-            facility: None,
-            reply,
-        });
+        let (provider, who) = (Some(provider.clone()), who.clone());
+        let reports =
+            self.directory.call(&shard, |reply| ShardMsg::PanelReports { provider, facility: None, who, reply });
         reports.await?.pop().ok_or_else(|| AttachError::not_found("provider"))
     }
 
     /// The panel reports of every provider listed at a clinic (wherever they are
-    /// homed), by provider id.
-    pub async fn clinic_panel_reports(&self, facility: &FacilityNumber) -> Result<Vec<PanelReport>, AttachError> {
-        self.clinic(facility).await?;
+    /// homed), by provider id: the clinic's medical director, support and operations.
+    pub async fn clinic_panel_reports(
+        &self,
+        who: &Principal,
+        facility: &FacilityNumber,
+    ) -> Result<Vec<PanelReport>, AttachError> {
+        who.require(Operation::ReadPanelReports, None)?;
+        if !matches!(who.role(), Role::Support | Role::Operations | Role::Internal) {
+            self.require_director(who, facility).await?;
+        } else {
+            self.clinic_record(facility).await?;
+        }
         let shards: Vec<ShardKey> = self.regions.shards().cloned().collect();
         let all = join_all(shards.iter().map(|s| {
-            let facility = Some(facility.clone());
-            self.directory.call(s, |reply| ShardMsg::PanelReports { provider: None, facility, reply })
+            let (facility, who) = (Some(facility.clone()), who.clone());
+            self.directory.call(s, |reply| ShardMsg::PanelReports { provider: None, facility, who, reply })
         }))
         .await;
         let mut reports = Vec::new();

@@ -1,5 +1,6 @@
 //! The GraphQL API: schema types and resolvers, with no HTTP in sight.
 
+mod access;
 mod cursor;
 pub mod document_cache;
 pub mod error;
@@ -19,13 +20,13 @@ pub use feed::{ConnectionSubscriptions, SubscriptionRoot};
 pub use mutation::MutationRoot;
 pub use query::QueryRoot;
 
-/// Every query: the registry and waitlist reads, the feed's catch-up, panel reports.
+/// Every query: the registry and waitlist reads, the feed's catch-up, access, panel reports.
 #[derive(MergedObject, Default)]
-pub struct Query(QueryRoot, feed::FeedQuery, panel::PanelQuery);
+pub struct Query(QueryRoot, feed::FeedQuery, access::AccessQuery, panel::PanelQuery);
 
-/// Every mutation: the waitlist and registry, and the provider side's panels.
+/// Every mutation: the waitlist and registry, delegation, and the provider side's panels.
 #[derive(MergedObject, Default)]
-pub struct Mutation(MutationRoot, panel::PanelMutation);
+pub struct Mutation(MutationRoot, access::AccessMutation, panel::PanelMutation);
 
 /// The schema type.
 pub type AttachSchema = Schema<Query, Mutation, SubscriptionRoot>;

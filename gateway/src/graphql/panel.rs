@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 
 use super::ApiLimits;
 use super::error::GqlResult;
-use super::query::system;
+use super::query::{caller, system};
 use super::types::Provider;
 
 /// What became of one row of a submitted panel file.
@@ -279,7 +279,7 @@ impl PanelMutation {
         let bytes = read_upload(ctx, &file, limits).gql()?;
         let today = Timestamp::now().to_utc().date_naive();
         let parsed = csv::parse(&bytes, &facility, limits, today).map_err(|e| invalid_file(e.to_string())).gql()?;
-        system(ctx).submit_panel(&provider, &facility, parsed).await.gql().map(PanelSubmission)
+        system(ctx).submit_panel(caller(ctx), &provider, &facility, parsed).await.gql().map(PanelSubmission)
     }
 
     /// Takes patients off a provider's panel (by PHN, at most 1000 at a time)
@@ -304,7 +304,7 @@ impl PanelMutation {
             .map(|(i, s)| d::Phn::parse(s).map_err(|e| e.at(&format!("phns[{i}]."))))
             .collect::<Result<Vec<_>, _>>()
             .gql()?;
-        let present = system(ctx).remove_from_panel(&provider, phns).await.gql()?;
+        let present = system(ctx).remove_from_panel(caller(ctx), &provider, phns).await.gql()?;
         let removed = present.iter().filter(|p| **p).count() as u32;
         Ok(PanelRemoval { removed, not_on_panel: present.len() as u32 - removed })
     }
@@ -317,7 +317,7 @@ impl PanelMutation {
         provider_id: ID,
     ) -> async_graphql::Result<Provider> {
         let (f, id) = (facility(&facility_number)?, provider_id_arg(&provider_id)?);
-        system(ctx).set_provider_clinic(&f, &id, true).await.gql().map(Into::into)
+        system(ctx).set_provider_clinic(caller(ctx), &f, &id, true).await.gql().map(Into::into)
     }
 
     /// Takes a provider off a clinic's list. Their panel stays theirs until it is
@@ -329,7 +329,7 @@ impl PanelMutation {
         provider_id: ID,
     ) -> async_graphql::Result<Provider> {
         let (f, id) = (facility(&facility_number)?, provider_id_arg(&provider_id)?);
-        system(ctx).set_provider_clinic(&f, &id, false).await.gql().map(Into::into)
+        system(ctx).set_provider_clinic(caller(ctx), &f, &id, false).await.gql().map(Into::into)
     }
 
     /// Moves a provider's whole panel to another provider at a clinic, patient by
@@ -349,7 +349,7 @@ impl PanelMutation {
         let f = facility(&facility_number)?;
         let key = d::TransferKey::parse(&idempotency_key).gql()?;
         let system = system(ctx);
-        let t = system.begin_transfer(key, &from, &to, &f).await.gql()?;
+        let t = system.begin_transfer(caller(ctx), key, &from, &to, &f).await.gql()?;
         if t.status == d::TransferStatus::Running {
             system.spawn_transfer(t.from.clone(), t.key.clone());
         }
@@ -370,7 +370,7 @@ impl PanelQuery {
     /// A provider's panel size and mix.
     async fn panel_report(&self, ctx: &Context<'_>, provider_id: ID) -> async_graphql::Result<PanelReport> {
         let id = provider_id_arg(&provider_id)?;
-        system(ctx).panel_report(&id).await.gql().map(Into::into)
+        system(ctx).panel_report(caller(ctx), &id).await.gql().map(Into::into)
     }
 
     /// The panels of every provider listed at a clinic, and their sum.
@@ -380,7 +380,7 @@ impl PanelQuery {
         facility_number: String,
     ) -> async_graphql::Result<ClinicPanelReport> {
         let f = facility(&facility_number)?;
-        let reports = system(ctx).clinic_panel_reports(&f).await.gql()?;
+        let reports = system(ctx).clinic_panel_reports(caller(ctx), &f).await.gql()?;
         let mut total = p::PanelReport::default();
         reports.iter().for_each(|r| total.add(r));
         Ok(ClinicPanelReport {
@@ -399,6 +399,6 @@ impl PanelQuery {
     ) -> async_graphql::Result<PanelTransfer> {
         let from = provider_id(&from_provider_id, "fromProviderId")?;
         let key = d::TransferKey::parse(&idempotency_key).gql()?;
-        system(ctx).panel_transfer(&from, &key).await.gql().map(Into::into)
+        system(ctx).panel_transfer(caller(ctx), &from, &key).await.gql().map(Into::into)
     }
 }
