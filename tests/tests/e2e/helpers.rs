@@ -138,8 +138,16 @@ impl TestApp {
     }
 
     /// Posts a GraphQL multipart request (the GraphQL multipart request spec)
-    /// with one file for the variable `file_var`, and returns the raw response.
-    pub async fn upload_raw(&self, query: &str, variables: Value, file_var: &str, file: &[u8]) -> reqwest::Response {
+    /// with one file for the variable `file_var`, with `token` as the bearer
+    /// token if given, and returns the raw response.
+    pub async fn upload_raw(
+        &self,
+        token: Option<&str>,
+        query: &str,
+        variables: Value,
+        file_var: &str,
+        file: &[u8],
+    ) -> reqwest::Response {
         const BOUNDARY: &str = "attach-e2e-boundary-7d1f";
         let operations = json!({ "query": query, "variables": variables });
         let mut body = Vec::new();
@@ -156,18 +164,14 @@ impl TestApp {
             file,
         );
         body.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
-        self.client
+        let mut request = self
+            .client
             .post(format!("{}/graphql", self.url))
-            .header("content-type", format!("multipart/form-data; boundary={BOUNDARY}"))
-            .body(body)
-            .send()
-            .await
-            .expect("request sent")
-    }
-
-    /// [`upload_raw`](Self::upload_raw), returning the JSON response.
-    pub async fn upload(&self, query: &str, variables: Value, file_var: &str, file: &[u8]) -> Value {
-        self.upload_raw(query, variables, file_var, file).await.json().await.expect("a JSON response")
+            .header("content-type", format!("multipart/form-data; boundary={BOUNDARY}"));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.body(body).send().await.expect("request sent")
     }
 
     /// The raw HTTP client, for requests that are not GraphQL.

@@ -10,6 +10,57 @@ use serde_json::{Value, json};
 
 use crate::helpers::{Spawn, TestApp, attach_bin, phn, repo_root};
 
+/// The callers of these tests, as development tokens minted with `attach token`.
+struct Tokens {
+    /// MD001, medical director of clinic 0F111.
+    director: String,
+    /// Provider P10001 (homed in 111).
+    p1: String,
+    /// Provider P20002 (homed in 112).
+    p2: String,
+    /// A coordinator for the province.
+    coordinator: String,
+}
+
+fn mint(data_dir: &std::path::Path, role: &str, subject: &str, scope: Option<&str>, provider: Option<&str>) -> String {
+    let mut cmd = std::process::Command::new(attach_bin());
+    cmd.arg("token").arg("--data-dir").arg(data_dir).args(["--role", role, "--subject", subject]);
+    if let Some(s) = scope {
+        cmd.args(["--scope", s]);
+    }
+    if let Some(p) = provider {
+        cmd.args(["--provider", p]);
+    }
+    let out = cmd.output().expect("attach token runs");
+    assert!(out.status.success(), "attach token failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("a token is text").trim().to_string()
+}
+
+impl Tokens {
+    fn mint(data_dir: &std::path::Path) -> Tokens {
+        Tokens {
+            director: mint(data_dir, "medical_director", "dr-md001", None, Some("MD001")),
+            p1: mint(data_dir, "provider", "dr-p10001", None, Some("P10001")),
+            p2: mint(data_dir, "provider", "dr-p20002", None, Some("P20002")),
+            coordinator: mint(data_dir, "coordinator", "coord-1", Some("province"), None),
+        }
+    }
+}
+
+/// Posts a GraphQL request as the caller `token` and returns the whole response.
+async fn call(app: &TestApp, token: &str, query: &str, variables: Value) -> Value {
+    let request = app.http().post(format!("{}/graphql", app.url)).bearer_auth(token);
+    let response = request.json(&json!({ "query": query, "variables": variables })).send().await.unwrap();
+    response.json().await.expect("a JSON response")
+}
+
+/// [`call`], failing the test on any error; returns `data`.
+async fn ok(app: &TestApp, token: &str, query: &str, variables: Value) -> Value {
+    let r = call(app, token, query, variables).await;
+    assert!(r.get("errors").is_none(), "unexpected errors: {r:#}");
+    r["data"].clone()
+}
+
 const SUBMIT: &str = r#"mutation($p: ID!, $f: String!, $file: Upload!) {
   submitPanel(providerId: $p, facilityNumber: $f, file: $file) {
     totalRows accepted attachedFromWaitlist alreadyOnPanel invalidPhn malformed duplicate conflict
@@ -40,36 +91,43 @@ fn surname(i: u32) -> String {
     }
 }
 
-async fn setup_registry(app: &TestApp) {
-    app.ok(
+async fn setup_registry(app: &TestApp, t: &Tokens) {
+    ok(
+        app,
+        &t.director,
         r#"mutation { upsertClinic(input: { facilityNumber: "0F111", community: "111", name: "Fernie Family Practice",
-             address: "491 2nd Ave, Fernie" }) { facilityNumber } }"#,
+             address: "491 2nd Ave, Fernie", medicalDirectorId: "MD001" }) { facilityNumber } }"#,
         json!({}),
     )
     .await;
     for (id, community) in [("P10001", "111"), ("P20002", "112")] {
-        app.ok(
+        ok(
+            app,
+            &t.director,
             r#"mutation($id: ID!, $c: String!) { upsertProvider(input: { id: $id, givenName: "Maya", surname: "Okafor",
                  kind: PHYSICIAN, community: $c }) { id } }"#,
             json!({ "id": id, "c": community }),
         )
         .await;
-        let p = app
-            .ok(
-                r#"mutation($id: ID!) { addProviderToClinic(facilityNumber: "0F111", providerId: $id) { clinics } }"#,
-                json!({ "id": id }),
-            )
-            .await;
+        let p = ok(
+            app,
+            &t.director,
+            r#"mutation($id: ID!) { addProviderToClinic(facilityNumber: "0F111", providerId: $id) { clinics } }"#,
+            json!({ "id": id }),
+        )
+        .await;
         assert_eq!(p["addProviderToClinic"]["clinics"], json!(["0F111"]));
     }
 }
 
-async fn submit(app: &TestApp, provider: &str, file: &[u8]) -> Value {
-    app.upload(SUBMIT, json!({ "p": provider, "f": "0F111", "file": null }), "file", file).await
+async fn submit(app: &TestApp, token: &str, provider: &str, file: &[u8]) -> Value {
+    let variables = json!({ "p": provider, "f": "0F111", "file": null });
+    let response = app.upload_raw(Some(token), SUBMIT, variables, "file", file).await;
+    response.json().await.expect("a JSON response")
 }
 
-async fn submitted(app: &TestApp, provider: &str, file: &[u8]) -> Value {
-    let r = submit(app, provider, file).await;
+async fn submitted(app: &TestApp, token: &str, provider: &str, file: &[u8]) -> Value {
+    let r = submit(app, token, provider, file).await;
     assert!(r.get("errors").is_none(), "unexpected errors: {r:#}");
     r["data"]["submitPanel"].clone()
 }
@@ -92,9 +150,10 @@ async fn register(app: &TestApp, community: &str, phns: &[String]) -> Value {
     app.ok(REGISTER, input).await["registerHousehold"]["reference"].clone()
 }
 
-async fn panel_size(app: &TestApp, provider: &str) -> u64 {
-    let r = app.ok("query($p: ID!) { panel(providerId: $p, first: 1) { panelSize } }", json!({ "p": provider })).await;
-    r["panel"]["panelSize"].as_u64().unwrap()
+async fn panel_size(app: &TestApp, token: &str, provider: &str) -> u64 {
+    let r =
+        ok(app, token, "query($p: ID!) { panel(providerId: $p, first: 1) { panelSize } }", json!({ "p": provider }));
+    r.await["panel"]["panelSize"].as_u64().unwrap()
 }
 
 #[tokio::test]
@@ -106,13 +165,14 @@ async fn panel_files_are_reported_row_by_row() {
         ("ATTACH_SHARD__PANEL_CHUNK_ROWS".to_string(), "3".to_string()),
     ];
     let app = TestApp::spawn(dir.path(), Spawn { env, ..Spawn::default() }).await;
-    setup_registry(&app).await;
+    let t = Tokens::mint(dir.path());
+    setup_registry(&app, &t).await;
 
     // Waiting: a single in 111, a family of two in 112 (another community).
     let single = register(&app, "111", &[phn(1)]).await;
     let family = register(&app, "112", &[phn(2), phn(3)]).await;
     // Another provider's patient.
-    let theirs = submitted(&app, "P20002", format!("{}\n", row(50, "Other")).as_bytes()).await;
+    let theirs = submitted(&app, &t.p2, "P20002", format!("{}\n", row(50, "Other")).as_bytes()).await;
     assert_eq!(theirs["accepted"], 1);
 
     // A valid file: header, LF line ends.
@@ -122,7 +182,7 @@ async fn panel_files_are_reported_row_by_row() {
         row(11, "Roy"),
         row(12, "Fox")
     );
-    let r = submitted(&app, "P10001", valid.as_bytes()).await;
+    let r = submitted(&app, &t.p1, "P10001", valid.as_bytes()).await;
     assert_eq!(
         (r["totalRows"].as_u64(), r["accepted"].as_u64(), r["headerSkipped"].as_bool()),
         (Some(3), Some(3), Some(true))
@@ -147,7 +207,7 @@ async fn panel_files_are_reported_row_by_row() {
     ]
     .join("\r\n");
     let file = [b"\xEF\xBB\xBF".as_slice(), mixed.as_bytes(), b"\r\n"].concat();
-    let r = submitted(&app, "P10001", &file).await;
+    let r = submitted(&app, &t.p1, "P10001", &file).await;
     let expected = [
         (2, "ATTACHED_FROM_WAITLIST"),
         (3, "ATTACHED_FROM_WAITLIST"),
@@ -182,11 +242,16 @@ async fn panel_files_are_reported_row_by_row() {
         (f["status"].as_str(), f["householdSize"].as_u64(), f["placeInLine"].as_u64()),
         (Some("WAITING"), Some(1), Some(1))
     );
-    let waiting = app.ok(r#"{ waitlist(communityCode: "111") { totalCount } }"#, json!({})).await;
+    let waiting = ok(&app, &t.coordinator, r#"{ waitlist(communityCode: "111") { totalCount } }"#, json!({})).await;
     assert_eq!(waiting["waitlist"]["totalCount"], 0);
     // The coordinator's feed of the family's community shows the attachment.
-    let events =
-        app.ok(r#"{ events(communityCode: "112") { nodes { kind reference providerId people } } }"#, json!({})).await;
+    let events = ok(
+        &app,
+        &t.coordinator,
+        r#"{ events(communityCode: "112") { nodes { kind reference providerId people } } }"#,
+        json!({}),
+    )
+    .await;
     let attached: Vec<&Value> =
         events["events"]["nodes"].as_array().unwrap().iter().filter(|e| e["kind"] == "ATTACHED").collect();
     assert!(
@@ -194,10 +259,10 @@ async fn panel_files_are_reported_row_by_row() {
         "{events:#}"
     );
     // The other provider's patient did not move.
-    assert_eq!(panel_size(&app, "P20002").await, 1);
+    assert_eq!(panel_size(&app, &t.p2, "P20002").await, 1);
 
     // The same file again changes nothing.
-    let again = submitted(&app, "P10001", &file).await;
+    let again = submitted(&app, &t.p1, "P10001", &file).await;
     let unchanged: Vec<(u64, String)> = expected
         .map(|(l, s)| {
             let s = if ["ACCEPTED", "ATTACHED_FROM_WAITLIST"].contains(&s) { "ALREADY_ON_PANEL" } else { s };
@@ -208,9 +273,13 @@ async fn panel_files_are_reported_row_by_row() {
     assert_eq!(again["panelSize"], 7);
 
     // The panel shows where each patient came from.
-    let panel = app
-        .ok(r#"{ panel(providerId: "P10001", first: 100) { nodes { surname source facilityNumber reference serviceCode } } }"#, json!({}))
-        .await;
+    let panel = ok(
+        &app,
+        &t.p1,
+        r#"{ panel(providerId: "P10001", first: 100) { nodes { surname source facilityNumber reference serviceCode } } }"#,
+        json!({}),
+    )
+    .await;
     let nodes = panel["panel"]["nodes"].as_array().unwrap();
     assert_eq!(nodes.len(), 7);
     assert!(
@@ -231,44 +300,48 @@ async fn panel_files_are_reported_row_by_row() {
 
     // Empty files, and files past the limits: INVALID_INPUT naming the limit; nothing changes.
     for empty in [b"".as_slice(), b"\xEF\xBB\xBF\r\n\r\n", b"PHN,Surname,Given,DOB,Code,Facility\r\n"] {
-        let r = submit(&app, "P10001", empty).await;
+        let r = submit(&app, &t.p1, "P10001", empty).await;
         assert_eq!(r["errors"][0]["extensions"]["code"], "INVALID_INPUT", "{r:#}");
         assert_eq!(r["errors"][0]["extensions"]["field"], "file");
         assert!(r["errors"][0]["message"].as_str().unwrap().contains("no patient rows"));
     }
     let many: String = (100..201).map(|i| row(i, "Many") + "\n").collect();
     assert!(many.len() < 20_000);
-    let r = submit(&app, "P10001", many.as_bytes()).await;
+    let r = submit(&app, &t.p1, "P10001", many.as_bytes()).await;
     assert_eq!(r["errors"][0]["extensions"]["code"], "INVALID_INPUT");
     assert!(r["errors"][0]["message"].as_str().unwrap().contains("limit of 100 patient rows"), "{r:#}");
     let big: String =
         (300..550).map(|i| format!("{},{},Alex,1984-03-09,98990,0F111\n", phn(i), "Long".repeat(14))).collect();
     assert!(big.len() > 20_000 && big.len() < 20_000 + 64 * 1024);
-    let r = submit(&app, "P10001", big.as_bytes()).await;
+    let r = submit(&app, &t.p1, "P10001", big.as_bytes()).await;
     assert_eq!(r["errors"][0]["extensions"]["code"], "INVALID_INPUT");
     assert!(r["errors"][0]["message"].as_str().unwrap().contains("limit of 20000 bytes"), "{r:#}");
     let huge = vec![b'9'; 200_000];
-    let resp = app.upload_raw(SUBMIT, json!({ "p": "P10001", "f": "0F111", "file": null }), "file", &huge).await;
+    let variables = json!({ "p": "P10001", "f": "0F111", "file": null });
+    let resp = app.upload_raw(Some(&t.p1), SUBMIT, variables, "file", &huge).await;
     assert_eq!(resp.status(), 413);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["errors"][0]["extensions"]["code"], "INVALID_INPUT");
-    assert_eq!(panel_size(&app, "P10001").await, 7, "refused files changed nothing");
+    assert_eq!(panel_size(&app, &t.p1, "P10001").await, 7, "refused files changed nothing");
 
     // A provider not at the clinic cannot submit for it.
-    app.ok(r#"mutation { removeProviderFromClinic(facilityNumber: "0F111", providerId: "P20002") { id } }"#, json!({}))
-        .await;
-    let r = submit(&app, "P20002", format!("{}\n", row(60, "Late")).as_bytes()).await;
+    let off = r#"mutation { removeProviderFromClinic(facilityNumber: "0F111", providerId: "P20002") { id } }"#;
+    let refused = call(&app, &t.p1, off, json!({})).await;
+    assert_eq!(refused["errors"][0]["extensions"]["code"], "FORBIDDEN", "only the clinic's director");
+    ok(&app, &t.director, off, json!({})).await;
+    let r = submit(&app, &t.p2, "P20002", format!("{}\n", row(60, "Late")).as_bytes()).await;
     assert_eq!(r["errors"][0]["extensions"]["code"], "CONFLICT");
 
     // Removal frees the patient: they can register again.
-    let removed = app
-        .ok(
-            r#"mutation($phns: [String!]!) { removeFromPanel(providerId: "P10001", phns: $phns) { removed notOnPanel } }"#,
-            json!({ "phns": [phn(11), phn(99)] }),
-        )
-        .await;
+    let removed = ok(
+        &app,
+        &t.p1,
+        r#"mutation($phns: [String!]!) { removeFromPanel(providerId: "P10001", phns: $phns) { removed notOnPanel } }"#,
+        json!({ "phns": [phn(11), phn(99)] }),
+    )
+    .await;
     assert_eq!(removed["removeFromPanel"], json!({ "removed": 1, "notOnPanel": 1 }));
-    assert_eq!(panel_size(&app, "P10001").await, 6);
+    assert_eq!(panel_size(&app, &t.p1, "P10001").await, 6);
     register(&app, "111", &[phn(11)]).await;
     let log = app.kill();
     for i in [1, 2, 10, 20, 22, 50] {
@@ -291,7 +364,7 @@ async fn panel_files_are_reported_row_by_row() {
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("3 rows: 3 on the panel (2 new, 0 from the waitlist, 1 already there)"), "{stdout}");
     let app = TestApp::spawn(dir.path(), Spawn::default()).await;
-    assert_eq!(panel_size(&app, "P10001").await, 8);
+    assert_eq!(panel_size(&app, &t.p1, "P10001").await, 8);
 }
 
 #[tokio::test]
@@ -301,24 +374,25 @@ async fn a_transfer_killed_half_way_resumes_with_every_patient_on_exactly_one_pa
     let env = vec![("ATTACH_SHARD__TRANSFER_CHUNK".to_string(), "3".to_string())];
     let spawn = Spawn { env, ..Spawn::default() };
     let app = TestApp::spawn(dir.path(), spawn.clone()).await;
-    setup_registry(&app).await;
+    let t = Tokens::mint(dir.path());
+    setup_registry(&app, &t).await;
     let file: String = (1..=PATIENTS).map(|i| row(1000 + i, &surname(i)) + "\n").collect();
-    let r = submitted(&app, "P10001", file.as_bytes()).await;
+    let r = submitted(&app, &t.p1, "P10001", file.as_bytes()).await;
     assert_eq!(r["accepted"].as_u64(), Some(u64::from(PATIENTS)));
 
     const TRANSFER: &str = r#"mutation { transferPanel(fromProviderId: "P10001", toProviderId: "P20002",
         facilityNumber: "0F111", idempotencyKey: "fernie-2026-11") { status total moved } }"#;
     const PROGRESS: &str = r#"{ panelTransfer(fromProviderId: "P10001", idempotencyKey: "fernie-2026-11") { status total moved skipped } }"#;
-    let started = app.ok(TRANSFER, json!({})).await["transferPanel"].clone();
+    let started = ok(&app, &t.director, TRANSFER, json!({})).await["transferPanel"].clone();
     assert_eq!((started["status"].as_str(), started["total"].as_u64()), (Some("RUNNING"), Some(u64::from(PATIENTS))));
 
     // Kill the process as soon as some, not all, patients have moved.
     let deadline = Instant::now() + Duration::from_secs(60);
     let moved_at_kill = loop {
-        let t = app.ok(PROGRESS, json!({})).await["panelTransfer"].clone();
-        let moved = t["moved"].as_u64().unwrap();
+        let p = ok(&app, &t.director, PROGRESS, json!({})).await["panelTransfer"].clone();
+        let moved = p["moved"].as_u64().unwrap();
         if moved > 0 {
-            assert_eq!(t["status"], "RUNNING", "the transfer finished before it could be killed: {t}");
+            assert_eq!(p["status"], "RUNNING", "the transfer finished before it could be killed: {p}");
             break moved;
         }
         assert!(Instant::now() < deadline, "the transfer never started moving");
@@ -328,33 +402,28 @@ async fn a_transfer_killed_half_way_resumes_with_every_patient_on_exactly_one_pa
 
     // Restart: the transfer resumes by itself; asking again with the key resumes it too.
     let app = TestApp::spawn(dir.path(), spawn).await;
-    let resumed = app.ok(TRANSFER, json!({})).await["transferPanel"].clone();
+    let resumed = ok(&app, &t.director, TRANSFER, json!({})).await["transferPanel"].clone();
     assert!(resumed["moved"].as_u64().unwrap() >= moved_at_kill);
     let deadline = Instant::now() + Duration::from_secs(120);
     let done = loop {
-        let t = app.ok(PROGRESS, json!({})).await["panelTransfer"].clone();
-        if t["status"] == "COMPLETED" {
-            break t;
+        let p = ok(&app, &t.director, PROGRESS, json!({})).await["panelTransfer"].clone();
+        if p["status"] == "COMPLETED" {
+            break p;
         }
-        assert!(Instant::now() < deadline, "the transfer never completed: {t}");
+        assert!(Instant::now() < deadline, "the transfer never completed: {p}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!((done["moved"].as_u64(), done["skipped"].as_u64()), (Some(u64::from(PATIENTS)), Some(0)));
 
     // Every patient on exactly one panel: the source is empty, the receiver has each once.
-    assert_eq!(panel_size(&app, "P10001").await, 0);
-    assert_eq!(panel_size(&app, "P20002").await, u64::from(PATIENTS));
+    assert_eq!(panel_size(&app, &t.p1, "P10001").await, 0);
+    assert_eq!(panel_size(&app, &t.p2, "P20002").await, u64::from(PATIENTS));
     let mut seen = BTreeSet::new();
     let mut after: Option<String> = None;
     loop {
-        let page = app
-            .ok(
-                r#"query($a: String) { panel(providerId: "P20002", first: 100, after: $a) {
-                     nodes { surname source } pageInfo { hasNextPage endCursor } } }"#,
-                json!({ "a": after }),
-            )
-            .await["panel"]
-            .clone();
+        let query = r#"query($a: String) { panel(providerId: "P20002", first: 100, after: $a) {
+                     nodes { surname source } pageInfo { hasNextPage endCursor } } }"#;
+        let page = ok(&app, &t.p2, query, json!({ "a": after })).await["panel"].clone();
         for n in page["nodes"].as_array().unwrap() {
             assert_eq!(n["source"], "TRANSFERRED");
             assert!(seen.insert(n["surname"].as_str().unwrap().to_string()), "a patient twice on the panel");
@@ -376,6 +445,6 @@ async fn a_transfer_killed_half_way_resumes_with_every_patient_on_exactly_one_pa
             .await;
         assert_eq!(r["errors"][0]["extensions"]["code"], "CONFLICT");
     }
-    let back = submitted(&app, "P10001", format!("{}\n", row(1001, &surname(1))).as_bytes()).await;
+    let back = submitted(&app, &t.p1, "P10001", format!("{}\n", row(1001, &surname(1))).as_bytes()).await;
     assert_eq!(statuses(&back), [(1, "CONFLICT".to_string())]);
 }
