@@ -99,7 +99,7 @@ pub async fn run() -> anyhow::Result<()> {
             settings.data_dir = data_dir.unwrap_or(settings.data_dir);
             settings.regions = regions.unwrap_or(settings.regions);
             // Logs go to stderr; stdout carries the report.
-            crate::telemetry::init("warn");
+            let _telemetry = crate::telemetry::init("warn");
             let mut limits = settings.limits.panel();
             limits.max_bytes = max_bytes.unwrap_or(limits.max_bytes);
             limits.max_rows = max_rows.unwrap_or(limits.max_rows);
@@ -113,7 +113,7 @@ pub async fn run() -> anyhow::Result<()> {
             settings.regions = regions.unwrap_or(settings.regions);
             settings.demo = demo.or(settings.demo);
             settings.redis = redis.or(settings.redis);
-            crate::telemetry::init(&settings.log);
+            let _telemetry = crate::telemetry::init(&settings.log);
             let host = settings.listen.ip();
             let app = Application::build(settings).await?;
             // One line on stdout, for people and for scripts that started it on port 0.
