@@ -4,6 +4,7 @@
 //! success only if it is HTTP 200 *and* carries no GraphQL errors.
 
 mod feed_latency;
+mod panel_upload;
 mod read_path;
 mod registration_burst;
 mod stats;
@@ -27,6 +28,10 @@ enum Command {
     FeedLatency(feed_latency::Args),
     /// Concurrent registrations across communities: durable-commit throughput.
     RegistrationBurst(registration_burst::Args),
+    /// Writes a synthetic panel CSV (for `attach panel import` or uploads).
+    PanelFile(panel_upload::FileArgs),
+    /// Times whole panel files submitted over HTTP (multipart), one after the other.
+    PanelUpload(panel_upload::UploadArgs),
 }
 
 #[tokio::main]
@@ -35,5 +40,7 @@ async fn main() -> anyhow::Result<()> {
         Command::ReadPath(args) => read_path::run(args).await,
         Command::FeedLatency(args) => feed_latency::run(args).await,
         Command::RegistrationBurst(args) => registration_burst::run(args).await,
+        Command::PanelFile(args) => panel_upload::write_file(args),
+        Command::PanelUpload(args) => panel_upload::upload(args).await,
     }
 }

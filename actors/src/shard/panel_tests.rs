@@ -203,3 +203,26 @@ async fn only_the_provider_their_delegate_and_the_clinics_director_change_panels
     assert_eq!(s.clinic_panel_reports(&md, &f).await.unwrap().iter().map(|r| r.itemised).sum::<u32>(), 1);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn free_places_honour_accepting_the_monthly_rate_and_the_desired_size() {
+    let w = world(ShardConfig::default()).await;
+    let s = &w.system;
+    let f = clinic(s, "0F111", "111").await;
+    // Reported 1000, desired 1005, 5 a month: 5 free.
+    let doc = provider(s, "P1111", "111", 5).await;
+    s.set_provider_clinic(&sys(), &f, &doc, true).await.unwrap();
+    assert_eq!(s.provider(&sys(), &doc).await.unwrap().free_places, 5);
+    // An itemised panel fills the desired size...
+    submit(s, &doc, &f, &csv_of(&[phn(1), phn(2), phn(3)], "0F111")).await;
+    assert_eq!(s.provider(&sys(), &doc).await.unwrap().free_places, 2);
+    // ...but is not new patients: a larger desired size leaves the whole monthly rate.
+    let capacity = |accepting, rate, size| {
+        Capacity::new(accepting, rate, size, ComplexityMix::default(), vec![], Default::default()).unwrap()
+    };
+    s.set_capacity(&sys(), &doc, capacity(true, 5, 5000)).await.unwrap();
+    assert_eq!(s.provider(&sys(), &doc).await.unwrap().free_places, 5);
+    s.set_capacity(&sys(), &doc, capacity(false, 5, 5000)).await.unwrap();
+    assert_eq!(s.provider(&sys(), &doc).await.unwrap().free_places, 0, "not accepting");
+    s.stop().await;
+}
