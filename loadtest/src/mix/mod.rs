@@ -32,7 +32,7 @@ pub struct Args {
     /// `community:CODE` (e.g. `ha:IHA,community:161`).
     #[arg(long, default_value = "province")]
     pub target: String,
-    /// Scenario weights: `register`, `match`, `waitlist`, `panel`, `stats`
+    /// Scenario weights: `register`, `match`, `waitlist`, `panel`, `stats`, `upload`
     /// (e.g. `register=5,waitlist=10,match=1`). Scenarios left out do not run.
     #[arg(long, default_value = "register=4,waitlist=10,match=1,panel=3,stats=2")]
     pub mix: String,
@@ -58,6 +58,21 @@ pub struct Args {
     /// Bearer token for panel reads (support, or the provider). Also `ATTACH_PANEL_TOKEN`.
     #[arg(long, env = "ATTACH_PANEL_TOKEN", hide_env_values = true)]
     pub panel_token: Option<String>,
+    /// Bearer token of the provider (or their delegate) whose panel `upload` submits to.
+    #[arg(long, env = "ATTACH_UPLOAD_TOKEN", hide_env_values = true)]
+    pub upload_token: Option<String>,
+    /// The provider `upload` submits panels for.
+    #[arg(long)]
+    pub upload_provider: Option<String>,
+    /// The facility number `upload` files name (one of the provider's clinics).
+    #[arg(long)]
+    pub upload_facility: Option<String>,
+    /// Patients per uploaded file.
+    #[arg(long, default_value_t = 200)]
+    pub upload_rows: u32,
+    /// First PHN body for uploaded patients (apart from the registrations' range).
+    #[arg(long, default_value_t = 70_000_000)]
+    pub upload_phn_start: u32,
     /// First PHN body for registrations; pick a range no earlier run used.
     #[arg(long, default_value_t = 40_000_000)]
     pub phn_start: u32,
@@ -125,6 +140,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let recorder = Arc::new(Recorder::new());
     let client = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency).build()?;
     let target = Target::resolve(&client, &args, &recorder).await?;
+    if mix.iter().any(|(s, _)| *s == Scenario::Upload)
+        && (args.upload_provider.is_none() || args.upload_facility.is_none())
+    {
+        bail!("the mix uploads panels: name --upload-provider and --upload-facility (and --upload-token)");
+    }
     if mix.iter().any(|(s, _)| *s == Scenario::Panel) && target.providers.is_empty() {
         bail!("the mix reads panels but the target has no providers (seed it with --demo, or leave `panel` out)");
     }

@@ -23,6 +23,8 @@ pub enum Scenario {
     Panel,
     /// A community's statistics are read.
     Stats,
+    /// A provider submits a panel list (a CSV of new patients, multipart upload).
+    Upload,
 }
 
 impl Scenario {
@@ -34,7 +36,8 @@ impl Scenario {
             "waitlist" => Scenario::Waitlist,
             "panel" => Scenario::Panel,
             "stats" => Scenario::Stats,
-            other => bail!("no scenario is called `{other}` (register, match, waitlist, panel, stats)"),
+            "upload" => Scenario::Upload,
+            other => bail!("no scenario is called `{other}` (register, match, waitlist, panel, stats, upload)"),
         })
     }
 
@@ -46,6 +49,7 @@ impl Scenario {
             Scenario::Waitlist => "waitlistPage",
             Scenario::Panel => "panelPage",
             Scenario::Stats => "communityStatistics",
+            Scenario::Upload => "submitPanel",
         }
     }
 }
@@ -141,7 +145,11 @@ pub async fn send(
     rng: &mut StdRng,
 ) {
     let community = &target.communities[rng.random_range(0..target.communities.len())];
+    if scenario == Scenario::Upload {
+        return upload(n, client, target, args, recorder).await;
+    }
     let (query, variables, token) = match scenario {
+        Scenario::Upload => unreachable!("sent above"),
         Scenario::Register => {
             // Each ticket gets its own block of 13 bodies; any 11 in a row hold a valid PHN.
             let start = args.phn_start.saturating_add((n as u32).saturating_mul(13));
@@ -180,11 +188,16 @@ pub async fn send(
             args.token.as_deref(),
         ),
     };
-    recorder.count_request();
     let mut request = client.post(&target.endpoint).json(&json!({ "query": query, "variables": variables }));
     if let Some(t) = token {
         request = request.bearer_auth(t);
     }
+    measure(scenario, request, recorder).await;
+}
+
+/// Sends a request, times it and records how it ended.
+async fn measure(scenario: Scenario, request: reqwest::RequestBuilder, recorder: &Recorder) {
+    recorder.count_request();
     let started = Instant::now();
     let outcome = match request.send().await {
         Ok(response) => {
@@ -197,4 +210,73 @@ pub async fn send(
         Err(_) => Outcome::Failed("TRANSPORT".into()),
     };
     recorder.record(scenario.operation(), started.elapsed(), outcome);
+}
+
+/// A surname of letters only, different for every `i`.
+fn surname(mut i: u64) -> String {
+    let mut s = String::from("Load");
+    loop {
+        s.push(char::from(b'a' + (i % 26) as u8));
+        i /= 26;
+        if i == 0 {
+            return s;
+        }
+    }
+}
+
+/// The CSV of upload ticket `n`: `rows` patients never uploaded before, as an
+/// EMR export gives them (a header row, CRLF line ends).
+pub fn panel_csv(n: u64, rows: u32, phn_start: u32, facility: &str) -> String {
+    let mut csv = String::from("PHN,Surname,Given name,Date of birth,Service code,Facility\r\n");
+    for k in 0..u64::from(rows) {
+        let i = n * u64::from(rows) + k;
+        let start = phn_start.saturating_add(u32::try_from(i * 13).unwrap_or(u32::MAX));
+        if let Some(phn) = (start..start.saturating_add(13)).find_map(attach_actors::domain::Phn::with_body) {
+            csv.push_str(&format!("{},{},Pat,1980-02-03,98990,{facility}\r\n", phn.expose(), surname(i)));
+        }
+    }
+    csv
+}
+
+/// One panel submission: a GraphQL multipart request (the `Upload` spec).
+async fn upload(n: u64, client: &reqwest::Client, target: &Target, args: &Args, recorder: &Recorder) {
+    let (Some(provider), Some(facility)) = (&args.upload_provider, &args.upload_facility) else { return };
+    let csv = panel_csv(n, args.upload_rows, args.upload_phn_start, facility);
+    let operations = json!({
+        "query": "mutation($p: ID!, $f: String!, $file: Upload!) { submitPanel(providerId: $p, facilityNumber: $f, file: $file) { accepted conflict panelSize } }",
+        "variables": { "p": provider, "f": facility, "file": null },
+    });
+    const BOUNDARY: &str = "attach-loadtest-boundary-7d1f";
+    let body = format!(
+        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"operations\"\r\n\r\n{operations}\r\n\
+         --{BOUNDARY}\r\nContent-Disposition: form-data; name=\"map\"\r\n\r\n{{\"0\": [\"variables.file\"]}}\r\n\
+         --{BOUNDARY}\r\nContent-Disposition: form-data; name=\"0\"; filename=\"panel.csv\"\r\nContent-Type: text/csv\r\n\r\n{csv}\r\n\
+         --{BOUNDARY}--\r\n"
+    );
+    let mut request = client
+        .post(&target.endpoint)
+        .header("content-type", format!("multipart/form-data; boundary={BOUNDARY}"))
+        .body(body);
+    if let Some(t) = &args.upload_token {
+        request = request.bearer_auth(t);
+    }
+    measure(Scenario::Upload, request, recorder).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upload_files_hold_fresh_valid_rows() {
+        let a = panel_csv(0, 50, 60_000_000, "0F111");
+        let b = panel_csv(1, 50, 60_000_000, "0F111");
+        assert_eq!(a.lines().count(), 51, "a header and 50 rows");
+        let phns =
+            |csv: &str| csv.lines().skip(1).map(|l| l.split(',').next().unwrap().to_string()).collect::<Vec<_>>();
+        let (pa, pb) = (phns(&a), phns(&b));
+        assert!(pa.iter().all(|p| !pb.contains(p)), "each upload has new patients");
+        assert!(pa.iter().all(|p| attach_actors::domain::Phn::parse(p).is_ok()));
+        assert!(a.lines().skip(1).all(|l| l.split(',').nth(1).unwrap().chars().all(|c| c.is_ascii_alphabetic())));
+    }
 }
