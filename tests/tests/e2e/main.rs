@@ -5,5 +5,6 @@ mod access;
 mod feed;
 mod helpers;
 mod journey;
+mod loadtest;
 mod panels;
 mod redis;
