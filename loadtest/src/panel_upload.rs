@@ -89,7 +89,7 @@ pub struct UploadArgs {
 }
 
 const SUBMIT: &str = r#"mutation($p: ID!, $f: String!, $file: Upload!) {
-  submitPanel(providerId: $p, facilityNumber: $f, file: $file) { totalRows accepted attachedFromWaitlist }
+  submitPanel(providerId: $p, facilityNumber: $f, file: $file) { totalRows accepted attachedFromWaitlist alreadyOnPanel }
 }"#;
 
 fn multipart(variables: Value, file: &[u8]) -> (String, Vec<u8>) {
@@ -164,8 +164,12 @@ pub async fn upload(args: UploadArgs) -> anyhow::Result<()> {
         let sent = Instant::now();
         let r: Value = request.send().await?.json().await?;
         latencies.push(sent.elapsed());
-        let on_panel = r["data"]["submitPanel"]["accepted"].as_u64().unwrap_or(0)
-            + r["data"]["submitPanel"]["attachedFromWaitlist"].as_u64().unwrap_or(0);
+        // A file sent again (the same --phn-start) is all ALREADY_ON_PANEL: also a success.
+        let report = &r["data"]["submitPanel"];
+        let on_panel = ["accepted", "attachedFromWaitlist", "alreadyOnPanel"]
+            .iter()
+            .map(|k| report[*k].as_u64().unwrap_or(0))
+            .sum::<u64>();
         if r.get("errors").is_some() || on_panel != u64::from(args.rows) {
             errors += 1;
             eprintln!("an upload was not fully accepted: {}", r.to_string().chars().take(300).collect::<String>());
