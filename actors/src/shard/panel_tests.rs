@@ -132,12 +132,19 @@ async fn a_transfer_moves_every_patient_once_and_can_be_run_again() {
     assert_eq!(refused.code, ErrorCode::Conflict, "B is not at the clinic yet");
     s.set_provider_clinic(&sys(), &f, &b, true).await.unwrap();
     s.set_provider_clinic(&sys(), &f, &a, false).await.unwrap();
+    // A left the clinic and B joined it: B's upload of A's patients moves nobody.
+    let b_upload = submit(s, &b, &f, &csv_of(&phns, "0F111")).await;
+    assert!(b_upload.rows.iter().all(|r| r.status == RowStatus::Conflict));
+    assert_eq!(s.panel(&sys(), &a, 0, 100).await.unwrap().items.len(), 61, "still A's");
     let t = s.begin_transfer(&sys(), key.clone(), &a, &b, &f).await.unwrap();
     assert_eq!((t.total, t.status), (61, TransferStatus::Running));
     let done = s.run_transfer(&a, &key).await.unwrap();
     assert_eq!((done.moved, done.skipped, done.status), (61, 0, TransferStatus::Completed));
     assert_eq!(s.panel(&sys(), &a, 0, 100).await.unwrap().items.len(), 0);
     assert_eq!(s.panel(&sys(), &b, 0, 100).await.unwrap().items.len(), 61);
+    // Now B's upload is already there.
+    let b_again = submit(s, &b, &f, &csv_of(&phns, "0F111")).await;
+    assert!(b_again.rows.iter().all(|r| r.status == RowStatus::AlreadyOnPanel));
     // Again: nothing changes; the same key for another target is refused.
     assert_eq!(s.begin_transfer(&sys(), key.clone(), &a, &b, &f).await.unwrap(), done);
     assert_eq!(s.run_transfer(&a, &key).await.unwrap(), done);
