@@ -4,6 +4,7 @@
 use std::io::Read;
 
 use async_graphql::{Context, Enum, ID, Object, SimpleObject, Upload};
+use attach_actors::access::Operation;
 use attach_actors::domain::{self as d, Timestamp};
 use attach_actors::error::{AttachError, ErrorCode};
 use attach_actors::panel::{self as p, csv};
@@ -275,6 +276,9 @@ impl PanelMutation {
     ) -> async_graphql::Result<PanelSubmission> {
         let provider = provider_id_arg(&provider_id)?;
         let facility = facility(&facility_number)?;
+        // The role's gate before the file is read: a caller who may not submit
+        // is told so without the server parsing their upload.
+        caller(ctx).require(Operation::SubmitPanel, None).gql()?;
         let limits = ctx.data_unchecked::<ApiLimits>().panel;
         let bytes = read_upload(ctx, &file, limits).gql()?;
         let today = Timestamp::now().to_utc().date_naive();

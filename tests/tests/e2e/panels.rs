@@ -288,15 +288,18 @@ async fn panel_files_are_reported_row_by_row() {
             .all(|n| n["source"] == "SUBMITTED" && n["facilityNumber"] == "0F111" && n["serviceCode"] == "98990")
     );
     assert_eq!(nodes.iter().filter(|n| !n["reference"].is_null()).count(), 2, "two came off the waitlist");
-    let report = app
-        .ok(
-            r#"{ panelReport(providerId: "P10001") { panelSize itemised adults seniors }
-               clinicPanelReport(facilityNumber: "0F111") { providers { providerId itemised } total { itemised } } }"#,
-            json!({}),
-        )
-        .await;
-    assert_eq!(report["panelReport"]["itemised"], 7);
-    assert_eq!(report["clinicPanelReport"]["total"]["itemised"], 8);
+    let report = ok(&app, &t.p1, r#"{ panelReport(providerId: "P10001") { panelSize itemised adults } }"#, json!({}));
+    assert_eq!(report.await["panelReport"]["itemised"], 7);
+    let clinic =
+        r#"{ clinicPanelReport(facilityNumber: "0F111") { providers { providerId itemised } total { itemised } } }"#;
+    assert_eq!(ok(&app, &t.director, clinic, json!({})).await["clinicPanelReport"]["total"]["itemised"], 8);
+    let refused = call(&app, &t.p2, r#"{ panelReport(providerId: "P10001") { itemised } }"#, json!({})).await;
+    assert_eq!(refused["errors"][0]["extensions"]["code"], "FORBIDDEN", "another provider's report");
+    let refused = submit(&app, &t.p2, "P10001", format!("{}\n", row(40, "Sneak")).as_bytes()).await;
+    assert_eq!(refused["errors"][0]["extensions"]["code"], "FORBIDDEN", "another provider's panel");
+    let variables = json!({ "p": "P10001", "f": "0F111", "file": null });
+    let anonymous = app.upload_raw(None, SUBMIT, variables, "file", b"x\n").await.json::<Value>().await.unwrap();
+    assert_eq!(anonymous["errors"][0]["extensions"]["code"], "UNAUTHENTICATED");
 
     // Empty files, and files past the limits: INVALID_INPUT naming the limit; nothing changes.
     for empty in [b"".as_slice(), b"\xEF\xBB\xBF\r\n\r\n", b"PHN,Surname,Given,DOB,Code,Facility\r\n"] {
