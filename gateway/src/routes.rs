@@ -1,26 +1,34 @@
 //! HTTP routes: `/graphql`, GraphiQL at `/`, `/healthz` and `/readyz`.
+//!
+//! A GraphQL request passes, in order: authentication (a bad bearer token is
+//! a 401 here; no token is the public caller), the rate limit of the caller
+//! (429), the body cap, then the schema, whose operations check the caller.
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, GraphiQLSource};
 use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
+use attach_actors::access::Principal;
 use attach_actors::error::ErrorCode;
 use attach_actors::system::AttachSystem;
 use axum::body::{Body, to_bytes};
-use axum::extract::FromRequestParts;
-use axum::extract::State;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::http::{StatusCode, header};
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 
+use crate::auth::Authenticator;
+use crate::auth::token::TokenError;
 use crate::graphql::document_cache::DocumentCache;
 use crate::graphql::error::ensure_codes;
-use crate::graphql::{AttachSchema, ConnectionSubscriptions};
+use crate::graphql::{AttachSchema, ConnectionSubscriptions, PrincipalSubscriptions};
 use crate::metrics::Metrics;
+use crate::ratelimit::{RateLimits, Verdict};
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -41,6 +49,12 @@ pub struct AppState {
     pub max_subscriptions: usize,
     /// Request counters and latency.
     pub metrics: Arc<Metrics>,
+    /// Checks bearer tokens.
+    pub auth: Arc<Authenticator>,
+    /// Requests per principal and per client IP.
+    pub limits: Arc<RateLimits>,
+    /// Subscriptions per principal, across connections.
+    pub subscriptions: Arc<PrincipalSubscriptions>,
 }
 
 /// The router.
@@ -56,11 +70,22 @@ pub fn router(state: AppState) -> Router {
 
 /// `GET /graphql`: a WebSocket upgrade carries subscriptions
 /// (`graphql-transport-ws`, or the legacy `graphql-ws`); a plain GET is GraphiQL.
-async fn graphql_get(State(state): State<AppState>, request: axum::extract::Request) -> Response {
+/// The caller's token comes in the upgrade's `Authorization` header or in the
+/// `connection_init` payload (`{"Authorization": "Bearer …"}`), which wins.
+async fn graphql_get(State(state): State<AppState>, request: Request) -> Response {
     if !request.headers().contains_key(header::UPGRADE) {
         return graphiql().await.into_response();
     }
+    let ip = client_ip(&request);
     let (mut parts, _) = request.into_parts();
+    let from_header = match state.auth.from_headers(&parts.headers).await {
+        Ok(p) => p,
+        Err(e) => return refuse_token(&state, ip, &e),
+    };
+    let verdict = state.limits.check(from_header.as_ref(), ip);
+    if let Some(v) = verdict.as_ref().filter(|v| !v.allowed()) {
+        return too_many(&state, v);
+    }
     let protocol = match GraphQLProtocol::from_request_parts(&mut parts, &()).await {
         Ok(p) => p,
         Err(_) => {
@@ -78,12 +103,77 @@ async fn graphql_get(State(state): State<AppState>, request: axum::extract::Requ
     let keepalive = state.keepalive;
     let mut data = async_graphql::Data::default();
     data.insert(ConnectionSubscriptions::new(state.max_subscriptions));
-    upgrade
+    data.insert(state.subscriptions.clone());
+    let auth = state.auth.clone();
+    let on_init = move |payload: serde_json::Value| async move {
+        let mut data = async_graphql::Data::default();
+        match auth.from_init_payload(&payload).await {
+            Ok(Some(principal)) => data.insert(principal),
+            Ok(None) => {
+                if let Some(principal) = from_header {
+                    data.insert(principal);
+                }
+            }
+            // graphql-transport-ws closes the socket with this reason.
+            Err(e) => return Err(async_graphql::Error::new(format!("UNAUTHENTICATED: {e}"))),
+        }
+        Ok(data)
+    };
+    let mut response = upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         .on_upgrade(move |socket| {
-            GraphQLWebSocket::new(socket, schema, protocol).with_data(data).keepalive_timeout(keepalive).serve()
+            GraphQLWebSocket::new(socket, schema, protocol)
+                .with_data(data)
+                .on_connection_init(on_init)
+                .keepalive_timeout(keepalive)
+                .serve()
         })
-        .into_response()
+        .into_response();
+    if let Some(v) = verdict {
+        v.write_headers(response.headers_mut());
+    }
+    response
+}
+
+/// The client's address as the socket saw it (unspecified when the router
+/// runs without connect info, as in-process tests do).
+fn client_ip(request: &Request) -> IpAddr {
+    request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |ConnectInfo(addr)| addr.ip())
+}
+
+fn error_body(code: ErrorCode, message: &str) -> Json<serde_json::Value> {
+    Json(json!({ "errors": [{ "message": message, "extensions": { "code": code.as_str() } }] }))
+}
+
+/// 401 for a token that was sent but is not valid. Bad tokens count against
+/// the client's address, so guessing costs quota like any anonymous call.
+fn refuse_token(state: &AppState, ip: IpAddr, error: &TokenError) -> Response {
+    let verdict = state.limits.check(None, ip);
+    if let Some(v) = verdict.as_ref().filter(|v| !v.allowed()) {
+        return too_many(state, v);
+    }
+    state.metrics.record(std::time::Duration::ZERO, std::iter::once(ErrorCode::Unauthenticated.as_str().to_string()));
+    let mut response =
+        (StatusCode::UNAUTHORIZED, error_body(ErrorCode::Unauthenticated, &error.to_string())).into_response();
+    response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer error=\"invalid_token\""));
+    if let Some(v) = verdict {
+        v.write_headers(response.headers_mut());
+    }
+    response
+}
+
+/// 429 with `Retry-After` and the `RateLimit` headers.
+fn too_many(state: &AppState, verdict: &Verdict) -> Response {
+    state.metrics.rate_limited(verdict.policy);
+    state.metrics.record(std::time::Duration::ZERO, std::iter::once(ErrorCode::RateLimited.as_str().to_string()));
+    let wait = verdict.retry_after.unwrap_or(1);
+    let message = format!("too many requests: try again in {wait} s");
+    let mut response = (StatusCode::TOO_MANY_REQUESTS, error_body(ErrorCode::RateLimited, &message)).into_response();
+    verdict.write_headers(response.headers_mut());
+    response
 }
 
 async fn graphiql() -> Html<String> {
@@ -91,14 +181,32 @@ async fn graphiql() -> Html<String> {
 }
 
 fn request_error(status: StatusCode, message: &str) -> Response {
-    let body =
-        json!({ "errors": [{ "message": message, "extensions": { "code": ErrorCode::InvalidInput.as_str() } }] });
-    (status, Json(body)).into_response()
+    (status, error_body(ErrorCode::InvalidInput, message)).into_response()
 }
 
-/// Executes one GraphQL request. The body is read with a hard cap, so an
-/// oversized request is refused before it is parsed.
-async fn graphql(State(state): State<AppState>, body: Body) -> Response {
+/// `POST /graphql`: authenticates and rate-limits the caller, then executes.
+async fn graphql(State(state): State<AppState>, request: Request) -> Response {
+    let ip = client_ip(&request);
+    let (parts, body) = request.into_parts();
+    let principal = match state.auth.from_headers(&parts.headers).await {
+        Ok(p) => p,
+        Err(e) => return refuse_token(&state, ip, &e),
+    };
+    let verdict = state.limits.check(principal.as_ref(), ip);
+    if let Some(v) = verdict.as_ref().filter(|v| !v.allowed()) {
+        return too_many(&state, v);
+    }
+    let mut response = execute(&state, principal, body).await;
+    if let Some(v) = verdict {
+        v.write_headers(response.headers_mut());
+    }
+    response
+}
+
+/// Executes one GraphQL request for `principal` (none: the public caller).
+/// The body is read with a hard cap, so an oversized request is refused
+/// before it is parsed.
+async fn execute(state: &AppState, principal: Option<Principal>, body: Body) -> Response {
     let Ok(bytes) = to_bytes(body, state.max_body_bytes).await else {
         return request_error(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -115,6 +223,9 @@ async fn graphql(State(state): State<AppState>, body: Body) -> Response {
         }
     };
     let started = std::time::Instant::now();
+    if let Some(principal) = principal {
+        request = request.data(principal);
+    }
     state.documents.prepare(&mut request);
     let mut response = state.schema.execute(request).await;
     ensure_codes(&mut response);
