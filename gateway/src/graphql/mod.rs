@@ -1,5 +1,6 @@
 //! The GraphQL API: schema types and resolvers, with no HTTP in sight.
 
+mod access;
 pub mod allowance;
 mod cursor;
 pub mod document_cache;
@@ -20,12 +21,16 @@ pub use feed::SubscriptionRoot;
 pub use mutation::MutationRoot;
 pub use query::QueryRoot;
 
-/// Every query: the registry and waitlist reads, and the feed's catch-up.
+/// Every query: the registry and waitlist reads, the feed's catch-up, and access.
 #[derive(MergedObject, Default)]
-pub struct Query(QueryRoot, feed::FeedQuery);
+pub struct Query(QueryRoot, feed::FeedQuery, access::AccessQuery);
+
+/// Every mutation: the waitlist and registry, and delegation.
+#[derive(MergedObject, Default)]
+pub struct Mutation(MutationRoot, access::AccessMutation);
 
 /// The schema type.
-pub type AttachSchema = Schema<Query, MutationRoot, SubscriptionRoot>;
+pub type AttachSchema = Schema<Query, Mutation, SubscriptionRoot>;
 
 /// Limits resolvers read from the context.
 #[derive(Debug, Clone, Copy)]
@@ -40,7 +45,7 @@ pub fn build(
     limits: &crate::config::Limits,
     feed: &crate::config::FeedSettings,
 ) -> AttachSchema {
-    Schema::build(Query::default(), MutationRoot, SubscriptionRoot)
+    Schema::build(Query::default(), Mutation::default(), SubscriptionRoot)
         .data(system)
         .data(feed.clone())
         .data(ApiLimits { max_page_size: limits.max_page_size })
@@ -51,5 +56,5 @@ pub fn build(
 
 /// The schema in SDL, as committed in `schema.graphql`.
 pub fn sdl() -> String {
-    Schema::build(Query::default(), MutationRoot, SubscriptionRoot).finish().sdl()
+    Schema::build(Query::default(), Mutation::default(), SubscriptionRoot).finish().sdl()
 }
