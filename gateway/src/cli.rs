@@ -101,7 +101,7 @@ pub async fn run() -> anyhow::Result<()> {
             settings.regions = regions.unwrap_or(settings.regions);
             settings.demo = demo.or(settings.demo);
             settings.redis = redis.or(settings.redis);
-            crate::telemetry::init(&settings.log);
+            let _telemetry = crate::telemetry::init(&settings.log);
             let host = settings.listen.ip();
             let app = Application::build(settings).await?;
             // One line on stdout, for people and for scripts that started it on port 0.

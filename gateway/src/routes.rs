@@ -21,6 +21,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
+use tracing::Instrument;
 
 use crate::auth::Authenticator;
 use crate::auth::token::TokenError;
@@ -65,6 +66,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .layer(axum::middleware::from_fn(crate::telemetry::http_span))
         .with_state(state)
 }
 
@@ -227,7 +229,8 @@ async fn execute(state: &AppState, principal: Option<Principal>, body: Body) -> 
         request = request.data(principal);
     }
     state.documents.prepare(&mut request);
-    let mut response = state.schema.execute(request).await;
+    let span = crate::telemetry::graphql_span(&mut request);
+    let mut response = state.schema.execute(request).instrument(span).await;
     ensure_codes(&mut response);
     state.metrics.record(
         started.elapsed(),
