@@ -90,8 +90,7 @@ async fn forged_and_stale_tokens_are_refused_with_401_over_http() {
     assert_refused(&app, &sign(&edited(&good, |c| c["role"] = json!("internal"))), "a role no token carries").await;
     let parts: Vec<&str> = token.split('.').collect();
     let promoted = edited(&good, |c| c["role"] = json!("operations"));
-    assert_refused(&app, &format!("{}.{}.{}", parts[0], B64.encode(promoted.to_string()), parts[2]), "tampered")
-        .await;
+    assert_refused(&app, &format!("{}.{}.{}", parts[0], B64.encode(promoted.to_string()), parts[2]), "tampered").await;
     assert_refused(&app, &DevKey::generate().unwrap().sign(&good).unwrap(), "unknown key").await;
     assert_refused(&app, &unsigned(&json!({ "alg": "none", "typ": "JWT" }), &good, ""), "alg none").await;
     assert_refused(&app, &unsigned(&json!({ "alg": "none", "kid": key.kid() }), &good, parts[2]), "alg none").await;

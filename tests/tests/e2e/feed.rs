@@ -199,7 +199,10 @@ async fn two_processes_share_one_redis() {
     let ready: Value = b.http().get(format!("{}/readyz", b.url)).send().await.unwrap().json().await.unwrap();
     assert_eq!(ready["feed"]["backend"], "redis");
     assert_eq!(ready["feed"]["connected"], true);
-    let stats = b.coordinator().ok("{ communityStatistics(code: \"111\") { feed { backend connected dropped } } }", json!({})).await;
+    let stats = b
+        .coordinator()
+        .ok("{ communityStatistics(code: \"111\") { feed { backend connected dropped } } }", json!({}))
+        .await;
     assert_eq!(stats["communityStatistics"]["feed"]["backend"], "redis", "the statistics show the feed too");
     assert_eq!(stats["communityStatistics"]["feed"]["connected"], true);
 }

@@ -42,7 +42,9 @@ async fn register(app: &TestApp, community: &str, phns: &[String]) -> Value {
 }
 
 async fn waitlist_total(app: &TestApp, community: &str) -> u64 {
-    app.coordinator().ok(WAITLIST, json!({ "c": community, "first": 1 })).await["waitlist"]["totalCount"].as_u64().unwrap()
+    app.coordinator().ok(WAITLIST, json!({ "c": community, "first": 1 })).await["waitlist"]["totalCount"]
+        .as_u64()
+        .unwrap()
 }
 
 #[tokio::test]
@@ -64,12 +66,13 @@ async fn the_whole_journey_survives_sigkill() {
         json!({}),
     )
     .await;
-    doctor.ok(
-        r#"mutation { upsertProvider(input: { id: "P10001", givenName: "Maya", surname: "Okafor", kind: PHYSICIAN,
+    doctor
+        .ok(
+            r#"mutation { upsertProvider(input: { id: "P10001", givenName: "Maya", surname: "Okafor", kind: PHYSICIAN,
              community: "111", clinics: ["0F111"], reportedPanelSize: 1200 }) { id } }"#,
-        json!({}),
-    )
-    .await;
+            json!({}),
+        )
+        .await;
     let provider = doctor
         .ok(
             r#"mutation { setProviderCapacity(providerId: "P10001", input: { acceptingNewPatients: true, monthlyRate: 10,
@@ -126,9 +129,10 @@ async fn the_whole_journey_survives_sigkill() {
     let page1 = coordinator.ok(WAITLIST, json!({ "c": "111", "first": 2 })).await["waitlist"].clone();
     assert_eq!(page1["nodes"][0]["reference"], family["reference"]);
     assert_eq!(page1["pageInfo"]["hasNextPage"], true);
-    let page2 =
-        coordinator.ok(WAITLIST, json!({ "c": "111", "first": 2, "after": page1["pageInfo"]["endCursor"] })).await["waitlist"]
-            .clone();
+    let page2 = coordinator
+        .ok(WAITLIST, json!({ "c": "111", "first": 2, "after": page1["pageInfo"]["endCursor"] }))
+        .await["waitlist"]
+        .clone();
     assert_eq!(page2["nodes"][0]["reference"], leaver["reference"]);
 
     // Withdraw one before matching.
