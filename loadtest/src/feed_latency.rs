@@ -47,7 +47,7 @@ pub struct Args {
 type Sent = Arc<Mutex<HashMap<String, Instant>>>;
 
 /// Runs the measurement.
-pub async fn run(args: Args) -> anyhow::Result<()> {
+pub async fn run(args: Args, token: Option<&str>) -> anyhow::Result<()> {
     anyhow::ensure!(
         args.events <= 100_000 && args.max_seconds <= 600,
         "runs are bounded: at most 100,000 events and 600 s"
@@ -57,12 +57,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let ws_url = format!("{}/graphql", args.url.trim_end_matches('/').replacen("http", "ws", 1));
     let mut subscribers = Vec::new();
     for i in 0..args.subscribers {
-        subscribers.push(subscriber(&ws_url, &args.community, i, sent.clone(), args.events as usize, deadline).await?);
+        subscribers
+            .push(subscriber(&ws_url, token, &args.community, i, sent.clone(), args.events as usize, deadline).await?);
     }
     // Let every subscription reach the server (and Redis) before the first event.
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    let client = reqwest::Client::new();
+    let client = crate::client::http(token, 1)?;
     let endpoint = format!("{}/graphql", args.url.trim_end_matches('/'));
     let started = Instant::now();
     let mut bodies = (args.phn_start..).filter_map(attach_actors::domain::Phn::with_body);
@@ -114,6 +115,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 /// One subscriber: connects, subscribes, and returns (latencies, events it never got).
 async fn subscriber(
     url: &str,
+    token: Option<&str>,
     community: &str,
     index: usize,
     sent: Sent,
@@ -124,7 +126,7 @@ async fn subscriber(
     request.headers_mut().insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse()?);
     let (mut ws, _) =
         tokio_tungstenite::connect_async(request).await.with_context(|| format!("subscriber {index} connecting"))?;
-    ws.send(Message::text(json!({ "type": "connection_init" }).to_string())).await?;
+    ws.send(Message::text(crate::client::connection_init(token).to_string())).await?;
     let query = "subscription($c: String!) { communityEvents(communityCode: $c) { kind reference } }";
     ws.send(Message::text(
         json!({ "id": "1", "type": "subscribe", "payload": { "query": query, "variables": { "c": community } } })

@@ -3,6 +3,7 @@
 //! Every run is bounded by a duration and a request count. A response is a
 //! success only if it is HTTP 200 *and* carries no GraphQL errors.
 
+mod client;
 mod feed_latency;
 mod read_path;
 mod registration_burst;
@@ -15,6 +16,12 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "attach-loadtest", version, about)]
 struct Cli {
+    /// Bearer token sent with every request and subscription (the role the
+    /// scenario needs: a coordinator or support token reads waitlists and
+    /// subscribes to feeds). Mint one for a development server with
+    /// `attach token --role coordinator --scope province`.
+    #[arg(long, global = true, env = "ATTACH_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -31,9 +38,11 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
-        Command::ReadPath(args) => read_path::run(args).await,
-        Command::FeedLatency(args) => feed_latency::run(args).await,
-        Command::RegistrationBurst(args) => registration_burst::run(args).await,
+    let cli = Cli::parse();
+    let token = cli.token.as_deref();
+    match cli.command {
+        Command::ReadPath(args) => read_path::run(args, token).await,
+        Command::FeedLatency(args) => feed_latency::run(args, token).await,
+        Command::RegistrationBurst(args) => registration_burst::run(args, token).await,
     }
 }

@@ -44,9 +44,9 @@ pub struct Args {
 }
 
 /// Runs both phases and reports.
-pub async fn run(args: Args) -> anyhow::Result<()> {
+pub async fn run(args: Args, token: Option<&str>) -> anyhow::Result<()> {
     anyhow::ensure!(args.seconds <= 300 && args.warmup <= 60, "phases are bounded to 300 s, warm-up to 60 s");
-    let client = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency).build()?;
+    let client = crate::client::http(token, args.concurrency)?;
     let endpoint = format!("{}/graphql", args.url.trim_end_matches('/'));
     let trivial = json!({ "query": "{ __typename }" });
     let page = json!({

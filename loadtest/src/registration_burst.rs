@@ -36,10 +36,10 @@ pub struct Args {
 }
 
 /// Runs the burst.
-pub async fn run(args: Args) -> anyhow::Result<()> {
+pub async fn run(args: Args, token: Option<&str>) -> anyhow::Result<()> {
     anyhow::ensure!(args.seconds <= 300, "a burst is bounded to 300 s");
     let communities: Vec<String> = args.communities.split(',').map(|c| c.trim().to_string()).collect();
-    let client = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency).build()?;
+    let client = crate::client::http(token, args.concurrency)?;
     let endpoint = format!("{}/graphql", args.url.trim_end_matches('/'));
     let started = Instant::now();
     let deadline = started + Duration::from_secs(args.seconds);
