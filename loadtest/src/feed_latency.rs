@@ -144,6 +144,11 @@ async fn subscriber(
             };
             let now = Instant::now();
             let Ok(v) = serde_json::from_str::<Value>(&text) else { continue };
+            if let Some(errors) = v["payload"]["errors"].as_array() {
+                // Refused (no token, a role that may not read the feed, a cap): say why.
+                eprintln!("subscriber {index}: the subscription was refused: {}", Value::from(errors.clone()));
+                break;
+            }
             let event = &v["payload"]["data"]["communityEvents"];
             if event["kind"] != "REGISTERED" {
                 continue;
