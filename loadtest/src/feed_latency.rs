@@ -42,12 +42,17 @@ pub struct Args {
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
+    /// Bearer token sent with every request (a coordinator or support token whose scope covers the community;
+    /// registrations are public). Also `ATTACH_TOKEN`.
+    #[arg(long, env = "ATTACH_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 type Sent = Arc<Mutex<HashMap<String, Instant>>>;
 
 /// Runs the measurement.
-pub async fn run(args: Args, token: Option<&str>) -> anyhow::Result<()> {
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let token = args.token.as_deref();
     anyhow::ensure!(
         args.events <= 100_000 && args.max_seconds <= 600,
         "runs are bounded: at most 100,000 events and 600 s"

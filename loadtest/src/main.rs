@@ -5,6 +5,7 @@
 
 mod client;
 mod feed_latency;
+mod mix;
 mod read_path;
 mod registration_burst;
 mod stats;
@@ -16,12 +17,6 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "attach-loadtest", version, about)]
 struct Cli {
-    /// Bearer token sent with every request and subscription (the role the
-    /// scenario needs: a coordinator or support token reads waitlists and
-    /// subscribes to feeds). Mint one for a development server with
-    /// `attach token --role coordinator --scope province`.
-    #[arg(long, global = true, env = "ATTACH_TOKEN", hide_env_values = true)]
-    token: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -34,15 +29,17 @@ enum Command {
     FeedLatency(feed_latency::Args),
     /// Concurrent registrations across communities: durable-commit throughput.
     RegistrationBurst(registration_burst::Args),
+    /// Named scenarios in a weighted mix against a target, with live-feed
+    /// subscribers; reports in the terminal, as JSON and as HTML.
+    Run(mix::Args),
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    let token = cli.token.as_deref();
-    match cli.command {
-        Command::ReadPath(args) => read_path::run(args, token).await,
-        Command::FeedLatency(args) => feed_latency::run(args, token).await,
-        Command::RegistrationBurst(args) => registration_burst::run(args, token).await,
+    match Cli::parse().command {
+        Command::ReadPath(args) => read_path::run(args).await,
+        Command::FeedLatency(args) => feed_latency::run(args).await,
+        Command::RegistrationBurst(args) => registration_burst::run(args).await,
+        Command::Run(args) => mix::run(args).await,
     }
 }

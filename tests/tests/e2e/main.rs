@@ -6,4 +6,5 @@ mod auth;
 mod feed;
 mod helpers;
 mod journey;
+mod loadtest;
 mod redis;
