@@ -152,6 +152,10 @@ pub struct RateSettings {
     pub enabled: bool,
     /// How often idle callers are dropped from the limiter's memory, in seconds.
     pub sweep_secs: u64,
+    /// Reverse proxies in front of Attach that append to `X-Forwarded-For`:
+    /// the client is the address the outermost of them saw. 0: the socket's peer
+    /// (never trust the header when clients can reach Attach directly).
+    pub trusted_proxy_hops: usize,
     /// Calls without a token, per client IP address.
     pub anonymous_per_ip: RateQuota,
     /// Patients.
@@ -176,6 +180,7 @@ impl Default for RateSettings {
         RateSettings {
             enabled: true,
             sweep_secs: 60,
+            trusted_proxy_hops: 0,
             anonymous_per_ip: RateQuota::new(120, 60),
             patient: RateQuota::new(60, 20),
             provider: RateQuota::new(1200, 200),

@@ -7,6 +7,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, GraphiQLSource};
 use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
@@ -56,6 +57,8 @@ pub struct AppState {
     pub limits: Arc<RateLimits>,
     /// Subscriptions per principal, across connections.
     pub subscriptions: Arc<PrincipalSubscriptions>,
+    /// Trusted proxies appending to `X-Forwarded-For` (0: use the peer address).
+    pub proxy_hops: usize,
 }
 
 /// The router.
@@ -78,15 +81,16 @@ async fn graphql_get(State(state): State<AppState>, request: Request) -> Respons
     if !request.headers().contains_key(header::UPGRADE) {
         return graphiql().await.into_response();
     }
-    let ip = client_ip(&request);
+    let started = Instant::now();
+    let ip = client_ip(&request, state.proxy_hops);
     let (mut parts, _) = request.into_parts();
     let from_header = match state.auth.from_headers(&parts.headers).await {
         Ok(p) => p,
-        Err(e) => return refuse_token(&state, ip, &e),
+        Err(e) => return refuse_token(&state, ip, &e, started),
     };
     let verdict = state.limits.check(from_header.as_ref(), ip);
     if let Some(v) = verdict.as_ref().filter(|v| !v.allowed()) {
-        return too_many(&state, v);
+        return too_many(&state, v, started);
     }
     let protocol = match GraphQLProtocol::from_request_parts(&mut parts, &()).await {
         Ok(p) => p,
@@ -137,13 +141,28 @@ async fn graphql_get(State(state): State<AppState>, request: Request) -> Respons
     response
 }
 
-/// The client's address as the socket saw it (unspecified when the router
-/// runs without connect info, as in-process tests do).
-fn client_ip(request: &Request) -> IpAddr {
-    request
+/// The client's address: the socket's peer (unspecified when the router runs
+/// without connect info, as in-process tests do), or behind `hops` trusted
+/// proxies the address the outermost one appended to `X-Forwarded-For`.
+fn client_ip(request: &Request, hops: usize) -> IpAddr {
+    let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |ConnectInfo(addr)| addr.ip())
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |ConnectInfo(addr)| addr.ip());
+    if hops == 0 {
+        return peer;
+    }
+    forwarded_client(request.headers().get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()), hops)
+        .unwrap_or(peer)
+}
+
+/// The `hops`-th address from the right of `X-Forwarded-For` (each proxy appends
+/// the address it saw; entries further left were written by the client and
+/// prove nothing).
+fn forwarded_client<'a>(values: impl Iterator<Item = &'a str>, hops: usize) -> Option<IpAddr> {
+    let entries: Vec<&str> = values.flat_map(|v| v.split(',')).map(str::trim).collect();
+    let entry = entries.len().checked_sub(hops).map(|i| entries[i])?;
+    entry.parse::<IpAddr>().ok().or_else(|| entry.parse::<SocketAddr>().ok().map(|a| a.ip()))
 }
 
 fn error_body(code: ErrorCode, message: &str) -> Json<serde_json::Value> {
@@ -152,12 +171,12 @@ fn error_body(code: ErrorCode, message: &str) -> Json<serde_json::Value> {
 
 /// 401 for a token that was sent but is not valid. Bad tokens count against
 /// the client's address, so guessing costs quota like any anonymous call.
-fn refuse_token(state: &AppState, ip: IpAddr, error: &TokenError) -> Response {
+fn refuse_token(state: &AppState, ip: IpAddr, error: &TokenError, started: Instant) -> Response {
     let verdict = state.limits.check(None, ip);
     if let Some(v) = verdict.as_ref().filter(|v| !v.allowed()) {
-        return too_many(state, v);
+        return too_many(state, v, started);
     }
-    state.metrics.record(std::time::Duration::ZERO, std::iter::once(ErrorCode::Unauthenticated.as_str().to_string()));
+    state.metrics.record(started.elapsed(), std::iter::once(ErrorCode::Unauthenticated.as_str().to_string()));
     let mut response =
         (StatusCode::UNAUTHORIZED, error_body(ErrorCode::Unauthenticated, &error.to_string())).into_response();
     response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer error=\"invalid_token\""));
@@ -168,9 +187,9 @@ fn refuse_token(state: &AppState, ip: IpAddr, error: &TokenError) -> Response {
 }
 
 /// 429 with `Retry-After` and the `RateLimit` headers.
-fn too_many(state: &AppState, verdict: &Verdict) -> Response {
+fn too_many(state: &AppState, verdict: &Verdict, started: Instant) -> Response {
     state.metrics.rate_limited(verdict.policy);
-    state.metrics.record(std::time::Duration::ZERO, std::iter::once(ErrorCode::RateLimited.as_str().to_string()));
+    state.metrics.record(started.elapsed(), std::iter::once(ErrorCode::RateLimited.as_str().to_string()));
     let wait = verdict.retry_after.unwrap_or(1);
     let message = format!("too many requests: try again in {wait} s");
     let mut response = (StatusCode::TOO_MANY_REQUESTS, error_body(ErrorCode::RateLimited, &message)).into_response();
@@ -188,15 +207,16 @@ fn request_error(status: StatusCode, message: &str) -> Response {
 
 /// `POST /graphql`: authenticates and rate-limits the caller, then executes.
 async fn graphql(State(state): State<AppState>, request: Request) -> Response {
-    let ip = client_ip(&request);
+    let started = Instant::now();
+    let ip = client_ip(&request, state.proxy_hops);
     let (parts, body) = request.into_parts();
     let principal = match state.auth.from_headers(&parts.headers).await {
         Ok(p) => p,
-        Err(e) => return refuse_token(&state, ip, &e),
+        Err(e) => return refuse_token(&state, ip, &e, started),
     };
     let verdict = state.limits.check(principal.as_ref(), ip);
     if let Some(v) = verdict.as_ref().filter(|v| !v.allowed()) {
-        return too_many(&state, v);
+        return too_many(&state, v, started);
     }
     let mut response = execute(&state, principal, body).await;
     if let Some(v) = verdict {
@@ -266,4 +286,20 @@ async fn readyz(State(state): State<AppState>) -> Response {
         "feed": { "backend": feed.backend, "connected": feed.connected, "dropped": feed.dropped },
     });
     (status, Json(body)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_client_is_what_the_outermost_trusted_proxy_saw() {
+        let one = ["203.0.113.9, 198.51.100.7"];
+        assert_eq!(forwarded_client(one.into_iter(), 1), Some(IpAddr::from([198, 51, 100, 7])));
+        assert_eq!(forwarded_client(one.into_iter(), 2), Some(IpAddr::from([203, 0, 113, 9])));
+        assert_eq!(forwarded_client(one.into_iter(), 3), None, "fewer entries than proxies: the peer");
+        let split = ["1.2.3.4", "10.0.0.1:5000"];
+        assert_eq!(forwarded_client(split.into_iter(), 1), Some(IpAddr::from([10, 0, 0, 1])));
+        assert_eq!(forwarded_client(["not-an-ip"].into_iter(), 1), None);
+    }
 }

@@ -101,6 +101,7 @@ impl Application {
             auth,
             limits,
             subscriptions: Arc::new(PrincipalSubscriptions::new(settings.limits.subscriptions_per_principal)),
+            proxy_hops: settings.limits.rate.trusted_proxy_hops,
         };
         Ok(Application { listener, port, state, init })
     }

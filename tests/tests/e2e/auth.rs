@@ -159,6 +159,7 @@ async fn a_caller_over_quota_gets_429_then_succeeds_after_the_window_and_others_
         ("ATTACH_LIMITS__RATE__COORDINATOR__BURST", "2"),
         ("ATTACH_LIMITS__RATE__ANONYMOUS_PER_IP__PER_MINUTE", "60"),
         ("ATTACH_LIMITS__RATE__ANONYMOUS_PER_IP__BURST", "3"),
+        ("ATTACH_LIMITS__RATE__TRUSTED_PROXY_HOPS", "1"),
     ];
     let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     let app = TestApp::spawn(dir.path(), Spawn { env, ..Spawn::default() }).await;
@@ -205,6 +206,16 @@ async fn a_caller_over_quota_gets_429_then_succeeds_after_the_window_and_others_
     assert_eq!(r.status(), 429);
     assert_eq!(header(&r, "ratelimit"), "\"anonymous\";r=0;t=1");
     assert_eq!(b.post(WAITLIST, json!({})).await.status(), 200, "signed-in callers are not held to the address");
+    // Behind one trusted proxy, the address it saw is the client.
+    let proxied = app
+        .http()
+        .post(format!("{}/graphql", app.url))
+        .header("x-forwarded-for", "203.0.113.5")
+        .json(&json!({ "query": "{ healthAuthorities { code } }" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(proxied.status(), 200, "another client behind the proxy has its own quota");
 
     let text = app.http().get(format!("{}/metrics", app.url)).send().await.unwrap().text().await.unwrap();
     let count = |role: &str| -> f64 {
