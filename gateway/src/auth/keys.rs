@@ -251,4 +251,41 @@ mod tests {
         assert!(set.find(None).is_some(), "one key: a token without kid may use it");
         assert!(KeySet::parse("[]").is_err());
     }
+
+    fn jwks_of(key: &crate::auth::dev::DevKey) -> String {
+        key.jwks().to_string()
+    }
+
+    #[tokio::test]
+    async fn an_unknown_kid_reads_the_file_again_but_not_twice_in_a_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jwks.json");
+        let (old, new) = (crate::auth::dev::DevKey::generate().unwrap(), crate::auth::dev::DevKey::generate().unwrap());
+        std::fs::write(&path, jwks_of(&old)).unwrap();
+        let keys = Keys::load(KeySource::File(path.clone())).await.unwrap();
+        assert!(keys.current().find(Some(new.kid())).is_none());
+        std::fs::write(&path, jwks_of(&new)).unwrap(); // the identity provider rotated its key
+        assert!(keys.refetch_for_unknown_key().await);
+        assert!(keys.current().find(Some(new.kid())).is_some());
+        assert!(!keys.refetch_for_unknown_key().await, "at most one read per MIN_REFETCH");
+        std::fs::write(&path, "{ not json").unwrap();
+        assert!(keys.refresh().await.is_err());
+        assert!(keys.current().find(Some(new.kid())).is_some(), "a failed read keeps the keys held");
+        assert!(Keys::load(KeySource::File(dir.path().join("missing.json"))).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_jwks_url_is_fetched() {
+        let key = crate::auth::dev::DevKey::generate().unwrap();
+        let body = jwks_of(&key);
+        let app = axum::Router::new().route("/certs", axum::routing::get(move || async move { body }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let source = KeySource::parse(&format!("http://{addr}/certs"));
+        assert!(matches!(source, KeySource::Url(_)));
+        let keys = Keys::load(source).await.unwrap();
+        assert!(keys.current().find(Some(key.kid())).is_some());
+        assert!(Keys::load(KeySource::parse(&format!("http://{addr}/missing"))).await.is_err(), "a 404 is an error");
+    }
 }
