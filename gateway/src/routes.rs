@@ -4,10 +4,11 @@
 //! a 401 here; no token is the public caller), the rate limit of the caller
 //! (429), the body cap, then the schema, whose operations check the caller.
 
+use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, GraphiQLSource};
 use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
@@ -22,6 +23,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
+use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::auth::Authenticator;
@@ -88,7 +90,7 @@ async fn graphql_get(State(state): State<AppState>, request: Request) -> Respons
         Ok(p) => p,
         Err(e) => return refuse_token(&state, ip, &e, started),
     };
-    let verdict = state.limits.check(from_header.as_ref(), ip);
+    let verdict = state.limits.check(from_header.as_ref().map(|s| &s.principal), ip);
     if let Some(v) = verdict.as_ref().filter(|v| !v.allowed()) {
         return too_many(&state, v, started);
     }
@@ -111,34 +113,64 @@ async fn graphql_get(State(state): State<AppState>, request: Request) -> Respons
     data.insert(ConnectionSubscriptions::new(state.max_subscriptions));
     data.insert(state.subscriptions.clone());
     let auth = state.auth.clone();
+    let leeway = auth.leeway();
+    // The connection ends when the token it signed in with expires.
+    let (expiry_tx, expiry) = watch::channel(from_header.as_ref().map(|s| s.expires + leeway));
     let on_init = move |payload: serde_json::Value| async move {
         let mut data = async_graphql::Data::default();
-        match auth.from_init_payload(&payload).await {
-            Ok(Some(principal)) => data.insert(principal),
-            Ok(None) => {
-                if let Some(principal) = from_header {
-                    data.insert(principal);
-                }
-            }
+        let signed = match auth.from_init_payload(&payload).await {
+            Ok(Some(signed)) => Some(signed),
+            Ok(None) => from_header,
             // graphql-transport-ws closes the socket with this reason.
             Err(e) => return Err(async_graphql::Error::new(format!("UNAUTHENTICATED: {e}"))),
+        };
+        if let Some(signed) = signed {
+            expiry_tx.send_replace(Some(signed.expires + leeway));
+            data.insert(signed.principal);
         }
         Ok(data)
     };
     let mut response = upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         .on_upgrade(move |socket| {
-            GraphQLWebSocket::new(socket, schema, protocol)
+            let serve = GraphQLWebSocket::new(socket, schema, protocol)
                 .with_data(data)
                 .on_connection_init(on_init)
                 .keepalive_timeout(keepalive)
-                .serve()
+                .serve();
+            serve_until_expiry(serve, expiry)
         })
         .into_response();
     if let Some(v) = verdict {
         v.write_headers(response.headers_mut());
     }
     response
+}
+
+/// Serves a subscription connection until it ends or the token it signed in
+/// with expires (dropping the connection closes the socket and every
+/// subscription on it: a client signs in again with a fresh token).
+async fn serve_until_expiry(serve: impl Future<Output = ()>, mut expiry: watch::Receiver<Option<SystemTime>>) {
+    tokio::pin!(serve);
+    // The sender goes away once `connection_init` is handled; the deadline stays.
+    let mut settled = false;
+    loop {
+        let deadline = *expiry.borrow_and_update();
+        let expired = async {
+            match deadline {
+                Some(t) => tokio::time::sleep(t.duration_since(SystemTime::now()).unwrap_or_default()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = &mut serve => return,
+            changed = expiry.changed(), if !settled => settled = changed.is_err(),
+            () = expired => {
+                tracing::debug!("closing a subscription connection: its token expired");
+                return;
+            }
+        }
+    }
 }
 
 /// The client's address: the socket's peer (unspecified when the router runs
@@ -211,7 +243,7 @@ async fn graphql(State(state): State<AppState>, request: Request) -> Response {
     let ip = client_ip(&request, state.proxy_hops);
     let (parts, body) = request.into_parts();
     let principal = match state.auth.from_headers(&parts.headers).await {
-        Ok(p) => p,
+        Ok(signed) => signed.map(|s| s.principal),
         Err(e) => return refuse_token(&state, ip, &e, started),
     };
     let verdict = state.limits.check(principal.as_ref(), ip);

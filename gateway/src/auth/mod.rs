@@ -18,12 +18,11 @@ pub mod token;
 use std::sync::Arc;
 use std::time::Duration;
 
-use attach_actors::access::Principal;
 use axum::http::{HeaderMap, header};
 
 use crate::config::Settings;
 use keys::{KeySource, Keys};
-use token::{TokenError, TokenRules};
+use token::{Signed, TokenError, TokenRules};
 
 /// Checks bearer tokens.
 pub struct Authenticator {
@@ -61,9 +60,14 @@ impl Authenticator {
         })
     }
 
+    /// The clock skew tolerated on `exp`.
+    pub fn leeway(&self) -> Duration {
+        Duration::from_secs(self.rules.leeway_secs)
+    }
+
     /// Verifies a token, reading the JWKS again (rate-limited) when it names
     /// a key not held yet: the identity provider may have rotated its keys.
-    pub async fn verify(&self, token: &str) -> Result<Principal, TokenError> {
+    pub async fn verify(&self, token: &str) -> Result<Signed, TokenError> {
         match token::verify(token, &self.keys.current(), &self.rules) {
             Err(TokenError::UnknownKey) if self.keys.refetch_for_unknown_key().await => {
                 token::verify(token, &self.keys.current(), &self.rules)
@@ -74,7 +78,7 @@ impl Authenticator {
 
     /// The principal of a request: `Ok(None)` without an `Authorization`
     /// header, an error when there is one that does not hold a valid bearer token.
-    pub async fn from_headers(&self, headers: &HeaderMap) -> Result<Option<Principal>, TokenError> {
+    pub async fn from_headers(&self, headers: &HeaderMap) -> Result<Option<Signed>, TokenError> {
         let Some(value) = headers.get(header::AUTHORIZATION) else { return Ok(None) };
         let token = value.to_str().ok().and_then(bearer).ok_or(TokenError::Malformed)?;
         self.verify(token).await.map(Some)
@@ -82,7 +86,7 @@ impl Authenticator {
 
     /// The principal of a WebSocket `connection_init` payload
     /// (`{"Authorization": "Bearer …"}`, any case of the key).
-    pub async fn from_init_payload(&self, payload: &serde_json::Value) -> Result<Option<Principal>, TokenError> {
+    pub async fn from_init_payload(&self, payload: &serde_json::Value) -> Result<Option<Signed>, TokenError> {
         let Some(object) = payload.as_object() else { return Ok(None) };
         let Some((_, value)) = object.iter().find(|(k, _)| k.eq_ignore_ascii_case("authorization")) else {
             return Ok(None);

@@ -8,6 +8,7 @@
 //! and `provider_id`.
 
 use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use attach_actors::access::{Principal, Role, Scope};
 use attach_actors::domain::ProviderId;
@@ -71,9 +72,19 @@ impl fmt::Display for TokenError {
     }
 }
 
+/// A token that passed every check.
+#[derive(Debug, Clone)]
+pub struct Signed {
+    /// Who it says the caller is.
+    pub principal: Principal,
+    /// Its `exp`: a connection signed in with it must not outlive it.
+    pub expires: SystemTime,
+}
+
 /// The claims Attach reads (the standard ones are checked by `Validation`).
 #[derive(Deserialize)]
 struct Claims {
+    exp: u64,
     sub: String,
     role: String,
     #[serde(default)]
@@ -91,7 +102,7 @@ enum ScopeClaim {
 }
 
 /// Verifies `token` against `keys` and `rules`.
-pub fn verify(token: &str, keys: &KeySet, rules: &TokenRules) -> Result<Principal, TokenError> {
+pub fn verify(token: &str, keys: &KeySet, rules: &TokenRules) -> Result<Signed, TokenError> {
     // `decode_header` fails on any `alg` jsonwebtoken does not know, `none` included.
     let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
     if !matches!(header.alg, Algorithm::RS256 | Algorithm::ES256) {
@@ -119,7 +130,8 @@ pub fn verify(token: &str, keys: &KeySet, rules: &TokenRules) -> Result<Principa
         ErrorKind::Json(_) => TokenError::Claims("`sub` and `role` are required strings".to_string()),
         _ => TokenError::Malformed,
     })?;
-    principal(data.claims)
+    let expires = UNIX_EPOCH + Duration::from_secs(data.claims.exp);
+    Ok(Signed { principal: principal(data.claims)?, expires })
 }
 
 fn principal(claims: Claims) -> Result<Principal, TokenError> {
@@ -206,7 +218,7 @@ mod tests {
         let mut jwks = ec.jwks()["keys"].as_array().unwrap().clone();
         jwks.push(rsa.jwk.clone());
         let keys = set(jwks);
-        let p = verify(&rs256(&rsa, "r1", &claims()), &keys, &rules()).unwrap();
+        let p = verify(&rs256(&rsa, "r1", &claims()), &keys, &rules()).unwrap().principal;
         assert_eq!((p.subject(), p.role()), ("u-1", Role::Coordinator));
         assert_eq!(p.scope(), &Scope::parse(["ha:VIHA", "community:111"]).unwrap());
         let mut c = claims();
@@ -214,7 +226,9 @@ mod tests {
         c["provider_id"] = json!("P10001");
         c["scope"] = json!(["province"]);
         c["aud"] = json!(["other", "attach"]);
-        let p = verify(&ec.sign(&c).unwrap(), &keys, &rules()).unwrap();
+        let signed = verify(&ec.sign(&c).unwrap(), &keys, &rules()).unwrap();
+        assert_eq!(signed.expires, UNIX_EPOCH + Duration::from_secs(c["exp"].as_u64().unwrap()));
+        let p = signed.principal;
         assert_eq!(p.provider().map(|p| p.as_str()), Some("P10001"));
         assert!(p.scope().province);
     }

@@ -318,3 +318,25 @@ async fn subscriptions_need_a_valid_token_and_are_capped_per_principal_across_co
         n += 1;
     }
 }
+
+#[tokio::test]
+async fn a_subscription_connection_ends_when_its_token_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = vec![("ATTACH_AUTH__LEEWAY_SECS".to_string(), "0".to_string())];
+    let app = TestApp::spawn(dir.path(), Spawn { env, ..Spawn::default() }).await;
+    let request = attach_gateway::auth::dev::TokenRequest {
+        subject: "coord-short".to_string(),
+        role: Role::Coordinator,
+        scope: vec!["province".to_string()],
+        provider: None,
+        ttl: Duration::from_secs(2),
+    };
+    let token = app.dev_key().mint("attach-dev", "attach", &request).unwrap();
+    let started = Instant::now();
+    let mut ws = connect_as(&app, "graphql-transport-ws", &token).await;
+    subscribe(&mut ws, "1", "111", Some(0)).await;
+    register(&app, "111", 801).await;
+    assert_eq!(next_event(&mut ws).await["seq"], 1, "live while the token is");
+    assert!(closed(&mut ws).await.is_some(), "the socket closes once the token expires");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
