@@ -228,6 +228,11 @@ impl TestApp {
         request.body(body).send().await.expect("request sent")
     }
 
+    /// The server's process id (to read its memory use).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The raw HTTP client, for requests that are not GraphQL.
     pub fn http(&self) -> &reqwest::Client {
         &self.client

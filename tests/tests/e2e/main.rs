@@ -9,3 +9,4 @@ mod journey;
 mod loadtest;
 mod panels;
 mod redis;
+mod slow_subscriber;
