@@ -182,4 +182,6 @@ pub enum ShardMsg {
     Gauges(Reply<ShardGauges>),
     /// Expire overdue proposals (sent by the actor's own timer).
     ExpireDue,
+    /// Renew the shard's lease in the store (sent by the actor's own timer).
+    RenewLease,
 }
