@@ -1,5 +1,7 @@
 //! Attach's core: everything below the GraphQL gateway.
 //!
+//! - [`access`]: who may do what: the caller of every operation and its checks.
+//! - [`audit`]: the audit log's records and queries.
 //! - [`domain`]: the types of the waitlist and the registry, parsed at the boundary.
 //! - [`matcher`]: the deterministic matcher that proposes households to providers.
 //! - [`store`]: the partitioned `Store` trait and its backends.
@@ -10,6 +12,8 @@
 //! - [`error`]: the errors callers see, with stable codes.
 //! - [`demo`]: the synthetic province seeded on first start for demonstrations.
 
+pub mod access;
+pub mod audit;
 pub mod demo;
 pub mod domain;
 pub mod error;

@@ -8,17 +8,20 @@ use std::sync::{Arc, Mutex};
 
 use futures::future::join_all;
 use ractor::{Actor, ActorRef};
-use tracing::info;
+use tracing::{error, info};
 
 use tokio::sync::broadcast;
 
+use crate::access::{Operation, Principal, Role};
+use crate::audit::{AuditQuery, AuditRecord, Outcome};
 use crate::domain::{
-    Capacity, Clinic, CommunityCode, Event, FacilityNumber, HaCode, Household, Proposal, ProposalId, ProposalStatus,
-    ProviderId, RegistrationRef, Seq, ShardKey,
+    Capacity, Clinic, CommunityCode, DelegateId, Endorsement, EndorsementId, EndorsementStep, Event, FacilityNumber,
+    HaCode, Household, Proposal, ProposalId, ProposalStatus, ProviderId, RegistrationRef, Responder, Seq, ShardKey,
 };
-use crate::error::AttachError;
+use crate::error::{AttachError, ErrorCode};
 use crate::feed::Feed;
 use crate::regions::Regions;
+use crate::shard::delegation;
 use crate::shard::supervisor::SupervisorMsg;
 use crate::shard::{
     Answer, ClinicCommand, HaSupervisor, PanelPage, ProposalPage, ProviderInput, ProviderView, RegistrationView,
@@ -71,6 +74,32 @@ fn merge(into: &mut ShardStats, s: ShardStats) {
     into.free_places += s.free_places;
     for (d, n) in s.wait_histogram {
         *into.wait_histogram.entry(d).or_default() += n;
+    }
+}
+
+/// What the audit log will say about one operation, filled in as it runs.
+struct Trail<'a> {
+    who: &'a Principal,
+    op: Operation,
+    shard: Option<ShardKey>,
+    target: Option<String>,
+}
+
+impl<'a> Trail<'a> {
+    fn new(who: &'a Principal, op: Operation) -> Self {
+        Trail { who, op, shard: None, target: None }
+    }
+
+    /// Names the record touched (an id, never personal data).
+    fn about(mut self, id: &impl std::fmt::Display) -> Self {
+        self.target = Some(id.to_string());
+        self
+    }
+
+    /// Records the shard and hands it back.
+    fn at(&mut self, shard: ShardKey) -> ShardKey {
+        self.shard = Some(shard.clone());
+        shard
     }
 }
 
@@ -169,151 +198,380 @@ impl AttachSystem {
         self.store.locate(&what).await?.ok_or_else(|| AttachError::not_found(name))
     }
 
+    /// Writes the audit record of an operation that ended with `result` (if the
+    /// operation is audited) and passes the result on. A read whose record cannot
+    /// be written fails: no patient data leaves without a trace. A change that is
+    /// already durable is still reported as done, and the lost record is logged.
+    async fn audited<T>(&self, trail: Trail<'_>, result: Result<T, AttachError>) -> Result<T, AttachError> {
+        if !trail.op.is_audited() {
+            return result;
+        }
+        let record = AuditRecord::new(trail.who, trail.op, trail.shard, trail.target, Outcome::of(&result));
+        match self.store.append_audit(std::slice::from_ref(&record)).await {
+            Ok(()) => result,
+            Err(e) if trail.op.is_mutation() => {
+                error!(error = %e, operation = %trail.op, outcome = record.outcome.as_str(), "audit record lost");
+                result
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Registers a household in a community.
     pub async fn register(
         &self,
+        who: &Principal,
         community: &CommunityCode,
         household: Household,
     ) -> Result<RegistrationView, AttachError> {
-        let shard = self.shard_of(community)?;
-        self.directory.call(&shard, |r| ShardMsg::Register(household, r)).await
+        let mut trail = Trail::new(who, Operation::RegisterHousehold);
+        let result = async {
+            let shard = trail.at(self.shard_of(community)?);
+            who.require(trail.op, Some(&shard))?;
+            self.directory.call(&shard, |r| ShardMsg::Register(household, r)).await
+        }
+        .await;
+        if let Ok(view) = &result {
+            trail.target = Some(view.registration.reference.to_string());
+        }
+        self.audited(trail, result).await
     }
 
     /// A registration's standing, by reference.
-    pub async fn registration(&self, reference: &RegistrationRef) -> Result<RegistrationView, AttachError> {
-        let shard = self.locate(Locator::Registration(*reference), "registration").await?;
-        let reference = *reference;
-        self.directory.call(&shard, |r| ShardMsg::GetRegistration(reference, r)).await
+    pub async fn registration(
+        &self,
+        who: &Principal,
+        reference: &RegistrationRef,
+    ) -> Result<RegistrationView, AttachError> {
+        let mut trail = Trail::new(who, Operation::ReadRegistration).about(reference);
+        let result = async {
+            let shard = trail.at(self.locate(Locator::Registration(*reference), "registration").await?);
+            who.require(trail.op, Some(&shard))?;
+            let reference = *reference;
+            self.directory.call(&shard, |r| ShardMsg::GetRegistration(reference, r)).await
+        }
+        .await;
+        self.audited(trail, result).await
     }
 
     /// Withdraws a registration.
-    pub async fn withdraw(&self, reference: &RegistrationRef, reason: String) -> Result<RegistrationView, AttachError> {
-        let shard = self.locate(Locator::Registration(*reference), "registration").await?;
-        let reference = *reference;
-        self.directory.call(&shard, |r| ShardMsg::Withdraw(reference, reason, r)).await
+    pub async fn withdraw(
+        &self,
+        who: &Principal,
+        reference: &RegistrationRef,
+        reason: String,
+    ) -> Result<RegistrationView, AttachError> {
+        let mut trail = Trail::new(who, Operation::WithdrawRegistration).about(reference);
+        let result = async {
+            let shard = trail.at(self.locate(Locator::Registration(*reference), "registration").await?);
+            who.require(trail.op, Some(&shard))?;
+            let reference = *reference;
+            self.directory.call(&shard, |r| ShardMsg::Withdraw(reference, reason, r)).await
+        }
+        .await;
+        self.audited(trail, result).await
     }
 
     /// A page of a community's waitlist.
-    pub async fn waitlist(&self, community: &CommunityCode, query: WaitlistQuery) -> Result<WaitlistPage, AttachError> {
-        let shard = self.shard_of(community)?;
-        self.directory.call(&shard, |r| ShardMsg::Waitlist(query, r)).await
+    pub async fn waitlist(
+        &self,
+        who: &Principal,
+        community: &CommunityCode,
+        query: WaitlistQuery,
+    ) -> Result<WaitlistPage, AttachError> {
+        let mut trail = Trail::new(who, Operation::ReadWaitlist);
+        let result = async {
+            let shard = trail.at(self.shard_of(community)?);
+            who.require(trail.op, Some(&shard))?;
+            self.directory.call(&shard, |r| ShardMsg::Waitlist(query, r)).await
+        }
+        .await;
+        self.audited(trail, result).await
     }
 
-    /// Creates a provider homed in `community`, or updates one already there.
+    /// Creates a provider homed in `community`, or updates one already there:
+    /// a provider their own entry, a medical director any provider's.
     pub async fn upsert_provider(
         &self,
+        who: &Principal,
         community: &CommunityCode,
         input: ProviderInput,
     ) -> Result<ProviderView, AttachError> {
-        let shard = self.shard_of(community)?;
-        if let Some(home) = self.store.locate(&Locator::Provider(input.id.clone())).await?
-            && home != shard
-        {
-            return Err(AttachError::conflict(format!(
-                "provider {} is homed in community {}; update them there",
-                input.id,
-                home.community.as_str()
-            )));
+        let mut trail = Trail::new(who, Operation::UpsertProvider).about(&input.id);
+        let result = async {
+            let shard = trail.at(self.shard_of(community)?);
+            who.require(trail.op, Some(&shard))?;
+            if who.role() == Role::Provider {
+                who.require_self(&input.id, "change a provider's registry entry")?;
+            }
+            if let Some(home) = self.store.locate(&Locator::Provider(input.id.clone())).await?
+                && home != shard
+            {
+                return Err(AttachError::conflict(format!(
+                    "provider {} is homed in community {}; update them there",
+                    input.id,
+                    home.community.as_str()
+                )));
+            }
+            self.directory.call(&shard, |r| ShardMsg::UpsertProvider(input, r)).await
         }
-        self.directory.call(&shard, |r| ShardMsg::UpsertProvider(input, r)).await
+        .await;
+        self.audited(trail, result).await
     }
 
-    /// Sets a provider's capacity and preferences.
-    pub async fn set_capacity(&self, id: &ProviderId, capacity: Capacity) -> Result<ProviderView, AttachError> {
-        let shard = self.locate(Locator::Provider(id.clone()), "provider").await?;
-        let id = id.clone();
-        self.directory.call(&shard, |r| ShardMsg::SetCapacity(id, capacity, r)).await
+    /// Sets a provider's capacity and preferences (the provider themselves).
+    pub async fn set_capacity(
+        &self,
+        who: &Principal,
+        id: &ProviderId,
+        capacity: Capacity,
+    ) -> Result<ProviderView, AttachError> {
+        let mut trail = Trail::new(who, Operation::SetCapacity).about(id);
+        let result = async {
+            who.require(trail.op, None)?;
+            who.require_self(id, "set capacity")?;
+            let shard = trail.at(self.locate(Locator::Provider(id.clone()), "provider").await?);
+            let id = id.clone();
+            self.directory.call(&shard, |r| ShardMsg::SetCapacity(id, capacity, r)).await
+        }
+        .await;
+        self.audited(trail, result).await
     }
 
     /// A provider.
-    pub async fn provider(&self, id: &ProviderId) -> Result<ProviderView, AttachError> {
+    pub async fn provider(&self, who: &Principal, id: &ProviderId) -> Result<ProviderView, AttachError> {
+        who.require(Operation::ReadProviders, None)?;
         let shard = self.locate(Locator::Provider(id.clone()), "provider").await?;
         let id = id.clone();
         self.directory.call(&shard, |r| ShardMsg::GetProvider(id, r)).await
     }
 
     /// Providers homed in a community.
-    pub async fn providers(&self, community: &CommunityCode) -> Result<Vec<ProviderView>, AttachError> {
+    pub async fn providers(
+        &self,
+        who: &Principal,
+        community: &CommunityCode,
+    ) -> Result<Vec<ProviderView>, AttachError> {
+        who.require(Operation::ReadProviders, None)?;
         let shard = self.shard_of(community)?;
         self.directory.call(&shard, ShardMsg::ListProviders).await
     }
 
-    /// Creates or updates a clinic in a community.
-    pub async fn upsert_clinic(&self, community: &CommunityCode, cmd: ClinicCommand) -> Result<Clinic, AttachError> {
-        let shard = self.shard_of(community)?;
-        if let Some(home) = self.store.locate(&Locator::Clinic(cmd.facility.clone())).await?
-            && home != shard
-        {
-            return Err(AttachError::conflict(format!(
-                "facility {} is registered in community {}",
-                cmd.facility,
-                home.community.as_str()
-            )));
+    /// Creates or updates a clinic in a community (its medical director).
+    pub async fn upsert_clinic(
+        &self,
+        who: &Principal,
+        community: &CommunityCode,
+        cmd: ClinicCommand,
+    ) -> Result<Clinic, AttachError> {
+        let mut trail = Trail::new(who, Operation::UpsertClinic).about(&cmd.facility);
+        let result = async {
+            let shard = trail.at(self.shard_of(community)?);
+            who.require(trail.op, Some(&shard))?;
+            if let Some(home) = self.store.locate(&Locator::Clinic(cmd.facility.clone())).await?
+                && home != shard
+            {
+                return Err(AttachError::conflict(format!(
+                    "facility {} is registered in community {}",
+                    cmd.facility,
+                    home.community.as_str()
+                )));
+            }
+            let who = who.clone();
+            self.directory.call(&shard, |r| ShardMsg::UpsertClinic(cmd, who, r)).await
         }
-        self.directory.call(&shard, |r| ShardMsg::UpsertClinic(cmd, r)).await
+        .await;
+        self.audited(trail, result).await
     }
 
     /// A clinic.
-    pub async fn clinic(&self, facility: &FacilityNumber) -> Result<Clinic, AttachError> {
+    pub async fn clinic(&self, who: &Principal, facility: &FacilityNumber) -> Result<Clinic, AttachError> {
+        who.require(Operation::ReadClinics, None)?;
         let shard = self.locate(Locator::Clinic(facility.clone()), "clinic").await?;
         let facility = facility.clone();
         self.directory.call(&shard, |r| ShardMsg::GetClinic(facility, r)).await
     }
 
     /// Clinics in a community.
-    pub async fn clinics(&self, community: &CommunityCode) -> Result<Vec<Clinic>, AttachError> {
+    pub async fn clinics(&self, who: &Principal, community: &CommunityCode) -> Result<Vec<Clinic>, AttachError> {
+        who.require(Operation::ReadClinics, None)?;
         let shard = self.shard_of(community)?;
         self.directory.call(&shard, ShardMsg::ListClinics).await
     }
 
     /// Runs matching in a community; returns the proposals made.
-    pub async fn run_matching(&self, community: &CommunityCode) -> Result<Vec<Proposal>, AttachError> {
-        let shard = self.shard_of(community)?;
-        self.directory.call(&shard, ShardMsg::RunMatching).await
+    pub async fn run_matching(&self, who: &Principal, community: &CommunityCode) -> Result<Vec<Proposal>, AttachError> {
+        let mut trail = Trail::new(who, Operation::RunMatching);
+        let result = async {
+            let shard = trail.at(self.shard_of(community)?);
+            who.require(trail.op, Some(&shard))?;
+            self.directory.call(&shard, ShardMsg::RunMatching).await
+        }
+        .await;
+        self.audited(trail, result).await
     }
 
-    /// A community's proposals, newest first.
+    /// A community's proposals, newest first. Providers see only their own.
     pub async fn proposals(
         &self,
+        who: &Principal,
         community: &CommunityCode,
         statuses: Vec<ProposalStatus>,
         provider: Option<ProviderId>,
         offset: usize,
         limit: usize,
     ) -> Result<ProposalPage, AttachError> {
-        let shard = self.shard_of(community)?;
-        self.directory.call(&shard, |reply| ShardMsg::ListProposals { statuses, provider, offset, limit, reply }).await
+        let mut trail = Trail::new(who, Operation::ReadProposals);
+        trail.target = provider.as_ref().map(ToString::to_string);
+        let result = async {
+            let shard = trail.at(self.shard_of(community)?);
+            who.require(trail.op, Some(&shard))?;
+            let provider = match who.role() {
+                Role::Provider | Role::MedicalDirector => {
+                    let me = who
+                        .provider()
+                        .ok_or_else(|| AttachError::new(ErrorCode::Forbidden, "your token names no provider"))?;
+                    if provider.as_ref().is_some_and(|p| p != me) {
+                        return Err(AttachError::new(ErrorCode::Forbidden, "you may only read your own proposals"));
+                    }
+                    Some(me.clone())
+                }
+                _ => provider,
+            };
+            self.directory
+                .call(&shard, |reply| ShardMsg::ListProposals { statuses, provider, offset, limit, reply })
+                .await
+        }
+        .await;
+        self.audited(trail, result).await
     }
 
-    /// A proposal.
-    pub async fn proposal(&self, id: &ProposalId) -> Result<Proposal, AttachError> {
-        let shard = self.locate(Locator::Proposal(*id), "proposal").await?;
-        let id = *id;
-        self.directory.call(&shard, |r| ShardMsg::GetProposal(id, r)).await
+    /// A proposal: its provider, or a coordinator or support in scope.
+    pub async fn proposal(&self, who: &Principal, id: &ProposalId) -> Result<Proposal, AttachError> {
+        let mut trail = Trail::new(who, Operation::ReadProposals).about(id);
+        let result = async {
+            let shard = trail.at(self.locate(Locator::Proposal(*id), "proposal").await?);
+            who.require(trail.op, Some(&shard))?;
+            let id = *id;
+            let proposal = self.directory.call(&shard, |r| ShardMsg::GetProposal(id, r)).await?;
+            delegation::may_act_on_proposal(who, &proposal.provider)?;
+            Ok(proposal)
+        }
+        .await;
+        self.audited(trail, result).await
     }
 
-    /// Accepts or declines a proposal.
-    pub async fn answer(&self, id: &ProposalId, answer: Answer) -> Result<Proposal, AttachError> {
-        let shard = self.locate(Locator::Proposal(*id), "proposal").await?;
-        let id = *id;
-        self.directory.call(&shard, |r| ShardMsg::AnswerProposal(id, answer, r)).await
+    /// Accepts or declines a proposal: its provider, or a coordinator in scope.
+    pub async fn answer(&self, who: &Principal, id: &ProposalId, answer: Answer) -> Result<Proposal, AttachError> {
+        let mut trail = Trail::new(who, Operation::AnswerProposal).about(id);
+        let result = async {
+            let shard = trail.at(self.locate(Locator::Proposal(*id), "proposal").await?);
+            who.require(trail.op, Some(&shard))?;
+            if let Answer::Decline { by: Responder::Patient, .. } = &answer
+                && who.role() != Role::Coordinator
+                && who.role() != Role::Internal
+            {
+                return Err(AttachError::new(ErrorCode::Forbidden, "only a coordinator records a patient's decline"));
+            }
+            let (id, who) = (*id, who.clone());
+            self.directory.call(&shard, |r| ShardMsg::AnswerProposal(id, answer, who, r)).await
+        }
+        .await;
+        self.audited(trail, result).await
     }
 
-    /// A page of a provider's panel.
-    pub async fn panel(&self, provider: &ProviderId, offset: usize, limit: usize) -> Result<PanelPage, AttachError> {
+    /// A page of a provider's panel: the provider, their delegate (with a
+    /// completed endorsement), or support.
+    pub async fn panel(
+        &self,
+        who: &Principal,
+        provider: &ProviderId,
+        offset: usize,
+        limit: usize,
+    ) -> Result<PanelPage, AttachError> {
+        let mut trail = Trail::new(who, Operation::ReadPanel).about(provider);
+        let result = async {
+            who.require(trail.op, None)?;
+            let shard = trail.at(self.locate(Locator::Provider(provider.clone()), "provider").await?);
+            who.require(trail.op, Some(&shard))?;
+            let (provider, who) = (provider.clone(), who.clone());
+            self.directory.call(&shard, |reply| ShardMsg::Panel { provider, offset, limit, who, reply }).await
+        }
+        .await;
+        self.audited(trail, result).await
+    }
+
+    /// Starts a delegation endorsement between a provider and a staff member, by either.
+    pub async fn start_endorsement(
+        &self,
+        who: &Principal,
+        provider: &ProviderId,
+        delegate: DelegateId,
+    ) -> Result<Endorsement, AttachError> {
+        let mut trail = Trail::new(who, Operation::ManageEndorsement).about(provider);
+        let result = async {
+            who.require(trail.op, None)?;
+            let shard = trail.at(self.locate(Locator::Provider(provider.clone()), "provider").await?);
+            let (provider, who) = (provider.clone(), who.clone());
+            self.directory.call(&shard, |reply| ShardMsg::StartEndorsement { provider, delegate, who, reply }).await
+        }
+        .await;
+        if let Ok(e) = &result {
+            trail.target = Some(e.id.to_string());
+        }
+        self.audited(trail, result).await
+    }
+
+    /// Takes a step of an endorsement's workflow, for the caller's party.
+    pub async fn advance_endorsement(
+        &self,
+        who: &Principal,
+        id: &EndorsementId,
+        step: EndorsementStep,
+    ) -> Result<Endorsement, AttachError> {
+        let mut trail = Trail::new(who, Operation::ManageEndorsement).about(id);
+        let result = async {
+            who.require(trail.op, None)?;
+            let shard = trail.at(self.locate(Locator::Endorsement(*id), "endorsement").await?);
+            let (id, who) = (*id, who.clone());
+            self.directory.call(&shard, |r| ShardMsg::AdvanceEndorsement(id, step, who, r)).await
+        }
+        .await;
+        self.audited(trail, result).await
+    }
+
+    /// An endorsement, for one of its parties or support.
+    pub async fn endorsement(&self, who: &Principal, id: &EndorsementId) -> Result<Endorsement, AttachError> {
+        who.require(Operation::ReadEndorsements, None)?;
+        let shard = self.locate(Locator::Endorsement(*id), "endorsement").await?;
+        let (id, who) = (*id, who.clone());
+        self.directory.call(&shard, |r| ShardMsg::GetEndorsement(id, who, r)).await
+    }
+
+    /// A provider's endorsements the caller may see.
+    pub async fn endorsements(&self, who: &Principal, provider: &ProviderId) -> Result<Vec<Endorsement>, AttachError> {
+        who.require(Operation::ReadEndorsements, None)?;
         let shard = self.locate(Locator::Provider(provider.clone()), "provider").await?;
-        let provider = provider.clone();
-        self.directory.call(&shard, |reply| ShardMsg::Panel { provider, offset, limit, reply }).await
+        let (provider, who) = (provider.clone(), who.clone());
+        self.directory.call(&shard, |r| ShardMsg::ListEndorsements(provider, who, r)).await
+    }
+
+    /// A page of the audit log (operations only).
+    pub async fn audit_log(&self, who: &Principal, query: AuditQuery) -> Result<Vec<AuditRecord>, AttachError> {
+        who.require(Operation::ReadAudit, None)?;
+        Ok(self.store.audit_page(&query).await?)
     }
 
     /// Up to `limit` of a community's committed events after sequence `after`, in order.
     pub async fn events_after(
         &self,
+        who: &Principal,
         community: &CommunityCode,
         after: Seq,
         limit: usize,
     ) -> Result<Vec<Event>, AttachError> {
         let shard = self.shard_of(community)?;
+        who.require(Operation::ReadEvents, Some(&shard))?;
         Ok(self.store.events_after(&shard, after, limit).await?)
     }
 
@@ -330,21 +588,28 @@ impl AttachSystem {
     }
 
     /// A live receiver of a community's events, and its shard.
-    pub fn subscribe(&self, community: &CommunityCode) -> Result<(ShardKey, broadcast::Receiver<Event>), AttachError> {
+    pub fn subscribe(
+        &self,
+        who: &Principal,
+        community: &CommunityCode,
+    ) -> Result<(ShardKey, broadcast::Receiver<Event>), AttachError> {
         let shard = self.shard_of(community)?;
+        who.require(Operation::ReadEvents, Some(&shard))?;
         let rx = self.feed.subscribe(&shard);
         Ok((shard, rx))
     }
 
     /// A community's statistics.
-    pub async fn community_stats(&self, community: &CommunityCode) -> Result<Statistics, AttachError> {
+    pub async fn community_stats(&self, who: &Principal, community: &CommunityCode) -> Result<Statistics, AttachError> {
         let shard = self.shard_of(community)?;
+        who.require(Operation::ReadStatistics, None)?;
         let counts = self.directory.call(&shard, ShardMsg::Stats).await?;
         Ok(Statistics::from_counts(counts))
     }
 
     /// A health authority's statistics, merged from its communities.
-    pub async fn health_authority_stats(&self, ha: &HaCode) -> Result<Statistics, AttachError> {
+    pub async fn health_authority_stats(&self, who: &Principal, ha: &HaCode) -> Result<Statistics, AttachError> {
+        who.require(Operation::ReadStatistics, None)?;
         let authority =
             self.regions.health_authority(ha.as_str()).ok_or_else(|| AttachError::not_found("health authority"))?;
         let all = join_all(authority.communities.iter().map(|c| self.directory.call(&c.shard, ShardMsg::Stats))).await;

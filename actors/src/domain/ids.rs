@@ -91,6 +91,10 @@ random_id!(
     /// A proposal's id: 10 Crockford base32 characters.
     ProposalId, 10, "proposalId", "a proposal id is 10 letters and digits"
 );
+random_id!(
+    /// A delegation endorsement's id: 10 Crockford base32 characters.
+    EndorsementId, 10, "endorsementId", "an endorsement id is 10 letters and digits"
+);
 
 /// A provider's practitioner number (in BC the MSP practitioner number): 5 to 10
 /// capital letters or digits.

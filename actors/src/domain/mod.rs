@@ -23,6 +23,7 @@ macro_rules! stored_as_text {
 }
 
 mod clinic;
+mod endorsement;
 mod event;
 mod ids;
 mod panel;
@@ -35,8 +36,9 @@ mod shard;
 mod time;
 
 pub use clinic::{Clinic, ClinicInput};
+pub use endorsement::{DelegateId, Endorsement, EndorsementStatus, EndorsementStep, Party};
 pub use event::{Event, EventKind, Seq};
-pub use ids::{FacilityNumber, ProposalId, ProviderId, RegistrationRef};
+pub use ids::{EndorsementId, FacilityNumber, ProposalId, ProviderId, RegistrationRef};
 pub use panel::{PanelEntry, PanelSource};
 pub use person::{AgeGroup, DateOfBirth, Household, Language, Member, Need, PersonName, PostalCode};
 pub use phn::Phn;

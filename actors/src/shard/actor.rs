@@ -23,8 +23,8 @@ use crate::matcher::Policy;
 use crate::store::{Batch, CasOutcome, Epoch, PhnClaim, PhnHolder, Record, RecordKey, Store, StoreError};
 
 use super::messages::*;
-use super::plan;
 use super::state::{Change, ShardState, days_before};
+use super::{delegation, plan};
 
 /// Settings every shard shares.
 #[derive(Debug, Clone)]
@@ -165,15 +165,21 @@ impl Actor for ShardActor {
                 let ids: Vec<_> = rt.state.providers().map(|p| p.id.clone()).collect();
                 answer!(reply, ids.iter().map(|id| rt.provider_view(id, now)).collect())
             }
-            ShardMsg::UpsertClinic(cmd, reply) => {
+            ShardMsg::UpsertClinic(cmd, who, reply) => {
                 let facility = cmd.facility.clone();
-                let change = plan::upsert_clinic(&rt.state, cmd, now);
-                let result = rt.commit(change, now).await.and_then(|_| {
-                    rt.state
-                        .clinic(&facility)
-                        .cloned()
-                        .ok_or_else(|| AttachError::internal("clinic missing after commit"))
-                });
+                let result =
+                    match delegation::may_keep_clinic(&rt.state, &who, &facility, cmd.medical_director.as_ref()) {
+                        Ok(()) => {
+                            let change = plan::upsert_clinic(&rt.state, cmd, now);
+                            rt.commit(change, now).await.and_then(|_| {
+                                rt.state
+                                    .clinic(&facility)
+                                    .cloned()
+                                    .ok_or_else(|| AttachError::internal("clinic missing after commit"))
+                            })
+                        }
+                        Err(e) => Err(e),
+                    };
                 answer!(reply, result)
             }
             ShardMsg::GetClinic(f, reply) => {
@@ -204,27 +210,61 @@ impl Actor for ShardActor {
             ShardMsg::GetProposal(id, reply) => {
                 answer!(reply, rt.state.proposal(&id).cloned().ok_or_else(|| AttachError::not_found("proposal")))
             }
-            ShardMsg::AnswerProposal(id, ans, reply) => {
-                let result = match plan::answer(&rt.state, &id, ans, now) {
+            ShardMsg::AnswerProposal(id, ans, who, reply) => {
+                let allowed = match rt.state.proposal(&id) {
+                    Some(p) => delegation::may_act_on_proposal(&who, &p.provider),
+                    None => Err(AttachError::not_found("proposal")),
+                };
+                let result = match allowed.and_then(|()| plan::answer(&rt.state, &id, ans, now)) {
                     Ok((change, proposal)) => rt.commit(change, now).await.map(|_| proposal),
                     Err(e) => Err(e),
                 };
                 answer!(reply, result)
             }
-            ShardMsg::Panel { provider, offset, limit, reply } => {
-                let result = match rt.state.provider(&provider) {
-                    None => Err(AttachError::not_found("provider")),
-                    Some(p) => {
-                        let panel_size = rt.state.panel_size(p);
-                        let items: Vec<_> = rt
-                            .state
-                            .panel(&provider)
-                            .map(|panel| panel.values().skip(offset).take(limit + 1).cloned().collect())
-                            .unwrap_or_default();
-                        Ok(page(items, limit, |items, has_next| PanelPage { items, has_next, panel_size }))
-                    }
+            ShardMsg::Panel { provider, offset, limit, who, reply } => {
+                let found = rt.state.provider(&provider).ok_or_else(|| AttachError::not_found("provider"));
+                let result =
+                    match found.and_then(|p| delegation::may_manage_panel(&rt.state, &who, &provider).map(|()| p)) {
+                        Err(e) => Err(e),
+                        Ok(p) => {
+                            let panel_size = rt.state.panel_size(p);
+                            let items: Vec<_> = rt
+                                .state
+                                .panel(&provider)
+                                .map(|panel| panel.values().skip(offset).take(limit + 1).cloned().collect())
+                                .unwrap_or_default();
+                            Ok(page(items, limit, |items, has_next| PanelPage { items, has_next, panel_size }))
+                        }
+                    };
+                answer!(reply, result)
+            }
+            ShardMsg::StartEndorsement { provider, delegate, who, reply } => {
+                let result = match delegation::start(&rt.state, &who, &provider, delegate, now) {
+                    Ok((change, e)) => rt.commit(change, now).await.map(|_| e),
+                    Err(e) => Err(e),
                 };
                 answer!(reply, result)
+            }
+            ShardMsg::AdvanceEndorsement(id, step, who, reply) => {
+                let result = match delegation::advance(&rt.state, &who, &id, step, now) {
+                    Ok((change, e)) => rt.commit(change, now).await.map(|_| e),
+                    Err(e) => Err(e),
+                };
+                answer!(reply, result)
+            }
+            ShardMsg::GetEndorsement(id, who, reply) => {
+                let result = match rt.state.endorsement(&id) {
+                    None => Err(AttachError::not_found("endorsement")),
+                    Some(e) => delegation::visible_endorsements(&rt.state, &who, &e.provider).and_then(|seen| {
+                        seen.into_iter().find(|s| s.id == id).ok_or_else(|| {
+                            AttachError::new(crate::error::ErrorCode::Forbidden, "this endorsement is not yours")
+                        })
+                    }),
+                };
+                answer!(reply, result)
+            }
+            ShardMsg::ListEndorsements(provider, who, reply) => {
+                answer!(reply, delegation::visible_endorsements(&rt.state, &who, &provider))
             }
             ShardMsg::Stats(reply) => answer!(reply, Ok(rt.stats(now))),
             ShardMsg::Gauges(reply) => {

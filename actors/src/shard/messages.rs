@@ -4,9 +4,10 @@ use std::collections::BTreeMap;
 
 use ractor::RpcReplyPort;
 
+use crate::access::Principal;
 use crate::domain::{
-    Capacity, Clinic, FacilityNumber, Household, Need, PanelEntry, Proposal, ProposalId, ProposalStatus, Provider,
-    ProviderId, Registration, RegistrationRef, Timestamp,
+    Capacity, Clinic, DelegateId, Endorsement, EndorsementId, EndorsementStep, FacilityNumber, Household, Need,
+    PanelEntry, Proposal, ProposalId, ProposalStatus, Provider, ProviderId, Registration, RegistrationRef, Timestamp,
 };
 use crate::error::AttachError;
 
@@ -140,8 +141,8 @@ pub enum ShardMsg {
     GetProvider(ProviderId, Reply<ProviderView>),
     /// Every provider homed here.
     ListProviders(Reply<Vec<ProviderView>>),
-    /// Create or update a clinic.
-    UpsertClinic(ClinicCommand, Reply<Clinic>),
+    /// Create or update a clinic (by its medical director).
+    UpsertClinic(ClinicCommand, Principal, Reply<Clinic>),
     /// A clinic.
     GetClinic(FacilityNumber, Reply<Clinic>),
     /// Every clinic here.
@@ -163,8 +164,8 @@ pub enum ShardMsg {
     },
     /// A proposal.
     GetProposal(ProposalId, Reply<Proposal>),
-    /// Accept or decline a proposal.
-    AnswerProposal(ProposalId, Answer, Reply<Proposal>),
+    /// Accept or decline a proposal (by its provider or a coordinator).
+    AnswerProposal(ProposalId, Answer, Principal, Reply<Proposal>),
     /// A page of a provider's panel.
     Panel {
         /// The provider.
@@ -173,9 +174,28 @@ pub enum ShardMsg {
         offset: usize,
         /// At most this many.
         limit: usize,
+        /// Who asks (the provider, their delegate, support).
+        who: Principal,
         /// Where to answer.
         reply: Reply<PanelPage>,
     },
+    /// Start a delegation endorsement.
+    StartEndorsement {
+        /// The provider who delegates.
+        provider: ProviderId,
+        /// The staff member.
+        delegate: DelegateId,
+        /// Who starts it (one of the two).
+        who: Principal,
+        /// Where to answer.
+        reply: Reply<Endorsement>,
+    },
+    /// Take a step of an endorsement's workflow.
+    AdvanceEndorsement(EndorsementId, EndorsementStep, Principal, Reply<Endorsement>),
+    /// An endorsement, if the caller is one of its parties (or support).
+    GetEndorsement(EndorsementId, Principal, Reply<Endorsement>),
+    /// A provider's endorsements the caller may see.
+    ListEndorsements(ProviderId, Principal, Reply<Vec<Endorsement>>),
     /// The shard's numbers.
     Stats(Reply<ShardStats>),
     /// The shard's cheap gauges (O(1)), for metrics scrapes.

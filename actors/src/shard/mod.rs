@@ -1,12 +1,15 @@
 //! Shards: the community actor, its supervisor, and the directory that finds them.
 
 pub mod actor;
+pub mod delegation;
 pub mod directory;
 pub mod messages;
 pub mod plan;
 pub mod state;
 pub mod supervisor;
 
+#[cfg(test)]
+mod access_tests;
 #[cfg(test)]
 mod tests;
 

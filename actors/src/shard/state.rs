@@ -8,8 +8,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::domain::{
-    Clinic, DAY_MS, EventKind, FacilityNumber, PanelEntry, Phn, Proposal, ProposalId, ProposalStatus, Provider,
-    ProviderId, Registration, RegistrationRef, RegistrationStatus, ShardKey, Timestamp,
+    Clinic, DAY_MS, Endorsement, EndorsementId, EventKind, FacilityNumber, PanelEntry, Phn, Proposal, ProposalId,
+    ProposalStatus, Provider, ProviderId, Registration, RegistrationRef, RegistrationStatus, ShardKey, Timestamp,
 };
 use crate::store::{Locator, Record, RecordKey};
 
@@ -50,6 +50,7 @@ pub struct ShardState {
     providers: BTreeMap<ProviderId, Provider>,
     clinics: BTreeMap<FacilityNumber, Clinic>,
     panels: HashMap<ProviderId, BTreeMap<Phn, PanelEntry>>,
+    endorsements: BTreeMap<EndorsementId, Endorsement>,
     /// People attached, by attachment time, for rates and "this week".
     attachments: BTreeMap<Timestamp, u32>,
     /// The latest registration time in the shard, so the next one is later:
@@ -70,6 +71,7 @@ impl ShardState {
             providers: BTreeMap::new(),
             clinics: BTreeMap::new(),
             panels: HashMap::new(),
+            endorsements: BTreeMap::new(),
             attachments: BTreeMap::new(),
             latest_registration: Timestamp(i64::MIN),
         }
@@ -132,6 +134,9 @@ impl ShardState {
                 }
                 panel.insert(e.phn, e);
             }
+            Record::Endorsement(e) => {
+                self.endorsements.insert(e.id, e);
+            }
         }
     }
 
@@ -158,7 +163,25 @@ impl ShardState {
                     panel.remove(phn);
                 }
             }
+            RecordKey::Endorsement(id) => {
+                self.endorsements.remove(id);
+            }
         }
+    }
+
+    /// An endorsement.
+    pub fn endorsement(&self, id: &EndorsementId) -> Option<&Endorsement> {
+        self.endorsements.get(id)
+    }
+
+    /// A provider's endorsements, oldest first.
+    pub fn endorsements_of<'a>(&'a self, provider: &'a ProviderId) -> impl Iterator<Item = &'a Endorsement> + 'a {
+        self.endorsements.values().filter(move |e| &e.provider == provider)
+    }
+
+    /// Whether `delegate` may act for `provider` now (a completed endorsement).
+    pub fn delegation_in_force(&self, provider: &ProviderId, delegate: &str) -> bool {
+        self.endorsements_of(provider).any(|e| e.is_in_force() && e.delegate.as_str() == delegate)
     }
 
     fn index_registration(&mut self, r: &Registration) {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use chrono::NaiveDate;
 
+use crate::access::Principal;
 use crate::domain::*;
 use crate::error::ErrorCode;
 use crate::regions::Regions;
@@ -13,6 +14,12 @@ use crate::shard::{Answer, ClinicCommand, ProviderInput, ShardConfig, WaitlistQu
 use crate::store::Store;
 use crate::store::embedded::{EmbeddedOptions, EmbeddedStore};
 use crate::system::AttachSystem;
+
+/// Attach itself: these tests are about the shards, not about who may call them
+/// (the access tests below and the end-to-end suite cover that).
+pub(super) fn sys() -> Principal {
+    Principal::internal("test")
+}
 
 const REGIONS: &str = r#"
 [[health_authority]]
@@ -35,13 +42,13 @@ lon = -115.7
 population = 29900
 "#;
 
-struct World {
-    system: AttachSystem,
+pub(super) struct World {
+    pub(super) system: AttachSystem,
     _dir: tempfile::TempDir,
     path: std::path::PathBuf,
 }
 
-async fn world(config: ShardConfig) -> World {
+pub(super) async fn world(config: ShardConfig) -> World {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("attach.redb");
     let system = start(&path, config).await;
@@ -57,15 +64,15 @@ async fn start(path: &std::path::Path, config: ShardConfig) -> AttachSystem {
     system
 }
 
-fn today() -> NaiveDate {
+pub(super) fn today() -> NaiveDate {
     Timestamp::now().to_utc().date_naive()
 }
 
-fn phn(i: u32) -> Phn {
+pub(super) fn phn(i: u32) -> Phn {
     (i * 7919..).find_map(Phn::with_body).unwrap()
 }
 
-fn household(phns: &[Phn], needs: &[Need]) -> Household {
+pub(super) fn household(phns: &[Phn], needs: &[Need]) -> Household {
     let members = phns
         .iter()
         .map(|p| Member {
@@ -79,14 +86,15 @@ fn household(phns: &[Phn], needs: &[Need]) -> Household {
     Household::new(members, PostalCode::parse("V0B 1M0").unwrap(), vec![Language::parse("en").unwrap()]).unwrap()
 }
 
-fn c(code: &str) -> CommunityCode {
+pub(super) fn c(code: &str) -> CommunityCode {
     CommunityCode::parse(code).unwrap()
 }
 
-async fn provider(system: &AttachSystem, id: &str, community: &str, places: u32) -> ProviderId {
+pub(super) async fn provider(system: &AttachSystem, id: &str, community: &str, places: u32) -> ProviderId {
     let id = ProviderId::parse(id).unwrap();
     system
         .upsert_provider(
+            &sys(),
             &c(community),
             ProviderInput {
                 id: id.clone(),
@@ -101,7 +109,7 @@ async fn provider(system: &AttachSystem, id: &str, community: &str, places: u32)
         .unwrap();
     let capacity =
         Capacity::new(true, places, 1000 + places, ComplexityMix::default(), vec![], BTreeSet::new()).unwrap();
-    system.set_capacity(&id, capacity).await.unwrap();
+    system.set_capacity(&sys(), &id, capacity).await.unwrap();
     id
 }
 
@@ -110,28 +118,28 @@ async fn register_match_accept_attaches_the_whole_household() {
     let w = world(ShardConfig::default()).await;
     let s = &w.system;
     let doc = provider(s, "P1111", "111", 10).await;
-    let fam = s.register(&c("111"), household(&[phn(1), phn(2), phn(3)], &[])).await.unwrap();
+    let fam = s.register(&sys(), &c("111"), household(&[phn(1), phn(2), phn(3)], &[])).await.unwrap();
     assert_eq!(fam.place, Some((1, 0)));
-    let solo = s.register(&c("111"), household(&[phn(4)], &[])).await.unwrap();
+    let solo = s.register(&sys(), &c("111"), household(&[phn(4)], &[])).await.unwrap();
     assert_eq!(solo.place, Some((2, 3)), "second in line, three people ahead");
 
-    let proposals = s.run_matching(&c("111")).await.unwrap();
+    let proposals = s.run_matching(&sys(), &c("111")).await.unwrap();
     assert_eq!(proposals.len(), 2);
     assert!(proposals.iter().all(|p| p.provider == doc && !p.explanation.parts.is_empty()));
-    let view = s.registration(&fam.registration.reference).await.unwrap();
+    let view = s.registration(&sys(), &fam.registration.reference).await.unwrap();
     assert_eq!(view.registration.status, RegistrationStatus::Proposed);
     assert_eq!(view.place, None);
-    assert_eq!(s.provider(&doc).await.unwrap().free_places, 6, "open proposals hold places");
+    assert_eq!(s.provider(&sys(), &doc).await.unwrap().free_places, 6, "open proposals hold places");
 
     let p = proposals.iter().find(|p| p.reference == fam.registration.reference).unwrap();
-    let accepted = s.answer(&p.id, Answer::Accept).await.unwrap();
+    let accepted = s.answer(&sys(), &p.id, Answer::Accept).await.unwrap();
     assert_eq!(accepted.status, ProposalStatus::Accepted);
-    let again = s.answer(&p.id, Answer::Accept).await.unwrap_err();
+    let again = s.answer(&sys(), &p.id, Answer::Accept).await.unwrap_err();
     assert_eq!(again.code, ErrorCode::Conflict, "accepting twice is refused");
-    let panel = s.panel(&doc, 0, 10).await.unwrap();
+    let panel = s.panel(&sys(), &doc, 0, 10).await.unwrap();
     assert_eq!(panel.items.len(), 3);
     assert_eq!(panel.panel_size, 1003);
-    let stats = s.community_stats(&c("111")).await.unwrap();
+    let stats = s.community_stats(&sys(), &c("111")).await.unwrap();
     assert_eq!(stats.counts.attached_people_week, 3);
     assert_eq!(stats.counts.proposed_households, 1);
     assert!(stats.estimated_wait_days.is_some());
@@ -142,14 +150,14 @@ async fn register_match_accept_attaches_the_whole_household() {
 async fn a_phn_is_refused_while_waiting_or_on_a_panel_in_any_community() {
     let w = world(ShardConfig::default()).await;
     let s = &w.system;
-    s.register(&c("111"), household(&[phn(1)], &[])).await.unwrap();
-    let same = s.register(&c("111"), household(&[phn(1)], &[])).await.unwrap_err();
+    s.register(&sys(), &c("111"), household(&[phn(1)], &[])).await.unwrap();
+    let same = s.register(&sys(), &c("111"), household(&[phn(1)], &[])).await.unwrap_err();
     assert_eq!(same.code, ErrorCode::Conflict);
-    let other = s.register(&c("112"), household(&[phn(5), phn(1)], &[])).await.unwrap_err();
+    let other = s.register(&sys(), &c("112"), household(&[phn(5), phn(1)], &[])).await.unwrap_err();
     assert_eq!((other.code, other.field.as_deref()), (ErrorCode::Conflict, Some("members[1].phn")));
     // The refused household's other member was released: they can register alone.
-    s.register(&c("112"), household(&[phn(5)], &[])).await.unwrap();
-    let page = s.waitlist(&c("112"), WaitlistQuery { limit: 10, ..Default::default() }).await.unwrap();
+    s.register(&sys(), &c("112"), household(&[phn(5)], &[])).await.unwrap();
+    let page = s.waitlist(&sys(), &c("112"), WaitlistQuery { limit: 10, ..Default::default() }).await.unwrap();
     assert_eq!(page.total_waiting, 1, "nothing of the refused registration was kept");
     s.stop().await;
 }
@@ -159,19 +167,19 @@ async fn a_decline_returns_the_household_with_its_place_kept() {
     let w = world(ShardConfig::default()).await;
     let s = &w.system;
     provider(s, "P2222", "111", 1).await;
-    let first = s.register(&c("111"), household(&[phn(1)], &[])).await.unwrap();
-    let second = s.register(&c("111"), household(&[phn(2)], &[])).await.unwrap();
-    let p = s.run_matching(&c("111")).await.unwrap().pop().unwrap();
+    let first = s.register(&sys(), &c("111"), household(&[phn(1)], &[])).await.unwrap();
+    let second = s.register(&sys(), &c("111"), household(&[phn(2)], &[])).await.unwrap();
+    let p = s.run_matching(&sys(), &c("111")).await.unwrap().pop().unwrap();
     assert_eq!(p.reference, first.registration.reference, "the longest waiting goes first");
     let reason = "not taking this household".to_string();
-    s.answer(&p.id, Answer::Decline { by: Responder::Provider, reason: reason.clone() }).await.unwrap();
-    let back = s.registration(&first.registration.reference).await.unwrap();
+    s.answer(&sys(), &p.id, Answer::Decline { by: Responder::Provider, reason: reason.clone() }).await.unwrap();
+    let back = s.registration(&sys(), &first.registration.reference).await.unwrap();
     assert_eq!(back.registration.status, RegistrationStatus::Waiting);
     assert_eq!(back.registration.registered_at, first.registration.registered_at);
     assert_eq!(back.place, Some((1, 0)), "still first in line");
     assert_eq!(back.registration.declines[0].reason, reason);
-    assert_eq!(s.registration(&second.registration.reference).await.unwrap().place, Some((2, 1)));
-    let late = s.answer(&p.id, Answer::Accept).await.unwrap_err();
+    assert_eq!(s.registration(&sys(), &second.registration.reference).await.unwrap().place, Some((2, 1)));
+    let late = s.answer(&sys(), &p.id, Answer::Accept).await.unwrap_err();
     assert_eq!(late.code, ErrorCode::Conflict);
     s.stop().await;
 }
@@ -186,11 +194,11 @@ async fn unanswered_proposals_expire_and_return_households() {
     let w = world(config).await;
     let s = &w.system;
     provider(s, "P3333", "111", 5).await;
-    let r = s.register(&c("111"), household(&[phn(1)], &[])).await.unwrap();
-    let p = s.run_matching(&c("111")).await.unwrap().pop().unwrap();
+    let r = s.register(&sys(), &c("111"), household(&[phn(1)], &[])).await.unwrap();
+    let p = s.run_matching(&sys(), &c("111")).await.unwrap().pop().unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let view = s.registration(&r.registration.reference).await.unwrap();
+        let view = s.registration(&sys(), &r.registration.reference).await.unwrap();
         if view.registration.status == RegistrationStatus::Waiting {
             assert_eq!(view.registration.declines.len(), 1);
             assert_eq!(view.registration.declines[0].by, None);
@@ -199,8 +207,8 @@ async fn unanswered_proposals_expire_and_return_households() {
         assert!(std::time::Instant::now() < deadline, "the proposal never expired");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(s.proposal(&p.id).await.unwrap().status, ProposalStatus::Expired);
-    let late = s.answer(&p.id, Answer::Accept).await.unwrap_err();
+    assert_eq!(s.proposal(&sys(), &p.id).await.unwrap().status, ProposalStatus::Expired);
+    let late = s.answer(&sys(), &p.id, Answer::Accept).await.unwrap_err();
     assert_eq!(late.code, ErrorCode::Conflict);
     s.stop().await;
 }
@@ -210,14 +218,14 @@ async fn withdrawal_cancels_the_proposal_and_frees_the_phn() {
     let w = world(ShardConfig::default()).await;
     let s = &w.system;
     provider(s, "P4444", "111", 5).await;
-    let r = s.register(&c("111"), household(&[phn(1)], &[])).await.unwrap();
-    let p = s.run_matching(&c("111")).await.unwrap().pop().unwrap();
-    let w1 = s.withdraw(&r.registration.reference, "moved away".into()).await.unwrap();
+    let r = s.register(&sys(), &c("111"), household(&[phn(1)], &[])).await.unwrap();
+    let p = s.run_matching(&sys(), &c("111")).await.unwrap().pop().unwrap();
+    let w1 = s.withdraw(&sys(), &r.registration.reference, "moved away".into()).await.unwrap();
     assert_eq!(w1.registration.status, RegistrationStatus::Withdrawn);
-    assert_eq!(s.proposal(&p.id).await.unwrap().status, ProposalStatus::Cancelled);
-    let twice = s.withdraw(&r.registration.reference, "again".into()).await.unwrap_err();
+    assert_eq!(s.proposal(&sys(), &p.id).await.unwrap().status, ProposalStatus::Cancelled);
+    let twice = s.withdraw(&sys(), &r.registration.reference, "again".into()).await.unwrap_err();
     assert_eq!(twice.code, ErrorCode::Conflict);
-    s.register(&c("112"), household(&[phn(1)], &[])).await.expect("a withdrawn PHN may register again");
+    s.register(&sys(), &c("112"), household(&[phn(1)], &[])).await.expect("a withdrawn PHN may register again");
     s.stop().await;
 }
 
@@ -230,22 +238,25 @@ async fn everything_acknowledged_survives_a_restart() {
         details: ClinicInput::parse("Fernie Family Practice", "1 Main St", "", "").unwrap(),
         medical_director: Some(doc.clone()),
     };
-    w.system.upsert_clinic(&c("112"), clinic).await.unwrap();
-    let r = w.system.register(&c("112"), household(&[phn(1), phn(2)], &[Need::Pregnancy])).await.unwrap();
-    let p = w.system.run_matching(&c("112")).await.unwrap().pop().unwrap();
-    w.system.answer(&p.id, Answer::Accept).await.unwrap();
-    let waiting = w.system.register(&c("112"), household(&[phn(3)], &[])).await.unwrap();
+    w.system.upsert_clinic(&sys(), &c("112"), clinic).await.unwrap();
+    let r = w.system.register(&sys(), &c("112"), household(&[phn(1), phn(2)], &[Need::Pregnancy])).await.unwrap();
+    let p = w.system.run_matching(&sys(), &c("112")).await.unwrap().pop().unwrap();
+    w.system.answer(&sys(), &p.id, Answer::Accept).await.unwrap();
+    let waiting = w.system.register(&sys(), &c("112"), household(&[phn(3)], &[])).await.unwrap();
     w.system.stop().await;
     let path = w.path.clone();
     drop(w.system);
 
     let again = start(&path, ShardConfig::default()).await;
-    let view = again.registration(&r.registration.reference).await.unwrap();
+    let view = again.registration(&sys(), &r.registration.reference).await.unwrap();
     assert_eq!(view.registration.status, RegistrationStatus::Attached);
-    assert_eq!(again.panel(&doc, 0, 10).await.unwrap().items.len(), 2);
-    assert_eq!(again.registration(&waiting.registration.reference).await.unwrap().place, Some((1, 0)));
-    assert_eq!(again.clinic(&FacilityNumber::parse("00A12").unwrap()).await.unwrap().name, "Fernie Family Practice");
-    let dup = again.register(&c("111"), household(&[phn(2)], &[])).await.unwrap_err();
+    assert_eq!(again.panel(&sys(), &doc, 0, 10).await.unwrap().items.len(), 2);
+    assert_eq!(again.registration(&sys(), &waiting.registration.reference).await.unwrap().place, Some((1, 0)));
+    assert_eq!(
+        again.clinic(&sys(), &FacilityNumber::parse("00A12").unwrap()).await.unwrap().name,
+        "Fernie Family Practice"
+    );
+    let dup = again.register(&sys(), &c("111"), household(&[phn(2)], &[])).await.unwrap_err();
     assert_eq!(dup.code, ErrorCode::Conflict, "claims survive too");
     again.stop().await;
 }
@@ -254,13 +265,13 @@ async fn everything_acknowledged_survives_a_restart() {
 async fn a_stopped_shard_is_restarted_by_its_supervisor_and_reloads() {
     let w = world(ShardConfig::default()).await;
     let s = &w.system;
-    let r = s.register(&c("111"), household(&[phn(1)], &[])).await.unwrap();
+    let r = s.register(&sys(), &c("111"), household(&[phn(1)], &[])).await.unwrap();
     for actor in s.directory().actors() {
         actor.stop(Some("test kills the shard".into()));
     }
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        if let Ok(view) = s.registration(&r.registration.reference).await {
+        if let Ok(view) = s.registration(&sys(), &r.registration.reference).await {
             assert_eq!(view.place, Some((1, 0)));
             break;
         }
@@ -279,12 +290,13 @@ async fn a_full_mailbox_answers_overloaded_and_changes_nothing() {
     // join_all polls every call once before any completes: the first holds the
     // only permit across its await, so the others find the mailbox full.
     let fernie = c("111");
-    let calls = (0..10).map(|i| s.register(&fernie, household(&[phn(100 + i)], &[])));
+    let who = sys();
+    let calls = (0..10).map(|i| s.register(&who, &fernie, household(&[phn(100 + i)], &[])));
     let results = futures::future::join_all(calls).await;
     let ok = results.iter().filter(|r| r.is_ok()).count();
     let overloaded = results.iter().filter(|r| matches!(r, Err(e) if e.code == ErrorCode::Overloaded)).count();
     assert_eq!((ok, overloaded), (1, 9));
-    let page = s.waitlist(&c("111"), WaitlistQuery { limit: 50, ..Default::default() }).await.unwrap();
+    let page = s.waitlist(&sys(), &c("111"), WaitlistQuery { limit: 50, ..Default::default() }).await.unwrap();
     assert_eq!(page.total_waiting, 1);
     s.stop().await;
 }
@@ -295,13 +307,14 @@ async fn waitlist_pages_filter_and_unknown_things() {
     let s = &w.system;
     for i in 0..5 {
         let needs = if i % 2 == 0 { vec![Need::Frailty] } else { vec![] };
-        s.register(&c("111"), household(&[phn(10 + i)], &needs)).await.unwrap();
+        s.register(&sys(), &c("111"), household(&[phn(10 + i)], &needs)).await.unwrap();
     }
-    let first = s.waitlist(&c("111"), WaitlistQuery { limit: 2, ..Default::default() }).await.unwrap();
+    let first = s.waitlist(&sys(), &c("111"), WaitlistQuery { limit: 2, ..Default::default() }).await.unwrap();
     assert_eq!((first.items.len(), first.has_next, first.total_waiting), (2, true, 5));
     let last = &first.items[1];
     let rest = s
         .waitlist(
+            &sys(),
             &c("111"),
             WaitlistQuery { after: Some((last.registered_at, last.reference)), limit: 10, ..Default::default() },
         )
@@ -309,13 +322,13 @@ async fn waitlist_pages_filter_and_unknown_things() {
         .unwrap();
     assert_eq!((rest.items.len(), rest.has_next), (3, false));
     let frail = s
-        .waitlist(&c("111"), WaitlistQuery { limit: 10, needs: vec![Need::Frailty], ..Default::default() })
+        .waitlist(&sys(), &c("111"), WaitlistQuery { limit: 10, needs: vec![Need::Frailty], ..Default::default() })
         .await
         .unwrap();
     assert_eq!(frail.items.len(), 3);
-    assert_eq!(s.waitlist(&c("999"), WaitlistQuery::default()).await.unwrap_err().code, ErrorCode::NotFound);
-    assert_eq!(s.registration(&RegistrationRef::generate()).await.unwrap_err().code, ErrorCode::NotFound);
-    assert_eq!(s.answer(&ProposalId::generate(), Answer::Accept).await.unwrap_err().code, ErrorCode::NotFound);
+    assert_eq!(s.waitlist(&sys(), &c("999"), WaitlistQuery::default()).await.unwrap_err().code, ErrorCode::NotFound);
+    assert_eq!(s.registration(&sys(), &RegistrationRef::generate()).await.unwrap_err().code, ErrorCode::NotFound);
+    assert_eq!(s.answer(&sys(), &ProposalId::generate(), Answer::Accept).await.unwrap_err().code, ErrorCode::NotFound);
     s.stop().await;
 }
 
@@ -326,9 +339,9 @@ async fn registrations_in_one_millisecond_keep_their_order() {
     let fernie = c("111");
     let mut refs = Vec::new();
     for i in 0..20 {
-        refs.push(s.register(&fernie, household(&[phn(300 + i)], &[])).await.unwrap().registration.reference);
+        refs.push(s.register(&sys(), &fernie, household(&[phn(300 + i)], &[])).await.unwrap().registration.reference);
     }
-    let page = s.waitlist(&fernie, WaitlistQuery { limit: 50, ..Default::default() }).await.unwrap();
+    let page = s.waitlist(&sys(), &fernie, WaitlistQuery { limit: 50, ..Default::default() }).await.unwrap();
     let order: Vec<_> = page.items.iter().map(|r| r.reference).collect();
     assert_eq!(order, refs, "the line is the registration order");
     assert!(page.items.windows(2).all(|w| w[0].registered_at < w[1].registered_at));

@@ -59,6 +59,7 @@ checks!(
     claim_phns_takes_only_free_ones,
     concurrent_commits_all_land,
     data_survives_reopen,
+    audit_log_appends_and_pages,
 );
 
 /// Runs every check, each on a fresh harness from `fresh`, and reports all that failed.
@@ -104,6 +105,7 @@ macro_rules! store_conformance_tests {
             claim_phns_takes_only_free_ones,
             concurrent_commits_all_land,
             data_survives_reopen,
+            audit_log_appends_and_pages,
         );
     };
     (@tests $fresh:expr; $($check:ident),+ $(,)?) => {
@@ -124,6 +126,65 @@ macro_rules! store_conformance_tests {
             assert_eq!(generated.as_slice(), listed.as_slice());
         }
     };
+}
+
+/// Audit records come back in time order, filtered, paged by cursor, within a
+/// time range, and after reopening.
+pub async fn audit_log_appends_and_pages(h: &dyn Harness) -> anyhow::Result<()> {
+    use crate::access::{Operation, Role};
+    use crate::audit::{AuditId, AuditQuery, AuditRecord, Outcome};
+
+    let store = h.open().await?;
+    let record = |minute: i64, id: u64, subject: &str, op: Operation, s: Option<&str>| AuditRecord {
+        at: at(minute),
+        id: AuditId(id),
+        subject: subject.to_string(),
+        role: Role::Coordinator,
+        operation: op,
+        shard: s.map(shard),
+        target: Some(format!("t{id}")),
+        outcome: if id.is_multiple_of(2) { Outcome::Ok } else { Outcome::Refused("FORBIDDEN".into()) },
+    };
+    // Appended out of order, in two calls, with two records at the same time.
+    let all = [
+        record(3, 30, "c-1", Operation::ReadWaitlist, Some("IHA/111")),
+        record(1, 10, "c-2", Operation::RunMatching, Some("FHA/201")),
+        record(2, 21, "c-1", Operation::ReadWaitlist, Some("IHA/111")),
+        record(2, 20, "c-1", Operation::AnswerProposal, None),
+    ];
+    store.append_audit(&all[..2]).await?;
+    store.append_audit(&all[2..]).await?;
+    store.append_audit(&[]).await?;
+    let ids = |rs: &[AuditRecord]| rs.iter().map(|r| r.id.0).collect::<Vec<_>>();
+
+    let everything = store.audit_page(&AuditQuery { limit: 10, ..Default::default() }).await?;
+    ensure!(ids(&everything) == [10, 20, 21, 30], "the log's order is {:?}", ids(&everything));
+    ensure!(everything[0] == all[1], "a record changed on its way through the store: {:?}", everything[0]);
+
+    let first = store.audit_page(&AuditQuery { limit: 2, ..Default::default() }).await?;
+    ensure!(ids(&first) == [10, 20], "the first page is {:?}", ids(&first));
+    let next = AuditQuery { limit: 2, after: first.last().map(AuditRecord::cursor), ..Default::default() };
+    let second = store.audit_page(&next).await?;
+    ensure!(ids(&second) == [21, 30], "the page after the cursor is {:?}", ids(&second));
+
+    let mine = AuditQuery {
+        subject: Some("c-1".into()),
+        operation: Some(Operation::ReadWaitlist),
+        limit: 10,
+        ..Default::default()
+    };
+    ensure!(ids(&store.audit_page(&mine).await?) == [21, 30], "subject and operation filters");
+    let here = AuditQuery { shard: Some(shard("FHA/201")), limit: 10, ..Default::default() };
+    ensure!(ids(&store.audit_page(&here).await?) == [10], "the shard filter");
+    let window = AuditQuery { from: Some(at(2)), until: Some(at(3)), limit: 10, ..Default::default() };
+    ensure!(ids(&store.audit_page(&window).await?) == [20, 21], "the time range is half-open");
+    ensure!(store.audit_page(&AuditQuery::default()).await?.is_empty(), "a zero limit returns nothing");
+
+    drop(store);
+    let store = h.open().await?;
+    let again = store.audit_page(&AuditQuery { limit: 10, ..Default::default() }).await?;
+    ensure!(again == everything, "the audit log did not survive reopening");
+    Ok(())
 }
 
 /// Each acquisition of a shard gets a higher epoch, whoever makes it; shards count separately.
@@ -377,7 +438,7 @@ pub async fn locate_finds_each_kind(h: &dyn Harness) -> anyhow::Result<()> {
     store.commit(&b, eb, &wb.batch(1)).await?;
     for (s, world) in [(&a, &wa), (&b, &wb)] {
         let locators = world.locators();
-        ensure!(locators.len() == 4, "the fixture should cover every locator kind");
+        ensure!(locators.len() == 5, "the fixture should cover every locator kind");
         for locator in locators {
             let found = store.locate(&locator).await?;
             ensure!(found.as_ref() == Some(s), "locate({locator:?}) = {found:?}, expected {s}");
@@ -530,9 +591,10 @@ pub mod fixtures {
     use chrono::NaiveDate;
 
     use crate::domain::{
-        AgeGroup, Capacity, Clinic, ComplexityMix, DateOfBirth, Event, EventKind, FacilityNumber, Household, Language,
-        Member, Need, PanelEntry, PanelSource, PersonName, Phn, Proposal, ProposalId, ProposalStatus, Provider,
-        ProviderId, ProviderKind, Registration, RegistrationRef, ScoreExplanation, ScorePart, ShardKey, Timestamp,
+        AgeGroup, Capacity, Clinic, ComplexityMix, DateOfBirth, DelegateId, Endorsement, EndorsementId,
+        EndorsementStatus, Event, EventKind, FacilityNumber, Household, Language, Member, Need, PanelEntry,
+        PanelSource, Party, PersonName, Phn, Proposal, ProposalId, ProposalStatus, Provider, ProviderId, ProviderKind,
+        Registration, RegistrationRef, ScoreExplanation, ScorePart, ShardKey, Timestamp,
     };
     use crate::store::{Batch, Locator, PhnClaim, PhnHolder, Record, RecordKey};
 
@@ -603,6 +665,8 @@ pub mod fixtures {
         pub clinic: Clinic,
         /// A patient on the provider's panel.
         pub entry: PanelEntry,
+        /// The provider's delegation to a staff member.
+        pub endorsement: Endorsement,
     }
 
     impl World {
@@ -689,7 +753,18 @@ pub mod fixtures {
                 attached_at: at(-30),
                 source: PanelSource::Upload,
             };
-            World { shard: shard.clone(), registration, proposal, provider, clinic, entry }
+            let endorsement = Endorsement {
+                status: EndorsementStatus::Completed,
+                ..Endorsement::new(
+                    EndorsementId::from_entropy([i as u8; 10]),
+                    shard.clone(),
+                    entry.provider.clone(),
+                    DelegateId::parse(&format!("moa-{i}")).expect("moa-N is a valid delegate id"),
+                    Party::Provider,
+                    at(-20),
+                )
+            };
+            World { shard: shard.clone(), registration, proposal, provider, clinic, entry, endorsement }
         }
 
         /// Every record, as committed by [`World::batch`].
@@ -700,6 +775,7 @@ pub mod fixtures {
                 Record::Provider(self.provider.clone()),
                 Record::Clinic(self.clinic.clone()),
                 Record::PanelEntry(self.entry.clone()),
+                Record::Endorsement(self.endorsement.clone()),
             ]
         }
 
@@ -715,6 +791,7 @@ pub mod fixtures {
                 Locator::Proposal(self.proposal.id),
                 Locator::Provider(self.provider.id.clone()),
                 Locator::Clinic(self.clinic.facility.clone()),
+                Locator::Endorsement(self.endorsement.id),
             ]
         }
 

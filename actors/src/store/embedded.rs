@@ -2,7 +2,7 @@
 //!
 //! # Layout
 //!
-//! Six tables (see `keys`):
+//! Seven tables (see `keys`):
 //!
 //! | table | key | value |
 //! |---|---|---|
@@ -11,6 +11,7 @@
 //! | `epochs` | `shard` | `u64` |
 //! | `locators` | `kind id` | versioned `ShardKey` |
 //! | `phn_claims` | PHN as `u64` | versioned `PhnClaim` |
+//! | `audit` | `time id` (order-preserving) | versioned `AuditRecord` |
 //! | `meta` | `"layout"` | layout version |
 //!
 //! Keys are ordered bytes so that a shard is a contiguous range: `load_shard` is
@@ -66,13 +67,14 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 use tokio::sync::{mpsc, oneshot};
 
 use self::keys::{
-    EPOCHS, EVENTS, LAYOUT_VERSION, LOCATORS, META, PHN_CLAIMS, RECORDS, decode, encode, event_key, locator_key,
-    phn_key, record_key, shard_name, shard_range,
+    AUDIT, EPOCHS, EVENTS, LAYOUT_VERSION, LOCATORS, META, PHN_CLAIMS, RECORDS, audit_key, decode, encode, event_key,
+    locator_key, phn_key, record_key, shard_name, shard_range,
 };
 use self::writer::{Counters, EncodedBatch, Request, Slot, store_error};
 use super::lease::{Clock, CommitGuard, LeaseBook, expired, system_clock};
 use super::{
-    Batch, CasOutcome, DEFAULT_LEASE, Epoch, Locator, PhnClaim, Record, RecordKey, ShardImage, Store, StoreError,
+    AuditQuery, AuditRecord, Batch, CasOutcome, DEFAULT_LEASE, Epoch, Locator, PhnClaim, Record, RecordKey, ShardImage,
+    Store, StoreError,
 };
 use crate::domain::{Event, Phn, Seq, ShardKey};
 
@@ -241,6 +243,7 @@ fn prepare(db: &Database) -> anyhow::Result<()> {
         txn.open_table(EPOCHS)?;
         txn.open_table(LOCATORS)?;
         txn.open_table(PHN_CLAIMS)?;
+        txn.open_table(AUDIT)?;
         let mut meta = txn.open_table(META)?;
         let layout = meta.get("layout")?.map(|g| g.value());
         match layout {
@@ -291,6 +294,27 @@ fn events_after(db: &Database, shard: &ShardKey, after: Seq, limit: usize) -> Re
     for row in events.range::<&[u8]>(start.as_slice()..end.as_slice()).map_err(store_error)?.take(limit) {
         let (_, value) = row.map_err(store_error)?;
         out.push(decode(value.value(), "event")?);
+    }
+    Ok(out)
+}
+
+fn audit_page(db: &Database, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
+    let start = audit_key(query.start());
+    let txn = db.begin_read().map_err(store_error)?;
+    let table = txn.open_table(AUDIT).map_err(store_error)?;
+    let mut out = Vec::with_capacity(query.limit.min(1024));
+    for row in table.range::<&[u8]>(start.as_slice()..).map_err(store_error)? {
+        if out.len() >= query.limit {
+            break;
+        }
+        let (_, value) = row.map_err(store_error)?;
+        let record: AuditRecord = decode(value.value(), "audit record")?;
+        if !query.is_before_end(record.at) {
+            break;
+        }
+        if query.is_after_start(record.cursor()) && record.matches(query) {
+            out.push(record);
+        }
     }
     Ok(out)
 }
@@ -435,5 +459,24 @@ impl Store for EmbeddedStore {
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
         self.submit(|slot| Request::ClaimPhns { claims, slot }).await
+    }
+
+    async fn append_audit(&self, records: &[AuditRecord]) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let rows = records
+            .iter()
+            .map(|r| Ok((audit_key(r.cursor()), encode(r, "audit record")?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        self.submit(|slot| Request::Audit { rows, slot }).await
+    }
+
+    async fn audit_page(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
+        if query.limit == 0 {
+            return Ok(Vec::new());
+        }
+        let query = query.clone();
+        self.read_blocking(move |db| audit_page(db, &query)).await
     }
 }

@@ -18,6 +18,8 @@
 //! current epoch *and* while its lease is live, so a writer that stalled past
 //! its lease finds out before it writes, and re-acquires.
 //!
+//! The audit log is global too: append-only, ordered by time.
+//!
 //! Backends: [`embedded::EmbeddedStore`] (redb, the default) and
 //! [`scylla::ScyllaStore`] (production). Both must pass [`conformance`].
 
@@ -32,9 +34,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+pub use crate::audit::{AuditQuery, AuditRecord};
 use crate::domain::{
-    Clinic, Event, FacilityNumber, PanelEntry, Phn, Proposal, ProposalId, Provider, ProviderId, Registration,
-    RegistrationRef, Seq, ShardKey, Timestamp,
+    Clinic, Endorsement, EndorsementId, Event, FacilityNumber, PanelEntry, Phn, Proposal, ProposalId, Provider,
+    ProviderId, Registration, RegistrationRef, Seq, ShardKey, Timestamp,
 };
 
 /// How long a shard lease lasts unless renewed, when the configuration does not say.
@@ -57,6 +60,8 @@ pub enum Record {
     Clinic(Clinic),
     /// One patient on one panel.
     PanelEntry(PanelEntry),
+    /// A delegation endorsement of a provider homed in the shard.
+    Endorsement(Endorsement),
 }
 
 /// The key of a [`Record`] within its shard.
@@ -72,6 +77,8 @@ pub enum RecordKey {
     Clinic(FacilityNumber),
     /// A panel entry by provider and patient.
     PanelEntry(ProviderId, Phn),
+    /// An endorsement by id.
+    Endorsement(EndorsementId),
 }
 
 impl Record {
@@ -83,6 +90,7 @@ impl Record {
             Record::Provider(p) => RecordKey::Provider(p.id.clone()),
             Record::Clinic(c) => RecordKey::Clinic(c.facility.clone()),
             Record::PanelEntry(e) => RecordKey::PanelEntry(e.provider.clone(), e.phn),
+            Record::Endorsement(e) => RecordKey::Endorsement(e.id),
         }
     }
 }
@@ -98,6 +106,8 @@ pub enum Locator {
     Provider(ProviderId),
     /// A clinic.
     Clinic(FacilityNumber),
+    /// An endorsement.
+    Endorsement(EndorsementId),
 }
 
 /// Everything one shard commits at once: durable together or not at all.
@@ -246,4 +256,12 @@ pub trait Store: Send + Sync + 'static {
     /// claim found. Not atomic across PHNs: callers release what they took if
     /// they give up. Used for whole households and bulk loads.
     async fn claim_phns(&self, claims: Vec<(Phn, PhnClaim)>) -> Result<Vec<(Phn, PhnClaim)>, StoreError>;
+
+    /// Makes audit records durable (all of them or none). The audit log is
+    /// append-only: nothing ever rewrites or deletes a record.
+    async fn append_audit(&self, records: &[AuditRecord]) -> Result<(), StoreError>;
+
+    /// Audit records passing `query`'s filters, ordered by time then id, after
+    /// its cursor and within its time range, at most `query.limit` of them.
+    async fn audit_page(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError>;
 }

@@ -12,13 +12,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_graphql::{Context, Enum, ID, Object, SimpleObject, Subscription};
+use attach_actors::access::Operation;
 use attach_actors::domain::{self as d, Event, EventKind, ShardKey};
 use attach_actors::error::{AttachError, ErrorCode};
 use futures::stream::{self, BoxStream, StreamExt};
 use tokio::sync::broadcast::{self, error::RecvError};
 
 use super::error::GqlResult;
-use super::query::{max_page, system};
+use super::query::{caller, max_page, system};
 use super::types::Responder;
 use crate::config::FeedSettings;
 
@@ -182,7 +183,7 @@ impl FeedQuery {
     ) -> async_graphql::Result<EventPage> {
         let code = d::CommunityCode::parse(&community_code).gql()?;
         let limit = super::cursor::page_size(first, max_page(ctx)).gql()?;
-        let events = system(ctx).events_after(&code, after_seq, limit).await.gql()?;
+        let events = system(ctx).events_after(caller(ctx), &code, after_seq, limit).await.gql()?;
         let last_seq = events.last().map_or(after_seq, |e| e.seq);
         Ok(EventPage { has_more: events.len() == limit, last_seq, nodes: events.into_iter().map(Into::into).collect() })
     }
@@ -289,12 +290,12 @@ async fn community_stream(
 ) -> async_graphql::Result<BoxStream<'static, MatchEvent>> {
     let system = system(ctx);
     // Subscribe before reading the store, so no event falls between the two.
-    let (shard, rx) = system.subscribe(code).gql()?;
+    let (shard, rx) = system.subscribe(caller(ctx), code).gql()?;
     let max_replay = ctx.data_unchecked::<FeedSettings>().max_replay;
     let (backlog, last) = match after {
         None => (VecDeque::new(), None),
         Some(after) => {
-            let events = system.events_after(code, after, max_replay + 1).await.gql()?;
+            let events = system.events_after(caller(ctx), code, after, max_replay + 1).await.gql()?;
             if events.len() > max_replay {
                 // Too much to replay here: say so, and let the client page with `events`.
                 let notice = MatchEvent::missed(&shard, after);
@@ -329,6 +330,7 @@ impl SubscriptionRoot {
         code: String,
     ) -> async_graphql::Result<BoxStream<'static, MatchEvent>> {
         let ha = d::HaCode::parse(&code).gql()?;
+        caller(ctx).require_health_authority(Operation::ReadEvents, &ha).gql()?;
         let authority = system(ctx)
             .regions()
             .health_authority(ha.as_str())

@@ -6,7 +6,7 @@ use attach_actors::shard::Answer;
 
 use super::error::GqlResult;
 use super::inputs::{CapacityInput, ClinicInput, ProviderInput, RegisterHouseholdInput};
-use super::query::system;
+use super::query::{caller, system};
 use super::types::*;
 
 /// The root of every mutation.
@@ -23,7 +23,7 @@ impl MutationRoot {
     ) -> async_graphql::Result<Registration> {
         let today = Timestamp::now().to_utc().date_naive();
         let (community, household) = input.parse(today).gql()?;
-        system(ctx).register(&community, household).await.gql().map(Into::into)
+        system(ctx).register(caller(ctx), &community, household).await.gql().map(Into::into)
     }
 
     /// Takes a waiting or proposed registration off the waitlist.
@@ -35,19 +35,19 @@ impl MutationRoot {
     ) -> async_graphql::Result<Registration> {
         let reference = d::RegistrationRef::parse(&reference).gql()?;
         let reason = d::parse_reason(&reason).gql()?;
-        system(ctx).withdraw(&reference, reason).await.gql().map(Into::into)
+        system(ctx).withdraw(caller(ctx), &reference, reason).await.gql().map(Into::into)
     }
 
     /// Creates or updates a clinic in the registry.
     async fn upsert_clinic(&self, ctx: &Context<'_>, input: ClinicInput) -> async_graphql::Result<Clinic> {
         let (community, cmd) = input.parse().gql()?;
-        system(ctx).upsert_clinic(&community, cmd).await.gql().map(Into::into)
+        system(ctx).upsert_clinic(caller(ctx), &community, cmd).await.gql().map(Into::into)
     }
 
     /// Creates or updates a provider in the registry (capacity is set separately).
     async fn upsert_provider(&self, ctx: &Context<'_>, input: ProviderInput) -> async_graphql::Result<Provider> {
         let (community, cmd) = input.parse().gql()?;
-        system(ctx).upsert_provider(&community, cmd).await.gql().map(Into::into)
+        system(ctx).upsert_provider(caller(ctx), &community, cmd).await.gql().map(Into::into)
     }
 
     /// Declares a provider's capacity and panel preferences.
@@ -59,13 +59,13 @@ impl MutationRoot {
     ) -> async_graphql::Result<Provider> {
         let id = d::ProviderId::parse(&provider_id).gql()?;
         let capacity = input.parse().gql()?;
-        system(ctx).set_capacity(&id, capacity).await.gql().map(Into::into)
+        system(ctx).set_capacity(caller(ctx), &id, capacity).await.gql().map(Into::into)
     }
 
     /// Matches a community's waiting households to its providers' free places.
     async fn run_matching(&self, ctx: &Context<'_>, community_code: String) -> async_graphql::Result<MatchRun> {
         let code = d::CommunityCode::parse(&community_code).gql()?;
-        let proposals = system(ctx).run_matching(&code).await.gql()?;
+        let proposals = system(ctx).run_matching(caller(ctx), &code).await.gql()?;
         Ok(MatchRun {
             community: code.as_str().to_string(),
             proposals: proposals.into_iter().map(Into::into).collect(),
@@ -75,7 +75,7 @@ impl MutationRoot {
     /// Accepts a proposal: the household joins the provider's panel (service code 98990).
     async fn accept_proposal(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Proposal> {
         let id = d::ProposalId::parse(&id).gql()?;
-        system(ctx).answer(&id, Answer::Accept).await.gql().map(Into::into)
+        system(ctx).answer(caller(ctx), &id, Answer::Accept).await.gql().map(Into::into)
     }
 
     /// Declines a proposal: the household returns to the waitlist keeping its place.
@@ -88,6 +88,6 @@ impl MutationRoot {
     ) -> async_graphql::Result<Proposal> {
         let id = d::ProposalId::parse(&id).gql()?;
         let reason = d::parse_reason(&reason).gql()?;
-        system(ctx).answer(&id, Answer::Decline { by: by.into(), reason }).await.gql().map(Into::into)
+        system(ctx).answer(caller(ctx), &id, Answer::Decline { by: by.into(), reason }).await.gql().map(Into::into)
     }
 }

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use async_graphql::{Context, ID, Object};
+use attach_actors::access::Principal;
 use attach_actors::domain as d;
 use attach_actors::shard::WaitlistQuery;
 use attach_actors::system::AttachSystem;
@@ -19,6 +20,13 @@ pub struct QueryRoot;
 
 pub(super) fn system<'a>(ctx: &Context<'a>) -> &'a Arc<AttachSystem> {
     ctx.data_unchecked::<Arc<AttachSystem>>()
+}
+
+/// The caller, as the HTTP layer authenticated them; without a token (or in a
+/// schema executed without the HTTP layer) the public caller.
+pub(super) fn caller<'a>(ctx: &Context<'a>) -> &'a Principal {
+    static PUBLIC: std::sync::LazyLock<Principal> = std::sync::LazyLock::new(Principal::public);
+    ctx.data_opt::<Principal>().unwrap_or(&PUBLIC)
 }
 
 pub(super) fn max_page(ctx: &Context<'_>) -> usize {
@@ -60,7 +68,7 @@ impl QueryRoot {
     /// A registration's status and place in line, by its reference.
     async fn registration(&self, ctx: &Context<'_>, reference: ID) -> async_graphql::Result<Registration> {
         let reference = d::RegistrationRef::parse(&reference).gql()?;
-        system(ctx).registration(&reference).await.gql().map(Into::into)
+        system(ctx).registration(caller(ctx), &reference).await.gql().map(Into::into)
     }
 
     /// A community's waitlist in line order.
@@ -82,7 +90,7 @@ impl QueryRoot {
             needs: filter.needs.into_iter().map(Into::into).collect(),
             min_wait_days: filter.min_wait_days,
         };
-        let page = system(ctx).waitlist(&code, query).await.gql()?;
+        let page = system(ctx).waitlist(caller(ctx), &code, query).await.gql()?;
         let end_cursor = page.items.last().map(|r| cursor::encode_waitlist(r.registered_at, &r.reference));
         Ok(RegistrationConnection {
             nodes: page.items.into_iter().map(Registration::from).collect(),
@@ -94,31 +102,31 @@ impl QueryRoot {
     /// A provider by practitioner number.
     async fn provider(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Provider> {
         let id = d::ProviderId::parse(&id).gql()?;
-        system(ctx).provider(&id).await.gql().map(Into::into)
+        system(ctx).provider(caller(ctx), &id).await.gql().map(Into::into)
     }
 
     /// Providers homed in a community.
     async fn providers(&self, ctx: &Context<'_>, community_code: String) -> async_graphql::Result<Vec<Provider>> {
         let code = community(&community_code)?;
-        Ok(system(ctx).providers(&code).await.gql()?.into_iter().map(Into::into).collect())
+        Ok(system(ctx).providers(caller(ctx), &code).await.gql()?.into_iter().map(Into::into).collect())
     }
 
     /// A clinic by facility number.
     async fn clinic(&self, ctx: &Context<'_>, facility_number: String) -> async_graphql::Result<Clinic> {
         let f = d::FacilityNumber::parse(&facility_number).gql()?;
-        system(ctx).clinic(&f).await.gql().map(Into::into)
+        system(ctx).clinic(caller(ctx), &f).await.gql().map(Into::into)
     }
 
     /// Clinics in a community.
     async fn clinics(&self, ctx: &Context<'_>, community_code: String) -> async_graphql::Result<Vec<Clinic>> {
         let code = community(&community_code)?;
-        Ok(system(ctx).clinics(&code).await.gql()?.into_iter().map(Into::into).collect())
+        Ok(system(ctx).clinics(caller(ctx), &code).await.gql()?.into_iter().map(Into::into).collect())
     }
 
     /// A proposal by id.
     async fn proposal(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Proposal> {
         let id = d::ProposalId::parse(&id).gql()?;
-        system(ctx).proposal(&id).await.gql().map(Into::into)
+        system(ctx).proposal(caller(ctx), &id).await.gql().map(Into::into)
     }
 
     /// A community's proposals, newest first.
@@ -135,7 +143,7 @@ impl QueryRoot {
         let (offset, limit) = offset_window(ctx, first, after)?;
         let provider = provider_id.map(|p| d::ProviderId::parse(&p)).transpose().gql()?;
         let statuses = status.into_iter().map(Into::into).collect();
-        let page = system(ctx).proposals(&code, statuses, provider, offset, limit).await.gql()?;
+        let page = system(ctx).proposals(caller(ctx), &code, statuses, provider, offset, limit).await.gql()?;
         Ok(ProposalConnection {
             page_info: offset_page_info(offset, page.items.len(), page.has_next),
             nodes: page.items.into_iter().map(Into::into).collect(),
@@ -152,7 +160,7 @@ impl QueryRoot {
     ) -> async_graphql::Result<PanelConnection> {
         let id = d::ProviderId::parse(&provider_id).gql()?;
         let (offset, limit) = offset_window(ctx, first, after)?;
-        let page = system(ctx).panel(&id, offset, limit).await.gql()?;
+        let page = system(ctx).panel(caller(ctx), &id, offset, limit).await.gql()?;
         Ok(PanelConnection {
             page_info: offset_page_info(offset, page.items.len(), page.has_next),
             nodes: page.items.into_iter().map(Into::into).collect(),
@@ -164,13 +172,13 @@ impl QueryRoot {
     async fn community_statistics(&self, ctx: &Context<'_>, code: String) -> async_graphql::Result<Statistics> {
         let code = community(&code)?;
         let system = system(ctx);
-        Ok(Statistics::new(system.community_stats(&code).await.gql()?, system.feed_status()))
+        Ok(Statistics::new(system.community_stats(caller(ctx), &code).await.gql()?, system.feed_status()))
     }
 
     /// A health authority's statistics, over all its communities.
     async fn health_authority_statistics(&self, ctx: &Context<'_>, code: String) -> async_graphql::Result<Statistics> {
         let ha = d::HaCode::parse(&code).gql()?;
         let system = system(ctx);
-        Ok(Statistics::new(system.health_authority_stats(&ha).await.gql()?, system.feed_status()))
+        Ok(Statistics::new(system.health_authority_stats(caller(ctx), &ha).await.gql()?, system.feed_status()))
     }
 }

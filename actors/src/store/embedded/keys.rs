@@ -6,6 +6,7 @@
 
 use redb::TableDefinition;
 
+use crate::audit::AuditCursor;
 use crate::domain::{Phn, Seq, ShardKey};
 pub(super) use crate::store::codec::{decode, encode};
 use crate::store::{Locator, RecordKey};
@@ -20,6 +21,8 @@ pub(super) const EPOCHS: TableDefinition<&str, u64> = TableDefinition::new("epoc
 pub(super) const LOCATORS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("locators");
 /// PHN as an integer → versioned `PhnClaim`.
 pub(super) const PHN_CLAIMS: TableDefinition<u64, &[u8]> = TableDefinition::new("phn_claims");
+/// `time(order-preserving u64) id(u64)`, big-endian → versioned `AuditRecord`.
+pub(super) const AUDIT: TableDefinition<&[u8], &[u8]> = TableDefinition::new("audit");
 /// `"layout"` → [`LAYOUT_VERSION`]: lets a future key layout refuse an old file (or migrate it).
 pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
@@ -68,6 +71,7 @@ pub(super) fn record_key(shard: &ShardKey, key: &RecordKey) -> Vec<u8> {
             out.push(FIELD_END);
             out.extend_from_slice(&phn_key(*phn).to_be_bytes());
         }
+        RecordKey::Endorsement(e) => tagged(&mut out, 6, e.as_str()),
     }
     out
 }
@@ -87,6 +91,7 @@ pub(super) fn locator_key(locator: &Locator) -> Vec<u8> {
         Locator::Proposal(p) => tagged(&mut out, 2, p.as_str()),
         Locator::Provider(p) => tagged(&mut out, 3, p.as_str()),
         Locator::Clinic(c) => tagged(&mut out, 4, c.as_str()),
+        Locator::Endorsement(e) => tagged(&mut out, 6, e.as_str()),
     }
     out
 }
@@ -94,6 +99,16 @@ pub(super) fn locator_key(locator: &Locator) -> Vec<u8> {
 /// The key of a PHN claim.
 pub(super) fn phn_key(phn: Phn) -> u64 {
     phn.as_u64()
+}
+
+/// The key of an audit record: time then id, so byte order is log order.
+pub(super) fn audit_key(cursor: AuditCursor) -> [u8; 16] {
+    // Flipping the sign bit maps i64 order onto u64 order (times before 1970 sort first).
+    let at = (cursor.at.0 as u64) ^ (1 << 63);
+    let mut out = [0u8; 16];
+    out[..8].copy_from_slice(&at.to_be_bytes());
+    out[8..].copy_from_slice(&cursor.id.0.to_be_bytes());
+    out
 }
 
 fn tagged(out: &mut Vec<u8>, kind: u8, id: &str) {
@@ -121,6 +136,17 @@ mod tests {
             assert!(!inside(&event_key(other, 0)));
             assert!(!inside(&event_key(other, u64::MAX)));
         }
+    }
+
+    #[test]
+    fn audit_keys_sort_by_time_then_id() {
+        use crate::audit::AuditId;
+        use crate::domain::Timestamp;
+        let key = |at, id| audit_key(AuditCursor { at: Timestamp(at), id: AuditId(id) });
+        assert!(key(-5, 9) < key(0, 0));
+        assert!(key(0, u64::MAX) < key(1, 0));
+        assert!(key(7, 1) < key(7, 2));
+        assert!(key(1_700_000_000_000, 0) < key(1_800_000_000_000, 0));
     }
 
     #[test]

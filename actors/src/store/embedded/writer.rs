@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use redb::{Database, ReadableTable, Table, WriteTransaction};
 use tokio::sync::{mpsc, oneshot};
 
-use super::keys::{EPOCHS, EVENTS, LOCATORS, PHN_CLAIMS, RECORDS, decode};
+use super::keys::{AUDIT, EPOCHS, EVENTS, LOCATORS, PHN_CLAIMS, RECORDS, decode};
 use crate::domain::Phn;
 use crate::store::{CasOutcome, Epoch, PhnClaim, StoreError};
 
@@ -66,6 +66,8 @@ pub(super) enum Request {
     CasPhn { phn: u64, expected: Option<PhnClaim>, new: Option<Vec<u8>>, slot: Slot<CasOutcome<PhnClaim>> },
     /// Claim every free PHN; answer the ones already held.
     ClaimPhns { claims: Vec<(Phn, PhnClaim, Vec<u8>)>, slot: Slot<Vec<(Phn, PhnClaim)>> },
+    /// Append encoded audit records (key, value).
+    Audit { rows: Vec<([u8; 16], Vec<u8>)>, slot: Slot<()> },
 }
 
 impl Request {
@@ -75,6 +77,7 @@ impl Request {
             Request::Commit { slot, .. } => slot.finish(group_failed),
             Request::CasPhn { slot, .. } => slot.finish(group_failed),
             Request::ClaimPhns { slot, .. } => slot.finish(group_failed),
+            Request::Audit { slot, .. } => slot.finish(group_failed),
         }
     }
 }
@@ -133,6 +136,7 @@ struct Tables<'txn> {
     epochs: Table<'txn, &'static str, u64>,
     locators: Table<'txn, &'static [u8], &'static [u8]>,
     claims: Table<'txn, u64, &'static [u8]>,
+    audit: Table<'txn, &'static [u8], &'static [u8]>,
 }
 
 fn apply_all(txn: &WriteTransaction, group: &mut [Request]) -> Result<(), redb::Error> {
@@ -142,6 +146,7 @@ fn apply_all(txn: &WriteTransaction, group: &mut [Request]) -> Result<(), redb::
         epochs: txn.open_table(EPOCHS)?,
         locators: txn.open_table(LOCATORS)?,
         claims: txn.open_table(PHN_CLAIMS)?,
+        audit: txn.open_table(AUDIT)?,
     };
     for request in group.iter_mut() {
         match request {
@@ -149,6 +154,12 @@ fn apply_all(txn: &WriteTransaction, group: &mut [Request]) -> Result<(), redb::
             Request::Commit { shard, epoch, batch, slot } => commit(&mut t, shard, *epoch, batch, slot)?,
             Request::CasPhn { phn, expected, new, slot } => cas(&mut t, *phn, expected.as_ref(), new.as_deref(), slot)?,
             Request::ClaimPhns { claims, slot } => claim(&mut t, claims, slot)?,
+            Request::Audit { rows, slot } => {
+                for (key, value) in rows.iter() {
+                    t.audit.insert(key.as_slice(), value.as_slice())?;
+                }
+                slot.set(Ok(()));
+            }
         }
     }
     Ok(())

@@ -11,6 +11,8 @@
 //! | `events` | `(ha, community, seq / 65536)` | `seq` | versioned `Event` blob |
 //! | `locators` | `(kind, id)` | | `shard` |
 //! | `phn_claims` | `phn` | | versioned `PhnClaim` blob |
+//! | `audit` | `at / 10 min` | `at, id` | versioned `AuditRecord` blob |
+//! | `audit_buckets` | `bucket / 50,000` | `bucket` | (which audit partitions hold records) |
 //!
 //! A shard's records are spread over 64 hash buckets and its events over
 //! buckets of 65,536, so no partition nears 100,000 rows; loading a shard reads
@@ -31,6 +33,7 @@
 //! late replica write of an old owner carries an older timestamp than anything
 //! the new owner writes.
 
+mod audit;
 mod lease;
 mod rows;
 mod schema;
@@ -64,7 +67,8 @@ use self::statements::Statements;
 use super::codec::{decode, encode};
 use super::lease::{Clock, CommitGuard, LeaseBook, expired, system_clock};
 use super::{
-    Batch, CasOutcome, DEFAULT_LEASE, Epoch, Locator, PhnClaim, Record, RecordKey, ShardImage, Store, StoreError,
+    AuditQuery, AuditRecord, Batch, CasOutcome, DEFAULT_LEASE, Epoch, Locator, PhnClaim, Record, RecordKey, ShardImage,
+    Store, StoreError,
 };
 use crate::domain::{Event, Phn, Seq, ShardKey};
 
@@ -351,17 +355,17 @@ impl ScyllaStore {
     }
 
     /// Writes rows in logged batches of bounded size, all with `timestamp`.
-    async fn write_batches(
+    /// `may_continue` is asked before every batch after the first.
+    async fn write_rows(
         &self,
-        shard: &ShardKey,
-        epoch: Epoch,
         writes: Vec<(&PreparedStatement, Vec<CqlValue>)>,
         timestamp: i64,
+        may_continue: impl Fn() -> Result<(), StoreError>,
+        what: &str,
     ) -> Result<(), StoreError> {
         for (i, chunk) in chunks(writes).into_iter().enumerate() {
-            // A large commit takes several round trips: each must start within the lease.
-            if i > 0 && !matches!(self.inner.leases.guard(shard, epoch), CommitGuard::Live { .. }) {
-                return Err(expired(shard));
+            if i > 0 {
+                may_continue()?;
             }
             let mut batch = CqlBatch::new(BatchType::Logged);
             let mut values = Vec::with_capacity(chunk.len());
@@ -378,9 +382,67 @@ impl ScyllaStore {
                 .session
                 .batch(&batch, values)
                 .await
-                .map_err(|e| StoreError::Unavailable(format!("writing a commit of shard {shard}: {e}")))?;
+                .map_err(|e| StoreError::Unavailable(format!("writing {what}: {e}")))?;
         }
         Ok(())
+    }
+
+    /// The buckets listed under index partition `span` between `first` and `last`.
+    async fn audit_buckets(&self, span: i64, first: i64, last: i64) -> Result<Vec<i64>, StoreError> {
+        let st = &self.inner.st.audit_buckets_in;
+        let mut out = Vec::new();
+        let mut paging = PagingState::start();
+        loop {
+            let (result, next) = self
+                .inner
+                .session
+                .execute_single_page(st, (span, first, last), paging)
+                .await
+                .map_err(|e| unavailable(st, e))?;
+            out.extend(all_rows::<(i64,)>(result)?.into_iter().map(|(b,)| b));
+            match next.into_paging_control_flow() {
+                std::ops::ControlFlow::Continue(state) => paging = state,
+                std::ops::ControlFlow::Break(()) => return Ok(out),
+            }
+        }
+    }
+
+    /// Adds the records of one audit partition that pass `query` to `out`, up to
+    /// its limit; `false` once the page is full or past the query's range.
+    async fn audit_bucket_page(
+        &self,
+        bucket: i64,
+        query: &AuditQuery,
+        out: &mut Vec<AuditRecord>,
+    ) -> Result<bool, StoreError> {
+        let st = &self.inner.st.audit_scan;
+        let start = query.start();
+        let values = (bucket, start.at.0, audit::id_column(start.id));
+        let mut paging = PagingState::start();
+        loop {
+            let (result, next) =
+                self.inner.session.execute_single_page(st, values, paging).await.map_err(|e| unavailable(st, e))?;
+            for (at, id, blob) in all_rows::<(i64, i64, Vec<u8>)>(result)? {
+                let cursor = audit::cursor(at, id);
+                if !query.is_before_end(cursor.at) {
+                    return Ok(false);
+                }
+                if !query.is_after_start(cursor) {
+                    continue;
+                }
+                let record: AuditRecord = decode(&blob, "audit record")?;
+                if record.matches(query) {
+                    out.push(record);
+                    if out.len() >= query.limit {
+                        return Ok(false);
+                    }
+                }
+            }
+            match next.into_paging_control_flow() {
+                std::ops::ControlFlow::Continue(state) => paging = state,
+                std::ops::ControlFlow::Break(()) => return Ok(true),
+            }
+        }
     }
 
     async fn claim_one(&self, phn: Phn, claim: &[u8]) -> Result<Option<PhnClaim>, StoreError> {
@@ -574,7 +636,12 @@ impl Store for ScyllaStore {
         if writes.is_empty() {
             return Ok(());
         }
-        self.write_batches(shard, epoch, writes, self.next_timestamp()).await
+        // A large commit takes several round trips: each must start within the lease.
+        let within_lease = || match self.inner.leases.guard(shard, epoch) {
+            CommitGuard::Live { .. } => Ok(()),
+            _ => Err(expired(shard)),
+        };
+        self.write_rows(writes, self.next_timestamp(), within_lease, "a commit").await
     }
 
     async fn events_after(&self, shard: &ShardKey, after: Seq, limit: usize) -> Result<Vec<Event>, StoreError> {
@@ -680,5 +747,50 @@ impl Store for ScyllaStore {
             }
         }
         Ok(held)
+    }
+
+    async fn append_audit(&self, records: &[AuditRecord]) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let st = &self.inner.st;
+        // Index rows first: a crash between leaves at worst an empty bucket listed.
+        let buckets: BTreeSet<i64> = records.iter().map(|r| audit::bucket(r.at)).collect();
+        let spans: BTreeSet<i64> = buckets.iter().map(|b| audit::span(*b)).collect();
+        let mut writes = Vec::with_capacity(spans.len() + buckets.len() + records.len());
+        for span in spans {
+            writes.push((&st.audit_bucket_insert, vec![CqlValue::BigInt(audit::SPANS), CqlValue::BigInt(span)]));
+        }
+        for bucket in buckets {
+            let span = audit::span(bucket);
+            writes.push((&st.audit_bucket_insert, vec![CqlValue::BigInt(span), CqlValue::BigInt(bucket)]));
+        }
+        for record in records {
+            let values = vec![
+                CqlValue::BigInt(audit::bucket(record.at)),
+                CqlValue::BigInt(record.at.0),
+                CqlValue::BigInt(audit::id_column(record.id)),
+                CqlValue::Blob(encode(record, "audit record")?),
+            ];
+            writes.push((&st.audit_insert, values));
+        }
+        self.write_rows(writes, self.next_timestamp(), || Ok(()), "the audit log").await
+    }
+
+    async fn audit_page(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
+        let mut out = Vec::new();
+        if query.limit == 0 {
+            return Ok(out);
+        }
+        let (first, last) = audit::bucket_range(query.start(), query.until);
+        for span in self.audit_buckets(audit::SPANS, audit::span(first), audit::span(last)).await? {
+            let (span_first, span_last) = audit::span_buckets(span);
+            for bucket in self.audit_buckets(span, first.max(span_first), last.min(span_last)).await? {
+                if !self.audit_bucket_page(bucket, query, &mut out).await? {
+                    return Ok(out);
+                }
+            }
+        }
+        Ok(out)
     }
 }

@@ -29,6 +29,7 @@ pub(super) fn record_columns(key: &RecordKey) -> (i32, i32, String) {
         RecordKey::Clinic(c) => (4, c.as_str().to_string()),
         // Provider ids are letters and digits, so `:` cannot occur inside one.
         RecordKey::PanelEntry(provider, phn) => (5, format!("{}:{}", provider.as_str(), phn.as_u64())),
+        RecordKey::Endorsement(e) => (6, e.as_str().to_string()),
     };
     (bucket_of(kind, &id), kind, id)
 }
@@ -79,6 +80,7 @@ pub(super) fn locator_columns(locator: &Locator) -> (i32, String) {
         Locator::Proposal(p) => (2, p.as_str().to_string()),
         Locator::Provider(p) => (3, p.as_str().to_string()),
         Locator::Clinic(c) => (4, c.as_str().to_string()),
+        Locator::Endorsement(e) => (5, e.as_str().to_string()),
     }
 }
 
@@ -168,7 +170,7 @@ mod tests {
     use std::collections::{BTreeMap, BTreeSet};
 
     use super::*;
-    use crate::domain::{FacilityNumber, ProposalId, ProviderId, RegistrationRef};
+    use crate::domain::{EndorsementId, FacilityNumber, ProposalId, ProviderId, RegistrationRef};
     use crate::store::conformance::fixtures::{World, phn, reference, shard};
 
     #[test]
@@ -181,6 +183,7 @@ mod tests {
             RecordKey::Clinic(FacilityNumber::parse("F0001").unwrap()),
             RecordKey::PanelEntry(provider.clone(), phn(1)),
             RecordKey::PanelEntry(provider, phn(2)),
+            RecordKey::Endorsement(EndorsementId::parse("E000000001").unwrap()),
         ];
         let columns: BTreeSet<_> = keys.iter().map(record_columns).collect();
         assert_eq!(columns.len(), keys.len(), "two keys share a row");
@@ -235,8 +238,9 @@ mod tests {
             assert_eq!(event_from_row(seq, &event_blob(&event).unwrap()).unwrap(), event);
             assert!(event_from_row(seq + 1, &event_blob(&event).unwrap()).is_err(), "a misfiled event was accepted");
         }
-        let kinds: BTreeSet<_> = world.locators().iter().map(|l| locator_columns(l).0).collect();
-        assert_eq!(kinds.len(), 4);
+        let locators = world.locators();
+        let kinds: BTreeSet<_> = locators.iter().map(|l| locator_columns(l).0).collect();
+        assert_eq!(kinds.len(), locators.len(), "two kinds of locator share a kind number");
         assert_eq!(shard_columns(&s), ("IHA", "111"));
         assert_eq!(shard_from_column(&s.to_string()).unwrap(), s);
         assert!(matches!(shard_from_column("nonsense"), Err(StoreError::Corrupt(_))));

@@ -121,12 +121,12 @@ mod tests {
     ];
 
     #[test]
-    fn the_schema_file_has_the_keyspace_and_five_tables() {
+    fn the_schema_file_has_the_keyspace_and_its_tables() {
         let all = statements(SCHEMA);
         assert!(all[0].starts_with("CREATE KEYSPACE IF NOT EXISTS attach WITH replication"), "{}", all[0]);
         assert!(all[0].contains("NetworkTopologyStrategy"));
         let names: Vec<_> = tables().into_keys().collect();
-        assert_eq!(names, ["events", "locators", "phn_claims", "records", "shard_owners"]);
+        assert_eq!(names, ["audit", "audit_buckets", "events", "locators", "phn_claims", "records", "shard_owners"]);
     }
 
     #[test]
@@ -191,7 +191,7 @@ mod tests {
             "CREATE KEYSPACE IF NOT EXISTS attach_test WITH replication = {'class': 'NetworkTopologyStrategy', \
              'dc-east': 3, 'dc_west': 2} AND tablets = {'enabled': false}"
         );
-        assert_eq!(steps.len(), 6);
+        assert_eq!(steps.len(), 8);
         assert!(steps[1..].iter().all(|s| s.starts_with("CREATE TABLE IF NOT EXISTS attach_test.")), "{steps:?}");
         assert!(steps.iter().all(|s| !s.contains("USE ")));
     }

@@ -120,6 +120,16 @@ statements! {
         "UPDATE {ks}.phn_claims SET claim = ? WHERE phn = ? IF claim = ?";
     claim_delete: Lwt =
         "DELETE FROM {ks}.phn_claims WHERE phn = ? IF claim = ?";
+
+    // ---- the audit log (see audit.rs) ----
+    audit_insert: Write =
+        "INSERT INTO {ks}.audit (bucket, at, id, record) VALUES (?, ?, ?, ?)";
+    audit_bucket_insert: Write =
+        "INSERT INTO {ks}.audit_buckets (span, bucket) VALUES (?, ?)";
+    audit_buckets_in: Read =
+        "SELECT bucket FROM {ks}.audit_buckets WHERE span = ? AND bucket >= ? AND bucket <= ?";
+    audit_scan: Read =
+        "SELECT at, id, record FROM {ks}.audit WHERE bucket = ? AND (at, id) >= (?, ?)";
 }
 
 /// The statement text for keyspace `ks`.

@@ -1,0 +1,207 @@
+//! Who may do what, decided by the system and the shards against their data:
+//! providers and their proposals and panels, delegation endorsements, medical
+//! directors and their clinics, coordinators and their scope, and the audit log.
+
+use crate::access::{Operation, Principal, Role, Scope};
+use crate::audit::{AuditQuery, Outcome};
+use crate::domain::*;
+use crate::error::ErrorCode;
+use crate::shard::{Answer, ClinicCommand, ShardConfig};
+
+use super::tests::{World, c, household, phn, provider, sys, world};
+
+fn as_provider(id: &ProviderId) -> Principal {
+    Principal::new(format!("user-{id}"), Role::Provider, Some(id.clone()), Scope::default())
+}
+
+fn delegate(name: &str) -> Principal {
+    Principal::new(name, Role::Delegate, None, Scope::default())
+}
+
+fn coordinator(scope: &[&str]) -> Principal {
+    Principal::new("coord-1", Role::Coordinator, None, Scope::parse(scope.iter().copied()).unwrap())
+}
+
+fn code<T: std::fmt::Debug>(r: Result<T, crate::error::AttachError>) -> ErrorCode {
+    r.unwrap_err().code
+}
+
+/// A provider with one attached patient, and a second provider.
+async fn practice() -> (World, ProviderId, ProviderId) {
+    let w = world(ShardConfig::default()).await;
+    let doc = provider(&w.system, "P1111", "111", 10).await;
+    let other = provider(&w.system, "P2222", "111", 0).await;
+    let r = w.system.register(&sys(), &c("111"), household(&[phn(1)], &[])).await.unwrap();
+    let p = w.system.run_matching(&sys(), &c("111")).await.unwrap().pop().unwrap();
+    assert_eq!(p.reference, r.registration.reference);
+    w.system.answer(&sys(), &p.id, Answer::Accept).await.unwrap();
+    (w, doc, other)
+}
+
+#[tokio::test]
+async fn providers_answer_and_read_only_their_own() {
+    let w = world(ShardConfig::default()).await;
+    let s = &w.system;
+    let doc = provider(s, "P1111", "111", 10).await;
+    let other = provider(s, "P2222", "111", 0).await;
+    s.register(&sys(), &c("111"), household(&[phn(1)], &[])).await.unwrap();
+    let p = s.run_matching(&coordinator(&["ha:IHA"]), &c("111")).await.unwrap().pop().unwrap();
+
+    assert_eq!(code(s.answer(&as_provider(&other), &p.id, Answer::Accept).await), ErrorCode::Forbidden);
+    assert_eq!(code(s.proposal(&as_provider(&other), &p.id).await), ErrorCode::Forbidden);
+    let mine = s.proposals(&as_provider(&other), &c("111"), vec![], None, 0, 10).await.unwrap();
+    assert!(mine.items.is_empty(), "another provider's proposals are filtered out");
+    let asked = s.proposals(&as_provider(&other), &c("111"), vec![], Some(doc.clone()), 0, 10).await;
+    assert_eq!(code(asked), ErrorCode::Forbidden);
+    let patient_decline = Answer::Decline { by: Responder::Patient, reason: "moved".into() };
+    assert_eq!(code(s.answer(&as_provider(&doc), &p.id, patient_decline).await), ErrorCode::Forbidden);
+    assert_eq!(code(s.set_capacity(&as_provider(&other), &doc, Capacity::closed()).await), ErrorCode::Forbidden);
+
+    let accepted = s.answer(&as_provider(&doc), &p.id, Answer::Accept).await.unwrap();
+    assert_eq!(accepted.status, ProposalStatus::Accepted);
+    assert_eq!(s.panel(&as_provider(&doc), &doc, 0, 10).await.unwrap().items.len(), 1);
+    assert_eq!(code(s.panel(&as_provider(&other), &doc, 0, 10).await), ErrorCode::Forbidden);
+}
+
+#[tokio::test]
+async fn coordinators_work_only_in_their_scope() {
+    let w = world(ShardConfig::default()).await;
+    let s = &w.system;
+    let r = s.register(&Principal::public(), &c("112"), household(&[phn(1)], &[])).await.unwrap();
+    let fernie = coordinator(&["community:111"]);
+    assert_eq!(code(s.run_matching(&fernie, &c("112")).await), ErrorCode::Forbidden);
+    assert_eq!(code(s.waitlist(&fernie, &c("112"), Default::default()).await), ErrorCode::Forbidden);
+    assert_eq!(code(s.withdraw(&fernie, &r.registration.reference, "moved".into()).await), ErrorCode::Forbidden);
+    assert_eq!(code(s.events_after(&fernie, &c("112"), 0, 10).await), ErrorCode::Forbidden);
+    assert!(s.waitlist(&fernie, &c("111"), Default::default()).await.is_ok());
+    let interior = coordinator(&["ha:IHA"]);
+    let page = crate::shard::WaitlistQuery { limit: 10, ..Default::default() };
+    assert_eq!(s.waitlist(&interior, &c("112"), page).await.unwrap().items.len(), 1);
+    let ha = HaCode::parse("IHA").unwrap();
+    assert!(s.health_authority_stats(&interior, &ha).await.is_ok());
+    // Operations see statistics, never a patient's record.
+    let ops = Principal::new("ops-1", Role::Operations, None, Scope::province());
+    assert!(s.community_stats(&ops, &c("112")).await.is_ok());
+    assert_eq!(code(s.registration(&ops, &r.registration.reference).await), ErrorCode::Forbidden);
+    assert_eq!(code(s.waitlist(&Principal::public(), &c("112"), Default::default()).await), ErrorCode::Unauthenticated);
+}
+
+#[tokio::test]
+async fn the_endorsement_workflow_grants_and_revokes_panel_access() {
+    let (w, doc, other) = practice().await;
+    let s = &w.system;
+    let moa = delegate("moa-1");
+    let moa_id = DelegateId::parse("moa-1").unwrap();
+    assert_eq!(code(s.panel(&moa, &doc, 0, 10).await), ErrorCode::Forbidden, "no endorsement yet");
+
+    // The provider starts it; the delegate receives and approves; the provider completes.
+    let e = s.start_endorsement(&as_provider(&doc), &doc, moa_id.clone()).await.unwrap();
+    assert_eq!(e.status, EndorsementStatus::Created);
+    let again = s.start_endorsement(&moa, &doc, moa_id.clone()).await;
+    assert_eq!(code(again), ErrorCode::Conflict, "one open endorsement per pair");
+    let stranger = as_provider(&other);
+    assert_eq!(code(s.advance_endorsement(&stranger, &e.id, EndorsementStep::Receive).await), ErrorCode::Forbidden);
+    let own_step = s.advance_endorsement(&as_provider(&doc), &e.id, EndorsementStep::Receive).await;
+    assert_eq!(code(own_step), ErrorCode::Conflict, "the starter cannot confirm their own endorsement");
+    s.advance_endorsement(&moa, &e.id, EndorsementStep::Receive).await.unwrap();
+    s.advance_endorsement(&moa, &e.id, EndorsementStep::Approve).await.unwrap();
+    assert_eq!(code(s.panel(&moa, &doc, 0, 10).await), ErrorCode::Forbidden, "approved is not yet completed");
+    let done = s.advance_endorsement(&as_provider(&doc), &e.id, EndorsementStep::Complete).await.unwrap();
+    assert_eq!(done.status, EndorsementStatus::Completed);
+
+    assert_eq!(s.panel(&moa, &doc, 0, 10).await.unwrap().items.len(), 1, "the delegate manages the panel");
+    assert_eq!(code(s.panel(&moa, &other, 0, 10).await), ErrorCode::Forbidden, "only that provider's");
+    assert_eq!(code(s.set_capacity(&moa, &doc, Capacity::closed()).await), ErrorCode::Forbidden, "only the panel");
+    assert_eq!(code(s.panel(&delegate("moa-2"), &doc, 0, 10).await), ErrorCode::Forbidden);
+    assert_eq!(s.endorsements(&moa, &doc).await.unwrap().len(), 1);
+    assert!(s.endorsements(&delegate("moa-2"), &doc).await.unwrap().is_empty(), "others' are hidden");
+    assert_eq!(code(s.endorsement(&delegate("moa-2"), &e.id).await), ErrorCode::Forbidden);
+
+    // The delegate's access ends the moment the endorsement is cancelled.
+    s.advance_endorsement(&as_provider(&doc), &e.id, EndorsementStep::Cancel).await.unwrap();
+    assert_eq!(code(s.panel(&moa, &doc, 0, 10).await), ErrorCode::Forbidden);
+    assert_eq!(s.endorsement(&moa, &e.id).await.unwrap().status, EndorsementStatus::Cancelled);
+}
+
+#[tokio::test]
+async fn a_delegate_may_start_and_a_provider_decline() {
+    let (w, doc, _) = practice().await;
+    let s = &w.system;
+    let moa = delegate("moa-7");
+    let e = s.start_endorsement(&moa, &doc, DelegateId::parse("moa-7").unwrap()).await.unwrap();
+    assert_eq!(e.started_by, Party::Delegate);
+    let other_name = s.start_endorsement(&moa, &doc, DelegateId::parse("moa-8").unwrap()).await;
+    assert_eq!(code(other_name), ErrorCode::Forbidden, "a delegate starts only their own");
+    s.advance_endorsement(&as_provider(&doc), &e.id, EndorsementStep::Receive).await.unwrap();
+    let declined = s.advance_endorsement(&as_provider(&doc), &e.id, EndorsementStep::Decline).await.unwrap();
+    assert_eq!(declined.status, EndorsementStatus::Declined);
+    assert_eq!(code(s.panel(&moa, &doc, 0, 10).await), ErrorCode::Forbidden);
+}
+
+#[tokio::test]
+async fn medical_directors_keep_only_their_clinics() {
+    let w = world(ShardConfig::default()).await;
+    let s = &w.system;
+    let (a, b) = (provider(s, "P1111", "111", 0).await, provider(s, "P2222", "111", 0).await);
+    let director =
+        |id: &ProviderId| Principal::new(format!("md-{id}"), Role::MedicalDirector, Some(id.clone()), Scope::default());
+    let clinic = |md: Option<&ProviderId>| ClinicCommand {
+        facility: FacilityNumber::parse("00A12").unwrap(),
+        details: ClinicInput::parse("Fernie Family Practice", "1 Main St", "", "").unwrap(),
+        medical_director: md.cloned(),
+    };
+    assert_eq!(code(s.upsert_clinic(&director(&a), &c("111"), clinic(Some(&b))).await), ErrorCode::Forbidden);
+    s.upsert_clinic(&director(&a), &c("111"), clinic(Some(&a))).await.unwrap();
+    assert_eq!(code(s.upsert_clinic(&director(&b), &c("111"), clinic(Some(&b))).await), ErrorCode::Forbidden);
+    assert_eq!(code(s.upsert_clinic(&as_provider(&a), &c("111"), clinic(Some(&a))).await), ErrorCode::Forbidden);
+    // The director hands the clinic over; then only the new director keeps it.
+    s.upsert_clinic(&director(&a), &c("111"), clinic(Some(&b))).await.unwrap();
+    assert_eq!(code(s.upsert_clinic(&director(&a), &c("111"), clinic(Some(&a))).await), ErrorCode::Forbidden);
+    s.upsert_clinic(&director(&b), &c("111"), clinic(Some(&b))).await.unwrap();
+}
+
+#[tokio::test]
+async fn each_audited_action_leaves_exactly_one_record() {
+    let w = world(ShardConfig::default()).await;
+    let s = &w.system;
+    let doc = provider(s, "P1111", "111", 10).await;
+    let coord = coordinator(&["ha:IHA"]);
+    let r = s.register(&Principal::public(), &c("111"), household(&[phn(1)], &[])).await.unwrap();
+    let reference = r.registration.reference.to_string();
+    s.registration(&Principal::public(), &r.registration.reference).await.unwrap();
+    s.waitlist(&coord, &c("111"), Default::default()).await.unwrap();
+    let refused = s.answer(&as_provider(&doc), &ProposalId::generate(), Answer::Accept).await;
+    assert_eq!(code(refused), ErrorCode::NotFound);
+    let p = s.run_matching(&coord, &c("111")).await.unwrap().pop().unwrap();
+    s.answer(&as_provider(&doc), &p.id, Answer::Accept).await.unwrap();
+    s.provider(&coord, &doc).await.unwrap(); // not a patient record: not audited
+
+    let ops = Principal::new("ops-1", Role::Operations, None, Scope::province());
+    assert_eq!(code(s.audit_log(&coord, AuditQuery { limit: 10, ..Default::default() }).await), ErrorCode::Forbidden);
+    let log = s.audit_log(&ops, AuditQuery { limit: 100, ..Default::default() }).await.unwrap();
+    // The set-up's own calls (by Attach itself) come first.
+    let seen: Vec<_> = log.iter().filter(|a| a.role != Role::Internal).collect();
+    let summary: Vec<_> = seen.iter().map(|a| (a.operation, a.role, a.outcome.as_str())).collect();
+    assert_eq!(
+        summary,
+        vec![
+            (Operation::RegisterHousehold, Role::Public, "OK"),
+            (Operation::ReadRegistration, Role::Public, "OK"),
+            (Operation::ReadWaitlist, Role::Coordinator, "OK"),
+            (Operation::AnswerProposal, Role::Provider, "NOT_FOUND"),
+            (Operation::RunMatching, Role::Coordinator, "OK"),
+            (Operation::AnswerProposal, Role::Provider, "OK"),
+        ]
+    );
+    assert_eq!(seen[0].target.as_deref(), Some(reference.as_str()));
+    assert_eq!(seen[1].target.as_deref(), Some(reference.as_str()));
+    assert_eq!(seen[5].target.as_deref(), Some(p.id.as_str()));
+    assert_eq!(seen[5].subject, "user-P1111");
+    assert!(
+        seen.iter()
+            .filter(|a| a.outcome == Outcome::Ok)
+            .all(|a| a.shard.as_ref().is_some_and(|s| s.community.as_str() == "111"))
+    );
+    let only_mine = AuditQuery { subject: Some("coord-1".into()), limit: 10, ..Default::default() };
+    assert_eq!(s.audit_log(&ops, only_mine).await.unwrap().len(), 2);
+}
