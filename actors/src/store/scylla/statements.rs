@@ -29,7 +29,8 @@ pub(super) enum Kind {
     Lwt,
 }
 
-/// One statement: its name (for errors), its text and its kind.
+/// One statement: its name, its text and its kind (for the schema tests).
+#[cfg(test)]
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Spec {
     pub(super) name: &'static str,
@@ -40,6 +41,7 @@ pub(super) struct Spec {
 macro_rules! statements {
     ($($field:ident: $kind:ident = $cql:literal;)+) => {
         /// Every statement, in the order of [`Statements`]' fields.
+        #[cfg(test)]
         pub(super) const SPECS: &[Spec] = &[$(Spec { name: stringify!($field), cql: $cql, kind: Kind::$kind }),+];
 
         /// The prepared statements of one session.
