@@ -21,15 +21,18 @@ use crate::error::AttachError;
 pub struct AuditId(pub u64);
 
 impl AuditId {
-    /// A random id.
-    pub fn generate() -> Self {
+    /// An id for a record made `sub_ms_nanos` (below 1,000,000) into its
+    /// millisecond: the top 20 bits order records made within one millisecond
+    /// (the log's order is `at`, then id), the low 44 bits are random.
+    pub fn generate(sub_ms_nanos: u32) -> Self {
         let mut bytes = [0u8; 8];
         // The OS's entropy source failing is unrecoverable for any id scheme;
         // a time-derived fallback keeps the audit writable.
         if getrandom::fill(&mut bytes).is_err() {
             bytes = (Timestamp::now().0 as u64).rotate_left(17).to_be_bytes();
         }
-        AuditId(u64::from_be_bytes(bytes))
+        let random = u64::from_be_bytes(bytes) & ((1 << 44) - 1);
+        AuditId((u64::from(sub_ms_nanos.min(999_999)) << 44) | random)
     }
 }
 
@@ -97,9 +100,10 @@ impl AuditRecord {
         target: Option<String>,
         outcome: Outcome,
     ) -> Self {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         AuditRecord {
-            at: Timestamp::now(),
-            id: AuditId::generate(),
+            at: Timestamp(i64::try_from(now.as_millis()).unwrap_or(i64::MAX)),
+            id: AuditId::generate(now.subsec_nanos() % 1_000_000),
             subject: who.subject().to_string(),
             role: who.role(),
             operation,
@@ -216,6 +220,14 @@ mod tests {
         assert!(!q.is_after_start(record(4, "c", Operation::ReadWaitlist).cursor()));
         assert!(q.is_after_start(record(5, "c", Operation::ReadWaitlist).cursor()));
         assert_eq!(q.start().at, Timestamp(5));
+    }
+
+    #[test]
+    fn ids_order_records_within_a_millisecond() {
+        let early = AuditId::generate(5);
+        let late = AuditId::generate(999_999);
+        assert!(early < late);
+        assert!(AuditId::generate(5_000_000) <= AuditId(u64::MAX), "out-of-range input is clamped");
     }
 
     #[test]

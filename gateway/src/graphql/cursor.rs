@@ -25,6 +25,23 @@ pub fn decode_waitlist(cursor: &str) -> Result<(Timestamp, RegistrationRef), Dom
     }
 }
 
+/// An audit log position: (time, record id).
+pub fn encode_audit(at: Timestamp, id: u64) -> String {
+    URL_SAFE_NO_PAD.encode(format!("a:{}:{id}", at.0))
+}
+
+/// Parses an audit log cursor.
+pub fn decode_audit(cursor: &str) -> Result<(Timestamp, u64), DomainError> {
+    let text = String::from_utf8(URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?).map_err(|_| bad())?;
+    let mut parts = text.splitn(3, ':');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some("a"), Some(at), Some(id)) => {
+            Ok((Timestamp(at.parse().map_err(|_| bad())?), id.parse().map_err(|_| bad())?))
+        }
+        _ => Err(bad()),
+    }
+}
+
 /// An offset into a list.
 pub fn encode_offset(offset: usize) -> String {
     URL_SAFE_NO_PAD.encode(format!("o:{offset}"))
@@ -58,6 +75,8 @@ mod tests {
         assert!(decode_waitlist(&encode_offset(7)).is_err());
         assert!(decode_offset("!!").is_err());
         assert!(decode_waitlist("").is_err());
+        assert_eq!(decode_audit(&encode_audit(Timestamp(-3), u64::MAX)).unwrap(), (Timestamp(-3), u64::MAX));
+        assert!(decode_audit(&encode_offset(7)).is_err());
         assert_eq!(page_size(None, 100).unwrap(), 20);
         assert!(page_size(Some(0), 100).is_err());
         assert!(page_size(Some(101), 100).is_err());

@@ -1,5 +1,6 @@
 //! The GraphQL API: schema types and resolvers, with no HTTP in sight.
 
+mod access;
 mod cursor;
 pub mod document_cache;
 pub mod error;
@@ -18,12 +19,16 @@ pub use feed::{ConnectionSubscriptions, SubscriptionRoot};
 pub use mutation::MutationRoot;
 pub use query::QueryRoot;
 
-/// Every query: the registry and waitlist reads, and the feed's catch-up.
+/// Every query: the registry and waitlist reads, the feed's catch-up, and access.
 #[derive(MergedObject, Default)]
-pub struct Query(QueryRoot, feed::FeedQuery);
+pub struct Query(QueryRoot, feed::FeedQuery, access::AccessQuery);
+
+/// Every mutation: the waitlist and registry, and delegation.
+#[derive(MergedObject, Default)]
+pub struct Mutation(MutationRoot, access::AccessMutation);
 
 /// The schema type.
-pub type AttachSchema = Schema<Query, MutationRoot, SubscriptionRoot>;
+pub type AttachSchema = Schema<Query, Mutation, SubscriptionRoot>;
 
 /// Limits resolvers read from the context.
 #[derive(Debug, Clone, Copy)]
@@ -38,7 +43,7 @@ pub fn build(
     limits: &crate::config::Limits,
     feed: &crate::config::FeedSettings,
 ) -> AttachSchema {
-    Schema::build(Query::default(), MutationRoot, SubscriptionRoot)
+    Schema::build(Query::default(), Mutation::default(), SubscriptionRoot)
         .data(system)
         .data(feed.clone())
         .data(ApiLimits { max_page_size: limits.max_page_size })
@@ -49,5 +54,5 @@ pub fn build(
 
 /// The schema in SDL, as committed in `schema.graphql`.
 pub fn sdl() -> String {
-    Schema::build(Query::default(), MutationRoot, SubscriptionRoot).finish().sdl()
+    Schema::build(Query::default(), Mutation::default(), SubscriptionRoot).finish().sdl()
 }

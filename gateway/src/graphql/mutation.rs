@@ -9,10 +9,11 @@ use super::inputs::{CapacityInput, ClinicInput, ProviderInput, RegisterHousehold
 use super::query::{caller, system};
 use super::types::*;
 
-/// The root of every mutation.
+/// The waitlist and registry mutations.
+#[derive(Default)]
 pub struct MutationRoot;
 
-#[Object(name = "Mutation")]
+#[Object]
 impl MutationRoot {
     /// Registers a household of 1 to 8 people on a community's waitlist. Keep the
     /// returned reference: it is how the household checks its status.

@@ -164,10 +164,28 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // Every test's process log is checked: no PHN any test sent may appear in it.
+        if !std::thread::panicking() {
+            assert_no_phn_in(&self.log.lock().unwrap_or_else(|e| e.into_inner()));
+        }
     }
 }
 
+/// Every PHN the tests of this binary have made with [`phn`].
+static PHNS_SENT: Mutex<std::collections::BTreeSet<String>> = Mutex::new(std::collections::BTreeSet::new());
+
 /// A valid PHN made from a number (bodies without a check digit are skipped).
+/// Remembered, so that [`assert_no_phn_in`] can look for it in process logs.
 pub fn phn(i: u32) -> String {
-    (i * 7919..).find_map(attach_actors::domain::Phn::with_body).expect("some body has a check digit").expose()
+    let phn =
+        (i * 7919..).find_map(attach_actors::domain::Phn::with_body).expect("some body has a check digit").expose();
+    PHNS_SENT.lock().unwrap_or_else(|e| e.into_inner()).insert(phn.clone());
+    phn
+}
+
+/// Fails if any PHN made by [`phn`] appears in `log`.
+pub fn assert_no_phn_in(log: &str) {
+    let sent = PHNS_SENT.lock().unwrap_or_else(|e| e.into_inner());
+    let leaked: Vec<&String> = sent.iter().filter(|p| log.contains(p.as_str())).collect();
+    assert!(leaked.is_empty(), "{} PHN(s) appeared in a process log", leaked.len());
 }

@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `attach` binary, driven over HTTP as a client would.
 //! Each test has its own process, port and data directory.
 
+mod access;
 mod feed;
 mod helpers;
 mod journey;

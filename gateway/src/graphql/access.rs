@@ -1,0 +1,305 @@
+//! Who the caller is, delegation endorsements, and the audit log.
+
+use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
+use attach_actors::access as a;
+use attach_actors::audit::{self as au, AuditCursor, AuditId, AuditQuery};
+use attach_actors::domain::{self as d, Timestamp};
+use chrono::{DateTime, Utc};
+
+use super::cursor;
+use super::error::GqlResult;
+use super::query::{caller, max_page, system};
+use super::types::PageInfo;
+
+/// A role, as tokens carry it.
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+#[graphql(remote = "attach_actors::access::Role")]
+pub enum Role {
+    /// No token.
+    Public,
+    /// A patient.
+    Patient,
+    /// A physician or nurse practitioner.
+    Provider,
+    /// A provider's staff member acting under an endorsement.
+    Delegate,
+    /// A clinic's medical director.
+    MedicalDirector,
+    /// An attachment coordinator.
+    Coordinator,
+    /// Support staff.
+    Support,
+    /// Operations.
+    Operations,
+    /// Attach itself (seeding, command-line imports).
+    Internal,
+}
+
+/// The caller, as their token says.
+#[derive(SimpleObject)]
+pub struct Caller {
+    /// The token's subject.
+    pub subject: String,
+    /// The role.
+    pub role: Role,
+    /// Their own provider id (providers and medical directors).
+    pub provider_id: Option<ID>,
+    /// Where they work: `province`, `ha:CODE`, `community:CODE`.
+    pub scope: Vec<String>,
+}
+
+/// Where an endorsement stands.
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+#[graphql(remote = "attach_actors::domain::EndorsementStatus")]
+pub enum EndorsementStatus {
+    /// Started by one party.
+    Created,
+    /// Seen by the other party.
+    Received,
+    /// Agreed by the other party.
+    Approved,
+    /// Refused by the other party.
+    Declined,
+    /// Confirmed by the party who started it: the delegate may act.
+    Completed,
+    /// Withdrawn or revoked.
+    Cancelled,
+}
+
+/// A party of an endorsement.
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+#[graphql(remote = "attach_actors::domain::Party")]
+pub enum Party {
+    /// The provider who delegates.
+    Provider,
+    /// The staff member delegated to.
+    Delegate,
+}
+
+/// A step of the endorsement workflow.
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+#[graphql(remote = "attach_actors::domain::EndorsementStep")]
+pub enum EndorsementStep {
+    /// The other party acknowledges it (`CREATED → RECEIVED`).
+    Receive,
+    /// The other party agrees (`RECEIVED → APPROVED`).
+    Approve,
+    /// The other party refuses (`→ DECLINED`).
+    Decline,
+    /// The party who started it confirms (`APPROVED → COMPLETED`).
+    Complete,
+    /// Either party withdraws it, or revokes it once completed (`→ CANCELLED`).
+    Cancel,
+}
+
+/// A delegation from a provider to a staff member, for panel management.
+#[derive(SimpleObject)]
+pub struct Endorsement {
+    /// Its id.
+    pub id: ID,
+    /// The provider who delegates.
+    pub provider_id: ID,
+    /// The staff member's user id.
+    pub delegate: String,
+    /// Who started it.
+    pub started_by: Party,
+    /// Where it stands.
+    pub status: EndorsementStatus,
+    /// When it was started.
+    pub created_at: DateTime<Utc>,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<d::Endorsement> for Endorsement {
+    fn from(e: d::Endorsement) -> Self {
+        Endorsement {
+            id: ID(e.id.to_string()),
+            provider_id: ID(e.provider.to_string()),
+            delegate: e.delegate.to_string(),
+            started_by: e.started_by.into(),
+            status: e.status.into(),
+            created_at: e.created_at.to_utc(),
+            updated_at: e.updated_at.to_utc(),
+        }
+    }
+}
+
+/// One audited access: who did what to which record, and how it ended.
+#[derive(SimpleObject)]
+pub struct AuditRecord {
+    /// Its id.
+    pub id: ID,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// The caller's token subject.
+    pub subject: String,
+    /// The caller's role.
+    pub role: Role,
+    /// The operation (e.g. `readWaitlist`, `answerProposal`).
+    pub operation: String,
+    /// The health authority touched.
+    pub health_authority: Option<String>,
+    /// The community touched.
+    pub community: Option<String>,
+    /// The id of the record touched (registration reference, proposal id,
+    /// provider id, facility number, endorsement id); never personal data.
+    pub target: Option<String>,
+    /// `OK`, or the error code the caller was given.
+    pub outcome: String,
+}
+
+impl From<au::AuditRecord> for AuditRecord {
+    fn from(r: au::AuditRecord) -> Self {
+        AuditRecord {
+            id: ID(r.id.to_string()),
+            at: r.at.to_utc(),
+            subject: r.subject,
+            role: r.role.into(),
+            operation: r.operation.as_str().to_string(),
+            health_authority: r.shard.as_ref().map(|s| s.ha.as_str().to_string()),
+            community: r.shard.as_ref().map(|s| s.community.as_str().to_string()),
+            target: r.target,
+            outcome: r.outcome.as_str().to_string(),
+        }
+    }
+}
+
+/// A page of the audit log, oldest first.
+#[derive(SimpleObject)]
+pub struct AuditConnection {
+    /// The records.
+    pub nodes: Vec<AuditRecord>,
+    /// Paging.
+    pub page_info: PageInfo,
+}
+
+/// Which audit records to read (all filters optional, combined with AND).
+#[derive(InputObject, Default)]
+pub struct AuditFilter {
+    /// From this time (inclusive).
+    pub from: Option<DateTime<Utc>>,
+    /// Until this time (exclusive).
+    pub until: Option<DateTime<Utc>>,
+    /// Only this caller.
+    pub subject: Option<String>,
+    /// Only this role.
+    pub role: Option<Role>,
+    /// Only this operation (e.g. `readWaitlist`).
+    pub operation: Option<String>,
+    /// Only this community (`HA/COMMUNITY`, e.g. `IHA/111`).
+    pub shard: Option<String>,
+    /// Only this record id.
+    pub target: Option<String>,
+}
+
+impl AuditFilter {
+    fn parse(self, after: Option<String>, limit: usize) -> Result<AuditQuery, d::DomainError> {
+        let invalid = |field: &str, message: &str| d::DomainError { field: field.into(), message: message.into() };
+        let operation = match self.operation {
+            None => None,
+            Some(op) => Some(
+                a::Operation::parse(&op).ok_or_else(|| invalid("filter.operation", "no operation has that name"))?,
+            ),
+        };
+        let after = match after {
+            None => None,
+            Some(c) => cursor::decode_audit(&c).map(|(at, id)| Some(AuditCursor { at, id: AuditId(id) }))?,
+        };
+        Ok(AuditQuery {
+            from: self.from.map(|t| Timestamp(t.timestamp_millis())),
+            until: self.until.map(|t| Timestamp(t.timestamp_millis())),
+            subject: self.subject,
+            role: self.role.map(Into::into),
+            operation,
+            shard: self.shard.map(|s| d::ShardKey::parse(&s).map_err(|e| e.at("filter."))).transpose()?,
+            target: self.target,
+            after,
+            limit,
+        })
+    }
+}
+
+/// Queries about access.
+#[derive(Default)]
+pub struct AccessQuery;
+
+#[Object]
+impl AccessQuery {
+    /// Who the caller is, as their token says (`PUBLIC` without one).
+    async fn me(&self, ctx: &Context<'_>) -> Caller {
+        let who = caller(ctx);
+        Caller {
+            subject: who.subject().to_string(),
+            role: who.role().into(),
+            provider_id: who.provider().map(|p| ID(p.to_string())),
+            scope: who.scope().entries(),
+        }
+    }
+
+    /// An endorsement, for one of its parties or support.
+    async fn endorsement(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Endorsement> {
+        let id = d::EndorsementId::parse(&id).gql()?;
+        system(ctx).endorsement(caller(ctx), &id).await.gql().map(Into::into)
+    }
+
+    /// A provider's endorsements (a delegate sees only their own).
+    async fn endorsements(&self, ctx: &Context<'_>, provider_id: ID) -> async_graphql::Result<Vec<Endorsement>> {
+        let id = d::ProviderId::parse(&provider_id).gql()?;
+        let all = system(ctx).endorsements(caller(ctx), &id).await.gql()?;
+        Ok(all.into_iter().map(Into::into).collect())
+    }
+
+    /// The audit log, oldest first (operations only).
+    async fn audit_log(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default)] filter: AuditFilter,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<AuditConnection> {
+        let limit = cursor::page_size(first, max_page(ctx)).gql()?;
+        // One more than asked tells whether another page follows.
+        let query = filter.parse(after, limit + 1).gql()?;
+        let mut records = system(ctx).audit_log(caller(ctx), query).await.gql()?;
+        let has_next_page = records.len() > limit;
+        records.truncate(limit);
+        let end_cursor = records.last().map(|r| cursor::encode_audit(r.at, r.id.0));
+        Ok(AuditConnection {
+            nodes: records.into_iter().map(Into::into).collect(),
+            page_info: PageInfo { has_next_page, end_cursor },
+        })
+    }
+}
+
+/// Delegation endorsements.
+#[derive(Default)]
+pub struct AccessMutation;
+
+#[Object]
+impl AccessMutation {
+    /// Starts an endorsement of a staff member (`delegate`, their user id) by a
+    /// provider, for panel management. Either party may start it; the other
+    /// confirms it with `advanceEndorsement`.
+    async fn start_endorsement(
+        &self,
+        ctx: &Context<'_>,
+        provider_id: ID,
+        delegate: String,
+    ) -> async_graphql::Result<Endorsement> {
+        let provider = d::ProviderId::parse(&provider_id).gql()?;
+        let delegate = d::DelegateId::parse(&delegate).gql()?;
+        system(ctx).start_endorsement(caller(ctx), &provider, delegate).await.gql().map(Into::into)
+    }
+
+    /// Takes the next step of an endorsement for the caller's party.
+    async fn advance_endorsement(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        step: EndorsementStep,
+    ) -> async_graphql::Result<Endorsement> {
+        let id = d::EndorsementId::parse(&id).gql()?;
+        system(ctx).advance_endorsement(caller(ctx), &id, step.into()).await.gql().map(Into::into)
+    }
+}

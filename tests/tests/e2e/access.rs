@@ -1,0 +1,384 @@
+//! Every role against every operation, through the real HTTP endpoint with real
+//! signed tokens; the delegation workflow; and the audit log's records.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use serde_json::{Value, json};
+
+use crate::helpers::{Spawn, TestApp, attach_bin, phn};
+
+/// Who calls: a role, a subject, a scope and a provider id, as a token carries them.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+enum Who {
+    /// No token.
+    Public,
+    Patient,
+    /// Provider P1: has capacity, proposals and a panel.
+    Provider,
+    /// Provider P2: none of P1's.
+    OtherProvider,
+    /// moa-1: P1's completed endorsement.
+    Delegate,
+    /// moa-9: no endorsement.
+    StrangerDelegate,
+    /// Provider P3, medical director of clinic 0F111.
+    MedicalDirector,
+    /// Scoped to Interior Health (community 111 is there).
+    Coordinator,
+    /// Scoped to Fraser Health.
+    OutOfScopeCoordinator,
+    Support,
+    Operations,
+}
+
+const EVERYONE: [Who; 11] = [
+    Who::Public,
+    Who::Patient,
+    Who::Provider,
+    Who::OtherProvider,
+    Who::Delegate,
+    Who::StrangerDelegate,
+    Who::MedicalDirector,
+    Who::Coordinator,
+    Who::OutOfScopeCoordinator,
+    Who::Support,
+    Who::Operations,
+];
+
+/// Mints a development token with `attach token`, as an operator would.
+fn mint(data_dir: &std::path::Path, role: &str, subject: &str, scopes: &[&str], provider: Option<&str>) -> String {
+    let mut cmd = Command::new(attach_bin());
+    cmd.arg("token").arg("--data-dir").arg(data_dir).arg("--role").arg(role).arg("--subject").arg(subject);
+    for s in scopes {
+        cmd.arg("--scope").arg(s);
+    }
+    if let Some(p) = provider {
+        cmd.arg("--provider").arg(p);
+    }
+    let out = cmd.output().expect("attach token runs");
+    assert!(out.status.success(), "attach token failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("a token is text").trim().to_string()
+}
+
+fn tokens(data_dir: &std::path::Path) -> BTreeMap<Who, Option<String>> {
+    let m = |role, subject, scopes: &[&str], provider| Some(mint(data_dir, role, subject, scopes, provider));
+    BTreeMap::from([
+        (Who::Public, None),
+        (Who::Patient, m("patient", "patient-1", &[], None)),
+        (Who::Provider, m("provider", "dr-p1", &[], Some("P10001"))),
+        (Who::OtherProvider, m("provider", "dr-p2", &[], Some("P10002"))),
+        (Who::Delegate, m("delegate", "moa-1", &[], None)),
+        (Who::StrangerDelegate, m("delegate", "moa-9", &[], None)),
+        (Who::MedicalDirector, m("medical_director", "dr-p3", &[], Some("P10003"))),
+        (Who::Coordinator, m("coordinator", "coord-iha", &["ha:IHA"], None)),
+        (Who::OutOfScopeCoordinator, m("coordinator", "coord-fha", &["ha:FHA"], None)),
+        (Who::Support, m("support", "support-1", &["province"], None)),
+        (Who::Operations, m("operations", "ops-1", &["province"], None)),
+    ])
+}
+
+struct Client<'a> {
+    app: &'a TestApp,
+    tokens: BTreeMap<Who, Option<String>>,
+}
+
+impl Client<'_> {
+    async fn post(&self, who: Who, query: &str, variables: Value) -> Value {
+        let mut request = self.app.http().post(format!("{}/graphql", self.app.url));
+        if let Some(token) = &self.tokens[&who] {
+            request = request.bearer_auth(token);
+        }
+        let response = request.json(&json!({ "query": query, "variables": variables })).send().await.unwrap();
+        response.json().await.expect("a JSON response")
+    }
+
+    async fn ok(&self, who: Who, query: &str, variables: Value) -> Value {
+        let r = self.post(who, query, variables).await;
+        assert!(r.get("errors").is_none(), "{who:?}: unexpected errors: {r:#}");
+        r["data"].clone()
+    }
+
+    /// `OK`, or the first error's code.
+    async fn outcome(&self, who: Who, query: &str, variables: Value) -> String {
+        let r = self.post(who, query, variables).await;
+        match r["errors"].as_array() {
+            None => "OK".to_string(),
+            Some(errors) => errors[0]["extensions"]["code"].as_str().unwrap_or("NO CODE").to_string(),
+        }
+    }
+}
+
+fn household(phn: String) -> Value {
+    json!({ "input": { "community": "111", "postalCode": "V0B 1M0", "languages": ["en"], "members": [
+        { "phn": phn, "givenName": "Alex", "surname": "Tremblay", "dateOfBirth": "1984-03-09" }
+    ] } })
+}
+
+const REGISTER: &str =
+    r#"mutation($input: RegisterHouseholdInput!) { registerHousehold(input: $input) { reference } }"#;
+const MATCH: &str = r#"mutation { runMatching(communityCode: "111") { proposals { id providerId } } }"#;
+
+/// Fresh objects for one attempt, so that an allowed attempt never makes a
+/// later one fail for a reason other than who is asking.
+struct Fresh {
+    reference: String,
+    proposal: String,
+}
+
+/// The registry, a completed endorsement, and a patient on P1's panel.
+async fn set_up(c: &Client<'_>) {
+    use Who::*;
+    c.ok(
+        MedicalDirector,
+        r#"mutation { upsertProvider(input: { id: "P10003", givenName: "Ana", surname: "Diaz",
+        kind: PHYSICIAN, community: "111" }) { id } }"#,
+        json!({}),
+    )
+    .await;
+    c.ok(
+        MedicalDirector,
+        r#"mutation { upsertClinic(input: { facilityNumber: "0F111", community: "111",
+        name: "Fernie Family Practice", address: "491 2nd Ave", medicalDirectorId: "P10003" }) { facilityNumber } }"#,
+        json!({}),
+    )
+    .await;
+    for (who, id) in [(Provider, "P10001"), (OtherProvider, "P10002")] {
+        c.ok(
+            who,
+            &format!(
+                r#"mutation {{ upsertProvider(input: {{ id: "{id}", givenName: "Jo", surname: "Doe",
+            kind: PHYSICIAN, community: "111", clinics: ["0F111"] }}) {{ id }} }}"#
+            ),
+            json!({}),
+        )
+        .await;
+    }
+    c.ok(
+        Provider,
+        r#"mutation { setProviderCapacity(providerId: "P10001", input: { acceptingNewPatients: true,
+        monthlyRate: 500, desiredPanelSize: 500 }) { id } }"#,
+        json!({}),
+    )
+    .await;
+    let e = c
+        .ok(Provider, r#"mutation { startEndorsement(providerId: "P10001", delegate: "moa-1") { id } }"#, json!({}))
+        .await;
+    let id = e["startEndorsement"]["id"].clone();
+    const STEP: &str = "mutation($id: ID!, $s: EndorsementStep!) { advanceEndorsement(id: $id, step: $s) { status } }";
+    c.ok(Delegate, STEP, json!({ "id": id, "s": "RECEIVE" })).await;
+    c.ok(Delegate, STEP, json!({ "id": id, "s": "APPROVE" })).await;
+    let done = c.ok(Provider, STEP, json!({ "id": id, "s": "COMPLETE" })).await;
+    assert_eq!(done["advanceEndorsement"]["status"], "COMPLETED");
+    let f = fresh(c, 0).await;
+    c.ok(Provider, "mutation($id: ID!) { acceptProposal(id: $id) { status } }", json!({ "id": f.proposal })).await;
+}
+
+/// A new household, matched to P1.
+async fn fresh(c: &Client<'_>, n: u32) -> Fresh {
+    let r = c.ok(Who::Public, REGISTER, household(phn(5_000 + n))).await;
+    let reference = r["registerHousehold"]["reference"].as_str().unwrap().to_string();
+    let run = c.ok(Who::Coordinator, MATCH, json!({})).await;
+    let proposal = run["runMatching"]["proposals"][0]["id"].as_str().expect("P1 has places").to_string();
+    Fresh { reference, proposal }
+}
+
+#[tokio::test]
+async fn every_role_against_every_operation() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::spawn(dir.path(), Spawn::default()).await;
+    let c = Client { app: &app, tokens: tokens(dir.path()) };
+    set_up(&c).await;
+
+    // What each role may do, written out independently of the code's rules.
+    // O: allowed; F: FORBIDDEN; U: UNAUTHENTICATED.
+    //                  Pub Pat Pro Oth Del Str MD  Coo Out Sup Ops
+    let table: &[(&str, [&str; 11])] = &[
+        ("registerHousehold", ["O", "O", "F", "F", "F", "F", "F", "O", "F", "F", "F"]),
+        ("registration", ["O", "O", "F", "F", "F", "F", "F", "O", "F", "O", "F"]),
+        ("withdrawRegistration", ["U", "O", "F", "F", "F", "F", "F", "O", "F", "F", "F"]),
+        ("waitlist", ["U", "F", "F", "F", "F", "F", "F", "O", "F", "O", "F"]),
+        ("upsertProvider", ["U", "F", "O", "F", "F", "F", "O", "F", "F", "F", "F"]),
+        ("setProviderCapacity", ["U", "F", "O", "F", "F", "F", "F", "F", "F", "F", "F"]),
+        ("provider", ["U", "F", "O", "O", "O", "O", "O", "O", "O", "O", "O"]),
+        ("upsertClinic", ["U", "F", "F", "F", "F", "F", "O", "F", "F", "F", "F"]),
+        ("clinic", ["U", "F", "O", "O", "O", "O", "O", "O", "O", "O", "O"]),
+        ("runMatching", ["U", "F", "F", "F", "F", "F", "F", "O", "F", "F", "F"]),
+        ("proposals", ["U", "F", "O", "O", "F", "F", "O", "O", "F", "O", "F"]),
+        ("proposal", ["U", "F", "O", "F", "F", "F", "F", "O", "F", "O", "F"]),
+        ("acceptProposal", ["U", "F", "O", "F", "F", "F", "F", "O", "F", "F", "F"]),
+        ("declineProposal", ["U", "F", "O", "F", "F", "F", "F", "O", "F", "F", "F"]),
+        ("panel", ["U", "F", "O", "F", "O", "F", "F", "F", "F", "O", "F"]),
+        ("communityStatistics", ["U", "F", "O", "O", "O", "O", "O", "O", "O", "O", "O"]),
+        ("events", ["U", "F", "F", "F", "F", "F", "F", "O", "F", "O", "F"]),
+        ("auditLog", ["U", "F", "F", "F", "F", "F", "F", "F", "F", "F", "O"]),
+        ("startEndorsement", ["U", "F", "O", "F", "F", "F", "F", "F", "F", "F", "F"]),
+        ("endorsements", ["U", "F", "O", "F", "O", "O", "F", "F", "F", "O", "F"]),
+    ];
+    let mut failures = Vec::new();
+    let mut n = 1;
+    for (op, row) in table {
+        for (who, expected) in EVERYONE.iter().zip(row) {
+            n += 1;
+            let f = fresh(&c, n).await;
+            let (query, vars) = request(op, &f, n);
+            let got = c.outcome(*who, &query, vars).await;
+            let want = match *expected {
+                "O" => "OK",
+                "F" => "FORBIDDEN",
+                _ => "UNAUTHENTICATED",
+            };
+            if got != want {
+                failures.push(format!("{op} as {who:?}: expected {want}, got {got}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{} of {} checks disagree:\n{}", failures.len(), n - 1, failures.join("\n"));
+}
+
+/// The document and variables of one attempt at `op`.
+fn request(op: &str, f: &Fresh, n: u32) -> (String, Value) {
+    let r = json!({ "r": f.reference });
+    let p = json!({ "id": f.proposal });
+    let none = json!({});
+    let (q, v) = match op {
+        "registerHousehold" => (REGISTER.to_string(), household(phn(90_000 + n))),
+        "registration" => ("query($r: ID!) { registration(reference: $r) { status } }".into(), r),
+        "withdrawRegistration" => {
+            (r#"mutation($r: ID!) { withdrawRegistration(reference: $r, reason: "moved") { status } }"#.into(), r)
+        }
+        "waitlist" => (r#"{ waitlist(communityCode: "111", first: 5) { totalCount } }"#.into(), none),
+        "upsertProvider" => (
+            r#"mutation { upsertProvider(input: { id: "P10001", givenName: "Jo", surname: "Doe", kind: PHYSICIAN,
+               community: "111", clinics: ["0F111"] }) { id } }"#
+                .into(),
+            none,
+        ),
+        "setProviderCapacity" => (
+            r#"mutation { setProviderCapacity(providerId: "P10001", input: { acceptingNewPatients: true,
+               monthlyRate: 500, desiredPanelSize: 500 }) { id } }"#
+                .into(),
+            none,
+        ),
+        "provider" => (r#"{ provider(id: "P10001") { id } }"#.into(), none),
+        "upsertClinic" => (
+            r#"mutation { upsertClinic(input: { facilityNumber: "0F111", community: "111",
+               name: "Fernie Family Practice", address: "491 2nd Ave", medicalDirectorId: "P10003" }) { name } }"#
+                .into(),
+            none,
+        ),
+        "clinic" => (r#"{ clinic(facilityNumber: "0F111") { name } }"#.into(), none),
+        "runMatching" => (MATCH.into(), none),
+        "proposals" => (r#"{ proposals(communityCode: "111", first: 5) { nodes { id } } }"#.into(), none),
+        "proposal" => ("query($id: ID!) { proposal(id: $id) { status } }".into(), p),
+        "acceptProposal" => ("mutation($id: ID!) { acceptProposal(id: $id) { status } }".into(), p),
+        "declineProposal" => {
+            (r#"mutation($id: ID!) { declineProposal(id: $id, reason: "full") { status } }"#.into(), p)
+        }
+        "panel" => (r#"{ panel(providerId: "P10001", first: 5) { nodes { surname } } }"#.into(), none),
+        "communityStatistics" => (r#"{ communityStatistics(code: "111") { waitingHouseholds } }"#.into(), none),
+        "events" => (r#"{ events(communityCode: "111", first: 5) { lastSeq } }"#.into(), none),
+        "auditLog" => ("{ auditLog(first: 5) { nodes { operation } } }".into(), none),
+        "startEndorsement" => (
+            format!(r#"mutation {{ startEndorsement(providerId: "P10001", delegate: "moa-new-{n}") {{ id }} }}"#),
+            none,
+        ),
+        "endorsements" => (r#"{ endorsements(providerId: "P10001") { id } }"#.into(), none),
+        other => panic!("no request written for {other}"),
+    };
+    (q, v)
+}
+
+#[tokio::test]
+async fn a_delegate_loses_the_panel_when_the_endorsement_is_cancelled() {
+    use Who::*;
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::spawn(dir.path(), Spawn::default()).await;
+    let c = Client { app: &app, tokens: tokens(dir.path()) };
+    set_up(&c).await;
+    const PANEL: &str = r#"{ panel(providerId: "P10001", first: 5) { panelSize } }"#;
+    assert_eq!(c.outcome(Delegate, PANEL, json!({})).await, "OK");
+    let mine = c.ok(Delegate, r#"{ endorsements(providerId: "P10001") { id status } }"#, json!({})).await;
+    let id = mine["endorsements"][0]["id"].clone();
+    // The delegate revokes nothing here: the provider cancels.
+    let cancelled = c
+        .ok(
+            Provider,
+            "mutation($id: ID!) { advanceEndorsement(id: $id, step: CANCEL) { status } }",
+            json!({ "id": id }),
+        )
+        .await;
+    assert_eq!(cancelled["advanceEndorsement"]["status"], "CANCELLED");
+    assert_eq!(c.outcome(Delegate, PANEL, json!({})).await, "FORBIDDEN");
+    // A delegate may start a new one; it grants nothing until completed again.
+    c.ok(Delegate, r#"mutation { startEndorsement(providerId: "P10001", delegate: "moa-1") { status } }"#, json!({}))
+        .await;
+    assert_eq!(c.outcome(Delegate, PANEL, json!({})).await, "FORBIDDEN");
+}
+
+#[tokio::test]
+async fn each_audited_action_leaves_exactly_one_record() {
+    use Who::*;
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::spawn(dir.path(), Spawn::default()).await;
+    let c = Client { app: &app, tokens: tokens(dir.path()) };
+    set_up(&c).await;
+    let f = fresh(&c, 1).await;
+    const LOG: &str = r#"query($after: String) { auditLog(first: 500, after: $after) {
+        nodes { id at subject role operation healthAuthority community target outcome } pageInfo { endCursor } } }"#;
+    let before = c.ok(Operations, LOG, json!({})).await["auditLog"]["pageInfo"]["endCursor"].clone();
+
+    c.ok(Support, "query($r: ID!) { registration(reference: $r) { status } }", json!({ "r": f.reference })).await;
+    assert_eq!(
+        c.outcome(
+            OtherProvider,
+            "mutation($id: ID!) { acceptProposal(id: $id) { status } }",
+            json!({ "id": f.proposal })
+        )
+        .await,
+        "FORBIDDEN"
+    );
+    c.ok(Provider, "mutation($id: ID!) { acceptProposal(id: $id) { status } }", json!({ "id": f.proposal })).await;
+    c.ok(Delegate, r#"{ panel(providerId: "P10001", first: 5) { panelSize } }"#, json!({})).await;
+    c.ok(Coordinator, r#"{ provider(id: "P10001") { id } }"#, json!({})).await; // not a patient record
+
+    let after = c.ok(Operations, LOG, json!({ "after": before })).await;
+    let records = after["auditLog"]["nodes"].as_array().unwrap();
+    let summary: Vec<(String, String, String, String)> = records
+        .iter()
+        .map(|r| {
+            let s = |k: &str| r[k].as_str().unwrap_or("").to_string();
+            (s("subject"), s("role"), s("operation"), s("outcome"))
+        })
+        .collect();
+    let row = |a: &str, b: &str, c: &str, d: &str| (a.to_string(), b.to_string(), c.to_string(), d.to_string());
+    assert_eq!(
+        summary,
+        vec![
+            row("support-1", "SUPPORT", "readRegistration", "OK"),
+            row("dr-p2", "PROVIDER", "answerProposal", "FORBIDDEN"),
+            row("dr-p1", "PROVIDER", "answerProposal", "OK"),
+            row("moa-1", "DELEGATE", "readPanel", "OK"),
+        ],
+        "one record per audited action, in order: {after:#}"
+    );
+    assert_eq!(records[0]["target"], f.reference.as_str());
+    assert_eq!(records[2]["target"], f.proposal.as_str());
+    assert_eq!(records[3]["target"], "P10001");
+    for r in records {
+        assert_eq!((r["healthAuthority"].as_str(), r["community"].as_str()), (Some("IHA"), Some("111")), "{r}");
+        assert!(r["at"].as_str().is_some_and(|t| t.starts_with("20")), "{r}");
+    }
+    // Filters: one subject, one operation.
+    let mine = c
+        .ok(
+            Operations,
+            r#"{ auditLog(first: 50, filter: { subject: "dr-p2" }) { nodes { operation outcome } } }"#,
+            json!({}),
+        )
+        .await;
+    assert_eq!(mine["auditLog"]["nodes"], json!([{ "operation": "answerProposal", "outcome": "FORBIDDEN" }]));
+    let bad =
+        c.outcome(Operations, r#"{ auditLog(filter: { operation: "dance" }) { nodes { id } } }"#, json!({})).await;
+    assert_eq!(bad, "INVALID_INPUT");
+}
