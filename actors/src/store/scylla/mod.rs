@@ -457,10 +457,12 @@ impl ScyllaStore {
     }
 }
 
-/// The most rows and bytes in one logged batch: well under ScyllaDB's batch
-/// size warning (128 KiB) so that a commit is one batch in all but bulk loads.
-const MAX_BATCH_ROWS: usize = 100;
-const MAX_BATCH_BYTES: usize = 96 * 1024;
+/// The most rows and bytes in one logged batch. A commit is atomic only
+/// within one batch, so the bound sits just under ScyllaDB's default batch
+/// failure threshold (1 MiB; it warns above 128 KiB): everything but bulk loads
+/// is one batch, and a matching run of several hundred proposals still is.
+const MAX_BATCH_ROWS: usize = 4_096;
+const MAX_BATCH_BYTES: usize = 768 * 1024;
 
 /// Splits writes into batches of at most [`MAX_BATCH_ROWS`] rows and about
 /// [`MAX_BATCH_BYTES`] bytes, keeping their order (events stay last).

@@ -28,12 +28,13 @@ fn large_commits_split_in_order_and_small_ones_do_not() {
     let row = |n: usize| vec![CqlValue::Blob(vec![0; n])];
     let small: Vec<_> = (0..10).map(|i| (i, row(100))).collect();
     assert_eq!(chunks(small).len(), 1);
-    let many: Vec<_> = (0..250).map(|i| (i, row(10))).collect();
+    let many: Vec<_> = (0..2 * MAX_BATCH_ROWS + 50).map(|i| (i, row(10))).collect();
     let split = chunks(many);
-    assert_eq!(split.iter().map(Vec::len).collect::<Vec<_>>(), [100, 100, 50]);
-    let order: Vec<i32> = split.into_iter().flatten().map(|(i, _)| i).collect();
-    assert_eq!(order, (0..250).collect::<Vec<_>>(), "events must stay last");
-    let big: Vec<_> = (0..5).map(|i| (i, row(40 * 1024))).collect();
+    assert_eq!(split.iter().map(Vec::len).collect::<Vec<_>>(), [MAX_BATCH_ROWS, MAX_BATCH_ROWS, 50]);
+    let order: Vec<usize> = split.into_iter().flatten().map(|(i, _)| i).collect();
+    assert_eq!(order, (0..2 * MAX_BATCH_ROWS + 50).collect::<Vec<_>>(), "events must stay last");
+    let third = MAX_BATCH_BYTES / 3 + 1;
+    let big: Vec<_> = (0..5).map(|i| (i, row(third))).collect();
     assert_eq!(chunks(big).iter().map(Vec::len).collect::<Vec<_>>(), [2, 2, 1]);
     let huge = vec![(0, row(MAX_BATCH_BYTES * 2))];
     assert_eq!(chunks(huge).len(), 1, "a single oversized row still goes, alone");
