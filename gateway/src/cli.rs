@@ -68,7 +68,7 @@ pub async fn run() -> anyhow::Result<()> {
         Command::Migrate { config, store } => {
             let mut settings = Settings::load(config.as_deref())?;
             settings.store = store.unwrap_or(settings.store);
-            crate::telemetry::init(&settings.log);
+            let _telemetry = crate::telemetry::init(&settings.log);
             let options = settings.scylla_options()?.ok_or_else(|| {
                 anyhow::anyhow!("`attach migrate` applies the ScyllaDB schema: give --store scylla://HOST:9042")
             })?;
@@ -88,7 +88,7 @@ pub async fn run() -> anyhow::Result<()> {
             settings.node = node.or(settings.node);
             // Flags skip `Settings::load`'s checks: check again.
             settings.check()?;
-            crate::telemetry::init(&settings.log);
+            let _telemetry = crate::telemetry::init(&settings.log);
             let host = settings.listen.ip();
             let app = Application::build(settings).await?;
             // One line on stdout, for people and for scripts that started it on port 0.

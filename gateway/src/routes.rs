@@ -16,6 +16,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
+use tracing::Instrument;
 
 use crate::graphql::document_cache::DocumentCache;
 use crate::graphql::error::ensure_codes;
@@ -51,6 +52,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .layer(axum::middleware::from_fn(crate::telemetry::http_span))
         .with_state(state)
 }
 
@@ -116,7 +118,8 @@ async fn graphql(State(state): State<AppState>, body: Body) -> Response {
     };
     let started = std::time::Instant::now();
     state.documents.prepare(&mut request);
-    let mut response = state.schema.execute(request).await;
+    let span = crate::telemetry::graphql_span(&mut request);
+    let mut response = state.schema.execute(request).instrument(span).await;
     ensure_codes(&mut response);
     state.metrics.record(
         started.elapsed(),

@@ -1,10 +1,176 @@
-//! Logging and tracing setup. Spans carry shard keys and ids, never personal data.
+//! Logging and tracing. Spans carry shard keys and ids, never personal data.
+//!
+//! Every request gets a server span (`POST /graphql`), the GraphQL operation a
+//! child span named as OpenTelemetry's GraphQL conventions say (`mutation`,
+//! `query NamedOp`), and the shard actor and the store continue the same trace
+//! (the actor message carries its caller's span). Spans go to OpenTelemetry
+//! over OTLP/HTTP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, and nowhere else
+//! otherwise; logs always go to stderr. An incoming W3C `traceparent` header
+//! continues the caller's trace.
 
-use tracing_subscriber::EnvFilter;
+use async_graphql::parser::types::{DocumentOperations, OperationType, Selection};
+use axum::extract::{MatchedPath, Request};
+use axum::middleware::Next;
+use axum::response::Response;
+use opentelemetry::propagation::Extractor;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing::field::Empty;
+use tracing::{Instrument, Span, info_span};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer, Registry};
 
-/// Installs the global subscriber: `RUST_LOG` if set, else `default_filter`.
-pub fn init(default_filter: &str) {
+/// Keeps the span pipeline alive; dropping it flushes and stops the exporter.
+#[must_use = "dropping the guard stops span export"]
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Whether spans are exported.
+    pub fn exporting(&self) -> bool {
+        self.provider.is_some()
+    }
+}
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        if let Some(provider) = self.provider.take()
+            && let Err(e) = provider.shutdown()
+        {
+            eprintln!("attach: flushing spans on shutdown failed: {e}");
+        }
+    }
+}
+
+/// Installs the global subscriber: logs filtered by `RUST_LOG` (else
+/// `default_filter`) to stderr, and OTLP span export when
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` is set. A second call (tests) keeps the first.
+pub fn init(default_filter: &str) -> Telemetry {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
-    // A second init (tests) keeps the first subscriber.
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let provider = match std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT") {
+        Ok(endpoint) if !endpoint.trim().is_empty() => match otlp_provider() {
+            Ok(p) => Some(p),
+            Err(e) => {
+                eprintln!("attach: OTLP export to {endpoint} is off: {e}");
+                None
+            }
+        },
+        _ => None,
+    };
+    let spans = provider.as_ref().map(spans_layer);
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let _ = tracing_subscriber::registry().with(spans).with(logs.with_filter(filter)).try_init();
+    Telemetry { provider }
+}
+
+/// The layer that turns `tracing` spans into OpenTelemetry spans of `provider`
+/// (tests pass a provider with an in-memory exporter). Also installs the W3C
+/// trace-context propagator that [`http_span`] reads `traceparent` with.
+pub fn spans_layer(provider: &SdkTracerProvider) -> impl Layer<Registry> + Send + Sync + 'static {
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    // Spans are exported at info and above whatever the log filter says, so a
+    // quiet log does not mean a blind trace.
+    tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer("attach"))
+        .with_filter(tracing_subscriber::filter::LevelFilter::INFO)
+}
+
+fn otlp_provider() -> anyhow::Result<SdkTracerProvider> {
+    // The exporter reads OTEL_EXPORTER_OTLP_ENDPOINT (and the other OTEL_* variables) itself.
+    let exporter = opentelemetry_otlp::SpanExporter::builder().with_http().build()?;
+    Ok(SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(Resource::builder().with_service_name("attach").build())
+        .build())
+}
+
+/// Reads W3C trace context from HTTP headers.
+struct Headers<'a>(&'a axum::http::HeaderMap);
+
+impl Extractor for Headers<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
+}
+
+/// Middleware: one server span per HTTP request, continuing an incoming trace.
+pub async fn http_span(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    // The route, not the raw path: bounded cardinality, and no ids in span names.
+    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_string();
+    let span = info_span!(
+        "http.request",
+        otel.name = %format_args!("{method} {route}"),
+        otel.kind = "server",
+        http.request.method = %method,
+        http.route = %route,
+        http.response.status_code = Empty,
+    );
+    let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(&Headers(request.headers())));
+    // Without an incoming context this is a no-op and the span starts a new trace.
+    let _ = span.set_parent(parent);
+    let response = next.run(request).instrument(span.clone()).await;
+    span.record("http.response.status_code", response.status().as_u16());
+    response
+}
+
+/// The span of one GraphQL operation, named and described as OpenTelemetry's
+/// GraphQL semantic conventions say. The document itself is never recorded: its
+/// literals may hold personal data.
+pub fn graphql_span(request: &mut async_graphql::Request) -> Span {
+    let wanted = request.operation_name.clone();
+    let (ty, name, fields) = match request.parsed_query() {
+        Ok(doc) => {
+            let op = match &doc.operations {
+                DocumentOperations::Single(op) => Some((None, op)),
+                DocumentOperations::Multiple(ops) => ops
+                    .iter()
+                    .find(|(n, _)| wanted.as_deref().is_none_or(|w| n.as_str() == w))
+                    .map(|(n, op)| (Some(n.to_string()), op)),
+            };
+            match op {
+                Some((name, op)) => {
+                    let ty = match op.node.ty {
+                        OperationType::Query => "query",
+                        OperationType::Mutation => "mutation",
+                        OperationType::Subscription => "subscription",
+                    };
+                    let fields: Vec<String> = op
+                        .node
+                        .selection_set
+                        .node
+                        .items
+                        .iter()
+                        .filter_map(|s| match &s.node {
+                            Selection::Field(f) => Some(f.node.name.node.to_string()),
+                            _ => None,
+                        })
+                        .collect();
+                    (ty, name, fields.join(","))
+                }
+                None => ("unknown", None, String::new()),
+            }
+        }
+        Err(_) => ("unparsed", None, String::new()),
+    };
+    let otel_name = match &name {
+        Some(n) => format!("{ty} {n}"),
+        None => ty.to_string(),
+    };
+    info_span!(
+        "graphql",
+        otel.name = %otel_name,
+        graphql.operation.type = ty,
+        graphql.operation.name = name.as_deref().unwrap_or(""),
+        attach.graphql.fields = %fields,
+    )
 }

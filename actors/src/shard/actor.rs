@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use tracing::{info, instrument, warn};
+use tracing::{Instrument, info, info_span, instrument, warn};
 
 use crate::domain::{DAY_MS, Event, Household, RegistrationRef, Seq, ShardKey, Timestamp};
 use crate::error::AttachError;
@@ -133,6 +133,20 @@ impl Actor for ShardActor {
         msg: ShardMsg,
         rt: &mut ShardRuntime,
     ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            ShardMsg::Traced(traced) => {
+                let Traced { span, msg } = *traced;
+                let handling = info_span!(parent: &span, "shard.handle", shard = %rt.state.key, message = msg.name());
+                self.dispatch(msg, rt).instrument(handling).await
+            }
+            msg => self.dispatch(msg, rt).await,
+        }
+    }
+}
+
+impl ShardActor {
+    /// Handles one message (already unwrapped from its trace).
+    async fn dispatch(&self, msg: ShardMsg, rt: &mut ShardRuntime) -> Result<(), ActorProcessingErr> {
         // A reply port whose caller has gone (timed out) is not an error of the shard.
         macro_rules! answer {
             ($reply:expr, $result:expr) => {{
@@ -302,6 +316,7 @@ impl Actor for ShardActor {
                     }
                 }
             }
+            ShardMsg::Traced(_) => return Err("a traced message inside a traced message".into()),
         }
         Ok(())
     }

@@ -17,7 +17,7 @@ use tokio::sync::Semaphore;
 use crate::domain::ShardKey;
 use crate::error::{AttachError, ErrorCode};
 
-use super::messages::{Reply, ShardMsg};
+use super::messages::{Reply, ShardMsg, Traced};
 
 struct Slot {
     /// The running actor, absent while it restarts.
@@ -92,7 +92,10 @@ impl ShardDirectory {
             )
         };
         let actor = actor.ok_or_else(unavailable)?;
-        match actor.call(build, Some(self.timeout)).await {
+        // The message carries the caller's span, so the shard's work joins its trace.
+        let span = tracing::Span::current();
+        let traced = move |reply| ShardMsg::Traced(Box::new(Traced { span, msg: build(reply) }));
+        match actor.call(traced, Some(self.timeout)).await {
             Ok(CallResult::Success(result)) => result,
             Ok(CallResult::Timeout) => Err(AttachError::new(
                 ErrorCode::ShardUnavailable,

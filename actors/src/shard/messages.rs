@@ -204,4 +204,49 @@ pub enum ShardMsg {
     ExpireDue,
     /// Renew the shard's lease in the store (sent by the actor's own timer).
     RenewLease,
+    /// A message sent from inside a span: the shard handles it as part of that
+    /// trace (the directory wraps every call this way).
+    Traced(Box<Traced>),
+}
+
+/// A message and the span of the call that sent it.
+#[derive(Debug)]
+pub struct Traced {
+    /// The caller's span.
+    pub span: tracing::Span,
+    /// The message.
+    pub msg: ShardMsg,
+}
+
+impl ShardMsg {
+    /// The message's name, for spans (never its contents: they may hold personal data).
+    pub fn name(&self) -> &'static str {
+        match self {
+            ShardMsg::Register(..) => "register",
+            ShardMsg::Withdraw(..) => "withdraw",
+            ShardMsg::GetRegistration(..) => "getRegistration",
+            ShardMsg::Waitlist(..) => "waitlist",
+            ShardMsg::UpsertProvider(..) => "upsertProvider",
+            ShardMsg::SetCapacity(..) => "setCapacity",
+            ShardMsg::GetProvider(..) => "getProvider",
+            ShardMsg::ListProviders(..) => "listProviders",
+            ShardMsg::UpsertClinic(..) => "upsertClinic",
+            ShardMsg::GetClinic(..) => "getClinic",
+            ShardMsg::ListClinics(..) => "listClinics",
+            ShardMsg::RunMatching(..) => "runMatching",
+            ShardMsg::ListProposals { .. } => "listProposals",
+            ShardMsg::GetProposal(..) => "getProposal",
+            ShardMsg::AnswerProposal(..) => "answerProposal",
+            ShardMsg::Panel { .. } => "panel",
+            ShardMsg::StartEndorsement { .. } => "startEndorsement",
+            ShardMsg::AdvanceEndorsement(..) => "advanceEndorsement",
+            ShardMsg::GetEndorsement(..) => "getEndorsement",
+            ShardMsg::ListEndorsements(..) => "listEndorsements",
+            ShardMsg::Stats(..) => "stats",
+            ShardMsg::Gauges(..) => "gauges",
+            ShardMsg::ExpireDue => "expireDue",
+            ShardMsg::RenewLease => "renewLease",
+            ShardMsg::Traced(t) => t.msg.name(),
+        }
+    }
 }

@@ -384,6 +384,7 @@ impl Store for EmbeddedStore {
         self.read_blocking(move |db| load_shard(db, &shard)).await
     }
 
+    #[tracing::instrument(name = "store.commit", skip_all, fields(db.system = "redb", shard = %shard))]
     async fn commit(&self, shard: &ShardKey, epoch: Epoch, batch: &Batch) -> Result<(), StoreError> {
         let name = shard_name(shard);
         match self.inner.leases.guard(shard, epoch) {
@@ -461,6 +462,7 @@ impl Store for EmbeddedStore {
         self.submit(|slot| Request::ClaimPhns { claims, slot }).await
     }
 
+    #[tracing::instrument(name = "store.append_audit", skip_all, fields(db.system = "redb", records = records.len()))]
     async fn append_audit(&self, records: &[AuditRecord]) -> Result<(), StoreError> {
         if records.is_empty() {
             return Ok(());

@@ -612,6 +612,7 @@ impl Store for ScyllaStore {
         Ok(ShardImage { records: buckets.into_iter().flatten().collect(), last_seq })
     }
 
+    #[tracing::instrument(name = "store.commit", skip_all, fields(db.system = "scylladb", shard = %shard))]
     async fn commit(&self, shard: &ShardKey, epoch: Epoch, batch: &Batch) -> Result<(), StoreError> {
         let name = shard.to_string();
         let owner = match self.inner.leases.guard(shard, epoch) {
@@ -751,6 +752,7 @@ impl Store for ScyllaStore {
         Ok(held)
     }
 
+    #[tracing::instrument(name = "store.append_audit", skip_all, fields(db.system = "scylladb", records = records.len()))]
     async fn append_audit(&self, records: &[AuditRecord]) -> Result<(), StoreError> {
         if records.is_empty() {
             return Ok(());
