@@ -4,6 +4,7 @@
 //! success only if it is HTTP 200 *and* carries no GraphQL errors.
 
 mod feed_latency;
+mod mix;
 mod read_path;
 mod registration_burst;
 mod stats;
@@ -27,6 +28,9 @@ enum Command {
     FeedLatency(feed_latency::Args),
     /// Concurrent registrations across communities: durable-commit throughput.
     RegistrationBurst(registration_burst::Args),
+    /// Named scenarios in a weighted mix against a target, with live-feed
+    /// subscribers; reports in the terminal, as JSON and as HTML.
+    Run(mix::Args),
 }
 
 #[tokio::main]
@@ -35,5 +39,6 @@ async fn main() -> anyhow::Result<()> {
         Command::ReadPath(args) => read_path::run(args).await,
         Command::FeedLatency(args) => feed_latency::run(args).await,
         Command::RegistrationBurst(args) => registration_burst::run(args).await,
+        Command::Run(args) => mix::run(args).await,
     }
 }

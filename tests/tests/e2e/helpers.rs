@@ -21,6 +21,13 @@ pub fn attach_bin() -> PathBuf {
     bin
 }
 
+/// The `attach-loadtest` binary, built beside `attach`.
+pub fn loadtest_bin() -> PathBuf {
+    let bin = attach_bin().with_file_name(format!("attach-loadtest{}", std::env::consts::EXE_SUFFIX));
+    assert!(bin.exists(), "{} not found: build it first (cargo test --workspace builds it)", bin.display());
+    bin
+}
+
 /// The repository root (for the regions file).
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ sits in the repository").to_path_buf()

@@ -5,4 +5,5 @@ mod access;
 mod feed;
 mod helpers;
 mod journey;
+mod loadtest;
 mod redis;

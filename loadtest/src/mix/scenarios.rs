@@ -1,0 +1,282 @@
+//! The scenarios and the target they run against.
+
+use std::time::Instant;
+
+use anyhow::{Context, bail, ensure};
+use rand::Rng;
+use rand::rngs::StdRng;
+use serde_json::{Value, json};
+
+use super::Args;
+use super::recorder::{Outcome, Recorder};
+
+/// A named scenario of the mix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Scenario {
+    /// A household registers (public, no token).
+    Register,
+    /// A coordinator runs a matching round in a community.
+    Match,
+    /// A coordinator reads a page of a community's waitlist.
+    Waitlist,
+    /// A provider's panel is read (support or the provider).
+    Panel,
+    /// A community's statistics are read.
+    Stats,
+    /// A provider submits a panel list (a CSV of new patients, multipart upload).
+    Upload,
+}
+
+impl Scenario {
+    /// Parses a scenario name.
+    pub fn parse(name: &str) -> anyhow::Result<Self> {
+        Ok(match name {
+            "register" => Scenario::Register,
+            "match" => Scenario::Match,
+            "waitlist" => Scenario::Waitlist,
+            "panel" => Scenario::Panel,
+            "stats" => Scenario::Stats,
+            "upload" => Scenario::Upload,
+            other => bail!("no scenario is called `{other}` (register, match, waitlist, panel, stats, upload)"),
+        })
+    }
+
+    /// The operation name in reports.
+    pub fn operation(self) -> &'static str {
+        match self {
+            Scenario::Register => "registerHousehold",
+            Scenario::Match => "runMatching",
+            Scenario::Waitlist => "waitlistPage",
+            Scenario::Panel => "panelPage",
+            Scenario::Stats => "communityStatistics",
+            Scenario::Upload => "submitPanel",
+        }
+    }
+}
+
+/// The communities (and their providers) a run loads.
+pub struct Target {
+    /// GraphQL endpoint.
+    pub endpoint: String,
+    /// Community codes.
+    pub communities: Vec<String>,
+    /// Provider ids homed in them (read when the mix reads panels).
+    pub providers: Vec<String>,
+}
+
+impl Target {
+    /// Asks the server which communities `args.target` names, and their providers.
+    pub async fn resolve(client: &reqwest::Client, args: &Args, recorder: &Recorder) -> anyhow::Result<Target> {
+        let endpoint = format!("{}/graphql", args.url.trim_end_matches('/'));
+        let regions =
+            post(client, &endpoint, None, "{ healthAuthorities { code communities { code } } }", json!({}), recorder)
+                .await
+                .context("reading the regions")?;
+        let mut communities = Vec::new();
+        for part in args.target.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let before = communities.len();
+            for ha in regions["healthAuthorities"].as_array().into_iter().flatten() {
+                for c in ha["communities"].as_array().into_iter().flatten() {
+                    let code = c["code"].as_str().unwrap_or_default().to_string();
+                    let wanted = match part.split_once(':') {
+                        None if part == "province" => true,
+                        Some(("ha", h)) => ha["code"] == h,
+                        Some(("community", want)) => code == want,
+                        _ => bail!("`{part}` is not `province`, `ha:CODE` or `community:CODE`"),
+                    };
+                    if wanted && !communities.contains(&code) {
+                        communities.push(code);
+                    }
+                }
+            }
+            ensure!(communities.len() > before, "`{part}` names no community this server serves");
+        }
+        let mut providers = Vec::new();
+        if args.mix.contains("panel") {
+            for c in &communities {
+                let q = "query($c: String!) { providers(communityCode: $c) { id } }";
+                let found = post(client, &endpoint, args.token.as_deref(), q, json!({ "c": c }), recorder)
+                    .await
+                    .with_context(|| format!("listing community {c}'s providers (does --token allow it?)"))?;
+                providers.extend(
+                    found["providers"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|p| p["id"].as_str())
+                        .map(String::from),
+                );
+                if providers.len() >= 10_000 {
+                    break;
+                }
+            }
+        }
+        Ok(Target { endpoint, communities, providers })
+    }
+}
+
+/// A set-up request: must succeed; returns `data`. Counted, not measured.
+async fn post(
+    client: &reqwest::Client,
+    endpoint: &str,
+    token: Option<&str>,
+    query: &str,
+    variables: Value,
+    recorder: &Recorder,
+) -> anyhow::Result<Value> {
+    recorder.count_request();
+    let mut request = client.post(endpoint).json(&json!({ "query": query, "variables": variables }));
+    if let Some(t) = token {
+        request = request.bearer_auth(t);
+    }
+    let body: Value = request.send().await?.json().await?;
+    ensure!(body.get("errors").is_none(), "the server answered with errors: {}", body["errors"]);
+    Ok(body["data"].clone())
+}
+
+/// Sends one request of `scenario` (ticket `n`) and records it.
+pub async fn send(
+    scenario: Scenario,
+    n: u64,
+    client: &reqwest::Client,
+    target: &Target,
+    args: &Args,
+    recorder: &Recorder,
+    rng: &mut StdRng,
+) {
+    let community = &target.communities[rng.random_range(0..target.communities.len())];
+    if scenario == Scenario::Upload {
+        return upload(n, client, target, args, recorder).await;
+    }
+    let (query, variables, token) = match scenario {
+        Scenario::Upload => unreachable!("sent above"),
+        Scenario::Register => {
+            // Each ticket gets its own block of 13 bodies; any 11 in a row hold a valid PHN.
+            let start = args.phn_start.saturating_add((n as u32).saturating_mul(13));
+            let phn = (start..start + 13).find_map(attach_actors::domain::Phn::with_body).map(|p| p.expose());
+            let Some(phn) = phn else { return };
+            (
+                "mutation($i: RegisterHouseholdInput!) { registerHousehold(input: $i) { reference placeInLine } }",
+                json!({ "i": { "community": community, "postalCode": "V0B 1M0", "languages": ["en"],
+                    "members": [{ "phn": phn, "givenName": "Load", "surname": "Test", "dateOfBirth": "1990-01-01" }] } }),
+                None,
+            )
+        }
+        Scenario::Match => (
+            "mutation($c: String!) { runMatching(communityCode: $c) { proposals { id } } }",
+            json!({ "c": community }),
+            args.token.as_deref(),
+        ),
+        Scenario::Waitlist => (
+            "query($c: String!) { waitlist(communityCode: $c, first: 20) { totalCount nodes { reference registeredAt householdSize } } }",
+            json!({ "c": community }),
+            args.token.as_deref(),
+        ),
+        Scenario::Panel => {
+            let Some(provider) = target.providers.get(rng.random_range(0..target.providers.len().max(1))) else {
+                return;
+            };
+            (
+                "query($p: ID!) { panel(providerId: $p, first: 20) { panelSize nodes { surname } } }",
+                json!({ "p": provider }),
+                args.panel_token.as_deref(),
+            )
+        }
+        Scenario::Stats => (
+            "query($c: String!) { communityStatistics(code: $c) { waitingHouseholds medianWaitDays } }",
+            json!({ "c": community }),
+            args.token.as_deref(),
+        ),
+    };
+    let mut request = client.post(&target.endpoint).json(&json!({ "query": query, "variables": variables }));
+    if let Some(t) = token {
+        request = request.bearer_auth(t);
+    }
+    measure(scenario, request, recorder).await;
+}
+
+/// Sends a request, times it and records how it ended.
+async fn measure(scenario: Scenario, request: reqwest::RequestBuilder, recorder: &Recorder) {
+    recorder.count_request();
+    let started = Instant::now();
+    let outcome = match request.send().await {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            match response.json::<Value>().await {
+                Ok(body) => Outcome::of_response(status, &body),
+                Err(_) => Outcome::Failed(format!("HTTP_{status}")),
+            }
+        }
+        Err(_) => Outcome::Failed("TRANSPORT".into()),
+    };
+    recorder.record(scenario.operation(), started.elapsed(), outcome);
+}
+
+/// A surname of letters only, different for every `i`.
+fn surname(mut i: u64) -> String {
+    let mut s = String::from("Load");
+    loop {
+        s.push(char::from(b'a' + (i % 26) as u8));
+        i /= 26;
+        if i == 0 {
+            return s;
+        }
+    }
+}
+
+/// The CSV of upload ticket `n`: `rows` patients never uploaded before, as an
+/// EMR export gives them (a header row, CRLF line ends).
+pub fn panel_csv(n: u64, rows: u32, phn_start: u32, facility: &str) -> String {
+    let mut csv = String::from("PHN,Surname,Given name,Date of birth,Service code,Facility\r\n");
+    for k in 0..u64::from(rows) {
+        let i = n * u64::from(rows) + k;
+        let start = phn_start.saturating_add(u32::try_from(i * 13).unwrap_or(u32::MAX));
+        if let Some(phn) = (start..start.saturating_add(13)).find_map(attach_actors::domain::Phn::with_body) {
+            csv.push_str(&format!("{},{},Pat,1980-02-03,98990,{facility}\r\n", phn.expose(), surname(i)));
+        }
+    }
+    csv
+}
+
+/// One panel submission: a GraphQL multipart request (the `Upload` spec).
+async fn upload(n: u64, client: &reqwest::Client, target: &Target, args: &Args, recorder: &Recorder) {
+    let (Some(provider), Some(facility)) = (&args.upload_provider, &args.upload_facility) else { return };
+    let csv = panel_csv(n, args.upload_rows, args.upload_phn_start, facility);
+    let operations = json!({
+        "query": "mutation($p: ID!, $f: String!, $file: Upload!) { submitPanel(providerId: $p, facilityNumber: $f, file: $file) { accepted conflict panelSize } }",
+        "variables": { "p": provider, "f": facility, "file": null },
+    });
+    const BOUNDARY: &str = "attach-loadtest-boundary-7d1f";
+    let body = format!(
+        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"operations\"\r\n\r\n{operations}\r\n\
+         --{BOUNDARY}\r\nContent-Disposition: form-data; name=\"map\"\r\n\r\n{{\"0\": [\"variables.file\"]}}\r\n\
+         --{BOUNDARY}\r\nContent-Disposition: form-data; name=\"0\"; filename=\"panel.csv\"\r\nContent-Type: text/csv\r\n\r\n{csv}\r\n\
+         --{BOUNDARY}--\r\n"
+    );
+    let mut request = client
+        .post(&target.endpoint)
+        .header("content-type", format!("multipart/form-data; boundary={BOUNDARY}"))
+        .body(body);
+    if let Some(t) = &args.upload_token {
+        request = request.bearer_auth(t);
+    }
+    measure(Scenario::Upload, request, recorder).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upload_files_hold_fresh_valid_rows() {
+        let a = panel_csv(0, 50, 60_000_000, "0F111");
+        let b = panel_csv(1, 50, 60_000_000, "0F111");
+        assert_eq!(a.lines().count(), 51, "a header and 50 rows");
+        let phns =
+            |csv: &str| csv.lines().skip(1).map(|l| l.split(',').next().unwrap().to_string()).collect::<Vec<_>>();
+        let (pa, pb) = (phns(&a), phns(&b));
+        assert!(pa.iter().all(|p| !pb.contains(p)), "each upload has new patients");
+        assert!(pa.iter().all(|p| attach_actors::domain::Phn::parse(p).is_ok()));
+        assert!(a.lines().skip(1).all(|l| l.split(',').nth(1).unwrap().chars().all(|c| c.is_ascii_alphabetic())));
+    }
+}

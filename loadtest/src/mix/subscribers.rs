@@ -1,0 +1,102 @@
+//! Live-feed subscribers: each watches one community of the target over
+//! graphql-transport-ws and records, for every event, the time from its commit
+//! (the event's `at`, the server's clock) to its arrival (this machine's clock:
+//! on another machine the figure includes the clocks' offset).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use futures::{SinkExt, StreamExt};
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+use super::Args;
+use super::recorder::{Outcome, Recorder};
+use super::scenarios::Target;
+
+/// What the subscribers saw.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FeedSummary {
+    /// Subscribers connected.
+    pub subscribers: usize,
+    /// Events delivered, over all subscribers.
+    pub deliveries: u64,
+    /// `MISSED` notices (a subscriber fell behind).
+    pub missed_notices: u64,
+}
+
+/// The running subscribers.
+pub struct Feed {
+    tasks: Vec<JoinHandle<(u64, u64)>>,
+}
+
+/// Connects `args.subscribers` subscribers, round-robin over the communities.
+pub async fn start(args: &Args, target: &Target, recorder: Arc<Recorder>, deadline: Instant) -> anyhow::Result<Feed> {
+    let url = format!("{}/graphql", args.url.trim_end_matches('/').replacen("http", "ws", 1));
+    let mut tasks = Vec::with_capacity(args.subscribers);
+    for i in 0..args.subscribers {
+        let community = &target.communities[i % target.communities.len()];
+        let mut request = url.as_str().into_client_request()?;
+        request.headers_mut().insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse()?);
+        let (mut ws, _) =
+            tokio_tungstenite::connect_async(request).await.with_context(|| format!("subscriber {i} connecting"))?;
+        let init = match &args.token {
+            Some(t) => json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {t}") } }),
+            None => json!({ "type": "connection_init" }),
+        };
+        ws.send(Message::text(init.to_string())).await?;
+        let query = "subscription($c: String!) { communityEvents(communityCode: $c) { kind seq at } }";
+        let subscribe =
+            json!({ "id": "1", "type": "subscribe", "payload": { "query": query, "variables": { "c": community } } });
+        ws.send(Message::text(subscribe.to_string())).await?;
+        let recorder = recorder.clone();
+        tasks.push(tokio::spawn(async move {
+            let (mut deliveries, mut missed) = (0u64, 0u64);
+            // Events still in flight at the deadline get a moment to arrive.
+            let end = deadline + Duration::from_secs(2);
+            loop {
+                let left = end.saturating_duration_since(Instant::now());
+                let Ok(Some(Ok(Message::Text(text)))) = tokio::time::timeout(left, ws.next()).await else { break };
+                let Ok(message) = serde_json::from_str::<Value>(&text) else { continue };
+                let errors =
+                    if message["type"] == "error" { &message["payload"] } else { &message["payload"]["errors"] };
+                if let Some(first) = errors.as_array().and_then(|e| e.first()) {
+                    let code = first["extensions"]["code"].as_str().unwrap_or("SUBSCRIBE_FAILED");
+                    recorder.record("feedEvent", Duration::ZERO, Outcome::Failed(code.to_string()));
+                    break;
+                }
+                let event = &message["payload"]["data"]["communityEvents"];
+                if event["kind"] == "MISSED" {
+                    missed += 1;
+                    continue;
+                }
+                let Some(at) = event["at"].as_str().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()) else {
+                    continue;
+                };
+                let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+                let latency = Duration::from_millis(now_ms.saturating_sub(at.timestamp_millis()).max(0) as u64);
+                recorder.record("feedEvent", latency, Outcome::Ok);
+                deliveries += 1;
+            }
+            let _ = ws.close(None).await;
+            (deliveries, missed)
+        }));
+    }
+    Ok(Feed { tasks })
+}
+
+/// Waits for the subscribers to finish and sums up.
+pub async fn finish(feed: Feed) -> FeedSummary {
+    let mut summary = FeedSummary { subscribers: feed.tasks.len(), ..FeedSummary::default() };
+    for task in feed.tasks {
+        if let Ok((d, m)) = task.await {
+            summary.deliveries += d;
+            summary.missed_notices += m;
+        }
+    }
+    summary
+}

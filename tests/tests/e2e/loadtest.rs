@@ -1,0 +1,73 @@
+//! The load tool against a real `attach`: its counts agree with the server's own `/metrics`.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::helpers::{Spawn, TestApp, loadtest_bin};
+
+/// The value of one metric line (0 when the line is absent).
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+async fn scrape(app: &TestApp) -> String {
+    app.http().get(format!("{}/metrics", app.url)).send().await.unwrap().text().await.unwrap()
+}
+
+#[tokio::test]
+async fn the_load_tools_counts_agree_with_the_servers_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::spawn(dir.path(), Spawn::default()).await;
+    let before = scrape(&app).await;
+    let report_path = dir.path().join("report.json");
+    let html_path = dir.path().join("report.html");
+    // Registrations succeed; waitlist reads without a token are refused: both
+    // kinds of outcome must be counted the same on both sides.
+    let out = Command::new(loadtest_bin())
+        .args(["run", "--url", &app.url, "--target", "ha:IHA", "--mix", "register=3,waitlist=1"])
+        .args(["--duration", "3", "--concurrency", "4", "--max-requests", "3000", "--progress", "1"])
+        .arg("--json")
+        .arg(&report_path)
+        .arg("--html")
+        .arg(&html_path)
+        .output()
+        .expect("attach-loadtest runs");
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{printed}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(printed.contains("registerHousehold") && printed.contains("req/s"), "{printed}");
+    let report: Value = serde_json::from_slice(&std::fs::read(&report_path).unwrap()).unwrap();
+    let after = scrape(&app).await;
+
+    let sent = report["graphql_requests"].as_u64().unwrap();
+    let served = metric(&after, "attach_graphql_requests_total") - metric(&before, "attach_graphql_requests_total");
+    assert!(sent > 20, "a few seconds of load sends more than {sent} requests");
+    assert_eq!(served, sent, "the server answered as many GraphQL requests as the tool sent");
+
+    let op =
+        |name: &str| report["operations"].as_array().unwrap().iter().find(|o| o["operation"] == name).cloned().unwrap();
+    let refused = op("waitlistPage")["errors"]["UNAUTHENTICATED"].as_u64().unwrap_or(0);
+    let code = "attach_graphql_errors_total{code=\"UNAUTHENTICATED\"}";
+    assert_eq!(metric(&after, code) - metric(&before, code), refused, "refusals counted alike");
+    assert_eq!(op("waitlistPage")["ok"], 0);
+    let failed = metric(&after, "attach_graphql_failed_requests_total")
+        - metric(&before, "attach_graphql_failed_requests_total");
+    assert_eq!(failed, report["failed"].as_u64().unwrap(), "failed requests counted alike");
+
+    // Every acknowledged registration is on a waitlist of the target.
+    let registered = op("registerHousehold")["ok"].as_u64().unwrap();
+    assert!(registered > 0);
+    let waiting: u64 = after
+        .lines()
+        .filter(|l| l.starts_with("attach_shard_waiting_households{shard=\"IHA/"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum();
+    assert_eq!(waiting, registered, "the waitlists hold exactly the registrations the tool saw succeed");
+
+    let html = std::fs::read_to_string(&html_path).unwrap();
+    assert!(html.contains("<svg") && html.contains("registerHousehold"));
+}
