@@ -35,6 +35,7 @@
 
 mod audit;
 mod lease;
+mod log;
 mod rows;
 mod schema;
 mod statements;
@@ -289,21 +290,12 @@ impl ScyllaStore {
             .map(seq_from_column)
             .transpose()?
             .unwrap_or(0);
-        // The hint is written before the events, so it may be ahead (a commit
-        // that failed after its fence) but never behind: walk down to the newest
-        // non-empty bucket, and up past buckets that are full.
-        let mut bucket = event_bucket(hint);
-        let mut full_below = 0;
+        let mut walk = log::NewestWalk::from_hint(hint);
         loop {
-            let result = self.rows(&self.inner.st.event_last, (ha, community, bucket)).await?;
-            match first_row::<(i64,)>(result)?.map(|(s,)| seq_from_column(s)).transpose()? {
-                Some(seq) if seq == bucket_end(bucket) => {
-                    full_below = seq;
-                    bucket += 1;
-                }
-                Some(seq) => return Ok(seq),
-                None if full_below > 0 || bucket == 0 => return Ok(full_below),
-                None => bucket -= 1,
+            let result = self.rows(&self.inner.st.event_last, (ha, community, walk.bucket())).await?;
+            let newest = first_row::<(i64,)>(result)?.map(|(s,)| seq_from_column(s)).transpose()?;
+            if let Some(last) = walk.observe(newest) {
+                return Ok(last);
             }
         }
     }
@@ -665,11 +657,9 @@ impl Store for ScyllaStore {
                 out.push(event_from_row(seq, &blob)?);
             }
             from = out.last().map_or(from, |e| e.seq);
-            // Sequence numbers have no gaps: a bucket that ends early is the last one.
-            if from == bucket_end(bucket) {
-                bucket += 1;
-            } else if got < want {
-                break;
+            match log::after_page(bucket, from, got, want) {
+                log::Next::Bucket(next) => bucket = next,
+                log::Next::Done => break,
             }
         }
         Ok(out)
