@@ -145,3 +145,25 @@ impl Application {
         result
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_scylla_store_that_cannot_be_reached_fails_start_up_with_its_address() {
+        // Port 1 on loopback refuses at once: no cluster needed to see the wiring.
+        let settings = Settings { store: "scylla://127.0.0.1:1".into(), ..Settings::default() };
+        let error = open_store(&settings).await.map(|_| ()).expect_err("nothing listens on port 1");
+        assert!(format!("{error:#}").contains("connecting to ScyllaDB at 127.0.0.1:1"), "{error:#}");
+    }
+
+    #[tokio::test]
+    async fn the_embedded_store_takes_the_configured_lease() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = Settings { data_dir: dir.path().to_path_buf(), ..Settings::default() };
+        settings.shard.lease_secs = 42;
+        let store = open_store(&settings).await.unwrap();
+        assert_eq!(store.lease(), std::time::Duration::from_secs(42));
+    }
+}
