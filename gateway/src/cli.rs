@@ -3,8 +3,12 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use attach_actors::access::{Role, Scope};
+use attach_actors::domain::ProviderId;
+use attach_actors::error::AttachError;
 use clap::{Parser, Subcommand};
 
+use crate::auth::dev::{DevKey, TokenRequest, parse_ttl};
 use crate::config::Settings;
 use crate::startup::Application;
 
@@ -56,6 +60,34 @@ enum Command {
     },
     /// Prints the GraphQL schema (SDL).
     Schema,
+    /// Mints a bearer token with the development key (FOR DEVELOPMENT ONLY).
+    ///
+    /// Uses the key `attach serve` made under `<data_dir>/dev-auth/` when no
+    /// `auth.jwks` is configured (making it if it is not there yet), and the
+    /// configured issuer and audience. Prints the token on stdout.
+    Token {
+        /// The role: patient, provider, delegate, medical_director, coordinator, support or operations.
+        #[arg(long)]
+        role: String,
+        /// A scope entry (repeatable): `province`, `ha:CODE` or `community:CODE`.
+        #[arg(long)]
+        scope: Vec<String>,
+        /// The caller's own provider id (providers and medical directors).
+        #[arg(long)]
+        provider: Option<String>,
+        /// The token's subject (default: `dev-<role>`, with the provider id when there is one).
+        #[arg(long)]
+        subject: Option<String>,
+        /// How long the token is valid: 90s, 30m, 1h, 7d.
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+        /// Configuration file (for the data directory, issuer and audience).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Data directory holding the development key.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
 }
 
 /// Runs the command line.
@@ -77,6 +109,18 @@ pub async fn run() -> anyhow::Result<()> {
             println!("schema applied to keyspace {} at {}", options.keyspace, options.nodes.join(","));
             Ok(())
         }
+        Command::Token { role, scope, provider, subject, ttl, config, data_dir } => {
+            let mut settings = Settings::load(config.as_deref())?;
+            settings.data_dir = data_dir.unwrap_or(settings.data_dir);
+            let token = mint(&settings, &role, scope, provider, subject, &ttl)?;
+            eprintln!(
+                "warning: a DEVELOPMENT token, signed with the key in {}; production tokens come from the \
+                 identity provider",
+                DevKey::dir(&settings.data_dir).display()
+            );
+            println!("{token}");
+            Ok(())
+        }
         Command::Serve { config, listen, data_dir, regions, redis, store, node, demo } => {
             let mut settings = Settings::load(config.as_deref())?;
             settings.listen = listen.unwrap_or(settings.listen);
@@ -96,6 +140,35 @@ pub async fn run() -> anyhow::Result<()> {
             app.run_until_stopped(shutdown_signal()).await
         }
     }
+}
+
+fn mint(
+    settings: &Settings,
+    role: &str,
+    scope: Vec<String>,
+    provider: Option<String>,
+    subject: Option<String>,
+    ttl: &str,
+) -> anyhow::Result<String> {
+    anyhow::ensure!(
+        settings.auth.jwks.is_empty(),
+        "auth.jwks is set: this Attach trusts an identity provider's keys, and only that provider can issue tokens"
+    );
+    let role: Role = role.parse().map_err(|e: AttachError| anyhow::anyhow!(e.message))?;
+    Scope::parse(scope.iter().map(String::as_str)).map_err(|e| anyhow::anyhow!(e.message))?;
+    if let Some(p) = &provider {
+        ProviderId::parse(p).map_err(|_| anyhow::anyhow!("`{p}` is not a provider id"))?;
+    }
+    if matches!(role, Role::Provider | Role::MedicalDirector) {
+        anyhow::ensure!(provider.is_some(), "the {role} role needs --provider <ID>");
+    }
+    let subject = subject.unwrap_or_else(|| match &provider {
+        Some(p) => format!("dev-{role}-{p}"),
+        None => format!("dev-{role}"),
+    });
+    let request = TokenRequest { subject, role, scope, provider, ttl: parse_ttl(ttl)? };
+    let key = DevKey::load_or_create(&settings.data_dir)?;
+    key.mint(&settings.auth.issuer, &settings.auth.audience, &request)
 }
 
 async fn shutdown_signal() {

@@ -47,6 +47,8 @@ pub struct Settings {
     pub limits: Limits,
     /// The live feed.
     pub feed: FeedSettings,
+    /// Who callers are: bearer tokens and the keys that sign them.
+    pub auth: AuthSettings,
     /// Log filter (tracing `EnvFilter` syntax); `RUST_LOG` overrides it.
     pub log: String,
 }
@@ -131,6 +133,122 @@ pub struct Limits {
     pub max_page_size: usize,
     /// Largest request body, in bytes.
     pub max_body_bytes: usize,
+    /// Requests per caller over time.
+    pub rate: RateSettings,
+    /// Subscriptions one principal may hold at once, across all its connections.
+    pub subscriptions_per_principal: usize,
+}
+
+/// Bearer-token authentication.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    /// Where the token-signing public keys are: a JWKS file path or an
+    /// `http(s)://` URL. Empty: a development key generated under
+    /// `<data_dir>/dev-auth/` (never for production).
+    pub jwks: String,
+    /// The `iss` every token must carry.
+    pub issuer: String,
+    /// The `aud` every token must carry (one of, when it is a list).
+    pub audience: String,
+    /// Clock skew tolerated on `exp` and `nbf`, in seconds.
+    pub leeway_secs: u64,
+    /// How often a JWKS URL or file is read again, in seconds (keys rotate).
+    pub jwks_refresh_secs: u64,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        AuthSettings {
+            jwks: String::new(),
+            issuer: "attach-dev".to_string(),
+            audience: "attach".to_string(),
+            leeway_secs: 30,
+            jwks_refresh_secs: 300,
+        }
+    }
+}
+
+/// One caller's allowance: a sustained rate and the burst allowed at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateQuota {
+    /// Requests per minute, sustained.
+    pub per_minute: u32,
+    /// Requests allowed at once before the rate applies.
+    pub burst: u32,
+}
+
+impl RateQuota {
+    const fn new(per_minute: u32, burst: u32) -> Self {
+        RateQuota { per_minute, burst }
+    }
+}
+
+/// Rate limits: per signed-in principal by role, per client IP for calls without a token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateSettings {
+    /// Off only for load tests against a private instance.
+    pub enabled: bool,
+    /// How often idle callers are dropped from the limiter's memory, in seconds.
+    pub sweep_secs: u64,
+    /// Reverse proxies in front of Attach that append to `X-Forwarded-For`:
+    /// the client is the address the outermost of them saw. 0: the socket's peer
+    /// (never trust the header when clients can reach Attach directly).
+    pub trusted_proxy_hops: usize,
+    /// Calls without a token, per client IP address.
+    pub anonymous_per_ip: RateQuota,
+    /// Patients.
+    pub patient: RateQuota,
+    /// Providers.
+    pub provider: RateQuota,
+    /// Delegates (a provider's staff).
+    pub delegate: RateQuota,
+    /// Medical directors.
+    pub medical_director: RateQuota,
+    /// Attachment coordinators.
+    pub coordinator: RateQuota,
+    /// Support staff.
+    pub support: RateQuota,
+    /// Operations.
+    pub operations: RateQuota,
+}
+
+impl Default for RateSettings {
+    fn default() -> Self {
+        // Providers and support staff work through lists all day: the most.
+        RateSettings {
+            enabled: true,
+            sweep_secs: 60,
+            trusted_proxy_hops: 0,
+            anonymous_per_ip: RateQuota::new(120, 60),
+            patient: RateQuota::new(60, 20),
+            provider: RateQuota::new(1200, 200),
+            delegate: RateQuota::new(600, 100),
+            medical_director: RateQuota::new(1200, 200),
+            coordinator: RateQuota::new(600, 100),
+            support: RateQuota::new(1200, 200),
+            operations: RateQuota::new(300, 60),
+        }
+    }
+}
+
+impl RateSettings {
+    /// The quota of a role that tokens carry (`None` for public and internal).
+    pub fn for_role(&self, role: attach_actors::access::Role) -> Option<RateQuota> {
+        use attach_actors::access::Role as R;
+        Some(match role {
+            R::Patient => self.patient,
+            R::Provider => self.provider,
+            R::Delegate => self.delegate,
+            R::MedicalDirector => self.medical_director,
+            R::Coordinator => self.coordinator,
+            R::Support => self.support,
+            R::Operations => self.operations,
+            R::Public | R::Internal => return None,
+        })
+    }
 }
 
 impl Default for Settings {
@@ -149,6 +267,7 @@ impl Default for Settings {
             matching: Policy::default(),
             limits: Limits::default(),
             feed: FeedSettings::default(),
+            auth: AuthSettings::default(),
             log: "info".to_string(),
         }
     }
@@ -170,7 +289,14 @@ impl Default for ShardSettings {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_depth: 10, max_complexity: 1_000, max_page_size: 100, max_body_bytes: 64 * 1024 }
+        Limits {
+            max_depth: 10,
+            max_complexity: 1_000,
+            max_page_size: 100,
+            max_body_bytes: 64 * 1024,
+            rate: RateSettings::default(),
+            subscriptions_per_principal: 64,
+        }
     }
 }
 
@@ -216,6 +342,31 @@ impl Settings {
                 "scylla.request_timeout_ms must be at most a sixth of shard.lease_secs"
             );
         }
+        let rate = &self.limits.rate;
+        let quotas = std::iter::once(("anonymous_per_ip", rate.anonymous_per_ip)).chain(
+            attach_actors::access::Role::FROM_TOKENS.iter().filter_map(|r| Some((r.as_str(), rate.for_role(*r)?))),
+        );
+        for (name, q) in quotas {
+            anyhow::ensure!(
+                q.per_minute > 0 && q.burst > 0,
+                "limits.rate.{name}: per_minute and burst must be at least 1 (turn limits off with limits.rate.enabled = false)"
+            );
+        }
+        anyhow::ensure!(
+            self.limits.subscriptions_per_principal > 0,
+            "limits.subscriptions_per_principal must be at least 1"
+        );
+        let jwks = &self.auth.jwks;
+        if jwks.contains("://") {
+            anyhow::ensure!(
+                jwks.starts_with("https://") || jwks.starts_with("http://"),
+                "auth.jwks must be a file path or an http(s):// URL"
+            );
+        }
+        anyhow::ensure!(
+            !self.auth.issuer.is_empty() && !self.auth.audience.is_empty(),
+            "auth.issuer and auth.audience must be set"
+        );
         if let Some(demo) = &self.demo {
             anyhow::ensure!(matches!(demo.as_str(), "small" | "province"), "demo must be `small` or `province`");
         }

@@ -3,6 +3,8 @@
 //! - [`config`]: typed settings from file, environment and flags.
 //! - [`startup`]: `Application::build` / `port` / `run_until_stopped`.
 //! - [`routes`]: `/graphql`, GraphiQL, `/healthz`, `/readyz`.
+//! - [`auth`]: bearer tokens (JWT against a JWKS, or the development key) into a `Principal`.
+//! - [`ratelimit`]: per-principal and per-IP rate limits with their headers.
 //! - [`graphql`]: the schema and its resolvers (which ask the core, never storage).
 //! - [`metrics`]: Prometheus metrics at `/metrics`.
 //! - [`telemetry`]: logging setup.
@@ -10,10 +12,12 @@
 
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod graphql;
 pub mod metrics;
+pub mod ratelimit;
 pub mod routes;
 pub mod startup;
 pub mod telemetry;

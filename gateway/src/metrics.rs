@@ -26,6 +26,10 @@ const CODES: [ErrorCode; 9] = [
     ErrorCode::Internal,
 ];
 
+/// The rate-limit policies counted: per client IP without a token, then each token role.
+const POLICIES: [&str; 8] =
+    ["anonymous", "patient", "provider", "delegate", "medical_director", "coordinator", "support", "operations"];
+
 /// The gateway's counters.
 #[derive(Default)]
 pub struct Metrics {
@@ -35,6 +39,8 @@ pub struct Metrics {
     /// Cumulative per bucket, plus +Inf at the end.
     latency: [AtomicU64; 12],
     latency_sum_micros: AtomicU64,
+    /// Requests refused by a rate limit, by policy (see `POLICIES`).
+    rate_limited: [AtomicU64; 8],
 }
 
 impl Metrics {
@@ -59,6 +65,13 @@ impl Metrics {
         }
         self.latency[BUCKETS.len()].fetch_add(1, Ordering::Relaxed);
         self.latency_sum_micros.fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Counts one request refused by the rate limit of `policy` (a role, or `anonymous`).
+    pub fn rate_limited(&self, policy: &str) {
+        if let Some(i) = POLICIES.iter().position(|p| *p == policy) {
+            self.rate_limited[i].fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// The exposition text, with the shards' and the feed's current state.
@@ -95,6 +108,15 @@ impl Metrics {
             load(&self.latency_sum_micros) as f64 / 1e6
         );
         let _ = writeln!(out, "attach_graphql_request_duration_seconds_count {}", load(&self.requests));
+
+        let _ = writeln!(
+            out,
+            "# HELP attach_rate_limited_total Requests refused by a rate limit, by role (anonymous: per client IP)."
+        );
+        let _ = writeln!(out, "# TYPE attach_rate_limited_total counter");
+        for (policy, n) in POLICIES.iter().zip(&self.rate_limited) {
+            let _ = writeln!(out, "attach_rate_limited_total{{role=\"{policy}\"}} {}", load(n));
+        }
 
         let (up, total) = system.directory().running();
         let _ = writeln!(out, "# HELP attach_shards_running Shard actors running, of attach_shards_total.");
@@ -156,5 +178,14 @@ mod tests {
         assert_eq!(m.latency[0].load(Ordering::Relaxed), 1, "≤ 1 ms");
         assert_eq!(m.latency[5].load(Ordering::Relaxed), 2, "≤ 50 ms holds both");
         assert_eq!(m.latency[BUCKETS.len()].load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn rate_limit_policies_are_the_token_roles() {
+        let roles: Vec<&str> = attach_actors::access::Role::FROM_TOKENS.iter().map(|r| r.as_str()).collect();
+        assert_eq!(&POLICIES[1..], roles.as_slice());
+        let m = Metrics::default();
+        m.rate_limited("provider");
+        assert_eq!(m.rate_limited[2].load(Ordering::Relaxed), 1);
     }
 }

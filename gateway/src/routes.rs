@@ -1,27 +1,38 @@
 //! HTTP routes: `/graphql`, GraphiQL at `/`, `/healthz` and `/readyz`.
+//!
+//! A GraphQL request passes, in order: authentication (a bad bearer token is
+//! a 401 here; no token is the public caller), the rate limit of the caller
+//! (429), the body cap, then the schema, whose operations check the caller.
 
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Instant, SystemTime};
 
 use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, GraphiQLSource};
 use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
+use attach_actors::access::Principal;
 use attach_actors::error::ErrorCode;
 use attach_actors::system::AttachSystem;
 use axum::body::{Body, to_bytes};
-use axum::extract::FromRequestParts;
-use axum::extract::State;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::http::{StatusCode, header};
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
+use tokio::sync::watch;
 use tracing::Instrument;
 
+use crate::auth::Authenticator;
+use crate::auth::token::TokenError;
 use crate::graphql::document_cache::DocumentCache;
 use crate::graphql::error::ensure_codes;
-use crate::graphql::{AttachSchema, ConnectionSubscriptions};
+use crate::graphql::{AttachSchema, ConnectionSubscriptions, PrincipalSubscriptions};
 use crate::metrics::Metrics;
+use crate::ratelimit::{RateLimits, Verdict};
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -42,6 +53,14 @@ pub struct AppState {
     pub max_subscriptions: usize,
     /// Request counters and latency.
     pub metrics: Arc<Metrics>,
+    /// Checks bearer tokens.
+    pub auth: Arc<Authenticator>,
+    /// Requests per principal and per client IP.
+    pub limits: Arc<RateLimits>,
+    /// Subscriptions per principal, across connections.
+    pub subscriptions: Arc<PrincipalSubscriptions>,
+    /// Trusted proxies appending to `X-Forwarded-For` (0: use the peer address).
+    pub proxy_hops: usize,
 }
 
 /// The router.
@@ -58,11 +77,23 @@ pub fn router(state: AppState) -> Router {
 
 /// `GET /graphql`: a WebSocket upgrade carries subscriptions
 /// (`graphql-transport-ws`, or the legacy `graphql-ws`); a plain GET is GraphiQL.
-async fn graphql_get(State(state): State<AppState>, request: axum::extract::Request) -> Response {
+/// The caller's token comes in the upgrade's `Authorization` header or in the
+/// `connection_init` payload (`{"Authorization": "Bearer …"}`), which wins.
+async fn graphql_get(State(state): State<AppState>, request: Request) -> Response {
     if !request.headers().contains_key(header::UPGRADE) {
         return graphiql().await.into_response();
     }
+    let started = Instant::now();
+    let ip = client_ip(&request, state.proxy_hops);
     let (mut parts, _) = request.into_parts();
+    let from_header = match state.auth.from_headers(&parts.headers).await {
+        Ok(p) => p,
+        Err(e) => return refuse_token(&state, ip, &e, started),
+    };
+    let verdict = state.limits.check(from_header.as_ref().map(|s| &s.principal), ip);
+    if let Some(v) = verdict.as_ref().filter(|v| !v.allowed()) {
+        return too_many(&state, v, started);
+    }
     let protocol = match GraphQLProtocol::from_request_parts(&mut parts, &()).await {
         Ok(p) => p,
         Err(_) => {
@@ -80,12 +111,122 @@ async fn graphql_get(State(state): State<AppState>, request: axum::extract::Requ
     let keepalive = state.keepalive;
     let mut data = async_graphql::Data::default();
     data.insert(ConnectionSubscriptions::new(state.max_subscriptions));
-    upgrade
+    data.insert(state.subscriptions.clone());
+    let auth = state.auth.clone();
+    let leeway = auth.leeway();
+    // The connection ends when the token it signed in with expires.
+    let (expiry_tx, expiry) = watch::channel(from_header.as_ref().map(|s| s.expires + leeway));
+    let on_init = move |payload: serde_json::Value| async move {
+        let mut data = async_graphql::Data::default();
+        let signed = match auth.from_init_payload(&payload).await {
+            Ok(Some(signed)) => Some(signed),
+            Ok(None) => from_header,
+            // graphql-transport-ws closes the socket with this reason.
+            Err(e) => return Err(async_graphql::Error::new(format!("UNAUTHENTICATED: {e}"))),
+        };
+        if let Some(signed) = signed {
+            expiry_tx.send_replace(Some(signed.expires + leeway));
+            data.insert(signed.principal);
+        }
+        Ok(data)
+    };
+    let mut response = upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         .on_upgrade(move |socket| {
-            GraphQLWebSocket::new(socket, schema, protocol).with_data(data).keepalive_timeout(keepalive).serve()
+            let serve = GraphQLWebSocket::new(socket, schema, protocol)
+                .with_data(data)
+                .on_connection_init(on_init)
+                .keepalive_timeout(keepalive)
+                .serve();
+            serve_until_expiry(serve, expiry)
         })
-        .into_response()
+        .into_response();
+    if let Some(v) = verdict {
+        v.write_headers(response.headers_mut());
+    }
+    response
+}
+
+/// Serves a subscription connection until it ends or the token it signed in
+/// with expires (dropping the connection closes the socket and every
+/// subscription on it: a client signs in again with a fresh token).
+async fn serve_until_expiry(serve: impl Future<Output = ()>, mut expiry: watch::Receiver<Option<SystemTime>>) {
+    tokio::pin!(serve);
+    // The sender goes away once `connection_init` is handled; the deadline stays.
+    let mut settled = false;
+    loop {
+        let deadline = *expiry.borrow_and_update();
+        let expired = async {
+            match deadline {
+                Some(t) => tokio::time::sleep(t.duration_since(SystemTime::now()).unwrap_or_default()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = &mut serve => return,
+            changed = expiry.changed(), if !settled => settled = changed.is_err(),
+            () = expired => {
+                tracing::debug!("closing a subscription connection: its token expired");
+                return;
+            }
+        }
+    }
+}
+
+/// The client's address: the socket's peer (unspecified when the router runs
+/// without connect info, as in-process tests do), or behind `hops` trusted
+/// proxies the address the outermost one appended to `X-Forwarded-For`.
+fn client_ip(request: &Request, hops: usize) -> IpAddr {
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |ConnectInfo(addr)| addr.ip());
+    if hops == 0 {
+        return peer;
+    }
+    forwarded_client(request.headers().get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()), hops)
+        .unwrap_or(peer)
+}
+
+/// The `hops`-th address from the right of `X-Forwarded-For` (each proxy appends
+/// the address it saw; entries further left were written by the client and
+/// prove nothing).
+fn forwarded_client<'a>(values: impl Iterator<Item = &'a str>, hops: usize) -> Option<IpAddr> {
+    let entries: Vec<&str> = values.flat_map(|v| v.split(',')).map(str::trim).collect();
+    let entry = entries.len().checked_sub(hops).map(|i| entries[i])?;
+    entry.parse::<IpAddr>().ok().or_else(|| entry.parse::<SocketAddr>().ok().map(|a| a.ip()))
+}
+
+fn error_body(code: ErrorCode, message: &str) -> Json<serde_json::Value> {
+    Json(json!({ "errors": [{ "message": message, "extensions": { "code": code.as_str() } }] }))
+}
+
+/// 401 for a token that was sent but is not valid. Bad tokens count against
+/// the client's address, so guessing costs quota like any anonymous call.
+fn refuse_token(state: &AppState, ip: IpAddr, error: &TokenError, started: Instant) -> Response {
+    let verdict = state.limits.check(None, ip);
+    if let Some(v) = verdict.as_ref().filter(|v| !v.allowed()) {
+        return too_many(state, v, started);
+    }
+    state.metrics.record(started.elapsed(), std::iter::once(ErrorCode::Unauthenticated.as_str().to_string()));
+    let mut response =
+        (StatusCode::UNAUTHORIZED, error_body(ErrorCode::Unauthenticated, &error.to_string())).into_response();
+    response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer error=\"invalid_token\""));
+    if let Some(v) = verdict {
+        v.write_headers(response.headers_mut());
+    }
+    response
+}
+
+/// 429 with `Retry-After` and the `RateLimit` headers.
+fn too_many(state: &AppState, verdict: &Verdict, started: Instant) -> Response {
+    state.metrics.rate_limited(verdict.policy);
+    state.metrics.record(started.elapsed(), std::iter::once(ErrorCode::RateLimited.as_str().to_string()));
+    let wait = verdict.retry_after.unwrap_or(1);
+    let message = format!("too many requests: try again in {wait} s");
+    let mut response = (StatusCode::TOO_MANY_REQUESTS, error_body(ErrorCode::RateLimited, &message)).into_response();
+    verdict.write_headers(response.headers_mut());
+    response
 }
 
 async fn graphiql() -> Html<String> {
@@ -93,14 +234,33 @@ async fn graphiql() -> Html<String> {
 }
 
 fn request_error(status: StatusCode, message: &str) -> Response {
-    let body =
-        json!({ "errors": [{ "message": message, "extensions": { "code": ErrorCode::InvalidInput.as_str() } }] });
-    (status, Json(body)).into_response()
+    (status, error_body(ErrorCode::InvalidInput, message)).into_response()
 }
 
-/// Executes one GraphQL request. The body is read with a hard cap, so an
-/// oversized request is refused before it is parsed.
-async fn graphql(State(state): State<AppState>, body: Body) -> Response {
+/// `POST /graphql`: authenticates and rate-limits the caller, then executes.
+async fn graphql(State(state): State<AppState>, request: Request) -> Response {
+    let started = Instant::now();
+    let ip = client_ip(&request, state.proxy_hops);
+    let (parts, body) = request.into_parts();
+    let principal = match state.auth.from_headers(&parts.headers).await {
+        Ok(signed) => signed.map(|s| s.principal),
+        Err(e) => return refuse_token(&state, ip, &e, started),
+    };
+    let verdict = state.limits.check(principal.as_ref(), ip);
+    if let Some(v) = verdict.as_ref().filter(|v| !v.allowed()) {
+        return too_many(&state, v, started);
+    }
+    let mut response = execute(&state, principal, body).await;
+    if let Some(v) = verdict {
+        v.write_headers(response.headers_mut());
+    }
+    response
+}
+
+/// Executes one GraphQL request for `principal` (none: the public caller).
+/// The body is read with a hard cap, so an oversized request is refused
+/// before it is parsed.
+async fn execute(state: &AppState, principal: Option<Principal>, body: Body) -> Response {
     let Ok(bytes) = to_bytes(body, state.max_body_bytes).await else {
         return request_error(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -117,6 +277,9 @@ async fn graphql(State(state): State<AppState>, body: Body) -> Response {
         }
     };
     let started = std::time::Instant::now();
+    if let Some(principal) = principal {
+        request = request.data(principal);
+    }
     state.documents.prepare(&mut request);
     let span = crate::telemetry::graphql_span(&mut request);
     let mut response = state.schema.execute(request).instrument(span).await;
@@ -155,4 +318,20 @@ async fn readyz(State(state): State<AppState>) -> Response {
         "feed": { "backend": feed.backend, "connected": feed.connected, "dropped": feed.dropped },
     });
     (status, Json(body)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_client_is_what_the_outermost_trusted_proxy_saw() {
+        let one = ["203.0.113.9, 198.51.100.7"];
+        assert_eq!(forwarded_client(one.into_iter(), 1), Some(IpAddr::from([198, 51, 100, 7])));
+        assert_eq!(forwarded_client(one.into_iter(), 2), Some(IpAddr::from([203, 0, 113, 9])));
+        assert_eq!(forwarded_client(one.into_iter(), 3), None, "fewer entries than proxies: the peer");
+        let split = ["1.2.3.4", "10.0.0.1:5000"];
+        assert_eq!(forwarded_client(split.into_iter(), 1), Some(IpAddr::from([10, 0, 0, 1])));
+        assert_eq!(forwarded_client(["not-an-ip"].into_iter(), 1), None);
+    }
 }

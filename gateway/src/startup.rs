@@ -6,6 +6,7 @@
 //! shutdown future completes, then stops the shards.
 
 use std::future::{Future, IntoFuture};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -24,10 +25,13 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tracing::info;
 
+use crate::auth::Authenticator;
 use crate::config::Settings;
 use crate::graphql;
+use crate::graphql::PrincipalSubscriptions;
 use crate::graphql::document_cache::DocumentCache;
 use crate::metrics::Metrics;
+use crate::ratelimit::RateLimits;
 use crate::routes::{AppState, router};
 
 /// Opens the store `settings` names: the embedded file, or a ScyllaDB cluster
@@ -65,6 +69,11 @@ pub struct Application {
 impl Application {
     /// Opens everything `settings` names and starts loading shards.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&settings.data_dir)
+            .with_context(|| format!("creating the data directory {}", settings.data_dir.display()))?;
+        let auth = Arc::new(Authenticator::start(&settings).await.context("loading the token-signing keys")?);
+        let limits = Arc::new(RateLimits::new(&settings.limits.rate));
+        limits.spawn_sweeper(std::time::Duration::from_secs(settings.limits.rate.sweep_secs));
         let regions = Arc::new(Regions::load(&settings.regions)?);
         let store = open_store(&settings).await?;
         let owner = settings.node_name();
@@ -106,6 +115,10 @@ impl Application {
             keepalive,
             max_subscriptions: settings.feed.max_subscriptions_per_connection,
             metrics: Arc::new(Metrics::default()),
+            auth,
+            limits,
+            subscriptions: Arc::new(PrincipalSubscriptions::new(settings.limits.subscriptions_per_principal)),
+            proxy_hops: settings.limits.rate.trusted_proxy_hops,
         };
         Ok(Application { listener, port, state, init })
     }
@@ -125,7 +138,9 @@ impl Application {
                 tracing::warn!(error = %e, "could not set TCP_NODELAY");
             }
         });
-        let server = axum::serve(listener, router(self.state)).with_graceful_shutdown(shutdown).into_future();
+        // Connect info gives the client's address, which keys anonymous rate limits.
+        let app = router(self.state).into_make_service_with_connect_info::<SocketAddr>();
+        let server = axum::serve(listener, app).with_graceful_shutdown(shutdown).into_future();
         tokio::pin!(server);
         let mut init = self.init;
         let mut starting = true;

@@ -42,12 +42,17 @@ pub struct Args {
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
+    /// Bearer token sent with every request (a coordinator or support token whose scope covers the community;
+    /// registrations are public). Also `ATTACH_TOKEN`.
+    #[arg(long, env = "ATTACH_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 type Sent = Arc<Mutex<HashMap<String, Instant>>>;
 
 /// Runs the measurement.
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    let token = args.token.as_deref();
     anyhow::ensure!(
         args.events <= 100_000 && args.max_seconds <= 600,
         "runs are bounded: at most 100,000 events and 600 s"
@@ -57,12 +62,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let ws_url = format!("{}/graphql", args.url.trim_end_matches('/').replacen("http", "ws", 1));
     let mut subscribers = Vec::new();
     for i in 0..args.subscribers {
-        subscribers.push(subscriber(&ws_url, &args.community, i, sent.clone(), args.events as usize, deadline).await?);
+        subscribers
+            .push(subscriber(&ws_url, token, &args.community, i, sent.clone(), args.events as usize, deadline).await?);
     }
     // Let every subscription reach the server (and Redis) before the first event.
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    let client = reqwest::Client::new();
+    let client = crate::client::http(token, 1)?;
     let endpoint = format!("{}/graphql", args.url.trim_end_matches('/'));
     let started = Instant::now();
     let mut bodies = (args.phn_start..).filter_map(attach_actors::domain::Phn::with_body);
@@ -114,6 +120,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 /// One subscriber: connects, subscribes, and returns (latencies, events it never got).
 async fn subscriber(
     url: &str,
+    token: Option<&str>,
     community: &str,
     index: usize,
     sent: Sent,
@@ -124,7 +131,7 @@ async fn subscriber(
     request.headers_mut().insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse()?);
     let (mut ws, _) =
         tokio_tungstenite::connect_async(request).await.with_context(|| format!("subscriber {index} connecting"))?;
-    ws.send(Message::text(json!({ "type": "connection_init" }).to_string())).await?;
+    ws.send(Message::text(crate::client::connection_init(token).to_string())).await?;
     let query = "subscription($c: String!) { communityEvents(communityCode: $c) { kind reference } }";
     ws.send(Message::text(
         json!({ "id": "1", "type": "subscribe", "payload": { "query": query, "variables": { "c": community } } })
@@ -142,6 +149,11 @@ async fn subscriber(
             };
             let now = Instant::now();
             let Ok(v) = serde_json::from_str::<Value>(&text) else { continue };
+            if let Some(errors) = v["payload"]["errors"].as_array() {
+                // Refused (no token, a role that may not read the feed, a cap): say why.
+                eprintln!("subscriber {index}: the subscription was refused: {}", Value::from(errors.clone()));
+                break;
+            }
             let event = &v["payload"]["data"]["communityEvents"];
             if event["kind"] != "REGISTERED" {
                 continue;

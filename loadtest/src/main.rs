@@ -3,6 +3,7 @@
 //! Every run is bounded by a duration and a request count. A response is a
 //! success only if it is HTTP 200 *and* carries no GraphQL errors.
 
+mod client;
 mod feed_latency;
 mod mix;
 mod read_path;

@@ -41,12 +41,17 @@ pub struct Args {
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
+    /// Bearer token sent with every request (a coordinator or support token that reads the community's waitlist).
+    /// Also `ATTACH_TOKEN`.
+    #[arg(long, env = "ATTACH_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 /// Runs both phases and reports.
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    let token = args.token.as_deref();
     anyhow::ensure!(args.seconds <= 300 && args.warmup <= 60, "phases are bounded to 300 s, warm-up to 60 s");
-    let client = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency).build()?;
+    let client = crate::client::http(token, args.concurrency)?;
     let endpoint = format!("{}/graphql", args.url.trim_end_matches('/'));
     let trivial = json!({ "query": "{ __typename }" });
     let page = json!({

@@ -33,13 +33,18 @@ pub struct Args {
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
+    /// Bearer token sent with every request (optional: registration is public, but a coordinator token registers
+    /// under its own quota). Also `ATTACH_TOKEN`.
+    #[arg(long, env = "ATTACH_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 /// Runs the burst.
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    let token = args.token.as_deref();
     anyhow::ensure!(args.seconds <= 300, "a burst is bounded to 300 s");
     let communities: Vec<String> = args.communities.split(',').map(|c| c.trim().to_string()).collect();
-    let client = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency).build()?;
+    let client = crate::client::http(token, args.concurrency)?;
     let endpoint = format!("{}/graphql", args.url.trim_end_matches('/'));
     let started = Instant::now();
     let deadline = started + Duration::from_secs(args.seconds);

@@ -8,16 +8,15 @@
 //! the gap with the `events` query.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_graphql::{Context, Enum, ID, Object, SimpleObject, Subscription};
 use attach_actors::access::Operation;
 use attach_actors::domain::{self as d, Event, EventKind, ShardKey};
-use attach_actors::error::{AttachError, ErrorCode};
+use attach_actors::error::AttachError;
 use futures::stream::{self, BoxStream, StreamExt};
 use tokio::sync::broadcast::{self, error::RecvError};
 
+use super::allowance::hold_slot;
 use super::error::GqlResult;
 use super::query::{caller, max_page, system};
 use super::types::Responder;
@@ -192,54 +191,6 @@ impl FeedQuery {
 /// The subscriptions.
 pub struct SubscriptionRoot;
 
-/// The subscriptions open on one WebSocket connection, against its cap.
-pub struct ConnectionSubscriptions {
-    open: Arc<AtomicUsize>,
-    cap: usize,
-}
-
-impl ConnectionSubscriptions {
-    /// A fresh connection allowed `cap` subscriptions at once.
-    pub fn new(cap: usize) -> Self {
-        ConnectionSubscriptions { open: Arc::new(AtomicUsize::new(0)), cap }
-    }
-
-    fn acquire(&self) -> async_graphql::Result<Slot> {
-        let taken = self.open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.cap).then_some(n + 1));
-        match taken {
-            Ok(_) => Ok(Slot(self.open.clone())),
-            Err(_) => Err(super::error::to_graphql(AttachError::new(
-                ErrorCode::RateLimited,
-                format!("this connection already holds {} subscriptions; close one first", self.cap),
-            ))),
-        }
-    }
-}
-
-/// One subscription's place on its connection, given back when its stream ends.
-struct Slot(Arc<AtomicUsize>);
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// Takes a slot on the caller's connection (none over plain HTTP) and ties it to `stream`.
-fn hold_slot(
-    ctx: &Context<'_>,
-    stream: BoxStream<'static, MatchEvent>,
-) -> async_graphql::Result<BoxStream<'static, MatchEvent>> {
-    let Some(connection) = ctx.data_opt::<ConnectionSubscriptions>() else { return Ok(stream) };
-    let slot = connection.acquire()?;
-    Ok(stream
-        .map(move |event| {
-            let _held = &slot;
-            event
-        })
-        .boxed())
-}
-
 /// One community's live events, replayed from `after` first.
 struct Live {
     shard: ShardKey,
@@ -395,14 +346,5 @@ mod tests {
             seen.push(describe(&s.next().await.unwrap()));
         }
         assert_eq!(seen, [(3, None), (4, None), (5, None), (0, Some(5)), (8, None)]);
-    }
-
-    #[test]
-    fn a_connection_cap_frees_a_slot_when_a_stream_ends() {
-        let c = ConnectionSubscriptions::new(1);
-        let first = c.acquire().unwrap();
-        assert!(c.acquire().is_err(), "the cap holds");
-        drop(first);
-        assert!(c.acquire().is_ok(), "the slot came back");
     }
 }

@@ -1,6 +1,7 @@
 //! The GraphQL API: schema types and resolvers, with no HTTP in sight.
 
 mod access;
+pub mod allowance;
 mod cursor;
 pub mod document_cache;
 pub mod error;
@@ -15,7 +16,8 @@ use std::sync::Arc;
 use async_graphql::{MergedObject, Schema};
 use attach_actors::system::AttachSystem;
 
-pub use feed::{ConnectionSubscriptions, SubscriptionRoot};
+pub use allowance::{ConnectionSubscriptions, PrincipalSubscriptions};
+pub use feed::SubscriptionRoot;
 pub use mutation::MutationRoot;
 pub use query::QueryRoot;
 

@@ -242,7 +242,7 @@ fn request(op: &str, f: &Fresh, n: u32) -> (String, Value) {
     let p = json!({ "id": f.proposal });
     let none = json!({});
     let (q, v) = match op {
-        "registerHousehold" => (REGISTER.to_string(), household(phn(90_000 + n))),
+        "registerHousehold" => (REGISTER.to_string(), household(phn(10_000 + n))),
         "registration" => ("query($r: ID!) { registration(reference: $r) { status } }".into(), r),
         "withdrawRegistration" => {
             (r#"mutation($r: ID!) { withdrawRegistration(reference: $r, reason: "moved") { status } }"#.into(), r)
@@ -324,7 +324,7 @@ async fn each_audited_action_leaves_exactly_one_record() {
     let c = Client { app: &app, tokens: tokens(dir.path()) };
     set_up(&c).await;
     let f = fresh(&c, 1).await;
-    const LOG: &str = r#"query($after: String) { auditLog(first: 500, after: $after) {
+    const LOG: &str = r#"query($after: String) { auditLog(first: 100, after: $after) {
         nodes { id at subject role operation healthAuthority community target outcome } pageInfo { endCursor } } }"#;
     let before = c.ok(Operations, LOG, json!({})).await["auditLog"]["pageInfo"]["endCursor"].clone();
 
@@ -377,7 +377,11 @@ async fn each_audited_action_leaves_exactly_one_record() {
             json!({}),
         )
         .await;
-    assert_eq!(mine["auditLog"]["nodes"], json!([{ "operation": "answerProposal", "outcome": "FORBIDDEN" }]));
+    // dr-p2 also entered themselves in the registry during the set-up.
+    assert_eq!(
+        mine["auditLog"]["nodes"],
+        json!([{ "operation": "upsertProvider", "outcome": "OK" }, { "operation": "answerProposal", "outcome": "FORBIDDEN" }])
+    );
     let bad =
         c.outcome(Operations, r#"{ auditLog(filter: { operation: "dance" }) { nodes { id } } }"#, json!({})).await;
     assert_eq!(bad, "INVALID_INPUT");

@@ -7,23 +7,32 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
+use attach_actors::access::Role;
+
 use crate::helpers::{Spawn, TestApp, phn};
 use crate::redis::RedisServer;
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+pub(crate) type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
+/// A subscription connection as a coordinator for the whole province (the
+/// token travels in `connection_init`, as browsers must send it).
 async fn connect(app: &TestApp, protocol: &str) -> Ws {
+    connect_as(app, protocol, &app.token(Role::Coordinator, &["province"], None)).await
+}
+
+pub(crate) async fn connect_as(app: &TestApp, protocol: &str, token: &str) -> Ws {
     let mut request = format!("{}/graphql", app.url.replacen("http", "ws", 1)).into_client_request().unwrap();
     request.headers_mut().insert("Sec-WebSocket-Protocol", protocol.parse().unwrap());
     let (mut ws, _) = tokio_tungstenite::connect_async(request).await.expect("WebSocket upgrade");
-    ws.send(Message::text(json!({ "type": "connection_init" }).to_string())).await.unwrap();
+    let init = json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {token}") } });
+    ws.send(Message::text(init.to_string())).await.unwrap();
     let ack = next_message(&mut ws).await;
     assert_eq!(ack["type"], "connection_ack", "{ack}");
     ws
 }
 
 /// The next protocol message that is not a keep-alive.
-async fn next_message(ws: &mut Ws) -> Value {
+pub(crate) async fn next_message(ws: &mut Ws) -> Value {
     loop {
         let msg = tokio::time::timeout(Duration::from_secs(20), ws.next())
             .await
@@ -40,13 +49,13 @@ async fn next_message(ws: &mut Ws) -> Value {
 }
 
 /// The next event of a `graphql-transport-ws` subscription.
-async fn next_event(ws: &mut Ws) -> Value {
+pub(crate) async fn next_event(ws: &mut Ws) -> Value {
     let msg = next_message(ws).await;
     assert_eq!(msg["type"], "next", "{msg}");
     msg["payload"]["data"]["communityEvents"].clone()
 }
 
-async fn register(app: &TestApp, community: &str, n: u32) -> String {
+pub(crate) async fn register(app: &TestApp, community: &str, n: u32) -> String {
     let data = app
         .ok(
             "mutation($i: RegisterHouseholdInput!) { registerHousehold(input: $i) { reference } }",
@@ -57,7 +66,7 @@ async fn register(app: &TestApp, community: &str, n: u32) -> String {
     data["registerHousehold"]["reference"].as_str().unwrap().to_string()
 }
 
-const SUBSCRIBE: &str = "subscription($c: String!, $after: Int) { communityEvents(communityCode: $c, afterSeq: $after) { community seq kind reference people missedAfterSeq } }";
+pub(crate) const SUBSCRIBE: &str = "subscription($c: String!, $after: Int) { communityEvents(communityCode: $c, afterSeq: $after) { community seq kind reference people missedAfterSeq } }";
 
 #[tokio::test]
 async fn coordinators_see_their_community_live_in_order_and_catch_up() {
@@ -94,6 +103,7 @@ async fn coordinators_see_their_community_live_in_order_and_catch_up() {
 
     // Catch-up by query.
     let page = app
+        .coordinator()
         .ok(
             "{ events(communityCode: \"111\", afterSeq: 1) { lastSeq hasMore nodes { seq kind reference } } }",
             json!({}),
@@ -153,7 +163,7 @@ fn with_redis(redis: &RedisServer) -> Spawn {
     Spawn { env: vec![("ATTACH_REDIS".to_string(), redis.url())], ..Spawn::default() }
 }
 
-async fn subscribe(ws: &mut Ws, id: &str, community: &str, after: Option<u64>) {
+pub(crate) async fn subscribe(ws: &mut Ws, id: &str, community: &str, after: Option<u64>) {
     let vars = json!({ "c": community, "after": after });
     ws.send(Message::text(
         json!({ "id": id, "type": "subscribe", "payload": { "query": SUBSCRIBE, "variables": vars } }).to_string(),
@@ -189,7 +199,10 @@ async fn two_processes_share_one_redis() {
     let ready: Value = b.http().get(format!("{}/readyz", b.url)).send().await.unwrap().json().await.unwrap();
     assert_eq!(ready["feed"]["backend"], "redis");
     assert_eq!(ready["feed"]["connected"], true);
-    let stats = b.ok("{ communityStatistics(code: \"111\") { feed { backend connected dropped } } }", json!({})).await;
+    let stats = b
+        .coordinator()
+        .ok("{ communityStatistics(code: \"111\") { feed { backend connected dropped } } }", json!({}))
+        .await;
     assert_eq!(stats["communityStatistics"]["feed"]["backend"], "redis", "the statistics show the feed too");
     assert_eq!(stats["communityStatistics"]["feed"]["connected"], true);
 }
@@ -244,8 +257,10 @@ async fn a_redis_outage_loses_no_mutation_and_catch_up_fills_the_gap() {
     }
 
     // The gap is recoverable: every event is in the store, in order.
-    let page =
-        app.ok("{ events(communityCode: \"111\", afterSeq: 1, first: 100) { nodes { seq kind } } }", json!({})).await;
+    let page = app
+        .coordinator()
+        .ok("{ events(communityCode: \"111\", afterSeq: 1, first: 100) { nodes { seq kind } } }", json!({}))
+        .await;
     let seqs: Vec<u64> =
         page["events"]["nodes"].as_array().unwrap().iter().map(|e| e["seq"].as_u64().unwrap()).collect();
     assert_eq!(seqs, (2..=8).collect::<Vec<_>>());

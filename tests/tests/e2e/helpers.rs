@@ -6,6 +6,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use attach_actors::access::Role;
+use attach_gateway::auth::dev::{DevKey, TokenRequest};
+use attach_gateway::config::AuthSettings;
 use serde_json::{Value, json};
 
 /// The `attach` binary: `ATTACH_BIN`, else the one cargo built next to this test.
@@ -40,13 +43,17 @@ pub struct TestApp {
     pub url: String,
     /// Everything the process wrote to stderr (its log).
     pub log: Arc<Mutex<String>>,
+    /// Its data directory (which holds its development signing key).
+    pub data_dir: PathBuf,
     client: reqwest::Client,
 }
 
 /// Options for a spawn.
 #[derive(Default, Clone)]
 pub struct Spawn {
-    /// Extra `ATTACH_*` environment variables.
+    /// Extra `ATTACH_*` environment variables. Rate limits are off unless a
+    /// test turns them on (`ATTACH_LIMITS__RATE__ENABLED=true`): tests send
+    /// requests far faster than people do.
     pub env: Vec<(String, String)>,
     /// `--demo` size.
     pub demo: Option<String>,
@@ -64,6 +71,7 @@ impl TestApp {
             .arg("--regions")
             .arg(repo_root().join("infra/regions/bc.toml"))
             .env("RUST_LOG", "info")
+            .env("ATTACH_LIMITS__RATE__ENABLED", "false")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         if let Some(demo) = &opts.demo {
@@ -98,7 +106,7 @@ impl TestApp {
         let url = rx
             .recv_timeout(Duration::from_secs(60))
             .unwrap_or_else(|_| panic!("attach did not report its address; log:\n{}", log.lock().unwrap()));
-        let app = TestApp { child, url, log, client: reqwest::Client::new() };
+        let app = TestApp { child, url, log, data_dir: data_dir.to_path_buf(), client: reqwest::Client::new() };
         app.wait_ready(Duration::from_secs(120)).await;
         app
     }
@@ -116,32 +124,71 @@ impl TestApp {
         }
     }
 
-    /// Posts a GraphQL request and returns the whole JSON response.
+    /// Posts a GraphQL request without a token (the public caller) and returns the whole JSON response.
     pub async fn graphql(&self, query: &str, variables: Value) -> Value {
-        self.client
-            .post(format!("{}/graphql", self.url))
-            .json(&json!({ "query": query, "variables": variables }))
-            .send()
-            .await
-            .expect("request sent")
-            .json()
-            .await
-            .expect("a JSON response")
+        self.anonymous().graphql(query, variables).await
     }
 
-    /// Posts and returns `data`, failing the test on any GraphQL error.
+    /// Posts without a token and returns `data`, failing the test on any GraphQL error.
     pub async fn ok(&self, query: &str, variables: Value) -> Value {
-        let r = self.graphql(query, variables).await;
-        assert!(r.get("errors").is_none(), "unexpected errors: {r:#}");
-        r["data"].clone()
+        self.anonymous().ok(query, variables).await
     }
 
-    /// Posts, expects exactly one error, and returns its `extensions.code`.
+    /// Posts without a token, expects an error, and returns the first one's `extensions.code`.
     pub async fn error_code(&self, query: &str, variables: Value) -> String {
-        let r = self.graphql(query, variables).await;
-        let errors = r["errors"].as_array().unwrap_or_else(|| panic!("expected an error: {r:#}"));
-        assert!(!errors[0]["message"].as_str().unwrap_or("").is_empty(), "errors say what is wrong: {r:#}");
-        errors[0]["extensions"]["code"].as_str().unwrap_or_else(|| panic!("no code: {r:#}")).to_string()
+        self.anonymous().error_code(query, variables).await
+    }
+
+    /// The development key the process made in its data directory.
+    pub fn dev_key(&self) -> DevKey {
+        DevKey::load(&self.data_dir).expect("attach serve made a development key")
+    }
+
+    /// A development token for `subject` in `role`, with `scope` entries
+    /// (`province`, `ha:IHA`, `community:111`) and, for providers and medical
+    /// directors, their `provider` id; valid for an hour, for the default
+    /// issuer and audience.
+    pub fn token_for(&self, subject: &str, role: Role, scope: &[&str], provider: Option<&str>) -> String {
+        let request = TokenRequest {
+            subject: subject.to_string(),
+            role,
+            scope: scope.iter().map(|s| s.to_string()).collect(),
+            provider: provider.map(str::to_string),
+            ttl: Duration::from_secs(3600),
+        };
+        let auth = AuthSettings::default();
+        self.dev_key().mint(&auth.issuer, &auth.audience, &request).expect("a token is minted")
+    }
+
+    /// Like [`token_for`](Self::token_for), with a subject made from the role and provider.
+    pub fn token(&self, role: Role, scope: &[&str], provider: Option<&str>) -> String {
+        let subject = format!("test-{role}-{}", provider.unwrap_or("x"));
+        self.token_for(&subject, role, scope, provider)
+    }
+
+    /// Sends requests with `token` as the bearer token.
+    pub fn with_token(&self, token: impl Into<String>) -> Caller<'_> {
+        Caller { app: self, token: Some(token.into()) }
+    }
+
+    /// Sends requests without a token.
+    pub fn anonymous(&self) -> Caller<'_> {
+        Caller { app: self, token: None }
+    }
+
+    /// A coordinator for the whole province.
+    pub fn coordinator(&self) -> Caller<'_> {
+        self.with_token(self.token(Role::Coordinator, &["province"], None))
+    }
+
+    /// Provider `id` themselves.
+    pub fn provider(&self, id: &str) -> Caller<'_> {
+        self.with_token(self.token(Role::Provider, &[], Some(id)))
+    }
+
+    /// Provider `id` as a medical director (who keeps the clinics naming them).
+    pub fn medical_director(&self, id: &str) -> Caller<'_> {
+        self.with_token(self.token(Role::MedicalDirector, &[], Some(id)))
     }
 
     /// The raw HTTP client, for requests that are not GraphQL.
@@ -164,6 +211,43 @@ impl TestApp {
         let _ = self.child.wait();
 
         self.log.lock().unwrap().clone()
+    }
+}
+
+/// Requests to a [`TestApp`] as one caller: with a bearer token, or none.
+pub struct Caller<'a> {
+    app: &'a TestApp,
+    token: Option<String>,
+}
+
+impl Caller<'_> {
+    /// Posts a GraphQL request and returns the HTTP response as it came.
+    pub async fn post(&self, query: &str, variables: Value) -> reqwest::Response {
+        let mut request = self.app.client.post(format!("{}/graphql", self.app.url));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        request.json(&json!({ "query": query, "variables": variables })).send().await.expect("request sent")
+    }
+
+    /// Posts a GraphQL request and returns the whole JSON response.
+    pub async fn graphql(&self, query: &str, variables: Value) -> Value {
+        self.post(query, variables).await.json().await.expect("a JSON response")
+    }
+
+    /// Posts and returns `data`, failing the test on any GraphQL error.
+    pub async fn ok(&self, query: &str, variables: Value) -> Value {
+        let r = self.graphql(query, variables).await;
+        assert!(r.get("errors").is_none(), "unexpected errors: {r:#}");
+        r["data"].clone()
+    }
+
+    /// Posts, expects an error, and returns the first one's `extensions.code`.
+    pub async fn error_code(&self, query: &str, variables: Value) -> String {
+        let r = self.graphql(query, variables).await;
+        let errors = r["errors"].as_array().unwrap_or_else(|| panic!("expected an error: {r:#}"));
+        assert!(!errors[0]["message"].as_str().unwrap_or("").is_empty(), "errors say what is wrong: {r:#}");
+        errors[0]["extensions"]["code"].as_str().unwrap_or_else(|| panic!("no code: {r:#}")).to_string()
     }
 }
 

@@ -42,13 +42,16 @@ async fn register(app: &TestApp, community: &str, phns: &[String]) -> Value {
 }
 
 async fn waitlist_total(app: &TestApp, community: &str) -> u64 {
-    app.ok(WAITLIST, json!({ "c": community, "first": 1 })).await["waitlist"]["totalCount"].as_u64().unwrap()
+    app.coordinator().ok(WAITLIST, json!({ "c": community, "first": 1 })).await["waitlist"]["totalCount"]
+        .as_u64()
+        .unwrap()
 }
 
 #[tokio::test]
 async fn the_whole_journey_survives_sigkill() {
     let dir = tempfile::tempdir().unwrap();
     let app = TestApp::spawn(dir.path(), Spawn::default()).await;
+    let (coordinator, doctor) = (app.coordinator(), app.provider("P10001"));
 
     // Regions.
     let regions = app.ok("{ healthAuthorities { code communities { code name population } } }", json!({})).await;
@@ -56,20 +59,21 @@ async fn the_whole_journey_survives_sigkill() {
     assert_eq!(has.len(), 5);
     assert_eq!(has.iter().map(|h| h["communities"].as_array().unwrap().len()).sum::<usize>(), 89);
 
-    // The registry: a clinic, a provider, their capacity.
-    app.ok(
+    // The registry: a clinic (kept by its medical director), a provider, their capacity.
+    app.medical_director("P10001").ok(
         r#"mutation { upsertClinic(input: { facilityNumber: "0F111", community: "111", name: "Fernie Family Practice",
-             address: "491 2nd Ave, Fernie", hours: "Mon-Fri 9-5", phone: "250-555-0100" }) { facilityNumber } }"#,
+             address: "491 2nd Ave, Fernie", hours: "Mon-Fri 9-5", phone: "250-555-0100", medicalDirectorId: "P10001" }) { facilityNumber } }"#,
         json!({}),
     )
     .await;
-    app.ok(
-        r#"mutation { upsertProvider(input: { id: "P10001", givenName: "Maya", surname: "Okafor", kind: PHYSICIAN,
+    doctor
+        .ok(
+            r#"mutation { upsertProvider(input: { id: "P10001", givenName: "Maya", surname: "Okafor", kind: PHYSICIAN,
              community: "111", clinics: ["0F111"], reportedPanelSize: 1200 }) { id } }"#,
-        json!({}),
-    )
-    .await;
-    let provider = app
+            json!({}),
+        )
+        .await;
+    let provider = doctor
         .ok(
             r#"mutation { setProviderCapacity(providerId: "P10001", input: { acceptingNewPatients: true, monthlyRate: 10,
                  desiredPanelSize: 1210, complexSharePercent: 100, languages: ["en"] }) { freePlaces capacity { acceptingNewPatients } } }"#,
@@ -115,23 +119,24 @@ async fn the_whole_journey_survives_sigkill() {
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["errors"][0]["extensions"]["code"], "INVALID_INPUT");
     assert_eq!(
-        app.error_code("{ waitlist(communityCode: \"111\", first: 1000) { totalCount } }", json!({})).await,
+        coordinator.error_code("{ waitlist(communityCode: \"111\", first: 1000) { totalCount } }", json!({})).await,
         "INVALID_INPUT"
     );
 
     // Status and place in line, and the waitlist page by page.
     let status = app.ok(REGISTRATION, json!({ "r": family["reference"] })).await;
     assert_eq!(status["registration"]["placeInLine"], 1);
-    let page1 = app.ok(WAITLIST, json!({ "c": "111", "first": 2 })).await["waitlist"].clone();
+    let page1 = coordinator.ok(WAITLIST, json!({ "c": "111", "first": 2 })).await["waitlist"].clone();
     assert_eq!(page1["nodes"][0]["reference"], family["reference"]);
     assert_eq!(page1["pageInfo"]["hasNextPage"], true);
-    let page2 =
-        app.ok(WAITLIST, json!({ "c": "111", "first": 2, "after": page1["pageInfo"]["endCursor"] })).await["waitlist"]
-            .clone();
+    let page2 = coordinator
+        .ok(WAITLIST, json!({ "c": "111", "first": 2, "after": page1["pageInfo"]["endCursor"] }))
+        .await["waitlist"]
+        .clone();
     assert_eq!(page2["nodes"][0]["reference"], leaver["reference"]);
 
     // Withdraw one before matching.
-    let withdrawn = app
+    let withdrawn = coordinator
         .ok(
             r#"mutation($r: ID!) { withdrawRegistration(reference: $r, reason: "found a doctor") { status } }"#,
             json!({ "r": leaver["reference"] }),
@@ -140,7 +145,7 @@ async fn the_whole_journey_survives_sigkill() {
     assert_eq!(withdrawn["withdrawRegistration"]["status"], "WITHDRAWN");
 
     // Matching: the family (3) and the single (1) fit in 10 places; the fourth household (1) too.
-    let run = app
+    let run = coordinator
         .ok(
             r#"mutation { runMatching(communityCode: "111") { proposals { id reference providerId status score explanation { parts { label points } providerFit } } } }"#,
             json!({}),
@@ -156,11 +161,11 @@ async fn the_whole_journey_survives_sigkill() {
 
     // Accept the family; accepting twice is refused.
     const ACCEPT: &str = r#"mutation($id: ID!) { acceptProposal(id: $id) { status } }"#;
-    assert_eq!(app.ok(ACCEPT, json!({ "id": family_p["id"] })).await["acceptProposal"]["status"], "ACCEPTED");
-    assert_eq!(app.error_code(ACCEPT, json!({ "id": family_p["id"] })).await, "CONFLICT");
+    assert_eq!(doctor.ok(ACCEPT, json!({ "id": family_p["id"] })).await["acceptProposal"]["status"], "ACCEPTED");
+    assert_eq!(doctor.error_code(ACCEPT, json!({ "id": family_p["id"] })).await, "CONFLICT");
 
     // Decline the single: back on the waitlist with the original registration time.
-    let declined = app
+    let declined = doctor
         .ok(
             r#"mutation($id: ID!) { declineProposal(id: $id, reason: "panel closed to this age group", by: PROVIDER) { status declineReason } }"#,
             json!({ "id": single_p["id"] }),
@@ -174,7 +179,7 @@ async fn the_whole_journey_survives_sigkill() {
     assert_eq!(back["declines"][0]["reason"], "panel closed to this age group");
 
     // The panel, the provider and the statistics.
-    let panel = app
+    let panel = doctor
         .ok(
             r#"{ panel(providerId: "P10001", first: 10) { panelSize nodes { givenName serviceCode reference } } }"#,
             json!({}),
@@ -183,7 +188,7 @@ async fn the_whole_journey_survives_sigkill() {
     assert_eq!(panel["panel"]["panelSize"], 1203);
     assert_eq!(panel["panel"]["nodes"].as_array().unwrap().len(), 3);
     assert_eq!(panel["panel"]["nodes"][0]["serviceCode"], "98990");
-    let stats = app
+    let stats = coordinator
         .ok(
             r#"{ c: communityStatistics(code: "111") { waitingHouseholds waitingPeople proposedHouseholds attachedThisWeek medianWaitDays estimatedWaitDays }
                  h: healthAuthorityStatistics(code: "IHA") { waitingHouseholds attachedThisWeek } }"#,
@@ -199,6 +204,7 @@ async fn the_whole_journey_survives_sigkill() {
 
     // New connections are still served long after start-up; no PHN in the log.
     app.assert_accepting().await;
+    drop((coordinator, doctor));
     let log = app.kill();
     for i in 1..=8 {
         assert!(!log.contains(&phn(i)), "a PHN appeared in the log");
@@ -206,6 +212,7 @@ async fn the_whole_journey_survives_sigkill() {
 
     // SIGKILL above; start again on the same directory: every acknowledged change is there.
     let app = TestApp::spawn(dir.path(), Spawn::default()).await;
+    let doctor = app.provider("P10001");
     let fam = app.ok(REGISTRATION, json!({ "r": family["reference"] })).await["registration"].clone();
     assert_eq!((fam["status"].as_str(), fam["providerId"].as_str()), (Some("ATTACHED"), Some("P10001")));
     let back = app.ok(REGISTRATION, json!({ "r": single["reference"] })).await["registration"].clone();
@@ -215,16 +222,16 @@ async fn the_whole_journey_survives_sigkill() {
     let gone = app.ok(REGISTRATION, json!({ "r": leaver["reference"] })).await["registration"].clone();
     assert_eq!(gone["withdrawnReason"], "found a doctor");
     assert_eq!(app.ok(REGISTRATION, json!({ "r": elsewhere["reference"] })).await["registration"]["status"], "WAITING");
-    let panel = app.ok(r#"{ panel(providerId: "P10001") { panelSize } provider(id: "P10001") { openPlaces capacity { monthlyRate } } }"#, json!({})).await;
+    let panel = doctor.ok(r#"{ panel(providerId: "P10001") { panelSize } provider(id: "P10001") { openPlaces capacity { monthlyRate } } }"#, json!({})).await;
     assert_eq!(panel["panel"]["panelSize"], 1203);
     assert_eq!(panel["provider"]["openPlaces"], 1, "the fourth household's proposal is still open");
     assert_eq!(panel["provider"]["capacity"]["monthlyRate"], 10);
     assert_eq!(
-        app.ok("{ clinic(facilityNumber: \"0F111\") { name } }", json!({})).await["clinic"]["name"],
+        doctor.ok("{ clinic(facilityNumber: \"0F111\") { name } }", json!({})).await["clinic"]["name"],
         "Fernie Family Practice"
     );
     assert_eq!(app.error_code(REGISTER, household("111", &[phn(2)])).await, "CONFLICT", "attached PHNs stay claimed");
-    assert_eq!(app.error_code(ACCEPT, json!({ "id": family_p["id"] })).await, "CONFLICT");
+    assert_eq!(doctor.error_code(ACCEPT, json!({ "id": family_p["id"] })).await, "CONFLICT");
 }
 
 #[tokio::test]
@@ -235,14 +242,15 @@ async fn an_expired_proposal_cannot_be_answered() {
         ("ATTACH_SHARD__EXPIRY_INTERVAL_MS".to_string(), "100".to_string()),
     ];
     let app = TestApp::spawn(dir.path(), Spawn { env, ..Spawn::default() }).await;
-    app.ok(r#"mutation { upsertProvider(input: { id: "P20002", givenName: "Li", surname: "Wong", kind: NURSE_PRACTITIONER, community: "131" }) { id } }"#, json!({})).await;
-    app.ok(r#"mutation { setProviderCapacity(providerId: "P20002", input: { acceptingNewPatients: true, monthlyRate: 5, desiredPanelSize: 5 }) { id } }"#, json!({})).await;
+    let (coordinator, np) = (app.coordinator(), app.provider("P20002"));
+    np.ok(r#"mutation { upsertProvider(input: { id: "P20002", givenName: "Li", surname: "Wong", kind: NURSE_PRACTITIONER, community: "131" }) { id } }"#, json!({})).await;
+    np.ok(r#"mutation { setProviderCapacity(providerId: "P20002", input: { acceptingNewPatients: true, monthlyRate: 5, desiredPanelSize: 5 }) { id } }"#, json!({})).await;
     let r = register(&app, "131", &[phn(40)]).await;
-    let run = app.ok(r#"mutation { runMatching(communityCode: "131") { proposals { id } } }"#, json!({})).await;
+    let run = coordinator.ok(r#"mutation { runMatching(communityCode: "131") { proposals { id } } }"#, json!({})).await;
     let id = run["runMatching"]["proposals"][0]["id"].clone();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        let p = app.ok("query($id: ID!) { proposal(id: $id) { status } }", json!({ "id": id })).await;
+        let p = coordinator.ok("query($id: ID!) { proposal(id: $id) { status } }", json!({ "id": id })).await;
         if p["proposal"]["status"] == "EXPIRED" {
             break;
         }
@@ -250,7 +258,7 @@ async fn an_expired_proposal_cannot_be_answered() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert_eq!(
-        app.error_code("mutation($id: ID!) { acceptProposal(id: $id) { status } }", json!({ "id": id })).await,
+        np.error_code("mutation($id: ID!) { acceptProposal(id: $id) { status } }", json!({ "id": id })).await,
         "CONFLICT"
     );
     let reg = app.ok(REGISTRATION, json!({ "r": r["reference"] })).await["registration"].clone();

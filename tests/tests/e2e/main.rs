@@ -2,6 +2,7 @@
 //! Each test has its own process, port and data directory.
 
 mod access;
+mod auth;
 mod feed;
 mod helpers;
 mod journey;

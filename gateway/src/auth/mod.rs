@@ -1,0 +1,118 @@
+//! Who is calling: bearer JWTs checked against a JWKS, turned into a [`Principal`].
+//!
+//! - [`keys`]: the JWKS (a file or a URL), refreshed periodically and on an unknown key id;
+//! - [`token`]: the checks one token must pass, and its claims;
+//! - [`dev`]: the development key `attach serve` makes when no JWKS is configured,
+//!   and the minting `attach token` does with it.
+//!
+//! No token means the public caller, who may only use the public operations
+//! (registering a household, its status by reference); the core refuses the
+//! rest with `UNAUTHENTICATED`. A token that is present but not valid is
+//! refused at the door with HTTP 401: a client that meant to sign in must
+//! learn that it did not.
+
+pub mod dev;
+pub mod keys;
+pub mod token;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::{HeaderMap, header};
+
+use crate::config::Settings;
+use keys::{KeySource, Keys};
+use token::{Signed, TokenError, TokenRules};
+
+/// Checks bearer tokens.
+pub struct Authenticator {
+    keys: Arc<Keys>,
+    rules: TokenRules,
+}
+
+impl Authenticator {
+    /// Reads the keys `settings.auth` names, or makes and uses the development
+    /// key when it names none.
+    pub async fn start(settings: &Settings) -> anyhow::Result<Self> {
+        let auth = &settings.auth;
+        let source = if auth.jwks.is_empty() {
+            let key = dev::DevKey::load_or_create(&settings.data_dir)?;
+            tracing::warn!(
+                kid = key.kid(),
+                dir = %dev::DevKey::dir(&settings.data_dir).display(),
+                "DEVELOPMENT AUTHENTICATION: no auth.jwks is configured, so tokens are checked against a \
+                 development key kept in the data directory; anyone who can read it can mint any role. \
+                 Mint tokens with `attach token --role …`. Never run like this in production: set auth.jwks."
+            );
+            KeySource::File(dev::DevKey::jwks_path(&settings.data_dir))
+        } else {
+            KeySource::parse(&auth.jwks)
+        };
+        let keys = Keys::load(source).await?;
+        keys.spawn_refresh(Duration::from_secs(auth.jwks_refresh_secs));
+        Ok(Authenticator {
+            keys,
+            rules: TokenRules {
+                issuer: auth.issuer.clone(),
+                audience: auth.audience.clone(),
+                leeway_secs: auth.leeway_secs,
+            },
+        })
+    }
+
+    /// The clock skew tolerated on `exp`.
+    pub fn leeway(&self) -> Duration {
+        Duration::from_secs(self.rules.leeway_secs)
+    }
+
+    /// Verifies a token, reading the JWKS again (rate-limited) when it names
+    /// a key not held yet: the identity provider may have rotated its keys.
+    pub async fn verify(&self, token: &str) -> Result<Signed, TokenError> {
+        match token::verify(token, &self.keys.current(), &self.rules) {
+            Err(TokenError::UnknownKey) if self.keys.refetch_for_unknown_key().await => {
+                token::verify(token, &self.keys.current(), &self.rules)
+            }
+            result => result,
+        }
+    }
+
+    /// The principal of a request: `Ok(None)` without an `Authorization`
+    /// header, an error when there is one that does not hold a valid bearer token.
+    pub async fn from_headers(&self, headers: &HeaderMap) -> Result<Option<Signed>, TokenError> {
+        let Some(value) = headers.get(header::AUTHORIZATION) else { return Ok(None) };
+        let token = value.to_str().ok().and_then(bearer).ok_or(TokenError::Malformed)?;
+        self.verify(token).await.map(Some)
+    }
+
+    /// The principal of a WebSocket `connection_init` payload
+    /// (`{"Authorization": "Bearer …"}`, any case of the key).
+    pub async fn from_init_payload(&self, payload: &serde_json::Value) -> Result<Option<Signed>, TokenError> {
+        let Some(object) = payload.as_object() else { return Ok(None) };
+        let Some((_, value)) = object.iter().find(|(k, _)| k.eq_ignore_ascii_case("authorization")) else {
+            return Ok(None);
+        };
+        let token = value.as_str().and_then(bearer).ok_or(TokenError::Malformed)?;
+        self.verify(token).await.map(Some)
+    }
+}
+
+/// The token of a `Bearer …` credential (the scheme is case-insensitive).
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_credentials_parse() {
+        assert_eq!(bearer("Bearer abc.def.ghi"), Some("abc.def.ghi"));
+        assert_eq!(bearer("bearer   abc "), Some("abc"));
+        assert_eq!(bearer("Basic dXNlcjpwYXNz"), None);
+        assert_eq!(bearer("Bearer "), None);
+        assert_eq!(bearer("abc"), None);
+    }
+}

@@ -1,0 +1,342 @@
+//! Authentication and rate limits at the real HTTP and WebSocket endpoints:
+//! forged and stale tokens are refused with 401, a caller over quota gets 429
+//! with the headers that say when to come back, and subscriptions are capped
+//! per principal across connections.
+
+use std::time::{Duration, Instant};
+
+use attach_actors::access::Role;
+use attach_gateway::auth::dev::DevKey;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use futures::{SinkExt, StreamExt};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use rsa::pkcs1::EncodeRsaPublicKey;
+use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
+use rsa::traits::PublicKeyParts;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::feed::{SUBSCRIBE, Ws, connect_as, next_event, next_message, register, subscribe};
+use crate::helpers::{Spawn, TestApp};
+
+const WAITLIST: &str = r#"{ waitlist(communityCode: "111", first: 1) { totalCount } }"#;
+
+fn now() -> i64 {
+    jsonwebtoken::get_current_timestamp() as i64
+}
+
+/// A coordinator's claims, valid now, for `iss` and `aud`.
+fn claims(iss: &str, aud: &str) -> Value {
+    json!({ "iss": iss, "aud": aud, "sub": "coord-1", "role": "coordinator", "scope": ["province"],
+            "iat": now(), "nbf": now() - 5, "exp": now() + 300 })
+}
+
+fn edited(base: &Value, edit: impl FnOnce(&mut Value)) -> Value {
+    let mut c = base.clone();
+    edit(&mut c);
+    c
+}
+
+/// Posts `query` with `Authorization: <value>`.
+async fn post_with(app: &TestApp, authorization: &str, query: &str) -> reqwest::Response {
+    app.http()
+        .post(format!("{}/graphql", app.url))
+        .header("authorization", authorization)
+        .json(&json!({ "query": query }))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Asserts a 401 with `UNAUTHENTICATED`, the `WWW-Authenticate` challenge and no echo of the token.
+async fn assert_refused(app: &TestApp, token: &str, why: &str) {
+    let response = post_with(app, &format!("Bearer {token}"), WAITLIST).await;
+    assert_eq!(response.status(), 401, "{why}");
+    let challenge = response.headers()["www-authenticate"].to_str().unwrap().to_string();
+    assert!(challenge.starts_with("Bearer") && challenge.contains("invalid_token"), "{why}: {challenge}");
+    let body = response.text().await.unwrap();
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["errors"][0]["extensions"]["code"], "UNAUTHENTICATED", "{why}: {body}");
+    assert!(!v["errors"][0]["message"].as_str().unwrap().is_empty(), "{why}");
+    assert!(!body.contains(token), "{why}: the token was echoed");
+}
+
+fn unsigned(header: &Value, claims: &Value, signature: &str) -> String {
+    format!("{}.{}.{signature}", B64.encode(header.to_string()), B64.encode(claims.to_string()))
+}
+
+#[tokio::test]
+async fn forged_and_stale_tokens_are_refused_with_401_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::spawn(dir.path(), Spawn::default()).await;
+    assert!(app.log.lock().unwrap().contains("DEVELOPMENT AUTHENTICATION"), "the development key is announced");
+    let key = app.dev_key();
+    let good = claims("attach-dev", "attach");
+
+    // The development key's own token works; no token is the public caller.
+    let token = key.sign(&good).unwrap();
+    assert_eq!(app.with_token(&token).ok(WAITLIST, json!({})).await["waitlist"]["totalCount"], 0);
+    assert_eq!(app.error_code(WAITLIST, json!({})).await, "UNAUTHENTICATED", "protected without a token");
+    assert!(app.ok("{ healthAuthorities { code } }", json!({})).await["healthAuthorities"].is_array());
+    let minted = app.token(Role::Coordinator, &["province"], None);
+    assert!(app.with_token(minted).graphql(WAITLIST, json!({})).await.get("errors").is_none());
+
+    let sign = |c: &Value| key.sign(c).unwrap();
+    assert_refused(&app, &sign(&edited(&good, |c| c["exp"] = json!(now() - 3600))), "expired").await;
+    assert_refused(&app, &sign(&edited(&good, |c| c["nbf"] = json!(now() + 3600))), "not yet valid").await;
+    assert_refused(&app, &sign(&edited(&good, |c| c["iss"] = json!("https://evil.example"))), "wrong issuer").await;
+    assert_refused(&app, &sign(&edited(&good, |c| c["aud"] = json!("other-service"))), "wrong audience").await;
+    assert_refused(&app, &sign(&edited(&good, |c| c["role"] = json!("internal"))), "a role no token carries").await;
+    let parts: Vec<&str> = token.split('.').collect();
+    let promoted = edited(&good, |c| c["role"] = json!("operations"));
+    assert_refused(&app, &format!("{}.{}.{}", parts[0], B64.encode(promoted.to_string()), parts[2]), "tampered").await;
+    assert_refused(&app, &DevKey::generate().unwrap().sign(&good).unwrap(), "unknown key").await;
+    assert_refused(&app, &unsigned(&json!({ "alg": "none", "typ": "JWT" }), &good, ""), "alg none").await;
+    assert_refused(&app, &unsigned(&json!({ "alg": "none", "kid": key.kid() }), &good, parts[2]), "alg none").await;
+    // HS256 with the published public key as the HMAC secret.
+    let jwks = std::fs::read(DevKey::jwks_path(dir.path())).unwrap();
+    let mut hs = Header::new(Algorithm::HS256);
+    hs.kid = Some(key.kid().to_string());
+    let confused = jsonwebtoken::encode(&hs, &good, &EncodingKey::from_secret(&jwks)).unwrap();
+    assert_refused(&app, &confused, "HS256 signed with the public key").await;
+    assert_refused(&app, "not.a.jwt", "garbage").await;
+
+    let basic = post_with(&app, "Basic dXNlcjpwYXNz", WAITLIST).await;
+    assert_eq!(basic.status(), 401, "only bearer credentials are accepted");
+    let text = app.http().get(format!("{}/metrics", app.url)).send().await.unwrap().text().await.unwrap();
+    assert!(text.contains("attach_graphql_errors_total{code=\"UNAUTHENTICATED\"}"), "{text}");
+}
+
+/// An RSA key written as a JWKS file, as an operator would configure an identity provider's keys.
+#[tokio::test]
+async fn a_configured_jwks_with_an_rsa_key_and_its_issuer_and_audience() {
+    let dir = tempfile::tempdir().unwrap();
+    let private = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap();
+    let public = private.to_public_key();
+    let jwks = json!({ "keys": [{ "kty": "RSA", "kid": "idp-1", "alg": "RS256", "use": "sig",
+        "n": B64.encode(public.n().to_bytes_be()), "e": B64.encode(public.e().to_bytes_be()) }] });
+    let jwks_path = dir.path().join("idp-jwks.json");
+    std::fs::write(&jwks_path, jwks.to_string()).unwrap();
+    let env = vec![
+        ("ATTACH_AUTH__JWKS".to_string(), jwks_path.display().to_string()),
+        ("ATTACH_AUTH__ISSUER".to_string(), "https://id.health.example".to_string()),
+        ("ATTACH_AUTH__AUDIENCE".to_string(), "attach-prod".to_string()),
+    ];
+    let app = TestApp::spawn(&dir.path().join("data"), Spawn { env, ..Spawn::default() }).await;
+    assert!(!dir.path().join("data").join("dev-auth").exists(), "no development key when a JWKS is configured");
+
+    let encoding = EncodingKey::from_rsa_pem(private.to_pkcs8_pem(LineEnding::LF).unwrap().as_bytes()).unwrap();
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some("idp-1".to_string());
+    let good = claims("https://id.health.example", "attach-prod");
+    let token = jsonwebtoken::encode(&header, &good, &encoding).unwrap();
+    assert!(app.with_token(&token).graphql(WAITLIST, json!({})).await.get("errors").is_none(), "RS256 accepted");
+
+    let dev_claims = jsonwebtoken::encode(&header, &claims("attach-dev", "attach"), &encoding).unwrap();
+    assert_refused(&app, &dev_claims, "the development issuer is not trusted here").await;
+    for secret in [
+        public.to_pkcs1_der().unwrap().as_bytes().to_vec(),
+        public.to_public_key_pem(LineEnding::LF).unwrap().into_bytes(),
+    ] {
+        let mut hs = Header::new(Algorithm::HS256);
+        hs.kid = Some("idp-1".to_string());
+        let confused = jsonwebtoken::encode(&hs, &good, &EncodingKey::from_secret(&secret)).unwrap();
+        assert_refused(&app, &confused, "HS256 signed with the RSA public key").await;
+    }
+}
+
+fn header<'a>(r: &'a reqwest::Response, name: &str) -> &'a str {
+    r.headers().get(name).unwrap_or_else(|| panic!("no {name} header")).to_str().unwrap()
+}
+
+#[tokio::test]
+async fn a_caller_over_quota_gets_429_then_succeeds_after_the_window_and_others_are_unaffected() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("ATTACH_LIMITS__RATE__ENABLED", "true"),
+        ("ATTACH_LIMITS__RATE__COORDINATOR__PER_MINUTE", "60"),
+        ("ATTACH_LIMITS__RATE__COORDINATOR__BURST", "2"),
+        ("ATTACH_LIMITS__RATE__ANONYMOUS_PER_IP__PER_MINUTE", "60"),
+        ("ATTACH_LIMITS__RATE__ANONYMOUS_PER_IP__BURST", "3"),
+        ("ATTACH_LIMITS__RATE__TRUSTED_PROXY_HOPS", "1"),
+    ];
+    let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let app = TestApp::spawn(dir.path(), Spawn { env, ..Spawn::default() }).await;
+    let a = app.with_token(app.token_for("coord-a", Role::Coordinator, &["province"], None));
+    let b = app.with_token(app.token_for("coord-b", Role::Coordinator, &["province"], None));
+
+    // A burst of two, each answer saying what is left.
+    for left in [1, 0] {
+        let r = a.post(WAITLIST, json!({})).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(header(&r, "ratelimit-policy"), "\"coordinator\";q=2;w=2");
+        assert!(header(&r, "ratelimit").starts_with(&format!("\"coordinator\";r={left};t=")), "{r:?}");
+    }
+    let refused = a.post(WAITLIST, json!({})).await;
+    assert_eq!(refused.status(), 429);
+    assert_eq!(header(&refused, "retry-after"), "1");
+    assert_eq!(header(&refused, "ratelimit-policy"), "\"coordinator\";q=2;w=2");
+    assert_eq!(header(&refused, "ratelimit"), "\"coordinator\";r=0;t=1");
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["errors"][0]["extensions"]["code"], "RATE_LIMITED");
+
+    // Another coordinator has a quota of their own.
+    assert_eq!(b.post(WAITLIST, json!({})).await.status(), 200);
+
+    // After the window, A is served again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = a.post(WAITLIST, json!({})).await;
+        if r.status() == 200 {
+            break;
+        }
+        assert_eq!(r.status(), 429);
+        assert!(Instant::now() < deadline, "never served again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Without a token the client's address has its quota; a bad token spends it too.
+    let anonymous = app.anonymous();
+    let r = anonymous.post("{ healthAuthorities { code } }", json!({})).await;
+    assert_eq!(header(&r, "ratelimit-policy"), "\"anonymous\";q=3;w=3");
+    assert_eq!(post_with(&app, "Bearer not.a.jwt", WAITLIST).await.status(), 401);
+    assert_eq!(anonymous.post("{ healthAuthorities { code } }", json!({})).await.status(), 200);
+    let r = anonymous.post("{ healthAuthorities { code } }", json!({})).await;
+    assert_eq!(r.status(), 429);
+    assert_eq!(header(&r, "ratelimit"), "\"anonymous\";r=0;t=1");
+    assert_eq!(b.post(WAITLIST, json!({})).await.status(), 200, "signed-in callers are not held to the address");
+    // Behind one trusted proxy, the address it saw is the client.
+    let proxied = app
+        .http()
+        .post(format!("{}/graphql", app.url))
+        .header("x-forwarded-for", "203.0.113.5")
+        .json(&json!({ "query": "{ healthAuthorities { code } }" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(proxied.status(), 200, "another client behind the proxy has its own quota");
+
+    let text = app.http().get(format!("{}/metrics", app.url)).send().await.unwrap().text().await.unwrap();
+    let count = |role: &str| -> f64 {
+        let name = format!("attach_rate_limited_total{{role=\"{role}\"}} ");
+        text.lines().find_map(|l| l.strip_prefix(&name)).unwrap().trim().parse().unwrap()
+    };
+    assert!(count("coordinator") >= 1.0 && count("anonymous") >= 1.0, "{text}");
+    assert_eq!(count("provider"), 0.0);
+}
+
+async fn closed(ws: &mut Ws) -> Option<String> {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await.expect("an answer within 10 s") {
+            Some(Ok(Message::Close(frame))) => return Some(frame.map(|f| f.reason.to_string()).unwrap_or_default()),
+            Some(Ok(Message::Text(t))) if t.contains("connection_ack") => return None,
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => return Some(String::new()),
+        }
+    }
+}
+
+#[tokio::test]
+async fn subscriptions_need_a_valid_token_and_are_capped_per_principal_across_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = vec![("ATTACH_LIMITS__SUBSCRIPTIONS_PER_PRINCIPAL".to_string(), "2".to_string())];
+    let app = TestApp::spawn(dir.path(), Spawn { env, ..Spawn::default() }).await;
+    let a = app.token_for("coord-a", Role::Coordinator, &["province"], None);
+    let b = app.token_for("coord-b", Role::Coordinator, &["province"], None);
+
+    // A bad token in connection_init closes the socket instead of acknowledging it.
+    let url = format!("{}/graphql", app.url.replacen("http", "ws", 1));
+    let request = |auth: Option<&str>| {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut r = url.clone().into_client_request().unwrap();
+        r.headers_mut().insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse().unwrap());
+        if let Some(auth) = auth {
+            r.headers_mut().insert("Authorization", auth.parse().unwrap());
+        }
+        r
+    };
+    let (mut ws, _) = tokio_tungstenite::connect_async(request(None)).await.unwrap();
+    let init = json!({ "type": "connection_init", "payload": { "authorization": "Bearer not.a.jwt" } });
+    ws.send(Message::text(init.to_string())).await.unwrap();
+    let reason = closed(&mut ws).await.expect("the socket is closed");
+    assert!(reason.contains("UNAUTHENTICATED"), "{reason}");
+
+    // A bad token on the upgrade request is refused before the upgrade.
+    assert!(tokio_tungstenite::connect_async(request(Some("Bearer not.a.jwt"))).await.is_err());
+
+    // Without a token, a subscription is refused by the core.
+    let (mut ws, _) = tokio_tungstenite::connect_async(request(None)).await.unwrap();
+    ws.send(Message::text(json!({ "type": "connection_init" }).to_string())).await.unwrap();
+    assert_eq!(next_message(&mut ws).await["type"], "connection_ack");
+    subscribe(&mut ws, "1", "111", None).await;
+    let refused = next_message(&mut ws).await;
+    assert_eq!(refused["payload"]["errors"][0]["extensions"]["code"], "UNAUTHENTICATED", "{refused}");
+
+    // The token on the upgrade request works too.
+    let (mut by_header, _) = tokio_tungstenite::connect_async(request(Some(&format!("Bearer {a}")))).await.unwrap();
+    by_header.send(Message::text(json!({ "type": "connection_init" }).to_string())).await.unwrap();
+    assert_eq!(next_message(&mut by_header).await["type"], "connection_ack");
+    subscribe(&mut by_header, "1", "111", Some(0)).await;
+    register(&app, "111", 701).await;
+    assert_eq!(next_event(&mut by_header).await["seq"], 1);
+
+    // A second connection of A's holds A's second subscription, proven live...
+    let mut second = connect_as(&app, "graphql-transport-ws", &a).await;
+    subscribe(&mut second, "1", "112", Some(0)).await;
+    register(&app, "112", 702).await;
+    assert_eq!(next_event(&mut second).await["seq"], 1);
+    // ...so a third, on a fresh connection, is refused.
+    let mut third = connect_as(&app, "graphql-transport-ws", &a).await;
+    subscribe(&mut third, "1", "113", None).await;
+    let refused = next_message(&mut third).await;
+    assert_eq!(refused["payload"]["errors"][0]["extensions"]["code"], "RATE_LIMITED", "{refused}");
+    assert_eq!(next_message(&mut third).await["type"], "complete");
+
+    // B is not held to A's cap.
+    let mut other = connect_as(&app, "graphql-transport-ws", &b).await;
+    subscribe(&mut other, "1", "113", Some(0)).await;
+    register(&app, "113", 703).await;
+    assert_eq!(next_event(&mut other).await["seq"], 1);
+
+    // When A closes a connection, its subscription's place comes back.
+    drop(second);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut n = 2;
+    loop {
+        let query = json!({ "id": n.to_string(), "type": "subscribe",
+            "payload": { "query": SUBSCRIBE, "variables": { "c": "113", "after": 0 } } });
+        third.send(Message::text(query.to_string())).await.unwrap();
+        let msg = next_message(&mut third).await;
+        if msg["type"] == "next" && msg["payload"].get("errors").is_none() {
+            break;
+        }
+        let done = next_message(&mut third).await;
+        assert_eq!(done["type"], "complete", "{done}");
+        assert!(Instant::now() < deadline, "the place never came back: {msg}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        n += 1;
+    }
+}
+
+#[tokio::test]
+async fn a_subscription_connection_ends_when_its_token_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = vec![("ATTACH_AUTH__LEEWAY_SECS".to_string(), "0".to_string())];
+    let app = TestApp::spawn(dir.path(), Spawn { env, ..Spawn::default() }).await;
+    let request = attach_gateway::auth::dev::TokenRequest {
+        subject: "coord-short".to_string(),
+        role: Role::Coordinator,
+        scope: vec!["province".to_string()],
+        provider: None,
+        ttl: Duration::from_secs(2),
+    };
+    let token = app.dev_key().mint("attach-dev", "attach", &request).unwrap();
+    let started = Instant::now();
+    let mut ws = connect_as(&app, "graphql-transport-ws", &token).await;
+    subscribe(&mut ws, "1", "111", Some(0)).await;
+    register(&app, "111", 801).await;
+    assert_eq!(next_event(&mut ws).await["seq"], 1, "live while the token is");
+    assert!(closed(&mut ws).await.is_some(), "the socket closes once the token expires");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
