@@ -137,6 +137,11 @@ pub struct Limits {
     pub rate: RateSettings,
     /// Subscriptions one principal may hold at once, across all its connections.
     pub subscriptions_per_principal: usize,
+    /// The kernel's send buffer per connection, in bytes (0: the kernel's own
+    /// autotuning, up to several MiB). Bounds what a subscriber that stops
+    /// reading can hold up in the kernel; past it, the feed drops its events
+    /// and tells it so (`MISSED`) instead.
+    pub socket_send_buffer_bytes: usize,
 }
 
 /// Bearer-token authentication.
@@ -296,6 +301,7 @@ impl Default for Limits {
             max_body_bytes: 64 * 1024,
             rate: RateSettings::default(),
             subscriptions_per_principal: 64,
+            socket_send_buffer_bytes: 262_144,
         }
     }
 }

@@ -60,6 +60,8 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
 /// A built, not yet serving, Attach.
 pub struct Application {
     listener: TcpListener,
+    /// `limits.socket_send_buffer_bytes`, applied to every accepted connection.
+    send_buffer: usize,
     port: u16,
     state: AppState,
     /// Demo seeding and shard loading; its error ends the process.
@@ -120,7 +122,8 @@ impl Application {
             subscriptions: Arc::new(PrincipalSubscriptions::new(settings.limits.subscriptions_per_principal)),
             proxy_hops: settings.limits.rate.trusted_proxy_hops,
         };
-        Ok(Application { listener, port, state, init })
+        let send_buffer = settings.limits.socket_send_buffer_bytes;
+        Ok(Application { listener, send_buffer, port, state, init })
     }
 
     /// The port the server listens on.
@@ -133,9 +136,17 @@ impl Application {
         let system = self.state.system.clone();
         info!(port = self.port, "listening");
         // Small GraphQL answers and feed events must not wait for Nagle's algorithm.
-        let listener = self.listener.tap_io(|tcp| {
+        let send_buffer = self.send_buffer;
+        let listener = self.listener.tap_io(move |tcp| {
             if let Err(e) = tcp.set_nodelay(true) {
                 tracing::warn!(error = %e, "could not set TCP_NODELAY");
+            }
+            // A subscriber that stops reading holds up at most this much in the
+            // kernel; beyond it the shard's feed drops events for it (MISSED).
+            if send_buffer > 0
+                && let Err(e) = socket2::SockRef::from(&*tcp).set_send_buffer_size(send_buffer)
+            {
+                tracing::warn!(error = %e, "could not set the socket send buffer");
             }
         });
         // Connect info gives the client's address, which keys anonymous rate limits.

@@ -191,6 +191,11 @@ impl TestApp {
         self.with_token(self.token(Role::MedicalDirector, &[], Some(id)))
     }
 
+    /// The server's process id (to read its memory use).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The raw HTTP client, for requests that are not GraphQL.
     pub fn http(&self) -> &reqwest::Client {
         &self.client

@@ -8,3 +8,4 @@ mod helpers;
 mod journey;
 mod loadtest;
 mod redis;
+mod slow_subscriber;
