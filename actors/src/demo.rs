@@ -59,6 +59,9 @@ use crate::store::{Batch, Epoch, Locator, PhnClaim, PhnHolder, Record, Store};
 /// finished by a re-run; leave it alone.
 const SEED: u64 = 0x00A7_7AC4_2026_0001;
 
+/// The lease holder while seeding; an interrupted seed run takes its shards back at once.
+const DEMO_OWNER: &str = "demo-seed";
+
 /// The provider id of the "seed complete" marker locator. Practitioner numbers
 /// are digits (and the demo's are `D` + 5 digits), so no provider has it.
 pub const SEED_MARKER: &str = "DEMOSEED";
@@ -255,7 +258,7 @@ async fn seed_until(
 
     // Every shard at once, so the writer can take all the acquisitions in one transaction.
     let epochs: HashMap<ShardKey, Epoch> = futures::future::try_join_all(communities.iter().map(|c| async move {
-        let epoch = store.acquire_shard(&c.shard, "demo-seed").await?;
+        let epoch = store.acquire_shard(&c.shard, DEMO_OWNER).await?;
         Ok::<_, crate::store::StoreError>((c.shard.clone(), epoch))
     }))
     .await
@@ -266,9 +269,17 @@ async fn seed_until(
     let mut generator = Generator::new(communities, plans, now);
     let mut pending: Option<Chunk> = None;
     let mut written = 0usize;
+    let mut renewed = std::time::Instant::now();
     loop {
         if stop_after.is_some_and(|n| written >= n) {
             return Ok(generator.report);
+        }
+        // Seeding a province outlasts a lease: keep every shard's renewed.
+        if renewed.elapsed() >= store.lease() / 3 {
+            futures::future::try_join_all(epochs.iter().map(|(s, e)| store.renew_lease(s, DEMO_OWNER, *e)))
+                .await
+                .context("renewing the leases of the shards being seeded")?;
+            renewed = std::time::Instant::now();
         }
         // Write the chunk in hand while generating the next: the store's writer
         // thread and this task then work at the same time.
@@ -300,6 +311,10 @@ async fn seed_until(
         .commit(&first, epoch, &Batch { locators: vec![marker], ..Batch::default() })
         .await
         .context("writing the demo seed marker")?;
+    // The shard actors start next and need the shards free.
+    futures::future::try_join_all(epochs.iter().map(|(s, e)| store.release_shard(s, DEMO_OWNER, *e)))
+        .await
+        .context("releasing the seeded shards")?;
     let r = generator.report;
     tracing::info!(
         size = %size,

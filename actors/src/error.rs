@@ -94,7 +94,7 @@ impl From<TransitionRefused> for AttachError {
 impl From<StoreError> for AttachError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::StaleEpoch { .. } => {
+            StoreError::StaleEpoch { .. } | StoreError::LeaseHeld { .. } | StoreError::LeaseExpired { .. } => {
                 tracing::warn!(error = %e, "write refused: shard moved to another writer");
                 AttachError::new(ErrorCode::ShardUnavailable, "this community is moving to another node; retry shortly")
             }

@@ -39,9 +39,24 @@ enum Command {
         /// Redis for the live feed, e.g. redis://127.0.0.1:6379 (default: in-process).
         #[arg(long)]
         redis: Option<String>,
+        /// The store: `embedded` (default) or scylla://HOST:9042[,HOST2:9042...].
+        #[arg(long)]
+        store: Option<String>,
+        /// This node's name in shard leases (default attach-<pid>).
+        #[arg(long)]
+        node: Option<String>,
         /// Seed a synthetic province on first start.
         #[arg(long, value_parser = ["small", "province"])]
         demo: Option<String>,
+    },
+    /// Creates the ScyllaDB keyspace and tables (infra/scylla/schema.cql) if missing.
+    Migrate {
+        /// Configuration file (TOML), as for `serve`: `store`, `scylla.keyspace`, `scylla.replication`.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// The cluster, scylla://HOST:9042[,HOST2:9042...] (default: the configured `store`).
+        #[arg(long)]
+        store: Option<String>,
     },
     /// Prints the GraphQL schema (SDL).
     Schema,
@@ -138,6 +153,18 @@ pub async fn run() -> anyhow::Result<()> {
             let import = crate::panel_import::Import { file: &file, provider: &provider, facility: &facility, limits };
             crate::panel_import::run(&settings, import, &mut std::io::stdout()).await.map(|_| ())
         }
+        Command::Migrate { config, store } => {
+            let mut settings = Settings::load(config.as_deref())?;
+            settings.store = store.unwrap_or(settings.store);
+            let _telemetry = crate::telemetry::init(&settings.log);
+            let options = settings.scylla_options()?.ok_or_else(|| {
+                anyhow::anyhow!("`attach migrate` applies the ScyllaDB schema: give --store scylla://HOST:9042")
+            })?;
+            let session = attach_actors::store::scylla::connect_session(&options).await?;
+            attach_actors::store::scylla::migrate(&session, &options.keyspace, &options.replication).await?;
+            println!("schema applied to keyspace {} at {}", options.keyspace, options.nodes.join(","));
+            Ok(())
+        }
         Command::Token { role, scope, provider, subject, ttl, config, data_dir } => {
             let mut settings = Settings::load(config.as_deref())?;
             settings.data_dir = data_dir.unwrap_or(settings.data_dir);
@@ -150,13 +177,17 @@ pub async fn run() -> anyhow::Result<()> {
             println!("{token}");
             Ok(())
         }
-        Command::Serve { config, listen, data_dir, regions, redis, demo } => {
+        Command::Serve { config, listen, data_dir, regions, redis, store, node, demo } => {
             let mut settings = Settings::load(config.as_deref())?;
             settings.listen = listen.unwrap_or(settings.listen);
             settings.data_dir = data_dir.unwrap_or(settings.data_dir);
             settings.regions = regions.unwrap_or(settings.regions);
             settings.demo = demo.or(settings.demo);
             settings.redis = redis.or(settings.redis);
+            settings.store = store.unwrap_or(settings.store);
+            settings.node = node.or(settings.node);
+            // Flags skip `Settings::load`'s checks: check again.
+            settings.check()?;
             let _telemetry = crate::telemetry::init(&settings.log);
             let host = settings.listen.ip();
             let app = Application::build(settings).await?;

@@ -2,12 +2,14 @@
 //! variables (nested keys joined by `__`, e.g. `ATTACH_SHARD__PROPOSAL_TTL_SECS`),
 //! then command-line flags.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use attach_actors::matcher::Policy;
 use attach_actors::shard::ShardConfig;
+use attach_actors::store::scylla::{ScyllaOptions, check_keyspace, is_scylla_uri, parse_uri};
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
@@ -18,6 +20,13 @@ use serde::{Deserialize, Serialize};
 pub struct Settings {
     /// Address the HTTP server binds (port 0: any free port).
     pub listen: SocketAddr,
+    /// The store: `embedded` (a file under `data_dir`) or
+    /// `scylla://HOST:9042[,HOST2:9042...]` (a ScyllaDB cluster, see `scylla`).
+    pub store: String,
+    /// This node's name in shard leases (default `attach-<process id>`). A
+    /// stable name lets a restarted node take its shards back at once instead
+    /// of waiting for their leases to run out.
+    pub node: Option<String>,
     /// Where the embedded store keeps its file.
     pub data_dir: PathBuf,
     /// The regions file (health authorities and communities).
@@ -28,6 +37,8 @@ pub struct Settings {
     pub redis: Option<String>,
     /// The embedded store's page cache, in MiB (bounded so memory is predictable).
     pub store_cache_mib: u64,
+    /// ScyllaDB, when `store` names it.
+    pub scylla: ScyllaSettings,
     /// Shard actor settings.
     pub shard: ShardSettings,
     /// Matching policy.
@@ -60,6 +71,36 @@ pub struct ShardSettings {
     pub panel_chunk_rows: usize,
     /// Patients a panel transfer moves per step.
     pub transfer_chunk: usize,
+    /// How long a node's hold on a shard lasts unless renewed (every third of
+    /// it), in seconds: how soon another node can take over a failed one.
+    pub lease_secs: u64,
+}
+
+/// The ScyllaDB store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScyllaSettings {
+    /// The keyspace holding Attach's tables.
+    pub keyspace: String,
+    /// Replicas per datacenter (NetworkTopologyStrategy) when `attach migrate`
+    /// creates the keyspace; empty means `datacenter1 = 3`.
+    pub replication: BTreeMap<String, u32>,
+    /// Apply `infra/scylla/schema.cql` when `attach serve` starts.
+    pub migrate_on_start: bool,
+    /// Every statement's timeout, in milliseconds (at most a sixth of the lease).
+    pub request_timeout_ms: u64,
+}
+
+impl Default for ScyllaSettings {
+    fn default() -> Self {
+        let d = ScyllaOptions::default();
+        ScyllaSettings {
+            keyspace: d.keyspace,
+            replication: BTreeMap::new(),
+            migrate_on_start: false,
+            request_timeout_ms: d.request_timeout.as_millis() as u64,
+        }
+    }
 }
 
 /// The live feed.
@@ -239,11 +280,14 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            store: "embedded".to_string(),
+            node: None,
             data_dir: PathBuf::from("data"),
             regions: PathBuf::from("infra/regions/bc.toml"),
             demo: None,
             redis: None,
             store_cache_mib: 64,
+            scylla: ScyllaSettings::default(),
             shard: ShardSettings::default(),
             matching: Policy::default(),
             limits: Limits::default(),
@@ -265,6 +309,7 @@ impl Default for ShardSettings {
             call_timeout_secs: d.call_timeout.as_secs(),
             panel_chunk_rows: d.panel_chunk_rows,
             transfer_chunk: d.transfer_chunk,
+            lease_secs: attach_actors::store::DEFAULT_LEASE.as_secs(),
         }
     }
 }
@@ -300,13 +345,32 @@ impl Settings {
         Ok(settings)
     }
 
-    fn check(&self) -> anyhow::Result<()> {
+    /// Refuses settings that cannot work, saying which key to fix.
+    pub fn check(&self) -> anyhow::Result<()> {
         anyhow::ensure!(self.shard.mailbox_capacity > 0, "shard.mailbox_capacity must be at least 1");
         anyhow::ensure!(self.limits.max_page_size > 0, "limits.max_page_size must be at least 1");
         if let Some(url) = &self.redis {
             anyhow::ensure!(
                 url.starts_with("redis://") || url.starts_with("rediss://"),
                 "redis must be a redis:// URL"
+            );
+        }
+        anyhow::ensure!(
+            self.store == "embedded" || is_scylla_uri(&self.store),
+            "store must be `embedded` or scylla://HOST:9042[,HOST...]"
+        );
+        anyhow::ensure!(self.shard.lease_secs >= 3, "shard.lease_secs must be at least 3");
+        if let Some(node) = &self.node {
+            anyhow::ensure!(
+                !node.is_empty() && node.len() <= 64 && node.chars().all(|c| c.is_ascii_graphic()),
+                "node must be 1 to 64 visible ASCII characters"
+            );
+        }
+        if let Some(options) = self.scylla_options()? {
+            check_keyspace(&options.keyspace)?;
+            anyhow::ensure!(
+                options.request_timeout * 6 <= options.lease,
+                "scylla.request_timeout_ms must be at most a sixth of shard.lease_secs"
             );
         }
         let rate = &self.limits.rate;
@@ -338,6 +402,35 @@ impl Settings {
             anyhow::ensure!(matches!(demo.as_str(), "small" | "province"), "demo must be `small` or `province`");
         }
         Ok(())
+    }
+
+    /// The lease length both stores use.
+    pub fn lease(&self) -> Duration {
+        Duration::from_secs(self.shard.lease_secs)
+    }
+
+    /// The ScyllaDB store's options, if `store` names ScyllaDB.
+    pub fn scylla_options(&self) -> anyhow::Result<Option<ScyllaOptions>> {
+        if !is_scylla_uri(&self.store) {
+            return Ok(None);
+        }
+        let replication = if self.scylla.replication.is_empty() {
+            ScyllaOptions::default().replication
+        } else {
+            self.scylla.replication.clone()
+        };
+        Ok(Some(ScyllaOptions {
+            nodes: parse_uri(&self.store)?,
+            keyspace: self.scylla.keyspace.clone(),
+            replication,
+            request_timeout: Duration::from_millis(self.scylla.request_timeout_ms.max(1)),
+            lease: self.lease(),
+        }))
+    }
+
+    /// This node's name in shard leases.
+    pub fn node_name(&self) -> String {
+        self.node.clone().unwrap_or_else(|| format!("attach-{}", std::process::id()))
     }
 
     /// The shard settings as the actors take them.
@@ -377,6 +470,26 @@ mod tests {
     }
 
     #[test]
+    fn a_scylla_store_comes_from_the_file_and_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "attach.toml",
+                "store = \"scylla://db1,db2:19042\"\nnode = \"attach-1\"\n[scylla.replication]\ndc_east = 3\n",
+            )?;
+            jail.set_env("ATTACH_SCYLLA__KEYSPACE", "attach_prod");
+            let s = Settings::load(Some(Path::new("attach.toml"))).map_err(|e| e.to_string())?;
+            let o = s.scylla_options().map_err(|e| e.to_string())?.expect("the store is ScyllaDB");
+            assert_eq!(o.nodes, ["db1:9042", "db2:19042"]);
+            assert_eq!(o.keyspace, "attach_prod");
+            assert_eq!(o.replication, BTreeMap::from([("dc_east".to_string(), 3)]));
+            assert_eq!(o.lease, Duration::from_secs(15));
+            assert_eq!(s.node_name(), "attach-1");
+            assert_eq!(Settings::default().scylla_options().map_err(|e| e.to_string())?, None);
+            Ok(())
+        });
+    }
+
+    #[test]
     fn the_example_file_is_the_defaults() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/attach.example.toml");
         figment::Jail::expect_with(|_| {
@@ -391,6 +504,12 @@ mod tests {
             jail.create_file("bad.toml", "lisen = \"127.0.0.1:9000\"\n")?;
             assert!(Settings::load(Some(Path::new("bad.toml"))).is_err());
             jail.create_file("demo.toml", "demo = \"huge\"\n")?;
+            jail.create_file("store.toml", "store = \"cassandra://db:9042\"\n")?;
+            assert!(Settings::load(Some(Path::new("store.toml"))).is_err());
+            jail.create_file("ks.toml", "store = \"scylla://db\"\n[scylla]\nkeyspace = \"Bad-Name\"\n")?;
+            assert!(Settings::load(Some(Path::new("ks.toml"))).is_err());
+            jail.create_file("slow.toml", "store = \"scylla://db\"\n[scylla]\nrequest_timeout_ms = 5000\n")?;
+            assert!(Settings::load(Some(Path::new("slow.toml"))).is_err(), "a timeout too long for the lease");
             assert!(Settings::load(Some(Path::new("demo.toml"))).is_err());
             assert!(Settings::load(Some(Path::new("missing.toml"))).is_err());
             Ok(())

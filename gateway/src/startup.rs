@@ -1,7 +1,7 @@
 //! Building and running the application: the seams tests use.
 //!
 //! `Application::build(settings)` binds the listener (port 0 picks a free port),
-//! opens the store and starts loading shards in the background;
+//! opens the store (embedded or ScyllaDB) and starts loading shards in the background;
 //! `port()` says where it listens; `run_until_stopped(shutdown)` serves until the
 //! shutdown future completes, then stops the shards.
 
@@ -18,6 +18,7 @@ use attach_actors::feed::{Feed, MemoryFeed};
 use attach_actors::regions::Regions;
 use attach_actors::store::Store;
 use attach_actors::store::embedded::{EmbeddedOptions, EmbeddedStore};
+use attach_actors::store::scylla::{ScyllaStore, connect_session, migrate};
 use attach_actors::system::AttachSystem;
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
@@ -32,6 +33,29 @@ use crate::graphql::document_cache::DocumentCache;
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimits;
 use crate::routes::{AppState, router};
+
+/// Opens the store `settings` names: the embedded file, or a ScyllaDB cluster
+/// (applying the schema first if `scylla.migrate_on_start`).
+pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
+    if let Some(options) = settings.scylla_options()? {
+        if settings.scylla.migrate_on_start {
+            let session = connect_session(&options).await?;
+            migrate(&session, &options.keyspace, &options.replication).await?;
+        }
+        return Ok(Arc::new(ScyllaStore::connect(options).await?));
+    }
+    let path = settings.data_dir.join("attach.redb");
+    let options = EmbeddedOptions {
+        cache_bytes: (settings.store_cache_mib as usize) << 20,
+        lease: settings.lease(),
+        ..EmbeddedOptions::default()
+    };
+    Ok(Arc::new(
+        tokio::task::spawn_blocking(move || EmbeddedStore::open(&path, options))
+            .await
+            .context("opening the store")??,
+    ))
+}
 
 /// A built, not yet serving, Attach.
 pub struct Application {
@@ -53,15 +77,8 @@ impl Application {
         let limits = Arc::new(RateLimits::new(&settings.limits.rate));
         limits.spawn_sweeper(std::time::Duration::from_secs(settings.limits.rate.sweep_secs));
         let regions = Arc::new(Regions::load(&settings.regions)?);
-        let path = settings.data_dir.join("attach.redb");
-        let options =
-            EmbeddedOptions { cache_bytes: (settings.store_cache_mib as usize) << 20, ..EmbeddedOptions::default() };
-        let store: Arc<dyn Store> = Arc::new(
-            tokio::task::spawn_blocking(move || EmbeddedStore::open(&path, options))
-                .await
-                .context("opening the store")??,
-        );
-        let owner = format!("attach-{}", std::process::id());
+        let store = open_store(&settings).await?;
+        let owner = settings.node_name();
         let feed: Arc<dyn Feed> = match &settings.redis {
             Some(url) => RedisFeed::start(url, settings.feed.buffer)?,
             None => Arc::new(MemoryFeed::new(settings.feed.buffer)),
@@ -157,5 +174,27 @@ impl Application {
         };
         system.stop().await;
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_scylla_store_that_cannot_be_reached_fails_start_up_with_its_address() {
+        // Port 1 on loopback refuses at once: no cluster needed to see the wiring.
+        let settings = Settings { store: "scylla://127.0.0.1:1".into(), ..Settings::default() };
+        let error = open_store(&settings).await.map(|_| ()).expect_err("nothing listens on port 1");
+        assert!(format!("{error:#}").contains("connecting to ScyllaDB at 127.0.0.1:1"), "{error:#}");
+    }
+
+    #[tokio::test]
+    async fn the_embedded_store_takes_the_configured_lease() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = Settings { data_dir: dir.path().to_path_buf(), ..Settings::default() };
+        settings.shard.lease_secs = 42;
+        let store = open_store(&settings).await.unwrap();
+        assert_eq!(store.lease(), std::time::Duration::from_secs(42));
     }
 }

@@ -5,6 +5,10 @@
 //! after the store made it durable; if a write fails the actor stops with an
 //! error and its supervisor restarts it, reloading from the store, so memory
 //! never drifts from what is durable.
+//!
+//! The actor holds its shard by a lease: it renews it every third of the
+//! store's lease, stops (to be restarted: re-acquire, reload) when the store
+//! says the lease was lost, and gives it back when it stops cleanly.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +20,7 @@ use crate::domain::{DAY_MS, Event, Household, RegistrationRef, Seq, ShardKey, Ti
 use crate::error::AttachError;
 use crate::feed::Feed;
 use crate::matcher::Policy;
-use crate::store::{Batch, CasOutcome, Epoch, PhnClaim, PhnHolder, Record, RecordKey, Store};
+use crate::store::{Batch, CasOutcome, Epoch, PhnClaim, PhnHolder, Record, RecordKey, Store, StoreError};
 
 use super::messages::*;
 use super::state::{Change, ShardState, days_before};
@@ -81,6 +85,8 @@ pub struct ShardActor;
 pub struct ShardRuntime {
     pub(super) state: ShardState,
     epoch: Epoch,
+    /// The lease holder's name, for renewing and releasing the lease.
+    owner: String,
     last_seq: Seq,
     pub(super) store: Arc<dyn Store>,
     pub(super) config: Arc<ShardConfig>,
@@ -104,15 +110,28 @@ impl Actor for ShardActor {
         state.apply(image.records, &[]);
         info!(records, last_seq = image.last_seq, epoch = epoch.0, "shard loaded");
         myself.send_interval(args.config.expiry_interval, || ShardMsg::ExpireDue);
+        // A third of the lease: two renewals can fail (a store hiccup) before it runs out.
+        let renew_every = (args.store.lease() / 3).max(Duration::from_millis(10));
+        myself.send_interval(renew_every, || ShardMsg::RenewLease);
         Ok(ShardRuntime {
             state,
             epoch,
+            owner: args.owner,
             last_seq: image.last_seq,
             store: args.store,
             config: args.config,
             feed: args.feed,
             suspect: false,
         })
+    }
+
+    async fn post_stop(&self, _myself: ActorRef<ShardMsg>, rt: &mut ShardRuntime) -> Result<(), ActorProcessingErr> {
+        // Give the shard back so another node need not wait out the lease; if this
+        // fails the lease simply runs out.
+        if let Err(e) = rt.store.release_shard(&rt.state.key, &rt.owner, rt.epoch).await {
+            warn!(shard = %rt.state.key, error = %e, "could not release the shard's lease");
+        }
+        Ok(())
     }
 
     async fn handle(
@@ -305,6 +324,16 @@ impl ShardActor {
             ShardMsg::PanelReports { provider, facility, who, reply } => {
                 answer!(reply, rt.panel_reports(provider.as_ref(), facility.as_ref(), &who, now))
             }
+            ShardMsg::RenewLease => match rt.store.renew_lease(&rt.state.key, &rt.owner, rt.epoch).await {
+                Ok(()) => {}
+                // Worth another try on the next tick; if the lease runs out meanwhile,
+                // the store refuses commits and the actor restarts through that path.
+                Err(e @ StoreError::Unavailable(_)) => warn!(error = %e, "renewing the shard's lease failed"),
+                Err(e) => {
+                    warn!(error = %e, "the shard's lease was lost; restarting to acquire it again");
+                    return Err(e.into());
+                }
+            },
             ShardMsg::ExpireDue => {
                 if rt.state.overdue_proposals(now).is_empty() {
                     return Ok(());

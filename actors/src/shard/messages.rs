@@ -270,6 +270,8 @@ pub enum ShardMsg {
         /// Where to answer.
         reply: Reply<Vec<PanelReport>>,
     },
+    /// Renew the shard's lease in the store (sent by the actor's own timer).
+    RenewLease,
     /// A message sent from inside a span: the shard handles it as part of that
     /// trace (the directory wraps every call this way).
     Traced(Box<Traced>),
@@ -321,6 +323,7 @@ impl ShardMsg {
             ShardMsg::CompleteTransfer { .. } => "completeTransfer",
             ShardMsg::RunningTransfers(..) => "runningTransfers",
             ShardMsg::PanelReports { .. } => "panelReports",
+            ShardMsg::RenewLease => "renewLease",
             ShardMsg::Traced(t) => t.msg.name(),
         }
     }

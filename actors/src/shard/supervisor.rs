@@ -9,6 +9,7 @@ use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tracing::{error, info, warn};
 
 use crate::domain::{HaCode, ShardKey};
+use crate::store::StoreError;
 
 use super::actor::{ShardActor, ShardArgs};
 use super::directory::ShardDirectory;
@@ -64,9 +65,9 @@ impl Actor for HaSupervisor {
         // Start every shard; one that fails to load is retried, not fatal to its neighbours.
         for shard in args.shards {
             let key = shard.key.clone();
+            let lease = shard.store.lease();
             if let Err(e) = start(&myself, &mut state, shard).await {
-                error!(shard = %key, error = %e, "shard failed to start; retrying");
-                myself.send_after(Duration::from_secs(1), move || SupervisorMsg::Restart(key));
+                retry_later(&myself, key, e.as_ref(), lease);
             }
         }
         info!(ha = state.ha.as_str(), shards = state.children.len(), "health authority supervisor started");
@@ -132,8 +133,53 @@ async fn restart(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState, 
         myself.send_after(backoff, move || SupervisorMsg::Restart(key));
         return;
     }
+    let lease = args.store.lease();
     if let Err(e) = start(myself, state, args).await {
-        error!(shard = %key, error = %e, "shard restart failed; retrying");
+        retry_later(myself, key, e.as_ref(), lease);
+    }
+}
+
+/// Schedules another start of a shard that failed to start: after a second,
+/// or, when another node holds its lease, after a lease (the earliest it can
+/// have run out). A shard held elsewhere is normal on a standby node, not an error.
+fn retry_later(
+    myself: &ActorRef<SupervisorMsg>,
+    key: ShardKey,
+    e: &(dyn std::error::Error + Send + Sync + 'static),
+    lease: Duration,
+) {
+    if leased_elsewhere(e) {
+        info!(shard = %key, error = %e, "shard is held by another node; trying again after a lease");
+        myself.send_after(lease, move || SupervisorMsg::Restart(key));
+    } else {
+        error!(shard = %key, error = %e, "shard failed to start; retrying");
         myself.send_after(Duration::from_secs(1), move || SupervisorMsg::Restart(key));
+    }
+}
+
+/// Whether an error (or one it wraps) is the store's "another owner holds the lease".
+fn leased_elsewhere(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(e);
+    while let Some(err) = current {
+        if matches!(err.downcast_ref::<StoreError>(), Some(StoreError::LeaseHeld { .. })) {
+            return true;
+        }
+        current = err.source();
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_held_elsewhere_is_recognised_through_the_spawn_error() {
+        let held: ActorProcessingErr = Box::new(StoreError::LeaseHeld { shard: "IHA/111".into(), owner: "n2".into() });
+        let spawn: ActorProcessingErr = Box::new(ractor::SpawnErr::StartupFailed(held));
+        assert!(leased_elsewhere(spawn.as_ref()));
+        let other: ActorProcessingErr = Box::new(StoreError::Unavailable("down".into()));
+        let spawn: ActorProcessingErr = Box::new(ractor::SpawnErr::StartupFailed(other));
+        assert!(!leased_elsewhere(spawn.as_ref()));
     }
 }

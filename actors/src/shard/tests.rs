@@ -347,3 +347,41 @@ async fn registrations_in_one_millisecond_keep_their_order() {
     assert!(page.items.windows(2).all(|w| w[0].registered_at < w[1].registered_at));
     s.stop().await;
 }
+
+/// A shard leased to another node does not start here; it starts once that
+/// lease runs out, fences the old holder, and keeps its own lease renewed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_held_elsewhere_is_taken_over_when_its_lease_runs_out() {
+    use crate::store::{Batch, StoreError};
+    const LEASE: Duration = Duration::from_millis(600);
+    let dir = tempfile::tempdir().unwrap();
+    let options = EmbeddedOptions { lease: LEASE, ..EmbeddedOptions::default() };
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&dir.path().join("attach.redb"), options).unwrap());
+    let key = ShardKey::parse("IHA/111").unwrap();
+    let theirs = store.acquire_shard(&key, "other-node").await.unwrap();
+
+    let regions = Arc::new(Regions::parse(REGIONS).unwrap());
+    let feed: Arc<dyn crate::feed::Feed> = Arc::new(crate::feed::MemoryFeed::new(64));
+    let system = AttachSystem::new(regions, store.clone(), feed, ShardConfig::default(), "this-node".into());
+    system.start().await.unwrap();
+    let (who, fernie) = (sys(), c("111"));
+    let stats = || system.community_stats(&who, &fernie);
+    let refused = stats().await.expect_err("the shard is another node's");
+    assert_eq!(refused.code, ErrorCode::ShardUnavailable);
+    system.community_stats(&sys(), &c("112")).await.expect("the neighbouring shard started");
+
+    // The other node stops renewing: within a few leases the shard is ours.
+    let deadline = tokio::time::Instant::now() + 20 * LEASE;
+    while stats().await.is_err() {
+        assert!(tokio::time::Instant::now() < deadline, "the shard was never taken over");
+        tokio::time::sleep(LEASE / 10).await;
+    }
+    let stale = store.commit(&key, theirs, &Batch::default()).await;
+    assert!(matches!(stale, Err(StoreError::StaleEpoch { .. })), "the old holder still commits: {stale:?}");
+
+    // Renewed every third of the lease, our hold outlasts several leases.
+    tokio::time::sleep(LEASE * 5 / 2).await;
+    let taken = store.acquire_shard(&key, "other-node").await;
+    assert!(matches!(taken, Err(StoreError::LeaseHeld { ref owner, .. }) if owner == "this-node"), "{taken:?}");
+    system.stop().await;
+}

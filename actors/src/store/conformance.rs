@@ -14,6 +14,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
 use futures::future::BoxFuture;
@@ -27,6 +28,11 @@ pub trait Harness: Send + Sync {
     /// Opens a store on this location. Called again after every earlier handle
     /// was dropped, it must see what they committed.
     fn open(&self) -> BoxFuture<'_, anyhow::Result<Arc<dyn Store>>>;
+
+    /// Lets `by` pass for the leases of the stores this harness opened: a
+    /// backend with an injectable clock moves it; one whose leases expire on a
+    /// server waits.
+    fn pass_time(&self, by: Duration) -> BoxFuture<'_, ()>;
 }
 
 /// A check of the suite.
@@ -41,6 +47,8 @@ macro_rules! checks {
 
 checks!(
     acquire_gives_increasing_epochs,
+    a_live_lease_keeps_other_owners_out,
+    an_expired_lease_lets_a_new_owner_in,
     commit_is_durable_and_visible,
     stale_epoch_writes_nothing,
     upsert_replaces_and_delete_removes,
@@ -85,6 +93,8 @@ macro_rules! store_conformance_tests {
     ($fresh:expr) => {
         $crate::store_conformance_tests!(@tests $fresh;
             acquire_gives_increasing_epochs,
+            a_live_lease_keeps_other_owners_out,
+            an_expired_lease_lets_a_new_owner_in,
             commit_is_durable_and_visible,
             stale_epoch_writes_nothing,
             upsert_replaces_and_delete_removes,
@@ -177,19 +187,96 @@ pub async fn audit_log_appends_and_pages(h: &dyn Harness) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// Each acquisition of a shard gets a higher epoch; shards count separately.
+/// Each acquisition of a shard gets a higher epoch, whoever makes it; shards count separately.
 pub async fn acquire_gives_increasing_epochs(h: &dyn Harness) -> anyhow::Result<()> {
     let store = h.open().await?;
     let (a, b) = (shard("IHA/111"), shard("FHA/201"));
     let first = store.acquire_shard(&a, "node-1").await?;
     ensure!(first.0 >= 1, "the first epoch is {first:?}; epochs start at 1");
-    let second = store.acquire_shard(&a, "node-2").await?;
-    let third = store.acquire_shard(&a, "node-1").await?;
+    // The holder taking its shard again (a restarted writer) gets a new epoch.
+    let second = store.acquire_shard(&a, "node-1").await?;
+    store.release_shard(&a, "node-1", second).await?;
+    let third = store.acquire_shard(&a, "node-2").await.context("acquiring a released shard")?;
     ensure!(first < second && second < third, "epochs {first:?}, {second:?}, {third:?} do not increase");
     let other = store.acquire_shard(&b, "node-1").await?;
     ensure!(other.0 >= 1, "another shard's first epoch is {other:?}");
-    let fourth = store.acquire_shard(&a, "node-3").await?;
+    let fourth = store.acquire_shard(&a, "node-2").await?;
     ensure!(fourth > third, "acquiring another shard disturbed the epochs of the first");
+    Ok(())
+}
+
+/// While a lease is live (renewed in time) no other owner can acquire the shard,
+/// and the refused attempt does not disturb the holder.
+pub async fn a_live_lease_keeps_other_owners_out(h: &dyn Harness) -> anyhow::Result<()> {
+    let store = h.open().await?;
+    let s = shard("IHA/112");
+    let lease = store.lease();
+    let epoch = store.acquire_shard(&s, "node-1").await?;
+    let refused = store.acquire_shard(&s, "node-2").await;
+    ensure!(
+        matches!(&refused, Err(StoreError::LeaseHeld { owner, .. }) if owner == "node-1"),
+        "a second owner acquiring a live lease got {refused:?}"
+    );
+    let world = World::new(&s, 0);
+    store.commit(&s, epoch, &world.batch(1)).await.context("the holder's commit after a refused acquisition")?;
+
+    // Renewed halfway, the lease outlives its first term.
+    h.pass_time(lease / 2).await;
+    store.renew_lease(&s, "node-1", epoch).await.context("renewing a live lease")?;
+    h.pass_time(lease / 2).await;
+    let refused = store.acquire_shard(&s, "node-2").await;
+    ensure!(matches!(refused, Err(StoreError::LeaseHeld { .. })), "a renewed lease was taken: {refused:?}");
+    let more = Batch { events: vec![event(&s, 4, world.registered())], ..Batch::default() };
+    store.commit(&s, epoch, &more).await.context("a commit within the renewed lease")?;
+    let renew = store.renew_lease(&s, "node-2", epoch).await;
+    ensure!(renew.is_err(), "a non-holder renewed the lease: {renew:?}");
+    let still = store.acquire_shard(&s, "node-3").await;
+    ensure!(
+        matches!(&still, Err(StoreError::LeaseHeld { owner, .. }) if owner == "node-1"),
+        "after a non-holder's renewal attempt, acquiring returned {still:?}"
+    );
+
+    // Released, it is free at once, and the old epoch is fenced.
+    store.release_shard(&s, "node-1", epoch).await?;
+    let next = store.acquire_shard(&s, "node-2").await.context("acquiring a released shard")?;
+    ensure!(next > epoch, "the new owner's epoch {next:?} is not above {epoch:?}");
+    let stale = store.renew_lease(&s, "node-1", epoch).await;
+    ensure!(matches!(stale, Err(StoreError::StaleEpoch { .. })), "renewing a fenced epoch returned {stale:?}");
+    ensure!(store.load_shard(&s).await?.last_seq == 4, "the shard lost events across the hand-over");
+    Ok(())
+}
+
+/// A lease not renewed runs out: its holder's commits are refused and write
+/// nothing, and another owner acquires with a higher epoch.
+pub async fn an_expired_lease_lets_a_new_owner_in(h: &dyn Harness) -> anyhow::Result<()> {
+    let store = h.open().await?;
+    let s = shard("IHA/113");
+    let lease = store.lease();
+    let old = store.acquire_shard(&s, "node-1").await?;
+    let first = World::new(&s, 0);
+    store.commit(&s, old, &first.batch(1)).await?;
+    // Whole seconds past the lease: a server's TTL counts in seconds.
+    h.pass_time(lease + Duration::from_secs(1)).await;
+
+    let second = World::new(&s, 1);
+    let late = store.commit(&s, old, &second.batch(4)).await;
+    ensure!(matches!(late, Err(StoreError::LeaseExpired { .. })), "a commit after the lease ran out returned {late:?}");
+    let new = store.acquire_shard(&s, "node-2").await.context("acquiring a shard whose lease ran out")?;
+    ensure!(new > old, "the new owner's epoch {new:?} is not above {old:?}");
+    let stale = store.commit(&s, old, &second.batch(4)).await;
+    ensure!(
+        matches!(&stale, Err(StoreError::StaleEpoch { current, held, .. }) if *current == new.0 && *held == old.0),
+        "the old owner's commit after a take-over returned {stale:?}"
+    );
+    let renew = store.renew_lease(&s, "node-1", old).await;
+    ensure!(matches!(renew, Err(StoreError::StaleEpoch { .. })), "the old owner renewed a taken lease: {renew:?}");
+    let image = store.load_shard(&s).await?;
+    ensure!(sorted(image.records) == sorted(first.records()), "a refused commit changed the shard's rows");
+    ensure!(image.last_seq == 3, "a refused commit's events were stored (last_seq {})", image.last_seq);
+    for locator in second.locators() {
+        ensure!(store.locate(&locator).await?.is_none(), "a refused commit's locator {locator:?} was written");
+    }
+    store.commit(&s, new, &second.batch(4)).await.context("the new owner's commit")?;
     Ok(())
 }
 
@@ -224,6 +311,7 @@ pub async fn stale_epoch_writes_nothing(h: &dyn Harness) -> anyhow::Result<()> {
     let old = store.acquire_shard(&s, "node-1").await?;
     let first = World::new(&s, 0);
     store.commit(&s, old, &first.batch(1)).await?;
+    store.release_shard(&s, "node-1", old).await?;
     let new = store.acquire_shard(&s, "node-2").await?;
 
     let second = World::new(&s, 1);
@@ -481,7 +569,8 @@ pub async fn data_survives_reopen(h: &dyn Harness) -> anyhow::Result<()> {
     for locator in world.locators() {
         ensure!(store.locate(&locator).await?.as_ref() == Some(&s), "a locator was lost across a reopen");
     }
-    let next = store.acquire_shard(&s, "node-2").await?;
+    // The same owner (a restarted node) takes its shard back without waiting for its lease.
+    let next = store.acquire_shard(&s, "node-1").await.context("re-acquiring after a reopen")?;
     ensure!(next > epoch, "the epoch went back across a reopen ({epoch:?} then {next:?})");
     match store.commit(&s, epoch, &Batch::default()).await {
         Err(StoreError::StaleEpoch { .. }) => Ok(()),

@@ -40,6 +40,13 @@
 //! a write costs one fsync as it would anyway. Reads use their own read
 //! transactions (a consistent snapshot) and never wait for the writer.
 //!
+//! # Leases
+//!
+//! Leases live in memory ([`LeaseBook`]), epochs on disk. Only one process can
+//! open the file, so a lease can only be contended within that process; a
+//! reopened file starts with no leases because whoever held them has gone.
+//! Epochs survive, so an old writer's epoch stays fenced across a reopen.
+//!
 //! Dropping the last handle closes the channel; the writer finishes what is
 //! queued and the drop waits for it, so the file can be reopened at once.
 
@@ -52,6 +59,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use anyhow::Context;
 use async_trait::async_trait;
@@ -63,9 +71,10 @@ use self::keys::{
     locator_key, phn_key, record_key, shard_name, shard_range,
 };
 use self::writer::{Counters, EncodedBatch, Request, Slot, store_error};
+use super::lease::{Clock, CommitGuard, LeaseBook, expired, system_clock};
 use super::{
-    AuditQuery, AuditRecord, Batch, CasOutcome, Epoch, Locator, PhnClaim, Record, RecordKey, ShardImage, Store,
-    StoreError,
+    AuditQuery, AuditRecord, Batch, CasOutcome, DEFAULT_LEASE, Epoch, Locator, PhnClaim, Record, RecordKey, ShardImage,
+    Store, StoreError,
 };
 use crate::domain::{Event, Phn, Seq, ShardKey};
 
@@ -79,11 +88,13 @@ pub struct EmbeddedOptions {
     pub queue_depth: usize,
     /// The most write requests committed in one transaction.
     pub max_group: usize,
+    /// How long a shard lease lasts unless renewed.
+    pub lease: Duration,
 }
 
 impl Default for EmbeddedOptions {
     fn default() -> Self {
-        EmbeddedOptions { cache_bytes: 64 * 1024 * 1024, queue_depth: 1024, max_group: 256 }
+        EmbeddedOptions { cache_bytes: 64 * 1024 * 1024, queue_depth: 1024, max_group: 256, lease: DEFAULT_LEASE }
     }
 }
 
@@ -108,6 +119,9 @@ struct Inner {
     requests: Option<mpsc::Sender<Request>>,
     writer: Option<JoinHandle<()>>,
     counters: Arc<Counters>,
+    /// Who holds which shard: in memory, see the module docs.
+    leases: LeaseBook,
+    lease: Duration,
 }
 
 impl Drop for Inner {
@@ -134,6 +148,11 @@ impl EmbeddedStore {
     /// missing, and starts the writer thread. Blocks while redb opens the file
     /// (and repairs it after a crash), so call it at start-up.
     pub fn open(path: &Path, options: EmbeddedOptions) -> anyhow::Result<Self> {
+        Self::open_with_clock(path, options, system_clock())
+    }
+
+    /// [`EmbeddedStore::open`] with the clock leases are timed by (tests move it by hand).
+    pub fn open_with_clock(path: &Path, options: EmbeddedOptions, clock: Clock) -> anyhow::Result<Self> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).with_context(|| format!("creating the data directory {}", dir.display()))?;
         }
@@ -153,7 +172,16 @@ impl EmbeddedStore {
                 move || writer::run(db, rx, options.max_group, counters)
             })
             .context("starting the store's writer thread")?;
-        Ok(EmbeddedStore { inner: Arc::new(Inner { db, requests: Some(tx), writer: Some(writer), counters }) })
+        Ok(EmbeddedStore {
+            inner: Arc::new(Inner {
+                db,
+                requests: Some(tx),
+                writer: Some(writer),
+                counters,
+                leases: LeaseBook::new(clock),
+                lease: options.lease,
+            }),
+        })
     }
 
     /// What the writer has done so far.
@@ -311,11 +339,44 @@ fn encode_batch(shard: &ShardKey, batch: &Batch) -> Result<EncodedBatch, StoreEr
 
 #[async_trait]
 impl Store for EmbeddedStore {
+    fn lease(&self) -> Duration {
+        self.inner.lease
+    }
+
     async fn acquire_shard(&self, shard: &ShardKey, owner: &str) -> Result<Epoch, StoreError> {
+        let leases = &self.inner.leases;
+        leases.reserve(shard, owner, leases.now() + self.inner.lease)?;
         let name = shard_name(shard);
-        let epoch = self.submit(|slot| Request::Acquire { shard: name, slot }).await?;
-        tracing::info!(%shard, owner, epoch = epoch.0, "shard acquired");
-        Ok(epoch)
+        match self.submit(|slot| Request::Acquire { shard: name, slot }).await {
+            Ok(epoch) => {
+                leases.grant(shard, owner, epoch, leases.now() + self.inner.lease);
+                tracing::info!(%shard, owner, epoch = epoch.0, "shard acquired");
+                Ok(epoch)
+            }
+            Err(e) => {
+                leases.cancel(shard, owner);
+                Err(e)
+            }
+        }
+    }
+
+    async fn renew_lease(&self, shard: &ShardKey, owner: &str, epoch: Epoch) -> Result<(), StoreError> {
+        let leases = &self.inner.leases;
+        // Every acquisition goes through this book, so an entry with our epoch
+        // means nobody took the shard since, even if the lease ran out meanwhile.
+        if leases.extend(shard, owner, epoch, leases.now() + self.inner.lease) {
+            return Ok(());
+        }
+        let name = shard_name(shard);
+        let current = self.current_epoch(&name)?;
+        Err(StoreError::StaleEpoch { shard: name, current, held: epoch.0 })
+    }
+
+    async fn release_shard(&self, shard: &ShardKey, owner: &str, epoch: Epoch) -> Result<(), StoreError> {
+        if self.inner.leases.release(shard, owner, epoch) {
+            tracing::info!(%shard, owner, epoch = epoch.0, "shard released");
+        }
+        Ok(())
     }
 
     async fn load_shard(&self, shard: &ShardKey) -> Result<ShardImage, StoreError> {
@@ -326,6 +387,20 @@ impl Store for EmbeddedStore {
     #[tracing::instrument(name = "store.commit", skip_all, fields(db.system = "redb", shard = %shard))]
     async fn commit(&self, shard: &ShardKey, epoch: Epoch, batch: &Batch) -> Result<(), StoreError> {
         let name = shard_name(shard);
+        match self.inner.leases.guard(shard, epoch) {
+            // The writer still checks the epoch, in order with every other write.
+            CommitGuard::Live { .. } => {}
+            CommitGuard::Expired => return Err(expired(shard)),
+            CommitGuard::Unknown => {
+                let current = self.current_epoch(&name)?;
+                return Err(if current != 0 && current == epoch.0 {
+                    // The epoch is current but this handle holds no lease for it (reopened).
+                    expired(shard)
+                } else {
+                    StoreError::StaleEpoch { shard: name, current, held: epoch.0 }
+                });
+            }
+        }
         if batch.is_empty() {
             // Nothing to make durable: answer the fencing question without an fsync.
             let current = self.current_epoch(&name)?;

@@ -9,13 +9,27 @@
 //! writer acquires a shard and gets a fencing [`Epoch`]; a commit carrying an
 //! older epoch is refused.
 //!
+//! # Leases
+//!
+//! Ownership is a lease of [`Store::lease`] length: while it is live no other
+//! owner can acquire the shard; the holder renews it ([`Store::renew_lease`],
+//! the shard actor does so every third of the lease) and gives it back on a
+//! clean stop ([`Store::release_shard`]). A commit is accepted only from the
+//! current epoch *and* while its lease is live, so a writer that stalled past
+//! its lease finds out before it writes, and re-acquires.
+//!
 //! The audit log is global too: append-only, ordered by time.
 //!
-//! Backends: [`embedded::EmbeddedStore`] (redb, the default) and, with the
-//! production issue, ScyllaDB. Both must pass [`conformance`].
+//! Backends: [`embedded::EmbeddedStore`] (redb, the default) and
+//! [`scylla::ScyllaStore`] (production). Both must pass [`conformance`].
 
+mod codec;
 pub mod conformance;
 pub mod embedded;
+pub mod lease;
+pub mod scylla;
+
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -25,6 +39,9 @@ use crate::domain::{
     Clinic, Endorsement, EndorsementId, Event, FacilityNumber, PanelEntry, PanelTransfer, Phn, Proposal, ProposalId,
     Provider, ProviderId, Registration, RegistrationRef, Seq, ShardKey, Timestamp, TransferKey,
 };
+
+/// How long a shard lease lasts unless renewed, when the configuration does not say.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(15);
 
 /// A fencing token: each acquisition of a shard gets a higher one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -170,6 +187,21 @@ pub enum StoreError {
         /// The epoch the writer presented.
         held: u64,
     },
+    /// Another owner holds a live lease on the shard.
+    #[error("shard {shard} is leased to {owner}")]
+    LeaseHeld {
+        /// The shard.
+        shard: String,
+        /// Who holds it.
+        owner: String,
+    },
+    /// The writer's lease ran out before the commit (it was not renewed in time):
+    /// nothing was written, and the writer must acquire the shard again.
+    #[error("the lease on shard {shard} ran out; acquire it again")]
+    LeaseExpired {
+        /// The shard.
+        shard: String,
+    },
     /// The backend is unreachable or failed; the operation may be retried.
     #[error("store unavailable: {0}")]
     Unavailable(String),
@@ -181,14 +213,28 @@ pub enum StoreError {
 /// Persistence for shards, locators and PHN claims. See the module docs.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Takes ownership of `shard` for `owner`, returning an epoch higher than any
-    /// handed out before for that shard.
+    /// How long a lease lasts unless renewed.
+    fn lease(&self) -> Duration;
+
+    /// Takes ownership of `shard` for `owner` with a lease, returning an epoch
+    /// higher than any handed out before for that shard. Refused with
+    /// [`StoreError::LeaseHeld`] while another owner's lease is live; the same
+    /// owner may acquire again (a restarted writer), which fences its older epoch.
     async fn acquire_shard(&self, shard: &ShardKey, owner: &str) -> Result<Epoch, StoreError>;
+
+    /// Extends `owner`'s lease on `shard` by a whole lease from now, if `epoch`
+    /// is still the shard's ([`StoreError::StaleEpoch`] otherwise).
+    async fn renew_lease(&self, shard: &ShardKey, owner: &str, epoch: Epoch) -> Result<(), StoreError>;
+
+    /// Gives the lease back so another owner may acquire at once. Releasing a
+    /// lease that is no longer held (a stale epoch) does nothing.
+    async fn release_shard(&self, shard: &ShardKey, owner: &str, epoch: Epoch) -> Result<(), StoreError>;
 
     /// Reads a shard's whole partition.
     async fn load_shard(&self, shard: &ShardKey) -> Result<ShardImage, StoreError>;
 
-    /// Makes `batch` durable, all of it or none, if `epoch` is still the shard's.
+    /// Makes `batch` durable, all of it or none, if `epoch` is still the shard's
+    /// and its lease, acquired through this handle, is live.
     async fn commit(&self, shard: &ShardKey, epoch: Epoch, batch: &Batch) -> Result<(), StoreError>;
 
     /// Up to `limit` events of `shard` with sequence numbers above `after`, in order.

@@ -5,11 +5,11 @@
 //! sort by sequence number. Values are postcard behind a one-byte format version.
 
 use redb::TableDefinition;
-use serde::{Serialize, de::DeserializeOwned};
 
 use crate::audit::AuditCursor;
 use crate::domain::{Phn, Seq, ShardKey};
-use crate::store::{Locator, RecordKey, StoreError};
+pub(super) use crate::store::codec::{decode, encode};
+use crate::store::{Locator, RecordKey};
 
 /// `shard \0 kind id` → versioned `Record`.
 pub(super) const RECORDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("records");
@@ -28,8 +28,6 @@ pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta")
 
 /// The version of the key layout above.
 pub(super) const LAYOUT_VERSION: u64 = 1;
-/// The first byte of every versioned value.
-const FORMAT_V1: u8 = 1;
 
 /// Ends the shard part of a key. Shard names are `HA/COMMUNITY` in ASCII letters,
 /// digits and `-`, so they never contain 0x00 (or 0x01, the end of the range):
@@ -123,25 +121,6 @@ fn tagged(out: &mut Vec<u8>, kind: u8, id: &str) {
     out.extend_from_slice(id.as_bytes());
 }
 
-/// Encodes a value behind the current format version.
-pub(super) fn encode<T: Serialize>(value: &T, what: &str) -> Result<Vec<u8>, StoreError> {
-    // Encoding these plain data types cannot fail in practice; if a future type
-    // makes it fail, the caller gets an error rather than a half-written batch.
-    postcard::to_extend(value, vec![FORMAT_V1]).map_err(|e| StoreError::Corrupt(format!("cannot encode {what}: {e}")))
-}
-
-/// Decodes a versioned value. `what` names the table for the operator; it never
-/// holds a key, because keys may contain a PHN.
-pub(super) fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, StoreError> {
-    match bytes.split_first() {
-        Some((&FORMAT_V1, body)) => {
-            postcard::from_bytes(body).map_err(|e| StoreError::Corrupt(format!("undecodable {what}: {e}")))
-        }
-        Some((version, _)) => Err(StoreError::Corrupt(format!("{what} has unknown format version {version}"))),
-        None => Err(StoreError::Corrupt(format!("empty {what}"))),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,16 +172,5 @@ mod tests {
             .map(|(p, phn)| record_key(&s, &RecordKey::PanelEntry(p.clone(), phn)));
         let unique: std::collections::BTreeSet<_> = keys.iter().collect();
         assert_eq!(unique.len(), keys.len());
-    }
-
-    #[test]
-    fn values_carry_a_version_byte() {
-        let bytes = encode(&42u32, "test").unwrap();
-        assert_eq!(bytes[0], FORMAT_V1);
-        assert_eq!(decode::<u32>(&bytes, "test").unwrap(), 42);
-        let mut future = bytes.clone();
-        future[0] = 2;
-        assert!(matches!(decode::<u32>(&future, "test"), Err(StoreError::Corrupt(_))));
-        assert!(matches!(decode::<u32>(&[], "test"), Err(StoreError::Corrupt(_))));
     }
 }

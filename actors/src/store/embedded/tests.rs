@@ -11,11 +11,14 @@ use super::*;
 use crate::store::PhnHolder;
 use crate::store::conformance::Harness;
 use crate::store::conformance::fixtures::{World, claim, phn, shard};
+use crate::store::lease::ManualClock;
 
 /// A fresh temporary directory; `open` opens (or reopens) the same file in it.
 struct TempHarness {
     dir: TempDir,
     options: EmbeddedOptions,
+    /// Shared by every store opened here, so lease expiry needs no sleeping.
+    clock: ManualClock,
 }
 
 impl TempHarness {
@@ -24,7 +27,7 @@ impl TempHarness {
     }
 
     fn with(options: EmbeddedOptions) -> Self {
-        TempHarness { dir: tempfile::tempdir().unwrap(), options }
+        TempHarness { dir: tempfile::tempdir().unwrap(), options, clock: ManualClock::default() }
     }
 
     fn path(&self) -> std::path::PathBuf {
@@ -38,9 +41,15 @@ impl TempHarness {
 
 impl Harness for TempHarness {
     fn open(&self) -> BoxFuture<'_, anyhow::Result<Arc<dyn Store>>> {
-        Box::pin(
-            async move { Ok(Arc::new(EmbeddedStore::open(&self.path(), self.options.clone())?) as Arc<dyn Store>) },
-        )
+        Box::pin(async move {
+            let store = EmbeddedStore::open_with_clock(&self.path(), self.options.clone(), self.clock.clock())?;
+            Ok(Arc::new(store) as Arc<dyn Store>)
+        })
+    }
+
+    fn pass_time(&self, by: std::time::Duration) -> BoxFuture<'_, ()> {
+        self.clock.advance(by);
+        Box::pin(async {})
     }
 }
 
