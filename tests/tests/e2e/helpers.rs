@@ -221,7 +221,10 @@ impl TestApp {
         let mut request = self
             .client
             .post(format!("{}/graphql", self.url))
-            .header("content-type", format!("multipart/form-data; boundary={BOUNDARY}"));
+            .header("content-type", format!("multipart/form-data; boundary={BOUNDARY}"))
+            // An upload the server refuses unread (413) ends its connection: never
+            // hand that connection back to the pool for the next request.
+            .header("connection", "close");
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
