@@ -204,9 +204,6 @@ svg {{ background: #fafafa; border: 1px solid #ddd; margin: .5rem 0; }}
     }
 
     fn throughput_chart(&self) -> String {
-        const W: f64 = 800.0;
-        const H: f64 = 260.0;
-        const PAD: f64 = 40.0;
         let last = self.operations.iter().flat_map(|o| o.per_second.iter().map(|p| p[0])).max().unwrap_or(0).max(1);
         let top = self.operations.iter().flat_map(|o| o.per_second.iter().map(|p| p[1])).max().unwrap_or(0).max(1);
         let x = |s: u64| PAD + (W - 2.0 * PAD) * s as f64 / last as f64;
@@ -229,9 +226,6 @@ svg {{ background: #fafafa; border: 1px solid #ddd; margin: .5rem 0; }}
     }
 
     fn latency_chart(&self) -> String {
-        const W: f64 = 800.0;
-        const H: f64 = 260.0;
-        const PAD: f64 = 40.0;
         let top = self.operations.iter().map(|o| o.p99_ms).fold(0.0_f64, f64::max).max(0.001);
         let n = self.operations.len().max(1) as f64;
         let group = (W - 2.0 * PAD) / n;
@@ -265,6 +259,11 @@ svg {{ background: #fafafa; border: 1px solid #ddd; margin: .5rem 0; }}
         )
     }
 }
+
+/// Chart width, height and margin, in SVG units.
+const W: f64 = 800.0;
+const H: f64 = 260.0;
+const PAD: f64 = 40.0;
 
 const COLOURS: [&str; 8] = ["#4c78a8", "#f58518", "#e45756", "#72b7b2", "#54a24b", "#eeca3b", "#b279a2", "#9d755d"];
 

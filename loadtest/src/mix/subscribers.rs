@@ -44,10 +44,7 @@ pub async fn start(args: &Args, target: &Target, recorder: Arc<Recorder>, deadli
         request.headers_mut().insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse()?);
         let (mut ws, _) =
             tokio_tungstenite::connect_async(request).await.with_context(|| format!("subscriber {i} connecting"))?;
-        let init = match &args.token {
-            Some(t) => json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {t}") } }),
-            None => json!({ "type": "connection_init" }),
-        };
+        let init = crate::client::connection_init(args.token.as_deref());
         ws.send(Message::text(init.to_string())).await?;
         let query = "subscription($c: String!) { communityEvents(communityCode: $c) { kind seq at } }";
         let subscribe =
