@@ -9,10 +9,9 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::stats::summarise;
 
@@ -132,17 +131,10 @@ async fn subscriber(
     expected: usize,
     deadline: Instant,
 ) -> anyhow::Result<tokio::task::JoinHandle<Vec<(String, Instant)>>> {
-    let mut request = url.into_client_request()?;
-    request.headers_mut().insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse()?);
-    let (mut ws, _) =
-        tokio_tungstenite::connect_async(request).await.with_context(|| format!("subscriber {index} connecting"))?;
-    ws.send(Message::text(crate::client::connection_init(token).to_string())).await?;
     let query = "subscription($c: String!) { communityEvents(communityCode: $c) { kind reference } }";
-    ws.send(Message::text(
-        json!({ "id": "1", "type": "subscribe", "payload": { "query": query, "variables": { "c": community } } })
-            .to_string(),
-    ))
-    .await?;
+    let mut ws = crate::client::subscribe(url, token, query, community)
+        .await
+        .with_context(|| format!("subscriber {index} connecting"))?;
     Ok(tokio::spawn(async move {
         let mut received = Vec::with_capacity(expected);
         // Events lost behind a MISSED notice never come: the loop also ends at
