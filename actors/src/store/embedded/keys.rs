@@ -77,6 +77,12 @@ pub(super) fn record_key(shard: &ShardKey, key: &RecordKey) -> Vec<u8> {
             out.push(FIELD_END);
             out.extend_from_slice(key.as_str().as_bytes());
         }
+        // Facility numbers are five letters or digits, so the separator cannot occur inside one.
+        RecordKey::ClinicStaff(facility, subject) => {
+            tagged(&mut out, 8, facility.as_str());
+            out.push(FIELD_END);
+            out.extend_from_slice(subject.as_str().as_bytes());
+        }
     }
     out
 }

@@ -32,6 +32,8 @@ pub(super) fn record_columns(key: &RecordKey) -> (i32, i32, String) {
         RecordKey::Endorsement(e) => (6, e.as_str().to_string()),
         // Transfer keys are letters, digits, `-` and `_`: the first `:` ends the provider id.
         RecordKey::Transfer(provider, key) => (7, format!("{}:{}", provider.as_str(), key.as_str())),
+        // Facility numbers are five letters or digits: the first `:` ends it.
+        RecordKey::ClinicStaff(facility, subject) => (8, format!("{}:{}", facility.as_str(), subject.as_str())),
     };
     (bucket_of(kind, &id), kind, id)
 }
