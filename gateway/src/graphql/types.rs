@@ -397,7 +397,7 @@ impl From<ProviderView> for Provider {
 
 /// A clinic.
 #[derive(SimpleObject)]
-#[graphql(serial)]
+#[graphql(serial, complex)]
 pub struct Clinic {
     /// Facility number.
     pub facility_number: String,
