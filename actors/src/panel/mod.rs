@@ -55,6 +55,22 @@ impl RowStatus {
         }
     }
 
+    /// Every status, in a stable order.
+    pub const ALL: [RowStatus; 7] = [
+        RowStatus::Accepted,
+        RowStatus::AttachedFromWaitlist,
+        RowStatus::AlreadyOnPanel,
+        RowStatus::InvalidPhn,
+        RowStatus::Malformed,
+        RowStatus::Duplicate,
+        RowStatus::Conflict,
+    ];
+
+    /// Parses [`name`](Self::name) (a report read back from the API).
+    pub fn parse(name: &str) -> Option<Self> {
+        RowStatus::ALL.into_iter().find(|s| s.name() == name)
+    }
+
     /// Whether the patient is on the panel after the submission.
     pub fn on_panel(self) -> bool {
         matches!(self, RowStatus::Accepted | RowStatus::AttachedFromWaitlist | RowStatus::AlreadyOnPanel)
@@ -248,4 +264,17 @@ pub struct TransferAccepted {
     pub moved: Vec<Phn>,
     /// PHNs held by someone else entirely: the source's entry was stale; drop it too.
     pub skipped: Vec<Phn>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RowStatus;
+
+    #[test]
+    fn row_statuses_parse_back_from_their_names() {
+        for status in RowStatus::ALL {
+            assert_eq!(RowStatus::parse(status.name()), Some(status));
+        }
+        assert_eq!(RowStatus::parse("accepted"), None);
+    }
 }
