@@ -211,6 +211,11 @@ pub struct PanelReport {
     pub complexity_known: u32,
     /// Of those, patients with a complex need.
     pub complex: u32,
+    /// In a clinic's report: patients of this provider not counted for the
+    /// clinic, because they are on the panel at another clinic or (for a
+    /// provider at several clinics) carry no clinic at all. 0 in a provider's
+    /// own report.
+    pub not_at_clinic: u32,
 }
 
 impl PanelReport {
@@ -224,6 +229,7 @@ impl PanelReport {
         self.seniors += other.seniors;
         self.complexity_known += other.complexity_known;
         self.complex += other.complex;
+        self.not_at_clinic += other.not_at_clinic;
     }
 }
 

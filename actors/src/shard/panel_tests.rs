@@ -161,6 +161,30 @@ async fn a_transfer_moves_every_patient_once_and_can_be_run_again() {
 }
 
 #[tokio::test]
+async fn a_clinics_report_counts_only_the_part_of_each_panel_at_that_clinic() {
+    let w = world(ShardConfig::default()).await;
+    let s = &w.system;
+    let (f1, f2) = (clinic(s, "0F111", "111").await, clinic(s, "0F222", "111").await);
+    // A practises at both clinics, B at the first only; each reported 1,000 before Attach.
+    let a = provider(s, "P1111", "111", 0).await;
+    let b = provider(s, "P2222", "111", 0).await;
+    for (f, p) in [(&f1, &a), (&f2, &a), (&f1, &b)] {
+        s.set_provider_clinic(&sys(), f, p, true).await.unwrap();
+    }
+    submit(s, &a, &f1, &csv_of(&[phn(1), phn(2), phn(3)], "0F111")).await;
+    submit(s, &a, &f2, &csv_of(&[phn(4), phn(5)], "0F222")).await;
+    submit(s, &b, &f1, &csv_of(&[phn(6)], "0F111")).await;
+
+    let counts = |r: &crate::panel::PanelReport| (r.panel_size, r.reported, r.itemised, r.not_at_clinic);
+    let first = s.clinic_panel_reports(&sys(), &f1).await.unwrap();
+    assert_eq!(first.iter().map(counts).collect::<Vec<_>>(), [(3, 0, 3, 1002), (1001, 1000, 1, 0)]);
+    let second = s.clinic_panel_reports(&sys(), &f2).await.unwrap();
+    assert_eq!(second.iter().map(counts).collect::<Vec<_>>(), [(2, 0, 2, 1003)]);
+    assert_eq!(counts(&s.panel_report(&sys(), &a).await.unwrap()), (1005, 1000, 5, 0), "the whole panel");
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn only_the_provider_their_delegate_and_the_clinics_director_change_panels() {
     let w = world(ShardConfig::default()).await;
     let s = &w.system;
