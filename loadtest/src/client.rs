@@ -47,3 +47,25 @@ pub async fn subscribe(url: &str, token: Option<&str>, query: &str, community: &
     ws.send(Message::text(subscribe.to_string())).await?;
     Ok(ws)
 }
+
+/// The next protocol message on a subscription connection other than a ping,
+/// which it answers (graphql-transport-ws servers close a connection whose
+/// pings go unanswered); `None` once the connection has ended.
+pub async fn next_message(ws: &mut Socket) -> Option<serde_json::Value> {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    loop {
+        let text = match ws.next().await? {
+            Ok(Message::Text(text)) => text,
+            Ok(Message::Close(_)) | Err(_) => return None,
+            Ok(_) => continue,
+        };
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(&text) else { continue };
+        if message["type"] == "ping" {
+            ws.send(Message::text(r#"{"type":"pong"}"#)).await.ok()?;
+            continue;
+        }
+        return Some(message);
+    }
+}

@@ -9,9 +9,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use futures::StreamExt;
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::Message;
 
 use crate::stats::summarise;
 
@@ -34,6 +32,10 @@ pub struct Args {
     /// range no earlier run used, since a PHN registers once.
     #[arg(long, default_value_t = 30_000_000)]
     phn_start: u32,
+    /// Events a second to offer (0: each as soon as the last one was answered,
+    /// which measures queueing at saturation rather than latency under a load).
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
     /// Stop after this many seconds whatever is left (bounded to 600).
     #[arg(long, default_value_t = 300)]
     max_seconds: u64,
@@ -50,7 +52,7 @@ pub struct Args {
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let token = args.token.as_deref();
     anyhow::ensure!(
-        args.events <= 100_000 && args.max_seconds <= 600,
+        args.events <= 100_000 && args.max_seconds <= 600 && args.rate >= 0.0,
         "runs are bounded: at most 100,000 events and 600 s"
     );
     let mut sent: HashMap<String, Instant> = HashMap::new();
@@ -67,7 +69,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let endpoint = format!("{}/graphql", args.url.trim_end_matches('/'));
     let started = Instant::now();
     let mut bodies = (args.phn_start..).filter_map(attach_actors::domain::Phn::with_body);
-    for _ in 0..args.events {
+    let interval = (args.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / args.rate));
+    for i in 0..args.events {
+        if let Some(every) = interval {
+            tokio::time::sleep_until((started + every * i).into()).await;
+        }
         if Instant::now() > deadline {
             break;
         }
@@ -104,9 +110,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
         println!(
-            "{} subscribers x {} events: {} deliveries, {} missing; latency p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
+            "{} subscribers x {} events{}: {} deliveries, {} missing; latency p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
             args.subscribers,
             args.events,
+            if args.rate > 0.0 { format!(" at {}/s", args.rate) } else { String::new() },
             summary.ok,
             summary.errors,
             summary.p50_ms,
@@ -141,13 +148,9 @@ async fn subscriber(
         // the deadline or after 10 s of silence.
         while received.len() < expected {
             let left = deadline.saturating_duration_since(Instant::now());
-            let Ok(Some(Ok(Message::Text(text)))) =
-                tokio::time::timeout(left.min(Duration::from_secs(10)), ws.next()).await
-            else {
-                break;
-            };
+            let next = tokio::time::timeout(left.min(Duration::from_secs(10)), crate::client::next_message(&mut ws));
+            let Ok(Some(v)) = next.await else { break };
             let now = Instant::now();
-            let Ok(v) = serde_json::from_str::<Value>(&text) else { continue };
             if let Some(errors) = v["payload"]["errors"].as_array() {
                 // Refused (no token, a role that may not read the feed, a cap): say why.
                 eprintln!("subscriber {index}: the subscription was refused: {}", Value::from(errors.clone()));

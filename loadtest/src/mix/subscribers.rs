@@ -7,11 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use futures::StreamExt;
 use serde::Serialize;
-use serde_json::Value;
 use tokio::task::JoinHandle;
-use tokio_tungstenite::tungstenite::Message;
 
 use super::Args;
 use super::recorder::{Outcome, Recorder};
@@ -50,8 +47,9 @@ pub async fn start(args: &Args, target: &Target, recorder: Arc<Recorder>, deadli
             let end = deadline + Duration::from_secs(2);
             loop {
                 let left = end.saturating_duration_since(Instant::now());
-                let Ok(Some(Ok(Message::Text(text)))) = tokio::time::timeout(left, ws.next()).await else { break };
-                let Ok(message) = serde_json::from_str::<Value>(&text) else { continue };
+                let Ok(Some(message)) = tokio::time::timeout(left, crate::client::next_message(&mut ws)).await else {
+                    break;
+                };
                 let errors =
                     if message["type"] == "error" { &message["payload"] } else { &message["payload"]["errors"] };
                 if let Some(first) = errors.as_array().and_then(|e| e.first()) {
