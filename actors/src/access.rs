@@ -315,7 +315,8 @@ pub enum Operation {
     SubmitPanel,
     /// Take patients off a panel (a provider, or their endorsed delegate).
     RemoveFromPanel,
-    /// List providers at a clinic or take them off it (its medical director).
+    /// Change who works at a clinic: list providers at it or take them off it,
+    /// add staff members to its staff list or remove them (its medical director).
     ManageClinicStaff,
     /// Move a whole panel to another provider (the receiving clinic's medical director).
     TransferPanel,
@@ -407,7 +408,7 @@ impl Operation {
             Operation::ReadEndorsements => "read delegation endorsements",
             Operation::SubmitPanel => "submit a panel",
             Operation::RemoveFromPanel => "remove patients from a panel",
-            Operation::ManageClinicStaff => "change who practises at a clinic",
+            Operation::ManageClinicStaff => "change who works at a clinic",
             Operation::TransferPanel => "transfer a panel",
             Operation::ReadPanelReports => "read panel reports",
         }

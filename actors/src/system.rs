@@ -30,6 +30,7 @@ use crate::shard::{
 use crate::store::{Locator, Store};
 
 mod panels;
+mod staff;
 
 /// Statistics for a community or a health authority.
 #[derive(Debug, Clone, Default)]

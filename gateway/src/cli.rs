@@ -96,8 +96,12 @@ enum Command {
 #[derive(Subcommand, Debug)]
 enum PanelCommand {
     /// Submits a panel file (CSV: PHN, surname, given name, date of birth, 98990,
-    /// facility number) into the data directory, as an upload would; prints the
-    /// rows not taken and a summary. The server must not be running on it.
+    /// facility number) and prints the rows not taken and a summary.
+    ///
+    /// With --url, to a running server, as the multipart `submitPanel` upload
+    /// (with --token: the provider's, or their endorsed delegate's). Without it,
+    /// straight into a data directory, for bulk loads: no server may be running
+    /// on that directory.
     Import {
         /// The CSV file.
         file: PathBuf,
@@ -107,19 +111,25 @@ enum PanelCommand {
         /// The clinic's facility number (the provider must be listed there).
         #[arg(long)]
         facility: String,
-        /// Configuration file (TOML), as for `serve`.
+        /// A running Attach to submit to, e.g. http://127.0.0.1:8080 (its limits apply).
+        #[arg(long, requires = "token", conflicts_with_all = ["config", "data_dir", "regions", "max_bytes", "max_rows"])]
+        url: Option<String>,
+        /// The bearer token to submit with (with --url).
+        #[arg(long, env = "ATTACH_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Configuration file (TOML), as for `serve` (offline).
         #[arg(long, short)]
         config: Option<PathBuf>,
-        /// Data directory.
+        /// Data directory (offline).
         #[arg(long)]
         data_dir: Option<PathBuf>,
-        /// Regions file.
+        /// Regions file (offline).
         #[arg(long)]
         regions: Option<PathBuf>,
-        /// Largest file accepted, in bytes (default: `limits.max_panel_bytes`).
+        /// Largest file accepted, in bytes (offline; default: `limits.max_panel_bytes`).
         #[arg(long)]
         max_bytes: Option<usize>,
-        /// Most patient rows accepted (default: `limits.max_panel_rows`).
+        /// Most patient rows accepted (offline; default: `limits.max_panel_rows`).
         #[arg(long)]
         max_rows: Option<usize>,
     },
@@ -136,12 +146,23 @@ pub async fn run() -> anyhow::Result<()> {
             file,
             provider,
             facility,
+            url,
+            token,
             config,
             data_dir,
             regions,
             max_bytes,
             max_rows,
         }) => {
+            if let Some(url) = url {
+                let token = token.ok_or_else(|| anyhow::anyhow!("--url needs --token (or ATTACH_TOKEN)"))?;
+                let remote = crate::panel_import::Remote { url: &url, token: &token };
+                // The server applies its own limits; these are not read.
+                let limits = attach_actors::panel::Limits::default();
+                let import =
+                    crate::panel_import::Import { file: &file, provider: &provider, facility: &facility, limits };
+                return crate::panel_import::run_remote(remote, import, &mut std::io::stdout()).await.map(|_| ());
+            }
             let mut settings = Settings::load(config.as_deref())?;
             settings.data_dir = data_dir.unwrap_or(settings.data_dir);
             settings.regions = regions.unwrap_or(settings.regions);

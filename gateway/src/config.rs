@@ -168,6 +168,12 @@ pub struct AuthSettings {
     pub leeway_secs: u64,
     /// How often a JWKS URL or file is read again, in seconds (keys rotate).
     pub jwks_refresh_secs: u64,
+    /// Verified tokens remembered, so a client's repeated token is checked once
+    /// (0 turns this off).
+    pub verified_tokens: usize,
+    /// How long a verified token is remembered, in seconds (its `exp` and a
+    /// change of keys are checked on every use regardless).
+    pub verified_token_secs: u64,
 }
 
 impl Default for AuthSettings {
@@ -178,6 +184,8 @@ impl Default for AuthSettings {
             audience: "attach".to_string(),
             leeway_secs: 30,
             jwks_refresh_secs: 300,
+            verified_tokens: 16_384,
+            verified_token_secs: 60,
         }
     }
 }

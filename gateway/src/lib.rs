@@ -8,7 +8,8 @@
 //! - [`graphql`]: the schema and its resolvers (which ask the core, never storage).
 //! - [`metrics`]: Prometheus metrics at `/metrics`.
 //! - [`telemetry`]: logging setup.
-//! - [`panel_import`]: `attach panel import`, a panel file straight into a data directory.
+//! - [`panel_import`]: `attach panel import`, a panel file to a running server (a multipart upload) or
+//!   straight into a stopped one's data directory.
 //! - [`cli`]: the command line.
 
 #![warn(missing_docs)]

@@ -24,3 +24,26 @@ pub fn connection_init(token: Option<&str>) -> serde_json::Value {
         None => serde_json::json!({ "type": "connection_init" }),
     }
 }
+
+/// A subscription connection.
+pub type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens a graphql-transport-ws connection to `url` (`ws://…/graphql`), signs in
+/// with `token`, and starts subscription `1`: `query` with `{ "c": community }`.
+pub async fn subscribe(url: &str, token: Option<&str>, query: &str, community: &str) -> anyhow::Result<Socket> {
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest, protocol::WebSocketConfig};
+
+    let mut request = url.into_client_request()?;
+    request.headers_mut().insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse()?);
+    // tungstenite zero-fills its whole read buffer before every read; events are
+    // small, and 100 clients with the default 128 KiB would spend the load
+    // tool's share of the cores on memset.
+    let config = WebSocketConfig::default().read_buffer_size(16 * 1024);
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), false).await?;
+    ws.send(Message::text(connection_init(token).to_string())).await?;
+    let subscribe = serde_json::json!({ "id": "1", "type": "subscribe",
+        "payload": { "query": query, "variables": { "c": community } } });
+    ws.send(Message::text(subscribe.to_string())).await?;
+    Ok(ws)
+}

@@ -6,14 +6,12 @@
 //! `--redis`).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::stats::summarise;
 
@@ -48,8 +46,6 @@ pub struct Args {
     token: Option<String>,
 }
 
-type Sent = Arc<Mutex<HashMap<String, Instant>>>;
-
 /// Runs the measurement.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let token = args.token.as_deref();
@@ -57,13 +53,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         args.events <= 100_000 && args.max_seconds <= 600,
         "runs are bounded: at most 100,000 events and 600 s"
     );
-    let sent: Sent = Arc::new(Mutex::new(HashMap::new()));
+    let mut sent: HashMap<String, Instant> = HashMap::new();
     let deadline = Instant::now() + Duration::from_secs(args.max_seconds);
     let ws_url = format!("{}/graphql", args.url.trim_end_matches('/').replacen("http", "ws", 1));
     let mut subscribers = Vec::new();
     for i in 0..args.subscribers {
-        subscribers
-            .push(subscriber(&ws_url, token, &args.community, i, sent.clone(), args.events as usize, deadline).await?);
+        subscribers.push(subscriber(&ws_url, token, &args.community, i, args.events as usize, deadline).await?);
     }
     // Let every subscription reach the server (and Redis) before the first event.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -88,15 +83,21 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .as_str()
             .with_context(|| format!("registration failed: {resp}"))?
             .to_string();
-        sent.lock().unwrap_or_else(|e| e.into_inner()).insert(reference, t);
+        sent.insert(reference, t);
     }
     let sending = started.elapsed();
+    // Every response is in: match each delivery with the time its mutation was sent.
+    let expected = sent.len() as u64;
     let mut latencies = Vec::new();
     let mut missing = 0u64;
     for s in subscribers {
-        let (l, m) = s.await?;
-        latencies.extend(l);
-        missing += m;
+        let received = s.await?;
+        let matched: Vec<Duration> = received
+            .iter()
+            .filter_map(|(reference, at)| sent.get(reference).map(|t| at.saturating_duration_since(*t)))
+            .collect();
+        missing += expected.saturating_sub(matched.len() as u64);
+        latencies.extend(matched);
     }
     let summary = summarise("feed_event", latencies, missing, sending);
     if args.json {
@@ -117,30 +118,28 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One subscriber: connects, subscribes, and returns (latencies, events it never got).
+/// One subscriber: connects, subscribes, and returns each registration it
+/// received with the time it arrived. Arrival times are matched with send times
+/// only once every mutation has been answered: an event often beats its own
+/// mutation's response, and waiting for it here would spin on the cores the
+/// server needs.
 async fn subscriber(
     url: &str,
     token: Option<&str>,
     community: &str,
     index: usize,
-    sent: Sent,
     expected: usize,
     deadline: Instant,
-) -> anyhow::Result<tokio::task::JoinHandle<(Vec<Duration>, u64)>> {
-    let mut request = url.into_client_request()?;
-    request.headers_mut().insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse()?);
-    let (mut ws, _) =
-        tokio_tungstenite::connect_async(request).await.with_context(|| format!("subscriber {index} connecting"))?;
-    ws.send(Message::text(crate::client::connection_init(token).to_string())).await?;
+) -> anyhow::Result<tokio::task::JoinHandle<Vec<(String, Instant)>>> {
     let query = "subscription($c: String!) { communityEvents(communityCode: $c) { kind reference } }";
-    ws.send(Message::text(
-        json!({ "id": "1", "type": "subscribe", "payload": { "query": query, "variables": { "c": community } } })
-            .to_string(),
-    ))
-    .await?;
+    let mut ws = crate::client::subscribe(url, token, query, community)
+        .await
+        .with_context(|| format!("subscriber {index} connecting"))?;
     Ok(tokio::spawn(async move {
-        let mut latencies = Vec::with_capacity(expected);
-        while latencies.len() < expected {
+        let mut received = Vec::with_capacity(expected);
+        // Events lost behind a MISSED notice never come: the loop also ends at
+        // the deadline or after 10 s of silence.
+        while received.len() < expected {
             let left = deadline.saturating_duration_since(Instant::now());
             let Ok(Some(Ok(Message::Text(text)))) =
                 tokio::time::timeout(left.min(Duration::from_secs(10)), ws.next()).await
@@ -158,22 +157,10 @@ async fn subscriber(
             if event["kind"] != "REGISTERED" {
                 continue;
             }
-            let Some(reference) = event["reference"].as_str() else { continue };
-            // The event can beat the mutation's own response: wait for the send time.
-            let sent_at = loop {
-                if let Some(t) = sent.lock().unwrap_or_else(|e| e.into_inner()).get(reference).copied() {
-                    break Some(t);
-                }
-                if Instant::now() > deadline {
-                    break None;
-                }
-                tokio::task::yield_now().await;
-            };
-            if let Some(t) = sent_at {
-                latencies.push(now.saturating_duration_since(t));
+            if let Some(reference) = event["reference"].as_str() {
+                received.push((reference.to_string(), now));
             }
         }
-        let missing = (expected - latencies.len()) as u64;
-        (latencies, missing)
+        received
     }))
 }

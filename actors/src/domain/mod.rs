@@ -33,6 +33,7 @@ mod proposal;
 mod provider;
 mod registration;
 mod shard;
+mod staff;
 mod time;
 mod transfer;
 
@@ -47,6 +48,7 @@ pub use proposal::{Proposal, ProposalStatus, Responder, ScoreExplanation, ScoreP
 pub use provider::{Capacity, ComplexityMix, Provider, ProviderKind};
 pub use registration::{Decline, Registration, RegistrationStatus, TransitionRefused, parse_reason};
 pub use shard::{CommunityCode, HaCode, ShardKey};
+pub use staff::{MAX_STAFF_PER_CLINIC, StaffInput, StaffMember};
 pub use time::{DAY_MS, Timestamp};
 pub use transfer::{PanelTransfer, TransferKey, TransferStatus};
 

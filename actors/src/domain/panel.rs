@@ -7,7 +7,8 @@ use super::{DateOfBirth, FacilityNumber, PersonName, Phn, ProposalId, ProviderId
 /// How a patient came onto a panel.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PanelSource {
-    /// Matched from the waitlist and accepted.
+    /// Matched from the waitlist and accepted, before matched entries named
+    /// their clinic (kept so stored entries still read back; no longer written).
     Match {
         /// The accepted proposal.
         proposal: ProposalId,
@@ -31,13 +32,23 @@ pub enum PanelSource {
         /// The clinic the panel was moved to.
         facility: FacilityNumber,
     },
+    /// Matched from the waitlist and accepted.
+    Matched {
+        /// The accepted proposal.
+        proposal: ProposalId,
+        /// The registration it came from.
+        reference: RegistrationRef,
+        /// The clinic the patient joins: the provider's only clinic when they
+        /// practise at exactly one, else none (see [`Provider::sole_clinic`](super::Provider::sole_clinic)).
+        facility: Option<FacilityNumber>,
+    },
 }
 
 impl PanelSource {
     /// The registration the patient came from, when they came off the waitlist.
     pub fn reference(&self) -> Option<RegistrationRef> {
         match self {
-            PanelSource::Match { reference, .. } => Some(*reference),
+            PanelSource::Match { reference, .. } | PanelSource::Matched { reference, .. } => Some(*reference),
             PanelSource::Submitted { reference, .. } => *reference,
             PanelSource::Upload | PanelSource::Transferred { .. } => None,
         }
@@ -47,6 +58,7 @@ impl PanelSource {
     pub fn facility(&self) -> Option<&FacilityNumber> {
         match self {
             PanelSource::Submitted { facility, .. } | PanelSource::Transferred { facility, .. } => Some(facility),
+            PanelSource::Matched { facility, .. } => facility.as_ref(),
             PanelSource::Match { .. } | PanelSource::Upload => None,
         }
     }

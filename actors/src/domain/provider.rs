@@ -123,3 +123,16 @@ pub struct Provider {
     /// Last change.
     pub updated_at: Timestamp,
 }
+
+impl Provider {
+    /// The clinic a patient matched to this provider joins: the one clinic
+    /// they practise at. With several, a match names none, because nothing in
+    /// a proposal says which clinic the household will go to, and guessing
+    /// would put patients in the wrong clinic's reports (docs/DECISIONS.md 22).
+    pub fn sole_clinic(&self) -> Option<&FacilityNumber> {
+        match self.clinics.as_slice() {
+            [only] => Some(only),
+            _ => None,
+        }
+    }
+}

@@ -55,6 +55,22 @@ impl RowStatus {
         }
     }
 
+    /// Every status, in a stable order.
+    pub const ALL: [RowStatus; 7] = [
+        RowStatus::Accepted,
+        RowStatus::AttachedFromWaitlist,
+        RowStatus::AlreadyOnPanel,
+        RowStatus::InvalidPhn,
+        RowStatus::Malformed,
+        RowStatus::Duplicate,
+        RowStatus::Conflict,
+    ];
+
+    /// Parses [`name`](Self::name) (a report read back from the API).
+    pub fn parse(name: &str) -> Option<Self> {
+        RowStatus::ALL.into_iter().find(|s| s.name() == name)
+    }
+
     /// Whether the patient is on the panel after the submission.
     pub fn on_panel(self) -> bool {
         matches!(self, RowStatus::Accepted | RowStatus::AttachedFromWaitlist | RowStatus::AlreadyOnPanel)
@@ -195,6 +211,11 @@ pub struct PanelReport {
     pub complexity_known: u32,
     /// Of those, patients with a complex need.
     pub complex: u32,
+    /// In a clinic's report: patients of this provider not counted for the
+    /// clinic, because they are on the panel at another clinic or (for a
+    /// provider at several clinics) carry no clinic at all. 0 in a provider's
+    /// own report.
+    pub not_at_clinic: u32,
 }
 
 impl PanelReport {
@@ -208,6 +229,7 @@ impl PanelReport {
         self.seniors += other.seniors;
         self.complexity_known += other.complexity_known;
         self.complex += other.complex;
+        self.not_at_clinic += other.not_at_clinic;
     }
 }
 
@@ -248,4 +270,17 @@ pub struct TransferAccepted {
     pub moved: Vec<Phn>,
     /// PHNs held by someone else entirely: the source's entry was stale; drop it too.
     pub skipped: Vec<Phn>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RowStatus;
+
+    #[test]
+    fn row_statuses_parse_back_from_their_names() {
+        for status in RowStatus::ALL {
+            assert_eq!(RowStatus::parse(status.name()), Some(status));
+        }
+        assert_eq!(RowStatus::parse("accepted"), None);
+    }
 }

@@ -24,7 +24,7 @@ use crate::store::{Batch, CasOutcome, Epoch, PhnClaim, PhnHolder, Record, Record
 
 use super::messages::*;
 use super::state::{Change, ShardState, days_before};
-use super::{delegation, plan};
+use super::{delegation, plan, staff};
 
 /// Settings every shard shares.
 #[derive(Debug, Clone)]
@@ -207,6 +207,21 @@ impl ShardActor {
                 answer!(reply, rt.state.clinic(&f).cloned().ok_or_else(|| AttachError::not_found("clinic")))
             }
             ShardMsg::ListClinics(reply) => answer!(reply, Ok(rt.state.clinics().cloned().collect())),
+            ShardMsg::AddClinicStaff { facility, input, who, reply } => {
+                let result = match staff::add(&rt.state, &who, &facility, input, now) {
+                    Ok((change, member)) => rt.commit(change, now).await.map(|_| member),
+                    Err(e) => Err(e),
+                };
+                answer!(reply, result)
+            }
+            ShardMsg::RemoveClinicStaff { facility, subject, who, reply } => {
+                let result = match staff::remove(&rt.state, &who, &facility, &subject) {
+                    Ok((change, member)) => rt.commit(change, now).await.map(|_| member),
+                    Err(e) => Err(e),
+                };
+                answer!(reply, result)
+            }
+            ShardMsg::ClinicStaff(facility, who, reply) => answer!(reply, staff::visible(&rt.state, &who, &facility)),
             ShardMsg::RunMatching(reply) => {
                 let ttl = i64::try_from(rt.config.proposal_ttl.as_millis()).unwrap_or(14 * DAY_MS);
                 let result = match plan::run_matching(&rt.state, &rt.config.policy, ttl, now) {

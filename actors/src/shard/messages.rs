@@ -9,7 +9,7 @@ use crate::access::Principal;
 use crate::domain::{
     Capacity, Clinic, DelegateId, Endorsement, EndorsementId, EndorsementStep, FacilityNumber, Household, Need,
     PanelEntry, PanelTransfer, Phn, Proposal, ProposalId, ProposalStatus, Provider, ProviderId, Registration,
-    RegistrationRef, Timestamp, TransferKey,
+    RegistrationRef, StaffInput, StaffMember, Timestamp, TransferKey,
 };
 use crate::error::AttachError;
 use crate::panel::{ChunkAnswer, PanelChunk, PanelReport, Release, TransferAccepted, TransferRequest, Transferring};
@@ -150,6 +150,30 @@ pub enum ShardMsg {
     GetClinic(FacilityNumber, Reply<Clinic>),
     /// Every clinic here.
     ListClinics(Reply<Vec<Clinic>>),
+    /// Add a member to a clinic's staff list (by its medical director).
+    AddClinicStaff {
+        /// The clinic.
+        facility: FacilityNumber,
+        /// The member.
+        input: StaffInput,
+        /// Who asks.
+        who: Principal,
+        /// Where to answer.
+        reply: Reply<StaffMember>,
+    },
+    /// Take a member off a clinic's staff list (by its medical director); answers the member removed.
+    RemoveClinicStaff {
+        /// The clinic.
+        facility: FacilityNumber,
+        /// The member's sign-in subject.
+        subject: DelegateId,
+        /// Who asks.
+        who: Principal,
+        /// Where to answer.
+        reply: Reply<StaffMember>,
+    },
+    /// The part of a clinic's staff list the caller may see.
+    ClinicStaff(FacilityNumber, Principal, Reply<Vec<StaffMember>>),
     /// Run the matcher.
     RunMatching(Reply<Vec<Proposal>>),
     /// Proposals, newest first, optionally by status and provider.
@@ -302,6 +326,9 @@ impl ShardMsg {
             ShardMsg::UpsertClinic(..) => "upsertClinic",
             ShardMsg::GetClinic(..) => "getClinic",
             ShardMsg::ListClinics(..) => "listClinics",
+            ShardMsg::AddClinicStaff { .. } => "addClinicStaff",
+            ShardMsg::RemoveClinicStaff { .. } => "removeClinicStaff",
+            ShardMsg::ClinicStaff(..) => "clinicStaff",
             ShardMsg::RunMatching(..) => "runMatching",
             ShardMsg::ListProposals { .. } => "listProposals",
             ShardMsg::GetProposal(..) => "getProposal",

@@ -6,6 +6,7 @@ pub mod directory;
 pub mod messages;
 mod panels;
 pub mod plan;
+pub mod staff;
 pub mod state;
 pub mod supervisor;
 

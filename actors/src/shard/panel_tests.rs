@@ -161,6 +161,30 @@ async fn a_transfer_moves_every_patient_once_and_can_be_run_again() {
 }
 
 #[tokio::test]
+async fn a_clinics_report_counts_only_the_part_of_each_panel_at_that_clinic() {
+    let w = world(ShardConfig::default()).await;
+    let s = &w.system;
+    let (f1, f2) = (clinic(s, "0F111", "111").await, clinic(s, "0F222", "111").await);
+    // A practises at both clinics, B at the first only; each reported 1,000 before Attach.
+    let a = provider(s, "P1111", "111", 0).await;
+    let b = provider(s, "P2222", "111", 0).await;
+    for (f, p) in [(&f1, &a), (&f2, &a), (&f1, &b)] {
+        s.set_provider_clinic(&sys(), f, p, true).await.unwrap();
+    }
+    submit(s, &a, &f1, &csv_of(&[phn(1), phn(2), phn(3)], "0F111")).await;
+    submit(s, &a, &f2, &csv_of(&[phn(4), phn(5)], "0F222")).await;
+    submit(s, &b, &f1, &csv_of(&[phn(6)], "0F111")).await;
+
+    let counts = |r: &crate::panel::PanelReport| (r.panel_size, r.reported, r.itemised, r.not_at_clinic);
+    let first = s.clinic_panel_reports(&sys(), &f1).await.unwrap();
+    assert_eq!(first.iter().map(counts).collect::<Vec<_>>(), [(3, 0, 3, 1002), (1001, 1000, 1, 0)]);
+    let second = s.clinic_panel_reports(&sys(), &f2).await.unwrap();
+    assert_eq!(second.iter().map(counts).collect::<Vec<_>>(), [(2, 0, 2, 1003)]);
+    assert_eq!(counts(&s.panel_report(&sys(), &a).await.unwrap()), (1005, 1000, 5, 0), "the whole panel");
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn only_the_provider_their_delegate_and_the_clinics_director_change_panels() {
     let w = world(ShardConfig::default()).await;
     let s = &w.system;
@@ -231,5 +255,88 @@ async fn free_places_honour_accepting_the_monthly_rate_and_the_desired_size() {
     assert_eq!(s.provider(&sys(), &doc).await.unwrap().free_places, 5);
     s.set_capacity(&sys(), &doc, capacity(false, 5, 5000)).await.unwrap();
     assert_eq!(s.provider(&sys(), &doc).await.unwrap().free_places, 0, "not accepting");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_matched_patient_joins_the_providers_only_clinic_and_no_clinic_when_there_are_several() {
+    let w = world(ShardConfig::default()).await;
+    let s = &w.system;
+    let (f1, f2) = (clinic(s, "0F111", "111").await, clinic(s, "0F222", "111").await);
+    let single = provider(s, "P1111", "111", 2).await;
+    s.set_provider_clinic(&sys(), &f1, &single, true).await.unwrap();
+    let several = provider(s, "P2222", "111", 2).await;
+    s.set_provider_clinic(&sys(), &f1, &several, true).await.unwrap();
+    s.set_provider_clinic(&sys(), &f2, &several, true).await.unwrap();
+    // Each provider takes at most 2 a month: the two households of two go one to each.
+    s.register(&sys(), &c("111"), household(&[phn(1), phn(2)], &[])).await.unwrap();
+    s.register(&sys(), &c("111"), household(&[phn(3), phn(4)], &[])).await.unwrap();
+    let proposals = s.run_matching(&sys(), &c("111")).await.unwrap();
+    assert_eq!(proposals.iter().map(|p| &p.provider).collect::<std::collections::BTreeSet<_>>().len(), 2);
+    for p in &proposals {
+        s.answer(&sys(), &p.id, crate::shard::Answer::Accept).await.unwrap();
+    }
+    let entries = |provider| async move { s.panel(&sys(), provider, 0, 10).await.unwrap().items };
+    let one = entries(&single).await;
+    assert_eq!(one.len(), 2);
+    for e in &one {
+        assert!(matches!(e.source, PanelSource::Matched { .. }), "{:?}", e.source);
+        assert_eq!(e.source.facility(), Some(&f1), "a provider at one clinic: that clinic");
+        assert!(e.source.reference().is_some(), "still counted as off the waitlist");
+    }
+    let two = entries(&several).await;
+    assert_eq!(two.len(), 2);
+    assert!(two.iter().all(|e| e.source.facility().is_none()), "several clinics: none is guessed");
+    // Matched patients are still new attachments for the monthly rate.
+    assert_eq!(s.provider(&sys(), &single).await.unwrap().free_places, 0);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_clinics_staff_list_is_kept_by_its_director_audited_and_published() {
+    let w = world(ShardConfig::default()).await;
+    let s = &w.system;
+    let f = clinic(s, "0F111", "111").await;
+    let md = Principal::new("md-1", Role::MedicalDirector, Some(ProviderId::parse("MD999").unwrap()), Scope::default());
+    let other_md =
+        Principal::new("md-2", Role::MedicalDirector, Some(ProviderId::parse("MD888").unwrap()), Scope::default());
+    let (_, mut feed) = s.subscribe(&sys(), &c("111")).unwrap();
+    let input = |subject: &str, title: &str| StaffInput::parse(subject, "Jo Tremblay", title).unwrap();
+
+    let moa = s.add_clinic_staff(&md, &f, input("moa-1", "MOA")).await.unwrap();
+    assert_eq!(feed.recv().await.unwrap().kind, EventKind::ClinicUpdated { facility: "0F111".into() });
+    s.add_clinic_staff(&md, &f, input("rn-1", "Nurse")).await.unwrap();
+    let code = |r: Result<StaffMember, crate::error::AttachError>| r.unwrap_err().code;
+    assert_eq!(code(s.add_clinic_staff(&md, &f, input("moa-1", "Nurse")).await), ErrorCode::Conflict);
+    assert_eq!(code(s.add_clinic_staff(&other_md, &f, input("moa-2", "MOA")).await), ErrorCode::Forbidden);
+    let unknown = FacilityNumber::parse("0F999").unwrap();
+    assert_eq!(code(s.add_clinic_staff(&md, &unknown, input("moa-2", "MOA")).await), ErrorCode::NotFound);
+    let coordinator = Principal::new("c-1", Role::Coordinator, None, Scope::province());
+    assert_eq!(code(s.add_clinic_staff(&coordinator, &f, input("moa-2", "MOA")).await), ErrorCode::Forbidden);
+    let nobody = DelegateId::parse("moa-9").unwrap();
+    assert_eq!(code(s.remove_clinic_staff(&md, &f, &nobody).await), ErrorCode::NotFound);
+    assert_eq!(code(s.remove_clinic_staff(&other_md, &f, &moa.subject).await), ErrorCode::Forbidden);
+    let names = |list: Vec<StaffMember>| list.into_iter().map(|m| m.subject.to_string()).collect::<Vec<_>>();
+    assert_eq!(names(s.clinic_staff(&md, &f).await.unwrap()), ["moa-1", "rn-1"], "refusals changed nothing");
+
+    assert_eq!(s.remove_clinic_staff(&md, &f, &moa.subject).await.unwrap(), moa);
+    assert_eq!(feed.recv().await.unwrap().kind, EventKind::ClinicUpdated { facility: "0F111".into() });
+    assert_eq!(names(s.clinic_staff(&md, &f).await.unwrap()), ["rn-1"]);
+    let nurse = Principal::new("rn-1", Role::Delegate, None, Scope::default());
+    assert_eq!(names(s.clinic_staff(&nurse, &f).await.unwrap()), ["rn-1"], "a member sees their own entry");
+    assert_eq!(s.clinic_staff(&other_md, &f).await.unwrap_err().code, ErrorCode::Forbidden);
+
+    // Every attempt, refused or not, left one audit record naming clinic and member.
+    let ops = Principal::new("ops-1", Role::Operations, None, Scope::province());
+    let query = crate::audit::AuditQuery {
+        operation: Some(crate::access::Operation::ManageClinicStaff),
+        limit: 100,
+        ..Default::default()
+    };
+    let audit = s.audit_log(&ops, query).await.unwrap();
+    assert_eq!(audit.len(), 9);
+    assert_eq!(audit.iter().filter(|r| r.outcome == crate::audit::Outcome::Ok).count(), 3);
+    assert_eq!(audit[0].target.as_deref(), Some("0F111/moa-1"));
+    assert_eq!(audit[0].shard.as_ref().map(|s| s.community.as_str()), Some("111"));
     s.stop().await;
 }

@@ -537,13 +537,26 @@ impl ShardRuntime {
             .filter(|p| provider.is_none_or(|id| &p.id == id))
             .filter(|p| facility.is_none_or(|f| p.clinics.contains(f)))
             .map(|p| {
-                let mut r = PanelReport {
-                    provider: Some(p.id.clone()),
-                    panel_size: self.state.panel_size(p),
-                    reported: p.reported_panel_size,
-                    ..PanelReport::default()
+                // In a clinic's report, an entry without a clinic (and the count
+                // reported before Attach) belongs to the clinic only when the
+                // provider practises nowhere else.
+                let only_here = facility.is_none_or(|f| p.clinics.as_slice() == std::slice::from_ref(f));
+                let counts = |entry_facility: Option<&FacilityNumber>| match (facility, entry_facility) {
+                    (None, _) => true,
+                    (Some(f), Some(at)) => f == at,
+                    (Some(_), None) => only_here,
                 };
+                let mut r = PanelReport { provider: Some(p.id.clone()), ..PanelReport::default() };
+                if only_here {
+                    r.reported = p.reported_panel_size;
+                } else {
+                    r.not_at_clinic = p.reported_panel_size;
+                }
                 for e in self.state.panel(&p.id).into_iter().flat_map(|panel| panel.values()) {
+                    if !counts(e.source.facility()) {
+                        r.not_at_clinic += 1;
+                        continue;
+                    }
                     r.itemised += 1;
                     match AgeGroup::of_age(e.date_of_birth.age_on(today)) {
                         AgeGroup::Child => r.children += 1,
@@ -560,6 +573,7 @@ impl ShardRuntime {
                         r.complex += u32::from(m.needs.iter().any(|n| n.is_complex()));
                     }
                 }
+                r.panel_size = r.reported + r.itemised;
                 r
             })
             .collect();

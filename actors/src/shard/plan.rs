@@ -238,6 +238,7 @@ pub fn answer(
         Answer::Accept => {
             let next = proposal.accept(now)?;
             change.upserts.push(Record::Registration(reg.attach(proposal.provider.clone(), now)?));
+            let facility = state.provider(&proposal.provider).and_then(|p| p.sole_clinic()).cloned();
             for m in &reg.household.members {
                 change.upserts.push(Record::PanelEntry(PanelEntry {
                     provider: proposal.provider.clone(),
@@ -246,7 +247,11 @@ pub fn answer(
                     surname: m.surname.clone(),
                     date_of_birth: m.date_of_birth,
                     attached_at: now,
-                    source: PanelSource::Match { proposal: *id, reference: reg.reference },
+                    source: PanelSource::Matched {
+                        proposal: *id,
+                        reference: reg.reference,
+                        facility: facility.clone(),
+                    },
                 }));
             }
             change.events.push(EventKind::Accepted {

@@ -9,9 +9,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use crate::domain::{
-    Clinic, DAY_MS, Endorsement, EndorsementId, EventKind, FacilityNumber, PanelEntry, PanelTransfer, Phn, Proposal,
-    ProposalId, ProposalStatus, Provider, ProviderId, Registration, RegistrationRef, RegistrationStatus, ShardKey,
-    Timestamp, TransferKey,
+    Clinic, DAY_MS, DelegateId, Endorsement, EndorsementId, EventKind, FacilityNumber, PanelEntry, PanelTransfer, Phn,
+    Proposal, ProposalId, ProposalStatus, Provider, ProviderId, Registration, RegistrationRef, RegistrationStatus,
+    ShardKey, StaffMember, Timestamp, TransferKey,
 };
 use crate::store::{Locator, Record, RecordKey};
 
@@ -57,6 +57,8 @@ pub struct ShardState {
     endorsements: BTreeMap<EndorsementId, Endorsement>,
     /// Panel transfers out of providers homed here, by source provider and key.
     transfers: BTreeMap<(ProviderId, TransferKey), PanelTransfer>,
+    /// The staff lists of clinics here, by clinic then subject.
+    staff: BTreeMap<(FacilityNumber, DelegateId), StaffMember>,
     /// People attached, by attachment time, for rates and "this week".
     attachments: BTreeMap<Timestamp, u32>,
     /// The latest registration time in the shard, so the next one is later:
@@ -79,6 +81,7 @@ impl ShardState {
             panels: HashMap::new(),
             endorsements: BTreeMap::new(),
             transfers: BTreeMap::new(),
+            staff: BTreeMap::new(),
             attachments: BTreeMap::new(),
             latest_registration: Timestamp(i64::MIN),
         }
@@ -149,6 +152,9 @@ impl ShardState {
             Record::Transfer(t) => {
                 self.transfers.insert((t.from.clone(), t.key.clone()), t);
             }
+            Record::ClinicStaff(m) => {
+                self.staff.insert((m.facility.clone(), m.subject.clone()), m);
+            }
         }
     }
 
@@ -180,6 +186,9 @@ impl ShardState {
             }
             RecordKey::Transfer(provider, key) => {
                 self.transfers.remove(&(provider.clone(), key.clone()));
+            }
+            RecordKey::ClinicStaff(facility, subject) => {
+                self.staff.remove(&(facility.clone(), subject.clone()));
             }
         }
     }
@@ -301,6 +310,16 @@ impl ShardState {
     /// Every clinic here, by facility number.
     pub fn clinics(&self) -> impl Iterator<Item = &Clinic> {
         self.clinics.values()
+    }
+
+    /// A clinic's staff list, by subject.
+    pub fn staff_of<'a>(&'a self, facility: &'a FacilityNumber) -> impl Iterator<Item = &'a StaffMember> + 'a {
+        self.staff.values().filter(move |m| &m.facility == facility)
+    }
+
+    /// One member of a clinic's staff.
+    pub fn staff_member(&self, facility: &FacilityNumber, subject: &DelegateId) -> Option<&StaffMember> {
+        self.staff.get(&(facility.clone(), subject.clone()))
     }
 
     /// A provider's itemised panel, by PHN.

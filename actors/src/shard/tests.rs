@@ -239,6 +239,9 @@ async fn everything_acknowledged_survives_a_restart() {
         medical_director: Some(doc.clone()),
     };
     w.system.upsert_clinic(&sys(), &c("112"), clinic).await.unwrap();
+    let facility = FacilityNumber::parse("00A12").unwrap();
+    let moa = StaffInput::parse("moa-1", "Jo Tremblay", "MOA").unwrap();
+    let added = w.system.add_clinic_staff(&sys(), &facility, moa).await.unwrap();
     let r = w.system.register(&sys(), &c("112"), household(&[phn(1), phn(2)], &[Need::Pregnancy])).await.unwrap();
     let p = w.system.run_matching(&sys(), &c("112")).await.unwrap().pop().unwrap();
     w.system.answer(&sys(), &p.id, Answer::Accept).await.unwrap();
@@ -256,6 +259,7 @@ async fn everything_acknowledged_survives_a_restart() {
         again.clinic(&sys(), &FacilityNumber::parse("00A12").unwrap()).await.unwrap().name,
         "Fernie Family Practice"
     );
+    assert_eq!(again.clinic_staff(&sys(), &facility).await.unwrap(), [added], "the staff list survives");
     let dup = again.register(&sys(), &c("111"), household(&[phn(2)], &[])).await.unwrap_err();
     assert_eq!(dup.code, ErrorCode::Conflict, "claims survive too");
     again.stop().await;

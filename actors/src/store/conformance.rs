@@ -60,6 +60,7 @@ checks!(
     concurrent_commits_all_land,
     data_survives_reopen,
     audit_log_appends_and_pages,
+    transfers_and_staff_keep_distinct_keys,
 );
 
 /// Runs every check, each on a fresh harness from `fresh`, and reports all that failed.
@@ -106,6 +107,7 @@ macro_rules! store_conformance_tests {
             concurrent_commits_all_land,
             data_survives_reopen,
             audit_log_appends_and_pages,
+            transfers_and_staff_keep_distinct_keys,
         );
     };
     (@tests $fresh:expr; $($check:ident),+ $(,)?) => {
@@ -184,6 +186,79 @@ pub async fn audit_log_appends_and_pages(h: &dyn Harness) -> anyhow::Result<()> 
     let store = h.open().await?;
     let again = store.audit_page(&AuditQuery { limit: 10, ..Default::default() }).await?;
     ensure!(again == everything, "the audit log did not survive reopening");
+    Ok(())
+}
+
+/// Panel transfers (keyed by source provider and idempotency key) and clinic
+/// staff members (keyed by clinic and subject) are separate rows even when one
+/// key's parts are prefixes of another's; an upsert replaces one and a delete
+/// removes one, leaving its neighbours; all of it survives reopening.
+pub async fn transfers_and_staff_keep_distinct_keys(h: &dyn Harness) -> anyhow::Result<()> {
+    use crate::domain::{DelegateId, FacilityNumber, TransferKey, TransferStatus};
+
+    let s = shard("IHA/114");
+    let world = World::new(&s, 4);
+    let transfer = |from: &crate::domain::ProviderId, key: &str| crate::domain::PanelTransfer {
+        from: from.clone(),
+        key: TransferKey::parse(key).expect("fixture keys are valid"),
+        ..world.transfer.clone()
+    };
+    let member = |facility: &str, subject: &str| crate::domain::StaffMember {
+        facility: FacilityNumber::parse(facility).expect("fixture facilities are valid"),
+        subject: DelegateId::parse(subject).expect("fixture subjects are valid"),
+        ..world.staff.clone()
+    };
+    let (p1, p12) = (provider_id(1), crate::domain::ProviderId::parse("P000012").context("fixture provider")?);
+    // `P00001` is a prefix of `P000012`, `k` of `k-2`, `moa-1` of `moa-10`, and
+    // `F0001` + `moa` reads like another split of the same characters.
+    let transfers = [transfer(&p1, "k"), transfer(&p1, "k-2"), transfer(&p12, "k"), transfer(&p12, "2-k")];
+    let staff = [member("F0001", "moa-1"), member("F0001", "moa-10"), member("F0002", "moa-1"), member("F0001", "1")];
+    let records: Vec<Record> =
+        transfers.iter().cloned().map(Record::Transfer).chain(staff.iter().cloned().map(Record::ClinicStaff)).collect();
+    let keys: std::collections::BTreeSet<RecordKey> = records.iter().map(Record::key).collect();
+    ensure!(keys.len() == records.len(), "the fixture's keys are not distinct");
+
+    {
+        let store = h.open().await?;
+        let epoch = store.acquire_shard(&s, "node-1").await?;
+        store.commit(&s, epoch, &Batch { upserts: records.clone(), ..Batch::default() }).await?;
+        let image = store.load_shard(&s).await?;
+        ensure!(
+            sorted(image.records) == sorted(records.clone()),
+            "load_shard does not return each transfer and member"
+        );
+        for record in &records {
+            let found = store.read(&s, &record.key()).await?;
+            ensure!(found.as_ref() == Some(record), "read({:?}) returned {found:?}", record.key());
+        }
+
+        // Progress replaces one transfer; removing one staff member leaves the others.
+        let progressed = crate::domain::PanelTransfer {
+            moved: 7,
+            status: TransferStatus::Completed,
+            updated_at: at(99),
+            ..transfers[0].clone()
+        };
+        let gone = staff[0].clone();
+        let batch = Batch {
+            upserts: vec![Record::Transfer(progressed.clone())],
+            deletes: vec![Record::ClinicStaff(gone.clone()).key()],
+            ..Batch::default()
+        };
+        store.commit(&s, epoch, &batch).await?;
+        let found = store.read(&s, &Record::Transfer(progressed.clone()).key()).await?;
+        ensure!(found == Some(Record::Transfer(progressed)), "a transfer's progress did not replace it: {found:?}");
+        ensure!(store.read(&s, &Record::ClinicStaff(gone).key()).await?.is_none(), "a removed member can be read");
+        for neighbour in records.iter().enumerate().filter(|(i, _)| ![0, 4].contains(i)).map(|(_, r)| r) {
+            let found = store.read(&s, &neighbour.key()).await?;
+            ensure!(found.as_ref() == Some(neighbour), "a change to its neighbour touched {:?}", neighbour.key());
+        }
+    }
+    let store = h.open().await.context("reopening the store")?;
+    let image = store.load_shard(&s).await?;
+    ensure!(image.records.len() == records.len() - 1, "after reopening the shard has {} rows", image.records.len());
+    let completed = image.records.iter().filter(|r| matches!(r, Record::Transfer(t) if t.moved == 7)).count();
+    ensure!(completed == 1, "the transfer's progress was lost across a reopen");
     Ok(())
 }
 
@@ -593,8 +668,9 @@ pub mod fixtures {
     use crate::domain::{
         AgeGroup, Capacity, Clinic, ComplexityMix, DateOfBirth, DelegateId, Endorsement, EndorsementId,
         EndorsementStatus, Event, EventKind, FacilityNumber, Household, Language, Member, Need, PanelEntry,
-        PanelSource, Party, PersonName, Phn, Proposal, ProposalId, ProposalStatus, Provider, ProviderId, ProviderKind,
-        Registration, RegistrationRef, ScoreExplanation, ScorePart, ShardKey, Timestamp,
+        PanelSource, PanelTransfer, Party, PersonName, Phn, Proposal, ProposalId, ProposalStatus, Provider, ProviderId,
+        ProviderKind, Registration, RegistrationRef, ScoreExplanation, ScorePart, ShardKey, StaffMember, Timestamp,
+        TransferKey, TransferStatus,
     };
     use crate::store::{Batch, Locator, PhnClaim, PhnHolder, Record, RecordKey};
 
@@ -667,6 +743,10 @@ pub mod fixtures {
         pub entry: PanelEntry,
         /// The provider's delegation to a staff member.
         pub endorsement: Endorsement,
+        /// A transfer of the provider's panel, part way.
+        pub transfer: PanelTransfer,
+        /// A member of the clinic's staff.
+        pub staff: StaffMember,
     }
 
     impl World {
@@ -764,7 +844,37 @@ pub mod fixtures {
                     at(-20),
                 )
             };
-            World { shard: shard.clone(), registration, proposal, provider, clinic, entry, endorsement }
+            let transfer = PanelTransfer {
+                key: TransferKey::parse(&format!("move-{i}")).expect("move-N is a valid transfer key"),
+                from: entry.provider.clone(),
+                to: self::provider_id(2_000 + i),
+                to_shard: shard.clone(),
+                facility: clinic.facility.clone(),
+                status: TransferStatus::Running,
+                total: 1_180,
+                moved: 500,
+                skipped: 2,
+                started_at: at(-10),
+                updated_at: at(-5),
+            };
+            let staff = StaffMember {
+                facility: clinic.facility.clone(),
+                subject: endorsement.delegate.clone(),
+                name: "Zoë Tremblay-Nguyen".into(),
+                title: "MOA".into(),
+                added_at: at(-25),
+            };
+            World {
+                shard: shard.clone(),
+                registration,
+                proposal,
+                provider,
+                clinic,
+                entry,
+                endorsement,
+                transfer,
+                staff,
+            }
         }
 
         /// Every record, as committed by [`World::batch`].
@@ -776,6 +886,8 @@ pub mod fixtures {
                 Record::Clinic(self.clinic.clone()),
                 Record::PanelEntry(self.entry.clone()),
                 Record::Endorsement(self.endorsement.clone()),
+                Record::Transfer(self.transfer.clone()),
+                Record::ClinicStaff(self.staff.clone()),
             ]
         }
 

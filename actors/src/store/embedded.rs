@@ -98,6 +98,16 @@ impl Default for EmbeddedOptions {
     }
 }
 
+/// The store file is open in another process (or another handle of this one):
+/// redb holds one lock per file. [`EmbeddedStore::open`] returns it inside its
+/// `anyhow::Error`, so callers can tell it apart (`err.downcast_ref`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the store file {path} is in use by another process (a running `attach serve`?)")]
+pub struct StoreLocked {
+    /// The file.
+    pub path: String,
+}
+
 /// What the writer has done since the store was opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WriteStats {
@@ -156,10 +166,13 @@ impl EmbeddedStore {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).with_context(|| format!("creating the data directory {}", dir.display()))?;
         }
-        let db = Database::builder()
-            .set_cache_size(options.cache_bytes)
-            .create(path)
-            .with_context(|| format!("opening the store file {}", path.display()))?;
+        let db = match Database::builder().set_cache_size(options.cache_bytes).create(path) {
+            Ok(db) => db,
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                return Err(StoreLocked { path: path.display().to_string() }.into());
+            }
+            Err(e) => return Err(e).with_context(|| format!("opening the store file {}", path.display())),
+        };
         prepare(&db).with_context(|| format!("preparing the store file {}", path.display()))?;
         let db = Arc::new(db);
         let counters = Arc::new(Counters::default());

@@ -36,8 +36,9 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::audit::{AuditQuery, AuditRecord};
 use crate::domain::{
-    Clinic, Endorsement, EndorsementId, Event, FacilityNumber, PanelEntry, PanelTransfer, Phn, Proposal, ProposalId,
-    Provider, ProviderId, Registration, RegistrationRef, Seq, ShardKey, Timestamp, TransferKey,
+    Clinic, DelegateId, Endorsement, EndorsementId, Event, FacilityNumber, PanelEntry, PanelTransfer, Phn, Proposal,
+    ProposalId, Provider, ProviderId, Registration, RegistrationRef, Seq, ShardKey, StaffMember, Timestamp,
+    TransferKey,
 };
 
 /// How long a shard lease lasts unless renewed, when the configuration does not say.
@@ -64,6 +65,8 @@ pub enum Record {
     Endorsement(Endorsement),
     /// A panel transfer out of a provider homed in the shard.
     Transfer(PanelTransfer),
+    /// A member of the staff of a clinic in the shard's community.
+    ClinicStaff(StaffMember),
 }
 
 /// The key of a [`Record`] within its shard.
@@ -83,6 +86,8 @@ pub enum RecordKey {
     Endorsement(EndorsementId),
     /// A transfer by its source provider and idempotency key.
     Transfer(ProviderId, TransferKey),
+    /// A staff member by clinic and sign-in subject.
+    ClinicStaff(FacilityNumber, DelegateId),
 }
 
 impl Record {
@@ -96,6 +101,7 @@ impl Record {
             Record::PanelEntry(e) => RecordKey::PanelEntry(e.provider.clone(), e.phn),
             Record::Endorsement(e) => RecordKey::Endorsement(e.id),
             Record::Transfer(t) => RecordKey::Transfer(t.from.clone(), t.key.clone()),
+            Record::ClinicStaff(m) => RecordKey::ClinicStaff(m.facility.clone(), m.subject.clone()),
         }
     }
 }

@@ -2,6 +2,7 @@
 //!
 //! - [`keys`]: the JWKS (a file or a URL), refreshed periodically and on an unknown key id;
 //! - [`token`]: the checks one token must pass, and its claims;
+//! - [`cache`]: tokens already verified, so a repeated token is checked once;
 //! - [`dev`]: the development key `attach serve` makes when no JWKS is configured,
 //!   and the minting `attach token` does with it.
 //!
@@ -11,6 +12,7 @@
 //! refused at the door with HTTP 401: a client that meant to sign in must
 //! learn that it did not.
 
+pub mod cache;
 pub mod dev;
 pub mod keys;
 pub mod token;
@@ -21,6 +23,7 @@ use std::time::Duration;
 use axum::http::{HeaderMap, header};
 
 use crate::config::Settings;
+use cache::TokenCache;
 use keys::{KeySource, Keys};
 use token::{Signed, TokenError, TokenRules};
 
@@ -28,6 +31,7 @@ use token::{Signed, TokenError, TokenRules};
 pub struct Authenticator {
     keys: Arc<Keys>,
     rules: TokenRules,
+    verified: TokenCache,
 }
 
 impl Authenticator {
@@ -57,6 +61,7 @@ impl Authenticator {
                 audience: auth.audience.clone(),
                 leeway_secs: auth.leeway_secs,
             },
+            verified: TokenCache::new(auth.verified_tokens, Duration::from_secs(auth.verified_token_secs)),
         })
     }
 
@@ -67,13 +72,24 @@ impl Authenticator {
 
     /// Verifies a token, reading the JWKS again (rate-limited) when it names
     /// a key not held yet: the identity provider may have rotated its keys.
+    /// A token verified lately against the same keys is not checked again,
+    /// but its `exp` is.
     pub async fn verify(&self, token: &str) -> Result<Signed, TokenError> {
-        match token::verify(token, &self.keys.current(), &self.rules) {
-            Err(TokenError::UnknownKey) if self.keys.refetch_for_unknown_key().await => {
-                token::verify(token, &self.keys.current(), &self.rules)
-            }
-            result => result,
+        let keys = self.keys.current();
+        if let Some(verdict) = self.verified.get(token, &keys, self.leeway()) {
+            return verdict;
         }
+        let (result, keys) = match token::verify(token, &keys, &self.rules) {
+            Err(TokenError::UnknownKey) if self.keys.refetch_for_unknown_key().await => {
+                let keys = self.keys.current();
+                (token::verify(token, &keys, &self.rules), keys)
+            }
+            result => (result, keys),
+        };
+        if let Ok(signed) = &result {
+            self.verified.put(token, keys, signed);
+        }
+        result
     }
 
     /// The principal of a request: `Ok(None)` without an `Authorization`

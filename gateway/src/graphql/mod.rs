@@ -10,6 +10,7 @@ mod inputs;
 mod mutation;
 mod panel;
 mod query;
+mod staff;
 pub mod types;
 
 use std::sync::Arc;
@@ -26,9 +27,9 @@ pub use query::QueryRoot;
 #[derive(MergedObject, Default)]
 pub struct Query(QueryRoot, feed::FeedQuery, access::AccessQuery, panel::PanelQuery);
 
-/// Every mutation: the waitlist and registry, delegation, and the provider side's panels.
+/// Every mutation: the waitlist and registry, delegation, the provider side's panels, clinic staff lists.
 #[derive(MergedObject, Default)]
-pub struct Mutation(MutationRoot, access::AccessMutation, panel::PanelMutation);
+pub struct Mutation(MutationRoot, access::AccessMutation, panel::PanelMutation, staff::StaffMutation);
 
 /// The schema type.
 pub type AttachSchema = Schema<Query, Mutation, SubscriptionRoot>;

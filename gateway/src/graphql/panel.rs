@@ -198,6 +198,10 @@ pub struct PanelReport {
     pub complexity_known: u32,
     /// Of those, patients with a complex need.
     pub complex: u32,
+    /// In a clinic's report: this provider's patients not counted for the clinic
+    /// (on the panel at another clinic, or without a clinic for a provider at
+    /// several). 0 in a provider's own report.
+    pub not_at_clinic: u32,
 }
 
 impl From<p::PanelReport> for PanelReport {
@@ -212,6 +216,7 @@ impl From<p::PanelReport> for PanelReport {
             seniors: r.seniors,
             complexity_known: r.complexity_known,
             complex: r.complex,
+            not_at_clinic: r.not_at_clinic,
         }
     }
 }
@@ -222,7 +227,7 @@ impl From<p::PanelReport> for PanelReport {
 pub struct ClinicPanelReport {
     /// The clinic.
     pub facility_number: String,
-    /// Each provider listed at the clinic (their whole panel).
+    /// Each provider listed at the clinic: the part of their panel at this clinic.
     pub providers: Vec<PanelReport>,
     /// The sum over those providers.
     pub total: PanelReport,

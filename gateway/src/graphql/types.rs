@@ -404,7 +404,7 @@ impl From<ProviderView> for Provider {
 
 /// A clinic.
 #[derive(SimpleObject)]
-#[graphql(serial)]
+#[graphql(serial, complex)]
 pub struct Clinic {
     /// Facility number.
     pub facility_number: String,
@@ -452,7 +452,9 @@ pub struct PanelPatient {
     pub service_code: String,
     /// The registration the patient came from, if they came off the waitlist.
     pub reference: Option<ID>,
-    /// The clinic the patient was submitted or transferred for (not recorded for matches).
+    /// The clinic the patient was submitted, transferred or matched for. A match
+    /// names the provider's clinic when they practise at exactly one; otherwise,
+    /// and for matches made before clinics were recorded, it is null.
     pub facility_number: Option<String>,
     /// How the patient came onto the panel.
     pub source: PanelPatientSource,
@@ -480,7 +482,7 @@ impl From<d::PanelEntry> for PanelPatient {
             reference: e.source.reference().map(|r| ID(r.to_string())),
             facility_number: e.source.facility().map(|f| f.to_string()),
             source: match e.source {
-                d::PanelSource::Match { .. } => PanelPatientSource::Matched,
+                d::PanelSource::Match { .. } | d::PanelSource::Matched { .. } => PanelPatientSource::Matched,
                 d::PanelSource::Upload | d::PanelSource::Submitted { .. } => PanelPatientSource::Submitted,
                 d::PanelSource::Transferred { .. } => PanelPatientSource::Transferred,
             },

@@ -7,12 +7,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use super::Args;
 use super::recorder::{Outcome, Recorder};
@@ -40,16 +39,10 @@ pub async fn start(args: &Args, target: &Target, recorder: Arc<Recorder>, deadli
     let mut tasks = Vec::with_capacity(args.subscribers);
     for i in 0..args.subscribers {
         let community = &target.communities[i % target.communities.len()];
-        let mut request = url.as_str().into_client_request()?;
-        request.headers_mut().insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse()?);
-        let (mut ws, _) =
-            tokio_tungstenite::connect_async(request).await.with_context(|| format!("subscriber {i} connecting"))?;
-        let init = crate::client::connection_init(args.token.as_deref());
-        ws.send(Message::text(init.to_string())).await?;
         let query = "subscription($c: String!) { communityEvents(communityCode: $c) { kind seq at } }";
-        let subscribe =
-            json!({ "id": "1", "type": "subscribe", "payload": { "query": query, "variables": { "c": community } } });
-        ws.send(Message::text(subscribe.to_string())).await?;
+        let mut ws = crate::client::subscribe(&url, args.token.as_deref(), query, community)
+            .await
+            .with_context(|| format!("subscriber {i} connecting"))?;
         let recorder = recorder.clone();
         tasks.push(tokio::spawn(async move {
             let (mut deliveries, mut missed) = (0u64, 0u64);

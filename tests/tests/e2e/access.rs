@@ -172,6 +172,13 @@ async fn set_up(c: &Client<'_>) {
     assert_eq!(done["advanceEndorsement"]["status"], "COMPLETED");
     let f = fresh(c, 0).await;
     c.ok(Provider, "mutation($id: ID!) { acceptProposal(id: $id) { status } }", json!({ "id": f.proposal })).await;
+    c.ok(
+        MedicalDirector,
+        r#"mutation { addClinicStaff(facilityNumber: "0F111", subject: "moa-1", name: "Mo Ahmed", title: "MOA") {
+             subject } }"#,
+        json!({}),
+    )
+    .await;
 }
 
 /// A new household, matched to P1.
@@ -214,6 +221,11 @@ async fn every_role_against_every_operation() {
         ("auditLog", ["U", "F", "F", "F", "F", "F", "F", "F", "F", "F", "O"]),
         ("startEndorsement", ["U", "F", "O", "F", "F", "F", "F", "F", "F", "F", "F"]),
         ("endorsements", ["U", "F", "O", "F", "O", "O", "F", "F", "F", "O", "F"]),
+        ("addClinicStaff", ["U", "F", "F", "F", "F", "F", "O", "F", "F", "F", "F"]),
+        // moa-1 is on the clinic's staff list (and sees their own entry); moa-9 is not.
+        ("clinicStaff", ["U", "F", "F", "F", "O", "F", "O", "F", "F", "O", "F"]),
+        // Last: the director's attempt removes moa-1 from the list.
+        ("removeClinicStaff", ["U", "F", "F", "F", "F", "F", "O", "F", "F", "F", "F"]),
     ];
     let mut failures = Vec::new();
     let mut n = 1;
@@ -284,6 +296,17 @@ fn request(op: &str, f: &Fresh, n: u32) -> (String, Value) {
             none,
         ),
         "endorsements" => (r#"{ endorsements(providerId: "P10001") { id } }"#.into(), none),
+        "addClinicStaff" => (
+            format!(
+                r#"mutation {{ addClinicStaff(facilityNumber: "0F111", subject: "staff-{n}", name: "Jo Doe",
+                   title: "MOA") {{ subject }} }}"#
+            ),
+            none,
+        ),
+        "clinicStaff" => (r#"{ clinic(facilityNumber: "0F111") { staff { subject } } }"#.into(), none),
+        "removeClinicStaff" => {
+            (r#"mutation { removeClinicStaff(facilityNumber: "0F111", subject: "moa-1") { subject } }"#.into(), none)
+        }
         other => panic!("no request written for {other}"),
     };
     (q, v)

@@ -3,6 +3,7 @@
 
 mod access;
 mod auth;
+mod clinics;
 mod feed;
 mod helpers;
 mod journey;

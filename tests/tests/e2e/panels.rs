@@ -451,3 +451,68 @@ async fn a_transfer_killed_half_way_resumes_with_every_patient_on_exactly_one_pa
     let back = submitted(&app, &t.p1, "P10001", format!("{}\n", row(1001, &surname(1))).as_bytes()).await;
     assert_eq!(statuses(&back), [(1, "CONFLICT".to_string())]);
 }
+
+/// Runs `attach panel import` with `args` after the file, and `env`; returns (success, stdout, stderr).
+fn import(file: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let mut cmd = std::process::Command::new(attach_bin());
+    cmd.current_dir(repo_root()).args(["panel", "import"]).arg(file).args(args).env_remove("ATTACH_TOKEN");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("attach panel import runs");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.success(), text(&out.stdout), text(&out.stderr))
+}
+
+#[tokio::test]
+async fn attach_panel_import_submits_to_a_running_server_and_refuses_its_locked_data_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::spawn(dir.path(), Spawn::default()).await;
+    let t = Tokens::mint(dir.path());
+    setup_registry(&app, &t).await;
+    let waiting = register(&app, "111", &[phn(81)]).await;
+    let file = dir.path().join("panel.csv");
+    let rows = [row(80, "Cli"), row(81, "Cli"), "9698648215,Tremblay,Alex,1984-03-09,98990,0F111".into()];
+    std::fs::write(&file, format!("PHN,Surname,Given,DOB,Code,Facility\r\n{}\r\n", rows.join("\r\n"))).unwrap();
+    let who = ["--provider", "P10001", "--facility", "0F111"];
+
+    // Offline, on the running server's data directory: refused, saying why and what to do.
+    let data_dir = dir.path().to_str().unwrap();
+    let (ok, stdout, stderr) = import(&file, &[&who[..], &["--data-dir", data_dir]].concat(), &[]);
+    assert!(!ok, "an offline import ran beside the server: {stdout}");
+    assert!(stderr.contains("is in use") && stderr.contains("--url"), "{stderr}");
+    assert_eq!(panel_size(&app, &t.p1, "P10001").await, 0, "the refused import changed nothing");
+
+    // Online: the upload the server answers, printed as the offline import prints it.
+    let online = [&who[..], &["--url", &app.url, "--token", &t.p1]].concat();
+    let (ok, stdout, stderr) = import(&file, &online, &[]);
+    assert!(ok, "{stdout}\n{stderr}");
+    assert!(stdout.contains("line 4: INVALID_PHN: "), "{stdout}");
+    assert!(
+        stdout.contains(
+            "3 rows: 2 on the panel (1 new, 1 from the waitlist, 0 already there), 1 not taken; panel size 2"
+        ),
+        "{stdout}"
+    );
+    for i in [80, 81] {
+        assert!(!stdout.contains(&phn(i)) && !stderr.contains(&phn(i)), "a PHN in the command's output");
+    }
+    assert_eq!(panel_size(&app, &t.p1, "P10001").await, 2);
+    let reg = app.ok(REGISTRATION, json!({ "r": waiting })).await;
+    assert_eq!(reg["registration"]["status"], "ATTACHED", "the waiting patient left the waitlist");
+
+    // Again, with the token from ATTACH_TOKEN and the endpoint's own URL: nothing new.
+    let endpoint = format!("{}/graphql", app.url);
+    let (ok, stdout, stderr) =
+        import(&file, &[&who[..], &["--url", &endpoint]].concat(), &[("ATTACH_TOKEN", t.p1.as_str())]);
+    assert!(ok, "{stdout}\n{stderr}");
+    assert!(stdout.contains("3 rows: 2 on the panel (0 new, 0 from the waitlist, 2 already there)"), "{stdout}");
+
+    // The server decides who may submit: another provider's token is refused with its code.
+    let (ok, stdout, stderr) = import(&file, &[&who[..], &["--url", &app.url, "--token", &t.p2]].concat(), &[]);
+    assert!(!ok, "{stdout}");
+    assert!(stderr.contains("FORBIDDEN"), "{stderr}");
+    let (ok, _, stderr) = import(&file, &[&who[..], &["--url", &app.url, "--token", "not-a-token"]].concat(), &[]);
+    assert!(!ok && stderr.contains("HTTP 401") && stderr.contains("UNAUTHENTICATED"), "{stderr}");
+    assert_eq!(panel_size(&app, &t.p1, "P10001").await, 2);
+}

@@ -77,6 +77,12 @@ pub(super) fn record_key(shard: &ShardKey, key: &RecordKey) -> Vec<u8> {
             out.push(FIELD_END);
             out.extend_from_slice(key.as_str().as_bytes());
         }
+        // Facility numbers are five letters or digits, so the separator cannot occur inside one.
+        RecordKey::ClinicStaff(facility, subject) => {
+            tagged(&mut out, 8, facility.as_str());
+            out.push(FIELD_END);
+            out.extend_from_slice(subject.as_str().as_bytes());
+        }
     }
     out
 }
@@ -172,5 +178,26 @@ mod tests {
             .map(|(p, phn)| record_key(&s, &RecordKey::PanelEntry(p.clone(), phn)));
         let unique: std::collections::BTreeSet<_> = keys.iter().collect();
         assert_eq!(unique.len(), keys.len());
+    }
+
+    #[test]
+    fn staff_and_transfer_keys_are_distinct_and_stay_in_their_shard() {
+        use crate::domain::{DelegateId, FacilityNumber, TransferKey};
+        let s = ShardKey::parse("FHA/201").unwrap();
+        let (f1, f2) = (FacilityNumber::parse("F0001").unwrap(), FacilityNumber::parse("F0002").unwrap());
+        let (a, b) = (DelegateId::parse("moa-1").unwrap(), DelegateId::parse("moa-10").unwrap());
+        let p = ProviderId::parse("P1234").unwrap();
+        let keys = [
+            RecordKey::ClinicStaff(f1.clone(), a.clone()),
+            RecordKey::ClinicStaff(f1, b),
+            RecordKey::ClinicStaff(f2, a),
+            RecordKey::Transfer(p.clone(), TransferKey::parse("k").unwrap()),
+            RecordKey::Transfer(p, TransferKey::parse("k-1").unwrap()),
+        ]
+        .map(|k| record_key(&s, &k));
+        let unique: std::collections::BTreeSet<_> = keys.iter().collect();
+        assert_eq!(unique.len(), keys.len());
+        let (start, end) = shard_range(&s);
+        assert!(keys.iter().all(|k| start.as_slice() <= k.as_slice() && k.as_slice() < end.as_slice()));
     }
 }

@@ -70,7 +70,10 @@ async fn the_file_can_be_reopened_right_after_drop() {
 async fn a_second_handle_on_an_open_file_is_refused() {
     let h = TempHarness::new();
     let _first = h.store();
-    assert!(EmbeddedStore::open(&h.path(), EmbeddedOptions::default()).is_err());
+    let refused = EmbeddedStore::open(&h.path(), EmbeddedOptions::default()).unwrap_err();
+    // Told apart from other failures, so `attach panel import` can say what to do.
+    let locked = refused.downcast_ref::<super::StoreLocked>().expect("a locked file is reported as StoreLocked");
+    assert_eq!(locked.path, h.path().display().to_string());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -32,6 +32,8 @@ pub(super) fn record_columns(key: &RecordKey) -> (i32, i32, String) {
         RecordKey::Endorsement(e) => (6, e.as_str().to_string()),
         // Transfer keys are letters, digits, `-` and `_`: the first `:` ends the provider id.
         RecordKey::Transfer(provider, key) => (7, format!("{}:{}", provider.as_str(), key.as_str())),
+        // Facility numbers are five letters or digits: the first `:` ends it.
+        RecordKey::ClinicStaff(facility, subject) => (8, format!("{}:{}", facility.as_str(), subject.as_str())),
     };
     (bucket_of(kind, &id), kind, id)
 }
@@ -172,7 +174,9 @@ mod tests {
     use std::collections::{BTreeMap, BTreeSet};
 
     use super::*;
-    use crate::domain::{EndorsementId, FacilityNumber, ProposalId, ProviderId, RegistrationRef};
+    use crate::domain::{
+        DelegateId, EndorsementId, FacilityNumber, ProposalId, ProviderId, RegistrationRef, TransferKey,
+    };
     use crate::store::conformance::fixtures::{World, phn, reference, shard};
 
     #[test]
@@ -186,6 +190,11 @@ mod tests {
             RecordKey::PanelEntry(provider.clone(), phn(1)),
             RecordKey::PanelEntry(provider, phn(2)),
             RecordKey::Endorsement(EndorsementId::parse("E000000001").unwrap()),
+            RecordKey::Transfer(ProviderId::parse("P12345").unwrap(), TransferKey::parse("k-1").unwrap()),
+            RecordKey::Transfer(ProviderId::parse("P12345").unwrap(), TransferKey::parse("k").unwrap()),
+            RecordKey::ClinicStaff(FacilityNumber::parse("F0001").unwrap(), DelegateId::parse("moa-1").unwrap()),
+            RecordKey::ClinicStaff(FacilityNumber::parse("F0001").unwrap(), DelegateId::parse("moa-10").unwrap()),
+            RecordKey::ClinicStaff(FacilityNumber::parse("F0002").unwrap(), DelegateId::parse("moa-1").unwrap()),
         ];
         let columns: BTreeSet<_> = keys.iter().map(record_columns).collect();
         assert_eq!(columns.len(), keys.len(), "two keys share a row");
@@ -196,6 +205,12 @@ mod tests {
         }
         let (_, kind, id) = record_columns(&RecordKey::PanelEntry(ProviderId::parse("P12345").unwrap(), phn(1)));
         assert_eq!((kind, id), (5, format!("P12345:{}", phn(1).as_u64())));
+        let staff =
+            RecordKey::ClinicStaff(FacilityNumber::parse("0F111").unwrap(), DelegateId::parse("rn@x.ca").unwrap());
+        let (_, kind, id) = record_columns(&staff);
+        assert_eq!((kind, id.as_str()), (8, "0F111:rn@x.ca"));
+        let kinds: BTreeSet<i32> = keys.iter().map(|k| record_columns(k).1).collect();
+        assert_eq!(kinds, (1..=8).collect(), "every record kind has its own kind number");
     }
 
     #[test]
