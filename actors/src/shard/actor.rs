@@ -525,7 +525,7 @@ impl ShardRuntime {
     }
 
     fn waitlist(&self, q: &WaitlistQuery, now: Timestamp) -> WaitlistPage {
-        let matches = |r: &&crate::domain::Registration| {
+        let matches = |r: &&std::sync::Arc<crate::domain::Registration>| {
             (q.needs.is_empty() || r.household.members.iter().any(|m| q.needs.iter().any(|n| m.needs.contains(n))))
                 && q.min_wait_days.is_none_or(|d| r.registered_at.days_until(now) >= d)
         };

@@ -1,6 +1,7 @@
 //! What a shard actor is asked, and what it answers.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use ractor::RpcReplyPort;
 
@@ -45,8 +46,8 @@ pub struct WaitlistQuery {
 /// A page of the waitlist.
 #[derive(Debug, Clone)]
 pub struct WaitlistPage {
-    /// The registrations, in line order.
-    pub items: Vec<Registration>,
+    /// The registrations, in line order, shared with the shard's state (not copied).
+    pub items: Vec<Arc<Registration>>,
     /// Whether more match after the last.
     pub has_next: bool,
     /// Waiting households in the community (unfiltered).

@@ -6,6 +6,7 @@
 //! sees is exactly what was acknowledged.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use crate::domain::{
     Clinic, DAY_MS, DelegateId, Endorsement, EndorsementId, EventKind, FacilityNumber, PanelEntry, PanelTransfer, Phn,
@@ -41,7 +42,9 @@ pub struct Tally {
 pub struct ShardState {
     /// Which shard.
     pub key: ShardKey,
-    registrations: HashMap<RegistrationRef, Registration>,
+    /// Shared with the pages that read them: a page holds its items without
+    /// copying them, and a change replaces the record rather than editing it.
+    registrations: HashMap<RegistrationRef, Arc<Registration>>,
     /// The waitlist in line order: only `WAITING` registrations.
     waitlist: BTreeSet<(Timestamp, RegistrationRef)>,
     tallies: HashMap<RegistrationStatus, Tally>,
@@ -117,7 +120,7 @@ impl ShardState {
                 }
                 self.index_registration(&r);
                 self.latest_registration = self.latest_registration.max(r.registered_at);
-                self.registrations.insert(r.reference, r);
+                self.registrations.insert(r.reference, Arc::new(r));
             }
             Record::Proposal(p) => {
                 if let Some(old) = self.proposals.remove(&p.id) {
@@ -235,7 +238,7 @@ impl ShardState {
 
     /// A registration.
     pub fn registration(&self, r: &RegistrationRef) -> Option<&Registration> {
-        self.registrations.get(r)
+        self.registrations.get(r).map(Arc::as_ref)
     }
 
     /// The 1-based place in line of a waiting registration, and the people ahead of it.
@@ -256,7 +259,7 @@ impl ShardState {
     pub fn waitlist_after(
         &self,
         after: Option<&(Timestamp, RegistrationRef)>,
-    ) -> impl Iterator<Item = &Registration> + '_ {
+    ) -> impl Iterator<Item = &Arc<Registration>> + '_ {
         let range = match after {
             Some(cursor) => self.waitlist.range((std::ops::Bound::Excluded(*cursor), std::ops::Bound::Unbounded)),
             None => self.waitlist.range::<(Timestamp, RegistrationRef), _>(..),
@@ -387,7 +390,7 @@ impl ShardState {
 
     /// Every registration (for the matcher and for liveness checks).
     pub fn registrations(&self) -> impl Iterator<Item = &Registration> {
-        self.registrations.values()
+        self.registrations.values().map(Arc::as_ref)
     }
 }
 

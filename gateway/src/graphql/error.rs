@@ -35,12 +35,18 @@ impl<T> GqlResult<T> for Result<T, DomainError> {
 
 /// Gives every error in a response a code: errors raised before execution
 /// (syntax, unknown fields, wrong argument types, depth and complexity limits)
-/// come from async-graphql without one and are the client's to fix.
+/// come from async-graphql without one and are the client's to fix. So are the
+/// argument errors async-graphql raises while executing a field (see
+/// [`is_argument_error`]); any other error without a code is ours.
 pub fn ensure_codes(response: &mut Response) {
     for error in &mut response.errors {
         let has_code = error.extensions.as_ref().is_some_and(|ext| ext.get("code").is_some());
         if !has_code {
-            let code = if error.path.is_empty() { ErrorCode::InvalidInput } else { ErrorCode::Internal };
+            let code = if error.path.is_empty() || is_argument_error(&error.message) {
+                ErrorCode::InvalidInput
+            } else {
+                ErrorCode::Internal
+            };
             if code == ErrorCode::Internal {
                 // An error a resolver raised without going through `to_graphql`: hide its text.
                 tracing::error!(message = %error.message, "resolver error without a code");
@@ -48,5 +54,56 @@ pub fn ensure_codes(response: &mut Response) {
             }
             error.extensions.get_or_insert_with(Default::default).set("code", code.as_str());
         }
+    }
+}
+
+/// Whether an error raised during execution is async-graphql reading a field's
+/// argument: a value that passed validation but does not fit the argument's
+/// Rust type (an `Int` beyond 32 bits, a negative `minWaitDays`), or a variable
+/// the operation declares and the request did not supply. Validation does not
+/// catch these, and they are the client's to fix.
+fn is_argument_error(message: &str) -> bool {
+    message.starts_with("Failed to parse \"")
+        || (message.starts_with("Variable ") && message.ends_with(" is not defined."))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_graphql::{PathSegment, ServerError};
+
+    fn response_with(message: &str) -> Response {
+        let mut error = ServerError::new(message, None);
+        error.path = vec![PathSegment::Field("waitlist".into())];
+        Response::from_errors(vec![error])
+    }
+
+    fn code(response: &Response) -> String {
+        match response.errors[0].extensions.as_ref().and_then(|e| e.get("code")) {
+            Some(async_graphql::Value::String(s)) => s.clone(),
+            other => panic!("no code: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn argument_errors_during_execution_are_invalid_input() {
+        for message in [
+            "Failed to parse \"Int\": Only integers from -2147483648 to 2147483647 are accepted.",
+            "Failed to parse \"Int\": Invalid number (occurred while parsing \"WaitlistFilter\")",
+            "Variable c is not defined.",
+        ] {
+            let mut response = response_with(message);
+            ensure_codes(&mut response);
+            assert_eq!(code(&response), "INVALID_INPUT", "{message}");
+            assert_eq!(response.errors[0].message, message, "the client keeps the reason");
+        }
+    }
+
+    #[test]
+    fn other_errors_without_a_code_are_internal_and_hidden() {
+        let mut response = response_with("connection reset by peer");
+        ensure_codes(&mut response);
+        assert_eq!(code(&response), "INTERNAL");
+        assert!(!response.errors[0].message.contains("connection"));
     }
 }

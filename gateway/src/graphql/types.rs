@@ -294,6 +294,13 @@ impl From<RegistrationView> for Registration {
 
 impl From<d::Registration> for Registration {
     fn from(r: d::Registration) -> Self {
+        Registration::from(&r)
+    }
+}
+
+/// From a shared record (a waitlist page's items): copies only what the type shows.
+impl From<&d::Registration> for Registration {
+    fn from(r: &d::Registration) -> Self {
         Registration {
             reference: ID(r.reference.to_string()),
             community: r.shard.community.as_str().to_string(),
@@ -305,19 +312,19 @@ impl From<d::Registration> for Registration {
             place_in_line: None,
             people_ahead: None,
             proposal: None,
-            provider_id: r.provider.map(|p| ID(p.to_string())),
+            provider_id: r.provider.as_ref().map(|p| ID(p.to_string())),
             declines: r
                 .declines
-                .into_iter()
+                .iter()
                 .map(|x| Decline {
                     proposal_id: ID(x.proposal.to_string()),
                     provider_id: ID(x.provider.to_string()),
                     by: x.by.map(Into::into),
-                    reason: x.reason,
+                    reason: x.reason.clone(),
                     at: x.at.to_utc(),
                 })
                 .collect(),
-            withdrawn_reason: r.withdrawn_reason,
+            withdrawn_reason: r.withdrawn_reason.clone(),
         }
     }
 }

@@ -297,3 +297,39 @@ async fn metrics_count_what_clients_did() {
     assert_eq!(metric(&text, "attach_feed_connected{backend=\"memory\"}"), 1.0);
     assert!(!text.contains(&phn(60)), "no PHN in metrics");
 }
+
+/// Variables are checked on every request, whatever the server keeps of a query
+/// text it has seen (parsed documents): the same text with badly typed, missing
+/// or out-of-range values is the client's error, `INVALID_INPUT`, every time.
+#[tokio::test]
+async fn badly_typed_variables_are_invalid_input_every_time() {
+    const PAGE: &str = r#"query($c: String!, $n: Int, $f: WaitlistFilter) {
+  waitlist(communityCode: $c, first: $n, filter: $f) { totalCount nodes { reference needs } }
+}"#;
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::spawn(dir.path(), Spawn::default()).await;
+    register(&app, "111", &[phn(70)]).await;
+    let coordinator = app.coordinator();
+    let good = json!({ "c": "111", "n": 5 });
+    let bad = [
+        json!({ "c": "111", "n": "five" }),
+        json!({ "c": null, "n": 5 }),
+        json!({ "c": 111 }),
+        json!({ "n": 5 }),
+        json!({ "c": "111", "n": 9_999_999_999_i64 }),
+        json!({ "c": "111", "f": { "nope": true } }),
+        json!({ "c": "111", "f": { "needs": ["FLYING"] } }),
+        json!({ "c": "111", "f": { "minWaitDays": -1 } }),
+        json!({ "c": "111", "f": { "needs": "PREGNANCY", "minWaitDays": "ten" } }),
+    ];
+    for round in 0..2 {
+        assert_eq!(coordinator.ok(PAGE, good.clone()).await["waitlist"]["totalCount"], 1, "round {round}");
+        for variables in &bad {
+            let body = coordinator.graphql(PAGE, variables.clone()).await;
+            assert_eq!(body["errors"][0]["extensions"]["code"], "INVALID_INPUT", "round {round}, {variables}: {body}");
+            assert!(body["data"].is_null() || body["data"]["waitlist"].is_null(), "no page: {body}");
+        }
+    }
+    let good_filter = json!({ "c": "111", "f": { "needs": ["CHRONIC_COMPLEX"], "minWaitDays": 0 } });
+    assert_eq!(coordinator.ok(PAGE, good_filter).await["waitlist"]["totalCount"], 1);
+}
