@@ -23,6 +23,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use futures::StreamExt;
 use serde_json::json;
 use tokio::sync::watch;
 use tracing::Instrument;
@@ -34,9 +35,7 @@ use crate::graphql::error::ensure_codes;
 use crate::graphql::{AttachSchema, ConnectionSubscriptions, PrincipalSubscriptions};
 use crate::metrics::Metrics;
 use crate::ratelimit::{RateLimits, Verdict};
-
-/// Read buffer of a subscription connection (see `graphql_get`).
-const WS_READ_BUFFER_BYTES: usize = 4 * 1024;
+use crate::ws;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -100,15 +99,16 @@ async fn graphql_get(State(state): State<AppState>, request: Request) -> Respons
     if let Some(v) = verdict.as_ref().filter(|v| !v.allowed()) {
         return too_many(&state, v, started);
     }
-    let protocol = match GraphQLProtocol::from_request_parts(&mut parts, &()).await {
-        Ok(p) => p,
-        Err(_) => {
-            return request_error(
-                StatusCode::BAD_REQUEST,
-                "subscriptions need the graphql-transport-ws (or graphql-ws) subprotocol",
-            );
-        }
-    };
+    let (protocol, kind) =
+        match (GraphQLProtocol::from_request_parts(&mut parts, &()).await, ws::protocol(&parts.headers)) {
+            (Ok(p), Some(kind)) => (p, kind),
+            _ => {
+                return request_error(
+                    StatusCode::BAD_REQUEST,
+                    "subscriptions need the graphql-transport-ws (or graphql-ws) subprotocol",
+                );
+            }
+        };
     let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
         Ok(u) => u,
         Err(e) => return e.into_response(),
@@ -138,19 +138,23 @@ async fn graphql_get(State(state): State<AppState>, request: Request) -> Respons
     };
     let mut response = upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
-        // tungstenite zero-fills its whole read buffer before every read attempt,
-        // and async-graphql polls the socket for input each time a subscription
-        // yields: with the default 128 KiB that memset was a fifth of the server's
-        // time under a busy feed. Clients send only small control messages.
-        .read_buffer_size(WS_READ_BUFFER_BYTES)
+        .read_buffer_size(ws::READ_BUFFER_BYTES)
         .max_message_size(state.max_body_bytes)
         .on_upgrade(move |socket| {
-            let serve = GraphQLWebSocket::new(socket, schema, protocol)
+            let (sink, stream) = socket.split();
+            let (tx, write) = ws::writer(sink, ws::ping(kind), keepalive);
+            let serve = GraphQLWebSocket::new_with_pair(tx, stream, schema, protocol)
                 .with_data(data)
                 .on_connection_init(on_init)
-                .keepalive_timeout(keepalive)
+                .keepalive_timeout(ws::client_timeout(kind, keepalive))
                 .serve();
-            serve_until_expiry(serve, expiry)
+            // When the protocol ends (or the token expires), its sender goes and
+            // the writer closes the socket.
+            let write = tokio::spawn(write);
+            async move {
+                serve_until_expiry(serve, expiry).await;
+                let _ = write.await;
+            }
         })
         .into_response();
     if let Some(v) = verdict {

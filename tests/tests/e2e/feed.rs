@@ -301,3 +301,60 @@ async fn a_connection_may_hold_only_so_many_subscriptions() {
     register(&app, "113", 4).await;
     assert_eq!(next_event(&mut other).await["seq"], 1);
 }
+
+/// The raw next text message, pings included (`None` once the server closed).
+async fn next_raw(ws: &mut Ws, within: Duration) -> Option<Value> {
+    loop {
+        match tokio::time::timeout(within, ws.next()).await.expect("a message in time")? {
+            Ok(Message::Text(text)) => return Some(serde_json::from_str(&text).unwrap()),
+            Ok(Message::Close(_)) | Err(_) => return None,
+            Ok(_) => continue,
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_server_pings_quiet_connections_and_closes_clients_that_never_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = vec![("ATTACH_FEED__KEEPALIVE_SECS".to_string(), "1".to_string())];
+    let app = TestApp::spawn(dir.path(), Spawn { env, ..Spawn::default() }).await;
+
+    // graphql-transport-ws: a client that answers every ping stays connected
+    // well past two intervals, and still gets its events.
+    let mut answers = connect(&app, "graphql-transport-ws").await;
+    let subscribe = |id: &str| {
+        json!({ "id": id, "type": "subscribe", "payload": { "query": SUBSCRIBE, "variables": { "c": "111" } } })
+            .to_string()
+    };
+    answers.send(Message::text(subscribe("1"))).await.unwrap();
+    let mut silent = connect(&app, "graphql-transport-ws").await;
+    let mut legacy = connect(&app, "graphql-ws").await;
+    let started = std::time::Instant::now();
+    let mut pings = 0;
+    while started.elapsed() < Duration::from_millis(3500) {
+        let message = next_raw(&mut answers, Duration::from_secs(3)).await.expect("still connected");
+        assert_eq!(message["type"], "ping", "{message}");
+        pings += 1;
+        answers.send(Message::text(r#"{"type":"pong"}"#)).await.unwrap();
+    }
+    assert!(pings >= 3, "one ping a second, got {pings}");
+    register(&app, "111", 9101).await;
+    assert_eq!(next_event(&mut answers).await["kind"], "REGISTERED");
+
+    // A client that never answers was closed after two quiet intervals.
+    let mut silent_pings = 0;
+    while let Some(message) = next_raw(&mut silent, Duration::from_secs(5)).await {
+        assert_eq!(message["type"], "ping", "{message}");
+        silent_pings += 1;
+        assert!(silent_pings <= 5, "a client that never answers is closed after two intervals");
+    }
+    assert!(silent_pings >= 1, "it was pinged before being closed");
+
+    // The legacy protocol's keepalive (`ka`) needs no answer: still open.
+    let mut kas = 0;
+    while kas < 4 {
+        let message = next_raw(&mut legacy, Duration::from_secs(3)).await.expect("legacy clients are not timed out");
+        assert_eq!(message["type"], "ka", "{message}");
+        kas += 1;
+    }
+}

@@ -1,0 +1,110 @@
+//! Subscription connections: async-graphql speaks the protocol, and this
+//! module writes its messages to the socket with the server's keepalive pings
+//! in between.
+//!
+//! async-graphql's `keepalive_timeout` only closes a connection whose client
+//! has been quiet that long; it never pings. Most clients (the `graphql-ws`
+//! library included) send nothing while they wait, so without the server's
+//! pings a coordinator watching a quiet community would be cut off. Here the
+//! server pings every `feed.keepalive_secs`:
+//! - `graphql-transport-ws`: `{"type":"ping"}`, which a client must answer with
+//!   a pong; async-graphql closes a client silent for two intervals (code
+//!   3008, "timeout");
+//! - the legacy `graphql-ws` (subscriptions-transport-ws): `{"type":"ka"}`,
+//!   which needs no answer, so those connections are not timed out.
+
+use std::time::Duration;
+
+use async_graphql::http::WebSocketProtocols;
+use axum::extract::ws::{Message, WebSocket};
+use axum::http::{HeaderMap, header};
+use futures::channel::mpsc;
+use futures::stream::SplitSink;
+use futures::{SinkExt, StreamExt};
+
+/// Read buffer of a subscription connection. tungstenite zero-fills its whole
+/// read buffer before every read attempt, and async-graphql polls the socket
+/// for input each time a subscription yields: with the default 128 KiB that
+/// memset was a fifth of the server's time under a busy feed. Clients send
+/// only small control messages.
+pub const READ_BUFFER_BYTES: usize = 4 * 1024;
+
+/// Messages queued between the protocol and the socket: small, so a client that
+/// does not read pushes back on its subscriptions (which then fall behind the
+/// feed and get a `MISSED` notice) instead of growing a queue.
+const QUEUED: usize = 4;
+
+/// The subprotocol a client asked for, as async-graphql picks it.
+pub fn protocol(headers: &HeaderMap) -> Option<WebSocketProtocols> {
+    let offered = headers.get(header::SEC_WEBSOCKET_PROTOCOL)?.to_str().ok()?;
+    offered.split(',').find_map(|p| p.trim().parse().ok())
+}
+
+/// The keepalive message of a protocol.
+pub fn ping(protocol: WebSocketProtocols) -> &'static str {
+    match protocol {
+        WebSocketProtocols::GraphQLWS => r#"{"type":"ping"}"#,
+        WebSocketProtocols::SubscriptionsTransportWS => r#"{"type":"ka"}"#,
+    }
+}
+
+/// How long a client may stay silent before async-graphql closes it: two ping
+/// intervals where the protocol makes it answer, unbounded where it does not.
+pub fn client_timeout(protocol: WebSocketProtocols, every: Duration) -> Option<Duration> {
+    matches!(protocol, WebSocketProtocols::GraphQLWS).then_some(every * 2)
+}
+
+/// A sink for async-graphql's messages, and the task that writes them and the
+/// pings to `socket` (ending when the sender is dropped or the socket fails).
+pub fn writer(
+    socket: SplitSink<WebSocket, Message>,
+    ping: &'static str,
+    every: Duration,
+) -> (mpsc::Sender<Message>, impl Future<Output = ()>) {
+    let (tx, rx) = mpsc::channel(QUEUED);
+    (tx, write(socket, rx, ping, every))
+}
+
+async fn write(
+    mut socket: SplitSink<WebSocket, Message>,
+    mut rx: mpsc::Receiver<Message>,
+    ping: &str,
+    every: Duration,
+) {
+    let start = tokio::time::Instant::now() + every;
+    let mut tick = tokio::time::interval_at(start, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let message = tokio::select! {
+            next = rx.next() => match next {
+                Some(message) => message,
+                None => break,
+            },
+            _ = tick.tick() => Message::text(ping),
+        };
+        if socket.send(message).await.is_err() {
+            return;
+        }
+    }
+    let _ = socket.close().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn the_protocol_is_picked_as_async_graphql_picks_it() {
+        let mut headers = HeaderMap::new();
+        assert!(protocol(&headers).is_none());
+        headers.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static("foo, graphql-ws"));
+        let legacy = protocol(&headers).unwrap();
+        assert_eq!(ping(legacy), r#"{"type":"ka"}"#);
+        assert_eq!(client_timeout(legacy, Duration::from_secs(30)), None, "ka needs no answer");
+        headers.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static("graphql-transport-ws"));
+        let current = protocol(&headers).unwrap();
+        assert_eq!(ping(current), r#"{"type":"ping"}"#);
+        assert_eq!(client_timeout(current, Duration::from_secs(30)), Some(Duration::from_secs(60)));
+    }
+}
