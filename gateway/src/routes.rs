@@ -12,7 +12,6 @@ use std::time::{Instant, SystemTime};
 
 use async_graphql::ParseRequestError;
 use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, GraphiQLSource, MultipartOptions, receive_body};
-use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
 use attach_actors::access::Principal;
 use attach_actors::error::ErrorCode;
 use attach_actors::system::AttachSystem;
@@ -23,7 +22,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use futures::StreamExt;
 use serde_json::json;
 use tokio::sync::watch;
 use tracing::Instrument;
@@ -99,16 +97,12 @@ async fn graphql_get(State(state): State<AppState>, request: Request) -> Respons
     if let Some(v) = verdict.as_ref().filter(|v| !v.allowed()) {
         return too_many(&state, v, started);
     }
-    let (protocol, kind) =
-        match (GraphQLProtocol::from_request_parts(&mut parts, &()).await, ws::protocol(&parts.headers)) {
-            (Ok(p), Some(kind)) => (p, kind),
-            _ => {
-                return request_error(
-                    StatusCode::BAD_REQUEST,
-                    "subscriptions need the graphql-transport-ws (or graphql-ws) subprotocol",
-                );
-            }
-        };
+    let Some(kind) = ws::protocol(&parts.headers) else {
+        return request_error(
+            StatusCode::BAD_REQUEST,
+            "subscriptions need the graphql-transport-ws (or graphql-ws) subprotocol",
+        );
+    };
     let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
         Ok(u) => u,
         Err(e) => return e.into_response(),
@@ -140,22 +134,7 @@ async fn graphql_get(State(state): State<AppState>, request: Request) -> Respons
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         .read_buffer_size(ws::READ_BUFFER_BYTES)
         .max_message_size(state.max_body_bytes)
-        .on_upgrade(move |socket| {
-            let (sink, stream) = socket.split();
-            let (tx, write) = ws::writer(sink, ws::ping(kind), keepalive);
-            let serve = GraphQLWebSocket::new_with_pair(tx, stream, schema, protocol)
-                .with_data(data)
-                .on_connection_init(on_init)
-                .keepalive_timeout(ws::client_timeout(kind, keepalive))
-                .serve();
-            // When the protocol ends (or the token expires), its sender goes and
-            // the writer closes the socket.
-            let write = tokio::spawn(write);
-            async move {
-                serve_until_expiry(serve, expiry).await;
-                let _ = write.await;
-            }
-        })
+        .on_upgrade(move |socket| serve_until_expiry(ws::serve(socket, schema, kind, data, on_init, keepalive), expiry))
         .into_response();
     if let Some(v) = verdict {
         v.write_headers(response.headers_mut());

@@ -1,6 +1,5 @@
-//! Subscription connections: async-graphql speaks the protocol, and this
-//! module writes its messages to the socket with the server's keepalive pings
-//! in between.
+//! Subscription connections: async-graphql's protocol state machine, driven
+//! here over the axum socket with the server's keepalive pings in between.
 //!
 //! async-graphql's `keepalive_timeout` only closes a connection whose client
 //! has been quiet that long; it never pings. Most clients (the `graphql-ws`
@@ -15,12 +14,11 @@
 
 use std::time::Duration;
 
-use async_graphql::http::WebSocketProtocols;
-use axum::extract::ws::{Message, WebSocket};
+use async_graphql::http::{WebSocket as Protocol, WebSocketProtocols, WsMessage};
+use async_graphql::{Data, Executor};
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use axum::http::{HeaderMap, header};
-use futures::channel::mpsc;
-use futures::stream::SplitSink;
-use futures::{SinkExt, StreamExt};
+use futures::{SinkExt, StreamExt, future};
 
 /// Read buffer of a subscription connection. tungstenite zero-fills its whole
 /// read buffer before every read attempt, and async-graphql polls the socket
@@ -28,11 +26,6 @@ use futures::{SinkExt, StreamExt};
 /// memset was a fifth of the server's time under a busy feed. Clients send
 /// only small control messages.
 pub const READ_BUFFER_BYTES: usize = 4 * 1024;
-
-/// Messages queued between the protocol and the socket: small, so a client that
-/// does not read pushes back on its subscriptions (which then fall behind the
-/// feed and get a `MISSED` notice) instead of growing a queue.
-const QUEUED: usize = 4;
 
 /// The subprotocol a client asked for, as async-graphql picks it.
 pub fn protocol(headers: &HeaderMap) -> Option<WebSocketProtocols> {
@@ -54,39 +47,52 @@ pub fn client_timeout(protocol: WebSocketProtocols, every: Duration) -> Option<D
     matches!(protocol, WebSocketProtocols::GraphQLWS).then_some(every * 2)
 }
 
-/// A sink for async-graphql's messages, and the task that writes them and the
-/// pings to `socket` (ending when the sender is dropped or the socket fails).
-pub fn writer(
-    socket: SplitSink<WebSocket, Message>,
-    ping: &'static str,
+/// Serves one connection: async-graphql's protocol over `socket` (as
+/// `async_graphql_axum::GraphQLWebSocket::serve` does), with a ping every
+/// `every` written by the same task, so no message takes an extra hop.
+pub async fn serve<E, OnInit, InitFut>(
+    socket: WebSocket,
+    executor: E,
+    protocol: WebSocketProtocols,
+    data: Data,
+    on_init: OnInit,
     every: Duration,
-) -> (mpsc::Sender<Message>, impl Future<Output = ()>) {
-    let (tx, rx) = mpsc::channel(QUEUED);
-    (tx, write(socket, rx, ping, every))
-}
-
-async fn write(
-    mut socket: SplitSink<WebSocket, Message>,
-    mut rx: mpsc::Receiver<Message>,
-    ping: &str,
-    every: Duration,
-) {
-    let start = tokio::time::Instant::now() + every;
-    let mut tick = tokio::time::interval_at(start, every);
+) where
+    E: Executor,
+    OnInit: FnOnce(serde_json::Value) -> InitFut + Send + 'static,
+    InitFut: Future<Output = async_graphql::Result<Data>> + Send + 'static,
+{
+    let (mut sink, input) = socket.split();
+    let input = input.take_while(|read| future::ready(read.is_ok())).filter_map(|read| {
+        future::ready(match read {
+            Ok(m @ (Message::Text(_) | Message::Binary(_))) => Some(m.into_data()),
+            _ => None,
+        })
+    });
+    let messages = Protocol::new(executor, input, protocol)
+        .connection_data(data)
+        .on_connection_init(on_init)
+        .keepalive_timeout(client_timeout(protocol, every))
+        .map(|message| match message {
+            WsMessage::Text(text) => Message::Text(text.into()),
+            WsMessage::Close(code, reason) => Message::Close(Some(CloseFrame { code, reason: reason.into() })),
+        });
+    futures::pin_mut!(messages);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let message = tokio::select! {
-            next = rx.next() => match next {
+            next = messages.next() => match next {
                 Some(message) => message,
                 None => break,
             },
-            _ = tick.tick() => Message::text(ping),
+            _ = tick.tick() => Message::text(ping(protocol)),
         };
-        if socket.send(message).await.is_err() {
+        if sink.send(message).await.is_err() {
             return;
         }
     }
-    let _ = socket.close().await;
+    let _ = sink.close().await;
 }
 
 #[cfg(test)]
