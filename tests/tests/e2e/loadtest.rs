@@ -71,3 +71,27 @@ async fn the_load_tools_counts_agree_with_the_servers_metrics() {
     let html = std::fs::read_to_string(&html_path).unwrap();
     assert!(html.contains("<svg") && html.contains("registerHousehold"));
 }
+
+#[tokio::test]
+async fn feed_latency_counts_every_event_each_subscriber_received_past_a_keepalive() {
+    let dir = tempfile::tempdir().unwrap();
+    // Pings every second: the run outlasts two of them, so a subscriber that
+    // did not answer would be closed and its events counted missing.
+    let env = vec![("ATTACH_FEED__KEEPALIVE_SECS".to_string(), "1".to_string())];
+    let app = TestApp::spawn(dir.path(), Spawn { env, ..Spawn::default() }).await;
+    let token = app.token(attach_actors::access::Role::Coordinator, &["community:111"], None);
+    let out = Command::new(loadtest_bin())
+        .args(["feed-latency", "--url", &app.url, "--community", "111", "--subscribers", "3", "--events", "40"])
+        .args(["--rate", "12", "--phn-start", "71000000", "--max-seconds", "30", "--json", "--token", &token])
+        .output()
+        .expect("attach-loadtest runs");
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{printed}\n{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_str(&printed).unwrap();
+    for figure in ["from_send", "from_event_time"] {
+        assert_eq!(report[figure]["ok"], 120, "3 subscribers x 40 events: {report}");
+        assert_eq!(report[figure]["errors"], 0, "none missing: {report}");
+    }
+    let (send_p50, event_p50) = (report["from_send"]["p50_ms"].as_f64(), report["from_event_time"]["p50_ms"].as_f64());
+    assert!(send_p50.unwrap() > 0.0 && event_p50.unwrap() >= 0.0, "{report}");
+}
