@@ -47,6 +47,13 @@ pub fn client_timeout(protocol: WebSocketProtocols, every: Duration) -> Option<D
     matches!(protocol, WebSocketProtocols::GraphQLWS).then_some(every * 2)
 }
 
+/// The close code of a refused sign-in: async-graphql closes every refused
+/// `connection_init` with 1002 (protocol error); graphql-transport-ws names
+/// 4403 (Forbidden) for it, which clients act on (sign in again, do not retry).
+fn close_code(code: u16, reason: &str) -> u16 {
+    if code == 1002 && reason.starts_with("UNAUTHENTICATED") { 4403 } else { code }
+}
+
 /// Serves one connection: async-graphql's protocol over `socket` (as
 /// `async_graphql_axum::GraphQLWebSocket::serve` does), with a ping every
 /// `every` written by the same task, so no message takes an extra hop.
@@ -75,7 +82,9 @@ pub async fn serve<E, OnInit, InitFut>(
         .keepalive_timeout(client_timeout(protocol, every))
         .map(|message| match message {
             WsMessage::Text(text) => Message::Text(text.into()),
-            WsMessage::Close(code, reason) => Message::Close(Some(CloseFrame { code, reason: reason.into() })),
+            WsMessage::Close(code, reason) => {
+                Message::Close(Some(CloseFrame { code: close_code(code, &reason), reason: reason.into() }))
+            }
         });
     futures::pin_mut!(messages);
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);

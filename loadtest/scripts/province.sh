@@ -28,8 +28,8 @@ trap 'kill -9 $pid 2>/dev/null || true' EXIT
 wait_ready
 echo "first start (seed + load) to ready: $(( $(now_ms) - start )) ms"
 echo "resident after first start: $(rss_mib $pid) MiB"
-curl -fs "$url/graphql" -H 'content-type: application/json' \
-  -d '{"query":"{ a: healthAuthorityStatistics(code: \"FHA\") { waitingHouseholds } }"}' >/dev/null
+# Statistics are for signed-in staff: a development token for the whole province.
+token=$("$bin" token --role coordinator --scope province --data-dir "$data" 2>/dev/null)
 kill -9 "$pid"; wait "$pid" 2>/dev/null || true
 
 for run in 1 2 3; do
@@ -40,8 +40,10 @@ for run in 1 2 3; do
   echo "restart $run to ready: $(( $(now_ms) - start )) ms, resident $(rss_mib $pid) MiB"
   total=0
   for ha in FHA IHA VIHA NHA VCHA; do
-    n=$(curl -fs "$url/graphql" -H 'content-type: application/json' \
-      -d "{\"query\":\"{ healthAuthorityStatistics(code: \\\"$ha\\\") { waitingHouseholds } }\"}" | grep -o '[0-9]\+' | tail -1)
+    n=$(curl -fs "$url/graphql" -H 'content-type: application/json' -H "authorization: Bearer $token" \
+      -d "{\"query\":\"{ healthAuthorityStatistics(code: \\\"$ha\\\") { waitingHouseholds } }\"}" \
+      | grep -o '"waitingHouseholds":[0-9]*' | cut -d: -f2)
+    if [ -z "$n" ]; then echo "no statistics for $ha" >&2; exit 1; fi
     total=$(( total + n ))
   done
   echo "  households waiting after restart: $total"
