@@ -242,17 +242,39 @@ impl ShardState {
     }
 
     /// The 1-based place in line of a waiting registration, and the people ahead of it.
+    ///
+    /// Walks outwards from the registration in both directions at once and
+    /// stops at the nearer end of the line; the other side follows from the
+    /// waiting tally (which counts exactly the registrations in `waitlist`). A
+    /// new registration, last in line, so costs nothing however long the line
+    /// is: walking everyone ahead of it put a community's waitlist length on
+    /// the path of every registration and its feed event.
     pub fn place_in_line(&self, r: &Registration) -> Option<(u64, u64)> {
         if r.status != RegistrationStatus::Waiting {
             return None;
         }
-        let mut place = 1;
-        let mut people = 0;
-        for (_, ahead) in self.waitlist.range(..(r.registered_at, r.reference)) {
-            place += 1;
-            people += self.registrations.get(ahead).map_or(0, |a| a.household.members.len() as u64);
+        let key = (r.registered_at, r.reference);
+        let people_of = |k: &(Timestamp, RegistrationRef)| {
+            self.registrations.get(&k.1).map_or(0, |a| a.household.members.len() as u64)
+        };
+        let mut ahead = self.waitlist.range(..key).rev();
+        let mut behind = self.waitlist.range((std::ops::Bound::Excluded(key), std::ops::Bound::Unbounded));
+        let (mut ahead_n, mut ahead_people, mut behind_n, mut behind_people) = (0u64, 0u64, 0u64, 0u64);
+        loop {
+            match ahead.next() {
+                None => return Some((ahead_n + 1, ahead_people)),
+                Some(k) => (ahead_n, ahead_people) = (ahead_n + 1, ahead_people + people_of(k)),
+            }
+            match behind.next() {
+                None => {
+                    let waiting = self.tally(RegistrationStatus::Waiting);
+                    let mine = r.household.members.len() as u64;
+                    let n = waiting.households.saturating_sub(1 + behind_n);
+                    return Some((n + 1, waiting.people.saturating_sub(mine + behind_people)));
+                }
+                Some(k) => (behind_n, behind_people) = (behind_n + 1, behind_people + people_of(k)),
+            }
         }
-        Some((place, people))
     }
 
     /// Waiting registrations in line order, after a cursor.

@@ -389,3 +389,36 @@ async fn a_shard_held_elsewhere_is_taken_over_when_its_lease_runs_out() {
     assert!(matches!(taken, Err(StoreError::LeaseHeld { ref owner, .. }) if owner == "this-node"), "{taken:?}");
     system.stop().await;
 }
+
+#[tokio::test]
+async fn every_place_in_line_counts_the_households_and_people_ahead_from_either_end() {
+    let w = world(ShardConfig::default()).await;
+    let s = &w.system;
+    // Nine households of 1 to 3 people; every place is checked, so both the walk
+    // towards the front and the one towards the back (with the tally) are used.
+    let mut refs = Vec::new();
+    let mut n = 0;
+    for size in [3usize, 1, 2, 1, 1, 3, 2, 1, 2] {
+        let phns: Vec<Phn> = (0..size)
+            .map(|_| {
+                n += 1;
+                phn(n)
+            })
+            .collect();
+        refs.push((s.register(&sys(), &c("111"), household(&phns, &[])).await.unwrap().registration.reference, size));
+    }
+    let check = |line: Vec<(RegistrationRef, usize)>| async move {
+        let mut people = 0u64;
+        for (place, (r, size)) in line.iter().enumerate() {
+            let view = s.registration(&sys(), r).await.unwrap();
+            assert_eq!(view.place, Some((place as u64 + 1, people)), "place {}", place + 1);
+            people += *size as u64;
+        }
+    };
+    check(refs.clone()).await;
+    // Withdrawals from the middle and from each end.
+    for i in [4, 0, 6] {
+        s.withdraw(&sys(), &refs.remove(i).0, "moved away".into()).await.unwrap();
+    }
+    check(refs).await;
+}
