@@ -122,7 +122,7 @@ async fn graphql_get(State(state): State<AppState>, request: Request) -> Respons
             Ok(Some(signed)) => Some(signed),
             Ok(None) => from_header,
             // graphql-transport-ws closes the socket with this reason.
-            Err(e) => return Err(async_graphql::Error::new(format!("UNAUTHENTICATED: {e}"))),
+            Err(e) => return Err(async_graphql::Error::new(format!("{}: {e}", ws::REFUSED_SIGN_IN))),
         };
         if let Some(signed) = signed {
             expiry_tx.send_replace(Some(signed.expires + leeway));

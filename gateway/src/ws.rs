@@ -47,11 +47,15 @@ pub fn client_timeout(protocol: WebSocketProtocols, every: Duration) -> Option<D
     matches!(protocol, WebSocketProtocols::GraphQLWS).then_some(every * 2)
 }
 
+/// How a refused `connection_init` begins its reason (the close reason the
+/// client reads, and how [`close_code`] recognises a refused sign-in).
+pub const REFUSED_SIGN_IN: &str = "UNAUTHENTICATED";
+
 /// The close code of a refused sign-in: async-graphql closes every refused
 /// `connection_init` with 1002 (protocol error); graphql-transport-ws names
 /// 4403 (Forbidden) for it, which clients act on (sign in again, do not retry).
 fn close_code(code: u16, reason: &str) -> u16 {
-    if code == 1002 && reason.starts_with("UNAUTHENTICATED") { 4403 } else { code }
+    if code == 1002 && reason.starts_with(REFUSED_SIGN_IN) { 4403 } else { code }
 }
 
 /// Serves one connection: async-graphql's protocol over `socket` (as
