@@ -104,7 +104,7 @@ async fn phase(
         Some(async move {
             match request.send().await {
                 // A 200 carrying GraphQL errors is a failure.
-                Ok(r) if r.status().is_success() => r.bytes().await.is_ok_and(|b| !contains(&b, b"\"errors\"")),
+                Ok(r) if r.status().is_success() => r.bytes().await.is_ok_and(|b| !has_errors(&b)),
                 _ => false,
             }
         })
@@ -113,6 +113,23 @@ async fn phase(
     Ok(summarise(name, latencies, errors, started.elapsed()))
 }
 
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
+/// Whether a response body carries GraphQL `errors`. The load tool shares the
+/// server's cores, so this is a SIMD substring search rather than a parse or a
+/// window-by-window compare. The server
+/// writes compact JSON, where `"errors":` can only be a key: a string value is
+/// followed by `,`, `}` or `]`.
+fn has_errors(body: &[u8]) -> bool {
+    memchr::memmem::find(body, b"\"errors\":").is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_errors;
+
+    #[test]
+    fn a_body_with_graphql_errors_is_a_failure_and_data_alone_is_not() {
+        assert!(has_errors(br#"{"data":null,"errors":[{"message":"no"}]}"#));
+        assert!(!has_errors(br#"{"data":{"waitlist":{"totalCount":3}}}"#));
+        assert!(!has_errors(br#"{"data":{"reason":"errors"}}"#), "a value that says errors is not the key");
+    }
 }
