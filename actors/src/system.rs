@@ -589,6 +589,11 @@ impl AttachSystem {
         shards.into_iter().zip(answers).filter_map(|(s, a)| a.ok().map(|g| (s, g))).collect()
     }
 
+    /// The store writer's group-commit counters, where the store has them.
+    pub fn store_write_stats(&self) -> Option<crate::store::WriteStats> {
+        self.store.write_stats()
+    }
+
     /// How the live feed is doing.
     pub fn feed_status(&self) -> crate::feed::FeedStatus {
         self.feed.status()

@@ -159,6 +159,20 @@ impl Metrics {
         );
         let _ = writeln!(out, "# TYPE attach_feed_dropped_total counter");
         let _ = writeln!(out, "attach_feed_dropped_total {}", feed.dropped);
+        if let Some(w) = system.store_write_stats() {
+            let _ = writeln!(
+                out,
+                "# HELP attach_store_write_transactions_total Write transactions the embedded store committed or attempted, one fsync each."
+            );
+            let _ = writeln!(out, "# TYPE attach_store_write_transactions_total counter");
+            let _ = writeln!(out, "attach_store_write_transactions_total {}", w.transactions);
+            let _ = writeln!(
+                out,
+                "# HELP attach_store_write_requests_total Write requests those transactions carried (divide by transactions for the group-commit size)."
+            );
+            let _ = writeln!(out, "# TYPE attach_store_write_requests_total counter");
+            let _ = writeln!(out, "attach_store_write_requests_total {}", w.requests);
+        }
         out
     }
 }

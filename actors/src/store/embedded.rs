@@ -74,7 +74,7 @@ use self::writer::{Counters, EncodedBatch, Request, Slot, store_error};
 use super::lease::{Clock, CommitGuard, LeaseBook, expired, system_clock};
 use super::{
     AuditQuery, AuditRecord, Batch, CasOutcome, DEFAULT_LEASE, Epoch, Locator, PhnClaim, Record, RecordKey, ShardImage,
-    Store, StoreError,
+    Store, StoreError, WriteStats,
 };
 use crate::domain::{Event, Phn, Seq, ShardKey};
 
@@ -106,15 +106,6 @@ impl Default for EmbeddedOptions {
 pub struct StoreLocked {
     /// The file.
     pub path: String,
-}
-
-/// What the writer has done since the store was opened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WriteStats {
-    /// Write transactions committed or attempted (one fsync each).
-    pub transactions: u64,
-    /// Write requests they carried; `requests / transactions` is the grouping achieved.
-    pub requests: u64,
 }
 
 /// The redb-backed [`Store`]. Cheap to clone: clones share the file and the writer.
@@ -352,6 +343,10 @@ fn encode_batch(shard: &ShardKey, batch: &Batch) -> Result<EncodedBatch, StoreEr
 
 #[async_trait]
 impl Store for EmbeddedStore {
+    fn write_stats(&self) -> Option<WriteStats> {
+        Some(EmbeddedStore::write_stats(self))
+    }
+
     fn lease(&self) -> Duration {
         self.inner.lease
     }

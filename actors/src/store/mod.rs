@@ -216,9 +216,25 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+/// What a store's group-committing writer has done since the store was opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteStats {
+    /// Write transactions committed or attempted (one fsync each).
+    pub transactions: u64,
+    /// Write requests they carried; `requests / transactions` is the grouping achieved.
+    pub requests: u64,
+}
+
 /// Persistence for shards, locators and PHN claims. See the module docs.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// The writer's counters, for a store that commits groups of writes itself
+    /// (the embedded store). A database that takes each write on its own
+    /// (ScyllaDB) has none.
+    fn write_stats(&self) -> Option<WriteStats> {
+        None
+    }
+
     /// How long a lease lasts unless renewed.
     fn lease(&self) -> Duration;
 

@@ -296,6 +296,16 @@ async fn metrics_count_what_clients_did() {
     assert_eq!(metric(&text, "attach_shards_running"), 89.0);
     assert_eq!(metric(&text, "attach_feed_connected{backend=\"memory\"}"), 1.0);
     assert!(!text.contains(&phn(60)), "no PHN in metrics");
+
+    // The embedded store's group commits: every write request rides in one
+    // transaction, and a registration is at least its commit and its audit record.
+    let (transactions, requests) =
+        (metric(&text, "attach_store_write_transactions_total"), metric(&text, "attach_store_write_requests_total"));
+    assert!(transactions >= 1.0 && requests >= transactions, "{transactions} transactions, {requests} requests");
+    register(&app, "111", &[phn(62)]).await;
+    let text = app.http().get(format!("{}/metrics", app.url)).send().await.unwrap().text().await.unwrap();
+    assert!(metric(&text, "attach_store_write_requests_total") >= requests + 2.0, "{text}");
+    assert!(metric(&text, "attach_store_write_transactions_total") > transactions);
 }
 
 /// Variables are checked on every request, whatever the server keeps of a query
