@@ -1,7 +1,14 @@
 //! Output types: what clients read. Built from the core's values; no PHN is
 //! ever an output field.
 
-use async_graphql::{Enum, ID, SimpleObject};
+use std::borrow::Cow;
+
+use async_graphql::parser::types::{Field, Selection, SelectionSet};
+use async_graphql::registry::Registry;
+use async_graphql::resolver_utils::resolve_list;
+use async_graphql::{
+    ContextSelectionSet, Enum, ID, InputType, Name, OutputType, Positioned, ServerResult, SimpleObject, Value,
+};
 use attach_actors::domain as d;
 use attach_actors::regions;
 use attach_actors::shard::{ProviderView, RegistrationView};
@@ -329,6 +336,87 @@ impl From<&d::Registration> for Registration {
     }
 }
 
+/// A page's registrations: `[Registration!]!` to clients. When every field
+/// selected on the items is a plain field (a scalar or enum, or a list of
+/// them, with no fragments, arguments or directives), each item's
+/// value is built directly, instead of one async-graphql future per field of
+/// every item; any other selection goes through async-graphql as usual.
+pub struct RegistrationList(pub Vec<Registration>);
+
+impl Registration {
+    /// The value of a plain field, by its GraphQL name; `None` for any other.
+    fn plain_field(&self, name: &str) -> Option<Value> {
+        Some(match name {
+            "reference" => self.reference.to_value(),
+            "community" => self.community.to_value(),
+            "status" => self.status.to_value(),
+            "registeredAt" => self.registered_at.to_value(),
+            "householdSize" => self.household_size.to_value(),
+            "needs" => self.needs.to_value(),
+            "languages" => self.languages.to_value(),
+            "placeInLine" => self.place_in_line.to_value(),
+            "peopleAhead" => self.people_ahead.to_value(),
+            "providerId" => self.provider_id.to_value(),
+            "withdrawnReason" => self.withdrawn_reason.to_value(),
+            "__typename" => Value::String("Registration".to_string()),
+            _ => return None,
+        })
+    }
+}
+
+/// The response keys and names of a selection made only of plain fields.
+fn plain_selection<'a>(set: &'a Positioned<SelectionSet>, probe: &Registration) -> Option<Vec<(&'a Name, &'a str)>> {
+    set.node
+        .items
+        .iter()
+        .map(|selection| match &selection.node {
+            Selection::Field(f)
+                if f.node.arguments.is_empty()
+                    && f.node.directives.is_empty()
+                    && f.node.selection_set.node.items.is_empty()
+                    && probe.plain_field(&f.node.name.node).is_some() =>
+            {
+                Some((&f.node.response_key().node, f.node.name.node.as_str()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+impl OutputType for RegistrationList {
+    fn type_name() -> Cow<'static, str> {
+        <Vec<Registration>>::type_name()
+    }
+
+    fn qualified_type_name() -> String {
+        <Vec<Registration>>::qualified_type_name()
+    }
+
+    fn create_type_info(registry: &mut Registry) -> String {
+        <Vec<Registration>>::create_type_info(registry)
+    }
+
+    async fn resolve(&self, ctx: &ContextSelectionSet<'_>, field: &Positioned<Field>) -> ServerResult<Value> {
+        let plain = self.0.first().map(|first| plain_selection(ctx.item, first));
+        match plain {
+            Some(Some(fields)) => Ok(Value::List(
+                self.0
+                    .iter()
+                    .map(|r| {
+                        Value::Object(
+                            fields
+                                .iter()
+                                .map(|(key, name)| ((*key).clone(), r.plain_field(name).unwrap_or(Value::Null)))
+                                .collect(),
+                        )
+                    })
+                    .collect(),
+            )),
+            _ => resolve_list(ctx, field, &self.0, Some(self.0.len())).await,
+        }
+    }
+}
+
 /// A provider's declared capacity and preferences.
 #[derive(SimpleObject)]
 #[graphql(serial)]
@@ -574,7 +662,7 @@ pub struct PageInfo {
 #[graphql(serial)]
 pub struct RegistrationConnection {
     /// The registrations, in line order.
-    pub nodes: Vec<Registration>,
+    pub nodes: RegistrationList,
     /// Paging.
     pub page_info: PageInfo,
     /// Households waiting in the community (unfiltered).

@@ -343,3 +343,49 @@ async fn badly_typed_variables_are_invalid_input_every_time() {
     let good_filter = json!({ "c": "111", "f": { "needs": ["CHRONIC_COMPLEX"], "minWaitDays": 0 } });
     assert_eq!(coordinator.ok(PAGE, good_filter).await["waitlist"]["totalCount"], 1);
 }
+
+/// A waitlist page builds its items directly when only plain fields are
+/// selected, and through async-graphql otherwise: both must read the same,
+/// and aliases and directives must keep their meaning.
+#[tokio::test]
+async fn a_waitlist_page_reads_the_same_whichever_way_its_fields_are_selected() {
+    const FIELDS: &str = "reference community status registeredAt householdSize needs languages \
+                          placeInLine peopleAhead providerId withdrawnReason __typename";
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::spawn(dir.path(), Spawn::default()).await;
+    register(&app, "111", &[phn(80), phn(81)]).await;
+    register(&app, "111", &[phn(82)]).await;
+    let coordinator = app.coordinator();
+    let nodes = |selection: String| {
+        let coordinator = &coordinator;
+        async move {
+            let query = format!(r#"{{ waitlist(communityCode: "111", first: 5) {{ nodes {{ {selection} }} }} }}"#);
+            coordinator.ok(&query, json!({})).await["waitlist"]["nodes"].clone()
+        }
+    };
+
+    let plain = nodes(FIELDS.to_string()).await;
+    assert_eq!(plain.as_array().unwrap().len(), 2, "{plain}");
+    assert_eq!(plain[0]["__typename"], "Registration");
+    assert_eq!(plain[0]["status"], "WAITING");
+    assert_eq!(plain[0]["householdSize"], 2);
+    assert_eq!(plain[0]["needs"], json!(["CHRONIC_COMPLEX"]));
+    assert_eq!(plain[0]["languages"], json!(["en", "fr"]));
+    assert!(plain[0]["providerId"].is_null() && plain[0]["withdrawnReason"].is_null());
+
+    // A fragment, and an object field, send the items through async-graphql.
+    assert_eq!(nodes(format!("... on Registration {{ {FIELDS} }}")).await, plain);
+    let mut with_declines = nodes(format!("{FIELDS} declines {{ reason }}")).await;
+    for node in with_declines.as_array_mut().unwrap() {
+        assert_eq!(node.as_object_mut().unwrap().remove("declines"), Some(json!([])));
+    }
+    assert_eq!(with_declines, plain);
+
+    // Aliases name the keys; a directive is honoured.
+    let aliased = nodes("id: reference when: registeredAt reference".to_string()).await;
+    assert_eq!(aliased[1]["id"], plain[1]["reference"]);
+    assert_eq!(aliased[1]["when"], plain[1]["registeredAt"]);
+    assert_eq!(aliased[1]["reference"], plain[1]["reference"]);
+    let skipped = nodes("reference status @include(if: false)".to_string()).await;
+    assert_eq!(skipped[0], json!({ "reference": plain[0]["reference"] }));
+}
