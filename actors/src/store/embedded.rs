@@ -30,6 +30,11 @@
 //! transaction, so it is durable all together or not at all, and every write
 //! returns only after its commit ([`redb::Durability::Immediate`]) finished.
 //!
+//! The one exception is a group made only of audit records (every audited read
+//! writes one): it is made durable by an append to the audit journal beside the
+//! file (see `journal.rs`), then committed to redb without durability. The next
+//! durable commit covers it, and on open the journal's records are written back.
+//!
 //! # Why one writer thread
 //!
 //! redb allows one write transaction at a time, and each commit costs an fsync.
@@ -50,6 +55,7 @@
 //! Dropping the last handle closes the channel; the writer finishes what is
 //! queued and the drop waits for it, so the file can be reopened at once.
 
+mod journal;
 mod keys;
 #[cfg(test)]
 mod tests;
@@ -165,6 +171,7 @@ impl EmbeddedStore {
             Err(e) => return Err(e).with_context(|| format!("opening the store file {}", path.display())),
         };
         prepare(&db).with_context(|| format!("preparing the store file {}", path.display()))?;
+        let journal = open_journal(&db, &journal_path(path))?;
         let db = Arc::new(db);
         let counters = Arc::new(Counters::default());
         let (tx, rx) = mpsc::channel(options.queue_depth.max(1));
@@ -173,7 +180,7 @@ impl EmbeddedStore {
             .spawn({
                 let db = Arc::clone(&db);
                 let counters = Arc::clone(&counters);
-                move || writer::run(db, rx, options.max_group, counters)
+                move || writer::run(db, rx, options.max_group, counters, journal)
             })
             .context("starting the store's writer thread")?;
         Ok(EmbeddedStore {
@@ -239,6 +246,31 @@ impl EmbeddedStore {
 
 /// Creates every table (a read transaction cannot open a missing one) and checks
 /// the key layout version, so a file from a future layout is refused, not misread.
+/// The audit journal's file: beside the store file, named after it.
+fn journal_path(store: &Path) -> std::path::PathBuf {
+    store.with_extension("audit-journal")
+}
+
+/// Opens the audit journal, writes whatever it still holds into the store
+/// durably (records of reads answered before a crash), and empties it.
+fn open_journal(db: &Database, path: &Path) -> anyhow::Result<journal::Journal> {
+    let (mut journal, pending) =
+        journal::Journal::open(path).with_context(|| format!("opening the audit journal {}", path.display()))?;
+    if !pending.is_empty() {
+        let txn = db.begin_write()?;
+        {
+            let mut audit = txn.open_table(keys::AUDIT)?;
+            for (key, value) in &pending {
+                audit.insert(key.as_slice(), value.as_slice())?;
+            }
+        }
+        txn.commit()?;
+        tracing::info!(records = pending.len(), "audit records restored from the journal");
+    }
+    journal.clear().with_context(|| format!("emptying the audit journal {}", path.display()))?;
+    Ok(journal)
+}
+
 fn prepare(db: &Database) -> anyhow::Result<()> {
     let txn = db.begin_write()?;
     {

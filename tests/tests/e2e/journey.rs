@@ -389,3 +389,34 @@ async fn a_waitlist_page_reads_the_same_whichever_way_its_fields_are_selected() 
     let skipped = nodes("reference status @include(if: false)".to_string()).await;
     assert_eq!(skipped[0], json!({ "reference": plain[0]["reference"] }));
 }
+
+/// An audited read is answered only once its record is durable. Records of
+/// reads answered just before a SIGKILL are still there after the restart:
+/// they were in the audit journal, and the store takes them back on open.
+#[tokio::test]
+async fn records_of_reads_answered_before_sigkill_are_kept() {
+    use attach_actors::access::Role;
+    const LOG: &str = r#"{ auditLog(first: 100, filter: { subject: "reader-1" }) { nodes { operation outcome } } }"#;
+    let count = |v: Value| v["auditLog"]["nodes"].as_array().unwrap().len();
+    // A lease renewal is a durable commit, which would empty the journal before
+    // the kill: renew rarely, so the restart has to replay it.
+    let spawn = || Spawn { env: vec![("ATTACH_SHARD__LEASE_SECS".into(), "600".into())], ..Spawn::default() };
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::spawn(dir.path(), spawn()).await;
+    register(&app, "111", &[phn(90)]).await;
+    let reader = app.with_token(app.token_for("reader-1", Role::Coordinator, &["province"], None));
+    for _ in 0..25 {
+        reader.ok(r#"{ waitlist(communityCode: "111", first: 1) { totalCount } }"#, json!({})).await;
+    }
+    let operations = app.token(Role::Operations, &[], None);
+    assert_eq!(count(app.with_token(operations.clone()).ok(LOG, json!({})).await), 25);
+    drop(reader);
+    app.kill();
+
+    let app = TestApp::spawn(dir.path(), spawn()).await;
+    let records = app.with_token(operations).ok(LOG, json!({})).await;
+    assert_eq!(count(records.clone()), 25, "{records}");
+    assert!(records["auditLog"]["nodes"].as_array().unwrap().iter().all(|r| r["operation"] == "readWaitlist"));
+    let log = app.kill();
+    assert!(log.contains("audit records restored from the journal"), "the journal was not replayed:\n{log}");
+}

@@ -166,7 +166,8 @@ async fn one_group_checks_each_request_in_order() {
         slot,
     });
     let mut group = vec![acquire1, commit1, acquire2, stale, cas1, cas2, claims];
-    writer::apply_group(&db, &mut group);
+    let (mut journal, _) = super::journal::Journal::open(&h.path().with_extension("journal")).unwrap();
+    writer::apply_group(&db, &mut group, &mut journal);
     assert!(group.is_empty());
 
     assert_eq!(a1.await.unwrap(), Ok(Epoch(1)));
@@ -219,4 +220,64 @@ fn a_file_from_a_future_layout_is_refused() {
     }
     let err = EmbeddedStore::open(&h.path(), EmbeddedOptions::default()).unwrap_err();
     assert!(format!("{err:#}").contains("layout"), "{err:#}");
+}
+
+fn audit_record(id: u64) -> AuditRecord {
+    use crate::access::{Operation, Role};
+    use crate::audit::{AuditId, Outcome};
+    AuditRecord {
+        at: crate::domain::Timestamp(1_700_000_000_000 + id as i64),
+        id: AuditId(id),
+        subject: "c-1".into(),
+        role: Role::Coordinator,
+        operation: Operation::ReadWaitlist,
+        shard: Some(shard("IHA/111")),
+        target: None,
+        outcome: Outcome::Ok,
+    }
+}
+
+async fn audit_ids(store: &EmbeddedStore) -> Vec<u64> {
+    let page = store.audit_page(&AuditQuery { limit: 100, ..Default::default() }).await.unwrap();
+    page.iter().map(|r| r.id.0).collect()
+}
+
+#[tokio::test]
+async fn audit_records_alone_are_journaled_seen_at_once_and_the_journal_empties_on_a_durable_commit() {
+    let h = TempHarness::new();
+    let journal = journal_path(&h.path());
+    let store = h.store();
+    store.append_audit(&[audit_record(1), audit_record(2)]).await.unwrap();
+    store.append_audit(&[audit_record(3)]).await.unwrap();
+    assert_eq!(audit_ids(&store).await, [1, 2, 3], "visible as soon as acknowledged");
+    assert!(std::fs::metadata(&journal).unwrap().len() > 0, "the records are in the journal");
+
+    // Any other write is committed durably, which covers the records too.
+    store.acquire_shard(&shard("IHA/111"), "node-a").await.unwrap();
+    assert_eq!(std::fs::metadata(&journal).unwrap().len(), 0, "emptied after a durable commit");
+    assert_eq!(audit_ids(&store).await, [1, 2, 3]);
+    drop(store);
+    assert_eq!(audit_ids(&h.store()).await, [1, 2, 3]);
+}
+
+#[tokio::test]
+async fn records_left_in_the_journal_by_a_crash_are_restored_on_open() {
+    let h = TempHarness::new();
+    drop(h.store());
+    // What a crash after the journal's fdatasync, before any durable commit, leaves:
+    // the records in the journal only.
+    let rows: Vec<_> = [audit_record(7), audit_record(8)]
+        .iter()
+        .map(|r| (keys::audit_key(r.cursor()), keys::encode(r, "audit record").unwrap()))
+        .collect();
+    let (mut j, held) = super::journal::Journal::open(&journal_path(&h.path())).unwrap();
+    assert!(held.is_empty());
+    j.append(rows.iter()).unwrap();
+    drop(j);
+
+    let store = h.store();
+    assert_eq!(audit_ids(&store).await, [7, 8]);
+    assert_eq!(std::fs::metadata(journal_path(&h.path())).unwrap().len(), 0);
+    drop(store);
+    assert_eq!(audit_ids(&h.store()).await, [7, 8], "restored durably, not only in memory");
 }

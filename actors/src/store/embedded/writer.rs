@@ -12,9 +12,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use redb::{Database, Key, ReadableTable, Table, TableDefinition, Value, WriteTransaction};
+use redb::{Database, Durability, Key, ReadableTable, Table, TableDefinition, Value, WriteTransaction};
 use tokio::sync::{mpsc, oneshot};
 
+use super::journal::Journal;
 use super::keys::{AUDIT, EPOCHS, EVENTS, LOCATORS, PHN_CLAIMS, RECORDS, decode};
 use crate::domain::Phn;
 use crate::store::{CasOutcome, Epoch, PhnClaim, StoreError};
@@ -89,8 +90,19 @@ pub(super) struct Counters {
     pub(super) requests: AtomicU64,
 }
 
+/// Audit records the journal may hold before a group is committed durably
+/// instead, which lets the journal be emptied (and bounds what redb keeps
+/// from non-durable commits).
+const JOURNAL_RECORDS: usize = 4096;
+
 /// The writer thread's loop: ends when every sender is gone (the store was dropped).
-pub(super) fn run(db: Arc<Database>, mut rx: mpsc::Receiver<Request>, max_group: usize, counters: Arc<Counters>) {
+pub(super) fn run(
+    db: Arc<Database>,
+    mut rx: mpsc::Receiver<Request>,
+    max_group: usize,
+    counters: Arc<Counters>,
+    mut journal: Journal,
+) {
     let max_group = max_group.max(1);
     let mut group = Vec::with_capacity(max_group);
     while let Some(first) = rx.blocking_recv() {
@@ -103,18 +115,26 @@ pub(super) fn run(db: Arc<Database>, mut rx: mpsc::Receiver<Request>, max_group:
         }
         counters.transactions.fetch_add(1, Ordering::Relaxed);
         counters.requests.fetch_add(group.len() as u64, Ordering::Relaxed);
-        apply_group(&db, &mut group);
+        apply_group(&db, &mut group, &mut journal);
     }
 }
 
 /// Applies `group` in one transaction and answers every request. Leaves `group` empty.
-pub(super) fn apply_group(db: &Database, group: &mut Vec<Request>) {
-    // The transaction keeps redb's default durability, `Durability::Immediate`:
-    // `commit` returns only once the group is on disk, and only then do we answer.
+///
+/// Durability comes one of two ways, and only then is anyone answered:
+/// - a group of audit records alone is appended to the journal (one `fdatasync`)
+///   and committed to redb without durability, while the journal has room;
+/// - any other group is committed with redb's `Durability::Immediate`. That also
+///   makes every earlier non-durable commit durable, so the journal is emptied.
+pub(super) fn apply_group(db: &Database, group: &mut Vec<Request>, journal: &mut Journal) {
+    let journaled = journal_if_audit_only(group, journal);
     let result = db
         .begin_write()
         .map_err(redb::Error::from)
-        .and_then(|txn| {
+        .and_then(|mut txn| {
+            if journaled {
+                txn.set_durability(Durability::None).map_err(redb::Error::from)?;
+            }
             apply_all(&txn, group)?;
             txn.commit().map_err(redb::Error::from)
         })
@@ -122,10 +142,38 @@ pub(super) fn apply_group(db: &Database, group: &mut Vec<Request>) {
     let failed = result.err();
     if let Some(e) = &failed {
         // Dropping the transaction aborted it: none of the group was written.
+        // (A journaled group's records stay in the journal and are written on the
+        // next open: records of reads that were refused, which is harmless.)
         tracing::error!(error = %e, requests = group.len(), "embedded store write transaction failed");
+    } else if !journaled && let Err(e) = journal.clear() {
+        // Harmless: what it holds is already in the store and is written again on open.
+        tracing::warn!(error = %e, "could not empty the audit journal");
     }
     for request in group.drain(..) {
         request.finish(failed.as_ref());
+    }
+}
+
+/// Appends the group's records to the journal if the group is audit records
+/// only and the journal can take them; whether it did.
+fn journal_if_audit_only(group: &[Request], journal: &mut Journal) -> bool {
+    let mut rows = Vec::new();
+    for request in group {
+        match request {
+            Request::Audit { rows: r, .. } => rows.extend(r.iter()),
+            _ => return false,
+        }
+    }
+    if rows.is_empty() || !journal.is_usable() || journal.records() + rows.len() > JOURNAL_RECORDS {
+        return false;
+    }
+    match journal.append(rows.into_iter()) {
+        Ok(()) => true,
+        Err(e) => {
+            // Not fatal: this group is committed durably instead.
+            tracing::warn!(error = %e, "could not append to the audit journal");
+            false
+        }
     }
 }
 
