@@ -44,6 +44,11 @@ impl Journal {
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
         let (rows, len) = parse(&bytes);
+        if len < bytes.len() as u64 {
+            // A torn or corrupt tail: cut it off, so that nothing after the next
+            // append can be mistaken for it (or it for a frame).
+            file.set_len(len)?;
+        }
         let records = rows.len();
         Ok((Journal { file, len, records, broken: false }, rows))
     }
@@ -179,6 +184,7 @@ mod tests {
         let (mut j, rows) = Journal::open(&path).unwrap();
         assert_eq!(rows, vec![row(1, 8), row(2, 8)]);
         assert_eq!(j.len, whole, "the torn bytes are not counted");
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), whole, "and are cut off");
         // The next append overwrites the torn bytes rather than following them.
         j.append([row(3, 8)].iter()).unwrap();
         drop(j);
