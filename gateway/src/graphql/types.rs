@@ -343,29 +343,31 @@ impl From<&d::Registration> for Registration {
 /// every item; any other selection goes through async-graphql as usual.
 pub struct RegistrationList(pub Vec<Registration>);
 
-impl Registration {
-    /// The value of a plain field, by its GraphQL name; `None` for any other.
-    fn plain_field(&self, name: &str) -> Option<Value> {
-        Some(match name {
-            "reference" => self.reference.to_value(),
-            "community" => self.community.to_value(),
-            "status" => self.status.to_value(),
-            "registeredAt" => self.registered_at.to_value(),
-            "householdSize" => self.household_size.to_value(),
-            "needs" => self.needs.to_value(),
-            "languages" => self.languages.to_value(),
-            "placeInLine" => self.place_in_line.to_value(),
-            "peopleAhead" => self.people_ahead.to_value(),
-            "providerId" => self.provider_id.to_value(),
-            "withdrawnReason" => self.withdrawn_reason.to_value(),
-            "__typename" => Value::String("Registration".to_string()),
-            _ => return None,
-        })
-    }
+/// Reads one plain field of a registration.
+type PlainField = fn(&Registration) -> Value;
+
+/// The reader of a plain field, by its GraphQL name; `None` for any other.
+fn plain_field(name: &str) -> Option<PlainField> {
+    let read: PlainField = match name {
+        "reference" => |r| r.reference.to_value(),
+        "community" => |r| r.community.to_value(),
+        "status" => |r| r.status.to_value(),
+        "registeredAt" => |r| r.registered_at.to_value(),
+        "householdSize" => |r| r.household_size.to_value(),
+        "needs" => |r| r.needs.to_value(),
+        "languages" => |r| r.languages.to_value(),
+        "placeInLine" => |r| r.place_in_line.to_value(),
+        "peopleAhead" => |r| r.people_ahead.to_value(),
+        "providerId" => |r| r.provider_id.to_value(),
+        "withdrawnReason" => |r| r.withdrawn_reason.to_value(),
+        "__typename" => |_| Value::String("Registration".to_string()),
+        _ => return None,
+    };
+    Some(read)
 }
 
-/// The response keys and names of a selection made only of plain fields.
-fn plain_selection<'a>(set: &'a Positioned<SelectionSet>, probe: &Registration) -> Option<Vec<(&'a Name, &'a str)>> {
+/// The response keys and readers of a selection made only of plain fields.
+fn plain_selection(set: &Positioned<SelectionSet>) -> Option<Vec<(&Name, PlainField)>> {
     set.node
         .items
         .iter()
@@ -373,10 +375,9 @@ fn plain_selection<'a>(set: &'a Positioned<SelectionSet>, probe: &Registration) 
             Selection::Field(f)
                 if f.node.arguments.is_empty()
                     && f.node.directives.is_empty()
-                    && f.node.selection_set.node.items.is_empty()
-                    && probe.plain_field(&f.node.name.node).is_some() =>
+                    && f.node.selection_set.node.items.is_empty() =>
             {
-                Some((&f.node.response_key().node, f.node.name.node.as_str()))
+                plain_field(&f.node.name.node).map(|read| (&f.node.response_key().node, read))
             }
             _ => None,
         })
@@ -397,22 +398,14 @@ impl OutputType for RegistrationList {
     }
 
     async fn resolve(&self, ctx: &ContextSelectionSet<'_>, field: &Positioned<Field>) -> ServerResult<Value> {
-        let plain = self.0.first().map(|first| plain_selection(ctx.item, first));
-        match plain {
-            Some(Some(fields)) => Ok(Value::List(
+        match plain_selection(ctx.item) {
+            Some(fields) => Ok(Value::List(
                 self.0
                     .iter()
-                    .map(|r| {
-                        Value::Object(
-                            fields
-                                .iter()
-                                .map(|(key, name)| ((*key).clone(), r.plain_field(name).unwrap_or(Value::Null)))
-                                .collect(),
-                        )
-                    })
+                    .map(|r| Value::Object(fields.iter().map(|(key, read)| ((*key).clone(), read(r))).collect()))
                     .collect(),
             )),
-            _ => resolve_list(ctx, field, &self.0, Some(self.0.len())).await,
+            None => resolve_list(ctx, field, &self.0, Some(self.0.len())).await,
         }
     }
 }
