@@ -53,7 +53,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let token = args.token.as_deref();
     anyhow::ensure!(
         args.events <= 100_000 && args.max_seconds <= 600 && args.rate >= 0.0,
-        "runs are bounded: at most 100,000 events and 600 s"
+        "runs are bounded: at most 100,000 events and 600 s, at a rate of 0 (unpaced) or more"
     );
     let mut sent: HashMap<String, Instant> = HashMap::new();
     let deadline = Instant::now() + Duration::from_secs(args.max_seconds);

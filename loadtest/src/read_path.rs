@@ -115,9 +115,8 @@ async fn phase(
 
 /// Whether a response body carries GraphQL `errors`. The load tool shares the
 /// server's cores, so this is a SIMD substring search rather than a parse or a
-/// window-by-window compare. The server
-/// writes compact JSON, where `"errors":` can only be a key: a string value is
-/// followed by `,`, `}` or `]`.
+/// window-by-window compare. The server writes compact JSON, where `"errors":`
+/// can only be a key: a string value is followed by `,`, `}` or `]`.
 fn has_errors(body: &[u8]) -> bool {
     memchr::memmem::find(body, b"\"errors\":").is_some()
 }

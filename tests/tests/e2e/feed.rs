@@ -322,11 +322,7 @@ async fn the_server_pings_quiet_connections_and_closes_clients_that_never_answer
     // graphql-transport-ws: a client that answers every ping stays connected
     // well past two intervals, and still gets its events.
     let mut answers = connect(&app, "graphql-transport-ws").await;
-    let subscribe = |id: &str| {
-        json!({ "id": id, "type": "subscribe", "payload": { "query": SUBSCRIBE, "variables": { "c": "111" } } })
-            .to_string()
-    };
-    answers.send(Message::text(subscribe("1"))).await.unwrap();
+    subscribe(&mut answers, "1", "111", None).await;
     let mut silent = connect(&app, "graphql-transport-ws").await;
     let mut legacy = connect(&app, "graphql-ws").await;
     let started = std::time::Instant::now();
