@@ -322,11 +322,13 @@ pub enum Operation {
     TransferPanel,
     /// Read panel reports and transfers (counts, never patients).
     ReadPanelReports,
+    /// Move a registration to another community's waitlist, keeping its registration time.
+    MoveRegistration,
 }
 
 impl Operation {
     /// Every operation, in a stable order.
-    pub const ALL: [Operation; 23] = [
+    pub const ALL: [Operation; 24] = [
         Operation::RegisterHousehold,
         Operation::ReadRegistration,
         Operation::WithdrawRegistration,
@@ -350,6 +352,7 @@ impl Operation {
         Operation::ManageClinicStaff,
         Operation::TransferPanel,
         Operation::ReadPanelReports,
+        Operation::MoveRegistration,
     ];
 
     /// The name in the audit log.
@@ -378,6 +381,7 @@ impl Operation {
             Operation::ManageClinicStaff => "manageClinicStaff",
             Operation::TransferPanel => "transferPanel",
             Operation::ReadPanelReports => "readPanelReports",
+            Operation::MoveRegistration => "moveRegistration",
         }
     }
 
@@ -411,6 +415,7 @@ impl Operation {
             Operation::ManageClinicStaff => "change who works at a clinic",
             Operation::TransferPanel => "transfer a panel",
             Operation::ReadPanelReports => "read panel reports",
+            Operation::MoveRegistration => "move a registration to another community",
         }
     }
 
@@ -430,6 +435,7 @@ impl Operation {
                 | Operation::RemoveFromPanel
                 | Operation::ManageClinicStaff
                 | Operation::TransferPanel
+                | Operation::MoveRegistration
         )
     }
 
@@ -456,7 +462,7 @@ impl Operation {
             // the reference it was given (the reference is the capability).
             O::RegisterHousehold => matches!(role, R::Public | R::Patient | R::Coordinator),
             O::ReadRegistration => matches!(role, R::Public | R::Patient | R::Coordinator | R::Support),
-            O::WithdrawRegistration => matches!(role, R::Patient | R::Coordinator),
+            O::WithdrawRegistration | O::MoveRegistration => matches!(role, R::Patient | R::Coordinator),
             O::ReadWaitlist => matches!(role, R::Coordinator | R::Support),
             O::UpsertProvider => matches!(role, R::Provider | R::MedicalDirector),
             O::SetCapacity => matches!(role, R::Provider | R::MedicalDirector),

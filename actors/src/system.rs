@@ -29,6 +29,7 @@ use crate::shard::{
 };
 use crate::store::{Locator, Store};
 
+mod moves;
 mod panels;
 mod staff;
 

@@ -100,6 +100,7 @@ impl Application {
                     info!(?report, "demo data");
                 }
                 system.start().await?;
+                system.resume_moves().await;
                 let resumed = system.resume_transfers().await;
                 if resumed > 0 {
                     info!(resumed, "panel transfers resumed");

@@ -47,6 +47,10 @@ pub enum EventKind {
     Detached { provider: ProviderId, patients: u32 },
     /// A panel transfer started, moved a chunk, or finished.
     TransferUpdated { from: ProviderId, to: ProviderId, moved: u32, done: bool },
+    /// A household left this community's waitlist for another's.
+    MovedOut { reference: RegistrationRef, to: ShardKey },
+    /// A household joined this community's waitlist from another, keeping its registration time.
+    MovedIn { reference: RegistrationRef, from: ShardKey, household_size: u8 },
 }
 
 impl EventKind {
@@ -65,6 +69,8 @@ impl EventKind {
             EventKind::ClinicUpdated { .. } => "CLINIC_UPDATED",
             EventKind::Detached { .. } => "DETACHED",
             EventKind::TransferUpdated { .. } => "TRANSFER_UPDATED",
+            EventKind::MovedOut { .. } => "MOVED_OUT",
+            EventKind::MovedIn { .. } => "MOVED_IN",
         }
     }
 }

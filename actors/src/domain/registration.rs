@@ -1,6 +1,8 @@
 //! Registrations on the waitlist and their lifecycle:
 //! `WAITING → PROPOSED → ATTACHED`, `PROPOSED → WAITING` (returned, keeping the
-//! original registration time), `WAITING|PROPOSED → WITHDRAWN`.
+//! original registration time), `WAITING|PROPOSED → WITHDRAWN`, and a move to
+//! another community: `WAITING|PROPOSED → MOVED` in the community left, and a
+//! `WAITING` copy, with the same reference and registration time, in the one joined.
 
 use serde::{Deserialize, Serialize};
 
@@ -17,6 +19,9 @@ pub enum RegistrationStatus {
     Attached,
     /// Left the waitlist (moved, found a doctor, asked to be removed).
     Withdrawn,
+    /// Moved to another community's waitlist, where the registration goes on
+    /// with its registration time. This copy is the record of the move.
+    Moved,
 }
 
 impl RegistrationStatus {
@@ -27,6 +32,7 @@ impl RegistrationStatus {
             RegistrationStatus::Proposed => "PROPOSED",
             RegistrationStatus::Attached => "ATTACHED",
             RegistrationStatus::Withdrawn => "WITHDRAWN",
+            RegistrationStatus::Moved => "MOVED",
         }
     }
 }
@@ -180,8 +186,48 @@ impl Registration {
         })
     }
 
+    /// `WAITING|PROPOSED → MOVED`: the household leaves this community's line for
+    /// another's. An open proposal is cancelled by the caller. The time of the
+    /// change is later than every earlier change of this registration, wherever
+    /// it was made, so the copies of a registration that moved several times
+    /// can be told apart by `updated_at` alone (see [`Self::arrives_after`]).
+    pub fn move_out(&self, now: Timestamp) -> Result<Self, TransitionRefused> {
+        if !matches!(self.status, RegistrationStatus::Waiting | RegistrationStatus::Proposed) {
+            return Err(self.refuse("moved to another community"));
+        }
+        Ok(Registration {
+            status: RegistrationStatus::Moved,
+            proposal: None,
+            updated_at: now.max(self.updated_at.plus_ms(1)),
+            ..self.clone()
+        })
+    }
+
+    /// The copy a community joined by a move holds: `WAITING` in `shard`, with the
+    /// same reference, household, registration time and past declines.
+    pub fn move_in(&self, shard: ShardKey, now: Timestamp) -> Result<Self, TransitionRefused> {
+        if self.status != RegistrationStatus::Moved {
+            return Err(self.refuse("joined to another community's waitlist"));
+        }
+        Ok(Registration {
+            shard,
+            status: RegistrationStatus::Waiting,
+            updated_at: now.max(self.updated_at.plus_ms(1)),
+            ..self.clone()
+        })
+    }
+
+    /// Whether `moving` (a `MOVED` copy on its way here) is newer than this copy
+    /// of the same registration, which is then a record of an earlier stay. A
+    /// `MOVED` copy here older than `moving` means the household left and is
+    /// now coming back; anything else means `moving` already arrived (a retry).
+    pub fn arrives_after(&self, moving: &Registration) -> bool {
+        self.status == RegistrationStatus::Moved && self.updated_at < moving.updated_at
+    }
+
     /// Whether this registration still holds its members' PHNs (so nobody may
-    /// register them again).
+    /// register them again). A `MOVED` copy holds them until the community it
+    /// moved to says otherwise.
     pub fn holds_phns(&self) -> bool {
         self.status != RegistrationStatus::Withdrawn
     }
@@ -300,6 +346,56 @@ mod tests {
         assert!(done.attach_members(&[second.phn], &doc, Timestamp(8)).is_err());
         let proposed = r.propose(ProposalId::generate(), Timestamp(2)).unwrap();
         assert!(proposed.attach_members(&[first], &doc, Timestamp(3)).is_err(), "an open proposal stands");
+    }
+
+    #[test]
+    fn a_move_keeps_the_place_in_line_and_the_history() {
+        let p = ProposalId::generate();
+        let r = registration().propose(p, Timestamp(2_000)).unwrap().return_to_waitlist(decline(&p), Timestamp(3_000));
+        let r = r.unwrap();
+        let moved = r.move_out(Timestamp(4_000)).unwrap();
+        assert_eq!(moved.status, RegistrationStatus::Moved);
+        assert!(moved.holds_phns(), "a household between two communities keeps its PHNs");
+        let there = crate::domain::ShardKey::parse("VCHA/233").unwrap();
+        let arrived = moved.move_in(there.clone(), Timestamp(5_000)).unwrap();
+        assert_eq!(arrived.status, RegistrationStatus::Waiting);
+        assert_eq!(arrived.shard, there);
+        assert_eq!((arrived.reference, arrived.registered_at), (r.reference, Timestamp(1_000)));
+        assert_eq!(arrived.declines, r.declines, "past declines go with it");
+        let proposed = registration().propose(ProposalId::generate(), Timestamp(2)).unwrap();
+        assert_eq!(proposed.move_out(Timestamp(3)).unwrap().proposal, None, "PROPOSED → MOVED drops the proposal");
+    }
+
+    #[test]
+    fn each_step_of_a_move_is_later_than_the_last_whatever_the_clocks_say() {
+        let r = registration();
+        let out = r.move_out(Timestamp(500)).unwrap();
+        assert!(out.updated_at > r.updated_at, "a clock behind the last change");
+        let there = crate::domain::ShardKey::parse("VCHA/233").unwrap();
+        let arrived = out.move_in(there, Timestamp(out.updated_at.0)).unwrap();
+        assert!(arrived.updated_at > out.updated_at, "within one millisecond");
+        let back = arrived.move_out(Timestamp(0)).unwrap();
+        // The first community holds `out`; `back` is the household coming back.
+        assert!(out.arrives_after(&back), "an older record of a stay is replaced");
+        assert!(!back.arrives_after(&out), "a retry of an older arrival is not");
+        assert!(!arrived.arrives_after(&back), "a copy still waiting has already arrived");
+    }
+
+    #[test]
+    fn refused_moves() {
+        let r = registration();
+        assert!(r.move_in(r.shard.clone(), Timestamp(2)).is_err(), "WAITING is not on its way");
+        let withdrawn = r.withdraw("found a doctor", Timestamp(2)).unwrap();
+        assert!(withdrawn.move_out(Timestamp(3)).is_err(), "WITHDRAWN → MOVED");
+        let attached = r
+            .propose(ProposalId::generate(), Timestamp(2))
+            .and_then(|p| p.attach(ProviderId::parse("P1234").unwrap(), Timestamp(3)))
+            .unwrap();
+        assert!(attached.move_out(Timestamp(4)).is_err(), "ATTACHED → MOVED");
+        let moved = r.move_out(Timestamp(2)).unwrap();
+        assert!(moved.move_out(Timestamp(3)).is_err(), "MOVED → MOVED");
+        assert!(moved.withdraw("left", Timestamp(3)).is_err(), "MOVED → WITHDRAWN");
+        assert!(moved.propose(ProposalId::generate(), Timestamp(3)).is_err(), "MOVED → PROPOSED");
     }
 
     #[test]

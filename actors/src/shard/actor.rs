@@ -16,7 +16,9 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tracing::{Instrument, info, info_span, instrument, warn};
 
-use crate::domain::{DAY_MS, Event, Household, RegistrationRef, Seq, ShardKey, Timestamp};
+use crate::domain::{
+    DAY_MS, Event, Household, Registration, RegistrationRef, RegistrationStatus, Seq, ShardKey, Timestamp,
+};
 use crate::error::AttachError;
 use crate::feed::Feed;
 use crate::matcher::Policy;
@@ -332,6 +334,10 @@ impl ShardActor {
             ShardMsg::CompleteTransfer { from, key, done, reply } => {
                 answer!(reply, rt.complete_transfer(&from, &key, done, now).await)
             }
+            ShardMsg::MoveOut(r, to, reply) => answer!(reply, rt.move_out(&r, &to, now).await),
+            ShardMsg::MoveIn(moving, reply) => answer!(reply, rt.move_in(*moving, now).await),
+            ShardMsg::FinishMove(r, reply) => answer!(reply, rt.finish_move(&r, now).await),
+            ShardMsg::RunningMoves(reply) => answer!(reply, Ok(rt.running_moves())),
             ShardMsg::RunningTransfers(reply) => {
                 let running = rt.state.transfers().filter(|t| t.status == crate::domain::TransferStatus::Running);
                 answer!(reply, Ok(running.cloned().collect()))
@@ -465,25 +471,54 @@ impl ShardRuntime {
         phn: crate::domain::Phn,
         now: Timestamp,
     ) -> Result<bool, AttachError> {
-        let record = if claim.shard == self.state.key {
-            match &claim.holder {
-                PhnHolder::Registration(r) => self.state.registration(r).cloned().map(Record::Registration),
-                PhnHolder::Panel(p) => {
-                    self.state.panel(p).and_then(|panel| panel.get(&phn)).cloned().map(Record::PanelEntry)
-                }
+        let record = match &claim.holder {
+            PhnHolder::Registration(r) => self.claimed_registration(&claim.shard, r).await?.map(Record::Registration),
+            PhnHolder::Panel(p) if claim.shard == self.state.key => {
+                self.state.panel(p).and_then(|panel| panel.get(&phn)).cloned().map(Record::PanelEntry)
             }
-        } else {
-            let key = match &claim.holder {
-                PhnHolder::Registration(r) => RecordKey::Registration(*r),
-                PhnHolder::Panel(p) => RecordKey::PanelEntry(p.clone(), phn),
-            };
-            self.store.read(&claim.shard, &key).await?
+            PhnHolder::Panel(p) => self.store.read(&claim.shard, &RecordKey::PanelEntry(p.clone(), phn)).await?,
         };
         Ok(match record {
             Some(Record::Registration(r)) => r.holds_phns(),
             Some(_) => true,
             // No record: either the claimer is between claim and commit (live) or it crashed there.
             None => now.0 - claim.at.0 < i64::try_from(self.config.claim_grace.as_millis()).unwrap_or(i64::MAX),
+        })
+    }
+
+    /// The registration a PHN claim names, in the community where it lives now:
+    /// a claim made before a move still names the community the household left,
+    /// whose `MOVED` copy is followed to the one it joined (by its locator).
+    /// A `MOVED` copy that its locator still points at is a move under way.
+    pub(super) async fn claimed_registration(
+        &self,
+        shard: &ShardKey,
+        r: &RegistrationRef,
+    ) -> Result<Option<Registration>, AttachError> {
+        let found = self.registration_in(shard, r).await?;
+        match found {
+            Some(reg) if reg.status == RegistrationStatus::Moved => {
+                match self.store.locate(&crate::store::Locator::Registration(*r)).await? {
+                    Some(now_in) if &now_in != shard => Ok(self.registration_in(&now_in, r).await?.or(Some(reg))),
+                    _ => Ok(Some(reg)),
+                }
+            }
+            other => Ok(other),
+        }
+    }
+
+    /// A registration held by `shard`: this shard's own from memory, another's from the store.
+    async fn registration_in(
+        &self,
+        shard: &ShardKey,
+        r: &RegistrationRef,
+    ) -> Result<Option<Registration>, AttachError> {
+        if shard == &self.state.key {
+            return Ok(self.state.registration(r).cloned());
+        }
+        Ok(match self.store.read(shard, &RecordKey::Registration(*r)).await? {
+            Some(Record::Registration(reg)) => Some(reg),
+            _ => None,
         })
     }
 
@@ -498,10 +533,11 @@ impl ShardRuntime {
         let view = self.registration_view(r)?;
         // Free the PHNs for a future registration; a failure here is harmless
         // because a claim pointing at a withdrawn registration counts as free.
-        let claim_of = |at| PhnClaim { shard: self.state.key.clone(), holder: PhnHolder::Registration(*r), at };
+        // A claim made before the household moved here still names this
+        // registration (references are unique), so it is freed too.
         for m in &view.registration.household.members {
             if let Ok(Some(current)) = self.store.phn_claim(m.phn).await
-                && current == claim_of(current.at)
+                && current.holder == PhnHolder::Registration(*r)
             {
                 let _ = self.store.cas_phn_claim(m.phn, Some(&current), None).await;
             }
@@ -509,7 +545,7 @@ impl ShardRuntime {
         Ok(view)
     }
 
-    fn registration_view(&self, r: &RegistrationRef) -> Result<RegistrationView, AttachError> {
+    pub(super) fn registration_view(&self, r: &RegistrationRef) -> Result<RegistrationView, AttachError> {
         let registration = self.state.registration(r).ok_or_else(|| AttachError::not_found("registration"))?;
         let proposal = registration
             .proposal

@@ -9,7 +9,7 @@ use crate::access::Principal;
 use crate::domain::{
     Capacity, Clinic, DelegateId, Endorsement, EndorsementId, EndorsementStep, FacilityNumber, Household, Need,
     PanelEntry, PanelTransfer, Phn, Proposal, ProposalId, ProposalStatus, Provider, ProviderId, Registration,
-    RegistrationRef, StaffInput, StaffMember, Timestamp, TransferKey,
+    RegistrationMove, RegistrationRef, ShardKey, StaffInput, StaffMember, Timestamp, TransferKey,
 };
 use crate::error::AttachError;
 use crate::panel::{ChunkAnswer, PanelChunk, PanelReport, Release, TransferAccepted, TransferRequest, Transferring};
@@ -284,6 +284,15 @@ pub enum ShardMsg {
     },
     /// Transfers out of providers homed here that have not finished.
     RunningTransfers(Reply<Vec<PanelTransfer>>),
+    /// A registration leaves for another community (step one of a move): answers
+    /// its `MOVED` copy and the record of the move.
+    MoveOut(RegistrationRef, ShardKey, Reply<(Registration, RegistrationMove)>),
+    /// A moving registration joins this community's waitlist (step two).
+    MoveIn(Box<Registration>, Reply<RegistrationView>),
+    /// Close the record of a move out of here (step three).
+    FinishMove(RegistrationRef, Reply<()>),
+    /// Moves out of here not yet closed, each with its `MOVED` copy.
+    RunningMoves(Reply<Vec<(Registration, RegistrationMove)>>),
     /// Panel reports: one provider homed here, or those listed at a clinic.
     PanelReports {
         /// Only this provider.
@@ -350,6 +359,10 @@ impl ShardMsg {
             ShardMsg::AcceptTransfer(..) => "acceptTransfer",
             ShardMsg::CompleteTransfer { .. } => "completeTransfer",
             ShardMsg::RunningTransfers(..) => "runningTransfers",
+            ShardMsg::MoveOut(..) => "moveOut",
+            ShardMsg::MoveIn(..) => "moveIn",
+            ShardMsg::FinishMove(..) => "finishMove",
+            ShardMsg::RunningMoves(..) => "runningMoves",
             ShardMsg::PanelReports { .. } => "panelReports",
             ShardMsg::RenewLease => "renewLease",
             ShardMsg::Traced(t) => t.msg.name(),

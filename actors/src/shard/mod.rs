@@ -4,6 +4,7 @@ pub mod actor;
 pub mod delegation;
 pub mod directory;
 pub mod messages;
+pub mod moves;
 mod panels;
 pub mod plan;
 pub mod staff;
@@ -12,6 +13,8 @@ pub mod supervisor;
 
 #[cfg(test)]
 mod access_tests;
+#[cfg(test)]
+mod move_tests;
 #[cfg(test)]
 mod panel_tests;
 #[cfg(test)]

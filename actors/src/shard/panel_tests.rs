@@ -11,7 +11,7 @@ use crate::system::AttachSystem;
 
 use super::tests::{c, household, phn, provider, sys, today, world};
 
-async fn clinic(system: &AttachSystem, facility: &str, community: &str) -> FacilityNumber {
+pub(super) async fn clinic(system: &AttachSystem, facility: &str, community: &str) -> FacilityNumber {
     let f = FacilityNumber::parse(facility).unwrap();
     let details = ClinicInput::parse("Family Practice", "1 Main St", "", "").unwrap();
     let medical_director = Some(ProviderId::parse("MD999").unwrap());
@@ -20,7 +20,7 @@ async fn clinic(system: &AttachSystem, facility: &str, community: &str) -> Facil
     f
 }
 
-fn csv_of(phns: &[Phn], facility: &str) -> String {
+pub(super) fn csv_of(phns: &[Phn], facility: &str) -> String {
     let mut out = String::from("PHN,Surname,Given name,Date of birth,Service code,Facility\r\n");
     for p in phns {
         out.push_str(&format!("{},Lee,Sam,1950-05-05,98990,{facility}\r\n", p.expose()));
@@ -28,12 +28,17 @@ fn csv_of(phns: &[Phn], facility: &str) -> String {
     out
 }
 
-async fn submit(system: &AttachSystem, doc: &ProviderId, f: &FacilityNumber, text: &str) -> SubmissionReport {
+pub(super) async fn submit(
+    system: &AttachSystem,
+    doc: &ProviderId,
+    f: &FacilityNumber,
+    text: &str,
+) -> SubmissionReport {
     let parsed = parse(text.as_bytes(), f, Limits::default(), today()).unwrap();
     system.submit_panel(&sys(), doc, f, parsed).await.unwrap()
 }
 
-fn statuses(r: &SubmissionReport) -> Vec<RowStatus> {
+pub(super) fn statuses(r: &SubmissionReport) -> Vec<RowStatus> {
     r.rows.iter().map(|r| r.status).collect()
 }
 

@@ -98,18 +98,15 @@ impl ShardRuntime {
                 Holder::Dead
             }),
             PhnHolder::Registration(r) => {
-                let record = if claim.shard == self.state.key {
-                    self.state.registration(r).cloned()
-                } else {
-                    match self.store.read(&claim.shard, &RecordKey::Registration(*r)).await? {
-                        Some(Record::Registration(reg)) => Some(reg),
-                        _ => None,
+                let record = self.claimed_registration(&claim.shard, r).await?;
+                Ok(match record.as_ref().map(|reg| reg.status) {
+                    // Where the registration waits now, which a move may have changed.
+                    Some(RegistrationStatus::Waiting) => {
+                        Holder::Waiting(*r, record.map_or_else(|| claim.shard.clone(), |reg| reg.shard))
                     }
-                };
-                Ok(match record.map(|reg| reg.status) {
-                    Some(RegistrationStatus::Waiting) => Holder::Waiting(*r, claim.shard.clone()),
                     Some(RegistrationStatus::Proposed) => Holder::Conflict(PROPOSED),
                     Some(RegistrationStatus::Attached) => Holder::Conflict(ON_ANOTHER_PANEL),
+                    Some(RegistrationStatus::Moved) => Holder::Conflict(BUSY),
                     Some(RegistrationStatus::Withdrawn) => Holder::Dead,
                     None if self.claim_is_live(claim, phn, now).await? => Holder::Conflict(BUSY),
                     None => Holder::Dead,
@@ -237,7 +234,8 @@ impl ShardRuntime {
         }
         // The members have left the waitlist; a crash from here leaves claims
         // naming the registration, and submitting again comes back here.
-        let ours = |c: &PhnClaim| c.shard == self.state.key && c.holder == PhnHolder::Registration(release.reference);
+        // A claim made before the household moved here names the community it left.
+        let ours = |c: &PhnClaim| c.holder == PhnHolder::Registration(release.reference);
         let theirs = PhnClaim {
             shard: release.provider_shard.clone(),
             holder: PhnHolder::Panel(release.provider.clone()),

@@ -9,9 +9,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use crate::domain::{
-    Clinic, DAY_MS, DelegateId, Endorsement, EndorsementId, EventKind, FacilityNumber, PanelEntry, PanelTransfer, Phn,
-    Proposal, ProposalId, ProposalStatus, Provider, ProviderId, Registration, RegistrationRef, RegistrationStatus,
-    ShardKey, StaffMember, Timestamp, TransferKey,
+    Clinic, DAY_MS, DelegateId, Endorsement, EndorsementId, EventKind, FacilityNumber, MoveStatus, PanelEntry,
+    PanelTransfer, Phn, Proposal, ProposalId, ProposalStatus, Provider, ProviderId, Registration, RegistrationMove,
+    RegistrationRef, RegistrationStatus, ShardKey, StaffMember, Timestamp, TransferKey,
 };
 use crate::store::{Locator, Record, RecordKey};
 
@@ -59,6 +59,8 @@ pub struct ShardState {
     transfers: BTreeMap<(ProviderId, TransferKey), PanelTransfer>,
     /// The staff lists of clinics here, by clinic then subject.
     staff: BTreeMap<(FacilityNumber, DelegateId), StaffMember>,
+    /// Each registration's latest move out of this community.
+    moves: HashMap<RegistrationRef, RegistrationMove>,
     /// People attached, by attachment time, for rates and "this week".
     attachments: BTreeMap<Timestamp, u32>,
     /// The latest registration time in the shard, so the next one is later:
@@ -82,6 +84,7 @@ impl ShardState {
             endorsements: BTreeMap::new(),
             transfers: BTreeMap::new(),
             staff: BTreeMap::new(),
+            moves: HashMap::new(),
             attachments: BTreeMap::new(),
             latest_registration: Timestamp(i64::MIN),
         }
@@ -155,6 +158,9 @@ impl ShardState {
             Record::ClinicStaff(m) => {
                 self.staff.insert((m.facility.clone(), m.subject.clone()), m);
             }
+            Record::Move(m) => {
+                self.moves.insert(m.reference, m);
+            }
         }
     }
 
@@ -189,6 +195,9 @@ impl ShardState {
             }
             RecordKey::ClinicStaff(facility, subject) => {
                 self.staff.remove(&(facility.clone(), subject.clone()));
+            }
+            RecordKey::Move(r) => {
+                self.moves.remove(r);
             }
         }
     }
@@ -357,6 +366,16 @@ impl ShardState {
     /// Every transfer out of providers homed here.
     pub fn transfers(&self) -> impl Iterator<Item = &PanelTransfer> {
         self.transfers.values()
+    }
+
+    /// A registration's latest move out of this community.
+    pub fn move_of(&self, r: &RegistrationRef) -> Option<&RegistrationMove> {
+        self.moves.get(r)
+    }
+
+    /// Moves out of this community not yet known to have arrived.
+    pub fn running_moves(&self) -> impl Iterator<Item = &RegistrationMove> {
+        self.moves.values().filter(|m| m.status == MoveStatus::Running)
     }
 
     /// Whether `phn` is on `provider`'s panel here.

@@ -21,7 +21,7 @@ pub(super) fn sys() -> Principal {
     Principal::internal("test")
 }
 
-const REGIONS: &str = r#"
+pub(super) const REGIONS: &str = r#"
 [[health_authority]]
 code = "IHA"
 name = "Interior Health"
@@ -45,7 +45,7 @@ population = 29900
 pub(super) struct World {
     pub(super) system: AttachSystem,
     _dir: tempfile::TempDir,
-    path: std::path::PathBuf,
+    pub(super) path: std::path::PathBuf,
 }
 
 pub(super) async fn world(config: ShardConfig) -> World {
@@ -55,7 +55,7 @@ pub(super) async fn world(config: ShardConfig) -> World {
     World { system, _dir: dir, path }
 }
 
-async fn start(path: &std::path::Path, config: ShardConfig) -> AttachSystem {
+pub(super) async fn start(path: &std::path::Path, config: ShardConfig) -> AttachSystem {
     let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(path, EmbeddedOptions::default()).unwrap());
     let regions = Arc::new(Regions::parse(REGIONS).unwrap());
     let feed: Arc<dyn crate::feed::Feed> = Arc::new(crate::feed::MemoryFeed::new(64));

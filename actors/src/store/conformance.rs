@@ -747,6 +747,8 @@ pub mod fixtures {
         pub transfer: PanelTransfer,
         /// A member of the clinic's staff.
         pub staff: StaffMember,
+        /// Another registration's move out of the shard, part way.
+        pub moved: crate::domain::RegistrationMove,
     }
 
     impl World {
@@ -864,8 +866,17 @@ pub mod fixtures {
                 title: "MOA".into(),
                 added_at: at(-25),
             };
+            let moved = crate::domain::RegistrationMove {
+                reference: reference(500_000 + i),
+                from: shard.clone(),
+                to: ShardKey::parse("VCHA/233").expect("a valid shard key"),
+                status: crate::domain::MoveStatus::Running,
+                started_at: at(-3),
+                updated_at: at(-3),
+            };
             World {
                 shard: shard.clone(),
+                moved,
                 registration,
                 proposal,
                 provider,
@@ -888,6 +899,7 @@ pub mod fixtures {
                 Record::Endorsement(self.endorsement.clone()),
                 Record::Transfer(self.transfer.clone()),
                 Record::ClinicStaff(self.staff.clone()),
+                Record::Move(self.moved.clone()),
             ]
         }
 

@@ -37,8 +37,8 @@ use serde::{Deserialize, Serialize};
 pub use crate::audit::{AuditQuery, AuditRecord};
 use crate::domain::{
     Clinic, DelegateId, Endorsement, EndorsementId, Event, FacilityNumber, PanelEntry, PanelTransfer, Phn, Proposal,
-    ProposalId, Provider, ProviderId, Registration, RegistrationRef, Seq, ShardKey, StaffMember, Timestamp,
-    TransferKey,
+    ProposalId, Provider, ProviderId, Registration, RegistrationMove, RegistrationRef, Seq, ShardKey, StaffMember,
+    Timestamp, TransferKey,
 };
 
 /// How long a shard lease lasts unless renewed, when the configuration does not say.
@@ -67,6 +67,8 @@ pub enum Record {
     Transfer(PanelTransfer),
     /// A member of the staff of a clinic in the shard's community.
     ClinicStaff(StaffMember),
+    /// A registration's latest move out of the shard's community.
+    Move(RegistrationMove),
 }
 
 /// The key of a [`Record`] within its shard.
@@ -88,6 +90,8 @@ pub enum RecordKey {
     Transfer(ProviderId, TransferKey),
     /// A staff member by clinic and sign-in subject.
     ClinicStaff(FacilityNumber, DelegateId),
+    /// A registration's latest move out, by reference.
+    Move(RegistrationRef),
 }
 
 impl Record {
@@ -102,6 +106,7 @@ impl Record {
             Record::Endorsement(e) => RecordKey::Endorsement(e.id),
             Record::Transfer(t) => RecordKey::Transfer(t.from.clone(), t.key.clone()),
             Record::ClinicStaff(m) => RecordKey::ClinicStaff(m.facility.clone(), m.subject.clone()),
+            Record::Move(m) => RecordKey::Move(m.reference),
         }
     }
 }

@@ -49,6 +49,10 @@ pub enum MatchEventKind {
     Detached,
     /// A panel transfer started, moved patients, or finished (`people`: moved so far).
     TransferUpdated,
+    /// A household left this community's waitlist for `otherCommunity`'s.
+    MovedOut,
+    /// A household joined this community's waitlist from `otherCommunity`, keeping its registration time.
+    MovedIn,
     /// This subscriber fell behind and missed events after `missedAfterSeq`:
     /// fetch them with the `events` query.
     Missed,
@@ -80,6 +84,8 @@ pub struct MatchEvent {
     pub declined_by: Option<Responder>,
     /// The clinic concerned.
     pub facility_number: Option<String>,
+    /// On `MOVED_OUT`: the community joined; on `MOVED_IN`: the community left.
+    pub other_community: Option<String>,
     /// On `MISSED`: the last sequence number delivered before the gap.
     pub missed_after_seq: Option<u64>,
 }
@@ -98,6 +104,7 @@ impl MatchEvent {
             people: None,
             declined_by: None,
             facility_number: None,
+            other_community: None,
             missed_after_seq: None,
         }
     }
@@ -140,6 +147,8 @@ impl From<Event> for MatchEvent {
             EventKind::ClinicUpdated { .. } => (K::ClinicUpdated, None, None, None),
             EventKind::Detached { provider, .. } => (K::Detached, None, None, id(provider)),
             EventKind::TransferUpdated { from, .. } => (K::TransferUpdated, None, None, id(from)),
+            EventKind::MovedOut { reference, .. } => (K::MovedOut, id(reference), None, None),
+            EventKind::MovedIn { reference, .. } => (K::MovedIn, id(reference), None, None),
         };
         let mut out = MatchEvent {
             reference,
@@ -154,6 +163,11 @@ impl From<Event> for MatchEvent {
             EventKind::ClinicUpdated { facility } => out.facility_number = Some(facility),
             EventKind::Detached { patients, .. } => out.people = Some(patients),
             EventKind::TransferUpdated { moved, .. } => out.people = Some(moved),
+            EventKind::MovedOut { to, .. } => out.other_community = Some(to.community.as_str().to_string()),
+            EventKind::MovedIn { from, household_size, .. } => {
+                out.other_community = Some(from.community.as_str().to_string());
+                out.people = Some(u32::from(household_size));
+            }
             _ => {}
         }
         out

@@ -39,6 +39,22 @@ impl MutationRoot {
         system(ctx).withdraw(caller(ctx), &reference, reason).await.gql().map(Into::into)
     }
 
+    /// Moves a waiting or proposed registration to another community's
+    /// waitlist: the household keeps its reference and its registration time,
+    /// so its place in the new line is where that time puts it. An open
+    /// proposal is cancelled. Asking again after a move finished (or after it
+    /// was interrupted) answers the registration where it is now.
+    async fn move_registration(
+        &self,
+        ctx: &Context<'_>,
+        reference: ID,
+        community_code: String,
+    ) -> async_graphql::Result<Registration> {
+        let reference = d::RegistrationRef::parse(&reference).gql()?;
+        let code = d::CommunityCode::parse(&community_code).gql()?;
+        system(ctx).move_registration(caller(ctx), &reference, &code).await.gql().map(Into::into)
+    }
+
     /// Creates or updates a clinic in the registry.
     async fn upsert_clinic(&self, ctx: &Context<'_>, input: ClinicInput) -> async_graphql::Result<Clinic> {
         let (community, cmd) = input.parse().gql()?;

@@ -69,6 +69,9 @@ pub enum RegistrationStatus {
     Attached,
     /// Left the waitlist.
     Withdrawn,
+    /// Moved to another community's waitlist, where the registration goes on
+    /// with its registration time (this copy is the community left's record).
+    Moved,
 }
 
 /// Where a proposal stands.

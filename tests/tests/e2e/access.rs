@@ -204,6 +204,7 @@ async fn every_role_against_every_operation() {
         ("registerHousehold", ["O", "O", "F", "F", "F", "F", "F", "O", "F", "F", "F"]),
         ("registration", ["O", "O", "F", "F", "F", "F", "F", "O", "F", "O", "F"]),
         ("withdrawRegistration", ["U", "O", "F", "F", "F", "F", "F", "O", "F", "F", "F"]),
+        ("moveRegistration", ["U", "O", "F", "F", "F", "F", "F", "O", "F", "F", "F"]),
         ("waitlist", ["U", "F", "F", "F", "F", "F", "F", "O", "F", "O", "F"]),
         ("upsertProvider", ["U", "F", "O", "F", "F", "F", "O", "F", "F", "F", "F"]),
         ("setProviderCapacity", ["U", "F", "O", "F", "F", "F", "F", "F", "F", "F", "F"]),
@@ -258,6 +259,9 @@ fn request(op: &str, f: &Fresh, n: u32) -> (String, Value) {
         "registration" => ("query($r: ID!) { registration(reference: $r) { status } }".into(), r),
         "withdrawRegistration" => {
             (r#"mutation($r: ID!) { withdrawRegistration(reference: $r, reason: "moved") { status } }"#.into(), r)
+        }
+        "moveRegistration" => {
+            (r#"mutation($r: ID!) { moveRegistration(reference: $r, communityCode: "112") { status } }"#.into(), r)
         }
         "waitlist" => (r#"{ waitlist(communityCode: "111", first: 5) { totalCount } }"#.into(), none),
         "upsertProvider" => (

@@ -420,3 +420,77 @@ async fn records_of_reads_answered_before_sigkill_are_kept() {
     let log = app.kill();
     assert!(log.contains("audit records restored from the journal"), "the journal was not replayed:\n{log}");
 }
+
+const MOVE: &str = r#"mutation($r: ID!, $c: String!) {
+  moveRegistration(reference: $r, communityCode: $c) { reference community status placeInLine peopleAhead registeredAt }
+}"#;
+
+/// A household that moves keeps its reference and its registration time: in
+/// the new community's line it stands where that time puts it, and so it stays
+/// after SIGKILL and a restart.
+#[tokio::test]
+async fn a_household_that_moves_community_keeps_its_place_through_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::spawn(dir.path(), Spawn::default()).await;
+    let coordinator = app.coordinator();
+    let early = register(&app, "112", &[phn(60)]).await;
+    let mover = register(&app, "111", &[phn(61), phn(62)]).await;
+    let late = register(&app, "112", &[phn(63)]).await;
+    let vars = |c: &str| json!({ "r": mover["reference"], "c": c });
+
+    // Bad input first: a clear code, nothing changes.
+    assert_eq!(coordinator.error_code(MOVE, vars("999")).await, "NOT_FOUND");
+    assert_eq!(coordinator.error_code(MOVE, json!({ "r": "not-a-reference", "c": "112" })).await, "INVALID_INPUT");
+    assert_eq!(app.anonymous().error_code(MOVE, vars("112")).await, "UNAUTHENTICATED");
+    let elsewhere = app.with_token(app.token(attach_actors::access::Role::Coordinator, &["community:112"], None));
+    assert_eq!(elsewhere.error_code(MOVE, vars("112")).await, "FORBIDDEN", "111 is outside this coordinator's scope");
+    assert_eq!(waitlist_total(&app, "112").await, 2);
+
+    let moved = coordinator.ok(MOVE, vars("112")).await["moveRegistration"].clone();
+    assert_eq!((moved["community"].as_str(), moved["status"].as_str()), (Some("112"), Some("WAITING")));
+    assert_eq!(
+        (moved["reference"].clone(), moved["registeredAt"].clone()),
+        (mover["reference"].clone(), mover["registeredAt"].clone())
+    );
+    assert_eq!((moved["placeInLine"].as_u64(), moved["peopleAhead"].as_u64()), (Some(2), Some(1)));
+    let again = coordinator.ok(MOVE, vars("112")).await["moveRegistration"].clone();
+    assert_eq!(again, moved, "asking again changes nothing");
+    assert_eq!((waitlist_total(&app, "111").await, waitlist_total(&app, "112").await), (0, 3));
+    assert_eq!(app.error_code(REGISTER, household("111", &[phn(62)])).await, "CONFLICT", "the PHNs moved with it");
+
+    // Both communities' feeds say what happened, with ids only.
+    const EVENTS: &str = r#"query($c: String!) { events(communityCode: $c, first: 20) { nodes { kind reference people otherCommunity } } }"#;
+    let last = |v: Value| v["events"]["nodes"].as_array().unwrap().last().unwrap().clone();
+    let out = last(coordinator.ok(EVENTS, json!({ "c": "111" })).await);
+    assert_eq!(
+        out,
+        json!({ "kind": "MOVED_OUT", "reference": mover["reference"], "people": null, "otherCommunity": "112" })
+    );
+    let inn = last(coordinator.ok(EVENTS, json!({ "c": "112" })).await);
+    assert_eq!(
+        inn,
+        json!({ "kind": "MOVED_IN", "reference": mover["reference"], "people": 2, "otherCommunity": "111" })
+    );
+
+    let log = app.kill();
+    assert!(!log.contains(&phn(61)), "a PHN appeared in the log");
+    let app = TestApp::spawn(dir.path(), Spawn::default()).await;
+    let coordinator = app.coordinator();
+    let after = app.ok(REGISTRATION, json!({ "r": mover["reference"] })).await["registration"].clone();
+    assert_eq!((after["status"].as_str(), after["placeInLine"].as_u64()), (Some("WAITING"), Some(2)));
+    assert_eq!(after["registeredAt"], mover["registeredAt"]);
+    let page = coordinator.ok(WAITLIST, json!({ "c": "112", "first": 5 })).await["waitlist"].clone();
+    let order: Vec<Value> = page["nodes"].as_array().unwrap().iter().map(|n| n["reference"].clone()).collect();
+    assert_eq!(order, [early["reference"].clone(), mover["reference"].clone(), late["reference"].clone()]);
+    assert_eq!(waitlist_total(&app, "111").await, 0);
+    let audit = app
+        .with_token(app.token(attach_actors::access::Role::Operations, &[], None))
+        .ok(
+            r#"{ auditLog(first: 10, filter: { operation: "moveRegistration" }) { nodes { outcome target } } }"#,
+            json!({}),
+        )
+        .await;
+    let nodes = audit["auditLog"]["nodes"].as_array().unwrap();
+    let ok = nodes.iter().filter(|n| n["outcome"] == "OK" && n["target"] == mover["reference"]).count();
+    assert_eq!((ok, nodes.len()), (2, 5), "two moves, three refusals past parsing: {nodes:?}");
+}

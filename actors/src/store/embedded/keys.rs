@@ -83,6 +83,7 @@ pub(super) fn record_key(shard: &ShardKey, key: &RecordKey) -> Vec<u8> {
             out.push(FIELD_END);
             out.extend_from_slice(subject.as_str().as_bytes());
         }
+        RecordKey::Move(r) => tagged(&mut out, 9, r.as_str()),
     }
     out
 }

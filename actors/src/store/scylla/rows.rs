@@ -34,6 +34,7 @@ pub(super) fn record_columns(key: &RecordKey) -> (i32, i32, String) {
         RecordKey::Transfer(provider, key) => (7, format!("{}:{}", provider.as_str(), key.as_str())),
         // Facility numbers are five letters or digits: the first `:` ends it.
         RecordKey::ClinicStaff(facility, subject) => (8, format!("{}:{}", facility.as_str(), subject.as_str())),
+        RecordKey::Move(r) => (9, r.as_str().to_string()),
     };
     (bucket_of(kind, &id), kind, id)
 }
@@ -195,6 +196,7 @@ mod tests {
             RecordKey::ClinicStaff(FacilityNumber::parse("F0001").unwrap(), DelegateId::parse("moa-1").unwrap()),
             RecordKey::ClinicStaff(FacilityNumber::parse("F0001").unwrap(), DelegateId::parse("moa-10").unwrap()),
             RecordKey::ClinicStaff(FacilityNumber::parse("F0002").unwrap(), DelegateId::parse("moa-1").unwrap()),
+            RecordKey::Move(RegistrationRef::parse("000000000001").unwrap()),
         ];
         let columns: BTreeSet<_> = keys.iter().map(record_columns).collect();
         assert_eq!(columns.len(), keys.len(), "two keys share a row");
@@ -210,7 +212,7 @@ mod tests {
         let (_, kind, id) = record_columns(&staff);
         assert_eq!((kind, id.as_str()), (8, "0F111:rn@x.ca"));
         let kinds: BTreeSet<i32> = keys.iter().map(|k| record_columns(k).1).collect();
-        assert_eq!(kinds, (1..=8).collect(), "every record kind has its own kind number");
+        assert_eq!(kinds, (1..=9).collect(), "every record kind has its own kind number");
     }
 
     #[test]

@@ -1,0 +1,90 @@
+//! A household moving to another community keeps its place in line: the same
+//! reference and registration time, on the other community's waitlist.
+//!
+//! Two shards take part, so the move is three durable steps rather than one
+//! transaction (docs/DECISIONS.md, "A move is three durable steps"):
+//! 1. the community left marks its copy `MOVED` and records where it went;
+//! 2. the community joined takes a `WAITING` copy and points the locator and
+//!    the members' PHN claims at itself;
+//! 3. the community left closes its record of the move.
+//!
+//! Each step is safe to repeat. A move interrupted after step 1 is finished by
+//! asking for it again (the locator still leads to the community left, which
+//! answers the same move) or by the next start, before the process is ready.
+
+use futures::future::join_all;
+use tracing::{info, warn};
+
+use crate::access::{Operation, Principal};
+use crate::domain::{CommunityCode, Registration, RegistrationMove, RegistrationRef, RegistrationStatus, ShardKey};
+use crate::error::AttachError;
+use crate::shard::{RegistrationView, ShardMsg};
+use crate::store::Locator;
+
+use super::{AttachSystem, Trail};
+
+impl AttachSystem {
+    /// Moves a waiting or proposed registration to `community`'s waitlist; an
+    /// open proposal is cancelled. The household keeps its reference and its
+    /// registration time, so its place in the new line is where its time puts
+    /// it. The caller must be allowed to change the registration where it is
+    /// now (the patient with the reference, or a coordinator of that
+    /// community). Asking again for a move that finished answers the
+    /// registration where it is.
+    pub async fn move_registration(
+        &self,
+        who: &Principal,
+        reference: &RegistrationRef,
+        community: &CommunityCode,
+    ) -> Result<RegistrationView, AttachError> {
+        let mut trail = Trail::new(who, Operation::MoveRegistration).about(reference);
+        let result = async {
+            let from = trail.at(self.locate(Locator::Registration(*reference), "registration").await?);
+            who.require(trail.op, Some(&from))?;
+            let to = self.shard_of(community)?;
+            let r = *reference;
+            if from == to {
+                let view = self.directory.call(&from, |reply| ShardMsg::GetRegistration(r, reply)).await?;
+                if view.registration.status != RegistrationStatus::Moved {
+                    return Ok(view);
+                }
+            }
+            let (moving, record) = self.directory.call(&from, |reply| ShardMsg::MoveOut(r, to, reply)).await?;
+            self.complete_move(moving, &record).await
+        }
+        .await;
+        self.audited(trail, result).await
+    }
+
+    /// Steps 2 and 3 of a move whose step 1 is durable.
+    async fn complete_move(
+        &self,
+        moving: Registration,
+        record: &RegistrationMove,
+    ) -> Result<RegistrationView, AttachError> {
+        let view = self.directory.call(&record.to, |reply| ShardMsg::MoveIn(Box::new(moving), reply)).await?;
+        let r = record.reference;
+        self.directory.call(&record.from, |reply| ShardMsg::FinishMove(r, reply)).await?;
+        Ok(view)
+    }
+
+    /// Finishes every move a previous process left part way. Called once the
+    /// shards have started and before the process reports ready. Answers how
+    /// many were finished; one that fails stays running, to be finished by
+    /// asking for it again or by the next start.
+    pub async fn resume_moves(&self) -> usize {
+        let shards: Vec<ShardKey> = self.regions.shards().cloned().collect();
+        let all = join_all(shards.iter().map(|s| self.directory.call(s, ShardMsg::RunningMoves))).await;
+        let mut finished = 0;
+        for (moving, record) in all.into_iter().filter_map(Result::ok).flatten() {
+            match self.complete_move(moving, &record).await {
+                Ok(_) => finished += 1,
+                Err(e) => warn!(error = %e, from = %record.from, to = %record.to, "a move could not be finished yet"),
+            }
+        }
+        if finished > 0 {
+            info!(finished, "moves between communities finished");
+        }
+        finished
+    }
+}
