@@ -93,7 +93,7 @@ impl QueryRoot {
         let page = system(ctx).waitlist(caller(ctx), &code, query).await.gql()?;
         let end_cursor = page.items.last().map(|r| cursor::encode_waitlist(r.registered_at, &r.reference));
         Ok(RegistrationConnection {
-            nodes: RegistrationList(page.items.iter().map(|r| Registration::from(&**r)).collect()),
+            nodes: RegistrationList(page.items),
             page_info: PageInfo { has_next_page: page.has_next, end_cursor },
             total_count: page.total_waiting,
         })

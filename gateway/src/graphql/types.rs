@@ -317,7 +317,7 @@ impl From<&d::Registration> for Registration {
             status: r.status.into(),
             registered_at: r.registered_at.to_utc(),
             household_size: r.household.members.len() as u32,
-            needs: r.household.needs().into_iter().map(Into::into).collect(),
+            needs: needs_of(r),
             languages: r.household.languages.iter().map(|l| l.as_str().to_string()).collect(),
             place_in_line: None,
             people_ahead: None,
@@ -339,31 +339,41 @@ impl From<&d::Registration> for Registration {
     }
 }
 
-/// A page's registrations: `[Registration!]!` to clients. When every field
-/// selected on the items is a plain field (a scalar or enum, or a list of
-/// them, with no fragments, arguments or directives), each item's
-/// value is built directly, instead of one async-graphql future per field of
-/// every item; any other selection goes through async-graphql as usual.
-pub struct RegistrationList(pub Vec<Registration>);
+fn needs_of(r: &d::Registration) -> Vec<Need> {
+    r.household.needs().into_iter().map(Into::into).collect()
+}
 
-/// Reads one plain field of a registration.
-type PlainField = fn(&Registration) -> Value;
+/// A page's registrations: `[Registration!]!` to clients, held as the shard's
+/// shared records. When every field selected on the items is a plain field (a
+/// scalar or enum, or a list of them, with no fragments, arguments or
+/// directives), each item's value is read straight from its record. Any other
+/// selection builds each item's [`Registration`] and goes through
+/// async-graphql as usual. An end-to-end test checks that both agree.
+pub struct RegistrationList(pub Vec<std::sync::Arc<d::Registration>>);
+
+/// Reads one plain field of a registration, as [`Registration`] would show it.
+type PlainField = fn(&d::Registration) -> Value;
+
+fn text(s: impl ToString) -> Value {
+    Value::String(s.to_string())
+}
 
 /// The reader of a plain field, by its GraphQL name; `None` for any other.
+/// A page's items are never asked their place in line (`placeInLine` and
+/// `peopleAhead` are null on them, as on [`Registration::from`]).
 fn plain_field(name: &str) -> Option<PlainField> {
     let read: PlainField = match name {
-        "reference" => |r| r.reference.to_value(),
-        "community" => |r| r.community.to_value(),
-        "status" => |r| r.status.to_value(),
-        "registeredAt" => |r| r.registered_at.to_value(),
-        "householdSize" => |r| r.household_size.to_value(),
-        "needs" => |r| r.needs.to_value(),
-        "languages" => |r| r.languages.to_value(),
-        "placeInLine" => |r| r.place_in_line.to_value(),
-        "peopleAhead" => |r| r.people_ahead.to_value(),
-        "providerId" => |r| r.provider_id.to_value(),
-        "withdrawnReason" => |r| r.withdrawn_reason.to_value(),
-        "__typename" => |_| Value::String("Registration".to_string()),
+        "reference" => |r| text(r.reference),
+        "community" => |r| text(r.shard.community.as_str()),
+        "status" => |r| RegistrationStatus::from(r.status).to_value(),
+        "registeredAt" => |r| r.registered_at.to_utc().to_value(),
+        "householdSize" => |r| (r.household.members.len() as u32).to_value(),
+        "needs" => |r| needs_of(r).to_value(),
+        "languages" => |r| Value::List(r.household.languages.iter().map(|l| text(l.as_str())).collect()),
+        "placeInLine" | "peopleAhead" => |_| Value::Null,
+        "providerId" => |r| r.provider.as_ref().map_or(Value::Null, text),
+        "withdrawnReason" => |r| r.withdrawn_reason.as_ref().map_or(Value::Null, text),
+        "__typename" => |_| text("Registration"),
         _ => return None,
     };
     Some(read)
@@ -408,7 +418,10 @@ impl OutputType for RegistrationList {
                     .map(|r| Value::Object(fields.iter().map(|(key, read)| ((*key).clone(), read(r))).collect()))
                     .collect(),
             )),
-            None => resolve_list(ctx, field, &self.0, Some(self.0.len())).await,
+            None => {
+                let items: Vec<Registration> = self.0.iter().map(|r| Registration::from(&**r)).collect();
+                resolve_list(ctx, field, &items, Some(items.len())).await
+            }
         }
     }
 }
