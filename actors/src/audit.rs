@@ -7,8 +7,16 @@
 //! are written by the system after the outcome is known (so refusals are
 //! audited too) and the caller's answer waits until the record is durable: a
 //! read whose audit cannot be written fails rather than leaving no trace.
+//!
+//! A change made by one shard message carries its record to the shard as an
+//! [`AuditDraft`]: the shard commits the record with the change, in the same
+//! batch, so a crash cannot keep the change and lose its record. The system
+//! then writes a record only for what the shard did not commit (a refusal, or
+//! a change that turned out to write nothing).
 
 use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -39,6 +47,33 @@ impl AuditId {
 impl fmt::Display for AuditId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:016x}", self.0)
+    }
+}
+
+/// The record of a change, as it will read if the change is committed: handed
+/// to the shard making the change, which commits it in the change's batch.
+#[derive(Debug, Clone)]
+pub struct AuditDraft {
+    /// The record, with outcome `Ok`. The shard may fill in the target (the
+    /// reference of a registration it creates).
+    pub record: AuditRecord,
+    committed: Arc<AtomicBool>,
+}
+
+impl AuditDraft {
+    /// A draft of `record`.
+    pub fn new(record: AuditRecord) -> Self {
+        AuditDraft { record, committed: Arc::new(AtomicBool::new(false)) }
+    }
+
+    /// Called by the shard once a batch holding the record is durable.
+    pub fn mark_committed(&self) {
+        self.committed.store(true, Ordering::Release);
+    }
+
+    /// Whether the record was committed with its change (any clone of the draft tells).
+    pub fn is_committed(&self) -> bool {
+        self.committed.load(Ordering::Acquire)
     }
 }
 

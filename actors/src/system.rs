@@ -13,7 +13,7 @@ use tracing::{error, info};
 use tokio::sync::broadcast;
 
 use crate::access::{Operation, Principal, Role};
-use crate::audit::{AuditQuery, AuditRecord, Outcome};
+use crate::audit::{AuditDraft, AuditQuery, AuditRecord, Outcome};
 use crate::domain::{
     Capacity, Clinic, CommunityCode, DelegateId, Endorsement, EndorsementId, EndorsementStep, Event, FacilityNumber,
     HaCode, Household, Proposal, ProposalId, ProposalStatus, ProviderId, RegistrationRef, Responder, Seq, ShardKey,
@@ -87,11 +87,22 @@ struct Trail<'a> {
     op: Operation,
     shard: Option<ShardKey>,
     target: Option<String>,
+    /// The record handed to the shard making the change, if it was.
+    draft: Option<AuditDraft>,
 }
 
 impl<'a> Trail<'a> {
     fn new(who: &'a Principal, op: Operation) -> Self {
-        Trail { who, op, shard: None, target: None }
+        Trail { who, op, shard: None, target: None, draft: None }
+    }
+
+    /// The record as it will read if the change is made, for the shard to
+    /// commit with it (see [`ShardDirectory::call_audited`]).
+    fn draft(&mut self) -> AuditDraft {
+        let record = AuditRecord::new(self.who, self.op, self.shard.clone(), self.target.clone(), Outcome::Ok);
+        let draft = AuditDraft::new(record);
+        self.draft = Some(draft.clone());
+        draft
     }
 
     /// Names the record touched (an id, never personal data).
@@ -214,6 +225,10 @@ impl AttachSystem {
         if !trail.op.is_audited() {
             return result;
         }
+        // Committed with the change: nothing left to write.
+        if result.is_ok() && trail.draft.as_ref().is_some_and(AuditDraft::is_committed) {
+            return result;
+        }
         let record = AuditRecord::new(trail.who, trail.op, trail.shard, trail.target, Outcome::of(&result));
         match self.store.append_audit(std::slice::from_ref(&record)).await {
             Ok(()) => result,
@@ -236,7 +251,7 @@ impl AttachSystem {
         let result = async {
             let shard = trail.at(self.shard_of(community)?);
             who.require(trail.op, Some(&shard))?;
-            self.directory.call(&shard, |r| ShardMsg::Register(household, r)).await
+            self.directory.call_audited(&shard, trail.draft(), |r| ShardMsg::Register(household, r)).await
         }
         .await;
         if let Ok(view) = &result {
@@ -274,7 +289,7 @@ impl AttachSystem {
             let shard = trail.at(self.locate(Locator::Registration(*reference), "registration").await?);
             who.require(trail.op, Some(&shard))?;
             let reference = *reference;
-            self.directory.call(&shard, |r| ShardMsg::Withdraw(reference, reason, r)).await
+            self.directory.call_audited(&shard, trail.draft(), |r| ShardMsg::Withdraw(reference, reason, r)).await
         }
         .await;
         self.audited(trail, result).await
@@ -321,7 +336,7 @@ impl AttachSystem {
                     home.community.as_str()
                 )));
             }
-            self.directory.call(&shard, |r| ShardMsg::UpsertProvider(input, r)).await
+            self.directory.call_audited(&shard, trail.draft(), |r| ShardMsg::UpsertProvider(input, r)).await
         }
         .await;
         self.audited(trail, result).await
@@ -340,7 +355,7 @@ impl AttachSystem {
             who.require_self(id, "set capacity")?;
             let shard = trail.at(self.locate(Locator::Provider(id.clone()), "provider").await?);
             let id = id.clone();
-            self.directory.call(&shard, |r| ShardMsg::SetCapacity(id, capacity, r)).await
+            self.directory.call_audited(&shard, trail.draft(), |r| ShardMsg::SetCapacity(id, capacity, r)).await
         }
         .await;
         self.audited(trail, result).await
@@ -386,7 +401,7 @@ impl AttachSystem {
                 )));
             }
             let who = who.clone();
-            self.directory.call(&shard, |r| ShardMsg::UpsertClinic(cmd, who, r)).await
+            self.directory.call_audited(&shard, trail.draft(), |r| ShardMsg::UpsertClinic(cmd, who, r)).await
         }
         .await;
         self.audited(trail, result).await
@@ -413,7 +428,7 @@ impl AttachSystem {
         let result = async {
             let shard = trail.at(self.shard_of(community)?);
             who.require(trail.op, Some(&shard))?;
-            self.directory.call(&shard, ShardMsg::RunMatching).await
+            self.directory.call_audited(&shard, trail.draft(), ShardMsg::RunMatching).await
         }
         .await;
         self.audited(trail, result).await
@@ -482,7 +497,7 @@ impl AttachSystem {
                 return Err(AttachError::new(ErrorCode::Forbidden, "only a coordinator records a patient's decline"));
             }
             let (id, who) = (*id, who.clone());
-            self.directory.call(&shard, |r| ShardMsg::AnswerProposal(id, answer, who, r)).await
+            self.directory.call_audited(&shard, trail.draft(), |r| ShardMsg::AnswerProposal(id, answer, who, r)).await
         }
         .await;
         self.audited(trail, result).await
@@ -521,7 +536,14 @@ impl AttachSystem {
             who.require(trail.op, None)?;
             let shard = trail.at(self.locate(Locator::Provider(provider.clone()), "provider").await?);
             let (provider, who) = (provider.clone(), who.clone());
-            self.directory.call(&shard, |reply| ShardMsg::StartEndorsement { provider, delegate, who, reply }).await
+            self.directory
+                .call_audited(&shard, trail.draft(), |reply| ShardMsg::StartEndorsement {
+                    provider,
+                    delegate,
+                    who,
+                    reply,
+                })
+                .await
         }
         .await;
         if let Ok(e) = &result {
@@ -542,7 +564,7 @@ impl AttachSystem {
             who.require(trail.op, None)?;
             let shard = trail.at(self.locate(Locator::Endorsement(*id), "endorsement").await?);
             let (id, who) = (*id, who.clone());
-            self.directory.call(&shard, |r| ShardMsg::AdvanceEndorsement(id, step, who, r)).await
+            self.directory.call_audited(&shard, trail.draft(), |r| ShardMsg::AdvanceEndorsement(id, step, who, r)).await
         }
         .await;
         self.audited(trail, result).await

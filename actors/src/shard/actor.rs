@@ -16,6 +16,7 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tracing::{Instrument, info, info_span, instrument, warn};
 
+use crate::audit::AuditDraft;
 use crate::domain::{
     DAY_MS, Event, Household, Registration, RegistrationRef, RegistrationStatus, Seq, ShardKey, Timestamp,
 };
@@ -96,6 +97,9 @@ pub struct ShardRuntime {
     /// Set when a write failed in a way that leaves the store's state unknown:
     /// the actor then stops so its supervisor reloads it.
     suspect: bool,
+    /// The audit record of the change the message being handled asks for:
+    /// the first commit of that message writes it.
+    pub(super) audit: Option<AuditDraft>,
 }
 
 impl Actor for ShardActor {
@@ -124,6 +128,7 @@ impl Actor for ShardActor {
             config: args.config,
             feed: args.feed,
             suspect: false,
+            audit: None,
         })
     }
 
@@ -144,9 +149,12 @@ impl Actor for ShardActor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             ShardMsg::Traced(traced) => {
-                let Traced { span, msg } = *traced;
+                let Traced { span, msg, audit } = *traced;
                 let handling = info_span!(parent: &span, "shard.handle", shard = %rt.state.key, message = msg.name());
-                self.dispatch(msg, rt).instrument(handling).await
+                rt.audit = audit;
+                let handled = self.dispatch(msg, rt).instrument(handling).await;
+                rt.audit = None;
+                handled
             }
             msg => self.dispatch(msg, rt).await,
         }
@@ -394,9 +402,19 @@ impl ShardRuntime {
             .map(|(i, kind)| Event { shard: self.state.key.clone(), seq: first + i as u64, at: now, kind })
             .collect();
         let count = events.len() as u64;
-        let batch = Batch { upserts: change.upserts, deletes: change.deletes, events, locators: change.locators };
+        let draft = self.audit.take();
+        let batch = Batch {
+            upserts: change.upserts,
+            deletes: change.deletes,
+            events,
+            locators: change.locators,
+            audit: draft.iter().map(|d| d.record.clone()).collect(),
+        };
         match self.store.commit(&self.state.key, self.epoch, &batch).await {
             Ok(()) => {
+                if let Some(draft) = draft {
+                    draft.mark_committed();
+                }
                 self.state.apply(batch.upserts, &batch.deletes);
                 self.last_seq += count;
                 // Only durable events go out: a subscriber never sees a change that could be lost.
@@ -447,6 +465,9 @@ impl ShardRuntime {
             });
         }
         let change = plan::register(reference, household, &self.state, now);
+        if let Some(draft) = self.audit.as_mut() {
+            draft.record.target.get_or_insert_with(|| reference.to_string());
+        }
         if let Err(e) = self.commit(change, now).await {
             self.release(&taken, &claim).await;
             return Err(e);

@@ -14,6 +14,7 @@ use ractor::ActorRef;
 use ractor::rpc::CallResult;
 use tokio::sync::Semaphore;
 
+use crate::audit::AuditDraft;
 use crate::domain::ShardKey;
 use crate::error::{AttachError, ErrorCode};
 
@@ -77,6 +78,26 @@ impl ShardDirectory {
         key: &ShardKey,
         build: impl FnOnce(Reply<T>) -> ShardMsg,
     ) -> Result<T, AttachError> {
+        self.call_with(key, None, build).await
+    }
+
+    /// Asks a shard for a change whose audit record it commits with the change
+    /// (`audit.is_committed()` tells afterwards whether it did).
+    pub async fn call_audited<T: Send + 'static>(
+        &self,
+        key: &ShardKey,
+        audit: AuditDraft,
+        build: impl FnOnce(Reply<T>) -> ShardMsg,
+    ) -> Result<T, AttachError> {
+        self.call_with(key, Some(audit), build).await
+    }
+
+    async fn call_with<T: Send + 'static>(
+        &self,
+        key: &ShardKey,
+        audit: Option<AuditDraft>,
+        build: impl FnOnce(Reply<T>) -> ShardMsg,
+    ) -> Result<T, AttachError> {
         let slot = self.slots.get(key).ok_or_else(|| AttachError::not_found("community"))?;
         let _permit = slot.mailbox.clone().try_acquire_owned().map_err(|_| {
             AttachError::new(
@@ -94,7 +115,7 @@ impl ShardDirectory {
         let actor = actor.ok_or_else(unavailable)?;
         // The message carries the caller's span, so the shard's work joins its trace.
         let span = tracing::Span::current();
-        let traced = move |reply| ShardMsg::Traced(Box::new(Traced { span, msg: build(reply) }));
+        let traced = move |reply| ShardMsg::Traced(Box::new(Traced { span, msg: build(reply), audit }));
         match actor.call(traced, Some(self.timeout)).await {
             Ok(CallResult::Success(result)) => result,
             Ok(CallResult::Timeout) => Err(AttachError::new(

@@ -318,6 +318,8 @@ pub struct Traced {
     pub span: tracing::Span,
     /// The message.
     pub msg: ShardMsg,
+    /// The audit record of the change the message asks for, committed with it.
+    pub audit: Option<crate::audit::AuditDraft>,
 }
 
 impl ShardMsg {

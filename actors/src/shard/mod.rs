@@ -14,6 +14,8 @@ pub mod supervisor;
 #[cfg(test)]
 mod access_tests;
 #[cfg(test)]
+mod audit_tests;
+#[cfg(test)]
 mod move_tests;
 #[cfg(test)]
 mod panel_tests;

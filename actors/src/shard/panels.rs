@@ -289,8 +289,8 @@ impl ShardRuntime {
         let mut frees = Vec::new();
         for e in &removed {
             if let Some(c) = self.store.phn_claim(e.phn).await?
-                && c.shard == self.state.key
-                && (c.holder == PhnHolder::Panel(provider.clone())
+                && ((c.shard == self.state.key && c.holder == PhnHolder::Panel(provider.clone()))
+                    // References are unique: a claim made before the household moved names another shard.
                     || e.source.reference().is_some_and(|r| c.holder == PhnHolder::Registration(r)))
             {
                 frees.push((e.phn, c));

@@ -60,6 +60,7 @@ checks!(
     concurrent_commits_all_land,
     data_survives_reopen,
     audit_log_appends_and_pages,
+    a_commit_writes_its_audit_records_or_none,
     transfers_and_staff_keep_distinct_keys,
 );
 
@@ -107,6 +108,7 @@ macro_rules! store_conformance_tests {
             concurrent_commits_all_land,
             data_survives_reopen,
             audit_log_appends_and_pages,
+            a_commit_writes_its_audit_records_or_none,
             transfers_and_staff_keep_distinct_keys,
         );
     };
@@ -186,6 +188,38 @@ pub async fn audit_log_appends_and_pages(h: &dyn Harness) -> anyhow::Result<()> 
     let store = h.open().await?;
     let again = store.audit_page(&AuditQuery { limit: 10, ..Default::default() }).await?;
     ensure!(again == everything, "the audit log did not survive reopening");
+    Ok(())
+}
+
+/// A commit's audit records are written with its rows: a commit refused for
+/// its epoch writes none of them, and those committed survive reopening.
+pub async fn a_commit_writes_its_audit_records_or_none(h: &dyn Harness) -> anyhow::Result<()> {
+    use crate::access::{Operation, Principal, Role, Scope};
+    use crate::audit::{AuditQuery, AuditRecord, Outcome};
+
+    let s = shard("NHA/511");
+    let who = Principal::new("c-9", Role::Coordinator, None, Scope::province());
+    let record = |target: &str| {
+        AuditRecord::new(&who, Operation::RegisterHousehold, Some(s.clone()), Some(target.into()), Outcome::Ok)
+    };
+    let targets = |rs: Vec<AuditRecord>| rs.into_iter().filter_map(|r| r.target).collect::<Vec<_>>();
+    let everything = AuditQuery { limit: 10, ..Default::default() };
+    {
+        let store = h.open().await?;
+        let old = store.acquire_shard(&s, "node-1").await?;
+        let first = World::new(&s, 0);
+        store.commit(&s, old, &Batch { audit: vec![record("kept")], ..first.batch(1) }).await?;
+        ensure!(targets(store.audit_page(&everything).await?) == ["kept"], "the commit's audit record is missing");
+        store.release_shard(&s, "node-1", old).await?;
+        store.acquire_shard(&s, "node-2").await?;
+        let stale = Batch { audit: vec![record("refused")], ..World::new(&s, 1).batch(4) };
+        let refused = store.commit(&s, old, &stale).await;
+        ensure!(matches!(refused, Err(StoreError::StaleEpoch { .. })), "a stale commit was not refused");
+        ensure!(targets(store.audit_page(&everything).await?) == ["kept"], "a refused commit wrote its audit record");
+    }
+    let store = h.open().await?;
+    ensure!(targets(store.audit_page(&everything).await?) == ["kept"], "the audit record did not survive reopening");
+    ensure!(store.load_shard(&s).await?.records.len() == World::new(&s, 0).records().len(), "the rows did not either");
     Ok(())
 }
 
@@ -946,6 +980,7 @@ pub mod fixtures {
                 deletes: vec![],
                 events: self.events(first_seq),
                 locators: self.locators(),
+                audit: vec![],
             }
         }
     }

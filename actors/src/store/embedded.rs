@@ -259,10 +259,7 @@ fn open_journal(db: &Database, path: &Path) -> anyhow::Result<journal::Journal> 
     if !pending.is_empty() {
         let txn = db.begin_write()?;
         {
-            let mut audit = txn.open_table(keys::AUDIT)?;
-            for (key, value) in &pending {
-                audit.insert(key.as_slice(), value.as_slice())?;
-            }
+            writer::insert_rows(&mut txn.open_table(keys::AUDIT)?, &pending)?;
         }
         txn.commit()?;
         tracing::info!(records = pending.len(), "audit records restored from the journal");
@@ -370,7 +367,13 @@ fn encode_batch(shard: &ShardKey, batch: &Batch) -> Result<EncodedBatch, StoreEr
             .iter()
             .map(|e| Ok((event_key(shard, e.seq), encode(e, "event")?)))
             .collect::<Result<_, StoreError>>()?,
+        audit: audit_rows(&batch.audit)?,
     })
+}
+
+/// Audit records as rows of the audit table.
+fn audit_rows(records: &[AuditRecord]) -> Result<Vec<journal::Row>, StoreError> {
+    records.iter().map(|r| Ok((audit_key(r.cursor()), encode(r, "audit record")?))).collect()
 }
 
 #[async_trait]
@@ -507,10 +510,7 @@ impl Store for EmbeddedStore {
         if records.is_empty() {
             return Ok(());
         }
-        let rows = records
-            .iter()
-            .map(|r| Ok((audit_key(r.cursor()), encode(r, "audit record")?)))
-            .collect::<Result<Vec<_>, StoreError>>()?;
+        let rows = audit_rows(records)?;
         self.submit(|slot| Request::Audit { rows, slot }).await
     }
 

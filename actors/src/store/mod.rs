@@ -138,12 +138,18 @@ pub struct Batch {
     /// Locators pointing at this shard. Written before the shard's rows, so a
     /// crash between leaves at worst a locator to nothing.
     pub locators: Vec<Locator>,
+    /// Audit records of the change, written with it or not at all.
+    pub audit: Vec<AuditRecord>,
 }
 
 impl Batch {
     /// True when there is nothing to write.
     pub fn is_empty(&self) -> bool {
-        self.upserts.is_empty() && self.deletes.is_empty() && self.events.is_empty() && self.locators.is_empty()
+        self.upserts.is_empty()
+            && self.deletes.is_empty()
+            && self.events.is_empty()
+            && self.locators.is_empty()
+            && self.audit.is_empty()
     }
 }
 

@@ -166,7 +166,9 @@ impl AttachSystem {
             who.require(trail.op, None)?;
             let shard = trail.at(self.locate(Locator::Provider(provider.clone()), "provider").await?);
             let (provider, who) = (provider.clone(), who.clone());
-            self.directory.call(&shard, |reply| ShardMsg::RemoveFromPanel { provider, phns, who, reply }).await
+            self.directory
+                .call_audited(&shard, trail.draft(), |reply| ShardMsg::RemoveFromPanel { provider, phns, who, reply })
+                .await
         }
         .await;
         self.audited(trail, result).await
@@ -188,8 +190,9 @@ impl AttachSystem {
             self.require_director(who, facility).await?;
             let shard = trail.at(self.locate(Locator::Provider(provider.clone()), "provider").await?);
             let (provider, facility) = (provider.clone(), facility.clone());
+            let draft = trail.draft();
             self.directory
-                .call(&shard, |reply| ShardMsg::SetProviderClinic { provider, facility, present, reply })
+                .call_audited(&shard, draft, |reply| ShardMsg::SetProviderClinic { provider, facility, present, reply })
                 .await
         }
         .await;
@@ -219,7 +222,7 @@ impl AttachSystem {
                 )));
             }
             let req = TransferRequest { key, from: from.clone(), to: to.clone(), to_shard, facility: facility.clone() };
-            self.directory.call(&from_shard, |r| ShardMsg::BeginTransfer(req, r)).await
+            self.directory.call_audited(&from_shard, trail.draft(), |r| ShardMsg::BeginTransfer(req, r)).await
         }
         .await;
         self.audited(trail, result).await

@@ -27,7 +27,9 @@ impl AttachSystem {
             let shard = trail.at(self.locate(Locator::Clinic(facility.clone()), "clinic").await?);
             who.require(trail.op, Some(&shard))?;
             let (facility, who) = (facility.clone(), who.clone());
-            self.directory.call(&shard, |reply| ShardMsg::AddClinicStaff { facility, input, who, reply }).await
+            self.directory
+                .call_audited(&shard, trail.draft(), |reply| ShardMsg::AddClinicStaff { facility, input, who, reply })
+                .await
         }
         .await;
         self.audited(trail, result).await
@@ -47,7 +49,14 @@ impl AttachSystem {
             let shard = trail.at(self.locate(Locator::Clinic(facility.clone()), "clinic").await?);
             who.require(trail.op, Some(&shard))?;
             let (facility, subject, who) = (facility.clone(), subject.clone(), who.clone());
-            self.directory.call(&shard, |reply| ShardMsg::RemoveClinicStaff { facility, subject, who, reply }).await
+            self.directory
+                .call_audited(&shard, trail.draft(), |reply| ShardMsg::RemoveClinicStaff {
+                    facility,
+                    subject,
+                    who,
+                    reply,
+                })
+                .await
         }
         .await;
         self.audited(trail, result).await

@@ -55,6 +55,7 @@ pub(super) struct EncodedBatch {
     pub(super) upserts: Vec<(Vec<u8>, Vec<u8>)>,
     pub(super) deletes: Vec<Vec<u8>>,
     pub(super) events: Vec<(Vec<u8>, Vec<u8>)>,
+    pub(super) audit: Vec<super::journal::Row>,
 }
 
 /// One write, as the writer thread receives it.
@@ -68,7 +69,7 @@ pub(super) enum Request {
     /// Claim every free PHN; answer the ones already held.
     ClaimPhns { claims: Vec<(Phn, PhnClaim, Vec<u8>)>, slot: Slot<Vec<(Phn, PhnClaim)>> },
     /// Append encoded audit records (key, value).
-    Audit { rows: Vec<([u8; 16], Vec<u8>)>, slot: Slot<()> },
+    Audit { rows: Vec<super::journal::Row>, slot: Slot<()> },
 }
 
 impl Request {
@@ -241,10 +242,7 @@ fn apply_all(txn: &WriteTransaction, group: &mut [Request]) -> Result<(), redb::
             Request::CasPhn { phn, expected, new, slot } => cas(&mut t, *phn, expected.as_ref(), new.as_deref(), slot)?,
             Request::ClaimPhns { claims, slot } => claim(&mut t, claims, slot)?,
             Request::Audit { rows, slot } => {
-                let audit = t.audit()?;
-                for (key, value) in rows.iter() {
-                    audit.insert(key.as_slice(), value.as_slice())?;
-                }
+                insert_audit(&mut t, rows)?;
                 slot.set(Ok(()));
             }
         }
@@ -290,7 +288,27 @@ fn commit(
     for (key, value) in &batch.events {
         t.events()?.insert(key.as_slice(), value.as_slice())?;
     }
+    insert_audit(t, &batch.audit)?;
     slot.set(Ok(()));
+    Ok(())
+}
+
+/// Writes audit rows; the audit table is opened only if there are any.
+fn insert_audit(t: &mut Tables<'_>, rows: &[super::journal::Row]) -> Result<(), redb::Error> {
+    if !rows.is_empty() {
+        insert_rows(t.audit()?, rows)?;
+    }
+    Ok(())
+}
+
+/// Writes encoded rows into a table (the audit table, and the journal's replay into it).
+pub(super) fn insert_rows(
+    table: &mut Table<'_, &'static [u8], &'static [u8]>,
+    rows: &[(impl AsRef<[u8]>, Vec<u8>)],
+) -> Result<(), redb::StorageError> {
+    for (key, value) in rows {
+        table.insert(key.as_ref(), value.as_slice())?;
+    }
     Ok(())
 }
 

@@ -300,7 +300,37 @@ impl ScyllaStore {
         }
     }
 
-    /// The commit's rows as (statement, values), locators first, events last.
+    /// The rows of audit records: the bucket index first (a crash between
+    /// leaves at worst an empty bucket listed), then the records.
+    fn audit_writes<'a>(
+        &'a self,
+        records: &[AuditRecord],
+        writes: &mut Vec<(&'a PreparedStatement, Vec<CqlValue>)>,
+    ) -> Result<(), StoreError> {
+        let st = &self.inner.st;
+        let buckets: BTreeSet<i64> = records.iter().map(|r| audit::bucket(r.at)).collect();
+        let spans: BTreeSet<i64> = buckets.iter().map(|b| audit::span(*b)).collect();
+        for span in spans {
+            writes.push((&st.audit_bucket_insert, vec![CqlValue::BigInt(audit::SPANS), CqlValue::BigInt(span)]));
+        }
+        for bucket in buckets {
+            let span = audit::span(bucket);
+            writes.push((&st.audit_bucket_insert, vec![CqlValue::BigInt(span), CqlValue::BigInt(bucket)]));
+        }
+        for record in records {
+            let values = vec![
+                CqlValue::BigInt(audit::bucket(record.at)),
+                CqlValue::BigInt(record.at.0),
+                CqlValue::BigInt(audit::id_column(record.id)),
+                CqlValue::Blob(encode(record, "audit record")?),
+            ];
+            writes.push((&st.audit_insert, values));
+        }
+        Ok(())
+    }
+
+    /// The commit's rows as (statement, values), locators first, then the
+    /// records and the change's audit records, events last.
     fn encode_writes<'a>(
         &'a self,
         shard: &ShardKey,
@@ -333,6 +363,7 @@ impl ScyllaStore {
                 vec![text(ha), text(community), CqlValue::Int(bucket), CqlValue::Int(kind), CqlValue::Text(id)];
             writes.push((&st.record_delete, values));
         }
+        self.audit_writes(&batch.audit, &mut writes)?;
         for event in &batch.events {
             let values = vec![
                 text(ha),
@@ -747,27 +778,8 @@ impl Store for ScyllaStore {
         if records.is_empty() {
             return Ok(());
         }
-        let st = &self.inner.st;
-        // Index rows first: a crash between leaves at worst an empty bucket listed.
-        let buckets: BTreeSet<i64> = records.iter().map(|r| audit::bucket(r.at)).collect();
-        let spans: BTreeSet<i64> = buckets.iter().map(|b| audit::span(*b)).collect();
-        let mut writes = Vec::with_capacity(spans.len() + buckets.len() + records.len());
-        for span in spans {
-            writes.push((&st.audit_bucket_insert, vec![CqlValue::BigInt(audit::SPANS), CqlValue::BigInt(span)]));
-        }
-        for bucket in buckets {
-            let span = audit::span(bucket);
-            writes.push((&st.audit_bucket_insert, vec![CqlValue::BigInt(span), CqlValue::BigInt(bucket)]));
-        }
-        for record in records {
-            let values = vec![
-                CqlValue::BigInt(audit::bucket(record.at)),
-                CqlValue::BigInt(record.at.0),
-                CqlValue::BigInt(audit::id_column(record.id)),
-                CqlValue::Blob(encode(record, "audit record")?),
-            ];
-            writes.push((&st.audit_insert, values));
-        }
+        let mut writes = Vec::new();
+        self.audit_writes(records, &mut writes)?;
         self.write_rows(writes, self.next_timestamp(), || Ok(()), "the audit log").await
     }
 

@@ -1,0 +1,136 @@
+//! Changes made by one shard message commit their audit record with them: a
+//! store that can no longer append audit records on their own loses none of
+//! those, and refusals (written afterwards) are the ones it loses.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::access::{Operation, Principal, Role, Scope};
+use crate::audit::{AuditQuery, AuditRecord};
+use crate::domain::*;
+use crate::regions::Regions;
+use crate::shard::{Answer, ShardConfig};
+use crate::store::embedded::{EmbeddedOptions, EmbeddedStore};
+use crate::store::{
+    Batch, CasOutcome, Epoch, Locator, PhnClaim, Record, RecordKey, ShardImage, Store, StoreError, WriteStats,
+};
+use crate::system::AttachSystem;
+
+use super::tests::{REGIONS, c, household, phn, provider};
+
+/// The embedded store, except that appending audit records on their own fails
+/// once `broken` is set (a crash between a change's commit and its record
+/// looks the same to the change).
+struct LateAuditFails {
+    inner: Arc<dyn Store>,
+    broken: AtomicBool,
+}
+
+#[async_trait]
+impl Store for LateAuditFails {
+    fn write_stats(&self) -> Option<WriteStats> {
+        self.inner.write_stats()
+    }
+    fn lease(&self) -> Duration {
+        self.inner.lease()
+    }
+    async fn acquire_shard(&self, shard: &ShardKey, owner: &str) -> Result<Epoch, StoreError> {
+        self.inner.acquire_shard(shard, owner).await
+    }
+    async fn renew_lease(&self, shard: &ShardKey, owner: &str, epoch: Epoch) -> Result<(), StoreError> {
+        self.inner.renew_lease(shard, owner, epoch).await
+    }
+    async fn release_shard(&self, shard: &ShardKey, owner: &str, epoch: Epoch) -> Result<(), StoreError> {
+        self.inner.release_shard(shard, owner, epoch).await
+    }
+    async fn load_shard(&self, shard: &ShardKey) -> Result<ShardImage, StoreError> {
+        self.inner.load_shard(shard).await
+    }
+    async fn commit(&self, shard: &ShardKey, epoch: Epoch, batch: &Batch) -> Result<(), StoreError> {
+        self.inner.commit(shard, epoch, batch).await
+    }
+    async fn events_after(&self, shard: &ShardKey, after: Seq, limit: usize) -> Result<Vec<Event>, StoreError> {
+        self.inner.events_after(shard, after, limit).await
+    }
+    async fn read(&self, shard: &ShardKey, key: &RecordKey) -> Result<Option<Record>, StoreError> {
+        self.inner.read(shard, key).await
+    }
+    async fn locate(&self, what: &Locator) -> Result<Option<ShardKey>, StoreError> {
+        self.inner.locate(what).await
+    }
+    async fn phn_claim(&self, phn: Phn) -> Result<Option<PhnClaim>, StoreError> {
+        self.inner.phn_claim(phn).await
+    }
+    async fn cas_phn_claim(
+        &self,
+        phn: Phn,
+        expected: Option<&PhnClaim>,
+        new: Option<&PhnClaim>,
+    ) -> Result<CasOutcome<PhnClaim>, StoreError> {
+        self.inner.cas_phn_claim(phn, expected, new).await
+    }
+    async fn claim_phns(&self, claims: Vec<(Phn, PhnClaim)>) -> Result<Vec<(Phn, PhnClaim)>, StoreError> {
+        self.inner.claim_phns(claims).await
+    }
+    async fn append_audit(&self, records: &[AuditRecord]) -> Result<(), StoreError> {
+        if self.broken.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("the test broke late audit writes".into()));
+        }
+        self.inner.append_audit(records).await
+    }
+    async fn audit_page(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
+        self.inner.audit_page(query).await
+    }
+}
+
+#[tokio::test]
+async fn a_change_and_its_audit_record_are_one_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let embedded = EmbeddedStore::open(&dir.path().join("attach.redb"), EmbeddedOptions::default()).unwrap();
+    let store = Arc::new(LateAuditFails { inner: Arc::new(embedded), broken: AtomicBool::new(false) });
+    let regions = Arc::new(Regions::parse(REGIONS).unwrap());
+    let feed: Arc<dyn crate::feed::Feed> = Arc::new(crate::feed::MemoryFeed::new(64));
+    let s = AttachSystem::new(regions, store.clone(), feed, ShardConfig::default(), "test".into());
+    s.start().await.unwrap();
+    provider(&s, "P1111", "111", 5).await;
+    let coordinator = Principal::new("c-1", Role::Coordinator, None, Scope::province());
+    let log = |op: Operation| {
+        let store = store.clone();
+        async move {
+            let query = AuditQuery { operation: Some(op), limit: 50, ..Default::default() };
+            store.audit_page(&query).await.unwrap()
+        }
+    };
+
+    store.broken.store(true, Ordering::SeqCst);
+    let r = s.register(&coordinator, &c("111"), household(&[phn(1)], &[])).await.unwrap().registration;
+    let p = s.run_matching(&coordinator, &c("111")).await.unwrap().pop().unwrap();
+    s.answer(&coordinator, &p.id, Answer::Decline { by: Responder::Coordinator, reason: "moved".into() })
+        .await
+        .unwrap();
+    s.withdraw(&coordinator, &r.reference, "found a doctor".into()).await.unwrap();
+
+    let registered = log(Operation::RegisterHousehold).await;
+    assert_eq!(registered.len(), 1, "{registered:?}");
+    let reference = r.reference.to_string();
+    assert_eq!((registered[0].subject.as_str(), registered[0].target.as_deref()), ("c-1", Some(reference.as_str())));
+    assert_eq!(registered[0].shard, Some(r.shard.clone()));
+    assert_eq!(registered[0].outcome, crate::audit::Outcome::Ok);
+    for op in [Operation::RunMatching, Operation::AnswerProposal, Operation::WithdrawRegistration] {
+        assert_eq!(log(op).await.len(), 1, "{op:?} has no record, or two");
+    }
+
+    // A refusal commits nothing, so its record is written afterwards: here, lost.
+    let twice = s.withdraw(&coordinator, &r.reference, "again".into()).await.unwrap_err();
+    assert_eq!(twice.code, crate::error::ErrorCode::Conflict);
+    assert_eq!(log(Operation::WithdrawRegistration).await.len(), 1);
+    store.broken.store(false, Ordering::SeqCst);
+    s.withdraw(&coordinator, &r.reference, "again".into()).await.unwrap_err();
+    let withdrawals = log(Operation::WithdrawRegistration).await;
+    assert_eq!(withdrawals.len(), 2, "the refusal is audited once late writes work");
+    assert_eq!(withdrawals[1].outcome.as_str(), "CONFLICT");
+    s.stop().await;
+}
