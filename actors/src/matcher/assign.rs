@@ -141,11 +141,7 @@ impl<'a> Board<'a> {
         if key.is_some_and(|k| self.refused.binary_search(&k).is_ok()) {
             return None;
         }
-        if key.is_some() {
-            self.scratch[0] = h.languages;
-        } else if h.weigh_language {
-            self.languages.fill(&c.languages, &mut self.scratch);
-        }
+        self.load_languages(h, c);
         let size = u32::from(h.size);
         let mut best: Option<Best> = None;
         let mut eligible = 0u32;
@@ -154,21 +150,9 @@ impl<'a> Board<'a> {
             if slot.remaining < size || (h.complex && slot.complex_used.saturating_add(size) > slot.complex_cap) {
                 continue;
             }
-            let mut soft = 0u8;
-            let ages_taken = slot.ages == 0 || h.ages & !slot.ages == 0;
-            match self.age_rule {
-                PreferenceRule::Hard if !ages_taken => continue,
-                PreferenceRule::Soft if ages_taken => soft += 1,
-                _ => {}
-            }
-            if h.weigh_language && slot.states_languages {
-                let shared = self.languages.shares(s, &self.scratch);
-                match self.language_rule {
-                    PreferenceRule::Hard if !shared => continue,
-                    PreferenceRule::Soft if shared => soft += 1,
-                    _ => {}
-                }
-            }
+            let Some(soft) = self.preferences(s, h) else {
+                continue;
+            };
             eligible += 1;
             // Strictly better only: on a full tie the earlier slot (lower id) stays.
             if best.as_ref().is_none_or(|b| (soft, slot.remaining) > (b.soft, b.remaining)) {
@@ -196,6 +180,57 @@ impl<'a> Board<'a> {
             self.active.remove(pos);
         }
         Some((self.openings[best.slot].provider.clone(), fit))
+    }
+
+    /// Puts the household's languages in `scratch`, where [`Board::preferences`] reads them.
+    fn load_languages(&mut self, h: &Profile, c: &Candidate) {
+        if self.languages.words == 1 {
+            self.scratch[0] = h.languages;
+        } else if h.weigh_language {
+            self.languages.fill(&c.languages, &mut self.scratch);
+        }
+    }
+
+    /// How slot `s` stands with household `h` under the preference rules,
+    /// places aside: `None` if a hard rule rules it out, else how many soft
+    /// preferences it meets. `scratch` must hold the household's languages.
+    fn preferences(&self, s: usize, h: &Profile) -> Option<u8> {
+        let slot = &self.slots[s];
+        let mut soft = 0u8;
+        let ages_taken = slot.ages == 0 || h.ages & !slot.ages == 0;
+        match self.age_rule {
+            PreferenceRule::Hard if !ages_taken => return None,
+            PreferenceRule::Soft if ages_taken => soft += 1,
+            _ => {}
+        }
+        if h.weigh_language && slot.states_languages {
+            let shared = self.languages.shares(s, &self.scratch);
+            match self.language_rule {
+                PreferenceRule::Hard if !shared => return None,
+                PreferenceRule::Soft if shared => soft += 1,
+                _ => {}
+            }
+        }
+        Some(soft)
+    }
+
+    /// The openings of the run, in the order [`Board::admitting`] numbers them.
+    pub(super) fn openings(&self) -> &[&'a Opening] {
+        &self.openings
+    }
+
+    /// Complex people opening `s` may take in a run: the share rule [`Board::place`] enforces.
+    pub(super) fn complex_cap(&self, s: usize) -> u32 {
+        self.slots[s].complex_cap
+    }
+
+    /// The openings (indices into [`Board::openings`]) that the hard rules let
+    /// household `c` go to, places and complex share aside: exactly the ones
+    /// [`Board::place`] would weigh if they had room.
+    pub(super) fn admitting(&mut self, c: &Candidate) -> Vec<usize> {
+        let h = self.profile(c);
+        self.load_languages(&h, c);
+        (0..self.slots.len()).filter(|&s| self.preferences(s, &h).is_some()).collect()
     }
 
     /// Why this provider, in words a coordinator can check against the rules.

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::{AgeGroup, Language, Need, ProviderId, RegistrationRef, ScoreExplanation, Timestamp};
 
 mod assign;
+pub mod optimal;
 mod score;
 #[cfg(test)]
 mod tests;
