@@ -112,14 +112,21 @@ async fn a_change_and_its_audit_record_are_one_commit() {
         .await
         .unwrap();
     s.withdraw(&coordinator, &r.reference, "found a doctor".into()).await.unwrap();
+    let mover = s.register(&coordinator, &c("111"), household(&[phn(2)], &[])).await.unwrap().registration;
+    s.move_registration(&coordinator, &mover.reference, &c("112")).await.unwrap();
 
     let registered = log(Operation::RegisterHousehold).await;
-    assert_eq!(registered.len(), 1, "{registered:?}");
+    assert_eq!(registered.len(), 2, "{registered:?}");
     let reference = r.reference.to_string();
     assert_eq!((registered[0].subject.as_str(), registered[0].target.as_deref()), ("c-1", Some(reference.as_str())));
     assert_eq!(registered[0].shard, Some(r.shard.clone()));
     assert_eq!(registered[0].outcome, crate::audit::Outcome::Ok);
-    for op in [Operation::RunMatching, Operation::AnswerProposal, Operation::WithdrawRegistration] {
+    for op in [
+        Operation::RunMatching,
+        Operation::AnswerProposal,
+        Operation::WithdrawRegistration,
+        Operation::MoveRegistration,
+    ] {
         assert_eq!(log(op).await.len(), 1, "{op:?} has no record, or two");
     }
 

@@ -26,8 +26,14 @@ async fn a_household_that_moves_takes_its_place_by_registration_time() {
     let w = world(ShardConfig::default()).await;
     let s = &w.system;
     let doc = provider(s, "P1111", "111", 5).await;
+    // Registration times are milliseconds, kept strictly increasing within a
+    // shard only: two communities can register in the same millisecond, and a
+    // move then orders the two by reference. Keep the three apart in time.
+    let apart = || tokio::time::sleep(Duration::from_millis(3));
     let early = s.register(&sys(), &c("112"), household(&[phn(1)], &[])).await.unwrap().registration;
+    apart().await;
     let mover = s.register(&sys(), &c("111"), household(&[phn(2), phn(3)], &[])).await.unwrap().registration;
+    apart().await;
     let late = s.register(&sys(), &c("112"), household(&[phn(4)], &[])).await.unwrap().registration;
     let proposal = s.run_matching(&sys(), &c("111")).await.unwrap().pop().unwrap();
     assert_eq!(s.provider(&sys(), &doc).await.unwrap().free_places, 3);

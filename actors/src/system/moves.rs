@@ -16,6 +16,7 @@ use futures::future::join_all;
 use tracing::{info, warn};
 
 use crate::access::{Operation, Principal};
+use crate::audit::AuditDraft;
 use crate::domain::{CommunityCode, Registration, RegistrationMove, RegistrationRef, RegistrationStatus, ShardKey};
 use crate::error::AttachError;
 use crate::shard::{RegistrationView, ShardMsg};
@@ -50,21 +51,27 @@ impl AttachSystem {
                 }
             }
             let (moving, record) = self.directory.call(&from, |reply| ShardMsg::MoveOut(r, to, reply)).await?;
-            self.complete_move(moving, &record).await
+            self.complete_move(moving, &record, Some(trail.draft())).await
         }
         .await;
         self.audited(trail, result).await
     }
 
-    /// Steps 2 and 3 of a move whose step 1 is durable.
+    /// Steps 2 and 3 of a move whose step 1 is durable. A caller's audit
+    /// record goes with step 3, the last commit of the move.
     async fn complete_move(
         &self,
         moving: Registration,
         record: &RegistrationMove,
+        audit: Option<AuditDraft>,
     ) -> Result<RegistrationView, AttachError> {
         let view = self.directory.call(&record.to, |reply| ShardMsg::MoveIn(Box::new(moving), reply)).await?;
         let r = record.reference;
-        self.directory.call(&record.from, |reply| ShardMsg::FinishMove(r, reply)).await?;
+        let finish = |reply| ShardMsg::FinishMove(r, reply);
+        match audit {
+            Some(draft) => self.directory.call_audited(&record.from, draft, finish).await?,
+            None => self.directory.call(&record.from, finish).await?,
+        }
         Ok(view)
     }
 
@@ -77,7 +84,7 @@ impl AttachSystem {
         let all = join_all(shards.iter().map(|s| self.directory.call(s, ShardMsg::RunningMoves))).await;
         let mut finished = 0;
         for (moving, record) in all.into_iter().filter_map(Result::ok).flatten() {
-            match self.complete_move(moving, &record).await {
+            match self.complete_move(moving, &record, None).await {
                 Ok(_) => finished += 1,
                 Err(e) => warn!(error = %e, from = %record.from, to = %record.to, "a move could not be finished yet"),
             }

@@ -433,8 +433,13 @@ async fn a_household_that_moves_community_keeps_its_place_through_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let app = TestApp::spawn(dir.path(), Spawn::default()).await;
     let coordinator = app.coordinator();
+    // Apart in time: two communities can register in the same millisecond (a
+    // move then orders those two by reference).
+    let apart = || tokio::time::sleep(std::time::Duration::from_millis(3));
     let early = register(&app, "112", &[phn(60)]).await;
+    apart().await;
     let mover = register(&app, "111", &[phn(61), phn(62)]).await;
+    apart().await;
     let late = register(&app, "112", &[phn(63)]).await;
     let vars = |c: &str| json!({ "r": mover["reference"], "c": c });
 
