@@ -116,19 +116,26 @@ impl ShardRuntime {
             let here =
                 PhnClaim { shard: self.state.key.clone(), holder: PhnHolder::Registration(moving.reference), at: now };
             for m in &view.registration.household.members {
-                match self.store.phn_claim(m.phn).await? {
-                    Some(old) if old.holder == here.holder && old.shard != here.shard => {
-                        if let CasOutcome::Conflict(_) =
-                            self.store.cas_phn_claim(m.phn, Some(&old), Some(&here)).await?
-                        {
-                            tracing::warn!(shard = %self.state.key, "a moved member's PHN claim changed while it was repointed");
-                        }
-                    }
-                    _ => {}
+                if let Err(e) = self.repoint_claim(m.phn, &here).await {
+                    // The move is durable; a claim left naming the community left is followed there.
+                    tracing::warn!(shard = %self.state.key, error = %e, "a moved member's PHN claim was not repointed");
                 }
             }
         }
         Ok(view)
+    }
+
+    /// Points a claim on `phn` made for the same registration in another shard at `here`.
+    async fn repoint_claim(&self, phn: crate::domain::Phn, here: &PhnClaim) -> Result<(), AttachError> {
+        match self.store.phn_claim(phn).await? {
+            Some(old) if old.holder == here.holder && old.shard != here.shard => {
+                match self.store.cas_phn_claim(phn, Some(&old), Some(here)).await? {
+                    CasOutcome::Applied => Ok(()),
+                    CasOutcome::Conflict(_) => Err(AttachError::conflict("the claim changed while it was repointed")),
+                }
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Step three, committed.
