@@ -264,6 +264,39 @@ async fn free_places_honour_accepting_the_monthly_rate_and_the_desired_size() {
 }
 
 #[tokio::test]
+async fn a_provider_at_several_clinics_names_the_clinic_when_accepting() {
+    use crate::shard::Answer;
+    let w = world(ShardConfig::default()).await;
+    let s = &w.system;
+    let (f1, f2, elsewhere) =
+        (clinic(s, "0F111", "111").await, clinic(s, "0F222", "111").await, clinic(s, "0F333", "111").await);
+    let doc = provider(s, "P2222", "111", 4).await;
+    s.set_provider_clinic(&sys(), &f1, &doc, true).await.unwrap();
+    s.set_provider_clinic(&sys(), &f2, &doc, true).await.unwrap();
+    let r = s.register(&sys(), &c("111"), household(&[phn(1), phn(2)], &[])).await.unwrap().registration;
+    let p = s.run_matching(&sys(), &c("111")).await.unwrap().pop().unwrap();
+
+    let refused = s.answer(&sys(), &p.id, Answer::AcceptAt(elsewhere.clone())).await.unwrap_err();
+    assert_eq!((refused.code, refused.field.as_deref()), (ErrorCode::Conflict, Some("facilityNumber")));
+    assert_eq!(s.proposal(&sys(), &p.id).await.unwrap().status, ProposalStatus::Open, "nothing was accepted");
+    assert_eq!(s.registration(&sys(), &r.reference).await.unwrap().registration.status, RegistrationStatus::Proposed);
+
+    s.answer(&sys(), &p.id, Answer::AcceptAt(f2.clone())).await.unwrap();
+    let entries = s.panel(&sys(), &doc, 0, 10).await.unwrap().items;
+    assert_eq!(entries.len(), 2);
+    assert!(entries.iter().all(|e| e.source.facility() == Some(&f2)), "{entries:?}");
+    let doc = &doc;
+    let at = |f: FacilityNumber| async move {
+        let reports = s.clinic_panel_reports(&sys(), &f).await.unwrap();
+        reports.into_iter().find(|r| r.provider.as_ref() == Some(doc)).unwrap()
+    };
+    assert_eq!(at(f2.clone()).await.itemised, 2, "counted for the clinic named");
+    let other = at(f1.clone()).await;
+    assert_eq!(other.itemised, 0, "and not for the provider's other clinic: {other:?}");
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn a_matched_patient_joins_the_providers_only_clinic_and_no_clinic_when_there_are_several() {
     let w = world(ShardConfig::default()).await;
     let s = &w.system;

@@ -43,8 +43,12 @@ pub struct ClinicCommand {
 /// An answer to a proposal.
 #[derive(Debug, Clone)]
 pub enum Answer {
-    /// Accept: the household joins the provider's panel.
+    /// Accept: the household joins the provider's panel, at the provider's
+    /// clinic if they practise at exactly one.
     Accept,
+    /// Accept, naming the clinic (one the provider practises at) whose panel
+    /// the household joins: for providers at several clinics.
+    AcceptAt(FacilityNumber),
     /// Decline: the household returns to the waitlist with its place kept.
     Decline {
         /// Who declined.
@@ -235,10 +239,19 @@ pub fn answer(
     let reg = registration_or_404(state, &proposal.reference)?;
     let mut change = Change::default();
     let next = match answer {
-        Answer::Accept => {
+        Answer::Accept | Answer::AcceptAt(_) => {
             let next = proposal.accept(now)?;
             change.upserts.push(Record::Registration(reg.attach(proposal.provider.clone(), now)?));
-            let facility = state.provider(&proposal.provider).and_then(|p| p.sole_clinic()).cloned();
+            let provider = state.provider(&proposal.provider);
+            let facility = match answer {
+                Answer::AcceptAt(f) if provider.is_some_and(|p| p.clinics.contains(&f)) => Some(f),
+                Answer::AcceptAt(f) => {
+                    let why =
+                        format!("provider {} is not listed at clinic {f}; nothing was accepted", proposal.provider);
+                    return Err(AttachError { field: Some("facilityNumber".into()), ..AttachError::conflict(why) });
+                }
+                _ => provider.and_then(|p| p.sole_clinic()).cloned(),
+            };
             for m in &reg.household.members {
                 change.upserts.push(Record::PanelEntry(PanelEntry {
                     provider: proposal.provider.clone(),

@@ -90,9 +90,20 @@ impl MutationRoot {
     }
 
     /// Accepts a proposal: the household joins the provider's panel (service code 98990).
-    async fn accept_proposal(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Proposal> {
+    async fn accept_proposal(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        #[graphql(desc = "The clinic whose panel the household joins, for a provider listed at several \
+                          (by default: the provider's only clinic, or none).")]
+        facility_number: Option<String>,
+    ) -> async_graphql::Result<Proposal> {
         let id = d::ProposalId::parse(&id).gql()?;
-        system(ctx).answer(caller(ctx), &id, Answer::Accept).await.gql().map(Into::into)
+        let answer = match facility_number {
+            Some(f) => Answer::AcceptAt(d::FacilityNumber::parse(&f).gql()?),
+            None => Answer::Accept,
+        };
+        system(ctx).answer(caller(ctx), &id, answer).await.gql().map(Into::into)
     }
 
     /// Declines a proposal: the household returns to the waitlist keeping its place.

@@ -142,13 +142,10 @@ async fn a_clinics_staff_list_is_kept_by_its_medical_director_and_survives_sigki
     assert_eq!(staff["clinic"]["staff"][0]["title"], "MOA");
 }
 
-#[tokio::test]
-async fn a_matched_household_joins_the_panel_at_the_providers_only_clinic() {
-    let dir = tempfile::tempdir().unwrap();
-    let app = TestApp::spawn(dir.path(), Spawn::default()).await;
-    registry(&app).await;
-    let provider = app.provider("P10001");
-    provider
+/// P10001 open for patients, one household of two registered in 111 and
+/// matched to them: the proposal's id.
+async fn matched_household(app: &TestApp) -> Value {
+    app.provider("P10001")
         .ok(
             r#"mutation { setProviderCapacity(providerId: "P10001", input: { acceptingNewPatients: true,
                  monthlyRate: 10, desiredPanelSize: 10 }) { id } }"#,
@@ -168,15 +165,57 @@ async fn a_matched_household_joins_the_panel_at_the_providers_only_clinic() {
         .coordinator()
         .ok(r#"mutation { runMatching(communityCode: "111") { proposals { id providerId } } }"#, json!({}))
         .await;
-    let proposal = run["runMatching"]["proposals"][0]["id"].clone();
-    provider.ok("mutation($id: ID!) { acceptProposal(id: $id) { status } }", json!({ "id": proposal })).await;
-    let panel = provider
+    run["runMatching"]["proposals"][0]["id"].clone()
+}
+
+/// The clinic each entry of P10001's panel names, after checking they all came off the waitlist.
+async fn matched_clinics(app: &TestApp) -> Vec<Value> {
+    let panel = app
+        .provider("P10001")
         .ok(r#"{ panel(providerId: "P10001", first: 10) { nodes { source facilityNumber reference } } }"#, json!({}))
         .await;
     let nodes = panel["panel"]["nodes"].as_array().unwrap();
-    assert_eq!(nodes.len(), 2);
-    for n in nodes {
-        assert_eq!((&n["source"], &n["facilityNumber"]), (&json!("MATCHED"), &json!("0F111")), "{panel:#}");
-        assert!(n["reference"].is_string());
-    }
+    assert!(nodes.iter().all(|n| n["source"] == "MATCHED" && n["reference"].is_string()), "{panel:#}");
+    nodes.iter().map(|n| n["facilityNumber"].clone()).collect()
+}
+
+#[tokio::test]
+async fn a_matched_household_joins_the_panel_at_the_providers_only_clinic() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::spawn(dir.path(), Spawn::default()).await;
+    registry(&app).await;
+    let proposal = matched_household(&app).await;
+    let provider = app.provider("P10001");
+    provider.ok("mutation($id: ID!) { acceptProposal(id: $id) { status } }", json!({ "id": proposal })).await;
+    assert_eq!(matched_clinics(&app).await, [json!("0F111"), json!("0F111")]);
+}
+
+#[tokio::test]
+async fn a_provider_at_two_clinics_names_the_one_the_household_joins() {
+    const ACCEPT: &str = "mutation($id: ID!, $f: String) { acceptProposal(id: $id, facilityNumber: $f) { status } }";
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::spawn(dir.path(), Spawn::default()).await;
+    registry(&app).await;
+    let md = app.medical_director("MD001");
+    md.ok(
+        r#"mutation { upsertClinic(input: { facilityNumber: "0F222", community: "111", name: "Elk Valley Clinic",
+             address: "1 Main St, Fernie", medicalDirectorId: "MD001" }) { facilityNumber } }"#,
+        json!({}),
+    )
+    .await;
+    md.ok(
+        r#"mutation { upsertProvider(input: { id: "P10001", givenName: "Maya", surname: "Okafor", kind: PHYSICIAN,
+             community: "111", clinics: ["0F111", "0F222"] }) { id } }"#,
+        json!({}),
+    )
+    .await;
+    let proposal = matched_household(&app).await;
+    let provider = app.provider("P10001");
+    let attempt = |f: &str| json!({ "id": proposal, "f": f });
+    assert_eq!(provider.error_code(ACCEPT, attempt("not a clinic")).await, "INVALID_INPUT");
+    assert_eq!(provider.error_code(ACCEPT, attempt("0F333")).await, "CONFLICT", "not listed there");
+    assert!(matched_clinics(&app).await.is_empty(), "a refused acceptance changes nothing");
+    let accepted = provider.ok(ACCEPT, attempt("0F222")).await;
+    assert_eq!(accepted["acceptProposal"]["status"], "ACCEPTED");
+    assert_eq!(matched_clinics(&app).await, [json!("0F222"), json!("0F222")]);
 }
