@@ -214,10 +214,16 @@ pub struct RateSettings {
     pub enabled: bool,
     /// How often idle callers are dropped from the limiter's memory, in seconds.
     pub sweep_secs: u64,
-    /// Reverse proxies in front of Attach that append to `X-Forwarded-For`:
+    /// Reverse proxies in front of Attach that append to the forwarding header:
     /// the client is the address the outermost of them saw. 0: the socket's peer
     /// (never trust the header when clients can reach Attach directly).
     pub trusted_proxy_hops: usize,
+    /// Addresses or CIDR blocks of the reverse proxies in front of Attach: the
+    /// header is read only from them, and the client is the first address from
+    /// the right that is not one of them. Instead of `trusted_proxy_hops`.
+    pub trusted_proxies: Vec<String>,
+    /// The header the proxies append to: `x-forwarded-for` or `forwarded` (RFC 7239).
+    pub forwarded_header: String,
     /// Calls without a token, per client IP address.
     pub anonymous_per_ip: RateQuota,
     /// Patients.
@@ -243,6 +249,8 @@ impl Default for RateSettings {
             enabled: true,
             sweep_secs: 60,
             trusted_proxy_hops: 0,
+            trusted_proxies: Vec::new(),
+            forwarded_header: "x-forwarded-for".to_string(),
             anonymous_per_ip: RateQuota::new(120, 60),
             patient: RateQuota::new(60, 20),
             provider: RateQuota::new(1200, 200),
@@ -391,6 +399,7 @@ impl Settings {
                 "limits.rate.{name}: per_minute and burst must be at least 1 (turn limits off with limits.rate.enabled = false)"
             );
         }
+        crate::client_ip::ClientIp::from_settings(rate)?;
         anyhow::ensure!(
             self.limits.subscriptions_per_principal > 0,
             "limits.subscriptions_per_principal must be at least 1"

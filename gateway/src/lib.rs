@@ -16,6 +16,7 @@
 
 pub mod auth;
 pub mod cli;
+pub mod client_ip;
 pub mod config;
 pub mod graphql;
 pub mod metrics;

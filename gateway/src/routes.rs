@@ -62,8 +62,8 @@ pub struct AppState {
     pub limits: Arc<RateLimits>,
     /// Subscriptions per principal, across connections.
     pub subscriptions: Arc<PrincipalSubscriptions>,
-    /// Trusted proxies appending to `X-Forwarded-For` (0: use the peer address).
-    pub proxy_hops: usize,
+    /// Finds the client's address behind trusted proxies.
+    pub client_ip: Arc<crate::client_ip::ClientIp>,
 }
 
 /// The router.
@@ -87,7 +87,7 @@ async fn graphql_get(State(state): State<AppState>, request: Request) -> Respons
         return graphiql().await.into_response();
     }
     let started = Instant::now();
-    let ip = client_ip(&request, state.proxy_hops);
+    let ip = client_ip(&request, &state);
     let (mut parts, _) = request.into_parts();
     let from_header = match state.auth.from_headers(&parts.headers).await {
         Ok(p) => p,
@@ -169,27 +169,14 @@ async fn serve_until_expiry(serve: impl Future<Output = ()>, mut expiry: watch::
 }
 
 /// The client's address: the socket's peer (unspecified when the router runs
-/// without connect info, as in-process tests do), or behind `hops` trusted
-/// proxies the address the outermost one appended to `X-Forwarded-For`.
-fn client_ip(request: &Request, hops: usize) -> IpAddr {
+/// without connect info, as in-process tests do), or behind trusted proxies
+/// what they say (`client_ip.rs`).
+fn client_ip(request: &Request, state: &AppState) -> IpAddr {
     let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |ConnectInfo(addr)| addr.ip());
-    if hops == 0 {
-        return peer;
-    }
-    forwarded_client(request.headers().get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()), hops)
-        .unwrap_or(peer)
-}
-
-/// The `hops`-th address from the right of `X-Forwarded-For` (each proxy appends
-/// the address it saw; entries further left were written by the client and
-/// prove nothing).
-fn forwarded_client<'a>(values: impl Iterator<Item = &'a str>, hops: usize) -> Option<IpAddr> {
-    let entries: Vec<&str> = values.flat_map(|v| v.split(',')).map(str::trim).collect();
-    let entry = entries.len().checked_sub(hops).map(|i| entries[i])?;
-    entry.parse::<IpAddr>().ok().or_else(|| entry.parse::<SocketAddr>().ok().map(|a| a.ip()))
+    state.client_ip.of(peer, request.headers())
 }
 
 fn error_body(code: ErrorCode, message: &str) -> Json<serde_json::Value> {
@@ -235,7 +222,7 @@ fn request_error(status: StatusCode, message: &str) -> Response {
 /// `POST /graphql`: authenticates and rate-limits the caller, then executes.
 async fn graphql(State(state): State<AppState>, request: Request) -> Response {
     let started = Instant::now();
-    let ip = client_ip(&request, state.proxy_hops);
+    let ip = client_ip(&request, &state);
     let (parts, body) = request.into_parts();
     let principal = match state.auth.from_headers(&parts.headers).await {
         Ok(signed) => signed.map(|s| s.principal),
@@ -323,20 +310,4 @@ async fn readyz(State(state): State<AppState>) -> Response {
         "feed": { "backend": feed.backend, "connected": feed.connected, "dropped": feed.dropped },
     });
     (status, Json(body)).into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_client_is_what_the_outermost_trusted_proxy_saw() {
-        let one = ["203.0.113.9, 198.51.100.7"];
-        assert_eq!(forwarded_client(one.into_iter(), 1), Some(IpAddr::from([198, 51, 100, 7])));
-        assert_eq!(forwarded_client(one.into_iter(), 2), Some(IpAddr::from([203, 0, 113, 9])));
-        assert_eq!(forwarded_client(one.into_iter(), 3), None, "fewer entries than proxies: the peer");
-        let split = ["1.2.3.4", "10.0.0.1:5000"];
-        assert_eq!(forwarded_client(split.into_iter(), 1), Some(IpAddr::from([10, 0, 0, 1])));
-        assert_eq!(forwarded_client(["not-an-ip"].into_iter(), 1), None);
-    }
 }

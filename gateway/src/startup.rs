@@ -26,6 +26,7 @@ use tokio::task::JoinHandle;
 use tracing::info;
 
 use crate::auth::Authenticator;
+use crate::client_ip::ClientIp;
 use crate::config::Settings;
 use crate::graphql;
 use crate::graphql::PrincipalSubscriptions;
@@ -126,7 +127,7 @@ impl Application {
             auth,
             limits,
             subscriptions: Arc::new(PrincipalSubscriptions::new(settings.limits.subscriptions_per_principal)),
-            proxy_hops: settings.limits.rate.trusted_proxy_hops,
+            client_ip: Arc::new(ClientIp::from_settings(&settings.limits.rate)?),
         };
         let send_buffer = settings.limits.socket_send_buffer_bytes;
         Ok(Application { listener, send_buffer, port, state, init })

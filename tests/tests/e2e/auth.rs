@@ -39,6 +39,55 @@ fn edited(base: &Value, edit: impl FnOnce(&mut Value)) -> Value {
 }
 
 /// Posts `query` with `Authorization: <value>`.
+/// An anonymous call as a proxy in front of Attach would send it, with `name: value`.
+async fn post_through_proxy(app: &TestApp, name: &str, value: &str) -> reqwest::Response {
+    app.http()
+        .post(format!("{}/graphql", app.url))
+        .header(name, value)
+        .json(&json!({ "query": "{ healthAuthorities { code } }" }))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Behind proxies trusted by address, writing the standard `Forwarded` header:
+/// each client the proxy names has its own quota, what a client wrote to the
+/// left of the proxy's entry is ignored, and an entry without an address
+/// counts against the proxy that wrote it.
+#[tokio::test]
+async fn behind_trusted_proxies_each_forwarded_client_has_its_own_quota() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("ATTACH_LIMITS__RATE__ENABLED", "true"),
+        ("ATTACH_LIMITS__RATE__ANONYMOUS_PER_IP__PER_MINUTE", "1"),
+        ("ATTACH_LIMITS__RATE__ANONYMOUS_PER_IP__BURST", "1"),
+        ("ATTACH_LIMITS__RATE__TRUSTED_PROXIES", r#"["127.0.0.0/8", "10.0.0.0/8"]"#),
+        ("ATTACH_LIMITS__RATE__FORWARDED_HEADER", "forwarded"),
+    ];
+    let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let app = TestApp::spawn(dir.path(), Spawn { env, ..Spawn::default() }).await;
+    let status = |name: &'static str, value: &'static str| {
+        let app = &app;
+        async move { post_through_proxy(app, name, value).await.status() }
+    };
+
+    assert_eq!(status("forwarded", "for=203.0.113.5;proto=https").await, 200);
+    assert_eq!(status("forwarded", "for=203.0.113.5;proto=https").await, 429, "one call a minute");
+    // The client wrote an entry of its own; the proxy's entry (right) is what counts.
+    assert_eq!(status("forwarded", "for=198.51.100.1, for=203.0.113.5").await, 429);
+    assert_eq!(
+        status("forwarded", "for=\"[2001:db8::7]:4711\", for=10.1.2.3").await,
+        200,
+        "another client, via two proxies"
+    );
+    // The proxy could not say who the client was: its own address takes the quota.
+    assert_eq!(status("forwarded", "for=unknown, for=10.9.9.9").await, 200);
+    assert_eq!(status("forwarded", "for=_hidden, for=10.9.9.9").await, 429);
+    // X-Forwarded-For is not read when the proxies are set to write Forwarded.
+    assert_eq!(status("x-forwarded-for", "192.0.2.200").await, 200, "the peer, 127.0.0.1, has not spent its quota");
+    assert_eq!(status("x-forwarded-for", "192.0.2.201").await, 429);
+}
+
 async fn post_with(app: &TestApp, authorization: &str, query: &str) -> reqwest::Response {
     app.http()
         .post(format!("{}/graphql", app.url))
