@@ -174,6 +174,11 @@ pub struct AuthSettings {
     /// How long a verified token is remembered, in seconds (its `exp` and a
     /// change of keys are checked on every use regardless).
     pub verified_token_secs: u64,
+    /// A file of revoked tokens and subjects (`auth/revoked.rs` has its
+    /// format). Empty: none.
+    pub revoked: String,
+    /// How often that file is read again, in seconds.
+    pub revoked_refresh_secs: u64,
 }
 
 impl Default for AuthSettings {
@@ -186,6 +191,8 @@ impl Default for AuthSettings {
             jwks_refresh_secs: 300,
             verified_tokens: 16_384,
             verified_token_secs: 60,
+            revoked: String::new(),
+            revoked_refresh_secs: 10,
         }
     }
 }

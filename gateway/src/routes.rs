@@ -27,7 +27,7 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::auth::Authenticator;
-use crate::auth::token::TokenError;
+use crate::auth::token::{Signed, TokenError};
 use crate::graphql::document_cache::DocumentCache;
 use crate::graphql::error::ensure_codes;
 use crate::graphql::{AttachSchema, ConnectionSubscriptions, PrincipalSubscriptions};
@@ -113,9 +113,9 @@ async fn graphql_get(State(state): State<AppState>, request: Request) -> Respons
     data.insert(ConnectionSubscriptions::new(state.max_subscriptions));
     data.insert(state.subscriptions.clone());
     let auth = state.auth.clone();
-    let leeway = auth.leeway();
-    // The connection ends when the token it signed in with expires.
-    let (expiry_tx, expiry) = watch::channel(from_header.as_ref().map(|s| s.expires + leeway));
+    let watcher = state.auth.clone();
+    // The connection ends when the token it signed in with expires or is revoked.
+    let (signed_tx, signed_in) = watch::channel(from_header.clone());
     let on_init = move |payload: serde_json::Value| async move {
         let mut data = async_graphql::Data::default();
         let signed = match auth.from_init_payload(&payload).await {
@@ -125,8 +125,8 @@ async fn graphql_get(State(state): State<AppState>, request: Request) -> Respons
             Err(e) => return Err(async_graphql::Error::new(format!("{}: {e}", ws::REFUSED_SIGN_IN))),
         };
         if let Some(signed) = signed {
-            expiry_tx.send_replace(Some(signed.expires + leeway));
-            data.insert(signed.principal);
+            data.insert(signed.principal.clone());
+            signed_tx.send_replace(Some(signed));
         }
         Ok(data)
     };
@@ -134,7 +134,9 @@ async fn graphql_get(State(state): State<AppState>, request: Request) -> Respons
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         .read_buffer_size(ws::READ_BUFFER_BYTES)
         .max_message_size(state.max_body_bytes)
-        .on_upgrade(move |socket| serve_until_expiry(ws::serve(socket, schema, kind, data, on_init, keepalive), expiry))
+        .on_upgrade(move |socket| {
+            serve_while_signed_in(ws::serve(socket, schema, kind, data, on_init, keepalive), signed_in, watcher)
+        })
         .into_response();
     if let Some(v) = verdict {
         v.write_headers(response.headers_mut());
@@ -142,15 +144,25 @@ async fn graphql_get(State(state): State<AppState>, request: Request) -> Respons
     response
 }
 
-/// Serves a subscription connection until it ends or the token it signed in
-/// with expires (dropping the connection closes the socket and every
-/// subscription on it: a client signs in again with a fresh token).
-async fn serve_until_expiry(serve: impl Future<Output = ()>, mut expiry: watch::Receiver<Option<SystemTime>>) {
+/// Serves a subscription connection until it ends, or the token it signed in
+/// with expires or is revoked (dropping the connection closes the socket and
+/// every subscription on it: a client signs in again with a fresh token).
+async fn serve_while_signed_in(
+    serve: impl Future<Output = ()>,
+    mut signed_in: watch::Receiver<Option<Signed>>,
+    auth: Arc<Authenticator>,
+) {
     tokio::pin!(serve);
-    // The sender goes away once `connection_init` is handled; the deadline stays.
+    let mut revocations = auth.revocations_changed();
+    // The sender goes away once `connection_init` is handled; the token stays.
     let mut settled = false;
     loop {
-        let deadline = *expiry.borrow_and_update();
+        let signed = signed_in.borrow_and_update().clone();
+        if signed.as_ref().is_some_and(|s| auth.is_revoked(s)) {
+            tracing::debug!("closing a subscription connection: its token was revoked");
+            return;
+        }
+        let deadline = signed.as_ref().map(|s| s.expires + auth.leeway());
         let expired = async {
             match deadline {
                 Some(t) => tokio::time::sleep(t.duration_since(SystemTime::now()).unwrap_or_default()).await,
@@ -159,7 +171,9 @@ async fn serve_until_expiry(serve: impl Future<Output = ()>, mut expiry: watch::
         };
         tokio::select! {
             () = &mut serve => return,
-            changed = expiry.changed(), if !settled => settled = changed.is_err(),
+            changed = signed_in.changed(), if !settled => settled = changed.is_err(),
+            // A new list: checked at the top of the loop.
+            Ok(()) = revocations.changed() => {}
             () = expired => {
                 tracing::debug!("closing a subscription connection: its token expired");
                 return;

@@ -97,7 +97,12 @@ mod tests {
         } else {
             now - Duration::from_secs((-expires_in) as u64)
         };
-        Signed { principal: Principal::new("u-1", Role::Coordinator, None, Scope::default()), expires }
+        Signed {
+            principal: Principal::new("u-1", Role::Coordinator, None, Scope::default()),
+            expires,
+            id: None,
+            issued_at: None,
+        }
     }
 
     fn keys() -> Arc<KeySet> {

@@ -134,9 +134,12 @@ impl DevKey {
     /// Mints a token for `request`, valid from now, for `issuer` and `audience`.
     pub fn mint(&self, issuer: &str, audience: &str, request: &TokenRequest) -> anyhow::Result<String> {
         let now = jsonwebtoken::get_current_timestamp();
+        let mut id = [0u8; 16];
+        getrandom::fill(&mut id).map_err(|e| anyhow::anyhow!("no randomness for a token id: {e}"))?;
+        let jti: String = id.iter().map(|b| format!("{b:02x}")).collect();
         let mut claims = json!({
             "iss": issuer, "aud": audience, "sub": request.subject, "role": request.role.as_str(),
-            "scope": request.scope, "iat": now, "nbf": now, "exp": now + request.ttl.as_secs(),
+            "scope": request.scope, "iat": now, "nbf": now, "exp": now + request.ttl.as_secs(), "jti": jti,
         });
         if let Some(provider) = &request.provider {
             claims["provider_id"] = json!(provider);

@@ -3,6 +3,7 @@
 //! - [`keys`]: the JWKS (a file or a URL), refreshed periodically and on an unknown key id;
 //! - [`token`]: the checks one token must pass, and its claims;
 //! - [`cache`]: tokens already verified, so a repeated token is checked once;
+//! - [`revoked`]: the operators' list of revoked tokens and subjects;
 //! - [`dev`]: the development key `attach serve` makes when no JWKS is configured,
 //!   and the minting `attach token` does with it.
 //!
@@ -15,6 +16,7 @@
 pub mod cache;
 pub mod dev;
 pub mod keys;
+pub mod revoked;
 pub mod token;
 
 use std::sync::Arc;
@@ -25,6 +27,7 @@ use axum::http::{HeaderMap, header};
 use crate::config::Settings;
 use cache::TokenCache;
 use keys::{KeySource, Keys};
+use revoked::Revocations;
 use token::{Signed, TokenError, TokenRules};
 
 /// Checks bearer tokens.
@@ -32,6 +35,7 @@ pub struct Authenticator {
     keys: Arc<Keys>,
     rules: TokenRules,
     verified: TokenCache,
+    revoked: Arc<Revocations>,
 }
 
 impl Authenticator {
@@ -54,7 +58,10 @@ impl Authenticator {
         };
         let keys = Keys::load(source).await?;
         keys.spawn_refresh(Duration::from_secs(auth.jwks_refresh_secs));
+        let revoked = Revocations::load((!auth.revoked.is_empty()).then(|| auth.revoked.clone().into()))?;
+        revoked.spawn_refresh(Duration::from_secs(auth.revoked_refresh_secs));
         Ok(Authenticator {
+            revoked,
             keys,
             rules: TokenRules {
                 issuer: auth.issuer.clone(),
@@ -75,6 +82,25 @@ impl Authenticator {
     /// A token verified lately against the same keys is not checked again,
     /// but its `exp` is.
     pub async fn verify(&self, token: &str) -> Result<Signed, TokenError> {
+        let signed = self.verify_signature(token).await?;
+        if self.is_revoked(&signed) {
+            return Err(TokenError::Revoked);
+        }
+        Ok(signed)
+    }
+
+    /// Whether the operators revoked this token (`auth.revoked`).
+    pub fn is_revoked(&self, signed: &Signed) -> bool {
+        self.revoked.revokes(signed)
+    }
+
+    /// Ticks whenever the revocation list changes, so open connections can check again.
+    pub fn revocations_changed(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.revoked.subscribe()
+    }
+
+    /// [`verify`](Self::verify) without the revocation list.
+    async fn verify_signature(&self, token: &str) -> Result<Signed, TokenError> {
         let keys = self.keys.current();
         if let Some(verdict) = self.verified.get(token, &keys, self.leeway()) {
             return verdict;

@@ -54,6 +54,8 @@ pub enum TokenError {
     Audience,
     /// A claim is missing or not what Attach expects.
     Claims(String),
+    /// On the operators' revocation list (`auth.revoked`).
+    Revoked,
 }
 
 impl fmt::Display for TokenError {
@@ -68,6 +70,7 @@ impl fmt::Display for TokenError {
             TokenError::Issuer => f.write_str("the bearer token is from an issuer Attach does not trust"),
             TokenError::Audience => f.write_str("the bearer token is not meant for Attach"),
             TokenError::Claims(why) => write!(f, "the bearer token's claims are not usable: {why}"),
+            TokenError::Revoked => f.write_str("the bearer token has been revoked"),
         }
     }
 }
@@ -79,6 +82,10 @@ pub struct Signed {
     pub principal: Principal,
     /// Its `exp`: a connection signed in with it must not outlive it.
     pub expires: SystemTime,
+    /// Its `jti`, if it has one (revocation names tokens by it).
+    pub id: Option<String>,
+    /// Its `iat` in seconds, if it has one.
+    pub issued_at: Option<u64>,
 }
 
 /// The claims Attach reads (the standard ones are checked by `Validation`).
@@ -91,6 +98,10 @@ struct Claims {
     scope: Option<ScopeClaim>,
     #[serde(default)]
     provider_id: Option<String>,
+    #[serde(default)]
+    jti: Option<String>,
+    #[serde(default)]
+    iat: Option<u64>,
 }
 
 /// `scope` as a space-separated string (OAuth style) or an array.
@@ -131,7 +142,8 @@ pub fn verify(token: &str, keys: &KeySet, rules: &TokenRules) -> Result<Signed, 
         _ => TokenError::Malformed,
     })?;
     let expires = UNIX_EPOCH + Duration::from_secs(data.claims.exp);
-    Ok(Signed { principal: principal(data.claims)?, expires })
+    let (id, issued_at) = (data.claims.jti.clone(), data.claims.iat);
+    Ok(Signed { principal: principal(data.claims)?, expires, id, issued_at })
 }
 
 fn principal(claims: Claims) -> Result<Principal, TokenError> {

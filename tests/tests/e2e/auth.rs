@@ -275,6 +275,66 @@ async fn a_caller_over_quota_gets_429_then_succeeds_after_the_window_and_others_
     assert_eq!(count("provider"), 0.0);
 }
 
+/// The `jti` of a token minted by the development key.
+fn token_id(token: &str) -> String {
+    let payload = token.split('.').nth(1).expect("a JWT has a payload");
+    let claims: Value = serde_json::from_slice(&B64.decode(payload).unwrap()).unwrap();
+    claims["jti"].as_str().expect("minted tokens carry a jti").to_string()
+}
+
+/// The operators revoke one token, then a whole subject: each is refused on its
+/// next use (cached or not), an open subscription signed in with it is closed,
+/// everyone else is unaffected, and a broken file leaves the last list in force.
+#[tokio::test]
+async fn revoked_tokens_are_refused_and_their_subscriptions_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("revoked.txt");
+    std::fs::write(&list, "# nothing revoked yet\n").unwrap();
+    let env = vec![
+        ("ATTACH_AUTH__REVOKED".to_string(), list.display().to_string()),
+        ("ATTACH_AUTH__REVOKED_REFRESH_SECS".to_string(), "1".to_string()),
+    ];
+    let app = TestApp::spawn(&dir.path().join("data"), Spawn { env, ..Spawn::default() }).await;
+    let a = app.token_for("coord-a", Role::Coordinator, &["province"], None);
+    let b = app.token_for("coord-b", Role::Coordinator, &["province"], None);
+    let status = |token: String| {
+        let app = &app;
+        async move { post_with(app, &format!("Bearer {token}"), WAITLIST).await }
+    };
+    assert_eq!(status(a.clone()).await.status(), 200, "verified and now remembered");
+    let mut watching = connect_as(&app, "graphql-transport-ws", &a).await;
+    subscribe(&mut watching, "1", "111", Some(0)).await;
+    register(&app, "111", 801).await;
+    assert_eq!(next_event(&mut watching).await["seq"], 1);
+
+    let until_refused = |token: String| async move {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let r = status(token.clone()).await;
+            if r.status() == 401 {
+                let body: Value = r.json().await.unwrap();
+                return body["errors"][0]["message"].as_str().unwrap().to_string();
+            }
+            assert!(Instant::now() < deadline, "never refused");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    std::fs::write(&list, format!("jti {}\n", token_id(&a))).unwrap();
+    assert!(until_refused(a.clone()).await.contains("revoked"));
+    assert!(closed(&mut watching).await.is_some(), "the subscription signed in with it was closed");
+    assert_eq!(status(b.clone()).await.status(), 200, "another subject is unaffected");
+    let a_again = app.token_for("coord-a", Role::Coordinator, &["province"], None);
+    assert_eq!(status(a_again).await.status(), 200, "a new token of the same subject is not that token");
+
+    std::fs::write(&list, format!("jti {}\nsub coord-b\n", token_id(&a))).unwrap();
+    until_refused(b.clone()).await;
+    let b_again = app.token_for("coord-b", Role::Coordinator, &["province"], None);
+    assert_eq!(status(b_again).await.status(), 401, "every token of a revoked subject");
+    std::fs::write(&list, "ban everyone\n").unwrap();
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert_eq!(status(b).await.status(), 401, "a broken file leaves the last list in force");
+}
+
 async fn closed(ws: &mut Ws) -> Option<String> {
     loop {
         match tokio::time::timeout(Duration::from_secs(10), ws.next()).await.expect("an answer within 10 s") {
