@@ -60,15 +60,13 @@ impl KeySet {
         Ok(set)
     }
 
-    /// The key a token's header names, if it is here.
-    pub(crate) fn find(&self, kid: Option<&str>) -> Option<&Key> {
+    /// The keys a token may have been signed with: the one its `kid` names,
+    /// or without a `kid` every key (the caller tries each whose algorithm
+    /// matches; each is a key Attach trusts, so any that verifies will do).
+    pub(crate) fn candidates(&self, kid: Option<&str>) -> Vec<&Key> {
         match kid {
-            Some(kid) => self.by_kid.get(kid),
-            // No kid: only unambiguous when the set holds exactly one key.
-            None if self.by_kid.len() + self.unnamed.len() == 1 => {
-                self.unnamed.first().or_else(|| self.by_kid.values().next())
-            }
-            None => None,
+            Some(kid) => self.by_kid.get(kid).into_iter().collect(),
+            None => self.unnamed.iter().chain(self.by_kid.values()).collect(),
         }
     }
 
@@ -246,9 +244,9 @@ mod tests {
         ] }"#;
         let set = KeySet::parse(json).unwrap();
         assert_eq!(set.len(), 1);
-        assert_eq!(set.find(Some("e")).unwrap().alg, Algorithm::ES256);
-        assert!(set.find(Some("h")).is_none(), "no HMAC key is ever kept");
-        assert!(set.find(None).is_some(), "one key: a token without kid may use it");
+        assert_eq!(set.candidates(Some("e"))[0].alg, Algorithm::ES256);
+        assert!(set.candidates(Some("h")).is_empty(), "no HMAC key is ever kept");
+        assert_eq!(set.candidates(None).len(), 1, "a token without kid may use the one key");
         assert!(KeySet::parse("[]").is_err());
     }
 
@@ -263,14 +261,14 @@ mod tests {
         let (old, new) = (crate::auth::dev::DevKey::generate().unwrap(), crate::auth::dev::DevKey::generate().unwrap());
         std::fs::write(&path, jwks_of(&old)).unwrap();
         let keys = Keys::load(KeySource::File(path.clone())).await.unwrap();
-        assert!(keys.current().find(Some(new.kid())).is_none());
+        assert!(keys.current().candidates(Some(new.kid())).is_empty());
         std::fs::write(&path, jwks_of(&new)).unwrap(); // the identity provider rotated its key
         assert!(keys.refetch_for_unknown_key().await);
-        assert!(keys.current().find(Some(new.kid())).is_some());
+        assert!(keys.current().candidates(Some(new.kid())).len() == 1);
         assert!(!keys.refetch_for_unknown_key().await, "at most one read per MIN_REFETCH");
         std::fs::write(&path, "{ not json").unwrap();
         assert!(keys.refresh().await.is_err());
-        assert!(keys.current().find(Some(new.kid())).is_some(), "a failed read keeps the keys held");
+        assert!(keys.current().candidates(Some(new.kid())).len() == 1, "a failed read keeps the keys held");
         assert!(Keys::load(KeySource::File(dir.path().join("missing.json"))).await.is_err());
     }
 
@@ -285,7 +283,7 @@ mod tests {
         let source = KeySource::parse(&format!("http://{addr}/certs"));
         assert!(matches!(source, KeySource::Url(_)));
         let keys = Keys::load(source).await.unwrap();
-        assert!(keys.current().find(Some(key.kid())).is_some());
+        assert!(keys.current().candidates(Some(key.kid())).len() == 1);
         assert!(Keys::load(KeySource::parse(&format!("http://{addr}/missing"))).await.is_err(), "a 404 is an error");
     }
 }

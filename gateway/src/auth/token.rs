@@ -119,10 +119,25 @@ pub fn verify(token: &str, keys: &KeySet, rules: &TokenRules) -> Result<Signed, 
     if !matches!(header.alg, Algorithm::RS256 | Algorithm::ES256) {
         return Err(TokenError::Algorithm);
     }
-    let key = keys.find(header.kid.as_deref()).ok_or(TokenError::UnknownKey)?;
-    if key.alg != header.alg {
-        return Err(TokenError::Algorithm);
+    let candidates = keys.candidates(header.kid.as_deref());
+    if candidates.is_empty() {
+        return Err(TokenError::UnknownKey);
     }
+    let matching: Vec<_> = candidates.into_iter().filter(|k| k.alg == header.alg).collect();
+    // Without a `kid`, a JWKS of several keys is tried key by key: a signature
+    // that fails with one may verify with the next; anything else is the answer.
+    let mut last = Err(TokenError::Algorithm);
+    for key in matching {
+        last = verify_with(token, key, rules);
+        if !matches!(last, Err(TokenError::Signature)) {
+            break;
+        }
+    }
+    last
+}
+
+/// Checks `token` against one key whose algorithm is the token's.
+fn verify_with(token: &str, key: &super::keys::Key, rules: &TokenRules) -> Result<Signed, TokenError> {
     let mut validation = Validation::new(key.alg);
     validation.set_issuer(&[&rules.issuer]);
     validation.set_audience(&[&rules.audience]);
@@ -321,6 +336,32 @@ mod tests {
         assert_eq!(verify(&confused, &keys, &rules()).unwrap_err(), TokenError::Algorithm);
 
         assert_eq!(verify("not-a-token", &keys, &rules()).unwrap_err(), TokenError::Malformed);
+    }
+
+    #[test]
+    fn a_token_without_kid_is_tried_against_each_key_of_its_algorithm() {
+        let (r1, r2, stranger) = (rsa_key("r1"), rsa_key("r2"), rsa_key("r3"));
+        let ec = DevKey::generate().unwrap();
+        let mut jwks = ec.jwks()["keys"].as_array().unwrap().clone();
+        jwks.push(r1.jwk.clone());
+        jwks.push(r2.jwk.clone());
+        let keys = set(jwks);
+        let without_kid = |key: &Rsa, c: &Value| jsonwebtoken::encode(&Header::new(Algorithm::RS256), c, &key.encoding);
+        let signed = verify(&without_kid(&r2, &claims()).unwrap(), &keys, &rules()).unwrap();
+        assert_eq!(signed.principal.subject(), "u-1", "the second RSA key verifies it");
+        let by_stranger = without_kid(&stranger, &claims()).unwrap();
+        assert_eq!(verify(&by_stranger, &keys, &rules()).unwrap_err(), TokenError::Signature);
+        let mut c = claims();
+        c["exp"] = json!(now() - 60);
+        let expired = without_kid(&r1, &c).unwrap();
+        assert_eq!(
+            verify(&expired, &keys, &rules()).unwrap_err(),
+            TokenError::Expired,
+            "the key that verifies answers"
+        );
+        let only_ec = set(ec.jwks()["keys"].as_array().unwrap().clone());
+        let rsa_token = without_kid(&r1, &claims()).unwrap();
+        assert_eq!(verify(&rsa_token, &only_ec, &rules()).unwrap_err(), TokenError::Algorithm, "no RS256 key at all");
     }
 
     #[test]
