@@ -262,6 +262,18 @@ fn main() {
         seed,
         singles: false,
     };
+    // The demo's largest communities hold about 100,000 waiting households.
+    let largest = |name, policy: &Policy, seed| Class {
+        name,
+        count: 3,
+        households: (100_000, 100_000),
+        providers: (40, 60),
+        places: Places::Demo,
+        policy: policy.clone(),
+        exact: false,
+        seed,
+        singles: false,
+    };
     let classes = [
         small("small, default policy", &default, 2026, false),
         small("small, hard language", &hard, 2027, false),
@@ -270,6 +282,7 @@ fn main() {
         community("community, 20–30 providers, default policy", (20, 30), &default, 2028),
         community("community, 20–30 providers, hard language", (20, 30), &hard, 2029),
         community("community, 2–4 providers, default policy", (2, 4), &default, 2030),
+        largest("largest community, 40–60 providers, default policy", &default, 2031),
     ];
     println!(
         "| inputs | count | households | free places | people: greedy/optimum | priority: greedy/optimum | people: greedy/bound | priority: greedy/bound | optimum/bound (people, priority; mean) | time |"
