@@ -244,8 +244,6 @@ impl EmbeddedStore {
     }
 }
 
-/// Creates every table (a read transaction cannot open a missing one) and checks
-/// the key layout version, so a file from a future layout is refused, not misread.
 /// The audit journal's file: beside the store file, named after it.
 fn journal_path(store: &Path) -> std::path::PathBuf {
     store.with_extension("audit-journal")
@@ -268,6 +266,8 @@ fn open_journal(db: &Database, path: &Path) -> anyhow::Result<journal::Journal> 
     Ok(journal)
 }
 
+/// Creates every table (a read transaction cannot open a missing one) and checks
+/// the key layout version, so a file from a future layout is refused, not misread.
 fn prepare(db: &Database) -> anyhow::Result<()> {
     let txn = db.begin_write()?;
     {
