@@ -251,12 +251,10 @@ impl AttachSystem {
         let result = async {
             let shard = trail.at(self.shard_of(community)?);
             who.require(trail.op, Some(&shard))?;
+            // The shard names the new registration in the record it commits.
             self.directory.call_audited(&shard, trail.draft(), |r| ShardMsg::Register(household, r)).await
         }
         .await;
-        if let Ok(view) = &result {
-            trail.target = Some(view.registration.reference.to_string());
-        }
         self.audited(trail, result).await
     }
 
@@ -536,6 +534,7 @@ impl AttachSystem {
             who.require(trail.op, None)?;
             let shard = trail.at(self.locate(Locator::Provider(provider.clone()), "provider").await?);
             let (provider, who) = (provider.clone(), who.clone());
+            // The shard names the new endorsement in the record it commits.
             self.directory
                 .call_audited(&shard, trail.draft(), |reply| ShardMsg::StartEndorsement {
                     provider,
@@ -546,9 +545,6 @@ impl AttachSystem {
                 .await
         }
         .await;
-        if let Ok(e) = &result {
-            trail.target = Some(e.id.to_string());
-        }
         self.audited(trail, result).await
     }
 

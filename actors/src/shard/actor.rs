@@ -286,7 +286,10 @@ impl ShardActor {
             }
             ShardMsg::StartEndorsement { provider, delegate, who, reply } => {
                 let result = match delegation::start(&rt.state, &who, &provider, delegate, now) {
-                    Ok((change, e)) => rt.commit(change, now).await.map(|_| e),
+                    Ok((change, e)) => {
+                        rt.audit_names(&e.id);
+                        rt.commit(change, now).await.map(|_| e)
+                    }
                     Err(e) => Err(e),
                 };
                 answer!(reply, result)
@@ -430,6 +433,14 @@ impl ShardRuntime {
         }
     }
 
+    /// Names what this message creates as the target of its audit record: the
+    /// caller could not know the id (a new registration, a new endorsement).
+    pub(super) fn audit_names(&mut self, id: &impl std::fmt::Display) {
+        if let Some(draft) = self.audit.as_mut() {
+            draft.record.target = Some(id.to_string());
+        }
+    }
+
     /// Registers a household: claims every member's PHN, then commits.
     #[instrument(name = "shard.register", skip_all, fields(shard = %self.state.key, people = household.members.len()))]
     async fn register(&mut self, household: Household, now: Timestamp) -> Result<RegistrationView, AttachError> {
@@ -465,9 +476,7 @@ impl ShardRuntime {
             });
         }
         let change = plan::register(reference, household, &self.state, now);
-        if let Some(draft) = self.audit.as_mut() {
-            draft.record.target.get_or_insert_with(|| reference.to_string());
-        }
+        self.audit_names(&reference);
         if let Err(e) = self.commit(change, now).await {
             self.release(&taken, &claim).await;
             return Err(e);

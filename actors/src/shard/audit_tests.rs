@@ -95,7 +95,7 @@ async fn a_change_and_its_audit_record_are_one_commit() {
     let feed: Arc<dyn crate::feed::Feed> = Arc::new(crate::feed::MemoryFeed::new(64));
     let s = AttachSystem::new(regions, store.clone(), feed, ShardConfig::default(), "test".into());
     s.start().await.unwrap();
-    provider(&s, "P1111", "111", 5).await;
+    let doc = provider(&s, "P1111", "111", 5).await;
     let coordinator = Principal::new("c-1", Role::Coordinator, None, Scope::province());
     let log = |op: Operation| {
         let store = store.clone();
@@ -112,6 +112,9 @@ async fn a_change_and_its_audit_record_are_one_commit() {
         .await
         .unwrap();
     s.withdraw(&coordinator, &r.reference, "found a doctor".into()).await.unwrap();
+    let as_doc = Principal::new("doc-1", Role::Provider, Some(doc.clone()), Scope::default());
+    let moa = DelegateId::parse("moa-1").unwrap();
+    let endorsement = s.start_endorsement(&as_doc, &doc, moa).await.unwrap();
     let mover = s.register(&coordinator, &c("111"), household(&[phn(2)], &[])).await.unwrap().registration;
     s.move_registration(&coordinator, &mover.reference, &c("112")).await.unwrap();
 
@@ -121,6 +124,10 @@ async fn a_change_and_its_audit_record_are_one_commit() {
     assert_eq!((registered[0].subject.as_str(), registered[0].target.as_deref()), ("c-1", Some(reference.as_str())));
     assert_eq!(registered[0].shard, Some(r.shard.clone()));
     assert_eq!(registered[0].outcome, crate::audit::Outcome::Ok);
+    let endorsed = log(Operation::ManageEndorsement).await;
+    let id = endorsement.id.to_string();
+    assert_eq!(endorsed.len(), 1, "{endorsed:?}");
+    assert_eq!(endorsed[0].target.as_deref(), Some(id.as_str()), "named by the endorsement the shard created");
     for op in [
         Operation::RunMatching,
         Operation::AnswerProposal,
