@@ -87,21 +87,28 @@ struct Trail<'a> {
     op: Operation,
     shard: Option<ShardKey>,
     target: Option<String>,
-    /// The record handed to the shard making the change, if it was.
-    draft: Option<AuditDraft>,
+    /// The records handed to the shards making the change: one for a change
+    /// made by one message, one per committing step for a change made in
+    /// several (a panel submission).
+    drafts: Vec<AuditDraft>,
 }
 
 impl<'a> Trail<'a> {
     fn new(who: &'a Principal, op: Operation) -> Self {
-        Trail { who, op, shard: None, target: None, draft: None }
+        Trail { who, op, shard: None, target: None, drafts: Vec::new() }
     }
 
     /// The record as it will read if the change is made, for the shard to
     /// commit with it (see [`ShardDirectory::call_audited`]).
     fn draft(&mut self) -> AuditDraft {
-        let record = AuditRecord::new(self.who, self.op, self.shard.clone(), self.target.clone(), Outcome::Ok);
-        let draft = AuditDraft::new(record);
-        self.draft = Some(draft.clone());
+        self.step(self.shard.clone(), self.target.clone())
+    }
+
+    /// The record of one step of a change made in several, naming the shard
+    /// and the record that step touches.
+    fn step(&mut self, shard: Option<ShardKey>, target: Option<String>) -> AuditDraft {
+        let draft = AuditDraft::new(AuditRecord::new(self.who, self.op, shard, target, Outcome::Ok));
+        self.drafts.push(draft.clone());
         draft
     }
 
@@ -225,8 +232,8 @@ impl AttachSystem {
         if !trail.op.is_audited() {
             return result;
         }
-        // Committed with the change: nothing left to write.
-        if result.is_ok() && trail.draft.as_ref().is_some_and(AuditDraft::is_committed) {
+        // Committed with the change (with each step that changed something): nothing left to write.
+        if result.is_ok() && trail.drafts.iter().any(AuditDraft::is_committed) {
             return result;
         }
         let record = AuditRecord::new(trail.who, trail.op, trail.shard, trail.target, Outcome::of(&result));

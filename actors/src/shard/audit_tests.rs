@@ -19,7 +19,7 @@ use crate::store::{
 };
 use crate::system::AttachSystem;
 
-use super::tests::{REGIONS, c, household, phn, provider};
+use super::tests::{REGIONS, c, household, phn, provider, sys};
 
 /// The embedded store, except that appending audit records on their own fails
 /// once `broken` is set (a crash between a change's commit and its record
@@ -146,5 +146,63 @@ async fn a_change_and_its_audit_record_are_one_commit() {
     let withdrawals = log(Operation::WithdrawRegistration).await;
     assert_eq!(withdrawals.len(), 2, "the refusal is audited once late writes work");
     assert_eq!(withdrawals[1].outcome.as_str(), "CONFLICT");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn each_step_of_a_panel_submission_commits_its_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let embedded = EmbeddedStore::open(&dir.path().join("attach.redb"), EmbeddedOptions::default()).unwrap();
+    let store = Arc::new(LateAuditFails { inner: Arc::new(embedded), broken: AtomicBool::new(false) });
+    let regions = Arc::new(Regions::parse(REGIONS).unwrap());
+    let feed: Arc<dyn crate::feed::Feed> = Arc::new(crate::feed::MemoryFeed::new(64));
+    let config = ShardConfig { panel_chunk_rows: 2, ..ShardConfig::default() };
+    let s = AttachSystem::new(regions, store.clone(), feed, config, "test".into());
+    s.start().await.unwrap();
+    let f = super::panel_tests::clinic(&s, "0F111", "111").await;
+    let doc = provider(&s, "P1111", "111", 0).await;
+    s.set_provider_clinic(&sys(), &f, &doc, true).await.unwrap();
+    let waiting = s.register(&sys(), &c("112"), household(&[phn(11)], &[])).await.unwrap().registration;
+    let submissions = || {
+        let store = store.clone();
+        async move {
+            let query = AuditQuery { operation: Some(Operation::SubmitPanel), limit: 50, ..Default::default() };
+            store.audit_page(&query).await.unwrap()
+        }
+    };
+    let text = super::panel_tests::csv_of(&[phn(11), phn(12), phn(13)], "0F111");
+    let submit = || async {
+        let parsed = crate::panel::csv::parse(text.as_bytes(), &f, Default::default(), super::tests::today()).unwrap();
+        s.submit_panel(&sys(), &doc, &f, parsed).await
+    };
+
+    store.broken.store(true, Ordering::SeqCst);
+    let report = submit().await.unwrap();
+    assert!(report.rows.iter().all(|r| r.status.on_panel()), "{report:?}");
+    // Chunk one (the new patient), the waiting patient's registration letting
+    // them go, chunk one again (taking them), chunk two: four commits, four records.
+    let records = submissions().await;
+    let steps: Vec<_> = records.iter().map(|r| (r.shard.clone().unwrap(), r.target.clone().unwrap())).collect();
+    let (panel, doc_id) = (s.regions().community("111").unwrap().shard.clone(), doc.to_string());
+    assert_eq!(
+        steps,
+        [
+            (panel.clone(), doc_id.clone()),
+            (waiting.shard.clone(), waiting.reference.to_string()),
+            (panel.clone(), doc_id.clone()),
+            (panel.clone(), doc_id.clone()),
+        ]
+    );
+    assert!(records.iter().all(|r| r.outcome == crate::audit::Outcome::Ok && r.subject == sys().subject()));
+
+    // The same file again commits nothing, so its one record is written
+    // afterwards (here lost, then kept once late writes work).
+    submit().await.unwrap();
+    assert_eq!(submissions().await.len(), 4);
+    store.broken.store(false, Ordering::SeqCst);
+    submit().await.unwrap();
+    let records = submissions().await;
+    assert_eq!(records.len(), 5);
+    assert_eq!((records[4].shard.as_ref(), records[4].target.as_deref()), (Some(&panel), Some(doc_id.as_str())));
     s.stop().await;
 }

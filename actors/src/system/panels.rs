@@ -90,7 +90,7 @@ impl AttachSystem {
                 }
             }
             for chunk in valid.chunks(self.config.panel_chunk_rows.max(1)) {
-                let rows = self.submit_chunk(who, &shard, provider, facility, chunk.to_vec()).await?;
+                let rows = self.submit_chunk(&mut trail, &shard, provider, facility, chunk.to_vec()).await?;
                 report.rows.extend(rows);
             }
             report.rows.sort_by_key(|r| r.line);
@@ -107,16 +107,23 @@ impl AttachSystem {
         self.audited(trail, result).await
     }
 
+    /// One chunk of a submission. Each step that changes something (the
+    /// chunk's panel entries, a registration letting members go) commits its
+    /// own audit record with the change, so a crash part way through leaves a
+    /// record of every step that landed.
     async fn submit_chunk(
         &self,
-        who: &Principal,
+        trail: &mut Trail<'_>,
         shard: &ShardKey,
         provider: &ProviderId,
         facility: &FacilityNumber,
         rows: Vec<SubmittedRow>,
     ) -> Result<Vec<RowReport>, AttachError> {
+        let who = trail.who;
         let chunk = PanelChunk { provider: provider.clone(), facility: facility.clone(), rows };
-        let answer = self.directory.call(shard, |r| ShardMsg::SubmitPanel(chunk, who.clone(), r)).await?;
+        let draft = trail.step(Some(shard.clone()), Some(provider.to_string()));
+        let answer =
+            self.directory.call_audited(shard, draft, |r| ShardMsg::SubmitPanel(chunk, who.clone(), r)).await?;
         let mut out = answer.rows;
         // Waiting patients: their registration's shard lets them go (step one),
         // then the panel takes them (step two).
@@ -132,7 +139,9 @@ impl AttachSystem {
                 provider: provider.clone(),
                 provider_shard: shard.clone(),
             };
-            let released = self.directory.call(&reg_shard, |r| ShardMsg::ReleaseToPanel(release, r)).await?;
+            let draft = trail.step(Some(reg_shard.clone()), Some(reference.to_string()));
+            let released =
+                self.directory.call_audited(&reg_shard, draft, |r| ShardMsg::ReleaseToPanel(release, r)).await?;
             for row in rows {
                 match released.iter().find(|(phn, _)| *phn == row.row.phn) {
                     Some((_, None)) => second.push(SubmittedRow { from_waitlist: Some(reference), ..row }),
@@ -145,7 +154,9 @@ impl AttachSystem {
         }
         if !second.is_empty() {
             let chunk = PanelChunk { provider: provider.clone(), facility: facility.clone(), rows: second };
-            let answer = self.directory.call(shard, |r| ShardMsg::SubmitPanel(chunk, who.clone(), r)).await?;
+            let draft = trail.step(Some(shard.clone()), Some(provider.to_string()));
+            let answer =
+                self.directory.call_audited(shard, draft, |r| ShardMsg::SubmitPanel(chunk, who.clone(), r)).await?;
             out.extend(answer.rows);
             out.extend(answer.waitlisted.into_iter().map(|w| {
                 RowReport::because(w.row.line, RowStatus::Conflict, "the patient is being moved; submit again")
