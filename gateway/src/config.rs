@@ -231,6 +231,13 @@ pub struct RateSettings {
     pub trusted_proxies: Vec<String>,
     /// The header the proxies append to: `x-forwarded-for` or `forwarded` (RFC 7239).
     pub forwarded_header: String,
+    /// With `redis` configured, count every request against quotas kept in
+    /// Redis as well, so gateways behind one load balancer share them; off:
+    /// each gateway applies the whole quota on its own.
+    pub shared: bool,
+    /// How long a shared check may take before the gateway goes by its own
+    /// count (and counts the miss), in milliseconds.
+    pub shared_timeout_ms: u64,
     /// Calls without a token, per client IP address.
     pub anonymous_per_ip: RateQuota,
     /// Patients.
@@ -258,6 +265,8 @@ impl Default for RateSettings {
             trusted_proxy_hops: 0,
             trusted_proxies: Vec::new(),
             forwarded_header: "x-forwarded-for".to_string(),
+            shared: true,
+            shared_timeout_ms: 50,
             anonymous_per_ip: RateQuota::new(120, 60),
             patient: RateQuota::new(60, 20),
             provider: RateQuota::new(1200, 200),
@@ -407,6 +416,7 @@ impl Settings {
             );
         }
         crate::client_ip::ClientIp::from_settings(rate)?;
+        anyhow::ensure!(rate.shared_timeout_ms > 0, "limits.rate.shared_timeout_ms must be at least 1");
         anyhow::ensure!(
             self.limits.subscriptions_per_principal > 0,
             "limits.subscriptions_per_principal must be at least 1"

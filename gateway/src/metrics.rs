@@ -75,7 +75,9 @@ impl Metrics {
     }
 
     /// The exposition text, with the shards' and the feed's current state.
-    pub async fn render(&self, system: &AttachSystem) -> String {
+    /// `shared_misses`: rate-limit checks that could not reach the shared
+    /// quotas (none when quotas are not shared).
+    pub async fn render(&self, system: &AttachSystem, shared_misses: Option<u64>) -> String {
         let mut out = String::with_capacity(8 * 1024);
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let _ = writeln!(out, "# HELP attach_graphql_requests_total GraphQL requests answered.");
@@ -116,6 +118,14 @@ impl Metrics {
         let _ = writeln!(out, "# TYPE attach_rate_limited_total counter");
         for (policy, n) in POLICIES.iter().zip(&self.rate_limited) {
             let _ = writeln!(out, "attach_rate_limited_total{{role=\"{policy}\"}} {}", load(n));
+        }
+        if let Some(misses) = shared_misses {
+            let _ = writeln!(
+                out,
+                "# HELP attach_rate_limit_shared_misses_total Rate-limit checks that could not reach the quotas shared in Redis and went by this gateway's own count."
+            );
+            let _ = writeln!(out, "# TYPE attach_rate_limit_shared_misses_total counter");
+            let _ = writeln!(out, "attach_rate_limit_shared_misses_total {misses}");
         }
 
         let (up, total) = system.directory().running();

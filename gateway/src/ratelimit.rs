@@ -10,7 +10,14 @@
 //!
 //! Limiters remember a key per caller; a sweeper forgets callers whose state
 //! is back to fresh, so the maps hold only recently active callers.
+//!
+//! With Redis configured, a request the local limiter allows is also counted
+//! against the caller's quota in Redis ([`shared`]), which every gateway
+//! shares: that answer is the one that counts.
 
+pub mod shared;
+
+use std::borrow::Cow;
 use std::hash::Hash;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -138,6 +145,8 @@ pub struct RateLimits {
     anonymous: Bucket<IpAddr>,
     /// Indexed like [`Role::FROM_TOKENS`].
     roles: Vec<(Role, Bucket<String>)>,
+    /// The quotas every gateway shares, when Redis is configured for them.
+    shared: Option<shared::SharedLimiter>,
 }
 
 impl RateLimits {
@@ -151,20 +160,37 @@ impl RateLimits {
             enabled: settings.enabled,
             anonymous: Bucket::new("anonymous", settings.anonymous_per_ip, DefaultClock::default()),
             roles,
+            shared: None,
         }
+    }
+
+    /// Also counts every allowed request against the quotas in `shared`.
+    pub fn with_shared(mut self, shared: shared::SharedLimiter) -> Self {
+        self.shared = Some(shared);
+        self
     }
 
     /// Counts one request of `principal` (signed in) or of `ip` (no token);
     /// `None` when limits are off.
-    pub fn check(&self, principal: Option<&Principal>, ip: IpAddr) -> Option<Verdict> {
+    pub async fn check(&self, principal: Option<&Principal>, ip: IpAddr) -> Option<Verdict> {
         if !self.enabled {
             return None;
         }
         let bucket = principal.and_then(|p| self.roles.iter().find(|(r, _)| *r == p.role()).map(|(_, b)| (p, b)));
-        match bucket {
-            Some((p, bucket)) => Some(bucket.check(&p.subject().to_string())),
-            None => Some(self.anonymous.check(&ip)),
-        }
+        let (local, key, burst, period): (_, Cow<'_, str>, _, _) = match bucket {
+            Some((p, b)) => (b.check(&p.subject().to_string()), Cow::Borrowed(p.subject()), b.burst, b.period),
+            None => {
+                let b = &self.anonymous;
+                (b.check(&ip), Cow::Owned(ip.to_string()), b.burst, b.period)
+            }
+        };
+        let Some(shared) = self.shared.as_ref().filter(|_| local.allowed()) else { return Some(local) };
+        Some(shared.check(local.policy, &key, burst, period).await.unwrap_or(local))
+    }
+
+    /// Checks that could not reach the shared quotas and used the local verdict.
+    pub fn shared_failures(&self) -> Option<u64> {
+        self.shared.as_ref().map(shared::SharedLimiter::failures)
     }
 
     /// Forgets callers whose quota is whole again.
@@ -250,11 +276,12 @@ mod tests {
         let limits = RateLimits::new(&settings);
         let ip = IpAddr::from([127, 0, 0, 1]);
         let p = Principal::new("u-1", Role::Provider, None, Default::default());
-        assert_eq!(limits.check(Some(&p), ip).unwrap().policy, "provider");
-        assert!(!limits.check(Some(&p), ip).unwrap().allowed());
-        assert!(limits.check(None, ip).unwrap().allowed(), "the anonymous quota is separate");
-        assert_eq!(limits.check(Some(&Principal::public()), ip).unwrap().policy, "anonymous");
+        let check = |p: Option<&Principal>| futures::executor::block_on(limits.check(p, ip)).unwrap();
+        assert_eq!(check(Some(&p)).policy, "provider");
+        assert!(!check(Some(&p)).allowed());
+        assert!(check(None).allowed(), "the anonymous quota is separate");
+        assert_eq!(check(Some(&Principal::public())).policy, "anonymous");
         let off = RateLimits::new(&RateSettings { enabled: false, ..settings });
-        assert!(off.check(None, ip).is_none());
+        assert!(futures::executor::block_on(off.check(None, ip)).is_none());
     }
 }

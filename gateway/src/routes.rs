@@ -91,9 +91,9 @@ async fn graphql_get(State(state): State<AppState>, request: Request) -> Respons
     let (mut parts, _) = request.into_parts();
     let from_header = match state.auth.from_headers(&parts.headers).await {
         Ok(p) => p,
-        Err(e) => return refuse_token(&state, ip, &e, started),
+        Err(e) => return refuse_token(&state, ip, &e, started).await,
     };
-    let verdict = state.limits.check(from_header.as_ref().map(|s| &s.principal), ip);
+    let verdict = state.limits.check(from_header.as_ref().map(|s| &s.principal), ip).await;
     if let Some(v) = verdict.as_ref().filter(|v| !v.allowed()) {
         return too_many(&state, v, started);
     }
@@ -199,8 +199,8 @@ fn error_body(code: ErrorCode, message: &str) -> Json<serde_json::Value> {
 
 /// 401 for a token that was sent but is not valid. Bad tokens count against
 /// the client's address, so guessing costs quota like any anonymous call.
-fn refuse_token(state: &AppState, ip: IpAddr, error: &TokenError, started: Instant) -> Response {
-    let verdict = state.limits.check(None, ip);
+async fn refuse_token(state: &AppState, ip: IpAddr, error: &TokenError, started: Instant) -> Response {
+    let verdict = state.limits.check(None, ip).await;
     if let Some(v) = verdict.as_ref().filter(|v| !v.allowed()) {
         return too_many(state, v, started);
     }
@@ -240,9 +240,9 @@ async fn graphql(State(state): State<AppState>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let principal = match state.auth.from_headers(&parts.headers).await {
         Ok(signed) => signed.map(|s| s.principal),
-        Err(e) => return refuse_token(&state, ip, &e, started),
+        Err(e) => return refuse_token(&state, ip, &e, started).await,
     };
-    let verdict = state.limits.check(principal.as_ref(), ip);
+    let verdict = state.limits.check(principal.as_ref(), ip).await;
     if let Some(v) = verdict.as_ref().filter(|v| !v.allowed()) {
         return too_many(&state, v, started);
     }
@@ -305,7 +305,7 @@ async fn execute(state: &AppState, principal: Option<Principal>, headers: &Heade
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    let body = state.metrics.render(&state.system).await;
+    let body = state.metrics.render(&state.system, state.limits.shared_failures()).await;
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 

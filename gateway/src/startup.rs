@@ -69,13 +69,26 @@ pub struct Application {
     init: JoinHandle<anyhow::Result<()>>,
 }
 
+/// The rate limiters, sharing their quotas through Redis when it is configured.
+fn rate_limits(settings: &Settings) -> anyhow::Result<RateLimits> {
+    let rate = &settings.limits.rate;
+    let limits = RateLimits::new(rate);
+    Ok(match settings.redis.as_deref().filter(|_| rate.shared && rate.enabled) {
+        Some(url) => {
+            let timeout = std::time::Duration::from_millis(rate.shared_timeout_ms);
+            limits.with_shared(crate::ratelimit::shared::SharedLimiter::new(url, "attach:rate:", timeout)?)
+        }
+        None => limits,
+    })
+}
+
 impl Application {
     /// Opens everything `settings` names and starts loading shards.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&settings.data_dir)
             .with_context(|| format!("creating the data directory {}", settings.data_dir.display()))?;
         let auth = Arc::new(Authenticator::start(&settings).await.context("loading the token-signing keys")?);
-        let limits = Arc::new(RateLimits::new(&settings.limits.rate));
+        let limits = Arc::new(rate_limits(&settings)?);
         limits.spawn_sweeper(std::time::Duration::from_secs(settings.limits.rate.sweep_secs));
         let regions = Arc::new(Regions::load(&settings.regions)?);
         let store = open_store(&settings).await?;

@@ -10,4 +10,5 @@ mod journey;
 mod loadtest;
 mod panels;
 mod redis;
+mod shared_limits;
 mod slow_subscriber;
