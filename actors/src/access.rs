@@ -324,11 +324,13 @@ pub enum Operation {
     ReadPanelReports,
     /// Move a registration to another community's waitlist, keeping its registration time.
     MoveRegistration,
+    /// Change a waiting household's members or needs.
+    UpdateHousehold,
 }
 
 impl Operation {
     /// Every operation, in a stable order.
-    pub const ALL: [Operation; 24] = [
+    pub const ALL: [Operation; 25] = [
         Operation::RegisterHousehold,
         Operation::ReadRegistration,
         Operation::WithdrawRegistration,
@@ -353,6 +355,7 @@ impl Operation {
         Operation::TransferPanel,
         Operation::ReadPanelReports,
         Operation::MoveRegistration,
+        Operation::UpdateHousehold,
     ];
 
     /// The name in the audit log.
@@ -382,6 +385,7 @@ impl Operation {
             Operation::TransferPanel => "transferPanel",
             Operation::ReadPanelReports => "readPanelReports",
             Operation::MoveRegistration => "moveRegistration",
+            Operation::UpdateHousehold => "updateHousehold",
         }
     }
 
@@ -416,6 +420,7 @@ impl Operation {
             Operation::TransferPanel => "transfer a panel",
             Operation::ReadPanelReports => "read panel reports",
             Operation::MoveRegistration => "move a registration to another community",
+            Operation::UpdateHousehold => "change a waiting household",
         }
     }
 
@@ -436,6 +441,7 @@ impl Operation {
                 | Operation::ManageClinicStaff
                 | Operation::TransferPanel
                 | Operation::MoveRegistration
+                | Operation::UpdateHousehold
         )
     }
 
@@ -462,7 +468,9 @@ impl Operation {
             // the reference it was given (the reference is the capability).
             O::RegisterHousehold => matches!(role, R::Public | R::Patient | R::Coordinator),
             O::ReadRegistration => matches!(role, R::Public | R::Patient | R::Coordinator | R::Support),
-            O::WithdrawRegistration | O::MoveRegistration => matches!(role, R::Patient | R::Coordinator),
+            O::WithdrawRegistration | O::MoveRegistration | O::UpdateHousehold => {
+                matches!(role, R::Patient | R::Coordinator)
+            }
             O::ReadWaitlist => matches!(role, R::Coordinator | R::Support),
             O::UpsertProvider => matches!(role, R::Provider | R::MedicalDirector),
             O::SetCapacity => matches!(role, R::Provider | R::MedicalDirector),

@@ -300,6 +300,26 @@ impl AttachSystem {
         self.audited(trail, result).await
     }
 
+    /// A waiting household as it is now (a member born or gone, needs that
+    /// changed), keeping its reference and place in line.
+    pub async fn update_household(
+        &self,
+        who: &Principal,
+        reference: &RegistrationRef,
+        household: Household,
+    ) -> Result<RegistrationView, AttachError> {
+        let mut trail = Trail::new(who, Operation::UpdateHousehold).about(reference);
+        let result = async {
+            let shard = trail.at(self.locate(Locator::Registration(*reference), "registration").await?);
+            who.require(trail.op, Some(&shard))?;
+            let reference = *reference;
+            let draft = trail.draft();
+            self.directory.call_audited(&shard, draft, |r| ShardMsg::UpdateHousehold(reference, household, r)).await
+        }
+        .await;
+        self.audited(trail, result).await
+    }
+
     /// A page of a community's waitlist.
     pub async fn waitlist(
         &self,

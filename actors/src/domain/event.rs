@@ -51,6 +51,8 @@ pub enum EventKind {
     MovedOut { reference: RegistrationRef, to: ShardKey },
     /// A household joined this community's waitlist from another, keeping its registration time.
     MovedIn { reference: RegistrationRef, from: ShardKey, household_size: u8 },
+    /// A waiting household changed (members or needs), keeping its place in line.
+    HouseholdUpdated { reference: RegistrationRef, household_size: u8 },
 }
 
 impl EventKind {
@@ -71,6 +73,7 @@ impl EventKind {
             EventKind::TransferUpdated { .. } => "TRANSFER_UPDATED",
             EventKind::MovedOut { .. } => "MOVED_OUT",
             EventKind::MovedIn { .. } => "MOVED_IN",
+            EventKind::HouseholdUpdated { .. } => "HOUSEHOLD_UPDATED",
         }
     }
 }

@@ -172,6 +172,17 @@ impl Registration {
         Ok(Registration { household, updated_at: now, ..self.clone() })
     }
 
+    /// `WAITING → WAITING` with the household as it is now (a baby born, a
+    /// member who left, needs that changed): the reference, the registration
+    /// time and so the place in line are kept. Refused while a proposal is open
+    /// (answer it first: the provider was offered the household as it was).
+    pub fn update_household(&self, household: Household, now: Timestamp) -> Result<Self, TransitionRefused> {
+        if self.status != RegistrationStatus::Waiting {
+            return Err(self.refuse("changed"));
+        }
+        Ok(Registration { household, updated_at: now.max(self.updated_at.plus_ms(1)), ..self.clone() })
+    }
+
     /// `WAITING|PROPOSED → WITHDRAWN`.
     pub fn withdraw(&self, reason: &str, now: Timestamp) -> Result<Self, TransitionRefused> {
         if !matches!(self.status, RegistrationStatus::Waiting | RegistrationStatus::Proposed) {
@@ -318,6 +329,29 @@ mod tests {
         assert!(withdrawn.propose(ProposalId::generate(), Timestamp(6)).is_err(), "WITHDRAWN → PROPOSED");
         let err = withdrawn.withdraw("again", Timestamp(6)).unwrap_err().0;
         assert!(err.contains("is WITHDRAWN"), "{err}");
+    }
+
+    #[test]
+    fn a_waiting_household_changes_and_keeps_its_place() {
+        let r = registration();
+        let mut household = r.household.clone();
+        let mut baby = household.members[0].clone();
+        baby.phn = (5000..).find_map(Phn::with_body).unwrap();
+        baby.needs.insert(crate::domain::Need::Newborn);
+        household.members.push(baby);
+        let next = r.update_household(household.clone(), Timestamp(500)).unwrap();
+        assert_eq!((next.household.members.len(), next.registered_at), (2, Timestamp(1_000)));
+        assert_eq!(next.reference, r.reference);
+        assert_eq!(next.updated_at, Timestamp(1_001), "later than the last change, whatever the clock says");
+        let proposed = r.propose(ProposalId::generate(), Timestamp(2_000)).unwrap();
+        let err = proposed.update_household(household.clone(), Timestamp(3_000)).unwrap_err().0;
+        assert!(err.contains("is PROPOSED and cannot be changed"), "{err}");
+        let withdrawn = r.withdraw("found a doctor", Timestamp(2_000)).unwrap();
+        assert!(withdrawn.update_household(household.clone(), Timestamp(3_000)).is_err(), "WITHDRAWN");
+        let attached = proposed.attach(ProviderId::parse("P1234").unwrap(), Timestamp(3_000)).unwrap();
+        assert!(attached.update_household(household.clone(), Timestamp(4_000)).is_err(), "ATTACHED");
+        let moved = r.move_out(Timestamp(2_000)).unwrap();
+        assert!(moved.update_household(household, Timestamp(3_000)).is_err(), "MOVED");
     }
 
     #[test]

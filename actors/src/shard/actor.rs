@@ -177,6 +177,9 @@ impl ShardActor {
         match msg {
             ShardMsg::Register(household, reply) => answer!(reply, rt.register(household, now).await),
             ShardMsg::Withdraw(r, reason, reply) => answer!(reply, rt.withdraw(&r, &reason, now).await),
+            ShardMsg::UpdateHousehold(r, household, reply) => {
+                answer!(reply, rt.update_household(&r, household, now).await)
+            }
             ShardMsg::GetRegistration(r, reply) => answer!(reply, rt.registration_view(&r)),
             ShardMsg::Waitlist(q, reply) => answer!(reply, Ok(rt.waitlist(&q, now))),
             ShardMsg::UpsertProvider(input, reply) => {
@@ -447,16 +450,42 @@ impl ShardRuntime {
         let reference = RegistrationRef::generate();
         let claim = PhnClaim { shard: self.state.key.clone(), holder: PhnHolder::Registration(reference), at: now };
         let phns: Vec<_> = household.members.iter().map(|m| m.phn).collect();
+        let taken = self.claim_members(&claim, &household, &phns, now, "nothing was registered").await?;
+        let change = plan::register(reference, household, &self.state, now);
+        self.audit_names(&reference);
+        if let Err(e) = self.commit(change, now).await {
+            self.release(&taken, &claim).await;
+            return Err(e);
+        }
+        self.registration_view(&reference)
+    }
+
+    /// Claims `phns` (members of `household`) for `claim`'s holder and answers
+    /// the ones taken. A PHN whose claim is live elsewhere refuses the whole
+    /// household with `CONFLICT` naming that member (`outcome` says what did
+    /// not happen), after giving back the claims taken here.
+    async fn claim_members(
+        &self,
+        claim: &PhnClaim,
+        household: &Household,
+        phns: &[crate::domain::Phn],
+        now: Timestamp,
+        outcome: &str,
+    ) -> Result<Vec<crate::domain::Phn>, AttachError> {
         let held = self.store.claim_phns(phns.iter().map(|p| (*p, claim.clone())).collect()).await?;
         let mut taken: Vec<_> = phns.iter().copied().filter(|p| !held.iter().any(|(h, _)| h == p)).collect();
         let mut refused = None;
         for (phn, existing) in held {
+            // Still this registration's (a member who left and came back before the claim was freed).
+            if existing.holder == claim.holder {
+                continue;
+            }
             if self.claim_is_live(&existing, phn, now).await? {
                 refused = Some(phn);
                 break;
             }
             // The claim is left over from a withdrawal or a crash: take it over, unless someone else just did.
-            match self.store.cas_phn_claim(phn, Some(&existing), Some(&claim)).await? {
+            match self.store.cas_phn_claim(phn, Some(&existing), Some(claim)).await? {
                 CasOutcome::Applied => taken.push(phn),
                 CasOutcome::Conflict(_) => {
                     refused = Some(phn);
@@ -465,23 +494,63 @@ impl ShardRuntime {
             }
         }
         if let Some(phn) = refused {
-            self.release(&taken, &claim).await;
+            self.release(&taken, claim).await;
             let index = household.members.iter().position(|m| m.phn == phn).unwrap_or(0);
             return Err(AttachError {
                 field: Some(format!("members[{index}].phn")),
                 ..AttachError::conflict(format!(
-                    "member {} of this household is already on a waitlist or a provider's panel; nothing was registered",
+                    "member {} of this household is already on a waitlist or a provider's panel; {outcome}",
                     index + 1
                 ))
             });
         }
-        let change = plan::register(reference, household, &self.state, now);
-        self.audit_names(&reference);
+        Ok(taken)
+    }
+
+    /// Frees the PHN claims registration `r` holds for `phns`, for a future
+    /// registration. A failure is harmless: a claim naming a registration that
+    /// no longer lists the member, or was withdrawn, counts as free (see
+    /// [`Self::claim_is_live`]). A claim
+    /// made before the household moved here still names this registration
+    /// (references are unique), so it is freed too.
+    async fn free_claims(&self, r: &RegistrationRef, phns: &[crate::domain::Phn]) {
+        for &phn in phns {
+            if let Ok(Some(current)) = self.store.phn_claim(phn).await
+                && current.holder == PhnHolder::Registration(*r)
+            {
+                let _ = self.store.cas_phn_claim(phn, Some(&current), None).await;
+            }
+        }
+    }
+
+    /// A waiting household as it is now: added members' PHNs are claimed
+    /// first (refused as a whole if one is taken), the change is committed,
+    /// then the claims of members who left are freed.
+    #[instrument(name = "shard.update_household", skip_all, fields(shard = %self.state.key, people = household.members.len()))]
+    async fn update_household(
+        &mut self,
+        r: &RegistrationRef,
+        household: Household,
+        now: Timestamp,
+    ) -> Result<RegistrationView, AttachError> {
+        let current = self.state.registration(r).ok_or_else(|| AttachError::not_found("registration"))?;
+        // Refused transitions are refused before any claim is taken.
+        current.update_household(household.clone(), now)?;
+        if current.household == household {
+            return self.registration_view(r);
+        }
+        let before: Vec<_> = current.household.members.iter().map(|m| m.phn).collect();
+        let added: Vec<_> = household.members.iter().map(|m| m.phn).filter(|p| !before.contains(p)).collect();
+        let left: Vec<_> = before.iter().copied().filter(|p| !household.members.iter().any(|m| m.phn == *p)).collect();
+        let claim = PhnClaim { shard: self.state.key.clone(), holder: PhnHolder::Registration(*r), at: now };
+        let taken = self.claim_members(&claim, &household, &added, now, "nothing was changed").await?;
+        let change = plan::update_household(&self.state, r, household, now)?;
         if let Err(e) = self.commit(change, now).await {
             self.release(&taken, &claim).await;
             return Err(e);
         }
-        self.registration_view(&reference)
+        self.free_claims(r, &left).await;
+        self.registration_view(r)
     }
 
     /// Gives back claims this shard took for a registration it did not make.
@@ -509,7 +578,9 @@ impl ShardRuntime {
             PhnHolder::Panel(p) => self.store.read(&claim.shard, &RecordKey::PanelEntry(p.clone(), phn)).await?,
         };
         Ok(match record {
-            Some(Record::Registration(r)) => r.holds_phns(),
+            // A member who left the household (changed, or gone to a panel) is
+            // no longer held by it, even if freeing their claim failed.
+            Some(Record::Registration(r)) => r.holds_phns() && r.household.members.iter().any(|m| m.phn == phn),
             Some(_) => true,
             // No record: either the claimer is between claim and commit (live) or it crashed there.
             None => now.0 - claim.at.0 < i64::try_from(self.config.claim_grace.as_millis()).unwrap_or(i64::MAX),
@@ -561,17 +632,8 @@ impl ShardRuntime {
         let change = plan::withdraw(&self.state, r, reason, now)?;
         self.commit(change, now).await?;
         let view = self.registration_view(r)?;
-        // Free the PHNs for a future registration; a failure here is harmless
-        // because a claim pointing at a withdrawn registration counts as free.
-        // A claim made before the household moved here still names this
-        // registration (references are unique), so it is freed too.
-        for m in &view.registration.household.members {
-            if let Ok(Some(current)) = self.store.phn_claim(m.phn).await
-                && current.holder == PhnHolder::Registration(*r)
-            {
-                let _ = self.store.cas_phn_claim(m.phn, Some(&current), None).await;
-            }
-        }
+        let phns: Vec<_> = view.registration.household.members.iter().map(|m| m.phn).collect();
+        self.free_claims(r, &phns).await;
         Ok(view)
     }
 

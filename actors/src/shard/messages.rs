@@ -132,6 +132,8 @@ pub enum ShardMsg {
     Register(Household, Reply<RegistrationView>),
     /// Withdraw a registration.
     Withdraw(RegistrationRef, String, Reply<RegistrationView>),
+    /// A waiting household as it is now (members, needs), keeping its place.
+    UpdateHousehold(RegistrationRef, Household, Reply<RegistrationView>),
     /// A registration's standing.
     GetRegistration(RegistrationRef, Reply<RegistrationView>),
     /// A page of the waitlist.
@@ -328,6 +330,7 @@ impl ShardMsg {
         match self {
             ShardMsg::Register(..) => "register",
             ShardMsg::Withdraw(..) => "withdraw",
+            ShardMsg::UpdateHousehold(..) => "updateHousehold",
             ShardMsg::GetRegistration(..) => "getRegistration",
             ShardMsg::Waitlist(..) => "waitlist",
             ShardMsg::UpsertProvider(..) => "upsertProvider",

@@ -16,6 +16,8 @@ mod access_tests;
 #[cfg(test)]
 mod audit_tests;
 #[cfg(test)]
+mod household_tests;
+#[cfg(test)]
 mod move_tests;
 #[cfg(test)]
 mod panel_tests;

@@ -89,6 +89,23 @@ pub fn withdraw(state: &ShardState, r: &RegistrationRef, reason: &str, now: Time
     Ok(change)
 }
 
+/// A waiting household as it is now, keeping its place in line. PHN claims
+/// for added members are the caller's to take first.
+pub fn update_household(
+    state: &ShardState,
+    r: &RegistrationRef,
+    household: Household,
+    now: Timestamp,
+) -> Result<Change, AttachError> {
+    let next = registration_or_404(state, r)?.update_household(household, now)?;
+    let household_size = u8::try_from(next.household.members.len()).unwrap_or(u8::MAX);
+    Ok(Change {
+        upserts: vec![Record::Registration(next)],
+        events: vec![EventKind::HouseholdUpdated { reference: *r, household_size }],
+        ..Change::default()
+    })
+}
+
 /// Creates or updates a provider's registry entry (capacity is kept).
 pub fn upsert_provider(state: &ShardState, input: ProviderInput, now: Timestamp) -> Change {
     let provider = match state.provider(&input.id) {

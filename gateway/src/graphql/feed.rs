@@ -53,6 +53,8 @@ pub enum MatchEventKind {
     MovedOut,
     /// A household joined this community's waitlist from `otherCommunity`, keeping its registration time.
     MovedIn,
+    /// A waiting household changed (members or needs), keeping its place in line (`people`: its size now).
+    HouseholdUpdated,
     /// This subscriber fell behind and missed events after `missedAfterSeq`:
     /// fetch them with the `events` query.
     Missed,
@@ -149,6 +151,7 @@ impl From<Event> for MatchEvent {
             EventKind::TransferUpdated { from, .. } => (K::TransferUpdated, None, None, id(from)),
             EventKind::MovedOut { reference, .. } => (K::MovedOut, id(reference), None, None),
             EventKind::MovedIn { reference, .. } => (K::MovedIn, id(reference), None, None),
+            EventKind::HouseholdUpdated { reference, .. } => (K::HouseholdUpdated, id(reference), None, None),
         };
         let mut out = MatchEvent {
             reference,
@@ -157,7 +160,9 @@ impl From<Event> for MatchEvent {
             ..Self::base(&e.shard, e.seq, e.at, kind)
         };
         match e.kind {
-            EventKind::Registered { household_size, .. } => out.people = Some(u32::from(household_size)),
+            EventKind::Registered { household_size, .. } | EventKind::HouseholdUpdated { household_size, .. } => {
+                out.people = Some(u32::from(household_size))
+            }
             EventKind::Attached { patients, .. } => out.people = Some(u32::from(patients)),
             EventKind::Declined { by, .. } => out.declined_by = Some(by.into()),
             EventKind::ClinicUpdated { facility } => out.facility_number = Some(facility),

@@ -45,27 +45,56 @@ impl RegisterHouseholdInput {
     /// Parses into a community and a valid household.
     pub fn parse(self, today: chrono::NaiveDate) -> Result<(d::CommunityCode, d::Household), DomainError> {
         let community = d::CommunityCode::parse(&self.community)?;
-        let postal_code = d::PostalCode::parse(&self.postal_code)?;
-        let languages = parse_languages(&self.languages)?;
-        if self.members.len() > d::Household::MAX_MEMBERS || self.members.is_empty() {
-            // Checked before parsing members so a 9-person household gets this message, not a PHN one.
-            return d::Household::new(vec![], postal_code, languages).map(|h| (community, h));
-        }
-        let mut members = Vec::with_capacity(self.members.len());
-        for (i, m) in self.members.into_iter().enumerate() {
-            let at = format!("members[{i}].");
-            members.push(d::Member {
-                phn: d::Phn::parse(&m.phn).map_err(|e| e.at(&at))?,
-                given_name: d::PersonName::parse(&m.given_name)
-                    .map_err(|e| DomainError { field: format!("{at}givenName"), ..e })?,
-                surname: d::PersonName::parse(&m.surname)
-                    .map_err(|e| DomainError { field: format!("{at}surname"), ..e })?,
-                date_of_birth: d::DateOfBirth::parse(&m.date_of_birth, today).map_err(|e| e.at(&at))?,
-                needs: m.needs.into_iter().map(Into::into).collect(),
-            });
-        }
-        Ok((community, d::Household::new(members, postal_code, languages)?))
+        Ok((community, parse_household(&self.postal_code, &self.languages, self.members, today)?))
     }
+}
+
+/// A waiting household as it is now: the whole household, replacing the one
+/// on the registration (a member added or gone, needs changed).
+#[derive(InputObject)]
+pub struct HouseholdInput {
+    /// Postal code of the household.
+    pub postal_code: String,
+    /// Languages the household can be cared for in (ISO 639 codes).
+    #[graphql(default)]
+    pub languages: Vec<String>,
+    /// 1 to 8 people.
+    pub members: Vec<MemberInput>,
+}
+
+impl HouseholdInput {
+    /// Parses into a valid household.
+    pub fn parse(self, today: chrono::NaiveDate) -> Result<d::Household, DomainError> {
+        parse_household(&self.postal_code, &self.languages, self.members, today)
+    }
+}
+
+fn parse_household(
+    postal_code: &str,
+    languages: &[String],
+    input: Vec<MemberInput>,
+    today: chrono::NaiveDate,
+) -> Result<d::Household, DomainError> {
+    let postal_code = d::PostalCode::parse(postal_code)?;
+    let languages = parse_languages(languages)?;
+    if input.len() > d::Household::MAX_MEMBERS || input.is_empty() {
+        // Checked before parsing members so a 9-person household gets this message, not a PHN one.
+        return d::Household::new(vec![], postal_code, languages);
+    }
+    let mut members = Vec::with_capacity(input.len());
+    for (i, m) in input.into_iter().enumerate() {
+        let at = format!("members[{i}].");
+        members.push(d::Member {
+            phn: d::Phn::parse(&m.phn).map_err(|e| e.at(&at))?,
+            given_name: d::PersonName::parse(&m.given_name)
+                .map_err(|e| DomainError { field: format!("{at}givenName"), ..e })?,
+            surname: d::PersonName::parse(&m.surname)
+                .map_err(|e| DomainError { field: format!("{at}surname"), ..e })?,
+            date_of_birth: d::DateOfBirth::parse(&m.date_of_birth, today).map_err(|e| e.at(&at))?,
+            needs: m.needs.into_iter().map(Into::into).collect(),
+        });
+    }
+    d::Household::new(members, postal_code, languages)
 }
 
 fn parse_languages(input: &[String]) -> Result<Vec<d::Language>, DomainError> {

@@ -5,7 +5,7 @@ use attach_actors::domain::{self as d, Timestamp};
 use attach_actors::shard::Answer;
 
 use super::error::GqlResult;
-use super::inputs::{CapacityInput, ClinicInput, ProviderInput, RegisterHouseholdInput};
+use super::inputs::{CapacityInput, ClinicInput, HouseholdInput, ProviderInput, RegisterHouseholdInput};
 use super::query::{caller, system};
 use super::types::*;
 
@@ -37,6 +37,23 @@ impl MutationRoot {
         let reference = d::RegistrationRef::parse(&reference).gql()?;
         let reason = d::parse_reason(&reason).gql()?;
         system(ctx).withdraw(caller(ctx), &reference, reason).await.gql().map(Into::into)
+    }
+
+    /// Replaces a waiting registration's household with the household as it
+    /// is now: a baby born, a member who left, needs that changed. The
+    /// reference and the registration time (the place in line) are kept. Added
+    /// members must not be waiting or on a panel elsewhere (`CONFLICT`, nothing
+    /// changed); members who left are free to register on their own. Refused
+    /// while a proposal is open: answer it first.
+    async fn update_household(
+        &self,
+        ctx: &Context<'_>,
+        reference: ID,
+        household: HouseholdInput,
+    ) -> async_graphql::Result<Registration> {
+        let reference = d::RegistrationRef::parse(&reference).gql()?;
+        let household = household.parse(Timestamp::now().to_utc().date_naive()).gql()?;
+        system(ctx).update_household(caller(ctx), &reference, household).await.gql().map(Into::into)
     }
 
     /// Moves a waiting or proposed registration to another community's

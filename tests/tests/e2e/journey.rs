@@ -1,5 +1,6 @@
 //! The whole attachment journey, bad input on the way, then SIGKILL and restart.
 
+use attach_actors::access::Role;
 use serde_json::{Value, json};
 
 use crate::helpers::{Spawn, TestApp, phn};
@@ -202,11 +203,32 @@ async fn the_whole_journey_survives_sigkill() {
     assert!(stats["c"]["estimatedWaitDays"].as_u64().is_some());
     assert_eq!(stats["h"]["attachedThisWeek"], 3);
 
+    // A baby is born to the household waiting in 222: the household changes, its place does not.
+    let patient = app.with_token(app.token(Role::Patient, &[], None));
+    let mut grown = household("222", &[phn(6), phn(9)])["input"].clone();
+    grown.as_object_mut().unwrap().remove("community");
+    grown["members"][1]["needs"] = json!(["NEWBORN"]);
+    const UPDATE: &str = r#"mutation($r: ID!, $h: HouseholdInput!) {
+      updateHousehold(reference: $r, household: $h) { status householdSize registeredAt placeInLine }
+    }"#;
+    let updated =
+        patient.ok(UPDATE, json!({ "r": elsewhere["reference"], "h": grown })).await["updateHousehold"].clone();
+    assert_eq!((updated["householdSize"].as_u64(), updated["placeInLine"].as_u64()), (Some(2), Some(1)));
+    assert_eq!(updated["registeredAt"], elsewhere["registeredAt"]);
+    let mut empty = grown.clone();
+    empty["members"] = json!([]);
+    let refused = patient.error_code(UPDATE, json!({ "r": elsewhere["reference"], "h": empty })).await;
+    assert_eq!(refused, "INVALID_INPUT");
+    let mut taken = grown.clone();
+    taken["members"][1]["phn"] = json!(phn(4));
+    let refused = patient.error_code(UPDATE, json!({ "r": elsewhere["reference"], "h": taken })).await;
+    assert_eq!(refused, "CONFLICT", "a member waiting in another household");
+
     // New connections are still served long after start-up; no PHN in the log.
     app.assert_accepting().await;
-    drop((coordinator, doctor));
+    drop((coordinator, doctor, patient));
     let log = app.kill();
-    for i in 1..=8 {
+    for i in 1..=9 {
         assert!(!log.contains(&phn(i)), "a PHN appeared in the log");
     }
 
@@ -221,7 +243,12 @@ async fn the_whole_journey_survives_sigkill() {
     assert_eq!(back["declines"].as_array().unwrap().len(), 1);
     let gone = app.ok(REGISTRATION, json!({ "r": leaver["reference"] })).await["registration"].clone();
     assert_eq!(gone["withdrawnReason"], "found a doctor");
-    assert_eq!(app.ok(REGISTRATION, json!({ "r": elsewhere["reference"] })).await["registration"]["status"], "WAITING");
+    let grown = app.ok(REGISTRATION, json!({ "r": elsewhere["reference"] })).await["registration"].clone();
+    assert_eq!(
+        (grown["status"].as_str(), grown["registeredAt"].clone()),
+        (Some("WAITING"), elsewhere["registeredAt"].clone())
+    );
+    assert_eq!(app.error_code(REGISTER, household("111", &[phn(9)])).await, "CONFLICT", "the baby is waiting");
     let panel = doctor.ok(r#"{ panel(providerId: "P10001") { panelSize } provider(id: "P10001") { openPlaces capacity { monthlyRate } } }"#, json!({})).await;
     assert_eq!(panel["panel"]["panelSize"], 1203);
     assert_eq!(panel["provider"]["openPlaces"], 1, "the fourth household's proposal is still open");
