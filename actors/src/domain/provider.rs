@@ -115,8 +115,9 @@ pub struct Provider {
     pub clinics: Vec<FacilityNumber>,
     /// The current declaration.
     pub capacity: Capacity,
-    /// Patients already on the panel before Attach itemised it (reported to the
-    /// registry as a count); attachments made through Attach add to it.
+    /// Patients on the panel that Attach knows only as a count (reported to the
+    /// registry). Itemised entries add to it; each patient a submitted panel
+    /// lists takes one off it (down to 0), being one of those counted.
     pub reported_panel_size: u32,
     /// When the provider was registered.
     pub created_at: Timestamp,

@@ -69,7 +69,8 @@ async fn a_submission_adds_takes_waiting_patients_and_never_moves_anyone_silentl
         [AttachedFromWaitlist, AttachedFromWaitlist, Accepted, Accepted, Conflict, Duplicate]
     );
     assert_eq!(report.rows.iter().map(|r| r.line).collect::<Vec<_>>(), [2, 3, 4, 5, 6, 7]);
-    assert_eq!(report.panel_size, 1000 + 4);
+    assert_eq!(report.panel_size, 1000, "the four listed were among the 1,000 reported");
+    assert_eq!(s.provider(&sys(), &doc).await.unwrap().provider.reported_panel_size, 996);
     assert!(report.rows[4].message.as_deref().unwrap().contains("another provider's panel"));
 
     // The single left the waitlist attached; only the family member on the panel left theirs.
@@ -170,7 +171,8 @@ async fn a_clinics_report_counts_only_the_part_of_each_panel_at_that_clinic() {
     let w = world(ShardConfig::default()).await;
     let s = &w.system;
     let (f1, f2) = (clinic(s, "0F111", "111").await, clinic(s, "0F222", "111").await);
-    // A practises at both clinics, B at the first only; each reported 1,000 before Attach.
+    // A practises at both clinics, B at the first only; each reported 1,000
+    // before Attach, and each patient listed is one of those counted.
     let a = provider(s, "P1111", "111", 0).await;
     let b = provider(s, "P2222", "111", 0).await;
     for (f, p) in [(&f1, &a), (&f2, &a), (&f1, &b)] {
@@ -182,10 +184,10 @@ async fn a_clinics_report_counts_only_the_part_of_each_panel_at_that_clinic() {
 
     let counts = |r: &crate::panel::PanelReport| (r.panel_size, r.reported, r.itemised, r.not_at_clinic);
     let first = s.clinic_panel_reports(&sys(), &f1).await.unwrap();
-    assert_eq!(first.iter().map(counts).collect::<Vec<_>>(), [(3, 0, 3, 1002), (1001, 1000, 1, 0)]);
+    assert_eq!(first.iter().map(counts).collect::<Vec<_>>(), [(3, 0, 3, 997), (1000, 999, 1, 0)]);
     let second = s.clinic_panel_reports(&sys(), &f2).await.unwrap();
-    assert_eq!(second.iter().map(counts).collect::<Vec<_>>(), [(2, 0, 2, 1003)]);
-    assert_eq!(counts(&s.panel_report(&sys(), &a).await.unwrap()), (1005, 1000, 5, 0), "the whole panel");
+    assert_eq!(second.iter().map(counts).collect::<Vec<_>>(), [(2, 0, 2, 998)]);
+    assert_eq!(counts(&s.panel_report(&sys(), &a).await.unwrap()), (1000, 995, 5, 0), "the whole panel");
     s.stop().await;
 }
 
@@ -249,13 +251,16 @@ async fn free_places_honour_accepting_the_monthly_rate_and_the_desired_size() {
     let doc = provider(s, "P1111", "111", 5).await;
     s.set_provider_clinic(&sys(), &f, &doc, true).await.unwrap();
     assert_eq!(s.provider(&sys(), &doc).await.unwrap().free_places, 5);
-    // An itemised panel fills the desired size...
+    // Listing patients already counted leaves the panel, and the places, as they were...
     submit(s, &doc, &f, &csv_of(&[phn(1), phn(2), phn(3)], "0F111")).await;
-    assert_eq!(s.provider(&sys(), &doc).await.unwrap().free_places, 2);
-    // ...but is not new patients: a larger desired size leaves the whole monthly rate.
+    assert_eq!(s.provider(&sys(), &doc).await.unwrap().free_places, 5);
     let capacity = |accepting, rate, size| {
         Capacity::new(accepting, rate, size, ComplexityMix::default(), vec![], Default::default()).unwrap()
     };
+    // ...the desired size bounds them...
+    s.set_capacity(&sys(), &doc, capacity(true, 5, 1002)).await.unwrap();
+    assert_eq!(s.provider(&sys(), &doc).await.unwrap().free_places, 2);
+    // ...and a listed panel is not new patients: a larger desired size leaves the whole monthly rate.
     s.set_capacity(&sys(), &doc, capacity(true, 5, 5000)).await.unwrap();
     assert_eq!(s.provider(&sys(), &doc).await.unwrap().free_places, 5);
     s.set_capacity(&sys(), &doc, capacity(false, 5, 5000)).await.unwrap();

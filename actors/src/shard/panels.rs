@@ -12,8 +12,8 @@ use futures::future::join_all;
 
 use crate::access::{Principal, Role};
 use crate::domain::{
-    AgeGroup, EventKind, FacilityNumber, PanelEntry, PanelSource, PanelTransfer, Phn, ProviderId, RegistrationRef,
-    RegistrationStatus, Timestamp, TransferKey, TransferStatus,
+    AgeGroup, EventKind, FacilityNumber, PanelEntry, PanelSource, PanelTransfer, Phn, Provider, ProviderId,
+    RegistrationRef, RegistrationStatus, Timestamp, TransferKey, TransferStatus,
 };
 use crate::error::{AttachError, ErrorCode};
 use crate::panel::{
@@ -181,6 +181,16 @@ impl ShardRuntime {
                 attached_at: now,
                 source: PanelSource::Submitted { facility: chunk.facility.clone(), reference: r.from_waitlist },
             }));
+        }
+        // The patients a provider itemises were, as far as Attach knows, among
+        // those they reported as a count: the count shrinks as they are listed,
+        // so the panel is not counted twice (a stale count stops at zero).
+        if let Some(p) =
+            self.state.provider(&chunk.provider).filter(|p| p.reported_panel_size > 0 && !taking.is_empty())
+        {
+            let itemised = u32::try_from(taking.len()).unwrap_or(u32::MAX);
+            let reported_panel_size = p.reported_panel_size.saturating_sub(itemised);
+            change.upserts.push(Record::Provider(Provider { reported_panel_size, updated_at: now, ..p.clone() }));
         }
         if !taking.is_empty() {
             change.events.push(EventKind::Attached {

@@ -161,7 +161,8 @@ pub struct ProviderInput {
     /// Clinics practised at (facility numbers).
     #[graphql(default)]
     pub clinics: Vec<String>,
-    /// Panel size before Attach.
+    /// Patients on the panel not itemised in Attach (a count); submitted
+    /// panels then take the patients they list off it.
     #[graphql(default)]
     pub reported_panel_size: u32,
 }

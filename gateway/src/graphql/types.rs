@@ -462,7 +462,8 @@ pub struct Provider {
     pub clinics: Vec<String>,
     /// Capacity and preferences.
     pub capacity: Capacity,
-    /// Panel reported before Attach.
+    /// Patients on the panel known only as a count; each patient a submitted
+    /// panel lists takes one off it (down to 0).
     pub reported_panel_size: u32,
     /// Current panel size.
     pub panel_size: u32,
