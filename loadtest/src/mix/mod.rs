@@ -32,8 +32,10 @@ pub struct Args {
     /// `community:CODE` (e.g. `ha:IHA,community:161`).
     #[arg(long, default_value = "province")]
     pub target: String,
-    /// Scenario weights: `register`, `match`, `waitlist`, `panel`, `stats`, `upload`
-    /// (e.g. `register=5,waitlist=10,match=1`). Scenarios left out do not run.
+    /// Scenario weights: `register`, `match`, `waitlist`, `panel`, `stats`, `upload`,
+    /// `move`, `update` (e.g. `register=5,waitlist=10,match=1`). Scenarios left out
+    /// do not run. `move` and `update` register a household first (counted as
+    /// `registerHousehold`), then move it or add a newborn (with `--token`).
     #[arg(long, default_value = "register=4,waitlist=10,match=1,panel=3,stats=2")]
     pub mix: String,
     /// Total requests per second to aim for (0: as fast as the workers go).
@@ -76,6 +78,9 @@ pub struct Args {
     /// First PHN body for registrations; pick a range no earlier run used.
     #[arg(long, default_value_t = 40_000_000)]
     pub phn_start: u32,
+    /// First PHN body for the newborns `update` adds (apart from the other ranges).
+    #[arg(long, default_value_t = 25_000_000)]
+    pub newborn_phn_start: u32,
     /// Seconds between progress lines (0: none).
     #[arg(long, default_value_t = 5)]
     pub progress: u64,
@@ -144,6 +149,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         && (args.upload_provider.is_none() || args.upload_facility.is_none())
     {
         bail!("the mix uploads panels: name --upload-provider and --upload-facility (and --upload-token)");
+    }
+    if mix.iter().any(|(s, _)| *s == Scenario::Move) && target.communities.len() < 2 {
+        bail!("the mix moves households: the target needs at least two communities");
     }
     if mix.iter().any(|(s, _)| *s == Scenario::Panel) && target.providers.is_empty() {
         bail!("the mix reads panels but the target has no providers (seed it with --demo, or leave `panel` out)");

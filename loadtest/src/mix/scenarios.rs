@@ -25,6 +25,12 @@ pub enum Scenario {
     Stats,
     /// A provider submits a panel list (a CSV of new patients, multipart upload).
     Upload,
+    /// A household registers, then a coordinator moves it to another of the
+    /// target's communities (three durable steps across two shards).
+    Move,
+    /// A household registers, then has a baby: the household changes and the
+    /// newborn's PHN is claimed.
+    Update,
 }
 
 impl Scenario {
@@ -37,7 +43,11 @@ impl Scenario {
             "panel" => Scenario::Panel,
             "stats" => Scenario::Stats,
             "upload" => Scenario::Upload,
-            other => bail!("no scenario is called `{other}` (register, match, waitlist, panel, stats, upload)"),
+            "move" => Scenario::Move,
+            "update" => Scenario::Update,
+            other => {
+                bail!("no scenario is called `{other}` (register, match, waitlist, panel, stats, upload, move, update)")
+            }
         })
     }
 
@@ -50,6 +60,8 @@ impl Scenario {
             Scenario::Panel => "panelPage",
             Scenario::Stats => "communityStatistics",
             Scenario::Upload => "submitPanel",
+            Scenario::Move => "moveRegistration",
+            Scenario::Update => "updateHousehold",
         }
     }
 }
@@ -145,22 +157,18 @@ pub async fn send(
     rng: &mut StdRng,
 ) {
     let community = &target.communities[rng.random_range(0..target.communities.len())];
-    if scenario == Scenario::Upload {
-        return upload(n, client, target, args, recorder).await;
+    match scenario {
+        Scenario::Upload => return upload(n, client, target, args, recorder).await,
+        Scenario::Move | Scenario::Update => {
+            return register_then(scenario, n, community, client, target, args, recorder, rng).await;
+        }
+        _ => {}
     }
     let (query, variables, token) = match scenario {
-        Scenario::Upload => unreachable!("sent above"),
+        Scenario::Upload | Scenario::Move | Scenario::Update => unreachable!("sent above"),
         Scenario::Register => {
-            // Each ticket gets its own block of 13 bodies; any 11 in a row hold a valid PHN.
-            let start = args.phn_start.saturating_add((n as u32).saturating_mul(13));
-            let phn = (start..start + 13).find_map(attach_actors::domain::Phn::with_body).map(|p| p.expose());
-            let Some(phn) = phn else { return };
-            (
-                "mutation($i: RegisterHouseholdInput!) { registerHousehold(input: $i) { reference placeInLine } }",
-                json!({ "i": { "community": community, "postalCode": "V0B 1M0", "languages": ["en"],
-                    "members": [{ "phn": phn, "givenName": "Load", "surname": "Test", "dateOfBirth": "1990-01-01" }] } }),
-                None,
-            )
+            let Some(member) = member(args.phn_start, n) else { return };
+            (REGISTER, json!({ "i": household(community, vec![member]) }), None)
         }
         Scenario::Match => (
             "mutation($c: String!) { runMatching(communityCode: $c) { proposals { id } } }",
@@ -195,21 +203,90 @@ pub async fn send(
     measure(scenario, request, recorder).await;
 }
 
+const REGISTER: &str =
+    "mutation($i: RegisterHouseholdInput!) { registerHousehold(input: $i) { reference placeInLine } }";
+
+/// A household member with the first valid PHN of ticket `n`'s block of 13
+/// bodies from `start` (any 11 bodies in a row hold a valid PHN).
+fn member(start: u32, n: u64) -> Option<Value> {
+    let start = start.saturating_add(u32::try_from(n).unwrap_or(u32::MAX).saturating_mul(13));
+    let phn = (start..start.saturating_add(13)).find_map(attach_actors::domain::Phn::with_body)?.expose();
+    Some(json!({ "phn": phn, "givenName": "Load", "surname": "Test", "dateOfBirth": "1990-01-01" }))
+}
+
+fn household(community: &str, members: Vec<Value>) -> Value {
+    json!({ "community": community, "postalCode": "V0B 1M0", "languages": ["en"], "members": members })
+}
+
+/// `move` and `update`: a household registers (measured as
+/// `registerHousehold`), then changes (measured under the scenario's name).
+#[allow(clippy::too_many_arguments)]
+async fn register_then(
+    scenario: Scenario,
+    n: u64,
+    community: &str,
+    client: &reqwest::Client,
+    target: &Target,
+    args: &Args,
+    recorder: &Recorder,
+    rng: &mut StdRng,
+) {
+    let Some(first) = member(args.phn_start, n) else { return };
+    let register = client.post(&target.endpoint).json(&json!({
+        "query": REGISTER, "variables": { "i": household(community, vec![first.clone()]) },
+    }));
+    let Some(body) = measure_as("registerHousehold", register, recorder).await else { return };
+    let Some(reference) = body["data"]["registerHousehold"]["reference"].as_str() else { return };
+    let (query, variables) = match scenario {
+        Scenario::Move => {
+            let others: Vec<_> = target.communities.iter().filter(|c| c.as_str() != community).collect();
+            let Some(to) = others.get(rng.random_range(0..others.len().max(1))) else { return };
+            (
+                "mutation($r: ID!, $c: String!) { moveRegistration(reference: $r, communityCode: $c) { status } }",
+                json!({ "r": reference, "c": to }),
+            )
+        }
+        _ => {
+            let Some(mut baby) = member(args.newborn_phn_start, n) else { return };
+            baby["dateOfBirth"] = json!(chrono::Utc::now().date_naive().to_string());
+            baby["needs"] = json!(["NEWBORN"]);
+            let mut grown = household(community, vec![first, baby]);
+            grown.as_object_mut().map(|h| h.remove("community"));
+            (
+                "mutation($r: ID!, $h: HouseholdInput!) { updateHousehold(reference: $r, household: $h) { householdSize } }",
+                json!({ "r": reference, "h": grown }),
+            )
+        }
+    };
+    let mut request = client.post(&target.endpoint).json(&json!({ "query": query, "variables": variables }));
+    if let Some(t) = &args.token {
+        request = request.bearer_auth(t);
+    }
+    measure(scenario, request, recorder).await;
+}
+
 /// Sends a request, times it and records how it ended.
 async fn measure(scenario: Scenario, request: reqwest::RequestBuilder, recorder: &Recorder) {
+    measure_as(scenario.operation(), request, recorder).await;
+}
+
+/// Sends a request, times and records it as `operation`; answers the body of a success.
+async fn measure_as(operation: &'static str, request: reqwest::RequestBuilder, recorder: &Recorder) -> Option<Value> {
     recorder.count_request();
     let started = Instant::now();
-    let outcome = match request.send().await {
+    let (outcome, body) = match request.send().await {
         Ok(response) => {
             let status = response.status().as_u16();
             match response.json::<Value>().await {
-                Ok(body) => Outcome::of_response(status, &body),
-                Err(_) => Outcome::Failed(format!("HTTP_{status}")),
+                Ok(body) => (Outcome::of_response(status, &body), Some(body)),
+                Err(_) => (Outcome::Failed(format!("HTTP_{status}")), None),
             }
         }
-        Err(_) => Outcome::Failed("TRANSPORT".into()),
+        Err(_) => (Outcome::Failed("TRANSPORT".into()), None),
     };
-    recorder.record(scenario.operation(), started.elapsed(), outcome);
+    let ok = outcome == Outcome::Ok;
+    recorder.record(operation, started.elapsed(), outcome);
+    body.filter(|_| ok)
 }
 
 /// A surname of letters only, different for every `i`.

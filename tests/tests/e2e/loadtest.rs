@@ -95,3 +95,41 @@ async fn feed_latency_counts_every_event_each_subscriber_received_past_a_keepali
     let (send_p50, event_p50) = (report["from_send"]["p50_ms"].as_f64(), report["from_event_time"]["p50_ms"].as_f64());
     assert!(send_p50.unwrap() > 0.0 && event_p50.unwrap() >= 0.0, "{report}");
 }
+
+/// Sums a per-shard metric over one health authority's shards.
+fn sum_over(text: &str, prefix: &str) -> u64 {
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum()
+}
+
+#[tokio::test]
+async fn the_move_and_update_scenarios_leave_the_waitlists_as_they_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::spawn(dir.path(), Spawn::default()).await;
+    let token = app.token(attach_actors::access::Role::Coordinator, &["ha:IHA"], None);
+    let report_path = dir.path().join("report.json");
+    let out = Command::new(loadtest_bin())
+        .args(["run", "--url", &app.url, "--target", "ha:IHA", "--mix", "move=1,update=1", "--token", &token])
+        .args(["--duration", "3", "--concurrency", "4", "--max-requests", "600", "--progress", "0"])
+        .arg("--json")
+        .arg(&report_path)
+        .output()
+        .expect("attach-loadtest runs");
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{printed}\n{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&std::fs::read(&report_path).unwrap()).unwrap();
+    let op = |name: &str| report["operations"].as_array().unwrap().iter().find(|o| o["operation"] == name).cloned();
+    let ok = |name: &str| op(name).and_then(|o| o["ok"].as_u64()).unwrap_or(0);
+    let (registered, moved, updated) = (ok("registerHousehold"), ok("moveRegistration"), ok("updateHousehold"));
+    assert!(moved > 0 && updated > 0, "{printed}");
+    assert_eq!(report["failed"], 0, "{printed}");
+
+    // Moves stay within IHA: every registered household is still waiting there,
+    // and each update added one newborn.
+    let after = scrape(&app).await;
+    assert_eq!(sum_over(&after, "attach_shard_waiting_households{shard=\"IHA/"), registered);
+    assert_eq!(sum_over(&after, "attach_shard_waiting_people{shard=\"IHA/"), registered + updated);
+}
