@@ -326,11 +326,14 @@ pub enum Operation {
     MoveRegistration,
     /// Change a waiting household's members or needs.
     UpdateHousehold,
+    /// Find the registration that holds a PHN (support helping someone who
+    /// lost their reference, a coordinator in scope).
+    FindRegistration,
 }
 
 impl Operation {
     /// Every operation, in a stable order.
-    pub const ALL: [Operation; 25] = [
+    pub const ALL: [Operation; 26] = [
         Operation::RegisterHousehold,
         Operation::ReadRegistration,
         Operation::WithdrawRegistration,
@@ -356,6 +359,7 @@ impl Operation {
         Operation::ReadPanelReports,
         Operation::MoveRegistration,
         Operation::UpdateHousehold,
+        Operation::FindRegistration,
     ];
 
     /// The name in the audit log.
@@ -386,6 +390,7 @@ impl Operation {
             Operation::ReadPanelReports => "readPanelReports",
             Operation::MoveRegistration => "moveRegistration",
             Operation::UpdateHousehold => "updateHousehold",
+            Operation::FindRegistration => "findRegistration",
         }
     }
 
@@ -421,6 +426,7 @@ impl Operation {
             Operation::ReadPanelReports => "read panel reports",
             Operation::MoveRegistration => "move a registration to another community",
             Operation::UpdateHousehold => "change a waiting household",
+            Operation::FindRegistration => "find a registration by PHN",
         }
     }
 
@@ -451,7 +457,11 @@ impl Operation {
         self.is_mutation()
             || matches!(
                 self,
-                Operation::ReadRegistration | Operation::ReadWaitlist | Operation::ReadProposals | Operation::ReadPanel
+                Operation::ReadRegistration
+                    | Operation::FindRegistration
+                    | Operation::ReadWaitlist
+                    | Operation::ReadProposals
+                    | Operation::ReadPanel
             )
     }
 
@@ -472,6 +482,9 @@ impl Operation {
                 matches!(role, R::Patient | R::Coordinator)
             }
             O::ReadWaitlist => matches!(role, R::Coordinator | R::Support),
+            // Never the public or a patient: a PHN is not a capability, and
+            // looking them up one by one would list who is waiting.
+            O::FindRegistration => matches!(role, R::Coordinator | R::Support),
             O::UpsertProvider => matches!(role, R::Provider | R::MedicalDirector),
             O::SetCapacity => matches!(role, R::Provider | R::MedicalDirector),
             O::ReadProviders | O::ReadClinics => !matches!(role, R::Public | R::Patient),

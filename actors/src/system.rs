@@ -16,7 +16,8 @@ use crate::access::{Operation, Principal, Role};
 use crate::audit::{AuditDraft, AuditQuery, AuditRecord, Outcome};
 use crate::domain::{
     Capacity, Clinic, CommunityCode, DelegateId, Endorsement, EndorsementId, EndorsementStep, Event, FacilityNumber,
-    HaCode, Household, Proposal, ProposalId, ProposalStatus, ProviderId, RegistrationRef, Responder, Seq, ShardKey,
+    HaCode, Household, Phn, Proposal, ProposalId, ProposalStatus, ProviderId, RegistrationRef, Responder, Seq,
+    ShardKey,
 };
 use crate::error::{AttachError, ErrorCode};
 use crate::feed::Feed;
@@ -27,7 +28,7 @@ use crate::shard::{
     Answer, ClinicCommand, HaSupervisor, PanelPage, ProposalPage, ProviderInput, ProviderView, RegistrationView,
     ShardArgs, ShardConfig, ShardDirectory, ShardMsg, ShardStats, SupervisorArgs, WaitlistPage, WaitlistQuery,
 };
-use crate::store::{Locator, Store};
+use crate::store::{Locator, PhnHolder, Store};
 
 mod moves;
 mod panels;
@@ -295,6 +296,32 @@ impl AttachSystem {
             who.require(trail.op, Some(&shard))?;
             let reference = *reference;
             self.directory.call_audited(&shard, trail.draft(), |r| ShardMsg::Withdraw(reference, reason, r)).await
+        }
+        .await;
+        self.audited(trail, result).await
+    }
+
+    /// The registration that holds `phn` (waiting, proposed, or attached by a
+    /// match and not yet moved onto the panel's claim), for support staff
+    /// helping someone who lost their reference and for coordinators in scope.
+    /// `NOT_FOUND` when no registration holds it: never registered, withdrawn,
+    /// left the household, or on a provider's panel. The audit record names
+    /// the registration found, never the PHN.
+    pub async fn find_registration(&self, who: &Principal, phn: Phn) -> Result<RegistrationView, AttachError> {
+        let mut trail = Trail::new(who, Operation::FindRegistration);
+        let result = async {
+            who.require(trail.op, None)?;
+            let none = || AttachError::not_found("registration holding this PHN");
+            let claim = self.store.phn_claim(phn).await?.ok_or_else(none)?;
+            let PhnHolder::Registration(reference) = claim.holder else { return Err(none()) };
+            trail.target = Some(reference.to_string());
+            // A claim made before a move names the community left; the locator knows where it is now.
+            let shard = trail.at(self.locate(Locator::Registration(reference), "registration").await?);
+            who.require(trail.op, Some(&shard))?;
+            let view = self.directory.call(&shard, |r| ShardMsg::GetRegistration(reference, r)).await?;
+            let holds =
+                view.registration.holds_phns() && view.registration.household.members.iter().any(|m| m.phn == phn);
+            if holds { Ok(view) } else { Err(none()) }
         }
         .await;
         self.audited(trail, result).await

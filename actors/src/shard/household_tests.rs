@@ -71,3 +71,50 @@ async fn a_waiting_household_changes_keeps_its_place_and_its_members_phns() {
     assert_eq!((kept.household, kept.registered_at), (smaller, family.registered_at));
     s.stop().await;
 }
+
+#[tokio::test]
+async fn support_finds_a_registration_by_any_members_phn_and_the_audit_names_only_the_registration() {
+    use crate::access::{Operation, Principal, Role, Scope};
+    use crate::audit::AuditQuery;
+    let w = world(ShardConfig::default()).await;
+    let s = &w.system;
+    let support = Principal::new("sup-1", Role::Support, None, Scope::province());
+    let family = s.register(&sys(), &c("111"), household(&[phn(1), phn(2)], &[])).await.unwrap().registration;
+
+    let found = s.find_registration(&support, phn(2)).await.unwrap();
+    assert_eq!(found.registration.reference, family.reference, "any member's PHN finds the household");
+    let never = s.find_registration(&support, phn(9)).await.unwrap_err();
+    assert_eq!(never.code, ErrorCode::NotFound);
+
+    // Wherever it lives now, and only while the member is in it.
+    s.move_registration(&sys(), &family.reference, &c("112")).await.unwrap();
+    let moved = s.find_registration(&support, phn(1)).await.unwrap();
+    assert_eq!(moved.registration.shard.community, c("112"), "followed to the community joined");
+    s.update_household(&sys(), &family.reference, household(&[phn(1)], &[])).await.unwrap();
+    assert_eq!(
+        s.find_registration(&support, phn(2)).await.unwrap_err().code,
+        ErrorCode::NotFound,
+        "left the household"
+    );
+    s.withdraw(&sys(), &family.reference, "found a doctor".into()).await.unwrap();
+    assert_eq!(s.find_registration(&support, phn(1)).await.unwrap_err().code, ErrorCode::NotFound, "withdrawn");
+
+    // Who may look: support and coordinators in scope; not the public or patients.
+    let other = s.register(&sys(), &c("111"), household(&[phn(3)], &[])).await.unwrap().registration;
+    let local = Principal::new("c-111", Role::Coordinator, None, Scope::parse(["community:111"]).unwrap());
+    let elsewhere = Principal::new("c-112", Role::Coordinator, None, Scope::parse(["community:112"]).unwrap());
+    assert_eq!(s.find_registration(&local, phn(3)).await.unwrap().registration.reference, other.reference);
+    assert_eq!(s.find_registration(&elsewhere, phn(3)).await.unwrap_err().code, ErrorCode::Forbidden);
+    let patient = Principal::new("pat-1", Role::Patient, None, Scope::default());
+    assert_eq!(s.find_registration(&patient, phn(3)).await.unwrap_err().code, ErrorCode::Forbidden);
+    assert_eq!(s.find_registration(&Principal::public(), phn(3)).await.unwrap_err().code, ErrorCode::Unauthenticated);
+
+    let query = AuditQuery { operation: Some(Operation::FindRegistration), limit: 50, ..Default::default() };
+    let records = s.audit_log(&sys(), query).await.unwrap();
+    assert_eq!(records.len(), 9, "every look, found or not: {records:?}");
+    let phns: Vec<String> = (1..=9).map(|i| phn(i).expose()).collect();
+    assert!(records.iter().all(|r| r.target.as_ref().is_none_or(|t| !phns.contains(t))), "no PHN in the log");
+    assert_eq!(records[0].target.as_deref(), Some(family.reference.to_string().as_str()));
+    assert_eq!(records[1].target, None, "nothing found, nothing named");
+    s.stop().await;
+}

@@ -71,6 +71,16 @@ impl QueryRoot {
         system(ctx).registration(caller(ctx), &reference).await.gql().map(Into::into)
     }
 
+    /// The registration that holds a PHN: for support staff helping someone
+    /// who lost their reference, and coordinators within their scope. Not for
+    /// the public or patients. `NOT_FOUND` when no registration holds it
+    /// (never registered, withdrawn, or on a provider's panel). Audited, by
+    /// the registration found; the PHN is never logged.
+    async fn registration_by_phn(&self, ctx: &Context<'_>, phn: String) -> async_graphql::Result<Registration> {
+        let phn = d::Phn::parse(&phn).gql()?;
+        system(ctx).find_registration(caller(ctx), phn).await.gql().map(Into::into)
+    }
+
     /// A community's waitlist in line order.
     async fn waitlist(
         &self,

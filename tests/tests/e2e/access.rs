@@ -207,6 +207,7 @@ async fn every_role_against_every_operation() {
         ("withdrawRegistration", ["U", "O", "F", "F", "F", "F", "F", "O", "F", "F", "F"]),
         ("moveRegistration", ["U", "O", "F", "F", "F", "F", "F", "O", "F", "F", "F"]),
         ("updateHousehold", ["U", "C", "F", "F", "F", "F", "F", "C", "F", "F", "F"]),
+        ("registrationByPhn", ["U", "F", "F", "F", "F", "F", "F", "O", "F", "O", "F"]),
         ("waitlist", ["U", "F", "F", "F", "F", "F", "F", "O", "F", "O", "F"]),
         ("upsertProvider", ["U", "F", "O", "F", "F", "F", "O", "F", "F", "F", "F"]),
         ("setProviderCapacity", ["U", "F", "O", "F", "F", "F", "F", "F", "F", "F", "F"]),
@@ -257,74 +258,78 @@ fn request(op: &str, f: &Fresh, n: u32) -> (String, Value) {
     let r = json!({ "r": f.reference });
     let p = json!({ "id": f.proposal });
     let none = json!({});
-    let (q, v) =
-        match op {
-            "registerHousehold" => (REGISTER.to_string(), household(phn(10_000 + n))),
-            "registration" => ("query($r: ID!) { registration(reference: $r) { status } }".into(), r),
-            "withdrawRegistration" => {
-                (r#"mutation($r: ID!) { withdrawRegistration(reference: $r, reason: "moved") { status } }"#.into(), r)
-            }
-            "moveRegistration" => {
-                (r#"mutation($r: ID!) { moveRegistration(reference: $r, communityCode: "112") { status } }"#.into(), r)
-            }
-            "updateHousehold" => {
-                let members = json!([{ "phn": phn(11_000 + n), "givenName": "Alex", "surname": "Tremblay",
+    let (q, v) = match op {
+        "registerHousehold" => (REGISTER.to_string(), household(phn(10_000 + n))),
+        "registration" => ("query($r: ID!) { registration(reference: $r) { status } }".into(), r),
+        "withdrawRegistration" => {
+            (r#"mutation($r: ID!) { withdrawRegistration(reference: $r, reason: "moved") { status } }"#.into(), r)
+        }
+        "moveRegistration" => {
+            (r#"mutation($r: ID!) { moveRegistration(reference: $r, communityCode: "112") { status } }"#.into(), r)
+        }
+        "registrationByPhn" => {
+            ("query($p: String!) { registrationByPhn(phn: $p) { reference } }".into(), json!({ "p": phn(5_000 + n) }))
+        }
+        "updateHousehold" => {
+            let members = json!([{ "phn": phn(11_000 + n), "givenName": "Alex", "surname": "Tremblay",
                                    "dateOfBirth": "1984-03-09" }]);
-                let vars = json!({ "r": f.reference, "h": { "postalCode": "V0B 1M0", "members": members } });
-                ("mutation($r: ID!, $h: HouseholdInput!) { updateHousehold(reference: $r, household: $h) { status } }"
-                .into(), vars)
-            }
-            "waitlist" => (r#"{ waitlist(communityCode: "111", first: 5) { totalCount } }"#.into(), none),
-            "upsertProvider" => (
-                r#"mutation { upsertProvider(input: { id: "P10001", givenName: "Jo", surname: "Doe", kind: PHYSICIAN,
+            let vars = json!({ "r": f.reference, "h": { "postalCode": "V0B 1M0", "members": members } });
+            (
+                "mutation($r: ID!, $h: HouseholdInput!) { updateHousehold(reference: $r, household: $h) { status } }"
+                    .into(),
+                vars,
+            )
+        }
+        "waitlist" => (r#"{ waitlist(communityCode: "111", first: 5) { totalCount } }"#.into(), none),
+        "upsertProvider" => (
+            r#"mutation { upsertProvider(input: { id: "P10001", givenName: "Jo", surname: "Doe", kind: PHYSICIAN,
                community: "111", clinics: ["0F111"] }) { id } }"#
-                    .into(),
-                none,
-            ),
-            "setProviderCapacity" => (
-                r#"mutation { setProviderCapacity(providerId: "P10001", input: { acceptingNewPatients: true,
+                .into(),
+            none,
+        ),
+        "setProviderCapacity" => (
+            r#"mutation { setProviderCapacity(providerId: "P10001", input: { acceptingNewPatients: true,
                monthlyRate: 500, desiredPanelSize: 500 }) { id } }"#
-                    .into(),
-                none,
-            ),
-            "provider" => (r#"{ provider(id: "P10001") { id } }"#.into(), none),
-            "upsertClinic" => (
-                r#"mutation { upsertClinic(input: { facilityNumber: "0F111", community: "111",
+                .into(),
+            none,
+        ),
+        "provider" => (r#"{ provider(id: "P10001") { id } }"#.into(), none),
+        "upsertClinic" => (
+            r#"mutation { upsertClinic(input: { facilityNumber: "0F111", community: "111",
                name: "Fernie Family Practice", address: "491 2nd Ave", medicalDirectorId: "P10003" }) { name } }"#
-                    .into(),
-                none,
-            ),
-            "clinic" => (r#"{ clinic(facilityNumber: "0F111") { name } }"#.into(), none),
-            "runMatching" => (MATCH.into(), none),
-            "proposals" => (r#"{ proposals(communityCode: "111", first: 5) { nodes { id } } }"#.into(), none),
-            "proposal" => ("query($id: ID!) { proposal(id: $id) { status } }".into(), p),
-            "acceptProposal" => ("mutation($id: ID!) { acceptProposal(id: $id) { status } }".into(), p),
-            "declineProposal" => {
-                (r#"mutation($id: ID!) { declineProposal(id: $id, reason: "full") { status } }"#.into(), p)
-            }
-            "panel" => (r#"{ panel(providerId: "P10001", first: 5) { nodes { surname } } }"#.into(), none),
-            "communityStatistics" => (r#"{ communityStatistics(code: "111") { waitingHouseholds } }"#.into(), none),
-            "events" => (r#"{ events(communityCode: "111", first: 5) { lastSeq } }"#.into(), none),
-            "auditLog" => ("{ auditLog(first: 5) { nodes { operation } } }".into(), none),
-            "startEndorsement" => (
-                format!(r#"mutation {{ startEndorsement(providerId: "P10001", delegate: "moa-new-{n}") {{ id }} }}"#),
-                none,
-            ),
-            "endorsements" => (r#"{ endorsements(providerId: "P10001") { id } }"#.into(), none),
-            "addClinicStaff" => (
-                format!(
-                    r#"mutation {{ addClinicStaff(facilityNumber: "0F111", subject: "staff-{n}", name: "Jo Doe",
+                .into(),
+            none,
+        ),
+        "clinic" => (r#"{ clinic(facilityNumber: "0F111") { name } }"#.into(), none),
+        "runMatching" => (MATCH.into(), none),
+        "proposals" => (r#"{ proposals(communityCode: "111", first: 5) { nodes { id } } }"#.into(), none),
+        "proposal" => ("query($id: ID!) { proposal(id: $id) { status } }".into(), p),
+        "acceptProposal" => ("mutation($id: ID!) { acceptProposal(id: $id) { status } }".into(), p),
+        "declineProposal" => {
+            (r#"mutation($id: ID!) { declineProposal(id: $id, reason: "full") { status } }"#.into(), p)
+        }
+        "panel" => (r#"{ panel(providerId: "P10001", first: 5) { nodes { surname } } }"#.into(), none),
+        "communityStatistics" => (r#"{ communityStatistics(code: "111") { waitingHouseholds } }"#.into(), none),
+        "events" => (r#"{ events(communityCode: "111", first: 5) { lastSeq } }"#.into(), none),
+        "auditLog" => ("{ auditLog(first: 5) { nodes { operation } } }".into(), none),
+        "startEndorsement" => (
+            format!(r#"mutation {{ startEndorsement(providerId: "P10001", delegate: "moa-new-{n}") {{ id }} }}"#),
+            none,
+        ),
+        "endorsements" => (r#"{ endorsements(providerId: "P10001") { id } }"#.into(), none),
+        "addClinicStaff" => (
+            format!(
+                r#"mutation {{ addClinicStaff(facilityNumber: "0F111", subject: "staff-{n}", name: "Jo Doe",
                    title: "MOA") {{ subject }} }}"#
-                ),
-                none,
             ),
-            "clinicStaff" => (r#"{ clinic(facilityNumber: "0F111") { staff { subject } } }"#.into(), none),
-            "removeClinicStaff" => (
-                r#"mutation { removeClinicStaff(facilityNumber: "0F111", subject: "moa-1") { subject } }"#.into(),
-                none,
-            ),
-            other => panic!("no request written for {other}"),
-        };
+            none,
+        ),
+        "clinicStaff" => (r#"{ clinic(facilityNumber: "0F111") { staff { subject } } }"#.into(), none),
+        "removeClinicStaff" => {
+            (r#"mutation { removeClinicStaff(facilityNumber: "0F111", subject: "moa-1") { subject } }"#.into(), none)
+        }
+        other => panic!("no request written for {other}"),
+    };
     (q, v)
 }
 

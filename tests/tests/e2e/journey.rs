@@ -224,9 +224,20 @@ async fn the_whole_journey_survives_sigkill() {
     let refused = patient.error_code(UPDATE, json!({ "r": elsewhere["reference"], "h": taken })).await;
     assert_eq!(refused, "CONFLICT", "a member waiting in another household");
 
+    // Support finds the household by a member's PHN (someone who lost their reference).
+    let support = app.with_token(app.token(Role::Support, &["province"], None));
+    const BY_PHN: &str = "query($p: String!) { registrationByPhn(phn: $p) { reference householdSize } }";
+    let found = support.ok(BY_PHN, json!({ "p": phn(9) })).await["registrationByPhn"].clone();
+    assert_eq!(
+        (found["reference"].clone(), found["householdSize"].as_u64()),
+        (elsewhere["reference"].clone(), Some(2))
+    );
+    assert_eq!(support.error_code(BY_PHN, json!({ "p": phn(5) })).await, "NOT_FOUND", "withdrawn");
+    assert_eq!(patient.error_code(BY_PHN, json!({ "p": phn(9) })).await, "FORBIDDEN", "a PHN is not a capability");
+
     // New connections are still served long after start-up; no PHN in the log.
     app.assert_accepting().await;
-    drop((coordinator, doctor, patient));
+    drop((coordinator, doctor, patient, support));
     let log = app.kill();
     for i in 1..=9 {
         assert!(!log.contains(&phn(i)), "a PHN appeared in the log");
