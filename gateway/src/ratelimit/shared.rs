@@ -10,10 +10,11 @@
 //!
 //! The local limiter still runs first: it refuses a flood from one caller
 //! without a round trip, and it is what applies while Redis cannot be reached
-//! (a check that fails or times out falls back to it, and is counted).
+//! (a check that fails or times out falls back to it, and is counted; for a
+//! second after that, checks go by the local count without trying Redis).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
 use tokio::sync::Mutex;
@@ -41,6 +42,9 @@ redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil((new_tat - now) / 1000))
 return {1, 0, new_tat - now}
 ";
 
+/// How long checks go by the local count after Redis failed to answer one.
+const PAUSE: Duration = Duration::from_secs(1);
+
 /// The shared quotas, over one multiplexed Redis connection.
 pub struct SharedLimiter {
     client: redis::Client,
@@ -51,6 +55,9 @@ pub struct SharedLimiter {
     conn: Mutex<Option<(MultiplexedConnection, String)>>,
     /// Whether the last check reached Redis (to log changes, not every failure).
     up: AtomicBool,
+    /// After a failure, checks go by the local count without trying Redis
+    /// until then: one probe a [`PAUSE`], not a connection attempt per request.
+    paused_until: std::sync::Mutex<Option<Instant>>,
     /// Checks that fell back to the local limiter.
     failures: AtomicU64,
 }
@@ -64,6 +71,7 @@ impl SharedLimiter {
             timeout,
             conn: Mutex::new(None),
             up: AtomicBool::new(true),
+            paused_until: std::sync::Mutex::new(None),
             failures: AtomicU64::new(0),
         })
     }
@@ -76,6 +84,11 @@ impl SharedLimiter {
     /// Counts one request of `key` under `policy`'s quota, across gateways.
     /// `None` when Redis could not answer in time: the caller keeps its local verdict.
     pub async fn check(&self, policy: &'static str, key: &str, burst: u32, period: Duration) -> Option<Verdict> {
+        let paused = self.paused_until.lock().unwrap_or_else(|e| e.into_inner()).is_some_and(|t| Instant::now() < t);
+        if paused {
+            self.failures.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
         let key = format!("{}{policy}:{key}", self.prefix);
         match tokio::time::timeout(self.timeout, self.eval(&key, burst, period)).await {
             Ok(Ok(answer)) => {
@@ -86,7 +99,9 @@ impl SharedLimiter {
             }
             failed => {
                 self.failures.fetch_add(1, Ordering::Relaxed);
-                if let Ok(Err(_)) | Err(_) = failed {
+                *self.paused_until.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now() + PAUSE);
+                // A connection that failed is dropped; one that was only slow is kept.
+                if let Ok(Err(_)) = failed {
                     *self.conn.lock().await = None;
                 }
                 if self.up.swap(false, Ordering::Relaxed) {
