@@ -383,3 +383,30 @@ async fn a_clinics_staff_list_is_kept_by_its_director_audited_and_published() {
     assert_eq!(audit[0].shard.as_ref().map(|s| s.community.as_str()), Some("111"));
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_stale_reported_count_stops_at_zero_and_a_removal_still_shrinks_the_panel() {
+    let w = world(ShardConfig::default()).await;
+    let s = &w.system;
+    let f = clinic(s, "0F111", "111").await;
+    let doc = ProviderId::parse("P1111").unwrap();
+    let input = crate::shard::ProviderInput {
+        id: doc.clone(),
+        given_name: PersonName::parse("Jo").unwrap(),
+        surname: PersonName::parse("Doc").unwrap(),
+        kind: ProviderKind::Physician,
+        clinics: vec![f.clone()],
+        reported_panel_size: 2,
+    };
+    s.upsert_provider(&sys(), &c("111"), input).await.unwrap();
+    // Reported 2, then listed 3 (one taken on since): the list is what counts.
+    let report = submit(s, &doc, &f, &csv_of(&[phn(1), phn(2), phn(3)], "0F111")).await;
+    assert_eq!(report.panel_size, 3);
+    let view = s.provider(&sys(), &doc).await.unwrap();
+    assert_eq!((view.provider.reported_panel_size, view.panel_size), (0, 3));
+    // The count does not come back when a listed patient leaves.
+    assert_eq!(s.remove_from_panel(&sys(), &doc, vec![phn(1)]).await.unwrap(), [true]);
+    let view = s.provider(&sys(), &doc).await.unwrap();
+    assert_eq!((view.provider.reported_panel_size, view.panel_size), (0, 2));
+    s.stop().await;
+}
