@@ -86,15 +86,21 @@ impl Store for LateAuditFails {
     }
 }
 
-#[tokio::test]
-async fn a_change_and_its_audit_record_are_one_commit() {
+/// A started system over a [`LateAuditFails`] store in a fresh directory.
+async fn over_late_audit(config: ShardConfig) -> (AttachSystem, Arc<LateAuditFails>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let embedded = EmbeddedStore::open(&dir.path().join("attach.redb"), EmbeddedOptions::default()).unwrap();
     let store = Arc::new(LateAuditFails { inner: Arc::new(embedded), broken: AtomicBool::new(false) });
     let regions = Arc::new(Regions::parse(REGIONS).unwrap());
     let feed: Arc<dyn crate::feed::Feed> = Arc::new(crate::feed::MemoryFeed::new(64));
-    let s = AttachSystem::new(regions, store.clone(), feed, ShardConfig::default(), "test".into());
+    let s = AttachSystem::new(regions, store.clone(), feed, config, "test".into());
     s.start().await.unwrap();
+    (s, store, dir)
+}
+
+#[tokio::test]
+async fn a_change_and_its_audit_record_are_one_commit() {
+    let (s, store, _dir) = over_late_audit(ShardConfig::default()).await;
     let doc = provider(&s, "P1111", "111", 5).await;
     let coordinator = Principal::new("c-1", Role::Coordinator, None, Scope::province());
     let log = |op: Operation| {
@@ -151,14 +157,7 @@ async fn a_change_and_its_audit_record_are_one_commit() {
 
 #[tokio::test]
 async fn each_step_of_a_panel_submission_commits_its_record() {
-    let dir = tempfile::tempdir().unwrap();
-    let embedded = EmbeddedStore::open(&dir.path().join("attach.redb"), EmbeddedOptions::default()).unwrap();
-    let store = Arc::new(LateAuditFails { inner: Arc::new(embedded), broken: AtomicBool::new(false) });
-    let regions = Arc::new(Regions::parse(REGIONS).unwrap());
-    let feed: Arc<dyn crate::feed::Feed> = Arc::new(crate::feed::MemoryFeed::new(64));
-    let config = ShardConfig { panel_chunk_rows: 2, ..ShardConfig::default() };
-    let s = AttachSystem::new(regions, store.clone(), feed, config, "test".into());
-    s.start().await.unwrap();
+    let (s, store, _dir) = over_late_audit(ShardConfig { panel_chunk_rows: 2, ..ShardConfig::default() }).await;
     let f = super::panel_tests::clinic(&s, "0F111", "111").await;
     let doc = provider(&s, "P1111", "111", 0).await;
     s.set_provider_clinic(&sys(), &f, &doc, true).await.unwrap();
