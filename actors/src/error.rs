@@ -54,12 +54,15 @@ pub struct AttachError {
     pub message: String,
     /// The input field at fault, for `INVALID_INPUT`.
     pub field: Option<String>,
+    /// For `SHARD_UNAVAILABLE`: the shard this process does not run now. Another
+    /// node may hold it, and a gateway may send the request there.
+    pub not_here: Option<crate::domain::ShardKey>,
 }
 
 impl AttachError {
     /// An error with a code and message.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        AttachError { code, message: message.into(), field: None }
+        AttachError { code, message: message.into(), field: None, not_here: None }
     }
 
     /// `NOT_FOUND` for a kind of thing.
@@ -81,7 +84,7 @@ impl AttachError {
 
 impl From<DomainError> for AttachError {
     fn from(e: DomainError) -> Self {
-        AttachError { code: ErrorCode::InvalidInput, message: e.to_string(), field: Some(e.field) }
+        AttachError { code: ErrorCode::InvalidInput, message: e.to_string(), field: Some(e.field), not_here: None }
     }
 }
 

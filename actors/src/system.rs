@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use futures::future::join_all;
 use ractor::{Actor, ActorRef};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use tokio::sync::broadcast;
 
@@ -212,6 +212,22 @@ impl AttachSystem {
     /// The settings shards run with.
     pub fn config(&self) -> &ShardConfig {
         &self.config
+    }
+
+    /// This node's name: the owner its shard leases carry.
+    pub fn node(&self) -> &str {
+        &self.owner
+    }
+
+    /// The node holding a live lease on `shard`, if the store can say.
+    pub async fn shard_owner(&self, shard: &ShardKey) -> Option<String> {
+        match self.store.shard_owner(shard).await {
+            Ok(owner) => owner,
+            Err(e) => {
+                warn!(error = %e, %shard, "could not read who holds a shard");
+                None
+            }
+        }
     }
 
     fn shard_of(&self, community: &CommunityCode) -> Result<ShardKey, AttachError> {

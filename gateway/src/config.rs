@@ -49,6 +49,8 @@ pub struct Settings {
     pub feed: FeedSettings,
     /// Who callers are: bearer tokens and the keys that sign them.
     pub auth: AuthSettings,
+    /// The other nodes sharing the store: where to send requests for shards they hold.
+    pub cluster: ClusterSettings,
     /// Log filter (tracing `EnvFilter` syntax); `RUST_LOG` overrides it.
     pub log: String,
 }
@@ -100,6 +102,41 @@ impl Default for ScyllaSettings {
             migrate_on_start: false,
             request_timeout_ms: d.request_timeout.as_millis() as u64,
         }
+    }
+}
+
+/// Nodes sharing one store (ScyllaDB): each holds some shards' leases and
+/// sends a request for a shard another node holds on to that node, once.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterSettings {
+    /// The other nodes, as `name=http://host:port` (`name` is their `node`
+    /// setting, the owner their leases carry). Empty: nothing is forwarded.
+    pub peers: Vec<String>,
+    /// Shared by the nodes: a request forwarded with it is not rate limited
+    /// again (the first node counted it). Empty: forwarded requests are limited
+    /// again like any other.
+    pub secret: String,
+}
+
+impl ClusterSettings {
+    /// The peers as (node name, base URL), checked.
+    pub fn peer_urls(&self) -> anyhow::Result<Vec<(String, String)>> {
+        self.peers
+            .iter()
+            .map(|p| {
+                let (name, url) = p
+                    .split_once('=')
+                    .ok_or_else(|| anyhow::anyhow!("cluster.peers: `{p}` is not `name=http://host:port`"))?;
+                let (name, url) = (name.trim(), url.trim().trim_end_matches('/'));
+                anyhow::ensure!(!name.is_empty(), "cluster.peers: `{p}` has no node name");
+                anyhow::ensure!(
+                    url.starts_with("http://") || url.starts_with("https://"),
+                    "cluster.peers: `{p}` needs an http(s):// URL"
+                );
+                Ok((name.to_string(), url.to_string()))
+            })
+            .collect()
     }
 }
 
@@ -325,6 +362,7 @@ impl Default for Settings {
             limits: Limits::default(),
             feed: FeedSettings::default(),
             auth: AuthSettings::default(),
+            cluster: ClusterSettings::default(),
             log: "info".to_string(),
         }
     }
@@ -416,6 +454,7 @@ impl Settings {
             );
         }
         crate::client_ip::ClientIp::from_settings(rate)?;
+        self.cluster.peer_urls()?;
         anyhow::ensure!(rate.shared_timeout_ms > 0, "limits.rate.shared_timeout_ms must be at least 1");
         anyhow::ensure!(
             self.limits.subscriptions_per_principal > 0,

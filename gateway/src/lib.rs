@@ -18,6 +18,7 @@ pub mod auth;
 pub mod cli;
 pub mod client_ip;
 pub mod config;
+pub mod forward;
 pub mod graphql;
 pub mod metrics;
 pub mod panel_import;

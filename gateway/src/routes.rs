@@ -64,6 +64,10 @@ pub struct AppState {
     pub subscriptions: Arc<PrincipalSubscriptions>,
     /// Finds the client's address behind trusted proxies.
     pub client_ip: Arc<crate::client_ip::ClientIp>,
+    /// Sends requests for shards other nodes hold to them (none without peers).
+    pub forwarder: Option<Arc<crate::forward::Forwarder>>,
+    /// The cluster's settings, to recognise requests peers forwarded.
+    pub cluster: Arc<crate::config::ClusterSettings>,
 }
 
 /// The router.
@@ -242,7 +246,12 @@ async fn graphql(State(state): State<AppState>, request: Request) -> Response {
         Ok(signed) => signed.map(|s| s.principal),
         Err(e) => return refuse_token(&state, ip, &e, started).await,
     };
-    let verdict = state.limits.check(principal.as_ref(), ip).await;
+    // A request a peer forwarded with the cluster's secret was counted there.
+    let verdict = if crate::forward::Forwarder::is_trusted_hop(&state.cluster, &parts.headers) {
+        None
+    } else {
+        state.limits.check(principal.as_ref(), ip).await
+    };
     if let Some(v) = verdict.as_ref().filter(|v| !v.allowed()) {
         return too_many(&state, v, started);
     }
@@ -264,6 +273,8 @@ async fn execute(state: &AppState, principal: Option<Principal>, headers: &Heade
     let Ok(bytes) = to_bytes(body, cap).await else {
         return request_error(StatusCode::PAYLOAD_TOO_LARGE, &format!("the request body is larger than {cap} bytes"));
     };
+    // Kept (a cheap handle) in case the request must go to the node holding its shard.
+    let original = bytes.clone();
     let parsed = if multipart {
         let options = MultipartOptions::default().max_file_size(cap).max_num_files(1);
         receive_body(content_type, futures::io::Cursor::new(bytes), options).await.map_err(|e| match e {
@@ -290,6 +301,13 @@ async fn execute(state: &AppState, principal: Option<Principal>, headers: &Heade
     let span = crate::telemetry::graphql_span(&mut request);
     let mut response = state.schema.execute(request).instrument(span).await;
     ensure_codes(&mut response);
+    if let Some(forwarder) = &state.forwarder
+        && let Some(endpoint) = forwarder.target(&state.system, headers, &response).await
+        && let Some(answer) = forwarder.send(endpoint, headers, original).await
+    {
+        return answer;
+    }
+    crate::forward::strip_marks(&mut response);
     state.metrics.record(
         started.elapsed(),
         response.errors.iter().filter_map(|e| {
@@ -305,7 +323,14 @@ async fn execute(state: &AppState, principal: Option<Principal>, headers: &Heade
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    let body = state.metrics.render(&state.system, state.limits.shared_failures()).await;
+    let mut body = state.metrics.render(&state.system, state.limits.shared_failures()).await;
+    if let Some(forwarder) = &state.forwarder {
+        use std::fmt::Write;
+        let _ =
+            writeln!(body, "# HELP attach_forwarded_requests_total Requests sent on to the node holding their shard.");
+        let _ = writeln!(body, "# TYPE attach_forwarded_requests_total counter");
+        let _ = writeln!(body, "attach_forwarded_requests_total {}", forwarder.forwarded());
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 

@@ -87,12 +87,26 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&settings.data_dir)
             .with_context(|| format!("creating the data directory {}", settings.data_dir.display()))?;
+        let store = open_store(&settings).await?;
+        Self::build_with_store(settings, store).await
+    }
+
+    /// Like [`build`](Self::build), on a store already open: nodes sharing one
+    /// store (a ScyllaDB cluster, or one embedded file in a test of several nodes).
+    pub async fn build_with_store(settings: Settings, store: Arc<dyn Store>) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&settings.data_dir)
+            .with_context(|| format!("creating the data directory {}", settings.data_dir.display()))?;
         let auth = Arc::new(Authenticator::start(&settings).await.context("loading the token-signing keys")?);
         let limits = Arc::new(rate_limits(&settings)?);
         limits.spawn_sweeper(std::time::Duration::from_secs(settings.limits.rate.sweep_secs));
         let regions = Arc::new(Regions::load(&settings.regions)?);
-        let store = open_store(&settings).await?;
         let owner = settings.node_name();
+        let forwarder = crate::forward::Forwarder::from_settings(
+            &owner,
+            &settings.cluster,
+            std::time::Duration::from_secs(settings.shard.call_timeout_secs.max(1) * 2),
+        )?
+        .map(Arc::new);
         let feed: Arc<dyn Feed> = match &settings.redis {
             Some(url) => RedisFeed::start(url, settings.feed.buffer)?,
             None => Arc::new(MemoryFeed::new(settings.feed.buffer)),
@@ -141,6 +155,8 @@ impl Application {
             limits,
             subscriptions: Arc::new(PrincipalSubscriptions::new(settings.limits.subscriptions_per_principal)),
             client_ip: Arc::new(ClientIp::from_settings(&settings.limits.rate)?),
+            forwarder,
+            cluster: Arc::new(settings.cluster.clone()),
         };
         let send_buffer = settings.limits.socket_send_buffer_bytes;
         Ok(Application { listener, send_buffer, port, state, init })

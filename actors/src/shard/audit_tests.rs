@@ -46,6 +46,9 @@ impl Store for LateAuditFails {
     async fn release_shard(&self, shard: &ShardKey, owner: &str, epoch: Epoch) -> Result<(), StoreError> {
         self.inner.release_shard(shard, owner, epoch).await
     }
+    async fn shard_owner(&self, shard: &ShardKey) -> Result<Option<String>, StoreError> {
+        self.inner.shard_owner(shard).await
+    }
     async fn load_shard(&self, shard: &ShardKey) -> Result<ShardImage, StoreError> {
         self.inner.load_shard(shard).await
     }

@@ -106,8 +106,10 @@ impl ShardDirectory {
             )
         })?;
         let actor = slot.actor.read().unwrap_or_else(|e| e.into_inner()).clone();
-        let unavailable = || {
-            AttachError::new(
+        // No actor here: restarting, or held by another node (the gateway may look).
+        let unavailable = || AttachError {
+            not_here: Some(key.clone()),
+            ..AttachError::new(
                 ErrorCode::ShardUnavailable,
                 format!("community {} is restarting; retry shortly", key.community.as_str()),
             )

@@ -320,12 +320,15 @@ pub async fn a_live_lease_keeps_other_owners_out(h: &dyn Harness) -> anyhow::Res
     let store = h.open().await?;
     let s = shard("IHA/112");
     let lease = store.lease();
+    ensure!(store.shard_owner(&s).await?.is_none(), "a shard nobody acquired has an owner");
     let epoch = store.acquire_shard(&s, "node-1").await?;
     let refused = store.acquire_shard(&s, "node-2").await;
     ensure!(
         matches!(&refused, Err(StoreError::LeaseHeld { owner, .. }) if owner == "node-1"),
         "a second owner acquiring a live lease got {refused:?}"
     );
+    let owner = store.shard_owner(&s).await?;
+    ensure!(owner.as_deref() == Some("node-1"), "the holder of a live lease reads as {owner:?}");
     let world = World::new(&s, 0);
     store.commit(&s, epoch, &world.batch(1)).await.context("the holder's commit after a refused acquisition")?;
 
@@ -347,6 +350,8 @@ pub async fn a_live_lease_keeps_other_owners_out(h: &dyn Harness) -> anyhow::Res
 
     // Released, it is free at once, and the old epoch is fenced.
     store.release_shard(&s, "node-1", epoch).await?;
+    let owner = store.shard_owner(&s).await?;
+    ensure!(owner.is_none(), "a released shard reads as held by {owner:?}");
     let next = store.acquire_shard(&s, "node-2").await.context("acquiring a released shard")?;
     ensure!(next > epoch, "the new owner's epoch {next:?} is not above {epoch:?}");
     let stale = store.renew_lease(&s, "node-1", epoch).await;
@@ -366,6 +371,8 @@ pub async fn an_expired_lease_lets_a_new_owner_in(h: &dyn Harness) -> anyhow::Re
     store.commit(&s, old, &first.batch(1)).await?;
     // Whole seconds past the lease: a server's TTL counts in seconds.
     h.pass_time(lease + Duration::from_secs(1)).await;
+    let owner = store.shard_owner(&s).await?;
+    ensure!(owner.is_none(), "a shard whose lease ran out reads as held by {owner:?}");
 
     let second = World::new(&s, 1);
     let late = store.commit(&s, old, &second.batch(4)).await;

@@ -415,6 +415,10 @@ impl Store for EmbeddedStore {
         Err(StoreError::StaleEpoch { shard: name, current, held: epoch.0 })
     }
 
+    async fn shard_owner(&self, shard: &ShardKey) -> Result<Option<String>, StoreError> {
+        Ok(self.inner.leases.owner(shard))
+    }
+
     async fn release_shard(&self, shard: &ShardKey, owner: &str, epoch: Epoch) -> Result<(), StoreError> {
         if self.inner.leases.release(shard, owner, epoch) {
             tracing::info!(%shard, owner, epoch = epoch.0, "shard released");

@@ -118,6 +118,12 @@ impl LeaseBook {
         Ok(())
     }
 
+    /// Who holds a live lease on `shard` (granted, not only reserved), if anyone.
+    pub fn owner(&self, shard: &ShardKey) -> Option<String> {
+        let now = self.now();
+        self.lock().get(shard).filter(|h| h.epoch.is_some() && h.until > now).map(|h| h.owner.clone())
+    }
+
     /// Records that `owner` holds `shard` with `epoch` until `until`. A lower
     /// epoch than the one recorded never replaces it (two acquisitions raced).
     pub fn grant(&self, shard: &ShardKey, owner: &str, epoch: Epoch, until: Instant) {

@@ -259,6 +259,10 @@ pub trait Store: Send + Sync + 'static {
     /// is still the shard's ([`StoreError::StaleEpoch`] otherwise).
     async fn renew_lease(&self, shard: &ShardKey, owner: &str, epoch: Epoch) -> Result<(), StoreError>;
 
+    /// Who holds a live lease on `shard` now, if anyone: where requests for
+    /// it are served.
+    async fn shard_owner(&self, shard: &ShardKey) -> Result<Option<String>, StoreError>;
+
     /// Gives the lease back so another owner may acquire at once. Releasing a
     /// lease that is no longer held (a stale epoch) does nothing.
     async fn release_shard(&self, shard: &ShardKey, owner: &str, epoch: Epoch) -> Result<(), StoreError>;

@@ -12,6 +12,10 @@ pub fn to_graphql(e: AttachError) -> async_graphql::Error {
         if let Some(field) = &e.field {
             ext.set("field", field.as_str());
         }
+        // Read by the gateway (forwarding to the node holding the shard), taken out before the answer leaves.
+        if let Some(shard) = &e.not_here {
+            ext.set(crate::forward::NOT_HERE, shard.to_string());
+        }
     })
 }
 

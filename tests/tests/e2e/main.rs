@@ -4,6 +4,7 @@
 mod access;
 mod auth;
 mod clinics;
+mod cluster;
 mod feed;
 mod helpers;
 mod journey;

@@ -615,6 +615,11 @@ impl Store for ScyllaStore {
         Ok(())
     }
 
+    async fn shard_owner(&self, shard: &ShardKey) -> Result<Option<String>, StoreError> {
+        // `owner` is written with the lease's TTL: the server forgets it when the lease runs out.
+        Ok(self.owner_row(shard).await?.and_then(|row| row.owner))
+    }
+
     async fn release_shard(&self, shard: &ShardKey, owner: &str, epoch: Epoch) -> Result<(), StoreError> {
         self.inner.leases.release(shard, owner, epoch);
         let (ha, community) = shard_columns(shard);

@@ -1,0 +1,245 @@
+//! Requests for a shard another node holds, sent on to that node once.
+//!
+//! Nodes sharing one store each hold some shards' leases (DECISIONS 15). A
+//! request that reaches a node without the shard's actor fails there with
+//! `SHARD_UNAVAILABLE`, marked with the shard it wanted (`notHere`). Before
+//! answering, the gateway asks the store who holds that shard's lease; if it
+//! is a peer named in `cluster.peers`, the request's body and credentials go
+//! to that peer, and the peer's answer is the answer.
+//!
+//! Only when nothing was done here: every top-level field of the response is
+//! null and every shard it wanted is held by that one peer, so a mutation is
+//! never applied twice. A forwarded request carries `x-attach-forwarded-by`
+//! and is never forwarded again. With the cluster's shared secret it is not
+//! rate limited again either: the first node counted it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_graphql::Value;
+use attach_actors::domain::ShardKey;
+use attach_actors::system::AttachSystem;
+use axum::body::Bytes;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use tracing::warn;
+
+use crate::config::ClusterSettings;
+
+/// Names the node that forwarded a request.
+pub const FORWARDED_BY: &str = "x-attach-forwarded-by";
+/// The cluster's shared secret, on a forwarded request.
+pub const CLUSTER_SECRET: &str = "x-attach-cluster-secret";
+/// The extension marking an error for a shard this node does not run.
+pub const NOT_HERE: &str = "notHere";
+
+/// Headers a forwarded request keeps.
+const KEPT: [header::HeaderName; 4] =
+    [header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT, header::HeaderName::from_static("traceparent")];
+
+/// Where this node sends requests for shards its peers hold.
+pub struct Forwarder {
+    me: String,
+    /// Node name → its GraphQL endpoint.
+    peers: HashMap<String, String>,
+    secret: Option<String>,
+    client: reqwest::Client,
+    forwarded: AtomicU64,
+}
+
+impl Forwarder {
+    /// The forwarder `cluster` describes for node `me`; `None` without peers.
+    pub fn from_settings(me: &str, cluster: &ClusterSettings, timeout: Duration) -> anyhow::Result<Option<Self>> {
+        let peers: HashMap<_, _> =
+            cluster.peer_urls()?.into_iter().map(|(name, url)| (name, format!("{url}/graphql"))).collect();
+        if peers.is_empty() {
+            return Ok(None);
+        }
+        let client = reqwest::Client::builder().timeout(timeout).build()?;
+        let secret = Some(cluster.secret.clone()).filter(|s| !s.is_empty());
+        Ok(Some(Forwarder { me: me.to_string(), peers, secret, client, forwarded: AtomicU64::new(0) }))
+    }
+
+    /// Requests sent on to a peer so far.
+    pub fn forwarded(&self) -> u64 {
+        self.forwarded.load(Ordering::Relaxed)
+    }
+
+    /// Whether `headers` come from a peer that forwarded the request with the cluster's secret.
+    pub fn is_trusted_hop(cluster: &ClusterSettings, headers: &HeaderMap) -> bool {
+        !cluster.secret.is_empty()
+            && headers.contains_key(FORWARDED_BY)
+            && headers.get(CLUSTER_SECRET).is_some_and(|v| constant_time_eq(v.as_bytes(), cluster.secret.as_bytes()))
+    }
+
+    /// The endpoint of the peer to send this request to, if it should go: it
+    /// was not forwarded already, nothing in `response` was done here, and
+    /// the one node holding every shard it wanted is a peer.
+    pub async fn target(
+        &self,
+        system: &AttachSystem,
+        headers: &HeaderMap,
+        response: &async_graphql::Response,
+    ) -> Option<&str> {
+        if headers.contains_key(FORWARDED_BY) {
+            return None;
+        }
+        let shards = wanted(response);
+        if shards.is_empty() || !nothing_done(response) {
+            return None;
+        }
+        let mut owner = None;
+        for shard in &shards {
+            let holder = system.shard_owner(shard).await?;
+            if holder == self.me || owner.as_ref().is_some_and(|o| o != &holder) {
+                return None;
+            }
+            owner = Some(holder);
+        }
+        self.peers.get(&owner?).map(String::as_str)
+    }
+
+    /// Sends the request to `endpoint` and answers with its response; `None`
+    /// if the peer could not be reached (the caller answers as it would have).
+    pub async fn send(&self, endpoint: &str, headers: &HeaderMap, body: Bytes) -> Option<Response> {
+        let mut request = self.client.post(endpoint).body(body).header(FORWARDED_BY, &self.me);
+        for name in &KEPT {
+            if let Some(value) = headers.get(name) {
+                request = request.header(name, value);
+            }
+        }
+        if let Some(secret) = &self.secret {
+            request = request.header(CLUSTER_SECRET, secret);
+        }
+        let answer = match request.send().await {
+            Ok(answer) => answer,
+            Err(e) => {
+                warn!(error = %e, endpoint, "could not forward a request to the node holding its shard");
+                return None;
+            }
+        };
+        let status = StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+        let content_type = answer.headers().get(header::CONTENT_TYPE).cloned();
+        let bytes = match answer.bytes().await {
+            Ok(b) => b,
+            Err(e) => {
+                warn!(error = %e, endpoint, "the node holding a shard did not finish its answer");
+                return None;
+            }
+        };
+        self.forwarded.fetch_add(1, Ordering::Relaxed);
+        let mut response = (status, bytes).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Some(ct) = content_type {
+            headers.insert(header::CONTENT_TYPE, ct);
+        }
+        Some(response)
+    }
+}
+
+/// The shards the response's errors wanted and this node does not run.
+fn wanted(response: &async_graphql::Response) -> Vec<ShardKey> {
+    let mut shards: Vec<ShardKey> = response
+        .errors
+        .iter()
+        .filter_map(|e| match e.extensions.as_ref()?.get(NOT_HERE)? {
+            Value::String(s) => ShardKey::parse(s).ok(),
+            _ => None,
+        })
+        .collect();
+    shards.sort();
+    shards.dedup();
+    shards
+}
+
+/// Whether nothing was answered, so nothing was done: every top-level field is null.
+fn nothing_done(response: &async_graphql::Response) -> bool {
+    match &response.data {
+        Value::Null => true,
+        Value::Object(fields) => fields.values().all(|v| matches!(v, Value::Null)),
+        _ => false,
+    }
+}
+
+/// Takes the internal `notHere` marks out of a response before it leaves.
+pub fn strip_marks(response: &mut async_graphql::Response) {
+    for error in &mut response.errors {
+        if let Some(ext) = error.extensions.as_mut() {
+            ext.unset(NOT_HERE);
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_graphql::{ErrorExtensionValues, Name, PathSegment, ServerError};
+
+    fn not_here(shard: &str) -> ServerError {
+        let mut e = ServerError::new("community is restarting", None);
+        e.path = vec![PathSegment::Field("registerHousehold".into())];
+        let mut ext = ErrorExtensionValues::default();
+        ext.set("code", "SHARD_UNAVAILABLE");
+        ext.set(NOT_HERE, shard);
+        e.extensions = Some(ext);
+        e
+    }
+
+    fn response(fields: &[(&str, Value)], errors: Vec<ServerError>) -> async_graphql::Response {
+        let data = Value::Object(fields.iter().map(|(k, v)| (Name::new(k), v.clone())).collect());
+        let mut r = async_graphql::Response::new(data);
+        r.errors = errors;
+        r
+    }
+
+    #[test]
+    fn only_a_response_with_nothing_done_may_go_elsewhere() {
+        let failed = response(&[("registerHousehold", Value::Null)], vec![not_here("IHA/111")]);
+        assert_eq!(wanted(&failed), [ShardKey::parse("IHA/111").unwrap()]);
+        assert!(nothing_done(&failed));
+        let half = response(
+            &[("a", Value::String("done".into())), ("b", Value::Null)],
+            vec![not_here("IHA/111"), not_here("IHA/111")],
+        );
+        assert_eq!(wanted(&half).len(), 1, "one shard, named twice");
+        assert!(!nothing_done(&half), "a field was answered: a mutation may have been applied");
+        assert!(wanted(&response(&[("a", Value::Null)], vec![])).is_empty());
+    }
+
+    #[test]
+    fn marks_are_taken_out_and_the_code_stays() {
+        let mut r = response(&[("registerHousehold", Value::Null)], vec![not_here("IHA/111")]);
+        strip_marks(&mut r);
+        let ext = r.errors[0].extensions.as_ref().unwrap();
+        assert!(ext.get(NOT_HERE).is_none());
+        assert!(ext.get("code").is_some());
+    }
+
+    #[test]
+    fn peers_parse_and_a_hop_is_trusted_only_with_the_secret() {
+        let cluster = ClusterSettings { peers: vec!["node-b = http://10.0.0.2:8080/".into()], secret: "s3".into() };
+        let f = Forwarder::from_settings("node-a", &cluster, Duration::from_secs(1)).unwrap().unwrap();
+        assert_eq!(f.peers["node-b"], "http://10.0.0.2:8080/graphql");
+        let bad = ClusterSettings { peers: vec!["node-b".into()], ..ClusterSettings::default() };
+        assert!(Forwarder::from_settings("node-a", &bad, Duration::from_secs(1)).is_err());
+        assert!(
+            Forwarder::from_settings("node-a", &ClusterSettings::default(), Duration::from_secs(1)).unwrap().is_none()
+        );
+
+        let mut headers = HeaderMap::new();
+        headers.insert(FORWARDED_BY, HeaderValue::from_static("node-b"));
+        assert!(!Forwarder::is_trusted_hop(&cluster, &headers), "no secret");
+        headers.insert(CLUSTER_SECRET, HeaderValue::from_static("s4"));
+        assert!(!Forwarder::is_trusted_hop(&cluster, &headers), "the wrong secret");
+        headers.insert(CLUSTER_SECRET, HeaderValue::from_static("s3"));
+        assert!(Forwarder::is_trusted_hop(&cluster, &headers));
+        let open = ClusterSettings { secret: String::new(), ..cluster };
+        assert!(!Forwarder::is_trusted_hop(&open, &headers), "without a configured secret nothing is trusted");
+    }
+}

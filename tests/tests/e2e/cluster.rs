@@ -1,0 +1,114 @@
+//! Nodes sharing one store, each a real gateway on its own loopback port (in
+//! this process, because only one process may open an embedded store; in
+//! production the nodes share ScyllaDB). A request that reaches a node
+//! without its shard is answered by the node holding the shard's lease.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use attach_actors::store::Store;
+use attach_actors::store::embedded::{EmbeddedOptions, EmbeddedStore};
+use attach_gateway::config::Settings;
+use attach_gateway::startup::Application;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+use crate::helpers::{phn, repo_root};
+
+struct Node {
+    url: String,
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+async fn node(dir: &Path, store: Arc<dyn Store>, name: &str, peers: Vec<String>, anonymous_burst: u32) -> Node {
+    let mut settings = Settings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.to_path_buf(),
+        regions: repo_root().join("infra/regions/bc.toml"),
+        node: Some(name.to_string()),
+        ..Settings::default()
+    };
+    settings.cluster.peers = peers;
+    settings.cluster.secret = "cluster-test-secret".to_string();
+    // One request's worth a minute: a second direct call in the test is refused.
+    settings.limits.rate.anonymous_per_ip.per_minute = 1;
+    settings.limits.rate.anonymous_per_ip.burst = anonymous_burst;
+    let app = Application::build_with_store(settings, store).await.unwrap();
+    let url = format!("http://127.0.0.1:{}", app.port());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(app.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+    Node { url, stop, task }
+}
+
+async fn wait_for(http: &reqwest::Client, url: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !http.get(url).send().await.is_ok_and(|r| r.status().is_success()) {
+        assert!(Instant::now() < deadline, "{url} never answered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn post(http: &reqwest::Client, node: &Node, query: &str, variables: Value) -> (u16, Value) {
+    let r = http.post(format!("{}/graphql", node.url)).json(&json!({ "query": query, "variables": variables }));
+    let r = r.send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+fn metric(text: &str, name: &str) -> Option<u64> {
+    text.lines().find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok()).map(|v| v as u64)
+}
+
+const REGISTER: &str = "mutation($i: RegisterHouseholdInput!) { registerHousehold(input: $i) { reference status } }";
+const STATUS: &str = "query($r: ID!) { registration(reference: $r) { status } }";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_for_a_shard_another_node_holds_is_answered_by_that_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> =
+        Arc::new(EmbeddedStore::open(&dir.path().join("attach.redb"), EmbeddedOptions::default()).unwrap());
+    let http = reqwest::Client::new();
+
+    // Node A starts first and takes every shard's lease.
+    let a = node(dir.path(), store.clone(), "node-a", vec![], 1).await;
+    wait_for(&http, &format!("{}/readyz", a.url)).await;
+    // B and C start on the same store and hold nothing; B knows where A is, C does not.
+    let b = node(dir.path(), store.clone(), "node-b", vec![format!("node-a={}", a.url)], 100).await;
+    let c = node(dir.path(), store.clone(), "node-c", vec![], 100).await;
+    wait_for(&http, &format!("{}/healthz", b.url)).await;
+    wait_for(&http, &format!("{}/healthz", c.url)).await;
+
+    // Through B: a registration, and then its status, are A's to answer.
+    let member = json!({ "phn": phn(1), "givenName": "Ana", "surname": "Silva", "dateOfBirth": "1990-02-03" });
+    let input = json!({ "i": { "community": "111", "postalCode": "V0B 1M0", "members": [member] } });
+    let (status, body) = post(&http, &b, REGISTER, input.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.get("errors").is_none(), "{body}");
+    let reference = body["data"]["registerHousehold"]["reference"].as_str().unwrap().to_string();
+    let (_, body) = post(&http, &b, STATUS, json!({ "r": reference })).await;
+    assert_eq!(body["data"]["registration"]["status"], "WAITING", "{body}");
+    let on_b = http.get(format!("{}/metrics", b.url)).send().await.unwrap().text().await.unwrap();
+    assert_eq!(metric(&on_b, "attach_forwarded_requests_total"), Some(2));
+    let on_a = http.get(format!("{}/metrics", a.url)).send().await.unwrap().text().await.unwrap();
+    assert_eq!(metric(&on_a, "attach_shard_waiting_households{shard=\"IHA/111\"}"), Some(1), "A holds it");
+
+    // A counted neither forwarded request against its own anonymous quota of one:
+    // B (which has the cluster's secret) had counted them already.
+    let (direct, _) = post(&http, &a, STATUS, json!({ "r": reference })).await;
+    assert_eq!(direct, 200);
+    let (again, _) = post(&http, &a, STATUS, json!({ "r": reference })).await;
+    assert_eq!(again, 429, "A's own quota applies to calls made to it directly");
+
+    // C has no peers: the shard is unavailable there, and the internal mark does not leak.
+    let (_, body) = post(&http, &c, STATUS, json!({ "r": reference })).await;
+    assert_eq!(body["errors"][0]["extensions"]["code"], "SHARD_UNAVAILABLE", "{body}");
+    assert!(body["errors"][0]["extensions"].get("notHere").is_none(), "{body}");
+
+    for n in [c, b, a] {
+        let _ = n.stop.send(());
+        n.task.await.unwrap().unwrap();
+    }
+}
