@@ -214,6 +214,36 @@ impl AttachSystem {
         &self.config
     }
 
+    /// Hands back to node `to` the shards it should hold and this node runs
+    /// (standing in for it while it was away); answers how many.
+    pub fn hand_back(&self, to: &str) -> usize {
+        let Some(placement) = &self.config.placement else { return 0 };
+        let keys: Vec<ShardKey> = self
+            .regions
+            .shards()
+            .filter(|k| placement.preferred(k) == to && !placement.is_mine(k))
+            .filter(|k| self.directory.actor(k).is_some())
+            .cloned()
+            .collect();
+        let supervisors = self.supervisors.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        for key in &keys {
+            // Each supervisor ignores shards that are not its own.
+            for s in &supervisors {
+                let _ = s.cast(SupervisorMsg::HandBack(key.clone()));
+            }
+        }
+        keys.len()
+    }
+
+    /// Shards running here of those this node should run: every shard, or
+    /// under a placement the ones it is preferred for.
+    pub fn readiness(&self) -> (usize, usize) {
+        match &self.config.placement {
+            Some(p) => self.directory.running_of(|k| p.is_mine(k)),
+            None => self.directory.running(),
+        }
+    }
+
     /// This node's name: the owner its shard leases carry.
     pub fn node(&self) -> &str {
         &self.owner

@@ -454,7 +454,12 @@ impl Settings {
             );
         }
         crate::client_ip::ClientIp::from_settings(rate)?;
-        self.cluster.peer_urls()?;
+        if !self.cluster.peer_urls()?.is_empty() {
+            anyhow::ensure!(
+                self.node.is_some(),
+                "cluster.peers needs this node's own name in `node`, as its peers list it"
+            );
+        }
         anyhow::ensure!(rate.shared_timeout_ms > 0, "limits.rate.shared_timeout_ms must be at least 1");
         anyhow::ensure!(
             self.limits.subscriptions_per_principal > 0,
@@ -517,7 +522,18 @@ impl Settings {
             call_timeout: Duration::from_secs(self.shard.call_timeout_secs.max(1)),
             panel_chunk_rows: self.shard.panel_chunk_rows.max(1),
             transfer_chunk: self.shard.transfer_chunk.max(1),
+            placement: self.placement(),
         }
+    }
+
+    /// Which node should hold each shard: with peers, this node among them.
+    pub fn placement(&self) -> Option<std::sync::Arc<attach_actors::shard::Placement>> {
+        let peers = self.cluster.peer_urls().ok()?;
+        if peers.is_empty() {
+            return None;
+        }
+        let names = peers.into_iter().map(|(name, _)| name);
+        Some(std::sync::Arc::new(attach_actors::shard::Placement::new(&self.node_name(), names)))
     }
 }
 

@@ -33,6 +33,8 @@ pub const FORWARDED_BY: &str = "x-attach-forwarded-by";
 pub const CLUSTER_SECRET: &str = "x-attach-cluster-secret";
 /// The extension marking an error for a shard this node does not run.
 pub const NOT_HERE: &str = "notHere";
+/// Where a peer asks this node to hand back its shards (with the cluster's secret).
+pub const HAND_BACK_PATH: &str = "/cluster/hand-back";
 
 /// Headers a forwarded request keeps.
 const KEPT: [header::HeaderName; 4] =
@@ -41,7 +43,7 @@ const KEPT: [header::HeaderName; 4] =
 /// Where this node sends requests for shards its peers hold.
 pub struct Forwarder {
     me: String,
-    /// Node name → its GraphQL endpoint.
+    /// Node name → its base URL.
     peers: HashMap<String, String>,
     secret: Option<String>,
     client: reqwest::Client,
@@ -51,8 +53,7 @@ pub struct Forwarder {
 impl Forwarder {
     /// The forwarder `cluster` describes for node `me`; `None` without peers.
     pub fn from_settings(me: &str, cluster: &ClusterSettings, timeout: Duration) -> anyhow::Result<Option<Self>> {
-        let peers: HashMap<_, _> =
-            cluster.peer_urls()?.into_iter().map(|(name, url)| (name, format!("{url}/graphql"))).collect();
+        let peers: HashMap<_, _> = cluster.peer_urls()?.into_iter().collect();
         if peers.is_empty() {
             return Ok(None);
         }
@@ -73,15 +74,40 @@ impl Forwarder {
             && headers.get(CLUSTER_SECRET).is_some_and(|v| constant_time_eq(v.as_bytes(), cluster.secret.as_bytes()))
     }
 
-    /// The endpoint of the peer to send this request to, if it should go: it
-    /// was not forwarded already, nothing in `response` was done here, and
-    /// the one node holding every shard it wanted is a peer.
+    /// Asks every peer to hand back the shards this node should hold (it has
+    /// just started; they stood in for it). Best effort: a peer that does not
+    /// answer keeps them until its lease on them is released or runs out.
+    pub async fn ask_hand_back(&self) {
+        for (name, base) in &self.peers {
+            let mut request =
+                self.client.post(format!("{base}{HAND_BACK_PATH}")).json(&serde_json::json!({ "node": self.me }));
+            if let Some(secret) = &self.secret {
+                request = request.header(CLUSTER_SECRET, secret);
+            }
+            match request.send().await {
+                Ok(r) if r.status().is_success() => {
+                    tracing::info!(peer = %name, "asked the peer to hand back this node's shards")
+                }
+                Ok(r) => warn!(peer = %name, status = %r.status(), "a peer refused to hand back shards"),
+                Err(e) => warn!(peer = %name, error = %e, "could not reach a peer to ask for this node's shards"),
+            }
+        }
+    }
+
+    /// Whether `node` is one of the peers.
+    pub fn knows(&self, node: &str) -> bool {
+        self.peers.contains_key(node)
+    }
+
+    /// The GraphQL endpoint of the peer to send this request to, if it should
+    /// go: it was not forwarded already, nothing in `response` was done here,
+    /// and the one node holding every shard it wanted is a peer.
     pub async fn target(
         &self,
         system: &AttachSystem,
         headers: &HeaderMap,
         response: &async_graphql::Response,
-    ) -> Option<&str> {
+    ) -> Option<String> {
         if headers.contains_key(FORWARDED_BY) {
             return None;
         }
@@ -97,7 +123,7 @@ impl Forwarder {
             }
             owner = Some(holder);
         }
-        self.peers.get(&owner?).map(String::as_str)
+        self.peers.get(&owner?).map(|base| format!("{base}/graphql"))
     }
 
     /// Sends the request to `endpoint` and answers with its response; `None`
@@ -172,7 +198,8 @@ pub fn strip_marks(response: &mut async_graphql::Response) {
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+/// Compares secrets without stopping at the first difference.
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -225,7 +252,8 @@ mod tests {
     fn peers_parse_and_a_hop_is_trusted_only_with_the_secret() {
         let cluster = ClusterSettings { peers: vec!["node-b = http://10.0.0.2:8080/".into()], secret: "s3".into() };
         let f = Forwarder::from_settings("node-a", &cluster, Duration::from_secs(1)).unwrap().unwrap();
-        assert_eq!(f.peers["node-b"], "http://10.0.0.2:8080/graphql");
+        assert_eq!(f.peers["node-b"], "http://10.0.0.2:8080");
+        assert!(f.knows("node-b") && !f.knows("node-c"));
         let bad = ClusterSettings { peers: vec!["node-b".into()], ..ClusterSettings::default() };
         assert!(Forwarder::from_settings("node-a", &bad, Duration::from_secs(1)).is_err());
         assert!(

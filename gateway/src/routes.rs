@@ -78,6 +78,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route(crate::forward::HAND_BACK_PATH, axum::routing::post(hand_back))
         .layer(axum::middleware::from_fn(crate::telemetry::http_span))
         .with_state(state)
 }
@@ -303,7 +304,7 @@ async fn execute(state: &AppState, principal: Option<Principal>, headers: &Heade
     ensure_codes(&mut response);
     if let Some(forwarder) = &state.forwarder
         && let Some(endpoint) = forwarder.target(&state.system, headers, &response).await
-        && let Some(answer) = forwarder.send(endpoint, headers, original).await
+        && let Some(answer) = forwarder.send(&endpoint, headers, original).await
     {
         return answer;
     }
@@ -334,8 +335,28 @@ async fn metrics(State(state): State<AppState>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
+/// `POST /cluster/hand-back` `{"node": NAME}`, from a peer that has just
+/// started, with the cluster's secret: stop running the shards it should hold.
+async fn hand_back(State(state): State<AppState>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    let secret = &state.cluster.secret;
+    let given = headers.get(crate::forward::CLUSTER_SECRET).map(|v| v.as_bytes()).unwrap_or_default();
+    if secret.is_empty() || !crate::forward::constant_time_eq(given, secret.as_bytes()) {
+        return (StatusCode::FORBIDDEN, "the cluster's secret is needed to ask for shards").into_response();
+    }
+    let node = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["node"].as_str().map(str::to_string))
+        .filter(|n| state.forwarder.as_ref().is_some_and(|f| f.knows(n)));
+    let Some(node) = node else {
+        return (StatusCode::BAD_REQUEST, "the body names no peer of this node: {\"node\": NAME}").into_response();
+    };
+    let handed = state.system.hand_back(&node);
+    tracing::info!(peer = %node, shards = handed, "handing shards back");
+    Json(json!({ "handedBack": handed })).into_response()
+}
+
 async fn readyz(State(state): State<AppState>) -> Response {
-    let (up, total) = state.system.directory().running();
+    let (up, total) = state.system.readiness();
     let started = state.started.load(Ordering::Acquire);
     // A feed that is down does not make the node unready: mutations stay
     // durable and subscribers catch up; the state is reported for operators.

@@ -120,6 +120,7 @@ impl Application {
         let init = tokio::spawn({
             let system = system.clone();
             let started = started.clone();
+            let forwarder = forwarder.clone();
             async move {
                 if let Some(size) = demo {
                     let report = demo::seed(store.as_ref(), &regions, size, Timestamp::now())
@@ -128,6 +129,9 @@ impl Application {
                     info!(?report, "demo data");
                 }
                 system.start().await?;
+                if let Some(forwarder) = &forwarder {
+                    forwarder.ask_hand_back().await;
+                }
                 system.resume_moves().await;
                 let resumed = system.resume_transfers().await;
                 if resumed > 0 {

@@ -49,6 +49,9 @@ pub struct ShardConfig {
     pub panel_chunk_rows: usize,
     /// Patients a panel transfer moves per step.
     pub transfer_chunk: usize,
+    /// Which node should hold each shard, when several share the store; none:
+    /// this node takes every shard it can.
+    pub placement: Option<std::sync::Arc<super::Placement>>,
 }
 
 impl Default for ShardConfig {
@@ -62,6 +65,7 @@ impl Default for ShardConfig {
             call_timeout: Duration::from_secs(30),
             panel_chunk_rows: 1000,
             transfer_chunk: 500,
+            placement: None,
         }
     }
 }

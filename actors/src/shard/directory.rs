@@ -56,6 +56,18 @@ impl ShardDirectory {
         }
     }
 
+    /// The running actor of a shard, if it runs here.
+    pub(crate) fn actor(&self, key: &ShardKey) -> Option<ActorRef<ShardMsg>> {
+        self.slots.get(key).and_then(|s| s.actor.read().ok().and_then(|a| a.clone()))
+    }
+
+    /// How many of the shards `wanted` picks are running, of how many.
+    pub fn running_of(&self, wanted: impl Fn(&ShardKey) -> bool) -> (usize, usize) {
+        let mine: Vec<_> = self.slots.iter().filter(|(k, _)| wanted(k)).collect();
+        let up = mine.iter().filter(|(_, s)| s.actor.read().map(|a| a.is_some()).unwrap_or(false)).count();
+        (up, mine.len())
+    }
+
     /// How many shards are running, of how many.
     pub fn running(&self) -> (usize, usize) {
         let up = self.slots.values().filter(|s| s.actor.read().map(|a| a.is_some()).unwrap_or(false)).count();

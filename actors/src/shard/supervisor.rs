@@ -19,6 +19,10 @@ use super::directory::ShardDirectory;
 pub enum SupervisorMsg {
     /// Try again to start a shard whose restart failed.
     Restart(ShardKey),
+    /// Stop running a shard here (releasing its lease) so the node it belongs
+    /// to can take it; try it again only after a lease, to stand in if that
+    /// node does not.
+    HandBack(ShardKey),
 }
 
 /// What a supervisor starts with.
@@ -43,6 +47,8 @@ pub struct SupervisorState {
     children: HashMap<ractor::ActorId, ShardKey>,
     /// Recent restarts per shard, to back off from a crash loop.
     restarts: HashMap<ShardKey, Vec<Instant>>,
+    /// Shards being handed back: when their actor ends, wait before trying again.
+    handing_back: std::collections::HashSet<ShardKey>,
 }
 
 impl Actor for HaSupervisor {
@@ -61,13 +67,20 @@ impl Actor for HaSupervisor {
             args: args.shards.iter().map(|a| (a.key.clone(), a.clone())).collect(),
             children: HashMap::new(),
             restarts: HashMap::new(),
+            handing_back: Default::default(),
         };
         // Start every shard; one that fails to load is retried, not fatal to its neighbours.
+        // A shard another node should hold waits a lease first, so that node takes it if it is up.
         for shard in args.shards {
             let key = shard.key.clone();
             let lease = shard.store.lease();
+            if !is_mine(&shard) {
+                myself.send_after(lease, move || SupervisorMsg::Restart(key));
+                continue;
+            }
+            let delay = retry_delay(&shard);
             if let Err(e) = start(&myself, &mut state, shard).await {
-                retry_later(&myself, key, e.as_ref(), lease);
+                retry_later(&myself, key, e.as_ref(), delay);
             }
         }
         info!(ha = state.ha.as_str(), shards = state.children.len(), "health authority supervisor started");
@@ -81,7 +94,20 @@ impl Actor for HaSupervisor {
         state: &mut SupervisorState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            SupervisorMsg::Restart(key) => restart(&myself, state, key).await,
+            SupervisorMsg::Restart(key) => {
+                // A shard handed back and restarted meanwhile by a supervision event is already running.
+                if state.directory.actor(&key).is_none() {
+                    restart(&myself, state, key).await;
+                }
+            }
+            SupervisorMsg::HandBack(key) => {
+                let Some(actor) = state.args.contains_key(&key).then(|| state.directory.actor(&key)).flatten() else {
+                    return Ok(());
+                };
+                info!(shard = %key, "handing the shard back to the node it belongs to");
+                state.handing_back.insert(key);
+                actor.stop(Some("handed back".into()));
+            }
         }
         Ok(())
     }
@@ -101,6 +127,12 @@ impl Actor for HaSupervisor {
         };
         if let Some(key) = state.children.remove(&cell.get_id()) {
             state.directory.remove(&key);
+            if state.handing_back.remove(&key) {
+                // Stand in again only if the node it went to has not taken it within a lease.
+                let lease = state.args.get(&key).map_or(Duration::from_secs(15), |a| a.store.lease());
+                myself.send_after(lease, move || SupervisorMsg::Restart(key));
+                return Ok(());
+            }
             warn!(shard = %key, %why, "shard actor ended; restarting it from the store");
             restart(&myself, state, key).await;
         }
@@ -133,10 +165,26 @@ async fn restart(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState, 
         myself.send_after(backoff, move || SupervisorMsg::Restart(key));
         return;
     }
-    let lease = args.store.lease();
+    let delay = retry_delay(&args);
     if let Err(e) = start(myself, state, args).await {
-        retry_later(myself, key, e.as_ref(), lease);
+        retry_later(myself, key, e.as_ref(), delay);
     }
+}
+
+/// How long to wait before trying a shard another node holds again: a lease
+/// (the earliest it can have run out), or a quarter of one for a shard this
+/// node should hold under a placement, which its stand-in is handing back.
+fn retry_delay(args: &ShardArgs) -> Duration {
+    let lease = args.store.lease();
+    match &args.config.placement {
+        Some(p) if p.is_mine(&args.key) => lease / 4,
+        _ => lease,
+    }
+}
+
+/// Whether this node should hold the shard (always, without a placement).
+fn is_mine(args: &ShardArgs) -> bool {
+    args.config.placement.as_ref().is_none_or(|p| p.is_mine(&args.key))
 }
 
 /// Schedules another start of a shard that failed to start: after a second,

@@ -7,6 +7,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use attach_actors::domain::ShardKey;
+use attach_actors::shard::Placement;
 use attach_actors::store::Store;
 use attach_actors::store::embedded::{EmbeddedOptions, EmbeddedStore};
 use attach_gateway::config::Settings;
@@ -23,8 +25,19 @@ struct Node {
 }
 
 async fn node(dir: &Path, store: Arc<dyn Store>, name: &str, peers: Vec<String>, anonymous_burst: u32) -> Node {
+    node_on(dir, store, name, peers, anonymous_burst, "127.0.0.1:0").await
+}
+
+async fn node_on(
+    dir: &Path,
+    store: Arc<dyn Store>,
+    name: &str,
+    peers: Vec<String>,
+    anonymous_burst: u32,
+    listen: &str,
+) -> Node {
     let mut settings = Settings {
-        listen: "127.0.0.1:0".parse().unwrap(),
+        listen: listen.parse().unwrap(),
         data_dir: dir.to_path_buf(),
         regions: repo_root().join("infra/regions/bc.toml"),
         node: Some(name.to_string()),
@@ -35,6 +48,7 @@ async fn node(dir: &Path, store: Arc<dyn Store>, name: &str, peers: Vec<String>,
     // One request's worth a minute: a second direct call in the test is refused.
     settings.limits.rate.anonymous_per_ip.per_minute = 1;
     settings.limits.rate.anonymous_per_ip.burst = anonymous_burst;
+    settings.shard.lease_secs = 3;
     let app = Application::build_with_store(settings, store).await.unwrap();
     let url = format!("http://127.0.0.1:{}", app.port());
     let (stop, stopped) = oneshot::channel::<()>();
@@ -111,4 +125,99 @@ async fn a_request_for_a_shard_another_node_holds_is_answered_by_that_node() {
         let _ = n.stop.send(());
         n.task.await.unwrap().unwrap();
     }
+}
+
+/// Whether every shard is held by the node `placement` prefers, as the store says.
+async fn spread_as_preferred(store: &dyn Store, shards: &[ShardKey], placement: &Placement) -> bool {
+    for s in shards {
+        if store.shard_owner(s).await.unwrap().as_deref() != Some(placement.preferred(s)) {
+            return false;
+        }
+    }
+    true
+}
+
+async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !check().await {
+        assert!(Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_are_spread_handed_back_to_a_returning_node_and_stood_in_for_when_it_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let lease = Duration::from_secs(3);
+    let options = EmbeddedOptions { lease, ..EmbeddedOptions::default() };
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&dir.path().join("attach.redb"), options).unwrap());
+    let http = reqwest::Client::new();
+    let (port_a, port_b) = (free_port(), free_port());
+    let (url_a, url_b) = (format!("http://127.0.0.1:{port_a}"), format!("http://127.0.0.1:{port_b}"));
+    let regions = attach_actors::regions::Regions::load(&repo_root().join("infra/regions/bc.toml")).unwrap();
+    let shards: Vec<ShardKey> = regions.shards().cloned().collect();
+    let placement = Placement::new("node-a", ["node-b".to_string()]);
+    let b_shard = shards.iter().find(|s| placement.preferred(s) == "node-b").unwrap().clone();
+    let b_community = b_shard.community.as_str().to_string();
+
+    // A alone: its own shards at once, B's after a lease (standing in).
+    let start_a = |store: Arc<dyn Store>| {
+        let (dir, url_b) = (dir.path().to_path_buf(), url_b.clone());
+        async move {
+            node_on(&dir, store, "node-a", vec![format!("node-b={url_b}")], 100, &format!("127.0.0.1:{port_a}")).await
+        }
+    };
+    let a = start_a(store.clone()).await;
+    wait_for(&http, &format!("{url_a}/readyz")).await;
+    let all_a = async || {
+        for s in &shards {
+            if store.shard_owner(s).await.unwrap().as_deref() != Some("node-a") {
+                return false;
+            }
+        }
+        true
+    };
+    eventually("A stands in for B's shards", all_a).await;
+
+    // B starts and asks for its shards: A hands them back.
+    let b = node_on(
+        dir.path(),
+        store.clone(),
+        "node-b",
+        vec![format!("node-a={url_a}")],
+        100,
+        &format!("127.0.0.1:{port_b}"),
+    )
+    .await;
+    wait_for(&http, &format!("{url_b}/readyz")).await;
+    eventually("each shard on its preferred node", async || {
+        spread_as_preferred(store.as_ref(), &shards, &placement).await
+    })
+    .await;
+    let held_by_b = shards.iter().filter(|s| placement.preferred(s) == "node-b").count();
+    assert!(held_by_b > 10 && held_by_b < shards.len() - 10, "B holds {held_by_b} of {}", shards.len());
+
+    // Either node answers for either's shards.
+    let member = json!({ "phn": phn(2), "givenName": "Ana", "surname": "Silva", "dateOfBirth": "1990-02-03" });
+    let input = json!({ "i": { "community": b_community, "postalCode": "V0B 1M0", "members": [member] } });
+    let (status, body) = post(&http, &a, REGISTER, input).await;
+    assert_eq!(status, 200, "{body}");
+    let reference = body["data"]["registerHousehold"]["reference"].as_str().unwrap().to_string();
+    let (_, body) = post(&http, &b, STATUS, json!({ "r": reference })).await;
+    assert_eq!(body["data"]["registration"]["status"], "WAITING", "{body}");
+
+    // B stops (releasing its leases): A stands in again, and still answers.
+    let _ = b.stop.send(());
+    b.task.await.unwrap().unwrap();
+    eventually("A takes B's shards again", all_a).await;
+    let (_, body) = post(&http, &a, STATUS, json!({ "r": reference })).await;
+    assert_eq!(body["data"]["registration"]["status"], "WAITING", "{body}");
+
+    let _ = a.stop.send(());
+    a.task.await.unwrap().unwrap();
+    let _ = lease;
 }
