@@ -219,5 +219,4 @@ async fn shards_are_spread_handed_back_to_a_returning_node_and_stood_in_for_when
 
     let _ = a.stop.send(());
     a.task.await.unwrap().unwrap();
-    let _ = lease;
 }
