@@ -283,6 +283,11 @@ impl AttachSystem {
         if result.is_ok() && trail.drafts.iter().any(AuditDraft::is_committed) {
             return result;
         }
+        // The shard does not run here: nothing was read or changed, and the
+        // request goes on to the node that runs it, which records it there.
+        if result.as_ref().is_err_and(|e| e.not_here.is_some()) {
+            return result;
+        }
         let record = AuditRecord::new(trail.who, trail.op, trail.shard, trail.target, Outcome::of(&result));
         match self.store.append_audit(std::slice::from_ref(&record)).await {
             Ok(()) => result,

@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_graphql::Value;
 use attach_actors::domain::ShardKey;
@@ -48,7 +48,15 @@ pub struct Forwarder {
     secret: Option<String>,
     client: reqwest::Client,
     forwarded: AtomicU64,
+    /// Who held each shard when last asked, and when: the store is asked at
+    /// most once per [`OWNER_TTL`] per shard (on ScyllaDB, a serial read).
+    owners: std::sync::Mutex<HashMap<ShardKey, (String, Instant)>>,
 }
+
+/// How long an answer to "who holds this shard" is reused. A lease changes
+/// hands rarely; a request sent to a node that just lost the shard gets
+/// `SHARD_UNAVAILABLE` there (it is not forwarded twice), and the caller retries.
+const OWNER_TTL: Duration = Duration::from_secs(1);
 
 impl Forwarder {
     /// The forwarder `cluster` describes for node `me`; `None` without peers.
@@ -59,7 +67,14 @@ impl Forwarder {
         }
         let client = reqwest::Client::builder().timeout(timeout).build()?;
         let secret = Some(cluster.secret.clone()).filter(|s| !s.is_empty());
-        Ok(Some(Forwarder { me: me.to_string(), peers, secret, client, forwarded: AtomicU64::new(0) }))
+        Ok(Some(Forwarder {
+            me: me.to_string(),
+            peers,
+            secret,
+            client,
+            forwarded: AtomicU64::new(0),
+            owners: Default::default(),
+        }))
     }
 
     /// Requests sent on to a peer so far.
@@ -117,13 +132,26 @@ impl Forwarder {
         }
         let mut owner = None;
         for shard in &shards {
-            let holder = system.shard_owner(shard).await?;
+            let holder = self.owner(system, shard).await?;
             if holder == self.me || owner.as_ref().is_some_and(|o| o != &holder) {
                 return None;
             }
             owner = Some(holder);
         }
         self.peers.get(&owner?).map(|base| format!("{base}/graphql"))
+    }
+
+    /// Who holds `shard`, from the store or from an answer less than [`OWNER_TTL`] old.
+    async fn owner(&self, system: &AttachSystem, shard: &ShardKey) -> Option<String> {
+        let lock = || self.owners.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((owner, at)) = lock().get(shard)
+            && at.elapsed() < OWNER_TTL
+        {
+            return Some(owner.clone());
+        }
+        let owner = system.shard_owner(shard).await?;
+        lock().insert(shard.clone(), (owner.clone(), Instant::now()));
+        Some(owner)
     }
 
     /// Sends the request to `endpoint` and answers with its response; `None`

@@ -7,11 +7,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use attach_actors::access::Role;
 use attach_actors::domain::ShardKey;
 use attach_actors::shard::Placement;
 use attach_actors::store::Store;
 use attach_actors::store::embedded::{EmbeddedOptions, EmbeddedStore};
-use attach_gateway::config::Settings;
+use attach_gateway::auth::dev::{DevKey, TokenRequest};
+use attach_gateway::config::{AuthSettings, Settings};
 use attach_gateway::startup::Application;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -120,6 +122,33 @@ async fn a_request_for_a_shard_another_node_holds_is_answered_by_that_node() {
     let (_, body) = post(&http, &c, STATUS, json!({ "r": reference })).await;
     assert_eq!(body["errors"][0]["extensions"]["code"], "SHARD_UNAVAILABLE", "{body}");
     assert!(body["errors"][0]["extensions"].get("notHere").is_none(), "{body}");
+
+    // The audit log (one for all nodes: it is in the shared store) holds each
+    // access once, where it was served: the two reads A answered. Where the
+    // shard did not run, nothing was read and nothing was recorded.
+    let request = TokenRequest {
+        subject: "ops-1".into(),
+        role: Role::Operations,
+        scope: vec![],
+        provider: None,
+        ttl: Duration::from_secs(600),
+    };
+    let auth = AuthSettings::default();
+    let ops = DevKey::load(dir.path()).unwrap().mint(&auth.issuer, &auth.audience, &request).unwrap();
+    let log = http
+        .post(format!("{}/graphql", a.url))
+        .bearer_auth(ops)
+        .json(&json!({ "query": "{ auditLog(first: 50) { nodes { operation outcome } } }" }))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    let records = log["data"]["auditLog"]["nodes"].as_array().unwrap_or_else(|| panic!("{log}")).clone();
+    let count = |op: &str| records.iter().filter(|r| r["operation"] == op).count();
+    assert_eq!((count("registerHousehold"), count("readRegistration")), (1, 2), "{records:?}");
+    assert!(records.iter().all(|r| r["outcome"] == "OK"), "{records:?}");
 
     for n in [c, b, a] {
         let _ = n.stop.send(());
