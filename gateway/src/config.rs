@@ -559,6 +559,28 @@ mod tests {
     }
 
     #[test]
+    fn cluster_peers_come_from_the_environment_as_the_compose_file_sets_them() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("ATTACH_NODE", "attach-1");
+            jail.set_env("ATTACH_CLUSTER__PEERS", r#"["attach-2=http://attach-2:8080"]"#);
+            jail.set_env("ATTACH_CLUSTER__SECRET", "s3");
+            let s = Settings::load(None).map_err(|e| e.to_string())?;
+            let peers = s.cluster.peer_urls().map_err(|e| e.to_string())?;
+            assert_eq!(peers, [("attach-2".to_string(), "http://attach-2:8080".to_string())]);
+            let placement = s.placement().expect("peers give a placement");
+            let shard = attach_actors::domain::ShardKey::parse("IHA/111").unwrap();
+            assert!(["attach-1", "attach-2"].contains(&placement.preferred(&shard)));
+            Ok(())
+        });
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("ATTACH_CLUSTER__PEERS", r#"["attach-2=http://attach-2:8080"]"#);
+            let e = Settings::load(None).unwrap_err().to_string();
+            assert!(e.contains("`node`"), "peers without this node's name: {e}");
+            Ok(())
+        });
+    }
+
+    #[test]
     fn a_scylla_store_comes_from_the_file_and_the_environment() {
         figment::Jail::expect_with(|jail| {
             jail.create_file(
