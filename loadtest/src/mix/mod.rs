@@ -25,7 +25,8 @@ use self::scenarios::{Scenario, Target};
 /// Options of `run`.
 #[derive(clap::Args, Clone)]
 pub struct Args {
-    /// Base URL of a running Attach.
+    /// Base URL of a running Attach, or several nodes of one cluster separated
+    /// by commas: requests (and subscribers) go to each in turn.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     pub url: String,
     /// What to load: `province`, or a comma-separated list of `ha:CODE` and
@@ -93,6 +94,11 @@ pub struct Args {
     /// Write the report as a self-contained HTML page with charts here.
     #[arg(long)]
     pub html: Option<PathBuf>,
+}
+
+/// The base URLs `--url` names (one, or several separated by commas).
+pub fn base_urls(url: &str) -> Vec<String> {
+    url.split(',').map(|u| u.trim().trim_end_matches('/').to_string()).filter(|u| !u.is_empty()).collect()
 }
 
 /// Parses `name=weight,...` into scenarios with positive weights.
@@ -260,6 +266,11 @@ mod tests {
 
     #[test]
     fn mixes_parse_and_refuse_nonsense() {
+        assert_eq!(
+            base_urls("http://127.0.0.1:18401/, http://127.0.0.1:18402"),
+            ["http://127.0.0.1:18401", "http://127.0.0.1:18402"]
+        );
+        assert_eq!(base_urls("http://a:1"), ["http://a:1"]);
         let mix = parse_mix("register=5, waitlist=10,match=0").unwrap();
         assert_eq!(mix, vec![(Scenario::Register, 5), (Scenario::Waitlist, 10)]);
         assert!(parse_mix("dance=1").is_err());

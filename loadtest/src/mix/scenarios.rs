@@ -68,8 +68,8 @@ impl Scenario {
 
 /// The communities (and their providers) a run loads.
 pub struct Target {
-    /// GraphQL endpoint.
-    pub endpoint: String,
+    /// GraphQL endpoints: one per node given, used in turn.
+    pub endpoints: Vec<String>,
     /// Community codes.
     pub communities: Vec<String>,
     /// Provider ids homed in them (read when the mix reads panels).
@@ -79,7 +79,9 @@ pub struct Target {
 impl Target {
     /// Asks the server which communities `args.target` names, and their providers.
     pub async fn resolve(client: &reqwest::Client, args: &Args, recorder: &Recorder) -> anyhow::Result<Target> {
-        let endpoint = format!("{}/graphql", args.url.trim_end_matches('/'));
+        let endpoints: Vec<String> = super::base_urls(&args.url).iter().map(|u| format!("{u}/graphql")).collect();
+        ensure!(!endpoints.is_empty(), "--url names no server");
+        let endpoint = endpoints[0].clone();
         let regions =
             post(client, &endpoint, None, "{ healthAuthorities { code communities { code } } }", json!({}), recorder)
                 .await
@@ -123,7 +125,12 @@ impl Target {
                 }
             }
         }
-        Ok(Target { endpoint, communities, providers })
+        Ok(Target { endpoints, communities, providers })
+    }
+
+    /// The endpoint ticket `n` goes to: the nodes in turn.
+    pub fn endpoint(&self, n: u64) -> &str {
+        &self.endpoints[usize::try_from(n).unwrap_or(0) % self.endpoints.len()]
     }
 }
 
@@ -196,7 +203,7 @@ pub async fn send(
             args.token.as_deref(),
         ),
     };
-    let mut request = client.post(&target.endpoint).json(&json!({ "query": query, "variables": variables }));
+    let mut request = client.post(target.endpoint(n)).json(&json!({ "query": query, "variables": variables }));
     if let Some(t) = token {
         request = request.bearer_auth(t);
     }
@@ -232,7 +239,7 @@ async fn register_then(
     rng: &mut StdRng,
 ) {
     let Some(first) = member(args.phn_start, n) else { return };
-    let register = client.post(&target.endpoint).json(&json!({
+    let register = client.post(target.endpoint(n)).json(&json!({
         "query": REGISTER, "variables": { "i": household(community, vec![first.clone()]) },
     }));
     let Some(body) = measure_as("registerHousehold", register, recorder).await else { return };
@@ -258,7 +265,8 @@ async fn register_then(
             )
         }
     };
-    let mut request = client.post(&target.endpoint).json(&json!({ "query": query, "variables": variables }));
+    // The change goes to the next node: on a cluster, it may well be one that forwards it.
+    let mut request = client.post(target.endpoint(n + 1)).json(&json!({ "query": query, "variables": variables }));
     if let Some(t) = &args.token {
         request = request.bearer_auth(t);
     }
@@ -331,7 +339,7 @@ async fn upload(n: u64, client: &reqwest::Client, target: &Target, args: &Args, 
          --{BOUNDARY}--\r\n"
     );
     let mut request = client
-        .post(&target.endpoint)
+        .post(target.endpoint(n))
         .header("content-type", format!("multipart/form-data; boundary={BOUNDARY}"))
         .body(body);
     if let Some(t) = &args.upload_token {

@@ -32,12 +32,14 @@ pub struct Feed {
 
 /// Connects `args.subscribers` subscribers, round-robin over the communities.
 pub async fn start(args: &Args, target: &Target, recorder: Arc<Recorder>, deadline: Instant) -> anyhow::Result<Feed> {
-    let url = format!("{}/graphql", args.url.trim_end_matches('/').replacen("http", "ws", 1));
+    let urls: Vec<String> =
+        super::base_urls(&args.url).iter().map(|u| format!("{}/graphql", u.replacen("http", "ws", 1))).collect();
     let mut tasks = Vec::with_capacity(args.subscribers);
     for i in 0..args.subscribers {
+        let url = &urls[i % urls.len().max(1)];
         let community = &target.communities[i % target.communities.len()];
         let query = "subscription($c: String!) { communityEvents(communityCode: $c) { kind seq at } }";
-        let mut ws = crate::client::subscribe(&url, args.token.as_deref(), query, community)
+        let mut ws = crate::client::subscribe(url, args.token.as_deref(), query, community)
             .await
             .with_context(|| format!("subscriber {i} connecting"))?;
         let recorder = recorder.clone();
