@@ -11,6 +11,9 @@
 //! shard; node B (`127.0.0.1:18402`) then starts and is handed the shards
 //! rendezvous hashing gives it. It prints which node holds community 233, then
 //! serves until Ctrl-C. Rate limits are off. Tokens: `attach token --data-dir DIR`.
+//! There is no Redis here, so each node's live feed carries only the shards it
+//! holds (which is why `attach serve` refuses `cluster.peers` without `redis`):
+//! this is for measuring requests, not subscriptions.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -459,6 +459,11 @@ impl Settings {
                 self.node.is_some(),
                 "cluster.peers needs this node's own name in `node`, as its peers list it"
             );
+            // An in-process feed carries only the events of the shards this node holds.
+            anyhow::ensure!(
+                self.redis.is_some(),
+                "cluster.peers needs `redis`: without it a subscriber sees only the events of the shards its node holds"
+            );
         }
         anyhow::ensure!(rate.shared_timeout_ms > 0, "limits.rate.shared_timeout_ms must be at least 1");
         anyhow::ensure!(
@@ -562,6 +567,7 @@ mod tests {
     fn cluster_peers_come_from_the_environment_as_the_compose_file_sets_them() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("ATTACH_NODE", "attach-1");
+            jail.set_env("ATTACH_REDIS", "redis://redis:6379");
             jail.set_env("ATTACH_CLUSTER__PEERS", r#"["attach-2=http://attach-2:8080"]"#);
             jail.set_env("ATTACH_CLUSTER__SECRET", "s3");
             let s = Settings::load(None).map_err(|e| e.to_string())?;
@@ -576,6 +582,9 @@ mod tests {
             jail.set_env("ATTACH_CLUSTER__PEERS", r#"["attach-2=http://attach-2:8080"]"#);
             let e = Settings::load(None).unwrap_err().to_string();
             assert!(e.contains("`node`"), "peers without this node's name: {e}");
+            jail.set_env("ATTACH_NODE", "attach-1");
+            let e = Settings::load(None).unwrap_err().to_string();
+            assert!(e.contains("`redis`"), "peers without a shared feed: {e}");
             Ok(())
         });
     }
