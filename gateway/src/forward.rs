@@ -12,6 +12,9 @@
 //! never applied twice. A forwarded request carries `x-attach-forwarded-by`
 //! and is never forwarded again. With the cluster's shared secret it is not
 //! rate limited again either: the first node counted it.
+//!
+//! A node that starts also asks its peers, here, to hand back the shards the
+//! placement gives it ([`Forwarder::ask_hand_back`]; `attach_actors::shard::placement`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
