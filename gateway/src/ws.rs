@@ -48,7 +48,7 @@ pub fn client_timeout(protocol: WebSocketProtocols, every: Duration) -> Option<D
 }
 
 /// How a refused `connection_init` begins its reason (the close reason the
-/// client reads, and how [`close_code`] recognises a refused sign-in).
+/// client reads, and how `close_code` recognises a refused sign-in).
 pub const REFUSED_SIGN_IN: &str = "UNAUTHENTICATED";
 
 /// The close code of a refused sign-in: async-graphql closes every refused

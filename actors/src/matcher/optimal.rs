@@ -105,7 +105,7 @@ pub struct Instance {
 
 impl Instance {
     /// Reduces a matcher input. Eligibility and the complex share come from the
-    /// matcher's own [`Board`], so both sides apply the same rules; the score is
+    /// matcher's own `Board`, so both sides apply the same rules; the score is
     /// the matcher's priority score.
     pub fn new(candidates: &[Candidate], openings: &[Opening], policy: &Policy, now: Timestamp) -> Self {
         let mut board = Board::new(openings, policy);

@@ -1,4 +1,4 @@
-//! Who is calling: bearer JWTs checked against a JWKS, turned into a [`Principal`].
+//! Who is calling: bearer JWTs checked against a JWKS, turned into a [`Principal`](attach_actors::access::Principal).
 //!
 //! - [`keys`]: the JWKS (a file or a URL), refreshed periodically and on an unknown key id;
 //! - [`token`]: the checks one token must pass, and its claims;

@@ -41,7 +41,7 @@ impl<T> GqlResult<T> for Result<T, DomainError> {
 /// (syntax, unknown fields, wrong argument types, depth and complexity limits)
 /// come from async-graphql without one and are the client's to fix. So are the
 /// argument errors async-graphql raises while executing a field (see
-/// [`is_argument_error`]); any other error without a code is ours.
+/// `is_argument_error`); any other error without a code is ours.
 pub fn ensure_codes(response: &mut Response) {
     for error in &mut response.errors {
         let has_code = error.extensions.as_ref().is_some_and(|ext| ext.get("code").is_some());
