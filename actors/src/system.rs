@@ -244,11 +244,6 @@ impl AttachSystem {
         }
     }
 
-    /// This node's name: the owner its shard leases carry.
-    pub fn node(&self) -> &str {
-        &self.owner
-    }
-
     /// The node holding a live lease on `shard`, if the store can say.
     pub async fn shard_owner(&self, shard: &ShardKey) -> Option<String> {
         match self.store.shard_owner(shard).await {
@@ -370,9 +365,7 @@ impl AttachSystem {
             let shard = trail.at(self.locate(Locator::Registration(reference), "registration").await?);
             who.require(trail.op, Some(&shard))?;
             let view = self.directory.call(&shard, |r| ShardMsg::GetRegistration(reference, r)).await?;
-            let holds =
-                view.registration.holds_phns() && view.registration.household.members.iter().any(|m| m.phn == phn);
-            if holds { Ok(view) } else { Err(none()) }
+            if view.registration.holds(phn) { Ok(view) } else { Err(none()) }
         }
         .await;
         self.audited(trail, result).await

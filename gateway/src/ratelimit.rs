@@ -177,14 +177,16 @@ impl RateLimits {
             return None;
         }
         let bucket = principal.and_then(|p| self.roles.iter().find(|(r, _)| *r == p.role()).map(|(_, b)| (p, b)));
-        let (local, key, burst, period): (_, Cow<'_, str>, _, _) = match bucket {
-            Some((p, b)) => (b.check(&p.subject().to_string()), Cow::Borrowed(p.subject()), b.burst, b.period),
-            None => {
-                let b = &self.anonymous;
-                (b.check(&ip), Cow::Owned(ip.to_string()), b.burst, b.period)
-            }
+        let (local, burst, period) = match bucket {
+            Some((p, b)) => (b.check(&p.subject().to_string()), b.burst, b.period),
+            None => (self.anonymous.check(&ip), self.anonymous.burst, self.anonymous.period),
         };
         let Some(shared) = self.shared.as_ref().filter(|_| local.allowed()) else { return Some(local) };
+        // The key as Redis counts it, made only when there is a shared count to ask.
+        let key: Cow<'_, str> = match bucket {
+            Some((p, _)) => Cow::Borrowed(p.subject()),
+            None => Cow::Owned(ip.to_string()),
+        };
         Some(shared.check(local.policy, &key, burst, period).await.unwrap_or(local))
     }
 

@@ -35,6 +35,12 @@ use crate::metrics::Metrics;
 use crate::ratelimit::RateLimits;
 use crate::routes::{AppState, router};
 
+/// Creates the data directory (the embedded store's file and the development key live there).
+fn create_data_dir(settings: &Settings) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&settings.data_dir)
+        .with_context(|| format!("creating the data directory {}", settings.data_dir.display()))
+}
+
 /// Opens the store `settings` names: the embedded file, or a ScyllaDB cluster
 /// (applying the schema first if `scylla.migrate_on_start`).
 pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
@@ -45,6 +51,7 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
         }
         return Ok(Arc::new(ScyllaStore::connect(options).await?));
     }
+    create_data_dir(settings)?;
     let path = settings.data_dir.join("attach.redb");
     let options = EmbeddedOptions {
         cache_bytes: (settings.store_cache_mib as usize) << 20,
@@ -85,8 +92,6 @@ fn rate_limits(settings: &Settings) -> anyhow::Result<RateLimits> {
 impl Application {
     /// Opens everything `settings` names and starts loading shards.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(&settings.data_dir)
-            .with_context(|| format!("creating the data directory {}", settings.data_dir.display()))?;
         let store = open_store(&settings).await?;
         Self::build_with_store(settings, store).await
     }
@@ -94,8 +99,8 @@ impl Application {
     /// Like [`build`](Self::build), on a store already open: nodes sharing one
     /// store (a ScyllaDB cluster, or one embedded file in a test of several nodes).
     pub async fn build_with_store(settings: Settings, store: Arc<dyn Store>) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(&settings.data_dir)
-            .with_context(|| format!("creating the data directory {}", settings.data_dir.display()))?;
+        // The development key lives there too, whatever the store.
+        create_data_dir(&settings)?;
         let auth = Arc::new(Authenticator::start(&settings).await.context("loading the token-signing keys")?);
         let limits = Arc::new(rate_limits(&settings)?);
         limits.spawn_sweeper(std::time::Duration::from_secs(settings.limits.rate.sweep_secs));

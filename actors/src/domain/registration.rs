@@ -242,6 +242,13 @@ impl Registration {
     pub fn holds_phns(&self) -> bool {
         self.status != RegistrationStatus::Withdrawn
     }
+
+    /// Whether this registration holds `phn`: it holds its PHNs and lists the
+    /// member. A member who left the household (changed, or gone to a panel)
+    /// is not held, even if freeing their claim failed.
+    pub fn holds(&self, phn: Phn) -> bool {
+        self.holds_phns() && self.household.members.iter().any(|m| m.phn == phn)
+    }
 }
 
 /// Checks a free-text reason (decline, withdrawal): 1–500 printable characters.

@@ -538,17 +538,17 @@ impl ShardRuntime {
         now: Timestamp,
     ) -> Result<RegistrationView, AttachError> {
         let current = self.state.registration(r).ok_or_else(|| AttachError::not_found("registration"))?;
-        // Refused transitions are refused before any claim is taken.
-        current.update_household(household.clone(), now)?;
-        if current.household == household {
+        let unchanged = current.household == household;
+        let before: Vec<_> = current.household.members.iter().map(|m| m.phn).collect();
+        // Planned first: a refused transition is refused before any claim is taken.
+        let change = plan::update_household(&self.state, r, household.clone(), now)?;
+        if unchanged {
             return self.registration_view(r);
         }
-        let before: Vec<_> = current.household.members.iter().map(|m| m.phn).collect();
         let added: Vec<_> = household.members.iter().map(|m| m.phn).filter(|p| !before.contains(p)).collect();
         let left: Vec<_> = before.iter().copied().filter(|p| !household.members.iter().any(|m| m.phn == *p)).collect();
         let claim = PhnClaim { shard: self.state.key.clone(), holder: PhnHolder::Registration(*r), at: now };
         let taken = self.claim_members(&claim, &household, &added, now, "nothing was changed").await?;
-        let change = plan::update_household(&self.state, r, household, now)?;
         if let Err(e) = self.commit(change, now).await {
             self.release(&taken, &claim).await;
             return Err(e);
@@ -582,9 +582,7 @@ impl ShardRuntime {
             PhnHolder::Panel(p) => self.store.read(&claim.shard, &RecordKey::PanelEntry(p.clone(), phn)).await?,
         };
         Ok(match record {
-            // A member who left the household (changed, or gone to a panel) is
-            // no longer held by it, even if freeing their claim failed.
-            Some(Record::Registration(r)) => r.holds_phns() && r.household.members.iter().any(|m| m.phn == phn),
+            Some(Record::Registration(r)) => r.holds(phn),
             Some(_) => true,
             // No record: either the claimer is between claim and commit (live) or it crashed there.
             None => now.0 - claim.at.0 < i64::try_from(self.config.claim_grace.as_millis()).unwrap_or(i64::MAX),

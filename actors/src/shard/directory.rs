@@ -70,8 +70,7 @@ impl ShardDirectory {
 
     /// How many shards are running, of how many.
     pub fn running(&self) -> (usize, usize) {
-        let up = self.slots.values().filter(|s| s.actor.read().map(|a| a.is_some()).unwrap_or(false)).count();
-        (up, self.slots.len())
+        self.running_of(|_| true)
     }
 
     /// Calls in flight for a shard (its mailbox depth as callers see it).
@@ -104,7 +103,8 @@ impl ShardDirectory {
         self.call_with(key, Some(audit), build).await
     }
 
-    async fn call_with<T: Send + 'static>(
+    /// [`call`](Self::call), or [`call_audited`](Self::call_audited) when there is a draft.
+    pub(crate) async fn call_with<T: Send + 'static>(
         &self,
         key: &ShardKey,
         audit: Option<AuditDraft>,

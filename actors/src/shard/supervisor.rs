@@ -129,8 +129,9 @@ impl Actor for HaSupervisor {
             state.directory.remove(&key);
             if state.handing_back.remove(&key) {
                 // Stand in again only if the node it went to has not taken it within a lease.
-                let lease = state.args.get(&key).map_or(Duration::from_secs(15), |a| a.store.lease());
-                myself.send_after(lease, move || SupervisorMsg::Restart(key));
+                if let Some(lease) = state.args.get(&key).map(|a| a.store.lease()) {
+                    myself.send_after(lease, move || SupervisorMsg::Restart(key));
+                }
                 return Ok(());
             }
             warn!(shard = %key, %why, "shard actor ended; restarting it from the store");

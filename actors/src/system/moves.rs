@@ -67,11 +67,7 @@ impl AttachSystem {
     ) -> Result<RegistrationView, AttachError> {
         let view = self.directory.call(&record.to, |reply| ShardMsg::MoveIn(Box::new(moving), reply)).await?;
         let r = record.reference;
-        let finish = |reply| ShardMsg::FinishMove(r, reply);
-        match audit {
-            Some(draft) => self.directory.call_audited(&record.from, draft, finish).await?,
-            None => self.directory.call(&record.from, finish).await?,
-        }
+        self.directory.call_with(&record.from, audit, |reply| ShardMsg::FinishMove(r, reply)).await?;
         Ok(view)
     }
 
