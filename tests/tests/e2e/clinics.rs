@@ -24,20 +24,31 @@ fn subjects(data: &Value) -> Vec<String> {
     staff.iter().map(|m| m["subject"].as_str().unwrap().to_string()).collect()
 }
 
+/// Clinic `facility` in community 111, directed by MD001.
+async fn clinic(app: &TestApp, facility: &str, name: &str, address: &str) {
+    app.medical_director("MD001")
+        .ok(
+            r#"mutation($f: String!, $n: String!, $a: String!) { upsertClinic(input: { facilityNumber: $f,
+                 community: "111", name: $n, address: $a, medicalDirectorId: "MD001" }) { facilityNumber } }"#,
+            json!({ "f": facility, "n": name, "a": address }),
+        )
+        .await;
+}
+
+/// Provider P10001 in community 111, practising at `clinics`.
+async fn provider_at(app: &TestApp, clinics: &[&str]) {
+    app.medical_director("MD001")
+        .ok(
+            r#"mutation($c: [String!]!) { upsertProvider(input: { id: "P10001", givenName: "Maya", surname: "Okafor",
+                 kind: PHYSICIAN, community: "111", clinics: $c }) { id } }"#,
+            json!({ "c": clinics }),
+        )
+        .await;
+}
+
 async fn registry(app: &TestApp) {
-    let md = app.medical_director("MD001");
-    md.ok(
-        r#"mutation { upsertClinic(input: { facilityNumber: "0F111", community: "111", name: "Fernie Family Practice",
-             address: "491 2nd Ave, Fernie", medicalDirectorId: "MD001" }) { facilityNumber } }"#,
-        json!({}),
-    )
-    .await;
-    md.ok(
-        r#"mutation { upsertProvider(input: { id: "P10001", givenName: "Maya", surname: "Okafor", kind: PHYSICIAN,
-             community: "111", clinics: ["0F111"] }) { id } }"#,
-        json!({}),
-    )
-    .await;
+    clinic(app, "0F111", "Fernie Family Practice", "491 2nd Ave, Fernie").await;
+    provider_at(app, &["0F111"]).await;
 }
 
 #[tokio::test]
@@ -196,19 +207,8 @@ async fn a_provider_at_two_clinics_names_the_one_the_household_joins() {
     let dir = tempfile::tempdir().unwrap();
     let app = TestApp::spawn(dir.path(), Spawn::default()).await;
     registry(&app).await;
-    let md = app.medical_director("MD001");
-    md.ok(
-        r#"mutation { upsertClinic(input: { facilityNumber: "0F222", community: "111", name: "Elk Valley Clinic",
-             address: "1 Main St, Fernie", medicalDirectorId: "MD001" }) { facilityNumber } }"#,
-        json!({}),
-    )
-    .await;
-    md.ok(
-        r#"mutation { upsertProvider(input: { id: "P10001", givenName: "Maya", surname: "Okafor", kind: PHYSICIAN,
-             community: "111", clinics: ["0F111", "0F222"] }) { id } }"#,
-        json!({}),
-    )
-    .await;
+    clinic(&app, "0F222", "Elk Valley Clinic", "1 Main St, Fernie").await;
+    provider_at(&app, &["0F111", "0F222"]).await;
     let proposal = matched_household(&app).await;
     let provider = app.provider("P10001");
     let attempt = |f: &str| json!({ "id": proposal, "f": f });
