@@ -162,7 +162,7 @@ impl Scope {
 }
 
 /// Everything an operation is checked against.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct Identity {
     subject: String,
     role: Role,
@@ -173,6 +173,20 @@ struct Identity {
 /// The caller of an operation: who, in which role, for which provider, where.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Principal(Arc<Identity>);
+
+/// Sent between the nodes of a cluster with a step they run for each other
+/// (`system::remote`); never read from a client.
+impl Serialize for Principal {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Principal {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Identity::deserialize(deserializer).map(|identity| Principal(Arc::new(identity)))
+    }
+}
 
 impl fmt::Debug for Principal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

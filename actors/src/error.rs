@@ -4,7 +4,7 @@ use crate::domain::{DomainError, TransitionRefused};
 use crate::store::StoreError;
 
 /// The stable codes of DESIGN.md, shown to clients as `extensions.code`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum ErrorCode {
     /// The input breaks a rule; nothing changed.
     InvalidInput,
@@ -45,7 +45,7 @@ impl ErrorCode {
 
 /// An error for a caller: a code and a message a person can act on. Internal
 /// details never go in `message`; they are logged where the error is made.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 #[error("{message}")]
 pub struct AttachError {
     /// The stable code.

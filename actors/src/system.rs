@@ -32,7 +32,10 @@ use crate::store::{Locator, PhnHolder, Store};
 
 mod moves;
 mod panels;
+mod remote;
 mod staff;
+
+pub use remote::{PROTOCOL, Peers, ShardAnswer, ShardCall};
 
 /// Statistics for a community or a health authority.
 #[derive(Debug, Clone, Default)]
@@ -139,6 +142,8 @@ pub struct AttachSystem {
     /// Panel transfers this process is running, so asking to resume one that
     /// is already moving does not start a second runner.
     transfers: Mutex<std::collections::HashSet<(ProviderId, crate::domain::TransferKey)>>,
+    /// The other nodes, for steps on shards this node does not run (none alone).
+    peers: std::sync::OnceLock<Arc<dyn Peers>>,
 }
 
 impl AttachSystem {
@@ -161,6 +166,7 @@ impl AttachSystem {
             feed,
             supervisors: Mutex::new(vec![]),
             transfers: Mutex::new(Default::default()),
+            peers: std::sync::OnceLock::new(),
         }
     }
 
@@ -274,13 +280,14 @@ impl AttachSystem {
         if !trail.op.is_audited() {
             return result;
         }
+        let committed = trail.drafts.iter().any(AuditDraft::is_committed);
         // Committed with the change (with each step that changed something): nothing left to write.
-        if result.is_ok() && trail.drafts.iter().any(AuditDraft::is_committed) {
+        if result.is_ok() && committed {
             return result;
         }
-        // The shard does not run here: nothing was read or changed, and the
-        // request goes on to the node that runs it, which records it there.
-        if result.as_ref().is_err_and(|e| e.not_here.is_some()) {
+        // The shard does not run here and nothing was changed: the request goes
+        // on to the node that runs it, which records it there.
+        if !committed && result.as_ref().is_err_and(|e| e.not_here.is_some()) {
             return result;
         }
         let record = AuditRecord::new(trail.who, trail.op, trail.shard, trail.target, Outcome::of(&result));
@@ -741,7 +748,7 @@ impl AttachSystem {
         who.require(Operation::ReadStatistics, None)?;
         let authority =
             self.regions.health_authority(ha.as_str()).ok_or_else(|| AttachError::not_found("health authority"))?;
-        let all = join_all(authority.communities.iter().map(|c| self.directory.call(&c.shard, ShardMsg::Stats))).await;
+        let all = join_all(authority.communities.iter().map(|c| self.shard_stats(&c.shard))).await;
         let mut counts = ShardStats::default();
         for s in all {
             merge(&mut counts, s?);

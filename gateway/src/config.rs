@@ -113,9 +113,10 @@ pub struct ClusterSettings {
     /// The other nodes, as `name=http://host:port` (`name` is their `node`
     /// setting, the owner their leases carry). Empty: nothing is forwarded.
     pub peers: Vec<String>,
-    /// Shared by the nodes: a request forwarded with it is not rate limited
-    /// again (the first node counted it). Empty: forwarded requests are limited
-    /// again like any other.
+    /// Shared by the nodes, and needed with peers: a node runs a step a peer
+    /// asks of one of its shards, or hands shards back, only with it, and a
+    /// request forwarded with it is not rate limited again (the first node
+    /// counted it).
     pub secret: String,
 }
 
@@ -464,6 +465,11 @@ impl Settings {
                 self.redis.is_some(),
                 "cluster.peers needs `redis`: without it a subscriber sees only the events of the shards its node holds"
             );
+            // Without it no node would run a step for another: a move between two nodes' communities would stop half way.
+            anyhow::ensure!(
+                !self.cluster.secret.is_empty(),
+                "cluster.peers needs `cluster.secret`, the same on every node: the nodes run steps for each other only with it"
+            );
         }
         anyhow::ensure!(rate.shared_timeout_ms > 0, "limits.rate.shared_timeout_ms must be at least 1");
         anyhow::ensure!(
@@ -585,6 +591,9 @@ mod tests {
             jail.set_env("ATTACH_NODE", "attach-1");
             let e = Settings::load(None).unwrap_err().to_string();
             assert!(e.contains("`redis`"), "peers without a shared feed: {e}");
+            jail.set_env("ATTACH_REDIS", "redis://redis:6379");
+            let e = Settings::load(None).unwrap_err().to_string();
+            assert!(e.contains("`cluster.secret`"), "peers without the cluster's secret: {e}");
             Ok(())
         });
     }

@@ -15,6 +15,11 @@
 //!
 //! A node that starts also asks its peers, here, to hand back the shards the
 //! placement gives it ([`Forwarder::ask_hand_back`]; `attach_actors::shard::placement`).
+//!
+//! And a request that needs a second shard another node holds (a move's
+//! community joined, a health authority's statistics) has that step run there:
+//! the forwarder carries the system's encoded [`ShardCall`](attach_actors::system::ShardCall)
+//! to the holder's `POST /cluster/call` ([`Peers`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,7 +27,8 @@ use std::time::{Duration, Instant};
 
 use async_graphql::Value;
 use attach_actors::domain::ShardKey;
-use attach_actors::system::AttachSystem;
+use attach_actors::error::{AttachError, ErrorCode};
+use attach_actors::system::{AttachSystem, Peers};
 use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -38,6 +44,8 @@ pub const CLUSTER_SECRET: &str = "x-attach-cluster-secret";
 pub const NOT_HERE: &str = "notHere";
 /// Where a peer asks this node to hand back its shards (with the cluster's secret).
 pub const HAND_BACK_PATH: &str = "/cluster/hand-back";
+/// Where a peer asks this node to run a step on one of its shards (with the cluster's secret).
+pub const CALL_PATH: &str = "/cluster/call";
 
 /// Headers a forwarded request keeps.
 const KEPT: [header::HeaderName; 4] =
@@ -51,6 +59,9 @@ pub struct Forwarder {
     secret: Option<String>,
     client: reqwest::Client,
     forwarded: AtomicU64,
+    /// Steps asked of peers' shards, and run here for peers.
+    calls_sent: AtomicU64,
+    calls_served: AtomicU64,
     /// Who held each shard when last asked, and when: the store is asked at
     /// most once per [`OWNER_TTL`] per shard (on ScyllaDB, a serial read).
     owners: std::sync::Mutex<HashMap<ShardKey, (String, Instant)>>,
@@ -76,6 +87,8 @@ impl Forwarder {
             secret,
             client,
             forwarded: AtomicU64::new(0),
+            calls_sent: AtomicU64::new(0),
+            calls_served: AtomicU64::new(0),
             owners: Default::default(),
         }))
     }
@@ -83,6 +96,16 @@ impl Forwarder {
     /// Requests sent on to a peer so far.
     pub fn forwarded(&self) -> u64 {
         self.forwarded.load(Ordering::Relaxed)
+    }
+
+    /// Steps asked of peers' shards so far, and steps run here for peers.
+    pub fn calls(&self) -> (u64, u64) {
+        (self.calls_sent.load(Ordering::Relaxed), self.calls_served.load(Ordering::Relaxed))
+    }
+
+    /// Counts a step run here for a peer.
+    pub fn served_call(&self) {
+        self.calls_served.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Whether `headers` come from a peer that forwarded the request with the cluster's secret.
@@ -193,6 +216,46 @@ impl Forwarder {
             headers.insert(header::CONTENT_TYPE, ct);
         }
         Some(response)
+    }
+}
+
+impl Peers for Forwarder {
+    fn send<'a>(
+        &'a self,
+        system: &'a AttachSystem,
+        shard: &'a ShardKey,
+        body: Vec<u8>,
+    ) -> futures::future::BoxFuture<'a, Result<Vec<u8>, AttachError>> {
+        Box::pin(async move {
+            let community = shard.community.as_str();
+            let unavailable = |why: String| {
+                AttachError::new(ErrorCode::ShardUnavailable, format!("community {community} {why}; retry shortly"))
+            };
+            let owner = self.owner(system, shard).await.ok_or_else(|| unavailable("is held by no node now".into()))?;
+            let base = self.peers.get(&owner).filter(|_| owner != self.me).ok_or_else(|| {
+                unavailable(format!("is held by node {owner}, which does not run it now or is not a peer"))
+            })?;
+            let mut request = self
+                .client
+                .post(format!("{base}{CALL_PATH}"))
+                .header(header::CONTENT_TYPE, "application/octet-stream")
+                .header(FORWARDED_BY, &self.me)
+                .body(body);
+            if let Some(secret) = &self.secret {
+                request = request.header(CLUSTER_SECRET, secret);
+            }
+            let failed = |e: &dyn std::fmt::Display| {
+                warn!(error = %e, peer = %owner, %shard, "a step on a peer's shard failed");
+                unavailable(format!("is held by node {owner}, which did not answer"))
+            };
+            let answer = request.send().await.map_err(|e| failed(&e))?;
+            if !answer.status().is_success() {
+                return Err(failed(&answer.status()));
+            }
+            let bytes = answer.bytes().await.map_err(|e| failed(&e))?;
+            self.calls_sent.fetch_add(1, Ordering::Relaxed);
+            Ok(bytes.to_vec())
+        })
     }
 }
 

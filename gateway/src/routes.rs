@@ -79,6 +79,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route(crate::forward::HAND_BACK_PATH, axum::routing::post(hand_back))
+        .route(crate::forward::CALL_PATH, axum::routing::post(cluster_call))
         .layer(axum::middleware::from_fn(crate::telemetry::http_span))
         .with_state(state)
 }
@@ -331,6 +332,13 @@ async fn metrics(State(state): State<AppState>) -> Response {
             writeln!(body, "# HELP attach_forwarded_requests_total Requests sent on to the node holding their shard.");
         let _ = writeln!(body, "# TYPE attach_forwarded_requests_total counter");
         let _ = writeln!(body, "attach_forwarded_requests_total {}", forwarder.forwarded());
+        let (sent, served) = forwarder.calls();
+        let _ = writeln!(body, "# HELP attach_cluster_calls_sent_total Steps of requests run on a peer's shard.");
+        let _ = writeln!(body, "# TYPE attach_cluster_calls_sent_total counter");
+        let _ = writeln!(body, "attach_cluster_calls_sent_total {sent}");
+        let _ = writeln!(body, "# HELP attach_cluster_calls_served_total Steps run here on a peer's behalf.");
+        let _ = writeln!(body, "# TYPE attach_cluster_calls_served_total counter");
+        let _ = writeln!(body, "attach_cluster_calls_served_total {served}");
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
@@ -338,9 +346,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
 /// `POST /cluster/hand-back` `{"node": NAME}`, from a peer that has just
 /// started, with the cluster's secret: stop running the shards it should hold.
 async fn hand_back(State(state): State<AppState>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
-    let secret = &state.cluster.secret;
-    let given = headers.get(crate::forward::CLUSTER_SECRET).map(|v| v.as_bytes()).unwrap_or_default();
-    if secret.is_empty() || !crate::forward::constant_time_eq(given, secret.as_bytes()) {
+    if !has_cluster_secret(&state, &headers) {
         return (StatusCode::FORBIDDEN, "the cluster's secret is needed to ask for shards").into_response();
     }
     let node = serde_json::from_slice::<serde_json::Value>(&body)
@@ -353,6 +359,28 @@ async fn hand_back(State(state): State<AppState>, headers: HeaderMap, body: axum
     let handed = state.system.hand_back(&node);
     tracing::info!(peer = %node, shards = handed, "handing shards back");
     Json(json!({ "handedBack": handed })).into_response()
+}
+
+/// `POST /cluster/call`, from a peer with the cluster's secret: run a step on
+/// one of this node's shards (`attach_actors::system::ShardCall`, encoded) and
+/// answer its encoded result. A step refused by the shard is an encoded error
+/// with `200 OK`; only a missing secret is refused here.
+async fn cluster_call(State(state): State<AppState>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    if !has_cluster_secret(&state, &headers) {
+        return (StatusCode::FORBIDDEN, "the cluster's secret is needed to run a step here").into_response();
+    }
+    let reply = state.system.serve_remote(&body).await;
+    if let Some(forwarder) = &state.forwarder {
+        forwarder.served_call();
+    }
+    ([(header::CONTENT_TYPE, "application/octet-stream")], reply).into_response()
+}
+
+/// Whether a request carries the cluster's secret (never, when none is configured).
+fn has_cluster_secret(state: &AppState, headers: &HeaderMap) -> bool {
+    let secret = &state.cluster.secret;
+    let given = headers.get(crate::forward::CLUSTER_SECRET).map(|v| v.as_bytes()).unwrap_or_default();
+    !secret.is_empty() && crate::forward::constant_time_eq(given, secret.as_bytes())
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {

@@ -117,6 +117,9 @@ impl Application {
             None => Arc::new(MemoryFeed::new(settings.feed.buffer)),
         };
         let system = Arc::new(AttachSystem::new(regions.clone(), store.clone(), feed, settings.shard_config(), owner));
+        if let Some(forwarder) = &forwarder {
+            system.set_peers(forwarder.clone());
+        }
         let listener =
             TcpListener::bind(settings.listen).await.with_context(|| format!("binding {}", settings.listen))?;
         let port = listener.local_addr()?.port();

@@ -17,6 +17,8 @@
 
 pub mod csv;
 
+use serde::{Deserialize, Serialize};
+
 use crate::domain::{FacilityNumber, Phn, ProviderId, RegistrationRef, ShardKey};
 
 pub use csv::{FileError, Limits, PanelRow, ParsedPanel, ParsedRow, RowProblem};
@@ -178,7 +180,7 @@ pub struct ChunkAnswer {
 /// panel's shard then adds them (step two). A crash between the two leaves the
 /// claims pointing at the panel without an entry; submitting the file again
 /// finishes the move, because the panel's shard recognises those claims as its own.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Release {
     /// The registration.
     pub reference: RegistrationRef,
@@ -191,7 +193,7 @@ pub struct Release {
 }
 
 /// A provider's panel as payment models count it.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct PanelReport {
     /// The provider.
     pub provider: Option<ProviderId>,
@@ -249,7 +251,7 @@ pub struct TransferRequest {
 }
 
 /// Entries on their way from one panel to another (transfer step one).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Transferring {
     /// The source provider.
     pub from: ProviderId,
@@ -264,7 +266,7 @@ pub struct Transferring {
 }
 
 /// What the receiving shard did with a chunk of a transfer.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TransferAccepted {
     /// PHNs now on the receiving panel (newly or already): drop them from the source.
     pub moved: Vec<Phn>,

@@ -20,7 +20,7 @@ use super::plan::{Answer, ClinicCommand, ProviderInput};
 pub type Reply<T> = RpcReplyPort<Result<T, AttachError>>;
 
 /// A waiting registration's standing.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct RegistrationView {
     /// The registration.
     pub registration: Registration,
@@ -75,7 +75,7 @@ pub struct PanelPage {
 }
 
 /// A provider with what the shard derives about them.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ProviderView {
     /// The registry entry.
     pub provider: Provider,
@@ -88,7 +88,7 @@ pub struct ProviderView {
 }
 
 /// A shard's numbers, mergeable across shards.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct ShardStats {
     /// Households waiting.
     pub waiting_households: u64,

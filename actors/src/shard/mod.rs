@@ -23,6 +23,8 @@ mod move_tests;
 #[cfg(test)]
 mod panel_tests;
 #[cfg(test)]
+mod remote_tests;
+#[cfg(test)]
 mod tests;
 
 pub use actor::{ShardActor, ShardArgs, ShardConfig};

@@ -16,7 +16,6 @@ use futures::future::join_all;
 use tracing::{info, warn};
 
 use crate::access::{Operation, Principal};
-use crate::audit::AuditDraft;
 use crate::domain::{CommunityCode, Registration, RegistrationMove, RegistrationRef, RegistrationStatus, ShardKey};
 use crate::error::AttachError;
 use crate::shard::{RegistrationView, ShardMsg};
@@ -50,24 +49,25 @@ impl AttachSystem {
                     return Ok(view);
                 }
             }
-            let (moving, record) = self.directory.call(&from, |reply| ShardMsg::MoveOut(r, to, reply)).await?;
-            self.complete_move(moving, &record, Some(trail.draft())).await
+            // The caller's audit record commits with step one, the change that decides the move.
+            let draft = Some(trail.draft());
+            let (moving, record) =
+                self.directory.call_with(&from, draft, |reply| ShardMsg::MoveOut(r, to, reply)).await?;
+            self.complete_move(moving, &record).await
         }
         .await;
         self.audited(trail, result).await
     }
 
-    /// Steps 2 and 3 of a move whose step 1 is durable. A caller's audit
-    /// record goes with step 3, the last commit of the move.
+    /// Steps 2 and 3 of a move whose step 1 is durable.
     async fn complete_move(
         &self,
         moving: Registration,
         record: &RegistrationMove,
-        audit: Option<AuditDraft>,
     ) -> Result<RegistrationView, AttachError> {
-        let view = self.directory.call(&record.to, |reply| ShardMsg::MoveIn(Box::new(moving), reply)).await?;
+        let view = self.move_in(&record.to, moving).await?;
         let r = record.reference;
-        self.directory.call_with(&record.from, audit, |reply| ShardMsg::FinishMove(r, reply)).await?;
+        self.directory.call(&record.from, |reply| ShardMsg::FinishMove(r, reply)).await?;
         Ok(view)
     }
 
@@ -80,7 +80,7 @@ impl AttachSystem {
         let all = join_all(shards.iter().map(|s| self.directory.call(s, ShardMsg::RunningMoves))).await;
         let mut finished = 0;
         for (moving, record) in all.into_iter().filter_map(Result::ok).flatten() {
-            match self.complete_move(moving, &record, None).await {
+            match self.complete_move(moving, &record).await {
                 Ok(_) => finished += 1,
                 Err(e) => warn!(error = %e, from = %record.from, to = %record.to, "a move could not be finished yet"),
             }

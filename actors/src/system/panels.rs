@@ -32,18 +32,18 @@ use super::{AttachSystem, Trail};
 const MAX_STALLS: u32 = 20;
 
 impl AttachSystem {
-    /// A clinic's registry entry, for checks made on the caller's behalf.
+    /// A clinic's registry entry, for checks made on the caller's behalf
+    /// (on the node running its community, when that is another).
     async fn clinic_record(&self, facility: &FacilityNumber) -> Result<Clinic, AttachError> {
         let shard = self.locate(Locator::Clinic(facility.clone()), "clinic").await?;
-        let facility = facility.clone();
-        self.directory.call(&shard, |r| ShardMsg::GetClinic(facility, r)).await
+        self.clinic_at(&shard, facility.clone()).await
     }
 
-    /// A provider, for checks made on the caller's behalf.
+    /// A provider, for checks made on the caller's behalf (on the node running
+    /// their community, when that is another).
     async fn provider_record(&self, id: &ProviderId) -> Result<ProviderView, AttachError> {
         let shard = self.locate(Locator::Provider(id.clone()), "provider").await?;
-        let id = id.clone();
-        self.directory.call(&shard, |r| ShardMsg::GetProvider(id, r)).await
+        self.provider_at(&shard, id.clone()).await
     }
 
     /// `FORBIDDEN` unless the caller directs `facility` (decided by the clinic's
@@ -140,12 +140,11 @@ impl AttachSystem {
                 provider_shard: shard.clone(),
             };
             let draft = trail.step(Some(reg_shard.clone()), Some(reference.to_string()));
-            let released =
-                self.directory.call_audited(&reg_shard, draft, |r| ShardMsg::ReleaseToPanel(release, r)).await?;
+            let released = self.release_to_panel(&reg_shard, release, draft).await?;
             for row in rows {
                 match released.iter().find(|(phn, _)| *phn == row.row.phn) {
                     Some((_, None)) => second.push(SubmittedRow { from_waitlist: Some(reference), ..row }),
-                    Some((_, Some(why))) => out.push(RowReport::because(row.line, RowStatus::Conflict, *why)),
+                    Some((_, Some(why))) => out.push(RowReport::because(row.line, RowStatus::Conflict, why.as_str())),
                     None => {
                         out.push(RowReport::because(row.line, RowStatus::Conflict, "the patient could not be moved"))
                     }
@@ -266,7 +265,7 @@ impl AttachSystem {
                     facility: t.facility.clone(),
                     entries,
                 };
-                self.directory.call(&t.to_shard, |r| ShardMsg::AcceptTransfer(moving, r)).await?
+                self.accept_transfer(&t.to_shard, moving).await?
             };
             let progress = !(done.moved.is_empty() && done.skipped.is_empty());
             let (from_, key_) = (from.clone(), key.clone());
@@ -366,11 +365,9 @@ impl AttachSystem {
             self.clinic_record(facility).await?;
         }
         let shards: Vec<ShardKey> = self.regions.shards().cloned().collect();
-        let all = join_all(shards.iter().map(|s| {
-            let (facility, who) = (Some(facility.clone()), who.clone());
-            self.directory.call(s, |reply| ShardMsg::PanelReports { provider: None, facility, who, reply })
-        }))
-        .await;
+        let all =
+            join_all(shards.iter().map(|s| self.shard_panel_reports(s, None, Some(facility.clone()), who.clone())))
+                .await;
         let mut reports = Vec::new();
         for r in all {
             reports.extend(r?);

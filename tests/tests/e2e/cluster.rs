@@ -80,6 +80,28 @@ fn metric(text: &str, name: &str) -> Option<u64> {
 
 const REGISTER: &str = "mutation($i: RegisterHouseholdInput!) { registerHousehold(input: $i) { reference status } }";
 const STATUS: &str = "query($r: ID!) { registration(reference: $r) { status } }";
+const MOVE: &str =
+    "mutation($r: ID!, $c: String!) { moveRegistration(reference: $r, communityCode: $c) { status community } }";
+const HA_STATS: &str = "query($h: String!) { healthAuthorityStatistics(code: $h) { waitingHouseholds } }";
+
+/// A token the nodes sharing `dir`'s development key accept.
+fn token(dir: &Path, subject: &str, role: Role, scope: &[&str]) -> String {
+    let request = TokenRequest {
+        subject: subject.into(),
+        role,
+        scope: scope.iter().map(|s| s.to_string()).collect(),
+        provider: None,
+        ttl: Duration::from_secs(600),
+    };
+    let auth = AuthSettings::default();
+    DevKey::load(dir).unwrap().mint(&auth.issuer, &auth.audience, &request).unwrap()
+}
+
+async fn post_as(http: &reqwest::Client, node: &Node, token: &str, query: &str, variables: Value) -> (u16, Value) {
+    let r = http.post(format!("{}/graphql", node.url)).bearer_auth(token);
+    let r = r.json(&json!({ "query": query, "variables": variables })).send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_for_a_shard_another_node_holds_is_answered_by_that_node() {
@@ -126,15 +148,7 @@ async fn a_request_for_a_shard_another_node_holds_is_answered_by_that_node() {
     // The audit log (one for all nodes: it is in the shared store) holds each
     // access once, where it was served: the two reads A answered. Where the
     // shard did not run, nothing was read and nothing was recorded.
-    let request = TokenRequest {
-        subject: "ops-1".into(),
-        role: Role::Operations,
-        scope: vec![],
-        provider: None,
-        ttl: Duration::from_secs(600),
-    };
-    let auth = AuthSettings::default();
-    let ops = DevKey::load(dir.path()).unwrap().mint(&auth.issuer, &auth.audience, &request).unwrap();
+    let ops = token(dir.path(), "ops-1", Role::Operations, &[]);
     let log = http
         .post(format!("{}/graphql", a.url))
         .bearer_auth(ops)
@@ -238,6 +252,28 @@ async fn shards_are_spread_handed_back_to_a_returning_node_and_stood_in_for_when
     let reference = body["data"]["registerHousehold"]["reference"].as_str().unwrap().to_string();
     let (_, body) = post(&http, &b, STATUS, json!({ "r": reference })).await;
     assert_eq!(body["data"]["registration"]["status"], "WAITING", "{body}");
+
+    // A move from one of A's communities to that one of B's, asked of B: the
+    // request goes whole to A (step one is A's), and A has B run step two.
+    let a_shard = shards.iter().find(|s| s.ha == b_shard.ha && placement.preferred(s) == "node-a").unwrap();
+    let member = json!({ "phn": phn(3), "givenName": "Bo", "surname": "Lin", "dateOfBirth": "1985-06-07" });
+    let input =
+        json!({ "i": { "community": a_shard.community.as_str(), "postalCode": "V0B 1M0", "members": [member] } });
+    let (_, body) = post(&http, &b, REGISTER, input).await;
+    let mover = body["data"]["registerHousehold"]["reference"].as_str().unwrap_or_else(|| panic!("{body}")).to_string();
+    let coordinator = token(dir.path(), "coord-1", Role::Coordinator, &["province"]);
+    let (_, body) = post_as(&http, &b, &coordinator, MOVE, json!({ "r": mover, "c": b_community })).await;
+    assert_eq!(body["data"]["moveRegistration"]["status"], "WAITING", "{body}");
+    assert_eq!(body["data"]["moveRegistration"]["community"], b_community.as_str(), "{body}");
+    let (_, body) = post(&http, &a, STATUS, json!({ "r": mover })).await;
+    assert_eq!(body["data"]["registration"]["status"], "WAITING", "B holds it now, and answers through A: {body}");
+    // A health authority's statistics gather both nodes' communities, asked of either.
+    for node in [&a, &b] {
+        let (_, body) = post_as(&http, node, &coordinator, HA_STATS, json!({ "h": b_shard.ha.as_str() })).await;
+        assert_eq!(body["data"]["healthAuthorityStatistics"]["waitingHouseholds"], 2, "{body}");
+    }
+    let on_b = http.get(format!("{url_b}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metric(&on_b, "attach_cluster_calls_served_total").is_some_and(|n| n >= 2), "{on_b}");
 
     // B stops (releasing its leases): A stands in again, and still answers.
     let _ = b.stop.send(());

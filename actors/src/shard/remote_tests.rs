@@ -1,0 +1,194 @@
+//! Two nodes sharing one store, each running half the shards: the steps a
+//! request needs on the other node's shard are run there (`system/remote.rs`).
+//! The link between the two is a direct call of the other system's
+//! `serve_remote` with the encoded bytes, so everything but the HTTP hop (which
+//! the end-to-end cluster tests cover) is the code a cluster runs.
+
+use std::sync::{Arc, OnceLock};
+
+use futures::future::BoxFuture;
+
+use crate::access::Operation;
+use crate::audit::AuditQuery;
+use crate::domain::*;
+use crate::error::{AttachError, ErrorCode};
+use crate::panel::RowStatus;
+use crate::regions::Regions;
+use crate::shard::{Placement, ShardConfig, ShardMsg, WaitlistQuery};
+use crate::store::Store;
+use crate::store::embedded::{EmbeddedOptions, EmbeddedStore};
+use crate::system::{AttachSystem, Peers};
+
+use super::panel_tests::{clinic, csv_of, statuses, submit};
+use super::tests::{REGIONS, c, household, phn, provider, sys};
+
+/// The other node, reached by handing it the bytes a gateway would carry.
+#[derive(Default)]
+struct Link(OnceLock<Arc<AttachSystem>>);
+
+impl Peers for Link {
+    fn send<'a>(
+        &'a self,
+        _: &'a AttachSystem,
+        _: &'a ShardKey,
+        body: Vec<u8>,
+    ) -> BoxFuture<'a, Result<Vec<u8>, AttachError>> {
+        Box::pin(async move {
+            let other = self.0.get().ok_or_else(|| AttachError::new(ErrorCode::ShardUnavailable, "no peer"))?;
+            Ok(other.serve_remote(&body).await)
+        })
+    }
+}
+
+fn shard(code: &str) -> ShardKey {
+    ShardKey::parse(&format!("IHA/{code}")).unwrap()
+}
+
+/// Two node names the placement splits 111 and 112 between: (111's, 112's).
+fn names() -> (String, String) {
+    (0..100)
+        .map(|i| (format!("node-{i}"), format!("node-{}", i + 1)))
+        .find_map(|(a, b)| {
+            let p = Placement::new(&a, [b.clone()]);
+            let (x, y) = (p.preferred(&shard("111")).to_string(), p.preferred(&shard("112")).to_string());
+            (x != y).then_some((x, y))
+        })
+        .unwrap()
+}
+
+async fn running_moves(node: &AttachSystem) -> usize {
+    node.directory().call(&shard("111"), ShardMsg::RunningMoves).await.unwrap().len()
+}
+
+fn link(a: &Arc<AttachSystem>, b: &Arc<AttachSystem>) {
+    let (to_b, to_a) = (Arc::new(Link::default()), Arc::new(Link::default()));
+    let _ = to_b.0.set(b.clone());
+    let _ = to_a.0.set(a.clone());
+    a.set_peers(to_b);
+    b.set_peers(to_a);
+}
+
+struct Cluster {
+    a: Arc<AttachSystem>,
+    b: Arc<AttachSystem>,
+    _dir: tempfile::TempDir,
+}
+
+/// Node A runs 111, node B runs 112; linked to each other unless `linked` is false.
+async fn cluster(linked: bool) -> Cluster {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> =
+        Arc::new(EmbeddedStore::open(&dir.path().join("attach.redb"), EmbeddedOptions::default()).unwrap());
+    let regions = Arc::new(Regions::parse(REGIONS).unwrap());
+    let (name_a, name_b) = names();
+    let node = |me: &str, other: &str| {
+        let config = ShardConfig {
+            placement: Some(Arc::new(Placement::new(me, [other.to_string()]))),
+            ..ShardConfig::default()
+        };
+        let feed: Arc<dyn crate::feed::Feed> = Arc::new(crate::feed::MemoryFeed::new(64));
+        Arc::new(AttachSystem::new(regions.clone(), store.clone(), feed, config, me.to_string()))
+    };
+    let (a, b) = (node(&name_a, &name_b), node(&name_b, &name_a));
+    if linked {
+        link(&a, &b);
+    }
+    a.start().await.unwrap();
+    b.start().await.unwrap();
+    assert_eq!((a.readiness(), b.readiness()), ((1, 1), (1, 1)), "each node runs its own shard");
+    Cluster { a, b, _dir: dir }
+}
+
+#[tokio::test]
+async fn a_move_between_two_nodes_communities_finishes_on_the_node_joined() {
+    let Cluster { a, b, _dir } = cluster(true).await;
+    let mover = a.register(&sys(), &c("111"), household(&[phn(1), phn(2)], &[])).await.unwrap().registration;
+    let waiting = b.register(&sys(), &c("112"), household(&[phn(3)], &[])).await.unwrap().registration;
+
+    let moved = a.move_registration(&sys(), &mover.reference, &c("112")).await.unwrap();
+    assert_eq!((moved.registration.status, &moved.registration.shard), (RegistrationStatus::Waiting, &shard("112")));
+    assert_eq!(moved.registration.registered_at, mover.registered_at, "the place in line is kept");
+    assert_eq!(moved.place, Some((1, 0)), "registered before the household already waiting there");
+    let line = b.waitlist(&sys(), &c("112"), WaitlistQuery { limit: 10, ..Default::default() }).await.unwrap();
+    let refs: Vec<_> = line.items.iter().map(|r| r.reference).collect();
+    assert_eq!(refs, [mover.reference, waiting.reference]);
+    assert!(running_moves(&a).await == 0, "step three closed the record of the move");
+
+    // Its statistics, gathered from both nodes by either.
+    for node in [&a, &b] {
+        let stats = node.health_authority_stats(&sys(), &HaCode::parse("IHA").unwrap()).await.unwrap();
+        assert_eq!((stats.counts.waiting_households, stats.counts.waiting_people), (2, 3));
+    }
+}
+
+#[tokio::test]
+async fn without_a_link_the_move_waits_at_step_one_and_asking_again_finishes_it_once_linked() {
+    let unlinked = cluster(false).await;
+    let mover = unlinked.a.register(&sys(), &c("111"), household(&[phn(1)], &[])).await.unwrap().registration;
+    let e = unlinked.a.move_registration(&sys(), &mover.reference, &c("112")).await.unwrap_err();
+    assert_eq!(e.code, ErrorCode::ShardUnavailable, "{e}");
+    assert_eq!(running_moves(&unlinked.a).await, 1, "step one is durable, and waits");
+    // The caller's record committed with step one (the move is decided), and the failure is recorded too.
+    let query = AuditQuery { operation: Some(Operation::MoveRegistration), limit: 10, ..AuditQuery::default() };
+    let records = unlinked.a.audit_log(&sys(), query).await.unwrap();
+    let outcomes: Vec<_> = records.iter().map(|r| r.outcome.as_str()).collect();
+    assert_eq!(outcomes, ["OK", "SHARD_UNAVAILABLE"], "{records:?}");
+
+    let e = unlinked.a.health_authority_stats(&sys(), &HaCode::parse("IHA").unwrap()).await.unwrap_err();
+    assert_eq!(e.code, ErrorCode::ShardUnavailable);
+
+    link(&unlinked.a, &unlinked.b);
+    let moved = unlinked.a.move_registration(&sys(), &mover.reference, &c("112")).await.unwrap();
+    assert_eq!((moved.registration.status, moved.place), (RegistrationStatus::Waiting, Some((1, 0))));
+    assert_eq!(running_moves(&unlinked.a).await, 0);
+}
+
+#[tokio::test]
+async fn a_panel_lets_a_patient_waiting_on_the_other_node_go_and_each_step_is_audited_where_it_lands() {
+    let Cluster { a, b, _dir } = cluster(true).await;
+    let f = clinic(&a, "0F111", "111").await;
+    let doc = provider(&a, "P1111", "111", 0).await;
+    a.set_provider_clinic(&sys(), &f, &doc, true).await.unwrap();
+    let family = b.register(&sys(), &c("112"), household(&[phn(1), phn(2)], &[])).await.unwrap().registration;
+
+    let report = submit(&a, &doc, &f, &csv_of(&[phn(1)], "0F111")).await;
+    assert_eq!(statuses(&report), [RowStatus::AttachedFromWaitlist]);
+    let left = b.registration(&sys(), &family.reference).await.unwrap().registration;
+    assert_eq!(left.household.members.len(), 1, "only the member on the panel left the waitlist");
+
+    let query = AuditQuery { operation: Some(Operation::SubmitPanel), limit: 10, ..AuditQuery::default() };
+    let records = a.audit_log(&sys(), query).await.unwrap();
+    let mut shards: Vec<_> = records.iter().filter_map(|r| r.shard.clone()).collect();
+    shards.sort();
+    // The registration letting the member go (committed on the other node) and
+    // the chunk taking them; the first pass of the chunk changed nothing.
+    assert_eq!(shards, [shard("111"), shard("112")], "{records:?}");
+}
+
+#[tokio::test]
+async fn a_panel_moves_to_a_provider_homed_on_the_other_node_and_the_clinic_counts_both() {
+    let Cluster { a, b, _dir } = cluster(true).await;
+    let f = clinic(&a, "0F111", "111").await;
+    let from = provider(&a, "P1111", "111", 0).await;
+    let to = provider(&b, "P2222", "112", 0).await;
+    a.set_provider_clinic(&sys(), &f, &from, true).await.unwrap();
+    // Asked of B, which runs the provider's community (a gateway sends it there):
+    // the clinic's medical director is checked against A's registry entry.
+    b.set_provider_clinic(&sys(), &f, &to, true).await.unwrap();
+    let phns: Vec<Phn> = (1..=3).map(phn).collect();
+    assert_eq!(submit(&a, &from, &f, &csv_of(&phns, "0F111")).await.count(RowStatus::Accepted), 3);
+
+    let key = TransferKey::parse("retiring").unwrap();
+    let t = a.begin_transfer(&sys(), key.clone(), &from, &to, &f).await.unwrap();
+    assert_eq!((t.total, t.status), (3, TransferStatus::Running));
+    let done = a.run_transfer(&from, &key).await.unwrap();
+    assert_eq!((done.moved, done.skipped, done.status), (3, 0, TransferStatus::Completed));
+    assert_eq!(b.panel(&sys(), &to, 0, 10).await.unwrap().items.len(), 3, "on the panel of B's provider");
+
+    // The clinic's report, asked of either node, counts both providers' panels.
+    for node in [&a, &b] {
+        let reports = node.clinic_panel_reports(&sys(), &f).await.unwrap();
+        let by: Vec<_> = reports.iter().map(|r| (r.provider.clone(), r.itemised)).collect();
+        assert_eq!(by, [(Some(from.clone()), 0), (Some(to.clone()), 3)]);
+    }
+}

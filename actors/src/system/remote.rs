@@ -1,0 +1,292 @@
+//! Steps on a shard another node of the cluster runs.
+//!
+//! A request goes whole to the node holding the shard it starts in
+//! (`gateway/src/forward.rs`, docs/DECISIONS.md record 28). A few requests then
+//! need a second shard, which may run on another node:
+//! - step two of a move (the community joined);
+//! - a waiting patient a submitted panel names (their registration's community);
+//! - a chunk of a panel transfer (the receiving provider's community);
+//! - the fan-out of a health authority's statistics and of a clinic's panel reports;
+//! - a clinic's or a provider's registry entry, read to check a request made
+//!   elsewhere (is the caller the clinic's medical director, is the provider
+//!   listed at the clinic).
+//!
+//! Each of those is a [`ShardCall`]. When its shard does not run here and the
+//! gateway has linked the system to its peers ([`AttachSystem::set_peers`]),
+//! the call goes to the node holding that shard, which runs it on its own shard
+//! actor ([`AttachSystem::serve_remote`]) and answers. Nothing else crosses:
+//! these are steps that are already durable and safe to repeat on their own, so
+//! a call whose answer is lost is finished by asking again, as locally.
+//!
+//! The wire format is postcard behind a protocol byte: nodes running different
+//! versions refuse each other's calls rather than misread them.
+
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+
+use crate::access::Principal;
+use crate::audit::{AuditDraft, AuditRecord};
+use crate::domain::{Clinic, FacilityNumber, Phn, ProviderId, Registration, ShardKey};
+use crate::error::{AttachError, ErrorCode};
+use crate::panel::{PanelReport, Release, TransferAccepted, Transferring};
+use crate::shard::{ProviderView, RegistrationView, ShardMsg, ShardStats};
+
+use super::AttachSystem;
+
+/// The version of the calls' wire format, the first byte of every body.
+pub const PROTOCOL: u8 = 1;
+
+/// A step one node asks of a shard another node runs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ShardCall {
+    /// A clinic's registry entry.
+    GetClinic(FacilityNumber),
+    /// A provider's registry entry.
+    GetProvider(ProviderId),
+    /// A move's step two: the community joined takes the household.
+    MoveIn(Registration),
+    /// A panel submission's step one: the registration lets members go.
+    ReleaseToPanel(Release),
+    /// A chunk of a panel transfer reaches the receiving provider.
+    AcceptTransfer(Transferring),
+    /// The community's counts.
+    Stats,
+    /// Panel reports, of one provider or of a clinic's providers homed there.
+    PanelReports {
+        /// One provider's.
+        provider: Option<ProviderId>,
+        /// The providers listed at this clinic.
+        facility: Option<FacilityNumber>,
+        /// The caller, whose access the shard checks.
+        who: Principal,
+    },
+}
+
+/// The answer to a [`ShardCall`], one variant per call.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ShardAnswer {
+    /// To `GetClinic`.
+    Clinic(Clinic),
+    /// To `GetProvider`.
+    Provider(Box<ProviderView>),
+    /// To `MoveIn`.
+    Registration(Box<RegistrationView>),
+    /// To `ReleaseToPanel`: per PHN, why it could not be let go, if it could not.
+    Released(Vec<(Phn, Option<String>)>),
+    /// To `AcceptTransfer`.
+    Transfer(TransferAccepted),
+    /// To `Stats`.
+    Stats(ShardStats),
+    /// To `PanelReports`.
+    Reports(Vec<PanelReport>),
+}
+
+/// A call as it crosses: the shard, the step, and the audit record the step
+/// commits with its change (a panel submission's step is audited where it lands).
+#[derive(Serialize, Deserialize)]
+struct Request {
+    shard: ShardKey,
+    call: ShardCall,
+    audit: Option<AuditRecord>,
+}
+
+/// An answer as it crosses, and whether the audit record was committed with the step.
+#[derive(Serialize, Deserialize)]
+struct Reply {
+    answer: ShardAnswer,
+    audited: bool,
+}
+
+/// The gateway's link to the other nodes: sends an encoded call to the node
+/// holding `shard` and answers the body of its reply. A node that cannot be
+/// reached is `SHARD_UNAVAILABLE`.
+pub trait Peers: Send + Sync {
+    /// Sends `body` to the node holding `shard`.
+    fn send<'a>(
+        &'a self,
+        system: &'a AttachSystem,
+        shard: &'a ShardKey,
+        body: Vec<u8>,
+    ) -> BoxFuture<'a, Result<Vec<u8>, AttachError>>;
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut body = vec![PROTOCOL];
+    match postcard::to_stdvec(value) {
+        Ok(bytes) => body.extend(bytes),
+        // Plain data of known length: not expected; the other side then refuses an empty call.
+        Err(e) => tracing::error!(error = %e, "a call between nodes could not be written"),
+    }
+    body
+}
+
+fn decode<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, AttachError> {
+    let garbled = |why: String| {
+        tracing::error!(why, "a call between nodes could not be read");
+        AttachError::new(ErrorCode::Internal, "the nodes of the cluster could not understand each other")
+    };
+    match body.split_first() {
+        Some((&PROTOCOL, rest)) => postcard::from_bytes(rest).map_err(|e| garbled(e.to_string())),
+        Some((other, _)) => Err(garbled(format!("protocol {other}, this node speaks {PROTOCOL}: versions differ"))),
+        None => Err(garbled("an empty body".into())),
+    }
+}
+
+fn unexpected(answer: &ShardAnswer) -> AttachError {
+    tracing::error!(?answer, "a node answered a call with the answer to another");
+    AttachError::new(ErrorCode::Internal, "a node of the cluster answered out of turn")
+}
+
+impl AttachSystem {
+    /// Links the system to the other nodes, for the steps of a request on
+    /// shards it does not run. Set once, before the shards start.
+    pub fn set_peers(&self, peers: std::sync::Arc<dyn Peers>) {
+        if self.peers.set(peers).is_err() {
+            tracing::warn!("the system is already linked to its peers");
+        }
+    }
+
+    /// Runs `call` on `shard`: here if this node runs it, else on the node
+    /// holding it (with peers). An audit draft is committed with the step where
+    /// it lands. An error from another node never asks to forward the request
+    /// (its `notHere` mark is dropped): this node may already have done its part.
+    async fn on_shard(
+        &self,
+        shard: &ShardKey,
+        call: ShardCall,
+        audit: Option<AuditDraft>,
+    ) -> Result<ShardAnswer, AttachError> {
+        let peers = match self.peers.get() {
+            Some(peers) if self.directory.actor(shard).is_none() => peers,
+            _ => return self.run_here(shard, call, audit).await,
+        };
+        let request = Request { shard: shard.clone(), call, audit: audit.as_ref().map(|d| d.record.clone()) };
+        let body = peers.send(self, shard, encode(&request)).await?;
+        let reply = decode::<Result<Reply, AttachError>>(&body)?.map_err(|e| AttachError { not_here: None, ..e })?;
+        if let Some(draft) = audit.filter(|_| reply.audited) {
+            draft.mark_committed();
+        }
+        Ok(reply.answer)
+    }
+
+    /// Runs a call a peer sent (the body of its request) on a shard of this
+    /// node, and answers the body of the reply. Never sent on again: a shard
+    /// that does not run here either is `SHARD_UNAVAILABLE`.
+    pub async fn serve_remote(&self, body: &[u8]) -> Vec<u8> {
+        let reply = async {
+            let request: Request = decode(body)?;
+            let draft = request.audit.map(AuditDraft::new);
+            let answer = self.run_here(&request.shard, request.call, draft.clone()).await?;
+            Ok(Reply { answer, audited: draft.is_some_and(|d| d.is_committed()) })
+        }
+        .await;
+        encode::<Result<Reply, AttachError>>(&reply)
+    }
+
+    async fn run_here(
+        &self,
+        shard: &ShardKey,
+        call: ShardCall,
+        audit: Option<AuditDraft>,
+    ) -> Result<ShardAnswer, AttachError> {
+        let d = &self.directory;
+        Ok(match call {
+            ShardCall::GetClinic(f) => {
+                ShardAnswer::Clinic(d.call_with(shard, audit, |r| ShardMsg::GetClinic(f, r)).await?)
+            }
+            ShardCall::GetProvider(id) => {
+                ShardAnswer::Provider(Box::new(d.call_with(shard, audit, |r| ShardMsg::GetProvider(id, r)).await?))
+            }
+            ShardCall::MoveIn(moving) => {
+                let view = d.call_with(shard, audit, |r| ShardMsg::MoveIn(Box::new(moving), r)).await?;
+                ShardAnswer::Registration(Box::new(view))
+            }
+            ShardCall::ReleaseToPanel(release) => {
+                let released = d.call_with(shard, audit, |r| ShardMsg::ReleaseToPanel(release, r)).await?;
+                ShardAnswer::Released(released.into_iter().map(|(phn, why)| (phn, why.map(str::to_string))).collect())
+            }
+            ShardCall::AcceptTransfer(t) => {
+                ShardAnswer::Transfer(d.call_with(shard, audit, |r| ShardMsg::AcceptTransfer(t, r)).await?)
+            }
+            ShardCall::Stats => ShardAnswer::Stats(d.call_with(shard, audit, ShardMsg::Stats).await?),
+            ShardCall::PanelReports { provider, facility, who } => ShardAnswer::Reports(
+                d.call_with(shard, audit, |reply| ShardMsg::PanelReports { provider, facility, who, reply }).await?,
+            ),
+        })
+    }
+
+    /// A clinic's registry entry, wherever its community runs.
+    pub(super) async fn clinic_at(&self, shard: &ShardKey, facility: FacilityNumber) -> Result<Clinic, AttachError> {
+        match self.on_shard(shard, ShardCall::GetClinic(facility), None).await? {
+            ShardAnswer::Clinic(clinic) => Ok(clinic),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// A provider's registry entry, wherever they are homed.
+    pub(super) async fn provider_at(&self, shard: &ShardKey, id: ProviderId) -> Result<ProviderView, AttachError> {
+        match self.on_shard(shard, ShardCall::GetProvider(id), None).await? {
+            ShardAnswer::Provider(view) => Ok(*view),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// A move's step two, wherever the community joined runs.
+    pub(super) async fn move_in(
+        &self,
+        shard: &ShardKey,
+        moving: Registration,
+    ) -> Result<RegistrationView, AttachError> {
+        match self.on_shard(shard, ShardCall::MoveIn(moving), None).await? {
+            ShardAnswer::Registration(view) => Ok(*view),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// A submitted panel's waiting patients let go by their registration, wherever it is.
+    pub(super) async fn release_to_panel(
+        &self,
+        shard: &ShardKey,
+        release: Release,
+        audit: AuditDraft,
+    ) -> Result<Vec<(Phn, Option<String>)>, AttachError> {
+        match self.on_shard(shard, ShardCall::ReleaseToPanel(release), Some(audit)).await? {
+            ShardAnswer::Released(released) => Ok(released),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// A transfer's chunk taken by the receiving provider, wherever they are homed.
+    pub(super) async fn accept_transfer(
+        &self,
+        shard: &ShardKey,
+        moving: Transferring,
+    ) -> Result<TransferAccepted, AttachError> {
+        match self.on_shard(shard, ShardCall::AcceptTransfer(moving), None).await? {
+            ShardAnswer::Transfer(done) => Ok(done),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// A community's counts, wherever it runs.
+    pub(super) async fn shard_stats(&self, shard: &ShardKey) -> Result<ShardStats, AttachError> {
+        match self.on_shard(shard, ShardCall::Stats, None).await? {
+            ShardAnswer::Stats(stats) => Ok(stats),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// The panel reports of a shard's providers, wherever it runs.
+    pub(super) async fn shard_panel_reports(
+        &self,
+        shard: &ShardKey,
+        provider: Option<ProviderId>,
+        facility: Option<FacilityNumber>,
+        who: Principal,
+    ) -> Result<Vec<PanelReport>, AttachError> {
+        match self.on_shard(shard, ShardCall::PanelReports { provider, facility, who }, None).await? {
+            ShardAnswer::Reports(reports) => Ok(reports),
+            other => Err(unexpected(&other)),
+        }
+    }
+}
