@@ -221,8 +221,9 @@ impl AttachSystem {
     }
 
     /// Hands back to node `to` the shards it should hold and this node runs
-    /// (standing in for it while it was away); answers how many.
-    pub fn hand_back(&self, to: &str) -> usize {
+    /// (standing in for it while it was away); answers how many, once they
+    /// have stopped here and their leases are free.
+    pub async fn hand_back(&self, to: &str) -> usize {
         let Some(placement) = &self.config.placement else { return 0 };
         let keys: Vec<ShardKey> = self
             .regions
@@ -232,13 +233,23 @@ impl AttachSystem {
             .cloned()
             .collect();
         let supervisors = self.supervisors.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        for key in &keys {
-            // Each supervisor ignores shards that are not its own.
-            for s in &supervisors {
-                let _ = s.cast(SupervisorMsg::HandBack(key.clone()));
-            }
-        }
+        // Each supervisor stops those of its own, and answers when they have stopped.
+        let wait = self.config.call_timeout * 2;
+        join_all(supervisors.iter().map(|s| {
+            let keys = keys.clone();
+            s.call(|reply| SupervisorMsg::HandBack(keys, reply), Some(wait))
+        }))
+        .await;
         keys.len()
+    }
+
+    /// Starts now the shards this node should hold that do not run, after its
+    /// peers handed them back, rather than at their next retry (up to a
+    /// quarter lease later).
+    pub fn start_own_shards(&self) {
+        for s in self.supervisors.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let _ = s.cast(SupervisorMsg::StartOwn);
+        }
     }
 
     /// Shards running here of those this node should run: every shard, or

@@ -5,7 +5,12 @@
 //!
 //! ```sh
 //! cargo run --release -p attach-gateway --example two_nodes -- /tmp/two/data province
+//! cargo run --release -p attach-gateway --example two_nodes -- /tmp/two/data province stand-in
 //! ```
+//!
+//! With `stand-in`, B starts only once A stands in for every shard (after a
+//! lease), so B must be handed its shards back: the time from B's start to its
+//! readiness is printed.
 //!
 //! Node A (`127.0.0.1:18401`) seeds the demo on first start and takes every
 //! shard; node B (`127.0.0.1:18402`) then starts and is handed the shards
@@ -56,11 +61,22 @@ async fn ready(port: u16) -> anyhow::Result<()> {
     }
 }
 
+/// Whether the store says each shard is held by the node `owner` names.
+async fn held_by<'a>(store: &dyn Store, shards: &'a [ShardKey], owner: impl Fn(&'a ShardKey) -> &'a str) -> bool {
+    for s in shards {
+        if store.shard_owner(s).await.ok().flatten().as_deref() != Some(owner(s)) {
+            return false;
+        }
+    }
+    true
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let data_dir = args.next().unwrap_or_else(|| "two-nodes-data".to_string());
     let demo = args.next();
+    let stand_in = args.next().as_deref() == Some("stand-in");
     std::fs::create_dir_all(&data_dir)?;
     let path = std::path::Path::new(&data_dir).join("attach.redb");
     let store: Arc<dyn Store> =
@@ -70,13 +86,26 @@ async fn main() -> anyhow::Result<()> {
     let a = Application::build_with_store(settings(&data_dir, "node-a", PEERS[0].1, demo), store.clone()).await?;
     let a = tokio::spawn(a.run_until_stopped(async { tokio::signal::ctrl_c().await.unwrap_or(()) }));
     ready(PEERS[0].1).await?;
+    let regions = attach_actors::regions::Regions::load(&Settings::default().regions)?;
+    let shards: Vec<ShardKey> = regions.shards().cloned().collect();
+    if stand_in {
+        let started = Instant::now();
+        while !held_by(store.as_ref(), &shards, |_| "node-a").await {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        println!("node-a stands in for every shard after {} ms", started.elapsed().as_millis());
+    }
+    let started = Instant::now();
     let b = Application::build_with_store(settings(&data_dir, "node-b", PEERS[1].1, None), store.clone()).await?;
     let b = tokio::spawn(b.run_until_stopped(async { tokio::signal::ctrl_c().await.unwrap_or(()) }));
     ready(PEERS[1].1).await?;
+    println!("node-b ready {} ms after it started", started.elapsed().as_millis());
 
     let placement = Placement::new("node-a", ["node-b".to_string()]);
-    let regions = attach_actors::regions::Regions::load(&Settings::default().regions)?;
-    let shards: Vec<ShardKey> = regions.shards().cloned().collect();
+    while !held_by(store.as_ref(), &shards, |s| placement.preferred(s)).await {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    println!("every shard on its node {} ms after node-b started", started.elapsed().as_millis());
     let on_b = shards.iter().filter(|s| placement.preferred(s) == "node-b").count();
     println!("node-b holds {on_b} of {} shards", shards.len());
     if let Some(c) = regions.community("233") {

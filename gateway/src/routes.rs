@@ -356,7 +356,7 @@ async fn hand_back(State(state): State<AppState>, headers: HeaderMap, body: axum
     let Some(node) = node else {
         return (StatusCode::BAD_REQUEST, "the body names no peer of this node: {\"node\": NAME}").into_response();
     };
-    let handed = state.system.hand_back(&node);
+    let handed = state.system.hand_back(&node).await;
     tracing::info!(peer = %node, shards = handed, "handing shards back");
     Json(json!({ "handedBack": handed })).into_response()
 }

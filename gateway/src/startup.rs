@@ -138,7 +138,9 @@ impl Application {
                 }
                 system.start().await?;
                 if let Some(forwarder) = &forwarder {
+                    // The peers answer once the shards have stopped there: take them now.
                     forwarder.ask_hand_back().await;
+                    system.start_own_shards();
                 }
                 system.resume_moves().await;
                 let resumed = system.resume_transfers().await;

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use tracing::{error, info, warn};
 
 use crate::domain::{HaCode, ShardKey};
@@ -19,11 +19,18 @@ use super::directory::ShardDirectory;
 pub enum SupervisorMsg {
     /// Try again to start a shard whose restart failed.
     Restart(ShardKey),
-    /// Stop running a shard here (releasing its lease) so the node it belongs
-    /// to can take it; try it again only after a lease, to stand in if that
-    /// node does not.
-    HandBack(ShardKey),
+    /// Stop running these shards here (those of this supervisor's), releasing
+    /// their leases, so the node they belong to can take them; answer once
+    /// they have stopped. Each is tried again only after a lease, to stand in
+    /// if that node does not take it.
+    HandBack(Vec<ShardKey>, RpcReplyPort<()>),
+    /// Start now the shards this node should hold that do not run (their
+    /// stand-in has just handed them back), rather than at the next retry.
+    StartOwn,
 }
+
+/// How long a stand-in waits for one shard it hands back to stop.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a supervisor starts with.
 pub struct SupervisorArgs {
@@ -100,13 +107,31 @@ impl Actor for HaSupervisor {
                     restart(&myself, state, key).await;
                 }
             }
-            SupervisorMsg::HandBack(key) => {
-                let Some(actor) = state.args.contains_key(&key).then(|| state.directory.actor(&key)).flatten() else {
-                    return Ok(());
-                };
-                info!(shard = %key, "handing the shard back to the node it belongs to");
-                state.handing_back.insert(key);
-                actor.stop(Some("handed back".into()));
+            SupervisorMsg::HandBack(keys, reply) => {
+                for key in keys {
+                    let Some(actor) = state.args.contains_key(&key).then(|| state.directory.actor(&key)).flatten()
+                    else {
+                        continue;
+                    };
+                    info!(shard = %key, "handing the shard back to the node it belongs to");
+                    state.handing_back.insert(key.clone());
+                    // Stopped, its lease is released (the actor's `post_stop`): the node asking can take it at once.
+                    if let Err(e) = actor.stop_and_wait(Some("handed back".into()), Some(STOP_TIMEOUT)).await {
+                        warn!(shard = %key, error = %e, "a shard handed back did not stop in time");
+                    }
+                }
+                let _ = reply.send(());
+            }
+            SupervisorMsg::StartOwn => {
+                let own: Vec<ShardKey> = state
+                    .args
+                    .values()
+                    .filter(|a| is_mine(a) && state.directory.actor(&a.key).is_none())
+                    .map(|a| a.key.clone())
+                    .collect();
+                for key in own {
+                    restart(&myself, state, key).await;
+                }
             }
         }
         Ok(())
