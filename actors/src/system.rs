@@ -475,12 +475,11 @@ impl AttachSystem {
         self.audited(trail, result).await
     }
 
-    /// A provider.
+    /// A provider (read where their community runs, on this node or another).
     pub async fn provider(&self, who: &Principal, id: &ProviderId) -> Result<ProviderView, AttachError> {
         who.require(Operation::ReadProviders, None)?;
         let shard = self.locate(Locator::Provider(id.clone()), "provider").await?;
-        let id = id.clone();
-        self.directory.call(&shard, |r| ShardMsg::GetProvider(id, r)).await
+        self.provider_at(&shard, id.clone()).await
     }
 
     /// Providers homed in a community.
@@ -521,12 +520,11 @@ impl AttachSystem {
         self.audited(trail, result).await
     }
 
-    /// A clinic.
+    /// A clinic (read where its community runs, on this node or another).
     pub async fn clinic(&self, who: &Principal, facility: &FacilityNumber) -> Result<Clinic, AttachError> {
         who.require(Operation::ReadClinics, None)?;
         let shard = self.locate(Locator::Clinic(facility.clone()), "clinic").await?;
-        let facility = facility.clone();
-        self.directory.call(&shard, |r| ShardMsg::GetClinic(facility, r)).await
+        self.clinic_at(&shard, facility.clone()).await
     }
 
     /// Clinics in a community.
@@ -746,12 +744,11 @@ impl AttachSystem {
         Ok((shard, rx))
     }
 
-    /// A community's statistics.
+    /// A community's statistics (counted where it runs, on this node or another).
     pub async fn community_stats(&self, who: &Principal, community: &CommunityCode) -> Result<Statistics, AttachError> {
         let shard = self.shard_of(community)?;
         who.require(Operation::ReadStatistics, None)?;
-        let counts = self.directory.call(&shard, ShardMsg::Stats).await?;
-        Ok(Statistics::from_counts(counts))
+        Ok(Statistics::from_counts(self.shard_stats(&shard).await?))
     }
 
     /// A health authority's statistics, merged from its communities.

@@ -345,10 +345,8 @@ impl AttachSystem {
     pub async fn panel_report(&self, who: &Principal, provider: &ProviderId) -> Result<PanelReport, AttachError> {
         who.require(Operation::ReadPanelReports, None)?;
         let shard = self.locate(Locator::Provider(provider.clone()), "provider").await?;
-        let (provider, who) = (Some(provider.clone()), who.clone());
-        let reports =
-            self.directory.call(&shard, |reply| ShardMsg::PanelReports { provider, facility: None, who, reply });
-        reports.await?.pop().ok_or_else(|| AttachError::not_found("provider"))
+        let reports = self.shard_panel_reports(&shard, Some(provider.clone()), None, who.clone()).await?;
+        reports.into_iter().next().ok_or_else(|| AttachError::not_found("provider"))
     }
 
     /// The panel reports of every provider listed at a clinic (wherever they are

@@ -7,6 +7,9 @@
 //! - a waiting patient a submitted panel names (their registration's community);
 //! - a chunk of a panel transfer (the receiving provider's community);
 //! - the fan-out of a health authority's statistics and of a clinic's panel reports;
+//! - reads that hold no patient record and are not audited (a community's
+//!   statistics, a provider's or clinic's registry entry, a panel report), so a
+//!   request may ask for several communities' at once, wherever they run;
 //! - a clinic's or a provider's registry entry, read to check a request made
 //!   elsewhere (is the caller the clinic's medical director, is the provider
 //!   listed at the clinic).

@@ -272,6 +272,19 @@ async fn shards_are_spread_handed_back_to_a_returning_node_and_stood_in_for_when
         let (_, body) = post_as(&http, node, &coordinator, HA_STATS, json!({ "h": b_shard.ha.as_str() })).await;
         assert_eq!(body["data"]["healthAuthorityStatistics"]["waitingHouseholds"], 2, "{body}");
     }
+    // One request asking for a community on each node is answered whole, by either.
+    let both = format!(
+        "{{ a: communityStatistics(code: \"{}\") {{ waitingHouseholds }} b: communityStatistics(code: \"{b_community}\") {{ waitingHouseholds }} }}",
+        a_shard.community.as_str()
+    );
+    for node in [&a, &b] {
+        let (_, body) = post_as(&http, node, &coordinator, &both, json!({})).await;
+        assert!(body.get("errors").is_none(), "{body}");
+        assert_eq!(
+            (&body["data"]["a"]["waitingHouseholds"], &body["data"]["b"]["waitingHouseholds"]),
+            (&json!(0), &json!(2))
+        );
+    }
     let on_b = http.get(format!("{url_b}/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metric(&on_b, "attach_cluster_calls_served_total").is_some_and(|n| n >= 2), "{on_b}");
 
