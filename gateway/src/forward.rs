@@ -47,9 +47,25 @@ pub const HAND_BACK_PATH: &str = "/cluster/hand-back";
 /// Where a peer asks this node to run a step on one of its shards (with the cluster's secret).
 pub const CALL_PATH: &str = "/cluster/call";
 
-/// Headers a forwarded request keeps.
-const KEPT: [header::HeaderName; 4] =
-    [header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT, header::HeaderName::from_static("traceparent")];
+/// Headers a forwarded request keeps (and its trace context, [`with_trace`]).
+const KEPT: [header::HeaderName; 3] = [header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT];
+
+/// Adds the current span's trace context to a request to a peer, so the
+/// peer's spans join this node's trace; without span export, passes on the
+/// caller's `traceparent`, if any.
+fn with_trace(mut request: reqwest::RequestBuilder, incoming: Option<&HeaderMap>) -> reqwest::RequestBuilder {
+    let trace = crate::telemetry::trace_headers();
+    if trace.is_empty() {
+        if let Some(parent) = incoming.and_then(|h| h.get("traceparent")) {
+            request = request.header("traceparent", parent);
+        }
+        return request;
+    }
+    for (name, value) in trace {
+        request = request.header(name, value);
+    }
+    request
+}
 
 /// Where this node sends requests for shards its peers hold.
 pub struct Forwarder {
@@ -189,6 +205,7 @@ impl Forwarder {
                 request = request.header(name, value);
             }
         }
+        request = with_trace(request, Some(headers));
         if let Some(secret) = &self.secret {
             request = request.header(CLUSTER_SECRET, secret);
         }
@@ -241,6 +258,7 @@ impl Peers for Forwarder {
                 .header(header::CONTENT_TYPE, "application/octet-stream")
                 .header(FORWARDED_BY, &self.me)
                 .body(body);
+            request = with_trace(request, None);
             if let Some(secret) = &self.secret {
                 request = request.header(CLUSTER_SECRET, secret);
             }

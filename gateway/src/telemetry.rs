@@ -89,6 +89,16 @@ fn otlp_provider() -> anyhow::Result<SdkTracerProvider> {
         .build())
 }
 
+/// The current span's trace context as W3C headers (`traceparent`, and
+/// `tracestate` when there is one), for a request to a peer: the peer's spans
+/// then join this trace under the current span. Empty when spans are not exported.
+pub fn trace_headers() -> std::collections::HashMap<String, String> {
+    let mut headers = std::collections::HashMap::new();
+    let context = Span::current().context();
+    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&context, &mut headers));
+    headers
+}
+
 /// Reads W3C trace context from HTTP headers.
 struct Headers<'a>(&'a axum::http::HeaderMap);
 
