@@ -74,6 +74,8 @@ pub struct Application {
     state: AppState,
     /// Demo seeding and shard loading; its error ends the process.
     init: JoinHandle<anyhow::Result<()>>,
+    /// How often stalled moves and transfers are taken up again (a lease).
+    resume_every: std::time::Duration,
 }
 
 /// The rate limiters, sharing their quotas through Redis when it is configured.
@@ -173,7 +175,8 @@ impl Application {
             cluster: Arc::new(settings.cluster.clone()),
         };
         let send_buffer = settings.limits.socket_send_buffer_bytes;
-        Ok(Application { listener, send_buffer, port, state, init })
+        let resume_every = std::time::Duration::from_secs(settings.shard.lease_secs.max(1));
+        Ok(Application { listener, send_buffer, port, state, init, resume_every })
     }
 
     /// The port the server listens on.
@@ -184,6 +187,7 @@ impl Application {
     /// Serves until `shutdown` completes (or start-up fails), then stops every shard.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let system = self.state.system.clone();
+        let resumer = tokio::spawn(resume_stalled(system.clone(), self.state.started.clone(), self.resume_every));
         info!(port = self.port, "listening");
         // Small GraphQL answers and feed events must not wait for Nagle's algorithm.
         let send_buffer = self.send_buffer;
@@ -217,8 +221,27 @@ impl Application {
                 },
             }
         };
+        resumer.abort();
         system.stop().await;
         result
+    }
+}
+
+/// Once started, every `every`: finishes the moves and resumes the transfers
+/// that have been running longer than that, so a step that failed (a shard
+/// restarting, a peer away) is taken again without waiting for a retry or a restart.
+async fn resume_stalled(system: Arc<AttachSystem>, started: Arc<AtomicBool>, every: std::time::Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if !started.load(Ordering::Acquire) {
+            continue;
+        }
+        let (moves, transfers) = system.resume_stalled(every).await;
+        if moves + transfers > 0 {
+            info!(moves, transfers, "stalled moves finished and transfers resumed");
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 //! the end-to-end cluster tests cover) is the code a cluster runs.
 
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 
@@ -122,7 +123,7 @@ async fn a_move_between_two_nodes_communities_finishes_on_the_node_joined() {
 }
 
 #[tokio::test]
-async fn without_a_link_the_move_waits_at_step_one_and_asking_again_finishes_it_once_linked() {
+async fn without_a_link_the_move_waits_at_step_one_and_the_periodic_pass_finishes_it_once_linked() {
     let unlinked = cluster(false).await;
     let mover = unlinked.a.register(&sys(), &c("111"), household(&[phn(1)], &[])).await.unwrap().registration;
     let e = unlinked.a.move_registration(&sys(), &mover.reference, &c("112")).await.unwrap_err();
@@ -137,10 +138,20 @@ async fn without_a_link_the_move_waits_at_step_one_and_asking_again_finishes_it_
     let e = unlinked.a.health_authority_stats(&sys(), &HaCode::parse("IHA").unwrap()).await.unwrap_err();
     assert_eq!(e.code, ErrorCode::ShardUnavailable);
 
+    // Once linked, the periodic pass finishes it (one that is younger than the
+    // pass's age is left to the request running it).
     link(&unlinked.a, &unlinked.b);
-    let moved = unlinked.a.move_registration(&sys(), &mover.reference, &c("112")).await.unwrap();
-    assert_eq!((moved.registration.status, moved.place), (RegistrationStatus::Waiting, Some((1, 0))));
+    assert_eq!(unlinked.a.resume_stalled(Duration::from_secs(60)).await, (0, 0), "too young to be stalled");
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(unlinked.a.resume_stalled(Duration::ZERO).await, (1, 0));
     assert_eq!(running_moves(&unlinked.a).await, 0);
+    let there = unlinked.b.registration(&sys(), &mover.reference).await.unwrap();
+    assert_eq!((there.registration.status, there.place), (RegistrationStatus::Waiting, Some((1, 0))));
+    // Asking again answers it where it is.
+    let moved = unlinked.a.move_registration(&sys(), &mover.reference, &c("112")).await;
+    assert_eq!(moved.unwrap_err().code, ErrorCode::ShardUnavailable, "112 runs on B: a gateway sends it there");
+    let moved = unlinked.b.move_registration(&sys(), &mover.reference, &c("112")).await.unwrap();
+    assert_eq!(moved.registration.shard, shard("112"));
 }
 
 #[tokio::test]

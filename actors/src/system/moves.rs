@@ -74,12 +74,30 @@ impl AttachSystem {
     /// Finishes every move a previous process left part way. Called once the
     /// shards have started and before the process reports ready. Answers how
     /// many were finished; one that fails stays running, to be finished by
-    /// asking for it again or by the next start.
+    /// asking for it again, by the next pass ([`resume_stalled`](Self::resume_stalled)) or the next start.
     pub async fn resume_moves(&self) -> usize {
+        self.finish_moves(None).await
+    }
+
+    /// Finishes the moves and resumes the panel transfers of this node's
+    /// shards that have been running for longer than `age`: a step that failed
+    /// (the other community's shard was restarting, or on a peer that was
+    /// away) is taken again without waiting for the caller or a restart. Moves
+    /// younger than `age` are left to the requests running them. Answers the
+    /// moves finished and the transfers resumed.
+    pub async fn resume_stalled(self: &std::sync::Arc<Self>, age: std::time::Duration) -> (usize, usize) {
+        let age_ms = i64::try_from(age.as_millis()).unwrap_or(i64::MAX);
+        let moves = self.finish_moves(Some(crate::domain::Timestamp::now().plus_ms(-age_ms))).await;
+        (moves, self.resume_transfers().await)
+    }
+
+    /// Finishes the running moves of this node's shards (those started before `started_before`, if given).
+    async fn finish_moves(&self, started_before: Option<crate::domain::Timestamp>) -> usize {
         let shards: Vec<ShardKey> = self.regions.shards().cloned().collect();
         let all = join_all(shards.iter().map(|s| self.directory.call(s, ShardMsg::RunningMoves))).await;
         let mut finished = 0;
-        for (moving, record) in all.into_iter().filter_map(Result::ok).flatten() {
+        let stalled = all.into_iter().filter_map(Result::ok).flatten();
+        for (moving, record) in stalled.filter(|(_, m)| started_before.is_none_or(|t| m.started_at < t)) {
             match self.complete_move(moving, &record).await {
                 Ok(_) => finished += 1,
                 Err(e) => warn!(error = %e, from = %record.from, to = %record.to, "a move could not be finished yet"),

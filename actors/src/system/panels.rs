@@ -292,11 +292,11 @@ impl AttachSystem {
     }
 
     /// Runs a transfer in the background; its progress is read with [`panel_transfer`](Self::panel_transfer).
-    /// Does nothing if this process is already running it.
-    pub fn spawn_transfer(self: &Arc<Self>, from: ProviderId, key: TransferKey) {
+    /// Does nothing if this process is already running it; answers whether it started it.
+    pub fn spawn_transfer(self: &Arc<Self>, from: ProviderId, key: TransferKey) -> bool {
         let id = (from, key);
         if !self.transfers.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone()) {
-            return;
+            return false;
         }
         let system = Arc::clone(self);
         tokio::spawn(async move {
@@ -305,6 +305,7 @@ impl AttachSystem {
             }
             system.transfers.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
         });
+        true
     }
 
     /// A transfer by its source provider and key: for the providers on either
@@ -327,15 +328,18 @@ impl AttachSystem {
         Ok(t)
     }
 
-    /// Resumes, in the background, every transfer a previous process left running.
+    /// Resumes, in the background, every transfer of this node's shards that
+    /// is running and not being run by this process (a previous process left
+    /// it, or its runner stopped on an error).
     pub async fn resume_transfers(self: &Arc<Self>) -> usize {
         let shards: Vec<ShardKey> = self.regions.shards().cloned().collect();
         let all = join_all(shards.iter().map(|s| self.directory.call(s, ShardMsg::RunningTransfers))).await;
         let mut resumed = 0;
         for t in all.into_iter().filter_map(Result::ok).flatten() {
-            info!(from = %t.from, to = %t.to, moved = t.moved, total = t.total, "resuming a panel transfer");
-            self.spawn_transfer(t.from, t.key);
-            resumed += 1;
+            if self.spawn_transfer(t.from.clone(), t.key.clone()) {
+                info!(from = %t.from, to = %t.to, moved = t.moved, total = t.total, "resuming a panel transfer");
+                resumed += 1;
+            }
         }
         resumed
     }
