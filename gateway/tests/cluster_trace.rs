@@ -16,28 +16,18 @@ use attach_gateway::auth::dev::{DevKey, TokenRequest};
 use attach_gateway::config::{AuthSettings, Settings};
 use attach_gateway::startup::Application;
 use opentelemetry::trace::{SpanId, TraceId};
-use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
 use serde_json::{Value, json};
-use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::util::SubscriberInitExt;
+
+mod spans;
+use spans::{ancestry, attribute, capture};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn attribute(span: &SpanData, key: &str) -> Option<String> {
-    span.attributes.iter().find(|kv| kv.key.as_str() == key).map(|kv| kv.value.to_string())
-}
-
-fn parent_of<'a>(spans: &'a [SpanData], child: &SpanData) -> Option<&'a SpanData> {
-    spans.iter().find(|s| s.span_context.span_id() == child.parent_span_id)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_step_on_the_other_nodes_shard_joins_the_callers_trace() {
-    let exporter = InMemorySpanExporter::default();
-    let provider = SdkTracerProvider::builder().with_simple_exporter(exporter.clone()).build();
-    tracing_subscriber::registry().with(attach_gateway::telemetry::spans_layer(&provider)).init();
+    let (exporter, provider) = capture();
 
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> =
@@ -121,13 +111,7 @@ async fn a_step_on_the_other_nodes_shard_joins_the_callers_trace() {
         .unwrap_or_else(|| panic!("no moveIn among {} spans", spans.len()));
     assert_eq!(step_two.span_context.trace_id(), caller_trace, "step two is in the caller's trace");
     assert_eq!(attribute(step_two, "shard"), Some(joined.to_string()));
-    let mut chain = vec![step_two.name.to_string()];
-    let mut at = step_two;
-    while let Some(parent) = parent_of(&spans, at) {
-        assert_eq!(parent.span_context.trace_id(), caller_trace, "one trace throughout");
-        chain.push(parent.name.to_string());
-        at = parent;
-    }
+    let (chain, at) = ancestry(&spans, step_two, caller_trace);
     // B ran step two for A, which ran the request B forwarded once B's own
     // attempt had stopped at the shard it does not hold.
     let expected = ["shard.handle", "POST /cluster/call", "mutation Move", "POST /graphql", "POST /graphql"];

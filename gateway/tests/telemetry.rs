@@ -8,28 +8,19 @@ use std::time::{Duration, Instant};
 use attach_gateway::config::Settings;
 use attach_gateway::startup::Application;
 use opentelemetry::trace::{SpanId, TraceId};
-use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
+use opentelemetry_sdk::trace::SpanData;
 use serde_json::{Value, json};
-use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::util::SubscriberInitExt;
 
-fn attribute(span: &SpanData, key: &str) -> Option<String> {
-    span.attributes.iter().find(|kv| kv.key.as_str() == key).map(|kv| kv.value.to_string())
-}
+mod spans;
+use spans::{ancestry, attribute, capture};
 
 fn named<'a>(spans: &'a [SpanData], name: &str) -> Vec<&'a SpanData> {
     spans.iter().filter(|s| s.name == name).collect()
 }
 
-fn parent_of<'a>(spans: &'a [SpanData], child: &SpanData) -> Option<&'a SpanData> {
-    spans.iter().find(|s| s.span_context.span_id() == child.parent_span_id)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_trace_from_the_http_request_to_the_store_write() {
-    let exporter = InMemorySpanExporter::default();
-    let provider = SdkTracerProvider::builder().with_simple_exporter(exporter.clone()).build();
-    tracing_subscriber::registry().with(attach_gateway::telemetry::spans_layer(&provider)).init();
+    let (exporter, provider) = capture();
 
     let dir = tempfile::tempdir().unwrap();
     let settings = Settings {
@@ -80,13 +71,7 @@ async fn one_trace_from_the_http_request_to_the_store_write() {
         .copied()
         .find(|s| s.span_context.trace_id() == caller_trace)
         .unwrap_or_else(|| panic!("no store write in the caller's trace among {} spans", spans.len()));
-    let mut chain = vec![write.name.to_string()];
-    let mut at = write;
-    while let Some(parent) = parent_of(&spans, at) {
-        assert_eq!(parent.span_context.trace_id(), caller_trace, "one trace throughout");
-        chain.push(parent.name.to_string());
-        at = parent;
-    }
+    let (chain, at) = ancestry(&spans, write, caller_trace);
     assert_eq!(
         chain,
         ["store.commit", "shard.commit", "shard.register", "shard.handle", "mutation Register", "POST /graphql"],
