@@ -113,7 +113,7 @@ async fn a_move_between_two_nodes_communities_finishes_on_the_node_joined() {
     let line = b.waitlist(&sys(), &c("112"), WaitlistQuery { limit: 10, ..Default::default() }).await.unwrap();
     let refs: Vec<_> = line.items.iter().map(|r| r.reference).collect();
     assert_eq!(refs, [mover.reference, waiting.reference]);
-    assert!(running_moves(&a).await == 0, "step three closed the record of the move");
+    assert_eq!(running_moves(&a).await, 0, "step three closed the record of the move");
 
     // Its statistics, gathered from both nodes by either.
     for node in [&a, &b] {
