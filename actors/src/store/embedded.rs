@@ -32,8 +32,10 @@
 //!
 //! The one exception is a group made only of audit records (every audited read
 //! writes one): it is made durable by an append to the audit journal beside the
-//! file (see `journal.rs`), then committed to redb without durability. The next
-//! durable commit covers it, and on open the journal's records are written back.
+//! file (see `journal.rs`) and held in memory, with no redb transaction. The
+//! next transaction of any other group writes the held records first and
+//! commits them durably; a read of the audit log asks for one first; and on
+//! open the journal's records are written back.
 //!
 //! # Why one writer thread
 //!
@@ -522,6 +524,8 @@ impl Store for EmbeddedStore {
         if query.limit == 0 {
             return Ok(Vec::new());
         }
+        // Records held only in the journal are written into the store first.
+        self.submit(|slot| Request::FlushAudit { slot }).await?;
         let query = query.clone();
         self.read_blocking(move |db| audit_page(db, &query)).await
     }

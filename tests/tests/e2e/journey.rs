@@ -446,8 +446,9 @@ async fn records_of_reads_answered_before_sigkill_are_kept() {
     for _ in 0..25 {
         reader.ok(r#"{ waitlist(communityCode: "111", first: 1) { totalCount } }"#, json!({})).await;
     }
+    // Not read back before the kill: reading the audit log writes the records
+    // held in the journal into the store, and the restart would have nothing to replay.
     let operations = app.token(Role::Operations, &[], None);
-    assert_eq!(count(app.with_token(operations.clone()).ok(LOG, json!({})).await), 25);
     drop(reader);
     app.kill();
 

@@ -167,7 +167,7 @@ async fn one_group_checks_each_request_in_order() {
     });
     let mut group = vec![acquire1, commit1, acquire2, stale, cas1, cas2, claims];
     let (mut journal, _) = super::journal::Journal::open(&h.path().with_extension("journal")).unwrap();
-    writer::apply_group(&db, &mut group, &mut journal);
+    writer::apply_group(&db, &mut group, &mut journal, &mut Vec::new());
     assert!(group.is_empty());
 
     assert_eq!(a1.await.unwrap(), Ok(Epoch(1)));
@@ -246,18 +246,37 @@ async fn audit_ids(store: &EmbeddedStore) -> Vec<u64> {
 async fn audit_records_alone_are_journaled_seen_at_once_and_the_journal_empties_on_a_durable_commit() {
     let h = TempHarness::new();
     let journal = journal_path(&h.path());
+    let journal_len = || std::fs::metadata(&journal).unwrap().len();
     let store = h.store();
+    // What redb itself holds, read without asking the writer to write held records first.
+    let in_redb = |store: &EmbeddedStore| {
+        let page = super::audit_page(&store.inner.db, &AuditQuery { limit: 100, ..Default::default() }).unwrap();
+        page.len()
+    };
     store.append_audit(&[audit_record(1), audit_record(2)]).await.unwrap();
     store.append_audit(&[audit_record(3)]).await.unwrap();
-    assert_eq!(audit_ids(&store).await, [1, 2, 3], "visible as soon as acknowledged");
-    assert!(std::fs::metadata(&journal).unwrap().len() > 0, "the records are in the journal");
+    assert!(journal_len() > 0, "the records are in the journal");
+    assert_eq!(in_redb(&store), 0, "and held, with no redb transaction");
+    assert_eq!(audit_ids(&store).await, [1, 2, 3], "visible as soon as acknowledged: the read writes them first");
+    assert_eq!((journal_len(), in_redb(&store)), (0, 3), "durably, so the journal is emptied");
 
-    // Any other write is committed durably, which covers the records too.
+    // Any other write is committed durably, with the records held before it.
+    store.append_audit(&[audit_record(4)]).await.unwrap();
+    assert_eq!(in_redb(&store), 3);
     store.acquire_shard(&shard("IHA/111"), "node-a").await.unwrap();
-    assert_eq!(std::fs::metadata(&journal).unwrap().len(), 0, "emptied after a durable commit");
-    assert_eq!(audit_ids(&store).await, [1, 2, 3]);
+    assert_eq!((journal_len(), in_redb(&store)), (0, 4), "emptied after a durable commit");
+    assert_eq!(audit_ids(&store).await, [1, 2, 3, 4]);
     drop(store);
-    assert_eq!(audit_ids(&h.store()).await, [1, 2, 3]);
+    assert_eq!(audit_ids(&h.store()).await, [1, 2, 3, 4]);
+}
+
+#[tokio::test]
+async fn records_held_when_the_store_closes_are_restored_from_the_journal() {
+    let h = TempHarness::new();
+    let store = h.store();
+    store.append_audit(&[audit_record(5), audit_record(6)]).await.unwrap();
+    drop(store);
+    assert_eq!(audit_ids(&h.store()).await, [5, 6]);
 }
 
 #[tokio::test]

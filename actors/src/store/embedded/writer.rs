@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use redb::{Database, Durability, Key, ReadableTable, Table, TableDefinition, Value, WriteTransaction};
+use redb::{Database, Key, ReadableTable, Table, TableDefinition, Value, WriteTransaction};
 use tokio::sync::{mpsc, oneshot};
 
 use super::journal::Journal;
@@ -70,6 +70,9 @@ pub(super) enum Request {
     ClaimPhns { claims: Vec<(Phn, PhnClaim, Vec<u8>)>, slot: Slot<Vec<(Phn, PhnClaim)>> },
     /// Append encoded audit records (key, value).
     Audit { rows: Vec<super::journal::Row>, slot: Slot<()> },
+    /// Write the audit records held only in the journal into redb, so a read
+    /// of the audit table sees them.
+    FlushAudit { slot: Slot<()> },
 }
 
 impl Request {
@@ -80,6 +83,7 @@ impl Request {
             Request::CasPhn { slot, .. } => slot.finish(group_failed),
             Request::ClaimPhns { slot, .. } => slot.finish(group_failed),
             Request::Audit { slot, .. } => slot.finish(group_failed),
+            Request::FlushAudit { slot } => slot.finish(group_failed),
         }
     }
 }
@@ -106,6 +110,7 @@ pub(super) fn run(
 ) {
     let max_group = max_group.max(1);
     let mut group = Vec::with_capacity(max_group);
+    let mut held = Vec::new();
     while let Some(first) = rx.blocking_recv() {
         group.push(first);
         while group.len() < max_group {
@@ -116,39 +121,57 @@ pub(super) fn run(
         }
         counters.transactions.fetch_add(1, Ordering::Relaxed);
         counters.requests.fetch_add(group.len() as u64, Ordering::Relaxed);
-        apply_group(&db, &mut group, &mut journal);
+        apply_group(&db, &mut group, &mut journal, &mut held);
     }
 }
 
-/// Applies `group` in one transaction and answers every request. Leaves `group` empty.
+/// Applies `group` and answers every request. Leaves `group` empty.
 ///
 /// Durability comes one of two ways, and only then is anyone answered:
-/// - a group of audit records alone is appended to the journal (one `fdatasync`)
-///   and committed to redb without durability, while the journal has room;
-/// - any other group is committed with redb's `Durability::Immediate`. That also
-///   makes every earlier non-durable commit durable, so the journal is emptied.
-pub(super) fn apply_group(db: &Database, group: &mut Vec<Request>, journal: &mut Journal) {
-    let journaled = journal_if_audit_only(group, journal);
+/// - a group of audit records alone is appended to the journal (one
+///   `fdatasync`), while the journal has room, and `held` keeps them: no redb
+///   transaction at all (a redb commit, even without durability, cost more
+///   than the append);
+/// - any other group is one transaction, which writes the held records first
+///   and commits with redb's `Durability::Immediate`; the journal is then emptied.
+pub(super) fn apply_group(
+    db: &Database,
+    group: &mut Vec<Request>,
+    journal: &mut Journal,
+    held: &mut Vec<super::journal::Row>,
+) {
+    if journal_if_audit_only(group, journal) {
+        for request in group.drain(..) {
+            if let Request::Audit { rows, mut slot } = request {
+                held.extend(rows);
+                slot.set(Ok(()));
+                slot.finish(None);
+            }
+        }
+        return;
+    }
     let result = db
         .begin_write()
         .map_err(redb::Error::from)
-        .and_then(|mut txn| {
-            if journaled {
-                txn.set_durability(Durability::None).map_err(redb::Error::from)?;
-            }
-            apply_all(&txn, group)?;
+        .and_then(|txn| {
+            let mut tables = Tables::new(&txn);
+            insert_audit(&mut tables, held)?;
+            apply_all(&mut tables, group)?;
+            drop(tables);
             txn.commit().map_err(redb::Error::from)
         })
         .map_err(store_error);
     let failed = result.err();
     if let Some(e) = &failed {
-        // Dropping the transaction aborted it: none of the group was written.
-        // (A journaled group's records stay in the journal and are written on the
-        // next open: records of reads that were refused, which is harmless.)
+        // Dropping the transaction aborted it: none of the group was written,
+        // and the held records are still held (and in the journal).
         tracing::error!(error = %e, requests = group.len(), "embedded store write transaction failed");
-    } else if !journaled && let Err(e) = journal.clear() {
-        // Harmless: what it holds is already in the store and is written again on open.
-        tracing::warn!(error = %e, "could not empty the audit journal");
+    } else {
+        held.clear();
+        if let Err(e) = journal.clear() {
+            // Harmless: what it holds is already in the store and is written again on open.
+            tracing::warn!(error = %e, "could not empty the audit journal");
+        }
     }
     for request in group.drain(..) {
         request.finish(failed.as_ref());
@@ -233,18 +256,19 @@ impl<'txn> Tables<'txn> {
     }
 }
 
-fn apply_all(txn: &WriteTransaction, group: &mut [Request]) -> Result<(), redb::Error> {
-    let mut t = Tables::new(txn);
+fn apply_all(t: &mut Tables<'_>, group: &mut [Request]) -> Result<(), redb::Error> {
     for request in group.iter_mut() {
         match request {
-            Request::Acquire { shard, slot } => acquire(&mut t, shard, slot)?,
-            Request::Commit { shard, epoch, batch, slot } => commit(&mut t, shard, *epoch, batch, slot)?,
-            Request::CasPhn { phn, expected, new, slot } => cas(&mut t, *phn, expected.as_ref(), new.as_deref(), slot)?,
-            Request::ClaimPhns { claims, slot } => claim(&mut t, claims, slot)?,
+            Request::Acquire { shard, slot } => acquire(t, shard, slot)?,
+            Request::Commit { shard, epoch, batch, slot } => commit(t, shard, *epoch, batch, slot)?,
+            Request::CasPhn { phn, expected, new, slot } => cas(t, *phn, expected.as_ref(), new.as_deref(), slot)?,
+            Request::ClaimPhns { claims, slot } => claim(t, claims, slot)?,
             Request::Audit { rows, slot } => {
-                insert_audit(&mut t, rows)?;
+                insert_audit(t, rows)?;
                 slot.set(Ok(()));
             }
+            // The held records were written at the start of the transaction.
+            Request::FlushAudit { slot } => slot.set(Ok(())),
         }
     }
     Ok(())
