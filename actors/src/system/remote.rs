@@ -293,3 +293,36 @@ impl AttachSystem {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::access::{Role, Scope};
+
+    #[test]
+    fn a_call_crosses_whole_and_another_version_or_garbage_is_refused() {
+        let who = Principal::new("ops-1", Role::Operations, None, Scope::province());
+        let shard = ShardKey::parse("IHA/111").unwrap();
+        let call = ShardCall::PanelReports { provider: None, facility: None, who: who.clone() };
+        let body = encode(&Request { shard: shard.clone(), call, audit: None });
+        assert_eq!(body[0], PROTOCOL);
+        let back: Request = decode(&body).unwrap();
+        assert_eq!(back.shard, shard);
+        match back.call {
+            ShardCall::PanelReports { who: w, .. } => assert_eq!(w, who, "the caller's identity survives"),
+            other => panic!("{other:?}"),
+        }
+
+        let mut other_version = body.clone();
+        other_version[0] = PROTOCOL + 1;
+        for bad in [other_version, vec![PROTOCOL, 0xff, 0xff], Vec::new()] {
+            let e = decode::<Request>(&bad).map(|_| ()).unwrap_err();
+            assert_eq!(e.code, ErrorCode::Internal, "{bad:?}");
+        }
+
+        // An error crosses with its code, and loses nothing a caller sees.
+        let refused: Result<Reply, AttachError> = Err(AttachError::conflict("already answered"));
+        let back = decode::<Result<Reply, AttachError>>(&encode(&refused)).unwrap();
+        assert_eq!(back.map(|_| ()).unwrap_err(), AttachError::conflict("already answered"));
+    }
+}

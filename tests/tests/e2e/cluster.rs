@@ -298,3 +298,41 @@ async fn shards_are_spread_handed_back_to_a_returning_node_and_stood_in_for_when
     let _ = a.stop.send(());
     a.task.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_endpoints_refuse_a_caller_without_the_clusters_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> =
+        Arc::new(EmbeddedStore::open(&dir.path().join("attach.redb"), EmbeddedOptions::default()).unwrap());
+    let http = reqwest::Client::new();
+    let a = node(dir.path(), store, "node-a", vec!["node-b=http://127.0.0.1:9".into()], 100).await;
+    wait_for(&http, &format!("{}/readyz", a.url)).await;
+    let post = |path: &str, secret: Option<&str>, body: Vec<u8>| {
+        let mut r = http.post(format!("{}{path}", a.url)).body(body);
+        if let Some(s) = secret {
+            r = r.header("x-attach-cluster-secret", s);
+        }
+        async move {
+            let r = r.send().await.unwrap();
+            (r.status().as_u16(), r.bytes().await.unwrap().to_vec())
+        }
+    };
+
+    // A step on a shard carries a caller's identity: never run without the secret.
+    for secret in [None, Some("not-the-secret")] {
+        assert_eq!(post("/cluster/call", secret, vec![attach_actors::system::PROTOCOL]).await.0, 403, "{secret:?}");
+        assert_eq!(post("/cluster/hand-back", secret, br#"{"node":"node-b"}"#.to_vec()).await.0, 403, "{secret:?}");
+    }
+    // With it, a call that cannot be read is answered with an encoded error, not run.
+    let (status, body) =
+        post("/cluster/call", Some("cluster-test-secret"), vec![attach_actors::system::PROTOCOL, 7]).await;
+    assert_eq!((status, body.first().copied()), (200, Some(attach_actors::system::PROTOCOL)));
+    let (status, _) = post("/cluster/call", Some("cluster-test-secret"), vec![99, 1, 2]).await;
+    assert_eq!(status, 200, "another protocol version is refused inside the answer");
+    // A hand-back must name a peer.
+    let (status, _) = post("/cluster/hand-back", Some("cluster-test-secret"), br#"{"node":"node-z"}"#.to_vec()).await;
+    assert_eq!(status, 400);
+
+    let _ = a.stop.send(());
+    a.task.await.unwrap().unwrap();
+}
