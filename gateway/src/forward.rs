@@ -126,8 +126,12 @@ impl Forwarder {
 
     /// Whether `headers` come from a peer that forwarded the request with the cluster's secret.
     pub fn is_trusted_hop(cluster: &ClusterSettings, headers: &HeaderMap) -> bool {
+        headers.contains_key(FORWARDED_BY) && Self::carries_secret(cluster, headers)
+    }
+
+    /// Whether `headers` carry the cluster's secret (never, when none is configured).
+    pub fn carries_secret(cluster: &ClusterSettings, headers: &HeaderMap) -> bool {
         !cluster.secret.is_empty()
-            && headers.contains_key(FORWARDED_BY)
             && headers.get(CLUSTER_SECRET).is_some_and(|v| constant_time_eq(v.as_bytes(), cluster.secret.as_bytes()))
     }
 
@@ -311,7 +315,7 @@ pub fn strip_marks(response: &mut async_graphql::Response) {
 }
 
 /// Compares secrets without stopping at the first difference.
-pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

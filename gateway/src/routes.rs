@@ -346,7 +346,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
 /// `POST /cluster/hand-back` `{"node": NAME}`, from a peer that has just
 /// started, with the cluster's secret: stop running the shards it should hold.
 async fn hand_back(State(state): State<AppState>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
-    if !has_cluster_secret(&state, &headers) {
+    if !crate::forward::Forwarder::carries_secret(&state.cluster, &headers) {
         return (StatusCode::FORBIDDEN, "the cluster's secret is needed to ask for shards").into_response();
     }
     let node = serde_json::from_slice::<serde_json::Value>(&body)
@@ -366,7 +366,7 @@ async fn hand_back(State(state): State<AppState>, headers: HeaderMap, body: axum
 /// answer its encoded result. A step refused by the shard is an encoded error
 /// with `200 OK`; only a missing secret is refused here.
 async fn cluster_call(State(state): State<AppState>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
-    if !has_cluster_secret(&state, &headers) {
+    if !crate::forward::Forwarder::carries_secret(&state.cluster, &headers) {
         return (StatusCode::FORBIDDEN, "the cluster's secret is needed to run a step here").into_response();
     }
     let reply = state.system.serve_remote(&body).await;
@@ -374,13 +374,6 @@ async fn cluster_call(State(state): State<AppState>, headers: HeaderMap, body: a
         forwarder.served_call();
     }
     ([(header::CONTENT_TYPE, "application/octet-stream")], reply).into_response()
-}
-
-/// Whether a request carries the cluster's secret (never, when none is configured).
-fn has_cluster_secret(state: &AppState, headers: &HeaderMap) -> bool {
-    let secret = &state.cluster.secret;
-    let given = headers.get(crate::forward::CLUSTER_SECRET).map(|v| v.as_bytes()).unwrap_or_default();
-    !secret.is_empty() && crate::forward::constant_time_eq(given, secret.as_bytes())
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
