@@ -478,8 +478,7 @@ impl AttachSystem {
     /// A provider (read where their community runs, on this node or another).
     pub async fn provider(&self, who: &Principal, id: &ProviderId) -> Result<ProviderView, AttachError> {
         who.require(Operation::ReadProviders, None)?;
-        let shard = self.locate(Locator::Provider(id.clone()), "provider").await?;
-        self.provider_at(&shard, id.clone()).await
+        self.provider_record(id).await
     }
 
     /// Providers homed in a community.
@@ -523,8 +522,7 @@ impl AttachSystem {
     /// A clinic (read where its community runs, on this node or another).
     pub async fn clinic(&self, who: &Principal, facility: &FacilityNumber) -> Result<Clinic, AttachError> {
         who.require(Operation::ReadClinics, None)?;
-        let shard = self.locate(Locator::Clinic(facility.clone()), "clinic").await?;
-        self.clinic_at(&shard, facility.clone()).await
+        self.clinic_record(facility).await
     }
 
     /// Clinics in a community.

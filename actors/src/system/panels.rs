@@ -34,14 +34,14 @@ const MAX_STALLS: u32 = 20;
 impl AttachSystem {
     /// A clinic's registry entry, for checks made on the caller's behalf
     /// (on the node running its community, when that is another).
-    async fn clinic_record(&self, facility: &FacilityNumber) -> Result<Clinic, AttachError> {
+    pub(super) async fn clinic_record(&self, facility: &FacilityNumber) -> Result<Clinic, AttachError> {
         let shard = self.locate(Locator::Clinic(facility.clone()), "clinic").await?;
         self.clinic_at(&shard, facility.clone()).await
     }
 
     /// A provider, for checks made on the caller's behalf (on the node running
     /// their community, when that is another).
-    async fn provider_record(&self, id: &ProviderId) -> Result<ProviderView, AttachError> {
+    pub(super) async fn provider_record(&self, id: &ProviderId) -> Result<ProviderView, AttachError> {
         let shard = self.locate(Locator::Provider(id.clone()), "provider").await?;
         self.provider_at(&shard, id.clone()).await
     }
