@@ -34,8 +34,8 @@
 //! writes one): it is made durable by an append to the audit journal beside the
 //! file (see `journal.rs`) and held in memory, with no redb transaction. The
 //! next transaction of any other group writes the held records first and
-//! commits them durably; a read of the audit log asks for one first; and on
-//! open the journal's records are written back.
+//! commits them durably; a read of the audit log asks for one first (when
+//! any are held); and on open the journal's records are written back.
 //!
 //! # Why one writer thread
 //!

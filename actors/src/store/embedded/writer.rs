@@ -140,12 +140,24 @@ pub(super) fn apply_group(
     journal: &mut Journal,
     held: &mut Vec<super::journal::Row>,
 ) {
-    if journal_if_audit_only(group, journal) {
+    // Audit records the journal took, or a request to write held records when
+    // none are held: answered without a redb transaction.
+    let no_transaction = journal_if_audit_only(group, journal)
+        || (held.is_empty() && group.iter().all(|r| matches!(r, Request::FlushAudit { .. })));
+    if no_transaction {
         for request in group.drain(..) {
-            if let Request::Audit { rows, mut slot } = request {
-                held.extend(rows);
-                slot.set(Ok(()));
-                slot.finish(None);
+            match request {
+                Request::Audit { rows, mut slot } => {
+                    held.extend(rows);
+                    slot.set(Ok(()));
+                    slot.finish(None);
+                }
+                Request::FlushAudit { mut slot } => {
+                    slot.set(Ok(()));
+                    slot.finish(None);
+                }
+                // Not in such a group; answered as unreached, like any request no transaction applied.
+                other => other.finish(None),
             }
         }
         return;
