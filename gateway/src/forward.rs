@@ -135,16 +135,22 @@ impl Forwarder {
             && headers.get(CLUSTER_SECRET).is_some_and(|v| constant_time_eq(v.as_bytes(), cluster.secret.as_bytes()))
     }
 
+    /// A POST to a peer, with the cluster's secret when there is one.
+    fn to_peer(&self, url: &str) -> reqwest::RequestBuilder {
+        let request = self.client.post(url);
+        match &self.secret {
+            Some(secret) => request.header(CLUSTER_SECRET, secret),
+            None => request,
+        }
+    }
+
     /// Asks every peer to hand back the shards this node should hold (it has
     /// just started; they stood in for it). Best effort: a peer that does not
     /// answer keeps them until its lease on them is released or runs out.
     pub async fn ask_hand_back(&self) {
         for (name, base) in &self.peers {
-            let mut request =
-                self.client.post(format!("{base}{HAND_BACK_PATH}")).json(&serde_json::json!({ "node": self.me }));
-            if let Some(secret) = &self.secret {
-                request = request.header(CLUSTER_SECRET, secret);
-            }
+            let request =
+                self.to_peer(&format!("{base}{HAND_BACK_PATH}")).json(&serde_json::json!({ "node": self.me }));
             match request.send().await {
                 Ok(r) if r.status().is_success() => {
                     tracing::info!(peer = %name, "asked the peer to hand back this node's shards")
@@ -203,16 +209,13 @@ impl Forwarder {
     /// Sends the request to `endpoint` and answers with its response; `None`
     /// if the peer could not be reached (the caller answers as it would have).
     pub async fn send(&self, endpoint: &str, headers: &HeaderMap, body: Bytes) -> Option<Response> {
-        let mut request = self.client.post(endpoint).body(body).header(FORWARDED_BY, &self.me);
+        let mut request = self.to_peer(endpoint).body(body).header(FORWARDED_BY, &self.me);
         for name in &KEPT {
             if let Some(value) = headers.get(name) {
                 request = request.header(name, value);
             }
         }
         request = with_trace(request, Some(headers));
-        if let Some(secret) = &self.secret {
-            request = request.header(CLUSTER_SECRET, secret);
-        }
         let answer = match request.send().await {
             Ok(answer) => answer,
             Err(e) => {
@@ -256,16 +259,12 @@ impl Peers for Forwarder {
             let base = self.peers.get(&owner).filter(|_| owner != self.me).ok_or_else(|| {
                 unavailable(format!("is held by node {owner}, which does not run it now or is not a peer"))
             })?;
-            let mut request = self
-                .client
-                .post(format!("{base}{CALL_PATH}"))
+            let request = self
+                .to_peer(&format!("{base}{CALL_PATH}"))
                 .header(header::CONTENT_TYPE, "application/octet-stream")
                 .header(FORWARDED_BY, &self.me)
                 .body(body);
-            request = with_trace(request, None);
-            if let Some(secret) = &self.secret {
-                request = request.header(CLUSTER_SECRET, secret);
-            }
+            let request = with_trace(request, None);
             let failed = |e: &dyn std::fmt::Display| {
                 warn!(error = %e, peer = %owner, %shard, "a step on a peer's shard failed");
                 unavailable(format!("is held by node {owner}, which did not answer"))
