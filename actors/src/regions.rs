@@ -158,6 +158,30 @@ impl Regions {
     pub fn population(&self) -> u64 {
         self.communities().map(|c| c.population).sum()
     }
+
+    /// The other communities whose centres lie within `km` of `community`'s,
+    /// nearest first (ties by code), each with its distance in kilometres. Empty
+    /// for an unknown community or `km` of 0.
+    pub fn neighbours(&self, community: &str, km: u32) -> Vec<(&Community, f64)> {
+        let Some(here) = self.community(community) else { return Vec::new() };
+        let mut near: Vec<(&Community, f64)> = self
+            .communities()
+            .filter(|c| c.shard != here.shard)
+            .map(|c| (c, distance_km(here, c)))
+            .filter(|(_, d)| *d <= f64::from(km))
+            .collect();
+        near.sort_by(|a, b| a.1.total_cmp(&b.1).then_with(|| a.0.shard.community.cmp(&b.0.shard.community)));
+        near
+    }
+}
+
+/// Great-circle distance between two communities' centres (haversine, mean Earth radius).
+pub fn distance_km(a: &Community, b: &Community) -> f64 {
+    const EARTH_RADIUS_KM: f64 = 6371.0;
+    let (la, lb) = (a.lat.to_radians(), b.lat.to_radians());
+    let (dlat, dlon) = ((b.lat - a.lat).to_radians(), (b.lon - a.lon).to_radians());
+    let h = (dlat / 2.0).sin().powi(2) + la.cos() * lb.cos() * (dlon / 2.0).sin().powi(2);
+    2.0 * EARTH_RADIUS_KM * h.sqrt().min(1.0).asin()
 }
 
 #[cfg(test)]
@@ -201,6 +225,27 @@ name = "First Nations Health Authority"
         assert!(Regions::parse(&SMALL.replace("code = \"111\"", "code = \"1 1\"")).is_err());
         assert!(Regions::parse("health_authority = []").is_err());
         assert!(Regions::parse(&SMALL.replace("population = 19008", "population = 19008\nextra = 1")).is_err());
+    }
+
+    #[test]
+    fn neighbours_are_within_the_distance_nearest_first() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/regions/bc.toml");
+        let r = Regions::load(&path).unwrap();
+        let here = r.community("233").unwrap();
+        assert!(r.neighbours("233", 0).is_empty(), "0 km turns spill-over off");
+        assert!(r.neighbours("no such", 500).is_empty());
+        let near = r.neighbours("233", 40);
+        assert!(!near.is_empty(), "the Fraser Valley has communities within 40 km of {}", here.name);
+        assert!(near.iter().all(|(c, d)| c.shard != here.shard && *d <= 40.0 && *d > 0.0));
+        assert!(near.windows(2).all(|w| w[0].1 <= w[1].1), "nearest first");
+        let wider = r.neighbours("233", 200);
+        assert!(wider.len() > near.len());
+        assert!(near.iter().all(|(c, _)| wider.iter().any(|(w, _)| w.shard == c.shard)));
+        // Vancouver to Victoria is about 95-100 km as the crow flies.
+        let (van, vic) = (r.community("321").unwrap(), r.communities().find(|c| c.name == "Greater Victoria").unwrap());
+        let d = distance_km(van, vic);
+        assert!((80.0..120.0).contains(&d), "{d}");
+        assert!((distance_km(van, van)).abs() < 1e-9);
     }
 
     #[test]

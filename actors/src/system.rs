@@ -33,6 +33,7 @@ use crate::store::{Locator, PhnHolder, Store};
 mod moves;
 mod panels;
 mod remote;
+mod spill;
 mod staff;
 
 pub use remote::{PROTOCOL, Peers, ShardAnswer, ShardCall};
@@ -359,7 +360,12 @@ impl AttachSystem {
             let shard = trail.at(self.locate(Locator::Registration(*reference), "registration").await?);
             who.require(trail.op, Some(&shard))?;
             let reference = *reference;
-            self.directory.call_audited(&shard, trail.draft(), |r| ShardMsg::Withdraw(reference, reason, r)).await
+            let view = self
+                .directory
+                .call_audited(&shard, trail.draft(), |r| ShardMsg::Withdraw(reference, reason, r))
+                .await?;
+            self.settle_pending(&shard).await;
+            Ok(view)
         }
         .await;
         self.audited(trail, result).await
@@ -532,13 +538,19 @@ impl AttachSystem {
         self.directory.call(&shard, ShardMsg::ListClinics).await
     }
 
-    /// Runs matching in a community; returns the proposals made.
+    /// Runs matching in a community; returns the proposals made. With
+    /// spill-over on (the policy's `spill_km`), households still waiting are
+    /// then proposed to providers with free places in neighbouring communities.
     pub async fn run_matching(&self, who: &Principal, community: &CommunityCode) -> Result<Vec<Proposal>, AttachError> {
         let mut trail = Trail::new(who, Operation::RunMatching);
         let result = async {
             let shard = trail.at(self.shard_of(community)?);
             who.require(trail.op, Some(&shard))?;
-            self.directory.call_audited(&shard, trail.draft(), ShardMsg::RunMatching).await
+            let mut made = self.directory.call_audited(&shard, trail.draft(), ShardMsg::RunMatching).await?;
+            if self.config.policy.spill_km > 0 {
+                made.extend(self.spill(community, &shard).await);
+            }
+            Ok(made)
         }
         .await;
         self.audited(trail, result).await
@@ -606,11 +618,42 @@ impl AttachSystem {
             {
                 return Err(AttachError::new(ErrorCode::Forbidden, "only a coordinator records a patient's decline"));
             }
+            if let Answer::AcceptAt(facility) = &answer {
+                self.check_remote_clinic(&shard, id, facility).await?;
+            }
             let (id, who) = (*id, who.clone());
-            self.directory.call_audited(&shard, trail.draft(), |r| ShardMsg::AnswerProposal(id, answer, who, r)).await
+            let answered = self
+                .directory
+                .call_audited(&shard, trail.draft(), |r| ShardMsg::AnswerProposal(id, answer, who, r))
+                .await?;
+            self.settle_pending(&shard).await;
+            Ok(answered)
         }
         .await;
         self.audited(trail, result).await
+    }
+
+    /// For a proposal to a provider homed in another community (spill-over),
+    /// whether `facility` is one of that provider's clinics: the household's
+    /// shard, which records the acceptance, does not hold their registry entry.
+    async fn check_remote_clinic(
+        &self,
+        shard: &ShardKey,
+        id: &ProposalId,
+        facility: &FacilityNumber,
+    ) -> Result<(), AttachError> {
+        let id = *id;
+        let proposal = self.directory.call(shard, |r| ShardMsg::GetProposal(id, r)).await?;
+        let home = self.locate(Locator::Provider(proposal.provider.clone()), "provider").await?;
+        if &home == shard {
+            return Ok(());
+        }
+        let provider = self.provider_at(&home, proposal.provider.clone()).await?;
+        if provider.provider.clinics.contains(facility) {
+            return Ok(());
+        }
+        let why = format!("provider {} is not listed at clinic {facility}; nothing was accepted", proposal.provider);
+        Err(AttachError { field: Some("facilityNumber".into()), ..AttachError::conflict(why) })
     }
 
     /// A page of a provider's panel: the provider, their delegate (with a

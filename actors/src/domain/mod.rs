@@ -46,7 +46,7 @@ pub use moves::{MoveStatus, RegistrationMove};
 pub use panel::{PanelEntry, PanelSource};
 pub use person::{AgeGroup, DateOfBirth, Household, Language, Member, Need, PersonName, PostalCode};
 pub use phn::Phn;
-pub use proposal::{Proposal, ProposalStatus, Responder, ScoreExplanation, ScorePart};
+pub use proposal::{Proposal, ProposalStatus, Responder, ScoreExplanation, ScorePart, Settlement};
 pub use provider::{Capacity, ComplexityMix, Provider, ProviderKind};
 pub use registration::{Decline, Registration, RegistrationStatus, TransitionRefused, parse_reason};
 pub use shard::{CommunityCode, HaCode, ShardKey};

@@ -3,7 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{ProposalId, ProviderId, RegistrationRef, ShardKey, Timestamp, registration::TransitionRefused};
+use super::{
+    PanelEntry, ProposalId, ProviderId, RegistrationRef, ShardKey, Timestamp, registration::TransitionRefused,
+};
 
 /// Where a proposal stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -93,6 +95,18 @@ pub struct Proposal {
     pub declined_by: Option<Responder>,
     /// The reason given with a decline.
     pub decline_reason: Option<String>,
+}
+
+/// What closing a proposal to a provider homed in another community (a
+/// spill-over match) leaves to do in the provider's community: free the places
+/// it reserved there, or, if it was accepted, put the household on the panel.
+/// The household's shard keeps it until the provider's shard has taken it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settlement {
+    /// The proposal as it closed.
+    pub proposal: Proposal,
+    /// The panel entries to add there (only for an accepted proposal).
+    pub entries: Vec<PanelEntry>,
 }
 
 impl Proposal {

@@ -44,6 +44,11 @@ pub struct Policy {
     pub language: PreferenceRule,
     /// How a provider's accepted age groups count.
     pub age_groups: PreferenceRule,
+    /// Spill-over: households still waiting after their community's matching
+    /// are proposed to providers with free places in communities whose centres
+    /// lie within this many kilometres, nearest first. 0 (the default) keeps
+    /// matching within each community.
+    pub spill_km: u32,
 }
 
 impl Default for Policy {
@@ -60,6 +65,7 @@ impl Default for Policy {
             ]),
             language: PreferenceRule::Soft,
             age_groups: PreferenceRule::Hard,
+            spill_km: 0,
         }
     }
 }

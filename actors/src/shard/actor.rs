@@ -27,7 +27,7 @@ use crate::store::{Batch, CasOutcome, Epoch, PhnClaim, PhnHolder, Record, Record
 
 use super::messages::*;
 use super::state::{Change, ShardState, days_before};
-use super::{delegation, plan, staff};
+use super::{delegation, plan, spill, staff};
 
 /// Settings every shard shares.
 #[derive(Debug, Clone)]
@@ -363,6 +363,16 @@ impl ShardActor {
             ShardMsg::PanelReports { provider, facility, who, reply } => {
                 answer!(reply, rt.panel_reports(provider.as_ref(), facility.as_ref(), &who, now))
             }
+            ShardMsg::PlanSpill { neighbour, km, providers, reply } => {
+                let ttl = i64::try_from(rt.config.proposal_ttl.as_millis()).unwrap_or(14 * DAY_MS);
+                let policy = &rt.config.policy;
+                answer!(reply, spill::plan_spill(&rt.state, policy, ttl, now, &neighbour, km, &providers))
+            }
+            ShardMsg::Reserve(proposals, reply) => answer!(reply, rt.reserve(proposals, now).await),
+            ShardMsg::RecordSpill(proposals, reply) => answer!(reply, rt.record_spill(proposals, now).await),
+            ShardMsg::Settle(settlement, reply) => answer!(reply, rt.settle(settlement, now).await),
+            ShardMsg::Settlements(reply) => answer!(reply, Ok(rt.state.settlements().cloned().collect())),
+            ShardMsg::Settled(id, reply) => answer!(reply, rt.settled(id, now).await),
             ShardMsg::RenewLease => match rt.store.renew_lease(&rt.state.key, &rt.owner, rt.epoch).await {
                 Ok(()) => {}
                 // Worth another try on the next tick; if the lease runs out meanwhile,
@@ -374,7 +384,9 @@ impl ShardActor {
                 }
             },
             ShardMsg::ExpireDue => {
-                if rt.state.overdue_proposals(now).is_empty() {
+                if rt.state.overdue_proposals(now).is_empty()
+                    && rt.state.overdue_reservations(now, super::spill::RESERVATION_GRACE_MS).is_empty()
+                {
                     return Ok(());
                 }
                 let change = plan::expire(&rt.state, now)?;

@@ -9,7 +9,7 @@ use crate::access::Principal;
 use crate::domain::{
     Capacity, Clinic, DelegateId, Endorsement, EndorsementId, EndorsementStep, FacilityNumber, Household, Need,
     PanelEntry, PanelTransfer, Phn, Proposal, ProposalId, ProposalStatus, Provider, ProviderId, Registration,
-    RegistrationMove, RegistrationRef, ShardKey, StaffInput, StaffMember, Timestamp, TransferKey,
+    RegistrationMove, RegistrationRef, Settlement, ShardKey, StaffInput, StaffMember, Timestamp, TransferKey,
 };
 use crate::error::AttachError;
 use crate::panel::{ChunkAnswer, PanelChunk, PanelReport, Release, TransferAccepted, TransferRequest, Transferring};
@@ -306,6 +306,29 @@ pub enum ShardMsg {
         /// Where to answer.
         reply: Reply<Vec<PanelReport>>,
     },
+    /// Spill-over proposals this shard's waiting households would get from a
+    /// neighbouring community's providers (planned, not recorded).
+    PlanSpill {
+        /// The neighbouring community.
+        neighbour: ShardKey,
+        /// How far away it is, in whole kilometres.
+        km: u32,
+        /// Its providers, with their free places.
+        providers: Vec<ProviderView>,
+        /// Where to answer.
+        reply: Reply<Vec<Proposal>>,
+    },
+    /// Reserve places of providers homed here for proposals made in a
+    /// neighbouring community (spill-over step one); answers those reserved.
+    Reserve(Vec<Proposal>, Reply<Vec<ProposalId>>),
+    /// Record spill-over proposals whose households still wait (step two); answers those recorded.
+    RecordSpill(Vec<Proposal>, Reply<Vec<Proposal>>),
+    /// Take a closed spill-over proposal's settlement (in the provider's shard).
+    Settle(Settlement, Reply<()>),
+    /// Closed spill-over proposals made here and not yet settled.
+    Settlements(Reply<Vec<Settlement>>),
+    /// Forget a settlement the provider's shard has taken.
+    Settled(ProposalId, Reply<()>),
     /// Renew the shard's lease in the store (sent by the actor's own timer).
     RenewLease,
     /// A message sent from inside a span: the shard handles it as part of that
@@ -369,6 +392,12 @@ impl ShardMsg {
             ShardMsg::FinishMove(..) => "finishMove",
             ShardMsg::RunningMoves(..) => "runningMoves",
             ShardMsg::PanelReports { .. } => "panelReports",
+            ShardMsg::PlanSpill { .. } => "planSpill",
+            ShardMsg::Reserve(..) => "reserve",
+            ShardMsg::RecordSpill(..) => "recordSpill",
+            ShardMsg::Settle(..) => "settle",
+            ShardMsg::Settlements(..) => "settlements",
+            ShardMsg::Settled(..) => "settled",
             ShardMsg::RenewLease => "renewLease",
             ShardMsg::Traced(t) => t.msg.name(),
         }

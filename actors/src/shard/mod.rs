@@ -8,6 +8,7 @@ pub mod moves;
 mod panels;
 pub mod placement;
 pub mod plan;
+pub mod spill;
 pub mod staff;
 pub mod state;
 pub mod supervisor;
@@ -24,6 +25,8 @@ mod move_tests;
 mod panel_tests;
 #[cfg(test)]
 mod remote_tests;
+#[cfg(test)]
+mod spill_tests;
 #[cfg(test)]
 mod tests;
 

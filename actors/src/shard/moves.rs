@@ -46,7 +46,7 @@ pub fn plan_move_out(
     };
     let mut change = Change::default();
     if let Some(p) = reg.proposal.as_ref().and_then(|id| state.proposal(id)) {
-        change.upserts.push(Record::Proposal(p.cancel(now)?));
+        super::plan::cancel_proposal(state, &mut change, p, now)?;
     }
     change.upserts.push(Record::Registration(moved.clone()));
     change.upserts.push(Record::Move(record.clone()));

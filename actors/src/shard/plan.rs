@@ -4,7 +4,7 @@
 use crate::domain::{
     Capacity, Clinic, ClinicInput, Decline, EventKind, FacilityNumber, Household, PanelEntry, PanelSource, PersonName,
     Proposal, ProposalId, ProposalStatus, Provider, ProviderId, ProviderKind, Registration, RegistrationRef, Responder,
-    Timestamp,
+    Settlement, Timestamp,
 };
 use crate::error::AttachError;
 use crate::matcher::{self, Candidate, Opening, Policy};
@@ -82,7 +82,7 @@ pub fn withdraw(state: &ShardState, r: &RegistrationRef, reason: &str, now: Time
     if let Some(pid) = &reg.proposal
         && let Some(p) = state.proposal(pid)
     {
-        change.upserts.push(Record::Proposal(p.cancel(now)?));
+        cancel_proposal(state, &mut change, p, now)?;
     }
     change.upserts.push(Record::Registration(next));
     change.events.push(EventKind::Withdrawn { reference: *r });
@@ -176,15 +176,9 @@ pub fn upsert_clinic(state: &ShardState, cmd: ClinicCommand, now: Timestamp) -> 
     }
 }
 
-/// Runs the matcher over the shard's waitlist and accepting providers, and
-/// plans one open proposal per placement.
-pub fn run_matching(
-    state: &ShardState,
-    policy: &Policy,
-    ttl_ms: i64,
-    now: Timestamp,
-) -> Result<(Change, Vec<Proposal>), AttachError> {
-    let candidates: Vec<Candidate> = state
+/// The shard's waiting households, as the matcher sees them.
+pub(super) fn waiting_candidates(state: &ShardState, now: Timestamp) -> Vec<Candidate> {
+    state
         .waitlist_after(None)
         .map(|r| Candidate {
             reference: r.reference,
@@ -195,52 +189,112 @@ pub fn run_matching(
             age_groups: r.household.age_groups(now),
             languages: r.household.languages.clone(),
         })
-        .collect();
+        .collect()
+}
+
+/// An accepting provider's free places and preferences, as the matcher sees them.
+pub(super) fn opening(provider: &Provider, free_places: u32) -> Opening {
+    Opening {
+        provider: provider.id.clone(),
+        free_places,
+        max_complex_share_pct: provider.capacity.complexity.max_complex_share_pct,
+        languages: provider.capacity.languages.clone(),
+        age_groups: provider.capacity.age_groups.clone(),
+    }
+}
+
+/// The open proposal a placement makes (not yet planned into a change).
+pub(super) fn open_proposal(
+    state: &ShardState,
+    placement: matcher::Placement,
+    ttl_ms: i64,
+    now: Timestamp,
+) -> Result<Proposal, AttachError> {
+    let reg = registration_or_404(state, &placement.reference)?;
+    Ok(Proposal {
+        id: ProposalId::generate(),
+        shard: state.key.clone(),
+        reference: reg.reference,
+        provider: placement.provider,
+        household_size: reg.household.members.len() as u8,
+        complex: reg.household.is_complex(),
+        created_at: now,
+        expires_at: now.plus_ms(ttl_ms),
+        status: ProposalStatus::Open,
+        explanation: placement.explanation,
+        closed_at: None,
+        declined_by: None,
+        decline_reason: None,
+    })
+}
+
+/// Plans `proposal` into `change`: its household becomes `PROPOSED`.
+pub(super) fn plan_proposal(
+    state: &ShardState,
+    change: &mut Change,
+    proposal: &Proposal,
+    now: Timestamp,
+) -> Result<(), AttachError> {
+    let reg = registration_or_404(state, &proposal.reference)?;
+    change.upserts.push(Record::Registration(reg.propose(proposal.id, now)?));
+    change.upserts.push(Record::Proposal(proposal.clone()));
+    change.events.push(EventKind::Proposed {
+        proposal: proposal.id,
+        reference: reg.reference,
+        provider: proposal.provider.clone(),
+    });
+    change.locators.push(Locator::Proposal(proposal.id));
+    Ok(())
+}
+
+/// Runs the matcher over the shard's waitlist and accepting providers, and
+/// plans one open proposal per placement.
+pub fn run_matching(
+    state: &ShardState,
+    policy: &Policy,
+    ttl_ms: i64,
+    now: Timestamp,
+) -> Result<(Change, Vec<Proposal>), AttachError> {
+    let candidates = waiting_candidates(state, now);
     let openings: Vec<Opening> = state
         .providers()
         .filter_map(|p| {
             let free = state.free_places(p, now);
-            (free > 0).then(|| Opening {
-                provider: p.id.clone(),
-                free_places: free,
-                max_complex_share_pct: p.capacity.complexity.max_complex_share_pct,
-                languages: p.capacity.languages.clone(),
-                age_groups: p.capacity.age_groups.clone(),
-            })
+            (free > 0).then(|| opening(p, free))
         })
         .collect();
     let placements = matcher::run(&candidates, &openings, policy, now);
     let mut change = Change::default();
     let mut proposals = Vec::with_capacity(placements.len());
     for placement in placements {
-        let reg = registration_or_404(state, &placement.reference)?;
-        let id = ProposalId::generate();
-        let proposal = Proposal {
-            id,
-            shard: state.key.clone(),
-            reference: reg.reference,
-            provider: placement.provider.clone(),
-            household_size: reg.household.members.len() as u8,
-            complex: reg.household.is_complex(),
-            created_at: now,
-            expires_at: now.plus_ms(ttl_ms),
-            status: ProposalStatus::Open,
-            explanation: placement.explanation,
-            closed_at: None,
-            declined_by: None,
-            decline_reason: None,
-        };
-        change.upserts.push(Record::Registration(reg.propose(id, now)?));
-        change.upserts.push(Record::Proposal(proposal.clone()));
-        change.events.push(EventKind::Proposed {
-            proposal: id,
-            reference: reg.reference,
-            provider: placement.provider,
-        });
-        change.locators.push(Locator::Proposal(id));
+        let proposal = open_proposal(state, placement, ttl_ms, now)?;
+        plan_proposal(state, &mut change, &proposal, now)?;
         proposals.push(proposal);
     }
     Ok((change, proposals))
+}
+
+/// Plans what closing `closed` leaves to settle when its provider is homed in
+/// another community (a spill-over match): a settlement record, kept until the
+/// provider's shard has freed the places or taken `entries` onto the panel.
+/// Nothing for a provider homed here.
+fn settle_if_remote(state: &ShardState, change: &mut Change, closed: &Proposal, entries: Vec<PanelEntry>) {
+    if state.provider(&closed.provider).is_none() {
+        change.upserts.push(Record::Settlement(Settlement { proposal: closed.clone(), entries }));
+    }
+}
+
+/// Plans `proposal`'s close, `OPEN → CANCELLED`, with its settlement if its provider is homed elsewhere.
+pub(super) fn cancel_proposal(
+    state: &ShardState,
+    change: &mut Change,
+    proposal: &Proposal,
+    now: Timestamp,
+) -> Result<(), AttachError> {
+    let cancelled = proposal.cancel(now)?;
+    settle_if_remote(state, change, &cancelled, Vec::new());
+    change.upserts.push(Record::Proposal(cancelled));
+    Ok(())
 }
 
 /// Accepts or declines an open proposal. Accepting attaches every member to the
@@ -261,16 +315,21 @@ pub fn answer(
             change.upserts.push(Record::Registration(reg.attach(proposal.provider.clone(), now)?));
             let provider = state.provider(&proposal.provider);
             let facility = match answer {
+                // A provider homed in another community (spill-over): the system
+                // checked the clinic against their registry entry before asking.
+                Answer::AcceptAt(f) if provider.is_none() => Some(f),
                 Answer::AcceptAt(f) if provider.is_some_and(|p| p.clinics.contains(&f)) => Some(f),
                 Answer::AcceptAt(f) => {
                     let why =
                         format!("provider {} is not listed at clinic {f}; nothing was accepted", proposal.provider);
                     return Err(AttachError { field: Some("facilityNumber".into()), ..AttachError::conflict(why) });
                 }
+                // Homed elsewhere: their shard puts the household at the provider's only clinic.
                 _ => provider.and_then(|p| p.sole_clinic()).cloned(),
             };
+            let mut entries = Vec::with_capacity(reg.household.members.len());
             for m in &reg.household.members {
-                change.upserts.push(Record::PanelEntry(PanelEntry {
+                entries.push(PanelEntry {
                     provider: proposal.provider.clone(),
                     phn: m.phn,
                     given_name: m.given_name.clone(),
@@ -282,7 +341,12 @@ pub fn answer(
                         reference: reg.reference,
                         facility: facility.clone(),
                     },
-                }));
+                });
+            }
+            if provider.is_some() {
+                change.upserts.extend(entries.into_iter().map(Record::PanelEntry));
+            } else {
+                settle_if_remote(state, &mut change, &next, entries);
             }
             change.events.push(EventKind::Accepted {
                 proposal: *id,
@@ -300,6 +364,7 @@ pub fn answer(
             let next = proposal.decline(by, &reason, now)?;
             let decline = Decline { proposal: *id, provider: proposal.provider.clone(), by: Some(by), reason, at: now };
             change.upserts.push(Record::Registration(reg.return_to_waitlist(decline, now)?));
+            settle_if_remote(state, &mut change, &next, Vec::new());
             change.events.push(EventKind::Declined {
                 proposal: *id,
                 reference: reg.reference,
@@ -326,8 +391,13 @@ pub fn expire(state: &ShardState, now: Timestamp) -> Result<Change, AttachError>
             at: now,
         };
         change.upserts.push(Record::Registration(reg.return_to_waitlist(decline, now)?));
-        change.upserts.push(Record::Proposal(p.expire(now)?));
+        let expired = p.expire(now)?;
+        settle_if_remote(state, &mut change, &expired, Vec::new());
+        change.upserts.push(Record::Proposal(expired));
         change.events.push(EventKind::Expired { proposal: p.id, reference: p.reference, provider: p.provider.clone() });
+    }
+    for r in state.overdue_reservations(now, super::spill::RESERVATION_GRACE_MS) {
+        change.upserts.push(Record::Reservation(r.expire(now)?));
     }
     Ok(change)
 }

@@ -15,7 +15,7 @@ use crate::domain::*;
 use crate::error::{AttachError, ErrorCode};
 use crate::panel::RowStatus;
 use crate::regions::Regions;
-use crate::shard::{Placement, ShardConfig, ShardMsg, WaitlistQuery};
+use crate::shard::{Answer, Placement, ShardConfig, ShardMsg, WaitlistQuery};
 use crate::store::Store;
 use crate::store::embedded::{EmbeddedOptions, EmbeddedStore};
 use crate::system::{AttachSystem, Peers};
@@ -85,6 +85,8 @@ async fn cluster(linked: bool) -> Cluster {
     let node = |me: &str, other: &str| {
         let config = ShardConfig {
             placement: Some(Arc::new(Placement::new(me, [other.to_string()]))),
+            // 111 and 112 are about 51 km apart: matching spills over between them.
+            policy: crate::matcher::Policy { spill_km: 60, ..Default::default() },
             ..ShardConfig::default()
         };
         let feed: Arc<dyn crate::feed::Feed> = Arc::new(crate::feed::MemoryFeed::new(64));
@@ -120,6 +122,33 @@ async fn a_move_between_two_nodes_communities_finishes_on_the_node_joined() {
         let stats = node.health_authority_stats(&sys(), &HaCode::parse("IHA").unwrap()).await.unwrap();
         assert_eq!((stats.counts.waiting_households, stats.counts.waiting_people), (2, 3));
     }
+}
+
+#[tokio::test]
+async fn a_spill_over_proposal_reserves_accepts_and_settles_on_the_providers_node() {
+    let unlinked = cluster(false).await;
+    let doc = provider(&unlinked.b, "P2222", "112", 3).await;
+    unlinked.a.register(&sys(), &c("111"), household(&[phn(1)], &[])).await.unwrap();
+    let made = unlinked.a.run_matching(&sys(), &c("111")).await.unwrap();
+    assert!(made.is_empty(), "a neighbour out of reach is passed over, not an error");
+    assert_eq!(unlinked.b.provider(&sys(), &doc).await.unwrap().open_places, 0);
+    drop(unlinked);
+
+    let Cluster { a, b, _dir } = cluster(true).await;
+    let doc = provider(&b, "P2222", "112", 3).await;
+    let fam = a.register(&sys(), &c("111"), household(&[phn(1), phn(2)], &[])).await.unwrap().registration;
+    let p = a.run_matching(&sys(), &c("111")).await.unwrap().pop().expect("proposed to the provider on node B");
+    assert_eq!(p.provider, doc);
+    assert_eq!(b.provider(&sys(), &doc).await.unwrap().open_places, 2, "node B holds the places");
+
+    a.answer(&sys(), &p.id, Answer::Accept).await.unwrap();
+    let panel = b.panel(&sys(), &doc, 0, 10).await.unwrap();
+    assert_eq!(panel.items.len(), 2, "the household joined the panel on node B");
+    assert!(panel.items.iter().all(|e| e.source.reference() == Some(fam.reference)));
+    let view = b.provider(&sys(), &doc).await.unwrap();
+    assert_eq!((view.open_places, view.free_places), (0, 1));
+    let left = a.directory().call(&shard("111"), ShardMsg::Settlements).await.unwrap();
+    assert!(left.is_empty(), "settled across the link and forgotten");
 }
 
 #[tokio::test]

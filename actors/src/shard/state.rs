@@ -11,7 +11,7 @@ use std::sync::Arc;
 use crate::domain::{
     Clinic, DAY_MS, DelegateId, Endorsement, EndorsementId, EventKind, FacilityNumber, MoveStatus, PanelEntry,
     PanelTransfer, Phn, Proposal, ProposalId, ProposalStatus, Provider, ProviderId, Registration, RegistrationMove,
-    RegistrationRef, RegistrationStatus, ShardKey, StaffMember, Timestamp, TransferKey,
+    RegistrationRef, RegistrationStatus, Settlement, ShardKey, StaffMember, Timestamp, TransferKey,
 };
 use crate::store::{Locator, Record, RecordKey};
 
@@ -49,7 +49,12 @@ pub struct ShardState {
     waitlist: BTreeSet<(Timestamp, RegistrationRef)>,
     tallies: HashMap<RegistrationStatus, Tally>,
     proposals: HashMap<ProposalId, Proposal>,
-    /// Places held by open proposals, per provider.
+    /// Copies of proposals made in neighbouring communities to providers homed
+    /// here (spill-over matching): open ones hold their places here.
+    reservations: HashMap<ProposalId, Proposal>,
+    /// Closed spill-over proposals made here, not yet settled with the provider's shard.
+    settlements: BTreeMap<ProposalId, Settlement>,
+    /// Places held by open proposals and open reservations, per provider.
     open_places: HashMap<ProviderId, u32>,
     providers: BTreeMap<ProviderId, Provider>,
     clinics: BTreeMap<FacilityNumber, Clinic>,
@@ -77,6 +82,8 @@ impl ShardState {
             waitlist: BTreeSet::new(),
             tallies: HashMap::new(),
             proposals: HashMap::new(),
+            reservations: HashMap::new(),
+            settlements: BTreeMap::new(),
             open_places: HashMap::new(),
             providers: BTreeMap::new(),
             clinics: BTreeMap::new(),
@@ -161,6 +168,18 @@ impl ShardState {
             Record::Move(m) => {
                 self.moves.insert(m.reference, m);
             }
+            Record::Reservation(p) => {
+                if let Some(old) = self.reservations.remove(&p.id) {
+                    self.unindex_proposal(&old);
+                }
+                if p.status == ProposalStatus::Open {
+                    *self.open_places.entry(p.provider.clone()).or_default() += u32::from(p.household_size);
+                }
+                self.reservations.insert(p.id, p);
+            }
+            Record::Settlement(s) => {
+                self.settlements.insert(s.proposal.id, s);
+            }
         }
     }
 
@@ -198,6 +217,14 @@ impl ShardState {
             }
             RecordKey::Move(r) => {
                 self.moves.remove(r);
+            }
+            RecordKey::Reservation(id) => {
+                if let Some(old) = self.reservations.remove(id) {
+                    self.unindex_proposal(&old);
+                }
+            }
+            RecordKey::Settlement(id) => {
+                self.settlements.remove(id);
             }
         }
     }
@@ -308,9 +335,10 @@ impl ShardState {
         self.proposals.get(id)
     }
 
-    /// Every proposal, newest first.
+    /// Every proposal made here and every reservation of a provider homed here
+    /// by a neighbouring community's proposal, newest first.
     pub fn proposals(&self) -> Vec<&Proposal> {
-        let mut all: Vec<&Proposal> = self.proposals.values().collect();
+        let mut all: Vec<&Proposal> = self.proposals.values().chain(self.reservations.values()).collect();
         all.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| a.id.cmp(&b.id)));
         all
     }
@@ -321,6 +349,29 @@ impl ShardState {
             self.proposals.values().filter(|p| p.status == ProposalStatus::Open && p.expires_at <= now).collect();
         due.sort_by_key(|a| a.id);
         due
+    }
+
+    /// A reservation of a provider homed here, by the proposal's id.
+    pub fn reservation(&self, id: &ProposalId) -> Option<&Proposal> {
+        self.reservations.get(id)
+    }
+
+    /// Open reservations past their proposal's expiry by `grace` or more: the
+    /// proposal's community frees them when it closes the proposal, so these are
+    /// orphans (a match that stopped between its two steps) or not yet settled.
+    pub fn overdue_reservations(&self, now: Timestamp, grace_ms: i64) -> Vec<&Proposal> {
+        let mut due: Vec<&Proposal> = self
+            .reservations
+            .values()
+            .filter(|p| p.status == ProposalStatus::Open && p.expires_at.plus_ms(grace_ms) <= now)
+            .collect();
+        due.sort_by_key(|p| p.id);
+        due
+    }
+
+    /// Closed spill-over proposals not yet settled with their provider's shard.
+    pub fn settlements(&self) -> impl Iterator<Item = &Settlement> {
+        self.settlements.values()
     }
 
     /// A provider homed here.

@@ -941,6 +941,11 @@ pub mod fixtures {
                 Record::Transfer(self.transfer.clone()),
                 Record::ClinicStaff(self.staff.clone()),
                 Record::Move(self.moved.clone()),
+                Record::Reservation(self.proposal.clone()),
+                Record::Settlement(crate::domain::Settlement {
+                    proposal: self.proposal.clone(),
+                    entries: vec![self.entry.clone()],
+                }),
             ]
         }
 

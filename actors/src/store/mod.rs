@@ -37,8 +37,8 @@ use serde::{Deserialize, Serialize};
 pub use crate::audit::{AuditQuery, AuditRecord};
 use crate::domain::{
     Clinic, DelegateId, Endorsement, EndorsementId, Event, FacilityNumber, PanelEntry, PanelTransfer, Phn, Proposal,
-    ProposalId, Provider, ProviderId, Registration, RegistrationMove, RegistrationRef, Seq, ShardKey, StaffMember,
-    Timestamp, TransferKey,
+    ProposalId, Provider, ProviderId, Registration, RegistrationMove, RegistrationRef, Seq, Settlement, ShardKey,
+    StaffMember, Timestamp, TransferKey,
 };
 
 /// How long a shard lease lasts unless renewed, when the configuration does not say.
@@ -69,6 +69,11 @@ pub enum Record {
     ClinicStaff(StaffMember),
     /// A registration's latest move out of the shard's community.
     Move(RegistrationMove),
+    /// Places of a provider homed in the shard held by a proposal made in a
+    /// neighbouring community (spill-over matching): a copy of that proposal.
+    Reservation(Proposal),
+    /// A closed spill-over proposal not yet settled with the provider's shard.
+    Settlement(Settlement),
 }
 
 /// The key of a [`Record`] within its shard.
@@ -92,6 +97,10 @@ pub enum RecordKey {
     ClinicStaff(FacilityNumber, DelegateId),
     /// A registration's latest move out, by reference.
     Move(RegistrationRef),
+    /// A reservation, by the proposal's id.
+    Reservation(ProposalId),
+    /// A settlement, by the proposal's id.
+    Settlement(ProposalId),
 }
 
 impl Record {
@@ -107,6 +116,8 @@ impl Record {
             Record::Transfer(t) => RecordKey::Transfer(t.from.clone(), t.key.clone()),
             Record::ClinicStaff(m) => RecordKey::ClinicStaff(m.facility.clone(), m.subject.clone()),
             Record::Move(m) => RecordKey::Move(m.reference),
+            Record::Reservation(p) => RecordKey::Reservation(p.id),
+            Record::Settlement(s) => RecordKey::Settlement(s.proposal.id),
         }
     }
 }

@@ -53,6 +53,8 @@ impl AttachSystem {
             let draft = Some(trail.draft());
             let (moving, record) =
                 self.directory.call_with(&from, draft, |reply| ShardMsg::MoveOut(r, to, reply)).await?;
+            // A spill-over proposal the move cancelled frees its places in the provider's community.
+            self.settle_pending(&from).await;
             self.complete_move(moving, &record).await
         }
         .await;
@@ -88,6 +90,8 @@ impl AttachSystem {
     pub async fn resume_stalled(self: &std::sync::Arc<Self>, age: std::time::Duration) -> (usize, usize) {
         let age_ms = i64::try_from(age.as_millis()).unwrap_or(i64::MAX);
         let moves = self.finish_moves(Some(crate::domain::Timestamp::now().plus_ms(-age_ms))).await;
+        // Spill-over proposals closed by expiry (or whose settlement failed) are settled here.
+        self.settle_everywhere().await;
         (moves, self.resume_transfers().await)
     }
 

@@ -12,7 +12,9 @@
 //!   request may ask for several communities' at once, wherever they run;
 //! - a clinic's or a provider's registry entry, read to check a request made
 //!   elsewhere (is the caller the clinic's medical director, is the provider
-//!   listed at the clinic).
+//!   listed at the clinic);
+//! - spill-over matching's steps in a neighbouring community: its providers'
+//!   free places, reserving them, and settling a closed proposal there.
 //!
 //! Each of those is a [`ShardCall`]. When its shard does not run here and the
 //! gateway has linked the system to its peers ([`AttachSystem::set_peers`]),
@@ -29,7 +31,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::access::Principal;
 use crate::audit::{AuditDraft, AuditRecord};
-use crate::domain::{Clinic, FacilityNumber, Phn, ProviderId, Registration, ShardKey};
+use crate::domain::{
+    Clinic, FacilityNumber, Phn, Proposal, ProposalId, ProviderId, Registration, Settlement, ShardKey,
+};
 use crate::error::{AttachError, ErrorCode};
 use crate::panel::{PanelReport, Release, TransferAccepted, Transferring};
 use crate::shard::{ProviderView, RegistrationView, ShardMsg, ShardStats};
@@ -63,6 +67,12 @@ pub enum ShardCall {
         /// The caller, whose access the shard checks.
         who: Principal,
     },
+    /// Every provider homed in the community, with their free places.
+    Providers,
+    /// Spill-over step one: reserve places for proposals made in a neighbouring community.
+    Reserve(Vec<Proposal>),
+    /// A closed spill-over proposal settled with its provider's community.
+    Settle(Settlement),
 }
 
 /// The answer to a [`ShardCall`], one variant per call.
@@ -82,6 +92,12 @@ pub enum ShardAnswer {
     Stats(ShardStats),
     /// To `PanelReports`.
     Reports(Vec<PanelReport>),
+    /// To `Providers`.
+    Providers(Vec<ProviderView>),
+    /// To `Reserve`: the proposals whose places were reserved.
+    Reserved(Vec<ProposalId>),
+    /// To `Settle`.
+    Settled,
 }
 
 /// A call as it crosses: the shard, the step, and the audit record the step
@@ -215,7 +231,43 @@ impl AttachSystem {
             ShardCall::PanelReports { provider, facility, who } => ShardAnswer::Reports(
                 d.call_with(shard, audit, |reply| ShardMsg::PanelReports { provider, facility, who, reply }).await?,
             ),
+            ShardCall::Providers => ShardAnswer::Providers(d.call_with(shard, audit, ShardMsg::ListProviders).await?),
+            ShardCall::Reserve(proposals) => {
+                ShardAnswer::Reserved(d.call_with(shard, audit, |r| ShardMsg::Reserve(proposals, r)).await?)
+            }
+            ShardCall::Settle(settlement) => {
+                d.call_with(shard, audit, |r| ShardMsg::Settle(settlement, r)).await?;
+                ShardAnswer::Settled
+            }
         })
+    }
+
+    /// A community's providers with their free places, wherever it runs.
+    pub(super) async fn providers_at(&self, shard: &ShardKey) -> Result<Vec<ProviderView>, AttachError> {
+        match self.on_shard(shard, ShardCall::Providers, None).await? {
+            ShardAnswer::Providers(views) => Ok(views),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Spill-over step one, wherever the providers' community runs.
+    pub(super) async fn reserve_at(
+        &self,
+        shard: &ShardKey,
+        proposals: Vec<Proposal>,
+    ) -> Result<Vec<ProposalId>, AttachError> {
+        match self.on_shard(shard, ShardCall::Reserve(proposals), None).await? {
+            ShardAnswer::Reserved(ids) => Ok(ids),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// A settlement taken by the provider's community, wherever it runs.
+    pub(super) async fn settle_at(&self, shard: &ShardKey, settlement: Settlement) -> Result<(), AttachError> {
+        match self.on_shard(shard, ShardCall::Settle(settlement), None).await? {
+            ShardAnswer::Settled => Ok(()),
+            other => Err(unexpected(&other)),
+        }
     }
 
     /// A clinic's registry entry, wherever its community runs.

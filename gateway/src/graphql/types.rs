@@ -207,7 +207,9 @@ pub struct Proposal {
     pub reference: ID,
     /// The provider.
     pub provider_id: ID,
-    /// The community.
+    /// The household's community, where the proposal is kept and answered. A
+    /// spill-over proposal's provider is homed in a neighbouring community,
+    /// which lists it among its own proposals too.
     pub community: String,
     /// Places the household takes.
     pub household_size: u32,

@@ -13,3 +13,4 @@ mod panels;
 mod redis;
 mod shared_limits;
 mod slow_subscriber;
+mod spill;

@@ -84,6 +84,8 @@ pub(super) fn record_key(shard: &ShardKey, key: &RecordKey) -> Vec<u8> {
             out.extend_from_slice(subject.as_str().as_bytes());
         }
         RecordKey::Move(r) => tagged(&mut out, 9, r.as_str()),
+        RecordKey::Reservation(p) => tagged(&mut out, 10, p.as_str()),
+        RecordKey::Settlement(p) => tagged(&mut out, 11, p.as_str()),
     }
     out
 }

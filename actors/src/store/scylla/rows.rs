@@ -35,6 +35,8 @@ pub(super) fn record_columns(key: &RecordKey) -> (i32, i32, String) {
         // Facility numbers are five letters or digits: the first `:` ends it.
         RecordKey::ClinicStaff(facility, subject) => (8, format!("{}:{}", facility.as_str(), subject.as_str())),
         RecordKey::Move(r) => (9, r.as_str().to_string()),
+        RecordKey::Reservation(p) => (10, p.as_str().to_string()),
+        RecordKey::Settlement(p) => (11, p.as_str().to_string()),
     };
     (bucket_of(kind, &id), kind, id)
 }
@@ -197,6 +199,8 @@ mod tests {
             RecordKey::ClinicStaff(FacilityNumber::parse("F0001").unwrap(), DelegateId::parse("moa-10").unwrap()),
             RecordKey::ClinicStaff(FacilityNumber::parse("F0002").unwrap(), DelegateId::parse("moa-1").unwrap()),
             RecordKey::Move(RegistrationRef::parse("000000000001").unwrap()),
+            RecordKey::Reservation(ProposalId::parse("0000000001").unwrap()),
+            RecordKey::Settlement(ProposalId::parse("0000000001").unwrap()),
         ];
         let columns: BTreeSet<_> = keys.iter().map(record_columns).collect();
         assert_eq!(columns.len(), keys.len(), "two keys share a row");
@@ -212,7 +216,7 @@ mod tests {
         let (_, kind, id) = record_columns(&staff);
         assert_eq!((kind, id.as_str()), (8, "0F111:rn@x.ca"));
         let kinds: BTreeSet<i32> = keys.iter().map(|k| record_columns(k).1).collect();
-        assert_eq!(kinds, (1..=9).collect(), "every record kind has its own kind number");
+        assert_eq!(kinds, (1..=11).collect(), "every record kind has its own kind number");
     }
 
     #[test]

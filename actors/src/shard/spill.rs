@@ -1,0 +1,178 @@
+//! Spill-over matching: households left waiting after their own community's
+//! matching are proposed to providers with free places in neighbouring
+//! communities (docs/DECISIONS.md, "Spill-over matching").
+//!
+//! The proposal lives with the household, in its community's shard, like any
+//! other, so every path that closes a proposal (answer, expiry, withdrawal, a
+//! move) works as it does at home. The provider's shard, the single writer of
+//! their capacity, holds a *reservation*: a copy of the proposal whose places
+//! count as taken while it is open. Two steps make a proposal:
+//! 1. the provider's shard reserves the places (refused if they are gone);
+//! 2. the household's shard records the proposal (refused if the household is
+//!    no longer waiting; the caller then frees the reservation).
+//!
+//! A reservation whose proposal was never recorded (a stop between the steps)
+//! is freed by the provider's shard a grace period after the proposal would
+//! have expired. Closing such a proposal leaves a settlement record in the
+//! household's shard, pushed to the provider's shard (free the places, or put
+//! the accepted household on the panel) and deleted once taken; the system
+//! pushes it right after the close and every lease until it is taken.
+
+use crate::domain::{Proposal, ProposalId, ProposalStatus, Settlement, ShardKey, Timestamp};
+use crate::error::AttachError;
+use crate::matcher::{self, Policy};
+use crate::store::{Record, RecordKey};
+
+use super::actor::ShardRuntime;
+use super::messages::ProviderView;
+use super::plan;
+use super::state::{Change, ShardState};
+
+/// How long after its proposal's expiry an open reservation is freed by the
+/// provider's shard alone: the household's shard settles a closed proposal
+/// within a lease or so, so an open reservation this late is an orphan.
+pub const RESERVATION_GRACE_MS: i64 = 60 * 60 * 1000;
+
+/// Proposals this shard's waiting households would get from the providers of
+/// `neighbour` (their registry entries and free places, read there), `km`
+/// away. Plans nothing: the provider's shard reserves the places first.
+pub fn plan_spill(
+    state: &ShardState,
+    policy: &Policy,
+    ttl_ms: i64,
+    now: Timestamp,
+    neighbour: &ShardKey,
+    km: u32,
+    providers: &[ProviderView],
+) -> Result<Vec<Proposal>, AttachError> {
+    let openings: Vec<_> = providers
+        .iter()
+        .filter(|v| v.free_places > 0 && state.provider(&v.provider.id).is_none())
+        .map(|v| plan::opening(&v.provider, v.free_places))
+        .collect();
+    if openings.is_empty() {
+        return Ok(Vec::new());
+    }
+    let candidates = plan::waiting_candidates(state, now);
+    let mut proposals = Vec::new();
+    for mut placement in matcher::run(&candidates, &openings, policy, now) {
+        placement.explanation.provider_fit.push(format!(
+            "spill-over: no place was free in the household's community; the provider is homed in community {}, about {km} km away",
+            neighbour.community.as_str()
+        ));
+        proposals.push(plan::open_proposal(state, placement, ttl_ms, now)?);
+    }
+    Ok(proposals)
+}
+
+/// Step one, in the provider's shard: reserves the places of each proposal
+/// whose provider still has them free. Answers the proposals reserved
+/// (a proposal already reserved counts, so the step is safe to repeat).
+pub fn reserve(state: &ShardState, proposals: Vec<Proposal>, now: Timestamp) -> (Change, Vec<ProposalId>) {
+    let mut change = Change::default();
+    let mut reserved = Vec::new();
+    let mut taken: std::collections::HashMap<_, u32> = std::collections::HashMap::new();
+    for p in proposals {
+        if let Some(r) = state.reservation(&p.id) {
+            if r.status == ProposalStatus::Open {
+                reserved.push(p.id);
+            }
+            continue;
+        }
+        let Some(provider) = state.provider(&p.provider) else { continue };
+        let already = taken.entry(p.provider.clone()).or_default();
+        let size = u32::from(p.household_size);
+        if p.status != ProposalStatus::Open || state.free_places(provider, now) < *already + size {
+            continue;
+        }
+        *already += size;
+        reserved.push(p.id);
+        change.upserts.push(Record::Reservation(p));
+    }
+    (change, reserved)
+}
+
+/// Step two, in the household's shard: records each proposal whose household
+/// is still waiting. Answers the proposals recorded.
+pub fn record(state: &ShardState, proposals: Vec<Proposal>, now: Timestamp) -> (Change, Vec<Proposal>) {
+    let mut change = Change::default();
+    let mut recorded = Vec::new();
+    let mut households = std::collections::HashSet::new();
+    for p in proposals {
+        if let Some(existing) = state.proposal(&p.id) {
+            recorded.push(existing.clone());
+            continue;
+        }
+        let waiting = state.registration(&p.reference).is_some_and(|r| r.propose(p.id, now).is_ok());
+        // plan_proposal writes nothing when it refuses.
+        if waiting && households.insert(p.reference) && plan::plan_proposal(state, &mut change, &p, now).is_ok() {
+            recorded.push(p);
+        }
+    }
+    (change, recorded)
+}
+
+/// In the provider's shard: takes a settlement. The reservation gets the
+/// proposal's final status (freeing its places), and an accepted household
+/// joins the panel (at the provider's only clinic, if the acceptance named
+/// none); a patient already on the panel is left as they are. Safe to repeat.
+pub fn settle(state: &ShardState, settlement: Settlement) -> Change {
+    let mut change = Change::default();
+    let p = settlement.proposal;
+    if p.status == ProposalStatus::Accepted {
+        let clinic = state.provider(&p.provider).and_then(|v| v.sole_clinic()).cloned();
+        for mut entry in settlement.entries {
+            if state.on_panel(&entry.provider, entry.phn) {
+                continue;
+            }
+            if let crate::domain::PanelSource::Matched { facility: facility @ None, .. } = &mut entry.source {
+                facility.clone_from(&clinic);
+            }
+            change.upserts.push(Record::PanelEntry(entry));
+        }
+    }
+    if state.reservation(&p.id).is_none_or(|r| r.status != p.status) {
+        change.upserts.push(Record::Reservation(p));
+    }
+    change
+}
+
+impl ShardRuntime {
+    /// Step one of a spill-over proposal (see the module docs).
+    pub(super) async fn reserve(
+        &mut self,
+        proposals: Vec<Proposal>,
+        now: Timestamp,
+    ) -> Result<Vec<ProposalId>, AttachError> {
+        let (change, reserved) = reserve(&self.state, proposals, now);
+        self.commit(change, now).await.map(|()| reserved)
+    }
+
+    /// Step two of a spill-over proposal (see the module docs).
+    pub(super) async fn record_spill(
+        &mut self,
+        proposals: Vec<Proposal>,
+        now: Timestamp,
+    ) -> Result<Vec<Proposal>, AttachError> {
+        let (change, recorded) = record(&self.state, proposals, now);
+        self.commit(change, now).await.map(|()| recorded)
+    }
+
+    /// Takes a settlement in the provider's shard.
+    pub(super) async fn settle(&mut self, settlement: Settlement, now: Timestamp) -> Result<(), AttachError> {
+        if settlement.proposal.status == ProposalStatus::Open {
+            return Err(AttachError::internal("an open proposal has nothing to settle"));
+        }
+        let change = settle(&self.state, settlement);
+        self.commit(change, now).await
+    }
+
+    /// Forgets a settlement the provider's shard has taken.
+    pub(super) async fn settled(&mut self, id: ProposalId, now: Timestamp) -> Result<(), AttachError> {
+        if !self.state.settlements().any(|s| s.proposal.id == id) {
+            return Ok(());
+        }
+        let change = Change { deletes: vec![RecordKey::Settlement(id)], ..Change::default() };
+        self.commit(change, now).await
+    }
+}

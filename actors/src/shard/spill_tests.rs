@@ -1,0 +1,210 @@
+//! Spill-over matching through the real actors and store: a household with no
+//! place at home proposed to a provider in a neighbouring community, and every
+//! way such a proposal closes settled with the provider's shard.
+
+use std::time::Duration;
+
+use crate::domain::*;
+use crate::error::ErrorCode;
+use crate::matcher::Policy;
+use crate::shard::state::ShardState;
+use crate::shard::{Answer, ShardConfig, ShardMsg};
+use crate::store::Record;
+use crate::system::AttachSystem;
+
+use super::tests::{c, household, phn, provider, sys, world};
+
+fn shard(code: &str) -> ShardKey {
+    ShardKey::parse(&format!("IHA/{code}")).unwrap()
+}
+
+/// The test regions' two communities are about 51 km apart.
+fn spilling(km: u32) -> ShardConfig {
+    ShardConfig { policy: Policy { spill_km: km, ..Policy::default() }, ..ShardConfig::default() }
+}
+
+async fn free(s: &AttachSystem, doc: &ProviderId) -> (u32, u32) {
+    let v = s.provider(&sys(), doc).await.unwrap();
+    (v.free_places, v.open_places)
+}
+
+async fn settlements(s: &AttachSystem, community: &str) -> usize {
+    s.directory().call(&shard(community), ShardMsg::Settlements).await.unwrap().len()
+}
+
+async fn seen_by_provider(s: &AttachSystem, doc: &ProviderId, id: ProposalId) -> ProposalStatus {
+    let page = s.proposals(&sys(), &c("112"), vec![], Some(doc.clone()), 0, 50).await.unwrap();
+    page.items.iter().find(|p| p.id == id).map(|p| p.status).expect("the provider's community lists the proposal")
+}
+
+#[tokio::test]
+async fn a_household_with_no_place_at_home_is_proposed_next_door_and_joins_that_panel() {
+    // Off by default, and beyond the distance: matching stays at home.
+    for config in [ShardConfig::default(), spilling(50)] {
+        let w = world(config).await;
+        let s = &w.system;
+        provider(s, "P2222", "112", 5).await;
+        s.register(&sys(), &c("111"), household(&[phn(1)], &[])).await.unwrap();
+        assert!(s.run_matching(&sys(), &c("111")).await.unwrap().is_empty());
+    }
+
+    let w = world(spilling(60)).await;
+    let s = &w.system;
+    let doc = provider(s, "P2222", "112", 5).await;
+    let fam = s.register(&sys(), &c("111"), household(&[phn(1), phn(2)], &[])).await.unwrap().registration;
+    let made = s.run_matching(&sys(), &c("111")).await.unwrap();
+    assert_eq!(made.len(), 1);
+    let p = &made[0];
+    assert_eq!((p.reference, &p.provider, &p.shard), (fam.reference, &doc, &shard("111")));
+    let fit = p.explanation.provider_fit.join(" | ");
+    assert!(fit.contains("spill-over") && fit.contains("community 112") && fit.contains("51 km"), "{fit}");
+    assert_eq!(s.registration(&sys(), &fam.reference).await.unwrap().registration.status, RegistrationStatus::Proposed);
+    assert_eq!(free(s, &doc).await, (3, 2), "the provider's shard holds the two places");
+    assert_eq!(seen_by_provider(s, &doc, p.id).await, ProposalStatus::Open);
+    assert!(s.run_matching(&sys(), &c("111")).await.unwrap().is_empty(), "nobody is proposed twice");
+
+    // Accepted where the proposal lives: the household joins the panel in the provider's community.
+    let accepted = s.answer(&sys(), &p.id, Answer::Accept).await.unwrap();
+    assert_eq!(accepted.status, ProposalStatus::Accepted);
+    let view = s.registration(&sys(), &fam.reference).await.unwrap();
+    assert_eq!(view.registration.status, RegistrationStatus::Attached);
+    let panel = s.panel(&sys(), &doc, 0, 10).await.unwrap();
+    let phns: Vec<_> = panel.items.iter().map(|e| e.phn).collect();
+    assert_eq!(phns.len(), 2);
+    assert!(phns.contains(&phn(1)) && phns.contains(&phn(2)));
+    assert!(panel.items.iter().all(|e| e.source.reference() == Some(fam.reference)));
+    assert_eq!(free(s, &doc).await, (3, 0), "the panel holds the places now, not the reservation");
+    assert_eq!(seen_by_provider(s, &doc, p.id).await, ProposalStatus::Accepted);
+    assert_eq!(settlements(s, "111").await, 0, "settled and forgotten");
+    let stats = s.community_stats(&sys(), &c("112")).await.unwrap();
+    assert_eq!(stats.counts.attached_people_week, 2, "counted where the panel is");
+    let dup = s.register(&sys(), &c("112"), household(&[phn(2)], &[])).await.unwrap_err();
+    assert_eq!(dup.code, ErrorCode::Conflict, "the attached patient cannot register again");
+}
+
+#[tokio::test]
+async fn declined_withdrawn_moved_or_expired_spill_proposals_free_the_places() {
+    let config = ShardConfig {
+        proposal_ttl: Duration::from_millis(300),
+        expiry_interval: Duration::from_millis(50),
+        ..spilling(60)
+    };
+    let w = world(config).await;
+    let s = &w.system;
+    let doc = provider(s, "P2222", "112", 4).await;
+    let fam = s.register(&sys(), &c("111"), household(&[phn(1), phn(2)], &[])).await.unwrap().registration;
+
+    let p = s.run_matching(&sys(), &c("111")).await.unwrap().pop().unwrap();
+    let decline = Answer::Decline { by: Responder::Provider, reason: "panel full this month".into() };
+    s.answer(&sys(), &p.id, decline).await.unwrap();
+    let back = s.registration(&sys(), &fam.reference).await.unwrap();
+    assert_eq!(back.registration.status, RegistrationStatus::Waiting);
+    assert_eq!(back.registration.registered_at, fam.registered_at, "the place in line is kept");
+    assert_eq!(free(s, &doc).await, (4, 0));
+    assert_eq!(seen_by_provider(s, &doc, p.id).await, ProposalStatus::Declined);
+
+    let p = s.run_matching(&sys(), &c("111")).await.unwrap().pop().unwrap();
+    assert_eq!(free(s, &doc).await, (2, 2));
+    s.move_registration(&sys(), &fam.reference, &c("112")).await.unwrap();
+    assert_eq!(seen_by_provider(s, &doc, p.id).await, ProposalStatus::Cancelled);
+    assert_eq!(free(s, &doc).await, (4, 0), "a move cancels the proposal and frees its places");
+    s.move_registration(&sys(), &fam.reference, &c("111")).await.unwrap();
+
+    let p = s.run_matching(&sys(), &c("111")).await.unwrap().pop().unwrap();
+    s.withdraw(&sys(), &fam.reference, "found a doctor".into()).await.unwrap();
+    assert_eq!(seen_by_provider(s, &doc, p.id).await, ProposalStatus::Cancelled);
+    assert_eq!(free(s, &doc).await, (4, 0));
+
+    // Expiry closes it in the household's shard; the periodic pass settles it.
+    let other = s.register(&sys(), &c("111"), household(&[phn(3)], &[])).await.unwrap().registration;
+    let p = s.run_matching(&sys(), &c("111")).await.unwrap().pop().unwrap();
+    assert_eq!(p.reference, other.reference);
+    assert_eq!(free(s, &doc).await, (3, 1));
+    let mut waited = 0;
+    while settlements(s, "111").await == 0 {
+        assert!(waited < 100, "the proposal did not expire");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        waited += 1;
+    }
+    assert_eq!(free(s, &doc).await, (3, 1), "held until settled");
+    assert_eq!(s.settle_everywhere().await, 1);
+    assert_eq!((settlements(s, "111").await, free(s, &doc).await), (0, (4, 0)));
+    assert_eq!(seen_by_provider(s, &doc, p.id).await, ProposalStatus::Expired);
+    let r = s.registration(&sys(), &other.reference).await.unwrap().registration;
+    assert_eq!(r.status, RegistrationStatus::Waiting);
+}
+
+/// Spill-over step zero, by hand: what 111's waiting households would get from 112's providers now.
+async fn plan_next_door(s: &AttachSystem) -> Vec<Proposal> {
+    let d = s.directory();
+    let providers = d.call(&shard("112"), ShardMsg::ListProviders).await.unwrap();
+    let neighbour = shard("112");
+    d.call(&shard("111"), |reply| ShardMsg::PlanSpill { neighbour, km: 51, providers, reply }).await.unwrap()
+}
+
+#[tokio::test]
+async fn places_gone_or_a_household_gone_between_the_steps_make_no_proposal() {
+    let w = world(spilling(60)).await;
+    let s = &w.system;
+    let d = s.directory();
+    let doc = provider(s, "P2222", "112", 2).await;
+    s.register(&sys(), &c("111"), household(&[phn(1), phn(2)], &[])).await.unwrap();
+    let planned = plan_next_door(s).await;
+    assert_eq!(planned.len(), 1);
+    // The places go to a household of the provider's own community meanwhile.
+    s.register(&sys(), &c("112"), household(&[phn(5), phn(6)], &[])).await.unwrap();
+    assert_eq!(s.run_matching(&sys(), &c("112")).await.unwrap().len(), 1);
+    let reserved = d.call(&shard("112"), |r| ShardMsg::Reserve(planned.clone(), r)).await.unwrap();
+    assert!(reserved.is_empty(), "step one refuses places that are gone");
+    assert_eq!(free(s, &doc).await, (0, 2));
+
+    // A household that left between the steps is not proposed.
+    let w = world(spilling(60)).await;
+    let s = &w.system;
+    let d = s.directory();
+    let doc = provider(s, "P2222", "112", 2).await;
+    let fam = s.register(&sys(), &c("111"), household(&[phn(1), phn(2)], &[])).await.unwrap().registration;
+    let planned = plan_next_door(s).await;
+    let reserved = d.call(&shard("112"), |r| ShardMsg::Reserve(planned.clone(), r)).await.unwrap();
+    assert_eq!(reserved, [planned[0].id]);
+    let again = d.call(&shard("112"), |r| ShardMsg::Reserve(planned.clone(), r)).await.unwrap();
+    assert_eq!(again, reserved, "step one is safe to repeat");
+    assert_eq!(free(s, &doc).await, (0, 2));
+    s.withdraw(&sys(), &fam.reference, "moved away".into()).await.unwrap();
+    let recorded = d.call(&shard("111"), |r| ShardMsg::RecordSpill(planned.clone(), r)).await.unwrap();
+    assert!(recorded.is_empty(), "step two refuses a household no longer waiting");
+    let cancelled = planned[0].cancel(Timestamp::now()).unwrap();
+    let settlement = Settlement { proposal: cancelled, entries: vec![] };
+    d.call(&shard("112"), |r| ShardMsg::Settle(settlement.clone(), r)).await.unwrap();
+    d.call(&shard("112"), |r| ShardMsg::Settle(settlement, r)).await.unwrap();
+    assert_eq!(free(s, &doc).await, (2, 0), "freed, once, however often it is settled");
+}
+
+#[test]
+fn an_orphaned_reservation_is_freed_a_grace_period_after_its_expiry() {
+    let now = Timestamp::now();
+    let mut state = ShardState::new(shard("112"));
+    let p = Proposal {
+        id: ProposalId::generate(),
+        shard: shard("111"),
+        reference: RegistrationRef::generate(),
+        provider: ProviderId::parse("P2222").unwrap(),
+        household_size: 2,
+        complex: false,
+        created_at: now.plus_ms(-10 * DAY_MS),
+        expires_at: now.plus_ms(-super::spill::RESERVATION_GRACE_MS + 1000),
+        status: ProposalStatus::Open,
+        explanation: ScoreExplanation { score: 1, parts: vec![], provider_fit: vec![] },
+        closed_at: None,
+        declined_by: None,
+        decline_reason: None,
+    };
+    state.apply([Record::Reservation(p.clone())], &[]);
+    assert_eq!(state.open_places(&p.provider), 2);
+    assert!(super::plan::expire(&state, now).unwrap().upserts.is_empty(), "still within the grace period");
+    let later = now.plus_ms(1000);
+    let change = super::plan::expire(&state, later).unwrap();
+    assert!(matches!(&change.upserts[..], [Record::Reservation(r)] if r.status == ProposalStatus::Expired));
+    state.apply(change.upserts, &[]);
+    assert_eq!(state.open_places(&p.provider), 0);
+}

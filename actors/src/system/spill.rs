@@ -1,0 +1,117 @@
+//! Spill-over matching across communities (the shard side and the two steps
+//! are described in `shard/spill.rs`): after a community's own matching, its
+//! households still waiting are offered the free places of providers in
+//! neighbouring communities within the policy's distance, nearest first.
+
+use futures::future::join_all;
+use tracing::{info, warn};
+
+use crate::domain::{CommunityCode, Proposal, ShardKey, Timestamp};
+use crate::error::AttachError;
+use crate::shard::ShardMsg;
+use crate::store::Locator;
+
+use super::AttachSystem;
+
+impl AttachSystem {
+    /// Spill-over proposals for `shard`'s households still waiting, community
+    /// by community, nearest first. A neighbour that cannot be reached, or
+    /// whose places are gone, is passed over; what was proposed stays.
+    pub(super) async fn spill(&self, community: &CommunityCode, shard: &ShardKey) -> Vec<Proposal> {
+        let km = self.config.policy.spill_km;
+        let mut made = Vec::new();
+        for (neighbour, distance) in self.regions.neighbours(community.as_str(), km) {
+            match self.spill_to(shard, &neighbour.shard, distance).await {
+                Ok(proposals) => made.extend(proposals),
+                Err(e) => warn!(error = %e, from = %shard, to = %neighbour.shard, "spill-over to a neighbour failed"),
+            }
+        }
+        if !made.is_empty() {
+            info!(shard = %shard, proposals = made.len(), "spill-over proposals made");
+        }
+        made
+    }
+
+    /// One neighbour: plan against its providers' free places, reserve them
+    /// there (step one), record the proposals here (step two), and free the
+    /// places of any the household's shard no longer wanted.
+    async fn spill_to(
+        &self,
+        shard: &ShardKey,
+        neighbour: &ShardKey,
+        distance: f64,
+    ) -> Result<Vec<Proposal>, AttachError> {
+        let providers = self.providers_at(neighbour).await?;
+        if providers.iter().all(|v| v.free_places == 0) {
+            return Ok(Vec::new());
+        }
+        // Whole kilometres, rounded up: the explanation never understates the distance.
+        let km = distance.ceil() as u32;
+        let planned = self
+            .directory
+            .call(shard, |reply| ShardMsg::PlanSpill { neighbour: neighbour.clone(), km, providers, reply })
+            .await?;
+        if planned.is_empty() {
+            return Ok(Vec::new());
+        }
+        let reserved = self.reserve_at(neighbour, planned.clone()).await?;
+        let reserved: Vec<Proposal> = planned.into_iter().filter(|p| reserved.contains(&p.id)).collect();
+        if reserved.is_empty() {
+            return Ok(Vec::new());
+        }
+        let recorded = match self.directory.call(shard, |reply| ShardMsg::RecordSpill(reserved.clone(), reply)).await {
+            Ok(recorded) => recorded,
+            Err(e) => {
+                // Unknown whether step two landed: the reservations stay, and are
+                // freed by the settlement of a proposal that did land or, for one
+                // that did not, by the provider's shard after the grace period.
+                return Err(e);
+            }
+        };
+        let now = Timestamp::now();
+        for unwanted in reserved.iter().filter(|p| !recorded.iter().any(|r| r.id == p.id)) {
+            let settlement = crate::domain::Settlement {
+                proposal: unwanted.cancel(now).map_err(AttachError::from)?,
+                entries: Vec::new(),
+            };
+            if let Err(e) = self.settle_at(neighbour, settlement).await {
+                warn!(error = %e, shard = %neighbour, "a reservation no proposal took stays until its grace period ends");
+            }
+        }
+        Ok(recorded)
+    }
+
+    /// Pushes `shard`'s settlements to their providers' communities and
+    /// forgets each one taken. Answers how many were taken; one that fails
+    /// stays, for the next push.
+    pub(super) async fn settle_pending(&self, shard: &ShardKey) -> usize {
+        let Ok(pending) = self.directory.call(shard, ShardMsg::Settlements).await else { return 0 };
+        let mut taken = 0;
+        for settlement in pending {
+            let id = settlement.proposal.id;
+            let result = async {
+                let provider = Locator::Provider(settlement.proposal.provider.clone());
+                let home = self.locate(provider, "provider").await?;
+                self.settle_at(&home, settlement).await?;
+                self.directory.call(shard, |reply| ShardMsg::Settled(id, reply)).await
+            }
+            .await;
+            match result {
+                Ok(()) => taken += 1,
+                Err(e) => {
+                    warn!(error = %e, shard = %shard, proposal = %id, "a spill-over proposal could not be settled yet")
+                }
+            }
+        }
+        taken
+    }
+
+    /// Settles the closed spill-over proposals of every shard this node runs
+    /// with their providers' communities (the periodic pass does this every
+    /// lease). Answers how many were taken.
+    pub async fn settle_everywhere(&self) -> usize {
+        let shards: Vec<ShardKey> =
+            self.regions.shards().filter(|s| self.directory.actor(s).is_some()).cloned().collect();
+        join_all(shards.iter().map(|s| self.settle_pending(s))).await.into_iter().sum()
+    }
+}
