@@ -368,6 +368,9 @@ impl ShardActor {
                 let policy = &rt.config.policy;
                 answer!(reply, spill::plan_spill(&rt.state, policy, ttl, now, &neighbour, km, &providers))
             }
+            ShardMsg::SparePlaces(reply) => {
+                answer!(reply, Ok(spill::spare_places(&rt.state, &rt.config.policy, now)))
+            }
             ShardMsg::Reserve(proposals, reply) => answer!(reply, rt.reserve(proposals, now).await),
             ShardMsg::RecordSpill(proposals, reply) => answer!(reply, rt.record_spill(proposals, now).await),
             ShardMsg::Settle(settlement, reply) => answer!(reply, rt.settle(settlement, now).await),

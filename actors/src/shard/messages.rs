@@ -318,6 +318,9 @@ pub enum ShardMsg {
         /// Where to answer.
         reply: Reply<Vec<Proposal>>,
     },
+    /// The providers homed here with places their own community's waiting
+    /// households would leave (`free_places` is that spare), for a neighbour's spill-over.
+    SparePlaces(Reply<Vec<ProviderView>>),
     /// Reserve places of providers homed here for proposals made in a
     /// neighbouring community (spill-over step one); answers those reserved.
     Reserve(Vec<Proposal>, Reply<Vec<ProposalId>>),
@@ -393,6 +396,7 @@ impl ShardMsg {
             ShardMsg::RunningMoves(..) => "runningMoves",
             ShardMsg::PanelReports { .. } => "panelReports",
             ShardMsg::PlanSpill { .. } => "planSpill",
+            ShardMsg::SparePlaces(..) => "sparePlaces",
             ShardMsg::Reserve(..) => "reserve",
             ShardMsg::RecordSpill(..) => "recordSpill",
             ShardMsg::Settle(..) => "settle",

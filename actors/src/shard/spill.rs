@@ -33,9 +33,40 @@ use super::state::{Change, ShardState};
 /// within a lease or so, so an open reservation this late is an orphan.
 pub const RESERVATION_GRACE_MS: i64 = 60 * 60 * 1000;
 
+/// The providers homed here with places to spare for a neighbour: the free
+/// places their own community's waiting households would leave them, as this
+/// community's own matching would place them now (each view's `free_places` is
+/// that spare). A community's households come first for its own providers.
+pub fn spare_places(state: &ShardState, policy: &Policy, now: Timestamp) -> Vec<ProviderView> {
+    let mut spare: Vec<ProviderView> = state
+        .providers()
+        .map(|p| ProviderView {
+            panel_size: state.panel_size(p),
+            free_places: state.free_places(p, now),
+            open_places: state.open_places(&p.id),
+            provider: p.clone(),
+        })
+        .filter(|v| v.free_places > 0)
+        .collect();
+    if spare.is_empty() || state.tally(crate::domain::RegistrationStatus::Waiting).households == 0 {
+        return spare;
+    }
+    let openings: Vec<_> = spare.iter().map(|v| plan::opening(&v.provider, v.free_places)).collect();
+    let candidates = plan::waiting_candidates(state, now);
+    let sizes: std::collections::HashMap<_, u32> =
+        candidates.iter().map(|c| (c.reference, u32::from(c.size))).collect();
+    for placement in matcher::run(&candidates, &openings, policy, now) {
+        if let Some(v) = spare.iter_mut().find(|v| v.provider.id == placement.provider) {
+            v.free_places = v.free_places.saturating_sub(sizes.get(&placement.reference).copied().unwrap_or(0));
+        }
+    }
+    spare.retain(|v| v.free_places > 0);
+    spare
+}
+
 /// Proposals this shard's waiting households would get from the providers of
-/// `neighbour` (their registry entries and free places, read there), `km`
-/// away. Plans nothing: the provider's shard reserves the places first.
+/// `neighbour` (their registry entries and spare places, read there with
+/// [`spare_places`]), `km` away. Plans nothing: the provider's shard reserves the places first.
 pub fn plan_spill(
     state: &ShardState,
     policy: &Policy,

@@ -83,6 +83,26 @@ async fn a_household_with_no_place_at_home_is_proposed_next_door_and_joins_that_
 }
 
 #[tokio::test]
+async fn a_neighbours_own_waiting_households_come_first_for_its_providers() {
+    let w = world(spilling(60)).await;
+    let s = &w.system;
+    let doc = provider(s, "P2222", "112", 2).await;
+    let local = s.register(&sys(), &c("112"), household(&[phn(5), phn(6)], &[])).await.unwrap().registration;
+    let fam = s.register(&sys(), &c("111"), household(&[phn(1), phn(2)], &[])).await.unwrap().registration;
+    assert!(s.run_matching(&sys(), &c("111")).await.unwrap().is_empty(), "112's two places are its own household's");
+    assert_eq!(free(s, &doc).await, (2, 0), "nothing was reserved");
+
+    // Two more places: those are spare, and the household next door gets them.
+    let capacity = Capacity::new(true, 4, 1004, ComplexityMix::default(), vec![], Default::default()).unwrap();
+    s.set_capacity(&sys(), &doc, capacity).await.unwrap();
+    let made = s.run_matching(&sys(), &c("111")).await.unwrap();
+    assert_eq!(made.iter().map(|p| p.reference).collect::<Vec<_>>(), [fam.reference]);
+    let local_run = s.run_matching(&sys(), &c("112")).await.unwrap();
+    assert_eq!(local_run.iter().map(|p| p.reference).collect::<Vec<_>>(), [local.reference], "its place was kept");
+    assert_eq!(free(s, &doc).await, (0, 4));
+}
+
+#[tokio::test]
 async fn declined_withdrawn_moved_or_expired_spill_proposals_free_the_places() {
     let config = ShardConfig {
         proposal_ttl: Duration::from_millis(300),
@@ -137,7 +157,7 @@ async fn declined_withdrawn_moved_or_expired_spill_proposals_free_the_places() {
 /// Spill-over step zero, by hand: what 111's waiting households would get from 112's providers now.
 async fn plan_next_door(s: &AttachSystem) -> Vec<Proposal> {
     let d = s.directory();
-    let providers = d.call(&shard("112"), ShardMsg::ListProviders).await.unwrap();
+    let providers = d.call(&shard("112"), ShardMsg::SparePlaces).await.unwrap();
     let neighbour = shard("112");
     d.call(&shard("111"), |reply| ShardMsg::PlanSpill { neighbour, km: 51, providers, reply }).await.unwrap()
 }

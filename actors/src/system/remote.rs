@@ -67,8 +67,8 @@ pub enum ShardCall {
         /// The caller, whose access the shard checks.
         who: Principal,
     },
-    /// Every provider homed in the community, with their free places.
-    Providers,
+    /// The providers homed in the community with places to spare for a neighbour.
+    SparePlaces,
     /// Spill-over step one: reserve places for proposals made in a neighbouring community.
     Reserve(Vec<Proposal>),
     /// A closed spill-over proposal settled with its provider's community.
@@ -92,7 +92,7 @@ pub enum ShardAnswer {
     Stats(ShardStats),
     /// To `PanelReports`.
     Reports(Vec<PanelReport>),
-    /// To `Providers`.
+    /// To `SparePlaces`.
     Providers(Vec<ProviderView>),
     /// To `Reserve`: the proposals whose places were reserved.
     Reserved(Vec<ProposalId>),
@@ -231,7 +231,7 @@ impl AttachSystem {
             ShardCall::PanelReports { provider, facility, who } => ShardAnswer::Reports(
                 d.call_with(shard, audit, |reply| ShardMsg::PanelReports { provider, facility, who, reply }).await?,
             ),
-            ShardCall::Providers => ShardAnswer::Providers(d.call_with(shard, audit, ShardMsg::ListProviders).await?),
+            ShardCall::SparePlaces => ShardAnswer::Providers(d.call_with(shard, audit, ShardMsg::SparePlaces).await?),
             ShardCall::Reserve(proposals) => {
                 ShardAnswer::Reserved(d.call_with(shard, audit, |r| ShardMsg::Reserve(proposals, r)).await?)
             }
@@ -242,9 +242,9 @@ impl AttachSystem {
         })
     }
 
-    /// A community's providers with their free places, wherever it runs.
-    pub(super) async fn providers_at(&self, shard: &ShardKey) -> Result<Vec<ProviderView>, AttachError> {
-        match self.on_shard(shard, ShardCall::Providers, None).await? {
+    /// A community's providers with places to spare for a neighbour, wherever it runs.
+    pub(super) async fn spare_places_at(&self, shard: &ShardKey) -> Result<Vec<ProviderView>, AttachError> {
+        match self.on_shard(shard, ShardCall::SparePlaces, None).await? {
             ShardAnswer::Providers(views) => Ok(views),
             other => Err(unexpected(&other)),
         }

@@ -18,10 +18,21 @@ impl AttachSystem {
     /// by community, nearest first. A neighbour that cannot be reached, or
     /// whose places are gone, is passed over; what was proposed stays.
     pub(super) async fn spill(&self, community: &CommunityCode, shard: &ShardKey) -> Vec<Proposal> {
-        let km = self.config.policy.spill_km;
+        let neighbours = self.regions.neighbours(community.as_str(), self.config.policy.spill_km);
+        let waiting = self.directory.call(shard, ShardMsg::Gauges).await.map_or(0, |g| g.waiting_households);
+        if neighbours.is_empty() || waiting == 0 {
+            return Vec::new();
+        }
+        // Each neighbour works out its spare places with a read-only matching
+        // pass over its own waitlist, on its own actor: all at once.
+        let spares = join_all(neighbours.iter().map(|(n, _)| self.spare_places_at(&n.shard))).await;
         let mut made = Vec::new();
-        for (neighbour, distance) in self.regions.neighbours(community.as_str(), km) {
-            match self.spill_to(shard, &neighbour.shard, distance).await {
+        for ((neighbour, distance), spare) in neighbours.iter().zip(spares) {
+            let result = match spare {
+                Ok(providers) => self.spill_to(shard, &neighbour.shard, *distance, providers).await,
+                Err(e) => Err(e),
+            };
+            match result {
                 Ok(proposals) => made.extend(proposals),
                 Err(e) => warn!(error = %e, from = %shard, to = %neighbour.shard, "spill-over to a neighbour failed"),
             }
@@ -32,7 +43,8 @@ impl AttachSystem {
         made
     }
 
-    /// One neighbour: plan against its providers' free places, reserve them
+    /// One neighbour: plan against its providers' spare places (as read
+    /// there; a place taken since is refused by step one), reserve them
     /// there (step one), record the proposals here (step two), and free the
     /// places of any the household's shard no longer wanted.
     async fn spill_to(
@@ -40,9 +52,9 @@ impl AttachSystem {
         shard: &ShardKey,
         neighbour: &ShardKey,
         distance: f64,
+        providers: Vec<crate::shard::ProviderView>,
     ) -> Result<Vec<Proposal>, AttachError> {
-        let providers = self.providers_at(neighbour).await?;
-        if providers.iter().all(|v| v.free_places == 0) {
+        if providers.is_empty() {
             return Ok(Vec::new());
         }
         // Whole kilometres, rounded up: the explanation never understates the distance.
