@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{ProposalId, ProviderId, RegistrationRef, Responder, ShardKey, Timestamp};
+use super::{ProposalId, ProposalStatus, ProviderId, RegistrationRef, Responder, ShardKey, Timestamp};
 
 /// A shard's event sequence number: 1 for its first event, +1 for each after.
 pub type Seq = u64;
@@ -53,6 +53,24 @@ pub enum EventKind {
     MovedIn { reference: RegistrationRef, from: ShardKey, household_size: u8 },
     /// A waiting household changed (members or needs), keeping its place in line.
     HouseholdUpdated { reference: RegistrationRef, household_size: u8 },
+    /// A household of another community was proposed to a provider homed here
+    /// (spill-over matching): its places are held here while the proposal is open.
+    Reserved {
+        proposal: ProposalId,
+        reference: RegistrationRef,
+        provider: ProviderId,
+        from: ShardKey,
+        household_size: u8,
+    },
+    /// Such a proposal closed (`status`) and its places here are no longer held;
+    /// an accepted household's members joined the panel here (an `Attached` event too).
+    ReservationClosed {
+        proposal: ProposalId,
+        reference: RegistrationRef,
+        provider: ProviderId,
+        from: ShardKey,
+        status: ProposalStatus,
+    },
 }
 
 impl EventKind {
@@ -74,6 +92,8 @@ impl EventKind {
             EventKind::MovedOut { .. } => "MOVED_OUT",
             EventKind::MovedIn { .. } => "MOVED_IN",
             EventKind::HouseholdUpdated { .. } => "HOUSEHOLD_UPDATED",
+            EventKind::Reserved { .. } => "RESERVED",
+            EventKind::ReservationClosed { .. } => "RESERVATION_CLOSED",
         }
     }
 }

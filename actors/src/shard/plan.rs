@@ -397,7 +397,15 @@ pub fn expire(state: &ShardState, now: Timestamp) -> Result<Change, AttachError>
         change.events.push(EventKind::Expired { proposal: p.id, reference: p.reference, provider: p.provider.clone() });
     }
     for r in state.overdue_reservations(now, super::spill::RESERVATION_GRACE_MS) {
-        change.upserts.push(Record::Reservation(r.expire(now)?));
+        let expired = r.expire(now)?;
+        change.events.push(EventKind::ReservationClosed {
+            proposal: r.id,
+            reference: r.reference,
+            provider: r.provider.clone(),
+            from: r.shard.clone(),
+            status: expired.status,
+        });
+        change.upserts.push(Record::Reservation(expired));
     }
     Ok(change)
 }

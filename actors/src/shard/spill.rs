@@ -18,7 +18,7 @@
 //! the accepted household on the panel) and deleted once taken; the system
 //! pushes it right after the close and every lease until it is taken.
 
-use crate::domain::{Proposal, ProposalId, ProposalStatus, Settlement, ShardKey, Timestamp};
+use crate::domain::{EventKind, Proposal, ProposalId, ProposalStatus, Settlement, ShardKey, Timestamp};
 use crate::error::AttachError;
 use crate::matcher::{self, Policy};
 use crate::store::{Record, RecordKey};
@@ -118,6 +118,13 @@ pub fn reserve(state: &ShardState, proposals: Vec<Proposal>, now: Timestamp) -> 
         }
         *already += size;
         reserved.push(p.id);
+        change.events.push(EventKind::Reserved {
+            proposal: p.id,
+            reference: p.reference,
+            provider: p.provider.clone(),
+            from: p.shard.clone(),
+            household_size: p.household_size,
+        });
         change.upserts.push(Record::Reservation(p));
     }
     (change, reserved)
@@ -150,6 +157,9 @@ pub fn record(state: &ShardState, proposals: Vec<Proposal>, now: Timestamp) -> (
 pub fn settle(state: &ShardState, settlement: Settlement) -> Change {
     let mut change = Change::default();
     let p = settlement.proposal;
+    if state.reservation(&p.id).is_some_and(|r| r.status == p.status) {
+        return change;
+    }
     if p.status == ProposalStatus::Accepted {
         let clinic = state.provider(&p.provider).and_then(|v| v.sole_clinic()).cloned();
         for mut entry in settlement.entries {
@@ -161,10 +171,20 @@ pub fn settle(state: &ShardState, settlement: Settlement) -> Change {
             }
             change.upserts.push(Record::PanelEntry(entry));
         }
+        if !change.upserts.is_empty() {
+            let patients = u16::try_from(change.upserts.len()).unwrap_or(u16::MAX);
+            let (reference, provider) = (Some(p.reference), p.provider.clone());
+            change.events.push(EventKind::Attached { reference, provider, patients });
+        }
     }
-    if state.reservation(&p.id).is_none_or(|r| r.status != p.status) {
-        change.upserts.push(Record::Reservation(p));
-    }
+    change.events.push(EventKind::ReservationClosed {
+        proposal: p.id,
+        reference: p.reference,
+        provider: p.provider.clone(),
+        from: p.shard.clone(),
+        status: p.status,
+    });
+    change.upserts.push(Record::Reservation(p));
     change
 }
 

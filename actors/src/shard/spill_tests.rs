@@ -52,6 +52,7 @@ async fn a_household_with_no_place_at_home_is_proposed_next_door_and_joins_that_
     let s = &w.system;
     let doc = provider(s, "P2222", "112", 5).await;
     let fam = s.register(&sys(), &c("111"), household(&[phn(1), phn(2)], &[])).await.unwrap().registration;
+    let (_, mut next_door) = s.subscribe(&sys(), &c("112")).unwrap();
     let made = s.run_matching(&sys(), &c("111")).await.unwrap();
     assert_eq!(made.len(), 1);
     let p = &made[0];
@@ -76,6 +77,16 @@ async fn a_household_with_no_place_at_home_is_proposed_next_door_and_joins_that_
     assert_eq!(free(s, &doc).await, (3, 0), "the panel holds the places now, not the reservation");
     assert_eq!(seen_by_provider(s, &doc, p.id).await, ProposalStatus::Accepted);
     assert_eq!(settlements(s, "111").await, 0, "settled and forgotten");
+    // The provider's community's feed follows it too.
+    let (id, reference, provider) = (p.id, fam.reference, doc.clone());
+    let from = shard("111");
+    let reserved = EventKind::Reserved { proposal: id, reference, provider, from, household_size: 2 };
+    assert_eq!(next_door.recv().await.unwrap().kind, reserved);
+    let attached = EventKind::Attached { reference: Some(reference), provider: doc.clone(), patients: 2 };
+    assert_eq!(next_door.recv().await.unwrap().kind, attached);
+    let (provider, from, status) = (doc.clone(), shard("111"), ProposalStatus::Accepted);
+    let closed = EventKind::ReservationClosed { proposal: id, reference, provider, from, status };
+    assert_eq!(next_door.recv().await.unwrap().kind, closed);
     let stats = s.community_stats(&sys(), &c("112")).await.unwrap();
     assert_eq!(stats.counts.attached_people_week, 2, "counted where the panel is");
     let dup = s.register(&sys(), &c("112"), household(&[phn(2)], &[])).await.unwrap_err();

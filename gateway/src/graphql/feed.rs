@@ -55,6 +55,12 @@ pub enum MatchEventKind {
     MovedIn,
     /// A waiting household changed (members or needs), keeping its place in line (`people`: its size now).
     HouseholdUpdated,
+    /// A household of `otherCommunity` was proposed to a provider homed here
+    /// (spill-over matching): its `people` places are held here while the proposal is open.
+    Reserved,
+    /// Such a proposal closed with `proposalStatus`, and its places here are no
+    /// longer held (an accepted household's members joined the panel: `ATTACHED`).
+    ReservationClosed,
     /// This subscriber fell behind and missed events after `missedAfterSeq`:
     /// fetch them with the `events` query.
     Missed,
@@ -90,6 +96,8 @@ pub struct MatchEvent {
     pub other_community: Option<String>,
     /// On `MISSED`: the last sequence number delivered before the gap.
     pub missed_after_seq: Option<u64>,
+    /// On `RESERVATION_CLOSED`: how the proposal closed.
+    pub proposal_status: Option<super::types::ProposalStatus>,
 }
 
 impl MatchEvent {
@@ -108,6 +116,7 @@ impl MatchEvent {
             facility_number: None,
             other_community: None,
             missed_after_seq: None,
+            proposal_status: None,
         }
     }
 
@@ -152,6 +161,12 @@ impl From<Event> for MatchEvent {
             EventKind::MovedOut { reference, .. } => (K::MovedOut, id(reference), None, None),
             EventKind::MovedIn { reference, .. } => (K::MovedIn, id(reference), None, None),
             EventKind::HouseholdUpdated { reference, .. } => (K::HouseholdUpdated, id(reference), None, None),
+            EventKind::Reserved { proposal, reference, provider, .. } => {
+                (K::Reserved, id(reference), id(proposal), id(provider))
+            }
+            EventKind::ReservationClosed { proposal, reference, provider, .. } => {
+                (K::ReservationClosed, id(reference), id(proposal), id(provider))
+            }
         };
         let mut out = MatchEvent {
             reference,
@@ -169,9 +184,13 @@ impl From<Event> for MatchEvent {
             EventKind::Detached { patients, .. } => out.people = Some(patients),
             EventKind::TransferUpdated { moved, .. } => out.people = Some(moved),
             EventKind::MovedOut { to, .. } => out.other_community = Some(to.community.as_str().to_string()),
-            EventKind::MovedIn { from, household_size, .. } => {
+            EventKind::MovedIn { from, household_size, .. } | EventKind::Reserved { from, household_size, .. } => {
                 out.other_community = Some(from.community.as_str().to_string());
                 out.people = Some(u32::from(household_size));
+            }
+            EventKind::ReservationClosed { from, status, .. } => {
+                out.other_community = Some(from.community.as_str().to_string());
+                out.proposal_status = Some(status.into());
             }
             _ => {}
         }

@@ -130,4 +130,29 @@ async fn attached_next_door(app: &TestApp, family: &str, solo: &str) {
     let places = r#"{ provider(id: "P30001") { freePlaces openPlaces } }"#;
     let p = app.provider("P30001").ok(places, json!({})).await;
     assert_eq!((&p["provider"]["freePlaces"], &p["provider"]["openPlaces"]), (&json!(1), &json!(0)));
+
+    // The provider's community's feed: the reservation, the attachment, the close.
+    let events = app
+        .coordinator()
+        .ok(
+            r#"{ events(communityCode: "112") { nodes { kind reference providerId people otherCommunity proposalStatus } } }"#,
+            json!({}),
+        )
+        .await;
+    let spill: Vec<Value> = events["events"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["reference"] == family)
+        .map(|e| json!([e["kind"], e["people"], e["otherCommunity"], e["proposalStatus"]]))
+        .collect();
+    assert_eq!(
+        spill,
+        [
+            json!(["RESERVED", 2, "111", null]),
+            json!(["ATTACHED", 2, null, null]),
+            json!(["RESERVATION_CLOSED", null, "111", "ACCEPTED"]),
+        ],
+        "{events:#}"
+    );
 }
