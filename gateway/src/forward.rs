@@ -13,6 +13,13 @@
 //! and is never forwarded again. With the cluster's shared secret it is not
 //! rate limited again either: the first node counted it.
 //!
+//! A query (reads only) whose top-level fields want shards on several nodes
+//! cannot go whole to one. Its fields answered here stay, and each peer
+//! holding a shard a failed field wanted is sent the same query; only those
+//! fields are taken from its answer ([`Forwarder::complete_from_peers`]).
+//! Running a query again changes nothing, and each node audits the reads it
+//! answers (a read refused for a shard the node does not run leaves no record).
+//!
 //! A node that starts also asks its peers, here, to hand back the shards the
 //! placement gives it ([`Forwarder::ask_hand_back`]; `attach_actors::shard::placement`).
 //!
@@ -21,11 +28,11 @@
 //! the forwarder carries the system's encoded [`ShardCall`](attach_actors::system::ShardCall)
 //! to the holder's `POST /cluster/call` ([`Peers`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use async_graphql::Value;
+use async_graphql::{PathSegment, Value};
 use attach_actors::domain::ShardKey;
 use attach_actors::error::{AttachError, ErrorCode};
 use attach_actors::system::{AttachSystem, Peers};
@@ -206,9 +213,62 @@ impl Forwarder {
         Some(owner)
     }
 
+    /// Completes a query's top-level fields that failed here for shards peers
+    /// hold (see the module docs): each such peer is sent the same request, and
+    /// those fields' data and errors are taken from its answer. A peer that
+    /// cannot be reached leaves its fields as they were (`SHARD_UNAVAILABLE`).
+    /// The caller checks that the request is a query ([`is_query`]).
+    pub async fn complete_from_peers(
+        &self,
+        system: &AttachSystem,
+        headers: &HeaderMap,
+        body: &Bytes,
+        response: &mut async_graphql::Response,
+    ) {
+        if headers.contains_key(FORWARDED_BY) {
+            return;
+        }
+        let mut by_peer: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for error in &response.errors {
+            let (Some(shard), Some(PathSegment::Field(key))) = (not_here(error), error.path.first()) else { continue };
+            if let Some(owner) = self.owner(system, &shard).await
+                && owner != self.me
+                && self.peers.contains_key(&owner)
+            {
+                by_peer.entry(owner).or_default().insert(key.clone());
+            }
+        }
+        for (peer, keys) in by_peer {
+            let endpoint = format!("{}/graphql", self.peers[&peer]);
+            let Some((_, _, bytes)) = self.post_graphql(&endpoint, headers, body.clone()).await else { continue };
+            match serde_json::from_slice::<PeerAnswer>(&bytes) {
+                Ok(answer) => take_fields(response, &keys, answer),
+                Err(e) => warn!(error = %e, peer, "a peer's answer to a query was not a GraphQL response"),
+            }
+        }
+    }
+
     /// Sends the request to `endpoint` and answers with its response; `None`
     /// if the peer could not be reached (the caller answers as it would have).
     pub async fn send(&self, endpoint: &str, headers: &HeaderMap, body: Bytes) -> Option<Response> {
+        let (status, content_type, bytes) = self.post_graphql(endpoint, headers, body).await?;
+        let mut response = (status, bytes).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Some(ct) = content_type {
+            headers.insert(header::CONTENT_TYPE, ct);
+        }
+        Some(response)
+    }
+
+    /// Posts a GraphQL request on to a peer, marked as forwarded, with the
+    /// caller's credentials; answers the peer's status, content type and body.
+    async fn post_graphql(
+        &self,
+        endpoint: &str,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) -> Option<(StatusCode, Option<HeaderValue>, Bytes)> {
         let mut request = self.to_peer(endpoint).body(body).header(FORWARDED_BY, &self.me);
         for name in &KEPT {
             if let Some(value) = headers.get(name) {
@@ -233,13 +293,52 @@ impl Forwarder {
             }
         };
         self.forwarded.fetch_add(1, Ordering::Relaxed);
-        let mut response = (status, bytes).into_response();
-        let headers = response.headers_mut();
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if let Some(ct) = content_type {
-            headers.insert(header::CONTENT_TYPE, ct);
+        Some((status, content_type, bytes))
+    }
+}
+
+/// A peer's GraphQL response, as far as completing a query needs it.
+#[derive(serde::Deserialize)]
+struct PeerAnswer {
+    #[serde(default)]
+    data: serde_json::Value,
+    #[serde(default)]
+    errors: Vec<async_graphql::ServerError>,
+}
+
+/// Replaces the top-level fields `keys` of `response` (their data and errors) with the peer's.
+fn take_fields(response: &mut async_graphql::Response, keys: &BTreeSet<String>, mut answer: PeerAnswer) {
+    let ours =
+        |e: &async_graphql::ServerError| matches!(e.path.first(), Some(PathSegment::Field(k)) if keys.contains(k));
+    if let Value::Object(fields) = &mut response.data {
+        for key in keys {
+            let taken = answer.data.get_mut(key).map_or(serde_json::Value::Null, serde_json::Value::take);
+            fields.insert(async_graphql::Name::new(key), Value::from_json(taken).unwrap_or(Value::Null));
         }
-        Some(response)
+    }
+    response.errors.retain(|e| !ours(e));
+    response.errors.extend(answer.errors.into_iter().filter(|e| ours(e)));
+}
+
+/// Whether the request's operation is a query: the only kind a node may run
+/// again elsewhere after running part of it here.
+pub fn is_query(request: &mut async_graphql::Request) -> bool {
+    use async_graphql::parser::types::{DocumentOperations, OperationType};
+    let name = request.operation_name.clone();
+    let Ok(document) = request.parsed_query() else { return false };
+    let operation = match (&document.operations, name) {
+        (DocumentOperations::Single(op), _) => Some(op),
+        (DocumentOperations::Multiple(ops), Some(name)) => ops.get(name.as_str()),
+        (DocumentOperations::Multiple(_), None) => None,
+    };
+    operation.is_some_and(|op| op.node.ty == OperationType::Query)
+}
+
+/// The shard an error wanted and this node does not run, if it is such an error.
+fn not_here(error: &async_graphql::ServerError) -> Option<ShardKey> {
+    match error.extensions.as_ref()?.get(NOT_HERE)? {
+        Value::String(s) => ShardKey::parse(s).ok(),
+        _ => None,
     }
 }
 
@@ -282,14 +381,7 @@ impl Peers for Forwarder {
 
 /// The shards the response's errors wanted and this node does not run.
 fn wanted(response: &async_graphql::Response) -> Vec<ShardKey> {
-    let mut shards: Vec<ShardKey> = response
-        .errors
-        .iter()
-        .filter_map(|e| match e.extensions.as_ref()?.get(NOT_HERE)? {
-            Value::String(s) => ShardKey::parse(s).ok(),
-            _ => None,
-        })
-        .collect();
+    let mut shards: Vec<ShardKey> = response.errors.iter().filter_map(not_here).collect();
     shards.sort();
     shards.dedup();
     shards
@@ -352,6 +444,49 @@ mod tests {
         assert_eq!(wanted(&half).len(), 1, "one shard, named twice");
         assert!(!nothing_done(&half), "a field was answered: a mutation may have been applied");
         assert!(wanted(&response(&[("a", Value::Null)], vec![])).is_empty());
+    }
+
+    #[test]
+    fn a_peers_answer_replaces_only_the_fields_it_was_asked_for() {
+        let mut b_failed = not_here("IHA/112");
+        b_failed.path = vec![PathSegment::Field("b".into())];
+        let mut ours = response(&[("a", Value::String("here".into())), ("b", Value::Null)], vec![b_failed]);
+        let mut a_failed = not_here("IHA/111");
+        a_failed.path = vec![PathSegment::Field("a".into())];
+        let mut b_nested = ServerError::new("one item could not be read", None);
+        b_nested.path = vec![PathSegment::Field("b".into()), PathSegment::Index(3)];
+        let answer = PeerAnswer {
+            data: serde_json::json!({ "a": null, "b": { "totalCount": 2 } }),
+            errors: vec![a_failed, b_nested],
+        };
+        take_fields(&mut ours, &BTreeSet::from(["b".to_string()]), answer);
+        let Value::Object(fields) = &ours.data else { panic!() };
+        assert_eq!(fields["a"], Value::String("here".into()), "a field answered here stays");
+        assert_eq!(fields["b"].to_string(), r#"{totalCount: 2}"#);
+        let paths: Vec<_> = ours.errors.iter().map(|e| e.path.clone()).collect();
+        assert_eq!(
+            paths,
+            [vec![PathSegment::Field("b".into()), PathSegment::Index(3)]],
+            "the peer's errors for b only"
+        );
+    }
+
+    #[test]
+    fn only_a_query_may_be_run_again_elsewhere() {
+        let query = |text: &str, name: Option<&str>| {
+            let mut r = async_graphql::Request::new(text);
+            if let Some(name) = name {
+                r = r.operation_name(name);
+            }
+            is_query(&mut r)
+        };
+        assert!(query("{ a: waitlist(communityCode: \"111\") { totalCount } }", None));
+        assert!(query("query Q { x } mutation M { y }", Some("Q")));
+        assert!(!query("query Q { x } mutation M { y }", Some("M")));
+        assert!(!query("query Q { x } mutation M { y }", None), "ambiguous");
+        assert!(!query("mutation { runMatching(communityCode: \"111\") { proposals { id } } }", None));
+        assert!(!query("subscription { matchFeed { seq } }", None));
+        assert!(!query("{ not graphql", None));
     }
 
     #[test]

@@ -300,14 +300,19 @@ async fn execute(state: &AppState, principal: Option<Principal>, headers: &Heade
         request = request.data(principal);
     }
     state.documents.prepare(&mut request);
+    let query = state.forwarder.is_some() && crate::forward::is_query(&mut request);
     let span = crate::telemetry::graphql_span(&mut request);
     let mut response = state.schema.execute(request).instrument(span).await;
     ensure_codes(&mut response);
-    if let Some(forwarder) = &state.forwarder
-        && let Some(endpoint) = forwarder.target(&state.system, headers, &response).await
-        && let Some(answer) = forwarder.send(&endpoint, headers, original).await
-    {
-        return answer;
+    if let Some(forwarder) = &state.forwarder {
+        if let Some(endpoint) = forwarder.target(&state.system, headers, &response).await
+            && let Some(answer) = forwarder.send(&endpoint, headers, original.clone()).await
+        {
+            return answer;
+        }
+        if query {
+            forwarder.complete_from_peers(&state.system, headers, &original, &mut response).await;
+        }
     }
     crate::forward::strip_marks(&mut response);
     state.metrics.record(

@@ -285,6 +285,17 @@ async fn shards_are_spread_handed_back_to_a_returning_node_and_stood_in_for_when
             (&json!(0), &json!(2))
         );
     }
+    // So is one reading two waitlists, one on each node: each node reads its own (and audits it).
+    let lines = format!(
+        "{{ a: waitlist(communityCode: \"{}\") {{ totalCount }} b: waitlist(communityCode: \"{b_community}\") {{ totalCount nodes {{ reference }} }} }}",
+        a_shard.community.as_str()
+    );
+    for node in [&a, &b] {
+        let (_, body) = post_as(&http, node, &coordinator, &lines, json!({})).await;
+        assert!(body.get("errors").is_none(), "{body}");
+        assert_eq!((&body["data"]["a"]["totalCount"], &body["data"]["b"]["totalCount"]), (&json!(0), &json!(2)));
+        assert_eq!(body["data"]["b"]["nodes"][1]["reference"], mover.as_str(), "{body}");
+    }
     let on_b = http.get(format!("{url_b}/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metric(&on_b, "attach_cluster_calls_served_total").is_some_and(|n| n >= 2), "{on_b}");
 
