@@ -136,9 +136,7 @@ impl ShardState {
                 if let Some(old) = self.proposals.remove(&p.id) {
                     self.unindex_proposal(&old);
                 }
-                if p.status == ProposalStatus::Open {
-                    *self.open_places.entry(p.provider.clone()).or_default() += u32::from(p.household_size);
-                }
+                self.index_proposal(&p);
                 self.proposals.insert(p.id, p);
             }
             Record::Provider(p) => {
@@ -172,9 +170,7 @@ impl ShardState {
                 if let Some(old) = self.reservations.remove(&p.id) {
                     self.unindex_proposal(&old);
                 }
-                if p.status == ProposalStatus::Open {
-                    *self.open_places.entry(p.provider.clone()).or_default() += u32::from(p.household_size);
-                }
+                self.index_proposal(&p);
                 self.reservations.insert(p.id, p);
             }
             Record::Settlement(s) => {
@@ -259,6 +255,13 @@ impl ShardState {
         t.people -= r.household.members.len() as u64;
         if r.status == RegistrationStatus::Waiting {
             self.waitlist.remove(&(r.registered_at, r.reference));
+        }
+    }
+
+    /// An open proposal (or reservation) holds its places.
+    fn index_proposal(&mut self, p: &Proposal) {
+        if p.status == ProposalStatus::Open {
+            *self.open_places.entry(p.provider.clone()).or_default() += u32::from(p.household_size);
         }
     }
 

@@ -6,7 +6,9 @@
 use futures::future::join_all;
 use tracing::{info, warn};
 
-use crate::domain::{CommunityCode, Proposal, ShardKey, Timestamp};
+use std::collections::HashSet;
+
+use crate::domain::{CommunityCode, Proposal, ProposalId, ShardKey, Timestamp};
 use crate::error::AttachError;
 use crate::shard::ShardMsg;
 use crate::store::Locator;
@@ -66,26 +68,21 @@ impl AttachSystem {
         if planned.is_empty() {
             return Ok(Vec::new());
         }
-        let reserved = self.reserve_at(neighbour, planned.clone()).await?;
+        let reserved: HashSet<ProposalId> = self.reserve_at(neighbour, planned.clone()).await?.into_iter().collect();
         let reserved: Vec<Proposal> = planned.into_iter().filter(|p| reserved.contains(&p.id)).collect();
         if reserved.is_empty() {
             return Ok(Vec::new());
         }
-        let recorded = match self.directory.call(shard, |reply| ShardMsg::RecordSpill(reserved.clone(), reply)).await {
-            Ok(recorded) => recorded,
-            Err(e) => {
-                // Unknown whether step two landed: the reservations stay, and are
-                // freed by the settlement of a proposal that did land or, for one
-                // that did not, by the provider's shard after the grace period.
-                return Err(e);
-            }
-        };
+        // If step two fails it is unknown whether it landed: the reservations
+        // stay, freed by the settlement of a proposal that did land or, for one
+        // that did not, by the provider's shard after the grace period.
+        let recorded = self.directory.call(shard, |reply| ShardMsg::RecordSpill(reserved.clone(), reply)).await?;
+        let taken: HashSet<ProposalId> = recorded.iter().map(|p| p.id).collect();
         let now = Timestamp::now();
-        for unwanted in reserved.iter().filter(|p| !recorded.iter().any(|r| r.id == p.id)) {
-            let settlement = crate::domain::Settlement {
-                proposal: unwanted.cancel(now).map_err(AttachError::from)?,
-                entries: Vec::new(),
-            };
+        let unwanted = reserved.iter().filter(|p| !taken.contains(&p.id));
+        // Planned proposals are open, so each can be cancelled.
+        for cancelled in unwanted.filter_map(|p| p.cancel(now).ok()) {
+            let settlement = crate::domain::Settlement { proposal: cancelled, entries: Vec::new() };
             if let Err(e) = self.settle_at(neighbour, settlement).await {
                 warn!(error = %e, shard = %neighbour, "a reservation no proposal took stays until its grace period ends");
             }
