@@ -51,6 +51,9 @@ async fn node_on(
     settings.limits.rate.anonymous_per_ip.per_minute = 1;
     settings.limits.rate.anonymous_per_ip.burst = anonymous_burst;
     settings.shard.lease_secs = 3;
+    // Spill-over across the whole province: a community's households may be
+    // proposed to a provider homed on the other node.
+    settings.matching.spill_km = 2000;
     let app = Application::build_with_store(settings, store).await.unwrap();
     let url = format!("http://127.0.0.1:{}", app.port());
     let (stop, stopped) = oneshot::channel::<()>();
@@ -86,13 +89,34 @@ const HA_STATS: &str = "query($h: String!) { healthAuthorityStatistics(code: $h)
 
 /// A token the nodes sharing `dir`'s development key accept.
 fn token(dir: &Path, subject: &str, role: Role, scope: &[&str]) -> String {
-    let request = TokenRequest {
-        subject: subject.into(),
-        role,
-        scope: scope.iter().map(|s| s.to_string()).collect(),
-        provider: None,
-        ttl: Duration::from_secs(600),
-    };
+    mint(
+        dir,
+        TokenRequest {
+            subject: subject.into(),
+            role,
+            scope: scope.iter().map(|s| s.to_string()).collect(),
+            provider: None,
+            ttl: Duration::from_secs(600),
+        },
+    )
+}
+
+/// Provider `id`'s own token.
+fn provider_token(dir: &Path, id: &str) -> String {
+    let provider = Some(id.to_string());
+    mint(
+        dir,
+        TokenRequest {
+            subject: id.into(),
+            role: Role::Provider,
+            scope: vec![],
+            provider,
+            ttl: Duration::from_secs(600),
+        },
+    )
+}
+
+fn mint(dir: &Path, request: TokenRequest) -> String {
     let auth = AuthSettings::default();
     DevKey::load(dir).unwrap().mint(&auth.issuer, &auth.audience, &request).unwrap()
 }
@@ -296,6 +320,48 @@ async fn shards_are_spread_handed_back_to_a_returning_node_and_stood_in_for_when
         assert_eq!((&body["data"]["a"]["totalCount"], &body["data"]["b"]["totalCount"]), (&json!(0), &json!(2)));
         assert_eq!(body["data"]["b"]["nodes"][1]["reference"], mover.as_str(), "{body}");
     }
+    // Spill-over between the nodes: a household of A's community is proposed to
+    // a provider homed on B (B reserves the places), and accepted through B.
+    let doc = provider_token(dir.path(), "P77001");
+    let upsert = r#"mutation($c: String!) { upsertProvider(input: { id: "P77001", givenName: "Maya", surname: "Okafor",
+        kind: PHYSICIAN, community: $c }) { id } }"#;
+    let (_, body) = post_as(&http, &a, &doc, upsert, json!({ "c": b_community })).await;
+    assert!(body.get("errors").is_none(), "{body}");
+    let capacity = r#"mutation { setProviderCapacity(providerId: "P77001", input: { acceptingNewPatients: true,
+        monthlyRate: 3, desiredPanelSize: 3 }) { freePlaces } }"#;
+    let (_, body) = post_as(&http, &a, &doc, capacity, json!({})).await;
+    assert_eq!(body["data"]["setProviderCapacity"]["freePlaces"], 3, "{body}");
+    let member = json!({ "phn": phn(4), "givenName": "Cy", "surname": "Roy", "dateOfBirth": "1970-01-02" });
+    let input =
+        json!({ "i": { "community": a_shard.community.as_str(), "postalCode": "V0B 1M0", "members": [member] } });
+    let (_, body) = post(&http, &b, REGISTER, input).await;
+    let patient =
+        body["data"]["registerHousehold"]["reference"].as_str().unwrap_or_else(|| panic!("{body}")).to_string();
+    let matching = format!(
+        "mutation {{ runMatching(communityCode: \"{}\") {{ proposals {{ id providerId }} }} }}",
+        a_shard.community.as_str()
+    );
+    let (_, body) = post_as(&http, &b, &coordinator, &matching, json!({})).await;
+    assert_eq!(body["data"]["runMatching"]["proposals"][0]["providerId"], "P77001", "{body}");
+    let proposal = body["data"]["runMatching"]["proposals"][0]["id"].clone();
+    let places = r#"{ provider(id: "P77001") { freePlaces openPlaces } }"#;
+    let (_, body) = post_as(&http, &a, &doc, places, json!({})).await;
+    assert_eq!(
+        (&body["data"]["provider"]["freePlaces"], &body["data"]["provider"]["openPlaces"]),
+        (&json!(2), &json!(1))
+    );
+    let accept = "mutation($id: ID!) { acceptProposal(id: $id) { status } }";
+    let (_, body) = post_as(&http, &b, &doc, accept, json!({ "id": proposal })).await;
+    assert_eq!(body["data"]["acceptProposal"]["status"], "ACCEPTED", "{body}");
+    let panel = r#"{ panel(providerId: "P77001", first: 5) { nodes { reference source } } }"#;
+    let (_, body) = post_as(&http, &a, &doc, panel, json!({})).await;
+    assert_eq!(body["data"]["panel"]["nodes"][0]["reference"], patient.as_str(), "on the panel on B: {body}");
+    let (_, body) = post_as(&http, &b, &doc, places, json!({})).await;
+    assert_eq!(
+        (&body["data"]["provider"]["freePlaces"], &body["data"]["provider"]["openPlaces"]),
+        (&json!(2), &json!(0))
+    );
+
     let on_b = http.get(format!("{url_b}/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metric(&on_b, "attach_cluster_calls_served_total").is_some_and(|n| n >= 2), "{on_b}");
 

@@ -156,3 +156,41 @@ async fn attached_next_door(app: &TestApp, family: &str, solo: &str) {
         "{events:#}"
     );
 }
+
+#[tokio::test]
+async fn an_unanswered_spill_over_proposal_expires_and_the_periodic_pass_frees_the_places_next_door() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = spilling();
+    opts.env.extend([
+        ("ATTACH_SHARD__PROPOSAL_TTL_SECS".to_string(), "1".to_string()),
+        ("ATTACH_SHARD__EXPIRY_INTERVAL_MS".to_string(), "100".to_string()),
+        ("ATTACH_SHARD__LEASE_SECS".to_string(), "3".to_string()),
+    ]);
+    let app = TestApp::spawn(dir.path(), opts).await;
+    provider(&app, "P20001", "112", &["0F221"], 3).await;
+    let family = register(&app, &[phn(1), phn(2)]).await;
+    let run =
+        app.coordinator().ok(r#"mutation { runMatching(communityCode: "111") { proposals { id } } }"#, json!({})).await;
+    assert_eq!(run["runMatching"]["proposals"].as_array().unwrap().len(), 1, "{run:#}");
+    let places = r#"{ provider(id: "P20001") { freePlaces openPlaces } }"#;
+    let held = app.provider("P20001").ok(places, json!({})).await;
+    assert_eq!((&held["provider"]["freePlaces"], &held["provider"]["openPlaces"]), (&json!(1), &json!(2)));
+
+    // Nobody answers: the household's community expires it, and the pass that
+    // runs every lease settles it with the provider's community.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let p = app.provider("P20001").ok(places, json!({})).await;
+        if p["provider"]["openPlaces"] == 0 {
+            assert_eq!(p["provider"]["freePlaces"], 3);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the places were never freed: {p:#}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let status = r#"query($r: ID!) { registration(reference: $r) { status declines { reason } } }"#;
+    let back = app.coordinator().ok(status, json!({ "r": family })).await;
+    assert_eq!(back["registration"]["status"], "WAITING", "{back:#}");
+    let seen = app.provider("P20001").ok(PROPOSALS, json!({ "c": "112", "p": "P20001" })).await;
+    assert_eq!(seen["proposals"]["nodes"][0]["status"], "EXPIRED", "{seen:#}");
+}
