@@ -239,3 +239,124 @@ fn an_orphaned_reservation_is_freed_a_grace_period_after_its_expiry() {
     state.apply(change.upserts, &[]);
     assert_eq!(state.open_places(&p.provider), 0);
 }
+
+/// A small deterministic generator (xorshift), so a failing sequence can be replayed by its seed.
+struct Steps(u64);
+
+impl Steps {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+}
+
+/// Every proposal of both communities (the household's proposals and the provider's reservations).
+async fn all_proposals(s: &AttachSystem) -> Vec<(ShardKey, Proposal)> {
+    let mut all = Vec::new();
+    for community in ["111", "112"] {
+        let page = s.proposals(&sys(), &c(community), vec![], None, 0, 10_000).await.unwrap();
+        all.extend(page.items.into_iter().map(|p| (shard(community), p)));
+    }
+    all
+}
+
+/// What must hold whatever happened: places held match the open proposals and
+/// reservations; no provider has more patients and held places than their
+/// capacity; a proposed household has exactly its open proposal; and once
+/// settled, the provider's copy closed as the household's proposal did, and
+/// the panel holds exactly the households accepted onto it.
+async fn check(s: &AttachSystem, doc: &ProviderId, capacity: u32, households: &[RegistrationRef], seed: u64) {
+    assert_eq!(s.settle_everywhere().await, 0, "seed {seed}: settlements were pushed when each close was made");
+    let all = all_proposals(s).await;
+    let held: u32 = all
+        .iter()
+        .filter(|(at, p)| at == &shard("112") && &p.provider == doc && p.status == ProposalStatus::Open)
+        .map(|(_, p)| u32::from(p.household_size))
+        .sum();
+    let view = s.provider(&sys(), doc).await.unwrap();
+    assert_eq!(view.open_places, held, "seed {seed}");
+    let itemised = view.panel_size - 1000;
+    assert!(itemised + view.open_places <= capacity, "seed {seed}: {itemised} on the panel + {held} held > {capacity}");
+    // A spill-over proposal appears twice (with the household, and as the provider's copy): the same status.
+    for (at, p) in all.iter().filter(|(at, p)| at == &shard("112") && p.shard == shard("111")) {
+        let home = all.iter().find(|(h, q)| h == &shard("111") && q.id == p.id).map(|(_, q)| q.status);
+        assert_eq!(home, Some(p.status), "seed {seed}: {at} holds {} as {:?}", p.id, p.status);
+    }
+    let mut accepted_people = 0;
+    for r in households {
+        let reg = s.registration(&sys(), r).await.unwrap().registration;
+        let open: Vec<_> = all
+            .iter()
+            .filter(|(at, p)| at == &reg.shard && p.reference == *r && p.status == ProposalStatus::Open)
+            .collect();
+        match reg.status {
+            RegistrationStatus::Proposed => {
+                assert_eq!(open.len(), 1, "seed {seed}: {r} is proposed");
+                assert_eq!(reg.proposal, Some(open[0].1.id), "seed {seed}");
+            }
+            _ => assert!(open.is_empty(), "seed {seed}: {r} is {:?} with an open proposal", reg.status),
+        }
+        if reg.status == RegistrationStatus::Attached && reg.provider.as_ref() == Some(doc) {
+            accepted_people += reg.household.members.len() as u32;
+        }
+    }
+    assert_eq!(itemised, accepted_people, "seed {seed}: the panel holds exactly the households accepted onto it");
+}
+
+#[tokio::test]
+async fn random_sequences_keep_places_proposals_and_panels_consistent() {
+    for seed in [1_u64, 7, 42, 2024, 99_991] {
+        let w = world(spilling(60)).await;
+        let s = &w.system;
+        let capacity = 6;
+        let doc = provider(s, "P2222", "112", capacity).await;
+        let mut steps = Steps(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+        let mut households = Vec::new();
+        let mut next_phn = 1;
+        for _ in 0..60 {
+            match steps.below(6) {
+                0 => {
+                    let size = 1 + steps.below(3);
+                    let phns: Vec<_> = (next_phn..next_phn + size as u32).map(phn).collect();
+                    next_phn += size as u32;
+                    let community = ["111", "112"][steps.below(2)];
+                    households.push(
+                        s.register(&sys(), &c(community), household(&phns, &[])).await.unwrap().registration.reference,
+                    );
+                }
+                1 => {
+                    let community = ["111", "112"][steps.below(2)];
+                    s.run_matching(&sys(), &c(community)).await.unwrap();
+                }
+                2 | 3 => {
+                    let open: Vec<_> = all_proposals(s)
+                        .await
+                        .into_iter()
+                        .filter(|(at, p)| p.status == ProposalStatus::Open && at == &p.shard)
+                        .collect();
+                    if let Some((_, p)) = open.get(steps.below(open.len().max(1))) {
+                        let answer = if steps.below(2) == 0 {
+                            Answer::Accept
+                        } else {
+                            Answer::Decline { by: Responder::Provider, reason: "not this time".into() }
+                        };
+                        s.answer(&sys(), &p.id, answer).await.unwrap();
+                    }
+                }
+                4 if !households.is_empty() => {
+                    let r = households[steps.below(households.len())];
+                    let _ = s.withdraw(&sys(), &r, "left".into()).await;
+                }
+                _ if !households.is_empty() => {
+                    let r = households[steps.below(households.len())];
+                    let to = ["111", "112"][steps.below(2)];
+                    let _ = s.move_registration(&sys(), &r, &c(to)).await;
+                }
+                _ => {}
+            }
+            check(s, &doc, capacity, &households, seed).await;
+        }
+    }
+}
