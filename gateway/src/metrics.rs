@@ -153,6 +153,14 @@ impl Metrics {
         for (shard, g) in &gauges {
             let _ = writeln!(out, "attach_shard_waiting_people{{shard=\"{shard}\"}} {}", g.waiting_people);
         }
+        let _ = writeln!(
+            out,
+            "# HELP attach_shard_settlements_pending Closed spill-over proposals a shard has not yet settled with the provider's community (lasting values mean that community is out of reach)."
+        );
+        let _ = writeln!(out, "# TYPE attach_shard_settlements_pending gauge");
+        for (shard, g) in &gauges {
+            let _ = writeln!(out, "attach_shard_settlements_pending{{shard=\"{shard}\"}} {}", g.settlements_pending);
+        }
         let _ = writeln!(out, "# HELP attach_shard_last_seq A shard's last committed event sequence number.");
         let _ = writeln!(out, "# TYPE attach_shard_last_seq counter");
         for (shard, g) in &gauges {

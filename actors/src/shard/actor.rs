@@ -333,6 +333,7 @@ impl ShardActor {
                         waiting_people: waiting.people,
                         proposed_households: proposed.households,
                         last_seq: rt.last_seq,
+                        settlements_pending: rt.state.settlements_pending() as u64,
                     })
                 )
             }

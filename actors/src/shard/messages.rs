@@ -123,6 +123,8 @@ pub struct ShardGauges {
     pub proposed_households: u64,
     /// The shard's last event sequence number.
     pub last_seq: u64,
+    /// Closed spill-over proposals not yet settled with their provider's community.
+    pub settlements_pending: u64,
 }
 
 /// A message to a shard actor. Each query or command carries its reply port.

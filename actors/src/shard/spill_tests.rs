@@ -158,7 +158,12 @@ async fn declined_withdrawn_moved_or_expired_spill_proposals_free_the_places() {
         waited += 1;
     }
     assert_eq!(free(s, &doc).await, (3, 1), "held until settled");
+    let pending = |g: Vec<(ShardKey, crate::shard::ShardGauges)>| {
+        g.into_iter().find(|(k, _)| k == &shard("111")).map(|(_, g)| g.settlements_pending)
+    };
+    assert_eq!(pending(s.gauges().await), Some(1), "the gauge operations watch");
     assert_eq!(s.settle_everywhere().await, 1);
+    assert_eq!(pending(s.gauges().await), Some(0));
     assert_eq!((settlements(s, "111").await, free(s, &doc).await), (0, (4, 0)));
     assert_eq!(seen_by_provider(s, &doc, p.id).await, ProposalStatus::Expired);
     let r = s.registration(&sys(), &other.reference).await.unwrap().registration;

@@ -372,6 +372,11 @@ impl ShardState {
         due
     }
 
+    /// How many closed spill-over proposals are not yet settled.
+    pub fn settlements_pending(&self) -> usize {
+        self.settlements.len()
+    }
+
     /// Closed spill-over proposals not yet settled with their provider's shard.
     pub fn settlements(&self) -> impl Iterator<Item = &Settlement> {
         self.settlements.values()

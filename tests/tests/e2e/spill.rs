@@ -193,4 +193,6 @@ async fn an_unanswered_spill_over_proposal_expires_and_the_periodic_pass_frees_t
     assert_eq!(back["registration"]["status"], "WAITING", "{back:#}");
     let seen = app.provider("P20001").ok(PROPOSALS, json!({ "c": "112", "p": "P20001" })).await;
     assert_eq!(seen["proposals"]["nodes"][0]["status"], "EXPIRED", "{seen:#}");
+    let metrics = app.http().get(format!("{}/metrics", app.url)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("attach_shard_settlements_pending{shard=\"IHA/111\"} 0"), "{metrics}");
 }
