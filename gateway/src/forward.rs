@@ -13,12 +13,14 @@
 //! and is never forwarded again. With the cluster's shared secret it is not
 //! rate limited again either: the first node counted it.
 //!
-//! A query (reads only) whose top-level fields want shards on several nodes
-//! cannot go whole to one. Its fields answered here stay, and each peer
-//! holding a shard a failed field wanted is sent the same query; only those
-//! fields are taken from its answer ([`Forwarder::complete_from_peers`]).
-//! Running a query again changes nothing, and each node audits the reads it
-//! answers (a read refused for a shard the node does not run leaves no record).
+//! A request whose top-level fields want shards on several nodes cannot go
+//! whole to one. Its fields answered here stay, and each peer holding a shard
+//! a failed field wanted is sent the same request with every other top-level
+//! field skipped (`@skip(if: true)`); those fields are taken from its answer
+//! ([`Forwarder::complete_from_peers`]). A field that failed here for a shard
+//! it does not run did nothing here, so running it there does it once; each
+//! node audits what it answers. A mutation is completed only that way; a
+//! query whose text cannot be marked so is sent whole (it changes nothing).
 //!
 //! A node that starts also asks its peers, here, to hand back the shards the
 //! placement gives it ([`Forwarder::ask_hand_back`]; `attach_actors::shard::placement`).
@@ -213,17 +215,20 @@ impl Forwarder {
         Some(owner)
     }
 
-    /// Completes a query's top-level fields that failed here for shards peers
-    /// hold (see the module docs): each such peer is sent the same request, and
-    /// those fields' data and errors are taken from its answer. A peer that
-    /// cannot be reached leaves its fields as they were (`SHARD_UNAVAILABLE`).
-    /// The caller checks that the request is a query ([`is_query`]).
+    /// Completes the top-level fields of a request that failed here for
+    /// shards peers hold (see the module docs): each such peer is sent the
+    /// request with the other top-level fields skipped, and those fields' data
+    /// and errors are taken from its answer. A peer that cannot be reached
+    /// leaves its fields as they were (`SHARD_UNAVAILABLE`). `mutation` says
+    /// the request changes things ([`is_query`] tells): it is then sent only
+    /// with the other fields skipped, never whole.
     pub async fn complete_from_peers(
         &self,
         system: &AttachSystem,
         headers: &HeaderMap,
         body: &Bytes,
         response: &mut async_graphql::Response,
+        mutation: bool,
     ) {
         if headers.contains_key(FORWARDED_BY) {
             return;
@@ -240,7 +245,12 @@ impl Forwarder {
         }
         for (peer, keys) in by_peer {
             let endpoint = format!("{}/graphql", self.peers[&peer]);
-            let Some((_, _, bytes)) = self.post_graphql(&endpoint, headers, body.clone()).await else { continue };
+            let body = match only_fields(body, &keys) {
+                Some(marked) => marked,
+                None if mutation => continue,
+                None => body.clone(),
+            };
+            let Some((_, _, bytes)) = self.post_graphql(&endpoint, headers, body).await else { continue };
             match serde_json::from_slice::<PeerAnswer>(&bytes) {
                 Ok(answer) => take_fields(response, &keys, answer),
                 Err(e) => warn!(error = %e, peer, "a peer's answer to a query was not a GraphQL response"),
@@ -318,6 +328,66 @@ fn take_fields(response: &mut async_graphql::Response, keys: &BTreeSet<String>, 
     }
     response.errors.retain(|e| !ours(e));
     response.errors.extend(answer.errors.into_iter().filter(|e| ours(e)));
+}
+
+/// The JSON request `body` with every top-level field of its operation but
+/// those answering to `keep` marked `@skip(if: true)`, so a peer runs only
+/// those. `None` when that cannot be written safely: the body is not a JSON
+/// request (an upload), the operation is not found, a top-level selection is
+/// a fragment, or a field to skip has no selection set or already carries
+/// `@skip` or `@include`.
+fn only_fields(body: &[u8], keep: &BTreeSet<String>) -> Option<Bytes> {
+    use async_graphql::parser::types::{DocumentOperations, Selection};
+    let mut request: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let query = request.get("query")?.as_str()?.to_string();
+    let name = request.get("operationName").and_then(serde_json::Value::as_str);
+    let document = async_graphql::parser::parse_query(&query).ok()?;
+    let operation = match (&document.operations, name) {
+        (DocumentOperations::Single(op), _) => op,
+        (DocumentOperations::Multiple(ops), Some(name)) => ops.get(name)?,
+        (DocumentOperations::Multiple(_), None) => return None,
+    };
+    let mut marks = Vec::new();
+    for selection in &operation.node.selection_set.node.items {
+        let Selection::Field(field) = &selection.node else { return None };
+        if keep.contains(field.node.response_key().node.as_str()) {
+            continue;
+        }
+        let directed = field.node.directives.iter().any(|d| matches!(d.node.name.node.as_str(), "skip" | "include"));
+        if directed || field.node.selection_set.node.items.is_empty() {
+            return None;
+        }
+        // Directives go after the field's arguments, before its selection set.
+        let at = byte_offset(&query, field.node.selection_set.pos)?;
+        if !query[at..].starts_with('{') {
+            return None;
+        }
+        marks.push(at);
+    }
+    let mut text = query;
+    marks.sort_unstable();
+    for at in marks.into_iter().rev() {
+        text.insert_str(at, "@skip(if: true) ");
+    }
+    request["query"] = serde_json::Value::String(text);
+    serde_json::to_vec(&request).ok().map(Bytes::from)
+}
+
+/// The byte offset of a parser position (1-based line and column, columns in
+/// characters, a `\r` starting the column again as the parser counts).
+fn byte_offset(text: &str, pos: async_graphql::Pos) -> Option<usize> {
+    let (mut line, mut column) = (1, 1);
+    for (i, ch) in text.char_indices() {
+        if (line, column) == (pos.line, pos.column) {
+            return Some(i);
+        }
+        match ch {
+            '\r' => column = 1,
+            '\n' => (line, column) = (line + 1, 1),
+            _ => column += 1,
+        }
+    }
+    None
 }
 
 /// Whether the request's operation is a query: the only kind a node may run
@@ -469,6 +539,39 @@ mod tests {
             [vec![PathSegment::Field("b".into()), PathSegment::Index(3)]],
             "the peer's errors for b only"
         );
+    }
+
+    #[test]
+    fn a_peer_is_sent_the_request_with_every_other_field_skipped() {
+        let keep = |keys: &[&str]| keys.iter().map(|k| k.to_string()).collect::<BTreeSet<_>>();
+        let marked = |body: serde_json::Value, keys: &[&str]| {
+            only_fields(&serde_json::to_vec(&body).unwrap(), &keep(keys))
+                .map(|b| serde_json::from_slice::<serde_json::Value>(&b).unwrap())
+        };
+        let query = "mutation($i: RegisterHouseholdInput!) {\r\n  a: registerHousehold(input: $i) { reference }\n  \
+                     b: registerHousehold(input: { community: \"ü\", members: [] }) { reference status }\n}";
+        let body = serde_json::json!({ "query": query, "variables": { "i": {} } });
+        let out = marked(body.clone(), &["b"]).unwrap();
+        let text = out["query"].as_str().unwrap();
+        assert!(text.contains("a: registerHousehold(input: $i) @skip(if: true) { reference }"), "{text}");
+        assert!(text.contains("b: registerHousehold(input: { community: \"ü\", members: [] }) { reference status }"));
+        assert_eq!(out["variables"], body["variables"], "the rest of the request is kept");
+        assert!(async_graphql::parser::parse_query(text).is_ok(), "{text}");
+        let out = marked(body.clone(), &["a"]).unwrap();
+        assert!(out["query"].as_str().unwrap().contains("[] }) @skip(if: true) { reference status }"), "{out}");
+
+        // What cannot be marked safely is not.
+        let with = |q: &str| serde_json::json!({ "query": q });
+        assert!(marked(with("{ a: x @include(if: true) { y } b: z { y } }"), &["b"]).is_none(), "already directed");
+        assert!(marked(with("{ a: __typename b: z { y } }"), &["b"]).is_none(), "no selection set to mark before");
+        assert!(marked(with("{ ...F b: z { y } } fragment F on Query { x { y } }"), &["b"]).is_none());
+        assert!(marked(with("query A { a { y } } query B { b { y } }"), &["b"]).is_none(), "which operation?");
+        let named =
+            serde_json::json!({ "query": "query A { a { y } } query B { a { y } b { y } }", "operationName": "B" });
+        assert!(
+            marked(named, &["b"]).unwrap()["query"].as_str().unwrap().contains("query B { a @skip(if: true) { y }")
+        );
+        assert!(only_fields(b"--boundary multipart", &keep(&["b"])).is_none());
     }
 
     #[test]

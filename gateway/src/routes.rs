@@ -300,7 +300,7 @@ async fn execute(state: &AppState, principal: Option<Principal>, headers: &Heade
         request = request.data(principal);
     }
     state.documents.prepare(&mut request);
-    let query = state.forwarder.is_some() && crate::forward::is_query(&mut request);
+    let mutation = state.forwarder.is_some() && !crate::forward::is_query(&mut request);
     let span = crate::telemetry::graphql_span(&mut request);
     let mut response = state.schema.execute(request).instrument(span).await;
     ensure_codes(&mut response);
@@ -310,9 +310,7 @@ async fn execute(state: &AppState, principal: Option<Principal>, headers: &Heade
         {
             return answer;
         }
-        if query {
-            forwarder.complete_from_peers(&state.system, headers, &original, &mut response).await;
-        }
+        forwarder.complete_from_peers(&state.system, headers, &original, &mut response, mutation).await;
     }
     crate::forward::strip_marks(&mut response);
     state.metrics.record(

@@ -362,6 +362,29 @@ async fn shards_are_spread_handed_back_to_a_returning_node_and_stood_in_for_when
         (&json!(2), &json!(0))
     );
 
+    // A mutation registering a household on each node in one request: the node
+    // asked registers its own, and the other is registered by its node.
+    let two = "mutation($x: RegisterHouseholdInput!, $y: RegisterHouseholdInput!) {
+        x: registerHousehold(input: $x) { reference community } y: registerHousehold(input: $y) { reference community } }";
+    for (node, first) in [(&a, 5), (&b, 7)] {
+        let household = |community: &str, i: u32| {
+            let member = json!({ "phn": phn(i), "givenName": "Di", "surname": "Ng", "dateOfBirth": "1999-09-09" });
+            json!({ "community": community, "postalCode": "V0B 1M0", "members": [member] })
+        };
+        let vars =
+            json!({ "x": household(a_shard.community.as_str(), first), "y": household(&b_community, first + 1) });
+        let (_, body) = post(&http, node, two, vars).await;
+        assert!(body.get("errors").is_none(), "{body}");
+        assert_eq!(body["data"]["x"]["community"], a_shard.community.as_str(), "{body}");
+        assert_eq!(body["data"]["y"]["community"], b_community.as_str(), "{body}");
+        for key in ["x", "y"] {
+            let (_, found) = post(&http, node, STATUS, json!({ "r": body["data"][key]["reference"] })).await;
+            assert_eq!(found["data"]["registration"]["status"], "WAITING", "registered once: {found}");
+        }
+    }
+    let (_, body) = post_as(&http, &a, &coordinator, &lines, json!({})).await;
+    assert_eq!((&body["data"]["a"]["totalCount"], &body["data"]["b"]["totalCount"]), (&json!(2), &json!(4)), "{body}");
+
     let on_b = http.get(format!("{url_b}/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metric(&on_b, "attach_cluster_calls_served_total").is_some_and(|n| n >= 2), "{on_b}");
 
