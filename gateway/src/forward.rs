@@ -320,6 +320,10 @@ struct PeerAnswer {
 fn take_fields(response: &mut async_graphql::Response, keys: &BTreeSet<String>, mut answer: PeerAnswer) {
     let ours =
         |e: &async_graphql::ServerError| matches!(e.path.first(), Some(PathSegment::Field(k)) if keys.contains(k));
+    // Every field failed here (for shards on two peers, say): the peers' answers are the data.
+    if response.data == Value::Null {
+        response.data = Value::Object(Default::default());
+    }
     if let Value::Object(fields) = &mut response.data {
         for key in keys {
             let taken = answer.data.get_mut(key).map_or(serde_json::Value::Null, serde_json::Value::take);
@@ -539,6 +543,12 @@ mod tests {
             [vec![PathSegment::Field("b".into()), PathSegment::Index(3)]],
             "the peer's errors for b only"
         );
+
+        // Nothing answered here at all: the peer's fields become the data.
+        let mut none = async_graphql::Response::new(Value::Null);
+        let answer = PeerAnswer { data: serde_json::json!({ "b": 1 }), errors: vec![] };
+        take_fields(&mut none, &BTreeSet::from(["b".to_string()]), answer);
+        assert_eq!(none.data.to_string(), "{b: 1}");
     }
 
     #[test]
