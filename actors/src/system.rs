@@ -225,7 +225,7 @@ impl AttachSystem {
     /// (standing in for it while it was away); answers how many, once they
     /// have stopped here and their leases are free.
     pub async fn hand_back(&self, to: &str) -> usize {
-        let Some(placement) = &self.config.placement else { return 0 };
+        let Some(placement) = self.config.placement.get() else { return 0 };
         let keys: Vec<ShardKey> = self
             .regions
             .shards()
@@ -244,6 +244,18 @@ impl AttachSystem {
         keys.len()
     }
 
+    /// This node's name (the owner its shards' leases carry).
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    /// Replaces the placement this node goes by (the cluster's node list
+    /// changed while it runs): from now on its supervisors start, retry and
+    /// hand back shards by the new one.
+    pub fn set_placement(&self, placement: Option<crate::shard::Placement>) {
+        self.config.placement.set(placement);
+    }
+
     /// Starts now the shards this node should hold that do not run, after its
     /// peers handed them back, rather than at their next retry (up to a
     /// quarter lease later).
@@ -256,7 +268,7 @@ impl AttachSystem {
     /// Shards running here of those this node should run: every shard, or
     /// under a placement the ones it is preferred for.
     pub fn readiness(&self) -> (usize, usize) {
-        match &self.config.placement {
+        match self.config.placement.get() {
             Some(p) => self.directory.running_of(|k| p.is_mine(k)),
             None => self.directory.running(),
         }

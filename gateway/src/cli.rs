@@ -212,6 +212,7 @@ pub async fn run() -> anyhow::Result<()> {
             let _telemetry = crate::telemetry::init(&settings.log);
             let host = settings.listen.ip();
             let app = Application::build(settings).await?;
+            tokio::spawn(apply_peers_on_hangup(app.cluster_handle(), config));
             // One line on stdout, for people and for scripts that started it on port 0.
             println!("attach listening on http://{host}:{}/ (GraphiQL; the API is at /graphql)", app.port());
             app.run_until_stopped(shutdown_signal()).await
@@ -246,6 +247,33 @@ fn mint(
     let request = TokenRequest { subject, role, scope, provider, ttl: parse_ttl(ttl)? };
     let key = DevKey::load_or_create(&settings.data_dir)?;
     key.mint(&settings.auth.issuer, &settings.auth.audience, &request)
+}
+
+/// On each SIGHUP, reads the configuration again (the file, then `ATTACH_*`)
+/// and goes by its `cluster.peers`: a node added to the cluster or taken out
+/// of it, without a restart. Anything else in the file needs a restart, and so
+/// does a node started without peers (`handle` is then none).
+async fn apply_peers_on_hangup(handle: Option<crate::startup::ClusterHandle>, config: Option<std::path::PathBuf>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else { return };
+        while hangups.recv().await.is_some() {
+            let applied = async {
+                let handle = handle
+                    .as_ref()
+                    .ok_or_else(|| anyhow::anyhow!("this node started without peers; restart it to join a cluster"))?;
+                let settings = Settings::load(config.as_deref())?;
+                handle.apply(&settings.cluster).await
+            };
+            match applied.await {
+                Ok(()) => tracing::info!("SIGHUP: the cluster's node list was read again"),
+                Err(e) => tracing::error!(error = %e, "SIGHUP: the cluster's node list was not changed"),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (handle, config);
 }
 
 async fn shutdown_signal() {

@@ -139,6 +139,12 @@ impl ClusterSettings {
             })
             .collect()
     }
+
+    /// Which node should hold each shard, seen from node `me`: none without peers.
+    pub fn placement(&self, me: &str) -> anyhow::Result<Option<attach_actors::shard::Placement>> {
+        let peers = self.peer_urls()?;
+        Ok((!peers.is_empty()).then(|| attach_actors::shard::Placement::new(me, peers.into_iter().map(|(n, _)| n))))
+    }
 }
 
 /// The live feed.
@@ -533,18 +539,13 @@ impl Settings {
             call_timeout: Duration::from_secs(self.shard.call_timeout_secs.max(1)),
             panel_chunk_rows: self.shard.panel_chunk_rows.max(1),
             transfer_chunk: self.shard.transfer_chunk.max(1),
-            placement: self.placement(),
+            placement: attach_actors::shard::PlacementCell::new(self.placement()),
         }
     }
 
     /// Which node should hold each shard: with peers, this node among them.
-    pub fn placement(&self) -> Option<std::sync::Arc<attach_actors::shard::Placement>> {
-        let peers = self.cluster.peer_urls().ok()?;
-        if peers.is_empty() {
-            return None;
-        }
-        let names = peers.into_iter().map(|(name, _)| name);
-        Some(std::sync::Arc::new(attach_actors::shard::Placement::new(&self.node_name(), names)))
+    pub fn placement(&self) -> Option<attach_actors::shard::Placement> {
+        self.cluster.placement(&self.node_name()).ok().flatten()
     }
 }
 

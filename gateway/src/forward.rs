@@ -80,7 +80,8 @@ fn with_trace(mut request: reqwest::RequestBuilder, incoming: Option<&HeaderMap>
 pub struct Forwarder {
     me: String,
     /// Node name → its base URL.
-    peers: HashMap<String, String>,
+    /// Replaced whole when the cluster's node list changes ([`Forwarder::set_peers`]).
+    peers: std::sync::RwLock<HashMap<String, String>>,
     secret: Option<String>,
     client: reqwest::Client,
     forwarded: AtomicU64,
@@ -108,7 +109,7 @@ impl Forwarder {
         let secret = Some(cluster.secret.clone()).filter(|s| !s.is_empty());
         Ok(Some(Forwarder {
             me: me.to_string(),
-            peers,
+            peers: std::sync::RwLock::new(peers),
             secret,
             client,
             forwarded: AtomicU64::new(0),
@@ -116,6 +117,20 @@ impl Forwarder {
             calls_served: AtomicU64::new(0),
             owners: Default::default(),
         }))
+    }
+
+    /// Replaces the peers with those `cluster` names (the node list changed
+    /// while this node runs), and forgets who held which shard.
+    pub fn set_peers(&self, cluster: &ClusterSettings) -> anyhow::Result<()> {
+        let peers: HashMap<_, _> = cluster.peer_urls()?.into_iter().collect();
+        *self.peers.write().unwrap_or_else(|e| e.into_inner()) = peers;
+        self.owners.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        Ok(())
+    }
+
+    /// A peer's base URL, if `node` is a peer.
+    fn peer_url(&self, node: &str) -> Option<String> {
+        self.peers.read().unwrap_or_else(|e| e.into_inner()).get(node).cloned()
     }
 
     /// Requests sent on to a peer so far.
@@ -156,23 +171,28 @@ impl Forwarder {
     /// Asks every peer to hand back the shards this node should hold (it has
     /// just started; they stood in for it). Best effort: a peer that does not
     /// answer keeps them until its lease on them is released or runs out.
-    pub async fn ask_hand_back(&self) {
-        for (name, base) in &self.peers {
+    /// Answers the peers that answered (they are up, and know this node).
+    pub async fn ask_hand_back(&self) -> Vec<String> {
+        let peers = self.peers.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut answered = Vec::new();
+        for (name, base) in &peers {
             let request =
                 self.to_peer(&format!("{base}{HAND_BACK_PATH}")).json(&serde_json::json!({ "node": self.me }));
             match request.send().await {
                 Ok(r) if r.status().is_success() => {
-                    tracing::info!(peer = %name, "asked the peer to hand back this node's shards")
+                    tracing::info!(peer = %name, "asked the peer to hand back this node's shards");
+                    answered.push(name.clone());
                 }
                 Ok(r) => warn!(peer = %name, status = %r.status(), "a peer refused to hand back shards"),
                 Err(e) => warn!(peer = %name, error = %e, "could not reach a peer to ask for this node's shards"),
             }
         }
+        answered
     }
 
     /// Whether `node` is one of the peers.
     pub fn knows(&self, node: &str) -> bool {
-        self.peers.contains_key(node)
+        self.peer_url(node).is_some()
     }
 
     /// The GraphQL endpoint of the peer to send this request to, if it should
@@ -199,7 +219,7 @@ impl Forwarder {
             }
             owner = Some(holder);
         }
-        self.peers.get(&owner?).map(|base| format!("{base}/graphql"))
+        self.peer_url(&owner?).map(|base| format!("{base}/graphql"))
     }
 
     /// Who holds `shard`, from the store or from an answer less than [`OWNER_TTL`] old.
@@ -238,13 +258,13 @@ impl Forwarder {
             let (Some(shard), Some(PathSegment::Field(key))) = (not_here(error), error.path.first()) else { continue };
             if let Some(owner) = self.owner(system, &shard).await
                 && owner != self.me
-                && self.peers.contains_key(&owner)
+                && let Some(base) = self.peer_url(&owner)
             {
-                by_peer.entry(owner).or_default().insert(key.clone());
+                by_peer.entry(base).or_default().insert(key.clone());
             }
         }
-        for (peer, keys) in by_peer {
-            let endpoint = format!("{}/graphql", self.peers[&peer]);
+        for (base, keys) in by_peer {
+            let endpoint = format!("{base}/graphql");
             let body = match only_fields(body, &keys) {
                 Some(marked) => marked,
                 None if mutation => continue,
@@ -253,7 +273,7 @@ impl Forwarder {
             let Some((_, _, bytes)) = self.post_graphql(&endpoint, headers, body).await else { continue };
             match serde_json::from_slice::<PeerAnswer>(&bytes) {
                 Ok(answer) => take_fields(response, &keys, answer),
-                Err(e) => warn!(error = %e, peer, "a peer's answer to a query was not a GraphQL response"),
+                Err(e) => warn!(error = %e, endpoint, "a peer's answer was not a GraphQL response"),
             }
         }
     }
@@ -429,7 +449,7 @@ impl Peers for Forwarder {
                 AttachError::new(ErrorCode::ShardUnavailable, format!("community {community} {why}; retry shortly"))
             };
             let owner = self.owner(system, shard).await.ok_or_else(|| unavailable("is held by no node now".into()))?;
-            let base = self.peers.get(&owner).filter(|_| owner != self.me).ok_or_else(|| {
+            let base = self.peer_url(&owner).filter(|_| owner != self.me).ok_or_else(|| {
                 unavailable(format!("is held by node {owner}, which does not run it now or is not a peer"))
             })?;
             let request = self
@@ -615,7 +635,7 @@ mod tests {
     fn peers_parse_and_a_hop_is_trusted_only_with_the_secret() {
         let cluster = ClusterSettings { peers: vec!["node-b = http://10.0.0.2:8080/".into()], secret: "s3".into() };
         let f = Forwarder::from_settings("node-a", &cluster, Duration::from_secs(1)).unwrap().unwrap();
-        assert_eq!(f.peers["node-b"], "http://10.0.0.2:8080");
+        assert_eq!(f.peer_url("node-b").as_deref(), Some("http://10.0.0.2:8080"));
         assert!(f.knows("node-b") && !f.knows("node-c"));
         let bad = ClusterSettings { peers: vec!["node-b".into()], ..ClusterSettings::default() };
         assert!(Forwarder::from_settings("node-a", &bad, Duration::from_secs(1)).is_err());

@@ -65,6 +65,39 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
     ))
 }
 
+/// Changes a running node's list of peers: a node added to the cluster or
+/// taken out of it, without restarting this one (`attach serve` applies its
+/// configuration file's `cluster.peers` again on SIGHUP).
+#[derive(Clone)]
+pub struct ClusterHandle {
+    me: String,
+    secret: String,
+    forwarder: Arc<crate::forward::Forwarder>,
+    system: Arc<AttachSystem>,
+}
+
+impl ClusterHandle {
+    /// Goes by `cluster`'s peers from now on. The placement changes with them:
+    /// this node asks the peers for the shards it is now preferred for, and
+    /// hands each peer that answers the shards that peer is now preferred for.
+    /// The secret cannot change this way (restart every node for that).
+    pub async fn apply(&self, cluster: &crate::config::ClusterSettings) -> anyhow::Result<()> {
+        anyhow::ensure!(cluster.secret == self.secret, "cluster.secret changes only by restarting the nodes");
+        let placement = cluster.placement(&self.me)?;
+        self.forwarder.set_peers(cluster)?;
+        self.system.set_placement(placement);
+        info!(peers = cluster.peers.len(), "the cluster's node list changed");
+        for peer in self.forwarder.ask_hand_back().await {
+            let handed = self.system.hand_back(&peer).await;
+            if handed > 0 {
+                info!(%peer, shards = handed, "handed a peer the shards it is now preferred for");
+            }
+        }
+        self.system.start_own_shards();
+        Ok(())
+    }
+}
+
 /// A built, not yet serving, Attach.
 pub struct Application {
     listener: TcpListener,
@@ -182,6 +215,17 @@ impl Application {
     /// The port the server listens on.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The handle that changes this node's peers while it runs; none for a
+    /// node started without peers (it needs a restart to join a cluster).
+    pub fn cluster_handle(&self) -> Option<ClusterHandle> {
+        Some(ClusterHandle {
+            me: self.state.system.owner().to_string(),
+            secret: self.state.cluster.secret.clone(),
+            forwarder: self.state.forwarder.clone()?,
+            system: self.state.system.clone(),
+        })
     }
 
     /// Serves until `shutdown` completes (or start-up fails), then stops every shard.

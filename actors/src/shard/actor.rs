@@ -51,7 +51,7 @@ pub struct ShardConfig {
     pub transfer_chunk: usize,
     /// Which node should hold each shard, when several share the store; none:
     /// this node takes every shard it can.
-    pub placement: Option<std::sync::Arc<super::Placement>>,
+    pub placement: super::placement::PlacementCell,
 }
 
 impl Default for ShardConfig {
@@ -65,7 +65,7 @@ impl Default for ShardConfig {
             call_timeout: Duration::from_secs(30),
             panel_chunk_rows: 1000,
             transfer_chunk: 500,
-            placement: None,
+            placement: super::placement::PlacementCell::default(),
         }
     }
 }

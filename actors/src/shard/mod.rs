@@ -33,6 +33,6 @@ mod tests;
 pub use actor::{ShardActor, ShardArgs, ShardConfig};
 pub use directory::ShardDirectory;
 pub use messages::*;
-pub use placement::Placement;
+pub use placement::{Placement, PlacementCell};
 pub use plan::{Answer, ClinicCommand, ProviderInput};
 pub use supervisor::{HaSupervisor, SupervisorArgs};

@@ -39,6 +39,34 @@ impl Placement {
     pub fn is_mine(&self, shard: &crate::domain::ShardKey) -> bool {
         self.preferred(shard) == self.me
     }
+
+    /// The other nodes, sorted.
+    pub fn peers(&self) -> impl Iterator<Item = &str> {
+        self.nodes.iter().map(String::as_str).filter(|n| *n != self.me)
+    }
+}
+
+/// The placement a node goes by, shared by its system and every shard's
+/// supervisor: a change of the cluster's node list replaces it while the node
+/// runs. None: this node takes every shard it can.
+#[derive(Debug, Clone, Default)]
+pub struct PlacementCell(std::sync::Arc<std::sync::RwLock<Option<std::sync::Arc<Placement>>>>);
+
+impl PlacementCell {
+    /// A cell holding `placement`.
+    pub fn new(placement: Option<Placement>) -> Self {
+        PlacementCell(std::sync::Arc::new(std::sync::RwLock::new(placement.map(std::sync::Arc::new))))
+    }
+
+    /// The placement now.
+    pub fn get(&self) -> Option<std::sync::Arc<Placement>> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replaces the placement, for every holder of this cell.
+    pub fn set(&self, placement: Option<Placement>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = placement.map(std::sync::Arc::new);
+    }
 }
 
 /// FNV-1a of the node and the shard: stable across builds and machines.

@@ -84,7 +84,7 @@ async fn cluster(linked: bool) -> Cluster {
     let (name_a, name_b) = names();
     let node = |me: &str, other: &str| {
         let config = ShardConfig {
-            placement: Some(Arc::new(Placement::new(me, [other.to_string()]))),
+            placement: crate::shard::PlacementCell::new(Some(Placement::new(me, [other.to_string()]))),
             // 111 and 112 are about 51 km apart: matching spills over between them.
             policy: crate::matcher::Policy { spill_km: 60, ..Default::default() },
             ..ShardConfig::default()

@@ -202,7 +202,7 @@ async fn restart(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState, 
 /// node should hold under a placement, which its stand-in is handing back.
 fn retry_delay(args: &ShardArgs) -> Duration {
     let lease = args.store.lease();
-    match &args.config.placement {
+    match args.config.placement.get() {
         Some(p) if p.is_mine(&args.key) => lease / 4,
         _ => lease,
     }
@@ -210,7 +210,7 @@ fn retry_delay(args: &ShardArgs) -> Duration {
 
 /// Whether this node should hold the shard (always, without a placement).
 fn is_mine(args: &ShardArgs) -> bool {
-    args.config.placement.as_ref().is_none_or(|p| p.is_mine(&args.key))
+    args.config.placement.get().is_none_or(|p| p.is_mine(&args.key))
 }
 
 /// Schedules another start of a shard that failed to start: after a second,

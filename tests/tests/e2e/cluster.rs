@@ -24,6 +24,8 @@ struct Node {
     url: String,
     stop: oneshot::Sender<()>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    /// Changes the node's peers while it runs (what SIGHUP does in `attach serve`).
+    peers: Option<attach_gateway::startup::ClusterHandle>,
 }
 
 async fn node(dir: &Path, store: Arc<dyn Store>, name: &str, peers: Vec<String>, anonymous_burst: u32) -> Node {
@@ -56,11 +58,12 @@ async fn node_on(
     settings.matching.spill_km = 2000;
     let app = Application::build_with_store(settings, store).await.unwrap();
     let url = format!("http://127.0.0.1:{}", app.port());
+    let peers = app.cluster_handle();
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(app.run_until_stopped(async {
         let _ = stopped.await;
     }));
-    Node { url, stop, task }
+    Node { url, stop, task, peers }
 }
 
 async fn wait_for(http: &reqwest::Client, url: &str) {
@@ -214,6 +217,100 @@ async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_takes_another_ones_place_while_the_cluster_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = EmbeddedOptions { lease: Duration::from_secs(3), ..EmbeddedOptions::default() };
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&dir.path().join("attach.redb"), options).unwrap());
+    let http = reqwest::Client::new();
+    let (port_a, port_b, port_c) = (free_port(), free_port(), free_port());
+    let (url_a, url_c) = (format!("http://127.0.0.1:{port_a}"), format!("http://127.0.0.1:{port_c}"));
+    let regions = attach_actors::regions::Regions::load(&repo_root().join("infra/regions/bc.toml")).unwrap();
+    let shards: Vec<ShardKey> = regions.shards().cloned().collect();
+
+    // A runs with a peer B that never comes: A stands in for B's shards.
+    let b = vec![format!("node-b=http://127.0.0.1:{port_b}")];
+    let a = node_on(dir.path(), store.clone(), "node-a", b, 100, &format!("127.0.0.1:{port_a}")).await;
+    wait_for(&http, &format!("{url_a}/readyz")).await;
+    let all_a = async || {
+        for s in &shards {
+            if store.shard_owner(s).await.unwrap().as_deref() != Some("node-a") {
+                return false;
+            }
+        }
+        true
+    };
+    eventually("A stands in for B's shards", all_a).await;
+
+    // C starts in B's place. A does not know C yet, so it hands C nothing.
+    let c_peers = vec![format!("node-a={url_a}")];
+    let c = node_on(dir.path(), store.clone(), "node-c", c_peers, 100, &format!("127.0.0.1:{port_c}")).await;
+    wait_for(&http, &format!("{url_c}/healthz")).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(all_a().await, "A handed shards to a node it does not know");
+
+    // The operator puts C in B's place in A's list (SIGHUP in `attach serve`):
+    // A hands C its shards, and C serves them, without A restarting.
+    let peers = vec![format!("node-c={url_c}")];
+    let cluster = attach_gateway::config::ClusterSettings { peers, secret: "cluster-test-secret".into() };
+    a.peers.as_ref().expect("A has peers").apply(&cluster).await.unwrap();
+    let placement = Placement::new("node-a", ["node-c".to_string()]);
+    eventually("each shard on its preferred node of A and C", async || {
+        spread_as_preferred(store.as_ref(), &shards, &placement).await
+    })
+    .await;
+    wait_for(&http, &format!("{url_c}/readyz")).await;
+    let c_shard = shards.iter().find(|s| placement.preferred(s) == "node-c").unwrap();
+    let member = json!({ "phn": phn(9), "givenName": "Eve", "surname": "Moss", "dateOfBirth": "1991-01-01" });
+    let input =
+        json!({ "i": { "community": c_shard.community.as_str(), "postalCode": "V0B 1M0", "members": [member] } });
+    let (status, body) = post(&http, &a, REGISTER, input).await;
+    assert_eq!((status, &body["data"]["registerHousehold"]["status"]), (200, &json!("WAITING")), "{body}");
+    let secret_changed = attach_gateway::config::ClusterSettings { secret: "another".into(), ..cluster };
+    assert!(a.peers.as_ref().unwrap().apply(&secret_changed).await.is_err(), "the secret needs a restart");
+
+    for node in [c, a] {
+        let _ = node.stop.send(());
+        node.task.await.unwrap().unwrap();
+    }
+}
+
+#[tokio::test]
+async fn sighup_makes_attach_serve_read_its_node_list_again() {
+    use crate::helpers::{Spawn, TestApp};
+    // Peers need Redis for the feed.
+    let redis = crate::redis::RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("attach.toml");
+    let write = |peer: &str, secret: &str| {
+        let text =
+            format!("node = \"node-a\"\n[cluster]\npeers = [\"{peer}=http://127.0.0.1:9\"]\nsecret = \"{secret}\"\n");
+        std::fs::write(&config, text).unwrap();
+    };
+    write("node-b", "s3");
+    let env =
+        vec![("ATTACH_SHARD__LEASE_SECS".to_string(), "3".to_string()), ("ATTACH_REDIS".to_string(), redis.url())];
+    let app = TestApp::spawn(dir.path(), Spawn { env, config: Some(config.clone()), ..Spawn::default() }).await;
+    let hangup = |expect: &'static str| {
+        let (pid, log) = (app.pid(), app.log.clone());
+        async move {
+            let sent = std::process::Command::new("kill").args(["-HUP", &pid.to_string()]).status().unwrap();
+            assert!(sent.success());
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while !log.lock().unwrap().contains(expect) {
+                assert!(Instant::now() < deadline, "no `{expect}` in the log:\n{}", log.lock().unwrap());
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    write("node-c", "s3");
+    hangup("the cluster's node list was read again").await;
+    write("node-c", "another");
+    hangup("cluster.secret changes only by restarting the nodes").await;
+    app.assert_accepting().await;
+    app.kill();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

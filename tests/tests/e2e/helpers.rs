@@ -57,6 +57,8 @@ pub struct Spawn {
     pub env: Vec<(String, String)>,
     /// `--demo` size.
     pub demo: Option<String>,
+    /// `--config` file.
+    pub config: Option<PathBuf>,
 }
 
 impl TestApp {
@@ -76,6 +78,9 @@ impl TestApp {
             .stderr(Stdio::piped());
         if let Some(demo) = &opts.demo {
             cmd.arg("--demo").arg(demo);
+        }
+        if let Some(config) = &opts.config {
+            cmd.arg("--config").arg(config);
         }
         for (k, v) in &opts.env {
             cmd.env(k, v);
