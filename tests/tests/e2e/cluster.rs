@@ -215,6 +215,16 @@ async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
     }
 }
 
+/// Whether `node` holds every one of `shards`.
+async fn all_held_by(store: &dyn Store, shards: &[ShardKey], node: &str) -> bool {
+    for s in shards {
+        if store.shard_owner(s).await.unwrap().as_deref() != Some(node) {
+            return false;
+        }
+    }
+    true
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -234,14 +244,7 @@ async fn a_node_takes_another_ones_place_while_the_cluster_runs() {
     let b = vec![format!("node-b=http://127.0.0.1:{port_b}")];
     let a = node_on(dir.path(), store.clone(), "node-a", b, 100, &format!("127.0.0.1:{port_a}")).await;
     wait_for(&http, &format!("{url_a}/readyz")).await;
-    let all_a = async || {
-        for s in &shards {
-            if store.shard_owner(s).await.unwrap().as_deref() != Some("node-a") {
-                return false;
-            }
-        }
-        true
-    };
+    let all_a = async || all_held_by(store.as_ref(), &shards, "node-a").await;
     eventually("A stands in for B's shards", all_a).await;
 
     // C starts in B's place. A does not know C yet, so it hands C nothing.
@@ -337,14 +340,7 @@ async fn shards_are_spread_handed_back_to_a_returning_node_and_stood_in_for_when
     };
     let a = start_a(store.clone()).await;
     wait_for(&http, &format!("{url_a}/readyz")).await;
-    let all_a = async || {
-        for s in &shards {
-            if store.shard_owner(s).await.unwrap().as_deref() != Some("node-a") {
-                return false;
-            }
-        }
-        true
-    };
+    let all_a = async || all_held_by(store.as_ref(), &shards, "node-a").await;
     eventually("A stands in for B's shards", all_a).await;
 
     // B starts and asks for its shards: A hands them back.
