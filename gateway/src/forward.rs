@@ -361,16 +361,12 @@ fn take_fields(response: &mut async_graphql::Response, keys: &BTreeSet<String>, 
 /// a fragment, or a field to skip has no selection set or already carries
 /// `@skip` or `@include`.
 fn only_fields(body: &[u8], keep: &BTreeSet<String>) -> Option<Bytes> {
-    use async_graphql::parser::types::{DocumentOperations, Selection};
+    use async_graphql::parser::types::Selection;
     let mut request: serde_json::Value = serde_json::from_slice(body).ok()?;
     let query = request.get("query")?.as_str()?.to_string();
     let name = request.get("operationName").and_then(serde_json::Value::as_str);
     let document = async_graphql::parser::parse_query(&query).ok()?;
-    let operation = match (&document.operations, name) {
-        (DocumentOperations::Single(op), _) => op,
-        (DocumentOperations::Multiple(ops), Some(name)) => ops.get(name)?,
-        (DocumentOperations::Multiple(_), None) => return None,
-    };
+    let operation = operation(&document, name)?;
     let mut marks = Vec::new();
     for selection in &operation.node.selection_set.node.items {
         let Selection::Field(field) = &selection.node else { return None };
@@ -417,15 +413,24 @@ fn byte_offset(text: &str, pos: async_graphql::Pos) -> Option<usize> {
 /// Whether the request's operation is a query: the only kind a node may run
 /// again elsewhere after running part of it here.
 pub fn is_query(request: &mut async_graphql::Request) -> bool {
-    use async_graphql::parser::types::{DocumentOperations, OperationType};
+    use async_graphql::parser::types::OperationType;
     let name = request.operation_name.clone();
     let Ok(document) = request.parsed_query() else { return false };
-    let operation = match (&document.operations, name) {
+    operation(document, name.as_deref()).is_some_and(|op| op.node.ty == OperationType::Query)
+}
+
+/// The operation a request runs: the document's only one, or the one it names
+/// (none when a document of several names none, as GraphQL says).
+fn operation<'a>(
+    document: &'a async_graphql::parser::types::ExecutableDocument,
+    name: Option<&str>,
+) -> Option<&'a async_graphql::Positioned<async_graphql::parser::types::OperationDefinition>> {
+    use async_graphql::parser::types::DocumentOperations;
+    match (&document.operations, name) {
         (DocumentOperations::Single(op), _) => Some(op),
-        (DocumentOperations::Multiple(ops), Some(name)) => ops.get(name.as_str()),
+        (DocumentOperations::Multiple(ops), Some(name)) => ops.get(name),
         (DocumentOperations::Multiple(_), None) => None,
-    };
-    operation.is_some_and(|op| op.node.ty == OperationType::Query)
+    }
 }
 
 /// The shard an error wanted and this node does not run, if it is such an error.
