@@ -687,12 +687,7 @@ impl ShardRuntime {
         now: Timestamp,
     ) -> Result<ProviderView, AttachError> {
         let p = self.state.provider(id).ok_or_else(|| AttachError::not_found("provider"))?;
-        Ok(ProviderView {
-            panel_size: self.state.panel_size(p),
-            free_places: self.state.free_places(p, now),
-            open_places: self.state.open_places(id),
-            provider: p.clone(),
-        })
+        Ok(self.state.provider_view(p, now))
     }
 
     fn stats(&self, now: Timestamp) -> ShardStats {

@@ -38,16 +38,8 @@ pub const RESERVATION_GRACE_MS: i64 = 60 * 60 * 1000;
 /// community's own matching would place them now (each view's `free_places` is
 /// that spare). A community's households come first for its own providers.
 pub fn spare_places(state: &ShardState, policy: &Policy, now: Timestamp) -> Vec<ProviderView> {
-    let mut spare: Vec<ProviderView> = state
-        .providers()
-        .map(|p| ProviderView {
-            panel_size: state.panel_size(p),
-            free_places: state.free_places(p, now),
-            open_places: state.open_places(&p.id),
-            provider: p.clone(),
-        })
-        .filter(|v| v.free_places > 0)
-        .collect();
+    let mut spare: Vec<ProviderView> =
+        state.providers().map(|p| state.provider_view(p, now)).filter(|v| v.free_places > 0).collect();
     if spare.is_empty() || state.tally(crate::domain::RegistrationStatus::Waiting).households == 0 {
         return spare;
     }

@@ -447,6 +447,16 @@ impl ShardState {
         provider.reported_panel_size + self.panels.get(&provider.id).map_or(0, |p| p.len() as u32)
     }
 
+    /// A provider homed here with what the shard derives about them now.
+    pub fn provider_view(&self, provider: &Provider, now: Timestamp) -> super::messages::ProviderView {
+        super::messages::ProviderView {
+            panel_size: self.panel_size(provider),
+            free_places: self.free_places(provider, now),
+            open_places: self.open_places(&provider.id),
+            provider: provider.clone(),
+        }
+    }
+
     /// Places held by open proposals for a provider.
     pub fn open_places(&self, provider: &ProviderId) -> u32 {
         self.open_places.get(provider).copied().unwrap_or(0)
