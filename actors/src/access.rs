@@ -343,11 +343,13 @@ pub enum Operation {
     /// Find the registration that holds a PHN (support helping someone who
     /// lost their reference, a coordinator in scope).
     FindRegistration,
+    /// Propose a waiting household to a provider of the coordinator's choosing.
+    ProposeMatch,
 }
 
 impl Operation {
     /// Every operation, in a stable order.
-    pub const ALL: [Operation; 26] = [
+    pub const ALL: [Operation; 27] = [
         Operation::RegisterHousehold,
         Operation::ReadRegistration,
         Operation::WithdrawRegistration,
@@ -374,6 +376,7 @@ impl Operation {
         Operation::MoveRegistration,
         Operation::UpdateHousehold,
         Operation::FindRegistration,
+        Operation::ProposeMatch,
     ];
 
     /// The name in the audit log.
@@ -405,6 +408,7 @@ impl Operation {
             Operation::MoveRegistration => "moveRegistration",
             Operation::UpdateHousehold => "updateHousehold",
             Operation::FindRegistration => "findRegistration",
+            Operation::ProposeMatch => "proposeMatch",
         }
     }
 
@@ -441,6 +445,7 @@ impl Operation {
             Operation::MoveRegistration => "move a registration to another community",
             Operation::UpdateHousehold => "change a waiting household",
             Operation::FindRegistration => "find a registration by PHN",
+            Operation::ProposeMatch => "propose a household to a provider",
         }
     }
 
@@ -454,6 +459,7 @@ impl Operation {
                 | Operation::SetCapacity
                 | Operation::UpsertClinic
                 | Operation::RunMatching
+                | Operation::ProposeMatch
                 | Operation::AnswerProposal
                 | Operation::ManageEndorsement
                 | Operation::SubmitPanel
@@ -503,7 +509,7 @@ impl Operation {
             O::SetCapacity => matches!(role, R::Provider | R::MedicalDirector),
             O::ReadProviders | O::ReadClinics => !matches!(role, R::Public | R::Patient),
             O::UpsertClinic => role == R::MedicalDirector,
-            O::RunMatching => role == R::Coordinator,
+            O::RunMatching | O::ProposeMatch => role == R::Coordinator,
             O::ReadProposals => matches!(role, R::Provider | R::MedicalDirector | R::Coordinator | R::Support),
             O::AnswerProposal => matches!(role, R::Provider | R::MedicalDirector | R::Coordinator),
             O::ReadPanel => matches!(role, R::Provider | R::MedicalDirector | R::Delegate | R::Support),

@@ -32,6 +32,7 @@ use crate::store::{Locator, PhnHolder, Store};
 
 mod moves;
 mod panels;
+mod propose;
 mod remote;
 mod spill;
 mod staff;

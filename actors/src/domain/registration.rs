@@ -253,10 +253,20 @@ impl Registration {
 
 /// Checks a free-text reason (decline, withdrawal): 1–500 printable characters.
 pub fn parse_reason(input: &str) -> Result<String, DomainError> {
+    free_text(input, "reason", "a reason is 1 to 500 printable characters")
+}
+
+/// A coordinator's note on a proposal they make: as a reason, 1 to 500
+/// printable characters, trimmed.
+pub fn parse_note(input: &str) -> Result<String, DomainError> {
+    free_text(input, "note", "a note is 1 to 500 printable characters")
+}
+
+fn free_text(input: &str, field: &'static str, rule: &'static str) -> Result<String, DomainError> {
     let t = input.trim();
     let n = t.chars().count();
     if n == 0 || n > 500 || t.chars().any(|c| c.is_control() && c != '\n') {
-        return Err(DomainError::invalid("reason", "a reason is 1 to 500 printable characters"));
+        return Err(DomainError::invalid(field, rule));
     }
     Ok(t.to_string())
 }
@@ -444,5 +454,9 @@ mod tests {
         assert_eq!(parse_reason("  moved  ").unwrap(), "moved");
         assert!(parse_reason("").is_err());
         assert!(parse_reason(&"x".repeat(501)).is_err());
+        assert_eq!(parse_note(" knows the family\n").unwrap(), "knows the family");
+        assert_eq!(parse_note(&"x".repeat(500)).unwrap().len(), 500);
+        let e = parse_note("a\u{7}bell").unwrap_err();
+        assert_eq!((e.field.as_str(), e.message.as_str()), ("note", "a note is 1 to 500 printable characters"));
     }
 }

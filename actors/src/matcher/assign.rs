@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use crate::domain::{AgeGroup, Language, ProviderId};
 
-use super::{Candidate, Opening, Policy, PreferenceRule};
+use super::{Candidate, Opening, Policy, PreferenceRule, Unfit};
 
 /// An opening's running state. Preferences are pre-digested into bits so the
 /// per-candidate scan compares integers, not strings or sets.
@@ -167,7 +167,7 @@ impl<'a> Board<'a> {
             }
             return None;
         };
-        let fit = self.explain(c, &best, eligible);
+        let fit = self.explain(c, &best, Some(eligible));
         let slot = &mut self.slots[best.slot];
         slot.remaining -= size;
         if h.complex {
@@ -233,16 +233,57 @@ impl<'a> Board<'a> {
         (0..self.slots.len()).filter(|&s| self.preferences(s, &h).is_some()).collect()
     }
 
-    /// Why this provider, in words a coordinator can check against the rules.
+    /// Checks household `c` against the board's first opening, as an
+    /// attachment coordinator chose it (see [`super::assess`]): the same
+    /// places, complexity mix and hard preferences [`Board::place`] applies.
+    /// Answers why it fits, or why not. Takes no places.
+    pub(super) fn assess(&mut self, c: &Candidate) -> Result<Vec<String>, Unfit> {
+        let needed = u32::from(c.size);
+        let Some(slot) = self.slots.first() else { return Err(Unfit::Places { free: 0, needed }) };
+        if slot.remaining < needed {
+            return Err(Unfit::Places { free: slot.remaining, needed });
+        }
+        let h = self.profile(c);
+        self.load_languages(&h, c);
+        let Some(soft) = self.preferences(0, &h) else {
+            return Err(Unfit::Preferences(self.hard_misses(c, &h)));
+        };
+        let slot = &self.slots[0];
+        if h.complex && slot.complex_used.saturating_add(needed) > slot.complex_cap {
+            return Err(Unfit::ComplexShare { cap: slot.complex_cap, needed });
+        }
+        Ok(self.explain(c, &Best { slot: 0, soft, remaining: slot.remaining }, None))
+    }
+
+    /// The hard preferences of the first opening that household `c` (profile
+    /// `h`, languages loaded) does not meet, in words.
+    fn hard_misses(&self, c: &Candidate, h: &Profile) -> Vec<String> {
+        let (opening, slot) = (self.openings[0], &self.slots[0]);
+        let mut misses = Vec::new();
+        if self.age_rule == PreferenceRule::Hard && !(slot.ages == 0 || h.ages & !slot.ages == 0) {
+            misses.push(age_fit(c, opening, slot));
+        }
+        if self.language_rule == PreferenceRule::Hard
+            && h.weigh_language
+            && slot.states_languages
+            && !self.languages.shares(0, &self.scratch)
+        {
+            misses.push(language_fit(c, opening));
+        }
+        misses
+    }
+
+    /// Why this provider, in words a coordinator can check against the rules:
+    /// among how many `eligible` providers, or chosen by a coordinator (`None`).
     /// Called before the places are taken, so counts are as the choice saw them.
-    fn explain(&self, c: &Candidate, best: &Best, eligible: u32) -> Vec<String> {
+    fn explain(&self, c: &Candidate, best: &Best, eligible: Option<u32>) -> Vec<String> {
         let opening = self.openings[best.slot];
         let slot = &self.slots[best.slot];
         let mut fit = Vec::with_capacity(6);
-        fit.push(if eligible == 1 {
-            "only eligible provider".to_string()
-        } else {
-            format!("best of {eligible} eligible providers")
+        fit.push(match eligible {
+            None => "chosen by an attachment coordinator".to_string(),
+            Some(1) => "only eligible provider".to_string(),
+            Some(n) => format!("best of {n} eligible providers"),
         });
         let soft_rules = [self.language_rule, self.age_rule].iter().filter(|r| **r == PreferenceRule::Soft).count();
         if soft_rules > 0 {

@@ -115,6 +115,67 @@ pub struct Placement {
     pub explanation: ScoreExplanation,
 }
 
+/// Why a provider a coordinator chose cannot take a household: a rule the
+/// matcher would apply to the same pair.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unfit {
+    /// Too few free places for the whole household.
+    Places {
+        /// Places free now.
+        free: u32,
+        /// People in the household.
+        needed: u32,
+    },
+    /// A hard preference rules the household out (each missed, in words).
+    Preferences(Vec<String>),
+    /// The provider's complexity mix leaves no room for a complex household this size.
+    ComplexShare {
+        /// Complex people the provider's free places take (their share of them).
+        cap: u32,
+        /// People in the household.
+        needed: u32,
+    },
+}
+
+impl std::fmt::Display for Unfit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unfit::Places { free, needed } => {
+                write!(f, "the provider has {free} free places and the household needs {needed}")
+            }
+            Unfit::Preferences(misses) => {
+                write!(f, "the provider's preferences rule the household out: {}", misses.join("; "))
+            }
+            Unfit::ComplexShare { cap, needed } => write!(
+                f,
+                "the provider's complexity mix takes {cap} people with complex needs from their free places, \
+                 and this complex household is {needed}"
+            ),
+        }
+    }
+}
+
+/// Checks a provider an attachment coordinator chose for a household, by the
+/// rules [`run`] applies to every placement: the whole household fits in the
+/// free places, the complexity mix allows it and no hard preference rules it
+/// out. Priority order is the coordinator's call, so it is not checked. The
+/// explanation scores the household as [`run`] would and says the provider was
+/// chosen by a coordinator.
+pub fn assess(
+    candidate: &Candidate,
+    opening: &Opening,
+    policy: &Policy,
+    now: Timestamp,
+) -> Result<ScoreExplanation, Unfit> {
+    let provider_fit = Board::new(std::slice::from_ref(opening), policy).assess(candidate)?;
+    let bonuses = Bonuses::new(policy);
+    Ok(ScoreExplanation {
+        score: score::score(candidate, &bonuses, now),
+        parts: score::parts(candidate, &bonuses, now),
+        provider_fit,
+    })
+}
+
 /// Places candidates with openings. See the module docs.
 ///
 /// Candidates are taken in priority order (score desc, then registered_at asc,

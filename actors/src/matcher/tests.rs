@@ -452,3 +452,70 @@ fn agrees_with_the_rules_written_plainly() {
         }
     }
 }
+
+#[test]
+fn a_coordinators_choice_is_checked_by_the_rules_a_run_applies() {
+    let rules = policy(PreferenceRule::Hard, PreferenceRule::Hard);
+    // Behind another household in line, and still proposed: order is the coordinator's call.
+    let family = Candidate {
+        size: 2,
+        needs: BTreeSet::from([Need::Pregnancy]),
+        age_groups: BTreeSet::from([AgeGroup::Adult]),
+        languages: vec![lang("pa")],
+        ..cand(2, 10)
+    };
+    let fits = Opening { languages: vec![lang("pa")], ..opening("P0001", 2) };
+    let why = assess(&family, &fits, &rules, NOW).expect("two places for two people");
+    assert_eq!(why.score, 100, "10 days and PREGNANCY 90, as a run scores it");
+    assert_eq!(why.parts.iter().map(|p| p.points).sum::<i64>(), why.score);
+    assert_eq!(why.provider_fit[0], "chosen by an attachment coordinator");
+    assert!(why.provider_fit.contains(&"shares language pa".to_string()), "{:?}", why.provider_fit);
+
+    let refused = |o: &Opening, c: &Candidate| assess(c, o, &rules, NOW).unwrap_err();
+    assert_eq!(refused(&opening("P0001", 1), &family), Unfit::Places { free: 1, needed: 2 });
+    assert_eq!(refused(&opening("P0001", 0), &family), Unfit::Places { free: 0, needed: 2 });
+    let french = Opening { languages: vec![lang("fr")], ..opening("P0001", 9) };
+    assert_eq!(refused(&french, &family), Unfit::Preferences(vec!["shares no language".into()]));
+    let seniors = Opening { age_groups: BTreeSet::from([AgeGroup::Senior]), ..french.clone() };
+    assert_eq!(
+        refused(&seniors, &family).to_string(),
+        "the provider's preferences rule the household out: takes age groups SENIOR, not every member's; \
+         shares no language"
+    );
+    // 10 places at 30% take 3 complex people: a complex household of 4 does not fit.
+    let complex = Candidate { complex: true, size: 4, ..cand(3, 5) };
+    let mix = Opening { max_complex_share_pct: 30, ..opening("P0001", 10) };
+    assert_eq!(refused(&mix, &complex), Unfit::ComplexShare { cap: 3, needed: 4 });
+    assert!(assess(&Candidate { size: 3, ..complex }, &mix, &rules, NOW).is_ok());
+    // Soft and ignored preferences never refuse.
+    assert!(assess(&family, &seniors, &policy(PreferenceRule::Soft, PreferenceRule::Ignore), NOW).is_ok());
+}
+
+#[test]
+fn a_coordinators_choice_fits_exactly_when_a_run_of_the_pair_would_place_it() {
+    let mut rng = StdRng::seed_from_u64(29);
+    let languages: Vec<Language> = ["en", "fr", "pa"].into_iter().map(lang).collect();
+    let rules = [PreferenceRule::Hard, PreferenceRule::Soft, PreferenceRule::Ignore];
+    let (candidates, openings) = random_case(&mut rng, &languages, 60, 40);
+    let mut fitted = 0;
+    for &language in &rules {
+        for &age_groups in &rules {
+            let p = policy(language, age_groups);
+            for c in &candidates {
+                for o in &openings {
+                    let run_of_pair = run(slice::from_ref(c), slice::from_ref(o), &p, NOW);
+                    match assess(c, o, &p, NOW) {
+                        Ok(why) => {
+                            let placed = run_of_pair.first().expect("a run of the pair places what fits");
+                            assert_eq!((why.score, &why.parts), (placed.explanation.score, &placed.explanation.parts));
+                            assert_eq!(why.provider_fit[1..], placed.explanation.provider_fit[1..]);
+                            fitted += 1;
+                        }
+                        Err(unfit) => assert!(run_of_pair.is_empty(), "{unfit}, yet a run placed it"),
+                    }
+                }
+            }
+        }
+    }
+    assert!(fitted > 1_000 && fitted < 9 * 60 * 40, "both outcomes are covered: {fitted} fitted");
+}

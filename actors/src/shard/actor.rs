@@ -54,6 +54,13 @@ pub struct ShardConfig {
     pub placement: super::placement::PlacementCell,
 }
 
+impl ShardConfig {
+    /// How long a proposal stays open, in milliseconds.
+    pub fn proposal_ttl_ms(&self) -> i64 {
+        i64::try_from(self.proposal_ttl.as_millis()).unwrap_or(14 * DAY_MS)
+    }
+}
+
 impl Default for ShardConfig {
     fn default() -> Self {
         ShardConfig {
@@ -240,7 +247,7 @@ impl ShardActor {
             }
             ShardMsg::ClinicStaff(facility, who, reply) => answer!(reply, staff::visible(&rt.state, &who, &facility)),
             ShardMsg::RunMatching(reply) => {
-                let ttl = i64::try_from(rt.config.proposal_ttl.as_millis()).unwrap_or(14 * DAY_MS);
+                let ttl = rt.config.proposal_ttl_ms();
                 let result = match plan::run_matching(&rt.state, &rt.config.policy, ttl, now) {
                     Ok((change, proposals)) => rt.commit(change, now).await.map(|_| proposals),
                     Err(e) => Err(e),
@@ -365,9 +372,20 @@ impl ShardActor {
                 answer!(reply, rt.panel_reports(provider.as_ref(), facility.as_ref(), &who, now))
             }
             ShardMsg::PlanSpill { neighbour, km, providers, reply } => {
-                let ttl = i64::try_from(rt.config.proposal_ttl.as_millis()).unwrap_or(14 * DAY_MS);
+                let ttl = rt.config.proposal_ttl_ms();
                 let policy = &rt.config.policy;
                 answer!(reply, spill::plan_spill(&rt.state, policy, ttl, now, &neighbour, km, &providers))
+            }
+            ShardMsg::ProposeMatch { reference, provider, note, reply } => {
+                answer!(reply, rt.propose_match(&reference, &provider, &note, now).await)
+            }
+            ShardMsg::PlanProposal { reference, provider, km, note, reply } => {
+                let ask = plan::CoordinatorAsk { reference: &reference, note: &note, away: Some(km) };
+                let policy = &rt.config.policy;
+                answer!(
+                    reply,
+                    plan::coordinator_proposal(&rt.state, policy, rt.config.proposal_ttl_ms(), now, &provider, ask)
+                )
             }
             ShardMsg::SparePlaces(reply) => {
                 answer!(reply, Ok(spill::spare_places(&rt.state, &rt.config.policy, now)))
@@ -679,6 +697,30 @@ impl ShardRuntime {
             self.state.waitlist_after(q.after.as_ref()).filter(matches).take(q.limit + 1).cloned().collect();
         let total_waiting = self.state.tally(crate::domain::RegistrationStatus::Waiting).households;
         page(items, q.limit, |items, has_next| WaitlistPage { items, has_next, total_waiting })
+    }
+
+    /// A coordinator's proposal of a waiting household to a provider homed
+    /// here, checked and recorded in one commit.
+    async fn propose_match(
+        &mut self,
+        reference: &crate::domain::RegistrationRef,
+        provider: &crate::domain::ProviderId,
+        note: &str,
+        now: Timestamp,
+    ) -> Result<crate::domain::Proposal, AttachError> {
+        let view = self.provider_view(provider, now)?;
+        let ask = plan::CoordinatorAsk { reference, note, away: None };
+        let proposal = plan::coordinator_proposal(
+            &self.state,
+            &self.config.policy,
+            self.config.proposal_ttl_ms(),
+            now,
+            &view,
+            ask,
+        )?;
+        let mut change = Change::default();
+        plan::plan_proposal(&self.state, &mut change, &proposal, now)?;
+        self.commit(change, now).await.map(|()| proposal)
     }
 
     pub(super) fn provider_view(

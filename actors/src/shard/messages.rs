@@ -320,6 +320,33 @@ pub enum ShardMsg {
         /// Where to answer.
         reply: Reply<Vec<Proposal>>,
     },
+    /// A coordinator's proposal of a waiting household to a provider homed
+    /// here, checked by matching's rules and recorded.
+    ProposeMatch {
+        /// The household's registration.
+        reference: RegistrationRef,
+        /// The provider chosen.
+        provider: ProviderId,
+        /// The coordinator's note, shown with the proposal.
+        note: String,
+        /// Where to answer.
+        reply: Reply<Proposal>,
+    },
+    /// A coordinator's proposal of a waiting household here to a provider
+    /// homed in another community (read there), checked and planned, not
+    /// recorded: that community reserves the places first, as for spill-over.
+    PlanProposal {
+        /// The household's registration.
+        reference: RegistrationRef,
+        /// The provider chosen, with their free places.
+        provider: ProviderView,
+        /// How far away the provider's community is, in whole kilometres.
+        km: u32,
+        /// The coordinator's note, shown with the proposal.
+        note: String,
+        /// Where to answer.
+        reply: Reply<Proposal>,
+    },
     /// The providers homed here with places their own community's waiting
     /// households would leave (`free_places` is that spare), for a neighbour's spill-over.
     SparePlaces(Reply<Vec<ProviderView>>),
@@ -398,6 +425,8 @@ impl ShardMsg {
             ShardMsg::RunningMoves(..) => "runningMoves",
             ShardMsg::PanelReports { .. } => "panelReports",
             ShardMsg::PlanSpill { .. } => "planSpill",
+            ShardMsg::ProposeMatch { .. } => "proposeMatch",
+            ShardMsg::PlanProposal { .. } => "planProposal",
             ShardMsg::SparePlaces(..) => "sparePlaces",
             ShardMsg::Reserve(..) => "reserve",
             ShardMsg::RecordSpill(..) => "recordSpill",

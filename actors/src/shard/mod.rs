@@ -24,6 +24,8 @@ mod move_tests;
 #[cfg(test)]
 mod panel_tests;
 #[cfg(test)]
+mod propose_tests;
+#[cfg(test)]
 mod remote_tests;
 #[cfg(test)]
 mod spill_tests;

@@ -3,8 +3,8 @@
 
 use crate::domain::{
     Capacity, Clinic, ClinicInput, Decline, EventKind, FacilityNumber, Household, PanelEntry, PanelSource, PersonName,
-    Proposal, ProposalId, ProposalStatus, Provider, ProviderId, ProviderKind, Registration, RegistrationRef, Responder,
-    Settlement, Timestamp,
+    Proposal, ProposalId, ProposalStatus, Provider, ProviderId, ProviderKind, Registration, RegistrationRef,
+    RegistrationStatus, Responder, Settlement, Timestamp,
 };
 use crate::error::AttachError;
 use crate::matcher::{self, Candidate, Opening, Policy};
@@ -178,18 +178,20 @@ pub fn upsert_clinic(state: &ShardState, cmd: ClinicCommand, now: Timestamp) -> 
 
 /// The shard's waiting households, as the matcher sees them.
 pub(super) fn waiting_candidates(state: &ShardState, now: Timestamp) -> Vec<Candidate> {
-    state
-        .waitlist_after(None)
-        .map(|r| Candidate {
-            reference: r.reference,
-            registered_at: r.registered_at,
-            size: r.household.members.len() as u8,
-            needs: r.household.needs(),
-            complex: r.household.is_complex(),
-            age_groups: r.household.age_groups(now),
-            languages: r.household.languages.clone(),
-        })
-        .collect()
+    state.waitlist_after(None).map(|r| candidate(r, now)).collect()
+}
+
+/// A registration's household, as the matcher sees it.
+fn candidate(r: &Registration, now: Timestamp) -> Candidate {
+    Candidate {
+        reference: r.reference,
+        registered_at: r.registered_at,
+        size: r.household.members.len() as u8,
+        needs: r.household.needs(),
+        complex: r.household.is_complex(),
+        age_groups: r.household.age_groups(now),
+        languages: r.household.languages.clone(),
+    }
 }
 
 /// An accepting provider's free places and preferences, as the matcher sees them.
@@ -272,6 +274,57 @@ pub fn run_matching(
         proposals.push(proposal);
     }
     Ok((change, proposals))
+}
+
+/// What a coordinator asks for when proposing a household to a provider.
+pub struct CoordinatorAsk<'a> {
+    /// The household's registration, in this shard.
+    pub reference: &'a RegistrationRef,
+    /// The coordinator's note, shown with the proposal.
+    pub note: &'a str,
+    /// How far away the provider's community is (whole kilometres), when the
+    /// provider is homed in another.
+    pub away: Option<u32>,
+}
+
+/// A coordinator's proposal of a waiting household to `provider` (with their
+/// free places as read in their community), checked by the rules matching
+/// applies to every placement ([`matcher::assess`]). Priority order is the
+/// coordinator's call; the explanation records the household's place in line
+/// and the note. Plans nothing: the caller plans it here ([`plan_proposal`])
+/// or, for a provider homed elsewhere, has their community reserve the places first.
+pub fn coordinator_proposal(
+    state: &ShardState,
+    policy: &Policy,
+    ttl_ms: i64,
+    now: Timestamp,
+    provider: &super::ProviderView,
+    ask: CoordinatorAsk<'_>,
+) -> Result<Proposal, AttachError> {
+    let reg = registration_or_404(state, ask.reference)?;
+    if reg.status != RegistrationStatus::Waiting {
+        return Err(AttachError::conflict(format!(
+            "registration {} is {}: only a waiting household can be proposed",
+            reg.reference,
+            reg.status.name()
+        )));
+    }
+    let p = &provider.provider;
+    if !p.capacity.accepting {
+        return Err(AttachError::conflict(format!("provider {} is not accepting new patients", p.id)));
+    }
+    let mut explanation = matcher::assess(&candidate(reg, now), &opening(p, provider.free_places), policy, now)
+        .map_err(|unfit| AttachError::conflict(format!("provider {} cannot take this household: {unfit}", p.id)))?;
+    let fit = &mut explanation.provider_fit;
+    if let Some((place, _)) = state.place_in_line(reg) {
+        fit.push(format!("place {place} in line by registration time"));
+    }
+    if let Some(km) = ask.away {
+        fit.push(format!("the provider is homed in community {}, about {km} km away", p.shard.community.as_str()));
+    }
+    fit.push(format!("coordinator's note: {}", ask.note));
+    let placement = matcher::Placement { reference: reg.reference, provider: p.id.clone(), explanation };
+    open_proposal(state, placement, ttl_ms, now)
 }
 
 /// Plans what closing `closed` leaves to settle when its provider is homed in

@@ -78,16 +78,23 @@ impl AttachSystem {
         // that did not, by the provider's shard after the grace period.
         let recorded = self.directory.call(shard, |reply| ShardMsg::RecordSpill(reserved.clone(), reply)).await?;
         let taken: HashSet<ProposalId> = recorded.iter().map(|p| p.id).collect();
+        let unwanted: Vec<Proposal> = reserved.into_iter().filter(|p| !taken.contains(&p.id)).collect();
+        self.free_reservations(neighbour, &unwanted).await;
+        Ok(recorded)
+    }
+
+    /// Frees, in the provider's community `shard`, the places reserved for
+    /// planned proposals the household's community did not record. One that
+    /// cannot be freed now is freed there after the grace period.
+    pub(super) async fn free_reservations(&self, shard: &ShardKey, unwanted: &[Proposal]) {
         let now = Timestamp::now();
-        let unwanted = reserved.iter().filter(|p| !taken.contains(&p.id));
         // Planned proposals are open, so each can be cancelled.
-        for cancelled in unwanted.filter_map(|p| p.cancel(now).ok()) {
+        for cancelled in unwanted.iter().filter_map(|p| p.cancel(now).ok()) {
             let settlement = crate::domain::Settlement { proposal: cancelled, entries: Vec::new() };
-            if let Err(e) = self.settle_at(neighbour, settlement).await {
-                warn!(error = %e, shard = %neighbour, "a reservation no proposal took stays until its grace period ends");
+            if let Err(e) = self.settle_at(shard, settlement).await {
+                warn!(error = %e, shard = %shard, "a reservation no proposal took stays until its grace period ends");
             }
         }
-        Ok(recorded)
     }
 
     /// Pushes `shard`'s settlements to their providers' communities and

@@ -106,6 +106,27 @@ impl MutationRoot {
         })
     }
 
+    /// Proposes a waiting household to a provider of the coordinator's choosing
+    /// (a coordinator whose scope covers the household's community and the
+    /// provider's). The rules matching applies still hold: free places for the
+    /// whole household, the provider's complexity mix and hard preferences
+    /// (`CONFLICT` otherwise, and nothing changes). Priority order is the
+    /// coordinator's call: the explanation records the household's place in
+    /// line and the note, which the provider sees. A provider homed in another
+    /// community has the places held there, as for spill-over matching.
+    async fn propose_match(
+        &self,
+        ctx: &Context<'_>,
+        reference: ID,
+        provider_id: ID,
+        #[graphql(desc = "Why this household and this provider, for the provider (1 to 500 characters).")] note: String,
+    ) -> async_graphql::Result<Proposal> {
+        let reference = d::RegistrationRef::parse(&reference).gql()?;
+        let provider = d::ProviderId::parse(&provider_id).gql()?;
+        let note = d::parse_note(&note).gql()?;
+        system(ctx).propose_match(caller(ctx), &reference, &provider, note).await.gql().map(Into::into)
+    }
+
     /// Accepts a proposal: the household joins the provider's panel (service code 98990).
     async fn accept_proposal(
         &self,

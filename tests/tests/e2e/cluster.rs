@@ -455,6 +455,27 @@ async fn shards_are_spread_handed_back_to_a_returning_node_and_stood_in_for_when
         (&json!(2), &json!(0))
     );
 
+    // A coordinator's own proposal of a household waiting on A to that provider
+    // on B, asked of B: the request goes whole to A, which reads the provider
+    // and has the places reserved on B.
+    let member = json!({ "phn": phn(11), "givenName": "Eve", "surname": "Roy", "dateOfBirth": "1975-03-04" });
+    let input =
+        json!({ "i": { "community": a_shard.community.as_str(), "postalCode": "V0B 1M0", "members": [member] } });
+    let (_, body) = post(&http, &b, REGISTER, input).await;
+    let chosen =
+        body["data"]["registerHousehold"]["reference"].as_str().unwrap_or_else(|| panic!("{body}")).to_string();
+    let propose = r#"mutation($r: ID!) { proposeMatch(reference: $r, providerId: "P77001", note: "asked for her") {
+        status community explanation { providerFit } } }"#;
+    let (_, body) = post_as(&http, &b, &coordinator, propose, json!({ "r": chosen })).await;
+    assert_eq!(body["data"]["proposeMatch"]["status"], "OPEN", "{body}");
+    assert_eq!(body["data"]["proposeMatch"]["community"], a_shard.community.as_str(), "{body}");
+    let (_, body) = post_as(&http, &a, &doc, places, json!({})).await;
+    assert_eq!(
+        (&body["data"]["provider"]["freePlaces"], &body["data"]["provider"]["openPlaces"]),
+        (&json!(1), &json!(1)),
+        "held on B"
+    );
+
     // A mutation registering a household on each node in one request: the node
     // asked registers its own, and the other is registered by its node.
     let two = "mutation($x: RegisterHouseholdInput!, $y: RegisterHouseholdInput!) {

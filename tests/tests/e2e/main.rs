@@ -10,6 +10,7 @@ mod helpers;
 mod journey;
 mod loadtest;
 mod panels;
+mod propose;
 mod redis;
 mod shared_limits;
 mod slow_subscriber;

@@ -8,7 +8,8 @@ use serde_json::{Value, json};
 
 use crate::helpers::{Spawn, TestApp, phn};
 
-const ACCEPT: &str = "mutation($id: ID!, $f: String) { acceptProposal(id: $id, facilityNumber: $f) { status } }";
+pub(crate) const ACCEPT: &str =
+    "mutation($id: ID!, $f: String) { acceptProposal(id: $id, facilityNumber: $f) { status } }";
 const PROPOSALS: &str = r#"query($c: String!, $p: ID) { proposals(communityCode: $c, providerId: $p) {
   nodes { id reference community status } } }"#;
 
@@ -17,7 +18,7 @@ fn spilling() -> Spawn {
 }
 
 /// Provider `id` homed in `community`, at `clinics` there (directed by MD001), with `places` free.
-async fn provider(app: &TestApp, id: &str, community: &str, clinics: &[&str], places: u32) {
+pub(crate) async fn provider(app: &TestApp, id: &str, community: &str, clinics: &[&str], places: u32) {
     let md = app.medical_director("MD001");
     for f in clinics {
         md.ok(
@@ -42,7 +43,7 @@ async fn provider(app: &TestApp, id: &str, community: &str, clinics: &[&str], pl
     .await;
 }
 
-async fn register(app: &TestApp, phns: &[String]) -> String {
+pub(crate) async fn register(app: &TestApp, phns: &[String]) -> String {
     let members: Vec<Value> = phns
         .iter()
         .map(|p| json!({ "phn": p, "givenName": "Sam", "surname": "Lee", "dateOfBirth": "1980-01-01" }))
@@ -56,7 +57,7 @@ async fn register(app: &TestApp, phns: &[String]) -> String {
     r["registerHousehold"]["reference"].as_str().unwrap().to_string()
 }
 
-async fn panel(app: &TestApp, id: &str) -> Vec<Value> {
+pub(crate) async fn panel(app: &TestApp, id: &str) -> Vec<Value> {
     let p = app
         .provider(id)
         .ok(
