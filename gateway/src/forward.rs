@@ -263,18 +263,25 @@ impl Forwarder {
                 by_peer.entry(base).or_default().insert(key.clone());
             }
         }
+        let mut taken = false;
         for (base, keys) in by_peer {
             let endpoint = format!("{base}/graphql");
-            let body = match only_fields(body, &keys) {
+            let marked = match only_fields(body, &keys) {
                 Some(marked) => marked,
                 None if mutation => continue,
                 None => body.clone(),
             };
-            let Some((_, _, bytes)) = self.post_graphql(&endpoint, headers, body).await else { continue };
+            let Some((_, _, bytes)) = self.post_graphql(&endpoint, headers, marked).await else { continue };
             match serde_json::from_slice::<PeerAnswer>(&bytes) {
-                Ok(answer) => take_fields(response, &keys, answer),
+                Ok(answer) => {
+                    take_fields(response, &keys, answer);
+                    taken = true;
+                }
                 Err(e) => warn!(error = %e, endpoint, "a peer's answer was not a GraphQL response"),
             }
+        }
+        if taken {
+            in_query_order(response, body);
         }
     }
 
@@ -352,6 +359,56 @@ fn take_fields(response: &mut async_graphql::Response, keys: &BTreeSet<String>, 
     }
     response.errors.retain(|e| !ours(e));
     response.errors.extend(answer.errors.into_iter().filter(|e| ours(e)));
+}
+
+/// Puts the top-level fields of `response` in the order the request's
+/// operation selects them, as GraphQL orders a response: fields taken from
+/// peers were added after those answered here. Keys the operation does not
+/// name (none, unless the text cannot be read) stay at the end.
+fn in_query_order(response: &mut async_graphql::Response, body: &[u8]) {
+    let Value::Object(fields) = &mut response.data else { return };
+    let Some(order) = response_keys(body) else { return };
+    let mut rest = std::mem::take(fields);
+    for key in order {
+        if let Some((name, value)) = rest.shift_remove_entry(key.as_str()) {
+            fields.insert(name, value);
+        }
+    }
+    fields.extend(rest);
+}
+
+/// The response keys of the top-level selection of the JSON request `body`'s
+/// operation, in order, fragments followed where they are spread.
+fn response_keys(body: &[u8]) -> Option<Vec<String>> {
+    use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
+    fn collect(document: &ExecutableDocument, set: &SelectionSet, depth: usize, keys: &mut Vec<String>) {
+        for selection in &set.items {
+            match &selection.node {
+                Selection::Field(f) => {
+                    let key = f.node.response_key().node.to_string();
+                    if !keys.contains(&key) {
+                        keys.push(key);
+                    }
+                }
+                Selection::InlineFragment(i) => collect(document, &i.node.selection_set.node, depth, keys),
+                // Depth-bounded: validation refuses fragment cycles, but this runs on any text.
+                Selection::FragmentSpread(s) if depth < 16 => {
+                    if let Some(f) = document.fragments.get(&s.node.fragment_name.node) {
+                        collect(document, &f.node.selection_set.node, depth + 1, keys);
+                    }
+                }
+                Selection::FragmentSpread(_) => {}
+            }
+        }
+    }
+    let request: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let query = request.get("query")?.as_str()?;
+    let name = request.get("operationName").and_then(serde_json::Value::as_str);
+    let document = async_graphql::parser::parse_query(query).ok()?;
+    let operation = operation(&document, name)?;
+    let mut keys = Vec::new();
+    collect(&document, &operation.node.selection_set.node, 0, &mut keys);
+    Some(keys)
 }
 
 /// The JSON request `body` with every top-level field of its operation but
@@ -574,6 +631,24 @@ mod tests {
         let answer = PeerAnswer { data: serde_json::json!({ "b": 1 }), errors: vec![] };
         take_fields(&mut none, &BTreeSet::from(["b".to_string()]), answer);
         assert_eq!(none.data.to_string(), "{b: 1}");
+    }
+
+    #[test]
+    fn fields_taken_from_peers_go_where_the_query_asks_for_them() {
+        let body = serde_json::json!({
+            "query": "query Q { c: w { y } ...F ... on Query { d: v { y } } } fragment F on Query { a: x { y } b: z { y } }",
+            "operationName": "Q",
+        });
+        let body = serde_json::to_vec(&body).unwrap();
+        assert_eq!(response_keys(&body).unwrap(), ["c", "a", "b", "d"]);
+        let mut ours = response(&[("d", Value::from(4)), ("a", Value::from(1)), ("b", Value::from(2))], vec![]);
+        let answer = PeerAnswer { data: serde_json::json!({ "c": 3 }), errors: vec![] };
+        take_fields(&mut ours, &BTreeSet::from(["c".to_string()]), answer);
+        in_query_order(&mut ours, &body);
+        assert_eq!(ours.data.to_string(), "{c: 3, a: 1, b: 2, d: 4}");
+        // A body that cannot be read leaves the answer as it is.
+        in_query_order(&mut ours, b"not json");
+        assert_eq!(ours.data.to_string(), "{c: 3, a: 1, b: 2, d: 4}");
     }
 
     #[test]

@@ -412,6 +412,10 @@ async fn shards_are_spread_handed_back_to_a_returning_node_and_stood_in_for_when
         assert!(body.get("errors").is_none(), "{body}");
         assert_eq!((&body["data"]["a"]["totalCount"], &body["data"]["b"]["totalCount"]), (&json!(0), &json!(2)));
         assert_eq!(body["data"]["b"]["nodes"][1]["reference"], mover.as_str(), "{body}");
+        // In the query's order, whichever node answered which field.
+        let r = http.post(format!("{}/graphql", node.url)).bearer_auth(&coordinator);
+        let text = r.json(&json!({ "query": lines })).send().await.unwrap().text().await.unwrap();
+        assert!(text.starts_with(r#"{"data":{"a":"#), "{text}");
     }
     // Spill-over between the nodes: a household of A's community is proposed to
     // a provider homed on B (B reserves the places), and accepted through B.
