@@ -42,13 +42,29 @@ pub enum PanelSource {
         /// practise at exactly one, else none (see [`Provider::sole_clinic`](super::Provider::sole_clinic)).
         facility: Option<FacilityNumber>,
     },
+    /// Matched from the waitlist and accepted, with whether this patient has a
+    /// complex need, so panel reports count it wherever the registration lives
+    /// (a provider homed in another community keeps no copy of it). Written
+    /// since session 9; earlier matches are [`PanelSource::Matched`].
+    MatchedWithNeeds {
+        /// The accepted proposal.
+        proposal: ProposalId,
+        /// The registration it came from.
+        reference: RegistrationRef,
+        /// The clinic the patient joins, as for [`PanelSource::Matched`].
+        facility: Option<FacilityNumber>,
+        /// Whether this patient reported a complex need when the proposal was accepted.
+        complex: bool,
+    },
 }
 
 impl PanelSource {
     /// The registration the patient came from, when they came off the waitlist.
     pub fn reference(&self) -> Option<RegistrationRef> {
         match self {
-            PanelSource::Match { reference, .. } | PanelSource::Matched { reference, .. } => Some(*reference),
+            PanelSource::Match { reference, .. }
+            | PanelSource::Matched { reference, .. }
+            | PanelSource::MatchedWithNeeds { reference, .. } => Some(*reference),
             PanelSource::Submitted { reference, .. } => *reference,
             PanelSource::Upload | PanelSource::Transferred { .. } => None,
         }
@@ -58,8 +74,27 @@ impl PanelSource {
     pub fn facility(&self) -> Option<&FacilityNumber> {
         match self {
             PanelSource::Submitted { facility, .. } | PanelSource::Transferred { facility, .. } => Some(facility),
-            PanelSource::Matched { facility, .. } => facility.as_ref(),
+            PanelSource::Matched { facility, .. } | PanelSource::MatchedWithNeeds { facility, .. } => facility.as_ref(),
             PanelSource::Match { .. } | PanelSource::Upload => None,
+        }
+    }
+
+    /// A matched entry without a clinic yet: where the provider's community
+    /// names one (their only clinic) when it takes the entry.
+    pub fn unset_facility(&mut self) -> Option<&mut Option<FacilityNumber>> {
+        match self {
+            PanelSource::Matched { facility: f @ None, .. }
+            | PanelSource::MatchedWithNeeds { facility: f @ None, .. } => Some(f),
+            _ => None,
+        }
+    }
+
+    /// Whether the patient has a complex need, when the entry itself says
+    /// (otherwise their registration may, where it lives).
+    pub fn complex(&self) -> Option<bool> {
+        match self {
+            PanelSource::MatchedWithNeeds { complex, .. } => Some(*complex),
+            _ => None,
         }
     }
 }

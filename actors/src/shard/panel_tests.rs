@@ -323,7 +323,7 @@ async fn a_matched_patient_joins_the_providers_only_clinic_and_no_clinic_when_th
     let one = entries(&single).await;
     assert_eq!(one.len(), 2);
     for e in &one {
-        assert!(matches!(e.source, PanelSource::Matched { .. }), "{:?}", e.source);
+        assert!(matches!(e.source, PanelSource::MatchedWithNeeds { complex: false, .. }), "{:?}", e.source);
         assert_eq!(e.source.facility(), Some(&f1), "a provider at one clinic: that clinic");
         assert!(e.source.reference().is_some(), "still counted as off the waitlist");
     }

@@ -571,14 +571,16 @@ impl ShardRuntime {
                         AgeGroup::Adult => r.adults += 1,
                         AgeGroup::Senior => r.seniors += 1,
                     }
-                    let member = e
-                        .source
-                        .reference()
-                        .and_then(|reference| self.state.registration(&reference))
-                        .and_then(|reg| reg.household.members.iter().find(|m| m.phn == e.phn));
-                    if let Some(m) = member {
+                    // Known from the entry (matches since session 9), or from
+                    // the registration when it lives here.
+                    let complex = e.source.complex().or_else(|| {
+                        let reg = self.state.registration(&e.source.reference()?)?;
+                        let member = reg.household.members.iter().find(|m| m.phn == e.phn)?;
+                        Some(member.needs.iter().any(|n| n.is_complex()))
+                    });
+                    if let Some(complex) = complex {
                         r.complexity_known += 1;
-                        r.complex += u32::from(m.needs.iter().any(|n| n.is_complex()));
+                        r.complex += u32::from(complex);
                     }
                 }
                 r.panel_size = r.reported + r.itemised;

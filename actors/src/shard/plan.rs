@@ -389,10 +389,11 @@ pub fn answer(
                     surname: m.surname.clone(),
                     date_of_birth: m.date_of_birth,
                     attached_at: now,
-                    source: PanelSource::Matched {
+                    source: PanelSource::MatchedWithNeeds {
                         proposal: *id,
                         reference: reg.reference,
                         facility: facility.clone(),
+                        complex: m.needs.iter().any(|n| n.is_complex()),
                     },
                 });
             }

@@ -115,7 +115,7 @@ async fn a_provider_next_door_has_the_places_held_there_as_for_spill_over() {
     let w = world(ShardConfig::default()).await;
     let s = &w.system;
     let doc = provider(s, "P4444", "112", 3).await;
-    let fam = s.register(&sys(), &c("111"), household(&[phn(1), phn(2)], &[])).await.unwrap().registration;
+    let fam = s.register(&sys(), &c("111"), household(&[phn(1), phn(2)], &[Need::Frailty])).await.unwrap().registration;
 
     // The provider's community must be in scope too: nothing is reserved then.
     let fernie = coordinator(&["community:111"]);
@@ -146,4 +146,7 @@ async fn a_provider_next_door_has_the_places_held_there_as_for_spill_over() {
     assert_eq!(status(s, &fam.reference).await, RegistrationStatus::Attached);
     assert_eq!(s.panel(&sys(), &doc, 0, 10).await.unwrap().items.len(), 2);
     assert_eq!(free(s, &doc).await, (1, 0));
+    // The panel's report knows both are complex, though the registration stays in 111.
+    let report = s.panel_report(&sys(), &doc).await.unwrap();
+    assert_eq!((report.itemised, report.complexity_known, report.complex), (2, 2, 2));
 }

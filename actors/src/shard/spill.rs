@@ -158,7 +158,7 @@ pub fn settle(state: &ShardState, settlement: Settlement) -> Change {
             if state.on_panel(&entry.provider, entry.phn) {
                 continue;
             }
-            if let crate::domain::PanelSource::Matched { facility: facility @ None, .. } = &mut entry.source {
+            if let Some(facility) = entry.source.unset_facility() {
                 facility.clone_from(&clinic);
             }
             change.upserts.push(Record::PanelEntry(entry));

@@ -75,6 +75,8 @@ async fn a_household_with_no_place_at_home_is_proposed_next_door_and_joins_that_
     assert!(phns.contains(&phn(1)) && phns.contains(&phn(2)));
     assert!(panel.items.iter().all(|e| e.source.reference() == Some(fam.reference)));
     assert_eq!(free(s, &doc).await, (3, 0), "the panel holds the places now, not the reservation");
+    let report = s.panel_report(&sys(), &doc).await.unwrap();
+    assert_eq!((report.itemised, report.complexity_known, report.complex), (2, 2, 0), "known without the registration");
     assert_eq!(seen_by_provider(s, &doc, p.id).await, ProposalStatus::Accepted);
     assert_eq!(settlements(s, "111").await, 0, "settled and forgotten");
     // The provider's community's feed follows it too.

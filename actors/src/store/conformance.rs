@@ -874,7 +874,17 @@ pub mod fixtures {
                 surname: name("O'Connor"),
                 date_of_birth: born(1950),
                 attached_at: at(-30),
-                source: PanelSource::Upload,
+                // Both an old kind of entry and the newest, so each backend reads both back.
+                source: if i % 2 == 0 {
+                    PanelSource::Upload
+                } else {
+                    PanelSource::MatchedWithNeeds {
+                        proposal: proposal_id,
+                        reference: reference(i),
+                        facility: Some(clinic.facility.clone()),
+                        complex: true,
+                    }
+                },
             };
             let endorsement = Endorsement {
                 status: EndorsementStatus::Completed,

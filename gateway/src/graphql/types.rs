@@ -582,7 +582,9 @@ impl From<d::PanelEntry> for PanelPatient {
             reference: e.source.reference().map(|r| ID(r.to_string())),
             facility_number: e.source.facility().map(|f| f.to_string()),
             source: match e.source {
-                d::PanelSource::Match { .. } | d::PanelSource::Matched { .. } => PanelPatientSource::Matched,
+                d::PanelSource::Match { .. }
+                | d::PanelSource::Matched { .. }
+                | d::PanelSource::MatchedWithNeeds { .. } => PanelPatientSource::Matched,
                 d::PanelSource::Upload | d::PanelSource::Submitted { .. } => PanelPatientSource::Submitted,
                 d::PanelSource::Transferred { .. } => PanelPatientSource::Transferred,
             },
