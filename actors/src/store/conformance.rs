@@ -875,7 +875,7 @@ pub mod fixtures {
                 date_of_birth: born(1950),
                 attached_at: at(-30),
                 // Both an old kind of entry and the newest, so each backend reads both back.
-                source: if i % 2 == 0 {
+                source: if i.is_multiple_of(2) {
                     PanelSource::Upload
                 } else {
                     PanelSource::MatchedWithNeeds {
