@@ -56,6 +56,17 @@ pub enum PanelSource {
         /// Whether this patient reported a complex need when the proposal was accepted.
         complex: bool,
     },
+    /// Moved from another provider's panel by a transfer, from an entry that
+    /// knew whether the patient has a complex need (one that did not is
+    /// [`PanelSource::Transferred`]).
+    TransferredWithNeeds {
+        /// The provider the patient was with.
+        from: ProviderId,
+        /// The clinic the panel was moved to.
+        facility: FacilityNumber,
+        /// Whether the patient has a complex need, as the entry moved said.
+        complex: bool,
+    },
 }
 
 impl PanelSource {
@@ -66,14 +77,16 @@ impl PanelSource {
             | PanelSource::Matched { reference, .. }
             | PanelSource::MatchedWithNeeds { reference, .. } => Some(*reference),
             PanelSource::Submitted { reference, .. } => *reference,
-            PanelSource::Upload | PanelSource::Transferred { .. } => None,
+            PanelSource::Upload | PanelSource::Transferred { .. } | PanelSource::TransferredWithNeeds { .. } => None,
         }
     }
 
     /// The clinic the entry was made for, when known.
     pub fn facility(&self) -> Option<&FacilityNumber> {
         match self {
-            PanelSource::Submitted { facility, .. } | PanelSource::Transferred { facility, .. } => Some(facility),
+            PanelSource::Submitted { facility, .. }
+            | PanelSource::Transferred { facility, .. }
+            | PanelSource::TransferredWithNeeds { facility, .. } => Some(facility),
             PanelSource::Matched { facility, .. } | PanelSource::MatchedWithNeeds { facility, .. } => facility.as_ref(),
             PanelSource::Match { .. } | PanelSource::Upload => None,
         }
@@ -93,7 +106,9 @@ impl PanelSource {
     /// (otherwise their registration may, where it lives).
     pub fn complex(&self) -> Option<bool> {
         match self {
-            PanelSource::MatchedWithNeeds { complex, .. } => Some(*complex),
+            PanelSource::MatchedWithNeeds { complex, .. } | PanelSource::TransferredWithNeeds { complex, .. } => {
+                Some(*complex)
+            }
             _ => None,
         }
     }

@@ -148,6 +148,9 @@ async fn a_transfer_moves_every_patient_once_and_can_be_run_again() {
     assert_eq!((done.moved, done.skipped, done.status), (61, 0, TransferStatus::Completed));
     assert_eq!(s.panel(&sys(), &a, 0, 100).await.unwrap().items.len(), 0);
     assert_eq!(s.panel(&sys(), &b, 0, 100).await.unwrap().items.len(), 61);
+    // The matched patient's complexity moved with them (B is homed in 112, the registration in 111).
+    let report = s.panel_report(&sys(), &b).await.unwrap();
+    assert_eq!((report.itemised, report.complexity_known, report.complex), (61, 1, 1));
     // Now B's upload is already there.
     let b_again = submit(s, &b, &f, &csv_of(&phns, "0F111")).await;
     assert!(b_again.rows.iter().all(|r| r.status == RowStatus::AlreadyOnPanel));

@@ -464,7 +464,14 @@ impl ShardRuntime {
             change.upserts.push(Record::PanelEntry(PanelEntry {
                 provider: t.to.clone(),
                 attached_at: now,
-                source: PanelSource::Transferred { from: t.from.clone(), facility: t.facility.clone() },
+                source: match e.source.complex() {
+                    Some(complex) => PanelSource::TransferredWithNeeds {
+                        from: t.from.clone(),
+                        facility: t.facility.clone(),
+                        complex,
+                    },
+                    None => PanelSource::Transferred { from: t.from.clone(), facility: t.facility.clone() },
+                },
                 ..e.clone()
             }));
         }

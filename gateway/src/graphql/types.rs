@@ -586,7 +586,9 @@ impl From<d::PanelEntry> for PanelPatient {
                 | d::PanelSource::Matched { .. }
                 | d::PanelSource::MatchedWithNeeds { .. } => PanelPatientSource::Matched,
                 d::PanelSource::Upload | d::PanelSource::Submitted { .. } => PanelPatientSource::Submitted,
-                d::PanelSource::Transferred { .. } => PanelPatientSource::Transferred,
+                d::PanelSource::Transferred { .. } | d::PanelSource::TransferredWithNeeds { .. } => {
+                    PanelPatientSource::Transferred
+                }
             },
         }
     }
