@@ -167,7 +167,7 @@ pub async fn run() -> anyhow::Result<()> {
             settings.data_dir = data_dir.unwrap_or(settings.data_dir);
             settings.regions = regions.unwrap_or(settings.regions);
             // Logs go to stderr; stdout carries the report.
-            let _telemetry = crate::telemetry::init("warn");
+            let _telemetry = crate::telemetry::init("warn", false);
             let mut limits = settings.limits.panel();
             limits.max_bytes = max_bytes.unwrap_or(limits.max_bytes);
             limits.max_rows = max_rows.unwrap_or(limits.max_rows);
@@ -177,7 +177,7 @@ pub async fn run() -> anyhow::Result<()> {
         Command::Migrate { config, store } => {
             let mut settings = Settings::load(config.as_deref())?;
             settings.store = store.unwrap_or(settings.store);
-            let _telemetry = crate::telemetry::init(&settings.log);
+            let _telemetry = crate::telemetry::init(&settings.log, settings.log_spans);
             let options = settings.scylla_options()?.ok_or_else(|| {
                 anyhow::anyhow!("`attach migrate` applies the ScyllaDB schema: give --store scylla://HOST:9042")
             })?;
@@ -209,7 +209,7 @@ pub async fn run() -> anyhow::Result<()> {
             settings.node = node.or(settings.node);
             // Flags skip `Settings::load`'s checks: check again.
             settings.check()?;
-            let _telemetry = crate::telemetry::init(&settings.log);
+            let _telemetry = crate::telemetry::init(&settings.log, settings.log_spans);
             let host = settings.listen.ip();
             let app = Application::build(settings).await?;
             tokio::spawn(apply_peers_on_hangup(app.cluster_handle(), config));

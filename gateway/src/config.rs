@@ -53,6 +53,11 @@ pub struct Settings {
     pub cluster: ClusterSettings,
     /// Log filter (tracing `EnvFilter` syntax); `RUST_LOG` overrides it.
     pub log: String,
+    /// Whether log lines carry the spans they happen in (the request, its
+    /// GraphQL operation, the shard step). Off by default: formatting every
+    /// request's spans for the log costs more CPU than a trivial query's own
+    /// work (docs/BENCHMARKS.md). Spans are exported over OTLP either way.
+    pub log_spans: bool,
 }
 
 /// Shard actor settings, in plain units for configuration files.
@@ -371,6 +376,7 @@ impl Default for Settings {
             auth: AuthSettings::default(),
             cluster: ClusterSettings::default(),
             log: "info".to_string(),
+            log_spans: false,
         }
     }
 }

@@ -20,6 +20,7 @@ use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing::field::Empty;
 use tracing::{Instrument, Span, info_span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::filter::FilterExt;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, Registry};
@@ -50,7 +51,12 @@ impl Drop for Telemetry {
 /// Installs the global subscriber: logs filtered by `RUST_LOG` (else
 /// `default_filter`) to stderr, and OTLP span export when
 /// `OTEL_EXPORTER_OTLP_ENDPOINT` is set. A second call (tests) keeps the first.
-pub fn init(default_filter: &str) -> Telemetry {
+///
+/// Without `log_spans` the log layer takes events only: it then never
+/// formats a span's fields, which it otherwise does for every request's
+/// spans, wanted or not. With neither it nor OTLP export interested, a span
+/// is not created at all.
+pub fn init(default_filter: &str, log_spans: bool) -> Telemetry {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let provider = match std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT") {
         Ok(endpoint) if !endpoint.trim().is_empty() => match otlp_provider() {
@@ -64,7 +70,9 @@ pub fn init(default_filter: &str) -> Telemetry {
     };
     let spans = provider.as_ref().map(spans_layer);
     let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-    let _ = tracing_subscriber::registry().with(spans).with(logs.with_filter(filter)).try_init();
+    let spans_too = tracing_subscriber::filter::filter_fn(move |meta| log_spans || meta.is_event());
+    let logs = logs.with_filter(filter.and(spans_too));
+    let _ = tracing_subscriber::registry().with(spans).with(logs).try_init();
     Telemetry { provider }
 }
 

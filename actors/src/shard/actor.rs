@@ -125,7 +125,7 @@ impl Actor for ShardActor {
         let records = image.records.len();
         let mut state = ShardState::new(args.key.clone());
         state.apply(image.records, &[]);
-        info!(records, last_seq = image.last_seq, epoch = epoch.0, "shard loaded");
+        info!(shard = %args.key, records, last_seq = image.last_seq, epoch = epoch.0, "shard loaded");
         myself.send_interval(args.config.expiry_interval, || ShardMsg::ExpireDue);
         // A third of the lease: two renewals can fail (a store hiccup) before it runs out.
         let renew_every = (args.store.lease() / 3).max(Duration::from_millis(10));
@@ -399,9 +399,11 @@ impl ShardActor {
                 Ok(()) => {}
                 // Worth another try on the next tick; if the lease runs out meanwhile,
                 // the store refuses commits and the actor restarts through that path.
-                Err(e @ StoreError::Unavailable(_)) => warn!(error = %e, "renewing the shard's lease failed"),
+                Err(e @ StoreError::Unavailable(_)) => {
+                    warn!(shard = %rt.state.key, error = %e, "renewing the shard's lease failed")
+                }
                 Err(e) => {
-                    warn!(error = %e, "the shard's lease was lost; restarting to acquire it again");
+                    warn!(shard = %rt.state.key, error = %e, "the shard's lease was lost; restarting to acquire it again");
                     return Err(e.into());
                 }
             },
@@ -413,7 +415,7 @@ impl ShardActor {
                 }
                 let change = plan::expire(&rt.state, now)?;
                 if let Err(e) = rt.commit(change, now).await {
-                    warn!(error = %e, "expiring proposals failed; will retry on the next tick");
+                    warn!(shard = %rt.state.key, error = %e, "expiring proposals failed; will retry on the next tick");
                     if rt.suspect {
                         return Err("store write failed; restarting to reload the shard".into());
                     }
@@ -596,7 +598,7 @@ impl ShardRuntime {
         for phn in phns {
             if let Err(e) = self.store.cas_phn_claim(*phn, Some(claim), None).await {
                 // Harmless: an unconfirmed claim is taken over once its grace period passes.
-                warn!(error = %e, "could not release a PHN claim");
+                warn!(shard = %self.state.key, error = %e, "could not release a PHN claim");
             }
         }
     }

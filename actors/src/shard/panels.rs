@@ -308,7 +308,7 @@ impl ShardRuntime {
         }
         for outcome in join_all(frees.iter().map(|(phn, c)| self.store.cas_phn_claim(*phn, Some(c), None))).await {
             if let Err(e) = outcome {
-                tracing::warn!(error = %e, "could not free a PHN claim after a removal");
+                tracing::warn!(shard = %self.state.key, error = %e, "could not free a PHN claim after a removal");
             }
         }
         Ok(present)

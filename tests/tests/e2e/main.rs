@@ -9,6 +9,7 @@ mod feed;
 mod helpers;
 mod journey;
 mod loadtest;
+mod logs;
 mod panels;
 mod propose;
 mod redis;
