@@ -416,7 +416,7 @@ fn response_keys(body: &[u8]) -> Option<Vec<String>> {
 /// those. `None` when that cannot be written safely: the body is not a JSON
 /// request (an upload), the operation is not found, a top-level selection is
 /// a fragment, or a field to skip has no selection set or already carries
-/// `@skip` or `@include`.
+/// `@skip` (one that carries `@include` gets `@skip` beside it).
 fn only_fields(body: &[u8], keep: &BTreeSet<String>) -> Option<Bytes> {
     use async_graphql::parser::types::Selection;
     let mut request: serde_json::Value = serde_json::from_slice(body).ok()?;
@@ -430,8 +430,9 @@ fn only_fields(body: &[u8], keep: &BTreeSet<String>) -> Option<Bytes> {
         if keep.contains(field.node.response_key().node.as_str()) {
             continue;
         }
-        let directed = field.node.directives.iter().any(|d| matches!(d.node.name.node.as_str(), "skip" | "include"));
-        if directed || field.node.selection_set.node.items.is_empty() {
+        // `@skip` may appear once on a field; beside an `@include` it still wins.
+        let skipped = field.node.directives.iter().any(|d| d.node.name.node.as_str() == "skip");
+        if skipped || field.node.selection_set.node.items.is_empty() {
             return None;
         }
         // Directives go after the field's arguments, before its selection set.
@@ -672,7 +673,11 @@ mod tests {
 
         // What cannot be marked safely is not.
         let with = |q: &str| serde_json::json!({ "query": q });
-        assert!(marked(with("{ a: x @include(if: true) { y } b: z { y } }"), &["b"]).is_none(), "already directed");
+        assert!(marked(with("{ a: x @skip(if: false) { y } b: z { y } }"), &["b"]).is_none(), "already skipped");
+        let included = marked(with("{ a: x @include(if: true) { y } b: z { y } }"), &["b"]).unwrap();
+        let text = included["query"].as_str().unwrap();
+        assert!(text.contains("a: x @include(if: true) @skip(if: true) { y }"), "{text}");
+        assert!(async_graphql::parser::parse_query(text).is_ok(), "{text}");
         assert!(marked(with("{ a: __typename b: z { y } }"), &["b"]).is_none(), "no selection set to mark before");
         assert!(marked(with("{ ...F b: z { y } } fragment F on Query { x { y } }"), &["b"]).is_none());
         assert!(marked(with("query A { a { y } } query B { b { y } }"), &["b"]).is_none(), "which operation?");
