@@ -380,43 +380,74 @@ fn in_query_order(response: &mut async_graphql::Response, body: &[u8]) {
 /// The response keys of the top-level selection of the JSON request `body`'s
 /// operation, in order, fragments followed where they are spread.
 fn response_keys(body: &[u8]) -> Option<Vec<String>> {
-    use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
-    fn collect(document: &ExecutableDocument, set: &SelectionSet, depth: usize, keys: &mut Vec<String>) {
-        for selection in &set.items {
-            match &selection.node {
-                Selection::Field(f) => {
-                    let key = f.node.response_key().node.to_string();
-                    if !keys.contains(&key) {
-                        keys.push(key);
-                    }
-                }
-                Selection::InlineFragment(i) => collect(document, &i.node.selection_set.node, depth, keys),
-                // Depth-bounded: validation refuses fragment cycles, but this runs on any text.
-                Selection::FragmentSpread(s) if depth < 16 => {
-                    if let Some(f) = document.fragments.get(&s.node.fragment_name.node) {
-                        collect(document, &f.node.selection_set.node, depth + 1, keys);
-                    }
-                }
-                Selection::FragmentSpread(_) => {}
-            }
-        }
-    }
     let request: serde_json::Value = serde_json::from_slice(body).ok()?;
     let query = request.get("query")?.as_str()?;
     let name = request.get("operationName").and_then(serde_json::Value::as_str);
     let document = async_graphql::parser::parse_query(query).ok()?;
     let operation = operation(&document, name)?;
     let mut keys = Vec::new();
-    collect(&document, &operation.node.selection_set.node, 0, &mut keys);
+    // Best effort: keys past a fragment that cannot be followed stay at the end.
+    collect_keys(&document, &operation.node.selection_set.node, 0, &mut keys);
     Some(keys)
 }
 
-/// The JSON request `body` with every top-level field of its operation but
-/// those answering to `keep` marked `@skip(if: true)`, so a peer runs only
-/// those. `None` when that cannot be written safely: the body is not a JSON
-/// request (an upload), the operation is not found, a top-level selection is
-/// a fragment, or a field to skip has no selection set or already carries
-/// `@skip` (one that carries `@include` gets `@skip` beside it).
+/// Appends the response keys `set` selects, in order, fragments followed where
+/// they are spread. False when a fragment is missing or spread too deep to
+/// follow (validation refuses cycles, but this runs on any text).
+fn collect_keys(
+    document: &async_graphql::parser::types::ExecutableDocument,
+    set: &async_graphql::parser::types::SelectionSet,
+    depth: usize,
+    keys: &mut Vec<String>,
+) -> bool {
+    use async_graphql::parser::types::Selection;
+    set.items.iter().all(|selection| match &selection.node {
+        Selection::Field(f) => {
+            let key = f.node.response_key().node.to_string();
+            if !keys.contains(&key) {
+                keys.push(key);
+            }
+            true
+        }
+        Selection::InlineFragment(i) => collect_keys(document, &i.node.selection_set.node, depth, keys),
+        Selection::FragmentSpread(s) => {
+            depth < 16
+                && document
+                    .fragments
+                    .get(&s.node.fragment_name.node)
+                    .is_some_and(|f| collect_keys(document, &f.node.selection_set.node, depth + 1, keys))
+        }
+    })
+}
+
+/// Whether a top-level fragment selecting `set` is to be skipped on a peer
+/// asked for `keep`: `Some(true)` when it selects none of them, `Some(false)`
+/// when it selects only them, `None` when it selects both or cannot be followed.
+fn skip_whole(
+    document: &async_graphql::parser::types::ExecutableDocument,
+    set: &async_graphql::parser::types::SelectionSet,
+    keep: &BTreeSet<String>,
+) -> Option<bool> {
+    let mut keys = Vec::new();
+    if !collect_keys(document, set, 0, &mut keys) {
+        return None;
+    }
+    let kept = keys.iter().filter(|k| keep.contains(*k)).count();
+    match kept {
+        0 => Some(true),
+        n if n == keys.len() => Some(false),
+        _ => None,
+    }
+}
+
+/// The JSON request `body` with every top-level selection of its operation
+/// but those answering to `keep` marked `@skip(if: true)`, so a peer runs only
+/// those: a field, or a fragment (spread or inline) selecting none of them.
+/// `None` when that cannot be written safely: the body is not a JSON request
+/// (an upload), the operation is not found, a top-level fragment selects both
+/// kept fields and others, or a selection to skip already carries `@skip` (one
+/// that carries `@include` gets `@skip` beside it, which wins) or is a field
+/// without a selection set.
 fn only_fields(body: &[u8], keep: &BTreeSet<String>) -> Option<Bytes> {
     use async_graphql::parser::types::Selection;
     let mut request: serde_json::Value = serde_json::from_slice(body).ok()?;
@@ -424,28 +455,48 @@ fn only_fields(body: &[u8], keep: &BTreeSet<String>) -> Option<Bytes> {
     let name = request.get("operationName").and_then(serde_json::Value::as_str);
     let document = async_graphql::parser::parse_query(&query).ok()?;
     let operation = operation(&document, name)?;
+    // Directives go before a field's or an inline fragment's selection set, and after a spread's name.
+    let before_set = |pos| byte_offset(&query, pos).filter(|&at| query[at..].starts_with('{'));
     let mut marks = Vec::new();
     for selection in &operation.node.selection_set.node.items {
-        let Selection::Field(field) = &selection.node else { return None };
-        if keep.contains(field.node.response_key().node.as_str()) {
-            continue;
-        }
-        // `@skip` may appear once on a field; beside an `@include` it still wins.
-        let skipped = field.node.directives.iter().any(|d| d.node.name.node.as_str() == "skip");
-        if skipped || field.node.selection_set.node.items.is_empty() {
+        let (directives, mark) = match &selection.node {
+            Selection::Field(field) => {
+                if keep.contains(field.node.response_key().node.as_str()) {
+                    continue;
+                }
+                if field.node.selection_set.node.items.is_empty() {
+                    return None;
+                }
+                (&field.node.directives, (before_set(field.node.selection_set.pos)?, "@skip(if: true) "))
+            }
+            Selection::InlineFragment(i) => {
+                if !skip_whole(&document, &i.node.selection_set.node, keep)? {
+                    continue;
+                }
+                (&i.node.directives, (before_set(i.node.selection_set.pos)?, "@skip(if: true) "))
+            }
+            Selection::FragmentSpread(spread) => {
+                let fragment = document.fragments.get(&spread.node.fragment_name.node)?;
+                if !skip_whole(&document, &fragment.node.selection_set.node, keep)? {
+                    continue;
+                }
+                let name = &spread.node.fragment_name;
+                let at = byte_offset(&query, name.pos)? + name.node.len();
+                if query.get(at - name.node.len()..at) != Some(name.node.as_str()) {
+                    return None;
+                }
+                (&spread.node.directives, (at, " @skip(if: true)"))
+            }
+        };
+        if directives.iter().any(|d| d.node.name.node.as_str() == "skip") {
             return None;
         }
-        // Directives go after the field's arguments, before its selection set.
-        let at = byte_offset(&query, field.node.selection_set.pos)?;
-        if !query[at..].starts_with('{') {
-            return None;
-        }
-        marks.push(at);
+        marks.push(mark);
     }
     let mut text = query;
     marks.sort_unstable();
-    for at in marks.into_iter().rev() {
-        text.insert_str(at, "@skip(if: true) ");
+    for (at, mark) in marks.into_iter().rev() {
+        text.insert_str(at, mark);
     }
     request["query"] = serde_json::Value::String(text);
     serde_json::to_vec(&request).ok().map(Bytes::from)
@@ -679,7 +730,24 @@ mod tests {
         assert!(text.contains("a: x @include(if: true) @skip(if: true) { y }"), "{text}");
         assert!(async_graphql::parser::parse_query(text).is_ok(), "{text}");
         assert!(marked(with("{ a: __typename b: z { y } }"), &["b"]).is_none(), "no selection set to mark before");
-        assert!(marked(with("{ ...F b: z { y } } fragment F on Query { x { y } }"), &["b"]).is_none());
+        // Fragments at the top: skipped whole when they select nothing kept, kept
+        // whole when they select only what is kept, refused when they mix.
+        let spread = marked(with("{ ...F b: z { y } } fragment F on Query { x { y } }"), &["b"]).unwrap();
+        let text = spread["query"].as_str().unwrap();
+        assert!(text.starts_with("{ ...F @skip(if: true) b: z { y } }"), "{text}");
+        assert!(async_graphql::parser::parse_query(text).is_ok(), "{text}");
+        let inline = "mutation { ... on Mutation @include(if: true) { a: x { y } } b: z { y } ...G } \
+                      fragment G on Mutation { b2: z { y } }";
+        let text = marked(with(inline), &["b", "b2"]).unwrap()["query"].as_str().unwrap().to_string();
+        assert!(
+            text.starts_with("mutation { ... on Mutation @include(if: true) @skip(if: true) { a: x { y } } b:"),
+            "{text}"
+        );
+        assert!(text.contains("b: z { y } ...G }"), "a fragment of kept fields only stays: {text}");
+        let mixed = "{ ...F } fragment F on Query { a: x { y } b: z { y } }";
+        assert!(marked(with(mixed), &["b"]).is_none(), "a fragment selecting both");
+        assert!(marked(with("{ ...F @skip(if: false) b: z { y } } fragment F on Query { x { y } }"), &["b"]).is_none());
+        assert!(marked(with("{ ...Missing b: z { y } }"), &["b"]).is_none());
         assert!(marked(with("query A { a { y } } query B { b { y } }"), &["b"]).is_none(), "which operation?");
         let named =
             serde_json::json!({ "query": "query A { a { y } } query B { a { y } b { y } }", "operationName": "B" });

@@ -481,11 +481,11 @@ async fn shards_are_spread_handed_back_to_a_returning_node_and_stood_in_for_when
     );
 
     // A mutation registering a household on each node in one request: the node
-    // asked registers its own, and the other is registered by its node (a field
-    // under `@include` is skipped there all the same).
-    let two = "mutation($x: RegisterHouseholdInput!, $y: RegisterHouseholdInput!) {
-        x: registerHousehold(input: $x) @include(if: true) { reference community }
-        y: registerHousehold(input: $y) { reference community } }";
+    // asked registers its own, and the other is registered by its node (a
+    // fragment spread, and a field under `@include`, are skipped there all the same).
+    let two = "mutation($x: RegisterHouseholdInput!, $y: RegisterHouseholdInput!) { ...X
+        y: registerHousehold(input: $y) @include(if: true) { reference community } }
+        fragment X on Mutation { x: registerHousehold(input: $x) { reference community } }";
     for (node, first) in [(&a, 5), (&b, 7)] {
         let household = |community: &str, i: u32| {
             let member = json!({ "phn": phn(i), "givenName": "Di", "surname": "Ng", "dateOfBirth": "1999-09-09" });
