@@ -3,6 +3,7 @@
 pub mod actor;
 pub mod delegation;
 pub mod directory;
+mod line;
 pub mod messages;
 pub mod moves;
 mod panels;

@@ -5,7 +5,7 @@
 //! its stored records through the same [`ShardState::apply`], so what a restart
 //! sees is exactly what was acknowledged.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use crate::domain::{
@@ -45,8 +45,8 @@ pub struct ShardState {
     /// Shared with the pages that read them: a page holds its items without
     /// copying them, and a change replaces the record rather than editing it.
     registrations: HashMap<RegistrationRef, Arc<Registration>>,
-    /// The waitlist in line order: only `WAITING` registrations.
-    waitlist: BTreeSet<(Timestamp, RegistrationRef)>,
+    /// The waitlist in line order, counted: only `WAITING` registrations.
+    waitlist: super::line::Line,
     tallies: HashMap<RegistrationStatus, Tally>,
     proposals: HashMap<ProposalId, Proposal>,
     /// Copies of proposals made in neighbouring communities to providers homed
@@ -79,7 +79,7 @@ impl ShardState {
         ShardState {
             key,
             registrations: HashMap::new(),
-            waitlist: BTreeSet::new(),
+            waitlist: super::line::Line::new(),
             tallies: HashMap::new(),
             proposals: HashMap::new(),
             reservations: HashMap::new(),
@@ -245,7 +245,7 @@ impl ShardState {
         t.households += 1;
         t.people += r.household.members.len() as u64;
         if r.status == RegistrationStatus::Waiting {
-            self.waitlist.insert((r.registered_at, r.reference));
+            self.waitlist.insert((r.registered_at, r.reference), r.household.members.len() as u32);
         }
     }
 
@@ -282,38 +282,14 @@ impl ShardState {
 
     /// The 1-based place in line of a waiting registration, and the people ahead of it.
     ///
-    /// Walks outwards from the registration in both directions at once and
-    /// stops at the nearer end of the line; the other side follows from the
-    /// waiting tally (which counts exactly the registrations in `waitlist`). A
-    /// new registration, last in line, so costs nothing however long the line
-    /// is: walking everyone ahead of it put a community's waitlist length on
-    /// the path of every registration and its feed event.
+    /// Where a waiting registration stands: its place (1 is first) and the
+    /// people ahead of it, from the counted line (no walk of the people ahead).
     pub fn place_in_line(&self, r: &Registration) -> Option<(u64, u64)> {
         if r.status != RegistrationStatus::Waiting {
             return None;
         }
-        let key = (r.registered_at, r.reference);
-        let people_of = |k: &(Timestamp, RegistrationRef)| {
-            self.registrations.get(&k.1).map_or(0, |a| a.household.members.len() as u64)
-        };
-        let mut ahead = self.waitlist.range(..key).rev();
-        let mut behind = self.waitlist.range((std::ops::Bound::Excluded(key), std::ops::Bound::Unbounded));
-        let (mut ahead_n, mut ahead_people, mut behind_n, mut behind_people) = (0u64, 0u64, 0u64, 0u64);
-        loop {
-            match ahead.next() {
-                None => return Some((ahead_n + 1, ahead_people)),
-                Some(k) => (ahead_n, ahead_people) = (ahead_n + 1, ahead_people + people_of(k)),
-            }
-            match behind.next() {
-                None => {
-                    let waiting = self.tally(RegistrationStatus::Waiting);
-                    let mine = r.household.members.len() as u64;
-                    let n = waiting.households.saturating_sub(1 + behind_n);
-                    return Some((n + 1, waiting.people.saturating_sub(mine + behind_people)));
-                }
-                Some(k) => (behind_n, behind_people) = (behind_n + 1, behind_people + people_of(k)),
-            }
-        }
+        let (households, people) = self.waitlist.ahead_of(&(r.registered_at, r.reference))?;
+        Some((households + 1, people))
     }
 
     /// Waiting registrations in line order, after a cursor.
@@ -321,11 +297,7 @@ impl ShardState {
         &self,
         after: Option<&(Timestamp, RegistrationRef)>,
     ) -> impl Iterator<Item = &Arc<Registration>> + '_ {
-        let range = match after {
-            Some(cursor) => self.waitlist.range((std::ops::Bound::Excluded(*cursor), std::ops::Bound::Unbounded)),
-            None => self.waitlist.range::<(Timestamp, RegistrationRef), _>(..),
-        };
-        range.filter_map(|(_, r)| self.registrations.get(r))
+        self.waitlist.after(after).filter_map(|(_, r)| self.registrations.get(r))
     }
 
     /// How many households and people are in a status.
@@ -492,7 +464,7 @@ impl ShardState {
     /// Waiting households by whole days waited.
     pub fn wait_histogram(&self, now: Timestamp) -> BTreeMap<u32, u64> {
         let mut h = BTreeMap::new();
-        for (at, _) in &self.waitlist {
+        for (at, _) in self.waitlist.after(None) {
             *h.entry(at.days_until(now)).or_default() += 1;
         }
         h
