@@ -258,7 +258,6 @@ impl ShardActor {
                 let matching: Vec<_> = rt
                     .state
                     .proposals()
-                    .into_iter()
                     .filter(|p| statuses.is_empty() || statuses.contains(&p.status))
                     .filter(|p| provider.as_ref().is_none_or(|id| &p.provider == id))
                     .skip(offset)

@@ -150,3 +150,29 @@ async fn a_provider_next_door_has_the_places_held_there_as_for_spill_over() {
     let report = s.panel_report(&sys(), &doc).await.unwrap();
     assert_eq!((report.itemised, report.complexity_known, report.complex), (2, 2, 2));
 }
+
+#[tokio::test]
+async fn proposals_are_listed_newest_first_through_changes() {
+    let w = world(ShardConfig::default()).await;
+    let s = &w.system;
+    let doc = provider(s, "P3333", "111", 9).await;
+    let coord = coordinator(&["community:111"]);
+    let mut made = Vec::new();
+    for i in 1..=3 {
+        let r = s.register(&sys(), &c("111"), household(&[phn(i)], &[])).await.unwrap().registration;
+        made.push(s.propose_match(&coord, &r.reference, &doc, "next".into()).await.unwrap().id);
+        tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+    }
+    let list = |statuses: Vec<ProposalStatus>, offset, limit| async move {
+        let page = s.proposals(&sys(), &c("111"), statuses, None, offset, limit).await.unwrap();
+        (page.items.iter().map(|p| p.id).collect::<Vec<_>>(), page.has_next)
+    };
+    assert_eq!(list(vec![], 0, 10).await, (vec![made[2], made[1], made[0]], false));
+    assert_eq!(list(vec![], 1, 1).await, (vec![made[1]], true));
+    // A change keeps a proposal's place in the list, once.
+    let decline = Answer::Decline { by: Responder::Provider, reason: "full".into() };
+    s.answer(&sys(), &made[1], decline).await.unwrap();
+    assert_eq!(list(vec![], 0, 10).await, (vec![made[2], made[1], made[0]], false));
+    assert_eq!(list(vec![ProposalStatus::Declined], 0, 10).await, (vec![made[1]], false));
+    assert_eq!(list(vec![ProposalStatus::Open], 0, 10).await, (vec![made[2], made[0]], false));
+}

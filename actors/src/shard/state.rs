@@ -5,7 +5,7 @@
 //! its stored records through the same [`ShardState::apply`], so what a restart
 //! sees is exactly what was acknowledged.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use crate::domain::{
@@ -56,6 +56,8 @@ pub struct ShardState {
     settlements: BTreeMap<ProposalId, Settlement>,
     /// Places held by open proposals and open reservations, per provider.
     open_places: HashMap<ProviderId, u32>,
+    /// Proposals and reservations newest first (then by id), as they are listed.
+    newest: BTreeSet<(std::cmp::Reverse<Timestamp>, ProposalId)>,
     providers: BTreeMap<ProviderId, Provider>,
     clinics: BTreeMap<FacilityNumber, Clinic>,
     panels: HashMap<ProviderId, BTreeMap<Phn, PanelEntry>>,
@@ -85,6 +87,7 @@ impl ShardState {
             reservations: HashMap::new(),
             settlements: BTreeMap::new(),
             open_places: HashMap::new(),
+            newest: BTreeSet::new(),
             providers: BTreeMap::new(),
             clinics: BTreeMap::new(),
             panels: HashMap::new(),
@@ -260,12 +263,14 @@ impl ShardState {
 
     /// An open proposal (or reservation) holds its places.
     fn index_proposal(&mut self, p: &Proposal) {
+        self.newest.insert((std::cmp::Reverse(p.created_at), p.id));
         if p.status == ProposalStatus::Open {
             *self.open_places.entry(p.provider.clone()).or_default() += u32::from(p.household_size);
         }
     }
 
     fn unindex_proposal(&mut self, p: &Proposal) {
+        self.newest.remove(&(std::cmp::Reverse(p.created_at), p.id));
         if p.status == ProposalStatus::Open
             && let Some(n) = self.open_places.get_mut(&p.provider)
         {
@@ -280,10 +285,8 @@ impl ShardState {
         self.registrations.get(r).map(Arc::as_ref)
     }
 
-    /// The 1-based place in line of a waiting registration, and the people ahead of it.
-    ///
-    /// Where a waiting registration stands: its place (1 is first) and the
-    /// people ahead of it, from the counted line (no walk of the people ahead).
+    /// Where a waiting registration stands: its 1-based place and the people
+    /// ahead of it, from the counted line (no walk of the people ahead).
     pub fn place_in_line(&self, r: &Registration) -> Option<(u64, u64)> {
         if r.status != RegistrationStatus::Waiting {
             return None;
@@ -312,10 +315,8 @@ impl ShardState {
 
     /// Every proposal made here and every reservation of a provider homed here
     /// by a neighbouring community's proposal, newest first.
-    pub fn proposals(&self) -> Vec<&Proposal> {
-        let mut all: Vec<&Proposal> = self.proposals.values().chain(self.reservations.values()).collect();
-        all.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| a.id.cmp(&b.id)));
-        all
+    pub fn proposals(&self) -> impl Iterator<Item = &Proposal> + '_ {
+        self.newest.iter().filter_map(|(_, id)| self.proposals.get(id).or_else(|| self.reservations.get(id)))
     }
 
     /// Open proposals whose time has passed.
