@@ -291,7 +291,7 @@ pub struct CoordinatorAsk<'a> {
 /// free places as read in their community), checked by the rules matching
 /// applies to every placement ([`matcher::assess`]). Priority order is the
 /// coordinator's call; the explanation records the household's place in line
-/// and the note. Plans nothing: the caller plans it here ([`plan_proposal`])
+/// and the note. Plans nothing: the caller plans it here (`plan_proposal`)
 /// or, for a provider homed elsewhere, has their community reserve the places first.
 pub fn coordinator_proposal(
     state: &ShardState,
