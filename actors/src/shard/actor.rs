@@ -690,12 +690,7 @@ impl ShardRuntime {
     }
 
     fn waitlist(&self, q: &WaitlistQuery, now: Timestamp) -> WaitlistPage {
-        let matches = |r: &&std::sync::Arc<crate::domain::Registration>| {
-            (q.needs.is_empty() || r.household.members.iter().any(|m| q.needs.iter().any(|n| m.needs.contains(n))))
-                && q.min_wait_days.is_none_or(|d| r.registered_at.days_until(now) >= d)
-        };
-        let items: Vec<_> =
-            self.state.waitlist_after(q.after.as_ref()).filter(matches).take(q.limit + 1).cloned().collect();
+        let items = self.state.waitlist_page(q, now);
         let total_waiting = self.state.tally(crate::domain::RegistrationStatus::Waiting).households;
         page(items, q.limit, |items, has_next| WaitlistPage { items, has_next, total_waiting })
     }

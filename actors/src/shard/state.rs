@@ -295,6 +295,18 @@ impl ShardState {
         Some((households + 1, people))
     }
 
+    /// Up to `q.limit + 1` waiting registrations after `q.after` that match
+    /// its filters, in line order (the extra one says a next page exists).
+    pub fn waitlist_page(&self, q: &super::WaitlistQuery, now: Timestamp) -> Vec<Arc<Registration>> {
+        let needs = |r: &&Arc<Registration>| {
+            q.needs.is_empty() || r.household.members.iter().any(|m| q.needs.iter().any(|n| m.needs.contains(n)))
+        };
+        // The line runs from the longest wait to the shortest: once one
+        // household has waited too little, so has everyone after it.
+        let waited = |r: &&Arc<Registration>| q.min_wait_days.is_none_or(|d| r.registered_at.days_until(now) >= d);
+        self.waitlist_after(q.after.as_ref()).take_while(waited).filter(needs).take(q.limit + 1).cloned().collect()
+    }
+
     /// Waiting registrations in line order, after a cursor.
     pub fn waitlist_after(
         &self,
@@ -488,4 +500,43 @@ pub fn month_start(now: Timestamp) -> Timestamp {
 /// `now` minus whole days.
 pub fn days_before(now: Timestamp, days: i64) -> Timestamp {
     Timestamp(now.0 - days * DAY_MS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{DAY_MS, Need};
+    use crate::shard::WaitlistQuery;
+    use crate::shard::tests::{household, phn};
+
+    #[test]
+    fn a_filtered_page_reads_only_as_far_as_the_wait_allows() {
+        let shard = ShardKey::parse("IHA/111").unwrap();
+        let mut state = ShardState::new(shard.clone());
+        let now = Timestamp(1_000 * DAY_MS);
+        // Ten households, registered 100, 90, ... 10 days ago; every third one pregnant.
+        let records: Vec<Record> = (0..10u32)
+            .map(|i| {
+                let needs: &[Need] = if i % 3 == 0 { &[Need::Pregnancy] } else { &[] };
+                let at = Timestamp(now.0 - i64::from(100 - 10 * i) * DAY_MS);
+                let reference = RegistrationRef::parse(&format!("{i:012}")).unwrap();
+                Record::Registration(Registration::new(reference, shard.clone(), household(&[phn(i + 1)], needs), at))
+            })
+            .collect();
+        state.apply(records, &[]);
+        let days = |q: WaitlistQuery| -> Vec<i64> {
+            state.waitlist_page(&q, now).iter().map(|r| (now.0 - r.registered_at.0) / DAY_MS).collect()
+        };
+        let q = |min_wait_days, needs: Vec<Need>, limit| WaitlistQuery { limit, needs, min_wait_days, after: None };
+        assert_eq!(days(q(Some(55), vec![], 10)), [100, 90, 80, 70, 60]);
+        assert_eq!(days(q(Some(55), vec![Need::Pregnancy], 10)), [100, 70]);
+        assert_eq!(days(q(Some(55), vec![], 2)), [100, 90, 80], "one more than the limit: a next page");
+        assert_eq!(days(q(Some(5_000), vec![], 10)), Vec::<i64>::new());
+        assert_eq!(days(q(None, vec![Need::Pregnancy], 10)), [100, 70, 40, 10]);
+        let second = WaitlistQuery {
+            after: Some((Timestamp(now.0 - 80 * DAY_MS), RegistrationRef::parse("000000000002").unwrap())),
+            ..q(Some(55), vec![], 10)
+        };
+        assert_eq!(days(second), [70, 60], "after a cursor");
+    }
 }
