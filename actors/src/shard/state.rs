@@ -135,13 +135,7 @@ impl ShardState {
                 self.latest_registration = self.latest_registration.max(r.registered_at);
                 self.registrations.insert(r.reference, Arc::new(r));
             }
-            Record::Proposal(p) => {
-                if let Some(old) = self.proposals.remove(&p.id) {
-                    self.unindex_proposal(&old);
-                }
-                self.index_proposal(&p);
-                self.proposals.insert(p.id, p);
-            }
+            Record::Proposal(p) => self.put_proposal(p, false),
             Record::Provider(p) => {
                 self.providers.insert(p.id.clone(), p);
             }
@@ -169,13 +163,7 @@ impl ShardState {
             Record::Move(m) => {
                 self.moves.insert(m.reference, m);
             }
-            Record::Reservation(p) => {
-                if let Some(old) = self.reservations.remove(&p.id) {
-                    self.unindex_proposal(&old);
-                }
-                self.index_proposal(&p);
-                self.reservations.insert(p.id, p);
-            }
+            Record::Reservation(p) => self.put_proposal(p, true),
             Record::Settlement(s) => {
                 self.settlements.insert(s.proposal.id, s);
             }
@@ -189,11 +177,7 @@ impl ShardState {
                     self.unindex_registration(&old);
                 }
             }
-            RecordKey::Proposal(id) => {
-                if let Some(old) = self.proposals.remove(id) {
-                    self.unindex_proposal(&old);
-                }
-            }
+            RecordKey::Proposal(id) => self.drop_proposal(id, false),
             RecordKey::Provider(id) => {
                 self.providers.remove(id);
             }
@@ -217,11 +201,7 @@ impl ShardState {
             RecordKey::Move(r) => {
                 self.moves.remove(r);
             }
-            RecordKey::Reservation(id) => {
-                if let Some(old) = self.reservations.remove(id) {
-                    self.unindex_proposal(&old);
-                }
-            }
+            RecordKey::Reservation(id) => self.drop_proposal(id, true),
             RecordKey::Settlement(id) => {
                 self.settlements.remove(id);
             }
@@ -258,6 +238,25 @@ impl ShardState {
         t.people -= r.household.members.len() as u64;
         if r.status == RegistrationStatus::Waiting {
             self.waitlist.remove(&(r.registered_at, r.reference));
+        }
+    }
+
+    /// The proposals made here, or the reservations of providers homed here.
+    fn proposal_map(&mut self, reservations: bool) -> &mut HashMap<ProposalId, Proposal> {
+        if reservations { &mut self.reservations } else { &mut self.proposals }
+    }
+
+    /// Puts a proposal (or a reservation) in place of its earlier copy, keeping the indexes.
+    fn put_proposal(&mut self, p: Proposal, reservation: bool) {
+        self.drop_proposal(&p.id, reservation);
+        self.index_proposal(&p);
+        self.proposal_map(reservation).insert(p.id, p);
+    }
+
+    /// Takes a proposal (or a reservation) out, with its indexes.
+    fn drop_proposal(&mut self, id: &ProposalId, reservation: bool) {
+        if let Some(old) = self.proposal_map(reservation).remove(id) {
+            self.unindex_proposal(&old);
         }
     }
 
