@@ -80,6 +80,15 @@ async fn post(http: &reqwest::Client, node: &Node, query: &str, variables: Value
     (r.status().as_u16(), r.json().await.unwrap())
 }
 
+/// Registers a household of one (`given` Roy, PHN number `i`) in `community`,
+/// asked of `node`; answers its reference.
+async fn register_one(http: &reqwest::Client, node: &Node, community: &str, i: u32, given: &str) -> String {
+    let member = json!({ "phn": phn(i), "givenName": given, "surname": "Roy", "dateOfBirth": "1975-03-04" });
+    let input = json!({ "i": { "community": community, "postalCode": "V0B 1M0", "members": [member] } });
+    let (_, body) = post(http, node, REGISTER, input).await;
+    body["data"]["registerHousehold"]["reference"].as_str().unwrap_or_else(|| panic!("{body}")).to_string()
+}
+
 fn metric(text: &str, name: &str) -> Option<u64> {
     text.lines().find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok()).map(|v| v as u64)
 }
@@ -373,11 +382,7 @@ async fn shards_are_spread_handed_back_to_a_returning_node_and_stood_in_for_when
     // A move from one of A's communities to that one of B's, asked of B: the
     // request goes whole to A (step one is A's), and A has B run step two.
     let a_shard = shards.iter().find(|s| s.ha == b_shard.ha && placement.preferred(s) == "node-a").unwrap();
-    let member = json!({ "phn": phn(3), "givenName": "Bo", "surname": "Lin", "dateOfBirth": "1985-06-07" });
-    let input =
-        json!({ "i": { "community": a_shard.community.as_str(), "postalCode": "V0B 1M0", "members": [member] } });
-    let (_, body) = post(&http, &b, REGISTER, input).await;
-    let mover = body["data"]["registerHousehold"]["reference"].as_str().unwrap_or_else(|| panic!("{body}")).to_string();
+    let mover = register_one(&http, &b, a_shard.community.as_str(), 3, "Bo").await;
     let coordinator = token(dir.path(), "coord-1", Role::Coordinator, &["province"]);
     let (_, body) = post_as(&http, &b, &coordinator, MOVE, json!({ "r": mover, "c": b_community })).await;
     assert_eq!(body["data"]["moveRegistration"]["status"], "WAITING", "{body}");
@@ -428,12 +433,7 @@ async fn shards_are_spread_handed_back_to_a_returning_node_and_stood_in_for_when
         monthlyRate: 3, desiredPanelSize: 3 }) { freePlaces } }"#;
     let (_, body) = post_as(&http, &a, &doc, capacity, json!({})).await;
     assert_eq!(body["data"]["setProviderCapacity"]["freePlaces"], 3, "{body}");
-    let member = json!({ "phn": phn(4), "givenName": "Cy", "surname": "Roy", "dateOfBirth": "1970-01-02" });
-    let input =
-        json!({ "i": { "community": a_shard.community.as_str(), "postalCode": "V0B 1M0", "members": [member] } });
-    let (_, body) = post(&http, &b, REGISTER, input).await;
-    let patient =
-        body["data"]["registerHousehold"]["reference"].as_str().unwrap_or_else(|| panic!("{body}")).to_string();
+    let patient = register_one(&http, &b, a_shard.community.as_str(), 4, "Cy").await;
     let matching = format!(
         "mutation {{ runMatching(communityCode: \"{}\") {{ proposals {{ id providerId }} }} }}",
         a_shard.community.as_str()
@@ -462,12 +462,7 @@ async fn shards_are_spread_handed_back_to_a_returning_node_and_stood_in_for_when
     // A coordinator's own proposal of a household waiting on A to that provider
     // on B, asked of B: the request goes whole to A, which reads the provider
     // and has the places reserved on B.
-    let member = json!({ "phn": phn(11), "givenName": "Eve", "surname": "Roy", "dateOfBirth": "1975-03-04" });
-    let input =
-        json!({ "i": { "community": a_shard.community.as_str(), "postalCode": "V0B 1M0", "members": [member] } });
-    let (_, body) = post(&http, &b, REGISTER, input).await;
-    let chosen =
-        body["data"]["registerHousehold"]["reference"].as_str().unwrap_or_else(|| panic!("{body}")).to_string();
+    let chosen = register_one(&http, &b, a_shard.community.as_str(), 11, "Eve").await;
     let propose = r#"mutation($r: ID!) { proposeMatch(reference: $r, providerId: "P77001", note: "asked for her") {
         status community explanation { providerFit } } }"#;
     let (_, body) = post_as(&http, &b, &coordinator, propose, json!({ "r": chosen })).await;
