@@ -195,16 +195,14 @@ impl<'a> Board<'a> {
     /// places aside: `None` if a hard rule rules it out, else how many soft
     /// preferences it meets. `scratch` must hold the household's languages.
     fn preferences(&self, s: usize, h: &Profile) -> Option<u8> {
-        let slot = &self.slots[s];
         let mut soft = 0u8;
-        let ages_taken = slot.ages == 0 || h.ages & !slot.ages == 0;
+        let ages_taken = self.takes_ages(s, h);
         match self.age_rule {
             PreferenceRule::Hard if !ages_taken => return None,
             PreferenceRule::Soft if ages_taken => soft += 1,
             _ => {}
         }
-        if h.weigh_language && slot.states_languages {
-            let shared = self.languages.shares(s, &self.scratch);
+        if let Some(shared) = self.shares_language(s, h) {
             match self.language_rule {
                 PreferenceRule::Hard if !shared => return None,
                 PreferenceRule::Soft if shared => soft += 1,
@@ -212,6 +210,18 @@ impl<'a> Board<'a> {
             }
         }
         Some(soft)
+    }
+
+    /// Whether slot `s` takes every age group of household `h`.
+    fn takes_ages(&self, s: usize, h: &Profile) -> bool {
+        let slot = &self.slots[s];
+        slot.ages == 0 || h.ages & !slot.ages == 0
+    }
+
+    /// Whether slot `s` shares a language with household `h` (languages in
+    /// `scratch`); `None` when either states none, which is neutral.
+    fn shares_language(&self, s: usize, h: &Profile) -> Option<bool> {
+        (h.weigh_language && self.slots[s].states_languages).then(|| self.languages.shares(s, &self.scratch))
     }
 
     /// The openings of the run, in the order [`Board::admitting`] numbers them.
@@ -260,14 +270,10 @@ impl<'a> Board<'a> {
     fn hard_misses(&self, c: &Candidate, h: &Profile) -> Vec<String> {
         let (opening, slot) = (self.openings[0], &self.slots[0]);
         let mut misses = Vec::new();
-        if self.age_rule == PreferenceRule::Hard && !(slot.ages == 0 || h.ages & !slot.ages == 0) {
+        if self.age_rule == PreferenceRule::Hard && !self.takes_ages(0, h) {
             misses.push(age_fit(c, opening, slot));
         }
-        if self.language_rule == PreferenceRule::Hard
-            && h.weigh_language
-            && slot.states_languages
-            && !self.languages.shares(0, &self.scratch)
-        {
+        if self.language_rule == PreferenceRule::Hard && self.shares_language(0, h) == Some(false) {
             misses.push(language_fit(c, opening));
         }
         misses
