@@ -70,6 +70,10 @@ pub struct ShardSettings {
     pub expiry_interval_ms: u64,
     /// Grace before an unconfirmed PHN claim counts as a crash's orphan, in seconds.
     pub claim_grace_secs: u64,
+    /// Age at which an open spill-over reservation's proposal is looked for in
+    /// the household's community (and the reservation freed if it is not
+    /// there), in seconds; at least 60.
+    pub reservation_check_secs: u64,
     /// Calls in flight per shard before `OVERLOADED`.
     pub mailbox_capacity: usize,
     /// How long a resolver waits for a shard, in seconds.
@@ -388,6 +392,7 @@ impl Default for ShardSettings {
             proposal_ttl_secs: d.proposal_ttl.as_secs(),
             expiry_interval_ms: d.expiry_interval.as_millis() as u64,
             claim_grace_secs: d.claim_grace.as_secs(),
+            reservation_check_secs: d.reservation_check.as_secs(),
             mailbox_capacity: d.mailbox_capacity,
             call_timeout_secs: d.call_timeout.as_secs(),
             panel_chunk_rows: d.panel_chunk_rows,
@@ -541,6 +546,8 @@ impl Settings {
             proposal_ttl: Duration::from_secs(self.shard.proposal_ttl_secs),
             expiry_interval: Duration::from_millis(self.shard.expiry_interval_ms.max(10)),
             claim_grace: Duration::from_secs(self.shard.claim_grace_secs),
+            // Step two may record for a third of this after planning: never less than 20 s.
+            reservation_check: Duration::from_secs(self.shard.reservation_check_secs.max(60)),
             mailbox_capacity: self.shard.mailbox_capacity,
             call_timeout: Duration::from_secs(self.shard.call_timeout_secs.max(1)),
             panel_chunk_rows: self.shard.panel_chunk_rows.max(1),

@@ -10,6 +10,7 @@
 //! store's lease, stops (to be restarted: re-acquire, reload) when the store
 //! says the lease was lost, and gives it back when it stops cleanly.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +19,7 @@ use tracing::{Instrument, info, info_span, instrument, warn};
 
 use crate::audit::AuditDraft;
 use crate::domain::{
-    DAY_MS, Event, Household, Registration, RegistrationRef, RegistrationStatus, Seq, ShardKey, Timestamp,
+    DAY_MS, Event, Household, ProposalId, Registration, RegistrationRef, RegistrationStatus, Seq, ShardKey, Timestamp,
 };
 use crate::error::AttachError;
 use crate::feed::Feed;
@@ -40,6 +41,12 @@ pub struct ShardConfig {
     pub expiry_interval: Duration,
     /// How old an unconfirmed PHN claim must be before it counts as the orphan of a crash.
     pub claim_grace: Duration,
+    /// How old an open reservation must be before the provider's community asks
+    /// the household's whether its proposal was recorded, and frees it if not
+    /// (a stop between spill-over's two steps). Step two refuses a proposal
+    /// planned more than a third of this ago, so a reservation found unrecorded
+    /// this late can never be recorded: the margin covers clocks that disagree.
+    pub reservation_check: Duration,
     /// Mailbox bound per shard: calls beyond it are refused with `OVERLOADED`.
     pub mailbox_capacity: usize,
     /// How long a caller waits for a shard's answer.
@@ -59,6 +66,16 @@ impl ShardConfig {
     pub fn proposal_ttl_ms(&self) -> i64 {
         i64::try_from(self.proposal_ttl.as_millis()).unwrap_or(14 * DAY_MS)
     }
+
+    /// How old an open reservation is when its proposal is looked for, in milliseconds.
+    pub fn reservation_check_ms(&self) -> i64 {
+        i64::try_from(self.reservation_check.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    /// How long after planning step two may still record a proposal, in milliseconds.
+    pub fn record_window_ms(&self) -> i64 {
+        self.reservation_check_ms() / 3
+    }
 }
 
 impl Default for ShardConfig {
@@ -68,6 +85,7 @@ impl Default for ShardConfig {
             proposal_ttl: Duration::from_secs(14 * 86_400),
             expiry_interval: Duration::from_secs(60),
             claim_grace: Duration::from_secs(60),
+            reservation_check: Duration::from_secs(15 * 60),
             mailbox_capacity: 1024,
             call_timeout: Duration::from_secs(30),
             panel_chunk_rows: 1000,
@@ -111,6 +129,9 @@ pub struct ShardRuntime {
     /// The audit record of the change the message being handled asks for:
     /// the first commit of that message writes it.
     pub(super) audit: Option<AuditDraft>,
+    /// Reservations whose proposals their household's shard was found to hold
+    /// (not kept: after a restart each is looked for once more).
+    pub(super) confirmed: HashSet<ProposalId>,
 }
 
 impl Actor for ShardActor {
@@ -140,6 +161,7 @@ impl Actor for ShardActor {
             feed: args.feed,
             suspect: false,
             audit: None,
+            confirmed: HashSet::new(),
         })
     }
 
@@ -394,6 +416,11 @@ impl ShardActor {
             ShardMsg::Settle(settlement, reply) => answer!(reply, rt.settle(settlement, now).await),
             ShardMsg::Settlements(reply) => answer!(reply, Ok(rt.state.settlements().cloned().collect())),
             ShardMsg::Settled(id, reply) => answer!(reply, rt.settled(id, now).await),
+            ShardMsg::UnconfirmedReservations(reply) => answer!(reply, Ok(rt.unconfirmed_reservations(now))),
+            ShardMsg::ReservationConfirmed(id, reply) => {
+                rt.confirmed.insert(id);
+                answer!(reply, Ok(()))
+            }
             ShardMsg::RenewLease => match rt.store.renew_lease(&rt.state.key, &rt.owner, rt.epoch).await {
                 Ok(()) => {}
                 // Worth another try on the next tick; if the lease runs out meanwhile,

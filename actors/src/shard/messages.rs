@@ -361,6 +361,11 @@ pub enum ShardMsg {
     Settlements(Reply<Vec<Settlement>>),
     /// Forget a settlement the provider's shard has taken.
     Settled(ProposalId, Reply<()>),
+    /// Open reservations of providers homed here old enough to be looked for
+    /// in their household's shard, and not yet found there.
+    UnconfirmedReservations(Reply<Vec<Proposal>>),
+    /// A reservation's proposal was found in its household's shard.
+    ReservationConfirmed(ProposalId, Reply<()>),
     /// Renew the shard's lease in the store (sent by the actor's own timer).
     RenewLease,
     /// A message sent from inside a span: the shard handles it as part of that
@@ -433,6 +438,8 @@ impl ShardMsg {
             ShardMsg::Settle(..) => "settle",
             ShardMsg::Settlements(..) => "settlements",
             ShardMsg::Settled(..) => "settled",
+            ShardMsg::UnconfirmedReservations(..) => "unconfirmedReservations",
+            ShardMsg::ReservationConfirmed(..) => "reservationConfirmed",
             ShardMsg::RenewLease => "renewLease",
             ShardMsg::Traced(t) => t.msg.name(),
         }

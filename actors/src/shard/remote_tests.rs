@@ -87,6 +87,8 @@ async fn cluster(linked: bool) -> Cluster {
             placement: crate::shard::PlacementCell::new(Some(Placement::new(me, [other.to_string()]))),
             // 111 and 112 are about 51 km apart: matching spills over between them.
             policy: crate::matcher::Policy { spill_km: 60, ..Default::default() },
+            // Step two may record for 0.5 s after planning.
+            reservation_check: Duration::from_millis(1500),
             ..ShardConfig::default()
         };
         let feed: Arc<dyn crate::feed::Feed> = Arc::new(crate::feed::MemoryFeed::new(64));
@@ -149,6 +151,29 @@ async fn a_spill_over_proposal_reserves_accepts_and_settles_on_the_providers_nod
     assert_eq!((view.open_places, view.free_places), (0, 1));
     let left = a.directory().call(&shard("111"), ShardMsg::Settlements).await.unwrap();
     assert!(left.is_empty(), "settled across the link and forgotten");
+}
+
+#[tokio::test]
+async fn the_providers_node_asks_the_households_node_before_freeing_an_old_reservation() {
+    let Cluster { a, b, _dir } = cluster(true).await;
+    let doc = provider(&b, "P2222", "112", 4).await;
+    a.register(&sys(), &c("111"), household(&[phn(1)], &[])).await.unwrap();
+    let recorded = a.run_matching(&sys(), &c("111")).await.unwrap().pop().expect("proposed to the provider on node B");
+    // Step one on node B, then a stop before step two on node A.
+    a.register(&sys(), &c("111"), household(&[phn(2), phn(3)], &[])).await.unwrap();
+    let providers = b.directory().call(&shard("112"), ShardMsg::SparePlaces).await.unwrap();
+    let neighbour = shard("112");
+    let plan = |reply| ShardMsg::PlanSpill { neighbour, km: 51, providers, reply };
+    let orphan = a.directory().call(&shard("111"), plan).await.unwrap();
+    assert_eq!(b.directory().call(&shard("112"), |r| ShardMsg::Reserve(orphan.clone(), r)).await.unwrap().len(), 1);
+    assert_eq!(b.provider(&sys(), &doc).await.unwrap().open_places, 3);
+
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    assert_eq!(a.reclaim_orphans_everywhere().await, 0, "node A holds no reservations");
+    assert_eq!(b.reclaim_orphans_everywhere().await, 1, "node A answered that it never recorded the orphan");
+    let view = b.provider(&sys(), &doc).await.unwrap();
+    assert_eq!((view.open_places, view.free_places), (1, 3), "the recorded proposal keeps its place");
+    assert_eq!(a.proposal(&sys(), &recorded.id).await.unwrap().status, ProposalStatus::Open);
 }
 
 #[tokio::test]

@@ -12,8 +12,13 @@
 //!    no longer waiting; the caller then frees the reservation).
 //!
 //! A reservation whose proposal was never recorded (a stop between the steps)
-//! is freed by the provider's shard a grace period after the proposal would
-//! have expired. Closing such a proposal leaves a settlement record in the
+//! is found by the periodic pass once it is `ShardConfig::reservation_check`
+//! old: the household's shard is asked whether it holds the proposal, and the
+//! reservation is cancelled if it does not. Step two refuses a proposal planned
+//! longer ago than a third of that, so the answer cannot change afterwards. A
+//! reservation whose household's shard cannot be asked is freed by the
+//! provider's shard alone a grace period after the proposal would have
+//! expired. Closing a recorded proposal leaves a settlement record in the
 //! household's shard, pushed to the provider's shard (free the places, or put
 //! the accepted household on the panel) and deleted once taken; the system
 //! pushes it right after the close and every lease until it is taken.
@@ -30,7 +35,8 @@ use super::state::{Change, ShardState};
 
 /// How long after its proposal's expiry an open reservation is freed by the
 /// provider's shard alone: the household's shard settles a closed proposal
-/// within a lease or so, so an open reservation this late is an orphan.
+/// within a lease or so, so an open reservation this late is an orphan that the
+/// periodic pass could not check with the household's community.
 pub const RESERVATION_GRACE_MS: i64 = 60 * 60 * 1000;
 
 /// The providers homed here with places to spare for a neighbour: the free
@@ -124,13 +130,18 @@ pub fn reserve(state: &ShardState, proposals: Vec<Proposal>, now: Timestamp) -> 
 
 /// Step two, in the household's shard: records each proposal whose household
 /// is still waiting. Answers the proposals recorded.
-pub fn record(state: &ShardState, proposals: Vec<Proposal>, now: Timestamp) -> (Change, Vec<Proposal>) {
+pub fn record(state: &ShardState, proposals: Vec<Proposal>, now: Timestamp, window_ms: i64) -> (Change, Vec<Proposal>) {
     let mut change = Change::default();
     let mut recorded = Vec::new();
     let mut households = std::collections::HashSet::new();
     for p in proposals {
         if let Some(existing) = state.proposal(&p.id) {
             recorded.push(existing.clone());
+            continue;
+        }
+        // Too late: the provider's community may already have found its
+        // reservation unrecorded and freed the places.
+        if p.created_at.plus_ms(window_ms) < now {
             continue;
         }
         let waiting = state.registration(&p.reference).is_some_and(|r| r.propose(p.id, now).is_ok());
@@ -197,7 +208,7 @@ impl ShardRuntime {
         proposals: Vec<Proposal>,
         now: Timestamp,
     ) -> Result<Vec<Proposal>, AttachError> {
-        let (change, recorded) = record(&self.state, proposals, now);
+        let (change, recorded) = record(&self.state, proposals, now, self.config.record_window_ms());
         self.commit(change, now).await.map(|()| recorded)
     }
 
@@ -208,6 +219,14 @@ impl ShardRuntime {
         }
         let change = settle(&self.state, settlement);
         self.commit(change, now).await
+    }
+
+    /// In the provider's shard: open reservations old enough to be looked for
+    /// in their household's shard and not yet found there by this actor.
+    pub(super) fn unconfirmed_reservations(&self, now: Timestamp) -> Vec<Proposal> {
+        let planned_by = now.plus_ms(-self.config.reservation_check_ms());
+        let old = self.state.open_reservations_planned_by(planned_by).into_iter();
+        old.filter(|p| !self.confirmed.contains(&p.id)).cloned().collect()
     }
 
     /// Forgets a settlement the provider's shard has taken.

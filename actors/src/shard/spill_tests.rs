@@ -247,6 +247,41 @@ fn an_orphaned_reservation_is_freed_a_grace_period_after_its_expiry() {
     assert_eq!(state.open_places(&p.provider), 0);
 }
 
+#[tokio::test]
+async fn a_reservation_whose_proposal_was_never_recorded_is_freed_by_the_periodic_pass() {
+    // Old enough to be looked for at 1.5 s; step two may record for 0.5 s after planning.
+    let w = world(ShardConfig { reservation_check: Duration::from_millis(1500), ..spilling(60) }).await;
+    let s = &w.system;
+    let d = s.directory();
+    let doc = provider(s, "P2222", "112", 4).await;
+    s.register(&sys(), &c("111"), household(&[phn(1), phn(2)], &[])).await.unwrap();
+    let recorded = s.run_matching(&sys(), &c("111")).await.unwrap().pop().expect("proposed next door");
+    // A stop between the steps: places reserved next door, the proposal never recorded at home.
+    let stranded = s.register(&sys(), &c("111"), household(&[phn(3), phn(4)], &[])).await.unwrap().registration;
+    let orphan = plan_next_door(s).await;
+    assert_eq!(orphan.iter().map(|p| p.reference).collect::<Vec<_>>(), [stranded.reference]);
+    assert_eq!(d.call(&shard("112"), |r| ShardMsg::Reserve(orphan.clone(), r)).await.unwrap().len(), 1);
+    assert_eq!(free(s, &doc).await, (0, 4));
+    assert_eq!(s.reclaim_orphans_everywhere().await, 0, "too young: step two may still be on its way");
+
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    assert_eq!(s.reclaim_orphans_everywhere().await, 1);
+    assert_eq!(free(s, &doc).await, (2, 2), "the orphan's places are free; the recorded proposal's are held");
+    assert_eq!(seen_by_provider(s, &doc, orphan[0].id).await, ProposalStatus::Cancelled);
+    assert_eq!(seen_by_provider(s, &doc, recorded.id).await, ProposalStatus::Open);
+    let late = d.call(&shard("111"), |r| ShardMsg::RecordSpill(orphan.clone(), r)).await.unwrap();
+    assert!(late.is_empty(), "step two refuses a proposal planned too long ago, so the answer given stands");
+    let r = s.registration(&sys(), &stranded.reference).await.unwrap().registration;
+    assert_eq!(r.status, RegistrationStatus::Waiting);
+    let unconfirmed = d.call(&shard("112"), ShardMsg::UnconfirmedReservations).await.unwrap();
+    assert!(unconfirmed.is_empty(), "the recorded proposal's reservation is not asked about again");
+    assert_eq!(s.reclaim_orphans_everywhere().await, 0);
+    // The household whose match fell through is matched again, in its turn.
+    let again = s.run_matching(&sys(), &c("111")).await.unwrap();
+    assert_eq!(again.iter().map(|p| p.reference).collect::<Vec<_>>(), [stranded.reference]);
+    assert_eq!(free(s, &doc).await, (0, 4));
+}
+
 /// A small deterministic generator (xorshift), so a failing sequence can be replayed by its seed.
 struct Steps(u64);
 

@@ -356,6 +356,18 @@ impl ShardState {
         due
     }
 
+    /// Open reservations whose proposals were planned at `planned_by` or before,
+    /// oldest first: those a stop between spill-over's two steps may have orphaned.
+    pub fn open_reservations_planned_by(&self, planned_by: Timestamp) -> Vec<&Proposal> {
+        let mut old: Vec<&Proposal> = self
+            .reservations
+            .values()
+            .filter(|p| p.status == ProposalStatus::Open && p.created_at <= planned_by)
+            .collect();
+        old.sort_by_key(|p| (p.created_at, p.id));
+        old
+    }
+
     /// How many closed spill-over proposals are not yet settled.
     pub fn settlements_pending(&self) -> usize {
         self.settlements.len()

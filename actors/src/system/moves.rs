@@ -90,8 +90,10 @@ impl AttachSystem {
     pub async fn resume_stalled(self: &std::sync::Arc<Self>, age: std::time::Duration) -> (usize, usize) {
         let age_ms = i64::try_from(age.as_millis()).unwrap_or(i64::MAX);
         let moves = self.finish_moves(Some(crate::domain::Timestamp::now().plus_ms(-age_ms))).await;
-        // Spill-over proposals closed by expiry (or whose settlement failed) are settled here.
+        // Spill-over proposals closed by expiry (or whose settlement failed) are
+        // settled here, and reservations whose proposals were never recorded freed.
         self.settle_everywhere().await;
+        self.reclaim_orphans_everywhere().await;
         (moves, self.resume_transfers().await)
     }
 

@@ -14,7 +14,9 @@
 //!   elsewhere (is the caller the clinic's medical director, is the provider
 //!   listed at the clinic);
 //! - spill-over matching's steps in a neighbouring community: its providers'
-//!   free places, reserving them, and settling a closed proposal there.
+//!   free places, reserving them, and settling a closed proposal there; and,
+//!   from the provider's community, whether the household's recorded an old
+//!   reservation's proposal.
 //!
 //! Each of those is a [`ShardCall`]. When its shard does not run here and the
 //! gateway has linked the system to its peers ([`AttachSystem::set_peers`]),
@@ -73,6 +75,9 @@ pub enum ShardCall {
     Reserve(Vec<Proposal>),
     /// A closed spill-over proposal settled with its provider's community.
     Settle(Settlement),
+    /// Whether the household's community recorded a proposal (spill-over step
+    /// two), asked by the provider's community about an old open reservation.
+    ProposalRecorded(ProposalId),
 }
 
 /// The answer to a [`ShardCall`], one variant per call.
@@ -98,6 +103,8 @@ pub enum ShardAnswer {
     Reserved(Vec<ProposalId>),
     /// To `Settle`.
     Settled,
+    /// To `ProposalRecorded`.
+    Recorded(bool),
 }
 
 /// A call as it crosses: the shard, the step, and the audit record the step
@@ -239,6 +246,13 @@ impl AttachSystem {
                 d.call_with(shard, audit, |r| ShardMsg::Settle(settlement, r)).await?;
                 ShardAnswer::Settled
             }
+            ShardCall::ProposalRecorded(id) => {
+                match d.call_with(shard, audit, |r| ShardMsg::GetProposal(id, r)).await {
+                    Ok(_) => ShardAnswer::Recorded(true),
+                    Err(e) if e.code == ErrorCode::NotFound => ShardAnswer::Recorded(false),
+                    Err(e) => return Err(e),
+                }
+            }
         })
     }
 
@@ -266,6 +280,14 @@ impl AttachSystem {
     pub(super) async fn settle_at(&self, shard: &ShardKey, settlement: Settlement) -> Result<(), AttachError> {
         match self.on_shard(shard, ShardCall::Settle(settlement), None).await? {
             ShardAnswer::Settled => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Whether the household's community `shard` recorded proposal `id`, wherever it runs.
+    pub(super) async fn proposal_recorded_at(&self, shard: &ShardKey, id: ProposalId) -> Result<bool, AttachError> {
+        match self.on_shard(shard, ShardCall::ProposalRecorded(id), None).await? {
+            ShardAnswer::Recorded(recorded) => Ok(recorded),
             other => Err(unexpected(&other)),
         }
     }

@@ -75,7 +75,8 @@ impl AttachSystem {
         }
         // If step two fails it is unknown whether it landed: the reservations
         // stay, freed by the settlement of a proposal that did land or, for one
-        // that did not, by the provider's shard after the grace period.
+        // that did not, by the periodic pass once it finds it unrecorded
+        // (`reclaim_orphans`).
         let recorded = self.directory.call(shard, |reply| ShardMsg::RecordSpill(reserved.clone(), reply)).await?;
         let taken: HashSet<ProposalId> = recorded.iter().map(|p| p.id).collect();
         let unwanted: Vec<Proposal> = reserved.into_iter().filter(|p| !taken.contains(&p.id)).collect();
@@ -85,16 +86,20 @@ impl AttachSystem {
 
     /// Frees, in the provider's community `shard`, the places reserved for
     /// planned proposals the household's community did not record. One that
-    /// cannot be freed now is freed there after the grace period.
-    pub(super) async fn free_reservations(&self, shard: &ShardKey, unwanted: &[Proposal]) {
+    /// cannot be freed now is found unrecorded and freed by a later periodic pass.
+    /// Answers how many were freed.
+    pub(super) async fn free_reservations(&self, shard: &ShardKey, unwanted: &[Proposal]) -> usize {
         let now = Timestamp::now();
+        let mut freed = 0;
         // Planned proposals are open, so each can be cancelled.
         for cancelled in unwanted.iter().filter_map(|p| p.cancel(now).ok()) {
             let settlement = crate::domain::Settlement { proposal: cancelled, entries: Vec::new() };
-            if let Err(e) = self.settle_at(shard, settlement).await {
-                warn!(error = %e, shard = %shard, "a reservation no proposal took stays until its grace period ends");
+            match self.settle_at(shard, settlement).await {
+                Ok(()) => freed += 1,
+                Err(e) => warn!(error = %e, shard = %shard, "a reservation no proposal took stays for the next pass"),
             }
         }
+        freed
     }
 
     /// Pushes `shard`'s settlements to their providers' communities and
@@ -122,6 +127,34 @@ impl AttachSystem {
         taken
     }
 
+    /// Looks for the proposals of `shard`'s old open reservations in their
+    /// households' communities and cancels each reservation whose proposal is
+    /// not there (a stop between spill-over's two steps orphaned it), freeing
+    /// its places. Answers how many were freed. One whose household's
+    /// community cannot be asked now is asked again on the next pass.
+    pub(super) async fn reclaim_orphans(&self, shard: &ShardKey) -> usize {
+        let Ok(old) = self.directory.call(shard, ShardMsg::UnconfirmedReservations).await else { return 0 };
+        let mut orphans = Vec::new();
+        for reservation in old {
+            match self.proposal_recorded_at(&reservation.shard, reservation.id).await {
+                Ok(true) => {
+                    let id = reservation.id;
+                    if let Err(e) = self.directory.call(shard, |reply| ShardMsg::ReservationConfirmed(id, reply)).await
+                    {
+                        warn!(error = %e, shard = %shard, proposal = %id, "could not note a reservation's proposal");
+                    }
+                }
+                Ok(false) => orphans.push(reservation),
+                Err(e) => warn!(error = %e, shard = %shard, proposal = %reservation.id,
+                    "could not ask the household's community about a reservation yet"),
+            }
+        }
+        if !orphans.is_empty() {
+            info!(shard = %shard, freed = orphans.len(), "reservations whose proposals were never recorded freed");
+        }
+        self.free_reservations(shard, &orphans).await
+    }
+
     /// Settles the closed spill-over proposals of every shard this node runs
     /// with their providers' communities (the periodic pass does this every
     /// lease). Answers how many were taken.
@@ -129,5 +162,13 @@ impl AttachSystem {
         let shards: Vec<ShardKey> =
             self.regions.shards().filter(|s| self.directory.actor(s).is_some()).cloned().collect();
         join_all(shards.iter().map(|s| self.settle_pending(s))).await.into_iter().sum()
+    }
+
+    /// Frees the orphaned reservations of every shard this node runs (the
+    /// periodic pass does this every lease). Answers how many were freed.
+    pub async fn reclaim_orphans_everywhere(&self) -> usize {
+        let shards: Vec<ShardKey> =
+            self.regions.shards().filter(|s| self.directory.actor(s).is_some()).cloned().collect();
+        join_all(shards.iter().map(|s| self.reclaim_orphans(s))).await.into_iter().sum()
     }
 }
