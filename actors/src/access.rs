@@ -345,11 +345,14 @@ pub enum Operation {
     FindRegistration,
     /// Propose a waiting household to a provider of the coordinator's choosing.
     ProposeMatch,
+    /// The household declines the proposal made for it (the patient, with the
+    /// reference, or a coordinator in scope).
+    DeclineMatch,
 }
 
 impl Operation {
     /// Every operation, in a stable order.
-    pub const ALL: [Operation; 27] = [
+    pub const ALL: [Operation; 28] = [
         Operation::RegisterHousehold,
         Operation::ReadRegistration,
         Operation::WithdrawRegistration,
@@ -377,6 +380,7 @@ impl Operation {
         Operation::UpdateHousehold,
         Operation::FindRegistration,
         Operation::ProposeMatch,
+        Operation::DeclineMatch,
     ];
 
     /// The name in the audit log.
@@ -409,6 +413,7 @@ impl Operation {
             Operation::UpdateHousehold => "updateHousehold",
             Operation::FindRegistration => "findRegistration",
             Operation::ProposeMatch => "proposeMatch",
+            Operation::DeclineMatch => "declineMatch",
         }
     }
 
@@ -446,6 +451,7 @@ impl Operation {
             Operation::UpdateHousehold => "change a waiting household",
             Operation::FindRegistration => "find a registration by PHN",
             Operation::ProposeMatch => "propose a household to a provider",
+            Operation::DeclineMatch => "decline a household's match",
         }
     }
 
@@ -460,6 +466,7 @@ impl Operation {
                 | Operation::UpsertClinic
                 | Operation::RunMatching
                 | Operation::ProposeMatch
+                | Operation::DeclineMatch
                 | Operation::AnswerProposal
                 | Operation::ManageEndorsement
                 | Operation::SubmitPanel
@@ -498,7 +505,7 @@ impl Operation {
             // the reference it was given (the reference is the capability).
             O::RegisterHousehold => matches!(role, R::Public | R::Patient | R::Coordinator),
             O::ReadRegistration => matches!(role, R::Public | R::Patient | R::Coordinator | R::Support),
-            O::WithdrawRegistration | O::MoveRegistration | O::UpdateHousehold => {
+            O::WithdrawRegistration | O::MoveRegistration | O::UpdateHousehold | O::DeclineMatch => {
                 matches!(role, R::Patient | R::Coordinator)
             }
             O::ReadWaitlist => matches!(role, R::Coordinator | R::Support),

@@ -384,6 +384,32 @@ impl AttachSystem {
         self.audited(trail, result).await
     }
 
+    /// The household of `reference` declines the proposal open for it (the
+    /// patient, who holds the reference, or a coordinator in scope): it returns
+    /// to the waitlist keeping its registration time, and the provider sees the
+    /// reason. `CONFLICT` when no proposal is open for it.
+    pub async fn decline_match(
+        &self,
+        who: &Principal,
+        reference: &RegistrationRef,
+        reason: String,
+    ) -> Result<Proposal, AttachError> {
+        let mut trail = Trail::new(who, Operation::DeclineMatch).about(reference);
+        let result = async {
+            let shard = trail.at(self.locate(Locator::Registration(*reference), "registration").await?);
+            who.require(trail.op, Some(&shard))?;
+            let reference = *reference;
+            let declined = self
+                .directory
+                .call_audited(&shard, trail.draft(), |r| ShardMsg::DeclineMatch(reference, reason, r))
+                .await?;
+            self.settle_pending(&shard).await;
+            Ok(declined)
+        }
+        .await;
+        self.audited(trail, result).await
+    }
+
     /// The registration that holds `phn` (waiting, proposed, or attached by a
     /// match and not yet moved onto the panel's claim), for support staff
     /// helping someone who lost their reference and for coordinators in scope.
@@ -629,7 +655,7 @@ impl AttachSystem {
                 && who.role() != Role::Coordinator
                 && who.role() != Role::Internal
             {
-                return Err(AttachError::new(ErrorCode::Forbidden, "only a coordinator records a patient's decline"));
+                return Err(AttachError::new(ErrorCode::Forbidden, "only a coordinator records a patient's decline here: the patient declines with declineMatch and the reference"));
             }
             if let Answer::AcceptAt(facility) = &answer {
                 self.check_remote_clinic(&shard, id, facility).await?;

@@ -64,6 +64,55 @@ async fn providers_answer_and_read_only_their_own() {
 }
 
 #[tokio::test]
+async fn a_patient_declines_their_own_match_with_the_reference() {
+    let w = world(ShardConfig::default()).await;
+    let s = &w.system;
+    let doc = provider(s, "P1111", "111", 10).await;
+    let fam = s.register(&Principal::public(), &c("111"), household(&[phn(1), phn(2)], &[])).await.unwrap();
+    let fam = fam.registration;
+    let patient = Principal::new("patient-1", Role::Patient, None, Scope::default());
+    let decline =
+        |who: Principal| async move { s.decline_match(&who, &fam.reference, "too far to travel".into()).await };
+    assert_eq!(code(decline(patient.clone()).await), ErrorCode::Conflict, "nothing proposed yet");
+    let p = s.run_matching(&sys(), &c("111")).await.unwrap().pop().unwrap();
+    let later = s.register(&sys(), &c("111"), household(&[phn(3)], &[])).await.unwrap().registration;
+
+    assert_eq!(code(decline(Principal::public()).await), ErrorCode::Unauthenticated, "sign in to decline");
+    assert_eq!(code(decline(as_provider(&doc)).await), ErrorCode::Forbidden, "the provider declines their way");
+    assert_eq!(code(decline(coordinator(&["community:112"])).await), ErrorCode::Forbidden, "outside the scope");
+    let unknown = s.decline_match(&patient, &RegistrationRef::generate(), "no".into()).await;
+    assert_eq!(code(unknown), ErrorCode::NotFound);
+
+    let declined = decline(patient.clone()).await.unwrap();
+    assert_eq!(declined.id, p.id);
+    assert_eq!(declined.status, ProposalStatus::Declined);
+    assert_eq!(declined.declined_by, Some(Responder::Patient));
+    assert_eq!(declined.decline_reason.as_deref(), Some("too far to travel"));
+    let back = s.registration(&sys(), &fam.reference).await.unwrap();
+    assert_eq!(back.registration.status, RegistrationStatus::Waiting);
+    assert_eq!(back.registration.registered_at, fam.registered_at, "the place in line is kept");
+    assert_eq!(back.place, Some((1, 0)), "ahead of the household registered later");
+    let last = back.registration.declines.last().expect("the decline is on the record");
+    assert_eq!((last.by, last.reason.as_str()), (Some(Responder::Patient), "too far to travel"));
+    assert_eq!(s.provider(&sys(), &doc).await.unwrap().open_places, 0, "the provider's places are free again");
+    let twice = decline(patient.clone()).await.unwrap_err();
+    assert_eq!(twice.code, ErrorCode::Conflict);
+    assert!(twice.message.contains("is WAITING"), "{}", twice.message);
+    assert_eq!(
+        s.registration(&sys(), &later.reference).await.unwrap().registration.status,
+        RegistrationStatus::Waiting
+    );
+
+    // Audited: each try, by whoever tried, about the registration.
+    let ops = Principal::new("ops-1", Role::Operations, None, Scope::province());
+    let query = AuditQuery { operation: Some(Operation::DeclineMatch), limit: 10, ..Default::default() };
+    let log = s.audit_log(&ops, query).await.unwrap();
+    let ok: Vec<_> = log.iter().filter(|a| a.outcome.as_str() == "OK").map(|a| a.subject.as_str()).collect();
+    assert_eq!(ok, ["patient-1"]);
+    assert!(log.len() >= 6, "refusals are audited too: {}", log.len());
+}
+
+#[tokio::test]
 async fn coordinators_work_only_in_their_scope() {
     let w = world(ShardConfig::default()).await;
     let s = &w.system;

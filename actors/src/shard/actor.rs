@@ -291,6 +291,13 @@ impl ShardActor {
             ShardMsg::GetProposal(id, reply) => {
                 answer!(reply, rt.state.proposal(&id).cloned().ok_or_else(|| AttachError::not_found("proposal")))
             }
+            ShardMsg::DeclineMatch(reference, reason, reply) => {
+                let result = match plan::decline_for_household(&rt.state, &reference, reason, now) {
+                    Ok((change, proposal)) => rt.commit(change, now).await.map(|_| proposal),
+                    Err(e) => Err(e),
+                };
+                answer!(reply, result)
+            }
             ShardMsg::AnswerProposal(id, ans, who, reply) => {
                 let allowed = match rt.state.proposal(&id) {
                     Some(p) => delegation::may_act_on_proposal(&who, &p.provider),

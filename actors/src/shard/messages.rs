@@ -134,6 +134,8 @@ pub enum ShardMsg {
     Register(Household, Reply<RegistrationView>),
     /// Withdraw a registration.
     Withdraw(RegistrationRef, String, Reply<RegistrationView>),
+    /// The household declines the proposal open for its registration.
+    DeclineMatch(RegistrationRef, String, Reply<Proposal>),
     /// A waiting household as it is now (members, needs), keeping its place.
     UpdateHousehold(RegistrationRef, Household, Reply<RegistrationView>),
     /// A registration's standing.
@@ -390,6 +392,7 @@ impl ShardMsg {
         match self {
             ShardMsg::Register(..) => "register",
             ShardMsg::Withdraw(..) => "withdraw",
+            ShardMsg::DeclineMatch(..) => "declineMatch",
             ShardMsg::UpdateHousehold(..) => "updateHousehold",
             ShardMsg::GetRegistration(..) => "getRegistration",
             ShardMsg::Waitlist(..) => "waitlist",

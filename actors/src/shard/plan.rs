@@ -432,6 +432,25 @@ pub fn answer(
     Ok((change, next))
 }
 
+/// The household of `reference` declines the proposal open for it: the
+/// patient's own answer, given with the reference (as a withdrawal is), so no
+/// proposal id need be known. The household returns to the waitlist keeping
+/// its registration time, as for any decline.
+pub fn decline_for_household(
+    state: &ShardState,
+    reference: &RegistrationRef,
+    reason: String,
+    now: Timestamp,
+) -> Result<(Change, Proposal), AttachError> {
+    let reg = registration_or_404(state, reference)?;
+    let open = reg.proposal.filter(|_| reg.status == RegistrationStatus::Proposed);
+    let Some(id) = open.filter(|id| state.proposal(id).is_some_and(|p| p.status == ProposalStatus::Open)) else {
+        let status = reg.status.name();
+        return Err(AttachError::conflict(format!("registration {reference} is {status}: no proposal to decline")));
+    };
+    answer(state, &id, Answer::Decline { by: Responder::Patient, reason }, now)
+}
+
 /// Expires every open proposal past its time, returning its household to the waitlist.
 pub fn expire(state: &ShardState, now: Timestamp) -> Result<Change, AttachError> {
     let mut change = Change::default();

@@ -39,6 +39,17 @@ impl MutationRoot {
         system(ctx).withdraw(caller(ctx), &reference, reason).await.gql().map(Into::into)
     }
 
+    /// The household turns down the provider it was proposed to: the open
+    /// proposal of this registration is declined, the household returns to
+    /// the waitlist keeping its place in line, and the provider sees the
+    /// reason. For the patient, signed in, with the registration's reference
+    /// (and for a coordinator in scope). `CONFLICT` when no proposal is open.
+    async fn decline_match(&self, ctx: &Context<'_>, reference: ID, reason: String) -> async_graphql::Result<Proposal> {
+        let reference = d::RegistrationRef::parse(&reference).gql()?;
+        let reason = d::parse_reason(&reason).gql()?;
+        system(ctx).decline_match(caller(ctx), &reference, reason).await.gql().map(Into::into)
+    }
+
     /// Replaces a waiting registration's household with the household as it
     /// is now: a baby born, a member who left, needs that changed. The
     /// reference and the registration time (the place in line) are kept. Added

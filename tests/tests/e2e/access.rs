@@ -219,6 +219,7 @@ async fn every_role_against_every_operation() {
         ("proposal", ["U", "F", "O", "F", "F", "F", "F", "O", "F", "O", "F"]),
         ("acceptProposal", ["U", "F", "O", "F", "F", "F", "F", "O", "F", "F", "F"]),
         ("declineProposal", ["U", "F", "O", "F", "F", "F", "F", "O", "F", "F", "F"]),
+        ("declineMatch", ["U", "O", "F", "F", "F", "F", "F", "O", "F", "F", "F"]),
         ("panel", ["U", "F", "O", "F", "O", "F", "F", "F", "F", "O", "F"]),
         ("communityStatistics", ["U", "F", "O", "O", "O", "O", "O", "O", "O", "O", "O"]),
         ("events", ["U", "F", "F", "F", "F", "F", "F", "O", "F", "O", "F"]),
@@ -251,6 +252,37 @@ async fn every_role_against_every_operation() {
         }
     }
     assert!(failures.is_empty(), "{} of {} checks disagree:\n{}", failures.len(), n - 1, failures.join("\n"));
+}
+
+#[tokio::test]
+async fn a_patient_declines_their_match_and_keeps_their_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::spawn(dir.path(), Spawn::default()).await;
+    let c = Client { app: &app, tokens: tokens(dir.path()) };
+    set_up(&c).await;
+    let f = fresh(&c, 1).await;
+    const DECLINE: &str = "mutation($r: ID!, $why: String!) { declineMatch(reference: $r, reason: $why) {
+        id status declinedBy declineReason } }";
+    let declined = c.ok(Who::Patient, DECLINE, json!({ "r": f.reference, "why": "the clinic is too far" })).await;
+    assert_eq!(
+        declined["declineMatch"],
+        json!({ "id": f.proposal, "status": "DECLINED", "declinedBy": "PATIENT", "declineReason": "the clinic is too far" })
+    );
+    const STATUS: &str = "query($r: ID!) { registration(reference: $r) {
+        status placeInLine declines { proposalId by reason } } }";
+    let back = c.ok(Who::Patient, STATUS, json!({ "r": f.reference })).await;
+    assert_eq!(back["registration"]["status"], "WAITING");
+    assert_eq!(back["registration"]["placeInLine"], 1);
+    assert_eq!(
+        back["registration"]["declines"],
+        json!([{ "proposalId": f.proposal, "by": "PATIENT", "reason": "the clinic is too far" }])
+    );
+    // Once is enough: nothing is open now, and nothing changes.
+    let again = c.post(Who::Patient, DECLINE, json!({ "r": f.reference, "why": "again" })).await;
+    assert_eq!(again["errors"][0]["extensions"]["code"], "CONFLICT", "{again:#}");
+    let empty = c.post(Who::Patient, DECLINE, json!({ "r": f.reference, "why": " " })).await;
+    assert_eq!(empty["errors"][0]["extensions"]["code"], "INVALID_INPUT", "{empty:#}");
+    assert_eq!(c.ok(Who::Patient, STATUS, json!({ "r": f.reference })).await, back);
 }
 
 /// The document and variables of one attempt at `op`.
@@ -307,6 +339,9 @@ fn request(op: &str, f: &Fresh, n: u32) -> (String, Value) {
         "acceptProposal" => ("mutation($id: ID!) { acceptProposal(id: $id) { status } }".into(), p),
         "declineProposal" => {
             (r#"mutation($id: ID!) { declineProposal(id: $id, reason: "full") { status } }"#.into(), p)
+        }
+        "declineMatch" => {
+            (r#"mutation($r: ID!) { declineMatch(reference: $r, reason: "too far") { status declinedBy } }"#.into(), r)
         }
         "panel" => (r#"{ panel(providerId: "P10001", first: 5) { nodes { surname } } }"#.into(), none),
         "communityStatistics" => (r#"{ communityStatistics(code: "111") { waitingHouseholds } }"#.into(), none),
