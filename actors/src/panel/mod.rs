@@ -30,7 +30,8 @@ pub enum RowStatus {
     Accepted,
     /// The patient was waiting on the registry: added to the panel, and they left the waitlist.
     AttachedFromWaitlist,
-    /// Already on this provider's panel: nothing changed (a re-submission).
+    /// Already on this provider's panel: nothing changed (a re-submission),
+    /// except that a matched patient without a clinic is filed at the list's clinic.
     AlreadyOnPanel,
     /// The PHN is not a valid PHN.
     InvalidPhn,

@@ -335,6 +335,29 @@ async fn a_matched_patient_joins_the_providers_only_clinic_and_no_clinic_when_th
     assert!(two.iter().all(|e| e.source.facility().is_none()), "several clinics: none is guessed");
     // Matched patients are still new attachments for the monthly rate.
     assert_eq!(s.provider(&sys(), &single).await.unwrap().free_places, 0);
+
+    // The provider's next panel list from clinic 0F222 names them: they are filed there.
+    let several_ref = &several;
+    let report_at_f2 = |f: FacilityNumber| async move {
+        let reports = s.clinic_panel_reports(&sys(), &f).await.unwrap();
+        let mine = reports.into_iter().find(|r| r.provider.as_ref() == Some(several_ref)).unwrap();
+        (mine.itemised, mine.not_at_clinic)
+    };
+    let (itemised, elsewhere) = report_at_f2(f2.clone()).await;
+    assert_eq!(itemised, 0, "before: not counted at either clinic");
+    let listed: Vec<Phn> = two.iter().map(|e| e.phn).collect();
+    let report = submit(s, &several, &f2, &csv_of(&listed, "0F222")).await;
+    assert_eq!(statuses(&report), [RowStatus::AlreadyOnPanel, RowStatus::AlreadyOnPanel]);
+    let why = report.rows[0].message.as_deref().unwrap_or_default();
+    assert!(why.contains("filed at clinic 0F222"), "{why}");
+    let filed = entries(&several).await;
+    assert!(filed.iter().all(|e| e.source.facility() == Some(&f2)), "{filed:?}");
+    assert!(filed.iter().all(|e| e.source.reference().is_some()), "still matched off the waitlist");
+    assert_eq!(report_at_f2(f2.clone()).await, (2, elsewhere - 2), "counted for the clinic that listed them");
+    // Once filed, a list from the other clinic changes nothing.
+    let again = submit(s, &several, &f1, &csv_of(&listed, "0F111")).await;
+    assert!(again.rows.iter().all(|r| r.status == RowStatus::AlreadyOnPanel && r.message.is_none()));
+    assert!(entries(&several).await.iter().all(|e| e.source.facility() == Some(&f2)));
     s.stop().await;
 }
 

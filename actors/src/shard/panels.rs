@@ -130,7 +130,23 @@ impl ShardRuntime {
         let mut answer = ChunkAnswer::default();
         let (already, fresh): (Vec<SubmittedRow>, Vec<SubmittedRow>) =
             chunk.rows.into_iter().partition(|r| self.state.on_panel(&chunk.provider, r.row.phn));
-        answer.rows.extend(already.iter().map(|r| RowReport::ok(r.line, RowStatus::AlreadyOnPanel)));
+        // A patient matched without a clinic (their provider practises at
+        // several and the acceptance named none) is filed at the clinic whose
+        // list names them: the provider's own record says where they are seen.
+        let mut filed = Vec::new();
+        for r in &already {
+            let entry = self.state.panel(&chunk.provider).and_then(|p| p.get(&r.row.phn));
+            let mut entry = entry.cloned().ok_or_else(|| AttachError::internal("a panel entry vanished"))?;
+            match entry.source.unset_facility() {
+                Some(facility) => {
+                    *facility = Some(chunk.facility.clone());
+                    filed.push(Record::PanelEntry(entry));
+                    let why = format!("already on the panel; now filed at clinic {}", chunk.facility);
+                    answer.rows.push(RowReport::because(r.line, RowStatus::AlreadyOnPanel, why));
+                }
+                None => answer.rows.push(RowReport::ok(r.line, RowStatus::AlreadyOnPanel)),
+            }
+        }
         let held: HashMap<Phn, PhnClaim> = self
             .store
             .claim_phns(fresh.iter().map(|r| (r.row.phn, mine.clone())).collect())
@@ -170,7 +186,7 @@ impl ShardRuntime {
                 }
             }
         }
-        let mut change = Change::default();
+        let mut change = Change { upserts: filed, ..Change::default() };
         for r in &taking {
             change.upserts.push(Record::PanelEntry(PanelEntry {
                 provider: chunk.provider.clone(),

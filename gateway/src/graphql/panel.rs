@@ -23,7 +23,8 @@ pub enum PanelRowStatus {
     Accepted,
     /// The patient was waiting on the registry: added, and they left the waitlist.
     AttachedFromWaitlist,
-    /// Already on this panel: nothing changed.
+    /// Already on this panel: nothing changed, except that a matched patient
+    /// without a clinic is filed at the clinic of the list (the row's message says so).
     AlreadyOnPanel,
     /// Not a valid PHN.
     InvalidPhn,
