@@ -120,6 +120,27 @@ impl Line {
         first.iter().chain(self.chunks.iter().skip(c + 1).flat_map(|ch| ch.keys.iter()))
     }
 
+    /// Households in line counted by `class`, which must not decrease or must
+    /// not increase along the line (whole days waited, say): each class's
+    /// entries then stand together, and each run of them is measured by a binary
+    /// search instead of a walk. Classes in line order, each once.
+    pub fn count_runs<K: PartialEq>(&self, class: impl Fn(&Key) -> K) -> Vec<(K, u64)> {
+        let mut runs: Vec<(K, u64)> = Vec::new();
+        for chunk in &self.chunks {
+            let mut rest = &chunk.keys[..];
+            while let Some(first) = rest.first() {
+                let k = class(first);
+                let n = rest.partition_point(|x| class(x) == k);
+                rest = &rest[n..];
+                match runs.last_mut() {
+                    Some((last, count)) if *last == k => *count += n as u64,
+                    _ => runs.push((k, n as u64)),
+                }
+            }
+        }
+        runs
+    }
+
     /// Households in line (the shard counts them in its tallies; tests check both agree).
     #[cfg(test)]
     pub fn len(&self) -> usize {
@@ -164,6 +185,15 @@ mod tests {
             assert_eq!(line.after(Some(&cursor)).collect::<Vec<_>>(), want, "after {cursor:?}");
             assert_eq!(line.ahead_of(&cursor).is_some(), plain.contains_key(&cursor));
         }
+        // Counted in runs of a class that grows along the line, as by walking it.
+        let mut walked: Vec<(i64, u64)> = Vec::new();
+        for (t, _) in plain.keys() {
+            match walked.last_mut() {
+                Some((class, n)) if *class == t.0 / 100 => *n += 1,
+                _ => walked.push((t.0 / 100, 1)),
+            }
+        }
+        assert_eq!(line.count_runs(|(t, _)| t.0 / 100), walked);
         // The chunks keep their shape: none empty, none too large, each total right.
         for c in &line.chunks {
             assert!(!c.keys.is_empty() && c.keys.len() <= MOST);
