@@ -25,7 +25,7 @@ use crate::regions::Regions;
 use crate::shard::delegation;
 use crate::shard::supervisor::SupervisorMsg;
 use crate::shard::{
-    Answer, ClinicCommand, HaSupervisor, PanelPage, ProposalPage, ProviderInput, ProviderView, RegistrationView,
+    Answer, ClinicCommand, HaSupervisor, PanelPage, ProposalPage, ProviderInput, ProviderView, RegistrationView, Reply,
     ShardArgs, ShardConfig, ShardDirectory, ShardMsg, ShardStats, SupervisorArgs, WaitlistPage, WaitlistQuery,
 };
 use crate::store::{Locator, PhnHolder, Store};
@@ -368,20 +368,8 @@ impl AttachSystem {
         reference: &RegistrationRef,
         reason: String,
     ) -> Result<RegistrationView, AttachError> {
-        let mut trail = Trail::new(who, Operation::WithdrawRegistration).about(reference);
-        let result = async {
-            let shard = trail.at(self.locate(Locator::Registration(*reference), "registration").await?);
-            who.require(trail.op, Some(&shard))?;
-            let reference = *reference;
-            let view = self
-                .directory
-                .call_audited(&shard, trail.draft(), |r| ShardMsg::Withdraw(reference, reason, r))
-                .await?;
-            self.settle_pending(&shard).await;
-            Ok(view)
-        }
-        .await;
-        self.audited(trail, result).await
+        let op = Operation::WithdrawRegistration;
+        self.close_for_household(who, op, reference, |r, reply| ShardMsg::Withdraw(r, reason, reply)).await
     }
 
     /// The household of `reference` declines the proposal open for it (the
@@ -394,17 +382,29 @@ impl AttachSystem {
         reference: &RegistrationRef,
         reason: String,
     ) -> Result<Proposal, AttachError> {
-        let mut trail = Trail::new(who, Operation::DeclineMatch).about(reference);
+        let op = Operation::DeclineMatch;
+        self.close_for_household(who, op, reference, |r, reply| ShardMsg::DeclineMatch(r, reason, reply)).await
+    }
+
+    /// A step the household (or a coordinator) takes on its registration that
+    /// may close its proposal: asked of the registration's shard with the
+    /// caller's audit record, then a closed spill-over proposal's settlement
+    /// is pushed to the provider's community.
+    async fn close_for_household<T: Send + 'static>(
+        &self,
+        who: &Principal,
+        op: Operation,
+        reference: &RegistrationRef,
+        ask: impl FnOnce(RegistrationRef, Reply<T>) -> ShardMsg,
+    ) -> Result<T, AttachError> {
+        let mut trail = Trail::new(who, op).about(reference);
         let result = async {
             let shard = trail.at(self.locate(Locator::Registration(*reference), "registration").await?);
             who.require(trail.op, Some(&shard))?;
             let reference = *reference;
-            let declined = self
-                .directory
-                .call_audited(&shard, trail.draft(), |r| ShardMsg::DeclineMatch(reference, reason, r))
-                .await?;
+            let done = self.directory.call_audited(&shard, trail.draft(), |reply| ask(reference, reply)).await?;
             self.settle_pending(&shard).await;
-            Ok(declined)
+            Ok(done)
         }
         .await;
         self.audited(trail, result).await
