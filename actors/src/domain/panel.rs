@@ -92,6 +92,20 @@ impl PanelSource {
         }
     }
 
+    /// A matched entry written before entries knew complexity, told it: the
+    /// same match, as [`PanelSource::MatchedWithNeeds`]. Other entries stay as they are.
+    pub fn knowing_complexity(self, complex: bool) -> PanelSource {
+        match self {
+            PanelSource::Match { proposal, reference } => {
+                PanelSource::MatchedWithNeeds { proposal, reference, facility: None, complex }
+            }
+            PanelSource::Matched { proposal, reference, facility } => {
+                PanelSource::MatchedWithNeeds { proposal, reference, facility, complex }
+            }
+            other => other,
+        }
+    }
+
     /// A matched entry without a clinic yet: where the provider's community
     /// names one (their only clinic) when it takes the entry.
     pub fn unset_facility(&mut self) -> Option<&mut Option<FacilityNumber>> {

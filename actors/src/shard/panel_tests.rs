@@ -305,6 +305,50 @@ async fn a_provider_at_several_clinics_names_the_clinic_when_accepting() {
 }
 
 #[tokio::test]
+async fn a_patient_matched_before_entries_knew_complexity_keeps_it_through_a_transfer() {
+    use crate::store::{Batch, Record, Store};
+    let w = world(ShardConfig::default()).await;
+    let s = &w.system;
+    let f = clinic(s, "0F111", "111").await;
+    let (a, b) = (provider(s, "P1111", "111", 3).await, provider(s, "P2222", "112", 0).await);
+    s.set_provider_clinic(&sys(), &f, &a, true).await.unwrap();
+    s.register(&sys(), &c("111"), household(&[phn(1)], &[Need::Palliative])).await.unwrap();
+    let p = s.run_matching(&sys(), &c("111")).await.unwrap().pop().unwrap();
+    s.answer(&sys(), &p.id, crate::shard::Answer::Accept).await.unwrap();
+    let entry = s.panel(&sys(), &a, 0, 10).await.unwrap().items.pop().unwrap();
+    s.stop().await;
+    let path = w.path.clone();
+    drop(w.system);
+
+    // Rewritten as a match recorded before session 9: no complexity in the entry.
+    let PanelSource::MatchedWithNeeds { proposal, reference, facility, complex: true } = entry.source.clone() else {
+        panic!("a new match knows its complexity: {:?}", entry.source)
+    };
+    let old = PanelEntry { source: PanelSource::Matched { proposal, reference, facility }, ..entry };
+    {
+        let store = crate::store::embedded::EmbeddedStore::open(&path, Default::default()).unwrap();
+        let shard = ShardKey::parse("IHA/111").unwrap();
+        let epoch = store.acquire_shard(&shard, "rewriter").await.unwrap();
+        let batch = Batch { upserts: vec![Record::PanelEntry(old)], ..Batch::default() };
+        store.commit(&shard, epoch, &batch).await.unwrap();
+        store.release_shard(&shard, "rewriter", epoch).await.unwrap();
+    }
+    let s = super::tests::start(&path, ShardConfig::default()).await;
+    let known = |r: crate::panel::PanelReport| (r.itemised, r.complexity_known, r.complex);
+    assert_eq!(known(s.panel_report(&sys(), &a).await.unwrap()), (1, 1, 1), "from the registration beside it");
+
+    s.set_provider_clinic(&sys(), &f, &b, true).await.unwrap();
+    let key = TransferKey::parse("old-match").unwrap();
+    s.begin_transfer(&sys(), key.clone(), &a, &b, &f).await.unwrap();
+    assert_eq!(s.run_transfer(&a, &key).await.unwrap().moved, 1);
+    // B is homed in 112, where the registration is not: the entry itself now says.
+    let moved = s.panel(&sys(), &b, 0, 10).await.unwrap().items;
+    assert!(matches!(moved[0].source, PanelSource::TransferredWithNeeds { complex: true, .. }), "{:?}", moved[0]);
+    assert_eq!(known(s.panel_report(&sys(), &b).await.unwrap()), (1, 1, 1));
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn a_matched_patient_joins_the_providers_only_clinic_and_no_clinic_when_there_are_several() {
     let w = world(ShardConfig::default()).await;
     let s = &w.system;

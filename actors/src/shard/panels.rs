@@ -428,11 +428,29 @@ impl ShardRuntime {
         let t = self.state.transfer(from, key).ok_or_else(|| AttachError::not_found("transfer"))?;
         let entries = match t.status {
             TransferStatus::Completed => Vec::new(),
-            TransferStatus::Running => {
-                self.state.panel(from).map(|p| p.values().take(limit).cloned().collect()).unwrap_or_default()
-            }
+            TransferStatus::Running => self.state.panel(from).map_or_else(Vec::new, |p| {
+                // An entry matched before entries knew complexity travels with it
+                // when the registration lives here, so the receiving panel's reports count it.
+                let told = |e: &PanelEntry| match (e.source.complex(), self.complexity_here(e)) {
+                    (None, Some(complex)) => {
+                        PanelEntry { source: e.source.clone().knowing_complexity(complex), ..e.clone() }
+                    }
+                    _ => e.clone(),
+                };
+                p.values().take(limit).map(told).collect()
+            }),
         };
         Ok((t.clone(), entries))
+    }
+
+    /// Whether a patient on a panel here has a complex need: as the entry says
+    /// (matches since session 9), or as their registration says when it lives here.
+    fn complexity_here(&self, e: &PanelEntry) -> Option<bool> {
+        e.source.complex().or_else(|| {
+            let reg = self.state.registration(&e.source.reference()?)?;
+            let member = reg.household.members.iter().find(|m| m.phn == e.phn)?;
+            Some(member.needs.iter().any(|n| n.is_complex()))
+        })
     }
 
     /// Transfer step one, in the receiving provider's shard: moves each PHN's
@@ -594,14 +612,7 @@ impl ShardRuntime {
                         AgeGroup::Adult => r.adults += 1,
                         AgeGroup::Senior => r.seniors += 1,
                     }
-                    // Known from the entry (matches since session 9), or from
-                    // the registration when it lives here.
-                    let complex = e.source.complex().or_else(|| {
-                        let reg = self.state.registration(&e.source.reference()?)?;
-                        let member = reg.household.members.iter().find(|m| m.phn == e.phn)?;
-                        Some(member.needs.iter().any(|n| n.is_complex()))
-                    });
-                    if let Some(complex) = complex {
+                    if let Some(complex) = self.complexity_here(e) {
                         r.complexity_known += 1;
                         r.complex += u32::from(complex);
                     }
