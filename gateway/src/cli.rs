@@ -250,9 +250,9 @@ fn mint(
 }
 
 /// On each SIGHUP, reads the configuration again (the file, then `ATTACH_*`)
-/// and goes by its `cluster.peers`: a node added to the cluster or taken out
-/// of it, without a restart. Anything else in the file needs a restart, and so
-/// does a node started without peers (`handle` is then none).
+/// and goes by its `cluster.peers` and secrets: a node added to the cluster or
+/// taken out of it, or a new secret, without a restart. Anything else in the
+/// file needs a restart, and so does a node started without peers (`handle` is then none).
 async fn apply_peers_on_hangup(handle: Option<crate::startup::ClusterHandle>, config: Option<std::path::PathBuf>) {
     #[cfg(unix)]
     {

@@ -127,6 +127,11 @@ pub struct ClusterSettings {
     /// request forwarded with it is not rate limited again (the first node
     /// counted it).
     pub secret: String,
+    /// Other secrets accepted from peers (never sent), for changing `secret`
+    /// while the cluster runs. On every node, one step at a time, each applied
+    /// with SIGHUP: add the new secret here; make it `secret`, with the old one
+    /// here; then take the old one out.
+    pub accept_secrets: Vec<String>,
 }
 
 impl ClusterSettings {

@@ -31,6 +31,7 @@
 //! to the holder's `POST /cluster/call` ([`Peers`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -82,7 +83,7 @@ pub struct Forwarder {
     /// Node name → its base URL.
     /// Replaced whole when the cluster's node list changes ([`Forwarder::set_peers`]).
     peers: std::sync::RwLock<HashMap<String, String>>,
-    secret: Option<String>,
+    secrets: Arc<ClusterSecrets>,
     client: reqwest::Client,
     forwarded: AtomicU64,
     /// Steps asked of peers' shards, and run here for peers.
@@ -93,24 +94,80 @@ pub struct Forwarder {
     owners: std::sync::Mutex<HashMap<ShardKey, (String, Instant)>>,
 }
 
+/// The secrets nodes prove themselves to each other with: the one this node
+/// sends (`cluster.secret`) and every one it accepts (that one and
+/// `cluster.accept_secrets`). Replaced whole when the settings are read again
+/// (SIGHUP), so the secret can change while the cluster runs.
+#[derive(Debug, Default)]
+pub struct ClusterSecrets(std::sync::RwLock<Secrets>);
+
+#[derive(Debug, Default, Clone)]
+struct Secrets {
+    sent: Option<String>,
+    accepted: Vec<String>,
+}
+
+impl ClusterSecrets {
+    /// The secrets `cluster` names.
+    pub fn new(cluster: &ClusterSettings) -> Self {
+        let this = ClusterSecrets::default();
+        this.set(cluster);
+        this
+    }
+
+    /// Goes by the secrets `cluster` names from now on; whether they changed.
+    pub fn set(&self, cluster: &ClusterSettings) -> bool {
+        let sent = Some(cluster.secret.clone()).filter(|s| !s.is_empty());
+        let mut accepted: Vec<String> = sent.iter().chain(&cluster.accept_secrets).cloned().collect();
+        accepted.retain(|s| !s.is_empty());
+        let mut now = self.0.write().unwrap_or_else(|e| e.into_inner());
+        let changed = now.sent != sent || now.accepted != accepted;
+        *now = Secrets { sent, accepted };
+        changed
+    }
+
+    /// The secret sent to peers, if there is one.
+    fn sent(&self) -> Option<String> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).sent.clone()
+    }
+
+    /// Whether `headers` carry a secret this node accepts (never, when none is configured).
+    pub fn carried_by(&self, headers: &HeaderMap) -> bool {
+        let Some(given) = headers.get(CLUSTER_SECRET) else { return false };
+        let now = self.0.read().unwrap_or_else(|e| e.into_inner());
+        // Every accepted secret is compared, so the time taken does not say which matched.
+        now.accepted.iter().fold(false, |any, s| constant_time_eq(given.as_bytes(), s.as_bytes()) | any)
+    }
+
+    /// Whether `headers` come from a peer that forwarded the request with an accepted secret.
+    pub fn trust_hop(&self, headers: &HeaderMap) -> bool {
+        headers.contains_key(FORWARDED_BY) && self.carried_by(headers)
+    }
+}
+
 /// How long an answer to "who holds this shard" is reused. A lease changes
 /// hands rarely; a request sent to a node that just lost the shard gets
 /// `SHARD_UNAVAILABLE` there (it is not forwarded twice), and the caller retries.
 const OWNER_TTL: Duration = Duration::from_secs(1);
 
 impl Forwarder {
-    /// The forwarder `cluster` describes for node `me`; `None` without peers.
-    pub fn from_settings(me: &str, cluster: &ClusterSettings, timeout: Duration) -> anyhow::Result<Option<Self>> {
+    /// The forwarder `cluster` describes for node `me`, proving itself to
+    /// peers with `secrets`; `None` without peers.
+    pub fn from_settings(
+        me: &str,
+        cluster: &ClusterSettings,
+        secrets: Arc<ClusterSecrets>,
+        timeout: Duration,
+    ) -> anyhow::Result<Option<Self>> {
         let peers: HashMap<_, _> = cluster.peer_urls()?.into_iter().collect();
         if peers.is_empty() {
             return Ok(None);
         }
         let client = reqwest::Client::builder().timeout(timeout).build()?;
-        let secret = Some(cluster.secret.clone()).filter(|s| !s.is_empty());
         Ok(Some(Forwarder {
             me: me.to_string(),
             peers: std::sync::RwLock::new(peers),
-            secret,
+            secrets,
             client,
             forwarded: AtomicU64::new(0),
             calls_sent: AtomicU64::new(0),
@@ -148,21 +205,10 @@ impl Forwarder {
         self.calls_served.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Whether `headers` come from a peer that forwarded the request with the cluster's secret.
-    pub fn is_trusted_hop(cluster: &ClusterSettings, headers: &HeaderMap) -> bool {
-        headers.contains_key(FORWARDED_BY) && Self::carries_secret(cluster, headers)
-    }
-
-    /// Whether `headers` carry the cluster's secret (never, when none is configured).
-    pub fn carries_secret(cluster: &ClusterSettings, headers: &HeaderMap) -> bool {
-        !cluster.secret.is_empty()
-            && headers.get(CLUSTER_SECRET).is_some_and(|v| constant_time_eq(v.as_bytes(), cluster.secret.as_bytes()))
-    }
-
     /// A POST to a peer, with the cluster's secret when there is one.
     fn to_peer(&self, url: &str) -> reqwest::RequestBuilder {
         let request = self.client.post(url);
-        match &self.secret {
+        match self.secrets.sent() {
             Some(secret) => request.header(CLUSTER_SECRET, secret),
             None => request,
         }
@@ -786,24 +832,59 @@ mod tests {
 
     #[test]
     fn peers_parse_and_a_hop_is_trusted_only_with_the_secret() {
-        let cluster = ClusterSettings { peers: vec!["node-b = http://10.0.0.2:8080/".into()], secret: "s3".into() };
-        let f = Forwarder::from_settings("node-a", &cluster, Duration::from_secs(1)).unwrap().unwrap();
+        let cluster = ClusterSettings {
+            peers: vec!["node-b = http://10.0.0.2:8080/".into()],
+            secret: "s3".into(),
+            ..ClusterSettings::default()
+        };
+        let secrets = Arc::new(ClusterSecrets::new(&cluster));
+        let from = |c: &ClusterSettings| Forwarder::from_settings("node-a", c, secrets.clone(), Duration::from_secs(1));
+        let f = from(&cluster).unwrap().unwrap();
         assert_eq!(f.peer_url("node-b").as_deref(), Some("http://10.0.0.2:8080"));
         assert!(f.knows("node-b") && !f.knows("node-c"));
         let bad = ClusterSettings { peers: vec!["node-b".into()], ..ClusterSettings::default() };
-        assert!(Forwarder::from_settings("node-a", &bad, Duration::from_secs(1)).is_err());
-        assert!(
-            Forwarder::from_settings("node-a", &ClusterSettings::default(), Duration::from_secs(1)).unwrap().is_none()
-        );
+        assert!(from(&bad).is_err());
+        assert!(from(&ClusterSettings::default()).unwrap().is_none());
 
         let mut headers = HeaderMap::new();
         headers.insert(FORWARDED_BY, HeaderValue::from_static("node-b"));
-        assert!(!Forwarder::is_trusted_hop(&cluster, &headers), "no secret");
+        assert!(!secrets.trust_hop(&headers), "no secret");
         headers.insert(CLUSTER_SECRET, HeaderValue::from_static("s4"));
-        assert!(!Forwarder::is_trusted_hop(&cluster, &headers), "the wrong secret");
+        assert!(!secrets.trust_hop(&headers), "the wrong secret");
         headers.insert(CLUSTER_SECRET, HeaderValue::from_static("s3"));
-        assert!(Forwarder::is_trusted_hop(&cluster, &headers));
+        assert!(secrets.trust_hop(&headers));
         let open = ClusterSettings { secret: String::new(), ..cluster };
-        assert!(!Forwarder::is_trusted_hop(&open, &headers), "without a configured secret nothing is trusted");
+        assert!(!ClusterSecrets::new(&open).trust_hop(&headers), "without a configured secret nothing is trusted");
+    }
+
+    #[test]
+    fn the_secret_changes_in_three_steps_without_a_moment_when_peers_disagree() {
+        let with = |secret: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(CLUSTER_SECRET, HeaderValue::from_str(secret).unwrap());
+            h
+        };
+        let settings = |secret: &str, accept: &[&str]| ClusterSettings {
+            secret: secret.into(),
+            accept_secrets: accept.iter().map(|s| s.to_string()).collect(),
+            ..ClusterSettings::default()
+        };
+        let node = ClusterSecrets::new(&settings("old", &[]));
+        assert!(node.carried_by(&with("old")) && !node.carried_by(&with("new")));
+        // 1: every node accepts the new secret, and still sends the old one.
+        assert!(node.set(&settings("old", &["new"])));
+        assert!(!node.set(&settings("old", &["new"])), "the same settings again change nothing");
+        assert_eq!(node.sent().as_deref(), Some("old"));
+        assert!(node.carried_by(&with("old")) && node.carried_by(&with("new")));
+        // 2: every node sends the new one, and still accepts the old one from nodes not yet told.
+        node.set(&settings("new", &["old"]));
+        assert_eq!(node.sent().as_deref(), Some("new"));
+        assert!(node.carried_by(&with("old")) && node.carried_by(&with("new")));
+        // 3: the old one is taken out.
+        node.set(&settings("new", &[]));
+        assert!(!node.carried_by(&with("old")) && node.carried_by(&with("new")));
+        assert!(!node.carried_by(&HeaderMap::new()) && !node.carried_by(&with("")), "no secret is never one");
+        node.set(&settings("", &[""]));
+        assert!(!node.carried_by(&with("")), "an empty secret is never accepted");
     }
 }

@@ -66,8 +66,8 @@ pub struct AppState {
     pub client_ip: Arc<crate::client_ip::ClientIp>,
     /// Sends requests for shards other nodes hold to them (none without peers).
     pub forwarder: Option<Arc<crate::forward::Forwarder>>,
-    /// The cluster's settings, to recognise requests peers forwarded.
-    pub cluster: Arc<crate::config::ClusterSettings>,
+    /// The cluster's secrets, to recognise peers and the requests they forwarded.
+    pub secrets: Arc<crate::forward::ClusterSecrets>,
 }
 
 /// The router.
@@ -249,11 +249,8 @@ async fn graphql(State(state): State<AppState>, request: Request) -> Response {
         Err(e) => return refuse_token(&state, ip, &e, started).await,
     };
     // A request a peer forwarded with the cluster's secret was counted there.
-    let verdict = if crate::forward::Forwarder::is_trusted_hop(&state.cluster, &parts.headers) {
-        None
-    } else {
-        state.limits.check(principal.as_ref(), ip).await
-    };
+    let verdict =
+        if state.secrets.trust_hop(&parts.headers) { None } else { state.limits.check(principal.as_ref(), ip).await };
     if let Some(v) = verdict.as_ref().filter(|v| !v.allowed()) {
         return too_many(&state, v, started);
     }
@@ -349,7 +346,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
 /// `POST /cluster/hand-back` `{"node": NAME}`, from a peer that has just
 /// started, with the cluster's secret: stop running the shards it should hold.
 async fn hand_back(State(state): State<AppState>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
-    if !crate::forward::Forwarder::carries_secret(&state.cluster, &headers) {
+    if !state.secrets.carried_by(&headers) {
         return (StatusCode::FORBIDDEN, "the cluster's secret is needed to ask for shards").into_response();
     }
     let node = serde_json::from_slice::<serde_json::Value>(&body)
@@ -369,7 +366,7 @@ async fn hand_back(State(state): State<AppState>, headers: HeaderMap, body: axum
 /// answer its encoded result. A step refused by the shard is an encoded error
 /// with `200 OK`; only a missing secret is refused here.
 async fn cluster_call(State(state): State<AppState>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
-    if !crate::forward::Forwarder::carries_secret(&state.cluster, &headers) {
+    if !state.secrets.carried_by(&headers) {
         return (StatusCode::FORBIDDEN, "the cluster's secret is needed to run a step here").into_response();
     }
     let reply = state.system.serve_remote(&body).await;

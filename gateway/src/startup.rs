@@ -71,7 +71,7 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
 #[derive(Clone)]
 pub struct ClusterHandle {
     me: String,
-    secret: String,
+    secrets: Arc<crate::forward::ClusterSecrets>,
     forwarder: Arc<crate::forward::Forwarder>,
     system: Arc<AttachSystem>,
 }
@@ -80,10 +80,17 @@ impl ClusterHandle {
     /// Goes by `cluster`'s peers from now on. The placement changes with them:
     /// this node asks the peers for the shards it is now preferred for, and
     /// hands each peer that answers the shards that peer is now preferred for.
-    /// The secret cannot change this way (restart every node for that).
+    /// The secrets change with them (`cluster.accept_secrets` says how to
+    /// change the secret without a moment when two nodes disagree).
     pub async fn apply(&self, cluster: &crate::config::ClusterSettings) -> anyhow::Result<()> {
-        anyhow::ensure!(cluster.secret == self.secret, "cluster.secret changes only by restarting the nodes");
+        anyhow::ensure!(
+            !cluster.secret.is_empty(),
+            "cluster.peers needs `cluster.secret`, the same on every node: the nodes run steps for each other only with it"
+        );
         let placement = cluster.placement(&self.me)?;
+        if self.secrets.set(cluster) {
+            info!(accepted = 1 + cluster.accept_secrets.len(), "the cluster's secrets changed");
+        }
         self.forwarder.set_peers(cluster)?;
         self.system.set_placement(placement);
         info!(peers = cluster.peers.len(), "the cluster's node list changed");
@@ -141,9 +148,11 @@ impl Application {
         limits.spawn_sweeper(std::time::Duration::from_secs(settings.limits.rate.sweep_secs));
         let regions = Arc::new(Regions::load(&settings.regions)?);
         let owner = settings.node_name();
+        let secrets = Arc::new(crate::forward::ClusterSecrets::new(&settings.cluster));
         let forwarder = crate::forward::Forwarder::from_settings(
             &owner,
             &settings.cluster,
+            secrets.clone(),
             std::time::Duration::from_secs(settings.shard.call_timeout_secs.max(1) * 2),
         )?
         .map(Arc::new);
@@ -205,7 +214,7 @@ impl Application {
             subscriptions: Arc::new(PrincipalSubscriptions::new(settings.limits.subscriptions_per_principal)),
             client_ip: Arc::new(ClientIp::from_settings(&settings.limits.rate)?),
             forwarder,
-            cluster: Arc::new(settings.cluster.clone()),
+            secrets,
         };
         let send_buffer = settings.limits.socket_send_buffer_bytes;
         let resume_every = std::time::Duration::from_secs(settings.shard.lease_secs.max(1));
@@ -222,7 +231,7 @@ impl Application {
     pub fn cluster_handle(&self) -> Option<ClusterHandle> {
         Some(ClusterHandle {
             me: self.state.system.owner().to_string(),
-            secret: self.state.cluster.secret.clone(),
+            secrets: self.state.secrets.clone(),
             forwarder: self.state.forwarder.clone()?,
             system: self.state.system.clone(),
         })

@@ -266,7 +266,8 @@ async fn a_node_takes_another_ones_place_while_the_cluster_runs() {
     // The operator puts C in B's place in A's list (SIGHUP in `attach serve`):
     // A hands C its shards, and C serves them, without A restarting.
     let peers = vec![format!("node-c={url_c}")];
-    let cluster = attach_gateway::config::ClusterSettings { peers, secret: "cluster-test-secret".into() };
+    let cluster =
+        attach_gateway::config::ClusterSettings { peers, secret: "cluster-test-secret".into(), ..Default::default() };
     a.peers.as_ref().expect("A has peers").apply(&cluster).await.unwrap();
     let placement = Placement::new("node-a", ["node-c".to_string()]);
     eventually("each shard on its preferred node of A and C", async || {
@@ -275,13 +276,59 @@ async fn a_node_takes_another_ones_place_while_the_cluster_runs() {
     .await;
     wait_for(&http, &format!("{url_c}/readyz")).await;
     let c_shard = shards.iter().find(|s| placement.preferred(s) == "node-c").unwrap();
+    let a_shard = shards.iter().find(|s| placement.preferred(s) == "node-a").unwrap();
     let member = json!({ "phn": phn(9), "givenName": "Eve", "surname": "Moss", "dateOfBirth": "1991-01-01" });
     let input =
         json!({ "i": { "community": c_shard.community.as_str(), "postalCode": "V0B 1M0", "members": [member] } });
     let (status, body) = post(&http, &a, REGISTER, input).await;
     assert_eq!((status, &body["data"]["registerHousehold"]["status"]), (200, &json!("WAITING")), "{body}");
-    let secret_changed = attach_gateway::config::ClusterSettings { secret: "another".into(), ..cluster };
-    assert!(a.peers.as_ref().unwrap().apply(&secret_changed).await.is_err(), "the secret needs a restart");
+
+    // The secret changes while both run, in three steps, each applied to A, then
+    // to C: at every moment each node accepts what the other sends.
+    let c_cluster =
+        attach_gateway::config::ClusterSettings { peers: vec![format!("node-a={url_a}")], ..cluster.clone() };
+    let step = |secret: &str, accept: &[&str]| {
+        let accept_secrets: Vec<String> = accept.iter().map(|s| s.to_string()).collect();
+        let on = |c: &attach_gateway::config::ClusterSettings| attach_gateway::config::ClusterSettings {
+            secret: secret.to_string(),
+            accept_secrets: accept_secrets.clone(),
+            ..c.clone()
+        };
+        (on(&cluster), on(&c_cluster))
+    };
+    let hand_back = |node: &Node, secret: &str| {
+        let request = http.post(format!("{}/cluster/hand-back", node.url)).header("x-attach-cluster-secret", secret);
+        async move { request.body(r#"{"node":"node-z"}"#).send().await.unwrap().status().as_u16() }
+    };
+    let coordinator = token(dir.path(), "coord-rotation", Role::Coordinator, &["province"]);
+    let both_stats = format!(
+        "{{ a: communityStatistics(code: \"{}\") {{ waitingHouseholds }} c: communityStatistics(code: \"{}\") {{ waitingHouseholds }} }}",
+        a_shard.community.as_str(),
+        c_shard.community.as_str()
+    );
+    let steps =
+        [("cluster-test-secret", &["rotated"][..]), ("rotated", &["cluster-test-secret"][..]), ("rotated", &[][..])];
+    for (secret, accept) in steps {
+        let (on_a, on_c) = step(secret, accept);
+        for (node, settings) in [(&a, &on_a), (&c, &on_c)] {
+            node.peers.as_ref().unwrap().apply(settings).await.unwrap();
+            // Each node still runs steps for the other: statistics of one
+            // community on each node, asked of either, take a step on the other.
+            for from in [&a, &c] {
+                let (status, body) = post_as(&http, from, &coordinator, &both_stats, json!({})).await;
+                assert_eq!(status, 200, "{body}");
+                assert!(body.get("errors").is_none(), "{secret} {accept:?}: {body}");
+                assert_eq!(body["data"]["c"]["waitingHouseholds"], json!(1), "{body}");
+            }
+        }
+    }
+    // Unknown node (400) means the secret was accepted; 403, refused.
+    for node in [&a, &c] {
+        assert_eq!(hand_back(node, "rotated").await, 400);
+        assert_eq!(hand_back(node, "cluster-test-secret").await, 403, "the old secret is taken out");
+    }
+    let empty = attach_gateway::config::ClusterSettings { secret: String::new(), ..cluster.clone() };
+    assert!(a.peers.as_ref().unwrap().apply(&empty).await.is_err(), "peers need a secret");
 
     for node in [c, a] {
         let _ = node.stop.send(());
@@ -296,12 +343,13 @@ async fn sighup_makes_attach_serve_read_its_node_list_again() {
     let redis = crate::redis::RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("attach.toml");
-    let write = |peer: &str, secret: &str| {
-        let text =
-            format!("node = \"node-a\"\n[cluster]\npeers = [\"{peer}=http://127.0.0.1:9\"]\nsecret = \"{secret}\"\n");
+    let write = |peer: &str, secret: &str, accept: &str| {
+        let text = format!(
+            "node = \"node-a\"\n[cluster]\npeers = [\"{peer}=http://127.0.0.1:9\"]\nsecret = \"{secret}\"\naccept_secrets = [{accept}]\n"
+        );
         std::fs::write(&config, text).unwrap();
     };
-    write("node-b", "s3");
+    write("node-b", "s3", "");
     let env =
         vec![("ATTACH_SHARD__LEASE_SECS".to_string(), "3".to_string()), ("ATTACH_REDIS".to_string(), redis.url())];
     let app = TestApp::spawn(dir.path(), Spawn { env, config: Some(config.clone()), ..Spawn::default() }).await;
@@ -317,10 +365,18 @@ async fn sighup_makes_attach_serve_read_its_node_list_again() {
             }
         }
     };
-    write("node-c", "s3");
+    write("node-c", "s3", "");
     hangup("the cluster's node list was read again").await;
-    write("node-c", "another");
-    hangup("cluster.secret changes only by restarting the nodes").await;
+    // The secret changes too: the new one sent, the old one still accepted.
+    write("node-c", "another", "\"s3\"");
+    hangup("the cluster's secrets changed").await;
+    let hand_back = |secret: &'static str| {
+        let request =
+            app.http().post(format!("{}/cluster/hand-back", app.url)).header("x-attach-cluster-secret", secret);
+        async move { request.body(r#"{"node":"node-z"}"#).send().await.unwrap().status().as_u16() }
+    };
+    // Unknown node (400) means the secret was accepted; 403, refused.
+    assert_eq!((hand_back("another").await, hand_back("s3").await, hand_back("s4").await), (400, 400, 403));
     app.assert_accepting().await;
     app.kill();
 }
