@@ -223,7 +223,10 @@ impl ShardRuntime {
 
     /// In the provider's shard: open reservations old enough to be looked for
     /// in their household's shard and not yet found there by this actor.
-    pub(super) fn unconfirmed_reservations(&self, now: Timestamp) -> Vec<Proposal> {
+    pub(super) fn unconfirmed_reservations(&mut self, now: Timestamp) -> Vec<Proposal> {
+        // The note of a reservation since closed is no longer needed.
+        let state = &self.state;
+        self.confirmed.retain(|id| state.reservation(id).is_some_and(|r| r.status == ProposalStatus::Open));
         let planned_by = now.plus_ms(-self.config.reservation_check_ms());
         let old = self.state.open_reservations_planned_by(planned_by).into_iter();
         old.filter(|p| !self.confirmed.contains(&p.id)).cloned().collect()
