@@ -149,26 +149,28 @@ impl AttachSystem {
                     "could not ask the household's community about a reservation yet"),
             }
         }
-        if !orphans.is_empty() {
-            info!(shard = %shard, freed = orphans.len(), "reservations whose proposals were never recorded freed");
+        let freed = self.free_reservations(shard, &orphans).await;
+        if freed > 0 {
+            info!(shard = %shard, freed, "reservations whose proposals were never recorded freed");
         }
-        self.free_reservations(shard, &orphans).await
+        freed
     }
 
     /// Settles the closed spill-over proposals of every shard this node runs
     /// with their providers' communities (the periodic pass does this every
     /// lease). Answers how many were taken.
     pub async fn settle_everywhere(&self) -> usize {
-        let shards: Vec<ShardKey> =
-            self.regions.shards().filter(|s| self.directory.actor(s).is_some()).cloned().collect();
-        join_all(shards.iter().map(|s| self.settle_pending(s))).await.into_iter().sum()
+        join_all(self.shards_here().iter().map(|s| self.settle_pending(s))).await.into_iter().sum()
     }
 
     /// Frees the orphaned reservations of every shard this node runs (the
     /// periodic pass does this every lease). Answers how many were freed.
     pub async fn reclaim_orphans_everywhere(&self) -> usize {
-        let shards: Vec<ShardKey> =
-            self.regions.shards().filter(|s| self.directory.actor(s).is_some()).cloned().collect();
-        join_all(shards.iter().map(|s| self.reclaim_orphans(s))).await.into_iter().sum()
+        join_all(self.shards_here().iter().map(|s| self.reclaim_orphans(s))).await.into_iter().sum()
+    }
+
+    /// The shards this node runs now.
+    fn shards_here(&self) -> Vec<ShardKey> {
+        self.regions.shards().filter(|s| self.directory.actor(s).is_some()).cloned().collect()
     }
 }
