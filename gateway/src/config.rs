@@ -114,6 +114,10 @@ impl Default for ScyllaSettings {
     }
 }
 
+/// Why peers without a secret are refused, at start and on SIGHUP.
+pub const PEERS_NEED_SECRET: &str =
+    "cluster.peers needs `cluster.secret`, the same on every node: the nodes run steps for each other only with it";
+
 /// Nodes sharing one store (ScyllaDB): each holds some shards' leases and
 /// sends a request for a shard another node holds on to that node, once.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -488,10 +492,7 @@ impl Settings {
                 "cluster.peers needs `redis`: without it a subscriber sees only the events of the shards its node holds"
             );
             // Without it no node would run a step for another: a move between two nodes' communities would stop half way.
-            anyhow::ensure!(
-                !self.cluster.secret.is_empty(),
-                "cluster.peers needs `cluster.secret`, the same on every node: the nodes run steps for each other only with it"
-            );
+            anyhow::ensure!(!self.cluster.secret.is_empty(), PEERS_NEED_SECRET);
         }
         anyhow::ensure!(rate.shared_timeout_ms > 0, "limits.rate.shared_timeout_ms must be at least 1");
         anyhow::ensure!(

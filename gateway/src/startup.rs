@@ -83,13 +83,10 @@ impl ClusterHandle {
     /// The secrets change with them (`cluster.accept_secrets` says how to
     /// change the secret without a moment when two nodes disagree).
     pub async fn apply(&self, cluster: &crate::config::ClusterSettings) -> anyhow::Result<()> {
-        anyhow::ensure!(
-            !cluster.secret.is_empty(),
-            "cluster.peers needs `cluster.secret`, the same on every node: the nodes run steps for each other only with it"
-        );
+        anyhow::ensure!(!cluster.secret.is_empty(), crate::config::PEERS_NEED_SECRET);
         let placement = cluster.placement(&self.me)?;
         if self.secrets.set(cluster) {
-            info!(accepted = 1 + cluster.accept_secrets.len(), "the cluster's secrets changed");
+            info!("the cluster's secrets changed");
         }
         self.forwarder.set_peers(cluster)?;
         self.system.set_placement(placement);
