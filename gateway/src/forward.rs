@@ -488,64 +488,108 @@ fn skip_whole(
 
 /// The JSON request `body` with every top-level selection of its operation
 /// but those answering to `keep` marked `@skip(if: true)`, so a peer runs only
-/// those: a field, or a fragment (spread or inline) selecting none of them.
+/// those: a field, or a fragment (spread or inline) selecting none of them. A
+/// top-level fragment selecting both kept fields and others has its own
+/// fields marked the same way, inside it (a spread's in the fragment's
+/// definition, which only top-level spreads of this operation use alike).
 /// `None` when that cannot be written safely: the body is not a JSON request
-/// (an upload), the operation is not found, a top-level fragment selects both
-/// kept fields and others, or a selection to skip already carries `@skip` (one
-/// that carries `@include` gets `@skip` beside it, which wins) or is a field
-/// without a selection set.
+/// (an upload), the operation is not found, a fragment cannot be followed, or
+/// a selection to skip already carries `@skip` (one that carries `@include`
+/// gets `@skip` beside it, which wins) or is a field without a selection set.
 fn only_fields(body: &[u8], keep: &BTreeSet<String>) -> Option<Bytes> {
-    use async_graphql::parser::types::Selection;
     let mut request: serde_json::Value = serde_json::from_slice(body).ok()?;
     let query = request.get("query")?.as_str()?.to_string();
     let name = request.get("operationName").and_then(serde_json::Value::as_str);
     let document = async_graphql::parser::parse_query(&query).ok()?;
     let operation = operation(&document, name)?;
-    // Directives go before a field's or an inline fragment's selection set, and after a spread's name.
-    let before_set = |pos| byte_offset(&query, pos).filter(|&at| query[at..].starts_with('{'));
-    let mut marks = Vec::new();
-    for selection in &operation.node.selection_set.node.items {
-        let (directives, mark) = match &selection.node {
-            Selection::Field(field) => {
-                if keep.contains(field.node.response_key().node.as_str()) {
-                    continue;
-                }
-                if field.node.selection_set.node.items.is_empty() {
-                    return None;
-                }
-                (&field.node.directives, (before_set(field.node.selection_set.pos)?, "@skip(if: true) "))
-            }
-            Selection::InlineFragment(i) => {
-                if !skip_whole(&document, &i.node.selection_set.node, keep)? {
-                    continue;
-                }
-                (&i.node.directives, (before_set(i.node.selection_set.pos)?, "@skip(if: true) "))
-            }
-            Selection::FragmentSpread(spread) => {
-                let fragment = document.fragments.get(&spread.node.fragment_name.node)?;
-                if !skip_whole(&document, &fragment.node.selection_set.node, keep)? {
-                    continue;
-                }
-                let name = &spread.node.fragment_name;
-                let at = byte_offset(&query, name.pos)? + name.node.len();
-                if query.get(at - name.node.len()..at) != Some(name.node.as_str()) {
-                    return None;
-                }
-                (&spread.node.directives, (at, " @skip(if: true)"))
-            }
-        };
-        if directives.iter().any(|d| d.node.name.node.as_str() == "skip") {
-            return None;
-        }
-        marks.push(mark);
-    }
-    let mut text = query;
+    let mut marking = Marking { document: &document, query: &query, keep, marks: Vec::new(), entered: Vec::new() };
+    marking.mark(&operation.node.selection_set.node, 0)?;
+    let mut marks = marking.marks;
+    let mut text = query.clone();
     marks.sort_unstable();
+    marks.dedup();
     for (at, mark) in marks.into_iter().rev() {
         text.insert_str(at, mark);
     }
     request["query"] = serde_json::Value::String(text);
     serde_json::to_vec(&request).ok().map(Bytes::from)
+}
+
+/// Where [`only_fields`] puts its `@skip` marks, as it walks the top of an operation.
+struct Marking<'a> {
+    document: &'a async_graphql::parser::types::ExecutableDocument,
+    query: &'a str,
+    keep: &'a BTreeSet<String>,
+    /// (byte offset, text to insert there).
+    marks: Vec<(usize, &'static str)>,
+    /// Fragments whose fields were marked one by one, so each is marked once.
+    entered: Vec<String>,
+}
+
+impl Marking<'_> {
+    /// Marks the selections of `set` that select nothing kept.
+    fn mark(&mut self, set: &async_graphql::parser::types::SelectionSet, depth: usize) -> Option<()> {
+        use async_graphql::parser::types::Selection;
+        if depth > 16 {
+            return None;
+        }
+        for selection in &set.items {
+            let (directives, mark) = match &selection.node {
+                Selection::Field(field) => {
+                    if self.keep.contains(field.node.response_key().node.as_str()) {
+                        continue;
+                    }
+                    if field.node.selection_set.node.items.is_empty() {
+                        return None;
+                    }
+                    (&field.node.directives, (self.before_set(field.node.selection_set.pos)?, "@skip(if: true) "))
+                }
+                Selection::InlineFragment(i) => {
+                    match skip_whole(self.document, &i.node.selection_set.node, self.keep) {
+                        Some(false) => continue,
+                        Some(true) => {
+                            (&i.node.directives, (self.before_set(i.node.selection_set.pos)?, "@skip(if: true) "))
+                        }
+                        None => {
+                            self.mark(&i.node.selection_set.node, depth + 1)?;
+                            continue;
+                        }
+                    }
+                }
+                Selection::FragmentSpread(spread) => {
+                    let name = &spread.node.fragment_name;
+                    let fragment = self.document.fragments.get(&name.node)?;
+                    match skip_whole(self.document, &fragment.node.selection_set.node, self.keep) {
+                        Some(false) => continue,
+                        Some(true) => {
+                            let at = byte_offset(self.query, name.pos)? + name.node.len();
+                            if self.query.get(at - name.node.len()..at) != Some(name.node.as_str()) {
+                                return None;
+                            }
+                            (&spread.node.directives, (at, " @skip(if: true)"))
+                        }
+                        None => {
+                            if !self.entered.contains(&name.node.to_string()) {
+                                self.entered.push(name.node.to_string());
+                                self.mark(&fragment.node.selection_set.node, depth + 1)?;
+                            }
+                            continue;
+                        }
+                    }
+                }
+            };
+            if directives.iter().any(|d| d.node.name.node.as_str() == "skip") {
+                return None;
+            }
+            self.marks.push(mark);
+        }
+        Some(())
+    }
+
+    /// Where directives go before a field's or an inline fragment's selection set.
+    fn before_set(&self, pos: async_graphql::Pos) -> Option<usize> {
+        byte_offset(self.query, pos).filter(|&at| self.query[at..].starts_with('{'))
+    }
 }
 
 /// The byte offset of a parser position (1-based line and column, columns in
@@ -790,8 +834,26 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("b: z { y } ...G }"), "a fragment of kept fields only stays: {text}");
+        // A fragment selecting both: its own fields are marked, inside it.
         let mixed = "{ ...F } fragment F on Query { a: x { y } b: z { y } }";
-        assert!(marked(with(mixed), &["b"]).is_none(), "a fragment selecting both");
+        let text = marked(with(mixed), &["b"]).unwrap()["query"].as_str().unwrap().to_string();
+        assert_eq!(text, "{ ...F } fragment F on Query { a: x @skip(if: true) { y } b: z { y } }");
+        let twice = "{ ...F ...F c: w { y } } fragment F on Query { a: x { y } b: z { y } }";
+        let text = marked(with(twice), &["b"]).unwrap()["query"].as_str().unwrap().to_string();
+        assert!(text.contains("fragment F on Query { a: x @skip(if: true) { y } b:"), "{text}");
+        assert!(
+            text.contains("c: w @skip(if: true) { y }") && text.matches("@skip").count() == 2,
+            "marked once: {text}"
+        );
+        assert!(async_graphql::parser::parse_query(&text).is_ok(), "{text}");
+        let nested = "mutation { ... on Mutation { a: x { y } ... on Mutation { b: z { y } c: w { y } } } }";
+        let text = marked(with(nested), &["b"]).unwrap()["query"].as_str().unwrap().to_string();
+        assert_eq!(
+            text,
+            "mutation { ... on Mutation { a: x @skip(if: true) { y } ... on Mutation { b: z { y } c: w @skip(if: true) { y } } } }"
+        );
+        let mixed_skipped = "{ ...F } fragment F on Query { a: x @skip(if: false) { y } b: z { y } }";
+        assert!(marked(with(mixed_skipped), &["b"]).is_none(), "already skipped, inside a fragment too");
         assert!(marked(with("{ ...F @skip(if: false) b: z { y } } fragment F on Query { x { y } }"), &["b"]).is_none());
         assert!(marked(with("{ ...Missing b: z { y } }"), &["b"]).is_none());
         assert!(marked(with("query A { a { y } } query B { b { y } }"), &["b"]).is_none(), "which operation?");

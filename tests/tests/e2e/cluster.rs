@@ -537,7 +537,11 @@ async fn shards_are_spread_handed_back_to_a_returning_node_and_stood_in_for_when
     let two = "mutation($x: RegisterHouseholdInput!, $y: RegisterHouseholdInput!) { ...X
         y: registerHousehold(input: $y) @include(if: true) { reference community } }
         fragment X on Mutation { x: registerHousehold(input: $x) { reference community } }";
-    for (node, first) in [(&a, 5), (&b, 7)] {
+    // And both in one fragment: the field each node does not hold is skipped inside it.
+    let both = "mutation($x: RegisterHouseholdInput!, $y: RegisterHouseholdInput!) { ...Both }
+        fragment Both on Mutation { x: registerHousehold(input: $x) { reference community }
+            y: registerHousehold(input: $y) { reference community } }";
+    for (two, node, first) in [(two, &a, 5), (two, &b, 7), (both, &a, 21), (both, &b, 23)] {
         let household = |community: &str, i: u32| {
             let member = json!({ "phn": phn(i), "givenName": "Di", "surname": "Ng", "dateOfBirth": "1999-09-09" });
             json!({ "community": community, "postalCode": "V0B 1M0", "members": [member] })
@@ -554,7 +558,7 @@ async fn shards_are_spread_handed_back_to_a_returning_node_and_stood_in_for_when
         }
     }
     let (_, body) = post_as(&http, &a, &coordinator, &lines, json!({})).await;
-    assert_eq!((&body["data"]["a"]["totalCount"], &body["data"]["b"]["totalCount"]), (&json!(2), &json!(4)), "{body}");
+    assert_eq!((&body["data"]["a"]["totalCount"], &body["data"]["b"]["totalCount"]), (&json!(4), &json!(6)), "{body}");
 
     let on_b = http.get(format!("{url_b}/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metric(&on_b, "attach_cluster_calls_served_total").is_some_and(|n| n >= 2), "{on_b}");
