@@ -74,6 +74,9 @@ pub struct ShardSettings {
     /// the household's community (and the reservation freed if it is not
     /// there), in seconds; at least 60.
     pub reservation_check_secs: u64,
+    /// Days a closed proposal stays in its shard's memory (listed among the
+    /// community's proposals); older ones are read from the store by id. At least 1.
+    pub proposal_memory_days: u64,
     /// Calls in flight per shard before `OVERLOADED`.
     pub mailbox_capacity: usize,
     /// How long a resolver waits for a shard, in seconds.
@@ -402,6 +405,7 @@ impl Default for ShardSettings {
             expiry_interval_ms: d.expiry_interval.as_millis() as u64,
             claim_grace_secs: d.claim_grace.as_secs(),
             reservation_check_secs: d.reservation_check.as_secs(),
+            proposal_memory_days: d.proposal_memory.as_secs() / 86_400,
             mailbox_capacity: d.mailbox_capacity,
             call_timeout_secs: d.call_timeout.as_secs(),
             panel_chunk_rows: d.panel_chunk_rows,
@@ -554,6 +558,7 @@ impl Settings {
             claim_grace: Duration::from_secs(self.shard.claim_grace_secs),
             // Step two may record for a third of this after planning: never less than 20 s.
             reservation_check: Duration::from_secs(self.shard.reservation_check_secs.max(60)),
+            proposal_memory: Duration::from_secs(self.shard.proposal_memory_days.max(1) * 86_400),
             mailbox_capacity: self.shard.mailbox_capacity,
             call_timeout: Duration::from_secs(self.shard.call_timeout_secs.max(1)),
             panel_chunk_rows: self.shard.panel_chunk_rows.max(1),

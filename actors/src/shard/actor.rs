@@ -19,7 +19,8 @@ use tracing::{Instrument, info, info_span, instrument, warn};
 
 use crate::audit::AuditDraft;
 use crate::domain::{
-    DAY_MS, Event, Household, ProposalId, Registration, RegistrationRef, RegistrationStatus, Seq, ShardKey, Timestamp,
+    DAY_MS, Event, Household, Proposal, ProposalId, Registration, RegistrationRef, RegistrationStatus, Seq, ShardKey,
+    Timestamp,
 };
 use crate::error::AttachError;
 use crate::feed::Feed;
@@ -47,6 +48,10 @@ pub struct ShardConfig {
     /// planned more than a third of this ago, so a reservation found unrecorded
     /// this late can never be recorded: the margin covers clocks that disagree.
     pub reservation_check: Duration,
+    /// How long a closed proposal (or reservation) stays in its shard's
+    /// memory: listed, and read without going to the store. Older ones are
+    /// read from the store when asked for by id.
+    pub proposal_memory: Duration,
     /// Mailbox bound per shard: calls beyond it are refused with `OVERLOADED`.
     pub mailbox_capacity: usize,
     /// How long a caller waits for a shard's answer.
@@ -72,6 +77,11 @@ impl ShardConfig {
         i64::try_from(self.reservation_check.as_millis()).unwrap_or(i64::MAX)
     }
 
+    /// Proposals closed before this are kept only in the store.
+    pub fn forget_closed_before(&self, now: Timestamp) -> Timestamp {
+        now.plus_ms(-i64::try_from(self.proposal_memory.as_millis()).unwrap_or(i64::MAX))
+    }
+
     /// How long after planning step two may still record a proposal, in milliseconds.
     pub fn record_window_ms(&self) -> i64 {
         self.reservation_check_ms() / 3
@@ -86,6 +96,7 @@ impl Default for ShardConfig {
             expiry_interval: Duration::from_secs(60),
             claim_grace: Duration::from_secs(60),
             reservation_check: Duration::from_secs(15 * 60),
+            proposal_memory: Duration::from_secs(90 * 86_400),
             mailbox_capacity: 1024,
             call_timeout: Duration::from_secs(30),
             panel_chunk_rows: 1000,
@@ -146,7 +157,8 @@ impl Actor for ShardActor {
         let records = image.records.len();
         let mut state = ShardState::new(args.key.clone());
         state.apply(image.records, &[]);
-        info!(shard = %args.key, records, last_seq = image.last_seq, epoch = epoch.0, "shard loaded");
+        let forgotten = state.forget_closed_before(args.config.forget_closed_before(Timestamp::now()));
+        info!(shard = %args.key, records, forgotten, last_seq = image.last_seq, epoch = epoch.0, "shard loaded");
         myself.send_interval(args.config.expiry_interval, || ShardMsg::ExpireDue);
         // A third of the lease: two renewals can fail (a store hiccup) before it runs out.
         let renew_every = (args.store.lease() / 3).max(Duration::from_millis(10));
@@ -213,7 +225,7 @@ impl ShardActor {
             ShardMsg::UpdateHousehold(r, household, reply) => {
                 answer!(reply, rt.update_household(&r, household, now).await)
             }
-            ShardMsg::GetRegistration(r, reply) => answer!(reply, rt.registration_view(&r)),
+            ShardMsg::GetRegistration(r, reply) => answer!(reply, rt.registration_view(&r).await),
             ShardMsg::Waitlist(q, reply) => answer!(reply, Ok(rt.waitlist(&q, now))),
             ShardMsg::UpsertProvider(input, reply) => {
                 let id = input.id.clone();
@@ -289,7 +301,8 @@ impl ShardActor {
                 answer!(reply, Ok(page(matching, limit, |items, has_next| ProposalPage { items, has_next })))
             }
             ShardMsg::GetProposal(id, reply) => {
-                answer!(reply, rt.state.proposal(&id).cloned().ok_or_else(|| AttachError::not_found("proposal")))
+                let found = rt.proposal_anywhere(&id).await;
+                answer!(reply, found.and_then(|p| p.ok_or_else(|| AttachError::not_found("proposal"))))
             }
             ShardMsg::DeclineMatch(reference, reason, reply) => {
                 let result = match plan::decline_for_household(&rt.state, &reference, reason, now) {
@@ -301,7 +314,14 @@ impl ShardActor {
             ShardMsg::AnswerProposal(id, ans, who, reply) => {
                 let allowed = match rt.state.proposal(&id) {
                     Some(p) => delegation::may_act_on_proposal(&who, &p.provider),
-                    None => Err(AttachError::not_found("proposal")),
+                    // Closed long ago, and kept only in the store: answered already.
+                    None => match rt.proposal_anywhere(&id).await {
+                        Ok(Some(p)) => delegation::may_act_on_proposal(&who, &p.provider).and_then(|()| {
+                            Err(AttachError::conflict(format!("proposal {id} is {}: it was answered", p.status.name())))
+                        }),
+                        Ok(None) => Err(AttachError::not_found("proposal")),
+                        Err(e) => Err(e),
+                    },
                 };
                 let result = match allowed.and_then(|()| plan::answer(&rt.state, &id, ans, now)) {
                     Ok((change, proposal)) => rt.commit(change, now).await.map(|_| proposal),
@@ -441,6 +461,7 @@ impl ShardActor {
                 }
             },
             ShardMsg::ExpireDue => {
+                rt.state.forget_closed_before(rt.config.forget_closed_before(now));
                 if rt.state.overdue_proposals(now).is_empty()
                     && rt.state.overdue_reservations(now, super::spill::RESERVATION_GRACE_MS).is_empty()
                 {
@@ -530,7 +551,7 @@ impl ShardRuntime {
             self.release(&taken, &claim).await;
             return Err(e);
         }
-        self.registration_view(&reference)
+        self.registration_view(&reference).await
     }
 
     /// Claims `phns` (members of `household`) for `claim`'s holder and answers
@@ -612,7 +633,7 @@ impl ShardRuntime {
         // Planned first: a refused transition is refused before any claim is taken.
         let change = plan::update_household(&self.state, r, household.clone(), now)?;
         if unchanged {
-            return self.registration_view(r);
+            return self.registration_view(r).await;
         }
         let added: Vec<_> = household.members.iter().map(|m| m.phn).filter(|p| !before.contains(p)).collect();
         let left: Vec<_> = before.iter().copied().filter(|p| !household.members.iter().any(|m| m.phn == *p)).collect();
@@ -623,7 +644,7 @@ impl ShardRuntime {
             return Err(e);
         }
         self.free_claims(r, &left).await;
-        self.registration_view(r)
+        self.registration_view(r).await
     }
 
     /// Gives back claims this shard took for a registration it did not make.
@@ -702,20 +723,19 @@ impl ShardRuntime {
     ) -> Result<RegistrationView, AttachError> {
         let change = plan::withdraw(&self.state, r, reason, now)?;
         self.commit(change, now).await?;
-        let view = self.registration_view(r)?;
+        let view = self.registration_view(r).await?;
         let phns: Vec<_> = view.registration.household.members.iter().map(|m| m.phn).collect();
         self.free_claims(r, &phns).await;
         Ok(view)
     }
 
-    pub(super) fn registration_view(&self, r: &RegistrationRef) -> Result<RegistrationView, AttachError> {
+    pub(super) async fn registration_view(&self, r: &RegistrationRef) -> Result<RegistrationView, AttachError> {
         let registration = self.state.registration(r).ok_or_else(|| AttachError::not_found("registration"))?;
-        let proposal = registration
-            .proposal
-            .as_ref()
-            .or_else(|| registration.declines.last().map(|d| &d.proposal))
-            .and_then(|id| self.state.proposal(id))
-            .cloned();
+        let last = registration.proposal.as_ref().or_else(|| registration.declines.last().map(|d| &d.proposal));
+        let proposal = match last {
+            Some(id) => self.proposal_anywhere(id).await?,
+            None => None,
+        };
         Ok(RegistrationView {
             place: self.state.place_in_line(registration),
             registration: registration.clone(),
@@ -760,6 +780,18 @@ impl ShardRuntime {
     ) -> Result<ProviderView, AttachError> {
         let p = self.state.provider(id).ok_or_else(|| AttachError::not_found("provider"))?;
         Ok(self.state.provider_view(p, now))
+    }
+
+    /// A proposal made here: from memory, or, closed long enough ago to be
+    /// out of it ([`ShardConfig::proposal_memory`]), from the store.
+    pub(super) async fn proposal_anywhere(&self, id: &ProposalId) -> Result<Option<Proposal>, AttachError> {
+        if let Some(p) = self.state.proposal(id) {
+            return Ok(Some(p.clone()));
+        }
+        match self.store.read(&self.state.key, &RecordKey::Proposal(*id)).await? {
+            Some(Record::Proposal(p)) => Ok(Some(p)),
+            _ => Ok(None),
+        }
     }
 
     fn stats(&self, now: Timestamp) -> ShardStats {

@@ -111,7 +111,7 @@ impl ShardRuntime {
     ) -> Result<RegistrationView, AttachError> {
         let change = plan_move_in(&self.state, &moving, now)?;
         self.commit(change, now).await?;
-        let view = self.registration_view(&moving.reference)?;
+        let view = self.registration_view(&moving.reference).await?;
         if view.registration.holds_phns() && view.registration.status != crate::domain::RegistrationStatus::Moved {
             let here =
                 PhnClaim { shard: self.state.key.clone(), holder: PhnHolder::Registration(moving.reference), at: now };

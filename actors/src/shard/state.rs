@@ -356,6 +356,22 @@ impl ShardState {
         due
     }
 
+    /// Takes out of memory every proposal and reservation closed before
+    /// `before` (the store keeps them: [`ShardRuntime`](super::actor::ShardRuntime)
+    /// reads one from there when asked for it). Answers how many went.
+    pub fn forget_closed_before(&mut self, before: Timestamp) -> usize {
+        let old = |p: &Proposal| p.status != ProposalStatus::Open && p.closed_at.unwrap_or(p.created_at) < before;
+        let proposals: Vec<ProposalId> = self.proposals.values().filter(|p| old(p)).map(|p| p.id).collect();
+        let reservations: Vec<ProposalId> = self.reservations.values().filter(|p| old(p)).map(|p| p.id).collect();
+        for id in &proposals {
+            self.drop_proposal(id, false);
+        }
+        for id in &reservations {
+            self.drop_proposal(id, true);
+        }
+        proposals.len() + reservations.len()
+    }
+
     /// Open reservations whose proposals were planned at `planned_by` or before,
     /// oldest first: those a stop between spill-over's two steps may have orphaned.
     pub fn open_reservations_planned_by(&self, planned_by: Timestamp) -> Vec<&Proposal> {

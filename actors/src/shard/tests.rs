@@ -422,3 +422,56 @@ async fn every_place_in_line_counts_the_households_and_people_ahead_from_either_
     }
     check(refs).await;
 }
+
+#[tokio::test]
+async fn a_proposal_closed_long_ago_leaves_memory_and_is_still_read_from_the_store() {
+    // Closed proposals leave memory at once; the expiry tick does it often.
+    let config = ShardConfig {
+        proposal_memory: Duration::ZERO,
+        expiry_interval: Duration::from_millis(20),
+        ..Default::default()
+    };
+    let w = world(config.clone()).await;
+    let s = &w.system;
+    provider(s, "P1111", "111", 5).await;
+    let fam = s.register(&sys(), &c("111"), household(&[phn(1)], &[])).await.unwrap().registration;
+    let p = s.run_matching(&sys(), &c("111")).await.unwrap().pop().unwrap();
+    async fn listed(s: &AttachSystem) -> Vec<ProposalId> {
+        let page = s.proposals(&sys(), &c("111"), vec![], None, 0, 10).await.unwrap();
+        page.items.into_iter().map(|p| p.id).collect()
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(listed(s).await, [p.id], "an open proposal stays, however old");
+
+    let decline = Answer::Decline { by: Responder::Provider, reason: "panel full".into() };
+    s.answer(&sys(), &p.id, decline).await.unwrap();
+    let mut waited = 0;
+    while !listed(s).await.is_empty() {
+        assert!(waited < 100, "the closed proposal stayed in memory");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        waited += 1;
+    }
+    // Still read by id, and still the registration's last proposal, from the store.
+    async fn check(s: &AttachSystem, id: ProposalId, reference: RegistrationRef) {
+        assert_eq!(s.proposal(&sys(), &id).await.unwrap().status, ProposalStatus::Declined);
+        let view = s.registration(&sys(), &reference).await.unwrap();
+        assert_eq!(view.proposal.map(|q| (q.id, q.status)), Some((id, ProposalStatus::Declined)));
+        let again = s.answer(&sys(), &id, Answer::Accept).await.unwrap_err();
+        assert_eq!(again.code, ErrorCode::Conflict, "answered already, as before it left memory");
+        assert!(again.message.contains("DECLINED"), "{}", again.message);
+        let unknown = s.proposal(&sys(), &ProposalId::generate()).await.unwrap_err();
+        assert_eq!(unknown.code, ErrorCode::NotFound);
+    }
+    check(s, p.id, fam.reference).await;
+    // A restart does not load it into memory again.
+    s.stop().await;
+    let path = w.path.clone();
+    drop(w.system);
+    let s = start(&path, config).await;
+    assert!(listed(&s).await.is_empty());
+    check(&s, p.id, fam.reference).await;
+    // The household waits with its place, and is matched again.
+    let again = s.run_matching(&sys(), &c("111")).await.unwrap();
+    assert_eq!(again.iter().map(|q| q.reference).collect::<Vec<_>>(), [fam.reference]);
+    s.stop().await;
+}
