@@ -251,19 +251,21 @@ fn mint(
 
 /// On each SIGHUP, reads the configuration again (the file, then `ATTACH_*`)
 /// and goes by its `cluster.peers` and secrets: a node added to the cluster or
-/// taken out of it, or a new secret, without a restart. Anything else in the
-/// file needs a restart, and so does a node started without peers (`handle` is then none).
-async fn apply_peers_on_hangup(handle: Option<crate::startup::ClusterHandle>, config: Option<std::path::PathBuf>) {
+/// taken out of it (this one too), or a new secret, without a restart. Anything
+/// else in the file needs a restart; so does a change of `node`.
+async fn apply_peers_on_hangup(handle: crate::startup::ClusterHandle, config: Option<std::path::PathBuf>) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
         let Ok(mut hangups) = signal(SignalKind::hangup()) else { return };
         while hangups.recv().await.is_some() {
             let applied = async {
-                let handle = handle
-                    .as_ref()
-                    .ok_or_else(|| anyhow::anyhow!("this node started without peers; restart it to join a cluster"))?;
                 let settings = Settings::load(config.as_deref())?;
+                anyhow::ensure!(
+                    settings.node_name() == handle.node(),
+                    "this node runs as `{}`, and `node` changes only by restarting it",
+                    handle.node()
+                );
                 handle.apply(&settings.cluster).await
             };
             match applied.await {

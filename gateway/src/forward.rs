@@ -152,19 +152,17 @@ const OWNER_TTL: Duration = Duration::from_secs(1);
 
 impl Forwarder {
     /// The forwarder `cluster` describes for node `me`, proving itself to
-    /// peers with `secrets`; `None` without peers.
+    /// peers with `secrets`. Without peers it forwards nothing, until the node
+    /// list gives it some ([`Forwarder::set_peers`]).
     pub fn from_settings(
         me: &str,
         cluster: &ClusterSettings,
         secrets: Arc<ClusterSecrets>,
         timeout: Duration,
-    ) -> anyhow::Result<Option<Self>> {
+    ) -> anyhow::Result<Self> {
         let peers: HashMap<_, _> = cluster.peer_urls()?.into_iter().collect();
-        if peers.is_empty() {
-            return Ok(None);
-        }
         let client = reqwest::Client::builder().timeout(timeout).build()?;
-        Ok(Some(Forwarder {
+        Ok(Forwarder {
             me: me.to_string(),
             peers: std::sync::RwLock::new(peers),
             secrets,
@@ -173,7 +171,12 @@ impl Forwarder {
             calls_sent: AtomicU64::new(0),
             calls_served: AtomicU64::new(0),
             owners: Default::default(),
-        }))
+        })
+    }
+
+    /// Whether this node has peers now.
+    pub fn has_peers(&self) -> bool {
+        !self.peers.read().unwrap_or_else(|e| e.into_inner()).is_empty()
     }
 
     /// Replaces the peers with those `cluster` names (the node list changed
@@ -901,12 +904,15 @@ mod tests {
         };
         let secrets = Arc::new(ClusterSecrets::new(&cluster));
         let from = |c: &ClusterSettings| Forwarder::from_settings("node-a", c, secrets.clone(), Duration::from_secs(1));
-        let f = from(&cluster).unwrap().unwrap();
+        let f = from(&cluster).unwrap();
         assert_eq!(f.peer_url("node-b").as_deref(), Some("http://10.0.0.2:8080"));
-        assert!(f.knows("node-b") && !f.knows("node-c"));
+        assert!(f.knows("node-b") && !f.knows("node-c") && f.has_peers());
         let bad = ClusterSettings { peers: vec!["node-b".into()], ..ClusterSettings::default() };
         assert!(from(&bad).is_err());
-        assert!(from(&ClusterSettings::default()).unwrap().is_none());
+        let alone = from(&ClusterSettings::default()).unwrap();
+        assert!(!alone.has_peers() && !alone.knows("node-b"));
+        alone.set_peers(&cluster).unwrap();
+        assert!(alone.has_peers() && alone.knows("node-b"), "peers given later");
 
         let mut headers = HeaderMap::new();
         headers.insert(FORWARDED_BY, HeaderValue::from_static("node-b"));

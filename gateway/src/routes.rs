@@ -64,8 +64,8 @@ pub struct AppState {
     pub subscriptions: Arc<PrincipalSubscriptions>,
     /// Finds the client's address behind trusted proxies.
     pub client_ip: Arc<crate::client_ip::ClientIp>,
-    /// Sends requests for shards other nodes hold to them (none without peers).
-    pub forwarder: Option<Arc<crate::forward::Forwarder>>,
+    /// Sends requests for shards other nodes hold to them (nothing while the node has no peers).
+    pub forwarder: Arc<crate::forward::Forwarder>,
     /// The cluster's secrets, to recognise peers and the requests they forwarded.
     pub secrets: Arc<crate::forward::ClusterSecrets>,
 }
@@ -297,11 +297,13 @@ async fn execute(state: &AppState, principal: Option<Principal>, headers: &Heade
         request = request.data(principal);
     }
     state.documents.prepare(&mut request);
-    let mutation = state.forwarder.is_some() && !crate::forward::is_query(&mut request);
+    let clustered = state.forwarder.has_peers();
+    let mutation = clustered && !crate::forward::is_query(&mut request);
     let span = crate::telemetry::graphql_span(&mut request);
     let mut response = state.schema.execute(request).instrument(span).await;
     ensure_codes(&mut response);
-    if let Some(forwarder) = &state.forwarder {
+    if clustered {
+        let forwarder = &state.forwarder;
         if let Some(endpoint) = forwarder.target(&state.system, headers, &response).await
             && let Some(answer) = forwarder.send(&endpoint, headers, original.clone()).await
         {
@@ -326,8 +328,9 @@ async fn execute(state: &AppState, principal: Option<Principal>, headers: &Heade
 
 async fn metrics(State(state): State<AppState>) -> Response {
     let mut body = state.metrics.render(&state.system, state.limits.shared_failures()).await;
-    if let Some(forwarder) = &state.forwarder {
+    {
         use std::fmt::Write;
+        let forwarder = &state.forwarder;
         let _ =
             writeln!(body, "# HELP attach_forwarded_requests_total Requests sent on to the node holding their shard.");
         let _ = writeln!(body, "# TYPE attach_forwarded_requests_total counter");
@@ -352,7 +355,7 @@ async fn hand_back(State(state): State<AppState>, headers: HeaderMap, body: axum
     let node = serde_json::from_slice::<serde_json::Value>(&body)
         .ok()
         .and_then(|v| v["node"].as_str().map(str::to_string))
-        .filter(|n| state.forwarder.as_ref().is_some_and(|f| f.knows(n)));
+        .filter(|n| state.forwarder.knows(n));
     let Some(node) = node else {
         return (StatusCode::BAD_REQUEST, "the body names no peer of this node: {\"node\": NAME}").into_response();
     };
@@ -370,9 +373,7 @@ async fn cluster_call(State(state): State<AppState>, headers: HeaderMap, body: a
         return (StatusCode::FORBIDDEN, "the cluster's secret is needed to run a step here").into_response();
     }
     let reply = state.system.serve_remote(&body).await;
-    if let Some(forwarder) = &state.forwarder {
-        forwarder.served_call();
-    }
+    state.forwarder.served_call();
     ([(header::CONTENT_TYPE, "application/octet-stream")], reply).into_response()
 }
 

@@ -74,21 +74,44 @@ pub struct ClusterHandle {
     secrets: Arc<crate::forward::ClusterSecrets>,
     forwarder: Arc<crate::forward::Forwarder>,
     system: Arc<AttachSystem>,
+    /// Whether the live feed goes through Redis: without it a node cannot join peers.
+    shared_feed: bool,
 }
 
 impl ClusterHandle {
+    /// The name this node runs under (its leases' owner), fixed at start.
+    pub fn node(&self) -> &str {
+        &self.me
+    }
+
     /// Goes by `cluster`'s peers from now on. The placement changes with them:
     /// this node asks the peers for the shards it is now preferred for, and
     /// hands each peer that answers the shards that peer is now preferred for.
     /// The secrets change with them (`cluster.accept_secrets` says how to
     /// change the secret without a moment when two nodes disagree).
+    /// A node started without peers joins a cluster this way too, if its feed
+    /// goes through Redis (every node must carry every community's events).
     pub async fn apply(&self, cluster: &crate::config::ClusterSettings) -> anyhow::Result<()> {
-        anyhow::ensure!(!cluster.secret.is_empty(), crate::config::PEERS_NEED_SECRET);
+        let joined = !cluster.peers.is_empty();
+        // A node that started with peers passed these checks at start.
+        let joining = joined && !self.system.linked_to_peers();
+        if joined {
+            anyhow::ensure!(!cluster.secret.is_empty(), crate::config::PEERS_NEED_SECRET);
+        }
+        if joining {
+            anyhow::ensure!(
+                self.shared_feed,
+                "this node's live feed is in-process: restart it with `redis` set to join a cluster"
+            );
+        }
         let placement = cluster.placement(&self.me)?;
         if self.secrets.set(cluster) {
             info!("the cluster's secrets changed");
         }
         self.forwarder.set_peers(cluster)?;
+        if joining {
+            self.system.set_peers(self.forwarder.clone());
+        }
         self.system.set_placement(placement);
         info!(peers = cluster.peers.len(), "the cluster's node list changed");
         for peer in self.forwarder.ask_hand_back().await {
@@ -113,6 +136,8 @@ pub struct Application {
     init: JoinHandle<anyhow::Result<()>>,
     /// How often stalled moves and transfers are taken up again (a lease).
     resume_every: std::time::Duration,
+    /// Whether the live feed goes through Redis.
+    shared_feed: bool,
 }
 
 /// The rate limiters, sharing their quotas through Redis when it is configured.
@@ -146,19 +171,18 @@ impl Application {
         let regions = Arc::new(Regions::load(&settings.regions)?);
         let owner = settings.node_name();
         let secrets = Arc::new(crate::forward::ClusterSecrets::new(&settings.cluster));
-        let forwarder = crate::forward::Forwarder::from_settings(
+        let forwarder = Arc::new(crate::forward::Forwarder::from_settings(
             &owner,
             &settings.cluster,
             secrets.clone(),
             std::time::Duration::from_secs(settings.shard.call_timeout_secs.max(1) * 2),
-        )?
-        .map(Arc::new);
+        )?);
         let feed: Arc<dyn Feed> = match &settings.redis {
             Some(url) => RedisFeed::start(url, settings.feed.buffer)?,
             None => Arc::new(MemoryFeed::new(settings.feed.buffer)),
         };
         let system = Arc::new(AttachSystem::new(regions.clone(), store.clone(), feed, settings.shard_config(), owner));
-        if let Some(forwarder) = &forwarder {
+        if forwarder.has_peers() {
             system.set_peers(forwarder.clone());
         }
         let listener =
@@ -178,7 +202,7 @@ impl Application {
                     info!(?report, "demo data");
                 }
                 system.start().await?;
-                if let Some(forwarder) = &forwarder {
+                if forwarder.has_peers() {
                     // The peers answer once the shards have stopped there: take them now.
                     forwarder.ask_hand_back().await;
                     system.start_own_shards();
@@ -215,7 +239,8 @@ impl Application {
         };
         let send_buffer = settings.limits.socket_send_buffer_bytes;
         let resume_every = std::time::Duration::from_secs(settings.shard.lease_secs.max(1));
-        Ok(Application { listener, send_buffer, port, state, init, resume_every })
+        let shared_feed = settings.redis.is_some();
+        Ok(Application { listener, send_buffer, port, state, init, resume_every, shared_feed })
     }
 
     /// The port the server listens on.
@@ -223,15 +248,16 @@ impl Application {
         self.port
     }
 
-    /// The handle that changes this node's peers while it runs; none for a
-    /// node started without peers (it needs a restart to join a cluster).
-    pub fn cluster_handle(&self) -> Option<ClusterHandle> {
-        Some(ClusterHandle {
+    /// The handle that changes this node's peers while it runs (a node
+    /// started without peers joins a cluster through it).
+    pub fn cluster_handle(&self) -> ClusterHandle {
+        ClusterHandle {
             me: self.state.system.owner().to_string(),
             secrets: self.state.secrets.clone(),
-            forwarder: self.state.forwarder.clone()?,
+            forwarder: self.state.forwarder.clone(),
             system: self.state.system.clone(),
-        })
+            shared_feed: self.shared_feed,
+        }
     }
 
     /// Serves until `shutdown` completes (or start-up fails), then stops every shard.

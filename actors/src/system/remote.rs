@@ -165,11 +165,17 @@ fn unexpected(answer: &ShardAnswer) -> AttachError {
 
 impl AttachSystem {
     /// Links the system to the other nodes, for the steps of a request on
-    /// shards it does not run. Set once, before the shards start.
+    /// shards it does not run. Set once: before the shards start, or when a
+    /// node started alone joins a cluster.
     pub fn set_peers(&self, peers: std::sync::Arc<dyn Peers>) {
         if self.peers.set(peers).is_err() {
             tracing::warn!("the system is already linked to its peers");
         }
+    }
+
+    /// Whether the system is linked to its peers ([`AttachSystem::set_peers`]).
+    pub fn linked_to_peers(&self) -> bool {
+        self.peers.get().is_some()
     }
 
     /// Runs `call` on `shard`: here if this node runs it, else on the node

@@ -25,7 +25,7 @@ struct Node {
     stop: oneshot::Sender<()>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
     /// Changes the node's peers while it runs (what SIGHUP does in `attach serve`).
-    peers: Option<attach_gateway::startup::ClusterHandle>,
+    peers: attach_gateway::startup::ClusterHandle,
 }
 
 async fn node(dir: &Path, store: Arc<dyn Store>, name: &str, peers: Vec<String>, anonymous_burst: u32) -> Node {
@@ -40,7 +40,21 @@ async fn node_on(
     anonymous_burst: u32,
     listen: &str,
 ) -> Node {
+    node_with(dir, store, name, peers, anonymous_burst, listen, None).await
+}
+
+/// A node, with its live feed through the Redis at `redis` when given.
+async fn node_with(
+    dir: &Path,
+    store: Arc<dyn Store>,
+    name: &str,
+    peers: Vec<String>,
+    anonymous_burst: u32,
+    listen: &str,
+    redis: Option<String>,
+) -> Node {
     let mut settings = Settings {
+        redis,
         listen: listen.parse().unwrap(),
         data_dir: dir.to_path_buf(),
         regions: repo_root().join("infra/regions/bc.toml"),
@@ -268,7 +282,7 @@ async fn a_node_takes_another_ones_place_while_the_cluster_runs() {
     let peers = vec![format!("node-c={url_c}")];
     let cluster =
         attach_gateway::config::ClusterSettings { peers, secret: "cluster-test-secret".into(), ..Default::default() };
-    a.peers.as_ref().expect("A has peers").apply(&cluster).await.unwrap();
+    a.peers.apply(&cluster).await.unwrap();
     let placement = Placement::new("node-a", ["node-c".to_string()]);
     eventually("each shard on its preferred node of A and C", async || {
         spread_as_preferred(store.as_ref(), &shards, &placement).await
@@ -311,7 +325,7 @@ async fn a_node_takes_another_ones_place_while_the_cluster_runs() {
     for (secret, accept) in steps {
         let (on_a, on_c) = step(secret, accept);
         for (node, settings) in [(&a, &on_a), (&c, &on_c)] {
-            node.peers.as_ref().unwrap().apply(settings).await.unwrap();
+            node.peers.apply(settings).await.unwrap();
             // Each node still runs steps for the other: statistics of one
             // community on each node, asked of either, take a step on the other.
             for from in [&a, &c] {
@@ -328,12 +342,89 @@ async fn a_node_takes_another_ones_place_while_the_cluster_runs() {
         assert_eq!(hand_back(node, "cluster-test-secret").await, 403, "the old secret is taken out");
     }
     let empty = attach_gateway::config::ClusterSettings { secret: String::new(), ..cluster.clone() };
-    assert!(a.peers.as_ref().unwrap().apply(&empty).await.is_err(), "peers need a secret");
+    assert!(a.peers.apply(&empty).await.is_err(), "peers need a secret");
 
     for node in [c, a] {
         let _ = node.stop.send(());
         node.task.await.unwrap().unwrap();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_started_alone_joins_a_cluster_when_its_node_list_names_a_peer() {
+    let redis = crate::redis::RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let options = EmbeddedOptions { lease: Duration::from_secs(3), ..EmbeddedOptions::default() };
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&dir.path().join("attach.redb"), options).unwrap());
+    let http = reqwest::Client::new();
+    let (port_a, port_b) = (free_port(), free_port());
+    let (url_a, url_b) = (format!("http://127.0.0.1:{port_a}"), format!("http://127.0.0.1:{port_b}"));
+    let regions = attach_actors::regions::Regions::load(&repo_root().join("infra/regions/bc.toml")).unwrap();
+    let shards: Vec<ShardKey> = regions.shards().cloned().collect();
+
+    // A starts alone, with its feed through Redis: it runs every shard.
+    let listen = |port: u16| format!("127.0.0.1:{port}");
+    let a = node_with(dir.path(), store.clone(), "node-a", vec![], 100, &listen(port_a), Some(redis.url())).await;
+    wait_for(&http, &format!("{url_a}/readyz")).await;
+    let all_a = async || all_held_by(store.as_ref(), &shards, "node-a").await;
+    eventually("A runs every shard", all_a).await;
+    // B starts naming A; A does not know B yet, so it hands B nothing.
+    let b_peers = vec![format!("node-a={url_a}")];
+    let b = node_with(dir.path(), store.clone(), "node-b", b_peers, 100, &listen(port_b), Some(redis.url())).await;
+    wait_for(&http, &format!("{url_b}/healthz")).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(all_a().await, "A handed shards to a node it does not know");
+
+    // A's list now names B (SIGHUP in `attach serve`): A joins, and hands B its shards.
+    let cluster = attach_gateway::config::ClusterSettings {
+        peers: vec![format!("node-b={url_b}")],
+        secret: "cluster-test-secret".into(),
+        ..Default::default()
+    };
+    a.peers.apply(&cluster).await.unwrap();
+    let placement = Placement::new("node-a", ["node-b".to_string()]);
+    eventually("each shard on its preferred node of A and B", async || {
+        spread_as_preferred(store.as_ref(), &shards, &placement).await
+    })
+    .await;
+    wait_for(&http, &format!("{url_b}/readyz")).await;
+    // A request reaching A for a shard B now holds is answered through B.
+    let b_shard = shards.iter().find(|s| placement.preferred(s) == "node-b").unwrap();
+    let member = json!({ "phn": phn(9), "givenName": "Eve", "surname": "Moss", "dateOfBirth": "1991-01-01" });
+    let input =
+        json!({ "i": { "community": b_shard.community.as_str(), "postalCode": "V0B 1M0", "members": [member] } });
+    let (status, body) = post(&http, &a, REGISTER, input).await;
+    assert_eq!((status, &body["data"]["registerHousehold"]["status"]), (200, &json!("WAITING")), "{body}");
+    let on_a = http.get(format!("{url_a}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metric(&on_a, "attach_forwarded_requests_total").is_some_and(|n| n >= 1), "{on_a}");
+    // And a request needing a step on each node's shard runs B's step on B.
+    let a_shard = shards.iter().find(|s| placement.preferred(s) == "node-a").unwrap();
+    let coordinator = token(dir.path(), "coord-join", Role::Coordinator, &["province"]);
+    let both = format!(
+        "{{ a: communityStatistics(code: \"{}\") {{ waitingHouseholds }} b: communityStatistics(code: \"{}\") {{ waitingHouseholds }} }}",
+        a_shard.community.as_str(),
+        b_shard.community.as_str()
+    );
+    let (_, body) = post_as(&http, &a, &coordinator, &both, json!({})).await;
+    assert!(body.get("errors").is_none(), "{body}");
+    assert_eq!(body["data"]["b"]["waitingHouseholds"], json!(1), "{body}");
+    // A move from A's community to B's: A takes step one, and B's shard step two.
+    let mover = register_one(&http, &a, a_shard.community.as_str(), 10, "Bo").await;
+    let b_community = b_shard.community.as_str();
+    let (_, body) = post_as(&http, &a, &coordinator, MOVE, json!({ "r": mover, "c": b_community })).await;
+    assert_eq!(body["data"]["moveRegistration"]["community"], b_community, "{body}");
+    assert_eq!(body["data"]["moveRegistration"]["status"], "WAITING", "{body}");
+
+    for node in [b, a] {
+        let _ = node.stop.send(());
+        node.task.await.unwrap().unwrap();
+    }
+    // A node whose feed is in-process cannot join: it would miss the other nodes' events.
+    let alone = node(dir.path(), store.clone(), "node-c", vec![], 100).await;
+    let refused = alone.peers.apply(&cluster).await.unwrap_err();
+    assert!(refused.to_string().contains("redis"), "{refused}");
+    let _ = alone.stop.send(());
+    alone.task.await.unwrap().unwrap();
 }
 
 #[tokio::test]
