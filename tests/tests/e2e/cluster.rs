@@ -103,6 +103,32 @@ async fn register_one(http: &reqwest::Client, node: &Node, community: &str, i: u
     body["data"]["registerHousehold"]["reference"].as_str().unwrap_or_else(|| panic!("{body}")).to_string()
 }
 
+/// Node A's list becomes the one peer `other` at `url` (what SIGHUP does in
+/// `attach serve`); waits until each shard runs on its preferred node of the
+/// two and `other` is ready. Answers the placement and the settings applied.
+async fn list_only(
+    http: &reqwest::Client,
+    a: &Node,
+    other: &str,
+    url: &str,
+    store: &dyn Store,
+    shards: &[ShardKey],
+) -> (Placement, attach_gateway::config::ClusterSettings) {
+    let cluster = attach_gateway::config::ClusterSettings {
+        peers: vec![format!("{other}={url}")],
+        secret: "cluster-test-secret".into(),
+        ..Default::default()
+    };
+    a.peers.apply(&cluster).await.unwrap();
+    let placement = Placement::new("node-a", [other.to_string()]);
+    eventually("each shard on its preferred node of the two", async || {
+        spread_as_preferred(store, shards, &placement).await
+    })
+    .await;
+    wait_for(http, &format!("{url}/readyz")).await;
+    (placement, cluster)
+}
+
 fn metric(text: &str, name: &str) -> Option<u64> {
     text.lines().find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok()).map(|v| v as u64)
 }
@@ -279,23 +305,10 @@ async fn a_node_takes_another_ones_place_while_the_cluster_runs() {
 
     // The operator puts C in B's place in A's list (SIGHUP in `attach serve`):
     // A hands C its shards, and C serves them, without A restarting.
-    let peers = vec![format!("node-c={url_c}")];
-    let cluster =
-        attach_gateway::config::ClusterSettings { peers, secret: "cluster-test-secret".into(), ..Default::default() };
-    a.peers.apply(&cluster).await.unwrap();
-    let placement = Placement::new("node-a", ["node-c".to_string()]);
-    eventually("each shard on its preferred node of A and C", async || {
-        spread_as_preferred(store.as_ref(), &shards, &placement).await
-    })
-    .await;
-    wait_for(&http, &format!("{url_c}/readyz")).await;
+    let (placement, cluster) = list_only(&http, &a, "node-c", &url_c, store.as_ref(), &shards).await;
     let c_shard = shards.iter().find(|s| placement.preferred(s) == "node-c").unwrap();
     let a_shard = shards.iter().find(|s| placement.preferred(s) == "node-a").unwrap();
-    let member = json!({ "phn": phn(9), "givenName": "Eve", "surname": "Moss", "dateOfBirth": "1991-01-01" });
-    let input =
-        json!({ "i": { "community": c_shard.community.as_str(), "postalCode": "V0B 1M0", "members": [member] } });
-    let (status, body) = post(&http, &a, REGISTER, input).await;
-    assert_eq!((status, &body["data"]["registerHousehold"]["status"]), (200, &json!("WAITING")), "{body}");
+    register_one(&http, &a, c_shard.community.as_str(), 9, "Eve").await;
 
     // The secret changes while both run, in three steps, each applied to A, then
     // to C: at every moment each node accepts what the other sends.
@@ -376,25 +389,10 @@ async fn a_node_started_alone_joins_a_cluster_when_its_node_list_names_a_peer() 
     assert!(all_a().await, "A handed shards to a node it does not know");
 
     // A's list now names B (SIGHUP in `attach serve`): A joins, and hands B its shards.
-    let cluster = attach_gateway::config::ClusterSettings {
-        peers: vec![format!("node-b={url_b}")],
-        secret: "cluster-test-secret".into(),
-        ..Default::default()
-    };
-    a.peers.apply(&cluster).await.unwrap();
-    let placement = Placement::new("node-a", ["node-b".to_string()]);
-    eventually("each shard on its preferred node of A and B", async || {
-        spread_as_preferred(store.as_ref(), &shards, &placement).await
-    })
-    .await;
-    wait_for(&http, &format!("{url_b}/readyz")).await;
+    let (placement, cluster) = list_only(&http, &a, "node-b", &url_b, store.as_ref(), &shards).await;
     // A request reaching A for a shard B now holds is answered through B.
     let b_shard = shards.iter().find(|s| placement.preferred(s) == "node-b").unwrap();
-    let member = json!({ "phn": phn(9), "givenName": "Eve", "surname": "Moss", "dateOfBirth": "1991-01-01" });
-    let input =
-        json!({ "i": { "community": b_shard.community.as_str(), "postalCode": "V0B 1M0", "members": [member] } });
-    let (status, body) = post(&http, &a, REGISTER, input).await;
-    assert_eq!((status, &body["data"]["registerHousehold"]["status"]), (200, &json!("WAITING")), "{body}");
+    register_one(&http, &a, b_shard.community.as_str(), 9, "Eve").await;
     let on_a = http.get(format!("{url_a}/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metric(&on_a, "attach_forwarded_requests_total").is_some_and(|n| n >= 1), "{on_a}");
     // And a request needing a step on each node's shard runs B's step on B.
