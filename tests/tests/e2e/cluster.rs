@@ -29,18 +29,7 @@ struct Node {
 }
 
 async fn node(dir: &Path, store: Arc<dyn Store>, name: &str, peers: Vec<String>, anonymous_burst: u32) -> Node {
-    node_on(dir, store, name, peers, anonymous_burst, "127.0.0.1:0").await
-}
-
-async fn node_on(
-    dir: &Path,
-    store: Arc<dyn Store>,
-    name: &str,
-    peers: Vec<String>,
-    anonymous_burst: u32,
-    listen: &str,
-) -> Node {
-    node_with(dir, store, name, peers, anonymous_burst, listen, None).await
+    node_with(dir, store, name, peers, anonymous_burst, "127.0.0.1:0", None).await
 }
 
 /// A node, with its live feed through the Redis at `redis` when given.
@@ -291,14 +280,14 @@ async fn a_node_takes_another_ones_place_while_the_cluster_runs() {
 
     // A runs with a peer B that never comes: A stands in for B's shards.
     let b = vec![format!("node-b=http://127.0.0.1:{port_b}")];
-    let a = node_on(dir.path(), store.clone(), "node-a", b, 100, &format!("127.0.0.1:{port_a}")).await;
+    let a = node_with(dir.path(), store.clone(), "node-a", b, 100, &format!("127.0.0.1:{port_a}"), None).await;
     wait_for(&http, &format!("{url_a}/readyz")).await;
     let all_a = async || all_held_by(store.as_ref(), &shards, "node-a").await;
     eventually("A stands in for B's shards", all_a).await;
 
     // C starts in B's place. A does not know C yet, so it hands C nothing.
     let c_peers = vec![format!("node-a={url_a}")];
-    let c = node_on(dir.path(), store.clone(), "node-c", c_peers, 100, &format!("127.0.0.1:{port_c}")).await;
+    let c = node_with(dir.path(), store.clone(), "node-c", c_peers, 100, &format!("127.0.0.1:{port_c}"), None).await;
     wait_for(&http, &format!("{url_c}/healthz")).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(all_a().await, "A handed shards to a node it does not know");
@@ -489,7 +478,8 @@ async fn shards_are_spread_handed_back_to_a_returning_node_and_stood_in_for_when
     let start_a = |store: Arc<dyn Store>| {
         let (dir, url_b) = (dir.path().to_path_buf(), url_b.clone());
         async move {
-            node_on(&dir, store, "node-a", vec![format!("node-b={url_b}")], 100, &format!("127.0.0.1:{port_a}")).await
+            node_with(&dir, store, "node-a", vec![format!("node-b={url_b}")], 100, &format!("127.0.0.1:{port_a}"), None)
+                .await
         }
     };
     let a = start_a(store.clone()).await;
@@ -498,13 +488,14 @@ async fn shards_are_spread_handed_back_to_a_returning_node_and_stood_in_for_when
     eventually("A stands in for B's shards", all_a).await;
 
     // B starts and asks for its shards: A hands them back.
-    let b = node_on(
+    let b = node_with(
         dir.path(),
         store.clone(),
         "node-b",
         vec![format!("node-a={url_a}")],
         100,
         &format!("127.0.0.1:{port_b}"),
+        None,
     )
     .await;
     wait_for(&http, &format!("{url_b}/readyz")).await;
