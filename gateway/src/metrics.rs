@@ -161,6 +161,14 @@ impl Metrics {
         for (shard, g) in &gauges {
             let _ = writeln!(out, "attach_shard_settlements_pending{{shard=\"{shard}\"}} {}", g.settlements_pending);
         }
+        let _ = writeln!(
+            out,
+            "# HELP attach_shard_proposals_in_memory Proposals and reservations a shard holds in memory: the open ones and those closed within shard.proposal_memory_days."
+        );
+        let _ = writeln!(out, "# TYPE attach_shard_proposals_in_memory gauge");
+        for (shard, g) in &gauges {
+            let _ = writeln!(out, "attach_shard_proposals_in_memory{{shard=\"{shard}\"}} {}", g.proposals_in_memory);
+        }
         let _ = writeln!(out, "# HELP attach_shard_last_seq A shard's last committed event sequence number.");
         let _ = writeln!(out, "# TYPE attach_shard_last_seq counter");
         for (shard, g) in &gauges {

@@ -389,6 +389,7 @@ impl ShardActor {
                         proposed_households: proposed.households,
                         last_seq: rt.last_seq,
                         settlements_pending: rt.state.settlements_pending() as u64,
+                        proposals_in_memory: rt.state.proposals_held() as u64,
                     })
                 )
             }

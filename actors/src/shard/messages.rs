@@ -125,6 +125,9 @@ pub struct ShardGauges {
     pub last_seq: u64,
     /// Closed spill-over proposals not yet settled with their provider's community.
     pub settlements_pending: u64,
+    /// Proposals and reservations held in memory: the open ones and those
+    /// closed within `ShardConfig::proposal_memory`.
+    pub proposals_in_memory: u64,
 }
 
 /// A message to a shard actor. Each query or command carries its reply port.

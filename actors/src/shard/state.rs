@@ -384,6 +384,11 @@ impl ShardState {
         old
     }
 
+    /// Proposals and reservations held in memory.
+    pub fn proposals_held(&self) -> usize {
+        self.proposals.len() + self.reservations.len()
+    }
+
     /// How many closed spill-over proposals are not yet settled.
     pub fn settlements_pending(&self) -> usize {
         self.settlements.len()

@@ -442,6 +442,10 @@ async fn a_proposal_closed_long_ago_leaves_memory_and_is_still_read_from_the_sto
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(listed(s).await, [p.id], "an open proposal stays, however old");
+    let held = |g: Vec<(ShardKey, crate::shard::ShardGauges)>| {
+        g.into_iter().find(|(k, _)| k.community.as_str() == "111").map(|(_, g)| g.proposals_in_memory)
+    };
+    assert_eq!(held(s.gauges().await), Some(1), "the gauge operations watch");
 
     let decline = Answer::Decline { by: Responder::Provider, reason: "panel full".into() };
     s.answer(&sys(), &p.id, decline).await.unwrap();
@@ -451,6 +455,7 @@ async fn a_proposal_closed_long_ago_leaves_memory_and_is_still_read_from_the_sto
         tokio::time::sleep(Duration::from_millis(20)).await;
         waited += 1;
     }
+    assert_eq!(held(s.gauges().await), Some(0));
     // Still read by id, and still the registration's last proposal, from the store.
     async fn check(s: &AttachSystem, id: ProposalId, reference: RegistrationRef) {
         assert_eq!(s.proposal(&sys(), &id).await.unwrap().status, ProposalStatus::Declined);

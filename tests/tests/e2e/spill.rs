@@ -196,4 +196,5 @@ async fn an_unanswered_spill_over_proposal_expires_and_the_periodic_pass_frees_t
     assert_eq!(seen["proposals"]["nodes"][0]["status"], "EXPIRED", "{seen:#}");
     let metrics = app.http().get(format!("{}/metrics", app.url)).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("attach_shard_settlements_pending{shard=\"IHA/111\"} 0"), "{metrics}");
+    assert!(metrics.contains("attach_shard_proposals_in_memory{shard=\"IHA/111\"} "), "{metrics}");
 }
