@@ -143,36 +143,30 @@ impl Metrics {
                 system.directory().mailbox_depth(shard)
             );
         }
-        let _ = writeln!(out, "# HELP attach_shard_waiting_households Households on a shard's waitlist.");
-        let _ = writeln!(out, "# TYPE attach_shard_waiting_households gauge");
-        for (shard, g) in &gauges {
-            let _ = writeln!(out, "attach_shard_waiting_households{{shard=\"{shard}\"}} {}", g.waiting_households);
-        }
-        let _ = writeln!(out, "# HELP attach_shard_waiting_people People on a shard's waitlist.");
-        let _ = writeln!(out, "# TYPE attach_shard_waiting_people gauge");
-        for (shard, g) in &gauges {
-            let _ = writeln!(out, "attach_shard_waiting_people{{shard=\"{shard}\"}} {}", g.waiting_people);
-        }
-        let _ = writeln!(
-            out,
-            "# HELP attach_shard_settlements_pending Closed spill-over proposals a shard has not yet settled with the provider's community (lasting values mean that community is out of reach)."
-        );
-        let _ = writeln!(out, "# TYPE attach_shard_settlements_pending gauge");
-        for (shard, g) in &gauges {
-            let _ = writeln!(out, "attach_shard_settlements_pending{{shard=\"{shard}\"}} {}", g.settlements_pending);
-        }
-        let _ = writeln!(
-            out,
-            "# HELP attach_shard_proposals_in_memory Proposals and reservations a shard holds in memory: the open ones and those closed within shard.proposal_memory_days."
-        );
-        let _ = writeln!(out, "# TYPE attach_shard_proposals_in_memory gauge");
-        for (shard, g) in &gauges {
-            let _ = writeln!(out, "attach_shard_proposals_in_memory{{shard=\"{shard}\"}} {}", g.proposals_in_memory);
-        }
-        let _ = writeln!(out, "# HELP attach_shard_last_seq A shard's last committed event sequence number.");
-        let _ = writeln!(out, "# TYPE attach_shard_last_seq counter");
-        for (shard, g) in &gauges {
-            let _ = writeln!(out, "attach_shard_last_seq{{shard=\"{shard}\"}} {}", g.last_seq);
+        type Gauge = fn(&attach_actors::shard::ShardGauges) -> u64;
+        let per_shard: [(&str, &str, &str, Gauge); 5] = [
+            ("attach_shard_waiting_households", "gauge", "Households on a shard's waitlist.", |g| g.waiting_households),
+            ("attach_shard_waiting_people", "gauge", "People on a shard's waitlist.", |g| g.waiting_people),
+            (
+                "attach_shard_settlements_pending",
+                "gauge",
+                "Closed spill-over proposals a shard has not yet settled with the provider's community (lasting values mean that community is out of reach).",
+                |g| g.settlements_pending,
+            ),
+            (
+                "attach_shard_proposals_in_memory",
+                "gauge",
+                "Proposals and reservations a shard holds in memory: the open ones and those closed within shard.proposal_memory_days.",
+                |g| g.proposals_in_memory,
+            ),
+            ("attach_shard_last_seq", "counter", "A shard's last committed event sequence number.", |g| g.last_seq),
+        ];
+        for (name, kind, help, value) in per_shard {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            for (shard, g) in &gauges {
+                let _ = writeln!(out, "{name}{{shard=\"{shard}\"}} {}", value(g));
+            }
         }
         let feed = system.feed_status();
         let _ =
