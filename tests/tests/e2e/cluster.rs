@@ -263,6 +263,15 @@ async fn all_held_by(store: &dyn Store, shards: &[ShardKey], node: &str) -> bool
     true
 }
 
+/// A store whose leases run out after 3 s (nodes that stop are stood in for
+/// quickly), and British Columbia's shards.
+fn lease_store(dir: &Path) -> (Arc<dyn Store>, Vec<ShardKey>) {
+    let options = EmbeddedOptions { lease: Duration::from_secs(3), ..EmbeddedOptions::default() };
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&dir.join("attach.redb"), options).unwrap());
+    let regions = attach_actors::regions::Regions::load(&repo_root().join("infra/regions/bc.toml")).unwrap();
+    (store, regions.shards().cloned().collect())
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -270,13 +279,10 @@ fn free_port() -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_takes_another_ones_place_while_the_cluster_runs() {
     let dir = tempfile::tempdir().unwrap();
-    let options = EmbeddedOptions { lease: Duration::from_secs(3), ..EmbeddedOptions::default() };
-    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&dir.path().join("attach.redb"), options).unwrap());
+    let (store, shards) = lease_store(dir.path());
     let http = reqwest::Client::new();
     let (port_a, port_b, port_c) = (free_port(), free_port(), free_port());
     let (url_a, url_c) = (format!("http://127.0.0.1:{port_a}"), format!("http://127.0.0.1:{port_c}"));
-    let regions = attach_actors::regions::Regions::load(&repo_root().join("infra/regions/bc.toml")).unwrap();
-    let shards: Vec<ShardKey> = regions.shards().cloned().collect();
 
     // A runs with a peer B that never comes: A stands in for B's shards.
     let b = vec![format!("node-b=http://127.0.0.1:{port_b}")];
@@ -356,13 +362,10 @@ async fn a_node_takes_another_ones_place_while_the_cluster_runs() {
 async fn a_node_started_alone_joins_a_cluster_when_its_node_list_names_a_peer() {
     let redis = crate::redis::RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let options = EmbeddedOptions { lease: Duration::from_secs(3), ..EmbeddedOptions::default() };
-    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&dir.path().join("attach.redb"), options).unwrap());
+    let (store, shards) = lease_store(dir.path());
     let http = reqwest::Client::new();
     let (port_a, port_b) = (free_port(), free_port());
     let (url_a, url_b) = (format!("http://127.0.0.1:{port_a}"), format!("http://127.0.0.1:{port_b}"));
-    let regions = attach_actors::regions::Regions::load(&repo_root().join("infra/regions/bc.toml")).unwrap();
-    let shards: Vec<ShardKey> = regions.shards().cloned().collect();
 
     // A starts alone, with its feed through Redis: it runs every shard.
     let listen = |port: u16| format!("127.0.0.1:{port}");
@@ -462,14 +465,10 @@ async fn sighup_makes_attach_serve_read_its_node_list_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shards_are_spread_handed_back_to_a_returning_node_and_stood_in_for_when_it_stops() {
     let dir = tempfile::tempdir().unwrap();
-    let lease = Duration::from_secs(3);
-    let options = EmbeddedOptions { lease, ..EmbeddedOptions::default() };
-    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&dir.path().join("attach.redb"), options).unwrap());
+    let (store, shards) = lease_store(dir.path());
     let http = reqwest::Client::new();
     let (port_a, port_b) = (free_port(), free_port());
     let (url_a, url_b) = (format!("http://127.0.0.1:{port_a}"), format!("http://127.0.0.1:{port_b}"));
-    let regions = attach_actors::regions::Regions::load(&repo_root().join("infra/regions/bc.toml")).unwrap();
-    let shards: Vec<ShardKey> = regions.shards().cloned().collect();
     let placement = Placement::new("node-a", ["node-b".to_string()]);
     let b_shard = shards.iter().find(|s| placement.preferred(s) == "node-b").unwrap().clone();
     let b_community = b_shard.community.as_str().to_string();
