@@ -348,11 +348,14 @@ pub enum Operation {
     /// The household declines the proposal made for it (the patient, with the
     /// reference, or a coordinator in scope).
     DeclineMatch,
+    /// Return an attached household to the waitlist with its place: the
+    /// attachment fell through (a coordinator in scope).
+    ReturnToWaitlist,
 }
 
 impl Operation {
     /// Every operation, in a stable order.
-    pub const ALL: [Operation; 28] = [
+    pub const ALL: [Operation; 29] = [
         Operation::RegisterHousehold,
         Operation::ReadRegistration,
         Operation::WithdrawRegistration,
@@ -381,6 +384,7 @@ impl Operation {
         Operation::FindRegistration,
         Operation::ProposeMatch,
         Operation::DeclineMatch,
+        Operation::ReturnToWaitlist,
     ];
 
     /// The name in the audit log.
@@ -414,6 +418,7 @@ impl Operation {
             Operation::FindRegistration => "findRegistration",
             Operation::ProposeMatch => "proposeMatch",
             Operation::DeclineMatch => "declineMatch",
+            Operation::ReturnToWaitlist => "returnToWaitlist",
         }
     }
 
@@ -452,6 +457,7 @@ impl Operation {
             Operation::FindRegistration => "find a registration by PHN",
             Operation::ProposeMatch => "propose a household to a provider",
             Operation::DeclineMatch => "decline a household's match",
+            Operation::ReturnToWaitlist => "return an attached household to the waitlist",
         }
     }
 
@@ -467,6 +473,7 @@ impl Operation {
                 | Operation::RunMatching
                 | Operation::ProposeMatch
                 | Operation::DeclineMatch
+                | Operation::ReturnToWaitlist
                 | Operation::AnswerProposal
                 | Operation::ManageEndorsement
                 | Operation::SubmitPanel
@@ -516,7 +523,7 @@ impl Operation {
             O::SetCapacity => matches!(role, R::Provider | R::MedicalDirector),
             O::ReadProviders | O::ReadClinics => !matches!(role, R::Public | R::Patient),
             O::UpsertClinic => role == R::MedicalDirector,
-            O::RunMatching | O::ProposeMatch => role == R::Coordinator,
+            O::RunMatching | O::ProposeMatch | O::ReturnToWaitlist => role == R::Coordinator,
             O::ReadProposals => matches!(role, R::Provider | R::MedicalDirector | R::Coordinator | R::Support),
             O::AnswerProposal => matches!(role, R::Provider | R::MedicalDirector | R::Coordinator),
             O::ReadPanel => matches!(role, R::Provider | R::MedicalDirector | R::Delegate | R::Support),

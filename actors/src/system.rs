@@ -64,10 +64,7 @@ impl Statistics {
                 break;
             }
         }
-        let estimated = (counts.attached_people_28d > 0).then(|| {
-            let per_day = counts.attached_people_28d as f64 / 28.0;
-            (counts.waiting_people as f64 / per_day).ceil().min(f64::from(u32::MAX)) as u32
-        });
+        let estimated = crate::shard::estimated_wait_days(counts.waiting_people, counts.attached_people_28d);
         Statistics { counts, median_wait_days: median, estimated_wait_days: estimated }
     }
 }
@@ -384,6 +381,21 @@ impl AttachSystem {
     ) -> Result<Proposal, AttachError> {
         let op = Operation::DeclineMatch;
         self.close_for_household(who, op, reference, |r, reply| ShardMsg::DeclineMatch(r, reason, reply)).await
+    }
+
+    /// A coordinator in scope returns an attached household to the waitlist:
+    /// the attachment fell through (within `shard.return_window_days` of the
+    /// acceptance). It waits again with its registration time, the proposal
+    /// is `RETURNED` with the reason, and the provider's panel lets its members
+    /// go, in another community through the settlement pushed after.
+    pub async fn return_to_waitlist(
+        &self,
+        who: &Principal,
+        reference: &RegistrationRef,
+        reason: String,
+    ) -> Result<RegistrationView, AttachError> {
+        let op = Operation::ReturnToWaitlist;
+        self.close_for_household(who, op, reference, |r, reply| ShardMsg::ReturnToWaitlist(r, reason, reply)).await
     }
 
     /// A step the household (or a coordinator) takes on its registration that

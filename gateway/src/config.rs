@@ -77,6 +77,10 @@ pub struct ShardSettings {
     /// Days a closed proposal stays in its shard's memory (listed among the
     /// community's proposals); older ones are read from the store by id. At least 1.
     pub proposal_memory_days: u64,
+    /// Days after a match is accepted during which a coordinator may return the
+    /// household to the waitlist with its place (`returnToWaitlist`); at most
+    /// `proposal_memory_days`.
+    pub return_window_days: u64,
     /// Calls in flight per shard before `OVERLOADED`.
     pub mailbox_capacity: usize,
     /// How long a resolver waits for a shard, in seconds.
@@ -406,6 +410,7 @@ impl Default for ShardSettings {
             claim_grace_secs: d.claim_grace.as_secs(),
             reservation_check_secs: d.reservation_check.as_secs(),
             proposal_memory_days: d.proposal_memory.as_secs() / 86_400,
+            return_window_days: d.return_window.as_secs() / 86_400,
             mailbox_capacity: d.mailbox_capacity,
             call_timeout_secs: d.call_timeout.as_secs(),
             panel_chunk_rows: d.panel_chunk_rows,
@@ -559,6 +564,7 @@ impl Settings {
             // Step two may record for a third of this after planning: never less than 20 s.
             reservation_check: Duration::from_secs(self.shard.reservation_check_secs.max(60)),
             proposal_memory: Duration::from_secs(self.shard.proposal_memory_days.max(1) * 86_400),
+            return_window: Duration::from_secs(self.shard.return_window_days * 86_400),
             mailbox_capacity: self.shard.mailbox_capacity,
             call_timeout: Duration::from_secs(self.shard.call_timeout_secs.max(1)),
             panel_chunk_rows: self.shard.panel_chunk_rows.max(1),

@@ -71,6 +71,10 @@ pub enum EventKind {
         from: ShardKey,
         status: ProposalStatus,
     },
+    /// An attachment through an accepted proposal fell through: the household is
+    /// waiting again with its registration time, and the provider's panel lets
+    /// its members go (a `Detached` event where the panel is).
+    Returned { proposal: ProposalId, reference: RegistrationRef, provider: ProviderId, people: u16 },
 }
 
 impl EventKind {
@@ -94,6 +98,7 @@ impl EventKind {
             EventKind::HouseholdUpdated { .. } => "HOUSEHOLD_UPDATED",
             EventKind::Reserved { .. } => "RESERVED",
             EventKind::ReservationClosed { .. } => "RESERVATION_CLOSED",
+            EventKind::Returned { .. } => "RETURNED",
         }
     }
 }

@@ -81,6 +81,16 @@ impl PanelSource {
         }
     }
 
+    /// The accepted proposal the patient came with, when matched from the waitlist.
+    pub fn proposal(&self) -> Option<ProposalId> {
+        match self {
+            PanelSource::Match { proposal, .. }
+            | PanelSource::Matched { proposal, .. }
+            | PanelSource::MatchedWithNeeds { proposal, .. } => Some(*proposal),
+            _ => None,
+        }
+    }
+
     /// The clinic the entry was made for, when known.
     pub fn facility(&self) -> Option<&FacilityNumber> {
         match self {

@@ -20,6 +20,10 @@ pub enum ProposalStatus {
     Expired,
     /// The household withdrew while it was open.
     Cancelled,
+    /// Accepted, then the attachment fell through: a coordinator returned the
+    /// household to the waitlist (with its registration time) and the provider's
+    /// panel let its members go.
+    Returned,
 }
 
 impl ProposalStatus {
@@ -31,6 +35,7 @@ impl ProposalStatus {
             ProposalStatus::Declined => "DECLINED",
             ProposalStatus::Expired => "EXPIRED",
             ProposalStatus::Cancelled => "CANCELLED",
+            ProposalStatus::Returned => "RETURNED",
         }
     }
 }
@@ -150,6 +155,21 @@ impl Proposal {
         Ok(Proposal { status: ProposalStatus::Expired, closed_at: Some(now), ..self.clone() })
     }
 
+    /// `ACCEPTED → RETURNED`: the attachment fell through, for `reason`, told
+    /// by `by`. Refused for any other status.
+    pub fn fall_through(&self, by: Responder, reason: &str, now: Timestamp) -> Result<Self, TransitionRefused> {
+        if self.status != ProposalStatus::Accepted {
+            return Err(self.refuse("returned"));
+        }
+        Ok(Proposal {
+            status: ProposalStatus::Returned,
+            closed_at: Some(now),
+            declined_by: Some(by),
+            decline_reason: Some(reason.to_string()),
+            ..self.clone()
+        })
+    }
+
     /// `OPEN → CANCELLED`: the household withdrew.
     pub fn cancel(&self, now: Timestamp) -> Result<Self, TransitionRefused> {
         if self.status != ProposalStatus::Open {
@@ -206,6 +226,26 @@ mod tests {
             assert!(closed.expire(Timestamp(200)).is_err());
             assert!(closed.cancel(Timestamp(2)).is_err());
         }
+    }
+
+    #[test]
+    fn only_an_accepted_proposal_can_fall_through_and_then_only_once() {
+        let accepted = open().accept(Timestamp(1)).unwrap();
+        let back = accepted.fall_through(Responder::Coordinator, "never seen", Timestamp(5)).unwrap();
+        assert_eq!(
+            (back.status, back.closed_at, back.declined_by, back.decline_reason.as_deref()),
+            (ProposalStatus::Returned, Some(Timestamp(5)), Some(Responder::Coordinator), Some("never seen"))
+        );
+        for not_accepted in [
+            open(),
+            open().decline(Responder::Provider, "x", Timestamp(1)).unwrap(),
+            open().expire(Timestamp(100)).unwrap(),
+            open().cancel(Timestamp(1)).unwrap(),
+            back.clone(),
+        ] {
+            assert!(not_accepted.fall_through(Responder::Coordinator, "x", Timestamp(6)).is_err());
+        }
+        assert!(back.accept(Timestamp(6)).is_err() && back.decline(Responder::Provider, "x", Timestamp(6)).is_err());
     }
 
     #[test]

@@ -127,6 +127,19 @@ impl Registration {
         Ok(next)
     }
 
+    /// `ATTACHED → WAITING`: an attachment made through a match fell through
+    /// (`decline` names the accepted proposal); `registered_at` is kept, so the
+    /// household stands where it stood before the match.
+    pub fn return_from_panel(&self, decline: Decline, now: Timestamp) -> Result<Self, TransitionRefused> {
+        if self.status != RegistrationStatus::Attached || self.provider.as_ref() != Some(&decline.provider) {
+            return Err(self.refuse("returned to the waitlist"));
+        }
+        let mut next =
+            Registration { status: RegistrationStatus::Waiting, provider: None, updated_at: now, ..self.clone() };
+        next.declines.push(decline);
+        Ok(next)
+    }
+
     /// `PROPOSED → ATTACHED`.
     pub fn attach(&self, provider: ProviderId, now: Timestamp) -> Result<Self, TransitionRefused> {
         if self.status != RegistrationStatus::Proposed {
@@ -325,6 +338,23 @@ mod tests {
         assert_eq!(back.registered_at, Timestamp(1_000));
         assert_eq!(back.declines.len(), 1);
         assert_eq!(back.declines[0].reason, "panel full");
+    }
+
+    #[test]
+    fn an_attachment_that_falls_through_returns_the_household_to_its_place() {
+        let r = registration();
+        let p = ProposalId::generate();
+        let attached =
+            r.propose(p, Timestamp(2_000)).unwrap().attach(ProviderId::parse("P1234").unwrap(), Timestamp(3_000));
+        let back = attached.unwrap().return_from_panel(decline(&p), Timestamp(4_000)).unwrap();
+        assert_eq!((back.status, back.provider.as_ref(), back.proposal), (RegistrationStatus::Waiting, None, None));
+        assert_eq!((back.registered_at, back.updated_at), (Timestamp(1_000), Timestamp(4_000)));
+        assert_eq!(back.declines, vec![decline(&p)]);
+        assert!(back.return_from_panel(decline(&p), Timestamp(5_000)).is_err(), "WAITING → WAITING");
+        let proposed = r.propose(p, Timestamp(2_000)).unwrap();
+        assert!(proposed.return_from_panel(decline(&p), Timestamp(3_000)).is_err(), "PROPOSED: decline it instead");
+        let elsewhere = proposed.attach(ProviderId::parse("P9999").unwrap(), Timestamp(3_000)).unwrap();
+        assert!(elsewhere.return_from_panel(decline(&p), Timestamp(4_000)).is_err(), "another provider's panel");
     }
 
     #[test]

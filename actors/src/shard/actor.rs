@@ -52,6 +52,10 @@ pub struct ShardConfig {
     /// memory: listed, and read without going to the store. Older ones are
     /// read from the store when asked for by id.
     pub proposal_memory: Duration,
+    /// How long after a match is accepted a coordinator may still return the
+    /// household to the waitlist with its place (the attachment fell through).
+    /// No longer than `proposal_memory`: the accepted proposal is found in memory.
+    pub return_window: Duration,
     /// Mailbox bound per shard: calls beyond it are refused with `OVERLOADED`.
     pub mailbox_capacity: usize,
     /// How long a caller waits for a shard's answer.
@@ -82,6 +86,12 @@ impl ShardConfig {
         now.plus_ms(-i64::try_from(self.proposal_memory.as_millis()).unwrap_or(i64::MAX))
     }
 
+    /// How long after its acceptance a match can be returned, in milliseconds
+    /// (never longer than closed proposals stay in memory).
+    pub fn return_window_ms(&self) -> i64 {
+        i64::try_from(self.return_window.min(self.proposal_memory).as_millis()).unwrap_or(i64::MAX)
+    }
+
     /// How long after planning step two may still record a proposal, in milliseconds.
     pub fn record_window_ms(&self) -> i64 {
         self.reservation_check_ms() / 3
@@ -97,6 +107,7 @@ impl Default for ShardConfig {
             claim_grace: Duration::from_secs(60),
             reservation_check: Duration::from_secs(15 * 60),
             proposal_memory: Duration::from_secs(90 * 86_400),
+            return_window: Duration::from_secs(60 * 86_400),
             mailbox_capacity: 1024,
             call_timeout: Duration::from_secs(30),
             panel_chunk_rows: 1000,
@@ -310,6 +321,9 @@ impl ShardActor {
                     Err(e) => Err(e),
                 };
                 answer!(reply, result)
+            }
+            ShardMsg::ReturnToWaitlist(reference, reason, reply) => {
+                answer!(reply, rt.return_to_waitlist(&reference, reason, now).await)
             }
             ShardMsg::AnswerProposal(id, ans, who, reply) => {
                 let allowed = match rt.state.proposal(&id) {
@@ -648,6 +662,30 @@ impl ShardRuntime {
         self.registration_view(r).await
     }
 
+    /// An attachment that fell through ([`plan::return_attached`]): the
+    /// members' PHNs are claimed for the registration again first (still its
+    /// own, or freed by a removal from the panel; one on another panel or
+    /// waitlist refuses the whole return), then the change is committed.
+    async fn return_to_waitlist(
+        &mut self,
+        r: &RegistrationRef,
+        reason: String,
+        now: Timestamp,
+    ) -> Result<RegistrationView, AttachError> {
+        // Planned first: a refused return is refused before any claim is taken.
+        let change = plan::return_attached(&self.state, r, reason, now, self.config.return_window_ms())?;
+        let household = self.state.registration(r).map(|reg| reg.household.clone());
+        let household = household.ok_or_else(|| AttachError::not_found("registration"))?;
+        let phns: Vec<_> = household.members.iter().map(|m| m.phn).collect();
+        let claim = PhnClaim { shard: self.state.key.clone(), holder: PhnHolder::Registration(*r), at: now };
+        let taken = self.claim_members(&claim, &household, &phns, now, "nothing was changed").await?;
+        if let Err(e) = self.commit(change, now).await {
+            self.release(&taken, &claim).await;
+            return Err(e);
+        }
+        self.registration_view(r).await
+    }
+
     /// Gives back claims this shard took for a registration it did not make.
     pub(super) async fn release(&self, phns: &[crate::domain::Phn], claim: &PhnClaim) {
         for phn in phns {
@@ -737,11 +775,13 @@ impl ShardRuntime {
             Some(id) => self.proposal_anywhere(id).await?,
             None => None,
         };
-        Ok(RegistrationView {
-            place: self.state.place_in_line(registration),
-            registration: registration.clone(),
-            proposal,
-        })
+        let place = self.state.place_in_line(registration);
+        let estimated_wait_days = place.and_then(|(_, ahead)| {
+            let people = ahead + registration.household.members.len() as u64;
+            let attached = self.state.people_attached_since(days_before(Timestamp::now(), 28));
+            super::messages::estimated_wait_days(people, attached)
+        });
+        Ok(RegistrationView { place, registration: registration.clone(), proposal, estimated_wait_days })
     }
 
     fn waitlist(&self, q: &WaitlistQuery, now: Timestamp) -> WaitlistPage {

@@ -28,6 +28,18 @@ pub struct RegistrationView {
     pub place: Option<(u64, u64)>,
     /// Its open or last proposal.
     pub proposal: Option<Proposal>,
+    /// Days it can expect to wait from now, while waiting (see [`estimated_wait_days`]).
+    pub estimated_wait_days: Option<u32>,
+}
+
+/// Days until `people` more are attached at the rate measured over the last
+/// 28 days (`attached_people_28d`); `None` when nobody was attached in that
+/// window, since there is no rate to go by.
+pub fn estimated_wait_days(people: u64, attached_people_28d: u64) -> Option<u32> {
+    (attached_people_28d > 0).then(|| {
+        let per_day = attached_people_28d as f64 / 28.0;
+        (people as f64 / per_day).ceil().min(f64::from(u32::MAX)) as u32
+    })
 }
 
 /// Which slice of the waitlist to read.
@@ -139,6 +151,9 @@ pub enum ShardMsg {
     Withdraw(RegistrationRef, String, Reply<RegistrationView>),
     /// The household declines the proposal open for its registration.
     DeclineMatch(RegistrationRef, String, Reply<Proposal>),
+    /// An attached household whose attachment fell through goes back to the
+    /// waitlist with its registration time, for the given reason.
+    ReturnToWaitlist(RegistrationRef, String, Reply<RegistrationView>),
     /// A waiting household as it is now (members, needs), keeping its place.
     UpdateHousehold(RegistrationRef, Household, Reply<RegistrationView>),
     /// A registration's standing.
@@ -396,6 +411,7 @@ impl ShardMsg {
             ShardMsg::Register(..) => "register",
             ShardMsg::Withdraw(..) => "withdraw",
             ShardMsg::DeclineMatch(..) => "declineMatch",
+            ShardMsg::ReturnToWaitlist(..) => "returnToWaitlist",
             ShardMsg::UpdateHousehold(..) => "updateHousehold",
             ShardMsg::GetRegistration(..) => "getRegistration",
             ShardMsg::Waitlist(..) => "waitlist",

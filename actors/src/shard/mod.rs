@@ -29,6 +29,8 @@ mod propose_tests;
 #[cfg(test)]
 mod remote_tests;
 #[cfg(test)]
+mod return_tests;
+#[cfg(test)]
 mod spill_tests;
 #[cfg(test)]
 mod tests;

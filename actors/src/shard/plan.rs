@@ -8,7 +8,7 @@ use crate::domain::{
 };
 use crate::error::AttachError;
 use crate::matcher::{self, Candidate, Opening, Policy};
-use crate::store::{Locator, Record};
+use crate::store::{Locator, Record, RecordKey};
 
 use super::state::{Change, ShardState};
 
@@ -449,6 +449,69 @@ pub fn decline_for_household(
         return Err(AttachError::conflict(format!("registration {reference} is {status}: no proposal to decline")));
     };
     answer(state, &id, Answer::Decline { by: Responder::Patient, reason }, now)
+}
+
+/// An attachment that fell through: the household of `reference`, attached
+/// through a proposal accepted less than `window_ms` ago, is waiting again with
+/// its registration time, the proposal is `RETURNED`, and the provider's panel
+/// lets the members go: here in the same commit, or through a settlement when
+/// the provider is homed in another community. The caller claims the members'
+/// PHNs for the registration first. A household attached from a submitted panel,
+/// or attached longer ago, is refused with `CONFLICT`.
+pub fn return_attached(
+    state: &ShardState,
+    reference: &RegistrationRef,
+    reason: String,
+    now: Timestamp,
+    window_ms: i64,
+) -> Result<Change, AttachError> {
+    let reg = registration_or_404(state, reference)?;
+    if reg.status != RegistrationStatus::Attached {
+        let status = reg.status.name();
+        return Err(AttachError::conflict(format!(
+            "registration {reference} is {status}: only an attached household can be returned to the waitlist"
+        )));
+    }
+    let accepted = state
+        .proposals()
+        .filter(|p| &p.reference == reference && p.status == ProposalStatus::Accepted)
+        .filter(|p| reg.provider.as_ref() == Some(&p.provider))
+        .max_by_key(|p| p.closed_at);
+    let since = now.plus_ms(-window_ms);
+    let Some(p) = accepted.filter(|p| p.closed_at.is_some_and(|at| at >= since)) else {
+        let days = window_ms / 86_400_000;
+        return Err(AttachError::conflict(format!(
+            "registration {reference} was not attached through a match accepted in the last {days} days \
+             (or came onto the panel from a submitted panel list): the provider's panel keeps it"
+        )));
+    };
+    let returned = p.fall_through(Responder::Coordinator, &reason, now)?;
+    let decline =
+        Decline { proposal: p.id, provider: p.provider.clone(), by: Some(Responder::Coordinator), reason, at: now };
+    let mut change = Change::default();
+    change.upserts.push(Record::Registration(reg.return_from_panel(decline, now)?));
+    if state.provider(&p.provider).is_some() {
+        let panel = state.panel(&p.provider);
+        let from_this_match = |phn: &crate::domain::Phn| {
+            panel.and_then(|entries| entries.get(phn)).is_some_and(|e| e.source.proposal() == Some(p.id))
+        };
+        let gone: Vec<_> = reg.household.members.iter().map(|m| m.phn).filter(from_this_match).collect();
+        if !gone.is_empty() {
+            let patients = gone.len() as u32;
+            change.deletes.extend(gone.into_iter().map(|phn| RecordKey::PanelEntry(p.provider.clone(), phn)));
+            change.events.push(EventKind::Detached { provider: p.provider.clone(), patients });
+        }
+    } else {
+        settle_if_remote(state, &mut change, &returned, Vec::new());
+    }
+    change.events.push(EventKind::Returned {
+        proposal: p.id,
+        reference: *reference,
+        provider: p.provider.clone(),
+        people: reg.household.members.len() as u16,
+    });
+    change.upserts.push(Record::Proposal(returned));
+    Ok(change)
 }
 
 /// Expires every open proposal past its time, returning its household to the waitlist.

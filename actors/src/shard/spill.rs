@@ -156,7 +156,9 @@ pub fn record(state: &ShardState, proposals: Vec<Proposal>, now: Timestamp, wind
 /// In the provider's shard: takes a settlement. The reservation gets the
 /// proposal's final status (freeing its places), and an accepted household
 /// joins the panel (at the provider's only clinic, if the acceptance named
-/// none); a patient already on the panel is left as they are. Safe to repeat.
+/// none); a patient already on the panel is left as they are. A returned one
+/// (the attachment fell through) takes the members that match brought off the
+/// panel. Safe to repeat.
 pub fn settle(state: &ShardState, settlement: Settlement) -> Change {
     let mut change = Change::default();
     let p = settlement.proposal;
@@ -178,6 +180,16 @@ pub fn settle(state: &ShardState, settlement: Settlement) -> Change {
             let patients = u16::try_from(change.upserts.len()).unwrap_or(u16::MAX);
             let (reference, provider) = (Some(p.reference), p.provider.clone());
             change.events.push(EventKind::Attached { reference, provider, patients });
+        }
+    }
+    if p.status == ProposalStatus::Returned {
+        // The attachment fell through: the members this match brought leave the panel.
+        let from_this_match = state.panel(&p.provider).into_iter().flat_map(|panel| panel.values());
+        let gone: Vec<_> = from_this_match.filter(|e| e.source.proposal() == Some(p.id)).map(|e| e.phn).collect();
+        if !gone.is_empty() {
+            let patients = gone.len() as u32;
+            change.deletes.extend(gone.into_iter().map(|phn| RecordKey::PanelEntry(p.provider.clone(), phn)));
+            change.events.push(EventKind::Detached { provider: p.provider.clone(), patients });
         }
     }
     change.events.push(EventKind::ReservationClosed {

@@ -93,6 +93,23 @@ async fn a_household_with_no_place_at_home_is_proposed_next_door_and_joins_that_
     assert_eq!(stats.counts.attached_people_week, 2, "counted where the panel is");
     let dup = s.register(&sys(), &c("112"), household(&[phn(2)], &[])).await.unwrap_err();
     assert_eq!(dup.code, ErrorCode::Conflict, "the attached patient cannot register again");
+
+    // The attachment falls through: the household waits at home again, and the panel next door lets it go.
+    let back = s.return_to_waitlist(&sys(), &fam.reference, "never seen".into()).await.unwrap();
+    assert_eq!((back.registration.status, back.place), (RegistrationStatus::Waiting, Some((1, 0))));
+    assert!(s.panel(&sys(), &doc, 0, 10).await.unwrap().items.is_empty());
+    assert_eq!(free(s, &doc).await, (5, 0));
+    assert_eq!(seen_by_provider(s, &doc, p.id).await, ProposalStatus::Returned);
+    assert_eq!(settlements(s, "111").await, 0, "settled and forgotten");
+    let detached = EventKind::Detached { provider: doc.clone(), patients: 2 };
+    assert_eq!(next_door.recv().await.unwrap().kind, detached);
+    let (provider, from, status) = (doc.clone(), shard("111"), ProposalStatus::Returned);
+    let closed = EventKind::ReservationClosed { proposal: id, reference, provider, from, status };
+    assert_eq!(next_door.recv().await.unwrap().kind, closed);
+    let stats = s.community_stats(&sys(), &c("112")).await.unwrap();
+    assert_eq!(stats.counts.attached_people_week, 0, "no longer an attachment where the panel is");
+    let dup = s.register(&sys(), &c("112"), household(&[phn(2)], &[])).await.unwrap_err();
+    assert_eq!(dup.code, ErrorCode::Conflict, "waiting at home again");
 }
 
 #[tokio::test]

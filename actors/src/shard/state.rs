@@ -185,8 +185,15 @@ impl ShardState {
                 self.clinics.remove(f);
             }
             RecordKey::PanelEntry(provider, phn) => {
-                if let Some(panel) = self.panels.get_mut(provider) {
-                    panel.remove(phn);
+                let removed = self.panels.get_mut(provider).and_then(|panel| panel.remove(phn));
+                // Counted as it was at load: a patient no longer on the panel is not an attachment.
+                if let Some(e) = removed.filter(|e| e.source.reference().is_some())
+                    && let std::collections::btree_map::Entry::Occupied(mut n) = self.attachments.entry(e.attached_at)
+                {
+                    *n.get_mut() -= 1;
+                    if *n.get() == 0 {
+                        n.remove();
+                    }
                 }
             }
             RecordKey::Endorsement(id) => {

@@ -147,6 +147,30 @@ async fn register_match_accept_attaches_the_whole_household() {
 }
 
 #[tokio::test]
+async fn a_waiting_household_is_told_its_wait_from_the_people_ahead_and_the_measured_rate() {
+    let w = world(ShardConfig::default()).await;
+    let s = &w.system;
+    let _doc = provider(s, "P1111", "111", 3).await;
+    let fam = s.register(&sys(), &c("111"), household(&[phn(1), phn(2), phn(3)], &[])).await.unwrap();
+    assert_eq!(fam.estimated_wait_days, None, "nobody attached in 28 days: no rate");
+    let p = s.run_matching(&sys(), &c("111")).await.unwrap().remove(0);
+    let view = s.registration(&sys(), &fam.registration.reference).await.unwrap();
+    assert_eq!(view.estimated_wait_days, None, "a proposed household is not waiting");
+    s.answer(&sys(), &p.id, Answer::Accept).await.unwrap();
+
+    // Three attached in 28 days: 3/28 people a day.
+    let pair = s.register(&sys(), &c("111"), household(&[phn(4), phn(5)], &[])).await.unwrap();
+    assert_eq!(pair.estimated_wait_days, Some(19), "its own 2 people: 2 × 28 / 3 = 18.7, rounded up");
+    let solo = s.register(&sys(), &c("111"), household(&[phn(6)], &[])).await.unwrap();
+    assert_eq!(solo.estimated_wait_days, Some(28), "2 ahead and itself: 3 × 28 / 3");
+    let read = s.registration(&sys(), &solo.registration.reference).await.unwrap();
+    assert_eq!(read.estimated_wait_days, Some(28));
+    let stats = s.community_stats(&sys(), &c("111")).await.unwrap();
+    assert_eq!(stats.estimated_wait_days, Some(28), "the last in line waits as long as someone registering now");
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn a_phn_is_refused_while_waiting_or_on_a_panel_in_any_community() {
     let w = world(ShardConfig::default()).await;
     let s = &w.system;

@@ -61,6 +61,9 @@ pub enum MatchEventKind {
     /// Such a proposal closed with `proposalStatus`, and its places here are no
     /// longer held (an accepted household's members joined the panel: `ATTACHED`).
     ReservationClosed,
+    /// An attachment fell through: the household (`people`) is waiting again
+    /// with its registration time, and the provider's panel let its members go.
+    Returned,
     /// This subscriber fell behind and missed events after `missedAfterSeq`:
     /// fetch them with the `events` query.
     Missed,
@@ -167,6 +170,9 @@ impl From<Event> for MatchEvent {
             EventKind::ReservationClosed { proposal, reference, provider, .. } => {
                 (K::ReservationClosed, id(reference), id(proposal), id(provider))
             }
+            EventKind::Returned { proposal, reference, provider, .. } => {
+                (K::Returned, id(reference), id(proposal), id(provider))
+            }
         };
         let mut out = MatchEvent {
             reference,
@@ -178,7 +184,9 @@ impl From<Event> for MatchEvent {
             EventKind::Registered { household_size, .. } | EventKind::HouseholdUpdated { household_size, .. } => {
                 out.people = Some(u32::from(household_size))
             }
-            EventKind::Attached { patients, .. } => out.people = Some(u32::from(patients)),
+            EventKind::Attached { patients, .. } | EventKind::Returned { people: patients, .. } => {
+                out.people = Some(u32::from(patients))
+            }
             EventKind::Declined { by, .. } => out.declined_by = Some(by.into()),
             EventKind::ClinicUpdated { facility } => out.facility_number = Some(facility),
             EventKind::Detached { patients, .. } => out.people = Some(patients),

@@ -50,6 +50,25 @@ impl MutationRoot {
         system(ctx).decline_match(caller(ctx), &reference, reason).await.gql().map(Into::into)
     }
 
+    /// An attachment fell through (the patient was never seen, or the
+    /// provider and household agree it does not fit): the attached household
+    /// goes back to the waitlist with its registration time, so its place in
+    /// line, the accepted proposal becomes `RETURNED` with the reason, and the
+    /// provider's panel lets its members go. For a coordinator in scope,
+    /// within `shard.return_window_days` of the acceptance. `CONFLICT` for a
+    /// household not attached by a match in that time, or with a member now on
+    /// another panel or waitlist (nothing changes).
+    async fn return_to_waitlist(
+        &self,
+        ctx: &Context<'_>,
+        reference: ID,
+        reason: String,
+    ) -> async_graphql::Result<Registration> {
+        let reference = d::RegistrationRef::parse(&reference).gql()?;
+        let reason = d::parse_reason(&reason).gql()?;
+        system(ctx).return_to_waitlist(caller(ctx), &reference, reason).await.gql().map(Into::into)
+    }
+
     /// Replaces a waiting registration's household with the household as it
     /// is now: a baby born, a member who left, needs that changed. The
     /// reference and the registration time (the place in line) are kept. Added

@@ -88,6 +88,9 @@ pub enum ProposalStatus {
     Expired,
     /// The household withdrew.
     Cancelled,
+    /// Accepted, then the attachment fell through: the household was returned
+    /// to the waitlist with its place (`returnToWaitlist`).
+    Returned,
 }
 
 /// Who answered.
@@ -284,6 +287,12 @@ pub struct Registration {
     pub place_in_line: Option<u64>,
     /// People ahead in line, while waiting.
     pub people_ahead: Option<u64>,
+    /// Days this household can expect to wait from now, while waiting: the
+    /// people ahead of it and its own members, at the rate people were attached
+    /// in its community over the last 28 days. A clinical need can bring a
+    /// match sooner, and a provider's preferences later. Null when nobody was
+    /// attached there in that time (no rate to go by). Not given on waitlist pages.
+    pub estimated_wait_days: Option<u32>,
     /// The open proposal, or the last one.
     pub proposal: Option<Proposal>,
     /// The provider, once attached.
@@ -299,6 +308,7 @@ impl From<RegistrationView> for Registration {
         let mut reg = Registration::from(v.registration);
         reg.place_in_line = v.place.map(|p| p.0);
         reg.people_ahead = v.place.map(|p| p.1);
+        reg.estimated_wait_days = v.estimated_wait_days;
         reg.proposal = v.proposal.map(Into::into);
         reg
     }
@@ -323,6 +333,7 @@ impl From<&d::Registration> for Registration {
             languages: r.household.languages.iter().map(|l| l.as_str().to_string()).collect(),
             place_in_line: None,
             people_ahead: None,
+            estimated_wait_days: None,
             proposal: None,
             provider_id: r.provider.as_ref().map(|p| ID(p.to_string())),
             declines: r
@@ -361,8 +372,8 @@ fn text(s: impl ToString) -> Value {
 }
 
 /// The reader of a plain field, by its GraphQL name; `None` for any other.
-/// A page's items are never asked their place in line (`placeInLine` and
-/// `peopleAhead` are null on them, as on [`Registration::from`]).
+/// A page's items are never asked their place in line (`placeInLine`,
+/// `peopleAhead` and `estimatedWaitDays` are null on them, as on [`Registration::from`]).
 fn plain_field(name: &str) -> Option<PlainField> {
     let read: PlainField = match name {
         "reference" => |r| text(r.reference),
@@ -372,7 +383,7 @@ fn plain_field(name: &str) -> Option<PlainField> {
         "householdSize" => |r| (r.household.members.len() as u32).to_value(),
         "needs" => |r| needs_of(r).to_value(),
         "languages" => |r| Value::List(r.household.languages.iter().map(|l| text(l.as_str())).collect()),
-        "placeInLine" | "peopleAhead" => |_| Value::Null,
+        "placeInLine" | "peopleAhead" | "estimatedWaitDays" => |_| Value::Null,
         "providerId" => |r| r.provider.as_ref().map_or(Value::Null, text),
         "withdrawnReason" => |r| r.withdrawn_reason.as_ref().map_or(Value::Null, text),
         "__typename" => |_| text("Registration"),

@@ -220,6 +220,7 @@ async fn every_role_against_every_operation() {
         ("acceptProposal", ["U", "F", "O", "F", "F", "F", "F", "O", "F", "F", "F"]),
         ("declineProposal", ["U", "F", "O", "F", "F", "F", "F", "O", "F", "F", "F"]),
         ("declineMatch", ["U", "O", "F", "F", "F", "F", "F", "O", "F", "F", "F"]),
+        ("returnToWaitlist", ["U", "F", "F", "F", "F", "F", "F", "C", "F", "F", "F"]),
         ("panel", ["U", "F", "O", "F", "O", "F", "F", "F", "F", "O", "F"]),
         ("communityStatistics", ["U", "F", "O", "O", "O", "O", "O", "O", "O", "O", "O"]),
         ("events", ["U", "F", "F", "F", "F", "F", "F", "O", "F", "O", "F"]),
@@ -285,6 +286,78 @@ async fn a_patient_declines_their_match_and_keeps_their_place() {
     assert_eq!(c.ok(Who::Patient, STATUS, json!({ "r": f.reference })).await, back);
 }
 
+#[tokio::test]
+async fn a_coordinator_returns_a_household_whose_attachment_fell_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::spawn(dir.path(), Spawn::default()).await;
+    let c = Client { app: &app, tokens: tokens(dir.path()) };
+    set_up(&c).await;
+    let f = fresh(&c, 1).await;
+    const STATUS: &str = "query($r: ID!) { registration(reference: $r) {
+        status registeredAt placeInLine providerId declines { proposalId providerId by reason } } }";
+    const PANEL: &str = r#"{ panel(providerId: "P10001", first: 10) { panelSize nodes { reference } } }"#;
+    const RETURN: &str = "mutation($r: ID!, $why: String!) { returnToWaitlist(reference: $r, reason: $why) {
+        status registeredAt placeInLine providerId declines { proposalId providerId by reason } } }";
+    let r = json!({ "r": f.reference });
+    let why = json!({ "r": f.reference, "why": "never came to the first visit" });
+    let registered_at = c.ok(Who::Coordinator, STATUS, r.clone()).await["registration"]["registeredAt"].clone();
+    let waiting = c.post(Who::Coordinator, RETURN, why.clone()).await;
+    assert_eq!(waiting["errors"][0]["extensions"]["code"], "CONFLICT", "not attached yet: {waiting:#}");
+    c.ok(Who::Provider, "mutation($id: ID!) { acceptProposal(id: $id) { status } }", json!({ "id": f.proposal })).await;
+    let panel = c.ok(Who::Provider, PANEL, json!({})).await["panel"].clone();
+    assert!(panel["nodes"].as_array().unwrap().iter().any(|n| n["reference"] == f.reference.as_str()));
+    for who in [Who::Patient, Who::Provider, Who::OutOfScopeCoordinator, Who::Support] {
+        assert_eq!(c.outcome(who, RETURN, why.clone()).await, "FORBIDDEN", "{who:?}");
+    }
+
+    let back = c.ok(Who::Coordinator, RETURN, why.clone()).await["returnToWaitlist"].clone();
+    let expected = json!({
+        "status": "WAITING", "registeredAt": registered_at, "placeInLine": 1, "providerId": null,
+        "declines": [{ "proposalId": f.proposal, "providerId": "P10001", "by": "COORDINATOR",
+                       "reason": "never came to the first visit" }],
+    });
+    assert_eq!(back, expected, "waiting again, with its registration time and the reason");
+    let proposal = c.ok(
+        Who::Coordinator,
+        "query($id: ID!) { proposal(id: $id) { status declineReason } }",
+        json!({ "id": f.proposal }),
+    );
+    assert_eq!(
+        proposal.await["proposal"],
+        json!({ "status": "RETURNED", "declineReason": "never came to the first visit" })
+    );
+    let after = c.ok(Who::Provider, PANEL, json!({})).await["panel"].clone();
+    assert_eq!(
+        after["panelSize"].as_u64().unwrap() + 1,
+        panel["panelSize"].as_u64().unwrap(),
+        "the member left the panel"
+    );
+    assert!(!after["nodes"].as_array().unwrap().iter().any(|n| n["reference"] == f.reference.as_str()));
+    let again = c.post(Who::Coordinator, RETURN, why.clone()).await;
+    assert_eq!(again["errors"][0]["extensions"]["code"], "CONFLICT", "once: {again:#}");
+    let feed = c.ok(
+        Who::Coordinator,
+        r#"{ events(communityCode: "111", afterSeq: 0, first: 100) { hasMore nodes { kind reference people } } }"#,
+        json!({}),
+    );
+    let feed = feed.await["events"].clone();
+    assert_eq!(feed["hasMore"], false);
+    let feed = feed["nodes"].as_array().unwrap().clone();
+    assert!(feed.contains(&json!({ "kind": "RETURNED", "reference": f.reference, "people": 1 })), "{feed:#?}");
+    assert_eq!(feed.last().unwrap()["kind"], "RETURNED", "after the panel let the member go");
+
+    // Through SIGKILL, and matched again from its place.
+    drop(c);
+    app.kill();
+    let app = TestApp::spawn(dir.path(), Spawn::default()).await;
+    let c = Client { app: &app, tokens: tokens(dir.path()) };
+    assert_eq!(c.ok(Who::Coordinator, STATUS, r.clone()).await["registration"], expected);
+    assert_eq!(c.ok(Who::Provider, PANEL, json!({})).await["panel"], after);
+    let run = c.ok(Who::Coordinator, MATCH, json!({})).await;
+    assert!(run["runMatching"]["proposals"].as_array().unwrap().iter().any(|p| p["providerId"] == "P10001"));
+    assert_eq!(c.ok(Who::Coordinator, STATUS, r).await["registration"]["status"], "PROPOSED");
+}
+
 /// The document and variables of one attempt at `op`.
 fn request(op: &str, f: &Fresh, n: u32) -> (String, Value) {
     let r = json!({ "r": f.reference });
@@ -342,6 +415,9 @@ fn request(op: &str, f: &Fresh, n: u32) -> (String, Value) {
         }
         "declineMatch" => {
             (r#"mutation($r: ID!) { declineMatch(reference: $r, reason: "too far") { status declinedBy } }"#.into(), r)
+        }
+        "returnToWaitlist" => {
+            (r#"mutation($r: ID!) { returnToWaitlist(reference: $r, reason: "no show") { status } }"#.into(), r)
         }
         "panel" => (r#"{ panel(providerId: "P10001", first: 5) { nodes { surname } } }"#.into(), none),
         "communityStatistics" => (r#"{ communityStatistics(code: "111") { waitingHouseholds } }"#.into(), none),

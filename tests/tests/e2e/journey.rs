@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use crate::helpers::{Spawn, TestApp, phn};
 
 const REGISTER: &str = r#"mutation($input: RegisterHouseholdInput!) {
-  registerHousehold(input: $input) { reference status placeInLine peopleAhead registeredAt householdSize }
+  registerHousehold(input: $input) { reference status placeInLine peopleAhead estimatedWaitDays registeredAt householdSize }
 }"#;
 
 const REGISTRATION: &str = r#"query($r: ID!) {
@@ -86,6 +86,7 @@ async fn the_whole_journey_survives_sigkill() {
     // Registrations.
     let family = register(&app, "111", &[phn(1), phn(2), phn(3)]).await;
     assert_eq!((family["status"].as_str(), family["placeInLine"].as_u64()), (Some("WAITING"), Some(1)));
+    assert!(family["estimatedWaitDays"].is_null(), "nobody attached yet: no rate to estimate from");
     let single = register(&app, "111", &[phn(4)]).await;
     assert_eq!((single["placeInLine"].as_u64(), single["peopleAhead"].as_u64()), (Some(2), Some(3)));
     let leaver = register(&app, "111", &[phn(5)]).await;
@@ -178,6 +179,12 @@ async fn the_whole_journey_survives_sigkill() {
     assert_eq!(back["registeredAt"], single["registeredAt"]);
     assert_eq!(back["placeInLine"], 1);
     assert_eq!(back["declines"][0]["reason"], "panel closed to this age group");
+    // Three people attached in 28 days: one more (nobody ahead) is 28 / 3 days away, rounded up.
+    let estimate = app.ok(
+        "query($r: ID!) { registration(reference: $r) { estimatedWaitDays } }",
+        json!({ "r": single["reference"] }),
+    );
+    assert_eq!(estimate.await["registration"]["estimatedWaitDays"], 10);
 
     // The panel, the provider and the statistics.
     let panel = doctor
@@ -200,7 +207,7 @@ async fn the_whole_journey_survives_sigkill() {
     assert_eq!(stats["c"]["proposedHouseholds"], 1);
     assert_eq!(stats["c"]["attachedThisWeek"], 3);
     assert_eq!(stats["c"]["medianWaitDays"], 0);
-    assert!(stats["c"]["estimatedWaitDays"].as_u64().is_some());
+    assert_eq!(stats["c"]["estimatedWaitDays"], 10, "one person waiting, three attached in 28 days");
     assert_eq!(stats["h"]["attachedThisWeek"], 3);
 
     // A baby is born to the household waiting in 222: the household changes, its place does not.
@@ -388,7 +395,7 @@ async fn badly_typed_variables_are_invalid_input_every_time() {
 #[tokio::test]
 async fn a_waitlist_page_reads_the_same_whichever_way_its_fields_are_selected() {
     const FIELDS: &str = "reference community status registeredAt householdSize needs languages \
-                          placeInLine peopleAhead providerId withdrawnReason __typename";
+                          placeInLine peopleAhead estimatedWaitDays providerId withdrawnReason __typename";
     let dir = tempfile::tempdir().unwrap();
     let app = TestApp::spawn(dir.path(), Spawn::default()).await;
     register(&app, "111", &[phn(80), phn(81)]).await;

@@ -1,0 +1,124 @@
+//! An attachment that falls through: the household goes back to the waitlist
+//! with its registration time, through the real actors and store.
+
+use crate::domain::*;
+use crate::error::ErrorCode;
+use crate::shard::state::ShardState;
+use crate::shard::{Answer, ShardConfig};
+use crate::store::Record;
+use crate::system::AttachSystem;
+
+use super::plan;
+use super::tests::{c, household, phn, provider, sys, world};
+
+/// Registers `phns` as one household in 111, matches it to the provider and accepts.
+async fn attach(s: &AttachSystem, phns: &[Phn]) -> (RegistrationRef, Proposal) {
+    let reference = s.register(&sys(), &c("111"), household(phns, &[])).await.unwrap().registration.reference;
+    let made = s.run_matching(&sys(), &c("111")).await.unwrap();
+    let p = made.into_iter().find(|p| p.reference == reference).expect("a place for it");
+    let accepted = s.answer(&sys(), &p.id, Answer::Accept).await.unwrap();
+    (reference, accepted)
+}
+
+#[tokio::test]
+async fn a_returned_household_waits_again_from_its_place_and_leaves_the_panel() {
+    let w = world(ShardConfig::default()).await;
+    let s = &w.system;
+    let doc = provider(s, "P1111", "111", 5).await;
+    let (early, accepted) = attach(s, &[phn(1), phn(2)]).await;
+    let registered_at = s.registration(&sys(), &early).await.unwrap().registration.registered_at;
+    let later = s.register(&sys(), &c("111"), household(&[phn(3)], &[])).await.unwrap();
+    assert_eq!(later.place, Some((1, 0)));
+    assert_eq!(s.provider(&sys(), &doc).await.unwrap().free_places, 3);
+    assert_eq!(s.community_stats(&sys(), &c("111")).await.unwrap().counts.attached_people_week, 2);
+
+    let waiting = s.return_to_waitlist(&sys(), &later.registration.reference, "x".into()).await.unwrap_err();
+    assert_eq!(waiting.code, ErrorCode::Conflict, "only an attached household");
+    let back = s.return_to_waitlist(&sys(), &early, "never came to the first visit".into()).await.unwrap();
+    assert_eq!(back.registration.status, RegistrationStatus::Waiting);
+    assert_eq!((back.registration.registered_at, back.place), (registered_at, Some((1, 0))), "its place, first");
+    let decline = back.registration.declines.last().unwrap();
+    assert_eq!((decline.proposal, decline.by), (accepted.id, Some(Responder::Coordinator)));
+    assert_eq!(back.registration.provider, None);
+    let later_now = s.registration(&sys(), &later.registration.reference).await.unwrap();
+    assert_eq!(later_now.place, Some((2, 2)), "behind the returned household again");
+    let proposal = s.proposal(&sys(), &accepted.id).await.unwrap();
+    assert_eq!(
+        (proposal.status, proposal.decline_reason.as_deref()),
+        (ProposalStatus::Returned, Some("never came to the first visit"))
+    );
+
+    // The panel let both members go: places, the panel and the week's count.
+    assert!(s.panel(&sys(), &doc, 0, 10).await.unwrap().items.is_empty());
+    assert_eq!(s.provider(&sys(), &doc).await.unwrap().free_places, 5);
+    assert_eq!(s.community_stats(&sys(), &c("111")).await.unwrap().counts.attached_people_week, 0);
+    // The members are held by the waiting registration, not freed.
+    let dup = s.register(&sys(), &c("112"), household(&[phn(2)], &[])).await.unwrap_err();
+    assert_eq!(dup.code, ErrorCode::Conflict);
+    let again = s.return_to_waitlist(&sys(), &early, "again".into()).await.unwrap_err();
+    assert_eq!(again.code, ErrorCode::Conflict, "once");
+
+    // Durable: the same after a restart.
+    s.stop().await;
+    drop(w.system);
+    let s = super::tests::start(&w.path, ShardConfig::default()).await;
+    let reread = s.registration(&sys(), &early).await.unwrap();
+    assert_eq!((reread.registration, reread.place), (back.registration, back.place));
+    assert!(s.panel(&sys(), &doc, 0, 10).await.unwrap().items.is_empty());
+    assert_eq!(s.community_stats(&sys(), &c("111")).await.unwrap().counts.attached_people_week, 0);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_household_removed_from_the_panel_is_returned_and_one_on_another_panel_is_not() {
+    let w = world(ShardConfig::default()).await;
+    let s = &w.system;
+    let doc = provider(s, "P1111", "111", 5).await;
+    // The provider removed one member already: freed, and claimed for the registration again.
+    let (removed, _) = attach(s, &[phn(1), phn(2)]).await;
+    assert_eq!(s.remove_from_panel(&sys(), &doc, vec![phn(1)]).await.unwrap(), vec![true]);
+    let back = s.return_to_waitlist(&sys(), &removed, "moved away before the visit".into()).await.unwrap();
+    assert_eq!(back.registration.status, RegistrationStatus::Waiting);
+    assert!(s.panel(&sys(), &doc, 0, 10).await.unwrap().items.is_empty());
+    let dup = s.register(&sys(), &c("111"), household(&[phn(1)], &[])).await.unwrap_err();
+    assert_eq!(dup.code, ErrorCode::Conflict, "member 1 is claimed by the waiting household again");
+
+    // A member who has since registered on their own keeps that registration: nothing changes.
+    let (split, _) = attach(s, &[phn(3), phn(4)]).await;
+    s.remove_from_panel(&sys(), &doc, vec![phn(4)]).await.unwrap();
+    s.register(&sys(), &c("112"), household(&[phn(4)], &[])).await.unwrap();
+    let refused = s.return_to_waitlist(&sys(), &split, "x".into()).await.unwrap_err();
+    assert_eq!((refused.code, refused.field.as_deref()), (ErrorCode::Conflict, Some("members[1].phn")));
+    let still = s.registration(&sys(), &split).await.unwrap().registration;
+    assert_eq!((still.status, still.provider), (RegistrationStatus::Attached, Some(doc.clone())));
+    let panel = s.panel(&sys(), &doc, 0, 10).await.unwrap();
+    assert_eq!(panel.items.iter().map(|e| e.phn).collect::<Vec<_>>(), vec![phn(3)], "member 3 stays on the panel");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_match_accepted_longer_ago_than_the_window_stays_on_the_panel() {
+    let w = world(ShardConfig::default()).await;
+    let s = &w.system;
+    provider(s, "P1111", "111", 5).await;
+    let (reference, accepted) = attach(s, &[phn(1)]).await;
+    let registration = s.registration(&sys(), &reference).await.unwrap().registration;
+    s.stop().await;
+
+    let mut state = ShardState::new(registration.shard.clone());
+    state.apply([Record::Registration(registration), Record::Proposal(accepted.clone())], &[]);
+    let day = 86_400_000;
+    let window = ShardConfig::default().return_window_ms();
+    assert_eq!(window, 60 * day);
+    let accepted_at = accepted.closed_at.unwrap();
+    let in_time = plan::return_attached(&state, &reference, "x".into(), accepted_at.plus_ms(59 * day), window);
+    assert!(in_time.is_ok());
+    let late = plan::return_attached(&state, &reference, "x".into(), accepted_at.plus_ms(61 * day), window);
+    let err = late.unwrap_err();
+    assert_eq!(err.code, ErrorCode::Conflict);
+    assert!(err.message.contains("last 60 days"), "{}", err.message);
+    // The window is never longer than proposals stay in memory, where the accepted one is found.
+    let short_memory =
+        ShardConfig { proposal_memory: std::time::Duration::from_secs(86_400), ..ShardConfig::default() };
+    assert_eq!(short_memory.return_window_ms(), day);
+}
