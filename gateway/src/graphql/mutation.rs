@@ -34,8 +34,7 @@ impl MutationRoot {
         reference: ID,
         reason: String,
     ) -> async_graphql::Result<Registration> {
-        let reference = d::RegistrationRef::parse(&reference).gql()?;
-        let reason = d::parse_reason(&reason).gql()?;
+        let (reference, reason) = reference_and_reason(&reference, &reason)?;
         system(ctx).withdraw(caller(ctx), &reference, reason).await.gql().map(Into::into)
     }
 
@@ -45,8 +44,7 @@ impl MutationRoot {
     /// reason. For the patient, signed in, with the registration's reference
     /// (and for a coordinator in scope). `CONFLICT` when no proposal is open.
     async fn decline_match(&self, ctx: &Context<'_>, reference: ID, reason: String) -> async_graphql::Result<Proposal> {
-        let reference = d::RegistrationRef::parse(&reference).gql()?;
-        let reason = d::parse_reason(&reason).gql()?;
+        let (reference, reason) = reference_and_reason(&reference, &reason)?;
         system(ctx).decline_match(caller(ctx), &reference, reason).await.gql().map(Into::into)
     }
 
@@ -64,8 +62,7 @@ impl MutationRoot {
         reference: ID,
         reason: String,
     ) -> async_graphql::Result<Registration> {
-        let reference = d::RegistrationRef::parse(&reference).gql()?;
-        let reason = d::parse_reason(&reason).gql()?;
+        let (reference, reason) = reference_and_reason(&reference, &reason)?;
         system(ctx).return_to_waitlist(caller(ctx), &reference, reason).await.gql().map(Into::into)
     }
 
@@ -186,4 +183,10 @@ impl MutationRoot {
         let reason = d::parse_reason(&reason).gql()?;
         system(ctx).answer(caller(ctx), &id, Answer::Decline { by: by.into(), reason }).await.gql().map(Into::into)
     }
+}
+
+/// A registration's reference and a free-text reason, as the household's own
+/// steps (withdraw, decline, return) take them.
+fn reference_and_reason(reference: &ID, reason: &str) -> async_graphql::Result<(d::RegistrationRef, String)> {
+    Ok((d::RegistrationRef::parse(reference).gql()?, d::parse_reason(reason).gql()?))
 }
