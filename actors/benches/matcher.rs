@@ -102,6 +102,7 @@ fn candidate(rng: &mut StdRng, langs: &[Language]) -> Candidate {
         complex,
         age_groups,
         languages,
+        passed: vec![],
     }
 }
 

@@ -115,6 +115,7 @@ fn candidate(rng: &mut StdRng, n: u32) -> Candidate {
         needs,
         age_groups,
         languages,
+        passed: vec![],
     }
 }
 

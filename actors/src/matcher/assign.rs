@@ -150,6 +150,9 @@ impl<'a> Board<'a> {
             if slot.remaining < size || (h.complex && slot.complex_used.saturating_add(size) > slot.complex_cap) {
                 continue;
             }
+            if self.passed_over(s, c) {
+                continue;
+            }
             let Some(soft) = self.preferences(s, h) else {
                 continue;
             };
@@ -160,7 +163,8 @@ impl<'a> Board<'a> {
             }
         }
         let Some(best) = best else {
-            if let Some(k) = key
+            // A household refused only for providers it was passed to before says nothing of its profile.
+            if let Some(k) = key.filter(|_| c.passed.is_empty())
                 && let Err(pos) = self.refused.binary_search(&k)
             {
                 self.refused.insert(pos, k);
@@ -212,6 +216,12 @@ impl<'a> Board<'a> {
         Some(soft)
     }
 
+    /// Whether opening `s` is one household `c` was passed to before, which a
+    /// run does not propose it to again.
+    fn passed_over(&self, s: usize, c: &Candidate) -> bool {
+        !c.passed.is_empty() && c.passed.contains(&self.openings[s].provider)
+    }
+
     /// Whether slot `s` takes every age group of household `h`.
     fn takes_ages(&self, s: usize, h: &Profile) -> bool {
         let slot = &self.slots[s];
@@ -235,12 +245,13 @@ impl<'a> Board<'a> {
     }
 
     /// The openings (indices into [`Board::openings`]) that the hard rules let
-    /// household `c` go to, places and complex share aside: exactly the ones
-    /// [`Board::place`] would weigh if they had room.
+    /// household `c` go to, places and complex share aside, less the providers
+    /// it was passed to before: exactly the ones [`Board::place`] would weigh if
+    /// they had room.
     pub(super) fn admitting(&mut self, c: &Candidate) -> Vec<usize> {
         let h = self.profile(c);
         self.load_languages(&h, c);
-        (0..self.slots.len()).filter(|&s| self.preferences(s, &h).is_some()).collect()
+        (0..self.slots.len()).filter(|&s| self.preferences(s, &h).is_some() && !self.passed_over(s, c)).collect()
     }
 
     /// Checks household `c` against the board's first opening, as an

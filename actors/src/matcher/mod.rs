@@ -87,6 +87,10 @@ pub struct Candidate {
     pub age_groups: BTreeSet<AgeGroup>,
     /// Languages the household can be cared for in.
     pub languages: Vec<Language>,
+    /// Providers a run does not propose it to again: a match with them fell
+    /// through (declined by either side, not answered in time, or returned
+    /// after acceptance). A coordinator's own choice ([`assess`]) may still.
+    pub passed: Vec<ProviderId>,
 }
 
 /// An accepting provider's free places and preferences.

@@ -5,7 +5,8 @@
 //! not optimality, so on a given input another assignment may place more
 //! people, or more priority. This module measures by how much, under exactly
 //! the hard rules the matcher enforces (whole households, each opening's free
-//! places, its complex share, hard language and age-group preferences):
+//! places, its complex share, hard language and age-group preferences, and
+//! never a provider a household was passed to before):
 //!
 //! - [`Instance`] reduces one matcher input to what those rules and the
 //!   objectives see, using the matcher's own eligibility code.
@@ -657,6 +658,7 @@ mod tests {
             complex: false,
             age_groups: BTreeSet::new(),
             languages: vec![],
+            passed: vec![],
         }
     }
 
@@ -706,6 +708,7 @@ mod tests {
                 complex: rng.random_range(0..4) == 0,
                 age_groups: groups.iter().copied().filter(|_| rng.random::<bool>()).collect(),
                 languages: pick(rng),
+                passed: crate::matcher::tests::passed_over(rng, openings),
                 ..candidate(n, 0, rng.random_range(1..=max_size))
             })
             .collect();
@@ -730,6 +733,7 @@ mod tests {
             let shared = c.languages.iter().any(|l| o.languages.contains(l));
             (policy.age_groups != PreferenceRule::Hard || ages_ok)
                 && (policy.language != PreferenceRule::Hard || neutral || shared)
+                && !c.passed.contains(&o.provider)
         };
         let worth: Vec<u64> = candidates
             .iter()

@@ -122,6 +122,7 @@ mod tests {
             complex: false,
             age_groups: BTreeSet::new(),
             languages: vec![],
+            passed: vec![],
         }
     }
 

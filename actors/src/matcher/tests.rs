@@ -35,6 +35,7 @@ fn cand(n: u32, days: i64) -> Candidate {
         complex: false,
         age_groups: BTreeSet::new(),
         languages: vec![],
+        passed: vec![],
     }
 }
 
@@ -359,7 +360,7 @@ fn plain_run(
         let size = u32::from(c.size);
         let mut best: Option<(usize, u8)> = None;
         for (i, o) in open.iter().enumerate() {
-            if left[i] < size || (c.complex && complex_used[i] + size > caps[i]) {
+            if left[i] < size || (c.complex && complex_used[i] + size > caps[i]) || c.passed.contains(&o.provider) {
                 continue;
             }
             let ages_ok = o.age_groups.is_empty() || c.age_groups.is_subset(&o.age_groups);
@@ -391,6 +392,15 @@ fn plain_run(
     out
 }
 
+/// For one household in four, one or two of `openings` providers (`P0000`…)
+/// it was passed to before.
+pub(super) fn passed_over(rng: &mut StdRng, openings: u32) -> Vec<ProviderId> {
+    if openings == 0 || rng.random_range(0..4) != 0 {
+        return vec![];
+    }
+    (0..rng.random_range(1..=2)).map(|_| provider(&format!("P{:04}", rng.random_range(0..openings)))).collect()
+}
+
 fn random_case(
     rng: &mut StdRng,
     languages: &[Language],
@@ -409,6 +419,7 @@ fn random_case(
             complex: rng.random_range(0..6) == 0,
             age_groups: groups.iter().copied().filter(|_| rng.random::<bool>()).collect(),
             languages: pick(rng, 2),
+            passed: passed_over(rng, openings),
             ..cand(n, 0)
         })
         .collect();
@@ -451,6 +462,19 @@ fn agrees_with_the_rules_written_plainly() {
             }
         }
     }
+}
+
+#[test]
+fn a_household_is_not_proposed_again_to_a_provider_it_was_passed_to() {
+    let passed = Candidate { passed: vec![provider("P0001")], ..cand(1, 90) };
+    // The only provider: the household waits, and one just like it behind goes first.
+    let out = run(&[passed.clone(), cand(2, 10)], &[opening("P0001", 5)], &Policy::default(), NOW);
+    assert_eq!(placed(&out), [(2, "P0001")], "a refusal for a passed provider says nothing of the profile");
+    // Another provider takes it, in its turn.
+    let out = run(&[passed.clone(), cand(2, 10)], &[opening("P0001", 1), opening("P0002", 1)], &Policy::default(), NOW);
+    assert_eq!(placed(&out), [(1, "P0002"), (2, "P0001")]);
+    // A coordinator may still choose that provider.
+    assert!(assess(&passed, &opening("P0001", 5), &Policy::default(), NOW).is_ok());
 }
 
 #[test]
@@ -497,7 +521,7 @@ fn a_coordinators_choice_fits_exactly_when_a_run_of_the_pair_would_place_it() {
     let languages: Vec<Language> = ["en", "fr", "pa"].into_iter().map(lang).collect();
     let rules = [PreferenceRule::Hard, PreferenceRule::Soft, PreferenceRule::Ignore];
     let (candidates, openings) = random_case(&mut rng, &languages, 60, 40);
-    let mut fitted = 0;
+    let (mut fitted, mut chosen_again) = (0, 0);
     for &language in &rules {
         for &age_groups in &rules {
             let p = policy(language, age_groups);
@@ -505,6 +529,11 @@ fn a_coordinators_choice_fits_exactly_when_a_run_of_the_pair_would_place_it() {
                 for o in &openings {
                     let run_of_pair = run(slice::from_ref(c), slice::from_ref(o), &p, NOW);
                     match assess(c, o, &p, NOW) {
+                        // The one rule a coordinator may set aside: a provider the household was passed to before.
+                        Ok(_) if c.passed.contains(&o.provider) => {
+                            assert!(run_of_pair.is_empty(), "a run proposed a household to a provider it passed");
+                            chosen_again += 1;
+                        }
                         Ok(why) => {
                             let placed = run_of_pair.first().expect("a run of the pair places what fits");
                             assert_eq!((why.score, &why.parts), (placed.explanation.score, &placed.explanation.parts));
@@ -518,4 +547,5 @@ fn a_coordinators_choice_fits_exactly_when_a_run_of_the_pair_would_place_it() {
         }
     }
     assert!(fitted > 1_000 && fitted < 9 * 60 * 40, "both outcomes are covered: {fitted} fitted");
+    assert!(chosen_again > 0, "a provider passed before is covered");
 }

@@ -191,6 +191,7 @@ fn candidate(r: &Registration, now: Timestamp) -> Candidate {
         complex: r.household.is_complex(),
         age_groups: r.household.age_groups(now),
         languages: r.household.languages.clone(),
+        passed: r.declines.iter().map(|d| d.provider.clone()).collect(),
     }
 }
 

@@ -153,7 +153,10 @@ async fn declined_withdrawn_moved_or_expired_spill_proposals_free_the_places() {
     assert_eq!(free(s, &doc).await, (4, 0));
     assert_eq!(seen_by_provider(s, &doc, p.id).await, ProposalStatus::Declined);
 
+    // The declined household is not offered to P2222 again: another one is, then moves and withdraws.
+    let fam = s.register(&sys(), &c("111"), household(&[phn(7), phn(8)], &[])).await.unwrap().registration;
     let p = s.run_matching(&sys(), &c("111")).await.unwrap().pop().unwrap();
+    assert_eq!(p.reference, fam.reference);
     assert_eq!(free(s, &doc).await, (2, 2));
     s.move_registration(&sys(), &fam.reference, &c("112")).await.unwrap();
     assert_eq!(seen_by_provider(s, &doc, p.id).await, ProposalStatus::Cancelled);

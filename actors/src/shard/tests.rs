@@ -205,6 +205,9 @@ async fn a_decline_returns_the_household_with_its_place_kept() {
     assert_eq!(s.registration(&sys(), &second.registration.reference).await.unwrap().place, Some((2, 1)));
     let late = s.answer(&sys(), &p.id, Answer::Accept).await.unwrap_err();
     assert_eq!(late.code, ErrorCode::Conflict);
+    // Matching again does not offer it to the provider who declined: the place goes to the next in line.
+    let next: Vec<_> = s.run_matching(&sys(), &c("111")).await.unwrap().into_iter().map(|p| p.reference).collect();
+    assert_eq!(next, vec![second.registration.reference]);
     s.stop().await;
 }
 
@@ -499,8 +502,8 @@ async fn a_proposal_closed_long_ago_leaves_memory_and_is_still_read_from_the_sto
     let s = start(&path, config).await;
     assert!(listed(&s).await.is_empty());
     check(&s, p.id, fam.reference).await;
-    // The household waits with its place, and is matched again.
-    let again = s.run_matching(&sys(), &c("111")).await.unwrap();
-    assert_eq!(again.iter().map(|q| q.reference).collect::<Vec<_>>(), [fam.reference]);
+    // The household waits with its place, and is not offered to the provider who declined it again.
+    assert_eq!(s.registration(&sys(), &fam.reference).await.unwrap().place, Some((1, 0)));
+    assert!(s.run_matching(&sys(), &c("111")).await.unwrap().is_empty());
     s.stop().await;
 }
