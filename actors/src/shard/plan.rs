@@ -323,6 +323,16 @@ pub fn coordinator_proposal(
     if let Some(km) = ask.away {
         fit.push(format!("the provider is homed in community {}, about {km} km away", p.shard.community.as_str()));
     }
+    // A run would not have offered it (DECISIONS 38): say so, and how the last match with them ended.
+    if let Some(d) = reg.declines.iter().rev().find(|d| d.provider == p.id) {
+        let how = match d.by {
+            Some(Responder::Provider) => "the provider declined",
+            Some(Responder::Patient) => "the patient declined",
+            Some(Responder::Coordinator) => "a coordinator ended it",
+            None => "not answered in time",
+        };
+        fit.push(format!("proposed again: an earlier match with this provider fell through ({how})"));
+    }
     fit.push(format!("coordinator's note: {}", ask.note));
     let placement = matcher::Placement { reference: reg.reference, provider: p.id.clone(), explanation };
     open_proposal(state, placement, ttl_ms, now)

@@ -357,9 +357,11 @@ async fn a_coordinator_returns_a_household_whose_attachment_fell_through() {
     let run = c.ok(Who::Coordinator, MATCH, json!({})).await;
     assert_eq!(run["runMatching"]["proposals"], json!([]), "P10001 is the only provider with places");
     const PROPOSE: &str = r#"mutation($r: ID!) { proposeMatch(reference: $r, providerId: "P10001",
-        note: "the patient can make the visit now") { providerId status } }"#;
-    let again = c.ok(Who::Coordinator, PROPOSE, r.clone()).await;
-    assert_eq!(again["proposeMatch"], json!({ "providerId": "P10001", "status": "OPEN" }));
+        note: "the patient can make the visit now") { providerId status explanation { providerFit } } }"#;
+    let again = c.ok(Who::Coordinator, PROPOSE, r.clone()).await["proposeMatch"].clone();
+    assert_eq!((&again["providerId"], &again["status"]), (&json!("P10001"), &json!("OPEN")));
+    let told = "proposed again: an earlier match with this provider fell through (a coordinator ended it)";
+    assert!(again["explanation"]["providerFit"].as_array().unwrap().contains(&json!(told)), "{again:#}");
     assert_eq!(c.ok(Who::Coordinator, STATUS, r).await["registration"]["status"], "PROPOSED");
 }
 
