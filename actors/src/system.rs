@@ -663,11 +663,20 @@ impl AttachSystem {
         let result = async {
             let shard = trail.at(self.locate(Locator::Proposal(*id), "proposal").await?);
             who.require(trail.op, Some(&shard))?;
-            if let Answer::Decline { by: Responder::Patient, .. } = &answer
+            // A provider (or someone acting for them) answers as the provider; a
+            // coordinator may record anyone's decline, as told to them.
+            if let Answer::Decline { by, .. } = &answer
+                && *by != Responder::Provider
                 && who.role() != Role::Coordinator
                 && who.role() != Role::Internal
             {
-                return Err(AttachError::new(ErrorCode::Forbidden, "only a coordinator records a patient's decline here: the patient declines with declineMatch and the reference"));
+                let why = match by {
+                    Responder::Patient => {
+                        "only a coordinator records a patient's decline here: the patient declines with declineMatch and the reference"
+                    }
+                    _ => "only a coordinator records a coordinator's decline: a provider declines as PROVIDER",
+                };
+                return Err(AttachError::new(ErrorCode::Forbidden, why));
             }
             if let Answer::AcceptAt(facility) = &answer {
                 self.check_remote_clinic(&shard, id, facility).await?;

@@ -55,6 +55,8 @@ async fn providers_answer_and_read_only_their_own() {
     assert_eq!(code(asked), ErrorCode::Forbidden);
     let patient_decline = Answer::Decline { by: Responder::Patient, reason: "moved".into() };
     assert_eq!(code(s.answer(&as_provider(&doc), &p.id, patient_decline).await), ErrorCode::Forbidden);
+    let as_coordinator = Answer::Decline { by: Responder::Coordinator, reason: "not mine".into() };
+    assert_eq!(code(s.answer(&as_provider(&doc), &p.id, as_coordinator).await), ErrorCode::Forbidden);
     assert_eq!(code(s.set_capacity(&as_provider(&other), &doc, Capacity::closed()).await), ErrorCode::Forbidden);
 
     let accepted = s.answer(&as_provider(&doc), &p.id, Answer::Accept).await.unwrap();
