@@ -770,10 +770,17 @@ impl ShardRuntime {
 
     pub(super) async fn registration_view(&self, r: &RegistrationRef) -> Result<RegistrationView, AttachError> {
         let registration = self.state.registration(r).ok_or_else(|| AttachError::not_found("registration"))?;
-        let last = registration.proposal.as_ref().or_else(|| registration.declines.last().map(|d| &d.proposal));
-        let proposal = match last {
-            Some(id) => self.proposal_anywhere(id).await?,
-            None => None,
+        // The open proposal, else the newest memory holds (accepted, cancelled, returned…),
+        // else for a waiting household the one its last decline names (older, from the store).
+        let proposal = match (registration.proposal, self.state.latest_proposal(r)) {
+            (None, Some(latest)) => Some(latest.clone()),
+            (Some(id), _) => self.proposal_anywhere(&id).await?,
+            (None, None) => match registration.declines.last() {
+                Some(d) if registration.status == crate::domain::RegistrationStatus::Waiting => {
+                    self.proposal_anywhere(&d.proposal).await?
+                }
+                _ => None,
+            },
         };
         let place = self.state.place_in_line(registration);
         let estimated_wait_days = place.and_then(|(_, ahead)| {

@@ -26,7 +26,13 @@ async fn a_returned_household_waits_again_from_its_place_and_leaves_the_panel() 
     let s = &w.system;
     let doc = provider(s, "P1111", "111", 5).await;
     let (early, accepted) = attach(s, &[phn(1), phn(2)]).await;
-    let registered_at = s.registration(&sys(), &early).await.unwrap().registration.registered_at;
+    let attached = s.registration(&sys(), &early).await.unwrap();
+    assert_eq!(
+        attached.proposal.map(|p| (p.id, p.status)),
+        Some((accepted.id, ProposalStatus::Accepted)),
+        "the last one"
+    );
+    let registered_at = attached.registration.registered_at;
     let later = s.register(&sys(), &c("111"), household(&[phn(3)], &[])).await.unwrap();
     assert_eq!(later.place, Some((1, 0)));
     assert_eq!(s.provider(&sys(), &doc).await.unwrap().free_places, 3);
@@ -40,6 +46,7 @@ async fn a_returned_household_waits_again_from_its_place_and_leaves_the_panel() 
     let decline = back.registration.declines.last().unwrap();
     assert_eq!((decline.proposal, decline.by), (accepted.id, Some(Responder::Coordinator)));
     assert_eq!(back.registration.provider, None);
+    assert_eq!(back.proposal.as_ref().map(|p| (p.id, p.status)), Some((accepted.id, ProposalStatus::Returned)));
     let later_now = s.registration(&sys(), &later.registration.reference).await.unwrap();
     assert_eq!(later_now.place, Some((2, 2)), "behind the returned household again");
     let proposal = s.proposal(&sys(), &accepted.id).await.unwrap();

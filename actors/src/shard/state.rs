@@ -54,6 +54,9 @@ pub struct ShardState {
     reservations: HashMap<ProposalId, Proposal>,
     /// Closed spill-over proposals made here, not yet settled with the provider's shard.
     settlements: BTreeMap<ProposalId, Settlement>,
+    /// Each registration's newest proposal held in memory (not reservations),
+    /// so its view shows the last one, whatever became of it.
+    latest_proposal: HashMap<RegistrationRef, (Timestamp, ProposalId)>,
     /// Places held by open proposals and open reservations, per provider.
     open_places: HashMap<ProviderId, u32>,
     /// Proposals and reservations newest first (then by id), as they are listed.
@@ -86,6 +89,7 @@ impl ShardState {
             proposals: HashMap::new(),
             reservations: HashMap::new(),
             settlements: BTreeMap::new(),
+            latest_proposal: HashMap::new(),
             open_places: HashMap::new(),
             newest: BTreeSet::new(),
             providers: BTreeMap::new(),
@@ -257,6 +261,11 @@ impl ShardState {
     fn put_proposal(&mut self, p: Proposal, reservation: bool) {
         self.drop_proposal(&p.id, reservation);
         self.index_proposal(&p);
+        if !reservation {
+            let newer = (p.created_at, p.id);
+            let latest = self.latest_proposal.entry(p.reference).or_insert(newer);
+            *latest = (*latest).max(newer);
+        }
         self.proposal_map(reservation).insert(p.id, p);
     }
 
@@ -264,6 +273,9 @@ impl ShardState {
     fn drop_proposal(&mut self, id: &ProposalId, reservation: bool) {
         if let Some(old) = self.proposal_map(reservation).remove(id) {
             self.unindex_proposal(&old);
+            if !reservation && self.latest_proposal.get(&old.reference).is_some_and(|(_, latest)| latest == id) {
+                self.latest_proposal.remove(&old.reference);
+            }
         }
     }
 
@@ -285,6 +297,12 @@ impl ShardState {
     }
 
     // ---- reads ----
+
+    /// The newest proposal made for registration `r` that memory still holds
+    /// (open, or closed within the memory period), whatever its status.
+    pub fn latest_proposal(&self, r: &RegistrationRef) -> Option<&Proposal> {
+        self.latest_proposal.get(r).and_then(|(_, id)| self.proposals.get(id))
+    }
 
     /// A registration.
     pub fn registration(&self, r: &RegistrationRef) -> Option<&Registration> {

@@ -212,6 +212,31 @@ async fn a_decline_returns_the_household_with_its_place_kept() {
 }
 
 #[tokio::test]
+async fn a_registration_shows_its_last_proposal_whatever_became_of_it() {
+    let w = world(ShardConfig::default()).await;
+    let s = &w.system;
+    provider(s, "P2222", "111", 1).await;
+    provider(s, "P3333", "111", 1).await;
+    let r = s.register(&sys(), &c("111"), household(&[phn(1)], &[])).await.unwrap().registration.reference;
+    let first = s.run_matching(&sys(), &c("111")).await.unwrap().pop().unwrap();
+    let decline = Answer::Decline { by: Responder::Provider, reason: "full".into() };
+    s.answer(&sys(), &first.id, decline).await.unwrap();
+    let last = |v: crate::shard::RegistrationView| v.proposal.map(|p| (p.id, p.status));
+    assert_eq!(last(s.registration(&sys(), &r).await.unwrap()), Some((first.id, ProposalStatus::Declined)));
+    // Proposed to the other provider, then withdrawn: the cancelled one is the last, not the declined one.
+    let second = s.run_matching(&sys(), &c("111")).await.unwrap().pop().unwrap();
+    assert_ne!(second.provider, first.provider);
+    let withdrawn = s.withdraw(&sys(), &r, "found a doctor".into()).await.unwrap();
+    assert_eq!(last(withdrawn), Some((second.id, ProposalStatus::Cancelled)));
+    // Accepted: the accepted one.
+    let r = s.register(&sys(), &c("111"), household(&[phn(2)], &[])).await.unwrap().registration.reference;
+    let third = s.run_matching(&sys(), &c("111")).await.unwrap().pop().unwrap();
+    s.answer(&sys(), &third.id, Answer::Accept).await.unwrap();
+    assert_eq!(last(s.registration(&sys(), &r).await.unwrap()), Some((third.id, ProposalStatus::Accepted)));
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn unanswered_proposals_expire_and_return_households() {
     let config = ShardConfig {
         proposal_ttl: Duration::from_millis(200),
