@@ -564,7 +564,7 @@ impl Settings {
             // Step two may record for a third of this after planning: never less than 20 s.
             reservation_check: Duration::from_secs(self.shard.reservation_check_secs.max(60)),
             proposal_memory: Duration::from_secs(self.shard.proposal_memory_days.max(1) * 86_400),
-            return_window: Duration::from_secs(self.shard.return_window_days * 86_400),
+            return_window: Duration::from_secs(self.shard.return_window_days.saturating_mul(86_400)),
             mailbox_capacity: self.shard.mailbox_capacity,
             call_timeout: Duration::from_secs(self.shard.call_timeout_secs.max(1)),
             panel_chunk_rows: self.shard.panel_chunk_rows.max(1),

@@ -457,7 +457,7 @@ impl ShardActor {
             ShardMsg::RecordSpill(proposals, reply) => answer!(reply, rt.record_spill(proposals, now).await),
             ShardMsg::Settle(settlement, reply) => answer!(reply, rt.settle(settlement, now).await),
             ShardMsg::Settlements(reply) => answer!(reply, Ok(rt.state.settlements().cloned().collect())),
-            ShardMsg::Settled(id, reply) => answer!(reply, rt.settled(id, now).await),
+            ShardMsg::Settled(id, status, reply) => answer!(reply, rt.settled(id, status, now).await),
             ShardMsg::UnconfirmedReservations(reply) => answer!(reply, Ok(rt.unconfirmed_reservations(now))),
             ShardMsg::ReservationConfirmed(id, reply) => {
                 rt.confirmed.insert(id);

@@ -29,6 +29,9 @@ pub struct RegistrationView {
     /// Its open or last proposal.
     pub proposal: Option<Proposal>,
     /// Days it can expect to wait from now, while waiting (see [`estimated_wait_days`]).
+    /// Not sent between nodes (the view crosses them in a move's answer, and
+    /// older nodes do not know the field), so such an answer has none.
+    #[serde(skip)]
     pub estimated_wait_days: Option<u32>,
 }
 
@@ -380,7 +383,7 @@ pub enum ShardMsg {
     /// Closed spill-over proposals made here and not yet settled.
     Settlements(Reply<Vec<Settlement>>),
     /// Forget a settlement the provider's shard has taken.
-    Settled(ProposalId, Reply<()>),
+    Settled(ProposalId, crate::domain::ProposalStatus, Reply<()>),
     /// Open reservations of providers homed here old enough to be looked for
     /// in their household's shard, and not yet found there.
     UnconfirmedReservations(Reply<Vec<Proposal>>),

@@ -314,12 +314,18 @@ impl ShardRuntime {
         // counts as free once the claim grace has passed.
         let mut frees = Vec::new();
         for e in &removed {
-            if let Some(c) = self.store.phn_claim(e.phn).await?
-                && ((c.shard == self.state.key && c.holder == PhnHolder::Panel(provider.clone()))
-                    // References are unique: a claim made before the household moved names another shard.
-                    || e.source.reference().is_some_and(|r| c.holder == PhnHolder::Registration(r)))
-            {
-                frees.push((e.phn, c));
+            if let Some(c) = self.store.phn_claim(e.phn).await? {
+                let ours = c.shard == self.state.key && c.holder == PhnHolder::Panel(provider.clone());
+                let by_registration = match &c.holder {
+                    PhnHolder::Registration(r) if e.source.reference() == Some(*r) => self
+                        .claimed_registration(&c.shard, r)
+                        .await?
+                        .is_none_or(|reg| reg.status == RegistrationStatus::Attached),
+                    _ => false,
+                };
+                if ours || by_registration {
+                    frees.push((e.phn, c));
+                }
             }
         }
         for outcome in join_all(frees.iter().map(|(phn, c)| self.store.cas_phn_claim(*phn, Some(c), None))).await {
@@ -471,10 +477,19 @@ impl ShardRuntime {
                 continue;
             }
             let current = self.store.phn_claim(e.phn).await?;
+            // A registration's claim stands for the entry only while it is attached to the source provider.
+            let attached_here = match current.as_ref().map(|c| (&c.shard, &c.holder)) {
+                Some((shard, PhnHolder::Registration(r))) => {
+                    self.claimed_registration(shard, r).await?.is_some_and(|reg| {
+                        reg.status == RegistrationStatus::Attached && reg.provider.as_ref() == Some(&t.from)
+                    })
+                }
+                _ => false,
+            };
             let from_source = |c: &PhnClaim| match &c.holder {
                 PhnHolder::Panel(p) => p == &t.from && c.shard == t.from_shard,
                 // A patient matched to the source provider: their registration holds the PHN.
-                PhnHolder::Registration(r) => e.source.reference() == Some(*r),
+                PhnHolder::Registration(r) => e.source.reference() == Some(*r) && attached_here,
             };
             match current {
                 Some(c) if c.shard == mine.shard && c.holder == mine.holder => taking.push(e),

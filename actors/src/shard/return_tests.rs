@@ -4,7 +4,7 @@
 use crate::domain::*;
 use crate::error::ErrorCode;
 use crate::shard::state::ShardState;
-use crate::shard::{Answer, ShardConfig};
+use crate::shard::{Answer, ShardConfig, ShardMsg};
 use crate::store::Record;
 use crate::system::AttachSystem;
 
@@ -128,4 +128,121 @@ async fn a_match_accepted_longer_ago_than_the_window_stays_on_the_panel() {
     let short_memory =
         ShardConfig { proposal_memory: std::time::Duration::from_secs(86_400), ..ShardConfig::default() };
     assert_eq!(short_memory.return_window_ms(), day);
+}
+
+// ---- a return racing the steps that settle or move the same patients ----
+
+fn shard(code: &str) -> ShardKey {
+    ShardKey::parse(&format!("IHA/{code}")).unwrap()
+}
+
+fn spilling() -> ShardConfig {
+    let policy = crate::matcher::Policy { spill_km: 60, ..crate::matcher::Policy::default() };
+    ShardConfig { policy, ..ShardConfig::default() }
+}
+
+/// A household of 111 matched next door to P2222 in 112, and accepted.
+async fn attached_next_door(s: &AttachSystem) -> (ProviderId, RegistrationRef, Proposal) {
+    let doc = provider(s, "P2222", "112", 5).await;
+    let fam = s.register(&sys(), &c("111"), household(&[phn(1), phn(2)], &[])).await.unwrap().registration;
+    let p = s.run_matching(&sys(), &c("111")).await.unwrap().pop().unwrap();
+    let accepted = s.answer(&sys(), &p.id, Answer::Accept).await.unwrap();
+    (doc, fam.reference, accepted)
+}
+
+/// Returns straight in the household's shard, without pushing the settlement after.
+async fn return_unsettled(s: &AttachSystem, r: RegistrationRef) {
+    let reason = "never seen".to_string();
+    s.directory().call(&shard("111"), |reply| ShardMsg::ReturnToWaitlist(r, reason, reply)).await.unwrap();
+}
+
+#[tokio::test]
+async fn an_acceptance_settled_late_does_not_put_returned_members_back() {
+    let w = world(spilling()).await;
+    let s = &w.system;
+    let (doc, reference, accepted) = attached_next_door(s).await;
+    let entries = s.panel(&sys(), &doc, 0, 10).await.unwrap().items;
+    let late = Settlement { proposal: accepted.clone(), entries };
+    s.return_to_waitlist(&sys(), &reference, "never seen".into()).await.unwrap();
+    s.directory().call(&shard("112"), |r| ShardMsg::Settle(late, r)).await.unwrap();
+    assert!(s.panel(&sys(), &doc, 0, 10).await.unwrap().items.is_empty());
+    let page = s.proposals(&sys(), &c("112"), vec![], Some(doc.clone()), 0, 50).await.unwrap();
+    let status = page.items.iter().find(|q| q.id == accepted.id).map(|q| q.status);
+    assert_eq!(status, Some(ProposalStatus::Returned));
+}
+
+#[tokio::test]
+async fn an_acceptance_settled_late_does_not_forget_the_return() {
+    let w = world(spilling()).await;
+    let s = &w.system;
+    let (doc, reference, accepted) = attached_next_door(s).await;
+    return_unsettled(s, reference).await;
+    // A push of the acceptance that was under way finishes now and forgets what it settled.
+    let (id, status) = (accepted.id, ProposalStatus::Accepted);
+    s.directory().call(&shard("111"), |reply| ShardMsg::Settled(id, status, reply)).await.unwrap();
+    assert_eq!(s.directory().call(&shard("111"), ShardMsg::Settlements).await.unwrap().len(), 1, "the return's stays");
+    s.settle_everywhere().await;
+    assert!(s.panel(&sys(), &doc, 0, 10).await.unwrap().items.is_empty());
+}
+
+#[tokio::test]
+async fn a_removal_before_the_return_settles_keeps_the_waiting_household_s_claims() {
+    let w = world(spilling()).await;
+    let s = &w.system;
+    let (doc, reference, _) = attached_next_door(s).await;
+    return_unsettled(s, reference).await;
+    s.remove_from_panel(&sys(), &doc, vec![phn(1)]).await.unwrap();
+    s.settle_everywhere().await;
+    let dup = s.register(&sys(), &c("112"), household(&[phn(1)], &[])).await.unwrap_err();
+    assert_eq!(dup.code, ErrorCode::Conflict, "member 1 waits in 111");
+}
+
+#[tokio::test]
+async fn a_transfer_step_after_a_return_leaves_the_waiting_member_off_the_new_panel() {
+    let w = world(ShardConfig::default()).await;
+    let s = &w.system;
+    let f = super::panel_tests::clinic(s, "0F111", "111").await;
+    let (a, b) = (provider(s, "P1111", "111", 3).await, provider(s, "P3333", "111", 0).await);
+    s.set_provider_clinic(&sys(), &f, &a, true).await.unwrap();
+    s.set_provider_clinic(&sys(), &f, &b, true).await.unwrap();
+    let (reference, _) = attach(s, &[phn(1)]).await;
+    let key = TransferKey::parse("race").unwrap();
+    let t = s.begin_transfer(&sys(), key.clone(), &a, &b, &f).await.unwrap();
+    // Step one reads the chunk; the return lands before the receiving shard takes it.
+    let (from, chunk_key) = (a.clone(), key.clone());
+    let (read, entries) = s
+        .directory()
+        .call(&shard("111"), |reply| ShardMsg::TransferBatch { from, key: chunk_key, limit: 10, reply })
+        .await
+        .unwrap();
+    assert_eq!(entries.len(), 1);
+    s.return_to_waitlist(&sys(), &reference, "never seen".into()).await.unwrap();
+    let moving = crate::panel::Transferring {
+        from: a.clone(),
+        from_shard: shard("111"),
+        to: read.to,
+        facility: t.facility,
+        entries,
+    };
+    s.directory().call(&shard("111"), |reply| ShardMsg::AcceptTransfer(moving, reply)).await.unwrap();
+    assert!(s.panel(&sys(), &b, 0, 10).await.unwrap().items.is_empty());
+    let waiting = s.registration(&sys(), &reference).await.unwrap().registration;
+    assert_eq!(waiting.status, RegistrationStatus::Waiting);
+}
+
+#[tokio::test]
+async fn a_return_after_a_finished_transfer_is_refused() {
+    let w = world(ShardConfig::default()).await;
+    let s = &w.system;
+    let f = super::panel_tests::clinic(s, "0F111", "111").await;
+    let (a, b) = (provider(s, "P1111", "111", 3).await, provider(s, "P3333", "111", 0).await);
+    s.set_provider_clinic(&sys(), &f, &a, true).await.unwrap();
+    s.set_provider_clinic(&sys(), &f, &b, true).await.unwrap();
+    let (reference, _) = attach(s, &[phn(1)]).await;
+    let key = TransferKey::parse("before").unwrap();
+    s.begin_transfer(&sys(), key.clone(), &a, &b, &f).await.unwrap();
+    s.run_transfer(&a, &key).await.unwrap();
+    let refused = s.return_to_waitlist(&sys(), &reference, "x".into()).await.unwrap_err();
+    assert_eq!(refused.code, ErrorCode::Conflict, "member 1 is on P3333's panel now");
+    assert_eq!(s.panel(&sys(), &b, 0, 10).await.unwrap().items.len(), 1);
 }

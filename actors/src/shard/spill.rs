@@ -162,7 +162,11 @@ pub fn record(state: &ShardState, proposals: Vec<Proposal>, now: Timestamp, wind
 pub fn settle(state: &ShardState, settlement: Settlement) -> Change {
     let mut change = Change::default();
     let p = settlement.proposal;
-    if state.reservation(&p.id).is_some_and(|r| r.status == p.status) {
+    // Already taken, or an acceptance arriving after the return that closed it.
+    let stale = |r: &Proposal| {
+        r.status == p.status || (r.status == ProposalStatus::Returned && p.status == ProposalStatus::Accepted)
+    };
+    if state.reservation(&p.id).is_some_and(stale) {
         return change;
     }
     if p.status == ProposalStatus::Accepted {
@@ -245,8 +249,13 @@ impl ShardRuntime {
     }
 
     /// Forgets a settlement the provider's shard has taken.
-    pub(super) async fn settled(&mut self, id: ProposalId, now: Timestamp) -> Result<(), AttachError> {
-        if !self.state.settlements().any(|s| s.proposal.id == id) {
+    pub(super) async fn settled(
+        &mut self,
+        id: ProposalId,
+        status: ProposalStatus,
+        now: Timestamp,
+    ) -> Result<(), AttachError> {
+        if !self.state.settlements().any(|s| s.proposal.id == id && s.proposal.status == status) {
             return Ok(());
         }
         let change = Change { deletes: vec![RecordKey::Settlement(id)], ..Change::default() };

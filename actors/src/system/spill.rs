@@ -109,12 +109,12 @@ impl AttachSystem {
         let Ok(pending) = self.directory.call(shard, ShardMsg::Settlements).await else { return 0 };
         let mut taken = 0;
         for settlement in pending {
-            let id = settlement.proposal.id;
+            let (id, status) = (settlement.proposal.id, settlement.proposal.status);
             let result = async {
                 let provider = Locator::Provider(settlement.proposal.provider.clone());
                 let home = self.locate(provider, "provider").await?;
                 self.settle_at(&home, settlement).await?;
-                self.directory.call(shard, |reply| ShardMsg::Settled(id, reply)).await
+                self.directory.call(shard, |reply| ShardMsg::Settled(id, status, reply)).await
             }
             .await;
             match result {

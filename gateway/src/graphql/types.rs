@@ -291,7 +291,9 @@ pub struct Registration {
     /// people ahead of it and its own members, at the rate people were attached
     /// in its community over the last 28 days. A clinical need can bring a
     /// match sooner, and a provider's preferences later. Null when nobody was
-    /// attached there in that time (no rate to go by). Not given on waitlist pages.
+    /// attached there in that time (no rate to go by). Not given on waitlist
+    /// pages, nor in the answer to a move to a community another node holds
+    /// (read the registration again).
     pub estimated_wait_days: Option<u32>,
     /// The open proposal, or the last one.
     pub proposal: Option<Proposal>,
