@@ -88,7 +88,7 @@ pub struct Candidate {
     /// Languages the household can be cared for in.
     pub languages: Vec<Language>,
     /// Providers a run does not propose it to again: a match with them fell
-    /// through (declined by either side, not answered in time, or returned
+    /// through because someone said no (declined by either side, or returned
     /// after acceptance). A coordinator's own choice ([`assess`]) may still.
     pub passed: Vec<ProviderId>,
 }

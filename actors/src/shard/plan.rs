@@ -191,7 +191,8 @@ fn candidate(r: &Registration, now: Timestamp) -> Candidate {
         complex: r.household.is_complex(),
         age_groups: r.household.age_groups(now),
         languages: r.household.languages.clone(),
-        passed: r.declines.iter().map(|d| d.provider.clone()).collect(),
+        // Someone said no (or ended it); a proposal left unanswered is offered again.
+        passed: r.declines.iter().filter(|d| d.by.is_some()).map(|d| d.provider.clone()).collect(),
     }
 }
 
@@ -323,7 +324,8 @@ pub fn coordinator_proposal(
     if let Some(km) = ask.away {
         fit.push(format!("the provider is homed in community {}, about {km} km away", p.shard.community.as_str()));
     }
-    // A run would not have offered it (DECISIONS 38): say so, and how the last match with them ended.
+    // Tell the provider an earlier match with them fell through, and how (after a
+    // decline or a return a run would not have offered it again: DECISIONS 38).
     if let Some(d) = reg.declines.iter().rev().find(|d| d.provider == p.id) {
         let how = match d.by {
             Some(Responder::Provider) => "the provider declined",

@@ -262,6 +262,9 @@ async fn unanswered_proposals_expire_and_return_households() {
     assert_eq!(s.proposal(&sys(), &p.id).await.unwrap().status, ProposalStatus::Expired);
     let late = s.answer(&sys(), &p.id, Answer::Accept).await.unwrap_err();
     assert_eq!(late.code, ErrorCode::Conflict);
+    // Nobody said no: the same provider may be offered it again.
+    let again = s.run_matching(&sys(), &c("111")).await.unwrap();
+    assert_eq!(again.iter().map(|q| (q.reference, &q.provider)).collect::<Vec<_>>(), [(p.reference, &p.provider)]);
     s.stop().await;
 }
 
