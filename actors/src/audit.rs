@@ -82,7 +82,9 @@ impl AuditDraft {
 pub enum Outcome {
     /// Done (for a read: data was returned).
     Ok,
-    /// Refused or failed, with the stable error code the caller saw.
+    /// Refused or failed, with the stable error code the caller saw (a PHN
+    /// looked up outside the caller's scope is logged `FORBIDDEN` and answered
+    /// as not found).
     Refused(String),
 }
 

@@ -430,20 +430,23 @@ impl AttachSystem {
     /// the registration found, never the PHN.
     pub async fn find_registration(&self, who: &Principal, phn: Phn) -> Result<RegistrationView, AttachError> {
         let mut trail = Trail::new(who, Operation::FindRegistration);
+        let none = || AttachError::not_found("registration holding this PHN");
+        let mut out_of_scope = false;
         let result = async {
             who.require(trail.op, None)?;
-            let none = || AttachError::not_found("registration holding this PHN");
             let claim = self.store.phn_claim(phn).await?.ok_or_else(none)?;
             let PhnHolder::Registration(reference) = claim.holder else { return Err(none()) };
             trail.target = Some(reference.to_string());
             // A claim made before a move names the community left; the locator knows where it is now.
             let shard = trail.at(self.locate(Locator::Registration(reference), "registration").await?);
-            who.require(trail.op, Some(&shard))?;
+            who.require(trail.op, Some(&shard)).inspect_err(|_| out_of_scope = true)?;
             let view = self.directory.call(&shard, |r| ShardMsg::GetRegistration(reference, r)).await?;
             if view.registration.holds(phn) { Ok(view) } else { Err(none()) }
         }
         .await;
-        self.audited(trail, result).await
+        // The log says FORBIDDEN; the caller sees what a PHN nobody registered gives,
+        // so a look outside one's scope tells neither whether nor where it is registered.
+        self.audited(trail, result).await.map_err(|e| if out_of_scope { none() } else { e })
     }
 
     /// A waiting household as it is now (a member born or gone, needs that

@@ -104,14 +104,18 @@ async fn support_finds_a_registration_by_any_members_phn_and_the_audit_names_onl
     let local = Principal::new("c-111", Role::Coordinator, None, Scope::parse(["community:111"]).unwrap());
     let elsewhere = Principal::new("c-112", Role::Coordinator, None, Scope::parse(["community:112"]).unwrap());
     assert_eq!(s.find_registration(&local, phn(3)).await.unwrap().registration.reference, other.reference);
-    assert_eq!(s.find_registration(&elsewhere, phn(3)).await.unwrap_err().code, ErrorCode::Forbidden);
+    let outside = s.find_registration(&elsewhere, phn(3)).await.unwrap_err();
+    let nobody = s.find_registration(&elsewhere, phn(8)).await.unwrap_err();
+    assert_eq!((outside.code, &outside.message), (nobody.code, &nobody.message), "neither whether nor where");
     let patient = Principal::new("pat-1", Role::Patient, None, Scope::default());
     assert_eq!(s.find_registration(&patient, phn(3)).await.unwrap_err().code, ErrorCode::Forbidden);
     assert_eq!(s.find_registration(&Principal::public(), phn(3)).await.unwrap_err().code, ErrorCode::Unauthenticated);
 
     let query = AuditQuery { operation: Some(Operation::FindRegistration), limit: 50, ..Default::default() };
     let records = s.audit_log(&sys(), query).await.unwrap();
-    assert_eq!(records.len(), 9, "every look, found or not: {records:?}");
+    assert_eq!(records.len(), 10, "every look, found or not: {records:?}");
+    let refused = records.iter().filter(|r| r.outcome.as_str() == "FORBIDDEN").count();
+    assert_eq!(refused, 2, "the log keeps what the out-of-scope answer hides, and the patient's refusal");
     let phns: Vec<String> = (1..=9).map(|i| phn(i).expose()).collect();
     assert!(records.iter().all(|r| r.target.as_ref().is_none_or(|t| !phns.contains(t))), "no PHN in the log");
     assert_eq!(records[0].target.as_deref(), Some(family.reference.to_string().as_str()));

@@ -73,9 +73,13 @@ impl QueryRoot {
 
     /// The registration that holds a PHN: for support staff helping someone
     /// who lost their reference, and coordinators within their scope. Not for
-    /// the public or patients. `NOT_FOUND` when no registration holds it
-    /// (never registered, withdrawn, or on a provider's panel). Audited, by
-    /// the registration found; the PHN is never logged.
+    /// the public or patients. A household attached by a match is found
+    /// (`ATTACHED`). `NOT_FOUND` when no registration holds it (never
+    /// registered, withdrawn, left the household, or on a panel from a
+    /// submitted list or a transfer), and when the registration is outside the
+    /// caller's scope: the answer says neither whether nor where someone is
+    /// registered. Audited, by the registration found (`FORBIDDEN` when out of
+    /// scope); the PHN is never logged.
     async fn registration_by_phn(&self, ctx: &Context<'_>, phn: String) -> async_graphql::Result<Registration> {
         let phn = d::Phn::parse(&phn).gql()?;
         system(ctx).find_registration(caller(ctx), phn).await.gql().map(Into::into)

@@ -283,9 +283,10 @@ pub struct Registration {
     pub needs: Vec<Need>,
     /// Languages.
     pub languages: Vec<String>,
-    /// 1-based place in the community's line, while waiting.
+    /// 1-based place in the community's line, while waiting. Not given on
+    /// waitlist pages, whose order is the line (count from the page's start).
     pub place_in_line: Option<u64>,
-    /// People ahead in line, while waiting.
+    /// People ahead in line, while waiting. Not given on waitlist pages.
     pub people_ahead: Option<u64>,
     /// Days this household can expect to wait from now, while waiting: the
     /// people ahead of it and its own members, at the rate people were attached
@@ -295,7 +296,9 @@ pub struct Registration {
     /// pages, nor in the answer to a move to a community another node holds
     /// (read the registration again).
     pub estimated_wait_days: Option<u32>,
-    /// The open proposal, or the last one.
+    /// The open proposal, or the last one (one closed longer ago than
+    /// `shard.proposal_memory_days` only while waiting, as the last declined
+    /// one). Not given on waitlist pages: read the registration, or `declines`.
     pub proposal: Option<Proposal>,
     /// The provider, once attached.
     pub provider_id: Option<ID>,
