@@ -215,6 +215,19 @@ pub struct Member {
     pub needs: BTreeSet<Need>,
 }
 
+impl Member {
+    /// Checks the needs against the member's age on `today`: `NEWBORN` is for
+    /// a baby under 12 months, and it raises a household's priority.
+    pub fn check_needs(&self, today: NaiveDate) -> Result<(), DomainError> {
+        let age = self.date_of_birth.age_on(today);
+        if self.needs.contains(&Need::Newborn) && age > 0 {
+            let why = format!("NEWBORN is for a baby under 12 months, and this member is {age} years old");
+            return Err(DomainError::invalid("needs", &why));
+        }
+        Ok(())
+    }
+}
+
 /// People who register together and are attached to one provider together.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Household {
@@ -286,6 +299,22 @@ mod tests {
         assert!(PersonName::parse("   ").is_err());
         assert!(PersonName::parse("R2D2").is_err());
         assert!(PersonName::parse(&"a".repeat(61)).is_err());
+    }
+
+    #[test]
+    fn newborn_is_only_for_a_baby_under_a_year() {
+        let member = |dob: &str, needs: &[Need]| Member {
+            phn: Phn::parse("9698658215").unwrap(),
+            given_name: PersonName::parse("Ada").unwrap(),
+            surname: PersonName::parse("Tremblay").unwrap(),
+            date_of_birth: DateOfBirth::parse(dob, today()).unwrap(),
+            needs: needs.iter().copied().collect(),
+        };
+        assert!(member("2026-02-01", &[Need::Newborn]).check_needs(today()).is_ok());
+        let err = member("2025-11-24", &[Need::Newborn]).check_needs(today()).unwrap_err();
+        assert!(err.message.contains("1 years old"), "{}", err.message);
+        assert!(member("1984-03-09", &[Need::Newborn]).check_needs(today()).is_err());
+        assert!(member("1984-03-09", &[Need::Pregnancy]).check_needs(today()).is_ok());
     }
 
     #[test]

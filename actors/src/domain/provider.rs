@@ -30,7 +30,9 @@ impl ComplexityMix {
             .ok()
             .filter(|p| *p <= 100)
             .map(|p| ComplexityMix { max_complex_share_pct: p })
-            .ok_or_else(|| DomainError::invalid("complexShare", "the complex share is a percentage from 0 to 100"))
+            .ok_or_else(|| {
+                DomainError::invalid("complexSharePercent", "the complex share is a percentage from 0 to 100")
+            })
     }
 }
 

@@ -84,7 +84,7 @@ fn parse_household(
     let mut members = Vec::with_capacity(input.len());
     for (i, m) in input.into_iter().enumerate() {
         let at = format!("members[{i}].");
-        members.push(d::Member {
+        let member = d::Member {
             phn: d::Phn::parse(&m.phn).map_err(|e| e.at(&at))?,
             given_name: d::PersonName::parse(&m.given_name)
                 .map_err(|e| DomainError { field: format!("{at}givenName"), ..e })?,
@@ -92,17 +92,23 @@ fn parse_household(
                 .map_err(|e| DomainError { field: format!("{at}surname"), ..e })?,
             date_of_birth: d::DateOfBirth::parse(&m.date_of_birth, today).map_err(|e| e.at(&at))?,
             needs: m.needs.into_iter().map(Into::into).collect(),
-        });
+        };
+        member.check_needs(today).map_err(|e| e.at(&at))?;
+        members.push(member);
     }
     d::Household::new(members, postal_code, languages)
 }
 
+/// The languages in the order given, each once (`en`, `EN` and ` en ` are one).
 fn parse_languages(input: &[String]) -> Result<Vec<d::Language>, DomainError> {
-    input
-        .iter()
-        .enumerate()
-        .map(|(i, l)| d::Language::parse(l).map_err(|e| DomainError { field: format!("languages[{i}]"), ..e }))
-        .collect()
+    let mut out: Vec<d::Language> = Vec::with_capacity(input.len());
+    for (i, l) in input.iter().enumerate() {
+        let language = d::Language::parse(l).map_err(|e| DomainError { field: format!("languages[{i}]"), ..e })?;
+        if !out.contains(&language) {
+            out.push(language);
+        }
+    }
+    Ok(out)
 }
 
 /// A clinic to create or update.

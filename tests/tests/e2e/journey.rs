@@ -103,6 +103,11 @@ async fn the_whole_journey_survives_sigkill() {
     assert_eq!(app.error_code(REGISTER, household("111", &nine)).await, "INVALID_INPUT");
     assert_eq!(app.error_code(REGISTER, household("111", &[phn(8), phn(1)])).await, "CONFLICT", "already waiting");
     assert_eq!(app.error_code(REGISTER, household("222", &[phn(4)])).await, "CONFLICT", "waiting in another community");
+    let mut adult_newborn = household("111", &[phn(7)]);
+    adult_newborn["input"]["members"][0]["needs"] = json!(["NEWBORN"]);
+    let refused = app.graphql(REGISTER, adult_newborn).await;
+    assert_eq!(refused["errors"][0]["extensions"]["code"], "INVALID_INPUT");
+    assert_eq!(refused["errors"][0]["extensions"]["field"], "members[0].needs", "NEWBORN for someone born in 1984");
     assert_eq!(waitlist_total(&app, "111").await, before, "refused registrations changed nothing");
     register(&app, "111", &[phn(8)]).await; // the refused household's other member was not kept
 
@@ -215,6 +220,8 @@ async fn the_whole_journey_survives_sigkill() {
     let mut grown = household("222", &[phn(6), phn(9)])["input"].clone();
     grown.as_object_mut().unwrap().remove("community");
     grown["members"][1]["needs"] = json!(["NEWBORN"]);
+    let born = attach_actors::domain::Timestamp::now().plus_ms(-30 * attach_actors::domain::DAY_MS);
+    grown["members"][1]["dateOfBirth"] = json!(born.to_utc().date_naive().to_string());
     const UPDATE: &str = r#"mutation($r: ID!, $h: HouseholdInput!) {
       updateHousehold(reference: $r, household: $h) { status householdSize registeredAt placeInLine }
     }"#;
