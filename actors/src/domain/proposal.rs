@@ -156,14 +156,14 @@ impl Proposal {
     }
 
     /// `ACCEPTED → RETURNED`: the attachment fell through, for `reason`, told
-    /// by `by`. Refused for any other status.
-    pub fn fall_through(&self, by: Responder, reason: &str, now: Timestamp) -> Result<Self, TransitionRefused> {
+    /// by `by`. Refused for any other status. `closed_at` stays the acceptance
+    /// time; when it fell through is the registration's decline and the feed's event.
+    pub fn fall_through(&self, by: Responder, reason: &str) -> Result<Self, TransitionRefused> {
         if self.status != ProposalStatus::Accepted {
             return Err(self.refuse("returned"));
         }
         Ok(Proposal {
             status: ProposalStatus::Returned,
-            closed_at: Some(now),
             declined_by: Some(by),
             decline_reason: Some(reason.to_string()),
             ..self.clone()
@@ -231,10 +231,11 @@ mod tests {
     #[test]
     fn only_an_accepted_proposal_can_fall_through_and_then_only_once() {
         let accepted = open().accept(Timestamp(1)).unwrap();
-        let back = accepted.fall_through(Responder::Coordinator, "never seen", Timestamp(5)).unwrap();
+        let back = accepted.fall_through(Responder::Coordinator, "never seen").unwrap();
         assert_eq!(
             (back.status, back.closed_at, back.declined_by, back.decline_reason.as_deref()),
-            (ProposalStatus::Returned, Some(Timestamp(5)), Some(Responder::Coordinator), Some("never seen"))
+            (ProposalStatus::Returned, Some(Timestamp(1)), Some(Responder::Coordinator), Some("never seen")),
+            "closed when accepted"
         );
         for not_accepted in [
             open(),
@@ -243,7 +244,7 @@ mod tests {
             open().cancel(Timestamp(1)).unwrap(),
             back.clone(),
         ] {
-            assert!(not_accepted.fall_through(Responder::Coordinator, "x", Timestamp(6)).is_err());
+            assert!(not_accepted.fall_through(Responder::Coordinator, "x").is_err());
         }
         assert!(back.accept(Timestamp(6)).is_err() && back.decline(Responder::Provider, "x", Timestamp(6)).is_err());
     }

@@ -498,7 +498,7 @@ pub fn return_attached(
              (or came onto the panel from a submitted panel list): the provider's panel keeps it"
         )));
     };
-    let returned = p.fall_through(Responder::Coordinator, &reason, now)?;
+    let returned = p.fall_through(Responder::Coordinator, &reason)?;
     let decline =
         Decline { proposal: p.id, provider: p.provider.clone(), by: Some(Responder::Coordinator), reason, at: now };
     let mut change = Change::default();
