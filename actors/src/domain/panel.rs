@@ -67,6 +67,21 @@ pub enum PanelSource {
         /// Whether the patient has a complex need, as the entry moved said.
         complex: bool,
     },
+    /// Moved from another provider's panel by a transfer, having come off the
+    /// waitlist through Attach (matched, or taken from the waitlist by a
+    /// submitted panel): still that attachment, counted at its time wherever
+    /// the panel now is. Written since session 11; earlier transfers of such
+    /// patients are [`PanelSource::Transferred`] or [`PanelSource::TransferredWithNeeds`].
+    TransferredAttachment {
+        /// The provider the patient was with.
+        from: ProviderId,
+        /// The clinic the panel was moved to.
+        facility: FacilityNumber,
+        /// Whether the patient has a complex need, when the entry moved knew.
+        complex: Option<bool>,
+        /// When the patient came off the waitlist onto a panel.
+        attached_at: Timestamp,
+    },
 }
 
 impl PanelSource {
@@ -77,7 +92,10 @@ impl PanelSource {
             | PanelSource::Matched { reference, .. }
             | PanelSource::MatchedWithNeeds { reference, .. } => Some(*reference),
             PanelSource::Submitted { reference, .. } => *reference,
-            PanelSource::Upload | PanelSource::Transferred { .. } | PanelSource::TransferredWithNeeds { .. } => None,
+            PanelSource::Upload
+            | PanelSource::Transferred { .. }
+            | PanelSource::TransferredWithNeeds { .. }
+            | PanelSource::TransferredAttachment { .. } => None,
         }
     }
 
@@ -96,7 +114,8 @@ impl PanelSource {
         match self {
             PanelSource::Submitted { facility, .. }
             | PanelSource::Transferred { facility, .. }
-            | PanelSource::TransferredWithNeeds { facility, .. } => Some(facility),
+            | PanelSource::TransferredWithNeeds { facility, .. }
+            | PanelSource::TransferredAttachment { facility, .. } => Some(facility),
             PanelSource::Matched { facility, .. } | PanelSource::MatchedWithNeeds { facility, .. } => facility.as_ref(),
             PanelSource::Match { .. } | PanelSource::Upload => None,
         }
@@ -111,6 +130,9 @@ impl PanelSource {
             }
             PanelSource::Matched { proposal, reference, facility } => {
                 PanelSource::MatchedWithNeeds { proposal, reference, facility, complex }
+            }
+            PanelSource::TransferredAttachment { from, facility, complex: None, attached_at } => {
+                PanelSource::TransferredAttachment { from, facility, complex: Some(complex), attached_at }
             }
             other => other,
         }
@@ -133,6 +155,7 @@ impl PanelSource {
             PanelSource::MatchedWithNeeds { complex, .. } | PanelSource::TransferredWithNeeds { complex, .. } => {
                 Some(*complex)
             }
+            PanelSource::TransferredAttachment { complex, .. } => *complex,
             _ => None,
         }
     }
@@ -160,4 +183,13 @@ pub struct PanelEntry {
 impl PanelEntry {
     /// The service code of an attachment claim.
     pub const SERVICE_CODE: &'static str = "98990";
+
+    /// When the patient came off the waitlist through Attach, if they did:
+    /// what attachment counts and rates count. A transfer keeps it.
+    pub fn attachment_time(&self) -> Option<Timestamp> {
+        match &self.source {
+            PanelSource::TransferredAttachment { attached_at, .. } => Some(*attached_at),
+            source => source.reference().map(|_| self.attached_at),
+        }
+    }
 }

@@ -343,8 +343,48 @@ async fn a_patient_matched_before_entries_knew_complexity_keeps_it_through_a_tra
     assert_eq!(s.run_transfer(&a, &key).await.unwrap().moved, 1);
     // B is homed in 112, where the registration is not: the entry itself now says.
     let moved = s.panel(&sys(), &b, 0, 10).await.unwrap().items;
-    assert!(matches!(moved[0].source, PanelSource::TransferredWithNeeds { complex: true, .. }), "{:?}", moved[0]);
+    assert!(
+        matches!(moved[0].source, PanelSource::TransferredAttachment { complex: Some(true), .. }),
+        "{:?}",
+        moved[0]
+    );
     assert_eq!(known(s.panel_report(&sys(), &b).await.unwrap()), (1, 1, 1));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn an_attachment_moved_by_a_transfer_still_counts_where_the_panel_is_now() {
+    let w = world(ShardConfig::default()).await;
+    let s = &w.system;
+    let f = clinic(s, "0F111", "111").await;
+    let (a, b) = (provider(s, "P1111", "111", 3).await, provider(s, "P2222", "112", 0).await);
+    s.set_provider_clinic(&sys(), &f, &a, true).await.unwrap();
+    s.set_provider_clinic(&sys(), &f, &b, true).await.unwrap();
+    s.register(&sys(), &c("111"), household(&[phn(1)], &[])).await.unwrap();
+    let p = s.run_matching(&sys(), &c("111")).await.unwrap().pop().unwrap();
+    s.answer(&sys(), &p.id, crate::shard::Answer::Accept).await.unwrap();
+    let matched_at = s.panel(&sys(), &a, 0, 10).await.unwrap().items[0].attached_at;
+    async fn week(s: &AttachSystem, community: &str) -> (u64, u64) {
+        let counts = s.community_stats(&sys(), &c(community)).await.unwrap().counts;
+        (counts.attached_people_week, counts.attached_people)
+    }
+    assert_eq!((week(s, "111").await, week(s, "112").await), ((1, 1), (0, 0)));
+
+    let key = TransferKey::parse("retiring").unwrap();
+    s.begin_transfer(&sys(), key.clone(), &a, &b, &f).await.unwrap();
+    assert_eq!(s.run_transfer(&a, &key).await.unwrap().moved, 1);
+    let moved = s.panel(&sys(), &b, 0, 10).await.unwrap().items;
+    assert_eq!(moved[0].attachment_time(), Some(matched_at), "the same attachment");
+    assert_eq!((week(s, "111").await, week(s, "112").await), ((0, 0), (1, 1)), "counted where the panel is now");
+    // The same after a restart, which counts from the entries.
+    s.stop().await;
+    let path = w.path.clone();
+    drop(w.system);
+    let s = super::tests::start(&path, ShardConfig::default()).await;
+    assert_eq!((week(&s, "111").await, week(&s, "112").await), ((0, 0), (1, 1)));
+    // Leaving the panel takes it out, live and after a restart alike.
+    s.remove_from_panel(&sys(), &b, vec![phn(1)]).await.unwrap();
+    assert_eq!(week(&s, "112").await, (0, 0));
     s.stop().await;
 }
 

@@ -513,13 +513,20 @@ impl ShardRuntime {
             change.upserts.push(Record::PanelEntry(PanelEntry {
                 provider: t.to.clone(),
                 attached_at: now,
-                source: match e.source.complex() {
-                    Some(complex) => PanelSource::TransferredWithNeeds {
+                source: match (e.attachment_time(), e.source.complex()) {
+                    // Still the attachment it was: counted at its time where the panel is now.
+                    (Some(attached_at), complex) => PanelSource::TransferredAttachment {
+                        from: t.from.clone(),
+                        facility: t.facility.clone(),
+                        complex,
+                        attached_at,
+                    },
+                    (None, Some(complex)) => PanelSource::TransferredWithNeeds {
                         from: t.from.clone(),
                         facility: t.facility.clone(),
                         complex,
                     },
-                    None => PanelSource::Transferred { from: t.from.clone(), facility: t.facility.clone() },
+                    (None, None) => PanelSource::Transferred { from: t.from.clone(), facility: t.facility.clone() },
                 },
                 ..e.clone()
             }));

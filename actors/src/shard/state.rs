@@ -149,9 +149,12 @@ impl ShardState {
             Record::PanelEntry(e) => {
                 let panel = self.panels.entry(e.provider.clone()).or_default();
                 // Attachments are people who came off the waitlist: a submitted
-                // or transferred panel brings patients the provider already had.
-                if !panel.contains_key(&e.phn) && e.source.reference().is_some() {
-                    *self.attachments.entry(e.attached_at).or_default() += 1;
+                // or transferred panel brings patients the provider already had,
+                // unless they had come off the waitlist (then counted at that time).
+                if !panel.contains_key(&e.phn)
+                    && let Some(at) = e.attachment_time()
+                {
+                    *self.attachments.entry(at).or_default() += 1;
                 }
                 panel.insert(e.phn, e);
             }
@@ -191,8 +194,8 @@ impl ShardState {
             RecordKey::PanelEntry(provider, phn) => {
                 let removed = self.panels.get_mut(provider).and_then(|panel| panel.remove(phn));
                 // Counted as it was at load: a patient no longer on the panel is not an attachment.
-                if let Some(e) = removed.filter(|e| e.source.reference().is_some())
-                    && let std::collections::btree_map::Entry::Occupied(mut n) = self.attachments.entry(e.attached_at)
+                if let Some(at) = removed.and_then(|e| e.attachment_time())
+                    && let std::collections::btree_map::Entry::Occupied(mut n) = self.attachments.entry(at)
                 {
                     *n.get_mut() -= 1;
                     if *n.get() == 0 {

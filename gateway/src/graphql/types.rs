@@ -602,9 +602,9 @@ impl From<d::PanelEntry> for PanelPatient {
                 | d::PanelSource::Matched { .. }
                 | d::PanelSource::MatchedWithNeeds { .. } => PanelPatientSource::Matched,
                 d::PanelSource::Upload | d::PanelSource::Submitted { .. } => PanelPatientSource::Submitted,
-                d::PanelSource::Transferred { .. } | d::PanelSource::TransferredWithNeeds { .. } => {
-                    PanelPatientSource::Transferred
-                }
+                d::PanelSource::Transferred { .. }
+                | d::PanelSource::TransferredWithNeeds { .. }
+                | d::PanelSource::TransferredAttachment { .. } => PanelPatientSource::Transferred,
             },
         }
     }
@@ -622,11 +622,15 @@ pub struct Statistics {
     pub proposed_households: u64,
     /// People in them.
     pub proposed_people: u64,
-    /// People attached in the last 7 days.
+    /// People attached in the last 7 days. Attachments count people who came
+    /// off the waitlist onto a panel here (matched, or taken from the waitlist
+    /// by a submitted panel) and are still on a panel: a transfer moves the
+    /// count to where the panel now is, and a return or a removal from the
+    /// panel takes it out.
     pub attached_this_week: u64,
-    /// People attached in the last 28 days.
+    /// People attached in the last 28 days (the rate behind the estimated wait).
     pub attached_last_28_days: u64,
-    /// People attached through Attach, ever.
+    /// People attached through Attach and still on a panel here.
     pub attached_total: u64,
     /// Median days waited by households waiting now.
     pub median_wait_days: Option<u32>,
