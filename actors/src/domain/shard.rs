@@ -18,9 +18,9 @@ pub struct HaCode(Arc<str>);
 impl HaCode {
     /// 2–8 ASCII capitals or digits.
     pub fn parse(input: &str) -> Result<Self, DomainError> {
-        let s = input.trim();
+        let s = input.trim().to_ascii_uppercase();
         if (2..=8).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()) {
-            Ok(HaCode(s.into()))
+            Ok(HaCode(s.as_str().into()))
         } else {
             Err(DomainError::invalid(
                 "healthAuthority",
@@ -103,11 +103,12 @@ mod tests {
         assert_eq!(key.ha.as_str(), "IHA");
         assert_eq!(key.community.as_str(), "111");
         assert_eq!(key.to_string(), "IHA/111");
+        assert_eq!(ShardKey::parse("iha/111").unwrap(), key, "health authority codes are upper-cased");
     }
 
     #[test]
     fn shard_key_refuses_bad_shapes() {
-        for bad in ["IHA", "iha/111", "IHA/", "/111", "IHA/1 1", "TOOLONGHA/1", "IHA/1234567890123"] {
+        for bad in ["IHA", "IHA/", "/111", "IHA/1 1", "TOOLONGHA/1", "IHA/1234567890123"] {
             assert!(ShardKey::parse(bad).is_err(), "{bad:?}");
         }
     }

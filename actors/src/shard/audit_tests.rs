@@ -164,6 +164,9 @@ async fn each_step_of_a_panel_submission_commits_its_record() {
     let f = super::panel_tests::clinic(&s, "0F111", "111").await;
     let doc = provider(&s, "P1111", "111", 0).await;
     s.set_provider_clinic(&sys(), &f, &doc, true).await.unwrap();
+    let membership = AuditQuery { operation: Some(Operation::ManageClinicStaff), limit: 5, ..Default::default() };
+    let listed = store.audit_page(&membership).await.unwrap();
+    assert_eq!(listed[0].target.as_deref(), Some("0F111/P1111"), "the clinic, then the provider, as for staff");
     let waiting = s.register(&sys(), &c("112"), household(&[phn(11)], &[])).await.unwrap().registration;
     let submissions = || {
         let store = store.clone();

@@ -194,7 +194,8 @@ impl AttachSystem {
         provider: &ProviderId,
         present: bool,
     ) -> Result<ProviderView, AttachError> {
-        let mut trail = Trail::new(who, Operation::ManageClinicStaff).about(provider);
+        // As staff-list changes are: the clinic, then who (here the provider).
+        let mut trail = Trail::new(who, Operation::ManageClinicStaff).about(&format!("{facility}/{provider}"));
         let result = async {
             who.require(trail.op, None)?;
             self.require_director(who, facility).await?;

@@ -311,7 +311,7 @@ impl PanelMutation {
         let phns = phns
             .iter()
             .enumerate()
-            .map(|(i, s)| d::Phn::parse(s).map_err(|e| e.at(&format!("phns[{i}]."))))
+            .map(|(i, s)| d::Phn::parse(s).map_err(|e| d::DomainError { field: format!("phns[{i}]"), ..e }))
             .collect::<Result<Vec<_>, _>>()
             .gql()?;
         let present = system(ctx).remove_from_panel(caller(ctx), &provider, phns).await.gql()?;

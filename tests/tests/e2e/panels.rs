@@ -335,6 +335,14 @@ async fn panel_files_are_reported_row_by_row() {
     let r = submit(&app, &t.p2, "P20002", format!("{}\n", row(60, "Late")).as_bytes()).await;
     assert_eq!(r["errors"][0]["extensions"]["code"], "CONFLICT");
 
+    // A removal with a PHN that is not one changes nothing and names it.
+    let provider = app.with_token(t.p1.clone());
+    const REMOVE: &str =
+        r#"mutation($phns: [String!]!) { removeFromPanel(providerId: "P10001", phns: $phns) { removed } }"#;
+    let bad = provider.graphql(REMOVE, json!({ "phns": [phn(11), "9999999999"] })).await;
+    assert_eq!(bad["errors"][0]["extensions"], json!({ "code": "INVALID_INPUT", "field": "phns[1]" }), "{bad:#}");
+    assert_eq!(panel_size(&app, &t.p1, "P10001").await, 7);
+
     // Removal frees the patient: they can register again.
     let removed = ok(
         &app,
