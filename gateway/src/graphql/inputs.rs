@@ -55,8 +55,8 @@ impl RegisterHouseholdInput {
 pub struct HouseholdInput {
     /// Postal code of the household.
     pub postal_code: String,
-    /// Languages the household can be cared for in (ISO 639 codes).
-    #[graphql(default)]
+    /// Languages the household can be cared for in (ISO 639 codes). Required,
+    /// so that leaving it out never erases them: `[]` says none.
     pub languages: Vec<String>,
     /// 1 to 8 people.
     pub members: Vec<MemberInput>,

@@ -388,7 +388,8 @@ fn request(op: &str, f: &Fresh, n: u32) -> (String, Value) {
         "updateHousehold" => {
             let members = json!([{ "phn": phn(11_000 + n), "givenName": "Alex", "surname": "Tremblay",
                                    "dateOfBirth": "1984-03-09" }]);
-            let vars = json!({ "r": f.reference, "h": { "postalCode": "V0B 1M0", "members": members } });
+            let vars =
+                json!({ "r": f.reference, "h": { "postalCode": "V0B 1M0", "languages": [], "members": members } });
             (
                 "mutation($r: ID!, $h: HouseholdInput!) { updateHousehold(reference: $r, household: $h) { status } }"
                     .into(),

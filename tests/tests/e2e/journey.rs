@@ -233,6 +233,10 @@ async fn the_whole_journey_survives_sigkill() {
     empty["members"] = json!([]);
     let refused = patient.error_code(UPDATE, json!({ "r": elsewhere["reference"], "h": empty })).await;
     assert_eq!(refused, "INVALID_INPUT");
+    let mut unsaid = grown.clone();
+    unsaid.as_object_mut().unwrap().remove("languages");
+    let refused = patient.error_code(UPDATE, json!({ "r": elsewhere["reference"], "h": unsaid })).await;
+    assert_eq!(refused, "INVALID_INPUT", "leaving the languages out never erases them");
     let mut taken = grown.clone();
     taken["members"][1]["phn"] = json!(phn(4));
     let refused = patient.error_code(UPDATE, json!({ "r": elsewhere["reference"], "h": taken })).await;
