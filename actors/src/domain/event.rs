@@ -35,7 +35,8 @@ pub enum EventKind {
     Declined { proposal: ProposalId, reference: RegistrationRef, provider: ProviderId, by: Responder },
     /// A proposal ran out of time and the household returned to the waitlist.
     Expired { proposal: ProposalId, reference: RegistrationRef, provider: ProviderId },
-    /// Patients were added to a panel (service code 98990).
+    /// Patients were added to a panel (service code 98990): told once, by the
+    /// panel's community.
     Attached { reference: Option<RegistrationRef>, provider: ProviderId, patients: u16 },
     /// A provider's capacity or preferences changed.
     CapacityChanged { provider: ProviderId },
@@ -75,6 +76,9 @@ pub enum EventKind {
     /// waiting again with its registration time, and the provider's panel lets
     /// its members go (a `Detached` event where the panel is).
     Returned { proposal: ProposalId, reference: RegistrationRef, provider: ProviderId, people: u16 },
+    /// Waiting members were listed on a provider's submitted panel and left the
+    /// waitlist (the panel's community tells `Attached` as it takes them).
+    LeftForPanel { reference: RegistrationRef, provider: ProviderId, patients: u16 },
 }
 
 impl EventKind {
@@ -99,6 +103,7 @@ impl EventKind {
             EventKind::Reserved { .. } => "RESERVED",
             EventKind::ReservationClosed { .. } => "RESERVATION_CLOSED",
             EventKind::Returned { .. } => "RETURNED",
+            EventKind::LeftForPanel { .. } => "LEFT_FOR_PANEL",
         }
     }
 }

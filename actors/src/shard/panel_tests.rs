@@ -83,8 +83,8 @@ async fn a_submission_adds_takes_waiting_patients_and_never_moves_anyone_silentl
     let event = feed.recv().await.unwrap();
     assert_eq!(
         event.kind,
-        EventKind::Attached { reference: Some(family), provider: doc.clone(), patients: 1 },
-        "the waitlist's community sees the attachment"
+        EventKind::LeftForPanel { reference: family, provider: doc.clone(), patients: 1 },
+        "the waitlist's community sees the member leave for the panel"
     );
     let waiting = s.waitlist(&sys(), &c("111"), WaitlistQuery { limit: 10, ..Default::default() }).await.unwrap();
     assert_eq!(waiting.total_waiting, 0);

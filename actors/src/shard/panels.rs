@@ -249,8 +249,9 @@ impl ShardRuntime {
         if next != *reg {
             let change = Change {
                 upserts: vec![Record::Registration(next)],
-                events: vec![EventKind::Attached {
-                    reference: Some(release.reference),
+                // The panel's community tells ATTACHED when it takes them.
+                events: vec![EventKind::LeftForPanel {
+                    reference: release.reference,
                     provider: release.provider.clone(),
                     patients: u16::try_from(leaving).unwrap_or(u16::MAX),
                 }],

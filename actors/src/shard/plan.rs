@@ -410,21 +410,23 @@ pub fn answer(
                     },
                 });
             }
-            if provider.is_some() {
-                change.upserts.extend(entries.into_iter().map(Record::PanelEntry));
-            } else {
-                settle_if_remote(state, &mut change, &next, entries);
-            }
             change.events.push(EventKind::Accepted {
                 proposal: *id,
                 reference: reg.reference,
                 provider: proposal.provider.clone(),
             });
-            change.events.push(EventKind::Attached {
-                reference: Some(reg.reference),
-                provider: proposal.provider.clone(),
-                patients: reg.household.members.len() as u16,
-            });
+            // ATTACHED is told once, where the panel is: here, or by the
+            // provider's community when it takes the settlement.
+            if provider.is_some() {
+                change.upserts.extend(entries.into_iter().map(Record::PanelEntry));
+                change.events.push(EventKind::Attached {
+                    reference: Some(reg.reference),
+                    provider: proposal.provider.clone(),
+                    patients: reg.household.members.len() as u16,
+                });
+            } else {
+                settle_if_remote(state, &mut change, &next, entries);
+            }
             next
         }
         Answer::Decline { by, reason } => {

@@ -37,7 +37,10 @@ pub enum MatchEventKind {
     Declined,
     /// A proposal expired; the household is back on the waitlist.
     Expired,
-    /// Patients were added to a panel.
+    /// Patients (`people`) were added to a panel in this community (service
+    /// code 98990). Told once per patient, where the panel is: a household
+    /// matched to a provider in another community is `ACCEPTED` in its own
+    /// community's feed and `ATTACHED` in the provider's.
     Attached,
     /// A provider's capacity changed.
     CapacityChanged,
@@ -61,6 +64,9 @@ pub enum MatchEventKind {
     /// Such a proposal closed with `proposalStatus`, and its places here are no
     /// longer held (an accepted household's members joined the panel: `ATTACHED`).
     ReservationClosed,
+    /// Waiting members (`people`) of a household were listed on a provider's
+    /// submitted panel and left the waitlist; the panel's community tells `ATTACHED`.
+    LeftForPanel,
     /// An attachment fell through: the household (`people`) is waiting again
     /// with its registration time, and the provider's panel let its members go.
     Returned,
@@ -173,6 +179,7 @@ impl From<Event> for MatchEvent {
             EventKind::Returned { proposal, reference, provider, .. } => {
                 (K::Returned, id(reference), id(proposal), id(provider))
             }
+            EventKind::LeftForPanel { reference, provider, .. } => (K::LeftForPanel, id(reference), None, id(provider)),
         };
         let mut out = MatchEvent {
             reference,
@@ -184,9 +191,9 @@ impl From<Event> for MatchEvent {
             EventKind::Registered { household_size, .. } | EventKind::HouseholdUpdated { household_size, .. } => {
                 out.people = Some(u32::from(household_size))
             }
-            EventKind::Attached { patients, .. } | EventKind::Returned { people: patients, .. } => {
-                out.people = Some(u32::from(patients))
-            }
+            EventKind::Attached { patients, .. }
+            | EventKind::LeftForPanel { patients, .. }
+            | EventKind::Returned { people: patients, .. } => out.people = Some(u32::from(patients)),
             EventKind::Declined { by, .. } => out.declined_by = Some(by.into()),
             EventKind::ClinicUpdated { facility } => out.facility_number = Some(facility),
             EventKind::Detached { patients, .. } => out.people = Some(patients),

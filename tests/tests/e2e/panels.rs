@@ -244,7 +244,7 @@ async fn panel_files_are_reported_row_by_row() {
     );
     let waiting = ok(&app, &t.coordinator, r#"{ waitlist(communityCode: "111") { totalCount } }"#, json!({})).await;
     assert_eq!(waiting["waitlist"]["totalCount"], 0);
-    // The coordinator's feed of the family's community shows the attachment.
+    // The coordinator's feed of the family's community shows the member leaving for the panel.
     let events = ok(
         &app,
         &t.coordinator,
@@ -253,7 +253,7 @@ async fn panel_files_are_reported_row_by_row() {
     )
     .await;
     let attached: Vec<&Value> =
-        events["events"]["nodes"].as_array().unwrap().iter().filter(|e| e["kind"] == "ATTACHED").collect();
+        events["events"]["nodes"].as_array().unwrap().iter().filter(|e| e["kind"] == "LEFT_FOR_PANEL").collect();
     assert!(
         attached.iter().any(|e| e["reference"] == family && e["providerId"] == "P10001" && e["people"] == 1),
         "{events:#}"

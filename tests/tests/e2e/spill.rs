@@ -156,6 +156,17 @@ async fn attached_next_door(app: &TestApp, family: &str, solo: &str) {
         ],
         "{events:#}"
     );
+    // The household's own community tells the acceptance, not the attachment: ATTACHED is told once.
+    let coordinator = app.coordinator();
+    let home = coordinator.ok(r#"{ events(communityCode: "111") { nodes { kind reference } } }"#, json!({})).await;
+    let kinds: Vec<&Value> = home["events"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["reference"] == family)
+        .map(|e| &e["kind"])
+        .collect();
+    assert_eq!(kinds, [&json!("REGISTERED"), &json!("PROPOSED"), &json!("ACCEPTED")], "{home:#}");
 }
 
 #[tokio::test]
