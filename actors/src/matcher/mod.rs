@@ -49,6 +49,10 @@ pub struct Policy {
     /// lie within this many kilometres, nearest first. 0 (the default) keeps
     /// matching within each community.
     pub spill_km: u32,
+    /// How long, in days, a run does not offer a household again to a provider
+    /// after a no (a decline by either side, or a return): 0 (the default)
+    /// for good. A coordinator's own proposal may always.
+    pub pass_over_days: u32,
 }
 
 impl Default for Policy {
@@ -66,6 +70,7 @@ impl Default for Policy {
             language: PreferenceRule::Soft,
             age_groups: PreferenceRule::Hard,
             spill_km: 0,
+            pass_over_days: 0,
         }
     }
 }

@@ -177,12 +177,18 @@ pub fn upsert_clinic(state: &ShardState, cmd: ClinicCommand, now: Timestamp) -> 
 }
 
 /// The shard's waiting households, as the matcher sees them.
-pub(super) fn waiting_candidates(state: &ShardState, now: Timestamp) -> Vec<Candidate> {
-    state.waitlist_after(None).map(|r| candidate(r, now)).collect()
+pub(super) fn waiting_candidates(state: &ShardState, policy: &Policy, now: Timestamp) -> Vec<Candidate> {
+    state.waitlist_after(None).map(|r| candidate(r, policy, now)).collect()
 }
 
 /// A registration's household, as the matcher sees it.
-fn candidate(r: &Registration, now: Timestamp) -> Candidate {
+fn candidate(r: &Registration, policy: &Policy, now: Timestamp) -> Candidate {
+    // Someone said no (or ended it), within the policy's period; a proposal left
+    // unanswered is offered again.
+    let since = match policy.pass_over_days {
+        0 => Timestamp(i64::MIN),
+        days => now.plus_ms(-i64::from(days) * crate::domain::DAY_MS),
+    };
     Candidate {
         reference: r.reference,
         registered_at: r.registered_at,
@@ -191,8 +197,7 @@ fn candidate(r: &Registration, now: Timestamp) -> Candidate {
         complex: r.household.is_complex(),
         age_groups: r.household.age_groups(now),
         languages: r.household.languages.clone(),
-        // Someone said no (or ended it); a proposal left unanswered is offered again.
-        passed: r.declines.iter().filter(|d| d.by.is_some()).map(|d| d.provider.clone()).collect(),
+        passed: r.declines.iter().filter(|d| d.by.is_some() && d.at >= since).map(|d| d.provider.clone()).collect(),
     }
 }
 
@@ -259,7 +264,7 @@ pub fn run_matching(
     ttl_ms: i64,
     now: Timestamp,
 ) -> Result<(Change, Vec<Proposal>), AttachError> {
-    let candidates = waiting_candidates(state, now);
+    let candidates = waiting_candidates(state, policy, now);
     let openings: Vec<Opening> = state
         .providers()
         .filter_map(|p| {
@@ -315,7 +320,7 @@ pub fn coordinator_proposal(
     if !p.capacity.accepting {
         return Err(AttachError::conflict(format!("provider {} is not accepting new patients", p.id)));
     }
-    let mut explanation = matcher::assess(&candidate(reg, now), &opening(p, provider.free_places), policy, now)
+    let mut explanation = matcher::assess(&candidate(reg, policy, now), &opening(p, provider.free_places), policy, now)
         .map_err(|unfit| AttachError::conflict(format!("provider {} cannot take this household: {unfit}", p.id)))?;
     let fit = &mut explanation.provider_fit;
     if let Some((place, _)) = state.place_in_line(reg) {

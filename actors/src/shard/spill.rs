@@ -50,7 +50,7 @@ pub fn spare_places(state: &ShardState, policy: &Policy, now: Timestamp) -> Vec<
         return spare;
     }
     let openings: Vec<_> = spare.iter().map(|v| plan::opening(&v.provider, v.free_places)).collect();
-    let candidates = plan::waiting_candidates(state, now);
+    let candidates = plan::waiting_candidates(state, policy, now);
     let sizes: std::collections::HashMap<_, u32> =
         candidates.iter().map(|c| (c.reference, u32::from(c.size))).collect();
     for placement in matcher::run(&candidates, &openings, policy, now) {
@@ -82,7 +82,7 @@ pub fn plan_spill(
     if openings.is_empty() {
         return Ok(Vec::new());
     }
-    let candidates = plan::waiting_candidates(state, now);
+    let candidates = plan::waiting_candidates(state, policy, now);
     let mut proposals = Vec::new();
     for mut placement in matcher::run(&candidates, &openings, policy, now) {
         placement.explanation.provider_fit.push(format!(

@@ -237,6 +237,30 @@ async fn a_registration_shows_its_last_proposal_whatever_became_of_it() {
 }
 
 #[tokio::test]
+async fn a_provider_who_said_no_is_passed_over_for_the_policys_period() {
+    let w = world(ShardConfig::default()).await;
+    let s = &w.system;
+    let doc = provider(s, "P2222", "111", 1).await;
+    let r = s.register(&sys(), &c("111"), household(&[phn(1)], &[])).await.unwrap().registration;
+    let p = s.run_matching(&sys(), &c("111")).await.unwrap().pop().unwrap();
+    let decline = Answer::Decline { by: Responder::Patient, reason: "too far".into() };
+    s.answer(&sys(), &p.id, decline).await.unwrap();
+    let declined = s.registration(&sys(), &r.reference).await.unwrap().registration;
+    s.stop().await;
+
+    let mut state = super::state::ShardState::new(declined.shard.clone());
+    state.apply([crate::store::Record::Registration(declined.clone())], &[]);
+    let passed = |days: u32, later_days: i64| {
+        let policy = crate::matcher::Policy { pass_over_days: days, ..crate::matcher::Policy::default() };
+        let now = declined.declines[0].at.plus_ms(later_days * DAY_MS);
+        super::plan::waiting_candidates(&state, &policy, now).remove(0).passed
+    };
+    assert_eq!(passed(0, 3650), vec![doc.clone()], "0: for good");
+    assert_eq!(passed(30, 29), vec![doc.clone()], "within the period");
+    assert!(passed(30, 31).is_empty(), "offered again once the period is over");
+}
+
+#[tokio::test]
 async fn unanswered_proposals_expire_and_return_households() {
     let config = ShardConfig {
         proposal_ttl: Duration::from_millis(200),
