@@ -446,7 +446,9 @@ impl AttachSystem {
         .await;
         // The log says FORBIDDEN; the caller sees what a PHN nobody registered gives,
         // so a look outside one's scope tells neither whether nor where it is registered.
-        self.audited(trail, result).await.map_err(|e| if out_of_scope { none() } else { e })
+        self.audited(trail, result)
+            .await
+            .map_err(|e| if out_of_scope && e.code == ErrorCode::Forbidden { none() } else { e })
     }
 
     /// A waiting household as it is now (a member born or gone, needs that

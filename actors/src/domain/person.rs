@@ -217,10 +217,13 @@ pub struct Member {
 
 impl Member {
     /// Checks the needs against the member's age on `today`: `NEWBORN` is for
-    /// a baby under 12 months, and it raises a household's priority.
-    pub fn check_needs(&self, today: NaiveDate) -> Result<(), DomainError> {
+    /// a baby under 12 months, and it raises a household's priority. A household
+    /// that changes later keeps it for its baby up to `newborn_until` years old
+    /// (1: until the second birthday), so that sending the household back as it
+    /// was read is not refused because the baby grew.
+    pub fn check_needs(&self, today: NaiveDate, newborn_until: u32) -> Result<(), DomainError> {
         let age = self.date_of_birth.age_on(today);
-        if self.needs.contains(&Need::Newborn) && age > 0 {
+        if self.needs.contains(&Need::Newborn) && age > newborn_until {
             let why = format!("NEWBORN is for a baby under 12 months, and this member is {age} years old");
             return Err(DomainError::invalid("needs", &why));
         }
@@ -310,11 +313,13 @@ mod tests {
             date_of_birth: DateOfBirth::parse(dob, today()).unwrap(),
             needs: needs.iter().copied().collect(),
         };
-        assert!(member("2026-02-01", &[Need::Newborn]).check_needs(today()).is_ok());
-        let err = member("2025-11-24", &[Need::Newborn]).check_needs(today()).unwrap_err();
+        assert!(member("2026-02-01", &[Need::Newborn]).check_needs(today(), 0).is_ok());
+        let err = member("2025-11-24", &[Need::Newborn]).check_needs(today(), 0).unwrap_err();
         assert!(err.message.contains("1 years old"), "{}", err.message);
-        assert!(member("1984-03-09", &[Need::Newborn]).check_needs(today()).is_err());
-        assert!(member("1984-03-09", &[Need::Pregnancy]).check_needs(today()).is_ok());
+        assert!(member("2025-11-24", &[Need::Newborn]).check_needs(today(), 1).is_ok(), "kept on a later change");
+        assert!(member("2024-11-24", &[Need::Newborn]).check_needs(today(), 1).is_err());
+        assert!(member("1984-03-09", &[Need::Newborn]).check_needs(today(), 0).is_err());
+        assert!(member("1984-03-09", &[Need::Pregnancy]).check_needs(today(), 0).is_ok());
     }
 
     #[test]

@@ -24,7 +24,7 @@ impl HaCode {
         } else {
             Err(DomainError::invalid(
                 "healthAuthority",
-                "a health authority code is 2 to 8 capital letters or digits, e.g. IHA",
+                "a health authority code is 2 to 8 letters or digits, e.g. IHA",
             ))
         }
     }

@@ -772,7 +772,12 @@ impl ShardRuntime {
         let registration = self.state.registration(r).ok_or_else(|| AttachError::not_found("registration"))?;
         // The open proposal, else the newest memory holds (accepted, cancelled, returned…),
         // else for a waiting household the one its last decline names (older, from the store).
-        let proposal = match (registration.proposal, self.state.latest_proposal(r)) {
+        // A decline newer than the newest here was made in another community the
+        // household has since left and come back from: that one is the last.
+        let newest_here = self.state.latest_proposal(r).filter(|latest| {
+            registration.declines.last().is_none_or(|d| d.proposal == latest.id || d.at <= latest.created_at)
+        });
+        let proposal = match (registration.proposal, newest_here) {
             (None, Some(latest)) => Some(latest.clone()),
             (Some(id), _) => self.proposal_anywhere(&id).await?,
             (None, None) => match registration.declines.last() {

@@ -318,10 +318,11 @@ impl ShardRuntime {
             if let Some(c) = self.store.phn_claim(e.phn).await? {
                 let ours = c.shard == self.state.key && c.holder == PhnHolder::Panel(provider.clone());
                 let by_registration = match &c.holder {
-                    PhnHolder::Registration(r) if e.source.reference() == Some(*r) => self
-                        .claimed_registration(&c.shard, r)
-                        .await?
-                        .is_none_or(|reg| reg.status == RegistrationStatus::Attached),
+                    PhnHolder::Registration(r) if e.source.reference() == Some(*r) => {
+                        self.claimed_registration(&c.shard, r).await?.is_none_or(|reg| {
+                            reg.status == RegistrationStatus::Attached && reg.provider.as_ref() == Some(provider)
+                        })
+                    }
                     _ => false,
                 };
                 if ours || by_registration {

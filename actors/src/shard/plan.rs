@@ -331,7 +331,9 @@ pub fn coordinator_proposal(
     }
     // Tell the provider an earlier match with them fell through, and how (after a
     // decline or a return a run would not have offered it again: DECISIONS 38).
-    if let Some(d) = reg.declines.iter().rev().find(|d| d.provider == p.id) {
+    let with_them = || reg.declines.iter().rev().filter(|d| d.provider == p.id);
+    // A no outweighs a later proposal left unanswered.
+    if let Some(d) = with_them().find(|d| d.by.is_some()).or_else(|| with_them().next()) {
         let how = match d.by {
             Some(Responder::Provider) => "the provider declined",
             Some(Responder::Patient) => "the patient declined",

@@ -246,3 +246,60 @@ async fn a_return_after_a_finished_transfer_is_refused() {
     assert_eq!(refused.code, ErrorCode::Conflict, "member 1 is on P3333's panel now");
     assert_eq!(s.panel(&sys(), &b, 0, 10).await.unwrap().items.len(), 1);
 }
+
+#[tokio::test]
+async fn a_leftover_entry_removed_after_the_household_attached_elsewhere_keeps_its_claims() {
+    let w = world(spilling()).await;
+    let s = &w.system;
+    let (doc, reference, _) = attached_next_door(s).await;
+    return_unsettled(s, reference).await;
+    // Matched at home and accepted, with the return's settlement still to come next door.
+    let local = provider(s, "P1111", "111", 5).await;
+    let made = s.run_matching(&sys(), &c("111")).await.unwrap();
+    let id = made.into_iter().find(|p| p.reference == reference).unwrap().id;
+    s.directory().call(&shard("111"), |r| ShardMsg::AnswerProposal(id, Answer::Accept, sys(), r)).await.unwrap();
+    let attached = s.registration(&sys(), &reference).await.unwrap().registration;
+    assert_eq!(attached.provider, Some(local));
+    s.remove_from_panel(&sys(), &doc, vec![phn(1)]).await.unwrap();
+    let dup = s.register(&sys(), &c("112"), household(&[phn(1)], &[])).await.unwrap_err();
+    assert_eq!(dup.code, ErrorCode::Conflict, "member 1 is on P1111's panel through the registration");
+}
+
+#[tokio::test]
+async fn a_new_acceptance_settled_before_the_old_return_keeps_the_members_on_the_panel() {
+    let w = world(spilling()).await;
+    let s = &w.system;
+    let (doc, reference, first) = attached_next_door(s).await;
+    return_unsettled(s, reference).await;
+    let again = s.propose_match(&sys(), &reference, &doc, "changed their mind".into()).await.unwrap();
+    let id = again.id;
+    s.directory().call(&shard("111"), |r| ShardMsg::AnswerProposal(id, Answer::Accept, sys(), r)).await.unwrap();
+    let pending = s.directory().call(&shard("111"), ShardMsg::Settlements).await.unwrap();
+    let settlement = |id: ProposalId| pending.iter().find(|x| x.proposal.id == id).unwrap().clone();
+    // Settled in the other order than they were made, as proposal ids may sort.
+    let (accepted, returned) = (settlement(again.id), settlement(first.id));
+    s.directory().call(&shard("112"), |r| ShardMsg::Settle(accepted, r)).await.unwrap();
+    s.directory().call(&shard("112"), |r| ShardMsg::Settle(returned, r)).await.unwrap();
+    let on_panel = s.panel(&sys(), &doc, 0, 10).await.unwrap().items;
+    assert_eq!(on_panel.len(), 2, "attached through the second proposal: {on_panel:?}");
+    assert!(on_panel.iter().all(|e| e.source.proposal() == Some(again.id)));
+    assert_eq!(s.community_stats(&sys(), &c("112")).await.unwrap().counts.attached_people_week, 2, "counted once");
+}
+
+#[tokio::test]
+async fn after_moving_back_a_registration_shows_the_proposal_made_where_it_was() {
+    let w = world(ShardConfig::default()).await;
+    let s = &w.system;
+    provider(s, "P1111", "111", 5).await;
+    provider(s, "P2222", "112", 5).await;
+    let r = s.register(&sys(), &c("111"), household(&[phn(1)], &[])).await.unwrap().registration.reference;
+    let declined = || Answer::Decline { by: Responder::Provider, reason: "full".into() };
+    let first = s.run_matching(&sys(), &c("111")).await.unwrap().pop().unwrap();
+    s.answer(&sys(), &first.id, declined()).await.unwrap();
+    s.move_registration(&sys(), &r, &c("112")).await.unwrap();
+    let second = s.run_matching(&sys(), &c("112")).await.unwrap().pop().unwrap();
+    s.answer(&sys(), &second.id, declined()).await.unwrap();
+    s.move_registration(&sys(), &r, &c("111")).await.unwrap();
+    let back = s.registration(&sys(), &r).await.unwrap();
+    assert_ne!(back.proposal.map(|p| p.id), Some(first.id), "not the older one made here");
+}

@@ -23,7 +23,7 @@
 //! the accepted household on the panel) and deleted once taken; the system
 //! pushes it right after the close and every lease until it is taken.
 
-use crate::domain::{EventKind, Proposal, ProposalId, ProposalStatus, Settlement, ShardKey, Timestamp};
+use crate::domain::{EventKind, PanelEntry, Proposal, ProposalId, ProposalStatus, Settlement, ShardKey, Timestamp};
 use crate::error::AttachError;
 use crate::matcher::{self, Policy};
 use crate::store::{Record, RecordKey};
@@ -172,7 +172,14 @@ pub fn settle(state: &ShardState, settlement: Settlement) -> Change {
     if p.status == ProposalStatus::Accepted {
         let clinic = state.provider(&p.provider).and_then(|v| v.sole_clinic()).cloned();
         for mut entry in settlement.entries {
-            if state.on_panel(&entry.provider, entry.phn) {
+            // A patient already on the panel stays as they are, unless an earlier
+            // match of the same household put them there: that one fell through
+            // (its return may be settled after this), and this match replaces it.
+            let here = state.panel(&entry.provider).and_then(|panel| panel.get(&entry.phn));
+            let earlier_match = |e: &&PanelEntry| {
+                e.source.proposal().is_some_and(|id| id != p.id) && e.source.reference() == Some(p.reference)
+            };
+            if here.is_some_and(|e| !earlier_match(&e)) {
                 continue;
             }
             if let Some(facility) = entry.source.unset_facility() {

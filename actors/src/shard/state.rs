@@ -151,12 +151,14 @@ impl ShardState {
                 // Attachments are people who came off the waitlist: a submitted
                 // or transferred panel brings patients the provider already had,
                 // unless they had come off the waitlist (then counted at that time).
-                if !panel.contains_key(&e.phn)
-                    && let Some(at) = e.attachment_time()
-                {
-                    *self.attachments.entry(at).or_default() += 1;
-                }
+                let (was, now) = (panel.get(&e.phn).and_then(PanelEntry::attachment_time), e.attachment_time());
                 panel.insert(e.phn, e);
+                if was != now {
+                    self.uncount_attachment(was);
+                    if let Some(at) = now {
+                        *self.attachments.entry(at).or_default() += 1;
+                    }
+                }
             }
             Record::Endorsement(e) => {
                 self.endorsements.insert(e.id, e);
@@ -173,6 +175,18 @@ impl ShardState {
             Record::Reservation(p) => self.put_proposal(p, true),
             Record::Settlement(s) => {
                 self.settlements.insert(s.proposal.id, s);
+            }
+        }
+    }
+
+    /// Takes one attachment made at `at` out of the counts.
+    fn uncount_attachment(&mut self, at: Option<Timestamp>) {
+        if let Some(at) = at
+            && let std::collections::btree_map::Entry::Occupied(mut n) = self.attachments.entry(at)
+        {
+            *n.get_mut() -= 1;
+            if *n.get() == 0 {
+                n.remove();
             }
         }
     }
@@ -194,14 +208,7 @@ impl ShardState {
             RecordKey::PanelEntry(provider, phn) => {
                 let removed = self.panels.get_mut(provider).and_then(|panel| panel.remove(phn));
                 // Counted as it was at load: a patient no longer on the panel is not an attachment.
-                if let Some(at) = removed.and_then(|e| e.attachment_time())
-                    && let std::collections::btree_map::Entry::Occupied(mut n) = self.attachments.entry(at)
-                {
-                    *n.get_mut() -= 1;
-                    if *n.get() == 0 {
-                        n.remove();
-                    }
-                }
+                self.uncount_attachment(removed.and_then(|e| e.attachment_time()));
             }
             RecordKey::Endorsement(id) => {
                 self.endorsements.remove(id);

@@ -874,16 +874,21 @@ pub mod fixtures {
                 surname: name("O'Connor"),
                 date_of_birth: born(1950),
                 attached_at: at(-30),
-                // Both an old kind of entry and the newest, so each backend reads both back.
-                source: if i.is_multiple_of(2) {
-                    PanelSource::Upload
-                } else {
-                    PanelSource::MatchedWithNeeds {
+                // An old kind of entry and the newest ones, so each backend reads them all back.
+                source: match i % 3 {
+                    0 => PanelSource::Upload,
+                    1 => PanelSource::MatchedWithNeeds {
                         proposal: proposal_id,
                         reference: reference(i),
                         facility: Some(clinic.facility.clone()),
                         complex: true,
-                    }
+                    },
+                    _ => PanelSource::TransferredAttachment {
+                        from: clinic.medical_director.clone().expect("the clinic has a director"),
+                        facility: clinic.facility.clone(),
+                        complex: None,
+                        attached_at: at(-60),
+                    },
                 },
             };
             let endorsement = Endorsement {

@@ -45,7 +45,7 @@ impl RegisterHouseholdInput {
     /// Parses into a community and a valid household.
     pub fn parse(self, today: chrono::NaiveDate) -> Result<(d::CommunityCode, d::Household), DomainError> {
         let community = d::CommunityCode::parse(&self.community)?;
-        Ok((community, parse_household(&self.postal_code, &self.languages, self.members, today)?))
+        Ok((community, parse_household(&self.postal_code, &self.languages, self.members, today, 0)?))
     }
 }
 
@@ -65,7 +65,8 @@ pub struct HouseholdInput {
 impl HouseholdInput {
     /// Parses into a valid household.
     pub fn parse(self, today: chrono::NaiveDate) -> Result<d::Household, DomainError> {
-        parse_household(&self.postal_code, &self.languages, self.members, today)
+        // A baby registered as NEWBORN keeps it on later changes until their second birthday.
+        parse_household(&self.postal_code, &self.languages, self.members, today, 1)
     }
 }
 
@@ -74,6 +75,7 @@ fn parse_household(
     languages: &[String],
     input: Vec<MemberInput>,
     today: chrono::NaiveDate,
+    newborn_until: u32,
 ) -> Result<d::Household, DomainError> {
     let postal_code = d::PostalCode::parse(postal_code)?;
     let languages = parse_languages(languages)?;
@@ -93,7 +95,7 @@ fn parse_household(
             date_of_birth: d::DateOfBirth::parse(&m.date_of_birth, today).map_err(|e| e.at(&at))?,
             needs: m.needs.into_iter().map(Into::into).collect(),
         };
-        member.check_needs(today).map_err(|e| e.at(&at))?;
+        member.check_needs(today, newborn_until).map_err(|e| e.at(&at))?;
         members.push(member);
     }
     d::Household::new(members, postal_code, languages)
