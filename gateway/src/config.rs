@@ -35,6 +35,10 @@ pub struct Settings {
     pub demo: Option<String>,
     /// Redis for the live feed (`redis://host:port`); none: an in-process feed.
     pub redis: Option<String>,
+    /// The start of every Redis key and channel this deployment uses. The
+    /// gateways of one deployment (one store) share it; deployments sharing a
+    /// Redis must each have their own, or their feeds and quotas mix.
+    pub redis_namespace: String,
     /// The embedded store's page cache, in MiB (bounded so memory is predictable).
     pub store_cache_mib: u64,
     /// ScyllaDB, when `store` names it.
@@ -387,6 +391,7 @@ impl Default for Settings {
             regions: PathBuf::from("infra/regions/bc.toml"),
             demo: None,
             redis: None,
+            redis_namespace: "attach".to_string(),
             store_cache_mib: 64,
             scylla: ScyllaSettings::default(),
             shard: ShardSettings::default(),
@@ -437,15 +442,21 @@ impl Default for Limits {
     }
 }
 
+/// `ATTACH_*` variables that are not settings: the credentials `attach panel
+/// import` and the load tool read (`ATTACH_TOKEN`, …), which an operator may
+/// well have set in the shell that starts the server.
+const CLIENT_VARIABLES: [&str; 3] = ["token", "panel_token", "upload_token"];
+
 impl Settings {
-    /// Loads defaults, then `file` (if given, it must exist), then `ATTACH_*` variables.
+    /// Loads defaults, then `file` (if given, it must exist), then `ATTACH_*`
+    /// variables (other than [`CLIENT_VARIABLES`]; any other unknown one is refused).
     pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
         let mut figment = Figment::from(Serialized::defaults(Settings::default()));
         if let Some(path) = file {
             anyhow::ensure!(path.exists(), "config file {} not found", path.display());
             figment = figment.merge(Toml::file(path));
         }
-        figment = figment.merge(Env::prefixed("ATTACH_").split("__"));
+        figment = figment.merge(Env::prefixed("ATTACH_").ignore(&CLIENT_VARIABLES).split("__"));
         let settings: Settings = figment.extract()?;
         settings.check()?;
         Ok(settings)
@@ -455,6 +466,12 @@ impl Settings {
     pub fn check(&self) -> anyhow::Result<()> {
         anyhow::ensure!(self.shard.mailbox_capacity > 0, "shard.mailbox_capacity must be at least 1");
         anyhow::ensure!(self.limits.max_page_size > 0, "limits.max_page_size must be at least 1");
+        anyhow::ensure!(
+            !self.redis_namespace.is_empty()
+                && self.redis_namespace.len() <= 40
+                && self.redis_namespace.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+            "redis_namespace must be 1 to 40 letters, digits, - or _"
+        );
         if let Some(url) = &self.redis {
             anyhow::ensure!(
                 url.starts_with("redis://") || url.starts_with("rediss://"),
@@ -466,6 +483,15 @@ impl Settings {
             "store must be `embedded` or scylla://HOST:9042[,HOST...]"
         );
         anyhow::ensure!(self.shard.lease_secs >= 3, "shard.lease_secs must be at least 3");
+        anyhow::ensure!(self.shard.proposal_memory_days >= 1, "shard.proposal_memory_days must be at least 1");
+        anyhow::ensure!(
+            self.shard.reservation_check_secs >= 60,
+            "shard.reservation_check_secs must be at least 60 (step two may record for a third of it)"
+        );
+        anyhow::ensure!(
+            self.shard.return_window_days <= self.shard.proposal_memory_days,
+            "shard.return_window_days must be at most shard.proposal_memory_days (the accepted proposal is found in memory)"
+        );
         if let Some(node) = &self.node {
             anyhow::ensure!(
                 !node.is_empty() && node.len() <= 64 && node.chars().all(|c| c.is_ascii_graphic()),
@@ -591,6 +617,9 @@ mod tests {
             jail.create_file("attach.toml", "listen = \"127.0.0.1:9000\"\n[shard]\nproposal_ttl_secs = 5\n")?;
             jail.set_env("ATTACH_SHARD__MAILBOX_CAPACITY", "7");
             jail.set_env("ATTACH_DEMO", "small");
+            // The tools' credentials in the same shell are not settings, and do not stop a start.
+            jail.set_env("ATTACH_TOKEN", "eyJ...");
+            jail.set_env("ATTACH_PANEL_TOKEN", "eyJ...");
             let s = Settings::load(Some(Path::new("attach.toml"))).map_err(|e| e.to_string())?;
             assert_eq!(s.listen.port(), 9000);
             assert_eq!(s.shard.proposal_ttl_secs, 5);
@@ -672,6 +701,15 @@ mod tests {
             assert!(Settings::load(Some(Path::new("slow.toml"))).is_err(), "a timeout too long for the lease");
             assert!(Settings::load(Some(Path::new("demo.toml"))).is_err());
             assert!(Settings::load(Some(Path::new("missing.toml"))).is_err());
+            for bounds in [
+                "[shard]\nproposal_memory_days = 0\n",
+                "[shard]\nreservation_check_secs = 59\n",
+                "[shard]\nproposal_memory_days = 30\nreturn_window_days = 31\n",
+            ] {
+                jail.create_file("bounds.toml", bounds)?;
+                let refused = Settings::load(Some(Path::new("bounds.toml"))).unwrap_err().to_string();
+                assert!(refused.contains("shard."), "{bounds}: {refused}");
+            }
             Ok(())
         });
     }

@@ -147,7 +147,8 @@ fn rate_limits(settings: &Settings) -> anyhow::Result<RateLimits> {
     Ok(match settings.redis.as_deref().filter(|_| rate.shared && rate.enabled) {
         Some(url) => {
             let timeout = std::time::Duration::from_millis(rate.shared_timeout_ms);
-            limits.with_shared(crate::ratelimit::shared::SharedLimiter::new(url, "attach:rate:", timeout)?)
+            let prefix = format!("{}:rate:", settings.redis_namespace);
+            limits.with_shared(crate::ratelimit::shared::SharedLimiter::new(url, &prefix, timeout)?)
         }
         None => limits,
     })
@@ -178,7 +179,7 @@ impl Application {
             std::time::Duration::from_secs(settings.shard.call_timeout_secs.max(1) * 2),
         )?);
         let feed: Arc<dyn Feed> = match &settings.redis {
-            Some(url) => RedisFeed::start(url, settings.feed.buffer)?,
+            Some(url) => RedisFeed::start(url, &settings.redis_namespace, settings.feed.buffer)?,
             None => Arc::new(MemoryFeed::new(settings.feed.buffer)),
         };
         let system = Arc::new(AttachSystem::new(regions.clone(), store.clone(), feed, settings.shard_config(), owner));

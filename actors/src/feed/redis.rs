@@ -27,9 +27,9 @@ use crate::domain::{Event, ShardKey};
 const UP: u8 = 1;
 const DOWN: u8 = 2;
 
-/// The channel of a shard.
-pub fn channel(shard: &ShardKey) -> String {
-    format!("attach:feed:{}:{}", shard.ha.as_str(), shard.community.as_str())
+/// The channel of a shard, in a deployment's namespace (`attach` by default).
+pub fn channel(namespace: &str, shard: &ShardKey) -> String {
+    format!("{namespace}:feed:{}:{}", shard.ha.as_str(), shard.community.as_str())
 }
 
 /// A feed over Redis pub/sub.
@@ -45,12 +45,16 @@ pub struct RedisFeed {
     publisher: Arc<AtomicU8>,
     subscriber: Arc<AtomicU8>,
     dropped: Arc<AtomicU64>,
+    /// The deployment's namespace, which starts every channel name.
+    namespace: Arc<str>,
 }
 
 impl RedisFeed {
-    /// Connects in the background to `url` (`redis://host:port`); `buffer` bounds
-    /// both the outgoing queue and each local subscriber's lag.
-    pub fn start(url: &str, buffer: usize) -> anyhow::Result<Arc<Self>> {
+    /// Connects in the background to `url` (`redis://host:port`), publishing
+    /// and subscribing on channels in `namespace`; `buffer` bounds both the
+    /// outgoing queue and each local subscriber's lag.
+    pub fn start(url: &str, namespace: &str, buffer: usize) -> anyhow::Result<Arc<Self>> {
+        let namespace: Arc<str> = namespace.into();
         let client = redis::Client::open(url)?;
         let local = Arc::new(MemoryFeed::new(buffer));
         let (outgoing, out_rx) = mpsc::channel(buffer.max(1));
@@ -58,7 +62,7 @@ impl RedisFeed {
         let publisher = Arc::new(AtomicU8::new(0));
         let subscriber = Arc::new(AtomicU8::new(0));
         let dropped = Arc::new(AtomicU64::new(0));
-        tokio::spawn(publish_loop(client.clone(), out_rx, publisher.clone(), dropped.clone()));
+        tokio::spawn(publish_loop(client.clone(), namespace.clone(), out_rx, publisher.clone(), dropped.clone()));
         tokio::spawn(subscribe_loop(client, wanted_rx, local.clone(), subscriber.clone()));
         Ok(Arc::new(RedisFeed {
             local,
@@ -68,6 +72,7 @@ impl RedisFeed {
             publisher,
             subscriber,
             dropped,
+            namespace,
         }))
     }
 }
@@ -84,7 +89,7 @@ impl Feed for RedisFeed {
 
     fn subscribe(&self, shard: &ShardKey) -> broadcast::Receiver<Event> {
         let rx = self.local.subscribe(shard);
-        let ch = channel(shard);
+        let ch = channel(&self.namespace, shard);
         if self.asked.lock().unwrap_or_else(|e| e.into_inner()).insert(ch.clone()) {
             let _ = self.wanted.send(ch);
         }
@@ -109,11 +114,16 @@ async fn backoff(attempt: &mut u32) {
 
 async fn publish_loop(
     client: redis::Client,
+    namespace: Arc<str>,
     mut rx: mpsc::Receiver<Event>,
     state: Arc<AtomicU8>,
     dropped: Arc<AtomicU64>,
 ) {
     let mut attempt = 0;
+    // An event whose publish found the connection dead: a connection only
+    // learns that Redis restarted when it next writes, so after a quiet
+    // restart it is sent again, once, on the new connection.
+    let mut again: Option<(String, Vec<u8>)> = None;
     loop {
         let mut conn = match client.get_multiplexed_async_connection().await {
             Ok(c) => c,
@@ -121,13 +131,25 @@ async fn publish_loop(
                 state.store(DOWN, Ordering::Relaxed);
                 warn!(error = %e, "feed publisher cannot reach Redis; retrying");
                 // Events queued meanwhile are dropped rather than held: the store has them.
+                let waiting = usize::from(again.take().is_some());
+                let mut queued = 0;
                 while rx.try_recv().is_ok() {
-                    dropped.fetch_add(1, Ordering::Relaxed);
+                    queued += 1;
                 }
+                dropped.fetch_add((waiting + queued) as u64, Ordering::Relaxed);
                 backoff(&mut attempt).await;
                 continue;
             }
         };
+        if let Some((ch, bytes)) = again.take()
+            && let Err(e) = conn.publish::<_, _, ()>(ch, bytes).await
+        {
+            state.store(DOWN, Ordering::Relaxed);
+            dropped.fetch_add(1, Ordering::Relaxed);
+            warn!(error = %e, "feed publisher could not send an event again; reconnecting");
+            backoff(&mut attempt).await;
+            continue;
+        }
         state.store(UP, Ordering::Relaxed);
         attempt = 0;
         info!("feed publisher connected to Redis");
@@ -140,10 +162,11 @@ async fn publish_loop(
                     continue;
                 }
             };
-            if let Err(e) = conn.publish::<_, _, ()>(channel(&event.shard), bytes).await {
+            let ch = channel(&namespace, &event.shard);
+            if let Err(e) = conn.publish::<_, _, ()>(&ch, &bytes).await {
                 state.store(DOWN, Ordering::Relaxed);
-                dropped.fetch_add(1, Ordering::Relaxed);
                 warn!(error = %e, "feed publisher lost Redis; reconnecting");
+                again = Some((ch, bytes));
                 break;
             }
         }

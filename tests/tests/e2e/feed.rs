@@ -208,6 +208,54 @@ async fn two_processes_share_one_redis() {
 }
 
 #[tokio::test]
+async fn deployments_sharing_one_redis_keep_their_feeds_apart_by_namespace() {
+    let redis = RedisServer::start();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let in_namespace = |ns: &str| {
+        let mut spawn = with_redis(&redis);
+        spawn.env.push(("ATTACH_REDIS_NAMESPACE".to_string(), ns.to_string()));
+        spawn
+    };
+    let north = TestApp::spawn(dir_a.path(), in_namespace("north")).await;
+    let south = TestApp::spawn(dir_b.path(), in_namespace("south")).await;
+    let mut ws = connect(&south, "graphql-transport-ws").await;
+    subscribe(&mut ws, "1", "111", None).await;
+    redis.wait_subscribed("south:feed:IHA:111").await;
+    register(&north, "111", 1).await; // another deployment's store and sequence: never delivered here
+    let ours = register(&south, "111", 2).await;
+    let e = next_event(&mut ws).await;
+    assert_eq!(
+        (e["reference"].as_str(), e["seq"].as_u64(), e["kind"].as_str()),
+        (Some(ours.as_str()), Some(1), Some("REGISTERED"))
+    );
+}
+
+#[tokio::test]
+async fn an_event_after_a_quiet_redis_restart_is_delivered() {
+    let mut redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::spawn(dir.path(), with_redis(&redis)).await;
+    let mut ws = connect(&app, "graphql-transport-ws").await;
+    subscribe(&mut ws, "1", "111", None).await;
+    redis.wait_subscribed("attach:feed:IHA:111").await;
+    register(&app, "111", 1).await;
+    assert_eq!(next_event(&mut ws).await["seq"], 1);
+
+    // Redis restarts while nothing happens; the subscriber comes back on its own.
+    redis.restart();
+    redis.wait_subscribed("attach:feed:IHA:111").await;
+    // The publisher learns of the restart only when it next writes: that event is sent again.
+    let second = register(&app, "111", 2).await;
+    let e = next_event(&mut ws).await;
+    assert_eq!((e["seq"].as_u64(), e["reference"].as_str()), (Some(2), Some(second.as_str())), "no gap: {e}");
+    let coordinator = app.coordinator();
+    let stats =
+        coordinator.ok("{ communityStatistics(code: \"111\") { feed { connected dropped } } }", json!({})).await;
+    let feed = stats["communityStatistics"]["feed"].clone();
+    assert_eq!(feed, json!({ "connected": true, "dropped": 0 }));
+}
+
+#[tokio::test]
 async fn a_redis_outage_loses_no_mutation_and_catch_up_fills_the_gap() {
     let mut redis = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
