@@ -828,6 +828,11 @@ impl AttachSystem {
         shards.into_iter().zip(answers).filter_map(|(s, a)| a.ok().map(|g| (s, g))).collect()
     }
 
+    /// A community's last event sequence number, when its shard runs here.
+    pub async fn last_seq(&self, shard: &ShardKey) -> Option<u64> {
+        self.directory.call(shard, ShardMsg::Gauges).await.ok().map(|g| g.last_seq)
+    }
+
     /// The store writer's group-commit counters, where the store has them.
     pub fn store_write_stats(&self) -> Option<crate::store::WriteStats> {
         self.store.write_stats()

@@ -260,6 +260,11 @@ struct Live {
     /// are dropped, and a jump past `last + 1` is a gap. `None` until the first
     /// event of a subscription that started without `afterSeq`.
     last: Option<u64>,
+    /// For such a subscription, the community's last sequence number when it
+    /// started (read after subscribing): a first event past `since + 1` means
+    /// pub/sub lost some in between. Events up to `since` that still arrive
+    /// were committed around the start and are delivered.
+    since: Option<u64>,
     /// Replayed events still to deliver.
     backlog: VecDeque<Event>,
 }
@@ -274,7 +279,8 @@ fn live_stream(live: Live) -> BoxStream<'static, MatchEvent> {
             match s.rx.recv().await {
                 Ok(e) if s.last.is_some_and(|last| e.seq <= last) => continue,
                 Ok(e) => {
-                    if let Some(last) = s.last.filter(|last| e.seq > last + 1) {
+                    let gap_from = s.last.or(s.since.take());
+                    if let Some(last) = gap_from.filter(|last| e.seq > last + 1) {
                         // Pub/sub lost events (a Redis outage, say): say so before going on.
                         s.backlog.push_back(e);
                         s.last = None;
@@ -284,7 +290,7 @@ fn live_stream(live: Live) -> BoxStream<'static, MatchEvent> {
                     return Some((MatchEvent::from(e), s));
                 }
                 Err(RecvError::Lagged(_)) => {
-                    let notice = MatchEvent::missed(&s.shard, s.last.unwrap_or(0));
+                    let notice = MatchEvent::missed(&s.shard, s.last.or(s.since.take()).unwrap_or(0));
                     s.last = None;
                     return Some((notice, s));
                 }
@@ -304,20 +310,21 @@ async fn community_stream(
     // Subscribe before reading the store, so no event falls between the two.
     let (shard, rx) = system.subscribe(caller(ctx), code).gql()?;
     let max_replay = ctx.data_unchecked::<FeedSettings>().max_replay;
-    let (backlog, last) = match after {
-        None => (VecDeque::new(), None),
+    let (backlog, last, since) = match after {
+        // From now on: where "now" is, to tell a lost first event.
+        None => (VecDeque::new(), None, system.last_seq(&shard).await),
         Some(after) => {
             let events = system.events_after(caller(ctx), code, after, max_replay + 1).await.gql()?;
             if events.len() > max_replay {
                 // Too much to replay here: say so, and let the client page with `events`.
                 let notice = MatchEvent::missed(&shard, after);
-                let rest = live_stream(Live { shard, rx, last: None, backlog: VecDeque::new() });
+                let rest = live_stream(Live { shard, rx, last: None, since: None, backlog: VecDeque::new() });
                 return Ok(stream::once(async move { notice }).chain(rest).boxed());
             }
-            (events.into(), Some(after))
+            (events.into(), Some(after), None)
         }
     };
-    Ok(live_stream(Live { shard, rx, last, backlog }))
+    Ok(live_stream(Live { shard, rx, last, since, backlog }))
 }
 
 #[Subscription(name = "Subscription")]
@@ -380,7 +387,7 @@ mod tests {
     #[tokio::test]
     async fn a_subscriber_that_falls_behind_is_told_once_and_goes_on() {
         let (tx, rx) = broadcast::channel(4);
-        let mut s = live_stream(Live { shard: shard(), rx, last: None, backlog: VecDeque::new() });
+        let mut s = live_stream(Live { shard: shard(), rx, last: None, since: None, backlog: VecDeque::new() });
         tx.send(event(1)).unwrap();
         assert_eq!(describe(&s.next().await.unwrap()), (1, None));
         for seq in 2..=20 {
@@ -398,7 +405,7 @@ mod tests {
     async fn a_jump_in_sequence_is_announced_and_duplicates_are_dropped() {
         let (tx, rx) = broadcast::channel(16);
         let backlog = VecDeque::from([event(3), event(4)]);
-        let mut s = live_stream(Live { shard: shard(), rx, last: Some(2), backlog });
+        let mut s = live_stream(Live { shard: shard(), rx, last: Some(2), since: None, backlog });
         for seq in [3, 4, 5, 8] {
             tx.send(event(seq)).unwrap();
         }
@@ -407,5 +414,23 @@ mod tests {
             seen.push(describe(&s.next().await.unwrap()));
         }
         assert_eq!(seen, [(3, None), (4, None), (5, None), (0, Some(5)), (8, None)]);
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_from_now_on_is_told_of_a_lost_first_event() {
+        // The community stood at seq 4 when the subscription started; 5 was lost.
+        let (tx, rx) = broadcast::channel(16);
+        let mut s = live_stream(Live { shard: shard(), rx, last: None, since: Some(4), backlog: VecDeque::new() });
+        tx.send(event(6)).unwrap();
+        tx.send(event(7)).unwrap();
+        let seen: Vec<_> =
+            [s.next().await.unwrap(), s.next().await.unwrap(), s.next().await.unwrap()].iter().map(describe).collect();
+        assert_eq!(seen, [(0, Some(4)), (6, None), (7, None)]);
+        // Committed around the start (at or before the count read): delivered, no notice.
+        let (tx, rx) = broadcast::channel(16);
+        let mut s = live_stream(Live { shard: shard(), rx, last: None, since: Some(4), backlog: VecDeque::new() });
+        tx.send(event(4)).unwrap();
+        tx.send(event(5)).unwrap();
+        assert_eq!((describe(&s.next().await.unwrap()), describe(&s.next().await.unwrap())), ((4, None), (5, None)));
     }
 }
