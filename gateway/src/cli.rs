@@ -235,10 +235,17 @@ fn mint(
     let role: Role = role.parse().map_err(|e: AttachError| anyhow::anyhow!(e.message))?;
     Scope::parse(scope.iter().map(String::as_str)).map_err(|e| anyhow::anyhow!(e.message))?;
     if let Some(p) = &provider {
-        ProviderId::parse(p).map_err(|_| anyhow::anyhow!("`{p}` is not a provider id"))?;
+        ProviderId::parse(p).map_err(|e| anyhow::anyhow!("`{p}` is not a provider id: {}", e.message))?;
     }
     if matches!(role, Role::Provider | Role::MedicalDirector) {
         anyhow::ensure!(provider.is_some(), "the {role} role needs --provider <ID>");
+    }
+    // Tokens the server would refuse, or that could do nothing, are not minted.
+    if matches!(role, Role::Coordinator | Role::Support) {
+        anyhow::ensure!(!scope.is_empty(), "the {role} role needs --scope (province, ha:CODE or community:CODE)");
+    }
+    if let Some(s) = &subject {
+        anyhow::ensure!(!s.trim().is_empty(), "--subject is empty: a token names who holds it");
     }
     let subject = subject.unwrap_or_else(|| match &provider {
         Some(p) => format!("dev-{role}-{p}"),
@@ -292,4 +299,26 @@ async fn shutdown_signal() {
     let term = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
     tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_the_server_would_refuse_or_that_could_do_nothing_are_not_minted() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = Settings { data_dir: dir.path().to_path_buf(), ..Settings::default() };
+        let scope = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let mint_as = |role: &str, scopes: &[&str], subject: Option<&str>| {
+            mint(&settings, role, scope(scopes), None, subject.map(str::to_string), "1h")
+        };
+        let unscoped = mint_as("coordinator", &[], None).unwrap_err().to_string();
+        assert!(unscoped.contains("--scope"), "{unscoped}");
+        assert!(mint_as("support", &[], None).is_err());
+        let nobody = mint_as("operations", &["province"], Some("  ")).unwrap_err().to_string();
+        assert!(nobody.contains("--subject"), "{nobody}");
+        assert!(mint_as("coordinator", &["ha:IHA"], None).is_ok());
+        assert!(mint_as("patient", &[], Some("patient-1")).is_ok(), "a patient needs no scope");
+    }
 }

@@ -620,7 +620,16 @@ mod tests {
             // The tools' credentials in the same shell are not settings, and do not stop a start.
             jail.set_env("ATTACH_TOKEN", "eyJ...");
             jail.set_env("ATTACH_PANEL_TOKEN", "eyJ...");
+            // A need's bonus by environment (keys arrive in lower case).
+            jail.set_env("ATTACH_MATCHING__NEED_BONUS_DAYS__RECENT_DISCHARGE", "45");
             let s = Settings::load(Some(Path::new("attach.toml"))).map_err(|e| e.to_string())?;
+            let bonus = |n| s.matching.need_bonus_days.get(&n).copied();
+            use attach_actors::domain::Need;
+            assert_eq!(
+                (bonus(Need::RecentDischarge), bonus(Need::Pregnancy)),
+                (Some(45), Some(90)),
+                "one changed, the rest kept"
+            );
             assert_eq!(s.listen.port(), 9000);
             assert_eq!(s.shard.proposal_ttl_secs, 5);
             assert_eq!(s.shard.mailbox_capacity, 7);

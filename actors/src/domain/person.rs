@@ -115,22 +115,31 @@ impl PostalCode {
 
 /// A clinical need that raises priority under the configured policy. Needs are
 /// what the patient reports at registration; nothing a provider could use to
-/// pick easy patients is here.
+/// pick easy patients is here. Configuration may name them as written here, in
+/// snake case (what `ATTACH_MATCHING__NEED_BONUS_DAYS__RECENT_DISCHARGE` becomes)
+/// or as the API does (`RECENT_DISCHARGE`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Need {
     /// Currently pregnant.
+    #[serde(alias = "pregnancy", alias = "PREGNANCY")]
     Pregnancy,
     /// A baby under 12 months.
+    #[serde(alias = "newborn", alias = "NEWBORN")]
     Newborn,
     /// Frailty or reduced mobility.
+    #[serde(alias = "frailty", alias = "FRAILTY")]
     Frailty,
     /// Discharged from hospital in the last 30 days.
+    #[serde(alias = "recent_discharge", alias = "RECENT_DISCHARGE")]
     RecentDischarge,
     /// Complex chronic conditions needing regular care.
+    #[serde(alias = "chronic_complex", alias = "CHRONIC_COMPLEX")]
     ChronicComplex,
     /// Mental health or substance use care.
+    #[serde(alias = "mental_health", alias = "MENTAL_HEALTH")]
     MentalHealth,
     /// Palliative or end-of-life care.
+    #[serde(alias = "palliative", alias = "PALLIATIVE")]
     Palliative,
 }
 

@@ -148,6 +148,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     ensure!(args.concurrency >= 1 && args.concurrency <= 1_000, "concurrency is 1 to 1,000");
     ensure!(args.subscribers <= 10_000, "at most 10,000 subscribers");
     let mix = parse_mix(&args.mix)?;
+    // A report that cannot be written is found now, not after the run.
+    for path in [&args.json, &args.html].into_iter().flatten() {
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+        ensure!(dir.is_none_or(|d| d.is_dir()), "cannot write a report to {}: no such directory", path.display());
+    }
     let recorder = Arc::new(Recorder::new());
     let client = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency).build()?;
     let target = Target::resolve(&client, &args, &recorder).await?;
@@ -241,6 +246,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         std::fs::write(path, report.html()).with_context(|| format!("writing {}", path.display()))?;
         println!("HTML report: {}", path.display());
     }
+    // A run in which nothing succeeded is a failed run, for scripts that check the exit code.
+    ensure!(report.ok > 0 || report.failed == 0, "every one of the {} scenario requests failed", report.failed);
     Ok(())
 }
 
