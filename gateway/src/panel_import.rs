@@ -72,6 +72,12 @@ pub async fn run(settings: &Settings, import: Import<'_>, out: &mut impl Write) 
 
     let regions = Arc::new(Regions::load(&settings.regions)?);
     let path = settings.data_dir.join("attach.redb");
+    // Never make a new, empty store out of a mistyped directory.
+    anyhow::ensure!(
+        path.exists(),
+        "no Attach store in {} (attach.redb): give the data directory of the stopped server",
+        settings.data_dir.display()
+    );
     let options =
         EmbeddedOptions { cache_bytes: (settings.store_cache_mib as usize) << 20, ..EmbeddedOptions::default() };
     let opened = tokio::task::spawn_blocking(move || EmbeddedStore::open(&path, options)).await?;

@@ -490,6 +490,11 @@ async fn attach_panel_import_submits_to_a_running_server_and_refuses_its_locked_
     assert!(!ok, "an offline import ran beside the server: {stdout}");
     assert!(stderr.contains("is in use") && stderr.contains("--url"), "{stderr}");
     assert_eq!(panel_size(&app, &t.p1, "P10001").await, 0, "the refused import changed nothing");
+    // Offline into a mistyped directory: refused, and no empty store is made there.
+    let typo = dir.path().join("dta");
+    let (ok, _, stderr) = import(&file, &[&who[..], &["--data-dir", typo.to_str().unwrap()]].concat(), &[]);
+    assert!(!ok && stderr.contains("no Attach store"), "{stderr}");
+    assert!(!typo.join("attach.redb").exists());
 
     // Online: the upload the server answers, printed as the offline import prints it.
     let online = [&who[..], &["--url", &app.url, "--token", &t.p1]].concat();
