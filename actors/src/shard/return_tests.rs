@@ -197,15 +197,22 @@ async fn a_removal_before_the_return_settles_keeps_the_waiting_household_s_claim
     assert_eq!(dup.code, ErrorCode::Conflict, "member 1 waits in 111");
 }
 
-#[tokio::test]
-async fn a_transfer_step_after_a_return_leaves_the_waiting_member_off_the_new_panel() {
-    let w = world(ShardConfig::default()).await;
-    let s = &w.system;
+/// Clinic 0F111 with P1111 (places) and P3333 (none) at it, and a household
+/// of one matched to P1111 and accepted.
+async fn matched_at_a_clinic_of_two(s: &AttachSystem) -> (FacilityNumber, ProviderId, ProviderId, RegistrationRef) {
     let f = super::panel_tests::clinic(s, "0F111", "111").await;
     let (a, b) = (provider(s, "P1111", "111", 3).await, provider(s, "P3333", "111", 0).await);
     s.set_provider_clinic(&sys(), &f, &a, true).await.unwrap();
     s.set_provider_clinic(&sys(), &f, &b, true).await.unwrap();
     let (reference, _) = attach(s, &[phn(1)]).await;
+    (f, a, b, reference)
+}
+
+#[tokio::test]
+async fn a_transfer_step_after_a_return_leaves_the_waiting_member_off_the_new_panel() {
+    let w = world(ShardConfig::default()).await;
+    let s = &w.system;
+    let (f, a, b, reference) = matched_at_a_clinic_of_two(s).await;
     let key = TransferKey::parse("race").unwrap();
     let t = s.begin_transfer(&sys(), key.clone(), &a, &b, &f).await.unwrap();
     // Step one reads the chunk; the return lands before the receiving shard takes it.
@@ -234,11 +241,7 @@ async fn a_transfer_step_after_a_return_leaves_the_waiting_member_off_the_new_pa
 async fn a_return_after_a_finished_transfer_is_refused() {
     let w = world(ShardConfig::default()).await;
     let s = &w.system;
-    let f = super::panel_tests::clinic(s, "0F111", "111").await;
-    let (a, b) = (provider(s, "P1111", "111", 3).await, provider(s, "P3333", "111", 0).await);
-    s.set_provider_clinic(&sys(), &f, &a, true).await.unwrap();
-    s.set_provider_clinic(&sys(), &f, &b, true).await.unwrap();
-    let (reference, _) = attach(s, &[phn(1)]).await;
+    let (f, a, b, reference) = matched_at_a_clinic_of_two(s).await;
     let key = TransferKey::parse("before").unwrap();
     s.begin_transfer(&sys(), key.clone(), &a, &b, &f).await.unwrap();
     s.run_transfer(&a, &key).await.unwrap();

@@ -230,16 +230,22 @@ async fn deployments_sharing_one_redis_keep_their_feeds_apart_by_namespace() {
     );
 }
 
-#[tokio::test]
-async fn an_event_after_a_quiet_redis_restart_is_delivered() {
-    let mut redis = RedisServer::start();
-    let dir = tempfile::tempdir().unwrap();
-    let app = TestApp::spawn(dir.path(), with_redis(&redis)).await;
+/// A gateway on `redis` with a subscriber to 111 that has seen the first event.
+async fn first_event_through(redis: &RedisServer, dir: &std::path::Path) -> (TestApp, Ws) {
+    let app = TestApp::spawn(dir, with_redis(redis)).await;
     let mut ws = connect(&app, "graphql-transport-ws").await;
     subscribe(&mut ws, "1", "111", None).await;
     redis.wait_subscribed("attach:feed:IHA:111").await;
     register(&app, "111", 1).await;
     assert_eq!(next_event(&mut ws).await["seq"], 1);
+    (app, ws)
+}
+
+#[tokio::test]
+async fn an_event_after_a_quiet_redis_restart_is_delivered() {
+    let mut redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (app, mut ws) = first_event_through(&redis, dir.path()).await;
 
     // Redis restarts while nothing happens; the subscriber comes back on its own.
     redis.restart();
@@ -259,12 +265,7 @@ async fn an_event_after_a_quiet_redis_restart_is_delivered() {
 async fn a_redis_outage_loses_no_mutation_and_catch_up_fills_the_gap() {
     let mut redis = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let app = TestApp::spawn(dir.path(), with_redis(&redis)).await;
-    let mut ws = connect(&app, "graphql-transport-ws").await;
-    subscribe(&mut ws, "1", "111", None).await;
-    redis.wait_subscribed("attach:feed:IHA:111").await;
-    register(&app, "111", 1).await;
-    assert_eq!(next_event(&mut ws).await["seq"], 1);
+    let (app, mut ws) = first_event_through(&redis, dir.path()).await;
 
     // Redis goes away: every mutation still succeeds and is durable.
     redis.stop();
