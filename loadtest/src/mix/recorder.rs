@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// The operation name under which live-feed deliveries are recorded.
+pub const FEED_EVENT: &str = "feedEvent";
+
 /// How one request ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -94,11 +97,13 @@ impl Recorder {
         self.operations.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Successes and failures so far, over every operation.
+    /// Successes and failures so far, over the scenarios' requests (feed
+    /// deliveries are not requests, as in the final summary).
     pub fn totals(&self) -> (u64, u64) {
         let ops = self.operations.lock().unwrap_or_else(|e| e.into_inner());
-        ops.values()
-            .fold((0, 0), |(ok, failed), op| (ok + op.latencies.len() as u64, failed + op.errors.values().sum::<u64>()))
+        ops.iter().filter(|(name, _)| name.as_str() != FEED_EVENT).fold((0, 0), |(ok, failed), (_, op)| {
+            (ok + op.latencies.len() as u64, failed + op.errors.values().sum::<u64>())
+        })
     }
 }
 
@@ -124,6 +129,8 @@ mod tests {
         r.record("a", Duration::from_millis(2), Outcome::Failed("OVERLOADED".into()));
         r.record("b", Duration::from_millis(3), Outcome::Ok);
         assert_eq!(r.totals(), (2, 1));
+        r.record(FEED_EVENT, Duration::from_millis(1), Outcome::Ok);
+        assert_eq!(r.totals(), (2, 1), "a feed delivery is not a request");
         let snap = r.snapshot();
         assert_eq!(snap["a"].errors["OVERLOADED"], 1);
         assert_eq!(snap["a"].per_second.values().map(|(ok, f)| ok + f).sum::<u64>(), 2);

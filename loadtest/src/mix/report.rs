@@ -89,7 +89,7 @@ impl Report {
                 }
             })
             .collect();
-        let scenario = |o: &&OperationReport| o.operation != "feedEvent";
+        let scenario = |o: &&OperationReport| o.operation != super::recorder::FEED_EVENT;
         Report {
             url: args.url.clone(),
             target: args.target.clone(),

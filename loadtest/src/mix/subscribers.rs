@@ -56,7 +56,7 @@ pub async fn start(args: &Args, target: &Target, recorder: Arc<Recorder>, deadli
                     if message["type"] == "error" { &message["payload"] } else { &message["payload"]["errors"] };
                 if let Some(first) = errors.as_array().and_then(|e| e.first()) {
                     let code = first["extensions"]["code"].as_str().unwrap_or("SUBSCRIBE_FAILED");
-                    recorder.record("feedEvent", Duration::ZERO, Outcome::Failed(code.to_string()));
+                    recorder.record(super::recorder::FEED_EVENT, Duration::ZERO, Outcome::Failed(code.to_string()));
                     break;
                 }
                 let event = &message["payload"]["data"]["communityEvents"];
@@ -69,7 +69,7 @@ pub async fn start(args: &Args, target: &Target, recorder: Arc<Recorder>, deadli
                 };
                 let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
                 let latency = Duration::from_millis(now_ms.saturating_sub(at.timestamp_millis()).max(0) as u64);
-                recorder.record("feedEvent", latency, Outcome::Ok);
+                recorder.record(super::recorder::FEED_EVENT, latency, Outcome::Ok);
                 deliveries += 1;
             }
             let _ = ws.close(None).await;
