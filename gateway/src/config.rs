@@ -449,7 +449,8 @@ const CLIENT_VARIABLES: [&str; 3] = ["token", "panel_token", "upload_token"];
 
 impl Settings {
     /// Loads defaults, then `file` (if given, it must exist), then `ATTACH_*`
-    /// variables (other than [`CLIENT_VARIABLES`]; any other unknown one is refused).
+    /// variables (other than the tools' credentials, `ATTACH_TOKEN` and the like;
+    /// any other unknown one is refused).
     pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
         let mut figment = Figment::from(Serialized::defaults(Settings::default()));
         if let Some(path) = file {
