@@ -22,6 +22,8 @@ async fn a_waiting_household_changes_keeps_its_place_and_its_members_phns() {
 
     // A baby is born: the household grows and keeps its place behind `first`.
     let mut grown = household(&[phn(2), phn(3)], &[]);
+    let baby = DateOfBirth::parse(&(super::tests::today() - chrono::Days::new(30)).to_string(), super::tests::today());
+    grown.members[1].date_of_birth = baby.unwrap();
     grown.members[1].needs.insert(Need::Newborn);
     let view = s.update_household(&sys(), &family.reference, grown.clone()).await.unwrap();
     assert_eq!(view.registration.household, grown);
@@ -34,7 +36,7 @@ async fn a_waiting_household_changes_keeps_its_place_and_its_members_phns() {
     assert_eq!(again.registration.updated_at, view.registration.updated_at, "the same household changes nothing");
 
     // A member leaves: their PHN is free to register on its own.
-    let smaller = household(&[phn(3)], &[Need::Newborn]);
+    let smaller = Household { members: vec![grown.members[1].clone()], ..grown.clone() };
     s.update_household(&sys(), &family.reference, smaller.clone()).await.unwrap();
     let alone = s.register(&sys(), &c("112"), household(&[phn(2)], &[])).await.unwrap().registration;
 
@@ -121,4 +123,29 @@ async fn support_finds_a_registration_by_any_members_phn_and_the_audit_names_onl
     assert_eq!(records[0].target.as_deref(), Some(family.reference.to_string().as_str()));
     assert_eq!(records[1].target, None, "nothing found, nothing named");
     s.stop().await;
+}
+
+#[tokio::test]
+async fn newborn_is_kept_through_a_change_but_newly_given_only_to_a_baby_under_a_year() {
+    let w = world(ShardConfig::default()).await;
+    let s = &w.system;
+    let today = super::tests::today();
+    let born = |days: i64| (today - chrono::Days::new(days as u64)).format("%Y-%m-%d").to_string();
+    let mut family = household(&[phn(1), phn(2), phn(3)], &[]);
+    family.members[1].date_of_birth = DateOfBirth::parse(&born(330), today).unwrap();
+    family.members[1].needs.insert(Need::Newborn);
+    family.members[2].date_of_birth = DateOfBirth::parse(&born(330), today).unwrap(); // a twin, not marked
+    let r = s.register(&sys(), &c("111"), family.clone()).await.unwrap().registration;
+    s.stop().await;
+
+    // Sixty days on, both babies are past their first birthday.
+    let mut state = super::state::ShardState::new(r.shard.clone());
+    state.apply([crate::store::Record::Registration(r.clone())], &[]);
+    let later = Timestamp::now().plus_ms(60 * DAY_MS);
+    let as_read = super::plan::update_household(&state, &r.reference, family.clone(), later);
+    assert!(as_read.is_ok(), "sent back as read, NEWBORN kept: {:?}", as_read.err());
+    let mut twin_too = family;
+    twin_too.members[2].needs.insert(Need::Newborn);
+    let refused = super::plan::update_household(&state, &r.reference, twin_too, later).unwrap_err();
+    assert_eq!((refused.code, refused.field.as_deref()), (ErrorCode::InvalidInput, Some("members[2].needs")));
 }

@@ -2,9 +2,9 @@
 //! without changing it. A refused command returns an error and writes nothing.
 
 use crate::domain::{
-    Capacity, Clinic, ClinicInput, Decline, EventKind, FacilityNumber, Household, PanelEntry, PanelSource, PersonName,
-    Proposal, ProposalId, ProposalStatus, Provider, ProviderId, ProviderKind, Registration, RegistrationRef,
-    RegistrationStatus, Responder, Settlement, Timestamp,
+    Capacity, Clinic, ClinicInput, Decline, EventKind, FacilityNumber, Household, Need, PanelEntry, PanelSource,
+    PersonName, Proposal, ProposalId, ProposalStatus, Provider, ProviderId, ProviderKind, Registration,
+    RegistrationRef, RegistrationStatus, Responder, Settlement, Timestamp,
 };
 use crate::error::AttachError;
 use crate::matcher::{self, Candidate, Opening, Policy};
@@ -97,7 +97,20 @@ pub fn update_household(
     household: Household,
     now: Timestamp,
 ) -> Result<Change, AttachError> {
-    let next = registration_or_404(state, r)?.update_household(household, now)?;
+    let current = registration_or_404(state, r)?;
+    // NEWBORN is kept on a change until the baby's second birthday (the API
+    // allows that much), but is newly given only to a baby under 12 months.
+    let today = now.to_utc().date_naive();
+    for (i, m) in household.members.iter().enumerate() {
+        let had_it = current.household.members.iter().any(|c| c.phn == m.phn && c.needs.contains(&Need::Newborn));
+        if !had_it && let Err(e) = m.check_needs(today, 0) {
+            return Err(AttachError {
+                field: Some(format!("members[{i}].{}", e.field)),
+                ..AttachError::new(crate::error::ErrorCode::InvalidInput, e.message)
+            });
+        }
+    }
+    let next = current.update_household(household, now)?;
     let household_size = u8::try_from(next.household.members.len()).unwrap_or(u8::MAX);
     Ok(Change {
         upserts: vec![Record::Registration(next)],
