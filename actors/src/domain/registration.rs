@@ -131,13 +131,18 @@ impl Registration {
     /// (`decline` names the accepted proposal); `registered_at` is kept, so the
     /// household stands where it stood before the match.
     pub fn return_from_panel(&self, decline: Decline, now: Timestamp) -> Result<Self, TransitionRefused> {
-        if self.status != RegistrationStatus::Attached || self.provider.as_ref() != Some(&decline.provider) {
+        if !self.is_attached_to(&decline.provider) {
             return Err(self.refuse("returned to the waitlist"));
         }
         let mut next =
             Registration { status: RegistrationStatus::Waiting, provider: None, updated_at: now, ..self.clone() };
         next.declines.push(decline);
         Ok(next)
+    }
+
+    /// Whether the household is attached, to `provider`.
+    pub fn is_attached_to(&self, provider: &ProviderId) -> bool {
+        self.status == RegistrationStatus::Attached && self.provider.as_ref() == Some(provider)
     }
 
     /// `PROPOSED → ATTACHED`.

@@ -790,8 +790,7 @@ impl ShardRuntime {
         let place = self.state.place_in_line(registration);
         let estimated_wait_days = place.and_then(|(_, ahead)| {
             let people = ahead + registration.household.members.len() as u64;
-            let attached = self.state.people_attached_since(days_before(Timestamp::now(), 28));
-            super::messages::estimated_wait_days(people, attached)
+            estimated_wait_days(people, self.attached_in_rate_window(Timestamp::now()))
         });
         Ok(RegistrationView { place, registration: registration.clone(), proposal, estimated_wait_days })
     }
@@ -847,6 +846,11 @@ impl ShardRuntime {
         }
     }
 
+    /// People attached over the window the attachment rate is measured on.
+    fn attached_in_rate_window(&self, now: Timestamp) -> u64 {
+        self.state.people_attached_since(days_before(now, RATE_WINDOW_DAYS))
+    }
+
     fn stats(&self, now: Timestamp) -> ShardStats {
         use crate::domain::RegistrationStatus as S;
         let waiting = self.state.tally(S::Waiting);
@@ -859,7 +863,7 @@ impl ShardRuntime {
             proposed_people: proposed.people,
             attached_people: self.state.people_attached_since(Timestamp(i64::MIN)),
             attached_people_week: self.state.people_attached_since(days_before(now, 7)),
-            attached_people_28d: self.state.people_attached_since(days_before(now, 28)),
+            attached_people_28d: self.attached_in_rate_window(now),
             wait_histogram: self.state.wait_histogram(now),
             accepting_providers: accepting.len() as u64,
             free_places: accepting.iter().map(|p| u64::from(self.state.free_places(p, now))).sum(),

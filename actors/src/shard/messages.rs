@@ -35,12 +35,15 @@ pub struct RegistrationView {
     pub estimated_wait_days: Option<u32>,
 }
 
+/// The days over which the attachment rate behind wait estimates is measured.
+pub const RATE_WINDOW_DAYS: i64 = 28;
+
 /// Days until `people` more are attached at the rate measured over the last
-/// 28 days (`attached_people_28d`); `None` when nobody was attached in that
-/// window, since there is no rate to go by.
+/// [`RATE_WINDOW_DAYS`] (`attached_people_28d`); `None` when nobody was
+/// attached in that window, since there is no rate to go by.
 pub fn estimated_wait_days(people: u64, attached_people_28d: u64) -> Option<u32> {
     (attached_people_28d > 0).then(|| {
-        let per_day = attached_people_28d as f64 / 28.0;
+        let per_day = attached_people_28d as f64 / RATE_WINDOW_DAYS as f64;
         (people as f64 / per_day).ceil().min(f64::from(u32::MAX)) as u32
     })
 }

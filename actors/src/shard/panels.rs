@@ -319,9 +319,7 @@ impl ShardRuntime {
                 let ours = c.shard == self.state.key && c.holder == PhnHolder::Panel(provider.clone());
                 let by_registration = match &c.holder {
                     PhnHolder::Registration(r) if e.source.reference() == Some(*r) => {
-                        self.claimed_registration(&c.shard, r).await?.is_none_or(|reg| {
-                            reg.status == RegistrationStatus::Attached && reg.provider.as_ref() == Some(provider)
-                        })
+                        self.claimed_registration(&c.shard, r).await?.is_none_or(|reg| reg.is_attached_to(provider))
                     }
                     _ => false,
                 };
@@ -482,9 +480,7 @@ impl ShardRuntime {
             // A registration's claim stands for the entry only while it is attached to the source provider.
             let attached_here = match current.as_ref().map(|c| (&c.shard, &c.holder)) {
                 Some((shard, PhnHolder::Registration(r))) => {
-                    self.claimed_registration(shard, r).await?.is_some_and(|reg| {
-                        reg.status == RegistrationStatus::Attached && reg.provider.as_ref() == Some(&t.from)
-                    })
+                    self.claimed_registration(shard, r).await?.is_some_and(|reg| reg.is_attached_to(&t.from))
                 }
                 _ => false,
             };

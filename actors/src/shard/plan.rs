@@ -104,10 +104,7 @@ pub fn update_household(
     for (i, m) in household.members.iter().enumerate() {
         let had_it = current.household.members.iter().any(|c| c.phn == m.phn && c.needs.contains(&Need::Newborn));
         if !had_it && let Err(e) = m.check_needs(today, 0) {
-            return Err(AttachError {
-                field: Some(format!("members[{i}].{}", e.field)),
-                ..AttachError::new(crate::error::ErrorCode::InvalidInput, e.message)
-            });
+            return Err(e.at(&format!("members[{i}].")).into());
         }
     }
     let next = current.update_household(household, now)?;
@@ -507,11 +504,10 @@ pub fn return_attached(
             "registration {reference} is {status}: only an attached household can be returned to the waitlist"
         )));
     }
+    // Nothing is proposed to an attached household: its newest proposal is the accepted one.
     let accepted = state
-        .proposals()
-        .filter(|p| &p.reference == reference && p.status == ProposalStatus::Accepted)
-        .filter(|p| reg.provider.as_ref() == Some(&p.provider))
-        .max_by_key(|p| p.closed_at);
+        .latest_proposal(reference)
+        .filter(|p| p.status == ProposalStatus::Accepted && reg.provider.as_ref() == Some(&p.provider));
     let since = now.plus_ms(-window_ms);
     let Some(p) = accepted.filter(|p| p.closed_at.is_some_and(|at| at >= since)) else {
         let days = window_ms / 86_400_000;
@@ -526,16 +522,7 @@ pub fn return_attached(
     let mut change = Change::default();
     change.upserts.push(Record::Registration(reg.return_from_panel(decline, now)?));
     if state.provider(&p.provider).is_some() {
-        let panel = state.panel(&p.provider);
-        let from_this_match = |phn: &crate::domain::Phn| {
-            panel.and_then(|entries| entries.get(phn)).is_some_and(|e| e.source.proposal() == Some(p.id))
-        };
-        let gone: Vec<_> = reg.household.members.iter().map(|m| m.phn).filter(from_this_match).collect();
-        if !gone.is_empty() {
-            let patients = gone.len() as u32;
-            change.deletes.extend(gone.into_iter().map(|phn| RecordKey::PanelEntry(p.provider.clone(), phn)));
-            change.events.push(EventKind::Detached { provider: p.provider.clone(), patients });
-        }
+        detach_match(state, &mut change, &p.provider, p.id);
     } else {
         settle_if_remote(state, &mut change, &returned, Vec::new());
     }
@@ -547,6 +534,18 @@ pub fn return_attached(
     });
     change.upserts.push(Record::Proposal(returned));
     Ok(change)
+}
+
+/// Plans taking off `provider`'s panel here the patients that `proposal`
+/// brought (its attachment fell through), with a `Detached` event.
+pub(super) fn detach_match(state: &ShardState, change: &mut Change, provider: &ProviderId, proposal: ProposalId) {
+    let entries = state.panel(provider).into_iter().flat_map(|panel| panel.values());
+    let gone: Vec<_> = entries.filter(|e| e.source.proposal() == Some(proposal)).map(|e| e.phn).collect();
+    if !gone.is_empty() {
+        let patients = gone.len() as u32;
+        change.deletes.extend(gone.into_iter().map(|phn| RecordKey::PanelEntry(provider.clone(), phn)));
+        change.events.push(EventKind::Detached { provider: provider.clone(), patients });
+    }
 }
 
 /// Expires every open proposal past its time, returning its household to the waitlist.

@@ -195,13 +195,7 @@ pub fn settle(state: &ShardState, settlement: Settlement) -> Change {
     }
     if p.status == ProposalStatus::Returned {
         // The attachment fell through: the members this match brought leave the panel.
-        let from_this_match = state.panel(&p.provider).into_iter().flat_map(|panel| panel.values());
-        let gone: Vec<_> = from_this_match.filter(|e| e.source.proposal() == Some(p.id)).map(|e| e.phn).collect();
-        if !gone.is_empty() {
-            let patients = gone.len() as u32;
-            change.deletes.extend(gone.into_iter().map(|phn| RecordKey::PanelEntry(p.provider.clone(), phn)));
-            change.events.push(EventKind::Detached { provider: p.provider.clone(), patients });
-        }
+        plan::detach_match(state, &mut change, &p.provider, p.id);
     }
     change.events.push(EventKind::ReservationClosed {
         proposal: p.id,
