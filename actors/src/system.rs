@@ -833,6 +833,12 @@ impl AttachSystem {
         self.directory.call(shard, ShardMsg::Gauges).await.ok().map(|g| g.last_seq)
     }
 
+    /// The store, for tests that look at what a step left in it.
+    #[cfg(test)]
+    pub(crate) fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
     /// The store writer's group-commit counters, where the store has them.
     pub fn store_write_stats(&self) -> Option<crate::store::WriteStats> {
         self.store.write_stats()

@@ -496,6 +496,22 @@ impl ShardActor {
     }
 }
 
+/// Whether [`ShardRuntime::claim_members`] replaces a claim its holder already has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Renew {
+    No,
+    Yes,
+}
+
+/// What [`ShardRuntime::claim_members`] changed, to give back if the change it
+/// was for fails.
+struct Claimed {
+    /// PHNs claimed here that had no live claim.
+    taken: Vec<crate::domain::Phn>,
+    /// The holder's own claims replaced (with [`Renew::Yes`]), as they were.
+    renewed: Vec<(crate::domain::Phn, PhnClaim)>,
+}
+
 fn page<T, P>(mut items: Vec<T>, limit: usize, make: impl FnOnce(Vec<T>, bool) -> P) -> P {
     let has_next = items.len() > limit;
     items.truncate(limit);
@@ -559,43 +575,57 @@ impl ShardRuntime {
         let reference = RegistrationRef::generate();
         let claim = PhnClaim { shard: self.state.key.clone(), holder: PhnHolder::Registration(reference), at: now };
         let phns: Vec<_> = household.members.iter().map(|m| m.phn).collect();
-        let taken = self.claim_members(&claim, &household, &phns, now, "nothing was registered").await?;
+        let claimed = self.claim_members(&claim, &household, &phns, now, Renew::No, "nothing was registered").await?;
         let change = plan::register(reference, household, &self.state, now);
         self.audit_names(&reference);
         if let Err(e) = self.commit(change, now).await {
-            self.release(&taken, &claim).await;
+            self.give_back(&claimed, &claim).await;
             return Err(e);
         }
         self.registration_view(&reference).await
     }
 
     /// Claims `phns` (members of `household`) for `claim`'s holder and answers
-    /// the ones taken. A PHN whose claim is live elsewhere refuses the whole
+    /// what it changed. A PHN whose claim is live elsewhere refuses the whole
     /// household with `CONFLICT` naming that member (`outcome` says what did
-    /// not happen), after giving back the claims taken here.
+    /// not happen), after giving back the claims changed here. With
+    /// [`Renew::Yes`], a claim the holder already has is replaced by `claim`
+    /// (a return marks its members' claims as newer than the attachment).
     async fn claim_members(
         &self,
         claim: &PhnClaim,
         household: &Household,
         phns: &[crate::domain::Phn],
         now: Timestamp,
+        renew: Renew,
         outcome: &str,
-    ) -> Result<Vec<crate::domain::Phn>, AttachError> {
+    ) -> Result<Claimed, AttachError> {
         let held = self.store.claim_phns(phns.iter().map(|p| (*p, claim.clone())).collect()).await?;
-        let mut taken: Vec<_> = phns.iter().copied().filter(|p| !held.iter().any(|(h, _)| h == p)).collect();
+        let taken = phns.iter().copied().filter(|p| !held.iter().any(|(h, _)| h == p)).collect();
+        let mut claimed = Claimed { taken, renewed: Vec::new() };
         let mut refused = None;
         for (phn, existing) in held {
             // Still this registration's (a member who left and came back before the claim was freed).
-            if existing.holder == claim.holder {
+            if existing.holder == claim.holder && (renew == Renew::No || &existing == claim) {
                 continue;
             }
-            if self.claim_is_live(&existing, phn, now).await? {
+            if existing.holder != claim.holder && self.claim_is_live(&existing, phn, now).await? {
                 refused = Some(phn);
                 break;
             }
-            // The claim is left over from a withdrawal or a crash: take it over, unless someone else just did.
-            match self.store.cas_phn_claim(phn, Some(&existing), Some(claim)).await? {
-                CasOutcome::Applied => taken.push(phn),
+            // The holder's own claim to renew, or one left over from a withdrawal or a
+            // crash to take over, unless someone else just changed it. One freed
+            // meanwhile (a removal from a panel) is taken afresh.
+            let mut outcome = self.store.cas_phn_claim(phn, Some(&existing), Some(claim)).await?;
+            let freed = outcome == CasOutcome::Conflict(None);
+            if freed {
+                outcome = self.store.cas_phn_claim(phn, None, Some(claim)).await?;
+            }
+            match outcome {
+                CasOutcome::Applied if existing.holder == claim.holder && !freed => {
+                    claimed.renewed.push((phn, existing))
+                }
+                CasOutcome::Applied => claimed.taken.push(phn),
                 CasOutcome::Conflict(_) => {
                     refused = Some(phn);
                     break;
@@ -603,7 +633,7 @@ impl ShardRuntime {
             }
         }
         if let Some(phn) = refused {
-            self.release(&taken, claim).await;
+            self.give_back(&claimed, claim).await;
             let index = household.members.iter().position(|m| m.phn == phn).unwrap_or(0);
             return Err(AttachError {
                 field: Some(format!("members[{index}].phn")),
@@ -613,7 +643,20 @@ impl ShardRuntime {
                 ))
             });
         }
-        Ok(taken)
+        Ok(claimed)
+    }
+
+    /// Undoes [`Self::claim_members`] after the change it was for failed:
+    /// claims taken are given back, claims renewed are put back as they were.
+    async fn give_back(&self, claimed: &Claimed, claim: &PhnClaim) {
+        self.release(&claimed.taken, claim).await;
+        for (phn, before) in &claimed.renewed {
+            if let Err(e) = self.store.cas_phn_claim(*phn, Some(claim), Some(before)).await {
+                // The renewed claim still names the registration, so the member stays held;
+                // a removal from the panel leaves it until the return is asked again.
+                warn!(shard = %self.state.key, error = %e, "could not put back a renewed PHN claim");
+            }
+        }
     }
 
     /// Frees the PHN claims registration `r` holds for `phns`, for a future
@@ -653,9 +696,9 @@ impl ShardRuntime {
         let added: Vec<_> = household.members.iter().map(|m| m.phn).filter(|p| !before.contains(p)).collect();
         let left: Vec<_> = before.iter().copied().filter(|p| !household.members.iter().any(|m| m.phn == *p)).collect();
         let claim = PhnClaim { shard: self.state.key.clone(), holder: PhnHolder::Registration(*r), at: now };
-        let taken = self.claim_members(&claim, &household, &added, now, "nothing was changed").await?;
+        let claimed = self.claim_members(&claim, &household, &added, now, Renew::No, "nothing was changed").await?;
         if let Err(e) = self.commit(change, now).await {
-            self.release(&taken, &claim).await;
+            self.give_back(&claimed, &claim).await;
             return Err(e);
         }
         self.free_claims(r, &left).await;
@@ -666,6 +709,14 @@ impl ShardRuntime {
     /// members' PHNs are claimed for the registration again first (still its
     /// own, or freed by a removal from the panel; one on another panel or
     /// waitlist refuses the whole return), then the change is committed.
+    ///
+    /// The claims are renewed with a time later than the attachment's. From
+    /// then on a removal from the panel or a transfer step in the provider's
+    /// community, which reads the claim and the registration and then changes
+    /// the claim, sees that the claim no longer stands for a panel entry
+    /// ([`super::panels::stands_for_attachment`]); one that read the claim
+    /// before fails its compare-and-set. So a member returned to the waitlist
+    /// never loses their claim to a racing removal.
     async fn return_to_waitlist(
         &mut self,
         r: &RegistrationRef,
@@ -674,13 +725,13 @@ impl ShardRuntime {
     ) -> Result<RegistrationView, AttachError> {
         // Planned first: a refused return is refused before any claim is taken.
         let change = plan::return_attached(&self.state, r, reason, now, self.config.return_window_ms())?;
-        let household = self.state.registration(r).map(|reg| reg.household.clone());
-        let household = household.ok_or_else(|| AttachError::not_found("registration"))?;
+        let reg = self.state.registration(r).ok_or_else(|| AttachError::not_found("registration"))?;
+        let (household, at) = (reg.household.clone(), now.max(reg.updated_at.plus_ms(1)));
         let phns: Vec<_> = household.members.iter().map(|m| m.phn).collect();
-        let claim = PhnClaim { shard: self.state.key.clone(), holder: PhnHolder::Registration(*r), at: now };
-        let taken = self.claim_members(&claim, &household, &phns, now, "nothing was changed").await?;
+        let claim = PhnClaim { shard: self.state.key.clone(), holder: PhnHolder::Registration(*r), at };
+        let claimed = self.claim_members(&claim, &household, &phns, now, Renew::Yes, "nothing was changed").await?;
         if let Err(e) = self.commit(change, now).await {
-            self.release(&taken, &claim).await;
+            self.give_back(&claimed, &claim).await;
             return Err(e);
         }
         self.registration_view(r).await

@@ -13,7 +13,7 @@ use futures::future::join_all;
 use crate::access::{Principal, Role};
 use crate::domain::{
     AgeGroup, EventKind, FacilityNumber, PanelEntry, PanelSource, PanelTransfer, Phn, Provider, ProviderId,
-    RegistrationRef, RegistrationStatus, Timestamp, TransferKey, TransferStatus,
+    Registration, RegistrationRef, RegistrationStatus, Timestamp, TransferKey, TransferStatus,
 };
 use crate::error::{AttachError, ErrorCode};
 use crate::panel::{
@@ -43,6 +43,15 @@ const ON_ANOTHER_PANEL: &str = "the patient is on another provider's panel; noth
 const PROPOSED: &str = "the patient's household has an open proposal to a provider; it must be answered or expire \
      before the patient can be added to a panel";
 const BUSY: &str = "the patient is being registered or moved right now; submit the row again in a minute";
+
+/// Whether `claim`, held by `reg`, stands for `reg`'s patients on
+/// `provider`'s panel: the household is attached to that provider and the
+/// claim is no newer than the attachment. A return to the waitlist renews its
+/// members' claims with a later time before it commits, so a removal or a
+/// transfer step reading the claim meanwhile leaves it to the household.
+pub(super) fn stands_for_attachment(claim: &PhnClaim, reg: &Registration, provider: &ProviderId) -> bool {
+    reg.is_attached_to(provider) && claim.at <= reg.updated_at
+}
 
 impl ShardRuntime {
     /// Whether the caller may change `provider`'s panel: the provider, or a
@@ -318,9 +327,10 @@ impl ShardRuntime {
             if let Some(c) = self.store.phn_claim(e.phn).await? {
                 let ours = c.shard == self.state.key && c.holder == PhnHolder::Panel(provider.clone());
                 let by_registration = match &c.holder {
-                    PhnHolder::Registration(r) if e.source.reference() == Some(*r) => {
-                        self.claimed_registration(&c.shard, r).await?.is_none_or(|reg| reg.is_attached_to(provider))
-                    }
+                    PhnHolder::Registration(r) if e.source.reference() == Some(*r) => self
+                        .claimed_registration(&c.shard, r)
+                        .await?
+                        .is_none_or(|reg| stands_for_attachment(&c, &reg, provider)),
                     _ => false,
                 };
                 if ours || by_registration {
@@ -478,10 +488,11 @@ impl ShardRuntime {
             }
             let current = self.store.phn_claim(e.phn).await?;
             // A registration's claim stands for the entry only while it is attached to the source provider.
-            let attached_here = match current.as_ref().map(|c| (&c.shard, &c.holder)) {
-                Some((shard, PhnHolder::Registration(r))) => {
-                    self.claimed_registration(shard, r).await?.is_some_and(|reg| reg.is_attached_to(&t.from))
-                }
+            let attached_here = match &current {
+                Some(c @ PhnClaim { holder: PhnHolder::Registration(r), .. }) => self
+                    .claimed_registration(&c.shard, r)
+                    .await?
+                    .is_some_and(|reg| stands_for_attachment(c, &reg, &t.from)),
                 _ => false,
             };
             let from_source = |c: &PhnClaim| match &c.holder {

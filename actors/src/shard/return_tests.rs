@@ -5,7 +5,7 @@ use crate::domain::*;
 use crate::error::ErrorCode;
 use crate::shard::state::ShardState;
 use crate::shard::{Answer, ShardConfig, ShardMsg};
-use crate::store::Record;
+use crate::store::{CasOutcome, PhnClaim, PhnHolder, Record};
 use crate::system::AttachSystem;
 
 use super::plan;
@@ -305,4 +305,66 @@ async fn after_moving_back_a_registration_shows_the_proposal_made_where_it_was()
     s.move_registration(&sys(), &r, &c("111")).await.unwrap();
     let back = s.registration(&sys(), &r).await.unwrap();
     assert_ne!(back.proposal.map(|p| p.id), Some(first.id), "not the older one made here");
+}
+
+/// Renews `p`'s claim as a return does before it commits, and answers the
+/// claim as it was: what a removal or a transfer step racing the return (or
+/// finding it cut off by a crash) reads.
+async fn renew_claim_as_a_return_does(s: &AttachSystem, p: Phn, reference: &RegistrationRef) -> PhnClaim {
+    let attached = s.registration(&sys(), reference).await.unwrap().registration;
+    let before = s.store().phn_claim(p).await.unwrap().expect("held by the registration");
+    assert_eq!(before.holder, PhnHolder::Registration(*reference));
+    assert!(before.at <= attached.updated_at, "made before the attachment");
+    let renewed = PhnClaim { at: attached.updated_at.plus_ms(1), ..before.clone() };
+    let outcome = s.store().cas_phn_claim(p, Some(&before), Some(&renewed)).await.unwrap();
+    assert_eq!(outcome, CasOutcome::Applied);
+    renewed
+}
+
+#[tokio::test]
+async fn a_removal_racing_a_return_leaves_the_renewed_claim_to_the_household() {
+    let w = world(spilling()).await;
+    let s = &w.system;
+    let (doc, reference, _) = attached_next_door(s).await;
+    let renewed = renew_claim_as_a_return_does(s, phn(1), &reference).await;
+    // The provider's community removes the patient before the return commits.
+    assert_eq!(s.remove_from_panel(&sys(), &doc, vec![phn(1)]).await.unwrap(), [true]);
+    assert_eq!(s.store().phn_claim(phn(1)).await.unwrap(), Some(renewed), "not freed under the return");
+    let back = s.return_to_waitlist(&sys(), &reference, "never seen".into()).await.unwrap();
+    assert_eq!(back.registration.status, RegistrationStatus::Waiting);
+    s.settle_everywhere().await;
+    let dup = s.register(&sys(), &c("112"), household(&[phn(1)], &[])).await.unwrap_err();
+    assert_eq!(dup.code, ErrorCode::Conflict, "member 1 waits in 111");
+}
+
+#[tokio::test]
+async fn a_return_renews_its_members_claims_so_an_earlier_read_cannot_free_them() {
+    let w = world(spilling()).await;
+    let s = &w.system;
+    let (_, reference, _) = attached_next_door(s).await;
+    let attached = s.registration(&sys(), &reference).await.unwrap().registration;
+    let read_before = s.store().phn_claim(phn(2)).await.unwrap().unwrap();
+    s.return_to_waitlist(&sys(), &reference, "never seen".into()).await.unwrap();
+    let now = s.store().phn_claim(phn(2)).await.unwrap().unwrap();
+    assert_eq!(now.holder, PhnHolder::Registration(reference));
+    assert!(now.at > attached.updated_at, "newer than the attachment");
+    // A removal that read the claim before the return cannot free it now.
+    let late = s.store().cas_phn_claim(phn(2), Some(&read_before), None).await.unwrap();
+    assert_eq!(late, CasOutcome::Conflict(Some(now)));
+}
+
+#[tokio::test]
+async fn a_transfer_step_racing_a_return_leaves_the_renewed_claim_to_the_household() {
+    let w = world(ShardConfig::default()).await;
+    let s = &w.system;
+    let (f, a, b, reference) = matched_at_a_clinic_of_two(s).await;
+    let renewed = renew_claim_as_a_return_does(s, phn(1), &reference).await;
+    let key = TransferKey::parse("race").unwrap();
+    s.begin_transfer(&sys(), key.clone(), &a, &b, &f).await.unwrap();
+    s.run_transfer(&a, &key).await.unwrap();
+    assert!(s.panel(&sys(), &b, 0, 10).await.unwrap().items.is_empty(), "the returning member stays off");
+    assert_eq!(s.store().phn_claim(phn(1)).await.unwrap(), Some(renewed));
+    let back = s.return_to_waitlist(&sys(), &reference, "never seen".into()).await.unwrap();
+    assert_eq!(back.registration.status, RegistrationStatus::Waiting);
+    assert!(s.panel(&sys(), &a, 0, 10).await.unwrap().items.is_empty());
 }
