@@ -233,7 +233,8 @@ fn mint(
         "auth.jwks is set: this Attach trusts an identity provider's keys, and only that provider can issue tokens"
     );
     let role: Role = role.parse().map_err(|e: AttachError| anyhow::anyhow!(e.message))?;
-    Scope::parse(scope.iter().map(String::as_str)).map_err(|e| anyhow::anyhow!(e.message))?;
+    let parsed = Scope::parse(scope.iter().map(String::as_str)).map_err(|e| anyhow::anyhow!(e.message))?;
+    check_scope_codes(settings, &parsed)?;
     if let Some(p) = &provider {
         ProviderId::parse(p).map_err(|e| anyhow::anyhow!("`{p}` is not a provider id: {}", e.message))?;
     }
@@ -252,8 +253,42 @@ fn mint(
         None => format!("dev-{role}"),
     });
     let request = TokenRequest { subject, role, scope, provider, ttl: parse_ttl(ttl)? };
+    // A mistyped directory would get a key of its own, which no server trusts.
+    anyhow::ensure!(
+        settings.data_dir.is_dir(),
+        "there is no data directory {}: give the --data-dir (or --config) that `attach serve` uses, whose \
+         development key signs the tokens",
+        settings.data_dir.display()
+    );
     let key = DevKey::load_or_create(&settings.data_dir)?;
     key.mint(&settings.auth.issuer, &settings.auth.audience, &request)
+}
+
+/// Refuses a scope naming a health authority or community that the regions
+/// file does not have: such a token would reach nothing. A regions file that
+/// cannot be read only leaves the codes unchecked (say, run from elsewhere).
+fn check_scope_codes(settings: &Settings, scope: &Scope) -> anyhow::Result<()> {
+    if scope.health_authorities.is_empty() && scope.communities.is_empty() {
+        return Ok(());
+    }
+    let regions = match attach_actors::regions::Regions::load(&settings.regions) {
+        Ok(regions) => regions,
+        Err(e) => {
+            eprintln!("warning: the scope's codes were not checked: {e:#}");
+            return Ok(());
+        }
+    };
+    let file = settings.regions.display();
+    for ha in scope.health_authorities.iter().map(|c| c.as_str()) {
+        anyhow::ensure!(regions.health_authority(ha).is_some(), "--scope ha:{ha}: {file} has no health authority {ha}");
+    }
+    for community in scope.communities.iter().map(|c| c.as_str()) {
+        anyhow::ensure!(
+            regions.community(community).is_some(),
+            "--scope community:{community}: {file} has no community {community}"
+        );
+    }
+    Ok(())
 }
 
 /// On each SIGHUP, reads the configuration again (the file, then `ATTACH_*`)
@@ -308,7 +343,8 @@ mod tests {
     #[test]
     fn tokens_the_server_would_refuse_or_that_could_do_nothing_are_not_minted() {
         let dir = tempfile::tempdir().unwrap();
-        let settings = Settings { data_dir: dir.path().to_path_buf(), ..Settings::default() };
+        let regions = concat!(env!("CARGO_MANIFEST_DIR"), "/../infra/regions/bc.toml").into();
+        let settings = Settings { data_dir: dir.path().to_path_buf(), regions, ..Settings::default() };
         let scope = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let mint_as = |role: &str, scopes: &[&str], subject: Option<&str>| {
             mint(&settings, role, scope(scopes), None, subject.map(str::to_string), "1h")
@@ -320,5 +356,20 @@ mod tests {
         assert!(nobody.contains("--subject"), "{nobody}");
         assert!(mint_as("coordinator", &["ha:IHA"], None).is_ok());
         assert!(mint_as("patient", &[], Some("patient-1")).is_ok(), "a patient needs no scope");
+        assert!(mint_as("coordinator", &["ha:iha", "community:233"], None).is_ok(), "codes of bc.toml");
+        let nowhere = mint_as("coordinator", &["ha:XHA"], None).unwrap_err().to_string();
+        assert!(nowhere.contains("no health authority XHA"), "{nowhere}");
+        let nowhere = mint_as("support", &["province", "community:9999"], None).unwrap_err().to_string();
+        assert!(nowhere.contains("no community 9999"), "{nowhere}");
+    }
+
+    #[test]
+    fn a_token_is_not_signed_with_a_key_made_in_a_mistyped_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let typo = dir.path().join("dtaa");
+        let settings = Settings { data_dir: typo.clone(), ..Settings::default() };
+        let refused = mint(&settings, "operations", vec![], None, None, "1h").unwrap_err().to_string();
+        assert!(refused.contains("no data directory"), "{refused}");
+        assert!(!typo.exists(), "nothing made there");
     }
 }
