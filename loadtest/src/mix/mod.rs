@@ -232,8 +232,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     pacer.abort();
     let wall = started.elapsed();
-    let feed_summary = subscribers::finish(feed).await;
+    // No progress line after the deadline, while the subscribers take their last events.
     progress.abort();
+    let feed_summary = subscribers::finish(feed).await;
 
     let report = report::Report::build(&args, &recorder, wall, feed_summary);
     println!("{}", report.table());

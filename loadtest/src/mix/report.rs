@@ -131,12 +131,14 @@ impl Report {
         }
         let _ = write!(
             out,
-            "{:.1} s, {} GraphQL requests ({} ok, {} failed); feed: {} subscribers, {} deliveries, {} missed notices",
+            "{:.1} s, {} GraphQL requests ({} ok, {} failed); feed: {} subscribers ({} refused), {} deliveries, {} missed \
+             notices",
             self.seconds,
             self.graphql_requests,
             self.ok,
             self.failed,
             self.feed.subscribers,
+            self.feed.refused,
             self.feed.deliveries,
             self.feed.missed_notices
         );
@@ -176,7 +178,7 @@ svg {{ background: #fafafa; border: 1px solid #ddd; margin: .5rem 0; }}
 </style></head><body>
 <h1>Attach load test</h1>
 <p>{url} &middot; target <b>{target}</b> &middot; mix <code>{mix}</code> &middot; {concurrency} workers &middot; rate {rate} &middot; {seconds:.1} s</p>
-<p>{requests} GraphQL requests: {ok} succeeded, {failed} failed. Live feed: {subs} subscribers, {deliveries} deliveries, {missed} missed notices.</p>
+<p>{requests} GraphQL requests: {ok} succeeded, {failed} failed. Live feed: {subs} subscribers ({refused} refused), {deliveries} deliveries, {missed} missed notices.</p>
 <h2>Operations</h2>
 <table><tr><th>operation</th><th>req/s</th><th>ok</th><th>failed</th><th>p50 ms</th><th>p90 ms</th><th>p99 ms</th><th>max ms</th><th>errors by code</th></tr>
 {rows}</table>
@@ -196,6 +198,7 @@ svg {{ background: #fafafa; border: 1px solid #ddd; margin: .5rem 0; }}
             ok = self.ok,
             failed = self.failed,
             subs = self.feed.subscribers,
+            refused = self.feed.refused,
             deliveries = self.feed.deliveries,
             missed = self.feed.missed_notices,
             throughput = self.throughput_chart(),

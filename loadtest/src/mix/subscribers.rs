@@ -17,8 +17,11 @@ use super::scenarios::Target;
 /// What the subscribers saw.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct FeedSummary {
-    /// Subscribers connected.
+    /// Subscribers connected whose subscription was taken.
     pub subscribers: usize,
+    /// Subscribers whose subscription the server refused (counted under its
+    /// code as a failed `feedEvent` too), not among `subscribers`.
+    pub refused: usize,
     /// Events delivered, over all subscribers.
     pub deliveries: u64,
     /// `MISSED` notices (a subscriber fell behind).
@@ -27,7 +30,15 @@ pub struct FeedSummary {
 
 /// The running subscribers.
 pub struct Feed {
-    tasks: Vec<JoinHandle<(u64, u64)>>,
+    tasks: Vec<JoinHandle<Watched>>,
+}
+
+/// What one subscriber saw.
+struct Watched {
+    deliveries: u64,
+    missed: u64,
+    /// The server refused the subscription before anything arrived.
+    refused: bool,
 }
 
 /// Connects `args.subscribers` subscribers, round-robin over the communities.
@@ -44,7 +55,7 @@ pub async fn start(args: &Args, target: &Target, recorder: Arc<Recorder>, deadli
             .with_context(|| format!("subscriber {i} connecting"))?;
         let recorder = recorder.clone();
         tasks.push(tokio::spawn(async move {
-            let (mut deliveries, mut missed) = (0u64, 0u64);
+            let mut seen = Watched { deliveries: 0, missed: 0, refused: false };
             // Events still in flight at the deadline get a moment to arrive.
             let end = deadline + Duration::from_secs(2);
             loop {
@@ -57,11 +68,12 @@ pub async fn start(args: &Args, target: &Target, recorder: Arc<Recorder>, deadli
                 if let Some(first) = errors.as_array().and_then(|e| e.first()) {
                     let code = first["extensions"]["code"].as_str().unwrap_or("SUBSCRIBE_FAILED");
                     recorder.record(super::recorder::FEED_EVENT, Duration::ZERO, Outcome::Failed(code.to_string()));
+                    seen.refused = seen.deliveries == 0 && seen.missed == 0;
                     break;
                 }
                 let event = &message["payload"]["data"]["communityEvents"];
                 if event["kind"] == "MISSED" {
-                    missed += 1;
+                    seen.missed += 1;
                     continue;
                 }
                 let Some(at) = event["at"].as_str().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()) else {
@@ -70,10 +82,10 @@ pub async fn start(args: &Args, target: &Target, recorder: Arc<Recorder>, deadli
                 let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
                 let latency = Duration::from_millis(now_ms.saturating_sub(at.timestamp_millis()).max(0) as u64);
                 recorder.record(super::recorder::FEED_EVENT, latency, Outcome::Ok);
-                deliveries += 1;
+                seen.deliveries += 1;
             }
             let _ = ws.close(None).await;
-            (deliveries, missed)
+            seen
         }));
     }
     Ok(Feed { tasks })
@@ -81,11 +93,17 @@ pub async fn start(args: &Args, target: &Target, recorder: Arc<Recorder>, deadli
 
 /// Waits for the subscribers to finish and sums up.
 pub async fn finish(feed: Feed) -> FeedSummary {
-    let mut summary = FeedSummary { subscribers: feed.tasks.len(), ..FeedSummary::default() };
+    let mut summary = FeedSummary::default();
     for task in feed.tasks {
-        if let Ok((d, m)) = task.await {
-            summary.deliveries += d;
-            summary.missed_notices += m;
+        match task.await {
+            Ok(seen) if seen.refused => summary.refused += 1,
+            Ok(seen) => {
+                summary.subscribers += 1;
+                summary.deliveries += seen.deliveries;
+                summary.missed_notices += seen.missed;
+            }
+            // A subscriber task that panicked still had connected.
+            Err(_) => summary.subscribers += 1,
         }
     }
     summary

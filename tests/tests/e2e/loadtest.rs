@@ -2,6 +2,7 @@
 
 use std::process::Command;
 
+use attach_actors::access::Role;
 use serde_json::Value;
 
 use crate::helpers::{Spawn, TestApp, loadtest_bin};
@@ -30,6 +31,7 @@ async fn the_load_tools_counts_agree_with_the_servers_metrics() {
     let out = Command::new(loadtest_bin())
         .args(["run", "--url", &app.url, "--target", "ha:IHA", "--mix", "register=3,waitlist=1"])
         .args(["--duration", "3", "--concurrency", "4", "--max-requests", "3000", "--progress", "1"])
+        .args(["--subscribers", "2"])
         .arg("--json")
         .arg(&report_path)
         .arg("--html")
@@ -68,8 +70,33 @@ async fn the_load_tools_counts_agree_with_the_servers_metrics() {
         .sum();
     assert_eq!(waiting, registered, "the waitlists hold exactly the registrations the tool saw succeed");
 
+    // Without a token the feed refuses both subscribers: none is counted as watching.
+    assert_eq!((report["feed"]["subscribers"].as_u64(), report["feed"]["refused"].as_u64()), (Some(0), Some(2)));
+
     let html = std::fs::read_to_string(&html_path).unwrap();
     assert!(html.contains("<svg") && html.contains("registerHousehold"));
+}
+
+#[tokio::test]
+async fn no_progress_line_is_printed_after_the_deadline_while_subscribers_take_their_last_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::spawn(dir.path(), Spawn::default()).await;
+    let token = app.token(Role::Coordinator, &["province"], None);
+    let out = Command::new(loadtest_bin())
+        .args(["run", "--url", &app.url, "--target", "community:111", "--mix", "register=1", "--token", &token])
+        .args(["--duration", "2", "--concurrency", "2", "--max-requests", "400", "--progress", "1"])
+        .args(["--subscribers", "2"])
+        .output()
+        .expect("attach-loadtest runs");
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{printed}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(printed.contains("feed: 2 subscribers (0 refused)"), "{printed}");
+    let late: Vec<_> = printed
+        .lines()
+        .filter_map(|l| l.strip_prefix('[')?.split_once(" s]").and_then(|(t, _)| t.trim().parse::<u64>().ok()))
+        .filter(|&t| t > 2)
+        .collect();
+    assert!(late.is_empty(), "progress after the 2 s deadline: {printed}");
 }
 
 #[tokio::test]
