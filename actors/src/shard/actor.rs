@@ -833,7 +833,7 @@ impl ShardRuntime {
             (Some(id), _) => self.proposal_anywhere(&id).await?,
             (None, None) => match registration.declines.last() {
                 Some(d) if registration.status == crate::domain::RegistrationStatus::Waiting => {
-                    self.proposal_anywhere(&d.proposal).await?
+                    self.proposal_wherever_made(&d.proposal).await?
                 }
                 _ => None,
             },
@@ -893,6 +893,24 @@ impl ShardRuntime {
         }
         match self.store.read(&self.state.key, &RecordKey::Proposal(*id)).await? {
             Some(Record::Proposal(p)) => Ok(Some(p)),
+            _ => Ok(None),
+        }
+    }
+
+    /// A proposal made here ([`Self::proposal_anywhere`]) or in the community
+    /// where the household waited when it was made (a household that moved
+    /// here), found there by its locator.
+    async fn proposal_wherever_made(&self, id: &ProposalId) -> Result<Option<Proposal>, AttachError> {
+        if let Some(p) = self.proposal_anywhere(id).await? {
+            return Ok(Some(p));
+        }
+        match self.store.locate(&crate::store::Locator::Proposal(*id)).await? {
+            Some(shard) if shard != self.state.key => {
+                Ok(match self.store.read(&shard, &RecordKey::Proposal(*id)).await? {
+                    Some(Record::Proposal(p)) => Some(p),
+                    _ => None,
+                })
+            }
             _ => Ok(None),
         }
     }

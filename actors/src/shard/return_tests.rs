@@ -300,11 +300,13 @@ async fn after_moving_back_a_registration_shows_the_proposal_made_where_it_was()
     let first = s.run_matching(&sys(), &c("111")).await.unwrap().pop().unwrap();
     s.answer(&sys(), &first.id, declined()).await.unwrap();
     s.move_registration(&sys(), &r, &c("112")).await.unwrap();
+    let moved = s.registration(&sys(), &r).await.unwrap();
+    assert_eq!(moved.proposal.map(|p| p.id), Some(first.id), "the one declined in the community left");
     let second = s.run_matching(&sys(), &c("112")).await.unwrap().pop().unwrap();
     s.answer(&sys(), &second.id, declined()).await.unwrap();
     s.move_registration(&sys(), &r, &c("111")).await.unwrap();
     let back = s.registration(&sys(), &r).await.unwrap();
-    assert_ne!(back.proposal.map(|p| p.id), Some(first.id), "not the older one made here");
+    assert_eq!(back.proposal.map(|p| p.id), Some(second.id), "the one made where it was, not the older one here");
 }
 
 /// Renews `p`'s claim as a return does before it commits, and answers the
