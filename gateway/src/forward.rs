@@ -415,8 +415,17 @@ fn take_fields(response: &mut async_graphql::Response, keys: &BTreeSet<String>, 
 /// peers were added after those answered here. Keys the operation does not
 /// name (none, unless the text cannot be read) stay at the end.
 fn in_query_order(response: &mut async_graphql::Response, body: &[u8]) {
+    if let Some(order) = response_keys(body) {
+        put_in_order(response, &order);
+    }
+}
+
+/// Puts the top-level fields of `response` in `order`; keys it does not name stay at the end.
+pub fn put_in_order(response: &mut async_graphql::Response, order: &[String]) {
     let Value::Object(fields) = &mut response.data else { return };
-    let Some(order) = response_keys(body) else { return };
+    if fields.keys().map(|k| k.as_str()).eq(order.iter().map(String::as_str)) {
+        return;
+    }
     let mut rest = std::mem::take(fields);
     for key in order {
         if let Some((name, value)) = rest.shift_remove_entry(key.as_str()) {
@@ -424,6 +433,29 @@ fn in_query_order(response: &mut async_graphql::Response, body: &[u8]) {
         }
     }
     fields.extend(rest);
+}
+
+/// The response keys of a query's top-level selection, in order, when it has
+/// more than one: async-graphql resolves a query's top-level fields at once
+/// and adds each to the response as it finishes, so a field that waits on a
+/// shard can come out after one selected later. GraphQL orders a response as
+/// the query selects. (Mutations run one field after another, in order, and
+/// nested objects here resolve serially.) `None` for a single field or
+/// anything that cannot be read: the order then stays as it is.
+pub fn query_order(request: &mut async_graphql::Request) -> Option<Vec<String>> {
+    use async_graphql::parser::types::OperationType;
+    let name = request.operation_name.clone();
+    let document = request.parsed_query().ok()?;
+    let operation = operation(document, name.as_deref())?;
+    let set = &operation.node.selection_set.node;
+    if operation.node.ty != OperationType::Query
+        || matches!(set.items.as_slice(), [one] if matches!(one.node, async_graphql::parser::types::Selection::Field(_)))
+    {
+        return None;
+    }
+    let mut keys = Vec::new();
+    collect_keys(document, set, 0, &mut keys);
+    (keys.len() > 1).then_some(keys)
 }
 
 /// The response keys of the top-level selection of the JSON request `body`'s

@@ -299,8 +299,12 @@ async fn execute(state: &AppState, principal: Option<Principal>, headers: &Heade
     state.documents.prepare(&mut request);
     let clustered = state.forwarder.has_peers();
     let mutation = clustered && !crate::forward::is_query(&mut request);
+    let order = crate::forward::query_order(&mut request);
     let span = crate::telemetry::graphql_span(&mut request);
     let mut response = state.schema.execute(request).instrument(span).await;
+    if let Some(order) = &order {
+        crate::forward::put_in_order(&mut response, order);
+    }
     ensure_codes(&mut response);
     if clustered {
         let forwarder = &state.forwarder;

@@ -556,3 +556,24 @@ async fn a_household_that_moves_community_keeps_its_place_through_a_restart() {
     let ok = nodes.iter().filter(|n| n["outcome"] == "OK" && n["target"] == mover["reference"]).count();
     assert_eq!((ok, nodes.len()), (2, 5), "two moves, three refusals past parsing: {nodes:?}");
 }
+
+/// GraphQL orders a response's fields as the query selects them. async-graphql
+/// adds a query's top-level fields as each finishes, so one answered at once
+/// (the regions) came out before the waitlists selected ahead of it.
+#[tokio::test]
+async fn a_response_lists_the_top_level_fields_in_the_order_the_query_selects_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::spawn(dir.path(), Spawn::default()).await;
+    register(&app, "111", &[phn(90)]).await;
+    let coordinator = app.coordinator();
+    let query = r#"{ b: waitlist(communityCode: "112", first: 1) { totalCount }
+        ...Regions
+        a: waitlist(communityCode: "111", first: 1) { totalCount }
+        t: __typename }
+        fragment Regions on Query { z: healthAuthorities { code } }"#;
+    for _ in 0..5 {
+        let text = coordinator.post(query, json!({})).await.text().await.unwrap();
+        let at = |key: &str| text.find(&format!("\"{key}\":")).unwrap_or_else(|| panic!("{key} in {text}"));
+        assert!(at("b") < at("z") && at("z") < at("a") && at("a") < at("t"), "{text}");
+    }
+}
