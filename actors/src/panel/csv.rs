@@ -9,7 +9,7 @@
 //! What it forgives, because real exports do it: a UTF-8 byte-order mark, CRLF
 //! or lone-CR line ends, RFC 4180 quoted fields (with `""` and line breaks
 //! inside), blank lines and all-empty rows (`,,,,,`), a header row (recognised
-//! by letters in the PHN column), trailing empty fields, spaces around fields,
+//! by letters in the PHN column and no 98990 in the service code's), trailing empty fields, spaces around fields,
 //! and dates written `YYYY-MM-DD`, `YYYY/MM/DD` or `YYYYMMDD`.
 //!
 //! Messages never contain a field's value: a row may hold a PHN or a name.
@@ -172,9 +172,12 @@ fn push(out: &mut ParsedPanel, limits: Limits, line: u32, row: Result<PanelRow, 
     Ok(())
 }
 
-/// A header names its columns: a PHN column never holds a letter.
+/// A header names its columns: a PHN column never holds a letter. A first
+/// row with the service code 98990 is a patient's, whatever its PHN holds (a
+/// letter O typed for a zero): it is reported, not skipped.
 fn is_header(fields: &[String]) -> bool {
     fields[0].chars().any(|c| c.is_alphabetic())
+        && fields.get(4).is_none_or(|code| code.trim() != PanelEntry::SERVICE_CODE)
 }
 
 fn parse_row(fields: &[String], facility: &FacilityNumber, today: NaiveDate) -> Result<PanelRow, RowProblem> {
@@ -387,6 +390,15 @@ mod tests {
         assert_eq!(problems(&p), vec![(2, None), (3, None)]);
         let first = p.rows[0].row.as_ref().unwrap();
         assert_eq!((first.phn, first.surname.as_str(), first.given_name.as_str()), (phn(1), "Tremblay", "Alex"));
+    }
+
+    #[test]
+    fn a_first_row_with_a_mistyped_phn_is_reported_not_taken_for_a_header() {
+        let phn = phn(1).expose();
+        let typo = format!("{}O,Tremblay,Alex,1984-03-09,98990,0F111", &phn[..9]);
+        let p = parse_str(&format!("{typo}\n{}\n", row(2))).unwrap();
+        assert!(!p.header);
+        assert!(matches!(problems(&p)[..], [(1, Some(RowProblem::InvalidPhn(_))), (2, None)]), "{:?}", problems(&p));
     }
 
     #[test]
