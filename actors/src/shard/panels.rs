@@ -308,8 +308,11 @@ impl ShardRuntime {
         }
         self.may_change_panel(who, provider)?;
         let present: Vec<bool> = phns.iter().map(|p| self.state.on_panel(provider, *p)).collect();
-        let removed: Vec<PanelEntry> =
+        let mut removed: Vec<PanelEntry> =
             phns.iter().filter_map(|p| self.state.panel(provider).and_then(|panel| panel.get(p)).cloned()).collect();
+        // Each patient leaves once, and the feed counts them once, however often they were named.
+        removed.sort_unstable_by_key(|e| e.phn);
+        removed.dedup_by_key(|e| e.phn);
         if removed.is_empty() {
             return Ok(present);
         }
