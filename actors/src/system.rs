@@ -503,8 +503,9 @@ impl AttachSystem {
             if who.role() == Role::Provider {
                 who.require_self(&input.id, "change a provider's registry entry")?;
             }
-            if let Some(home) = self.store.locate(&Locator::Provider(input.id.clone())).await?
-                && home != shard
+            let home = self.store.locate(&Locator::Provider(input.id.clone())).await?;
+            if let Some(home) = &home
+                && home != &shard
             {
                 return Err(AttachError::conflict(format!(
                     "provider {} is homed in community {}; update them there",
@@ -512,6 +513,11 @@ impl AttachSystem {
                     home.community.as_str()
                 )));
             }
+            let current = match home {
+                Some(_) => Some(self.provider_record(&input.id).await?.provider),
+                None => None,
+            };
+            self.may_change_provider(who, &input, current.as_ref()).await?;
             self.directory.call_audited(&shard, trail.draft(), |r| ShardMsg::UpsertProvider(input, r)).await
         }
         .await;
@@ -573,6 +579,20 @@ impl AttachSystem {
                     cmd.facility,
                     home.community.as_str()
                 )));
+            }
+            // A clinic handed to nobody could never be kept again. (A director naming
+            // themselves, and Attach itself loading a registry, may add the entry after.)
+            let named_other = |d: &&ProviderId| who.role() != Role::Internal && who.provider() != Some(*d);
+            if let Some(director) = cmd.medical_director.as_ref().filter(named_other)
+                && self.store.locate(&Locator::Provider(director.clone())).await?.is_none()
+            {
+                return Err(AttachError {
+                    field: Some("medicalDirectorId".into()),
+                    ..AttachError::new(
+                        crate::error::ErrorCode::NotFound,
+                        format!("provider {director} not found: a clinic's medical director is a registered provider"),
+                    )
+                });
             }
             let who = who.clone();
             self.directory.call_audited(&shard, trail.draft(), |r| ShardMsg::UpsertClinic(cmd, who, r)).await

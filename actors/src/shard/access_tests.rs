@@ -209,6 +209,73 @@ async fn medical_directors_keep_only_their_clinics() {
     s.upsert_clinic(&director(&a), &c("111"), clinic(Some(&b))).await.unwrap();
     assert_eq!(code(s.upsert_clinic(&director(&a), &c("111"), clinic(Some(&a))).await), ErrorCode::Forbidden);
     s.upsert_clinic(&director(&b), &c("111"), clinic(Some(&b))).await.unwrap();
+    // An update that leaves the director out keeps them: the clinic is never left to nobody.
+    let kept = s.upsert_clinic(&director(&b), &c("111"), clinic(None)).await.unwrap();
+    assert_eq!(kept.medical_director.as_ref(), Some(&b));
+    // Nor handed to a provider the registry does not have.
+    let nobody = ProviderId::parse("ZZ999").unwrap();
+    let refused = s.upsert_clinic(&director(&b), &c("111"), clinic(Some(&nobody))).await.unwrap_err();
+    assert_eq!((refused.code, refused.field.as_deref()), (ErrorCode::NotFound, Some("medicalDirectorId")));
+    assert_eq!(s.clinic(&sys(), &FacilityNumber::parse("00A12").unwrap()).await.unwrap().medical_director, Some(b));
+}
+
+#[tokio::test]
+async fn a_providers_clinics_are_listed_by_the_clinics_director_and_an_entry_changed_by_its_own() {
+    let w = world(ShardConfig::default()).await;
+    let s = &w.system;
+    let f = super::panel_tests::clinic(s, "0F111", "111").await; // directed by MD999
+    let doc = provider(s, "P1111", "111", 0).await;
+    let md = Principal::new("md-1", Role::MedicalDirector, Some(ProviderId::parse("MD999").unwrap()), Scope::default());
+    let other_md =
+        Principal::new("md-2", Role::MedicalDirector, Some(ProviderId::parse("MD888").unwrap()), Scope::default());
+    let entry = |clinics: Option<Vec<FacilityNumber>>, reported: Option<u32>| crate::shard::ProviderInput {
+        id: doc.clone(),
+        given_name: PersonName::parse("Jo").unwrap(),
+        surname: PersonName::parse("Okafor").unwrap(),
+        kind: ProviderKind::Physician,
+        clinics,
+        reported_panel_size: reported,
+    };
+    // The provider cannot list themselves at a clinic, nor at one that does not exist.
+    let refused = s.upsert_provider(&as_provider(&doc), &c("111"), entry(Some(vec![f.clone()]), None)).await;
+    let refused = refused.unwrap_err();
+    assert_eq!((refused.code, refused.field.as_deref()), (ErrorCode::Forbidden, Some("clinics[0]")));
+    let nowhere = vec![f.clone(), FacilityNumber::parse("ZZZZZ").unwrap()];
+    let new_provider =
+        crate::shard::ProviderInput { id: ProviderId::parse("P3333").unwrap(), ..entry(Some(nowhere), None) };
+    let refused = s.upsert_provider(&md, &c("111"), new_provider).await.unwrap_err();
+    assert_eq!((refused.code, refused.field.as_deref()), (ErrorCode::NotFound, Some("clinics[1]")));
+    // Another clinic's director cannot change the entry of a provider who is not at theirs.
+    assert_eq!(code(s.upsert_provider(&other_md, &c("111"), entry(None, Some(0))).await), ErrorCode::Forbidden);
+    assert_eq!(s.provider(&sys(), &doc).await.unwrap().provider.reported_panel_size, 1000, "unchanged");
+    // Nor may the clinic's director, while the provider is not at their clinic.
+    let refused = s.upsert_provider(&md, &c("111"), entry(Some(vec![f.clone()]), None)).await.unwrap_err();
+    assert_eq!(refused.code, ErrorCode::Forbidden);
+    // The director lists them there; then the provider renames themselves,
+    // leaving the clinics and the reported count out, and both are kept.
+    s.set_provider_clinic(&md, &f, &doc, true).await.unwrap();
+    let by_director = s.upsert_provider(&md, &c("111"), entry(None, Some(900))).await.unwrap().provider;
+    assert_eq!(by_director.reported_panel_size, 900, "a provider at their clinic");
+    let renamed = s.upsert_provider(&as_provider(&doc), &c("111"), entry(None, None)).await.unwrap().provider;
+    assert_eq!((renamed.clinics, renamed.reported_panel_size), (vec![f.clone()], 900));
+    // Taking themselves off is the director's too.
+    let refused = s.upsert_provider(&as_provider(&doc), &c("111"), entry(Some(vec![]), None)).await.unwrap_err();
+    assert_eq!((refused.code, refused.field.as_deref()), (ErrorCode::Forbidden, Some("clinics")));
+}
+
+#[tokio::test]
+async fn a_panel_moves_only_from_a_provider_listed_at_the_clinic() {
+    let w = world(ShardConfig::default()).await;
+    let s = &w.system;
+    let f = super::panel_tests::clinic(s, "0F111", "111").await;
+    let (a, b) = (provider(s, "P1111", "111", 0).await, provider(s, "P2222", "111", 0).await);
+    s.set_provider_clinic(&sys(), &f, &b, true).await.unwrap();
+    let md = Principal::new("md-1", Role::MedicalDirector, Some(ProviderId::parse("MD999").unwrap()), Scope::default());
+    let key = TransferKey::parse("take").unwrap();
+    let refused = s.begin_transfer(&md, key.clone(), &a, &b, &f).await.unwrap_err();
+    assert_eq!(refused.code, ErrorCode::Conflict, "{}", refused.message);
+    s.set_provider_clinic(&md, &f, &a, true).await.unwrap();
+    s.begin_transfer(&md, key, &a, &b, &f).await.unwrap();
 }
 
 #[tokio::test]

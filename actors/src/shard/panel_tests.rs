@@ -142,6 +142,10 @@ async fn a_transfer_moves_every_patient_once_and_can_be_run_again() {
     let b_upload = submit(s, &b, &f, &csv_of(&phns, "0F111")).await;
     assert!(b_upload.rows.iter().all(|r| r.status == RowStatus::Conflict));
     assert_eq!(s.panel(&sys(), &a, 0, 100).await.unwrap().items.len(), 61, "still A's");
+    // A panel moves between two of the clinic's providers: A is listed there for the handover.
+    let refused = s.begin_transfer(&sys(), key.clone(), &a, &b, &f).await.unwrap_err();
+    assert_eq!(refused.code, ErrorCode::Conflict, "A is not at the clinic now");
+    s.set_provider_clinic(&sys(), &f, &a, true).await.unwrap();
     let t = s.begin_transfer(&sys(), key.clone(), &a, &b, &f).await.unwrap();
     assert_eq!((t.total, t.status), (61, TransferStatus::Running));
     let done = s.run_transfer(&a, &key).await.unwrap();
@@ -235,8 +239,8 @@ async fn only_the_provider_their_delegate_and_the_clinics_director_change_panels
         ErrorCode::Forbidden
     );
     let md = director("MD999");
-    s.set_provider_clinic(&md, &f, &a, false).await.unwrap();
     let t = s.begin_transfer(&md, key.clone(), &a, &b, &f).await.unwrap();
+    s.set_provider_clinic(&md, &f, &a, false).await.unwrap();
     assert_eq!(s.run_transfer(&a, &key).await.unwrap().moved, 1);
     assert_eq!(s.panel_transfer(&as_provider(&b), &a, &key).await.unwrap().key, t.key);
     assert_eq!(s.panel_transfer(&other_md, &a, &key).await.unwrap_err().code, ErrorCode::Forbidden);
@@ -505,8 +509,8 @@ async fn a_stale_reported_count_stops_at_zero_and_a_removal_still_shrinks_the_pa
         given_name: PersonName::parse("Jo").unwrap(),
         surname: PersonName::parse("Doc").unwrap(),
         kind: ProviderKind::Physician,
-        clinics: vec![f.clone()],
-        reported_panel_size: 2,
+        clinics: Some(vec![f.clone()]),
+        reported_panel_size: Some(2),
     };
     s.upsert_provider(&sys(), &c("111"), input).await.unwrap();
     // Reported 2, then listed 3 (one taken on since): the list is what counts.

@@ -23,10 +23,10 @@ pub struct ProviderInput {
     pub surname: PersonName,
     /// Physician or nurse practitioner.
     pub kind: ProviderKind,
-    /// Clinics practised at.
-    pub clinics: Vec<FacilityNumber>,
-    /// Panel size reported before Attach.
-    pub reported_panel_size: u32,
+    /// Clinics practised at; `None` keeps an existing provider's (none for a new one).
+    pub clinics: Option<Vec<FacilityNumber>>,
+    /// Panel size reported before Attach; `None` keeps an existing provider's (0 for a new one).
+    pub reported_panel_size: Option<u32>,
 }
 
 /// A clinic's registry details.
@@ -36,7 +36,7 @@ pub struct ClinicCommand {
     pub facility: FacilityNumber,
     /// Name, address, hours, phone.
     pub details: ClinicInput,
-    /// The medical director.
+    /// The medical director; `None` keeps an existing clinic's.
     pub medical_director: Option<ProviderId>,
 }
 
@@ -123,8 +123,8 @@ pub fn upsert_provider(state: &ShardState, input: ProviderInput, now: Timestamp)
             given_name: input.given_name,
             surname: input.surname,
             kind: input.kind,
-            clinics: input.clinics,
-            reported_panel_size: input.reported_panel_size,
+            clinics: input.clinics.unwrap_or_else(|| existing.clinics.clone()),
+            reported_panel_size: input.reported_panel_size.unwrap_or(existing.reported_panel_size),
             updated_at: now,
             ..existing.clone()
         },
@@ -134,9 +134,9 @@ pub fn upsert_provider(state: &ShardState, input: ProviderInput, now: Timestamp)
             surname: input.surname,
             kind: input.kind,
             shard: state.key.clone(),
-            clinics: input.clinics,
+            clinics: input.clinics.unwrap_or_default(),
             capacity: Capacity::closed(),
-            reported_panel_size: input.reported_panel_size,
+            reported_panel_size: input.reported_panel_size.unwrap_or(0),
             created_at: now,
             updated_at: now,
         },
@@ -175,7 +175,8 @@ pub fn upsert_clinic(state: &ShardState, cmd: ClinicCommand, now: Timestamp) -> 
         shard: state.key.clone(),
         hours: cmd.details.hours,
         phone: cmd.details.phone,
-        medical_director: cmd.medical_director,
+        // Left out of an update: the clinic keeps its director.
+        medical_director: cmd.medical_director.or_else(|| state.clinic(&cmd.facility)?.medical_director.clone()),
         created_at,
     };
     Change {

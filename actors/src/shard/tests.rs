@@ -101,8 +101,8 @@ pub(super) async fn provider(system: &AttachSystem, id: &str, community: &str, p
                 given_name: PersonName::parse("Jo").unwrap(),
                 surname: PersonName::parse("Doc").unwrap(),
                 kind: ProviderKind::Physician,
-                clinics: vec![],
-                reported_panel_size: 1000,
+                clinics: None,
+                reported_panel_size: Some(1000),
             },
         )
         .await

@@ -62,6 +62,59 @@ impl AttachSystem {
         }
     }
 
+    /// Whether `who` may make `input` of a provider's registry entry, `current`
+    /// being the entry as it is (`None` for a new provider). Who may act at all
+    /// (the role, a provider only on their own entry) is checked before.
+    ///
+    /// - A medical director changes another provider's existing entry only
+    ///   when that provider is listed at a clinic they direct.
+    /// - The clinics an entry lists change only as each clinic's medical
+    ///   director would change them (`addProviderToClinic`): every clinic added
+    ///   or taken off must be one the caller directs, so nobody lists
+    ///   themselves at someone else's clinic, or at one that does not exist.
+    pub(super) async fn may_change_provider(
+        &self,
+        who: &Principal,
+        input: &crate::shard::ProviderInput,
+        current: Option<&crate::domain::Provider>,
+    ) -> Result<(), AttachError> {
+        let listed: &[FacilityNumber] = current.map_or(&[], |p| &p.clinics);
+        if who.role() == Role::MedicalDirector && current.is_some() && who.provider() != Some(&input.id) {
+            let mut directs_one = false;
+            for facility in listed {
+                directs_one |= self.require_director(who, facility).await.is_ok();
+            }
+            if !directs_one {
+                return Err(AttachError::new(
+                    ErrorCode::Forbidden,
+                    format!(
+                        "provider {} is not listed at a clinic you direct: a medical director changes the registry \
+                         entries of their own clinics' providers",
+                        input.id
+                    ),
+                ));
+            }
+        }
+        let Some(clinics) = &input.clinics else { return Ok(()) };
+        let added = clinics.iter().enumerate().filter(|(_, f)| !listed.contains(f));
+        let removed = listed.iter().filter(|f| !clinics.contains(f)).map(|f| (None, f));
+        for (index, facility) in added.map(|(i, f)| (Some(i), f)).chain(removed) {
+            self.require_director(who, facility).await.map_err(|e| AttachError {
+                field: Some(index.map_or_else(|| "clinics".to_string(), |i| format!("clinics[{i}]"))),
+                message: match e.code {
+                    ErrorCode::Forbidden => format!(
+                        "{}; only a clinic's medical director lists providers there or takes them off \
+                         (addProviderToClinic, removeProviderFromClinic)",
+                        e.message
+                    ),
+                    _ => format!("clinic {facility}: {}", e.message),
+                },
+                ..e
+            })?;
+        }
+        Ok(())
+    }
+
     /// Submits a parsed panel file for `provider` at `facility`: every valid row
     /// is added to the panel, a chunk at a time, each chunk durable before the
     /// next; waiting patients leave the waitlist. Answers one report per row.
@@ -227,6 +280,12 @@ impl AttachSystem {
             self.require_director(who, facility).await?;
             let from_shard = trail.at(self.locate(Locator::Provider(from.clone()), "provider").await?);
             let to_shard = self.locate(Locator::Provider(to.clone()), "provider").await?;
+            // Between two of the clinic's providers: a director cannot take in another clinic's panel.
+            if !self.provider_record(from).await?.provider.clinics.contains(facility) {
+                return Err(AttachError::conflict(format!(
+                    "provider {from} is not listed at clinic {facility}; a panel moves between providers of one clinic"
+                )));
+            }
             if !self.provider_record(to).await?.provider.clinics.contains(facility) {
                 return Err(AttachError::conflict(format!(
                     "provider {to} is not listed at clinic {facility}; the clinic's medical director adds them first"

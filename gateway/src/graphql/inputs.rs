@@ -130,7 +130,8 @@ pub struct ClinicInput {
     /// Phone.
     #[graphql(default)]
     pub phone: String,
-    /// The medical director's provider id.
+    /// The medical director's provider id: a registered provider. A new clinic
+    /// names the caller; left out of an update, the clinic keeps its director.
     pub medical_director_id: Option<ID>,
 }
 
@@ -166,27 +167,43 @@ pub struct ProviderInput {
     pub kind: ProviderKind,
     /// Home community (owns the provider's capacity and panel).
     pub community: String,
-    /// Clinics practised at (facility numbers).
-    #[graphql(default)]
-    pub clinics: Vec<String>,
+    /// Clinics practised at (facility numbers). Each clinic added or taken
+    /// off must be one the caller directs, as with `addProviderToClinic`.
+    /// Left out of an update: kept (none for a new provider).
+    pub clinics: Option<Vec<String>>,
     /// Patients on the panel not itemised in Attach (a count); submitted
-    /// panels then take the patients they list off it.
-    #[graphql(default)]
-    pub reported_panel_size: u32,
+    /// panels then take the patients they list off it. Left out of an update:
+    /// kept (0 for a new provider).
+    pub reported_panel_size: Option<u32>,
 }
 
 impl ProviderInput {
     /// Parses into a community and a provider command.
     pub fn parse(self) -> Result<(d::CommunityCode, CoreProviderInput), DomainError> {
-        if self.reported_panel_size > d::Capacity::MAX_PANEL_SIZE {
+        if self.reported_panel_size.is_some_and(|n| n > d::Capacity::MAX_PANEL_SIZE) {
             return Err(DomainError {
                 field: "reportedPanelSize".into(),
                 message: "a panel size is at most 10000".into(),
             });
         }
-        if self.clinics.len() > 20 {
+        if self.clinics.as_ref().is_some_and(|c| c.len() > 20) {
             return Err(DomainError { field: "clinics".into(), message: "list at most 20 clinics".into() });
         }
+        let clinics = match &self.clinics {
+            None => None,
+            Some(list) => {
+                let mut out: Vec<d::FacilityNumber> = Vec::with_capacity(list.len());
+                for (i, c) in list.iter().enumerate() {
+                    let f =
+                        d::FacilityNumber::parse(c).map_err(|e| DomainError { field: format!("clinics[{i}]"), ..e })?;
+                    // Listed twice is listed once: the "only clinic" rule counts clinics.
+                    if !out.contains(&f) {
+                        out.push(f);
+                    }
+                }
+                Some(out)
+            }
+        };
         Ok((
             d::CommunityCode::parse(&self.community)?,
             CoreProviderInput {
@@ -196,7 +213,7 @@ impl ProviderInput {
                 surname: d::PersonName::parse(&self.surname)
                     .map_err(|e| DomainError { field: "surname".into(), ..e })?,
                 kind: self.kind.into(),
-                clinics: self.clinics.iter().map(|c| d::FacilityNumber::parse(c)).collect::<Result<_, _>>()?,
+                clinics,
                 reported_panel_size: self.reported_panel_size,
             },
         ))

@@ -148,8 +148,15 @@ async fn set_up(c: &Client<'_>) {
             who,
             &format!(
                 r#"mutation {{ upsertProvider(input: {{ id: "{id}", givenName: "Jo", surname: "Doe",
-            kind: PHYSICIAN, community: "111", clinics: ["0F111"] }}) {{ id }} }}"#
+            kind: PHYSICIAN, community: "111" }}) {{ id }} }}"#
             ),
+            json!({}),
+        )
+        .await;
+        // The clinic's medical director lists them there.
+        c.ok(
+            MedicalDirector,
+            &format!(r#"mutation {{ addProviderToClinic(facilityNumber: "0F111", providerId: "{id}") {{ id }} }}"#),
             json!({}),
         )
         .await;

@@ -67,7 +67,8 @@ async fn the_whole_journey_survives_sigkill() {
         json!({}),
     )
     .await;
-    doctor
+    // As the clinic's medical director: only a clinic's director lists a provider there.
+    app.medical_director("P10001")
         .ok(
             r#"mutation { upsertProvider(input: { id: "P10001", givenName: "Maya", surname: "Okafor", kind: PHYSICIAN,
              community: "111", clinics: ["0F111"], reportedPanelSize: 1200 }) { id } }"#,

@@ -28,19 +28,20 @@ pub(crate) async fn provider(app: &TestApp, id: &str, community: &str, clinics: 
         )
         .await;
     }
-    let doc = app.provider(id);
-    doc.ok(
+    // The clinics' director lists the provider there.
+    md.ok(
         r#"mutation($id: ID!, $c: String!, $clinics: [String!]!) { upsertProvider(input: { id: $id, givenName: "Maya",
              surname: "Okafor", kind: PHYSICIAN, community: $c, clinics: $clinics }) { id } }"#,
         json!({ "id": id, "c": community, "clinics": clinics }),
     )
     .await;
-    doc.ok(
-        r#"mutation($id: ID!, $n: Int!) { setProviderCapacity(providerId: $id, input: { acceptingNewPatients: true,
+    app.provider(id)
+        .ok(
+            r#"mutation($id: ID!, $n: Int!) { setProviderCapacity(providerId: $id, input: { acceptingNewPatients: true,
              monthlyRate: $n, desiredPanelSize: $n }) { id } }"#,
-        json!({ "id": id, "n": places }),
-    )
-    .await;
+            json!({ "id": id, "n": places }),
+        )
+        .await;
 }
 
 pub(crate) async fn register(app: &TestApp, phns: &[String]) -> String {
