@@ -2,15 +2,18 @@
 //!
 //! A subscription subscribes to the live feed first and then replays from the
 //! store whatever came after the client's `afterSeq`, so nothing falls between
-//! the two; duplicates are dropped by sequence number. A subscriber that falls
-//! behind the feed's buffer, or whose events pub/sub lost (a jump in sequence
-//! numbers), gets one `MISSED` event naming the last sequence it saw, and fills
-//! the gap with the `events` query.
+//! the two; duplicates are dropped by sequence number. Events pub/sub lost (a
+//! jump in sequence numbers: Redis restarted, say) are read from the store and
+//! delivered in order before the event that showed the gap, up to
+//! `feed.max_replay` of them. A subscriber that falls behind the feed's buffer,
+//! or whose gap is larger or cannot be read, gets one `MISSED` event naming the
+//! last sequence it saw, and fills the gap with the `events` query.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use async_graphql::{Context, Enum, ID, Object, SimpleObject, Subscription};
-use attach_actors::access::Operation;
+use attach_actors::access::{Operation, Principal};
 use attach_actors::domain::{self as d, Event, EventKind, ShardKey};
 use attach_actors::error::AttachError;
 use futures::stream::{self, BoxStream, StreamExt};
@@ -267,6 +270,27 @@ struct Live {
     since: Option<u64>,
     /// Replayed events still to deliver.
     backlog: VecDeque<Event>,
+    /// Reads a gap pub/sub left from the store (none: every gap is `MISSED`).
+    filler: Option<Arc<GapFiller>>,
+}
+
+/// Reads the events pub/sub lost from the store, as the subscriber would with `events`.
+struct GapFiller {
+    system: Arc<attach_actors::system::AttachSystem>,
+    who: Principal,
+    community: d::CommunityCode,
+    /// The most events read for one gap.
+    max: usize,
+}
+
+impl GapFiller {
+    /// The events after `last` and before `next`, when the store has every one
+    /// of them and there are at most `max`.
+    async fn fill(&self, last: u64, next: u64) -> Option<Vec<Event>> {
+        let wanted = usize::try_from(next.checked_sub(last + 1)?).ok().filter(|n| *n <= self.max)?;
+        let events = self.system.events_after(&self.who, &self.community, last, wanted).await.ok()?;
+        events.iter().map(|e| e.seq).eq(last + 1..next).then_some(events)
+    }
 }
 
 fn live_stream(live: Live) -> BoxStream<'static, MatchEvent> {
@@ -281,7 +305,19 @@ fn live_stream(live: Live) -> BoxStream<'static, MatchEvent> {
                 Ok(e) => {
                     let gap_from = s.last.or(s.since.take());
                     if let Some(last) = gap_from.filter(|last| e.seq > last + 1) {
-                        // Pub/sub lost events (a Redis outage, say): say so before going on.
+                        // Pub/sub lost events (a Redis outage, say): the store has them.
+                        let found = match &s.filler {
+                            Some(filler) => filler.fill(last, e.seq).await,
+                            None => None,
+                        };
+                        if let Some(found) = found {
+                            s.backlog.extend(found);
+                            s.backlog.push_back(e);
+                            let first = s.backlog.pop_front()?;
+                            s.last = Some(first.seq);
+                            return Some((MatchEvent::from(first), s));
+                        }
+                        // Too many, or not readable: say so before going on.
                         s.backlog.push_back(e);
                         s.last = None;
                         return Some((MatchEvent::missed(&s.shard, last), s));
@@ -310,6 +346,12 @@ async fn community_stream(
     // Subscribe before reading the store, so no event falls between the two.
     let (shard, rx) = system.subscribe(caller(ctx), code).gql()?;
     let max_replay = ctx.data_unchecked::<FeedSettings>().max_replay;
+    let filler = Some(Arc::new(GapFiller {
+        system: system.clone(),
+        who: caller(ctx).clone(),
+        community: code.clone(),
+        max: max_replay,
+    }));
     let (backlog, last, since) = match after {
         // From now on: where "now" is, to tell a lost first event.
         None => (VecDeque::new(), None, system.last_seq(&shard).await),
@@ -318,13 +360,13 @@ async fn community_stream(
             if events.len() > max_replay {
                 // Too much to replay here: say so, and let the client page with `events`.
                 let notice = MatchEvent::missed(&shard, after);
-                let rest = live_stream(Live { shard, rx, last: None, since: None, backlog: VecDeque::new() });
+                let rest = live_stream(Live { shard, rx, last: None, since: None, backlog: VecDeque::new(), filler });
                 return Ok(stream::once(async move { notice }).chain(rest).boxed());
             }
             (events.into(), Some(after), None)
         }
     };
-    Ok(live_stream(Live { shard, rx, last, since, backlog }))
+    Ok(live_stream(Live { shard, rx, last, since, backlog, filler }))
 }
 
 #[Subscription(name = "Subscription")]
@@ -387,7 +429,7 @@ mod tests {
     #[tokio::test]
     async fn a_subscriber_that_falls_behind_is_told_once_and_goes_on() {
         let (tx, rx) = broadcast::channel(4);
-        let mut s = live_stream(Live { shard: shard(), rx, last: None, since: None, backlog: VecDeque::new() });
+        let mut s = live_stream(Live { shard: shard(), rx, last: None, since: None, backlog: VecDeque::new(), filler: None });
         tx.send(event(1)).unwrap();
         assert_eq!(describe(&s.next().await.unwrap()), (1, None));
         for seq in 2..=20 {
@@ -405,7 +447,7 @@ mod tests {
     async fn a_jump_in_sequence_is_announced_and_duplicates_are_dropped() {
         let (tx, rx) = broadcast::channel(16);
         let backlog = VecDeque::from([event(3), event(4)]);
-        let mut s = live_stream(Live { shard: shard(), rx, last: Some(2), since: None, backlog });
+        let mut s = live_stream(Live { shard: shard(), rx, last: Some(2), since: None, backlog, filler: None });
         for seq in [3, 4, 5, 8] {
             tx.send(event(seq)).unwrap();
         }
@@ -420,7 +462,7 @@ mod tests {
     async fn a_subscriber_from_now_on_is_told_of_a_lost_first_event() {
         // The community stood at seq 4 when the subscription started; 5 was lost.
         let (tx, rx) = broadcast::channel(16);
-        let mut s = live_stream(Live { shard: shard(), rx, last: None, since: Some(4), backlog: VecDeque::new() });
+        let mut s = live_stream(Live { shard: shard(), rx, last: None, since: Some(4), backlog: VecDeque::new(), filler: None });
         tx.send(event(6)).unwrap();
         tx.send(event(7)).unwrap();
         let seen: Vec<_> =
@@ -428,7 +470,7 @@ mod tests {
         assert_eq!(seen, [(0, Some(4)), (6, None), (7, None)]);
         // Committed around the start (at or before the count read): delivered, no notice.
         let (tx, rx) = broadcast::channel(16);
-        let mut s = live_stream(Live { shard: shard(), rx, last: None, since: Some(4), backlog: VecDeque::new() });
+        let mut s = live_stream(Live { shard: shard(), rx, last: None, since: Some(4), backlog: VecDeque::new(), filler: None });
         tx.send(event(4)).unwrap();
         tx.send(event(5)).unwrap();
         assert_eq!((describe(&s.next().await.unwrap()), describe(&s.next().await.unwrap())), ((4, None), (5, None)));
