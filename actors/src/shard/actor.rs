@@ -761,11 +761,15 @@ impl ShardRuntime {
             }
             PhnHolder::Panel(p) => self.store.read(&claim.shard, &RecordKey::PanelEntry(p.clone(), phn)).await?,
         };
+        let recent = now.0 - claim.at.0 < i64::try_from(self.config.claim_grace.as_millis()).unwrap_or(i64::MAX);
         Ok(match record {
-            Some(Record::Registration(r)) => r.holds(phn),
+            // A claim made since the registration last changed, for a member it
+            // does not list yet, is a change under way (a member being added):
+            // live until the claim grace passes, as for a registration not yet committed.
+            Some(Record::Registration(r)) => r.holds(phn) || (r.holds_phns() && claim.at >= r.updated_at && recent),
             Some(_) => true,
             // No record: either the claimer is between claim and commit (live) or it crashed there.
-            None => now.0 - claim.at.0 < i64::try_from(self.config.claim_grace.as_millis()).unwrap_or(i64::MAX),
+            None => recent,
         })
     }
 

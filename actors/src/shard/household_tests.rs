@@ -149,3 +149,38 @@ async fn newborn_is_kept_through_a_change_but_newly_given_only_to_a_baby_under_a
     let refused = super::plan::update_household(&state, &r.reference, twin_too, later).unwrap_err();
     assert_eq!((refused.code, refused.field.as_deref()), (ErrorCode::InvalidInput, Some("members[2].needs")));
 }
+
+/// A member being added to a waiting household is claimed first and listed at
+/// the commit. Another community reading the claim in between finds a
+/// registration that does not list them yet: the claim is live all the same,
+/// so the two cannot both take the person (found by a concurrent run).
+#[tokio::test]
+async fn a_member_being_added_elsewhere_cannot_be_registered_or_added_here_meanwhile() {
+    use crate::store::{PhnClaim, PhnHolder};
+    let w = world(ShardConfig::default()).await;
+    let s = &w.system;
+    let family = s.register(&sys(), &c("111"), household(&[phn(1)], &[])).await.unwrap().registration;
+    let other = s.register(&sys(), &c("112"), household(&[phn(2)], &[])).await.unwrap().registration;
+    // Community 111 has claimed phn(3) for the family and not committed yet.
+    let shard = ShardKey::parse("IHA/111").unwrap();
+    let adding = PhnClaim {
+        shard: shard.clone(),
+        holder: PhnHolder::Registration(family.reference),
+        at: family.updated_at.plus_ms(1),
+    };
+    let held = s.store().claim_phns(vec![(phn(3), adding.clone())]).await.unwrap();
+    assert!(held.is_empty());
+
+    let refused = s.register(&sys(), &c("112"), household(&[phn(3)], &[])).await.unwrap_err();
+    assert_eq!(refused.code, ErrorCode::Conflict);
+    let refused = s.update_household(&sys(), &other.reference, household(&[phn(2), phn(3)], &[])).await.unwrap_err();
+    assert_eq!(refused.code, ErrorCode::Conflict);
+    assert_eq!(s.store().phn_claim(phn(3)).await.unwrap(), Some(adding.clone()), "still the family's");
+
+    // A claim from before the registration's last change that it does not list
+    // (a member who left, their claim not freed) holds nothing.
+    let left = PhnClaim { at: family.updated_at.plus_ms(-1), ..adding.clone() };
+    let outcome = s.store().cas_phn_claim(phn(3), Some(&adding), Some(&left)).await.unwrap();
+    assert_eq!(outcome, crate::store::CasOutcome::Applied);
+    s.register(&sys(), &c("112"), household(&[phn(3)], &[])).await.expect("a stale claim is taken over");
+}
