@@ -4,7 +4,6 @@
 //! a 401 here; no token is the public caller), the rate limit of the caller
 //! (429), the body cap, then the schema, whose operations check the caller.
 
-use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -141,7 +140,7 @@ async fn graphql_get(State(state): State<AppState>, request: Request) -> Respons
         .read_buffer_size(ws::READ_BUFFER_BYTES)
         .max_message_size(state.max_body_bytes)
         .on_upgrade(move |socket| {
-            serve_while_signed_in(ws::serve(socket, schema, kind, data, on_init, keepalive), signed_in, watcher)
+            ws::serve(socket, schema, kind, data, on_init, keepalive, signed_in_until(signed_in, watcher))
         })
         .into_response();
     if let Some(v) = verdict {
@@ -150,15 +149,13 @@ async fn graphql_get(State(state): State<AppState>, request: Request) -> Respons
     response
 }
 
-/// Serves a subscription connection until it ends, or the token it signed in
-/// with expires or is revoked (dropping the connection closes the socket and
-/// every subscription on it: a client signs in again with a fresh token).
-async fn serve_while_signed_in(
-    serve: impl Future<Output = ()>,
+/// Resolves when the token a subscription connection signed in with expires
+/// or is revoked, with the close frame that ends the connection and every
+/// subscription on it (a client signs in again with a fresh token).
+async fn signed_in_until(
     mut signed_in: watch::Receiver<Option<Signed>>,
     auth: Arc<Authenticator>,
-) {
-    tokio::pin!(serve);
+) -> axum::extract::ws::CloseFrame {
     let mut revocations = auth.revocations_changed();
     // The sender goes away once `connection_init` is handled; the token stays.
     let mut settled = false;
@@ -166,7 +163,7 @@ async fn serve_while_signed_in(
         let signed = signed_in.borrow_and_update().clone();
         if signed.as_ref().is_some_and(|s| auth.is_revoked(s)) {
             tracing::debug!("closing a subscription connection: its token was revoked");
-            return;
+            return ws::signed_out("the token was revoked");
         }
         let deadline = signed.as_ref().map(|s| s.expires + auth.leeway());
         let expired = async {
@@ -176,13 +173,12 @@ async fn serve_while_signed_in(
             }
         };
         tokio::select! {
-            () = &mut serve => return,
             changed = signed_in.changed(), if !settled => settled = changed.is_err(),
             // A new list: checked at the top of the loop.
             Ok(()) = revocations.changed() => {}
             () = expired => {
                 tracing::debug!("closing a subscription connection: its token expired");
-                return;
+                return ws::signed_out("the token expired");
             }
         }
     }

@@ -58,9 +58,17 @@ fn close_code(code: u16, reason: &str) -> u16 {
     if code == 1002 && reason.starts_with(REFUSED_SIGN_IN) { 4403 } else { code }
 }
 
+/// The close frame of a connection whose sign-in ended (its token expired or
+/// was revoked): 4403, as for a refused sign-in, with a reason that says which,
+/// so a client knows to sign in again rather than treat it as a network failure.
+pub fn signed_out(why: &str) -> CloseFrame {
+    CloseFrame { code: 4403, reason: format!("{REFUSED_SIGN_IN}: {why}; sign in again").into() }
+}
+
 /// Serves one connection: async-graphql's protocol over `socket` (as
 /// `async_graphql_axum::GraphQLWebSocket::serve` does), with a ping every
-/// `every` written by the same task, so no message takes an extra hop.
+/// `every` written by the same task, so no message takes an extra hop. When
+/// `ended` resolves, the connection is closed with the frame it gives.
 pub async fn serve<E, OnInit, InitFut>(
     socket: WebSocket,
     executor: E,
@@ -68,6 +76,7 @@ pub async fn serve<E, OnInit, InitFut>(
     data: Data,
     on_init: OnInit,
     every: Duration,
+    ended: impl Future<Output = CloseFrame>,
 ) where
     E: Executor,
     OnInit: FnOnce(serde_json::Value) -> InitFut + Send + 'static,
@@ -91,6 +100,7 @@ pub async fn serve<E, OnInit, InitFut>(
             }
         });
     futures::pin_mut!(messages);
+    futures::pin_mut!(ended);
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -100,6 +110,10 @@ pub async fn serve<E, OnInit, InitFut>(
                 None => break,
             },
             _ = tick.tick() => Message::text(ping(protocol)),
+            frame = &mut ended => {
+                let _ = sink.send(Message::Close(Some(frame))).await;
+                return;
+            }
         };
         if sink.send(message).await.is_err() {
             return;

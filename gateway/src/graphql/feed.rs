@@ -429,7 +429,8 @@ mod tests {
     #[tokio::test]
     async fn a_subscriber_that_falls_behind_is_told_once_and_goes_on() {
         let (tx, rx) = broadcast::channel(4);
-        let mut s = live_stream(Live { shard: shard(), rx, last: None, since: None, backlog: VecDeque::new(), filler: None });
+        let mut s =
+            live_stream(Live { shard: shard(), rx, last: None, since: None, backlog: VecDeque::new(), filler: None });
         tx.send(event(1)).unwrap();
         assert_eq!(describe(&s.next().await.unwrap()), (1, None));
         for seq in 2..=20 {
@@ -462,7 +463,14 @@ mod tests {
     async fn a_subscriber_from_now_on_is_told_of_a_lost_first_event() {
         // The community stood at seq 4 when the subscription started; 5 was lost.
         let (tx, rx) = broadcast::channel(16);
-        let mut s = live_stream(Live { shard: shard(), rx, last: None, since: Some(4), backlog: VecDeque::new(), filler: None });
+        let mut s = live_stream(Live {
+            shard: shard(),
+            rx,
+            last: None,
+            since: Some(4),
+            backlog: VecDeque::new(),
+            filler: None,
+        });
         tx.send(event(6)).unwrap();
         tx.send(event(7)).unwrap();
         let seen: Vec<_> =
@@ -470,7 +478,14 @@ mod tests {
         assert_eq!(seen, [(0, Some(4)), (6, None), (7, None)]);
         // Committed around the start (at or before the count read): delivered, no notice.
         let (tx, rx) = broadcast::channel(16);
-        let mut s = live_stream(Live { shard: shard(), rx, last: None, since: Some(4), backlog: VecDeque::new(), filler: None });
+        let mut s = live_stream(Live {
+            shard: shard(),
+            rx,
+            last: None,
+            since: Some(4),
+            backlog: VecDeque::new(),
+            filler: None,
+        });
         tx.send(event(4)).unwrap();
         tx.send(event(5)).unwrap();
         assert_eq!((describe(&s.next().await.unwrap()), describe(&s.next().await.unwrap())), ((4, None), (5, None)));

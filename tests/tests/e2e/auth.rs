@@ -321,7 +321,8 @@ async fn revoked_tokens_are_refused_and_their_subscriptions_closed() {
     };
     std::fs::write(&list, format!("jti {}\n", token_id(&a))).unwrap();
     assert!(until_refused(a.clone()).await.contains("revoked"));
-    assert!(closed(&mut watching).await.is_some(), "the subscription signed in with it was closed");
+    let frame = closed(&mut watching).await.expect("the subscription signed in with it was closed");
+    assert!(frame.starts_with("4403 UNAUTHENTICATED: the token was revoked"), "{frame}");
     assert_eq!(status(b.clone()).await.status(), 200, "another subject is unaffected");
     let a_again = app.token_for("coord-a", Role::Coordinator, &["province"], None);
     assert_eq!(status(a_again).await.status(), 200, "a new token of the same subject is not that token");
@@ -448,6 +449,7 @@ async fn a_subscription_connection_ends_when_its_token_expires() {
     subscribe(&mut ws, "1", "111", Some(0)).await;
     register(&app, "111", 801).await;
     assert_eq!(next_event(&mut ws).await["seq"], 1, "live while the token is");
-    assert!(closed(&mut ws).await.is_some(), "the socket closes once the token expires");
+    let frame = closed(&mut ws).await.expect("the socket closes once the token expires");
+    assert!(frame.starts_with("4403 UNAUTHENTICATED: the token expired"), "told why, not just dropped: {frame}");
     assert!(started.elapsed() < Duration::from_secs(10));
 }
