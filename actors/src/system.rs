@@ -284,10 +284,12 @@ impl AttachSystem {
     }
 
     fn shard_of(&self, community: &CommunityCode) -> Result<ShardKey, AttachError> {
-        self.regions
-            .community(community.as_str())
-            .map(|c| c.shard.clone())
-            .ok_or_else(|| AttachError::not_found("community"))
+        self.regions.community(community.as_str()).map(|c| c.shard.clone()).ok_or_else(|| {
+            AttachError::new(
+                crate::error::ErrorCode::NotFound,
+                format!("community {} not found: healthAuthorities lists them", community.as_str()),
+            )
+        })
     }
 
     async fn locate(&self, what: Locator, name: &str) -> Result<ShardKey, AttachError> {

@@ -189,10 +189,32 @@ impl AgeGroup {
 #[serde(try_from = "String", into = "String")]
 pub struct Language([u8; 3]);
 
+/// The ISO 639-1 two-letter language codes, sorted.
+const ISO_639_1: [&str; 184] = [
+    "aa", "ab", "ae", "af", "ak", "am", "an", "ar", "as", "av", "ay", "az", "ba", "be", "bg", "bi", "bm", "bn", "bo",
+    "br", "bs", "ca", "ce", "ch", "co", "cr", "cs", "cu", "cv", "cy", "da", "de", "dv", "dz", "ee", "el", "en", "eo",
+    "es", "et", "eu", "fa", "ff", "fi", "fj", "fo", "fr", "fy", "ga", "gd", "gl", "gn", "gu", "gv", "ha", "he", "hi",
+    "ho", "hr", "ht", "hu", "hy", "hz", "ia", "id", "ie", "ig", "ii", "ik", "io", "is", "it", "iu", "ja", "jv", "ka",
+    "kg", "ki", "kj", "kk", "kl", "km", "kn", "ko", "kr", "ks", "ku", "kv", "kw", "ky", "la", "lb", "lg", "li", "ln",
+    "lo", "lt", "lu", "lv", "mg", "mh", "mi", "mk", "ml", "mn", "mr", "ms", "mt", "my", "na", "nb", "nd", "ne", "ng",
+    "nl", "nn", "no", "nr", "nv", "ny", "oc", "oj", "om", "or", "os", "pa", "pi", "pl", "ps", "pt", "qu", "rm", "rn",
+    "ro", "ru", "rw", "sa", "sc", "sd", "se", "sg", "sh", "si", "sk", "sl", "sm", "sn", "so", "sq", "sr", "ss", "st",
+    "su", "sv", "sw", "ta", "te", "tg", "th", "ti", "tk", "tl", "tn", "to", "tr", "ts", "tt", "tw", "ty", "ug", "uk",
+    "ur", "uz", "ve", "vi", "vo", "wa", "wo", "xh", "yi", "yo", "za", "zh", "zu",
+];
+
 impl Language {
-    /// Parses a 2- or 3-letter code.
+    /// Parses a 2-letter ISO 639-1 code (one of the standard's) or a 3-letter
+    /// ISO 639-2/3 code (by its shape: those are thousands, among them the
+    /// Indigenous languages of Canada that have no 2-letter code).
     pub fn parse(input: &str) -> Result<Self, DomainError> {
         let s = input.trim().to_ascii_lowercase();
+        if s.len() == 2 && ISO_639_1.binary_search(&s.as_str()).is_err() {
+            return Err(DomainError::invalid(
+                "language",
+                &format!("`{s}` is not an ISO 639-1 language code; e.g. en, fr, pa, or a 3-letter ISO 639-3 code"),
+            ));
+        }
         if (2..=3).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_lowercase()) {
             let mut code = [0u8; 3];
             code[..s.len()].copy_from_slice(s.as_bytes());
@@ -359,6 +381,10 @@ mod tests {
         assert_eq!(AgeGroup::of_age(65), AgeGroup::Senior);
         assert_eq!(Language::parse("EN").unwrap().as_str(), "en");
         assert!(Language::parse("english").is_err());
+        assert!(ISO_639_1.is_sorted(), "searched by halves");
+        assert!(Language::parse("zz").unwrap_err().message.contains("ISO 639-1"));
+        assert_eq!(Language::parse("crk").unwrap().as_str(), "crk", "Plains Cree has no 2-letter code");
+        assert_eq!(Language::parse("pa").unwrap().as_str(), "pa");
     }
 
     fn member(phn: &str) -> Member {

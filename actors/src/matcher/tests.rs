@@ -441,7 +441,7 @@ fn agrees_with_the_rules_written_plainly() {
     let few: Vec<Language> = ["en", "fr", "pa", "zh", "es"].into_iter().map(lang).collect();
     // More distinct languages than one 64-bit word holds, to cover the wide path.
     let many: Vec<Language> =
-        (b'a'..=b'z').flat_map(|a| (b'a'..=b'e').map(move |b| lang(&format!("{}{}", a as char, b as char)))).collect();
+        (b'a'..=b'z').flat_map(|a| (b'a'..=b'e').map(move |b| lang(&format!("{}{}q", a as char, b as char)))).collect();
     let rules = [PreferenceRule::Hard, PreferenceRule::Soft, PreferenceRule::Ignore];
     for languages in [&few, &many] {
         for round in 0..4 {
