@@ -184,3 +184,17 @@ async fn a_member_being_added_elsewhere_cannot_be_registered_or_added_here_meanw
     assert_eq!(outcome, crate::store::CasOutcome::Applied);
     s.register(&sys(), &c("112"), household(&[phn(3)], &[])).await.expect("a stale claim is taken over");
 }
+
+#[tokio::test]
+async fn a_household_changed_into_other_people_is_refused_and_keeps_nothing_of_theirs() {
+    let w = world(ShardConfig::default()).await;
+    let s = &w.system;
+    let early = s.register(&sys(), &c("111"), household(&[phn(1)], &[])).await.unwrap().registration;
+    let refused = s.update_household(&sys(), &early.reference, household(&[phn(2), phn(3)], &[])).await.unwrap_err();
+    assert_eq!((refused.code, refused.field.as_deref()), (ErrorCode::InvalidInput, Some("members")));
+    let still = s.registration(&sys(), &early.reference).await.unwrap().registration;
+    assert_eq!(still.household, early.household, "nothing changed");
+    s.register(&sys(), &c("112"), household(&[phn(2), phn(3)], &[])).await.expect("their PHNs were not claimed");
+    // Keeping one member, the household may change as it does.
+    s.update_household(&sys(), &early.reference, household(&[phn(1), phn(4)], &[])).await.unwrap();
+}

@@ -98,6 +98,19 @@ pub fn update_household(
     now: Timestamp,
 ) -> Result<Change, AttachError> {
     let current = registration_or_404(state, r)?;
+    // Refused first if the registration cannot change at all (not waiting).
+    let next = current.update_household(household.clone(), now)?;
+    // The same household as it is now: someone stays, so a place in line is
+    // never handed over to other people.
+    if !household.members.iter().any(|m| current.household.members.iter().any(|c| c.phn == m.phn)) {
+        return Err(AttachError {
+            field: Some("members".into()),
+            ..AttachError::new(
+                crate::error::ErrorCode::InvalidInput,
+                "a changed household keeps at least one of its members; other people register as a new household",
+            )
+        });
+    }
     // NEWBORN is kept on a change until the baby's second birthday (the API
     // allows that much), but is newly given only to a baby under 12 months.
     let today = now.to_utc().date_naive();
@@ -107,7 +120,6 @@ pub fn update_household(
             return Err(e.at(&format!("members[{i}].")).into());
         }
     }
-    let next = current.update_household(household, now)?;
     let household_size = u8::try_from(next.household.members.len()).unwrap_or(u8::MAX);
     Ok(Change {
         upserts: vec![Record::Registration(next)],
