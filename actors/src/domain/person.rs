@@ -7,8 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{DomainError, Phn, Timestamp};
 
-/// A given name or surname: 1–60 characters after trimming, letters (any script)
-/// with spaces, apostrophes, hyphens and periods.
+/// A given name or surname: 1–60 characters after trimming, letters (any script,
+/// with the combining marks written after them) with spaces, apostrophes,
+/// hyphens and periods, and at least one letter.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PersonName(Box<str>);
 
@@ -20,11 +21,19 @@ impl PersonName {
         if count == 0 || count > 60 {
             return Err(DomainError::invalid("name", "a name has 1 to 60 characters"));
         }
-        if !s.chars().all(|c| c.is_alphabetic() || matches!(c, ' ' | '\'' | '-' | '.' | '’')) {
-            return Err(DomainError::invalid(
-                "name",
-                "a name may hold letters, spaces, apostrophes, hyphens and periods",
-            ));
+        let mut after_letter = false;
+        for c in s.chars() {
+            let ok = if is_combining_mark(c) { after_letter } else { c.is_alphabetic() || is_name_punctuation(c) };
+            if !ok {
+                return Err(DomainError::invalid(
+                    "name",
+                    "a name may hold letters (with their accents), spaces, apostrophes, hyphens and periods",
+                ));
+            }
+            after_letter = c.is_alphabetic() || (after_letter && is_combining_mark(c));
+        }
+        if !s.chars().any(char::is_alphabetic) {
+            return Err(DomainError::invalid("name", "a name holds at least one letter"));
         }
         Ok(PersonName(s.into()))
     }
@@ -35,16 +44,34 @@ impl PersonName {
     }
 }
 
+fn is_name_punctuation(c: char) -> bool {
+    matches!(c, ' ' | '\'' | '-' | '.' | '’')
+}
+
+/// A combining mark, written after the letter it marks: accents typed
+/// decomposed (as macOS and iOS keyboards often send them), and the marks of
+/// First Nations orthographies (a comma above in Sq̓əq̓ip, a macron below in
+/// Sḵwx̱wú7mesh). The blocks of combining diacritical marks.
+fn is_combining_mark(c: char) -> bool {
+    matches!(c, '\u{0300}'..='\u{036F}' | '\u{1AB0}'..='\u{1AFF}' | '\u{1DC0}'..='\u{1DFF}' | '\u{FE20}'..='\u{FE2F}')
+}
+
 /// A date of birth: a real calendar date, not in the future, at most 125 years ago.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct DateOfBirth(NaiveDate);
 
 impl DateOfBirth {
-    /// Parses `YYYY-MM-DD`, checked against `today`.
+    /// Parses `YYYY-MM-DD` (exactly: four, two and two digits), checked against `today`.
     pub fn parse(input: &str, today: NaiveDate) -> Result<Self, DomainError> {
-        let date = NaiveDate::parse_from_str(input.trim(), "%Y-%m-%d").map_err(|_| {
-            DomainError::invalid("dateOfBirth", "a date of birth is written YYYY-MM-DD and must be a real date")
-        })?;
+        let bad =
+            || DomainError::invalid("dateOfBirth", "a date of birth is written YYYY-MM-DD and must be a real date");
+        let s = input.trim();
+        let shape = s.len() == 10
+            && s.bytes().enumerate().all(|(i, b)| if i == 4 || i == 7 { b == b'-' } else { b.is_ascii_digit() });
+        if !shape {
+            return Err(bad());
+        }
+        let date = NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| bad())?;
         Self::from_date(date, today)
     }
 
@@ -53,7 +80,7 @@ impl DateOfBirth {
         if date > today {
             return Err(DomainError::invalid("dateOfBirth", "a date of birth cannot be in the future"));
         }
-        if today.year() - date.year() > 125 {
+        if today.checked_sub_months(chrono::Months::new(125 * 12)).is_some_and(|oldest| date < oldest) {
             return Err(DomainError::invalid(
                 "dateOfBirth",
                 "a date of birth more than 125 years ago is not plausible",
@@ -333,6 +360,16 @@ mod tests {
         assert!(PersonName::parse("   ").is_err());
         assert!(PersonName::parse("R2D2").is_err());
         assert!(PersonName::parse(&"a".repeat(61)).is_err());
+        // Accents typed decomposed (e + U+0302 + U+0303), and First Nations orthographies.
+        assert!(PersonName::parse("Nguye\u{0302}\u{0303}n").is_ok());
+        assert!(PersonName::parse("Zoe\u{0301}").is_ok());
+        assert!(PersonName::parse("Sq\u{0313}\u{0259}q\u{0313}ip").is_ok(), "comma above");
+        assert!(PersonName::parse("Sk\u{0331}wx\u{0331}wu\u{0301}mesh").is_ok(), "macron below");
+        assert!(PersonName::parse("\u{0301}Zoe").is_err(), "a mark marks a letter");
+        assert!(PersonName::parse("Zo -\u{0301}").is_err());
+        for punctuation in ["'", "-", "...", " . "] {
+            assert!(PersonName::parse(punctuation).is_err(), "{punctuation:?} has no letter");
+        }
     }
 
     #[test]
@@ -362,6 +399,14 @@ mod tests {
         assert!(DateOfBirth::parse("1899-01-01", today()).is_err());
         assert!(DateOfBirth::parse("1990-02-30", today()).is_err());
         assert!(DateOfBirth::parse("24/11/1990", today()).is_err());
+        // Exactly YYYY-MM-DD.
+        for loose in ["1990-1-1", "+1990-01-01", "1990-01-1", " 1990-01-01x"] {
+            assert!(DateOfBirth::parse(loose, today()).is_err(), "{loose}");
+        }
+        // At most 125 years ago, to the day (today is 2026-11-24).
+        assert!(DateOfBirth::parse("1901-11-24", today()).is_ok());
+        assert!(DateOfBirth::parse("1901-11-23", today()).is_err());
+        assert!(DateOfBirth::parse("1901-01-01", today()).is_err());
     }
 
     #[test]
