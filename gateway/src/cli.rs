@@ -247,6 +247,11 @@ fn mint(
     }
     if let Some(s) = &subject {
         anyhow::ensure!(!s.trim().is_empty(), "--subject is empty: a token names who holds it");
+        // As the server reads a token's `sub`.
+        anyhow::ensure!(
+            s.len() <= 256 && !s.chars().any(char::is_control),
+            "--subject must be 1 to 256 printable characters"
+        );
     }
     let subject = subject.unwrap_or_else(|| match &provider {
         Some(p) => format!("dev-{role}-{p}"),
@@ -354,6 +359,9 @@ mod tests {
         assert!(mint_as("support", &[], None).is_err());
         let nobody = mint_as("operations", &["province"], Some("  ")).unwrap_err().to_string();
         assert!(nobody.contains("--subject"), "{nobody}");
+        let long = "a".repeat(257);
+        assert!(mint_as("operations", &["province"], Some(&long)).unwrap_err().to_string().contains("256"));
+        assert!(mint_as("operations", &["province"], Some(&long[..256])).is_ok());
         assert!(mint_as("coordinator", &["ha:IHA"], None).is_ok());
         assert!(mint_as("patient", &[], Some("patient-1")).is_ok(), "a patient needs no scope");
         assert!(mint_as("coordinator", &["ha:iha", "community:233"], None).is_ok(), "codes of bc.toml");
