@@ -467,6 +467,24 @@ impl Settings {
     pub fn check(&self) -> anyhow::Result<()> {
         anyhow::ensure!(self.shard.mailbox_capacity > 0, "shard.mailbox_capacity must be at least 1");
         anyhow::ensure!(self.limits.max_page_size > 0, "limits.max_page_size must be at least 1");
+        // Values that would start a server unable to do its work, while `/readyz` says ready.
+        let lowest: [(&str, u64, u64, &str); 11] = [
+            ("limits.max_body_bytes", self.limits.max_body_bytes as u64, 1024, "a request must fit"),
+            ("limits.max_depth", self.limits.max_depth as u64, 3, "a waitlist page is 3 deep"),
+            ("limits.max_complexity", self.limits.max_complexity as u64, 1, ""),
+            ("shard.call_timeout_secs", self.shard.call_timeout_secs, 1, ""),
+            ("shard.panel_chunk_rows", self.shard.panel_chunk_rows as u64, 1, ""),
+            ("shard.transfer_chunk", self.shard.transfer_chunk as u64, 1, ""),
+            ("shard.proposal_ttl_secs", self.shard.proposal_ttl_secs, 1, "a proposal must live to be answered"),
+            ("shard.expiry_interval_ms", self.shard.expiry_interval_ms, 1, ""),
+            ("feed.buffer", self.feed.buffer as u64, 1, ""),
+            ("feed.keepalive_secs", self.feed.keepalive_secs, 1, ""),
+            ("feed.max_subscriptions_per_connection", self.feed.max_subscriptions_per_connection as u64, 1, ""),
+        ];
+        for (name, value, least, why) in lowest {
+            let why = if why.is_empty() { String::new() } else { format!(" ({why})") };
+            anyhow::ensure!(value >= least, "{name} must be at least {least}{why}");
+        }
         anyhow::ensure!(
             !self.redis_namespace.is_empty()
                 && self.redis_namespace.len() <= 40
@@ -719,6 +737,18 @@ mod tests {
                 jail.create_file("bounds.toml", bounds)?;
                 let refused = Settings::load(Some(Path::new("bounds.toml"))).unwrap_err().to_string();
                 assert!(refused.contains("shard."), "{bounds}: {refused}");
+            }
+            // Settings that would leave a server ready but unable to serve.
+            for (setting, name) in [
+                ("[limits]\nmax_body_bytes = 0\n", "limits.max_body_bytes"),
+                ("[limits]\nmax_depth = 0\n", "limits.max_depth"),
+                ("[shard]\nproposal_ttl_secs = 0\n", "shard.proposal_ttl_secs"),
+                ("[shard]\ntransfer_chunk = 0\n", "shard.transfer_chunk"),
+                ("[feed]\nbuffer = 0\n", "feed.buffer"),
+            ] {
+                jail.create_file("zero.toml", setting)?;
+                let refused = Settings::load(Some(Path::new("zero.toml"))).unwrap_err().to_string();
+                assert!(refused.contains(name), "{setting}: {refused}");
             }
             Ok(())
         });
