@@ -262,11 +262,17 @@ async fn graphql(State(state): State<AppState>, request: Request) -> Response {
 /// file. The body is read with a hard cap (a larger one for uploads), so an
 /// oversized request is refused before it is parsed.
 async fn execute(state: &AppState, principal: Option<Principal>, headers: &HeaderMap, body: Body) -> Response {
+    let started = std::time::Instant::now();
+    // Refused before GraphQL runs, and counted as the GraphQL requests are.
+    let refused = |status: StatusCode, message: &str| {
+        state.metrics.record(started.elapsed(), std::iter::once("INVALID_INPUT".to_string()));
+        request_error(status, message)
+    };
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
     let multipart = content_type.as_deref().is_some_and(|c| c.starts_with("multipart/form-data"));
     let cap = if multipart { state.max_upload_bytes } else { state.max_body_bytes };
     let Ok(bytes) = to_bytes(body, cap).await else {
-        return request_error(StatusCode::PAYLOAD_TOO_LARGE, &format!("the request body is larger than {cap} bytes"));
+        return refused(StatusCode::PAYLOAD_TOO_LARGE, &format!("the request body is larger than {cap} bytes"));
     };
     // Kept (a cheap handle) in case the request must go to the node holding its shard.
     let original = bytes.clone();
@@ -286,9 +292,8 @@ async fn execute(state: &AppState, principal: Option<Principal>, headers: &Heade
     };
     let mut request = match parsed {
         Ok(r) => r,
-        Err(message) => return request_error(StatusCode::BAD_REQUEST, &message),
+        Err(message) => return refused(StatusCode::BAD_REQUEST, &message),
     };
-    let started = std::time::Instant::now();
     if let Some(principal) = principal {
         request = request.data(principal);
     }

@@ -341,12 +341,17 @@ async fn metrics_count_what_clients_did() {
         app.error_code("{ registration(reference: \"ABCDEFGHJKMN\") { status } }", json!({})).await,
         "NOT_FOUND"
     );
+    // A body that is not a GraphQL request is refused before GraphQL runs, and counted all the same.
+    let url = format!("{}/graphql", app.url);
+    let bad = app.http().post(&url).header("content-type", "application/json").body("{ not json").send().await;
+    assert_eq!(bad.unwrap().status(), 400);
     let text = app.http().get(format!("{}/metrics", app.url)).send().await.unwrap().text().await.unwrap();
-    assert_eq!(metric(&text, "attach_graphql_requests_total"), 3.0);
-    assert_eq!(metric(&text, "attach_graphql_failed_requests_total"), 1.0);
+    assert_eq!(metric(&text, "attach_graphql_requests_total"), 4.0);
+    assert_eq!(metric(&text, "attach_graphql_failed_requests_total"), 2.0);
     assert_eq!(metric(&text, "attach_graphql_errors_total{code=\"NOT_FOUND\"}"), 1.0);
+    assert_eq!(metric(&text, "attach_graphql_errors_total{code=\"INVALID_INPUT\"}"), 1.0);
     assert_eq!(metric(&text, "attach_graphql_errors_total{code=\"CONFLICT\"}"), 0.0);
-    assert_eq!(metric(&text, "attach_graphql_request_duration_seconds_count"), 3.0);
+    assert_eq!(metric(&text, "attach_graphql_request_duration_seconds_count"), 4.0);
     assert_eq!(metric(&text, "attach_shard_waiting_households{shard=\"IHA/111\"}"), 1.0);
     assert_eq!(metric(&text, "attach_shard_waiting_people{shard=\"IHA/111\"}"), 2.0);
     assert_eq!(metric(&text, "attach_shard_last_seq{shard=\"IHA/111\"}"), 1.0);
