@@ -65,6 +65,34 @@ pub fn signed_out(why: &str) -> CloseFrame {
     CloseFrame { code: 4403, reason: format!("{REFUSED_SIGN_IN}: {why}; sign in again").into() }
 }
 
+/// Gives the GraphQL errors an outgoing message carries a code, as
+/// `ensure_codes` does for an HTTP answer: async-graphql raises syntax,
+/// validation and limit errors without one (`error` messages), and a field's
+/// argument errors while it runs (`next`/`data` messages). Messages without an
+/// error (the feed's events) are passed on untouched, unparsed.
+fn with_codes(text: String) -> String {
+    if !text.contains("\"message\"") {
+        return text;
+    }
+    let Ok(mut message) = serde_json::from_str::<serde_json::Value>(&text) else { return text };
+    let errors = match message.get_mut("payload") {
+        Some(serde_json::Value::Object(payload)) => payload.get_mut("errors"),
+        Some(list @ serde_json::Value::Array(_)) => Some(list),
+        _ => None,
+    };
+    let Some(errors) = errors.filter(|e| e.is_array()) else { return text };
+    let Ok(parsed) = serde_json::from_value::<Vec<async_graphql::ServerError>>(errors.take()) else { return text };
+    let mut response = async_graphql::Response::from_errors(parsed);
+    crate::graphql::error::ensure_codes(&mut response);
+    match serde_json::to_value(&response.errors) {
+        Ok(coded) => {
+            *errors = coded;
+            serde_json::to_string(&message).unwrap_or(text)
+        }
+        Err(_) => text,
+    }
+}
+
 /// Serves one connection: async-graphql's protocol over `socket` (as
 /// `async_graphql_axum::GraphQLWebSocket::serve` does), with a ping every
 /// `every` written by the same task, so no message takes an extra hop. When
@@ -94,7 +122,7 @@ pub async fn serve<E, OnInit, InitFut>(
         .on_connection_init(on_init)
         .keepalive_timeout(client_timeout(protocol, every))
         .map(|message| match message {
-            WsMessage::Text(text) => Message::Text(text.into()),
+            WsMessage::Text(text) => Message::Text(with_codes(text).into()),
             WsMessage::Close(code, reason) => {
                 Message::Close(Some(CloseFrame { code: close_code(code, &reason), reason: reason.into() }))
             }
@@ -126,6 +154,23 @@ pub async fn serve<E, OnInit, InitFut>(
 mod tests {
     use super::*;
     use axum::http::HeaderValue;
+
+    #[test]
+    fn errors_sent_over_a_socket_carry_codes_and_events_pass_untouched() {
+        let refused = r#"{"type":"error","id":"1","payload":[{"message":"Unknown field \"nope\" on type \"MatchEvent\".","locations":[{"line":1,"column":40}]}]}"#;
+        let coded: serde_json::Value = serde_json::from_str(&with_codes(refused.to_string())).unwrap();
+        assert_eq!(coded["payload"][0]["extensions"]["code"], "INVALID_INPUT");
+        assert_eq!(coded["payload"][0]["message"], "Unknown field \"nope\" on type \"MatchEvent\".");
+        let next = r#"{"type":"next","id":"1","payload":{"data":null,"errors":[{"message":"Failed to parse \"Int\": Invalid number","path":["events"]}]}}"#;
+        let coded: serde_json::Value = serde_json::from_str(&with_codes(next.to_string())).unwrap();
+        assert_eq!(coded["payload"]["errors"][0]["extensions"]["code"], "INVALID_INPUT");
+        let kept =
+            r#"{"type":"next","id":"1","payload":{"errors":[{"message":"x","extensions":{"code":"FORBIDDEN"}}]}}"#;
+        let coded: serde_json::Value = serde_json::from_str(&with_codes(kept.to_string())).unwrap();
+        assert_eq!(coded["payload"]["errors"][0]["extensions"]["code"], "FORBIDDEN");
+        let event = r#"{"type":"next","id":"1","payload":{"data":{"communityEvents":{"kind":"REGISTERED","seq":3}}}}"#;
+        assert_eq!(with_codes(event.to_string()), event);
+    }
 
     #[test]
     fn the_protocol_is_picked_as_async_graphql_picks_it() {
