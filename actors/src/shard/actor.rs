@@ -71,6 +71,11 @@ pub struct ShardConfig {
 }
 
 impl ShardConfig {
+    /// [`Self::claim_grace`] in milliseconds, as timestamps count.
+    pub fn claim_grace_ms(&self) -> i64 {
+        i64::try_from(self.claim_grace.as_millis()).unwrap_or(i64::MAX)
+    }
+
     /// How long a proposal stays open, in milliseconds.
     pub fn proposal_ttl_ms(&self) -> i64 {
         i64::try_from(self.proposal_ttl.as_millis()).unwrap_or(14 * DAY_MS)
@@ -761,7 +766,7 @@ impl ShardRuntime {
             }
             PhnHolder::Panel(p) => self.store.read(&claim.shard, &RecordKey::PanelEntry(p.clone(), phn)).await?,
         };
-        let recent = now.0 - claim.at.0 < i64::try_from(self.config.claim_grace.as_millis()).unwrap_or(i64::MAX);
+        let recent = now.0 - claim.at.0 < self.config.claim_grace_ms();
         Ok(match record {
             // A claim made since the registration last changed, for a member it
             // does not list yet, is a change under way (a member being added):

@@ -48,9 +48,17 @@ const BUSY: &str = "the patient is being registered or moved right now; submit t
 /// `provider`'s panel: the household is attached to that provider and the
 /// claim is no newer than the attachment. A return to the waitlist renews its
 /// members' claims with a later time before it commits, so a removal or a
-/// transfer step reading the claim meanwhile leaves it to the household.
-pub(super) fn stands_for_attachment(claim: &PhnClaim, reg: &Registration, provider: &ProviderId) -> bool {
-    reg.is_attached_to(provider) && claim.at <= reg.updated_at
+/// transfer step reading the claim meanwhile leaves it to the household. A
+/// renewal older than the claim grace (`grace_ms`) is a return that stopped
+/// before its commit (a crash): the claim stands for the entry again.
+pub(super) fn stands_for_attachment(
+    claim: &PhnClaim,
+    reg: &Registration,
+    provider: &ProviderId,
+    now: Timestamp,
+    grace_ms: i64,
+) -> bool {
+    reg.is_attached_to(provider) && (claim.at <= reg.updated_at || now.0 - claim.at.0 >= grace_ms)
 }
 
 impl ShardRuntime {
@@ -333,7 +341,7 @@ impl ShardRuntime {
                     PhnHolder::Registration(r) if e.source.reference() == Some(*r) => self
                         .claimed_registration(&c.shard, r)
                         .await?
-                        .is_none_or(|reg| stands_for_attachment(&c, &reg, provider)),
+                        .is_none_or(|reg| stands_for_attachment(&c, &reg, provider, now, self.config.claim_grace_ms())),
                     _ => false,
                 };
                 if ours || by_registration {
@@ -495,7 +503,7 @@ impl ShardRuntime {
                 Some(c @ PhnClaim { holder: PhnHolder::Registration(r), .. }) => self
                     .claimed_registration(&c.shard, r)
                     .await?
-                    .is_some_and(|reg| stands_for_attachment(c, &reg, &t.from)),
+                    .is_some_and(|reg| stands_for_attachment(c, &reg, &t.from, now, self.config.claim_grace_ms())),
                 _ => false,
             };
             let from_source = |c: &PhnClaim| match &c.holder {

@@ -370,3 +370,22 @@ async fn a_transfer_step_racing_a_return_leaves_the_renewed_claim_to_the_househo
     assert_eq!(back.registration.status, RegistrationStatus::Waiting);
     assert!(s.panel(&sys(), &a, 0, 10).await.unwrap().items.is_empty());
 }
+
+#[tokio::test]
+async fn a_return_cut_off_before_its_commit_does_not_hold_a_removed_member_once_the_grace_has_passed() {
+    // No grace: a renewal is at once a return that stopped (a crash) rather than one under way.
+    let config = ShardConfig { claim_grace: std::time::Duration::ZERO, ..spilling() };
+    let w = world(config).await;
+    let s = &w.system;
+    let (doc, reference, _) = attached_next_door(s).await;
+    renew_claim_as_a_return_does(s, phn(1), &reference).await;
+    // The return never committed; the provider removes the patient, whose claim is freed.
+    assert_eq!(s.remove_from_panel(&sys(), &doc, vec![phn(1)]).await.unwrap(), [true]);
+    assert_eq!(s.store().phn_claim(phn(1)).await.unwrap(), None);
+    s.register(&sys(), &c("112"), household(&[phn(1)], &[])).await.expect("free to register");
+    // Asked again, the return finds the member registered elsewhere and changes nothing.
+    let refused = s.return_to_waitlist(&sys(), &reference, "never seen".into()).await.unwrap_err();
+    assert_eq!(refused.code, ErrorCode::Conflict);
+    let still = s.registration(&sys(), &reference).await.unwrap().registration;
+    assert_eq!(still.status, RegistrationStatus::Attached);
+}
