@@ -459,18 +459,16 @@ mod tests {
         assert_eq!(seen, [(3, None), (4, None), (5, None), (0, Some(5)), (8, None)]);
     }
 
+    /// A subscription from now on, the community standing at `since`, with no store to fill gaps.
+    fn from_now(rx: broadcast::Receiver<Event>, since: u64) -> BoxStream<'static, MatchEvent> {
+        live_stream(Live { shard: shard(), rx, last: None, since: Some(since), backlog: VecDeque::new(), filler: None })
+    }
+
     #[tokio::test]
     async fn a_subscriber_from_now_on_is_told_of_a_lost_first_event() {
         // The community stood at seq 4 when the subscription started; 5 was lost.
         let (tx, rx) = broadcast::channel(16);
-        let mut s = live_stream(Live {
-            shard: shard(),
-            rx,
-            last: None,
-            since: Some(4),
-            backlog: VecDeque::new(),
-            filler: None,
-        });
+        let mut s = from_now(rx, 4);
         tx.send(event(6)).unwrap();
         tx.send(event(7)).unwrap();
         let seen: Vec<_> =
@@ -478,14 +476,7 @@ mod tests {
         assert_eq!(seen, [(0, Some(4)), (6, None), (7, None)]);
         // Committed around the start (at or before the count read): delivered, no notice.
         let (tx, rx) = broadcast::channel(16);
-        let mut s = live_stream(Live {
-            shard: shard(),
-            rx,
-            last: None,
-            since: Some(4),
-            backlog: VecDeque::new(),
-            filler: None,
-        });
+        let mut s = from_now(rx, 4);
         tx.send(event(4)).unwrap();
         tx.send(event(5)).unwrap();
         assert_eq!((describe(&s.next().await.unwrap()), describe(&s.next().await.unwrap())), ((4, None), (5, None)));
