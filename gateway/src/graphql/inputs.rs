@@ -105,7 +105,8 @@ fn parse_household(
 fn parse_languages(input: &[String]) -> Result<Vec<d::Language>, DomainError> {
     let mut out: Vec<d::Language> = Vec::with_capacity(input.len());
     for (i, l) in input.iter().enumerate() {
-        let language = d::Language::parse(l).map_err(|e| DomainError { field: format!("languages[{i}]"), ..e })?;
+        let language =
+            d::Language::parse_input(l).map_err(|e| DomainError { field: format!("languages[{i}]"), ..e })?;
         if !out.contains(&language) {
             out.push(language);
         }
