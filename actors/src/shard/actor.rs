@@ -693,6 +693,10 @@ impl ShardRuntime {
         let current = self.state.registration(r).ok_or_else(|| AttachError::not_found("registration"))?;
         let unchanged = current.household == household;
         let before: Vec<_> = current.household.members.iter().map(|m| m.phn).collect();
+        // The time the change will carry (see `Registration::update_household`): later than
+        // the registration's, so another community reading the claim before the commit
+        // finds it newer than the registration and so a change under way (`claim_is_live`).
+        let at = now.max(current.updated_at.plus_ms(1));
         // Planned first: a refused transition is refused before any claim is taken.
         let change = plan::update_household(&self.state, r, household.clone(), now)?;
         if unchanged {
@@ -700,7 +704,7 @@ impl ShardRuntime {
         }
         let added: Vec<_> = household.members.iter().map(|m| m.phn).filter(|p| !before.contains(p)).collect();
         let left: Vec<_> = before.iter().copied().filter(|p| !household.members.iter().any(|m| m.phn == *p)).collect();
-        let claim = PhnClaim { shard: self.state.key.clone(), holder: PhnHolder::Registration(*r), at: now };
+        let claim = PhnClaim { shard: self.state.key.clone(), holder: PhnHolder::Registration(*r), at };
         let claimed = self.claim_members(&claim, &household, &added, now, Renew::No, "nothing was changed").await?;
         if let Err(e) = self.commit(change, now).await {
             self.give_back(&claimed, &claim).await;
