@@ -190,11 +190,18 @@ async fn a_household_changed_into_other_people_is_refused_and_keeps_nothing_of_t
     let w = world(ShardConfig::default()).await;
     let s = &w.system;
     let early = s.register(&sys(), &c("111"), household(&[phn(1)], &[])).await.unwrap().registration;
-    let refused = s.update_household(&sys(), &early.reference, household(&[phn(2), phn(3)], &[])).await.unwrap_err();
+    let mut others = household(&[phn(2), phn(3)], &[]);
+    for m in &mut others.members {
+        m.given_name = PersonName::parse("Ana").unwrap();
+    }
+    let refused = s.update_household(&sys(), &early.reference, others).await.unwrap_err();
     assert_eq!((refused.code, refused.field.as_deref()), (ErrorCode::InvalidInput, Some("members")));
     let still = s.registration(&sys(), &early.reference).await.unwrap().registration;
     assert_eq!(still.household, early.household, "nothing changed");
     s.register(&sys(), &c("112"), household(&[phn(2), phn(3)], &[])).await.expect("their PHNs were not claimed");
-    // Keeping one member, the household may change as it does.
+    // Keeping one member, the household may change as it does; and the same
+    // person (name and date of birth) may correct a mistyped PHN.
     s.update_household(&sys(), &early.reference, household(&[phn(1), phn(4)], &[])).await.unwrap();
+    let corrected = s.update_household(&sys(), &early.reference, household(&[phn(5)], &[])).await.unwrap();
+    assert_eq!(corrected.registration.registered_at, early.registered_at);
 }

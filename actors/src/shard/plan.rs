@@ -2,8 +2,8 @@
 //! without changing it. A refused command returns an error and writes nothing.
 
 use crate::domain::{
-    Capacity, Clinic, ClinicInput, Decline, EventKind, FacilityNumber, Household, Need, PanelEntry, PanelSource,
-    PersonName, Proposal, ProposalId, ProposalStatus, Provider, ProviderId, ProviderKind, Registration,
+    Capacity, Clinic, ClinicInput, Decline, EventKind, FacilityNumber, Household, Member, Need, PanelEntry,
+    PanelSource, PersonName, Proposal, ProposalId, ProposalStatus, Provider, ProviderId, ProviderKind, Registration,
     RegistrationRef, RegistrationStatus, Responder, Settlement, Timestamp,
 };
 use crate::error::AttachError;
@@ -100,14 +100,19 @@ pub fn update_household(
     let current = registration_or_404(state, r)?;
     // Refused first if the registration cannot change at all (not waiting).
     let next = current.update_household(household.clone(), now)?;
-    // The same household as it is now: someone stays, so a place in line is
+    // The same household as it is now: someone stays (by PHN, or by name and
+    // date of birth when a mistyped PHN is corrected), so a place in line is
     // never handed over to other people.
-    if !household.members.iter().any(|m| current.household.members.iter().any(|c| c.phn == m.phn)) {
+    let same_person = |m: &Member, c: &Member| {
+        m.phn == c.phn || (m.given_name == c.given_name && m.surname == c.surname && m.date_of_birth == c.date_of_birth)
+    };
+    if !household.members.iter().any(|m| current.household.members.iter().any(|c| same_person(m, c))) {
         return Err(AttachError {
             field: Some("members".into()),
             ..AttachError::new(
                 crate::error::ErrorCode::InvalidInput,
-                "a changed household keeps at least one of its members; other people register as a new household",
+                "a changed household keeps at least one of its members (by PHN, or by name and date of birth \
+                 to correct a PHN); other people register as a new household",
             )
         });
     }
