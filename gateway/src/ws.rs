@@ -74,23 +74,29 @@ fn with_codes(text: String) -> String {
     if !text.contains("\"message\"") {
         return text;
     }
-    let Ok(mut message) = serde_json::from_str::<serde_json::Value>(&text) else { return text };
-    let errors = match message.get_mut("payload") {
-        Some(serde_json::Value::Object(payload)) => payload.get_mut("errors"),
-        Some(list @ serde_json::Value::Array(_)) => Some(list),
+    // async-graphql's value keeps an object's keys in order, where serde_json's
+    // would sort them (the answer's fields stay in the order the query selects).
+    let Ok(mut message) = serde_json::from_str::<async_graphql::Value>(&text) else { return text };
+    let async_graphql::Value::Object(top) = &mut message else { return text };
+    let errors = match top.get_mut("payload") {
+        Some(async_graphql::Value::Object(payload)) => payload.get_mut("errors"),
+        Some(list @ async_graphql::Value::List(_)) => Some(list),
         _ => None,
     };
-    let Some(errors) = errors.filter(|e| e.is_array()) else { return text };
-    let Ok(parsed) = serde_json::from_value::<Vec<async_graphql::ServerError>>(errors.take()) else { return text };
+    let Some(errors) = errors.filter(|e| matches!(e, async_graphql::Value::List(_))) else { return text };
+    let Ok(parsed) =
+        std::mem::take(errors).into_json().and_then(serde_json::from_value::<Vec<async_graphql::ServerError>>)
+    else {
+        return text;
+    };
+    if parsed.iter().all(|e| e.extensions.as_ref().is_some_and(|x| x.get("code").is_some())) {
+        return text;
+    }
     let mut response = async_graphql::Response::from_errors(parsed);
     crate::graphql::error::ensure_codes(&mut response);
-    match serde_json::to_value(&response.errors) {
-        Ok(coded) => {
-            *errors = coded;
-            serde_json::to_string(&message).unwrap_or(text)
-        }
-        Err(_) => text,
-    }
+    let Ok(coded) = async_graphql::to_value(&response.errors) else { return text };
+    *errors = coded;
+    serde_json::to_string(&message).unwrap_or(text)
 }
 
 /// Serves one connection: async-graphql's protocol over `socket` (as
@@ -168,6 +174,10 @@ mod tests {
             r#"{"type":"next","id":"1","payload":{"errors":[{"message":"x","extensions":{"code":"FORBIDDEN"}}]}}"#;
         let coded: serde_json::Value = serde_json::from_str(&with_codes(kept.to_string())).unwrap();
         assert_eq!(coded["payload"]["errors"][0]["extensions"]["code"], "FORBIDDEN");
+        // The data beside an error keeps the order of its fields.
+        let partial = r#"{"type":"next","id":"1","payload":{"data":{"b":1,"a":{"z":2,"y":3}},"errors":[{"message":"Failed to parse \"Int\"","path":["c"]}]}}"#;
+        let coded = r#"{"type":"next","id":"1","payload":{"data":{"b":1,"a":{"z":2,"y":3}},"errors":[{"message":"Failed to parse \"Int\"","path":["c"],"extensions":{"code":"INVALID_INPUT"}}]}}"#;
+        assert_eq!(with_codes(partial.to_string()), coded);
         let event = r#"{"type":"next","id":"1","payload":{"data":{"communityEvents":{"kind":"REGISTERED","seq":3}}}}"#;
         assert_eq!(with_codes(event.to_string()), event);
     }
