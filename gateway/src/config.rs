@@ -468,7 +468,13 @@ impl Settings {
         anyhow::ensure!(self.shard.mailbox_capacity > 0, "shard.mailbox_capacity must be at least 1");
         anyhow::ensure!(self.limits.max_page_size > 0, "limits.max_page_size must be at least 1");
         // Values that would start a server unable to do its work, while `/readyz` says ready.
-        let lowest: [(&str, u64, u64, &str); 11] = [
+        let lowest: [(&str, u64, u64, &str); 12] = [
+            (
+                "shard.claim_grace_secs",
+                self.shard.claim_grace_secs,
+                1,
+                "a claim under way is told from a crash's by it",
+            ),
             ("limits.max_body_bytes", self.limits.max_body_bytes as u64, 1024, "a request must fit"),
             ("limits.max_depth", self.limits.max_depth as u64, 3, "a waitlist page is 3 deep"),
             ("limits.max_complexity", self.limits.max_complexity as u64, 1, ""),
@@ -745,6 +751,7 @@ mod tests {
                 ("[shard]\nproposal_ttl_secs = 0\n", "shard.proposal_ttl_secs"),
                 ("[shard]\ntransfer_chunk = 0\n", "shard.transfer_chunk"),
                 ("[feed]\nbuffer = 0\n", "feed.buffer"),
+                ("[shard]\nclaim_grace_secs = 0\n", "shard.claim_grace_secs"),
             ] {
                 jail.create_file("zero.toml", setting)?;
                 let refused = Settings::load(Some(Path::new("zero.toml"))).unwrap_err().to_string();
