@@ -103,12 +103,21 @@ fn parse_household(
 
 /// The languages in the order given, each once (`en`, `EN` and ` en ` are one).
 fn parse_languages(input: &[String]) -> Result<Vec<d::Language>, DomainError> {
-    let mut out: Vec<d::Language> = Vec::with_capacity(input.len());
-    for (i, l) in input.iter().enumerate() {
-        let language =
-            d::Language::parse_input(l).map_err(|e| DomainError { field: format!("languages[{i}]"), ..e })?;
-        if !out.contains(&language) {
-            out.push(language);
+    parse_distinct(input, "languages", d::Language::parse_input)
+}
+
+/// Each entry of the list input `field` parsed, in the order given, each value
+/// once; an entry refused names its place (`field[i]`).
+fn parse_distinct<T: PartialEq>(
+    input: &[String],
+    field: &str,
+    parse: impl Fn(&str) -> Result<T, DomainError>,
+) -> Result<Vec<T>, DomainError> {
+    let mut out: Vec<T> = Vec::with_capacity(input.len());
+    for (i, entry) in input.iter().enumerate() {
+        let value = parse(entry).map_err(|e| DomainError { field: format!("{field}[{i}]"), ..e })?;
+        if !out.contains(&value) {
+            out.push(value);
         }
     }
     Ok(out)
@@ -190,21 +199,9 @@ impl ProviderInput {
         if self.clinics.as_ref().is_some_and(|c| c.len() > 20) {
             return Err(DomainError { field: "clinics".into(), message: "list at most 20 clinics".into() });
         }
-        let clinics = match &self.clinics {
-            None => None,
-            Some(list) => {
-                let mut out: Vec<d::FacilityNumber> = Vec::with_capacity(list.len());
-                for (i, c) in list.iter().enumerate() {
-                    let f =
-                        d::FacilityNumber::parse(c).map_err(|e| DomainError { field: format!("clinics[{i}]"), ..e })?;
-                    // Listed twice is listed once: the "only clinic" rule counts clinics.
-                    if !out.contains(&f) {
-                        out.push(f);
-                    }
-                }
-                Some(out)
-            }
-        };
+        // Listed twice is listed once: the "only clinic" rule counts clinics.
+        let clinics =
+            self.clinics.as_deref().map(|c| parse_distinct(c, "clinics", d::FacilityNumber::parse)).transpose()?;
         Ok((
             d::CommunityCode::parse(&self.community)?,
             CoreProviderInput {
@@ -263,4 +260,20 @@ pub struct WaitlistFilter {
     pub needs: Vec<Need>,
     /// Only households waiting at least this many days.
     pub min_wait_days: Option<u32>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_list_entry_refused_names_its_place_and_a_repeated_one_is_kept_once() {
+        let list = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let clinics = parse_distinct(&list(&["0F111", "0f111", "0F112"]), "clinics", d::FacilityNumber::parse).unwrap();
+        assert_eq!(clinics.iter().map(|f| f.as_str()).collect::<Vec<_>>(), ["0F111", "0F112"]);
+        let refused = parse_distinct(&list(&["0F111", "bad!"]), "clinics", d::FacilityNumber::parse).unwrap_err();
+        assert_eq!(refused.field, "clinics[1]");
+        let refused = parse_languages(&list(&["en", "zz"])).unwrap_err();
+        assert_eq!(refused.field, "languages[1]");
+    }
 }
