@@ -520,7 +520,10 @@ impl AttachSystem {
                 None => None,
             };
             self.may_change_provider(who, &input, current.as_ref()).await?;
-            self.directory.call_audited(&shard, trail.draft(), |r| ShardMsg::UpsertProvider(input, r)).await
+            // The shard writes only if the clinics are still those checked (a clinic's
+            // director may have taken the provider off meanwhile).
+            let checked = current.map(|p| p.clinics);
+            self.directory.call_audited(&shard, trail.draft(), |r| ShardMsg::UpsertProvider(input, checked, r)).await
         }
         .await;
         self.audited(trail, result).await

@@ -323,3 +323,25 @@ async fn each_audited_action_leaves_exactly_one_record() {
     let only_mine = AuditQuery { subject: Some("coord-1".into()), limit: 10, ..Default::default() };
     assert_eq!(s.audit_log(&ops, only_mine).await.unwrap().len(), 2);
 }
+
+#[tokio::test]
+async fn a_providers_entry_is_not_written_over_a_clinic_list_changed_since_the_check() {
+    let w = world(ShardConfig::default()).await;
+    let s = &w.system;
+    let f = super::panel_tests::clinic(s, "0F111", "111").await;
+    let doc = provider(s, "P1111", "111", 0).await;
+    s.set_provider_clinic(&sys(), &f, &doc, true).await.unwrap();
+    // Checked while the provider was at no clinic; the director listed them since.
+    let input = crate::shard::ProviderInput {
+        id: doc.clone(),
+        given_name: PersonName::parse("Jo").unwrap(),
+        surname: PersonName::parse("Okafor").unwrap(),
+        kind: ProviderKind::Physician,
+        clinics: Some(vec![]),
+        reported_panel_size: None,
+    };
+    let shard = ShardKey::parse("IHA/111").unwrap();
+    let stale = s.directory().call(&shard, |r| crate::shard::ShardMsg::UpsertProvider(input, Some(vec![]), r)).await;
+    assert_eq!(code(stale), ErrorCode::Conflict);
+    assert_eq!(s.provider(&sys(), &doc).await.unwrap().provider.clinics, vec![f], "the director's listing stands");
+}

@@ -243,10 +243,17 @@ impl ShardActor {
             }
             ShardMsg::GetRegistration(r, reply) => answer!(reply, rt.registration_view(&r).await),
             ShardMsg::Waitlist(q, reply) => answer!(reply, Ok(rt.waitlist(&q, now))),
-            ShardMsg::UpsertProvider(input, reply) => {
+            ShardMsg::UpsertProvider(input, checked, reply) => {
                 let id = input.id.clone();
-                let change = plan::upsert_provider(&rt.state, input, now);
-                answer!(reply, rt.commit(change, now).await.and_then(|_| rt.provider_view(&id, now)))
+                let result = if rt.state.provider(&id).map(|p| p.clinics.clone()) != checked {
+                    Err(AttachError::conflict(format!(
+                        "provider {id}'s clinics changed while this change was checked; send it again"
+                    )))
+                } else {
+                    let change = plan::upsert_provider(&rt.state, input, now);
+                    rt.commit(change, now).await.and_then(|_| rt.provider_view(&id, now))
+                };
+                answer!(reply, result)
             }
             ShardMsg::SetCapacity(id, capacity, reply) => {
                 let result = match plan::set_capacity(&rt.state, &id, capacity, now) {

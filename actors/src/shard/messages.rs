@@ -166,8 +166,10 @@ pub enum ShardMsg {
     GetRegistration(RegistrationRef, Reply<RegistrationView>),
     /// A page of the waitlist.
     Waitlist(WaitlistQuery, Reply<WaitlistPage>),
-    /// Create or update a provider.
-    UpsertProvider(ProviderInput, Reply<ProviderView>),
+    /// Create or update a provider, with the clinics the provider was listed at
+    /// when the caller's right to make the change was checked (`None`: no such
+    /// provider then); refused with `CONFLICT` if that changed since.
+    UpsertProvider(ProviderInput, Option<Vec<crate::domain::FacilityNumber>>, Reply<ProviderView>),
     /// Set a provider's capacity.
     SetCapacity(ProviderId, Capacity, Reply<ProviderView>),
     /// A provider.
