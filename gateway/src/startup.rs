@@ -154,16 +154,28 @@ fn rate_limits(settings: &Settings) -> anyhow::Result<RateLimits> {
     })
 }
 
+/// The listening socket `settings` names.
+async fn bind(settings: &Settings) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(settings.listen).await.with_context(|| format!("binding {}", settings.listen))
+}
+
 impl Application {
     /// Opens everything `settings` names and starts loading shards.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        // A port in use is found before anything is made on disk.
+        let listener = bind(&settings).await?;
         let store = open_store(&settings).await?;
-        Self::build_with_store(settings, store).await
+        Self::build_on(settings, store, listener).await
     }
 
     /// Like [`build`](Self::build), on a store already open: nodes sharing one
     /// store (a ScyllaDB cluster, or one embedded file in a test of several nodes).
     pub async fn build_with_store(settings: Settings, store: Arc<dyn Store>) -> anyhow::Result<Self> {
+        let listener = bind(&settings).await?;
+        Self::build_on(settings, store, listener).await
+    }
+
+    async fn build_on(settings: Settings, store: Arc<dyn Store>, listener: TcpListener) -> anyhow::Result<Self> {
         // The development key lives there too, whatever the store.
         create_data_dir(&settings)?;
         let auth = Arc::new(Authenticator::start(&settings).await.context("loading the token-signing keys")?);
@@ -186,8 +198,6 @@ impl Application {
         if forwarder.has_peers() {
             system.set_peers(forwarder.clone());
         }
-        let listener =
-            TcpListener::bind(settings.listen).await.with_context(|| format!("binding {}", settings.listen))?;
         let port = listener.local_addr()?.port();
         let started = Arc::new(AtomicBool::new(false));
         let demo = settings.demo.as_deref().map(str::parse::<DemoSize>).transpose()?;
@@ -341,5 +351,17 @@ mod tests {
         settings.shard.lease_secs = 42;
         let store = open_store(&settings).await.unwrap();
         assert_eq!(store.lease(), std::time::Duration::from_secs(42));
+    }
+
+    #[tokio::test]
+    async fn a_port_in_use_is_refused_before_anything_is_made_on_disk() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("data");
+        let settings =
+            Settings { data_dir: data_dir.clone(), listen: taken.local_addr().unwrap(), ..Settings::default() };
+        let error = Application::build(settings).await.map(|_| ()).expect_err("the port is taken");
+        assert!(format!("{error:#}").contains("binding 127.0.0.1:"), "{error:#}");
+        assert!(!data_dir.exists(), "no data directory made");
     }
 }
