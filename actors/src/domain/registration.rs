@@ -140,6 +140,14 @@ impl Registration {
         Ok(next)
     }
 
+    /// The time a change made `now` carries: later than every earlier change of
+    /// this registration, whatever the clock says. A PHN claim made for the
+    /// change carries it too, so a claim newer than the registration is one
+    /// for a change still under way.
+    pub fn next_change_at(&self, now: Timestamp) -> Timestamp {
+        now.max(self.updated_at.plus_ms(1))
+    }
+
     /// Whether the household is attached, to `provider`.
     pub fn is_attached_to(&self, provider: &ProviderId) -> bool {
         self.status == RegistrationStatus::Attached && self.provider.as_ref() == Some(provider)
@@ -198,7 +206,7 @@ impl Registration {
         if self.status != RegistrationStatus::Waiting {
             return Err(self.refuse("changed"));
         }
-        Ok(Registration { household, updated_at: now.max(self.updated_at.plus_ms(1)), ..self.clone() })
+        Ok(Registration { household, updated_at: self.next_change_at(now), ..self.clone() })
     }
 
     /// `WAITING|PROPOSED → WITHDRAWN`.
@@ -227,7 +235,7 @@ impl Registration {
         Ok(Registration {
             status: RegistrationStatus::Moved,
             proposal: None,
-            updated_at: now.max(self.updated_at.plus_ms(1)),
+            updated_at: self.next_change_at(now),
             ..self.clone()
         })
     }
@@ -241,7 +249,7 @@ impl Registration {
         Ok(Registration {
             shard,
             status: RegistrationStatus::Waiting,
-            updated_at: now.max(self.updated_at.plus_ms(1)),
+            updated_at: self.next_change_at(now),
             ..self.clone()
         })
     }

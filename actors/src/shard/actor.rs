@@ -700,10 +700,9 @@ impl ShardRuntime {
         let current = self.state.registration(r).ok_or_else(|| AttachError::not_found("registration"))?;
         let unchanged = current.household == household;
         let before: Vec<_> = current.household.members.iter().map(|m| m.phn).collect();
-        // The time the change will carry (see `Registration::update_household`): later than
-        // the registration's, so another community reading the claim before the commit
-        // finds it newer than the registration and so a change under way (`claim_is_live`).
-        let at = now.max(current.updated_at.plus_ms(1));
+        // The time the change will carry: another community reading the claim before the
+        // commit finds it newer than the registration, a change under way (`claim_is_live`).
+        let at = current.next_change_at(now);
         // Planned first: a refused transition is refused before any claim is taken.
         let change = plan::update_household(&self.state, r, household.clone(), now)?;
         if unchanged {
@@ -742,7 +741,7 @@ impl ShardRuntime {
         // Planned first: a refused return is refused before any claim is taken.
         let change = plan::return_attached(&self.state, r, reason, now, self.config.return_window_ms())?;
         let reg = self.state.registration(r).ok_or_else(|| AttachError::not_found("registration"))?;
-        let (household, at) = (reg.household.clone(), now.max(reg.updated_at.plus_ms(1)));
+        let (household, at) = (reg.household.clone(), reg.next_change_at(now));
         let phns: Vec<_> = household.members.iter().map(|m| m.phn).collect();
         let claim = PhnClaim { shard: self.state.key.clone(), holder: PhnHolder::Registration(*r), at };
         let claimed = self.claim_members(&claim, &household, &phns, now, Renew::Yes, "nothing was changed").await?;
@@ -911,7 +910,12 @@ impl ShardRuntime {
         if let Some(p) = self.state.proposal(id) {
             return Ok(Some(p.clone()));
         }
-        match self.store.read(&self.state.key, &RecordKey::Proposal(*id)).await? {
+        self.stored_proposal(&self.state.key, id).await
+    }
+
+    /// A proposal as `shard` stored it.
+    async fn stored_proposal(&self, shard: &ShardKey, id: &ProposalId) -> Result<Option<Proposal>, AttachError> {
+        match self.store.read(shard, &RecordKey::Proposal(*id)).await? {
             Some(Record::Proposal(p)) => Ok(Some(p)),
             _ => Ok(None),
         }
@@ -925,12 +929,7 @@ impl ShardRuntime {
             return Ok(Some(p));
         }
         match self.store.locate(&crate::store::Locator::Proposal(*id)).await? {
-            Some(shard) if shard != self.state.key => {
-                Ok(match self.store.read(&shard, &RecordKey::Proposal(*id)).await? {
-                    Some(Record::Proposal(p)) => Some(p),
-                    _ => None,
-                })
-            }
+            Some(shard) if shard != self.state.key => self.stored_proposal(&shard, id).await,
             _ => Ok(None),
         }
     }
