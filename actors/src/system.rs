@@ -515,8 +515,8 @@ impl AttachSystem {
                     home.community.as_str()
                 )));
             }
-            let current = match home {
-                Some(_) => Some(self.provider_record(&input.id).await?.provider),
+            let current = match &home {
+                Some(home) => Some(self.provider_at(home, input.id.clone()).await?.provider),
                 None => None,
             };
             self.may_change_provider(who, &input, current.as_ref()).await?;

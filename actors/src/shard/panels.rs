@@ -498,18 +498,20 @@ impl ShardRuntime {
                 continue;
             }
             let current = self.store.phn_claim(e.phn).await?;
-            // A registration's claim stands for the entry only while it is attached to the source provider.
+            // A registration's claim stands for the entry only while it is attached to the source provider
+            // (the registration is read only for a claim naming the entry's own).
             let attached_here = match &current {
-                Some(c @ PhnClaim { holder: PhnHolder::Registration(r), .. }) => self
-                    .claimed_registration(&c.shard, r)
-                    .await?
-                    .is_some_and(|reg| stands_for_attachment(c, &reg, &t.from, now, self.config.claim_grace_ms())),
+                Some(c @ PhnClaim { holder: PhnHolder::Registration(r), .. }) if e.source.reference() == Some(*r) => {
+                    self.claimed_registration(&c.shard, r)
+                        .await?
+                        .is_some_and(|reg| stands_for_attachment(c, &reg, &t.from, now, self.config.claim_grace_ms()))
+                }
                 _ => false,
             };
             let from_source = |c: &PhnClaim| match &c.holder {
                 PhnHolder::Panel(p) => p == &t.from && c.shard == t.from_shard,
                 // A patient matched to the source provider: their registration holds the PHN.
-                PhnHolder::Registration(r) => e.source.reference() == Some(*r) && attached_here,
+                PhnHolder::Registration(_) => attached_here,
             };
             match current {
                 Some(c) if c.shard == mine.shard && c.holder == mine.holder => taking.push(e),

@@ -82,7 +82,10 @@ impl AttachSystem {
         if who.role() == Role::MedicalDirector && current.is_some() && who.provider() != Some(&input.id) {
             let mut directs_one = false;
             for facility in listed {
-                directs_one |= self.require_director(who, facility).await.is_ok();
+                if self.require_director(who, facility).await.is_ok() {
+                    directs_one = true;
+                    break;
+                }
             }
             if !directs_one {
                 return Err(AttachError::new(
