@@ -465,10 +465,20 @@ impl Settings {
 
     /// Refuses settings that cannot work, saying which key to fix.
     pub fn check(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(self.shard.mailbox_capacity > 0, "shard.mailbox_capacity must be at least 1");
-        anyhow::ensure!(self.limits.max_page_size > 0, "limits.max_page_size must be at least 1");
         // Values that would start a server unable to do its work, while `/readyz` says ready.
-        let lowest: [(&str, u64, u64, &str); 12] = [
+        let lowest: [(&str, u64, u64, &str); 19] = [
+            ("shard.mailbox_capacity", self.shard.mailbox_capacity as u64, 1, ""),
+            ("limits.max_page_size", self.limits.max_page_size as u64, 1, ""),
+            ("shard.lease_secs", self.shard.lease_secs, 3, ""),
+            ("shard.proposal_memory_days", self.shard.proposal_memory_days, 1, ""),
+            (
+                "shard.reservation_check_secs",
+                self.shard.reservation_check_secs,
+                60,
+                "step two may record for a third of it",
+            ),
+            ("limits.rate.shared_timeout_ms", self.limits.rate.shared_timeout_ms, 1, ""),
+            ("limits.subscriptions_per_principal", self.limits.subscriptions_per_principal as u64, 1, ""),
             (
                 "shard.claim_grace_secs",
                 self.shard.claim_grace_secs,
@@ -506,12 +516,6 @@ impl Settings {
         anyhow::ensure!(
             self.store == "embedded" || is_scylla_uri(&self.store),
             "store must be `embedded` or scylla://HOST:9042[,HOST...]"
-        );
-        anyhow::ensure!(self.shard.lease_secs >= 3, "shard.lease_secs must be at least 3");
-        anyhow::ensure!(self.shard.proposal_memory_days >= 1, "shard.proposal_memory_days must be at least 1");
-        anyhow::ensure!(
-            self.shard.reservation_check_secs >= 60,
-            "shard.reservation_check_secs must be at least 60 (step two may record for a third of it)"
         );
         anyhow::ensure!(
             self.shard.return_window_days <= self.shard.proposal_memory_days,
@@ -554,11 +558,6 @@ impl Settings {
             // Without it no node would run a step for another: a move between two nodes' communities would stop half way.
             anyhow::ensure!(!self.cluster.secret.is_empty(), PEERS_NEED_SECRET);
         }
-        anyhow::ensure!(rate.shared_timeout_ms > 0, "limits.rate.shared_timeout_ms must be at least 1");
-        anyhow::ensure!(
-            self.limits.subscriptions_per_principal > 0,
-            "limits.subscriptions_per_principal must be at least 1"
-        );
         let jwks = &self.auth.jwks;
         if jwks.contains("://") {
             anyhow::ensure!(

@@ -108,7 +108,7 @@ fn parse_languages(input: &[String]) -> Result<Vec<d::Language>, DomainError> {
 
 /// Each entry of the list input `field` parsed, in the order given, each value
 /// once; an entry refused names its place (`field[i]`).
-fn parse_distinct<T: PartialEq>(
+pub(super) fn parse_distinct<T: PartialEq>(
     input: &[String],
     field: &str,
     parse: impl Fn(&str) -> Result<T, DomainError>,

@@ -308,15 +308,8 @@ impl PanelMutation {
             })
             .gql();
         }
-        let mut parsed: Vec<d::Phn> = Vec::with_capacity(phns.len());
-        for (i, s) in phns.iter().enumerate() {
-            let phn = d::Phn::parse(s).map_err(|e| d::DomainError { field: format!("phns[{i}]"), ..e }).gql()?;
-            // A patient listed twice is removed, and counted, once.
-            if !parsed.contains(&phn) {
-                parsed.push(phn);
-            }
-        }
-        let phns = parsed;
+        // A patient listed twice is removed, and counted, once.
+        let phns = super::inputs::parse_distinct(&phns, "phns", d::Phn::parse).gql()?;
         let present = system(ctx).remove_from_panel(caller(ctx), &provider, phns).await.gql()?;
         let removed = present.iter().filter(|p| **p).count() as u32;
         Ok(PanelRemoval { removed, not_on_panel: present.len() as u32 - removed })
