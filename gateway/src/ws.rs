@@ -51,11 +51,74 @@ pub fn client_timeout(protocol: WebSocketProtocols, every: Duration) -> Option<D
 /// client reads, and how `close_code` recognises a refused sign-in).
 pub const REFUSED_SIGN_IN: &str = "UNAUTHENTICATED";
 
-/// The close code of a refused sign-in: async-graphql closes every refused
-/// `connection_init` with 1002 (protocol error); graphql-transport-ws names
-/// 4403 (Forbidden) for it, which clients act on (sign in again, do not retry).
+/// The close codes graphql-transport-ws names where async-graphql uses generic
+/// ones, which clients act on:
+/// - a refused sign-in: async-graphql closes every refused `connection_init`
+///   with 1002 (protocol error); the protocol says 4403 (Forbidden), and the
+///   client signs in again rather than retrying;
+/// - a `subscribe` before the connection was acknowledged: async-graphql says
+///   1011 (internal error); the protocol says 4401 (Unauthorized).
 fn close_code(code: u16, reason: &str) -> u16 {
-    if code == 1002 && reason.starts_with(REFUSED_SIGN_IN) { 4403 } else { code }
+    match code {
+        1002 if reason.starts_with(REFUSED_SIGN_IN) => 4403,
+        1011 if reason.starts_with("The handshake is not completed") => 4401,
+        _ => code,
+    }
+}
+
+/// The ids of a graphql-transport-ws connection's operations under way, so a
+/// second `subscribe` with an id in use closes the connection with 4409, as
+/// the protocol says. async-graphql would silently put the new operation in
+/// the old one's place, and the client would go on waiting for the first.
+/// An id is free again once the client completes it or the server sends its
+/// `complete` or `error`.
+#[derive(Default)]
+struct OperationIds(std::sync::Mutex<std::collections::HashSet<String>>);
+
+/// The type and id of a protocol message, as far as [`OperationIds`] reads it.
+#[derive(serde::Deserialize)]
+struct Envelope<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    id: Option<std::borrow::Cow<'a, str>>,
+}
+
+impl OperationIds {
+    fn envelope(text: &[u8]) -> Option<(String, String)> {
+        let m: Envelope = serde_json::from_slice(text).ok()?;
+        Some((m.kind.into_owned(), m.id?.into_owned()))
+    }
+
+    /// Reads a client's message: `Err(id)` for a `subscribe` whose id is in use.
+    fn client_sent(&self, text: &[u8]) -> Result<(), String> {
+        let Some((kind, id)) = Self::envelope(text) else { return Ok(()) };
+        let mut ids = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match kind.as_str() {
+            "subscribe" if ids.contains(&id) => return Err(id),
+            "subscribe" => ids.insert(id),
+            "complete" => ids.remove(&id),
+            _ => false,
+        };
+        Ok(())
+    }
+
+    /// Reads the server's message: an operation that completed or failed frees its id.
+    fn server_sent(&self, text: &str) {
+        // Only those two end an operation; `next` messages (the feed) go unparsed.
+        if !(text.starts_with(r#"{"type":"complete""#) || text.starts_with(r#"{"type":"error""#)) {
+            return;
+        }
+        if let Some((_, id)) = Self::envelope(text.as_bytes()) {
+            self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+        }
+    }
+}
+
+/// The close frame for a second `subscribe` with an id in use.
+fn duplicate_id(id: &str) -> CloseFrame {
+    let id: String = id.chars().take(64).collect();
+    CloseFrame { code: 4409, reason: format!("Subscriber for {id} already exists").into() }
 }
 
 /// The close frame of a connection whose sign-in ended (its token expired or
@@ -117,9 +180,24 @@ pub async fn serve<E, OnInit, InitFut>(
     InitFut: Future<Output = async_graphql::Result<Data>> + Send + 'static,
 {
     let (mut sink, input) = socket.split();
-    let input = input.take_while(|read| future::ready(read.is_ok())).filter_map(|read| {
+    let ids = std::sync::Arc::new(OperationIds::default());
+    let (duplicate, mut reused) = futures::channel::oneshot::channel::<String>();
+    let mut duplicate = Some(duplicate);
+    let tracked = matches!(protocol, WebSocketProtocols::GraphQLWS).then(|| ids.clone());
+    let input = input.take_while(|read| future::ready(read.is_ok())).filter_map(move |read| {
         future::ready(match read {
-            Ok(m @ (Message::Text(_) | Message::Binary(_))) => Some(m.into_data()),
+            Ok(m @ (Message::Text(_) | Message::Binary(_))) => {
+                let data = m.into_data();
+                match tracked.as_ref().map(|ids| ids.client_sent(&data)) {
+                    Some(Err(id)) => {
+                        if let Some(tell) = duplicate.take() {
+                            let _ = tell.send(id);
+                        }
+                        None
+                    }
+                    _ => Some(data),
+                }
+            }
             _ => None,
         })
     });
@@ -128,7 +206,10 @@ pub async fn serve<E, OnInit, InitFut>(
         .on_connection_init(on_init)
         .keepalive_timeout(client_timeout(protocol, every))
         .map(|message| match message {
-            WsMessage::Text(text) => Message::Text(with_codes(text).into()),
+            WsMessage::Text(text) => {
+                ids.server_sent(&text);
+                Message::Text(with_codes(text).into())
+            }
             WsMessage::Close(code, reason) => {
                 Message::Close(Some(CloseFrame { code: close_code(code, &reason), reason: reason.into() }))
             }
@@ -146,6 +227,10 @@ pub async fn serve<E, OnInit, InitFut>(
             _ = tick.tick() => Message::text(ping(protocol)),
             frame = &mut ended => {
                 let _ = sink.send(Message::Close(Some(frame))).await;
+                return;
+            }
+            Ok(id) = &mut reused => {
+                let _ = sink.send(Message::Close(Some(duplicate_id(&id)))).await;
                 return;
             }
         };

@@ -453,3 +453,33 @@ async fn a_subscription_connection_ends_when_its_token_expires() {
     assert!(frame.starts_with("4403 UNAUTHENTICATED: the token expired"), "told why, not just dropped: {frame}");
     assert!(started.elapsed() < Duration::from_secs(10));
 }
+
+#[tokio::test]
+async fn a_subscription_id_in_use_closes_the_connection_with_4409() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::spawn(dir.path(), Spawn::default()).await;
+    let token = app.token_for("coord-a", Role::Coordinator, &["province"], None);
+    let mut ws = connect_as(&app, "graphql-transport-ws", &token).await;
+    subscribe(&mut ws, "1", "111", Some(0)).await;
+    // An id the client completed is free again.
+    ws.send(Message::text(json!({ "id": "1", "type": "complete" }).to_string())).await.unwrap();
+    subscribe(&mut ws, "1", "111", Some(0)).await;
+    subscribe(&mut ws, "2", "112", Some(0)).await;
+    register(&app, "111", 801).await;
+    let event = next_message(&mut ws).await;
+    let event = if event["type"] == "complete" { next_message(&mut ws).await } else { event };
+    assert_eq!((&event["type"], &event["id"]), (&json!("next"), &json!("1")), "{event}");
+    // A second operation under an id in use ends the connection, as graphql-transport-ws says.
+    subscribe(&mut ws, "2", "111", Some(0)).await;
+    let frame = closed(&mut ws).await.expect("closed");
+    assert_eq!(frame, "4409 Subscriber for 2 already exists");
+
+    // A subscribe before the connection is acknowledged is 4401 (Unauthorized).
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = format!("{}/graphql", app.url.replacen("http", "ws", 1)).into_client_request().unwrap();
+    request.headers_mut().insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse().unwrap());
+    let (mut early, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    subscribe(&mut early, "1", "111", Some(0)).await;
+    let frame = closed(&mut early).await.expect("closed");
+    assert!(frame.starts_with("4401 "), "{frame}");
+}
