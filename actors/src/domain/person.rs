@@ -9,7 +9,9 @@ use super::{DomainError, Phn, Timestamp};
 
 /// A given name or surname: 1–60 characters after trimming, letters (any script,
 /// with the combining marks written after them) with spaces, apostrophes,
-/// hyphens and periods, and at least one letter.
+/// hyphens and periods, and at least one letter. A `7` beside a letter is
+/// taken too: several First Nations orthographies of British Columbia write
+/// the glottal stop with it, as in Sḵwx̱wú7mesh. Other digits are refused.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PersonName(Box<str>);
 
@@ -21,13 +23,21 @@ impl PersonName {
         if count == 0 || count > 60 {
             return Err(DomainError::invalid("name", "a name has 1 to 60 characters"));
         }
+        let chars: Vec<char> = s.chars().collect();
         let mut after_letter = false;
-        for c in s.chars() {
-            let ok = if is_combining_mark(c) { after_letter } else { c.is_alphabetic() || is_name_punctuation(c) };
+        for (i, &c) in chars.iter().enumerate() {
+            let ok = if is_combining_mark(c) {
+                after_letter
+            } else if c == GLOTTAL_STOP {
+                after_letter || chars.get(i + 1).is_some_and(|n| n.is_alphabetic())
+            } else {
+                c.is_alphabetic() || is_name_punctuation(c)
+            };
             if !ok {
                 return Err(DomainError::invalid(
                     "name",
-                    "a name may hold letters (with their accents), spaces, apostrophes, hyphens and periods",
+                    "a name may hold letters (with their accents), spaces, apostrophes, hyphens, periods \
+                     and a 7 (a glottal stop) beside a letter",
                 ));
             }
             after_letter = c.is_alphabetic() || (after_letter && is_combining_mark(c));
@@ -43,6 +53,9 @@ impl PersonName {
         &self.0
     }
 }
+
+/// The digit several First Nations orthographies write for a glottal stop.
+const GLOTTAL_STOP: char = '7';
 
 fn is_name_punctuation(c: char) -> bool {
     matches!(c, ' ' | '\'' | '-' | '.' | '’')
@@ -372,6 +385,14 @@ mod tests {
         assert!(PersonName::parse("").is_err());
         assert!(PersonName::parse("   ").is_err());
         assert!(PersonName::parse("R2D2").is_err());
+        // The 7 of a glottal stop, beside a letter (before or after it, or its mark).
+        assert!(PersonName::parse("Sk\u{0331}wx\u{0331}wu\u{0301}7mesh").is_ok());
+        assert!(PersonName::parse("Skwxwú7mesh").is_ok());
+        assert!(PersonName::parse("7ap").is_ok());
+        assert!(PersonName::parse("Xa7").is_ok());
+        for refused in ["7", "77", "John 7", "7 Smith", "Jo-7", "R2D7", "Ann8"] {
+            assert!(PersonName::parse(refused).is_err(), "{refused:?}");
+        }
         assert!(PersonName::parse(&"a".repeat(61)).is_err());
         // Accents typed decomposed (e + U+0302 + U+0303), and First Nations orthographies.
         assert!(PersonName::parse("Nguye\u{0302}\u{0303}n").is_ok());
