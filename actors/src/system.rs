@@ -708,6 +708,14 @@ impl AttachSystem {
                 };
                 return Err(AttachError::new(ErrorCode::Forbidden, why));
             }
+            // Accepting puts the household on the provider's panel: a coordinator
+            // records it only for a provider homed in their scope, as `proposeMatch`
+            // asks (a spill-over proposal's provider is in a neighbouring community).
+            if who.role() == Role::Coordinator && matches!(answer, Answer::Accept | Answer::AcceptAt(_)) {
+                let proposal = self.directory.call(&shard, |r| ShardMsg::GetProposal(*id, r)).await?;
+                let home = self.locate(Locator::Provider(proposal.provider.clone()), "provider").await?;
+                who.require(trail.op, Some(&home))?;
+            }
             if let Answer::AcceptAt(facility) = &answer {
                 self.check_remote_clinic(&shard, id, facility).await?;
             }

@@ -6,6 +6,8 @@
 
 use serde_json::{Value, json};
 
+use attach_actors::access::Role;
+
 use crate::helpers::{Spawn, TestApp, phn};
 
 pub(crate) const ACCEPT: &str =
@@ -103,6 +105,10 @@ async fn households_with_no_place_at_home_are_proposed_next_door_nearest_first_a
     let at = |f: &str| json!({ "id": near["id"], "f": f });
     assert_eq!(doc.error_code(ACCEPT, at("0F331")).await, "CONFLICT", "not one of this provider's clinics");
     assert!(panel(&app, "P20001").await.is_empty(), "a refused acceptance changes nothing");
+    // A coordinator of the household's community alone may not put it on a panel next door.
+    let fernie_only = app.with_token(app.token(Role::Coordinator, &["community:111"], None));
+    assert_eq!(fernie_only.error_code(ACCEPT, at("0F222")).await, "FORBIDDEN");
+    assert!(panel(&app, "P20001").await.is_empty());
     assert_eq!(doc.ok(ACCEPT, at("0F222")).await["acceptProposal"]["status"], "ACCEPTED");
     let decline = r#"mutation($id: ID!) { declineProposal(id: $id, reason: "not taking this postcode") { status } }"#;
     app.provider("P30001").ok(decline, json!({ "id": far["id"] })).await;
