@@ -351,11 +351,14 @@ pub enum Operation {
     /// Return an attached household to the waitlist with its place: the
     /// attachment fell through (a coordinator in scope).
     ReturnToWaitlist,
+    /// Agree to a panel transfer or decline it (either of its providers), or
+    /// withdraw it (a medical director of its clinic).
+    AnswerPanelTransfer,
 }
 
 impl Operation {
     /// Every operation, in a stable order.
-    pub const ALL: [Operation; 29] = [
+    pub const ALL: [Operation; 30] = [
         Operation::RegisterHousehold,
         Operation::ReadRegistration,
         Operation::WithdrawRegistration,
@@ -385,6 +388,7 @@ impl Operation {
         Operation::ProposeMatch,
         Operation::DeclineMatch,
         Operation::ReturnToWaitlist,
+        Operation::AnswerPanelTransfer,
     ];
 
     /// The name in the audit log.
@@ -419,6 +423,7 @@ impl Operation {
             Operation::ProposeMatch => "proposeMatch",
             Operation::DeclineMatch => "declineMatch",
             Operation::ReturnToWaitlist => "returnToWaitlist",
+            Operation::AnswerPanelTransfer => "answerPanelTransfer",
         }
     }
 
@@ -458,6 +463,7 @@ impl Operation {
             Operation::ProposeMatch => "propose a household to a provider",
             Operation::DeclineMatch => "decline a household's match",
             Operation::ReturnToWaitlist => "return an attached household to the waitlist",
+            Operation::AnswerPanelTransfer => "answer a panel transfer",
         }
     }
 
@@ -480,6 +486,7 @@ impl Operation {
                 | Operation::RemoveFromPanel
                 | Operation::ManageClinicStaff
                 | Operation::TransferPanel
+                | Operation::AnswerPanelTransfer
                 | Operation::MoveRegistration
                 | Operation::UpdateHousehold
         )
@@ -534,6 +541,7 @@ impl Operation {
             O::ReadEndorsements => matches!(role, R::Provider | R::MedicalDirector | R::Delegate | R::Support),
             O::SubmitPanel | O::RemoveFromPanel => matches!(role, R::Provider | R::MedicalDirector | R::Delegate),
             O::ManageClinicStaff | O::TransferPanel => role == R::MedicalDirector,
+            O::AnswerPanelTransfer => matches!(role, R::Provider | R::MedicalDirector),
             O::ReadPanelReports => {
                 matches!(role, R::Provider | R::MedicalDirector | R::Delegate | R::Support | R::Operations)
             }

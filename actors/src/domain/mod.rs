@@ -52,7 +52,7 @@ pub use registration::{Decline, Registration, RegistrationStatus, TransitionRefu
 pub use shard::{CommunityCode, HaCode, ShardKey};
 pub use staff::{MAX_STAFF_PER_CLINIC, StaffInput, StaffMember};
 pub use time::{DAY_MS, Timestamp};
-pub use transfer::{PanelTransfer, TransferKey, TransferStatus};
+pub use transfer::{PanelTransfer, TransferKey, TransferSide, TransferStatus};
 
 /// A value that failed its rule. `field` names the input, `message` says what a
 /// person should change; neither ever contains the value itself (it may be a PHN).

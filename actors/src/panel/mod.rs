@@ -249,6 +249,19 @@ pub struct TransferRequest {
     pub to_shard: ShardKey,
     /// The clinic the panel moves to.
     pub facility: FacilityNumber,
+    /// Whether the provider whose panel moves asked for it (a director of the clinic).
+    pub source_agreed: bool,
+    /// Whether the provider taking it on asked for it.
+    pub receiver_agreed: bool,
+}
+
+/// A provider's answer to a transfer, or its director's withdrawal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransferAnswer {
+    /// One of the providers agrees (or declines, `false`).
+    Provider(crate::domain::TransferSide, bool),
+    /// A medical director of the clinic withdraws it.
+    Withdraw,
 }
 
 /// Entries on their way from one panel to another (transfer step one).

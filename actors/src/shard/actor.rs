@@ -428,6 +428,9 @@ impl ShardActor {
                 answer!(reply, rt.set_provider_clinic(&provider, facility, present, now).await)
             }
             ShardMsg::BeginTransfer(req, reply) => answer!(reply, rt.begin_transfer(req, now).await),
+            ShardMsg::AnswerTransfer { from, key, answer, reply } => {
+                answer!(reply, rt.answer_transfer(&from, &key, answer, now).await)
+            }
             ShardMsg::TransferBatch { from, key, limit, reply } => {
                 answer!(reply, rt.transfer_batch(&from, &key, limit))
             }

@@ -12,7 +12,9 @@ use crate::domain::{
     RegistrationMove, RegistrationRef, Settlement, ShardKey, StaffInput, StaffMember, Timestamp, TransferKey,
 };
 use crate::error::AttachError;
-use crate::panel::{ChunkAnswer, PanelChunk, PanelReport, Release, TransferAccepted, TransferRequest, Transferring};
+use crate::panel::{
+    ChunkAnswer, PanelChunk, PanelReport, Release, TransferAccepted, TransferAnswer, TransferRequest, Transferring,
+};
 
 use super::plan::{Answer, ClinicCommand, ProviderInput};
 
@@ -290,6 +292,17 @@ pub enum ShardMsg {
     },
     /// Start a panel transfer out of a provider homed here (or find it by key).
     BeginTransfer(TransferRequest, Reply<PanelTransfer>),
+    /// A provider agrees to a transfer or declines it, or a director withdraws it.
+    AnswerTransfer {
+        /// The source provider.
+        from: ProviderId,
+        /// The transfer's key.
+        key: TransferKey,
+        /// The answer.
+        answer: TransferAnswer,
+        /// Where to answer.
+        reply: Reply<PanelTransfer>,
+    },
     /// A transfer and the next entries it has to move.
     TransferBatch {
         /// The source provider.
@@ -450,6 +463,7 @@ impl ShardMsg {
             ShardMsg::RemoveFromPanel { .. } => "removeFromPanel",
             ShardMsg::SetProviderClinic { .. } => "setProviderClinic",
             ShardMsg::BeginTransfer(..) => "beginTransfer",
+            ShardMsg::AnswerTransfer { .. } => "answerTransfer",
             ShardMsg::TransferBatch { .. } => "transferBatch",
             ShardMsg::AcceptTransfer(..) => "acceptTransfer",
             ShardMsg::CompleteTransfer { .. } => "completeTransfer",

@@ -174,6 +174,67 @@ async fn a_transfer_moves_every_patient_once_and_can_be_run_again() {
 }
 
 #[tokio::test]
+async fn a_panel_moves_only_once_both_providers_agree() {
+    let w = world(ShardConfig::default()).await;
+    let s = &w.system;
+    let f = clinic(s, "0F111", "111").await;
+    let (a, b, d) = (
+        provider(s, "P1111", "111", 0).await,
+        provider(s, "P2222", "112", 0).await,
+        provider(s, "P3333", "111", 0).await,
+    );
+    for p in [&a, &b, &d] {
+        s.set_provider_clinic(&sys(), &f, p, true).await.unwrap();
+    }
+    submit(s, &a, &f, &csv_of(&[phn(1), phn(2)], "0F111")).await;
+    let as_provider =
+        |id: &ProviderId| Principal::new(format!("u-{id}"), Role::Provider, Some(id.clone()), Scope::default());
+    let md = Principal::new("md", Role::MedicalDirector, Some(ProviderId::parse("MD999").unwrap()), Scope::default());
+    let other_md =
+        Principal::new("md2", Role::MedicalDirector, Some(ProviderId::parse("MD888").unwrap()), Scope::default());
+    let code = |r: Result<PanelTransfer, crate::error::AttachError>| r.unwrap_err().code;
+
+    // A director lists A and B and asks: neither has agreed, nothing moves.
+    let key = TransferKey::parse("k1").unwrap();
+    s.begin_transfer(&md, key.clone(), &a, &b, &f).await.unwrap();
+    let other = TransferKey::parse("k2").unwrap();
+    assert_eq!(code(s.begin_transfer(&md, other.clone(), &a, &d, &f).await), ErrorCode::Conflict, "one at a time");
+    // Only the two providers answer; another director or provider may not.
+    assert_eq!(code(s.answer_transfer(&as_provider(&d), &a, &key, true).await), ErrorCode::Forbidden);
+    assert_eq!(code(s.answer_transfer(&md, &a, &key, true).await), ErrorCode::Forbidden);
+    assert_eq!(code(s.answer_transfer(&other_md, &a, &key, false).await), ErrorCode::Forbidden);
+    let t = s.answer_transfer(&as_provider(&b), &a, &key, true).await.unwrap();
+    assert_eq!(t.status, TransferStatus::Awaiting { source: false, receiver: true });
+    assert_eq!(s.run_transfer(&a, &key).await.unwrap().moved, 0);
+    assert_eq!(s.panel(&sys(), &a, 0, 10).await.unwrap().items.len(), 2, "still A's");
+    // A declines: cancelled for good; the panel stays.
+    let t = s.answer_transfer(&as_provider(&a), &a, &key, false).await.unwrap();
+    assert_eq!(t.status, TransferStatus::Cancelled);
+    assert_eq!(code(s.answer_transfer(&as_provider(&a), &a, &key, true).await), ErrorCode::Conflict);
+    assert_eq!(s.run_transfer(&a, &key).await.unwrap().moved, 0);
+
+    // The director withdraws one asked for by mistake.
+    let t = s.begin_transfer(&md, other.clone(), &a, &d, &f).await.unwrap();
+    assert_eq!(t.status.name(), "AWAITING_AGREEMENT");
+    assert_eq!(s.answer_transfer(&md, &a, &other, false).await.unwrap().status, TransferStatus::Cancelled);
+
+    // A director who is the source agrees by asking; the receiver's agreement starts it.
+    let a_directs = Principal::new("a", Role::MedicalDirector, Some(a.clone()), Scope::default());
+    let details = ClinicInput::parse("Family Practice", "1 Main St", "", "").unwrap();
+    let handed_over = ClinicCommand { facility: f.clone(), details, medical_director: Some(a.clone()) };
+    s.upsert_clinic(&sys(), &c("111"), handed_over).await.unwrap();
+    let third = TransferKey::parse("k3").unwrap();
+    let t = s.begin_transfer(&a_directs, third.clone(), &a, &b, &f).await.unwrap();
+    assert_eq!(t.status, TransferStatus::Awaiting { source: true, receiver: false });
+    let t = s.answer_transfer(&as_provider(&b), &a, &third, true).await.unwrap();
+    assert_eq!((t.status, t.total), (TransferStatus::Running, 2));
+    assert_eq!(s.run_transfer(&a, &third).await.unwrap().moved, 2);
+    assert_eq!(s.answer_transfer(&as_provider(&b), &a, &third, true).await.unwrap().status, TransferStatus::Completed);
+    assert_eq!(code(s.answer_transfer(&as_provider(&a), &a, &third, false).await), ErrorCode::Conflict);
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn a_clinics_report_counts_only_the_part_of_each_panel_at_that_clinic() {
     let w = world(ShardConfig::default()).await;
     let s = &w.system;
@@ -240,6 +301,10 @@ async fn only_the_provider_their_delegate_and_the_clinics_director_change_panels
     );
     let md = director("MD999");
     let t = s.begin_transfer(&md, key.clone(), &a, &b, &f).await.unwrap();
+    assert_eq!(t.status, TransferStatus::Awaiting { source: false, receiver: false });
+    assert_eq!(s.run_transfer(&a, &key).await.unwrap().moved, 0, "nobody moves before both providers agree");
+    assert_eq!(s.answer_transfer(&as_provider(&a), &a, &key, true).await.unwrap().status.name(), "AWAITING_AGREEMENT");
+    assert_eq!(s.answer_transfer(&as_provider(&b), &a, &key, true).await.unwrap().status, TransferStatus::Running);
     s.set_provider_clinic(&md, &f, &a, false).await.unwrap();
     assert_eq!(s.run_transfer(&a, &key).await.unwrap().moved, 1);
     assert_eq!(s.panel_transfer(&as_provider(&b), &a, &key).await.unwrap().key, t.key);

@@ -18,13 +18,24 @@ use crate::domain::{
 use crate::error::{AttachError, ErrorCode};
 use crate::panel::{
     ChunkAnswer, PanelChunk, PanelReport, Release, RowReport, RowStatus, SubmittedRow, TransferAccepted,
-    TransferRequest, Transferring, Waitlisted,
+    TransferAnswer, TransferRequest, Transferring, Waitlisted,
 };
 use crate::store::{CasOutcome, PhnClaim, PhnHolder, Record, RecordKey};
 
 use super::actor::ShardRuntime;
 use super::messages::ProviderView;
 use super::state::Change;
+
+/// The feed's event for a transfer that starts running (none while it awaits
+/// the providers' agreement, or once it is cancelled: no patient moves).
+fn started(t: &PanelTransfer) -> Option<EventKind> {
+    (t.status == TransferStatus::Running).then(|| EventKind::TransferUpdated {
+        from: t.from.clone(),
+        to: t.to.clone(),
+        moved: 0,
+        done: false,
+    })
+}
 
 /// Who holds a PHN a submission wants, as far as the submission cares.
 enum Holder {
@@ -408,13 +419,18 @@ impl ShardRuntime {
         if req.from == req.to {
             return Err(AttachError::conflict("a panel cannot be transferred to the same provider"));
         }
-        if let Some(running) =
-            self.state.transfers().find(|t| t.from == req.from && t.status == TransferStatus::Running)
-        {
-            return Err(AttachError::conflict(format!(
-                "a transfer of this panel is already running (idempotency key {}); resume it with that key",
-                running.key
-            )));
+        if let Some(open) = self.state.transfers().find(|t| t.from == req.from && t.status.is_open()) {
+            return Err(AttachError::conflict(match open.status {
+                TransferStatus::Running => format!(
+                    "a transfer of this panel is already running (idempotency key {}); resume it with that key",
+                    open.key
+                ),
+                _ => format!(
+                    "a transfer of this panel (idempotency key {}) is awaiting the providers' agreement; \
+                     a director of its clinic may withdraw it",
+                    open.key
+                ),
+            }));
         }
         let total = self.state.panel(&req.from).map_or(0, |p| p.len() as u32);
         let transfer = PanelTransfer {
@@ -423,7 +439,7 @@ impl ShardRuntime {
             to: req.to,
             to_shard: req.to_shard,
             facility: req.facility,
-            status: TransferStatus::Running,
+            status: PanelTransfer::first_status(req.source_agreed, req.receiver_agreed),
             total,
             moved: 0,
             skipped: 0,
@@ -431,17 +447,41 @@ impl ShardRuntime {
             updated_at: now,
         };
         let change = Change {
-            events: vec![EventKind::TransferUpdated {
-                from: transfer.from.clone(),
-                to: transfer.to.clone(),
-                moved: 0,
-                done: false,
-            }],
+            events: started(&transfer).into_iter().collect(),
             upserts: vec![Record::Transfer(transfer.clone())],
             ..Change::default()
         };
         self.commit(change, now).await?;
         Ok(transfer)
+    }
+
+    /// A provider's agreement to a transfer (it runs once both have agreed) or
+    /// refusal, or a director's withdrawal: durable before it is answered.
+    pub(super) async fn answer_transfer(
+        &mut self,
+        from: &ProviderId,
+        key: &TransferKey,
+        answer: TransferAnswer,
+        now: Timestamp,
+    ) -> Result<PanelTransfer, AttachError> {
+        let t = self.state.transfer(from, key).ok_or_else(|| AttachError::not_found("transfer"))?;
+        let next = match answer {
+            TransferAnswer::Provider(side, agree) => {
+                let panel = self.state.panel(from).map_or(0, |p| p.len() as u32);
+                t.answer(side, agree, panel, now)?
+            }
+            TransferAnswer::Withdraw => t.withdraw(now)?,
+        };
+        if next == *t {
+            return Ok(next);
+        }
+        let change = Change {
+            events: started(&next).into_iter().collect(),
+            upserts: vec![Record::Transfer(next.clone())],
+            ..Change::default()
+        };
+        self.commit(change, now).await?;
+        Ok(next)
     }
 
     /// A transfer and the next entries it has to move (the first of the source
@@ -454,7 +494,7 @@ impl ShardRuntime {
     ) -> Result<(PanelTransfer, Vec<PanelEntry>), AttachError> {
         let t = self.state.transfer(from, key).ok_or_else(|| AttachError::not_found("transfer"))?;
         let entries = match t.status {
-            TransferStatus::Completed => Vec::new(),
+            TransferStatus::Completed | TransferStatus::Awaiting { .. } | TransferStatus::Cancelled => Vec::new(),
             TransferStatus::Running => self.state.panel(from).map_or_else(Vec::new, |p| {
                 // An entry matched before entries knew complexity travels with it
                 // when the registration lives here, so the receiving panel's reports count it.
@@ -575,6 +615,9 @@ impl ShardRuntime {
         now: Timestamp,
     ) -> Result<PanelTransfer, AttachError> {
         let t = self.state.transfer(from, key).ok_or_else(|| AttachError::not_found("transfer"))?.clone();
+        if t.status != TransferStatus::Running {
+            return Ok(t);
+        }
         let on = |p: &Phn| self.state.on_panel(from, *p);
         let moved: Vec<Phn> = done.moved.iter().copied().filter(on).collect();
         let skipped: Vec<Phn> = done.skipped.iter().copied().filter(on).collect();

@@ -20,7 +20,7 @@ use crate::domain::{Clinic, FacilityNumber, PanelTransfer, Phn, ProviderId, Regi
 use crate::error::{AttachError, ErrorCode};
 use crate::panel::{
     PanelChunk, PanelReport, ParsedPanel, Release, RowReport, RowStatus, SubmissionReport, SubmittedRow,
-    TransferAccepted, TransferRequest, Transferring,
+    TransferAccepted, TransferAnswer, TransferRequest, Transferring,
 };
 use crate::shard::{ProviderView, ShardMsg};
 use crate::store::Locator;
@@ -266,8 +266,10 @@ impl AttachSystem {
         self.audited(trail, result).await
     }
 
-    /// Starts moving `from`'s whole panel to `to` at `facility`, or finds the
-    /// transfer already made with this key. The moving itself is
+    /// Asks for `from`'s whole panel to move to `to` at `facility`, or finds the
+    /// transfer already asked for with this key. It runs once both providers
+    /// have agreed ([`answer_transfer`](Self::answer_transfer)); a director who
+    /// is one of them agrees by asking. The moving itself is
     /// [`run_transfer`](Self::run_transfer).
     pub async fn begin_transfer(
         &self,
@@ -294,8 +296,64 @@ impl AttachSystem {
                     "provider {to} is not listed at clinic {facility}; the clinic's medical director adds them first"
                 )));
             }
-            let req = TransferRequest { key, from: from.clone(), to: to.clone(), to_shard, facility: facility.clone() };
+            let req = TransferRequest {
+                key,
+                from: from.clone(),
+                to: to.clone(),
+                to_shard,
+                facility: facility.clone(),
+                // Attach itself (a command-line tool) acts for the province, not for a director.
+                source_agreed: who.is_provider(from) || who.role() == Role::Internal,
+                receiver_agreed: who.is_provider(to) || who.role() == Role::Internal,
+            };
             self.directory.call_audited(&from_shard, trail.draft(), |r| ShardMsg::BeginTransfer(req, r)).await
+        }
+        .await;
+        self.audited(trail, result).await
+    }
+
+    /// One of a transfer's providers agrees to it (`agree`) or declines it; a
+    /// medical director of its clinic who is neither may withdraw it (`agree`
+    /// false). Answers the transfer as it now stands: `RUNNING` once both
+    /// providers have agreed (the caller then starts the runner).
+    pub async fn answer_transfer(
+        &self,
+        who: &Principal,
+        from: &ProviderId,
+        key: &TransferKey,
+        agree: bool,
+    ) -> Result<PanelTransfer, AttachError> {
+        let mut trail = Trail::new(who, Operation::AnswerPanelTransfer).about(from);
+        let result = async {
+            who.require(trail.op, None)?;
+            let shard = trail.at(self.locate(Locator::Provider(from.clone()), "provider").await?);
+            let (from_, key_) = (from.clone(), key.clone());
+            let (t, _) = self
+                .directory
+                .call(&shard, |reply| ShardMsg::TransferBatch { from: from_, key: key_, limit: 0, reply })
+                .await?;
+            let answer = match who.provider().filter(|p| who.is_provider(p)).and_then(|p| t.side(p)) {
+                Some(side) => TransferAnswer::Provider(side, agree),
+                None if !agree => {
+                    self.require_director(who, &t.facility).await.map_err(|_| {
+                        AttachError::new(
+                            ErrorCode::Forbidden,
+                            "only the transfer's two providers answer it, and a director of its clinic withdraws it",
+                        )
+                    })?;
+                    TransferAnswer::Withdraw
+                }
+                None => {
+                    return Err(AttachError::new(
+                        ErrorCode::Forbidden,
+                        "only the provider whose panel moves and the provider taking it on agree to a transfer",
+                    ));
+                }
+            };
+            let (from, key) = (from.clone(), key.clone());
+            self.directory
+                .call_audited(&shard, trail.draft(), |reply| ShardMsg::AnswerTransfer { from, key, answer, reply })
+                .await
         }
         .await;
         self.audited(trail, result).await
@@ -315,7 +373,7 @@ impl AttachSystem {
                 .directory
                 .call(&from_shard, |reply| ShardMsg::TransferBatch { from: from_, key: key_, limit, reply })
                 .await?;
-            if t.status == crate::domain::TransferStatus::Completed {
+            if t.status != crate::domain::TransferStatus::Running {
                 return Ok(t);
             }
             let done = if entries.is_empty() {

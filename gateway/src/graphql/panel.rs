@@ -126,12 +126,28 @@ pub struct PanelRemoval {
 
 /// Where a transfer stands.
 #[derive(Enum, Copy, Clone, Eq, PartialEq)]
-#[graphql(remote = "attach_actors::domain::TransferStatus")]
 pub enum TransferStatus {
     /// Moving patients (resumed by asking for the same idempotency key again).
     Running,
     /// Every patient has been moved.
     Completed,
+    /// Asked for by a medical director, waiting for both providers to agree
+    /// (`answerPanelTransfer`); no patient moves until they have.
+    AwaitingAgreement,
+    /// Declined by one of the providers, or withdrawn by a medical director,
+    /// before any patient moved.
+    Cancelled,
+}
+
+impl From<d::TransferStatus> for TransferStatus {
+    fn from(s: d::TransferStatus) -> Self {
+        match s {
+            d::TransferStatus::Running => TransferStatus::Running,
+            d::TransferStatus::Completed => TransferStatus::Completed,
+            d::TransferStatus::Awaiting { .. } => TransferStatus::AwaitingAgreement,
+            d::TransferStatus::Cancelled => TransferStatus::Cancelled,
+        }
+    }
 }
 
 /// A whole-panel transfer from one provider to another.
@@ -148,7 +164,14 @@ pub struct PanelTransfer {
     pub facility_number: String,
     /// Where it stands.
     pub status: TransferStatus,
-    /// Patients on the source panel when it started.
+    /// Whether the provider whose panel moves has agreed (true once it runs,
+    /// false once it is cancelled).
+    pub source_agreed: bool,
+    /// Whether the provider taking the panel on has agreed (true once it runs,
+    /// false once it is cancelled).
+    pub receiver_agreed: bool,
+    /// Patients on the source panel when it started running (while it awaits
+    /// agreement: when it was asked for).
     pub total: u32,
     /// Patients moved so far.
     pub moved: u32,
@@ -162,12 +185,19 @@ pub struct PanelTransfer {
 
 impl From<d::PanelTransfer> for PanelTransfer {
     fn from(t: d::PanelTransfer) -> Self {
+        let (source_agreed, receiver_agreed) = match t.status {
+            d::TransferStatus::Running | d::TransferStatus::Completed => (true, true),
+            d::TransferStatus::Awaiting { source, receiver } => (source, receiver),
+            d::TransferStatus::Cancelled => (false, false),
+        };
         PanelTransfer {
             idempotency_key: t.key.to_string(),
             from_provider_id: ID(t.from.to_string()),
             to_provider_id: ID(t.to.to_string()),
             facility_number: t.facility.to_string(),
             status: t.status.into(),
+            source_agreed,
+            receiver_agreed,
             total: t.total,
             moved: t.moved,
             skipped: t.skipped,
@@ -338,9 +368,12 @@ impl PanelMutation {
         system(ctx).set_provider_clinic(caller(ctx), &f, &id, false).await.gql().map(Into::into)
     }
 
-    /// Moves a provider's whole panel to another provider at a clinic, patient by
-    /// patient, in the background; read its progress with `panelTransfer`. Asking
-    /// again with the same idempotency key resumes a transfer that stopped (a
+    /// Asks for a provider's whole panel to move to another provider at a clinic
+    /// (the clinic's medical director; both providers must be listed there).
+    /// It waits for both providers to agree (`answerPanelTransfer`; a director
+    /// who is one of them agrees by asking), then moves the patients one by one,
+    /// in the background; read its progress with `panelTransfer`. Asking again
+    /// with the same idempotency key resumes a transfer that stopped (a
     /// restart) and never moves anyone twice.
     async fn transfer_panel(
         &self,
@@ -356,6 +389,29 @@ impl PanelMutation {
         let key = d::TransferKey::parse(&idempotency_key).gql()?;
         let system = system(ctx);
         let t = system.begin_transfer(caller(ctx), key, &from, &to, &f).await.gql()?;
+        if t.status == d::TransferStatus::Running {
+            system.spawn_transfer(t.from.clone(), t.key.clone());
+        }
+        Ok(t.into())
+    }
+
+    /// One of a transfer's two providers agrees to it (`agree: true`) or
+    /// declines it (`false`, which cancels it); a medical director of its
+    /// clinic who is neither may withdraw it (`false`). Once both providers
+    /// have agreed it starts moving patients. Agreeing again changes nothing;
+    /// declining a transfer that runs or finished, or answering a cancelled
+    /// one, is a `CONFLICT`.
+    async fn answer_panel_transfer(
+        &self,
+        ctx: &Context<'_>,
+        from_provider_id: ID,
+        idempotency_key: String,
+        agree: bool,
+    ) -> async_graphql::Result<PanelTransfer> {
+        let from = provider_id(&from_provider_id, "fromProviderId")?;
+        let key = d::TransferKey::parse(&idempotency_key).gql()?;
+        let system = system(ctx);
+        let t = system.answer_transfer(caller(ctx), &from, &key, agree).await.gql()?;
         if t.status == d::TransferStatus::Running {
             system.spawn_transfer(t.from.clone(), t.key.clone());
         }

@@ -186,6 +186,13 @@ async fn set_up(c: &Client<'_>) {
         json!({}),
     )
     .await;
+    c.ok(
+        MedicalDirector,
+        r#"mutation { transferPanel(fromProviderId: "P10001", toProviderId: "P10002", facilityNumber: "0F111",
+             idempotencyKey: "set-up") { status } }"#,
+        json!({}),
+    )
+    .await;
 }
 
 /// A new household, matched to P1.
@@ -239,6 +246,11 @@ async fn every_role_against_every_operation() {
         ("addClinicStaff", ["U", "F", "F", "F", "F", "F", "O", "F", "F", "F", "F"]),
         // moa-1 is on the clinic's staff list (and sees their own entry); moa-9 is not.
         ("clinicStaff", ["U", "F", "F", "F", "O", "F", "O", "F", "F", "O", "F"]),
+        // Any of P10002's panel to P10001: the director asks (once: one open transfer per panel).
+        ("transferPanel", ["U", "F", "F", "F", "F", "F", "O", "F", "F", "F", "F"]),
+        // The transfer set_up asked for, P10001's panel to P10002: its two providers agree; the
+        // director may only withdraw it.
+        ("answerPanelTransfer", ["U", "F", "O", "O", "F", "F", "F", "F", "F", "F", "F"]),
         // Last: the director's attempt removes moa-1 from the list.
         ("removeClinicStaff", ["U", "F", "F", "F", "F", "F", "O", "F", "F", "F", "F"]),
     ];
@@ -457,6 +469,18 @@ fn request(op: &str, f: &Fresh, n: u32) -> (String, Value) {
         "removeClinicStaff" => {
             (r#"mutation { removeClinicStaff(facilityNumber: "0F111", subject: "moa-1") { subject } }"#.into(), none)
         }
+        "transferPanel" => (
+            r#"mutation($k: String!) { transferPanel(fromProviderId: "P10002", toProviderId: "P10001",
+                facilityNumber: "0F111", idempotencyKey: $k) { status } }"#
+                .into(),
+            json!({ "k": format!("k-{n}") }),
+        ),
+        "answerPanelTransfer" => (
+            r#"mutation { answerPanelTransfer(fromProviderId: "P10001", idempotencyKey: "set-up", agree: true) {
+                status } }"#
+                .into(),
+            none,
+        ),
         other => panic!("no request written for {other}"),
     };
     (q, v)

@@ -394,7 +394,20 @@ async fn a_transfer_killed_half_way_resumes_with_every_patient_on_exactly_one_pa
     const TRANSFER: &str = r#"mutation { transferPanel(fromProviderId: "P10001", toProviderId: "P20002",
         facilityNumber: "0F111", idempotencyKey: "fernie-2026-11") { status total moved } }"#;
     const PROGRESS: &str = r#"{ panelTransfer(fromProviderId: "P10001", idempotencyKey: "fernie-2026-11") { status total moved skipped } }"#;
-    let started = ok(&app, &t.director, TRANSFER, json!({})).await["transferPanel"].clone();
+    let asked = ok(&app, &t.director, TRANSFER, json!({})).await["transferPanel"].clone();
+    assert_eq!(asked["status"], "AWAITING_AGREEMENT", "the director asks; the two providers agree");
+    // The provider taking the panel on agrees; the director cannot agree for the other.
+    const AGREE: &str = r#"mutation($agree: Boolean!) { answerPanelTransfer(fromProviderId: "P10001",
+        idempotencyKey: "fernie-2026-11", agree: $agree) { status sourceAgreed receiverAgreed total moved } }"#;
+    let half = ok(&app, &t.p2, AGREE, json!({ "agree": true })).await["answerPanelTransfer"].clone();
+    assert_eq!(
+        (&half["status"], &half["sourceAgreed"], &half["receiverAgreed"]),
+        (&json!("AWAITING_AGREEMENT"), &json!(false), &json!(true))
+    );
+    let refused = call(&app, &t.director, AGREE, json!({ "agree": true })).await;
+    assert_eq!(refused["errors"][0]["extensions"]["code"], "FORBIDDEN", "{refused}");
+    assert_eq!(panel_size(&app, &t.p2, "P20002").await, 0, "nobody moves before both agree");
+    let started = ok(&app, &t.p1, AGREE, json!({ "agree": true })).await["answerPanelTransfer"].clone();
     assert_eq!((started["status"].as_str(), started["total"].as_u64()), (Some("RUNNING"), Some(u64::from(PATIENTS))));
 
     // Kill the process as soon as some, not all, patients have moved.
