@@ -44,27 +44,35 @@ pub use remote::{PROTOCOL, Peers, ShardAnswer, ShardCall};
 pub struct Statistics {
     /// The merged counts.
     pub counts: ShardStats,
-    /// Median days waited by the households waiting now.
+    /// Median days waited by the households waiting now (for an even count,
+    /// the mean of the two middle waits, rounded half up).
     pub median_wait_days: Option<u32>,
-    /// Days someone registering today can expect to wait, from the people
-    /// waiting and the attachment rate measured over the last 28 days; `None`
-    /// when nobody was attached in that window (no rate to measure).
+    /// Days one person registering today can expect to wait: the people
+    /// waiting and themselves, at the attachment rate measured over the last
+    /// 28 days, as their own registration will then say; `None` when nobody
+    /// was attached in that window (no rate to measure).
     pub estimated_wait_days: Option<u32>,
 }
 
 impl Statistics {
     fn from_counts(counts: ShardStats) -> Self {
         let total: u64 = counts.wait_histogram.values().sum();
-        let mut seen = 0;
-        let mut median = None;
-        for (days, n) in &counts.wait_histogram {
-            seen += n;
-            if seen * 2 >= total && total > 0 {
-                median = Some(*days);
-                break;
-            }
+        // The wait of the household at `rank` (from 1) in order of days waited.
+        let at = |rank: u64| {
+            let mut seen = 0;
+            counts.wait_histogram.iter().find_map(|(days, n)| {
+                seen += n;
+                (seen >= rank).then_some(u64::from(*days))
+            })
+        };
+        let median = match total {
+            0 => None,
+            t if t % 2 == 1 => at(t.div_ceil(2)),
+            t => at(t / 2).zip(at(t / 2 + 1)).map(|(a, b)| (a + b).div_ceil(2)),
         }
-        let estimated = crate::shard::estimated_wait_days(counts.waiting_people, counts.attached_people_28d);
+        .map(|days| days as u32);
+        // The newcomer waits for everyone ahead and for their own place.
+        let estimated = crate::shard::estimated_wait_days(counts.waiting_people + 1, counts.attached_people_28d);
         Statistics { counts, median_wait_days: median, estimated_wait_days: estimated }
     }
 }
@@ -929,9 +937,21 @@ mod tests {
             wait_histogram: BTreeMap::from([(1, 1), (5, 1), (9, 1)]),
             ..Default::default()
         };
-        let s = Statistics::from_counts(counts);
+        let s = Statistics::from_counts(counts.clone());
         assert_eq!(s.median_wait_days, Some(5));
-        assert_eq!(s.estimated_wait_days, Some(280));
+        assert_eq!(s.estimated_wait_days, Some(281), "280 waiting, then the newcomer, one a day");
+        // An even count: the mean of the two middle waits.
+        let even = |h: &[(u32, u64)]| {
+            let wait_histogram = h.iter().copied().collect();
+            Statistics::from_counts(ShardStats { wait_histogram, ..counts.clone() }).median_wait_days
+        };
+        assert_eq!(even(&[(309, 1), (1061, 1)]), Some(685));
+        assert_eq!(even(&[(1, 1), (2, 1)]), Some(2), "half up");
+        assert_eq!(even(&[(3, 2), (8, 2)]), Some(6));
+        assert_eq!(even(&[(3, 3), (8, 1)]), Some(3));
+        // Nobody waiting: the newcomer still waits for their own place.
+        let empty = ShardStats { waiting_people: 0, ..counts };
+        assert_eq!(Statistics::from_counts(empty).estimated_wait_days, Some(1));
         let none = Statistics::from_counts(ShardStats::default());
         assert_eq!((none.median_wait_days, none.estimated_wait_days), (None, None));
     }

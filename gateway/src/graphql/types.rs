@@ -632,9 +632,13 @@ pub struct Statistics {
     pub attached_last_28_days: u64,
     /// People attached through Attach and still on a panel here.
     pub attached_total: u64,
-    /// Median days waited by households waiting now.
+    /// Median days waited by households waiting now (for an even count, the
+    /// mean of the two middle waits, rounded half up).
     pub median_wait_days: Option<u32>,
-    /// Expected wait in days for someone registering today (null: no attachments in 28 days to measure a rate).
+    /// Expected wait in days for one person registering today: everyone waiting,
+    /// then them, at the rate people were attached here over the last 28 days,
+    /// as their registration's `estimatedWaitDays` will say (null: no
+    /// attachments in 28 days to measure a rate).
     pub estimated_wait_days: Option<u32>,
     /// Providers accepting new patients.
     pub accepting_providers: u64,
