@@ -68,7 +68,8 @@ impl PanelSubmission {
         self.0.rows.len()
     }
 
-    /// Rows added to the panel.
+    /// Rows added to the panel whose patient was not waiting (`ACCEPTED`);
+    /// those who left the waitlist for it are `attachedFromWaitlist`.
     async fn accepted(&self) -> usize {
         self.0.count(p::RowStatus::Accepted)
     }
