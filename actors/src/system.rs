@@ -513,21 +513,36 @@ impl AttachSystem {
             if who.role() == Role::Provider {
                 who.require_self(&input.id, "change a provider's registry entry")?;
             }
-            let home = self.store.locate(&Locator::Provider(input.id.clone())).await?;
-            if let Some(home) = &home
-                && home != &shard
-            {
-                return Err(AttachError::conflict(format!(
+            let homed_elsewhere = |home: &ShardKey| {
+                AttachError::conflict(format!(
                     "provider {} is homed in community {}; update them there",
                     input.id,
                     home.community.as_str()
-                )));
+                ))
+            };
+            let locator = Locator::Provider(input.id.clone());
+            let home = self.store.locate(&locator).await?;
+            if let Some(home) = home.as_ref().filter(|home| **home != shard) {
+                return Err(homed_elsewhere(home));
             }
             let current = match &home {
-                Some(home) => Some(self.provider_at(home, input.id.clone()).await?.provider),
+                // The id was claimed here by a creation whose commit failed: still new.
+                Some(home) => match self.provider_at(home, input.id.clone()).await {
+                    Ok(view) => Some(view.provider),
+                    Err(e) if e.code == ErrorCode::NotFound => None,
+                    Err(e) => return Err(e),
+                },
                 None => None,
             };
             self.may_change_provider(who, &input, current.as_ref()).await?;
+            // A new provider's id is claimed for this community before the shard
+            // writes them, so two communities creating it at once cannot both.
+            if home.is_none() {
+                let now = self.store.claim_locator(&locator, &shard).await?;
+                if now != shard {
+                    return Err(homed_elsewhere(&now));
+                }
+            }
             // The shard writes only if the clinics are still those checked (a clinic's
             // director may have taken the provider off meanwhile).
             let checked = current.map(|p| p.clinics);
@@ -584,14 +599,17 @@ impl AttachSystem {
         let result = async {
             let shard = trail.at(self.shard_of(community)?);
             who.require(trail.op, Some(&shard))?;
-            if let Some(home) = self.store.locate(&Locator::Clinic(cmd.facility.clone())).await?
-                && home != shard
-            {
-                return Err(AttachError::conflict(format!(
+            let registered_elsewhere = |home: &ShardKey| {
+                AttachError::conflict(format!(
                     "facility {} is registered in community {}",
                     cmd.facility,
                     home.community.as_str()
-                )));
+                ))
+            };
+            let locator = Locator::Clinic(cmd.facility.clone());
+            let home = self.store.locate(&locator).await?;
+            if let Some(home) = home.as_ref().filter(|home| **home != shard) {
+                return Err(registered_elsewhere(home));
             }
             // A clinic handed to nobody could never be kept again. (A director naming
             // themselves, and Attach itself loading a registry, may add the entry after.)
@@ -606,6 +624,14 @@ impl AttachSystem {
                         format!("provider {director} not found: a clinic's medical director is a registered provider"),
                     )
                 });
+            }
+            // A new facility number is claimed for this community before the
+            // shard writes the clinic, so two communities cannot both create it.
+            if home.is_none() {
+                let now = self.store.claim_locator(&locator, &shard).await?;
+                if now != shard {
+                    return Err(registered_elsewhere(&now));
+                }
             }
             let who = who.clone();
             self.directory.call_audited(&shard, trail.draft(), |r| ShardMsg::UpsertClinic(cmd, who, r)).await

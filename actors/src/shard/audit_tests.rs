@@ -64,6 +64,9 @@ impl Store for LateAuditFails {
     async fn locate(&self, what: &Locator) -> Result<Option<ShardKey>, StoreError> {
         self.inner.locate(what).await
     }
+    async fn claim_locator(&self, what: &Locator, shard: &ShardKey) -> Result<ShardKey, StoreError> {
+        self.inner.claim_locator(what, shard).await
+    }
     async fn phn_claim(&self, phn: Phn) -> Result<Option<PhnClaim>, StoreError> {
         self.inner.phn_claim(phn).await
     }

@@ -559,3 +559,45 @@ async fn a_proposal_closed_long_ago_leaves_memory_and_is_still_read_from_the_sto
     assert!(s.run_matching(&sys(), &c("111")).await.unwrap().is_empty());
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_provider_or_clinic_created_at_once_in_several_communities_is_created_once() {
+    let w = world(ShardConfig::default()).await;
+    let s = &w.system;
+    let (me, here) = (sys(), [c("111"), c("112")]);
+    for round in 0..5 {
+        let id = ProviderId::parse(&format!("P9{round:04}")).unwrap();
+        let input = ProviderInput {
+            id: id.clone(),
+            given_name: PersonName::parse("Jo").unwrap(),
+            surname: PersonName::parse("Doc").unwrap(),
+            kind: ProviderKind::Physician,
+            clinics: None,
+            reported_panel_size: None,
+        };
+        let made =
+            futures::future::join_all(here.iter().map(|community| s.upsert_provider(&me, community, input.clone())))
+                .await;
+        let ok: Vec<_> = made.iter().filter_map(|r| r.as_ref().ok()).collect();
+        assert_eq!(ok.len(), 1, "round {round}: {made:?}");
+        assert!(made.iter().filter_map(|r| r.as_ref().err()).all(|e| e.code == ErrorCode::Conflict));
+        let home = &ok[0].provider.shard.community;
+        for community in ["111", "112"] {
+            let listed = s.providers(&sys(), &c(community)).await.unwrap();
+            assert_eq!(listed.iter().filter(|p| p.provider.id == id).count(), usize::from(community == home.as_str()));
+        }
+
+        let facility = FacilityNumber::parse(&format!("0F9{round:02}")).unwrap();
+        let details = ClinicInput::parse("Family Practice", "1 Main St", "", "").unwrap();
+        let made = futures::future::join_all(here.iter().map(|community| {
+            let cmd = ClinicCommand { facility: facility.clone(), details: details.clone(), medical_director: None };
+            s.upsert_clinic(&me, community, cmd)
+        }))
+        .await;
+        assert_eq!(made.iter().filter(|r| r.is_ok()).count(), 1, "round {round}: {made:?}");
+        let everywhere = futures::future::join_all(here.iter().map(|k| s.clinics(&me, k))).await;
+        let copies = everywhere.into_iter().flat_map(Result::unwrap).filter(|k| k.facility == facility).count();
+        assert_eq!(copies, 1, "round {round}");
+    }
+    w.system.stop().await;
+}

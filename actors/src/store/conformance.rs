@@ -55,6 +55,7 @@ checks!(
     shards_are_isolated,
     events_after_pages_in_order,
     locate_finds_each_kind,
+    a_locator_is_claimed_once,
     phn_claim_compare_and_set,
     claim_phns_takes_only_free_ones,
     concurrent_commits_all_land,
@@ -103,6 +104,7 @@ macro_rules! store_conformance_tests {
             shards_are_isolated,
             events_after_pages_in_order,
             locate_finds_each_kind,
+            a_locator_is_claimed_once,
             phn_claim_compare_and_set,
             claim_phns_takes_only_free_ones,
             concurrent_commits_all_land,
@@ -567,6 +569,35 @@ pub async fn locate_finds_each_kind(h: &dyn Harness) -> anyhow::Result<()> {
     let moved = Locator::Registration(wa.registration.reference);
     store.commit(&b, eb, &Batch { locators: vec![moved.clone()], ..Batch::default() }).await?;
     ensure!(store.locate(&moved).await?.as_ref() == Some(&b), "a moved registration is not found in its new shard");
+    Ok(())
+}
+
+/// `claim_locator`: the first claim of a free locator takes it, durably; any
+/// later one, for another shard or at once with others, gets where it points;
+/// a commit that writes it again keeps it.
+pub async fn a_locator_is_claimed_once(h: &dyn Harness) -> anyhow::Result<()> {
+    let store = h.open().await?;
+    let shards = [shard("IHA/111"), shard("IHA/112"), shard("IHA/113"), shard("IHA/114")];
+    let doc = Locator::Provider(provider_id(7));
+    ensure!(store.claim_locator(&doc, &shards[0]).await? == shards[0], "a free locator was not taken");
+    ensure!(store.locate(&doc).await?.as_ref() == Some(&shards[0]), "the claim does not read back");
+    ensure!(store.claim_locator(&doc, &shards[1]).await? == shards[0], "a second claim took a taken locator");
+    ensure!(store.claim_locator(&doc, &shards[0]).await? == shards[0], "claiming again where it points failed");
+    ensure!(store.locate(&doc).await?.as_ref() == Some(&shards[0]), "a refused claim moved the locator");
+
+    // Claims racing for one free locator: one wins, and every one is told the winner.
+    let clinic = Locator::Clinic(crate::domain::FacilityNumber::parse("0F777")?);
+    let answers = futures::future::try_join_all(shards.iter().map(|s| store.claim_locator(&clinic, s))).await?;
+    let winner = store.locate(&clinic).await?.ok_or_else(|| anyhow::anyhow!("nobody won the race"))?;
+    ensure!(answers.iter().all(|a| *a == winner), "racing claims disagree: {answers:?}, locator at {winner}");
+
+    // The winner's commit writes the same locator: nothing changes.
+    let epoch = store.acquire_shard(&winner, "n").await?;
+    store.commit(&winner, epoch, &Batch { locators: vec![clinic.clone()], ..Batch::default() }).await?;
+    ensure!(store.locate(&clinic).await?.as_ref() == Some(&winner), "the commit moved a claimed locator");
+    drop(store);
+    let reopened = h.open().await?;
+    ensure!(reopened.locate(&doc).await?.as_ref() == Some(&shards[0]), "a claimed locator did not survive reopening");
     Ok(())
 }
 

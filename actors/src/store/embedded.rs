@@ -479,6 +479,12 @@ impl Store for EmbeddedStore {
         self.get(LOCATORS, &locator_key(what), "locator")
     }
 
+    async fn claim_locator(&self, what: &Locator, shard: &ShardKey) -> Result<ShardKey, StoreError> {
+        let (key, home) = (locator_key(what), encode(shard, "locator")?);
+        let now = self.submit(|slot| Request::ClaimLocator { key, home, slot }).await?;
+        decode(&now, "locator")
+    }
+
     async fn phn_claim(&self, phn: Phn) -> Result<Option<PhnClaim>, StoreError> {
         let txn = self.inner.db.begin_read().map_err(store_error)?;
         let claims = txn.open_table(PHN_CLAIMS).map_err(store_error)?;

@@ -294,6 +294,13 @@ pub trait Store: Send + Sync + 'static {
     /// The shard a registration, proposal, provider or clinic lives in.
     async fn locate(&self, what: &Locator) -> Result<Option<ShardKey>, StoreError>;
 
+    /// Points `what` at `shard` if it points nowhere yet, durably; answers
+    /// where it points now (`shard` when it was taken, or already pointed
+    /// there). For the ids callers choose (a provider's, a clinic's facility
+    /// number), so two communities creating the same one at once cannot both
+    /// succeed: the shard's commit then writes the same locator again.
+    async fn claim_locator(&self, what: &Locator, shard: &ShardKey) -> Result<ShardKey, StoreError>;
+
     /// The current claim on a PHN.
     async fn phn_claim(&self, phn: Phn) -> Result<Option<PhnClaim>, StoreError>;
 

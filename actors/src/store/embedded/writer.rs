@@ -68,6 +68,9 @@ pub(super) enum Request {
     CasPhn { phn: u64, expected: Option<PhnClaim>, new: Option<Vec<u8>>, slot: Slot<CasOutcome<PhnClaim>> },
     /// Claim every free PHN; answer the ones already held.
     ClaimPhns { claims: Vec<(Phn, PhnClaim, Vec<u8>)>, slot: Slot<Vec<(Phn, PhnClaim)>> },
+    /// Point a locator (key) at a shard (encoded) unless it points somewhere;
+    /// answer where it points then (encoded).
+    ClaimLocator { key: Vec<u8>, home: Vec<u8>, slot: Slot<Vec<u8>> },
     /// Append encoded audit records (key, value).
     Audit { rows: Vec<super::journal::Row>, slot: Slot<()> },
     /// Write the audit records held only in the journal into redb, so a read
@@ -82,6 +85,7 @@ impl Request {
             Request::Commit { slot, .. } => slot.finish(group_failed),
             Request::CasPhn { slot, .. } => slot.finish(group_failed),
             Request::ClaimPhns { slot, .. } => slot.finish(group_failed),
+            Request::ClaimLocator { slot, .. } => slot.finish(group_failed),
             Request::Audit { slot, .. } => slot.finish(group_failed),
             Request::FlushAudit { slot } => slot.finish(group_failed),
         }
@@ -275,6 +279,16 @@ fn apply_all(t: &mut Tables<'_>, group: &mut [Request]) -> Result<(), redb::Erro
             Request::Commit { shard, epoch, batch, slot } => commit(t, shard, *epoch, batch, slot)?,
             Request::CasPhn { phn, expected, new, slot } => cas(t, *phn, expected.as_ref(), new.as_deref(), slot)?,
             Request::ClaimPhns { claims, slot } => claim(t, claims, slot)?,
+            Request::ClaimLocator { key, home, slot } => {
+                let existing = t.locators()?.get(key.as_slice())?.map(|v| v.value().to_vec());
+                match existing {
+                    Some(now) => slot.set(Ok(now)),
+                    None => {
+                        t.locators()?.insert(key.as_slice(), home.as_slice())?;
+                        slot.set(Ok(home.clone()));
+                    }
+                }
+            }
             Request::Audit { rows, slot } => {
                 insert_audit(t, rows)?;
                 slot.set(Ok(()));

@@ -714,6 +714,18 @@ impl Store for ScyllaStore {
         first_row::<(String,)>(result)?.map(|(shard,)| shard_from_column(&shard)).transpose()
     }
 
+    async fn claim_locator(&self, what: &Locator, shard: &ShardKey) -> Result<ShardKey, StoreError> {
+        let (kind, id) = locator_columns(what);
+        let answer = self.lwt(&self.inner.st.locator_claim, (kind, id, shard.to_string())).await?;
+        if answer.applied {
+            return Ok(shard.clone());
+        }
+        match answer.text("shard") {
+            Some(now) => shard_from_column(now),
+            None => Err(StoreError::Unavailable("a refused locator claim returned no current shard".into())),
+        }
+    }
+
     async fn phn_claim(&self, phn: Phn) -> Result<Option<PhnClaim>, StoreError> {
         let result = self.rows(&self.inner.st.claim_read, (phn_column(phn),)).await?;
         first_row::<(Option<Vec<u8>>,)>(result)?.and_then(|(blob,)| blob).map(|b| decode(&b, "PHN claim")).transpose()

@@ -110,6 +110,8 @@ statements! {
     // ---- locators ----
     locator_upsert: Write =
         "INSERT INTO {ks}.locators (kind, id, shard) VALUES (?, ?, ?)";
+    locator_claim: Lwt =
+        "INSERT INTO {ks}.locators (kind, id, shard) VALUES (?, ?, ?) IF NOT EXISTS";
     locator_read: Read =
         "SELECT shard FROM {ks}.locators WHERE kind = ? AND id = ?";
 
