@@ -174,9 +174,12 @@ fn push(out: &mut ParsedPanel, limits: Limits, line: u32, row: Result<PanelRow, 
 
 /// A header names its columns: a PHN column never holds a letter. A first
 /// row with the service code 98990 is a patient's, whatever its PHN holds (a
-/// letter O typed for a zero): it is reported, not skipped.
+/// letter O typed for a zero): it is reported, not skipped. So is a row of one
+/// field, which is no list of columns (a file written with another delimiter,
+/// `;` say): it is reported as malformed, which names the shape.
 fn is_header(fields: &[String]) -> bool {
-    fields[0].chars().any(|c| c.is_alphabetic())
+    fields.len() > 1
+        && fields[0].chars().any(|c| c.is_alphabetic())
         && fields.get(4).is_none_or(|code| code.trim() != PanelEntry::SERVICE_CODE)
 }
 
@@ -399,6 +402,17 @@ mod tests {
         let p = parse_str(&format!("{typo}\n{}\n", row(2))).unwrap();
         assert!(!p.header);
         assert!(matches!(problems(&p)[..], [(1, Some(RowProblem::InvalidPhn(_))), (2, None)]), "{:?}", problems(&p));
+    }
+
+    #[test]
+    fn a_first_row_with_another_delimiter_is_reported_not_taken_for_a_header() {
+        let semicolons = row(1).replace(',', ";");
+        let p = parse_str(&format!("{semicolons}\n{}\n", row(2))).unwrap();
+        assert!(!p.header);
+        assert!(matches!(problems(&p)[..], [(1, Some(RowProblem::Malformed(_))), (2, None)]), "{:?}", problems(&p));
+        // A file of such rows alone is reported row by row, not refused as having none.
+        let p = parse_str(&format!("{semicolons}\n")).unwrap();
+        assert!(matches!(problems(&p)[..], [(1, Some(RowProblem::Malformed(_)))]));
     }
 
     #[test]
