@@ -217,6 +217,9 @@ async fn medical_directors_keep_only_their_clinics() {
     let refused = s.upsert_clinic(&director(&b), &c("111"), clinic(Some(&nobody))).await.unwrap_err();
     assert_eq!((refused.code, refused.field.as_deref()), (ErrorCode::NotFound, Some("medicalDirectorId")));
     assert_eq!(s.clinic(&sys(), &FacilityNumber::parse("00A12").unwrap()).await.unwrap().medical_director, Some(b));
+    // A new clinic that leaves its director out names the director creating it.
+    let other = ClinicCommand { facility: FacilityNumber::parse("00A13").unwrap(), ..clinic(None) };
+    assert_eq!(s.upsert_clinic(&director(&a), &c("111"), other).await.unwrap().medical_director, Some(a));
 }
 
 #[tokio::test]

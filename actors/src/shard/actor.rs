@@ -267,8 +267,15 @@ impl ShardActor {
                 let ids: Vec<_> = rt.state.providers().map(|p| p.id.clone()).collect();
                 answer!(reply, ids.iter().map(|id| rt.provider_view(id, now)).collect())
             }
-            ShardMsg::UpsertClinic(cmd, who, reply) => {
+            ShardMsg::UpsertClinic(mut cmd, who, reply) => {
                 let facility = cmd.facility.clone();
+                // A new clinic whose director is left out names the director creating it.
+                if cmd.medical_director.is_none()
+                    && rt.state.clinic(&facility).is_none()
+                    && who.role() == crate::access::Role::MedicalDirector
+                {
+                    cmd.medical_director = who.provider().cloned();
+                }
                 let result =
                     match delegation::may_keep_clinic(&rt.state, &who, &facility, cmd.medical_director.as_ref()) {
                         Ok(()) => {

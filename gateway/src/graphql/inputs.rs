@@ -141,7 +141,8 @@ pub struct ClinicInput {
     #[graphql(default)]
     pub phone: String,
     /// The medical director's provider id: a registered provider. A new clinic
-    /// names the caller; left out of an update, the clinic keeps its director.
+    /// names the director creating it (left out, it does); left out of an
+    /// update, the clinic keeps its director.
     pub medical_director_id: Option<ID>,
 }
 
