@@ -435,27 +435,28 @@ pub fn put_in_order(response: &mut async_graphql::Response, order: &[String]) {
     fields.extend(rest);
 }
 
-/// The response keys of a query's top-level selection, in order, when it has
-/// more than one: async-graphql resolves a query's top-level fields at once
-/// and adds each to the response as it finishes, so a field that waits on a
-/// shard can come out after one selected later. GraphQL orders a response as
-/// the query selects. (Mutations run one field after another, in order, and
-/// nested objects here resolve serially.) `None` for a single field or
-/// anything that cannot be read: the order then stays as it is.
-pub fn query_order(request: &mut async_graphql::Request) -> Option<Vec<String>> {
+/// The top-level fields of a query, as (response key, field name), in the
+/// order it selects them, fragments followed; `None` for a mutation or a
+/// subscription, or anything that cannot be read.
+///
+/// Two uses: async-graphql resolves a query's top-level fields at once and
+/// adds each to the response as it finishes, so a field that waits on a shard
+/// can come out after one selected later, while GraphQL orders a response as
+/// the query selects ([`put_in_order`]; mutations run one field after another,
+/// in order, and nested objects here resolve serially). And it leaves a field
+/// that failed out of `data`, where GraphQL gives null
+/// ([`null_failed`](crate::graphql::failed::null_failed)).
+pub fn query_fields(request: &mut async_graphql::Request) -> Option<Vec<(String, String)>> {
     use async_graphql::parser::types::OperationType;
     let name = request.operation_name.clone();
     let document = request.parsed_query().ok()?;
     let operation = operation(document, name.as_deref())?;
-    let set = &operation.node.selection_set.node;
-    if operation.node.ty != OperationType::Query
-        || matches!(set.items.as_slice(), [one] if matches!(one.node, async_graphql::parser::types::Selection::Field(_)))
-    {
+    if operation.node.ty != OperationType::Query {
         return None;
     }
-    let mut keys = Vec::new();
-    collect_keys(document, set, 0, &mut keys);
-    (keys.len() > 1).then_some(keys)
+    let mut fields = Vec::new();
+    collect_fields(document, &operation.node.selection_set.node, 0, &mut fields);
+    Some(fields)
 }
 
 /// The response keys of the top-level selection of the JSON request `body`'s
@@ -481,22 +482,35 @@ fn collect_keys(
     depth: usize,
     keys: &mut Vec<String>,
 ) -> bool {
+    let mut fields = Vec::new();
+    let whole = collect_fields(document, set, depth, &mut fields);
+    keys.extend(fields.into_iter().map(|(key, _)| key));
+    whole
+}
+
+/// [`collect_keys`], with each key's field name: (response key, field name).
+fn collect_fields(
+    document: &async_graphql::parser::types::ExecutableDocument,
+    set: &async_graphql::parser::types::SelectionSet,
+    depth: usize,
+    fields: &mut Vec<(String, String)>,
+) -> bool {
     use async_graphql::parser::types::Selection;
     set.items.iter().all(|selection| match &selection.node {
         Selection::Field(f) => {
-            let key = f.node.response_key().node.to_string();
-            if !keys.contains(&key) {
-                keys.push(key);
+            let key = f.node.response_key().node.as_str();
+            if !fields.iter().any(|(k, _)| k == key) {
+                fields.push((key.to_string(), f.node.name.node.to_string()));
             }
             true
         }
-        Selection::InlineFragment(i) => collect_keys(document, &i.node.selection_set.node, depth, keys),
+        Selection::InlineFragment(i) => collect_fields(document, &i.node.selection_set.node, depth, fields),
         Selection::FragmentSpread(s) => {
             depth < 16
                 && document
                     .fragments
                     .get(&s.node.fragment_name.node)
-                    .is_some_and(|f| collect_keys(document, &f.node.selection_set.node, depth + 1, keys))
+                    .is_some_and(|f| collect_fields(document, &f.node.selection_set.node, depth + 1, fields))
         }
     })
 }

@@ -49,6 +49,8 @@ pub struct AppState {
     pub max_upload_bytes: usize,
     /// Parsed documents of recent queries.
     pub documents: Arc<DocumentCache>,
+    /// The query type's nullable fields, for a failed field's null.
+    pub nullable_roots: Arc<crate::graphql::failed::NullableRoots>,
     /// Ping interval on subscription connections.
     pub keepalive: std::time::Duration,
     /// Subscriptions one connection may hold.
@@ -300,11 +302,12 @@ async fn execute(state: &AppState, principal: Option<Principal>, headers: &Heade
     state.documents.prepare(&mut request);
     let clustered = state.forwarder.has_peers();
     let mutation = clustered && !crate::forward::is_query(&mut request);
-    let order = crate::forward::query_order(&mut request);
+    let fields = crate::forward::query_fields(&mut request);
     let span = crate::telemetry::graphql_span(&mut request);
     let mut response = state.schema.execute(request).instrument(span).await;
-    if let Some(order) = &order {
-        crate::forward::put_in_order(&mut response, order);
+    if let Some(fields) = fields.as_ref().filter(|f| f.len() > 1) {
+        let order: Vec<String> = fields.iter().map(|(key, _)| key.clone()).collect();
+        crate::forward::put_in_order(&mut response, &order);
     }
     ensure_codes(&mut response);
     if clustered {
@@ -315,6 +318,9 @@ async fn execute(state: &AppState, principal: Option<Principal>, headers: &Heade
             return answer;
         }
         forwarder.complete_from_peers(&state.system, headers, &original, &mut response, mutation).await;
+    }
+    if let Some(fields) = &fields {
+        crate::graphql::failed::null_failed(&mut response, fields, &state.nullable_roots);
     }
     crate::forward::strip_marks(&mut response);
     state.metrics.record(

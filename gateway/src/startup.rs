@@ -230,6 +230,7 @@ impl Application {
         });
         let schema = graphql::build(system.clone(), &settings.limits, &settings.feed);
         let documents = Arc::new(DocumentCache::new(1_000, 16 * 1024));
+        let nullable_roots = Arc::new(graphql::failed::NullableRoots::from_sdl(&schema.sdl()));
         let keepalive = std::time::Duration::from_secs(settings.feed.keepalive_secs.max(1));
         let state = AppState {
             schema,
@@ -238,6 +239,7 @@ impl Application {
             max_body_bytes: settings.limits.max_body_bytes,
             max_upload_bytes: settings.limits.max_upload_body_bytes(),
             documents,
+            nullable_roots,
             keepalive,
             max_subscriptions: settings.feed.max_subscriptions_per_connection,
             metrics: Arc::new(Metrics::default()),

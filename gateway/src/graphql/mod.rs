@@ -5,6 +5,7 @@ pub mod allowance;
 mod cursor;
 pub mod document_cache;
 pub mod error;
+pub mod failed;
 mod feed;
 mod inputs;
 mod mutation;

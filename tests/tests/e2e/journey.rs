@@ -584,3 +584,19 @@ async fn a_response_lists_the_top_level_fields_in_the_order_the_query_selects_th
         assert!(at("b") < at("z") && at("z") < at("a") && at("a") < at("t"), "{text}");
     }
 }
+
+#[tokio::test]
+async fn a_failed_non_null_top_level_field_makes_data_null() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::spawn(dir.path(), Spawn::default()).await;
+    let coordinator = app.coordinator();
+    // `waitlist` is non-null: its failure makes data null, as GraphQL says, and its error says why.
+    let query = r#"{ a: healthAuthorities { code } w: waitlist(communityCode: "ZZZ", first: 1) { totalCount } }"#;
+    let body = coordinator.graphql(query, json!({})).await;
+    assert_eq!(body["data"], Value::Null, "{body}");
+    assert_eq!(body["errors"][0]["path"], json!(["w"]), "{body}");
+    assert!(body["errors"][0]["extensions"]["code"].is_string(), "{body}");
+    // Without the failing field, the rest is answered.
+    let body = coordinator.graphql(r#"{ a: healthAuthorities { code } }"#, json!({})).await;
+    assert!(body["data"]["a"].as_array().is_some_and(|a| !a.is_empty()), "{body}");
+}

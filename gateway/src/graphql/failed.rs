@@ -1,0 +1,136 @@
+//! A query's top-level fields that failed, given as GraphQL says.
+//!
+//! async-graphql leaves a field whose resolver failed out of `data` (and makes
+//! `data` null when every field failed). GraphQL's rule (spec, "Handling Field
+//! Errors"): a failed field is null; a failed field of a non-null type makes
+//! its parent null instead, which for a top-level field is `data` itself. A
+//! client generated from the schema, or a router that checks answers against
+//! it, relies on that: a non-null field is never simply missing.
+//!
+//! Only queries: a mutation's fields have each been run (async-graphql runs
+//! the later ones after a failure, where GraphQL would stop), so making `data`
+//! null would hide what they did. A mutation's failed field stays left out.
+
+use std::collections::HashSet;
+
+use async_graphql::{Name, PathSegment, Response, Value};
+
+/// The nullable top-level fields of the query type, by name.
+#[derive(Debug, Default)]
+pub struct NullableRoots(HashSet<String>);
+
+impl NullableRoots {
+    /// Read from the schema's SDL: the query type's fields whose type has no `!`.
+    pub fn from_sdl(sdl: &str) -> Self {
+        use async_graphql::parser::types::{TypeKind, TypeSystemDefinition};
+        let Ok(doc) = async_graphql::parser::parse_schema(sdl) else { return NullableRoots::default() };
+        let query = doc
+            .definitions
+            .iter()
+            .find_map(|d| match d {
+                TypeSystemDefinition::Schema(s) => s.node.query.as_ref().map(|q| q.node.to_string()),
+                _ => None,
+            })
+            .unwrap_or_else(|| "Query".to_string());
+        let fields = doc.definitions.iter().find_map(|d| match d {
+            TypeSystemDefinition::Type(t) if t.node.name.node == query.as_str() => match &t.node.kind {
+                TypeKind::Object(o) => Some(&o.fields),
+                _ => None,
+            },
+            _ => None,
+        });
+        let nullable = fields.into_iter().flatten().filter(|f| f.node.ty.node.nullable);
+        NullableRoots(nullable.map(|f| f.node.name.node.to_string()).collect())
+    }
+
+    /// Whether the query type's field `name` may be null.
+    pub fn contains(&self, name: &str) -> bool {
+        self.0.contains(name)
+    }
+}
+
+/// Gives each top-level field of a query that failed (an error whose path
+/// starts at it) and is missing from `data` its GraphQL value: null for a
+/// nullable field, and `data` null for a non-null one. `fields` are the
+/// query's (response key, field name), in order.
+pub fn null_failed(response: &mut Response, fields: &[(String, String)], nullable: &NullableRoots) {
+    if response.errors.is_empty() {
+        return;
+    }
+    let present = |data: &Value, key: &str| matches!(data, Value::Object(m) if m.contains_key(key));
+    let failed: Vec<&(String, String)> = fields
+        .iter()
+        .filter(|(key, _)| {
+            !present(&response.data, key)
+                && response.errors.iter().any(|e| matches!(e.path.first(), Some(PathSegment::Field(k)) if k == key))
+        })
+        .collect();
+    if failed.is_empty() {
+        return;
+    }
+    if failed.iter().any(|(_, name)| !nullable.contains(name)) {
+        response.data = Value::Null;
+        return;
+    }
+    if !matches!(response.data, Value::Object(_)) {
+        response.data = Value::Object(Default::default());
+    }
+    if let Value::Object(data) = &mut response.data {
+        for (key, _) in failed {
+            data.insert(Name::new(key), Value::Null);
+        }
+    }
+    let order: Vec<String> = fields.iter().map(|(key, _)| key.clone()).collect();
+    crate::forward::put_in_order(response, &order);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_graphql::ServerError;
+
+    const SDL: &str = "schema { query: Q } type Q { a: Int! b: String c: [Int!]! }";
+
+    fn failing(keys: &[&str]) -> Vec<ServerError> {
+        keys.iter()
+            .map(|k| ServerError { path: vec![PathSegment::Field(k.to_string())], ..ServerError::new("no", None) })
+            .collect()
+    }
+
+    fn fields(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter().map(|(k, n)| (k.to_string(), n.to_string())).collect()
+    }
+
+    fn answer(data: serde_json::Value, errors: Vec<ServerError>) -> serde_json::Value {
+        let mut r = Response::new(Value::from_json(data).unwrap());
+        r.errors = errors;
+        let roots = NullableRoots::from_sdl(SDL);
+        null_failed(&mut r, &fields(&[("x", "b"), ("y", "a"), ("z", "b")]), &roots);
+        serde_json::to_value(&r.data).unwrap()
+    }
+
+    #[test]
+    fn the_roots_nullability_is_read_from_the_schema() {
+        let roots = NullableRoots::from_sdl(SDL);
+        assert!(roots.contains("b"));
+        assert!(!roots.contains("a") && !roots.contains("c"));
+        assert!(NullableRoots::from_sdl("type Query { community: String registration: Int! }").contains("community"));
+    }
+
+    #[test]
+    fn a_failed_nullable_field_is_null_in_its_place_and_a_non_null_one_nulls_data() {
+        let out = answer(serde_json::json!({ "y": 1, "z": "zz" }), failing(&["x"]));
+        assert_eq!(out.to_string(), r#"{"x":null,"y":1,"z":"zz"}"#, "null, in the query's order");
+        assert_eq!(answer(serde_json::json!(null), failing(&["x", "z"])), serde_json::json!({ "x": null, "z": null }));
+        assert_eq!(answer(serde_json::json!({ "x": "xx" }), failing(&["y"])), serde_json::Value::Null);
+        // An error inside a field that is there (a nested one) leaves data as it is.
+        let nested = vec![ServerError {
+            path: vec![PathSegment::Field("y".into()), PathSegment::Field("deep".into())],
+            ..ServerError::new("no", None)
+        }];
+        assert_eq!(answer(serde_json::json!({ "y": 1 }), nested), serde_json::json!({ "y": 1 }));
+        // Errors without a path (validation) change nothing.
+        let request_error = vec![ServerError::new("bad", None)];
+        assert_eq!(answer(serde_json::json!(null), request_error), serde_json::Value::Null);
+    }
+}
