@@ -51,6 +51,9 @@ pub struct AppState {
     pub documents: Arc<DocumentCache>,
     /// The query type's nullable fields, for a failed field's null.
     pub nullable_roots: Arc<crate::graphql::failed::NullableRoots>,
+    /// Becomes true when the server starts shutting down: subscription
+    /// connections are then closed with 1001.
+    pub closing: watch::Receiver<bool>,
     /// Ping interval on subscription connections.
     pub keepalive: std::time::Duration,
     /// Subscriptions one connection may hold.
@@ -137,18 +140,53 @@ async fn graphql_get(State(state): State<AppState>, request: Request) -> Respons
         }
         Ok(data)
     };
+    let admission: Arc<dyn ws::Admission> = Arc::new(WsAdmission {
+        limits: state.limits.clone(),
+        metrics: state.metrics.clone(),
+        signed_in: signed_in.clone(),
+        ip,
+    });
+    let mut closing = state.closing.clone();
+    let ended = async move {
+        tokio::select! {
+            frame = signed_in_until(signed_in, watcher) => frame,
+            Ok(_) = closing.wait_for(|closing| *closing) => ws::going_away(),
+        }
+    };
     let mut response = upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         .read_buffer_size(ws::READ_BUFFER_BYTES)
         .max_message_size(state.max_body_bytes)
-        .on_upgrade(move |socket| {
-            ws::serve(socket, schema, kind, data, on_init, keepalive, signed_in_until(signed_in, watcher))
-        })
+        .on_upgrade(move |socket| ws::serve(socket, schema, kind, data, on_init, keepalive, admission, ended))
         .into_response();
     if let Some(v) = verdict {
         v.write_headers(response.headers_mut());
     }
     response
+}
+
+/// Rate limits the operations a subscription connection starts, each as one
+/// request of the principal it signed in as (or of its address), as over HTTP.
+struct WsAdmission {
+    limits: Arc<RateLimits>,
+    metrics: Arc<Metrics>,
+    signed_in: watch::Receiver<Option<Signed>>,
+    ip: IpAddr,
+}
+
+impl ws::Admission for WsAdmission {
+    fn admit(&self) -> futures::future::BoxFuture<'static, Option<String>> {
+        let principal = self.signed_in.borrow().as_ref().map(|s| s.principal.clone());
+        let (limits, metrics, ip) = (self.limits.clone(), self.metrics.clone(), self.ip);
+        Box::pin(async move {
+            let verdict = limits.check(principal.as_ref(), ip).await?;
+            if verdict.allowed() {
+                return None;
+            }
+            metrics.rate_limited(verdict.policy);
+            Some(format!("too many requests: try again in {} s", verdict.retry_after.unwrap_or(1)))
+        })
+    }
 }
 
 /// Resolves when the token a subscription connection signed in with expires

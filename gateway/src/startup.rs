@@ -138,6 +138,8 @@ pub struct Application {
     resume_every: std::time::Duration,
     /// Whether the live feed goes through Redis.
     shared_feed: bool,
+    /// Set when shutdown starts, so subscription connections close with 1001.
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 /// The rate limiters, sharing their quotas through Redis when it is configured.
@@ -231,6 +233,7 @@ impl Application {
         let schema = graphql::build(system.clone(), &settings.limits, &settings.feed);
         let documents = Arc::new(DocumentCache::new(1_000, 16 * 1024));
         let nullable_roots = Arc::new(graphql::failed::NullableRoots::from_sdl(&schema.sdl()));
+        let (closing_tx, closing) = tokio::sync::watch::channel(false);
         let keepalive = std::time::Duration::from_secs(settings.feed.keepalive_secs.max(1));
         let state = AppState {
             schema,
@@ -240,6 +243,7 @@ impl Application {
             max_upload_bytes: settings.limits.max_upload_body_bytes(),
             documents,
             nullable_roots,
+            closing,
             keepalive,
             max_subscriptions: settings.feed.max_subscriptions_per_connection,
             metrics: Arc::new(Metrics::default()),
@@ -253,7 +257,7 @@ impl Application {
         let send_buffer = settings.limits.socket_send_buffer_bytes;
         let resume_every = std::time::Duration::from_secs(settings.shard.lease_secs.max(1));
         let shared_feed = settings.redis.is_some();
-        Ok(Application { listener, send_buffer, port, state, init, resume_every, shared_feed })
+        Ok(Application { listener, send_buffer, port, state, init, resume_every, shared_feed, closing: closing_tx })
     }
 
     /// The port the server listens on.
@@ -294,6 +298,12 @@ impl Application {
         });
         // Connect info gives the client's address, which keys anonymous rate limits.
         let app = router(self.state).into_make_service_with_connect_info::<SocketAddr>();
+        // Upgraded connections are not the server's to wait for: told first, they close themselves.
+        let closing = self.closing;
+        let shutdown = async move {
+            shutdown.await;
+            closing.send_replace(true);
+        };
         let server = axum::serve(listener, app).with_graceful_shutdown(shutdown).into_future();
         tokio::pin!(server);
         let mut init = self.init;

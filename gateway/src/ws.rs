@@ -51,31 +51,78 @@ pub fn client_timeout(protocol: WebSocketProtocols, every: Duration) -> Option<D
 /// client reads, and how `close_code` recognises a refused sign-in).
 pub const REFUSED_SIGN_IN: &str = "UNAUTHENTICATED";
 
+/// A close frame. Its reason is cut to the 123 bytes a close frame holds: a
+/// longer one (serde's message for an unknown message type is) cannot be
+/// sent, and the connection would drop without saying why.
+fn frame(code: u16, reason: &str) -> CloseFrame {
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    CloseFrame { code, reason: reason[..end].into() }
+}
+
 /// The close codes graphql-transport-ws names where async-graphql uses generic
 /// ones, which clients act on:
 /// - a refused sign-in: async-graphql closes every refused `connection_init`
 ///   with 1002 (protocol error); the protocol says 4403 (Forbidden), and the
 ///   client signs in again rather than retrying;
+/// - any other message it cannot read: 1002 again, where the protocol says
+///   4400 (Bad Request);
 /// - a `subscribe` before the connection was acknowledged: async-graphql says
 ///   1011 (internal error); the protocol says 4401 (Unauthorized).
-fn close_code(code: u16, reason: &str) -> u16 {
+///
+/// The legacy protocol names no codes: its closes pass unchanged.
+fn close_code(protocol: WebSocketProtocols, code: u16, reason: &str) -> u16 {
+    if protocol != WebSocketProtocols::GraphQLWS {
+        return code;
+    }
     match code {
         1002 if reason.starts_with(REFUSED_SIGN_IN) => 4403,
+        1002 => 4400,
         1011 if reason.starts_with("The handshake is not completed") => 4401,
         _ => code,
     }
 }
 
-/// The ids of a graphql-transport-ws connection's operations under way, so a
-/// second `subscribe` with an id in use closes the connection with 4409, as
-/// the protocol says. async-graphql would silently put the new operation in
-/// the old one's place, and the client would go on waiting for the first.
-/// An id is free again once the client completes it or the server sends its
-/// `complete` or `error`.
-#[derive(Default)]
-struct OperationIds(std::sync::Mutex<std::collections::HashSet<String>>);
+/// What a client's message does to the operations of its connection.
+#[derive(Debug, PartialEq, Eq)]
+enum FromClient {
+    /// Starts an operation under a free id (`subscribe`, or the legacy `start`).
+    Starts(String),
+    /// Starts one under an id in use: graphql-transport-ws closes with 4409.
+    Reuses(String),
+    /// Anything else.
+    Other,
+}
 
-/// The type and id of a protocol message, as far as [`OperationIds`] reads it.
+/// What to do with a message the server is sending.
+#[derive(Debug, PartialEq, Eq)]
+enum ToClient {
+    Send,
+    /// async-graphql's `complete` for an operation the client completed itself:
+    /// graphql-transport-ws sends none, and a client that already reused the
+    /// id would take it for the end of the new operation.
+    Drop,
+}
+
+/// The ids of a connection's operations under way. async-graphql would
+/// silently put a second operation with an id in use in the first one's
+/// place, and the client would go on waiting for the first; an id is free
+/// again once the client completes it or the server sends its `complete` or
+/// `error`.
+#[derive(Debug)]
+struct Operations {
+    /// The protocol's name for starting an operation.
+    start: &'static str,
+    /// Whether a reused id closes the connection (graphql-transport-ws).
+    unique: bool,
+    under_way: std::collections::HashSet<String>,
+    /// Operations the client completed, whose `complete` async-graphql still sends.
+    completed_by_client: std::collections::HashSet<String>,
+}
+
+/// The type and id of a protocol message, as far as [`Operations`] reads it.
 #[derive(serde::Deserialize)]
 struct Envelope<'a> {
     #[serde(rename = "type", borrow)]
@@ -84,48 +131,88 @@ struct Envelope<'a> {
     id: Option<std::borrow::Cow<'a, str>>,
 }
 
-impl OperationIds {
-    fn envelope(text: &[u8]) -> Option<(String, String)> {
-        let m: Envelope = serde_json::from_slice(text).ok()?;
-        Some((m.kind.into_owned(), m.id?.into_owned()))
+fn envelope(text: &[u8]) -> Option<(String, String)> {
+    let m: Envelope = serde_json::from_slice(text).ok()?;
+    Some((m.kind.into_owned(), m.id?.into_owned()))
+}
+
+impl Operations {
+    fn new(protocol: WebSocketProtocols) -> Self {
+        let unique = protocol == WebSocketProtocols::GraphQLWS;
+        Operations {
+            start: if unique { "subscribe" } else { "start" },
+            unique,
+            under_way: Default::default(),
+            completed_by_client: Default::default(),
+        }
     }
 
-    /// Reads a client's message: `Err(id)` for a `subscribe` whose id is in use.
-    fn client_sent(&self, text: &[u8]) -> Result<(), String> {
-        let Some((kind, id)) = Self::envelope(text) else { return Ok(()) };
-        let mut ids = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        match kind.as_str() {
-            "subscribe" if ids.contains(&id) => return Err(id),
-            "subscribe" => ids.insert(id),
-            "complete" => ids.remove(&id),
-            _ => false,
-        };
-        Ok(())
+    /// Reads a client's message.
+    fn client_sent(&mut self, text: &[u8]) -> FromClient {
+        let Some((kind, id)) = envelope(text) else { return FromClient::Other };
+        if kind == self.start {
+            if self.unique && self.under_way.contains(&id) {
+                return FromClient::Reuses(id);
+            }
+            self.under_way.insert(id.clone());
+            return FromClient::Starts(id);
+        }
+        if matches!(kind.as_str(), "complete" | "stop") && self.under_way.remove(&id) {
+            self.completed_by_client.insert(id);
+        }
+        FromClient::Other
+    }
+
+    /// An operation refused before async-graphql saw it: its id is free.
+    fn refused(&mut self, id: &str) {
+        self.under_way.remove(id);
     }
 
     /// Reads the server's message: an operation that completed or failed frees its id.
-    fn server_sent(&self, text: &str) {
+    fn server_sent(&mut self, text: &str) -> ToClient {
         // Only those two end an operation; `next` messages (the feed) go unparsed.
-        if !(text.starts_with(r#"{"type":"complete""#) || text.starts_with(r#"{"type":"error""#)) {
-            return;
+        let complete = text.starts_with(r#"{"type":"complete""#);
+        if !(complete || text.starts_with(r#"{"type":"error""#)) {
+            return ToClient::Send;
         }
-        if let Some((_, id)) = Self::envelope(text.as_bytes()) {
-            self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+        let Some((_, id)) = envelope(text.as_bytes()) else { return ToClient::Send };
+        // async-graphql answers a client's complete at once, before it reads the
+        // client's next message, so the echo comes before the id can be reused.
+        if complete && self.unique && self.completed_by_client.remove(&id) {
+            return ToClient::Drop;
         }
+        self.completed_by_client.remove(&id);
+        self.under_way.remove(&id);
+        ToClient::Send
     }
 }
 
 /// The close frame for a second `subscribe` with an id in use.
 fn duplicate_id(id: &str) -> CloseFrame {
-    let id: String = id.chars().take(64).collect();
-    CloseFrame { code: 4409, reason: format!("Subscriber for {id} already exists").into() }
+    frame(4409, &format!("Subscriber for {id} already exists"))
+}
+
+/// The message that refuses operation `id` with `code` and `message`, which
+/// ends that operation only: `error` in either protocol.
+fn refusal(protocol: WebSocketProtocols, id: &str, code: &str, message: &str) -> String {
+    let error = serde_json::json!({ "message": message, "extensions": { "code": code } });
+    let payload = match protocol {
+        WebSocketProtocols::GraphQLWS => serde_json::json!([error]),
+        WebSocketProtocols::SubscriptionsTransportWS => error,
+    };
+    serde_json::json!({ "type": "error", "id": id, "payload": payload }).to_string()
+}
+
+/// The close frame of a server that is shutting down.
+pub fn going_away() -> CloseFrame {
+    CloseFrame { code: 1001, reason: "the server is shutting down; connect again".into() }
 }
 
 /// The close frame of a connection whose sign-in ended (its token expired or
 /// was revoked): 4403, as for a refused sign-in, with a reason that says which,
 /// so a client knows to sign in again rather than treat it as a network failure.
 pub fn signed_out(why: &str) -> CloseFrame {
-    CloseFrame { code: 4403, reason: format!("{REFUSED_SIGN_IN}: {why}; sign in again").into() }
+    frame(4403, &format!("{REFUSED_SIGN_IN}: {why}; sign in again"))
 }
 
 /// Gives the GraphQL errors an outgoing message carries a code, as
@@ -162,10 +249,26 @@ fn with_codes(text: String) -> String {
     serde_json::to_string(&message).unwrap_or(text)
 }
 
+fn lock(ops: &std::sync::Mutex<Operations>) -> std::sync::MutexGuard<'_, Operations> {
+    // A panic while holding the lock cannot leave the sets inconsistent for our use.
+    ops.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Whether an operation a client starts over a connection may run: `None`,
+/// or the message refusing it (the caller's quota is used up). Every
+/// `subscribe` counts as a request, as an HTTP one does, since a connection
+/// may carry queries and mutations too.
+pub trait Admission: Send + Sync + 'static {
+    /// Asks for one operation.
+    fn admit(&self) -> futures::future::BoxFuture<'static, Option<String>>;
+}
+
 /// Serves one connection: async-graphql's protocol over `socket` (as
 /// `async_graphql_axum::GraphQLWebSocket::serve` does), with a ping every
-/// `every` written by the same task, so no message takes an extra hop. When
-/// `ended` resolves, the connection is closed with the frame it gives.
+/// `every` written by the same task, so no message takes an extra hop. Each
+/// operation started is admitted by `admission` first. When `ended`
+/// resolves, the connection is closed with the frame it gives.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve<E, OnInit, InitFut>(
     socket: WebSocket,
     executor: E,
@@ -173,46 +276,66 @@ pub async fn serve<E, OnInit, InitFut>(
     data: Data,
     on_init: OnInit,
     every: Duration,
+    admission: std::sync::Arc<dyn Admission>,
     ended: impl Future<Output = CloseFrame>,
 ) where
     E: Executor,
     OnInit: FnOnce(serde_json::Value) -> InitFut + Send + 'static,
     InitFut: Future<Output = async_graphql::Result<Data>> + Send + 'static,
 {
+    use std::sync::{Arc, Mutex};
     let (mut sink, input) = socket.split();
-    let ids = std::sync::Arc::new(OperationIds::default());
-    let (duplicate, mut reused) = futures::channel::oneshot::channel::<String>();
-    let mut duplicate = Some(duplicate);
-    let tracked = matches!(protocol, WebSocketProtocols::GraphQLWS).then(|| ids.clone());
+    let ops = Arc::new(Mutex::new(Operations::new(protocol)));
+    // Messages the connection itself answers with (a refused operation), and
+    // the id whose reuse closes it.
+    let (answer, mut answers) = futures::channel::mpsc::unbounded::<String>();
+    let (reused_tx, mut reused) = futures::channel::oneshot::channel::<String>();
+    let reused_tx = Arc::new(Mutex::new(Some(reused_tx)));
+    let reading = ops.clone();
+    // async-graphql reads the client through this filter, only as fast as it
+    // takes messages, so a client cannot queue work here.
     let input = input.take_while(|read| future::ready(read.is_ok())).filter_map(move |read| {
-        future::ready(match read {
-            Ok(m @ (Message::Text(_) | Message::Binary(_))) => {
-                let data = m.into_data();
-                match tracked.as_ref().map(|ids| ids.client_sent(&data)) {
-                    Some(Err(id)) => {
-                        if let Some(tell) = duplicate.take() {
-                            let _ = tell.send(id);
-                        }
+        let (ops, admission, answer, reused_tx) =
+            (reading.clone(), admission.clone(), answer.clone(), reused_tx.clone());
+        async move {
+            let data = match read {
+                Ok(m @ (Message::Text(_) | Message::Binary(_))) => m.into_data(),
+                _ => return None,
+            };
+            let verdict = lock(&ops).client_sent(&data);
+            match verdict {
+                FromClient::Reuses(id) => {
+                    if let Some(tell) = reused_tx.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                        let _ = tell.send(id);
+                    }
+                    None
+                }
+                FromClient::Starts(id) => match admission.admit().await {
+                    None => Some(data),
+                    Some(why) => {
+                        lock(&ops).refused(&id);
+                        let _ = answer.unbounded_send(refusal(protocol, &id, "RATE_LIMITED", &why));
                         None
                     }
-                    _ => Some(data),
-                }
+                },
+                FromClient::Other => Some(data),
             }
-            _ => None,
-        })
+        }
     });
     let messages = Protocol::new(executor, input, protocol)
         .connection_data(data)
         .on_connection_init(on_init)
         .keepalive_timeout(client_timeout(protocol, every))
-        .map(|message| match message {
-            WsMessage::Text(text) => {
-                ids.server_sent(&text);
-                Message::Text(with_codes(text).into())
-            }
-            WsMessage::Close(code, reason) => {
-                Message::Close(Some(CloseFrame { code: close_code(code, &reason), reason: reason.into() }))
-            }
+        .filter_map(|message| {
+            future::ready(match message {
+                WsMessage::Text(text) => match lock(&ops).server_sent(&text) {
+                    ToClient::Send => Some(Message::Text(with_codes(text).into())),
+                    ToClient::Drop => None,
+                },
+                WsMessage::Close(code, reason) => {
+                    Some(Message::Close(Some(frame(close_code(protocol, code, &reason), &reason))))
+                }
+            })
         });
     futures::pin_mut!(messages);
     futures::pin_mut!(ended);
@@ -224,6 +347,7 @@ pub async fn serve<E, OnInit, InitFut>(
                 Some(message) => message,
                 None => break,
             },
+            Some(text) = answers.next() => Message::text(text),
             _ = tick.tick() => Message::text(ping(protocol)),
             frame = &mut ended => {
                 let _ = sink.send(Message::Close(Some(frame))).await;
@@ -265,6 +389,55 @@ mod tests {
         assert_eq!(with_codes(partial.to_string()), coded);
         let event = r#"{"type":"next","id":"1","payload":{"data":{"communityEvents":{"kind":"REGISTERED","seq":3}}}}"#;
         assert_eq!(with_codes(event.to_string()), event);
+    }
+
+    #[test]
+    fn an_id_is_in_use_until_either_side_completes_it_and_a_completes_echo_is_dropped() {
+        let mut ops = Operations::new(WebSocketProtocols::GraphQLWS);
+        let sub = |id: &str| format!(r#"{{"id":"{id}","type":"subscribe","payload":{{"query":"{{ a }}"}}}}"#);
+        let done = |id: &str| format!(r#"{{"type":"complete","id":"{id}"}}"#);
+        assert_eq!(ops.client_sent(sub("1").as_bytes()), FromClient::Starts("1".into()));
+        assert_eq!(ops.client_sent(sub("1").as_bytes()), FromClient::Reuses("1".into()));
+        // The client completes it: async-graphql's answering complete is dropped, and the id is free.
+        assert_eq!(ops.client_sent(done("1").as_bytes()), FromClient::Other);
+        assert_eq!(ops.server_sent(&done("1")), ToClient::Drop);
+        assert_eq!(ops.client_sent(sub("1").as_bytes()), FromClient::Starts("1".into()));
+        // The server completes it (the stream ended): sent, and the id is free.
+        assert_eq!(ops.server_sent(r#"{"type":"next","id":"1","payload":{}}"#), ToClient::Send);
+        assert_eq!(ops.server_sent(&done("1")), ToClient::Send);
+        assert_eq!(ops.client_sent(sub("1").as_bytes()), FromClient::Starts("1".into()));
+        // A client completing what already ended leaves nothing to drop later.
+        assert_eq!(ops.server_sent(r#"{"type":"error","id":"1","payload":[]}"#), ToClient::Send);
+        assert_eq!(ops.client_sent(done("1").as_bytes()), FromClient::Other);
+        assert_eq!(ops.client_sent(sub("1").as_bytes()), FromClient::Starts("1".into()));
+        assert_eq!(ops.server_sent(&done("1")), ToClient::Send);
+        // Refused before async-graphql saw it: free at once.
+        assert_eq!(ops.client_sent(sub("2").as_bytes()), FromClient::Starts("2".into()));
+        ops.refused("2");
+        assert_eq!(ops.client_sent(sub("2").as_bytes()), FromClient::Starts("2".into()));
+        // The legacy protocol starts with `start` and names no duplicate rule.
+        let mut legacy = Operations::new(WebSocketProtocols::SubscriptionsTransportWS);
+        let start = r#"{"id":"1","type":"start","payload":{"query":"{ a }"}}"#;
+        assert_eq!(legacy.client_sent(start.as_bytes()), FromClient::Starts("1".into()));
+        assert_eq!(legacy.client_sent(start.as_bytes()), FromClient::Starts("1".into()));
+    }
+
+    #[test]
+    fn close_codes_are_graphql_transport_ws_ones() {
+        let current = WebSocketProtocols::GraphQLWS;
+        assert_eq!(close_code(current, 1002, "UNAUTHENTICATED: bad token"), 4403);
+        assert_eq!(close_code(current, 1002, "unknown variant `bogus`"), 4400);
+        assert_eq!(close_code(current, 1011, "The handshake is not completed."), 4401);
+        assert_eq!(close_code(current, 4429, "Too many initialisation requests."), 4429);
+        assert_eq!(close_code(WebSocketProtocols::SubscriptionsTransportWS, 1002, "x"), 1002);
+        let long = "é".repeat(100);
+        let cut = frame(4400, &long);
+        assert!(cut.reason.len() <= 123 && long.starts_with(cut.reason.as_str()), "{}", cut.reason.len());
+        assert_eq!(duplicate_id(&"x".repeat(500)).reason.len(), 123);
+        let refused: serde_json::Value =
+            serde_json::from_str(&refusal(current, "7", "RATE_LIMITED", "too many")).unwrap();
+        assert_eq!(refused["payload"][0]["extensions"]["code"], "RATE_LIMITED");
+        assert_eq!((&refused["type"], &refused["id"]), (&serde_json::json!("error"), &serde_json::json!("7")));
     }
 
     #[test]

@@ -465,9 +465,13 @@ async fn a_subscription_id_in_use_closes_the_connection_with_4409() {
     ws.send(Message::text(json!({ "id": "1", "type": "complete" }).to_string())).await.unwrap();
     subscribe(&mut ws, "1", "111", Some(0)).await;
     subscribe(&mut ws, "2", "112", Some(0)).await;
+    // No `complete` comes for the operation the client completed (graphql-transport-ws sends
+    // none, and the client would take it for the end of the new "1").
+    while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_millis(500), ws.next()).await {
+        assert!(!matches!(&m, Message::Text(t) if t.contains("complete")), "{m:?}");
+    }
     register(&app, "111", 801).await;
     let event = next_message(&mut ws).await;
-    let event = if event["type"] == "complete" { next_message(&mut ws).await } else { event };
     assert_eq!((&event["type"], &event["id"]), (&json!("next"), &json!("1")), "{event}");
     // A second operation under an id in use ends the connection, as graphql-transport-ws says.
     subscribe(&mut ws, "2", "111", Some(0)).await;
@@ -482,4 +486,62 @@ async fn a_subscription_id_in_use_closes_the_connection_with_4409() {
     subscribe(&mut early, "1", "111", Some(0)).await;
     let frame = closed(&mut early).await.expect("closed");
     assert!(frame.starts_with("4401 "), "{frame}");
+
+    // A message the protocol does not know is 4400 (Bad Request).
+    let mut odd = connect_as(&app, "graphql-transport-ws", &token).await;
+    odd.send(Message::text(r#"{"type":"bogus"}"#)).await.unwrap();
+    let frame = closed(&mut odd).await.expect("closed");
+    assert!(frame.starts_with("4400 "), "{frame}");
+}
+
+#[tokio::test]
+async fn operations_over_a_websocket_count_against_the_callers_quota() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("ATTACH_LIMITS__RATE__ENABLED", "true"),
+        ("ATTACH_LIMITS__RATE__COORDINATOR__PER_MINUTE", "1"),
+        ("ATTACH_LIMITS__RATE__COORDINATOR__BURST", "3"),
+    ];
+    let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let app = TestApp::spawn(dir.path(), Spawn { env, ..Spawn::default() }).await;
+    let token = app.token_for("coord-a", Role::Coordinator, &["province"], None);
+    // Each operation the connection starts is one request of the principal it signed in as
+    // (the upgrade, before connection_init names the token, was one of its address's).
+    let mut ws = connect_as(&app, "graphql-transport-ws", &token).await;
+    let query = |id: &str| json!({ "id": id, "type": "subscribe", "payload": { "query": "{ __typename }" } });
+    for id in ["1", "2", "3"] {
+        ws.send(Message::text(query(id).to_string())).await.unwrap();
+        let answer = next_message(&mut ws).await;
+        assert_eq!((&answer["type"], &answer["payload"]["data"]["__typename"]), (&json!("next"), &json!("Query")));
+        assert_eq!(next_message(&mut ws).await["type"], "complete");
+    }
+    ws.send(Message::text(query("4").to_string())).await.unwrap();
+    let refused = next_message(&mut ws).await;
+    assert_eq!((&refused["type"], &refused["id"]), (&json!("error"), &json!("4")), "{refused}");
+    assert_eq!(refused["payload"][0]["extensions"]["code"], "RATE_LIMITED", "{refused}");
+    // The connection stays, and the quota is the one HTTP requests draw on.
+    assert_eq!(post_with(&app, &format!("Bearer {token}"), WAITLIST).await.status(), 429);
+    ws.send(Message::text(json!({ "type": "ping" }).to_string())).await.unwrap();
+    let pong = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(Ok(m)) = ws.next().await {
+            if matches!(&m, Message::Text(t) if t.contains("pong")) {
+                return true;
+            }
+        }
+        false
+    });
+    assert!(pong.await.unwrap(), "the connection is still open");
+}
+
+#[tokio::test]
+async fn subscribers_are_told_when_the_server_shuts_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::spawn(dir.path(), Spawn::default()).await;
+    let token = app.token_for("coord-a", Role::Coordinator, &["province"], None);
+    let mut ws = connect_as(&app, "graphql-transport-ws", &token).await;
+    subscribe(&mut ws, "1", "111", Some(0)).await;
+    let status = std::process::Command::new("kill").args(["-TERM", &app.pid().to_string()]).status().unwrap();
+    assert!(status.success());
+    let frame = closed(&mut ws).await.expect("closed");
+    assert!(frame.starts_with("1001 "), "going away, with a close frame: {frame}");
 }
