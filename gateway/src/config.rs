@@ -206,6 +206,10 @@ pub struct Limits {
     pub max_depth: usize,
     /// Highest query complexity accepted.
     pub max_complexity: usize,
+    /// Most fields (and fragment spreads) a document may select, a fragment's
+    /// counted each time it is spread; checked before validation, whose cost
+    /// grows with it.
+    pub max_fields: usize,
     /// Largest page a list returns.
     pub max_page_size: usize,
     /// Largest request body, in bytes (a multipart upload may be a panel file plus 64 KiB).
@@ -431,6 +435,7 @@ impl Default for Limits {
         Limits {
             max_depth: 10,
             max_complexity: 1_000,
+            max_fields: 2_000,
             max_page_size: 100,
             max_body_bytes: 64 * 1024,
             max_panel_bytes: panel.max_bytes,
@@ -466,7 +471,7 @@ impl Settings {
     /// Refuses settings that cannot work, saying which key to fix.
     pub fn check(&self) -> anyhow::Result<()> {
         // Values that would start a server unable to do its work, while `/readyz` says ready.
-        let lowest: [(&str, u64, u64, &str); 19] = [
+        let lowest: [(&str, u64, u64, &str); 20] = [
             ("shard.mailbox_capacity", self.shard.mailbox_capacity as u64, 1, ""),
             ("limits.max_page_size", self.limits.max_page_size as u64, 1, ""),
             ("shard.lease_secs", self.shard.lease_secs, 3, ""),
@@ -488,6 +493,7 @@ impl Settings {
             ("limits.max_body_bytes", self.limits.max_body_bytes as u64, 1024, "a request must fit"),
             ("limits.max_depth", self.limits.max_depth as u64, 3, "a waitlist page is 3 deep"),
             ("limits.max_complexity", self.limits.max_complexity as u64, 1, ""),
+            ("limits.max_fields", self.limits.max_fields as u64, 20, "a waitlist page selects about 20"),
             ("shard.call_timeout_secs", self.shard.call_timeout_secs, 1, ""),
             ("shard.panel_chunk_rows", self.shard.panel_chunk_rows as u64, 1, ""),
             ("shard.transfer_chunk", self.shard.transfer_chunk as u64, 1, ""),

@@ -49,6 +49,8 @@ pub struct AppState {
     pub max_upload_bytes: usize,
     /// Parsed documents of recent queries.
     pub documents: Arc<DocumentCache>,
+    /// Most fields a document may select (`limits.max_fields`).
+    pub max_fields: usize,
     /// The query type's nullable fields, for a failed field's null.
     pub nullable_roots: Arc<crate::graphql::failed::NullableRoots>,
     /// Becomes true when the server starts shutting down: subscription
@@ -141,6 +143,7 @@ async fn graphql_get(State(state): State<AppState>, request: Request) -> Respons
         Ok(data)
     };
     let admission: Arc<dyn ws::Admission> = Arc::new(WsAdmission {
+        max_fields: state.max_fields,
         limits: state.limits.clone(),
         metrics: state.metrics.clone(),
         signed_in: signed_in.clone(),
@@ -168,6 +171,7 @@ async fn graphql_get(State(state): State<AppState>, request: Request) -> Respons
 /// Rate limits the operations a subscription connection starts, each as one
 /// request of the principal it signed in as (or of its address), as over HTTP.
 struct WsAdmission {
+    max_fields: usize,
     limits: Arc<RateLimits>,
     metrics: Arc<Metrics>,
     signed_in: watch::Receiver<Option<Signed>>,
@@ -175,16 +179,21 @@ struct WsAdmission {
 }
 
 impl ws::Admission for WsAdmission {
-    fn admit(&self) -> futures::future::BoxFuture<'static, Option<String>> {
+    fn admit(&self, message: &[u8]) -> futures::future::BoxFuture<'static, Option<ws::Refusal>> {
         let principal = self.signed_in.borrow().as_ref().map(|s| s.principal.clone());
         let (limits, metrics, ip) = (self.limits.clone(), self.metrics.clone(), self.ip);
+        let too_big = crate::graphql::budget::refuse_message(message, self.max_fields);
         Box::pin(async move {
-            let verdict = limits.check(principal.as_ref(), ip).await?;
-            if verdict.allowed() {
-                return None;
+            let verdict = limits.check(principal.as_ref(), ip).await;
+            if let Some(verdict) = verdict.filter(|v| !v.allowed()) {
+                metrics.rate_limited(verdict.policy);
+                let wait = verdict.retry_after.unwrap_or(1);
+                return Some(ws::Refusal::new(
+                    ErrorCode::RateLimited,
+                    format!("too many requests: try again in {wait} s"),
+                ));
             }
-            metrics.rate_limited(verdict.policy);
-            Some(format!("too many requests: try again in {} s", verdict.retry_after.unwrap_or(1)))
+            too_big.map(|why| ws::Refusal::new(ErrorCode::InvalidInput, why))
         })
     }
 }
@@ -338,6 +347,13 @@ async fn execute(state: &AppState, principal: Option<Principal>, headers: &Heade
         request = request.data(principal);
     }
     state.documents.prepare(&mut request);
+    // Before anything follows the document's fragments (see `graphql::budget`).
+    if request.parsed_query().is_ok_and(|doc| !crate::graphql::budget::within(doc, state.max_fields)) {
+        let mut error = async_graphql::ServerError::new(crate::graphql::budget::refusal(state.max_fields), None);
+        error.extensions.get_or_insert_with(Default::default).set("code", ErrorCode::InvalidInput.as_str());
+        state.metrics.record(started.elapsed(), std::iter::once(ErrorCode::InvalidInput.as_str().to_string()));
+        return Json(async_graphql::Response::from_errors(vec![error])).into_response();
+    }
     let clustered = state.forwarder.has_peers();
     let mutation = clustered && !crate::forward::is_query(&mut request);
     let fields = crate::forward::query_fields(&mut request);

@@ -243,6 +243,7 @@ impl Application {
             max_upload_bytes: settings.limits.max_upload_body_bytes(),
             documents,
             nullable_roots,
+            max_fields: settings.limits.max_fields,
             closing,
             keepalive,
             max_subscriptions: settings.feed.max_subscriptions_per_connection,

@@ -259,8 +259,22 @@ fn lock(ops: &std::sync::Mutex<Operations>) -> std::sync::MutexGuard<'_, Operati
 /// `subscribe` counts as a request, as an HTTP one does, since a connection
 /// may carry queries and mutations too.
 pub trait Admission: Send + Sync + 'static {
-    /// Asks for one operation.
-    fn admit(&self) -> futures::future::BoxFuture<'static, Option<String>>;
+    /// Asks for the operation the client's `message` starts.
+    fn admit(&self, message: &[u8]) -> futures::future::BoxFuture<'static, Option<Refusal>>;
+}
+
+/// Why an operation was refused before it ran: its code and message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    code: &'static str,
+    message: String,
+}
+
+impl Refusal {
+    /// A refusal with a stable code.
+    pub fn new(code: attach_actors::error::ErrorCode, message: String) -> Self {
+        Refusal { code: code.as_str(), message }
+    }
 }
 
 /// Serves one connection: async-graphql's protocol over `socket` (as
@@ -310,11 +324,11 @@ pub async fn serve<E, OnInit, InitFut>(
                     }
                     None
                 }
-                FromClient::Starts(id) => match admission.admit().await {
+                FromClient::Starts(id) => match admission.admit(&data).await {
                     None => Some(data),
                     Some(why) => {
                         lock(&ops).refused(&id);
-                        let _ = answer.unbounded_send(refusal(protocol, &id, "RATE_LIMITED", &why));
+                        let _ = answer.unbounded_send(refusal(protocol, &id, why.code, &why.message));
                         None
                     }
                 },

@@ -2,6 +2,7 @@
 
 mod access;
 pub mod allowance;
+pub mod budget;
 mod cursor;
 pub mod document_cache;
 pub mod error;

@@ -600,3 +600,31 @@ async fn a_failed_non_null_top_level_field_makes_data_null() {
     let body = coordinator.graphql(r#"{ a: healthAuthorities { code } }"#, json!({})).await;
     assert!(body["data"]["a"].as_array().is_some_and(|a| !a.is_empty()), "{body}");
 }
+
+#[tokio::test]
+async fn a_small_document_of_many_spread_fields_is_refused_before_validation() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::spawn(dir.path(), Spawn::default()).await;
+    let fields: Vec<String> = (0..1000).map(|i| format!("a{i}: __typename")).collect();
+    let spreads = vec!["...F"; 3000].join(" ");
+    let query = format!("{{ {spreads} }} fragment F on Query {{ {} }}", fields.join(" "));
+    let started = std::time::Instant::now();
+    let body = app.graphql(&query, json!({})).await;
+    assert_eq!(body["errors"][0]["extensions"]["code"], "INVALID_INPUT", "{body}");
+    assert!(body["errors"][0]["message"].as_str().unwrap().contains("more than 2000 fields"), "{body}");
+    // Refused by counting, not after seconds of validation (13 s before, debug build).
+    assert!(started.elapsed() < std::time::Duration::from_secs(3), "{:?}", started.elapsed());
+    // Over a WebSocket too, where the connection stays open.
+    use futures::SinkExt;
+    let token = app.token(Role::Coordinator, &["province"], None);
+    let mut ws = crate::feed::connect_as(&app, "graphql-transport-ws", &token).await;
+    let start = json!({ "id": "big", "type": "subscribe", "payload": { "query": query } });
+    ws.send(tokio_tungstenite::tungstenite::Message::text(start.to_string())).await.unwrap();
+    let refused = crate::feed::next_message(&mut ws).await;
+    assert_eq!((&refused["type"], &refused["id"]), (&json!("error"), &json!("big")), "{refused}");
+    assert_eq!(refused["payload"][0]["extensions"]["code"], "INVALID_INPUT", "{refused}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(6), "{:?}", started.elapsed());
+    // A waitlist page still passes.
+    let page = app.coordinator().ok(r#"{ waitlist(communityCode: "111", first: 5) { totalCount } }"#, json!({})).await;
+    assert_eq!(page["waitlist"]["totalCount"], 0);
+}

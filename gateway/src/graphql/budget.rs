@@ -1,0 +1,139 @@
+//! A bound on the fields a document selects, checked before validation.
+//!
+//! Depth and complexity do not bound the work of validating a document:
+//! aliased `__typename` fields cost no complexity, and a fragment spread many
+//! times multiplies what validation compares (overlapping fields are compared
+//! in pairs). A 32 KB anonymous request of that shape took 13 s of CPU
+//! (debug build) and stalled `/healthz` for as long. Every document, over
+//! HTTP or a WebSocket, is counted here first, before async-graphql (whose
+//! depth check and validation, and the gateway's own ordering of top-level
+//! fields, follow every spread): each field and each spread,
+//! with a fragment's fields counted again each time it is spread, and every
+//! fragment definition on its own too. The count stops at the limit, so
+//! counting costs at most that many steps whatever the document.
+
+use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
+
+/// The message refusing a document over `max`.
+pub fn refusal(max: usize) -> String {
+    format!(
+        "the query selects more than {max} fields (a fragment's fields count each time it is spread); \
+         split it into smaller queries"
+    )
+}
+
+/// The refusal of the operation a WebSocket `subscribe` (or `start`) message
+/// carries, if its document is over `max`; a message or document that does not
+/// parse is left to async-graphql to report.
+pub fn refuse_message(message: &[u8], max: usize) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Start<'a> {
+        #[serde(borrow)]
+        payload: Payload<'a>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Payload<'a> {
+        #[serde(borrow)]
+        query: std::borrow::Cow<'a, str>,
+    }
+    let start: Start = serde_json::from_slice(message).ok()?;
+    let document = async_graphql::parser::parse_query(start.payload.query.as_ref()).ok()?;
+    (!within(&document, max)).then(|| refusal(max))
+}
+
+/// Whether `document` selects at most `max` fields and spreads.
+pub fn within(document: &ExecutableDocument, max: usize) -> bool {
+    let mut left = max;
+    let operations = document.operations.iter().map(|(_, op)| &op.node.selection_set.node);
+    let fragments = document.fragments.values().map(|f| &f.node.selection_set.node);
+    operations.chain(fragments).all(|set| spend(document, set, &mut left))
+}
+
+/// Takes one from `left` for each field and spread of `set`, fragments
+/// expanded where spread; false once nothing is left.
+fn spend(document: &ExecutableDocument, set: &SelectionSet, left: &mut usize) -> bool {
+    set.items.iter().all(|selection| {
+        let Some(rest) = left.checked_sub(1) else { return false };
+        *left = rest;
+        match &selection.node {
+            Selection::Field(f) => spend(document, &f.node.selection_set.node, left),
+            Selection::InlineFragment(i) => spend(document, &i.node.selection_set.node, left),
+            // An unknown fragment is validation's to report.
+            Selection::FragmentSpread(s) => document
+                .fragments
+                .get(&s.node.fragment_name.node)
+                .is_none_or(|f| spend(document, &f.node.selection_set.node, left)),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INTROSPECTION: &str = r#"query IntrospectionQuery {
+      __schema {
+        description
+        queryType { name kind }
+        mutationType { name kind }
+        subscriptionType { name kind }
+        types { ...FullType }
+        directives { name description isRepeatable locations args(includeDeprecated: true) { ...InputValue } }
+      }
+    }
+    fragment FullType on __Type {
+      kind name description specifiedByURL isOneOf
+      fields(includeDeprecated: true) {
+        name description args(includeDeprecated: true) { ...InputValue } type { ...TypeRef }
+        isDeprecated deprecationReason
+      }
+      inputFields(includeDeprecated: true) { ...InputValue }
+      interfaces { ...TypeRef }
+      enumValues(includeDeprecated: true) { name description isDeprecated deprecationReason }
+      possibleTypes { ...TypeRef }
+    }
+    fragment InputValue on __InputValue {
+      name description type { ...TypeRef } defaultValue isDeprecated deprecationReason
+    }
+    fragment TypeRef on __Type {
+      kind name
+      ofType { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name
+        ofType { kind name ofType { kind name ofType { kind name ofType { kind name } } } } } } } } }
+    }"#;
+
+    fn doc(text: &str) -> ExecutableDocument {
+        async_graphql::parser::parse_query(text).unwrap()
+    }
+
+    #[test]
+    fn fields_count_once_per_spread_and_the_count_stops_at_the_limit() {
+        let page = doc("{ waitlist(communityCode: \"111\") { totalCount nodes { reference status } } }");
+        assert!(within(&page, 5));
+        assert!(!within(&page, 4));
+        // 3 fields in F, spread 4 times: 4 spreads + 12 fields + F's own 3.
+        let spread = doc("{ ...F ...F ...F ...F } fragment F on Query { a: __typename b: __typename c: __typename }");
+        assert!(within(&spread, 19));
+        assert!(!within(&spread, 18));
+        // Spreads within spreads multiply; the count gives up at the limit, not at the product.
+        let fields: Vec<String> = (0..1000).map(|i| format!("a{i}: __typename")).collect();
+        let spreads = vec!["...F"; 3000].join(" ");
+        let huge = doc(&format!("{{ {spreads} }} fragment F on Query {{ {} }}", fields.join(" ")));
+        assert!(!within(&huge, 500));
+        // GraphiQL's introspection query (graphql-js `getIntrospectionQuery` with every option on)
+        // counts about 490, well within the default 2,000.
+        assert!(within(&doc(INTROSPECTION), 500));
+        // A cycle is validation's to refuse; counting it ends.
+        assert!(!within(&doc("{ ...A } fragment A on Query { ...B } fragment B on Query { ...A }"), 100));
+    }
+
+    #[test]
+    fn a_websocket_operation_over_the_budget_is_refused_and_others_are_left_alone() {
+        let big: Vec<String> = (0..30).map(|i| format!("a{i}: __typename")).collect();
+        let start = |q: &str| serde_json::json!({ "id": "1", "type": "subscribe", "payload": { "query": q } });
+        let over = start(&format!("{{ {} }}", big.join(" "))).to_string();
+        assert_eq!(refuse_message(over.as_bytes(), 20), Some(refusal(20)));
+        assert_eq!(refuse_message(over.as_bytes(), 30), None);
+        assert_eq!(refuse_message(start("{ not closed").to_string().as_bytes(), 20), None, "async-graphql reports it");
+        assert_eq!(refuse_message(br#"{"type":"subscribe","id":"1"}"#, 20), None);
+    }
+}
