@@ -343,6 +343,17 @@ async fn execute(state: &AppState, principal: Option<Principal>, headers: &Heade
         Ok(r) => r,
         Err(message) => return refused(StatusCode::BAD_REQUEST, &message),
     };
+    // The larger cap is for the file: the rest of an upload is held to a JSON request's.
+    if multipart {
+        if request.uploads.is_empty() {
+            return refused(StatusCode::BAD_REQUEST, "a multipart request carries a file; send other requests as JSON");
+        }
+        let variables = serde_json::to_string(&request.variables).map_or(0, |v| v.len());
+        if request.query.len() + variables > state.max_body_bytes {
+            let message = format!("a multipart request's operations are larger than {} bytes", state.max_body_bytes);
+            return refused(StatusCode::PAYLOAD_TOO_LARGE, &message);
+        }
+    }
     if let Some(principal) = principal {
         request = request.data(principal);
     }

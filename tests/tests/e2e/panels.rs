@@ -326,6 +326,29 @@ async fn panel_files_are_reported_row_by_row() {
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["errors"][0]["extensions"]["code"], "INVALID_INPUT");
     assert_eq!(panel_size(&app, &t.p1, "P10001").await, 7, "refused files changed nothing");
+    // The larger cap is the file's: the operations are held to a JSON request's, and a multipart
+    // request without a file is refused (it would get around that cap).
+    let padded = format!("{SUBMIT}\n#{}", "x".repeat(70 * 1024));
+    let variables = json!({ "p": "P10001", "f": "0F111", "file": null });
+    let resp =
+        app.upload_raw(Some(&t.p1), &padded, variables, "file", format!("{}\n", row(41, "Pad")).as_bytes()).await;
+    assert_eq!(resp.status(), 413);
+    let body: Value = resp.json().await.unwrap();
+    assert!(body["errors"][0]["message"].as_str().unwrap().contains("operations are larger than 65536"), "{body}");
+    let no_file = "--b\r\nContent-Disposition: form-data; name=\"operations\"\r\n\r\n{\"query\":\"{ __typename }\"}\r\n\
+                   --b\r\nContent-Disposition: form-data; name=\"map\"\r\n\r\n{}\r\n--b--\r\n";
+    let resp = app
+        .http()
+        .post(format!("{}/graphql", app.url))
+        .header("content-type", "multipart/form-data; boundary=b")
+        .body(no_file)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["errors"][0]["extensions"]["code"], "INVALID_INPUT", "{body}");
+    assert_eq!(panel_size(&app, &t.p1, "P10001").await, 7);
 
     // A provider not at the clinic cannot submit for it.
     let off = r#"mutation { removeProviderFromClinic(facilityNumber: "0F111", providerId: "P20002") { id } }"#;
