@@ -55,8 +55,10 @@ pub enum TransferStatus {
         /// The provider who takes it on.
         receiver: bool,
     },
-    /// Declined by one of the providers, or withdrawn by a medical director,
-    /// before any patient moved (final).
+    /// Declined by one of the providers or withdrawn by a medical director
+    /// before it ran, or stopped while it ran (a director stopped it, or the
+    /// receiver left the clinic): the patients moved by then stay with the
+    /// receiver (final).
     Cancelled,
 }
 
@@ -159,10 +161,12 @@ impl PanelTransfer {
         Ok(PanelTransfer { status, total, updated_at: now, ..self.clone() })
     }
 
-    /// A medical director withdraws a transfer that has not run yet.
+    /// A medical director withdraws a transfer that has not run yet, or stops
+    /// one that runs (the patients moved so far stay with the receiver); so
+    /// does the runner when the receiver has left the clinic.
     pub fn withdraw(&self, now: Timestamp) -> Result<PanelTransfer, TransitionRefused> {
         match self.status {
-            TransferStatus::Awaiting { .. } => {
+            TransferStatus::Awaiting { .. } | TransferStatus::Running => {
                 Ok(PanelTransfer { status: TransferStatus::Cancelled, updated_at: now, ..self.clone() })
             }
             TransferStatus::Cancelled => Ok(self.clone()),
@@ -207,7 +211,9 @@ mod tests {
         assert_eq!((t.status, t.total, t.updated_at), (TransferStatus::Running, 7, Timestamp(4)));
         assert!(t.answer(Source, false, 7, Timestamp(5)).is_err(), "too late to decline a running transfer");
         assert_eq!(t.answer(Receiver, true, 7, Timestamp(5)).unwrap(), t, "an agreement asked again");
-        assert!(t.withdraw(Timestamp(5)).is_err(), "or to withdraw it");
+        assert_eq!(t.withdraw(Timestamp(5)).unwrap().status, TransferStatus::Cancelled, "a director stops it");
+        let done = PanelTransfer { status: TransferStatus::Completed, ..t.clone() };
+        assert!(done.withdraw(Timestamp(6)).is_err(), "too late once every patient moved");
         // A director who is the source agreed by asking.
         assert_eq!(
             awaiting(true, false).answer(Receiver, true, 3, Timestamp(2)).unwrap().status,

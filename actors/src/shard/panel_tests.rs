@@ -235,6 +235,57 @@ async fn a_panel_moves_only_once_both_providers_agree() {
 }
 
 #[tokio::test]
+async fn a_transfer_whose_receiver_leaves_the_clinic_stops_instead_of_sticking() {
+    let config = ShardConfig { transfer_chunk: 2, ..ShardConfig::default() };
+    let w = world(config).await;
+    let s = &w.system;
+    let f = clinic(s, "0F111", "111").await;
+    let (a, b) = (provider(s, "P1111", "111", 0).await, provider(s, "P2222", "112", 0).await);
+    for p in [&a, &b] {
+        s.set_provider_clinic(&sys(), &f, p, true).await.unwrap();
+    }
+    submit(s, &a, &f, &csv_of(&(1..=6).map(phn).collect::<Vec<_>>(), "0F111")).await;
+    let as_provider =
+        |id: &ProviderId| Principal::new(format!("u-{id}"), Role::Provider, Some(id.clone()), Scope::default());
+    let md = Principal::new("md", Role::MedicalDirector, Some(ProviderId::parse("MD999").unwrap()), Scope::default());
+    let code = |r: Result<PanelTransfer, crate::error::AttachError>| r.unwrap_err().code;
+
+    // The receiver is taken off the clinic before agreeing: the agreement is refused, and the
+    // director withdraws the transfer.
+    let key = TransferKey::parse("k1").unwrap();
+    s.begin_transfer(&md, key.clone(), &a, &b, &f).await.unwrap();
+    s.answer_transfer(&as_provider(&a), &a, &key, true).await.unwrap();
+    s.set_provider_clinic(&md, &f, &b, false).await.unwrap();
+    assert_eq!(code(s.answer_transfer(&as_provider(&b), &a, &key, true).await), ErrorCode::Conflict);
+    assert_eq!(s.answer_transfer(&md, &a, &key, false).await.unwrap().status, TransferStatus::Cancelled);
+
+    // Listed again and agreed, then taken off once it runs: the runner stops it, and the
+    // patients moved so far stay with the receiver; the panel is free for another transfer.
+    s.set_provider_clinic(&md, &f, &b, true).await.unwrap();
+    let key = TransferKey::parse("k2").unwrap();
+    s.begin_transfer(&md, key.clone(), &a, &b, &f).await.unwrap();
+    s.answer_transfer(&as_provider(&a), &a, &key, true).await.unwrap();
+    s.answer_transfer(&as_provider(&b), &a, &key, true).await.unwrap();
+    s.set_provider_clinic(&md, &f, &b, false).await.unwrap();
+    let stopped = s.run_transfer(&a, &key).await.unwrap();
+    assert_eq!((stopped.status, stopped.moved), (TransferStatus::Cancelled, 0));
+    assert_eq!(s.panel(&sys(), &a, 0, 10).await.unwrap().items.len(), 6, "nobody moved, nobody lost");
+
+    // A director stops a running transfer: what moved stays moved, the rest stays.
+    s.set_provider_clinic(&md, &f, &b, true).await.unwrap();
+    let key = TransferKey::parse("k3").unwrap();
+    s.begin_transfer(&md, key.clone(), &a, &b, &f).await.unwrap();
+    s.answer_transfer(&as_provider(&a), &a, &key, true).await.unwrap();
+    s.answer_transfer(&as_provider(&b), &a, &key, true).await.unwrap();
+    assert_eq!(s.answer_transfer(&md, &a, &key, false).await.unwrap().status, TransferStatus::Cancelled);
+    assert_eq!(s.run_transfer(&a, &key).await.unwrap().moved, 0);
+    let (left, taken) =
+        (s.panel(&sys(), &a, 0, 10).await.unwrap().items.len(), s.panel(&sys(), &b, 0, 10).await.unwrap().items.len());
+    assert_eq!(left + taken, 6, "every patient on exactly one panel");
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn a_clinics_report_counts_only_the_part_of_each_panel_at_that_clinic() {
     let w = world(ShardConfig::default()).await;
     let s = &w.system;

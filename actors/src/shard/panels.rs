@@ -615,7 +615,9 @@ impl ShardRuntime {
         now: Timestamp,
     ) -> Result<PanelTransfer, AttachError> {
         let t = self.state.transfer(from, key).ok_or_else(|| AttachError::not_found("transfer"))?.clone();
-        if t.status != TransferStatus::Running {
+        // A chunk the receiver took is dropped here even if the transfer was
+        // stopped meanwhile (cancelled while it ran): its patients are the receiver's.
+        if !matches!(t.status, TransferStatus::Running | TransferStatus::Cancelled) {
             return Ok(t);
         }
         let on = |p: &Phn| self.state.on_panel(from, *p);
@@ -628,7 +630,7 @@ impl ShardRuntime {
             updated_at: now,
             ..t.clone()
         };
-        if left == 0 {
+        if left == 0 && t.status == TransferStatus::Running {
             next.status = TransferStatus::Completed;
         }
         if next == t {

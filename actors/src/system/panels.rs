@@ -313,8 +313,8 @@ impl AttachSystem {
     }
 
     /// One of a transfer's providers agrees to it (`agree`) or declines it; a
-    /// medical director of its clinic who is neither may withdraw it (`agree`
-    /// false). Answers the transfer as it now stands: `RUNNING` once both
+    /// medical director of its clinic who is neither may withdraw it, or stop
+    /// it while it runs (`agree` false). Answers the transfer as it now stands: `RUNNING` once both
     /// providers have agreed (the caller then starts the runner).
     pub async fn answer_transfer(
         &self,
@@ -332,6 +332,19 @@ impl AttachSystem {
                 .directory
                 .call(&shard, |reply| ShardMsg::TransferBatch { from: from_, key: key_, limit: 0, reply })
                 .await?;
+            // A panel moves between two of the clinic's providers (checked when it was
+            // asked for, again here: the director may have taken one off meanwhile).
+            if agree {
+                for id in [&t.from, &t.to] {
+                    if !self.provider_record(id).await?.provider.clinics.contains(&t.facility) {
+                        return Err(AttachError::conflict(format!(
+                            "provider {id} is no longer listed at clinic {}; its medical director lists them \
+                             again or withdraws the transfer",
+                            t.facility
+                        )));
+                    }
+                }
+            }
             let answer = match who.provider().filter(|p| who.is_provider(p)).and_then(|p| t.side(p)) {
                 Some(side) => TransferAnswer::Provider(side, agree),
                 None if !agree => {
@@ -386,7 +399,26 @@ impl AttachSystem {
                     facility: t.facility.clone(),
                     entries,
                 };
-                self.accept_transfer(&t.to_shard, moving).await?
+                match self.accept_transfer(&t.to_shard, moving).await {
+                    Ok(done) => done,
+                    // The receiver is no longer listed at the clinic: the transfer stops,
+                    // and the patients moved so far stay with them.
+                    Err(e) if e.code == ErrorCode::Conflict => {
+                        warn!(from = %from, to = %t.to, moved = t.moved, error = %e, "panel transfer stopped");
+                        let (from_, key_) = (from.clone(), key.clone());
+                        let answer = TransferAnswer::Withdraw;
+                        return self
+                            .directory
+                            .call(&from_shard, |reply| ShardMsg::AnswerTransfer {
+                                from: from_,
+                                key: key_,
+                                answer,
+                                reply,
+                            })
+                            .await;
+                    }
+                    Err(e) => return Err(e),
+                }
             };
             let progress = !(done.moved.is_empty() && done.skipped.is_empty());
             let (from_, key_) = (from.clone(), key.clone());
