@@ -151,6 +151,9 @@ pub struct AttachSystem {
     transfers: Mutex<std::collections::HashSet<(ProviderId, crate::domain::TransferKey)>>,
     /// The other nodes, for steps on shards this node does not run (none alone).
     peers: std::sync::OnceLock<Arc<dyn Peers>>,
+    /// One matching run at a time per community (on the node holding it), so
+    /// two runs asked for at once do not both offer its households next door.
+    matching_runs: Mutex<std::collections::HashMap<ShardKey, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl AttachSystem {
@@ -174,6 +177,7 @@ impl AttachSystem {
             supervisors: Mutex::new(vec![]),
             transfers: Mutex::new(Default::default()),
             peers: std::sync::OnceLock::new(),
+            matching_runs: Mutex::new(Default::default()),
         }
     }
 
@@ -661,6 +665,10 @@ impl AttachSystem {
         let result = async {
             let shard = trail.at(self.shard_of(community)?);
             who.require(trail.op, Some(&shard))?;
+            // A second run asked for meanwhile waits, then finds what this one proposed.
+            let gate =
+                self.matching_runs.lock().unwrap_or_else(|e| e.into_inner()).entry(shard.clone()).or_default().clone();
+            let _running = gate.lock().await;
             let mut made = self.directory.call_audited(&shard, trail.draft(), ShardMsg::RunMatching).await?;
             if self.config.policy.spill_km > 0 {
                 made.extend(self.spill(community, &shard).await);

@@ -422,3 +422,26 @@ async fn random_sequences_keep_places_proposals_and_panels_consistent() {
         }
     }
 }
+
+#[tokio::test]
+async fn two_runs_asked_for_at_once_offer_a_household_next_door_once() {
+    for round in 0..5 {
+        let w = world(spilling(60)).await;
+        let s = &w.system;
+        let doc = provider(s, &format!("P222{round}"), "112", 4).await;
+        for i in 0..3 {
+            s.register(&sys(), &c("111"), household(&[phn(10 * round + i)], &[])).await.unwrap();
+        }
+        let (me, here) = (sys(), c("111"));
+        let (first, second) = tokio::join!(s.run_matching(&me, &here), s.run_matching(&me, &here));
+        let made = first.unwrap().len() + second.unwrap().len();
+        assert_eq!(made, 3, "round {round}: each household proposed once");
+        // The provider's community holds one place per household, none twice.
+        assert_eq!(free(s, &doc).await, (1, 3), "round {round}");
+        assert_eq!(settlements(s, "111").await, 0, "round {round}: no reservation made twice to be undone");
+        let next_door = s.events_after(&sys(), &c("112"), 0, 100).await.unwrap();
+        let reserved = next_door.iter().filter(|e| matches!(e.kind, EventKind::Reserved { .. })).count();
+        let closed = next_door.iter().filter(|e| matches!(e.kind, EventKind::ReservationClosed { .. })).count();
+        assert_eq!((reserved, closed), (3, 0), "round {round}: each household reserved once next door");
+    }
+}
