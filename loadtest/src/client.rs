@@ -3,8 +3,15 @@
 use anyhow::Context;
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 
+/// How long a connection may take to open, and a request to be answered: a
+/// server that accepts connections and never answers must not hold a run
+/// past its bounds.
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// See [`CONNECT_TIMEOUT`].
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A client keeping up to `pool` idle connections, sending `token` (if any) as
-/// `Authorization: Bearer …` on every request.
+/// `Authorization: Bearer …` on every request, each bounded by [`REQUEST_TIMEOUT`].
 pub fn http(token: Option<&str>, pool: usize) -> anyhow::Result<reqwest::Client> {
     let mut headers = HeaderMap::new();
     if let Some(token) = token {
@@ -12,7 +19,12 @@ pub fn http(token: Option<&str>, pool: usize) -> anyhow::Result<reqwest::Client>
         value.set_sensitive(true);
         headers.insert(AUTHORIZATION, value);
     }
-    Ok(reqwest::Client::builder().pool_max_idle_per_host(pool).default_headers(headers).build()?)
+    Ok(reqwest::Client::builder()
+        .pool_max_idle_per_host(pool)
+        .default_headers(headers)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(REQUEST_TIMEOUT)
+        .build()?)
 }
 
 /// The `connection_init` message of a subscription connection, with the token.
@@ -40,7 +52,10 @@ pub async fn subscribe(url: &str, token: Option<&str>, query: &str, community: &
     // small, and 100 clients with the default 128 KiB would spend the load
     // tool's share of the cores on memset.
     let config = WebSocketConfig::default().read_buffer_size(16 * 1024);
-    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), false).await?;
+    let connecting = tokio_tungstenite::connect_async_with_config(request, Some(config), false);
+    let (mut ws, _) = tokio::time::timeout(REQUEST_TIMEOUT, connecting)
+        .await
+        .map_err(|_| anyhow::anyhow!("the WebSocket upgrade was not answered in {} s", REQUEST_TIMEOUT.as_secs()))??;
     ws.send(Message::text(connection_init(token).to_string())).await?;
     let subscribe = serde_json::json!({ "id": "1", "type": "subscribe",
         "payload": { "query": query, "variables": { "c": community } } });

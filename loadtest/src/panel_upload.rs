@@ -121,7 +121,11 @@ async fn graphql(client: &reqwest::Client, args: &UploadArgs, query: &str, varia
 /// Sets up the registry, then submits the files one after the other.
 pub async fn upload(args: UploadArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.uploads <= 1000, "at most 1000 uploads a run");
-    let client = reqwest::Client::new();
+    // A large file takes a while to check: a longer bound than other requests'.
+    let client = reqwest::Client::builder()
+        .connect_timeout(crate::client::CONNECT_TIMEOUT)
+        .timeout(std::time::Duration::from_secs(30))
+        .build()?;
     if let Some(community) = &args.setup {
         let vars = json!({ "p": args.provider, "f": args.facility, "c": community });
         graphql(

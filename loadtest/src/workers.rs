@@ -6,10 +6,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+/// How long after the deadline a request in flight may still finish.
+pub const GRACE: Duration = Duration::from_secs(5);
+
 /// Runs the pool. `request(worker, n)` prepares the `n`th request (or `None`
 /// to skip that number) and returns the future that sends it, answering
 /// whether it succeeded; only the sending is timed.
-/// Returns the latencies of successes and the count of failures.
+/// Returns the latencies of successes and the count of failures. A request
+/// still unanswered [`GRACE`] after the deadline is given up and counted as a
+/// failure, so a server that stops answering cannot hold the run.
 pub async fn run<F, Fut>(
     concurrency: usize,
     deadline: Instant,
@@ -20,6 +25,7 @@ where
     F: Fn(usize, u64) -> Option<Fut> + Clone + Send + 'static,
     Fut: Future<Output = bool> + Send,
 {
+    let cut_off = tokio::time::Instant::from_std(deadline) + GRACE;
     let taken = Arc::new(AtomicU64::new(0));
     let workers: Vec<_> = (0..concurrency)
         .map(|worker| {
@@ -34,10 +40,13 @@ where
                     }
                     let Some(send) = request(worker, n) else { continue };
                     let t = Instant::now();
-                    if send.await {
-                        latencies.push(t.elapsed());
-                    } else {
-                        errors += 1;
+                    match tokio::time::timeout_at(cut_off, send).await {
+                        Ok(true) => latencies.push(t.elapsed()),
+                        Ok(false) => errors += 1,
+                        Err(_) => {
+                            errors += 1;
+                            break;
+                        }
                     }
                 }
                 (latencies, errors)

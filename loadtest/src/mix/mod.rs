@@ -154,7 +154,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         ensure!(dir.is_none_or(|d| d.is_dir()), "cannot write a report to {}: no such directory", path.display());
     }
     let recorder = Arc::new(Recorder::new());
-    let client = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency).build()?;
+    // Each request bounded, so a server that stops answering cannot hold the run past its duration.
+    let client = crate::client::http(None, args.concurrency)?;
     let target = Target::resolve(&client, &args, &recorder).await?;
     if mix.iter().any(|(s, _)| *s == Scenario::Upload)
         && (args.upload_provider.is_none() || args.upload_facility.is_none())

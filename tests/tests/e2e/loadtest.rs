@@ -160,3 +160,29 @@ async fn the_move_and_update_scenarios_leave_the_waitlists_as_they_report() {
     assert_eq!(sum_over(&after, "attach_shard_waiting_households{shard=\"IHA/"), registered);
     assert_eq!(sum_over(&after, "attach_shard_waiting_people{shard=\"IHA/"), registered + updated);
 }
+
+#[test]
+fn a_server_that_never_answers_cannot_hold_a_run_past_its_bounds() {
+    // Accepts connections and holds them, answering nothing.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    for args in [
+        &["run", "--duration", "1", "--target", "community:111", "--mix", "register=1"][..],
+        &["read-path", "--seconds", "1", "--warmup", "0"][..],
+    ] {
+        let started = std::time::Instant::now();
+        let out = Command::new(loadtest_bin()).args(args).args(["--url", &url]).output().expect("attach-loadtest runs");
+        let took = started.elapsed();
+        // Each request is given up after 10 s; the run ends then instead of waiting for good.
+        assert!(took < std::time::Duration::from_secs(30), "{args:?} took {took:?}");
+        assert!(!out.status.success(), "{args:?}: a run against a silent server fails");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("timed out"), "{args:?}: {stderr}");
+    }
+}
