@@ -56,6 +56,8 @@ pub struct AppState {
     /// Becomes true when the server starts shutting down: subscription
     /// connections are then closed with 1001.
     pub closing: watch::Receiver<bool>,
+    /// Subscription connections open now, so shutdown can wait for their close frames.
+    pub sockets: Arc<watch::Sender<usize>>,
     /// Ping interval on subscription connections.
     pub keepalive: std::time::Duration,
     /// Subscriptions one connection may hold.
@@ -150,6 +152,7 @@ async fn graphql_get(State(state): State<AppState>, request: Request) -> Respons
         ip,
     });
     let mut closing = state.closing.clone();
+    let sockets = state.sockets.clone();
     let ended = async move {
         tokio::select! {
             frame = signed_in_until(signed_in, watcher) => frame,
@@ -160,12 +163,34 @@ async fn graphql_get(State(state): State<AppState>, request: Request) -> Respons
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         .read_buffer_size(ws::READ_BUFFER_BYTES)
         .max_message_size(state.max_body_bytes)
-        .on_upgrade(move |socket| ws::serve(socket, schema, kind, data, on_init, keepalive, admission, ended))
+        .on_upgrade(move |socket| {
+            let open = OpenSocket::new(sockets);
+            async move {
+                ws::serve(socket, schema, kind, data, on_init, keepalive, admission, ended).await;
+                drop(open);
+            }
+        })
         .into_response();
     if let Some(v) = verdict {
         v.write_headers(response.headers_mut());
     }
     response
+}
+
+/// Counts a subscription connection as open while it lives.
+struct OpenSocket(Arc<watch::Sender<usize>>);
+
+impl OpenSocket {
+    fn new(sockets: Arc<watch::Sender<usize>>) -> Self {
+        sockets.send_modify(|n| *n += 1);
+        OpenSocket(sockets)
+    }
+}
+
+impl Drop for OpenSocket {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
 }
 
 /// Rate limits the operations a subscription connection starts, each as one
@@ -182,8 +207,9 @@ impl ws::Admission for WsAdmission {
     fn admit(&self, message: &[u8]) -> futures::future::BoxFuture<'static, Option<ws::Refusal>> {
         let principal = self.signed_in.borrow().as_ref().map(|s| s.principal.clone());
         let (limits, metrics, ip) = (self.limits.clone(), self.metrics.clone(), self.ip);
-        let too_big = crate::graphql::budget::refuse_message(message, self.max_fields);
+        let (message, max_fields) = (message.to_vec(), self.max_fields);
         Box::pin(async move {
+            // As over HTTP: the quota first, then (only if allowed) the document is read.
             let verdict = limits.check(principal.as_ref(), ip).await;
             if let Some(verdict) = verdict.filter(|v| !v.allowed()) {
                 metrics.rate_limited(verdict.policy);
@@ -193,7 +219,8 @@ impl ws::Admission for WsAdmission {
                     format!("too many requests: try again in {wait} s"),
                 ));
             }
-            too_big.map(|why| ws::Refusal::new(ErrorCode::InvalidInput, why))
+            crate::graphql::budget::refuse_message(&message, max_fields)
+                .map(|why| ws::Refusal::new(ErrorCode::InvalidInput, why))
         })
     }
 }

@@ -234,6 +234,7 @@ impl Application {
         let documents = Arc::new(DocumentCache::new(1_000, 16 * 1024));
         let nullable_roots = Arc::new(graphql::failed::NullableRoots::from_sdl(&schema.sdl()));
         let (closing_tx, closing) = tokio::sync::watch::channel(false);
+        let sockets = Arc::new(tokio::sync::watch::Sender::new(0usize));
         let keepalive = std::time::Duration::from_secs(settings.feed.keepalive_secs.max(1));
         let state = AppState {
             schema,
@@ -245,6 +246,7 @@ impl Application {
             nullable_roots,
             max_fields: settings.limits.max_fields,
             closing,
+            sockets,
             keepalive,
             max_subscriptions: settings.feed.max_subscriptions_per_connection,
             metrics: Arc::new(Metrics::default()),
@@ -281,6 +283,7 @@ impl Application {
     /// Serves until `shutdown` completes (or start-up fails), then stops every shard.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let system = self.state.system.clone();
+        let sockets = self.state.sockets.clone();
         let resumer = tokio::spawn(resume_stalled(system.clone(), self.state.started.clone(), self.resume_every));
         info!(port = self.port, "listening");
         // Small GraphQL answers and feed events must not wait for Nagle's algorithm.
@@ -322,6 +325,10 @@ impl Application {
             }
         };
         resumer.abort();
+        // Subscription connections were told to close (1001): let them send it
+        // before the shards stop and the process ends.
+        let mut open = sockets.subscribe();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), open.wait_for(|n| *n == 0)).await;
         system.stop().await;
         result
     }

@@ -113,10 +113,11 @@ enum ToClient {
 /// `error`.
 #[derive(Debug)]
 struct Operations {
-    /// The protocol's name for starting an operation.
-    start: &'static str,
     /// Whether a reused id closes the connection (graphql-transport-ws).
     unique: bool,
+    /// Whether the server acknowledged the connection: before, async-graphql
+    /// closes on any operation (4401), which needs no admission.
+    acknowledged: bool,
     under_way: std::collections::HashSet<String>,
     /// Operations the client completed, whose `complete` async-graphql still sends.
     completed_by_client: std::collections::HashSet<String>,
@@ -140,17 +141,18 @@ impl Operations {
     fn new(protocol: WebSocketProtocols) -> Self {
         let unique = protocol == WebSocketProtocols::GraphQLWS;
         Operations {
-            start: if unique { "subscribe" } else { "start" },
             unique,
+            acknowledged: false,
             under_way: Default::default(),
             completed_by_client: Default::default(),
         }
     }
 
-    /// Reads a client's message.
+    /// Reads a client's message. async-graphql takes `subscribe` and `start`
+    /// (and `complete` and `stop`) alike under either protocol, so both are read.
     fn client_sent(&mut self, text: &[u8]) -> FromClient {
         let Some((kind, id)) = envelope(text) else { return FromClient::Other };
-        if kind == self.start {
+        if matches!(kind.as_str(), "subscribe" | "start") && self.acknowledged {
             if self.unique && self.under_way.contains(&id) {
                 return FromClient::Reuses(id);
             }
@@ -170,6 +172,10 @@ impl Operations {
 
     /// Reads the server's message: an operation that completed or failed frees its id.
     fn server_sent(&mut self, text: &str) -> ToClient {
+        if text.starts_with(r#"{"type":"connection_ack""#) {
+            self.acknowledged = true;
+            return ToClient::Send;
+        }
         // Only those two end an operation; `next` messages (the feed) go unparsed.
         let complete = text.starts_with(r#"{"type":"complete""#);
         if !(complete || text.starts_with(r#"{"type":"error""#)) {
@@ -301,8 +307,9 @@ pub async fn serve<E, OnInit, InitFut>(
     let (mut sink, input) = socket.split();
     let ops = Arc::new(Mutex::new(Operations::new(protocol)));
     // Messages the connection itself answers with (a refused operation), and
-    // the id whose reuse closes it.
-    let (answer, mut answers) = futures::channel::mpsc::unbounded::<String>();
+    // the id whose reuse closes it. Bounded: while refusals wait to be sent, the
+    // client's next messages are not read.
+    let (answer, mut answers) = tokio::sync::mpsc::channel::<String>(8);
     let (reused_tx, mut reused) = futures::channel::oneshot::channel::<String>();
     let reused_tx = Arc::new(Mutex::new(Some(reused_tx)));
     let reading = ops.clone();
@@ -328,7 +335,7 @@ pub async fn serve<E, OnInit, InitFut>(
                     None => Some(data),
                     Some(why) => {
                         lock(&ops).refused(&id);
-                        let _ = answer.unbounded_send(refusal(protocol, &id, why.code, &why.message));
+                        let _ = answer.send(refusal(protocol, &id, why.code, &why.message)).await;
                         None
                     }
                 },
@@ -361,7 +368,7 @@ pub async fn serve<E, OnInit, InitFut>(
                 Some(message) => message,
                 None => break,
             },
-            Some(text) = answers.next() => Message::text(text),
+            Some(text) = answers.recv() => Message::text(text),
             _ = tick.tick() => Message::text(ping(protocol)),
             frame = &mut ended => {
                 let _ = sink.send(Message::Close(Some(frame))).await;
@@ -410,8 +417,14 @@ mod tests {
         let mut ops = Operations::new(WebSocketProtocols::GraphQLWS);
         let sub = |id: &str| format!(r#"{{"id":"{id}","type":"subscribe","payload":{{"query":"{{ a }}"}}}}"#);
         let done = |id: &str| format!(r#"{{"type":"complete","id":"{id}"}}"#);
+        // Before the acknowledgement async-graphql closes on any operation: nothing to admit.
+        assert_eq!(ops.client_sent(sub("0").as_bytes()), FromClient::Other);
+        assert_eq!(ops.server_sent(r#"{"type":"connection_ack"}"#), ToClient::Send);
         assert_eq!(ops.client_sent(sub("1").as_bytes()), FromClient::Starts("1".into()));
         assert_eq!(ops.client_sent(sub("1").as_bytes()), FromClient::Reuses("1".into()));
+        // async-graphql takes the legacy `start` on this protocol too: so does this.
+        let start = r#"{"id":"1","type":"start","payload":{"query":"{ a }"}}"#;
+        assert_eq!(ops.client_sent(start.as_bytes()), FromClient::Reuses("1".into()));
         // The client completes it: async-graphql's answering complete is dropped, and the id is free.
         assert_eq!(ops.client_sent(done("1").as_bytes()), FromClient::Other);
         assert_eq!(ops.server_sent(&done("1")), ToClient::Drop);
@@ -429,11 +442,12 @@ mod tests {
         assert_eq!(ops.client_sent(sub("2").as_bytes()), FromClient::Starts("2".into()));
         ops.refused("2");
         assert_eq!(ops.client_sent(sub("2").as_bytes()), FromClient::Starts("2".into()));
-        // The legacy protocol starts with `start` and names no duplicate rule.
+        // The legacy protocol names no duplicate rule.
         let mut legacy = Operations::new(WebSocketProtocols::SubscriptionsTransportWS);
-        let start = r#"{"id":"1","type":"start","payload":{"query":"{ a }"}}"#;
+        legacy.server_sent(r#"{"type":"connection_ack"}"#);
         assert_eq!(legacy.client_sent(start.as_bytes()), FromClient::Starts("1".into()));
         assert_eq!(legacy.client_sent(start.as_bytes()), FromClient::Starts("1".into()));
+        assert_eq!(legacy.client_sent(sub("2").as_bytes()), FromClient::Starts("2".into()));
     }
 
     #[test]

@@ -519,6 +519,11 @@ async fn operations_over_a_websocket_count_against_the_callers_quota() {
     let refused = next_message(&mut ws).await;
     assert_eq!((&refused["type"], &refused["id"]), (&json!("error"), &json!("4")), "{refused}");
     assert_eq!(refused["payload"][0]["extensions"]["code"], "RATE_LIMITED", "{refused}");
+    // async-graphql also takes the legacy `start` on this protocol: it is counted the same.
+    let start = json!({ "id": "5", "type": "start", "payload": { "query": "{ __typename }" } });
+    ws.send(Message::text(start.to_string())).await.unwrap();
+    let refused = next_message(&mut ws).await;
+    assert_eq!((&refused["type"], &refused["id"]), (&json!("error"), &json!("5")), "{refused}");
     // The connection stays, and the quota is the one HTTP requests draw on.
     assert_eq!(post_with(&app, &format!("Bearer {token}"), WAITLIST).await.status(), 429);
     ws.send(Message::text(json!({ "type": "ping" }).to_string())).await.unwrap();
