@@ -41,30 +41,31 @@ pub fn refuse_message(message: &[u8], max: usize) -> Option<String> {
     (!within(&document, max)).then(|| refusal(max))
 }
 
-/// Whether `document` selects at most `max` fields and spreads.
+/// Whether `document` selects at most `max` fields and spreads. The walk keeps
+/// its own stack rather than recursing, so a fragment spread within itself
+/// (which validation refuses later) costs at most `max` steps and no thread stack.
 pub fn within(document: &ExecutableDocument, max: usize) -> bool {
     let mut left = max;
-    let operations = document.operations.iter().map(|(_, op)| &op.node.selection_set.node);
-    let fragments = document.fragments.values().map(|f| &f.node.selection_set.node);
-    operations.chain(fragments).all(|set| spend(document, set, &mut left))
-}
-
-/// Takes one from `left` for each field and spread of `set`, fragments
-/// expanded where spread; false once nothing is left.
-fn spend(document: &ExecutableDocument, set: &SelectionSet, left: &mut usize) -> bool {
-    set.items.iter().all(|selection| {
-        let Some(rest) = left.checked_sub(1) else { return false };
-        *left = rest;
-        match &selection.node {
-            Selection::Field(f) => spend(document, &f.node.selection_set.node, left),
-            Selection::InlineFragment(i) => spend(document, &i.node.selection_set.node, left),
-            // An unknown fragment is validation's to report.
-            Selection::FragmentSpread(s) => document
-                .fragments
-                .get(&s.node.fragment_name.node)
-                .is_none_or(|f| spend(document, &f.node.selection_set.node, left)),
+    let mut pending: Vec<&SelectionSet> =
+        document.operations.iter().map(|(_, op)| &op.node.selection_set.node).collect();
+    pending.extend(document.fragments.values().map(|f| &f.node.selection_set.node));
+    while let Some(set) = pending.pop() {
+        for selection in &set.items {
+            let Some(rest) = left.checked_sub(1) else { return false };
+            left = rest;
+            match &selection.node {
+                Selection::Field(f) => pending.push(&f.node.selection_set.node),
+                Selection::InlineFragment(i) => pending.push(&i.node.selection_set.node),
+                // An unknown fragment is validation's to report.
+                Selection::FragmentSpread(s) => {
+                    if let Some(f) = document.fragments.get(&s.node.fragment_name.node) {
+                        pending.push(&f.node.selection_set.node);
+                    }
+                }
+            }
         }
-    })
+    }
+    true
 }
 
 #[cfg(test)]
@@ -122,8 +123,11 @@ mod tests {
         // GraphiQL's introspection query (graphql-js `getIntrospectionQuery` with every option on)
         // counts about 490, well within the default 2,000.
         assert!(within(&doc(INTROSPECTION), 500));
-        // A cycle is validation's to refuse; counting it ends.
+        // A cycle is validation's to refuse; counting it ends, without the stack a recursion would take.
         assert!(!within(&doc("{ ...A } fragment A on Query { ...B } fragment B on Query { ...A }"), 100));
+        let cycle = doc("{ ...A } fragment A on Query { ...A }");
+        let small_stack = std::thread::Builder::new().stack_size(64 * 1024);
+        assert!(!small_stack.spawn(move || within(&cycle, 1_000_000)).unwrap().join().unwrap());
     }
 
     #[test]
