@@ -630,8 +630,19 @@ impl AttachSystem {
                 });
             }
             // A new facility number is claimed for this community before the
-            // shard writes the clinic, so two communities cannot both create it.
+            // shard writes the clinic, so two communities cannot both create it;
+            // only by whoever may create it (as the shard decides again), so a
+            // refused creation cannot hold a facility number for good.
             if home.is_none() {
+                let me = who.provider().filter(|_| who.role() == Role::MedicalDirector);
+                let allowed = who.role() == Role::Internal
+                    || me.is_some_and(|me| cmd.medical_director.as_ref().is_none_or(|d| d == me));
+                if !allowed {
+                    return Err(AttachError::new(
+                        ErrorCode::Forbidden,
+                        "a new clinic must name you as its medical director",
+                    ));
+                }
                 let now = self.store.claim_locator(&locator, &shard).await?;
                 if now != shard {
                     return Err(registered_elsewhere(&now));
