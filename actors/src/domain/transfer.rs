@@ -161,16 +161,27 @@ impl PanelTransfer {
         Ok(PanelTransfer { status, total, updated_at: now, ..self.clone() })
     }
 
-    /// A medical director withdraws a transfer that has not run yet, or stops
-    /// one that runs (the patients moved so far stay with the receiver); so
-    /// does the runner when the receiver has left the clinic.
+    /// A medical director withdraws a transfer that has not run yet.
+    /// Withdrawing it again changes nothing.
     pub fn withdraw(&self, now: Timestamp) -> Result<PanelTransfer, TransitionRefused> {
         match self.status {
-            TransferStatus::Awaiting { .. } | TransferStatus::Running => {
+            TransferStatus::Awaiting { .. } => {
                 Ok(PanelTransfer { status: TransferStatus::Cancelled, updated_at: now, ..self.clone() })
             }
             TransferStatus::Cancelled => Ok(self.clone()),
             _ => Err(self.refuse("withdrawn")),
+        }
+    }
+
+    /// The runner stops a running transfer whose receiver has left the clinic:
+    /// the patients moved so far stay with the receiver.
+    pub fn stop(&self, now: Timestamp) -> Result<PanelTransfer, TransitionRefused> {
+        match self.status {
+            TransferStatus::Running => {
+                Ok(PanelTransfer { status: TransferStatus::Cancelled, updated_at: now, ..self.clone() })
+            }
+            TransferStatus::Cancelled => Ok(self.clone()),
+            _ => Err(self.refuse("stopped")),
         }
     }
 
@@ -211,9 +222,11 @@ mod tests {
         assert_eq!((t.status, t.total, t.updated_at), (TransferStatus::Running, 7, Timestamp(4)));
         assert!(t.answer(Source, false, 7, Timestamp(5)).is_err(), "too late to decline a running transfer");
         assert_eq!(t.answer(Receiver, true, 7, Timestamp(5)).unwrap(), t, "an agreement asked again");
-        assert_eq!(t.withdraw(Timestamp(5)).unwrap().status, TransferStatus::Cancelled, "a director stops it");
+        assert!(t.withdraw(Timestamp(5)).is_err(), "too late to withdraw a running transfer");
+        assert_eq!(t.stop(Timestamp(5)).unwrap().status, TransferStatus::Cancelled, "its runner stops it");
         let done = PanelTransfer { status: TransferStatus::Completed, ..t.clone() };
-        assert!(done.withdraw(Timestamp(6)).is_err(), "too late once every patient moved");
+        assert!(done.stop(Timestamp(6)).is_err() && done.withdraw(Timestamp(6)).is_err(), "it moved everyone");
+        assert!(awaiting(false, false).stop(Timestamp(2)).is_err(), "nothing runs to stop");
         // A director who is the source agreed by asking.
         assert_eq!(
             awaiting(true, false).answer(Receiver, true, 3, Timestamp(2)).unwrap().status,

@@ -260,8 +260,10 @@ pub struct TransferRequest {
 pub enum TransferAnswer {
     /// One of the providers agrees (or declines, `false`).
     Provider(crate::domain::TransferSide, bool),
-    /// A medical director of the clinic withdraws it.
+    /// A medical director of the clinic withdraws it before it runs.
     Withdraw,
+    /// Its runner stops it: the receiver has left the clinic.
+    Stop,
 }
 
 /// Entries on their way from one panel to another (transfer step one).

@@ -216,7 +216,10 @@ async fn medical_directors_keep_only_their_clinics() {
     let nobody = ProviderId::parse("ZZ999").unwrap();
     let refused = s.upsert_clinic(&director(&b), &c("111"), clinic(Some(&nobody))).await.unwrap_err();
     assert_eq!((refused.code, refused.field.as_deref()), (ErrorCode::NotFound, Some("medicalDirectorId")));
-    assert_eq!(s.clinic(&sys(), &FacilityNumber::parse("00A12").unwrap()).await.unwrap().medical_director, Some(b.clone()));
+    assert_eq!(
+        s.clinic(&sys(), &FacilityNumber::parse("00A12").unwrap()).await.unwrap().medical_director,
+        Some(b.clone())
+    );
     // A new clinic naming someone else is refused, and holds no facility number: it can be
     // created in another community after.
     let squatted = ClinicCommand { facility: FacilityNumber::parse("00A14").unwrap(), ..clinic(Some(&a)) };

@@ -271,17 +271,38 @@ async fn a_transfer_whose_receiver_leaves_the_clinic_stops_instead_of_sticking()
     assert_eq!((stopped.status, stopped.moved), (TransferStatus::Cancelled, 0));
     assert_eq!(s.panel(&sys(), &a, 0, 10).await.unwrap().items.len(), 6, "nobody moved, nobody lost");
 
-    // A director stops a running transfer: what moved stays moved, the rest stays.
+    // Listed again; a chunk reached the receiver but its second step never ran (a failed
+    // call), then the receiver is taken off: the runner drops what the receiver took from
+    // the source before it stops, so each patient is on exactly one panel.
     s.set_provider_clinic(&md, &f, &b, true).await.unwrap();
     let key = TransferKey::parse("k3").unwrap();
     s.begin_transfer(&md, key.clone(), &a, &b, &f).await.unwrap();
     s.answer_transfer(&as_provider(&a), &a, &key, true).await.unwrap();
     s.answer_transfer(&as_provider(&b), &a, &key, true).await.unwrap();
-    assert_eq!(s.answer_transfer(&md, &a, &key, false).await.unwrap().status, TransferStatus::Cancelled);
-    assert_eq!(s.run_transfer(&a, &key).await.unwrap().moved, 0);
-    let (left, taken) =
-        (s.panel(&sys(), &a, 0, 10).await.unwrap().items.len(), s.panel(&sys(), &b, 0, 10).await.unwrap().items.len());
-    assert_eq!(left + taken, 6, "every patient on exactly one panel");
+    assert_eq!(code(s.answer_transfer(&md, &a, &key, false).await), ErrorCode::Conflict, "too late to withdraw");
+    let (from_shard, to_shard) = (ShardKey::parse("IHA/111").unwrap(), ShardKey::parse("IHA/112").unwrap());
+    let (from_, key_) = (a.clone(), key.clone());
+    let (_, entries) = s
+        .directory()
+        .call(&from_shard, |reply| crate::shard::ShardMsg::TransferBatch { from: from_, key: key_, limit: 2, reply })
+        .await
+        .unwrap();
+    let moving = crate::panel::Transferring {
+        from: a.clone(),
+        from_shard: from_shard.clone(),
+        to: b.clone(),
+        facility: f.clone(),
+        entries,
+    };
+    let taken = s.directory().call(&to_shard, |reply| crate::shard::ShardMsg::AcceptTransfer(moving, reply)).await;
+    assert_eq!(taken.unwrap().moved.len(), 2);
+    s.set_provider_clinic(&md, &f, &b, false).await.unwrap();
+    let stopped = s.run_transfer(&a, &key).await.unwrap();
+    assert_eq!((stopped.status, stopped.moved), (TransferStatus::Cancelled, 2));
+    let (left, moved) =
+        (s.panel(&sys(), &a, 0, 10).await.unwrap().items, s.panel(&sys(), &b, 0, 10).await.unwrap().items);
+    assert_eq!((left.len(), moved.len()), (4, 2), "every patient on exactly one panel");
+    assert!(left.iter().all(|e| !moved.iter().any(|m| m.phn == e.phn)));
     s.stop().await;
 }
 

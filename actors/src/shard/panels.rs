@@ -471,6 +471,7 @@ impl ShardRuntime {
                 t.answer(side, agree, panel, now)?
             }
             TransferAnswer::Withdraw => t.withdraw(now)?,
+            TransferAnswer::Stop => t.stop(now)?,
         };
         if next == *t {
             return Ok(next);

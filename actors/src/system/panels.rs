@@ -313,8 +313,8 @@ impl AttachSystem {
     }
 
     /// One of a transfer's providers agrees to it (`agree`) or declines it; a
-    /// medical director of its clinic who is neither may withdraw it, or stop
-    /// it while it runs (`agree` false). Answers the transfer as it now stands: `RUNNING` once both
+    /// medical director of its clinic who is neither may withdraw it before it
+    /// runs (`agree` false). Answers the transfer as it now stands: `RUNNING` once both
     /// providers have agreed (the caller then starts the runner).
     pub async fn answer_transfer(
         &self,
@@ -332,19 +332,6 @@ impl AttachSystem {
                 .directory
                 .call(&shard, |reply| ShardMsg::TransferBatch { from: from_, key: key_, limit: 0, reply })
                 .await?;
-            // A panel moves between two of the clinic's providers (checked when it was
-            // asked for, again here: the director may have taken one off meanwhile).
-            if agree {
-                for id in [&t.from, &t.to] {
-                    if !self.provider_record(id).await?.provider.clinics.contains(&t.facility) {
-                        return Err(AttachError::conflict(format!(
-                            "provider {id} is no longer listed at clinic {}; its medical director lists them \
-                             again or withdraws the transfer",
-                            t.facility
-                        )));
-                    }
-                }
-            }
             let answer = match who.provider().filter(|p| who.is_provider(p)).and_then(|p| t.side(p)) {
                 Some(side) => TransferAnswer::Provider(side, agree),
                 None if !agree => {
@@ -363,6 +350,19 @@ impl AttachSystem {
                     ));
                 }
             };
+            // A panel moves between two of the clinic's providers (checked when it was
+            // asked for, again while it waits: the director may have taken one off meanwhile).
+            if agree && matches!(t.status, crate::domain::TransferStatus::Awaiting { .. }) {
+                for id in [&t.from, &t.to] {
+                    if !self.provider_record(id).await?.provider.clinics.contains(&t.facility) {
+                        return Err(AttachError::conflict(format!(
+                            "provider {id} is no longer listed at clinic {}; its medical director lists them \
+                             again or withdraws the transfer",
+                            t.facility
+                        )));
+                    }
+                }
+            }
             let (from, key) = (from.clone(), key.clone());
             self.directory
                 .call_audited(&shard, trail.draft(), |reply| ShardMsg::AnswerTransfer { from, key, answer, reply })
@@ -399,23 +399,14 @@ impl AttachSystem {
                     facility: t.facility.clone(),
                     entries,
                 };
+                let entries = moving.entries.clone();
                 match self.accept_transfer(&t.to_shard, moving).await {
                     Ok(done) => done,
                     // The receiver is no longer listed at the clinic: the transfer stops,
                     // and the patients moved so far stay with them.
-                    Err(e) if e.code == ErrorCode::Conflict => {
+                    Err(e) if !self.provider_record(&t.to).await?.provider.clinics.contains(&t.facility) => {
                         warn!(from = %from, to = %t.to, moved = t.moved, error = %e, "panel transfer stopped");
-                        let (from_, key_) = (from.clone(), key.clone());
-                        let answer = TransferAnswer::Withdraw;
-                        return self
-                            .directory
-                            .call(&from_shard, |reply| ShardMsg::AnswerTransfer {
-                                from: from_,
-                                key: key_,
-                                answer,
-                                reply,
-                            })
-                            .await;
+                        return self.stop_transfer(&from_shard, from, key, &t.to, entries).await;
                     }
                     Err(e) => return Err(e),
                 }
@@ -442,6 +433,34 @@ impl AttachSystem {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
+    }
+
+    /// Stops a running transfer whose receiver is no longer listed at its clinic:
+    /// the patients moved so far stay with them. Entries of this round the
+    /// receiver already took (an earlier step two that failed) are dropped from
+    /// the source first, by their PHN claims, so each patient stays on one panel.
+    async fn stop_transfer(
+        &self,
+        from_shard: &ShardKey,
+        from: &ProviderId,
+        key: &TransferKey,
+        to: &ProviderId,
+        entries: Vec<crate::domain::PanelEntry>,
+    ) -> Result<PanelTransfer, AttachError> {
+        let mut done = TransferAccepted::default();
+        for e in entries {
+            let claim = self.store.phn_claim(e.phn).await?;
+            if claim.is_some_and(|c| c.holder == crate::store::PhnHolder::Panel(to.clone())) {
+                done.moved.push(e.phn);
+            }
+        }
+        let (from_, key_) = (from.clone(), key.clone());
+        self.directory
+            .call(from_shard, |reply| ShardMsg::CompleteTransfer { from: from_, key: key_, done, reply })
+            .await?;
+        let (from, key) = (from.clone(), key.clone());
+        let answer = TransferAnswer::Stop;
+        self.directory.call(from_shard, |reply| ShardMsg::AnswerTransfer { from, key, answer, reply }).await
     }
 
     /// Runs a transfer in the background; its progress is read with [`panel_transfer`](Self::panel_transfer).

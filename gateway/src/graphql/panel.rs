@@ -136,9 +136,8 @@ pub enum TransferStatus {
     /// (`answerPanelTransfer`); no patient moves until they have.
     AwaitingAgreement,
     /// Declined by one of the providers or withdrawn by a medical director
-    /// before it ran, or stopped while it ran (by the director, or because the
-    /// receiver left the clinic): the patients moved by then (`moved`) stay
-    /// with the receiver.
+    /// before it ran, or stopped while it ran because the receiver left the
+    /// clinic: the patients moved by then (`moved`) stay with the receiver.
     Cancelled,
 }
 
@@ -400,12 +399,12 @@ impl PanelMutation {
 
     /// One of a transfer's two providers agrees to it (`agree: true`) or
     /// declines it (`false`, which cancels it); a medical director of its
-    /// clinic who is neither may withdraw it, or stop it while it runs
-    /// (`false`). Once both providers have agreed it starts moving patients;
-    /// an agreement while either provider is no longer listed at the clinic is
-    /// a `CONFLICT`. Agreeing again changes nothing; a provider declining a
-    /// transfer that runs or finished, or any answer to a cancelled one, is a
-    /// `CONFLICT`.
+    /// clinic who is neither may withdraw it (`false`) before it runs. Once
+    /// both providers have agreed it starts moving patients; an agreement
+    /// while either provider is no longer listed at the clinic is a
+    /// `CONFLICT`. Agreeing again, or withdrawing again, changes nothing;
+    /// declining or withdrawing a transfer that runs or finished, and agreeing
+    /// to a cancelled one, is a `CONFLICT`.
     async fn answer_panel_transfer(
         &self,
         ctx: &Context<'_>,
