@@ -507,6 +507,10 @@ impl Settings {
             let why = if why.is_empty() { String::new() } else { format!(" ({why})") };
             anyhow::ensure!(value >= least, "{name} must be at least {least}{why}");
         }
+        // A filter that does not parse would be half ignored, with a line on stderr.
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log) {
+            anyhow::bail!("log is not a log filter ({e}): for example `info` or `info,attach_actors=debug`");
+        }
         anyhow::ensure!(
             !self.redis_namespace.is_empty()
                 && self.redis_namespace.len() <= 40
@@ -757,6 +761,8 @@ mod tests {
                 ("[shard]\ntransfer_chunk = 0\n", "shard.transfer_chunk"),
                 ("[feed]\nbuffer = 0\n", "feed.buffer"),
                 ("[shard]\nclaim_grace_secs = 0\n", "shard.claim_grace_secs"),
+                ("[limits]\nmax_fields = 5\n", "limits.max_fields"),
+                ("log = \"nonsense[[\"\n", "log is not a log filter"),
             ] {
                 jail.create_file("zero.toml", setting)?;
                 let refused = Settings::load(Some(Path::new("zero.toml"))).unwrap_err().to_string();

@@ -132,6 +132,9 @@ impl Metrics {
         let _ = writeln!(out, "# HELP attach_shards_running Shard actors running, of attach_shards_total.");
         let _ = writeln!(out, "# TYPE attach_shards_running gauge");
         let _ = writeln!(out, "attach_shards_running {up}");
+        // A count of shards, not a counter, despite the name (kept for dashboards).
+        let _ = writeln!(out, "# HELP attach_shards_total Shards this node's regions hold.");
+        let _ = writeln!(out, "# TYPE attach_shards_total gauge");
         let _ = writeln!(out, "attach_shards_total {total}");
         let gauges = system.gauges().await;
         let _ = writeln!(out, "# HELP attach_shard_mailbox_depth Calls in flight to a shard actor.");
@@ -159,7 +162,9 @@ impl Metrics {
                 "Proposals and reservations a shard holds in memory: the open ones and those closed within shard.proposal_memory_days.",
                 |g| g.proposals_in_memory,
             ),
-            ("attach_shard_last_seq", "counter", "A shard's last committed event sequence number.", |g| g.last_seq),
+            // A position, not a count of events this process saw: a gauge (OpenMetrics
+            // counters end in _total).
+            ("attach_shard_last_seq", "gauge", "A shard's last committed event sequence number.", |g| g.last_seq),
         ];
         for (name, kind, help, value) in per_shard {
             let _ = writeln!(out, "# HELP {name} {help}");

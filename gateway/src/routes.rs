@@ -88,6 +88,11 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route(crate::forward::HAND_BACK_PATH, axum::routing::post(hand_back))
         .route(crate::forward::CALL_PATH, axum::routing::post(cluster_call))
+        .fallback(|| async { (StatusCode::NOT_FOUND, error_body(ErrorCode::NotFound, "no such path: the API is at /graphql")) })
+        .method_not_allowed_fallback(|| async {
+            let message = "method not allowed: GraphQL requests are POSTs to /graphql (a GET there is GraphiQL, or a WebSocket upgrade)";
+            (StatusCode::METHOD_NOT_ALLOWED, error_body(ErrorCode::InvalidInput, message))
+        })
         .layer(axum::middleware::from_fn(crate::telemetry::http_span))
         .with_state(state)
 }
@@ -413,6 +418,10 @@ async fn execute(state: &AppState, principal: Option<Principal>, headers: &Heade
     }
     if let Some(fields) = &fields {
         crate::graphql::failed::null_failed(&mut response, fields, &state.nullable_roots);
+    }
+    // Every field skipped: async-graphql says null, GraphQL an empty object (null reads as a failure).
+    if response.errors.is_empty() && response.data == async_graphql::Value::Null {
+        response.data = async_graphql::Value::Object(Default::default());
     }
     crate::forward::strip_marks(&mut response);
     state.metrics.record(

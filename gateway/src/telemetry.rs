@@ -69,7 +69,9 @@ pub fn init(default_filter: &str, log_spans: bool) -> Telemetry {
         _ => None,
     };
     let spans = provider.as_ref().map(spans_layer);
-    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // Colours only for a person at a terminal: a file or a log shipper gets plain text.
+    let colours = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(colours);
     let spans_too = tracing_subscriber::filter::filter_fn(move |meta| log_spans || meta.is_event());
     let logs = logs.with_filter(filter.and(spans_too));
     let _ = tracing_subscriber::registry().with(spans).with(logs).try_init();

@@ -145,7 +145,13 @@ impl AttachSystem {
                     Err(problem) => report.rows.push(RowReport::of_problem(r.line, &problem)),
                 }
             }
-            for chunk in valid.chunks(self.config.panel_chunk_rows.max(1)) {
+            // One step at least, with no valid row too: the provider's shard decides
+            // whether the caller may change this panel, whatever the file holds.
+            let mut chunks: Vec<&[SubmittedRow]> = valid.chunks(self.config.panel_chunk_rows.max(1)).collect();
+            if chunks.is_empty() {
+                chunks.push(&[]);
+            }
+            for chunk in chunks {
                 let rows = self.submit_chunk(&mut trail, &shard, provider, facility, chunk.to_vec()).await?;
                 report.rows.extend(rows);
             }

@@ -628,3 +628,21 @@ async fn a_small_document_of_many_spread_fields_is_refused_before_validation() {
     let page = app.coordinator().ok(r#"{ waitlist(communityCode: "111", first: 5) { totalCount } }"#, json!({})).await;
     assert_eq!(page["waitlist"]["totalCount"], 0);
 }
+
+#[tokio::test]
+async fn every_answer_has_a_body_with_a_code_and_skipped_fields_give_an_empty_object() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::spawn(dir.path(), Spawn::default()).await;
+    for (method, path, status) in
+        [("PUT", "/graphql", 405), ("POST", "/healthz", 405), ("GET", "/nowhere", 404), ("POST", "/nowhere", 404)]
+    {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let r = app.http().request(method.clone(), format!("{}{path}", app.url)).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), status, "{method} {path}");
+        let body: Value = r.json().await.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        assert!(body["errors"][0]["extensions"]["code"].is_string(), "{method} {path}: {body}");
+    }
+    let query = r#"query($t: Boolean!) { healthAuthorities @skip(if: $t) { code } }"#;
+    let body = app.graphql(query, json!({ "t": true })).await;
+    assert_eq!(body, json!({ "data": {} }), "null data reads as a failure");
+}
