@@ -172,10 +172,12 @@ mod tests {
                 assert_eq!(spec.kind, Kind::Lwt, "{} has an IF but is not run as a lightweight transaction", spec.name);
             }
         }
-        // LWT touches only ownership and PHN claims.
+        // LWT touches only ownership, PHN claims and the claim of a new id's locator.
         for spec in SPECS.iter().filter(|s| s.kind == Kind::Lwt) {
             assert!(
-                spec.cql.contains("{ks}.shard_owners") || spec.cql.contains("{ks}.phn_claims"),
+                spec.cql.contains("{ks}.shard_owners")
+                    || spec.cql.contains("{ks}.phn_claims")
+                    || spec.name == "locator_claim",
                 "{} is a lightweight transaction outside ownership and claims",
                 spec.name
             );
