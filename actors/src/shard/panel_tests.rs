@@ -109,6 +109,52 @@ async fn a_submission_adds_takes_waiting_patients_and_never_moves_anyone_silentl
 }
 
 #[tokio::test]
+async fn a_waiting_patient_another_submission_takes_between_the_two_steps_still_counts_as_attached() {
+    let w = world(ShardConfig::default()).await;
+    let s = &w.system;
+    let f = clinic(s, "0F111", "111").await;
+    let doc = provider(s, "P2222", "112", 0).await;
+    s.set_provider_clinic(&sys(), &f, &doc, true).await.unwrap();
+    let family = s.register(&sys(), &c("111"), household(&[phn(1), phn(2)], &[])).await.unwrap().registration;
+    let before = s.community_stats(&sys(), &c("112")).await.unwrap().counts.attached_people;
+
+    // One submission's first step: the registration lets the patient go, the claim names the panel.
+    let (home, there) = (ShardKey::parse("IHA/111").unwrap(), ShardKey::parse("IHA/112").unwrap());
+    let release = crate::panel::Release {
+        reference: family.reference,
+        phns: vec![phn(1)],
+        provider: doc.clone(),
+        provider_shard: there.clone(),
+    };
+    let released =
+        s.directory().call(&home, |reply| crate::shard::ShardMsg::ReleaseToPanel(release, reply)).await.unwrap();
+    assert_eq!(released, [(phn(1), None)]);
+    // Another submission of the same panel, at that moment, takes the patient as the provider's own.
+    let other = submit(s, &doc, &f, &csv_of(&[phn(1)], "0F111")).await;
+    assert_eq!(statuses(&other), [RowStatus::Accepted]);
+    // The first submission's second step: the entry records the registration, and counts.
+    let parsed = parse(csv_of(&[phn(1)], "0F111").as_bytes(), &f, Limits::default(), today()).unwrap();
+    let row = parsed.rows.into_iter().next().unwrap();
+    let second = crate::panel::PanelChunk {
+        provider: doc.clone(),
+        facility: f.clone(),
+        rows: vec![crate::panel::SubmittedRow {
+            line: row.line,
+            row: row.row.unwrap(),
+            from_waitlist: Some(family.reference),
+        }],
+    };
+    let answer =
+        s.directory().call(&there, |reply| crate::shard::ShardMsg::SubmitPanel(second, sys(), reply)).await.unwrap();
+    assert_eq!(answer.rows.iter().map(|r| r.status).collect::<Vec<_>>(), [RowStatus::AttachedFromWaitlist]);
+    let entry = s.panel(&sys(), &doc, 0, 10).await.unwrap().items.remove(0);
+    assert_eq!(entry.source.reference(), Some(family.reference));
+    let after = s.community_stats(&sys(), &c("112")).await.unwrap().counts.attached_people;
+    assert_eq!(after, before + 1, "an attachment from the waitlist");
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn a_transfer_moves_every_patient_once_and_can_be_run_again() {
     let config = ShardConfig { transfer_chunk: 7, panel_chunk_rows: 50, ..ShardConfig::default() };
     let w = world(config).await;

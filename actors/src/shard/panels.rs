@@ -165,6 +165,17 @@ impl ShardRuntime {
         for r in &already {
             let entry = self.state.panel(&chunk.provider).and_then(|p| p.get(&r.row.phn));
             let mut entry = entry.cloned().ok_or_else(|| AttachError::internal("a panel entry vanished"))?;
+            // A waiting patient another submission of this panel took meanwhile, as the
+            // provider's own (between this one's two steps their claim already named the
+            // panel): the entry records the registration they came off, and counts so.
+            if let (Some(reference), PanelSource::Submitted { reference: unknown @ None, .. }) =
+                (r.from_waitlist, &mut entry.source)
+            {
+                *unknown = Some(reference);
+                filed.push(Record::PanelEntry(entry));
+                answer.rows.push(RowReport::ok(r.line, RowStatus::AttachedFromWaitlist));
+                continue;
+            }
             match entry.source.unset_facility() {
                 Some(facility) => {
                     *facility = Some(chunk.facility.clone());
