@@ -764,13 +764,16 @@ impl AttachSystem {
             // Accepting puts the household on the provider's panel: a coordinator
             // records it only for a provider homed in their scope, as `proposeMatch`
             // asks (a spill-over proposal's provider is in a neighbouring community).
-            if who.role() == Role::Coordinator && matches!(answer, Answer::Accept | Answer::AcceptAt(_)) {
+            let accepting = matches!(answer, Answer::Accept | Answer::AcceptAt(_));
+            if accepting && (who.role() == Role::Coordinator || matches!(answer, Answer::AcceptAt(_))) {
                 let proposal = self.directory.call(&shard, |r| ShardMsg::GetProposal(*id, r)).await?;
                 let home = self.locate(Locator::Provider(proposal.provider.clone()), "provider").await?;
-                who.require(trail.op, Some(&home))?;
-            }
-            if let Answer::AcceptAt(facility) = &answer {
-                self.check_remote_clinic(&shard, id, facility).await?;
+                if who.role() == Role::Coordinator {
+                    who.require(trail.op, Some(&home))?;
+                }
+                if let Answer::AcceptAt(facility) = &answer {
+                    self.check_remote_clinic(&shard, &home, &proposal.provider, facility).await?;
+                }
             }
             let (id, who) = (*id, who.clone());
             let answered = self
@@ -790,20 +793,18 @@ impl AttachSystem {
     async fn check_remote_clinic(
         &self,
         shard: &ShardKey,
-        id: &ProposalId,
+        home: &ShardKey,
+        provider: &ProviderId,
         facility: &FacilityNumber,
     ) -> Result<(), AttachError> {
-        let id = *id;
-        let proposal = self.directory.call(shard, |r| ShardMsg::GetProposal(id, r)).await?;
-        let home = self.locate(Locator::Provider(proposal.provider.clone()), "provider").await?;
-        if &home == shard {
+        if home == shard {
             return Ok(());
         }
-        let provider = self.provider_at(&home, proposal.provider.clone()).await?;
-        if provider.provider.clinics.contains(facility) {
+        let view = self.provider_at(home, provider.clone()).await?;
+        if view.provider.clinics.contains(facility) {
             return Ok(());
         }
-        let why = format!("provider {} is not listed at clinic {facility}; nothing was accepted", proposal.provider);
+        let why = format!("provider {provider} is not listed at clinic {facility}; nothing was accepted");
         Err(AttachError { field: Some("facilityNumber".into()), ..AttachError::conflict(why) })
     }
 
