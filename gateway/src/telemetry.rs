@@ -57,7 +57,15 @@ impl Drop for Telemetry {
 /// spans, wanted or not. With neither it nor OTLP export interested, a span
 /// is not created at all.
 pub fn init(default_filter: &str, log_spans: bool) -> Telemetry {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let filter = match std::env::var(EnvFilter::DEFAULT_ENV) {
+        Ok(text) => EnvFilter::try_new(&text).unwrap_or_else(|e| {
+            eprintln!(
+                "attach: RUST_LOG={text:?} is not a log filter ({e}); using the `log` setting, {default_filter:?}"
+            );
+            EnvFilter::new(default_filter)
+        }),
+        Err(_) => EnvFilter::new(default_filter),
+    };
     let provider = match std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT") {
         Ok(endpoint) if !endpoint.trim().is_empty() => match otlp_provider() {
             Ok(p) => Some(p),

@@ -7,10 +7,10 @@
 //! (debug build) and stalled `/healthz` for as long. Every document, over
 //! HTTP or a WebSocket, is counted here first, before async-graphql (whose
 //! depth check and validation, and the gateway's own ordering of top-level
-//! fields, follow every spread): each field and each spread,
-//! with a fragment's fields counted again each time it is spread, and every
-//! fragment definition on its own too. The count stops at the limit, so
-//! counting costs at most that many steps whatever the document.
+//! fields, follow every spread): each field and each spread of its
+//! operations, with a fragment's fields counted again each time it is spread;
+//! and, apart, its fragment definitions as written. The count stops at the
+//! limit, so counting costs at most that many steps whatever the document.
 
 use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
 
@@ -41,14 +41,22 @@ pub fn refuse_message(message: &[u8], max: usize) -> Option<String> {
     (!within(&document, max)).then(|| refusal(max))
 }
 
-/// Whether `document` selects at most `max` fields and spreads. The walk keeps
-/// its own stack rather than recursing, so a fragment spread within itself
-/// (which validation refuses later) costs at most `max` steps and no thread stack.
+/// Whether `document` selects at most `max` fields and spreads: its
+/// operations with every spread followed, and (apart) its fragment
+/// definitions as written, since validation reads those even unused. The walk
+/// keeps its own stack rather than recursing, so a fragment spread within
+/// itself (which validation refuses later) costs at most `max` steps and no
+/// thread stack.
 pub fn within(document: &ExecutableDocument, max: usize) -> bool {
+    let operations = document.operations.iter().map(|(_, op)| &op.node.selection_set.node);
+    let fragments = document.fragments.values().map(|f| &f.node.selection_set.node);
+    spend(document, operations.collect(), max, true) && spend(document, fragments.collect(), max, false)
+}
+
+/// Takes one of `max` for each field and spread under `sets`, following
+/// spreads when `follow`; false once they run out.
+fn spend<'a>(document: &'a ExecutableDocument, mut pending: Vec<&'a SelectionSet>, max: usize, follow: bool) -> bool {
     let mut left = max;
-    let mut pending: Vec<&SelectionSet> =
-        document.operations.iter().map(|(_, op)| &op.node.selection_set.node).collect();
-    pending.extend(document.fragments.values().map(|f| &f.node.selection_set.node));
     while let Some(set) = pending.pop() {
         for selection in &set.items {
             let Some(rest) = left.checked_sub(1) else { return false };
@@ -57,11 +65,12 @@ pub fn within(document: &ExecutableDocument, max: usize) -> bool {
                 Selection::Field(f) => pending.push(&f.node.selection_set.node),
                 Selection::InlineFragment(i) => pending.push(&i.node.selection_set.node),
                 // An unknown fragment is validation's to report.
-                Selection::FragmentSpread(s) => {
+                Selection::FragmentSpread(s) if follow => {
                     if let Some(f) = document.fragments.get(&s.node.fragment_name.node) {
                         pending.push(&f.node.selection_set.node);
                     }
                 }
+                Selection::FragmentSpread(_) => {}
             }
         }
     }
@@ -111,18 +120,27 @@ mod tests {
         let page = doc("{ waitlist(communityCode: \"111\") { totalCount nodes { reference status } } }");
         assert!(within(&page, 5));
         assert!(!within(&page, 4));
-        // 3 fields in F, spread 4 times: 4 spreads + 12 fields + F's own 3.
+        // 3 fields in F, spread 4 times: 4 spreads + 12 fields (F as written, 3, is counted apart).
         let spread = doc("{ ...F ...F ...F ...F } fragment F on Query { a: __typename b: __typename c: __typename }");
-        assert!(within(&spread, 19));
-        assert!(!within(&spread, 18));
+        assert!(within(&spread, 16));
+        assert!(!within(&spread, 15));
+        // A fragment spread once costs what the same fields written inline do, and one spread.
+        let fields: Vec<String> = (0..10).map(|i| format!("a{i}: __typename")).collect();
+        let once = doc(&format!("{{ ...F }} fragment F on Query {{ {} }}", fields.join(" ")));
+        let inline = doc(&format!("{{ {} }}", fields.join(" ")));
+        assert!(within(&once, 11) && !within(&once, 10));
+        assert!(within(&inline, 10) && !within(&inline, 9));
+        // An unused fragment is still read by validation: it counts, as written.
+        let unused = doc(&format!("{{ a: __typename }} fragment F on Query {{ {} }}", fields.join(" ")));
+        assert!(!within(&unused, 9));
         // Spreads within spreads multiply; the count gives up at the limit, not at the product.
         let fields: Vec<String> = (0..1000).map(|i| format!("a{i}: __typename")).collect();
         let spreads = vec!["...F"; 3000].join(" ");
         let huge = doc(&format!("{{ {spreads} }} fragment F on Query {{ {} }}", fields.join(" ")));
         assert!(!within(&huge, 500));
         // GraphiQL's introspection query (graphql-js `getIntrospectionQuery` with every option on)
-        // counts about 490, well within the default 2,000.
-        assert!(within(&doc(INTROSPECTION), 500));
+        // counts about 250 either way, well within the default 2,000.
+        assert!(within(&doc(INTROSPECTION), 300));
         // A cycle is validation's to refuse; counting it ends, without the stack a recursion would take.
         assert!(!within(&doc("{ ...A } fragment A on Query { ...B } fragment B on Query { ...A }"), 100));
         let cycle = doc("{ ...A } fragment A on Query { ...A }");
