@@ -315,34 +315,45 @@ pub async fn serve<E, OnInit, InitFut>(
     let reading = ops.clone();
     // async-graphql reads the client through this filter, only as fast as it
     // takes messages, so a client cannot queue work here.
-    let input = input.take_while(|read| future::ready(read.is_ok())).filter_map(move |read| {
-        let (ops, admission, answer, reused_tx) =
-            (reading.clone(), admission.clone(), answer.clone(), reused_tx.clone());
-        async move {
-            let data = match read {
-                Ok(m @ (Message::Text(_) | Message::Binary(_))) => m.into_data(),
-                _ => return None,
-            };
-            let verdict = lock(&ops).client_sent(&data);
-            match verdict {
-                FromClient::Reuses(id) => {
-                    if let Some(tell) = reused_tx.lock().unwrap_or_else(|e| e.into_inner()).take() {
-                        let _ = tell.send(id);
-                    }
-                    None
-                }
-                FromClient::Starts(id) => match admission.admit(&data).await {
-                    None => Some(data),
-                    Some(why) => {
-                        lock(&ops).refused(&id);
-                        let _ = answer.send(refusal(protocol, &id, why.code, &why.message)).await;
+    // A message the socket could not read (over `max_message_size`, or not a
+    // frame) ends the connection with a close frame that says so.
+    let unreadable: Arc<Mutex<Option<CloseFrame>>> = Arc::default();
+    let noted = unreadable.clone();
+    let input = input
+        .take_while(move |read| {
+            if let Err(e) = read {
+                *noted.lock().unwrap_or_else(|e| e.into_inner()) = Some(unreadable_frame(&e.to_string()));
+            }
+            future::ready(read.is_ok())
+        })
+        .filter_map(move |read| {
+            let (ops, admission, answer, reused_tx) =
+                (reading.clone(), admission.clone(), answer.clone(), reused_tx.clone());
+            async move {
+                let data = match read {
+                    Ok(m @ (Message::Text(_) | Message::Binary(_))) => m.into_data(),
+                    _ => return None,
+                };
+                let verdict = lock(&ops).client_sent(&data);
+                match verdict {
+                    FromClient::Reuses(id) => {
+                        if let Some(tell) = reused_tx.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                            let _ = tell.send(id);
+                        }
                         None
                     }
-                },
-                FromClient::Other => Some(data),
+                    FromClient::Starts(id) => match admission.admit(&data).await {
+                        None => Some(data),
+                        Some(why) => {
+                            lock(&ops).refused(&id);
+                            let _ = answer.send(refusal(protocol, &id, why.code, &why.message)).await;
+                            None
+                        }
+                    },
+                    FromClient::Other => Some(data),
+                }
             }
-        }
-    });
+        });
     let messages = Protocol::new(executor, input, protocol)
         .connection_data(data)
         .on_connection_init(on_init)
@@ -383,7 +394,22 @@ pub async fn serve<E, OnInit, InitFut>(
             return;
         }
     }
-    let _ = sink.close().await;
+    let frame = unreadable.lock().unwrap_or_else(|e| e.into_inner()).take();
+    match frame {
+        Some(frame) => {
+            let _ = sink.send(Message::Close(Some(frame))).await;
+        }
+        None => {
+            let _ = sink.close().await;
+        }
+    }
+}
+
+/// The close frame for a message the socket could not read: 1009 for one
+/// over the size limit, 1002 (protocol error) for anything else.
+fn unreadable_frame(error: &str) -> CloseFrame {
+    let code = if error.contains("Message too long") || error.contains("Space limit exceeded") { 1009 } else { 1002 };
+    frame(code, &format!("the message could not be read: {error}"))
 }
 
 #[cfg(test)]
@@ -462,6 +488,8 @@ mod tests {
         let cut = frame(4400, &long);
         assert!(cut.reason.len() <= 123 && long.starts_with(cut.reason.as_str()), "{}", cut.reason.len());
         assert_eq!(duplicate_id(&"x".repeat(500)).reason.len(), 123);
+        assert_eq!(unreadable_frame("Space limit exceeded: Message too long: 70000 > 65536").code, 1009);
+        assert_eq!(unreadable_frame("Protocol error: reserved bits are non-zero").code, 1002);
         let refused: serde_json::Value =
             serde_json::from_str(&refusal(current, "7", "RATE_LIMITED", "too many")).unwrap();
         assert_eq!(refused["payload"][0]["extensions"]["code"], "RATE_LIMITED");

@@ -487,6 +487,12 @@ async fn a_subscription_id_in_use_closes_the_connection_with_4409() {
     let frame = closed(&mut early).await.expect("closed");
     assert!(frame.starts_with("4401 "), "{frame}");
 
+    // A message over the size limit (max_body_bytes) is 1009 (too big), with a reason.
+    let mut big = connect_as(&app, "graphql-transport-ws", &token).await;
+    big.send(Message::text(format!(r#"{{"type":"ping","payload":{{"x":"{}"}}}}"#, "x".repeat(70_000)))).await.unwrap();
+    let frame = closed(&mut big).await.expect("closed");
+    assert!(frame.starts_with("1009 "), "{frame}");
+
     // A message the protocol does not know is 4400 (Bad Request).
     let mut odd = connect_as(&app, "graphql-transport-ws", &token).await;
     odd.send(Message::text(r#"{"type":"bogus"}"#)).await.unwrap();
