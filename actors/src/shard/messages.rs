@@ -265,6 +265,9 @@ pub enum ShardMsg {
     ExpireDue,
     /// Add a chunk of a submitted panel to a provider homed here.
     SubmitPanel(PanelChunk, Principal, Reply<ChunkAnswer>),
+    /// Whether the caller may change a provider's panel (a file refused whole
+    /// is refused for the caller's right first).
+    MayChangePanel(ProviderId, Principal, Reply<()>),
     /// Let waiting members go to a provider's panel (step one of two); per PHN,
     /// `None` when its claim now names the panel, else why not.
     ReleaseToPanel(Release, Reply<Vec<(Phn, Option<&'static str>)>>),
@@ -460,6 +463,7 @@ impl ShardMsg {
             ShardMsg::ExpireDue => "expireDue",
             ShardMsg::SubmitPanel(..) => "submitPanel",
             ShardMsg::ReleaseToPanel(..) => "releaseToPanel",
+            ShardMsg::MayChangePanel(..) => "mayChangePanel",
             ShardMsg::RemoveFromPanel { .. } => "removeFromPanel",
             ShardMsg::SetProviderClinic { .. } => "setProviderClinic",
             ShardMsg::BeginTransfer(..) => "beginTransfer",

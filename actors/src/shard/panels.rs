@@ -76,7 +76,7 @@ impl ShardRuntime {
     /// Whether the caller may change `provider`'s panel: the provider, or a
     /// delegate whose endorsement by them is completed (decided here, against
     /// the shard's endorsements).
-    fn may_change_panel(&self, who: &Principal, provider: &ProviderId) -> Result<(), AttachError> {
+    pub(super) fn may_change_panel(&self, who: &Principal, provider: &ProviderId) -> Result<(), AttachError> {
         let allowed = match who.role() {
             Role::Internal => true,
             Role::Delegate => self.state.delegation_in_force(provider, who.subject()),

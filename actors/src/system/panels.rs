@@ -169,6 +169,27 @@ impl AttachSystem {
         self.audited(trail, result).await
     }
 
+    /// The answer to a panel file refused whole (`file_error`: empty, too large,
+    /// too many rows): `FORBIDDEN` first if the caller may not change the
+    /// provider's panel, so the answer does not depend on the file. Audited.
+    pub async fn refuse_panel_file(
+        &self,
+        who: &Principal,
+        provider: &ProviderId,
+        file_error: AttachError,
+    ) -> AttachError {
+        let mut trail = Trail::new(who, Operation::SubmitPanel).about(provider);
+        let result: Result<(), AttachError> = async {
+            who.require(trail.op, None)?;
+            let shard = trail.at(self.locate(Locator::Provider(provider.clone()), "provider").await?);
+            let (provider, who) = (provider.clone(), who.clone());
+            self.directory.call(&shard, |reply| ShardMsg::MayChangePanel(provider, who, reply)).await?;
+            Err(file_error)
+        }
+        .await;
+        self.audited(trail, result).await.err().unwrap_or_else(|| AttachError::internal("a refused file was taken"))
+    }
+
     /// One chunk of a submission. Each step that changes something (the
     /// chunk's panel entries, a registration letting members go) commits its
     /// own audit record with the change, so a crash part way through leaves a

@@ -318,9 +318,18 @@ impl PanelMutation {
         // is told so without the server parsing their upload.
         caller(ctx).require(Operation::SubmitPanel, None).gql()?;
         let limits = ctx.data_unchecked::<ApiLimits>().panel;
-        let bytes = read_upload(ctx, &file, limits).gql()?;
+        let bytes = match read_upload(ctx, &file, limits) {
+            Ok(bytes) => bytes,
+            Err(e) => return Err(system(ctx).refuse_panel_file(caller(ctx), &provider, e).await).gql(),
+        };
         let today = Timestamp::now().to_utc().date_naive();
-        let parsed = csv::parse(&bytes, &facility, limits, today).map_err(|e| invalid_file(e.to_string())).gql()?;
+        let parsed = match csv::parse(&bytes, &facility, limits, today) {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                return Err(system(ctx).refuse_panel_file(caller(ctx), &provider, invalid_file(e.to_string())).await)
+                    .gql();
+            }
+        };
         system(ctx).submit_panel(caller(ctx), &provider, &facility, parsed).await.gql().map(PanelSubmission)
     }
 

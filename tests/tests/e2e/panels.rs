@@ -299,6 +299,10 @@ async fn panel_files_are_reported_row_by_row() {
     assert_eq!(refused["errors"][0]["extensions"]["code"], "FORBIDDEN", "another provider's panel");
     let malformed = submit(&app, &t.p2, "P10001", b"not,a,patient,row,at,all\nnor,this\n").await;
     assert_eq!(malformed["errors"][0]["extensions"]["code"], "FORBIDDEN", "whatever the file holds: {malformed}");
+    for empty in [b"".as_slice(), b"PHN,Surname,Given,DOB,Code,Facility\r\n"] {
+        let r = submit(&app, &t.p2, "P10001", empty).await;
+        assert_eq!(r["errors"][0]["extensions"]["code"], "FORBIDDEN", "an empty file too: {r}");
+    }
     let variables = json!({ "p": "P10001", "f": "0F111", "file": null });
     let anonymous = app.upload_raw(None, SUBMIT, variables, "file", b"x\n").await.json::<Value>().await.unwrap();
     assert_eq!(anonymous["errors"][0]["extensions"]["code"], "UNAUTHENTICATED");
