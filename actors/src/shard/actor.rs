@@ -450,6 +450,10 @@ impl ShardActor {
             ShardMsg::MoveIn(moving, reply) => answer!(reply, rt.move_in(*moving, now).await),
             ShardMsg::FinishMove(r, reply) => answer!(reply, rt.finish_move(&r, now).await),
             ShardMsg::RunningMoves(reply) => answer!(reply, Ok(rt.running_moves())),
+            ShardMsg::TransfersOf(provider, reply) => {
+                let theirs = rt.state.transfers().filter(|t| t.from == provider || t.to == provider);
+                answer!(reply, Ok(theirs.cloned().collect()))
+            }
             ShardMsg::RunningTransfers(reply) => {
                 let running = rt.state.transfers().filter(|t| t.status == crate::domain::TransferStatus::Running);
                 answer!(reply, Ok(running.cloned().collect()))

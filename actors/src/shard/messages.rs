@@ -332,6 +332,8 @@ pub enum ShardMsg {
     },
     /// Transfers out of providers homed here that have not finished.
     RunningTransfers(Reply<Vec<PanelTransfer>>),
+    /// The transfers kept here in which a provider is either side.
+    TransfersOf(ProviderId, Reply<Vec<PanelTransfer>>),
     /// A registration leaves for another community (step one of a move): answers
     /// its `MOVED` copy and the record of the move.
     MoveOut(RegistrationRef, ShardKey, Reply<(Registration, RegistrationMove)>),
@@ -472,6 +474,7 @@ impl ShardMsg {
             ShardMsg::AcceptTransfer(..) => "acceptTransfer",
             ShardMsg::CompleteTransfer { .. } => "completeTransfer",
             ShardMsg::RunningTransfers(..) => "runningTransfers",
+            ShardMsg::TransfersOf(..) => "transfersOf",
             ShardMsg::MoveOut(..) => "moveOut",
             ShardMsg::MoveIn(..) => "moveIn",
             ShardMsg::FinishMove(..) => "finishMove",

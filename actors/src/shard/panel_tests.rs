@@ -245,6 +245,12 @@ async fn a_panel_moves_only_once_both_providers_agree() {
     s.begin_transfer(&md, key.clone(), &a, &b, &f).await.unwrap();
     let other = TransferKey::parse("k2").unwrap();
     assert_eq!(code(s.begin_transfer(&md, other.clone(), &a, &d, &f).await), ErrorCode::Conflict, "one at a time");
+    // The receiver (homed in 112; the transfer is kept in 111, with the source) finds it awaiting them.
+    let awaiting = s.panel_transfers(&as_provider(&b), &b).await.unwrap();
+    assert_eq!(awaiting.iter().map(|t| (&t.key, t.status.name())).collect::<Vec<_>>(), [(&key, "AWAITING_AGREEMENT")]);
+    assert_eq!(s.panel_transfers(&as_provider(&a), &a).await.unwrap().len(), 1, "and the source");
+    let listing = s.panel_transfers(&as_provider(&d), &b).await;
+    assert_eq!(listing.map(|_| ()).unwrap_err().code, ErrorCode::Forbidden, "only their own");
     // Only the two providers answer; another director or provider may not.
     assert_eq!(code(s.answer_transfer(&as_provider(&d), &a, &key, true).await), ErrorCode::Forbidden);
     assert_eq!(code(s.answer_transfer(&md, &a, &key, true).await), ErrorCode::Forbidden);

@@ -527,6 +527,29 @@ impl AttachSystem {
         Ok(t)
     }
 
+    /// Every panel transfer in which `provider` is either side, newest first:
+    /// for the provider themselves (to find the ones awaiting their answer),
+    /// support and operations. Transfers are kept by the source provider's
+    /// community, so every community is asked.
+    pub async fn panel_transfers(
+        &self,
+        who: &Principal,
+        provider: &ProviderId,
+    ) -> Result<Vec<PanelTransfer>, AttachError> {
+        who.require(Operation::ReadPanelReports, None)?;
+        if !(who.is_provider(provider) || matches!(who.role(), Role::Support | Role::Operations | Role::Internal)) {
+            return Err(AttachError::new(ErrorCode::Forbidden, "you may only list your own panel transfers"));
+        }
+        let shards: Vec<ShardKey> = self.regions.shards().cloned().collect();
+        let all = join_all(shards.iter().map(|s| self.transfers_at(s, provider))).await;
+        let mut list = Vec::new();
+        for found in all {
+            list.extend(found?);
+        }
+        list.sort_by(|a, b| b.started_at.cmp(&a.started_at).then_with(|| a.key.cmp(&b.key)));
+        Ok(list)
+    }
+
     /// Resumes, in the background, every transfer of this node's shards that
     /// is running and not being run by this process (a previous process left
     /// it, or its runner stopped on an error).

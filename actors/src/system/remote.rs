@@ -78,6 +78,8 @@ pub enum ShardCall {
     /// Whether the household's community recorded a proposal (spill-over step
     /// two), asked by the provider's community about an old open reservation.
     ProposalRecorded(ProposalId),
+    /// The panel transfers kept here in which a provider is either side.
+    TransfersOf(ProviderId),
 }
 
 /// The answer to a [`ShardCall`], one variant per call.
@@ -105,6 +107,8 @@ pub enum ShardAnswer {
     Settled,
     /// To `ProposalRecorded`.
     Recorded(bool),
+    /// To `TransfersOf`.
+    Transfers(Vec<crate::domain::PanelTransfer>),
 }
 
 /// A call as it crosses: the shard, the step, and the audit record the step
@@ -259,7 +263,22 @@ impl AttachSystem {
                     Err(e) => return Err(e),
                 }
             }
+            ShardCall::TransfersOf(provider) => {
+                ShardAnswer::Transfers(d.call_with(shard, audit, |r| ShardMsg::TransfersOf(provider, r)).await?)
+            }
         })
+    }
+
+    /// The panel transfers a shard keeps in which `provider` is either side, wherever it runs.
+    pub(super) async fn transfers_at(
+        &self,
+        shard: &ShardKey,
+        provider: &ProviderId,
+    ) -> Result<Vec<crate::domain::PanelTransfer>, AttachError> {
+        match self.on_shard(shard, ShardCall::TransfersOf(provider.clone()), None).await? {
+            ShardAnswer::Transfers(list) => Ok(list),
+            other => Err(unexpected(&other)),
+        }
     }
 
     /// A community's providers with places to spare for a neighbour, wherever it runs.

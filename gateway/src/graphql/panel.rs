@@ -465,6 +465,15 @@ impl PanelQuery {
         })
     }
 
+    /// Every panel transfer in which a provider is either side, newest first: a
+    /// provider finds here the transfers awaiting their answer
+    /// (`AWAITING_AGREEMENT`). For the provider themselves, support and operations.
+    async fn panel_transfers(&self, ctx: &Context<'_>, provider_id: ID) -> async_graphql::Result<Vec<PanelTransfer>> {
+        let id = provider_id_arg(&provider_id)?;
+        let list = system(ctx).panel_transfers(caller(ctx), &id).await.gql()?;
+        Ok(list.into_iter().map(Into::into).collect())
+    }
+
     /// A panel transfer, by its source provider and idempotency key.
     async fn panel_transfer(
         &self,

@@ -425,6 +425,13 @@ async fn a_transfer_killed_half_way_resumes_with_every_patient_on_exactly_one_pa
     const PROGRESS: &str = r#"{ panelTransfer(fromProviderId: "P10001", idempotencyKey: "fernie-2026-11") { status total moved skipped } }"#;
     let asked = ok(&app, &t.director, TRANSFER, json!({})).await["transferPanel"].clone();
     assert_eq!(asked["status"], "AWAITING_AGREEMENT", "the director asks; the two providers agree");
+    // The receiving provider finds it among their transfers.
+    const MINE: &str = r#"{ panelTransfers(providerId: "P20002") { idempotencyKey fromProviderId status } }"#;
+    let mine = ok(&app, &t.p2, MINE, json!({})).await["panelTransfers"].clone();
+    assert_eq!(
+        mine,
+        json!([{ "idempotencyKey": "fernie-2026-11", "fromProviderId": "P10001", "status": "AWAITING_AGREEMENT" }])
+    );
     // The provider taking the panel on agrees; the director cannot agree for the other.
     const AGREE: &str = r#"mutation($agree: Boolean!) { answerPanelTransfer(fromProviderId: "P10001",
         idempotencyKey: "fernie-2026-11", agree: $agree) { status sourceAgreed receiverAgreed total moved } }"#;
