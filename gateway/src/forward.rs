@@ -416,19 +416,19 @@ fn take_fields(response: &mut async_graphql::Response, keys: &BTreeSet<String>, 
 /// name (none, unless the text cannot be read) stay at the end.
 fn in_query_order(response: &mut async_graphql::Response, body: &[u8]) {
     if let Some(order) = response_keys(body) {
-        put_in_order(response, &order);
+        put_in_order(response, order.iter().map(String::as_str));
     }
 }
 
 /// Puts the top-level fields of `response` in `order`; keys it does not name stay at the end.
-pub fn put_in_order(response: &mut async_graphql::Response, order: &[String]) {
+pub fn put_in_order<'a>(response: &mut async_graphql::Response, order: impl Iterator<Item = &'a str> + Clone) {
     let Value::Object(fields) = &mut response.data else { return };
-    if fields.keys().map(|k| k.as_str()).eq(order.iter().map(String::as_str)) {
+    if fields.keys().map(|k| k.as_str()).eq(order.clone()) {
         return;
     }
     let mut rest = std::mem::take(fields);
     for key in order {
-        if let Some((name, value)) = rest.shift_remove_entry(key.as_str()) {
+        if let Some((name, value)) = rest.shift_remove_entry(key) {
             fields.insert(name, value);
         }
     }

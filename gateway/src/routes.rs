@@ -392,10 +392,10 @@ async fn execute(state: &AppState, principal: Option<Principal>, headers: &Heade
     state.documents.prepare(&mut request);
     // Before anything follows the document's fragments (see `graphql::budget`).
     if request.parsed_query().is_ok_and(|doc| !crate::graphql::budget::within(doc, state.max_fields)) {
-        let mut error = async_graphql::ServerError::new(crate::graphql::budget::refusal(state.max_fields), None);
-        error.extensions.get_or_insert_with(Default::default).set("code", ErrorCode::InvalidInput.as_str());
-        state.metrics.record(started.elapsed(), std::iter::once(ErrorCode::InvalidInput.as_str().to_string()));
-        return Json(async_graphql::Response::from_errors(vec![error])).into_response();
+        let error = async_graphql::ServerError::new(crate::graphql::budget::refusal(state.max_fields), None);
+        let mut response = async_graphql::Response::from_errors(vec![error]);
+        ensure_codes(&mut response);
+        return answered(state, started, &response);
     }
     let clustered = state.forwarder.has_peers();
     let mutation = clustered && !crate::forward::is_query(&mut request);
@@ -403,8 +403,7 @@ async fn execute(state: &AppState, principal: Option<Principal>, headers: &Heade
     let span = crate::telemetry::graphql_span(&mut request);
     let mut response = state.schema.execute(request).instrument(span).await;
     if let Some(fields) = fields.as_ref().filter(|f| f.len() > 1) {
-        let order: Vec<String> = fields.iter().map(|(key, _)| key.clone()).collect();
-        crate::forward::put_in_order(&mut response, &order);
+        crate::forward::put_in_order(&mut response, fields.iter().map(|(key, _)| key.as_str()));
     }
     ensure_codes(&mut response);
     if clustered {
@@ -424,6 +423,11 @@ async fn execute(state: &AppState, principal: Option<Principal>, headers: &Heade
         response.data = async_graphql::Value::Object(Default::default());
     }
     crate::forward::strip_marks(&mut response);
+    answered(state, started, &response)
+}
+
+/// A GraphQL response as HTTP: counted in the metrics by its error codes, never cached.
+fn answered(state: &AppState, started: std::time::Instant, response: &async_graphql::Response) -> Response {
     state.metrics.record(
         started.elapsed(),
         response.errors.iter().filter_map(|e| {
@@ -433,7 +437,7 @@ async fn execute(state: &AppState, principal: Option<Principal>, headers: &Heade
             })
         }),
     );
-    let mut http = Json(&response).into_response();
+    let mut http = Json(response).into_response();
     http.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
     http
 }

@@ -211,7 +211,7 @@ fn refusal(protocol: WebSocketProtocols, id: &str, code: &str, message: &str) ->
 
 /// The close frame of a server that is shutting down.
 pub fn going_away() -> CloseFrame {
-    CloseFrame { code: 1001, reason: "the server is shutting down; connect again".into() }
+    frame(1001, "the server is shutting down; connect again")
 }
 
 /// The close frame of a connection whose sign-in ended (its token expired or
@@ -255,9 +255,10 @@ fn with_codes(text: String) -> String {
     serde_json::to_string(&message).unwrap_or(text)
 }
 
-fn lock(ops: &std::sync::Mutex<Operations>) -> std::sync::MutexGuard<'_, Operations> {
-    // A panic while holding the lock cannot leave the sets inconsistent for our use.
-    ops.lock().unwrap_or_else(|e| e.into_inner())
+/// The connection's shared state, locked: a panic while holding a lock cannot
+/// leave the sets or slots it guards inconsistent for their use here.
+fn lock<T>(shared: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    shared.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Whether an operation a client starts over a connection may run: `None`,
@@ -322,7 +323,7 @@ pub async fn serve<E, OnInit, InitFut>(
     let input = input
         .take_while(move |read| {
             if let Err(e) = read {
-                *noted.lock().unwrap_or_else(|e| e.into_inner()) = Some(unreadable_frame(&e.to_string()));
+                *lock(&noted) = Some(unreadable_frame(&e.to_string()));
             }
             future::ready(read.is_ok())
         })
@@ -337,7 +338,7 @@ pub async fn serve<E, OnInit, InitFut>(
                 let verdict = lock(&ops).client_sent(&data);
                 match verdict {
                     FromClient::Reuses(id) => {
-                        if let Some(tell) = reused_tx.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                        if let Some(tell) = lock(&reused_tx).take() {
                             let _ = tell.send(id);
                         }
                         None
@@ -394,7 +395,7 @@ pub async fn serve<E, OnInit, InitFut>(
             return;
         }
     }
-    let frame = unreadable.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let frame = lock(&unreadable).take();
     match frame {
         Some(frame) => {
             let _ = sink.send(Message::Close(Some(frame))).await;

@@ -80,8 +80,7 @@ pub fn null_failed(response: &mut Response, fields: &[(String, String)], nullabl
             data.insert(Name::new(key), Value::Null);
         }
     }
-    let order: Vec<String> = fields.iter().map(|(key, _)| key.clone()).collect();
-    crate::forward::put_in_order(response, &order);
+    crate::forward::put_in_order(response, fields.iter().map(|(key, _)| key.as_str()));
 }
 
 #[cfg(test)]
