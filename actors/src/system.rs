@@ -304,6 +304,19 @@ impl AttachSystem {
         })
     }
 
+    /// Claims a new id's `locator` for `shard` before the shard writes it, so
+    /// two communities creating it at once cannot both; `elsewhere`'s error
+    /// when another community holds it.
+    async fn claim_home(
+        &self,
+        locator: &Locator,
+        shard: &ShardKey,
+        elsewhere: impl Fn(&ShardKey) -> AttachError,
+    ) -> Result<(), AttachError> {
+        let home = self.store.claim_locator(locator, shard).await?;
+        if home == *shard { Ok(()) } else { Err(elsewhere(&home)) }
+    }
+
     async fn locate(&self, what: Locator, name: &str) -> Result<ShardKey, AttachError> {
         self.store.locate(&what).await?.ok_or_else(|| AttachError::not_found(name))
     }
@@ -542,10 +555,7 @@ impl AttachSystem {
             // A new provider's id is claimed for this community before the shard
             // writes them, so two communities creating it at once cannot both.
             if home.is_none() {
-                let now = self.store.claim_locator(&locator, &shard).await?;
-                if now != shard {
-                    return Err(homed_elsewhere(&now));
-                }
+                self.claim_home(&locator, &shard, homed_elsewhere).await?;
             }
             // The shard writes only if the clinics are still those checked (a clinic's
             // director may have taken the provider off meanwhile).
@@ -634,19 +644,9 @@ impl AttachSystem {
             // only by whoever may create it (as the shard decides again), so a
             // refused creation cannot hold a facility number for good.
             if home.is_none() {
-                let me = who.provider().filter(|_| who.role() == Role::MedicalDirector);
-                let allowed = who.role() == Role::Internal
-                    || me.is_some_and(|me| cmd.medical_director.as_ref().is_none_or(|d| d == me));
-                if !allowed {
-                    return Err(AttachError::new(
-                        ErrorCode::Forbidden,
-                        "a new clinic must name you as its medical director",
-                    ));
-                }
-                let now = self.store.claim_locator(&locator, &shard).await?;
-                if now != shard {
-                    return Err(registered_elsewhere(&now));
-                }
+                let director = delegation::named_director(None, who, cmd.medical_director.clone());
+                delegation::may_keep_clinic(None, who, &cmd.facility, director.as_ref())?;
+                self.claim_home(&locator, &shard, registered_elsewhere).await?;
             }
             let who = who.clone();
             self.directory.call_audited(&shard, trail.draft(), |r| ShardMsg::UpsertClinic(cmd, who, r)).await

@@ -164,24 +164,21 @@ impl PanelTransfer {
     /// A medical director withdraws a transfer that has not run yet.
     /// Withdrawing it again changes nothing.
     pub fn withdraw(&self, now: Timestamp) -> Result<PanelTransfer, TransitionRefused> {
-        match self.status {
-            TransferStatus::Awaiting { .. } => {
-                Ok(PanelTransfer { status: TransferStatus::Cancelled, updated_at: now, ..self.clone() })
-            }
-            TransferStatus::Cancelled => Ok(self.clone()),
-            _ => Err(self.refuse("withdrawn")),
-        }
+        self.cancel(matches!(self.status, TransferStatus::Awaiting { .. }), "withdrawn", now)
     }
 
     /// The runner stops a running transfer whose receiver has left the clinic:
     /// the patients moved so far stay with the receiver.
     pub fn stop(&self, now: Timestamp) -> Result<PanelTransfer, TransitionRefused> {
+        self.cancel(self.status == TransferStatus::Running, "stopped", now)
+    }
+
+    /// `CANCELLED` when `allowed` from where it stands; a cancelled one stays as it is.
+    fn cancel(&self, allowed: bool, what: &str, now: Timestamp) -> Result<PanelTransfer, TransitionRefused> {
         match self.status {
-            TransferStatus::Running => {
-                Ok(PanelTransfer { status: TransferStatus::Cancelled, updated_at: now, ..self.clone() })
-            }
+            _ if allowed => Ok(PanelTransfer { status: TransferStatus::Cancelled, updated_at: now, ..self.clone() }),
             TransferStatus::Cancelled => Ok(self.clone()),
-            _ => Err(self.refuse("stopped")),
+            _ => Err(self.refuse(what)),
         }
     }
 

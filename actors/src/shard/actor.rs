@@ -269,26 +269,21 @@ impl ShardActor {
             }
             ShardMsg::UpsertClinic(mut cmd, who, reply) => {
                 let facility = cmd.facility.clone();
-                // A new clinic whose director is left out names the director creating it.
-                if cmd.medical_director.is_none()
-                    && rt.state.clinic(&facility).is_none()
-                    && who.role() == crate::access::Role::MedicalDirector
+                let existing = rt.state.clinic(&facility);
+                cmd.medical_director = delegation::named_director(existing, &who, cmd.medical_director.take());
+                let result = match delegation::may_keep_clinic(existing, &who, &facility, cmd.medical_director.as_ref())
                 {
-                    cmd.medical_director = who.provider().cloned();
-                }
-                let result =
-                    match delegation::may_keep_clinic(&rt.state, &who, &facility, cmd.medical_director.as_ref()) {
-                        Ok(()) => {
-                            let change = plan::upsert_clinic(&rt.state, cmd, now);
-                            rt.commit(change, now).await.and_then(|_| {
-                                rt.state
-                                    .clinic(&facility)
-                                    .cloned()
-                                    .ok_or_else(|| AttachError::internal("clinic missing after commit"))
-                            })
-                        }
-                        Err(e) => Err(e),
-                    };
+                    Ok(()) => {
+                        let change = plan::upsert_clinic(&rt.state, cmd, now);
+                        rt.commit(change, now).await.and_then(|_| {
+                            rt.state
+                                .clinic(&facility)
+                                .cloned()
+                                .ok_or_else(|| AttachError::internal("clinic missing after commit"))
+                        })
+                    }
+                    Err(e) => Err(e),
+                };
                 answer!(reply, result)
             }
             ShardMsg::GetClinic(f, reply) => {

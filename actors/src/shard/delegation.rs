@@ -3,7 +3,7 @@
 
 use crate::access::{Principal, Role};
 use crate::domain::{
-    DelegateId, Endorsement, EndorsementId, EndorsementStep, FacilityNumber, Party, ProviderId, Timestamp,
+    Clinic, DelegateId, Endorsement, EndorsementId, EndorsementStep, FacilityNumber, Party, ProviderId, Timestamp,
 };
 use crate::error::{AttachError, ErrorCode};
 use crate::store::{Locator, Record};
@@ -115,10 +115,17 @@ pub fn may_act_on_proposal(who: &Principal, provider: &ProviderId) -> Result<(),
     }
 }
 
-/// Whether the caller may create or change the clinic `facility`: its medical
-/// director (a new clinic must name the caller as its director).
+/// The director a clinic's change names: the one `given`, or, for a new clinic
+/// (`existing` none) left without one, the medical director creating it.
+pub fn named_director(existing: Option<&Clinic>, who: &Principal, given: Option<ProviderId>) -> Option<ProviderId> {
+    given.or_else(|| who.provider().filter(|_| existing.is_none() && who.role() == Role::MedicalDirector).cloned())
+}
+
+/// Whether the caller may create or change the clinic `facility`, `existing`
+/// as it is now (none: a new one): its medical director (a new clinic must
+/// name the caller as its director).
 pub fn may_keep_clinic(
-    state: &ShardState,
+    existing: Option<&Clinic>,
     who: &Principal,
     facility: &FacilityNumber,
     new_director: Option<&ProviderId>,
@@ -130,7 +137,7 @@ pub fn may_keep_clinic(
     let Some(me) = me else {
         return Err(forbidden("only a clinic's medical director keeps its registry entry"));
     };
-    match state.clinic(facility) {
+    match existing {
         Some(existing) if existing.medical_director.as_ref() != Some(me) => {
             Err(forbidden(format!("you are not the medical director of clinic {facility}")))
         }

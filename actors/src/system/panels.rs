@@ -313,12 +313,12 @@ impl AttachSystem {
             let from_shard = trail.at(self.locate(Locator::Provider(from.clone()), "provider").await?);
             let to_shard = self.locate(Locator::Provider(to.clone()), "provider").await?;
             // Between two of the clinic's providers: a director cannot take in another clinic's panel.
-            if !self.provider_record(from).await?.provider.clinics.contains(facility) {
+            if !self.listed_at(from, facility).await? {
                 return Err(AttachError::conflict(format!(
                     "provider {from} is not listed at clinic {facility}; a panel moves between providers of one clinic"
                 )));
             }
-            if !self.provider_record(to).await?.provider.clinics.contains(facility) {
+            if !self.listed_at(to, facility).await? {
                 return Err(AttachError::conflict(format!(
                     "provider {to} is not listed at clinic {facility}; the clinic's medical director adds them first"
                 )));
@@ -354,11 +354,7 @@ impl AttachSystem {
         let result = async {
             who.require(trail.op, None)?;
             let shard = trail.at(self.locate(Locator::Provider(from.clone()), "provider").await?);
-            let (from_, key_) = (from.clone(), key.clone());
-            let (t, _) = self
-                .directory
-                .call(&shard, |reply| ShardMsg::TransferBatch { from: from_, key: key_, limit: 0, reply })
-                .await?;
+            let t = self.transfer_at(&shard, from, key).await?;
             let answer = match who.provider().filter(|p| who.is_provider(p)).and_then(|p| t.side(p)) {
                 Some(side) => TransferAnswer::Provider(side, agree),
                 None if !agree => {
@@ -381,7 +377,7 @@ impl AttachSystem {
             // asked for, again while it waits: the director may have taken one off meanwhile).
             if agree && matches!(t.status, crate::domain::TransferStatus::Awaiting { .. }) {
                 for id in [&t.from, &t.to] {
-                    if !self.provider_record(id).await?.provider.clinics.contains(&t.facility) {
+                    if !self.listed_at(id, &t.facility).await? {
                         return Err(AttachError::conflict(format!(
                             "provider {id} is no longer listed at clinic {}; its medical director lists them \
                              again or withdraws the transfer",
@@ -431,7 +427,7 @@ impl AttachSystem {
                     Ok(done) => done,
                     // The receiver is no longer listed at the clinic: the transfer stops,
                     // and the patients moved so far stay with them.
-                    Err(e) if !self.provider_record(&t.to).await?.provider.clinics.contains(&t.facility) => {
+                    Err(e) if !self.listed_at(&t.to, &t.facility).await? => {
                         warn!(from = %from, to = %t.to, moved = t.moved, error = %e, "panel transfer stopped");
                         return self.stop_transfer(&from_shard, from, key, &t.to, entries).await;
                     }
@@ -460,6 +456,23 @@ impl AttachSystem {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
+    }
+
+    /// Whether `provider` is listed at `facility` now (read where they are homed).
+    async fn listed_at(&self, provider: &ProviderId, facility: &FacilityNumber) -> Result<bool, AttachError> {
+        Ok(self.provider_record(provider).await?.provider.clinics.contains(facility))
+    }
+
+    /// A transfer as its source provider's community `shard` keeps it.
+    async fn transfer_at(
+        &self,
+        shard: &ShardKey,
+        from: &ProviderId,
+        key: &TransferKey,
+    ) -> Result<PanelTransfer, AttachError> {
+        let (from, key) = (from.clone(), key.clone());
+        let (t, _) = self.directory.call(shard, |reply| ShardMsg::TransferBatch { from, key, limit: 0, reply }).await?;
+        Ok(t)
     }
 
     /// Stops a running transfer whose receiver is no longer listed at its clinic:
@@ -517,9 +530,7 @@ impl AttachSystem {
     ) -> Result<PanelTransfer, AttachError> {
         who.require(Operation::ReadPanelReports, None)?;
         let shard = self.locate(Locator::Provider(from.clone()), "provider").await?;
-        let (from_, key) = (from.clone(), key.clone());
-        let (t, _) =
-            self.directory.call(&shard, |reply| ShardMsg::TransferBatch { from: from_, key, limit: 0, reply }).await?;
+        let t = self.transfer_at(&shard, from, key).await?;
         let party = who.is_provider(&t.from) || who.is_provider(&t.to);
         if !(party || matches!(who.role(), Role::Support | Role::Operations | Role::Internal)) {
             self.require_director(who, &t.facility).await?;
