@@ -516,9 +516,12 @@ impl Operation {
         }
         match self {
             // Public: a household registers itself and checks its standing with
-            // the reference it was given (the reference is the capability).
+            // the reference it was given (the reference is the capability, so
+            // anyone holding it reads it, signed in or not, and in or out of
+            // scope: refusing a signed-in caller would only send them back
+            // without their token, and the audit would lose who read it).
             O::RegisterHousehold => matches!(role, R::Public | R::Patient | R::Coordinator),
-            O::ReadRegistration => matches!(role, R::Public | R::Patient | R::Coordinator | R::Support),
+            O::ReadRegistration => true,
             O::WithdrawRegistration | O::MoveRegistration | O::UpdateHousehold | O::DeclineMatch => {
                 matches!(role, R::Patient | R::Coordinator)
             }

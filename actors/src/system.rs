@@ -377,7 +377,8 @@ impl AttachSystem {
         let mut trail = Trail::new(who, Operation::ReadRegistration).about(reference);
         let result = async {
             let shard = trail.at(self.locate(Locator::Registration(*reference), "registration").await?);
-            who.require(trail.op, Some(&shard))?;
+            // No scope: the reference is the capability (see `Operation::allows`).
+            who.require(trail.op, None)?;
             let reference = *reference;
             self.directory.call(&shard, |r| ShardMsg::GetRegistration(reference, r)).await
         }
@@ -877,6 +878,7 @@ impl AttachSystem {
     pub async fn endorsement(&self, who: &Principal, id: &EndorsementId) -> Result<Endorsement, AttachError> {
         who.require(Operation::ReadEndorsements, None)?;
         let shard = self.locate(Locator::Endorsement(*id), "endorsement").await?;
+        who.require(Operation::ReadEndorsements, Some(&shard))?;
         let (id, who) = (*id, who.clone());
         self.directory.call(&shard, |r| ShardMsg::GetEndorsement(id, who, r)).await
     }
@@ -885,6 +887,7 @@ impl AttachSystem {
     pub async fn endorsements(&self, who: &Principal, provider: &ProviderId) -> Result<Vec<Endorsement>, AttachError> {
         who.require(Operation::ReadEndorsements, None)?;
         let shard = self.locate(Locator::Provider(provider.clone()), "provider").await?;
+        who.require(Operation::ReadEndorsements, Some(&shard))?;
         let (provider, who) = (provider.clone(), who.clone());
         self.directory.call(&shard, |r| ShardMsg::ListEndorsements(provider, who, r)).await
     }

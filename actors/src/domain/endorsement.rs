@@ -18,17 +18,24 @@ use super::{DomainError, EndorsementId, ProviderId, ShardKey, Timestamp, Transit
 #[serde(try_from = "String", into = "String")]
 pub struct DelegateId(String);
 
+/// The longest user id (a token's `sub`) Attach takes, in bytes.
+pub const MAX_SUBJECT: usize = 256;
+
+/// Whether `s` is a user id as a token's `sub` may carry it: 1 to
+/// [`MAX_SUBJECT`] bytes, no control characters, no space at either end.
+/// Identity providers' ids such as `auth0|64f1…` or `f:1c2e…:moa` pass.
+pub fn is_subject(s: &str) -> bool {
+    (1..=MAX_SUBJECT).contains(&s.len()) && !s.chars().any(char::is_control) && s.trim() == s
+}
+
+const RULE: &str =
+    "a delegate is their user id, as their token's `sub` names them: 1 to 256 bytes, no control characters";
+
 impl DelegateId {
-    /// 1 to 64 letters, digits or `-_.@`.
+    /// A user id as [`is_subject`] takes it, trimmed first.
     pub fn parse(input: &str) -> Result<Self, DomainError> {
         let s = input.trim();
-        let ok = (1..=64).contains(&s.len())
-            && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'@'));
-        if ok {
-            Ok(DelegateId(s.to_string()))
-        } else {
-            Err(DomainError::invalid("delegate", "a delegate is their user id: 1 to 64 letters, digits or -_.@"))
-        }
+        if is_subject(s) { Ok(DelegateId(s.to_string())) } else { Err(DomainError::invalid("delegate", RULE)) }
     }
 
     /// The id as text.
@@ -274,7 +281,13 @@ mod tests {
     fn delegate_ids_are_bounded() {
         assert!(DelegateId::parse("moa.jones@clinic-7").is_ok());
         assert!(DelegateId::parse("").is_err());
-        assert!(DelegateId::parse("a b").is_err());
-        assert!(DelegateId::parse(&"x".repeat(65)).is_err());
+        assert!(DelegateId::parse("a\tb").is_err());
+        assert!(DelegateId::parse(&"x".repeat(257)).is_err());
+        // Identity providers' usual ids (Auth0, Google through Auth0, Keycloak federation).
+        for id in ["auth0|64f1c2ab", "google-oauth2|1122334455", "f:5f0c-11:moa", &"x".repeat(256)] {
+            assert_eq!(DelegateId::parse(id).unwrap().as_str(), id);
+        }
+        assert_eq!(DelegateId::parse("  moa-1 ").unwrap().as_str(), "moa-1", "trimmed");
+        assert!(!is_subject(" moa-1"), "a token's subject is taken as it is");
     }
 }

@@ -39,7 +39,7 @@ mod time;
 mod transfer;
 
 pub use clinic::{Clinic, ClinicInput};
-pub use endorsement::{DelegateId, Endorsement, EndorsementStatus, EndorsementStep, Party};
+pub use endorsement::{DelegateId, Endorsement, EndorsementStatus, EndorsementStep, MAX_SUBJECT, Party, is_subject};
 pub use event::{Event, EventKind, Seq};
 pub use ids::{EndorsementId, FacilityNumber, ProposalId, ProviderId, RegistrationRef};
 pub use moves::{MoveStatus, RegistrationMove};
@@ -50,7 +50,7 @@ pub use proposal::{Proposal, ProposalStatus, Responder, ScoreExplanation, ScoreP
 pub use provider::{Capacity, ComplexityMix, Provider, ProviderKind};
 pub use registration::{Decline, Registration, RegistrationStatus, TransitionRefused, parse_note, parse_reason};
 pub use shard::{CommunityCode, HaCode, ShardKey};
-pub use staff::{MAX_STAFF_PER_CLINIC, StaffInput, StaffMember};
+pub use staff::{MAX_STAFF_PER_CLINIC, STAFF_RULE, StaffInput, StaffMember};
 pub use time::{DAY_MS, Timestamp};
 pub use transfer::{PanelTransfer, TransferKey, TransferSide, TransferStatus};
 

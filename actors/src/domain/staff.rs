@@ -14,6 +14,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{DelegateId, DomainError, FacilityNumber, Timestamp};
 
+/// What a staff member's subject must be, for error messages.
+pub const STAFF_RULE: &str = "a staff member is named by their user id, as their token's `sub` names them: 1 to 256 bytes, no control characters";
+
 /// The most staff one clinic lists: bounds the record set and the answer.
 pub const MAX_STAFF_PER_CLINIC: usize = 500;
 
@@ -46,9 +49,7 @@ pub struct StaffInput {
 impl StaffInput {
     /// Trims and checks each field.
     pub fn parse(subject: &str, name: &str, title: &str) -> Result<Self, DomainError> {
-        let subject = DelegateId::parse(subject).map_err(|_| {
-            DomainError::invalid("subject", "a staff member is named by their user id: 1 to 64 letters, digits or -_.@")
-        })?;
+        let subject = DelegateId::parse(subject).map_err(|_| DomainError::invalid("subject", STAFF_RULE))?;
         Ok(StaffInput { subject, name: printable(name, "name", 120)?, title: printable(title, "title", 60)? })
     }
 

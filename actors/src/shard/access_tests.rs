@@ -130,10 +130,14 @@ async fn coordinators_work_only_in_their_scope() {
     assert_eq!(s.waitlist(&interior, &c("112"), page).await.unwrap().items.len(), 1);
     let ha = HaCode::parse("IHA").unwrap();
     assert!(s.health_authority_stats(&interior, &ha).await.is_ok());
-    // Operations see statistics, never a patient's record.
+    // Operations see statistics, never a waitlist.
     let ops = Principal::new("ops-1", Role::Operations, None, Scope::province());
     assert!(s.community_stats(&ops, &c("112")).await.is_ok());
-    assert_eq!(code(s.registration(&ops, &r.registration.reference).await), ErrorCode::Forbidden);
+    assert_eq!(code(s.waitlist(&ops, &c("112"), Default::default()).await), ErrorCode::Forbidden);
+    // A registration's reference is its capability: whoever holds it reads it,
+    // in scope or not, and the audit log names them.
+    assert!(s.registration(&fernie, &r.registration.reference).await.is_ok());
+    assert!(s.registration(&ops, &r.registration.reference).await.is_ok());
     assert_eq!(code(s.waitlist(&Principal::public(), &c("112"), Default::default()).await), ErrorCode::Unauthenticated);
 }
 
@@ -172,6 +176,55 @@ async fn the_endorsement_workflow_grants_and_revokes_panel_access() {
     s.advance_endorsement(&as_provider(&doc), &e.id, EndorsementStep::Cancel).await.unwrap();
     assert_eq!(code(s.panel(&moa, &doc, 0, 10).await), ErrorCode::Forbidden);
     assert_eq!(s.endorsement(&moa, &e.id).await.unwrap().status, EndorsementStatus::Cancelled);
+
+    // Starting and cancelling over and over keeps one record per pair.
+    let mut last = e.id;
+    for _ in 0..5 {
+        let again = s.start_endorsement(&moa, &doc, moa_id.clone()).await.unwrap();
+        s.advance_endorsement(&moa, &again.id, EndorsementStep::Cancel).await.unwrap();
+        assert_eq!(code(s.endorsement(&moa, &last).await), ErrorCode::NotFound, "replaced by the new one");
+        last = again.id;
+    }
+    assert_eq!(s.endorsements(&as_provider(&doc), &doc).await.unwrap().len(), 1);
+    s.stop().await;
+    let path = w.path.clone();
+    drop(w.system);
+    let again = super::tests::start(&path, ShardConfig::default()).await;
+    assert_eq!(again.endorsements(&as_provider(&doc), &doc).await.unwrap().len(), 1, "and so does the store");
+    again.stop().await;
+}
+
+#[tokio::test]
+async fn support_reads_a_providers_reports_and_endorsements_only_in_scope() {
+    let (w, doc, _) = practice().await;
+    let s = &w.system;
+    let director = Principal::new("md-1", Role::MedicalDirector, Some(doc.clone()), Scope::default());
+    let facility = FacilityNumber::parse("00A12").unwrap();
+    let clinic = ClinicCommand {
+        facility: facility.clone(),
+        details: ClinicInput::parse("Fernie Family Practice", "1 Main St", "", "").unwrap(),
+        medical_director: Some(doc.clone()),
+    };
+    s.upsert_clinic(&director, &c("111"), clinic).await.unwrap();
+    let e = s.start_endorsement(&as_provider(&doc), &doc, DelegateId::parse("auth0|moa-1").unwrap()).await.unwrap();
+    let support = |scope: &str| Principal::new("help-1", Role::Support, None, Scope::parse([scope]).unwrap());
+    let (inside, outside) = (support("community:111"), support("community:112"));
+    assert!(s.panel_report(&inside, &doc).await.is_ok());
+    assert!(s.clinic_panel_reports(&inside, &facility).await.is_ok());
+    assert!(s.panel_transfers(&inside, &doc).await.is_ok());
+    assert_eq!(s.endorsements(&inside, &doc).await.unwrap().len(), 1);
+    assert!(s.endorsement(&inside, &e.id).await.is_ok());
+    assert_eq!(code(s.panel_report(&outside, &doc).await), ErrorCode::Forbidden);
+    assert_eq!(code(s.clinic_panel_reports(&outside, &facility).await), ErrorCode::Forbidden);
+    assert_eq!(code(s.panel_transfers(&outside, &doc).await), ErrorCode::Forbidden);
+    assert_eq!(code(s.endorsements(&outside, &doc).await), ErrorCode::Forbidden);
+    assert_eq!(code(s.endorsement(&outside, &e.id).await), ErrorCode::Forbidden);
+    let key = TransferKey::parse("k-1").unwrap();
+    assert_ne!(
+        code(s.panel_transfer(&outside, &doc, &key).await),
+        ErrorCode::NotFound,
+        "refused before it is looked for"
+    );
 }
 
 #[tokio::test]

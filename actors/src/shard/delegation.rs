@@ -6,7 +6,7 @@ use crate::domain::{
     Clinic, DelegateId, Endorsement, EndorsementId, EndorsementStep, FacilityNumber, Party, ProviderId, Timestamp,
 };
 use crate::error::{AttachError, ErrorCode};
-use crate::store::{Locator, Record};
+use crate::store::{Locator, Record, RecordKey};
 
 use super::state::{Change, ShardState};
 
@@ -25,7 +25,8 @@ fn party_of(who: &Principal, provider: &ProviderId, delegate: &DelegateId) -> Re
     }
 }
 
-/// Starts an endorsement of `delegate` by `provider`, by either of them.
+/// Starts an endorsement of `delegate` by `provider`, by either of them,
+/// replacing the pair's closed (declined or cancelled) endorsements.
 pub fn start(
     state: &ShardState,
     who: &Principal,
@@ -44,10 +45,17 @@ pub fn start(
             open.status.name()
         )));
     }
+    // The pair's closed endorsements give way to the new one (none is open, or
+    // it was refused above), so starting and cancelling over and over keeps one
+    // record per pair; every step stays in the audit log.
+    let closed =
+        state.endorsements_of(provider).filter(|e| e.delegate == delegate).map(|e| RecordKey::Endorsement(e.id));
+    let deletes = closed.collect();
     let endorsement =
         Endorsement::new(EndorsementId::generate(), state.key.clone(), provider.clone(), delegate, by, now);
     let change = Change {
         upserts: vec![Record::Endorsement(endorsement.clone())],
+        deletes,
         locators: vec![Locator::Endorsement(endorsement.id)],
         ..Change::default()
     };

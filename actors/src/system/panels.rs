@@ -521,7 +521,8 @@ impl AttachSystem {
     }
 
     /// A transfer by its source provider and key: for the providers on either
-    /// side, the receiving clinic's medical director, support and operations.
+    /// side, the receiving clinic's medical director, support within their
+    /// scope (the source provider's community) and operations.
     pub async fn panel_transfer(
         &self,
         who: &Principal,
@@ -530,6 +531,7 @@ impl AttachSystem {
     ) -> Result<PanelTransfer, AttachError> {
         who.require(Operation::ReadPanelReports, None)?;
         let shard = self.locate(Locator::Provider(from.clone()), "provider").await?;
+        who.require(Operation::ReadPanelReports, Some(&shard))?;
         let t = self.transfer_at(&shard, from, key).await?;
         let party = who.is_provider(&t.from) || who.is_provider(&t.to);
         if !(party || matches!(who.role(), Role::Support | Role::Operations | Role::Internal)) {
@@ -540,7 +542,8 @@ impl AttachSystem {
 
     /// Every panel transfer in which `provider` is either side, newest first:
     /// for the provider themselves (to find the ones awaiting their answer),
-    /// support and operations. Transfers are kept by the source provider's
+    /// support within their scope (the provider's community) and operations.
+    /// Transfers are kept by the source provider's
     /// community, so every community is asked.
     pub async fn panel_transfers(
         &self,
@@ -550,6 +553,10 @@ impl AttachSystem {
         who.require(Operation::ReadPanelReports, None)?;
         if !(who.is_provider(provider) || matches!(who.role(), Role::Support | Role::Operations | Role::Internal)) {
             return Err(AttachError::new(ErrorCode::Forbidden, "you may only list your own panel transfers"));
+        }
+        if who.role() == Role::Support {
+            let home = self.locate(Locator::Provider(provider.clone()), "provider").await?;
+            who.require(Operation::ReadPanelReports, Some(&home))?;
         }
         let shards: Vec<ShardKey> = self.regions.shards().cloned().collect();
         let all = join_all(shards.iter().map(|s| self.transfers_at(s, provider))).await;
@@ -578,16 +585,18 @@ impl AttachSystem {
     }
 
     /// A provider's panel report: the provider, their endorsed delegate,
-    /// support and operations.
+    /// support within their scope (the provider's community) and operations.
     pub async fn panel_report(&self, who: &Principal, provider: &ProviderId) -> Result<PanelReport, AttachError> {
         who.require(Operation::ReadPanelReports, None)?;
         let shard = self.locate(Locator::Provider(provider.clone()), "provider").await?;
+        who.require(Operation::ReadPanelReports, Some(&shard))?;
         let reports = self.shard_panel_reports(&shard, Some(provider.clone()), None, who.clone()).await?;
         reports.into_iter().next().ok_or_else(|| AttachError::not_found("provider"))
     }
 
     /// The panel reports of every provider listed at a clinic (wherever they are
-    /// homed), by provider id: the clinic's medical director, support and operations.
+    /// homed), by provider id: the clinic's medical director, support within
+    /// their scope (the clinic's community) and operations.
     pub async fn clinic_panel_reports(
         &self,
         who: &Principal,
@@ -597,7 +606,10 @@ impl AttachSystem {
         if !matches!(who.role(), Role::Support | Role::Operations | Role::Internal) {
             self.require_director(who, facility).await?;
         } else {
-            self.clinic_record(facility).await?;
+            // Support within their scope: the clinic's community.
+            let home = self.locate(Locator::Clinic(facility.clone()), "clinic").await?;
+            who.require(Operation::ReadPanelReports, Some(&home))?;
+            self.clinic_at(&home, facility.clone()).await?;
         }
         let shards: Vec<ShardKey> = self.regions.shards().cloned().collect();
         let all =

@@ -11,15 +11,12 @@ use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use attach_actors::access::{Principal, Role, Scope};
-use attach_actors::domain::ProviderId;
+use attach_actors::domain::{MAX_SUBJECT, ProviderId};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, Validation};
 use serde::Deserialize;
 
 use super::keys::KeySet;
-
-/// The longest `sub` accepted (it keys rate limits and the audit log).
-const MAX_SUBJECT: usize = 256;
 
 /// What a token must say besides a good signature.
 #[derive(Debug, Clone)]
@@ -163,8 +160,11 @@ fn verify_with(token: &str, key: &super::keys::Key, rules: &TokenRules) -> Resul
 
 fn principal(claims: Claims) -> Result<Principal, TokenError> {
     let bad = |why: String| TokenError::Claims(why);
-    if claims.sub.is_empty() || claims.sub.len() > MAX_SUBJECT || claims.sub.chars().any(char::is_control) {
-        return Err(bad(format!("`sub` must be 1 to {MAX_SUBJECT} printable characters")));
+    // The same rule as a delegate's or staff member's id, so anyone who signs in can be named in an endorsement.
+    if !attach_actors::domain::is_subject(&claims.sub) {
+        return Err(bad(format!(
+            "`sub` must be 1 to {MAX_SUBJECT} bytes, no control characters or surrounding spaces"
+        )));
     }
     let role: Role = claims.role.parse().map_err(|_| bad("`role` is not one Attach knows".to_string()))?;
     let entries: Vec<String> = match claims.scope {
@@ -288,6 +288,15 @@ mod tests {
         assert!(matches!(refused(&|c| c["role"] = json!("internal")), TokenError::Claims(_)));
         assert!(matches!(refused(&|c| c["role"] = json!("provider")), TokenError::Claims(_)), "no provider_id");
         assert!(matches!(refused(&|c| c["scope"] = json!("planet:earth")), TokenError::Claims(_)));
+        assert!(
+            matches!(refused(&|c| c["sub"] = json!(" u-1")), TokenError::Claims(_)),
+            "named as a delegate it would differ"
+        );
+        assert!(matches!(refused(&|c| c["sub"] = json!("u\n1")), TokenError::Claims(_)));
+        assert!(matches!(refused(&|c| c["sub"] = json!("x".repeat(257))), TokenError::Claims(_)));
+        let mut c = claims();
+        c["sub"] = json!("auth0|64f1c2ab");
+        assert_eq!(verify(&ec.sign(&c).unwrap(), &keys, &rules()).unwrap().principal.subject(), "auth0|64f1c2ab");
         // Within the leeway is fine.
         let mut c = claims();
         c["exp"] = json!(now() - 2);

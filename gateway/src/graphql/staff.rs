@@ -45,10 +45,7 @@ fn facility(number: &str) -> async_graphql::Result<d::FacilityNumber> {
 
 fn subject(id: &str) -> async_graphql::Result<d::DelegateId> {
     d::DelegateId::parse(id)
-        .map_err(|_| d::DomainError {
-            field: "subject".into(),
-            message: "a staff member is named by their user id: 1 to 64 letters, digits or -_.@".into(),
-        })
+        .map_err(|_| d::DomainError { field: "subject".into(), message: d::STAFF_RULE.into() })
         .gql()
 }
 

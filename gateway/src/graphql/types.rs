@@ -97,7 +97,7 @@ pub enum ProposalStatus {
 #[derive(Enum, Copy, Clone, Eq, PartialEq)]
 #[graphql(remote = "attach_actors::domain::Responder")]
 pub enum Responder {
-    /// The provider or their delegate.
+    /// The provider (a delegate manages a panel but does not answer proposals).
     Provider,
     /// The patient.
     Patient,

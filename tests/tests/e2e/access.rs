@@ -18,7 +18,7 @@ enum Who {
     Provider,
     /// Provider P2: none of P1's.
     OtherProvider,
-    /// moa-1: P1's completed endorsement.
+    /// auth0|moa-1: P1's completed endorsement.
     Delegate,
     /// moa-9: no endorsement.
     StrangerDelegate,
@@ -68,7 +68,7 @@ fn tokens(data_dir: &std::path::Path) -> BTreeMap<Who, Option<String>> {
         (Who::Patient, m("patient", "patient-1", &[], None)),
         (Who::Provider, m("provider", "dr-p1", &[], Some("P10001"))),
         (Who::OtherProvider, m("provider", "dr-p2", &[], Some("P10002"))),
-        (Who::Delegate, m("delegate", "moa-1", &[], None)),
+        (Who::Delegate, m("delegate", "auth0|moa-1", &[], None)),
         (Who::StrangerDelegate, m("delegate", "moa-9", &[], None)),
         (Who::MedicalDirector, m("medical_director", "dr-p3", &[], Some("P10003"))),
         (Who::Coordinator, m("coordinator", "coord-iha", &["ha:IHA"], None)),
@@ -169,7 +169,11 @@ async fn set_up(c: &Client<'_>) {
     )
     .await;
     let e = c
-        .ok(Provider, r#"mutation { startEndorsement(providerId: "P10001", delegate: "moa-1") { id } }"#, json!({}))
+        .ok(
+            Provider,
+            r#"mutation { startEndorsement(providerId: "P10001", delegate: "auth0|moa-1") { id } }"#,
+            json!({}),
+        )
         .await;
     let id = e["startEndorsement"]["id"].clone();
     const STEP: &str = "mutation($id: ID!, $s: EndorsementStep!) { advanceEndorsement(id: $id, step: $s) { status } }";
@@ -181,7 +185,7 @@ async fn set_up(c: &Client<'_>) {
     c.ok(Provider, "mutation($id: ID!) { acceptProposal(id: $id) { status } }", json!({ "id": f.proposal })).await;
     c.ok(
         MedicalDirector,
-        r#"mutation { addClinicStaff(facilityNumber: "0F111", subject: "moa-1", name: "Mo Ahmed", title: "MOA") {
+        r#"mutation { addClinicStaff(facilityNumber: "0F111", subject: "auth0|moa-1", name: "Mo Ahmed", title: "MOA") {
              subject } }"#,
         json!({}),
     )
@@ -218,7 +222,8 @@ async fn every_role_against_every_operation() {
     //                  Pub Pat Pro Oth Del Str MD  Coo Out Sup Ops
     let table: &[(&str, [&str; 11])] = &[
         ("registerHousehold", ["O", "O", "F", "F", "F", "F", "F", "O", "F", "F", "F"]),
-        ("registration", ["O", "O", "F", "F", "F", "F", "F", "O", "F", "O", "F"]),
+        // The reference is the capability: whoever holds it, signed in or not.
+        ("registration", ["O", "O", "O", "O", "O", "O", "O", "O", "O", "O", "O"]),
         ("withdrawRegistration", ["U", "O", "F", "F", "F", "F", "F", "O", "F", "F", "F"]),
         ("moveRegistration", ["U", "O", "F", "F", "F", "F", "F", "O", "F", "F", "F"]),
         ("updateHousehold", ["U", "C", "F", "F", "F", "F", "F", "C", "F", "F", "F"]),
@@ -244,14 +249,14 @@ async fn every_role_against_every_operation() {
         ("startEndorsement", ["U", "F", "O", "F", "F", "F", "F", "F", "F", "F", "F"]),
         ("endorsements", ["U", "F", "O", "F", "O", "O", "F", "F", "F", "O", "F"]),
         ("addClinicStaff", ["U", "F", "F", "F", "F", "F", "O", "F", "F", "F", "F"]),
-        // moa-1 is on the clinic's staff list (and sees their own entry); moa-9 is not.
+        // auth0|moa-1 is on the clinic's staff list (and sees their own entry); moa-9 is not.
         ("clinicStaff", ["U", "F", "F", "F", "O", "F", "O", "F", "F", "O", "F"]),
         // Any of P10002's panel to P10001: the director asks (once: one open transfer per panel).
         ("transferPanel", ["U", "F", "F", "F", "F", "F", "O", "F", "F", "F", "F"]),
         // The transfer set_up asked for, P10001's panel to P10002: its two providers agree; the
         // director may only withdraw it.
         ("answerPanelTransfer", ["U", "F", "O", "O", "F", "F", "F", "F", "F", "F", "F"]),
-        // Last: the director's attempt removes moa-1 from the list.
+        // Last: the director's attempt removes auth0|moa-1 from the list.
         ("removeClinicStaff", ["U", "F", "F", "F", "F", "F", "O", "F", "F", "F", "F"]),
     ];
     let mut failures = Vec::new();
@@ -466,9 +471,10 @@ fn request(op: &str, f: &Fresh, n: u32) -> (String, Value) {
             none,
         ),
         "clinicStaff" => (r#"{ clinic(facilityNumber: "0F111") { staff { subject } } }"#.into(), none),
-        "removeClinicStaff" => {
-            (r#"mutation { removeClinicStaff(facilityNumber: "0F111", subject: "moa-1") { subject } }"#.into(), none)
-        }
+        "removeClinicStaff" => (
+            r#"mutation { removeClinicStaff(facilityNumber: "0F111", subject: "auth0|moa-1") { subject } }"#.into(),
+            none,
+        ),
         "transferPanel" => (
             r#"mutation($k: String!) { transferPanel(fromProviderId: "P10002", toProviderId: "P10001",
                 facilityNumber: "0F111", idempotencyKey: $k) { status } }"#
@@ -508,8 +514,12 @@ async fn a_delegate_loses_the_panel_when_the_endorsement_is_cancelled() {
     assert_eq!(cancelled["advanceEndorsement"]["status"], "CANCELLED");
     assert_eq!(c.outcome(Delegate, PANEL, json!({})).await, "FORBIDDEN");
     // A delegate may start a new one; it grants nothing until completed again.
-    c.ok(Delegate, r#"mutation { startEndorsement(providerId: "P10001", delegate: "moa-1") { status } }"#, json!({}))
-        .await;
+    c.ok(
+        Delegate,
+        r#"mutation { startEndorsement(providerId: "P10001", delegate: "auth0|moa-1") { status } }"#,
+        json!({}),
+    )
+    .await;
     assert_eq!(c.outcome(Delegate, PANEL, json!({})).await, "FORBIDDEN");
 }
 
@@ -555,7 +565,7 @@ async fn each_audited_action_leaves_exactly_one_record() {
             row("support-1", "SUPPORT", "readRegistration", "OK"),
             row("dr-p2", "PROVIDER", "answerProposal", "FORBIDDEN"),
             row("dr-p1", "PROVIDER", "answerProposal", "OK"),
-            row("moa-1", "DELEGATE", "readPanel", "OK"),
+            row("auth0|moa-1", "DELEGATE", "readPanel", "OK"),
         ],
         "one record per audited action, in order: {after:#}"
     );
