@@ -42,7 +42,7 @@ fn settings(data_dir: &str, me: &str, port: u16, demo: Option<String>) -> Settin
         ..Settings::default()
     };
     s.limits.rate.enabled = false;
-    s.cluster.secret = "two-nodes-example".to_string();
+    s.cluster.secret = "two-nodes-example-secret-0123456789".to_string();
     s.cluster.peers =
         PEERS.iter().filter(|(n, _)| *n != me).map(|(n, p)| format!("{n}=http://127.0.0.1:{p}")).collect();
     s

@@ -125,6 +125,17 @@ impl Default for ScyllaSettings {
     }
 }
 
+/// The shortest cluster secret taken.
+pub const MIN_SECRET: usize = 32;
+
+/// What a node's name is.
+const NODE_NAME_RULE: &str = "1 to 64 visible ASCII characters";
+
+/// Whether `name` can name a node ([`NODE_NAME_RULE`]).
+fn is_node_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_graphic())
+}
+
 /// Why peers without a secret are refused, at start and on SIGHUP.
 pub const PEERS_NEED_SECRET: &str =
     "cluster.peers needs `cluster.secret`, the same on every node: the nodes run steps for each other only with it";
@@ -150,8 +161,12 @@ pub struct ClusterSettings {
 }
 
 impl ClusterSettings {
-    /// The peers as (node name, base URL), checked.
+    /// The peers as (node name, base URL), checked: each name a node name
+    /// (as `node` is), given once, with the base URL of a node (`http(s)://host:port`,
+    /// no path). A node may find its own name in the list (the same list on
+    /// every node); those who use the list leave it out ([`ClusterSettings::others`]).
     pub fn peer_urls(&self) -> anyhow::Result<Vec<(String, String)>> {
+        let mut seen = std::collections::HashSet::new();
         self.peers
             .iter()
             .map(|p| {
@@ -160,13 +175,43 @@ impl ClusterSettings {
                     .ok_or_else(|| anyhow::anyhow!("cluster.peers: `{p}` is not `name=http://host:port`"))?;
                 let (name, url) = (name.trim(), url.trim().trim_end_matches('/'));
                 anyhow::ensure!(!name.is_empty(), "cluster.peers: `{p}` has no node name");
+                anyhow::ensure!(is_node_name(name), "cluster.peers: `{name}` is not a node name ({NODE_NAME_RULE})");
+                anyhow::ensure!(seen.insert(name), "cluster.peers: `{name}` is listed twice");
                 anyhow::ensure!(
                     url.starts_with("http://") || url.starts_with("https://"),
                     "cluster.peers: `{p}` needs an http(s):// URL"
                 );
+                let parsed =
+                    reqwest::Url::parse(url).map_err(|e| anyhow::anyhow!("cluster.peers: `{p}` is not a URL ({e})"))?;
+                anyhow::ensure!(
+                    parsed.host().is_some()
+                        && parsed.path() == "/"
+                        && parsed.query().is_none()
+                        && parsed.fragment().is_none()
+                        && parsed.username().is_empty()
+                        && parsed.password().is_none(),
+                    "cluster.peers: `{p}` must be a node's base URL, http(s)://host:port with no path"
+                );
                 Ok((name.to_string(), url.to_string()))
             })
             .collect()
+    }
+
+    /// Each secret set is long enough not to be guessed: anyone holding it may
+    /// make a node hand its shards over or run steps on them.
+    pub fn check_secrets(&self) -> anyhow::Result<()> {
+        let short =
+            std::iter::once(&self.secret).chain(&self.accept_secrets).any(|s| !s.is_empty() && s.len() < MIN_SECRET);
+        anyhow::ensure!(
+            !short,
+            "cluster.secret and cluster.accept_secrets must be at least {MIN_SECRET} bytes (for example `openssl rand -hex 32`)"
+        );
+        Ok(())
+    }
+
+    /// The peers besides `me`, as (node name, base URL).
+    pub fn others(&self, me: &str) -> anyhow::Result<Vec<(String, String)>> {
+        Ok(self.peer_urls()?.into_iter().filter(|(name, _)| name != me).collect())
     }
 
     /// Which node should hold each shard, seen from node `me`: none without peers.
@@ -519,9 +564,13 @@ impl Settings {
         );
         if let Some(url) = &self.redis {
             anyhow::ensure!(
-                url.starts_with("redis://") || url.starts_with("rediss://"),
-                "redis must be a redis:// URL"
+                url.starts_with("redis://"),
+                "redis must be a redis:// URL (this build has no TLS, so not rediss://: reach a TLS-only Redis through a local TLS proxy)"
             );
+            // Never echoed: the URL may carry a password.
+            if let Err(e) = redis::Client::open(url.as_str()) {
+                anyhow::bail!("redis is not a Redis URL that can be used ({e}): redis://[:password@]host:port[/db]");
+            }
         }
         anyhow::ensure!(
             self.store == "embedded" || is_scylla_uri(&self.store),
@@ -532,10 +581,7 @@ impl Settings {
             "shard.return_window_days must be at most shard.proposal_memory_days (the accepted proposal is found in memory)"
         );
         if let Some(node) = &self.node {
-            anyhow::ensure!(
-                !node.is_empty() && node.len() <= 64 && node.chars().all(|c| c.is_ascii_graphic()),
-                "node must be 1 to 64 visible ASCII characters"
-            );
+            anyhow::ensure!(is_node_name(node), "node must be {NODE_NAME_RULE}");
         }
         if let Some(options) = self.scylla_options()? {
             check_keyspace(&options.keyspace)?;
@@ -568,6 +614,7 @@ impl Settings {
             // Without it no node would run a step for another: a move between two nodes' communities would stop half way.
             anyhow::ensure!(!self.cluster.secret.is_empty(), PEERS_NEED_SECRET);
         }
+        self.cluster.check_secrets()?;
         let jwks = &self.auth.jwks;
         if jwks.contains("://") {
             anyhow::ensure!(
@@ -678,7 +725,7 @@ mod tests {
             jail.set_env("ATTACH_NODE", "attach-1");
             jail.set_env("ATTACH_REDIS", "redis://redis:6379");
             jail.set_env("ATTACH_CLUSTER__PEERS", r#"["attach-2=http://attach-2:8080"]"#);
-            jail.set_env("ATTACH_CLUSTER__SECRET", "s3");
+            jail.set_env("ATTACH_CLUSTER__SECRET", "s3-secret-0123456789abcdef-0123456");
             let s = Settings::load(None).map_err(|e| e.to_string())?;
             let peers = s.cluster.peer_urls().map_err(|e| e.to_string())?;
             assert_eq!(peers, [("attach-2".to_string(), "http://attach-2:8080".to_string())]);
@@ -699,6 +746,44 @@ mod tests {
             assert!(e.contains("`cluster.secret`"), "peers without the cluster's secret: {e}");
             Ok(())
         });
+    }
+
+    #[test]
+    fn peers_that_cannot_be_right_are_refused_and_a_nodes_own_name_is_left_out() {
+        let cluster = |peers: &[&str]| ClusterSettings {
+            peers: peers.iter().map(|p| p.to_string()).collect(),
+            ..Default::default()
+        };
+        let refused = |peers: &[&str], why: &str| {
+            let e = cluster(peers).peer_urls().unwrap_err().to_string();
+            assert!(e.contains(why), "{peers:?}: {e}");
+        };
+        refused(&["b=http://h:1", "b=http://h:2"], "listed twice");
+        refused(&["b=http://h:1/graphql"], "no path");
+        refused(&["b=http://h:1?x=1"], "no path");
+        refused(&["b=http://exa mple:80"], "not a URL");
+        refused(&["node b=http://h:1"], "not a node name");
+        refused(&["b=http://user:pw@h:1"], "no path");
+        let same_list = cluster(&["a=http://10.0.0.1:8080", "b=http://10.0.0.2:8080/"]);
+        assert_eq!(same_list.others("a").unwrap(), [("b".to_string(), "http://10.0.0.2:8080".to_string())]);
+        assert_eq!(same_list.peer_urls().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn short_cluster_secrets_and_redis_urls_this_build_cannot_use_are_refused() {
+        let short = ClusterSettings { secret: "k".into(), ..Default::default() };
+        assert!(short.check_secrets().unwrap_err().to_string().contains("at least 32 bytes"));
+        let accepted =
+            ClusterSettings { secret: "x".repeat(32), accept_secrets: vec!["old".into()], ..Default::default() };
+        assert!(accepted.check_secrets().is_err(), "an accepted secret is held to it too");
+        assert!(ClusterSettings { secret: "x".repeat(32), ..Default::default() }.check_secrets().is_ok());
+        let with_redis = |url: &str| Settings { redis: Some(url.to_string()), ..Settings::default() }.check();
+        assert!(with_redis("redis://127.0.0.1:6379").is_ok());
+        assert!(with_redis("redis://:pw@127.0.0.1:6379/2").is_ok());
+        let tls = with_redis("rediss://cache.example:6380").unwrap_err().to_string();
+        assert!(tls.starts_with("redis must be") && tls.contains("no TLS"), "{tls}");
+        let port = with_redis("redis://:hunter2@127.0.0.1:notaport").unwrap_err().to_string();
+        assert!(port.starts_with("redis is not") && !port.contains("hunter2"), "named, and no password echoed: {port}");
     }
 
     #[test]

@@ -160,7 +160,7 @@ impl Forwarder {
         secrets: Arc<ClusterSecrets>,
         timeout: Duration,
     ) -> anyhow::Result<Self> {
-        let peers: HashMap<_, _> = cluster.peer_urls()?.into_iter().collect();
+        let peers: HashMap<_, _> = cluster.others(me)?.into_iter().collect();
         let client = reqwest::Client::builder().timeout(timeout).build()?;
         Ok(Forwarder {
             me: me.to_string(),
@@ -182,7 +182,7 @@ impl Forwarder {
     /// Replaces the peers with those `cluster` names (the node list changed
     /// while this node runs), and forgets who held which shard.
     pub fn set_peers(&self, cluster: &ClusterSettings) -> anyhow::Result<()> {
-        let peers: HashMap<_, _> = cluster.peer_urls()?.into_iter().collect();
+        let peers: HashMap<_, _> = cluster.others(&self.me)?.into_iter().collect();
         *self.peers.write().unwrap_or_else(|e| e.into_inner()) = peers;
         self.owners.lock().unwrap_or_else(|e| e.into_inner()).clear();
         Ok(())

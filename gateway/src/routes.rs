@@ -462,12 +462,37 @@ async fn metrics(State(state): State<AppState>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
+/// The body of a request from a peer: one that carries the cluster's secret.
+/// Without it, 403 (`refusal` says why), and the attempt counts against the
+/// client's address like a bad token, so the secret cannot be guessed at speed.
+async fn from_peer(state: &AppState, request: Request, refusal: &str) -> Result<axum::body::Bytes, Response> {
+    /// As axum's `Bytes` extractor takes by default.
+    const MAX_PEER_BODY: usize = 2 << 20;
+    let started = Instant::now();
+    if !state.secrets.carried_by(request.headers()) {
+        let ip = client_ip(&request, state);
+        let verdict = state.limits.check(None, ip).await;
+        if let Some(v) = verdict.as_ref().filter(|v| !v.allowed()) {
+            return Err(too_many(state, v, started));
+        }
+        let mut response = (StatusCode::FORBIDDEN, refusal.to_string()).into_response();
+        if let Some(v) = verdict {
+            v.write_headers(response.headers_mut());
+        }
+        return Err(response);
+    }
+    axum::body::to_bytes(request.into_body(), MAX_PEER_BODY)
+        .await
+        .map_err(|e| (StatusCode::PAYLOAD_TOO_LARGE, format!("the body could not be read: {e}")).into_response())
+}
+
 /// `POST /cluster/hand-back` `{"node": NAME}`, from a peer that has just
 /// started, with the cluster's secret: stop running the shards it should hold.
-async fn hand_back(State(state): State<AppState>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
-    if !state.secrets.carried_by(&headers) {
-        return (StatusCode::FORBIDDEN, "the cluster's secret is needed to ask for shards").into_response();
-    }
+async fn hand_back(State(state): State<AppState>, request: Request) -> Response {
+    let body = match from_peer(&state, request, "the cluster's secret is needed to ask for shards").await {
+        Ok(body) => body,
+        Err(refused) => return refused,
+    };
     let node = serde_json::from_slice::<serde_json::Value>(&body)
         .ok()
         .and_then(|v| v["node"].as_str().map(str::to_string))
@@ -484,10 +509,11 @@ async fn hand_back(State(state): State<AppState>, headers: HeaderMap, body: axum
 /// one of this node's shards (`attach_actors::system::ShardCall`, encoded) and
 /// answer its encoded result. A step refused by the shard is an encoded error
 /// with `200 OK`; only a missing secret is refused here.
-async fn cluster_call(State(state): State<AppState>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
-    if !state.secrets.carried_by(&headers) {
-        return (StatusCode::FORBIDDEN, "the cluster's secret is needed to run a step here").into_response();
-    }
+async fn cluster_call(State(state): State<AppState>, request: Request) -> Response {
+    let body = match from_peer(&state, request, "the cluster's secret is needed to run a step here").await {
+        Ok(body) => body,
+        Err(refused) => return refused,
+    };
     let reply = state.system.serve_remote(&body).await;
     state.forwarder.served_call();
     ([(header::CONTENT_TYPE, "application/octet-stream")], reply).into_response()

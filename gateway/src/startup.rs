@@ -98,6 +98,7 @@ impl ClusterHandle {
         if joined {
             anyhow::ensure!(!cluster.secret.is_empty(), crate::config::PEERS_NEED_SECRET);
         }
+        cluster.check_secrets()?;
         if joining {
             anyhow::ensure!(
                 self.shared_feed,

@@ -43,7 +43,7 @@ async fn a_step_on_the_other_nodes_shard_joins_the_callers_trace() {
             node: Some(me.to_string()),
             ..Settings::default()
         };
-        settings.cluster.secret = "trace-test".into();
+        settings.cluster.secret = "trace-test-secret-0123456789abcdef".into();
         settings.cluster.peers =
             ports.iter().filter(|(n, _)| *n != me).map(|(n, p)| format!("{n}=http://127.0.0.1:{p}")).collect();
         let app = Application::build_with_store(settings, store.clone()).await.unwrap();

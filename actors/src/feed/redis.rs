@@ -141,6 +141,14 @@ async fn publish_loop(
                 continue;
             }
         };
+        // A connection Redis refuses to serve (a password or ACL missing) still
+        // opens: only a command tells, so one is sent before calling it up.
+        if let Err(e) = redis::cmd("PING").query_async::<()>(&mut conn).await {
+            state.store(DOWN, Ordering::Relaxed);
+            warn!(error = %e, "feed publisher: Redis refuses commands; retrying");
+            backoff(&mut attempt).await;
+            continue;
+        }
         if let Some((ch, bytes)) = again.take()
             && let Err(e) = conn.publish::<_, _, ()>(ch, bytes).await
         {
@@ -195,7 +203,14 @@ async fn subscribe_loop(
             }
         };
         let (mut sink, mut stream) = pubsub.split();
-        let mut ok = true;
+        // As for the publisher: a refused connection opens all the same.
+        let mut ok = match sink.ping::<redis::Value>().await {
+            Ok(_) => true,
+            Err(e) => {
+                warn!(error = %e, "feed subscriber: Redis refuses commands; retrying");
+                false
+            }
+        };
         for ch in &channels {
             ok &= sink.subscribe(ch).await.is_ok();
         }

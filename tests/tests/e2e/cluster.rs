@@ -20,6 +20,11 @@ use tokio::sync::oneshot;
 
 use crate::helpers::{phn, repo_root};
 
+/// The cluster's secret in these tests (at least `config::MIN_SECRET` bytes).
+const SECRET: &str = "cluster-test-secret-0123456789abcdef";
+/// The secret it is changed to.
+const ROTATED: &str = "rotated-secret-0123456789abcdef-01";
+
 struct Node {
     url: String,
     stop: oneshot::Sender<()>,
@@ -51,7 +56,7 @@ async fn node_with(
         ..Settings::default()
     };
     settings.cluster.peers = peers;
-    settings.cluster.secret = "cluster-test-secret".to_string();
+    settings.cluster.secret = SECRET.to_string();
     // One request's worth a minute: a second direct call in the test is refused.
     settings.limits.rate.anonymous_per_ip.per_minute = 1;
     settings.limits.rate.anonymous_per_ip.burst = anonymous_burst;
@@ -105,7 +110,7 @@ async fn list_only(
 ) -> (Placement, attach_gateway::config::ClusterSettings) {
     let cluster = attach_gateway::config::ClusterSettings {
         peers: vec![format!("{other}={url}")],
-        secret: "cluster-test-secret".into(),
+        secret: SECRET.into(),
         ..Default::default()
     };
     a.peers.apply(&cluster).await.unwrap();
@@ -328,8 +333,7 @@ async fn a_node_takes_another_ones_place_while_the_cluster_runs() {
         a_shard.community.as_str(),
         c_shard.community.as_str()
     );
-    let steps =
-        [("cluster-test-secret", &["rotated"][..]), ("rotated", &["cluster-test-secret"][..]), ("rotated", &[][..])];
+    let steps = [(SECRET, &[ROTATED][..]), (ROTATED, &[SECRET][..]), (ROTATED, &[][..])];
     for (secret, accept) in steps {
         let (on_a, on_c) = step(secret, accept);
         for (node, settings) in [(&a, &on_a), (&c, &on_c)] {
@@ -346,8 +350,8 @@ async fn a_node_takes_another_ones_place_while_the_cluster_runs() {
     }
     // Unknown node (400) means the secret was accepted; 403, refused.
     for node in [&a, &c] {
-        assert_eq!(hand_back(node, "rotated").await, 400);
-        assert_eq!(hand_back(node, "cluster-test-secret").await, 403, "the old secret is taken out");
+        assert_eq!(hand_back(node, ROTATED).await, 400);
+        assert_eq!(hand_back(node, SECRET).await, 403, "the old secret is taken out");
     }
     let empty = attach_gateway::config::ClusterSettings { secret: String::new(), ..cluster.clone() };
     assert!(a.peers.apply(&empty).await.is_err(), "peers need a secret");
@@ -430,7 +434,7 @@ async fn sighup_makes_attach_serve_read_its_node_list_again() {
         );
         std::fs::write(&config, text).unwrap();
     };
-    write("node-b", "s3", "");
+    write("node-b", "s3-secret-0123456789abcdef-0123456", "");
     let env =
         vec![("ATTACH_SHARD__LEASE_SECS".to_string(), "3".to_string()), ("ATTACH_REDIS".to_string(), redis.url())];
     let app = TestApp::spawn(dir.path(), Spawn { env, config: Some(config.clone()), ..Spawn::default() }).await;
@@ -446,10 +450,10 @@ async fn sighup_makes_attach_serve_read_its_node_list_again() {
             }
         }
     };
-    write("node-c", "s3", "");
+    write("node-c", "s3-secret-0123456789abcdef-0123456", "");
     hangup("the cluster's node list was read again").await;
     // The secret changes too: the new one sent, the old one still accepted.
-    write("node-c", "another", "\"s3\"");
+    write("node-c", "another-secret-0123456789abcdef-012", "\"s3-secret-0123456789abcdef-0123456\"");
     hangup("the cluster's secrets changed").await;
     let hand_back = |secret: &'static str| {
         let request =
@@ -457,7 +461,14 @@ async fn sighup_makes_attach_serve_read_its_node_list_again() {
         async move { request.body(r#"{"node":"node-z"}"#).send().await.unwrap().status().as_u16() }
     };
     // Unknown node (400) means the secret was accepted; 403, refused.
-    assert_eq!((hand_back("another").await, hand_back("s3").await, hand_back("s4").await), (400, 400, 403));
+    assert_eq!(
+        (
+            hand_back("another-secret-0123456789abcdef-012").await,
+            hand_back("s3-secret-0123456789abcdef-0123456").await,
+            hand_back("s4-secret-0123456789abcdef-0123456").await
+        ),
+        (400, 400, 403)
+    );
     app.assert_accepting().await;
     app.kill();
 }
@@ -677,14 +688,20 @@ async fn the_cluster_endpoints_refuse_a_caller_without_the_clusters_secret() {
         assert_eq!(post("/cluster/call", secret, vec![attach_actors::system::PROTOCOL]).await.0, 403, "{secret:?}");
         assert_eq!(post("/cluster/hand-back", secret, br#"{"node":"node-b"}"#.to_vec()).await.0, 403, "{secret:?}");
     }
+    // Guessing costs the address's quota, as a bad token does: the burst runs out.
+    let mut statuses = Vec::new();
+    for n in 0..100 {
+        statuses
+            .push(post("/cluster/hand-back", Some(&format!("guess-{n}")), br#"{"node":"node-b"}"#.to_vec()).await.0);
+    }
+    assert_eq!((statuses[0], statuses.last().copied()), (403, Some(429)), "{statuses:?}");
     // With it, a call that cannot be read is answered with an encoded error, not run.
-    let (status, body) =
-        post("/cluster/call", Some("cluster-test-secret"), vec![attach_actors::system::PROTOCOL, 7]).await;
+    let (status, body) = post("/cluster/call", Some(SECRET), vec![attach_actors::system::PROTOCOL, 7]).await;
     assert_eq!((status, body.first().copied()), (200, Some(attach_actors::system::PROTOCOL)));
-    let (status, _) = post("/cluster/call", Some("cluster-test-secret"), vec![99, 1, 2]).await;
+    let (status, _) = post("/cluster/call", Some(SECRET), vec![99, 1, 2]).await;
     assert_eq!(status, 200, "another protocol version is refused inside the answer");
     // A hand-back must name a peer.
-    let (status, _) = post("/cluster/hand-back", Some("cluster-test-secret"), br#"{"node":"node-z"}"#.to_vec()).await;
+    let (status, _) = post("/cluster/hand-back", Some(SECRET), br#"{"node":"node-z"}"#.to_vec()).await;
     assert_eq!(status, 400);
 
     let _ = a.stop.send(());

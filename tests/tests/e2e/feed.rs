@@ -208,6 +208,31 @@ async fn two_processes_share_one_redis() {
 }
 
 #[tokio::test]
+async fn a_redis_that_refuses_commands_is_reported_down() {
+    let redis = RedisServer::start();
+    redis.cli(&["CONFIG", "SET", "requirepass", "s3cret-pw"]);
+    let feed_of = |app: &TestApp| {
+        let request = app.http().get(format!("{}/readyz", app.url));
+        async move { request.send().await.unwrap().json::<Value>().await.unwrap()["feed"]["connected"].clone() }
+    };
+    // The URL without the password: the connections open, every command is refused (NOAUTH).
+    let dir = tempfile::tempdir().unwrap();
+    let refused = TestApp::spawn(dir.path(), with_redis(&redis)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(feed_of(&refused).await, false, "nothing can be published or received");
+    // With it, the same Redis is up.
+    let url = format!("redis://:s3cret-pw@127.0.0.1:{}", redis.port);
+    let dir = tempfile::tempdir().unwrap();
+    let spawn = Spawn { env: vec![("ATTACH_REDIS".to_string(), url)], ..Spawn::default() };
+    let served = TestApp::spawn(dir.path(), spawn).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while feed_of(&served).await != true {
+        assert!(std::time::Instant::now() < deadline, "the feed never connected with the password");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
 async fn deployments_sharing_one_redis_keep_their_feeds_apart_by_namespace() {
     let redis = RedisServer::start();
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
