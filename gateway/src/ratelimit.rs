@@ -56,9 +56,20 @@ impl<K: Hash + Eq + Clone, C: Clock + Clone> Bucket<K, C> {
         Bucket { name, limiter, clock, burst, period }
     }
 
-    fn check(&self, key: &K) -> Verdict {
+    /// Counts `cost` requests' worth at once (a request selecting several top-level fields).
+    fn check(&self, key: &K, cost: NonZeroU32) -> Verdict {
         let window = ceil_secs(self.period * self.burst);
-        match self.limiter.check_key(key) {
+        let refused = |wait: u64| Verdict {
+            policy: self.name,
+            quota: self.burst,
+            window,
+            remaining: 0,
+            reset: wait,
+            retry_after: Some(wait),
+        };
+        // More than the burst can never be allowed: refused, as a whole burst's worth.
+        let Ok(outcome) = self.limiter.check_key_n(key, cost) else { return refused(window.max(1)) };
+        match outcome {
             Ok(snapshot) => {
                 let remaining = snapshot.remaining_burst_capacity();
                 let used = self.burst.saturating_sub(remaining);
@@ -71,17 +82,7 @@ impl<K: Hash + Eq + Clone, C: Clock + Clone> Bucket<K, C> {
                     retry_after: None,
                 }
             }
-            Err(not_until) => {
-                let wait = ceil_secs(not_until.wait_time_from(self.clock.now())).max(1);
-                Verdict {
-                    policy: self.name,
-                    quota: self.burst,
-                    window,
-                    remaining: 0,
-                    reset: wait,
-                    retry_after: Some(wait),
-                }
-            }
+            Err(not_until) => refused(ceil_secs(not_until.wait_time_from(self.clock.now())).max(1)),
         }
     }
 
@@ -173,13 +174,20 @@ impl RateLimits {
     /// Counts one request of `principal` (signed in) or of `ip` (no token);
     /// `None` when limits are off.
     pub async fn check(&self, principal: Option<&Principal>, ip: IpAddr) -> Option<Verdict> {
+        self.check_n(principal, ip, NonZeroU32::MIN).await
+    }
+
+    /// Counts `cost` requests' worth of `principal` or `ip` at once: what one
+    /// request selecting that many top-level fields uses (aliases would
+    /// otherwise buy any number of registrations or look-ups for one).
+    pub async fn check_n(&self, principal: Option<&Principal>, ip: IpAddr, cost: NonZeroU32) -> Option<Verdict> {
         if !self.enabled {
             return None;
         }
         let bucket = principal.and_then(|p| self.roles.iter().find(|(r, _)| *r == p.role()).map(|(_, b)| (p, b)));
         let (local, burst, period) = match bucket {
-            Some((p, b)) => (b.check(&p.subject().to_string()), b.burst, b.period),
-            None => (self.anonymous.check(&ip), self.anonymous.burst, self.anonymous.period),
+            Some((p, b)) => (b.check(&p.subject().to_string(), cost), b.burst, b.period),
+            None => (self.anonymous.check(&ip, cost), self.anonymous.burst, self.anonymous.period),
         };
         let Some(shared) = self.shared.as_ref().filter(|_| local.allowed()) else { return Some(local) };
         // The key as Redis counts it, made only when there is a shared count to ask.
@@ -187,7 +195,7 @@ impl RateLimits {
             Some((p, _)) => Cow::Borrowed(p.subject()),
             None => Cow::Owned(ip.to_string()),
         };
-        Some(shared.check(local.policy, &key, burst, period).await.unwrap_or(local))
+        Some(shared.check(local.policy, &key, burst, period, cost.get()).await.unwrap_or(local))
     }
 
     /// Checks that could not reach the shared quotas and used the local verdict.
@@ -227,19 +235,38 @@ mod tests {
     use super::*;
     use governor::clock::FakeRelativeClock;
 
+    const ONE: NonZeroU32 = NonZeroU32::MIN;
+
+    #[test]
+    fn a_request_of_several_fields_costs_each_and_more_than_a_burst_is_refused() {
+        let clock = FakeRelativeClock::default();
+        let bucket: Bucket<String, _> = Bucket::new("support", RateQuota { per_minute: 60, burst: 10 }, clock.clone());
+        let key = "u-1".to_string();
+        let n = |n: u32| NonZeroU32::new(n).unwrap();
+        let seven = bucket.check(&key, n(7));
+        assert_eq!((seven.allowed(), seven.remaining), (true, 3));
+        let four = bucket.check(&key, n(4));
+        assert_eq!((four.allowed(), four.retry_after), (false, Some(1)), "3 left, 4 asked");
+        assert!(bucket.check(&key, n(3)).allowed());
+        clock.advance(Duration::from_secs(60));
+        let over = bucket.check(&key, n(11));
+        assert_eq!((over.allowed(), over.retry_after), (false, Some(10)), "never within a burst of 10");
+        assert_eq!(bucket.check(&key, n(10)).remaining, 0, "the refusal used nothing");
+    }
+
     #[test]
     fn a_burst_then_refusal_then_the_quota_comes_back() {
         let clock = FakeRelativeClock::default();
         let bucket: Bucket<String, _> = Bucket::new("provider", RateQuota { per_minute: 60, burst: 2 }, clock.clone());
         let key = "u-1".to_string();
-        let first = bucket.check(&key);
+        let first = bucket.check(&key, ONE);
         assert_eq!((first.allowed(), first.quota, first.window, first.remaining), (true, 2, 2, 1));
-        assert!(bucket.check(&key).allowed());
-        let refused = bucket.check(&key);
+        assert!(bucket.check(&key, ONE).allowed());
+        let refused = bucket.check(&key, ONE);
         assert_eq!((refused.remaining, refused.retry_after), (0, Some(1)));
-        assert!(bucket.check(&"u-2".to_string()).allowed(), "another caller has its own quota");
+        assert!(bucket.check(&"u-2".to_string(), ONE).allowed(), "another caller has its own quota");
         clock.advance(Duration::from_secs(1));
-        assert!(bucket.check(&key).allowed(), "one request's worth came back");
+        assert!(bucket.check(&key, ONE).allowed(), "one request's worth came back");
 
         let mut headers = HeaderMap::new();
         refused.write_headers(&mut headers);
@@ -253,13 +280,13 @@ mod tests {
         let clock = FakeRelativeClock::default();
         let bucket: Bucket<IpAddr, _> = Bucket::new("anonymous", RateQuota { per_minute: 60, burst: 5 }, clock.clone());
         for i in 0..100u8 {
-            bucket.check(&IpAddr::from([10, 0, 0, i]));
+            bucket.check(&IpAddr::from([10, 0, 0, i]), ONE);
         }
         assert_eq!(bucket.len(), 100);
         bucket.sweep();
         assert_eq!(bucket.len(), 100, "callers that used quota a moment ago are kept");
         clock.advance(Duration::from_secs(2));
-        bucket.check(&IpAddr::from([10, 0, 0, 1]));
+        bucket.check(&IpAddr::from([10, 0, 0, 1]), ONE);
         clock.advance(Duration::from_secs(1));
         bucket.sweep();
         assert_eq!(bucket.len(), 1, "only the caller still short of a whole quota is kept");

@@ -214,19 +214,56 @@ impl ws::Admission for WsAdmission {
         let (limits, metrics, ip) = (self.limits.clone(), self.metrics.clone(), self.ip);
         let (message, max_fields) = (message.to_vec(), self.max_fields);
         Box::pin(async move {
-            // As over HTTP: the quota first, then (only if allowed) the document is read.
-            let verdict = limits.check(principal.as_ref(), ip).await;
-            if let Some(verdict) = verdict.filter(|v| !v.allowed()) {
+            // As over HTTP: the quota first, then (only if allowed) the document is
+            // read, and its other top-level fields are counted.
+            let refused = |verdict: Verdict| {
                 metrics.rate_limited(verdict.policy);
                 let wait = verdict.retry_after.unwrap_or(1);
-                return Some(ws::Refusal::new(
-                    ErrorCode::RateLimited,
-                    format!("too many requests: try again in {wait} s"),
-                ));
+                Some(ws::Refusal::new(ErrorCode::RateLimited, format!("too many requests: try again in {wait} s")))
+            };
+            if let Some(verdict) = limits.check(principal.as_ref(), ip).await.filter(|v| !v.allowed()) {
+                return refused(verdict);
             }
-            crate::graphql::budget::refuse_message(&message, max_fields)
-                .map(|why| ws::Refusal::new(ErrorCode::InvalidInput, why))
+            let fields = match crate::graphql::budget::message_cost(&message, max_fields) {
+                Ok(fields) => fields,
+                Err(why) => return Some(ws::Refusal::new(ErrorCode::InvalidInput, why)),
+            };
+            match charge_fields(&limits, principal.as_ref(), ip, fields).await {
+                Ok(_) => None,
+                Err(FieldsRefused::OverBurst(why)) => Some(ws::Refusal::new(ErrorCode::InvalidInput, why)),
+                Err(FieldsRefused::Wait(verdict)) => refused(verdict),
+            }
         })
+    }
+}
+
+/// Why a request's further top-level fields were not allowed.
+enum FieldsRefused {
+    /// More than the quota's whole burst: never allowed, so not worth a retry.
+    OverBurst(String),
+    /// Over the quota for now.
+    Wait(Verdict),
+}
+
+/// Counts a request's top-level fields after the first (which its admission
+/// counted) against the caller's quota: each is one request's worth. The
+/// verdict, when they were counted, says where the caller stands now.
+async fn charge_fields(
+    limits: &RateLimits,
+    principal: Option<&Principal>,
+    ip: IpAddr,
+    fields: u32,
+) -> Result<Option<Verdict>, FieldsRefused> {
+    let Some(extra) = std::num::NonZeroU32::new(fields.saturating_sub(1)) else { return Ok(None) };
+    match limits.check_n(principal, ip, extra).await {
+        None => Ok(None),
+        Some(v) if v.allowed() => Ok(Some(v)),
+        Some(v) if fields > v.quota => Err(FieldsRefused::OverBurst(format!(
+            "this request selects {fields} top-level fields, and each counts as one request against a quota of {} \
+             at once (\"{}\"): split it",
+            v.quota, v.policy
+        ))),
+        Some(v) => Err(FieldsRefused::Wait(v)),
     }
 }
 
@@ -331,8 +368,10 @@ async fn graphql(State(state): State<AppState>, request: Request) -> Response {
     if let Some(v) = verdict.as_ref().filter(|v| !v.allowed()) {
         return too_many(&state, v, started);
     }
-    let mut response = execute(&state, principal, &parts.headers, body).await;
-    if let Some(v) = verdict {
+    let counted = (!state.secrets.trust_hop(&parts.headers)).then_some(ip);
+    let mut response = execute(&state, principal, &parts.headers, body, counted).await;
+    // Unless counting the request's further fields said where the caller stands since.
+    if let Some(v) = verdict.filter(|_| !response.headers().contains_key("ratelimit")) {
         v.write_headers(response.headers_mut());
     }
     response
@@ -341,8 +380,17 @@ async fn graphql(State(state): State<AppState>, request: Request) -> Response {
 /// Executes one GraphQL request for `principal` (none: the public caller):
 /// JSON, or a multipart upload (the GraphQL multipart request spec) carrying a
 /// file. The body is read with a hard cap (a larger one for uploads), so an
-/// oversized request is refused before it is parsed.
-async fn execute(state: &AppState, principal: Option<Principal>, headers: &HeaderMap, body: Body) -> Response {
+/// oversized request is refused before it is parsed. With `counted` (the
+/// client's address; none for a request a peer forwarded, counted there), the
+/// request was counted once against the caller's quota, and its further
+/// top-level fields are counted here.
+async fn execute(
+    state: &AppState,
+    principal: Option<Principal>,
+    headers: &HeaderMap,
+    body: Body,
+    counted: Option<IpAddr>,
+) -> Response {
     let started = std::time::Instant::now();
     // Refused before GraphQL runs, and counted as the GraphQL requests are.
     let refused = |status: StatusCode, message: &str| {
@@ -386,9 +434,6 @@ async fn execute(state: &AppState, principal: Option<Principal>, headers: &Heade
             return refused(StatusCode::PAYLOAD_TOO_LARGE, &message);
         }
     }
-    if let Some(principal) = principal {
-        request = request.data(principal);
-    }
     state.documents.prepare(&mut request);
     // Before anything follows the document's fragments (see `graphql::budget`).
     if request.parsed_query().is_ok_and(|doc| !crate::graphql::budget::within(doc, state.max_fields)) {
@@ -396,6 +441,20 @@ async fn execute(state: &AppState, principal: Option<Principal>, headers: &Heade
         let mut response = async_graphql::Response::from_errors(vec![error]);
         ensure_codes(&mut response);
         return answered(state, started, &response);
+    }
+    let mut charged = None;
+    if let Some(ip) = counted {
+        let name = request.operation_name.clone();
+        let fields = request.parsed_query().map_or(1, |doc| crate::graphql::budget::root_fields(doc, name.as_deref()));
+        match charge_fields(&state.limits, principal.as_ref(), ip, fields).await {
+            Ok(None) => {}
+            Ok(Some(verdict)) => charged = Some(verdict),
+            Err(FieldsRefused::OverBurst(why)) => return refused(StatusCode::BAD_REQUEST, &why),
+            Err(FieldsRefused::Wait(verdict)) => return too_many(state, &verdict, started),
+        }
+    }
+    if let Some(principal) = principal {
+        request = request.data(principal);
     }
     let clustered = state.forwarder.has_peers();
     let mutation = clustered && !crate::forward::is_query(&mut request);
@@ -409,8 +468,11 @@ async fn execute(state: &AppState, principal: Option<Principal>, headers: &Heade
     if clustered {
         let forwarder = &state.forwarder;
         if let Some(endpoint) = forwarder.target(&state.system, headers, &response).await
-            && let Some(answer) = forwarder.send(&endpoint, headers, original.clone()).await
+            && let Some(mut answer) = forwarder.send(&endpoint, headers, original.clone()).await
         {
+            if let Some(v) = charged {
+                v.write_headers(answer.headers_mut());
+            }
             return answer;
         }
         forwarder.complete_from_peers(&state.system, headers, &original, &mut response, mutation).await;
@@ -423,7 +485,11 @@ async fn execute(state: &AppState, principal: Option<Principal>, headers: &Heade
         response.data = async_graphql::Value::Object(Default::default());
     }
     crate::forward::strip_marks(&mut response);
-    answered(state, started, &response)
+    let mut http = answered(state, started, &response);
+    if let Some(v) = charged {
+        v.write_headers(http.headers_mut());
+    }
+    http
 }
 
 /// A GraphQL response as HTTP: counted in the metrics by its error codes, never cached.

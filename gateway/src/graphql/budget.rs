@@ -22,10 +22,11 @@ pub fn refusal(max: usize) -> String {
     )
 }
 
-/// The refusal of the operation a WebSocket `subscribe` (or `start`) message
-/// carries, if its document is over `max`; a message or document that does not
-/// parse is left to async-graphql to report.
-pub fn refuse_message(message: &[u8], max: usize) -> Option<String> {
+/// What the operation a WebSocket `subscribe` (or `start`) message carries
+/// costs against the caller's quota ([`root_fields`]), or its refusal if its
+/// document is over `max`. A message or document that does not parse costs one
+/// and is left to async-graphql to report.
+pub fn message_cost(message: &[u8], max: usize) -> Result<u32, String> {
     #[derive(serde::Deserialize)]
     struct Start<'a> {
         #[serde(borrow)]
@@ -35,10 +36,53 @@ pub fn refuse_message(message: &[u8], max: usize) -> Option<String> {
     struct Payload<'a> {
         #[serde(borrow)]
         query: std::borrow::Cow<'a, str>,
+        #[serde(default, rename = "operationName", borrow)]
+        operation_name: Option<std::borrow::Cow<'a, str>>,
     }
-    let start: Start = serde_json::from_slice(message).ok()?;
-    let document = async_graphql::parser::parse_query(start.payload.query.as_ref()).ok()?;
-    (!within(&document, max)).then(|| refusal(max))
+    let Ok(start) = serde_json::from_slice::<Start>(message) else { return Ok(1) };
+    let Ok(document) = async_graphql::parser::parse_query(start.payload.query.as_ref()) else { return Ok(1) };
+    if !within(&document, max) {
+        return Err(refusal(max));
+    }
+    Ok(root_fields(&document, start.payload.operation_name.as_deref()))
+}
+
+/// The top-level fields the operation `name` (or the document's only one)
+/// selects, fragments followed, leaving out `__typename` and introspection;
+/// at least one. Each counts against the caller's quota as one request, so
+/// aliases do not buy a hundred registrations or PHN look-ups for the price
+/// of one. Call it on a document [`within`] the field limit.
+pub fn root_fields(document: &ExecutableDocument, name: Option<&str>) -> u32 {
+    use async_graphql::parser::types::DocumentOperations;
+    let operation = match (&document.operations, name) {
+        (DocumentOperations::Single(op), _) => Some(op),
+        (DocumentOperations::Multiple(ops), Some(name)) => ops.get(name),
+        (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => ops.values().next(),
+        _ => None,
+    };
+    let Some(operation) = operation else { return 1 };
+    let mut pending = vec![&operation.node.selection_set.node];
+    // Bounded whatever the document: a cycle of spreads is validation's to refuse.
+    let (mut fields, mut steps) = (0u32, 0usize);
+    while let Some(set) = pending.pop() {
+        for selection in &set.items {
+            steps += 1;
+            if steps > 100_000 {
+                return fields.max(1);
+            }
+            match &selection.node {
+                Selection::Field(f) if f.node.name.node.starts_with("__") => {}
+                Selection::Field(_) => fields = fields.saturating_add(1),
+                Selection::InlineFragment(i) => pending.push(&i.node.selection_set.node),
+                Selection::FragmentSpread(s) => {
+                    if let Some(f) = document.fragments.get(&s.node.fragment_name.node) {
+                        pending.push(&f.node.selection_set.node);
+                    }
+                }
+            }
+        }
+    }
+    fields.max(1)
 }
 
 /// Whether `document` selects at most `max` fields and spreads: its
@@ -116,6 +160,23 @@ mod tests {
     }
 
     #[test]
+    fn each_top_level_field_counts_once_and_introspection_not_at_all() {
+        assert_eq!(root_fields(&doc("{ __typename }"), None), 1, "at least one");
+        let aliased = (0..300).map(|i| format!("r{i}: registerHousehold(input: $i) {{ reference }}"));
+        let text = format!("mutation($i: RegisterHouseholdInput!) {{ {} }}", aliased.collect::<Vec<_>>().join(" "));
+        assert_eq!(root_fields(&doc(&text), None), 300);
+        let spread = doc("{ ...F ... on Query { c: a } __schema { types { name } } } fragment F on Query { a b }");
+        assert_eq!(root_fields(&spread, None), 3, "through fragments, without introspection");
+        let two = doc("query A { a } query B { a b c }");
+        assert_eq!((root_fields(&two, Some("A")), root_fields(&two, Some("B")), root_fields(&two, None)), (1, 3, 1));
+        let message =
+            |query: &str| serde_json::json!({ "id": "1", "type": "subscribe", "payload": { "query": query } });
+        assert_eq!(message_cost(message("{ a b }").to_string().as_bytes(), 100), Ok(2));
+        assert_eq!(message_cost(b"not json", 100), Ok(1));
+        assert!(message_cost(message("{ a b c }").to_string().as_bytes(), 2).is_err());
+    }
+
+    #[test]
     fn fields_count_once_per_spread_and_the_count_stops_at_the_limit() {
         let page = doc("{ waitlist(communityCode: \"111\") { totalCount nodes { reference status } } }");
         assert!(within(&page, 5));
@@ -153,9 +214,9 @@ mod tests {
         let big: Vec<String> = (0..30).map(|i| format!("a{i}: __typename")).collect();
         let start = |q: &str| serde_json::json!({ "id": "1", "type": "subscribe", "payload": { "query": q } });
         let over = start(&format!("{{ {} }}", big.join(" "))).to_string();
-        assert_eq!(refuse_message(over.as_bytes(), 20), Some(refusal(20)));
-        assert_eq!(refuse_message(over.as_bytes(), 30), None);
-        assert_eq!(refuse_message(start("{ not closed").to_string().as_bytes(), 20), None, "async-graphql reports it");
-        assert_eq!(refuse_message(br#"{"type":"subscribe","id":"1"}"#, 20), None);
+        assert_eq!(message_cost(over.as_bytes(), 20), Err(refusal(20)));
+        assert_eq!(message_cost(over.as_bytes(), 30), Ok(1), "__typename is not counted against the quota");
+        assert_eq!(message_cost(start("{ not closed").to_string().as_bytes(), 20), Ok(1), "async-graphql reports it");
+        assert_eq!(message_cost(br#"{"type":"subscribe","id":"1"}"#, 20), Ok(1));
     }
 }

@@ -23,17 +23,19 @@ use tracing::{info, warn};
 use super::Verdict;
 
 /// GCRA: `ARGV[1]` is the period (µs) one request's worth of quota takes to
-/// come back, `ARGV[2]` the burst. Answers `{allowed, wait µs, used µs}`:
+/// come back, `ARGV[2]` the burst, `ARGV[3]` the requests' worth this one
+/// costs (at most the burst). Answers `{allowed, wait µs, used µs}`:
 /// `wait` until the next request is allowed (refused), `used` the quota in
 /// use, as time still to refill (allowed).
 const GCRA: &str = r"
 local period = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
+local cost = tonumber(ARGV[3] or 1)
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local tat = tonumber(redis.call('GET', KEYS[1]) or now)
 if tat < now then tat = now end
-local new_tat = tat + period
+local new_tat = tat + period * cost
 local allow_at = new_tat - period * burst
 if allow_at > now then
   return {0, allow_at - now, tat - now}
@@ -81,16 +83,24 @@ impl SharedLimiter {
         self.failures.load(Ordering::Relaxed)
     }
 
-    /// Counts one request of `key` under `policy`'s quota, across gateways.
+    /// Counts `cost` requests' worth of `key` under `policy`'s quota, across
+    /// gateways (the local limiter has already refused a cost over the burst).
     /// `None` when Redis could not answer in time: the caller keeps its local verdict.
-    pub async fn check(&self, policy: &'static str, key: &str, burst: u32, period: Duration) -> Option<Verdict> {
+    pub async fn check(
+        &self,
+        policy: &'static str,
+        key: &str,
+        burst: u32,
+        period: Duration,
+        cost: u32,
+    ) -> Option<Verdict> {
         let paused = self.paused_until.lock().unwrap_or_else(|e| e.into_inner()).is_some_and(|t| Instant::now() < t);
         if paused {
             self.failures.fetch_add(1, Ordering::Relaxed);
             return None;
         }
         let key = format!("{}{policy}:{key}", self.prefix);
-        match tokio::time::timeout(self.timeout, self.eval(&key, burst, period)).await {
+        match tokio::time::timeout(self.timeout, self.eval(&key, burst, period, cost)).await {
             Ok(Ok(answer)) => {
                 if !self.up.swap(true, Ordering::Relaxed) {
                     info!("shared rate limits reach Redis again");
@@ -119,13 +129,13 @@ impl SharedLimiter {
     /// Runs the script once, or twice: after loading it again (Redis
     /// restarted and forgot it), or on a fresh connection (the old one was
     /// dropped, say by that restart).
-    async fn eval(&self, key: &str, burst: u32, period: Duration) -> redis::RedisResult<(i64, i64, i64)> {
+    async fn eval(&self, key: &str, burst: u32, period: Duration, cost: u32) -> redis::RedisResult<(i64, i64, i64)> {
         let period_us = i64::try_from(period.as_micros()).unwrap_or(i64::MAX).max(1);
         let (mut conn, mut sha) = self.connection().await?;
         let mut retried = false;
         loop {
             let mut cmd = redis::cmd("EVALSHA");
-            cmd.arg(&sha).arg(1).arg(key).arg(period_us).arg(burst);
+            cmd.arg(&sha).arg(1).arg(key).arg(period_us).arg(burst).arg(cost);
             match cmd.query_async(&mut conn).await {
                 Err(e) if !retried && e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
                     sha = load(&mut conn).await?;

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::feed::{SUBSCRIBE, Ws, connect_as, next_event, next_message, register, subscribe};
-use crate::helpers::{Spawn, TestApp};
+use crate::helpers::{Spawn, TestApp, phn};
 
 const WAITLIST: &str = r#"{ waitlist(communityCode: "111", first: 1) { totalCount } }"#;
 
@@ -498,6 +498,74 @@ async fn a_subscription_id_in_use_closes_the_connection_with_4409() {
     odd.send(Message::text(r#"{"type":"bogus"}"#)).await.unwrap();
     let frame = closed(&mut odd).await.expect("closed");
     assert!(frame.starts_with("4400 "), "{frame}");
+}
+
+/// One request of many aliased top-level fields costs what that many
+/// requests would: aliases do not multiply what a quota allows.
+#[tokio::test]
+async fn each_top_level_field_counts_against_the_quota() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("ATTACH_LIMITS__RATE__ENABLED", "true"),
+        ("ATTACH_LIMITS__RATE__ANONYMOUS_PER_IP__PER_MINUTE", "1"),
+        ("ATTACH_LIMITS__RATE__ANONYMOUS_PER_IP__BURST", "6"),
+        ("ATTACH_LIMITS__RATE__COORDINATOR__PER_MINUTE", "1"),
+        ("ATTACH_LIMITS__RATE__COORDINATOR__BURST", "3"),
+    ];
+    let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let app = TestApp::spawn(dir.path(), Spawn { env, ..Spawn::default() }).await;
+    let registrations = |n: u32, from: u32| {
+        let fields: Vec<String> =
+            (0..n).map(|i| format!("r{i}: registerHousehold(input: $h{i}) {{ reference }}")).collect();
+        let params: Vec<String> = (0..n).map(|i| format!("$h{i}: RegisterHouseholdInput!")).collect();
+        let query = format!("mutation({}) {{ {} }}", params.join(", "), fields.join(" "));
+        let member = |i: u32| {
+            json!({ "community": "111", "postalCode": "V0B 1M0",
+            "members": [{ "phn": phn(from + i), "givenName": "Ana", "surname": "Silva", "dateOfBirth": "1990-01-01" }] })
+        };
+        let vars: serde_json::Map<String, Value> = (0..n).map(|i| (format!("h{i}"), member(i))).collect();
+        (query, Value::Object(vars))
+    };
+    // Over a WebSocket (its upgrade is one of the address's requests), each operation's fields count.
+    let token = app.token_for("coord-a", Role::Coordinator, &["province"], None);
+    let mut ws = connect_as(&app, "graphql-transport-ws", &token).await;
+    let op = |id: &str, n: usize| {
+        let fields: Vec<String> = (0..n).map(|i| format!("h{i}: healthAuthorities {{ code }}")).collect();
+        json!({ "id": id, "type": "subscribe", "payload": { "query": format!("{{ {} }}", fields.join(" ")) } })
+    };
+    ws.send(Message::text(op("1", 4).to_string())).await.unwrap();
+    let refused = next_message(&mut ws).await;
+    assert_eq!(
+        (&refused["type"], &refused["payload"][0]["extensions"]["code"]),
+        (&json!("error"), &json!("INVALID_INPUT"))
+    );
+    ws.send(Message::text(op("2", 2).to_string())).await.unwrap();
+    assert_eq!(next_message(&mut ws).await["type"], "next");
+    assert_eq!(next_message(&mut ws).await["type"], "complete");
+    ws.send(Message::text(op("3", 1).to_string())).await.unwrap();
+    let refused = next_message(&mut ws).await;
+    assert_eq!(refused["payload"][0]["extensions"]["code"], "RATE_LIMITED", "1 + 2 + this one: {refused}");
+
+    let anonymous = app.anonymous();
+    // Over HTTP: seven registrations at once are more than a burst of six: refused whole, none made.
+    let (query, vars) = registrations(7, 900);
+    let r = anonymous.post(&query, vars).await;
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["errors"][0]["extensions"]["code"], "INVALID_INPUT", "{body}");
+    assert!(body["errors"][0]["message"].as_str().unwrap().contains("7 top-level fields"), "{body}");
+    // Three are three requests' worth: with the upgrade and the refused one, one is left.
+    let (query, vars) = registrations(3, 900);
+    let r = anonymous.post(&query, vars).await;
+    assert_eq!(r.status(), 200);
+    assert!(header(&r, "ratelimit").starts_with("\"anonymous\";r=1;"), "{r:?}");
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body.get("errors").is_none() && body["data"]["r2"]["reference"].is_string(),
+        "the first PHNs were free: {body}"
+    );
+    let (query, vars) = registrations(2, 910);
+    assert_eq!(anonymous.post(&query, vars).await.status(), 429, "two fields, one request's worth left");
 }
 
 #[tokio::test]

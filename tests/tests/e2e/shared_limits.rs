@@ -20,6 +20,8 @@ fn limited(redis: &RedisServer, shared: bool) -> Spawn {
         ("ATTACH_LIMITS__RATE__ANONYMOUS_PER_IP__BURST", "5".into()),
         ("ATTACH_LIMITS__RATE__COORDINATOR__PER_MINUTE", "1".into()),
         ("ATTACH_LIMITS__RATE__COORDINATOR__BURST", "2".into()),
+        ("ATTACH_LIMITS__RATE__SUPPORT__PER_MINUTE", "1".into()),
+        ("ATTACH_LIMITS__RATE__SUPPORT__BURST", "4".into()),
     ];
     Spawn { env: env.into_iter().map(|(k, v)| (k.to_string(), v)).collect(), ..Spawn::default() }
 }
@@ -65,6 +67,14 @@ async fn two_gateways_share_one_quota_through_redis() {
     assert_eq!(at_a.post(TRIVIAL, json!({})).await.status(), 200);
     assert_eq!(at_b.post(TRIVIAL, json!({})).await.status(), 200);
     assert_eq!(at_a.post(TRIVIAL, json!({})).await.status(), 429, "a burst of 2 across both");
+    // A request of three top-level fields is three requests' worth, in Redis too.
+    let support = |app: &TestApp| app.token_for("shared-support", Role::Support, &["province"], None);
+    let (at_a, at_b) = (a.with_token(support(&a)), b.with_token(support(&b)));
+    let three = "{ x: healthAuthorities { code } y: healthAuthorities { code } z: healthAuthorities { code } }";
+    let r = at_a.post(three, json!({})).await;
+    assert_eq!((r.status().as_u16(), r.headers()["ratelimit"].to_str().unwrap()), (200, "\"support\";r=1;t=180"));
+    assert_eq!(at_b.post(TRIVIAL, json!({})).await.status(), 200, "the fourth of a burst of 4");
+    assert_eq!(at_b.post(TRIVIAL, json!({})).await.status(), 429, "b has seen one, Redis four");
     assert_eq!(metric(&a, "attach_rate_limit_shared_misses_total").await, Some(0));
 
     // A gateway that does not share keeps its own count.
