@@ -159,6 +159,10 @@ pub struct ShardRuntime {
     /// Reservations whose proposals their household's shard was found to hold
     /// (not kept: after a restart each is looked for once more).
     pub(super) confirmed: HashSet<ProposalId>,
+    /// Proposals planned here for a provider homed elsewhere, with the
+    /// registration each was planned on and when: step two records one only
+    /// for that registration unchanged (not kept: after a restart none is).
+    pub(super) planned: spill::Planned,
 }
 
 impl Actor for ShardActor {
@@ -190,6 +194,7 @@ impl Actor for ShardActor {
             suspect: false,
             audit: None,
             confirmed: HashSet::new(),
+            planned: spill::Planned::default(),
         })
     }
 
@@ -459,7 +464,8 @@ impl ShardActor {
             ShardMsg::PlanSpill { neighbour, km, providers, reply } => {
                 let ttl = rt.config.proposal_ttl_ms();
                 let policy = &rt.config.policy;
-                answer!(reply, spill::plan_spill(&rt.state, policy, ttl, now, &neighbour, km, &providers))
+                let planned = spill::plan_spill(&rt.state, policy, ttl, now, &neighbour, km, &providers);
+                answer!(reply, planned.inspect(|ps| rt.planned.note(&rt.state, ps, now)))
             }
             ShardMsg::ProposeMatch { reference, provider, note, reply } => {
                 answer!(reply, rt.propose_match(&reference, &provider, &note, now).await)
@@ -467,10 +473,9 @@ impl ShardActor {
             ShardMsg::PlanProposal { reference, provider, km, note, reply } => {
                 let ask = plan::CoordinatorAsk { reference: &reference, note: &note, away: Some(km) };
                 let policy = &rt.config.policy;
-                answer!(
-                    reply,
-                    plan::coordinator_proposal(&rt.state, policy, rt.config.proposal_ttl_ms(), now, &provider, ask)
-                )
+                let planned =
+                    plan::coordinator_proposal(&rt.state, policy, rt.config.proposal_ttl_ms(), now, &provider, ask);
+                answer!(reply, planned.inspect(|p| rt.planned.note(&rt.state, std::slice::from_ref(p), now)))
             }
             ShardMsg::SparePlaces(reply) => {
                 answer!(reply, Ok(spill::spare_places(&rt.state, &rt.config.policy, now)))

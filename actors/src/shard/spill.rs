@@ -23,7 +23,9 @@
 //! the accepted household on the panel) and deleted once taken; the system
 //! pushes it right after the close and every lease until it is taken.
 
-use crate::domain::{EventKind, PanelEntry, Proposal, ProposalId, ProposalStatus, Settlement, ShardKey, Timestamp};
+use crate::domain::{
+    EventKind, PanelEntry, Proposal, ProposalId, ProposalStatus, Registration, Settlement, ShardKey, Timestamp,
+};
 use crate::error::AttachError;
 use crate::matcher::{self, Policy};
 use crate::store::{Record, RecordKey};
@@ -128,9 +130,47 @@ pub fn reserve(state: &ShardState, proposals: Vec<Proposal>, now: Timestamp) -> 
     (change, reserved)
 }
 
+/// The proposals this shard planned for providers homed elsewhere, each with
+/// the registration it was planned on (as shared: see
+/// [`ShardState::registration_shared`]) and when.
+#[derive(Debug, Default)]
+pub struct Planned(std::collections::HashMap<ProposalId, (std::sync::Arc<Registration>, Timestamp)>);
+
+impl Planned {
+    /// Notes `proposals`, planned `now` on the registrations as `state` holds them.
+    pub fn note(&mut self, state: &ShardState, proposals: &[Proposal], now: Timestamp) {
+        for p in proposals {
+            if let Some(r) = state.registration_shared(&p.reference) {
+                self.0.insert(p.id, (r.clone(), now));
+            }
+        }
+    }
+
+    /// Whether `p` was planned here on the registration `state` holds now,
+    /// unchanged; forgets it either way.
+    fn take_unchanged(&mut self, state: &ShardState, p: &Proposal) -> bool {
+        let current = state.registration_shared(&p.reference);
+        self.0.remove(&p.id).is_some_and(|(planned, _)| current.is_some_and(|r| std::sync::Arc::ptr_eq(r, &planned)))
+    }
+
+    /// Forgets what was planned before `before` (step two refuses it by then).
+    fn forget_before(&mut self, before: Timestamp) {
+        self.0.retain(|_, (_, at)| *at >= before);
+    }
+}
+
 /// Step two, in the household's shard: records each proposal whose household
-/// is still waiting. Answers the proposals recorded.
-pub fn record(state: &ShardState, proposals: Vec<Proposal>, now: Timestamp, window_ms: i64) -> (Change, Vec<Proposal>) {
+/// is still waiting, unchanged since the proposal was planned here (the
+/// provider's shard reserved places, and checked its preferences, for the
+/// household as it was). Answers the proposals recorded.
+pub fn record(
+    state: &ShardState,
+    planned: &mut Planned,
+    proposals: Vec<Proposal>,
+    now: Timestamp,
+    window_ms: i64,
+) -> (Change, Vec<Proposal>) {
+    planned.forget_before(now.plus_ms(-window_ms));
     let mut change = Change::default();
     let mut recorded = Vec::new();
     let mut households = std::collections::HashSet::new();
@@ -144,7 +184,10 @@ pub fn record(state: &ShardState, proposals: Vec<Proposal>, now: Timestamp, wind
         if p.created_at.plus_ms(window_ms) < now {
             continue;
         }
-        let waiting = state.registration(&p.reference).is_some_and(|r| r.propose(p.id, now).is_ok());
+        // Any change since planning refuses it (an update of the household most of
+        // all), and so does a plan this shard does not know (it restarted since).
+        let unchanged = planned.take_unchanged(state, &p);
+        let waiting = unchanged && state.registration(&p.reference).is_some_and(|r| r.propose(p.id, now).is_ok());
         // plan_proposal writes nothing when it refuses.
         if waiting && households.insert(p.reference) && plan::plan_proposal(state, &mut change, &p, now).is_ok() {
             recorded.push(p);
@@ -225,7 +268,8 @@ impl ShardRuntime {
         proposals: Vec<Proposal>,
         now: Timestamp,
     ) -> Result<Vec<Proposal>, AttachError> {
-        let (change, recorded) = record(&self.state, proposals, now, self.config.record_window_ms());
+        let window = self.config.record_window_ms();
+        let (change, recorded) = record(&self.state, &mut self.planned, proposals, now, window);
         self.commit(change, now).await.map(|()| recorded)
     }
 

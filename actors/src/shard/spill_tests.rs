@@ -238,6 +238,43 @@ async fn places_gone_or_a_household_gone_between_the_steps_make_no_proposal() {
     assert_eq!(free(s, &doc).await, (2, 0), "freed, once, however often it is settled");
 }
 
+#[tokio::test]
+async fn a_household_changed_between_the_steps_makes_no_proposal() {
+    let mut grown = None;
+    // Each change made between planning and recording, then none (the control).
+    for change in 0..4 {
+        let w = world(spilling(60)).await;
+        let s = &w.system;
+        let d = s.directory();
+        provider(s, "P2222", "112", 4).await;
+        let fam = s.register(&sys(), &c("111"), household(&[phn(1), phn(2)], &[])).await.unwrap().registration;
+        let planned = plan_next_door(s).await;
+        assert_eq!(d.call(&shard("112"), |r| ShardMsg::Reserve(planned.clone(), r)).await.unwrap().len(), 1);
+        let dob =
+            |y: i32| DateOfBirth::parse(&format!("{y}-11-01"), chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap());
+        let mut household = fam.household.clone();
+        match change {
+            // A baby born: the places reserved are one short, and an adults-only provider was asked.
+            0 => {
+                let mut baby = household.members[0].clone();
+                (baby.phn, baby.date_of_birth) = (phn(3), dob(2025).unwrap());
+                household.members.push(baby);
+                grown = Some(household.clone());
+            }
+            // The same size, another age group.
+            1 => household.members[1].date_of_birth = dob(2024).unwrap(),
+            // Changed and changed back: still not the household the plan read.
+            2 => s.update_household(&sys(), &fam.reference, grown.clone().unwrap()).await.map(drop).unwrap(),
+            _ => {}
+        }
+        if change < 3 {
+            s.update_household(&sys(), &fam.reference, household).await.unwrap();
+        }
+        let recorded = d.call(&shard("111"), |r| ShardMsg::RecordSpill(planned.clone(), r)).await.unwrap();
+        assert_eq!(recorded.len(), usize::from(change == 3), "change {change}: recorded only when unchanged");
+    }
+}
+
 #[test]
 fn an_orphaned_reservation_is_freed_a_grace_period_after_its_expiry() {
     let now = Timestamp::now();

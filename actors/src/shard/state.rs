@@ -319,6 +319,12 @@ impl ShardState {
         self.registrations.get(r).map(Arc::as_ref)
     }
 
+    /// A registration as shared: any change replaces it, so two reads are
+    /// the same registration unchanged exactly when they are the same `Arc`.
+    pub fn registration_shared(&self, r: &RegistrationRef) -> Option<&Arc<Registration>> {
+        self.registrations.get(r)
+    }
+
     /// Where a waiting registration stands: its 1-based place and the people
     /// ahead of it, from the counted line (no walk of the people ahead).
     pub fn place_in_line(&self, r: &Registration) -> Option<(u64, u64)> {

@@ -70,7 +70,7 @@ impl AttachSystem {
                 None => {
                     self.free_reservations(&home, std::slice::from_ref(&planned)).await;
                     Err(AttachError::conflict(format!(
-                        "registration {} is no longer waiting: it was proposed, withdrawn or moved meanwhile",
+                        "registration {} is no longer waiting as it was: it was proposed, changed, withdrawn or moved meanwhile",
                         planned.reference
                     )))
                 }
