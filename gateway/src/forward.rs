@@ -347,6 +347,13 @@ impl Forwarder {
         Some(response)
     }
 
+    /// [`send`](Self::send), for a caller that wants the peer's GraphQL answer
+    /// rather than its HTTP response (a subscription connection's query).
+    pub async fn answer_of(&self, endpoint: &str, headers: &HeaderMap, body: Bytes) -> Option<async_graphql::Response> {
+        let (_, _, bytes) = self.post_graphql(endpoint, headers, body).await?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
     /// Posts a GraphQL request on to a peer, marked as forwarded, with the
     /// caller's credentials; answers the peer's status, content type and body.
     async fn post_graphql(
@@ -661,15 +668,19 @@ fn byte_offset(text: &str, pos: async_graphql::Pos) -> Option<usize> {
 /// Whether the request's operation is a query: the only kind a node may run
 /// again elsewhere after running part of it here.
 pub fn is_query(request: &mut async_graphql::Request) -> bool {
-    use async_graphql::parser::types::OperationType;
+    operation_type(request) == Some(async_graphql::parser::types::OperationType::Query)
+}
+
+/// The type of the operation a request runs, if it can be read.
+pub fn operation_type(request: &mut async_graphql::Request) -> Option<async_graphql::parser::types::OperationType> {
     let name = request.operation_name.clone();
-    let Ok(document) = request.parsed_query() else { return false };
-    operation(document, name.as_deref()).is_some_and(|op| op.node.ty == OperationType::Query)
+    let document = request.parsed_query().ok()?;
+    operation(document, name.as_deref()).map(|op| op.node.ty)
 }
 
 /// The operation a request runs: the document's only one, or the one it names
 /// (none when a document of several names none, as GraphQL says).
-fn operation<'a>(
+pub(crate) fn operation<'a>(
     document: &'a async_graphql::parser::types::ExecutableDocument,
     name: Option<&str>,
 ) -> Option<&'a async_graphql::Positioned<async_graphql::parser::types::OperationDefinition>> {

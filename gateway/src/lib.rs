@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod panel_import;
 pub mod ratelimit;
 pub mod routes;
+pub mod socket_executor;
 pub mod startup;
 pub mod telemetry;
 pub mod ws;

@@ -126,7 +126,17 @@ async fn graphql_get(State(state): State<AppState>, request: Request) -> Respons
         Ok(u) => u,
         Err(e) => return e.into_response(),
     };
-    let schema = state.schema.clone();
+    // The credential it signed in with, for queries and mutations sent on to peers.
+    let credential: crate::socket_executor::Credential = Default::default();
+    if from_header.is_some() {
+        *credential.lock().unwrap_or_else(|e| e.into_inner()) = parts.headers.get(header::AUTHORIZATION).cloned();
+    }
+    let executor = crate::socket_executor::SocketExecutor::new(
+        state.schema.clone(),
+        state.system.clone(),
+        state.forwarder.clone(),
+        credential.clone(),
+    );
     let keepalive = state.keepalive;
     let mut data = async_graphql::Data::default();
     data.insert(ConnectionSubscriptions::new(state.max_subscriptions));
@@ -138,7 +148,14 @@ async fn graphql_get(State(state): State<AppState>, request: Request) -> Respons
     let on_init = move |payload: serde_json::Value| async move {
         let mut data = async_graphql::Data::default();
         let signed = match auth.from_init_payload(&payload).await {
-            Ok(Some(signed)) => Some(signed),
+            Ok(Some(signed)) => {
+                let given = payload.as_object().and_then(|o| {
+                    o.iter().find(|(k, _)| k.eq_ignore_ascii_case("authorization")).and_then(|(_, v)| v.as_str())
+                });
+                *credential.lock().unwrap_or_else(|e| e.into_inner()) =
+                    given.and_then(|v| HeaderValue::from_str(v).ok());
+                Some(signed)
+            }
             Ok(None) => from_header,
             // graphql-transport-ws closes the socket with this reason.
             Err(e) => return Err(async_graphql::Error::new(format!("{}: {e}", ws::REFUSED_SIGN_IN))),
@@ -171,7 +188,7 @@ async fn graphql_get(State(state): State<AppState>, request: Request) -> Respons
         .on_upgrade(move |socket| {
             let open = OpenSocket::new(sockets);
             async move {
-                ws::serve(socket, schema, kind, data, on_init, keepalive, admission, ended).await;
+                ws::serve(socket, executor, kind, data, on_init, keepalive, admission, ended).await;
                 drop(open);
             }
         })

@@ -53,14 +53,7 @@ pub fn message_cost(message: &[u8], max: usize) -> Result<u32, String> {
 /// aliases do not buy a hundred registrations or PHN look-ups for the price
 /// of one. Call it on a document [`within`] the field limit.
 pub fn root_fields(document: &ExecutableDocument, name: Option<&str>) -> u32 {
-    use async_graphql::parser::types::DocumentOperations;
-    let operation = match (&document.operations, name) {
-        (DocumentOperations::Single(op), _) => Some(op),
-        (DocumentOperations::Multiple(ops), Some(name)) => ops.get(name),
-        (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => ops.values().next(),
-        _ => None,
-    };
-    let Some(operation) = operation else { return 1 };
+    let Some(operation) = crate::forward::operation(document, name) else { return 1 };
     let mut pending = vec![&operation.node.selection_set.node];
     // Bounded whatever the document: a cycle of spreads is validation's to refuse.
     let (mut fields, mut steps) = (0u32, 0usize);
@@ -169,6 +162,7 @@ mod tests {
         assert_eq!(root_fields(&spread, None), 3, "through fragments, without introspection");
         let two = doc("query A { a } query B { a b c }");
         assert_eq!((root_fields(&two, Some("A")), root_fields(&two, Some("B")), root_fields(&two, None)), (1, 3, 1));
+        assert_eq!(root_fields(&two, Some("C")), 1, "no such operation: async-graphql refuses it");
         let message =
             |query: &str| serde_json::json!({ "id": "1", "type": "subscribe", "payload": { "query": query } });
         assert_eq!(message_cost(message("{ a b }").to_string().as_bytes(), 100), Ok(2));

@@ -173,6 +173,59 @@ async fn post_as(http: &reqwest::Client, node: &Node, token: &str, query: &str, 
     (r.status().as_u16(), r.json().await.unwrap())
 }
 
+/// Over a subscription connection too, a query or mutation for a shard
+/// another node holds is answered by that node, for the connection's caller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_and_mutations_over_a_websocket_reach_the_node_holding_their_shard() {
+    use crate::feed::{connect_to, next_message};
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> =
+        Arc::new(EmbeddedStore::open(&dir.path().join("attach.redb"), EmbeddedOptions::default()).unwrap());
+    let http = reqwest::Client::new();
+    let a = node(dir.path(), store.clone(), "node-a", vec![], 100).await;
+    wait_for(&http, &format!("{}/readyz", a.url)).await;
+    let b = node(dir.path(), store.clone(), "node-b", vec![format!("node-a={}", a.url)], 100).await;
+    wait_for(&http, &format!("{}/healthz", b.url)).await;
+
+    let coordinator = token(dir.path(), "coord-ws", Role::Coordinator, &["community:111"]);
+    for protocol in ["graphql-transport-ws", "graphql-ws"] {
+        let mut ws = connect_to(&b.url, protocol, &coordinator).await;
+        let start = if protocol == "graphql-ws" { "start" } else { "subscribe" };
+        let mut ask = async |id: &str, query: &str, variables: Value| {
+            let message = json!({ "id": id, "type": start, "payload": { "query": query, "variables": variables } });
+            ws.send(Message::text(message.to_string())).await.unwrap();
+            let answer = next_message(&mut ws).await;
+            assert_eq!(
+                (&answer["type"], &answer["id"]),
+                (&json!(if start == "start" { "data" } else { "next" }), &json!(id))
+            );
+            assert_eq!(next_message(&mut ws).await["type"], "complete");
+            answer["payload"].clone()
+        };
+        let n = if protocol == "graphql-ws" { 2 } else { 1 };
+        let member =
+            json!({ "phn": phn(700 + n), "givenName": "Ana", "surname": "Silva", "dateOfBirth": "1990-02-03" });
+        let input = json!({ "i": { "community": "111", "postalCode": "V0B 1M0", "members": [member] } });
+        let registered = ask("r", REGISTER, input).await;
+        assert!(registered.get("errors").is_none(), "{protocol}: {registered}");
+        assert_eq!(registered["data"]["registerHousehold"]["status"], "WAITING");
+        let page = ask("w", "{ waitlist(communityCode: \"111\") { totalCount } }", json!({})).await;
+        assert_eq!(page, json!({ "data": { "waitlist": { "totalCount": n } } }), "{protocol}: A answered it");
+        // Out of scope is refused the same way, and nothing internal leaks.
+        let refused = ask("x", "{ waitlist(communityCode: \"112\") { totalCount } }", json!({})).await;
+        assert_eq!(refused["errors"][0]["extensions"], json!({ "code": "FORBIDDEN" }), "{protocol}: {refused}");
+    }
+    let on_b = http.get(format!("{}/metrics", b.url)).send().await.unwrap().text().await.unwrap();
+    // The registration and the page, on each protocol; the refusal was B's own to make.
+    assert_eq!(metric(&on_b, "attach_forwarded_requests_total"), Some(4));
+    for n in [b, a] {
+        let _ = n.stop.send(());
+        n.task.await.unwrap().unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_for_a_shard_another_node_holds_is_answered_by_that_node() {
     let dir = tempfile::tempdir().unwrap();

@@ -21,7 +21,12 @@ async fn connect(app: &TestApp, protocol: &str) -> Ws {
 }
 
 pub(crate) async fn connect_as(app: &TestApp, protocol: &str, token: &str) -> Ws {
-    let mut request = format!("{}/graphql", app.url.replacen("http", "ws", 1)).into_client_request().unwrap();
+    connect_to(&app.url, protocol, token).await
+}
+
+/// A subscription connection to the server at `url` (`http://…`), signed in with `token`.
+pub(crate) async fn connect_to(url: &str, protocol: &str, token: &str) -> Ws {
+    let mut request = format!("{}/graphql", url.replacen("http", "ws", 1)).into_client_request().unwrap();
     request.headers_mut().insert("Sec-WebSocket-Protocol", protocol.parse().unwrap());
     let (mut ws, _) = tokio_tungstenite::connect_async(request).await.expect("WebSocket upgrade");
     let init = json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {token}") } });

@@ -1,0 +1,96 @@
+//! Queries and mutations sent over a subscription connection, answered as
+//! over HTTP on a node with peers: one for a shard another node holds is sent
+//! on to that node, and one whose top-level fields want shards on several
+//! nodes has each such field run where its shard is (DECISIONS 28 and 31).
+//!
+//! async-graphql runs every operation of a connection through
+//! [`Executor::execute_stream`]; this executor runs a query or mutation once,
+//! as the schema would, and then completes the answer from the peers the way
+//! `routes::execute` does, with the credential the connection signed in with.
+//! Subscriptions need no forwarding (every node carries every community's
+//! feed) and go to the schema unchanged, as does everything on a node
+//! without peers.
+
+use std::sync::{Arc, Mutex};
+
+use async_graphql::{Data, Executor, Request, Response};
+use attach_actors::system::AttachSystem;
+use axum::http::{HeaderMap, HeaderValue, header};
+use futures::StreamExt;
+use futures::stream::BoxStream;
+
+use crate::forward::Forwarder;
+use crate::graphql::AttachSchema;
+
+/// The `Authorization` a connection signed in with, once it has (from the
+/// upgrade request or its `connection_init`), for what is sent on to peers.
+pub type Credential = Arc<Mutex<Option<HeaderValue>>>;
+
+/// The schema, with what forwarding needs.
+#[derive(Clone)]
+pub struct SocketExecutor {
+    schema: AttachSchema,
+    system: Arc<AttachSystem>,
+    forwarder: Arc<Forwarder>,
+    credential: Credential,
+}
+
+impl SocketExecutor {
+    /// Runs operations on `schema`, sending on to peers with the connection's `credential`.
+    pub fn new(
+        schema: AttachSchema,
+        system: Arc<AttachSystem>,
+        forwarder: Arc<Forwarder>,
+        credential: Credential,
+    ) -> Self {
+        SocketExecutor { schema, system, forwarder, credential }
+    }
+
+    /// The headers a request sent on carries: the connection's credential.
+    fn headers(&self) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        if let Some(value) = self.credential.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+            headers.insert(header::AUTHORIZATION, value);
+        }
+        headers
+    }
+}
+
+impl Executor for SocketExecutor {
+    async fn execute(&self, request: Request) -> Response {
+        self.schema.execute(request).await
+    }
+
+    fn execute_stream(&self, mut request: Request, session_data: Option<Arc<Data>>) -> BoxStream<'static, Response> {
+        let session = session_data.unwrap_or_default();
+        let kind = crate::forward::operation_type(&mut request);
+        let single = matches!(kind, Some(t) if t != async_graphql::parser::types::OperationType::Subscription);
+        if !single || !self.forwarder.has_peers() {
+            return self.schema.execute_stream_with_session_data(request, session);
+        }
+        let mutation = kind == Some(async_graphql::parser::types::OperationType::Mutation);
+        // The request as a peer reads it (a WebSocket carries no files).
+        let body = serde_json::json!({
+            "query": request.query,
+            "variables": request.variables,
+            "operationName": request.operation_name,
+        });
+        let body = axum::body::Bytes::from(body.to_string());
+        let this = self.clone();
+        futures::stream::once(async move {
+            let mut answers = this.schema.execute_stream_with_session_data(request, session);
+            let Some(mut response) = answers.next().await else { return Response::default() };
+            let headers = this.headers();
+            let (system, forwarder) = (&this.system, &this.forwarder);
+            if let Some(endpoint) = forwarder.target(system, &headers, &response).await
+                && let Some(answer) = forwarder.answer_of(&endpoint, &headers, body.clone()).await
+            {
+                return answer;
+            }
+            forwarder.complete_from_peers(system, &headers, &body, &mut response, mutation).await;
+            crate::forward::strip_marks(&mut response);
+            response
+        })
+        .boxed()
+    }
+}
