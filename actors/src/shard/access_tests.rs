@@ -228,6 +228,21 @@ async fn support_reads_a_providers_reports_and_endorsements_only_in_scope() {
 }
 
 #[tokio::test]
+async fn a_providers_endorsements_are_listed_oldest_first() {
+    let (w, doc, _) = practice().await;
+    let s = &w.system;
+    let mut started = Vec::new();
+    for i in 0..6 {
+        let moa = DelegateId::parse(&format!("moa-{i}")).unwrap();
+        started.push(s.start_endorsement(&as_provider(&doc), &doc, moa).await.unwrap().id);
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    let listed: Vec<EndorsementId> =
+        s.endorsements(&as_provider(&doc), &doc).await.unwrap().iter().map(|e| e.id).collect();
+    assert_eq!(listed, started);
+}
+
+#[tokio::test]
 async fn a_delegate_may_start_and_a_provider_decline() {
     let (w, doc, _) = practice().await;
     let s = &w.system;

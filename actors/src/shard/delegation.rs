@@ -76,8 +76,8 @@ pub fn advance(
     Ok((Change { upserts: vec![Record::Endorsement(next.clone())], ..Change::default() }, next))
 }
 
-/// The endorsements of a provider the caller may see: all of them for the
-/// provider and support, only their own for a delegate.
+/// The endorsements of a provider the caller may see, oldest first: all of
+/// them for the provider and support, only their own for a delegate.
 pub fn visible_endorsements(
     state: &ShardState,
     who: &Principal,
@@ -87,12 +87,15 @@ pub fn visible_endorsements(
         return Err(AttachError::not_found("provider"));
     }
     let all = state.endorsements_of(provider);
-    match who.role() {
-        Role::Delegate => Ok(all.filter(|e| e.delegate.as_str() == who.subject()).cloned().collect()),
-        Role::Support | Role::Internal => Ok(all.cloned().collect()),
-        _ if who.is_provider(provider) => Ok(all.cloned().collect()),
-        _ => Err(forbidden("you may only see your own endorsements")),
-    }
+    let mut seen: Vec<Endorsement> = match who.role() {
+        Role::Delegate => all.filter(|e| e.delegate.as_str() == who.subject()).cloned().collect(),
+        Role::Support | Role::Internal => all.cloned().collect(),
+        _ if who.is_provider(provider) => all.cloned().collect(),
+        _ => return Err(forbidden("you may only see your own endorsements")),
+    };
+    // Oldest first (ids are random, so their order says nothing).
+    seen.sort_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| a.id.cmp(&b.id)));
+    Ok(seen)
 }
 
 /// Whether the caller may manage (read, and later change) `provider`'s panel:

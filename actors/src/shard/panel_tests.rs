@@ -713,3 +713,46 @@ async fn a_stale_reported_count_stops_at_zero_and_a_removal_still_shrinks_the_pa
     assert_eq!((view.provider.reported_panel_size, view.panel_size), (0, 2));
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_submission_stopped_part_way_says_what_it_kept() {
+    // One row a chunk: a delegate's access revoked while their file goes in stops it between chunks.
+    let config = ShardConfig { panel_chunk_rows: 1, ..ShardConfig::default() };
+    let w = world(config).await;
+    let s = &w.system;
+    let f = clinic(s, "0F111", "111").await;
+    let doc = provider(s, "P1111", "111", 0).await;
+    s.set_provider_clinic(&sys(), &f, &doc, true).await.unwrap();
+    let as_doc = Principal::new("doc", Role::Provider, Some(doc.clone()), Scope::default());
+    let moa = Principal::new("moa-1", Role::Delegate, None, Scope::default());
+    let mut stopped_part_way = false;
+    for (attempt, wait_ms) in [5u64, 10, 20, 40, 80].into_iter().enumerate() {
+        let e = s.start_endorsement(&as_doc, &doc, DelegateId::parse("moa-1").unwrap()).await.unwrap();
+        for step in [EndorsementStep::Receive, EndorsementStep::Approve] {
+            s.advance_endorsement(&moa, &e.id, step).await.unwrap();
+        }
+        s.advance_endorsement(&as_doc, &e.id, EndorsementStep::Complete).await.unwrap();
+        let phns: Vec<Phn> = (0..300).map(|i| phn(10_000 + attempt as u32 * 1_000 + i)).collect();
+        let parsed = parse(csv_of(&phns, "0F111").as_bytes(), &f, Limits::default(), today()).unwrap();
+        let on_panel = async || s.panel(&sys(), &doc, 0, 2_000).await.unwrap().items.len();
+        let before = on_panel().await;
+        let revoking = async {
+            tokio::time::sleep(std::time::Duration::from_millis(wait_ms)).await;
+            s.advance_endorsement(&as_doc, &e.id, EndorsementStep::Cancel).await.unwrap();
+        };
+        let (result, ()) = tokio::join!(s.submit_panel(&moa, &doc, &f, parsed), revoking);
+        let kept = on_panel().await - before;
+        match result {
+            Err(e) if kept > 0 => {
+                assert_eq!(e.code, ErrorCode::Forbidden);
+                let said = format!("the file's first {kept} valid rows were taken before this and stay on the panel");
+                assert!(e.message.contains(&said), "{}", e.message);
+                stopped_part_way = true;
+                break;
+            }
+            Err(e) => assert!(!e.message.contains("stay on the panel"), "nothing was kept: {}", e.message),
+            Ok(report) => assert_eq!(report.rows.len(), 300, "it finished before the revocation"),
+        }
+    }
+    assert!(stopped_part_way, "no attempt was stopped part way: the waits need adjusting");
+}

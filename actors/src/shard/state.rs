@@ -234,7 +234,7 @@ impl ShardState {
         self.endorsements.get(id)
     }
 
-    /// A provider's endorsements, oldest first.
+    /// A provider's endorsements, in no particular order.
     pub fn endorsements_of<'a>(&'a self, provider: &'a ProviderId) -> impl Iterator<Item = &'a Endorsement> + 'a {
         self.endorsements.values().filter(move |e| &e.provider == provider)
     }

@@ -151,8 +151,22 @@ impl AttachSystem {
             if chunks.is_empty() {
                 chunks.push(&[]);
             }
+            let mut done = 0;
             for chunk in chunks {
-                let rows = self.submit_chunk(&mut trail, &shard, provider, facility, chunk.to_vec()).await?;
+                let rows = match self.submit_chunk(&mut trail, &shard, provider, facility, chunk.to_vec()).await {
+                    Ok(rows) => rows,
+                    // The chunks before stay applied: say so, or the caller would think nothing was.
+                    Err(mut e) if done > 0 => {
+                        e.message = format!(
+                            "{}; the file's first {done} valid rows were taken before this and stay on the panel \
+                             (submitting the file again reports them ALREADY_ON_PANEL)",
+                            e.message
+                        );
+                        return Err(e);
+                    }
+                    Err(e) => return Err(e),
+                };
+                done += chunk.len();
                 report.rows.extend(rows);
             }
             report.rows.sort_by_key(|r| r.line);
