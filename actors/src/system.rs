@@ -918,9 +918,11 @@ impl AttachSystem {
         shards.into_iter().zip(answers).filter_map(|(s, a)| a.ok().map(|g| (s, g))).collect()
     }
 
-    /// A community's last event sequence number, when its shard runs here.
+    /// A community's last event sequence number, wherever its shard runs (none if it runs nowhere).
     pub async fn last_seq(&self, shard: &ShardKey) -> Option<u64> {
-        self.directory.call(shard, ShardMsg::Gauges).await.ok().map(|g| g.last_seq)
+        // Asked of the node running it, if that is another: a subscriber there
+        // has a starting point too, and is told of events lost before they reach it.
+        self.last_seq_at(shard).await.ok()
     }
 
     /// The store, for tests that look at what a step left in it.

@@ -105,6 +105,19 @@ async fn cluster(linked: bool) -> Cluster {
 }
 
 #[tokio::test]
+async fn a_communitys_last_event_is_known_on_the_node_that_does_not_run_it() {
+    let Cluster { a, b, _dir } = cluster(true).await;
+    for n in 1..=3 {
+        b.register(&sys(), &c("112"), household(&[phn(n)], &[])).await.unwrap();
+    }
+    // A subscriber on A to 112's feed starts from here, so a lost first event is told.
+    assert_eq!(a.last_seq(&shard("112")).await, Some(3));
+    assert_eq!(b.last_seq(&shard("112")).await, Some(3));
+    let unlinked = cluster(false).await;
+    assert_eq!(unlinked.a.last_seq(&shard("112")).await, None, "nobody to ask");
+}
+
+#[tokio::test]
 async fn a_move_between_two_nodes_communities_finishes_on_the_node_joined() {
     let Cluster { a, b, _dir } = cluster(true).await;
     let mover = a.register(&sys(), &c("111"), household(&[phn(1), phn(2)], &[])).await.unwrap().registration;

@@ -80,6 +80,8 @@ pub enum ShardCall {
     ProposalRecorded(ProposalId),
     /// The panel transfers kept here in which a provider is either side.
     TransfersOf(ProviderId),
+    /// The sequence number of the community's last committed event.
+    LastSeq,
 }
 
 /// The answer to a [`ShardCall`], one variant per call.
@@ -109,6 +111,8 @@ pub enum ShardAnswer {
     Recorded(bool),
     /// To `TransfersOf`.
     Transfers(Vec<crate::domain::PanelTransfer>),
+    /// To `LastSeq`.
+    LastSeq(u64),
 }
 
 /// A call as it crosses: the shard, the step, and the audit record the step
@@ -266,7 +270,16 @@ impl AttachSystem {
             ShardCall::TransfersOf(provider) => {
                 ShardAnswer::Transfers(d.call_with(shard, audit, |r| ShardMsg::TransfersOf(provider, r)).await?)
             }
+            ShardCall::LastSeq => ShardAnswer::LastSeq(d.call_with(shard, audit, ShardMsg::Gauges).await?.last_seq),
         })
+    }
+
+    /// The sequence number of a community's last committed event, wherever it runs.
+    pub(super) async fn last_seq_at(&self, shard: &ShardKey) -> Result<u64, AttachError> {
+        match self.on_shard(shard, ShardCall::LastSeq, None).await? {
+            ShardAnswer::LastSeq(seq) => Ok(seq),
+            other => Err(unexpected(&other)),
+        }
     }
 
     /// The panel transfers a shard keeps in which `provider` is either side, wherever it runs.
