@@ -100,6 +100,14 @@ impl Registration {
     }
 
     fn refuse(&self, what: &str) -> TransitionRefused {
+        if self.status == RegistrationStatus::Moved {
+            // Asked of the community it left, in the moment its move takes to land.
+            return TransitionRefused(format!(
+                "registration {} is moving to another community and cannot be {what} until it lands there: \
+                 try again in a moment",
+                self.reference
+            ));
+        }
         TransitionRefused(format!("registration {} is {} and cannot be {what}", self.reference, self.status.name()))
     }
 
@@ -450,6 +458,8 @@ mod tests {
         let moved = r.move_out(Timestamp(4_000)).unwrap();
         assert_eq!(moved.status, RegistrationStatus::Moved);
         assert!(moved.holds_phns(), "a household between two communities keeps its PHNs");
+        let meanwhile = moved.update_household(r.household.clone(), Timestamp(4_500)).unwrap_err().0;
+        assert!(meanwhile.contains("is moving to another community") && meanwhile.contains("try again"), "{meanwhile}");
         let there = crate::domain::ShardKey::parse("VCHA/233").unwrap();
         let arrived = moved.move_in(there.clone(), Timestamp(5_000)).unwrap();
         assert_eq!(arrived.status, RegistrationStatus::Waiting);

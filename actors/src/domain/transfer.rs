@@ -103,7 +103,8 @@ pub struct PanelTransfer {
     pub facility: FacilityNumber,
     /// Where it stands.
     pub status: TransferStatus,
-    /// Patients on the source panel when the transfer started.
+    /// Patients on the source panel when the transfer started, and any who
+    /// joined it while it ran.
     pub total: u32,
     /// Patients moved so far.
     pub moved: u32,

@@ -756,3 +756,25 @@ async fn a_submission_stopped_part_way_says_what_it_kept() {
     }
     assert!(stopped_part_way, "no attempt was stopped part way: the waits need adjusting");
 }
+
+#[tokio::test]
+async fn patients_who_join_a_panel_while_it_moves_are_counted_in_its_total() {
+    let config = ShardConfig { transfer_chunk: 4, ..ShardConfig::default() };
+    let w = world(config).await;
+    let s = &w.system;
+    let f = clinic(s, "0F111", "111").await;
+    let a = provider(s, "P1111", "111", 0).await;
+    let b = provider(s, "P2222", "111", 0).await;
+    for p in [&a, &b] {
+        s.set_provider_clinic(&sys(), &f, p, true).await.unwrap();
+    }
+    submit(s, &a, &f, &csv_of(&(100..110).map(phn).collect::<Vec<_>>(), "0F111")).await;
+    let key = TransferKey::parse("k").unwrap();
+    let t = s.begin_transfer(&sys(), key.clone(), &a, &b, &f).await.unwrap();
+    assert_eq!((t.total, t.status), (10, TransferStatus::Running));
+    // Three more join A's panel after it started, before it ran.
+    submit(s, &a, &f, &csv_of(&(200..203).map(phn).collect::<Vec<_>>(), "0F111")).await;
+    let done = s.run_transfer(&a, &key).await.unwrap();
+    assert_eq!((done.moved, done.total, done.status), (13, 13, TransferStatus::Completed), "never past 100 %");
+    assert_eq!(s.panel(&sys(), &b, 0, 100).await.unwrap().items.len(), 13);
+}

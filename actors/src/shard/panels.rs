@@ -642,6 +642,8 @@ impl ShardRuntime {
             updated_at: now,
             ..t.clone()
         };
+        // Patients who joined the source panel while it ran are moved too, and counted.
+        next.total = t.total.max(next.moved + next.skipped + left as u32);
         if left == 0 && t.status == TransferStatus::Running {
             next.status = TransferStatus::Completed;
         }

@@ -173,7 +173,8 @@ pub struct PanelTransfer {
     /// false once it is cancelled).
     pub receiver_agreed: bool,
     /// Patients on the source panel when it started running (while it awaits
-    /// agreement: when it was asked for).
+    /// agreement: when it was asked for), and any who joined it while it ran:
+    /// `moved` and `skipped` never pass it.
     pub total: u32,
     /// Patients moved so far.
     pub moved: u32,
