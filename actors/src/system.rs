@@ -577,8 +577,9 @@ impl AttachSystem {
         let mut trail = Trail::new(who, Operation::SetCapacity).about(id);
         let result = async {
             who.require(trail.op, None)?;
-            who.require_self(id, "set capacity")?;
+            // Located first, so a refusal is audited with the provider's community.
             let shard = trail.at(self.locate(Locator::Provider(id.clone()), "provider").await?);
+            who.require_self(id, "set capacity")?;
             let id = id.clone();
             self.directory.call_audited(&shard, trail.draft(), |r| ShardMsg::SetCapacity(id, capacity, r)).await
         }

@@ -79,7 +79,9 @@ mod tests {
         assert_eq!((ok.subject.as_str(), ok.name.as_str(), ok.title.as_str()), ("moa-7@fernie", "Jo Tremblay", "MOA"));
         let field = |r: Result<StaffInput, DomainError>| r.unwrap_err().field;
         assert_eq!(field(StaffInput::parse("", "Jo", "MOA")), "subject");
-        assert_eq!(field(StaffInput::parse("has space", "Jo", "MOA")), "subject");
+        assert_eq!(field(StaffInput::parse("has\ttab", "Jo", "MOA")), "subject");
+        assert_eq!(field(StaffInput::parse(&"x".repeat(257), "Jo", "MOA")), "subject");
+        assert!(StaffInput::parse("auth0|64f1c2ab", "Jo", "MOA").is_ok(), "any subject a token may carry");
         assert_eq!(field(StaffInput::parse("moa-1", "  ", "MOA")), "name");
         assert_eq!(field(StaffInput::parse("moa-1", &"a".repeat(121), "MOA")), "name");
         assert_eq!(field(StaffInput::parse("moa-1", "Jo", "")), "title");

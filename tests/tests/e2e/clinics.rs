@@ -81,7 +81,7 @@ async fn a_clinics_staff_list_is_kept_by_its_medical_director_and_survives_sigki
             "NOT_FOUND",
             "an unknown clinic",
         ),
-        (md.error_code(ADD, add("not a user id", "MOA")).await, "INVALID_INPUT", "a bad subject"),
+        (md.error_code(ADD, add("not\ta user id", "MOA")).await, "INVALID_INPUT", "a bad subject"),
         (md.error_code(ADD, add("moa-2", "")).await, "INVALID_INPUT", "no title"),
         (md.error_code(REMOVE, json!({ "f": "0F111", "s": "moa-9" })).await, "NOT_FOUND", "not on the list"),
         (other_md.error_code(REMOVE, json!({ "f": "0F111", "s": "moa-1" })).await, "FORBIDDEN", "another director"),
