@@ -457,7 +457,7 @@ async fn execute(
         let error = async_graphql::ServerError::new(crate::graphql::budget::refusal(state.max_fields), None);
         let mut response = async_graphql::Response::from_errors(vec![error]);
         ensure_codes(&mut response);
-        return answered(state, started, &response);
+        return answered(state, started, headers, &response);
     }
     let mut charged = None;
     if let Some(ip) = counted {
@@ -502,15 +502,21 @@ async fn execute(
         response.data = async_graphql::Value::Object(Default::default());
     }
     crate::forward::strip_marks(&mut response);
-    let mut http = answered(state, started, &response);
+    let mut http = answered(state, started, headers, &response);
     if let Some(v) = charged {
         v.write_headers(http.headers_mut());
     }
     http
 }
 
-/// A GraphQL response as HTTP: counted in the metrics by its error codes, never cached.
-fn answered(state: &AppState, started: std::time::Instant, response: &async_graphql::Response) -> Response {
+/// A GraphQL response as HTTP: counted in the metrics by its error codes, never
+/// cached, in the media type the client accepts (`graphql::media`).
+fn answered(
+    state: &AppState,
+    started: std::time::Instant,
+    request_headers: &HeaderMap,
+    response: &async_graphql::Response,
+) -> Response {
     state.metrics.record(
         started.elapsed(),
         response.errors.iter().filter_map(|e| {
@@ -520,7 +526,7 @@ fn answered(state: &AppState, started: std::time::Instant, response: &async_grap
             })
         }),
     );
-    let mut http = Json(response).into_response();
+    let mut http = crate::graphql::media::MediaType::accepted(request_headers).answer(response);
     http.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
     http
 }

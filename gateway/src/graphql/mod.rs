@@ -9,6 +9,7 @@ pub mod error;
 pub mod failed;
 mod feed;
 mod inputs;
+pub mod media;
 mod mutation;
 mod panel;
 mod query;

@@ -601,6 +601,44 @@ async fn a_failed_non_null_top_level_field_makes_data_null() {
     assert!(body["data"]["a"].as_array().is_some_and(|a| !a.is_empty()), "{body}");
 }
 
+/// GraphQL over HTTP: a client that accepts `application/graphql-response+json`
+/// is answered in it, with 400 for a request that never ran; others as before.
+#[tokio::test]
+async fn the_graphql_response_media_type_says_with_its_status_whether_the_request_ran() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::spawn(dir.path(), Spawn::default()).await;
+    let token = app.token(Role::Coordinator, &["province"], None);
+    let post = |query: &str, accept: Option<&str>| {
+        let mut request = app.http().post(format!("{}/graphql", app.url)).bearer_auth(&token);
+        if let Some(accept) = accept {
+            request = request.header("accept", accept);
+        }
+        let request = request.json(&json!({ "query": query }));
+        async move {
+            let r = request.send().await.unwrap();
+            let kind = r.headers()["content-type"].to_str().unwrap().to_string();
+            (r.status().as_u16(), kind, r.json::<Value>().await.unwrap())
+        }
+    };
+    const NEWER: &str = "application/graphql-response+json, application/json;q=0.9";
+    // Did not validate: 400, errors and no data.
+    let (status, kind, body) = post("{ noSuchField }", Some(NEWER)).await;
+    assert_eq!((status, kind.as_str()), (400, "application/graphql-response+json"), "{body}");
+    assert!(body.get("data").is_none() && body["errors"][0]["message"].is_string(), "{body}");
+    // Ran, with a field that failed: 200, data and errors.
+    let (status, kind, body) = post(r#"{ w: waitlist(communityCode: "ZZZ") { totalCount } }"#, Some(NEWER)).await;
+    assert_eq!((status, kind.as_str()), (200, "application/graphql-response+json"), "{body}");
+    assert_eq!(body["errors"][0]["path"], json!(["w"]), "{body}");
+    let (status, _, body) = post("{ healthAuthorities { code } }", Some(NEWER)).await;
+    assert_eq!(status, 200, "{body}");
+    // Not asked for: application/json and 200, as before.
+    for accept in [None, Some("application/json")] {
+        let (status, kind, body) = post("{ noSuchField }", accept).await;
+        assert_eq!((status, kind.as_str()), (200, "application/json"), "{accept:?}: {body}");
+        assert_eq!(body["data"], Value::Null, "{body}");
+    }
+}
+
 #[tokio::test]
 async fn a_small_document_of_many_spread_fields_is_refused_before_validation() {
     let dir = tempfile::tempdir().unwrap();
