@@ -135,6 +135,7 @@ async fn graphql_get(State(state): State<AppState>, request: Request) -> Respons
         state.schema.clone(),
         state.system.clone(),
         state.forwarder.clone(),
+        state.nullable_roots.clone(),
         credential.clone(),
     );
     let keepalive = state.keepalive;
@@ -478,9 +479,7 @@ async fn execute(
     let fields = crate::forward::query_fields(&mut request);
     let span = crate::telemetry::graphql_span(&mut request);
     let mut response = state.schema.execute(request).instrument(span).await;
-    if let Some(fields) = fields.as_ref().filter(|f| f.len() > 1) {
-        crate::forward::put_in_order(&mut response, fields.iter().map(|(key, _)| key.as_str()));
-    }
+    crate::graphql::failed::in_order(&mut response, fields.as_deref());
     ensure_codes(&mut response);
     if clustered {
         let forwarder = &state.forwarder;
@@ -494,14 +493,7 @@ async fn execute(
         }
         forwarder.complete_from_peers(&state.system, headers, &original, &mut response, mutation).await;
     }
-    if let Some(fields) = &fields {
-        crate::graphql::failed::null_failed(&mut response, fields, &state.nullable_roots);
-    }
-    // Every field skipped: async-graphql says null, GraphQL an empty object (null reads as a failure).
-    if response.errors.is_empty() && response.data == async_graphql::Value::Null {
-        response.data = async_graphql::Value::Object(Default::default());
-    }
-    crate::forward::strip_marks(&mut response);
+    crate::graphql::failed::finish(&mut response, fields.as_deref(), &state.nullable_roots);
     let mut http = answered(state, started, headers, &response);
     if let Some(v) = charged {
         v.write_headers(http.headers_mut());

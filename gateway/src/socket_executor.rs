@@ -1,15 +1,16 @@
 //! Queries and mutations sent over a subscription connection, answered as
-//! over HTTP on a node with peers: one for a shard another node holds is sent
-//! on to that node, and one whose top-level fields want shards on several
-//! nodes has each such field run where its shard is (DECISIONS 28 and 31).
+//! over HTTP: a query's failed top-level fields are null in their place (or
+//! make `data` null), its fields come in the order it selects them, and on a
+//! node with peers one for a shard another node holds is sent on to that node,
+//! and one whose top-level fields want shards on several nodes has each such
+//! field run where its shard is (DECISIONS 28 and 31).
 //!
 //! async-graphql runs every operation of a connection through
 //! [`Executor::execute_stream`]; this executor runs a query or mutation once,
-//! as the schema would, and then completes the answer from the peers the way
+//! as the schema would, and then finishes the answer the way
 //! `routes::execute` does, with the credential the connection signed in with.
 //! Subscriptions need no forwarding (every node carries every community's
-//! feed) and go to the schema unchanged, as does everything on a node
-//! without peers.
+//! feed) and go to the schema unchanged.
 
 use std::sync::{Arc, Mutex};
 
@@ -21,17 +22,19 @@ use futures::stream::BoxStream;
 
 use crate::forward::Forwarder;
 use crate::graphql::AttachSchema;
+use crate::graphql::failed::{self, NullableRoots};
 
 /// The `Authorization` a connection signed in with, once it has (from the
 /// upgrade request or its `connection_init`), for what is sent on to peers.
 pub type Credential = Arc<Mutex<Option<HeaderValue>>>;
 
-/// The schema, with what forwarding needs.
+/// The schema, with what finishing and forwarding an answer need.
 #[derive(Clone)]
 pub struct SocketExecutor {
     schema: AttachSchema,
     system: Arc<AttachSystem>,
     forwarder: Arc<Forwarder>,
+    nullable: Arc<NullableRoots>,
     credential: Credential,
 }
 
@@ -41,9 +44,10 @@ impl SocketExecutor {
         schema: AttachSchema,
         system: Arc<AttachSystem>,
         forwarder: Arc<Forwarder>,
+        nullable: Arc<NullableRoots>,
         credential: Credential,
     ) -> Self {
-        SocketExecutor { schema, system, forwarder, credential }
+        SocketExecutor { schema, system, forwarder, nullable, credential }
     }
 
     /// The headers a request sent on carries: the connection's credential.
@@ -65,30 +69,36 @@ impl Executor for SocketExecutor {
         let session = session_data.unwrap_or_default();
         let kind = crate::forward::operation_type(&mut request);
         let single = matches!(kind, Some(t) if t != async_graphql::parser::types::OperationType::Subscription);
-        if !single || !self.forwarder.has_peers() {
+        if !single {
             return self.schema.execute_stream_with_session_data(request, session);
         }
         let mutation = kind == Some(async_graphql::parser::types::OperationType::Mutation);
-        // The request as a peer reads it (a WebSocket carries no files).
-        let body = serde_json::json!({
-            "query": request.query,
-            "variables": request.variables,
-            "operationName": request.operation_name,
+        let fields = crate::forward::query_fields(&mut request);
+        // The request as a peer reads it (a WebSocket carries no files), when there are peers.
+        let body = self.forwarder.has_peers().then(|| {
+            let body = serde_json::json!({
+                "query": request.query,
+                "variables": request.variables,
+                "operationName": request.operation_name,
+            });
+            axum::body::Bytes::from(body.to_string())
         });
-        let body = axum::body::Bytes::from(body.to_string());
         let this = self.clone();
         futures::stream::once(async move {
             let mut answers = this.schema.execute_stream_with_session_data(request, session);
             let Some(mut response) = answers.next().await else { return Response::default() };
-            let headers = this.headers();
+            failed::in_order(&mut response, fields.as_deref());
             let (system, forwarder) = (&this.system, &this.forwarder);
-            if let Some(endpoint) = forwarder.target(system, &headers, &response).await
-                && let Some(answer) = forwarder.answer_of(&endpoint, &headers, body.clone()).await
-            {
-                return answer;
+            if let Some(body) = body {
+                let headers = this.headers();
+                if let Some(endpoint) = forwarder.target(system, &headers, &response).await
+                    && let Some(answer) = forwarder.answer_of(&endpoint, &headers, body.clone()).await
+                {
+                    return answer;
+                }
+                forwarder.complete_from_peers(system, &headers, &body, &mut response, mutation).await;
             }
-            forwarder.complete_from_peers(system, &headers, &body, &mut response, mutation).await;
-            crate::forward::strip_marks(&mut response);
+            failed::finish(&mut response, fields.as_deref(), &this.nullable);
             response
         })
         .boxed()

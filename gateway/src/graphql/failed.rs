@@ -49,6 +49,29 @@ impl NullableRoots {
     }
 }
 
+/// Puts a query's top-level fields (`fields`, from `forward::query_fields`) in
+/// the order it selects them: async-graphql adds each as it finishes.
+pub fn in_order(response: &mut Response, fields: Option<&[(String, String)]>) {
+    if let Some(fields) = fields.filter(|f| f.len() > 1) {
+        crate::forward::put_in_order(response, fields.iter().map(|(key, _)| key.as_str()));
+    }
+}
+
+/// What every answer to a query or mutation goes through last, over HTTP or a
+/// WebSocket: a query's failed top-level fields given their GraphQL value
+/// ([`null_failed`]), `{}` for a request whose every field was skipped
+/// (async-graphql says null, which reads as a failure), and the gateway's
+/// internal marks taken out.
+pub fn finish(response: &mut Response, fields: Option<&[(String, String)]>, nullable: &NullableRoots) {
+    if let Some(fields) = fields {
+        null_failed(response, fields, nullable);
+    }
+    if response.errors.is_empty() && response.data == Value::Null {
+        response.data = Value::Object(Default::default());
+    }
+    crate::forward::strip_marks(response);
+}
+
 /// Gives each top-level field of a query that failed (an error whose path
 /// starts at it) and is missing from `data` its GraphQL value: null for a
 /// nullable field, and `data` null for a non-null one. `fields` are the

@@ -599,6 +599,21 @@ async fn a_failed_non_null_top_level_field_makes_data_null() {
     // Without the failing field, the rest is answered.
     let body = coordinator.graphql(r#"{ a: healthAuthorities { code } }"#, json!({})).await;
     assert!(body["data"]["a"].as_array().is_some_and(|a| !a.is_empty()), "{body}");
+    // Over a WebSocket the same.
+    use futures::SinkExt;
+    let token = app.token(Role::Coordinator, &["province"], None);
+    let mut ws = crate::feed::connect_as(&app, "graphql-transport-ws", &token).await;
+    let mut ask = async |id: &str, query: &str| {
+        let start = json!({ "id": id, "type": "subscribe", "payload": { "query": query } });
+        ws.send(tokio_tungstenite::tungstenite::Message::text(start.to_string())).await.unwrap();
+        let answer = crate::feed::next_message(&mut ws).await;
+        assert_eq!(crate::feed::next_message(&mut ws).await["type"], "complete");
+        answer["payload"].clone()
+    };
+    let body = ask("1", query).await;
+    assert_eq!((&body["data"], &body["errors"][0]["path"]), (&Value::Null, &json!(["w"])), "{body}");
+    let body = ask("2", r#"{ a: healthAuthorities { code } }"#).await;
+    assert!(body.get("errors").is_none() && body["data"]["a"].is_array(), "{body}");
 }
 
 /// GraphQL over HTTP: a client that accepts `application/graphql-response+json`
