@@ -56,9 +56,21 @@ pub fn ensure_codes(response: &mut Response) {
                 tracing::error!(message = %error.message, "resolver error without a code");
                 error.message = "something went wrong inside Attach; the error has been logged".to_string();
             }
-            error.extensions.get_or_insert_with(Default::default).set("code", code.as_str());
+            let extensions = error.extensions.get_or_insert_with(Default::default);
+            extensions.set("code", code.as_str());
+            // Validation names the argument it refused: say so as the API's own refusals do.
+            if let Some(field) = refused_argument(&error.message) {
+                extensions.set("field", field);
+            }
         }
     }
+}
+
+/// The argument (or input field, as `input.members.0.phn`) an async-graphql
+/// validation message refuses: `Invalid value for argument "first", expected type "Int"`.
+fn refused_argument(message: &str) -> Option<&str> {
+    let rest = message.strip_prefix("Invalid value for argument \"")?;
+    rest.split_once('"').map(|(name, _)| name).filter(|name| !name.is_empty())
 }
 
 /// Whether an error raised during execution is async-graphql reading a field's
@@ -101,6 +113,21 @@ mod tests {
             assert_eq!(code(&response), "INVALID_INPUT", "{message}");
             assert_eq!(response.errors[0].message, message, "the client keeps the reason");
         }
+    }
+
+    #[test]
+    fn a_refused_argument_is_named_as_the_field() {
+        let message = "Invalid value for argument \"first\", expected type \"Int\"";
+        let mut response = Response::from_errors(vec![ServerError::new(message, None)]);
+        ensure_codes(&mut response);
+        assert_eq!(code(&response), "INVALID_INPUT");
+        let field = response.errors[0].extensions.as_ref().and_then(|e| e.get("field")).cloned();
+        assert_eq!(field, Some(async_graphql::Value::from("first")));
+        assert_eq!(
+            refused_argument("Invalid value for argument \"input.members.0.phn\", expected type \"String\""),
+            Some("input.members.0.phn")
+        );
+        assert_eq!(refused_argument("Unknown field \"x\""), None);
     }
 
     #[test]
