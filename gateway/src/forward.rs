@@ -40,8 +40,7 @@ use attach_actors::domain::ShardKey;
 use attach_actors::error::{AttachError, ErrorCode};
 use attach_actors::system::{AttachSystem, Peers};
 use axum::body::Bytes;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, header};
 use tracing::warn;
 
 use crate::config::ClusterSettings;
@@ -320,7 +319,19 @@ impl Forwarder {
                 None if mutation => continue,
                 None => body.clone(),
             };
-            let Some((_, _, bytes)) = self.post_graphql(&endpoint, headers, marked).await else { continue };
+            let bytes = match self.post_graphql(&endpoint, headers, marked).await {
+                Ok(bytes) => bytes,
+                // Its fields keep saying their shard was not reachable; a mutation's that may
+                // have run there say so, and to check before trying again.
+                Err(Unanswered::MaybeRan) if mutation => {
+                    let lost = lost_answer(response, "did not answer in time");
+                    let ours = |e: &async_graphql::ServerError| matches!(e.path.first(), Some(PathSegment::Field(k)) if keys.contains(k));
+                    response.errors.retain(|e| !ours(e));
+                    response.errors.extend(lost.errors.into_iter().filter(|e| ours(e)));
+                    continue;
+                }
+                Err(_) => continue,
+            };
             match serde_json::from_slice::<PeerAnswer>(&bytes) {
                 Ok(answer) => {
                     take_fields(response, &keys, answer);
@@ -334,34 +345,44 @@ impl Forwarder {
         }
     }
 
-    /// Sends the request to `endpoint` and answers with its response; `None`
-    /// if the peer could not be reached (the caller answers as it would have).
-    pub async fn send(&self, endpoint: &str, headers: &HeaderMap, body: Bytes) -> Option<Response> {
-        let (status, content_type, bytes) = self.post_graphql(endpoint, headers, body).await?;
-        let mut response = (status, bytes).into_response();
-        let headers = response.headers_mut();
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if let Some(ct) = content_type {
-            headers.insert(header::CONTENT_TYPE, ct);
+    /// Completes `response`, the answer to the request `body` as run here, from
+    /// the peers (over HTTP or a WebSocket alike): the whole request is answered
+    /// by the peer holding its shard when nothing ran here ([`target`](Self::target)),
+    /// and otherwise each field wanting a peer's shard is run there
+    /// ([`complete_from_peers`](Self::complete_from_peers)). A mutation sent whole
+    /// whose answer was lost may have run there: it is not sent again, and its
+    /// fields say to check before retrying.
+    pub async fn complete(
+        &self,
+        system: &AttachSystem,
+        headers: &HeaderMap,
+        body: &Bytes,
+        response: &mut async_graphql::Response,
+        mutation: bool,
+    ) {
+        if let Some(endpoint) = self.target(system, headers, response).await {
+            match self.post_graphql(&endpoint, headers, body.clone()).await {
+                Ok(bytes) => {
+                    *response = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                        warn!(error = %e, endpoint, "a peer's answer was not a GraphQL response");
+                        lost_answer(response, "answered with something that is not GraphQL")
+                    });
+                    return;
+                }
+                Err(Unanswered::MaybeRan) if mutation => {
+                    *response = lost_answer(response, "did not answer in time");
+                    return;
+                }
+                // Nothing ran there, or a read: what the peers can still answer.
+                Err(_) => {}
+            }
         }
-        Some(response)
-    }
-
-    /// [`send`](Self::send), for a caller that wants the peer's GraphQL answer
-    /// rather than its HTTP response (a subscription connection's query).
-    pub async fn answer_of(&self, endpoint: &str, headers: &HeaderMap, body: Bytes) -> Option<async_graphql::Response> {
-        let (_, _, bytes) = self.post_graphql(endpoint, headers, body).await?;
-        serde_json::from_slice(&bytes).ok()
+        self.complete_from_peers(system, headers, body, response, mutation).await;
     }
 
     /// Posts a GraphQL request on to a peer, marked as forwarded, with the
-    /// caller's credentials; answers the peer's status, content type and body.
-    async fn post_graphql(
-        &self,
-        endpoint: &str,
-        headers: &HeaderMap,
-        body: Bytes,
-    ) -> Option<(StatusCode, Option<HeaderValue>, Bytes)> {
+    /// caller's credentials; answers the peer's body.
+    async fn post_graphql(&self, endpoint: &str, headers: &HeaderMap, body: Bytes) -> Result<Bytes, Unanswered> {
         let mut request = self.to_peer(endpoint).body(body).header(FORWARDED_BY, &self.me);
         for name in &KEPT {
             if let Some(value) = headers.get(name) {
@@ -373,21 +394,53 @@ impl Forwarder {
             Ok(answer) => answer,
             Err(e) => {
                 warn!(error = %e, endpoint, "could not forward a request to the node holding its shard");
-                return None;
+                return Err(if e.is_connect() { Unanswered::NotSent } else { Unanswered::MaybeRan });
             }
         };
-        let status = StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-        let content_type = answer.headers().get(header::CONTENT_TYPE).cloned();
         let bytes = match answer.bytes().await {
             Ok(b) => b,
             Err(e) => {
                 warn!(error = %e, endpoint, "the node holding a shard did not finish its answer");
-                return None;
+                return Err(Unanswered::MaybeRan);
             }
         };
         self.forwarded.fetch_add(1, Ordering::Relaxed);
-        Some((status, content_type, bytes))
+        Ok(bytes)
     }
+}
+
+/// Why a request sent on to a peer has no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unanswered {
+    /// It never reached the peer (no connection): nothing ran there.
+    NotSent,
+    /// It may have run there: the answer timed out or was cut off.
+    MaybeRan,
+}
+
+/// `response`'s errors for the fields a peer was asked for, saying its answer
+/// was lost (`why`) and that a change may have been made: the client checks
+/// before it retries, since the request is not sent again.
+fn lost_answer(response: &async_graphql::Response, why: &str) -> async_graphql::Response {
+    let errors = response
+        .errors
+        .iter()
+        .map(|e| match not_here(e) {
+            Some(shard) => {
+                let message = format!(
+                    "the node holding community {} {why}; the request may have been carried out there: \
+                     check before trying again",
+                    shard.community.as_str()
+                );
+                let mut lost = async_graphql::ServerError::new(message, e.locations.first().copied());
+                lost.path = e.path.clone();
+                lost.extensions = e.extensions.clone();
+                lost
+            }
+            None => e.clone(),
+        })
+        .collect();
+    async_graphql::Response::from_errors(errors)
 }
 
 /// A peer's GraphQL response, as far as completing a query needs it.

@@ -482,16 +482,7 @@ async fn execute(
     crate::graphql::failed::in_order(&mut response, fields.as_deref());
     ensure_codes(&mut response);
     if clustered {
-        let forwarder = &state.forwarder;
-        if let Some(endpoint) = forwarder.target(&state.system, headers, &response).await
-            && let Some(mut answer) = forwarder.send(&endpoint, headers, original.clone()).await
-        {
-            if let Some(v) = charged {
-                v.write_headers(answer.headers_mut());
-            }
-            return answer;
-        }
-        forwarder.complete_from_peers(&state.system, headers, &original, &mut response, mutation).await;
+        state.forwarder.complete(&state.system, headers, &original, &mut response, mutation).await;
     }
     crate::graphql::failed::finish(&mut response, fields.as_deref(), &state.nullable_roots);
     let mut http = answered(state, started, headers, &response);

@@ -90,13 +90,7 @@ impl Executor for SocketExecutor {
             failed::in_order(&mut response, fields.as_deref());
             let (system, forwarder) = (&this.system, &this.forwarder);
             if let Some(body) = body {
-                let headers = this.headers();
-                if let Some(endpoint) = forwarder.target(system, &headers, &response).await
-                    && let Some(answer) = forwarder.answer_of(&endpoint, &headers, body.clone()).await
-                {
-                    return answer;
-                }
-                forwarder.complete_from_peers(system, &headers, &body, &mut response, mutation).await;
+                forwarder.complete(system, &this.headers(), &body, &mut response, mutation).await;
             }
             failed::finish(&mut response, fields.as_deref(), &this.nullable);
             response

@@ -47,6 +47,18 @@ async fn node_with(
     listen: &str,
     redis: Option<String>,
 ) -> Node {
+    start_node(node_settings(dir, name, peers, anonymous_burst, listen, redis), store).await
+}
+
+/// The settings of a test node (see [`node_with`]).
+fn node_settings(
+    dir: &Path,
+    name: &str,
+    peers: Vec<String>,
+    anonymous_burst: u32,
+    listen: &str,
+    redis: Option<String>,
+) -> Settings {
     let mut settings = Settings {
         redis,
         listen: listen.parse().unwrap(),
@@ -64,6 +76,11 @@ async fn node_with(
     // Spill-over across the whole province: a community's households may be
     // proposed to a provider homed on the other node.
     settings.matching.spill_km = 2000;
+    settings
+}
+
+/// A node with `settings` on `store`, serving until it is told to stop.
+async fn start_node(settings: Settings, store: Arc<dyn Store>) -> Node {
     let app = Application::build_with_store(settings, store).await.unwrap();
     let url = format!("http://127.0.0.1:{}", app.port());
     let peers = app.cluster_handle();
@@ -171,6 +188,59 @@ async fn post_as(http: &reqwest::Client, node: &Node, token: &str, query: &str, 
     let r = http.post(format!("{}/graphql", node.url)).bearer_auth(token);
     let r = r.json(&json!({ "query": query, "variables": variables })).send().await.unwrap();
     (r.status().as_u16(), r.json().await.unwrap())
+}
+
+/// A mutation sent on to the node holding its shard whose answer is lost (that
+/// node took it and went quiet) may have run there: it is not sent again, and
+/// the caller is told to check before retrying.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mutation_whose_forwarded_answer_is_lost_is_not_sent_again() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::AsyncReadExt;
+    // Stands for node A at the address B has for it: reads requests, never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_url = format!("http://{}", silent.local_addr().unwrap());
+    let received = Arc::new(AtomicUsize::new(0));
+    let counted = received.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = silent.accept().await {
+            let counted = counted.clone();
+            tokio::spawn(async move {
+                let mut buffer = vec![0u8; 64 * 1024];
+                while let Ok(n) = socket.read(&mut buffer).await {
+                    if n == 0 {
+                        break;
+                    }
+                    let text = String::from_utf8_lossy(&buffer[..n]);
+                    counted.fetch_add(text.matches("POST /graphql").count(), Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> =
+        Arc::new(EmbeddedStore::open(&dir.path().join("attach.redb"), EmbeddedOptions::default()).unwrap());
+    let http = reqwest::Client::new();
+    let a = node(dir.path(), store.clone(), "node-a", vec![], 100).await;
+    wait_for(&http, &format!("{}/readyz", a.url)).await;
+    let mut settings =
+        node_settings(dir.path(), "node-b", vec![format!("node-a={silent_url}")], 100, "127.0.0.1:0", None);
+    settings.shard.call_timeout_secs = 1;
+    let b = start_node(settings, store.clone()).await;
+    wait_for(&http, &format!("{}/healthz", b.url)).await;
+
+    let member = json!({ "phn": phn(900), "givenName": "Ana", "surname": "Silva", "dateOfBirth": "1990-02-03" });
+    let input = json!({ "i": { "community": "111", "postalCode": "V0B 1M0", "members": [member] } });
+    let (status, body) = post(&http, &b, REGISTER, input).await;
+    assert_eq!(status, 200, "{body}");
+    let error = &body["errors"][0];
+    assert_eq!(error["extensions"], json!({ "code": "SHARD_UNAVAILABLE" }), "{body}");
+    assert!(error["message"].as_str().unwrap().contains("check before trying again"), "{body}");
+    assert_eq!(received.load(Ordering::SeqCst), 1, "sent once, not again field by field");
+    for n in [b, a] {
+        let _ = n.stop.send(());
+        n.task.await.unwrap().unwrap();
+    }
 }
 
 /// Over a subscription connection too, a query or mutation for a shard
