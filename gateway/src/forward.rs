@@ -824,6 +824,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::HeaderValue;
     use async_graphql::{ErrorExtensionValues, Name, PathSegment, ServerError};
 
     fn not_here(shard: &str) -> ServerError {
