@@ -824,8 +824,8 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::HeaderValue;
     use async_graphql::{ErrorExtensionValues, Name, PathSegment, ServerError};
+    use axum::http::HeaderValue;
 
     fn not_here(shard: &str) -> ServerError {
         let mut e = ServerError::new("community is restarting", None);

@@ -465,7 +465,8 @@ impl ShardActor {
                 let ttl = rt.config.proposal_ttl_ms();
                 let policy = &rt.config.policy;
                 let planned = spill::plan_spill(&rt.state, policy, ttl, now, &neighbour, km, &providers);
-                answer!(reply, planned.inspect(|ps| rt.planned.note(&rt.state, ps, now)))
+                let window = rt.config.record_window_ms();
+                answer!(reply, planned.inspect(|ps| rt.planned.note(&rt.state, ps, now, window)))
             }
             ShardMsg::ProposeMatch { reference, provider, note, reply } => {
                 answer!(reply, rt.propose_match(&reference, &provider, &note, now).await)
@@ -475,7 +476,8 @@ impl ShardActor {
                 let policy = &rt.config.policy;
                 let planned =
                     plan::coordinator_proposal(&rt.state, policy, rt.config.proposal_ttl_ms(), now, &provider, ask);
-                answer!(reply, planned.inspect(|p| rt.planned.note(&rt.state, std::slice::from_ref(p), now)))
+                let window = rt.config.record_window_ms();
+                answer!(reply, planned.inspect(|p| rt.planned.note(&rt.state, std::slice::from_ref(p), now, window)))
             }
             ShardMsg::SparePlaces(reply) => {
                 answer!(reply, Ok(spill::spare_places(&rt.state, &rt.config.policy, now)))

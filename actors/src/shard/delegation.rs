@@ -26,7 +26,8 @@ fn party_of(who: &Principal, provider: &ProviderId, delegate: &DelegateId) -> Re
 }
 
 /// Starts an endorsement of `delegate` by `provider`, by either of them,
-/// replacing the pair's closed (declined or cancelled) endorsements.
+/// replacing the pair's closed (declined or cancelled) endorsement, whose id
+/// it takes.
 pub fn start(
     state: &ShardState,
     who: &Principal,
@@ -45,14 +46,17 @@ pub fn start(
             open.status.name()
         )));
     }
-    // The pair's closed endorsements give way to the new one (none is open, or
-    // it was refused above), so starting and cancelling over and over keeps one
-    // record per pair; every step stays in the audit log.
-    let closed =
-        state.endorsements_of(provider).filter(|e| e.delegate == delegate).map(|e| RecordKey::Endorsement(e.id));
-    let deletes = closed.collect();
-    let endorsement =
-        Endorsement::new(EndorsementId::generate(), state.key.clone(), provider.clone(), delegate, by, now);
+    // The pair's closed endorsement gives way to the new one, which takes its id
+    // (none is open, or it was refused above): starting and cancelling over and
+    // over keeps one record and one locator per pair, and every step stays in
+    // the audit log under that id.
+    let mut closed: Vec<EndorsementId> =
+        state.endorsements_of(provider).filter(|e| e.delegate == delegate).map(|e| e.id).collect();
+    closed.sort();
+    let id = closed.first().copied().unwrap_or_else(EndorsementId::generate);
+    // Before session 14 a pair could have several (each start had its own id).
+    let deletes = closed.iter().skip(1).map(|e| RecordKey::Endorsement(*e)).collect();
+    let endorsement = Endorsement::new(id, state.key.clone(), provider.clone(), delegate, by, now);
     let change = Change {
         upserts: vec![Record::Endorsement(endorsement.clone())],
         deletes,

@@ -137,8 +137,11 @@ pub fn reserve(state: &ShardState, proposals: Vec<Proposal>, now: Timestamp) -> 
 pub struct Planned(std::collections::HashMap<ProposalId, (std::sync::Arc<Registration>, Timestamp)>);
 
 impl Planned {
-    /// Notes `proposals`, planned `now` on the registrations as `state` holds them.
-    pub fn note(&mut self, state: &ShardState, proposals: &[Proposal], now: Timestamp) {
+    /// Notes `proposals`, planned `now` on the registrations as `state` holds
+    /// them, and forgets plans older than `window_ms` (step two refuses them),
+    /// so plans whose step two never comes (their places were gone) do not pile up.
+    pub fn note(&mut self, state: &ShardState, proposals: &[Proposal], now: Timestamp, window_ms: i64) {
+        self.forget_before(now.plus_ms(-window_ms));
         for p in proposals {
             if let Some(r) = state.registration_shared(&p.reference) {
                 self.0.insert(p.id, (r.clone(), now));
@@ -156,6 +159,12 @@ impl Planned {
     /// Forgets what was planned before `before` (step two refuses it by then).
     fn forget_before(&mut self, before: Timestamp) {
         self.0.retain(|_, (_, at)| *at >= before);
+    }
+
+    /// Plans held.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.0.len()
     }
 }
 

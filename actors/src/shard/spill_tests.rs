@@ -482,3 +482,32 @@ async fn two_runs_asked_for_at_once_offer_a_household_next_door_once() {
         assert_eq!((reserved, closed), (3, 0), "round {round}: each household reserved once next door");
     }
 }
+
+#[test]
+fn plans_whose_second_step_never_comes_are_forgotten() {
+    let mut state = ShardState::new(shard("111"));
+    let r = Registration::new(RegistrationRef::generate(), shard("111"), household(&[phn(1)], &[]), Timestamp(0));
+    state.apply([Record::Registration(r.clone())], &[]);
+    let proposal = |at: i64| Proposal {
+        id: ProposalId::generate(),
+        shard: shard("111"),
+        reference: r.reference,
+        provider: ProviderId::parse("P2222").unwrap(),
+        household_size: 1,
+        complex: false,
+        created_at: Timestamp(at),
+        expires_at: Timestamp(at + DAY_MS),
+        status: ProposalStatus::Open,
+        explanation: ScoreExplanation { score: 1, parts: vec![], provider_fit: vec![] },
+        closed_at: None,
+        declined_by: None,
+        decline_reason: None,
+    };
+    let mut planned = super::spill::Planned::default();
+    // Every run plans again, and no step two comes (the places next door were gone).
+    for minute in 0..100 {
+        let at = minute * 60_000;
+        planned.note(&state, &[proposal(at)], Timestamp(at), 5 * 60_000);
+    }
+    assert!(planned.len() <= 6, "only the last window's plans are held: {}", planned.len());
+}

@@ -151,14 +151,14 @@ impl AttachSystem {
             if chunks.is_empty() {
                 chunks.push(&[]);
             }
-            let mut done = 0;
+            let mut added = 0;
             for chunk in chunks {
                 let rows = match self.submit_chunk(&mut trail, &shard, provider, facility, chunk.to_vec()).await {
                     Ok(rows) => rows,
                     // The chunks before stay applied: say so, or the caller would think nothing was.
-                    Err(mut e) if done > 0 => {
+                    Err(mut e) if added > 0 => {
                         e.message = format!(
-                            "{}; the file's first {done} valid rows were taken before this and stay on the panel \
+                            "{}; {added} patients of the file were added to the panel before this and stay there \
                              (submitting the file again reports them ALREADY_ON_PANEL)",
                             e.message
                         );
@@ -166,7 +166,10 @@ impl AttachSystem {
                     }
                     Err(e) => return Err(e),
                 };
-                done += chunk.len();
+                added += rows
+                    .iter()
+                    .filter(|r| matches!(r.status, RowStatus::Accepted | RowStatus::AttachedFromWaitlist))
+                    .count();
                 report.rows.extend(rows);
             }
             report.rows.sort_by_key(|r| r.line);
