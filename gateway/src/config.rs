@@ -167,22 +167,26 @@ impl ClusterSettings {
     /// every node); those who use the list leave it out ([`ClusterSettings::others`]).
     pub fn peer_urls(&self) -> anyhow::Result<Vec<(String, String)>> {
         let mut seen = std::collections::HashSet::new();
+        // Errors name an entry by its place and its node name, never its URL,
+        // which may carry credentials.
         self.peers
             .iter()
-            .map(|p| {
+            .enumerate()
+            .map(|(i, p)| {
+                let entry = i + 1;
                 let (name, url) = p
                     .split_once('=')
-                    .ok_or_else(|| anyhow::anyhow!("cluster.peers: `{p}` is not `name=http://host:port`"))?;
+                    .ok_or_else(|| anyhow::anyhow!("cluster.peers: entry {entry} is not `name=http://host:port`"))?;
                 let (name, url) = (name.trim(), url.trim().trim_end_matches('/'));
-                anyhow::ensure!(!name.is_empty(), "cluster.peers: `{p}` has no node name");
+                anyhow::ensure!(!name.is_empty(), "cluster.peers: entry {entry} has no node name");
                 anyhow::ensure!(is_node_name(name), "cluster.peers: `{name}` is not a node name ({NODE_NAME_RULE})");
                 anyhow::ensure!(seen.insert(name), "cluster.peers: `{name}` is listed twice");
                 anyhow::ensure!(
                     url.starts_with("http://") || url.starts_with("https://"),
-                    "cluster.peers: `{p}` needs an http(s):// URL"
+                    "cluster.peers: `{name}` needs an http(s):// URL"
                 );
-                let parsed =
-                    reqwest::Url::parse(url).map_err(|e| anyhow::anyhow!("cluster.peers: `{p}` is not a URL ({e})"))?;
+                let parsed = reqwest::Url::parse(url)
+                    .map_err(|e| anyhow::anyhow!("cluster.peers: `{name}`'s URL does not parse ({e})"))?;
                 anyhow::ensure!(
                     parsed.host().is_some()
                         && parsed.path() == "/"
@@ -190,7 +194,7 @@ impl ClusterSettings {
                         && parsed.fragment().is_none()
                         && parsed.username().is_empty()
                         && parsed.password().is_none(),
-                    "cluster.peers: `{p}` must be a node's base URL, http(s)://host:port with no path"
+                    "cluster.peers: `{name}` must be a node's base URL, http(s)://host:port with no path or credentials"
                 );
                 Ok((name.to_string(), url.to_string()))
             })
@@ -761,9 +765,12 @@ mod tests {
         refused(&["b=http://h:1", "b=http://h:2"], "listed twice");
         refused(&["b=http://h:1/graphql"], "no path");
         refused(&["b=http://h:1?x=1"], "no path");
-        refused(&["b=http://exa mple:80"], "not a URL");
+        refused(&["b=http://exa mple:80"], "does not parse");
         refused(&["node b=http://h:1"], "not a node name");
-        refused(&["b=http://user:pw@h:1"], "no path");
+        refused(&["b=http://user:hunter2@h:1"], "no path or credentials");
+        refused(&["http://user:hunter2@h:1"], "entry 1 is not");
+        let e = cluster(&["b=http://user:hunter2@h:1"]).peer_urls().unwrap_err().to_string();
+        assert!(!e.contains("hunter2"), "a password is never echoed: {e}");
         let same_list = cluster(&["a=http://10.0.0.1:8080", "b=http://10.0.0.2:8080/"]);
         assert_eq!(same_list.others("a").unwrap(), [("b".to_string(), "http://10.0.0.2:8080".to_string())]);
         assert_eq!(same_list.peer_urls().unwrap().len(), 2);

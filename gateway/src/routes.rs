@@ -381,12 +381,12 @@ async fn graphql(State(state): State<AppState>, request: Request) -> Response {
         Err(e) => return refuse_token(&state, ip, &e, started).await,
     };
     // A request a peer forwarded with the cluster's secret was counted there.
-    let verdict =
-        if state.secrets.trust_hop(&parts.headers) { None } else { state.limits.check(principal.as_ref(), ip).await };
+    let trusted = state.secrets.trust_hop(&parts.headers);
+    let verdict = if trusted { None } else { state.limits.check(principal.as_ref(), ip).await };
     if let Some(v) = verdict.as_ref().filter(|v| !v.allowed()) {
         return too_many(&state, v, started);
     }
-    let counted = (!state.secrets.trust_hop(&parts.headers)).then_some(ip);
+    let counted = (!trusted).then_some(ip);
     let mut response = execute(&state, principal, &parts.headers, body, counted).await;
     // Unless counting the request's further fields said where the caller stands since.
     if let Some(v) = verdict.filter(|_| !response.headers().contains_key("ratelimit")) {

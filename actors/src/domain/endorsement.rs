@@ -28,6 +28,9 @@ pub fn is_subject(s: &str) -> bool {
     (1..=MAX_SUBJECT).contains(&s.len()) && !s.chars().any(char::is_control) && s.trim() == s
 }
 
+// The rules' texts (here, `STAFF_RULE` and the token's) say 256.
+const _: () = assert!(MAX_SUBJECT == 256);
+
 const RULE: &str =
     "a delegate is their user id, as their token's `sub` names them: 1 to 256 bytes, no control characters";
 

@@ -130,13 +130,7 @@ async fn publish_loop(
             Err(e) => {
                 state.store(DOWN, Ordering::Relaxed);
                 warn!(error = %e, "feed publisher cannot reach Redis; retrying");
-                // Events queued meanwhile are dropped rather than held: the store has them.
-                let waiting = usize::from(again.take().is_some());
-                let mut queued = 0;
-                while rx.try_recv().is_ok() {
-                    queued += 1;
-                }
-                dropped.fetch_add((waiting + queued) as u64, Ordering::Relaxed);
+                drop_queued(&mut rx, &mut again, &dropped);
                 backoff(&mut attempt).await;
                 continue;
             }
@@ -146,6 +140,7 @@ async fn publish_loop(
         if let Err(e) = redis::cmd("PING").query_async::<()>(&mut conn).await {
             state.store(DOWN, Ordering::Relaxed);
             warn!(error = %e, "feed publisher: Redis refuses commands; retrying");
+            drop_queued(&mut rx, &mut again, &dropped);
             backoff(&mut attempt).await;
             continue;
         }
@@ -179,6 +174,18 @@ async fn publish_loop(
             }
         }
     }
+}
+
+/// Drops (and counts) the events waiting to be published while Redis cannot
+/// take them, rather than holding them to publish late: the store has them,
+/// and subscribers catch up from it.
+fn drop_queued(rx: &mut mpsc::Receiver<Event>, again: &mut Option<(String, Vec<u8>)>, dropped: &AtomicU64) {
+    let waiting = usize::from(again.take().is_some());
+    let mut queued = 0;
+    while rx.try_recv().is_ok() {
+        queued += 1;
+    }
+    dropped.fetch_add((waiting + queued) as u64, Ordering::Relaxed);
 }
 
 async fn subscribe_loop(

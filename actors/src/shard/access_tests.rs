@@ -217,10 +217,19 @@ async fn support_reads_a_providers_reports_and_endorsements_only_in_scope() {
     assert_eq!(code(s.panel_transfers(&outside, &doc).await), ErrorCode::Forbidden);
     assert_eq!(code(s.endorsements(&outside, &doc).await), ErrorCode::Forbidden);
     assert_eq!(code(s.endorsement(&outside, &e.id).await), ErrorCode::Forbidden);
+    // A transfer to the provider from one homed out of scope is kept there, and not listed.
+    let giver = provider(s, "P3333", "112", 0).await;
+    for p in [&doc, &giver] {
+        s.set_provider_clinic(&sys(), &facility, p, true).await.unwrap();
+    }
+    s.begin_transfer(&sys(), TransferKey::parse("in").unwrap(), &giver, &doc, &facility).await.unwrap();
+    let province = support("province");
+    assert_eq!(s.panel_transfers(&province, &doc).await.unwrap().len(), 1);
+    assert!(s.panel_transfers(&inside, &doc).await.unwrap().is_empty(), "its source is out of scope");
     let key = TransferKey::parse("k-1").unwrap();
-    assert_ne!(
+    assert_eq!(
         code(s.panel_transfer(&outside, &doc, &key).await),
-        ErrorCode::NotFound,
+        ErrorCode::Forbidden,
         "refused before it is looked for"
     );
 }

@@ -163,7 +163,7 @@ impl Planned {
 
     /// Plans held.
     #[cfg(test)]
-    pub fn len(&self) -> usize {
+    pub fn held(&self) -> usize {
         self.0.len()
     }
 }

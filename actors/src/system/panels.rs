@@ -575,7 +575,10 @@ impl AttachSystem {
             let home = self.locate(Locator::Provider(provider.clone()), "provider").await?;
             who.require(Operation::ReadPanelReports, Some(&home))?;
         }
-        let shards: Vec<ShardKey> = self.regions.shards().cloned().collect();
+        // A transfer is kept by its source's community: support sees those in
+        // their scope, as `panel_transfer` does.
+        let in_scope = |s: &&ShardKey| who.role() != Role::Support || who.scope().covers(s);
+        let shards: Vec<ShardKey> = self.regions.shards().filter(in_scope).cloned().collect();
         let all = join_all(shards.iter().map(|s| self.transfers_at(s, provider))).await;
         let mut list = Vec::new();
         for found in all {

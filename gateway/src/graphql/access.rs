@@ -237,7 +237,8 @@ impl AccessQuery {
         }
     }
 
-    /// An endorsement, for one of its parties or support.
+    /// An endorsement, for one of its parties or support within their scope
+    /// (the provider's community).
     async fn endorsement(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Endorsement> {
         let id = d::EndorsementId::parse(&id).gql()?;
         system(ctx).endorsement(caller(ctx), &id).await.gql().map(Into::into)
@@ -278,9 +279,11 @@ pub struct AccessMutation;
 
 #[Object]
 impl AccessMutation {
-    /// Starts an endorsement of a staff member (`delegate`, their user id) by a
-    /// provider, for panel management. Either party may start it; the other
-    /// confirms it with `advanceEndorsement`.
+    /// Starts an endorsement of a staff member (`delegate`, their user id, as
+    /// their token's `sub` names them) by a provider, for panel management.
+    /// Either party may start it; the other confirms it with
+    /// `advanceEndorsement`. It replaces the pair's declined or cancelled
+    /// endorsement, if there is one, and takes its id.
     async fn start_endorsement(
         &self,
         ctx: &Context<'_>,

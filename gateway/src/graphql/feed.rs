@@ -396,10 +396,11 @@ impl SubscriptionRoot {
             .regions()
             .health_authority(ha.as_str())
             .ok_or_else(|| super::error::to_graphql(AttachError::not_found("health authority")))?;
-        let mut streams = Vec::new();
-        for c in &authority.communities {
-            streams.push(community_stream(ctx, &c.shard.community, None).await?);
-        }
+        // All at once: each asks its community's last event where it runs, perhaps on a peer.
+        let streams = futures::future::try_join_all(
+            authority.communities.iter().map(|c| community_stream(ctx, &c.shard.community, None)),
+        )
+        .await?;
         hold_slot(ctx, stream::select_all(streams).boxed())
     }
 }

@@ -468,7 +468,8 @@ impl PanelQuery {
 
     /// Every panel transfer in which a provider is either side, newest first: a
     /// provider finds here the transfers awaiting their answer
-    /// (`AWAITING_AGREEMENT`). For the provider themselves, support and operations.
+    /// (`AWAITING_AGREEMENT`). For the provider themselves, support within their
+    /// scope (transfers kept in their communities, of a provider homed there) and operations.
     async fn panel_transfers(&self, ctx: &Context<'_>, provider_id: ID) -> async_graphql::Result<Vec<PanelTransfer>> {
         let id = provider_id_arg(&provider_id)?;
         let list = system(ctx).panel_transfers(caller(ctx), &id).await.gql()?;

@@ -220,21 +220,20 @@ async fn a_redis_that_refuses_commands_is_reported_down() {
         let request = app.http().get(format!("{}/readyz", app.url));
         async move { request.send().await.unwrap().json::<Value>().await.unwrap()["feed"]["connected"].clone() }
     };
-    // The URL without the password: the connections open, every command is refused (NOAUTH).
-    let dir = tempfile::tempdir().unwrap();
-    let refused = TestApp::spawn(dir.path(), with_redis(&redis)).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(feed_of(&refused).await, false, "nothing can be published or received");
-    // With it, the same Redis is up.
+    // The same Redis, with the password and (the URL without it) without: the
+    // connections open either way, and without it every command is refused (NOAUTH).
+    let (with_dir, without_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let url = format!("redis://:s3cret-pw@127.0.0.1:{}", redis.port);
-    let dir = tempfile::tempdir().unwrap();
-    let spawn = Spawn { env: vec![("ATTACH_REDIS".to_string(), url)], ..Spawn::default() };
-    let served = TestApp::spawn(dir.path(), spawn).await;
+    let served =
+        TestApp::spawn(with_dir.path(), Spawn { env: vec![("ATTACH_REDIS".to_string(), url)], ..Spawn::default() });
+    let refused = TestApp::spawn(without_dir.path(), with_redis(&redis));
+    let (served, refused) = tokio::join!(served, refused);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while feed_of(&served).await != true {
-        assert!(std::time::Instant::now() < deadline, "the feed never connected with the password");
+    while feed_of(&served).await != true || !refused.log.lock().unwrap().contains("Redis refuses commands") {
+        assert!(std::time::Instant::now() < deadline, "the feed never connected, or the refusal was never seen");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    assert_eq!(feed_of(&refused).await, false, "nothing can be published or received");
 }
 
 #[tokio::test]
