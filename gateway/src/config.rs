@@ -568,9 +568,10 @@ impl Settings {
         );
         if let Some(url) = &self.redis {
             anyhow::ensure!(
-                url.starts_with("redis://"),
-                "redis must be a redis:// URL (this build has no TLS, so not rediss://: reach a TLS-only Redis through a local TLS proxy)"
+                !url.starts_with("rediss://"),
+                "redis: this build has no TLS, so not rediss://: reach a TLS-only Redis through a local TLS proxy"
             );
+            anyhow::ensure!(url.starts_with("redis://"), "redis must be a redis:// URL");
             // Never echoed: the URL may carry a password.
             if let Err(e) = redis::Client::open(url.as_str()) {
                 anyhow::bail!("redis is not a Redis URL that can be used ({e}): redis://[:password@]host:port[/db]");
@@ -788,7 +789,8 @@ mod tests {
         assert!(with_redis("redis://127.0.0.1:6379").is_ok());
         assert!(with_redis("redis://:pw@127.0.0.1:6379/2").is_ok());
         let tls = with_redis("rediss://cache.example:6380").unwrap_err().to_string();
-        assert!(tls.starts_with("redis must be") && tls.contains("no TLS"), "{tls}");
+        assert!(tls.starts_with("redis:") && tls.contains("no TLS"), "{tls}");
+        assert_eq!(with_redis("http://cache:6379").unwrap_err().to_string(), "redis must be a redis:// URL");
         let port = with_redis("redis://:hunter2@127.0.0.1:notaport").unwrap_err().to_string();
         assert!(port.starts_with("redis is not") && !port.contains("hunter2"), "named, and no password echoed: {port}");
     }

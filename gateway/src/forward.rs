@@ -173,6 +173,11 @@ impl Forwarder {
         })
     }
 
+    /// How many peers this node has now (its own name, if listed, left out).
+    pub fn peer_count(&self) -> usize {
+        self.peers.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
     /// Whether this node has peers now.
     pub fn has_peers(&self) -> bool {
         !self.peers.read().unwrap_or_else(|e| e.into_inner()).is_empty()
@@ -446,8 +451,9 @@ fn lost_answer(response: &async_graphql::Response, why: &str) -> async_graphql::
 /// A peer's GraphQL response, as far as completing a query needs it.
 #[derive(serde::Deserialize)]
 struct PeerAnswer {
+    /// async-graphql's value keeps an object's keys in order, where serde_json's would sort them.
     #[serde(default)]
-    data: serde_json::Value,
+    data: Value,
     #[serde(default)]
     errors: Vec<async_graphql::ServerError>,
 }
@@ -462,8 +468,11 @@ fn take_fields(response: &mut async_graphql::Response, keys: &BTreeSet<String>, 
     }
     if let Value::Object(fields) = &mut response.data {
         for key in keys {
-            let taken = answer.data.get_mut(key).map_or(serde_json::Value::Null, serde_json::Value::take);
-            fields.insert(async_graphql::Name::new(key), Value::from_json(taken).unwrap_or(Value::Null));
+            let taken = match &mut answer.data {
+                Value::Object(data) => data.shift_remove(key.as_str()),
+                _ => None,
+            };
+            fields.insert(async_graphql::Name::new(key), taken.unwrap_or(Value::Null));
         }
     }
     response.errors.retain(|e| !ours(e));
@@ -868,7 +877,7 @@ mod tests {
         let mut b_nested = ServerError::new("one item could not be read", None);
         b_nested.path = vec![PathSegment::Field("b".into()), PathSegment::Index(3)];
         let answer = PeerAnswer {
-            data: serde_json::json!({ "a": null, "b": { "totalCount": 2 } }),
+            data: Value::from_json(serde_json::json!({ "a": null, "b": { "totalCount": 2 } })).unwrap(),
             errors: vec![a_failed, b_nested],
         };
         take_fields(&mut ours, &BTreeSet::from(["b".to_string()]), answer);
@@ -884,9 +893,16 @@ mod tests {
 
         // Nothing answered here at all: the peer's fields become the data.
         let mut none = async_graphql::Response::new(Value::Null);
-        let answer = PeerAnswer { data: serde_json::json!({ "b": 1 }), errors: vec![] };
+        let answer = PeerAnswer { data: Value::from_json(serde_json::json!({ "b": 1 })).unwrap(), errors: vec![] };
         take_fields(&mut none, &BTreeSet::from(["b".to_string()]), answer);
         assert_eq!(none.data.to_string(), "{b: 1}");
+
+        // A peer's field keeps its own fields in the order it gave them.
+        let mut ours = async_graphql::Response::new(Value::Null);
+        let answer: PeerAnswer =
+            serde_json::from_str(r#"{"data":{"r":{"reference":"X","community":"111","status":"WAITING"}}}"#).unwrap();
+        take_fields(&mut ours, &BTreeSet::from(["r".to_string()]), answer);
+        assert_eq!(ours.data.to_string(), r#"{r: {reference: "X", community: "111", status: "WAITING"}}"#);
     }
 
     #[test]
@@ -898,7 +914,7 @@ mod tests {
         let body = serde_json::to_vec(&body).unwrap();
         assert_eq!(response_keys(&body).unwrap(), ["c", "a", "b", "d"]);
         let mut ours = response(&[("d", Value::from(4)), ("a", Value::from(1)), ("b", Value::from(2))], vec![]);
-        let answer = PeerAnswer { data: serde_json::json!({ "c": 3 }), errors: vec![] };
+        let answer = PeerAnswer { data: Value::from_json(serde_json::json!({ "c": 3 })).unwrap(), errors: vec![] };
         take_fields(&mut ours, &BTreeSet::from(["c".to_string()]), answer);
         in_query_order(&mut ours, &body);
         assert_eq!(ours.data.to_string(), "{c: 3, a: 1, b: 2, d: 4}");

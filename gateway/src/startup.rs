@@ -114,7 +114,7 @@ impl ClusterHandle {
             self.system.set_peers(self.forwarder.clone());
         }
         self.system.set_placement(placement);
-        info!(peers = cluster.peers.len(), "applied the cluster's node list");
+        info!(peers = self.forwarder.peer_count(), "applied the cluster's node list");
         for peer in self.forwarder.ask_hand_back().await {
             let handed = self.system.hand_back(&peer).await;
             if handed > 0 {

@@ -103,8 +103,8 @@ pub struct PanelTransfer {
     pub facility: FacilityNumber,
     /// Where it stands.
     pub status: TransferStatus,
-    /// Patients on the source panel when the transfer started, and any who
-    /// joined it while it ran.
+    /// Patients to move: on the source panel when the transfer started, then
+    /// those moved or skipped so far and those still on the source panel.
     pub total: u32,
     /// Patients moved so far.
     pub moved: u32,

@@ -642,8 +642,9 @@ impl ShardRuntime {
             updated_at: now,
             ..t.clone()
         };
-        // Patients who joined the source panel while it ran are moved too, and counted.
-        next.total = t.total.max(next.moved + next.skipped + left as u32);
+        // What is left to move, as the panel is now: patients who joined it while
+        // the transfer ran are moved and counted too, and those who left are not.
+        next.total = next.moved + next.skipped + left as u32;
         if left == 0 && t.status == TransferStatus::Running {
             next.status = TransferStatus::Completed;
         }

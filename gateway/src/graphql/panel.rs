@@ -172,9 +172,10 @@ pub struct PanelTransfer {
     /// Whether the provider taking the panel on has agreed (true once it runs,
     /// false once it is cancelled).
     pub receiver_agreed: bool,
-    /// Patients on the source panel when it started running (while it awaits
-    /// agreement: when it was asked for), and any who joined it while it ran:
-    /// `moved` and `skipped` never pass it.
+    /// Patients to move: those on the source panel when it started running
+    /// (while it awaits agreement: when it was asked for), and once it runs,
+    /// those moved or skipped so far and those still on the source panel
+    /// (patients who join or leave it meanwhile count or stop counting).
     pub total: u32,
     /// Patients moved so far.
     pub moved: u32,
