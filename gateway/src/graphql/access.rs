@@ -143,7 +143,10 @@ pub struct AuditRecord {
     /// The community touched.
     pub community: Option<String>,
     /// The id of the record touched (registration reference, proposal id,
-    /// provider id, facility number, endorsement id); never personal data.
+    /// provider id, facility number, endorsement id); never personal data. A
+    /// registration reference is shown masked (its first four and last two
+    /// characters): the whole reference lets anyone read the registration.
+    /// Filter by the whole reference to find its records.
     pub target: Option<String>,
     /// `OK`, or the error code the caller was given.
     pub outcome: String,
@@ -159,10 +162,17 @@ impl From<au::AuditRecord> for AuditRecord {
             operation: r.operation.as_str().to_string(),
             health_authority: r.shard.as_ref().map(|s| s.ha.as_str().to_string()),
             community: r.shard.as_ref().map(|s| s.community.as_str().to_string()),
-            target: r.target,
+            target: r.target.map(masked),
             outcome: r.outcome.as_str().to_string(),
         }
     }
+}
+
+/// A target as the audit log shows it: a registration reference masked, since
+/// whoever holds it may read the registration; any other id as it is.
+fn masked(target: String) -> String {
+    let reference = target.len() == 12 && d::RegistrationRef::parse(&target).is_ok();
+    if reference { format!("{}…{}", &target[..4], &target[10..]) } else { target }
 }
 
 /// A page of the audit log, oldest first.
@@ -304,5 +314,20 @@ impl AccessMutation {
     ) -> async_graphql::Result<Endorsement> {
         let id = d::EndorsementId::parse(&id).gql()?;
         system(ctx).advance_endorsement(caller(ctx), &id, step.into()).await.gql().map(Into::into)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_registration_reference_is_masked_in_the_audit_log_and_other_ids_are_not() {
+        let reference = d::RegistrationRef::generate().as_str().to_string();
+        let shown = masked(reference.clone());
+        assert_eq!(shown, format!("{}…{}", &reference[..4], &reference[10..]));
+        for other in ["P10001", "0F111", "0F111/rn-1", "ABCDEFGHJK"] {
+            assert_eq!(masked(other.to_string()), other);
+        }
     }
 }
