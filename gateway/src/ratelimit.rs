@@ -59,16 +59,16 @@ impl<K: Hash + Eq + Clone, C: Clock + Clone> Bucket<K, C> {
     /// Counts `cost` requests' worth at once (a request selecting several top-level fields).
     fn check(&self, key: &K, cost: NonZeroU32) -> Verdict {
         let window = ceil_secs(self.period * self.burst);
-        let refused = |wait: u64| Verdict {
+        let refused = |wait: u64, remaining: u32| Verdict {
             policy: self.name,
             quota: self.burst,
             window,
-            remaining: 0,
+            remaining,
             reset: wait,
             retry_after: Some(wait),
         };
         // More than the burst can never be allowed: refused, as a whole burst's worth.
-        let Ok(outcome) = self.limiter.check_key_n(key, cost) else { return refused(window.max(1)) };
+        let Ok(outcome) = self.limiter.check_key_n(key, cost) else { return refused(window.max(1), 0) };
         match outcome {
             Ok(snapshot) => {
                 let remaining = snapshot.remaining_burst_capacity();
@@ -82,7 +82,14 @@ impl<K: Hash + Eq + Clone, C: Clock + Clone> Bucket<K, C> {
                     retry_after: None,
                 }
             }
-            Err(not_until) => refused(ceil_secs(not_until.wait_time_from(self.clock.now())).max(1)),
+            Err(not_until) => {
+                // The wait is for the whole cost: what is left now is the cost less the requests'
+                // worth the wait brings back (a refused request of several fields leaves some).
+                let wait = not_until.wait_time_from(self.clock.now());
+                let coming = wait.as_nanos().div_ceil(self.period.as_nanos().max(1));
+                let remaining = u128::from(cost.get()).saturating_sub(coming) as u32;
+                refused(ceil_secs(wait).max(1), remaining)
+            }
         }
     }
 
@@ -246,7 +253,7 @@ mod tests {
         let seven = bucket.check(&key, n(7));
         assert_eq!((seven.allowed(), seven.remaining), (true, 3));
         let four = bucket.check(&key, n(4));
-        assert_eq!((four.allowed(), four.retry_after), (false, Some(1)), "3 left, 4 asked");
+        assert_eq!((four.allowed(), four.retry_after, four.remaining), (false, Some(1), 3), "3 left, 4 asked");
         assert!(bucket.check(&key, n(3)).allowed());
         clock.advance(Duration::from_secs(60));
         let over = bucket.check(&key, n(11));

@@ -189,8 +189,11 @@ fn verdict(
             retry_after: None,
         }
     } else {
+        // What is left now (a refused request of several fields may leave some).
+        let in_use = micros(used_us).as_micros().div_ceil(period.as_micros().max(1));
+        let remaining = u32::try_from(u128::from(burst).saturating_sub(in_use)).unwrap_or(0);
         let wait = super::ceil_secs(micros(wait_us)).max(1);
-        Verdict { policy, quota: burst, window, remaining: 0, reset: wait, retry_after: Some(wait) }
+        Verdict { policy, quota: burst, window, remaining, reset: wait, retry_after: Some(wait) }
     }
 }
 
