@@ -62,6 +62,15 @@ pub struct Spawn {
 }
 
 impl TestApp {
+    /// Waits (up to 10 s) until the server's log holds `text`: its output is
+    /// read on another thread, so a line may land a moment after the request.
+    pub async fn log_shows(&self, text: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !self.log.lock().unwrap().contains(text) {
+            assert!(std::time::Instant::now() < deadline, "no `{text}` in the log:\n{}", self.log.lock().unwrap());
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
     /// Starts `attach serve` on `data_dir` and waits until `/readyz` says ready.
     pub async fn spawn(data_dir: &Path, opts: Spawn) -> TestApp {
         let mut cmd = Command::new(attach_bin());
