@@ -91,6 +91,20 @@ async fn start_node(settings: Settings, store: Arc<dyn Store>) -> Node {
     Node { url, stop, task, peers }
 }
 
+/// One embedded store in `dir`, shared by the nodes of a test (only one
+/// process may open it, so they run in this one).
+fn shared_store(dir: &Path) -> Arc<dyn Store> {
+    Arc::new(EmbeddedStore::open(&dir.join("attach.redb"), EmbeddedOptions::default()).unwrap())
+}
+
+/// Stops `nodes`, in order, each once it has finished serving.
+async fn stop(nodes: impl IntoIterator<Item = Node>) {
+    for n in nodes {
+        let _ = n.stop.send(());
+        n.task.await.unwrap().unwrap();
+    }
+}
+
 async fn wait_for(http: &reqwest::Client, url: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while !http.get(url).send().await.is_ok_and(|r| r.status().is_success()) {
@@ -218,8 +232,7 @@ async fn a_mutation_whose_forwarded_answer_is_lost_is_not_sent_again() {
         }
     });
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> =
-        Arc::new(EmbeddedStore::open(&dir.path().join("attach.redb"), EmbeddedOptions::default()).unwrap());
+    let store = shared_store(dir.path());
     let http = reqwest::Client::new();
     let a = node(dir.path(), store.clone(), "node-a", vec![], 100).await;
     wait_for(&http, &format!("{}/readyz", a.url)).await;
@@ -237,10 +250,7 @@ async fn a_mutation_whose_forwarded_answer_is_lost_is_not_sent_again() {
     assert_eq!(error["extensions"], json!({ "code": "SHARD_UNAVAILABLE" }), "{body}");
     assert!(error["message"].as_str().unwrap().contains("check before trying again"), "{body}");
     assert_eq!(received.load(Ordering::SeqCst), 1, "sent once, not again field by field");
-    for n in [b, a] {
-        let _ = n.stop.send(());
-        n.task.await.unwrap().unwrap();
-    }
+    stop([b, a]).await;
 }
 
 /// Over a subscription connection too, a query or mutation for a shard
@@ -251,8 +261,7 @@ async fn queries_and_mutations_over_a_websocket_reach_the_node_holding_their_sha
     use futures::SinkExt;
     use tokio_tungstenite::tungstenite::Message;
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> =
-        Arc::new(EmbeddedStore::open(&dir.path().join("attach.redb"), EmbeddedOptions::default()).unwrap());
+    let store = shared_store(dir.path());
     let http = reqwest::Client::new();
     let a = node(dir.path(), store.clone(), "node-a", vec![], 100).await;
     wait_for(&http, &format!("{}/readyz", a.url)).await;
@@ -290,17 +299,13 @@ async fn queries_and_mutations_over_a_websocket_reach_the_node_holding_their_sha
     let on_b = http.get(format!("{}/metrics", b.url)).send().await.unwrap().text().await.unwrap();
     // The registration and the page, on each protocol; the refusal was B's own to make.
     assert_eq!(metric(&on_b, "attach_forwarded_requests_total"), Some(4));
-    for n in [b, a] {
-        let _ = n.stop.send(());
-        n.task.await.unwrap().unwrap();
-    }
+    stop([b, a]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_for_a_shard_another_node_holds_is_answered_by_that_node() {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> =
-        Arc::new(EmbeddedStore::open(&dir.path().join("attach.redb"), EmbeddedOptions::default()).unwrap());
+    let store = shared_store(dir.path());
     let http = reqwest::Client::new();
 
     // Node A starts first and takes every shard's lease.
@@ -357,10 +362,7 @@ async fn a_request_for_a_shard_another_node_holds_is_answered_by_that_node() {
     assert_eq!((count("registerHousehold"), count("readRegistration")), (1, 2), "{records:?}");
     assert!(records.iter().all(|r| r["outcome"] == "OK"), "{records:?}");
 
-    for n in [c, b, a] {
-        let _ = n.stop.send(());
-        n.task.await.unwrap().unwrap();
-    }
+    stop([c, b, a]).await;
 }
 
 /// Whether every shard is held by the node `placement` prefers, as the store says.
@@ -790,8 +792,7 @@ async fn shards_are_spread_handed_back_to_a_returning_node_and_stood_in_for_when
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cluster_endpoints_refuse_a_caller_without_the_clusters_secret() {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> =
-        Arc::new(EmbeddedStore::open(&dir.path().join("attach.redb"), EmbeddedOptions::default()).unwrap());
+    let store = shared_store(dir.path());
     let http = reqwest::Client::new();
     let a = node(dir.path(), store, "node-a", vec!["node-b=http://127.0.0.1:9".into()], 100).await;
     wait_for(&http, &format!("{}/readyz", a.url)).await;
