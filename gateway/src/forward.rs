@@ -528,14 +528,25 @@ pub fn query_fields(request: &mut async_graphql::Request) -> Option<Vec<(String,
     Some(fields)
 }
 
+/// The query text and operation name of the JSON request `body` (none for a
+/// body that is not one, such as a multipart upload).
+pub fn query_text(body: &[u8]) -> Option<(String, Option<String>)> {
+    #[derive(serde::Deserialize)]
+    struct Text {
+        query: String,
+        #[serde(default, rename = "operationName")]
+        operation_name: Option<String>,
+    }
+    let text: Text = serde_json::from_slice(body).ok()?;
+    Some((text.query, text.operation_name))
+}
+
 /// The response keys of the top-level selection of the JSON request `body`'s
 /// operation, in order, fragments followed where they are spread.
 fn response_keys(body: &[u8]) -> Option<Vec<String>> {
-    let request: serde_json::Value = serde_json::from_slice(body).ok()?;
-    let query = request.get("query")?.as_str()?;
-    let name = request.get("operationName").and_then(serde_json::Value::as_str);
-    let document = async_graphql::parser::parse_query(query).ok()?;
-    let operation = operation(&document, name)?;
+    let (query, name) = query_text(body)?;
+    let document = async_graphql::parser::parse_query(&query).ok()?;
+    let operation = operation(&document, name.as_deref())?;
     let mut keys = Vec::new();
     // Best effort: keys past a fragment that cannot be followed stay at the end.
     collect_keys(&document, &operation.node.selection_set.node, 0, &mut keys);

@@ -484,7 +484,9 @@ async fn execute(
     if clustered {
         state.forwarder.complete(&state.system, headers, &original, &mut response, mutation).await;
     }
-    crate::graphql::failed::finish(&mut response, fields.as_deref(), &state.nullable_roots);
+    crate::graphql::failed::finish(&mut response, fields.as_deref(), &state.nullable_roots, || {
+        crate::forward::query_text(&original)
+    });
     let mut http = answered(state, started, headers, &response);
     if let Some(v) = charged {
         v.write_headers(http.headers_mut());

@@ -74,6 +74,8 @@ impl Executor for SocketExecutor {
         }
         let mutation = kind == Some(async_graphql::parser::types::OperationType::Mutation);
         let fields = crate::forward::query_fields(&mut request);
+        // Kept to read the query again if its answer has a failed nested field.
+        let text = fields.is_some().then(|| (request.query.clone(), request.operation_name.clone()));
         // The request as a peer reads it (a WebSocket carries no files), when there are peers.
         let body = self.forwarder.has_peers().then(|| {
             let body = serde_json::json!({
@@ -92,7 +94,7 @@ impl Executor for SocketExecutor {
             if let Some(body) = body {
                 forwarder.complete(system, &this.headers(), &body, &mut response, mutation).await;
             }
-            failed::finish(&mut response, fields.as_deref(), &this.nullable);
+            failed::finish(&mut response, fields.as_deref(), &this.nullable, || text);
             response
         })
         .boxed()

@@ -15,13 +15,15 @@ use std::collections::HashSet;
 
 use async_graphql::{Name, PathSegment, Response, Value};
 
-/// The nullable top-level fields of the query type, by name.
+/// The nullable top-level fields of the query type, by name, and the
+/// schema's shape for failed fields deeper down ([`super::nulls`]).
 #[derive(Debug, Default)]
-pub struct NullableRoots(HashSet<String>);
+pub struct NullableRoots(HashSet<String>, super::nulls::Shape);
 
 impl NullableRoots {
     /// Read from the schema's SDL: the query type's fields whose type has no `!`.
     pub fn from_sdl(sdl: &str) -> Self {
+        let shape = super::nulls::Shape::from_sdl(sdl);
         use async_graphql::parser::types::{TypeKind, TypeSystemDefinition};
         let Ok(doc) = async_graphql::parser::parse_schema(sdl) else { return NullableRoots::default() };
         let query = doc
@@ -40,7 +42,7 @@ impl NullableRoots {
             _ => None,
         });
         let nullable = fields.into_iter().flatten().filter(|f| f.node.ty.node.nullable);
-        NullableRoots(nullable.map(|f| f.node.name.node.to_string()).collect())
+        NullableRoots(nullable.map(|f| f.node.name.node.to_string()).collect(), shape)
     }
 
     /// Whether the query type's field `name` may be null.
@@ -58,12 +60,25 @@ pub fn in_order(response: &mut Response, fields: Option<&[(String, String)]>) {
 }
 
 /// What every answer to a query or mutation goes through last, over HTTP or a
-/// WebSocket: a query's failed top-level fields given their GraphQL value
-/// ([`null_failed`]), `{}` for a request whose every field was skipped
-/// (async-graphql says null, which reads as a failure), and the gateway's
-/// internal marks taken out.
-pub fn finish(response: &mut Response, fields: Option<&[(String, String)]>, nullable: &NullableRoots) {
+/// WebSocket: a query's failed fields given their GraphQL value (nested ones
+/// by [`super::nulls`], read from the query `text` gives when asked, then the
+/// top-level ones by [`null_failed`]), `{}` for a request whose every field was
+/// skipped (async-graphql says null, which reads as a failure), and the
+/// gateway's internal marks taken out.
+pub fn finish(
+    response: &mut Response,
+    fields: Option<&[(String, String)]>,
+    nullable: &NullableRoots,
+    text: impl FnOnce() -> Option<(String, Option<String>)>,
+) {
     if let Some(fields) = fields {
+        // Read the query again only for an answer with a failed field below the top.
+        if response.errors.iter().any(|e| e.path.len() > 1)
+            && let Some((query, operation)) = text()
+            && let Ok(document) = async_graphql::parser::parse_query(&query)
+        {
+            super::nulls::null_nested(response, &document, operation.as_deref(), &nullable.1);
+        }
         null_failed(response, fields, nullable);
     }
     if response.errors.is_empty() && response.data == Value::Null {

@@ -100,8 +100,16 @@ async fn a_clinics_staff_list_is_kept_by_its_medical_director_and_survives_sigki
     assert_eq!(subjects(&moa_1.ok(STAFF, json!({})).await), ["moa-1"]);
     let stranger = app.with_token(app.token_for("moa-9", Role::Delegate, &[], None)).graphql(STAFF, json!({})).await;
     assert_eq!(stranger["data"]["clinic"]["name"], "Fernie Family Practice", "the clinic itself is still readable");
-    assert!(stranger["data"]["clinic"]["staff"].is_null(), "{stranger:#}");
+    // Null in its place, as GraphQL gives a failed nullable field (not left out).
+    assert_eq!(stranger["data"]["clinic"].get("staff"), Some(&Value::Null), "{stranger:#}");
     assert_eq!(stranger["errors"][0]["extensions"]["code"], "FORBIDDEN");
+    assert_eq!(stranger["errors"][0]["path"], json!(["clinic", "staff"]));
+    // Asked for alone, the clinic is there with its staff null (async-graphql made the clinic null).
+    let alone = app
+        .with_token(app.token_for("moa-9", Role::Delegate, &[], None))
+        .graphql(r#"{ clinic(facilityNumber: "0F111") { staff { subject } } }"#, json!({}))
+        .await;
+    assert_eq!(alone["data"], json!({ "clinic": { "staff": null } }), "{alone:#}");
     assert_eq!(provider.graphql(STAFF, json!({})).await["errors"][0]["extensions"]["code"], "FORBIDDEN");
 
     // Being on the staff list grants nothing: without an endorsement moa-1 cannot touch P10001's panel.
