@@ -125,6 +125,8 @@ fn opening(rng: &mut StdRng, id: usize, free_places: u32, langs: &[Language]) ->
         provider: ProviderId::parse(&format!("P{id:05}")).expect("P and five digits is a valid provider id"),
         free_places,
         max_complex_share_pct: rng.random_range(10..=40),
+        places_held: 0,
+        complex_held: 0,
         languages,
         age_groups,
     }

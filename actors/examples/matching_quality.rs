@@ -142,6 +142,8 @@ fn opening(rng: &mut StdRng, n: u32, free_places: u32) -> Opening {
         provider: ProviderId::parse(&format!("P{n:05}")).expect("P and five digits is a provider id"),
         free_places,
         max_complex_share_pct: if rng.random::<f64>() < 0.3 { rng.random_range(20..=60) } else { 100 },
+        places_held: 0,
+        complex_held: 0,
         languages,
         age_groups,
     }

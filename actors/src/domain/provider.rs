@@ -18,8 +18,9 @@ pub enum ProviderKind {
 /// How many complex patients a provider will take among those proposed to them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ComplexityMix {
-    /// At most this percentage (0–100) of the places offered in a matching run go
-    /// to households with a complex need. 100 means no limit.
+    /// At most this percentage (0–100) of the month's places (the monthly
+    /// rate's: free now and already held) go to households with a complex
+    /// need, counting those already proposed or attached this month. 100 means no limit.
     pub max_complex_share_pct: u8,
 }
 

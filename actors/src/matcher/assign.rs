@@ -314,7 +314,9 @@ impl<'a> Board<'a> {
             fit.push(age_fit(c, opening, slot));
         }
         if c.complex {
-            fit.push(format!("complex share {}/{} used", slot.complex_used + u32::from(c.size), slot.complex_cap));
+            let held = opening.complex_held;
+            let used = held + slot.complex_used + u32::from(c.size);
+            fit.push(format!("complex share {used}/{} used", held + slot.complex_cap));
         }
         fit
     }
@@ -347,10 +349,12 @@ fn age_fit(c: &Candidate, opening: &Opening, slot: &Slot) -> String {
     }
 }
 
-/// Complex people an opening may take: a floor share of its free places at the
-/// start of the run. A share above 100% cannot take more than the places.
-fn complex_cap(o: &Opening) -> u32 {
-    let cap = u64::from(o.free_places) * u64::from(o.max_complex_share_pct) / 100;
+/// Complex people an opening may still take: a floor share of the month's
+/// places (free now and already held), less the complex people already held.
+/// Never more than the free places.
+pub(super) fn complex_cap(o: &Opening) -> u32 {
+    let month = u64::from(o.free_places) + u64::from(o.places_held);
+    let cap = (month * u64::from(o.max_complex_share_pct) / 100).saturating_sub(u64::from(o.complex_held));
     u32::try_from(cap.min(u64::from(o.free_places))).unwrap_or(o.free_places)
 }
 

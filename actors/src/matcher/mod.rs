@@ -105,8 +105,14 @@ pub struct Opening {
     pub provider: ProviderId,
     /// Places free now (capacity less panel and open proposals).
     pub free_places: u32,
-    /// At most this share (percent) of `free_places` may go to complex households.
+    /// At most this share (percent) of the month's places may go to people of
+    /// complex households: of `free_places` and `places_held` together.
     pub max_complex_share_pct: u8,
+    /// Places the provider already holds this month (open proposals,
+    /// attachments); 0 where unknown.
+    pub places_held: u32,
+    /// People of complex households among them; 0 where unknown.
+    pub complex_held: u32,
     /// Languages offered (empty: not stated).
     pub languages: Vec<Language>,
     /// Age groups taken (empty: all).
@@ -183,6 +189,13 @@ pub fn assess(
         parts: score::parts(candidate, &bonuses, now),
         provider_fit,
     })
+}
+
+/// People of complex households `opening` may still take: a floor share of
+/// the month's places (free now and already held), less those already held,
+/// and never more than the free places.
+pub fn complex_room(opening: &Opening) -> u32 {
+    assign::complex_cap(opening)
 }
 
 /// Places candidates with openings. See the module docs.

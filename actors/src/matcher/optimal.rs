@@ -667,6 +667,8 @@ mod tests {
             provider: ProviderId::parse(&format!("P{n:04}")).expect("valid provider id"),
             free_places,
             max_complex_share_pct: 100,
+            places_held: 0,
+            complex_held: 0,
             languages: vec![],
             age_groups: BTreeSet::new(),
         }

@@ -45,6 +45,8 @@ fn opening(id: &str, free_places: u32) -> Opening {
         provider: provider(id),
         free_places,
         max_complex_share_pct: 100,
+        places_held: 0,
+        complex_held: 0,
         languages: vec![],
         age_groups: BTreeSet::new(),
     }

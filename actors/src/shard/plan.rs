@@ -235,8 +235,21 @@ pub(super) fn opening(provider: &Provider, free_places: u32) -> Opening {
         provider: provider.id.clone(),
         free_places,
         max_complex_share_pct: provider.capacity.complexity.max_complex_share_pct,
+        places_held: 0,
+        complex_held: 0,
         languages: provider.capacity.languages.clone(),
         age_groups: provider.capacity.age_groups.clone(),
+    }
+}
+
+/// [`opening`] for a provider homed in `state`'s community, with what they
+/// already hold this month, so their complexity mix counts it.
+pub(super) fn opening_here(state: &ShardState, provider: &Provider, free_places: u32, now: Timestamp) -> Opening {
+    let since = super::state::month_start(now);
+    Opening {
+        places_held: state.places_held(&provider.id, since),
+        complex_held: state.complex_held(&provider.id, since),
+        ..opening(provider, free_places)
     }
 }
 
@@ -297,7 +310,7 @@ pub fn run_matching(
         .providers()
         .filter_map(|p| {
             let free = state.free_places(p, now);
-            (free > 0).then(|| opening(p, free))
+            (free > 0).then(|| opening_here(state, p, free, now))
         })
         .collect();
     let placements = matcher::run(&candidates, &openings, policy, now);
@@ -348,7 +361,13 @@ pub fn coordinator_proposal(
     if !p.capacity.accepting {
         return Err(AttachError::conflict(format!("provider {} is not accepting new patients", p.id)));
     }
-    let mut explanation = matcher::assess(&candidate(reg, policy, now), &opening(p, provider.free_places), policy, now)
+    // Homed here, their complexity mix counts what they hold; homed elsewhere, their
+    // community's reservation (spill-over's step one) checks it.
+    let offered = match state.provider(&p.id) {
+        Some(_) => opening_here(state, p, provider.free_places, now),
+        None => opening(p, provider.free_places),
+    };
+    let mut explanation = matcher::assess(&candidate(reg, policy, now), &offered, policy, now)
         .map_err(|unfit| AttachError::conflict(format!("provider {} cannot take this household: {unfit}", p.id)))?;
     let fit = &mut explanation.provider_fit;
     if let Some((place, _)) = state.place_in_line(reg) {

@@ -176,3 +176,35 @@ async fn proposals_are_listed_newest_first_through_changes() {
     assert_eq!(list(vec![ProposalStatus::Declined], 0, 10).await, (vec![made[1]], false));
     assert_eq!(list(vec![ProposalStatus::Open], 0, 10).await, (vec![made[2], made[0]], false));
 }
+
+#[tokio::test]
+async fn the_complexity_mix_counts_what_earlier_runs_and_proposals_already_hold() {
+    let w = world(ShardConfig::default()).await;
+    let s = &w.system;
+    // Ten places a month, at most 20 % to complex households: two people.
+    let doc = provider(s, "P3333", "111", 10).await;
+    let capacity = Capacity::new(true, 10, 1010, ComplexityMix::new(20).unwrap(), vec![], BTreeSet::new()).unwrap();
+    s.set_capacity(&sys(), &doc, capacity).await.unwrap();
+    let mut complex = Vec::new();
+    for n in 0..6 {
+        complex.push(s.register(&sys(), &c("111"), household(&[phn(n)], &[Need::ChronicComplex])).await.unwrap());
+    }
+    let coord = coordinator(&["community:111"]);
+    let mut proposed = 0;
+    for _ in 0..4 {
+        proposed += s.run_matching(&coord, &c("111")).await.unwrap().len();
+    }
+    assert_eq!(proposed, 2, "the first run takes the share; later runs count it");
+    let mut waiting = Vec::new();
+    for r in &complex {
+        if status(s, &r.registration.reference).await == RegistrationStatus::Waiting {
+            waiting.push(r.registration.reference);
+        }
+    }
+    assert_eq!(waiting.len(), 4);
+    let refused = s.propose_match(&coord, &waiting[0], &doc, "one more".into()).await;
+    assert_eq!(code(refused), ErrorCode::Conflict, "a coordinator's own proposal counts it too");
+    // A household without a complex need still gets one of the eight places left.
+    let plain = s.register(&sys(), &c("111"), household(&[phn(50)], &[])).await.unwrap().registration;
+    assert!(s.propose_match(&coord, &plain.reference, &doc, "not complex".into()).await.is_ok());
+}

@@ -51,7 +51,7 @@ pub fn spare_places(state: &ShardState, policy: &Policy, now: Timestamp) -> Vec<
     if spare.is_empty() || state.tally(crate::domain::RegistrationStatus::Waiting).households == 0 {
         return spare;
     }
-    let openings: Vec<_> = spare.iter().map(|v| plan::opening(&v.provider, v.free_places)).collect();
+    let openings: Vec<_> = spare.iter().map(|v| plan::opening_here(state, &v.provider, v.free_places, now)).collect();
     let candidates = plan::waiting_candidates(state, policy, now);
     let sizes: std::collections::HashMap<_, u32> =
         candidates.iter().map(|c| (c.reference, u32::from(c.size))).collect();
@@ -102,7 +102,8 @@ pub fn plan_spill(
 pub fn reserve(state: &ShardState, proposals: Vec<Proposal>, now: Timestamp) -> (Change, Vec<ProposalId>) {
     let mut change = Change::default();
     let mut reserved = Vec::new();
-    let mut taken: std::collections::HashMap<_, u32> = std::collections::HashMap::new();
+    // Per provider: places and complex people this batch has reserved so far.
+    let mut taken: std::collections::HashMap<_, (u32, u32)> = std::collections::HashMap::new();
     for p in proposals {
         if let Some(r) = state.reservation(&p.id) {
             if r.status == ProposalStatus::Open {
@@ -111,12 +112,21 @@ pub fn reserve(state: &ShardState, proposals: Vec<Proposal>, now: Timestamp) -> 
             continue;
         }
         let Some(provider) = state.provider(&p.provider) else { continue };
-        let already = taken.entry(p.provider.clone()).or_default();
+        let free = state.free_places(provider, now);
+        let (already, complex) = taken.entry(p.provider.clone()).or_default();
         let size = u32::from(p.household_size);
-        if p.status != ProposalStatus::Open || state.free_places(provider, now) < *already + size {
+        if p.status != ProposalStatus::Open || free < *already + size {
+            continue;
+        }
+        // The complexity mix too, counting what the provider already holds this month
+        // (the neighbour planned without knowing it).
+        if p.complex && matcher::complex_room(&plan::opening_here(state, provider, free, now)) < *complex + size {
             continue;
         }
         *already += size;
+        if p.complex {
+            *complex += size;
+        }
         reserved.push(p.id);
         change.events.push(EventKind::Reserved {
             proposal: p.id,

@@ -511,3 +511,24 @@ fn plans_whose_second_step_never_comes_are_forgotten() {
     }
     assert!(planned.held() <= 6, "only the last window's plans are held: {}", planned.held());
 }
+
+#[tokio::test]
+async fn a_neighbours_complexity_mix_is_kept_by_its_reservations() {
+    let w = world(spilling(60)).await;
+    let s = &w.system;
+    // Next door: ten places a month, at most 20 % to complex households.
+    let doc = provider(s, "P2222", "112", 10).await;
+    let capacity =
+        Capacity::new(true, 10, 1010, ComplexityMix::new(20).unwrap(), vec![], std::collections::BTreeSet::new())
+            .unwrap();
+    s.set_capacity(&sys(), &doc, capacity).await.unwrap();
+    for n in 0..6 {
+        s.register(&sys(), &c("111"), household(&[phn(n)], &[Need::ChronicComplex])).await.unwrap();
+    }
+    let mut proposed = 0;
+    for _ in 0..3 {
+        proposed += s.run_matching(&sys(), &c("111")).await.unwrap().len();
+    }
+    assert_eq!(proposed, 2, "each run plans without knowing what next door holds; its reservations refuse the rest");
+    assert_eq!(free(s, &doc).await, (8, 2));
+}

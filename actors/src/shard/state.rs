@@ -528,6 +528,27 @@ impl ShardState {
         })
     }
 
+    /// Places `provider`'s monthly rate has used since `since`: open proposals
+    /// and reservations, and patients attached off the waitlist.
+    pub fn places_held(&self, provider: &ProviderId, since: Timestamp) -> u32 {
+        self.open_places(provider) + self.attached_since(provider, since)
+    }
+
+    /// People of complex households `provider` holds since `since`: in open
+    /// proposals and reservations, and in those accepted since then. The
+    /// complexity mix is a share of the month's places, so a later run (or a
+    /// coordinator's own proposal) counts what earlier ones already proposed.
+    pub fn complex_held(&self, provider: &ProviderId, since: Timestamp) -> u32 {
+        let held = |p: &&Proposal| {
+            &p.provider == provider
+                && p.complex
+                && (p.status == ProposalStatus::Open
+                    || (p.status == ProposalStatus::Accepted && p.closed_at.is_some_and(|at| at >= since)))
+        };
+        let sizes = self.proposals.values().chain(self.reservations.values()).filter(held);
+        sizes.map(|p| u32::from(p.household_size)).sum()
+    }
+
     /// Free places a provider offers now: the smaller of what the desired panel
     /// size and the monthly rate leave, after the panel and open proposals.
     pub fn free_places(&self, provider: &Provider, now: Timestamp) -> u32 {

@@ -228,7 +228,9 @@ pub struct CapacityInput {
     pub monthly_rate: u32,
     /// Panel size aimed for.
     pub desired_panel_size: u32,
-    /// Most complex patients, as a percentage of places offered (0–100).
+    /// Most people of households with a complex need, as a percentage of the
+    /// month's places (0–100): what earlier runs and proposals this month
+    /// already hold counts against it.
     #[graphql(default = 100)]
     pub complex_share_percent: u32,
     /// Languages offered (ISO 639 codes).

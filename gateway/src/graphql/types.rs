@@ -454,7 +454,8 @@ pub struct Capacity {
     pub monthly_rate: u32,
     /// Panel size aimed for.
     pub desired_panel_size: u32,
-    /// Most complex patients, as a percentage of places offered.
+    /// Most people of households with a complex need, as a percentage of the
+    /// month's places (what this month's proposals already hold counts).
     pub complex_share_percent: u32,
     /// Languages offered.
     pub languages: Vec<String>,
