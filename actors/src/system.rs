@@ -156,6 +156,29 @@ pub struct AttachSystem {
     matching_runs: Mutex<std::collections::HashMap<ShardKey, Arc<tokio::sync::Mutex<()>>>>,
 }
 
+/// A registration as `who` may see it. A provider reads it with a reference
+/// a proposal gave them: they see their own proposal and their own declines,
+/// not another provider's proposal or the reasons other providers gave; a
+/// delegate or operations neither. The household (with its reference), its
+/// coordinators and support see all of it.
+fn seen_by(who: &Principal, mut view: RegistrationView) -> RegistrationView {
+    let mine = |p: &ProviderId| who.is_provider(p);
+    match who.role() {
+        Role::Provider | Role::MedicalDirector => {
+            view.registration.declines.retain(|d| mine(&d.provider));
+            if view.proposal.as_ref().is_some_and(|p| !mine(&p.provider)) {
+                view.proposal = None;
+            }
+        }
+        Role::Delegate | Role::Operations => {
+            view.registration.declines.clear();
+            view.proposal = None;
+        }
+        _ => {}
+    }
+    view
+}
+
 impl AttachSystem {
     /// A system over these regions and this store. No shard runs until [`start`](Self::start).
     pub fn new(
@@ -383,7 +406,7 @@ impl AttachSystem {
             self.directory.call(&shard, |r| ShardMsg::GetRegistration(reference, r)).await
         }
         .await;
-        self.audited(trail, result).await
+        self.audited(trail, result).await.map(|view| seen_by(who, view))
     }
 
     /// Withdraws a registration.

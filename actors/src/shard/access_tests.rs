@@ -431,3 +431,34 @@ async fn a_providers_entry_is_not_written_over_a_clinic_list_changed_since_the_c
     assert_eq!(code(stale), ErrorCode::Conflict);
     assert_eq!(s.provider(&sys(), &doc).await.unwrap().provider.clinics, vec![f], "the director's listing stands");
 }
+
+#[tokio::test]
+async fn a_provider_reading_a_registration_sees_only_their_own_proposal_and_declines() {
+    let w = world(ShardConfig::default()).await;
+    let s = &w.system;
+    let first = provider(s, "P1111", "111", 1).await;
+    let fam = s.register(&sys(), &c("111"), household(&[phn(1)], &[])).await.unwrap().registration;
+    let p = s.run_matching(&sys(), &c("111")).await.unwrap().pop().unwrap();
+    assert_eq!(p.provider, first);
+    let reason = "previously discharged from this clinic";
+    let decline = Answer::Decline { by: Responder::Provider, reason: reason.into() };
+    s.answer(&as_provider(&first), &p.id, decline).await.unwrap();
+    let second = provider(s, "P2222", "111", 1).await;
+    let q = s.run_matching(&sys(), &c("111")).await.unwrap().pop().unwrap();
+    assert_eq!(q.provider, second);
+
+    // The provider it went to next: their proposal, and no one else's reasons.
+    let seen = s.registration(&as_provider(&second), &fam.reference).await.unwrap();
+    assert!(seen.registration.declines.is_empty(), "another provider's decline and reason are not theirs to read");
+    assert_eq!(seen.proposal.map(|p| p.id), Some(q.id));
+    // The provider who declined: their own decline, not where the household went.
+    let seen = s.registration(&as_provider(&first), &fam.reference).await.unwrap();
+    assert_eq!(seen.registration.declines.iter().map(|d| d.reason.as_str()).collect::<Vec<_>>(), [reason]);
+    assert!(seen.proposal.is_none(), "another provider's proposal");
+    // The household, with its reference, and its coordinators see all of it.
+    for who in [Principal::public(), coordinator(&["community:111"])] {
+        let all = s.registration(&who, &fam.reference).await.unwrap();
+        assert_eq!((all.registration.declines.len(), all.proposal.map(|p| p.id)), (1, Some(q.id)));
+    }
+    assert!(s.registration(&delegate("moa-1"), &fam.reference).await.unwrap().proposal.is_none());
+}
