@@ -509,6 +509,8 @@ impl Settings {
         let mut figment = Figment::from(Serialized::defaults(Settings::default()));
         if let Some(path) = file {
             anyhow::ensure!(path.exists(), "config file {} not found", path.display());
+            // A directory would be read as no file at all, and the server start on defaults.
+            anyhow::ensure!(path.is_file(), "config file {} is not a file", path.display());
             figment = figment.merge(Toml::file(path));
         }
         figment = figment.merge(Env::prefixed("ATTACH_").ignore(&CLIENT_VARIABLES).split("__"));
@@ -555,6 +557,29 @@ impl Settings {
         for (name, value, least, why) in lowest {
             let why = if why.is_empty() { String::new() } else { format!(" ({why})") };
             anyhow::ensure!(value >= least, "{name} must be at least {least}{why}");
+        }
+        // Durations far beyond any use overflow when turned into times (the start would panic).
+        const DAY: u64 = 24 * 60 * 60;
+        let highest: [(&str, u64, u64); 16] = [
+            ("shard.proposal_ttl_secs", self.shard.proposal_ttl_secs, 365 * DAY),
+            ("shard.expiry_interval_ms", self.shard.expiry_interval_ms, DAY * 1_000),
+            ("shard.claim_grace_secs", self.shard.claim_grace_secs, DAY),
+            ("shard.reservation_check_secs", self.shard.reservation_check_secs, 30 * DAY),
+            ("shard.proposal_memory_days", self.shard.proposal_memory_days, 3_650),
+            ("shard.return_window_days", self.shard.return_window_days, 3_650),
+            ("shard.call_timeout_secs", self.shard.call_timeout_secs, 3_600),
+            ("shard.lease_secs", self.shard.lease_secs, 3_600),
+            ("scylla.request_timeout_ms", self.scylla.request_timeout_ms, 3_600_000),
+            ("feed.keepalive_secs", self.feed.keepalive_secs, DAY),
+            ("auth.leeway_secs", self.auth.leeway_secs, DAY),
+            ("auth.jwks_refresh_secs", self.auth.jwks_refresh_secs, 30 * DAY),
+            ("auth.verified_token_secs", self.auth.verified_token_secs, DAY),
+            ("auth.revoked_refresh_secs", self.auth.revoked_refresh_secs, DAY),
+            ("limits.rate.sweep_secs", self.limits.rate.sweep_secs, DAY),
+            ("limits.rate.shared_timeout_ms", self.limits.rate.shared_timeout_ms, 60_000),
+        ];
+        for (name, value, most) in highest {
+            anyhow::ensure!(value <= most, "{name} must be at most {most}");
         }
         // A filter that does not parse would be half ignored, with a line on stderr.
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log) {
@@ -793,6 +818,20 @@ mod tests {
         assert_eq!(with_redis("http://cache:6379").unwrap_err().to_string(), "redis must be a redis:// URL");
         let port = with_redis("redis://:hunter2@127.0.0.1:notaport").unwrap_err().to_string();
         assert!(port.starts_with("redis is not") && !port.contains("hunter2"), "named, and no password echoed: {port}");
+    }
+
+    #[test]
+    fn durations_beyond_any_use_and_a_config_that_is_not_a_file_are_refused() {
+        let mut s = Settings::default();
+        s.shard.proposal_memory_days = u64::MAX;
+        assert!(s.check().unwrap_err().to_string().contains("shard.proposal_memory_days must be at most"));
+        let mut s = Settings::default();
+        s.shard.call_timeout_secs = u64::MAX;
+        assert!(s.check().is_err());
+        assert!(Settings::default().check().is_ok(), "the defaults are within every bound");
+        let dir = tempfile::tempdir().unwrap();
+        let e = Settings::load(Some(dir.path())).unwrap_err().to_string();
+        assert!(e.contains("is not a file"), "{e}");
     }
 
     #[test]

@@ -65,7 +65,7 @@ pub struct UploadArgs {
     url: String,
     /// A bearer token for the provider (a medical director token naming the
     /// provider may also set up the clinic, with `--setup`).
-    #[arg(long, env = "ATTACH_TOKEN")]
+    #[arg(long, env = "ATTACH_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// The provider whose panel is submitted.
     #[arg(long, default_value = "D10000")]
@@ -167,16 +167,19 @@ pub async fn upload(args: UploadArgs) -> anyhow::Result<()> {
         }
         let sent = Instant::now();
         let r: Value = request.send().await?.json().await?;
-        latencies.push(sent.elapsed());
+        let took = sent.elapsed();
         // A file sent again (the same --phn-start) is all ALREADY_ON_PANEL: also a success.
         let report = &r["data"]["submitPanel"];
         let on_panel = ["accepted", "attachedFromWaitlist", "alreadyOnPanel"]
             .iter()
             .map(|k| report[*k].as_u64().unwrap_or(0))
             .sum::<u64>();
+        // Only uploads taken whole count as done (and in the latencies): a refused one is an error.
         if r.get("errors").is_some() || on_panel != u64::from(args.rows) {
             errors += 1;
             eprintln!("an upload was not fully accepted: {}", r.to_string().chars().take(300).collect::<String>());
+        } else {
+            latencies.push(took);
         }
     }
     let s = summarise("panel_upload", latencies, errors, started.elapsed());

@@ -44,7 +44,7 @@ pub(super) fn parts(c: &Candidate, bonuses: &Bonuses, now: Timestamp) -> Vec<Sco
         let points = bonuses.of(need);
         // A need the policy gives nothing for would only be noise in the explanation.
         if points != 0 {
-            parts.push(ScorePart { label: format!("need: {}", need_name(need)), points });
+            parts.push(ScorePart { label: format!("need reported: {}", need_name(need)), points });
         }
     }
     parts
@@ -135,7 +135,7 @@ mod tests {
         assert_eq!(score(&c, &bonuses, NOW), 10 + 90 + 60);
         let p = parts(&c, &bonuses, NOW);
         let labels: Vec<&str> = p.iter().map(|p| p.label.as_str()).collect();
-        assert_eq!(labels, ["waited 10 days", "need: PREGNANCY", "need: RECENT_DISCHARGE"]);
+        assert_eq!(labels, ["waited 10 days", "need reported: PREGNANCY", "need reported: RECENT_DISCHARGE"]);
         assert_eq!(p.iter().map(|p| p.points).sum::<i64>(), 160);
     }
 

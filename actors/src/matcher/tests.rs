@@ -316,7 +316,7 @@ fn explanation_parts_sum_to_the_score() {
     assert_eq!(placed(&out), [(1, "P0001"), (2, "P0001")]);
     let e = &out[0].explanation;
     let parts: Vec<(&str, i64)> = e.parts.iter().map(|p| (p.label.as_str(), p.points)).collect();
-    assert_eq!(parts, [("waited 42 days", 42), ("need: FRAILTY", 60), ("need: PALLIATIVE", 180)]);
+    assert_eq!(parts, [("waited 42 days", 42), ("need reported: FRAILTY", 60), ("need reported: PALLIATIVE", 180)]);
     assert_eq!(e.score, 282);
     for p in &out {
         assert_eq!(p.explanation.parts.iter().map(|p| p.points).sum::<i64>(), p.explanation.score);

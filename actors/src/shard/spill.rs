@@ -88,7 +88,7 @@ pub fn plan_spill(
     let mut proposals = Vec::new();
     for mut placement in matcher::run(&candidates, &openings, policy, now) {
         placement.explanation.provider_fit.push(format!(
-            "spill-over: no place was free in the household's community; the provider is homed in community {}, about {km} km away",
+            "spill-over: no provider in the household's community had a place that fitted it when it was matched there; the provider is homed in community {}, about {km} km away",
             neighbour.community.as_str()
         ));
         proposals.push(plan::open_proposal(state, placement, ttl_ms, now)?);

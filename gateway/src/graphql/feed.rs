@@ -244,7 +244,7 @@ impl FeedQuery {
         #[graphql(default)] after_seq: u64,
         first: Option<i32>,
     ) -> async_graphql::Result<EventPage> {
-        let code = d::CommunityCode::parse(&community_code).gql()?;
+        let code = super::query::community_arg(&community_code, "communityCode")?;
         let limit = super::cursor::page_size(first, max_page(ctx)).gql()?;
         let events = system(ctx).events_after(caller(ctx), &code, after_seq, limit).await.gql()?;
         let last_seq = events.last().map_or(after_seq, |e| e.seq);
@@ -379,7 +379,7 @@ impl SubscriptionRoot {
         community_code: String,
         after_seq: Option<u64>,
     ) -> async_graphql::Result<BoxStream<'static, MatchEvent>> {
-        let code = d::CommunityCode::parse(&community_code).gql()?;
+        let code = super::query::community_arg(&community_code, "communityCode")?;
         let stream = community_stream(ctx, &code, after_seq).await?;
         hold_slot(ctx, stream)
     }

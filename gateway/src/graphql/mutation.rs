@@ -95,7 +95,7 @@ impl MutationRoot {
         community_code: String,
     ) -> async_graphql::Result<Registration> {
         let reference = d::RegistrationRef::parse(&reference).gql()?;
-        let code = d::CommunityCode::parse(&community_code).gql()?;
+        let code = super::query::community_arg(&community_code, "communityCode")?;
         system(ctx).move_registration(caller(ctx), &reference, &code).await.gql().map(Into::into)
     }
 
@@ -125,7 +125,7 @@ impl MutationRoot {
 
     /// Matches a community's waiting households to its providers' free places.
     async fn run_matching(&self, ctx: &Context<'_>, community_code: String) -> async_graphql::Result<MatchRun> {
-        let code = d::CommunityCode::parse(&community_code).gql()?;
+        let code = super::query::community_arg(&community_code, "communityCode")?;
         let proposals = system(ctx).run_matching(caller(ctx), &code).await.gql()?;
         Ok(MatchRun {
             community: code.as_str().to_string(),

@@ -49,8 +49,14 @@ fn offset_page_info(offset: usize, len: usize, has_next: bool) -> PageInfo {
     PageInfo { has_next_page: has_next, end_cursor: Some(cursor::encode_offset(offset + len)) }
 }
 
+/// A community code given as the argument `arg` (`communityCode`, or `code`),
+/// refused as that argument.
+pub(super) fn community_arg(code: &str, arg: &str) -> async_graphql::Result<d::CommunityCode> {
+    d::CommunityCode::parse(code).map_err(|e| d::DomainError { field: arg.into(), ..e }).gql()
+}
+
 fn community(code: &str) -> async_graphql::Result<d::CommunityCode> {
-    d::CommunityCode::parse(code).gql()
+    community_arg(code, "communityCode")
 }
 
 #[Object]
@@ -184,7 +190,7 @@ impl QueryRoot {
 
     /// A community's statistics.
     async fn community_statistics(&self, ctx: &Context<'_>, code: String) -> async_graphql::Result<Statistics> {
-        let code = community(&code)?;
+        let code = community_arg(&code, "code")?;
         let system = system(ctx);
         Ok(Statistics::new(system.community_stats(caller(ctx), &code).await.gql()?, system.feed_status()))
     }

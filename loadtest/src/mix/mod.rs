@@ -30,7 +30,7 @@ pub struct Args {
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     pub url: String,
     /// What to load: `province`, or a comma-separated list of `ha:CODE` and
-    /// `community:CODE` (e.g. `ha:IHA,community:161`).
+    /// `community:CODE` (e.g. `ha:IHA,community:233`).
     #[arg(long, default_value = "province")]
     pub target: String,
     /// Scenario weights: `register`, `match`, `waitlist`, `panel`, `stats`, `upload`,

@@ -623,6 +623,23 @@ async fn a_failed_non_null_top_level_field_makes_data_null() {
     assert!(body.get("errors").is_none() && body["data"]["a"].is_array(), "{body}");
 }
 
+/// A community code that does not parse is refused as the argument that carried it.
+#[tokio::test]
+async fn a_bad_community_code_names_its_argument() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::spawn(dir.path(), Spawn::default()).await;
+    let coordinator = app.coordinator();
+    for (query, field) in [
+        (r#"{ waitlist(communityCode: "no such!") { totalCount } }"#, "communityCode"),
+        (r#"{ communityStatistics(code: "no such!") { waitingHouseholds } }"#, "code"),
+        (r#"mutation { runMatching(communityCode: "no such!") { proposals { id } } }"#, "communityCode"),
+    ] {
+        let body = coordinator.graphql(query, json!({})).await;
+        let error = &body["errors"][0]["extensions"];
+        assert_eq!((&error["code"], &error["field"]), (&json!("INVALID_INPUT"), &json!(field)), "{query}: {body}");
+    }
+}
+
 /// GraphQL over HTTP: a client that accepts `application/graphql-response+json`
 /// is answered in it, with 400 for a request that never ran; others as before.
 #[tokio::test]
