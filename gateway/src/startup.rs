@@ -157,6 +157,23 @@ fn rate_limits(settings: &Settings) -> anyhow::Result<RateLimits> {
     })
 }
 
+/// Refuses to start when the store holds a community the regions file does
+/// not name (a file changed, or another province's): its households would
+/// answer `NOT_FOUND`, and their PHNs stay claimed, refused anywhere else.
+async fn refuse_unknown_shards(store: &dyn Store, regions: &Regions) -> anyhow::Result<()> {
+    let known: std::collections::HashSet<&attach_actors::domain::ShardKey> = regions.shards().collect();
+    let mut unknown: Vec<String> =
+        store.held_shards().await?.iter().filter(|s| !known.contains(s)).map(ToString::to_string).collect();
+    unknown.sort();
+    anyhow::ensure!(
+        unknown.is_empty(),
+        "the store holds communities the regions file does not name ({}): start with the regions file the data \
+         was made with (a community moved to another health authority is a new community)",
+        unknown.join(", ")
+    );
+    Ok(())
+}
+
 /// The listening socket `settings` names.
 async fn bind(settings: &Settings) -> anyhow::Result<TcpListener> {
     TcpListener::bind(settings.listen).await.with_context(|| format!("binding {}", settings.listen))
@@ -165,8 +182,9 @@ async fn bind(settings: &Settings) -> anyhow::Result<TcpListener> {
 impl Application {
     /// Opens everything `settings` names and starts loading shards.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        // A port in use is found before anything is made on disk.
+        // A port in use, or a regions file that does not load, is found before anything is made on disk.
         let listener = bind(&settings).await?;
+        Regions::load(&settings.regions)?;
         let store = open_store(&settings).await?;
         Self::build_on(settings, store, listener).await
     }
@@ -185,6 +203,7 @@ impl Application {
         let limits = Arc::new(rate_limits(&settings)?);
         limits.spawn_sweeper(std::time::Duration::from_secs(settings.limits.rate.sweep_secs));
         let regions = Arc::new(Regions::load(&settings.regions)?);
+        refuse_unknown_shards(&*store, &regions).await?;
         let owner = settings.node_name();
         let secrets = Arc::new(crate::forward::ClusterSecrets::new(&settings.cluster));
         let forwarder = Arc::new(crate::forward::Forwarder::from_settings(

@@ -49,6 +49,9 @@ impl Store for LateAuditFails {
     async fn shard_owner(&self, shard: &ShardKey) -> Result<Option<String>, StoreError> {
         self.inner.shard_owner(shard).await
     }
+    async fn held_shards(&self) -> Result<Vec<ShardKey>, StoreError> {
+        self.inner.held_shards().await
+    }
     async fn load_shard(&self, shard: &ShardKey) -> Result<ShardImage, StoreError> {
         self.inner.load_shard(shard).await
     }

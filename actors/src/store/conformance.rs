@@ -63,6 +63,7 @@ checks!(
     audit_log_appends_and_pages,
     a_commit_writes_its_audit_records_or_none,
     transfers_and_staff_keep_distinct_keys,
+    every_shard_acquired_is_listed_as_held,
 );
 
 /// Runs every check, each on a fresh harness from `fresh`, and reports all that failed.
@@ -112,6 +113,7 @@ macro_rules! store_conformance_tests {
             audit_log_appends_and_pages,
             a_commit_writes_its_audit_records_or_none,
             transfers_and_staff_keep_distinct_keys,
+            every_shard_acquired_is_listed_as_held,
         );
     };
     (@tests $fresh:expr; $($check:ident),+ $(,)?) => {
@@ -313,6 +315,23 @@ pub async fn acquire_gives_increasing_epochs(h: &dyn Harness) -> anyhow::Result<
     ensure!(other.0 >= 1, "another shard's first epoch is {other:?}");
     let fourth = store.acquire_shard(&a, "node-2").await?;
     ensure!(fourth > third, "acquiring another shard disturbed the epochs of the first");
+    Ok(())
+}
+
+/// Every shard acquired, released or not, is listed by `held_shards`, once.
+pub async fn every_shard_acquired_is_listed_as_held(h: &dyn Harness) -> anyhow::Result<()> {
+    let store = h.open().await?;
+    ensure!(store.held_shards().await?.is_empty(), "a new store holds no shard");
+    let (a, b) = (shard("IHA/111"), shard("VCHA/233"));
+    let epoch = store.acquire_shard(&a, "node-1").await?;
+    store.acquire_shard(&b, "node-2").await?;
+    store.release_shard(&a, "node-1", epoch).await?;
+    store.acquire_shard(&a, "node-1").await?;
+    let mut held = store.held_shards().await?;
+    held.sort();
+    let mut expected = vec![a, b];
+    expected.sort();
+    ensure!(held == expected, "held {held:?}, acquired {expected:?}");
     Ok(())
 }
 

@@ -417,6 +417,18 @@ impl Store for EmbeddedStore {
         Err(StoreError::StaleEpoch { shard: name, current, held: epoch.0 })
     }
 
+    async fn held_shards(&self) -> Result<Vec<ShardKey>, StoreError> {
+        let txn = self.inner.db.begin_read().map_err(store_error)?;
+        let epochs = txn.open_table(EPOCHS).map_err(store_error)?;
+        let mut held = Vec::new();
+        for row in epochs.iter().map_err(store_error)? {
+            let (name, _) = row.map_err(store_error)?;
+            let name = name.value();
+            held.push(ShardKey::parse(name).map_err(|e| StoreError::Corrupt(format!("shard {name}: {e}")))?);
+        }
+        Ok(held)
+    }
+
     async fn shard_owner(&self, shard: &ShardKey) -> Result<Option<String>, StoreError> {
         Ok(self.inner.leases.owner(shard))
     }

@@ -274,6 +274,11 @@ pub trait Store: Send + Sync + 'static {
     /// it are served.
     async fn shard_owner(&self, shard: &ShardKey) -> Result<Option<String>, StoreError>;
 
+    /// Every shard a node has acquired in this store, ever (its ownership row
+    /// stays): a start checks them against the regions file, so data kept
+    /// under a community the file no longer names is not silently cut off.
+    async fn held_shards(&self) -> Result<Vec<ShardKey>, StoreError>;
+
     /// Gives the lease back so another owner may acquire at once. Releasing a
     /// lease that is no longer held (a stale epoch) does nothing.
     async fn release_shard(&self, shard: &ShardKey, owner: &str, epoch: Epoch) -> Result<(), StoreError>;

@@ -623,6 +623,34 @@ async fn a_failed_non_null_top_level_field_makes_data_null() {
     assert!(body.get("errors").is_none() && body["data"]["a"].is_array(), "{body}");
 }
 
+/// A data directory holding a community its regions file no longer names is
+/// not started on: those households would answer NOT_FOUND, their PHNs held.
+#[tokio::test]
+async fn a_store_holding_a_community_the_regions_file_does_not_name_is_not_started() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let app = TestApp::spawn(dir.path(), Spawn::default()).await;
+        app.ok(REGISTER, household("111", &[phn(4_400)])).await;
+    }
+    // The same province, with Fernie renumbered: IHA/111 is no longer named.
+    let bc = std::fs::read_to_string(crate::helpers::repo_root().join("infra/regions/bc.toml")).unwrap();
+    let changed = bc.replacen("code = \"111\"\nname = \"Fernie\"", "code = \"199\"\nname = \"Fernie\"", 1);
+    assert_ne!(changed, bc);
+    let regions = dir.path().join("renumbered.toml");
+    std::fs::write(&regions, changed).unwrap();
+    let out = std::process::Command::new(crate::helpers::attach_bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .arg("--regions")
+        .arg(&regions)
+        .env("ATTACH_LIMITS__RATE__ENABLED", "false")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "it started: {stderr}");
+    assert!(stderr.contains("IHA/111") && stderr.contains("regions file"), "{stderr}");
+}
+
 /// A community code that does not parse is refused as the argument that carried it.
 #[tokio::test]
 async fn a_bad_community_code_names_its_argument() {

@@ -615,6 +615,25 @@ impl Store for ScyllaStore {
         Ok(())
     }
 
+    async fn held_shards(&self) -> Result<Vec<ShardKey>, StoreError> {
+        // One row per shard ever acquired: a small table, read page by page.
+        let st = &self.inner.st.owner_all;
+        let mut held = Vec::new();
+        let mut paging = PagingState::start();
+        loop {
+            let (result, next) =
+                self.inner.session.execute_single_page(st, (), paging).await.map_err(|e| unavailable(st, e))?;
+            for (ha, community) in all_rows::<(String, String)>(result)? {
+                let name = format!("{ha}/{community}");
+                held.push(ShardKey::parse(&name).map_err(|e| StoreError::Corrupt(format!("shard {name}: {e}")))?);
+            }
+            match next.into_paging_control_flow() {
+                std::ops::ControlFlow::Continue(state) => paging = state,
+                std::ops::ControlFlow::Break(()) => return Ok(held),
+            }
+        }
+    }
+
     async fn shard_owner(&self, shard: &ShardKey) -> Result<Option<String>, StoreError> {
         // `owner` is written with the lease's TTL: the server forgets it when the lease runs out.
         Ok(self.owner_row(shard).await?.and_then(|row| row.owner))

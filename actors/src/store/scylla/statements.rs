@@ -70,6 +70,8 @@ statements! {
         "SELECT epoch, owner FROM {ks}.shard_owners WHERE ha = ? AND community = ?";
     owner_hint: Read =
         "SELECT last_seq FROM {ks}.shard_owners WHERE ha = ? AND community = ?";
+    owner_all: Read =
+        "SELECT ha, community FROM {ks}.shard_owners";
     owner_create: Lwt =
         "INSERT INTO {ks}.shard_owners (ha, community, epoch, last_seq) VALUES (?, ?, 0, 0) IF NOT EXISTS";
     owner_take_free: Lwt =
