@@ -90,7 +90,7 @@ impl DevKey {
     }
 
     /// Loads the development key of `data_dir`, making one first if there is
-    /// none; (re)writes its `jwks.json` either way.
+    /// none; (re)writes its `jwks.json` if it does not hold the key's public half.
     pub fn load_or_create(data_dir: &Path) -> anyhow::Result<Self> {
         let dir = Self::dir(data_dir);
         create_private_dir(&dir)?;
@@ -109,8 +109,11 @@ impl DevKey {
             Err(e) => return Err(e),
         };
         let jwks = serde_json::to_string_pretty(&key.jwks())?;
-        let tmp = dir.join(format!("{JWKS_FILE}.{}", std::process::id()));
-        fs::write(&tmp, jwks).and_then(|()| fs::rename(&tmp, dir.join(JWKS_FILE))).context("writing jwks.json")?;
+        // Written only when it says something else: minting a token needs no write access.
+        if fs::read_to_string(dir.join(JWKS_FILE)).ok().as_deref() != Some(jwks.as_str()) {
+            let tmp = dir.join(format!("{JWKS_FILE}.{}", std::process::id()));
+            fs::write(&tmp, jwks).and_then(|()| fs::rename(&tmp, dir.join(JWKS_FILE))).context("writing jwks.json")?;
+        }
         Ok(key)
     }
 
@@ -203,6 +206,11 @@ mod tests {
         assert!(!jwks.contains("\"d\""), "the JWKS holds no private part");
         let set = super::super::keys::KeySet::parse(&jwks).unwrap();
         assert_eq!(set.candidates(Some(first.kid())).len(), 1);
+        // Loading it again (minting a token) writes nothing when the JWKS is already right.
+        let written = fs::metadata(DevKey::jwks_path(dir.path())).unwrap().modified().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        DevKey::load_or_create(dir.path()).unwrap();
+        assert_eq!(fs::metadata(DevKey::jwks_path(dir.path())).unwrap().modified().unwrap(), written);
     }
 
     #[test]

@@ -293,9 +293,18 @@ async fn measure_as(operation: &'static str, request: reqwest::RequestBuilder, r
         Err(_) => (Outcome::Failed("TRANSPORT".into()), None),
     };
     let ok = outcome == Outcome::Ok;
+    let unreachable = outcome == Outcome::Failed("TRANSPORT".into());
     recorder.record(operation, started.elapsed(), outcome);
+    // A server that went away refuses at once: without a pause each worker would
+    // spin, counting thousands of "requests" a second that measure nothing.
+    if unreachable {
+        tokio::time::sleep(TRANSPORT_BACKOFF).await;
+    }
     body.filter(|_| ok)
 }
+
+/// How long a worker waits after a request that never reached the server.
+const TRANSPORT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// A surname of letters only, different for every `i`.
 fn surname(mut i: u64) -> String {

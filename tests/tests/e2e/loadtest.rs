@@ -162,6 +162,31 @@ async fn the_move_and_update_scenarios_leave_the_waitlists_as_they_report() {
 }
 
 #[test]
+fn a_server_that_goes_away_does_not_make_a_run_spin() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let app = runtime.block_on(TestApp::spawn(dir.path(), Spawn::default()));
+    let report = dir.path().join("report.json");
+    let run = Command::new(loadtest_bin())
+        .current_dir(crate::helpers::repo_root())
+        .args(["run", "--duration", "3", "--target", "community:111", "--mix", "register=1", "--url", &app.url])
+        .arg("--json")
+        .arg(&report)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("attach-loadtest runs");
+    // The server goes away a moment into the run; the rest of it is refused at once.
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    drop(app);
+    run.wait_with_output().unwrap();
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let failed = report["failed"].as_u64().unwrap();
+    // Each worker pauses after a request that never reached the server: hundreds, not tens of thousands.
+    assert!(failed > 0 && failed < 2_000, "{failed} refused requests in about 2 s: {report}");
+}
+
+#[test]
 fn a_server_that_never_answers_cannot_hold_a_run_past_its_bounds() {
     // Accepts connections and holds them, answering nothing.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
