@@ -722,7 +722,7 @@ impl AttachSystem {
         community: &CommunityCode,
         statuses: Vec<ProposalStatus>,
         provider: Option<ProviderId>,
-        offset: usize,
+        from: crate::shard::ProposalsFrom,
         limit: usize,
     ) -> Result<ProposalPage, AttachError> {
         let mut trail = Trail::new(who, Operation::ReadProposals);
@@ -743,7 +743,7 @@ impl AttachSystem {
                 _ => provider,
             };
             self.directory
-                .call(&shard, |reply| ShardMsg::ListProposals { statuses, provider, offset, limit, reply })
+                .call(&shard, |reply| ShardMsg::ListProposals { statuses, provider, from, limit, reply })
                 .await
         }
         .await;

@@ -6,6 +6,7 @@ use crate::access::{Operation, Principal, Role, Scope};
 use crate::audit::{AuditQuery, Outcome};
 use crate::domain::*;
 use crate::error::ErrorCode;
+use crate::shard::ProposalsFrom;
 use crate::shard::{Answer, ClinicCommand, ShardConfig};
 
 use super::tests::{World, c, household, phn, provider, sys, world};
@@ -49,9 +50,9 @@ async fn providers_answer_and_read_only_their_own() {
 
     assert_eq!(code(s.answer(&as_provider(&other), &p.id, Answer::Accept).await), ErrorCode::Forbidden);
     assert_eq!(code(s.proposal(&as_provider(&other), &p.id).await), ErrorCode::Forbidden);
-    let mine = s.proposals(&as_provider(&other), &c("111"), vec![], None, 0, 10).await.unwrap();
+    let mine = s.proposals(&as_provider(&other), &c("111"), vec![], None, ProposalsFrom::Start, 10).await.unwrap();
     assert!(mine.items.is_empty(), "another provider's proposals are filtered out");
-    let asked = s.proposals(&as_provider(&other), &c("111"), vec![], Some(doc.clone()), 0, 10).await;
+    let asked = s.proposals(&as_provider(&other), &c("111"), vec![], Some(doc.clone()), ProposalsFrom::Start, 10).await;
     assert_eq!(code(asked), ErrorCode::Forbidden);
     let patient_decline = Answer::Decline { by: Responder::Patient, reason: "moved".into() };
     assert_eq!(code(s.answer(&as_provider(&doc), &p.id, patient_decline).await), ErrorCode::Forbidden);

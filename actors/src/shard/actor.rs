@@ -318,10 +318,15 @@ impl ShardActor {
                 };
                 answer!(reply, result)
             }
-            ShardMsg::ListProposals { statuses, provider, offset, limit, reply } => {
+            ShardMsg::ListProposals { statuses, provider, from, limit, reply } => {
+                let (after, offset) = match from {
+                    ProposalsFrom::Start => (None, 0),
+                    ProposalsFrom::After(at, id) => (Some((at, id)), 0),
+                    ProposalsFrom::Offset(n) => (None, n),
+                };
                 let matching: Vec<_> = rt
                     .state
-                    .proposals()
+                    .proposals_after(after)
                     .filter(|p| statuses.is_empty() || statuses.contains(&p.status))
                     .filter(|p| provider.as_ref().is_none_or(|id| &p.provider == id))
                     .skip(offset)

@@ -83,6 +83,18 @@ pub struct ProposalPage {
     pub has_next: bool,
 }
 
+/// Where a page of proposals starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProposalsFrom {
+    /// From the newest.
+    Start,
+    /// After the proposal made at that time with that id (a cursor naming the
+    /// last item read: a change between pages neither skips nor repeats one).
+    After(Timestamp, ProposalId),
+    /// After skipping this many (a cursor from before session 14).
+    Offset(usize),
+}
+
 /// A page of a panel.
 #[derive(Debug, Clone)]
 pub struct PanelPage {
@@ -216,8 +228,8 @@ pub enum ShardMsg {
         statuses: Vec<ProposalStatus>,
         /// Only this provider.
         provider: Option<ProviderId>,
-        /// Skip this many.
-        offset: usize,
+        /// Where the page starts.
+        from: ProposalsFrom,
         /// At most this many.
         limit: usize,
         /// Where to answer.

@@ -8,6 +8,7 @@ use crate::access::{Operation, Principal, Role, Scope};
 use crate::audit::AuditQuery;
 use crate::domain::*;
 use crate::error::{AttachError, ErrorCode};
+use crate::shard::ProposalsFrom;
 use crate::shard::{Answer, ShardConfig};
 use crate::system::AttachSystem;
 
@@ -107,7 +108,7 @@ async fn what_matching_would_refuse_a_coordinator_cannot_propose() {
     let own = Principal::new("user-P3333", Role::Provider, Some(doc.clone()), Scope::default());
     assert_eq!(code(propose(own, fam.reference, doc.clone()).await), ErrorCode::Forbidden);
     assert_eq!(status(s, &fam.reference).await, RegistrationStatus::Waiting, "nothing was written");
-    assert!(s.proposals(&sys(), &c("111"), vec![], None, 0, 10).await.unwrap().items.is_empty());
+    assert!(s.proposals(&sys(), &c("111"), vec![], None, ProposalsFrom::Start, 10).await.unwrap().items.is_empty());
 }
 
 #[tokio::test]
@@ -131,7 +132,7 @@ async fn a_provider_next_door_has_the_places_held_there_as_for_spill_over() {
     );
     assert_eq!(p.shard, ShardKey::parse("IHA/111").unwrap(), "the proposal lives with the household");
     assert_eq!(free(s, &doc).await, (1, 2), "the provider's community holds the places");
-    let listed = s.proposals(&sys(), &c("112"), vec![], Some(doc.clone()), 0, 10).await.unwrap();
+    let listed = s.proposals(&sys(), &c("112"), vec![], Some(doc.clone()), ProposalsFrom::Start, 10).await.unwrap();
     assert_eq!(listed.items.iter().map(|l| l.id).collect::<Vec<_>>(), [p.id], "and lists the proposal");
 
     // Declined: the household waits again with its place, and the places are free again.
@@ -164,7 +165,8 @@ async fn proposals_are_listed_newest_first_through_changes() {
         tokio::time::sleep(std::time::Duration::from_millis(3)).await;
     }
     let list = |statuses: Vec<ProposalStatus>, offset, limit| async move {
-        let page = s.proposals(&sys(), &c("111"), statuses, None, offset, limit).await.unwrap();
+        let from = if offset == 0 { ProposalsFrom::Start } else { ProposalsFrom::Offset(offset) };
+        let page = s.proposals(&sys(), &c("111"), statuses, None, from, limit).await.unwrap();
         (page.items.iter().map(|p| p.id).collect::<Vec<_>>(), page.has_next)
     };
     assert_eq!(list(vec![], 0, 10).await, (vec![made[2], made[1], made[0]], false));
@@ -207,4 +209,32 @@ async fn the_complexity_mix_counts_what_earlier_runs_and_proposals_already_hold(
     // A household without a complex need still gets one of the eight places left.
     let plain = s.register(&sys(), &c("111"), household(&[phn(50)], &[])).await.unwrap().registration;
     assert!(s.propose_match(&coord, &plain.reference, &doc, "not complex".into()).await.is_ok());
+}
+
+#[tokio::test]
+async fn a_page_after_a_proposal_neither_skips_nor_repeats_when_the_list_changes() {
+    let w = world(ShardConfig::default()).await;
+    let s = &w.system;
+    let doc = provider(s, "P3333", "111", 20).await;
+    let coord = coordinator(&["community:111"]);
+    let mut made = Vec::new();
+    for i in 1..=6 {
+        let r = s.register(&sys(), &c("111"), household(&[phn(i)], &[])).await.unwrap().registration;
+        made.push(s.propose_match(&coord, &r.reference, &doc, "next".into()).await.unwrap());
+        tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+    }
+    let open = vec![ProposalStatus::Open];
+    let first = s.proposals(&sys(), &c("111"), open.clone(), None, ProposalsFrom::Start, 2).await.unwrap();
+    let ids = |items: &[Proposal]| items.iter().map(|p| p.id).collect::<Vec<_>>();
+    assert_eq!(ids(&first.items), [made[5].id, made[4].id]);
+    // The page's proposals are answered (no longer open), and a new one is made, before the next page.
+    for p in &first.items {
+        s.answer(&sys(), &p.id, Answer::Accept).await.unwrap();
+    }
+    let r = s.register(&sys(), &c("111"), household(&[phn(9)], &[])).await.unwrap().registration;
+    s.propose_match(&coord, &r.reference, &doc, "newest".into()).await.unwrap();
+    let last = first.items.last().unwrap();
+    let after = ProposalsFrom::After(last.created_at, last.id);
+    let next = s.proposals(&sys(), &c("111"), open, None, after, 2).await.unwrap();
+    assert_eq!(ids(&next.items), [made[3].id, made[2].id], "where the first page ended, whatever changed");
 }

@@ -3,6 +3,7 @@
 
 use crate::domain::*;
 use crate::error::ErrorCode;
+use crate::shard::ProposalsFrom;
 use crate::shard::state::ShardState;
 use crate::shard::{Answer, ShardConfig, ShardMsg};
 use crate::store::{CasOutcome, PhnClaim, PhnHolder, Record};
@@ -166,7 +167,7 @@ async fn an_acceptance_settled_late_does_not_put_returned_members_back() {
     s.return_to_waitlist(&sys(), &reference, "never seen".into()).await.unwrap();
     s.directory().call(&shard("112"), |r| ShardMsg::Settle(late, r)).await.unwrap();
     assert!(s.panel(&sys(), &doc, 0, 10).await.unwrap().items.is_empty());
-    let page = s.proposals(&sys(), &c("112"), vec![], Some(doc.clone()), 0, 50).await.unwrap();
+    let page = s.proposals(&sys(), &c("112"), vec![], Some(doc.clone()), ProposalsFrom::Start, 50).await.unwrap();
     let status = page.items.iter().find(|q| q.id == accepted.id).map(|q| q.status);
     assert_eq!(status, Some(ProposalStatus::Returned));
 }

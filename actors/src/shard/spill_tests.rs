@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::domain::*;
 use crate::error::ErrorCode;
 use crate::matcher::Policy;
+use crate::shard::ProposalsFrom;
 use crate::shard::state::ShardState;
 use crate::shard::{Answer, ShardConfig, ShardMsg};
 use crate::store::Record;
@@ -33,7 +34,7 @@ async fn settlements(s: &AttachSystem, community: &str) -> usize {
 }
 
 async fn seen_by_provider(s: &AttachSystem, doc: &ProviderId, id: ProposalId) -> ProposalStatus {
-    let page = s.proposals(&sys(), &c("112"), vec![], Some(doc.clone()), 0, 50).await.unwrap();
+    let page = s.proposals(&sys(), &c("112"), vec![], Some(doc.clone()), ProposalsFrom::Start, 50).await.unwrap();
     page.items.iter().find(|p| p.id == id).map(|p| p.status).expect("the provider's community lists the proposal")
 }
 
@@ -355,7 +356,7 @@ impl Steps {
 async fn all_proposals(s: &AttachSystem) -> Vec<(ShardKey, Proposal)> {
     let mut all = Vec::new();
     for community in ["111", "112"] {
-        let page = s.proposals(&sys(), &c(community), vec![], None, 0, 10_000).await.unwrap();
+        let page = s.proposals(&sys(), &c(community), vec![], None, ProposalsFrom::Start, 10_000).await.unwrap();
         all.extend(page.items.into_iter().map(|p| (shard(community), p)));
     }
     all

@@ -368,7 +368,17 @@ impl ShardState {
     /// Every proposal made here and every reservation of a provider homed here
     /// by a neighbouring community's proposal, newest first.
     pub fn proposals(&self) -> impl Iterator<Item = &Proposal> + '_ {
-        self.newest.iter().filter_map(|(_, id)| self.proposals.get(id).or_else(|| self.reservations.get(id)))
+        self.proposals_after(None)
+    }
+
+    /// [`proposals`](Self::proposals) after the one made at that time with that
+    /// id (whether or not it is still here), or all of them.
+    pub fn proposals_after(&self, after: Option<(Timestamp, ProposalId)>) -> impl Iterator<Item = &Proposal> + '_ {
+        use std::ops::Bound;
+        let start = after.map_or(Bound::Unbounded, |(at, id)| Bound::Excluded((std::cmp::Reverse(at), id)));
+        self.newest
+            .range((start, Bound::Unbounded))
+            .filter_map(|(_, id)| self.proposals.get(id).or_else(|| self.reservations.get(id)))
     }
 
     /// Open proposals whose time has passed.

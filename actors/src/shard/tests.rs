@@ -10,6 +10,7 @@ use crate::access::Principal;
 use crate::domain::*;
 use crate::error::ErrorCode;
 use crate::regions::Regions;
+use crate::shard::ProposalsFrom;
 use crate::shard::{Answer, ClinicCommand, ProviderInput, ShardConfig, WaitlistQuery};
 use crate::store::Store;
 use crate::store::embedded::{EmbeddedOptions, EmbeddedStore};
@@ -520,7 +521,7 @@ async fn a_proposal_closed_long_ago_leaves_memory_and_is_still_read_from_the_sto
     let fam = s.register(&sys(), &c("111"), household(&[phn(1)], &[])).await.unwrap().registration;
     let p = s.run_matching(&sys(), &c("111")).await.unwrap().pop().unwrap();
     async fn listed(s: &AttachSystem) -> Vec<ProposalId> {
-        let page = s.proposals(&sys(), &c("111"), vec![], None, 0, 10).await.unwrap();
+        let page = s.proposals(&sys(), &c("111"), vec![], None, ProposalsFrom::Start, 10).await.unwrap();
         page.items.into_iter().map(|p| p.id).collect()
     }
     tokio::time::sleep(Duration::from_millis(100)).await;

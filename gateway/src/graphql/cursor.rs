@@ -1,6 +1,7 @@
 //! Opaque cursors: clients pass back what they were given, nothing else.
 
-use attach_actors::domain::{DomainError, RegistrationRef, Timestamp};
+use attach_actors::domain::{DomainError, ProposalId, RegistrationRef, Timestamp};
+use attach_actors::shard::ProposalsFrom;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
@@ -21,6 +22,28 @@ pub fn decode_waitlist(cursor: &str) -> Result<(Timestamp, RegistrationRef), Dom
         (Some("w"), Some(at), Some(r)) => {
             Ok((Timestamp(at.parse().map_err(|_| bad())?), RegistrationRef::parse(r).map_err(|_| bad())?))
         }
+        _ => Err(bad()),
+    }
+}
+
+/// A proposals position: the last proposal read (its time and id).
+pub fn encode_proposal(at: Timestamp, id: &ProposalId) -> String {
+    URL_SAFE_NO_PAD.encode(format!("p:{}:{id}", at.0))
+}
+
+/// Parses a proposals cursor: a position (`encode_proposal`), or an offset
+/// (`encode_offset`, as cursors were before session 14).
+pub fn decode_proposals(cursor: &str) -> Result<ProposalsFrom, DomainError> {
+    if let Ok(offset) = decode_offset(cursor) {
+        return Ok(ProposalsFrom::Offset(offset));
+    }
+    let text = String::from_utf8(URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?).map_err(|_| bad())?;
+    let mut parts = text.splitn(3, ':');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some("p"), Some(at), Some(id)) => Ok(ProposalsFrom::After(
+            Timestamp(at.parse().map_err(|_| bad())?),
+            ProposalId::parse(id).map_err(|_| bad())?,
+        )),
         _ => Err(bad()),
     }
 }
@@ -77,6 +100,13 @@ mod tests {
         assert!(decode_waitlist("").is_err());
         assert_eq!(decode_audit(&encode_audit(Timestamp(-3), u64::MAX)).unwrap(), (Timestamp(-3), u64::MAX));
         assert!(decode_audit(&encode_offset(7)).is_err());
+        let id = ProposalId::generate();
+        assert_eq!(
+            decode_proposals(&encode_proposal(Timestamp(9), &id)).unwrap(),
+            ProposalsFrom::After(Timestamp(9), id)
+        );
+        assert_eq!(decode_proposals(&encode_offset(40)).unwrap(), ProposalsFrom::Offset(40), "an older cursor");
+        assert!(decode_proposals(&c).is_err(), "a waitlist cursor");
         assert_eq!(page_size(None, 100).unwrap(), 20);
         assert!(page_size(Some(0), 100).is_err());
         assert!(page_size(Some(101), 100).is_err());

@@ -149,7 +149,9 @@ impl QueryRoot {
         system(ctx).proposal(caller(ctx), &id).await.gql().map(Into::into)
     }
 
-    /// A community's proposals, newest first.
+    /// A community's proposals, newest first. Each page's `endCursor` names its
+    /// last proposal, so a proposal answered or made between two pages makes
+    /// the next page neither skip nor repeat one.
     async fn proposals(
         &self,
         ctx: &Context<'_>,
@@ -160,12 +162,18 @@ impl QueryRoot {
         after: Option<String>,
     ) -> async_graphql::Result<ProposalConnection> {
         let code = community(&community_code)?;
-        let (offset, limit) = offset_window(ctx, first, after)?;
+        let limit = cursor::page_size(first, max_page(ctx)).gql()?;
+        let from = match &after {
+            Some(c) => cursor::decode_proposals(c).gql()?,
+            None => attach_actors::shard::ProposalsFrom::Start,
+        };
         let provider = provider_id.map(|p| d::ProviderId::parse(&p)).transpose().gql()?;
         let statuses = status.into_iter().map(Into::into).collect();
-        let page = system(ctx).proposals(caller(ctx), &code, statuses, provider, offset, limit).await.gql()?;
+        let page = system(ctx).proposals(caller(ctx), &code, statuses, provider, from, limit).await.gql()?;
+        // The last proposal read names where the next page starts; an empty page keeps the cursor it was given.
+        let end_cursor = page.items.last().map(|p| cursor::encode_proposal(p.created_at, &p.id)).or(after);
         Ok(ProposalConnection {
-            page_info: offset_page_info(offset, page.items.len(), page.has_next),
+            page_info: PageInfo { has_next_page: page.has_next, end_cursor },
             nodes: page.items.into_iter().map(Into::into).collect(),
         })
     }
