@@ -159,11 +159,23 @@ pub struct AttachSystem {
 /// A registration as `who` may see it. A provider reads it with a reference
 /// a proposal gave them: they see their own proposal and their own declines,
 /// not another provider's proposal or the reasons other providers gave; a
-/// delegate or operations neither. The household (with its reference), its
-/// coordinators and support see all of it.
+/// delegate or operations neither. Whoever reads it by its reference alone
+/// (the household, or anyone it was given to, a provider without their token
+/// too) sees the proposals and declines without what providers and
+/// coordinators wrote about them. Its coordinators and support see all of it.
 fn seen_by(who: &Principal, mut view: RegistrationView) -> RegistrationView {
     let mine = |p: &ProviderId| who.is_provider(p);
     match who.role() {
+        Role::Public | Role::Patient => {
+            // The household's own reasons stay; a provider's or a coordinator's go.
+            for d in view.registration.declines.iter_mut().filter(|d| d.by != Some(Responder::Patient)) {
+                d.reason.clear();
+            }
+            if let Some(p) = view.proposal.as_mut() {
+                p.explanation.provider_fit.clear();
+                p.decline_reason = None;
+            }
+        }
         Role::Provider | Role::MedicalDirector => {
             view.registration.declines.retain(|d| mine(&d.provider));
             if view.proposal.as_ref().is_some_and(|p| !mine(&p.provider)) {

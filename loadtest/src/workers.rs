@@ -42,7 +42,11 @@ where
                     let t = Instant::now();
                     match tokio::time::timeout_at(cut_off, send).await {
                         Ok(true) => latencies.push(t.elapsed()),
-                        Ok(false) => errors += 1,
+                        // A pause, so a server that went away does not make the worker spin.
+                        Ok(false) => {
+                            errors += 1;
+                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        }
                         Err(_) => {
                             errors += 1;
                             break;

@@ -456,10 +456,13 @@ async fn a_provider_reading_a_registration_sees_only_their_own_proposal_and_decl
     let seen = s.registration(&as_provider(&first), &fam.reference).await.unwrap();
     assert_eq!(seen.registration.declines.iter().map(|d| d.reason.as_str()).collect::<Vec<_>>(), [reason]);
     assert!(seen.proposal.is_none(), "another provider's proposal");
-    // The household, with its reference, and its coordinators see all of it.
-    for who in [Principal::public(), coordinator(&["community:111"])] {
-        let all = s.registration(&who, &fam.reference).await.unwrap();
-        assert_eq!((all.registration.declines.len(), all.proposal.map(|p| p.id)), (1, Some(q.id)));
-    }
+    // Its coordinators see all of it.
+    let all = s.registration(&coordinator(&["community:111"]), &fam.reference).await.unwrap();
+    assert_eq!((all.registration.declines[0].reason.as_str(), all.proposal.map(|p| p.id)), (reason, Some(q.id)));
+    // By the reference alone (the household, or a provider leaving out their token), without what was written.
+    let public = s.registration(&Principal::public(), &fam.reference).await.unwrap();
+    assert_eq!(public.registration.declines.iter().map(|d| d.reason.as_str()).collect::<Vec<_>>(), [""]);
+    let open = public.proposal.unwrap();
+    assert_eq!((open.id, open.explanation.provider_fit.len()), (q.id, 0), "the proposal, not the provider's fit");
     assert!(s.registration(&delegate("moa-1"), &fam.reference).await.unwrap().proposal.is_none());
 }

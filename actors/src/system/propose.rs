@@ -56,7 +56,8 @@ impl AttachSystem {
                 .await?;
             if self.reserve_at(&home, vec![planned.clone()]).await?.is_empty() {
                 return Err(AttachError::conflict(format!(
-                    "provider {} no longer has the free places: ask again",
+                    "provider {} cannot hold places for this household now: their free places are gone, or \
+                     this month's share for households with a complex need is taken",
                     planned.provider
                 )));
             }

@@ -390,7 +390,7 @@ impl SubscriptionRoot {
         ctx: &Context<'_>,
         code: String,
     ) -> async_graphql::Result<BoxStream<'static, MatchEvent>> {
-        let ha = d::HaCode::parse(&code).gql()?;
+        let ha = d::HaCode::parse(&code).map_err(|e| d::DomainError { field: "code".into(), ..e }).gql()?;
         caller(ctx).require_health_authority(Operation::ReadEvents, &ha).gql()?;
         let authority = system(ctx)
             .regions()

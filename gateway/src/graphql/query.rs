@@ -205,7 +205,7 @@ impl QueryRoot {
 
     /// A health authority's statistics, over all its communities.
     async fn health_authority_statistics(&self, ctx: &Context<'_>, code: String) -> async_graphql::Result<Statistics> {
-        let ha = d::HaCode::parse(&code).gql()?;
+        let ha = d::HaCode::parse(&code).map_err(|e| d::DomainError { field: "code".into(), ..e }).gql()?;
         let system = system(ctx);
         Ok(Statistics::new(system.health_authority_stats(caller(ctx), &ha).await.gql()?, system.feed_status()))
     }

@@ -174,7 +174,9 @@ pub struct Decline {
     pub provider_id: ID,
     /// Who declined; null when it expired unanswered.
     pub by: Option<Responder>,
-    /// The reason.
+    /// The reason: for coordinators, support and the provider it was for, and
+    /// the household's own; a provider's or coordinator's reason is empty for
+    /// a caller reading the registration by its reference alone.
     pub reason: String,
     /// When.
     pub at: DateTime<Utc>,
@@ -222,7 +224,8 @@ pub struct Proposal {
     pub status: ProposalStatus,
     /// Priority score.
     pub score: i64,
-    /// Why.
+    /// Why: the score's parts, and how the provider fits (the fit is not given
+    /// to a caller reading the registration by its reference alone).
     pub explanation: Explanation,
     /// Made at.
     pub created_at: DateTime<Utc>,
@@ -232,7 +235,8 @@ pub struct Proposal {
     pub closed_at: Option<DateTime<Utc>>,
     /// Who declined.
     pub declined_by: Option<Responder>,
-    /// Why it was declined.
+    /// Why it was declined (not given to a caller reading the registration by
+    /// its reference alone).
     pub decline_reason: Option<String>,
 }
 

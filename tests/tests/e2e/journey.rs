@@ -184,7 +184,9 @@ async fn the_whole_journey_survives_sigkill() {
     assert_eq!(back["status"], "WAITING");
     assert_eq!(back["registeredAt"], single["registeredAt"]);
     assert_eq!(back["placeInLine"], 1);
-    assert_eq!(back["declines"][0]["reason"], "panel closed to this age group");
+    assert_eq!(back["declines"][0]["reason"], "", "by the reference alone, not what the provider wrote");
+    let for_coordinator = app.coordinator().ok(REGISTRATION, json!({ "r": single["reference"] })).await;
+    assert_eq!(for_coordinator["registration"]["declines"][0]["reason"], "panel closed to this age group");
     // Three people attached in 28 days: one more (nobody ahead) is 28 / 3 days away, rounded up.
     let estimate = app.ok(
         "query($r: ID!) { registration(reference: $r) { estimatedWaitDays } }",
