@@ -222,7 +222,11 @@ impl AuditFilter {
             subject: self.subject,
             role: self.role.map(Into::into),
             operation,
-            shard: self.shard.map(|s| d::ShardKey::parse(&s).map_err(|e| e.at("filter."))).transpose()?,
+            // Refused as the filter's own field, whichever half of `HA/COMMUNITY` is wrong.
+            shard: self
+                .shard
+                .map(|s| d::ShardKey::parse(&s).map_err(|e| d::DomainError { field: "filter.shard".into(), ..e }))
+                .transpose()?,
             target: self.target,
             after,
             limit,
@@ -320,6 +324,14 @@ impl AccessMutation {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bad_shard_filter_is_refused_as_that_filter() {
+        for bad in ["IHA", "IHA/", "/111", "iha/1 1", "XXXXXXXXXXXXXXXXXXXXXXXXXXXX/111"] {
+            let filter = AuditFilter { shard: Some(bad.to_string()), ..AuditFilter::default() };
+            assert_eq!(filter.parse(None, 10).unwrap_err().field, "filter.shard", "{bad}");
+        }
+    }
 
     #[test]
     fn a_registration_reference_is_masked_in_the_audit_log_and_other_ids_are_not() {
