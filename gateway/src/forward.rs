@@ -330,9 +330,7 @@ impl Forwarder {
                 // have run there say so, and to check before trying again.
                 Err(Unanswered::MaybeRan) if mutation => {
                     let lost = lost_answer(response, "did not answer in time");
-                    let ours = |e: &async_graphql::ServerError| matches!(e.path.first(), Some(PathSegment::Field(k)) if keys.contains(k));
-                    response.errors.retain(|e| !ours(e));
-                    response.errors.extend(lost.errors.into_iter().filter(|e| ours(e)));
+                    swap_errors(response, &keys, lost.errors);
                     continue;
                 }
                 Err(_) => continue,
@@ -460,8 +458,6 @@ struct PeerAnswer {
 
 /// Replaces the top-level fields `keys` of `response` (their data and errors) with the peer's.
 fn take_fields(response: &mut async_graphql::Response, keys: &BTreeSet<String>, mut answer: PeerAnswer) {
-    let ours =
-        |e: &async_graphql::ServerError| matches!(e.path.first(), Some(PathSegment::Field(k)) if keys.contains(k));
     // Every field failed here (for shards on two peers, say): the peers' answers are the data.
     if response.data == Value::Null {
         response.data = Value::Object(Default::default());
@@ -475,8 +471,19 @@ fn take_fields(response: &mut async_graphql::Response, keys: &BTreeSet<String>, 
             fields.insert(async_graphql::Name::new(key), taken.unwrap_or(Value::Null));
         }
     }
+    swap_errors(response, keys, answer.errors);
+}
+
+/// Replaces `response`'s errors under the top-level fields `keys` with those of `theirs` under them.
+fn swap_errors(
+    response: &mut async_graphql::Response,
+    keys: &BTreeSet<String>,
+    theirs: Vec<async_graphql::ServerError>,
+) {
+    let ours =
+        |e: &async_graphql::ServerError| matches!(e.path.first(), Some(PathSegment::Field(k)) if keys.contains(k));
     response.errors.retain(|e| !ours(e));
-    response.errors.extend(answer.errors.into_iter().filter(|e| ours(e)));
+    response.errors.extend(theirs.into_iter().filter(|e| ours(e)));
 }
 
 /// Puts the top-level fields of `response` in the order the request's

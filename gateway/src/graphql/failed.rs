@@ -11,43 +11,22 @@
 //! the later ones after a failure, where GraphQL would stop), so making `data`
 //! null would hide what they did. A mutation's failed field stays left out.
 
-use std::collections::HashSet;
-
 use async_graphql::{Name, PathSegment, Response, Value};
 
-/// The nullable top-level fields of the query type, by name, and the
-/// schema's shape for failed fields deeper down ([`super::nulls`]).
+/// The schema's nullability: of the query type's top-level fields, and of
+/// every field deeper down ([`super::nulls`]), read once from its SDL.
 #[derive(Debug, Default)]
-pub struct NullableRoots(HashSet<String>, super::nulls::Shape);
+pub struct NullableRoots(super::nulls::Shape);
 
 impl NullableRoots {
-    /// Read from the schema's SDL: the query type's fields whose type has no `!`.
+    /// Read from the schema's SDL.
     pub fn from_sdl(sdl: &str) -> Self {
-        let shape = super::nulls::Shape::from_sdl(sdl);
-        use async_graphql::parser::types::{TypeKind, TypeSystemDefinition};
-        let Ok(doc) = async_graphql::parser::parse_schema(sdl) else { return NullableRoots::default() };
-        let query = doc
-            .definitions
-            .iter()
-            .find_map(|d| match d {
-                TypeSystemDefinition::Schema(s) => s.node.query.as_ref().map(|q| q.node.to_string()),
-                _ => None,
-            })
-            .unwrap_or_else(|| "Query".to_string());
-        let fields = doc.definitions.iter().find_map(|d| match d {
-            TypeSystemDefinition::Type(t) if t.node.name.node == query.as_str() => match &t.node.kind {
-                TypeKind::Object(o) => Some(&o.fields),
-                _ => None,
-            },
-            _ => None,
-        });
-        let nullable = fields.into_iter().flatten().filter(|f| f.node.ty.node.nullable);
-        NullableRoots(nullable.map(|f| f.node.name.node.to_string()).collect(), shape)
+        NullableRoots(super::nulls::Shape::from_sdl(sdl))
     }
 
     /// Whether the query type's field `name` may be null.
     pub fn contains(&self, name: &str) -> bool {
-        self.0.contains(name)
+        self.0.root_field(name).is_some_and(|ty| ty.nullable)
     }
 }
 
@@ -77,7 +56,7 @@ pub fn finish(
             && let Some((query, operation)) = text()
             && let Ok(document) = async_graphql::parser::parse_query(&query)
         {
-            super::nulls::null_nested(response, &document, operation.as_deref(), &nullable.1);
+            super::nulls::null_nested(response, &document, operation.as_deref(), &nullable.0);
         }
         null_failed(response, fields, nullable);
     }
