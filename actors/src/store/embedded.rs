@@ -254,7 +254,7 @@ fn journal_path(store: &Path) -> std::path::PathBuf {
 /// Opens the audit journal, writes whatever it still holds into the store
 /// durably (records of reads answered before a crash), and empties it.
 fn open_journal(db: &Database, path: &Path) -> anyhow::Result<journal::Journal> {
-    let (mut journal, pending) =
+    let (recovered, pending) =
         journal::Journal::open(path).with_context(|| format!("opening the audit journal {}", path.display()))?;
     if !pending.is_empty() {
         let txn = db.begin_write()?;
@@ -264,8 +264,7 @@ fn open_journal(db: &Database, path: &Path) -> anyhow::Result<journal::Journal> 
         txn.commit()?;
         tracing::info!(records = pending.len(), "audit records restored from the journal");
     }
-    journal.clear().with_context(|| format!("emptying the audit journal {}", path.display()))?;
-    Ok(journal)
+    recovered.start().with_context(|| format!("emptying the audit journal {}", path.display()))
 }
 
 /// Creates every table (a read transaction cannot open a missing one) and checks

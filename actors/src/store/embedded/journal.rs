@@ -1,82 +1,137 @@
-//! The audit journal: an append-only file beside the store that makes a group
-//! of audit records durable with one `write` and one `fdatasync`.
+//! The audit journal: a file beside the store that makes a group of audit
+//! records durable with one `write` and one `fdatasync`.
 //!
 //! Every audited read waits for its record to be durable (DECISIONS 10), and
 //! a durable redb commit writes several pages at scattered offsets: measured on
 //! the 2-core development machine it cost ~190 µs of CPU and about a
 //! millisecond of waiting per group. A group made only of audit records is
-//! therefore appended here first, then committed to redb *without* durability
-//! (so audit queries see it at once). Any later durable commit makes those
-//! commits durable too, and only then is the journal emptied. On open, whatever
-//! the journal still holds is written to the store again (keys are unique, so a
-//! record already there is only overwritten with itself).
+//! therefore written here first and held in memory. Any later durable commit
+//! writes the held records into the store, and only then is the journal
+//! emptied. On open, whatever the journal still holds is written to the store
+//! again (keys are unique, so a record already there is only overwritten with
+//! itself).
 //!
-//! A frame is `len: u32 LE`, `checksum: u64 LE` (FNV-1a of the payload), then
-//! the payload: the record's 16-byte key and its encoded value. Reading stops at
-//! the first frame that is short or fails its checksum: a crash mid-append tears
-//! only the last group, whose callers were never answered.
+//! The file is written once with zeros to [`PREALLOCATED`] bytes when the store
+//! opens, and groups overwrite it in place from the start: `fdatasync` of
+//! blocks already allocated and written flushes the data alone, while an
+//! append also commits the file system's journal for the new size (measured
+//! here: about 40 % less CPU and wall time per sync). Emptying the journal
+//! only moves the write position back to the start.
+//!
+//! Layout: the 8-byte [`MAGIC`], then frames of `len: u32 LE`, `seq: u64 LE`,
+//! `checksum: u64 LE` (FNV-1a of `seq` and the payload), then the payload: the
+//! record's 16-byte key and its encoded value. Each frame's `seq` is one more
+//! than the frame before it, and a process never writes the same `seq` twice,
+//! so a frame left further on from before the journal was last emptied never
+//! continues the run. Reading stops at the first frame that is short, fails
+//! its checksum or breaks the run: a crash mid-write tears only the last
+//! group, whose callers were never answered. A file without the magic is the
+//! append-only journal of earlier builds (frames of `len`, `checksum`,
+//! payload), read once on open.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
 /// An audit row as the store keeps it: the ordered key and the encoded record.
 pub(super) type Row = ([u8; 16], Vec<u8>);
 
-const HEADER: usize = 4 + 8;
+/// The first bytes of a journal that is overwritten in place.
+const MAGIC: &[u8; 8] = b"ATTJRN\x00\x02";
+/// Frame header: length, sequence number, checksum.
+const HEADER: usize = 4 + 8 + 8;
+/// Frame header of earlier builds' append-only journal: length, checksum.
+const OLD_HEADER: usize = 4 + 8;
+/// Bytes written with zeros when the store opens: room for the most records the
+/// journal holds before a durable commit empties it (`writer::JOURNAL_RECORDS`)
+/// at about 500 bytes each. Larger groups still go in, growing the file.
+pub(super) const PREALLOCATED: u64 = 2 << 20;
+
+/// A journal that was read but may not be written yet: what it holds must first
+/// be made durable elsewhere, since [`Recovered::start`] wipes it.
+pub(super) struct Recovered {
+    file: File,
+    path: std::path::PathBuf,
+}
+
+impl Recovered {
+    /// Wipes the file (the magic, then zeros to [`PREALLOCATED`]), makes that
+    /// durable, and returns the journal ready to take groups.
+    pub(super) fn start(self) -> io::Result<Journal> {
+        let Recovered { mut file, path } = self;
+        let mut zeros = vec![0u8; PREALLOCATED as usize];
+        zeros[..MAGIC.len()].copy_from_slice(MAGIC);
+        file.seek(SeekFrom::Start(0))?;
+        file.write_all(&zeros)?;
+        file.set_len(PREALLOCATED)?;
+        file.sync_all()?;
+        // The file may be new: make its name durable too.
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(Journal { file, len: MAGIC.len() as u64, next_seq: 1, records: 0, broken: false })
+    }
+}
 
 /// The open journal. Owned by the writer thread.
 pub(super) struct Journal {
     file: File,
-    /// Bytes of whole frames in the file.
+    /// Where the next group goes: the end of the frames written since the
+    /// journal was last emptied.
     len: u64,
-    /// Records appended since the journal was last emptied.
+    /// The next frame's sequence number: above every one this process wrote.
+    next_seq: u64,
+    /// Records written since the journal was last emptied.
     records: usize,
-    /// An append failed and the torn tail could not be cut off: nothing more may
-    /// be appended until the journal is emptied.
+    /// A write failed, so what the file holds past `len` is unknown: nothing
+    /// more may be written until the journal is emptied.
     broken: bool,
 }
 
 impl Journal {
-    /// Opens the journal at `path` (creating it) and returns the rows it holds.
-    pub(super) fn open(path: &Path) -> io::Result<(Journal, Vec<Row>)> {
+    /// Reads the journal at `path` (creating it): the rows it holds, and the
+    /// file to [`Recovered::start`] once they are durable in the store.
+    pub(super) fn open(path: &Path) -> io::Result<(Recovered, Vec<Row>)> {
         let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
-        let (rows, len) = parse(&bytes);
-        if len < bytes.len() as u64 {
-            // A torn or corrupt tail: cut it off, so that nothing after the next
-            // append can be mistaken for it (or it for a frame).
-            file.set_len(len)?;
-        }
-        let records = rows.len();
-        Ok((Journal { file, len, records, broken: false }, rows))
+        let rows = match bytes.strip_prefix(MAGIC) {
+            Some(frames) => parse(frames),
+            None => parse_old(&bytes),
+        };
+        Ok((Recovered { file, path: path.to_path_buf() }, rows))
     }
 
-    /// Records appended since the journal was last emptied.
+    /// Records written since the journal was last emptied.
     pub(super) fn records(&self) -> usize {
         self.records
     }
 
-    /// Whether appends are possible (an earlier failure may have left a torn tail).
+    /// Whether writes are possible (an earlier failure may have left a torn group).
     pub(super) fn is_usable(&self) -> bool {
         !self.broken
     }
 
-    /// Appends `rows` and makes them durable. On failure the file is cut back to
-    /// its last whole frame, so later frames stay readable.
+    /// Writes `rows` after the frames already there and makes them durable.
     pub(super) fn append<'a>(&mut self, rows: impl Iterator<Item = &'a Row>) -> io::Result<()> {
+        if self.broken {
+            return Err(io::Error::other("the audit journal must be emptied after a failed write"));
+        }
         let mut buf = Vec::new();
-        let mut n = 0;
+        let mut seq = self.next_seq;
         for (key, value) in rows {
             let payload_len = key.len() + value.len();
             buf.extend_from_slice(&u32::try_from(payload_len).map_err(io::Error::other)?.to_le_bytes());
-            buf.extend_from_slice(&fnv1a(&[key.as_slice(), value.as_slice()]).to_le_bytes());
+            buf.extend_from_slice(&seq.to_le_bytes());
+            buf.extend_from_slice(&fnv1a(&[&seq.to_le_bytes(), key.as_slice(), value.as_slice()]).to_le_bytes());
             buf.extend_from_slice(key);
             buf.extend_from_slice(value);
-            n += 1;
+            seq += 1;
         }
-        let result = self.write_at_end(&buf).and_then(|()| self.file.sync_data());
+        // Numbers are never given out twice, written or not.
+        let n = (seq - self.next_seq) as usize;
+        self.next_seq = seq;
+        let result = self.write_at(self.len, &buf).and_then(|()| self.file.sync_data());
         match result {
             Ok(()) => {
                 self.len += buf.len() as u64;
@@ -84,49 +139,72 @@ impl Journal {
                 Ok(())
             }
             Err(e) => {
-                if self.file.set_len(self.len).is_err() {
-                    self.broken = true;
-                }
+                self.broken = true;
                 Err(e)
             }
         }
     }
 
-    fn write_at_end(&mut self, buf: &[u8]) -> io::Result<()> {
-        use std::io::{Seek, SeekFrom};
-        self.file.seek(SeekFrom::Start(self.len))?;
+    fn write_at(&mut self, at: u64, buf: &[u8]) -> io::Result<()> {
+        self.file.seek(SeekFrom::Start(at))?;
         self.file.write_all(buf)
     }
 
     /// Empties the journal: call only once everything in it is durable in the
-    /// store. Not synced: if the truncation is lost in a crash, the rows are
-    /// written again on open, which changes nothing.
+    /// store. The first frame's header is zeroed, not synced: the next group goes
+    /// at the start again, and the frames after it are from before, so they do
+    /// not continue its run. If a crash loses the zeros before the next group is
+    /// durable, the old frames are written again on open, which changes nothing.
     pub(super) fn clear(&mut self) -> io::Result<()> {
-        if self.len == 0 && !self.broken {
+        let start = MAGIC.len() as u64;
+        if self.len == start && !self.broken {
             return Ok(());
         }
-        self.file.set_len(0)?;
-        (self.len, self.records, self.broken) = (0, 0, false);
-        Ok(())
+        (self.len, self.records, self.broken) = (start, 0, false);
+        self.write_at(start, &[0; HEADER])
     }
 }
 
-/// The whole frames of `bytes`, and how many bytes they take.
-fn parse(bytes: &[u8]) -> (Vec<Row>, u64) {
+/// The rows of the run of whole frames at the start of `frames` (after the magic).
+fn parse(frames: &[u8]) -> Vec<Row> {
     let mut rows = Vec::new();
     let mut at = 0;
-    while let Some(header) = bytes.get(at..at + HEADER) {
+    let mut expected = None;
+    while let Some(header) = frames.get(at..at + HEADER) {
+        let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
+        let seq = u64::from_le_bytes(header[4..12].try_into().expect("8 bytes"));
+        let sum = u64::from_le_bytes(header[12..].try_into().expect("8 bytes"));
+        let Some(payload) = frames.get(at + HEADER..at + HEADER + len) else { break };
+        if len < 16 || expected.is_some_and(|e| e != seq) || fnv1a(&[&seq.to_le_bytes(), payload]) != sum {
+            break;
+        }
+        rows.push(row(payload));
+        expected = seq.checked_add(1);
+        at += HEADER + len;
+    }
+    rows
+}
+
+/// The rows of the whole frames of an earlier build's append-only journal.
+fn parse_old(bytes: &[u8]) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let mut at = 0;
+    while let Some(header) = bytes.get(at..at + OLD_HEADER) {
         let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
         let sum = u64::from_le_bytes(header[4..].try_into().expect("8 bytes"));
-        let Some(payload) = bytes.get(at + HEADER..at + HEADER + len) else { break };
+        let Some(payload) = bytes.get(at + OLD_HEADER..at + OLD_HEADER + len) else { break };
         if len < 16 || fnv1a(&[payload]) != sum {
             break;
         }
-        let key: [u8; 16] = payload[..16].try_into().expect("16 bytes");
-        rows.push((key, payload[16..].to_vec()));
-        at += HEADER + len;
+        rows.push(row(payload));
+        at += OLD_HEADER + len;
     }
-    (rows, at as u64)
+    rows
+}
+
+fn row(payload: &[u8]) -> Row {
+    let key: [u8; 16] = payload[..16].try_into().expect("16 bytes");
+    (key, payload[16..].to_vec())
 }
 
 /// 64-bit FNV-1a: enough to tell a torn frame from a whole one (not a defence
@@ -148,54 +226,96 @@ mod tests {
         ([i; 16], vec![i; len])
     }
 
-    #[test]
-    fn appended_rows_come_back_on_open_and_clear_empties_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("journal");
-        let (mut j, rows) = Journal::open(&path).unwrap();
-        assert!(rows.is_empty());
-        j.append([row(1, 10), row(2, 0)].iter()).unwrap();
-        j.append([row(3, 300)].iter()).unwrap();
-        assert_eq!(j.records(), 3);
-        drop(j);
-        let (mut j, rows) = Journal::open(&path).unwrap();
-        assert_eq!(rows, vec![row(1, 10), row(2, 0), row(3, 300)]);
-        assert_eq!(j.records(), 3);
-        j.clear().unwrap();
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
-        j.append([row(4, 5)].iter()).unwrap();
-        drop(j);
-        assert_eq!(Journal::open(&path).unwrap().1, vec![row(4, 5)]);
+    fn started(path: &Path) -> Journal {
+        Journal::open(path).unwrap().0.start().unwrap()
+    }
+
+    fn held(path: &Path) -> Vec<Row> {
+        Journal::open(path).unwrap().1
     }
 
     #[test]
-    fn a_torn_or_corrupt_tail_is_dropped_and_later_appends_stay_readable() {
+    fn written_rows_come_back_on_open_and_the_file_keeps_its_size() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("journal");
-        let (mut j, _) = Journal::open(&path).unwrap();
-        j.append([row(1, 8), row(2, 8)].iter()).unwrap();
+        let (recovered, rows) = Journal::open(&path).unwrap();
+        assert!(rows.is_empty());
+        let mut j = recovered.start().unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), PREALLOCATED);
+        j.append([row(1, 10), row(2, 0)].iter()).unwrap();
+        j.append([row(3, 300)].iter()).unwrap();
+        assert_eq!(j.records(), 3);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), PREALLOCATED, "written in place");
         drop(j);
-        let whole = std::fs::metadata(&path).unwrap().len();
+        assert_eq!(held(&path), vec![row(1, 10), row(2, 0), row(3, 300)]);
+        // Starting again wipes what was read.
+        drop(started(&path));
+        assert!(held(&path).is_empty());
+    }
 
-        // A crash in the middle of the next frame.
-        let mut torn = std::fs::read(&path).unwrap();
-        torn.extend_from_slice(&[40, 0, 0, 0, 1, 2, 3]);
-        std::fs::write(&path, &torn).unwrap();
-        let (mut j, rows) = Journal::open(&path).unwrap();
-        assert_eq!(rows, vec![row(1, 8), row(2, 8)]);
-        assert_eq!(j.len, whole, "the torn bytes are not counted");
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), whole, "and are cut off");
-        // The next append overwrites the torn bytes rather than following them.
-        j.append([row(3, 8)].iter()).unwrap();
+    #[test]
+    fn frames_from_before_the_journal_was_emptied_are_not_read_after_newer_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal");
+        let mut j = started(&path);
+        j.append([row(1, 8), row(2, 8), row(3, 8)].iter()).unwrap();
+        j.clear().unwrap();
+        assert_eq!(j.records(), 0);
+        assert!(held(&path).is_empty(), "the first frame's header is wiped");
+        // The same size as the first old frame, so the second old frame starts
+        // exactly where the new one ends: whole, with a good checksum, but
+        // numbered before it.
+        j.append([row(4, 8)].iter()).unwrap();
+        assert_eq!(held(&path), vec![row(4, 8)]);
+        j.clear().unwrap();
+        j.append([row(5, 8), row(6, 8)].iter()).unwrap();
+        assert_eq!(held(&path), vec![row(5, 8), row(6, 8)]);
+    }
+
+    #[test]
+    fn a_torn_or_corrupt_frame_ends_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal");
+        let mut j = started(&path);
+        j.append([row(1, 8), row(2, 8)].iter()).unwrap();
+        let end = j.len as usize;
         drop(j);
-        assert_eq!(Journal::open(&path).unwrap().1, vec![row(1, 8), row(2, 8), row(3, 8)]);
+        // A crash in the middle of the next frame: its header, part of its payload.
+        let mut torn = std::fs::read(&path).unwrap();
+        torn[end..end + HEADER].copy_from_slice(&{
+            let mut h = [0u8; HEADER];
+            h[..4].copy_from_slice(&40u32.to_le_bytes());
+            h[4..12].copy_from_slice(&3u64.to_le_bytes());
+            h
+        });
+        torn[end + HEADER..end + HEADER + 7].copy_from_slice(&[1, 2, 3, 4, 5, 6, 7]);
+        std::fs::write(&path, &torn).unwrap();
+        assert_eq!(held(&path), vec![row(1, 8), row(2, 8)]);
 
         // A frame whose payload does not match its checksum ends the journal.
         let mut bad = std::fs::read(&path).unwrap();
-        let last = bad.len() - 1;
-        bad[last] ^= 0xff;
+        bad[end - 1] ^= 0xff;
         std::fs::write(&path, &bad).unwrap();
-        let (_, rows) = Journal::open(&path).unwrap();
-        assert_eq!(rows, vec![row(1, 8), row(2, 8)]);
+        assert_eq!(held(&path), vec![row(1, 8)]);
+    }
+
+    #[test]
+    fn an_earlier_builds_append_only_journal_is_read_and_then_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal");
+        let mut old = Vec::new();
+        for (key, value) in [row(1, 8), row(2, 30)] {
+            old.extend_from_slice(&((key.len() + value.len()) as u32).to_le_bytes());
+            old.extend_from_slice(&fnv1a(&[key.as_slice(), value.as_slice()]).to_le_bytes());
+            old.extend_from_slice(&key);
+            old.extend_from_slice(&value);
+        }
+        old.extend_from_slice(&[9, 0, 0]); // a torn tail
+        std::fs::write(&path, &old).unwrap();
+        assert_eq!(held(&path), vec![row(1, 8), row(2, 30)]);
+        let mut j = started(&path);
+        assert!(held(&path).is_empty());
+        j.append([row(3, 8)].iter()).unwrap();
+        assert_eq!(held(&path), vec![row(3, 8)]);
     }
 }
