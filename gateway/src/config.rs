@@ -560,7 +560,8 @@ impl Settings {
         }
         // Durations far beyond any use overflow when turned into times (the start would panic).
         const DAY: u64 = 24 * 60 * 60;
-        let highest: [(&str, u64, u64); 17] = [
+        let highest: [(&str, u64, u64); 18] = [
+            ("limits.max_depth", self.limits.max_depth as u64, 32),
             ("shard.mailbox_capacity", self.shard.mailbox_capacity as u64, 1_000_000),
             ("shard.proposal_ttl_secs", self.shard.proposal_ttl_secs, 365 * DAY),
             ("shard.expiry_interval_ms", self.shard.expiry_interval_ms, DAY * 1_000),

@@ -552,7 +552,7 @@ pub fn query_text(body: &[u8]) -> Option<(String, Option<String>)> {
 /// operation, in order, fragments followed where they are spread.
 fn response_keys(body: &[u8]) -> Option<Vec<String>> {
     let (query, name) = query_text(body)?;
-    let document = async_graphql::parser::parse_query(&query).ok()?;
+    let document = crate::graphql::nesting::parse(&query)?;
     let operation = operation(&document, name.as_deref())?;
     let mut keys = Vec::new();
     // Best effort: keys past a fragment that cannot be followed stay at the end.
@@ -636,7 +636,7 @@ fn only_fields(body: &[u8], keep: &BTreeSet<String>) -> Option<Bytes> {
     let mut request: serde_json::Value = serde_json::from_slice(body).ok()?;
     let query = request.get("query")?.as_str()?.to_string();
     let name = request.get("operationName").and_then(serde_json::Value::as_str);
-    let document = async_graphql::parser::parse_query(&query).ok()?;
+    let document = crate::graphql::nesting::parse(&query)?;
     let operation = operation(&document, name)?;
     let mut marking = Marking { document: &document, query: &query, keep, marks: Vec::new(), entered: Vec::new() };
     marking.mark(&operation.node.selection_set.node, 0)?;

@@ -452,6 +452,10 @@ async fn execute(
             return refused(StatusCode::PAYLOAD_TOO_LARGE, &message);
         }
     }
+    // Before anything parses the text (the parser recurses without a limit on literals).
+    if !crate::graphql::nesting::within(&request.query) {
+        return refused(StatusCode::BAD_REQUEST, &crate::graphql::nesting::refusal());
+    }
     state.documents.prepare(&mut request);
     // Before anything follows the document's fragments (see `graphql::budget`).
     if request.parsed_query().is_ok_and(|doc| !crate::graphql::budget::within(doc, state.max_fields)) {

@@ -62,10 +62,16 @@ impl SocketExecutor {
 
 impl Executor for SocketExecutor {
     async fn execute(&self, request: Request) -> Response {
+        if let Some(refused) = too_deep(&request) {
+            return refused;
+        }
         self.schema.execute(request).await
     }
 
     fn execute_stream(&self, mut request: Request, session_data: Option<Arc<Data>>) -> BoxStream<'static, Response> {
+        if let Some(refused) = too_deep(&request) {
+            return futures::stream::once(async move { refused }).boxed();
+        }
         let session = session_data.unwrap_or_default();
         let kind = crate::forward::operation_type(&mut request);
         let single = matches!(kind, Some(t) if t != async_graphql::parser::types::OperationType::Subscription);
@@ -99,4 +105,17 @@ impl Executor for SocketExecutor {
         })
         .boxed()
     }
+}
+
+/// The refusal of a request whose text nests too deeply to parse safely
+/// (`graphql::nesting`); the message's `start` was refused already when it was
+/// counted against the caller's quota, so this is a second guard.
+fn too_deep(request: &Request) -> Option<Response> {
+    if crate::graphql::nesting::within(&request.query) {
+        return None;
+    }
+    let mut response =
+        Response::from_errors(vec![async_graphql::ServerError::new(crate::graphql::nesting::refusal(), None)]);
+    crate::graphql::error::ensure_codes(&mut response);
+    Some(response)
 }

@@ -40,6 +40,9 @@ pub fn message_cost(message: &[u8], max: usize) -> Result<u32, String> {
         operation_name: Option<std::borrow::Cow<'a, str>>,
     }
     let Ok(start) = serde_json::from_slice::<Start>(message) else { return Ok(1) };
+    if !super::nesting::within(&start.payload.query) {
+        return Err(super::nesting::refusal());
+    }
     let Ok(document) = async_graphql::parser::parse_query(start.payload.query.as_ref()) else { return Ok(1) };
     if !within(&document, max) {
         return Err(refusal(max));

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use async_graphql::parser::{parse_query, types::ExecutableDocument};
+use async_graphql::parser::types::ExecutableDocument;
 
 /// Parsed documents by query text.
 pub struct DocumentCache {
@@ -38,7 +38,7 @@ impl DocumentCache {
             return;
         }
         // Parse outside the lock: it is the slow part.
-        let Ok(doc) = parse_query(&request.query) else { return };
+        let Some(doc) = super::nesting::parse(&request.query) else { return };
         let mut entries = self.lock();
         if entries.len() >= self.capacity {
             entries.clear();

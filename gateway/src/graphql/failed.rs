@@ -54,7 +54,7 @@ pub fn finish(
         // Read the query again only for an answer with a failed field below the top.
         if response.errors.iter().any(|e| e.path.len() > 1)
             && let Some((query, operation)) = text()
-            && let Ok(document) = async_graphql::parser::parse_query(&query)
+            && let Some(document) = super::nesting::parse(&query)
         {
             super::nulls::null_nested(response, &document, operation.as_deref(), &nullable.0);
         }

@@ -11,6 +11,7 @@ mod feed;
 mod inputs;
 pub mod media;
 mod mutation;
+pub mod nesting;
 pub mod nulls;
 mod panel;
 mod query;

@@ -737,6 +737,41 @@ async fn a_small_document_of_many_spread_fields_is_refused_before_validation() {
 }
 
 #[tokio::test]
+async fn a_deeply_nested_literal_is_refused_before_parsing_and_the_server_lives_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::spawn(dir.path(), Spawn::default()).await;
+    // 4 KB that overflowed a request thread's stack while parsing and aborted the process.
+    let deep = |n: usize| format!("{{ community(code: {}{}) {{ code }} }}", "[".repeat(n), "]".repeat(n));
+    for query in [
+        deep(2_000),
+        deep(30_000),
+        format!("query($x: String = {}1{}) {{ __typename }}", "[".repeat(5_000), "]".repeat(5_000)),
+    ] {
+        let response = app.anonymous().post(&query, json!({})).await;
+        assert_eq!(response.status(), 400);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["errors"][0]["extensions"]["code"], "INVALID_INPUT", "{body}");
+        assert!(body["errors"][0]["message"].as_str().unwrap().contains("nests brackets more than 64 deep"), "{body}");
+    }
+    // Over a WebSocket too, where the connection stays open.
+    use futures::SinkExt;
+    let token = app.token(Role::Coordinator, &["province"], None);
+    let mut ws = crate::feed::connect_as(&app, "graphql-transport-ws", &token).await;
+    let start = json!({ "id": "deep", "type": "subscribe", "payload": { "query": deep(3_000) } });
+    ws.send(tokio_tungstenite::tungstenite::Message::text(start.to_string())).await.unwrap();
+    let refused = crate::feed::next_message(&mut ws).await;
+    assert_eq!((&refused["type"], &refused["id"]), (&json!("error"), &json!("deep")), "{refused}");
+    assert_eq!(refused["payload"][0]["extensions"]["code"], "INVALID_INPUT", "{refused}");
+    // Ordinary nesting still parses, and the server is still there.
+    let shallow = app.anonymous().graphql(&deep(20), json!({})).await;
+    let message = shallow["errors"][0]["message"].as_str().unwrap();
+    assert!(message.contains("Invalid value for argument"), "parsed and validated: {shallow}");
+    app.assert_accepting().await;
+    let page = app.coordinator().ok(r#"{ waitlist(communityCode: "111", first: 5) { totalCount } }"#, json!({})).await;
+    assert_eq!(page["waitlist"]["totalCount"], 0);
+}
+
+#[tokio::test]
 async fn every_answer_has_a_body_with_a_code_and_skipped_fields_give_an_empty_object() {
     let dir = tempfile::tempdir().unwrap();
     let app = TestApp::spawn(dir.path(), Spawn::default()).await;
