@@ -464,6 +464,12 @@ async fn execute(
         ensure_codes(&mut response);
         return answered(state, started, headers, &response);
     }
+    // Before anything runs: a request error, as GraphQL's variable coercion makes it.
+    if let Some(why) = crate::graphql::variables::missing_in(&mut request) {
+        let mut response = async_graphql::Response::from_errors(vec![async_graphql::ServerError::new(why, None)]);
+        ensure_codes(&mut response);
+        return answered(state, started, headers, &response);
+    }
     let mut charged = None;
     if let Some(ip) = counted {
         let name = request.operation_name.clone();

@@ -61,15 +61,15 @@ impl SocketExecutor {
 }
 
 impl Executor for SocketExecutor {
-    async fn execute(&self, request: Request) -> Response {
-        if let Some(refused) = too_deep(&request) {
+    async fn execute(&self, mut request: Request) -> Response {
+        if let Some(refused) = refused_before_running(&mut request) {
             return refused;
         }
         self.schema.execute(request).await
     }
 
     fn execute_stream(&self, mut request: Request, session_data: Option<Arc<Data>>) -> BoxStream<'static, Response> {
-        if let Some(refused) = too_deep(&request) {
+        if let Some(refused) = refused_before_running(&mut request) {
             return futures::stream::once(async move { refused }).boxed();
         }
         let session = session_data.unwrap_or_default();
@@ -107,15 +107,17 @@ impl Executor for SocketExecutor {
     }
 }
 
-/// The refusal of a request whose text nests too deeply to parse safely
-/// (`graphql::nesting`); the message's `start` was refused already when it was
-/// counted against the caller's quota, so this is a second guard.
-fn too_deep(request: &Request) -> Option<Response> {
-    if crate::graphql::nesting::within(&request.query) {
-        return None;
-    }
-    let mut response =
-        Response::from_errors(vec![async_graphql::ServerError::new(crate::graphql::nesting::refusal(), None)]);
+/// The refusal of a request that must not run at all: its text nests too deeply
+/// to parse safely (`graphql::nesting`; the message was refused already when
+/// it was counted against the caller's quota, so this is a second guard), or
+/// it leaves out a required variable (`graphql::variables`).
+fn refused_before_running(request: &mut Request) -> Option<Response> {
+    let why = if crate::graphql::nesting::within(&request.query) {
+        crate::graphql::variables::missing_in(request)?
+    } else {
+        crate::graphql::nesting::refusal()
+    };
+    let mut response = Response::from_errors(vec![async_graphql::ServerError::new(why, None)]);
     crate::graphql::error::ensure_codes(&mut response);
     Some(response)
 }

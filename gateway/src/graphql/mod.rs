@@ -17,6 +17,7 @@ mod panel;
 mod query;
 mod staff;
 pub mod types;
+pub mod variables;
 
 use std::sync::Arc;
 

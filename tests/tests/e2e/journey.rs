@@ -772,6 +772,35 @@ async fn a_deeply_nested_literal_is_refused_before_parsing_and_the_server_lives_
 }
 
 #[tokio::test]
+async fn a_mutation_missing_a_required_variable_runs_none_of_its_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::spawn(dir.path(), Spawn::default()).await;
+    let who = phn(9_101);
+    // The first field needs no variable, the second reads `$r`, which is not sent.
+    let mutation = r#"mutation($input: RegisterHouseholdInput!, $r: ID!) {
+      a: registerHousehold(input: $input) { reference }
+      b: withdrawRegistration(reference: $r, reason: "typo") { status }
+    }"#;
+    let variables = household("111", std::slice::from_ref(&who));
+    let body = app.anonymous().graphql(mutation, variables.clone()).await;
+    assert_eq!(body["errors"][0]["extensions"]["code"], "INVALID_INPUT", "{body}");
+    assert!(body["errors"][0]["message"].as_str().unwrap().contains("`$r` of type `ID!` is required"), "{body}");
+    assert!(body.get("data").is_none_or(Value::is_null), "nothing ran: {body}");
+    // Over a WebSocket too.
+    use futures::SinkExt;
+    let token = app.token(Role::Coordinator, &["province"], None);
+    let mut ws = crate::feed::connect_as(&app, "graphql-transport-ws", &token).await;
+    let start = json!({ "id": "m", "type": "subscribe", "payload": { "query": mutation, "variables": variables } });
+    ws.send(tokio_tungstenite::tungstenite::Message::text(start.to_string())).await.unwrap();
+    let refused = crate::feed::next_message(&mut ws).await;
+    assert_eq!(refused["payload"]["errors"][0]["extensions"]["code"], "INVALID_INPUT", "{refused}");
+    assert!(refused["payload"].get("data").is_none_or(Value::is_null), "{refused}");
+    // The PHN was never registered, so it registers now.
+    let registered = app.anonymous().ok(REGISTER, household("111", &[who])).await;
+    assert_eq!(registered["registerHousehold"]["status"], "WAITING");
+}
+
+#[tokio::test]
 async fn every_answer_has_a_body_with_a_code_and_skipped_fields_give_an_empty_object() {
     let dir = tempfile::tempdir().unwrap();
     let app = TestApp::spawn(dir.path(), Spawn::default()).await;
