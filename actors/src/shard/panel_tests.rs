@@ -155,6 +155,54 @@ async fn a_waiting_patient_another_submission_takes_between_the_two_steps_still_
 }
 
 #[tokio::test]
+async fn a_crash_after_a_waiting_single_left_for_the_panel_is_mended_by_submitting_again() {
+    let w = world(ShardConfig::default()).await;
+    let s = &w.system;
+    let f = clinic(s, "0F111", "111").await;
+    let doc = provider(s, "P2222", "112", 0).await;
+    s.set_provider_clinic(&sys(), &f, &doc, true).await.unwrap();
+    let single = s.register(&sys(), &c("111"), household(&[phn(1)], &[])).await.unwrap().registration;
+    let before = s.community_stats(&sys(), &c("112")).await.unwrap().counts.attached_people;
+
+    // Step one committed (the registration is attached to the provider), and the
+    // process died before the claim moved to the panel: it still names the registration.
+    let claim = s.store().phn_claim(phn(1)).await.unwrap().unwrap();
+    let (home, there) = (ShardKey::parse("IHA/111").unwrap(), ShardKey::parse("IHA/112").unwrap());
+    let release = crate::panel::Release {
+        reference: single.reference,
+        phns: vec![phn(1)],
+        provider: doc.clone(),
+        provider_shard: there,
+    };
+    s.directory().call(&home, |reply| crate::shard::ShardMsg::ReleaseToPanel(release, reply)).await.unwrap();
+    let moved = s.store().phn_claim(phn(1)).await.unwrap().unwrap();
+    assert_eq!(
+        s.store().cas_phn_claim(phn(1), Some(&moved), Some(&claim)).await.unwrap(),
+        crate::store::CasOutcome::Applied
+    );
+    let gone = s.registration(&sys(), &single.reference).await.unwrap().registration;
+    assert!(gone.is_attached_to(&doc));
+
+    // Submitting the same file again puts the patient on the panel (it said
+    // "on another provider's panel" for good, and the PHN was held by no panel).
+    let again = submit(s, &doc, &f, &csv_of(&[phn(1)], "0F111")).await;
+    assert_eq!(statuses(&again), [RowStatus::AttachedFromWaitlist]);
+    let entry = s.panel(&sys(), &doc, 0, 10).await.unwrap().items.remove(0);
+    assert_eq!((entry.phn, entry.source.reference()), (phn(1), Some(single.reference)));
+    let holder = s.store().phn_claim(phn(1)).await.unwrap().unwrap().holder;
+    assert_eq!(holder, crate::store::PhnHolder::Panel(doc.clone()));
+    let after = s.community_stats(&sys(), &c("112")).await.unwrap().counts.attached_people;
+    assert_eq!(after, before + 1, "counted once, as an attachment from the waitlist");
+    assert_eq!(statuses(&submit(s, &doc, &f, &csv_of(&[phn(1)], "0F111")).await), [RowStatus::AlreadyOnPanel]);
+
+    // Another provider listing that patient is still a conflict.
+    let other = provider(s, "P3333", "111", 0).await;
+    s.set_provider_clinic(&sys(), &f, &other, true).await.unwrap();
+    assert_eq!(statuses(&submit(s, &other, &f, &csv_of(&[phn(1)], "0F111")).await), [RowStatus::Conflict]);
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn a_transfer_moves_every_patient_once_and_can_be_run_again() {
     let config = ShardConfig { transfer_chunk: 7, panel_chunk_rows: 50, ..ShardConfig::default() };
     let w = world(config).await;

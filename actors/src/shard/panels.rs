@@ -45,6 +45,11 @@ enum Holder {
     Dead,
     /// A waiting registration: it must let the patient go first.
     Waiting(RegistrationRef, crate::domain::ShardKey),
+    /// A registration attached to this provider by an earlier submission whose
+    /// claim never moved to the panel (a crash between the two steps, or the
+    /// entries of an acceptance next door not yet written): the patient is the
+    /// provider's, so the claim moves to the panel and the entry is added.
+    LeftForUs(RegistrationRef),
     /// Someone else: a conflict to resolve, never a silent move.
     Conflict(&'static str),
 }
@@ -133,6 +138,14 @@ impl ShardRuntime {
                         Holder::Waiting(*r, record.map_or_else(|| claim.shard.clone(), |reg| reg.shard))
                     }
                     Some(RegistrationStatus::Proposed) => Holder::Conflict(PROPOSED),
+                    Some(RegistrationStatus::Attached)
+                        if record.as_ref().is_some_and(|reg| {
+                            reg.household.members.iter().any(|m| m.phn == phn)
+                                && stands_for_attachment(claim, reg, provider, now, self.config.claim_grace_ms())
+                        }) =>
+                    {
+                        Holder::LeftForUs(*r)
+                    }
                     Some(RegistrationStatus::Attached) => Holder::Conflict(ON_ANOTHER_PANEL),
                     Some(RegistrationStatus::Moved) => Holder::Conflict(BUSY),
                     Some(RegistrationStatus::Withdrawn) => Holder::Dead,
@@ -195,7 +208,7 @@ impl ShardRuntime {
         let mut claimed = Vec::new();
         let mut taking = Vec::new();
         let mut takeovers = Vec::new();
-        for r in fresh {
+        for mut r in fresh {
             let Some(existing) = held.get(&r.row.phn) else {
                 claimed.push(r.row.phn);
                 taking.push(r);
@@ -204,6 +217,10 @@ impl ShardRuntime {
             match self.holder_for_submission(&chunk.provider, existing, r.row.phn, now).await? {
                 Holder::Ours => taking.push(r),
                 Holder::Dead => takeovers.push((r, existing.clone())),
+                Holder::LeftForUs(reference) => {
+                    r.from_waitlist = Some(reference);
+                    takeovers.push((r, existing.clone()));
+                }
                 Holder::Waiting(reference, shard) => answer.waitlisted.push(Waitlisted { row: r, reference, shard }),
                 Holder::Conflict(why) => answer.rows.push(RowReport::because(r.line, RowStatus::Conflict, why)),
             }
