@@ -35,8 +35,9 @@ pub enum EventKind {
     Declined { proposal: ProposalId, reference: RegistrationRef, provider: ProviderId, by: Responder },
     /// A proposal ran out of time and the household returned to the waitlist.
     Expired { proposal: ProposalId, reference: RegistrationRef, provider: ProviderId },
-    /// Patients were added to a panel (service code 98990): told once, by the
-    /// panel's community.
+    /// Patients who came off the waitlist (matched, or listed on a submitted
+    /// panel while waiting) joined a panel (service code 98990): told once, by
+    /// the panel's community.
     Attached { reference: Option<RegistrationRef>, provider: ProviderId, patients: u16 },
     /// A provider's capacity or preferences changed.
     CapacityChanged { provider: ProviderId },
@@ -79,6 +80,14 @@ pub enum EventKind {
     /// Waiting members were listed on a provider's submitted panel and left the
     /// waitlist (the panel's community tells `Attached` as it takes them).
     LeftForPanel { reference: RegistrationRef, provider: ProviderId, patients: u16 },
+    /// Patients already the provider's joined a panel here: a submitted panel's
+    /// rows that were not waiting, or patients a transfer moved onto it. Not
+    /// attachments (DECISIONS 19), so not `Attached`, which counts only patients
+    /// who came off the waitlist.
+    Listed { provider: ProviderId, patients: u32 },
+    /// An open proposal was cancelled because its household withdrew or moved
+    /// to another community's waitlist (told with `Withdrawn` or `MovedOut`).
+    ProposalCancelled { proposal: ProposalId, reference: RegistrationRef, provider: ProviderId },
 }
 
 impl EventKind {
@@ -104,6 +113,8 @@ impl EventKind {
             EventKind::ReservationClosed { .. } => "RESERVATION_CLOSED",
             EventKind::Returned { .. } => "RETURNED",
             EventKind::LeftForPanel { .. } => "LEFT_FOR_PANEL",
+            EventKind::Listed { .. } => "LISTED",
+            EventKind::ProposalCancelled { .. } => "PROPOSAL_CANCELLED",
         }
     }
 }

@@ -51,6 +51,10 @@ async fn a_household_that_moves_takes_its_place_by_registration_time() {
     assert_eq!(s.provider(&sys(), &doc).await.unwrap().free_places, 5, "the cancelled proposal's places are free");
     let found = s.registration(&sys(), &mover.reference).await.unwrap();
     assert_eq!(found.registration.shard, shard("112"), "the reference leads to the community joined");
+    // The feed closes the open proposal it cancelled, then tells the move.
+    let cancelled = left.recv().await.unwrap().kind;
+    let (id, reference, provider) = (proposal.id, mover.reference, doc.clone());
+    assert_eq!(cancelled, EventKind::ProposalCancelled { proposal: id, reference, provider });
     let out = left.recv().await.unwrap().kind;
     assert_eq!(out, EventKind::MovedOut { reference: mover.reference, to: shard("112") });
     let inn = joined.recv().await.unwrap().kind;

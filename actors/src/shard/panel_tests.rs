@@ -60,6 +60,7 @@ async fn a_submission_adds_takes_waiting_patients_and_never_moves_anyone_silentl
     // On another provider's panel already.
     submit(s, &other, &f, &csv_of(&[phn(9)], "0F111")).await;
     let (_, mut feed) = s.subscribe(&sys(), &c("112")).unwrap();
+    let (_, mut panels_feed) = s.subscribe(&sys(), &c("111")).unwrap();
 
     let text = csv_of(&[phn(1), phn(2), phn(4), phn(5), phn(9), phn(4)], "0F111");
     let report = submit(s, &doc, &f, &text).await;
@@ -88,6 +89,18 @@ async fn a_submission_adds_takes_waiting_patients_and_never_moves_anyone_silentl
     );
     let waiting = s.waitlist(&sys(), &c("111"), WaitlistQuery { limit: 10, ..Default::default() }).await.unwrap();
     assert_eq!(waiting.total_waiting, 0);
+    // The panel's community tells the two who came off the waitlist as attached,
+    // the provider's two existing patients as listed: the statistics' count.
+    let (mut attached, mut listed) = (0, 0);
+    while let Ok(event) = panels_feed.try_recv() {
+        match event.kind {
+            EventKind::Attached { patients, .. } => attached += u32::from(patients),
+            EventKind::Listed { patients, .. } => listed += patients,
+            _ => {}
+        }
+    }
+    assert_eq!((attached, listed), (2, 2));
+    assert_eq!(s.community_stats(&sys(), &c("111")).await.unwrap().counts.attached_people, 2);
 
     // The same file again changes nothing.
     let again = submit(s, &doc, &f, &text).await;

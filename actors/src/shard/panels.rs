@@ -264,11 +264,20 @@ impl ShardRuntime {
             let reported_panel_size = p.reported_panel_size.saturating_sub(itemised);
             change.upserts.push(Record::Provider(Provider { reported_panel_size, updated_at: now, ..p.clone() }));
         }
-        if !taking.is_empty() {
+        // Attachments are the patients who came off the waitlist; the provider's
+        // existing patients are listed (the statistics count them so too).
+        let from_waitlist = taking.iter().filter(|r| r.from_waitlist.is_some()).count();
+        if from_waitlist > 0 {
             change.events.push(EventKind::Attached {
                 reference: None,
                 provider: chunk.provider.clone(),
-                patients: u16::try_from(taking.len()).unwrap_or(u16::MAX),
+                patients: u16::try_from(from_waitlist).unwrap_or(u16::MAX),
+            });
+        }
+        if taking.len() > from_waitlist {
+            change.events.push(EventKind::Listed {
+                provider: chunk.provider.clone(),
+                patients: u32::try_from(taking.len() - from_waitlist).unwrap_or(u32::MAX),
             });
         }
         if let Err(e) = self.commit(change, now).await {
@@ -622,11 +631,11 @@ impl ShardRuntime {
                 ..e.clone()
             }));
         }
+        // Already attached (or the source's existing patients): not new attachments.
         if !taking.is_empty() {
-            change.events.push(EventKind::Attached {
-                reference: None,
+            change.events.push(EventKind::Listed {
                 provider: t.to.clone(),
-                patients: u16::try_from(taking.len()).unwrap_or(u16::MAX),
+                patients: u32::try_from(taking.len()).unwrap_or(u32::MAX),
             });
         }
         self.commit(change, now).await?;

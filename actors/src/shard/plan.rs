@@ -413,6 +413,11 @@ pub(super) fn cancel_proposal(
 ) -> Result<(), AttachError> {
     let cancelled = proposal.cancel(now)?;
     settle_if_remote(state, change, &cancelled, Vec::new());
+    change.events.push(EventKind::ProposalCancelled {
+        proposal: cancelled.id,
+        reference: cancelled.reference,
+        provider: cancelled.provider.clone(),
+    });
     change.upserts.push(Record::Proposal(cancelled));
     Ok(())
 }

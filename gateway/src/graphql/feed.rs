@@ -40,10 +40,12 @@ pub enum MatchEventKind {
     Declined,
     /// A proposal expired; the household is back on the waitlist.
     Expired,
-    /// Patients (`people`) were added to a panel in this community (service
-    /// code 98990). Told once per patient, where the panel is: a household
-    /// matched to a provider in another community is `ACCEPTED` in its own
-    /// community's feed and `ATTACHED` in the provider's.
+    /// Patients (`people`) who came off the waitlist were added to a panel in
+    /// this community (service code 98990): matched, or listed on a submitted
+    /// panel while waiting. Told once per patient, where the panel is: a
+    /// household matched to a provider in another community is `ACCEPTED` in
+    /// its own community's feed and `ATTACHED` in the provider's. Summing
+    /// `people` over `ATTACHED` counts each attachment once, as the statistics do.
     Attached,
     /// A provider's capacity changed.
     CapacityChanged,
@@ -73,6 +75,13 @@ pub enum MatchEventKind {
     /// An attachment fell through: the household (`people`) is waiting again
     /// with its registration time, and the provider's panel let its members go.
     Returned,
+    /// Patients (`people`) already the provider's joined a panel in this
+    /// community: a submitted panel's rows that were not waiting, or patients a
+    /// transfer moved onto it. Not attachments, so not `ATTACHED`.
+    Listed,
+    /// An open proposal (`proposalId`) was cancelled because its household
+    /// withdrew or moved to another community's waitlist.
+    ProposalCancelled,
     /// This subscriber fell behind and missed events after `missedAfterSeq`:
     /// fetch them with the `events` query.
     Missed,
@@ -183,6 +192,10 @@ impl From<Event> for MatchEvent {
                 (K::Returned, id(reference), id(proposal), id(provider))
             }
             EventKind::LeftForPanel { reference, provider, .. } => (K::LeftForPanel, id(reference), None, id(provider)),
+            EventKind::Listed { provider, .. } => (K::Listed, None, None, id(provider)),
+            EventKind::ProposalCancelled { proposal, reference, provider } => {
+                (K::ProposalCancelled, id(reference), id(proposal), id(provider))
+            }
         };
         let mut out = MatchEvent {
             reference,
@@ -199,7 +212,7 @@ impl From<Event> for MatchEvent {
             | EventKind::Returned { people: patients, .. } => out.people = Some(u32::from(patients)),
             EventKind::Declined { by, .. } => out.declined_by = Some(by.into()),
             EventKind::ClinicUpdated { facility } => out.facility_number = Some(facility),
-            EventKind::Detached { patients, .. } => out.people = Some(patients),
+            EventKind::Detached { patients, .. } | EventKind::Listed { patients, .. } => out.people = Some(patients),
             EventKind::TransferUpdated { moved, .. } => out.people = Some(moved),
             EventKind::MovedOut { to, .. } => out.other_community = Some(to.community.as_str().to_string()),
             EventKind::MovedIn { from, household_size, .. } | EventKind::Reserved { from, household_size, .. } => {
