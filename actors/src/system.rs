@@ -944,7 +944,25 @@ impl AttachSystem {
     ) -> Result<Vec<Event>, AttachError> {
         let shard = self.shard_of(community)?;
         who.require(Operation::ReadEvents, Some(&shard))?;
-        Ok(self.store.events_after(&shard, after, limit).await?)
+        let events = self.store.events_after(&shard, after, limit).await?;
+        // A point past the log's end is from another log (a restored backup, a
+        // rebuilt data directory): following it would skip every event up to it.
+        if events.is_empty()
+            && after > 0
+            && let Ok(last) = self.last_seq_at(&shard).await
+            && after > last
+        {
+            let message = format!(
+                "afterSeq {after} is past the end of community {}'s events (the last is {last}); \
+                 it comes from another copy of the log: start again from {last}, or from 0 to read them all",
+                community.as_str()
+            );
+            return Err(AttachError {
+                field: Some("afterSeq".into()),
+                ..AttachError::new(ErrorCode::InvalidInput, message)
+            });
+        }
+        Ok(events)
     }
 
     /// Every shard's gauges (shards not running are left out).

@@ -606,3 +606,21 @@ async fn a_provider_or_clinic_created_at_once_in_several_communities_is_created_
     }
     w.system.stop().await;
 }
+
+#[tokio::test]
+async fn a_catch_up_point_past_the_end_of_the_log_is_refused_not_followed() {
+    let w = world(ShardConfig::default()).await;
+    let s = &w.system;
+    s.register(&sys(), &c("111"), household(&[phn(1)], &[])).await.unwrap();
+    let all = s.events_after(&sys(), &c("111"), 0, 10).await.unwrap();
+    let last = all.last().unwrap().seq;
+    assert!(s.events_after(&sys(), &c("111"), last, 10).await.unwrap().is_empty(), "caught up");
+    // From another copy of the log (a restored backup): following it would skip what comes next.
+    let ahead = s.events_after(&sys(), &c("111"), last + 500, 10).await.unwrap_err();
+    assert_eq!((ahead.code, ahead.field.as_deref()), (ErrorCode::InvalidInput, Some("afterSeq")));
+    assert!(ahead.message.contains(&format!("the last is {last}")), "{}", ahead.message);
+    // An empty community's log starts at 0.
+    assert!(s.events_after(&sys(), &c("112"), 0, 10).await.unwrap().is_empty());
+    assert_eq!(s.events_after(&sys(), &c("112"), 1, 10).await.unwrap_err().code, ErrorCode::InvalidInput);
+    s.stop().await;
+}

@@ -24,8 +24,8 @@ pub fn refusal(max: usize) -> String {
 
 /// What the operation a WebSocket `subscribe` (or `start`) message carries
 /// costs against the caller's quota ([`root_fields`]), or its refusal if its
-/// document is over `max`. A message or document that does not parse costs one
-/// and is left to async-graphql to report.
+/// document is over `max` or it is a subscription of several fields. A message
+/// or document that does not parse costs one and is left to async-graphql to report.
 pub fn message_cost(message: &[u8], max: usize) -> Result<u32, String> {
     #[derive(serde::Deserialize)]
     struct Start<'a> {
@@ -47,7 +47,16 @@ pub fn message_cost(message: &[u8], max: usize) -> Result<u32, String> {
     if !within(&document, max) {
         return Err(refusal(max));
     }
-    Ok(root_fields(&document, start.payload.operation_name.as_deref()))
+    let name = start.payload.operation_name.as_deref();
+    let fields = root_fields(&document, name);
+    // GraphQL's single root field rule, which async-graphql does not check: two
+    // feeds under one id arrive interleaved, and a refusal of one ends neither.
+    let subscription = crate::forward::operation(&document, name)
+        .is_some_and(|op| op.node.ty == async_graphql::parser::types::OperationType::Subscription);
+    if subscription && fields > 1 {
+        return Err("a subscription selects exactly one field; start one subscription per feed".to_string());
+    }
+    Ok(fields)
 }
 
 /// The top-level fields the operation `name` (or the document's only one)
@@ -171,6 +180,14 @@ mod tests {
         assert_eq!(message_cost(message("{ a b }").to_string().as_bytes(), 100), Ok(2));
         assert_eq!(message_cost(b"not json", 100), Ok(1));
         assert!(message_cost(message("{ a b c }").to_string().as_bytes(), 2).is_err());
+        // A subscription has one root field (aliases too are separate fields).
+        let two_feeds = message(
+            "subscription { a: communityEvents(communityCode: \"111\") { seq } b: communityEvents(communityCode: \"112\") { seq } }",
+        );
+        let refused = message_cost(two_feeds.to_string().as_bytes(), 100).unwrap_err();
+        assert!(refused.contains("exactly one field"), "{refused}");
+        let one_feed = message("subscription { communityEvents(communityCode: \"111\") { seq } }");
+        assert_eq!(message_cost(one_feed.to_string().as_bytes(), 100), Ok(1));
     }
 
     #[test]
