@@ -244,13 +244,230 @@ const ISO_639_1: [&str; 184] = [
     "ur", "uz", "ve", "vi", "vo", "wa", "wo", "xh", "yi", "yo", "za", "zh", "zu",
 ];
 
+/// The 3-letter codes (ISO 639-3, and ISO 639-2's bibliographic forms such as
+/// `fre` and `ger`) of the languages that have a 2-letter code, sorted: such a
+/// code is held as its 2-letter form, so `eng` and `en` are one language to
+/// matching. From the ISO 639-3 code tables (as published with pycountry).
+const ISO_639_3_TO_1: [(&str, &str); 204] = [
+    ("aar", "aa"),
+    ("abk", "ab"),
+    ("afr", "af"),
+    ("aka", "ak"),
+    ("alb", "sq"),
+    ("amh", "am"),
+    ("ara", "ar"),
+    ("arg", "an"),
+    ("arm", "hy"),
+    ("asm", "as"),
+    ("ava", "av"),
+    ("ave", "ae"),
+    ("aym", "ay"),
+    ("aze", "az"),
+    ("bak", "ba"),
+    ("bam", "bm"),
+    ("baq", "eu"),
+    ("bel", "be"),
+    ("ben", "bn"),
+    ("bis", "bi"),
+    ("bod", "bo"),
+    ("bos", "bs"),
+    ("bre", "br"),
+    ("bul", "bg"),
+    ("bur", "my"),
+    ("cat", "ca"),
+    ("ces", "cs"),
+    ("cha", "ch"),
+    ("che", "ce"),
+    ("chi", "zh"),
+    ("chu", "cu"),
+    ("chv", "cv"),
+    ("cor", "kw"),
+    ("cos", "co"),
+    ("cre", "cr"),
+    ("cym", "cy"),
+    ("cze", "cs"),
+    ("dan", "da"),
+    ("deu", "de"),
+    ("div", "dv"),
+    ("dut", "nl"),
+    ("dzo", "dz"),
+    ("ell", "el"),
+    ("eng", "en"),
+    ("epo", "eo"),
+    ("est", "et"),
+    ("eus", "eu"),
+    ("ewe", "ee"),
+    ("fao", "fo"),
+    ("fas", "fa"),
+    ("fij", "fj"),
+    ("fin", "fi"),
+    ("fra", "fr"),
+    ("fre", "fr"),
+    ("fry", "fy"),
+    ("ful", "ff"),
+    ("geo", "ka"),
+    ("ger", "de"),
+    ("gla", "gd"),
+    ("gle", "ga"),
+    ("glg", "gl"),
+    ("glv", "gv"),
+    ("gre", "el"),
+    ("grn", "gn"),
+    ("guj", "gu"),
+    ("hat", "ht"),
+    ("hau", "ha"),
+    ("hbs", "sh"),
+    ("heb", "he"),
+    ("her", "hz"),
+    ("hin", "hi"),
+    ("hmo", "ho"),
+    ("hrv", "hr"),
+    ("hun", "hu"),
+    ("hye", "hy"),
+    ("ibo", "ig"),
+    ("ice", "is"),
+    ("ido", "io"),
+    ("iii", "ii"),
+    ("iku", "iu"),
+    ("ile", "ie"),
+    ("ina", "ia"),
+    ("ind", "id"),
+    ("ipk", "ik"),
+    ("isl", "is"),
+    ("ita", "it"),
+    ("jav", "jv"),
+    ("jpn", "ja"),
+    ("kal", "kl"),
+    ("kan", "kn"),
+    ("kas", "ks"),
+    ("kat", "ka"),
+    ("kau", "kr"),
+    ("kaz", "kk"),
+    ("khm", "km"),
+    ("kik", "ki"),
+    ("kin", "rw"),
+    ("kir", "ky"),
+    ("kom", "kv"),
+    ("kon", "kg"),
+    ("kor", "ko"),
+    ("kua", "kj"),
+    ("kur", "ku"),
+    ("lao", "lo"),
+    ("lat", "la"),
+    ("lav", "lv"),
+    ("lim", "li"),
+    ("lin", "ln"),
+    ("lit", "lt"),
+    ("ltz", "lb"),
+    ("lub", "lu"),
+    ("lug", "lg"),
+    ("mac", "mk"),
+    ("mah", "mh"),
+    ("mal", "ml"),
+    ("mao", "mi"),
+    ("mar", "mr"),
+    ("may", "ms"),
+    ("mkd", "mk"),
+    ("mlg", "mg"),
+    ("mlt", "mt"),
+    ("mon", "mn"),
+    ("mri", "mi"),
+    ("msa", "ms"),
+    ("mya", "my"),
+    ("nau", "na"),
+    ("nav", "nv"),
+    ("nbl", "nr"),
+    ("nde", "nd"),
+    ("ndo", "ng"),
+    ("nep", "ne"),
+    ("nld", "nl"),
+    ("nno", "nn"),
+    ("nob", "nb"),
+    ("nor", "no"),
+    ("nya", "ny"),
+    ("oci", "oc"),
+    ("oji", "oj"),
+    ("ori", "or"),
+    ("orm", "om"),
+    ("oss", "os"),
+    ("pan", "pa"),
+    ("per", "fa"),
+    ("pli", "pi"),
+    ("pol", "pl"),
+    ("por", "pt"),
+    ("pus", "ps"),
+    ("que", "qu"),
+    ("roh", "rm"),
+    ("ron", "ro"),
+    ("rum", "ro"),
+    ("run", "rn"),
+    ("rus", "ru"),
+    ("sag", "sg"),
+    ("san", "sa"),
+    ("sin", "si"),
+    ("slk", "sk"),
+    ("slo", "sk"),
+    ("slv", "sl"),
+    ("sme", "se"),
+    ("smo", "sm"),
+    ("sna", "sn"),
+    ("snd", "sd"),
+    ("som", "so"),
+    ("sot", "st"),
+    ("spa", "es"),
+    ("sqi", "sq"),
+    ("srd", "sc"),
+    ("srp", "sr"),
+    ("ssw", "ss"),
+    ("sun", "su"),
+    ("swa", "sw"),
+    ("swe", "sv"),
+    ("tah", "ty"),
+    ("tam", "ta"),
+    ("tat", "tt"),
+    ("tel", "te"),
+    ("tgk", "tg"),
+    ("tgl", "tl"),
+    ("tha", "th"),
+    ("tib", "bo"),
+    ("tir", "ti"),
+    ("ton", "to"),
+    ("tsn", "tn"),
+    ("tso", "ts"),
+    ("tuk", "tk"),
+    ("tur", "tr"),
+    ("twi", "tw"),
+    ("uig", "ug"),
+    ("ukr", "uk"),
+    ("urd", "ur"),
+    ("uzb", "uz"),
+    ("ven", "ve"),
+    ("vie", "vi"),
+    ("vol", "vo"),
+    ("wel", "cy"),
+    ("wln", "wa"),
+    ("wol", "wo"),
+    ("xho", "xh"),
+    ("yid", "yi"),
+    ("yor", "yo"),
+    ("zha", "za"),
+    ("zho", "zh"),
+    ("zul", "zu"),
+];
+
 impl Language {
     /// Parses a 2- or 3-letter code by its shape, as stored records are read
     /// back (a code taken before session 12 checked two-letter codes against
     /// the standard still loads). Input goes through [`Self::parse_input`].
+    /// A 3-letter code of a language that has a 2-letter one is held as that
+    /// (`eng` is `en`), also when a record stored before session 15 is read.
     pub fn parse(input: &str) -> Result<Self, DomainError> {
         let s = input.trim().to_ascii_lowercase();
         if (2..=3).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_lowercase()) {
+            let s = match ISO_639_3_TO_1.binary_search_by(|(three, _)| (*three).cmp(s.as_str())) {
+                Ok(i) => ISO_639_3_TO_1[i].1,
+                Err(_) => s.as_str(),
+            };
             let mut code = [0u8; 3];
             code[..s.len()].copy_from_slice(s.as_bytes());
             Ok(Language(code))
@@ -275,6 +492,12 @@ impl Language {
             ));
         }
         Ok(language)
+    }
+
+    /// `languages` with each one kept once, where it first appears.
+    pub fn once_each(languages: Vec<Language>) -> Vec<Language> {
+        let mut seen = BTreeSet::new();
+        languages.into_iter().filter(|l| seen.insert(*l)).collect()
     }
 
     /// The code.
@@ -330,8 +553,11 @@ impl Household {
     /// The most people one registration may hold.
     pub const MAX_MEMBERS: usize = 8;
 
-    /// Checks the household rules: 1 to 8 members, no PHN twice, at most 5 languages.
+    /// Checks the household rules: 1 to 8 members, no PHN twice, at most 5
+    /// languages (a language named twice, as `eng` and `en`, is kept once, in
+    /// the order given).
     pub fn new(members: Vec<Member>, postal_code: PostalCode, languages: Vec<Language>) -> Result<Self, DomainError> {
+        let languages = Language::once_each(languages);
         if members.is_empty() || members.len() > Self::MAX_MEMBERS {
             return Err(DomainError::invalid("members", "a household registers 1 to 8 people"));
         }
@@ -468,6 +694,17 @@ mod tests {
         assert!(Language::parse_input("zz").unwrap_err().message.contains("ISO 639-1"));
         assert_eq!(Language::parse_input("crk").unwrap().as_str(), "crk", "Plains Cree has no 2-letter code");
         assert_eq!(Language::parse_input("PA").unwrap().as_str(), "pa");
+        // One language, one code: the 3-letter forms of 2-letter languages (and
+        // ISO 639-2's bibliographic ones) are held as the 2-letter code.
+        for (three, two) in [("eng", "en"), ("fra", "fr"), ("fre", "fr"), ("pan", "pa"), ("zho", "zh"), ("ger", "de")] {
+            assert_eq!(Language::parse_input(three).unwrap().as_str(), two, "{three}");
+        }
+        assert!(ISO_639_3_TO_1.is_sorted(), "searched by halves");
+        assert!(ISO_639_3_TO_1.iter().all(|(_, two)| ISO_639_1.binary_search(two).is_ok()));
+        let stored: Language = postcard::from_bytes(&postcard::to_allocvec("eng").unwrap()).unwrap();
+        assert_eq!(stored.as_str(), "en", "a code stored before is read as the same language");
+        let listed = ["en", "eng", "pa", "EN"].map(|l| Language::parse_input(l).unwrap());
+        assert_eq!(Language::once_each(listed.to_vec()).iter().map(Language::as_str).collect::<Vec<_>>(), ["en", "pa"]);
         // Stored before two-letter codes were checked: still read back.
         let stored: Language = postcard::from_bytes(&postcard::to_allocvec("iw").unwrap()).unwrap();
         assert_eq!(stored.as_str(), "iw");

@@ -81,6 +81,7 @@ impl Capacity {
         if desired_panel_size > Self::MAX_PANEL_SIZE {
             return Err(DomainError::invalid("desiredPanelSize", "a desired panel size is at most 10000"));
         }
+        let languages = Language::once_each(languages);
         if languages.len() > 10 {
             return Err(DomainError::invalid("languages", "list at most 10 languages"));
         }

@@ -34,7 +34,8 @@ pub struct RegisterHouseholdInput {
     pub community: String,
     /// Postal code of the household.
     pub postal_code: String,
-    /// Languages the household can be cared for in (ISO 639 codes).
+    /// Languages the household can be cared for in (ISO 639 codes; a 3-letter
+    /// code of a language with a 2-letter one is kept as that: `eng` is `en`).
     #[graphql(default)]
     pub languages: Vec<String>,
     /// 1 to 8 people.
@@ -233,7 +234,7 @@ pub struct CapacityInput {
     /// already hold counts against it.
     #[graphql(default = 100)]
     pub complex_share_percent: u32,
-    /// Languages offered (ISO 639 codes).
+    /// Languages offered (ISO 639 codes; `eng` is kept as `en`).
     #[graphql(default)]
     pub languages: Vec<String>,
     /// Age groups taken (empty: all).
