@@ -432,10 +432,15 @@ async fn execute(
                 .to_string(),
         })
     } else {
-        serde_json::from_slice::<async_graphql::Request>(&bytes).map_err(|_| {
-            "the body must be a JSON object with a `query` string (and optional `variables`, `operationName`)"
-                .to_string()
-        })
+        // serde would take `{}` (no query) or `[]` (a struct read as a list) as an empty query.
+        let object = bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+        serde_json::from_slice::<async_graphql::Request>(&bytes)
+            .ok()
+            .filter(|r| object && !r.query.trim().is_empty())
+            .ok_or_else(|| {
+                "the body must be a JSON object with a `query` string (and optional `variables`, `operationName`)"
+                    .to_string()
+            })
     };
     let mut request = match parsed {
         Ok(r) => r,

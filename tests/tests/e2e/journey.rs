@@ -772,6 +772,24 @@ async fn a_deeply_nested_literal_is_refused_before_parsing_and_the_server_lives_
 }
 
 #[tokio::test]
+async fn a_body_without_a_query_is_refused_as_such() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::spawn(dir.path(), Spawn::default()).await;
+    let url = format!("{}/graphql", app.url);
+    // `{}` and `[]` were answered 200 with the parser's diagram of an empty document.
+    for body in ["{}", "[]", " [] ", r#"{"query": null}"#, r#"{"query": "  "}"#, r#"[{"query": "{ __typename }"}]"#] {
+        let response =
+            app.http().post(&url).header("content-type", "application/json").body(body).send().await.unwrap();
+        assert_eq!(response.status(), 400, "{body}");
+        let answer: Value = response.json().await.unwrap();
+        assert_eq!(answer["errors"][0]["extensions"]["code"], "INVALID_INPUT", "{body}: {answer}");
+        assert!(answer["errors"][0]["message"].as_str().unwrap().contains("with a `query` string"), "{answer}");
+    }
+    let fine = app.http().post(&url).header("content-type", "application/json").body(r#" {"query": "{ __typename }"}"#);
+    assert_eq!(fine.send().await.unwrap().json::<Value>().await.unwrap()["data"]["__typename"], "Query");
+}
+
+#[tokio::test]
 async fn a_mutation_missing_a_required_variable_runs_none_of_its_fields() {
     let dir = tempfile::tempdir().unwrap();
     let app = TestApp::spawn(dir.path(), Spawn::default()).await;
