@@ -122,11 +122,17 @@ pub struct AuditRecord {
     /// The shard touched, when one was.
     pub shard: Option<ShardKey>,
     /// The id of the record touched (registration reference, proposal id,
-    /// provider id, facility number, endorsement id). Never a PHN.
+    /// provider id, facility number, endorsement id). Never a PHN: an id that
+    /// is one (typed into the wrong field) is kept as [`NOT_A_TARGET`].
     pub target: Option<String>,
     /// How it ended.
     pub outcome: Outcome,
 }
+
+/// What an audit record keeps for a target that is a valid PHN: a caller who
+/// typed a patient's number into a provider or proposal id would otherwise
+/// have put it in the log, which holds no personal data.
+pub const NOT_A_TARGET: &str = "(a PHN, not kept)";
 
 impl AuditRecord {
     /// A record of `who` doing `operation` now.
@@ -145,7 +151,7 @@ impl AuditRecord {
             role: who.role(),
             operation,
             shard,
-            target,
+            target: target.map(|t| if crate::domain::Phn::parse(&t).is_ok() { NOT_A_TARGET.to_string() } else { t }),
             outcome,
         }
     }
@@ -229,6 +235,21 @@ mod tests {
     fn record(at: i64, subject: &str, op: Operation) -> AuditRecord {
         let who = Principal::new(subject, Role::Coordinator, None, Scope::province());
         AuditRecord { at: Timestamp(at), id: AuditId(at as u64), ..AuditRecord::new(&who, op, None, None, Outcome::Ok) }
+    }
+
+    #[test]
+    fn a_phn_given_as_a_target_is_not_kept() {
+        let who = Principal::new("p-1", Role::Provider, None, Scope::province());
+        let phn = crate::domain::Phn::with_body(91_234_567).or_else(|| crate::domain::Phn::with_body(91_234_568));
+        let phn = phn.expect("one of two bodies has a check digit").expose();
+        for typed in [phn.clone(), format!(" {phn} ")] {
+            let r = AuditRecord::new(&who, Operation::ReadPanel, None, Some(typed), Outcome::Ok);
+            assert_eq!(r.target.as_deref(), Some(NOT_A_TARGET));
+        }
+        for id in ["P10001", "0F111/rn-1", "ABCDEFGHJKMN", "1234567890"] {
+            let r = AuditRecord::new(&who, Operation::ReadPanel, None, Some(id.into()), Outcome::Ok);
+            assert_eq!(r.target.as_deref(), Some(id), "not a PHN");
+        }
     }
 
     #[test]

@@ -588,6 +588,15 @@ impl AttachSystem {
                 None => None,
             };
             self.may_change_provider(who, &input, current.as_ref()).await?;
+            // A practitioner number is never a patient's PHN: one typed into this
+            // field would be kept in every record and log line about the provider.
+            if home.is_none() && crate::domain::Phn::parse(input.id.as_str()).is_ok() {
+                let message = "this id is a valid PHN, not a practitioner number; nothing was created";
+                return Err(AttachError {
+                    field: Some("id".into()),
+                    ..AttachError::new(ErrorCode::InvalidInput, message)
+                });
+            }
             // A new provider's id is claimed for this community before the shard
             // writes them, so two communities creating it at once cannot both.
             if home.is_none() {

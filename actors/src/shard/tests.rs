@@ -624,3 +624,23 @@ async fn a_catch_up_point_past_the_end_of_the_log_is_refused_not_followed() {
     assert_eq!(s.events_after(&sys(), &c("112"), 1, 10).await.unwrap_err().code, ErrorCode::InvalidInput);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_patients_phn_is_not_taken_as_a_new_providers_id() {
+    let w = world(ShardConfig::default()).await;
+    let s = &w.system;
+    let input = |id: &str| ProviderInput {
+        id: ProviderId::parse(id).unwrap(),
+        given_name: PersonName::parse("Jo").unwrap(),
+        surname: PersonName::parse("Doc").unwrap(),
+        kind: ProviderKind::Physician,
+        clinics: None,
+        reported_panel_size: None,
+    };
+    let phn = phn(7).expose();
+    let refused = s.upsert_provider(&sys(), &c("111"), input(&phn)).await.unwrap_err();
+    assert_eq!((refused.code, refused.field.as_deref()), (ErrorCode::InvalidInput, Some("id")));
+    assert_eq!(s.provider(&sys(), &ProviderId::parse(&phn).unwrap()).await.unwrap_err().code, ErrorCode::NotFound);
+    s.upsert_provider(&sys(), &c("111"), input("1234567890")).await.unwrap();
+    s.stop().await;
+}
