@@ -16,9 +16,13 @@ use super::{DomainError, Phn, Timestamp};
 pub struct PersonName(Box<str>);
 
 impl PersonName {
-    /// Parses a name.
+    /// Parses a name, held in Unicode's composed form (NFC): "José" typed with
+    /// a combining accent (as some keyboards and copy-paste give it) is the
+    /// same name, and counts the same characters, as with a precomposed "é".
     pub fn parse(input: &str) -> Result<Self, DomainError> {
-        let s = input.trim();
+        use unicode_normalization::UnicodeNormalization;
+        let composed: String = input.trim().nfc().collect();
+        let s = composed.as_str();
         let count = s.chars().count();
         if count == 0 || count > 60 {
             return Err(DomainError::invalid("name", "a name has 1 to 60 characters"));
@@ -51,6 +55,14 @@ impl PersonName {
     /// The name as text.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// Whether two names are the same name: letter case and Unicode's forms
+    /// aside (a name stored before session 15 may be in its decomposed form).
+    pub fn same_as(&self, other: &PersonName) -> bool {
+        use unicode_normalization::UnicodeNormalization;
+        let folded = |n: &PersonName| n.0.nfc().flat_map(char::to_lowercase).collect::<String>();
+        self.0 == other.0 || folded(self) == folded(other)
     }
 }
 
@@ -606,6 +618,15 @@ mod tests {
     #[test]
     fn names() {
         assert_eq!(PersonName::parse("  Anne-Marie ").unwrap().as_str(), "Anne-Marie");
+        // One name whichever Unicode form it arrives in: held composed, counted so.
+        let (composed, decomposed) = ("Jos\u{e9}", "Jose\u{301}");
+        assert_eq!(PersonName::parse(decomposed).unwrap().as_str(), composed);
+        assert!(PersonName::parse(&"\u{e9}".repeat(31)).is_ok());
+        assert!(PersonName::parse(&"e\u{301}".repeat(31)).is_ok(), "31 characters, not 62");
+        let stored = PersonName(decomposed.into()); // as a name stored before was kept
+        assert!(stored.same_as(&PersonName::parse(composed).unwrap()));
+        assert!(PersonName::parse("ADA").unwrap().same_as(&PersonName::parse("Ada").unwrap()));
+        assert!(!PersonName::parse("Ada").unwrap().same_as(&PersonName::parse("Adam").unwrap()));
         assert!(PersonName::parse("O'Brien").is_ok());
         assert!(PersonName::parse("Nguyễn").is_ok());
         assert!(PersonName::parse("").is_err());

@@ -104,7 +104,10 @@ pub fn update_household(
     // date of birth when a mistyped PHN is corrected), so a place in line is
     // never handed over to other people.
     let same_person = |m: &Member, c: &Member| {
-        m.phn == c.phn || (m.given_name == c.given_name && m.surname == c.surname && m.date_of_birth == c.date_of_birth)
+        m.phn == c.phn
+            || (m.given_name.same_as(&c.given_name)
+                && m.surname.same_as(&c.surname)
+                && m.date_of_birth == c.date_of_birth)
     };
     if !household.members.iter().any(|m| current.household.members.iter().any(|c| same_person(m, c))) {
         return Err(AttachError {
