@@ -469,8 +469,8 @@ async fn execute(
         ensure_codes(&mut response);
         return answered(state, started, headers, &response);
     }
-    // Before anything runs: a request error, as GraphQL's variable coercion makes it.
-    if let Some(why) = crate::graphql::variables::missing_in(&mut request) {
+    // Before anything runs: request errors, as GraphQL's validation and variable coercion make them.
+    if let Some(why) = crate::graphql::cannot_run(&mut request) {
         let mut response = async_graphql::Response::from_errors(vec![async_graphql::ServerError::new(why, None)]);
         ensure_codes(&mut response);
         return answered(state, started, headers, &response);

@@ -110,10 +110,10 @@ impl Executor for SocketExecutor {
 /// The refusal of a request that must not run at all: its text nests too deeply
 /// to parse safely (`graphql::nesting`; the message was refused already when
 /// it was counted against the caller's quota, so this is a second guard), or
-/// it leaves out a required variable (`graphql::variables`).
+/// it misuses a directive or leaves out a required variable (`graphql::cannot_run`).
 fn refused_before_running(request: &mut Request) -> Option<Response> {
     let why = if crate::graphql::nesting::within(&request.query) {
-        crate::graphql::variables::missing_in(request)?
+        crate::graphql::cannot_run(request)?
     } else {
         crate::graphql::nesting::refusal()
     };

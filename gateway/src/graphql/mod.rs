@@ -4,6 +4,7 @@ mod access;
 pub mod allowance;
 pub mod budget;
 mod cursor;
+pub mod directives;
 pub mod document_cache;
 pub mod error;
 pub mod failed;
@@ -47,6 +48,19 @@ pub struct ApiLimits {
     pub max_page_size: usize,
     /// Bounds of a panel file.
     pub panel: attach_actors::panel::Limits,
+}
+
+/// Why a request must not run at all, checked on its own document (parsed now
+/// if it was not yet): a directive misused ([`directives`]) or a required
+/// variable left out ([`variables::missing`]).
+pub fn cannot_run(request: &mut async_graphql::Request) -> Option<String> {
+    let variables = std::mem::take(&mut request.variables);
+    let name = request.operation_name.take();
+    let why = request.parsed_query().ok().and_then(|document| {
+        directives::misused(document).or_else(|| variables::missing(document, name.as_deref(), &variables))
+    });
+    (request.variables, request.operation_name) = (variables, name);
+    why
 }
 
 /// Builds the schema over a running system.

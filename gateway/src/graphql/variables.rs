@@ -29,15 +29,6 @@ pub fn missing(document: &ExecutableDocument, name: Option<&str>, variables: &Va
     })
 }
 
-/// [`missing`] for a request's own document (parsed now if it was not yet) and variables.
-pub fn missing_in(request: &mut async_graphql::Request) -> Option<String> {
-    let variables = std::mem::take(&mut request.variables);
-    let name = request.operation_name.take();
-    let why = request.parsed_query().ok().and_then(|document| missing(document, name.as_deref(), &variables));
-    (request.variables, request.operation_name) = (variables, name);
-    why
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -816,6 +816,15 @@ async fn a_mutation_missing_a_required_variable_runs_none_of_its_fields() {
     // The PHN was never registered, so it registers now.
     let registered = app.anonymous().ok(REGISTER, household("111", &[who])).await;
     assert_eq!(registered["registerHousehold"]["status"], "WAITING");
+    // A directive GraphQL's validation refuses is refused before anything runs, too.
+    for (query, says) in [
+        ("{ __typename @foo }", "unknown directive @foo"),
+        ("{ __typename @skip(if: false) @skip(if: true) }", "@skip is used twice"),
+    ] {
+        let body = app.anonymous().graphql(query, json!({})).await;
+        assert_eq!(body["errors"][0]["extensions"]["code"], "INVALID_INPUT", "{body}");
+        assert!(body["errors"][0]["message"].as_str().unwrap().contains(says), "{body}");
+    }
 }
 
 #[tokio::test]
