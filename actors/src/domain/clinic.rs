@@ -44,7 +44,7 @@ impl ClinicInput {
         let field = |v: &str, f: &str, min: usize, max: usize| {
             let t = v.trim();
             let n = t.chars().count();
-            if n < min || n > max || t.chars().any(char::is_control) {
+            if n < min || n > max || t.chars().any(super::unprintable) {
                 Err(DomainError::invalid(f, &format!("{f} must be {min} to {max} printable characters")))
             } else {
                 Ok(t.to_string())
@@ -70,5 +70,6 @@ mod tests {
         assert!(ClinicInput::parse("A", "", "", "").is_err());
         assert!(ClinicInput::parse("A", "B", "", &"1".repeat(31)).is_err());
         assert!(ClinicInput::parse("A\u{7}", "B", "", "").is_err());
+        assert!(ClinicInput::parse("\u{202E}cinilC", "B", "", "").is_err(), "a bidirectional override");
     }
 }

@@ -22,6 +22,14 @@ macro_rules! stored_as_text {
     )+};
 }
 
+/// Whether `c` may not appear in free text that people read (notes, reasons,
+/// clinic and staff entries): a control character, or one of Unicode's
+/// bidirectional embedding, override and isolate controls, which make text
+/// display in an order other than it is stored ("Trojan Source").
+pub(crate) fn unprintable(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
 mod clinic;
 mod endorsement;
 mod event;

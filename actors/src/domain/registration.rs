@@ -285,21 +285,22 @@ impl Registration {
     }
 }
 
-/// Checks a free-text reason (decline, withdrawal): 1–500 printable characters.
+/// Checks a free-text reason (decline, withdrawal): 1–500 printable characters
+/// (line breaks allowed; see [`super::unprintable`]).
 pub fn parse_reason(input: &str) -> Result<String, DomainError> {
-    free_text(input, "reason", "a reason is 1 to 500 printable characters")
+    free_text(input, "reason", "a reason is 1 to 500 printable characters (line breaks allowed)")
 }
 
 /// A coordinator's note on a proposal they make: as a reason, 1 to 500
 /// printable characters, trimmed.
 pub fn parse_note(input: &str) -> Result<String, DomainError> {
-    free_text(input, "note", "a note is 1 to 500 printable characters")
+    free_text(input, "note", "a note is 1 to 500 printable characters (line breaks allowed)")
 }
 
 fn free_text(input: &str, field: &'static str, rule: &'static str) -> Result<String, DomainError> {
     let t = input.trim();
     let n = t.chars().count();
-    if n == 0 || n > 500 || t.chars().any(|c| c.is_control() && c != '\n') {
+    if n == 0 || n > 500 || t.chars().any(|c| super::unprintable(c) && c != '\n') {
         return Err(DomainError::invalid(field, rule));
     }
     Ok(t.to_string())
@@ -510,6 +511,16 @@ mod tests {
         assert_eq!(parse_note(" knows the family\n").unwrap(), "knows the family");
         assert_eq!(parse_note(&"x".repeat(500)).unwrap().len(), 500);
         let e = parse_note("a\u{7}bell").unwrap_err();
-        assert_eq!((e.field.as_str(), e.message.as_str()), ("note", "a note is 1 to 500 printable characters"));
+        assert_eq!(
+            (e.field.as_str(), e.message.as_str()),
+            ("note", "a note is 1 to 500 printable characters (line breaks allowed)")
+        );
+        assert_eq!(parse_note("line one\nline two").unwrap(), "line one\nline two");
+        // Text that would display in another order than it is stored.
+        for spoof in ["\u{202E}tnemtnioppa", "a\u{2066}b\u{2069}", "\u{202A}x"] {
+            assert!(parse_note(spoof).is_err(), "{spoof:?}");
+            assert!(parse_reason(spoof).is_err(), "{spoof:?}");
+        }
+        assert!(parse_note("שלום and \u{200F}hello").is_ok(), "right-to-left text and its marks are fine");
     }
 }

@@ -62,7 +62,7 @@ impl StaffInput {
 fn printable(value: &str, field: &str, max: usize) -> Result<String, DomainError> {
     let t = value.trim();
     let n = t.chars().count();
-    if n == 0 || n > max || t.chars().any(char::is_control) {
+    if n == 0 || n > max || t.chars().any(super::unprintable) {
         Err(DomainError::invalid(field, &format!("{field} must be 1 to {max} printable characters")))
     } else {
         Ok(t.to_string())
@@ -86,6 +86,7 @@ mod tests {
         assert_eq!(field(StaffInput::parse("moa-1", &"a".repeat(121), "MOA")), "name");
         assert_eq!(field(StaffInput::parse("moa-1", "Jo", "")), "title");
         assert_eq!(field(StaffInput::parse("moa-1", "Jo", "MOA\u{7}")), "title");
+        assert_eq!(field(StaffInput::parse("moa-1", "\u{202E}nnA", "MOA")), "name", "a bidirectional override");
         assert!(StaffInput::parse("moa-1", &"é".repeat(120), &"N".repeat(60)).is_ok());
     }
 
