@@ -122,18 +122,22 @@ impl Authenticator {
     /// header, an error when there is one that does not hold a valid bearer token.
     pub async fn from_headers(&self, headers: &HeaderMap) -> Result<Option<Signed>, TokenError> {
         let Some(value) = headers.get(header::AUTHORIZATION) else { return Ok(None) };
-        let token = value.to_str().ok().and_then(bearer).ok_or(TokenError::Malformed)?;
+        let token = value.to_str().ok().and_then(bearer).ok_or(TokenError::NotBearer)?;
         self.verify(token).await.map(Some)
     }
 
     /// The principal of a WebSocket `connection_init` payload
     /// (`{"Authorization": "Bearer …"}`, any case of the key).
     pub async fn from_init_payload(&self, payload: &serde_json::Value) -> Result<Option<Signed>, TokenError> {
-        let Some(object) = payload.as_object() else { return Ok(None) };
+        let object = match payload {
+            serde_json::Value::Object(object) => object,
+            serde_json::Value::Null => return Ok(None),
+            _ => return Err(TokenError::InitPayload),
+        };
         let Some((_, value)) = object.iter().find(|(k, _)| k.eq_ignore_ascii_case("authorization")) else {
             return Ok(None);
         };
-        let token = value.as_str().and_then(bearer).ok_or(TokenError::Malformed)?;
+        let token = value.as_str().and_then(bearer).ok_or(TokenError::NotBearer)?;
         self.verify(token).await.map(Some)
     }
 }

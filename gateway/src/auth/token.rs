@@ -35,6 +35,11 @@ pub struct TokenRules {
 pub enum TokenError {
     /// Not three base64url parts with a JSON header.
     Malformed,
+    /// The credential is not `Bearer <token>`.
+    NotBearer,
+    /// A subscription connection's `connection_init` payload is neither absent
+    /// nor an object (where `Authorization` would be).
+    InitPayload,
     /// `alg` is not RS256 or ES256, or not the named key's algorithm.
     Algorithm,
     /// No key with the token's `kid`.
@@ -59,6 +64,10 @@ impl fmt::Display for TokenError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             TokenError::Malformed => f.write_str("the bearer token is not a JWT"),
+            TokenError::NotBearer => f.write_str("the credential is not `Bearer <token>`"),
+            TokenError::InitPayload => {
+                f.write_str("the connection_init payload is not an object such as {\"Authorization\": \"Bearer …\"}")
+            }
             TokenError::Algorithm => f.write_str("the bearer token's algorithm is not accepted (RS256 or ES256 only)"),
             TokenError::UnknownKey => f.write_str("the bearer token was signed with a key Attach does not know"),
             TokenError::Signature => f.write_str("the bearer token's signature is not valid"),

@@ -373,6 +373,17 @@ async fn subscriptions_need_a_valid_token_and_are_capped_per_principal_across_co
     ws.send(Message::text(init.to_string())).await.unwrap();
     let reason = closed(&mut ws).await.expect("the socket is closed");
     assert!(reason.starts_with("4403 UNAUTHENTICATED"), "graphql-transport-ws's Forbidden: {reason}");
+    // So does a payload that is not an object (it was taken as no sign-in at all),
+    // and a credential without its scheme, each saying what is wrong.
+    let a_bearer = format!("Bearer {a}");
+    for (payload, says) in
+        [(json!(a_bearer), "payload is not an object"), (json!({ "Authorization": a }), "not `Bearer <token>`")]
+    {
+        let (mut ws, _) = tokio_tungstenite::connect_async(request(None)).await.unwrap();
+        ws.send(Message::text(json!({ "type": "connection_init", "payload": payload }).to_string())).await.unwrap();
+        let reason = closed(&mut ws).await.expect("the socket is closed");
+        assert!(reason.starts_with("4403 UNAUTHENTICATED") && reason.contains(says), "{reason}");
+    }
 
     // A bad token on the upgrade request is refused before the upgrade.
     assert!(tokio_tungstenite::connect_async(request(Some("Bearer not.a.jwt"))).await.is_err());
