@@ -163,7 +163,10 @@ pub struct AttachSystem {
 /// (the household, or anyone it was given to, a provider without their token
 /// too) sees the proposals and declines without what providers and
 /// coordinators wrote about them. Its coordinators and support see all of it.
-fn seen_by(who: &Principal, mut view: RegistrationView) -> RegistrationView {
+/// Every answer that carries a registration to a caller goes through here
+/// (a read, and the household's own changes: register, update, move,
+/// withdraw), so no answer shows more than a read would.
+pub(crate) fn seen_by(who: &Principal, mut view: RegistrationView) -> RegistrationView {
     let mine = |p: &ProviderId| who.is_provider(p);
     match who.role() {
         Role::Public | Role::Patient => {
@@ -171,9 +174,8 @@ fn seen_by(who: &Principal, mut view: RegistrationView) -> RegistrationView {
             for d in view.registration.declines.iter_mut().filter(|d| d.by != Some(Responder::Patient)) {
                 d.reason.clear();
             }
-            if let Some(p) = view.proposal.as_mut() {
-                p.explanation.provider_fit.clear();
-                p.decline_reason = None;
+            if let Some(p) = view.proposal.take() {
+                view.proposal = Some(proposal_seen_by(who, p));
             }
         }
         Role::Provider | Role::MedicalDirector => {
@@ -189,6 +191,20 @@ fn seen_by(who: &Principal, mut view: RegistrationView) -> RegistrationView {
         _ => {}
     }
     view
+}
+
+/// A proposal as the household sees it, by its reference alone (public or
+/// patient): without the provider's fit, which holds the coordinator's note,
+/// and without a decline reason the household did not give. Anyone else sees
+/// it whole (a provider only their own, checked where it is read).
+fn proposal_seen_by(who: &Principal, mut proposal: Proposal) -> Proposal {
+    if matches!(who.role(), Role::Public | Role::Patient) {
+        proposal.explanation.provider_fit.clear();
+        if proposal.declined_by != Some(Responder::Patient) {
+            proposal.decline_reason = None;
+        }
+    }
+    proposal
 }
 
 impl AttachSystem {
@@ -400,7 +416,7 @@ impl AttachSystem {
             self.directory.call_audited(&shard, trail.draft(), |r| ShardMsg::Register(household, r)).await
         }
         .await;
-        self.audited(trail, result).await
+        self.audited(trail, result).await.map(|view| seen_by(who, view))
     }
 
     /// A registration's standing, by reference.
@@ -429,7 +445,8 @@ impl AttachSystem {
         reason: String,
     ) -> Result<RegistrationView, AttachError> {
         let op = Operation::WithdrawRegistration;
-        self.close_for_household(who, op, reference, |r, reply| ShardMsg::Withdraw(r, reason, reply)).await
+        let view = self.close_for_household(who, op, reference, |r, reply| ShardMsg::Withdraw(r, reason, reply)).await;
+        view.map(|view| seen_by(who, view))
     }
 
     /// The household of `reference` declines the proposal open for it (the
@@ -443,7 +460,9 @@ impl AttachSystem {
         reason: String,
     ) -> Result<Proposal, AttachError> {
         let op = Operation::DeclineMatch;
-        self.close_for_household(who, op, reference, |r, reply| ShardMsg::DeclineMatch(r, reason, reply)).await
+        let declined =
+            self.close_for_household(who, op, reference, |r, reply| ShardMsg::DeclineMatch(r, reason, reply));
+        declined.await.map(|proposal| proposal_seen_by(who, proposal))
     }
 
     /// A coordinator in scope returns an attached household to the waitlist:
@@ -531,7 +550,7 @@ impl AttachSystem {
             self.directory.call_audited(&shard, draft, |r| ShardMsg::UpdateHousehold(reference, household, r)).await
         }
         .await;
-        self.audited(trail, result).await
+        self.audited(trail, result).await.map(|view| seen_by(who, view))
     }
 
     /// A page of a community's waitlist.

@@ -466,3 +466,40 @@ async fn a_provider_reading_a_registration_sees_only_their_own_proposal_and_decl
     assert_eq!((open.id, open.explanation.provider_fit.len()), (q.id, 0), "the proposal, not the provider's fit");
     assert!(s.registration(&delegate("moa-1"), &fam.reference).await.unwrap().proposal.is_none());
 }
+
+#[tokio::test]
+async fn the_households_own_changes_answer_no_more_than_reading_it_by_its_reference() {
+    let w = world(ShardConfig::default()).await;
+    let s = &w.system;
+    let first = provider(s, "P1111", "111", 1).await;
+    let fam = s.register(&sys(), &c("111"), household(&[phn(1)], &[])).await.unwrap().registration;
+    let p = s.run_matching(&sys(), &c("111")).await.unwrap().pop().unwrap();
+    let reason = "previously discharged from this clinic";
+    s.answer(&as_provider(&first), &p.id, Answer::Decline { by: Responder::Provider, reason: reason.into() })
+        .await
+        .unwrap();
+    let coordinator = coordinator(&["community:111"]);
+    s.propose_match(&coordinator, &fam.reference, &first, "knows the family".into()).await.unwrap();
+    let patient = Principal::new("patient-1", Role::Patient, None, Scope::default());
+    let written = |fit: &[String], declines: &[crate::domain::Decline]| {
+        fit.iter().any(|f| f.contains("knows the family")) || declines.iter().any(|d| d.reason == reason)
+    };
+
+    // Declining the match: the household's own reason, not the coordinator's note.
+    let declined = s.decline_match(&patient, &fam.reference, "we moved".into()).await.unwrap();
+    assert!(declined.explanation.provider_fit.is_empty(), "{:?}", declined.explanation.provider_fit);
+    assert_eq!(declined.decline_reason.as_deref(), Some("we moved"));
+    // An update that changes nothing, and a withdrawal: no provider's reason, no note.
+    let same = s.registration(&sys(), &fam.reference).await.unwrap().registration.household;
+    let updated = s.update_household(&patient, &fam.reference, same).await.unwrap();
+    let fit = updated.proposal.as_ref().map_or(vec![], |p| p.explanation.provider_fit.clone());
+    assert!(!written(&fit, &updated.registration.declines), "{updated:?}");
+    assert!(updated.registration.declines.iter().any(|d| d.reason == "we moved"), "the household's own reason stays");
+    let gone = s.withdraw(&patient, &fam.reference, "found a doctor".into()).await.unwrap();
+    let fit = gone.proposal.as_ref().map_or(vec![], |p| p.explanation.provider_fit.clone());
+    assert!(!written(&fit, &gone.registration.declines), "{gone:?}");
+    // Its coordinator still reads all of it.
+    let all = s.registration(&coordinator, &fam.reference).await.unwrap();
+    let fit = all.proposal.as_ref().map_or(vec![], |p| p.explanation.provider_fit.clone());
+    assert!(written(&fit, &all.registration.declines));
+}

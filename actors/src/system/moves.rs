@@ -58,7 +58,7 @@ impl AttachSystem {
             self.complete_move(moving, &record).await
         }
         .await;
-        self.audited(trail, result).await
+        self.audited(trail, result).await.map(|view| super::seen_by(who, view))
     }
 
     /// Steps 2 and 3 of a move whose step 1 is durable.
