@@ -317,8 +317,11 @@ impl PanelMutation {
         let provider = provider_id_arg(&provider_id)?;
         let facility = facility(&facility_number)?;
         // The role's gate before the file is read: a caller who may not submit
-        // is told so without the server parsing their upload.
-        caller(ctx).require(Operation::SubmitPanel, None).gql()?;
+        // is told so without the server parsing their upload, and audited as
+        // any refused submission is.
+        if let Err(e) = caller(ctx).require(Operation::SubmitPanel, None) {
+            return Err(system(ctx).refuse_panel_file(caller(ctx), &provider, e).await).gql();
+        }
         let limits = ctx.data_unchecked::<ApiLimits>().panel;
         let bytes = match read_upload(ctx, &file, limits) {
             Ok(bytes) => bytes,

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use attach_actors::access::Role;
+
 use crate::helpers::{Spawn, TestApp, attach_bin, phn, repo_root};
 
 /// The callers of these tests, as development tokens minted with `attach token`.
@@ -306,6 +308,18 @@ async fn panel_files_are_reported_row_by_row() {
     let variables = json!({ "p": "P10001", "f": "0F111", "file": null });
     let anonymous = app.upload_raw(None, SUBMIT, variables, "file", b"x\n").await.json::<Value>().await.unwrap();
     assert_eq!(anonymous["errors"][0]["extensions"]["code"], "UNAUTHENTICATED");
+    // Refused at the role's gate, before the file is read, and audited like any refused submission.
+    let coordinator = app.token(Role::Coordinator, &["province"], None);
+    let variables = json!({ "p": "P10001", "f": "0F111", "file": null });
+    let response = app.upload_raw(Some(&coordinator), SUBMIT, variables, "file", b"x\n").await;
+    assert_eq!(response.json::<Value>().await.unwrap()["errors"][0]["extensions"]["code"], "FORBIDDEN");
+    let operations = app.token(Role::Operations, &[], None);
+    let log = r#"{ auditLog(first: 50, filter: { operation: "submitPanel" }) { nodes { role target outcome } } }"#;
+    let records = app.with_token(operations).ok(log, json!({})).await["auditLog"]["nodes"].clone();
+    for (role, outcome) in [("PUBLIC", "UNAUTHENTICATED"), ("COORDINATOR", "FORBIDDEN")] {
+        let found = records.as_array().unwrap().iter().filter(|r| r["role"] == role && r["outcome"] == outcome);
+        assert_eq!(found.filter(|r| r["target"] == "P10001").count(), 1, "{role}: {records}");
+    }
 
     // Empty files, and files past the limits: INVALID_INPUT naming the limit; nothing changes.
     for empty in [b"".as_slice(), b"\xEF\xBB\xBF\r\n\r\n", b"PHN,Surname,Given,DOB,Code,Facility\r\n"] {
