@@ -526,6 +526,30 @@ async fn free_places_honour_accepting_the_monthly_rate_and_the_desired_size() {
 }
 
 #[tokio::test]
+async fn a_months_places_once_taken_stay_taken_when_the_patients_leave_the_panel() {
+    use crate::shard::Answer;
+    let w = world(ShardConfig::default()).await;
+    let s = &w.system;
+    let f = clinic(s, "0F111", "111").await;
+    // Five a month, room on the panel for far more.
+    let doc = provider(s, "P1111", "111", 5).await;
+    s.set_provider_clinic(&sys(), &f, &doc, true).await.unwrap();
+    let capacity = Capacity::new(true, 5, 5000, ComplexityMix::default(), vec![], Default::default()).unwrap();
+    s.set_capacity(&sys(), &doc, capacity).await.unwrap();
+    // Three matched and accepted, one waiting patient listed on a submitted panel: four of the five.
+    s.register(&sys(), &c("111"), household(&[phn(1), phn(2), phn(3)], &[])).await.unwrap();
+    let p = s.run_matching(&sys(), &c("111")).await.unwrap().pop().unwrap();
+    s.answer(&sys(), &p.id, Answer::Accept).await.unwrap();
+    s.register(&sys(), &c("111"), household(&[phn(4)], &[])).await.unwrap();
+    assert_eq!(statuses(&submit(s, &doc, &f, &csv_of(&[phn(4)], "0F111")).await), [RowStatus::AttachedFromWaitlist]);
+    assert_eq!(s.provider(&sys(), &doc).await.unwrap().free_places, 1);
+    // Taking the matched patients off the panel does not give the month's places back.
+    assert_eq!(s.remove_from_panel(&sys(), &doc, vec![phn(1), phn(2), phn(3)]).await.unwrap(), [true, true, true]);
+    assert_eq!(s.provider(&sys(), &doc).await.unwrap().free_places, 1, "five a month, not eight");
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn a_provider_at_several_clinics_names_the_clinic_when_accepting() {
     use crate::shard::Answer;
     let w = world(ShardConfig::default()).await;

@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use crate::domain::{
     Clinic, DAY_MS, DelegateId, Endorsement, EndorsementId, EventKind, FacilityNumber, MoveStatus, PanelEntry,
-    PanelTransfer, Phn, Proposal, ProposalId, ProposalStatus, Provider, ProviderId, Registration, RegistrationMove,
-    RegistrationRef, RegistrationStatus, Settlement, ShardKey, StaffMember, Timestamp, TransferKey,
+    PanelSource, PanelTransfer, Phn, Proposal, ProposalId, ProposalStatus, Provider, ProviderId, Registration,
+    RegistrationMove, RegistrationRef, RegistrationStatus, Settlement, ShardKey, StaffMember, Timestamp, TransferKey,
 };
 use crate::store::{Locator, Record, RecordKey};
 
@@ -531,11 +531,26 @@ impl ShardState {
     }
 
     /// People attached to `provider` off the waitlist since `since` (what the
-    /// monthly rate counts; a submitted panel's patients are not new to the provider).
+    /// monthly rate counts; a submitted panel's other patients and patients
+    /// transferred in are not new to the provider): the people of the matches
+    /// they accepted, which stay counted when the patients later leave the
+    /// panel (a removal, a transfer away), so a month's places are not taken
+    /// twice; and the waiting patients their submitted panels listed, by their
+    /// entries (a submission makes no proposal). A match that fell through
+    /// (`RETURNED`) gives its places back.
     pub fn attached_since(&self, provider: &ProviderId, since: Timestamp) -> u32 {
-        self.panels.get(provider).map_or(0, |p| {
-            p.values().filter(|e| e.attached_at >= since && e.source.reference().is_some()).count() as u32
-        })
+        let accepted = |p: &&Proposal| {
+            &p.provider == provider && p.status == ProposalStatus::Accepted && p.closed_at.is_some_and(|at| at >= since)
+        };
+        let proposals = self.proposals.values().chain(self.reservations.values());
+        let matched: u32 = proposals.filter(accepted).map(|p| u32::from(p.household_size)).sum();
+        let listed = self.panels.get(provider).map_or(0, |p| {
+            let listed = |e: &&PanelEntry| {
+                e.attached_at >= since && matches!(e.source, PanelSource::Submitted { reference: Some(_), .. })
+            };
+            p.values().filter(listed).count() as u32
+        });
+        matched + listed
     }
 
     /// Places `provider`'s monthly rate has used since `since`: open proposals
