@@ -134,6 +134,16 @@ pub struct AuditRecord {
 /// have put it in the log, which holds no personal data.
 pub const NOT_A_TARGET: &str = "(a PHN, not kept)";
 
+/// `target` with any part of it (`FACILITY/provider`, `FACILITY/subject`) that is
+/// a valid PHN kept as [`NOT_A_TARGET`].
+fn without_phns(target: String) -> String {
+    let is_phn = |part: &str| crate::domain::Phn::parse(part).is_ok();
+    if !target.split('/').any(is_phn) {
+        return target;
+    }
+    target.split('/').map(|part| if is_phn(part) { NOT_A_TARGET } else { part }).collect::<Vec<_>>().join("/")
+}
+
 impl AuditRecord {
     /// A record of `who` doing `operation` now.
     pub fn new(
@@ -151,7 +161,7 @@ impl AuditRecord {
             role: who.role(),
             operation,
             shard,
-            target: target.map(|t| if crate::domain::Phn::parse(&t).is_ok() { NOT_A_TARGET.to_string() } else { t }),
+            target: target.map(without_phns),
             outcome,
         }
     }
@@ -246,6 +256,8 @@ mod tests {
             let r = AuditRecord::new(&who, Operation::ReadPanel, None, Some(typed), Outcome::Ok);
             assert_eq!(r.target.as_deref(), Some(NOT_A_TARGET));
         }
+        let clinic = AuditRecord::new(&who, Operation::ReadPanel, None, Some(format!("0F911/{phn}")), Outcome::Ok);
+        assert_eq!(clinic.target.as_deref(), Some(&*format!("0F911/{NOT_A_TARGET}")), "a part of a target too");
         for id in ["P10001", "0F111/rn-1", "ABCDEFGHJKMN", "1234567890"] {
             let r = AuditRecord::new(&who, Operation::ReadPanel, None, Some(id.into()), Outcome::Ok);
             assert_eq!(r.target.as_deref(), Some(id), "not a PHN");
