@@ -493,7 +493,13 @@ async fn only_the_provider_their_delegate_and_the_clinics_director_change_panels
     s.set_provider_clinic(&md, &f, &a, false).await.unwrap();
     assert_eq!(s.run_transfer(&a, &key).await.unwrap().moved, 1);
     assert_eq!(s.panel_transfer(&as_provider(&b), &a, &key).await.unwrap().key, t.key);
-    assert_eq!(s.panel_transfer(&other_md, &a, &key).await.unwrap_err().code, ErrorCode::Forbidden);
+    // Another clinic's director is told no more than of a key that names nothing.
+    let missing = TransferKey::parse("no-such-key").unwrap();
+    assert_eq!(
+        s.panel_transfer(&other_md, &a, &key).await.unwrap_err(),
+        s.panel_transfer(&other_md, &a, &missing).await.unwrap_err()
+    );
+    assert_eq!(s.panel_transfer(&other_md, &a, &key).await.unwrap_err().code, ErrorCode::NotFound);
     assert_eq!(s.clinic_panel_reports(&other_md, &f).await.unwrap_err().code, ErrorCode::Forbidden);
     assert_eq!(s.clinic_panel_reports(&md, &f).await.unwrap().iter().map(|r| r.itemised).sum::<u32>(), 1);
     s.stop().await;

@@ -552,7 +552,12 @@ impl AttachSystem {
         let t = self.transfer_at(&shard, from, key).await?;
         let party = who.is_provider(&t.from) || who.is_provider(&t.to);
         if !(party || matches!(who.role(), Role::Support | Role::Operations | Role::Internal)) {
-            self.require_director(who, &t.facility).await?;
+            // Answered as a key that names no transfer: a refusal naming the clinic
+            // told anyone signed in that a panel was being moved, and where.
+            self.require_director(who, &t.facility).await.map_err(|e| match e.code {
+                ErrorCode::Forbidden => AttachError::not_found("transfer"),
+                _ => e,
+            })?;
         }
         Ok(t)
     }
