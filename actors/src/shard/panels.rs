@@ -82,6 +82,11 @@ impl ShardRuntime {
     /// delegate whose endorsement by them is completed (decided here, against
     /// the shard's endorsements).
     pub(super) fn may_change_panel(&self, who: &Principal, provider: &ProviderId) -> Result<(), AttachError> {
+        self.may_act_on_panel(who, provider, "you may only change your own panel")
+    }
+
+    /// [`Self::may_change_panel`], refusing a provider with `not_theirs`.
+    fn may_act_on_panel(&self, who: &Principal, provider: &ProviderId, not_theirs: &str) -> Result<(), AttachError> {
         let allowed = match who.role() {
             Role::Internal => true,
             Role::Delegate => self.state.delegation_in_force(provider, who.subject()),
@@ -93,7 +98,7 @@ impl ShardRuntime {
                 ErrorCode::Forbidden,
                 "you act for this provider only while their endorsement of you is completed",
             )),
-            (false, _) => Err(AttachError::new(ErrorCode::Forbidden, "you may only change your own panel")),
+            (false, _) => Err(AttachError::new(ErrorCode::Forbidden, not_theirs)),
         }
     }
 
@@ -101,7 +106,7 @@ impl ShardRuntime {
     fn may_read_report(&self, who: &Principal, provider: &ProviderId) -> Result<(), AttachError> {
         match who.role() {
             Role::Internal | Role::Support | Role::Operations => Ok(()),
-            _ => self.may_change_panel(who, provider),
+            _ => self.may_act_on_panel(who, provider, "you may only read your own panel"),
         }
     }
 
