@@ -861,3 +861,37 @@ async fn patients_who_join_a_panel_while_it_moves_are_counted_in_its_total() {
     assert_eq!((done.moved, done.total, done.status), (13, 13, TransferStatus::Completed), "never past 100 %");
     assert_eq!(s.panel(&sys(), &b, 0, 100).await.unwrap().items.len(), 13);
 }
+
+#[tokio::test]
+async fn a_matched_patient_removed_with_a_claim_left_behind_is_listed_not_attached_again() {
+    let w = world(ShardConfig::default()).await;
+    let s = &w.system;
+    let f = clinic(s, "0F111", "111").await;
+    let doc = provider(s, "P1111", "111", 10).await;
+    s.set_provider_clinic(&sys(), &f, &doc, true).await.unwrap();
+    let r = s.register(&sys(), &c("111"), household(&[phn(1)], &[])).await.unwrap().registration;
+    let p = s.run_matching(&sys(), &c("111")).await.unwrap().pop().unwrap();
+    s.answer(&sys(), &p.id, crate::shard::Answer::Accept).await.unwrap();
+    let matched_claim = s.store().phn_claim(phn(1)).await.unwrap().unwrap();
+    assert_eq!(matched_claim.holder, crate::store::PhnHolder::Registration(r.reference));
+    let (_, mut feed) = s.subscribe(&sys(), &c("111")).unwrap();
+    // The provider removes the patient; the process dies before the claim is freed.
+    s.remove_from_panel(&sys(), &doc, vec![phn(1)]).await.unwrap();
+    if s.store().phn_claim(phn(1)).await.unwrap().is_none() {
+        s.store().cas_phn_claim(phn(1), None, Some(&matched_claim)).await.unwrap();
+    }
+    // Months later the provider lists the patient again on a submitted panel.
+    let again = submit(s, &doc, &f, &csv_of(&[phn(1)], "0F111")).await;
+    let mut attached = 0;
+    while let Ok(e) = feed.try_recv() {
+        if let EventKind::Attached { patients, .. } = e.kind {
+            attached += patients;
+        }
+    }
+    assert_eq!(
+        (statuses(&again), attached),
+        (vec![RowStatus::Accepted], 0),
+        "a patient matched before is listed, not a new attachment from the waitlist"
+    );
+    s.stop().await;
+}

@@ -45,11 +45,15 @@ enum Holder {
     Dead,
     /// A waiting registration: it must let the patient go first.
     Waiting(RegistrationRef, crate::domain::ShardKey),
-    /// A registration attached to this provider by an earlier submission whose
-    /// claim never moved to the panel (a crash between the two steps, or the
-    /// entries of an acceptance next door not yet written): the patient is the
-    /// provider's, so the claim moves to the panel and the entry is added.
-    LeftForUs(RegistrationRef),
+    /// A registration attached to this provider whose claim still names it
+    /// though the patient has no entry here: the patient is the provider's, so
+    /// the claim moves to the panel and the entry is added. Attached by an
+    /// earlier submission whose claim never moved (a crash between its two
+    /// steps), the patient came off the waitlist (`true`); attached by a match
+    /// the provider accepted (a removal from the panel stopped by a crash
+    /// before it freed the claim, or an acceptance next door whose entries have
+    /// not arrived yet), they did so then and are only listed now (`false`).
+    LeftForUs(RegistrationRef, bool),
     /// Someone else: a conflict to resolve, never a silent move.
     Conflict(&'static str),
 }
@@ -149,7 +153,7 @@ impl ShardRuntime {
                                 && stands_for_attachment(claim, reg, provider, now, self.config.claim_grace_ms())
                         }) =>
                     {
-                        Holder::LeftForUs(*r)
+                        Holder::LeftForUs(*r, !self.state.accepted_match(r, provider))
                     }
                     Some(RegistrationStatus::Attached) => Holder::Conflict(ON_ANOTHER_PANEL),
                     Some(RegistrationStatus::Moved) => Holder::Conflict(BUSY),
@@ -222,8 +226,8 @@ impl ShardRuntime {
             match self.holder_for_submission(&chunk.provider, existing, r.row.phn, now).await? {
                 Holder::Ours => taking.push(r),
                 Holder::Dead => takeovers.push((r, existing.clone())),
-                Holder::LeftForUs(reference) => {
-                    r.from_waitlist = Some(reference);
+                Holder::LeftForUs(reference, came_off_the_waitlist) => {
+                    r.from_waitlist = came_off_the_waitlist.then_some(reference);
                     takeovers.push((r, existing.clone()));
                 }
                 Holder::Waiting(reference, shard) => answer.waitlisted.push(Waitlisted { row: r, reference, shard }),

@@ -389,6 +389,15 @@ impl ShardState {
         due
     }
 
+    /// Whether `provider` accepted a match of the household `reference` that this
+    /// shard still holds in memory: its proposal here, or its reservation when
+    /// the household is next door (spill-over).
+    pub fn accepted_match(&self, reference: &RegistrationRef, provider: &ProviderId) -> bool {
+        let accepted =
+            |p: &Proposal| p.reference == *reference && &p.provider == provider && p.status == ProposalStatus::Accepted;
+        self.latest_proposal(reference).is_some_and(accepted) || self.reservations.values().any(accepted)
+    }
+
     /// A reservation of a provider homed here, by the proposal's id.
     pub fn reservation(&self, id: &ProposalId) -> Option<&Proposal> {
         self.reservations.get(id)

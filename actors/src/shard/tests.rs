@@ -644,3 +644,26 @@ async fn a_patients_phn_is_not_taken_as_a_new_providers_id() {
     s.upsert_provider(&sys(), &c("111"), input("1234567890")).await.unwrap();
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_phn_id_whose_locator_a_failed_creation_claimed_is_still_refused() {
+    let w = world(ShardConfig::default()).await;
+    let s = &w.system;
+    let phn = phn(7).expose();
+    let id = ProviderId::parse(&phn).unwrap();
+    // A creation of this id that claimed the locator and then failed (or ran on a build
+    // before the check): the id is claimed for community 111, no provider record exists.
+    let shard = ShardKey::parse("IHA/111").unwrap();
+    s.store().claim_locator(&crate::store::Locator::Provider(id.clone()), &shard).await.unwrap();
+    let input = ProviderInput {
+        id: id.clone(),
+        given_name: PersonName::parse("Jo").unwrap(),
+        surname: PersonName::parse("Doc").unwrap(),
+        kind: ProviderKind::Physician,
+        clinics: None,
+        reported_panel_size: None,
+    };
+    let result = s.upsert_provider(&sys(), &c("111"), input).await;
+    assert!(result.is_err(), "a provider whose id is a valid PHN was created: {:?}", result.map(|v| v.provider.id));
+    s.stop().await;
+}
