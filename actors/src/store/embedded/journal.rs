@@ -15,7 +15,7 @@
 //! opens, and groups overwrite it in place from the start: `fdatasync` of
 //! blocks already allocated and written flushes the data alone, while an
 //! append also commits the file system's journal for the new size (measured
-//! here: about 40 % less CPU and wall time per sync). Emptying the journal
+//! here: about 25–30 % less CPU and wall time per sync; docs/BENCHMARKS.md, session 15). Emptying the journal
 //! only moves the write position back to the start.
 //!
 //! Layout: the 8-byte [`MAGIC`], then frames of `len: u32 LE`, `seq: u64 LE`,
