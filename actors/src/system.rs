@@ -973,16 +973,19 @@ impl AttachSystem {
         let shard = self.shard_of(community)?;
         who.require(Operation::ReadEvents, Some(&shard))?;
         let events = self.store.events_after(&shard, after, limit).await?;
-        // A point past the log's end is from another log (a restored backup, a
-        // rebuilt data directory): following it would skip every event up to it.
-        if events.is_empty()
-            && after > 0
-            && let Ok(last) = self.last_seq_at(&shard).await
-            && after > last
-        {
+        // A point past the log's end is from another copy of the log (a restored backup, a
+        // rebuilt data directory): following it would skip every event up to it. Sequence
+        // numbers run from 1 without gaps, so it is past the end exactly when the store
+        // holds no event numbered `after` (asked of the store, which a node that just lost
+        // the shard's lease cannot be behind, and which costs no actor's round trip).
+        if events.is_empty() && after > 0 && self.store.events_after(&shard, after - 1, 1).await?.is_empty() {
+            let last = match self.last_seq_at(&shard).await {
+                Ok(last) => format!(" (the last is {last})"),
+                Err(_) => String::new(),
+            };
             let message = format!(
-                "afterSeq {after} is past the end of community {}'s events (the last is {last}); \
-                 it comes from another copy of the log: start again from {last}, or from 0 to read them all",
+                "afterSeq {after} is past the end of community {}'s events{last}; it comes from another \
+                 copy of the log: start again from the last event, or from 0 to read them all",
                 community.as_str()
             );
             return Err(AttachError {

@@ -51,9 +51,12 @@ pub fn message_cost(message: &[u8], max: usize) -> Result<u32, String> {
     let fields = root_fields(&document, name);
     // GraphQL's single root field rule, which async-graphql does not check: two
     // feeds under one id arrive interleaved, and a refusal of one ends neither.
-    let subscription = crate::forward::operation(&document, name)
-        .is_some_and(|op| op.node.ty == async_graphql::parser::types::OperationType::Subscription);
-    if subscription && fields > 1 {
+    // One field selected twice under one key is one field.
+    let several_feeds = crate::forward::operation(&document, name).is_some_and(|op| {
+        op.node.ty == async_graphql::parser::types::OperationType::Subscription
+            && crate::forward::response_key_count(&document, &op.node) > 1
+    });
+    if several_feeds {
         return Err("a subscription selects exactly one field; start one subscription per feed".to_string());
     }
     Ok(fields)
@@ -188,6 +191,10 @@ mod tests {
         assert!(refused.contains("exactly one field"), "{refused}");
         let one_feed = message("subscription { communityEvents(communityCode: \"111\") { seq } }");
         assert_eq!(message_cost(one_feed.to_string().as_bytes(), 100), Ok(1));
+        let merged = message(
+            "subscription { communityEvents(communityCode: \"111\") { seq } communityEvents(communityCode: \"111\") { kind } }",
+        );
+        assert!(message_cost(merged.to_string().as_bytes(), 100).is_ok(), "one field, selected twice");
     }
 
     #[test]

@@ -62,6 +62,20 @@ fn known_and_once(directives: &[Positioned<Directive>]) -> Option<String> {
         if directives[..i].iter().any(|e| e.node.name.node == *name) {
             return Some(format!("@{name} is used twice in one place; use it once"));
         }
+        // Its one argument, `if: Boolean!`: a literal true or false, or a variable
+        // (whose type validation checks). Without it, async-graphql ran the field.
+        // (The parser's value type is not exported by async-graphql: read as text, a
+        // literal Boolean is `true` or `false` and a variable `$name`; a string is quoted.)
+        let usable = match d.node.arguments.as_slice() {
+            [(arg, value)] if arg.node == "if" => {
+                let text = value.node.to_string();
+                text == "true" || text == "false" || text.starts_with('$')
+            }
+            _ => false,
+        };
+        if !usable {
+            return Some(format!("@{name} takes one argument, `if`, a Boolean: @{name}(if: true) or @{name}(if: $v)"));
+        }
     }
     None
 }
@@ -95,5 +109,14 @@ mod tests {
             check("{ ...F } fragment F on Query { a { b @foo } }").unwrap().contains("@foo"),
             "inside fragments too"
         );
+        for bad in [
+            "{ a @skip }",
+            "{ a @include(if: 1) }",
+            "{ a @skip(if: \"yes\") }",
+            "{ a @skip(if: true, x: 1) }",
+            "{ a @skip(when: true) }",
+        ] {
+            assert!(check(bad).unwrap().contains("takes one argument, `if`"), "{bad}");
+        }
     }
 }
