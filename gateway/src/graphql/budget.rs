@@ -51,13 +51,25 @@ pub fn message_cost(message: &[u8], max: usize) -> Result<u32, String> {
     let fields = root_fields(&document, name);
     // GraphQL's single root field rule, which async-graphql does not check: two
     // feeds under one id arrive interleaved, and a refusal of one ends neither.
-    // One field selected twice under one key is one field.
-    let several_feeds = crate::forward::operation(&document, name).is_some_and(|op| {
-        op.node.ty == async_graphql::parser::types::OperationType::Subscription
-            && crate::forward::response_key_count(&document, &op.node) > 1
-    });
-    if several_feeds {
-        return Err("a subscription selects exactly one field; start one subscription per feed".to_string());
+    // One field selected twice under one key is one field. async-graphql ends a
+    // subscription whose field is selected through a fragment at once, with
+    // neither events nor an error, so that is refused with a reason too.
+    if let Some(op) = crate::forward::operation(&document, name)
+        .filter(|op| op.node.ty == async_graphql::parser::types::OperationType::Subscription)
+    {
+        if crate::forward::response_key_count(&document, &op.node) > 1 {
+            return Err("a subscription selects exactly one field; start one subscription per feed".to_string());
+        }
+        let through_fragment = op
+            .node
+            .selection_set
+            .node
+            .items
+            .iter()
+            .any(|s| !matches!(s.node, async_graphql::parser::types::Selection::Field(_)));
+        if through_fragment {
+            return Err("a subscription selects its field directly, not through a fragment".to_string());
+        }
     }
     Ok(fields)
 }
@@ -195,6 +207,13 @@ mod tests {
             "subscription { communityEvents(communityCode: \"111\") { seq } communityEvents(communityCode: \"111\") { kind } }",
         );
         assert!(message_cost(merged.to_string().as_bytes(), 100).is_ok(), "one field, selected twice");
+        for fragment in [
+            "subscription { ...F } fragment F on Subscription { communityEvents(communityCode: \"111\") { seq } }",
+            "subscription { ... on Subscription { communityEvents(communityCode: \"111\") { seq } } }",
+        ] {
+            let refused = message_cost(message(fragment).to_string().as_bytes(), 100).unwrap_err();
+            assert!(refused.contains("not through a fragment"), "{refused}");
+        }
     }
 
     #[test]
