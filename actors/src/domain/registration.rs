@@ -286,7 +286,8 @@ impl Registration {
 }
 
 /// Checks a free-text reason (decline, withdrawal): 1–500 printable characters
-/// (line breaks allowed; see [`super::unprintable`]).
+/// (line breaks allowed; no control characters, nor bidirectional overrides
+/// and isolates, which make text display in another order than stored).
 pub fn parse_reason(input: &str) -> Result<String, DomainError> {
     free_text(input, "reason", "a reason is 1 to 500 printable characters (line breaks allowed)")
 }
