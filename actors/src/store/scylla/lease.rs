@@ -113,13 +113,19 @@ pub(super) fn ttl_secs(lease: Duration) -> i32 {
 /// Until when a lease written by a request sent at `sent` may be used locally.
 ///
 /// The server starts the TTL when it applies the write, which is after `sent`,
-/// so `sent + lease` is never later than the server's expiry. A commit checks
-/// the deadline before it starts and takes at most `margin` (its statements'
-/// timeouts), so stopping `margin` early means its writes land before any
-/// other node can acquire the shard.
+/// but counts it from its own clock in whole seconds (`gc_clock`), so its
+/// expiry may come up to [`SERVER_CLOCK_STEP`] before `sent + lease`. A commit
+/// checks the deadline before each of its batches and takes at most `margin`
+/// (its statements' timeouts), so stopping `margin` and that step early means
+/// its writes are sent before any other node can acquire the shard. This is a
+/// timing argument, with the limits README and DECISIONS 15 state: a write the
+/// server applies late (a batch replayed from its batchlog) is not fenced.
 pub(super) fn local_deadline(sent: Instant, lease: Duration, margin: Duration) -> Instant {
-    sent + lease.saturating_sub(margin)
+    sent + lease.saturating_sub(margin + SERVER_CLOCK_STEP)
 }
+
+/// The resolution of the clock ScyllaDB computes a TTL's expiry with.
+pub(super) const SERVER_CLOCK_STEP: Duration = Duration::from_secs(1);
 
 #[cfg(test)]
 mod tests {
@@ -173,7 +179,7 @@ mod tests {
         assert_eq!(ttl_secs(Duration::from_millis(1)), 1);
         assert_eq!(ttl_secs(Duration::ZERO), 1);
         let now = Instant::now();
-        assert_eq!(local_deadline(now, Duration::from_secs(15), Duration::from_secs(5)), now + Duration::from_secs(10));
+        assert_eq!(local_deadline(now, Duration::from_secs(15), Duration::from_secs(5)), now + Duration::from_secs(9));
         assert_eq!(local_deadline(now, Duration::from_secs(1), Duration::from_secs(5)), now);
     }
 

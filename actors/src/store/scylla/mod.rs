@@ -378,7 +378,8 @@ impl ScyllaStore {
     }
 
     /// Writes rows in logged batches of bounded size, all with `timestamp`.
-    /// `may_continue` is asked before every batch after the first.
+    /// `may_continue` is asked before every batch (a stall between a commit's
+    /// fence and its first batch must not outlive the lease either).
     async fn write_rows(
         &self,
         writes: Vec<(&PreparedStatement, Vec<CqlValue>)>,
@@ -386,10 +387,8 @@ impl ScyllaStore {
         may_continue: impl Fn() -> Result<(), StoreError>,
         what: &str,
     ) -> Result<(), StoreError> {
-        for (i, chunk) in chunks(writes).into_iter().enumerate() {
-            if i > 0 {
-                may_continue()?;
-            }
+        for chunk in chunks(writes) {
+            may_continue()?;
             let mut batch = CqlBatch::new(BatchType::Logged);
             let mut values = Vec::with_capacity(chunk.len());
             for (statement, row) in chunk {
@@ -486,6 +485,10 @@ impl ScyllaStore {
 /// is one batch, and a matching run of several hundred proposals still is.
 const MAX_BATCH_ROWS: usize = 4_096;
 const MAX_BATCH_BYTES: usize = 768 * 1024;
+/// What a row costs in a batch beyond its values, as ScyllaDB counts a batch's
+/// size (row entry, clustering key, cell headers and timestamps): a generous
+/// estimate, since a batch over the threshold is refused whole.
+const ROW_OVERHEAD: usize = 200;
 
 /// Splits writes into batches of at most [`MAX_BATCH_ROWS`] rows and about
 /// [`MAX_BATCH_BYTES`] bytes, keeping their order (events stay last).
@@ -493,7 +496,9 @@ fn chunks<T>(writes: Vec<(T, Vec<CqlValue>)>) -> Vec<Vec<(T, Vec<CqlValue>)>> {
     let mut out: Vec<Vec<(T, Vec<CqlValue>)>> = Vec::new();
     let mut bytes = 0;
     for (statement, row) in writes {
-        let size: usize = row.iter().map(value_size).sum();
+        // ScyllaDB measures a batch by its mutations' size in memory, which
+        // adds each row's and cell's own keeping to the values.
+        let size: usize = ROW_OVERHEAD + row.iter().map(value_size).sum::<usize>();
         match out.last_mut() {
             Some(current) if current.len() < MAX_BATCH_ROWS && bytes + size <= MAX_BATCH_BYTES => {
                 bytes += size;

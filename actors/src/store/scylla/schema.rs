@@ -34,9 +34,20 @@ pub fn check_keyspace(name: &str) -> anyhow::Result<()> {
 
 /// The `CREATE KEYSPACE` statement for `keyspace` with `replication`
 /// (datacenter → replicas), in place of the file's default one.
+///
+/// One datacenter only: leases, PHN claims and locators are lightweight
+/// transactions at `LOCAL_SERIAL`, whose Paxos round spans the replicas of
+/// the coordinator's datacenter alone, so with two datacenters two nodes could
+/// both take one shard, or two communities one PHN (DECISIONS 15).
 pub fn keyspace_cql(keyspace: &str, replication: &BTreeMap<String, u32>) -> anyhow::Result<String> {
     check_keyspace(keyspace)?;
     ensure!(!replication.is_empty(), "replication must name at least one datacenter");
+    ensure!(
+        replication.len() == 1,
+        "replication names {} datacenters; Attach runs on one (its leases and PHN claims are serial within a \
+         datacenter only): give one datacenter and its replicas",
+        replication.len()
+    );
     let mut map = String::from("'class': 'NetworkTopologyStrategy'");
     for (dc, factor) in replication {
         ensure!(
@@ -186,12 +197,14 @@ mod tests {
 
     #[test]
     fn migration_uses_the_configured_keyspace_and_replication() {
-        let replication = BTreeMap::from([("dc-east".to_string(), 3), ("dc_west".to_string(), 2)]);
+        let two = BTreeMap::from([("dc-east".to_string(), 3), ("dc_west".to_string(), 2)]);
+        assert!(migration("attach_test", &two).unwrap_err().to_string().contains("names 2 datacenters"));
+        let replication = BTreeMap::from([("dc-east".to_string(), 3)]);
         let steps = migration("attach_test", &replication).unwrap();
         assert_eq!(
             steps[0],
             "CREATE KEYSPACE IF NOT EXISTS attach_test WITH replication = {'class': 'NetworkTopologyStrategy', \
-             'dc-east': 3, 'dc_west': 2} AND tablets = {'enabled': false}"
+             'dc-east': 3} AND tablets = {'enabled': false}"
         );
         assert_eq!(steps.len(), 8);
         assert!(steps[1..].iter().all(|s| s.starts_with("CREATE TABLE IF NOT EXISTS attach_test.")), "{steps:?}");
