@@ -539,15 +539,27 @@ impl Member {
     /// a baby under 12 months, and it raises a household's priority. A household
     /// that changes later keeps it for its baby up to `newborn_until` years old
     /// (1: until the second birthday), so that sending the household back as it
-    /// was read is not refused because the baby grew.
+    /// was read is not refused because the baby grew. `PREGNANCY`, which raises
+    /// a household's priority too, is for a member aged at least
+    /// [`Self::PREGNANCY_FROM`] (it was taken for a 6-day-old).
     pub fn check_needs(&self, today: NaiveDate, newborn_until: u32) -> Result<(), DomainError> {
         let age = self.date_of_birth.age_on(today);
         if self.needs.contains(&Need::Newborn) && age > newborn_until {
             let why = format!("NEWBORN is for a baby under 12 months, and this member is {age} years old");
             return Err(DomainError::invalid("needs", &why));
         }
+        if self.needs.contains(&Need::Pregnancy) && age < Self::PREGNANCY_FROM {
+            let why = format!(
+                "PREGNANCY is for a member aged {} or more, and this member is {age}: give it to the one who is pregnant",
+                Self::PREGNANCY_FROM
+            );
+            return Err(DomainError::invalid("needs", &why));
+        }
         Ok(())
     }
+
+    /// The youngest age `PREGNANCY` is taken for.
+    pub const PREGNANCY_FROM: u32 = 10;
 }
 
 /// People who register together and are attached to one provider together.
@@ -673,6 +685,10 @@ mod tests {
         assert!(member("2024-11-24", &[Need::Newborn]).check_needs(today(), 1).is_err());
         assert!(member("1984-03-09", &[Need::Newborn]).check_needs(today(), 0).is_err());
         assert!(member("1984-03-09", &[Need::Pregnancy]).check_needs(today(), 0).is_ok());
+        for child in ["2026-11-18", "2020-05-01"] {
+            let err = member(child, &[Need::Pregnancy]).check_needs(today(), 0).unwrap_err();
+            assert!(err.message.contains("PREGNANCY is for a member aged 10"), "{}", err.message);
+        }
     }
 
     #[test]

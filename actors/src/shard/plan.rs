@@ -120,11 +120,16 @@ pub fn update_household(
         });
     }
     // NEWBORN is kept on a change until the baby's second birthday (the API
-    // allows that much), but is newly given only to a baby under 12 months.
+    // allows that much), but is newly given only to a baby under 12 months; a
+    // member's needs sent back unchanged are not checked again (a need taken
+    // before a rule existed stays).
     let today = now.to_utc().date_naive();
     for (i, m) in household.members.iter().enumerate() {
-        let had_it = current.household.members.iter().any(|c| c.phn == m.phn && c.needs.contains(&Need::Newborn));
-        if !had_it && let Err(e) = m.check_needs(today, 0) {
+        let before = current.household.members.iter().find(|c| c.phn == m.phn);
+        let newborn_until = u32::from(before.is_some_and(|c| c.needs.contains(&Need::Newborn)));
+        if !before.is_some_and(|c| c.needs == m.needs)
+            && let Err(e) = m.check_needs(today, newborn_until)
+        {
             return Err(e.at(&format!("members[{i}].")).into());
         }
     }
