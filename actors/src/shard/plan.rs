@@ -127,7 +127,7 @@ pub fn update_household(
     for (i, m) in household.members.iter().enumerate() {
         let before = current.household.members.iter().find(|c| c.phn == m.phn);
         let newborn_until = u32::from(before.is_some_and(|c| c.needs.contains(&Need::Newborn)));
-        if !before.is_some_and(|c| c.needs == m.needs)
+        if before.is_none_or(|c| c.needs != m.needs)
             && let Err(e) = m.check_needs(today, newborn_until)
         {
             return Err(e.at(&format!("members[{i}].")).into());
