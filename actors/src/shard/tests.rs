@@ -91,6 +91,18 @@ pub(super) fn c(code: &str) -> CommunityCode {
     CommunityCode::parse(code).unwrap()
 }
 
+/// A physician, Jo Doc, to create or update with `id`.
+pub(super) fn provider_input(id: &ProviderId) -> ProviderInput {
+    ProviderInput {
+        id: id.clone(),
+        given_name: PersonName::parse("Jo").unwrap(),
+        surname: PersonName::parse("Doc").unwrap(),
+        kind: ProviderKind::Physician,
+        clinics: None,
+        reported_panel_size: None,
+    }
+}
+
 pub(super) async fn provider(system: &AttachSystem, id: &str, community: &str, places: u32) -> ProviderId {
     let id = ProviderId::parse(id).unwrap();
     system
@@ -572,14 +584,7 @@ async fn a_provider_or_clinic_created_at_once_in_several_communities_is_created_
     let (me, here) = (sys(), [c("111"), c("112")]);
     for round in 0..5 {
         let id = ProviderId::parse(&format!("P9{round:04}")).unwrap();
-        let input = ProviderInput {
-            id: id.clone(),
-            given_name: PersonName::parse("Jo").unwrap(),
-            surname: PersonName::parse("Doc").unwrap(),
-            kind: ProviderKind::Physician,
-            clinics: None,
-            reported_panel_size: None,
-        };
+        let input = provider_input(&id);
         let made =
             futures::future::join_all(here.iter().map(|community| s.upsert_provider(&me, community, input.clone())))
                 .await;
@@ -629,14 +634,7 @@ async fn a_catch_up_point_past_the_end_of_the_log_is_refused_not_followed() {
 async fn a_patients_phn_is_not_taken_as_a_new_providers_id() {
     let w = world(ShardConfig::default()).await;
     let s = &w.system;
-    let input = |id: &str| ProviderInput {
-        id: ProviderId::parse(id).unwrap(),
-        given_name: PersonName::parse("Jo").unwrap(),
-        surname: PersonName::parse("Doc").unwrap(),
-        kind: ProviderKind::Physician,
-        clinics: None,
-        reported_panel_size: None,
-    };
+    let input = |id: &str| provider_input(&ProviderId::parse(id).unwrap());
     let phn = phn(7).expose();
     let refused = s.upsert_provider(&sys(), &c("111"), input(&phn)).await.unwrap_err();
     assert_eq!((refused.code, refused.field.as_deref()), (ErrorCode::InvalidInput, Some("id")));
@@ -655,14 +653,7 @@ async fn a_phn_id_whose_locator_a_failed_creation_claimed_is_still_refused() {
     // before the check): the id is claimed for community 111, no provider record exists.
     let shard = ShardKey::parse("IHA/111").unwrap();
     s.store().claim_locator(&crate::store::Locator::Provider(id.clone()), &shard).await.unwrap();
-    let input = ProviderInput {
-        id: id.clone(),
-        given_name: PersonName::parse("Jo").unwrap(),
-        surname: PersonName::parse("Doc").unwrap(),
-        kind: ProviderKind::Physician,
-        clinics: None,
-        reported_panel_size: None,
-    };
+    let input = provider_input(&id);
     let result = s.upsert_provider(&sys(), &c("111"), input).await;
     assert!(result.is_err(), "a provider whose id is a valid PHN was created: {:?}", result.map(|v| v.provider.id));
     s.stop().await;
