@@ -576,17 +576,6 @@ fn collect_keys(
 }
 
 /// [`collect_keys`], with each key's field name: (response key, field name).
-/// The distinct response keys of `operation`'s top-level selection, fragments
-/// followed (GraphQL merges two selections of one key into one field).
-pub(crate) fn response_key_count(
-    document: &async_graphql::parser::types::ExecutableDocument,
-    operation: &async_graphql::parser::types::OperationDefinition,
-) -> usize {
-    let mut fields = Vec::new();
-    collect_fields(document, &operation.selection_set.node, 0, &mut fields);
-    fields.len()
-}
-
 fn collect_fields(
     document: &async_graphql::parser::types::ExecutableDocument,
     set: &async_graphql::parser::types::SelectionSet,

@@ -19,7 +19,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 #[derive(Enum, Copy, Clone, Eq, PartialEq)]
 #[graphql(remote = "attach_actors::domain::Need")]
 pub enum Need {
-    /// Currently pregnant.
+    /// Currently pregnant (a member aged 10 or more).
     Pregnancy,
     /// A baby under 12 months.
     Newborn,
