@@ -541,13 +541,28 @@ impl AttachSystem {
         reference: &RegistrationRef,
         household: Household,
     ) -> Result<RegistrationView, AttachError> {
+        self.update_household_if(who, reference, household, None).await
+    }
+
+    /// [`Self::update_household`], refused (`CONFLICT`, nothing changed) when
+    /// `if_unchanged` is given and the registration changed since that time
+    /// (its `updated_at`): the caller made the change from an older reading.
+    pub async fn update_household_if(
+        &self,
+        who: &Principal,
+        reference: &RegistrationRef,
+        household: Household,
+        if_unchanged: Option<crate::domain::Timestamp>,
+    ) -> Result<RegistrationView, AttachError> {
         let mut trail = Trail::new(who, Operation::UpdateHousehold).about(reference);
         let result = async {
             let shard = trail.at(self.locate(Locator::Registration(*reference), "registration").await?);
             who.require(trail.op, Some(&shard))?;
             let reference = *reference;
             let draft = trail.draft();
-            self.directory.call_audited(&shard, draft, |r| ShardMsg::UpdateHousehold(reference, household, r)).await
+            self.directory
+                .call_audited(&shard, draft, |r| ShardMsg::UpdateHousehold(reference, household, if_unchanged, r))
+                .await
         }
         .await;
         self.audited(trail, result).await.map(|view| seen_by(who, view))

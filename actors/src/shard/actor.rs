@@ -243,8 +243,8 @@ impl ShardActor {
         match msg {
             ShardMsg::Register(household, reply) => answer!(reply, rt.register(household, now).await),
             ShardMsg::Withdraw(r, reason, reply) => answer!(reply, rt.withdraw(&r, &reason, now).await),
-            ShardMsg::UpdateHousehold(r, household, reply) => {
-                answer!(reply, rt.update_household(&r, household, now).await)
+            ShardMsg::UpdateHousehold(r, household, if_unchanged, reply) => {
+                answer!(reply, rt.update_household(&r, household, if_unchanged, now).await)
             }
             ShardMsg::GetRegistration(r, reply) => answer!(reply, rt.registration_view(&r).await),
             ShardMsg::Waitlist(q, reply) => answer!(reply, Ok(rt.waitlist(&q, now))),
@@ -717,9 +717,20 @@ impl ShardRuntime {
         &mut self,
         r: &RegistrationRef,
         household: Household,
+        if_unchanged: Option<Timestamp>,
         now: Timestamp,
     ) -> Result<RegistrationView, AttachError> {
         let current = self.state.registration(r).ok_or_else(|| AttachError::not_found("registration"))?;
+        // A change made from the registration as it was at `if_unchanged`: one made
+        // since by someone else (a baby added) must not be overwritten unseen.
+        if let Some(read) = if_unchanged.filter(|t| *t != current.updated_at) {
+            return Err(AttachError::conflict(format!(
+                "the household changed since it was read (at {}, read at {}): read it again and make the change \
+                 on top of it; nothing was changed",
+                current.updated_at.to_utc().to_rfc3339(),
+                read.to_utc().to_rfc3339()
+            )));
+        }
         let unchanged = current.household == household;
         let before: Vec<_> = current.household.members.iter().map(|m| m.phn).collect();
         // The time the change will carry: another community reading the claim before the

@@ -205,3 +205,27 @@ async fn a_household_changed_into_other_people_is_refused_and_keeps_nothing_of_t
     let corrected = s.update_household(&sys(), &early.reference, household(&[phn(5)], &[])).await.unwrap();
     assert_eq!(corrected.registration.registered_at, early.registered_at);
 }
+
+#[tokio::test]
+async fn a_change_made_from_an_older_reading_is_refused_when_asked_to_be() {
+    let w = world(ShardConfig::default()).await;
+    let s = &w.system;
+    let family = s.register(&sys(), &c("111"), household(&[phn(1)], &[])).await.unwrap().registration;
+    let read = family.updated_at;
+    // The household adds a member; a coordinator, from the reading before, corrects the first one's needs.
+    let grown = household(&[phn(1), phn(2)], &[]);
+    let added = s.update_household_if(&sys(), &family.reference, grown.clone(), Some(read)).await.unwrap();
+    let stale = household(&[phn(1)], &[Need::Frailty]);
+    let refused = s.update_household_if(&sys(), &family.reference, stale.clone(), Some(read)).await.unwrap_err();
+    assert_eq!(refused.code, ErrorCode::Conflict);
+    assert!(refused.message.contains("changed since it was read"), "{}", refused.message);
+    let now = s.registration(&sys(), &family.reference).await.unwrap().registration;
+    assert_eq!(now.household, grown, "nothing was changed: the added member is still there");
+    // From the reading after, it goes through; without the condition, as before.
+    let fixed = household(&[phn(1), phn(2)], &[Need::Frailty]);
+    let after = Some(added.registration.updated_at);
+    let view = s.update_household_if(&sys(), &family.reference, fixed.clone(), after).await.unwrap();
+    assert_eq!(view.registration.household, fixed);
+    s.update_household(&sys(), &family.reference, grown).await.unwrap();
+    s.stop().await;
+}

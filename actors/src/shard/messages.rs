@@ -175,7 +175,7 @@ pub enum ShardMsg {
     /// waitlist with its registration time, for the given reason.
     ReturnToWaitlist(RegistrationRef, String, Reply<RegistrationView>),
     /// A waiting household as it is now (members, needs), keeping its place.
-    UpdateHousehold(RegistrationRef, Household, Reply<RegistrationView>),
+    UpdateHousehold(RegistrationRef, Household, Option<Timestamp>, Reply<RegistrationView>),
     /// A registration's standing.
     GetRegistration(RegistrationRef, Reply<RegistrationView>),
     /// A page of the waitlist.

@@ -71,16 +71,22 @@ impl MutationRoot {
     /// reference and the registration time (the place in line) are kept. Added
     /// members must not be waiting or on a panel elsewhere (`CONFLICT`, nothing
     /// changed); members who left are free to register on their own. Refused
-    /// while a proposal is open: answer it first.
+    /// while a proposal is open: answer it first. With `ifUnchangedSince` (the
+    /// registration's `updatedAt` as read), refused with `CONFLICT` if it
+    /// changed since: the household is replaced whole, so a change made from an
+    /// older reading would undo someone else's.
     async fn update_household(
         &self,
         ctx: &Context<'_>,
         reference: ID,
         household: HouseholdInput,
+        if_unchanged_since: Option<chrono::DateTime<chrono::Utc>>,
     ) -> async_graphql::Result<Registration> {
         let reference = d::RegistrationRef::parse(&reference).gql()?;
         let household = household.parse(Timestamp::now().to_utc().date_naive()).gql()?;
-        system(ctx).update_household(caller(ctx), &reference, household).await.gql().map(Into::into)
+        let if_unchanged = if_unchanged_since.map(|t| Timestamp(t.timestamp_millis()));
+        let system = system(ctx);
+        system.update_household_if(caller(ctx), &reference, household, if_unchanged).await.gql().map(Into::into)
     }
 
     /// Moves a waiting or proposed registration to another community's

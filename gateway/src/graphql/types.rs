@@ -310,6 +310,11 @@ pub struct Registration {
     pub declines: Vec<Decline>,
     /// Why it was withdrawn.
     pub withdrawn_reason: Option<String>,
+    /// When the registration last changed. Send it back as `updateHousehold`'s
+    /// `ifUnchangedSince`, so that a change someone else made since you read it
+    /// (a baby added by the household while a coordinator corrects a PHN) is
+    /// not overwritten unseen.
+    pub updated_at: DateTime<Utc>,
 }
 
 impl From<RegistrationView> for Registration {
@@ -345,6 +350,7 @@ impl From<&d::Registration> for Registration {
             estimated_wait_days: None,
             proposal: None,
             provider_id: r.provider.as_ref().map(|p| ID(p.to_string())),
+            updated_at: r.updated_at.to_utc(),
             declines: r
                 .declines
                 .iter()
@@ -389,6 +395,7 @@ fn plain_field(name: &str) -> Option<PlainField> {
         "community" => |r| text(r.shard.community.as_str()),
         "status" => |r| RegistrationStatus::from(r.status).to_value(),
         "registeredAt" => |r| r.registered_at.to_utc().to_value(),
+        "updatedAt" => |r| r.updated_at.to_utc().to_value(),
         "householdSize" => |r| (r.household.members.len() as u32).to_value(),
         "needs" => |r| needs_of(r).to_value(),
         "languages" => |r| Value::List(r.household.languages.iter().map(|l| text(l.as_str())).collect()),

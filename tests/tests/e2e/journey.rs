@@ -17,6 +17,8 @@ const REGISTRATION: &str = r#"query($r: ID!) {
   }
 }"#;
 
+const REGISTRATION_UPDATED: &str = r#"query($r: ID!) { registration(reference: $r) { updatedAt } }"#;
+
 const WAITLIST: &str = r#"query($c: String!, $first: Int, $after: String) {
   waitlist(communityCode: $c, first: $first, after: $after) {
     totalCount nodes { reference registeredAt } pageInfo { hasNextPage endCursor }
@@ -226,13 +228,21 @@ async fn the_whole_journey_survives_sigkill() {
     grown["members"][1]["needs"] = json!(["NEWBORN"]);
     let born = attach_actors::domain::Timestamp::now().plus_ms(-30 * attach_actors::domain::DAY_MS);
     grown["members"][1]["dateOfBirth"] = json!(born.to_utc().date_naive().to_string());
-    const UPDATE: &str = r#"mutation($r: ID!, $h: HouseholdInput!) {
-      updateHousehold(reference: $r, household: $h) { status householdSize registeredAt placeInLine }
+    const UPDATE: &str = r#"mutation($r: ID!, $h: HouseholdInput!, $since: DateTime) {
+      updateHousehold(reference: $r, household: $h, ifUnchangedSince: $since) { status householdSize registeredAt placeInLine updatedAt }
     }"#;
-    let updated =
-        patient.ok(UPDATE, json!({ "r": elsewhere["reference"], "h": grown })).await["updateHousehold"].clone();
+    let read = app.anonymous().ok(REGISTRATION_UPDATED, json!({ "r": elsewhere["reference"] })).await;
+    let since = read["registration"]["updatedAt"].clone();
+    let updated = patient.ok(UPDATE, json!({ "r": elsewhere["reference"], "h": grown, "since": since })).await;
+    let updated = updated["updateHousehold"].clone();
     assert_eq!((updated["householdSize"].as_u64(), updated["placeInLine"].as_u64()), (Some(2), Some(1)));
     assert_eq!(updated["registeredAt"], elsewhere["registeredAt"]);
+    // A change made from the reading before this one is refused: it would undo the baby.
+    let mut before = grown.clone();
+    before["members"] = json!([grown["members"][0].clone()]);
+    let stale = json!({ "r": elsewhere["reference"], "h": before, "since": since });
+    assert_eq!(patient.error_code(UPDATE, stale).await, "CONFLICT");
+    assert_ne!(updated["updatedAt"], since);
     let mut empty = grown.clone();
     empty["members"] = json!([]);
     let refused = patient.error_code(UPDATE, json!({ "r": elsewhere["reference"], "h": empty })).await;
