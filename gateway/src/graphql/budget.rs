@@ -24,7 +24,9 @@ pub fn refusal(max: usize) -> String {
 
 /// What the operation a WebSocket `subscribe` (or `start`) message carries
 /// costs against the caller's quota ([`root_fields`]), or its refusal if its
-/// document is over `max` or it is a subscription of several fields. A message
+/// document is over `max`, misuses a directive, leaves out a required variable
+/// (`super::cannot_run`'s checks, so they come as the protocol's `error`, as
+/// over HTTP a request error), or is a subscription of several fields. A message
 /// or document that does not parse costs one and is left to async-graphql to report.
 pub fn message_cost(message: &[u8], max: usize) -> Result<u32, String> {
     #[derive(serde::Deserialize)]
@@ -38,6 +40,8 @@ pub fn message_cost(message: &[u8], max: usize) -> Result<u32, String> {
         query: std::borrow::Cow<'a, str>,
         #[serde(default, rename = "operationName", borrow)]
         operation_name: Option<std::borrow::Cow<'a, str>>,
+        #[serde(default)]
+        variables: Option<serde_json::Value>,
     }
     let Ok(start) = serde_json::from_slice::<Start>(message) else { return Ok(1) };
     if !super::nesting::within(&start.payload.query) {
@@ -48,6 +52,12 @@ pub fn message_cost(message: &[u8], max: usize) -> Result<u32, String> {
         return Err(refusal(max));
     }
     let name = start.payload.operation_name.as_deref();
+    let variables = async_graphql::Variables::from_json(start.payload.variables.unwrap_or_default());
+    if let Some(why) =
+        super::directives::misused(&document).or_else(|| super::variables::missing(&document, name, &variables))
+    {
+        return Err(why);
+    }
     let fields = root_fields(&document, name);
     // GraphQL's single root field rule, which async-graphql does not check: two
     // feeds under one id arrive interleaved, and a refusal of one ends neither.
