@@ -109,14 +109,7 @@ pub(super) async fn provider(system: &AttachSystem, id: &str, community: &str, p
         .upsert_provider(
             &sys(),
             &c(community),
-            ProviderInput {
-                id: id.clone(),
-                given_name: PersonName::parse("Jo").unwrap(),
-                surname: PersonName::parse("Doc").unwrap(),
-                kind: ProviderKind::Physician,
-                clinics: None,
-                reported_panel_size: Some(1000),
-            },
+            ProviderInput { reported_panel_size: Some(1000), ..provider_input(&id) },
         )
         .await
         .unwrap();
