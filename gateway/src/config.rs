@@ -482,7 +482,9 @@ impl Default for Limits {
     fn default() -> Self {
         let panel = attach_actors::panel::Limits::default();
         Limits {
-            max_depth: 10,
+            // GraphiQL's introspection query (types' fields' arguments' types, nine
+            // `ofType` deep in graphql-js 17) is 15 deep: 10 refused it on load.
+            max_depth: 16,
             max_complexity: 1_000,
             max_fields: 2_000,
             max_page_size: 100,

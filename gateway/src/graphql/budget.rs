@@ -82,6 +82,15 @@ pub fn message_cost(message: &[u8], max: usize) -> Result<u32, String> {
         if through_fragment {
             return Err("a subscription selects its field directly, not through a fragment".to_string());
         }
+        // Skipped, it ended at once with neither events nor an error (GraphQL
+        // forbids @skip and @include on a subscription's root field).
+        let conditional = op.node.selection_set.node.items.iter().any(|s| match &s.node {
+            async_graphql::parser::types::Selection::Field(f) => !f.node.directives.is_empty(),
+            _ => false,
+        });
+        if conditional {
+            return Err("a subscription's field takes no @skip or @include: subscribe when you want it".to_string());
+        }
     }
     Ok(fields)
 }
@@ -227,6 +236,9 @@ mod tests {
             let refused = message_cost(message(fragment).to_string().as_bytes(), 100).unwrap_err();
             assert!(refused.contains("not through a fragment"), "{refused}");
         }
+        let skipped = message("subscription { communityEvents(communityCode: \"111\") @skip(if: true) { seq } }");
+        let refused = message_cost(skipped.to_string().as_bytes(), 100).unwrap_err();
+        assert!(refused.contains("no @skip or @include"), "{refused}");
     }
 
     #[test]

@@ -52,8 +52,10 @@ pub fn ensure_codes(response: &mut Response) {
                 ErrorCode::Internal
             };
             if code == ErrorCode::Internal {
-                // An error a resolver raised without going through `to_graphql`: hide its text.
-                tracing::error!(message = %error.message, "resolver error without a code");
+                // An error a resolver raised without going through `to_graphql`: hide its
+                // text from the client, and any long number in it from the log (a message
+                // that echoes input could hold a PHN).
+                tracing::error!(message = %without_long_numbers(&error.message), "resolver error without a code");
                 error.message = "something went wrong inside Attach; the error has been logged".to_string();
             }
             let extensions = error.extensions.get_or_insert_with(Default::default);
@@ -81,6 +83,36 @@ fn refused_argument(message: &str) -> Option<&str> {
 fn is_argument_error(message: &str) -> bool {
     message.starts_with("Failed to parse \"")
         || (message.starts_with("Variable ") && message.ends_with(" is not defined."))
+        // An input-object variable of another shape (a list, a number), echoed whole.
+        || message.starts_with("Expected input type \"")
+}
+
+/// `text` with every run of 9 or more digits (spaces between them allowed, as
+/// a PHN may be written) replaced by `[number]`.
+fn without_long_numbers(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut run = String::new();
+    let flush = |run: &mut String, out: &mut String| {
+        let digits = run.chars().filter(char::is_ascii_digit).count();
+        if digits >= 9 {
+            let trailing = run.len() - run.trim_end().len();
+            out.push_str("[number]");
+            out.push_str(&run[run.len() - trailing..]);
+        } else {
+            out.push_str(run);
+        }
+        run.clear();
+    };
+    for c in text.chars() {
+        if c.is_ascii_digit() || (c == ' ' && !run.is_empty()) {
+            run.push(c);
+        } else {
+            flush(&mut run, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut run, &mut out);
+    out
 }
 
 #[cfg(test)]
@@ -128,6 +160,18 @@ mod tests {
             Some("input.members.0.phn")
         );
         assert_eq!(refused_argument("Unknown field \"x\""), None);
+    }
+
+    #[test]
+    fn an_input_object_variable_of_another_shape_is_the_clients_and_long_numbers_stay_out_of_the_log() {
+        let message = "Expected input type \"RegisterHouseholdInput\", found [{members: [{phn: \"9936861215\"}]}].";
+        let mut response = response_with(message);
+        ensure_codes(&mut response);
+        assert_eq!(code(&response), "INVALID_INPUT");
+        assert_eq!(
+            without_long_numbers("phn: \"9936861215\", or 9936 861 215, dob 1984-03-09, 42 and 123456789 "),
+            "phn: \"[number]\", or [number], dob 1984-03-09, 42 and [number] "
+        );
     }
 
     #[test]

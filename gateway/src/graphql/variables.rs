@@ -7,8 +7,11 @@
 //! without one of its variables registered a household in its first field and
 //! failed only in its second.
 
-use async_graphql::Variables;
-use async_graphql::parser::types::ExecutableDocument;
+use std::collections::HashSet;
+use std::sync::OnceLock;
+
+use async_graphql::parser::types::{BaseType, ExecutableDocument, Type};
+use async_graphql::{Value, Variables};
 
 /// Why the operation `name` (or the document's only one) cannot run with
 /// `variables`: the first non-null variable without a default that is missing
@@ -19,13 +22,50 @@ pub fn missing(document: &ExecutableDocument, name: Option<&str>, variables: &Va
     operation.node.variable_definitions.iter().find_map(|definition| {
         let definition = &definition.node;
         let required = !definition.var_type.node.nullable && definition.default_value.is_none();
-        let given = variables.get(&definition.name.node).is_some_and(|v| *v != async_graphql::Value::Null);
-        (required && !given).then(|| {
-            format!(
+        let value = variables.get(&definition.name.node);
+        let given = value.is_some_and(|v| *v != Value::Null);
+        if required && !given {
+            return Some(format!(
                 "variable `${}` of type `{}` is required and was not given; nothing was run",
+                definition.name.node, definition.var_type.node
+            ));
+        }
+        // async-graphql checks a scalar variable before running, but an input
+        // object's only when a field reads it, after the fields before it ran.
+        value.filter(|v| !shaped_as(&definition.var_type.node, v)).map(|_| {
+            format!(
+                "variable `${}` must be of type `{}` (an object where the type names an input object); \
+                 nothing was run",
                 definition.name.node, definition.var_type.node
             )
         })
+    })
+}
+
+/// Whether `value` has the outer shape `ty` asks for where `ty` names an input
+/// object: an object (a list of them for a list type, or one object standing
+/// for a list of one, as GraphQL's input coercion allows). Scalars and enums
+/// are left to async-graphql, which checks them before anything runs.
+fn shaped_as(ty: &Type, value: &Value) -> bool {
+    match (&ty.base, value) {
+        (_, Value::Null) => ty.nullable,
+        (BaseType::List(inner), Value::List(items)) => items.iter().all(|item| shaped_as(inner, item)),
+        (BaseType::List(inner), single) => shaped_as(inner, single),
+        (BaseType::Named(name), value) if input_objects().contains(name.as_str()) => matches!(value, Value::Object(_)),
+        _ => true,
+    }
+}
+
+/// The names of the schema's input object types, read once from its SDL.
+fn input_objects() -> &'static HashSet<String> {
+    static NAMES: OnceLock<HashSet<String>> = OnceLock::new();
+    NAMES.get_or_init(|| {
+        super::sdl()
+            .lines()
+            .filter_map(|line| line.strip_prefix("input "))
+            .filter_map(|rest| rest.split_whitespace().next())
+            .map(str::to_string)
+            .collect()
     })
 }
 
@@ -46,6 +86,23 @@ mod tests {
         assert!(check(q, serde_json::json!({ "r": null }), None).is_some());
         assert_eq!(check(q, serde_json::json!({ "r": "ABC" }), None), None, "the nullable one may be left out");
         assert_eq!(check("query($n: Int! = 5) { a }", serde_json::json!({}), None), None, "a default stands in");
+    }
+
+    #[test]
+    fn an_input_object_variable_of_another_shape_is_refused_before_anything_runs() {
+        let q = "mutation($a: RegisterHouseholdInput!, $b: RegisterHouseholdInput) { a: x(i: $a) b: x(i: $b) }";
+        let household = serde_json::json!({ "community": "111" });
+        for wrong in [serde_json::json!(5), serde_json::json!("x"), serde_json::json!([household.clone()])] {
+            let refused = check(q, serde_json::json!({ "a": household.clone(), "b": wrong }), None).unwrap();
+            assert!(refused.contains("`$b` must be of type `RegisterHouseholdInput`"), "{refused}");
+        }
+        assert_eq!(check(q, serde_json::json!({ "a": household.clone(), "b": null }), None), None, "nullable");
+        assert_eq!(check(q, serde_json::json!({ "a": household }), None), None);
+        // Lists of input objects, a single object standing for a list of one, and scalars untouched.
+        let list = "query($f: [WaitlistFilter!], $n: Int) { a(f: $f, n: $n) }";
+        assert_eq!(check(list, serde_json::json!({ "f": [{}], "n": "not checked here" }), None), None);
+        assert_eq!(check(list, serde_json::json!({ "f": {} }), None), None);
+        assert!(check(list, serde_json::json!({ "f": [1] }), None).is_some());
     }
 
     #[test]

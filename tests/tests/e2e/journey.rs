@@ -120,6 +120,13 @@ async fn the_whole_journey_survives_sigkill() {
         "}".repeat(12)
     );
     assert_eq!(app.error_code(&too_deep, json!({})).await, "INVALID_INPUT");
+    // What GraphiQL asks on load (its type references nine `ofType` deep) is answered.
+    let type_ref = format!("kind name {} ofType {{ kind name {}", "ofType { kind name ".repeat(8), "} ".repeat(9));
+    let introspection = format!(
+        "{{ __schema {{ types {{ name fields {{ args {{ type {{ ...T }} }} type {{ ...T }} }} }} }} }} fragment T on __Type {{ {type_ref} }}"
+    );
+    let schema = app.ok(&introspection, json!({})).await;
+    assert!(schema["__schema"]["types"].as_array().is_some_and(|t| t.len() > 20), "{schema}");
     assert_eq!(app.error_code("{ healthAuthorities { nope } }", json!({})).await, "INVALID_INPUT");
     assert_eq!(app.error_code("{ healthAuthorities { code }", json!({})).await, "INVALID_INPUT");
     let oversized = format!("{{ healthAuthorities {{ code }} }} # {}", "x".repeat(100_000));
@@ -824,6 +831,20 @@ async fn a_mutation_missing_a_required_variable_runs_none_of_its_fields() {
     let refused = crate::feed::next_message(&mut ws).await;
     assert_eq!((&refused["type"], &refused["id"]), (&json!("error"), &json!("m")), "{refused}");
     assert_eq!(refused["payload"][0]["extensions"]["code"], "INVALID_INPUT", "{refused}");
+    // An input-object variable of another shape (here a list around the household)
+    // is refused whole too: it ran the first field, then failed INTERNAL, and its
+    // message, echoing the household with its PHN, went to the log (checked when
+    // the app is dropped).
+    let two = r#"mutation($a: RegisterHouseholdInput!, $b: RegisterHouseholdInput!) {
+      a: registerHousehold(input: $a) { reference }
+      b: registerHousehold(input: $b) { reference }
+    }"#;
+    let (other, listed) = (phn(9_102), household("111", &[phn(9_103)])["input"].clone());
+    let variables = json!({ "a": household("111", std::slice::from_ref(&other))["input"], "b": [listed] });
+    let body = app.anonymous().graphql(two, variables).await;
+    assert_eq!(body["errors"][0]["extensions"]["code"], "INVALID_INPUT", "{body}");
+    assert!(body.get("data").is_none_or(Value::is_null), "nothing ran: {body}");
+    app.anonymous().ok(REGISTER, household("111", &[other])).await;
     // The PHN was never registered, so it registers now.
     let registered = app.anonymous().ok(REGISTER, household("111", &[who])).await;
     assert_eq!(registered["registerHousehold"]["status"], "WAITING");
