@@ -59,8 +59,12 @@ impl StaffInput {
     }
 }
 
+/// `value` trimmed and in Unicode's composed form (NFC), as person names are
+/// held, if it is 1 to `max` printable characters.
 fn printable(value: &str, field: &str, max: usize) -> Result<String, DomainError> {
-    let t = value.trim();
+    use unicode_normalization::UnicodeNormalization;
+    let composed: String = value.trim().nfc().collect();
+    let t = composed.as_str();
     let n = t.chars().count();
     if n == 0 || n > max || t.chars().any(super::unprintable) {
         Err(DomainError::invalid(field, &format!("{field} must be 1 to {max} printable characters")))
@@ -88,6 +92,8 @@ mod tests {
         assert_eq!(field(StaffInput::parse("moa-1", "Jo", "MOA\u{7}")), "title");
         assert_eq!(field(StaffInput::parse("moa-1", "\u{202E}nnA", "MOA")), "name", "a bidirectional override");
         assert!(StaffInput::parse("moa-1", &"é".repeat(120), &"N".repeat(60)).is_ok());
+        let composed = StaffInput::parse("moa-1", "Zoe\u{308}", "MOA").unwrap();
+        assert_eq!(composed.name, "Zo\u{eb}", "held composed, as person names are");
     }
 
     #[test]
