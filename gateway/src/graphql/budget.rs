@@ -25,7 +25,7 @@ pub fn refusal(max: usize) -> String {
 /// What the operation a WebSocket `subscribe` (or `start`) message carries
 /// costs against the caller's quota ([`root_fields`]), or its refusal if its
 /// document is over `max`, misuses a directive, leaves out a required variable
-/// (`super::cannot_run`'s checks, so they come as the protocol's `error`, as
+/// (`super::not_runnable`'s checks, so they come as the protocol's `error`, as
 /// over HTTP a request error), or is a subscription of several fields. A message
 /// or document that does not parse costs one and is left to async-graphql to report.
 pub fn message_cost(message: &[u8], max: usize) -> Result<u32, String> {
@@ -53,9 +53,7 @@ pub fn message_cost(message: &[u8], max: usize) -> Result<u32, String> {
     }
     let name = start.payload.operation_name.as_deref();
     let variables = async_graphql::Variables::from_json(start.payload.variables.unwrap_or_default());
-    if let Some(why) =
-        super::directives::misused(&document).or_else(|| super::variables::missing(&document, name, &variables))
-    {
+    if let Some(why) = super::not_runnable(&document, name, &variables) {
         return Err(why);
     }
     let fields = root_fields(&document, name);
@@ -66,30 +64,24 @@ pub fn message_cost(message: &[u8], max: usize) -> Result<u32, String> {
     // twice), so a second selection is refused too. It ends a subscription whose
     // field is selected through a fragment at once, with neither events nor an
     // error, so that is refused with a reason as well.
-    if let Some(op) = crate::forward::operation(&document, name)
-        .filter(|op| op.node.ty == async_graphql::parser::types::OperationType::Subscription)
-    {
-        if op.node.selection_set.node.items.len() > 1 {
-            return Err("a subscription selects exactly one field, once; start one subscription per feed".to_string());
-        }
-        let through_fragment = op
-            .node
-            .selection_set
-            .node
-            .items
-            .iter()
-            .any(|s| !matches!(s.node, async_graphql::parser::types::Selection::Field(_)));
-        if through_fragment {
-            return Err("a subscription selects its field directly, not through a fragment".to_string());
-        }
-        // Skipped, it ended at once with neither events nor an error (GraphQL
-        // forbids @skip and @include on a subscription's root field).
-        let conditional = op.node.selection_set.node.items.iter().any(|s| match &s.node {
-            async_graphql::parser::types::Selection::Field(f) => !f.node.directives.is_empty(),
-            _ => false,
-        });
-        if conditional {
-            return Err("a subscription's field takes no @skip or @include: subscribe when you want it".to_string());
+    let subscription = crate::forward::operation(&document, name)
+        .filter(|op| op.node.ty == async_graphql::parser::types::OperationType::Subscription);
+    if let Some(op) = subscription {
+        use async_graphql::parser::types::Selection;
+        let refusal = match op.node.selection_set.node.items.as_slice() {
+            [only] => match &only.node {
+                Selection::Field(f) if f.node.directives.is_empty() => None,
+                // Skipped, it ended at once with neither events nor an error (GraphQL
+                // forbids @skip and @include on a subscription's root field).
+                Selection::Field(_) => {
+                    Some("a subscription's field takes no @skip or @include: subscribe when you want it")
+                }
+                _ => Some("a subscription selects its field directly, not through a fragment"),
+            },
+            _ => Some("a subscription selects exactly one field, once; start one subscription per feed"),
+        };
+        if let Some(why) = refusal {
+            return Err(why.to_string());
         }
     }
     Ok(fields)

@@ -50,15 +50,22 @@ pub struct ApiLimits {
     pub panel: attach_actors::panel::Limits,
 }
 
-/// Why a request must not run at all, checked on its own document (parsed now
-/// if it was not yet): a directive misused ([`directives`]) or a required
-/// variable left out ([`variables::missing`]).
+/// Why the operation `name` of `document` must not run at all with
+/// `variables`: a directive misused ([`directives`]), or a required variable
+/// left out or an input object's of another shape ([`variables::missing`]).
+pub fn not_runnable(
+    document: &async_graphql::parser::types::ExecutableDocument,
+    name: Option<&str>,
+    variables: &async_graphql::Variables,
+) -> Option<String> {
+    directives::misused(document).or_else(|| variables::missing(document, name, variables))
+}
+
+/// [`not_runnable`] for a request's own document (parsed now if it was not yet).
 pub fn cannot_run(request: &mut async_graphql::Request) -> Option<String> {
     let variables = std::mem::take(&mut request.variables);
     let name = request.operation_name.take();
-    let why = request.parsed_query().ok().and_then(|document| {
-        directives::misused(document).or_else(|| variables::missing(document, name.as_deref(), &variables))
-    });
+    let why = request.parsed_query().ok().and_then(|document| not_runnable(document, name.as_deref(), &variables));
     (request.variables, request.operation_name) = (variables, name);
     why
 }
