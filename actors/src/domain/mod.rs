@@ -30,6 +30,13 @@ pub(crate) fn unprintable(c: char) -> bool {
     c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
+/// `text` in Unicode's composed form (NFC), as names are held: "José" typed with
+/// a combining accent is then the same text, of the same length, as with "é".
+pub(crate) fn composed(text: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    text.nfc().collect()
+}
+
 mod clinic;
 mod endorsement;
 mod event;

@@ -20,8 +20,7 @@ impl PersonName {
     /// a combining accent (as some keyboards and copy-paste give it) is the
     /// same name, and counts the same characters, as with a precomposed "é".
     pub fn parse(input: &str) -> Result<Self, DomainError> {
-        use unicode_normalization::UnicodeNormalization;
-        let composed: String = input.trim().nfc().collect();
+        let composed = super::composed(input.trim());
         let s = composed.as_str();
         let count = s.chars().count();
         if count == 0 || count > 60 {
@@ -60,8 +59,7 @@ impl PersonName {
     /// Whether two names are the same name: letter case and Unicode's forms
     /// aside (a name stored before session 15 may be in its decomposed form).
     pub fn same_as(&self, other: &PersonName) -> bool {
-        use unicode_normalization::UnicodeNormalization;
-        let folded = |n: &PersonName| n.0.nfc().flat_map(char::to_lowercase).collect::<String>();
+        let folded = |n: &PersonName| super::composed(&n.0).chars().flat_map(char::to_lowercase).collect::<String>();
         self.0 == other.0 || folded(self) == folded(other)
     }
 }

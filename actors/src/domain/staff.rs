@@ -62,8 +62,7 @@ impl StaffInput {
 /// `value` trimmed and in Unicode's composed form (NFC), as person names are
 /// held, if it is 1 to `max` printable characters.
 fn printable(value: &str, field: &str, max: usize) -> Result<String, DomainError> {
-    use unicode_normalization::UnicodeNormalization;
-    let composed: String = value.trim().nfc().collect();
+    let composed = super::composed(value.trim());
     let t = composed.as_str();
     let n = t.chars().count();
     if n == 0 || n > max || t.chars().any(super::unprintable) {
