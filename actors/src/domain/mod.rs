@@ -40,6 +40,7 @@ pub(crate) fn composed(text: &str) -> String {
 mod clinic;
 mod endorsement;
 mod event;
+mod holders;
 mod ids;
 mod moves;
 mod panel;
@@ -56,6 +57,7 @@ mod transfer;
 pub use clinic::{Clinic, ClinicInput};
 pub use endorsement::{DelegateId, Endorsement, EndorsementStatus, EndorsementStep, MAX_SUBJECT, Party, is_subject};
 pub use event::{Event, EventKind, Seq};
+pub use holders::{PlaceHolders, holders, holders_after};
 pub use ids::{EndorsementId, FacilityNumber, ProposalId, ProviderId, RegistrationRef};
 pub use moves::{MoveStatus, RegistrationMove};
 pub use panel::{PanelEntry, PanelSource};

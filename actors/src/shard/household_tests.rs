@@ -17,26 +17,26 @@ async fn a_waiting_household_changes_keeps_its_place_and_its_members_phns() {
     let w = world(config.clone()).await;
     let s = &w.system;
     let first = s.register(&sys(), &c("111"), household(&[phn(1)], &[])).await.unwrap().registration;
-    let family = s.register(&sys(), &c("111"), household(&[phn(2)], &[])).await.unwrap().registration;
+    let family = s.register(&sys(), &c("111"), household(&[phn(2), phn(5)], &[])).await.unwrap().registration;
     let (_, mut feed) = s.subscribe(&sys(), &c("111")).unwrap();
 
     // A baby is born: the household grows and keeps its place behind `first`.
-    let mut grown = household(&[phn(2), phn(3)], &[]);
+    let mut grown = household(&[phn(2), phn(5), phn(3)], &[]);
     let baby = DateOfBirth::parse(&(super::tests::today() - chrono::Days::new(30)).to_string(), super::tests::today());
-    grown.members[1].date_of_birth = baby.unwrap();
-    grown.members[1].needs.insert(Need::Newborn);
+    grown.members[2].date_of_birth = baby.unwrap();
+    grown.members[2].needs.insert(Need::Newborn);
     let view = s.update_household(&sys(), &family.reference, grown.clone()).await.unwrap();
     assert_eq!(view.registration.household, grown);
     assert_eq!((view.registration.registered_at, view.place), (family.registered_at, Some((2, 1))));
     let event = feed.recv().await.unwrap();
-    assert_eq!(event.kind, EventKind::HouseholdUpdated { reference: family.reference, household_size: 2 });
+    assert_eq!(event.kind, EventKind::HouseholdUpdated { reference: family.reference, household_size: 3 });
     let taken = s.register(&sys(), &c("112"), household(&[phn(3)], &[])).await.unwrap_err();
     assert_eq!(taken.code, ErrorCode::Conflict, "the baby is on this waitlist now");
     let again = s.update_household(&sys(), &family.reference, grown.clone()).await.unwrap();
     assert_eq!(again.registration.updated_at, view.registration.updated_at, "the same household changes nothing");
 
     // A member leaves: their PHN is free to register on its own.
-    let smaller = Household { members: vec![grown.members[1].clone()], ..grown.clone() };
+    let smaller = Household { members: grown.members[1..].to_vec(), ..grown.clone() };
     s.update_household(&sys(), &family.reference, smaller.clone()).await.unwrap();
     let alone = s.register(&sys(), &c("112"), household(&[phn(2)], &[])).await.unwrap().registration;
 
@@ -227,5 +227,59 @@ async fn a_change_made_from_an_older_reading_is_refused_when_asked_to_be() {
     let view = s.update_household_if(&sys(), &family.reference, fixed.clone(), after).await.unwrap();
     assert_eq!(view.registration.household, fixed);
     s.update_household(&sys(), &family.reference, grown).await.unwrap();
+    s.stop().await;
+}
+
+/// Two changes used to hand a place in line over: the first adds other people,
+/// the second drops everyone who registered. Who holds the place is now kept
+/// apart from the household, durably, and through a move.
+#[tokio::test]
+async fn a_place_in_line_is_not_handed_to_people_added_later_however_many_changes_it_takes() {
+    let w = world(ShardConfig::default()).await;
+    let s = &w.system;
+    let ada = s.register(&sys(), &c("111"), household(&[phn(1)], &[])).await.unwrap().registration;
+    let behind = s.register(&sys(), &c("111"), household(&[phn(8)], &[])).await.unwrap().registration;
+    let strangers = |phns: &[Phn]| {
+        let mut h = household(phns, &[]);
+        for m in &mut h.members {
+            m.given_name = PersonName::parse("Xan").unwrap();
+        }
+        h
+    };
+    let mut with_them = strangers(&[phn(1), phn(2), phn(3)]);
+    with_them.members[0] = household(&[phn(1)], &[]).members[0].clone();
+    s.update_household(&sys(), &ada.reference, with_them.clone()).await.unwrap();
+    let refused = s.update_household(&sys(), &ada.reference, strangers(&[phn(2), phn(3)])).await.unwrap_err();
+    assert_eq!((refused.code, refused.field.as_deref()), (ErrorCode::InvalidInput, Some("members")));
+    assert!(refused.message.contains("hold its place"), "{}", refused.message);
+    assert_eq!(s.registration(&sys(), &ada.reference).await.unwrap().registration.household, with_them);
+
+    // Nor after a restart, nor after a move and back.
+    s.stop().await;
+    let path = w.path.clone();
+    drop(w.system);
+    let s = start(&path, ShardConfig::default()).await;
+    let again = s.update_household(&sys(), &ada.reference, strangers(&[phn(2), phn(3)])).await.unwrap_err();
+    assert_eq!(again.code, ErrorCode::InvalidInput, "kept durably");
+    s.move_registration(&sys(), &ada.reference, &c("112")).await.unwrap();
+    let there = s.update_household(&sys(), &ada.reference, strangers(&[phn(2)])).await.unwrap_err();
+    assert_eq!(there.code, ErrorCode::InvalidInput, "kept through a move");
+    s.move_registration(&sys(), &ada.reference, &c("111")).await.unwrap();
+    let back = s.update_household(&sys(), &ada.reference, strangers(&[phn(3)])).await.unwrap_err();
+    assert_eq!(back.code, ErrorCode::InvalidInput, "and back");
+
+    // The one who registered may still let the others go, and then the
+    // household is as it registered: a newborn added later holds the place too.
+    s.update_household(&sys(), &ada.reference, household(&[phn(1)], &[])).await.unwrap();
+    let mut baby = household(&[phn(1), phn(4)], &[]);
+    let today = super::tests::today();
+    baby.members[1].date_of_birth = DateOfBirth::parse(&today.to_string(), today).unwrap();
+    baby.members[1].given_name = PersonName::parse("Bea").unwrap();
+    s.update_household(&sys(), &ada.reference, baby.clone()).await.unwrap();
+    let only_baby = Household { members: vec![baby.members[1].clone()], ..baby };
+    let view = s.update_household(&sys(), &ada.reference, only_baby).await.unwrap();
+    assert_eq!(view.registration.registered_at, ada.registered_at);
+    assert_eq!(view.place, Some((1, 0)), "still ahead of the household registered after it");
+    assert_eq!(s.registration(&sys(), &behind.reference).await.unwrap().place, Some((2, 1)));
     s.stop().await;
 }

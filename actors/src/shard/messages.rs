@@ -8,8 +8,9 @@ use ractor::RpcReplyPort;
 use crate::access::Principal;
 use crate::domain::{
     Capacity, Clinic, DelegateId, Endorsement, EndorsementId, EndorsementStep, FacilityNumber, Household, Need,
-    PanelEntry, PanelTransfer, Phn, Proposal, ProposalId, ProposalStatus, Provider, ProviderId, Registration,
-    RegistrationMove, RegistrationRef, Settlement, ShardKey, StaffInput, StaffMember, Timestamp, TransferKey,
+    PanelEntry, PanelTransfer, Phn, PlaceHolders, Proposal, ProposalId, ProposalStatus, Provider, ProviderId,
+    Registration, RegistrationMove, RegistrationRef, Settlement, ShardKey, StaffInput, StaffMember, Timestamp,
+    TransferKey,
 };
 use crate::error::AttachError;
 use crate::panel::{
@@ -160,6 +161,16 @@ pub struct ShardGauges {
     /// Proposals and reservations held in memory: the open ones and those
     /// closed within `ShardConfig::proposal_memory`.
     pub proposals_in_memory: u64,
+}
+
+/// A household on its way to another community: the `MOVED` copy the
+/// community joined takes, and who holds its place if not everyone in it does.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Moving {
+    /// The `MOVED` copy.
+    pub registration: Registration,
+    /// Its place holders, as the community left keeps them.
+    pub holders: Option<PlaceHolders>,
 }
 
 /// A message to a shard actor. Each query or command carries its reply port.
@@ -348,13 +359,13 @@ pub enum ShardMsg {
     TransfersOf(ProviderId, Reply<Vec<PanelTransfer>>),
     /// A registration leaves for another community (step one of a move): answers
     /// its `MOVED` copy and the record of the move.
-    MoveOut(RegistrationRef, ShardKey, Reply<(Registration, RegistrationMove)>),
+    MoveOut(RegistrationRef, ShardKey, Reply<(Moving, RegistrationMove)>),
     /// A moving registration joins this community's waitlist (step two).
-    MoveIn(Box<Registration>, Reply<RegistrationView>),
+    MoveIn(Box<Moving>, Reply<RegistrationView>),
     /// Close the record of a move out of here (step three).
     FinishMove(RegistrationRef, Reply<()>),
     /// Moves out of here not yet closed, each with its `MOVED` copy.
-    RunningMoves(Reply<Vec<(Registration, RegistrationMove)>>),
+    RunningMoves(Reply<Vec<(Moving, RegistrationMove)>>),
     /// Panel reports: one provider homed here, or those listed at a clinic.
     PanelReports {
         /// Only this provider.

@@ -125,7 +125,7 @@ async fn a_move_cut_off_after_its_first_step_is_finished_by_the_next_start() {
     let reference = r.reference;
     let (moving, record) =
         s.directory().call(&shard("111"), |reply| ShardMsg::MoveOut(reference, shard("112"), reply)).await.unwrap();
-    assert_eq!((moving.status, record.status), (RegistrationStatus::Moved, MoveStatus::Running));
+    assert_eq!((moving.registration.status, record.status), (RegistrationStatus::Moved, MoveStatus::Running));
     let between = s.registration(&sys(), &reference).await.unwrap();
     assert_eq!(between.registration.status, RegistrationStatus::Moved, "still found, as moving");
     let held = s.register(&sys(), &c("112"), household(&[phn(1)], &[])).await.unwrap_err();

@@ -9,23 +9,25 @@ use crate::error::{AttachError, ErrorCode};
 use crate::store::{CasOutcome, Locator, PhnClaim, PhnHolder, Record};
 
 use super::actor::ShardRuntime;
-use super::messages::RegistrationView;
+use super::messages::{Moving, RegistrationView};
 use super::state::{Change, ShardState};
 
 /// Step one: the registration leaves this community for `to`. It becomes
 /// `MOVED` here (an open proposal is cancelled) and a running [`RegistrationMove`]
 /// records where it went. Asked again while that move runs, it plans nothing
-/// and answers the same move. Answers the `MOVED` copy the community joined takes.
+/// and answers the same move. Answers the `MOVED` copy the community joined
+/// takes, with who holds its place.
 pub fn plan_move_out(
     state: &ShardState,
     r: &RegistrationRef,
     to: &ShardKey,
     now: Timestamp,
-) -> Result<(Change, Registration, RegistrationMove), AttachError> {
+) -> Result<(Change, Moving, RegistrationMove), AttachError> {
     let reg = state.registration(r).ok_or_else(|| AttachError::not_found("registration"))?;
+    let moving = |registration: Registration| Moving { registration, holders: state.place_holders(r).cloned() };
     if let Some(m) = state.move_of(r).filter(|_| reg.status == crate::domain::RegistrationStatus::Moved) {
         return match m.status {
-            MoveStatus::Running if &m.to == to => Ok((Change::default(), reg.clone(), m.clone())),
+            MoveStatus::Running if &m.to == to => Ok((Change::default(), moving(reg.clone()), m.clone())),
             _ => Err(AttachError::conflict(format!(
                 "registration {r} is moving to community {}; ask to move it there again to finish that move first",
                 m.to.community.as_str()
@@ -51,20 +53,30 @@ pub fn plan_move_out(
     change.upserts.push(Record::Registration(moved.clone()));
     change.upserts.push(Record::Move(record.clone()));
     change.events.push(EventKind::MovedOut { reference: *r, to: to.clone() });
-    Ok((change, moved, record))
+    Ok((change, moving(moved), record))
 }
 
 /// Step two: `moving` (the `MOVED` copy of the community left) joins this
 /// community's waitlist with its registration time. Plans nothing if it already
 /// arrived: this community holds a copy that is not an older record of a stay.
-/// Its locator now points here. If this community still had the household's
-/// own earlier move out running, that move evidently arrived, and is closed.
-pub fn plan_move_in(state: &ShardState, moving: &Registration, now: Timestamp) -> Result<Change, AttachError> {
+/// Its locator now points here, and who holds its place is kept as the
+/// community left kept it. If this community still had the household's own
+/// earlier move out running, that move evidently arrived, and is closed.
+pub fn plan_move_in(state: &ShardState, moving: &Moving, now: Timestamp) -> Result<Change, AttachError> {
+    let Moving { registration: moving, holders } = moving;
     if state.registration(&moving.reference).is_some_and(|here| !here.arrives_after(moving)) {
         return Ok(Change::default());
     }
     let arrived = moving.move_in(state.key.clone(), now)?;
     let mut change = Change::default();
+    match holders {
+        Some(h) => change.upserts.push(Record::PlaceHolders(h.clone())),
+        // Kept here from an earlier stay, and since changed where it went.
+        None if state.place_holders(&moving.reference).is_some() => {
+            change.deletes.push(crate::store::RecordKey::PlaceHolders(moving.reference));
+        }
+        None => {}
+    }
     if let Some(earlier) = state.move_of(&moving.reference).filter(|m| m.status == MoveStatus::Running) {
         change.upserts.push(Record::Move(earlier.completed(now)));
     }
@@ -95,7 +107,7 @@ impl ShardRuntime {
         r: &RegistrationRef,
         to: &ShardKey,
         now: Timestamp,
-    ) -> Result<(Registration, RegistrationMove), AttachError> {
+    ) -> Result<(Moving, RegistrationMove), AttachError> {
         let (change, moved, record) = plan_move_out(&self.state, r, to, now)?;
         self.commit(change, now).await?;
         Ok((moved, record))
@@ -104,17 +116,13 @@ impl ShardRuntime {
     /// Step two, committed; then every member's PHN claim is pointed here.
     /// Claims that still name the community left are followed there (see
     /// `claimed_registration`), so a failure to repoint one loses nothing.
-    pub(super) async fn move_in(
-        &mut self,
-        moving: Registration,
-        now: Timestamp,
-    ) -> Result<RegistrationView, AttachError> {
+    pub(super) async fn move_in(&mut self, moving: Moving, now: Timestamp) -> Result<RegistrationView, AttachError> {
         let change = plan_move_in(&self.state, &moving, now)?;
         self.commit(change, now).await?;
-        let view = self.registration_view(&moving.reference).await?;
+        let reference = moving.registration.reference;
+        let view = self.registration_view(&reference).await?;
         if view.registration.holds_phns() && view.registration.status != crate::domain::RegistrationStatus::Moved {
-            let here =
-                PhnClaim { shard: self.state.key.clone(), holder: PhnHolder::Registration(moving.reference), at: now };
+            let here = PhnClaim { shard: self.state.key.clone(), holder: PhnHolder::Registration(reference), at: now };
             for m in &view.registration.household.members {
                 if let Err(e) = self.repoint_claim(m.phn, &here).await {
                     // The move is durable; a claim left naming the community left is followed there.
@@ -145,11 +153,14 @@ impl ShardRuntime {
     }
 
     /// Moves out of here still running, each with the `MOVED` copy the community joined is to take.
-    pub(super) fn running_moves(&self) -> Vec<(Registration, RegistrationMove)> {
+    pub(super) fn running_moves(&self) -> Vec<(Moving, RegistrationMove)> {
         self.state
             .running_moves()
             .filter_map(|m| self.state.registration(&m.reference).map(|r| (r.clone(), m.clone())))
             .filter(|(r, _)| r.status == crate::domain::RegistrationStatus::Moved)
+            .map(|(registration, m)| {
+                (Moving { holders: self.state.place_holders(&m.reference).cloned(), registration }, m)
+            })
             .collect()
     }
 }

@@ -2,8 +2,8 @@
 //! without changing it. A refused command returns an error and writes nothing.
 
 use crate::domain::{
-    Capacity, Clinic, ClinicInput, Decline, EventKind, FacilityNumber, Household, Member, Need, PanelEntry,
-    PanelSource, PersonName, Proposal, ProposalId, ProposalStatus, Provider, ProviderId, ProviderKind, Registration,
+    Capacity, Clinic, ClinicInput, Decline, EventKind, FacilityNumber, Household, Need, PanelEntry, PanelSource,
+    PersonName, PlaceHolders, Proposal, ProposalId, ProposalStatus, Provider, ProviderId, ProviderKind, Registration,
     RegistrationRef, RegistrationStatus, Responder, Settlement, Timestamp,
 };
 use crate::error::AttachError;
@@ -100,24 +100,20 @@ pub fn update_household(
     let current = registration_or_404(state, r)?;
     // Refused first if the registration cannot change at all (not waiting).
     let next = current.update_household(household.clone(), now)?;
-    // The same household as it is now: someone stays (by PHN, or by name and
-    // date of birth when a mistyped PHN is corrected), so a place in line is
-    // never handed over to other people.
-    let same_person = |m: &Member, c: &Member| {
-        m.phn == c.phn
-            || (m.given_name.same_as(&c.given_name)
-                && m.surname.same_as(&c.surname)
-                && m.date_of_birth == c.date_of_birth)
-    };
-    if !household.members.iter().any(|m| current.household.members.iter().any(|c| same_person(m, c))) {
-        return Err(AttachError {
-            field: Some("members".into()),
-            ..AttachError::new(
-                crate::error::ErrorCode::InvalidInput,
-                "a changed household keeps at least one of its members (by PHN, or by name and date of birth \
-                 to correct a PHN); other people register as a new household",
-            )
-        });
+    // Someone who holds the place stays (by PHN, or by name and date of birth
+    // when a mistyped PHN is corrected), so a place in line is never handed
+    // over to other people, however many changes it takes.
+    let stored = state.place_holders(r);
+    let registered_on = current.registered_at.to_utc().date_naive();
+    let holders = crate::domain::holders_after(stored, &current.household, &household, registered_on)?;
+    let mut change = Change::default();
+    if holders.len() == household.members.len() {
+        // Everyone holds it, as when nothing is kept.
+        if stored.is_some() {
+            change.deletes.push(RecordKey::PlaceHolders(*r));
+        }
+    } else if stored.is_none_or(|s| s.phns != holders) {
+        change.upserts.push(Record::PlaceHolders(PlaceHolders { reference: *r, phns: holders }));
     }
     // NEWBORN is kept on a change until the baby's second birthday (the API
     // allows that much), but is newly given only to a baby under 12 months; a
@@ -134,11 +130,9 @@ pub fn update_household(
         }
     }
     let household_size = u8::try_from(next.household.members.len()).unwrap_or(u8::MAX);
-    Ok(Change {
-        upserts: vec![Record::Registration(next)],
-        events: vec![EventKind::HouseholdUpdated { reference: *r, household_size }],
-        ..Change::default()
-    })
+    change.upserts.push(Record::Registration(next));
+    change.events.push(EventKind::HouseholdUpdated { reference: *r, household_size });
+    Ok(change)
 }
 
 /// Creates or updates a provider's registry entry (capacity is kept).

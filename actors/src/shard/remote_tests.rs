@@ -270,3 +270,20 @@ async fn a_panel_moves_to_a_provider_homed_on_the_other_node_and_the_clinic_coun
         assert_eq!(by, [(Some(from.clone()), 0), (Some(to.clone()), 3)]);
     }
 }
+
+#[tokio::test]
+async fn who_holds_a_place_in_line_moves_with_the_household_to_the_other_node() {
+    let Cluster { a, b, _dir } = cluster(true).await;
+    let mover = a.register(&sys(), &c("111"), household(&[phn(1)], &[])).await.unwrap().registration;
+    // Someone who did not register is added, then the household moves to B's community.
+    a.update_household(&sys(), &mover.reference, household(&[phn(1), phn(9)], &[])).await.unwrap();
+    let moved = a.move_registration(&sys(), &mover.reference, &c("112")).await.unwrap();
+    assert_eq!(moved.registration.shard, shard("112"));
+    // On B, dropping the one who registered would hand the place over: refused as on A.
+    let mut stranger = household(&[phn(9)], &[]);
+    stranger.members[0].given_name = PersonName::parse("Xan").unwrap();
+    let refused = b.update_household(&sys(), &mover.reference, stranger).await.unwrap_err();
+    assert_eq!((refused.code, refused.field.as_deref()), (ErrorCode::InvalidInput, Some("members")));
+    let kept = b.registration(&sys(), &mover.reference).await.unwrap().registration;
+    assert_eq!(kept.household.members.len(), 2, "nothing changed");
+}

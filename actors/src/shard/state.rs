@@ -10,8 +10,9 @@ use std::sync::Arc;
 
 use crate::domain::{
     Clinic, DAY_MS, DelegateId, Endorsement, EndorsementId, EventKind, FacilityNumber, MoveStatus, PanelEntry,
-    PanelSource, PanelTransfer, Phn, Proposal, ProposalId, ProposalStatus, Provider, ProviderId, Registration,
-    RegistrationMove, RegistrationRef, RegistrationStatus, Settlement, ShardKey, StaffMember, Timestamp, TransferKey,
+    PanelSource, PanelTransfer, Phn, PlaceHolders, Proposal, ProposalId, ProposalStatus, Provider, ProviderId,
+    Registration, RegistrationMove, RegistrationRef, RegistrationStatus, Settlement, ShardKey, StaffMember, Timestamp,
+    TransferKey,
 };
 use crate::store::{Locator, Record, RecordKey};
 
@@ -71,6 +72,8 @@ pub struct ShardState {
     staff: BTreeMap<(FacilityNumber, DelegateId), StaffMember>,
     /// Each registration's latest move out of this community.
     moves: HashMap<RegistrationRef, RegistrationMove>,
+    /// Who holds the place of each changed household in which not everyone does.
+    place_holders: HashMap<RegistrationRef, PlaceHolders>,
     /// People attached, by attachment time, for rates and "this week".
     attachments: BTreeMap<Timestamp, u32>,
     /// The latest registration time in the shard, so the next one is later:
@@ -99,6 +102,7 @@ impl ShardState {
             transfers: BTreeMap::new(),
             staff: BTreeMap::new(),
             moves: HashMap::new(),
+            place_holders: HashMap::new(),
             attachments: BTreeMap::new(),
             latest_registration: Timestamp(i64::MIN),
         }
@@ -176,6 +180,9 @@ impl ShardState {
             Record::Settlement(s) => {
                 self.settlements.insert(s.proposal.id, s);
             }
+            Record::PlaceHolders(h) => {
+                self.place_holders.insert(h.reference, h);
+            }
         }
     }
 
@@ -225,6 +232,9 @@ impl ShardState {
             RecordKey::Reservation(id) => self.drop_proposal(id, true),
             RecordKey::Settlement(id) => {
                 self.settlements.remove(id);
+            }
+            RecordKey::PlaceHolders(r) => {
+                self.place_holders.remove(r);
             }
         }
     }
@@ -312,6 +322,11 @@ impl ShardState {
     /// (open, or closed within the memory period), whatever its status.
     pub fn latest_proposal(&self, r: &RegistrationRef) -> Option<&Proposal> {
         self.latest_proposal.get(r).and_then(|(_, id)| self.proposals.get(id))
+    }
+
+    /// The members who hold a registration's place, if not everyone in it does (see [`crate::domain::holders`]).
+    pub fn place_holders(&self, r: &RegistrationRef) -> Option<&PlaceHolders> {
+        self.place_holders.get(r)
     }
 
     /// A registration.

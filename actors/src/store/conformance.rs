@@ -1011,6 +1011,10 @@ pub mod fixtures {
                     proposal: self.proposal.clone(),
                     entries: vec![self.entry.clone()],
                 }),
+                Record::PlaceHolders(crate::domain::PlaceHolders {
+                    reference: self.registration.reference,
+                    phns: vec![self.registration.household.members[0].phn],
+                }),
             ]
         }
 

@@ -36,9 +36,9 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::audit::{AuditQuery, AuditRecord};
 use crate::domain::{
-    Clinic, DelegateId, Endorsement, EndorsementId, Event, FacilityNumber, PanelEntry, PanelTransfer, Phn, Proposal,
-    ProposalId, Provider, ProviderId, Registration, RegistrationMove, RegistrationRef, Seq, Settlement, ShardKey,
-    StaffMember, Timestamp, TransferKey,
+    Clinic, DelegateId, Endorsement, EndorsementId, Event, FacilityNumber, PanelEntry, PanelTransfer, Phn,
+    PlaceHolders, Proposal, ProposalId, Provider, ProviderId, Registration, RegistrationMove, RegistrationRef, Seq,
+    Settlement, ShardKey, StaffMember, Timestamp, TransferKey,
 };
 
 /// How long a shard lease lasts unless renewed, when the configuration does not say.
@@ -74,6 +74,8 @@ pub enum Record {
     Reservation(Proposal),
     /// A closed spill-over proposal not yet settled with the provider's shard.
     Settlement(Settlement),
+    /// The members who hold a changed household's place in line (none kept: everyone in it).
+    PlaceHolders(PlaceHolders),
 }
 
 /// The key of a [`Record`] within its shard.
@@ -101,6 +103,8 @@ pub enum RecordKey {
     Reservation(ProposalId),
     /// A settlement, by the proposal's id.
     Settlement(ProposalId),
+    /// A registration's place holders, by reference.
+    PlaceHolders(RegistrationRef),
 }
 
 impl Record {
@@ -118,6 +122,7 @@ impl Record {
             Record::Move(m) => RecordKey::Move(m.reference),
             Record::Reservation(p) => RecordKey::Reservation(p.id),
             Record::Settlement(s) => RecordKey::Settlement(s.proposal.id),
+            Record::PlaceHolders(h) => RecordKey::PlaceHolders(h.reference),
         }
     }
 }

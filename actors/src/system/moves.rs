@@ -16,9 +16,9 @@ use futures::future::join_all;
 use tracing::{info, warn};
 
 use crate::access::{Operation, Principal};
-use crate::domain::{CommunityCode, Registration, RegistrationMove, RegistrationRef, RegistrationStatus, ShardKey};
+use crate::domain::{CommunityCode, RegistrationMove, RegistrationRef, RegistrationStatus, ShardKey};
 use crate::error::AttachError;
-use crate::shard::{RegistrationView, ShardMsg};
+use crate::shard::{Moving, RegistrationView, ShardMsg};
 use crate::store::Locator;
 
 use super::{AttachSystem, Trail};
@@ -62,11 +62,7 @@ impl AttachSystem {
     }
 
     /// Steps 2 and 3 of a move whose step 1 is durable.
-    async fn complete_move(
-        &self,
-        moving: Registration,
-        record: &RegistrationMove,
-    ) -> Result<RegistrationView, AttachError> {
+    async fn complete_move(&self, moving: Moving, record: &RegistrationMove) -> Result<RegistrationView, AttachError> {
         let view = self.move_in(&record.to, moving).await?;
         let r = record.reference;
         self.directory.call(&record.from, |reply| ShardMsg::FinishMove(r, reply)).await?;

@@ -34,11 +34,11 @@ use serde::{Deserialize, Serialize};
 use crate::access::Principal;
 use crate::audit::{AuditDraft, AuditRecord};
 use crate::domain::{
-    Clinic, FacilityNumber, Phn, Proposal, ProposalId, ProviderId, Registration, Settlement, ShardKey,
+    Clinic, FacilityNumber, Phn, PlaceHolders, Proposal, ProposalId, ProviderId, Registration, Settlement, ShardKey,
 };
 use crate::error::{AttachError, ErrorCode};
 use crate::panel::{PanelReport, Release, TransferAccepted, Transferring};
-use crate::shard::{ProviderView, RegistrationView, ShardMsg, ShardStats};
+use crate::shard::{Moving, ProviderView, RegistrationView, ShardMsg, ShardStats};
 
 use super::AttachSystem;
 
@@ -82,6 +82,9 @@ pub enum ShardCall {
     TransfersOf(ProviderId),
     /// The sequence number of the community's last committed event.
     LastSeq,
+    /// A move's step two for a household in which not everyone holds its
+    /// place (`MoveIn` is the same with everyone holding it).
+    MoveInHeld(Registration, PlaceHolders),
 }
 
 /// The answer to a [`ShardCall`], one variant per call.
@@ -237,7 +240,13 @@ impl AttachSystem {
             ShardCall::GetProvider(id) => {
                 ShardAnswer::Provider(Box::new(d.call_with(shard, audit, |r| ShardMsg::GetProvider(id, r)).await?))
             }
-            ShardCall::MoveIn(moving) => {
+            ShardCall::MoveIn(registration) => {
+                let moving = Moving { registration, holders: None };
+                let view = d.call_with(shard, audit, |r| ShardMsg::MoveIn(Box::new(moving), r)).await?;
+                ShardAnswer::Registration(Box::new(view))
+            }
+            ShardCall::MoveInHeld(registration, holders) => {
+                let moving = Moving { registration, holders: Some(holders) };
                 let view = d.call_with(shard, audit, |r| ShardMsg::MoveIn(Box::new(moving), r)).await?;
                 ShardAnswer::Registration(Box::new(view))
             }
@@ -347,12 +356,12 @@ impl AttachSystem {
     }
 
     /// A move's step two, wherever the community joined runs.
-    pub(super) async fn move_in(
-        &self,
-        shard: &ShardKey,
-        moving: Registration,
-    ) -> Result<RegistrationView, AttachError> {
-        match self.on_shard(shard, ShardCall::MoveIn(moving), None).await? {
+    pub(super) async fn move_in(&self, shard: &ShardKey, moving: Moving) -> Result<RegistrationView, AttachError> {
+        let call = match moving.holders {
+            None => ShardCall::MoveIn(moving.registration),
+            Some(holders) => ShardCall::MoveInHeld(moving.registration, holders),
+        };
+        match self.on_shard(shard, call, None).await? {
             ShardAnswer::Registration(view) => Ok(*view),
             other => Err(unexpected(&other)),
         }

@@ -70,8 +70,11 @@ impl MutationRoot {
     /// is now: a baby born, a member who left, needs that changed. The
     /// reference and the registration time (the place in line) are kept. Added
     /// members must not be waiting or on a panel elsewhere (`CONFLICT`, nothing
-    /// changed); members who left are free to register on their own. Refused
-    /// while a proposal is open: answer it first. With `ifUnchangedSince` (the
+    /// changed); members who left are free to register on their own. Someone
+    /// who holds the place stays (by PHN, or by name and date of birth to
+    /// correct a PHN): those who registered, and children born since; people
+    /// added later share the place but do not hold it (`INVALID_INPUT`, field
+    /// `members`). Refused while a proposal is open: answer it first. With `ifUnchangedSince` (the
     /// registration's `updatedAt` as read), refused with `CONFLICT` if it
     /// changed since: the household is replaced whole, so a change made from an
     /// older reading would undo someone else's.

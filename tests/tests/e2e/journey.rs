@@ -262,6 +262,12 @@ async fn the_whole_journey_survives_sigkill() {
     taken["members"][1]["phn"] = json!(phn(4));
     let refused = patient.error_code(UPDATE, json!({ "r": elsewhere["reference"], "h": taken })).await;
     assert_eq!(refused, "CONFLICT", "a member waiting in another household");
+    // The member added (born before the household registered) shares its place
+    // but does not hold it: dropping the one who registered is refused.
+    let mut handed_over = grown.clone();
+    handed_over["members"] = json!([grown["members"][1].clone()]);
+    let refused = patient.error_code(UPDATE, json!({ "r": elsewhere["reference"], "h": handed_over })).await;
+    assert_eq!(refused, "INVALID_INPUT", "a place in line is not handed to someone added later");
 
     // Support finds the household by a member's PHN (someone who lost their reference).
     let support = app.with_token(app.token(Role::Support, &["province"], None));

@@ -86,6 +86,7 @@ pub(super) fn record_key(shard: &ShardKey, key: &RecordKey) -> Vec<u8> {
         RecordKey::Move(r) => tagged(&mut out, 9, r.as_str()),
         RecordKey::Reservation(p) => tagged(&mut out, 10, p.as_str()),
         RecordKey::Settlement(p) => tagged(&mut out, 11, p.as_str()),
+        RecordKey::PlaceHolders(r) => tagged(&mut out, 12, r.as_str()),
     }
     out
 }
