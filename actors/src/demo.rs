@@ -582,8 +582,8 @@ impl<'a> Generator<'a> {
                 name: input.name,
                 address: input.address,
                 shard: shard.clone(),
-                hours: input.hours,
-                phone: input.phone,
+                hours: input.hours.unwrap_or_default(),
+                phone: input.phone.unwrap_or_default(),
                 // Provider j is the first one practising at clinic j (providers go round the clinics).
                 medical_director: ids.get(j).cloned(),
                 created_at: self.now.plus_ms(-rng.random_range(1_100..4_000) * DAY_MS),
@@ -831,7 +831,7 @@ fn clinic_text(rng: &mut StdRng, community: &Community, j: usize) -> anyhow::Res
     let area = if matches!(community.shard.ha.as_str(), "VCHA" | "FHA") { "604" } else { "250" };
     // 555-01xx numbers are reserved for fiction.
     let phone = format!("{area}-555-01{:02}", rng.random_range(0..100));
-    Ok(ClinicInput::parse(&name, &address, HOURS[rng.random_range(0..HOURS.len())], &phone)?)
+    Ok(ClinicInput::parse(&name, &address, Some(HOURS[rng.random_range(0..HOURS.len())]), Some(&phone))?)
 }
 
 /// Letters Canada Post uses inside a postal code.
@@ -1208,7 +1208,7 @@ mod tests {
                     }
                     Record::Clinic(c) => {
                         assert_eq!(FacilityNumber::parse(c.facility.as_str()).as_ref(), Ok(&c.facility));
-                        let input = ClinicInput::parse(&c.name, &c.address, &c.hours, &c.phone).unwrap();
+                        let input = ClinicInput::parse(&c.name, &c.address, Some(&c.hours), Some(&c.phone)).unwrap();
                         assert_eq!((input.name, input.address), (c.name.clone(), c.address.clone()));
                         let director = c.medical_director.clone().expect("every clinic has a medical director");
                         match store.read(shard, &RecordKey::Provider(director)).await.unwrap() {

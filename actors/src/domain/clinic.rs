@@ -32,29 +32,25 @@ pub struct ClinicInput {
     pub name: String,
     /// Address, 1–200 characters.
     pub address: String,
-    /// Hours, up to 200 characters.
-    pub hours: String,
-    /// Phone, up to 30 characters.
-    pub phone: String,
+    /// Hours, up to 200 characters; `None` keeps an existing clinic's.
+    pub hours: Option<String>,
+    /// Phone, up to 30 characters; `None` keeps an existing clinic's.
+    pub phone: Option<String>,
 }
 
 impl ClinicInput {
-    /// Trims and checks each field.
-    pub fn parse(name: &str, address: &str, hours: &str, phone: &str) -> Result<Self, DomainError> {
+    /// Trims and checks each field. Hours or phone left out (`None`) are kept
+    /// as an existing clinic has them; `""` clears them.
+    pub fn parse(name: &str, address: &str, hours: Option<&str>, phone: Option<&str>) -> Result<Self, DomainError> {
         let field = |v: &str, f: &str, min: usize, max: usize| {
-            let t = v.trim();
-            let n = t.chars().count();
-            if n < min || n > max || t.chars().any(super::unprintable) {
-                Err(DomainError::invalid(f, &format!("{f} must be {min} to {max} printable characters")))
-            } else {
-                Ok(t.to_string())
-            }
+            super::readable(v, min, max, false)
+                .ok_or_else(|| DomainError::invalid(f, &format!("{f} must be {min} to {max} printable characters")))
         };
         Ok(ClinicInput {
             name: field(name, "name", 1, 120)?,
             address: field(address, "address", 1, 200)?,
-            hours: field(hours, "hours", 0, 200)?,
-            phone: field(phone, "phone", 0, 30)?,
+            hours: hours.map(|h| field(h, "hours", 0, 200)).transpose()?,
+            phone: phone.map(|p| field(p, "phone", 0, 30)).transpose()?,
         })
     }
 }
@@ -65,11 +61,17 @@ mod tests {
 
     #[test]
     fn clinic_input_bounds() {
-        assert!(ClinicInput::parse("Oak Bay Family Practice", "1 Main St", "Mon-Fri 9-5", "250-555-0100").is_ok());
-        assert!(ClinicInput::parse(" ", "1 Main St", "", "").is_err());
-        assert!(ClinicInput::parse("A", "", "", "").is_err());
-        assert!(ClinicInput::parse("A", "B", "", &"1".repeat(31)).is_err());
-        assert!(ClinicInput::parse("A\u{7}", "B", "", "").is_err());
-        assert!(ClinicInput::parse("\u{202E}cinilC", "B", "", "").is_err(), "a bidirectional override");
+        let ok = ClinicInput::parse("Oak Bay Family Practice", "1 Main St", Some("Mon-Fri 9-5"), Some("250-555-0100"));
+        assert_eq!(ok.unwrap().phone.as_deref(), Some("250-555-0100"));
+        assert!(ClinicInput::parse(" ", "1 Main St", None, None).is_err());
+        assert!(ClinicInput::parse("A", "", None, None).is_err());
+        assert!(ClinicInput::parse("A", "B", None, Some(&"1".repeat(31))).is_err());
+        assert!(ClinicInput::parse("A\u{7}", "B", None, None).is_err());
+        assert!(ClinicInput::parse("\u{202E}cinilC", "B", None, None).is_err(), "a bidirectional override");
+        assert!(ClinicInput::parse("A", "B", Some("\u{2066}x"), None).is_err(), "hours are checked too");
+        let composed = ClinicInput::parse("Cle\u{301}ment Clinic", "B", None, None).unwrap();
+        assert_eq!(composed.name, "Cl\u{e9}ment Clinic", "held in composed form, as names are");
+        let unsaid = ClinicInput::parse("A", "B", None, Some("")).unwrap();
+        assert_eq!((unsaid.hours, unsaid.phone), (None, Some(String::new())), "left out, or cleared");
     }
 }

@@ -37,6 +37,16 @@ pub(crate) fn composed(text: &str) -> String {
     text.nfc().collect()
 }
 
+/// Free text that people read (notes, reasons, clinic and staff entries) as it
+/// is kept: trimmed and in composed form (NFC), if it is `min` to `max`
+/// characters and none is unprintable (a line break is allowed where `line_breaks`).
+pub(crate) fn readable(text: &str, min: usize, max: usize, line_breaks: bool) -> Option<String> {
+    let t = composed(text.trim());
+    let n = t.chars().count();
+    let refused = |c: char| unprintable(c) && !(line_breaks && c == '\n');
+    (min <= n && n <= max && !t.chars().any(refused)).then_some(t)
+}
+
 mod clinic;
 mod endorsement;
 mod event;

@@ -299,17 +299,21 @@ pub fn parse_note(input: &str) -> Result<String, DomainError> {
 }
 
 fn free_text(input: &str, field: &'static str, rule: &'static str) -> Result<String, DomainError> {
-    let t = input.trim();
-    let n = t.chars().count();
-    if n == 0 || n > 500 || t.chars().any(|c| super::unprintable(c) && c != '\n') {
-        return Err(DomainError::invalid(field, rule));
-    }
-    Ok(t.to_string())
+    super::readable(input, 1, 500, true).ok_or_else(|| DomainError::invalid(field, rule))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reasons_and_notes_are_kept_trimmed_and_composed() {
+        assert_eq!(parse_reason(" Jose\u{301} moved ").unwrap(), "Jos\u{e9} moved");
+        assert_eq!(parse_note("two\nlines").unwrap(), "two\nlines", "line breaks are allowed");
+        assert!(parse_reason("\u{202E}devomer").is_err(), "a bidirectional override");
+        assert!(parse_reason(&"x".repeat(501)).is_err());
+        assert!(parse_reason(" ").is_err());
+    }
     use crate::domain::{DateOfBirth, Member, PersonName, Phn, PostalCode};
 
     fn registration() -> Registration {

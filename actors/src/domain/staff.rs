@@ -62,14 +62,8 @@ impl StaffInput {
 /// `value` trimmed and in Unicode's composed form (NFC), as person names are
 /// held, if it is 1 to `max` printable characters.
 fn printable(value: &str, field: &str, max: usize) -> Result<String, DomainError> {
-    let composed = super::composed(value.trim());
-    let t = composed.as_str();
-    let n = t.chars().count();
-    if n == 0 || n > max || t.chars().any(super::unprintable) {
-        Err(DomainError::invalid(field, &format!("{field} must be 1 to {max} printable characters")))
-    } else {
-        Ok(t.to_string())
-    }
+    super::readable(value, 1, max, false)
+        .ok_or_else(|| DomainError::invalid(field, &format!("{field} must be 1 to {max} printable characters")))
 }
 
 #[cfg(test)]

@@ -201,7 +201,7 @@ async fn support_reads_a_providers_reports_and_endorsements_only_in_scope() {
     let facility = FacilityNumber::parse("00A12").unwrap();
     let clinic = ClinicCommand {
         facility: facility.clone(),
-        details: ClinicInput::parse("Fernie Family Practice", "1 Main St", "", "").unwrap(),
+        details: ClinicInput::parse("Fernie Family Practice", "1 Main St", None, None).unwrap(),
         medical_director: Some(doc.clone()),
     };
     s.upsert_clinic(&director, &c("111"), clinic).await.unwrap();
@@ -274,7 +274,7 @@ async fn medical_directors_keep_only_their_clinics() {
         |id: &ProviderId| Principal::new(format!("md-{id}"), Role::MedicalDirector, Some(id.clone()), Scope::default());
     let clinic = |md: Option<&ProviderId>| ClinicCommand {
         facility: FacilityNumber::parse("00A12").unwrap(),
-        details: ClinicInput::parse("Fernie Family Practice", "1 Main St", "", "").unwrap(),
+        details: ClinicInput::parse("Fernie Family Practice", "1 Main St", None, None).unwrap(),
         medical_director: md.cloned(),
     };
     assert_eq!(code(s.upsert_clinic(&director(&a), &c("111"), clinic(Some(&b))).await), ErrorCode::Forbidden);

@@ -13,7 +13,7 @@ use super::tests::{c, household, phn, provider, sys, today, world};
 
 pub(super) async fn clinic(system: &AttachSystem, facility: &str, community: &str) -> FacilityNumber {
     let f = FacilityNumber::parse(facility).unwrap();
-    let details = ClinicInput::parse("Family Practice", "1 Main St", "", "").unwrap();
+    let details = ClinicInput::parse("Family Practice", "1 Main St", None, None).unwrap();
     let medical_director = Some(ProviderId::parse("MD999").unwrap());
     let cmd = ClinicCommand { facility: f.clone(), details, medical_director };
     system.upsert_clinic(&sys(), &c(community), cmd).await.unwrap();
@@ -333,7 +333,7 @@ async fn a_panel_moves_only_once_both_providers_agree() {
 
     // A director who is the source agrees by asking; the receiver's agreement starts it.
     let a_directs = Principal::new("a", Role::MedicalDirector, Some(a.clone()), Scope::default());
-    let details = ClinicInput::parse("Family Practice", "1 Main St", "", "").unwrap();
+    let details = ClinicInput::parse("Family Practice", "1 Main St", None, None).unwrap();
     let handed_over = ClinicCommand { facility: f.clone(), details, medical_director: Some(a.clone()) };
     s.upsert_clinic(&sys(), &c("111"), handed_over).await.unwrap();
     let third = TransferKey::parse("k3").unwrap();

@@ -186,14 +186,19 @@ pub fn set_capacity(
 
 /// Creates or updates a clinic.
 pub fn upsert_clinic(state: &ShardState, cmd: ClinicCommand, now: Timestamp) -> Change {
-    let created_at = state.clinic(&cmd.facility).map_or(now, |c| c.created_at);
+    let existing = state.clinic(&cmd.facility);
+    let created_at = existing.map_or(now, |c| c.created_at);
+    // Hours and phone left out of an update are kept, as the director is.
+    let kept = |given: Option<String>, had: fn(&Clinic) -> &String| {
+        given.or_else(|| existing.map(|c| had(c).clone())).unwrap_or_default()
+    };
     let clinic = Clinic {
         facility: cmd.facility.clone(),
         name: cmd.details.name,
         address: cmd.details.address,
         shard: state.key.clone(),
-        hours: cmd.details.hours,
-        phone: cmd.details.phone,
+        hours: kept(cmd.details.hours, |c| &c.hours),
+        phone: kept(cmd.details.phone, |c| &c.phone),
         // Left out of an update: the clinic keeps its director.
         medical_director: cmd.medical_director.or_else(|| state.clinic(&cmd.facility)?.medical_director.clone()),
         created_at,

@@ -324,7 +324,7 @@ async fn everything_acknowledged_survives_a_restart() {
     let doc = provider(&w.system, "P5555", "112", 3).await;
     let clinic = ClinicCommand {
         facility: FacilityNumber::parse("00A12").unwrap(),
-        details: ClinicInput::parse("Fernie Family Practice", "1 Main St", "", "").unwrap(),
+        details: ClinicInput::parse("Fernie Family Practice", "1 Main St", None, None).unwrap(),
         medical_director: Some(doc.clone()),
     };
     w.system.upsert_clinic(&sys(), &c("112"), clinic).await.unwrap();
@@ -591,7 +591,7 @@ async fn a_provider_or_clinic_created_at_once_in_several_communities_is_created_
         }
 
         let facility = FacilityNumber::parse(&format!("0F9{round:02}")).unwrap();
-        let details = ClinicInput::parse("Family Practice", "1 Main St", "", "").unwrap();
+        let details = ClinicInput::parse("Family Practice", "1 Main St", None, None).unwrap();
         let made = futures::future::join_all(here.iter().map(|community| {
             let cmd = ClinicCommand { facility: facility.clone(), details: details.clone(), medical_director: None };
             s.upsert_clinic(&me, community, cmd)
@@ -650,4 +650,22 @@ async fn a_phn_id_whose_locator_a_failed_creation_claimed_is_still_refused() {
     let result = s.upsert_provider(&sys(), &c("111"), input).await;
     assert!(result.is_err(), "a provider whose id is a valid PHN was created: {:?}", result.map(|v| v.provider.id));
     s.stop().await;
+}
+
+#[tokio::test]
+async fn a_clinic_update_keeps_the_hours_and_phone_it_leaves_out() {
+    let w = world(ShardConfig::default()).await;
+    let doc = provider(&w.system, "P5555", "112", 3).await;
+    let facility = FacilityNumber::parse("00A12").unwrap();
+    let upsert = |hours: Option<&str>, phone: Option<&str>| ClinicCommand {
+        facility: facility.clone(),
+        details: ClinicInput::parse("Fernie Family Practice", "1 Main St", hours, phone).unwrap(),
+        medical_director: Some(doc.clone()),
+    };
+    w.system.upsert_clinic(&sys(), &c("112"), upsert(Some("Mon-Fri 9-5"), Some("250-555-0100"))).await.unwrap();
+    let kept = w.system.upsert_clinic(&sys(), &c("112"), upsert(None, None)).await.unwrap();
+    assert_eq!((kept.hours.as_str(), kept.phone.as_str()), ("Mon-Fri 9-5", "250-555-0100"));
+    let cleared = w.system.upsert_clinic(&sys(), &c("112"), upsert(None, Some(""))).await.unwrap();
+    assert_eq!((cleared.hours.as_str(), cleared.phone.as_str()), ("Mon-Fri 9-5", ""));
+    w.system.stop().await;
 }

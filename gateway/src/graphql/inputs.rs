@@ -135,12 +135,11 @@ pub struct ClinicInput {
     pub name: String,
     /// Street address.
     pub address: String,
-    /// Opening hours.
-    #[graphql(default)]
-    pub hours: String,
-    /// Phone.
-    #[graphql(default)]
-    pub phone: String,
+    /// Opening hours; left out of an update, the clinic keeps its hours
+    /// (`""` clears them).
+    pub hours: Option<String>,
+    /// Phone; left out of an update, the clinic keeps its phone (`""` clears it).
+    pub phone: Option<String>,
     /// The medical director's provider id: a registered provider. A new clinic
     /// names the director creating it (left out, it does); left out of an
     /// update, the clinic keeps its director.
@@ -154,7 +153,12 @@ impl ClinicInput {
             d::CommunityCode::parse(&self.community)?,
             ClinicCommand {
                 facility: d::FacilityNumber::parse(&self.facility_number)?,
-                details: d::ClinicInput::parse(&self.name, &self.address, &self.hours, &self.phone)?,
+                details: d::ClinicInput::parse(
+                    &self.name,
+                    &self.address,
+                    self.hours.as_deref(),
+                    self.phone.as_deref(),
+                )?,
                 medical_director: self
                     .medical_director_id
                     .map(|id| {
