@@ -6,6 +6,7 @@
 //! here takes what the row held (as read, or as a refused transaction returned
 //! it) and says what to do next, so the whole protocol is tested without a server.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::rows::LwtRow;
@@ -127,6 +128,29 @@ pub(super) fn local_deadline(sent: Instant, lease: Duration, margin: Duration) -
 /// The resolution of the clock ScyllaDB computes a TTL's expiry with.
 pub(super) const SERVER_CLOCK_STEP: Duration = Duration::from_secs(1);
 
+/// A store handle's write timestamps (microseconds). Cells are ordered by
+/// their writers' timestamps, so each is above every one handed out before
+/// (the wall clock may step back) and above the floor of every shard taken:
+/// the timestamp of its previous owner's last commit, which that owner's fence
+/// recorded. A node whose clock is behind the previous owner's would otherwise
+/// lose its writes to that owner's older ones.
+#[derive(Debug, Default)]
+pub(super) struct WriteClock(AtomicI64);
+
+impl WriteClock {
+    /// The next timestamp, given the wall clock's `now`.
+    pub(super) fn next(&self, now: i64) -> i64 {
+        let previous =
+            self.0.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |last| Some(now.max(last + 1))).unwrap_or(now);
+        now.max(previous + 1)
+    }
+
+    /// Every later timestamp is above `floor`.
+    pub(super) fn raise_to(&self, floor: i64) {
+        self.0.fetch_max(floor, Ordering::SeqCst);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,6 +205,18 @@ mod tests {
         let now = Instant::now();
         assert_eq!(local_deadline(now, Duration::from_secs(15), Duration::from_secs(5)), now + Duration::from_secs(9));
         assert_eq!(local_deadline(now, Duration::from_secs(1), Duration::from_secs(5)), now);
+    }
+
+    #[test]
+    fn write_timestamps_go_up_and_above_a_taken_floor() {
+        let clock = WriteClock::default();
+        assert_eq!(clock.next(100), 100);
+        assert_eq!(clock.next(50), 101, "the wall clock stepped back");
+        // The previous owner's clock was ahead: its last commit wrote at 10,000.
+        clock.raise_to(10_000);
+        assert_eq!(clock.next(200), 10_001);
+        clock.raise_to(5_000);
+        assert_eq!(clock.next(20_000), 20_000, "a lower floor changes nothing");
     }
 
     #[test]

@@ -44,7 +44,6 @@ mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
@@ -141,9 +140,9 @@ struct Inner {
     leases: LeaseBook,
     /// How long before the server's expiry this handle stops using a lease.
     margin: Duration,
-    /// The last write timestamp handed out, so commits of one handle are
-    /// ordered even if the wall clock steps back.
-    last_timestamp: AtomicI64,
+    /// Write timestamps: commits of one handle are ordered even if the wall
+    /// clock steps back, and above every shard's previous owner's.
+    clock: lease::WriteClock,
 }
 
 impl std::fmt::Debug for ScyllaStore {
@@ -192,21 +191,27 @@ impl ScyllaStore {
                 st,
                 leases: LeaseBook::new(clock),
                 margin,
-                last_timestamp: AtomicI64::new(0),
+                clock: lease::WriteClock::default(),
                 options,
             }),
         })
     }
 
-    /// A write timestamp (microseconds) above every one this handle gave before.
+    /// A write timestamp (microseconds) above every one this handle gave
+    /// before and every shard floor it has seen.
     fn next_timestamp(&self) -> i64 {
-        let now = chrono::Utc::now().timestamp_micros();
-        let previous = self
-            .inner
-            .last_timestamp
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |last| Some(now.max(last + 1)))
-            .unwrap_or(now);
-        now.max(previous + 1)
+        self.inner.clock.next(chrono::Utc::now().timestamp_micros())
+    }
+
+    /// The write timestamp of the latest commit of a shard's previous owners,
+    /// read at `LOCAL_SERIAL` once this handle holds the shard (no fence of
+    /// theirs can land after that), and taken as this handle's floor.
+    async fn take_floor(&self, shard: &ShardKey) -> Result<(), StoreError> {
+        let result = self.rows(&self.inner.st.owner_floor, shard_columns(shard)).await?;
+        if let Some((Some(floor),)) = first_row::<(Option<i64>,)>(result)? {
+            self.inner.clock.raise_to(floor);
+        }
+        Ok(())
     }
 
     fn deadline(&self, sent: std::time::Instant) -> std::time::Instant {
@@ -581,6 +586,8 @@ impl Store for ScyllaStore {
                 AcquireStep::Take { from, to, found } => {
                     let sent = self.inner.leases.now();
                     if self.take(shard, owner, from, to, found.is_some()).await?.applied {
+                        // Before any commit: this owner writes above the last one's timestamps.
+                        self.take_floor(shard).await?;
                         self.inner.leases.grant(shard, owner, Epoch(to), self.deadline(sent));
                         tracing::info!(%shard, owner, epoch = to, "shard acquired");
                         return Ok(Epoch(to));
@@ -681,9 +688,14 @@ impl Store for ScyllaStore {
         let (ha, community) = shard_columns(shard);
         let held = epoch_column(epoch.0)?;
         let st = &self.inner.st;
+        // The fence records the commit's timestamp as the shard's floor, so a
+        // next owner writes above it even with a clock behind this node's.
+        let timestamp = self.next_timestamp();
         let answer = match batch.events.last() {
-            Some(last) => self.lwt(&st.fence_seq, (seq_column(last.seq)?, ha, community, held, &owner)).await?,
-            None => self.lwt(&st.fence, (held, ha, community, held, &owner)).await?,
+            Some(last) => {
+                self.lwt(&st.fence_seq, (seq_column(last.seq)?, timestamp, ha, community, held, &owner)).await?
+            }
+            None => self.lwt(&st.fence, (timestamp, ha, community, held, &owner)).await?,
         };
         if !answer.applied {
             return Err(commit_refusal(&name, OwnerRow::from_lwt(&answer)?.as_ref(), epoch));
@@ -696,7 +708,7 @@ impl Store for ScyllaStore {
             CommitGuard::Live { .. } => Ok(()),
             _ => Err(expired(shard)),
         };
-        self.write_rows(writes, self.next_timestamp(), within_lease, "a commit").await
+        self.write_rows(writes, timestamp, within_lease, "a commit").await
     }
 
     async fn events_after(&self, shard: &ShardKey, after: Seq, limit: usize) -> Result<Vec<Event>, StoreError> {

@@ -81,13 +81,40 @@ pub fn migration(keyspace: &str, replication: &BTreeMap<String, u32>) -> anyhow:
     Ok(out)
 }
 
-/// Creates the keyspace and tables if missing. Safe to run again.
+/// Columns added to a table after it was first released: `(table, column,
+/// type)`. A keyspace made before gets them from `migrate`; the table's
+/// `CREATE` in schema.cql has them too.
+pub(super) const ADDED_COLUMNS: &[(&str, &str, &str)] = &[("shard_owners", "write_floor", "bigint")];
+
+/// Creates the keyspace and tables if missing, and adds the columns of
+/// [`ADDED_COLUMNS`] a table made before lacks. Safe to run again.
 pub async fn migrate(session: &Session, keyspace: &str, replication: &BTreeMap<String, u32>) -> anyhow::Result<()> {
     for statement in migration(keyspace, replication)? {
         session
             .query_unpaged(statement.as_str(), ())
             .await
             .with_context(|| format!("applying the schema: {}", statement.chars().take(60).collect::<String>()))?;
+    }
+    session.await_schema_agreement().await.context("waiting for the cluster to agree on the schema")?;
+    for (table, column, kind) in ADDED_COLUMNS {
+        let found = session
+            .query_unpaged(
+                "SELECT column_name FROM system_schema.columns WHERE keyspace_name = ? AND table_name = ? \
+                 AND column_name = ?",
+                (keyspace, table, column),
+            )
+            .await
+            .with_context(|| format!("reading the columns of {keyspace}.{table}"))?
+            .into_rows_result()
+            .with_context(|| format!("reading the columns of {keyspace}.{table}"))?
+            .rows_num();
+        if found == 0 {
+            session
+                .query_unpaged(format!("ALTER TABLE {keyspace}.{table} ADD {column} {kind}"), ())
+                .await
+                .with_context(|| format!("adding column {column} to {keyspace}.{table}"))?;
+            tracing::info!(keyspace, table, column, "column added");
+        }
     }
     session.await_schema_agreement().await.context("waiting for the cluster to agree on the schema")?;
     tracing::info!(keyspace, "ScyllaDB schema applied");
@@ -192,6 +219,14 @@ mod tests {
                 "{} is a lightweight transaction outside ownership and claims",
                 spec.name
             );
+        }
+    }
+
+    #[test]
+    fn columns_added_later_are_in_their_tables_create_statement() {
+        let tables = tables();
+        for (table, column, _) in ADDED_COLUMNS {
+            assert!(tables[*table].contains(*column), "{table}.{column} is added by migrate but not created");
         }
     }
 

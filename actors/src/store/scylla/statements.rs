@@ -68,6 +68,8 @@ statements! {
     // ---- shard ownership (see lease.rs) ----
     owner_read: SerialRead =
         "SELECT epoch, owner FROM {ks}.shard_owners WHERE ha = ? AND community = ?";
+    owner_floor: SerialRead =
+        "SELECT write_floor FROM {ks}.shard_owners WHERE ha = ? AND community = ?";
     owner_hint: Read =
         "SELECT last_seq FROM {ks}.shard_owners WHERE ha = ? AND community = ?";
     owner_all: Read =
@@ -87,9 +89,9 @@ statements! {
     owner_release: Lwt =
         "UPDATE {ks}.shard_owners SET owner = null WHERE ha = ? AND community = ? IF epoch = ? AND owner = ?";
     fence: Lwt =
-        "UPDATE {ks}.shard_owners SET epoch = ? WHERE ha = ? AND community = ? IF epoch = ? AND owner = ?";
+        "UPDATE {ks}.shard_owners SET write_floor = ? WHERE ha = ? AND community = ? IF epoch = ? AND owner = ?";
     fence_seq: Lwt =
-        "UPDATE {ks}.shard_owners SET last_seq = ? WHERE ha = ? AND community = ? IF epoch = ? AND owner = ?";
+        "UPDATE {ks}.shard_owners SET last_seq = ?, write_floor = ? WHERE ha = ? AND community = ? IF epoch = ? AND owner = ?";
 
     // ---- shard records ----
     record_upsert: Write =
