@@ -1025,6 +1025,12 @@ impl AttachSystem {
         self.last_seq_at(shard).await.ok()
     }
 
+    /// Completes, with why, if the store cannot write again until the process
+    /// restarts ([`Store::broken`]).
+    pub async fn store_broken(&self) -> String {
+        self.store.broken().await
+    }
+
     /// The store, for tests that look at what a step left in it.
     #[cfg(test)]
     pub(crate) fn store(&self) -> &Arc<dyn Store> {

@@ -324,8 +324,19 @@ impl Application {
         let app = router(self.state).into_make_service_with_connect_info::<SocketAddr>();
         // Upgraded connections are not the server's to wait for: told first, they close themselves.
         let closing = self.closing;
+        // A store that cannot write again (the embedded file after an I/O error)
+        // stops the process as a signal would, and with an error: a restart,
+        // by the service manager, recovers from what is durable.
+        let (broke, mut broken) = tokio::sync::oneshot::channel::<String>();
+        let watched = system.clone();
         let shutdown = async move {
-            shutdown.await;
+            tokio::select! {
+                () = shutdown => {}
+                why = watched.store_broken() => {
+                    tracing::error!(error = %why, "the store cannot write any more; stopping so that a restart recovers");
+                    let _ = broke.send(why);
+                }
+            }
             closing.send_replace(true);
         };
         let server = axum::serve(listener, app).with_graceful_shutdown(shutdown).into_future();
@@ -345,6 +356,13 @@ impl Application {
             }
         };
         resumer.abort();
+        let result = match broken.try_recv() {
+            Ok(why) => result.and(Err(anyhow::anyhow!(
+                "the store failed to write ({why}) and cannot write again until Attach starts again; everything \
+                 acknowledged is durable"
+            ))),
+            Err(_) => result,
+        };
         // Subscription connections were told to close (1001): let them send it
         // before the shards stop and the process ends.
         let mut open = sockets.subscribe();

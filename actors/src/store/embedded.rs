@@ -131,6 +131,8 @@ struct Inner {
     /// Who holds which shard: in memory, see the module docs.
     leases: LeaseBook,
     lease: Duration,
+    /// Why the database refuses writes for good, once it does.
+    broken: tokio::sync::watch::Receiver<Option<String>>,
 }
 
 impl Drop for Inner {
@@ -177,12 +179,13 @@ impl EmbeddedStore {
         let db = Arc::new(db);
         let counters = Arc::new(Counters::default());
         let (tx, rx) = mpsc::channel(options.queue_depth.max(1));
+        let (broken_tx, broken) = tokio::sync::watch::channel(None);
         let writer = std::thread::Builder::new()
             .name("attach-store-writer".into())
             .spawn({
                 let db = Arc::clone(&db);
                 let counters = Arc::clone(&counters);
-                move || writer::run(db, rx, options.max_group, counters, journal)
+                move || writer::run(db, rx, options.max_group, counters, journal, broken_tx)
             })
             .context("starting the store's writer thread")?;
         Ok(EmbeddedStore {
@@ -193,6 +196,7 @@ impl EmbeddedStore {
                 counters,
                 leases: LeaseBook::new(clock),
                 lease: options.lease,
+                broken,
             }),
         })
     }
@@ -385,6 +389,16 @@ impl Store for EmbeddedStore {
 
     fn lease(&self) -> Duration {
         self.inner.lease
+    }
+
+    async fn broken(&self) -> String {
+        let mut broken = self.inner.broken.clone();
+        let why = broken.wait_for(Option::is_some).await.map(|why| why.clone().unwrap_or_default());
+        match why {
+            Ok(why) => why,
+            // The writer has stopped (the store is being dropped) without breaking.
+            Err(_) => std::future::pending().await,
+        }
     }
 
     async fn acquire_shard(&self, shard: &ShardKey, owner: &str) -> Result<Epoch, StoreError> {

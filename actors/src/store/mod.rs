@@ -265,6 +265,15 @@ pub trait Store: Send + Sync + 'static {
     /// How long a lease lasts unless renewed.
     fn lease(&self) -> Duration;
 
+    /// Completes, with why, if the store cannot write again until the process
+    /// opens it anew: the embedded database refuses every write after one I/O
+    /// error (a disk that filled up, a failed `fsync`), since it can no longer
+    /// tell what reached the disk. The gateway then stops, so that a restart
+    /// recovers from the last durable state. Never completes by default.
+    async fn broken(&self) -> String {
+        std::future::pending().await
+    }
+
     /// Takes ownership of `shard` for `owner` with a lease, returning an epoch
     /// higher than any handed out before for that shard. Refused with
     /// [`StoreError::LeaseHeld`] while another owner's lease is live; the same

@@ -59,6 +59,9 @@ pub struct Spawn {
     pub demo: Option<String>,
     /// `--config` file.
     pub config: Option<PathBuf>,
+    /// The largest file the process may write (`ulimit -f`, with `SIGXFSZ`
+    /// ignored so that a write past it fails with `EFBIG`, as on a full disk).
+    pub max_file_bytes: Option<u64>,
 }
 
 impl TestApp {
@@ -73,7 +76,16 @@ impl TestApp {
     }
     /// Starts `attach serve` on `data_dir` and waits until `/readyz` says ready.
     pub async fn spawn(data_dir: &Path, opts: Spawn) -> TestApp {
-        let mut cmd = Command::new(attach_bin());
+        let mut cmd = match opts.max_file_bytes {
+            // An ignored signal stays ignored across `exec`; `ulimit -f` counts 512-byte blocks.
+            Some(bytes) => {
+                let mut sh = Command::new("sh");
+                sh.arg("-c").arg(format!("trap '' XFSZ; ulimit -f {}; exec \"$0\" \"$@\"", bytes / 512));
+                sh.arg(attach_bin());
+                sh
+            }
+            None => Command::new(attach_bin()),
+        };
         cmd.arg("serve")
             .arg("--listen")
             .arg("127.0.0.1:0")
@@ -262,6 +274,18 @@ impl TestApp {
         let fresh = reqwest::Client::builder().pool_max_idle_per_host(0).build().expect("a client");
         let r = fresh.get(format!("{}/healthz", self.url)).send().await;
         assert!(r.is_ok_and(|r| r.status().is_success()), "a new connection was not served");
+    }
+
+    /// Waits (up to `limit`) for the process to end on its own; its exit status.
+    pub async fn exited(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("the process can be waited for") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "attach did not stop; log:\n{}", self.log.lock().unwrap());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Kills the process with SIGKILL (no shutdown, no flush) and waits for it.

@@ -5,6 +5,7 @@ mod access;
 mod auth;
 mod clinics;
 mod cluster;
+mod disk;
 mod feed;
 mod helpers;
 mod journey;

@@ -104,13 +104,15 @@ pub(super) struct Counters {
 /// from non-durable commits).
 const JOURNAL_RECORDS: usize = 4096;
 
-/// The writer thread's loop: ends when every sender is gone (the store was dropped).
+/// The writer thread's loop: ends when every sender is gone (the store was
+/// dropped). Says on `broken` why, once the database refuses writes for good.
 pub(super) fn run(
     db: Arc<Database>,
     mut rx: mpsc::Receiver<Request>,
     max_group: usize,
     counters: Arc<Counters>,
     mut journal: Journal,
+    broken: tokio::sync::watch::Sender<Option<String>>,
 ) {
     let max_group = max_group.max(1);
     let mut group = Vec::with_capacity(max_group);
@@ -125,18 +127,25 @@ pub(super) fn run(
         }
         counters.transactions.fetch_add(1, Ordering::Relaxed);
         counters.requests.fetch_add(group.len() as u64, Ordering::Relaxed);
-        apply_group(&db, &mut group, &mut journal, &mut held);
+        if let Some(why) = apply_group(&db, &mut group, &mut journal, &mut held)
+            && broken.borrow().is_none()
+        {
+            tracing::error!(error = %why, "the store cannot write again until the process restarts");
+            broken.send_replace(Some(why));
+        }
     }
     // A clean stop leaves the journal empty: the records it holds go into the
     // store in one last durable transaction. The next start would restore them
     // anyway, but a build before session 15 cannot read this journal's format.
     if !held.is_empty() {
         let (reply, _) = oneshot::channel();
-        apply_group(&db, &mut vec![Request::FlushAudit { slot: Slot::new(reply) }], &mut journal, &mut held);
+        let _ = apply_group(&db, &mut vec![Request::FlushAudit { slot: Slot::new(reply) }], &mut journal, &mut held);
     }
 }
 
-/// Applies `group` and answers every request. Leaves `group` empty.
+/// Applies `group` and answers every request. Leaves `group` empty. Answers
+/// why if the transaction failed in a way that leaves the database refusing
+/// every later write until it is opened again (an I/O error).
 ///
 /// Durability comes one of two ways, and only then is anyone answered:
 /// - a group of audit records alone is appended to the journal (one
@@ -150,7 +159,7 @@ pub(super) fn apply_group(
     group: &mut Vec<Request>,
     journal: &mut Journal,
     held: &mut Vec<super::journal::Row>,
-) {
+) -> Option<String> {
     // Audit records the journal took, or a request to write held records when
     // none are held: answered without a redb transaction.
     let no_transaction = journal_if_audit_only(group, journal)
@@ -171,20 +180,20 @@ pub(super) fn apply_group(
                 other => other.finish(None),
             }
         }
-        return;
+        return None;
     }
-    let result = db
-        .begin_write()
-        .map_err(redb::Error::from)
-        .and_then(|txn| {
-            let mut tables = Tables::new(&txn);
-            insert_audit(&mut tables, held)?;
-            apply_all(&mut tables, group)?;
-            drop(tables);
-            txn.commit().map_err(redb::Error::from)
-        })
-        .map_err(store_error);
-    let failed = result.err();
+    let result = db.begin_write().map_err(redb::Error::from).and_then(|txn| {
+        let mut tables = Tables::new(&txn);
+        insert_audit(&mut tables, held)?;
+        apply_all(&mut tables, group)?;
+        drop(tables);
+        txn.commit().map_err(redb::Error::from)
+    });
+    let broken = match &result {
+        Err(e @ (redb::Error::Io(_) | redb::Error::PreviousIo)) => Some(e.to_string()),
+        _ => None,
+    };
+    let failed = result.err().map(store_error);
     if let Some(e) = &failed {
         // Dropping the transaction aborted it: none of the group was written,
         // and the held records are still held (and in the journal).
@@ -199,6 +208,7 @@ pub(super) fn apply_group(
     for request in group.drain(..) {
         request.finish(failed.as_ref());
     }
+    broken
 }
 
 /// Appends the group's records to the journal if the group is audit records
