@@ -99,12 +99,44 @@ pub fn spans_layer(provider: &SdkTracerProvider) -> impl Layer<Registry> + Send 
 }
 
 fn otlp_provider() -> anyhow::Result<SdkTracerProvider> {
+    use opentelemetry_otlp::WithHttpConfig;
+    let runtime = tokio::runtime::Handle::try_current()
+        .map_err(|_| anyhow::anyhow!("span export needs the Tokio runtime, and this command has none"))?;
+    // OTEL_EXPORTER_OTLP_TIMEOUT, in milliseconds, as the exporter itself reads it.
+    let timeout = std::env::var("OTEL_EXPORTER_OTLP_TIMEOUT")
+        .ok()
+        .and_then(|ms| ms.trim().parse().ok())
+        .map_or(std::time::Duration::from_secs(10), std::time::Duration::from_millis);
+    let client =
+        OnRuntime { client: opentelemetry_http::hyper::HyperClient::with_default_connector(timeout, None), runtime };
     // The exporter reads OTEL_EXPORTER_OTLP_ENDPOINT (and the other OTEL_* variables) itself.
-    let exporter = opentelemetry_otlp::SpanExporter::builder().with_http().build()?;
+    let exporter = opentelemetry_otlp::SpanExporter::builder().with_http().with_http_client(client).build()?;
     Ok(SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
         .with_resource(Resource::builder().with_service_name("attach").build())
         .build())
+}
+
+/// The OTLP exporter's HTTP client, run on the process's Tokio runtime. The
+/// SDK's batch processor exports from a thread of its own, with no Tokio
+/// reactor, and hyper needs one: given the client directly, the exporter
+/// panicked on its first export and no span ever left the process.
+#[derive(Debug)]
+struct OnRuntime {
+    client: opentelemetry_http::hyper::HyperClient,
+    runtime: tokio::runtime::Handle,
+}
+
+#[async_trait::async_trait]
+impl opentelemetry_http::HttpClient for OnRuntime {
+    async fn send_bytes(
+        &self,
+        request: opentelemetry_http::Request<opentelemetry_http::Bytes>,
+    ) -> Result<opentelemetry_http::Response<opentelemetry_http::Bytes>, opentelemetry_http::HttpError> {
+        let client = self.client.clone();
+        let sent = self.runtime.spawn(async move { client.send_bytes(request).await });
+        sent.await.map_err(|e| Box::new(e) as opentelemetry_http::HttpError)?
+    }
 }
 
 /// The current span's trace context as W3C headers (`traceparent`, and

@@ -17,3 +17,4 @@ mod redis;
 mod shared_limits;
 mod slow_subscriber;
 mod spill;
+mod traces;
