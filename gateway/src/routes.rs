@@ -281,7 +281,15 @@ async fn charge_fields(
              at once (\"{}\"): split it",
             v.quota, v.policy
         ))),
-        Some(v) => Err(FieldsRefused::Wait(v)),
+        Some(v) => {
+            // The admission counted one already and is not given back, and a
+            // retry's admission counts one again before these: the wait covers
+            // that one too, else a caller who waits as told is refused for
+            // ever when a unit takes a second or more to come back.
+            let unit = v.window.div_ceil(u64::from(v.quota.max(1)));
+            let wait = v.retry_after.map(|w| w + unit);
+            Err(FieldsRefused::Wait(Verdict { retry_after: wait, reset: wait.unwrap_or(v.reset), ..v }))
+        }
     }
 }
 

@@ -635,3 +635,29 @@ async fn subscribers_are_told_when_the_server_shuts_down() {
     let frame = closed(&mut ws).await.expect("closed");
     assert!(frame.starts_with("1001 "), "going away, with a close frame: {frame}");
 }
+
+/// A request of several fields refused for now says how long to wait for all
+/// of them, counting the unit the retry's admission takes first: a caller who
+/// waits as told is then let through. Before, `Retry-After` was one unit short
+/// and a patient's retry (a unit a second) was refused every time.
+#[tokio::test]
+async fn a_request_of_several_fields_that_waits_as_told_is_let_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("ATTACH_LIMITS__RATE__ENABLED", "true"),
+        ("ATTACH_LIMITS__RATE__ANONYMOUS_PER_IP__PER_MINUTE", "60"),
+        ("ATTACH_LIMITS__RATE__ANONYMOUS_PER_IP__BURST", "2"),
+    ];
+    let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let app = TestApp::spawn(dir.path(), Spawn { env, ..Spawn::default() }).await;
+    let anonymous = app.anonymous();
+    const TWO: &str = "{ a: healthAuthorities { code } b: healthAuthorities { code } }";
+    assert_eq!(anonymous.post("{ healthAuthorities { code } }", json!({})).await.status(), 200);
+    // One unit left: the admission takes it, the second field finds none.
+    let refused = anonymous.post(TWO, json!({})).await;
+    assert_eq!(refused.status(), 429);
+    let wait: u64 = header(&refused, "retry-after").parse().unwrap();
+    tokio::time::sleep(Duration::from_millis(wait * 1_000 + 100)).await;
+    let again = anonymous.post(TWO, json!({})).await;
+    assert_eq!(again.status(), 200, "waited {wait} s as told: {:?}", again.headers());
+}
