@@ -652,8 +652,9 @@ impl Settings {
         let jwks = &self.auth.jwks;
         if jwks.contains("://") {
             anyhow::ensure!(
-                jwks.starts_with("https://") || jwks.starts_with("http://"),
-                "auth.jwks must be a file path or an http(s):// URL"
+                jwks.starts_with("https://") || (jwks.starts_with("http://") && is_loopback_url(jwks)),
+                "auth.jwks must be a file path or an https:// URL (plain http:// only to this machine's loopback): \
+                 keys fetched over plain HTTP can be replaced on the way, and whoever does so can sign in as any role"
             );
         }
         anyhow::ensure!(
@@ -720,6 +721,13 @@ impl Settings {
     }
 }
 
+/// Whether `url` names this machine: `localhost`, or a loopback address.
+fn is_loopback_url(url: &str) -> bool {
+    let host = reqwest::Url::parse(url).ok().and_then(|u| u.host_str().map(str::to_string)).unwrap_or_default();
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 #[cfg(test)]
 // figment::Jail closures must return figment::Error, which is large; fine in tests.
 #[allow(clippy::result_large_err)]
@@ -745,6 +753,22 @@ mod tests {
                 (Some(45), Some(90)),
                 "one changed, the rest kept"
             );
+            // In a file, a need named as the API does (which sorts before the
+            // default's spelling) or as the enum is.
+            jail.create_file("needs.toml", "[matching.need_bonus_days]\nPREGNANCY = 1000\nFrailty = 7\n")?;
+            let needs = Settings::load(Some(Path::new("needs.toml"))).map_err(|e| e.to_string())?;
+            let bonus = |n| needs.matching.need_bonus_days.get(&n).copied();
+            assert_eq!(
+                (bonus(Need::Pregnancy), bonus(Need::Frailty), bonus(Need::Newborn)),
+                (Some(1000), Some(7), Some(120))
+            );
+            jail.create_file("twice.toml", "[matching.need_bonus_days]\nPREGNANCY = 1\npregnancy = 2\n")?;
+            let twice = Settings::load(Some(Path::new("twice.toml"))).unwrap_err().to_string();
+            assert!(twice.contains("twice"), "{twice}");
+            // A misspelt matching key stops the start, as in every other section.
+            jail.create_file("typo.toml", "[matching]\nspill_kms = 50\n")?;
+            let typo = Settings::load(Some(Path::new("typo.toml"))).unwrap_err().to_string();
+            assert!(typo.contains("spill_kms"), "{typo}");
             assert_eq!(s.listen.port(), 9000);
             assert_eq!(s.shard.proposal_ttl_secs, 5);
             assert_eq!(s.shard.mailbox_capacity, 7);
@@ -822,6 +846,29 @@ mod tests {
         assert_eq!(with_redis("http://cache:6379").unwrap_err().to_string(), "redis must be a redis:// URL");
         let port = with_redis("redis://:hunter2@127.0.0.1:notaport").unwrap_err().to_string();
         assert!(port.starts_with("redis is not") && !port.contains("hunter2"), "named, and no password echoed: {port}");
+    }
+
+    #[test]
+    fn a_jwks_url_is_https_or_this_machines_loopback() {
+        let with = |jwks: &str| Settings {
+            auth: AuthSettings { jwks: jwks.into(), ..Settings::default().auth },
+            ..Settings::default()
+        };
+        for ok in [
+            "https://idp.example/certs",
+            "http://127.0.0.1:8081/certs",
+            "http://localhost/certs",
+            "http://[::1]:9/k",
+            "keys/jwks.json",
+        ] {
+            assert!(with(ok).check().is_ok(), "{ok}");
+        }
+        for bad in
+            ["http://idp.example/certs", "http://10.0.0.8/certs", "ftp://idp/certs", "http://127.0.0.1.evil.example/k"]
+        {
+            let e = with(bad).check().unwrap_err().to_string();
+            assert!(e.contains("auth.jwks"), "{bad}: {e}");
+        }
     }
 
     #[test]

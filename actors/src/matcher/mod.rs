@@ -33,12 +33,14 @@ pub enum PreferenceRule {
     Ignore,
 }
 
-/// Matching policy, from configuration.
+/// Matching policy, from configuration. A key it does not have is refused: a
+/// misspelt `spill_km` would otherwise leave spill-over off without a word.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct Policy {
     /// Extra priority, in days of waiting, for each need a household reports
     /// (each need counts once per household).
+    #[serde(deserialize_with = "need_bonus_days")]
     pub need_bonus_days: BTreeMap<Need, u32>,
     /// How a shared language between household and provider counts.
     pub language: PreferenceRule,
@@ -53,6 +55,33 @@ pub struct Policy {
     /// after a no (a decline by either side, or a return): 0 (the default)
     /// for good. A coordinator's own proposal may always.
     pub pass_over_days: u32,
+}
+
+/// Reads `need_bonus_days` as configuration gives it. A need may be named as
+/// the enum is (`Pregnancy`, how the defaults are written), in snake case or as
+/// the API does (`PREGNANCY`). Configuration merges the defaults and a file key
+/// by key, so a need named another way sits beside its default, and which came
+/// last depended on how the two spellings sort (`PREGNANCY = 1000` was
+/// ignored, `pregnancy = 1000` taken). A spelling other than the enum's is the
+/// operator's, and wins; one need named twice that way is refused.
+fn need_bonus_days<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<Need, u32>, D::Error> {
+    use serde::de::Error;
+    let given = BTreeMap::<String, u32>::deserialize(d)?;
+    let need = |key: &str| Need::deserialize(serde::de::value::StrDeserializer::<D::Error>::new(key));
+    let mut out = BTreeMap::new();
+    let mut named = BTreeMap::new();
+    for (key, days) in &given {
+        let n = need(key)?;
+        if format!("{n:?}") == *key {
+            out.entry(n).or_insert(*days);
+        } else if let Some(other) = named.insert(n, key) {
+            return Err(D::Error::custom(format!("need_bonus_days names one need twice, as {other} and {key}")));
+        }
+    }
+    for (n, key) in named {
+        out.insert(n, given[key]);
+    }
+    Ok(out)
 }
 
 impl Default for Policy {
