@@ -10,6 +10,13 @@ pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 /// See [`CONNECT_TIMEOUT`].
 pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// Refuses a number of concurrent workers (connections) outside 1 to 1,000:
+/// none would measure nothing and say it succeeded, and every run is bounded.
+pub fn check_concurrency(concurrency: usize) -> anyhow::Result<()> {
+    anyhow::ensure!((1..=1_000).contains(&concurrency), "concurrency is 1 to 1,000");
+    Ok(())
+}
+
 /// A client keeping up to `pool` idle connections, sending `token` (if any) as
 /// `Authorization: Bearer …` on every request, each bounded by [`REQUEST_TIMEOUT`].
 pub fn http(token: Option<&str>, pool: usize) -> anyhow::Result<reqwest::Client> {

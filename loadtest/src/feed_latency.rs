@@ -55,6 +55,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         args.events <= 100_000 && args.max_seconds <= 600 && args.rate >= 0.0,
         "runs are bounded: at most 100,000 events and 600 s, at a rate of 0 (unpaced) or more"
     );
+    anyhow::ensure!((1..=10_000).contains(&args.subscribers), "subscribers are 1 to 10,000");
     let mut sent: HashMap<String, Instant> = HashMap::new();
     let deadline = Instant::now() + Duration::from_secs(args.max_seconds);
     let ws_url = format!("{}/graphql", args.url.trim_end_matches('/').replacen("http", "ws", 1));

@@ -28,6 +28,10 @@ pub struct FileArgs {
     phn_start: u32,
 }
 
+/// The most rows a generated file holds (the 1,000,000-row import of
+/// docs/BENCHMARKS.md is the largest use).
+const MAX_ROWS: u32 = 2_000_000;
+
 /// One panel's CSV: a header, then `rows` patients with fresh PHNs from `phn_start`.
 /// Returns the text and the next unused PHN body.
 fn panel_csv(rows: u32, facility: &str, phn_start: u32) -> (String, u32) {
@@ -50,6 +54,7 @@ fn panel_csv(rows: u32, facility: &str, phn_start: u32) -> (String, u32) {
 
 /// Writes a panel file.
 pub fn write_file(args: FileArgs) -> anyhow::Result<()> {
+    anyhow::ensure!((1..=MAX_ROWS).contains(&args.rows), "a file holds 1 to {MAX_ROWS} rows");
     let (text, next) = panel_csv(args.rows, &args.facility, args.phn_start);
     let mut file = std::fs::File::create(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     file.write_all(text.as_bytes())?;
@@ -83,6 +88,9 @@ pub struct UploadArgs {
     /// Files submitted, one after the other (bounded to 1000).
     #[arg(long, default_value_t = 10)]
     uploads: u32,
+    /// Stop after this many seconds whatever is left (bounded to 600).
+    #[arg(long, default_value_t = 300)]
+    max_seconds: u64,
     /// First PHN body: use a range no earlier run used.
     #[arg(long, default_value_t = 90_000_000)]
     phn_start: u32,
@@ -120,7 +128,10 @@ async fn graphql(client: &reqwest::Client, args: &UploadArgs, query: &str, varia
 
 /// Sets up the registry, then submits the files one after the other.
 pub async fn upload(args: UploadArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(args.uploads <= 1000, "at most 1000 uploads a run");
+    anyhow::ensure!(
+        args.uploads <= 1000 && args.max_seconds <= 600 && (1..=MAX_ROWS).contains(&args.rows),
+        "at most 1000 uploads and 600 s a run, of 1 to {MAX_ROWS} rows each"
+    );
     // A large file takes a while to check: a longer bound than other requests'.
     let client = reqwest::Client::builder()
         .connect_timeout(crate::client::CONNECT_TIMEOUT)
@@ -153,7 +164,11 @@ pub async fn upload(args: UploadArgs) -> anyhow::Result<()> {
     let mut errors = 0;
     let mut body = args.phn_start;
     let started = Instant::now();
+    let deadline = started + std::time::Duration::from_secs(args.max_seconds);
     for _ in 0..args.uploads {
+        if Instant::now() >= deadline {
+            break;
+        }
         let (csv, next) = panel_csv(args.rows, &args.facility, body);
         body = next;
         let (content_type, payload) =

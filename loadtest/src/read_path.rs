@@ -51,6 +51,7 @@ pub struct Args {
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let token = args.token.as_deref();
     anyhow::ensure!(args.seconds <= 300 && args.warmup <= 60, "phases are bounded to 300 s, warm-up to 60 s");
+    crate::client::check_concurrency(args.concurrency)?;
     let client = crate::client::http(token, args.concurrency)?;
     let endpoint = format!("{}/graphql", args.url.trim_end_matches('/'));
     let trivial = json!({ "query": "{ __typename }" });

@@ -43,6 +43,7 @@ pub struct Args {
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let token = args.token.as_deref();
     anyhow::ensure!(args.seconds <= 300, "a burst is bounded to 300 s");
+    crate::client::check_concurrency(args.concurrency)?;
     let communities: Vec<String> = args.communities.split(',').map(|c| c.trim().to_string()).collect();
     let client = crate::client::http(token, args.concurrency)?;
     let endpoint = format!("{}/graphql", args.url.trim_end_matches('/'));

@@ -145,7 +145,7 @@ impl Chooser {
 /// Runs the mix and writes the reports.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     ensure!(args.duration <= 600, "runs are bounded to 600 s");
-    ensure!(args.concurrency >= 1 && args.concurrency <= 1_000, "concurrency is 1 to 1,000");
+    crate::client::check_concurrency(args.concurrency)?;
     ensure!(args.subscribers <= 10_000, "at most 10,000 subscribers");
     let mix = parse_mix(&args.mix)?;
     // A report that cannot be written is found now, not after the run.

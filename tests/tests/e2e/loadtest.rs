@@ -211,3 +211,32 @@ fn a_server_that_never_answers_cannot_hold_a_run_past_its_bounds() {
         assert!(stderr.contains("timed out"), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn runs_outside_their_bounds_are_refused_before_they_start() {
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("p.csv");
+    let file = file.to_str().unwrap();
+    for args in [
+        &["read-path", "--concurrency", "0"][..],
+        &["read-path", "--concurrency", "5000"][..],
+        &["registration-burst", "--concurrency", "0"][..],
+        &["feed-latency", "--subscribers", "0"][..],
+        &["feed-latency", "--subscribers", "20000"][..],
+        &["panel-upload", "--max-seconds", "601"][..],
+        &["panel-upload", "--rows", "0"][..],
+        &["panel-file", "--rows", "3000000", "--out", file][..],
+    ] {
+        let mut command = Command::new(loadtest_bin());
+        command.args(args);
+        if args[0] != "panel-file" {
+            // Nothing listens there: a run that started would fail for another reason.
+            command.args(["--url", "http://127.0.0.1:9"]);
+        }
+        let run = command.output().expect("attach-loadtest runs");
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(!run.status.success(), "{args:?} ran");
+        assert!(stderr.contains(" to ") || stderr.contains("at most"), "{args:?} was refused for its bounds: {stderr}");
+    }
+    assert!(!std::path::Path::new(file).exists(), "no file was written");
+}
