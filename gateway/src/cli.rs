@@ -247,11 +247,10 @@ fn mint(
     }
     if let Some(s) = &subject {
         anyhow::ensure!(!s.trim().is_empty(), "--subject is empty: a token names who holds it");
-        // As the server reads a token's `sub`.
-        anyhow::ensure!(
-            s.len() <= 256 && !s.chars().any(char::is_control),
-            "--subject must be 1 to 256 printable characters"
-        );
+        // As the server reads a token's `sub`: a token it would refuse is not minted.
+        if let Some(why) = crate::auth::token::subject_problem(s) {
+            anyhow::bail!("--subject: {why}");
+        }
     }
     let subject = subject.unwrap_or_else(|| match &provider {
         Some(p) => format!("dev-{role}-{p}"),

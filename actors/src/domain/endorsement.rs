@@ -41,6 +41,21 @@ impl DelegateId {
         if is_subject(s) { Ok(DelegateId(s.to_string())) } else { Err(DomainError::invalid("delegate", RULE)) }
     }
 
+    /// A new delegate's or staff member's id, as a caller gives it: also not a
+    /// valid PHN. Sign-in subjects are shown to the provider and to support,
+    /// and a patient's number typed here would be kept and shown with them
+    /// (ids stored before this check are read with [`DelegateId::parse`]).
+    pub fn parse_new(input: &str) -> Result<Self, DomainError> {
+        let id = Self::parse(input)?;
+        if super::Phn::parse(id.as_str()).is_ok() {
+            return Err(DomainError::invalid(
+                "delegate",
+                "this id is a valid PHN, not a sign-in subject: give the staff member's user id",
+            ));
+        }
+        Ok(id)
+    }
+
     /// The id as text.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -230,6 +245,15 @@ mod tests {
             e = e.advance(*step, *by, Timestamp(i as i64 + 1))?;
         }
         Ok(e)
+    }
+
+    #[test]
+    fn a_new_delegate_id_is_not_a_phn_though_a_stored_one_still_reads() {
+        let e = DelegateId::parse_new(" 9698658215 ").unwrap_err();
+        assert!(e.message.contains("valid PHN"), "{e}");
+        assert!(DelegateId::parse("9698658215").is_ok(), "stored before the check: still read");
+        assert!(DelegateId::parse_new("9698658216").is_ok(), "not a PHN: its check digit is wrong");
+        assert_eq!(DelegateId::parse_new("moa-7@fernie").unwrap().as_str(), "moa-7@fernie");
     }
 
     #[test]

@@ -50,6 +50,8 @@ impl StaffInput {
     /// Trims and checks each field.
     pub fn parse(subject: &str, name: &str, title: &str) -> Result<Self, DomainError> {
         let subject = DelegateId::parse(subject).map_err(|_| DomainError::invalid("subject", STAFF_RULE))?;
+        let subject =
+            DelegateId::parse_new(subject.as_str()).map_err(|e| DomainError { field: "subject".into(), ..e })?;
         Ok(StaffInput { subject, name: printable(name, "name", 120)?, title: printable(title, "title", 60)? })
     }
 
@@ -84,6 +86,7 @@ mod tests {
         assert_eq!(field(StaffInput::parse("moa-1", "Jo", "")), "title");
         assert_eq!(field(StaffInput::parse("moa-1", "Jo", "MOA\u{7}")), "title");
         assert_eq!(field(StaffInput::parse("moa-1", "\u{202E}nnA", "MOA")), "name", "a bidirectional override");
+        assert_eq!(field(StaffInput::parse("9698658215", "Jo", "MOA")), "subject", "a PHN is not a user id");
         assert!(StaffInput::parse("moa-1", &"é".repeat(120), &"N".repeat(60)).is_ok());
         let composed = StaffInput::parse("moa-1", "Zoe\u{308}", "MOA").unwrap();
         assert_eq!(composed.name, "Zo\u{eb}", "held composed, as person names are");

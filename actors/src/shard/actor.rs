@@ -672,7 +672,9 @@ impl ShardRuntime {
             return Err(AttachError {
                 field: Some(format!("members[{index}].phn")),
                 ..AttachError::conflict(format!(
-                    "member {} of this household is already on a waitlist or a provider's panel; {outcome}",
+                    "member {} of this household is already on a waitlist or a provider's panel, or is being \
+                     registered right now (a registration of theirs that just failed frees them within a minute); \
+                     {outcome}",
                     index + 1
                 ))
             });

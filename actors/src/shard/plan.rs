@@ -439,6 +439,10 @@ pub fn answer(
     now: Timestamp,
 ) -> Result<(Change, Proposal), AttachError> {
     let proposal = state.proposal(id).ok_or_else(|| AttachError::not_found("proposal"))?;
+    // Never dated before the proposal was made, even if the clock stepped back
+    // since (a correction by NTP): an acceptance dated earlier would count in
+    // an earlier week or month than the one it was made in.
+    let now = now.max(proposal.created_at);
     let reg = registration_or_404(state, &proposal.reference)?;
     let mut change = Change::default();
     let next = match answer {
@@ -627,4 +631,51 @@ pub fn expire(state: &ShardState, now: Timestamp) -> Result<Change, AttachError>
         change.upserts.push(Record::Reservation(expired));
     }
     Ok(change)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{ScoreExplanation, ShardKey};
+    use crate::shard::tests::{household, phn};
+
+    #[test]
+    fn an_answer_is_never_dated_before_its_proposal_was_made() {
+        let key = ShardKey::parse("IHA/111").unwrap();
+        let mut state = ShardState::new(key.clone());
+        let now = Timestamp::now();
+        // The proposal was made an hour later than the clock now says: it stepped back.
+        let made = now.plus_ms(3_600_000);
+        let id = ProposalId::generate();
+        let reg = Registration::new(RegistrationRef::generate(), key.clone(), household(&[phn(1)], &[]), now);
+        let proposal = Proposal {
+            id,
+            shard: key.clone(),
+            reference: reg.reference,
+            provider: ProviderId::parse("P1111").unwrap(),
+            household_size: 1,
+            complex: false,
+            created_at: made,
+            expires_at: made.plus_ms(86_400_000),
+            status: ProposalStatus::Open,
+            explanation: ScoreExplanation { score: 0, parts: vec![], provider_fit: vec![] },
+            closed_at: None,
+            declined_by: None,
+            decline_reason: None,
+        };
+        let proposed = reg.propose(id, made).unwrap();
+        state.apply([Record::Registration(proposed), Record::Proposal(proposal)], &[]);
+        let (change, accepted) = answer(&state, &id, Answer::Accept, now).unwrap();
+        assert_eq!(accepted.closed_at, Some(made));
+        // The provider is homed elsewhere: their shard lists the household, at the acceptance's time.
+        let attached: Vec<Timestamp> = change
+            .upserts
+            .iter()
+            .filter_map(|r| match r {
+                Record::Registration(r) => Some(r.updated_at),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(attached, [made], "counted in the week and month it was made in");
+    }
 }

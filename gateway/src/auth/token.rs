@@ -159,7 +159,10 @@ fn verify_with(token: &str, key: &super::keys::Key, rules: &TokenRules) -> Resul
         ErrorKind::InvalidSignature => TokenError::Signature,
         ErrorKind::MissingRequiredClaim(claim) => TokenError::Claims(format!("`{claim}` is missing")),
         ErrorKind::InvalidClaimFormat(claim) => TokenError::Claims(format!("`{claim}` is malformed")),
-        ErrorKind::Json(_) => TokenError::Claims("`sub` and `role` are required strings".to_string()),
+        ErrorKind::Json(_) => TokenError::Claims(
+            "the claims are not as Attach reads them: `sub` and `role` are strings, `exp` a number of seconds"
+                .to_string(),
+        ),
         _ => TokenError::Malformed,
     })?;
     let expires = UNIX_EPOCH + Duration::from_secs(data.claims.exp);
@@ -167,13 +170,25 @@ fn verify_with(token: &str, key: &super::keys::Key, rules: &TokenRules) -> Resul
     Ok(Signed { principal: principal(data.claims)?, expires, id, issued_at })
 }
 
+/// What is wrong with a token's subject, if anything: the same rule as a
+/// delegate's or staff member's id (so anyone who signs in can be named in an
+/// endorsement), and not a PHN, since every audit record keeps its caller's
+/// subject and the audit log holds no personal data.
+pub fn subject_problem(sub: &str) -> Option<String> {
+    if !attach_actors::domain::is_subject(sub) {
+        return Some(format!("`sub` must be 1 to {MAX_SUBJECT} bytes, no control characters or surrounding spaces"));
+    }
+    attach_actors::domain::Phn::parse(sub).is_ok().then(|| {
+        "`sub` is a valid PHN: the audit log keeps every caller's subject and holds no personal data, so the \
+         identity provider must give an opaque subject"
+            .to_string()
+    })
+}
+
 fn principal(claims: Claims) -> Result<Principal, TokenError> {
     let bad = |why: String| TokenError::Claims(why);
-    // The same rule as a delegate's or staff member's id, so anyone who signs in can be named in an endorsement.
-    if !attach_actors::domain::is_subject(&claims.sub) {
-        return Err(bad(format!(
-            "`sub` must be 1 to {MAX_SUBJECT} bytes, no control characters or surrounding spaces"
-        )));
+    if let Some(why) = subject_problem(&claims.sub) {
+        return Err(bad(why));
     }
     let role: Role = claims.role.parse().map_err(|_| bad("`role` is not one Attach knows".to_string()))?;
     let entries: Vec<String> = match claims.scope {
@@ -302,6 +317,10 @@ mod tests {
             "named as a delegate it would differ"
         );
         assert!(matches!(refused(&|c| c["sub"] = json!("u\n1")), TokenError::Claims(_)));
+        assert!(
+            matches!(refused(&|c| c["sub"] = json!("9698658215")), TokenError::Claims(why) if why.contains("PHN")),
+            "a PHN as the subject would be kept in every audit record"
+        );
         assert!(matches!(refused(&|c| c["sub"] = json!("x".repeat(257))), TokenError::Claims(_)));
         let mut c = claims();
         c["sub"] = json!("auth0|64f1c2ab");

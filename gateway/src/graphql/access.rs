@@ -305,7 +305,7 @@ impl AccessMutation {
         delegate: String,
     ) -> async_graphql::Result<Endorsement> {
         let provider = d::ProviderId::parse(&provider_id).gql()?;
-        let delegate = d::DelegateId::parse(&delegate).gql()?;
+        let delegate = d::DelegateId::parse_new(&delegate).gql()?;
         system(ctx).start_endorsement(caller(ctx), &provider, delegate).await.gql().map(Into::into)
     }
 
