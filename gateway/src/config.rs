@@ -516,7 +516,7 @@ impl Settings {
             figment = figment.merge(Toml::file(path));
         }
         figment = figment.merge(Env::prefixed("ATTACH_").ignore(&CLIENT_VARIABLES).split("__"));
-        let settings: Settings = figment.extract()?;
+        let settings: Settings = figment.extract().map_err(explained)?;
         settings.check()?;
         Ok(settings)
     }
@@ -721,6 +721,30 @@ impl Settings {
     }
 }
 
+/// A configuration error as the operator wrote the setting: its key without
+/// the configuration library's profile (`default.`), and where it came from,
+/// the file, or the `ATTACH_*` variable by its name.
+fn explained(error: figment::Error) -> anyhow::Error {
+    let lines: Vec<String> = error
+        .into_iter()
+        .map(|e| {
+            let key = e.path.join(".");
+            let from = match e.metadata.as_ref() {
+                Some(m) if m.name.contains("environment") => {
+                    format!(" (the environment variable ATTACH_{})", key.to_ascii_uppercase().replace('.', "__"))
+                }
+                Some(m) => match &m.source {
+                    Some(figment::Source::File(path)) => format!(" (in {})", path.display()),
+                    _ => String::new(),
+                },
+                None => String::new(),
+            };
+            if key.is_empty() { format!("{}{from}", e.kind) } else { format!("{key}: {}{from}", e.kind) }
+        })
+        .collect();
+    anyhow::anyhow!("configuration: {}", lines.join("; "))
+}
+
 /// Whether `url` names this machine: `localhost`, or a loopback address.
 fn is_loopback_url(url: &str) -> bool {
     let host = reqwest::Url::parse(url).ok().and_then(|u| u.host_str().map(str::to_string)).unwrap_or_default();
@@ -918,7 +942,15 @@ mod tests {
     fn refuses_unknown_keys_and_bad_values() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("bad.toml", "lisen = \"127.0.0.1:9000\"\n")?;
-            assert!(Settings::load(Some(Path::new("bad.toml"))).is_err());
+            let unknown = Settings::load(Some(Path::new("bad.toml"))).unwrap_err().to_string();
+            assert!(
+                unknown.contains("lisen") && unknown.contains("bad.toml") && !unknown.contains("default."),
+                "{unknown}"
+            );
+            jail.set_env("ATTACH_LISTEN", "notanaddress");
+            let env = Settings::load(None).unwrap_err().to_string();
+            assert!(env.contains("ATTACH_LISTEN"), "the variable is named: {env}");
+            jail.clear_env();
             jail.create_file("demo.toml", "demo = \"huge\"\n")?;
             jail.create_file("store.toml", "store = \"cassandra://db:9042\"\n")?;
             assert!(Settings::load(Some(Path::new("store.toml"))).is_err());

@@ -384,15 +384,21 @@ async fn graphql(State(state): State<AppState>, request: Request) -> Response {
     let started = Instant::now();
     let ip = client_ip(&request, &state);
     let (parts, body) = request.into_parts();
+    // Refused before its body is read, the connection cannot carry another
+    // request (the body may still be on its way), so the answer says it closes.
+    let closing = |mut response: Response| {
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        response
+    };
     let principal = match state.auth.from_headers(&parts.headers).await {
         Ok(signed) => signed.map(|s| s.principal),
-        Err(e) => return refuse_token(&state, ip, &e, started).await,
+        Err(e) => return closing(refuse_token(&state, ip, &e, started).await),
     };
     // A request a peer forwarded with the cluster's secret was counted there.
     let trusted = state.secrets.trust_hop(&parts.headers);
     let verdict = if trusted { None } else { state.limits.check(principal.as_ref(), ip).await };
     if let Some(v) = verdict.as_ref().filter(|v| !v.allowed()) {
-        return too_many(&state, v, started);
+        return closing(too_many(&state, v, started));
     }
     let counted = (!trusted).then_some(ip);
     let mut response = execute(&state, principal, &parts.headers, body, counted).await;

@@ -37,8 +37,9 @@ use crate::routes::{AppState, router};
 
 /// Creates the data directory (the embedded store's file and the development key live there).
 fn create_data_dir(settings: &Settings) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&settings.data_dir)
-        .with_context(|| format!("creating the data directory {}", settings.data_dir.display()))
+    let dir = &settings.data_dir;
+    anyhow::ensure!(!dir.exists() || dir.is_dir(), "the data directory {} is a file, not a directory", dir.display());
+    std::fs::create_dir_all(dir).with_context(|| format!("creating the data directory {}", settings.data_dir.display()))
 }
 
 /// Opens the store `settings` names: the embedded file, or a ScyllaDB cluster

@@ -177,7 +177,9 @@ impl AttachSystem {
             info!(
                 provider = %provider,
                 rows = report.rows.len(),
-                accepted = report.rows.iter().filter(|r| r.status.on_panel()).count(),
+                // As the answer counts them: added, not already there.
+                added = report.rows.iter().filter(|r| matches!(r.status, RowStatus::Accepted | RowStatus::AttachedFromWaitlist)).count(),
+                on_panel = report.rows.iter().filter(|r| r.status.on_panel()).count(),
                 "panel submitted"
             );
             Ok(report)

@@ -144,14 +144,26 @@ impl Revocations {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every.max(Duration::from_millis(100)));
             tick.tick().await;
+            // The error last logged: a file that stays broken is told once, not every refresh.
+            let mut told: Option<String> = None;
             loop {
                 tick.tick().await;
                 let Some(this) = weak.upgrade() else { return };
                 match this.reload() {
-                    Ok(true) => tracing::info!("the token revocation list changed"),
-                    Ok(false) => {}
+                    Ok(changed) => {
+                        if changed {
+                            tracing::info!("the token revocation list changed");
+                        } else if told.is_some() {
+                            tracing::info!("the token revocation list reads again; it had not changed");
+                        }
+                        told = None;
+                    }
                     Err(e) => {
-                        tracing::error!(error = %format!("{e:#}"), "the token revocation list was not reloaded; the last one stays in force")
+                        let error = format!("{e:#}");
+                        if told.as_ref() != Some(&error) {
+                            tracing::error!(error = %error, "the token revocation list was not reloaded; the last one stays in force until it is mended");
+                            told = Some(error);
+                        }
                     }
                 }
             }

@@ -195,7 +195,10 @@ pub struct AuditFilter {
     pub subject: Option<String>,
     /// Only this role.
     pub role: Option<Role>,
-    /// Only this operation (e.g. `readWaitlist`).
+    /// Only this operation, as records name it (e.g. `readWaitlist`;
+    /// `registrationByPhn` is `findRegistration`, `acceptProposal` and
+    /// `declineProposal` are `answerProposal`). An unknown name is refused with
+    /// the list of them all.
     pub operation: Option<String>,
     /// Only this community (`HA/COMMUNITY`, e.g. `IHA/111`).
     pub shard: Option<String>,
@@ -208,9 +211,12 @@ impl AuditFilter {
         let invalid = |field: &str, message: &str| d::DomainError { field: field.into(), message: message.into() };
         let operation = match self.operation {
             None => None,
-            Some(op) => Some(
-                a::Operation::parse(&op).ok_or_else(|| invalid("filter.operation", "no operation has that name"))?,
-            ),
+            Some(op) => Some(a::Operation::parse(&op).ok_or_else(|| {
+                // Records name the operation checked, not always the field asked for
+                // (`registrationByPhn` is `findRegistration`): list them.
+                let names: Vec<&str> = a::Operation::ALL.iter().map(|o| o.as_str()).collect();
+                invalid("filter.operation", &format!("no operation has that name; they are: {}", names.join(", ")))
+            })?),
         };
         let after = match after {
             None => None,

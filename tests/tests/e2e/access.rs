@@ -590,7 +590,13 @@ async fn each_audited_action_leaves_exactly_one_record() {
         mine["auditLog"]["nodes"],
         json!([{ "operation": "upsertProvider", "outcome": "OK" }, { "operation": "answerProposal", "outcome": "FORBIDDEN" }])
     );
-    let bad =
-        c.outcome(Operations, r#"{ auditLog(filter: { operation: "dance" }) { nodes { id } } }"#, json!({})).await;
-    assert_eq!(bad, "INVALID_INPUT");
+    let bad = c
+        .post(Operations, r#"{ auditLog(filter: { operation: "registrationByPhn" }) { nodes { id } } }"#, json!({}))
+        .await;
+    assert_eq!(bad["errors"][0]["extensions"]["code"], "INVALID_INPUT");
+    let message = bad["errors"][0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("findRegistration") && message.contains("answerProposal"),
+        "the names are listed: {message}"
+    );
 }

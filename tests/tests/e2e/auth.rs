@@ -334,6 +334,9 @@ async fn revoked_tokens_are_refused_and_their_subscriptions_closed() {
     std::fs::write(&list, "ban everyone\n").unwrap();
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     assert_eq!(status(b).await.status(), 401, "a broken file leaves the last list in force");
+    // Refreshed every second for 2.5 s, broken all along: told once.
+    let told = app.log.lock().unwrap().matches("the token revocation list was not reloaded").count();
+    assert_eq!(told, 1, "a file that stays broken is logged once");
 }
 
 async fn closed(ws: &mut Ws) -> Option<String> {
@@ -660,4 +663,32 @@ async fn a_request_of_several_fields_that_waits_as_told_is_let_through() {
     tokio::time::sleep(Duration::from_millis(wait * 1_000 + 100)).await;
     let again = anonymous.post(TWO, json!({})).await;
     assert_eq!(again.status(), 200, "waited {wait} s as told: {:?}", again.headers());
+}
+
+/// A request refused before its body is read (a bad token here) leaves the
+/// connection unable to carry another: the answer says it closes, so a client
+/// does not send its next request into a connection that is going away.
+#[tokio::test]
+async fn a_request_refused_before_its_body_says_the_connection_closes() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::spawn(dir.path(), Spawn::default()).await;
+    let address = app.url.trim_start_matches("http://").to_string();
+    let mut socket = tokio::net::TcpStream::connect(&address).await.unwrap();
+    // Headers only: the body is "still on its way".
+    let head = format!(
+        "POST /graphql HTTP/1.1\r\nhost: {address}\r\nauthorization: Bearer not-a-token\r\n\
+         content-type: application/json\r\ncontent-length: 100\r\n\r\n"
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(10), socket.read(&mut chunk)).await.unwrap().unwrap();
+        assert!(n > 0, "closed without an answer");
+        answer.extend_from_slice(&chunk[..n]);
+    }
+    let head = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 401"), "{head}");
+    assert!(head.contains("connection: close"), "{head}");
 }

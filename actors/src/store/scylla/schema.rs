@@ -97,28 +97,38 @@ pub async fn migrate(session: &Session, keyspace: &str, replication: &BTreeMap<S
     }
     session.await_schema_agreement().await.context("waiting for the cluster to agree on the schema")?;
     for (table, column, kind) in ADDED_COLUMNS {
-        let found = session
-            .query_unpaged(
-                "SELECT column_name FROM system_schema.columns WHERE keyspace_name = ? AND table_name = ? \
-                 AND column_name = ?",
-                (keyspace, table, column),
-            )
-            .await
-            .with_context(|| format!("reading the columns of {keyspace}.{table}"))?
-            .into_rows_result()
-            .with_context(|| format!("reading the columns of {keyspace}.{table}"))?
-            .rows_num();
-        if found == 0 {
-            session
-                .query_unpaged(format!("ALTER TABLE {keyspace}.{table} ADD {column} {kind}"), ())
-                .await
-                .with_context(|| format!("adding column {column} to {keyspace}.{table}"))?;
-            tracing::info!(keyspace, table, column, "column added");
+        if has_column(session, keyspace, table, column).await? {
+            continue;
         }
+        let added = session.query_unpaged(format!("ALTER TABLE {keyspace}.{table} ADD {column} {kind}"), ()).await;
+        // Another node's `migrate` may have added it meanwhile (migrate_on_start on several nodes).
+        if let Err(e) = added {
+            session.await_schema_agreement().await.context("waiting for the cluster to agree on the schema")?;
+            if !has_column(session, keyspace, table, column).await? {
+                return Err(e).with_context(|| format!("adding column {column} to {keyspace}.{table}"));
+            }
+        }
+        tracing::info!(keyspace, table, column, "column added");
     }
     session.await_schema_agreement().await.context("waiting for the cluster to agree on the schema")?;
     tracing::info!(keyspace, "ScyllaDB schema applied");
     Ok(())
+}
+
+/// Whether `keyspace.table` has `column`, from the cluster's schema tables.
+async fn has_column(session: &Session, keyspace: &str, table: &str, column: &str) -> anyhow::Result<bool> {
+    let read = || format!("reading the columns of {keyspace}.{table}");
+    let rows = session
+        .query_unpaged(
+            "SELECT column_name FROM system_schema.columns WHERE keyspace_name = ? AND table_name = ? AND column_name = ?",
+            (keyspace, table, column),
+        )
+        .await
+        .with_context(read)?
+        .into_rows_result()
+        .with_context(read)?
+        .rows_num();
+    Ok(rows > 0)
 }
 
 /// Drops a keyspace (the conformance suite's clean-up).
