@@ -624,7 +624,7 @@ impl AttachSystem {
             self.may_change_provider(who, &input, current.as_ref()).await?;
             // A practitioner number is never a patient's PHN: one typed into this
             // field would be kept in every record and log line about the provider.
-            if current.is_none() && crate::domain::Phn::parse(input.id.as_str()).is_ok() {
+            if current.is_none() && crate::domain::Phn::is_spelled_in(input.id.as_str()) {
                 let message = "this id is a valid PHN, not a practitioner number; nothing was created";
                 return Err(AttachError {
                     field: Some("id".into()),

@@ -107,8 +107,12 @@ fn otlp_provider() -> anyhow::Result<SdkTracerProvider> {
         .ok()
         .and_then(|ms| ms.trim().parse().ok())
         .map_or(std::time::Duration::from_secs(10), std::time::Duration::from_millis);
-    let client =
-        OnRuntime { client: opentelemetry_http::hyper::HyperClient::with_default_connector(timeout, None), runtime };
+    // reqwest, with the TLS the gateway already has, so an https:// collector works too.
+    let client = OnRuntime {
+        client: reqwest::Client::builder().timeout(timeout).build()?,
+        runtime,
+        failing: std::sync::atomic::AtomicBool::new(false),
+    };
     // The exporter reads OTEL_EXPORTER_OTLP_ENDPOINT (and the other OTEL_* variables) itself.
     let exporter = opentelemetry_otlp::SpanExporter::builder().with_http().with_http_client(client).build()?;
     Ok(SdkTracerProvider::builder()
@@ -119,12 +123,15 @@ fn otlp_provider() -> anyhow::Result<SdkTracerProvider> {
 
 /// The OTLP exporter's HTTP client, run on the process's Tokio runtime. The
 /// SDK's batch processor exports from a thread of its own, with no Tokio
-/// reactor, and hyper needs one: given the client directly, the exporter
-/// panicked on its first export and no span ever left the process.
+/// reactor, and the client needs one: given a hyper client directly, the
+/// exporter panicked on its first export and no span ever left the process.
 #[derive(Debug)]
 struct OnRuntime {
-    client: opentelemetry_http::hyper::HyperClient,
+    client: reqwest::Client,
     runtime: tokio::runtime::Handle,
+    /// Whether the last export failed: a collector that cannot be reached is
+    /// logged once, and again once it can be.
+    failing: std::sync::atomic::AtomicBool,
 }
 
 #[async_trait::async_trait]
@@ -133,9 +140,25 @@ impl opentelemetry_http::HttpClient for OnRuntime {
         &self,
         request: opentelemetry_http::Request<opentelemetry_http::Bytes>,
     ) -> Result<opentelemetry_http::Response<opentelemetry_http::Bytes>, opentelemetry_http::HttpError> {
+        use std::sync::atomic::Ordering;
         let client = self.client.clone();
         let sent = self.runtime.spawn(async move { client.send_bytes(request).await });
-        sent.await.map_err(|e| Box::new(e) as opentelemetry_http::HttpError)?
+        let result = sent.await.map_err(|e| Box::new(e) as opentelemetry_http::HttpError).and_then(|r| r);
+        let failed = match &result {
+            Ok(response) if !response.status().is_success() => {
+                Some(format!("the collector answered {}", response.status()))
+            }
+            Ok(_) => None,
+            Err(e) => Some(e.to_string()),
+        };
+        match failed {
+            Some(why) if !self.failing.swap(true, Ordering::Relaxed) => {
+                tracing::warn!(error = %why, "spans could not be exported; they are dropped until the collector answers");
+            }
+            None if self.failing.swap(false, Ordering::Relaxed) => tracing::info!("spans are exported again"),
+            _ => {}
+        }
+        result
     }
 }
 

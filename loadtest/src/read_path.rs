@@ -50,7 +50,10 @@ pub struct Args {
 /// Runs both phases and reports.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let token = args.token.as_deref();
-    anyhow::ensure!(args.seconds <= 300 && args.warmup <= 60, "phases are bounded to 300 s, warm-up to 60 s");
+    anyhow::ensure!(
+        args.seconds <= 300 && args.warmup <= 60 && 2 * (args.seconds + args.warmup) <= 600,
+        "phases are bounded to 300 s, warm-up to 60 s, and the two phases with their warm-ups to 600 s"
+    );
     crate::client::check_concurrency(args.concurrency)?;
     let client = crate::client::http(token, args.concurrency)?;
     let endpoint = format!("{}/graphql", args.url.trim_end_matches('/'));

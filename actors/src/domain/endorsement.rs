@@ -47,7 +47,7 @@ impl DelegateId {
     /// (ids stored before this check are read with [`DelegateId::parse`]).
     pub fn parse_new(input: &str) -> Result<Self, DomainError> {
         let id = Self::parse(input)?;
-        if super::Phn::parse(id.as_str()).is_ok() {
+        if super::Phn::is_spelled_in(id.as_str()) {
             return Err(DomainError::invalid(
                 "delegate",
                 "this id is a valid PHN, not a sign-in subject: give the staff member's user id",
@@ -253,6 +253,7 @@ mod tests {
         assert!(e.message.contains("valid PHN"), "{e}");
         assert!(DelegateId::parse("9698658215").is_ok(), "stored before the check: still read");
         assert!(DelegateId::parse_new("9698658216").is_ok(), "not a PHN: its check digit is wrong");
+        assert!(DelegateId::parse_new("9698-658-215").is_err(), "however it is punctuated");
         assert_eq!(DelegateId::parse_new("moa-7@fernie").unwrap().as_str(), "moa-7@fernie");
     }
 

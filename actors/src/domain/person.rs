@@ -533,13 +533,12 @@ pub struct Member {
 }
 
 impl Member {
-    /// Whether `other` is the same person: the same PHN, or the same names and
-    /// date of birth (how a mistyped PHN is corrected).
-    pub fn same_person(&self, other: &Member) -> bool {
-        self.phn == other.phn
-            || (self.given_name.same_as(&other.given_name)
-                && self.surname.same_as(&other.surname)
-                && self.date_of_birth == other.date_of_birth)
+    /// Whether `other` has the same names and date of birth, whatever the PHN
+    /// (how a mistyped PHN is corrected).
+    pub fn same_identity(&self, other: &Member) -> bool {
+        self.given_name.same_as(&other.given_name)
+            && self.surname.same_as(&other.surname)
+            && self.date_of_birth == other.date_of_birth
     }
 
     /// Checks the needs against the member's age on `today`: `NEWBORN` is for

@@ -29,6 +29,18 @@ impl Phn {
         Self::from_u64(value)
     }
 
+    /// Whether `text` is a valid PHN however it is spaced or punctuated: its
+    /// digits with nothing but spaces, dashes or dots between them
+    /// (`9698-658-215`, a no-break space). For text that must not be a PHN (an
+    /// id people read, an audit record), which [`Phn::parse`] alone would let through.
+    pub fn is_spelled_in(text: &str) -> bool {
+        let separator = |c: char| c.is_whitespace() || matches!(c, '-' | '.' | '\u{2010}'..='\u{2015}' | '\u{2212}');
+        text.chars().all(|c| c.is_ascii_digit() || separator(c)) && {
+            let digits: String = text.chars().filter(char::is_ascii_digit).collect();
+            digits.len() == 10 && digits.parse().is_ok_and(|v| Self::from_u64(v).is_ok())
+        }
+    }
+
     /// Validates a number already held as an integer (storage, synthetic data).
     pub fn from_u64(value: u64) -> Result<Self, DomainError> {
         if !(9_000_000_000..=9_999_999_999).contains(&value) {
@@ -115,6 +127,12 @@ mod tests {
     #[test]
     fn accepts_the_design_vector() {
         assert!(Phn::parse("9698658215").is_ok());
+        for spelled in ["9698658215", "9698 658 215", "9698-658-215", "9698\u{a0}658\u{a0}215", " 96.98.65.82.15 "] {
+            assert!(Phn::is_spelled_in(spelled), "{spelled:?}");
+        }
+        for not in ["9698658216", "user-9698658215", "P10001", "9698-658-21", ""] {
+            assert!(!Phn::is_spelled_in(not), "{not:?}");
+        }
         assert!(Phn::parse("9698 658 215").is_ok());
     }
 

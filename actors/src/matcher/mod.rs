@@ -58,30 +58,30 @@ pub struct Policy {
 }
 
 /// Reads `need_bonus_days` as configuration gives it. A need may be named as
-/// the enum is (`Pregnancy`, how the defaults are written), in snake case or as
-/// the API does (`PREGNANCY`). Configuration merges the defaults and a file key
-/// by key, so a need named another way sits beside its default, and which came
-/// last depended on how the two spellings sort (`PREGNANCY = 1000` was
-/// ignored, `pregnancy = 1000` taken). A spelling other than the enum's is the
-/// operator's, and wins; one need named twice that way is refused.
+/// the enum is (`Pregnancy`, how the defaults are written), as the API does
+/// (`PREGNANCY`) or in snake case (`pregnancy`, what an `ATTACH_*` variable's
+/// key becomes). Configuration merges the defaults, a file and the environment
+/// key by key, so one need named two ways sits twice, and which came last
+/// depended on how the spellings sort (`PREGNANCY = 1000` in a file was
+/// ignored). So the spelling decides: the environment's over the API's (a
+/// file's), and either over the enum's (the defaults').
 fn need_bonus_days<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<Need, u32>, D::Error> {
-    use serde::de::Error;
     let given = BTreeMap::<String, u32>::deserialize(d)?;
     let need = |key: &str| Need::deserialize(serde::de::value::StrDeserializer::<D::Error>::new(key));
-    let mut out = BTreeMap::new();
-    let mut named = BTreeMap::new();
+    let mut ranked = Vec::with_capacity(given.len());
     for (key, days) in &given {
         let n = need(key)?;
-        if format!("{n:?}") == *key {
-            out.entry(n).or_insert(*days);
-        } else if let Some(other) = named.insert(n, key) {
-            return Err(D::Error::custom(format!("need_bonus_days names one need twice, as {other} and {key}")));
-        }
+        let rank = if format!("{n:?}") == *key {
+            0
+        } else if key.chars().any(|c| c.is_ascii_lowercase()) {
+            2
+        } else {
+            1
+        };
+        ranked.push((rank, n, *days));
     }
-    for (n, key) in named {
-        out.insert(n, given[key]);
-    }
-    Ok(out)
+    ranked.sort_by_key(|(rank, _, _)| *rank);
+    Ok(ranked.into_iter().map(|(_, n, days)| (n, days)).collect())
 }
 
 impl Default for Policy {

@@ -433,7 +433,9 @@ impl ShardActor {
             }
             ShardMsg::SubmitPanel(chunk, who, reply) => answer!(reply, rt.submit_panel(chunk, &who, now).await),
             ShardMsg::MayChangePanel(provider, who, reply) => answer!(reply, rt.may_change_panel(&who, &provider)),
-            ShardMsg::ReleaseToPanel(release, reply) => answer!(reply, rt.release_to_panel(release, now).await),
+            ShardMsg::ReleaseToPanel(release, born, reply) => {
+                answer!(reply, rt.release_to_panel(release, &born, now).await)
+            }
             ShardMsg::RemoveFromPanel { provider, phns, who, reply } => {
                 answer!(reply, rt.remove_from_panel(&provider, &phns, &who, now).await)
             }

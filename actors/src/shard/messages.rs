@@ -7,8 +7,8 @@ use ractor::RpcReplyPort;
 
 use crate::access::Principal;
 use crate::domain::{
-    Capacity, Clinic, DelegateId, Endorsement, EndorsementId, EndorsementStep, FacilityNumber, Household, Need,
-    PanelEntry, PanelTransfer, Phn, PlaceHolders, Proposal, ProposalId, ProposalStatus, Provider, ProviderId,
+    Capacity, Clinic, DateOfBirth, DelegateId, Endorsement, EndorsementId, EndorsementStep, FacilityNumber, Household,
+    Need, PanelEntry, PanelTransfer, Phn, PlaceHolders, Proposal, ProposalId, ProposalStatus, Provider, ProviderId,
     Registration, RegistrationMove, RegistrationRef, Settlement, ShardKey, StaffInput, StaffMember, Timestamp,
     TransferKey,
 };
@@ -293,7 +293,7 @@ pub enum ShardMsg {
     MayChangePanel(ProviderId, Principal, Reply<()>),
     /// Let waiting members go to a provider's panel (step one of two); per PHN,
     /// `None` when its claim now names the panel, else why not.
-    ReleaseToPanel(Release, Reply<Vec<(Phn, Option<&'static str>)>>),
+    ReleaseToPanel(Release, Vec<(Phn, DateOfBirth)>, Reply<Vec<(Phn, Option<&'static str>)>>),
     /// Remove patients from a panel; per PHN, whether it was on the panel.
     RemoveFromPanel {
         /// The provider.

@@ -20,10 +20,16 @@ pub(super) async fn clinic(system: &AttachSystem, facility: &str, community: &st
     f
 }
 
+/// A panel file listing `phns`, born on the day `household` gives its members.
 pub(super) fn csv_of(phns: &[Phn], facility: &str) -> String {
+    csv_born(phns, facility, "1980-05-05")
+}
+
+/// A panel file listing `phns`, each born on `born`.
+pub(super) fn csv_born(phns: &[Phn], facility: &str, born: &str) -> String {
     let mut out = String::from("PHN,Surname,Given name,Date of birth,Service code,Facility\r\n");
     for p in phns {
-        out.push_str(&format!("{},Lee,Sam,1950-05-05,98990,{facility}\r\n", p.expose()));
+        out.push_str(&format!("{},Lee,Sam,{born},98990,{facility}\r\n", p.expose()));
     }
     out
 }
@@ -139,8 +145,11 @@ async fn a_waiting_patient_another_submission_takes_between_the_two_steps_still_
         provider: doc.clone(),
         provider_shard: there.clone(),
     };
-    let released =
-        s.directory().call(&home, |reply| crate::shard::ShardMsg::ReleaseToPanel(release, reply)).await.unwrap();
+    let released = s
+        .directory()
+        .call(&home, |reply| crate::shard::ShardMsg::ReleaseToPanel(release, vec![], reply))
+        .await
+        .unwrap();
     assert_eq!(released, [(phn(1), None)]);
     // Another submission of the same panel, at that moment, takes the patient as the provider's own.
     let other = submit(s, &doc, &f, &csv_of(&[phn(1)], "0F111")).await;
@@ -187,7 +196,7 @@ async fn a_crash_after_a_waiting_single_left_for_the_panel_is_mended_by_submitti
         provider: doc.clone(),
         provider_shard: there,
     };
-    s.directory().call(&home, |reply| crate::shard::ShardMsg::ReleaseToPanel(release, reply)).await.unwrap();
+    s.directory().call(&home, |reply| crate::shard::ShardMsg::ReleaseToPanel(release, vec![], reply)).await.unwrap();
     let moved = s.store().phn_claim(phn(1)).await.unwrap().unwrap();
     assert_eq!(
         s.store().cas_phn_claim(phn(1), Some(&moved), Some(&claim)).await.unwrap(),
@@ -225,7 +234,7 @@ async fn a_transfer_moves_every_patient_once_and_can_be_run_again() {
     let b = provider(s, "P2222", "112", 0).await;
     s.set_provider_clinic(&sys(), &f, &a, true).await.unwrap();
     let phns: Vec<Phn> = (100..160).map(phn).collect();
-    submit(s, &a, &f, &csv_of(&phns, "0F111")).await;
+    submit(s, &a, &f, &csv_born(&phns, "0F111", "1950-05-05")).await;
     // A matched patient too: their registration holds the PHN.
     s.set_capacity(
         &sys(),
@@ -893,5 +902,29 @@ async fn a_matched_patient_removed_with_a_claim_left_behind_is_listed_not_attach
         (vec![RowStatus::Accepted], 0),
         "a patient matched before is listed, not a new attachment from the waitlist"
     );
+    s.stop().await;
+}
+
+/// A panel row naming a waiting patient's PHN with another date of birth is
+/// most likely a mistyped PHN: the patient stays on the waitlist, and the row
+/// says why. Before, they left it silently for a provider they never saw.
+#[tokio::test]
+async fn a_row_with_a_waiting_patients_phn_and_another_birth_date_moves_nobody() {
+    let w = world(ShardConfig::default()).await;
+    let s = &w.system;
+    let f = clinic(s, "0F111", "111").await;
+    let doc = provider(s, "P1111", "111", 0).await;
+    s.set_provider_clinic(&sys(), &f, &doc, true).await.unwrap();
+    let family = s.register(&sys(), &c("112"), household(&[phn(2), phn(3)], &[])).await.unwrap();
+    let family = family.registration.reference;
+    // phn(2)'s row is someone born in 1950; phn(3)'s matches the household.
+    let text =
+        format!("{}{}", csv_born(&[phn(2)], "0F111", "1950-05-05"), csv_of(&[phn(3)], "0F111").lines().nth(1).unwrap());
+    let report = submit(s, &doc, &f, &text).await;
+    assert_eq!(statuses(&report), [RowStatus::Conflict, RowStatus::AttachedFromWaitlist]);
+    assert!(report.rows[0].message.as_deref().unwrap().contains("born on another day"), "{:?}", report.rows[0]);
+    let fam = s.registration(&sys(), &family).await.unwrap().registration;
+    assert_eq!(fam.household.members.iter().map(|m| m.phn).collect::<Vec<_>>(), [phn(2)], "the other stays waiting");
+    assert_eq!(fam.status, RegistrationStatus::Waiting);
     s.stop().await;
 }

@@ -12,8 +12,8 @@ use futures::future::join_all;
 
 use crate::access::{Principal, Role};
 use crate::domain::{
-    AgeGroup, EventKind, FacilityNumber, PanelEntry, PanelSource, PanelTransfer, Phn, Provider, ProviderId,
-    Registration, RegistrationRef, RegistrationStatus, Timestamp, TransferKey, TransferStatus,
+    AgeGroup, DateOfBirth, EventKind, FacilityNumber, PanelEntry, PanelSource, PanelTransfer, Phn, Provider,
+    ProviderId, Registration, RegistrationRef, RegistrationStatus, Timestamp, TransferKey, TransferStatus,
 };
 use crate::error::{AttachError, ErrorCode};
 use crate::panel::{
@@ -63,6 +63,8 @@ const ON_ANOTHER_PANEL: &str = "the patient is on another provider's panel; noth
 const PROPOSED: &str = "the patient's household has an open proposal to a provider; it must be answered or expire \
      before the patient can be added to a panel";
 const BUSY: &str = "the patient is being registered or moved right now; submit the row again in a minute";
+const BORN_ANOTHER_DAY: &str = "a patient waiting under this PHN was born on another day; nothing was moved. Check the \
+     PHN and the date of birth: a mistyped PHN would take someone else off the waitlist";
 
 /// Whether `claim`, held by `reg`, stands for `reg`'s patients on
 /// `provider`'s panel: the household is attached to that provider and the
@@ -305,7 +307,8 @@ impl ShardRuntime {
     /// `None` when the claim now points at the panel, or why not.
     pub(super) async fn release_to_panel(
         &mut self,
-        release: Release,
+        mut release: Release,
+        born: &[(Phn, DateOfBirth)],
         now: Timestamp,
     ) -> Result<Vec<(Phn, Option<&'static str>)>, AttachError> {
         let reg = self.state.registration(&release.reference).ok_or_else(|| AttachError::not_found("registration"))?;
@@ -316,6 +319,21 @@ impl ShardRuntime {
         };
         if let Some(why) = why {
             return Ok(release.phns.iter().map(|p| (*p, Some(why))).collect());
+        }
+        // A panel row naming a waiting member's PHN with another date of birth
+        // is most likely a mistyped PHN: that member stays where they are.
+        let mut out = Vec::new();
+        release.phns.retain(|phn| {
+            let listed = born.iter().find(|(p, _)| p == phn).map(|(_, d)| d);
+            let here = reg.household.members.iter().find(|m| m.phn == *phn).map(|m| &m.date_of_birth);
+            let differs = matches!((listed, here), (Some(a), Some(b)) if a != b);
+            if differs {
+                out.push((*phn, Some(BORN_ANOTHER_DAY)));
+            }
+            !differs
+        });
+        if release.phns.is_empty() {
+            return Ok(out);
         }
         let next = reg.attach_members(&release.phns, &release.provider, now)?;
         let leaving = reg.household.members.len() - next.household.members.len()
@@ -343,7 +361,6 @@ impl ShardRuntime {
             at: now,
         };
         let mut moves = Vec::new();
-        let mut out = Vec::new();
         for phn in &release.phns {
             match self.store.phn_claim(*phn).await? {
                 Some(c) if ours(&c) => moves.push((*phn, c)),

@@ -107,8 +107,10 @@ pub fn update_household(
     let registered_on = current.registered_at.to_utc().date_naive();
     let holders = crate::domain::holders_after(stored, &current.household, &household, registered_on)?;
     let mut change = Change::default();
-    if holders.len() == household.members.len() {
-        // Everyone holds it, as when nothing is kept.
+    let everyone =
+        holders.len() == household.members.len() && household.members.iter().all(|m| holders.contains(&m.phn));
+    if everyone {
+        // Exactly everyone in it holds it, as when nothing is kept.
         if stored.is_some() {
             change.deletes.push(RecordKey::PlaceHolders(*r));
         }

@@ -241,8 +241,9 @@ impl AttachSystem {
                 provider: provider.clone(),
                 provider_shard: shard.clone(),
             };
+            let born = rows.iter().map(|r| (r.row.phn, r.row.date_of_birth)).collect();
             let draft = trail.step(Some(reg_shard.clone()), Some(reference.to_string()));
-            let released = self.release_to_panel(&reg_shard, release, draft).await?;
+            let released = self.release_to_panel(&reg_shard, release, born, draft).await?;
             for row in rows {
                 match released.iter().find(|(phn, _)| *phn == row.row.phn) {
                     Some((_, None)) => second.push(SubmittedRow { from_waitlist: Some(reference), ..row }),

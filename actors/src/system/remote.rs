@@ -34,7 +34,8 @@ use serde::{Deserialize, Serialize};
 use crate::access::Principal;
 use crate::audit::{AuditDraft, AuditRecord};
 use crate::domain::{
-    Clinic, FacilityNumber, Phn, PlaceHolders, Proposal, ProposalId, ProviderId, Registration, Settlement, ShardKey,
+    Clinic, DateOfBirth, FacilityNumber, Phn, PlaceHolders, Proposal, ProposalId, ProviderId, Registration, Settlement,
+    ShardKey,
 };
 use crate::error::{AttachError, ErrorCode};
 use crate::panel::{PanelReport, Release, TransferAccepted, Transferring};
@@ -85,6 +86,9 @@ pub enum ShardCall {
     /// A move's step two for a household in which not everyone holds its
     /// place (`MoveIn` is the same with everyone holding it).
     MoveInHeld(Registration, PlaceHolders),
+    /// `ReleaseToPanel` with the dates of birth the panel gives: a member born
+    /// on another day is not let go (`ReleaseToPanel` checks none).
+    ReleaseToPanelBorn(Release, Vec<(Phn, DateOfBirth)>),
 }
 
 /// The answer to a [`ShardCall`], one variant per call.
@@ -251,7 +255,11 @@ impl AttachSystem {
                 ShardAnswer::Registration(Box::new(view))
             }
             ShardCall::ReleaseToPanel(release) => {
-                let released = d.call_with(shard, audit, |r| ShardMsg::ReleaseToPanel(release, r)).await?;
+                let released = d.call_with(shard, audit, |r| ShardMsg::ReleaseToPanel(release, vec![], r)).await?;
+                ShardAnswer::Released(released.into_iter().map(|(phn, why)| (phn, why.map(str::to_string))).collect())
+            }
+            ShardCall::ReleaseToPanelBorn(release, born) => {
+                let released = d.call_with(shard, audit, |r| ShardMsg::ReleaseToPanel(release, born, r)).await?;
                 ShardAnswer::Released(released.into_iter().map(|(phn, why)| (phn, why.map(str::to_string))).collect())
             }
             ShardCall::AcceptTransfer(t) => {
@@ -367,14 +375,16 @@ impl AttachSystem {
         }
     }
 
-    /// A submitted panel's waiting patients let go by their registration, wherever it is.
+    /// A submitted panel's waiting patients let go by their registration,
+    /// wherever it is; one whose date of birth there is not `born`'s is not.
     pub(super) async fn release_to_panel(
         &self,
         shard: &ShardKey,
         release: Release,
+        born: Vec<(Phn, DateOfBirth)>,
         audit: AuditDraft,
     ) -> Result<Vec<(Phn, Option<String>)>, AttachError> {
-        match self.on_shard(shard, ShardCall::ReleaseToPanel(release), Some(audit)).await? {
+        match self.on_shard(shard, ShardCall::ReleaseToPanelBorn(release, born), Some(audit)).await? {
             ShardAnswer::Released(released) => Ok(released),
             other => Err(unexpected(&other)),
         }

@@ -168,8 +168,25 @@ impl Keys {
     /// Reads the set for the first time; start-up fails if it cannot be read
     /// or holds no usable key.
     pub async fn load(source: KeySource) -> anyhow::Result<Arc<Self>> {
+        // A redirect may lead only where the configured URL may: https, or
+        // plain HTTP on this machine's loopback (config checks the first URL).
+        let redirects = reqwest::redirect::Policy::custom(|attempt| {
+            let url = attempt.url();
+            let loopback = url.host_str().is_some_and(|h| {
+                let h = h.trim_start_matches('[').trim_end_matches(']');
+                h.eq_ignore_ascii_case("localhost") || h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+            });
+            if attempt.previous().len() >= 5 {
+                attempt.error("the JWKS URL redirects more than 5 times")
+            } else if url.scheme() == "https" || (url.scheme() == "http" && loopback) {
+                attempt.follow()
+            } else {
+                attempt.error("the JWKS URL redirects to plain HTTP off this machine, where keys could be replaced")
+            }
+        });
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
+            .redirect(redirects)
             .build()
             .context("building the HTTP client for the JWKS")?;
         let set = source.fetch(&http).await?;
@@ -285,5 +302,26 @@ mod tests {
         let keys = Keys::load(source).await.unwrap();
         assert!(keys.current().candidates(Some(key.kid())).len() == 1);
         assert!(Keys::load(KeySource::parse(&format!("http://{addr}/missing"))).await.is_err(), "a 404 is an error");
+    }
+
+    #[tokio::test]
+    async fn a_jwks_url_is_not_followed_to_plain_http_elsewhere() {
+        let key = crate::auth::dev::DevKey::generate().unwrap();
+        let body = jwks_of(&key);
+        let app = axum::Router::new()
+            .route("/certs", axum::routing::get(move || async move { body }))
+            .route("/moved", axum::routing::get(|| async { axum::response::Redirect::temporary("/certs") }))
+            .route(
+                "/away",
+                axum::routing::get(|| async { axum::response::Redirect::temporary("http://192.0.2.1/certs") }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        assert!(Keys::load(KeySource::parse(&format!("http://{addr}/moved"))).await.is_ok(), "on this machine");
+        let Err(away) = Keys::load(KeySource::parse(&format!("http://{addr}/away"))).await else {
+            panic!("followed a redirect to plain HTTP off this machine");
+        };
+        assert!(format!("{away:#}").contains("plain HTTP"), "{away:#}");
     }
 }

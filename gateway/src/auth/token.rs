@@ -178,7 +178,7 @@ pub fn subject_problem(sub: &str) -> Option<String> {
     if !attach_actors::domain::is_subject(sub) {
         return Some(format!("`sub` must be 1 to {MAX_SUBJECT} bytes, no control characters or surrounding spaces"));
     }
-    attach_actors::domain::Phn::parse(sub).is_ok().then(|| {
+    attach_actors::domain::Phn::is_spelled_in(sub).then(|| {
         "`sub` is a valid PHN: the audit log keeps every caller's subject and holds no personal data, so the \
          identity provider must give an opaque subject"
             .to_string()

@@ -72,7 +72,8 @@ impl MutationRoot {
     /// members must not be waiting or on a panel elsewhere (`CONFLICT`, nothing
     /// changed); members who left are free to register on their own. Someone
     /// who holds the place stays (by PHN, or by name and date of birth to
-    /// correct a PHN): those who registered, and children born since; people
+    /// correct a PHN): those who registered (again on coming back), and
+    /// children born since; people
     /// added later share the place but do not hold it (`INVALID_INPUT`, field
     /// `members`). Refused while a proposal is open: answer it first. With `ifUnchangedSince` (the
     /// registration's `updatedAt` as read), refused with `CONFLICT` if it

@@ -147,6 +147,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     ensure!(args.duration <= 600, "runs are bounded to 600 s");
     crate::client::check_concurrency(args.concurrency)?;
     ensure!(args.subscribers <= 10_000, "at most 10,000 subscribers");
+    ensure!((1..=100_000).contains(&args.upload_rows), "an upload is 1 to 100,000 rows");
     let mix = parse_mix(&args.mix)?;
     // A report that cannot be written is found now, not after the run.
     for path in [&args.json, &args.html].into_iter().flatten() {

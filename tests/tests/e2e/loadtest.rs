@@ -220,6 +220,8 @@ fn runs_outside_their_bounds_are_refused_before_they_start() {
     for args in [
         &["read-path", "--concurrency", "0"][..],
         &["read-path", "--concurrency", "5000"][..],
+        &["read-path", "--seconds", "300", "--warmup", "60"][..],
+        &["run", "--upload-rows", "0"][..],
         &["registration-burst", "--concurrency", "0"][..],
         &["feed-latency", "--subscribers", "0"][..],
         &["feed-latency", "--subscribers", "20000"][..],

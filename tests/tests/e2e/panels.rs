@@ -146,7 +146,7 @@ fn statuses(report: &Value) -> Vec<(u64, String)> {
 async fn register(app: &TestApp, community: &str, phns: &[String]) -> Value {
     let members: Vec<Value> = phns
         .iter()
-        .map(|p| json!({ "phn": p, "givenName": "Sam", "surname": "Lee", "dateOfBirth": "1950-01-01" }))
+        .map(|p| json!({ "phn": p, "givenName": "Sam", "surname": "Lee", "dateOfBirth": "1984-03-09" }))
         .collect();
     let input = json!({ "input": { "community": community, "postalCode": "V0B 1M0", "members": members } });
     app.ok(REGISTER, input).await["registerHousehold"]["reference"].clone()

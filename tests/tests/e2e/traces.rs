@@ -101,3 +101,22 @@ async fn spans_are_exported_over_otlp_and_carry_no_phn_or_name() {
     }
     assert!(!app.log.lock().unwrap().contains("panicked"), "the exporter panicked");
 }
+
+#[tokio::test]
+async fn a_collector_that_cannot_be_reached_is_logged_once() {
+    // Nothing listens on a port bound and dropped at once.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let env = vec![
+        ("OTEL_EXPORTER_OTLP_ENDPOINT".to_string(), format!("http://127.0.0.1:{port}")),
+        ("OTEL_BSP_SCHEDULE_DELAY".to_string(), "100".to_string()),
+    ];
+    let app = TestApp::spawn(dir.path(), Spawn { env, ..Spawn::default() }).await;
+    for _ in 0..3 {
+        app.ok("{ healthAuthorities { code } }", json!({})).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    app.log_shows("spans could not be exported").await;
+    let told = app.log.lock().unwrap().matches("spans could not be exported").count();
+    assert_eq!(told, 1, "once, not at every export");
+}
