@@ -86,8 +86,8 @@ pub fn migration(keyspace: &str, replication: &BTreeMap<String, u32>) -> anyhow:
 /// `CREATE` in schema.cql has them too.
 pub(super) const ADDED_COLUMNS: &[(&str, &str, &str)] = &[("shard_owners", "write_floor", "bigint")];
 
-/// Creates the keyspace and tables if missing, and adds the columns of
-/// [`ADDED_COLUMNS`] a table made before lacks. Safe to run again.
+/// Creates the keyspace and tables if missing, and adds the columns added
+/// since (`ADDED_COLUMNS`) that a table made before lacks. Safe to run again.
 pub async fn migrate(session: &Session, keyspace: &str, replication: &BTreeMap<String, u32>) -> anyhow::Result<()> {
     for statement in migration(keyspace, replication)? {
         session
