@@ -156,53 +156,39 @@ pub struct AttachSystem {
     matching_runs: Mutex<std::collections::HashMap<ShardKey, Arc<tokio::sync::Mutex<()>>>>,
 }
 
-/// A registration as `who` may see it. A provider reads it with a reference
-/// a proposal gave them: they see their own proposal and their own declines,
-/// not another provider's proposal or the reasons other providers gave; a
-/// delegate or operations neither. Whoever reads it by its reference alone
-/// (the household, or anyone it was given to, a provider without their token
-/// too) sees the proposals and declines without what providers and
-/// coordinators wrote about them. Its coordinators and support see all of it.
-/// Every answer that carries a registration to a caller goes through here
-/// (a read, and the household's own changes: register, update, move,
-/// withdraw), so no answer shows more than a read would.
+/// A registration as `who` may see it. Whoever reads it by its reference
+/// (the household, anyone it was given to, and any signed-in caller, who could
+/// read it without their token) sees the proposals and declines without what
+/// providers and coordinators wrote about them. A provider sees, besides, their
+/// own proposal whole and the reasons given on their own declines. Its
+/// coordinators and support see all of it. Every answer that carries a
+/// registration to a caller goes through here (a read, and the household's own
+/// changes: register, update, move, withdraw), so no answer shows more than a
+/// read would. (Before session 16 a signed-in provider, delegate or operations
+/// caller saw less than the public: other providers' declines and proposals
+/// were left out, which dropping the token showed.)
 pub(crate) fn seen_by(who: &Principal, mut view: RegistrationView) -> RegistrationView {
-    let mine = |p: &ProviderId| who.is_provider(p);
-    match who.role() {
-        Role::Public | Role::Patient => {
-            // The household's own reasons stay; a provider's or a coordinator's go.
-            for d in view.registration.declines.iter_mut().filter(|d| d.by != Some(Responder::Patient)) {
-                d.reason.clear();
-            }
-            if let Some(p) = view.proposal.take() {
-                view.proposal = Some(proposal_seen_by(who, p));
-            }
-        }
-        Role::Provider | Role::MedicalDirector => {
-            view.registration.declines.retain(|d| mine(&d.provider));
-            if view.proposal.as_ref().is_some_and(|p| !mine(&p.provider)) {
-                view.proposal = None;
-            }
-        }
-        Role::Delegate | Role::Operations => {
-            view.registration.declines.clear();
-            view.proposal = None;
-        }
-        _ => {}
+    if matches!(who.role(), Role::Coordinator | Role::Support | Role::Internal) {
+        return view;
+    }
+    let mine = |p: &ProviderId| matches!(who.role(), Role::Provider | Role::MedicalDirector) && who.is_provider(p);
+    // The household's own reasons stay, and a provider's own.
+    for d in view.registration.declines.iter_mut().filter(|d| d.by != Some(Responder::Patient) && !mine(&d.provider)) {
+        d.reason.clear();
+    }
+    if let Some(p) = view.proposal.take() {
+        view.proposal = Some(if mine(&p.provider) { p } else { public_proposal(p) });
     }
     view
 }
 
-/// A proposal as the household sees it, by its reference alone (public or
-/// patient): without the provider's fit, which holds the coordinator's note,
-/// and without a decline reason the household did not give. Anyone else sees
-/// it whole (a provider only their own, checked where it is read).
-fn proposal_seen_by(who: &Principal, mut proposal: Proposal) -> Proposal {
-    if matches!(who.role(), Role::Public | Role::Patient) {
-        proposal.explanation.provider_fit.clear();
-        if proposal.declined_by != Some(Responder::Patient) {
-            proposal.decline_reason = None;
-        }
+/// A proposal as the household sees it, by its reference alone: without the
+/// provider's fit, which holds the coordinator's note, and without a decline
+/// reason the household did not give.
+fn public_proposal(mut proposal: Proposal) -> Proposal {
+    proposal.explanation.provider_fit.clear();
+    if proposal.declined_by != Some(Responder::Patient) {
+        proposal.decline_reason = None;
     }
     proposal
 }
@@ -462,7 +448,11 @@ impl AttachSystem {
         let op = Operation::DeclineMatch;
         let declined =
             self.close_for_household(who, op, reference, |r, reply| ShardMsg::DeclineMatch(r, reason, reply));
-        declined.await.map(|proposal| proposal_seen_by(who, proposal))
+        // The patient sees it as the household does; a coordinator whole.
+        declined.await.map(|proposal| match who.role() {
+            Role::Coordinator | Role::Support | Role::Internal => proposal,
+            _ => public_proposal(proposal),
+        })
     }
 
     /// A coordinator in scope returns an attached household to the waitlist:

@@ -433,7 +433,11 @@ async fn execute(
     let multipart = content_type.as_deref().is_some_and(|c| c.starts_with("multipart/form-data"));
     let cap = if multipart { state.max_upload_bytes } else { state.max_body_bytes };
     let Ok(bytes) = to_bytes(body, cap).await else {
-        return refused(StatusCode::PAYLOAD_TOO_LARGE, &format!("the request body is larger than {cap} bytes"));
+        // The rest of the body was not read, so the connection cannot carry another request.
+        let mut response =
+            refused(StatusCode::PAYLOAD_TOO_LARGE, &format!("the request body is larger than {cap} bytes"));
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return response;
     };
     // Kept (a cheap handle) in case the request must go to the node holding its shard.
     let original = bytes.clone();

@@ -99,8 +99,16 @@ pub fn holders_after(
             *slot = m.phn;
         }
     }
+    // A child born since holds it only if they were in the household already
+    // (by PHN, or by names and date of birth when their PHN is corrected), born
+    // since there too: a date of birth changed in the same change proves nothing.
     let holds = next.members.iter().any(|m| {
-        kept.contains(&m.phn) || (born_since(m, registered_on) && current.members.iter().any(|c| c.phn == m.phn))
+        kept.contains(&m.phn)
+            || (born_since(m, registered_on)
+                && current
+                    .members
+                    .iter()
+                    .any(|c| (c.phn == m.phn || c.same_identity(m)) && born_since(c, registered_on)))
     });
     if !holds {
         return Err(DomainError::invalid(
@@ -253,8 +261,16 @@ mod tests {
         // adult's while the one who registered leaves: nobody holds it.
         let adult = Member { date_of_birth: born(NaiveDate::from_ymd_opt(1991, 1, 1).unwrap()), ..baby.clone() };
         assert!(after(&first, &[grown.clone(), household(&[&adult, &older])]).is_err());
-        // A child born since cannot be brought in and left holding it in one change.
+        // A child born since cannot be brought in and left holding it in one change,
+        // nor someone added as an adult be made one while the one who registered leaves.
         assert!(after(&first, &[household(&[&baby])]).is_err());
+        let as_adult = Member { date_of_birth: born(NaiveDate::from_ymd_opt(1990, 1, 1).unwrap()), ..baby.clone() };
+        let with_adult = household(&[&ada, &as_adult]);
+        assert!(after(&first, &[with_adult, household(&[&baby])]).is_err());
+        // The baby left holding it alone has a mistyped PHN corrected.
+        let corrected = Member { phn: phn(8), ..baby.clone() };
+        let alone = household(&[&baby, &older]);
+        assert!(after(&first, &[grown.clone(), alone, household(&[&corrected])]).is_ok());
         // Born the day before the registration's UTC day: the province's evening of that day.
         let evening = Member { date_of_birth: born(since().pred_opt().unwrap()), ..member(4, "Dee") };
         assert!(after(&first, &[household(&[&ada, &evening]), household(&[&evening])]).is_ok());

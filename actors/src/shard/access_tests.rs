@@ -434,7 +434,7 @@ async fn a_providers_entry_is_not_written_over_a_clinic_list_changed_since_the_c
 }
 
 #[tokio::test]
-async fn a_provider_reading_a_registration_sees_only_their_own_proposal_and_declines() {
+async fn a_provider_reading_a_registration_sees_what_the_public_does_and_their_own_whole() {
     let w = world(ShardConfig::default()).await;
     let s = &w.system;
     let first = provider(s, "P1111", "111", 1).await;
@@ -448,14 +448,22 @@ async fn a_provider_reading_a_registration_sees_only_their_own_proposal_and_decl
     let q = s.run_matching(&sys(), &c("111")).await.unwrap().pop().unwrap();
     assert_eq!(q.provider, second);
 
-    // The provider it went to next: their proposal, and no one else's reasons.
+    // The provider it went to next: their proposal whole, another's decline as
+    // the public sees it (by the reference alone, which any caller may use):
+    // without its reason.
     let seen = s.registration(&as_provider(&second), &fam.reference).await.unwrap();
-    assert!(seen.registration.declines.is_empty(), "another provider's decline and reason are not theirs to read");
+    assert_eq!(seen.registration.declines.iter().map(|d| d.reason.as_str()).collect::<Vec<_>>(), [""]);
     assert_eq!(seen.proposal.map(|p| p.id), Some(q.id));
-    // The provider who declined: their own decline, not where the household went.
+    let public = s.registration(&Principal::public(), &fam.reference).await.unwrap();
+    assert_eq!(public.registration.declines.len(), 1, "the public sees no less");
+    // The provider who declined: their own decline's reason, and where the
+    // household went as the public sees it (no coordinator's note).
     let seen = s.registration(&as_provider(&first), &fam.reference).await.unwrap();
     assert_eq!(seen.registration.declines.iter().map(|d| d.reason.as_str()).collect::<Vec<_>>(), [reason]);
-    assert!(seen.proposal.is_none(), "another provider's proposal");
+    assert!(
+        seen.proposal.is_some_and(|p| p.explanation.provider_fit.is_empty()),
+        "another provider's proposal, as public"
+    );
     // Its coordinators see all of it.
     let all = s.registration(&coordinator(&["community:111"]), &fam.reference).await.unwrap();
     assert_eq!((all.registration.declines[0].reason.as_str(), all.proposal.map(|p| p.id)), (reason, Some(q.id)));
@@ -464,7 +472,9 @@ async fn a_provider_reading_a_registration_sees_only_their_own_proposal_and_decl
     assert_eq!(public.registration.declines.iter().map(|d| d.reason.as_str()).collect::<Vec<_>>(), [""]);
     let open = public.proposal.unwrap();
     assert_eq!((open.id, open.explanation.provider_fit.len()), (q.id, 0), "the proposal, not the provider's fit");
-    assert!(s.registration(&delegate("moa-1"), &fam.reference).await.unwrap().proposal.is_none());
+    // A delegate sees what the public does: never less.
+    let by_delegate = s.registration(&delegate("moa-1"), &fam.reference).await.unwrap();
+    assert_eq!((by_delegate.registration.declines, by_delegate.proposal), (public.registration.declines, Some(open)));
 }
 
 #[tokio::test]

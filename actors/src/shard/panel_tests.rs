@@ -928,3 +928,62 @@ async fn a_row_with_a_waiting_patients_phn_and_another_birth_date_moves_nobody()
     assert_eq!(fam.status, RegistrationStatus::Waiting);
     s.stop().await;
 }
+
+/// A registrant a panel takes still holds the household's place (DECISIONS
+/// 43): taken off the panel and back in the household, she may keep it alone,
+/// and someone added meanwhile may not. With nothing kept before (a household
+/// never changed), the panel's step keeps who held it.
+#[tokio::test]
+async fn a_registrant_a_panel_took_holds_the_place_on_coming_back() {
+    let w = world(ShardConfig::default()).await;
+    let s = &w.system;
+    let f = clinic(s, "0F111", "111").await;
+    let doc = provider(s, "P1111", "111", 0).await;
+    s.set_provider_clinic(&sys(), &f, &doc, true).await.unwrap();
+    // Three different people (the helper names everyone alike, which would read as PHN corrections).
+    let mut people = household(&[phn(1), phn(2), phn(7)], &[]);
+    for (m, name) in people.members.iter_mut().zip(["Ada", "Bo", "Xan"]) {
+        m.given_name = PersonName::parse(name).unwrap();
+    }
+    let [ada, bo, xan] = [0, 1, 2].map(|i| people.members[i].clone());
+    let registered = Household { members: vec![ada.clone(), bo.clone()], ..people.clone() };
+    let family = s.register(&sys(), &c("112"), registered).await.unwrap().registration;
+    assert_eq!(statuses(&submit(s, &doc, &f, &csv_of(&[phn(1)], "0F111")).await), [RowStatus::AttachedFromWaitlist]);
+    // Xan joins the one still waiting; the panel's provider lets Ada go, and she comes back.
+    let joined = Household { members: vec![bo.clone(), xan.clone()], ..people.clone() };
+    s.update_household(&sys(), &family.reference, joined.clone()).await.unwrap();
+    s.remove_from_panel(&sys(), &doc, vec![phn(1)]).await.unwrap();
+    let back = Household { members: vec![xan.clone(), ada.clone()], ..joined };
+    s.update_household(&sys(), &family.reference, back.clone()).await.unwrap();
+    let xan_alone = Household { members: vec![back.members[0].clone()], ..back.clone() };
+    let refused = s.update_household(&sys(), &family.reference, xan_alone).await.unwrap_err();
+    assert_eq!(refused.code, ErrorCode::InvalidInput, "Xan, added later, does not hold it");
+    let ada_alone = Household { members: vec![back.members[1].clone()], ..back };
+    let kept = s.update_household(&sys(), &family.reference, ada_alone).await.unwrap();
+    assert_eq!(kept.registration.registered_at, family.registered_at);
+    s.stop().await;
+}
+
+/// A registration that moved on between a panel's two steps (the provider's
+/// shard saw it waiting, then it left for another community) tells the row to
+/// come again, not that the patient is on another provider's panel.
+#[tokio::test]
+async fn a_release_for_a_household_on_its_way_to_another_community_says_to_come_again() {
+    let w = world(ShardConfig::default()).await;
+    let s = &w.system;
+    let doc = provider(s, "P1111", "111", 0).await;
+    let r = s.register(&sys(), &c("112"), household(&[phn(1)], &[])).await.unwrap().registration.reference;
+    let shard = |code: &str| ShardKey::parse(&format!("IHA/{code}")).unwrap();
+    // Step one of a move only: the household is MOVED in 112, on its way to 111.
+    s.directory().call(&shard("112"), |reply| crate::shard::ShardMsg::MoveOut(r, shard("111"), reply)).await.unwrap();
+    let release =
+        crate::panel::Release { reference: r, phns: vec![phn(1)], provider: doc, provider_shard: shard("111") };
+    let released = s
+        .directory()
+        .call(&shard("112"), |reply| crate::shard::ShardMsg::ReleaseToPanel(release, vec![], reply))
+        .await
+        .unwrap();
+    let why = released[0].1.unwrap();
+    assert!(why.contains("moved right now") && !why.contains("another provider"), "{why}");
+    s.stop().await;
+}

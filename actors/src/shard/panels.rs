@@ -315,7 +315,9 @@ impl ShardRuntime {
         let why = match reg.status {
             RegistrationStatus::Waiting => None,
             RegistrationStatus::Proposed => Some(PROPOSED),
-            _ => Some(ON_ANOTHER_PANEL),
+            RegistrationStatus::Attached => Some(ON_ANOTHER_PANEL),
+            // Moving to another community, or withdrawn while the row was on its way.
+            RegistrationStatus::Moved | RegistrationStatus::Withdrawn => Some(BUSY),
         };
         if let Some(why) = why {
             return Ok(release.phns.iter().map(|p| (*p, Some(why))).collect());
@@ -339,8 +341,17 @@ impl ShardRuntime {
         let leaving = reg.household.members.len() - next.household.members.len()
             + usize::from(next.status == RegistrationStatus::Attached) * next.household.members.len();
         if next != *reg {
+            let mut upserts = Vec::with_capacity(2);
+            // Those who leave for a panel still hold the household's place
+            // (DECISIONS 43): with nothing kept, everyone in it held it, so
+            // that is kept now, or they would be forgotten on coming back.
+            if next.status == RegistrationStatus::Waiting && self.state.place_holders(&release.reference).is_none() {
+                let phns = reg.household.members.iter().map(|m| m.phn).collect();
+                upserts.push(Record::PlaceHolders(crate::domain::PlaceHolders { reference: release.reference, phns }));
+            }
+            upserts.push(Record::Registration(next));
             let change = Change {
-                upserts: vec![Record::Registration(next)],
+                upserts,
                 // The panel's community tells ATTACHED when it takes them.
                 events: vec![EventKind::LeftForPanel {
                     reference: release.reference,

@@ -18,6 +18,7 @@ mod panel;
 mod query;
 mod staff;
 pub mod types;
+pub mod uploads;
 pub mod variables;
 
 use std::sync::Arc;
@@ -61,8 +62,12 @@ pub fn not_runnable(
     directives::misused(document).or_else(|| variables::missing(document, name, variables))
 }
 
-/// [`not_runnable`] for a request's own document (parsed now if it was not yet).
+/// [`not_runnable`] for a request's own document (parsed now if it was not
+/// yet), and a file named that the request does not carry ([`uploads::forged`]).
 pub fn cannot_run(request: &mut async_graphql::Request) -> Option<String> {
+    if let Some(why) = uploads::forged(&request.query, &request.variables, request.uploads.len()) {
+        return Some(why);
+    }
     let variables = std::mem::take(&mut request.variables);
     let name = request.operation_name.take();
     let why = request.parsed_query().ok().and_then(|document| not_runnable(document, name.as_deref(), &variables));

@@ -32,7 +32,9 @@ pub enum PanelRowStatus {
     Malformed,
     /// The PHN appeared on an earlier row of the file.
     Duplicate,
-    /// The patient is held elsewhere (another panel, an open proposal); nothing moved.
+    /// The patient is held elsewhere (another panel, an open proposal, a move
+    /// under way), or waits with another date of birth than the row gives
+    /// (most likely a mistyped PHN); nothing moved.
     Conflict,
 }
 
@@ -99,7 +101,7 @@ impl PanelSubmission {
         self.0.count(p::RowStatus::Duplicate)
     }
 
-    /// Rows whose patient is held elsewhere.
+    /// Rows refused as `CONFLICT`: the patient is held elsewhere, or waits with another date of birth.
     async fn conflict(&self) -> usize {
         self.0.count(p::RowStatus::Conflict)
     }

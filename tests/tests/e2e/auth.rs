@@ -691,4 +691,10 @@ async fn a_request_refused_before_its_body_says_the_connection_closes() {
     let head = String::from_utf8_lossy(&answer).to_ascii_lowercase();
     assert!(head.starts_with("http/1.1 401"), "{head}");
     assert!(head.contains("connection: close"), "{head}");
+    // A body over the limit is not read to its end either.
+    let big = format!("{{\"query\": \"{}\"}}", "x".repeat(70_000));
+    let r = app.http().post(format!("{}/graphql", app.url)).header("content-type", "application/json").body(big);
+    let r = r.send().await.unwrap();
+    assert_eq!(r.status(), 413);
+    assert_eq!(r.headers().get("connection").and_then(|v| v.to_str().ok()), Some("close"));
 }

@@ -592,3 +592,31 @@ async fn attach_panel_import_submits_to_a_running_server_and_refuses_its_locked_
     assert!(!ok && stderr.contains("HTTP 401") && stderr.contains("UNAUTHENTICATED"), "{stderr}");
     assert_eq!(panel_size(&app, &t.p1, "P10001").await, 2);
 }
+
+/// async-graphql trusts the text its multipart reader writes where a file
+/// goes (`#__graphql_file__:<n>`): sent by a client in a JSON request, with no
+/// number it panicked reading the argument (before any access check), and
+/// with a number past the request's files it panicked opening it. Refused now,
+/// with nothing run and the server answering.
+#[tokio::test]
+async fn a_file_named_but_not_carried_is_refused_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::spawn(dir.path(), Spawn::default()).await;
+    let t = Tokens::mint(dir.path());
+    setup_registry(&app, &t).await;
+    let forged = |index: &str| json!({ "p": "P10001", "f": "0F111", "file": format!("#__graphql_file__:{index}") });
+    for (caller, index) in [(None, "x"), (None, ""), (Some(&t.p1), "0"), (Some(&t.p1), "7")] {
+        let who = match caller {
+            Some(token) => app.with_token(token.clone()),
+            None => app.anonymous(),
+        };
+        let r = who.graphql(SUBMIT, forged(index)).await;
+        assert_eq!(r["errors"][0]["extensions"]["code"], "INVALID_INPUT", "{index}: {r}");
+    }
+    let literal = r##"mutation { submitPanel(providerId: "P10001", facilityNumber: "0F111", file: "#__graphql_file__:x") { accepted } }"##;
+    assert_eq!(app.anonymous().graphql(literal, json!({})).await["errors"][0]["extensions"]["code"], "INVALID_INPUT");
+    // A real upload still works.
+    let good = submitted(&app, &t.p1, "P10001", format!("{}\n", row(1, "Real")).as_bytes()).await;
+    assert_eq!(good["accepted"], 1);
+    assert!(!app.log.lock().unwrap().contains("panicked"), "a request panicked");
+}
