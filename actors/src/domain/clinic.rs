@@ -71,6 +71,8 @@ mod tests {
         assert!(ClinicInput::parse("A", "B", Some("\u{2066}x"), None).is_err(), "hours are checked too");
         let composed = ClinicInput::parse("Cle\u{301}ment Clinic", "B", None, None).unwrap();
         assert_eq!(composed.name, "Cl\u{e9}ment Clinic", "held in composed form, as names are");
+        assert!(ClinicInput::parse("\u{200B}", "B", None, None).is_err(), "a name of nothing that shows");
+        assert!(ClinicInput::parse("A", "1 Main\u{2028}St", None, None).is_err(), "no line breaks in an address");
         let unsaid = ClinicInput::parse("A", "B", None, Some("")).unwrap();
         assert_eq!((unsaid.hours, unsaid.phone), (None, Some(String::new())), "left out, or cleared");
     }

@@ -47,6 +47,12 @@ impl DelegateId {
     /// (ids stored before this check are read with [`DelegateId::parse`]).
     pub fn parse_new(input: &str) -> Result<Self, DomainError> {
         let id = Self::parse(input)?;
+        if id.as_str().chars().any(super::unprintable) {
+            return Err(DomainError::invalid(
+                "delegate",
+                "a user id may not hold a bidirectional override or isolate, or a line separator",
+            ));
+        }
         if super::Phn::is_spelled_in(id.as_str()) {
             return Err(DomainError::invalid(
                 "delegate",
@@ -254,6 +260,8 @@ mod tests {
         assert!(DelegateId::parse("9698658215").is_ok(), "stored before the check: still read");
         assert!(DelegateId::parse_new("9698658216").is_ok(), "not a PHN: its check digit is wrong");
         assert!(DelegateId::parse_new("9698-658-215").is_err(), "however it is punctuated");
+        assert!(DelegateId::parse_new("moa\u{202E}1").is_err(), "a bidirectional override");
+        assert!(DelegateId::parse("moa\u{202E}1").is_ok(), "one stored before the check still reads");
         assert_eq!(DelegateId::parse_new("moa-7@fernie").unwrap().as_str(), "moa-7@fernie");
     }
 

@@ -27,7 +27,14 @@ macro_rules! stored_as_text {
 /// bidirectional embedding, override and isolate controls, which make text
 /// display in an order other than it is stored ("Trojan Source").
 pub(crate) fn unprintable(c: char) -> bool {
-    c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+    // Line and paragraph separators break lines as a newline does.
+    c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{2028}' | '\u{2029}')
+}
+
+/// Whether `c` shows nothing by itself: a space, or a zero-width or
+/// formatting character (text made only of these reads as empty).
+fn invisible(c: char) -> bool {
+    c.is_whitespace() || matches!(c, '\u{200B}'..='\u{200F}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}' | '\u{00AD}')
 }
 
 /// `text` in Unicode's composed form (NFC), as names are held: "José" typed with
@@ -39,12 +46,16 @@ pub(crate) fn composed(text: &str) -> String {
 
 /// Free text that people read (notes, reasons, clinic and staff entries) as it
 /// is kept: trimmed and in composed form (NFC), if it is `min` to `max`
-/// characters and none is unprintable (a line break is allowed where `line_breaks`).
+/// characters, none is unprintable (a line break is allowed where
+/// `line_breaks`, and a browser's CRLF is kept as LF), and, unless it may be
+/// empty, something in it shows (not only zero-width characters).
 pub(crate) fn readable(text: &str, min: usize, max: usize, line_breaks: bool) -> Option<String> {
+    let text = if line_breaks { text.replace("\r\n", "\n") } else { text.to_string() };
     let t = composed(text.trim());
     let n = t.chars().count();
     let refused = |c: char| unprintable(c) && !(line_breaks && c == '\n');
-    (min <= n && n <= max && !t.chars().any(refused)).then_some(t)
+    let shows = min == 0 || !t.chars().all(invisible);
+    (min <= n && n <= max && shows && !t.chars().any(refused)).then_some(t)
 }
 
 mod clinic;

@@ -313,6 +313,9 @@ mod tests {
         assert!(parse_reason("\u{202E}devomer").is_err(), "a bidirectional override");
         assert!(parse_reason(&"x".repeat(501)).is_err());
         assert!(parse_reason(" ").is_err());
+        assert_eq!(parse_reason("two\r\nlines").unwrap(), "two\nlines", "a browser's line break");
+        assert!(parse_reason("\u{200B}").is_err(), "nothing that shows");
+        assert!(parse_reason("a\u{2028}b").is_err(), "a line separator is not a newline");
     }
     use crate::domain::{DateOfBirth, Member, PersonName, Phn, PostalCode};
 
