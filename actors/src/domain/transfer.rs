@@ -29,6 +29,16 @@ impl TransferKey {
         }
     }
 
+    /// A key for a new transfer: also not a valid PHN (it is listed to both
+    /// providers and to support; keys stored before are read with [`TransferKey::parse`]).
+    pub fn parse_new(input: &str) -> Result<Self, DomainError> {
+        let key = Self::parse(input)?;
+        if super::Phn::is_spelled_in(key.as_str()) {
+            return Err(DomainError::invalid("idempotencyKey", "this key is a valid PHN: choose another key"));
+        }
+        Ok(key)
+    }
+
     /// The key as text.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -191,6 +201,13 @@ impl PanelTransfer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_new_transfer_key_is_not_a_phn() {
+        assert!(TransferKey::parse_new("9698658215").is_err());
+        assert!(TransferKey::parse("9698658215").is_ok(), "a key stored before the check still reads");
+        assert!(TransferKey::parse_new("move-2026-11").is_ok());
+    }
 
     fn awaiting(source: bool, receiver: bool) -> PanelTransfer {
         PanelTransfer {

@@ -404,7 +404,7 @@ impl PanelMutation {
         let from = provider_id(&from_provider_id, "fromProviderId")?;
         let to = provider_id(&to_provider_id, "toProviderId")?;
         let f = facility(&facility_number)?;
-        let key = d::TransferKey::parse(&idempotency_key).gql()?;
+        let key = d::TransferKey::parse_new(&idempotency_key).gql()?;
         let system = system(ctx);
         let t = system.begin_transfer(caller(ctx), key, &from, &to, &f).await.gql()?;
         if t.status == d::TransferStatus::Running {
