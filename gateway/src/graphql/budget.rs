@@ -91,34 +91,60 @@ pub fn message_cost(message: &[u8], max: usize) -> Result<u32, String> {
 }
 
 /// The top-level fields the operation `name` (or the document's only one)
-/// selects, fragments followed, leaving out `__typename` and introspection;
-/// at least one. Each counts against the caller's quota as one request, so
+/// selects, fragments followed, leaving out `__typename` and introspection,
+/// what `@skip(if: true)` or `@include(if: false)` leaves out, and a field
+/// selected again under the same response key (GraphQL runs it once); at
+/// least one. Each counts against the caller's quota as one request, so
 /// aliases do not buy a hundred registrations or PHN look-ups for the price
 /// of one. Call it on a document [`within`] the field limit.
 pub fn root_fields(document: &ExecutableDocument, name: Option<&str>) -> u32 {
     let Some(operation) = crate::forward::operation(document, name) else { return 1 };
     let mut pending = vec![&operation.node.selection_set.node];
+    let mut keys = std::collections::HashSet::new();
     // Bounded whatever the document: a cycle of spreads is validation's to refuse.
-    let (mut fields, mut steps) = (0u32, 0usize);
+    let mut steps = 0usize;
     while let Some(set) = pending.pop() {
         for selection in &set.items {
             steps += 1;
             if steps > 100_000 {
-                return fields.max(1);
+                break;
             }
             match &selection.node {
-                Selection::Field(f) if f.node.name.node.starts_with("__") => {}
-                Selection::Field(_) => fields = fields.saturating_add(1),
-                Selection::InlineFragment(i) => pending.push(&i.node.selection_set.node),
-                Selection::FragmentSpread(s) => {
+                Selection::Field(f) if f.node.name.node.starts_with("__") || left_out(&f.node.directives) => {}
+                Selection::Field(f) => {
+                    keys.insert(f.node.response_key().node.as_str());
+                }
+                Selection::InlineFragment(i) if !left_out(&i.node.directives) => {
+                    pending.push(&i.node.selection_set.node)
+                }
+                Selection::FragmentSpread(s) if !left_out(&s.node.directives) => {
                     if let Some(f) = document.fragments.get(&s.node.fragment_name.node) {
                         pending.push(&f.node.selection_set.node);
                     }
                 }
+                _ => {}
             }
         }
     }
-    fields.max(1)
+    u32::try_from(keys.len()).unwrap_or(u32::MAX).max(1)
+}
+
+/// Whether `directives` leave their selection out whatever the variables:
+/// `@skip(if: true)` or `@include(if: false)` (a variable's condition counts).
+fn left_out(directives: &[async_graphql::Positioned<async_graphql::parser::types::Directive>]) -> bool {
+    directives.iter().any(|d| {
+        // A literal Boolean prints as `true` or `false`, a variable as `$name`.
+        let literal = d.node.get_argument("if").and_then(|v| match v.node.to_string().as_str() {
+            "true" => Some(true),
+            "false" => Some(false),
+            _ => None,
+        });
+        match d.node.name.node.as_str() {
+            "skip" => literal == Some(true),
+            "include" => literal == Some(false),
+            _ => false,
+        }
+    })
 }
 
 /// Whether `document` selects at most `max` fields and spreads: its
@@ -206,6 +232,11 @@ mod tests {
         let two = doc("query A { a } query B { a b c }");
         assert_eq!((root_fields(&two, Some("A")), root_fields(&two, Some("B")), root_fields(&two, None)), (1, 3, 1));
         assert_eq!(root_fields(&two, Some("C")), 1, "no such operation: async-graphql refuses it");
+        let skipped = doc(
+            "query($v: Boolean!) { a b @skip(if: true) c @include(if: false) d @skip(if: $v) ... @skip(if: true) { e } }",
+        );
+        assert_eq!(root_fields(&skipped, None), 2, "what is left out whatever the variables is not charged");
+        assert_eq!(root_fields(&doc("{ a a x: b x: b }"), None), 2, "a field selected twice under one key runs once");
         let message =
             |query: &str| serde_json::json!({ "id": "1", "type": "subscribe", "payload": { "query": query } });
         assert_eq!(message_cost(message("{ a b }").to_string().as_bytes(), 100), Ok(2));
