@@ -168,7 +168,10 @@ pub struct AttachSystem {
 /// caller saw less than the public: other providers' declines and proposals
 /// were left out, which dropping the token showed.)
 pub(crate) fn seen_by(who: &Principal, mut view: RegistrationView) -> RegistrationView {
-    if matches!(who.role(), Role::Coordinator | Role::Support | Role::Internal) {
+    // Coordinators and support of the registration's community; out of their
+    // scope they read by the reference as anyone does.
+    let in_scope = who.scope().covers(&view.registration.shard);
+    if who.role() == Role::Internal || (matches!(who.role(), Role::Coordinator | Role::Support) && in_scope) {
         return view;
     }
     let mine = |p: &ProviderId| matches!(who.role(), Role::Provider | Role::MedicalDirector) && who.is_provider(p);

@@ -31,10 +31,31 @@ pub(crate) fn unprintable(c: char) -> bool {
     c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{2028}' | '\u{2029}')
 }
 
-/// Whether `c` shows nothing by itself: a space, or a zero-width or
-/// formatting character (text made only of these reads as empty).
+/// Whether `c` shows nothing by itself: a space; a zero-width, formatting or
+/// joining character; a filler or blank that renders empty (Hangul fillers, a
+/// braille blank); a variation selector or tag; or a combining mark, which
+/// marks a letter but is not one (text made only of these reads as empty).
 fn invisible(c: char) -> bool {
-    c.is_whitespace() || matches!(c, '\u{200B}'..='\u{200F}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}' | '\u{00AD}')
+    c.is_whitespace()
+        || unicode_normalization::char::is_combining_mark(c)
+        || matches!(
+            c,
+            '\u{00AD}'
+                | '\u{034F}'
+                | '\u{061C}'
+                | '\u{115F}'
+                | '\u{1160}'
+                | '\u{180B}'..='\u{180F}'
+                | '\u{200B}'..='\u{200F}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{2800}'
+                | '\u{3164}'
+                | '\u{FE00}'..='\u{FE0F}'
+                | '\u{FEFF}'
+                | '\u{FFA0}'
+                | '\u{E0000}'..='\u{E007F}'
+                | '\u{E0100}'..='\u{E01EF}'
+        )
 }
 
 /// `text` in Unicode's composed form (NFC), as names are held: "José" typed with

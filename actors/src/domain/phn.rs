@@ -30,11 +30,12 @@ impl Phn {
     }
 
     /// Whether `text` is a valid PHN however it is spaced or punctuated: its
-    /// digits with nothing but spaces, dashes or dots between them
+    /// digits with nothing but spaces, dashes, underscores or dots between them
     /// (`9698-658-215`, a no-break space). For text that must not be a PHN (an
     /// id people read, an audit record), which [`Phn::parse`] alone would let through.
     pub fn is_spelled_in(text: &str) -> bool {
-        let separator = |c: char| c.is_whitespace() || matches!(c, '-' | '.' | '\u{2010}'..='\u{2015}' | '\u{2212}');
+        let separator =
+            |c: char| c.is_whitespace() || matches!(c, '-' | '_' | '.' | '\u{2010}'..='\u{2015}' | '\u{2212}');
         text.chars().all(|c| c.is_ascii_digit() || separator(c)) && {
             let digits: String = text.chars().filter(char::is_ascii_digit).collect();
             digits.len() == 10 && digits.parse().is_ok_and(|v| Self::from_u64(v).is_ok())

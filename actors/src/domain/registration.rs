@@ -314,7 +314,10 @@ mod tests {
         assert!(parse_reason(&"x".repeat(501)).is_err());
         assert!(parse_reason(" ").is_err());
         assert_eq!(parse_reason("two\r\nlines").unwrap(), "two\nlines", "a browser's line break");
-        assert!(parse_reason("\u{200B}").is_err(), "nothing that shows");
+        for empty in ["\u{200B}", "\u{3164}\u{3164}", "\u{2800}", "\u{034F}", "\u{FE0F}", "\u{E0041}", "\u{0301}"] {
+            assert!(parse_reason(empty).is_err(), "nothing that shows: {empty:?}");
+        }
+        assert!(parse_reason("Jose\u{301}").is_ok(), "a mark on a letter");
         assert!(parse_reason("a\u{2028}b").is_err(), "a line separator is not a newline");
     }
     use crate::domain::{DateOfBirth, Member, PersonName, Phn, PostalCode};

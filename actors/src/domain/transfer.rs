@@ -205,6 +205,7 @@ mod tests {
     #[test]
     fn a_new_transfer_key_is_not_a_phn() {
         assert!(TransferKey::parse_new("9698658215").is_err());
+        assert!(TransferKey::parse_new("9698_658_215").is_err(), "the key's own separator");
         assert!(TransferKey::parse("9698658215").is_ok(), "a key stored before the check still reads");
         assert!(TransferKey::parse_new("move-2026-11").is_ok());
     }

@@ -464,9 +464,12 @@ async fn a_provider_reading_a_registration_sees_what_the_public_does_and_their_o
         seen.proposal.is_some_and(|p| p.explanation.provider_fit.is_empty()),
         "another provider's proposal, as public"
     );
-    // Its coordinators see all of it.
+    // Its coordinators see all of it; another community's, what anyone with the reference sees.
     let all = s.registration(&coordinator(&["community:111"]), &fam.reference).await.unwrap();
     assert_eq!((all.registration.declines[0].reason.as_str(), all.proposal.map(|p| p.id)), (reason, Some(q.id)));
+    let elsewhere = s.registration(&coordinator(&["community:112"]), &fam.reference).await.unwrap();
+    assert_eq!(elsewhere.registration.declines[0].reason, "", "out of their scope: the public view");
+    assert!(elsewhere.proposal.is_some_and(|p| p.explanation.provider_fit.is_empty()));
     // By the reference alone (the household, or a provider leaving out their token), without what was written.
     let public = s.registration(&Principal::public(), &fam.reference).await.unwrap();
     assert_eq!(public.registration.declines.iter().map(|d| d.reason.as_str()).collect::<Vec<_>>(), [""]);

@@ -53,7 +53,7 @@ pub fn message_cost(message: &[u8], max: usize) -> Result<u32, String> {
     }
     let name = start.payload.operation_name.as_deref();
     let variables = async_graphql::Variables::from_json(start.payload.variables.unwrap_or_default());
-    if let Some(why) = super::uploads::forged(&start.payload.query, &variables, 0) {
+    if let Some(why) = super::uploads::forged(&document, &variables, 0) {
         return Err(why);
     }
     if let Some(why) = super::not_runnable(&document, name, &variables) {

@@ -65,12 +65,25 @@ pub fn not_runnable(
 /// [`not_runnable`] for a request's own document (parsed now if it was not
 /// yet), and a file named that the request does not carry ([`uploads::forged`]).
 pub fn cannot_run(request: &mut async_graphql::Request) -> Option<String> {
-    if let Some(why) = uploads::forged(&request.query, &request.variables, request.uploads.len()) {
-        return Some(why);
-    }
+    let uploads = request.uploads.len();
     let variables = std::mem::take(&mut request.variables);
     let name = request.operation_name.take();
-    let why = request.parsed_query().ok().and_then(|document| not_runnable(document, name.as_deref(), &variables));
+    let mut variables = variables;
+    let why = request.parsed_query().ok().and_then(|document| {
+        // As GraphQL coerces them: a variable left out takes its default, which
+        // async-graphql's @skip and @include did not read.
+        if let Some(operation) = crate::forward::operation(document, name.as_deref()) {
+            for definition in &operation.node.variable_definitions {
+                let d = &definition.node;
+                if let Some(default) = &d.default_value
+                    && !variables.contains_key(&d.name.node)
+                {
+                    variables.insert(d.name.node.clone(), default.node.clone());
+                }
+            }
+        }
+        uploads::forged(document, &variables, uploads).or_else(|| not_runnable(document, name.as_deref(), &variables))
+    });
     (request.variables, request.operation_name) = (variables, name);
     why
 }

@@ -8,21 +8,79 @@
 //! resolver opens it. A client can send that text itself, in a JSON request's
 //! variables or as a literal, so it is looked for before anything runs.
 
-use async_graphql::{Value, Variables};
+use async_graphql::parser::types::{Directive, ExecutableDocument, Selection, SelectionSet};
+use async_graphql::{Positioned, Value, Variables};
 
 /// What async-graphql's multipart reader puts where a file goes.
 const MARKER: &str = "#__graphql_file__:";
 
 /// Why a request must not run because it names a file it does not carry:
-/// the marker written into the document, or in its variables with anything
-/// but the index of one of its `uploads` files.
-pub fn forged(query: &str, variables: &Variables, uploads: usize) -> Option<String> {
+/// the marker written anywhere in the document (an argument, a directive's,
+/// a variable's default: values as parsed, so an escaped `\u0023` is found
+/// too), or in its variables with anything but the index of one of its
+/// `uploads` files.
+pub fn forged(document: &ExecutableDocument, variables: &Variables, uploads: usize) -> Option<String> {
     let named = |s: &str| s.strip_prefix(MARKER).is_some_and(|i| i.parse::<usize>().map_or(true, |i| i >= uploads));
-    (query.contains(MARKER) || variables.values().any(|v| any_string(v, &named))).then(|| {
+    (in_document(document) || variables.values().any(|v| any_string(v, &named))).then(|| {
         "a file is sent as a multipart request (the GraphQL multipart request spec), not named in the query or \
          its variables"
             .to_string()
     })
+}
+
+/// Whether any value written in `document` holds the marker. A value prints
+/// as GraphQL text with its escapes decoded (`#` needs none), so the printed
+/// form holds the marker exactly when the value does.
+fn in_document(document: &ExecutableDocument) -> bool {
+    let holds = |text: String| text.contains(MARKER);
+    let directives_hold = |directives: &[Positioned<Directive>]| {
+        directives.iter().any(|d| d.node.arguments.iter().any(|(_, v)| holds(v.node.to_string())))
+    };
+    let mut pending: Vec<&SelectionSet> = Vec::new();
+    for (_, operation) in document.operations.iter() {
+        let op = &operation.node;
+        let defaults = op.variable_definitions.iter().filter_map(|d| d.node.default_value.as_ref());
+        if defaults.map(|v| v.node.to_string()).any(holds)
+            || op.variable_definitions.iter().any(|d| directives_hold(&d.node.directives))
+            || directives_hold(&op.directives)
+        {
+            return true;
+        }
+        pending.push(&op.selection_set.node);
+    }
+    for fragment in document.fragments.values() {
+        if directives_hold(&fragment.node.directives) {
+            return true;
+        }
+        pending.push(&fragment.node.selection_set.node);
+    }
+    // Each set once: fragments are walked where they are defined, not where spread.
+    while let Some(set) = pending.pop() {
+        for selection in &set.items {
+            match &selection.node {
+                Selection::Field(f) => {
+                    if f.node.arguments.iter().any(|(_, v)| holds(v.node.to_string()))
+                        || directives_hold(&f.node.directives)
+                    {
+                        return true;
+                    }
+                    pending.push(&f.node.selection_set.node);
+                }
+                Selection::InlineFragment(i) => {
+                    if directives_hold(&i.node.directives) {
+                        return true;
+                    }
+                    pending.push(&i.node.selection_set.node);
+                }
+                Selection::FragmentSpread(s) => {
+                    if directives_hold(&s.node.directives) {
+                        return true;
+                    }
+                }
+            }
+        }
+    }
+    false
 }
 
 fn any_string(value: &Value, found: &impl Fn(&str) -> bool) -> bool {
@@ -44,9 +102,20 @@ mod tests {
 
     #[test]
     fn only_the_files_a_request_carries_may_be_named() {
+        let doc = |q: &str| async_graphql::parser::parse_query(q).unwrap();
         let none = variables(serde_json::json!({}));
-        assert!(forged("mutation($f: Upload!) { submitPanel(file: $f) { accepted } }", &none, 0).is_none());
-        assert!(forged(r##"mutation { submitPanel(file: "#__graphql_file__:x") { accepted } }"##, &none, 1).is_some());
+        let plain = doc("mutation($f: Upload!) { submitPanel(file: $f) { accepted } }");
+        assert!(forged(&plain, &none, 0).is_none());
+        for written in [
+            r##"mutation { submitPanel(file: "#__graphql_file__:x") { accepted } }"##,
+            r#"mutation { submitPanel(file: "\u0023__graphql_file__:x") { accepted } }"#,
+            r#"mutation($f: Upload! = "\u0023__graphql_file__:x") { submitPanel(file: $f) { accepted } }"#,
+            r#"mutation { ...F } fragment F on Mutation { submitPanel(file: "\u0023__graphql_file__:0") { accepted } }"#,
+            r#"{ a @include(if: true) { b(x: ["\u0023__graphql_file__:0"]) } }"#,
+        ] {
+            assert!(forged(&doc(written), &none, 1).is_some(), "{written}");
+        }
+        let q = doc("{ __typename }");
         for (bad, uploads) in [
             ("#__graphql_file__:x", 0),
             ("#__graphql_file__:", 1),
@@ -54,11 +123,11 @@ mod tests {
             ("#__graphql_file__:1", 1),
         ] {
             let nested = variables(serde_json::json!({ "f": bad, "deep": { "list": [bad] } }));
-            assert!(forged("{ __typename }", &nested, uploads).is_some(), "{bad} with {uploads} files");
+            assert!(forged(&q, &nested, uploads).is_some(), "{bad} with {uploads} files");
         }
         let carried = variables(serde_json::json!({ "f": "#__graphql_file__:0" }));
-        assert!(forged("{ __typename }", &carried, 1).is_none(), "the multipart reader's own marker");
+        assert!(forged(&q, &carried, 1).is_none(), "the multipart reader's own marker");
         let text = variables(serde_json::json!({ "note": "see #__graphql file" }));
-        assert!(forged("{ __typename }", &text, 0).is_none());
+        assert!(forged(&q, &text, 0).is_none());
     }
 }

@@ -881,4 +881,8 @@ async fn every_answer_has_a_body_with_a_code_and_skipped_fields_give_an_empty_ob
     let query = r#"query($t: Boolean!) { healthAuthorities @skip(if: $t) { code } }"#;
     let body = app.graphql(query, json!({ "t": true })).await;
     assert_eq!(body, json!({ "data": {} }), "null data reads as a failure");
+    // A variable left out takes its default, as GraphQL coerces it: async-graphql's
+    // @skip and @include did not read it.
+    let defaults = r#"query($t: Boolean = true, $f: Boolean = false) { a: healthAuthorities @skip(if: $t) { code } b: healthAuthorities @include(if: $f) { code } __typename }"#;
+    assert_eq!(app.graphql(defaults, json!({})).await, json!({ "data": { "__typename": "Query" } }));
 }

@@ -615,6 +615,14 @@ async fn a_file_named_but_not_carried_is_refused_not_a_panic() {
     }
     let literal = r##"mutation { submitPanel(providerId: "P10001", facilityNumber: "0F111", file: "#__graphql_file__:x") { accepted } }"##;
     assert_eq!(app.anonymous().graphql(literal, json!({})).await["errors"][0]["extensions"]["code"], "INVALID_INPUT");
+    // Escaped (`\u0023` is `#`), as a literal or a variable's default: the parsed value is what counts.
+    let escaped = r#"mutation { submitPanel(providerId: "P10001", facilityNumber: "0F111", file: "\u0023__graphql_file__:x") { accepted } }"#;
+    assert_eq!(app.anonymous().graphql(escaped, json!({})).await["errors"][0]["extensions"]["code"], "INVALID_INPUT");
+    let by_default = r#"mutation($f: Upload! = "\u0023__graphql_file__:x") { submitPanel(providerId: "P10001", facilityNumber: "0F111", file: $f) { accepted } }"#;
+    assert_eq!(
+        app.anonymous().graphql(by_default, json!({})).await["errors"][0]["extensions"]["code"],
+        "INVALID_INPUT"
+    );
     // A real upload still works.
     let good = submitted(&app, &t.p1, "P10001", format!("{}\n", row(1, "Real")).as_bytes()).await;
     assert_eq!(good["accepted"], 1);
