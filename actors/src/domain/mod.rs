@@ -31,6 +31,12 @@ pub(crate) fn unprintable(c: char) -> bool {
     c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{2028}' | '\u{2029}')
 }
 
+/// Whether `text` holds a character no id or text people read may hold
+/// (see [`unprintable`]): for checks made outside this module.
+pub fn has_unprintable(text: &str) -> bool {
+    text.chars().any(unprintable)
+}
+
 /// Whether `c` shows nothing by itself: a space; a zero-width, formatting or
 /// joining character; a filler or blank that renders empty (Hangul fillers, a
 /// braille blank); a variation selector or tag; or a combining mark, which

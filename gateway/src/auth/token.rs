@@ -175,8 +175,11 @@ fn verify_with(token: &str, key: &super::keys::Key, rules: &TokenRules) -> Resul
 /// endorsement), and not a PHN, since every audit record keeps its caller's
 /// subject and the audit log holds no personal data.
 pub fn subject_problem(sub: &str) -> Option<String> {
-    if !attach_actors::domain::is_subject(sub) {
-        return Some(format!("`sub` must be 1 to {MAX_SUBJECT} bytes, no control characters or surrounding spaces"));
+    if !attach_actors::domain::is_subject(sub) || attach_actors::domain::has_unprintable(sub) {
+        return Some(format!(
+            "`sub` must be 1 to {MAX_SUBJECT} bytes, no control characters, bidirectional overrides or surrounding \
+             spaces"
+        ));
     }
     attach_actors::domain::Phn::is_spelled_in(sub).then(|| {
         "`sub` is a valid PHN: the audit log keeps every caller's subject and holds no personal data, so the \
@@ -317,6 +320,7 @@ mod tests {
             "named as a delegate it would differ"
         );
         assert!(matches!(refused(&|c| c["sub"] = json!("u\n1")), TokenError::Claims(_)));
+        assert!(matches!(refused(&|c| c["sub"] = json!("u\u{202E}1")), TokenError::Claims(_)), "as a delegate id");
         assert!(
             matches!(refused(&|c| c["sub"] = json!("9698658215")), TokenError::Claims(why) if why.contains("PHN")),
             "a PHN as the subject would be kept in every audit record"
