@@ -32,7 +32,8 @@ pub(crate) fn unprintable(c: char) -> bool {
 }
 
 /// Whether `text` holds a character no id or text people read may hold
-/// (see [`unprintable`]): for checks made outside this module.
+/// (a control character, a bidirectional override or isolate, a line
+/// separator): for checks made outside this module.
 pub fn has_unprintable(text: &str) -> bool {
     text.chars().any(unprintable)
 }
