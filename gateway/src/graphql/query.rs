@@ -68,7 +68,8 @@ impl QueryRoot {
 
     /// A community by code.
     async fn community(&self, ctx: &Context<'_>, code: String) -> Option<Community> {
-        system(ctx).regions().community(&code).map(Community::from)
+        // Spaces around the code are taken away, as every other argument naming a community does.
+        system(ctx).regions().community(code.trim()).map(Community::from)
     }
 
     /// A registration's status and place in line, by its reference.

@@ -885,4 +885,7 @@ async fn every_answer_has_a_body_with_a_code_and_skipped_fields_give_an_empty_ob
     // @skip and @include did not read it.
     let defaults = r#"query($t: Boolean = true, $f: Boolean = false) { a: healthAuthorities @skip(if: $t) { code } b: healthAuthorities @include(if: $f) { code } __typename }"#;
     assert_eq!(app.graphql(defaults, json!({})).await, json!({ "data": { "__typename": "Query" } }));
+    // Spaces around a community's code are taken away here too, as where one registers.
+    let spaced = app.graphql(r#"{ community(code: " 111 ") { code } }"#, json!({})).await;
+    assert_eq!(spaced, json!({ "data": { "community": { "code": "111" } } }));
 }
