@@ -133,12 +133,7 @@ pub fn root_fields(document: &ExecutableDocument, name: Option<&str>) -> u32 {
 /// `@skip(if: true)` or `@include(if: false)` (a variable's condition counts).
 fn left_out(directives: &[async_graphql::Positioned<async_graphql::parser::types::Directive>]) -> bool {
     directives.iter().any(|d| {
-        // A literal Boolean prints as `true` or `false`, a variable as `$name`.
-        let literal = d.node.get_argument("if").and_then(|v| match v.node.to_string().as_str() {
-            "true" => Some(true),
-            "false" => Some(false),
-            _ => None,
-        });
+        let literal = super::directives::literal_if(&d.node);
         match d.node.name.node.as_str() {
             "skip" => literal == Some(true),
             "include" => literal == Some(false),

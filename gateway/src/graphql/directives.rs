@@ -14,7 +14,6 @@ const EXECUTABLE: [&str; 2] = ["skip", "include"];
 
 /// Why `document` uses a directive wrongly, if it does: the first one found.
 pub fn misused(document: &ExecutableDocument) -> Option<String> {
-    let mut sets = Vec::new();
     for (_, operation) in document.operations.iter() {
         let op = &operation.node;
         let variables = op.variable_definitions.iter().map(|v| (&v.node.directives, "a variable"));
@@ -23,29 +22,57 @@ pub fn misused(document: &ExecutableDocument) -> Option<String> {
                 return Some(why);
             }
         }
-        sets.push(&op.selection_set);
     }
     for fragment in document.fragments.values() {
         if let Some(why) = misplaced(&fragment.node.directives, "a fragment definition") {
             return Some(why);
         }
-        sets.push(&fragment.node.selection_set);
     }
-    // Each set once: spreads are not followed (their fragment's own set is here).
+    first_in_selections(document, |selection| {
+        known_and_once(match selection {
+            Selection::Field(f) => &f.node.directives,
+            Selection::FragmentSpread(s) => &s.node.directives,
+            Selection::InlineFragment(i) => &i.node.directives,
+        })
+    })
+}
+
+/// The first answer `visit` gives for a selection of `document`: each
+/// selection of its operations and of its fragment definitions, each set once
+/// (a spread is not followed: its fragment's own set is visited). The walk
+/// keeps its own stack, so no document can exhaust a thread's.
+pub fn first_in_selections<'a, T>(
+    document: &'a ExecutableDocument,
+    mut visit: impl FnMut(&'a Selection) -> Option<T>,
+) -> Option<T> {
+    let operations = document.operations.iter().map(|(_, op)| &op.node.selection_set.node);
+    let mut sets: Vec<&SelectionSet> =
+        operations.chain(document.fragments.values().map(|f| &f.node.selection_set.node)).collect();
     while let Some(set) = sets.pop() {
-        for selection in &set.node.items {
-            let (directives, inner): (_, Option<&Positioned<SelectionSet>>) = match &selection.node {
-                Selection::Field(f) => (&f.node.directives, Some(&f.node.selection_set)),
-                Selection::FragmentSpread(s) => (&s.node.directives, None),
-                Selection::InlineFragment(i) => (&i.node.directives, Some(&i.node.selection_set)),
-            };
-            if let Some(why) = known_and_once(directives) {
-                return Some(why);
+        for selection in &set.items {
+            if let Some(found) = visit(&selection.node) {
+                return Some(found);
             }
-            sets.extend(inner);
+            match &selection.node {
+                Selection::Field(f) => sets.push(&f.node.selection_set.node),
+                Selection::InlineFragment(i) => sets.push(&i.node.selection_set.node),
+                Selection::FragmentSpread(_) => {}
+            }
         }
     }
     None
+}
+
+/// A directive's `if` when it is a literal Boolean (`None`: a variable, or no
+/// `if`). The parser's value type is not exported by async-graphql: read as
+/// text, a literal Boolean is `true` or `false`, a variable `$name`, and a
+/// string is quoted.
+pub fn literal_if(directive: &Directive) -> Option<bool> {
+    match directive.get_argument("if")?.node.to_string().as_str() {
+        "true" => Some(true),
+        "false" => Some(false),
+        _ => None,
+    }
 }
 
 /// Any directive on `place`, where none may be.
@@ -64,12 +91,9 @@ fn known_and_once(directives: &[Positioned<Directive>]) -> Option<String> {
         }
         // Its one argument, `if: Boolean!`: a literal true or false, or a variable
         // (whose type validation checks). Without it, async-graphql ran the field.
-        // (The parser's value type is not exported by async-graphql: read as text, a
-        // literal Boolean is `true` or `false` and a variable `$name`; a string is quoted.)
         let usable = match d.node.arguments.as_slice() {
             [(arg, value)] if arg.node == "if" => {
-                let text = value.node.to_string();
-                text == "true" || text == "false" || text.starts_with('$')
+                literal_if(&d.node).is_some() || value.node.to_string().starts_with('$')
             }
             _ => false,
         };

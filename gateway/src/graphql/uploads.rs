@@ -8,8 +8,8 @@
 //! resolver opens it. A client can send that text itself, in a JSON request's
 //! variables or as a literal, so it is looked for before anything runs.
 
-use async_graphql::parser::types::{Directive, ExecutableDocument, Selection, SelectionSet};
-use async_graphql::{Positioned, Value, Variables};
+use async_graphql::parser::types::{ExecutableDocument, Selection};
+use async_graphql::{Value, Variables};
 
 /// What async-graphql's multipart reader puts where a file goes.
 const MARKER: &str = "#__graphql_file__:";
@@ -28,59 +28,21 @@ pub fn forged(document: &ExecutableDocument, variables: &Variables, uploads: usi
     })
 }
 
-/// Whether any value written in `document` holds the marker. A value prints
-/// as GraphQL text with its escapes decoded (`#` needs none), so the printed
-/// form holds the marker exactly when the value does.
+/// Whether any value written in `document` holds the marker: a field's
+/// argument or a variable's default. A value prints as GraphQL text with its
+/// escapes decoded (`#` needs none), so the printed form holds the marker
+/// exactly when the value does. Directives' arguments are left to
+/// `directives::misused`, which refuses anything there but a Boolean or a
+/// variable, and runs with this check wherever a request is admitted.
 fn in_document(document: &ExecutableDocument) -> bool {
     let holds = |text: String| text.contains(MARKER);
-    let directives_hold = |directives: &[Positioned<Directive>]| {
-        directives.iter().any(|d| d.node.arguments.iter().any(|(_, v)| holds(v.node.to_string())))
-    };
-    let mut pending: Vec<&SelectionSet> = Vec::new();
-    for (_, operation) in document.operations.iter() {
-        let op = &operation.node;
-        let defaults = op.variable_definitions.iter().filter_map(|d| d.node.default_value.as_ref());
-        if defaults.map(|v| v.node.to_string()).any(holds)
-            || op.variable_definitions.iter().any(|d| directives_hold(&d.node.directives))
-            || directives_hold(&op.directives)
-        {
-            return true;
-        }
-        pending.push(&op.selection_set.node);
-    }
-    for fragment in document.fragments.values() {
-        if directives_hold(&fragment.node.directives) {
-            return true;
-        }
-        pending.push(&fragment.node.selection_set.node);
-    }
-    // Each set once: fragments are walked where they are defined, not where spread.
-    while let Some(set) = pending.pop() {
-        for selection in &set.items {
-            match &selection.node {
-                Selection::Field(f) => {
-                    if f.node.arguments.iter().any(|(_, v)| holds(v.node.to_string()))
-                        || directives_hold(&f.node.directives)
-                    {
-                        return true;
-                    }
-                    pending.push(&f.node.selection_set.node);
-                }
-                Selection::InlineFragment(i) => {
-                    if directives_hold(&i.node.directives) {
-                        return true;
-                    }
-                    pending.push(&i.node.selection_set.node);
-                }
-                Selection::FragmentSpread(s) => {
-                    if directives_hold(&s.node.directives) {
-                        return true;
-                    }
-                }
-            }
-        }
-    }
-    false
+    let mut definitions = document.operations.iter().flat_map(|(_, op)| &op.node.variable_definitions);
+    definitions.any(|d| d.node.default_value.as_ref().is_some_and(|v| holds(v.node.to_string())))
+        || super::directives::first_in_selections(document, |selection| match selection {
+            Selection::Field(f) => f.node.arguments.iter().any(|(_, v)| holds(v.node.to_string())).then_some(()),
+            _ => None,
+        })
+        .is_some()
 }
 
 fn any_string(value: &Value, found: &impl Fn(&str) -> bool) -> bool {
@@ -115,6 +77,9 @@ mod tests {
         ] {
             assert!(forged(&doc(written), &none, 1).is_some(), "{written}");
         }
+        // In a directive's argument it is refused too, by the directives' check that runs beside this one.
+        let in_directive = doc(r#"{ a @skip(if: "\u0023__graphql_file__:x") }"#);
+        assert!(super::super::directives::misused(&in_directive).is_some());
         let q = doc("{ __typename }");
         for (bad, uploads) in [
             ("#__graphql_file__:x", 0),
