@@ -168,10 +168,7 @@ pub struct AttachSystem {
 /// caller saw less than the public: other providers' declines and proposals
 /// were left out, which dropping the token showed.)
 pub(crate) fn seen_by(who: &Principal, mut view: RegistrationView) -> RegistrationView {
-    // Coordinators and support of the registration's community; out of their
-    // scope they read by the reference as anyone does.
-    let in_scope = who.scope().covers(&view.registration.shard);
-    if who.role() == Role::Internal || (matches!(who.role(), Role::Coordinator | Role::Support) && in_scope) {
+    if sees_whole(who, &view.registration.shard) {
         return view;
     }
     let mine = |p: &ProviderId| matches!(who.role(), Role::Provider | Role::MedicalDirector) && who.is_provider(p);
@@ -183,6 +180,17 @@ pub(crate) fn seen_by(who: &Principal, mut view: RegistrationView) -> Registrati
         view.proposal = Some(if mine(&p.provider) { p } else { public_proposal(p) });
     }
     view
+}
+
+/// Whether `who` sees a registration of `shard` and its proposals whole, with
+/// what providers and coordinators wrote: Attach itself, and coordinators and
+/// support of that community (out of their scope they read as anyone does).
+fn sees_whole(who: &Principal, shard: &ShardKey) -> bool {
+    match who.role() {
+        Role::Internal => true,
+        Role::Coordinator | Role::Support => who.scope().covers(shard),
+        _ => false,
+    }
 }
 
 /// A proposal as the household sees it, by its reference alone: without the
@@ -452,10 +460,9 @@ impl AttachSystem {
         let declined =
             self.close_for_household(who, op, reference, |r, reply| ShardMsg::DeclineMatch(r, reason, reply));
         // The patient sees it as the household does; a coordinator whole.
-        declined.await.map(|proposal| match who.role() {
-            Role::Coordinator | Role::Support | Role::Internal => proposal,
-            _ => public_proposal(proposal),
-        })
+        declined
+            .await
+            .map(|proposal| if sees_whole(who, &proposal.shard) { proposal } else { public_proposal(proposal) })
     }
 
     /// A coordinator in scope returns an attached household to the waitlist:

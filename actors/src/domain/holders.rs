@@ -40,6 +40,20 @@ pub struct PlaceHolders {
     pub phns: Vec<Phn>,
 }
 
+impl PlaceHolders {
+    /// What no record stands for: everyone in `household` holds the place.
+    pub fn everyone_in(reference: RegistrationRef, household: &Household) -> Self {
+        PlaceHolders { reference, phns: household.members.iter().map(|m| m.phn).collect() }
+    }
+
+    /// The record to keep when `phns` hold the place of `household`: none when
+    /// they are exactly everyone in it, which no record means already.
+    pub fn to_keep(reference: RegistrationRef, phns: Vec<Phn>, household: &Household) -> Option<Self> {
+        let everyone = phns.len() == household.members.len() && household.members.iter().all(|m| phns.contains(&m.phn));
+        (!everyone).then_some(PlaceHolders { reference, phns })
+    }
+}
+
 /// The most PHNs kept: people who left are forgotten first beyond it.
 const MAX_KEPT: usize = 32;
 
@@ -59,13 +73,15 @@ fn registered(stored: Option<&PlaceHolders>, current: &Household) -> Vec<Phn> {
     }
 }
 
-/// The members of `current` who hold its place: those who registered (see [`PlaceHolders::phns`]) in it
-/// and children born since; when there are none (panels took them), everyone in it.
-pub fn holders<'a>(stored: Option<&PlaceHolders>, current: &'a Household, registered_on: NaiveDate) -> Vec<&'a Member> {
-    let phns = registered(stored, current);
-    let held: Vec<&Member> =
-        current.members.iter().filter(|m| phns.contains(&m.phn) || born_since(m, registered_on)).collect();
-    if held.is_empty() { current.members.iter().collect() } else { held }
+/// The members of `current` who hold its place by `registered` PHNs or by
+/// being born since; when there are none, panels took them, and everyone in
+/// it holds the place instead.
+fn held<'a: 'b, 'b>(
+    registered: &'b [Phn],
+    current: &'a Household,
+    registered_on: NaiveDate,
+) -> impl Iterator<Item = &'a Member> + 'b {
+    current.members.iter().filter(move |m| registered.contains(&m.phn) || born_since(m, registered_on))
 }
 
 /// Checks that `next`, a change of `current` (registered on `registered_on`),
@@ -81,7 +97,7 @@ pub fn holders_after(
 ) -> Result<Vec<Phn>, DomainError> {
     let mut kept = registered(stored, current);
     // Panels took every holder: the people still waiting hold it from now on.
-    if !current.members.iter().any(|m| kept.contains(&m.phn) || born_since(m, registered_on)) {
+    if held(&kept, current, registered_on).next().is_none() {
         kept.extend(current.members.iter().map(|m| m.phn));
     }
     // A holder whose names and date of birth are in `next` under another PHN had
@@ -133,6 +149,13 @@ pub fn holders_after(
 mod tests {
     use super::*;
     use crate::domain::{DateOfBirth, PersonName, PostalCode};
+
+    /// The members of `current` who hold its place, as [`holders_after`] reads them.
+    fn holders<'a>(stored: Option<&PlaceHolders>, current: &'a Household, registered_on: NaiveDate) -> Vec<&'a Member> {
+        let phns = registered(stored, current);
+        let found: Vec<&Member> = held(&phns, current, registered_on).collect();
+        if found.is_empty() { current.members.iter().collect() } else { found }
+    }
 
     fn phn(n: u32) -> Phn {
         (n * 7919..).find_map(Phn::with_body).unwrap()

@@ -106,7 +106,7 @@ mod transfer;
 pub use clinic::{Clinic, ClinicInput};
 pub use endorsement::{DelegateId, Endorsement, EndorsementStatus, EndorsementStep, MAX_SUBJECT, Party, is_subject};
 pub use event::{Event, EventKind, Seq};
-pub use holders::{PlaceHolders, holders, holders_after};
+pub use holders::{PlaceHolders, holders_after};
 pub use ids::{EndorsementId, FacilityNumber, ProposalId, ProviderId, RegistrationRef};
 pub use moves::{MoveStatus, RegistrationMove};
 pub use panel::{PanelEntry, PanelSource};

@@ -346,8 +346,8 @@ impl ShardRuntime {
             // (DECISIONS 43): with nothing kept, everyone in it held it, so
             // that is kept now, or they would be forgotten on coming back.
             if next.status == RegistrationStatus::Waiting && self.state.place_holders(&release.reference).is_none() {
-                let phns = reg.household.members.iter().map(|m| m.phn).collect();
-                upserts.push(Record::PlaceHolders(crate::domain::PlaceHolders { reference: release.reference, phns }));
+                let everyone = crate::domain::PlaceHolders::everyone_in(release.reference, &reg.household);
+                upserts.push(Record::PlaceHolders(everyone));
             }
             upserts.push(Record::Registration(next));
             let change = Change {

@@ -107,15 +107,10 @@ pub fn update_household(
     let registered_on = current.registered_at.to_utc().date_naive();
     let holders = crate::domain::holders_after(stored, &current.household, &household, registered_on)?;
     let mut change = Change::default();
-    let everyone =
-        holders.len() == household.members.len() && household.members.iter().all(|m| holders.contains(&m.phn));
-    if everyone {
-        // Exactly everyone in it holds it, as when nothing is kept.
-        if stored.is_some() {
-            change.deletes.push(RecordKey::PlaceHolders(*r));
-        }
-    } else if stored.is_none_or(|s| s.phns != holders) {
-        change.upserts.push(Record::PlaceHolders(PlaceHolders { reference: *r, phns: holders }));
+    match PlaceHolders::to_keep(*r, holders, &household) {
+        None if stored.is_some() => change.deletes.push(RecordKey::PlaceHolders(*r)),
+        Some(keep) if stored != Some(&keep) => change.upserts.push(Record::PlaceHolders(keep)),
+        _ => {}
     }
     // NEWBORN is kept on a change until the baby's second birthday (the API
     // allows that much), but is newly given only to a baby under 12 months; a

@@ -324,7 +324,7 @@ impl ShardState {
         self.latest_proposal.get(r).and_then(|(_, id)| self.proposals.get(id))
     }
 
-    /// The members who hold a registration's place, if not everyone in it does (see [`crate::domain::holders`]).
+    /// The members who hold a registration's place, if not everyone in it does (see [`PlaceHolders`]).
     pub fn place_holders(&self, r: &RegistrationRef) -> Option<&PlaceHolders> {
         self.place_holders.get(r)
     }
