@@ -496,7 +496,11 @@ async fn execute(
     let mut charged = None;
     if let Some(ip) = counted {
         let name = request.operation_name.clone();
-        let fields = request.parsed_query().map_or(1, |doc| crate::graphql::budget::root_fields(doc, name.as_deref()));
+        let variables = std::mem::take(&mut request.variables);
+        let fields = request
+            .parsed_query()
+            .map_or(1, |doc| crate::graphql::budget::root_fields(doc, name.as_deref(), &variables));
+        request.variables = variables;
         match charge_fields(&state.limits, principal.as_ref(), ip, fields).await {
             Ok(None) => {}
             Ok(Some(verdict)) => charged = Some(verdict),

@@ -52,14 +52,15 @@ pub fn message_cost(message: &[u8], max: usize) -> Result<u32, String> {
         return Err(refusal(max));
     }
     let name = start.payload.operation_name.as_deref();
-    let variables = async_graphql::Variables::from_json(start.payload.variables.unwrap_or_default());
+    let mut variables = async_graphql::Variables::from_json(start.payload.variables.unwrap_or_default());
+    super::with_defaults(&document, name, &mut variables);
     if let Some(why) = super::uploads::forged(&document, &variables, 0) {
         return Err(why);
     }
     if let Some(why) = super::not_runnable(&document, name, &variables) {
         return Err(why);
     }
-    let fields = root_fields(&document, name);
+    let fields = root_fields(&document, name, &variables);
     // GraphQL's single root field rule, which async-graphql does not check: two
     // feeds under one id arrive interleaved, and a refusal of one ends neither.
     // GraphQL would merge one field selected twice under one key into one, but
@@ -92,12 +93,12 @@ pub fn message_cost(message: &[u8], max: usize) -> Result<u32, String> {
 
 /// The top-level fields the operation `name` (or the document's only one)
 /// selects, fragments followed, leaving out `__typename` and introspection,
-/// what `@skip(if: true)` or `@include(if: false)` leaves out, and a field
-/// selected again under the same response key (GraphQL runs it once); at
-/// least one. Each counts against the caller's quota as one request, so
-/// aliases do not buy a hundred registrations or PHN look-ups for the price
-/// of one. Call it on a document [`within`] the field limit.
-pub fn root_fields(document: &ExecutableDocument, name: Option<&str>) -> u32 {
+/// what `@skip` or `@include` leaves out with `variables` (their defaults
+/// filled in), and a field selected again under the same response key
+/// (GraphQL runs it once); at least one. Each counts against the caller's
+/// quota as one request, so aliases do not buy a hundred registrations or PHN
+/// look-ups for the price of one. Call it on a document [`within`] the field limit.
+pub fn root_fields(document: &ExecutableDocument, name: Option<&str>, variables: &async_graphql::Variables) -> u32 {
     let Some(operation) = crate::forward::operation(document, name) else { return 1 };
     let mut pending = vec![&operation.node.selection_set.node];
     let mut keys = std::collections::HashSet::new();
@@ -110,14 +111,14 @@ pub fn root_fields(document: &ExecutableDocument, name: Option<&str>) -> u32 {
                 break;
             }
             match &selection.node {
-                Selection::Field(f) if f.node.name.node.starts_with("__") || left_out(&f.node.directives) => {}
+                Selection::Field(f) if f.node.name.node.starts_with("__") || left_out(&f.node.directives, variables) => {}
                 Selection::Field(f) => {
                     keys.insert(f.node.response_key().node.as_str());
                 }
-                Selection::InlineFragment(i) if !left_out(&i.node.directives) => {
+                Selection::InlineFragment(i) if !left_out(&i.node.directives, variables) => {
                     pending.push(&i.node.selection_set.node)
                 }
-                Selection::FragmentSpread(s) if !left_out(&s.node.directives) => {
+                Selection::FragmentSpread(s) if !left_out(&s.node.directives, variables) => {
                     if let Some(f) = document.fragments.get(&s.node.fragment_name.node) {
                         pending.push(&f.node.selection_set.node);
                     }
@@ -129,14 +130,17 @@ pub fn root_fields(document: &ExecutableDocument, name: Option<&str>) -> u32 {
     u32::try_from(keys.len()).unwrap_or(u32::MAX).max(1)
 }
 
-/// Whether `directives` leave their selection out whatever the variables:
-/// `@skip(if: true)` or `@include(if: false)` (a variable's condition counts).
-fn left_out(directives: &[async_graphql::Positioned<async_graphql::parser::types::Directive>]) -> bool {
+/// Whether `directives` leave their selection out with `variables`:
+/// `@skip` whose condition is true or `@include` whose condition is false.
+fn left_out(
+    directives: &[async_graphql::Positioned<async_graphql::parser::types::Directive>],
+    variables: &async_graphql::Variables,
+) -> bool {
     directives.iter().any(|d| {
-        let literal = super::directives::literal_if(&d.node);
+        let condition = super::directives::condition(&d.node, variables);
         match d.node.name.node.as_str() {
-            "skip" => literal == Some(true),
-            "include" => literal == Some(false),
+            "skip" => condition == Some(true),
+            "include" => condition == Some(false),
             _ => false,
         }
     })
@@ -218,20 +222,30 @@ mod tests {
 
     #[test]
     fn each_top_level_field_counts_once_and_introspection_not_at_all() {
-        assert_eq!(root_fields(&doc("{ __typename }"), None), 1, "at least one");
+        let none = async_graphql::Variables::default();
+        assert_eq!(root_fields(&doc("{ __typename }"), None, &none), 1, "at least one");
         let aliased = (0..300).map(|i| format!("r{i}: registerHousehold(input: $i) {{ reference }}"));
         let text = format!("mutation($i: RegisterHouseholdInput!) {{ {} }}", aliased.collect::<Vec<_>>().join(" "));
-        assert_eq!(root_fields(&doc(&text), None), 300);
+        assert_eq!(root_fields(&doc(&text), None, &none), 300);
         let spread = doc("{ ...F ... on Query { c: a } __schema { types { name } } } fragment F on Query { a b }");
-        assert_eq!(root_fields(&spread, None), 3, "through fragments, without introspection");
+        assert_eq!(root_fields(&spread, None, &none), 3, "through fragments, without introspection");
         let two = doc("query A { a } query B { a b c }");
-        assert_eq!((root_fields(&two, Some("A")), root_fields(&two, Some("B")), root_fields(&two, None)), (1, 3, 1));
-        assert_eq!(root_fields(&two, Some("C")), 1, "no such operation: async-graphql refuses it");
+        assert_eq!((root_fields(&two, Some("A"), &none), root_fields(&two, Some("B"), &none), root_fields(&two, None, &none)), (1, 3, 1));
+        assert_eq!(root_fields(&two, Some("C"), &none), 1, "no such operation: async-graphql refuses it");
         let skipped = doc(
             "query($v: Boolean!) { a b @skip(if: true) c @include(if: false) d @skip(if: $v) ... @skip(if: true) { e } }",
         );
-        assert_eq!(root_fields(&skipped, None), 2, "what is left out whatever the variables is not charged");
-        assert_eq!(root_fields(&doc("{ a a x: b x: b }"), None), 2, "a field selected twice under one key runs once");
+        assert_eq!(root_fields(&skipped, None, &none), 2, "what is left out whatever the variables is not charged");
+        let vars = |v: serde_json::Value| async_graphql::Variables::from_json(v);
+        let by_variables = doc("query($s: Boolean!, $i: Boolean!) { a @skip(if: $s) b @include(if: $i) c }");
+        let charged = |v| root_fields(&by_variables, None, &vars(v));
+        assert_eq!(charged(serde_json::json!({ "s": true, "i": false })), 1, "left out by its variables");
+        assert_eq!(charged(serde_json::json!({ "s": false, "i": true })), 3);
+        assert_eq!(charged(serde_json::json!({ "s": "yes", "i": 1 })), 3, "not a Boolean: charged, and refused later");
+        let message = serde_json::json!({ "id": "1", "type": "subscribe", "payload": {
+            "query": "query($s: Boolean = true) { a @skip(if: $s) b }" } });
+        assert_eq!(message_cost(message.to_string().as_bytes(), 100), Ok(1), "a default counts as given");
+        assert_eq!(root_fields(&doc("{ a a x: b x: b }"), None, &none), 2, "a field selected twice under one key runs once");
         let message =
             |query: &str| serde_json::json!({ "id": "1", "type": "subscribe", "payload": { "query": query } });
         assert_eq!(message_cost(message("{ a b }").to_string().as_bytes(), 100), Ok(2));

@@ -75,6 +75,19 @@ pub fn literal_if(directive: &Directive) -> Option<bool> {
     }
 }
 
+/// The value of `directive`'s `if`: a literal Boolean, or a variable's
+/// Boolean value in `variables` (defaults filled in). `None` for anything else,
+/// which validation refuses.
+pub fn condition(directive: &Directive, variables: &async_graphql::Variables) -> Option<bool> {
+    literal_if(directive).or_else(|| {
+        let text = directive.get_argument("if")?.node.to_string();
+        match variables.get(text.strip_prefix('$')?) {
+            Some(async_graphql::Value::Boolean(b)) => Some(*b),
+            _ => None,
+        }
+    })
+}
+
 /// Any directive on `place`, where none may be.
 fn misplaced(directives: &[Positioned<Directive>], place: &str) -> Option<String> {
     directives.first().map(|d| format!("@{} may not be used on {place}", d.node.name.node))

@@ -70,22 +70,30 @@ pub fn cannot_run(request: &mut async_graphql::Request) -> Option<String> {
     let name = request.operation_name.take();
     let mut variables = variables;
     let why = request.parsed_query().ok().and_then(|document| {
-        // As GraphQL coerces them: a variable left out takes its default, which
-        // async-graphql's @skip and @include did not read.
-        if let Some(operation) = crate::forward::operation(document, name.as_deref()) {
-            for definition in &operation.node.variable_definitions {
-                let d = &definition.node;
-                if let Some(default) = &d.default_value
-                    && !variables.contains_key(&d.name.node)
-                {
-                    variables.insert(d.name.node.clone(), default.node.clone());
-                }
-            }
-        }
+        with_defaults(document, name.as_deref(), &mut variables);
         uploads::forged(document, &variables, uploads).or_else(|| not_runnable(document, name.as_deref(), &variables))
     });
     (request.variables, request.operation_name) = (variables, name);
     why
+}
+
+/// Gives each variable of the operation `name` left out of `variables` its
+/// default, as GraphQL coerces them (async-graphql's `@skip` and `@include`
+/// did not read defaults, and the rate limit reads conditions from here).
+pub fn with_defaults(
+    document: &async_graphql::parser::types::ExecutableDocument,
+    name: Option<&str>,
+    variables: &mut async_graphql::Variables,
+) {
+    let Some(operation) = crate::forward::operation(document, name) else { return };
+    for definition in &operation.node.variable_definitions {
+        let d = &definition.node;
+        if let Some(default) = &d.default_value
+            && !variables.contains_key(&d.name.node)
+        {
+            variables.insert(d.name.node.clone(), default.node.clone());
+        }
+    }
 }
 
 /// Builds the schema over a running system.

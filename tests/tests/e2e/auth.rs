@@ -578,8 +578,17 @@ async fn each_top_level_field_counts_against_the_quota() {
         body.get("errors").is_none() && body["data"]["r2"]["reference"].is_string(),
         "the first PHNs were free: {body}"
     );
-    let (query, vars) = registrations(2, 910);
-    assert_eq!(anonymous.post(&query, vars).await.status(), 429, "two fields, one request's worth left");
+    // Fields a variable's @skip or @include leaves out (a default counts) do not run and cost nothing.
+    let skipping = "query($s: Boolean!, $i: Boolean = false) { a: healthAuthorities @skip(if: $s) { code } \
+                    b: healthAuthorities @include(if: $i) { code } c: healthAuthorities { code } }";
+    let r = anonymous.post(skipping, json!({ "s": true })).await;
+    assert_eq!(r.status(), 200);
+    assert!(header(&r, "ratelimit").starts_with("\"anonymous\";r=0;"), "one field charged: {r:?}");
+    let body: Value = r.json().await.unwrap();
+    let keys = body["data"].as_object().map(|d| d.keys().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(keys, Some(vec!["c"]), "{body}");
+    let (query, vars) = registrations(1, 910);
+    assert_eq!(anonymous.post(&query, vars).await.status(), 429, "nothing left");
 }
 
 #[tokio::test]
