@@ -109,7 +109,7 @@ pub use event::{Event, EventKind, Seq};
 pub use holders::{PlaceHolders, holders_after};
 pub use ids::{EndorsementId, FacilityNumber, ProposalId, ProviderId, RegistrationRef};
 pub use moves::{MoveStatus, RegistrationMove};
-pub use panel::{PanelEntry, PanelSource};
+pub use panel::{PanelEntry, PanelIntake, PanelSource};
 pub use person::{AgeGroup, DateOfBirth, Household, Language, Member, Need, PersonName, PostalCode};
 pub use phn::Phn;
 pub use proposal::{Proposal, ProposalStatus, Responder, ScoreExplanation, ScorePart, Settlement};

@@ -193,3 +193,29 @@ impl PanelEntry {
         }
     }
 }
+
+/// A waiting patient a submitted panel is taking off the waitlist, kept by the
+/// provider's shard from the submission's first step (which finds them
+/// waiting) to its last (which saves their entry). Between the two their
+/// registration lets them go and passes their PHN's claim to the panel; a
+/// submission cut off there is finished by the shard's next pass
+/// (DECISIONS 44), so a patient is never left on neither list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PanelIntake {
+    /// The provider.
+    pub provider: ProviderId,
+    /// The patient.
+    pub phn: Phn,
+    /// Given name, as the file gave it.
+    pub given_name: PersonName,
+    /// Surname, as the file gave it.
+    pub surname: PersonName,
+    /// Date of birth, as the file gave it.
+    pub date_of_birth: DateOfBirth,
+    /// The clinic the file was submitted for.
+    pub facility: FacilityNumber,
+    /// The registration the patient is waiting under.
+    pub reference: RegistrationRef,
+    /// When the submission found them waiting.
+    pub at: Timestamp,
+}

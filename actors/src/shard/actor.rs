@@ -432,6 +432,7 @@ impl ShardActor {
                 )
             }
             ShardMsg::SubmitPanel(chunk, who, reply) => answer!(reply, rt.submit_panel(chunk, &who, now).await),
+            ShardMsg::FinishIntakes(before, reply) => answer!(reply, rt.finish_intakes(before, now).await),
             ShardMsg::MayChangePanel(provider, who, reply) => answer!(reply, rt.may_change_panel(&who, &provider)),
             ShardMsg::ReleaseToPanel(release, born, reply) => {
                 answer!(reply, rt.release_to_panel(release, &born, now).await)
@@ -808,10 +809,10 @@ impl ShardRuntime {
     ) -> Result<bool, AttachError> {
         let record = match &claim.holder {
             PhnHolder::Registration(r) => self.claimed_registration(&claim.shard, r).await?.map(Record::Registration),
-            PhnHolder::Panel(p) if claim.shard == self.state.key => {
+            PhnHolder::Panel(p) | PhnHolder::PanelFrom(p, _) if claim.shard == self.state.key => {
                 self.state.panel(p).and_then(|panel| panel.get(&phn)).cloned().map(Record::PanelEntry)
             }
-            PhnHolder::Panel(p) => self.store.read(&claim.shard, &RecordKey::PanelEntry(p.clone(), phn)).await?,
+            PhnHolder::Panel(p) | PhnHolder::PanelFrom(p, _) => self.store.read(&claim.shard, &RecordKey::PanelEntry(p.clone(), phn)).await?,
         };
         let recent = now.0 - claim.at.0 < self.config.claim_grace_ms();
         Ok(match record {

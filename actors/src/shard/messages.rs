@@ -288,6 +288,9 @@ pub enum ShardMsg {
     ExpireDue,
     /// Add a chunk of a submitted panel to a provider homed here.
     SubmitPanel(PanelChunk, Principal, Reply<ChunkAnswer>),
+    /// Finishes the panel submissions cut off between their steps before a
+    /// time (`ShardRuntime::finish_intakes`): answers the patients attached.
+    FinishIntakes(Timestamp, Reply<usize>),
     /// Whether the caller may change a provider's panel (a file refused whole
     /// is refused for the caller's right first).
     MayChangePanel(ProviderId, Principal, Reply<()>),
@@ -487,6 +490,7 @@ impl ShardMsg {
             ShardMsg::Gauges(..) => "gauges",
             ShardMsg::ExpireDue => "expireDue",
             ShardMsg::SubmitPanel(..) => "submitPanel",
+            ShardMsg::FinishIntakes(..) => "finishIntakes",
             ShardMsg::ReleaseToPanel(..) => "releaseToPanel",
             ShardMsg::MayChangePanel(..) => "mayChangePanel",
             ShardMsg::RemoveFromPanel { .. } => "removeFromPanel",

@@ -151,10 +151,11 @@ async fn a_waiting_patient_another_submission_takes_between_the_two_steps_still_
         .await
         .unwrap();
     assert_eq!(released, [(phn(1), None)]);
-    // Another submission of the same panel, at that moment, takes the patient as the provider's own.
+    // Another submission of the same panel, at that moment, takes the patient:
+    // the claim names the registration they came off, so they count from there.
     let other = submit(s, &doc, &f, &csv_of(&[phn(1)], "0F111")).await;
-    assert_eq!(statuses(&other), [RowStatus::Accepted]);
-    // The first submission's second step: the entry records the registration, and counts.
+    assert_eq!(statuses(&other), [RowStatus::AttachedFromWaitlist]);
+    // The first submission's second step finds them there, and counts nothing again.
     let parsed = parse(csv_of(&[phn(1)], "0F111").as_bytes(), &f, Limits::default(), today()).unwrap();
     let row = parsed.rows.into_iter().next().unwrap();
     let second = crate::panel::PanelChunk {
@@ -168,11 +169,11 @@ async fn a_waiting_patient_another_submission_takes_between_the_two_steps_still_
     };
     let answer =
         s.directory().call(&there, |reply| crate::shard::ShardMsg::SubmitPanel(second, sys(), reply)).await.unwrap();
-    assert_eq!(answer.rows.iter().map(|r| r.status).collect::<Vec<_>>(), [RowStatus::AttachedFromWaitlist]);
+    assert_eq!(answer.rows.iter().map(|r| r.status).collect::<Vec<_>>(), [RowStatus::AlreadyOnPanel]);
     let entry = s.panel(&sys(), &doc, 0, 10).await.unwrap().items.remove(0);
     assert_eq!(entry.source.reference(), Some(family.reference));
     let after = s.community_stats(&sys(), &c("112")).await.unwrap().counts.attached_people;
-    assert_eq!(after, before + 1, "an attachment from the waitlist");
+    assert_eq!(after, before + 1, "an attachment from the waitlist, once");
     s.stop().await;
 }
 
@@ -221,6 +222,123 @@ async fn a_crash_after_a_waiting_single_left_for_the_panel_is_mended_by_submitti
     let other = provider(s, "P3333", "111", 0).await;
     s.set_provider_clinic(&sys(), &f, &other, true).await.unwrap();
     assert_eq!(statuses(&submit(s, &other, &f, &csv_of(&[phn(1)], "0F111")).await), [RowStatus::Conflict]);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_crash_after_waiting_patients_claims_passed_to_the_panel_still_counts_them_from_the_waitlist() {
+    let w = world(ShardConfig::default()).await;
+    let s = &w.system;
+    let f = clinic(s, "0F111", "111").await;
+    let doc = provider(s, "P2222", "112", 0).await;
+    s.set_provider_clinic(&sys(), &f, &doc, true).await.unwrap();
+    let single = s.register(&sys(), &c("111"), household(&[phn(1)], &[])).await.unwrap().registration;
+    let pair = s.register(&sys(), &c("111"), household(&[phn(2), phn(3)], &[])).await.unwrap().registration;
+    let before = s.community_stats(&sys(), &c("112")).await.unwrap().counts.attached_people;
+
+    // Step one ran to its end for both (the patients left the waitlist and their
+    // claims passed to the panel), and the process died before the panel's step.
+    let home = ShardKey::parse("IHA/111").unwrap();
+    for (reference, phns) in [(single.reference, vec![phn(1)]), (pair.reference, vec![phn(2)])] {
+        let release = crate::panel::Release {
+            reference,
+            phns,
+            provider: doc.clone(),
+            provider_shard: ShardKey::parse("IHA/112").unwrap(),
+        };
+        let answer = s
+            .directory()
+            .call(&home, |reply| crate::shard::ShardMsg::ReleaseToPanel(release, vec![], reply))
+            .await
+            .unwrap();
+        assert!(answer.iter().all(|(_, why)| why.is_none()), "{answer:?}");
+    }
+    let passed = s.store().phn_claim(phn(2)).await.unwrap().unwrap().holder;
+    assert_eq!(passed, crate::store::PhnHolder::PanelFrom(doc.clone(), pair.reference));
+    assert!(s.panel(&sys(), &doc, 0, 10).await.unwrap().items.is_empty());
+
+    // Submitting the file again saves the entries as attachments from the
+    // waitlist (it said ACCEPTED, one of the provider's existing patients, and
+    // the attachments were never counted), and the claims become the panel's.
+    let again = submit(s, &doc, &f, &csv_of(&[phn(1), phn(2)], "0F111")).await;
+    assert_eq!(statuses(&again), [RowStatus::AttachedFromWaitlist, RowStatus::AttachedFromWaitlist]);
+    let mut entries = s.panel(&sys(), &doc, 0, 10).await.unwrap().items;
+    entries.sort_by_key(|e| e.phn);
+    let sources: Vec<_> = entries.iter().map(|e| (e.phn, e.source.reference())).collect();
+    assert_eq!(sources, [(phn(1), Some(single.reference)), (phn(2), Some(pair.reference))]);
+    for p in [phn(1), phn(2)] {
+        let holder = s.store().phn_claim(p).await.unwrap().unwrap().holder;
+        assert_eq!(holder, crate::store::PhnHolder::Panel(doc.clone()));
+    }
+    let after = s.community_stats(&sys(), &c("112")).await.unwrap().counts.attached_people;
+    assert_eq!(after, before + 2, "both counted as attachments from the waitlist");
+    let waiting = s.registration(&sys(), &pair.reference).await.unwrap().registration;
+    assert_eq!((waiting.status, waiting.registered_at), (RegistrationStatus::Waiting, pair.registered_at));
+    assert_eq!(statuses(&submit(s, &doc, &f, &csv_of(&[phn(2)], "0F111")).await), [RowStatus::AlreadyOnPanel]);
+
+    // Taken off the panel, the patient's PHN is free again.
+    s.remove_from_panel(&sys(), &doc, vec![phn(2)]).await.unwrap();
+    assert_eq!(s.store().phn_claim(phn(2)).await.unwrap(), None);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_submission_cut_off_between_its_steps_is_finished_by_the_next_pass_and_strands_nobody() {
+    let config = ShardConfig { claim_grace: std::time::Duration::from_millis(50), ..ShardConfig::default() };
+    let w = world(config.clone()).await;
+    let s = &w.system;
+    let f = clinic(s, "0F111", "111").await;
+    let doc = provider(s, "P2222", "112", 0).await;
+    s.set_provider_clinic(&sys(), &f, &doc, true).await.unwrap();
+    let single = s.register(&sys(), &c("111"), household(&[phn(1)], &[])).await.unwrap().registration;
+    let pair = s.register(&sys(), &c("111"), household(&[phn(2), phn(3)], &[])).await.unwrap().registration;
+    let still = s.register(&sys(), &c("111"), household(&[phn(4)], &[])).await.unwrap().registration;
+    let before = s.community_stats(&sys(), &c("112")).await.unwrap().counts.attached_people;
+
+    // The provider's first step finds three patients waiting; two registrations
+    // let theirs go (the claims pass to the panel), and the process dies before
+    // the panel saves them, and before the third was even asked.
+    let (home, there) = (ShardKey::parse("IHA/111").unwrap(), ShardKey::parse("IHA/112").unwrap());
+    let parsed = parse(csv_of(&[phn(1), phn(2), phn(4)], "0F111").as_bytes(), &f, Limits::default(), today()).unwrap();
+    let rows = parsed
+        .rows
+        .into_iter()
+        .map(|r| crate::panel::SubmittedRow { line: r.line, row: r.row.unwrap(), from_waitlist: None })
+        .collect();
+    let first = crate::panel::PanelChunk { provider: doc.clone(), facility: f.clone(), rows };
+    let answer =
+        s.directory().call(&there, |reply| crate::shard::ShardMsg::SubmitPanel(first, sys(), reply)).await.unwrap();
+    assert_eq!(answer.waitlisted.len(), 3);
+    for (reference, phns) in [(single.reference, vec![phn(1)]), (pair.reference, vec![phn(2)])] {
+        let release =
+            crate::panel::Release { reference, phns, provider: doc.clone(), provider_shard: there.clone() };
+        let msg = |reply| crate::shard::ShardMsg::ReleaseToPanel(release, vec![], reply);
+        assert!(s.directory().call(&home, msg).await.unwrap().iter().all(|(_, why)| why.is_none()));
+    }
+    s.stop().await;
+    let path = w.path.clone();
+    drop(w.system);
+    let s = &super::tests::start(&path, config).await;
+
+    // Off the waitlist and on no panel: until the pass, which leaves a young cut-off alone.
+    assert!(s.panel(&sys(), &doc, 0, 10).await.unwrap().items.is_empty());
+    assert_eq!(s.finish_intakes_everywhere(Timestamp::now().plus_ms(-60_000)).await, 0, "too young");
+    tokio::time::sleep(std::time::Duration::from_millis(60)).await;
+    assert_eq!(s.finish_intakes_everywhere(Timestamp::now()).await, 2);
+    let mut entries = s.panel(&sys(), &doc, 0, 10).await.unwrap().items;
+    entries.sort_by_key(|e| e.phn);
+    let sources: Vec<_> = entries.iter().map(|e| (e.phn, e.source.reference())).collect();
+    assert_eq!(sources, [(phn(1), Some(single.reference)), (phn(2), Some(pair.reference))]);
+    let after = s.community_stats(&sys(), &c("112")).await.unwrap().counts.attached_people;
+    assert_eq!(after, before + 2, "counted as attachments from the waitlist");
+    // The patient nobody let go still waits where they were; nothing is left to finish.
+    let waiting = s.registration(&sys(), &still.reference).await.unwrap().registration;
+    assert_eq!((waiting.status, waiting.registered_at), (RegistrationStatus::Waiting, still.registered_at));
+    assert_eq!(s.finish_intakes_everywhere(Timestamp::now()).await, 0);
+    assert_eq!(
+        statuses(&submit(s, &doc, &f, &csv_of(&[phn(1), phn(2)], "0F111")).await),
+        [RowStatus::AlreadyOnPanel, RowStatus::AlreadyOnPanel]
+    );
     s.stop().await;
 }
 

@@ -6,18 +6,18 @@
 //! (`system/panels.rs`) strings the steps together across shards, and a retry
 //! after a crash finds what was already done and goes on from there.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use futures::future::join_all;
 
 use crate::access::{Principal, Role};
 use crate::domain::{
-    AgeGroup, DateOfBirth, EventKind, FacilityNumber, PanelEntry, PanelSource, PanelTransfer, Phn, Provider,
+    AgeGroup, DateOfBirth, EventKind, FacilityNumber, PanelEntry, PanelIntake, PanelSource, PanelTransfer, Phn, Provider,
     ProviderId, Registration, RegistrationRef, RegistrationStatus, Timestamp, TransferKey, TransferStatus,
 };
 use crate::error::{AttachError, ErrorCode};
 use crate::panel::{
-    ChunkAnswer, PanelChunk, PanelReport, Release, RowReport, RowStatus, SubmittedRow, TransferAccepted,
+    ChunkAnswer, PanelChunk, PanelReport, PanelRow, Release, RowReport, RowStatus, SubmittedRow, TransferAccepted,
     TransferAnswer, TransferRequest, Transferring, Waitlisted,
 };
 use crate::store::{CasOutcome, PhnClaim, PhnHolder, Record, RecordKey};
@@ -39,8 +39,10 @@ fn started(t: &PanelTransfer) -> Option<EventKind> {
 
 /// Who holds a PHN a submission wants, as far as the submission cares.
 enum Holder {
-    /// This provider's panel (a crash between claim and commit, or step two of a release).
-    Ours,
+    /// This provider's panel (a crash between claim and commit, or step two of
+    /// a release): with the registration the patient came off, when the claim
+    /// still names it (its entry not saved yet).
+    Ours(Option<RegistrationRef>),
     /// A claim nobody stands behind any more (a withdrawal, a crash): take it over.
     Dead,
     /// A waiting registration: it must let the patient go first.
@@ -135,8 +137,9 @@ impl ShardRuntime {
         now: Timestamp,
     ) -> Result<Holder, AttachError> {
         match &claim.holder {
-            PhnHolder::Panel(p) if p == provider && claim.shard == self.state.key => Ok(Holder::Ours),
-            PhnHolder::Panel(_) => Ok(if self.claim_is_live(claim, phn, now).await? {
+            PhnHolder::Panel(p) if p == provider && claim.shard == self.state.key => Ok(Holder::Ours(None)),
+            PhnHolder::PanelFrom(p, r) if p == provider && claim.shard == self.state.key => Ok(Holder::Ours(Some(*r))),
+            PhnHolder::Panel(_) | PhnHolder::PanelFrom(..) => Ok(if self.claim_is_live(claim, phn, now).await? {
                 Holder::Conflict(ON_ANOTHER_PANEL)
             } else {
                 Holder::Dead
@@ -177,8 +180,21 @@ impl ShardRuntime {
     ) -> Result<ChunkAnswer, AttachError> {
         self.must_practise_at(&chunk.provider, &chunk.facility)?;
         self.may_change_panel(who, &chunk.provider)?;
+        self.take_rows(chunk, now).await
+    }
+
+    /// [`Self::submit_panel`] once the caller may: the rows' claims, the
+    /// entries and the intakes, in one commit.
+    async fn take_rows(&mut self, chunk: PanelChunk, now: Timestamp) -> Result<ChunkAnswer, AttachError> {
         let mine =
             PhnClaim { shard: self.state.key.clone(), holder: PhnHolder::Panel(chunk.provider.clone()), at: now };
+        // The intakes this chunk ends: its rows that left a registration, whatever becomes of them now.
+        let ended: Vec<RecordKey> = chunk
+            .rows
+            .iter()
+            .filter(|r| r.from_waitlist.is_some() && self.state.intake(&chunk.provider, r.row.phn).is_some())
+            .map(|r| RecordKey::PanelIntake(chunk.provider.clone(), r.row.phn))
+            .collect();
         let mut answer = ChunkAnswer::default();
         let (already, fresh): (Vec<SubmittedRow>, Vec<SubmittedRow>) =
             chunk.rows.into_iter().partition(|r| self.state.on_panel(&chunk.provider, r.row.phn));
@@ -219,6 +235,8 @@ impl ShardRuntime {
         let mut claimed = Vec::new();
         let mut taking = Vec::new();
         let mut takeovers = Vec::new();
+        // Claims passed on by a registration, made the panel's own once the entries are saved.
+        let mut settling = Vec::new();
         for mut r in fresh {
             let Some(existing) = held.get(&r.row.phn) else {
                 claimed.push(r.row.phn);
@@ -226,7 +244,12 @@ impl ShardRuntime {
                 continue;
             };
             match self.holder_for_submission(&chunk.provider, existing, r.row.phn, now).await? {
-                Holder::Ours => taking.push(r),
+                Holder::Ours(None) => taking.push(r),
+                Holder::Ours(Some(reference)) => {
+                    r.from_waitlist = Some(reference);
+                    settling.push((r.row.phn, existing.clone()));
+                    taking.push(r);
+                }
                 Holder::Dead => takeovers.push((r, existing.clone())),
                 Holder::LeftForUs(reference, came_off_the_waitlist) => {
                     r.from_waitlist = came_off_the_waitlist.then_some(reference);
@@ -253,7 +276,20 @@ impl ShardRuntime {
                 }
             }
         }
-        let mut change = Change { upserts: filed, ..Change::default() };
+        let mut change = Change { upserts: filed, deletes: ended, ..Change::default() };
+        // Waiting patients this first step found: kept until their entries are saved.
+        for w in answer.waitlisted.iter().filter(|w| w.row.from_waitlist.is_none()) {
+            change.upserts.push(Record::PanelIntake(PanelIntake {
+                provider: chunk.provider.clone(),
+                phn: w.row.row.phn,
+                given_name: w.row.row.given_name.clone(),
+                surname: w.row.row.surname.clone(),
+                date_of_birth: w.row.row.date_of_birth,
+                facility: chunk.facility.clone(),
+                reference: w.reference,
+                at: now,
+            }));
+        }
         for r in &taking {
             change.upserts.push(Record::PanelEntry(PanelEntry {
                 provider: chunk.provider.clone(),
@@ -295,11 +331,58 @@ impl ShardRuntime {
             self.release(&claimed, &mine).await;
             return Err(e);
         }
+        // A claim left naming the registration still stands for the saved entry
+        // (`PhnHolder::panel`): one that cannot be settled is only logged.
+        let settled =
+            join_all(settling.iter().map(|(phn, old)| self.store.cas_phn_claim(*phn, Some(old), Some(&mine)))).await;
+        if let Some(e) = settled.into_iter().find_map(Result::err) {
+            tracing::warn!(shard = %self.state.key, error = %e, "could not settle a PHN claim passed on to a panel");
+        }
         answer.rows.extend(taking.iter().map(|r| {
             let status = if r.from_waitlist.is_some() { RowStatus::AttachedFromWaitlist } else { RowStatus::Accepted };
             RowReport::ok(r.line, status)
         }));
         Ok(answer)
+    }
+
+    /// Finishes the submissions cut off between their steps (DECISIONS 44):
+    /// each intake older than `before` and than the claim grace whose
+    /// patient's claim their registration passed to the panel
+    /// (`PhnHolder::PanelFrom`) gets its entry, counted as an attachment from
+    /// the waitlist; any other (the patient still waiting, refused, taken by
+    /// someone else, or on the panel already) is dropped. Answers how many
+    /// patients were attached.
+    pub(super) async fn finish_intakes(&mut self, before: Timestamp, now: Timestamp) -> Result<usize, AttachError> {
+        let before = Timestamp(before.0.min(now.0 - self.config.claim_grace_ms()));
+        let stale: Vec<PanelIntake> = self.state.intakes().filter(|i| i.at < before).cloned().collect();
+        let mut chunks: BTreeMap<(ProviderId, FacilityNumber), Vec<SubmittedRow>> = BTreeMap::new();
+        let mut dropped = Vec::new();
+        for i in stale {
+            let passed = PhnHolder::PanelFrom(i.provider.clone(), i.reference);
+            let claim = self.store.phn_claim(i.phn).await?;
+            if claim.is_some_and(|c| c.shard == self.state.key && c.holder == passed)
+                && !self.state.on_panel(&i.provider, i.phn)
+            {
+                let row =
+                    PanelRow { phn: i.phn, surname: i.surname, given_name: i.given_name, date_of_birth: i.date_of_birth };
+                let row = SubmittedRow { line: 0, row, from_waitlist: Some(i.reference) };
+                chunks.entry((i.provider, i.facility)).or_default().push(row);
+            } else {
+                dropped.push(RecordKey::PanelIntake(i.provider, i.phn));
+            }
+        }
+        self.commit(Change { deletes: dropped, ..Change::default() }, now).await?;
+        let mut attached = 0;
+        for ((provider, facility), rows) in chunks {
+            let answer = self.take_rows(PanelChunk { provider: provider.clone(), facility, rows }, now).await?;
+            let patients = answer.rows.iter().filter(|r| r.status == RowStatus::AttachedFromWaitlist).count();
+            tracing::warn!(
+                shard = %self.state.key, provider = %provider, patients,
+                "finished a panel submission cut off part way: its waiting patients had left the waitlist for the panel"
+            );
+            attached += patients;
+        }
+        Ok(attached)
     }
 
     /// Step one of moving waiting members to a panel: they leave the waitlist
@@ -368,14 +451,16 @@ impl ShardRuntime {
         let ours = |c: &PhnClaim| c.holder == PhnHolder::Registration(release.reference);
         let theirs = PhnClaim {
             shard: release.provider_shard.clone(),
-            holder: PhnHolder::Panel(release.provider.clone()),
+            holder: PhnHolder::PanelFrom(release.provider.clone(), release.reference),
             at: now,
         };
         let mut moves = Vec::new();
         for phn in &release.phns {
             match self.store.phn_claim(*phn).await? {
                 Some(c) if ours(&c) => moves.push((*phn, c)),
-                Some(c) if c.shard == theirs.shard && c.holder == theirs.holder => out.push((*phn, None)),
+                Some(c) if c.shard == theirs.shard && c.holder.panel() == Some(&release.provider) => {
+                    out.push((*phn, None))
+                }
                 _ => out.push((*phn, Some(BUSY))),
             }
         }
@@ -421,7 +506,7 @@ impl ShardRuntime {
         let mut frees = Vec::new();
         for e in &removed {
             if let Some(c) = self.store.phn_claim(e.phn).await? {
-                let ours = c.shard == self.state.key && c.holder == PhnHolder::Panel(provider.clone());
+                let ours = c.shard == self.state.key && c.holder.panel() == Some(provider);
                 let by_registration = match &c.holder {
                     PhnHolder::Registration(r) if e.source.reference() == Some(*r) => self
                         .claimed_registration(&c.shard, r)
@@ -624,7 +709,7 @@ impl ShardRuntime {
                 _ => false,
             };
             let from_source = |c: &PhnClaim| match &c.holder {
-                PhnHolder::Panel(p) => p == &t.from && c.shard == t.from_shard,
+                PhnHolder::Panel(p) | PhnHolder::PanelFrom(p, _) => p == &t.from && c.shard == t.from_shard,
                 // A patient matched to the source provider: their registration holds the PHN.
                 PhnHolder::Registration(_) => attached_here,
             };

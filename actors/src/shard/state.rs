@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use crate::domain::{
     Clinic, DAY_MS, DelegateId, Endorsement, EndorsementId, EventKind, FacilityNumber, MoveStatus, PanelEntry,
-    PanelSource, PanelTransfer, Phn, PlaceHolders, Proposal, ProposalId, ProposalStatus, Provider, ProviderId,
+    PanelIntake, PanelSource, PanelTransfer, Phn, PlaceHolders, Proposal, ProposalId, ProposalStatus, Provider, ProviderId,
     Registration, RegistrationMove, RegistrationRef, RegistrationStatus, Settlement, ShardKey, StaffMember, Timestamp,
     TransferKey,
 };
@@ -74,6 +74,8 @@ pub struct ShardState {
     moves: HashMap<RegistrationRef, RegistrationMove>,
     /// Who holds the place of each changed household in which not everyone does.
     place_holders: HashMap<RegistrationRef, PlaceHolders>,
+    /// Waiting patients submitted panels are taking (see [`PanelIntake`]).
+    intakes: BTreeMap<(ProviderId, Phn), PanelIntake>,
     /// People attached, by attachment time, for rates and "this week".
     attachments: BTreeMap<Timestamp, u32>,
     /// The latest registration time in the shard, so the next one is later:
@@ -103,6 +105,7 @@ impl ShardState {
             staff: BTreeMap::new(),
             moves: HashMap::new(),
             place_holders: HashMap::new(),
+            intakes: BTreeMap::new(),
             attachments: BTreeMap::new(),
             latest_registration: Timestamp(i64::MIN),
         }
@@ -183,6 +186,9 @@ impl ShardState {
             Record::PlaceHolders(h) => {
                 self.place_holders.insert(h.reference, h);
             }
+            Record::PanelIntake(i) => {
+                self.intakes.insert((i.provider.clone(), i.phn), i);
+            }
         }
     }
 
@@ -235,6 +241,9 @@ impl ShardState {
             }
             RecordKey::PlaceHolders(r) => {
                 self.place_holders.remove(r);
+            }
+            RecordKey::PanelIntake(provider, phn) => {
+                self.intakes.remove(&(provider.clone(), *phn));
             }
         }
     }
@@ -322,6 +331,16 @@ impl ShardState {
     /// (open, or closed within the memory period), whatever its status.
     pub fn latest_proposal(&self, r: &RegistrationRef) -> Option<&Proposal> {
         self.latest_proposal.get(r).and_then(|(_, id)| self.proposals.get(id))
+    }
+
+    /// A waiting patient a submitted panel of `provider` is taking.
+    pub fn intake(&self, provider: &ProviderId, phn: Phn) -> Option<&PanelIntake> {
+        self.intakes.get(&(provider.clone(), phn))
+    }
+
+    /// Every waiting patient submitted panels are taking.
+    pub fn intakes(&self) -> impl Iterator<Item = &PanelIntake> {
+        self.intakes.values()
     }
 
     /// The members who hold a registration's place, if not everyone in it does (see [`PlaceHolders`]).

@@ -1015,6 +1015,16 @@ pub mod fixtures {
                     reference: self.registration.reference,
                     phns: vec![self.registration.household.members[0].phn],
                 }),
+                Record::PanelIntake(crate::domain::PanelIntake {
+                    provider: self.entry.provider.clone(),
+                    phn: self.entry.phn,
+                    given_name: self.entry.given_name.clone(),
+                    surname: self.entry.surname.clone(),
+                    date_of_birth: self.entry.date_of_birth,
+                    facility: self.clinic.facility.clone(),
+                    reference: self.registration.reference,
+                    at: self.entry.attached_at,
+                }),
             ]
         }
 

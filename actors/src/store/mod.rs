@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::audit::{AuditQuery, AuditRecord};
 use crate::domain::{
-    Clinic, DelegateId, Endorsement, EndorsementId, Event, FacilityNumber, PanelEntry, PanelTransfer, Phn,
+    Clinic, DelegateId, Endorsement, EndorsementId, Event, FacilityNumber, PanelEntry, PanelIntake, PanelTransfer, Phn,
     PlaceHolders, Proposal, ProposalId, Provider, ProviderId, Registration, RegistrationMove, RegistrationRef, Seq,
     Settlement, ShardKey, StaffMember, Timestamp, TransferKey,
 };
@@ -76,6 +76,8 @@ pub enum Record {
     Settlement(Settlement),
     /// The members who hold a changed household's place in line (none kept: everyone in it).
     PlaceHolders(PlaceHolders),
+    /// A waiting patient a submitted panel is taking, until their entry is saved.
+    PanelIntake(PanelIntake),
 }
 
 /// The key of a [`Record`] within its shard.
@@ -105,6 +107,8 @@ pub enum RecordKey {
     Settlement(ProposalId),
     /// A registration's place holders, by reference.
     PlaceHolders(RegistrationRef),
+    /// A panel intake, by provider and PHN.
+    PanelIntake(ProviderId, Phn),
 }
 
 impl Record {
@@ -123,6 +127,7 @@ impl Record {
             Record::Reservation(p) => RecordKey::Reservation(p.id),
             Record::Settlement(s) => RecordKey::Settlement(s.proposal.id),
             Record::PlaceHolders(h) => RecordKey::PlaceHolders(h.reference),
+            Record::PanelIntake(i) => RecordKey::PanelIntake(i.provider.clone(), i.phn),
         }
     }
 }
@@ -185,6 +190,22 @@ pub enum PhnHolder {
     Registration(RegistrationRef),
     /// A provider's panel (uploaded, or moved there from a registration).
     Panel(ProviderId),
+    /// A provider's panel taking a waiting patient off a registration: the
+    /// registration let them go and passed the claim on, and the panel's entry
+    /// may not be saved yet. The entry's step makes it `Panel`. Naming the
+    /// registration, it lets a submission sent again after a crash in between
+    /// count the patient as attached from the waitlist.
+    PanelFrom(ProviderId, RegistrationRef),
+}
+
+impl PhnHolder {
+    /// The provider whose panel holds the PHN, or is taking it.
+    pub fn panel(&self) -> Option<&ProviderId> {
+        match self {
+            PhnHolder::Panel(p) | PhnHolder::PanelFrom(p, _) => Some(p),
+            PhnHolder::Registration(_) => None,
+        }
+    }
 }
 
 /// The global claim on a PHN.

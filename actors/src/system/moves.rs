@@ -90,6 +90,7 @@ impl AttachSystem {
         // settled here, and reservations whose proposals were never recorded freed.
         self.settle_everywhere().await;
         self.reclaim_orphans_everywhere().await;
+        self.finish_intakes_everywhere(crate::domain::Timestamp::now().plus_ms(-age_ms)).await;
         (moves, self.resume_transfers().await)
     }
 

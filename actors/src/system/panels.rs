@@ -188,6 +188,23 @@ impl AttachSystem {
         self.audited(trail, result).await
     }
 
+    /// Finishes, in each shard this node runs, the panel submissions cut off
+    /// between a registration letting waiting patients go and the panel
+    /// saving their entries, found before `before` (and the claim grace).
+    /// Answers the patients attached.
+    pub async fn finish_intakes_everywhere(&self, before: crate::domain::Timestamp) -> usize {
+        let shards = self.shards_here();
+        let all = join_all(shards.iter().map(|s| self.directory.call(s, |reply| ShardMsg::FinishIntakes(before, reply))));
+        let mut attached = 0;
+        for (shard, outcome) in shards.iter().zip(all.await) {
+            match outcome {
+                Ok(n) => attached += n,
+                Err(e) => warn!(shard = %shard, error = %e, "could not finish the panel submissions cut off part way yet"),
+            }
+        }
+        attached
+    }
+
     /// The answer to a panel file refused whole (`file_error`: empty, too large,
     /// too many rows): `FORBIDDEN` first if the caller may not change the
     /// provider's panel, so the answer does not depend on the file. Audited.
@@ -510,7 +527,7 @@ impl AttachSystem {
         let mut done = TransferAccepted::default();
         for e in entries {
             let claim = self.store.phn_claim(e.phn).await?;
-            if claim.is_some_and(|c| c.holder == crate::store::PhnHolder::Panel(to.clone())) {
+            if claim.is_some_and(|c| c.holder.panel() == Some(to)) {
                 done.moved.push(e.phn);
             }
         }

@@ -170,7 +170,7 @@ impl AttachSystem {
     }
 
     /// The shards this node runs now.
-    fn shards_here(&self) -> Vec<ShardKey> {
+    pub(super) fn shards_here(&self) -> Vec<ShardKey> {
         self.regions.shards().filter(|s| self.directory.actor(s).is_some()).cloned().collect()
     }
 }

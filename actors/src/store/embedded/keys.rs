@@ -87,6 +87,11 @@ pub(super) fn record_key(shard: &ShardKey, key: &RecordKey) -> Vec<u8> {
         RecordKey::Reservation(p) => tagged(&mut out, 10, p.as_str()),
         RecordKey::Settlement(p) => tagged(&mut out, 11, p.as_str()),
         RecordKey::PlaceHolders(r) => tagged(&mut out, 12, r.as_str()),
+        RecordKey::PanelIntake(provider, phn) => {
+            tagged(&mut out, 13, provider.as_str());
+            out.push(FIELD_END);
+            out.extend_from_slice(&phn_key(*phn).to_be_bytes());
+        }
     }
     out
 }
