@@ -85,6 +85,20 @@ struct LhaShape {
     population: u64,
 }
 
+/// What a health service delivery area's code may be: a community code's rule.
+const AREA_CODE: &str = "an area code is 1 to 12 letters, digits or '-', with a letter or digit";
+
+/// A name from the file as it is shown: trimmed, in composed form, 1 to 200
+/// characters, something visible, and nothing that is not printed.
+fn name_of(what: &str, code: &str, name: &str) -> anyhow::Result<String> {
+    crate::domain::readable(name, 1, 200, false).ok_or_else(|| {
+        anyhow::anyhow!(
+            "{what} {code:?}: a name is 1 to 200 characters, something visible, without control characters or \
+             bidirectional overrides"
+        )
+    })
+}
+
 impl Regions {
     /// Loads and checks a regions file.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
@@ -92,41 +106,65 @@ impl Regions {
         Self::parse(&text).with_context(|| format!("in regions file {}", path.display()))
     }
 
-    /// Parses and checks regions from TOML text: codes valid and unique,
-    /// coordinates on Earth, at least one community.
+    /// Parses and checks regions from TOML text: codes valid and unique
+    /// (community and area codes whatever their case), names readable,
+    /// coordinates on Earth, populations that fit a GraphQL `Int`, and a
+    /// community at least in every area (a health authority may have none,
+    /// as a province-wide one such as BC's First Nations Health Authority).
     pub fn parse(text: &str) -> anyhow::Result<Self> {
         let shape: FileShape = toml::from_str(text)?;
         let mut has = Vec::new();
         let mut seen_ha = HashSet::new();
+        let mut seen_hsda = HashSet::new();
+        let mut seen_community = HashSet::new();
         let mut by_community = BTreeMap::new();
         for ha in shape.health_authority {
             let code = HaCode::parse(&ha.code).map_err(|e| anyhow::anyhow!("health authority {:?}: {e}", ha.code))?;
             if !seen_ha.insert(code.clone()) {
                 bail!("health authority {} appears twice", ha.code);
             }
+            let name = name_of("health authority", &ha.code, &ha.name)?;
             let mut communities = Vec::new();
             for hsda in ha.hsda {
+                let hsda_code = CommunityCode::parse(&hsda.code)
+                    .map_err(|_| anyhow::anyhow!("health service delivery area {:?}: {AREA_CODE}", hsda.code))?;
+                if !seen_hsda.insert(hsda_code.as_str().to_ascii_uppercase()) {
+                    bail!("health service delivery area {} appears twice (codes are compared in any case)", hsda.code);
+                }
+                let hsda_name = name_of("health service delivery area", &hsda.code, &hsda.name)?;
+                if hsda.lha.is_empty() {
+                    bail!(
+                        "health service delivery area {} has no communities (is a [[health_authority.hsda.lha]] \
+                         header missing?)",
+                        hsda.code
+                    );
+                }
                 for lha in hsda.lha {
                     let community = CommunityCode::parse(&lha.code)
                         .map_err(|e| anyhow::anyhow!("community {:?}: {e}", lha.code))?;
                     if !(-90.0..=90.0).contains(&lha.lat) || !(-180.0..=180.0).contains(&lha.lon) {
                         bail!("community {}: coordinates out of range", lha.code);
                     }
-                    if by_community.insert(lha.code.clone(), (has.len(), communities.len())).is_some() {
-                        bail!("community {} appears twice", lha.code);
+                    if lha.population > i32::MAX as u64 {
+                        bail!("community {}: a population is at most {}", lha.code, i32::MAX);
+                    }
+                    if !seen_community.insert(community.as_str().to_ascii_uppercase())
+                        || by_community.insert(community.as_str().to_string(), (has.len(), communities.len())).is_some()
+                    {
+                        bail!("community {} appears twice (codes are compared in any case)", lha.code);
                     }
                     communities.push(Community {
                         shard: ShardKey::new(code.clone(), community),
-                        name: lha.name,
-                        hsda_code: hsda.code.clone(),
-                        hsda_name: hsda.name.clone(),
+                        name: name_of("community", &lha.code, &lha.name)?,
+                        hsda_code: hsda_code.as_str().to_string(),
+                        hsda_name: hsda_name.clone(),
                         lat: lha.lat,
                         lon: lha.lon,
                         population: lha.population,
                     });
                 }
             }
-            has.push(HealthAuthority { code, name: ha.name, communities });
+            has.push(HealthAuthority { code, name, communities });
         }
         if by_community.is_empty() {
             bail!("a regions file needs at least one community");
@@ -225,6 +263,35 @@ name = "First Nations Health Authority"
         assert!(Regions::parse(&SMALL.replace("code = \"111\"", "code = \"1 1\"")).is_err());
         assert!(Regions::parse("health_authority = []").is_err());
         assert!(Regions::parse(&SMALL.replace("population = 19008", "population = 19008\nextra = 1")).is_err());
+        let refused = |from: &str, to: &str| {
+            let text = SMALL.replacen(from, to, 1);
+            assert_ne!(text, SMALL, "{from}");
+            format!("{:#}", Regions::parse(&text).map(|_| ()).unwrap_err())
+        };
+        // Names shown to everyone: something visible, nothing hidden or reordered.
+        assert!(refused("name = \"Fernie\"", "name = \"  \"").contains("community \"111\": a name"));
+        assert!(refused("name = \"Fernie\"", "name = \"Fer\\u202Enie\"").contains("a name"));
+        assert!(refused("name = \"East Kootenay\"", "name = \"East\\u0000\"").contains("area \"11\""));
+        assert!(refused("name = \"Interior Health\"", "name = \"\"").contains("health authority"));
+        // Area codes are checked as community codes are, and once each.
+        assert!(refused("code = \"11\"", "code = \"\"").contains("area \"\""));
+        assert!(refused("code = \"11\"", "code = \"Plaines du Sud\"").contains("area code"));
+        let two_areas = SMALL.replace(
+            "[[health_authority]]\ncode = \"FNHA\"",
+            "[[health_authority.hsda]]\ncode = \"11\"\nname = \"Other\"\n[[health_authority.hsda.lha]]\ncode = \"112\"\n\
+             name = \"Cranbrook\"\nlat = 49.5\nlon = -115.7\npopulation = 1\n[[health_authority]]\ncode = \"FNHA\"",
+        );
+        assert!(format!("{:#}", Regions::parse(&two_areas).unwrap_err()).contains("area 11 appears twice"));
+        let empty_area = SMALL.replace("[[health_authority]]\ncode = \"FNHA\"", "[[health_authority.hsda]]\ncode = \"12\"\nname = \"Empty\"\n[[health_authority]]\ncode = \"FNHA\"");
+        assert!(format!("{:#}", Regions::parse(&empty_area).unwrap_err()).contains("12 has no communities"));
+        // Community codes that differ only in case, or hold no letter or digit.
+        let cased = two_areas.replace("code = \"11\"\nname = \"Other\"", "code = \"12\"\nname = \"Other\"");
+        assert!(Regions::parse(&cased).is_ok());
+        let cased = cased.replace("code = \"112\"", "code = \"x\"").replacen("code = \"111\"", "code = \"X\"", 1);
+        assert!(format!("{:#}", Regions::parse(&cased).unwrap_err()).contains("community x appears twice"));
+        assert!(refused("code = \"111\"", "code = \"-\"").contains("community \"-\""));
+        // A population a GraphQL Int can carry.
+        assert!(refused("population = 19008", "population = 99999999999999").contains("at most 2147483647"));
     }
 
     #[test]
