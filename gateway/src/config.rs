@@ -513,6 +513,9 @@ impl Settings {
             anyhow::ensure!(path.exists(), "config file {} not found", path.display());
             // A directory would be read as no file at all, and the server start on defaults.
             anyhow::ensure!(path.is_file(), "config file {} is not a file", path.display());
+            if let Some(why) = need_named_twice(path) {
+                anyhow::bail!("{why} (in {})", path.display());
+            }
             figment = figment.merge(Toml::file(path));
         }
         figment = figment.merge(Env::prefixed("ATTACH_").ignore(&CLIENT_VARIABLES).split("__"));
@@ -584,6 +587,13 @@ impl Settings {
         ];
         for (name, value, most) in highest {
             anyhow::ensure!(value <= most, "{name} must be at most {most}");
+        }
+        // A score is days waited plus bonuses, and must stay a GraphQL Int.
+        for (need, days) in &self.matching.need_bonus_days {
+            anyhow::ensure!(
+                *days <= MAX_NEED_BONUS_DAYS,
+                "matching.need_bonus_days.{need:?} must be at most {MAX_NEED_BONUS_DAYS} (a hundred years of waiting)"
+            );
         }
         // A filter that does not parse would be half ignored, with a line on stderr.
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log) {
@@ -724,6 +734,31 @@ impl Settings {
 /// A configuration error as the operator wrote the setting: its key without
 /// the configuration library's profile (`default.`), and where it came from,
 /// the file, or the `ATTACH_*` variable by its name.
+/// The largest bonus a need may bring, in days.
+const MAX_NEED_BONUS_DAYS: u32 = 36_500;
+
+/// A need a configuration file's `[matching.need_bonus_days]` names twice in
+/// different spellings (`pregnancy` and `PREGNANCY`): merged, one of them
+/// would win by how the spellings rank, not by which was written last.
+/// (The environment's spelling is always lower case, so a variable overrides
+/// the file, as every other setting does.)
+fn need_named_twice(path: &Path) -> Option<String> {
+    use serde::Deserialize;
+    let bonuses: figment::value::Dict =
+        Figment::from(Toml::file(path)).extract_inner("matching.need_bonus_days").ok()?;
+    let mut seen: std::collections::BTreeMap<attach_actors::domain::Need, &str> = std::collections::BTreeMap::new();
+    for key in bonuses.keys() {
+        let reader = serde::de::value::StrDeserializer::<serde::de::value::Error>::new(key);
+        let Ok(need) = attach_actors::domain::Need::deserialize(reader) else { continue };
+        if let Some(first) = seen.insert(need, key) {
+            return Some(format!(
+                "matching.need_bonus_days names {need:?} twice, as `{first}` and `{key}`: give its bonus once"
+            ));
+        }
+    }
+    None
+}
+
 fn explained(error: figment::Error) -> anyhow::Error {
     let lines: Vec<String> = error
         .into_iter()
@@ -790,6 +825,15 @@ mod tests {
             jail.set_env("ATTACH_MATCHING__NEED_BONUS_DAYS__PREGNANCY", "7");
             let both = Settings::load(Some(Path::new("needs.toml"))).map_err(|e| e.to_string())?;
             assert_eq!(both.matching.need_bonus_days.get(&Need::Pregnancy), Some(&7));
+            // One need named twice in a file is refused, whichever spelling comes first.
+            jail.create_file("twice.toml", "[matching.need_bonus_days]\nPregnancy = 5\nPREGNANCY = 901\n")?;
+            let twice = Settings::load(Some(Path::new("twice.toml"))).unwrap_err().to_string();
+            assert!(twice.contains("names Pregnancy twice") && twice.contains("twice.toml"), "{twice}");
+            // A bonus far beyond any wait would carry a score past a GraphQL Int.
+            jail.set_env("ATTACH_MATCHING__NEED_BONUS_DAYS__FRAILTY", "4000000000");
+            let huge = Settings::load(None).unwrap_err().to_string();
+            assert!(huge.contains("need_bonus_days.Frailty must be at most 36500"), "{huge}");
+            jail.set_env("ATTACH_MATCHING__NEED_BONUS_DAYS__FRAILTY", "7");
             // A misspelt matching key stops the start, as in every other section.
             jail.create_file("typo.toml", "[matching]\nspill_kms = 50\n")?;
             let typo = Settings::load(Some(Path::new("typo.toml"))).unwrap_err().to_string();
