@@ -87,6 +87,9 @@ enum Command {
         /// Data directory holding the development key.
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Regions file the scope is checked against, as for `serve`.
+        #[arg(long)]
+        regions: Option<PathBuf>,
     },
     /// Panels of the provider side.
     #[command(subcommand)]
@@ -186,9 +189,10 @@ pub async fn run() -> anyhow::Result<()> {
             println!("schema applied to keyspace {} at {}", options.keyspace, options.nodes.join(","));
             Ok(())
         }
-        Command::Token { role, scope, provider, subject, ttl, config, data_dir } => {
+        Command::Token { role, scope, provider, subject, ttl, config, data_dir, regions } => {
             let mut settings = Settings::load(config.as_deref())?;
             settings.data_dir = data_dir.unwrap_or(settings.data_dir);
+            settings.regions = regions.unwrap_or(settings.regions);
             let token = mint(&settings, &role, scope, provider, subject, &ttl)?;
             eprintln!(
                 "warning: a DEVELOPMENT token, signed with the key in {}; production tokens come from the \

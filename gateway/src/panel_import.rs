@@ -90,6 +90,11 @@ pub async fn run(settings: &Settings, import: Import<'_>, out: &mut impl Write) 
         ),
         Err(e) => return Err(e).with_context(|| format!("opening the store in {}", settings.data_dir.display())),
     };
+    // As `attach serve` does, before starting any shard: starting one writes it into the
+    // store for good, and a store holding another file's communities starts with neither.
+    crate::startup::refuse_unknown_shards(store.as_ref(), &regions)
+        .await
+        .with_context(|| format!("regions file {}", settings.regions.display()))?;
     let feed: Arc<dyn Feed> = Arc::new(MemoryFeed::new(settings.feed.buffer));
     let owner = format!("attach-import-{}", std::process::id());
     let system = AttachSystem::new(regions, store, feed, settings.shard_config(), owner);

@@ -161,7 +161,7 @@ fn rate_limits(settings: &Settings) -> anyhow::Result<RateLimits> {
 /// Refuses to start when the store holds a community the regions file does
 /// not name (a file changed, or another province's): its households would
 /// answer `NOT_FOUND`, and their PHNs stay claimed, refused anywhere else.
-async fn refuse_unknown_shards(store: &dyn Store, regions: &Regions) -> anyhow::Result<()> {
+pub(crate) async fn refuse_unknown_shards(store: &dyn Store, regions: &Regions) -> anyhow::Result<()> {
     let known: std::collections::HashSet<&attach_actors::domain::ShardKey> = regions.shards().collect();
     let mut unknown: Vec<String> =
         store.held_shards().await?.iter().filter(|s| !known.contains(s)).map(ToString::to_string).collect();
@@ -205,6 +205,12 @@ impl Application {
         limits.spawn_sweeper(std::time::Duration::from_secs(settings.limits.rate.sweep_secs));
         let regions = Arc::new(Regions::load(&settings.regions)?);
         refuse_unknown_shards(&*store, &regions).await?;
+        info!(
+            file = %settings.regions.display(),
+            health_authorities = regions.health_authorities.len(),
+            communities = regions.shards().count(),
+            "regions"
+        );
         let owner = settings.node_name();
         let secrets = Arc::new(crate::forward::ClusterSecrets::new(&settings.cluster));
         let forwarder = Arc::new(crate::forward::Forwarder::from_settings(

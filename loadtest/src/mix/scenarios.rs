@@ -94,7 +94,8 @@ impl Target {
                     let code = c["code"].as_str().unwrap_or_default().to_string();
                     let wanted = match part.split_once(':') {
                         None if part == "province" => true,
-                        Some(("ha", h)) => ha["code"] == h,
+                        // As the server reads a health authority's code: in any case.
+                        Some(("ha", h)) => ha["code"].as_str().is_some_and(|code| code.eq_ignore_ascii_case(h)),
                         Some(("community", want)) => code == want,
                         _ => bail!("`{part}` is not `province`, `ha:CODE` or `community:CODE`"),
                     };

@@ -674,6 +674,44 @@ async fn a_store_holding_a_community_the_regions_file_does_not_name_is_not_start
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "it started: {stderr}");
     assert!(stderr.contains("IHA/111") && stderr.contains("regions file"), "{stderr}");
+
+    // An offline panel import with that file is refused too, before it starts a
+    // shard: starting one would write IHA/199 into the store, which no file
+    // could then start with.
+    let file = dir.path().join("panel.csv");
+    let row = format!("{},Lee,Sam,1980-05-05,98990,0F111\n", phn(4_401));
+    std::fs::write(&file, format!("PHN,Surname,Given name,Date of birth,Service code,Facility\n{row}")).unwrap();
+    let out = std::process::Command::new(crate::helpers::attach_bin())
+        .current_dir(crate::helpers::repo_root())
+        .args(["panel", "import"])
+        .arg(&file)
+        .args(["--provider", "P11111", "--facility", "0F111", "--data-dir"])
+        .arg(dir.path())
+        .arg("--regions")
+        .arg(&regions)
+        .env_remove("ATTACH_TOKEN")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("IHA/111"), "{stderr}");
+    // `attach token` checks a scope against the file `--regions` names, as `serve` reads it.
+    let token = |regions: Option<&std::path::Path>| {
+        let mut cmd = std::process::Command::new(crate::helpers::attach_bin());
+        cmd.current_dir(crate::helpers::repo_root()).args(["token", "--role", "coordinator", "--scope"]);
+        cmd.arg("community:199").arg("--data-dir").arg(dir.path());
+        if let Some(r) = regions {
+            cmd.arg("--regions").arg(r);
+        }
+        let out = cmd.output().unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    assert!(token(Some(&regions)).0, "{}", token(Some(&regions)).1);
+    let (minted, stderr) = token(None);
+    assert!(!minted && stderr.contains("has no community 199"), "{stderr}");
+    // The data directory still starts with the file it was made with, its household there.
+    let app = TestApp::spawn(dir.path(), Spawn::default()).await;
+    let body = app.coordinator().graphql("{ waitlist(communityCode: \"111\") { totalCount } }", json!({})).await;
+    assert_eq!(body["data"]["waitlist"]["totalCount"], 1, "{body}");
 }
 
 /// A community code that does not parse is refused as the argument that carried it.
