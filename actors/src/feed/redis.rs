@@ -17,7 +17,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use redis::AsyncCommands;
 use tokio::sync::{broadcast, mpsc};
 use tracing::{info, warn};
 
@@ -82,7 +81,15 @@ impl Feed for RedisFeed {
         for e in events {
             if self.outgoing.try_send(e.clone()).is_err() {
                 // Redis is slow or down: the event is durable, catch-up finds it.
-                self.dropped.fetch_add(1, Ordering::Relaxed);
+                // Said in the log at the 1st, 2nd, 4th, 8th... drop: seen, never a flood.
+                let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                if dropped.is_power_of_two() {
+                    warn!(
+                        dropped,
+                        "the live feed's queue to Redis is full: events are dropped (subscribers get them with \
+                         their community's next event, or from the events query)"
+                    );
+                }
             }
         }
     }
@@ -120,10 +127,11 @@ async fn publish_loop(
     dropped: Arc<AtomicU64>,
 ) {
     let mut attempt = 0;
-    // An event whose publish found the connection dead: a connection only
+    // Events whose publish found the connection dead: a connection only
     // learns that Redis restarted when it next writes, so after a quiet
-    // restart it is sent again, once, on the new connection.
-    let mut again: Option<(String, Vec<u8>)> = None;
+    // restart they are sent again, once, on the new connection (a subscriber
+    // drops any it already had, by sequence number).
+    let mut again: Vec<(String, Vec<u8>)> = Vec::new();
     loop {
         let mut conn = match client.get_multiplexed_async_connection().await {
             Ok(c) => c,
@@ -144,43 +152,70 @@ async fn publish_loop(
             backoff(&mut attempt).await;
             continue;
         }
-        if let Some((ch, bytes)) = again.take()
-            && let Err(e) = conn.publish::<_, _, ()>(ch, bytes).await
+        if !again.is_empty()
+            && let Err(e) = publish_all(&mut conn, &again).await
         {
             state.store(DOWN, Ordering::Relaxed);
-            dropped.fetch_add(1, Ordering::Relaxed);
-            warn!(error = %e, "feed publisher could not send an event again; reconnecting");
+            dropped.fetch_add(again.len() as u64, Ordering::Relaxed);
+            again.clear();
+            warn!(error = %e, "feed publisher could not send events again; reconnecting");
             backoff(&mut attempt).await;
             continue;
         }
+        again.clear();
         state.store(UP, Ordering::Relaxed);
         attempt = 0;
         info!("feed publisher connected to Redis");
         loop {
-            let Some(event) = rx.recv().await else { return };
-            let bytes = match postcard::to_allocvec(&event) {
-                Ok(b) => b,
-                Err(e) => {
-                    warn!(error = %e, "could not encode an event");
-                    continue;
+            // Everything queued goes in one pipeline: one round trip for many
+            // events, so publishing keeps up with commits (one PUBLISH awaited
+            // at a time fell behind at a few hundred mutations a second, and
+            // the full queue dropped events while Redis was idle).
+            let Some(first) = rx.recv().await else { return };
+            let mut batch = vec![first];
+            while batch.len() < MAX_PIPELINE {
+                match rx.try_recv() {
+                    Ok(e) => batch.push(e),
+                    Err(_) => break,
                 }
-            };
-            let ch = channel(&namespace, &event.shard);
-            if let Err(e) = conn.publish::<_, _, ()>(&ch, &bytes).await {
+            }
+            let encoded: Vec<(String, Vec<u8>)> = batch
+                .iter()
+                .filter_map(|event| match postcard::to_allocvec(event) {
+                    Ok(bytes) => Some((channel(&namespace, &event.shard), bytes)),
+                    Err(e) => {
+                        warn!(error = %e, "could not encode an event");
+                        None
+                    }
+                })
+                .collect();
+            if let Err(e) = publish_all(&mut conn, &encoded).await {
                 state.store(DOWN, Ordering::Relaxed);
                 warn!(error = %e, "feed publisher lost Redis; reconnecting");
-                again = Some((ch, bytes));
+                again = encoded;
                 break;
             }
         }
     }
 }
 
+/// The most events one pipeline publishes.
+const MAX_PIPELINE: usize = 512;
+
+/// Publishes `events` (channel, bytes) in order, in one pipeline.
+async fn publish_all(conn: &mut redis::aio::MultiplexedConnection, events: &[(String, Vec<u8>)]) -> redis::RedisResult<()> {
+    let mut pipe = redis::pipe();
+    for (ch, bytes) in events {
+        pipe.publish(ch, bytes).ignore();
+    }
+    pipe.query_async(conn).await
+}
+
 /// Drops (and counts) the events waiting to be published while Redis cannot
 /// take them, rather than holding them to publish late: the store has them,
 /// and subscribers catch up from it.
-fn drop_queued(rx: &mut mpsc::Receiver<Event>, again: &mut Option<(String, Vec<u8>)>, dropped: &AtomicU64) {
-    let waiting = usize::from(again.take().is_some());
+fn drop_queued(rx: &mut mpsc::Receiver<Event>, again: &mut Vec<(String, Vec<u8>)>, dropped: &AtomicU64) {
+    let waiting = std::mem::take(again).len();
     let mut queued = 0;
     while rx.try_recv().is_ok() {
         queued += 1;

@@ -426,3 +426,40 @@ async fn the_server_pings_quiet_connections_and_closes_clients_that_never_answer
         kas += 1;
     }
 }
+
+/// A burst of events larger than one pipeline reaches a subscriber on
+/// another process's feed whole and in order, none dropped (the publisher
+/// once sent one event a round trip, and its full queue dropped events under
+/// a few hundred mutations a second while Redis was idle).
+#[tokio::test]
+async fn a_burst_of_events_reaches_redis_whole_and_in_order() {
+    use attach_actors::domain::{Event, EventKind, RegistrationRef, ShardKey, Timestamp};
+    use attach_actors::feed::{Feed, redis::RedisFeed};
+    let redis = RedisServer::start();
+    let shard = ShardKey::parse("IHA/111").unwrap();
+    let (publisher, subscriber) =
+        (RedisFeed::start(&redis.url(), "burst", 4096).unwrap(), RedisFeed::start(&redis.url(), "burst", 4096).unwrap());
+    let mut rx = subscriber.subscribe(&shard);
+    redis.wait_subscribed("burst:feed:IHA:111").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !publisher.status().connected {
+        assert!(std::time::Instant::now() < deadline, "the publisher never connected");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let events: Vec<Event> = (1..=2_000)
+        .map(|seq| Event {
+            shard: shard.clone(),
+            seq,
+            at: Timestamp::now(),
+            kind: EventKind::Registered { reference: RegistrationRef::generate(), household_size: 1 },
+        })
+        .collect();
+    for chunk in events.chunks(250) {
+        publisher.publish(chunk);
+    }
+    for seq in 1..=2_000u64 {
+        let e = tokio::time::timeout(Duration::from_secs(20), rx.recv()).await.expect("in time").expect("received");
+        assert_eq!(e.seq, seq);
+    }
+    assert_eq!((publisher.status().dropped, subscriber.status().dropped), (0, 0));
+}
