@@ -11,6 +11,11 @@
 //!   3008, "timeout");
 //! - the legacy `graphql-ws` (subscriptions-transport-ws): `{"type":"ka"}`,
 //!   which needs no answer, so those connections are not timed out.
+//!
+//! A connection not acknowledged within one interval (no `connection_init`,
+//! or one still being checked) is closed with graphql-transport-ws's 4408
+//! ("Connection initialisation timeout"), whatever else it sends: a client's
+//! pings alone would otherwise hold it open for ever, signed in as nobody.
 
 use std::time::Duration;
 
@@ -374,8 +379,14 @@ pub async fn serve<E, OnInit, InitFut>(
     futures::pin_mut!(ended);
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let init_timeout = tokio::time::sleep(every);
+    futures::pin_mut!(init_timeout);
     loop {
         let message = tokio::select! {
+            _ = &mut init_timeout, if !lock(&ops).acknowledged => {
+                let _ = sink.send(Message::Close(Some(frame(4408, "Connection initialisation timeout")))).await;
+                return;
+            }
             next = messages.next() => match next {
                 Some(message) => message,
                 None => break,

@@ -425,6 +425,24 @@ async fn the_server_pings_quiet_connections_and_closes_clients_that_never_answer
         assert_eq!(message["type"], "ka", "{message}");
         kas += 1;
     }
+
+    // A connection never initialised is closed after one interval with 4408,
+    // though its client keeps pinging (under either protocol).
+    for protocol in ["graphql-transport-ws", "graphql-ws"] {
+        let mut request = format!("{}/graphql", app.url.replacen("http", "ws", 1)).into_client_request().unwrap();
+        request.headers_mut().insert("Sec-WebSocket-Protocol", protocol.parse().unwrap());
+        let (mut anonymous, _) = tokio_tungstenite::connect_async(request).await.expect("WebSocket upgrade");
+        let started = std::time::Instant::now();
+        let frame = loop {
+            let _ = anonymous.send(Message::text(r#"{"type":"ping"}"#)).await;
+            match tokio::time::timeout(Duration::from_millis(300), anonymous.next()).await {
+                Ok(Some(Ok(Message::Close(frame)))) => break frame.map(|f| (u16::from(f.code), f.reason.to_string())),
+                Ok(Some(Ok(_))) | Err(_) => assert!(started.elapsed() < Duration::from_secs(10), "{protocol}: still open"),
+                Ok(other) => panic!("{protocol}: {other:?}"),
+            }
+        };
+        assert_eq!(frame, Some((4408, "Connection initialisation timeout".to_string())), "{protocol}");
+    }
 }
 
 /// A burst of events larger than one pipeline reaches a subscriber on
