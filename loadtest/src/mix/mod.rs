@@ -236,7 +236,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let wall = started.elapsed();
     // No progress line after the deadline, while the subscribers take their last events.
     progress.abort();
-    let feed_summary = subscribers::finish(feed).await;
+    let endpoint = format!("{}/graphql", base_urls(&args.url).first().map_or("", String::as_str));
+    let feed_summary = subscribers::finish(feed, &client, &endpoint, args.token.as_deref()).await;
 
     let report = report::Report::build(&args, &recorder, wall, feed_summary);
     println!("{}", report.table());

@@ -132,7 +132,7 @@ impl Report {
         let _ = write!(
             out,
             "{:.1} s, {} GraphQL requests ({} ok, {} failed); feed: {} subscribers ({} refused), {} deliveries, {} missed \
-             notices",
+             notices, {} never delivered nor told missed",
             self.seconds,
             self.graphql_requests,
             self.ok,
@@ -140,7 +140,8 @@ impl Report {
             self.feed.subscribers,
             self.feed.refused,
             self.feed.deliveries,
-            self.feed.missed_notices
+            self.feed.missed_notices,
+            self.feed.missing
         );
         out
     }
@@ -178,7 +179,7 @@ svg {{ background: #fafafa; border: 1px solid #ddd; margin: .5rem 0; }}
 </style></head><body>
 <h1>Attach load test</h1>
 <p>{url} &middot; target <b>{target}</b> &middot; mix <code>{mix}</code> &middot; {concurrency} workers &middot; rate {rate} &middot; {seconds:.1} s</p>
-<p>{requests} GraphQL requests: {ok} succeeded, {failed} failed. Live feed: {subs} subscribers ({refused} refused), {deliveries} deliveries, {missed} missed notices.</p>
+<p>{requests} GraphQL requests: {ok} succeeded, {failed} failed. Live feed: {subs} subscribers ({refused} refused), {deliveries} deliveries, {missed} missed notices, {missing} events never delivered nor told missed.</p>
 <h2>Operations</h2>
 <table><tr><th>operation</th><th>req/s</th><th>ok</th><th>failed</th><th>p50 ms</th><th>p90 ms</th><th>p99 ms</th><th>max ms</th><th>errors by code</th></tr>
 {rows}</table>
@@ -201,6 +202,7 @@ svg {{ background: #fafafa; border: 1px solid #ddd; margin: .5rem 0; }}
             refused = self.feed.refused,
             deliveries = self.feed.deliveries,
             missed = self.feed.missed_notices,
+            missing = self.feed.missing,
             throughput = self.throughput_chart(),
             latency = self.latency_chart(),
         )

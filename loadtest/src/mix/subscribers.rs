@@ -26,6 +26,12 @@ pub struct FeedSummary {
     pub deliveries: u64,
     /// `MISSED` notices (a subscriber fell behind).
     pub missed_notices: u64,
+    /// Events a subscriber was never sent and never told of: gaps in the
+    /// sequence numbers it received (for one that got no `MISSED` notice), and
+    /// the events its community committed after its last delivery, read from
+    /// the `events` query at the end. Subscribers that received nothing are
+    /// not counted (where their stream began is unknown).
+    pub missing: u64,
 }
 
 /// The running subscribers.
@@ -35,10 +41,23 @@ pub struct Feed {
 
 /// What one subscriber saw.
 struct Watched {
+    community: String,
     deliveries: u64,
     missed: u64,
     /// The server refused the subscription before anything arrived.
     refused: bool,
+    /// The distinct sequence numbers received.
+    seqs: std::collections::BTreeSet<u64>,
+}
+
+impl Watched {
+    /// Sequence numbers between the first and the last received that never came.
+    fn gaps(&self) -> u64 {
+        match (self.seqs.first(), self.seqs.last()) {
+            (Some(first), Some(last)) => last - first + 1 - self.seqs.len() as u64,
+            _ => 0,
+        }
+    }
 }
 
 /// Connects `args.subscribers` subscribers, round-robin over the communities.
@@ -48,14 +67,14 @@ pub async fn start(args: &Args, target: &Target, recorder: Arc<Recorder>, deadli
     let mut tasks = Vec::with_capacity(args.subscribers);
     for i in 0..args.subscribers {
         let url = &urls[i % urls.len().max(1)];
-        let community = &target.communities[i % target.communities.len()];
+        let community = target.communities[i % target.communities.len()].clone();
         let query = "subscription($c: String!) { communityEvents(communityCode: $c) { kind seq at } }";
-        let mut ws = crate::client::subscribe(url, args.token.as_deref(), query, community)
+        let mut ws = crate::client::subscribe(url, args.token.as_deref(), query, &community)
             .await
             .with_context(|| format!("subscriber {i} connecting"))?;
         let recorder = recorder.clone();
         tasks.push(tokio::spawn(async move {
-            let mut seen = Watched { deliveries: 0, missed: 0, refused: false };
+            let mut seen = Watched { community, deliveries: 0, missed: 0, refused: false, seqs: Default::default() };
             // Events still in flight at the deadline get a moment to arrive.
             let end = deadline + Duration::from_secs(2);
             loop {
@@ -83,6 +102,9 @@ pub async fn start(args: &Args, target: &Target, recorder: Arc<Recorder>, deadli
                 let latency = Duration::from_millis(now_ms.saturating_sub(at.timestamp_millis()).max(0) as u64);
                 recorder.record(super::recorder::FEED_EVENT, latency, Outcome::Ok);
                 seen.deliveries += 1;
+                if let Some(seq) = event["seq"].as_u64() {
+                    seen.seqs.insert(seq);
+                }
             }
             let _ = ws.close(None).await;
             seen
@@ -91,9 +113,11 @@ pub async fn start(args: &Args, target: &Target, recorder: Arc<Recorder>, deadli
     Ok(Feed { tasks })
 }
 
-/// Waits for the subscribers to finish and sums up.
-pub async fn finish(feed: Feed) -> FeedSummary {
+/// Waits for the subscribers to finish and sums up, asking `endpoint` (with
+/// `token`) for each community's events after what its subscriber last got.
+pub async fn finish(feed: Feed, client: &reqwest::Client, endpoint: &str, token: Option<&str>) -> FeedSummary {
     let mut summary = FeedSummary::default();
+    let mut after: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
     for task in feed.tasks {
         match task.await {
             Ok(seen) if seen.refused => summary.refused += 1,
@@ -101,10 +125,67 @@ pub async fn finish(feed: Feed) -> FeedSummary {
                 summary.subscribers += 1;
                 summary.deliveries += seen.deliveries;
                 summary.missed_notices += seen.missed;
+                if seen.missed == 0 {
+                    summary.missing += seen.gaps();
+                }
+                if let Some(&last) = seen.seqs.last() {
+                    summary.missing += match after.get(&seen.community) {
+                        Some(&known) => known.saturating_sub(last),
+                        None => {
+                            let committed = last_seq(client, endpoint, token, &seen.community, last).await;
+                            after.insert(seen.community.clone(), committed);
+                            committed.saturating_sub(last)
+                        }
+                    };
+                }
             }
             // A subscriber task that panicked still had connected.
             Err(_) => summary.subscribers += 1,
         }
     }
     summary
+}
+
+/// The last sequence number `community` committed, reading its `events` from
+/// `after` (at most 100 pages; `after` itself when it cannot be read).
+async fn last_seq(client: &reqwest::Client, endpoint: &str, token: Option<&str>, community: &str, after: u64) -> u64 {
+    let query = "query($c: String!, $a: Int!) { events(communityCode: $c, afterSeq: $a, first: 100) { hasMore lastSeq } }";
+    let mut last = after;
+    for _ in 0..100 {
+        let mut request = client.post(endpoint).json(&serde_json::json!({
+            "query": query, "variables": { "c": community, "a": last }
+        }));
+        if let Some(t) = token {
+            request = request.bearer_auth(t);
+        }
+        let Ok(response) = request.send().await else { break };
+        let Ok(body) = response.json::<serde_json::Value>().await else { break };
+        let page = &body["data"]["events"];
+        let Some(seq) = page["lastSeq"].as_u64() else { break };
+        last = seq.max(last);
+        if page["hasMore"] != true {
+            break;
+        }
+    }
+    last
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gaps_are_the_sequence_numbers_between_the_first_and_last_that_never_came() {
+        let watched = |seqs: &[u64]| Watched {
+            community: "111".into(),
+            deliveries: seqs.len() as u64,
+            missed: 0,
+            refused: false,
+            seqs: seqs.iter().copied().collect(),
+        };
+        assert_eq!(watched(&[]).gaps(), 0);
+        assert_eq!(watched(&[7]).gaps(), 0);
+        assert_eq!(watched(&[3, 4, 5]).gaps(), 0);
+        assert_eq!(watched(&[3, 5, 9]).gaps(), 4, "4, 6, 7, 8");
+    }
 }

@@ -91,6 +91,8 @@ async fn no_progress_line_is_printed_after_the_deadline_while_subscribers_take_t
     let printed = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{printed}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(printed.contains("feed: 2 subscribers (0 refused)"), "{printed}");
+    // Every event committed after a subscriber's first one reached it (the tool reads the tail back).
+    assert!(printed.contains("0 missed notices, 0 never delivered nor told missed"), "{printed}");
     let late: Vec<_> = printed
         .lines()
         .filter_map(|l| l.strip_prefix('[')?.split_once(" s]").and_then(|(t, _)| t.trim().parse::<u64>().ok()))
