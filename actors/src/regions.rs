@@ -88,6 +88,12 @@ struct LhaShape {
 /// What a health service delivery area's code may be: a community code's rule.
 const AREA_CODE: &str = "an area code is 1 to 12 letters, digits or '-', with a letter or digit";
 
+/// Whether a code holds a letter or digit (not only `-`). Checked here, not
+/// by [`CommunityCode::parse`], which also reads the codes already stored.
+fn has_letter_or_digit(code: &str) -> bool {
+    code.bytes().any(|b| b.is_ascii_alphanumeric())
+}
+
 /// A name from the file as it is shown: trimmed, in composed form, 1 to 200
 /// characters, something visible, and nothing that is not printed.
 fn name_of(what: &str, code: &str, name: &str) -> anyhow::Result<String> {
@@ -127,7 +133,9 @@ impl Regions {
             let mut communities = Vec::new();
             for hsda in ha.hsda {
                 let hsda_code = CommunityCode::parse(&hsda.code)
-                    .map_err(|_| anyhow::anyhow!("health service delivery area {:?}: {AREA_CODE}", hsda.code))?;
+                    .ok()
+                    .filter(|c| has_letter_or_digit(c.as_str()))
+                    .ok_or_else(|| anyhow::anyhow!("health service delivery area {:?}: {AREA_CODE}", hsda.code))?;
                 if !seen_hsda.insert(hsda_code.as_str().to_ascii_uppercase()) {
                     bail!("health service delivery area {} appears twice (codes are compared in any case)", hsda.code);
                 }
@@ -142,6 +150,9 @@ impl Regions {
                 for lha in hsda.lha {
                     let community = CommunityCode::parse(&lha.code)
                         .map_err(|e| anyhow::anyhow!("community {:?}: {e}", lha.code))?;
+                    if !has_letter_or_digit(community.as_str()) {
+                        bail!("community {:?}: a community code has a letter or digit", lha.code);
+                    }
                     if !(-90.0..=90.0).contains(&lha.lat) || !(-180.0..=180.0).contains(&lha.lon) {
                         bail!("community {}: coordinates out of range", lha.code);
                     }

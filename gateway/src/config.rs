@@ -731,9 +731,6 @@ impl Settings {
     }
 }
 
-/// A configuration error as the operator wrote the setting: its key without
-/// the configuration library's profile (`default.`), and where it came from,
-/// the file, or the `ATTACH_*` variable by its name.
 /// The largest bonus a need may bring, in days.
 const MAX_NEED_BONUS_DAYS: u32 = 36_500;
 
@@ -759,6 +756,9 @@ fn need_named_twice(path: &Path) -> Option<String> {
     None
 }
 
+/// A configuration error as the operator wrote the setting: its key without
+/// the configuration library's profile (`default.`), and where it came from,
+/// the file, or the `ATTACH_*` variable by its name.
 fn explained(error: figment::Error) -> anyhow::Error {
     let lines: Vec<String> = error
         .into_iter()

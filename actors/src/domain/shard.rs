@@ -45,19 +45,13 @@ impl HaCode {
 pub struct CommunityCode(Arc<str>);
 
 impl CommunityCode {
-    /// 1–12 ASCII letters, digits or `-`, with a letter or digit.
+    /// 1–12 ASCII letters, digits or `-`.
     pub fn parse(input: &str) -> Result<Self, DomainError> {
         let s = input.trim();
-        if (1..=12).contains(&s.len())
-            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            && s.bytes().any(|b| b.is_ascii_alphanumeric())
-        {
+        if (1..=12).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
             Ok(CommunityCode(s.into()))
         } else {
-            Err(DomainError::invalid(
-                "community",
-                "a community code is 1 to 12 letters, digits or '-', with a letter or digit, e.g. 111",
-            ))
+            Err(DomainError::invalid("community", "a community code is 1 to 12 letters or digits, e.g. 111"))
         }
     }
 

@@ -810,9 +810,16 @@ impl ShardRuntime {
         let record = match &claim.holder {
             PhnHolder::Registration(r) => self.claimed_registration(&claim.shard, r).await?.map(Record::Registration),
             PhnHolder::Panel(p) | PhnHolder::PanelFrom(p, _) if claim.shard == self.state.key => {
-                self.state.panel(p).and_then(|panel| panel.get(&phn)).cloned().map(Record::PanelEntry)
+                let entry = self.state.panel(p).and_then(|panel| panel.get(&phn)).cloned().map(Record::PanelEntry);
+                // A patient a panel is taking (DECISIONS 44): its shard's pass saves the entry.
+                let taking = || self.state.intake(p, phn).cloned().map(Record::PanelIntake);
+                entry.or_else(|| matches!(claim.holder, PhnHolder::PanelFrom(..)).then(taking).flatten())
             }
-            PhnHolder::Panel(p) | PhnHolder::PanelFrom(p, _) => self.store.read(&claim.shard, &RecordKey::PanelEntry(p.clone(), phn)).await?,
+            PhnHolder::Panel(p) => self.store.read(&claim.shard, &RecordKey::PanelEntry(p.clone(), phn)).await?,
+            PhnHolder::PanelFrom(p, _) => match self.store.read(&claim.shard, &RecordKey::PanelEntry(p.clone(), phn)).await? {
+                Some(entry) => Some(entry),
+                None => self.store.read(&claim.shard, &RecordKey::PanelIntake(p.clone(), phn)).await?,
+            },
         };
         let recent = now.0 - claim.at.0 < self.config.claim_grace_ms();
         Ok(match record {

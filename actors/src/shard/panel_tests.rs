@@ -44,6 +44,22 @@ pub(super) async fn submit(
     system.submit_panel(&sys(), doc, f, parsed).await.unwrap()
 }
 
+/// A submission's first step on the provider's shard (`IHA/112`): it finds
+/// which of `phns` wait, and keeps an intake for each (DECISIONS 44).
+async fn first_step(s: &AttachSystem, doc: &ProviderId, f: &FacilityNumber, phns: &[Phn]) -> usize {
+    let parsed = parse(csv_of(phns, f.as_str()).as_bytes(), f, Limits::default(), today()).unwrap();
+    let rows = parsed
+        .rows
+        .into_iter()
+        .map(|r| crate::panel::SubmittedRow { line: r.line, row: r.row.unwrap(), from_waitlist: None })
+        .collect();
+    let chunk = crate::panel::PanelChunk { provider: doc.clone(), facility: f.clone(), rows };
+    let there = ShardKey::parse("IHA/112").unwrap();
+    let answer =
+        s.directory().call(&there, |reply| crate::shard::ShardMsg::SubmitPanel(chunk, sys(), reply)).await.unwrap();
+    answer.waitlisted.len()
+}
+
 pub(super) fn statuses(r: &SubmissionReport) -> Vec<RowStatus> {
     r.rows.iter().map(|r| r.status).collect()
 }
@@ -137,7 +153,9 @@ async fn a_waiting_patient_another_submission_takes_between_the_two_steps_still_
     let family = s.register(&sys(), &c("111"), household(&[phn(1), phn(2)], &[])).await.unwrap().registration;
     let before = s.community_stats(&sys(), &c("112")).await.unwrap().counts.attached_people;
 
-    // One submission's first step: the registration lets the patient go, the claim names the panel.
+    // One submission's first steps: the panel finds the patient waiting, the
+    // registration lets them go, the claim names the panel.
+    assert_eq!(first_step(s, &doc, &f, &[phn(1)]).await, 1);
     let (home, there) = (ShardKey::parse("IHA/111").unwrap(), ShardKey::parse("IHA/112").unwrap());
     let release = crate::panel::Release {
         reference: family.reference,
@@ -236,8 +254,9 @@ async fn a_crash_after_waiting_patients_claims_passed_to_the_panel_still_counts_
     let pair = s.register(&sys(), &c("111"), household(&[phn(2), phn(3)], &[])).await.unwrap().registration;
     let before = s.community_stats(&sys(), &c("112")).await.unwrap().counts.attached_people;
 
-    // Step one ran to its end for both (the patients left the waitlist and their
-    // claims passed to the panel), and the process died before the panel's step.
+    // The panel found them waiting, the registrations let them go and passed
+    // their claims to the panel, and the process died before the panel's step.
+    assert_eq!(first_step(s, &doc, &f, &[phn(1), phn(2)]).await, 2);
     let home = ShardKey::parse("IHA/111").unwrap();
     for (reference, phns) in [(single.reference, vec![phn(1)]), (pair.reference, vec![phn(2)])] {
         let release = crate::panel::Release {
@@ -275,10 +294,27 @@ async fn a_crash_after_waiting_patients_claims_passed_to_the_panel_still_counts_
     let waiting = s.registration(&sys(), &pair.reference).await.unwrap().registration;
     assert_eq!((waiting.status, waiting.registered_at), (RegistrationStatus::Waiting, pair.registered_at));
     assert_eq!(statuses(&submit(s, &doc, &f, &csv_of(&[phn(2)], "0F111")).await), [RowStatus::AlreadyOnPanel]);
+    // The submission sent again ended the intakes: nothing is left for the pass.
+    let there = ShardKey::parse("IHA/112").unwrap();
+    for p in [phn(1), phn(2)] {
+        let intake = crate::store::RecordKey::PanelIntake(doc.clone(), p);
+        assert_eq!(s.store().read(&there, &intake).await.unwrap(), None);
+    }
 
     // Taken off the panel, the patient's PHN is free again.
     s.remove_from_panel(&sys(), &doc, vec![phn(2)]).await.unwrap();
     assert_eq!(s.store().phn_claim(phn(2)).await.unwrap(), None);
+    // A claim naming the registration left over with no intake (its settling and
+    // then a removal's freeing both failed) lists the patient, and counts nothing again.
+    let left_over = crate::store::PhnClaim {
+        shard: there,
+        holder: crate::store::PhnHolder::PanelFrom(doc.clone(), pair.reference),
+        at: Timestamp::now(),
+    };
+    s.store().cas_phn_claim(phn(2), None, Some(&left_over)).await.unwrap();
+    assert_eq!(statuses(&submit(s, &doc, &f, &csv_of(&[phn(2)], "0F111")).await), [RowStatus::Accepted]);
+    let again = s.community_stats(&sys(), &c("112")).await.unwrap().counts.attached_people;
+    assert_eq!(again, after - 1, "listed again, not a second attachment (the removal took the first one out)");
     s.stop().await;
 }
 
@@ -299,16 +335,7 @@ async fn a_submission_cut_off_between_its_steps_is_finished_by_the_next_pass_and
     // let theirs go (the claims pass to the panel), and the process dies before
     // the panel saves them, and before the third was even asked.
     let (home, there) = (ShardKey::parse("IHA/111").unwrap(), ShardKey::parse("IHA/112").unwrap());
-    let parsed = parse(csv_of(&[phn(1), phn(2), phn(4)], "0F111").as_bytes(), &f, Limits::default(), today()).unwrap();
-    let rows = parsed
-        .rows
-        .into_iter()
-        .map(|r| crate::panel::SubmittedRow { line: r.line, row: r.row.unwrap(), from_waitlist: None })
-        .collect();
-    let first = crate::panel::PanelChunk { provider: doc.clone(), facility: f.clone(), rows };
-    let answer =
-        s.directory().call(&there, |reply| crate::shard::ShardMsg::SubmitPanel(first, sys(), reply)).await.unwrap();
-    assert_eq!(answer.waitlisted.len(), 3);
+    assert_eq!(first_step(s, &doc, &f, &[phn(1), phn(2), phn(4)]).await, 3);
     for (reference, phns) in [(single.reference, vec![phn(1)]), (pair.reference, vec![phn(2)])] {
         let release =
             crate::panel::Release { reference, phns, provider: doc.clone(), provider_shard: there.clone() };
@@ -324,6 +351,15 @@ async fn a_submission_cut_off_between_its_steps_is_finished_by_the_next_pass_and
     assert!(s.panel(&sys(), &doc, 0, 10).await.unwrap().items.is_empty());
     assert_eq!(s.finish_intakes_everywhere(Timestamp::now().plus_ms(-60_000)).await, 0, "too young");
     tokio::time::sleep(std::time::Duration::from_millis(60)).await;
+    // Past the claim grace, the panel's pending intake still holds the patient:
+    // neither another provider's panel nor a new registration takes them.
+    let other = provider(s, "P3333", "111", 0).await;
+    s.set_provider_clinic(&sys(), &f, &other, true).await.unwrap();
+    assert_eq!(statuses(&submit(s, &other, &f, &csv_of(&[phn(1)], "0F111")).await), [RowStatus::Conflict]);
+    let taken = s.register(&sys(), &c("111"), household(&[phn(2)], &[])).await.unwrap_err();
+    assert_eq!(taken.code, ErrorCode::Conflict);
+    let taken = s.register(&sys(), &c("112"), household(&[phn(1)], &[])).await.unwrap_err();
+    assert_eq!(taken.code, ErrorCode::Conflict, "in the panel's own community too");
     assert_eq!(s.finish_intakes_everywhere(Timestamp::now()).await, 2);
     let mut entries = s.panel(&sys(), &doc, 0, 10).await.unwrap().items;
     entries.sort_by_key(|e| e.phn);

@@ -138,7 +138,12 @@ impl ShardRuntime {
     ) -> Result<Holder, AttachError> {
         match &claim.holder {
             PhnHolder::Panel(p) if p == provider && claim.shard == self.state.key => Ok(Holder::Ours(None)),
-            PhnHolder::PanelFrom(p, r) if p == provider && claim.shard == self.state.key => Ok(Holder::Ours(Some(*r))),
+            // Counted as off the waitlist while the intake that stands for it is
+            // kept: once the entry was saved (the claim left unsettled), listing
+            // the patient again after a removal is not a second attachment.
+            PhnHolder::PanelFrom(p, r) if p == provider && claim.shard == self.state.key => {
+                Ok(Holder::Ours(self.state.intake(provider, phn).map(|_| *r)))
+            }
             PhnHolder::Panel(_) | PhnHolder::PanelFrom(..) => Ok(if self.claim_is_live(claim, phn, now).await? {
                 Holder::Conflict(ON_ANOTHER_PANEL)
             } else {
@@ -188,13 +193,9 @@ impl ShardRuntime {
     async fn take_rows(&mut self, chunk: PanelChunk, now: Timestamp) -> Result<ChunkAnswer, AttachError> {
         let mine =
             PhnClaim { shard: self.state.key.clone(), holder: PhnHolder::Panel(chunk.provider.clone()), at: now };
-        // The intakes this chunk ends: its rows that left a registration, whatever becomes of them now.
-        let ended: Vec<RecordKey> = chunk
-            .rows
-            .iter()
-            .filter(|r| r.from_waitlist.is_some() && self.state.intake(&chunk.provider, r.row.phn).is_some())
-            .map(|r| RecordKey::PanelIntake(chunk.provider.clone(), r.row.phn))
-            .collect();
+        // The intakes this chunk ends: its rows that left a registration, whatever
+        // becomes of them now (more are found below, taken as such).
+        let mut ended: Vec<Phn> = chunk.rows.iter().filter(|r| r.from_waitlist.is_some()).map(|r| r.row.phn).collect();
         let mut answer = ChunkAnswer::default();
         let (already, fresh): (Vec<SubmittedRow>, Vec<SubmittedRow>) =
             chunk.rows.into_iter().partition(|r| self.state.on_panel(&chunk.provider, r.row.phn));
@@ -276,7 +277,15 @@ impl ShardRuntime {
                 }
             }
         }
-        let mut change = Change { upserts: filed, deletes: ended, ..Change::default() };
+        ended.extend(taking.iter().filter(|r| r.from_waitlist.is_some()).map(|r| r.row.phn));
+        ended.sort_unstable();
+        ended.dedup();
+        let deletes = ended
+            .into_iter()
+            .filter(|phn| self.state.intake(&chunk.provider, *phn).is_some())
+            .map(|phn| RecordKey::PanelIntake(chunk.provider.clone(), phn))
+            .collect();
+        let mut change = Change { upserts: filed, deletes, ..Change::default() };
         // Waiting patients this first step found: kept until their entries are saved.
         for w in answer.waitlisted.iter().filter(|w| w.row.from_waitlist.is_none()) {
             change.upserts.push(Record::PanelIntake(PanelIntake {
