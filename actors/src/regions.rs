@@ -29,6 +29,10 @@ pub struct Community {
     pub lon: f64,
     /// Approximate population.
     pub population: u64,
+    /// Its time zone (the file's `timezone`, the nearest given: the
+    /// community's, its health authority's or the province's; UTC if none):
+    /// where a calendar month begins for its providers' monthly rates.
+    pub timezone: jiff::tz::TimeZone,
 }
 
 /// A health authority and its communities.
@@ -54,6 +58,8 @@ pub struct Regions {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileShape {
+    #[serde(default)]
+    timezone: Option<String>,
     health_authority: Vec<HaShape>,
 }
 
@@ -62,6 +68,8 @@ struct FileShape {
 struct HaShape {
     code: String,
     name: String,
+    #[serde(default)]
+    timezone: Option<String>,
     #[serde(default)]
     hsda: Vec<HsdaShape>,
 }
@@ -83,6 +91,8 @@ struct LhaShape {
     lat: f64,
     lon: f64,
     population: u64,
+    #[serde(default)]
+    timezone: Option<String>,
 }
 
 /// What a health service delivery area's code may be: a community code's rule.
@@ -105,6 +115,16 @@ fn name_of(what: &str, code: &str, name: &str) -> anyhow::Result<String> {
     })
 }
 
+/// The time zone a `timezone` key names (an IANA name, such as
+/// `America/Vancouver`), if it names one.
+fn zone_of(what: &str, name: Option<&str>) -> anyhow::Result<Option<jiff::tz::TimeZone>> {
+    name.map(|n| {
+        jiff::tz::TimeZone::get(n.trim())
+            .map_err(|e| anyhow::anyhow!("{what}: timezone {n:?} is not a time zone, such as America/Vancouver ({e})"))
+    })
+    .transpose()
+}
+
 impl Regions {
     /// Loads and checks a regions file.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
@@ -119,6 +139,7 @@ impl Regions {
     /// as a province-wide one such as BC's First Nations Health Authority).
     pub fn parse(text: &str) -> anyhow::Result<Self> {
         let shape: FileShape = toml::from_str(text)?;
+        let province_zone = zone_of("the file", shape.timezone.as_deref())?.unwrap_or(jiff::tz::TimeZone::UTC);
         let mut has = Vec::new();
         let mut seen_ha = HashSet::new();
         let mut seen_hsda = HashSet::new();
@@ -130,6 +151,8 @@ impl Regions {
                 bail!("health authority {} appears twice", ha.code);
             }
             let name = name_of("health authority", &ha.code, &ha.name)?;
+            let what = format!("health authority {}", ha.code);
+            let ha_zone = zone_of(&what, ha.timezone.as_deref())?.unwrap_or_else(|| province_zone.clone());
             let mut communities = Vec::new();
             for hsda in ha.hsda {
                 let hsda_code = CommunityCode::parse(&hsda.code)
@@ -172,6 +195,8 @@ impl Regions {
                         lat: lha.lat,
                         lon: lha.lon,
                         population: lha.population,
+                        timezone: zone_of(&format!("community {}", lha.code), lha.timezone.as_deref())?
+                            .unwrap_or_else(|| ha_zone.clone()),
                     });
                 }
             }
@@ -336,5 +361,28 @@ name = "First Nations Health Authority"
         assert_eq!(r.communities().count(), 89);
         let pop = r.population();
         assert!((5_500_000..5_900_000).contains(&pop), "{pop}");
+        // Each community's clocks: the province's, or its own where it keeps another.
+        let zone = |code: &str| r.community(code).unwrap().timezone.iana_name().map(str::to_string);
+        assert_eq!(zone("233").as_deref(), Some("America/Vancouver"));
+        assert_eq!(zone("111").as_deref(), Some("America/Edmonton"));
+        assert_eq!(zone("531").as_deref(), Some("America/Dawson_Creek"));
+    }
+
+    #[test]
+    fn a_time_zone_is_the_nearest_one_given_and_must_exist() {
+        let zone = |text: &str, code: &str| {
+            let r = Regions::parse(text).unwrap();
+            r.community(code).unwrap().timezone.iana_name().map(str::to_string)
+        };
+        assert_eq!(zone(SMALL, "111").as_deref(), Some("UTC"), "none given: UTC, as before");
+        let province = format!("timezone = \"America/Halifax\"\n{SMALL}");
+        assert_eq!(zone(&province, "111").as_deref(), Some("America/Halifax"));
+        let authority = province.replace("name = \"Interior Health\"", "name = \"Interior Health\"\ntimezone = \"America/Regina\"");
+        assert_eq!(zone(&authority, "111").as_deref(), Some("America/Regina"));
+        let community = authority.replace("population = 19008", "population = 19008\ntimezone = \"America/Edmonton\"");
+        assert_eq!(zone(&community, "111").as_deref(), Some("America/Edmonton"));
+        let wrong = community.replace("America/Edmonton", "Mountain/Fernie");
+        let error = format!("{:#}", Regions::parse(&wrong).unwrap_err());
+        assert!(error.contains("community 111") && error.contains("Mountain/Fernie"), "{error}");
     }
 }

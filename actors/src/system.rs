@@ -242,6 +242,7 @@ impl AttachSystem {
                     config: self.config.clone(),
                     owner: self.owner.clone(),
                     feed: self.feed.clone(),
+                    month_zone: c.timezone.clone(),
                 })
                 .collect();
             let args = SupervisorArgs { ha: ha.code.clone(), shards, directory: self.directory.clone() };

@@ -135,6 +135,8 @@ pub struct ShardArgs {
     pub owner: String,
     /// Where committed events are published.
     pub feed: Arc<dyn Feed>,
+    /// The community's time zone, where its calendar months begin.
+    pub month_zone: jiff::tz::TimeZone,
 }
 
 /// The actor. Stateless itself; its state is [`ShardRuntime`].
@@ -176,6 +178,7 @@ impl Actor for ShardActor {
         let image = args.store.load_shard(&args.key).await?;
         let records = image.records.len();
         let mut state = ShardState::new(args.key.clone());
+        state.month_zone = args.month_zone.clone();
         state.apply(image.records, &[]);
         let forgotten = state.forget_closed_before(args.config.forget_closed_before(Timestamp::now()));
         info!(shard = %args.key, records, forgotten, last_seq = image.last_seq, epoch = epoch.0, "shard loaded");

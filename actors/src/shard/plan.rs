@@ -249,7 +249,7 @@ pub(super) fn opening(provider: &Provider, free_places: u32) -> Opening {
 /// [`opening`] for a provider homed in `state`'s community, with what they
 /// already hold this month, so their complexity mix counts it.
 pub(super) fn opening_here(state: &ShardState, provider: &Provider, free_places: u32, now: Timestamp) -> Opening {
-    let since = super::state::month_start(now);
+    let since = super::state::month_start(now, &state.month_zone);
     Opening {
         places_held: state.places_held(&provider.id, since),
         complex_held: state.complex_held(&provider.id, since),

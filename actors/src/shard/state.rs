@@ -43,6 +43,9 @@ pub struct Tally {
 pub struct ShardState {
     /// Which shard.
     pub key: ShardKey,
+    /// Where the community's clocks say when a calendar month begins (a
+    /// provider's monthly rate counts that month): UTC unless set.
+    pub month_zone: jiff::tz::TimeZone,
     /// Shared with the pages that read them: a page holds its items without
     /// copying them, and a change replaces the record rather than editing it.
     registrations: HashMap<RegistrationRef, Arc<Registration>>,
@@ -88,6 +91,7 @@ impl ShardState {
     pub fn new(key: ShardKey) -> Self {
         ShardState {
             key,
+            month_zone: jiff::tz::TimeZone::UTC,
             registrations: HashMap::new(),
             waitlist: super::line::Line::new(),
             tallies: HashMap::new(),
@@ -626,7 +630,7 @@ impl ShardState {
         }
         let open = self.open_places(&provider.id);
         let by_size = c.desired_panel_size.saturating_sub(self.panel_size(provider) + open);
-        let month_start = month_start(now);
+        let month_start = month_start(now, &self.month_zone);
         let by_rate = c.monthly_rate.saturating_sub(self.attached_since(&provider.id, month_start) + open);
         by_size.min(by_rate)
     }
@@ -648,12 +652,14 @@ impl ShardState {
     }
 }
 
-/// The first instant of `now`'s calendar month (UTC).
-pub fn month_start(now: Timestamp) -> Timestamp {
-    use chrono::Datelike;
-    let d = now.to_utc().date_naive();
-    let first = d.with_day(1).unwrap_or(d);
-    Timestamp(first.and_hms_opt(0, 0, 0).map_or(now.0, |t| t.and_utc().timestamp_millis()))
+/// The first instant of `now`'s calendar month where the clocks read `zone`:
+/// midnight on the first, or the first instant of that day where a clock
+/// change skips midnight.
+pub fn month_start(now: Timestamp, zone: &jiff::tz::TimeZone) -> Timestamp {
+    let start = jiff::Timestamp::from_millisecond(now.0)
+        .map(|t| t.to_zoned(zone.clone()).date().first_of_month())
+        .and_then(|first| first.to_zoned(zone.clone()));
+    start.map_or(now, |z| Timestamp(z.timestamp().as_millisecond()))
 }
 
 /// `now` minus whole days.
@@ -667,6 +673,21 @@ mod tests {
     use crate::domain::{DAY_MS, Need};
     use crate::shard::WaitlistQuery;
     use crate::shard::tests::{household, phn};
+
+    #[test]
+    fn a_month_begins_where_the_communitys_clocks_say() {
+        let at = |text: &str| Timestamp(jiff::Timestamp::from_str(text).unwrap().as_millisecond());
+        use std::str::FromStr;
+        let vancouver = jiff::tz::TimeZone::get("America/Vancouver").unwrap();
+        // 21:00 on 30 November in Vancouver is already December in UTC.
+        let evening = at("2026-12-01T05:00:00Z");
+        assert_eq!(month_start(evening, &jiff::tz::TimeZone::UTC), at("2026-12-01T00:00:00Z"));
+        assert_eq!(month_start(evening, &vancouver), at("2026-11-01T07:00:00Z"), "midnight PDT, 1 November");
+        assert_eq!(month_start(at("2026-12-01T08:00:00Z"), &vancouver), at("2026-12-01T08:00:00Z"), "midnight PST");
+        // All year on Mountain Standard Time.
+        let creston = jiff::tz::TimeZone::get("America/Creston").unwrap();
+        assert_eq!(month_start(at("2026-07-15T12:00:00Z"), &creston), at("2026-07-01T07:00:00Z"));
+    }
 
     #[test]
     fn a_filtered_page_reads_only_as_far_as_the_wait_allows() {
