@@ -318,7 +318,10 @@ name = "First Nations Health Authority"
              name = \"Cranbrook\"\nlat = 49.5\nlon = -115.7\npopulation = 1\n[[health_authority]]\ncode = \"FNHA\"",
         );
         assert!(format!("{:#}", Regions::parse(&two_areas).unwrap_err()).contains("area 11 appears twice"));
-        let empty_area = SMALL.replace("[[health_authority]]\ncode = \"FNHA\"", "[[health_authority.hsda]]\ncode = \"12\"\nname = \"Empty\"\n[[health_authority]]\ncode = \"FNHA\"");
+        let empty_area = SMALL.replace(
+            "[[health_authority]]\ncode = \"FNHA\"",
+            "[[health_authority.hsda]]\ncode = \"12\"\nname = \"Empty\"\n[[health_authority]]\ncode = \"FNHA\"",
+        );
         assert!(format!("{:#}", Regions::parse(&empty_area).unwrap_err()).contains("12 has no communities"));
         // Community codes that differ only in case, or hold no letter or digit.
         let cased = two_areas.replace("code = \"11\"\nname = \"Other\"", "code = \"12\"\nname = \"Other\"");
@@ -377,7 +380,8 @@ name = "First Nations Health Authority"
         assert_eq!(zone(SMALL, "111").as_deref(), Some("UTC"), "none given: UTC, as before");
         let province = format!("timezone = \"America/Halifax\"\n{SMALL}");
         assert_eq!(zone(&province, "111").as_deref(), Some("America/Halifax"));
-        let authority = province.replace("name = \"Interior Health\"", "name = \"Interior Health\"\ntimezone = \"America/Regina\"");
+        let authority =
+            province.replace("name = \"Interior Health\"", "name = \"Interior Health\"\ntimezone = \"America/Regina\"");
         assert_eq!(zone(&authority, "111").as_deref(), Some("America/Regina"));
         let community = authority.replace("population = 19008", "population = 19008\ntimezone = \"America/Edmonton\"");
         assert_eq!(zone(&community, "111").as_deref(), Some("America/Edmonton"));

@@ -203,7 +203,10 @@ async fn publish_loop(
 const MAX_PIPELINE: usize = 512;
 
 /// Publishes `events` (channel, bytes) in order, in one pipeline.
-async fn publish_all(conn: &mut redis::aio::MultiplexedConnection, events: &[(String, Vec<u8>)]) -> redis::RedisResult<()> {
+async fn publish_all(
+    conn: &mut redis::aio::MultiplexedConnection,
+    events: &[(String, Vec<u8>)],
+) -> redis::RedisResult<()> {
     let mut pipe = redis::pipe();
     for (ch, bytes) in events {
         pipe.publish(ch, bytes).ignore();

@@ -819,10 +819,12 @@ impl ShardRuntime {
                 entry.or_else(|| matches!(claim.holder, PhnHolder::PanelFrom(..)).then(taking).flatten())
             }
             PhnHolder::Panel(p) => self.store.read(&claim.shard, &RecordKey::PanelEntry(p.clone(), phn)).await?,
-            PhnHolder::PanelFrom(p, _) => match self.store.read(&claim.shard, &RecordKey::PanelEntry(p.clone(), phn)).await? {
-                Some(entry) => Some(entry),
-                None => self.store.read(&claim.shard, &RecordKey::PanelIntake(p.clone(), phn)).await?,
-            },
+            PhnHolder::PanelFrom(p, _) => {
+                match self.store.read(&claim.shard, &RecordKey::PanelEntry(p.clone(), phn)).await? {
+                    Some(entry) => Some(entry),
+                    None => self.store.read(&claim.shard, &RecordKey::PanelIntake(p.clone(), phn)).await?,
+                }
+            }
         };
         let recent = now.0 - claim.at.0 < self.config.claim_grace_ms();
         Ok(match record {

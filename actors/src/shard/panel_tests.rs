@@ -337,8 +337,7 @@ async fn a_submission_cut_off_between_its_steps_is_finished_by_the_next_pass_and
     let (home, there) = (ShardKey::parse("IHA/111").unwrap(), ShardKey::parse("IHA/112").unwrap());
     assert_eq!(first_step(s, &doc, &f, &[phn(1), phn(2), phn(4)]).await, 3);
     for (reference, phns) in [(single.reference, vec![phn(1)]), (pair.reference, vec![phn(2)])] {
-        let release =
-            crate::panel::Release { reference, phns, provider: doc.clone(), provider_shard: there.clone() };
+        let release = crate::panel::Release { reference, phns, provider: doc.clone(), provider_shard: there.clone() };
         let msg = |reply| crate::shard::ShardMsg::ReleaseToPanel(release, vec![], reply);
         assert!(s.directory().call(&home, msg).await.unwrap().iter().all(|(_, why)| why.is_none()));
     }

@@ -12,8 +12,8 @@ use futures::future::join_all;
 
 use crate::access::{Principal, Role};
 use crate::domain::{
-    AgeGroup, DateOfBirth, EventKind, FacilityNumber, PanelEntry, PanelIntake, PanelSource, PanelTransfer, Phn, Provider,
-    ProviderId, Registration, RegistrationRef, RegistrationStatus, Timestamp, TransferKey, TransferStatus,
+    AgeGroup, DateOfBirth, EventKind, FacilityNumber, PanelEntry, PanelIntake, PanelSource, PanelTransfer, Phn,
+    Provider, ProviderId, Registration, RegistrationRef, RegistrationStatus, Timestamp, TransferKey, TransferStatus,
 };
 use crate::error::{AttachError, ErrorCode};
 use crate::panel::{
@@ -372,8 +372,12 @@ impl ShardRuntime {
             if claim.is_some_and(|c| c.shard == self.state.key && c.holder == passed)
                 && !self.state.on_panel(&i.provider, i.phn)
             {
-                let row =
-                    PanelRow { phn: i.phn, surname: i.surname, given_name: i.given_name, date_of_birth: i.date_of_birth };
+                let row = PanelRow {
+                    phn: i.phn,
+                    surname: i.surname,
+                    given_name: i.given_name,
+                    date_of_birth: i.date_of_birth,
+                };
                 let row = SubmittedRow { line: 0, row, from_waitlist: Some(i.reference) };
                 chunks.entry((i.provider, i.facility)).or_default().push(row);
             } else {

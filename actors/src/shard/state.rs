@@ -10,9 +10,9 @@ use std::sync::Arc;
 
 use crate::domain::{
     Clinic, DAY_MS, DelegateId, Endorsement, EndorsementId, EventKind, FacilityNumber, MoveStatus, PanelEntry,
-    PanelIntake, PanelSource, PanelTransfer, Phn, PlaceHolders, Proposal, ProposalId, ProposalStatus, Provider, ProviderId,
-    Registration, RegistrationMove, RegistrationRef, RegistrationStatus, Settlement, ShardKey, StaffMember, Timestamp,
-    TransferKey,
+    PanelIntake, PanelSource, PanelTransfer, Phn, PlaceHolders, Proposal, ProposalId, ProposalStatus, Provider,
+    ProviderId, Registration, RegistrationMove, RegistrationRef, RegistrationStatus, Settlement, ShardKey, StaffMember,
+    Timestamp, TransferKey,
 };
 use crate::store::{Locator, Record, RecordKey};
 

@@ -194,12 +194,15 @@ impl AttachSystem {
     /// Answers the patients attached.
     pub async fn finish_intakes_everywhere(&self, before: crate::domain::Timestamp) -> usize {
         let shards = self.shards_here();
-        let all = join_all(shards.iter().map(|s| self.directory.call(s, |reply| ShardMsg::FinishIntakes(before, reply))));
+        let all =
+            join_all(shards.iter().map(|s| self.directory.call(s, |reply| ShardMsg::FinishIntakes(before, reply))));
         let mut attached = 0;
         for (shard, outcome) in shards.iter().zip(all.await) {
             match outcome {
                 Ok(n) => attached += n,
-                Err(e) => warn!(shard = %shard, error = %e, "could not finish the panel submissions cut off part way yet"),
+                Err(e) => {
+                    warn!(shard = %shard, error = %e, "could not finish the panel submissions cut off part way yet")
+                }
             }
         }
         attached

@@ -111,7 +111,8 @@ pub fn root_fields(document: &ExecutableDocument, name: Option<&str>, variables:
                 break;
             }
             match &selection.node {
-                Selection::Field(f) if f.node.name.node.starts_with("__") || left_out(&f.node.directives, variables) => {}
+                Selection::Field(f)
+                    if f.node.name.node.starts_with("__") || left_out(&f.node.directives, variables) => {}
                 Selection::Field(f) => {
                     keys.insert(f.node.response_key().node.as_str());
                 }
@@ -230,7 +231,10 @@ mod tests {
         let spread = doc("{ ...F ... on Query { c: a } __schema { types { name } } } fragment F on Query { a b }");
         assert_eq!(root_fields(&spread, None, &none), 3, "through fragments, without introspection");
         let two = doc("query A { a } query B { a b c }");
-        assert_eq!((root_fields(&two, Some("A"), &none), root_fields(&two, Some("B"), &none), root_fields(&two, None, &none)), (1, 3, 1));
+        assert_eq!(
+            (root_fields(&two, Some("A"), &none), root_fields(&two, Some("B"), &none), root_fields(&two, None, &none)),
+            (1, 3, 1)
+        );
         assert_eq!(root_fields(&two, Some("C"), &none), 1, "no such operation: async-graphql refuses it");
         let skipped = doc(
             "query($v: Boolean!) { a b @skip(if: true) c @include(if: false) d @skip(if: $v) ... @skip(if: true) { e } }",
@@ -245,7 +249,11 @@ mod tests {
         let message = serde_json::json!({ "id": "1", "type": "subscribe", "payload": {
             "query": "query($s: Boolean = true) { a @skip(if: $s) b }" } });
         assert_eq!(message_cost(message.to_string().as_bytes(), 100), Ok(1), "a default counts as given");
-        assert_eq!(root_fields(&doc("{ a a x: b x: b }"), None, &none), 2, "a field selected twice under one key runs once");
+        assert_eq!(
+            root_fields(&doc("{ a a x: b x: b }"), None, &none),
+            2,
+            "a field selected twice under one key runs once"
+        );
         let message =
             |query: &str| serde_json::json!({ "id": "1", "type": "subscribe", "payload": { "query": query } });
         assert_eq!(message_cost(message("{ a b }").to_string().as_bytes(), 100), Ok(2));

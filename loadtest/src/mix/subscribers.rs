@@ -149,7 +149,8 @@ pub async fn finish(feed: Feed, client: &reqwest::Client, endpoint: &str, token:
 /// The last sequence number `community` committed, reading its `events` from
 /// `after` (at most 100 pages; `after` itself when it cannot be read).
 async fn last_seq(client: &reqwest::Client, endpoint: &str, token: Option<&str>, community: &str, after: u64) -> u64 {
-    let query = "query($c: String!, $a: Int!) { events(communityCode: $c, afterSeq: $a, first: 100) { hasMore lastSeq } }";
+    let query =
+        "query($c: String!, $a: Int!) { events(communityCode: $c, afterSeq: $a, first: 100) { hasMore lastSeq } }";
     let mut last = after;
     for _ in 0..100 {
         let mut request = client.post(endpoint).json(&serde_json::json!({

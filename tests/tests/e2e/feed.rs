@@ -437,7 +437,9 @@ async fn the_server_pings_quiet_connections_and_closes_clients_that_never_answer
             let _ = anonymous.send(Message::text(r#"{"type":"ping"}"#)).await;
             match tokio::time::timeout(Duration::from_millis(300), anonymous.next()).await {
                 Ok(Some(Ok(Message::Close(frame)))) => break frame.map(|f| (u16::from(f.code), f.reason.to_string())),
-                Ok(Some(Ok(_))) | Err(_) => assert!(started.elapsed() < Duration::from_secs(10), "{protocol}: still open"),
+                Ok(Some(Ok(_))) | Err(_) => {
+                    assert!(started.elapsed() < Duration::from_secs(10), "{protocol}: still open")
+                }
                 Ok(other) => panic!("{protocol}: {other:?}"),
             }
         };
@@ -455,8 +457,10 @@ async fn a_burst_of_events_reaches_redis_whole_and_in_order() {
     use attach_actors::feed::{Feed, redis::RedisFeed};
     let redis = RedisServer::start();
     let shard = ShardKey::parse("IHA/111").unwrap();
-    let (publisher, subscriber) =
-        (RedisFeed::start(&redis.url(), "burst", 4096).unwrap(), RedisFeed::start(&redis.url(), "burst", 4096).unwrap());
+    let (publisher, subscriber) = (
+        RedisFeed::start(&redis.url(), "burst", 4096).unwrap(),
+        RedisFeed::start(&redis.url(), "burst", 4096).unwrap(),
+    );
     let mut rx = subscriber.subscribe(&shard);
     redis.wait_subscribed("burst:feed:IHA:111").await;
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
