@@ -192,6 +192,10 @@ pub async fn run() -> anyhow::Result<()> {
         Command::Token { role, scope, provider, subject, ttl, config, data_dir, regions } => {
             let mut settings = Settings::load(config.as_deref())?;
             settings.data_dir = data_dir.unwrap_or(settings.data_dir);
+            // A file named here must be read: its codes are what the scope is checked against.
+            if let Some(path) = &regions {
+                attach_actors::regions::Regions::load(path)?;
+            }
             settings.regions = regions.unwrap_or(settings.regions);
             let token = mint(&settings, &role, scope, provider, subject, &ttl)?;
             eprintln!(

@@ -223,6 +223,12 @@ fn drop_queued(rx: &mut mpsc::Receiver<Event>, again: &mut Vec<(String, Vec<u8>)
     while rx.try_recv().is_ok() {
         queued += 1;
     }
+    if waiting + queued > 0 {
+        warn!(
+            dropped = waiting + queued,
+            "live feed events dropped while Redis could not take them (the store has them)"
+        );
+    }
     dropped.fetch_add((waiting + queued) as u64, Ordering::Relaxed);
 }
 

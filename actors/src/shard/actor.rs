@@ -435,7 +435,10 @@ impl ShardActor {
                 )
             }
             ShardMsg::SubmitPanel(chunk, who, reply) => answer!(reply, rt.submit_panel(chunk, &who, now).await),
-            ShardMsg::FinishIntakes(before, reply) => answer!(reply, rt.finish_intakes(before, now).await),
+            ShardMsg::StaleIntakes(before, reply) => answer!(reply, Ok(rt.stale_intakes(before, now))),
+            ShardMsg::SettleIntakes { take, forget, reply } => {
+                answer!(reply, rt.settle_intakes(take, forget, now).await)
+            }
             ShardMsg::MayChangePanel(provider, who, reply) => answer!(reply, rt.may_change_panel(&who, &provider)),
             ShardMsg::ReleaseToPanel(release, born, reply) => {
                 answer!(reply, rt.release_to_panel(release, &born, now).await)

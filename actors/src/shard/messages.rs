@@ -288,9 +288,12 @@ pub enum ShardMsg {
     ExpireDue,
     /// Add a chunk of a submitted panel to a provider homed here.
     SubmitPanel(PanelChunk, Principal, Reply<ChunkAnswer>),
-    /// Finishes the panel submissions cut off between their steps before a
-    /// time (`ShardRuntime::finish_intakes`): answers the patients attached.
-    FinishIntakes(Timestamp, Reply<usize>),
+    /// The intakes of panel submissions cut off between their steps before a
+    /// time (`ShardRuntime::stale_intakes`).
+    StaleIntakes(Timestamp, Reply<Vec<crate::domain::PanelIntake>>),
+    /// Ends intakes: entries for `take`, nothing for `forget`
+    /// (`ShardRuntime::settle_intakes`); answers the patients attached.
+    SettleIntakes { take: Vec<crate::domain::PanelIntake>, forget: Vec<(ProviderId, Phn)>, reply: Reply<usize> },
     /// Whether the caller may change a provider's panel (a file refused whole
     /// is refused for the caller's right first).
     MayChangePanel(ProviderId, Principal, Reply<()>),
@@ -490,7 +493,8 @@ impl ShardMsg {
             ShardMsg::Gauges(..) => "gauges",
             ShardMsg::ExpireDue => "expireDue",
             ShardMsg::SubmitPanel(..) => "submitPanel",
-            ShardMsg::FinishIntakes(..) => "finishIntakes",
+            ShardMsg::StaleIntakes(..) => "staleIntakes",
+            ShardMsg::SettleIntakes { .. } => "settleIntakes",
             ShardMsg::ReleaseToPanel(..) => "releaseToPanel",
             ShardMsg::MayChangePanel(..) => "mayChangePanel",
             ShardMsg::RemoveFromPanel { .. } => "removeFromPanel",

@@ -328,19 +328,27 @@ async fn a_submission_cut_off_between_its_steps_is_finished_by_the_next_pass_and
     s.set_provider_clinic(&sys(), &f, &doc, true).await.unwrap();
     let single = s.register(&sys(), &c("111"), household(&[phn(1)], &[])).await.unwrap().registration;
     let pair = s.register(&sys(), &c("111"), household(&[phn(2), phn(3)], &[])).await.unwrap().registration;
-    let still = s.register(&sys(), &c("111"), household(&[phn(4)], &[])).await.unwrap().registration;
+    let unasked = s.register(&sys(), &c("111"), household(&[phn(4)], &[])).await.unwrap().registration;
+    let halfway = s.register(&sys(), &c("111"), household(&[phn(5)], &[])).await.unwrap().registration;
     let before = s.community_stats(&sys(), &c("112")).await.unwrap().counts.attached_people;
 
-    // The provider's first step finds three patients waiting; two registrations
-    // let theirs go (the claims pass to the panel), and the process dies before
-    // the panel saves them, and before the third was even asked.
+    // The provider's first step finds four patients waiting. Two registrations
+    // let theirs go and pass the claims to the panel; one lets its patient go
+    // and dies before passing the claim on; the last was never asked. Then the
+    // process dies, before the panel saves anyone.
     let (home, there) = (ShardKey::parse("IHA/111").unwrap(), ShardKey::parse("IHA/112").unwrap());
-    assert_eq!(first_step(s, &doc, &f, &[phn(1), phn(2), phn(4)]).await, 3);
-    for (reference, phns) in [(single.reference, vec![phn(1)]), (pair.reference, vec![phn(2)])] {
+    assert_eq!(first_step(s, &doc, &f, &[phn(1), phn(2), phn(4), phn(5)]).await, 4);
+    let waiting_claim = s.store().phn_claim(phn(5)).await.unwrap().unwrap();
+    for (reference, phns) in
+        [(single.reference, vec![phn(1)]), (pair.reference, vec![phn(2)]), (halfway.reference, vec![phn(5)])]
+    {
         let release = crate::panel::Release { reference, phns, provider: doc.clone(), provider_shard: there.clone() };
         let msg = |reply| crate::shard::ShardMsg::ReleaseToPanel(release, vec![], reply);
         assert!(s.directory().call(&home, msg).await.unwrap().iter().all(|(_, why)| why.is_none()));
     }
+    let passed = s.store().phn_claim(phn(5)).await.unwrap().unwrap();
+    let put_back = s.store().cas_phn_claim(phn(5), Some(&passed), Some(&waiting_claim)).await.unwrap();
+    assert_eq!(put_back, crate::store::CasOutcome::Applied);
     s.stop().await;
     let path = w.path.clone();
     drop(w.system);
@@ -359,21 +367,51 @@ async fn a_submission_cut_off_between_its_steps_is_finished_by_the_next_pass_and
     assert_eq!(taken.code, ErrorCode::Conflict);
     let taken = s.register(&sys(), &c("112"), household(&[phn(1)], &[])).await.unwrap_err();
     assert_eq!(taken.code, ErrorCode::Conflict, "in the panel's own community too");
-    assert_eq!(s.finish_intakes_everywhere(Timestamp::now()).await, 2);
+
+    // The pass finishes what the provider asked for, each patient from where the crash left them.
+    assert_eq!(s.finish_intakes_everywhere(Timestamp::now()).await, 4);
     let mut entries = s.panel(&sys(), &doc, 0, 10).await.unwrap().items;
     entries.sort_by_key(|e| e.phn);
     let sources: Vec<_> = entries.iter().map(|e| (e.phn, e.source.reference())).collect();
-    assert_eq!(sources, [(phn(1), Some(single.reference)), (phn(2), Some(pair.reference))]);
+    let expected = [
+        (phn(1), Some(single.reference)),
+        (phn(2), Some(pair.reference)),
+        (phn(4), Some(unasked.reference)),
+        (phn(5), Some(halfway.reference)),
+    ];
+    assert_eq!(sources, expected);
     let after = s.community_stats(&sys(), &c("112")).await.unwrap().counts.attached_people;
-    assert_eq!(after, before + 2, "counted as attachments from the waitlist");
-    // The patient nobody let go still waits where they were; nothing is left to finish.
-    let waiting = s.registration(&sys(), &still.reference).await.unwrap().registration;
-    assert_eq!((waiting.status, waiting.registered_at), (RegistrationStatus::Waiting, still.registered_at));
-    assert_eq!(s.finish_intakes_everywhere(Timestamp::now()).await, 0);
+    assert_eq!(after, before + 4, "counted as attachments from the waitlist, once each");
+    for r in [&single, &unasked, &halfway] {
+        let reg = s.registration(&sys(), &r.reference).await.unwrap().registration;
+        assert!(reg.is_attached_to(&doc), "{reg:?}");
+    }
+    let left = s.registration(&sys(), &pair.reference).await.unwrap().registration;
+    assert_eq!(
+        (left.status, left.registered_at, left.household.members.len()),
+        (RegistrationStatus::Waiting, pair.registered_at, 1)
+    );
+    for p in [phn(1), phn(2), phn(4), phn(5)] {
+        let holder = s.store().phn_claim(p).await.unwrap().unwrap().holder;
+        assert_eq!(holder, crate::store::PhnHolder::Panel(doc.clone()), "settled");
+    }
+    assert_eq!(s.finish_intakes_everywhere(Timestamp::now()).await, 0, "nothing left to finish");
     assert_eq!(
         statuses(&submit(s, &doc, &f, &csv_of(&[phn(1), phn(2)], "0F111")).await),
         [RowStatus::AlreadyOnPanel, RowStatus::AlreadyOnPanel]
     );
+
+    // A row the submission was told is a CONFLICT leaves nothing for the pass:
+    // a waiting patient born on another day than the file says stays waiting.
+    let mistyped = s.register(&sys(), &c("111"), household(&[phn(6)], &[])).await.unwrap().registration;
+    let report = submit(s, &doc, &f, &csv_born(&[phn(6)], "0F111", "1990-01-01")).await;
+    assert_eq!(statuses(&report), [RowStatus::Conflict]);
+    let intake = crate::store::RecordKey::PanelIntake(doc.clone(), phn(6));
+    assert_eq!(s.store().read(&there, &intake).await.unwrap(), None);
+    tokio::time::sleep(std::time::Duration::from_millis(60)).await;
+    assert_eq!(s.finish_intakes_everywhere(Timestamp::now()).await, 0);
+    let still = s.registration(&sys(), &mistyped.reference).await.unwrap().registration;
+    assert_eq!(still.status, RegistrationStatus::Waiting);
     s.stop().await;
 }
 

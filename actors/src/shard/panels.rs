@@ -354,35 +354,36 @@ impl ShardRuntime {
         Ok(answer)
     }
 
-    /// Finishes the submissions cut off between their steps (DECISIONS 44):
-    /// each intake older than `before` and than the claim grace whose
-    /// patient's claim their registration passed to the panel
-    /// (`PhnHolder::PanelFrom`) gets its entry, counted as an attachment from
-    /// the waitlist; any other (the patient still waiting, refused, taken by
-    /// someone else, or on the panel already) is dropped. Answers how many
-    /// patients were attached.
-    pub(super) async fn finish_intakes(&mut self, before: Timestamp, now: Timestamp) -> Result<usize, AttachError> {
+    /// The intakes of submissions cut off between their steps (DECISIONS 44):
+    /// older than `before` and than the claim grace, so a submission still
+    /// running is left to finish.
+    pub(super) fn stale_intakes(&self, before: Timestamp, now: Timestamp) -> Vec<PanelIntake> {
         let before = Timestamp(before.0.min(now.0 - self.config.claim_grace_ms()));
-        let stale: Vec<PanelIntake> = self.state.intakes().filter(|i| i.at < before).cloned().collect();
+        self.state.intakes().filter(|i| i.at < before).cloned().collect()
+    }
+
+    /// Ends intakes: those in `take` get their entries (as attachments from
+    /// the waitlist where their claim says so, `take_rows` reading it as for
+    /// any row), those in `forget` are dropped. Only intakes still kept are
+    /// touched. Answers how many patients were attached.
+    pub(super) async fn settle_intakes(
+        &mut self,
+        take: Vec<PanelIntake>,
+        forget: Vec<(ProviderId, Phn)>,
+        now: Timestamp,
+    ) -> Result<usize, AttachError> {
+        let kept = |provider: &ProviderId, phn: Phn| self.state.intake(provider, phn).is_some();
+        let dropped: Vec<RecordKey> = forget
+            .into_iter()
+            .filter(|(provider, phn)| kept(provider, *phn))
+            .map(|(provider, phn)| RecordKey::PanelIntake(provider, phn))
+            .collect();
         let mut chunks: BTreeMap<(ProviderId, FacilityNumber), Vec<SubmittedRow>> = BTreeMap::new();
-        let mut dropped = Vec::new();
-        for i in stale {
-            let passed = PhnHolder::PanelFrom(i.provider.clone(), i.reference);
-            let claim = self.store.phn_claim(i.phn).await?;
-            if claim.is_some_and(|c| c.shard == self.state.key && c.holder == passed)
-                && !self.state.on_panel(&i.provider, i.phn)
-            {
-                let row = PanelRow {
-                    phn: i.phn,
-                    surname: i.surname,
-                    given_name: i.given_name,
-                    date_of_birth: i.date_of_birth,
-                };
-                let row = SubmittedRow { line: 0, row, from_waitlist: Some(i.reference) };
-                chunks.entry((i.provider, i.facility)).or_default().push(row);
-            } else {
-                dropped.push(RecordKey::PanelIntake(i.provider, i.phn));
-            }
+        for i in take.into_iter().filter(|i| kept(&i.provider, i.phn)) {
+            let row =
+                PanelRow { phn: i.phn, surname: i.surname, given_name: i.given_name, date_of_birth: i.date_of_birth };
+            let row = SubmittedRow { line: 0, row, from_waitlist: Some(i.reference) };
+            chunks.entry((i.provider, i.facility)).or_default().push(row);
         }
         self.commit(Change { deletes: dropped, ..Change::default() }, now).await?;
         let mut attached = 0;
@@ -391,7 +392,7 @@ impl ShardRuntime {
             let patients = answer.rows.iter().filter(|r| r.status == RowStatus::AttachedFromWaitlist).count();
             tracing::warn!(
                 shard = %self.state.key, provider = %provider, patients,
-                "finished a panel submission cut off part way: its waiting patients had left the waitlist for the panel"
+                "finished a panel submission cut off part way: its waiting patients are on the panel"
             );
             attached += patients;
         }

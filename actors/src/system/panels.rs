@@ -189,23 +189,76 @@ impl AttachSystem {
     }
 
     /// Finishes, in each shard this node runs, the panel submissions cut off
-    /// between a registration letting waiting patients go and the panel
-    /// saving their entries, found before `before` (and the claim grace).
-    /// Answers the patients attached.
+    /// between finding waiting patients and saving their entries (DECISIONS
+    /// 44), found before `before` (and the claim grace). Each patient goes on
+    /// as the submission would have: on to the panel if their registration let
+    /// them go or lets them go now; nowhere (the intake dropped) if it refuses
+    /// or someone else holds them. Answers the patients attached.
     pub async fn finish_intakes_everywhere(&self, before: crate::domain::Timestamp) -> usize {
-        let shards = self.shards_here();
-        let all =
-            join_all(shards.iter().map(|s| self.directory.call(s, |reply| ShardMsg::FinishIntakes(before, reply))));
+        let who = Principal::internal("panel-pass");
         let mut attached = 0;
-        for (shard, outcome) in shards.iter().zip(all.await) {
-            match outcome {
-                Ok(n) => attached += n,
+        for shard in self.shards_here() {
+            let stale = match self.directory.call(&shard, |reply| ShardMsg::StaleIntakes(before, reply)).await {
+                Ok(stale) if !stale.is_empty() => stale,
+                Ok(_) => continue,
                 Err(e) => {
-                    warn!(shard = %shard, error = %e, "could not finish the panel submissions cut off part way yet")
+                    warn!(shard = %shard, error = %e, "could not read the intakes of cut-off panel submissions yet");
+                    continue;
                 }
+            };
+            let (mut take, mut forget) = (Vec::new(), Vec::new());
+            for intake in stale {
+                match self.goes_to_panel(&who, &shard, &intake).await {
+                    Ok(true) => take.push(intake),
+                    Ok(false) => forget.push((intake.provider, intake.phn)),
+                    // Left for the next pass.
+                    Err(e) => warn!(shard = %shard, error = %e, "could not finish a cut-off panel submission yet"),
+                }
+            }
+            match self.directory.call(&shard, |reply| ShardMsg::SettleIntakes { take, forget, reply }).await {
+                Ok(n) => attached += n,
+                Err(e) => warn!(shard = %shard, error = %e, "could not finish a cut-off panel submission yet"),
             }
         }
         attached
+    }
+
+    /// Whether a cut-off submission's patient goes on to the panel: their
+    /// claim passed to it, their registration let them go for it, or, still
+    /// waiting, it lets them go now (the step the crash cut off).
+    async fn goes_to_panel(
+        &self,
+        who: &Principal,
+        shard: &ShardKey,
+        intake: &crate::domain::PanelIntake,
+    ) -> Result<bool, AttachError> {
+        use crate::store::{PhnHolder, Record, RecordKey};
+        match self.store.phn_claim(intake.phn).await?.map(|c| c.holder) {
+            Some(PhnHolder::PanelFrom(p, r)) if p == intake.provider && r == intake.reference => return Ok(true),
+            Some(PhnHolder::Registration(r)) if r == intake.reference => {}
+            _ => return Ok(false),
+        }
+        let reg_shard = self.locate(Locator::Registration(intake.reference), "registration").await?;
+        let record = self.store.read(&reg_shard, &RecordKey::Registration(intake.reference)).await?;
+        if let Some(Record::Registration(reg)) = record
+            && reg.status == crate::domain::RegistrationStatus::Attached
+        {
+            // Let go (the whole household) before the claim passed on: the panel's step takes it over.
+            return Ok(
+                reg.is_attached_to(&intake.provider) && reg.household.members.iter().any(|m| m.phn == intake.phn)
+            );
+        }
+        let release = Release {
+            reference: intake.reference,
+            phns: vec![intake.phn],
+            provider: intake.provider.clone(),
+            provider_shard: shard.clone(),
+        };
+        let mut trail = Trail::new(who, Operation::SubmitPanel).about(&intake.provider);
+        let draft = trail.step(Some(reg_shard.clone()), Some(intake.reference.to_string()));
+        let born = vec![(intake.phn, intake.date_of_birth)];
+        let released = self.release_to_panel(&reg_shard, release, born, draft).await?;
+        Ok(released.iter().any(|(phn, why)| *phn == intake.phn && why.is_none()))
     }
 
     /// The answer to a panel file refused whole (`file_error`: empty, too large,
@@ -254,6 +307,7 @@ impl AttachSystem {
             by_registration.entry(w.reference).or_insert_with(|| (w.shard.clone(), Vec::new())).1.push(w.row);
         }
         let mut second = Vec::new();
+        let mut refused = Vec::new();
         for (reference, (reg_shard, rows)) in by_registration {
             let release = Release {
                 reference,
@@ -267,11 +321,22 @@ impl AttachSystem {
             for row in rows {
                 match released.iter().find(|(phn, _)| *phn == row.row.phn) {
                     Some((_, None)) => second.push(SubmittedRow { from_waitlist: Some(reference), ..row }),
-                    Some((_, Some(why))) => out.push(RowReport::because(row.line, RowStatus::Conflict, why.as_str())),
+                    Some((_, Some(why))) => {
+                        refused.push((provider.clone(), row.row.phn));
+                        out.push(RowReport::because(row.line, RowStatus::Conflict, why.as_str()))
+                    }
                     None => {
+                        refused.push((provider.clone(), row.row.phn));
                         out.push(RowReport::because(row.line, RowStatus::Conflict, "the patient could not be moved"))
                     }
                 }
+            }
+        }
+        // A row told CONFLICT is not taken later by the pass that finishes cut-off submissions.
+        if !refused.is_empty() {
+            let forget = |reply| ShardMsg::SettleIntakes { take: Vec::new(), forget: refused, reply };
+            if let Err(e) = self.directory.call(shard, forget).await {
+                warn!(error = %e, provider = %provider, "could not drop the intakes of rows refused");
             }
         }
         if !second.is_empty() {

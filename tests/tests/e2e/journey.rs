@@ -708,6 +708,9 @@ async fn a_store_holding_a_community_the_regions_file_does_not_name_is_not_start
     assert!(token(Some(&regions)).0, "{}", token(Some(&regions)).1);
     let (minted, stderr) = token(None);
     assert!(!minted && stderr.contains("has no community 199"), "{stderr}");
+    let missing = dir.path().join("no-such-regions.toml");
+    let (minted, stderr) = token(Some(&missing));
+    assert!(!minted && stderr.contains("no-such-regions.toml"), "a file named must be read: {stderr}");
     // The data directory still starts with the file it was made with, its household there.
     let app = TestApp::spawn(dir.path(), Spawn::default()).await;
     let body = app.coordinator().graphql("{ waitlist(communityCode: \"111\") { totalCount } }", json!({})).await;
