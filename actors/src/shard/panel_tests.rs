@@ -44,6 +44,15 @@ pub(super) async fn submit(
     system.submit_panel(&sys(), doc, f, parsed).await.unwrap()
 }
 
+/// A world with provider P2222, homed in community 112, listed at clinic 0F111 of community 111.
+async fn panel_of_112(config: ShardConfig) -> (super::tests::World, FacilityNumber, ProviderId) {
+    let w = world(config).await;
+    let f = clinic(&w.system, "0F111", "111").await;
+    let doc = provider(&w.system, "P2222", "112", 0).await;
+    w.system.set_provider_clinic(&sys(), &f, &doc, true).await.unwrap();
+    (w, f, doc)
+}
+
 /// A submission's first step on the provider's shard (`IHA/112`): it finds
 /// which of `phns` wait, and keeps an intake for each (DECISIONS 44).
 async fn first_step(s: &AttachSystem, doc: &ProviderId, f: &FacilityNumber, phns: &[Phn]) -> usize {
@@ -145,11 +154,8 @@ async fn a_submission_adds_takes_waiting_patients_and_never_moves_anyone_silentl
 
 #[tokio::test]
 async fn a_waiting_patient_another_submission_takes_between_the_two_steps_still_counts_as_attached() {
-    let w = world(ShardConfig::default()).await;
+    let (w, f, doc) = panel_of_112(ShardConfig::default()).await;
     let s = &w.system;
-    let f = clinic(s, "0F111", "111").await;
-    let doc = provider(s, "P2222", "112", 0).await;
-    s.set_provider_clinic(&sys(), &f, &doc, true).await.unwrap();
     let family = s.register(&sys(), &c("111"), household(&[phn(1), phn(2)], &[])).await.unwrap().registration;
     let before = s.community_stats(&sys(), &c("112")).await.unwrap().counts.attached_people;
 
@@ -197,11 +203,8 @@ async fn a_waiting_patient_another_submission_takes_between_the_two_steps_still_
 
 #[tokio::test]
 async fn a_crash_after_a_waiting_single_left_for_the_panel_is_mended_by_submitting_again() {
-    let w = world(ShardConfig::default()).await;
+    let (w, f, doc) = panel_of_112(ShardConfig::default()).await;
     let s = &w.system;
-    let f = clinic(s, "0F111", "111").await;
-    let doc = provider(s, "P2222", "112", 0).await;
-    s.set_provider_clinic(&sys(), &f, &doc, true).await.unwrap();
     let single = s.register(&sys(), &c("111"), household(&[phn(1)], &[])).await.unwrap().registration;
     let before = s.community_stats(&sys(), &c("112")).await.unwrap().counts.attached_people;
 
@@ -245,11 +248,8 @@ async fn a_crash_after_a_waiting_single_left_for_the_panel_is_mended_by_submitti
 
 #[tokio::test]
 async fn a_crash_after_waiting_patients_claims_passed_to_the_panel_still_counts_them_from_the_waitlist() {
-    let w = world(ShardConfig::default()).await;
+    let (w, f, doc) = panel_of_112(ShardConfig::default()).await;
     let s = &w.system;
-    let f = clinic(s, "0F111", "111").await;
-    let doc = provider(s, "P2222", "112", 0).await;
-    s.set_provider_clinic(&sys(), &f, &doc, true).await.unwrap();
     let single = s.register(&sys(), &c("111"), household(&[phn(1)], &[])).await.unwrap().registration;
     let pair = s.register(&sys(), &c("111"), household(&[phn(2), phn(3)], &[])).await.unwrap().registration;
     let before = s.community_stats(&sys(), &c("112")).await.unwrap().counts.attached_people;
@@ -321,11 +321,8 @@ async fn a_crash_after_waiting_patients_claims_passed_to_the_panel_still_counts_
 #[tokio::test]
 async fn a_submission_cut_off_between_its_steps_is_finished_by_the_next_pass_and_strands_nobody() {
     let config = ShardConfig { claim_grace: std::time::Duration::from_millis(50), ..ShardConfig::default() };
-    let w = world(config.clone()).await;
+    let (w, f, doc) = panel_of_112(config.clone()).await;
     let s = &w.system;
-    let f = clinic(s, "0F111", "111").await;
-    let doc = provider(s, "P2222", "112", 0).await;
-    s.set_provider_clinic(&sys(), &f, &doc, true).await.unwrap();
     let single = s.register(&sys(), &c("111"), household(&[phn(1)], &[])).await.unwrap().registration;
     let pair = s.register(&sys(), &c("111"), household(&[phn(2), phn(3)], &[])).await.unwrap().registration;
     let unasked = s.register(&sys(), &c("111"), household(&[phn(4)], &[])).await.unwrap().registration;
