@@ -563,7 +563,8 @@ pub fn return_attached(
         let days = window_ms / 86_400_000;
         return Err(AttachError::conflict(format!(
             "registration {reference} was not attached through a match accepted in the last {days} days \
-             (or came onto the panel from a submitted panel list): the provider's panel keeps it"
+             (or came onto the panel from a submitted panel list): a return would take the patients off a panel \
+             the provider keeps; the provider removes them from it (removeFromPanel), and they can register again"
         )));
     };
     let returned = p.fall_through(Responder::Coordinator, &reason)?;
