@@ -182,11 +182,10 @@ impl Regions {
                     if lha.population > i32::MAX as u64 {
                         bail!("community {}: a population is at most {}", lha.code, i32::MAX);
                     }
-                    if !seen_community.insert(community.as_str().to_ascii_uppercase())
-                        || by_community.insert(community.as_str().to_string(), (has.len(), communities.len())).is_some()
-                    {
+                    if !seen_community.insert(community.as_str().to_ascii_uppercase()) {
                         bail!("community {} appears twice (codes are compared in any case)", lha.code);
                     }
+                    by_community.insert(community.as_str().to_string(), (has.len(), communities.len()));
                     communities.push(Community {
                         shard: ShardKey::new(code.clone(), community),
                         name: name_of("community", &lha.code, &lha.name)?,

@@ -19,8 +19,8 @@ use tracing::{Instrument, info, info_span, instrument, warn};
 
 use crate::audit::AuditDraft;
 use crate::domain::{
-    DAY_MS, Event, Household, Proposal, ProposalId, Registration, RegistrationRef, RegistrationStatus, Seq, ShardKey,
-    Timestamp,
+    DAY_MS, Event, Household, Proposal, ProposalId, ProviderId, Registration, RegistrationRef, RegistrationStatus, Seq,
+    ShardKey, Timestamp,
 };
 use crate::error::AttachError;
 use crate::feed::Feed;
@@ -815,19 +815,8 @@ impl ShardRuntime {
     ) -> Result<bool, AttachError> {
         let record = match &claim.holder {
             PhnHolder::Registration(r) => self.claimed_registration(&claim.shard, r).await?.map(Record::Registration),
-            PhnHolder::Panel(p) | PhnHolder::PanelFrom(p, _) if claim.shard == self.state.key => {
-                let entry = self.state.panel(p).and_then(|panel| panel.get(&phn)).cloned().map(Record::PanelEntry);
-                // A patient a panel is taking (DECISIONS 44): its shard's pass saves the entry.
-                let taking = || self.state.intake(p, phn).cloned().map(Record::PanelIntake);
-                entry.or_else(|| matches!(claim.holder, PhnHolder::PanelFrom(..)).then(taking).flatten())
-            }
-            PhnHolder::Panel(p) => self.store.read(&claim.shard, &RecordKey::PanelEntry(p.clone(), phn)).await?,
-            PhnHolder::PanelFrom(p, _) => {
-                match self.store.read(&claim.shard, &RecordKey::PanelEntry(p.clone(), phn)).await? {
-                    Some(entry) => Some(entry),
-                    None => self.store.read(&claim.shard, &RecordKey::PanelIntake(p.clone(), phn)).await?,
-                }
-            }
+            PhnHolder::Panel(p) => self.panel_record(&claim.shard, p, phn, false).await?,
+            PhnHolder::PanelFrom(p, _) => self.panel_record(&claim.shard, p, phn, true).await?,
         };
         let recent = now.0 - claim.at.0 < self.config.claim_grace_ms();
         Ok(match record {
@@ -838,6 +827,32 @@ impl ShardRuntime {
             Some(_) => true,
             // No record: either the claimer is between claim and commit (live) or it crashed there.
             None => recent,
+        })
+    }
+
+    /// What stands behind a panel's claim on `phn` in `shard` (read here when
+    /// it is this shard): the entry, or, for a claim a registration passed on
+    /// (`taking`), the intake its pass finishes (DECISIONS 44).
+    async fn panel_record(
+        &self,
+        shard: &ShardKey,
+        provider: &ProviderId,
+        phn: crate::domain::Phn,
+        taking: bool,
+    ) -> Result<Option<Record>, AttachError> {
+        let here = shard == &self.state.key;
+        let entry = if here {
+            self.state.panel(provider).and_then(|p| p.get(&phn)).cloned().map(Record::PanelEntry)
+        } else {
+            self.store.read(shard, &RecordKey::PanelEntry(provider.clone(), phn)).await?
+        };
+        if entry.is_some() || !taking {
+            return Ok(entry);
+        }
+        Ok(if here {
+            self.state.intake(provider, phn).cloned().map(Record::PanelIntake)
+        } else {
+            self.store.read(shard, &RecordKey::PanelIntake(provider.clone(), phn)).await?
         })
     }
 

@@ -6,7 +6,7 @@
 //! (`system/panels.rs`) strings the steps together across shards, and a retry
 //! after a crash finds what was already done and goes on from there.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use futures::future::join_all;
 
@@ -195,7 +195,8 @@ impl ShardRuntime {
             PhnClaim { shard: self.state.key.clone(), holder: PhnHolder::Panel(chunk.provider.clone()), at: now };
         // The intakes this chunk ends: its rows that left a registration, whatever
         // becomes of them now (more are found below, taken as such).
-        let mut ended: Vec<Phn> = chunk.rows.iter().filter(|r| r.from_waitlist.is_some()).map(|r| r.row.phn).collect();
+        let mut ended: BTreeSet<Phn> =
+            chunk.rows.iter().filter(|r| r.from_waitlist.is_some()).map(|r| r.row.phn).collect();
         let mut answer = ChunkAnswer::default();
         let (already, fresh): (Vec<SubmittedRow>, Vec<SubmittedRow>) =
             chunk.rows.into_iter().partition(|r| self.state.on_panel(&chunk.provider, r.row.phn));
@@ -278,8 +279,6 @@ impl ShardRuntime {
             }
         }
         ended.extend(taking.iter().filter(|r| r.from_waitlist.is_some()).map(|r| r.row.phn));
-        ended.sort_unstable();
-        ended.dedup();
         let deletes = ended
             .into_iter()
             .filter(|phn| self.state.intake(&chunk.provider, *phn).is_some())

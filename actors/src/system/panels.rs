@@ -319,17 +319,16 @@ impl AttachSystem {
             let draft = trail.step(Some(reg_shard.clone()), Some(reference.to_string()));
             let released = self.release_to_panel(&reg_shard, release, born, draft).await?;
             for row in rows {
-                match released.iter().find(|(phn, _)| *phn == row.row.phn) {
-                    Some((_, None)) => second.push(SubmittedRow { from_waitlist: Some(reference), ..row }),
-                    Some((_, Some(why))) => {
-                        refused.push((provider.clone(), row.row.phn));
-                        out.push(RowReport::because(row.line, RowStatus::Conflict, why.as_str()))
+                let why = match released.iter().find(|(phn, _)| *phn == row.row.phn) {
+                    Some((_, None)) => {
+                        second.push(SubmittedRow { from_waitlist: Some(reference), ..row });
+                        continue;
                     }
-                    None => {
-                        refused.push((provider.clone(), row.row.phn));
-                        out.push(RowReport::because(row.line, RowStatus::Conflict, "the patient could not be moved"))
-                    }
-                }
+                    Some((_, Some(why))) => why.as_str(),
+                    None => "the patient could not be moved",
+                };
+                refused.push((provider.clone(), row.row.phn));
+                out.push(RowReport::because(row.line, RowStatus::Conflict, why));
             }
         }
         // A row told CONFLICT is not taken later by the pass that finishes cut-off submissions.

@@ -66,9 +66,8 @@ pub fn not_runnable(
 /// yet), and a file named that the request does not carry ([`uploads::forged`]).
 pub fn cannot_run(request: &mut async_graphql::Request) -> Option<String> {
     let uploads = request.uploads.len();
-    let variables = std::mem::take(&mut request.variables);
+    let mut variables = std::mem::take(&mut request.variables);
     let name = request.operation_name.take();
-    let mut variables = variables;
     let why = request.parsed_query().ok().and_then(|document| {
         with_defaults(document, name.as_deref(), &mut variables);
         uploads::forged(document, &variables, uploads).or_else(|| not_runnable(document, name.as_deref(), &variables))
