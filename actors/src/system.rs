@@ -324,6 +324,20 @@ impl AttachSystem {
         }
     }
 
+    /// The shards this node is preferred for that another node holds: a
+    /// stand-in that kept them because its hand-back was never asked for, did
+    /// not reach it, or came while this node could not take them at once.
+    pub async fn own_shards_held_elsewhere(&self) -> Vec<ShardKey> {
+        let Some(placement) = self.config.placement.get() else { return Vec::new() };
+        let mut held = Vec::new();
+        for key in self.regions.shards().filter(|k| placement.is_mine(k) && self.directory.actor(k).is_none()) {
+            if self.shard_owner(key).await.is_some_and(|owner| owner != self.owner) {
+                held.push(key.clone());
+            }
+        }
+        held
+    }
+
     /// Shards running here of those this node should run: every shard, or
     /// under a placement the ones it is preferred for.
     pub fn readiness(&self) -> (usize, usize) {

@@ -28,6 +28,7 @@ use tracing::info;
 use crate::auth::Authenticator;
 use crate::client_ip::ClientIp;
 use crate::config::Settings;
+use crate::forward::Forwarder;
 use crate::graphql;
 use crate::graphql::PrincipalSubscriptions;
 use crate::graphql::document_cache::DocumentCache;
@@ -311,7 +312,12 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let system = self.state.system.clone();
         let sockets = self.state.sockets.clone();
-        let resumer = tokio::spawn(resume_stalled(system.clone(), self.state.started.clone(), self.resume_every));
+        let resumer = tokio::spawn(resume_stalled(
+            system.clone(),
+            self.state.forwarder.clone(),
+            self.state.started.clone(),
+            self.resume_every,
+        ));
         info!(port = self.port, "listening");
         // Small GraphQL answers and feed events must not wait for Nagle's algorithm.
         let send_buffer = self.send_buffer;
@@ -379,10 +385,16 @@ impl Application {
     }
 }
 
-/// Once started, every `every`: finishes the moves and resumes the transfers
-/// that have been running longer than that, so a step that failed (a shard
-/// restarting, a peer away) is taken again without waiting for a retry or a restart.
-async fn resume_stalled(system: Arc<AttachSystem>, started: Arc<AtomicBool>, every: std::time::Duration) {
+/// Once started, every `every`: takes back this node's shards a peer still
+/// holds, and finishes the moves and resumes the transfers that have been
+/// running longer than that, so a step that failed (a shard restarting, a peer
+/// away) is taken again without waiting for a retry or a restart.
+async fn resume_stalled(
+    system: Arc<AttachSystem>,
+    forwarder: Arc<Forwarder>,
+    started: Arc<AtomicBool>,
+    every: std::time::Duration,
+) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -390,10 +402,31 @@ async fn resume_stalled(system: Arc<AttachSystem>, started: Arc<AtomicBool>, eve
         if !started.load(Ordering::Acquire) {
             continue;
         }
+        take_back_own_shards(&system, &forwarder).await;
         let (moves, transfers) = system.resume_stalled(every).await;
         if moves + transfers > 0 {
             info!(moves, transfers, "stalled moves finished and transfers resumed");
         }
+    }
+}
+
+/// Asks the peers again for the shards this node is preferred for that one of
+/// them still holds, and starts those they hand back. The asks made at start
+/// and on a new node list are single tries: one that failed (a peer out of
+/// reach, or not yet knowing this node), or a shard a peer took again because
+/// this node did not take it within a lease, would otherwise stay there until
+/// the next restart or SIGHUP.
+async fn take_back_own_shards(system: &AttachSystem, forwarder: &Forwarder) {
+    if !forwarder.has_peers() {
+        return;
+    }
+    let held = system.own_shards_held_elsewhere().await;
+    if held.is_empty() {
+        return;
+    }
+    info!(shards = held.len(), "shards this node is preferred for still run on a peer; asking for them back");
+    if !forwarder.ask_hand_back().await.is_empty() {
+        system.start_own_shards();
     }
 }
 

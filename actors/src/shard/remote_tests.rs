@@ -288,3 +288,38 @@ async fn who_holds_a_place_in_line_moves_with_the_household_to_the_other_node() 
     let kept = b.registration(&sys(), &mover.reference).await.unwrap().registration;
     assert_eq!(kept.household.members.len(), 2, "nothing changed");
 }
+
+/// A node's own shard that another node holds for many of the node's tries (a
+/// stand-in that has not handed it back yet) is still taken once its lease is
+/// free: waiting for a lease is not a crash loop, and never stops the tries.
+#[tokio::test]
+async fn a_shard_held_elsewhere_for_many_tries_is_taken_once_its_lease_is_free() {
+    let dir = tempfile::tempdir().unwrap();
+    let lease = Duration::from_millis(400);
+    let options = EmbeddedOptions { lease, ..EmbeddedOptions::default() };
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&dir.path().join("attach.redb"), options).unwrap());
+    let (mine, other) = names();
+    let epoch = store.acquire_shard(&shard("111"), &other).await.unwrap();
+    let config = ShardConfig {
+        placement: crate::shard::PlacementCell::new(Some(Placement::new(&mine, [other.clone()]))),
+        ..ShardConfig::default()
+    };
+    let feed: Arc<dyn crate::feed::Feed> = Arc::new(crate::feed::MemoryFeed::new(64));
+    let regions = Arc::new(Regions::parse(REGIONS).unwrap());
+    let node = Arc::new(AttachSystem::new(regions, store.clone(), feed, config, mine));
+    node.start().await.unwrap();
+    // The other node keeps it for about 25 of this node's tries (one a quarter lease).
+    for _ in 0..25 {
+        tokio::time::sleep(lease / 3).await;
+        store.renew_lease(&shard("111"), &other, epoch).await.unwrap();
+    }
+    assert_eq!(node.readiness(), (0, 1), "held elsewhere");
+    store.release_shard(&shard("111"), &other, epoch).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while node.readiness() != (1, 1) {
+        assert!(std::time::Instant::now() < deadline, "the node never took its own shard once it was free");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(store.shard_owner(&shard("111")).await.unwrap(), Some(node.owner().to_string()));
+    node.stop().await;
+}

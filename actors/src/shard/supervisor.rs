@@ -180,22 +180,35 @@ async fn start(
 
 async fn restart(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState, key: ShardKey) {
     let Some(args) = state.args.get(&key).cloned() else { return };
-    // More than 5 restarts in a minute: wait before the next, so a shard whose
-    // store is down does not spin.
+    // Five starts in a minute already: wait before the next, so a shard whose
+    // store is down does not spin. Only starts count, not the waits, so the
+    // shard is tried again once the oldest start is a minute old.
     let recent = state.restarts.entry(key.clone()).or_default();
-    recent.retain(|t| t.elapsed() < Duration::from_secs(60));
-    recent.push(Instant::now());
-    let backoff = if recent.len() > 5 { Duration::from_secs(5) } else { Duration::ZERO };
-    if !backoff.is_zero() {
+    recent.retain(|t| t.elapsed() < CRASH_WINDOW);
+    if recent.len() >= CRASH_STARTS {
         warn!(shard = %key, "shard restarting repeatedly; backing off");
-        myself.send_after(backoff, move || SupervisorMsg::Restart(key));
+        myself.send_after(CRASH_BACKOFF, move || SupervisorMsg::Restart(key));
         return;
     }
+    recent.push(Instant::now());
     let delay = retry_delay(&args);
     if let Err(e) = start(myself, state, args).await {
+        if leased_elsewhere(e.as_ref()) {
+            // Another node holds it: waiting for its lease is not a crash, and
+            // must not stop this node from taking the shard when it can.
+            if let Some(recent) = state.restarts.get_mut(&key) {
+                recent.pop();
+            }
+        }
         retry_later(myself, key, e.as_ref(), delay);
     }
 }
+
+/// The starts of one shard within [`CRASH_WINDOW`] after which it waits
+/// [`CRASH_BACKOFF`] between tries.
+const CRASH_STARTS: usize = 5;
+const CRASH_WINDOW: Duration = Duration::from_secs(60);
+const CRASH_BACKOFF: Duration = Duration::from_secs(5);
 
 /// How long to wait before trying a shard another node holds again: a lease
 /// (the earliest it can have run out), or a quarter of one for a shard this

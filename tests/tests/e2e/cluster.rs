@@ -146,10 +146,7 @@ async fn list_only(
     };
     a.peers.apply(&cluster).await.unwrap();
     let placement = Placement::new("node-a", [other.to_string()]);
-    eventually("each shard on its preferred node of the two", async || {
-        spread_as_preferred(store, shards, &placement).await
-    })
-    .await;
+    all_preferred(store, shards, &placement).await;
     wait_for(http, &format!("{url}/readyz")).await;
     (placement, cluster)
 }
@@ -367,12 +364,68 @@ async fn a_request_for_a_shard_another_node_holds_is_answered_by_that_node() {
 
 /// Whether every shard is held by the node `placement` prefers, as the store says.
 async fn spread_as_preferred(store: &dyn Store, shards: &[ShardKey], placement: &Placement) -> bool {
+    misplaced(store, shards, placement).await.is_empty()
+}
+
+/// The shards not held by their preferred node, each with who holds it.
+async fn misplaced(store: &dyn Store, shards: &[ShardKey], placement: &Placement) -> Vec<String> {
+    let mut wrong = Vec::new();
     for s in shards {
-        if store.shard_owner(s).await.unwrap().as_deref() != Some(placement.preferred(s)) {
-            return false;
+        let owner = store.shard_owner(s).await.unwrap();
+        if owner.as_deref() != Some(placement.preferred(s)) {
+            wrong.push(format!("{s} (held by {owner:?}, preferred {})", placement.preferred(s)));
         }
     }
-    true
+    wrong
+}
+
+/// Waits (30 s at most) until each shard is held by its preferred node, and
+/// names the shards that are not if they never are.
+async fn all_preferred(store: &dyn Store, shards: &[ShardKey], placement: &Placement) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let wrong = misplaced(store, shards, placement).await;
+        if wrong.is_empty() {
+            return;
+        }
+        let first: Vec<&String> = wrong.iter().take(6).collect();
+        assert!(
+            Instant::now() < deadline,
+            "never: each shard on its preferred node; {} not, such as {first:?}",
+            wrong.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A TCP gate on a loopback port in front of `to`: while shut it takes each
+/// connection and drops it (a peer out of reach); once opened it joins them.
+struct Gate {
+    port: u16,
+    open: Arc<std::sync::atomic::AtomicBool>,
+}
+
+fn gate(to: u16) -> Gate {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+    let open = Arc::new(AtomicBool::new(false));
+    let opened = open.clone();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            if !opened.load(Ordering::Acquire) {
+                continue;
+            }
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(("127.0.0.1", to)).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    Gate { port, open }
 }
 
 async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
@@ -406,6 +459,39 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// A node whose ask for its shards at start never reached the stand-in
+/// holding them asks again, a lease later and each lease after, until it has
+/// them: neither a restart nor a new node list is needed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_first_ask_for_its_shards_failed_gets_them_when_the_peer_is_in_reach() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, shards) = lease_store(dir.path());
+    let http = reqwest::Client::new();
+    let (port_a, port_c) = (free_port(), free_port());
+    let (url_a, url_c) = (format!("http://127.0.0.1:{port_a}"), format!("http://127.0.0.1:{port_c}"));
+    let listen = |port: u16| format!("127.0.0.1:{port}");
+
+    // A knows C, which has not started: A stands in for C's shards.
+    let a_peers = vec![format!("node-c={url_c}")];
+    let a = node_with(dir.path(), store.clone(), "node-a", a_peers, 100, &listen(port_a), None).await;
+    wait_for(&http, &format!("{url_a}/readyz")).await;
+    eventually("A stands in for C's shards", async || all_held_by(store.as_ref(), &shards, "node-a").await).await;
+
+    // C reaches A through a gate, shut while C starts: its ask for its shards is lost.
+    let to_a = gate(port_a);
+    let c_peers = vec![format!("node-a=http://127.0.0.1:{}", to_a.port)];
+    let c = node_with(dir.path(), store.clone(), "node-c", c_peers, 100, &listen(port_c), None).await;
+    wait_for(&http, &format!("{url_c}/healthz")).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(all_held_by(store.as_ref(), &shards, "node-a").await, "A handed shards back unasked");
+
+    // Once A is in reach, C's next ask is answered and C runs its shards.
+    to_a.open.store(true, std::sync::atomic::Ordering::Release);
+    all_preferred(store.as_ref(), &shards, &Placement::new("node-a", ["node-c".to_string()])).await;
+    wait_for(&http, &format!("{url_c}/readyz")).await;
+    stop([c, a]).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_takes_another_ones_place_while_the_cluster_runs() {
     let dir = tempfile::tempdir().unwrap();
@@ -425,7 +511,9 @@ async fn a_node_takes_another_ones_place_while_the_cluster_runs() {
     let c_peers = vec![format!("node-a={url_a}")];
     let c = node_with(dir.path(), store.clone(), "node-c", c_peers, 100, &format!("127.0.0.1:{port_c}"), None).await;
     wait_for(&http, &format!("{url_c}/healthz")).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Longer than six of C's tries for its own shards (a quarter lease each):
+    // waiting for a lease is no crash loop, and C keeps trying.
+    tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(all_a().await, "A handed shards to a node it does not know");
 
     // The operator puts C in B's place in A's list (SIGHUP in `attach serve`):
@@ -506,7 +594,8 @@ async fn a_node_started_alone_joins_a_cluster_when_its_node_list_names_a_peer() 
     let b_peers = vec![format!("node-a={url_a}")];
     let b = node_with(dir.path(), store.clone(), "node-b", b_peers, 100, &listen(port_b), Some(redis.url())).await;
     wait_for(&http, &format!("{url_b}/healthz")).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Longer than six of B's tries for its own shards (see the test above).
+    tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(all_a().await, "A handed shards to a node it does not know");
 
     // A's list now names B (SIGHUP in `attach serve`): A joins, and hands B its shards.
