@@ -77,6 +77,14 @@ impl Statistics {
     }
 }
 
+/// The answer for a health authority the regions file does not name.
+pub fn ha_not_found(ha: &crate::domain::HaCode) -> AttachError {
+    AttachError::new(
+        crate::error::ErrorCode::NotFound,
+        format!("health authority {} not found: healthAuthorities lists them", ha.as_str()),
+    )
+}
+
 fn merge(into: &mut ShardStats, s: ShardStats) {
     into.waiting_households += s.waiting_households;
     into.waiting_people += s.waiting_people;
@@ -1084,8 +1092,7 @@ impl AttachSystem {
     /// A health authority's statistics, merged from its communities.
     pub async fn health_authority_stats(&self, who: &Principal, ha: &HaCode) -> Result<Statistics, AttachError> {
         who.require(Operation::ReadStatistics, None)?;
-        let authority =
-            self.regions.health_authority(ha.as_str()).ok_or_else(|| AttachError::not_found("health authority"))?;
+        let authority = self.regions.health_authority(ha.as_str()).ok_or_else(|| ha_not_found(ha))?;
         let all = join_all(authority.communities.iter().map(|c| self.shard_stats(&c.shard))).await;
         let mut counts = ShardStats::default();
         for s in all {

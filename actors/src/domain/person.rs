@@ -551,7 +551,8 @@ impl Member {
     pub fn check_needs(&self, today: NaiveDate, newborn_until: u32) -> Result<(), DomainError> {
         let age = self.date_of_birth.age_on(today);
         if self.needs.contains(&Need::Newborn) && age > newborn_until {
-            let why = format!("NEWBORN is for a baby under 12 months, and this member is {age} years old");
+            let years = if age == 1 { "1 year".to_string() } else { format!("{age} years") };
+            let why = format!("NEWBORN is for a baby under 12 months, and this member is {years} old");
             return Err(DomainError::invalid("needs", &why));
         }
         if self.needs.contains(&Need::Pregnancy) && age < Self::PREGNANCY_FROM {
@@ -686,7 +687,7 @@ mod tests {
         };
         assert!(member("2026-02-01", &[Need::Newborn]).check_needs(today(), 0).is_ok());
         let err = member("2025-11-24", &[Need::Newborn]).check_needs(today(), 0).unwrap_err();
-        assert!(err.message.contains("1 years old"), "{}", err.message);
+        assert!(err.message.contains("is 1 year old"), "{}", err.message);
         assert!(member("2025-11-24", &[Need::Newborn]).check_needs(today(), 1).is_ok(), "kept on a later change");
         assert!(member("2024-11-24", &[Need::Newborn]).check_needs(today(), 1).is_err());
         assert!(member("1984-03-09", &[Need::Newborn]).check_needs(today(), 0).is_err());

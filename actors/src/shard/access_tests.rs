@@ -131,6 +131,11 @@ async fn coordinators_work_only_in_their_scope() {
     assert_eq!(s.waitlist(&interior, &c("112"), page).await.unwrap().items.len(), 1);
     let ha = HaCode::parse("IHA").unwrap();
     assert!(s.health_authority_stats(&interior, &ha).await.is_ok());
+    let unknown = s.health_authority_stats(&interior, &HaCode::parse("PHSA").unwrap()).await.unwrap_err();
+    assert_eq!(
+        (unknown.code, unknown.message.as_str()),
+        (ErrorCode::NotFound, "health authority PHSA not found: healthAuthorities lists them")
+    );
     // Operations see statistics, never a waitlist.
     let ops = Principal::new("ops-1", Role::Operations, None, Scope::province());
     assert!(s.community_stats(&ops, &c("112")).await.is_ok());

@@ -1,6 +1,6 @@
 //! Opaque cursors: clients pass back what they were given, nothing else.
 
-use attach_actors::domain::{DomainError, ProposalId, RegistrationRef, Timestamp};
+use attach_actors::domain::{CommunityCode, DomainError, ProposalId, RegistrationRef, Timestamp};
 use attach_actors::shard::ProposalsFrom;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -9,17 +9,26 @@ fn bad() -> DomainError {
     DomainError { field: "after".into(), message: "the cursor is not one this API gave out".into() }
 }
 
-/// A waitlist position: (registration time, reference).
-pub fn encode_waitlist(at: Timestamp, reference: &RegistrationRef) -> String {
-    URL_SAFE_NO_PAD.encode(format!("w:{}:{}", at.0, reference))
+/// A position in `community`'s waitlist: (registration time, reference).
+pub fn encode_waitlist(at: Timestamp, reference: &RegistrationRef, community: &CommunityCode) -> String {
+    URL_SAFE_NO_PAD.encode(format!("w:{}:{}:{}", at.0, reference, community.as_str()))
 }
 
-/// Parses a waitlist cursor.
-pub fn decode_waitlist(cursor: &str) -> Result<(Timestamp, RegistrationRef), DomainError> {
+/// Parses a cursor of `community`'s waitlist. One given out for another
+/// community's is refused: read as a time in this one, it would skip or
+/// repeat households without a word. Cursors given out before they named
+/// their community (session 18) are read as they were.
+pub fn decode_waitlist(cursor: &str, community: &CommunityCode) -> Result<(Timestamp, RegistrationRef), DomainError> {
     let text = String::from_utf8(URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?).map_err(|_| bad())?;
-    let mut parts = text.splitn(3, ':');
-    match (parts.next(), parts.next(), parts.next()) {
-        (Some("w"), Some(at), Some(r)) => {
+    let mut parts = text.splitn(4, ':');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some("w"), Some(at), Some(r), from) => {
+            if from.is_some_and(|from| !from.eq_ignore_ascii_case(community.as_str())) {
+                return Err(DomainError {
+                    field: "after".into(),
+                    message: format!("the cursor is from another community's waitlist, not {}'s", community.as_str()),
+                });
+            }
             Ok((Timestamp(at.parse().map_err(|_| bad())?), RegistrationRef::parse(r).map_err(|_| bad())?))
         }
         _ => Err(bad()),
@@ -92,12 +101,22 @@ mod tests {
     #[test]
     fn round_trips_and_refuses_forgeries() {
         let r = RegistrationRef::generate();
-        let c = encode_waitlist(Timestamp(42), &r);
-        assert_eq!(decode_waitlist(&c).unwrap(), (Timestamp(42), r));
+        let (here, there) = (CommunityCode::parse("111").unwrap(), CommunityCode::parse("121").unwrap());
+        let c = encode_waitlist(Timestamp(42), &r, &here);
+        assert_eq!(decode_waitlist(&c, &here).unwrap(), (Timestamp(42), r));
+        let foreign = decode_waitlist(&c, &there).unwrap_err();
+        assert_eq!(foreign.field, "after");
+        assert!(foreign.message.contains("another community"), "{}", foreign.message);
+        let older = URL_SAFE_NO_PAD.encode(format!("w:42:{r}"));
+        assert_eq!(
+            decode_waitlist(&older, &there).unwrap(),
+            (Timestamp(42), r),
+            "a cursor given out before session 18"
+        );
         assert_eq!(decode_offset(&encode_offset(7)).unwrap(), 7);
-        assert!(decode_waitlist(&encode_offset(7)).is_err());
+        assert!(decode_waitlist(&encode_offset(7), &here).is_err());
         assert!(decode_offset("!!").is_err());
-        assert!(decode_waitlist("").is_err());
+        assert!(decode_waitlist("", &here).is_err());
         assert_eq!(decode_audit(&encode_audit(Timestamp(-3), u64::MAX)).unwrap(), (Timestamp(-3), u64::MAX));
         assert!(decode_audit(&encode_offset(7)).is_err());
         let id = ProposalId::generate();

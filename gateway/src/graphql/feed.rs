@@ -15,7 +15,6 @@ use std::sync::Arc;
 use async_graphql::{Context, Enum, ID, Object, SimpleObject, Subscription};
 use attach_actors::access::{Operation, Principal};
 use attach_actors::domain::{self as d, Event, EventKind, ShardKey};
-use attach_actors::error::AttachError;
 use futures::stream::{self, BoxStream, StreamExt};
 use tokio::sync::broadcast::{self, error::RecvError};
 
@@ -408,7 +407,7 @@ impl SubscriptionRoot {
         let authority = system(ctx)
             .regions()
             .health_authority(ha.as_str())
-            .ok_or_else(|| super::error::to_graphql(AttachError::not_found("health authority")))?;
+            .ok_or_else(|| super::error::to_graphql(attach_actors::system::ha_not_found(&ha)))?;
         // All at once: each asks its community's last event where it runs, perhaps on a peer.
         let streams = futures::future::try_join_all(
             authority.communities.iter().map(|c| community_stream(ctx, &c.shard.community, None)),

@@ -103,7 +103,7 @@ impl QueryRoot {
     ) -> async_graphql::Result<RegistrationConnection> {
         let code = community(&community_code)?;
         let limit = cursor::page_size(first, max_page(ctx)).gql()?;
-        let after = after.map(|c| cursor::decode_waitlist(&c)).transpose().gql()?;
+        let after = after.map(|c| cursor::decode_waitlist(&c, &code)).transpose().gql()?;
         let filter = filter.unwrap_or_default();
         let query = WaitlistQuery {
             after,
@@ -112,7 +112,7 @@ impl QueryRoot {
             min_wait_days: filter.min_wait_days,
         };
         let page = system(ctx).waitlist(caller(ctx), &code, query).await.gql()?;
-        let end_cursor = page.items.last().map(|r| cursor::encode_waitlist(r.registered_at, &r.reference));
+        let end_cursor = page.items.last().map(|r| cursor::encode_waitlist(r.registered_at, &r.reference, &code));
         Ok(RegistrationConnection {
             nodes: RegistrationList(page.items),
             page_info: PageInfo { has_next_page: page.has_next, end_cursor },

@@ -151,6 +151,9 @@ async fn the_whole_journey_survives_sigkill() {
         .await["waitlist"]
         .clone();
     assert_eq!(page2["nodes"][0]["reference"], leaver["reference"]);
+    // A cursor of 111's list is no position in another community's.
+    let foreign = json!({ "c": "112", "first": 2, "after": page1["pageInfo"]["endCursor"] });
+    assert_eq!(coordinator.error_code(WAITLIST, foreign).await, "INVALID_INPUT");
 
     // Withdraw one before matching.
     let withdrawn = coordinator
