@@ -66,6 +66,11 @@ const DEMO_OWNER: &str = "demo-seed";
 /// are digits (and the demo's are `D` + 5 digits), so no provider has it.
 pub const SEED_MARKER: &str = "DEMOSEED";
 
+/// The provider id of the "seed begun" marker locator, written once the seed
+/// holds its shards and before any record: a store whose shards were held
+/// without it has had a server on it, and is not the demo's to fill.
+const SEED_BEGUN: &str = "DEMOBEGUN";
+
 /// Registrations per commit: big enough that a commit's fsync is shared by many
 /// rows, small enough that two chunks in memory stay a few tens of MB.
 pub const CHUNK: usize = 20_000;
@@ -248,6 +253,16 @@ async fn seed_until(
         tracing::info!(size = %size, "demo data already seeded; nothing to do");
         return Ok(SeedReport { already_seeded: true, ..SeedReport::default() });
     }
+    let begun = Locator::Provider(ProviderId::parse(SEED_BEGUN).context("the seed's start is a valid provider id")?);
+    if store.locate(&begun).await.context("looking for the demo seed's start")?.is_none()
+        && !store.held_shards().await.context("reading which shards the store has held")?.is_empty()
+    {
+        bail!(
+            "the data directory already holds data (a server has run on it), so --demo does not seed it: the demo's \
+             households, registered up to years ago, would stand ahead of real ones in line. Start without --demo, or \
+             give --demo a new --data-dir"
+        );
+    }
     let communities: Vec<&Community> = regions.communities().collect();
     let Some(first) = communities.first().map(|c| c.shard.clone()) else {
         bail!("the regions file has no community to seed");
@@ -265,6 +280,11 @@ async fn seed_until(
     .context("acquiring the shards to seed")?
     .into_iter()
     .collect();
+    let epoch = epochs.get(&first).copied().context("the first shard was acquired with the others")?;
+    store
+        .commit(&first, epoch, &Batch { locators: vec![begun], ..Batch::default() })
+        .await
+        .context("writing the demo seed's start")?;
 
     let mut generator = Generator::new(communities, plans, now);
     let mut pending: Option<Chunk> = None;
@@ -306,7 +326,6 @@ async fn seed_until(
     }
 
     // Last of all: from now on the seed is complete and never runs again.
-    let epoch = epochs.get(&first).copied().context("the first shard was acquired with the others")?;
     store
         .commit(&first, epoch, &Batch { locators: vec![marker], ..Batch::default() })
         .await
@@ -1330,6 +1349,21 @@ mod tests {
         let text = format!("{err:#}");
         assert!(text.contains("already held"), "{text}");
         assert!(!text.contains(&phn.expose()), "the PHN never appears in an error");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_store_a_server_has_run_on_is_not_seeded() {
+        let r = bc();
+        let (_dir, store) = fresh();
+        // A server ran on it (and perhaps registered someone).
+        let shard = r.shards().next().unwrap().clone();
+        let epoch = store.acquire_shard(&shard, "node-1").await.unwrap();
+        store.release_shard(&shard, "node-1", epoch).await.unwrap();
+        let err = seed(&store, &r, DemoSize::Small, now()).await.unwrap_err();
+        assert!(format!("{err:#}").contains("already holds data"), "{err:#}");
+        let marker = Locator::Provider(ProviderId::parse(SEED_MARKER).unwrap());
+        assert_eq!(store.locate(&marker).await.unwrap(), None, "nothing was written");
+        assert_eq!(store.held_shards().await.unwrap(), vec![shard], "no shard was taken");
     }
 
     /// Seeds the whole province and reports how long it took. Run with

@@ -843,7 +843,8 @@ impl AttachSystem {
         self.audited(trail, result).await
     }
 
-    /// Accepts or declines a proposal: its provider, or a coordinator in scope.
+    /// Accepts or declines a proposal: its provider, or a coordinator in scope
+    /// recording what the provider (or the patient) told them.
     pub async fn answer(&self, who: &Principal, id: &ProposalId, answer: Answer) -> Result<Proposal, AttachError> {
         let mut trail = Trail::new(who, Operation::AnswerProposal).about(id);
         let result = async {
@@ -864,11 +865,16 @@ impl AttachSystem {
                 };
                 return Err(AttachError::new(ErrorCode::Forbidden, why));
             }
-            // Accepting puts the household on the provider's panel: a coordinator
-            // records it only for a provider homed in their scope, as `proposeMatch`
-            // asks (a spill-over proposal's provider is in a neighbouring community).
+            // Accepting puts the household on the provider's panel, and a
+            // provider's decline keeps matching from offering the household to
+            // them again (DECISIONS 38): a coordinator records either, as the
+            // provider told them, only for a provider homed in their scope, as
+            // `proposeMatch` asks (a spill-over proposal's provider is in a
+            // neighbouring community).
             let accepting = matches!(answer, Answer::Accept | Answer::AcceptAt(_));
-            if accepting && (who.role() == Role::Coordinator || matches!(answer, Answer::AcceptAt(_))) {
+            let for_provider =
+                accepting || matches!(&answer, Answer::Decline { by: Responder::Provider, .. });
+            if for_provider && (who.role() == Role::Coordinator || matches!(answer, Answer::AcceptAt(_))) {
                 let proposal = self.directory.call(&shard, |r| ShardMsg::GetProposal(*id, r)).await?;
                 let home = self.locate(Locator::Provider(proposal.provider.clone()), "provider").await?;
                 if who.role() == Role::Coordinator {

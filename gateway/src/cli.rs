@@ -174,6 +174,8 @@ pub async fn run() -> anyhow::Result<()> {
             let mut limits = settings.limits.panel();
             limits.max_bytes = max_bytes.unwrap_or(limits.max_bytes);
             limits.max_rows = max_rows.unwrap_or(limits.max_rows);
+            anyhow::ensure!(limits.max_rows >= 1, "--max-rows is at least 1: a panel file has one patient or more");
+            anyhow::ensure!(limits.max_bytes >= 64, "--max-bytes is at least 64: a panel file has one row or more");
             let import = crate::panel_import::Import { file: &file, provider: &provider, facility: &facility, limits };
             crate::panel_import::run(&settings, import, &mut std::io::stdout()).await.map(|_| ())
         }
@@ -207,20 +209,12 @@ pub async fn run() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve { config, listen, data_dir, regions, redis, store, node, demo } => {
-            let mut settings = Settings::load(config.as_deref())?;
-            settings.listen = listen.unwrap_or(settings.listen);
-            settings.data_dir = data_dir.unwrap_or(settings.data_dir);
-            settings.regions = regions.unwrap_or(settings.regions);
-            settings.demo = demo.or(settings.demo);
-            settings.redis = redis.or(settings.redis);
-            settings.store = store.unwrap_or(settings.store);
-            settings.node = node.or(settings.node);
-            // Flags skip `Settings::load`'s checks: check again.
-            settings.check()?;
+            let flags = ServeFlags { listen, data_dir, regions, redis, store, node, demo };
+            let settings = flags.settings(config.as_deref())?;
             let _telemetry = crate::telemetry::init(&settings.log, settings.log_spans);
             let host = settings.listen.ip();
             let app = Application::build(settings).await?;
-            tokio::spawn(apply_peers_on_hangup(app.cluster_handle(), config));
+            tokio::spawn(apply_peers_on_hangup(app.cluster_handle(), config, flags));
             // One line on stdout, for people and for scripts that started it on port 0.
             println!("attach listening on http://{host}:{}/ (GraphiQL; the API is at /graphql)", app.port());
             app.run_until_stopped(shutdown_signal()).await
@@ -272,7 +266,24 @@ fn mint(
          development key signs the tokens",
         settings.data_dir.display()
     );
-    let key = DevKey::load_or_create(&settings.data_dir)?;
+    // Never made here: a server checking tokens against `auth.jwks` given
+    // only in its own environment would trust none signed with it.
+    let dir = DevKey::dir(&settings.data_dir);
+    anyhow::ensure!(
+        dir.join(crate::auth::dev::KEY_FILE).exists(),
+        "there is no development key in {}: `attach serve` makes one when it starts on this data directory without \
+         auth.jwks. A server that checks tokens against auth.jwks (in its file or its environment) takes tokens \
+         from its identity provider only",
+        dir.display()
+    );
+    if let Some(mode) = DevKey::open_to_others(&settings.data_dir) {
+        eprintln!(
+            "warning: the development key in {} is open to other users (mode {mode:o}): anyone who can read it can \
+             sign in as any role; `chmod 600` it",
+            dir.display()
+        );
+    }
+    let key = DevKey::load(&settings.data_dir)?;
     key.mint(&settings.auth.issuer, &settings.auth.audience, &request)
 }
 
@@ -303,18 +314,52 @@ fn check_scope_codes(settings: &Settings, scope: &Scope) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// On each SIGHUP, reads the configuration again (the file, then `ATTACH_*`)
-/// and goes by its `cluster.peers` and secrets: a node added to the cluster or
-/// taken out of it (this one too), or a new secret, without a restart. Anything
-/// else in the file needs a restart; so does a change of `node`.
-async fn apply_peers_on_hangup(handle: crate::startup::ClusterHandle, config: Option<std::path::PathBuf>) {
+/// The flags of `attach serve` that override the configuration.
+#[derive(Clone)]
+struct ServeFlags {
+    listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    regions: Option<PathBuf>,
+    redis: Option<String>,
+    store: Option<String>,
+    node: Option<String>,
+    demo: Option<String>,
+}
+
+impl ServeFlags {
+    /// The settings of `file`, then `ATTACH_*`, then these flags, checked as a whole.
+    fn settings(&self, file: Option<&std::path::Path>) -> anyhow::Result<Settings> {
+        let mut settings = Settings::read(file)?;
+        let flags = self.clone();
+        settings.listen = flags.listen.unwrap_or(settings.listen);
+        settings.data_dir = flags.data_dir.unwrap_or(settings.data_dir);
+        settings.regions = flags.regions.unwrap_or(settings.regions);
+        settings.demo = flags.demo.or(settings.demo);
+        settings.redis = flags.redis.or(settings.redis);
+        settings.store = flags.store.unwrap_or(settings.store);
+        settings.node = flags.node.or(settings.node);
+        settings.check()?;
+        Ok(settings)
+    }
+}
+
+/// On each SIGHUP, reads the configuration again (the file, then `ATTACH_*`,
+/// then the flags it was started with) and goes by its `cluster.peers` and
+/// secrets: a node added to the cluster or taken out of it (this one too), or
+/// a new secret, without a restart. Anything else in the file needs a
+/// restart; so does a change of `node`.
+async fn apply_peers_on_hangup(
+    handle: crate::startup::ClusterHandle,
+    config: Option<std::path::PathBuf>,
+    flags: ServeFlags,
+) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
         let Ok(mut hangups) = signal(SignalKind::hangup()) else { return };
         while hangups.recv().await.is_some() {
             let applied = async {
-                let settings = Settings::load(config.as_deref())?;
+                let settings = flags.settings(config.as_deref())?;
                 anyhow::ensure!(
                     settings.node_name() == handle.node(),
                     "this node runs as `{}`, and `node` changes only by restarting it",
@@ -329,7 +374,7 @@ async fn apply_peers_on_hangup(handle: crate::startup::ClusterHandle, config: Op
         }
     }
     #[cfg(not(unix))]
-    let _ = (handle, config);
+    let _ = (handle, config, flags);
 }
 
 async fn shutdown_signal() {
@@ -355,6 +400,7 @@ mod tests {
     #[test]
     fn tokens_the_server_would_refuse_or_that_could_do_nothing_are_not_minted() {
         let dir = tempfile::tempdir().unwrap();
+        DevKey::load_or_create(dir.path()).unwrap();
         let regions = concat!(env!("CARGO_MANIFEST_DIR"), "/../infra/regions/bc.toml").into();
         let settings = Settings { data_dir: dir.path().to_path_buf(), regions, ..Settings::default() };
         let scope = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<Vec<_>>();
@@ -386,5 +432,21 @@ mod tests {
         let refused = mint(&settings, "operations", vec![], None, None, "1h").unwrap_err().to_string();
         assert!(refused.contains("no data directory"), "{refused}");
         assert!(!typo.exists(), "nothing made there");
+    }
+
+    #[test]
+    fn a_token_is_signed_only_with_the_key_a_server_made() {
+        // A production data directory, its server checking tokens against a
+        // JWKS set in its own environment only: no key is made there.
+        let dir = tempfile::tempdir().unwrap();
+        let settings = Settings { data_dir: dir.path().to_path_buf(), ..Settings::default() };
+        let refused = mint(&settings, "operations", vec![], None, None, "1h").unwrap_err().to_string();
+        assert!(refused.contains("no development key") && refused.contains("attach serve"), "{refused}");
+        assert!(!DevKey::dir(dir.path()).exists(), "nothing made there");
+        // Once `attach serve` made one, tokens are signed with it.
+        let key = DevKey::load_or_create(dir.path()).unwrap();
+        let token = mint(&settings, "operations", vec![], None, None, "1h").unwrap();
+        let header = jsonwebtoken::decode_header(&token).unwrap();
+        assert_eq!(header.kid.as_deref(), Some(key.kid()));
     }
 }

@@ -62,6 +62,8 @@ pub struct Settings {
     /// request's spans for the log costs more CPU than a trivial query's own
     /// work (docs/BENCHMARKS.md). Spans are exported over OTLP either way.
     pub log_spans: bool,
+    /// Whether `/` serves GraphiQL (from the binary, never a CDN).
+    pub graphiql: bool,
 }
 
 /// Shard actor settings, in plain units for configuration files.
@@ -455,6 +457,7 @@ impl Default for Settings {
             cluster: ClusterSettings::default(),
             log: "info".to_string(),
             log_spans: false,
+            graphiql: true,
         }
     }
 }
@@ -508,6 +511,14 @@ impl Settings {
     /// variables (other than the tools' credentials, `ATTACH_TOKEN` and the like;
     /// any other unknown one is refused).
     pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        let settings = Self::read(file)?;
+        settings.check()?;
+        Ok(settings)
+    }
+
+    /// [`Self::load`] without [`Self::check`], for a caller that sets more
+    /// (command-line flags) before checking the whole.
+    pub fn read(file: Option<&Path>) -> anyhow::Result<Self> {
         let mut figment = Figment::from(Serialized::defaults(Settings::default()));
         if let Some(path) = file {
             anyhow::ensure!(path.exists(), "config file {} not found", path.display());
@@ -519,15 +530,13 @@ impl Settings {
             figment = figment.merge(Toml::file(path));
         }
         figment = figment.merge(Env::prefixed("ATTACH_").ignore(&CLIENT_VARIABLES).split("__"));
-        let settings: Settings = figment.extract().map_err(explained)?;
-        settings.check()?;
-        Ok(settings)
+        figment.extract().map_err(explained)
     }
 
     /// Refuses settings that cannot work, saying which key to fix.
     pub fn check(&self) -> anyhow::Result<()> {
         // Values that would start a server unable to do its work, while `/readyz` says ready.
-        let lowest: [(&str, u64, u64, &str); 20] = [
+        let lowest: [(&str, u64, u64, &str); 22] = [
             ("shard.mailbox_capacity", self.shard.mailbox_capacity as u64, 1, ""),
             ("limits.max_page_size", self.limits.max_page_size as u64, 1, ""),
             ("shard.lease_secs", self.shard.lease_secs, 3, ""),
@@ -558,6 +567,8 @@ impl Settings {
             ("feed.buffer", self.feed.buffer as u64, 1, ""),
             ("feed.keepalive_secs", self.feed.keepalive_secs, 1, ""),
             ("feed.max_subscriptions_per_connection", self.feed.max_subscriptions_per_connection as u64, 1, ""),
+            ("limits.max_panel_rows", self.limits.max_panel_rows as u64, 1, "a panel file has one patient or more"),
+            ("limits.max_panel_bytes", self.limits.max_panel_bytes as u64, 64, "a panel file has one row or more"),
         ];
         for (name, value, least, why) in lowest {
             let why = if why.is_empty() { String::new() } else { format!(" ({why})") };
@@ -565,8 +576,10 @@ impl Settings {
         }
         // Durations far beyond any use overflow when turned into times (the start would panic).
         const DAY: u64 = 24 * 60 * 60;
-        let highest: [(&str, u64, u64); 18] = [
+        let highest: [(&str, u64, u64); 19] = [
             ("limits.max_depth", self.limits.max_depth as u64, 32),
+            // 1 TiB: a cache beyond the machine's memory is a typo, and redb would try to fill it.
+            ("store_cache_mib", self.store_cache_mib, 1 << 20),
             ("shard.mailbox_capacity", self.shard.mailbox_capacity as u64, 1_000_000),
             ("shard.proposal_ttl_secs", self.shard.proposal_ttl_secs, 365 * DAY),
             ("shard.expiry_interval_ms", self.shard.expiry_interval_ms, DAY * 1_000),
@@ -774,7 +787,11 @@ fn explained(error: figment::Error) -> anyhow::Error {
                 },
                 None => String::new(),
             };
-            if key.is_empty() { format!("{}{from}", e.kind) } else { format!("{key}: {}{from}", e.kind) }
+            // A list in a variable is written as TOML's: ATTACH_CLUSTER__PEERS='["a=http://…"]'.
+            let list = matches!(&e.kind, figment::error::Kind::InvalidType(_, expected) if expected == "a sequence")
+                && from.contains("environment");
+            let hint = if list { ", written as a list: '[\"first\", \"second\"]'" } else { "" };
+            if key.is_empty() { format!("{}{from}{hint}", e.kind) } else { format!("{key}: {}{from}{hint}", e.kind) }
         })
         .collect();
     anyhow::anyhow!("configuration: {}", lines.join("; "))
@@ -871,6 +888,10 @@ mod tests {
             jail.set_env("ATTACH_REDIS", "redis://redis:6379");
             let e = Settings::load(None).unwrap_err().to_string();
             assert!(e.contains("`cluster.secret`"), "peers without the cluster's secret: {e}");
+            // A list written as a plain string: the message says how to write one.
+            jail.set_env("ATTACH_CLUSTER__PEERS", "attach-2=http://attach-2:8080");
+            let e = Settings::load(None).unwrap_err().to_string();
+            assert!(e.contains("ATTACH_CLUSTER__PEERS") && e.contains(r#"'["first", "second"]'"#), "{e}");
             Ok(())
         });
     }
@@ -949,6 +970,15 @@ mod tests {
         s.shard.call_timeout_secs = u64::MAX;
         assert!(s.check().is_err());
         assert!(Settings::default().check().is_ok(), "the defaults are within every bound");
+        // Limits no input can meet, and a cache no machine has.
+        let mut s = Settings::default();
+        s.limits.max_panel_rows = 0;
+        assert!(s.check().unwrap_err().to_string().contains("limits.max_panel_rows must be at least 1"));
+        let mut s = Settings::default();
+        s.limits.max_panel_bytes = 0;
+        assert!(s.check().unwrap_err().to_string().contains("limits.max_panel_bytes must be at least"));
+        let s = Settings { store_cache_mib: 100_000_000, ..Settings::default() };
+        assert!(s.check().unwrap_err().to_string().contains("store_cache_mib must be at most"));
         let dir = tempfile::tempdir().unwrap();
         let e = Settings::load(Some(dir.path())).unwrap_err().to_string();
         assert!(e.contains("is not a file"), "{e}");

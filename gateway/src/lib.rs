@@ -19,6 +19,7 @@ pub mod cli;
 pub mod client_ip;
 pub mod config;
 pub mod forward;
+pub mod graphiql;
 pub mod graphql;
 pub mod metrics;
 pub mod panel_import;

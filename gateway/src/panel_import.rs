@@ -67,7 +67,10 @@ pub async fn run(settings: &Settings, import: Import<'_>, out: &mut impl Write) 
     }
     let bytes = std::fs::read(import.file).with_context(|| format!("reading {}", import.file.display()))?;
     let today = Timestamp::now().to_utc().date_naive();
-    let parsed = csv::parse(&bytes, &facility, import.limits, today).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let parsed = csv::parse(&bytes, &facility, import.limits, today).map_err(|e| match e {
+        csv::FileError::TooManyRows { .. } => anyhow::anyhow!("{e} (raise it with --max-rows)"),
+        e => anyhow::anyhow!("{e}"),
+    })?;
     drop(bytes);
 
     let regions = Arc::new(Regions::load(&settings.regions)?);

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Instant, SystemTime};
 
 use async_graphql::ParseRequestError;
-use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, GraphiQLSource, MultipartOptions, receive_body};
+use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, MultipartOptions, receive_body};
 use attach_actors::access::Principal;
 use attach_actors::error::ErrorCode;
 use attach_actors::system::AttachSystem;
@@ -18,7 +18,7 @@ use axum::body::{Body, to_bytes};
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
@@ -76,12 +76,15 @@ pub struct AppState {
     pub forwarder: Arc<crate::forward::Forwarder>,
     /// The cluster's secrets, to recognise peers and the requests they forwarded.
     pub secrets: Arc<crate::forward::ClusterSecrets>,
+    /// Whether `/` (and a plain GET of `/graphql`) is GraphiQL.
+    pub graphiql: bool,
 }
 
 /// The router.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(graphiql))
+        .route(crate::graphiql::ASSETS_ROUTE, get(crate::graphiql::asset))
         .route("/graphql", get(graphql_get).post(graphql))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -103,7 +106,7 @@ pub fn router(state: AppState) -> Router {
 /// `connection_init` payload (`{"Authorization": "Bearer …"}`), which wins.
 async fn graphql_get(State(state): State<AppState>, request: Request) -> Response {
     if !request.headers().contains_key(header::UPGRADE) {
-        return graphiql().await.into_response();
+        return graphiql(State(state)).await;
     }
     let started = Instant::now();
     let ip = client_ip(&request, &state);
@@ -339,7 +342,7 @@ fn client_ip(request: &Request, state: &AppState) -> IpAddr {
     state.client_ip.of(peer, request.headers())
 }
 
-fn error_body(code: ErrorCode, message: &str) -> Json<serde_json::Value> {
+pub(crate) fn error_body(code: ErrorCode, message: &str) -> Json<serde_json::Value> {
     Json(json!({ "errors": [{ "message": message, "extensions": { "code": code.as_str() } }] }))
 }
 
@@ -371,8 +374,13 @@ fn too_many(state: &AppState, verdict: &Verdict, started: Instant) -> Response {
     response
 }
 
-async fn graphiql() -> Html<String> {
-    Html(GraphiQLSource::build().endpoint("/graphql").subscription_endpoint("/graphql").title("Attach").finish())
+/// GraphiQL, where the server offers it (`graphiql`).
+async fn graphiql(State(state): State<AppState>) -> Response {
+    if state.graphiql {
+        crate::graphiql::page()
+    } else {
+        crate::graphiql::off_or_missing("GraphiQL is off on this server (graphiql = false)")
+    }
 }
 
 fn request_error(status: StatusCode, message: &str) -> Response {

@@ -284,6 +284,7 @@ impl Application {
             client_ip: Arc::new(ClientIp::from_settings(&settings.limits.rate)?),
             forwarder,
             secrets,
+            graphiql: settings.graphiql,
         };
         let send_buffer = settings.limits.socket_send_buffer_bytes;
         let resume_every = std::time::Duration::from_secs(settings.shard.lease_secs.max(1));

@@ -51,9 +51,10 @@ pub struct Args {
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let token = args.token.as_deref();
     anyhow::ensure!(
-        args.seconds <= 300 && args.warmup <= 60 && 2 * (args.seconds + args.warmup) <= 600,
-        "phases are bounded to 300 s, warm-up to 60 s, and the two phases with their warm-ups to 600 s"
+        (1..=300).contains(&args.seconds) && args.warmup <= 60 && 2 * (args.seconds + args.warmup) <= 600,
+        "phases are 1 to 300 s, warm-up at most 60 s, and the two phases with their warm-ups at most 600 s"
     );
+    anyhow::ensure!(args.max_requests >= 1, "--max-requests is at least 1: a phase of none measures nothing");
     crate::client::check_concurrency(args.concurrency)?;
     let client = crate::client::http(token, args.concurrency)?;
     let endpoint = format!("{}/graphql", args.url.trim_end_matches('/'));

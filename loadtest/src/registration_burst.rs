@@ -42,7 +42,8 @@ pub struct Args {
 /// Runs the burst.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let token = args.token.as_deref();
-    anyhow::ensure!(args.seconds <= 300, "a burst is bounded to 300 s");
+    anyhow::ensure!((1..=300).contains(&args.seconds), "a burst is 1 to 300 s");
+    anyhow::ensure!(args.max_requests >= 1, "--max-requests is at least 1: a burst of none measures nothing");
     crate::client::check_concurrency(args.concurrency)?;
     let communities: Vec<String> = args.communities.split(',').map(|c| c.trim().to_string()).collect();
     let client = crate::client::http(token, args.concurrency)?;

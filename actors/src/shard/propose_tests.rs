@@ -135,9 +135,17 @@ async fn a_provider_next_door_has_the_places_held_there_as_for_spill_over() {
     let listed = s.proposals(&sys(), &c("112"), vec![], Some(doc.clone()), ProposalsFrom::Start, 10).await.unwrap();
     assert_eq!(listed.items.iter().map(|l| l.id).collect::<Vec<_>>(), [p.id], "and lists the proposal");
 
+    // A coordinator whose scope has only the household's community may not
+    // record the provider's answer, either way (a provider's decline keeps
+    // matching from offering the household to them again).
+    assert_eq!(code(s.answer(&fernie, &p.id, Answer::Accept).await), ErrorCode::Forbidden);
+    let told = Answer::Decline { by: Responder::Provider, reason: "said by a coordinator".into() };
+    assert_eq!(code(s.answer(&fernie, &p.id, told).await), ErrorCode::Forbidden, "the provider's decline");
+    assert_eq!(status(s, &fam.reference).await, RegistrationStatus::Proposed);
+
     // Declined: the household waits again with its place, and the places are free again.
     let decline = Answer::Decline { by: Responder::Provider, reason: "panel full".into() };
-    s.answer(&sys(), &p.id, decline).await.unwrap();
+    s.answer(&coord, &p.id, decline).await.unwrap();
     assert_eq!(status(s, &fam.reference).await, RegistrationStatus::Waiting);
     assert_eq!(free(s, &doc).await, (3, 0));
 

@@ -20,7 +20,8 @@ use serde_json::{Value, json};
 
 /// The directory under the data directory that holds the development key.
 pub const DEV_DIR: &str = "dev-auth";
-const KEY_FILE: &str = "signing-key.pem";
+/// The development key's file, in [`DEV_DIR`].
+pub const KEY_FILE: &str = "signing-key.pem";
 const JWKS_FILE: &str = "jwks.json";
 
 /// An ES256 signing key and its public JWK.
@@ -82,6 +83,22 @@ impl DevKey {
         Self::dir(data_dir).join(JWKS_FILE)
     }
 
+    /// The key file's permission bits when users other than its owner may
+    /// read or write it (anyone who can read it can sign in as any role).
+    pub fn open_to_others(data_dir: &Path) -> Option<u32> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(Self::dir(data_dir).join(KEY_FILE)).ok()?.permissions().mode() & 0o777;
+            (mode & 0o077 != 0).then_some(mode)
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = data_dir;
+            None
+        }
+    }
+
     /// Loads the development key of `data_dir`.
     pub fn load(data_dir: &Path) -> anyhow::Result<Self> {
         let path = Self::dir(data_dir).join(KEY_FILE);
@@ -100,7 +117,13 @@ impl DevKey {
             Err(_) if !path.exists() => {
                 let key = Self::generate()?;
                 match write_private(&path, key.pem.as_bytes()) {
-                    Ok(()) => key,
+                    Ok(()) => {
+                        tracing::warn!(
+                            key = %path.display(),
+                            "made a new development key: tokens signed with any earlier one are refused"
+                        );
+                        key
+                    }
                     // Another process made it at the same moment: use theirs.
                     Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Self::load(data_dir)?,
                     Err(e) => return Err(e).with_context(|| format!("writing {}", path.display())),

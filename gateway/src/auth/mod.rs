@@ -45,6 +45,13 @@ impl Authenticator {
         let auth = &settings.auth;
         let source = if auth.jwks.is_empty() {
             let key = dev::DevKey::load_or_create(&settings.data_dir)?;
+            if let Some(mode) = dev::DevKey::open_to_others(&settings.data_dir) {
+                tracing::warn!(
+                    mode = %format!("{mode:o}"),
+                    "the development key is open to other users: anyone who can read it can sign in as any role; \
+                     chmod 600 it"
+                );
+            }
             tracing::warn!(
                 kid = key.kid(),
                 dir = %dev::DevKey::dir(&settings.data_dir).display(),

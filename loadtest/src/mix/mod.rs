@@ -144,11 +144,21 @@ impl Chooser {
 
 /// Runs the mix and writes the reports.
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    ensure!(args.duration <= 600, "runs are bounded to 600 s");
+    ensure!((1..=600).contains(&args.duration), "--duration is 1 to 600 s: runs are bounded");
+    ensure!(args.max_requests >= 1, "--max-requests is at least 1: a run of none measures nothing");
     crate::client::check_concurrency(args.concurrency)?;
     ensure!(args.subscribers <= 10_000, "at most 10,000 subscribers");
     ensure!((1..=100_000).contains(&args.upload_rows), "an upload is 1 to 100,000 rows");
-    let mix = parse_mix(&args.mix)?;
+    let mut mix = parse_mix(&args.mix)?;
+    if args.panel_token.is_none() && mix.iter().any(|(s, _)| *s == Scenario::Panel) {
+        // Every read would fail: panels are their providers' (and support's) to read.
+        eprintln!(
+            "warning: the mix's `panel` scenario is left out: it reads providers' panels, which needs --panel-token \
+             (a provider's or support's token)"
+        );
+        mix.retain(|(s, _)| *s != Scenario::Panel);
+        ensure!(!mix.is_empty(), "the mix names only `panel`, which needs --panel-token");
+    }
     // A report that cannot be written is found now, not after the run.
     for path in [&args.json, &args.html].into_iter().flatten() {
         let dir = path.parent().filter(|d| !d.as_os_str().is_empty());

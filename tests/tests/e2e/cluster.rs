@@ -643,15 +643,16 @@ async fn sighup_makes_attach_serve_read_its_node_list_again() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("attach.toml");
     let write = |peer: &str, secret: &str, accept: &str| {
+        // `node` (and `redis`) given as flags: read again with the file on each SIGHUP.
         let text = format!(
-            "node = \"node-a\"\n[cluster]\npeers = [\"{peer}=http://127.0.0.1:9\"]\nsecret = \"{secret}\"\naccept_secrets = [{accept}]\n"
+            "[cluster]\npeers = [\"{peer}=http://127.0.0.1:9\"]\nsecret = \"{secret}\"\naccept_secrets = [{accept}]\n"
         );
         std::fs::write(&config, text).unwrap();
     };
     write("node-b", "s3-secret-0123456789abcdef-0123456", "");
-    let env =
-        vec![("ATTACH_SHARD__LEASE_SECS".to_string(), "3".to_string()), ("ATTACH_REDIS".to_string(), redis.url())];
-    let app = TestApp::spawn(dir.path(), Spawn { env, config: Some(config.clone()), ..Spawn::default() }).await;
+    let env = vec![("ATTACH_SHARD__LEASE_SECS".to_string(), "3".to_string())];
+    let args = ["--node", "node-a", "--redis", &redis.url()].map(str::to_string).to_vec();
+    let app = TestApp::spawn(dir.path(), Spawn { env, args, config: Some(config.clone()), ..Spawn::default() }).await;
     let hangup = |expect: &'static str| {
         let (pid, log) = (app.pid(), app.log.clone());
         async move {

@@ -59,6 +59,8 @@ pub struct Spawn {
     pub demo: Option<String>,
     /// `--config` file.
     pub config: Option<PathBuf>,
+    /// More flags of `attach serve` (`--node`, `--redis`).
+    pub args: Vec<String>,
     /// The largest file the process may write (`ulimit -f`, with `SIGXFSZ`
     /// ignored so that a write past it fails with `EFBIG`, as on a full disk).
     pub max_file_bytes: Option<u64>,
@@ -97,6 +99,7 @@ impl TestApp {
             .env("ATTACH_LIMITS__RATE__ENABLED", "false")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        cmd.args(&opts.args);
         if let Some(demo) = &opts.demo {
             cmd.arg("--demo").arg(demo);
         }

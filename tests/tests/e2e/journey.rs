@@ -933,3 +933,40 @@ async fn every_answer_has_a_body_with_a_code_and_skipped_fields_give_an_empty_ob
     let spaced = app.graphql(r#"{ community(code: " 111 ") { code } }"#, json!({})).await;
     assert_eq!(spaced, json!({ "data": { "community": { "code": "111" } } }));
 }
+
+/// GraphiQL's page loads every file from this server (none from a CDN, so it
+/// works without internet), under a policy that runs this server's scripts
+/// only; `graphiql = false` turns it off.
+#[tokio::test]
+async fn graphiql_is_served_whole_by_the_server_or_not_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::spawn(dir.path(), Spawn::default()).await;
+    for path in ["/", "/graphql"] {
+        let page = app.http().get(format!("{}{path}", app.url)).send().await.unwrap();
+        assert_eq!(page.status().as_u16(), 200, "{path}");
+        let policy = page.headers()["content-security-policy"].to_str().unwrap().to_string();
+        assert!(policy.contains("script-src 'self';"), "{policy}");
+        let html = page.text().await.unwrap();
+        let files: Vec<&str> = html.split(['"', '\'']).filter(|s| s.ends_with(".js") || s.ends_with(".css")).collect();
+        assert_eq!(files.len(), 5, "{html}");
+        for file in files {
+            assert!(file.starts_with("/graphiql/"), "{file} is not this server's");
+            let r = app.http().get(format!("{}{file}", app.url)).send().await.unwrap();
+            assert_eq!(r.status().as_u16(), 200, "{file}");
+            let kind = r.headers()["content-type"].to_str().unwrap().to_string();
+            assert!(kind.starts_with(if file.ends_with(".js") { "text/javascript" } else { "text/css" }), "{kind}");
+            assert!(r.bytes().await.unwrap().len() > 100, "{file}");
+        }
+    }
+    let missing = app.http().get(format!("{}/graphiql/4.1.2/other.js", app.url)).send().await.unwrap();
+    assert_eq!(missing.status().as_u16(), 404);
+    drop(app);
+
+    let env = vec![("ATTACH_GRAPHIQL".to_string(), "false".to_string())];
+    let off = TestApp::spawn(dir.path(), Spawn { env, ..Spawn::default() }).await;
+    let page = off.http().get(format!("{}/", off.url)).send().await.unwrap();
+    assert_eq!(page.status().as_u16(), 404);
+    let body: Value = page.json().await.unwrap();
+    assert!(body["errors"][0]["message"].as_str().unwrap().contains("graphiql = false"), "{body}");
+    assert_eq!(off.ok("{ __typename }", json!({})).await, json!({ "__typename": "Query" }), "the API stays");
+}

@@ -223,8 +223,14 @@ fn runs_outside_their_bounds_are_refused_before_they_start() {
         &["read-path", "--concurrency", "0"][..],
         &["read-path", "--concurrency", "5000"][..],
         &["read-path", "--seconds", "300", "--warmup", "60"][..],
+        &["read-path", "--seconds", "0"][..],
+        &["read-path", "--max-requests", "0"][..],
         &["run", "--upload-rows", "0"][..],
+        &["run", "--duration", "0"][..],
+        &["run", "--max-requests", "0"][..],
         &["registration-burst", "--concurrency", "0"][..],
+        &["registration-burst", "--seconds", "0"][..],
+        &["registration-burst", "--max-requests", "0"][..],
         &["feed-latency", "--subscribers", "0"][..],
         &["feed-latency", "--subscribers", "20000"][..],
         &["panel-upload", "--max-seconds", "601"][..],
@@ -240,7 +246,8 @@ fn runs_outside_their_bounds_are_refused_before_they_start() {
         let run = command.output().expect("attach-loadtest runs");
         let stderr = String::from_utf8_lossy(&run.stderr);
         assert!(!run.status.success(), "{args:?} ran");
-        assert!(stderr.contains(" to ") || stderr.contains("at most"), "{args:?} was refused for its bounds: {stderr}");
+        let bounds = [" to ", "at most", "at least"];
+        assert!(bounds.iter().any(|b| stderr.contains(b)), "{args:?} was refused for its bounds: {stderr}");
     }
     assert!(!std::path::Path::new(file).exists(), "no file was written");
 }
