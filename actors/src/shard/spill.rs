@@ -251,8 +251,11 @@ pub fn settle(state: &ShardState, settlement: Settlement) -> Change {
         }
         if !change.upserts.is_empty() {
             let patients = u16::try_from(change.upserts.len()).unwrap_or(u16::MAX);
-            let (reference, provider) = (Some(p.reference), p.provider.clone());
-            change.events.push(EventKind::Attached { reference, provider, patients });
+            // Told in the provider's community, whose coordinators do not hold the
+            // household's (its reference is a capability, DECISIONS 45): the
+            // reservation's events carry the proposal that ties them together.
+            let provider = p.provider.clone();
+            change.events.push(EventKind::Attached { reference: None, provider, patients });
         }
     }
     if p.status == ProposalStatus::Returned {

@@ -85,7 +85,8 @@ async fn a_household_with_no_place_at_home_is_proposed_next_door_and_joins_that_
     let from = shard("111");
     let reserved = EventKind::Reserved { proposal: id, reference, provider, from, household_size: 2 };
     assert_eq!(next_door.recv().await.unwrap().kind, reserved);
-    let attached = EventKind::Attached { reference: Some(reference), provider: doc.clone(), patients: 2 };
+    // Not the household's reference: the provider's community does not hold it (DECISIONS 45).
+    let attached = EventKind::Attached { reference: None, provider: doc.clone(), patients: 2 };
     assert_eq!(next_door.recv().await.unwrap().kind, attached);
     let (provider, from, status) = (doc.clone(), shard("111"), ProposalStatus::Accepted);
     let closed = EventKind::ReservationClosed { proposal: id, reference, provider, from, status };

@@ -170,6 +170,27 @@ impl From<au::AuditRecord> for AuditRecord {
 
 /// A target as the audit log shows it: a registration reference masked, since
 /// whoever holds it may read the registration; any other id as it is.
+/// A registration's reference as `who` is given it (DECISIONS 45): whole to
+/// the household (the public and patients reach a registration, and its
+/// proposals, only by its reference), to Attach itself, and to coordinators
+/// and support whose scope holds the household's community (`household`);
+/// masked (`ABCD…YZ`) to everyone else, providers and delegates above all,
+/// since whoever holds a reference may change, move or withdraw the
+/// registration. A masked reference still tells two households apart.
+pub fn reference_for(who: &a::Principal, household: &d::ShardKey, reference: &ID) -> ID {
+    let whole = match who.role() {
+        a::Role::Public | a::Role::Patient | a::Role::Internal => true,
+        a::Role::Coordinator | a::Role::Support => who.scope().covers(household),
+        a::Role::Provider | a::Role::Delegate | a::Role::MedicalDirector | a::Role::Operations => false,
+    };
+    if whole { reference.clone() } else { masked_reference(reference) }
+}
+
+/// A registration's reference masked: its first four and last two characters.
+pub fn masked_reference(reference: &ID) -> ID {
+    ID(masked(reference.0.clone()))
+}
+
 fn masked(target: String) -> String {
     let reference = target.len() == 12 && d::RegistrationRef::parse(&target).is_ok();
     if reference { format!("{}…{}", &target[..4], &target[10..]) } else { target }

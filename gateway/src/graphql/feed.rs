@@ -88,7 +88,7 @@ pub enum MatchEventKind {
 
 /// One committed change in a community. Carries ids, never a PHN or a name.
 #[derive(SimpleObject, Clone)]
-#[graphql(serial)]
+#[graphql(serial, complex)]
 pub struct MatchEvent {
     /// Health authority code.
     pub health_authority: String,
@@ -100,8 +100,13 @@ pub struct MatchEvent {
     pub at: chrono::DateTime<chrono::Utc>,
     /// What happened.
     pub kind: MatchEventKind,
-    /// The registration concerned.
+    /// The registration concerned, whole (see [`MatchEvent::reference`]).
+    #[graphql(skip)]
     pub reference: Option<ID>,
+    /// The household's community: this one, or for a reservation the
+    /// neighbouring community the household waits in.
+    #[graphql(skip)]
+    pub household: ShardKey,
     /// The proposal concerned.
     pub proposal_id: Option<ID>,
     /// The provider concerned.
@@ -120,9 +125,22 @@ pub struct MatchEvent {
     pub proposal_status: Option<super::types::ProposalStatus>,
 }
 
+#[async_graphql::ComplexObject]
+impl MatchEvent {
+    /// The registration concerned: whole to coordinators and support whose
+    /// scope holds the household's community; masked (`ABCD…YZ`) on a
+    /// neighbouring community's reservation events for anyone else, since
+    /// whoever holds a reference may change the registration.
+    async fn reference(&self, ctx: &Context<'_>) -> Option<ID> {
+        let who = caller(ctx);
+        self.reference.as_ref().map(|r| super::access::reference_for(who, &self.household, r))
+    }
+}
+
 impl MatchEvent {
     fn base(shard: &ShardKey, seq: u64, at: d::Timestamp, kind: MatchEventKind) -> Self {
         MatchEvent {
+            household: shard.clone(),
             health_authority: shard.ha.as_str().to_string(),
             community: shard.community.as_str().to_string(),
             seq,
@@ -214,13 +232,19 @@ impl From<Event> for MatchEvent {
             EventKind::Detached { patients, .. } | EventKind::Listed { patients, .. } => out.people = Some(patients),
             EventKind::TransferUpdated { moved, .. } => out.people = Some(moved),
             EventKind::MovedOut { to, .. } => out.other_community = Some(to.community.as_str().to_string()),
-            EventKind::MovedIn { from, household_size, .. } | EventKind::Reserved { from, household_size, .. } => {
+            EventKind::MovedIn { from, household_size, .. } => {
                 out.other_community = Some(from.community.as_str().to_string());
                 out.people = Some(u32::from(household_size));
+            }
+            EventKind::Reserved { from, household_size, .. } => {
+                out.other_community = Some(from.community.as_str().to_string());
+                out.people = Some(u32::from(household_size));
+                out.household = from;
             }
             EventKind::ReservationClosed { from, status, .. } => {
                 out.other_community = Some(from.community.as_str().to_string());
                 out.proposal_status = Some(status.into());
+                out.household = from;
             }
             _ => {}
         }

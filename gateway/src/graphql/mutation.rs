@@ -164,7 +164,9 @@ impl MutationRoot {
         system(ctx).propose_match(caller(ctx), &reference, &provider, note).await.gql().map(Into::into)
     }
 
-    /// Accepts a proposal: the household joins the provider's panel (service code 98990).
+    /// Accepts a proposal: the household joins the provider's panel (service
+    /// code 98990). The provider, or a coordinator whose scope holds the
+    /// provider's home community, recording the provider's acceptance.
     async fn accept_proposal(
         &self,
         ctx: &Context<'_>,
@@ -181,7 +183,10 @@ impl MutationRoot {
         system(ctx).answer(caller(ctx), &id, answer).await.gql().map(Into::into)
     }
 
-    /// Declines a proposal: the household returns to the waitlist keeping its place.
+    /// Declines a proposal: the household returns to the waitlist keeping its
+    /// place. The provider (`by: PROVIDER`), or a coordinator recording it:
+    /// the provider's decline only within a scope holding the provider's home
+    /// community, the patient's or their own within the household's.
     async fn decline_proposal(
         &self,
         ctx: &Context<'_>,

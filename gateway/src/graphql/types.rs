@@ -204,12 +204,16 @@ pub struct Explanation {
 
 /// A proposal: this household to this provider.
 #[derive(SimpleObject)]
-#[graphql(serial)]
+#[graphql(serial, complex)]
 pub struct Proposal {
     /// Id.
     pub id: ID,
-    /// The registration proposed.
+    /// The registration proposed, whole (see [`Proposal::reference`]).
+    #[graphql(skip)]
     pub reference: ID,
+    /// The household's community's shard.
+    #[graphql(skip)]
+    pub household: d::ShardKey,
     /// The provider.
     pub provider_id: ID,
     /// The household's community, where the proposal is kept and answered. A
@@ -240,11 +244,23 @@ pub struct Proposal {
     pub decline_reason: Option<String>,
 }
 
+#[async_graphql::ComplexObject]
+impl Proposal {
+    /// The registration proposed: whole to the household's community's
+    /// coordinators and support, and to the household itself; masked
+    /// (`ABCD…YZ`) to the provider, delegates and anyone else, since whoever
+    /// holds a reference may change the registration.
+    async fn reference(&self, ctx: &async_graphql::Context<'_>) -> ID {
+        super::access::reference_for(super::query::caller(ctx), &self.household, &self.reference)
+    }
+}
+
 impl From<d::Proposal> for Proposal {
     fn from(p: d::Proposal) -> Self {
         Proposal {
             id: ID(p.id.to_string()),
             reference: ID(p.reference.to_string()),
+            household: p.shard.clone(),
             provider_id: ID(p.provider.to_string()),
             community: p.shard.community.as_str().to_string(),
             household_size: u32::from(p.household_size),
@@ -566,7 +582,7 @@ impl From<d::Clinic> for Clinic {
 
 /// One patient on a panel, as a provider sees their own panel.
 #[derive(SimpleObject)]
-#[graphql(serial)]
+#[graphql(serial, complex)]
 pub struct PanelPatient {
     /// Given name.
     pub given_name: String,
@@ -578,7 +594,8 @@ pub struct PanelPatient {
     pub attached_at: DateTime<Utc>,
     /// Billing service code of the attachment (98990, a $0 claim).
     pub service_code: String,
-    /// The registration the patient came from, if they came off the waitlist.
+    /// The registration the patient came from, whole (see [`PanelPatient::reference`]).
+    #[graphql(skip)]
     pub reference: Option<ID>,
     /// The clinic the patient was submitted, transferred or matched for. A match
     /// names the provider's clinic when they practise at exactly one; otherwise,
@@ -597,6 +614,18 @@ pub enum PanelPatientSource {
     Submitted,
     /// Moved from another provider's panel by a transfer.
     Transferred,
+}
+
+#[async_graphql::ComplexObject]
+impl PanelPatient {
+    /// The registration the patient came from, if they came off the waitlist:
+    /// masked (`ABCD…YZ`) to the provider and their delegates, since whoever
+    /// holds a reference may change the registration; whole to support.
+    async fn reference(&self, ctx: &async_graphql::Context<'_>) -> Option<ID> {
+        use attach_actors::access::Role;
+        let whole = matches!(super::query::caller(ctx).role(), Role::Support | Role::Internal);
+        self.reference.as_ref().map(|r| if whole { r.clone() } else { super::access::masked_reference(r) })
+    }
 }
 
 impl From<d::PanelEntry> for PanelPatient {

@@ -102,6 +102,17 @@ async fn households_with_no_place_at_home_are_proposed_next_door_nearest_first_a
     let seen = doc.ok(PROPOSALS, json!({ "c": "112", "p": "P20001" })).await;
     assert_eq!(seen["proposals"]["nodes"][0]["id"], near["id"], "{seen:#}");
     assert_eq!(seen["proposals"]["nodes"][0]["status"], "OPEN");
+    // Not the household's reference whole (with it anyone signed in could change the
+    // registration), for the provider nor for a coordinator of the provider's community only.
+    let masked = crate::helpers::masked(&family);
+    assert_eq!(seen["proposals"]["nodes"][0]["reference"], masked.as_str());
+    let next_door = app.with_token(app.token(Role::Coordinator, &["community:112"], None));
+    let listed = next_door.ok(PROPOSALS, json!({ "c": "112", "p": "P20001" })).await;
+    assert_eq!(listed["proposals"]["nodes"][0]["reference"], masked.as_str(), "{listed:#}");
+    let home = app.with_token(app.token(Role::Coordinator, &["community:111"], None));
+    let listed = home.ok(PROPOSALS, json!({ "c": "111", "p": null })).await;
+    let mine = listed["proposals"]["nodes"].as_array().unwrap().iter().find(|p| p["id"] == near["id"]).unwrap();
+    assert_eq!(mine["reference"], family.as_str(), "the household's own community has it whole");
     let at = |f: &str| json!({ "id": near["id"], "f": f });
     assert_eq!(doc.error_code(ACCEPT, at("0F331")).await, "CONFLICT", "not one of this provider's clinics");
     assert!(panel(&app, "P20001").await.is_empty(), "a refused acceptance changes nothing");
@@ -124,7 +135,7 @@ async fn attached_next_door(app: &TestApp, family: &str, solo: &str) {
     let entries = panel(app, "P20001").await;
     assert_eq!(entries.len(), 2, "{entries:?}");
     assert!(entries.iter().all(|e| e["source"] == "MATCHED" && e["facilityNumber"] == "0F222"));
-    assert!(entries.iter().all(|e| e["reference"] == family));
+    assert!(entries.iter().all(|e| e["reference"] == crate::helpers::masked(family).as_str()), "{entries:?}");
     let seen = app.provider("P20001").ok(PROPOSALS, json!({ "c": "112", "p": "P20001" })).await;
     assert_eq!(seen["proposals"]["nodes"][0]["status"], "ACCEPTED");
     let status = r#"query($r: ID!) { registration(reference: $r) { status providerId } }"#;
@@ -139,30 +150,35 @@ async fn attached_next_door(app: &TestApp, family: &str, solo: &str) {
     let p = app.provider("P30001").ok(places, json!({})).await;
     assert_eq!((&p["provider"]["freePlaces"], &p["provider"]["openPlaces"]), (&json!(1), &json!(0)));
 
-    // The provider's community's feed: the reservation, the attachment, the close.
-    let events = app
-        .coordinator()
-        .ok(
-            r#"{ events(communityCode: "112") { nodes { kind reference providerId people otherCommunity proposalStatus } } }"#,
-            json!({}),
-        )
-        .await;
-    let spill: Vec<Value> = events["events"]["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["reference"] == family)
-        .map(|e| json!([e["kind"], e["people"], e["otherCommunity"], e["proposalStatus"]]))
-        .collect();
-    assert_eq!(
-        spill,
-        [
-            json!(["RESERVED", 2, "111", null]),
-            json!(["ATTACHED", 2, null, null]),
-            json!(["RESERVATION_CLOSED", null, "111", "ACCEPTED"]),
-        ],
-        "{events:#}"
-    );
+    // The provider's community's feed: the reservation, the attachment, the close. The
+    // household's reference is whole only to a coordinator who holds its community too,
+    // and the attachment, told where the household is not, carries none.
+    const EVENTS: &str = r#"{ events(communityCode: "112") { nodes { kind reference providerId people otherCommunity proposalStatus } } }"#;
+    for (coordinator, reference) in [
+        (app.coordinator(), family.to_string()),
+        (app.with_token(app.token(Role::Coordinator, &["community:112"], None)), crate::helpers::masked(family)),
+    ] {
+        let events = coordinator.ok(EVENTS, json!({})).await;
+        let spill: Vec<Value> = events["events"]["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| {
+                e["reference"] == reference.as_str() || (e["kind"] == "ATTACHED" && e["providerId"] == "P20001")
+            })
+            .map(|e| json!([e["kind"], e["people"], e["otherCommunity"], e["proposalStatus"], e["reference"]]))
+            .collect();
+        let r = json!(reference);
+        assert_eq!(
+            spill,
+            [
+                json!(["RESERVED", 2, "111", null, r]),
+                json!(["ATTACHED", 2, null, null, null]),
+                json!(["RESERVATION_CLOSED", null, "111", "ACCEPTED", r]),
+            ],
+            "{events:#}"
+        );
+    }
     // The household's own community tells the acceptance, not the attachment: ATTACHED is told once.
     let coordinator = app.coordinator();
     let home = coordinator.ok(r#"{ events(communityCode: "111") { nodes { kind reference } } }"#, json!({})).await;
