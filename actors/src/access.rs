@@ -503,6 +503,8 @@ impl Operation {
                     | Operation::ReadWaitlist
                     | Operation::ReadProposals
                     | Operation::ReadPanel
+                    // Who looked at who read what: the log holds every caller's subject.
+                    | Operation::ReadAudit
             )
     }
 

@@ -260,7 +260,8 @@ async fn seed_until(
         bail!(
             "the data directory already holds data (a server has run on it), so --demo does not seed it: the demo's \
              households, registered up to years ago, would stand ahead of real ones in line. Start without --demo, or \
-             give --demo a new --data-dir"
+             give --demo a new --data-dir (a demo seed stopped in its first moment, or by a build before this check, \
+             leaves a directory like this too: nothing in it is lost by starting again in a new one)"
         );
     }
     let communities: Vec<&Community> = regions.communities().collect();
@@ -271,20 +272,24 @@ async fn seed_until(
     tracing::info!(size = %size, communities = communities.len(), "seeding demo data");
     let started = std::time::Instant::now();
 
-    // Every shard at once, so the writer can take all the acquisitions in one transaction.
-    let epochs: HashMap<ShardKey, Epoch> = futures::future::try_join_all(communities.iter().map(|c| async move {
-        let epoch = store.acquire_shard(&c.shard, DEMO_OWNER).await?;
-        Ok::<_, crate::store::StoreError>((c.shard.clone(), epoch))
-    }))
-    .await
-    .context("acquiring the shards to seed")?
-    .into_iter()
-    .collect();
-    let epoch = epochs.get(&first).copied().context("the first shard was acquired with the others")?;
+    // The first shard, and at once the mark that the seed has begun: a stop
+    // between the two is the one moment that leaves the store refused above.
+    let epoch = store.acquire_shard(&first, DEMO_OWNER).await.context("acquiring the shards to seed")?;
     store
         .commit(&first, epoch, &Batch { locators: vec![begun], ..Batch::default() })
         .await
         .context("writing the demo seed's start")?;
+    // The others at once, so the writer can take their acquisitions in one transaction.
+    let mut epochs: HashMap<ShardKey, Epoch> =
+        futures::future::try_join_all(communities.iter().skip(1).map(|c| async move {
+            let epoch = store.acquire_shard(&c.shard, DEMO_OWNER).await?;
+            Ok::<_, crate::store::StoreError>((c.shard.clone(), epoch))
+        }))
+        .await
+        .context("acquiring the shards to seed")?
+        .into_iter()
+        .collect();
+    epochs.insert(first.clone(), epoch);
 
     let mut generator = Generator::new(communities, plans, now);
     let mut pending: Option<Chunk> = None;

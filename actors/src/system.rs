@@ -1002,8 +1002,13 @@ impl AttachSystem {
 
     /// A page of the audit log (operations only).
     pub async fn audit_log(&self, who: &Principal, query: AuditQuery) -> Result<Vec<AuditRecord>, AttachError> {
-        who.require(Operation::ReadAudit, None)?;
-        Ok(self.store.audit_page(&query).await?)
+        let trail = Trail::new(who, Operation::ReadAudit);
+        let result = async {
+            who.require(Operation::ReadAudit, None)?;
+            Ok(self.store.audit_page(&query).await?)
+        }
+        .await;
+        self.audited(trail, result).await
     }
 
     /// Up to `limit` of a community's committed events after sequence `after`, in order.

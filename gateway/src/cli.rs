@@ -212,11 +212,12 @@ pub async fn run() -> anyhow::Result<()> {
             let flags = ServeFlags { listen, data_dir, regions, redis, store, node, demo };
             let settings = flags.settings(config.as_deref())?;
             let _telemetry = crate::telemetry::init(&settings.log, settings.log_spans);
-            let host = settings.listen.ip();
+            let (host, graphiql) = (settings.listen.ip(), settings.graphiql);
             let app = Application::build(settings).await?;
             tokio::spawn(apply_peers_on_hangup(app.cluster_handle(), config, flags));
             // One line on stdout, for people and for scripts that started it on port 0.
-            println!("attach listening on http://{host}:{}/ (GraphiQL; the API is at /graphql)", app.port());
+            let page = if graphiql { "GraphiQL; " } else { "" };
+            println!("attach listening on http://{host}:{}/ ({page}the API is at /graphql)", app.port());
             app.run_until_stopped(shutdown_signal()).await
         }
     }

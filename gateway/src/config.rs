@@ -536,7 +536,7 @@ impl Settings {
     /// Refuses settings that cannot work, saying which key to fix.
     pub fn check(&self) -> anyhow::Result<()> {
         // Values that would start a server unable to do its work, while `/readyz` says ready.
-        let lowest: [(&str, u64, u64, &str); 22] = [
+        let lowest: [(&str, u64, u64, &str); 23] = [
             ("shard.mailbox_capacity", self.shard.mailbox_capacity as u64, 1, ""),
             ("limits.max_page_size", self.limits.max_page_size as u64, 1, ""),
             ("shard.lease_secs", self.shard.lease_secs, 3, ""),
@@ -568,6 +568,7 @@ impl Settings {
             ("feed.keepalive_secs", self.feed.keepalive_secs, 1, ""),
             ("feed.max_subscriptions_per_connection", self.feed.max_subscriptions_per_connection as u64, 1, ""),
             ("limits.max_panel_rows", self.limits.max_panel_rows as u64, 1, "a panel file has one patient or more"),
+            ("store_cache_mib", self.store_cache_mib, 1, ""),
             ("limits.max_panel_bytes", self.limits.max_panel_bytes as u64, 64, "a panel file has one row or more"),
         ];
         for (name, value, least, why) in lowest {

@@ -224,8 +224,9 @@ impl Forwarder {
     /// Asks every peer to hand back the shards this node should hold (it has
     /// just started; they stood in for it). Best effort: a peer that does not
     /// answer keeps them until its lease on them is released or runs out.
-    /// Answers the peers that answered (they are up, and know this node).
-    pub async fn ask_hand_back(&self) -> Vec<String> {
+    /// Answers the peers that answered (they are up, and know this node),
+    /// each with how many shards it handed back.
+    pub async fn ask_hand_back(&self) -> Vec<(String, usize)> {
         let peers = self.peers.read().unwrap_or_else(|e| e.into_inner()).clone();
         let mut answered = Vec::new();
         for (name, base) in &peers {
@@ -233,8 +234,10 @@ impl Forwarder {
                 self.to_peer(&format!("{base}{HAND_BACK_PATH}")).json(&serde_json::json!({ "node": self.me }));
             match request.send().await {
                 Ok(r) if r.status().is_success() => {
-                    tracing::info!(peer = %name, "asked the peer to hand back this node's shards");
-                    answered.push(name.clone());
+                    let body: serde_json::Value = r.json().await.unwrap_or_default();
+                    let handed = body["handedBack"].as_u64().map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX));
+                    tracing::info!(peer = %name, handed, "asked the peer to hand back this node's shards");
+                    answered.push((name.clone(), handed));
                 }
                 Ok(r) => warn!(peer = %name, status = %r.status(), "a peer refused to hand back shards"),
                 Err(e) => warn!(peer = %name, error = %e, "could not reach a peer to ask for this node's shards"),

@@ -8,12 +8,19 @@ use axum::extract::Path;
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+/// GraphiQL's version, written once (a literal, for `concat!`).
+macro_rules! version {
+    () => {
+        "4.1.2"
+    };
+}
+
 /// GraphiQL's version, in its files' paths: a new one is never mixed with a
 /// browser's cached copy of the old.
-pub const VERSION: &str = "4.1.2";
+pub const VERSION: &str = version!();
 
 /// The route of the page's files.
-pub const ASSETS_ROUTE: &str = "/graphiql/4.1.2/{file}";
+pub const ASSETS_ROUTE: &str = concat!("/graphiql/", version!(), "/{file}");
 
 /// Scripts from this server only, no `eval`; styles may be inline (GraphiQL
 /// sets some as it runs); fonts and icons come inside the stylesheet.

@@ -84,7 +84,7 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(graphiql))
-        .route(crate::graphiql::ASSETS_ROUTE, get(crate::graphiql::asset))
+        .route(crate::graphiql::ASSETS_ROUTE, get(graphiql_file))
         .route("/graphql", get(graphql_get).post(graphql))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -372,6 +372,15 @@ fn too_many(state: &AppState, verdict: &Verdict, started: Instant) -> Response {
     let mut response = (StatusCode::TOO_MANY_REQUESTS, error_body(ErrorCode::RateLimited, &message)).into_response();
     verdict.write_headers(response.headers_mut());
     response
+}
+
+/// One of GraphiQL's files, where the server offers it.
+async fn graphiql_file(State(state): State<AppState>, file: axum::extract::Path<String>) -> Response {
+    if state.graphiql {
+        crate::graphiql::asset(file).await
+    } else {
+        crate::graphiql::off_or_missing("GraphiQL is off on this server (graphiql = false)")
+    }
 }
 
 /// GraphiQL, where the server offers it (`graphiql`).

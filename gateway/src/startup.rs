@@ -23,7 +23,7 @@ use attach_actors::system::AttachSystem;
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::auth::Authenticator;
 use crate::client_ip::ClientIp;
@@ -117,7 +117,7 @@ impl ClusterHandle {
         }
         self.system.set_placement(placement);
         info!(peers = self.forwarder.peer_count(), "applied the cluster's node list");
-        for peer in self.forwarder.ask_hand_back().await {
+        for (peer, _) in self.forwarder.ask_hand_back().await {
             let handed = self.system.hand_back(&peer).await;
             if handed > 0 {
                 info!(%peer, shards = handed, "handed a peer the shards it is now preferred for");
@@ -398,12 +398,13 @@ async fn resume_stalled(
 ) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut take_back = TakeBack::default();
     loop {
         tick.tick().await;
         if !started.load(Ordering::Acquire) {
             continue;
         }
-        take_back_own_shards(&system, &forwarder).await;
+        take_back.tick(&system, &forwarder).await;
         let (moves, transfers) = system.resume_stalled(every).await;
         if moves + transfers > 0 {
             info!(moves, transfers, "stalled moves finished and transfers resumed");
@@ -416,18 +417,49 @@ async fn resume_stalled(
 /// and on a new node list are single tries: one that failed (a peer out of
 /// reach, or not yet knowing this node), or a shard a peer took again because
 /// this node did not take it within a lease, would otherwise stay there until
-/// the next restart or SIGHUP.
-async fn take_back_own_shards(system: &AttachSystem, forwarder: &Forwarder) {
-    if !forwarder.has_peers() {
-        return;
-    }
-    let held = system.own_shards_held_elsewhere().await;
-    if held.is_empty() {
-        return;
-    }
-    info!(shards = held.len(), "shards this node is preferred for still run on a peer; asking for them back");
-    if !forwarder.ask_hand_back().await.is_empty() {
-        system.start_own_shards();
+/// the next restart or SIGHUP. While they stay there the asks space out (1, 2,
+/// 4 … 32 ticks apart): a node that cannot start a shard itself (a crash loop,
+/// an older build) must not take it from a working stand-in every tick.
+#[derive(Default)]
+struct TakeBack {
+    /// Ticks to let pass before the next ask.
+    wait: u32,
+    /// Ticks between asks while shards stay on peers.
+    gap: u32,
+}
+
+impl TakeBack {
+    const MOST_TICKS_APART: u32 = 32;
+
+    async fn tick(&mut self, system: &AttachSystem, forwarder: &Forwarder) {
+        if !forwarder.has_peers() {
+            return;
+        }
+        let held = system.own_shards_held_elsewhere().await;
+        if held.is_empty() {
+            *self = TakeBack::default();
+            return;
+        }
+        if self.wait > 0 {
+            self.wait -= 1;
+            return;
+        }
+        if self.gap > 0 {
+            warn!(
+                shards = held.len(),
+                "shards a peer handed back to this node run on a peer again: if this node cannot start them (its log \
+                 says why), the peer serves them between asks, which space out"
+            );
+        } else {
+            info!(shards = held.len(), "shards this node is preferred for still run on a peer; asking for them back");
+        }
+        let handed: usize = forwarder.ask_hand_back().await.iter().map(|(_, n)| n).sum();
+        // Only a hand-back stops the shards on the peer: an ask that reached no one costs nothing to repeat.
+        if handed > 0 {
+            system.start_own_shards();
+            self.gap = (self.gap * 2).clamp(1, Self::MOST_TICKS_APART);
+            self.wait = self.gap;
+        }
     }
 }
 

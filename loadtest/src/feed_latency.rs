@@ -52,8 +52,8 @@ pub struct Args {
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let token = args.token.as_deref();
     anyhow::ensure!(
-        args.events <= 100_000 && args.max_seconds <= 600 && args.rate >= 0.0,
-        "runs are bounded: at most 100,000 events and 600 s, at a rate of 0 (unpaced) or more"
+        (1..=100_000).contains(&args.events) && (1..=600).contains(&args.max_seconds) && args.rate >= 0.0,
+        "runs are bounded: 1 to 100,000 events and 1 to 600 s, at a rate of 0 (unpaced) or more"
     );
     anyhow::ensure!((1..=10_000).contains(&args.subscribers), "subscribers are 1 to 10,000");
     let mut sent: HashMap<String, Instant> = HashMap::new();

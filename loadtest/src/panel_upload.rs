@@ -129,8 +129,10 @@ async fn graphql(client: &reqwest::Client, args: &UploadArgs, query: &str, varia
 /// Sets up the registry, then submits the files one after the other.
 pub async fn upload(args: UploadArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
-        args.uploads <= 1000 && args.max_seconds <= 600 && (1..=MAX_ROWS).contains(&args.rows),
-        "at most 1000 uploads and 600 s a run, of 1 to {MAX_ROWS} rows each"
+        (1..=1000).contains(&args.uploads)
+            && (1..=600).contains(&args.max_seconds)
+            && (1..=MAX_ROWS).contains(&args.rows),
+        "1 to 1000 uploads and 1 to 600 s a run, of 1 to {MAX_ROWS} rows each"
     );
     // A large file takes a while to check: a longer bound than other requests'.
     let client = reqwest::Client::builder()

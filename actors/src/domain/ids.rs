@@ -105,10 +105,7 @@ impl ProviderId {
     /// Parses a practitioner number.
     pub fn parse(input: &str) -> Result<Self, DomainError> {
         let s = input.trim().to_ascii_uppercase();
-        if super::Phn::parse(&s).is_ok() {
-            // It would be kept and logged as an id; a PHN never is.
-            Err(DomainError::invalid("providerId", "a provider id is a practitioner number, never a PHN"))
-        } else if (5..=10).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        if (5..=10).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric()) {
             Ok(ProviderId(s))
         } else {
             Err(DomainError::invalid(
@@ -183,10 +180,6 @@ mod tests {
     fn provider_ids_and_facility_numbers() {
         assert_eq!(ProviderId::parse(" p1234 ").unwrap().as_str(), "P1234");
         assert!(ProviderId::parse("P12").is_err());
-        let phn = ProviderId::parse("9698658215").unwrap_err();
-        assert!(phn.message.contains("never a PHN"), "{}", phn.message);
-        assert!(!phn.message.contains("9698658215"), "the PHN is not echoed");
-        assert_eq!(ProviderId::parse("9698648215").unwrap().as_str(), "9698648215", "ten digits that are no PHN");
         assert!(ProviderId::parse("P12 34").is_err());
         assert_eq!(FacilityNumber::parse("0a12b").unwrap().as_str(), "0A12B");
         assert!(FacilityNumber::parse("0A12").is_err());

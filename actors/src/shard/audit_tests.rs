@@ -23,10 +23,11 @@ use super::tests::{REGIONS, c, household, phn, provider, sys};
 
 /// The embedded store, except that appending audit records on their own fails
 /// once `broken` is set (a crash between a change's commit and its record
-/// looks the same to the change).
-struct LateAuditFails {
-    inner: Arc<dyn Store>,
-    broken: AtomicBool,
+/// looks the same to the change). It counts the tries to acquire a shard.
+pub(super) struct LateAuditFails {
+    pub(super) inner: Arc<dyn Store>,
+    pub(super) broken: AtomicBool,
+    pub(super) acquires: std::sync::atomic::AtomicUsize,
 }
 
 #[async_trait]
@@ -38,6 +39,7 @@ impl Store for LateAuditFails {
         self.inner.lease()
     }
     async fn acquire_shard(&self, shard: &ShardKey, owner: &str) -> Result<Epoch, StoreError> {
+        self.acquires.fetch_add(1, Ordering::SeqCst);
         self.inner.acquire_shard(shard, owner).await
     }
     async fn renew_lease(&self, shard: &ShardKey, owner: &str, epoch: Epoch) -> Result<(), StoreError> {
@@ -99,7 +101,8 @@ impl Store for LateAuditFails {
 async fn over_late_audit(config: ShardConfig) -> (AttachSystem, Arc<LateAuditFails>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let embedded = EmbeddedStore::open(&dir.path().join("attach.redb"), EmbeddedOptions::default()).unwrap();
-    let store = Arc::new(LateAuditFails { inner: Arc::new(embedded), broken: AtomicBool::new(false) });
+    let store =
+        Arc::new(LateAuditFails { inner: Arc::new(embedded), broken: AtomicBool::new(false), acquires: 0.into() });
     let regions = Arc::new(Regions::parse(REGIONS).unwrap());
     let feed: Arc<dyn crate::feed::Feed> = Arc::new(crate::feed::MemoryFeed::new(64));
     let s = AttachSystem::new(regions, store.clone(), feed, config, "test".into());

@@ -323,3 +323,46 @@ async fn a_shard_held_elsewhere_for_many_tries_is_taken_once_its_lease_is_free()
     assert_eq!(store.shard_owner(&shard("111")).await.unwrap(), Some(node.owner().to_string()));
     node.stop().await;
 }
+
+/// However often a node is told to start its own shards while another node
+/// holds one (every hand-back ask, every new node list), it keeps one try at
+/// that shard on its way, not one more per telling.
+#[tokio::test]
+async fn asking_again_and_again_for_a_shard_held_elsewhere_keeps_one_try_on_its_way() {
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().unwrap();
+    let lease = Duration::from_millis(400);
+    let options = EmbeddedOptions { lease, ..EmbeddedOptions::default() };
+    let embedded: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&dir.path().join("attach.redb"), options).unwrap());
+    let store = Arc::new(super::audit_tests::LateAuditFails {
+        inner: embedded.clone(),
+        broken: false.into(),
+        acquires: 0.into(),
+    });
+    let (mine, other) = names();
+    let epoch = embedded.acquire_shard(&shard("111"), &other).await.unwrap();
+    let config = ShardConfig {
+        placement: crate::shard::PlacementCell::new(Some(Placement::new(&mine, [other.clone()]))),
+        ..ShardConfig::default()
+    };
+    let feed: Arc<dyn crate::feed::Feed> = Arc::new(crate::feed::MemoryFeed::new(64));
+    let regions = Arc::new(Regions::parse(REGIONS).unwrap());
+    let node = Arc::new(AttachSystem::new(regions, store.clone(), feed, config, mine));
+    node.start().await.unwrap();
+    for _ in 0..20 {
+        node.start_own_shards();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        embedded.renew_lease(&shard("111"), &other, epoch).await.unwrap();
+    }
+    // Over the next second: about ten tries (one a quarter lease) at 111, and
+    // 112 (the other node's) tried once a lease; each telling adding a chain
+    // of tries would make it hundreds.
+    let before = store.acquires.load(Ordering::SeqCst);
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        embedded.renew_lease(&shard("111"), &other, epoch).await.unwrap();
+    }
+    let tries = store.acquires.load(Ordering::SeqCst) - before;
+    assert!((5..=20).contains(&tries), "{tries} tries in a second");
+    node.stop().await;
+}

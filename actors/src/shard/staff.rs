@@ -96,7 +96,9 @@ pub fn visible(
 ) -> Result<Vec<StaffMember>, AttachError> {
     let clinic = clinic(state, facility)?;
     let all = state.staff_of(facility);
-    if matches!(who.role(), Role::Internal | Role::Support) || directs(who, clinic) {
+    // Support within their scope, as for everything else they read.
+    let support = who.role() == Role::Support && who.scope().covers(&state.key);
+    if who.role() == Role::Internal || support || directs(who, clinic) {
         return Ok(all.cloned().collect());
     }
     let own: Vec<StaffMember> = all.filter(|m| m.subject.as_str() == who.subject()).cloned().collect();
@@ -188,6 +190,9 @@ mod tests {
         assert_eq!(visible(&state, &director(&world), f).unwrap().len(), 2);
         let support = Principal::new("s-1", Role::Support, None, Scope::province());
         assert_eq!(visible(&state, &support, f).unwrap().len(), 2);
+        let elsewhere = Scope::parse(["community:233"]).unwrap();
+        let support_elsewhere = Principal::new("s-2", Role::Support, None, elsewhere);
+        assert_eq!(visible(&state, &support_elsewhere, f).unwrap_err().code, ErrorCode::Forbidden, "out of scope");
         let moa = Principal::new("moa-1", Role::Delegate, None, Scope::default());
         let own = visible(&state, &moa, f).unwrap();
         assert_eq!(own.iter().map(|m| m.subject.as_str()).collect::<Vec<_>>(), ["moa-1"]);

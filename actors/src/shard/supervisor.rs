@@ -56,6 +56,18 @@ pub struct SupervisorState {
     restarts: HashMap<ShardKey, Vec<Instant>>,
     /// Shards being handed back: when their actor ends, wait before trying again.
     handing_back: std::collections::HashSet<ShardKey>,
+    /// Shards with a `Restart` on its way: one at a time each, however many
+    /// asks (`StartOwn`, a hand-back, a failure) want the shard tried again.
+    pending: std::collections::HashSet<ShardKey>,
+}
+
+impl SupervisorState {
+    /// Tries `key` again after `delay`, unless a try is on its way already.
+    fn retry_after(&mut self, myself: &ActorRef<SupervisorMsg>, key: ShardKey, delay: Duration) {
+        if self.pending.insert(key.clone()) {
+            myself.send_after(delay, move || SupervisorMsg::Restart(key));
+        }
+    }
 }
 
 impl Actor for HaSupervisor {
@@ -75,6 +87,7 @@ impl Actor for HaSupervisor {
             children: HashMap::new(),
             restarts: HashMap::new(),
             handing_back: Default::default(),
+            pending: Default::default(),
         };
         // Start every shard; one that fails to load is retried, not fatal to its neighbours.
         // A shard another node should hold waits a lease first, so that node takes it if it is up.
@@ -82,12 +95,12 @@ impl Actor for HaSupervisor {
             let key = shard.key.clone();
             let lease = shard.store.lease();
             if !is_mine(&shard) {
-                myself.send_after(lease, move || SupervisorMsg::Restart(key));
+                state.retry_after(&myself, key, lease);
                 continue;
             }
             let delay = retry_delay(&shard);
             if let Err(e) = start(&myself, &mut state, shard).await {
-                retry_later(&myself, key, e.as_ref(), delay);
+                retry_later(&myself, &mut state, key, e.as_ref(), delay);
             }
         }
         info!(ha = state.ha.as_str(), shards = state.children.len(), "health authority supervisor started");
@@ -102,6 +115,7 @@ impl Actor for HaSupervisor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             SupervisorMsg::Restart(key) => {
+                state.pending.remove(&key);
                 // A shard handed back and restarted meanwhile by a supervision event is already running.
                 if state.directory.actor(&key).is_none() {
                     restart(&myself, state, key).await;
@@ -155,7 +169,7 @@ impl Actor for HaSupervisor {
             if state.handing_back.remove(&key) {
                 // Stand in again only if the node it went to has not taken it within a lease.
                 if let Some(lease) = state.args.get(&key).map(|a| a.store.lease()) {
-                    myself.send_after(lease, move || SupervisorMsg::Restart(key));
+                    state.retry_after(&myself, key, lease);
                 }
                 return Ok(());
             }
@@ -187,7 +201,7 @@ async fn restart(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState, 
     recent.retain(|t| t.elapsed() < CRASH_WINDOW);
     if recent.len() >= CRASH_STARTS {
         warn!(shard = %key, "shard restarting repeatedly; backing off");
-        myself.send_after(CRASH_BACKOFF, move || SupervisorMsg::Restart(key));
+        state.retry_after(myself, key, CRASH_BACKOFF);
         return;
     }
     recent.push(Instant::now());
@@ -200,7 +214,7 @@ async fn restart(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState, 
                 recent.pop();
             }
         }
-        retry_later(myself, key, e.as_ref(), delay);
+        retry_later(myself, state, key, e.as_ref(), delay);
     }
 }
 
@@ -231,16 +245,17 @@ fn is_mine(args: &ShardArgs) -> bool {
 /// have run out). A shard held elsewhere is normal on a standby node, not an error.
 fn retry_later(
     myself: &ActorRef<SupervisorMsg>,
+    state: &mut SupervisorState,
     key: ShardKey,
     e: &(dyn std::error::Error + Send + Sync + 'static),
     lease: Duration,
 ) {
     if leased_elsewhere(e) {
         info!(shard = %key, error = %e, "shard is held by another node; trying again after a lease");
-        myself.send_after(lease, move || SupervisorMsg::Restart(key));
+        state.retry_after(myself, key, lease);
     } else {
         error!(shard = %key, error = %e, "shard failed to start; retrying");
-        myself.send_after(Duration::from_secs(1), move || SupervisorMsg::Restart(key));
+        state.retry_after(myself, key, Duration::from_secs(1));
     }
 }
 

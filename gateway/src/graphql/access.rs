@@ -168,8 +168,6 @@ impl From<au::AuditRecord> for AuditRecord {
     }
 }
 
-/// A target as the audit log shows it: a registration reference masked, since
-/// whoever holds it may read the registration; any other id as it is.
 /// A registration's reference as `who` is given it (DECISIONS 45): whole to
 /// the household (the public and patients reach a registration, and its
 /// proposals, only by its reference), to Attach itself, and to coordinators
@@ -191,6 +189,8 @@ pub fn masked_reference(reference: &ID) -> ID {
     ID(masked(reference.0.clone()))
 }
 
+/// A target as the audit log shows it: a registration reference masked, since
+/// whoever holds it may read the registration; any other id as it is.
 fn masked(target: String) -> String {
     let reference = target.len() == 12 && d::RegistrationRef::parse(&target).is_ok();
     if reference { format!("{}…{}", &target[..4], &target[10..]) } else { target }
@@ -232,12 +232,28 @@ impl AuditFilter {
         let invalid = |field: &str, message: &str| d::DomainError { field: field.into(), message: message.into() };
         let operation = match self.operation {
             None => None,
-            Some(op) => Some(a::Operation::parse(&op).ok_or_else(|| {
+            Some(op) => {
                 // Records name the operation checked, not always the field asked for
-                // (`registrationByPhn` is `findRegistration`): list them.
-                let names: Vec<&str> = a::Operation::ALL.iter().map(|o| o.as_str()).collect();
-                invalid("filter.operation", &format!("no operation has that name; they are: {}", names.join(", ")))
-            })?),
+                // (`registrationByPhn` is `findRegistration`): list those recorded.
+                let names: Vec<&str> =
+                    a::Operation::ALL.iter().filter(|o| o.is_audited()).map(|o| o.as_str()).collect();
+                let recorded = |o: &a::Operation| o.is_audited();
+                match a::Operation::parse(&op) {
+                    Some(o) if recorded(&o) => Some(o),
+                    Some(o) => {
+                        let why = format!(
+                            "{o} is never recorded: the log holds changes and reads of patients' records and of \
+                             the log itself; the operations it holds are: {}",
+                            names.join(", ")
+                        );
+                        return Err(invalid("filter.operation", &why));
+                    }
+                    None => {
+                        let why = format!("no operation has that name; those recorded are: {}", names.join(", "));
+                        return Err(invalid("filter.operation", &why));
+                    }
+                }
+            }
         };
         let after = match after {
             None => None,

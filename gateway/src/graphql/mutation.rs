@@ -166,7 +166,8 @@ impl MutationRoot {
 
     /// Accepts a proposal: the household joins the provider's panel (service
     /// code 98990). The provider, or a coordinator whose scope holds the
-    /// provider's home community, recording the provider's acceptance.
+    /// household's community and the provider's home community, recording the
+    /// provider's acceptance.
     async fn accept_proposal(
         &self,
         ctx: &Context<'_>,
@@ -185,8 +186,8 @@ impl MutationRoot {
 
     /// Declines a proposal: the household returns to the waitlist keeping its
     /// place. The provider (`by: PROVIDER`), or a coordinator recording it:
-    /// the provider's decline only within a scope holding the provider's home
-    /// community, the patient's or their own within the household's.
+    /// always within a scope holding the household's community, and the
+    /// provider's decline only if it holds the provider's home community too.
     async fn decline_proposal(
         &self,
         ctx: &Context<'_>,

@@ -618,12 +618,13 @@ pub enum PanelPatientSource {
 
 #[async_graphql::ComplexObject]
 impl PanelPatient {
-    /// The registration the patient came from, if they came off the waitlist:
-    /// masked (`ABCD…YZ`) to the provider and their delegates, since whoever
-    /// holds a reference may change the registration; whole to support.
+    /// The registration the patient came from, if they came off the waitlist,
+    /// masked (`ABCD…YZ`): whoever holds a reference may change the
+    /// registration, and a panel's readers (its provider, their delegates,
+    /// support of the provider's community) need not hold the household's
+    /// community, which may be another (spill-over, a submitted list).
     async fn reference(&self, ctx: &async_graphql::Context<'_>) -> Option<ID> {
-        use attach_actors::access::Role;
-        let whole = matches!(super::query::caller(ctx).role(), Role::Support | Role::Internal);
+        let whole = super::query::caller(ctx).role() == attach_actors::access::Role::Internal;
         self.reference.as_ref().map(|r| if whole { r.clone() } else { super::access::masked_reference(r) })
     }
 }

@@ -179,11 +179,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if mix.iter().any(|(s, _)| *s == Scenario::Panel) && target.providers.is_empty() {
         bail!("the mix reads panels but the target has no providers (seed it with --demo, or leave `panel` out)");
     }
+    let named: Vec<String> = mix.iter().map(|(s, w)| format!("{}={w}", s.name())).collect();
     println!(
         "attach-loadtest run: {} communities, {} providers, mix {}, {} workers, {} s, rate {}",
         target.communities.len(),
         target.providers.len(),
-        args.mix,
+        named.join(","),
         args.concurrency,
         args.duration,
         if args.rate == 0 { "unpaced".to_string() } else { format!("{}/s", args.rate) }

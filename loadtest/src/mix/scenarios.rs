@@ -34,21 +34,41 @@ pub enum Scenario {
 }
 
 impl Scenario {
+    /// Every scenario.
+    const ALL: [Scenario; 8] = [
+        Scenario::Register,
+        Scenario::Match,
+        Scenario::Waitlist,
+        Scenario::Panel,
+        Scenario::Stats,
+        Scenario::Upload,
+        Scenario::Move,
+        Scenario::Update,
+    ];
+
     /// Parses a scenario name.
     pub fn parse(name: &str) -> anyhow::Result<Self> {
-        Ok(match name {
-            "register" => Scenario::Register,
-            "match" => Scenario::Match,
-            "waitlist" => Scenario::Waitlist,
-            "panel" => Scenario::Panel,
-            "stats" => Scenario::Stats,
-            "upload" => Scenario::Upload,
-            "move" => Scenario::Move,
-            "update" => Scenario::Update,
-            other => {
-                bail!("no scenario is called `{other}` (register, match, waitlist, panel, stats, upload, move, update)")
+        match Self::ALL.into_iter().find(|s| s.name() == name) {
+            Some(scenario) => Ok(scenario),
+            None => {
+                let names: Vec<&str> = Self::ALL.iter().map(|s| s.name()).collect();
+                bail!("no scenario is called `{name}` ({})", names.join(", "))
             }
-        })
+        }
+    }
+
+    /// The name the mix gives it (`--mix NAME=WEIGHT`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Register => "register",
+            Scenario::Match => "match",
+            Scenario::Waitlist => "waitlist",
+            Scenario::Panel => "panel",
+            Scenario::Stats => "stats",
+            Scenario::Upload => "upload",
+            Scenario::Move => "move",
+            Scenario::Update => "update",
+        }
     }
 
     /// The operation name in reports.

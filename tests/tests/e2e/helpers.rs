@@ -351,14 +351,14 @@ impl Drop for TestApp {
 /// Every PHN the tests of this binary have made with [`phn`].
 static PHNS_SENT: Mutex<std::collections::BTreeSet<String>> = Mutex::new(std::collections::BTreeSet::new());
 
-/// A valid PHN made from a number (bodies without a check digit are skipped).
-/// Remembered, so that [`assert_no_phn_in`] can look for it in process logs.
 /// A registration's reference as providers, delegates and other communities'
 /// coordinators are given it: its first four and last two characters.
 pub fn masked(reference: &str) -> String {
     format!("{}…{}", &reference[..4], &reference[reference.len() - 2..])
 }
 
+/// A valid PHN made from a number (bodies without a check digit are skipped).
+/// Remembered, so that [`assert_no_phn_in`] can look for it in process logs.
 pub fn phn(i: u32) -> String {
     let phn =
         (i * 7919..).find_map(attach_actors::domain::Phn::with_body).expect("some body has a check digit").expose();

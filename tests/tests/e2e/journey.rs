@@ -968,5 +968,7 @@ async fn graphiql_is_served_whole_by_the_server_or_not_at_all() {
     assert_eq!(page.status().as_u16(), 404);
     let body: Value = page.json().await.unwrap();
     assert!(body["errors"][0]["message"].as_str().unwrap().contains("graphiql = false"), "{body}");
+    let file = off.http().get(format!("{}/graphiql/4.1.2/graphiql.min.js", off.url)).send().await.unwrap();
+    assert_eq!(file.status().as_u16(), 404, "nor its files");
     assert_eq!(off.ok("{ __typename }", json!({})).await, json!({ "__typename": "Query" }), "the API stays");
 }

@@ -235,6 +235,8 @@ fn runs_outside_their_bounds_are_refused_before_they_start() {
         &["feed-latency", "--subscribers", "20000"][..],
         &["panel-upload", "--max-seconds", "601"][..],
         &["panel-upload", "--rows", "0"][..],
+        &["panel-upload", "--uploads", "0"][..],
+        &["feed-latency", "--events", "0"][..],
         &["panel-file", "--rows", "3000000", "--out", file][..],
     ] {
         let mut command = Command::new(loadtest_bin());
