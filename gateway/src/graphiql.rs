@@ -38,6 +38,7 @@ pub fn page() -> Response {
     <meta name="robots" content="noindex">
     <meta name="viewport" content="width=device-width, initial-scale=1">
     <title>Attach</title>
+    <link rel="icon" href="data:,">
     <style>body {{ height: 100%; margin: 0; width: 100%; overflow: hidden; }} #graphiql {{ height: 100vh; }}</style>
     <link rel="stylesheet" href="/graphiql/{VERSION}/graphiql.min.css">
   </head>
@@ -72,10 +73,12 @@ pub async fn asset(Path(file): Path<String>) -> Response {
         "start.js" => (include_bytes!("../assets/graphiql/start.js"), JS),
         _ => return off_or_missing("no such GraphiQL file"),
     };
+    // GraphiQL's version is in the path: its files never change under it.
+    // `start.js` is Attach's own, and may change with Attach.
+    let cache = if file == "start.js" { "no-cache" } else { "public, max-age=31536000, immutable" };
     let headers = [
         (header::CONTENT_TYPE, HeaderValue::from_static(kind)),
-        // The version is in the path: a file never changes under it.
-        (header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=31536000, immutable")),
+        (header::CACHE_CONTROL, HeaderValue::from_static(cache)),
         (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
         (HeaderName::from_static("cross-origin-resource-policy"), HeaderValue::from_static("same-origin")),
     ];

@@ -292,22 +292,36 @@ async fn who_holds_a_place_in_line_moves_with_the_household_to_the_other_node() 
 /// A node's own shard that another node holds for many of the node's tries (a
 /// stand-in that has not handed it back yet) is still taken once its lease is
 /// free: waiting for a lease is not a crash loop, and never stops the tries.
-#[tokio::test]
-async fn a_shard_held_elsewhere_for_many_tries_is_taken_once_its_lease_is_free() {
-    let dir = tempfile::tempdir().unwrap();
-    let lease = Duration::from_millis(400);
-    let options = EmbeddedOptions { lease, ..EmbeddedOptions::default() };
-    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&dir.path().join("attach.redb"), options).unwrap());
+/// The lease of [`held_elsewhere`]'s store: short, so that tries come fast.
+const SHORT_LEASE: Duration = Duration::from_millis(400);
+
+/// A started node over `store` (opened with [`SHORT_LEASE`]), whose own shard
+/// 111 the other node of the placement holds, at the epoch answered.
+async fn held_elsewhere(store: Arc<dyn Store>, lessor: &dyn Store) -> (Arc<AttachSystem>, String, crate::store::Epoch) {
     let (mine, other) = names();
-    let epoch = store.acquire_shard(&shard("111"), &other).await.unwrap();
+    let epoch = lessor.acquire_shard(&shard("111"), &other).await.unwrap();
     let config = ShardConfig {
         placement: crate::shard::PlacementCell::new(Some(Placement::new(&mine, [other.clone()]))),
         ..ShardConfig::default()
     };
     let feed: Arc<dyn crate::feed::Feed> = Arc::new(crate::feed::MemoryFeed::new(64));
     let regions = Arc::new(Regions::parse(REGIONS).unwrap());
-    let node = Arc::new(AttachSystem::new(regions, store.clone(), feed, config, mine));
+    let node = Arc::new(AttachSystem::new(regions, store, feed, config, mine));
     node.start().await.unwrap();
+    (node, other, epoch)
+}
+
+fn short_lease_store(dir: &std::path::Path) -> Arc<dyn Store> {
+    let options = EmbeddedOptions { lease: SHORT_LEASE, ..EmbeddedOptions::default() };
+    Arc::new(EmbeddedStore::open(&dir.join("attach.redb"), options).unwrap())
+}
+
+#[tokio::test]
+async fn a_shard_held_elsewhere_for_many_tries_is_taken_once_its_lease_is_free() {
+    let dir = tempfile::tempdir().unwrap();
+    let lease = SHORT_LEASE;
+    let store = short_lease_store(dir.path());
+    let (node, other, epoch) = held_elsewhere(store.clone(), store.as_ref()).await;
     // The other node keeps it for about 25 of this node's tries (one a quarter lease).
     for _ in 0..25 {
         tokio::time::sleep(lease / 3).await;
@@ -331,24 +345,13 @@ async fn a_shard_held_elsewhere_for_many_tries_is_taken_once_its_lease_is_free()
 async fn asking_again_and_again_for_a_shard_held_elsewhere_keeps_one_try_on_its_way() {
     use std::sync::atomic::Ordering;
     let dir = tempfile::tempdir().unwrap();
-    let lease = Duration::from_millis(400);
-    let options = EmbeddedOptions { lease, ..EmbeddedOptions::default() };
-    let embedded: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&dir.path().join("attach.redb"), options).unwrap());
+    let embedded = short_lease_store(dir.path());
     let store = Arc::new(super::audit_tests::LateAuditFails {
         inner: embedded.clone(),
         broken: false.into(),
         acquires: 0.into(),
     });
-    let (mine, other) = names();
-    let epoch = embedded.acquire_shard(&shard("111"), &other).await.unwrap();
-    let config = ShardConfig {
-        placement: crate::shard::PlacementCell::new(Some(Placement::new(&mine, [other.clone()]))),
-        ..ShardConfig::default()
-    };
-    let feed: Arc<dyn crate::feed::Feed> = Arc::new(crate::feed::MemoryFeed::new(64));
-    let regions = Arc::new(Regions::parse(REGIONS).unwrap());
-    let node = Arc::new(AttachSystem::new(regions, store.clone(), feed, config, mine));
-    node.start().await.unwrap();
+    let (node, other, epoch) = held_elsewhere(store.clone(), embedded.as_ref()).await;
     for _ in 0..20 {
         node.start_own_shards();
         tokio::time::sleep(Duration::from_millis(50)).await;

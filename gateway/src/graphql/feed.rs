@@ -100,7 +100,7 @@ pub struct MatchEvent {
     pub at: chrono::DateTime<chrono::Utc>,
     /// What happened.
     pub kind: MatchEventKind,
-    /// The registration concerned, whole (see [`MatchEvent::reference`]).
+    /// The registration concerned, whole (the GraphQL field `reference` masks it by caller).
     #[graphql(skip)]
     pub reference: Option<ID>,
     /// The household's community: this one, or for a reservation the

@@ -208,7 +208,7 @@ pub struct Explanation {
 pub struct Proposal {
     /// Id.
     pub id: ID,
-    /// The registration proposed, whole (see [`Proposal::reference`]).
+    /// The registration proposed, whole (the GraphQL field `reference` masks it by caller).
     #[graphql(skip)]
     pub reference: ID,
     /// The household's community's shard.
@@ -594,7 +594,7 @@ pub struct PanelPatient {
     pub attached_at: DateTime<Utc>,
     /// Billing service code of the attachment (98990, a $0 claim).
     pub service_code: String,
-    /// The registration the patient came from, whole (see [`PanelPatient::reference`]).
+    /// The registration the patient came from, whole (the GraphQL field `reference` masks it).
     #[graphql(skip)]
     pub reference: Option<ID>,
     /// The clinic the patient was submitted, transferred or matched for. A match
