@@ -412,6 +412,43 @@ async fn a_submission_cut_off_between_its_steps_is_finished_by_the_next_pass_and
     s.stop().await;
 }
 
+/// A provider who removes patients a cut-off submission was still taking
+/// (DECISIONS 44) has them not taken: the pass finds nothing left to finish.
+/// One the registration had let go stays off the waitlist with its claim free,
+/// as any patient removed from the panel; one still waiting waits on.
+#[tokio::test]
+async fn patients_removed_before_the_pass_finishes_their_cut_off_submission_are_not_taken() {
+    let config = ShardConfig { claim_grace: std::time::Duration::from_millis(50), ..ShardConfig::default() };
+    let (w, f, doc) = panel_of_112(config).await;
+    let s = &w.system;
+    let let_go = s.register(&sys(), &c("111"), household(&[phn(1)], &[])).await.unwrap().registration;
+    let waiting = s.register(&sys(), &c("111"), household(&[phn(2)], &[])).await.unwrap().registration;
+    assert_eq!(first_step(s, &doc, &f, &[phn(1), phn(2)]).await, 2);
+    let (home, there) = (ShardKey::parse("IHA/111").unwrap(), ShardKey::parse("IHA/112").unwrap());
+    let release = crate::panel::Release {
+        reference: let_go.reference,
+        phns: vec![phn(1)],
+        provider: doc.clone(),
+        provider_shard: there,
+    };
+    let msg = |reply| crate::shard::ShardMsg::ReleaseToPanel(release, vec![], reply);
+    assert!(s.directory().call(&home, msg).await.unwrap().iter().all(|(_, why)| why.is_none()));
+
+    // The provider removes both before the pass: they were on their way, so they count as removed.
+    assert_eq!(s.remove_from_panel(&sys(), &doc, vec![phn(1), phn(2)]).await.unwrap(), vec![true, true]);
+    tokio::time::sleep(std::time::Duration::from_millis(60)).await;
+    assert_eq!(s.finish_intakes_everywhere(Timestamp::now()).await, 0, "nothing left to take");
+    assert!(s.panel(&sys(), &doc, 0, 10).await.unwrap().items.is_empty());
+    assert_eq!(s.store().phn_claim(phn(1)).await.unwrap(), None, "free, as for any patient removed");
+    let still = s.registration(&sys(), &waiting.reference).await.unwrap().registration;
+    assert_eq!((still.status, still.registered_at), (RegistrationStatus::Waiting, waiting.registered_at));
+    let holder = s.store().phn_claim(phn(2)).await.unwrap().unwrap().holder;
+    assert_eq!(holder, crate::store::PhnHolder::Registration(waiting.reference), "the waiting household keeps it");
+    // And the patient let go may join another list.
+    assert_eq!(statuses(&submit(s, &doc, &f, &csv_of(&[phn(1)], "0F111")).await), [RowStatus::Accepted]);
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn a_transfer_moves_every_patient_once_and_can_be_run_again() {
     let config = ShardConfig { transfer_chunk: 7, panel_chunk_rows: 50, ..ShardConfig::default() };

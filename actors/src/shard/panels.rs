@@ -498,37 +498,53 @@ impl ShardRuntime {
             return Err(AttachError::not_found("provider"));
         }
         self.may_change_panel(who, provider)?;
-        let present: Vec<bool> = phns.iter().map(|p| self.state.on_panel(provider, *p)).collect();
+        // A waiting patient a cut-off submission was taking (DECISIONS 44) is
+        // on their way to the panel: removed, they are not taken.
+        let coming = |p: &Phn| !self.state.on_panel(provider, *p) && self.state.intake(provider, *p).is_some();
+        let present: Vec<bool> = phns.iter().map(|p| self.state.on_panel(provider, *p) || coming(p)).collect();
+        let intakes: BTreeMap<Phn, RegistrationRef> = phns
+            .iter()
+            .filter(|p| coming(p))
+            .filter_map(|p| self.state.intake(provider, *p).map(|i| (*p, i.reference)))
+            .collect();
         let mut removed: Vec<PanelEntry> =
             phns.iter().filter_map(|p| self.state.panel(provider).and_then(|panel| panel.get(p)).cloned()).collect();
         // Each patient leaves once, and the feed counts them once, however often they were named.
         removed.sort_unstable_by_key(|e| e.phn);
         removed.dedup_by_key(|e| e.phn);
-        if removed.is_empty() {
+        if removed.is_empty() && intakes.is_empty() {
             return Ok(present);
         }
-        let change = Change {
-            deletes: removed.iter().map(|e| RecordKey::PanelEntry(provider.clone(), e.phn)).collect(),
-            events: vec![EventKind::Detached { provider: provider.clone(), patients: removed.len() as u32 }],
-            ..Change::default()
+        let mut deletes: Vec<RecordKey> =
+            removed.iter().map(|e| RecordKey::PanelEntry(provider.clone(), e.phn)).collect();
+        deletes.extend(intakes.keys().map(|phn| RecordKey::PanelIntake(provider.clone(), *phn)));
+        let events = if removed.is_empty() {
+            vec![]
+        } else {
+            vec![EventKind::Detached { provider: provider.clone(), patients: removed.len() as u32 }]
         };
-        self.commit(change, now).await?;
+        self.commit(Change { deletes, events, ..Change::default() }, now).await?;
         // The entries are gone; free the claims that stood for them. A claim
         // left behind by a crash here names a panel without the entry, and
         // counts as free once the claim grace has passed.
         let mut frees = Vec::new();
-        for e in &removed {
-            if let Some(c) = self.store.phn_claim(e.phn).await? {
+        let leaving =
+            removed.iter().map(|e| (e.phn, e.source.reference())).chain(intakes.iter().map(|(p, r)| (*p, Some(*r))));
+        for (phn, came_from) in leaving {
+            if let Some(c) = self.store.phn_claim(phn).await? {
+                // The panel's claim, or one a registration passed on to it (`PanelFrom`).
                 let ours = c.shard == self.state.key && c.holder.panel() == Some(provider);
+                // A registration that let the patient go for this panel (one still
+                // waiting keeps its claim: the patient waits on).
                 let by_registration = match &c.holder {
-                    PhnHolder::Registration(r) if e.source.reference() == Some(*r) => self
+                    PhnHolder::Registration(r) if came_from == Some(*r) => self
                         .claimed_registration(&c.shard, r)
                         .await?
                         .is_none_or(|reg| stands_for_attachment(&c, &reg, provider, now, self.config.claim_grace_ms())),
                     _ => false,
                 };
                 if ours || by_registration {
-                    frees.push((e.phn, c));
+                    frees.push((phn, c));
                 }
             }
         }
