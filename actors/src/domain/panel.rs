@@ -85,6 +85,16 @@ pub enum PanelSource {
 }
 
 impl PanelSource {
+    /// Whether the patient came by a transfer from another provider's panel.
+    pub fn transferred(&self) -> bool {
+        matches!(
+            self,
+            PanelSource::Transferred { .. }
+                | PanelSource::TransferredWithNeeds { .. }
+                | PanelSource::TransferredAttachment { .. }
+        )
+    }
+
     /// The registration the patient came from, when they came off the waitlist.
     pub fn reference(&self) -> Option<RegistrationRef> {
         match self {

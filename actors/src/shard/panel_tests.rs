@@ -449,6 +449,47 @@ async fn patients_removed_before_the_pass_finishes_their_cut_off_submission_are_
     s.stop().await;
 }
 
+/// Two transfers between the same providers, one each way, running at once:
+/// each moves the panel its source had, once, and nobody is left on neither
+/// panel (an exploratory tester saw 4,000 patients fall to 500).
+#[tokio::test]
+async fn two_transfers_each_way_at_once_swap_the_panels_and_lose_nobody() {
+    let config = ShardConfig { transfer_chunk: 3, ..ShardConfig::default() };
+    let w = world(config).await;
+    let s = &w.system;
+    let f = clinic(s, "0F111", "111").await;
+    let a = provider(s, "P1111", "111", 0).await;
+    let b = provider(s, "P2222", "112", 0).await;
+    for p in [&a, &b] {
+        s.set_provider_clinic(&sys(), &f, p, true).await.unwrap();
+    }
+    let (a_phns, b_phns): (Vec<Phn>, Vec<Phn>) = ((100..140).map(phn).collect(), (200..240).map(phn).collect());
+    submit(s, &a, &f, &csv_of(&a_phns, "0F111")).await;
+    submit(s, &b, &f, &csv_of(&b_phns, "0F111")).await;
+    let (to_b, to_a) = (TransferKey::parse("a-to-b").unwrap(), TransferKey::parse("b-to-a").unwrap());
+    s.begin_transfer(&sys(), to_b.clone(), &a, &b, &f).await.unwrap();
+    s.begin_transfer(&sys(), to_a.clone(), &b, &a, &f).await.unwrap();
+    let (one, other) = futures::join!(s.run_transfer(&a, &to_b), s.run_transfer(&b, &to_a));
+    let (one, other) = (one.unwrap(), other.unwrap());
+    assert_eq!((one.status, other.status), (TransferStatus::Completed, TransferStatus::Completed));
+    assert_eq!((one.moved, other.moved), (40, 40), "each patient moved once");
+    let on = |p: &ProviderId| {
+        let p = p.clone();
+        async move {
+            let mut phns: Vec<Phn> = s.panel(&sys(), &p, 0, 200).await.unwrap().items.iter().map(|e| e.phn).collect();
+            phns.sort();
+            phns
+        }
+    };
+    assert_eq!((on(&a).await, on(&b).await), (b_phns.clone(), a_phns.clone()), "the panels swapped");
+    for phn in a_phns.iter().chain(&b_phns) {
+        let holder = s.store().phn_claim(*phn).await.unwrap().unwrap().holder;
+        let expected = if a_phns.contains(phn) { &b } else { &a };
+        assert_eq!(holder, crate::store::PhnHolder::Panel(expected.clone()));
+    }
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn a_transfer_moves_every_patient_once_and_can_be_run_again() {
     let config = ShardConfig { transfer_chunk: 7, panel_chunk_rows: 50, ..ShardConfig::default() };

@@ -68,6 +68,15 @@ const BUSY: &str = "the patient is being registered or moved right now; submit t
 const BORN_ANOTHER_DAY: &str = "a patient waiting under this PHN was born on another day; nothing was moved. Check the \
      PHN and the date of birth: a mistyped PHN would take someone else off the waitlist";
 
+/// Whether transfer `t` is to move `entry`: every patient on the source panel,
+/// but one another transfer brought there after `t` began. Otherwise two
+/// transfers between the same providers, one each way (or a ring of them),
+/// would hand their patients back and forth, and a patient caught between the
+/// two steps of both moves was left on neither panel.
+fn to_move(t: &PanelTransfer, entry: &PanelEntry) -> bool {
+    !(entry.source.transferred() && entry.attached_at >= t.started_at)
+}
+
 /// Whether `claim`, held by `reg`, stands for `reg`'s patients on
 /// `provider`'s panel: the household is attached to that provider and the
 /// claim is no newer than the attachment. A return to the waitlist renews its
@@ -674,7 +683,7 @@ impl ShardRuntime {
     }
 
     /// A transfer and the next entries it has to move (the first of the source
-    /// panel, in PHN order: moved ones are gone from it).
+    /// panel, in PHN order, that [`to_move`]: moved ones are gone from it).
     pub(super) fn transfer_batch(
         &self,
         from: &ProviderId,
@@ -693,7 +702,7 @@ impl ShardRuntime {
                     }
                     _ => e.clone(),
                 };
-                p.values().take(limit).map(told).collect()
+                p.values().filter(|e| to_move(t, e)).take(limit).map(told).collect()
             }),
         };
         Ok((t.clone(), entries))
@@ -812,7 +821,8 @@ impl ShardRuntime {
         let on = |p: &Phn| self.state.on_panel(from, *p);
         let moved: Vec<Phn> = done.moved.iter().copied().filter(on).collect();
         let skipped: Vec<Phn> = done.skipped.iter().copied().filter(on).collect();
-        let left = self.state.panel(from).map_or(0, |p| p.len()) - moved.len() - skipped.len();
+        let still = self.state.panel(from).map_or(0, |p| p.values().filter(|e| to_move(&t, e)).count());
+        let left = still.saturating_sub(moved.len() + skipped.len());
         let mut next = PanelTransfer {
             moved: t.moved + moved.len() as u32,
             skipped: t.skipped + skipped.len() as u32,
