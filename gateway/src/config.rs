@@ -138,6 +138,10 @@ fn is_node_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_graphic())
 }
 
+/// Room an upload's body has besides its panel file: the form's other parts
+/// (the operation, the map) and the multipart boundaries.
+pub const UPLOAD_FORM_ROOM: usize = 64 * 1024;
+
 /// Why peers without a secret are refused, at start and on SIGHUP.
 pub const PEERS_NEED_SECRET: &str =
     "cluster.peers needs `cluster.secret`, the same on every node: the nodes run steps for each other only with it";
@@ -430,9 +434,9 @@ impl Limits {
         attach_actors::panel::Limits { max_bytes: self.max_panel_bytes, max_rows: self.max_panel_rows }
     }
 
-    /// The largest multipart (upload) request body.
+    /// The largest multipart (upload) request body: the panel file and [`UPLOAD_FORM_ROOM`].
     pub fn max_upload_body_bytes(&self) -> usize {
-        self.max_panel_bytes.saturating_add(64 * 1024)
+        self.max_panel_bytes.saturating_add(UPLOAD_FORM_ROOM)
     }
 }
 

@@ -451,8 +451,17 @@ async fn execute(
     let cap = if multipart { state.max_upload_bytes } else { state.max_body_bytes };
     let Ok(bytes) = to_bytes(body, cap).await else {
         // The rest of the body was not read, so the connection cannot carry another request.
-        let mut response =
-            refused(StatusCode::PAYLOAD_TOO_LARGE, &format!("the request body is larger than {cap} bytes"));
+        // An upload's cap is the panel file's limit with room for the form around it: say so.
+        let message = if multipart {
+            let file = cap.saturating_sub(crate::config::UPLOAD_FORM_ROOM);
+            format!(
+                "the request body is larger than {cap} bytes: a panel file may be at most {file} bytes \
+                 (limits.max_panel_bytes); split it into smaller files"
+            )
+        } else {
+            format!("the request body is larger than {cap} bytes")
+        };
+        let mut response = refused(StatusCode::PAYLOAD_TOO_LARGE, &message);
         response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         return response;
     };

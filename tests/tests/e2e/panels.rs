@@ -345,6 +345,9 @@ async fn panel_files_are_reported_row_by_row() {
     assert_eq!(resp.status(), 413);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["errors"][0]["extensions"]["code"], "INVALID_INPUT");
+    // The limit named is the one the provider can act on, the file's.
+    let says = body["errors"][0]["message"].as_str().unwrap();
+    assert!(says.contains("a panel file may be at most 20000 bytes (limits.max_panel_bytes)"), "{says}");
     assert_eq!(panel_size(&app, &t.p1, "P10001").await, 7, "refused files changed nothing");
     // The larger cap is the file's: the operations are held to a JSON request's, and a multipart
     // request without a file is refused (it would get around that cap).
