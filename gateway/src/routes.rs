@@ -189,6 +189,9 @@ async fn graphql_get(State(state): State<AppState>, request: Request) -> Respons
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         .read_buffer_size(ws::READ_BUFFER_BYTES)
         .max_message_size(state.max_body_bytes)
+        // Checked as a frame's header arrives: a frame announcing more than a
+        // message may hold is refused before its payload is read (or buffered).
+        .max_frame_size(state.max_body_bytes)
         .on_upgrade(move |socket| {
             let open = OpenSocket::new(sockets);
             async move {

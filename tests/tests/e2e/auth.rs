@@ -507,6 +507,10 @@ async fn a_subscription_id_in_use_closes_the_connection_with_4409() {
     let frame = closed(&mut big).await.expect("closed");
     assert!(frame.starts_with("1009 "), "{frame}");
 
+    // A frame announcing more than a message may hold is refused when its header
+    // arrives, not after the server has taken in (and held) its payload.
+    big_frame_is_refused_at_its_header(&app).await;
+
     // A message the protocol does not know is 4400 (Bad Request).
     let mut odd = connect_as(&app, "graphql-transport-ws", &token).await;
     odd.send(Message::text(r#"{"type":"bogus"}"#)).await.unwrap();
@@ -706,4 +710,35 @@ async fn a_request_refused_before_its_body_says_the_connection_closes() {
     let r = r.send().await.unwrap();
     assert_eq!(r.status(), 413);
     assert_eq!(r.headers().get("connection").and_then(|v| v.to_str().ok()), Some("close"));
+}
+
+/// Opens a WebSocket by hand, sends only the header of a 15 MB text frame and
+/// a few bytes of it, and expects the server to close (1009) at once.
+async fn big_frame_is_refused_at_its_header(app: &TestApp) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = app.url.trim_start_matches("http://").to_string();
+    let mut tcp = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let upgrade = format!(
+        "GET /graphql HTTP/1.1\r\nHost: {address}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Protocol: graphql-transport-ws\r\n\r\n"
+    );
+    tcp.write_all(upgrade.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        tcp.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    // FIN and text; masked, with a 64-bit length of 15,000,000; the mask; 100 bytes.
+    let mut frame = vec![0x81, 0x80 | 127];
+    frame.extend_from_slice(&15_000_000u64.to_be_bytes());
+    frame.extend_from_slice(&[1, 2, 3, 4]);
+    frame.extend_from_slice(&[b'x'; 100]);
+    tcp.write_all(&frame).await.unwrap();
+    let mut answer = [0u8; 4];
+    let read = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut answer)).await;
+    let n = read.expect("the server waited for the payload").unwrap();
+    assert!(n >= 4 && answer[0] == 0x88 && u16::from_be_bytes([answer[2], answer[3]]) == 1009, "{:?}", &answer[..n]);
 }
