@@ -860,6 +860,9 @@ async fn a_provider_at_several_clinics_names_the_clinic_when_accepting() {
     assert_eq!(at(f2.clone()).await.itemised, 2, "counted for the clinic named");
     let other = at(f1.clone()).await;
     assert_eq!(other.itemised, 0, "and not for the provider's other clinic: {other:?}");
+    // Taken off the clinic's list, the provider's patients filed there stay in its report.
+    s.set_provider_clinic(&sys(), &f2, doc, false).await.unwrap();
+    assert_eq!(at(f2.clone()).await.itemised, 2, "nothing disappears from view");
     s.stop().await;
 }
 

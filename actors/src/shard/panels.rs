@@ -875,7 +875,17 @@ impl ShardRuntime {
             .state
             .providers()
             .filter(|p| provider.is_none_or(|id| &p.id == id))
-            .filter(|p| facility.is_none_or(|f| p.clinics.contains(f)))
+            // A provider taken off the clinic's list still has the patients filed
+            // there: they stay in its report (nothing disappears from view).
+            .filter(|p| {
+                facility.is_none_or(|f| {
+                    p.clinics.contains(f)
+                        || self
+                            .state
+                            .panel(&p.id)
+                            .is_some_and(|panel| panel.values().any(|e| e.source.facility() == Some(f)))
+                })
+            })
             .map(|p| {
                 // In a clinic's report, an entry without a clinic (and the count
                 // reported before Attach) belongs to the clinic only when the
