@@ -116,9 +116,15 @@ async fn graphql_get(State(state): State<AppState>, request: Request) -> Respons
         Err(e) => return refuse_token(&state, ip, &e, started).await,
     };
     let verdict = state.limits.check(from_header.as_ref().map(|s| &s.principal), ip).await;
-    if let Some(v) = verdict.as_ref().filter(|v| !v.allowed()) {
-        return too_many(&state, v, started);
-    }
+    // An upgrade without a token may sign in with `connection_init` (as the
+    // README shows): over its address's anonymous quota it is still let in,
+    // and charged to the principal it signs in as; one that does not sign in
+    // is closed then.
+    let anonymous_over = match verdict.as_ref().filter(|v| !v.allowed()) {
+        Some(v) if from_header.is_some() => return too_many(&state, v, started),
+        Some(v) => Some(v.retry_after.unwrap_or(1)),
+        None => None,
+    };
     let Some(kind) = ws::protocol(&parts.headers) else {
         return request_error(
             StatusCode::BAD_REQUEST,
@@ -147,6 +153,7 @@ async fn graphql_get(State(state): State<AppState>, request: Request) -> Respons
     data.insert(state.subscriptions.clone());
     let auth = state.auth.clone();
     let watcher = state.auth.clone();
+    let (limits, metrics) = (state.limits.clone(), state.metrics.clone());
     // The connection ends when the token it signed in with expires or is revoked.
     let (signed_tx, signed_in) = watch::channel(from_header.clone());
     let on_init = move |payload: serde_json::Value| async move {
@@ -164,6 +171,18 @@ async fn graphql_get(State(state): State<AppState>, request: Request) -> Respons
             // graphql-transport-ws closes the socket with this reason.
             Err(e) => return Err(async_graphql::Error::new(format!("{}: {e}", ws::REFUSED_SIGN_IN))),
         };
+        if let Some(wait) = anonymous_over {
+            // The upgrade, over the address's anonymous quota, is the signed-in caller's request.
+            let Some(principal) = signed.as_ref().map(|s| &s.principal) else {
+                let why = format!("too many requests from this address: sign in, or try again in {wait} s");
+                return Err(async_graphql::Error::new(why));
+            };
+            if let Some(v) = limits.check(Some(principal), ip).await.filter(|v| !v.allowed()) {
+                metrics.rate_limited(v.policy);
+                let why = format!("too many requests: try again in {} s", v.retry_after.unwrap_or(1));
+                return Err(async_graphql::Error::new(why));
+            }
+        }
         if let Some(signed) = signed {
             data.insert(signed.principal.clone());
             signed_tx.send_replace(Some(signed));

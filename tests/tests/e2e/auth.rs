@@ -593,6 +593,20 @@ async fn each_top_level_field_counts_against_the_quota() {
     assert_eq!(keys, Some(vec!["c"]), "{body}");
     let (query, vars) = registrations(1, 910);
     assert_eq!(anonymous.post(&query, vars).await.status(), 429, "nothing left");
+    // The address's anonymous quota is spent, but a coordinator signing in with
+    // `connection_init` (its upgrade carries no token) is let in, on their own quota.
+    let other = app.token_for("coord-b", Role::Coordinator, &["province"], None);
+    let mut ws = connect_as(&app, "graphql-transport-ws", &other).await;
+    ws.send(Message::text(op("4", 1).to_string())).await.unwrap();
+    assert_eq!(next_message(&mut ws).await["type"], "next", "coord-b's own quota");
+    // Without signing in, the connection is closed: the address has nothing left.
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = format!("{}/graphql", app.url.replacen("http", "ws", 1)).into_client_request().unwrap();
+    request.headers_mut().insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse().unwrap());
+    let (mut unsigned, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    unsigned.send(Message::text(json!({ "type": "connection_init" }).to_string())).await.unwrap();
+    let frame = closed(&mut unsigned).await.expect("closed");
+    assert!(frame.contains("too many requests from this address"), "{frame}");
 }
 
 #[tokio::test]
