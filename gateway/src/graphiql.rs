@@ -85,9 +85,14 @@ pub async fn asset(Path(file): Path<String>) -> Response {
     (headers, body).into_response()
 }
 
+/// The answer where GraphiQL or its files would be, on a server with `graphiql = false`.
+pub fn off() -> Response {
+    off_or_missing("GraphiQL is off on this server (graphiql = false)")
+}
+
 /// The answer where GraphiQL would be, on a server with `graphiql = false`,
 /// or for a file it does not have.
-pub fn off_or_missing(why: &str) -> Response {
+fn off_or_missing(why: &str) -> Response {
     let message = format!("{why}: the API is at /graphql");
     (StatusCode::NOT_FOUND, crate::routes::error_body(attach_actors::error::ErrorCode::NotFound, &message))
         .into_response()

@@ -398,20 +398,12 @@ fn too_many(state: &AppState, verdict: &Verdict, started: Instant) -> Response {
 
 /// One of GraphiQL's files, where the server offers it.
 async fn graphiql_file(State(state): State<AppState>, file: axum::extract::Path<String>) -> Response {
-    if state.graphiql {
-        crate::graphiql::asset(file).await
-    } else {
-        crate::graphiql::off_or_missing("GraphiQL is off on this server (graphiql = false)")
-    }
+    if state.graphiql { crate::graphiql::asset(file).await } else { crate::graphiql::off() }
 }
 
 /// GraphiQL, where the server offers it (`graphiql`).
 async fn graphiql(State(state): State<AppState>) -> Response {
-    if state.graphiql {
-        crate::graphiql::page()
-    } else {
-        crate::graphiql::off_or_missing("GraphiQL is off on this server (graphiql = false)")
-    }
+    if state.graphiql { crate::graphiql::page() } else { crate::graphiql::off() }
 }
 
 fn request_error(status: StatusCode, message: &str) -> Response {

@@ -509,13 +509,13 @@ impl ShardRuntime {
         self.may_change_panel(who, provider)?;
         // A waiting patient a cut-off submission was taking (DECISIONS 44) is
         // on their way to the panel: removed, they are not taken.
-        let coming = |p: &Phn| !self.state.on_panel(provider, *p) && self.state.intake(provider, *p).is_some();
-        let present: Vec<bool> = phns.iter().map(|p| self.state.on_panel(provider, *p) || coming(p)).collect();
         let intakes: BTreeMap<Phn, RegistrationRef> = phns
             .iter()
-            .filter(|p| coming(p))
+            .filter(|p| !self.state.on_panel(provider, **p))
             .filter_map(|p| self.state.intake(provider, *p).map(|i| (*p, i.reference)))
             .collect();
+        let present: Vec<bool> =
+            phns.iter().map(|p| self.state.on_panel(provider, *p) || intakes.contains_key(p)).collect();
         let mut removed: Vec<PanelEntry> =
             phns.iter().filter_map(|p| self.state.panel(provider).and_then(|panel| panel.get(p)).cloned()).collect();
         // Each patient leaves once, and the feed counts them once, however often they were named.

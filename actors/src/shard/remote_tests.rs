@@ -289,9 +289,6 @@ async fn who_holds_a_place_in_line_moves_with_the_household_to_the_other_node() 
     assert_eq!(kept.household.members.len(), 2, "nothing changed");
 }
 
-/// A node's own shard that another node holds for many of the node's tries (a
-/// stand-in that has not handed it back yet) is still taken once its lease is
-/// free: waiting for a lease is not a crash loop, and never stops the tries.
 /// The lease of [`held_elsewhere`]'s store: short, so that tries come fast.
 const SHORT_LEASE: Duration = Duration::from_millis(400);
 
@@ -316,6 +313,9 @@ fn short_lease_store(dir: &std::path::Path) -> Arc<dyn Store> {
     Arc::new(EmbeddedStore::open(&dir.join("attach.redb"), options).unwrap())
 }
 
+/// A node's own shard that another node holds for many of the node's tries (a
+/// stand-in that has not handed it back yet) is still taken once its lease is
+/// free: waiting for a lease is not a crash loop, and never stops the tries.
 #[tokio::test]
 async fn a_shard_held_elsewhere_for_many_tries_is_taken_once_its_lease_is_free() {
     let dir = tempfile::tempdir().unwrap();

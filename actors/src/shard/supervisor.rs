@@ -204,16 +204,14 @@ async fn restart(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState, 
         state.retry_after(myself, key, CRASH_BACKOFF);
         return;
     }
-    recent.push(Instant::now());
-    let delay = retry_delay(&args);
-    if let Err(e) = start(myself, state, args).await {
-        if leased_elsewhere(e.as_ref()) {
-            // Another node holds it: waiting for its lease is not a crash, and
-            // must not stop this node from taking the shard when it can.
-            if let Some(recent) = state.restarts.get_mut(&key) {
-                recent.pop();
-            }
-        }
+    let (tried, delay) = (Instant::now(), retry_delay(&args));
+    let started = start(myself, state, args).await;
+    // Another node holding it is no crash: waiting for its lease must not stop
+    // this node from taking the shard when it can.
+    if !started.as_ref().is_err_and(|e| leased_elsewhere(e.as_ref())) {
+        state.restarts.entry(key.clone()).or_default().push(tried);
+    }
+    if let Err(e) = started {
         retry_later(myself, state, key, e.as_ref(), delay);
     }
 }

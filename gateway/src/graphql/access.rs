@@ -237,9 +237,8 @@ impl AuditFilter {
                 // (`registrationByPhn` is `findRegistration`): list those recorded.
                 let names: Vec<&str> =
                     a::Operation::ALL.iter().filter(|o| o.is_audited()).map(|o| o.as_str()).collect();
-                let recorded = |o: &a::Operation| o.is_audited();
                 match a::Operation::parse(&op) {
-                    Some(o) if recorded(&o) => Some(o),
+                    Some(o) if o.is_audited() => Some(o),
                     Some(o) => {
                         let why = format!(
                             "{o} is never recorded: the log holds changes and reads of patients' records and of \
