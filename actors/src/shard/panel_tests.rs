@@ -695,6 +695,49 @@ async fn a_transfer_whose_receiver_leaves_the_clinic_stops_instead_of_sticking()
 }
 
 #[tokio::test]
+async fn a_removal_between_a_transfers_two_steps_leaves_the_moved_patients_to_the_receiver() {
+    let w = world(ShardConfig { transfer_chunk: 2, ..ShardConfig::default() }).await;
+    let s = &w.system;
+    let f = clinic(s, "0F111", "111").await;
+    let (a, b) = (provider(s, "P1111", "111", 0).await, provider(s, "P2222", "112", 0).await);
+    for p in [&a, &b] {
+        s.set_provider_clinic(&sys(), &f, p, true).await.unwrap();
+    }
+    submit(s, &a, &f, &csv_of(&(1..=4).map(phn).collect::<Vec<_>>(), "0F111")).await;
+    let key = TransferKey::parse("k1").unwrap();
+    s.begin_transfer(&sys(), key.clone(), &a, &b, &f).await.unwrap();
+    // A chunk reaches the receiver; its second step has not run yet.
+    let (from_shard, to_shard) = (ShardKey::parse("IHA/111").unwrap(), ShardKey::parse("IHA/112").unwrap());
+    let (from_, key_) = (a.clone(), key.clone());
+    let (_, entries) = s
+        .directory()
+        .call(&from_shard, |reply| crate::shard::ShardMsg::TransferBatch { from: from_, key: key_, limit: 2, reply })
+        .await
+        .unwrap();
+    let taken: Vec<Phn> = entries.iter().map(|e| e.phn).collect();
+    let moving =
+        crate::panel::Transferring { from: a.clone(), from_shard, to: b.clone(), facility: f.clone(), entries };
+    s.directory().call(&to_shard, |reply| crate::shard::ShardMsg::AcceptTransfer(moving, reply)).await.unwrap();
+
+    // The source's provider removes everyone: the two the receiver holds are not
+    // theirs to remove any more (a tester saw them answered removed, yet kept on
+    // the receiver's panel with their PHNs claimed).
+    let everyone: Vec<Phn> = (1..=4).map(phn).collect();
+    let answered = s.remove_from_panel(&sys(), &a, everyone.clone()).await.unwrap();
+    let expected: Vec<bool> = everyone.iter().map(|p| !taken.contains(p)).collect();
+    assert_eq!(answered, expected);
+    let done = s.run_transfer(&a, &key).await.unwrap();
+    assert_eq!((done.status, done.moved), (TransferStatus::Completed, 2), "{done:?}");
+    let mut received: Vec<Phn> = s.panel(&sys(), &b, 0, 10).await.unwrap().items.iter().map(|e| e.phn).collect();
+    received.sort_unstable();
+    let mut taken = taken;
+    taken.sort_unstable();
+    assert_eq!(received, taken);
+    assert!(s.panel(&sys(), &a, 0, 10).await.unwrap().items.is_empty());
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn a_clinics_report_counts_only_the_part_of_each_panel_at_that_clinic() {
     let w = world(ShardConfig::default()).await;
     let s = &w.system;

@@ -514,15 +514,32 @@ impl ShardRuntime {
             .filter(|p| !self.state.on_panel(provider, **p))
             .filter_map(|p| self.state.intake(provider, *p).map(|i| (*p, i.reference)))
             .collect();
-        let present: Vec<bool> =
-            phns.iter().map(|p| self.state.on_panel(provider, *p) || intakes.contains_key(p)).collect();
         let mut removed: Vec<PanelEntry> =
             phns.iter().filter_map(|p| self.state.panel(provider).and_then(|panel| panel.get(p)).cloned()).collect();
         // Each patient leaves once, and the feed counts them once, however often they were named.
         removed.sort_unstable_by_key(|e| e.phn);
         removed.dedup_by_key(|e| e.phn);
+        // A patient whose claim names another panel is that panel's (DECISIONS
+        // 20): a running transfer's first step put them there, and the entry
+        // left here is its second step's to drop and count. Removed here, they
+        // stayed on the receiver's panel while the answer said they had left.
+        let mut moved_on = BTreeSet::new();
+        for e in &removed {
+            if self.store.phn_claim(e.phn).await?.is_some_and(|c| self.names_another_panel(&c, provider)) {
+                moved_on.insert(e.phn);
+            }
+        }
+        let transferring = self.state.transfers().any(|t| &t.from == provider && t.status == TransferStatus::Running);
+        if transferring {
+            removed.retain(|e| !moved_on.contains(&e.phn));
+        }
+        let on_panel: Vec<bool> =
+            phns.iter().map(|p| self.state.on_panel(provider, *p) || intakes.contains_key(p)).collect();
+        let answer = |moved_on: &BTreeSet<Phn>| -> Vec<bool> {
+            phns.iter().zip(&on_panel).map(|(p, on)| *on && !moved_on.contains(p)).collect()
+        };
         if removed.is_empty() && intakes.is_empty() {
-            return Ok(present);
+            return Ok(answer(&moved_on));
         }
         let mut deletes: Vec<RecordKey> =
             removed.iter().map(|e| RecordKey::PanelEntry(provider.clone(), e.phn)).collect();
@@ -541,6 +558,10 @@ impl ShardRuntime {
             removed.iter().map(|e| (e.phn, e.source.reference())).chain(intakes.iter().map(|(p, r)| (*p, Some(*r))));
         for (phn, came_from) in leaving {
             if let Some(c) = self.store.phn_claim(phn).await? {
+                // Taken by the transfer's first step since the look above: on the receiver's panel.
+                if self.names_another_panel(&c, provider) {
+                    moved_on.insert(phn);
+                }
                 // The panel's claim, or one a registration passed on to it (`PanelFrom`).
                 let ours = c.shard == self.state.key && c.holder.panel() == Some(provider);
                 // A registration that let the patient go for this panel (one still
@@ -562,7 +583,12 @@ impl ShardRuntime {
                 tracing::warn!(shard = %self.state.key, error = %e, "could not free a PHN claim after a removal");
             }
         }
-        Ok(present)
+        Ok(answer(&moved_on))
+    }
+
+    /// Whether claim `c` says a panel other than `provider`'s here holds the patient.
+    fn names_another_panel(&self, c: &PhnClaim, provider: &ProviderId) -> bool {
+        c.holder.panel().is_some_and(|p| p != provider || c.shard != self.state.key)
     }
 
     /// Lists a provider at a clinic, or takes them off it. Their panel stays

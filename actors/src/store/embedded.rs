@@ -258,8 +258,26 @@ fn journal_path(store: &Path) -> std::path::PathBuf {
 /// Opens the audit journal, writes whatever it still holds into the store
 /// durably (records of reads answered before a crash), and empties it.
 fn open_journal(db: &Database, path: &Path) -> anyhow::Result<journal::Journal> {
-    let (recovered, pending) =
+    let (recovered, pending, damage) =
         journal::Journal::open(path).with_context(|| format!("opening the audit journal {}", path.display()))?;
+    // Said loudly: audit records of reads that were answered may be gone.
+    if let Some(d) = damage {
+        let copy = journal::damaged_copy(path);
+        match d.lost {
+            Some(lost) => tracing::error!(
+                lost,
+                recovered_after = d.recovered,
+                kept_as = %copy.display(),
+                "the audit journal was damaged: records between frames that could be read are lost \
+                 (the frames after them were restored)"
+            ),
+            None => tracing::error!(
+                kept_as = %copy.display(),
+                "the audit journal holds no readable records and is not empty: it is damaged, and the audit \
+                 records it held are lost"
+            ),
+        }
+    }
     if !pending.is_empty() {
         let txn = db.begin_write()?;
         {

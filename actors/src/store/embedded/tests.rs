@@ -293,7 +293,7 @@ async fn records_left_in_the_journal_by_a_crash_are_restored_on_open() {
         .iter()
         .map(|r| (keys::audit_key(r.cursor()), keys::encode(r, "audit record").unwrap()))
         .collect();
-    let (recovered, held) = super::journal::Journal::open(&journal_path(&h.path())).unwrap();
+    let (recovered, held, _) = super::journal::Journal::open(&journal_path(&h.path())).unwrap();
     assert!(held.is_empty());
     let mut j = recovered.start().unwrap();
     j.append(rows.iter()).unwrap();
