@@ -421,6 +421,37 @@ impl AttachSystem {
         }
     }
 
+    /// Refuses the public, and any patient but its owner, a registration a
+    /// patient registered while signed in (DECISIONS 46): its reference alone
+    /// is no longer enough. Staff are checked by their scope, as before; one
+    /// registered without signing in, or by a coordinator, has no owner, and
+    /// its reference stays the capability. The owner never changes, so the
+    /// answer cannot go stale before the step it guards.
+    async fn require_owner(
+        &self,
+        who: &Principal,
+        shard: &ShardKey,
+        reference: RegistrationRef,
+    ) -> Result<(), AttachError> {
+        if !matches!(who.role(), Role::Public | Role::Patient) {
+            return Ok(());
+        }
+        let owner = self.directory.call(shard, |r| ShardMsg::OwnerOf(reference, r)).await?;
+        match owner {
+            Some(owner) if who.role() == Role::Patient && owner == who.subject() => Ok(()),
+            None => Ok(()),
+            Some(_) if who.role() == Role::Public => Err(AttachError::new(
+                ErrorCode::Unauthenticated,
+                "this household was registered by a patient signed in: sign in as that patient to use its reference",
+            )),
+            Some(_) => Err(AttachError::new(
+                ErrorCode::Forbidden,
+                "this household was registered by another patient signed in: only they, or a coordinator of its \
+                 community, may use its reference",
+            )),
+        }
+    }
+
     /// Registers a household in a community.
     pub async fn register(
         &self,
@@ -432,8 +463,10 @@ impl AttachSystem {
         let result = async {
             let shard = trail.at(self.shard_of(community)?);
             who.require(trail.op, Some(&shard))?;
+            // A patient signed in owns what they register (DECISIONS 46).
+            let owner = (who.role() == Role::Patient).then(|| who.subject().to_owned());
             // The shard names the new registration in the record it commits.
-            self.directory.call_audited(&shard, trail.draft(), |r| ShardMsg::Register(household, r)).await
+            self.directory.call_audited(&shard, trail.draft(), |r| ShardMsg::Register(household, owner, r)).await
         }
         .await;
         self.audited(trail, result).await.map(|view| seen_by(who, view))
@@ -448,8 +481,10 @@ impl AttachSystem {
         let mut trail = Trail::new(who, Operation::ReadRegistration).about(reference);
         let result = async {
             let shard = trail.at(self.locate(Locator::Registration(*reference), "registration").await?);
-            // No scope: the reference is the capability (see `Operation::allows`).
+            // No scope: the reference is the capability (see `Operation::allows`),
+            // with the patient who registered it signed in, if one did.
             who.require(trail.op, None)?;
+            self.require_owner(who, &shard, *reference).await?;
             let reference = *reference;
             self.directory.call(&shard, |r| ShardMsg::GetRegistration(reference, r)).await
         }
@@ -518,6 +553,7 @@ impl AttachSystem {
         let result = async {
             let shard = trail.at(self.locate(Locator::Registration(*reference), "registration").await?);
             who.require(trail.op, Some(&shard))?;
+            self.require_owner(who, &shard, *reference).await?;
             let reference = *reference;
             let done = self.directory.call_audited(&shard, trail.draft(), |reply| ask(reference, reply)).await?;
             self.settle_pending(&shard).await;
@@ -581,6 +617,7 @@ impl AttachSystem {
         let result = async {
             let shard = trail.at(self.locate(Locator::Registration(*reference), "registration").await?);
             who.require(trail.op, Some(&shard))?;
+            self.require_owner(who, &shard, *reference).await?;
             let reference = *reference;
             let draft = trail.draft();
             self.directory

@@ -114,7 +114,9 @@ pub use person::{AgeGroup, DateOfBirth, Household, Language, Member, Need, Perso
 pub use phn::Phn;
 pub use proposal::{Proposal, ProposalStatus, Responder, ScoreExplanation, ScorePart, Settlement};
 pub use provider::{Capacity, ComplexityMix, Provider, ProviderKind};
-pub use registration::{Decline, Registration, RegistrationStatus, TransitionRefused, parse_note, parse_reason};
+pub use registration::{
+    Decline, Registration, RegistrationOwner, RegistrationStatus, TransitionRefused, parse_note, parse_reason,
+};
 pub use shard::{CommunityCode, HaCode, ShardKey};
 pub use staff::{MAX_STAFF_PER_CLINIC, STAFF_RULE, StaffInput, StaffMember};
 pub use time::{DAY_MS, Timestamp};

@@ -77,6 +77,19 @@ pub struct Registration {
     pub updated_at: Timestamp,
 }
 
+/// The patient who registered a household while signed in: only they (and
+/// staff whose scope holds its community) may read or change it by its
+/// reference. A registration made without signing in, or by a coordinator,
+/// has none, and its reference alone stays the capability (DECISIONS 46).
+/// Written with the registration, carried by its moves, never changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistrationOwner {
+    /// The registration.
+    pub reference: RegistrationRef,
+    /// The sign-in subject (`sub`) of the patient who registered it.
+    pub subject: String,
+}
+
 /// A transition the lifecycle does not allow.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]

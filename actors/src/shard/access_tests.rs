@@ -353,6 +353,23 @@ async fn a_providers_clinics_are_listed_by_the_clinics_director_and_an_entry_cha
     // Taking themselves off is the director's too.
     let refused = s.upsert_provider(&as_provider(&doc), &c("111"), entry(Some(vec![]), None)).await.unwrap_err();
     assert_eq!((refused.code, refused.field.as_deref()), (ErrorCode::Forbidden, Some("clinics")));
+    // A listing needs no agreement, so one at another clinic gives its director
+    // no hold on the entry (a tester listed a provider, rewrote their reported
+    // count, and took them off again), and the first director keeps it no more
+    // while the provider also practises there.
+    let g = FacilityNumber::parse("0F888").unwrap();
+    let details = ClinicInput::parse("Other Practice", "2 Main St", None, None).unwrap();
+    let theirs =
+        ClinicCommand { facility: g.clone(), details, medical_director: Some(ProviderId::parse("MD888").unwrap()) };
+    s.upsert_clinic(&other_md, &c("112"), theirs).await.unwrap();
+    s.set_provider_clinic(&other_md, &g, &doc, true).await.unwrap();
+    for director in [&other_md, &md] {
+        let refused = s.upsert_provider(director, &c("111"), entry(None, Some(5_000))).await.unwrap_err();
+        assert_eq!(refused.code, ErrorCode::Forbidden, "{}", refused.message);
+    }
+    assert_eq!(s.provider(&sys(), &doc).await.unwrap().provider.reported_panel_size, 900, "unchanged");
+    s.set_provider_clinic(&other_md, &g, &doc, false).await.unwrap();
+    s.upsert_provider(&md, &c("111"), entry(None, Some(800))).await.unwrap();
 }
 
 #[tokio::test]
@@ -523,4 +540,56 @@ async fn the_households_own_changes_answer_no_more_than_reading_it_by_its_refere
     let all = s.registration(&coordinator, &fam.reference).await.unwrap();
     let fit = all.proposal.as_ref().map_or(vec![], |p| p.explanation.provider_fit.clone());
     assert!(written(&fit, &all.registration.declines));
+}
+
+#[tokio::test]
+async fn a_household_a_patient_registered_signed_in_answers_only_to_them_by_its_reference() {
+    let w = world(ShardConfig::default()).await;
+    let s = &w.system;
+    provider(s, "P1111", "112", 2).await;
+    let patient = |sub: &str| Principal::new(sub, Role::Patient, None, Scope::default());
+    let (owner, stranger, public) = (patient("patient-a"), patient("patient-b"), Principal::public());
+    let fam = s.register(&owner, &c("111"), household(&[phn(1), phn(2)], &[])).await.unwrap().registration;
+    let r = fam.reference;
+
+    // Anyone else holding the reference: refused, and nothing changes.
+    assert_eq!(code(s.registration(&public, &r).await), ErrorCode::Unauthenticated);
+    assert_eq!(code(s.registration(&stranger, &r).await), ErrorCode::Forbidden);
+    let same = fam.household.clone();
+    assert_eq!(code(s.update_household(&stranger, &r, same.clone()).await), ErrorCode::Forbidden);
+    assert_eq!(code(s.move_registration(&stranger, &r, &c("112")).await), ErrorCode::Forbidden);
+    assert_eq!(code(s.decline_match(&stranger, &r, "no".into()).await), ErrorCode::Forbidden);
+    assert_eq!(code(s.withdraw(&stranger, &r, "gone".into()).await), ErrorCode::Forbidden);
+    let kept = s.registration(&sys(), &r).await.unwrap().registration;
+    assert_eq!((kept.status, kept.shard.community.as_str()), (RegistrationStatus::Waiting, "111"));
+    // The refusals are audited, naming who tried.
+    let query = AuditQuery { subject: Some("patient-b".into()), limit: 100, ..AuditQuery::default() };
+    let tried = s.audit_log(&sys(), query).await.unwrap();
+    assert_eq!(tried.len(), 5, "{tried:?}");
+    assert!(tried.iter().all(|a| a.outcome == Outcome::Refused("FORBIDDEN".into())), "{tried:?}");
+
+    // The patient who registered it, and its community's coordinator, as before.
+    s.registration(&owner, &r).await.unwrap();
+    s.registration(&coordinator(&["community:111"]), &r).await.unwrap();
+    // It goes with the household to the community it moves to, and is kept there.
+    let moved = s.move_registration(&owner, &r, &c("112")).await.unwrap();
+    assert_eq!(moved.registration.shard.community.as_str(), "112");
+    assert_eq!(code(s.registration(&stranger, &r).await), ErrorCode::Forbidden);
+    s.run_matching(&sys(), &c("112")).await.unwrap();
+    assert_eq!(code(s.decline_match(&stranger, &r, "no".into()).await), ErrorCode::Forbidden);
+    s.decline_match(&owner, &r, "too far".into()).await.unwrap();
+
+    // And after a restart, read back from the store.
+    w.system.stop().await;
+    drop(w.system);
+    let s = super::tests::start(&w.path, ShardConfig::default()).await;
+    assert_eq!(code(s.withdraw(&stranger, &r, "gone".into()).await), ErrorCode::Forbidden);
+    assert_eq!(code(s.registration(&public, &r).await), ErrorCode::Unauthenticated);
+    s.update_household(&owner, &r, same).await.unwrap();
+
+    // A household registered without signing in (or by a coordinator): its reference is enough, as before.
+    let open = s.register(&public, &c("111"), household(&[phn(3)], &[])).await.unwrap().registration;
+    s.registration(&public, &open.reference).await.unwrap();
+    s.withdraw(&stranger, &open.reference, "found a doctor".into()).await.unwrap();
+    s.stop().await;
 }

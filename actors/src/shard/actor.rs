@@ -244,12 +244,19 @@ impl ShardActor {
         }
         let now = Timestamp::now();
         match msg {
-            ShardMsg::Register(household, reply) => answer!(reply, rt.register(household, now).await),
+            ShardMsg::Register(household, owner, reply) => answer!(reply, rt.register(household, owner, now).await),
             ShardMsg::Withdraw(r, reason, reply) => answer!(reply, rt.withdraw(&r, &reason, now).await),
             ShardMsg::UpdateHousehold(r, household, if_unchanged, reply) => {
                 answer!(reply, rt.update_household(&r, household, if_unchanged, now).await)
             }
             ShardMsg::GetRegistration(r, reply) => answer!(reply, rt.registration_view(&r).await),
+            ShardMsg::OwnerOf(r, reply) => {
+                let owner = match rt.state.registration(&r) {
+                    Some(_) => Ok(rt.state.owner(&r).map(str::to_owned)),
+                    None => Err(AttachError::not_found("registration")),
+                };
+                answer!(reply, owner)
+            }
             ShardMsg::Waitlist(q, reply) => answer!(reply, Ok(rt.waitlist(&q, now))),
             ShardMsg::UpsertProvider(input, checked, reply) => {
                 let id = input.id.clone();
@@ -614,12 +621,17 @@ impl ShardRuntime {
 
     /// Registers a household: claims every member's PHN, then commits.
     #[instrument(name = "shard.register", skip_all, fields(shard = %self.state.key, people = household.members.len()))]
-    async fn register(&mut self, household: Household, now: Timestamp) -> Result<RegistrationView, AttachError> {
+    async fn register(
+        &mut self,
+        household: Household,
+        owner: Option<String>,
+        now: Timestamp,
+    ) -> Result<RegistrationView, AttachError> {
         let reference = RegistrationRef::generate();
         let claim = PhnClaim { shard: self.state.key.clone(), holder: PhnHolder::Registration(reference), at: now };
         let phns: Vec<_> = household.members.iter().map(|m| m.phn).collect();
         let claimed = self.claim_members(&claim, &household, &phns, now, Renew::No, "nothing was registered").await?;
-        let change = plan::register(reference, household, &self.state, now);
+        let change = plan::register(reference, household, owner, &self.state, now);
         self.audit_names(&reference);
         if let Err(e) = self.commit(change, now).await {
             self.give_back(&claimed, &claim).await;

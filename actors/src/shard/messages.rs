@@ -171,13 +171,16 @@ pub struct Moving {
     pub registration: Registration,
     /// Its place holders, as the community left keeps them.
     pub holders: Option<PlaceHolders>,
+    /// The sign-in subject of the patient who registered it, if one did.
+    pub owner: Option<String>,
 }
 
 /// A message to a shard actor. Each query or command carries its reply port.
 #[derive(Debug)]
 pub enum ShardMsg {
-    /// Register a household (PHNs are claimed by the actor).
-    Register(Household, Reply<RegistrationView>),
+    /// Register a household (PHNs are claimed by the actor), owned by the
+    /// signed-in patient whose subject it names, if one registers it.
+    Register(Household, Option<String>, Reply<RegistrationView>),
     /// Withdraw a registration.
     Withdraw(RegistrationRef, String, Reply<RegistrationView>),
     /// The household declines the proposal open for its registration.
@@ -189,6 +192,9 @@ pub enum ShardMsg {
     UpdateHousehold(RegistrationRef, Household, Option<Timestamp>, Reply<RegistrationView>),
     /// A registration's standing.
     GetRegistration(RegistrationRef, Reply<RegistrationView>),
+    /// The sign-in subject of the patient who registered a registration, if
+    /// a signed-in patient did (`NOT_FOUND` when no such registration is here).
+    OwnerOf(RegistrationRef, Reply<Option<String>>),
     /// A page of the waitlist.
     Waitlist(WaitlistQuery, Reply<WaitlistPage>),
     /// Create or update a provider, with the clinics the provider was listed at
@@ -469,6 +475,7 @@ impl ShardMsg {
             ShardMsg::ReturnToWaitlist(..) => "returnToWaitlist",
             ShardMsg::UpdateHousehold(..) => "updateHousehold",
             ShardMsg::GetRegistration(..) => "getRegistration",
+            ShardMsg::OwnerOf(..) => "ownerOf",
             ShardMsg::Waitlist(..) => "waitlist",
             ShardMsg::UpsertProvider(..) => "upsertProvider",
             ShardMsg::SetCapacity(..) => "setCapacity",

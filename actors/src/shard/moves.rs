@@ -24,10 +24,9 @@ pub fn plan_move_out(
     now: Timestamp,
 ) -> Result<(Change, Moving, RegistrationMove), AttachError> {
     let reg = state.registration(r).ok_or_else(|| AttachError::not_found("registration"))?;
-    let moving = |registration: Registration| Moving { registration, holders: state.place_holders(r).cloned() };
     if let Some(m) = state.move_of(r).filter(|_| reg.status == crate::domain::RegistrationStatus::Moved) {
         return match m.status {
-            MoveStatus::Running if &m.to == to => Ok((Change::default(), moving(reg.clone()), m.clone())),
+            MoveStatus::Running if &m.to == to => Ok((Change::default(), moving(state, reg.clone()), m.clone())),
             _ => Err(AttachError::conflict(format!(
                 "registration {r} is moving to community {}; ask to move it there again to finish that move first",
                 m.to.community.as_str()
@@ -53,7 +52,14 @@ pub fn plan_move_out(
     change.upserts.push(Record::Registration(moved.clone()));
     change.upserts.push(Record::Move(record.clone()));
     change.events.push(EventKind::MovedOut { reference: *r, to: to.clone() });
-    Ok((change, moving(moved), record))
+    Ok((change, moving(state, moved), record))
+}
+
+/// `registration` (the `MOVED` copy) on its way, with what the community
+/// joined keeps beside it: who holds its place and who registered it.
+fn moving(state: &ShardState, registration: Registration) -> Moving {
+    let r = &registration.reference;
+    Moving { holders: state.place_holders(r).cloned(), owner: state.owner(r).map(str::to_owned), registration }
 }
 
 /// Step two: `moving` (the `MOVED` copy of the community left) joins this
@@ -63,7 +69,7 @@ pub fn plan_move_out(
 /// community left kept it. If this community still had the household's own
 /// earlier move out running, that move evidently arrived, and is closed.
 pub fn plan_move_in(state: &ShardState, moving: &Moving, now: Timestamp) -> Result<Change, AttachError> {
-    let Moving { registration: moving, holders } = moving;
+    let Moving { registration: moving, holders, owner } = moving;
     if state.registration(&moving.reference).is_some_and(|here| !here.arrives_after(moving)) {
         return Ok(Change::default());
     }
@@ -76,6 +82,11 @@ pub fn plan_move_in(state: &ShardState, moving: &Moving, now: Timestamp) -> Resu
             change.deletes.push(crate::store::RecordKey::PlaceHolders(moving.reference));
         }
         None => {}
+    }
+    // Never changed, so one kept from an earlier stay is the same.
+    if let Some(subject) = owner.as_ref().filter(|_| state.owner(&moving.reference).is_none()) {
+        let owner = crate::domain::RegistrationOwner { reference: moving.reference, subject: subject.clone() };
+        change.upserts.push(Record::Owner(owner));
     }
     if let Some(earlier) = state.move_of(&moving.reference).filter(|m| m.status == MoveStatus::Running) {
         change.upserts.push(Record::Move(earlier.completed(now)));
@@ -158,9 +169,7 @@ impl ShardRuntime {
             .running_moves()
             .filter_map(|m| self.state.registration(&m.reference).map(|r| (r.clone(), m.clone())))
             .filter(|(r, _)| r.status == crate::domain::RegistrationStatus::Moved)
-            .map(|(registration, m)| {
-                (Moving { holders: self.state.place_holders(&m.reference).cloned(), registration }, m)
-            })
+            .map(|(registration, m)| (moving(&self.state, registration), m))
             .collect()
     }
 }

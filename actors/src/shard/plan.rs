@@ -63,11 +63,19 @@ fn registration_or_404<'a>(state: &'a ShardState, r: &RegistrationRef) -> Result
 }
 
 /// A new registration, waiting. PHN uniqueness is settled by the caller's claims.
-pub fn register(reference: RegistrationRef, household: Household, state: &ShardState, now: Timestamp) -> Change {
+/// `owner` is the sign-in subject of the patient registering, kept with it.
+pub fn register(
+    reference: RegistrationRef,
+    household: Household,
+    owner: Option<String>,
+    state: &ShardState,
+    now: Timestamp,
+) -> Change {
     let size = household.members.len() as u8;
     let reg = Registration::new(reference, state.key.clone(), household, state.next_registration_time(now));
+    let owner = owner.map(|subject| Record::Owner(crate::domain::RegistrationOwner { reference, subject }));
     Change {
-        upserts: vec![Record::Registration(reg)],
+        upserts: std::iter::once(Record::Registration(reg)).chain(owner).collect(),
         events: vec![EventKind::Registered { reference, household_size: size }],
         locators: vec![Locator::Registration(reference)],
         ..Change::default()

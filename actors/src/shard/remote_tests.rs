@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 
-use crate::access::Operation;
+use crate::access::{Operation, Principal, Role, Scope};
 use crate::audit::AuditQuery;
 use crate::domain::*;
 use crate::error::{AttachError, ErrorCode};
@@ -137,6 +137,14 @@ async fn a_move_between_two_nodes_communities_finishes_on_the_node_joined() {
         let stats = node.health_authority_stats(&sys(), &HaCode::parse("IHA").unwrap()).await.unwrap();
         assert_eq!((stats.counts.waiting_households, stats.counts.waiting_people), (2, 3));
     }
+
+    // A household a patient registered signed in stays theirs on the node joined.
+    let patient = |sub: &str| Principal::new(sub, Role::Patient, None, Scope::default());
+    let owned = a.register(&patient("pat-a"), &c("111"), household(&[phn(4)], &[])).await.unwrap().registration;
+    a.move_registration(&patient("pat-a"), &owned.reference, &c("112")).await.unwrap();
+    let stranger = b.registration(&patient("pat-b"), &owned.reference).await.unwrap_err();
+    assert_eq!(stranger.code, ErrorCode::Forbidden, "{}", stranger.message);
+    b.registration(&patient("pat-a"), &owned.reference).await.unwrap();
 }
 
 #[tokio::test]

@@ -79,6 +79,9 @@ pub struct ShardState {
     place_holders: HashMap<RegistrationRef, PlaceHolders>,
     /// Waiting patients submitted panels are taking (see [`PanelIntake`]).
     intakes: BTreeMap<(ProviderId, Phn), PanelIntake>,
+    /// The sign-in subject of the patient who registered each registration
+    /// registered by a signed-in patient (see [`RegistrationOwner`]).
+    owners: HashMap<RegistrationRef, Box<str>>,
     /// People attached, by attachment time, for rates and "this week".
     attachments: BTreeMap<Timestamp, u32>,
     /// The latest registration time in the shard, so the next one is later:
@@ -110,6 +113,7 @@ impl ShardState {
             moves: HashMap::new(),
             place_holders: HashMap::new(),
             intakes: BTreeMap::new(),
+            owners: HashMap::new(),
             attachments: BTreeMap::new(),
             latest_registration: Timestamp(i64::MIN),
         }
@@ -193,6 +197,9 @@ impl ShardState {
             Record::PanelIntake(i) => {
                 self.intakes.insert((i.provider.clone(), i.phn), i);
             }
+            Record::Owner(o) => {
+                self.owners.insert(o.reference, o.subject.into_boxed_str());
+            }
         }
     }
 
@@ -248,6 +255,9 @@ impl ShardState {
             }
             RecordKey::PanelIntake(provider, phn) => {
                 self.intakes.remove(&(provider.clone(), *phn));
+            }
+            RecordKey::Owner(r) => {
+                self.owners.remove(r);
             }
         }
     }
@@ -345,6 +355,12 @@ impl ShardState {
     /// Every waiting patient submitted panels are taking.
     pub fn intakes(&self) -> impl Iterator<Item = &PanelIntake> {
         self.intakes.values()
+    }
+
+    /// The sign-in subject of the patient who registered `r`, if a signed-in
+    /// patient did (see [`RegistrationOwner`]).
+    pub fn owner(&self, r: &RegistrationRef) -> Option<&str> {
+        self.owners.get(r).map(|s| &**s)
     }
 
     /// The members who hold a registration's place, if not everyone in it does (see [`PlaceHolders`]).

@@ -1025,6 +1025,10 @@ pub mod fixtures {
                     reference: self.registration.reference,
                     at: self.entry.attached_at,
                 }),
+                Record::Owner(crate::domain::RegistrationOwner {
+                    reference: self.registration.reference,
+                    subject: "patient-7f3a".into(),
+                }),
             ]
         }
 

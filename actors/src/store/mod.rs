@@ -37,8 +37,8 @@ use serde::{Deserialize, Serialize};
 pub use crate::audit::{AuditQuery, AuditRecord};
 use crate::domain::{
     Clinic, DelegateId, Endorsement, EndorsementId, Event, FacilityNumber, PanelEntry, PanelIntake, PanelTransfer, Phn,
-    PlaceHolders, Proposal, ProposalId, Provider, ProviderId, Registration, RegistrationMove, RegistrationRef, Seq,
-    Settlement, ShardKey, StaffMember, Timestamp, TransferKey,
+    PlaceHolders, Proposal, ProposalId, Provider, ProviderId, Registration, RegistrationMove, RegistrationOwner,
+    RegistrationRef, Seq, Settlement, ShardKey, StaffMember, Timestamp, TransferKey,
 };
 
 /// How long a shard lease lasts unless renewed, when the configuration does not say.
@@ -78,6 +78,8 @@ pub enum Record {
     PlaceHolders(PlaceHolders),
     /// A waiting patient a submitted panel is taking, until their entry is saved.
     PanelIntake(PanelIntake),
+    /// The patient who registered a household while signed in.
+    Owner(RegistrationOwner),
 }
 
 /// The key of a [`Record`] within its shard.
@@ -109,6 +111,8 @@ pub enum RecordKey {
     PlaceHolders(RegistrationRef),
     /// A panel intake, by provider and PHN.
     PanelIntake(ProviderId, Phn),
+    /// A registration's owner, by reference.
+    Owner(RegistrationRef),
 }
 
 impl Record {
@@ -128,6 +132,7 @@ impl Record {
             Record::Settlement(s) => RecordKey::Settlement(s.proposal.id),
             Record::PlaceHolders(h) => RecordKey::PlaceHolders(h.reference),
             Record::PanelIntake(i) => RecordKey::PanelIntake(i.provider.clone(), i.phn),
+            Record::Owner(o) => RecordKey::Owner(o.reference),
         }
     }
 }

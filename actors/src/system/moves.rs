@@ -41,6 +41,7 @@ impl AttachSystem {
         let result = async {
             let from = trail.at(self.locate(Locator::Registration(*reference), "registration").await?);
             who.require(trail.op, Some(&from))?;
+            self.require_owner(who, &from, *reference).await?;
             let to = self.shard_of(community)?;
             let r = *reference;
             if from == to {

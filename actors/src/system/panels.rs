@@ -67,7 +67,7 @@ impl AttachSystem {
     /// (the role, a provider only on their own entry) is checked before.
     ///
     /// - A medical director changes another provider's existing entry only
-    ///   when that provider is listed at a clinic they direct.
+    ///   when every clinic that provider is listed at is one they direct.
     /// - The clinics an entry lists change only as each clinic's medical
     ///   director would change them (`addProviderToClinic`): every clinic added
     ///   or taken off must be one the caller directs, so nobody lists
@@ -80,19 +80,23 @@ impl AttachSystem {
     ) -> Result<(), AttachError> {
         let listed: &[FacilityNumber] = current.map_or(&[], |p| &p.clinics);
         if who.role() == Role::MedicalDirector && current.is_some() && who.provider() != Some(&input.id) {
-            let mut directs_one = false;
+            // Every clinic, not one: a listing needs no agreement, so a director
+            // who could keep the entry of anyone listed at one of their clinics
+            // could list any provider, rewrite them, and take them off again.
+            let mut directs_all = !listed.is_empty();
             for facility in listed {
-                if self.require_director(who, facility).await.is_ok() {
-                    directs_one = true;
+                if self.require_director(who, facility).await.is_err() {
+                    directs_all = false;
                     break;
                 }
             }
-            if !directs_one {
+            if !directs_all {
                 return Err(AttachError::new(
                     ErrorCode::Forbidden,
                     format!(
-                        "provider {} is not listed at a clinic you direct: a medical director changes the registry \
-                         entries of their own clinics' providers",
+                        "provider {} practises at a clinic you do not direct, or at none: a medical director keeps \
+                         the registry entries of providers who practise only at clinics they direct; the provider \
+                         changes their own",
                         input.id
                     ),
                 ));

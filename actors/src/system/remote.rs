@@ -89,6 +89,9 @@ pub enum ShardCall {
     /// `ReleaseToPanel` with the dates of birth the panel gives: a member born
     /// on another day is not let go (`ReleaseToPanel` checks none).
     ReleaseToPanelBorn(Release, Vec<(Phn, DateOfBirth)>),
+    /// A move's step two for a household a signed-in patient registered: its
+    /// place holders (if not everyone in it holds the place) and its owner's subject.
+    MoveInOwned(Registration, Option<PlaceHolders>, String),
 }
 
 /// The answer to a [`ShardCall`], one variant per call.
@@ -245,12 +248,17 @@ impl AttachSystem {
                 ShardAnswer::Provider(Box::new(d.call_with(shard, audit, |r| ShardMsg::GetProvider(id, r)).await?))
             }
             ShardCall::MoveIn(registration) => {
-                let moving = Moving { registration, holders: None };
+                let moving = Moving { registration, holders: None, owner: None };
                 let view = d.call_with(shard, audit, |r| ShardMsg::MoveIn(Box::new(moving), r)).await?;
                 ShardAnswer::Registration(Box::new(view))
             }
             ShardCall::MoveInHeld(registration, holders) => {
-                let moving = Moving { registration, holders: Some(holders) };
+                let moving = Moving { registration, holders: Some(holders), owner: None };
+                let view = d.call_with(shard, audit, |r| ShardMsg::MoveIn(Box::new(moving), r)).await?;
+                ShardAnswer::Registration(Box::new(view))
+            }
+            ShardCall::MoveInOwned(registration, holders, owner) => {
+                let moving = Moving { registration, holders, owner: Some(owner) };
                 let view = d.call_with(shard, audit, |r| ShardMsg::MoveIn(Box::new(moving), r)).await?;
                 ShardAnswer::Registration(Box::new(view))
             }
@@ -365,9 +373,11 @@ impl AttachSystem {
 
     /// A move's step two, wherever the community joined runs.
     pub(super) async fn move_in(&self, shard: &ShardKey, moving: Moving) -> Result<RegistrationView, AttachError> {
-        let call = match moving.holders {
-            None => ShardCall::MoveIn(moving.registration),
-            Some(holders) => ShardCall::MoveInHeld(moving.registration, holders),
+        // The calls older nodes know, where they say everything.
+        let call = match (moving.holders, moving.owner) {
+            (None, None) => ShardCall::MoveIn(moving.registration),
+            (Some(holders), None) => ShardCall::MoveInHeld(moving.registration, holders),
+            (holders, Some(owner)) => ShardCall::MoveInOwned(moving.registration, holders, owner),
         };
         match self.on_shard(shard, call, None).await? {
             ShardAnswer::Registration(view) => Ok(*view),

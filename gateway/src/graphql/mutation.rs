@@ -17,6 +17,12 @@ pub struct MutationRoot;
 impl MutationRoot {
     /// Registers a household of 1 to 8 people on a community's waitlist. Keep the
     /// returned reference: it is how the household checks its status.
+    ///
+    /// A patient signed in owns what they register: its reference then works
+    /// only for them (and for coordinators and support of its community), not
+    /// for the public or another patient. A household registered without
+    /// signing in, or by a coordinator, can be read and changed by anyone
+    /// holding its reference.
     async fn register_household(
         &self,
         ctx: &Context<'_>,
@@ -116,6 +122,9 @@ impl MutationRoot {
     }
 
     /// Creates or updates a provider in the registry (capacity is set separately).
+    /// A provider changes their own entry; a medical director creates new
+    /// providers and changes the entry of a provider who practises only at
+    /// clinics they direct.
     async fn upsert_provider(&self, ctx: &Context<'_>, input: ProviderInput) -> async_graphql::Result<Provider> {
         let (community, cmd) = input.parse().gql()?;
         system(ctx).upsert_provider(caller(ctx), &community, cmd).await.gql().map(Into::into)

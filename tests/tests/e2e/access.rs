@@ -612,3 +612,41 @@ async fn each_audited_action_leaves_exactly_one_record() {
     let message = never["errors"][0]["message"].as_str().unwrap();
     assert!(message.contains("readStatistics is never recorded") && !message.contains(", readStatistics"), "{message}");
 }
+
+/// DECISIONS 46: a household a patient registers signed in answers, by its
+/// reference, to that patient and to staff in scope, not to the public or
+/// another patient holding the reference.
+#[tokio::test]
+async fn a_household_registered_signed_in_answers_by_its_reference_only_to_its_patient() {
+    use Who::*;
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::spawn(dir.path(), Spawn::default()).await;
+    let c = Client { app: &app, tokens: tokens(dir.path()) };
+    set_up(&c).await;
+    let mut others = c.tokens.clone();
+    others.insert(Patient, Some(mint(dir.path(), "patient", "patient-2", &[], None)));
+    let stranger = Client { app: &app, tokens: others };
+    let registered = c.ok(Patient, REGISTER, household(phn(7_001))).await;
+    let reference = registered["registerHousehold"]["reference"].as_str().unwrap().to_string();
+    let run = c.ok(Coordinator, MATCH, json!({})).await;
+    let proposal = run["runMatching"]["proposals"][0]["id"].as_str().expect("P1 has places").to_string();
+    let f = Fresh { reference, proposal };
+
+    let ops = ["registration", "withdrawRegistration", "moveRegistration", "updateHousehold", "declineMatch"];
+    for op in ops {
+        let (query, vars) = request(op, &f, 1);
+        assert_eq!(stranger.outcome(Patient, &query, vars.clone()).await, "FORBIDDEN", "{op} by another patient");
+        assert_eq!(c.outcome(Public, &query, vars).await, "UNAUTHENTICATED", "{op} by the public");
+    }
+    let (read, vars) = request("registration", &f, 1);
+    assert_eq!(c.ok(Patient, &read, vars.clone()).await["registration"]["status"], "PROPOSED", "nothing changed");
+    c.ok(Coordinator, &read, vars).await;
+    let (decline, vars) = request("declineMatch", &f, 1);
+    c.ok(Patient, &decline, vars).await;
+
+    const LOG: &str = r#"{ auditLog(first: 20, filter: { subject: "patient-2" }) { nodes { operation outcome } } }"#;
+    let tried = c.ok(Operations, LOG, json!({})).await;
+    let tried = tried["auditLog"]["nodes"].as_array().unwrap().clone();
+    assert_eq!(tried.len(), ops.len(), "{tried:?}");
+    assert!(tried.iter().all(|r| r["outcome"] == "FORBIDDEN"), "{tried:?}");
+}

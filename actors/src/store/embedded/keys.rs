@@ -92,6 +92,7 @@ pub(super) fn record_key(shard: &ShardKey, key: &RecordKey) -> Vec<u8> {
             out.push(FIELD_END);
             out.extend_from_slice(&phn_key(*phn).to_be_bytes());
         }
+        RecordKey::Owner(r) => tagged(&mut out, 14, r.as_str()),
     }
     out
 }

@@ -39,6 +39,7 @@ pub(super) fn record_columns(key: &RecordKey) -> (i32, i32, String) {
         RecordKey::Settlement(p) => (11, p.as_str().to_string()),
         RecordKey::PlaceHolders(r) => (12, r.as_str().to_string()),
         RecordKey::PanelIntake(provider, phn) => (13, format!("{}:{}", provider.as_str(), phn.as_u64())),
+        RecordKey::Owner(r) => (14, r.as_str().to_string()),
     };
     (bucket_of(kind, &id), kind, id)
 }
@@ -205,6 +206,7 @@ mod tests {
             RecordKey::Settlement(ProposalId::parse("0000000001").unwrap()),
             RecordKey::PlaceHolders(RegistrationRef::parse("000000000001").unwrap()),
             RecordKey::PanelIntake(ProviderId::parse("P12345").unwrap(), phn(1)),
+            RecordKey::Owner(RegistrationRef::parse("000000000001").unwrap()),
         ];
         let columns: BTreeSet<_> = keys.iter().map(record_columns).collect();
         assert_eq!(columns.len(), keys.len(), "two keys share a row");
@@ -220,7 +222,7 @@ mod tests {
         let (_, kind, id) = record_columns(&staff);
         assert_eq!((kind, id.as_str()), (8, "0F111:rn@x.ca"));
         let kinds: BTreeSet<i32> = keys.iter().map(|k| record_columns(k).1).collect();
-        assert_eq!(kinds, (1..=13).collect(), "every record kind has its own kind number");
+        assert_eq!(kinds, (1..=14).collect(), "every record kind has its own kind number");
     }
 
     #[test]
