@@ -1130,6 +1130,12 @@ impl AttachSystem {
         Ok((shard, rx))
     }
 
+    /// Goes up each time the live feed connects again after losing its backend
+    /// (see [`Feed::reconnects`]); `None` for a feed that cannot lose events so.
+    pub fn feed_reconnects(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.feed.reconnects()
+    }
+
     /// A community's statistics (counted where it runs, on this node or another).
     pub async fn community_stats(&self, who: &Principal, community: &CommunityCode) -> Result<Statistics, AttachError> {
         let shard = self.shard_of(community)?;

@@ -30,6 +30,14 @@ pub trait Feed: Send + Sync + 'static {
     fn status(&self) -> FeedStatus {
         FeedStatus { backend: "memory", connected: true, dropped: 0 }
     }
+
+    /// A count that goes up each time the feed connects again after losing
+    /// its backend, when events published meanwhile may have reached no
+    /// subscriber here: each subscriber then reads what it missed from the
+    /// store. `None` for a feed that never loses events that way.
+    fn reconnects(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
 }
 
 /// How a feed is doing.

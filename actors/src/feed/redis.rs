@@ -46,6 +46,8 @@ pub struct RedisFeed {
     dropped: Arc<AtomicU64>,
     /// The deployment's namespace, which starts every channel name.
     namespace: Arc<str>,
+    /// Counts the connections made again (see [`Feed::reconnects`]).
+    reconnects: tokio::sync::watch::Receiver<u64>,
 }
 
 impl RedisFeed {
@@ -61,8 +63,11 @@ impl RedisFeed {
         let publisher = Arc::new(AtomicU8::new(0));
         let subscriber = Arc::new(AtomicU8::new(0));
         let dropped = Arc::new(AtomicU64::new(0));
-        tokio::spawn(publish_loop(client.clone(), namespace.clone(), out_rx, publisher.clone(), dropped.clone()));
-        tokio::spawn(subscribe_loop(client, wanted_rx, local.clone(), subscriber.clone()));
+        let (reconnected, reconnects) = tokio::sync::watch::channel(0);
+        let reconnected = Arc::new(reconnected);
+        let publishing = (publisher.clone(), dropped.clone(), reconnected.clone());
+        tokio::spawn(publish_loop(client.clone(), namespace.clone(), out_rx, publishing));
+        tokio::spawn(subscribe_loop(client, wanted_rx, local.clone(), subscriber.clone(), reconnected));
         Ok(Arc::new(RedisFeed {
             local,
             outgoing,
@@ -72,6 +77,7 @@ impl RedisFeed {
             subscriber,
             dropped,
             namespace,
+            reconnects,
         }))
     }
 }
@@ -111,6 +117,15 @@ impl Feed for RedisFeed {
             dropped: self.dropped.load(Ordering::Relaxed),
         }
     }
+
+    fn reconnects(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(self.reconnects.clone())
+    }
+}
+
+/// Tells subscribers here that a connection was made again after a loss.
+fn tell_reconnected(reconnected: &tokio::sync::watch::Sender<u64>) {
+    reconnected.send_modify(|n| *n += 1);
 }
 
 async fn backoff(attempt: &mut u32) {
@@ -123,8 +138,7 @@ async fn publish_loop(
     client: redis::Client,
     namespace: Arc<str>,
     mut rx: mpsc::Receiver<Event>,
-    state: Arc<AtomicU8>,
-    dropped: Arc<AtomicU64>,
+    (state, dropped, reconnected): (Arc<AtomicU8>, Arc<AtomicU64>, Arc<tokio::sync::watch::Sender<u64>>),
 ) {
     let mut attempt = 0;
     // Events whose publish found the connection dead: a connection only
@@ -163,7 +177,11 @@ async fn publish_loop(
             continue;
         }
         again.clear();
-        state.store(UP, Ordering::Relaxed);
+        // Events dropped while it was down reached nobody: subscribers here read them
+        // from the store (other processes' subscribers get them with the next event).
+        if state.swap(UP, Ordering::Relaxed) == DOWN {
+            tell_reconnected(&reconnected);
+        }
         attempt = 0;
         info!("feed publisher connected to Redis");
         loop {
@@ -237,6 +255,7 @@ async fn subscribe_loop(
     mut wanted_rx: mpsc::UnboundedReceiver<String>,
     local: Arc<MemoryFeed>,
     state: Arc<AtomicU8>,
+    reconnected: Arc<tokio::sync::watch::Sender<u64>>,
 ) {
     let mut channels: HashSet<String> = HashSet::new();
     let mut attempt = 0;
@@ -266,7 +285,12 @@ async fn subscribe_loop(
             ok &= sink.subscribe(ch).await.is_ok();
         }
         if ok {
-            state.store(UP, Ordering::Relaxed);
+            // Whatever was published while it was away (the publisher may well
+            // have sent again, on its own new connection, before this one
+            // subscribed) reached no subscriber here: they read it from the store.
+            if state.swap(UP, Ordering::Relaxed) == DOWN {
+                tell_reconnected(&reconnected);
+            }
             attempt = 0;
             info!(channels = channels.len(), "feed subscriber connected to Redis");
         }

@@ -308,6 +308,17 @@ struct Live {
     backlog: VecDeque<Event>,
     /// Reads a gap pub/sub left from the store (none: every gap is `MISSED`).
     filler: Option<Arc<GapFiller>>,
+    /// Changes when the feed connects again after an outage: events published
+    /// meanwhile reached nobody here, so the store is asked what came since
+    /// `last`, rather than waiting for the community's next event to show the gap.
+    reconnects: Option<tokio::sync::watch::Receiver<u64>>,
+}
+
+/// What to do next on a live stream.
+enum Next {
+    Event(Result<Event, RecvError>),
+    /// The feed connected again.
+    Reconnected,
 }
 
 /// Reads the events pub/sub lost from the store, as the subscriber would with `events`.
@@ -329,6 +340,50 @@ impl GapFiller {
     }
 }
 
+impl Live {
+    /// The next event or reconnection.
+    async fn next(&mut self) -> Next {
+        let Some(reconnects) = self.reconnects.as_mut() else { return Next::Event(self.rx.recv().await) };
+        tokio::select! {
+            biased;
+            e = self.rx.recv() => Next::Event(e),
+            changed = reconnects.changed() => {
+                if changed.is_err() {
+                    self.reconnects = None;
+                }
+                Next::Reconnected
+            }
+        }
+    }
+
+    /// After the feed connected again: the events committed since the last
+    /// one delivered, read from the store into the backlog, or a `MISSED`
+    /// notice when they are too many or cannot be read. Nothing when none
+    /// were committed, or when where this subscriber stands is not known
+    /// (it was just told `MISSED`).
+    async fn catch_up(&mut self) -> Option<MatchEvent> {
+        let last = self.last.or(self.since)?;
+        let filler = self.filler.clone()?;
+        let latest = filler.system.last_seq(&self.shard).await?;
+        if latest <= last {
+            return None;
+        }
+        self.since = None;
+        match filler.fill(last, latest + 1).await {
+            Some(found) => {
+                self.backlog.extend(found);
+                let first = self.backlog.pop_front()?;
+                self.last = Some(first.seq);
+                Some(MatchEvent::from(first))
+            }
+            None => {
+                self.last = None;
+                Some(MatchEvent::missed(&self.shard, last))
+            }
+        }
+    }
+}
+
 fn live_stream(live: Live) -> BoxStream<'static, MatchEvent> {
     stream::unfold(live, |mut s| async move {
         if let Some(e) = s.backlog.pop_front() {
@@ -336,7 +391,14 @@ fn live_stream(live: Live) -> BoxStream<'static, MatchEvent> {
             return Some((MatchEvent::from(e), s));
         }
         loop {
-            match s.rx.recv().await {
+            let received = match s.next().await {
+                Next::Event(received) => received,
+                Next::Reconnected => match s.catch_up().await {
+                    Some(event) => return Some((event, s)),
+                    None => continue,
+                },
+            };
+            match received {
                 Ok(e) if s.last.is_some_and(|last| e.seq <= last) => continue,
                 Ok(e) => {
                     let gap_from = s.last.or(s.since.take());
@@ -396,13 +458,21 @@ async fn community_stream(
             if events.len() > max_replay {
                 // Too much to replay here: say so, and let the client page with `events`.
                 let notice = MatchEvent::missed(&shard, after);
-                let rest = live_stream(Live { shard, rx, last: None, since: None, backlog: VecDeque::new(), filler });
+                let rest = live_stream(Live {
+                    shard,
+                    rx,
+                    last: None,
+                    since: None,
+                    backlog: VecDeque::new(),
+                    filler,
+                    reconnects: system.feed_reconnects(),
+                });
                 return Ok(stream::once(async move { notice }).chain(rest).boxed());
             }
             (events.into(), Some(after), None)
         }
     };
-    Ok(live_stream(Live { shard, rx, last, since, backlog, filler }))
+    Ok(live_stream(Live { shard, rx, last, since, backlog, filler, reconnects: system.feed_reconnects() }))
 }
 
 #[Subscription(name = "Subscription")]
@@ -466,8 +536,15 @@ mod tests {
     #[tokio::test]
     async fn a_subscriber_that_falls_behind_is_told_once_and_goes_on() {
         let (tx, rx) = broadcast::channel(4);
-        let mut s =
-            live_stream(Live { shard: shard(), rx, last: None, since: None, backlog: VecDeque::new(), filler: None });
+        let mut s = live_stream(Live {
+            shard: shard(),
+            rx,
+            last: None,
+            since: None,
+            backlog: VecDeque::new(),
+            filler: None,
+            reconnects: None,
+        });
         tx.send(event(1)).unwrap();
         assert_eq!(describe(&s.next().await.unwrap()), (1, None));
         for seq in 2..=20 {
@@ -485,7 +562,15 @@ mod tests {
     async fn a_jump_in_sequence_is_announced_and_duplicates_are_dropped() {
         let (tx, rx) = broadcast::channel(16);
         let backlog = VecDeque::from([event(3), event(4)]);
-        let mut s = live_stream(Live { shard: shard(), rx, last: Some(2), since: None, backlog, filler: None });
+        let mut s = live_stream(Live {
+            shard: shard(),
+            rx,
+            last: Some(2),
+            since: None,
+            backlog,
+            filler: None,
+            reconnects: None,
+        });
         for seq in [3, 4, 5, 8] {
             tx.send(event(seq)).unwrap();
         }
@@ -498,7 +583,15 @@ mod tests {
 
     /// A subscription from now on, the community standing at `since`, with no store to fill gaps.
     fn from_now(rx: broadcast::Receiver<Event>, since: u64) -> BoxStream<'static, MatchEvent> {
-        live_stream(Live { shard: shard(), rx, last: None, since: Some(since), backlog: VecDeque::new(), filler: None })
+        live_stream(Live {
+            shard: shard(),
+            rx,
+            last: None,
+            since: Some(since),
+            backlog: VecDeque::new(),
+            filler: None,
+            reconnects: None,
+        })
     }
 
     #[tokio::test]

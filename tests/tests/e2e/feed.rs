@@ -292,6 +292,27 @@ async fn an_event_after_a_quiet_redis_restart_is_delivered() {
 }
 
 #[tokio::test]
+async fn an_event_sent_again_before_the_subscriber_is_back_is_read_from_the_store() {
+    let mut redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (app, mut ws) = first_event_through(&redis, dir.path()).await;
+
+    // Redis is away long enough for the subscriber's retries to space out; it
+    // comes back, and one event follows at once. Its publisher, which learns of
+    // the outage only now, connects and sends it before the subscriber is back:
+    // it reaches nobody. A tester saw it delivered only with the community's
+    // next event, perhaps hours later, with no notice in between.
+    redis.stop();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    redis.restart();
+    let second = register(&app, "111", 2).await;
+    let e = tokio::time::timeout(Duration::from_secs(15), next_event(&mut ws))
+        .await
+        .expect("the event, read from the store once the subscriber is back");
+    assert_eq!((e["seq"].as_u64(), e["reference"].as_str()), (Some(2), Some(second.as_str())), "{e}");
+}
+
+#[tokio::test]
 async fn a_redis_outage_loses_no_mutation_and_the_subscriber_no_event() {
     let mut redis = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
