@@ -17,6 +17,29 @@ pub fn check_concurrency(concurrency: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// PHN bodies are eight digits: every generated PHN's body is below this.
+pub const PHN_BODIES: u64 = 100_000_000;
+
+/// Refuses a `flag` (`--phn-start`, say) from which a run that may use `bodies`
+/// PHN bodies would run past the last one: it would send fewer patients than
+/// asked, or none, and report success (a tester saw a run spin at full CPU
+/// past its time bound, looking for a valid PHN beyond the range).
+pub fn check_phn_range(flag: &str, start: u32, bodies: u64) -> anyhow::Result<()> {
+    let room = PHN_BODIES.saturating_sub(u64::from(start));
+    anyhow::ensure!(
+        bodies <= room,
+        "{flag} {start} leaves room for {room} PHN bodies and this run may use {bodies}: a PHN's body has eight \
+         digits (below {PHN_BODIES}), so pick a lower start, in a range no earlier run used"
+    );
+    Ok(())
+}
+
+/// The PHN bodies `patients` fresh PHNs take at most, taking each next body
+/// that has a check digit (at least 9 in any 11 do).
+pub fn bodies_for(patients: u64) -> u64 {
+    patients.saturating_mul(11).div_ceil(9).saturating_add(11)
+}
+
 /// A client keeping up to `pool` idle connections, sending `token` (if any) as
 /// `Authorization: Bearer …` on every request, each bounded by [`REQUEST_TIMEOUT`].
 pub fn http(token: Option<&str>, pool: usize) -> anyhow::Result<reqwest::Client> {

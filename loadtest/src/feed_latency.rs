@@ -56,6 +56,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "runs are bounded: 1 to 100,000 events and 1 to 600 s, at a rate of 0 (unpaced) or more"
     );
     anyhow::ensure!((1..=10_000).contains(&args.subscribers), "subscribers are 1 to 10,000");
+    crate::client::check_phn_range("--phn-start", args.phn_start, crate::client::bodies_for(args.events.into()))?;
     let mut sent: HashMap<String, Instant> = HashMap::new();
     let deadline = Instant::now() + Duration::from_secs(args.max_seconds);
     let ws_url = format!("{}/graphql", args.url.trim_end_matches('/').replacen("http", "ws", 1));
@@ -69,7 +70,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let client = crate::client::http(token, 1)?;
     let endpoint = format!("{}/graphql", args.url.trim_end_matches('/'));
     let started = Instant::now();
-    let mut bodies = (args.phn_start..).filter_map(attach_actors::domain::Phn::with_body);
+    let last = u32::try_from(crate::client::PHN_BODIES).expect("eight digits");
+    let mut bodies = (args.phn_start..last).filter_map(attach_actors::domain::Phn::with_body);
     let interval = (args.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / args.rate));
     for i in 0..args.events {
         if let Some(every) = interval {

@@ -39,7 +39,8 @@ fn panel_csv(rows: u32, facility: &str, phn_start: u32) -> (String, u32) {
     out.push_str("PHN,Surname,Given name,Date of birth,Service code,Facility\r\n");
     let mut body = phn_start;
     let mut written = 0;
-    while written < rows {
+    // Bounded by the range as well (checked before: see `check_phn_range`).
+    while written < rows && u64::from(body) < crate::client::PHN_BODIES {
         if let Some(phn) = attach_actors::domain::Phn::with_body(body) {
             let year = 1930 + (body % 90);
             let month = 1 + body % 12;
@@ -55,6 +56,7 @@ fn panel_csv(rows: u32, facility: &str, phn_start: u32) -> (String, u32) {
 /// Writes a panel file.
 pub fn write_file(args: FileArgs) -> anyhow::Result<()> {
     anyhow::ensure!((1..=MAX_ROWS).contains(&args.rows), "a file holds 1 to {MAX_ROWS} rows");
+    crate::client::check_phn_range("--phn-start", args.phn_start, crate::client::bodies_for(args.rows.into()))?;
     let (text, next) = panel_csv(args.rows, &args.facility, args.phn_start);
     let mut file = std::fs::File::create(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     file.write_all(text.as_bytes())?;
@@ -134,6 +136,8 @@ pub async fn upload(args: UploadArgs) -> anyhow::Result<()> {
             && (1..=MAX_ROWS).contains(&args.rows),
         "1 to 1000 uploads and 1 to 600 s a run, of 1 to {MAX_ROWS} rows each"
     );
+    let patients = u64::from(args.uploads) * u64::from(args.rows);
+    crate::client::check_phn_range("--phn-start", args.phn_start, crate::client::bodies_for(patients))?;
     // A large file takes a while to check: a longer bound than other requests'.
     let client = reqwest::Client::builder()
         .connect_timeout(crate::client::CONNECT_TIMEOUT)

@@ -45,6 +45,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     anyhow::ensure!((1..=300).contains(&args.seconds), "a burst is 1 to 300 s");
     anyhow::ensure!(args.max_requests >= 1, "--max-requests is at least 1: a burst of none measures nothing");
     crate::client::check_concurrency(args.concurrency)?;
+    // One body per registration asked (those without a check digit are skipped, not retried).
+    crate::client::check_phn_range("--phn-start", args.phn_start, args.max_requests.into())?;
     let communities: Vec<String> = args.communities.split(',').map(|c| c.trim().to_string()).collect();
     let client = crate::client::http(token, args.concurrency)?;
     let endpoint = format!("{}/graphql", args.url.trim_end_matches('/'));

@@ -48,7 +48,9 @@ pub struct Args {
     /// Length of the run in seconds (bounded to 600).
     #[arg(long, default_value_t = 30)]
     pub duration: u64,
-    /// The most scenario requests the run sends (a second bound).
+    /// The most scenarios the run starts (a second bound). Each sends one
+    /// request, except `move` and `update`, which register a household first:
+    /// two.
     #[arg(long, default_value_t = 1_000_000)]
     pub max_requests: u64,
     /// Live-feed subscribers (over graphql-transport-ws) spread over the target's communities.
@@ -149,6 +151,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     crate::client::check_concurrency(args.concurrency)?;
     ensure!(args.subscribers <= 10_000, "at most 10,000 subscribers");
     ensure!((1..=100_000).contains(&args.upload_rows), "an upload is 1 to 100,000 rows");
+    // Each range must hold one ticket's patients at least; a ticket past its end
+    // is counted as a failure (`PHN_RANGE_EXHAUSTED`), never skipped as done.
+    for (flag, start, one) in [
+        ("--phn-start", args.phn_start, 13),
+        ("--newborn-phn-start", args.newborn_phn_start, 13),
+        ("--upload-phn-start", args.upload_phn_start, 13 * u64::from(args.upload_rows)),
+    ] {
+        crate::client::check_phn_range(flag, start, one)?;
+    }
     let mut mix = parse_mix(&args.mix)?;
     if args.panel_token.is_none() && mix.iter().any(|(s, _)| *s == Scenario::Panel) {
         // Every read would fail: panels are their providers' (and support's) to read.

@@ -143,6 +143,14 @@ impl Report {
             self.feed.missed_notices,
             self.feed.missing
         );
+        if self.feed.unchecked > 0 {
+            let _ = write!(
+                out,
+                " (not counting {} subscribers whose community's events could not be read back at the end: \
+                 more may be missing)",
+                self.feed.unchecked
+            );
+        }
         out
     }
 
@@ -179,7 +187,7 @@ svg {{ background: #fafafa; border: 1px solid #ddd; margin: .5rem 0; }}
 </style></head><body>
 <h1>Attach load test</h1>
 <p>{url} &middot; target <b>{target}</b> &middot; mix <code>{mix}</code> &middot; {concurrency} workers &middot; rate {rate} &middot; {seconds:.1} s</p>
-<p>{requests} GraphQL requests: {ok} succeeded, {failed} failed. Live feed: {subs} subscribers ({refused} refused), {deliveries} deliveries, {missed} missed notices, {missing} events never delivered nor told missed.</p>
+<p>{requests} GraphQL requests: {ok} succeeded, {failed} failed. Live feed: {subs} subscribers ({refused} refused), {deliveries} deliveries, {missed} missed notices, {missing} events never delivered nor told missed{unchecked}.</p>
 <h2>Operations</h2>
 <table><tr><th>operation</th><th>req/s</th><th>ok</th><th>failed</th><th>p50 ms</th><th>p90 ms</th><th>p99 ms</th><th>max ms</th><th>errors by code</th></tr>
 {rows}</table>
@@ -203,6 +211,15 @@ svg {{ background: #fafafa; border: 1px solid #ddd; margin: .5rem 0; }}
             deliveries = self.feed.deliveries,
             missed = self.feed.missed_notices,
             missing = self.feed.missing,
+            unchecked = if self.feed.unchecked > 0 {
+                format!(
+                    " (not counting {} subscribers whose community's events could not be read back: more may be \
+                     missing)",
+                    self.feed.unchecked
+                )
+            } else {
+                String::new()
+            },
             throughput = self.throughput_chart(),
             latency = self.latency_chart(),
         )

@@ -1,6 +1,6 @@
 //! The scenarios and the target they run against.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use rand::Rng;
@@ -195,7 +195,7 @@ pub async fn send(
     let (query, variables, token) = match scenario {
         Scenario::Upload | Scenario::Move | Scenario::Update => unreachable!("sent above"),
         Scenario::Register => {
-            let Some(member) = member(args.phn_start, n) else { return };
+            let Some(member) = member(args.phn_start, n) else { return out_of_phns(recorder, "registerHousehold") };
             (REGISTER, json!({ "i": household(community, vec![member]) }), None)
         }
         Scenario::Match => (
@@ -242,6 +242,13 @@ fn member(start: u32, n: u64) -> Option<Value> {
     Some(json!({ "phn": phn, "givenName": "Load", "surname": "Test", "dateOfBirth": "1990-01-01" }))
 }
 
+/// A ticket whose patients lie past the end of its PHN range: a failure, so a
+/// run that has used its range up does not report the requests it could not
+/// send as a success.
+fn out_of_phns(recorder: &Recorder, operation: &str) {
+    recorder.record(operation, Duration::ZERO, Outcome::Failed("PHN_RANGE_EXHAUSTED".into()));
+}
+
 fn household(community: &str, members: Vec<Value>) -> Value {
     json!({ "community": community, "postalCode": "V0B 1M0", "languages": ["en"], "members": members })
 }
@@ -259,7 +266,7 @@ async fn register_then(
     recorder: &Recorder,
     rng: &mut StdRng,
 ) {
-    let Some(first) = member(args.phn_start, n) else { return };
+    let Some(first) = member(args.phn_start, n) else { return out_of_phns(recorder, "registerHousehold") };
     let register = client.post(target.endpoint(n)).json(&json!({
         "query": REGISTER, "variables": { "i": household(community, vec![first.clone()]) },
     }));
@@ -275,7 +282,9 @@ async fn register_then(
             )
         }
         _ => {
-            let Some(mut baby) = member(args.newborn_phn_start, n) else { return };
+            let Some(mut baby) = member(args.newborn_phn_start, n) else {
+                return out_of_phns(recorder, scenario.name());
+            };
             baby["dateOfBirth"] = json!(chrono::Utc::now().date_naive().to_string());
             baby["needs"] = json!(["NEWBORN"]);
             let mut grown = household(community, vec![first, baby]);

@@ -32,6 +32,10 @@ pub struct FeedSummary {
     /// the `events` query at the end. Subscribers that received nothing are
     /// not counted (where their stream began is unknown).
     pub missing: u64,
+    /// Subscribers whose community's events could not be read back at the end
+    /// (the server did not answer): what they were never sent is not in
+    /// `missing`, which then counts too few.
+    pub unchecked: u64,
 }
 
 /// The running subscribers.
@@ -117,7 +121,7 @@ pub async fn start(args: &Args, target: &Target, recorder: Arc<Recorder>, deadli
 /// `token`) for each community's events after what its subscriber last got.
 pub async fn finish(feed: Feed, client: &reqwest::Client, endpoint: &str, token: Option<&str>) -> FeedSummary {
     let mut summary = FeedSummary::default();
-    let mut after: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+    let mut after: std::collections::HashMap<String, Option<u64>> = std::collections::HashMap::new();
     for task in feed.tasks {
         match task.await {
             Ok(seen) if seen.refused => summary.refused += 1,
@@ -129,14 +133,18 @@ pub async fn finish(feed: Feed, client: &reqwest::Client, endpoint: &str, token:
                     summary.missing += seen.gaps();
                 }
                 if let Some(&last) = seen.seqs.last() {
-                    summary.missing += match after.get(&seen.community) {
-                        Some(&known) => known.saturating_sub(last),
+                    let committed = match after.get(&seen.community) {
+                        Some(&known) => known,
                         None => {
                             let committed = last_seq(client, endpoint, token, &seen.community, last).await;
                             after.insert(seen.community.clone(), committed);
-                            committed.saturating_sub(last)
+                            committed
                         }
                     };
+                    match committed {
+                        Some(committed) => summary.missing += committed.saturating_sub(last),
+                        None => summary.unchecked += 1,
+                    }
                 }
             }
             // A subscriber task that panicked still had connected.
@@ -147,14 +155,20 @@ pub async fn finish(feed: Feed, client: &reqwest::Client, endpoint: &str, token:
 }
 
 /// The last sequence number `community` committed, reading its `events` from
-/// `after` (at most 100 pages; `after` itself when it cannot be read).
-async fn last_seq(client: &reqwest::Client, endpoint: &str, token: Option<&str>, community: &str, after: u64) -> u64 {
+/// `after` (at most 100 pages); `None` when not even the first page can be read.
+async fn last_seq(
+    client: &reqwest::Client,
+    endpoint: &str,
+    token: Option<&str>,
+    community: &str,
+    after: u64,
+) -> Option<u64> {
     let query =
         "query($c: String!, $a: Int!) { events(communityCode: $c, afterSeq: $a, first: 100) { hasMore lastSeq } }";
-    let mut last = after;
+    let mut last = None;
     for _ in 0..100 {
         let mut request = client.post(endpoint).json(&serde_json::json!({
-            "query": query, "variables": { "c": community, "a": last }
+            "query": query, "variables": { "c": community, "a": last.unwrap_or(after) }
         }));
         if let Some(t) = token {
             request = request.bearer_auth(t);
@@ -163,7 +177,7 @@ async fn last_seq(client: &reqwest::Client, endpoint: &str, token: Option<&str>,
         let Ok(body) = response.json::<serde_json::Value>().await else { break };
         let page = &body["data"]["events"];
         let Some(seq) = page["lastSeq"].as_u64() else { break };
-        last = seq.max(last);
+        last = Some(seq.max(last.unwrap_or(after)));
         if page["hasMore"] != true {
             break;
         }
@@ -188,5 +202,21 @@ mod tests {
         assert_eq!(watched(&[7]).gaps(), 0);
         assert_eq!(watched(&[3, 4, 5]).gaps(), 0);
         assert_eq!(watched(&[3, 5, 9]).gaps(), 4, "4, 6, 7, 8");
+    }
+
+    #[tokio::test]
+    async fn a_tail_that_cannot_be_read_back_is_reported_not_counted_as_nothing_missing() {
+        let seen = Watched {
+            community: "111".into(),
+            deliveries: 2,
+            missed: 0,
+            refused: false,
+            seqs: [4, 5].into_iter().collect(),
+        };
+        let feed = Feed { tasks: vec![tokio::spawn(async move { seen })] };
+        let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(2)).build().unwrap();
+        // Nothing listens there, as when the server stopped answering at the end of a run.
+        let summary = finish(feed, &client, "http://127.0.0.1:9/graphql", None).await;
+        assert_eq!((summary.subscribers, summary.missing, summary.unchecked), (1, 0, 1));
     }
 }

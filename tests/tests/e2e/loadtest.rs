@@ -238,6 +238,14 @@ fn runs_outside_their_bounds_are_refused_before_they_start() {
         &["panel-upload", "--uploads", "0"][..],
         &["feed-latency", "--events", "0"][..],
         &["panel-file", "--rows", "3000000", "--out", file][..],
+        // PHN bodies have eight digits: a start near or past the end (a tester saw
+        // panics, runs spinning past their time bound, and runs of nothing that passed).
+        &["panel-file", "--rows", "3", "--phn-start", "99999998", "--out", file][..],
+        &["feed-latency", "--phn-start", "100000000"][..],
+        &["panel-upload", "--phn-start", "99999000"][..],
+        &["run", "--phn-start", "100000000"][..],
+        &["run", "--upload-phn-start", "99999999"][..],
+        &["registration-burst", "--phn-start", "99900000"][..],
     ] {
         let mut command = Command::new(loadtest_bin());
         command.args(args);
@@ -248,7 +256,7 @@ fn runs_outside_their_bounds_are_refused_before_they_start() {
         let run = command.output().expect("attach-loadtest runs");
         let stderr = String::from_utf8_lossy(&run.stderr);
         assert!(!run.status.success(), "{args:?} ran");
-        let bounds = [" to ", "at most", "at least"];
+        let bounds = [" to ", "at most", "at least", "leaves room for"];
         assert!(bounds.iter().any(|b| stderr.contains(b)), "{args:?} was refused for its bounds: {stderr}");
     }
     assert!(!std::path::Path::new(file).exists(), "no file was written");
