@@ -321,7 +321,8 @@ pub enum Operation {
     ReadEvents,
     /// Read the audit log.
     ReadAudit,
-    /// Start, confirm, decline, complete or cancel a delegation endorsement.
+    /// Start a delegation endorsement (until session 19, every step of one was
+    /// recorded under this operation; the later ones now have their own).
     ManageEndorsement,
     /// Read endorsements.
     ReadEndorsements,
@@ -354,11 +355,20 @@ pub enum Operation {
     /// Agree to a panel transfer or decline it (either of its providers), or
     /// withdraw it (a medical director of its clinic).
     AnswerPanelTransfer,
+    /// Receive, approve or decline a delegation endorsement (the party who did not start it).
+    AnswerEndorsement,
+    /// Complete an approved endorsement (the party who started it): from then on the delegate acts for the provider.
+    CompleteEndorsement,
+    /// Withdraw an endorsement, or revoke a completed one (either party).
+    CancelEndorsement,
+    /// List a provider at a clinic or take them off it (its medical director;
+    /// recorded as `ManageClinicStaff` until session 19).
+    ListProviderAtClinic,
 }
 
 impl Operation {
     /// Every operation, in a stable order.
-    pub const ALL: [Operation; 30] = [
+    pub const ALL: [Operation; 34] = [
         Operation::RegisterHousehold,
         Operation::ReadRegistration,
         Operation::WithdrawRegistration,
@@ -389,6 +399,10 @@ impl Operation {
         Operation::DeclineMatch,
         Operation::ReturnToWaitlist,
         Operation::AnswerPanelTransfer,
+        Operation::AnswerEndorsement,
+        Operation::CompleteEndorsement,
+        Operation::CancelEndorsement,
+        Operation::ListProviderAtClinic,
     ];
 
     /// The name in the audit log.
@@ -424,6 +438,10 @@ impl Operation {
             Operation::DeclineMatch => "declineMatch",
             Operation::ReturnToWaitlist => "returnToWaitlist",
             Operation::AnswerPanelTransfer => "answerPanelTransfer",
+            Operation::AnswerEndorsement => "answerEndorsement",
+            Operation::CompleteEndorsement => "completeEndorsement",
+            Operation::CancelEndorsement => "cancelEndorsement",
+            Operation::ListProviderAtClinic => "listProviderAtClinic",
         }
     }
 
@@ -450,7 +468,7 @@ impl Operation {
             Operation::ReadStatistics => "read statistics",
             Operation::ReadEvents => "read the match feed",
             Operation::ReadAudit => "read the audit log",
-            Operation::ManageEndorsement => "manage a delegation endorsement",
+            Operation::ManageEndorsement => "start a delegation endorsement",
             Operation::ReadEndorsements => "read delegation endorsements",
             Operation::SubmitPanel => "submit a panel",
             Operation::RemoveFromPanel => "remove patients from a panel",
@@ -464,6 +482,10 @@ impl Operation {
             Operation::DeclineMatch => "decline a household's match",
             Operation::ReturnToWaitlist => "return an attached household to the waitlist",
             Operation::AnswerPanelTransfer => "answer a panel transfer",
+            Operation::AnswerEndorsement => "answer a delegation endorsement",
+            Operation::CompleteEndorsement => "complete a delegation endorsement",
+            Operation::CancelEndorsement => "cancel a delegation endorsement",
+            Operation::ListProviderAtClinic => "list a provider at a clinic",
         }
     }
 
@@ -489,6 +511,10 @@ impl Operation {
                 | Operation::AnswerPanelTransfer
                 | Operation::MoveRegistration
                 | Operation::UpdateHousehold
+                | Operation::AnswerEndorsement
+                | Operation::CompleteEndorsement
+                | Operation::CancelEndorsement
+                | Operation::ListProviderAtClinic
         )
     }
 
@@ -542,10 +568,12 @@ impl Operation {
             O::ReadStatistics => !matches!(role, R::Public | R::Patient),
             O::ReadEvents => matches!(role, R::Coordinator | R::Support),
             O::ReadAudit => role == R::Operations,
-            O::ManageEndorsement => matches!(role, R::Provider | R::MedicalDirector | R::Delegate),
+            O::ManageEndorsement | O::AnswerEndorsement | O::CompleteEndorsement | O::CancelEndorsement => {
+                matches!(role, R::Provider | R::MedicalDirector | R::Delegate)
+            }
             O::ReadEndorsements => matches!(role, R::Provider | R::MedicalDirector | R::Delegate | R::Support),
             O::SubmitPanel | O::RemoveFromPanel => matches!(role, R::Provider | R::MedicalDirector | R::Delegate),
-            O::ManageClinicStaff | O::TransferPanel => role == R::MedicalDirector,
+            O::ManageClinicStaff | O::TransferPanel | O::ListProviderAtClinic => role == R::MedicalDirector,
             O::AnswerPanelTransfer => matches!(role, R::Provider | R::MedicalDirector),
             O::ReadPanelReports => {
                 matches!(role, R::Provider | R::MedicalDirector | R::Delegate | R::Support | R::Operations)

@@ -1008,7 +1008,15 @@ impl AttachSystem {
         id: &EndorsementId,
         step: EndorsementStep,
     ) -> Result<Endorsement, AttachError> {
-        let mut trail = Trail::new(who, Operation::ManageEndorsement).about(id);
+        // Each step its own operation, so the log tells a grant from a revocation.
+        let op = match step {
+            EndorsementStep::Receive | EndorsementStep::Approve | EndorsementStep::Decline => {
+                Operation::AnswerEndorsement
+            }
+            EndorsementStep::Complete => Operation::CompleteEndorsement,
+            EndorsementStep::Cancel => Operation::CancelEndorsement,
+        };
+        let mut trail = Trail::new(who, op).about(id);
         let result = async {
             who.require(trail.op, None)?;
             let shard = trail.at(self.locate(Locator::Endorsement(*id), "endorsement").await?);

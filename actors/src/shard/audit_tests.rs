@@ -146,6 +146,26 @@ async fn a_change_and_its_audit_record_are_one_commit() {
     let id = endorsement.id.to_string();
     assert_eq!(endorsed.len(), 1, "{endorsed:?}");
     assert_eq!(endorsed[0].target.as_deref(), Some(id.as_str()), "named by the endorsement the shard created");
+    // Each later step under its own operation: a tester could not tell a grant
+    // from a revocation when all of them were `manageEndorsement`.
+    let as_moa = Principal::new("moa-1", Role::Delegate, None, Scope::default());
+    for (who, step) in [
+        (&as_moa, EndorsementStep::Receive),
+        (&as_moa, EndorsementStep::Approve),
+        (&as_doc, EndorsementStep::Complete),
+        (&as_doc, EndorsementStep::Cancel),
+    ] {
+        s.advance_endorsement(who, &endorsement.id, step).await.unwrap();
+    }
+    let steps = [Operation::AnswerEndorsement, Operation::CompleteEndorsement, Operation::CancelEndorsement];
+    let mut counted = Vec::new();
+    for op in steps {
+        let records = log(op).await;
+        assert!(records.iter().all(|r| r.target.as_deref() == Some(id.as_str())), "{records:?}");
+        counted.push(records.len());
+    }
+    assert_eq!(counted, [2, 1, 1]);
+    assert_eq!(log(Operation::ManageEndorsement).await.len(), 1, "the start only");
     for op in [
         Operation::RunMatching,
         Operation::AnswerProposal,
@@ -173,7 +193,7 @@ async fn each_step_of_a_panel_submission_commits_its_record() {
     let f = super::panel_tests::clinic(&s, "0F111", "111").await;
     let doc = provider(&s, "P1111", "111", 0).await;
     s.set_provider_clinic(&sys(), &f, &doc, true).await.unwrap();
-    let membership = AuditQuery { operation: Some(Operation::ManageClinicStaff), limit: 5, ..Default::default() };
+    let membership = AuditQuery { operation: Some(Operation::ListProviderAtClinic), limit: 5, ..Default::default() };
     let listed = store.audit_page(&membership).await.unwrap();
     assert_eq!(listed[0].target.as_deref(), Some("0F111/P1111"), "the clinic, then the provider, as for staff");
     let waiting = s.register(&sys(), &c("112"), household(&[phn(11)], &[])).await.unwrap().registration;
