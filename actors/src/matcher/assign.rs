@@ -1,6 +1,8 @@
 //! Choosing a provider for one household: who is eligible (places, complexity
 //! mix, hard preferences) and who ranks first (soft preferences met, then most
-//! free places, then provider id).
+//! free places, then provider id). When none has room as the run's earlier
+//! choices left the places, one household placed earlier in the run may be
+//! moved to another provider that suits it as well, to make room ([`Board::repack`]).
 
 use std::cmp::Ordering;
 use std::collections::BTreeSet;
@@ -41,7 +43,39 @@ pub(super) struct Board<'a> {
     /// the rest of the run: most of a long waitlist is then skipped without
     /// scanning the providers again.
     refused: Vec<u128>,
+    /// What each slot took in this run, in run order, so a later household
+    /// may ask one of them to move.
+    placed: Vec<Vec<Placed>>,
+    /// Placements made so far in this run: the next one's index.
+    made: usize,
+    /// Households that may still try repacking in this run: every household
+    /// that finds no room uses one, so the run stays bounded whatever the
+    /// waitlist holds.
+    repacks_left: u32,
 }
+
+/// A household placed in this run.
+#[derive(Debug, Clone, Copy)]
+struct Placed {
+    /// Its index among the run's placements.
+    placement: usize,
+    /// Its index among the run's candidates.
+    candidate: usize,
+    profile: Profile,
+}
+
+/// A household placed: with whom and why, and the household placed earlier in
+/// the run that moved to make room for it, if one did.
+#[derive(Debug)]
+pub(super) struct Placing {
+    pub provider: ProviderId,
+    pub fit: Vec<String>,
+    /// (its placement index, its new provider, why that one).
+    pub moved: Option<(usize, ProviderId, Vec<String>)>,
+}
+
+/// Households that find no room and may try repacking, per run.
+pub(super) const REPACKS: u32 = 1_000;
 
 /// A household as eligibility sees it: size, complexity, and its age groups
 /// and languages as the policy weighs them.
@@ -92,6 +126,7 @@ impl<'a> Board<'a> {
             })
             .collect();
         let languages = LanguageSets::new(&openings);
+        let slots_len = openings.len();
         Board {
             active: (0..openings.len()).collect(),
             free_total: openings.iter().map(|o| u64::from(o.free_places)).sum(),
@@ -102,6 +137,9 @@ impl<'a> Board<'a> {
             language_rule: policy.language,
             age_rule: policy.age_groups,
             refused: Vec::new(),
+            placed: vec![Vec::new(); slots_len],
+            made: 0,
+            repacks_left: REPACKS,
         }
     }
 
@@ -133,21 +171,53 @@ impl<'a> Board<'a> {
         }
     }
 
-    /// Places the whole household `c`, whose [`Board::profile`] is `h`, with
-    /// the best eligible provider, returning the provider and why it was
-    /// chosen, or `None` if no provider is eligible.
-    pub(super) fn place(&mut self, h: &Profile, c: &Candidate) -> Option<(ProviderId, Vec<String>)> {
+    /// Places the whole household `c` (candidate `ci` of `candidates`), whose
+    /// [`Board::profile`] is `h`, with the best eligible provider; failing
+    /// that, with room made by moving one household placed earlier in the run
+    /// ([`Board::repack`]). `None` if neither finds a provider.
+    pub(super) fn place(&mut self, h: &Profile, c: &Candidate, ci: usize, candidates: &[Candidate]) -> Option<Placing> {
         let key = (self.languages.words == 1).then(|| h.key());
         if key.is_some_and(|k| self.refused.binary_search(&k).is_ok()) {
+            // Its try is used up all the same, as it would be without the memory.
+            self.repacks_left = self.repacks_left.saturating_sub(1);
             return None;
         }
         self.load_languages(h, c);
+        let (best, eligible) = self.best_slot(h, c, None);
+        let Some(best) = best else {
+            if self.repacks_left > 0 {
+                self.repacks_left -= 1;
+                if let Some(placing) = self.repack(h, c, ci, candidates) {
+                    // The places lie otherwise now: a profile refused before may fit.
+                    self.refused.clear();
+                    return Some(placing);
+                }
+            }
+            // A household refused only for providers it was passed to before says nothing of its profile.
+            if let Some(k) = key.filter(|_| c.passed.is_empty())
+                && let Err(pos) = self.refused.binary_search(&k)
+            {
+                self.refused.insert(pos, k);
+            }
+            return None;
+        };
+        let fit = self.explain(c, &best, Some(eligible));
+        self.take(best.slot, h, ci);
+        Some(Placing { provider: self.openings[best.slot].provider.clone(), fit, moved: None })
+    }
+
+    /// The best slot with room for household `c` (profile `h`, languages
+    /// loaded), other than `except`, and how many are eligible.
+    fn best_slot(&self, h: &Profile, c: &Candidate, except: Option<usize>) -> (Option<Best>, u32) {
         let size = u32::from(h.size);
         let mut best: Option<Best> = None;
         let mut eligible = 0u32;
         for &s in &self.active {
             let slot = &self.slots[s];
-            if slot.remaining < size || (h.complex && slot.complex_used.saturating_add(size) > slot.complex_cap) {
+            if Some(s) == except
+                || slot.remaining < size
+                || (h.complex && slot.complex_used.saturating_add(size) > slot.complex_cap)
+            {
                 continue;
             }
             if self.passed_over(s, c) {
@@ -162,28 +232,121 @@ impl<'a> Board<'a> {
                 best = Some(Best { slot: s, soft, remaining: slot.remaining });
             }
         }
-        let Some(best) = best else {
-            // A household refused only for providers it was passed to before says nothing of its profile.
-            if let Some(k) = key.filter(|_| c.passed.is_empty())
-                && let Err(pos) = self.refused.binary_search(&k)
-            {
-                self.refused.insert(pos, k);
-            }
-            return None;
-        };
-        let fit = self.explain(c, &best, Some(eligible));
-        let slot = &mut self.slots[best.slot];
+        (best, eligible)
+    }
+
+    /// Takes household `h` (candidate `ci`)'s places in slot `s`, as the run's next placement.
+    fn take(&mut self, s: usize, h: &Profile, ci: usize) {
+        self.occupy(s, h);
+        self.placed[s].push(Placed { placement: self.made, candidate: ci, profile: *h });
+        self.made += 1;
+    }
+
+    /// Takes the places of household `h` in slot `s`.
+    fn occupy(&mut self, s: usize, h: &Profile) {
+        let size = u32::from(h.size);
+        let slot = &mut self.slots[s];
         slot.remaining -= size;
         if h.complex {
             slot.complex_used += size;
         }
         self.free_total -= u64::from(size);
         if slot.remaining == 0
-            && let Ok(pos) = self.active.binary_search(&best.slot)
+            && let Ok(pos) = self.active.binary_search(&s)
         {
             self.active.remove(pos);
         }
-        Some((self.openings[best.slot].provider.clone(), fit))
+    }
+
+    /// Gives back the places of `placed` in slot `s`.
+    fn give_back(&mut self, s: usize, placed: &Placed) {
+        let size = u32::from(placed.profile.size);
+        let slot = &mut self.slots[s];
+        if slot.remaining == 0
+            && let Err(pos) = self.active.binary_search(&s)
+        {
+            self.active.insert(pos, s);
+        }
+        slot.remaining += size;
+        if placed.profile.complex {
+            slot.complex_used -= size;
+        }
+        self.free_total += u64::from(size);
+        self.placed[s].retain(|p| p.placement != placed.placement);
+    }
+
+    /// Household `c` (candidate `ci`, profile `h`) fits no provider as the
+    /// places lie: the run's earlier choices may have split them badly (a
+    /// tester's case: places of 6 and 3, households of 2, 2, 2, 3, in that
+    /// order; the third went to the 3, and the family of 3, fourth in line,
+    /// was left waiting while the fifth, a single person, was proposed).
+    /// Tries to move one household placed earlier in the run from a provider
+    /// that would take `c` to another with room, which meets as many of its
+    /// soft preferences as where it was (so it is served no worse), and places
+    /// `c` in the room made. One move only. The providers that would take `c`
+    /// are tried best first (soft preferences met, then places left, then
+    /// order), each one's households latest placed first, and the first that
+    /// can move, moves, to the provider [`Board::place`] would choose for it.
+    ///
+    /// Until a repack succeeds, the places only get used up, so a household
+    /// refused once would be refused again: the memory of refusals holds.
+    fn repack(&mut self, h: &Profile, c: &Candidate, ci: usize, candidates: &[Candidate]) -> Option<Placing> {
+        if self.free_total < u64::from(h.size) {
+            return None;
+        }
+        let size = u32::from(h.size);
+        // Where `c` could go, room aside: the hard rules met and not passed over; best first.
+        self.load_languages(h, c);
+        let mut targets: Vec<Best> = (0..self.slots.len())
+            .filter(|&s| !self.passed_over(s, c))
+            .filter_map(|s| {
+                self.preferences(s, h).map(|soft| Best { slot: s, soft, remaining: self.slots[s].remaining })
+            })
+            .collect();
+        let eligible = targets.len() as u32;
+        targets.sort_by(|a, b| (b.soft, b.remaining).cmp(&(a.soft, a.remaining)).then(a.slot.cmp(&b.slot)));
+        for target in targets {
+            let p = target.slot;
+            let slot = &self.slots[p];
+            let need = size.saturating_sub(slot.remaining);
+            if need == 0 {
+                continue; // room enough, but not for its complex share: a move of room would not help
+            }
+            // Nobody who frees enough could go anywhere else: the common case once places run out.
+            let room_elsewhere = self.active.iter().filter(|&&q| q != p).map(|&q| self.slots[q].remaining).max();
+            let Some(room_elsewhere) = room_elsewhere.filter(|r| *r >= need) else { continue };
+            let movable: Vec<Placed> = self.placed[p]
+                .iter()
+                .rev()
+                .filter(|g| (need..=room_elsewhere).contains(&u32::from(g.profile.size)))
+                // Once it leaves, `c`'s complex people must fit the share here.
+                .filter(|g| {
+                    let freed = if g.profile.complex { u32::from(g.profile.size) } else { 0 };
+                    !h.complex || (slot.complex_used - freed).saturating_add(size) <= slot.complex_cap
+                })
+                .copied()
+                .collect();
+            for g in movable {
+                let other = &candidates[g.candidate];
+                self.load_languages(&g.profile, other);
+                let here = self.preferences(p, &g.profile).unwrap_or(0);
+                let (to, others) = self.best_slot(&g.profile, other, Some(p));
+                let Some(to) = to.filter(|to| to.soft >= here) else { continue };
+                // The move: `g` to its new provider, then `c` in the room it left.
+                let moved_fit = self.explain(other, &to, Some(others));
+                self.give_back(p, &g);
+                self.occupy(to.slot, &g.profile);
+                self.placed[to.slot].push(g);
+                self.load_languages(h, c);
+                let mut fit = self.explain(c, &Best { remaining: self.slots[p].remaining, ..target }, Some(eligible));
+                fit.push("room made by moving a household placed earlier in this run to another provider".into());
+                self.take(p, h, ci);
+                let moved = (g.placement, self.openings[to.slot].provider.clone(), moved_fit);
+                return Some(Placing { provider: self.openings[p].provider.clone(), fit, moved: Some(moved) });
+            }
+            self.load_languages(h, c);
+        }
+        None
     }
 
     /// Puts the household's languages in `scratch`, where [`Board::preferences`] reads them.
@@ -314,9 +477,16 @@ impl<'a> Board<'a> {
             fit.push(age_fit(c, opening, slot));
         }
         if c.complex {
-            let held = opening.complex_held;
-            let used = held + slot.complex_used + u32::from(c.size);
-            fit.push(format!("complex share {used}/{} used", held + slot.complex_cap));
+            // Of the provider's share of the month's places (free and held), as
+            // their capacity states it: a tester read "1/2 used" for a share of 5
+            // when 8 of 10 places were held, which was the room left, not the share.
+            let used = opening.complex_held + slot.complex_used + u32::from(c.size);
+            let month = u64::from(opening.free_places) + u64::from(opening.places_held);
+            let share = month * u64::from(opening.max_complex_share_pct) / 100;
+            fit.push(format!(
+                "complex share {used}/{share} used ({} % of {month} places this month)",
+                opening.max_complex_share_pct
+            ));
         }
         fit
     }

@@ -260,10 +260,16 @@ fn run_counted(
         }
         considered += 1;
         let c = &candidates[ranked.index];
-        if let Some((provider, provider_fit)) = board.place(&ranked.extra, c) {
+        if let Some(placing) = board.place(&ranked.extra, c, ranked.index, candidates) {
+            if let Some((earlier, provider, provider_fit)) = placing.moved {
+                let moved: &mut Placement = &mut placements[earlier];
+                moved.provider = provider;
+                moved.explanation.provider_fit = provider_fit;
+            }
+            let provider_fit = placing.fit;
             let explanation =
                 ScoreExplanation { score: ranked.score, parts: score::parts(c, &bonuses, now), provider_fit };
-            placements.push(Placement { reference: c.reference, provider, explanation });
+            placements.push(Placement { reference: c.reference, provider: placing.provider, explanation });
         }
     }
     (placements, considered)
