@@ -46,6 +46,11 @@ impl DelegateId {
     /// and a patient's number typed here would be kept and shown with them
     /// (ids stored before this check are read with [`DelegateId::parse`]).
     pub fn parse_new(input: &str) -> Result<Self, DomainError> {
+        // As a token's `sub` is refused with them: trimmed quietly, the id would
+        // not be what the caller sent, and they learn of it only from the answer.
+        if input.trim() != input {
+            return Err(DomainError::invalid("delegate", "a user id has no spaces before or after it"));
+        }
         let id = Self::parse(input)?;
         if id.as_str().chars().any(super::unprintable) {
             return Err(DomainError::invalid(
@@ -255,8 +260,12 @@ mod tests {
 
     #[test]
     fn a_new_delegate_id_is_not_a_phn_though_a_stored_one_still_reads() {
-        let e = DelegateId::parse_new(" 9698658215 ").unwrap_err();
+        let e = DelegateId::parse_new("9698658215").unwrap_err();
         assert!(e.message.contains("valid PHN"), "{e}");
+        // Spaces around a new id are refused, as around a token's `sub`, not trimmed quietly.
+        let e = DelegateId::parse_new(" moa-1 ").unwrap_err();
+        assert!(e.message.contains("no spaces"), "{e}");
+        assert_eq!(DelegateId::parse(" moa-1 ").unwrap().as_str(), "moa-1", "one stored trimmed still reads");
         assert!(DelegateId::parse("9698658215").is_ok(), "stored before the check: still read");
         assert!(DelegateId::parse_new("9698658216").is_ok(), "not a PHN: its check digit is wrong");
         assert!(DelegateId::parse_new("9698-658-215").is_err(), "however it is punctuated");

@@ -30,16 +30,30 @@ impl Phn {
     }
 
     /// Whether `text` is a valid PHN however it is spaced or punctuated: its
-    /// digits with nothing but spaces, dashes, underscores or dots between them
-    /// (`9698-658-215`, a no-break space). For text that must not be a PHN (an
-    /// id people read, an audit record), which [`Phn::parse`] alone would let through.
+    /// digits with nothing but spaces, dashes, underscores, dots, slashes or
+    /// colons between them (`9698-658-215`, a no-break space), perhaps after a
+    /// `PHN` label, in the digits of any script (full-width `９`, Arabic-Indic
+    /// `٩`, Devanagari `९`: a reader sees the number all the same). For text
+    /// that must not be a PHN (an id people read, an audit record), which
+    /// [`Phn::parse`] alone would let through.
     pub fn is_spelled_in(text: &str) -> bool {
-        let separator =
-            |c: char| c.is_whitespace() || matches!(c, '-' | '_' | '.' | '\u{2010}'..='\u{2015}' | '\u{2212}');
-        text.chars().all(|c| c.is_ascii_digit() || separator(c)) && {
-            let digits: String = text.chars().filter(char::is_ascii_digit).collect();
-            digits.len() == 10 && digits.parse().is_ok_and(|v| Self::from_u64(v).is_ok())
+        let separator = |c: char| {
+            c.is_whitespace() || matches!(c, '-' | '_' | '.' | '/' | ':' | '\u{2010}'..='\u{2015}' | '\u{2212}')
+        };
+        let text = text.trim_start();
+        let text = match text.get(..3) {
+            Some(label) if label.eq_ignore_ascii_case("phn") => &text[3..],
+            _ => text,
+        };
+        let mut digits = String::with_capacity(10);
+        for c in text.chars() {
+            match decimal_digit(c) {
+                Some(d) => digits.push(d),
+                None if separator(c) => {}
+                None => return false,
+            }
         }
+        digits.len() == 10 && digits.parse().is_ok_and(|v| Self::from_u64(v).is_ok())
     }
 
     /// Validates a number already held as an integer (storage, synthetic data).
@@ -121,6 +135,26 @@ impl fmt::Display for Phn {
     }
 }
 
+/// `c` as an ASCII digit when it is a decimal digit of any script. Unicode
+/// gives each script's digits a run of ten code points from zero, and the
+/// standard library knows digit values only in ASCII, so a digit's value is
+/// its distance from the start of its run of numeric characters (runs of
+/// several sets of ten, as in the mathematical digits, count on by tens).
+fn decimal_digit(c: char) -> Option<char> {
+    if c.is_ascii_digit() {
+        return Some(c);
+    }
+    if c.is_ascii() || !c.is_numeric() {
+        return None;
+    }
+    let code = u32::from(c);
+    let mut start = code;
+    while code - start < 60 && start > 0 && char::from_u32(start - 1).is_some_and(char::is_numeric) {
+        start -= 1;
+    }
+    char::from_digit((code - start) % 10, 10)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,7 +165,14 @@ mod tests {
         for spelled in ["9698658215", "9698 658 215", "9698-658-215", "9698\u{a0}658\u{a0}215", " 96.98.65.82.15 "] {
             assert!(Phn::is_spelled_in(spelled), "{spelled:?}");
         }
-        for not in ["9698658216", "user-9698658215", "P10001", "9698-658-21", ""] {
+        // Other scripts' digits, a label, slashes: a tester had all of these taken as a user id.
+        for spelled in
+            ["９６９８６５８２１５", "٩٦٩٨٦٥٨٢١٥", "९६९८६५८२१५", "PHN9698658215", "969/865/8215", "phn: 9698 658 215"]
+        {
+            assert!(Phn::is_spelled_in(spelled), "{spelled:?}");
+        }
+        for not in ["9698658216", "user-9698658215", "P10001", "9698-658-21", "", "９６９８６５８２１６", "phn"]
+        {
             assert!(!Phn::is_spelled_in(not), "{not:?}");
         }
         assert!(Phn::parse("9698 658 215").is_ok());

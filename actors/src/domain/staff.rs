@@ -49,6 +49,9 @@ pub struct StaffInput {
 impl StaffInput {
     /// Trims and checks each field.
     pub fn parse(subject: &str, name: &str, title: &str) -> Result<Self, DomainError> {
+        if subject.trim() != subject {
+            return Err(DomainError::invalid("subject", "a user id has no spaces before or after it"));
+        }
         let subject = DelegateId::parse(subject).map_err(|_| DomainError::invalid("subject", STAFF_RULE))?;
         let subject =
             DelegateId::parse_new(subject.as_str()).map_err(|e| DomainError { field: "subject".into(), ..e })?;
@@ -74,9 +77,11 @@ mod tests {
 
     #[test]
     fn staff_input_is_trimmed_and_bounded() {
-        let ok = StaffInput::parse(" moa-7@fernie ", " Jo Tremblay ", "MOA").unwrap();
+        let ok = StaffInput::parse("moa-7@fernie", " Jo Tremblay ", "MOA").unwrap();
         assert_eq!((ok.subject.as_str(), ok.name.as_str(), ok.title.as_str()), ("moa-7@fernie", "Jo Tremblay", "MOA"));
         let field = |r: Result<StaffInput, DomainError>| r.unwrap_err().field;
+        // A user id with spaces around it is refused, as a token's `sub` is: not trimmed quietly.
+        assert_eq!(field(StaffInput::parse(" moa-7@fernie ", "Jo", "MOA")), "subject");
         assert_eq!(field(StaffInput::parse("", "Jo", "MOA")), "subject");
         assert_eq!(field(StaffInput::parse("has\ttab", "Jo", "MOA")), "subject");
         assert_eq!(field(StaffInput::parse(&"x".repeat(257), "Jo", "MOA")), "subject");

@@ -154,6 +154,10 @@ async fn the_endorsement_workflow_grants_and_revokes_panel_access() {
     let moa = delegate("moa-1");
     let moa_id = DelegateId::parse("moa-1").unwrap();
     assert_eq!(code(s.panel(&moa, &doc, 0, 10).await), ErrorCode::Forbidden, "no endorsement yet");
+    // A provider naming their own sign-in as the delegate: surely the wrong id.
+    let own = DelegateId::parse(as_provider(&doc).subject()).unwrap();
+    let refused = s.start_endorsement(&as_provider(&doc), &doc, own).await.unwrap_err();
+    assert_eq!((refused.code, refused.field.as_deref()), (ErrorCode::InvalidInput, Some("delegate")));
 
     // The provider starts it; the delegate receives and approves; the provider completes.
     let e = s.start_endorsement(&as_provider(&doc), &doc, moa_id.clone()).await.unwrap();

@@ -36,6 +36,17 @@ pub fn start(
     now: Timestamp,
 ) -> Result<(Change, Endorsement), AttachError> {
     let by = party_of(who, provider, &delegate)?;
+    if by == Party::Provider && who.subject() == delegate.as_str() {
+        // Harmless (acting as a delegate takes a delegate's sign-in) but surely a
+        // mistake for the staff member's id, which a tester found taken without a word.
+        return Err(AttachError {
+            field: Some("delegate".into()),
+            ..AttachError::new(
+                crate::error::ErrorCode::InvalidInput,
+                "a provider is not their own delegate: name the staff member's user id",
+            )
+        });
+    }
     if state.provider(provider).is_none() {
         return Err(AttachError::not_found("provider"));
     }
