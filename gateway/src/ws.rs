@@ -97,6 +97,10 @@ enum FromClient {
     Starts(String),
     /// Starts one under an id in use: graphql-transport-ws closes with 4409.
     Reuses(String),
+    /// A message of the other protocol (`start`, `stop` or
+    /// `connection_terminate` on graphql-transport-ws), which async-graphql
+    /// would take: the protocol closes with 4400.
+    Foreign(String),
     /// Anything else.
     Other,
 }
@@ -109,6 +113,9 @@ enum ToClient {
     /// graphql-transport-ws sends none, and a client that already reused the
     /// id would take it for the end of the new operation.
     Drop,
+    /// Sent as this instead: an operation refused before it ran (validation)
+    /// is answered `error`, not async-graphql's `next` and `complete`.
+    Replace(String),
 }
 
 /// The ids of a connection's operations under way. async-graphql would
@@ -126,6 +133,11 @@ struct Operations {
     under_way: std::collections::HashSet<String>,
     /// Operations the client completed, whose `complete` async-graphql still sends.
     completed_by_client: std::collections::HashSet<String>,
+    /// Operations under way that have had no answer yet: their first `next`
+    /// is read to tell a request refused before it ran.
+    unanswered: std::collections::HashSet<String>,
+    /// Operations answered `error` in place of `next`, whose `complete` is not sent.
+    errored: std::collections::HashSet<String>,
 }
 
 /// The type and id of a protocol message, as far as [`Operations`] reads it.
@@ -150,18 +162,29 @@ impl Operations {
             acknowledged: false,
             under_way: Default::default(),
             completed_by_client: Default::default(),
+            unanswered: Default::default(),
+            errored: Default::default(),
         }
     }
 
     /// Reads a client's message. async-graphql takes `subscribe` and `start`
     /// (and `complete` and `stop`) alike under either protocol, so both are read.
     fn client_sent(&mut self, text: &[u8]) -> FromClient {
+        if self.unique
+            && let Ok(Kind { kind }) = serde_json::from_slice::<Kind>(text)
+            && matches!(&*kind, "start" | "stop" | "connection_terminate")
+        {
+            return FromClient::Foreign(kind.into_owned());
+        }
         let Some((kind, id)) = envelope(text) else { return FromClient::Other };
         if matches!(kind.as_str(), "subscribe" | "start") && self.acknowledged {
             if self.unique && self.under_way.contains(&id) {
                 return FromClient::Reuses(id);
             }
             self.under_way.insert(id.clone());
+            if self.unique {
+                self.unanswered.insert(id.clone());
+            }
             return FromClient::Starts(id);
         }
         if matches!(kind.as_str(), "complete" | "stop") && self.under_way.remove(&id) {
@@ -173,6 +196,7 @@ impl Operations {
     /// An operation refused before async-graphql saw it: its id is free.
     fn refused(&mut self, id: &str) {
         self.under_way.remove(id);
+        self.unanswered.remove(id);
     }
 
     /// Reads the server's message: an operation that completed or failed frees its id.
@@ -181,12 +205,21 @@ impl Operations {
             self.acknowledged = true;
             return ToClient::Send;
         }
-        // Only those two end an operation; `next` messages (the feed) go unparsed.
+        // An operation's first answer: a request refused before it ran is `error`.
+        if !self.unanswered.is_empty() && text.starts_with(r#"{"type":"next""#) {
+            return self.first_next(text);
+        }
+        // Only those two end an operation; other `next` messages (the feed) go unparsed.
         let complete = text.starts_with(r#"{"type":"complete""#);
         if !(complete || text.starts_with(r#"{"type":"error""#)) {
             return ToClient::Send;
         }
         let Some((_, id)) = envelope(text.as_bytes()) else { return ToClient::Send };
+        // Answered `error` already: the operation ended there.
+        if complete && self.errored.remove(&id) {
+            return ToClient::Drop;
+        }
+        self.unanswered.remove(&id);
         // async-graphql answers a client's complete at once, before it reads the
         // client's next message, so the echo comes before the id can be reused.
         if complete && self.unique && self.completed_by_client.remove(&id) {
@@ -196,6 +229,50 @@ impl Operations {
         self.under_way.remove(&id);
         ToClient::Send
     }
+}
+
+/// The type of a protocol message, whatever else it holds.
+#[derive(serde::Deserialize)]
+struct Kind<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: std::borrow::Cow<'a, str>,
+}
+
+impl Operations {
+    /// Reads a `next` that may be an operation's first answer. async-graphql
+    /// answers a request refused before it ran (it fails validation, or a check
+    /// made before any field) with `next`, no data and errors naming no field
+    /// (`path`), then `complete`; graphql-transport-ws answers it `error`, with
+    /// the errors as its payload, and nothing after. An answer with data, or
+    /// with an error of a field that ran, stays `next`.
+    fn first_next(&mut self, text: &str) -> ToClient {
+        let Some((_, id)) = envelope(text.as_bytes()) else { return ToClient::Send };
+        if !self.unanswered.remove(&id) {
+            return ToClient::Send;
+        }
+        if !text.contains(r#""data":null"#) {
+            return ToClient::Send;
+        }
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(text) else { return ToClient::Send };
+        let payload = &message["payload"];
+        let errors = payload["errors"].as_array().filter(|e| !e.is_empty());
+        let refused =
+            payload["data"].is_null() && errors.is_some_and(|errors| errors.iter().all(|e| e.get("path").is_none()));
+        match errors {
+            Some(errors) if refused => {
+                self.errored.insert(id.clone());
+                self.under_way.remove(&id);
+                let error = serde_json::json!({ "type": "error", "id": id, "payload": errors });
+                ToClient::Replace(error.to_string())
+            }
+            _ => ToClient::Send,
+        }
+    }
+}
+
+/// The close frame for a message of the other protocol.
+fn foreign(kind: &str) -> CloseFrame {
+    frame(4400, &format!("Invalid message received: `{kind}` is not a graphql-transport-ws message"))
 }
 
 /// The close frame for a second `subscribe` with an id in use.
@@ -313,10 +390,11 @@ pub async fn serve<E, OnInit, InitFut>(
     let (mut sink, input) = socket.split();
     let ops = Arc::new(Mutex::new(Operations::new(protocol)));
     // Messages the connection itself answers with (a refused operation), and
-    // the id whose reuse closes it. Bounded: while refusals wait to be sent, the
+    // the close frame of a message that ends it (an id reused, the other
+    // protocol's message). Bounded: while refusals wait to be sent, the
     // client's next messages are not read.
     let (answer, mut answers) = tokio::sync::mpsc::channel::<String>(8);
-    let (reused_tx, mut reused) = futures::channel::oneshot::channel::<String>();
+    let (reused_tx, mut reused) = futures::channel::oneshot::channel::<CloseFrame>();
     let reused_tx = Arc::new(Mutex::new(Some(reused_tx)));
     let reading = ops.clone();
     // async-graphql reads the client through this filter, only as fast as it
@@ -344,7 +422,13 @@ pub async fn serve<E, OnInit, InitFut>(
                 match verdict {
                     FromClient::Reuses(id) => {
                         if let Some(tell) = lock(&reused_tx).take() {
-                            let _ = tell.send(id);
+                            let _ = tell.send(duplicate_id(&id));
+                        }
+                        None
+                    }
+                    FromClient::Foreign(kind) => {
+                        if let Some(tell) = lock(&reused_tx).take() {
+                            let _ = tell.send(foreign(&kind));
                         }
                         None
                     }
@@ -368,6 +452,7 @@ pub async fn serve<E, OnInit, InitFut>(
             future::ready(match message {
                 WsMessage::Text(text) => match lock(&ops).server_sent(&text) {
                     ToClient::Send => Some(Message::Text(with_codes(text).into())),
+                    ToClient::Replace(error) => Some(Message::Text(with_codes(error).into())),
                     ToClient::Drop => None,
                 },
                 WsMessage::Close(code, reason) => {
@@ -397,8 +482,8 @@ pub async fn serve<E, OnInit, InitFut>(
                 let _ = sink.send(Message::Close(Some(frame))).await;
                 return;
             }
-            Ok(id) = &mut reused => {
-                let _ = sink.send(Message::Close(Some(duplicate_id(&id)))).await;
+            Ok(frame) = &mut reused => {
+                let _ = sink.send(Message::Close(Some(frame))).await;
                 return;
             }
         };
@@ -460,9 +545,14 @@ mod tests {
         assert_eq!(ops.server_sent(r#"{"type":"connection_ack"}"#), ToClient::Send);
         assert_eq!(ops.client_sent(sub("1").as_bytes()), FromClient::Starts("1".into()));
         assert_eq!(ops.client_sent(sub("1").as_bytes()), FromClient::Reuses("1".into()));
-        // async-graphql takes the legacy `start` on this protocol too: so does this.
+        // The legacy protocol's messages, which async-graphql would take on this one too, close it (4400).
         let start = r#"{"id":"1","type":"start","payload":{"query":"{ a }"}}"#;
-        assert_eq!(ops.client_sent(start.as_bytes()), FromClient::Reuses("1".into()));
+        assert_eq!(ops.client_sent(start.as_bytes()), FromClient::Foreign("start".into()));
+        assert_eq!(
+            ops.client_sent(br#"{"type":"connection_terminate"}"#),
+            FromClient::Foreign("connection_terminate".into())
+        );
+        assert_eq!(ops.client_sent(br#"{"id":"1","type":"stop"}"#), FromClient::Foreign("stop".into()));
         // The client completes it: async-graphql's answering complete is dropped, and the id is free.
         assert_eq!(ops.client_sent(done("1").as_bytes()), FromClient::Other);
         assert_eq!(ops.server_sent(&done("1")), ToClient::Drop);
@@ -486,6 +576,36 @@ mod tests {
         assert_eq!(legacy.client_sent(start.as_bytes()), FromClient::Starts("1".into()));
         assert_eq!(legacy.client_sent(start.as_bytes()), FromClient::Starts("1".into()));
         assert_eq!(legacy.client_sent(sub("2").as_bytes()), FromClient::Starts("2".into()));
+    }
+
+    #[test]
+    fn a_request_refused_before_it_ran_is_answered_error_and_nothing_after() {
+        let mut ops = Operations::new(WebSocketProtocols::GraphQLWS);
+        ops.server_sent(r#"{"type":"connection_ack"}"#);
+        let sub = |id: &str| format!(r#"{{"id":"{id}","type":"subscribe","payload":{{"query":"{{ a }}"}}}}"#);
+        // Validation: no data, errors naming no field. `error`, and async-graphql's `complete` dropped.
+        ops.client_sent(sub("1").as_bytes());
+        let invalid = r#"{"type":"next","id":"1","payload":{"data":null,"errors":[{"message":"Unknown field 'nope'","locations":[{"line":1,"column":3}]}]}}"#;
+        let ToClient::Replace(error) = ops.server_sent(invalid) else { panic!("not replaced") };
+        let error: serde_json::Value = serde_json::from_str(&error).unwrap();
+        assert_eq!((&error["type"], &error["id"]), (&serde_json::json!("error"), &serde_json::json!("1")));
+        assert_eq!(error["payload"][0]["message"], "Unknown field 'nope'");
+        assert_eq!(ops.server_sent(r#"{"type":"complete","id":"1"}"#), ToClient::Drop);
+        assert_eq!(ops.client_sent(sub("1").as_bytes()), FromClient::Starts("1".into()), "the id is free");
+        // A field that ran and failed (it has a path), or an answer with data: `next`, as before.
+        let failed = r#"{"type":"next","id":"1","payload":{"data":null,"errors":[{"message":"x","path":["a"]}]}}"#;
+        assert_eq!(ops.server_sent(failed), ToClient::Send);
+        assert_eq!(ops.server_sent(r#"{"type":"complete","id":"1"}"#), ToClient::Send);
+        ops.client_sent(sub("2").as_bytes());
+        assert_eq!(ops.server_sent(r#"{"type":"next","id":"2","payload":{"data":{"a":1}}}"#), ToClient::Send);
+        // Only the first answer is read: a later one is a feed event, passed on unread.
+        let later = r#"{"type":"next","id":"2","payload":{"data":null,"errors":[{"message":"x"}]}}"#;
+        assert_eq!(ops.server_sent(later), ToClient::Send);
+        // The legacy protocol answers a refused request `data` then `complete`, as its clients expect.
+        let mut legacy = Operations::new(WebSocketProtocols::SubscriptionsTransportWS);
+        legacy.server_sent(r#"{"type":"connection_ack"}"#);
+        legacy.client_sent(br#"{"id":"1","type":"start","payload":{"query":"{ a }"}}"#);
+        assert_eq!(legacy.server_sent(&invalid.replace("next", "data")), ToClient::Send);
     }
 
     #[test]
