@@ -421,19 +421,21 @@ impl AttachSystem {
         }
     }
 
-    /// Refuses the public, and any patient but its owner, a registration a
-    /// patient registered while signed in (DECISIONS 46): its reference alone
-    /// is no longer enough. Staff are checked by their scope, as before; one
-    /// registered without signing in, or by a coordinator, has no owner, and
-    /// its reference stays the capability. The owner never changes, so the
-    /// answer cannot go stale before the step it guards.
+    /// Refuses a registration a patient registered while signed in (DECISIONS
+    /// 46) to anyone but that patient, Attach itself, and coordinators and
+    /// support whose scope holds its community: its reference alone is no
+    /// longer enough (the operation's own rules apply on top). One registered
+    /// without signing in, or by a coordinator, has no owner, and its
+    /// reference stays the capability. The owner never changes, so the answer
+    /// cannot go stale before the step it guards.
     async fn require_owner(
         &self,
         who: &Principal,
         shard: &ShardKey,
         reference: RegistrationRef,
     ) -> Result<(), AttachError> {
-        if !matches!(who.role(), Role::Public | Role::Patient) {
+        let staff_in_scope = matches!(who.role(), Role::Coordinator | Role::Support) && who.scope().covers(shard);
+        if who.role() == Role::Internal || staff_in_scope {
             return Ok(());
         }
         let owner = self.directory.call(shard, |r| ShardMsg::OwnerOf(reference, r)).await?;
@@ -446,8 +448,8 @@ impl AttachSystem {
             )),
             Some(_) => Err(AttachError::new(
                 ErrorCode::Forbidden,
-                "this household was registered by another patient signed in: only they, or a coordinator of its \
-                 community, may use its reference",
+                "this household was registered by a patient signed in: only they, and coordinators and support of \
+                 its community, may use its reference",
             )),
         }
     }

@@ -119,7 +119,10 @@ impl Feed for RedisFeed {
     }
 
     fn reconnects(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
-        Some(self.reconnects.clone())
+        // Reconnections before now are not this subscriber's to catch up on.
+        let mut reconnects = self.reconnects.clone();
+        reconnects.borrow_and_update();
+        Some(reconnects)
     }
 }
 

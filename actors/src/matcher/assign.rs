@@ -305,6 +305,20 @@ impl<'a> Board<'a> {
             .collect();
         let eligible = targets.len() as u32;
         targets.sort_by(|a, b| (b.soft, b.remaining).cmp(&(a.soft, a.remaining)).then(a.slot.cmp(&b.slot)));
+        // The two slots with most places left, so the room outside each target costs nothing to find.
+        let mut most: [Option<(u32, usize)>; 2] = [None, None];
+        for &q in &self.active {
+            let r = (self.slots[q].remaining, q);
+            if most[0].is_none_or(|m| r.0 > m.0) {
+                most = [Some(r), most[0]];
+            } else if most[1].is_none_or(|m| r.0 > m.0) {
+                most[1] = Some(r);
+            }
+        }
+        // Households that could not move out of a slot, by profile: within one
+        // repack nothing changes until a move, so one of the same profile (and
+        // passed over by nobody) could not either.
+        let mut stuck: Vec<(u128, usize)> = Vec::new();
         for target in targets {
             let p = target.slot;
             let slot = &self.slots[p];
@@ -313,7 +327,7 @@ impl<'a> Board<'a> {
                 continue; // room enough, but not for its complex share: a move of room would not help
             }
             // Nobody who frees enough could go anywhere else: the common case once places run out.
-            let room_elsewhere = self.active.iter().filter(|&&q| q != p).map(|&q| self.slots[q].remaining).max();
+            let room_elsewhere = most.iter().flatten().find(|(_, q)| *q != p).map(|(r, _)| *r);
             let Some(room_elsewhere) = room_elsewhere.filter(|r| *r >= need) else { continue };
             let movable: Vec<Placed> = self.placed[p]
                 .iter()
@@ -328,12 +342,20 @@ impl<'a> Board<'a> {
                 .collect();
             for g in movable {
                 let other = &candidates[g.candidate];
+                let key = (self.languages.words == 1 && other.passed.is_empty()).then(|| (g.profile.key(), p));
+                if key.is_some_and(|k| stuck.contains(&k)) {
+                    continue;
+                }
                 self.load_languages(&g.profile, other);
                 let here = self.preferences(p, &g.profile).unwrap_or(0);
                 let (to, others) = self.best_slot(&g.profile, other, Some(p));
-                let Some(to) = to.filter(|to| to.soft >= here) else { continue };
+                let Some(to) = to.filter(|to| to.soft >= here) else {
+                    stuck.extend(key);
+                    continue;
+                };
                 // The move: `g` to its new provider, then `c` in the room it left.
-                let moved_fit = self.explain(other, &to, Some(others));
+                // Eligible where it was, too.
+                let moved_fit = self.explain(other, &to, Some(others + 1));
                 self.give_back(p, &g);
                 self.occupy(to.slot, &g.profile);
                 self.placed[to.slot].push(g);

@@ -628,7 +628,7 @@ fn a_household_earlier_in_line_is_not_left_waiting_for_how_the_run_split_the_pla
     let out = run(&candidates, &openings, &Policy::default(), NOW);
     assert_eq!(placed(&out), [(1, "P0001"), (2, "P0001"), (3, "P0001"), (4, "P0002")]);
     assert!(fit(&out[3]).iter().any(|f| f.starts_with("room made by moving")), "{:?}", fit(&out[3]));
-    assert_eq!(fit(&out[2])[0], "only eligible provider", "the moved household's reasons are its new provider's");
+    assert_eq!(fit(&out[2])[0], "best of 2 eligible providers", "the moved household's reasons are its new provider's");
     // Every place is used, none twice.
     let used = |id: &str| out.iter().filter(|p| p.provider.as_str() == id).count();
     assert_eq!((used("P0001"), used("P0002")), (3, 1));

@@ -572,9 +572,17 @@ async fn a_household_a_patient_registered_signed_in_answers_only_to_them_by_its_
     assert_eq!(tried.len(), 5, "{tried:?}");
     assert!(tried.iter().all(|a| a.outcome == Outcome::Refused("FORBIDDEN".into())), "{tried:?}");
 
-    // The patient who registered it, and its community's coordinator, as before.
+    // Nor staff who do not hold its community (a reviewer found them reading it, needs and all).
+    let doc = ProviderId::parse("P1111").unwrap();
+    let outside = [as_provider(&doc), delegate("moa-1"), coordinator(&["community:112"])];
+    for who in &outside {
+        assert_eq!(code(s.registration(who, &r).await), ErrorCode::Forbidden, "{who:?}");
+    }
+    // The patient who registered it, and its community's coordinator and support, as before.
     s.registration(&owner, &r).await.unwrap();
     s.registration(&coordinator(&["community:111"]), &r).await.unwrap();
+    let support = Principal::new("support-1", Role::Support, None, Scope::parse(["community:111"]).unwrap());
+    s.registration(&support, &r).await.unwrap();
     // It goes with the household to the community it moves to, and is kept there.
     let moved = s.move_registration(&owner, &r, &c("112")).await.unwrap();
     assert_eq!(moved.registration.shard.community.as_str(), "112");

@@ -738,6 +738,49 @@ async fn a_removal_between_a_transfers_two_steps_leaves_the_moved_patients_to_th
 }
 
 #[tokio::test]
+async fn a_patient_removed_after_a_transfer_read_its_chunk_is_not_moved_onto_the_receivers_panel() {
+    let w = world(ShardConfig { transfer_chunk: 2, ..ShardConfig::default() }).await;
+    let s = &w.system;
+    let f = clinic(s, "0F111", "111").await;
+    let (a, b) = (provider(s, "P1111", "111", 0).await, provider(s, "P2222", "111", 0).await);
+    for p in [&a, &b] {
+        s.set_provider_clinic(&sys(), &f, p, true).await.unwrap();
+    }
+    submit(s, &a, &f, &csv_of(&(1..=4).map(phn).collect::<Vec<_>>(), "0F111")).await;
+    let key = TransferKey::parse("k1").unwrap();
+    s.begin_transfer(&sys(), key.clone(), &a, &b, &f).await.unwrap();
+    // The runner reads a chunk; the provider removes its patients; then the chunk reaches the receiver.
+    let shard = ShardKey::parse("IHA/111").unwrap();
+    let (from_, key_) = (a.clone(), key.clone());
+    let (_, entries) = s
+        .directory()
+        .call(&shard, |reply| crate::shard::ShardMsg::TransferBatch { from: from_, key: key_, limit: 2, reply })
+        .await
+        .unwrap();
+    let read: Vec<Phn> = entries.iter().map(|e| e.phn).collect();
+    assert_eq!(s.remove_from_panel(&sys(), &a, read.clone()).await.unwrap(), [true, true]);
+    let moving = crate::panel::Transferring {
+        from: a.clone(),
+        from_shard: shard.clone(),
+        to: b.clone(),
+        facility: f.clone(),
+        entries,
+    };
+    let taken =
+        s.directory().call(&shard, |reply| crate::shard::ShardMsg::AcceptTransfer(moving, reply)).await.unwrap();
+    assert!(taken.moved.is_empty() && taken.skipped.is_empty(), "{taken:?}");
+    // A tester saw such patients on the receiver's panel, their PHNs held, though their removal was answered done.
+    let done = s.run_transfer(&a, &key).await.unwrap();
+    assert_eq!((done.status, done.moved), (TransferStatus::Completed, 2), "{done:?}");
+    let received: Vec<Phn> = s.panel(&sys(), &b, 0, 10).await.unwrap().items.iter().map(|e| e.phn).collect();
+    assert!(received.iter().all(|p| !read.contains(p)), "{received:?}");
+    for p in &read {
+        assert!(s.store().phn_claim(*p).await.unwrap().is_none(), "free to register or be listed");
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn a_clinics_report_counts_only_the_part_of_each_panel_at_that_clinic() {
     let w = world(ShardConfig::default()).await;
     let s = &w.system;

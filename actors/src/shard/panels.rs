@@ -780,7 +780,13 @@ impl ShardRuntime {
             match current {
                 Some(c) if c.shard == mine.shard && c.holder == mine.holder => taking.push(e),
                 Some(c) if from_source(&c) => moves.push((e, Some(c))),
-                None => moves.push((e, None)),
+                // Nobody holds them: the source's provider removed them since the
+                // chunk was read (a removal frees the claim), so they are not the
+                // panel's to move; taken, they landed on this panel though the
+                // removal was answered done (found by a crash tester). Left out
+                // of both lists: the source has no entry left to drop, and one
+                // still there (a claim never made) stays for the next round.
+                None => {}
                 Some(_) => out.skipped.push(e.phn),
             }
         }

@@ -268,8 +268,9 @@ fn open_journal(db: &Database, path: &Path) -> anyhow::Result<journal::Journal> 
                 lost,
                 recovered_after = d.recovered,
                 kept_as = %copy.display(),
-                "the audit journal was damaged: records between frames that could be read are lost \
-                 (the frames after them were restored)"
+                "the audit journal could not be read in places: records between frames that could be read \
+                 are lost (the frames after them were restored); this is damage on disk, or a power failure \
+                 that cut off the last write out of order (whose callers were never answered)"
             ),
             None => tracing::error!(
                 kept_as = %copy.display(),

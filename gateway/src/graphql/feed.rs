@@ -358,13 +358,16 @@ impl Live {
 
     /// After the feed connected again: the events committed since the last
     /// one delivered, read from the store into the backlog, or a `MISSED`
-    /// notice when they are too many or cannot be read. Nothing when none
-    /// were committed, or when where this subscriber stands is not known
-    /// (it was just told `MISSED`).
+    /// notice when they are too many or cannot be read (nor how many there
+    /// are). Nothing when none were committed, or when where this subscriber
+    /// stands is not known (it was just told `MISSED`).
     async fn catch_up(&mut self) -> Option<MatchEvent> {
         let last = self.last.or(self.since)?;
         let filler = self.filler.clone()?;
-        let latest = filler.system.last_seq(&self.shard).await?;
+        let Some(latest) = filler.system.last_seq(&self.shard).await else {
+            self.last = None;
+            return Some(MatchEvent::missed(&self.shard, last));
+        };
         if latest <= last {
             return None;
         }

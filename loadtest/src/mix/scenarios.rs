@@ -108,7 +108,9 @@ impl Target {
                 .context("reading the regions")?;
         let mut communities = Vec::new();
         for part in args.target.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let before = communities.len();
+            // Whether the part names a served community, even one an earlier part named
+            // (`ha:IHA,community:111` overlaps, and is no mistake).
+            let mut named = false;
             for ha in regions["healthAuthorities"].as_array().into_iter().flatten() {
                 for c in ha["communities"].as_array().into_iter().flatten() {
                     let code = c["code"].as_str().unwrap_or_default().to_string();
@@ -119,12 +121,13 @@ impl Target {
                         Some(("community", want)) => code == want,
                         _ => bail!("`{part}` is not `province`, `ha:CODE` or `community:CODE`"),
                     };
+                    named |= wanted;
                     if wanted && !communities.contains(&code) {
                         communities.push(code);
                     }
                 }
             }
-            ensure!(communities.len() > before, "`{part}` names no community this server serves");
+            ensure!(named, "`{part}` names no community this server serves");
         }
         let mut providers = Vec::new();
         if args.mix.contains("panel") {

@@ -639,6 +639,10 @@ async fn a_household_registered_signed_in_answers_by_its_reference_only_to_its_p
         assert_eq!(c.outcome(Public, &query, vars).await, "UNAUTHENTICATED", "{op} by the public");
     }
     let (read, vars) = request("registration", &f, 1);
+    // Nor staff who do not hold its community.
+    for who in [Provider, Delegate, OutOfScopeCoordinator, Operations] {
+        assert_eq!(c.outcome(who, &read, vars.clone()).await, "FORBIDDEN", "read by {who:?}");
+    }
     assert_eq!(c.ok(Patient, &read, vars.clone()).await["registration"]["status"], "PROPOSED", "nothing changed");
     c.ok(Coordinator, &read, vars).await;
     let (decline, vars) = request("declineMatch", &f, 1);

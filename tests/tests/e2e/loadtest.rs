@@ -82,8 +82,10 @@ async fn no_progress_line_is_printed_after_the_deadline_while_subscribers_take_t
     let dir = tempfile::tempdir().unwrap();
     let app = TestApp::spawn(dir.path(), Spawn::default()).await;
     let token = app.token(Role::Coordinator, &["province"], None);
+    // A target naming one community twice is that community (a tester had an overlap refused as unknown).
     let out = Command::new(loadtest_bin())
-        .args(["run", "--url", &app.url, "--target", "community:111", "--mix", "register=1", "--token", &token])
+        .args(["run", "--url", &app.url, "--target", "community:111,community:111", "--mix", "register=1"])
+        .args(["--token", &token])
         .args(["--duration", "2", "--concurrency", "2", "--max-requests", "400", "--progress", "1"])
         .args(["--subscribers", "2"])
         .output()

@@ -220,6 +220,15 @@ fn later_frame(frames: &[u8], from: usize, last: u64) -> Option<usize> {
     })
 }
 
+/// The sequence number the header at `at` bears, if it is whole and plausible
+/// (a frame's length and a number above zero), whether its payload holds or not.
+fn header_seq(frames: &[u8], at: usize) -> Option<u64> {
+    let header = frames.get(at..at + HEADER)?;
+    let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes"));
+    let seq = u64::from_le_bytes(header[4..12].try_into().expect("8 bytes"));
+    (len >= 16 && seq > 0).then_some(seq)
+}
+
 /// The rows of the run of whole frames at the start of `frames` (after the
 /// magic). A run ends at the first frame that is short, fails its checksum or
 /// breaks the numbering: a write a crash cut off, or frames from before the
@@ -241,7 +250,10 @@ fn parse(frames: &[u8]) -> (Vec<Row>, Option<Damage>) {
             last = Some(seq);
             at += len;
         }
-        let Some(end) = last else { break };
+        // Nothing read: the first frame is the run's, if its header is there to
+        // say which number it bears (a cleared journal's is zeros).
+        let first = || header_seq(frames, at).filter(|_| rows.is_empty()).map(|seq| seq - 1);
+        let Some(end) = last.or_else(first) else { break };
         let Some(next) = later_frame(frames, at + 1, end) else { break };
         let (seq, ..) = frame(frames, next).expect("checked");
         let d = damage.get_or_insert(Damage { lost: Some(0), recovered: 0 });
@@ -389,6 +401,13 @@ mod tests {
             assert_eq!(damage, Some(Damage { lost: Some(1), recovered: 3 }));
             assert_eq!(std::fs::read(damaged_copy(&path)).unwrap(), bad, "kept as found");
         }
+        // The first frame's payload: the rest is read all the same (a verifier saw all 20 lost, untold).
+        let mut bad = whole.clone();
+        bad[MAGIC.len() + HEADER + 3] ^= 0x5a;
+        std::fs::write(&path, &bad).unwrap();
+        let (_, rows, damage) = Journal::open(&path).unwrap();
+        assert_eq!(rows, vec![row(2, 8), row(3, 8), row(4, 8), row(5, 8)]);
+        assert_eq!(damage, Some(Damage { lost: Some(1), recovered: 4 }));
         // A file that is no journal at all: told, and kept.
         std::fs::remove_file(damaged_copy(&path)).unwrap();
         let garbage: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
