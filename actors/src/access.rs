@@ -547,7 +547,9 @@ impl Operation {
             // the reference it was given (the reference is the capability, so
             // anyone holding it reads it, signed in or not, and in or out of
             // scope: refusing a signed-in caller would only send them back
-            // without their token, and the audit would lose who read it).
+            // without their token, and the audit would lose who read it),
+            // unless a patient registered it signed in: then only they and
+            // staff in scope (`AttachSystem::require_owner`, DECISIONS 46).
             O::RegisterHousehold => matches!(role, R::Public | R::Patient | R::Coordinator),
             O::ReadRegistration => true,
             O::WithdrawRegistration | O::MoveRegistration | O::UpdateHousehold | O::DeclineMatch => {

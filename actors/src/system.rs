@@ -648,7 +648,8 @@ impl AttachSystem {
     }
 
     /// Creates a provider homed in `community`, or updates one already there:
-    /// a provider their own entry, a medical director any provider's.
+    /// a provider their own entry, a medical director that of a new provider,
+    /// their own, or a provider who practises only at clinics they direct.
     pub async fn upsert_provider(
         &self,
         who: &Principal,

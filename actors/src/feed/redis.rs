@@ -284,6 +284,10 @@ async fn subscribe_loop(
                 false
             }
         };
+        // Channels asked for while it was away, before it says it is back.
+        while let Ok(ch) = wanted_rx.try_recv() {
+            channels.insert(ch);
+        }
         for ch in &channels {
             ok &= sink.subscribe(ch).await.is_ok();
         }

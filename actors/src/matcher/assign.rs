@@ -39,12 +39,12 @@ pub(super) struct Board<'a> {
     language_rule: PreferenceRule,
     age_rule: PreferenceRule,
     /// Keys of household profiles that found no eligible provider, sorted.
-    /// Places only ever get used up, so a profile refused once is refused for
-    /// the rest of the run: most of a long waitlist is then skipped without
-    /// scanning the providers again.
+    /// Until a repack moves someone, places only get used up, so a profile
+    /// refused once is refused again (cleared when a repack succeeds): most of
+    /// a long waitlist is then skipped without scanning the providers again.
     refused: Vec<u128>,
-    /// What each slot took in this run, in run order, so a later household
-    /// may ask one of them to move.
+    /// What each slot took in this run, in the order they arrived there (placed,
+    /// or moved in), so a later household may ask one of them to move.
     placed: Vec<Vec<Placed>>,
     /// Placements made so far in this run: the next one's index.
     made: usize,

@@ -231,7 +231,9 @@ pub fn complex_room(opening: &Opening) -> u32 {
 ///
 /// Candidates are taken in priority order (score desc, then registered_at asc,
 /// then reference asc), each with the best eligible provider or skipped if none
-/// is eligible; the placements come back in that order. Openings with no free
+/// is eligible; the placements come back in that order. A household placed
+/// earlier may have its provider changed by a later one's repacking (see
+/// `assign::Board::repack`). Openings with no free
 /// places are ignored, and the run stops once every place is taken.
 pub fn run(candidates: &[Candidate], openings: &[Opening], policy: &Policy, now: Timestamp) -> Vec<Placement> {
     run_counted(candidates, openings, policy, now).0

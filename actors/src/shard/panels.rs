@@ -524,12 +524,17 @@ impl ShardRuntime {
         // left here is its second step's to drop and count. Removed here, they
         // stayed on the receiver's panel while the answer said they had left.
         let mut moved_on = BTreeSet::new();
-        for e in &removed {
-            if self.store.phn_claim(e.phn).await?.is_some_and(|c| self.names_another_panel(&c, provider)) {
+        let claims = join_all(removed.iter().map(|e| self.store.phn_claim(e.phn))).await;
+        for (e, claim) in removed.iter().zip(claims) {
+            if claim?.is_some_and(|c| self.names_another_panel(&c, provider)) {
                 moved_on.insert(e.phn);
             }
         }
-        let transferring = self.state.transfers().any(|t| &t.from == provider && t.status == TransferStatus::Running);
+        // A cancelled transfer's chunk under way is still dropped by its second step.
+        let transferring = self
+            .state
+            .transfers()
+            .any(|t| &t.from == provider && matches!(t.status, TransferStatus::Running | TransferStatus::Cancelled));
         if transferring {
             removed.retain(|e| !moved_on.contains(&e.phn));
         }
@@ -544,10 +549,12 @@ impl ShardRuntime {
         let mut deletes: Vec<RecordKey> =
             removed.iter().map(|e| RecordKey::PanelEntry(provider.clone(), e.phn)).collect();
         deletes.extend(intakes.keys().map(|phn| RecordKey::PanelIntake(provider.clone(), *phn)));
-        let events = if removed.is_empty() {
+        // Patients another panel holds were not this one's to detach (their stale entries go all the same).
+        let detached = removed.iter().filter(|e| !moved_on.contains(&e.phn)).count();
+        let events = if detached == 0 {
             vec![]
         } else {
-            vec![EventKind::Detached { provider: provider.clone(), patients: removed.len() as u32 }]
+            vec![EventKind::Detached { provider: provider.clone(), patients: detached as u32 }]
         };
         self.commit(Change { deletes, events, ..Change::default() }, now).await?;
         // The entries are gone; free the claims that stood for them. A claim

@@ -80,7 +80,7 @@ pub struct ShardState {
     /// Waiting patients submitted panels are taking (see [`PanelIntake`]).
     intakes: BTreeMap<(ProviderId, Phn), PanelIntake>,
     /// The sign-in subject of the patient who registered each registration
-    /// registered by a signed-in patient (see [`RegistrationOwner`]).
+    /// registered by a signed-in patient (see [`crate::domain::RegistrationOwner`]).
     owners: HashMap<RegistrationRef, Box<str>>,
     /// People attached, by attachment time, for rates and "this week".
     attachments: BTreeMap<Timestamp, u32>,
@@ -358,7 +358,7 @@ impl ShardState {
     }
 
     /// The sign-in subject of the patient who registered `r`, if a signed-in
-    /// patient did (see [`RegistrationOwner`]).
+    /// patient did (see [`crate::domain::RegistrationOwner`]).
     pub fn owner(&self, r: &RegistrationRef) -> Option<&str> {
         self.owners.get(r).map(|s| &**s)
     }

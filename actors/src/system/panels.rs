@@ -85,9 +85,14 @@ impl AttachSystem {
             // could list any provider, rewrite them, and take them off again.
             let mut directs_all = !listed.is_empty();
             for facility in listed {
-                if self.require_director(who, facility).await.is_err() {
-                    directs_all = false;
-                    break;
+                match self.require_director(who, facility).await {
+                    Ok(_) => {}
+                    Err(e) if e.code == ErrorCode::Forbidden => {
+                        directs_all = false;
+                        break;
+                    }
+                    // A clinic not found or not reachable says nothing of who directs it.
+                    Err(e) => return Err(e),
                 }
             }
             if !directs_all {

@@ -349,7 +349,9 @@ impl Live {
             e = self.rx.recv() => Next::Event(e),
             changed = reconnects.changed() => {
                 if changed.is_err() {
+                    // The feed is gone: nothing more to be told of.
                     self.reconnects = None;
+                    return Next::Event(self.rx.recv().await);
                 }
                 Next::Reconnected
             }

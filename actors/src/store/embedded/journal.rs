@@ -23,9 +23,11 @@
 //! record's 16-byte key and its encoded value. Each frame's `seq` is one more
 //! than the frame before it, and a process never writes the same `seq` twice,
 //! so a frame left further on from before the journal was last emptied never
-//! continues the run. Reading stops at the first frame that is short, fails
-//! its checksum or breaks the run: a crash mid-write tears only the last
-//! group, whose callers were never answered. A file without the magic is the
+//! continues the run. A run ends at the first frame that is short, fails its
+//! checksum or breaks the numbering: a crash mid-write tears only the last
+//! group, whose callers were never answered. A whole frame of the same run
+//! found further on means damage in between: reading goes on from there, and
+//! the damage is reported (see [`Damage`]). A file without the magic is the
 //! append-only journal of earlier builds (frames of `len`, `checksum`,
 //! payload), read once on open.
 
@@ -107,9 +109,18 @@ impl Journal {
             }
         };
         if damage.is_some() {
+            // Kept for whoever looks into it; the records read matter more, so a copy
+            // that cannot be written (a full disk) does not stop the store opening.
             let copy = damaged_copy(path);
-            std::fs::write(&copy, &bytes)?;
-            File::open(&copy)?.sync_all()?;
+            let kept = std::fs::write(&copy, &bytes).and_then(|()| File::open(&copy)?.sync_all()).and_then(|()| {
+                match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    Some(dir) => File::open(dir)?.sync_all(),
+                    None => Ok(()),
+                }
+            });
+            if let Err(e) = kept {
+                tracing::error!(error = %e, copy = %copy.display(), "could not keep a copy of the damaged audit journal");
+            }
         }
         Ok((Recovered { file, path: path.to_path_buf() }, rows, damage))
     }
