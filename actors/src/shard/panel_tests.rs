@@ -694,31 +694,53 @@ async fn a_transfer_whose_receiver_leaves_the_clinic_stops_instead_of_sticking()
     s.stop().await;
 }
 
-#[tokio::test]
-async fn a_removal_between_a_transfers_two_steps_leaves_the_moved_patients_to_the_receiver() {
+/// A running transfer of four patients from P1111 (in 111) to P2222 (in
+/// `receiver_community`), in chunks of two, with its first chunk read by the
+/// runner and not yet sent: the world, the two providers, the clinic, the
+/// transfer's key and the chunk as the receiver would take it.
+async fn transfer_with_a_chunk_read(
+    receiver_community: &str,
+) -> (super::tests::World, ProviderId, ProviderId, TransferKey, crate::panel::Transferring) {
     let w = world(ShardConfig { transfer_chunk: 2, ..ShardConfig::default() }).await;
     let s = &w.system;
     let f = clinic(s, "0F111", "111").await;
-    let (a, b) = (provider(s, "P1111", "111", 0).await, provider(s, "P2222", "112", 0).await);
+    let (a, b) = (provider(s, "P1111", "111", 0).await, provider(s, "P2222", receiver_community, 0).await);
     for p in [&a, &b] {
         s.set_provider_clinic(&sys(), &f, p, true).await.unwrap();
     }
     submit(s, &a, &f, &csv_of(&(1..=4).map(phn).collect::<Vec<_>>(), "0F111")).await;
     let key = TransferKey::parse("k1").unwrap();
     s.begin_transfer(&sys(), key.clone(), &a, &b, &f).await.unwrap();
-    // A chunk reaches the receiver; its second step has not run yet.
-    let (from_shard, to_shard) = (ShardKey::parse("IHA/111").unwrap(), ShardKey::parse("IHA/112").unwrap());
+    let from_shard = ShardKey::parse("IHA/111").unwrap();
     let (from_, key_) = (a.clone(), key.clone());
     let (_, entries) = s
         .directory()
         .call(&from_shard, |reply| crate::shard::ShardMsg::TransferBatch { from: from_, key: key_, limit: 2, reply })
         .await
         .unwrap();
-    let taken: Vec<Phn> = entries.iter().map(|e| e.phn).collect();
-    let moving =
-        crate::panel::Transferring { from: a.clone(), from_shard, to: b.clone(), facility: f.clone(), entries };
-    s.directory().call(&to_shard, |reply| crate::shard::ShardMsg::AcceptTransfer(moving, reply)).await.unwrap();
+    let chunk = crate::panel::Transferring { from: a.clone(), from_shard, to: b.clone(), facility: f, entries };
+    (w, a, b, key, chunk)
+}
 
+/// The chunk's step one, on the receiver's shard.
+async fn take_chunk(s: &AttachSystem, chunk: crate::panel::Transferring) -> crate::panel::TransferAccepted {
+    let to = s.provider(&sys(), &chunk.to).await.unwrap().provider.shard;
+    s.directory().call(&to, |reply| crate::shard::ShardMsg::AcceptTransfer(chunk, reply)).await.unwrap()
+}
+
+fn phns_of(items: &[crate::domain::PanelEntry]) -> Vec<Phn> {
+    let mut phns: Vec<Phn> = items.iter().map(|e| e.phn).collect();
+    phns.sort_unstable();
+    phns
+}
+
+#[tokio::test]
+async fn a_removal_between_a_transfers_two_steps_leaves_the_moved_patients_to_the_receiver() {
+    let (w, a, b, key, chunk) = transfer_with_a_chunk_read("112").await;
+    let s = &w.system;
+    // The chunk reaches the receiver; its second step has not run yet.
+    let taken = phns_of(&chunk.entries);
+    take_chunk(s, chunk).await;
     // The source's provider removes everyone: the two the receiver holds are not
     // theirs to remove any more (a tester saw them answered removed, yet kept on
     // the receiver's panel with their PHNs claimed).
@@ -728,51 +750,24 @@ async fn a_removal_between_a_transfers_two_steps_leaves_the_moved_patients_to_th
     assert_eq!(answered, expected);
     let done = s.run_transfer(&a, &key).await.unwrap();
     assert_eq!((done.status, done.moved), (TransferStatus::Completed, 2), "{done:?}");
-    let mut received: Vec<Phn> = s.panel(&sys(), &b, 0, 10).await.unwrap().items.iter().map(|e| e.phn).collect();
-    received.sort_unstable();
-    let mut taken = taken;
-    taken.sort_unstable();
-    assert_eq!(received, taken);
+    assert_eq!(phns_of(&s.panel(&sys(), &b, 0, 10).await.unwrap().items), taken);
     assert!(s.panel(&sys(), &a, 0, 10).await.unwrap().items.is_empty());
     s.stop().await;
 }
 
 #[tokio::test]
 async fn a_patient_removed_after_a_transfer_read_its_chunk_is_not_moved_onto_the_receivers_panel() {
-    let w = world(ShardConfig { transfer_chunk: 2, ..ShardConfig::default() }).await;
+    let (w, a, b, key, chunk) = transfer_with_a_chunk_read("111").await;
     let s = &w.system;
-    let f = clinic(s, "0F111", "111").await;
-    let (a, b) = (provider(s, "P1111", "111", 0).await, provider(s, "P2222", "111", 0).await);
-    for p in [&a, &b] {
-        s.set_provider_clinic(&sys(), &f, p, true).await.unwrap();
-    }
-    submit(s, &a, &f, &csv_of(&(1..=4).map(phn).collect::<Vec<_>>(), "0F111")).await;
-    let key = TransferKey::parse("k1").unwrap();
-    s.begin_transfer(&sys(), key.clone(), &a, &b, &f).await.unwrap();
-    // The runner reads a chunk; the provider removes its patients; then the chunk reaches the receiver.
-    let shard = ShardKey::parse("IHA/111").unwrap();
-    let (from_, key_) = (a.clone(), key.clone());
-    let (_, entries) = s
-        .directory()
-        .call(&shard, |reply| crate::shard::ShardMsg::TransferBatch { from: from_, key: key_, limit: 2, reply })
-        .await
-        .unwrap();
-    let read: Vec<Phn> = entries.iter().map(|e| e.phn).collect();
+    // The runner read the chunk; the provider removes its patients; then the chunk reaches the receiver.
+    let read = phns_of(&chunk.entries);
     assert_eq!(s.remove_from_panel(&sys(), &a, read.clone()).await.unwrap(), [true, true]);
-    let moving = crate::panel::Transferring {
-        from: a.clone(),
-        from_shard: shard.clone(),
-        to: b.clone(),
-        facility: f.clone(),
-        entries,
-    };
-    let taken =
-        s.directory().call(&shard, |reply| crate::shard::ShardMsg::AcceptTransfer(moving, reply)).await.unwrap();
+    let taken = take_chunk(s, chunk).await;
     assert!(taken.moved.is_empty() && taken.skipped.is_empty(), "{taken:?}");
     // A tester saw such patients on the receiver's panel, their PHNs held, though their removal was answered done.
     let done = s.run_transfer(&a, &key).await.unwrap();
     assert_eq!((done.status, done.moved), (TransferStatus::Completed, 2), "{done:?}");
-    let received: Vec<Phn> = s.panel(&sys(), &b, 0, 10).await.unwrap().items.iter().map(|e| e.phn).collect();
+    let received = phns_of(&s.panel(&sys(), &b, 0, 10).await.unwrap().items);
     assert!(received.iter().all(|p| !read.contains(p)), "{received:?}");
     for p in &read {
         assert!(s.store().phn_claim(*p).await.unwrap().is_none(), "free to register or be listed");
