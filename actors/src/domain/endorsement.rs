@@ -48,8 +48,11 @@ impl DelegateId {
     pub fn parse_new(input: &str) -> Result<Self, DomainError> {
         // As a token's `sub` is refused with them: trimmed quietly, the id would
         // not be what the caller sent, and they learn of it only from the answer.
-        if input.trim() != input {
-            return Err(DomainError::invalid("delegate", "a user id has no spaces before or after it"));
+        if super::has_invisible_ends(input) {
+            return Err(DomainError::invalid(
+                "delegate",
+                "a user id has no spaces (or other characters that show nothing) before or after it",
+            ));
         }
         let id = Self::parse(input)?;
         if id.as_str().chars().any(super::unprintable) {
@@ -265,6 +268,9 @@ mod tests {
         // Spaces around a new id are refused, as around a token's `sub`, not trimmed quietly.
         let e = DelegateId::parse_new(" moa-1 ").unwrap_err();
         assert!(e.message.contains("no spaces"), "{e}");
+        // Nor a zero-width space or a byte-order mark, which trim leaves (a verifier's).
+        assert!(DelegateId::parse_new("moa-1\u{200b}").is_err());
+        assert!(DelegateId::parse_new("\u{feff}moa-1").is_err());
         assert_eq!(DelegateId::parse(" moa-1 ").unwrap().as_str(), "moa-1", "one stored trimmed still reads");
         assert!(DelegateId::parse("9698658215").is_ok(), "stored before the check: still read");
         assert!(DelegateId::parse_new("9698658216").is_ok(), "not a PHN: its check digit is wrong");

@@ -38,6 +38,13 @@ pub fn has_unprintable(text: &str) -> bool {
     text.chars().any(unprintable)
 }
 
+/// Whether `text` begins or ends with a character that shows nothing (a
+/// space, a zero-width space, a byte-order mark...): an id so written is not
+/// the id its reader sees.
+pub fn has_invisible_ends(text: &str) -> bool {
+    text.chars().next().is_some_and(invisible) || text.chars().next_back().is_some_and(invisible)
+}
+
 /// Whether `c` shows nothing by itself: a space; a zero-width, formatting or
 /// joining character; a filler or blank that renders empty (Hangul fillers, a
 /// braille blank); a variation selector or tag; or a combining mark, which

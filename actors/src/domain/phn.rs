@@ -38,15 +38,32 @@ impl Phn {
     /// [`Phn::parse`] alone would let through.
     pub fn is_spelled_in(text: &str) -> bool {
         let separator = |c: char| {
-            c.is_whitespace() || matches!(c, '-' | '_' | '.' | '/' | ':' | '\u{2010}'..='\u{2015}' | '\u{2212}')
+            c.is_whitespace()
+                || matches!(
+                    c,
+                    '-' | '_' | '.' | '/' | ':' | ',' | '(' | ')' | '#' | '\u{b7}' | '\u{2022}' | '\u{2010}'..='\u{2015}'
+                        | '\u{2212}'
+                        // Invisible: a soft hyphen, zero-width spaces and joiners, a word joiner, a BOM.
+                        | '\u{ad}' | '\u{200b}'..='\u{200d}' | '\u{2060}' | '\u{feff}'
+                )
         };
-        let text = text.trim_start();
-        let text = match text.get(..3) {
-            Some(label) if label.eq_ignore_ascii_case("phn") => &text[3..],
-            _ => text,
-        };
+        // A label before the number (`PHN`, `BC PHN #`, in full-width letters too) is still the number.
+        let first_digit = text.char_indices().find(|(_, c)| decimal_digit(*c).is_some()).map_or(text.len(), |(i, _)| i);
+        let label: String = text[..first_digit]
+            .chars()
+            .filter(|c| !separator(*c))
+            .map(|c| match u32::from(c) {
+                // Full-width Latin letters, as their ASCII ones.
+                code @ 0xff21..=0xff5a => char::from_u32(code - 0xfee0).unwrap_or(c),
+                _ => c,
+            })
+            .collect::<String>()
+            .to_ascii_lowercase();
+        if !matches!(label.as_str(), "" | "phn" | "bcphn") {
+            return false;
+        }
         let mut digits = String::with_capacity(10);
-        for c in text.chars() {
+        for c in text[first_digit..].chars() {
             match decimal_digit(c) {
                 Some(d) => digits.push(d),
                 None if separator(c) => {}
@@ -144,6 +161,20 @@ fn decimal_digit(c: char) -> Option<char> {
     if c.is_ascii_digit() {
         return Some(c);
     }
+    // Digits that are not in a run of ten: superscripts, subscripts, circled.
+    let value = match c {
+        '\u{2070}' | '\u{2080}' | '\u{24ea}' => Some(0),
+        '\u{b9}' => Some(1),
+        '\u{b2}' => Some(2),
+        '\u{b3}' => Some(3),
+        '\u{2074}'..='\u{2079}' => Some(u32::from(c) - 0x2070),
+        '\u{2081}'..='\u{2089}' => Some(u32::from(c) - 0x2080),
+        '\u{2460}'..='\u{2468}' => Some(u32::from(c) - 0x245f),
+        _ => None,
+    };
+    if let Some(v) = value {
+        return char::from_digit(v, 10);
+    }
     if c.is_ascii() || !c.is_numeric() {
         return None;
     }
@@ -171,7 +202,21 @@ mod tests {
         {
             assert!(Phn::is_spelled_in(spelled), "{spelled:?}");
         }
-        for not in ["9698658216", "user-9698658215", "P10001", "9698-658-21", "", "９６９８６５８２１６", "phn"]
+        // And a verifier's next round: commas, phone style, invisible characters, other labels, superscripts.
+        for spelled in [
+            "969,865,8215",
+            "(969) 865-8215",
+            "969·865·8215",
+            "9698\u{200b}658215",
+            "96\u{ad}98658215",
+            "BC PHN #9698658215",
+            "ＰＨＮ 9698658215",
+            "⁹⁶⁹⁸⁶⁵⁸²¹⁵",
+            "\u{feff}9698658215",
+        ] {
+            assert!(Phn::is_spelled_in(spelled), "{spelled:?}");
+        }
+        for not in ["9698658216", "user-9698658215", "P10001", "9698-658-21", "", "９６９８６５８２１６", "phn", "BC 1"]
         {
             assert!(!Phn::is_spelled_in(not), "{not:?}");
         }

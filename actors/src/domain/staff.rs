@@ -49,8 +49,11 @@ pub struct StaffInput {
 impl StaffInput {
     /// Trims and checks each field.
     pub fn parse(subject: &str, name: &str, title: &str) -> Result<Self, DomainError> {
-        if subject.trim() != subject {
-            return Err(DomainError::invalid("subject", "a user id has no spaces before or after it"));
+        if super::has_invisible_ends(subject) {
+            return Err(DomainError::invalid(
+                "subject",
+                "a user id has no spaces (or other characters that show nothing) before or after it",
+            ));
         }
         let subject = DelegateId::parse(subject).map_err(|_| DomainError::invalid("subject", STAFF_RULE))?;
         let subject =

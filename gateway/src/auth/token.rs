@@ -175,7 +175,8 @@ fn verify_with(token: &str, key: &super::keys::Key, rules: &TokenRules) -> Resul
 /// endorsement), and not a PHN, since every audit record keeps its caller's
 /// subject and the audit log holds no personal data.
 pub fn subject_problem(sub: &str) -> Option<String> {
-    if !attach_actors::domain::is_subject(sub) || attach_actors::domain::has_unprintable(sub) {
+    use attach_actors::domain::{has_invisible_ends, has_unprintable, is_subject};
+    if !is_subject(sub) || has_unprintable(sub) || has_invisible_ends(sub) {
         return Some(format!(
             "`sub` must be 1 to {MAX_SUBJECT} bytes, no control characters, bidirectional overrides or surrounding \
              spaces"
