@@ -150,8 +150,14 @@ struct Envelope<'a> {
 }
 
 fn envelope(text: &[u8]) -> Option<(String, String)> {
+    let (kind, id) = kind_and_id(text)?;
+    Some((kind, id?))
+}
+
+/// The type of a protocol message and its id, if it has one.
+fn kind_and_id(text: &[u8]) -> Option<(String, Option<String>)> {
     let m: Envelope = serde_json::from_slice(text).ok()?;
-    Some((m.kind.into_owned(), m.id?.into_owned()))
+    Some((m.kind.into_owned(), m.id.map(std::borrow::Cow::into_owned)))
 }
 
 impl Operations {
@@ -170,13 +176,11 @@ impl Operations {
     /// Reads a client's message. async-graphql takes `subscribe` and `start`
     /// (and `complete` and `stop`) alike under either protocol, so both are read.
     fn client_sent(&mut self, text: &[u8]) -> FromClient {
-        if self.unique
-            && let Ok(Kind { kind }) = serde_json::from_slice::<Kind>(text)
-            && matches!(&*kind, "start" | "stop" | "connection_terminate")
-        {
-            return FromClient::Foreign(kind.into_owned());
+        let Some((kind, id)) = kind_and_id(text) else { return FromClient::Other };
+        if self.unique && matches!(kind.as_str(), "start" | "stop" | "connection_terminate") {
+            return FromClient::Foreign(kind);
         }
-        let Some((kind, id)) = envelope(text) else { return FromClient::Other };
+        let Some(id) = id else { return FromClient::Other };
         if matches!(kind.as_str(), "subscribe" | "start") && self.acknowledged {
             if self.unique && self.under_way.contains(&id) {
                 return FromClient::Reuses(id);
@@ -229,13 +233,6 @@ impl Operations {
         self.under_way.remove(&id);
         ToClient::Send
     }
-}
-
-/// The type of a protocol message, whatever else it holds.
-#[derive(serde::Deserialize)]
-struct Kind<'a> {
-    #[serde(rename = "type", borrow)]
-    kind: std::borrow::Cow<'a, str>,
 }
 
 impl Operations {
@@ -394,8 +391,8 @@ pub async fn serve<E, OnInit, InitFut>(
     // protocol's message). Bounded: while refusals wait to be sent, the
     // client's next messages are not read.
     let (answer, mut answers) = tokio::sync::mpsc::channel::<String>(8);
-    let (reused_tx, mut reused) = futures::channel::oneshot::channel::<CloseFrame>();
-    let reused_tx = Arc::new(Mutex::new(Some(reused_tx)));
+    let (closing_tx, mut closing) = futures::channel::oneshot::channel::<CloseFrame>();
+    let closing_tx = Arc::new(Mutex::new(Some(closing_tx)));
     let reading = ops.clone();
     // async-graphql reads the client through this filter, only as fast as it
     // takes messages, so a client cannot queue work here.
@@ -411,27 +408,23 @@ pub async fn serve<E, OnInit, InitFut>(
             future::ready(read.is_ok())
         })
         .filter_map(move |read| {
-            let (ops, admission, answer, reused_tx) =
-                (reading.clone(), admission.clone(), answer.clone(), reused_tx.clone());
+            let (ops, admission, answer, closing_tx) =
+                (reading.clone(), admission.clone(), answer.clone(), closing_tx.clone());
             async move {
                 let data = match read {
                     Ok(m @ (Message::Text(_) | Message::Binary(_))) => m.into_data(),
                     _ => return None,
                 };
                 let verdict = lock(&ops).client_sent(&data);
+                let close = |frame: CloseFrame| {
+                    if let Some(tell) = lock(&closing_tx).take() {
+                        let _ = tell.send(frame);
+                    }
+                    None
+                };
                 match verdict {
-                    FromClient::Reuses(id) => {
-                        if let Some(tell) = lock(&reused_tx).take() {
-                            let _ = tell.send(duplicate_id(&id));
-                        }
-                        None
-                    }
-                    FromClient::Foreign(kind) => {
-                        if let Some(tell) = lock(&reused_tx).take() {
-                            let _ = tell.send(foreign(&kind));
-                        }
-                        None
-                    }
+                    FromClient::Reuses(id) => close(duplicate_id(&id)),
+                    FromClient::Foreign(kind) => close(foreign(&kind)),
                     FromClient::Starts(id) => match admission.admit(&data).await {
                         None => Some(data),
                         Some(why) => {
@@ -482,7 +475,7 @@ pub async fn serve<E, OnInit, InitFut>(
                 let _ = sink.send(Message::Close(Some(frame))).await;
                 return;
             }
-            Ok(frame) = &mut reused => {
+            Ok(frame) = &mut closing => {
                 let _ = sink.send(Message::Close(Some(frame))).await;
                 return;
             }

@@ -37,14 +37,13 @@ impl Phn {
     /// that must not be a PHN (an id people read, an audit record), which
     /// [`Phn::parse`] alone would let through.
     pub fn is_spelled_in(text: &str) -> bool {
+        // Punctuation, or anything that shows nothing (a space, a soft hyphen, a zero-width space, a BOM...).
         let separator = |c: char| {
-            c.is_whitespace()
+            super::invisible(c)
                 || matches!(
                     c,
-                    '-' | '_' | '.' | '/' | ':' | ',' | '(' | ')' | '#' | '\u{b7}' | '\u{2022}' | '\u{2010}'..='\u{2015}'
-                        | '\u{2212}'
-                        // Invisible: a soft hyphen, zero-width spaces and joiners, a word joiner, a BOM.
-                        | '\u{ad}' | '\u{200b}'..='\u{200d}' | '\u{2060}' | '\u{feff}'
+                    '-' | '_' | '.' | '/' | ':' | ',' | '(' | ')' | '#' | '\u{b7}' | '\u{2022}' | '\u{2010}'
+                        ..='\u{2015}' | '\u{2212}'
                 )
         };
         // A label before the number (`PHN`, `BC PHN #`, in full-width letters too) is still the number.

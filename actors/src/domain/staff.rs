@@ -49,15 +49,10 @@ pub struct StaffInput {
 impl StaffInput {
     /// Trims and checks each field.
     pub fn parse(subject: &str, name: &str, title: &str) -> Result<Self, DomainError> {
-        if super::has_invisible_ends(subject) {
-            return Err(DomainError::invalid(
-                "subject",
-                "a user id has no spaces (or other characters that show nothing) before or after it",
-            ));
-        }
-        let subject = DelegateId::parse(subject).map_err(|_| DomainError::invalid("subject", STAFF_RULE))?;
-        let subject =
-            DelegateId::parse_new(subject.as_str()).map_err(|e| DomainError { field: "subject".into(), ..e })?;
+        // The shape first, with the staff list's own words; then the rules of a
+        // new id (no spaces around it, not a PHN...) on the id as sent.
+        DelegateId::parse(subject).map_err(|_| DomainError::invalid("subject", STAFF_RULE))?;
+        let subject = DelegateId::parse_new(subject).map_err(|e| DomainError { field: "subject".into(), ..e })?;
         Ok(StaffInput { subject, name: printable(name, "name", 120)?, title: printable(title, "title", 60)? })
     }
 

@@ -126,9 +126,12 @@ impl Feed for RedisFeed {
     }
 }
 
-/// Tells subscribers here that a connection was made again after a loss.
-fn tell_reconnected(reconnected: &tokio::sync::watch::Sender<u64>) {
-    reconnected.send_modify(|n| *n += 1);
+/// Marks a connection up and, when it comes back after a loss, tells
+/// subscribers here that events published meanwhile may have reached nobody.
+fn mark_up(state: &AtomicU8, reconnected: &tokio::sync::watch::Sender<u64>) {
+    if state.swap(UP, Ordering::Relaxed) == DOWN {
+        reconnected.send_modify(|n| *n += 1);
+    }
 }
 
 async fn backoff(attempt: &mut u32) {
@@ -182,9 +185,7 @@ async fn publish_loop(
         again.clear();
         // Events dropped while it was down reached nobody: subscribers here read them
         // from the store (other processes' subscribers get them with the next event).
-        if state.swap(UP, Ordering::Relaxed) == DOWN {
-            tell_reconnected(&reconnected);
-        }
+        mark_up(&state, &reconnected);
         attempt = 0;
         info!("feed publisher connected to Redis");
         loop {
@@ -295,9 +296,7 @@ async fn subscribe_loop(
             // Whatever was published while it was away (the publisher may well
             // have sent again, on its own new connection, before this one
             // subscribed) reached no subscriber here: they read it from the store.
-            if state.swap(UP, Ordering::Relaxed) == DOWN {
-                tell_reconnected(&reconnected);
-            }
+            mark_up(&state, &reconnected);
             attempt = 0;
             info!(channels = channels.len(), "feed subscriber connected to Redis");
         }

@@ -668,22 +668,8 @@ async fn a_transfer_whose_receiver_leaves_the_clinic_stops_instead_of_sticking()
     s.answer_transfer(&as_provider(&a), &a, &key, true).await.unwrap();
     s.answer_transfer(&as_provider(&b), &a, &key, true).await.unwrap();
     assert_eq!(code(s.answer_transfer(&md, &a, &key, false).await), ErrorCode::Conflict, "too late to withdraw");
-    let (from_shard, to_shard) = (ShardKey::parse("IHA/111").unwrap(), ShardKey::parse("IHA/112").unwrap());
-    let (from_, key_) = (a.clone(), key.clone());
-    let (_, entries) = s
-        .directory()
-        .call(&from_shard, |reply| crate::shard::ShardMsg::TransferBatch { from: from_, key: key_, limit: 2, reply })
-        .await
-        .unwrap();
-    let moving = crate::panel::Transferring {
-        from: a.clone(),
-        from_shard: from_shard.clone(),
-        to: b.clone(),
-        facility: f.clone(),
-        entries,
-    };
-    let taken = s.directory().call(&to_shard, |reply| crate::shard::ShardMsg::AcceptTransfer(moving, reply)).await;
-    assert_eq!(taken.unwrap().moved.len(), 2);
+    let chunk = read_chunk(s, &a, &b, &f, &key).await;
+    assert_eq!(take_chunk(s, chunk).await.moved.len(), 2);
     s.set_provider_clinic(&md, &f, &b, false).await.unwrap();
     let stopped = s.run_transfer(&a, &key).await.unwrap();
     assert_eq!((stopped.status, stopped.moved), (TransferStatus::Cancelled, 2));
@@ -711,15 +697,27 @@ async fn transfer_with_a_chunk_read(
     submit(s, &a, &f, &csv_of(&(1..=4).map(phn).collect::<Vec<_>>(), "0F111")).await;
     let key = TransferKey::parse("k1").unwrap();
     s.begin_transfer(&sys(), key.clone(), &a, &b, &f).await.unwrap();
-    let from_shard = ShardKey::parse("IHA/111").unwrap();
-    let (from_, key_) = (a.clone(), key.clone());
+    let chunk = read_chunk(s, &a, &b, &f, &key).await;
+    (w, a, b, key, chunk)
+}
+
+/// The next chunk of two of transfer `key` from `from`, as the runner reads it
+/// from the source's shard, addressed to `to` at `facility`; not yet sent.
+async fn read_chunk(
+    s: &AttachSystem,
+    from: &ProviderId,
+    to: &ProviderId,
+    facility: &FacilityNumber,
+    key: &TransferKey,
+) -> crate::panel::Transferring {
+    let from_shard = s.provider(&sys(), from).await.unwrap().provider.shard;
+    let (from_, key_) = (from.clone(), key.clone());
     let (_, entries) = s
         .directory()
         .call(&from_shard, |reply| crate::shard::ShardMsg::TransferBatch { from: from_, key: key_, limit: 2, reply })
         .await
         .unwrap();
-    let chunk = crate::panel::Transferring { from: a.clone(), from_shard, to: b.clone(), facility: f, entries };
-    (w, a, b, key, chunk)
+    crate::panel::Transferring { from: from.clone(), from_shard, to: to.clone(), facility: facility.clone(), entries }
 }
 
 /// The chunk's step one, on the receiver's shard.

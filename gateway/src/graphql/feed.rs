@@ -341,6 +341,16 @@ impl GapFiller {
 }
 
 impl Live {
+    /// A stream from now on, with nothing delivered yet.
+    fn new(
+        shard: ShardKey,
+        rx: broadcast::Receiver<Event>,
+        filler: Option<Arc<GapFiller>>,
+        reconnects: Option<tokio::sync::watch::Receiver<u64>>,
+    ) -> Self {
+        Live { shard, rx, last: None, since: None, backlog: VecDeque::new(), filler, reconnects }
+    }
+
     /// The next event or reconnection.
     async fn next(&mut self) -> Next {
         let Some(reconnects) = self.reconnects.as_mut() else { return Next::Event(self.rx.recv().await) };
@@ -374,18 +384,26 @@ impl Live {
             return None;
         }
         self.since = None;
-        match filler.fill(last, latest + 1).await {
-            Some(found) => {
-                self.backlog.extend(found);
-                let first = self.backlog.pop_front()?;
-                self.last = Some(first.seq);
-                Some(MatchEvent::from(first))
-            }
-            None => {
-                self.last = None;
-                Some(MatchEvent::missed(&self.shard, last))
-            }
-        }
+        let found = filler.fill(last, latest + 1).await;
+        self.fill_gap(last, found, None)
+    }
+
+    /// The first of the events a gap after `last` held (`found`, read from the
+    /// store), the rest and then `then` (the event that showed the gap, if one
+    /// did) kept to follow it; or, when they could not be read, a `MISSED`
+    /// notice, with `then` kept to follow it.
+    fn fill_gap(&mut self, last: u64, found: Option<Vec<Event>>, then: Option<Event>) -> Option<MatchEvent> {
+        let Some(found) = found else {
+            // Too many, or not readable: say so before going on.
+            self.backlog.extend(then);
+            self.last = None;
+            return Some(MatchEvent::missed(&self.shard, last));
+        };
+        self.backlog.extend(found);
+        self.backlog.extend(then);
+        let first = self.backlog.pop_front()?;
+        self.last = Some(first.seq);
+        Some(MatchEvent::from(first))
     }
 }
 
@@ -413,17 +431,8 @@ fn live_stream(live: Live) -> BoxStream<'static, MatchEvent> {
                             Some(filler) => filler.fill(last, e.seq).await,
                             None => None,
                         };
-                        if let Some(found) = found {
-                            s.backlog.extend(found);
-                            s.backlog.push_back(e);
-                            let first = s.backlog.pop_front()?;
-                            s.last = Some(first.seq);
-                            return Some((MatchEvent::from(first), s));
-                        }
-                        // Too many, or not readable: say so before going on.
-                        s.backlog.push_back(e);
-                        s.last = None;
-                        return Some((MatchEvent::missed(&s.shard, last), s));
+                        let event = s.fill_gap(last, found, Some(e))?;
+                        return Some((event, s));
                     }
                     s.last = Some(e.seq);
                     return Some((MatchEvent::from(e), s));
@@ -463,21 +472,13 @@ async fn community_stream(
             if events.len() > max_replay {
                 // Too much to replay here: say so, and let the client page with `events`.
                 let notice = MatchEvent::missed(&shard, after);
-                let rest = live_stream(Live {
-                    shard,
-                    rx,
-                    last: None,
-                    since: None,
-                    backlog: VecDeque::new(),
-                    filler,
-                    reconnects: system.feed_reconnects(),
-                });
+                let rest = live_stream(Live::new(shard, rx, filler, system.feed_reconnects()));
                 return Ok(stream::once(async move { notice }).chain(rest).boxed());
             }
             (events.into(), Some(after), None)
         }
     };
-    Ok(live_stream(Live { shard, rx, last, since, backlog, filler, reconnects: system.feed_reconnects() }))
+    Ok(live_stream(Live { last, since, backlog, ..Live::new(shard, rx, filler, system.feed_reconnects()) }))
 }
 
 #[Subscription(name = "Subscription")]
@@ -541,15 +542,7 @@ mod tests {
     #[tokio::test]
     async fn a_subscriber_that_falls_behind_is_told_once_and_goes_on() {
         let (tx, rx) = broadcast::channel(4);
-        let mut s = live_stream(Live {
-            shard: shard(),
-            rx,
-            last: None,
-            since: None,
-            backlog: VecDeque::new(),
-            filler: None,
-            reconnects: None,
-        });
+        let mut s = live_stream(Live::new(shard(), rx, None, None));
         tx.send(event(1)).unwrap();
         assert_eq!(describe(&s.next().await.unwrap()), (1, None));
         for seq in 2..=20 {
@@ -567,15 +560,7 @@ mod tests {
     async fn a_jump_in_sequence_is_announced_and_duplicates_are_dropped() {
         let (tx, rx) = broadcast::channel(16);
         let backlog = VecDeque::from([event(3), event(4)]);
-        let mut s = live_stream(Live {
-            shard: shard(),
-            rx,
-            last: Some(2),
-            since: None,
-            backlog,
-            filler: None,
-            reconnects: None,
-        });
+        let mut s = live_stream(Live { last: Some(2), backlog, ..Live::new(shard(), rx, None, None) });
         for seq in [3, 4, 5, 8] {
             tx.send(event(seq)).unwrap();
         }
@@ -588,15 +573,7 @@ mod tests {
 
     /// A subscription from now on, the community standing at `since`, with no store to fill gaps.
     fn from_now(rx: broadcast::Receiver<Event>, since: u64) -> BoxStream<'static, MatchEvent> {
-        live_stream(Live {
-            shard: shard(),
-            rx,
-            last: None,
-            since: Some(since),
-            backlog: VecDeque::new(),
-            filler: None,
-            reconnects: None,
-        })
+        live_stream(Live { since: Some(since), ..Live::new(shard(), rx, None, None) })
     }
 
     #[tokio::test]

@@ -143,14 +143,7 @@ impl Report {
             self.feed.missed_notices,
             self.feed.missing
         );
-        if self.feed.unchecked > 0 {
-            let _ = write!(
-                out,
-                " (not counting {} subscribers whose community's events could not be read back at the end: \
-                 more may be missing)",
-                self.feed.unchecked
-            );
-        }
+        out.push_str(&self.feed.unchecked_note());
         out
     }
 
@@ -211,15 +204,7 @@ svg {{ background: #fafafa; border: 1px solid #ddd; margin: .5rem 0; }}
             deliveries = self.feed.deliveries,
             missed = self.feed.missed_notices,
             missing = self.feed.missing,
-            unchecked = if self.feed.unchecked > 0 {
-                format!(
-                    " (not counting {} subscribers whose community's events could not be read back: more may be \
-                     missing)",
-                    self.feed.unchecked
-                )
-            } else {
-                String::new()
-            },
+            unchecked = self.feed.unchecked_note(),
             throughput = self.throughput_chart(),
             latency = self.latency_chart(),
         )

@@ -38,6 +38,21 @@ pub struct FeedSummary {
     pub unchecked: u64,
 }
 
+impl FeedSummary {
+    /// What the count of events never delivered leaves out, said after it:
+    /// empty when every subscriber's community was read back.
+    pub fn unchecked_note(&self) -> String {
+        if self.unchecked == 0 {
+            return String::new();
+        }
+        format!(
+            " (not counting {} subscribers whose community's events could not be read back at the end: more may \
+             be missing)",
+            self.unchecked
+        )
+    }
+}
+
 /// The running subscribers.
 pub struct Feed {
     tasks: Vec<JoinHandle<Watched>>,

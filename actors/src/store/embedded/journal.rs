@@ -206,13 +206,20 @@ pub(super) fn damaged_copy(path: &Path) -> std::path::PathBuf {
     name.into()
 }
 
-/// The frame at `at` if it is whole and its checksum holds: its sequence
-/// number, payload and length in all.
-fn frame(frames: &[u8], at: usize) -> Option<(u64, &[u8], usize)> {
+/// The header at `at`, if the bytes hold one: the payload's length, the
+/// sequence number and the checksum, as written (nothing checked).
+fn header(frames: &[u8], at: usize) -> Option<(usize, u64, u64)> {
     let header = frames.get(at..at + HEADER)?;
     let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
     let seq = u64::from_le_bytes(header[4..12].try_into().expect("8 bytes"));
     let sum = u64::from_le_bytes(header[12..].try_into().expect("8 bytes"));
+    Some((len, seq, sum))
+}
+
+/// The frame at `at` if it is whole and its checksum holds: its sequence
+/// number, payload and length in all.
+fn frame(frames: &[u8], at: usize) -> Option<(u64, &[u8], usize)> {
+    let (len, seq, sum) = header(frames, at)?;
     let payload = frames.get(at + HEADER..at + HEADER + len)?;
     (len >= 16 && fnv1a(&[&seq.to_le_bytes(), payload]) == sum).then_some((seq, payload, HEADER + len))
 }
@@ -226,18 +233,14 @@ const MAX_GAP: u64 = 1 << 20;
 /// whole and with its checksum holding: a later frame of the run that ended at `last`.
 fn later_frame(frames: &[u8], from: usize, last: u64) -> Option<usize> {
     (from..frames.len().saturating_sub(HEADER)).find(|&at| {
-        let seq = u64::from_le_bytes(frames[at + 4..at + 12].try_into().expect("8 bytes"));
-        seq > last && seq - last <= MAX_GAP && frame(frames, at).is_some_and(|(s, _, _)| s == seq)
+        header(frames, at).is_some_and(|(_, seq, _)| seq > last && seq - last <= MAX_GAP) && frame(frames, at).is_some()
     })
 }
 
 /// The sequence number the header at `at` bears, if it is whole and plausible
 /// (a frame's length and a number above zero), whether its payload holds or not.
 fn header_seq(frames: &[u8], at: usize) -> Option<u64> {
-    let header = frames.get(at..at + HEADER)?;
-    let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes"));
-    let seq = u64::from_le_bytes(header[4..12].try_into().expect("8 bytes"));
-    (len >= 16 && seq > 0).then_some(seq)
+    header(frames, at).filter(|(len, seq, _)| *len >= 16 && *seq > 0).map(|(_, seq, _)| seq)
 }
 
 /// The rows of the run of whole frames at the start of `frames` (after the
