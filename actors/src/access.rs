@@ -355,20 +355,25 @@ pub enum Operation {
     /// Agree to a panel transfer or decline it (either of its providers), or
     /// withdraw it (a medical director of its clinic).
     AnswerPanelTransfer,
-    /// Receive, approve or decline a delegation endorsement (the party who did not start it).
+    /// Receive or approve a delegation endorsement (the party who did not
+    /// start it; its refusal too until session 20).
     AnswerEndorsement,
     /// Complete an approved endorsement (the party who started it): from then on the delegate acts for the provider.
     CompleteEndorsement,
     /// Withdraw an endorsement, or revoke a completed one (either party).
     CancelEndorsement,
-    /// List a provider at a clinic or take them off it (its medical director;
-    /// recorded as `ManageClinicStaff` until session 19).
+    /// List a provider at a clinic (its medical director; recorded as
+    /// `ManageClinicStaff` until session 19, and taking them off it too until session 20).
     ListProviderAtClinic,
+    /// Refuse a delegation endorsement (the party who did not start it).
+    DeclineEndorsement,
+    /// Take a provider off a clinic (its medical director).
+    UnlistProviderAtClinic,
 }
 
 impl Operation {
     /// Every operation, in a stable order.
-    pub const ALL: [Operation; 34] = [
+    pub const ALL: [Operation; 36] = [
         Operation::RegisterHousehold,
         Operation::ReadRegistration,
         Operation::WithdrawRegistration,
@@ -403,6 +408,8 @@ impl Operation {
         Operation::CompleteEndorsement,
         Operation::CancelEndorsement,
         Operation::ListProviderAtClinic,
+        Operation::DeclineEndorsement,
+        Operation::UnlistProviderAtClinic,
     ];
 
     /// The name in the audit log.
@@ -442,6 +449,8 @@ impl Operation {
             Operation::CompleteEndorsement => "completeEndorsement",
             Operation::CancelEndorsement => "cancelEndorsement",
             Operation::ListProviderAtClinic => "listProviderAtClinic",
+            Operation::DeclineEndorsement => "declineEndorsement",
+            Operation::UnlistProviderAtClinic => "unlistProviderAtClinic",
         }
     }
 
@@ -486,6 +495,8 @@ impl Operation {
             Operation::CompleteEndorsement => "complete a delegation endorsement",
             Operation::CancelEndorsement => "cancel a delegation endorsement",
             Operation::ListProviderAtClinic => "list a provider at a clinic",
+            Operation::DeclineEndorsement => "decline a delegation endorsement",
+            Operation::UnlistProviderAtClinic => "take a provider off a clinic",
         }
     }
 
@@ -515,6 +526,8 @@ impl Operation {
                 | Operation::CompleteEndorsement
                 | Operation::CancelEndorsement
                 | Operation::ListProviderAtClinic
+                | Operation::DeclineEndorsement
+                | Operation::UnlistProviderAtClinic
         )
     }
 
@@ -570,12 +583,18 @@ impl Operation {
             O::ReadStatistics => !matches!(role, R::Public | R::Patient),
             O::ReadEvents => matches!(role, R::Coordinator | R::Support),
             O::ReadAudit => role == R::Operations,
-            O::ManageEndorsement | O::AnswerEndorsement | O::CompleteEndorsement | O::CancelEndorsement => {
+            O::ManageEndorsement
+            | O::AnswerEndorsement
+            | O::DeclineEndorsement
+            | O::CompleteEndorsement
+            | O::CancelEndorsement => {
                 matches!(role, R::Provider | R::MedicalDirector | R::Delegate)
             }
             O::ReadEndorsements => matches!(role, R::Provider | R::MedicalDirector | R::Delegate | R::Support),
             O::SubmitPanel | O::RemoveFromPanel => matches!(role, R::Provider | R::MedicalDirector | R::Delegate),
-            O::ManageClinicStaff | O::TransferPanel | O::ListProviderAtClinic => role == R::MedicalDirector,
+            O::ManageClinicStaff | O::TransferPanel | O::ListProviderAtClinic | O::UnlistProviderAtClinic => {
+                role == R::MedicalDirector
+            }
             O::AnswerPanelTransfer => matches!(role, R::Provider | R::MedicalDirector),
             O::ReadPanelReports => {
                 matches!(role, R::Provider | R::MedicalDirector | R::Delegate | R::Support | R::Operations)

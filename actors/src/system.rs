@@ -1013,9 +1013,8 @@ impl AttachSystem {
     ) -> Result<Endorsement, AttachError> {
         // Each step its own operation, so the log tells a grant from a revocation.
         let op = match step {
-            EndorsementStep::Receive | EndorsementStep::Approve | EndorsementStep::Decline => {
-                Operation::AnswerEndorsement
-            }
+            EndorsementStep::Receive | EndorsementStep::Approve => Operation::AnswerEndorsement,
+            EndorsementStep::Decline => Operation::DeclineEndorsement,
             EndorsementStep::Complete => Operation::CompleteEndorsement,
             EndorsementStep::Cancel => Operation::CancelEndorsement,
         };

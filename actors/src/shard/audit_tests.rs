@@ -166,6 +166,14 @@ async fn a_change_and_its_audit_record_are_one_commit() {
     }
     assert_eq!(counted, [2, 1, 1]);
     assert_eq!(log(Operation::ManageEndorsement).await.len(), 1, "the start only");
+    // A refusal is not recorded as the approvals are (until session 20 both were `answerEndorsement`).
+    let refused = s.start_endorsement(&as_doc, &doc, DelegateId::parse("moa-2").unwrap()).await.unwrap();
+    let as_moa2 = Principal::new("moa-2", Role::Delegate, None, Scope::default());
+    s.advance_endorsement(&as_moa2, &refused.id, EndorsementStep::Decline).await.unwrap();
+    let declined = log(Operation::DeclineEndorsement).await;
+    assert_eq!(declined.len(), 1, "{declined:?}");
+    assert_eq!(declined[0].target.as_deref(), Some(refused.id.to_string().as_str()));
+    assert_eq!(log(Operation::AnswerEndorsement).await.len(), 2, "the approvals only");
     for op in [
         Operation::RunMatching,
         Operation::AnswerProposal,
@@ -196,6 +204,14 @@ async fn each_step_of_a_panel_submission_commits_its_record() {
     let membership = AuditQuery { operation: Some(Operation::ListProviderAtClinic), limit: 5, ..Default::default() };
     let listed = store.audit_page(&membership).await.unwrap();
     assert_eq!(listed[0].target.as_deref(), Some("0F111/P1111"), "the clinic, then the provider, as for staff");
+    // Taken off and listed again: each step under its own operation.
+    s.set_provider_clinic(&sys(), &f, &doc, false).await.unwrap();
+    s.set_provider_clinic(&sys(), &f, &doc, true).await.unwrap();
+    let unlisting = AuditQuery { operation: Some(Operation::UnlistProviderAtClinic), ..membership.clone() };
+    let unlisted = store.audit_page(&unlisting).await.unwrap();
+    assert_eq!(unlisted.len(), 1, "{unlisted:?}");
+    assert_eq!(unlisted[0].target.as_deref(), Some("0F111/P1111"));
+    assert_eq!(store.audit_page(&membership).await.unwrap().len(), 2, "the listings only");
     let waiting = s.register(&sys(), &c("112"), household(&[phn(11)], &[])).await.unwrap().registration;
     let submissions = || {
         let store = store.clone();

@@ -391,7 +391,8 @@ impl AttachSystem {
         present: bool,
     ) -> Result<ProviderView, AttachError> {
         // As staff-list changes are: the clinic, then who (here the provider).
-        let mut trail = Trail::new(who, Operation::ListProviderAtClinic).about(&format!("{facility}/{provider}"));
+        let op = if present { Operation::ListProviderAtClinic } else { Operation::UnlistProviderAtClinic };
+        let mut trail = Trail::new(who, op).about(&format!("{facility}/{provider}"));
         let result = async {
             who.require(trail.op, None)?;
             self.require_director(who, facility).await?;
