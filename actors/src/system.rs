@@ -494,6 +494,44 @@ impl AttachSystem {
         self.audited(trail, result).await.map(|view| seen_by(who, view))
     }
 
+    /// The registrations the signed-in patient registered (DECISIONS 48), in
+    /// every community, wherever it runs, oldest first: a household that moved
+    /// is found where it went. Only a patient has their own; the public gets
+    /// `UNAUTHENTICATED` and other roles `FORBIDDEN`. Each registration found is
+    /// audited as a read of it (one record without a target when none is).
+    pub async fn my_registrations(&self, who: &Principal) -> Result<Vec<RegistrationView>, AttachError> {
+        let op = Operation::ReadRegistration;
+        let refusal = match who.role() {
+            Role::Patient => None,
+            Role::Public => Some(ErrorCode::Unauthenticated),
+            _ => Some(ErrorCode::Forbidden),
+        };
+        if let Some(code) = refusal {
+            let why = AttachError::new(code, "only a patient signed in has registrations of their own");
+            return self.audited(Trail::new(who, op), Err(why)).await;
+        }
+        let shards: Vec<ShardKey> = self.regions.shards().cloned().collect();
+        let found = join_all(shards.iter().map(|s| self.owned_at(s, who.subject()))).await;
+        let mut list = Vec::new();
+        for views in found {
+            match views {
+                Ok(views) => list.extend(views),
+                Err(e) => return self.audited(Trail::new(who, op), Err(e)).await,
+            }
+        }
+        list.sort_by(|a, b| a.registration.registered_at.cmp(&b.registration.registered_at));
+        let read = |v: &RegistrationView| {
+            let (shard, target) = (v.registration.shard.clone(), v.registration.reference.to_string());
+            AuditRecord::new(who, op, Some(shard), Some(target), Outcome::Ok)
+        };
+        let mut records: Vec<AuditRecord> = list.iter().map(read).collect();
+        if records.is_empty() {
+            records.push(AuditRecord::new(who, op, None, None, Outcome::Ok));
+        }
+        self.store.append_audit(&records).await?;
+        Ok(list.into_iter().map(|view| seen_by(who, view)).collect())
+    }
+
     /// Withdraws a registration.
     pub async fn withdraw(
         &self,

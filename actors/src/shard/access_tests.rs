@@ -605,3 +605,56 @@ async fn a_household_a_patient_registered_signed_in_answers_only_to_them_by_its_
     s.withdraw(&stranger, &open.reference, "found a doctor".into()).await.unwrap();
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_patient_lists_the_households_they_registered_wherever_they_are_now() {
+    let w = world(ShardConfig::default()).await;
+    let s = &w.system;
+    let patient = |sub: &str| Principal::new(sub, Role::Patient, None, Scope::default());
+    let (owner, stranger) = (patient("patient-a"), patient("patient-b"));
+    let references = |list: Vec<crate::shard::RegistrationView>| {
+        list.into_iter().map(|v| v.registration.reference).collect::<Vec<_>>()
+    };
+
+    let first = s.register(&owner, &c("111"), household(&[phn(1)], &[])).await.unwrap().registration;
+    let parent = s.register(&owner, &c("112"), household(&[phn(2)], &[])).await.unwrap().registration;
+    let theirs = s.register(&stranger, &c("111"), household(&[phn(3)], &[])).await.unwrap().registration;
+    // Registered without signing in: bound to nobody, so listed for nobody.
+    s.register(&Principal::public(), &c("111"), household(&[phn(4)], &[])).await.unwrap();
+    assert_eq!(references(s.my_registrations(&owner).await.unwrap()), [first.reference, parent.reference]);
+    assert_eq!(references(s.my_registrations(&stranger).await.unwrap()), [theirs.reference]);
+
+    // A household that moved is listed once, where it went; a withdrawn one stays listed as withdrawn.
+    s.move_registration(&owner, &first.reference, &c("112")).await.unwrap();
+    s.withdraw(&owner, &parent.reference, "found a doctor".into()).await.unwrap();
+    let mine = s.my_registrations(&owner).await.unwrap();
+    let seen: Vec<_> = mine.iter().map(|v| (v.registration.shard.community.as_str(), v.registration.status)).collect();
+    assert_eq!(seen, [("112", RegistrationStatus::Waiting), ("112", RegistrationStatus::Withdrawn)]);
+
+    // Only a patient has registrations of their own.
+    assert_eq!(code(s.my_registrations(&Principal::public()).await), ErrorCode::Unauthenticated);
+    for who in [coordinator(&["province"]), as_provider(&ProviderId::parse("P1111").unwrap())] {
+        assert_eq!(code(s.my_registrations(&who).await), ErrorCode::Forbidden, "{who:?}");
+    }
+    // Each one listed is audited as a read of it, by the patient.
+    let query = AuditQuery { subject: Some("patient-a".into()), limit: 100, ..AuditQuery::default() };
+    let reads: Vec<_> = s
+        .audit_log(&sys(), query)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|a| a.operation == Operation::ReadRegistration)
+        .collect();
+    let targets: Vec<_> = reads.iter().map(|a| a.target.clone().unwrap_or_default()).collect();
+    assert_eq!(targets.iter().filter(|t| **t == first.reference.to_string()).count(), 2, "{reads:?}");
+
+    // After a restart, from the store: the move back to where it came from included.
+    w.system.stop().await;
+    drop(w.system);
+    let s = super::tests::start(&w.path, ShardConfig::default()).await;
+    s.move_registration(&owner, &first.reference, &c("111")).await.unwrap();
+    let mine = s.my_registrations(&owner).await.unwrap();
+    let seen: Vec<_> = mine.iter().map(|v| (v.registration.shard.community.as_str(), v.registration.status)).collect();
+    assert_eq!(seen, [("111", RegistrationStatus::Waiting), ("112", RegistrationStatus::Withdrawn)]);
+    s.stop().await;
+}

@@ -257,6 +257,7 @@ impl ShardActor {
                 };
                 answer!(reply, owner)
             }
+            ShardMsg::OwnedBy(subject, reply) => answer!(reply, rt.owned_by(&subject).await),
             ShardMsg::Waitlist(q, reply) => answer!(reply, Ok(rt.waitlist(&q, now))),
             ShardMsg::UpsertProvider(input, checked, reply) => {
                 let id = input.id.clone();
@@ -916,6 +917,19 @@ impl ShardRuntime {
         let phns: Vec<_> = view.registration.household.members.iter().map(|m| m.phn).collect();
         self.free_claims(r, &phns).await;
         Ok(view)
+    }
+
+    /// The registrations here that the patient signed in as `subject`
+    /// registered, oldest first, without the `MOVED` copies of those that left.
+    async fn owned_by(&self, subject: &str) -> Result<Vec<RegistrationView>, AttachError> {
+        let mut views = Vec::new();
+        for r in self.state.owned_by(subject) {
+            if self.state.registration(&r).is_some_and(|r| r.status != crate::domain::RegistrationStatus::Moved) {
+                views.push(self.registration_view(&r).await?);
+            }
+        }
+        views.sort_by(|a, b| a.registration.registered_at.cmp(&b.registration.registered_at));
+        Ok(views)
     }
 
     pub(super) async fn registration_view(&self, r: &RegistrationRef) -> Result<RegistrationView, AttachError> {

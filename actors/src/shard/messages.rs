@@ -195,6 +195,9 @@ pub enum ShardMsg {
     /// The sign-in subject of the patient who registered a registration, if
     /// a signed-in patient did (`NOT_FOUND` when no such registration is here).
     OwnerOf(RegistrationRef, Reply<Option<String>>),
+    /// The registrations here that a signed-in patient registered, by their
+    /// subject (not the `MOVED` copies of those that moved on).
+    OwnedBy(String, Reply<Vec<RegistrationView>>),
     /// A page of the waitlist.
     Waitlist(WaitlistQuery, Reply<WaitlistPage>),
     /// Create or update a provider, with the clinics the provider was listed at
@@ -476,6 +479,7 @@ impl ShardMsg {
             ShardMsg::UpdateHousehold(..) => "updateHousehold",
             ShardMsg::GetRegistration(..) => "getRegistration",
             ShardMsg::OwnerOf(..) => "ownerOf",
+            ShardMsg::OwnedBy(..) => "ownedBy",
             ShardMsg::Waitlist(..) => "waitlist",
             ShardMsg::UpsertProvider(..) => "upsertProvider",
             ShardMsg::SetCapacity(..) => "setCapacity",

@@ -82,6 +82,8 @@ pub struct ShardState {
     /// The sign-in subject of the patient who registered each registration
     /// registered by a signed-in patient (see [`crate::domain::RegistrationOwner`]).
     owners: HashMap<RegistrationRef, Box<str>>,
+    /// The same, by subject: a patient's own registrations (`myRegistrations`).
+    owned: BTreeSet<(Box<str>, RegistrationRef)>,
     /// People attached, by attachment time, for rates and "this week".
     attachments: BTreeMap<Timestamp, u32>,
     /// The latest registration time in the shard, so the next one is later:
@@ -114,6 +116,7 @@ impl ShardState {
             place_holders: HashMap::new(),
             intakes: BTreeMap::new(),
             owners: HashMap::new(),
+            owned: BTreeSet::new(),
             attachments: BTreeMap::new(),
             latest_registration: Timestamp(i64::MIN),
         }
@@ -198,7 +201,13 @@ impl ShardState {
                 self.intakes.insert((i.provider.clone(), i.phn), i);
             }
             Record::Owner(o) => {
-                self.owners.insert(o.reference, o.subject.into_boxed_str());
+                let subject = o.subject.into_boxed_str();
+                self.owned.insert((subject.clone(), o.reference));
+                if let Some(earlier) = self.owners.insert(o.reference, subject)
+                    && *earlier != *self.owners[&o.reference]
+                {
+                    self.owned.remove(&(earlier, o.reference));
+                }
             }
         }
     }
@@ -257,7 +266,9 @@ impl ShardState {
                 self.intakes.remove(&(provider.clone(), *phn));
             }
             RecordKey::Owner(r) => {
-                self.owners.remove(r);
+                if let Some(subject) = self.owners.remove(r) {
+                    self.owned.remove(&(subject, *r));
+                }
             }
         }
     }
@@ -361,6 +372,14 @@ impl ShardState {
     /// patient did (see [`crate::domain::RegistrationOwner`]).
     pub fn owner(&self, r: &RegistrationRef) -> Option<&str> {
         self.owners.get(r).map(|s| &**s)
+    }
+
+    /// The registrations here that the patient signed in as `subject`
+    /// registered, their `MOVED` copies included, in no particular order.
+    pub fn owned_by<'a>(&'a self, subject: &'a str) -> impl Iterator<Item = RegistrationRef> + 'a {
+        // All zeros is the lowest reference there is ('0' is the alphabet's first byte).
+        let from: (Box<str>, RegistrationRef) = (subject.into(), RegistrationRef::from_entropy([0; 12]));
+        self.owned.range(from..).take_while(move |(s, _)| **s == *subject).map(|(_, r)| *r)
     }
 
     /// The members who hold a registration's place, if not everyone in it does (see [`PlaceHolders`]).

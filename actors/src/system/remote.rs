@@ -92,6 +92,8 @@ pub enum ShardCall {
     /// A move's step two for a household a signed-in patient registered: its
     /// place holders (if not everyone in it holds the place) and its owner's subject.
     MoveInOwned(Registration, Option<PlaceHolders>, String),
+    /// The registrations kept here that the patient signed in as this subject registered.
+    OwnedBy(String),
 }
 
 /// The answer to a [`ShardCall`], one variant per call.
@@ -123,6 +125,8 @@ pub enum ShardAnswer {
     Transfers(Vec<crate::domain::PanelTransfer>),
     /// To `LastSeq`.
     LastSeq(u64),
+    /// To `OwnedBy`.
+    Registrations(Vec<RegistrationView>),
 }
 
 /// A call as it crosses: the shard, the step, and the audit record the step
@@ -296,6 +300,9 @@ impl AttachSystem {
                 ShardAnswer::Transfers(d.call_with(shard, audit, |r| ShardMsg::TransfersOf(provider, r)).await?)
             }
             ShardCall::LastSeq => ShardAnswer::LastSeq(d.call_with(shard, audit, ShardMsg::Gauges).await?.last_seq),
+            ShardCall::OwnedBy(subject) => {
+                ShardAnswer::Registrations(d.call_with(shard, audit, |r| ShardMsg::OwnedBy(subject, r)).await?)
+            }
         })
     }
 
@@ -315,6 +322,14 @@ impl AttachSystem {
     ) -> Result<Vec<crate::domain::PanelTransfer>, AttachError> {
         match self.on_shard(shard, ShardCall::TransfersOf(provider.clone()), None).await? {
             ShardAnswer::Transfers(list) => Ok(list),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// The registrations a shard keeps that the patient signed in as `subject` registered, wherever it runs.
+    pub(super) async fn owned_at(&self, shard: &ShardKey, subject: &str) -> Result<Vec<RegistrationView>, AttachError> {
+        match self.on_shard(shard, ShardCall::OwnedBy(subject.to_owned()), None).await? {
+            ShardAnswer::Registrations(views) => Ok(views),
             other => Err(unexpected(&other)),
         }
     }

@@ -78,6 +78,16 @@ impl QueryRoot {
         system(ctx).registration(caller(ctx), &reference).await.gql().map(Into::into)
     }
 
+    /// The registrations of the patient signed in: those they registered while
+    /// signed in, in any community (one that moved, where it went), oldest
+    /// first, withdrawn and attached ones included, so a patient who lost a
+    /// reference finds it here. Households registered without signing in are
+    /// not bound to anyone and are not listed. Patients only: the public gets
+    /// `UNAUTHENTICATED`, other roles `FORBIDDEN`. Each one is audited as a read.
+    async fn my_registrations(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Registration>> {
+        Ok(system(ctx).my_registrations(caller(ctx)).await.gql()?.into_iter().map(Into::into).collect())
+    }
+
     /// The registration that holds a PHN: for support staff helping someone
     /// who lost their reference, and coordinators within their scope. Not for
     /// the public or patients. A household attached by a match is found

@@ -866,6 +866,29 @@ async fn shards_are_spread_handed_back_to_a_returning_node_and_stood_in_for_when
     let (_, body) = post_as(&http, &a, &coordinator, &lines, json!({})).await;
     assert_eq!((&body["data"]["a"]["totalCount"], &body["data"]["b"]["totalCount"]), (&json!(4), &json!(6)), "{body}");
 
+    // A patient's own households, one on each node: either node lists both,
+    // asking the other for its communities' (oldest first).
+    let patient = token(dir.path(), "patient-7", Role::Patient, &[]);
+    let mut own = Vec::new();
+    for (community, i) in [(a_shard.community.as_str(), 31), (b_community.as_str(), 32)] {
+        let member = json!({ "phn": phn(i), "givenName": "Flo", "surname": "Roy", "dateOfBirth": "1975-03-04" });
+        let input = json!({ "i": { "community": community, "postalCode": "V0B 1M0", "members": [member] } });
+        let (_, body) = post_as(&http, &b, &patient, REGISTER, input).await;
+        own.push(
+            body["data"]["registerHousehold"]["reference"].as_str().unwrap_or_else(|| panic!("{body}")).to_string(),
+        );
+    }
+    for node in [&a, &b] {
+        let (_, body) = post_as(&http, node, &patient, "{ myRegistrations { reference community } }", json!({})).await;
+        let listed: Vec<_> = body["data"]["myRegistrations"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{body}"))
+            .iter()
+            .map(|r| (r["reference"].as_str().unwrap_or_default().to_string(), r["community"].clone()))
+            .collect();
+        assert_eq!(listed, [(own[0].clone(), json!(a_shard.community.as_str())), (own[1].clone(), json!(b_community))]);
+    }
+
     let on_b = http.get(format!("{url_b}/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metric(&on_b, "attach_cluster_calls_served_total").is_some_and(|n| n >= 2), "{on_b}");
 
