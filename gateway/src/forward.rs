@@ -390,6 +390,10 @@ impl Forwarder {
     /// caller's credentials; answers the peer's body.
     async fn post_graphql(&self, endpoint: &str, headers: &HeaderMap, body: Bytes) -> Result<Bytes, Unanswered> {
         let mut request = self.to_peer(endpoint).body(body).header(FORWARDED_BY, &self.me);
+        // A request from a socket has no headers but its credential: its body is JSON.
+        if !headers.contains_key(header::CONTENT_TYPE) {
+            request = request.header(header::CONTENT_TYPE, "application/json");
+        }
         for name in &KEPT {
             if let Some(value) = headers.get(name) {
                 request = request.header(name, value);

@@ -168,8 +168,20 @@ async fn graphql_get(State(state): State<AppState>, request: Request) -> Respons
                 Some(signed)
             }
             Ok(None) => from_header,
-            // graphql-transport-ws closes the socket with this reason.
-            Err(e) => return Err(async_graphql::Error::new(format!("{}: {e}", ws::REFUSED_SIGN_IN))),
+            Err(e) => {
+                // Counted against the address, as a bad token over HTTP is: a
+                // tester's 150 bad sign-ins over sockets were all checked, for nothing.
+                if let Some(v) = limits.check(None, ip).await.filter(|v| !v.allowed()) {
+                    metrics.rate_limited(v.policy);
+                    let wait = v.retry_after.unwrap_or(1);
+                    let why = format!(
+                        "too many requests from this address (a token that is not valid counts): try again in {wait} s"
+                    );
+                    return Err(async_graphql::Error::new(why));
+                }
+                // graphql-transport-ws closes the socket with this reason.
+                return Err(async_graphql::Error::new(format!("{}: {e}", ws::REFUSED_SIGN_IN)));
+            }
         };
         if let Some(wait) = anonymous_over {
             // The upgrade, over the address's anonymous quota, is the signed-in caller's request.
@@ -479,6 +491,24 @@ async fn execute(
         response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         return response;
     };
+    // A web page can make its visitors' browsers send a form, or text, here
+    // without asking first (a tester registered households from an HTML form, each
+    // from its visitor's address, past the per-address quota); JSON needs a CORS
+    // preflight, and a browser never adds `Authorization` to such a request.
+    let json = content_type.as_deref().is_some_and(|c| {
+        let essence = c.split(';').next().unwrap_or_default().trim();
+        essence.eq_ignore_ascii_case("application/json")
+    });
+    if multipart && !headers.contains_key(header::AUTHORIZATION) {
+        let message = "a multipart upload needs a signed-in caller (Authorization: Bearer …); nothing was read";
+        state.metrics.record(started.elapsed(), std::iter::once(ErrorCode::Unauthenticated.as_str().to_string()));
+        return (StatusCode::UNAUTHORIZED, error_body(ErrorCode::Unauthenticated, message)).into_response();
+    }
+    if !multipart && !json {
+        let message = "send a GraphQL request as JSON, with Content-Type: application/json (or a panel file as \
+                       multipart/form-data, signed in)";
+        return refused(StatusCode::UNSUPPORTED_MEDIA_TYPE, message);
+    }
     // Kept (a cheap handle) in case the request must go to the node holding its shard.
     let original = bytes.clone();
     let parsed = if multipart {

@@ -12,7 +12,7 @@
 //! and, apart, its fragment definitions as written. The count stops at the
 //! limit, so counting costs at most that many steps whatever the document.
 
-use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
+use async_graphql::parser::types::{ExecutableDocument, Field, Selection, SelectionSet};
 
 /// The message refusing a document over `max`.
 pub fn refusal(max: usize) -> String {
@@ -92,30 +92,27 @@ pub fn message_cost(message: &[u8], max: usize) -> Result<u32, String> {
 }
 
 /// The top-level fields the operation `name` (or the document's only one)
-/// selects, fragments followed, leaving out `__typename` and introspection,
-/// what `@skip` or `@include` leaves out with `variables` (their defaults
-/// filled in), and a field selected again under the same response key
-/// (GraphQL runs it once); at least one. Each counts against the caller's
-/// quota as one request, so aliases do not buy a hundred registrations or PHN
-/// look-ups for the price of one. Call it on a document [`within`] the field limit.
-pub fn root_fields(document: &ExecutableDocument, name: Option<&str>, variables: &async_graphql::Variables) -> u32 {
-    let Some(operation) = crate::forward::operation(document, name) else { return 1 };
+/// selects, fragments followed (each time they are spread), leaving out what
+/// `@skip` or `@include` leaves out with `variables` (their defaults filled
+/// in), in no particular order. Bounded whatever the document: a cycle of
+/// spreads is validation's to refuse.
+fn top_fields<'a>(
+    document: &'a ExecutableDocument,
+    name: Option<&str>,
+    variables: &async_graphql::Variables,
+) -> Vec<&'a Field> {
+    let Some(operation) = crate::forward::operation(document, name) else { return Vec::new() };
     let mut pending = vec![&operation.node.selection_set.node];
-    let mut keys = std::collections::HashSet::new();
-    // Bounded whatever the document: a cycle of spreads is validation's to refuse.
+    let mut fields = Vec::new();
     let mut steps = 0usize;
     while let Some(set) = pending.pop() {
         for selection in &set.items {
             steps += 1;
             if steps > 100_000 {
-                break;
+                return fields;
             }
             match &selection.node {
-                Selection::Field(f)
-                    if f.node.name.node.starts_with("__") || left_out(&f.node.directives, variables) => {}
-                Selection::Field(f) => {
-                    keys.insert(f.node.response_key().node.as_str());
-                }
+                Selection::Field(f) if !left_out(&f.node.directives, variables) => fields.push(&f.node),
                 Selection::InlineFragment(i) if !left_out(&i.node.directives, variables) => {
                     pending.push(&i.node.selection_set.node)
                 }
@@ -128,7 +125,44 @@ pub fn root_fields(document: &ExecutableDocument, name: Option<&str>, variables:
             }
         }
     }
-    u32::try_from(keys.len()).unwrap_or(u32::MAX).max(1)
+    fields
+}
+
+/// What the operation `name` costs against the caller's quota: one for each
+/// top-level field it selects ([`top_fields`]) but `__typename`, and at least
+/// one. Each counts as one request, so aliases do not buy a hundred
+/// registrations or PHN look-ups for the price of one. A field selected again
+/// under the same response key counts again: GraphQL would run it once, but
+/// async-graphql runs every copy (a tester's 500 copies of one `registration`
+/// wrote 500 audit records for one unit of quota). `__schema` and `__type`
+/// count as any field does (83 aliased `__schema` copies were 4 MB of answer
+/// for one unit). Call it on a document [`within`] the field limit.
+pub fn root_fields(document: &ExecutableDocument, name: Option<&str>, variables: &async_graphql::Variables) -> u32 {
+    let counted = top_fields(document, name, variables).iter().filter(|f| f.name.node != "__typename").count();
+    u32::try_from(counted).unwrap_or(u32::MAX).max(1)
+}
+
+/// Why a mutation must not run: it selects one response key twice (through
+/// fragments too). GraphQL would run such a field once; async-graphql runs each
+/// copy, so a withdrawal asked twice answered both `WITHDRAWN` and `CONFLICT`
+/// at one path, and the client could not tell what happened.
+pub fn repeated_mutation(
+    document: &ExecutableDocument,
+    name: Option<&str>,
+    variables: &async_graphql::Variables,
+) -> Option<String> {
+    let operation = crate::forward::operation(document, name)?;
+    if operation.node.ty != async_graphql::parser::types::OperationType::Mutation {
+        return None;
+    }
+    let mut seen = std::collections::HashSet::new();
+    let fields = top_fields(document, name, variables);
+    let changes = fields.iter().filter(|f| f.name.node != "__typename");
+    let repeated = changes.map(|f| f.response_key().node.as_str()).find(|key| !seen.insert(*key))?;
+    Some(format!(
+        "the mutation selects `{repeated}` more than once under that response key, and each copy would run: \
+         select each change once, or give each its own alias; nothing was done"
+    ))
 }
 
 /// Whether `directives` leave their selection out with `variables`:
@@ -222,14 +256,18 @@ mod tests {
     }
 
     #[test]
-    fn each_top_level_field_counts_once_and_introspection_not_at_all() {
+    fn each_top_level_field_counts_each_time_it_is_selected_and_typename_not_at_all() {
         let none = async_graphql::Variables::default();
         assert_eq!(root_fields(&doc("{ __typename }"), None, &none), 1, "at least one");
         let aliased = (0..300).map(|i| format!("r{i}: registerHousehold(input: $i) {{ reference }}"));
         let text = format!("mutation($i: RegisterHouseholdInput!) {{ {} }}", aliased.collect::<Vec<_>>().join(" "));
         assert_eq!(root_fields(&doc(&text), None, &none), 300);
         let spread = doc("{ ...F ... on Query { c: a } __schema { types { name } } } fragment F on Query { a b }");
-        assert_eq!(root_fields(&spread, None, &none), 3, "through fragments, without introspection");
+        assert_eq!(root_fields(&spread, None, &none), 4, "through fragments, introspection as any field");
+        let introspection = doc(
+            "{ a: __schema { types { name } } b: __schema { types { name } } c: __type(name: \"Query\") { name } __typename }",
+        );
+        assert_eq!(root_fields(&introspection, None, &none), 3, "83 copies of `__schema` cost one unit before");
         let two = doc("query A { a } query B { a b c }");
         assert_eq!(
             (root_fields(&two, Some("A"), &none), root_fields(&two, Some("B"), &none), root_fields(&two, None, &none)),
@@ -250,9 +288,9 @@ mod tests {
             "query": "query($s: Boolean = true) { a @skip(if: $s) b }" } });
         assert_eq!(message_cost(message.to_string().as_bytes(), 100), Ok(1), "a default counts as given");
         assert_eq!(
-            root_fields(&doc("{ a a x: b x: b }"), None, &none),
-            2,
-            "a field selected twice under one key runs once"
+            root_fields(&doc("{ a a x: b x: b ...F ...F } fragment F on Query { c }"), None, &none),
+            6,
+            "async-graphql runs each copy of a field selected twice under one key, and each spread"
         );
         let message =
             |query: &str| serde_json::json!({ "id": "1", "type": "subscribe", "payload": { "query": query } });
@@ -282,6 +320,28 @@ mod tests {
         let skipped = message("subscription { communityEvents(communityCode: \"111\") @skip(if: true) { seq } }");
         let refused = message_cost(skipped.to_string().as_bytes(), 100).unwrap_err();
         assert!(refused.contains("no @skip or @include"), "{refused}");
+    }
+
+    #[test]
+    fn a_mutation_selecting_one_response_key_twice_is_refused() {
+        let none = async_graphql::Variables::default();
+        let refused = |text: &str| repeated_mutation(&doc(text), None, &none);
+        let why = refused(
+            "mutation { w: withdrawRegistration(reference: \"A\") { status } w: withdrawRegistration(reference: \"A\") { status } }",
+        );
+        assert!(why.as_deref().is_some_and(|w| w.contains("`w` more than once")), "{why:?}");
+        assert!(
+            refused("mutation { ...F ...F } fragment F on Mutation { r: registerHousehold { reference } }").is_some()
+        );
+        assert!(
+            refused("mutation { registerHousehold { reference } ... on Mutation { registerHousehold { status } } }")
+                .is_some()
+        );
+        // Distinct keys, one left out by `@skip`, or a query: runs as written.
+        assert_eq!(refused("mutation { a: registerHousehold { reference } b: registerHousehold { reference } }"), None);
+        assert_eq!(refused("mutation { a: f a: f @skip(if: true) }"), None);
+        assert_eq!(refused("{ a: registration { status } a: registration { status } }"), None);
+        assert_eq!(refused("mutation { __typename __typename a }"), None, "`__typename` changes nothing");
     }
 
     #[test]

@@ -52,14 +52,17 @@ pub struct ApiLimits {
 }
 
 /// Why the operation `name` of `document` must not run at all with
-/// `variables`: a directive misused ([`directives`]), or a required variable
-/// left out or an input object's of another shape ([`variables::missing`]).
+/// `variables`: a directive misused ([`directives`]), a required variable
+/// left out or an input object's of another shape ([`variables::missing`]), or
+/// a mutation selecting one response key twice ([`budget::repeated_mutation`]).
 pub fn not_runnable(
     document: &async_graphql::parser::types::ExecutableDocument,
     name: Option<&str>,
     variables: &async_graphql::Variables,
 ) -> Option<String> {
-    directives::misused(document).or_else(|| variables::missing(document, name, variables))
+    directives::misused(document)
+        .or_else(|| variables::missing(document, name, variables))
+        .or_else(|| budget::repeated_mutation(document, name, variables))
 }
 
 /// [`not_runnable`] for a request's own document (parsed now if it was not

@@ -634,6 +634,15 @@ async fn each_top_level_field_counts_against_the_quota() {
     unsigned.send(Message::text(json!({ "type": "connection_init" }).to_string())).await.unwrap();
     let frame = closed(&mut unsigned).await.expect("closed");
     assert!(frame.contains("too many requests from this address"), "{frame}");
+    // Nor with a token that is not valid: it counts against the address, as over
+    // HTTP (a tester's 150 such sign-ins were each refused as a bad token, uncounted).
+    let mut request = format!("{}/graphql", app.url.replacen("http", "ws", 1)).into_client_request().unwrap();
+    request.headers_mut().insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse().unwrap());
+    let (mut forged, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let init = json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {other}x") } });
+    forged.send(Message::text(init.to_string())).await.unwrap();
+    let frame = closed(&mut forged).await.expect("closed");
+    assert!(frame.contains("too many requests from this address"), "{frame}");
 }
 
 #[tokio::test]

@@ -857,6 +857,67 @@ async fn a_body_without_a_query_is_refused_as_such() {
 }
 
 #[tokio::test]
+async fn only_json_runs_so_no_web_page_can_send_operations_through_its_visitors() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::spawn(dir.path(), Spawn::default()).await;
+    let url = format!("{}/graphql", app.url);
+    let who = phn(9_201);
+    let body = json!({ "query": REGISTER, "variables": household("111", std::slice::from_ref(&who)) }).to_string();
+    // What an HTML form or a script's "simple" request sends, with no CORS preflight: it used to run.
+    for content_type in [Some("text/plain"), Some("application/x-www-form-urlencoded"), None] {
+        let mut request = app.http().post(&url).body(body.clone());
+        if let Some(t) = content_type {
+            request = request.header("content-type", t);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 415, "{content_type:?}");
+        let answer: Value = response.json().await.unwrap();
+        assert_eq!(answer["errors"][0]["extensions"]["code"], "INVALID_INPUT", "{answer}");
+        assert!(answer["errors"][0]["message"].as_str().unwrap().contains("application/json"), "{answer}");
+    }
+    // A form with a file, from nobody signed in.
+    let form = "--b\r\nContent-Disposition: form-data; name=\"operations\"\r\n\r\n{\"query\":\"{ __typename }\"}\r\n\
+                --b\r\nContent-Disposition: form-data; name=\"map\"\r\n\r\n{\"0\":[\"variables.f\"]}\r\n\
+                --b\r\nContent-Disposition: form-data; name=\"0\"; filename=\"a.csv\"\r\n\r\nx\r\n--b--\r\n";
+    let response = app
+        .http()
+        .post(&url)
+        .header("content-type", "multipart/form-data; boundary=b")
+        .body(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["errors"][0]["extensions"]["code"], "UNAUTHENTICATED", "{answer}");
+    assert!(answer["errors"][0]["message"].as_str().unwrap().contains("signed-in caller"), "{answer}");
+    // The same body as JSON (a charset named too) registers the PHN, so none of the above did.
+    let json = app.http().post(&url).header("content-type", "Application/JSON; charset=utf-8").body(body);
+    let answer: Value = json.send().await.unwrap().json().await.unwrap();
+    assert_eq!(answer["data"]["registerHousehold"]["status"], "WAITING", "{answer}");
+}
+
+#[tokio::test]
+async fn a_mutation_naming_one_response_key_twice_runs_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::spawn(dir.path(), Spawn::default()).await;
+    let registered = app.anonymous().ok(REGISTER, household("111", &[phn(9_301)])).await;
+    let reference = registered["registerHousehold"]["reference"].clone();
+    // Each copy ran: the answer held `WITHDRAWN` and a `CONFLICT` at one path.
+    let twice = r#"mutation($r: ID!) { w: withdrawRegistration(reference: $r, reason: "a") { status }
+        ...F } fragment F on Mutation { w: withdrawRegistration(reference: $r, reason: "a") { status } }"#;
+    let body = app.anonymous().graphql(twice, json!({ "r": reference })).await;
+    assert_eq!(body["errors"][0]["extensions"]["code"], "INVALID_INPUT", "{body}");
+    assert!(body["errors"][0]["message"].as_str().unwrap().contains("`w` more than once"), "{body}");
+    assert!(body.get("data").is_none_or(Value::is_null), "nothing ran: {body}");
+    let status = app
+        .anonymous()
+        .ok("query($r: ID!) { registration(reference: $r) { status } }", json!({ "r": reference }))
+        .await;
+    assert_eq!(status["registration"]["status"], "WAITING");
+}
+
+#[tokio::test]
 async fn a_mutation_missing_a_required_variable_runs_none_of_its_fields() {
     let dir = tempfile::tempdir().unwrap();
     let app = TestApp::spawn(dir.path(), Spawn::default()).await;
