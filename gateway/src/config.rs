@@ -282,6 +282,15 @@ pub struct Limits {
     /// reading can hold up in the kernel; past it, the feed drops its events
     /// and tells it so (`MISSED`) instead.
     pub socket_send_buffer_bytes: usize,
+    /// Seconds a connection has to send a request's line and headers, from
+    /// when it starts waiting for them (so also how long a kept-alive
+    /// connection may sit idle).
+    pub header_read_secs: u64,
+    /// Seconds a request's body has to arrive, once its headers have.
+    pub body_read_secs: u64,
+    /// Connections open at once (WebSocket ones included); those over it are
+    /// closed as soon as they are accepted.
+    pub max_connections: usize,
 }
 
 /// Bearer-token authentication.
@@ -501,6 +510,9 @@ impl Default for Limits {
             rate: RateSettings::default(),
             subscriptions_per_principal: 64,
             socket_send_buffer_bytes: 262_144,
+            header_read_secs: 30,
+            body_read_secs: 30,
+            max_connections: 10_000,
         }
     }
 }
@@ -540,7 +552,7 @@ impl Settings {
     /// Refuses settings that cannot work, saying which key to fix.
     pub fn check(&self) -> anyhow::Result<()> {
         // Values that would start a server unable to do its work, while `/readyz` says ready.
-        let lowest: [(&str, u64, u64, &str); 23] = [
+        let lowest: [(&str, u64, u64, &str); 26] = [
             ("shard.mailbox_capacity", self.shard.mailbox_capacity as u64, 1, ""),
             ("limits.max_page_size", self.limits.max_page_size as u64, 1, ""),
             ("shard.lease_secs", self.shard.lease_secs, 3, ""),
@@ -560,6 +572,9 @@ impl Settings {
                 "a claim under way is told from a crash's by it",
             ),
             ("limits.max_body_bytes", self.limits.max_body_bytes as u64, 1024, "a request must fit"),
+            ("limits.header_read_secs", self.limits.header_read_secs, 1, ""),
+            ("limits.body_read_secs", self.limits.body_read_secs, 1, ""),
+            ("limits.max_connections", self.limits.max_connections as u64, 1, ""),
             ("limits.max_depth", self.limits.max_depth as u64, 3, "a waitlist page is 3 deep"),
             ("limits.max_complexity", self.limits.max_complexity as u64, 1, ""),
             ("limits.max_fields", self.limits.max_fields as u64, 20, "a waitlist page selects about 20"),
@@ -581,7 +596,9 @@ impl Settings {
         }
         // Durations far beyond any use overflow when turned into times (the start would panic).
         const DAY: u64 = 24 * 60 * 60;
-        let highest: [(&str, u64, u64); 19] = [
+        let highest: [(&str, u64, u64); 21] = [
+            ("limits.header_read_secs", self.limits.header_read_secs, DAY),
+            ("limits.body_read_secs", self.limits.body_read_secs, DAY),
             ("limits.max_depth", self.limits.max_depth as u64, 32),
             // 1 TiB: a cache beyond the machine's memory is a typo, and redb would try to fill it.
             ("store_cache_mib", self.store_cache_mib, 1 << 20),

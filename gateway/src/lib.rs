@@ -21,6 +21,7 @@ pub mod config;
 pub mod forward;
 pub mod graphiql;
 pub mod graphql;
+pub mod http_server;
 pub mod metrics;
 pub mod panel_import;
 pub mod ratelimit;

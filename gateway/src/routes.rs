@@ -47,6 +47,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Largest multipart (file upload) request body accepted.
     pub max_upload_bytes: usize,
+    /// How long a request's body may take to arrive (`limits.body_read_secs`).
+    pub body_read: std::time::Duration,
     /// Parsed documents of recent queries.
     pub documents: Arc<DocumentCache>,
     /// Most fields a document may select (`limits.max_fields`).
@@ -475,7 +477,15 @@ async fn execute(
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
     let multipart = content_type.as_deref().is_some_and(|c| c.starts_with("multipart/form-data"));
     let cap = if multipart { state.max_upload_bytes } else { state.max_body_bytes };
-    let Ok(bytes) = to_bytes(body, cap).await else {
+    // A body that stops arriving holds its connection and what was read of it:
+    // refused once the deadline passes (a tester held 300 part-sent bodies open).
+    let Ok(read) = tokio::time::timeout(state.body_read, to_bytes(body, cap)).await else {
+        let message = format!("the request body did not arrive within {} s", state.body_read.as_secs());
+        let mut response = refused(StatusCode::REQUEST_TIMEOUT, &message);
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return response;
+    };
+    let Ok(bytes) = read else {
         // The rest of the body was not read, so the connection cannot carry another request.
         // An upload's cap is the panel file's limit with room for the form around it: say so.
         let message = if multipart {

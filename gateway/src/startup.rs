@@ -5,8 +5,7 @@
 //! `port()` says where it listens; `run_until_stopped(shutdown)` serves until the
 //! shutdown future completes, then stops the shards.
 
-use std::future::{Future, IntoFuture};
-use std::net::SocketAddr;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -20,7 +19,6 @@ use attach_actors::store::Store;
 use attach_actors::store::embedded::{EmbeddedOptions, EmbeddedStore};
 use attach_actors::store::scylla::{ScyllaStore, connect_session, migrate};
 use attach_actors::system::AttachSystem;
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
@@ -133,6 +131,8 @@ pub struct Application {
     listener: TcpListener,
     /// `limits.socket_send_buffer_bytes`, applied to every accepted connection.
     send_buffer: usize,
+    /// `limits.header_read_secs` and `limits.max_connections`.
+    deadlines: crate::http_server::Deadlines,
     port: u16,
     state: AppState,
     /// Demo seeding and shard loading; its error ends the process.
@@ -270,6 +270,7 @@ impl Application {
             started,
             max_body_bytes: settings.limits.max_body_bytes,
             max_upload_bytes: settings.limits.max_upload_body_bytes(),
+            body_read: std::time::Duration::from_secs(settings.limits.body_read_secs),
             documents,
             nullable_roots,
             max_fields: settings.limits.max_fields,
@@ -289,7 +290,21 @@ impl Application {
         let send_buffer = settings.limits.socket_send_buffer_bytes;
         let resume_every = std::time::Duration::from_secs(settings.shard.lease_secs.max(1));
         let shared_feed = settings.redis.is_some();
-        Ok(Application { listener, send_buffer, port, state, init, resume_every, shared_feed, closing: closing_tx })
+        let deadlines = crate::http_server::Deadlines {
+            header_read: std::time::Duration::from_secs(settings.limits.header_read_secs),
+            max_connections: settings.limits.max_connections,
+        };
+        Ok(Application {
+            listener,
+            send_buffer,
+            deadlines,
+            port,
+            state,
+            init,
+            resume_every,
+            shared_feed,
+            closing: closing_tx,
+        })
     }
 
     /// The port the server listens on.
@@ -322,7 +337,7 @@ impl Application {
         info!(port = self.port, "listening");
         // Small GraphQL answers and feed events must not wait for Nagle's algorithm.
         let send_buffer = self.send_buffer;
-        let listener = self.listener.tap_io(move |tcp| {
+        let tune = move |tcp: &tokio::net::TcpStream| {
             if let Err(e) = tcp.set_nodelay(true) {
                 tracing::warn!(error = %e, "could not set TCP_NODELAY");
             }
@@ -333,9 +348,9 @@ impl Application {
             {
                 tracing::warn!(error = %e, "could not set the socket send buffer");
             }
-        });
-        // Connect info gives the client's address, which keys anonymous rate limits.
-        let app = router(self.state).into_make_service_with_connect_info::<SocketAddr>();
+        };
+        // Each request knows the client's address, which keys anonymous rate limits.
+        let app = router(self.state);
         // Upgraded connections are not the server's to wait for: told first, they close themselves.
         let closing = self.closing;
         // A store that cannot write again (the embedded file after an I/O error)
@@ -353,7 +368,7 @@ impl Application {
             }
             closing.send_replace(true);
         };
-        let server = axum::serve(listener, app).with_graceful_shutdown(shutdown).into_future();
+        let server = crate::http_server::serve(self.listener, app, self.deadlines, tune, shutdown);
         tokio::pin!(server);
         let mut init = self.init;
         let mut starting = true;

@@ -5,6 +5,7 @@ mod access;
 mod auth;
 mod clinics;
 mod cluster;
+mod connections;
 mod disk;
 mod feed;
 mod helpers;

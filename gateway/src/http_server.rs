@@ -1,0 +1,129 @@
+//! The HTTP server loop: axum's own `serve` (accept, a task per connection,
+//! graceful shutdown that waits for the connections), with deadlines.
+//!
+//! axum's `serve` installs no timer in hyper, and hyper's deadline for reading
+//! a request's headers does nothing without one. A tester held connections
+//! open indefinitely by sending half a request line, or nothing: 300 of them
+//! stopped a server with 256 file descriptors from answering anyone. Here a
+//! connection must send a request's whole head within
+//! [`Deadlines::header_read`] (which also closes a kept-alive connection idle
+//! that long), a request body is read within a deadline of its own (in the
+//! GraphQL handler), and at most [`Deadlines::max_connections`] are open at
+//! once: the ones over are closed as soon as they are accepted, so the
+//! process keeps file descriptors for its store and its peers.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use futures::FutureExt;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tracing::{trace, warn};
+
+/// How long a connection may take, and how many may be open.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadlines {
+    /// For a request's head (its line and headers), from the first byte the
+    /// connection waits for; also how long a kept-alive connection may idle.
+    pub header_read: Duration,
+    /// Connections open at once, WebSocket ones included.
+    pub max_connections: usize,
+}
+
+/// The router for one connection, which knows its peer's address (what
+/// `into_make_service_with_connect_info` gave the handlers).
+#[derive(Clone)]
+struct Connection {
+    router: Router,
+    peer: SocketAddr,
+}
+
+impl hyper::service::Service<hyper::Request<Incoming>> for Connection {
+    type Response = axum::response::Response;
+    type Error = Infallible;
+    type Future = <Router as tower_service::Service<hyper::Request<Incoming>>>::Future;
+
+    fn call(&self, mut request: hyper::Request<Incoming>) -> Self::Future {
+        request.extensions_mut().insert(ConnectInfo(self.peer));
+        // A router is always ready: it only routes.
+        tower_service::Service::call(&mut self.router.clone(), request)
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, then waits for
+/// the open connections to finish their requests (upgraded ones close
+/// themselves when told). `tune` sets each accepted socket's options.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    deadlines: Deadlines,
+    tune: impl Fn(&TcpStream) + Send + 'static,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (signal_tx, signal_rx) = watch::channel(());
+    tokio::spawn(async move {
+        shutdown.await;
+        drop(signal_rx);
+    });
+    let (close_tx, close_rx) = watch::channel(());
+    let open = Arc::new(Semaphore::new(deadlines.max_connections.max(1)));
+    let mut told_full = false;
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors, say: the error is the socket's, not the listener's.
+                    trace!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+            () = signal_tx.closed() => break,
+        };
+        let Ok(permit) = open.clone().try_acquire_owned() else {
+            if !told_full {
+                warn!(
+                    max = deadlines.max_connections,
+                    "connections refused: as many are open as limits.http.max_connections allows"
+                );
+                told_full = true;
+            }
+            drop(tcp);
+            continue;
+        };
+        told_full = false;
+        tune(&tcp);
+        let connection = Connection { router: router.clone(), peer };
+        let (signal_tx, close_rx) = (signal_tx.clone(), close_rx.clone());
+        tokio::spawn(async move {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder.timer(TokioTimer::new()).header_read_timeout(deadlines.header_read);
+            let conn = builder.serve_connection(TokioIo::new(tcp), connection).with_upgrades();
+            let mut conn = std::pin::pin!(conn);
+            let mut told = std::pin::pin!(signal_tx.closed().fuse());
+            loop {
+                tokio::select! {
+                    served = conn.as_mut() => {
+                        if let Err(e) = served {
+                            trace!(error = %e, "a connection ended with an error");
+                        }
+                        break;
+                    }
+                    () = &mut told => conn.as_mut().graceful_shutdown(),
+                }
+            }
+            drop((close_rx, permit));
+        });
+    }
+    drop(close_rx);
+    drop(listener);
+    close_tx.closed().await;
+    Ok(())
+}
