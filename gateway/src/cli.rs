@@ -63,8 +63,9 @@ enum Command {
     /// Mints a bearer token with the development key (FOR DEVELOPMENT ONLY).
     ///
     /// Uses the key `attach serve` made under `<data_dir>/dev-auth/` when no
-    /// `auth.jwks` is configured (making it if it is not there yet), and the
-    /// configured issuer and audience. Prints the token on stdout.
+    /// `auth.jwks` is configured (it never makes one: start `attach serve` on
+    /// the data directory first), and the configured issuer and audience.
+    /// Prints the token on stdout.
     Token {
         /// The role: patient, provider, delegate, medical_director, coordinator, support or operations.
         #[arg(long)]

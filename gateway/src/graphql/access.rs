@@ -148,7 +148,10 @@ pub struct AuditRecord {
     /// characters): the whole reference lets anyone read the registration.
     /// Filter by the whole reference to find its records.
     pub target: Option<String>,
-    /// `OK`, or the error code the caller was given.
+    /// `OK`, or the error code of the refusal: the one the caller was given,
+    /// except that `registrationByPhn` out of the caller's scope is recorded as
+    /// `FORBIDDEN` while the caller is told `NOT_FOUND` (so the answer does not
+    /// say where someone is registered, and the log does).
     pub outcome: String,
 }
 

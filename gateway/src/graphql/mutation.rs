@@ -21,8 +21,9 @@ impl MutationRoot {
     /// A patient signed in owns what they register: its reference then works
     /// only for them (and for coordinators and support of its community), not
     /// for the public or another patient. A household registered without
-    /// signing in, or by a coordinator, can be read and changed by anyone
-    /// holding its reference.
+    /// signing in, or by a coordinator, can be read by anyone holding its
+    /// reference, and changed, moved or withdrawn by any patient signed in who
+    /// holds it. A patient lists the households bound to them with `myRegistrations`.
     async fn register_household(
         &self,
         ctx: &Context<'_>,
