@@ -369,11 +369,14 @@ pub enum Operation {
     DeclineEndorsement,
     /// Take a provider off a clinic (its medical director).
     UnlistProviderAtClinic,
+    /// A token whose signature held, refused because it expired or was
+    /// revoked: recorded under the subject it was signed for.
+    SignIn,
 }
 
 impl Operation {
     /// Every operation, in a stable order.
-    pub const ALL: [Operation; 36] = [
+    pub const ALL: [Operation; 37] = [
         Operation::RegisterHousehold,
         Operation::ReadRegistration,
         Operation::WithdrawRegistration,
@@ -410,6 +413,7 @@ impl Operation {
         Operation::ListProviderAtClinic,
         Operation::DeclineEndorsement,
         Operation::UnlistProviderAtClinic,
+        Operation::SignIn,
     ];
 
     /// The name in the audit log.
@@ -451,6 +455,7 @@ impl Operation {
             Operation::ListProviderAtClinic => "listProviderAtClinic",
             Operation::DeclineEndorsement => "declineEndorsement",
             Operation::UnlistProviderAtClinic => "unlistProviderAtClinic",
+            Operation::SignIn => "signIn",
         }
     }
 
@@ -497,6 +502,7 @@ impl Operation {
             Operation::ListProviderAtClinic => "list a provider at a clinic",
             Operation::DeclineEndorsement => "decline a delegation endorsement",
             Operation::UnlistProviderAtClinic => "take a provider off a clinic",
+            Operation::SignIn => "sign in",
         }
     }
 
@@ -544,6 +550,7 @@ impl Operation {
                     | Operation::ReadPanel
                     // Who looked at who read what: the log holds every caller's subject.
                     | Operation::ReadAudit
+                    | Operation::SignIn
             )
     }
 
@@ -583,6 +590,8 @@ impl Operation {
             O::ReadStatistics => !matches!(role, R::Public | R::Patient),
             O::ReadEvents => matches!(role, R::Coordinator | R::Support),
             O::ReadAudit => role == R::Operations,
+            // Only ever recorded, for a token refused at the door.
+            O::SignIn => true,
             O::ManageEndorsement
             | O::AnswerEndorsement
             | O::DeclineEndorsement

@@ -496,7 +496,7 @@ impl AttachSystem {
 
     /// The registrations the signed-in patient registered (DECISIONS 48), in
     /// every community, wherever it runs, oldest first: a household that moved
-    /// is found where it went. Only a patient has their own; the public gets
+    /// is found where it went (or, while its move is under way, as `MOVED` where it left). Only a patient has their own; the public gets
     /// `UNAUTHENTICATED` and other roles `FORBIDDEN`. Each registration found is
     /// audited as a read of it (one record without a target when none is).
     pub async fn my_registrations(&self, who: &Principal) -> Result<Vec<RegistrationView>, AttachError> {
@@ -512,14 +512,31 @@ impl AttachSystem {
         }
         let shards: Vec<ShardKey> = self.regions.shards().cloned().collect();
         let found = join_all(shards.iter().map(|s| self.owned_at(s, who.subject()))).await;
-        let mut list = Vec::new();
+        // The communities are asked one by one, not at one instant: a household
+        // moving meanwhile may be found in both, or only as the `MOVED` copy of
+        // the community left (step two not yet taken). Each is listed once, where
+        // it is if it arrived.
+        let mut by_reference: std::collections::HashMap<RegistrationRef, RegistrationView> = Default::default();
         for views in found {
-            match views {
-                Ok(views) => list.extend(views),
+            let views = match views {
+                Ok(views) => views,
                 Err(e) => return self.audited(Trail::new(who, op), Err(e)).await,
+            };
+            for view in views {
+                let moved = |v: &RegistrationView| v.registration.status == crate::domain::RegistrationStatus::Moved;
+                match by_reference.entry(view.registration.reference) {
+                    std::collections::hash_map::Entry::Occupied(mut kept) if moved(kept.get()) && !moved(&view) => {
+                        kept.insert(view);
+                    }
+                    std::collections::hash_map::Entry::Occupied(_) => {}
+                    std::collections::hash_map::Entry::Vacant(free) => {
+                        free.insert(view);
+                    }
+                }
             }
         }
-        list.sort_by(|a, b| a.registration.registered_at.cmp(&b.registration.registered_at));
+        let mut list: Vec<RegistrationView> = by_reference.into_values().collect();
+        list.sort_by_key(|v| v.registration.registered_at);
         let read = |v: &RegistrationView| {
             let (shard, target) = (v.registration.shard.clone(), v.registration.reference.to_string());
             AuditRecord::new(who, op, Some(shard), Some(target), Outcome::Ok)
@@ -530,6 +547,16 @@ impl AttachSystem {
         }
         self.store.append_audit(&records).await?;
         Ok(list.into_iter().map(|view| seen_by(who, view)).collect())
+    }
+
+    /// Records that a token signed for `who`, whose signature held, was refused
+    /// at the door because it `expired` or was revoked: someone may be using a
+    /// lost or stolen one. The request itself never ran, so it has no other record.
+    pub async fn audit_refused_sign_in(&self, who: &Principal, expired: bool) -> Result<(), AttachError> {
+        let why = if expired { "expired" } else { "revoked" };
+        let refused = Outcome::Refused(ErrorCode::Unauthenticated.as_str().to_string());
+        let record = AuditRecord::new(who, Operation::SignIn, None, Some(why.to_string()), refused);
+        Ok(self.store.append_audit(std::slice::from_ref(&record)).await?)
     }
 
     /// Withdraws a registration.

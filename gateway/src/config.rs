@@ -291,6 +291,10 @@ pub struct Limits {
     /// Connections open at once (WebSocket ones included); those over it are
     /// closed as soon as they are accepted.
     pub max_connections: usize,
+    /// Origins (`https://coordinators.example.ca`) besides this server's own
+    /// whose pages may open a WebSocket here; `*` for any. A browser sends
+    /// `Origin`; other clients do not, and are not checked.
+    pub websocket_origins: Vec<String>,
 }
 
 /// Bearer-token authentication.
@@ -512,7 +516,8 @@ impl Default for Limits {
             socket_send_buffer_bytes: 262_144,
             header_read_secs: 30,
             body_read_secs: 30,
-            max_connections: 10_000,
+            max_connections: 16_384,
+            websocket_origins: Vec::new(),
         }
     }
 }
@@ -596,7 +601,8 @@ impl Settings {
         }
         // Durations far beyond any use overflow when turned into times (the start would panic).
         const DAY: u64 = 24 * 60 * 60;
-        let highest: [(&str, u64, u64); 21] = [
+        let highest: [(&str, u64, u64); 22] = [
+            ("limits.max_connections", self.limits.max_connections as u64, 1_000_000),
             ("limits.header_read_secs", self.limits.header_read_secs, DAY),
             ("limits.body_read_secs", self.limits.body_read_secs, DAY),
             ("limits.max_depth", self.limits.max_depth as u64, 32),

@@ -160,7 +160,9 @@ impl Forwarder {
         timeout: Duration,
     ) -> anyhow::Result<Self> {
         let peers: HashMap<_, _> = cluster.others(me)?.into_iter().collect();
-        let client = reqwest::Client::builder().timeout(timeout).build()?;
+        // A peer closes a connection idle for `limits.header_read_secs` (30 s by
+        // default): let the pool drop it first, so no request meets a closing one.
+        let client = reqwest::Client::builder().timeout(timeout).pool_idle_timeout(Duration::from_secs(10)).build()?;
         Ok(Forwarder {
             me: me.to_string(),
             peers: std::sync::RwLock::new(peers),

@@ -23,7 +23,7 @@ use futures::FutureExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tracing::{trace, warn};
 
 /// How long a connection may take, and how many may be open.
@@ -32,16 +32,24 @@ pub struct Deadlines {
     /// For a request's head (its line and headers), from the first byte the
     /// connection waits for; also how long a kept-alive connection may idle.
     pub header_read: Duration,
-    /// Connections open at once, WebSocket ones included.
+    /// Connections open at once, WebSocket ones included (an upgraded
+    /// connection keeps its [`Slot`] until the socket closes).
     pub max_connections: usize,
 }
 
+/// A connection's place among [`Deadlines::max_connections`], held while it is
+/// open. Each request carries it (as an extension), so a WebSocket upgrade
+/// keeps it for as long as the socket lives: hyper's connection ends at the upgrade.
+#[derive(Clone)]
+pub struct Slot(#[allow(dead_code)] Arc<OwnedSemaphorePermit>);
+
 /// The router for one connection, which knows its peer's address (what
-/// `into_make_service_with_connect_info` gave the handlers).
+/// `into_make_service_with_connect_info` gave the handlers) and holds its slot.
 #[derive(Clone)]
 struct Connection {
     router: Router,
     peer: SocketAddr,
+    slot: Slot,
 }
 
 impl hyper::service::Service<hyper::Request<Incoming>> for Connection {
@@ -51,6 +59,7 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Connection {
 
     fn call(&self, mut request: hyper::Request<Incoming>) -> Self::Future {
         request.extensions_mut().insert(ConnectInfo(self.peer));
+        request.extensions_mut().insert(self.slot.clone());
         // A router is always ready: it only routes.
         tower_service::Service::call(&mut self.router.clone(), request)
     }
@@ -73,34 +82,32 @@ pub async fn serve(
     });
     let (close_tx, close_rx) = watch::channel(());
     let open = Arc::new(Semaphore::new(deadlines.max_connections.max(1)));
-    let mut told_full = false;
+    // Told at most once a minute while connections are refused.
+    let mut told_full: Option<std::time::Instant> = None;
     loop {
         let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
-                    // Out of file descriptors, say: the error is the socket's, not the listener's.
-                    trace!(error = %e, "accepting a connection failed");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    // Out of file descriptors, say: as axum did, told, and tried again in a second.
+                    warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                     continue;
                 }
             },
             () = signal_tx.closed() => break,
         };
         let Ok(permit) = open.clone().try_acquire_owned() else {
-            if !told_full {
-                warn!(
-                    max = deadlines.max_connections,
-                    "connections refused: as many are open as limits.http.max_connections allows"
-                );
-                told_full = true;
+            if told_full.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
+                let max = deadlines.max_connections;
+                warn!(max, "connections refused: as many are open as limits.max_connections allows");
+                told_full = Some(std::time::Instant::now());
             }
             drop(tcp);
             continue;
         };
-        told_full = false;
         tune(&tcp);
-        let connection = Connection { router: router.clone(), peer };
+        let connection = Connection { router: router.clone(), peer, slot: Slot(Arc::new(permit)) };
         let (signal_tx, close_rx) = (signal_tx.clone(), close_rx.clone());
         tokio::spawn(async move {
             let mut builder = hyper::server::conn::http1::Builder::new();
@@ -119,7 +126,7 @@ pub async fn serve(
                     () = &mut told => conn.as_mut().graceful_shutdown(),
                 }
             }
-            drop((close_rx, permit));
+            drop(close_rx);
         });
     }
     drop(close_rx);

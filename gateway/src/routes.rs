@@ -14,7 +14,7 @@ use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, MultipartOptions, receive_bod
 use attach_actors::access::Principal;
 use attach_actors::error::ErrorCode;
 use attach_actors::system::AttachSystem;
-use axum::body::{Body, to_bytes};
+use axum::body::{Body, Bytes};
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -47,6 +47,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Largest multipart (file upload) request body accepted.
     pub max_upload_bytes: usize,
+    /// Origins besides this server's whose pages may open a WebSocket (`limits.websocket_origins`).
+    pub websocket_origins: Arc<Vec<String>>,
     /// How long a request's body may take to arrive (`limits.body_read_secs`).
     pub body_read: std::time::Duration,
     /// Parsed documents of recent queries.
@@ -113,9 +115,22 @@ async fn graphql_get(State(state): State<AppState>, request: Request) -> Respons
     let started = Instant::now();
     let ip = client_ip(&request, &state);
     let (mut parts, _) = request.into_parts();
+    // A browser opens a socket from any page without asking (no CORS preflight
+    // for WebSockets), and an anonymous socket runs mutations: only pages of
+    // this server, or of the origins configured, may (a reviewer found the
+    // JSON-only rule for POST bypassed this way).
+    if let Some(origin) = parts.headers.get(header::ORIGIN)
+        && !origin_allowed(origin, parts.headers.get(header::HOST), &state.websocket_origins)
+    {
+        let message = "a WebSocket from a page of another origin is refused: list it in limits.websocket_origins";
+        state.metrics.record(started.elapsed(), std::iter::once(ErrorCode::Forbidden.as_str().to_string()));
+        return (StatusCode::FORBIDDEN, error_body(ErrorCode::Forbidden, message)).into_response();
+    }
+    // Its place among the connections the server keeps goes with the socket.
+    let slot = parts.extensions.get::<crate::http_server::Slot>().cloned();
     let from_header = match state.auth.from_headers(&parts.headers).await {
         Ok(p) => p,
-        Err(e) => return refuse_token(&state, ip, &e, started).await,
+        Err(e) => return refuse_token(&state, ip, &parts.headers, &e, started).await,
     };
     let verdict = state.limits.check(from_header.as_ref().map(|s| &s.principal), ip).await;
     // An upgrade without a token may sign in with `connection_init` (as the
@@ -155,16 +170,14 @@ async fn graphql_get(State(state): State<AppState>, request: Request) -> Respons
     data.insert(state.subscriptions.clone());
     let auth = state.auth.clone();
     let watcher = state.auth.clone();
-    let (limits, metrics) = (state.limits.clone(), state.metrics.clone());
+    let (limits, metrics, audit) = (state.limits.clone(), state.metrics.clone(), state.system.clone());
     // The connection ends when the token it signed in with expires or is revoked.
     let (signed_tx, signed_in) = watch::channel(from_header.clone());
     let on_init = move |payload: serde_json::Value| async move {
         let mut data = async_graphql::Data::default();
         let signed = match auth.from_init_payload(&payload).await {
             Ok(Some(signed)) => {
-                let given = payload.as_object().and_then(|o| {
-                    o.iter().find(|(k, _)| k.eq_ignore_ascii_case("authorization")).and_then(|(_, v)| v.as_str())
-                });
+                let given = payload.as_object().and_then(crate::auth::init_credential).and_then(|v| v.as_str());
                 *credential.lock().unwrap_or_else(|e| e.into_inner()) =
                     given.and_then(|v| HeaderValue::from_str(v).ok());
                 Some(signed)
@@ -181,6 +194,8 @@ async fn graphql_get(State(state): State<AppState>, request: Request) -> Respons
                     );
                     return Err(async_graphql::Error::new(why));
                 }
+                let given = payload.as_object().and_then(crate::auth::init_credential).and_then(|v| v.as_str());
+                audit_refused_token(&auth, &audit, given, &e).await;
                 // graphql-transport-ws closes the socket with this reason.
                 return Err(async_graphql::Error::new(format!("{}: {e}", ws::REFUSED_SIGN_IN)));
             }
@@ -229,7 +244,7 @@ async fn graphql_get(State(state): State<AppState>, request: Request) -> Respons
             let open = OpenSocket::new(sockets);
             async move {
                 ws::serve(socket, executor, kind, data, on_init, keepalive, admission, ended).await;
-                drop(open);
+                drop((open, slot));
             }
         })
         .into_response();
@@ -237,6 +252,17 @@ async fn graphql_get(State(state): State<AppState>, request: Request) -> Respons
         v.write_headers(response.headers_mut());
     }
     response
+}
+
+/// Whether a page of `origin` may open a socket here: one of this server
+/// (its host and port are the request's `Host`), or one listed (`*` lists all).
+fn origin_allowed(origin: &HeaderValue, host: Option<&HeaderValue>, listed: &[String]) -> bool {
+    let Ok(origin) = origin.to_str() else { return false };
+    if listed.iter().any(|o| o == "*" || o.eq_ignore_ascii_case(origin)) {
+        return true;
+    }
+    let authority = origin.split_once("://").map_or("", |(_, rest)| rest);
+    host.and_then(|h| h.to_str().ok()).is_some_and(|host| !authority.is_empty() && authority.eq_ignore_ascii_case(host))
 }
 
 /// Counts a subscription connection as open while it lives.
@@ -384,11 +410,19 @@ pub(crate) fn error_body(code: ErrorCode, message: &str) -> Json<serde_json::Val
 
 /// 401 for a token that was sent but is not valid. Bad tokens count against
 /// the client's address, so guessing costs quota like any anonymous call.
-async fn refuse_token(state: &AppState, ip: IpAddr, error: &TokenError, started: Instant) -> Response {
+async fn refuse_token(
+    state: &AppState,
+    ip: IpAddr,
+    headers: &HeaderMap,
+    error: &TokenError,
+    started: Instant,
+) -> Response {
     let verdict = state.limits.check(None, ip).await;
     if let Some(v) = verdict.as_ref().filter(|v| !v.allowed()) {
         return too_many(state, v, started);
     }
+    let credential = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    audit_refused_token(&state.auth, &state.system, credential, error).await;
     state.metrics.record(started.elapsed(), std::iter::once(ErrorCode::Unauthenticated.as_str().to_string()));
     let mut response =
         (StatusCode::UNAUTHORIZED, error_body(ErrorCode::Unauthenticated, &error.to_string())).into_response();
@@ -397,6 +431,23 @@ async fn refuse_token(state: &AppState, ip: IpAddr, error: &TokenError, started:
         v.write_headers(response.headers_mut());
     }
     response
+}
+
+/// Records a refused token whose signature held (it expired, or was revoked)
+/// under the subject it was signed for: a lost or stolen token's use belongs in
+/// the audit log (a tester's revoked owner token left no trace). Any other bad
+/// token's subject could be anyone's, and is not recorded.
+async fn audit_refused_token(
+    auth: &Authenticator,
+    system: &AttachSystem,
+    credential: Option<&str>,
+    error: &TokenError,
+) {
+    let Some(credential) = credential else { return };
+    let Some(who) = auth.signed_for(credential, error).await else { return };
+    if let Err(e) = system.audit_refused_sign_in(&who, *error == TokenError::Expired).await {
+        tracing::error!(error = %e, "the audit record of a refused token was lost");
+    }
 }
 
 /// 429 with `Retry-After` and the `RateLimit` headers.
@@ -437,7 +488,7 @@ async fn graphql(State(state): State<AppState>, request: Request) -> Response {
     };
     let principal = match state.auth.from_headers(&parts.headers).await {
         Ok(signed) => signed.map(|s| s.principal),
-        Err(e) => return closing(refuse_token(&state, ip, &e, started).await),
+        Err(e) => return closing(refuse_token(&state, ip, &parts.headers, &e, started).await),
     };
     // A request a peer forwarded with the cluster's secret was counted there.
     let trusted = state.secrets.trust_hop(&parts.headers);
@@ -475,50 +526,59 @@ async fn execute(
         request_error(status, message)
     };
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
-    let multipart = content_type.as_deref().is_some_and(|c| c.starts_with("multipart/form-data"));
-    let cap = if multipart { state.max_upload_bytes } else { state.max_body_bytes };
-    // A body that stops arriving holds its connection and what was read of it:
-    // refused once the deadline passes (a tester held 300 part-sent bodies open).
-    let Ok(read) = tokio::time::timeout(state.body_read, to_bytes(body, cap)).await else {
-        let message = format!("the request body did not arrive within {} s", state.body_read.as_secs());
-        let mut response = refused(StatusCode::REQUEST_TIMEOUT, &message);
-        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-        return response;
-    };
-    let Ok(bytes) = read else {
-        // The rest of the body was not read, so the connection cannot carry another request.
-        // An upload's cap is the panel file's limit with room for the form around it: say so.
-        let message = if multipart {
-            let file = cap.saturating_sub(crate::config::UPLOAD_FORM_ROOM);
-            format!(
-                "the request body is larger than {cap} bytes: a panel file may be at most {file} bytes \
-                 (limits.max_panel_bytes); split it into smaller files"
-            )
-        } else {
-            format!("the request body is larger than {cap} bytes")
-        };
-        let mut response = refused(StatusCode::PAYLOAD_TOO_LARGE, &message);
-        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-        return response;
-    };
+    let essence = content_type.as_deref().map(|c| c.split(';').next().unwrap_or_default().trim());
+    let multipart = essence.is_some_and(|c| c.eq_ignore_ascii_case("multipart/form-data"));
+    let json = essence.is_some_and(|c| c.eq_ignore_ascii_case("application/json"));
     // A web page can make its visitors' browsers send a form, or text, here
     // without asking first (a tester registered households from an HTML form, each
     // from its visitor's address, past the per-address quota); JSON needs a CORS
     // preflight, and a browser never adds `Authorization` to such a request.
-    let json = content_type.as_deref().is_some_and(|c| {
-        let essence = c.split(';').next().unwrap_or_default().trim();
-        essence.eq_ignore_ascii_case("application/json")
-    });
-    if multipart && !headers.contains_key(header::AUTHORIZATION) {
+    // Refused before the body is read, so the connection cannot carry another.
+    // A peer's request (counted there) is taken as it comes: an earlier build
+    // forwarded a socket's requests with no content type.
+    let trusted = counted.is_none();
+    let unread = |mut response: Response| {
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        response
+    };
+    if multipart && !headers.contains_key(header::AUTHORIZATION) && !trusted {
         let message = "a multipart upload needs a signed-in caller (Authorization: Bearer …); nothing was read";
         state.metrics.record(started.elapsed(), std::iter::once(ErrorCode::Unauthenticated.as_str().to_string()));
-        return (StatusCode::UNAUTHORIZED, error_body(ErrorCode::Unauthenticated, message)).into_response();
+        let mut response = (StatusCode::UNAUTHORIZED, error_body(ErrorCode::Unauthenticated, message)).into_response();
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return unread(response);
     }
-    if !multipart && !json {
+    if !multipart && !json && !trusted {
         let message = "send a GraphQL request as JSON, with Content-Type: application/json (or a panel file as \
-                       multipart/form-data, signed in)";
-        return refused(StatusCode::UNSUPPORTED_MEDIA_TYPE, message);
+                       multipart/form-data, signed in); nothing was read";
+        return unread(refused(StatusCode::UNSUPPORTED_MEDIA_TYPE, message));
     }
+    let cap = if multipart { state.max_upload_bytes } else { state.max_body_bytes };
+    let bytes = match read_body(body, cap, state.body_read).await {
+        Ok(bytes) => bytes,
+        // A body that stops arriving holds its connection and what was read of it
+        // (a tester held 300 part-sent bodies open).
+        Err(BodyRefused::Stalled) => {
+            let message = format!(
+                "the request body stopped arriving: each part must come within {} s of the last",
+                state.body_read.as_secs()
+            );
+            return unread(refused(StatusCode::REQUEST_TIMEOUT, &message));
+        }
+        Err(BodyRefused::TooLarge) => {
+            // An upload's cap is the panel file's limit with room for the form around it: say so.
+            let message = if multipart {
+                let file = cap.saturating_sub(crate::config::UPLOAD_FORM_ROOM);
+                format!(
+                    "the request body is larger than {cap} bytes: a panel file may be at most {file} bytes \
+                     (limits.max_panel_bytes); split it into smaller files"
+                )
+            } else {
+                format!("the request body is larger than {cap} bytes")
+            };
+            return unread(refused(StatusCode::PAYLOAD_TOO_LARGE, &message));
+        }
+    };
     // Kept (a cheap handle) in case the request must go to the node holding its shard.
     let original = bytes.clone();
     let parsed = if multipart {
@@ -609,6 +669,37 @@ async fn execute(
         v.write_headers(http.headers_mut());
     }
     http
+}
+
+/// Why a request's body was not taken.
+enum BodyRefused {
+    /// Larger than the cap.
+    TooLarge,
+    /// No part of it came within the deadline of the last (or of the headers), or
+    /// the whole took more than ten deadlines: a client holding its connection.
+    Stalled,
+}
+
+/// Reads a body of at most `cap` bytes, each part within `idle` of the last, and
+/// all of it within ten times that (so a slow uplink sends a large panel file,
+/// and a client dribbling a byte at a time does not hold its connection for ever).
+async fn read_body(body: Body, cap: usize, idle: std::time::Duration) -> Result<Bytes, BodyRefused> {
+    use futures::StreamExt;
+    let read = async {
+        let mut stream = body.into_data_stream();
+        let mut bytes = Vec::new();
+        loop {
+            match tokio::time::timeout(idle, stream.next()).await {
+                Err(_) => return Err(BodyRefused::Stalled),
+                Ok(None) => return Ok(Bytes::from(bytes)),
+                // The client went away or sent what is not HTTP: nothing to answer, as for a body too large.
+                Ok(Some(Err(_))) => return Err(BodyRefused::TooLarge),
+                Ok(Some(Ok(part))) if bytes.len() + part.len() > cap => return Err(BodyRefused::TooLarge),
+                Ok(Some(Ok(part))) => bytes.extend_from_slice(&part),
+            }
+        }
+    };
+    tokio::time::timeout(idle * 10, read).await.unwrap_or(Err(BodyRefused::Stalled))
 }
 
 /// A GraphQL response as HTTP: counted in the metrics by its error codes, never

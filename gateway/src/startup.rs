@@ -271,6 +271,7 @@ impl Application {
             max_body_bytes: settings.limits.max_body_bytes,
             max_upload_bytes: settings.limits.max_upload_body_bytes(),
             body_read: std::time::Duration::from_secs(settings.limits.body_read_secs),
+            websocket_origins: Arc::new(settings.limits.websocket_origins.clone()),
             documents,
             nullable_roots,
             max_fields: settings.limits.max_fields,
@@ -344,7 +345,7 @@ impl Application {
             // A subscriber that stops reading holds up at most this much in the
             // kernel; beyond it the shard's feed drops events for it (MISSED).
             if send_buffer > 0
-                && let Err(e) = socket2::SockRef::from(&*tcp).set_send_buffer_size(send_buffer)
+                && let Err(e) = socket2::SockRef::from(tcp).set_send_buffer_size(send_buffer)
             {
                 tracing::warn!(error = %e, "could not set the socket send buffer");
             }

@@ -52,6 +52,8 @@ pub fn http(token: Option<&str>, pool: usize) -> anyhow::Result<reqwest::Client>
     }
     Ok(reqwest::Client::builder()
         .pool_max_idle_per_host(pool)
+        // Attach closes a connection idle for 30 s (`limits.header_read_secs`): drop it first.
+        .pool_idle_timeout(std::time::Duration::from_secs(10))
         .default_headers(headers)
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(REQUEST_TIMEOUT)

@@ -920,15 +920,13 @@ impl ShardRuntime {
     }
 
     /// The registrations here that the patient signed in as `subject`
-    /// registered, oldest first, without the `MOVED` copies of those that left.
+    /// registered, `MOVED` copies included (the system keeps a household's
+    /// copy where it went, and this one only while the move has not arrived).
     async fn owned_by(&self, subject: &str) -> Result<Vec<RegistrationView>, AttachError> {
         let mut views = Vec::new();
         for r in self.state.owned_by(subject) {
-            if self.state.registration(&r).is_some_and(|r| r.status != crate::domain::RegistrationStatus::Moved) {
-                views.push(self.registration_view(&r).await?);
-            }
+            views.push(self.registration_view(&r).await?);
         }
-        views.sort_by(|a, b| a.registration.registered_at.cmp(&b.registration.registered_at));
         Ok(views)
     }
 

@@ -196,7 +196,7 @@ pub enum ShardMsg {
     /// a signed-in patient did (`NOT_FOUND` when no such registration is here).
     OwnerOf(RegistrationRef, Reply<Option<String>>),
     /// The registrations here that a signed-in patient registered, by their
-    /// subject (not the `MOVED` copies of those that moved on).
+    /// subject (`MOVED` copies included).
     OwnedBy(String, Reply<Vec<RegistrationView>>),
     /// A page of the waitlist.
     Waitlist(WaitlistQuery, Reply<WaitlistPage>),

@@ -201,13 +201,12 @@ impl ShardState {
                 self.intakes.insert((i.provider.clone(), i.phn), i);
             }
             Record::Owner(o) => {
+                // An owner is written once and never changed; a record read again replaces itself.
                 let subject = o.subject.into_boxed_str();
-                self.owned.insert((subject.clone(), o.reference));
-                if let Some(earlier) = self.owners.insert(o.reference, subject)
-                    && *earlier != *self.owners[&o.reference]
-                {
+                if let Some(earlier) = self.owners.insert(o.reference, subject.clone()) {
                     self.owned.remove(&(earlier, o.reference));
                 }
+                self.owned.insert((subject, o.reference));
             }
         }
     }

@@ -1,4 +1,4 @@
-//! Who is calling: bearer JWTs checked against a JWKS, turned into a [`Principal`](attach_actors::access::Principal).
+//! Who is calling: bearer JWTs checked against a JWKS, turned into a [`Principal`].
 //!
 //! - [`keys`]: the JWKS (a file or a URL), refreshed periodically and on an unknown key id;
 //! - [`token`]: the checks one token must pass, and its claims;
@@ -22,6 +22,7 @@ pub mod token;
 use std::sync::Arc;
 use std::time::Duration;
 
+use attach_actors::access::Principal;
 use axum::http::{HeaderMap, header};
 
 use crate::config::Settings;
@@ -125,6 +126,21 @@ impl Authenticator {
         result
     }
 
+    /// Who a credential (`Bearer …`) refused with `error` was signed for, when
+    /// its signature held and only its expiry or the revocation list refused
+    /// it: someone may be using a lost or stolen token, which the audit log
+    /// should show. None for every other refusal, whose subject could be anyone's.
+    pub async fn signed_for(&self, credential: &str, error: &TokenError) -> Option<Principal> {
+        let token = bearer(credential)?;
+        match error {
+            TokenError::Revoked => self.verify_signature(token).await.ok().map(|s| s.principal),
+            TokenError::Expired => {
+                token::verify_expired(token, &self.keys.current(), &self.rules).ok().map(|s| s.principal)
+            }
+            _ => None,
+        }
+    }
+
     /// The principal of a request: `Ok(None)` without an `Authorization`
     /// header, an error when there is one that does not hold a valid bearer token.
     pub async fn from_headers(&self, headers: &HeaderMap) -> Result<Option<Signed>, TokenError> {
@@ -141,12 +157,15 @@ impl Authenticator {
             serde_json::Value::Null => return Ok(None),
             _ => return Err(TokenError::InitPayload),
         };
-        let Some((_, value)) = object.iter().find(|(k, _)| k.eq_ignore_ascii_case("authorization")) else {
-            return Ok(None);
-        };
+        let Some(value) = init_credential(object) else { return Ok(None) };
         let token = value.as_str().and_then(bearer).ok_or(TokenError::NotBearer)?;
         self.verify(token).await.map(Some)
     }
+}
+
+/// The credential a `connection_init` payload carries (`Authorization`, any case).
+pub fn init_credential(payload: &serde_json::Map<String, serde_json::Value>) -> Option<&serde_json::Value> {
+    payload.iter().find(|(k, _)| k.eq_ignore_ascii_case("authorization")).map(|(_, v)| v)
 }
 
 /// The token of a `Bearer …` credential (the scheme is case-insensitive).

@@ -129,7 +129,7 @@ fn top_fields<'a>(
 }
 
 /// What the operation `name` costs against the caller's quota: one for each
-/// top-level field it selects ([`top_fields`]) but `__typename`, and at least
+/// top-level field it selects (as the private `top_fields` collects them) but `__typename`, and at least
 /// one. Each counts as one request, so aliases do not buy a hundred
 /// registrations or PHN look-ups for the price of one. A field selected again
 /// under the same response key counts again: GraphQL would run it once, but

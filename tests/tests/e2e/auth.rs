@@ -337,6 +337,34 @@ async fn revoked_tokens_are_refused_and_their_subscriptions_closed() {
     // Refreshed every second for 2.5 s, broken all along: told once.
     let told = app.log.lock().unwrap().matches("the token revocation list was not reloaded").count();
     assert_eq!(told, 1, "a file that stays broken is logged once");
+    // A revoked token's use is in the audit log under its subject, over HTTP and
+    // a socket's sign-in (a tester's stolen-token attempts left no trace); a
+    // token that is not genuine is not, its subject could be anyone's.
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_request(&app)).await.unwrap();
+    let init = json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {a}") } });
+    ws.send(Message::text(init.to_string())).await.unwrap();
+    assert!(closed(&mut ws).await.expect("refused").contains("revoked"));
+    assert_eq!(post_with(&app, "Bearer not.a.jwt", WAITLIST).await.status(), 401);
+    let signed = sign_ins(&app).await;
+    let of = |sub: &str| signed.iter().filter(|r| r["subject"] == sub).count();
+    assert!(of("coord-a") >= 2 && of("coord-b") >= 2, "{signed:?}");
+    assert_eq!(of("coord-a") + of("coord-b"), signed.len(), "nobody else: {signed:?}");
+    assert!(signed.iter().all(|r| r["target"] == "revoked" && r["outcome"] == "UNAUTHENTICATED"), "{signed:?}");
+}
+
+/// The audit log's records of tokens refused at the door.
+async fn sign_ins(app: &TestApp) -> Vec<Value> {
+    let operations = app.token_for("ops-1", Role::Operations, &[], None);
+    let log = r#"{ auditLog(first: 100, filter: { operation: "signIn" }) { nodes { subject target outcome } } }"#;
+    let body: Value = post_with(app, &format!("Bearer {operations}"), log).await.json().await.unwrap();
+    body["data"]["auditLog"]["nodes"].as_array().unwrap_or_else(|| panic!("{body}")).clone()
+}
+
+fn ws_request(app: &TestApp) -> tokio_tungstenite::tungstenite::handshake::client::Request {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = format!("{}/graphql", app.url.replacen("http", "ws", 1)).into_client_request().unwrap();
+    request.headers_mut().insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse().unwrap());
+    request
 }
 
 async fn closed(ws: &mut Ws) -> Option<String> {
@@ -466,6 +494,11 @@ async fn a_subscription_connection_ends_when_its_token_expires() {
     let frame = closed(&mut ws).await.expect("the socket closes once the token expires");
     assert!(frame.starts_with("4403 UNAUTHENTICATED: the token expired"), "told why, not just dropped: {frame}");
     assert!(started.elapsed() < Duration::from_secs(10));
+    // Used after it expired: refused, and recorded under its subject.
+    assert_eq!(post_with(&app, &format!("Bearer {token}"), WAITLIST).await.status(), 401);
+    let signed = sign_ins(&app).await;
+    assert_eq!(signed.len(), 1, "{signed:?}");
+    assert_eq!((&signed[0]["subject"], &signed[0]["target"]), (&json!("coord-short"), &json!("expired")));
 }
 
 #[tokio::test]
