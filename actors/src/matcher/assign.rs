@@ -317,8 +317,10 @@ impl<'a> Board<'a> {
         }
         // Households that could not move out of a slot, by profile: within one
         // repack nothing changes until a move, so one of the same profile (and
-        // passed over by nobody) could not either.
-        let mut stuck: Vec<(u128, usize)> = Vec::new();
+        // passed over by nobody) could not either. A set: a try meets up to
+        // profiles × providers of them, and a list's scan of each made the
+        // province bench 2.1 s (0.29 s before the memory, session 20).
+        let mut stuck: std::collections::HashSet<(u128, usize)> = std::collections::HashSet::new();
         for target in targets {
             let p = target.slot;
             let slot = &self.slots[p];
