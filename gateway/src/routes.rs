@@ -123,8 +123,7 @@ async fn graphql_get(State(state): State<AppState>, request: Request) -> Respons
         && !origin_allowed(origin, parts.headers.get(header::HOST), &state.websocket_origins)
     {
         let message = "a WebSocket from a page of another origin is refused: list it in limits.websocket_origins";
-        state.metrics.record(started.elapsed(), std::iter::once(ErrorCode::Forbidden.as_str().to_string()));
-        return (StatusCode::FORBIDDEN, error_body(ErrorCode::Forbidden, message)).into_response();
+        return refusal(&state, started, StatusCode::FORBIDDEN, ErrorCode::Forbidden, message);
     }
     // Its place among the connections the server keeps goes with the socket.
     let slot = parts.extensions.get::<crate::http_server::Slot>().cloned();
@@ -423,9 +422,8 @@ async fn refuse_token(
     }
     let credential = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     audit_refused_token(&state.auth, &state.system, credential, error).await;
-    state.metrics.record(started.elapsed(), std::iter::once(ErrorCode::Unauthenticated.as_str().to_string()));
-    let mut response =
-        (StatusCode::UNAUTHORIZED, error_body(ErrorCode::Unauthenticated, &error.to_string())).into_response();
+    let message = error.to_string();
+    let mut response = refusal(state, started, StatusCode::UNAUTHORIZED, ErrorCode::Unauthenticated, &message);
     response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer error=\"invalid_token\""));
     if let Some(v) = verdict {
         v.write_headers(response.headers_mut());
@@ -448,6 +446,13 @@ async fn audit_refused_token(
     if let Err(e) = system.audit_refused_sign_in(&who, *error == TokenError::Expired).await {
         tracing::error!(error = %e, "the audit record of a refused token was lost");
     }
+}
+
+/// A refusal made before GraphQL runs, counted in the metrics by its code as
+/// GraphQL's own errors are.
+fn refusal(state: &AppState, started: Instant, status: StatusCode, code: ErrorCode, message: &str) -> Response {
+    state.metrics.record(started.elapsed(), std::iter::once(code.as_str().to_string()));
+    (status, error_body(code, message)).into_response()
 }
 
 /// 429 with `Retry-After` and the `RateLimit` headers.
@@ -521,10 +526,7 @@ async fn execute(
 ) -> Response {
     let started = std::time::Instant::now();
     // Refused before GraphQL runs, and counted as the GraphQL requests are.
-    let refused = |status: StatusCode, message: &str| {
-        state.metrics.record(started.elapsed(), std::iter::once("INVALID_INPUT".to_string()));
-        request_error(status, message)
-    };
+    let refused = |status: StatusCode, message: &str| refusal(state, started, status, ErrorCode::InvalidInput, message);
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
     let essence = content_type.as_deref().map(|c| c.split(';').next().unwrap_or_default().trim());
     let multipart = essence.is_some_and(|c| c.eq_ignore_ascii_case("multipart/form-data"));
@@ -543,8 +545,7 @@ async fn execute(
     };
     if multipart && !headers.contains_key(header::AUTHORIZATION) && !trusted {
         let message = "a multipart upload needs a signed-in caller (Authorization: Bearer …); nothing was read";
-        state.metrics.record(started.elapsed(), std::iter::once(ErrorCode::Unauthenticated.as_str().to_string()));
-        let mut response = (StatusCode::UNAUTHORIZED, error_body(ErrorCode::Unauthenticated, message)).into_response();
+        let mut response = refusal(state, started, StatusCode::UNAUTHORIZED, ErrorCode::Unauthenticated, message);
         response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         return unread(response);
     }
