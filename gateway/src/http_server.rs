@@ -37,6 +37,37 @@ pub struct Deadlines {
     pub max_connections: usize,
 }
 
+/// File descriptors kept for the store, the journal, peers and Redis, below
+/// the process's limit, when connections are capped to fit under it.
+const KEPT_DESCRIPTORS: u64 = 256;
+
+impl Deadlines {
+    /// `max_connections` as configured, or fewer when the process may not open
+    /// that many files (its soft `RLIMIT_NOFILE`, read from `limits`, the text of
+    /// `/proc/self/limits`), with [`KEPT_DESCRIPTORS`] to spare: past that, the
+    /// kernel refuses every new socket, whoever opens it, and the cap would never
+    /// be reached (a verifier's server with the defaults ran out of descriptors
+    /// first). Answers the cap and, when lowered, why.
+    pub fn fitted(max_connections: usize, limits: Option<&str>) -> (usize, Option<String>) {
+        let soft = limits.and_then(|text| {
+            let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+            line.split_whitespace().nth(3)?.parse::<u64>().ok()
+        });
+        match soft {
+            Some(files) if (max_connections as u64).saturating_add(KEPT_DESCRIPTORS) > files => {
+                let fitted = files.saturating_sub(KEPT_DESCRIPTORS).max(1) as usize;
+                let why = format!(
+                    "limits.max_connections ({max_connections}) is more than this process may open (its open-file \
+                     limit is {files}, {KEPT_DESCRIPTORS} of them kept for the store and peers): at most {fitted} \
+                     connections are kept; raise the limit (ulimit -n, LimitNOFILE) to keep more"
+                );
+                (fitted, Some(why))
+            }
+            _ => (max_connections, None),
+        }
+    }
+}
+
 /// A connection's place among [`Deadlines::max_connections`], held while it is
 /// open. Each request carries it (as an extension), so a WebSocket upgrade
 /// keeps it for as long as the socket lives: hyper's connection ends at the upgrade.
@@ -133,4 +164,27 @@ pub async fn serve(
     drop(listener);
     close_tx.closed().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Deadlines;
+
+    #[test]
+    fn the_cap_fits_under_the_open_file_limit() {
+        let limits = |soft: &str| {
+            format!(
+                "Limit                     Soft Limit           Hard Limit           Units\n\
+                 Max processes             95361                95361                processes\n\
+                 Max open files            {soft}                 524288               files\n"
+            )
+        };
+        assert_eq!(Deadlines::fitted(16_384, Some(&limits("1024"))).0, 768);
+        let (cap, why) = Deadlines::fitted(16_384, Some(&limits("1024")));
+        assert!(cap == 768 && why.is_some_and(|w| w.contains("1024")));
+        assert_eq!(Deadlines::fitted(16_384, Some(&limits("65536"))), (16_384, None));
+        assert_eq!(Deadlines::fitted(16_384, Some(&limits("unlimited"))), (16_384, None));
+        assert_eq!(Deadlines::fitted(100, Some(&limits("100"))).0, 1, "never none");
+        assert_eq!(Deadlines::fitted(16_384, None), (16_384, None), "no /proc: as configured");
+    }
 }

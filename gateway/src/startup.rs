@@ -291,9 +291,15 @@ impl Application {
         let send_buffer = settings.limits.socket_send_buffer_bytes;
         let resume_every = std::time::Duration::from_secs(settings.shard.lease_secs.max(1));
         let shared_feed = settings.redis.is_some();
+        let limits = std::fs::read_to_string("/proc/self/limits").ok();
+        let (max_connections, lowered) =
+            crate::http_server::Deadlines::fitted(settings.limits.max_connections, limits.as_deref());
+        if let Some(why) = lowered {
+            warn!("{why}");
+        }
         let deadlines = crate::http_server::Deadlines {
             header_read: std::time::Duration::from_secs(settings.limits.header_read_secs),
-            max_connections: settings.limits.max_connections,
+            max_connections,
         };
         Ok(Application {
             listener,
