@@ -335,7 +335,8 @@ pub enum Operation {
     ManageClinicStaff,
     /// Move a whole panel to another provider (the receiving clinic's medical director).
     TransferPanel,
-    /// Read panel reports and transfers (counts, never patients).
+    /// Read panel reports and transfers (counts, never patients; a report is
+    /// audited since session 20, a transfer's progress is not).
     ReadPanelReports,
     /// Move a registration to another community's waitlist, keeping its registration time.
     MoveRegistration,
@@ -548,6 +549,8 @@ impl Operation {
                     | Operation::ReadWaitlist
                     | Operation::ReadProposals
                     | Operation::ReadPanel
+                    // Counts, but a small panel's age groups and complexity say much of its patients.
+                    | Operation::ReadPanelReports
                     // Who looked at who read what: the log holds every caller's subject.
                     | Operation::ReadAudit
                     | Operation::SignIn

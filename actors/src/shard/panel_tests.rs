@@ -795,6 +795,18 @@ async fn a_clinics_report_counts_only_the_part_of_each_panel_at_that_clinic() {
     let second = s.clinic_panel_reports(&sys(), &f2).await.unwrap();
     assert_eq!(second.iter().map(counts).collect::<Vec<_>>(), [(2, 0, 2, 998)]);
     assert_eq!(counts(&s.panel_report(&sys(), &a).await.unwrap()), (1000, 995, 5, 0), "the whole panel");
+    // Each report read is audited, by what it reports on (a small panel's age
+    // groups and complexity say much of its patients; an audit tester found none).
+    let support = Principal::new("support-1", Role::Support, None, Scope::parse(["community:112"]).unwrap());
+    assert_eq!(s.panel_report(&support, &a).await.unwrap_err().code, ErrorCode::Forbidden);
+    let query = crate::audit::AuditQuery {
+        operation: Some(crate::access::Operation::ReadPanelReports),
+        limit: 50,
+        ..Default::default()
+    };
+    let read = s.audit_log(&sys(), query).await.unwrap();
+    let seen: Vec<_> = read.iter().map(|r| (r.target.as_deref().unwrap_or(""), r.outcome.as_str())).collect();
+    assert_eq!(seen, [("0F111", "OK"), ("0F222", "OK"), ("P1111", "OK"), ("P1111", "FORBIDDEN")]);
     s.stop().await;
 }
 

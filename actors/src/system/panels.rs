@@ -709,11 +709,17 @@ impl AttachSystem {
     /// A provider's panel report: the provider, their endorsed delegate,
     /// support within their scope (the provider's community) and operations.
     pub async fn panel_report(&self, who: &Principal, provider: &ProviderId) -> Result<PanelReport, AttachError> {
-        who.require(Operation::ReadPanelReports, None)?;
-        let shard = self.locate(Locator::Provider(provider.clone()), "provider").await?;
-        who.require(Operation::ReadPanelReports, Some(&shard))?;
-        let reports = self.shard_panel_reports(&shard, Some(provider.clone()), None, who.clone()).await?;
-        reports.into_iter().next().ok_or_else(|| AttachError::not_found("provider"))
+        // Audited: a small panel's age groups and complexity say much of its patients.
+        let mut trail = Trail::new(who, Operation::ReadPanelReports).about(provider);
+        let result = async {
+            who.require(trail.op, None)?;
+            let shard = trail.at(self.locate(Locator::Provider(provider.clone()), "provider").await?);
+            who.require(trail.op, Some(&shard))?;
+            let reports = self.shard_panel_reports(&shard, Some(provider.clone()), None, who.clone()).await?;
+            reports.into_iter().next().ok_or_else(|| AttachError::not_found("provider"))
+        }
+        .await;
+        self.audited(trail, result).await
     }
 
     /// The panel reports of every provider listed at a clinic (wherever they are
@@ -724,24 +730,27 @@ impl AttachSystem {
         who: &Principal,
         facility: &FacilityNumber,
     ) -> Result<Vec<PanelReport>, AttachError> {
-        who.require(Operation::ReadPanelReports, None)?;
-        if !matches!(who.role(), Role::Support | Role::Operations | Role::Internal) {
-            self.require_director(who, facility).await?;
-        } else {
-            // Support within their scope: the clinic's community.
-            let home = self.locate(Locator::Clinic(facility.clone()), "clinic").await?;
-            who.require(Operation::ReadPanelReports, Some(&home))?;
-            self.clinic_at(&home, facility.clone()).await?;
+        let mut trail = Trail::new(who, Operation::ReadPanelReports).about(facility);
+        let result = async {
+            who.require(trail.op, None)?;
+            if !matches!(who.role(), Role::Support | Role::Operations | Role::Internal) {
+                self.require_director(who, facility).await?;
+            } else {
+                // Support within their scope: the clinic's community.
+                let home = trail.at(self.locate(Locator::Clinic(facility.clone()), "clinic").await?);
+                who.require(trail.op, Some(&home))?;
+                self.clinic_at(&home, facility.clone()).await?;
+            }
+            let shards: Vec<ShardKey> = self.regions.shards().cloned().collect();
+            let reports = shards.iter().map(|s| self.shard_panel_reports(s, None, Some(facility.clone()), who.clone()));
+            let mut all = Vec::new();
+            for r in join_all(reports).await {
+                all.extend(r?);
+            }
+            all.sort_by(|a, b| a.provider.cmp(&b.provider));
+            Ok(all)
         }
-        let shards: Vec<ShardKey> = self.regions.shards().cloned().collect();
-        let all =
-            join_all(shards.iter().map(|s| self.shard_panel_reports(s, None, Some(facility.clone()), who.clone())))
-                .await;
-        let mut reports = Vec::new();
-        for r in all {
-            reports.extend(r?);
-        }
-        reports.sort_by(|a, b| a.provider.cmp(&b.provider));
-        Ok(reports)
+        .await;
+        self.audited(trail, result).await
     }
 }
