@@ -44,7 +44,7 @@ const KEPT_DESCRIPTORS: u64 = 256;
 impl Deadlines {
     /// `max_connections` as configured, or fewer when the process may not open
     /// that many files (its soft `RLIMIT_NOFILE`, read from `limits`, the text of
-    /// `/proc/self/limits`), with [`KEPT_DESCRIPTORS`] to spare: past that, the
+    /// `/proc/self/limits`), with 256 descriptors to spare: past that, the
     /// kernel refuses every new socket, whoever opens it, and the cap would never
     /// be reached (a verifier's server with the defaults ran out of descriptors
     /// first). Answers the cap and, when lowered, why.
