@@ -96,7 +96,7 @@ pub fn message_cost(message: &[u8], max: usize) -> Result<u32, String> {
 /// `@skip` or `@include` leaves out with `variables` (their defaults filled
 /// in), in no particular order. Bounded whatever the document: a cycle of
 /// spreads is validation's to refuse.
-fn top_fields<'a>(
+pub(super) fn top_fields<'a>(
     document: &'a ExecutableDocument,
     name: Option<&str>,
     variables: &async_graphql::Variables,

@@ -7,7 +7,7 @@
 //! without one of its variables registered a household in its first field and
 //! failed only in its second.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::OnceLock;
 
 use async_graphql::parser::types::{BaseType, ExecutableDocument, Type};
@@ -19,7 +19,7 @@ use async_graphql::{Value, Variables};
 /// (the schema reports that).
 pub fn missing(document: &ExecutableDocument, name: Option<&str>, variables: &Variables) -> Option<String> {
     let operation = crate::forward::operation(document, name)?;
-    operation.node.variable_definitions.iter().find_map(|definition| {
+    let declared = operation.node.variable_definitions.iter().find_map(|definition| {
         let definition = &definition.node;
         let required = !definition.var_type.node.nullable && definition.default_value.is_none();
         let value = variables.get(&definition.name.node);
@@ -39,6 +39,76 @@ pub fn missing(document: &ExecutableDocument, name: Option<&str>, variables: &Va
                 definition.name.node, definition.var_type.node
             )
         })
+    });
+    declared.or_else(|| unusable(document, name, variables))
+}
+
+/// A nullable variable without a default, left out or null, given straight to
+/// a top-level field's argument that is non-null. GraphQL's "all variable
+/// usages are allowed" rule makes such a document invalid; async-graphql ran
+/// the fields before it and failed that one (a tester's mutation registered a
+/// household in its first field, then failed its second). Variables inside
+/// input objects and lists are not followed: those fail in the field that
+/// reads them.
+fn unusable(document: &ExecutableDocument, name: Option<&str>, variables: &Variables) -> Option<String> {
+    use async_graphql::parser::types::OperationType;
+    let operation = crate::forward::operation(document, name)?;
+    let root = match operation.node.ty {
+        OperationType::Query => "Query",
+        OperationType::Mutation => "Mutation",
+        OperationType::Subscription => "Subscription",
+    };
+    let required = required_arguments().get(root)?;
+    for field in super::budget::top_fields(document, name, variables) {
+        let Some(arguments) = required.get(field.name.node.as_str()) else { continue };
+        for (argument, value) in &field.arguments {
+            // The parser's own value type is not re-exported; a variable prints as `$name`.
+            let text = value.node.to_string();
+            let Some(variable) = text.strip_prefix('$') else { continue };
+            let Some(definition) = operation.node.variable_definitions.iter().find(|d| d.node.name.node == variable)
+            else {
+                continue;
+            };
+            let definition = &definition.node;
+            let absent = variables.get(variable).is_none_or(|v| *v == Value::Null);
+            if arguments.contains(argument.node.as_str())
+                && definition.var_type.node.nullable
+                && definition.default_value.is_none()
+                && absent
+            {
+                return Some(format!(
+                    "variable `${variable}` of type `{}` is given to `{}`'s argument `{}`, which is required, and was \
+                     not given; declare it `{}!` or give it; nothing was run",
+                    definition.var_type.node, field.name.node, argument.node, definition.var_type.node
+                ));
+            }
+        }
+    }
+    None
+}
+
+/// The non-null arguments of each root type's fields (`Query`, `Mutation`,
+/// `Subscription`), read once from the schema's SDL.
+fn required_arguments() -> &'static HashMap<String, HashMap<String, HashSet<String>>> {
+    use async_graphql::parser::types::{TypeKind, TypeSystemDefinition};
+    static REQUIRED: OnceLock<HashMap<String, HashMap<String, HashSet<String>>>> = OnceLock::new();
+    REQUIRED.get_or_init(|| {
+        let Ok(schema) = async_graphql::parser::parse_schema(super::sdl()) else { return HashMap::new() };
+        let mut roots = HashMap::new();
+        for definition in schema.definitions {
+            let TypeSystemDefinition::Type(ty) = definition else { continue };
+            let TypeKind::Object(object) = &ty.node.kind else { continue };
+            if !matches!(ty.node.name.node.as_str(), "Query" | "Mutation" | "Subscription") {
+                continue;
+            }
+            let fields = object.fields.iter().map(|f| {
+                let required =
+                    f.node.arguments.iter().filter(|a| !a.node.ty.node.nullable && a.node.default_value.is_none());
+                (f.node.name.node.to_string(), required.map(|a| a.node.name.node.to_string()).collect())
+            });
+            roots.insert(ty.node.name.node.to_string(), fields.collect());
+        }
+        roots
     })
 }
 
@@ -80,7 +150,8 @@ mod tests {
 
     #[test]
     fn a_required_variable_left_out_or_null_is_named() {
-        let q = "mutation($r: ID!, $why: String) { a: withdrawRegistration(reference: $r, reason: $why) { status } }";
+        // (A field the schema does not have: its arguments' types are unknown here.)
+        let q = "mutation($r: ID!, $why: String) { a: withdraw(reference: $r, reason: $why) { status } }";
         let refused = check(q, serde_json::json!({}), None).unwrap();
         assert!(refused.contains("`$r` of type `ID!`"), "{refused}");
         assert!(check(q, serde_json::json!({ "r": null }), None).is_some());
@@ -103,6 +174,40 @@ mod tests {
         assert_eq!(check(list, serde_json::json!({ "f": [{}], "n": "not checked here" }), None), None);
         assert_eq!(check(list, serde_json::json!({ "f": {} }), None), None);
         assert!(check(list, serde_json::json!({ "f": [1] }), None).is_some());
+    }
+
+    #[test]
+    fn a_nullable_variable_left_out_for_a_required_argument_is_refused_before_anything_runs() {
+        // `reason` is `String!` in the schema; `$why` may be null as declared.
+        let q = r#"mutation($i: RegisterHouseholdInput!, $r: ID!, $why: String) {
+            a: registerHousehold(input: $i) { reference }
+            b: withdrawRegistration(reference: $r, reason: $why) { status } }"#;
+        let given = serde_json::json!({ "i": { "community": "111" }, "r": "ABC" });
+        let refused = check(q, given.clone(), None).unwrap();
+        assert!(
+            refused.contains("`$why` of type `String` is given to `withdrawRegistration`'s argument `reason`"),
+            "{refused}"
+        );
+        let mut null = given.clone();
+        null["why"] = serde_json::Value::Null;
+        assert!(check(q, null, None).is_some());
+        let mut told = given.clone();
+        told["why"] = serde_json::json!("moved");
+        assert_eq!(check(q, told, None), None, "given: it runs");
+        // A nullable argument may take it left out, and a default stands in.
+        assert_eq!(
+            check(
+                "query($n: Int) { waitlist(communityCode: \"111\", first: $n) { totalCount } }",
+                serde_json::json!({}),
+                None
+            ),
+            None
+        );
+        let with_default = "mutation($r: ID!, $why: String = \"moved\") { withdrawRegistration(reference: $r, reason: $why) { status } }";
+        assert_eq!(check(with_default, serde_json::json!({ "r": "ABC" }), None), None);
+        // Left out by `@skip`, it does not run either.
+        let skipped = "mutation($r: ID!, $why: String) { withdrawRegistration(reference: $r, reason: $why) @skip(if: true) { status } }";
+        assert_eq!(check(skipped, serde_json::json!({ "r": "ABC" }), None), None);
     }
 
     #[test]

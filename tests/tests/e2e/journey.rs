@@ -932,6 +932,18 @@ async fn a_mutation_missing_a_required_variable_runs_none_of_its_fields() {
     assert_eq!(body["errors"][0]["extensions"]["code"], "INVALID_INPUT", "{body}");
     assert!(body["errors"][0]["message"].as_str().unwrap().contains("`$r` of type `ID!` is required"), "{body}");
     assert!(body.get("data").is_none_or(Value::is_null), "nothing ran: {body}");
+    // A nullable variable left out where a required argument takes it: refused
+    // whole too (a tester's mutation registered its household, then failed).
+    let nullable = r#"mutation($input: RegisterHouseholdInput!, $r: ID!, $why: String) {
+      a: registerHousehold(input: $input) { reference }
+      b: withdrawRegistration(reference: $r, reason: $why) { status }
+    }"#;
+    let mut given = variables.clone();
+    given["r"] = json!("ABCDEFGHJKMN");
+    let body = app.anonymous().graphql(nullable, given).await;
+    assert_eq!(body["errors"][0]["extensions"]["code"], "INVALID_INPUT", "{body}");
+    assert!(body["errors"][0]["message"].as_str().unwrap().contains("`$why` of type `String`"), "{body}");
+    assert!(body.get("data").is_none_or(Value::is_null), "nothing ran: {body}");
     // Over a WebSocket too.
     use futures::SinkExt;
     let token = app.token(Role::Coordinator, &["province"], None);
