@@ -315,14 +315,16 @@ impl<'a> Board<'a> {
                 most[1] = Some(r);
             }
         }
-        // Households that could not move out of a slot, by profile: within one
-        // repack nothing changes until a move, so one of the same profile (and
-        // passed over by nobody) could not either. A set: a try meets up to
-        // profiles × providers of them, and a list's scan of each made the
-        // province bench 2.1 s (0.29 s before the memory, session 20).
-        let mut stuck: std::collections::HashSet<(u128, usize)> = std::collections::HashSet::new();
+        // Profiles of households that could not move out of the target slot:
+        // within one repack nothing changes until a move, so one of the same
+        // profile (and passed over by nobody) could not either. Kept for one
+        // target at a time, so it holds a few profiles: one list for the whole
+        // try held profiles × providers and its scan made the province bench
+        // 2.1 s, and a hash set of them cost a fifth more than no memory (session 20).
+        let mut stuck: Vec<u128> = Vec::new();
         for target in targets {
             let p = target.slot;
+            stuck.clear();
             let slot = &self.slots[p];
             let need = size.saturating_sub(slot.remaining);
             if need == 0 {
@@ -344,7 +346,7 @@ impl<'a> Board<'a> {
                 .collect();
             for g in movable {
                 let other = &candidates[g.candidate];
-                let key = (self.languages.words == 1 && other.passed.is_empty()).then(|| (g.profile.key(), p));
+                let key = (self.languages.words == 1 && other.passed.is_empty()).then(|| g.profile.key());
                 if key.is_some_and(|k| stuck.contains(&k)) {
                     continue;
                 }
