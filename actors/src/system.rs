@@ -496,7 +496,8 @@ impl AttachSystem {
 
     /// The registrations the signed-in patient registered (DECISIONS 48), in
     /// every community, wherever it runs, oldest first: a household that moved
-    /// is found where it went (or, while its move is under way, as `MOVED` where it left). Only a patient has their own; the public gets
+    /// is found where it went (or, while its move is under way, as `MOVED`
+    /// where it left). Only a patient has their own; the public gets
     /// `UNAUTHENTICATED` and other roles `FORBIDDEN`. Each registration found is
     /// audited as a read of it (one record without a target when none is).
     pub async fn my_registrations(&self, who: &Principal) -> Result<Vec<RegistrationView>, AttachError> {

@@ -72,7 +72,9 @@ impl Deadlines {
 /// open. Each request carries it (as an extension), so a WebSocket upgrade
 /// keeps it for as long as the socket lives: hyper's connection ends at the upgrade.
 #[derive(Clone)]
-pub struct Slot(#[allow(dead_code)] Arc<OwnedSemaphorePermit>);
+pub struct Slot {
+    _permit: Arc<OwnedSemaphorePermit>,
+}
 
 /// The router for one connection, which knows its peer's address (what
 /// `into_make_service_with_connect_info` gave the handlers) and holds its slot.
@@ -138,7 +140,7 @@ pub async fn serve(
             continue;
         };
         tune(&tcp);
-        let connection = Connection { router: router.clone(), peer, slot: Slot(Arc::new(permit)) };
+        let connection = Connection { router: router.clone(), peer, slot: Slot { _permit: Arc::new(permit) } };
         let (signal_tx, close_rx) = (signal_tx.clone(), close_rx.clone());
         tokio::spawn(async move {
             let mut builder = hyper::server::conn::http1::Builder::new();
