@@ -517,6 +517,7 @@ impl AttachSystem {
         // moving meanwhile may be found in both, or only as the `MOVED` copy of
         // the community left (step two not yet taken). Each is listed once, where
         // it is if it arrived.
+        let moved = |v: &RegistrationView| v.registration.status == crate::domain::RegistrationStatus::Moved;
         let mut by_reference: std::collections::HashMap<RegistrationRef, RegistrationView> = Default::default();
         for views in found {
             let views = match views {
@@ -524,15 +525,9 @@ impl AttachSystem {
                 Err(e) => return self.audited(Trail::new(who, op), Err(e)).await,
             };
             for view in views {
-                let moved = |v: &RegistrationView| v.registration.status == crate::domain::RegistrationStatus::Moved;
-                match by_reference.entry(view.registration.reference) {
-                    std::collections::hash_map::Entry::Occupied(mut kept) if moved(kept.get()) && !moved(&view) => {
-                        kept.insert(view);
-                    }
-                    std::collections::hash_map::Entry::Occupied(_) => {}
-                    std::collections::hash_map::Entry::Vacant(free) => {
-                        free.insert(view);
-                    }
+                let reference = view.registration.reference;
+                if by_reference.get(&reference).is_none_or(|kept| moved(kept) && !moved(&view)) {
+                    by_reference.insert(reference, view);
                 }
             }
         }

@@ -129,8 +129,8 @@ pub(super) fn top_fields<'a>(
 }
 
 /// What the operation `name` costs against the caller's quota: one for each
-/// top-level field it selects (as the private `top_fields` collects them) but `__typename`, and at least
-/// one. Each counts as one request, so aliases do not buy a hundred
+/// top-level field it selects (as `top_fields` collects them) but
+/// `__typename`, and at least one. Each counts as one request, so aliases do not buy a hundred
 /// registrations or PHN look-ups for the price of one. A field selected again
 /// under the same response key counts again: GraphQL would run it once, but
 /// async-graphql runs every copy (a tester's 500 copies of one `registration`

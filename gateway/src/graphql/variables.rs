@@ -10,7 +10,8 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::OnceLock;
 
-use async_graphql::parser::types::{BaseType, ExecutableDocument, Type};
+use async_graphql::Positioned;
+use async_graphql::parser::types::{BaseType, ExecutableDocument, OperationDefinition, Type};
 use async_graphql::{Value, Variables};
 
 /// Why the operation `name` (or the document's only one) cannot run with
@@ -40,7 +41,7 @@ pub fn missing(document: &ExecutableDocument, name: Option<&str>, variables: &Va
             )
         })
     });
-    declared.or_else(|| unusable(document, name, variables))
+    declared.or_else(|| unusable(document, operation, name, variables))
 }
 
 /// A nullable variable without a default, left out or null, given straight to
@@ -50,15 +51,19 @@ pub fn missing(document: &ExecutableDocument, name: Option<&str>, variables: &Va
 /// household in its first field, then failed its second). Variables inside
 /// input objects and lists are not followed: those fail in the field that
 /// reads them.
-fn unusable(document: &ExecutableDocument, name: Option<&str>, variables: &Variables) -> Option<String> {
+fn unusable(
+    document: &ExecutableDocument,
+    operation: &Positioned<OperationDefinition>,
+    name: Option<&str>,
+    variables: &Variables,
+) -> Option<String> {
     use async_graphql::parser::types::OperationType;
-    let operation = crate::forward::operation(document, name)?;
     let root = match operation.node.ty {
         OperationType::Query => "Query",
         OperationType::Mutation => "Mutation",
         OperationType::Subscription => "Subscription",
     };
-    let required = required_arguments().get(root)?;
+    let required = schema().required.get(root)?;
     for field in super::budget::top_fields(document, name, variables) {
         let Some(arguments) = required.get(field.name.node.as_str()) else { continue };
         for (argument, value) in &field.arguments {
@@ -87,28 +92,43 @@ fn unusable(document: &ExecutableDocument, name: Option<&str>, variables: &Varia
     None
 }
 
-/// The non-null arguments of each root type's fields (`Query`, `Mutation`,
-/// `Subscription`), read once from the schema's SDL.
-fn required_arguments() -> &'static HashMap<String, HashMap<String, HashSet<String>>> {
+/// What these checks read of the schema, from its SDL, once.
+struct Schema {
+    /// The non-null arguments (without a default) of each root type's fields
+    /// (`Query`, `Mutation`, `Subscription`), by type and field.
+    required: HashMap<String, HashMap<String, HashSet<String>>>,
+    /// The names of the input object types.
+    input_objects: HashSet<String>,
+}
+
+fn schema() -> &'static Schema {
     use async_graphql::parser::types::{TypeKind, TypeSystemDefinition};
-    static REQUIRED: OnceLock<HashMap<String, HashMap<String, HashSet<String>>>> = OnceLock::new();
-    REQUIRED.get_or_init(|| {
-        let Ok(schema) = async_graphql::parser::parse_schema(super::sdl()) else { return HashMap::new() };
-        let mut roots = HashMap::new();
-        for definition in schema.definitions {
+    static SCHEMA: OnceLock<Schema> = OnceLock::new();
+    SCHEMA.get_or_init(|| {
+        let mut schema = Schema { required: HashMap::new(), input_objects: HashSet::new() };
+        let Ok(document) = async_graphql::parser::parse_schema(super::sdl()) else { return schema };
+        for definition in document.definitions {
             let TypeSystemDefinition::Type(ty) = definition else { continue };
-            let TypeKind::Object(object) = &ty.node.kind else { continue };
-            if !matches!(ty.node.name.node.as_str(), "Query" | "Mutation" | "Subscription") {
-                continue;
+            let name = ty.node.name.node.to_string();
+            match &ty.node.kind {
+                TypeKind::InputObject(_) => {
+                    schema.input_objects.insert(name);
+                }
+                TypeKind::Object(object) if matches!(name.as_str(), "Query" | "Mutation" | "Subscription") => {
+                    let fields = object.fields.iter().map(|f| {
+                        let required = f
+                            .node
+                            .arguments
+                            .iter()
+                            .filter(|a| !a.node.ty.node.nullable && a.node.default_value.is_none());
+                        (f.node.name.node.to_string(), required.map(|a| a.node.name.node.to_string()).collect())
+                    });
+                    schema.required.insert(name, fields.collect());
+                }
+                _ => {}
             }
-            let fields = object.fields.iter().map(|f| {
-                let required =
-                    f.node.arguments.iter().filter(|a| !a.node.ty.node.nullable && a.node.default_value.is_none());
-                (f.node.name.node.to_string(), required.map(|a| a.node.name.node.to_string()).collect())
-            });
-            roots.insert(ty.node.name.node.to_string(), fields.collect());
         }
-        roots
+        schema
     })
 }
 
@@ -121,22 +141,11 @@ fn shaped_as(ty: &Type, value: &Value) -> bool {
         (_, Value::Null) => ty.nullable,
         (BaseType::List(inner), Value::List(items)) => items.iter().all(|item| shaped_as(inner, item)),
         (BaseType::List(inner), single) => shaped_as(inner, single),
-        (BaseType::Named(name), value) if input_objects().contains(name.as_str()) => matches!(value, Value::Object(_)),
+        (BaseType::Named(name), value) if schema().input_objects.contains(name.as_str()) => {
+            matches!(value, Value::Object(_))
+        }
         _ => true,
     }
-}
-
-/// The names of the schema's input object types, read once from its SDL.
-fn input_objects() -> &'static HashSet<String> {
-    static NAMES: OnceLock<HashSet<String>> = OnceLock::new();
-    NAMES.get_or_init(|| {
-        super::sdl()
-            .lines()
-            .filter_map(|line| line.strip_prefix("input "))
-            .filter_map(|rest| rest.split_whitespace().next())
-            .map(str::to_string)
-            .collect()
-    })
 }
 
 #[cfg(test)]
